@@ -1,0 +1,113 @@
+"""Codec interfaces: array->array, array->bytes and bytes->bytes, per the Zarr v3 spec.
+
+A codec is an immutable object built from its JSON configuration. ``ChunkSpec`` describes
+the array a codec sees (shape, storage dtype, fill value, order); array->array codecs may
+change it for the codecs after them (``resolve_spec``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["ArrayArrayCodec", "ArrayBytesCodec", "BytesBytesCodec", "ChunkSpec", "Codec"]
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What a codec knows about the chunk it encodes.
+
+    Attributes:
+        shape: the chunk shape (edge chunks are full size, padded with fill).
+        dtype: numpy storage dtype, native byte order.
+        fill_value: numpy scalar of ``dtype``.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    fill_value: Any
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded size of a chunk in bytes."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class Codec(abc.ABC):
+    """Common part of every v3 codec: a name and a JSON configuration."""
+
+    #: the codec's name in ``zarr.json`` (``"zstd"``, ``"bytes"``, ``"numcodecs.delta"``)
+    codec_name: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, configuration: dict[str, Any]) -> Codec:
+        """Build the codec from the ``configuration`` object of its JSON form."""
+
+    @abc.abstractmethod
+    def configuration(self) -> dict[str, Any]:
+        """The ``configuration`` object of its JSON form (may be empty)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The codec's JSON form: ``{"name": ..., "configuration": {...}}``."""
+        out: dict[str, Any] = {"name": self.codec_name}
+        config = self.configuration()
+        if config:
+            out["configuration"] = config
+        return out
+
+    def evolve(self, spec: ChunkSpec) -> Codec:
+        """Fill in settings that depend on the array (e.g. ``endian`` for 1-byte types)."""
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_json() == other.to_json()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_json()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.configuration()!r})"
+
+
+class ArrayArrayCodec(Codec):
+    """Transforms an array into another array (transpose, delta, ...)."""
+
+    def resolve_spec(self, spec: ChunkSpec) -> ChunkSpec:
+        """The spec of the array this codec produces from an array of ``spec``."""
+        return spec
+
+    @abc.abstractmethod
+    def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
+        """Transform a decoded chunk of ``spec``."""
+
+    @abc.abstractmethod
+    def decode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
+        """Invert :meth:`encode`; ``spec`` is the spec of the *output*."""
+
+
+class ArrayBytesCodec(Codec):
+    """Serialises an array to bytes (``bytes``, ``sharding_indexed``)."""
+
+    @abc.abstractmethod
+    def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
+        """Serialise a chunk of ``spec``."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
+        """Deserialise a chunk of ``spec``; write into ``out`` when given (C-contiguous)."""
+
+
+class BytesBytesCodec(Codec):
+    """Transforms bytes into bytes (compressors, checksums)."""
+
+    @abc.abstractmethod
+    def encode(self, data: bytes) -> bytes:
+        """Compress or otherwise transform ``data``."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes) -> bytes:
+        """Invert :meth:`encode`."""

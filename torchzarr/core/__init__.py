@@ -1,0 +1,1 @@
+"""The engine: arrays, groups, selection planning, parallel fetch and decode."""

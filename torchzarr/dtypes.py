@@ -1,0 +1,224 @@
+"""The one data-type table: Zarr v2 typestr <-> v3 data_type <-> numpy <-> torch.
+
+torchzarr keeps every chunk in a numpy *storage* dtype (native byte order). Types numpy
+lacks (bfloat16, float8) are stored as unsigned integers of the same width and reinterpreted
+as the matching torch dtype at the tensor boundary (``tensors.py``), so nothing below
+``core`` needs torch or ml_dtypes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from torchzarr.errors import UnsupportedDtypeError
+
+__all__ = [
+    "DataType",
+    "all_data_types",
+    "data_type",
+    "parse_v2_dtype",
+    "parse_v3_dtype",
+]
+
+
+@dataclass(frozen=True)
+class DataType:
+    """One row of the table.
+
+    Attributes:
+        name: canonical name, the v3 ``data_type`` where the spec has one (``"float32"``).
+        storage: numpy dtype chunks are decoded to, native byte order.
+        torch_name: attribute of the ``torch`` module holding the matching dtype.
+        v2_typestr: little-endian v2 ``dtype`` string (``"<f4"``), or None if v2 has none.
+        v3_name: v3 ``data_type`` name, or None where no spec or registry names it.
+        is_float: True for floating point kinds (NaN-aware fill comparisons).
+
+    Example:
+        >>> data_type("bfloat16").storage
+        dtype('uint16')
+    """
+
+    name: str
+    storage: np.dtype[Any]
+    torch_name: str
+    v2_typestr: str | None
+    v3_name: str | None
+    is_float: bool = False
+    is_complex: bool = False
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return int(self.storage.itemsize)
+
+    @property
+    def is_reinterpreted(self) -> bool:
+        """True when numpy holds the raw bits of a type it does not know (bfloat16, float8)."""
+        return self.storage.kind == "u" and self.is_float
+
+    def __repr__(self) -> str:
+        return f"DataType({self.name!r})"
+
+
+def _row(
+    name: str,
+    storage: str,
+    v2: str | None,
+    v3: str | None = "",
+    *,
+    torch_name: str | None = None,
+    is_float: bool = False,
+    is_complex: bool = False,
+) -> DataType:
+    return DataType(
+        name=name,
+        storage=np.dtype(storage),
+        torch_name=torch_name or name,
+        v2_typestr=v2,
+        v3_name=name if v3 == "" else v3,
+        is_float=is_float,
+        is_complex=is_complex,
+    )
+
+
+_TABLE: tuple[DataType, ...] = (
+    _row("bool", "bool", "|b1"),
+    _row("int8", "int8", "|i1"),
+    _row("int16", "int16", "<i2"),
+    _row("int32", "int32", "<i4"),
+    _row("int64", "int64", "<i8"),
+    _row("uint8", "uint8", "|u1"),
+    _row("uint16", "uint16", "<u2"),
+    _row("uint32", "uint32", "<u4"),
+    _row("uint64", "uint64", "<u8"),
+    _row("float16", "float16", "<f2", is_float=True),
+    # tensorstore's v2 driver spells bfloat16 this way; zarr-python has no v2 name for it.
+    _row("bfloat16", "uint16", "bfloat16", is_float=True),
+    _row("float32", "float32", "<f4", is_float=True),
+    _row("float64", "float64", "<f8", is_float=True),
+    _row("complex64", "complex64", "<c8", is_complex=True),
+    _row("complex128", "complex128", "<c16", is_complex=True),
+    _row("float8_e4m3fn", "uint8", None, None, is_float=True),
+    _row("float8_e5m2", "uint8", None, is_float=True),
+    _row("float8_e4m3fnuz", "uint8", None, is_float=True),
+    _row("float8_e5m2fnuz", "uint8", None, is_float=True),
+    _row("float8_e8m0fnu", "uint8", None, None, is_float=True),
+)
+
+_BY_NAME: dict[str, DataType] = {dt.name: dt for dt in _TABLE}
+_BY_V3: dict[str, DataType] = {dt.v3_name: dt for dt in _TABLE if dt.v3_name}
+_BY_NUMPY: dict[np.dtype[Any], DataType] = {
+    dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
+}
+_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64",
+            "int": "int32", "cfloat": "complex64", "cdouble": "complex128"}
+
+
+def all_data_types() -> tuple[DataType, ...]:
+    """Every data type torchzarr supports.
+
+    Example:
+        >>> "bfloat16" in [dt.name for dt in all_data_types()]
+        True
+    """
+    return _TABLE
+
+
+def _unsupported(what: object) -> UnsupportedDtypeError:
+    return UnsupportedDtypeError(
+        f"unsupported dtype {what!r}: torchzarr stores bool, signed and unsigned integers, "
+        "floating point (float16, bfloat16, float8, float32, float64) and complex numbers; "
+        "strings, datetimes and structured dtypes have no tensor equivalent"
+    )
+
+
+def data_type(value: object) -> DataType:
+    """Resolve a dtype given as a DataType, name, numpy dtype or torch dtype.
+
+    Example:
+        >>> data_type("float32").name, data_type(np.dtype(">i2")).name
+        ('float32', 'int16')
+    """
+    if isinstance(value, DataType):
+        return value
+    if isinstance(value, str):
+        name = _ALIASES.get(value, value)
+        if name in _BY_NAME:
+            return _BY_NAME[name]
+        try:
+            return data_type(np.dtype(value))
+        except TypeError:
+            raise _unsupported(value) from None
+    text = str(value)
+    if text.startswith("torch."):  # a torch.dtype, without importing torch here
+        name = text.removeprefix("torch.")
+        name = _ALIASES.get(name, name)
+        if name in _BY_NAME:
+            return _BY_NAME[name]
+        raise _unsupported(value)
+    try:
+        npdt = np.dtype(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise _unsupported(value) from None
+    if npdt.fields is not None or npdt.subdtype is not None:
+        raise _unsupported(npdt)
+    found = _BY_NUMPY.get(npdt.newbyteorder("="))
+    if found is None:
+        if npdt.name == "bfloat16":  # ml_dtypes
+            return _BY_NAME["bfloat16"]
+        if npdt.name in _BY_NAME:  # ml_dtypes float8 kinds
+            return _BY_NAME[npdt.name]
+        raise _unsupported(npdt)
+    return found
+
+
+def parse_v2_dtype(typestr: object) -> tuple[DataType, str]:
+    """Parse a v2 ``.zarray`` dtype; return the data type and its byte order (``<``/``>``/``|``).
+
+    Example:
+        >>> parse_v2_dtype(">f8")
+        (DataType('float64'), '>')
+    """
+    if not isinstance(typestr, str):
+        raise _unsupported(typestr)  # structured dtypes are lists in v2
+    if typestr == "bfloat16":
+        return _BY_NAME["bfloat16"], "<"
+    try:
+        npdt = np.dtype(typestr)
+    except TypeError:
+        raise _unsupported(typestr) from None
+    if npdt.kind not in "biufc" or npdt.fields is not None:
+        raise _unsupported(typestr)
+    order = typestr[0] if typestr[0] in "<>|" else ("<" if npdt.isnative else ">")
+    if npdt.itemsize == 1:
+        order = "|"
+    return data_type(npdt), order
+
+
+def parse_v3_dtype(name: object) -> DataType:
+    """Parse a v3 ``data_type``.
+
+    Example:
+        >>> parse_v3_dtype("bfloat16").torch_name
+        'bfloat16'
+    """
+    if isinstance(name, str) and name in _BY_V3:
+        return _BY_V3[name]
+    raise _unsupported(name)
+
+
+def v2_typestr(dt: DataType, byteorder: str = "<") -> str:
+    """The v2 dtype string for ``dt`` in the given byte order.
+
+    Example:
+        >>> v2_typestr(data_type("int32"), ">")
+        '>i4'
+    """
+    if dt.v2_typestr is None:
+        raise UnsupportedDtypeError(f"dtype {dt.name!r} has no Zarr v2 representation")
+    if dt.v2_typestr[0] == "<" and byteorder in "<>":
+        return byteorder + dt.v2_typestr[1:]
+    return dt.v2_typestr

@@ -1,0 +1,149 @@
+"""The one exception tree of torchzarr: every error a user can see is raised from here.
+
+Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in exception, so
+``except KeyError`` or ``except IndexError`` keep working in user code::
+
+    TorchZarrError (Exception)
+    ├── StoreError (OSError)
+    │   ├── InvalidKeyError (ValueError)        a key with "..", an absolute path, a backslash
+    │   ├── ReadOnlyError (PermissionError)     writing to a store, array or group opened read-only
+    │   ├── UnknownStoreError (ValueError)      a URL scheme or store spec nobody registered
+    │   └── MissingDependencyError (ImportError) an optional backend that is not installed
+    ├── MetadataError (ValueError)              malformed .zarray / .zgroup / zarr.json
+    │   └── UnknownExtensionError               must_understand extension we do not know
+    ├── NodeNotFoundError (KeyError)            no array or group at a path
+    │   ├── ArrayNotFoundError
+    │   └── GroupNotFoundError
+    ├── NodeExistsError (FileExistsError)       an array or group already at a path
+    ├── UnsupportedDtypeError (TypeError)       strings, datetimes, structured dtypes, ...
+    ├── CodecError (ValueError)
+    │   ├── UnknownCodecError                   a codec name or id no registry knows
+    │   └── ChunkDecodeError                    a corrupt or truncated chunk
+    │       └── ChecksumError                   a crc32c mismatch
+    ├── SelectionError (IndexError)             a selection torchzarr cannot interpret
+    │   └── BoundsError                         an index past the extent of an axis
+    ├── ShapeMismatchError (ValueError)         data whose shape does not fit the selection
+    └── AttributeValueError (TypeError)         an attribute value JSON cannot hold
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArrayNotFoundError",
+    "AttributeValueError",
+    "BoundsError",
+    "ChecksumError",
+    "ChunkDecodeError",
+    "CodecError",
+    "GroupNotFoundError",
+    "InvalidKeyError",
+    "MetadataError",
+    "MissingDependencyError",
+    "NodeExistsError",
+    "NodeNotFoundError",
+    "ReadOnlyError",
+    "SelectionError",
+    "ShapeMismatchError",
+    "StoreError",
+    "TorchZarrError",
+    "UnknownCodecError",
+    "UnknownExtensionError",
+    "UnknownStoreError",
+    "UnsupportedDtypeError",
+]
+
+
+class TorchZarrError(Exception):
+    """Base class of every error torchzarr raises.
+
+    Example:
+        >>> try:
+        ...     raise BoundsError("index 10 is out of bounds for axis 0 with extent 4")
+        ... except TorchZarrError as err:
+        ...     print(type(err).__name__)
+        BoundsError
+    """
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; keep ours readable whatever the built-in base.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class StoreError(TorchZarrError, OSError):
+    """A store could not do what was asked (I/O failed, or the request was invalid)."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A key that could escape the store's root or is not a valid Zarr key."""
+
+
+class ReadOnlyError(StoreError, PermissionError):
+    """A write to a store, array or group opened read-only."""
+
+
+class UnknownStoreError(StoreError, ValueError):
+    """A URL scheme or store specification that no registered store handles."""
+
+
+class MissingDependencyError(TorchZarrError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""
+
+
+class MetadataError(TorchZarrError, ValueError):
+    """Zarr metadata that is malformed or violates the specification."""
+
+
+class UnknownExtensionError(MetadataError):
+    """An extension marked ``must_understand`` that torchzarr does not implement."""
+
+
+class NodeNotFoundError(TorchZarrError, KeyError):
+    """No array or group exists at the given path."""
+
+
+class ArrayNotFoundError(NodeNotFoundError):
+    """No array exists at the given path."""
+
+
+class GroupNotFoundError(NodeNotFoundError):
+    """No group exists at the given path."""
+
+
+class NodeExistsError(TorchZarrError, FileExistsError):
+    """An array or group already exists where a new one was to be created."""
+
+
+class UnsupportedDtypeError(TorchZarrError, TypeError):
+    """A data type torchzarr cannot represent as a tensor (strings, datetimes, records)."""
+
+
+class CodecError(TorchZarrError, ValueError):
+    """A codec is misconfigured or failed."""
+
+
+class UnknownCodecError(CodecError):
+    """A codec name or numcodecs id that no registry knows."""
+
+
+class ChunkDecodeError(CodecError):
+    """A stored chunk could not be decoded: corrupt, truncated or of the wrong size."""
+
+
+class ChecksumError(ChunkDecodeError):
+    """A chunk's checksum does not match its content."""
+
+
+class SelectionError(TorchZarrError, IndexError):
+    """A selection that cannot be applied to the array (wrong type, negative step, ...)."""
+
+
+class BoundsError(SelectionError):
+    """An integer index past the extent of an axis."""
+
+
+class ShapeMismatchError(TorchZarrError, ValueError):
+    """Data whose shape cannot be broadcast to the selection it is written to."""
+
+
+class AttributeValueError(TorchZarrError, TypeError):
+    """An attribute value that cannot be stored as JSON."""

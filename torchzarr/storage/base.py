@@ -1,0 +1,181 @@
+"""The Store protocol: bytes in, bytes out, by key; knows nothing of Zarr.
+
+A store maps ``/``-separated string keys to bytes. A missing key reads as ``None``.
+Constructors do no I/O; resources (file handles, clients, pools) open lazily and are
+dropped in a forked child. Every store pickles as its spec and reopens on first use.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from torchzarr.errors import InvalidKeyError, ReadOnlyError
+
+__all__ = ["Buffer", "ByteRange", "Store", "validate_key"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """A byte range of a stored value.
+
+    ``start >= 0`` with ``length=None`` reads to the end; ``start < 0`` reads the last
+    ``-start`` bytes (``length`` must be None), as the shard index at the end of a shard needs.
+
+    Example:
+        >>> ByteRange(4, 8).slice(b"0123456789abcdef")
+        b'456789ab'
+    """
+
+    start: int
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.length is not None and (self.length < 0 or self.start < 0):
+            raise ValueError(f"invalid byte range start={self.start} length={self.length}")
+
+    def slice(self, data: Buffer) -> bytes:
+        """Apply the range to an in-memory value (used by stores without native ranges)."""
+        view = memoryview(data)
+        if self.start < 0:
+            return bytes(view[max(len(view) + self.start, 0) :])
+        end = len(view) if self.length is None else self.start + self.length
+        return bytes(view[self.start : end])
+
+
+def validate_key(key: str) -> str:
+    """Check that ``key`` is a relative ``/``-separated key that cannot leave a store's root.
+
+    Example:
+        >>> validate_key("a/b/zarr.json")
+        'a/b/zarr.json'
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"store key must be a str, got {type(key).__name__}: {key!r}")
+    if not key:
+        raise InvalidKeyError("store key must not be empty")
+    if "\\" in key:
+        raise InvalidKeyError(f"store key {key!r} contains a backslash")
+    if key.startswith("/") or (len(key) > 1 and key[1] == ":"):
+        raise InvalidKeyError(f"store key {key!r} is an absolute path")
+    if "\x00" in key:
+        raise InvalidKeyError(f"store key {key!r} contains a NUL byte")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidKeyError(f"store key {key!r} has an empty, '.' or '..' component")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a listing prefix: empty, or a valid key optionally ending in ``/``."""
+    if prefix:
+        validate_key(prefix.rstrip("/") or "/")
+    return prefix
+
+
+class Store(abc.ABC):
+    """Abstract key-value store of bytes.
+
+    Subclasses implement :meth:`get`, :meth:`set`, :meth:`delete` and :meth:`list_prefix`;
+    the rest have correct defaults that remote stores override to batch and overlap requests.
+
+    Example:
+        >>> from torchzarr.storage.memory import MemoryStore
+        >>> store = MemoryStore()
+        >>> store.set("a/b", b"xyz")
+        >>> store.get("a/b"), store.get("missing")
+        (b'xyz', None)
+    """
+
+    #: the URL scheme(s) this store answers in the registry (e.g. ``("file", "")``)
+    read_only: bool = False
+
+    # -- reads ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The value at ``key``, or None if it does not exist."""
+
+    def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
+        """Part of the value at ``key``; None if the key does not exist."""
+        value = self.get(key)
+        return None if value is None else byte_range.slice(value)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """Values of many keys at once (remote stores fetch them concurrently)."""
+        return {key: self.get(key) for key in keys}
+
+    def get_ranges(self, requests: Sequence[tuple[str, ByteRange]]) -> list[bytes | None]:
+        """Many byte ranges at once, in request order (remote stores run them concurrently)."""
+        return [self.get_range(key, rng) for key, rng in requests]
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` holds a value."""
+        return self.get(key) is not None
+
+    # -- writes -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def set(self, key: str, value: Buffer) -> None:
+        """Store ``value`` at ``key``, replacing any previous value atomically."""
+
+    def set_many(self, items: Mapping[str, Buffer]) -> None:
+        """Store many values (remote stores write them concurrently)."""
+        for key, value in items.items():
+            self.set(key, value)
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting a missing key is not an error."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove many keys."""
+        for key in keys:
+            self.delete(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key that starts with ``prefix`` (``""`` clears the store)."""
+        self.delete_many(list(self.list_prefix(prefix)))
+
+    # -- listing ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix``, as full keys, in no particular order."""
+
+    def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        """Direct children below ``prefix`` (``""`` or ending in ``/``): (keys, sub-prefixes).
+
+        Keys are returned as names relative to ``prefix``; sub-prefixes too, without a
+        trailing slash. Both lists are sorted.
+        """
+        keys: set[str] = set()
+        dirs: set[str] = set()
+        for key in self.list_prefix(prefix):
+            rest = key[len(prefix) :]
+            head, sep, _ = rest.partition("/")
+            (dirs if sep else keys).add(head)
+        return sorted(keys), sorted(dirs)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def _check_writable(self, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"cannot write {key!r}: store {self} is read-only")
+
+    def with_read_only(self, read_only: bool = True) -> Store:
+        """A store over the same data that refuses writes (or allows them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no read-only view")
+
+    def close(self) -> None:
+        """Release handles and pools; the store reopens lazily if used again."""
+
+    @property
+    def identity(self) -> str:
+        """A string naming the data this store reaches (used as a cache key)."""
+        return f"{type(self).__name__}@{id(self):x}"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

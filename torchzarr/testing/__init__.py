@@ -1,0 +1,1 @@
+"""Reusable test suites: store and codec contracts that each implementation subclasses."""
