@@ -115,6 +115,11 @@ class Store(abc.ABC):
         """True if ``key`` holds a value."""
         return self.get(key) is not None
 
+    def getsize(self, key: str) -> int | None:
+        """Size in bytes of the value at ``key``, or None if missing (stores override cheaply)."""
+        value = self.get(key)
+        return None if value is None else len(value)
+
     # -- writes -----------------------------------------------------------------------
     @abc.abstractmethod
     def set(self, key: str, value: Buffer) -> None:
@@ -164,7 +169,11 @@ class Store(abc.ABC):
 
     def with_read_only(self, read_only: bool = True) -> Store:
         """A store over the same data that refuses writes (or allows them)."""
-        raise NotImplementedError(f"{type(self).__name__} has no read-only view")
+        if not read_only:
+            return self
+        from torchzarr.storage.wrappers import ReadOnlyStore
+
+        return ReadOnlyStore(self)
 
     def close(self) -> None:
         """Release handles and pools; the store reopens lazily if used again."""

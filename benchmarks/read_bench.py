@@ -1,0 +1,150 @@
+"""Side-by-side read/write benchmarks: torchzarr against zarr-python, tensorstore, numpy
+and a codec-only decode limit, on the same stores, in interleaved rounds.
+
+Usage:
+    python benchmarks/read_bench.py --profile smoke            # under a minute, CI runs it
+    python benchmarks/read_bench.py --profile full --json benchmarks/results/read.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Scenario, markdown_table, report  # noqa: E402
+
+import torchzarr as tz  # noqa: E402
+
+PROFILES = {
+    # rows x cols of float32; full: 8192 x 8192 = 256 MiB, as in the figures of FACTS.md
+    "smoke": {"side": 1024, "rounds": 3},
+    "full": {"side": 8192, "rounds": 5},
+}
+
+
+def _compressor(name: str) -> Any:
+    if name == "zstd":
+        return numcodecs.Zstd(level=1)
+    if name == "blosc-lz4":
+        return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    return None
+
+
+def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: str) -> Path:
+    import zarr
+
+    path = root / f"{codec}-{'x'.join(map(str, chunks))}"
+    if not path.exists():
+        z = zarr.create_array(str(path), shape=data.shape, chunks=chunks, dtype=data.dtype,
+                              compressors=_compressor(codec), zarr_format=3)
+        z[:] = data
+    return path
+
+
+def _codec_limit(path: Path, codec: str, threads: int) -> Any:
+    """Decode every chunk with the bytes already in memory, on ``threads`` threads."""
+    files = [p for p in (path / "c").rglob("*") if p.is_file()]
+    blobs = [p.read_bytes() for p in files]
+    comp = _compressor(codec)
+    pool = ThreadPoolExecutor(threads)
+
+    def decode(blob: bytes) -> Any:
+        return comp.decode(blob) if comp is not None else np.frombuffer(blob, dtype=np.uint8).copy()
+
+    return lambda: list(pool.map(decode, blobs))
+
+
+def _contenders(path: Path, selection: Any, with_limit: str | None, threads: int) -> dict[str, Any]:
+    import tensorstore as ts
+    import zarr
+
+    ours = tz.open_array(path, mode="r")
+    theirs = zarr.open_array(str(path), mode="r")
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    ctx = ts.Context({"cache_pool": {"total_bytes_limit": 0},
+                      "data_copy_concurrency": {"limit": threads}})
+    tstore = ts.open(spec, read=True, context=ctx).result()
+    out = {
+        "torchzarr": lambda: ours[selection],
+        "zarr-python": lambda: theirs[selection],
+        "tensorstore": lambda: tstore[selection].read().result(),
+    }
+    if with_limit is not None:
+        out["codec-limit"] = _codec_limit(path, with_limit, threads)
+    return out
+
+
+def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
+    side = profile["side"]
+    threads = len(os.sched_getaffinity(0))
+    rng = np.random.default_rng(0)
+    # Compressible but not trivial: smooth values with noise, as real features are.
+    data = (np.cumsum(rng.standard_normal((side, side)), axis=1) / 8).astype(np.float32)
+    nbytes = data.nbytes
+    scenarios: list[Scenario] = []
+    big = (max(1, (1 << 20) // (4 * side)), side)  # about 1 MiB chunks
+    small = (64, 64)  # 16 KiB chunks
+    for codec in ("zstd", "blosc-lz4", "none"):
+        path = _make_store(root, data, big, codec)
+        scenarios.append(Scenario(f"full read, {codec}, 1 MiB chunks", nbytes,
+                                  _contenders(path, slice(None), codec, threads), "codec-limit"))
+    path = _make_store(root, data, small, "zstd")
+    scenarios.append(Scenario("full read, zstd, 16 KiB chunks", nbytes,
+                              _contenders(path, slice(None), "zstd", threads), "codec-limit"))
+    path = _make_store(root, data, big, "zstd")
+    half = side // 2
+    unaligned = (slice(big[0] // 2 + 1, half + 3), slice(5, side - 7))
+    scenarios.append(Scenario("unaligned slab, zstd", data[unaligned].nbytes,
+                              _contenders(path, unaligned, None, threads)))
+    rows = np.sort(rng.choice(side, size=min(256, side), replace=False))
+    gather = _contenders(path, slice(None), None, threads)
+    ours = tz.open_array(path, mode="r")
+    import tensorstore as ts
+    import zarr
+
+    theirs = zarr.open_array(str(path), mode="r")
+    tstore = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
+                     read=True).result()
+    gather = {
+        "torchzarr": lambda: ours.oindex[rows, :],
+        "zarr-python": lambda: theirs.oindex[rows, :],
+        "tensorstore": lambda: tstore[rows, :].read().result(),
+    }
+    scenarios.append(Scenario("random 256-row gather, zstd", len(rows) * side * 4, gather))
+    return scenarios
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the stores in this folder")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    root = args.keep or Path(tempfile.mkdtemp(prefix="torchzarr-bench-"))
+    try:
+        scenarios = build(root, profile)
+        for scenario in scenarios:
+            scenario.run(profile["rounds"])
+        rows = report(scenarios, args.json)
+        if args.markdown:
+            print(markdown_table(rows))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""End-to-end behaviour of Array on memory and local stores."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import BoundsError, ReadOnlyError, ShapeMismatchError
+
+ALL_DTYPES = [
+    torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16,
+    torch.uint32, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+    torch.complex64, torch.complex128,
+]
+
+
+def _sample(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, generator=g).bool()
+    if dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, generator=g)
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=g).to(dtype)
+    info = torch.iinfo(dtype)
+    lo, hi = max(info.min, -1000), min(info.max, 1000)
+    return torch.randint(lo, hi, shape, generator=g, dtype=torch.int64).to(dtype)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_every_dtype_round_trips(any_store, zarr_format, dtype):
+    if zarr_format == 2 and dtype == torch.bfloat16:
+        pytest.skip("v2 bfloat16 is tensorstore's extension; covered in the interop tests")
+    data = _sample((7, 5), dtype)
+    arr = tz.create_array(any_store, shape=(7, 5), dtype=dtype, chunks=(3, 2), zarr_format=zarr_format)
+    arr[...] = data
+    again = tz.open_array(any_store, mode="r")
+    out = again[...]
+    assert out.dtype == dtype
+    assert torch.equal(out, data)
+
+
+def test_missing_chunks_read_as_fill_without_storing(any_store):
+    arr = tz.create_array(any_store, shape=(10,), dtype=torch.float32, chunks=(4,), fill_value=-1.5)
+    assert torch.equal(arr[:], torch.full((10,), -1.5))
+    assert arr.nchunks_initialized == 0
+    arr[5] = 2.0
+    assert arr.nchunks_initialized == 1
+    expected = torch.full((10,), -1.5)
+    expected[5] = 2.0
+    assert torch.equal(arr[:], expected)
+
+
+def test_chunk_back_to_fill_is_deleted_nan_aware(any_store):
+    arr = tz.create_array(
+        any_store, shape=(8,), dtype=torch.float64, chunks=(4,), fill_value=float("nan")
+    )
+    arr[:] = torch.arange(8.0)
+    assert arr.nchunks_initialized == 2
+    arr[:4] = float("nan")
+    assert arr.nchunks_initialized == 1
+    assert torch.isnan(arr[:4]).all()
+
+
+def test_edge_chunks_are_stored_full_size(any_store):
+    arr = tz.create_array(
+        any_store, shape=(5,), dtype=torch.int32, chunks=(4,), compressors=None, fill_value=9
+    )
+    arr[:] = torch.arange(5, dtype=torch.int32)
+    raw = any_store.get("c/1")
+    assert raw is not None and len(raw) == 4 * 4
+    assert np.frombuffer(raw, "<i4").tolist() == [4, 9, 9, 9]
+
+
+def test_read_into_caller_tensor(any_store):
+    arr = tz.create_array(any_store, shape=(6, 4), dtype=torch.float32, chunks=(4, 4))
+    arr[:] = torch.arange(24.0).reshape(6, 4)
+    out = torch.empty(3, 4)
+    result = arr.read(slice(2, 5), out=out)
+    assert result is out
+    assert torch.equal(out, torch.arange(8.0, 20.0).reshape(3, 4))
+    with pytest.raises(ShapeMismatchError, match=r"\(2, 4\).*\(3, 4\)"):
+        arr.read(slice(2, 5), out=torch.empty(2, 4))
+    with pytest.raises(ShapeMismatchError, match="dtype"):
+        arr.read(slice(2, 5), out=torch.empty(3, 4, dtype=torch.float64))
+
+
+def test_read_into_non_contiguous_out(any_store):
+    arr = tz.create_array(any_store, shape=(3, 4), dtype=torch.int16, chunks=(2, 2))
+    arr[:] = torch.arange(12, dtype=torch.int16).reshape(3, 4)
+    out = torch.zeros(4, 3, dtype=torch.int16).t()
+    arr.read(..., out=out)
+    assert torch.equal(out, torch.arange(12, dtype=torch.int16).reshape(3, 4))
+
+
+def test_writes_take_tensors_arrays_scalars_and_broadcast(any_store):
+    arr = tz.create_array(any_store, shape=(4, 3), dtype=torch.float32, chunks=(2, 2))
+    arr[0] = torch.tensor([1.0, 2.0, 3.0])
+    arr[1] = np.array([4, 5, 6], dtype=np.int64)
+    arr[2] = 7
+    arr[3, :] = torch.tensor([8.0])
+    expected = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 7, 7], [8, 8, 8]], dtype=torch.float32)
+    assert torch.equal(arr[:], expected)
+    arr[:, 1] = torch.tensor([0.5, 0.5, 0.5, 0.5], dtype=torch.float64)
+    assert arr[:, 1].tolist() == [0.5] * 4
+
+
+def test_shape_mismatch_names_both_shapes(any_store):
+    arr = tz.create_array(any_store, shape=(4, 3), dtype=torch.float32, chunks=(2, 2))
+    with pytest.raises(ShapeMismatchError, match=r"\(2, 2\).*\(4, 3\)"):
+        arr[:] = torch.zeros(2, 2)
+
+
+def test_bounds_error_names_axis_index_extent(any_store):
+    arr = tz.create_array(any_store, shape=(4, 3), dtype=torch.float32, chunks=(2, 2))
+    with pytest.raises(BoundsError, match="10") as info:
+        _ = arr[1, 10]
+    assert "axis 1" in str(info.value) and "3" in str(info.value)
+    assert isinstance(info.value, IndexError)
+
+
+def test_negative_indices_and_steps(any_store):
+    data = torch.arange(60).reshape(6, 10)
+    arr = tz.create_array(any_store, shape=(6, 10), dtype=torch.int64, chunks=(4, 3))
+    arr[:] = data
+    assert torch.equal(arr[-1], data[-1])
+    assert torch.equal(arr[-4:-1, ::3], data[-4:-1, ::3])
+    assert torch.equal(arr[..., 2], data[..., 2])
+    assert arr[-1, -1].item() == 59
+
+
+def test_zero_dim_array(any_store):
+    arr = tz.create_array(any_store, shape=(), dtype=torch.float64, fill_value=3.5)
+    assert arr[()].item() == 3.5
+    arr[()] = 1.25
+    assert arr[...].shape == ()
+    assert arr[...].item() == 1.25
+    assert tz.open_array(any_store)[()].item() == 1.25
+    with pytest.raises(TypeError):
+        len(arr)
+
+
+def test_zero_length_dimension(any_store):
+    arr = tz.create_array(any_store, shape=(0, 3), dtype=torch.int32, chunks=(2, 3))
+    assert arr[:].shape == (0, 3)
+    arr[:] = torch.zeros(0, 3, dtype=torch.int32)
+    assert arr.nchunks_initialized == 0
+
+
+def test_oindex_and_vindex_with_tensors(any_store):
+    data = torch.arange(48).reshape(6, 8)
+    arr = tz.create_array(any_store, shape=(6, 8), dtype=torch.int64, chunks=(4, 3))
+    arr[:] = data
+    rows = torch.tensor([5, 0, 3, 3])
+    mask = torch.tensor([True, False] * 4)
+    assert torch.equal(arr.oindex[rows, mask], data[rows][:, mask])
+    assert torch.equal(arr.vindex[torch.tensor([0, 5]), torch.tensor([7, 1])], data[[0, 5], [7, 1]])
+    arr.oindex[[1, 2], [0, 7]] = torch.tensor([[-1, -2], [-3, -4]])
+    assert arr[1, 0].item() == -1 and arr[2, 7].item() == -4
+    arr.vindex[[4, 5], [4, 5]] = 0
+    assert arr[4, 4].item() == 0 and arr[5, 5].item() == 0
+
+
+def test_read_only_array_refuses_writes(any_store):
+    tz.create_array(any_store, shape=(4,), dtype=torch.int8, chunks=(2,))
+    arr = tz.open_array(any_store, mode="r")
+    with pytest.raises(ReadOnlyError):
+        arr[0] = 1
+    with pytest.raises(ReadOnlyError):
+        arr.attrs["x"] = 1
+    with pytest.raises(ReadOnlyError):
+        arr.resize(8)
+
+
+def test_resize_shrink_then_grow_shows_fill(any_store):
+    arr = tz.create_array(any_store, shape=(10, 4), dtype=torch.int32, chunks=(4, 3), fill_value=-1)
+    arr[:] = torch.arange(40, dtype=torch.int32).reshape(10, 4)
+    arr.resize(5, 2)
+    assert arr.shape == (5, 2)
+    assert torch.equal(arr[:], torch.arange(40, dtype=torch.int32).reshape(10, 4)[:5, :2])
+    arr.resize((10, 4))
+    grown = arr[:]
+    assert torch.equal(grown[:5, :2], torch.arange(40, dtype=torch.int32).reshape(10, 4)[:5, :2])
+    assert (grown[5:] == -1).all() and (grown[:, 2:] == -1).all()
+    assert tz.open_array(any_store).shape == (10, 4)
+
+
+def test_append_along_axes(any_store):
+    arr = tz.create_array(any_store, shape=(2, 3), dtype=torch.float32, chunks=(2, 2))
+    arr[:] = torch.ones(2, 3)
+    assert arr.append(torch.zeros(3, 3)) == (5, 3)
+    assert arr.append(np.full((5, 1), 2.0, dtype=np.float32), axis=1) == (5, 4)
+    expected = torch.cat([torch.cat([torch.ones(2, 3), torch.zeros(3, 3)]), torch.full((5, 1), 2.0)], 1)
+    assert torch.equal(arr[:], expected)
+    with pytest.raises(ShapeMismatchError):
+        arr.append(torch.zeros(1, 3))
+
+
+def test_info_reports_layout(any_store):
+    arr = tz.create_array(any_store, shape=(100, 10), dtype=torch.float32, chunks=(50, 10))
+    arr[:50] = torch.zeros(50, 10) + 1
+    info = arr.info
+    assert info.nchunks == 2 and info.nchunks_initialized == 1
+    assert info.nbytes == 4000 and 0 < info.nbytes_stored < 2000
+    text = str(info)
+    assert "zstd" in text and "1/2" in text and "(50, 10)" in text
+
+
+def test_default_chunks_and_codecs(any_store):
+    arr = tz.create_array(any_store, shape=(10_000, 1000), dtype=torch.float32)
+    nbytes = int(np.prod(arr.chunks)) * 4
+    assert 1 << 20 <= nbytes <= 4 << 20
+    assert arr.zarr_format == 3
+    names = [c["name"] for c in arr.metadata.to_json()["codecs"]]
+    assert names == ["bytes", "zstd"]
+    assert arr.metadata.to_json()["codecs"][1]["configuration"]["level"] == 1
+
+
+def test_pickle_local_array(tmp_path):
+    arr = tz.create_array(tmp_path / "p.zarr", shape=(4,), dtype=torch.int16, chunks=(2,))
+    arr[:] = torch.arange(4, dtype=torch.int16)
+    _ = arr[:]
+    clone = pickle.loads(pickle.dumps(arr))
+    assert torch.equal(clone[:], torch.arange(4, dtype=torch.int16))
+
+
+def test_writes_from_non_contiguous_and_other_dtypes(any_store):
+    arr = tz.create_array(any_store, shape=(3, 4), dtype=torch.bfloat16, chunks=(2, 2))
+    src = torch.arange(12, dtype=torch.float32).reshape(4, 3).t()
+    arr[:] = src
+    assert torch.equal(arr[:], src.to(torch.bfloat16))
+
+
+def test_fill_value_property(any_store):
+    arr = tz.create_array(any_store, shape=(2,), dtype=torch.bfloat16, fill_value=1.5)
+    assert arr.fill_value == 1.5
+    assert torch.equal(arr[:], torch.full((2,), 1.5, dtype=torch.bfloat16))

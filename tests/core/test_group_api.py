@@ -1,0 +1,142 @@
+"""Groups, modes of open_*, attributes and hierarchy creation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import (
+    ArrayNotFoundError,
+    AttributeValueError,
+    GroupNotFoundError,
+    NodeExistsError,
+    NodeNotFoundError,
+    ReadOnlyError,
+)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_nested_groups_and_arrays(any_store, zarr_format):
+    root = tz.open_group(any_store, mode="w", zarr_format=zarr_format)
+    run = root.require_group("exp1/run2")
+    assert run.path == "exp1/run2" and run.zarr_format == zarr_format
+    assert root.require_group("exp1/run2").path == "exp1/run2"
+    x = run.create_array("x", shape=(3,), dtype=torch.int32, chunks=(2,))
+    x[:] = torch.tensor([1, 2, 3], dtype=torch.int32)
+    assert torch.equal(root["exp1/run2/x"][:], torch.tensor([1, 2, 3], dtype=torch.int32))
+    assert "exp1" in root and "exp1/run2/x" in root and "nope" not in root
+    assert list(root) == ["exp1"] and len(root) == 1
+    assert [name for name, _ in root.members(max_depth=None)] == ["exp1", "exp1/run2", "exp1/run2/x"]
+    assert root["exp1"].group_keys() == ["run2"]
+    assert run.array_keys() == ["x"]
+    with pytest.raises(NodeNotFoundError, match="nope"):
+        root["nope"]
+    with pytest.raises(KeyError):
+        root["nope/deeper"]
+
+
+def test_attrs_persist_and_refuse_non_json(any_store):
+    root = tz.open_group(any_store, mode="w")
+    root.attrs["lr"] = 3e-4
+    root.attrs.update({"tags": ["a", "b"], "nested": {"k": 1}})
+    again = tz.open_group(any_store, mode="r")
+    assert dict(again.attrs) == {"lr": 3e-4, "tags": ["a", "b"], "nested": {"k": 1}}
+    with pytest.raises(AttributeValueError, match="bad"):
+        root.attrs["bad"] = torch.zeros(2)
+    with pytest.raises(AttributeValueError, match="nan"):
+        root.attrs["nan"] = float("nan")
+    del root.attrs["lr"]
+    assert "lr" not in tz.open_group(any_store).attrs
+
+
+def test_v2_attrs_live_in_zattrs(any_store):
+    arr = tz.create_array(any_store, shape=(2,), dtype="int8", zarr_format=2)
+    arr.attrs["units"] = "m"
+    assert b'"units"' in any_store.get(".zattrs")
+    assert b"units" not in any_store.get(".zarray")
+
+
+def test_tree_marks_groups_and_arrays(any_store):
+    root = tz.open_group(any_store, mode="w")
+    root.create_array("a/x", shape=(4, 2), dtype=torch.float32)
+    root.require_group("b")
+    text = root.tree()
+    assert text.splitlines()[0] == "/"
+    assert "a [G]" in text and "x [A] (4, 2) torch.float32" in text and "b [G]" in text
+
+
+def test_create_hierarchy_in_one_pass(any_store):
+    root = tz.open_group(any_store, mode="w")
+    made = root.create_hierarchy(
+        {
+            "data/images": {"shape": (10, 4), "dtype": torch.uint8, "chunks": (5, 4)},
+            "data/labels": {"shape": (10,), "dtype": "int64"},
+            "meta": {"attributes": {"source": "synthetic"}},
+        }
+    )
+    assert set(made) >= {"data", "data/images", "data/labels", "meta"}
+    assert root["data/images"].shape == (10, 4)
+    assert dict(root["meta"].attrs) == {"source": "synthetic"}
+
+
+def test_open_modes(any_store):
+    with pytest.raises(GroupNotFoundError):
+        tz.open_group(any_store, mode="r")
+    with pytest.raises(ArrayNotFoundError):
+        tz.open_array(any_store, mode="r+")
+    arr = tz.open_array(any_store, mode="w-", shape=(3,), dtype="float32")
+    with pytest.raises(NodeExistsError):
+        tz.open_array(any_store, mode="w-", shape=(3,), dtype="float32")
+    arr[:] = 1.0
+    assert tz.open_array(any_store, mode="a")[0].item() == 1.0
+    assert tz.open_array(any_store, mode="r+")[0].item() == 1.0
+    with pytest.raises(GroupNotFoundError, match="array"):
+        tz.open_group(any_store, mode="r")
+    replaced = tz.open_array(any_store, mode="w", shape=(2,), dtype="int8")
+    assert replaced.shape == (2,) and replaced.nchunks_initialized == 0
+    assert isinstance(tz.open(any_store, mode="r"), tz.Array)
+    group = tz.open_group(any_store, mode="w")
+    assert isinstance(tz.open(any_store), tz.Group) and group.path == ""
+    with pytest.raises(ValueError, match="mode"):
+        tz.open(any_store, mode="x")
+
+
+def test_create_array_refuses_existing_unless_overwrite(any_store):
+    tz.create_array(any_store, path="a", shape=(2,), dtype="int8")
+    with pytest.raises(NodeExistsError, match="'a'"):
+        tz.create_array(any_store, path="a", shape=(2,), dtype="int8")
+    tz.create_array(any_store, path="a", shape=(5,), dtype="int8", overwrite=True)
+    assert tz.open_array(any_store, path="a").shape == (5,)
+    with pytest.raises(NodeExistsError):
+        tz.create_array(any_store, path="a/b", shape=(1,), dtype="int8")
+
+
+def test_read_only_group(any_store):
+    tz.open_group(any_store, mode="w")
+    ro = tz.open_group(any_store, mode="r")
+    with pytest.raises(ReadOnlyError):
+        ro.require_group("x")
+    with pytest.raises(ReadOnlyError):
+        ro.attrs["a"] = 1
+    with pytest.raises(ReadOnlyError):
+        ro.create_array("y", shape=(1,), dtype="int8")
+
+
+def test_delete_member(any_store):
+    root = tz.open_group(any_store, mode="w")
+    root.create_array("g/x", shape=(4,), dtype="int8")[:] = 1
+    del root["g"]
+    assert "g" not in root and list(any_store.list_prefix("g/")) == []
+    with pytest.raises(NodeNotFoundError):
+        del root["g"]
+
+
+def test_require_array_checks_existing(any_store):
+    root = tz.open_group(any_store, mode="w")
+    a = root.require_array("x", shape=(3,), dtype="int16")
+    assert root.require_array("x", shape=(3,), dtype="int16").path == a.path
+    with pytest.raises(NodeExistsError, match="shape"):
+        root.require_array("x", shape=(4,), dtype="int16")
+    with pytest.raises(NodeExistsError, match="dtype"):
+        root.require_array("x", shape=(3,), dtype="int32")

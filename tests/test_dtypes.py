@@ -1,0 +1,69 @@
+"""The dtype table: names, v2 typestrs, numpy and torch, and refusals."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from torchzarr.dtypes import all_data_types, data_type, parse_v2_dtype, parse_v3_dtype, v2_typestr
+from torchzarr.errors import UnsupportedDtypeError
+from torchzarr.tensors import torch_dtype
+
+
+@pytest.mark.parametrize("dt", all_data_types(), ids=lambda d: d.name)
+def test_every_row_maps_to_torch_and_back(dt):
+    assert data_type(torch_dtype(dt)) is dt
+    assert data_type(dt.name) is dt
+    if dt.v3_name:
+        assert parse_v3_dtype(dt.v3_name) is dt
+
+
+@pytest.mark.parametrize(
+    "typestr,name,order",
+    [("|b1", "bool", "|"), ("<i8", "int64", "<"), (">u2", "uint16", ">"), ("<f2", "float16", "<"),
+     (">c16", "complex128", ">"), ("|u1", "uint8", "|"), ("bfloat16", "bfloat16", "<")],
+)
+def test_v2_typestrs(typestr, name, order):
+    dt, got_order = parse_v2_dtype(typestr)
+    assert (dt.name, got_order) == (name, order)
+
+
+def test_v2_typestr_builds_both_orders():
+    assert v2_typestr(data_type("float32"), ">") == ">f4"
+    assert v2_typestr(data_type("uint8"), ">") == "|u1"
+    with pytest.raises(UnsupportedDtypeError, match="float8_e4m3fn"):
+        v2_typestr(data_type("float8_e4m3fn"))
+
+
+@pytest.mark.parametrize("bad", ["<U4", "|S8", "<M8[ns]", "<m8[s]", "|O", [["a", "<i4"]], 5])
+def test_strings_datetimes_structured_refused_naming_dtype(bad):
+    with pytest.raises(UnsupportedDtypeError) as info:
+        parse_v2_dtype(bad)
+    assert str(bad)[:3] in str(info.value) or repr(bad)[:5] in str(info.value)
+    assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("bad", ["string", "datetime64", "r16", None])
+def test_unknown_v3_type_refused(bad):
+    with pytest.raises(UnsupportedDtypeError, match=repr(bad)[:6]):
+        parse_v3_dtype(bad)
+
+
+def test_numpy_and_ml_dtypes_inputs():
+    assert data_type(np.dtype(">f8")).name == "float64"
+    assert data_type(np.float32).name == "float32"
+    assert data_type(np.dtype(ml_dtypes.bfloat16)).name == "bfloat16"
+    assert data_type("float").name == "float32"
+    assert data_type(torch.half).name == "float16"
+    with pytest.raises(UnsupportedDtypeError):
+        data_type(np.dtype("U3"))
+    with pytest.raises(UnsupportedDtypeError):
+        data_type(object())
+
+
+def test_reinterpreted_types_store_unsigned_bits():
+    bf = data_type("bfloat16")
+    assert bf.is_reinterpreted and bf.storage == np.uint16 and bf.itemsize == 2
+    assert not data_type("float32").is_reinterpreted

@@ -1,0 +1,224 @@
+"""The ``sharding_indexed`` codec: many inner chunks in one stored object, with an index."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from torchzarr.codecs.base import ArrayBytesCodec, ChunkSpec, Codec
+from torchzarr.codecs.chunks import is_all_fill
+from torchzarr.errors import ChunkDecodeError, MetadataError
+
+__all__ = ["EMPTY", "ShardIndex", "ShardingCodec"]
+
+#: offset and length of an inner chunk that is not stored
+EMPTY = np.uint64(2**64 - 1)
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise MetadataError(f"sharding_indexed: {what} must be a list of positive ints, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """The (offset, nbytes) pair of every inner chunk of a shard, in C order of the inner grid."""
+
+    entries: np.ndarray  # shape (*chunks_per_shard, 2), uint64
+
+    def get(self, inner_coords: tuple[int, ...]) -> tuple[int, int] | None:
+        """Byte range of one inner chunk, or None if it is not stored."""
+        offset, nbytes = self.entries[inner_coords]
+        if offset == EMPTY and nbytes == EMPTY:
+            return None
+        return int(offset), int(nbytes)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no inner chunk is stored."""
+        return bool((self.entries == EMPTY).all())
+
+
+class ShardingCodec(ArrayBytesCodec):
+    """``sharding_indexed`` per the Zarr v3 sharding extension.
+
+    Example:
+        >>> from torchzarr.codecs.registry import codec_from_json
+        >>> codec = codec_from_json({"name": "sharding_indexed", "configuration": {
+        ...     "chunk_shape": [2, 2], "codecs": [{"name": "bytes"}]}})
+        >>> codec.chunk_shape
+        (2, 2)
+    """
+
+    codec_name = "sharding_indexed"
+
+    def __init__(
+        self,
+        chunk_shape: Sequence[int],
+        codecs: Sequence[Codec] | None = None,
+        index_codecs: Sequence[Codec] | None = None,
+        index_location: str = "end",
+    ) -> None:
+        from torchzarr.codecs.registry import codec_from_json
+
+        self.chunk_shape = _ints(list(chunk_shape), "chunk_shape")
+        self.codecs = tuple(codecs) if codecs else (codec_from_json({"name": "bytes"}),)
+        self.index_codecs = (
+            tuple(index_codecs)
+            if index_codecs
+            else (
+                codec_from_json({"name": "bytes", "configuration": {"endian": "little"}}),
+                codec_from_json({"name": "crc32c"}),
+            )
+        )
+        if index_location not in ("start", "end"):
+            raise MetadataError(
+                f"sharding_indexed: index_location must be 'start' or 'end', got {index_location!r}"
+            )
+        self.index_location = index_location
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> ShardingCodec:
+        from torchzarr.codecs.registry import codec_from_json
+
+        config = dict(configuration)
+        if "chunk_shape" not in config:
+            raise MetadataError("sharding_indexed: configuration needs chunk_shape")
+        return cls(
+            chunk_shape=_ints(config["chunk_shape"], "chunk_shape"),
+            codecs=[codec_from_json(c) for c in config.get("codecs", [{"name": "bytes"}])],
+            index_codecs=[codec_from_json(c) for c in config.get("index_codecs", [])] or None,
+            index_location=config.get("index_location", "end"),
+        )
+
+    def configuration(self) -> dict[str, Any]:
+        return {
+            "chunk_shape": list(self.chunk_shape),
+            "codecs": [c.to_json() for c in self.codecs],
+            "index_codecs": [c.to_json() for c in self.index_codecs],
+            "index_location": self.index_location,
+        }
+
+    def evolve(self, spec: ChunkSpec) -> ShardingCodec:
+        self._check_divides(spec.shape)
+        inner = self.inner_spec(spec)
+        return ShardingCodec(
+            self.chunk_shape,
+            [c.evolve(inner) for c in self.codecs],
+            [c.evolve(self._index_spec(spec)) for c in self.index_codecs],
+            self.index_location,
+        )
+
+    # -- geometry -------------------------------------------------------------------------
+    def _check_divides(self, shard_shape: tuple[int, ...]) -> None:
+        if len(shard_shape) != len(self.chunk_shape) or any(
+            s % c for s, c in zip(shard_shape, self.chunk_shape, strict=True)
+        ):
+            raise MetadataError(
+                f"sharding_indexed: inner chunk_shape {self.chunk_shape} must divide the shard "
+                f"shape {shard_shape} on every axis"
+            )
+
+    def chunks_per_shard(self, shard_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Inner chunks along each axis of a shard."""
+        return tuple(s // c for s, c in zip(shard_shape, self.chunk_shape, strict=True))
+
+    def inner_spec(self, spec: ChunkSpec) -> ChunkSpec:
+        """The spec the inner codecs see."""
+        return ChunkSpec(self.chunk_shape, spec.dtype, spec.fill_value)
+
+    def _index_spec(self, spec: ChunkSpec) -> ChunkSpec:
+        return ChunkSpec((*self.chunks_per_shard(spec.shape), 2), np.dtype("uint64"), EMPTY)
+
+    def _inner_pipeline(self, spec: ChunkSpec) -> Any:
+        from torchzarr.codecs.pipeline import V3Pipeline
+
+        return V3Pipeline(self.codecs, self.inner_spec(spec))
+
+    def _index_pipeline(self, spec: ChunkSpec) -> Any:
+        from torchzarr.codecs.pipeline import V3Pipeline
+
+        return V3Pipeline(self.index_codecs, self._index_spec(spec))
+
+    def index_nbytes(self, spec: ChunkSpec) -> int:
+        """Encoded size of a shard's index (the index codecs have a fixed size)."""
+        empty = np.full(self._index_spec(spec).shape, EMPTY, dtype=np.uint64)
+        return len(self._index_pipeline(spec).encode(empty))
+
+    # -- index ----------------------------------------------------------------------------
+    def decode_index(self, data: bytes | memoryview, spec: ChunkSpec, key: str | None = None) -> ShardIndex:
+        """Parse an encoded index (the crc32c index codec verifies it)."""
+        entries = self._index_pipeline(spec).decode(data, key=key)
+        return ShardIndex(np.asarray(entries, dtype=np.uint64))
+
+    def index_of_shard(self, shard: bytes | memoryview, spec: ChunkSpec, key: str | None = None) -> ShardIndex:
+        """The index of a whole encoded shard."""
+        n = self.index_nbytes(spec)
+        if len(shard) < n:
+            raise ChunkDecodeError(
+                f"shard {key or ''} is {len(shard)} bytes, shorter than its {n}-byte index"
+            )
+        view = memoryview(shard)
+        raw = view[:n] if self.index_location == "start" else view[len(view) - n :]
+        return self.decode_index(raw, spec, key)
+
+    # -- whole shards ---------------------------------------------------------------------
+    def _regions(self, spec: ChunkSpec) -> Any:
+        cps = self.chunks_per_shard(spec.shape)
+        for coords in itertools.product(*(range(n) for n in cps)):
+            region = tuple(
+                slice(c * k, (c + 1) * k) for c, k in zip(coords, self.chunk_shape, strict=True)
+            )
+            yield coords, region
+
+    def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
+        """Encode a whole shard; inner chunks that are all fill value are not stored."""
+        inner = self._inner_pipeline(spec)
+        entries = np.full((*self.chunks_per_shard(spec.shape), 2), EMPTY, dtype=np.uint64)
+        parts: list[bytes] = []
+        offset = self.index_nbytes(spec) if self.index_location == "start" else 0
+        for coords, region in self._regions(spec):
+            sub = chunk[region]
+            if is_all_fill(sub, spec.fill_value):
+                continue
+            data = inner.encode(sub)
+            entries[coords] = (offset, len(data))
+            parts.append(data)
+            offset += len(data)
+        index = self._index_pipeline(spec).encode(entries)
+        if self.index_location == "start":
+            return b"".join([index, *parts])
+        return b"".join([*parts, index])
+
+    def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode a whole shard into ``out`` (or a new array); missing inner chunks are fill."""
+        index = self.index_of_shard(data, spec)
+        inner = self._inner_pipeline(spec)
+        if out is None:
+            out = np.empty(spec.shape, dtype=spec.dtype)
+        view = memoryview(data)
+        for coords, region in self._regions(spec):
+            target = out[region]
+            found = index.get(coords)
+            if found is None:
+                target[...] = spec.fill_value
+                continue
+            offset, nbytes = found
+            if offset + nbytes > len(view):
+                raise ChunkDecodeError(
+                    f"inner chunk {coords} at bytes {offset}+{nbytes} lies past the end of a "
+                    f"{len(view)}-byte shard"
+                )
+            piece = view[offset : offset + nbytes]
+            if target.flags.c_contiguous:
+                inner.decode(piece, out=target)
+            else:
+                target[...] = inner.decode(piece)
+        return out

@@ -1,0 +1,74 @@
+"""Process-wide settings: decode threads, batch sizes and cache budgets (``tz.config``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ["Config", "config"]
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Config:
+    """Settings read by the engine at each call; change them with :meth:`set`.
+
+    Attributes:
+        threads: decode/encode threads of the engine's pool (default: usable CPUs).
+        io_batch_bytes: decoded bytes fetched per batch of a large read (bounds memory).
+        task_bytes: decoded bytes grouped into one pool task (small chunks are batched so that
+            dispatch does not dominate).
+
+    Example:
+        >>> from torchzarr.config import config
+        >>> with config.set(threads=1):
+        ...     config.threads
+        1
+    """
+
+    threads: int = _default_threads()
+    io_batch_bytes: int = 256 << 20
+    task_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _restore(self, saved: Config) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            for f in fields(self):
+                setattr(self, f.name, getattr(saved, f.name))
+
+    def set(self, **changes: Any) -> contextlib.AbstractContextManager[None]:
+        """Change settings now; used as a context manager, restore them on exit.
+
+        Example:
+            >>> config.set(threads=2)  # doctest: +ELLIPSIS
+            <contextlib._GeneratorContextManager object at ...>
+        """
+        names = {f.name for f in fields(self)}
+        for key, value in changes.items():
+            if key not in names:
+                raise TypeError(f"unknown torchzarr setting {key!r}; known: {sorted(names)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"setting {key!r} must be a positive int, got {value!r}")
+        with self._lock:
+            saved = replace(self)
+            for key, value in changes.items():
+                setattr(self, key, value)
+        return self._restore(saved)
+
+
+config = Config()

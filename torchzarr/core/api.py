@@ -1,0 +1,286 @@
+"""Opening and creating nodes: ``open``, ``open_array``, ``open_group``, ``create_array``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchzarr.core import nodes
+from torchzarr.core.array import Array
+from torchzarr.core.create import AUTO, array_metadata_from_args
+from torchzarr.core.group import Group, node_from_metadata
+from torchzarr.errors import (
+    ArrayNotFoundError,
+    GroupNotFoundError,
+    MetadataError,
+    NodeExistsError,
+    NodeNotFoundError,
+)
+from torchzarr.metadata.v2 import GroupMetadataV2
+from torchzarr.metadata.v3 import GroupMetadataV3
+from torchzarr.storage.registry import resolve_store
+
+__all__ = ["create_array", "create_group", "open", "open_array", "open_group"]
+
+MODES = ("r", "r+", "a", "w", "w-")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _store(store: Any, mode: str, storage_options: dict[str, Any] | None) -> Any:
+    return resolve_store(store, mode=mode, storage_options=storage_options)
+
+
+def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
+    if zarr_format == 3:
+        return GroupMetadataV3(attributes=dict(attributes or {}))
+    if zarr_format == 2:
+        return GroupMetadataV2(attributes=dict(attributes or {}))
+    raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+
+
+def _parent_documents(store: Any, path: str, zarr_format: int) -> dict[str, bytes]:
+    """Metadata of the missing parent groups of ``path`` (an existing array parent is an error)."""
+    docs: dict[str, bytes] = {}
+    parts = path.split("/")[:-1] if path else []
+    for depth in range(len(parts) + 1):
+        parent = "/".join(parts[:depth])
+        meta = nodes.read_node(store, parent)
+        if meta is None:
+            docs.update(nodes.node_documents(parent, _group_metadata(zarr_format, None)))
+        elif hasattr(meta, "shape"):
+            raise NodeExistsError(f"cannot create {path!r}: an array exists at {parent or '/'!r}")
+    return docs
+
+
+def _prepare_path(store: Any, path: str, overwrite: bool) -> None:
+    existing = nodes.read_node(store, path)
+    if existing is None:
+        return
+    if not overwrite:
+        kind = "an array" if hasattr(existing, "shape") else "a group"
+        raise NodeExistsError(f"{kind} already exists at {path or '/'!r} in {store!r}")
+    store.delete_prefix(path + "/" if path else "")
+    store.delete_many(nodes.node_metadata_keys(path))
+
+
+def create_array(
+    store: Any,
+    *,
+    shape: Any,
+    dtype: Any,
+    chunks: Any = None,
+    compressors: Any = AUTO,
+    filters: Any = None,
+    fill_value: Any = None,
+    zarr_format: int = 3,
+    order: str = "C",
+    dimension_names: Sequence[str | None] | None = None,
+    attributes: dict[str, Any] | None = None,
+    chunk_key_encoding: Any = None,
+    dimension_separator: str | None = None,
+    overwrite: bool = False,
+    path: str = "",
+    storage_options: dict[str, Any] | None = None,
+) -> Array:
+    """Create an array and return it open for writing.
+
+    Args:
+        store: a path, URL (``memory://``, ``file://``, ...) or Store.
+        shape, dtype: the array's shape and dtype (torch, numpy or name).
+        chunks: chunk shape; None picks about 1-4 MiB chunks.
+        compressors: numcodecs codecs or short names; default zstd level 1; None for none.
+        filters: numcodecs filters (v2) or array-to-array codecs (v3).
+        fill_value: value of unwritten elements (default 0).
+        zarr_format: 3 (default) or 2.
+        order: memory order of v2 chunks, "C" or "F".
+        overwrite: replace an existing node at ``path`` (deleting everything below it).
+
+    Example:
+        >>> import torchzarr as tz, torch
+        >>> arr = tz.create_array("memory://", shape=(100, 8), dtype=torch.float32)
+        >>> arr.chunks
+        (100, 8)
+    """
+    metadata = array_metadata_from_args(
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=compressors,
+        filters=filters,
+        fill_value=fill_value,
+        zarr_format=zarr_format,
+        order=order,
+        dimension_names=dimension_names,
+        attributes=attributes,
+        chunk_key_encoding=chunk_key_encoding,
+        dimension_separator=dimension_separator,
+    )
+    st = _store(store, "w" if overwrite else "a", storage_options)
+    path = nodes.normalize_path(path)
+    _prepare_path(st, path, overwrite)
+    docs = _parent_documents(st, path, metadata.zarr_format)
+    docs.update(nodes.node_documents(path, metadata))
+    st.set_many(docs)
+    return Array(st, path, metadata)
+
+
+def create_group(
+    store: Any,
+    *,
+    path: str = "",
+    zarr_format: int = 3,
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Group:
+    """Create a group (and its missing parents).
+
+    Example:
+        >>> g = create_group("memory://", attributes={"project": "demo"})
+        >>> dict(g.attrs)
+        {'project': 'demo'}
+    """
+    st = _store(store, "w" if overwrite else "a", storage_options)
+    path = nodes.normalize_path(path)
+    _prepare_path(st, path, overwrite)
+    metadata = _group_metadata(zarr_format, attributes)
+    docs = _parent_documents(st, path, zarr_format)
+    docs.update(nodes.node_documents(path, metadata))
+    st.set_many(docs)
+    return Group(st, path, metadata)
+
+
+def open(
+    store: Any,
+    mode: str = "a",
+    *,
+    path: str = "",
+    zarr_format: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Array | Group:
+    """Open the array or group at ``path`` (format detected). Mode "a" creates a group if empty.
+
+    Example:
+        >>> node = open("memory://", mode="w")
+        >>> type(node).__name__
+        'Group'
+    """
+    _check_mode(mode)
+    st = _store(store, mode, storage_options)
+    path = nodes.normalize_path(path)
+    meta = None if mode in ("w", "w-") else nodes.read_node(st, path, zarr_format)
+    if meta is not None:
+        return node_from_metadata(st, path, meta, mode == "r")
+    if mode in ("r", "r+"):
+        raise NodeNotFoundError(f"no array or group at {path or '/'!r} in {st!r}")
+    return open_group(st, mode, path=path, zarr_format=zarr_format)
+
+
+def open_array(
+    store: Any,
+    mode: str = "a",
+    *,
+    path: str = "",
+    zarr_format: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **create_kwargs: Any,
+) -> Array:
+    """Open an array; with mode "a", "w" or "w-" and ``shape``/``dtype`` given, create it.
+
+    Modes are zarr-python's: "r" read-only, "r+" read/write (must exist), "a" read/write
+    (created if absent), "w" create (overwrite), "w-" create (fail if present).
+
+    Example:
+        >>> arr = open_array("memory://", mode="w", shape=(3,), dtype="int8")
+        >>> arr.shape
+        (3,)
+    """
+    _check_mode(mode)
+    st = _store(store, mode, storage_options)
+    path = nodes.normalize_path(path)
+    if mode not in ("w", "w-"):
+        meta = nodes.read_node(st, path, zarr_format)
+        if meta is not None:
+            node = node_from_metadata(st, path, meta, mode == "r")
+            if not isinstance(node, Array):
+                raise ArrayNotFoundError(f"{path or '/'!r} in {st!r} is a group, not an array")
+            return node
+        if mode in ("r", "r+") or "shape" not in create_kwargs:
+            raise ArrayNotFoundError(f"no array at {path or '/'!r} in {st!r}")
+    if zarr_format is not None:
+        create_kwargs["zarr_format"] = zarr_format
+    return create_array(st, path=path, overwrite=mode == "w", **create_kwargs)
+
+
+def open_group(
+    store: Any,
+    mode: str = "a",
+    *,
+    path: str = "",
+    zarr_format: int | None = None,
+    attributes: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Group:
+    """Open a group; modes as :func:`open_array` (created when absent with "a", "w", "w-").
+
+    Example:
+        >>> root = open_group("memory://", mode="w")
+        >>> root.require_group("exp1/run2").name
+        '/exp1/run2'
+    """
+    _check_mode(mode)
+    st = _store(store, mode, storage_options)
+    path = nodes.normalize_path(path)
+    if mode not in ("w", "w-"):
+        meta = nodes.read_node(st, path, zarr_format)
+        if meta is not None:
+            node = node_from_metadata(st, path, meta, mode == "r")
+            if not isinstance(node, Group):
+                raise GroupNotFoundError(f"{path or '/'!r} in {st!r} is an array, not a group")
+            return node
+        if mode in ("r", "r+"):
+            raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r}")
+    return create_group(
+        st,
+        path=path,
+        zarr_format=3 if zarr_format is None else zarr_format,
+        overwrite=mode == "w",
+        attributes=attributes,
+    )
+
+
+def hierarchy_documents(
+    store: Any, root: str, specs: Mapping[str, Any], zarr_format: int
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Documents and metadata for ``Group.create_hierarchy`` (parents included)."""
+    metas: dict[str, Any] = {}
+    for rel, spec in specs.items():
+        rel = nodes.normalize_path(rel)
+        if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
+            meta = spec
+        elif isinstance(spec, Mapping) and "shape" in spec:
+            meta = array_metadata_from_args(**{"zarr_format": zarr_format, **spec})
+        elif isinstance(spec, Mapping) or spec is None:
+            meta = _group_metadata(zarr_format, dict(spec or {}).get("attributes"))
+        else:
+            raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
+        if meta.zarr_format != zarr_format:
+            raise MetadataError(f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}")
+        metas[rel] = meta
+    for rel in list(metas):
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent not in metas:
+                if nodes.read_node(store, nodes.join_path(root, parent)) is None:
+                    metas[parent] = _group_metadata(zarr_format, None)
+            elif hasattr(metas[parent], "shape"):
+                raise NodeExistsError(f"create_hierarchy: {parent!r} is an array, {rel!r} is below it")
+    docs: dict[str, bytes] = {}
+    for rel, meta in metas.items():
+        docs.update(nodes.node_documents(nodes.join_path(root, rel), meta))
+    return docs, metas

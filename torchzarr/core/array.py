@@ -1,0 +1,389 @@
+"""``Array``: a Zarr array read as torch tensors and written from tensors, arrays or scalars."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.core import engine
+from torchzarr.core.attributes import Attributes
+from torchzarr.core.chunking import normalize_shape
+from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
+from torchzarr.core.info import ArrayInfo
+from torchzarr.core.nodes import METADATA_NAMES, write_node
+from torchzarr.core.selection import make_indexer
+from torchzarr.errors import ReadOnlyError, SelectionError, ShapeMismatchError
+from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
+
+__all__ = ["Array"]
+
+
+class Array:
+    """A Zarr v2 or v3 array in a store.
+
+    Indexing returns CPU tensors; assignment takes tensors (any device), numpy arrays or
+    scalars. Open one with :func:`torchzarr.open_array` or create it with
+    :func:`torchzarr.create_array`.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(4, 3), dtype=torch.float32, chunks=(2, 3))
+        >>> arr[1:3] = torch.ones(2, 3)
+        >>> arr[:, 0]
+        tensor([0., 1., 1., 0.])
+    """
+
+    def __init__(self, store: Any, path: str, metadata: Any, *, read_only: bool = False) -> None:
+        self._store = store
+        self._path = path
+        self._metadata = metadata
+        self._read_only = read_only
+
+    # -- pickling: a spec, reopened lazily --------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_source", None)
+        return state
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        """The store holding the array."""
+        return self._store
+
+    @property
+    def path(self) -> str:
+        """Path of the array inside its store (``""`` for the root)."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """Absolute name in the hierarchy, e.g. ``/a/b``."""
+        return "/" + self._path
+
+    @property
+    def basename(self) -> str:
+        """Last component of the path."""
+        return self._path.rsplit("/", 1)[-1]
+
+    @property
+    def metadata(self) -> Any:
+        """The parsed metadata (``ArrayMetadataV2`` or ``ArrayMetadataV3``)."""
+        return self._metadata
+
+    @property
+    def zarr_format(self) -> int:
+        """2 or 3."""
+        return int(self._metadata.zarr_format)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return tuple(self._metadata.shape)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Shape of one chunk (the inner chunk of a sharded array)."""
+        sharding = self._sharding
+        return tuple(sharding.chunk_shape) if sharding else self._grid
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """Shape of one shard (the stored object) of a sharded array, else None."""
+        return self._grid if self._sharding else None
+
+    @property
+    def _grid(self) -> tuple[int, ...]:
+        return tuple(self._metadata.chunk_shape)
+
+    @property
+    def _sharding(self) -> Any:
+        codecs = getattr(self._metadata, "codecs", ())
+        return codecs[0] if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed" else None
+
+    @property
+    def data_type(self) -> Any:
+        """The torchzarr :class:`~torchzarr.dtypes.DataType`."""
+        return self._metadata.data_type
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype that reads return."""
+        return torch_dtype(self._metadata.data_type)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the array's data when decoded."""
+        return self.size * self._metadata.data_type.itemsize
+
+    @property
+    def fill_value(self) -> Any:
+        """The fill value as a Python scalar of the array's type."""
+        value = torch.from_numpy(np.asarray(self._metadata.fill_value).reshape(1))
+        if self.data_type.is_reinterpreted:
+            value = value.view(self.dtype)
+        return value[0].item()
+
+    @property
+    def read_only(self) -> bool:
+        """True when the array was opened read-only."""
+        return self._read_only
+
+    @property
+    def attrs(self) -> Attributes:
+        """User attributes, persisted as JSON on every change."""
+        return Attributes(lambda: self._metadata.attributes, self._set_attributes)
+
+    @property
+    def cdata_shape(self) -> tuple[int, ...]:
+        """Shape of the chunk grid."""
+        return chunk_grid_shape(self.shape, self._grid)
+
+    @property
+    def nchunks(self) -> int:
+        """Number of chunks in the grid."""
+        return math.prod(self.cdata_shape)
+
+    @property
+    def nchunks_initialized(self) -> int:
+        """Number of chunks actually stored."""
+        return len(self._chunk_keys())
+
+    @property
+    def info(self) -> ArrayInfo:
+        """A summary: shape, dtype, chunks, codecs, stored bytes, ratio, chunks initialised."""
+        keys = self._chunk_keys()
+        stored = sum(self._store.getsize(k) or 0 for k in keys)
+        return ArrayInfo(
+            name=self.name,
+            zarr_format=self.zarr_format,
+            shape=self.shape,
+            dtype=self.dtype,
+            chunks=self.chunks,
+            codecs=tuple(self._metadata.codec_names),
+            fill_value=self.fill_value,
+            store=repr(self._store),
+            nbytes=self.nbytes,
+            nbytes_stored=stored,
+            nchunks=self.nchunks,
+            nchunks_initialized=len(keys),
+            read_only=self._read_only,
+        )
+
+    def _chunk_keys(self) -> list[str]:
+        prefix = self._path + "/" if self._path else ""
+        return [
+            k
+            for k in self._store.list_prefix(prefix)
+            if k[len(prefix) :].rsplit("/", 1)[-1] not in METADATA_NAMES
+        ]
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"<torchzarr.Array {self._store!r} {self.name} shape={self.shape} "
+            f"dtype={self.dtype} chunks={self.chunks}{' read-only' if self._read_only else ''}>"
+        )
+
+    # -- the engine -------------------------------------------------------------------------
+    @cached_property
+    def _source(self) -> engine.ChunkSource:
+        return engine.ChunkSource(
+            self._store, self._path, self._metadata, self._metadata.codec_pipeline()
+        )
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"array {self.name} in {self._store!r} is read-only")
+
+    def _read(
+        self, indexer: Any, out: torch.Tensor | None = None, pin_memory: bool = False
+    ) -> torch.Tensor:
+        shape = tuple(indexer.shape)
+        dt = self.data_type
+        if out is not None:
+            if tuple(out.shape) != shape:
+                raise ShapeMismatchError(
+                    f"out has shape {tuple(out.shape)} but the selection has shape {shape}"
+                )
+            if out.dtype != self.dtype:
+                raise ShapeMismatchError(
+                    f"out has dtype {out.dtype} but array {self.name} has dtype {self.dtype}"
+                )
+            if out.device.type == "cpu" and out.is_contiguous():
+                engine.read_into(self._source, indexer, storage_view(out, dt))
+                return out
+        result = allocate(shape, dt, pin_memory=pin_memory)
+        engine.read_into(self._source, indexer, storage_view(result, dt))
+        if out is not None:
+            out.copy_(result)
+            return out
+        return result
+
+    def _write(self, indexer: Any, value: Any) -> None:
+        self._check_writable()
+        data = as_storage_array(value, self.data_type)
+        shape = tuple(indexer.shape)
+        try:
+            data = np.broadcast_to(data, shape)
+        except ValueError:
+            raise ShapeMismatchError(
+                f"cannot write data of shape {tuple(np.shape(data))} to a selection of shape "
+                f"{shape} in array {self.name}"
+            ) from None
+        engine.write_from(self._source, list(indexer), data)
+
+    # -- indexing ---------------------------------------------------------------------------
+    def __getitem__(self, selection: Any) -> torch.Tensor:
+        return self._read(make_indexer(selection, self.shape, self._grid))
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._write(make_indexer(selection, self.shape, self._grid), value)
+
+    def read(
+        self, selection: Any = Ellipsis, *, out: torch.Tensor | None = None, pin_memory: bool = False
+    ) -> torch.Tensor:
+        """Read a selection, into ``out`` if given (any device), else into a new tensor.
+
+        Example:
+            >>> buf = torch.empty(2, 3)
+            >>> _ = arr.read(slice(0, 2), out=buf)  # doctest: +SKIP
+        """
+        return self._read(make_indexer(selection, self.shape, self._grid), out, pin_memory)
+
+    def write(self, selection: Any, value: Any) -> None:
+        """Write ``value`` (tensor, numpy array or scalar) to a selection; same as ``a[sel] = v``."""
+        self._write(make_indexer(selection, self.shape, self._grid), value)
+
+    @property
+    def oindex(self) -> _Accessor:
+        """Orthogonal indexing: integer arrays or boolean masks applied per axis."""
+        return _Accessor(self, "orthogonal")
+
+    @property
+    def vindex(self) -> _Accessor:
+        """Vectorized (pointwise) indexing with coordinate arrays or one boolean mask."""
+        return _Accessor(self, "vectorized")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]
+        if self.data_type.is_reinterpreted:
+            data = data.float()
+        return np.asarray(data.numpy(), dtype=dtype)
+
+    # -- metadata changes -------------------------------------------------------------------
+    def _commit_metadata(self, metadata: Any) -> None:
+        write_node(self._store, self._path, metadata)
+        self._metadata = metadata
+        self.__dict__.pop("_source", None)
+
+    def _set_attributes(self, attributes: dict[str, Any]) -> None:
+        self._check_writable()
+        self._commit_metadata(self._metadata.evolve(attributes=attributes))
+
+    def resize(self, *shape: Any) -> None:
+        """Change the shape; chunks left outside are deleted, cut edge chunks reset to fill.
+
+        Example:
+            >>> arr.resize(8, 3)  # doctest: +SKIP
+        """
+        self._check_writable()
+        new_shape = normalize_shape(shape[0] if len(shape) == 1 else shape)
+        if len(new_shape) != self.ndim:
+            raise ShapeMismatchError(
+                f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
+                "the number of dimensions must stay the same"
+            )
+        old_shape = self.shape
+        self._clear_outside(old_shape, new_shape)
+        self._commit_metadata(self._metadata.evolve(shape=new_shape))
+
+    def _clear_outside(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        chunks = self._grid
+        old_grid = chunk_grid_shape(old, chunks)
+        new_grid = chunk_grid_shape(new, chunks)
+        doomed: set[str] = set()
+        for axis, (n_old, n_new) in enumerate(zip(old_grid, new_grid, strict=True)):
+            if n_new < n_old:
+                ranges = [range(g) for g in old_grid]
+                ranges[axis] = range(n_new, n_old)
+                doomed.update(self._source.key(c) for c in itertools.product(*ranges))
+        if doomed:
+            self._store.delete_many(sorted(doomed))
+        # A chunk cut by the new edge keeps data past it; reset that part to the fill value
+        # so that growing the array again shows fill, not stale values.
+        fill = np.asarray(self._metadata.fill_value, dtype=self.data_type.storage)
+        for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
+            if n < o and n % k:
+                end = min(o, new_grid[axis] * k)
+                region = tuple(
+                    slice(n, end) if a == axis else slice(0, min(old[a], new_grid[a] * chunks[a]))
+                    for a in range(self.ndim)
+                )
+                indexer = basic_indexer(region, old, chunks)
+                engine.write_from(
+                    self._source, list(indexer), np.broadcast_to(fill, tuple(indexer.shape))
+                )
+
+    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Grow the array along ``axis`` and write ``data`` there; returns the new shape.
+
+        Example:
+            >>> arr.append(torch.zeros(2, 3))  # doctest: +SKIP
+            (6, 3)
+        """
+        self._check_writable()
+        data_shape = tuple(data.shape) if hasattr(data, "shape") else np.shape(data)
+        if self.ndim == 0:
+            raise SelectionError("cannot append to a 0-d array")
+        axis = axis + self.ndim if axis < 0 else axis
+        if not 0 <= axis < self.ndim:
+            raise SelectionError(f"axis {axis} is out of range for {self.ndim} dimensions")
+        if len(data_shape) != self.ndim or any(
+            d != s for i, (d, s) in enumerate(zip(data_shape, self.shape, strict=True)) if i != axis
+        ):
+            raise ShapeMismatchError(
+                f"cannot append data of shape {data_shape} to array {self.name} of shape "
+                f"{self.shape} along axis {axis}"
+            )
+        old = self.shape
+        new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
+        self.resize(new)
+        region = tuple(slice(old[axis], None) if i == axis else slice(None) for i in range(self.ndim))
+        self[region] = data
+        return new
+
+
+class _Accessor:
+    """``arr.oindex[...]`` and ``arr.vindex[...]``."""
+
+    def __init__(self, array: Array, kind: str) -> None:
+        self._array = array
+        self._kind = kind
+
+    def __getitem__(self, selection: Any) -> torch.Tensor:
+        a = self._array
+        return a._read(make_indexer(selection, a.shape, a._grid, self._kind))
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        a = self._array
+        a._write(make_indexer(selection, a.shape, a._grid, self._kind), value)

@@ -1,0 +1,86 @@
+"""``attrs`` of arrays and groups: a JSON-only mutable mapping persisted on every change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+from torchzarr.errors import AttributeValueError
+
+__all__ = ["Attributes", "check_json_value"]
+
+
+def check_json_value(key: str, value: Any) -> Any:
+    """Return ``value`` if strict JSON can hold it, else raise naming ``key``.
+
+    Example:
+        >>> check_json_value("units", "m/s")
+        'm/s'
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise AttributeValueError(
+            f"attribute {key!r}: value {value!r:.80} cannot be stored as JSON ({err})"
+        ) from None
+    return value
+
+
+class Attributes(MutableMapping[str, Any]):
+    """The attributes of one node; each change rewrites the node's metadata.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> g = tz.open_group("memory://", mode="w")
+        >>> g.attrs["units"] = "m"
+        >>> dict(g.attrs)
+        {'units': 'm'}
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, Any]],
+        write: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self._read = read
+        self._write = write
+
+    def __getitem__(self, key: str) -> Any:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._read()))
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        current = dict(self._read())
+        del current[key]
+        self._write(current)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set many attributes with one metadata write."""
+        changes = dict(*args, **kwargs)
+        for key, value in changes.items():
+            if not isinstance(key, str):
+                raise AttributeValueError(f"attribute keys must be str, got {key!r}")
+            check_json_value(key, value)
+        self._write({**self._read(), **changes})
+
+    def put(self, attributes: Mapping[str, Any]) -> None:
+        """Replace all attributes at once."""
+        for key, value in attributes.items():
+            check_json_value(key, value)
+        self._write(dict(attributes))
+
+    def asdict(self) -> dict[str, Any]:
+        """A plain dict copy of the attributes."""
+        return dict(self._read())
+
+    def __repr__(self) -> str:
+        return f"Attributes({dict(self._read())!r})"

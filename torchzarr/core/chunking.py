@@ -1,0 +1,81 @@
+"""Chunk shape choice: user chunk specs normalised, and automatic chunks of about 1-4 MiB."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torchzarr.errors import MetadataError
+
+__all__ = ["guess_chunks", "normalize_chunks", "normalize_shape"]
+
+_MAX_BYTES = 4 << 20  # halving from above this lands in 2-4 MiB
+
+
+def normalize_shape(shape: Any) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative Python ints.
+
+    Example:
+        >>> normalize_shape(5), normalize_shape([2, 3])
+        ((5,), (2, 3))
+    """
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise MetadataError(f"shape must be a sequence of ints, got {shape!r}") from None
+    if any(isinstance(s, bool) or s < 0 for s in shape) or any(s >= 2**63 for s in out):
+        raise MetadataError(f"shape entries must be ints in [0, 2**63), got {shape!r}")
+    return out
+
+
+def guess_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """Chunks of about 1-4 MiB, shaped like the array, halving the largest axis first.
+
+    Example:
+        >>> guess_chunks((10_000, 1000), 4)
+        (625, 1000)
+    """
+    chunks = [max(1, s) for s in shape]
+    if not chunks:
+        return ()
+    while math.prod(chunks) * itemsize > _MAX_BYTES:
+        axis = max(range(len(chunks)), key=lambda i: chunks[i])
+        if chunks[axis] == 1:
+            break
+        chunks[axis] = -(-chunks[axis] // 2)
+    return tuple(chunks)
+
+
+def normalize_chunks(chunks: Any, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Turn a user's ``chunks`` into a full chunk shape.
+
+    ``None``/``"auto"``/``True`` picks automatically; an int applies to every axis; in a
+    tuple, ``-1`` or ``None`` means the whole axis.
+
+    Example:
+        >>> normalize_chunks((100, -1), (1000, 30), 4)
+        (100, 30)
+    """
+    if chunks is None or chunks is True or chunks == "auto":
+        return guess_chunks(shape, itemsize)
+    if isinstance(chunks, int) and not isinstance(chunks, bool):
+        chunks = (chunks,) * len(shape)
+    try:
+        chunks = tuple(chunks)
+    except TypeError:
+        raise MetadataError(f"chunks must be an int or a sequence, got {chunks!r}") from None
+    if len(chunks) != len(shape):
+        raise MetadataError(
+            f"chunks {chunks!r} have {len(chunks)} dims but shape {shape!r} has {len(shape)}"
+        )
+    out = []
+    for axis, (c, s) in enumerate(zip(chunks, shape, strict=True)):
+        if c is None or c == -1:
+            c = max(s, 1)
+        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+            raise MetadataError(f"chunk size on axis {axis} must be a positive int, got {c!r}")
+        out.append(int(c))
+    return tuple(out)

@@ -1,0 +1,95 @@
+"""``create_array`` arguments (torch dtypes, numcodecs objects, short names) to metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numcodecs
+
+from torchzarr.codecs.pipeline import default_v3_codecs
+from torchzarr.codecs.v2_pipeline import v2_codec_config
+from torchzarr.core.chunking import normalize_chunks, normalize_shape
+from torchzarr.dtypes import data_type
+from torchzarr.errors import MetadataError
+from torchzarr.metadata.fill import coerce_fill_value
+from torchzarr.metadata import build_array_metadata
+
+__all__ = ["AUTO", "array_metadata_from_args"]
+
+#: the default ``compressors``: zstd level 1 (fast to decode, a fair ratio)
+AUTO = "auto"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | numcodecs.abc.Codec | dict) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)
+
+
+def _default_compressors(zarr_format: int) -> list[Any]:
+    # The same for v2 and v3: zstd level 1, which zarr-python and tensorstore both read.
+    return [numcodecs.Zstd(level=1)]
+
+
+def array_metadata_from_args(
+    *,
+    shape: Any,
+    dtype: Any,
+    chunks: Any = None,
+    compressors: Any = AUTO,
+    filters: Any = None,
+    fill_value: Any = None,
+    zarr_format: int = 3,
+    order: str = "C",
+    dimension_names: Sequence[str | None] | None = None,
+    attributes: dict[str, Any] | None = None,
+    chunk_key_encoding: Any = None,
+    dimension_separator: str | None = None,
+) -> Any:
+    """Build validated array metadata from ``create_array``'s arguments.
+
+    Example:
+        >>> import torch
+        >>> meta = array_metadata_from_args(shape=(10, 4), dtype=torch.float32, chunks=(5, 4))
+        >>> meta.chunk_shape, meta.data_type.name
+        ((5, 4), 'float32')
+    """
+    if zarr_format not in (2, 3):
+        raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    dt = data_type(dtype)
+    shape_t = normalize_shape(shape)
+    chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
+    comp = _default_compressors(zarr_format) if compressors == AUTO else _as_list(compressors)
+    filt = _as_list(filters)
+    fill = coerce_fill_value(fill_value, dt)
+    common: dict[str, Any] = dict(
+        zarr_format=zarr_format,
+        shape=shape_t,
+        chunk_shape=chunk_shape,
+        data_type=dt,
+        fill_value=fill,
+        dimension_names=tuple(dimension_names) if dimension_names is not None else None,
+        attributes=dict(attributes or {}),
+    )
+    if zarr_format == 3:
+        if order != "C":
+            raise MetadataError(
+                "order applies to Zarr v2 only; in v3 add a transpose codec through filters"
+            )
+        codecs = default_v3_codecs(dt.storage, comp, filt)
+        return build_array_metadata(**common, codecs=codecs, chunk_key_encoding=chunk_key_encoding)
+    if len(comp) > 1:
+        raise MetadataError(
+            f"Zarr v2 arrays take at most one compressor, got {len(comp)}: {comp!r}"
+        )
+    return build_array_metadata(
+        **common,
+        compressor=v2_codec_config(comp[0]) if comp else None,
+        filters=[v2_codec_config(f) for f in filt] or None,
+        order=order,
+        dimension_separator=dimension_separator,
+        chunk_key_encoding=chunk_key_encoding,
+    )

@@ -1,0 +1,225 @@
+"""Fetch, decode and scatter chunks on one bounded thread pool; encode and store on write."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from torchzarr.codecs.chunks import is_all_fill
+from torchzarr.config import config
+
+__all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """Everything the engine needs to reach an array's chunks."""
+
+    store: Any  # torchzarr.storage.base.Store
+    path: str
+    metadata: Any  # torchzarr.metadata.base.ArrayMetadata
+    pipeline: Any  # torchzarr.codecs.pipeline.ChunkPipeline
+
+    def key(self, chunk_coords: tuple[int, ...]) -> str:
+        """The store key of a chunk."""
+        name = self.metadata.chunk_key(chunk_coords)
+        return f"{self.path}/{name}" if self.path else name
+
+
+# -- the pool -------------------------------------------------------------------------------
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _get_pool(threads: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="torchzarr")
+            _pool_size = threads
+        return _pool
+
+
+def _drop_pool_in_child() -> None:
+    # A forked child inherits the pool object but not its threads: never reuse it.
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_drop_pool_in_child)
+
+
+def _group(items: Sequence[T], cost: Callable[[T], int], budget: int, parts: int) -> list[list[T]]:
+    """Split items into consecutive groups of about ``budget`` cost, at least ``parts`` groups."""
+    total = sum(cost(item) for item in items)
+    budget = max(1, min(budget, -(-total // max(parts, 1))))
+    groups: list[list[T]] = []
+    current: list[T] = []
+    acc = 0
+    for item in items:
+        current.append(item)
+        acc += cost(item)
+        if acc >= budget:
+            groups.append(current)
+            current, acc = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def run_parallel(
+    func: Callable[[T], R], items: Sequence[T], cost: Callable[[T], int] | None = None
+) -> list[R]:
+    """Apply ``func`` to every item on the engine's pool, results in item order.
+
+    Small items are grouped so that each task carries about ``config.task_bytes`` of work;
+    a single group runs inline on the calling thread. The first exception is re-raised.
+
+    Example:
+        >>> run_parallel(lambda x: x * 2, [1, 2, 3])
+        [2, 4, 6]
+    """
+    threads = config.threads
+    if threads <= 1 or len(items) <= 1:
+        return [func(item) for item in items]
+    groups = _group(items, cost or (lambda _: config.task_bytes), config.task_bytes, threads)
+    if len(groups) <= 1:
+        return [func(item) for item in items]
+    pool = _get_pool(threads)
+    futures: list[Future[list[R]]] = [
+        pool.submit(lambda g: [func(item) for item in g], group) for group in groups[1:]
+    ]
+    first = [func(item) for item in groups[0]]  # the calling thread works too
+    results = first
+    error: BaseException | None = None
+    for fut in futures:
+        try:
+            results.extend(fut.result())
+        except BaseException as exc:  # wait for all before raising: no task left writing
+            error = error or exc
+    if error is not None:
+        raise error
+    return results
+
+
+# -- reads ----------------------------------------------------------------------------------
+def _direct_target(out: np.ndarray, projection: Any, chunk_shape: tuple[int, ...]) -> Any:
+    """The view of ``out`` a whole chunk decodes straight into, or None."""
+    if not projection.is_complete_chunk:
+        return None
+    if not all(isinstance(s, slice | int) for s in projection.out_selection):
+        return None
+    region = out[projection.out_selection]
+    if not isinstance(region, np.ndarray) or not region.flags.c_contiguous:
+        return None
+    if region.size != int(np.prod(chunk_shape, dtype=np.int64)):
+        return None  # an edge chunk: the stored chunk is larger than the region
+    return region.reshape(chunk_shape)
+
+
+def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) -> None:
+    """Read the chunks of ``projections`` into ``out`` (storage dtype, C order).
+
+    Chunks are fetched in batches bounded by ``config.io_batch_bytes``; missing chunks
+    become the fill value without any decode.
+    """
+    pipeline = source.pipeline
+    spec = pipeline.spec
+    chunk_bytes = max(spec.nbytes, 1)
+    per_batch = max(1, config.io_batch_bytes // chunk_bytes)
+    fill = spec.fill_value
+    batch: list[Any] = []
+    for projection in projections:
+        batch.append(projection)
+        if len(batch) >= per_batch:
+            _read_batch(source, batch, out, fill)
+            batch = []
+    if batch:
+        _read_batch(source, batch, out, fill)
+
+
+def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
+    pipeline = source.pipeline
+    keys = [source.key(p.chunk_coords) for p in batch]
+    fetched = source.store.get_many(keys)
+    tasks: list[tuple[Any, str, Any]] = []
+    for projection, key in zip(batch, keys, strict=True):
+        data = fetched.get(key)
+        if data is None:
+            out[projection.out_selection] = fill
+        else:
+            tasks.append((projection, key, data))
+    chunk_shape = pipeline.spec.shape
+
+    def decode(task: tuple[Any, str, Any]) -> None:
+        projection, key, data = task
+        target = _direct_target(out, projection, chunk_shape)
+        if target is not None:
+            pipeline.decode(data, out=target, key=key)
+            return
+        chunk = pipeline.decode(data, key=key)
+        out[projection.out_selection] = chunk[projection.chunk_selection]
+
+    run_parallel(decode, tasks, cost=lambda _: pipeline.spec.nbytes)
+
+
+# -- writes ---------------------------------------------------------------------------------
+def write_from(
+    source: ChunkSource,
+    projections: Sequence[Any],
+    value: np.ndarray,
+    *,
+    write_empty_chunks: bool = False,
+) -> None:
+    """Write ``value`` (already broadcast to the selection's shape) through ``projections``.
+
+    Whole chunks are encoded from the data alone; partly covered chunks are read, modified
+    and rewritten. A chunk that ends up all fill value is deleted instead of stored.
+    """
+    pipeline = source.pipeline
+    spec = pipeline.spec
+    per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
+    for start in range(0, len(projections), per_batch):
+        _write_batch(source, projections[start : start + per_batch], value, write_empty_chunks)
+
+
+def _write_batch(
+    source: ChunkSource, batch: Sequence[Any], value: np.ndarray, write_empty_chunks: bool
+) -> None:
+    pipeline = source.pipeline
+    spec = pipeline.spec
+    keys = [source.key(p.chunk_coords) for p in batch]
+    partial_keys = [k for p, k in zip(batch, keys, strict=True) if not p.is_complete_chunk]
+    existing = source.store.get_many(partial_keys) if partial_keys else {}
+
+    def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:
+        projection, key = task
+        data = None if projection.is_complete_chunk else existing.get(key)
+        if data is None:
+            chunk = np.full(spec.shape, spec.fill_value, dtype=spec.dtype)
+        else:
+            chunk = np.array(pipeline.decode(data, key=key), dtype=spec.dtype, copy=True)
+        chunk[projection.chunk_selection] = value[projection.out_selection]
+        if not write_empty_chunks and is_all_fill(chunk, spec.fill_value):
+            return key, None
+        return key, pipeline.encode(chunk)
+
+    results = run_parallel(build, list(zip(batch, keys, strict=True)), cost=lambda _: spec.nbytes)
+    to_store = {key: data for key, data in results if data is not None}
+    to_delete = [key for key, data in results if data is None]
+    if to_store:
+        source.store.set_many(to_store)
+    if to_delete:
+        source.store.delete_many(to_delete)

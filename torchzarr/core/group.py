@@ -1,0 +1,287 @@
+"""``Group``: a node of the hierarchy holding arrays and other groups, with attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from torchzarr.core import nodes
+from torchzarr.core.array import Array
+from torchzarr.core.attributes import Attributes
+from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
+
+__all__ = ["Group", "node_from_metadata"]
+
+
+def node_from_metadata(store: Any, path: str, metadata: Any, read_only: bool) -> Array | Group:
+    """Wrap parsed metadata in an :class:`Array` or a :class:`Group`."""
+    if getattr(metadata, "node_type", None) == "group" or not hasattr(metadata, "shape"):
+        return Group(store, path, metadata, read_only=read_only)
+    return Array(store, path, metadata, read_only=read_only)
+
+
+class Group(Mapping[str, "Array | Group"]):
+    """A Zarr group: a mapping of member names to arrays and groups.
+
+    Example:
+        >>> import torchzarr as tz, torch
+        >>> root = tz.open_group("memory://", mode="w")
+        >>> _ = root.create_array("exp/x", shape=(4,), dtype=torch.int64, chunks=(2,))
+        >>> sorted(root["exp"])
+        ['x']
+    """
+
+    def __init__(self, store: Any, path: str, metadata: Any, *, read_only: bool = False) -> None:
+        self._store = store
+        self._path = path
+        self._metadata = metadata
+        self._read_only = read_only
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        """The store holding the group."""
+        return self._store
+
+    @property
+    def path(self) -> str:
+        """Path inside the store (``""`` for the root)."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """Absolute name in the hierarchy (``/`` for the root)."""
+        return "/" + self._path
+
+    @property
+    def basename(self) -> str:
+        """Last component of the path."""
+        return self._path.rsplit("/", 1)[-1]
+
+    @property
+    def metadata(self) -> Any:
+        """The parsed group metadata."""
+        return self._metadata
+
+    @property
+    def zarr_format(self) -> int:
+        """2 or 3."""
+        return int(self._metadata.zarr_format)
+
+    @property
+    def read_only(self) -> bool:
+        """True when opened read-only."""
+        return self._read_only
+
+    @property
+    def attrs(self) -> Attributes:
+        """User attributes, persisted as JSON on every change."""
+        return Attributes(lambda: self._metadata.attributes, self._set_attributes)
+
+    def _set_attributes(self, attributes: dict[str, Any]) -> None:
+        self._check_writable()
+        self._metadata = self._metadata.evolve(attributes=attributes)
+        nodes.write_node(self._store, self._path, self._metadata)
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"group {self.name} in {self._store!r} is read-only")
+
+    def __repr__(self) -> str:
+        ro = " read-only" if self._read_only else ""
+        return f"<torchzarr.Group {self._store!r} {self.name}{ro}>"
+
+    # -- members ----------------------------------------------------------------------------
+    def _child_path(self, key: str) -> str:
+        return nodes.join_path(self._path, nodes.normalize_path(key))
+
+    def _children(self) -> dict[str, Any]:
+        """Metadata of every direct child, fetched in one batch."""
+        prefix = self._path + "/" if self._path else ""
+        _, names = self._store.list_dir(prefix)
+        keys = {name: nodes.node_metadata_keys(nodes.join_path(self._path, name)) for name in names}
+        found = self._store.get_many([k for ks in keys.values() for k in ks])
+        children = {}
+        for name in keys:
+            meta = nodes.parse_node(nodes.join_path(self._path, name), found)
+            if meta is not None and meta.zarr_format == self.zarr_format:
+                children[name] = meta
+        return children
+
+    def __getitem__(self, key: str) -> Array | Group:
+        path = self._child_path(key)
+        meta = nodes.read_node(self._store, path, self.zarr_format)
+        if meta is None:
+            raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
+        return node_from_metadata(self._store, path, meta, self._read_only)
+
+    def get(self, key: str, default: Any = None) -> Any:  # Mapping.get catches KeyError too
+        """The member at ``key``, or ``default``."""
+        try:
+            return self[key]
+        except NodeNotFoundError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return nodes.read_node(self._store, self._child_path(key), self.zarr_format) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._children()))
+
+    def __len__(self) -> int:
+        return len(self._children())
+
+    def members(self, max_depth: int | None = 0) -> tuple[tuple[str, Array | Group], ...]:
+        """``(relative path, node)`` pairs, sorted; ``max_depth=None`` walks the whole tree.
+
+        Example:
+            >>> [name for name, _ in root.members(max_depth=None)]  # doctest: +SKIP
+            ['exp', 'exp/x']
+        """
+        out: list[tuple[str, Array | Group]] = []
+        for name, meta in sorted(self._children().items()):
+            node = node_from_metadata(
+                self._store, nodes.join_path(self._path, name), meta, self._read_only
+            )
+            out.append((name, node))
+            if isinstance(node, Group) and (max_depth is None or max_depth > 0):
+                deeper = None if max_depth is None else max_depth - 1
+                out.extend((f"{name}/{sub}", n) for sub, n in node.members(deeper))
+        return tuple(out)
+
+    def arrays(self) -> Iterator[tuple[str, Array]]:
+        """Direct member arrays, as ``(name, array)``."""
+        for name, node in self.members():
+            if isinstance(node, Array):
+                yield name, node
+
+    def groups(self) -> Iterator[tuple[str, Group]]:
+        """Direct member groups, as ``(name, group)``."""
+        for name, node in self.members():
+            if isinstance(node, Group):
+                yield name, node
+
+    def array_keys(self) -> list[str]:
+        """Names of the member arrays."""
+        return [name for name, _ in self.arrays()]
+
+    def group_keys(self) -> list[str]:
+        """Names of the member groups."""
+        return [name for name, _ in self.groups()]
+
+    # -- creation ---------------------------------------------------------------------------
+    def create_group(
+        self, name: str, *, overwrite: bool = False, attributes: dict[str, Any] | None = None
+    ) -> Group:
+        """Create a member group (parents too); refuse an existing node unless ``overwrite``."""
+        from torchzarr.core.api import create_group
+
+        self._check_writable()
+        return create_group(
+            self._store,
+            path=self._child_path(name),
+            zarr_format=self.zarr_format,
+            overwrite=overwrite,
+            attributes=attributes,
+        )
+
+    def require_group(self, name: str) -> Group:
+        """The member group at ``name`` (``"a/b/c"`` allowed), created with its parents if absent.
+
+        Example:
+            >>> root.require_group("exp1/run2").path  # doctest: +SKIP
+            'exp1/run2'
+        """
+        path = self._child_path(name)
+        meta = nodes.read_node(self._store, path, self.zarr_format)
+        if meta is not None:
+            node = node_from_metadata(self._store, path, meta, self._read_only)
+            if isinstance(node, Array):
+                raise NodeExistsError(f"an array exists at {name!r} in group {self.name}")
+            return node
+        return self.create_group(name)
+
+    def create_array(self, name: str, **kwargs: Any) -> Array:
+        """Create a member array; takes the arguments of :func:`torchzarr.create_array`."""
+        from torchzarr.core.api import create_array
+
+        self._check_writable()
+        kwargs.setdefault("zarr_format", self.zarr_format)
+        return create_array(self._store, path=self._child_path(name), **kwargs)
+
+    def require_array(self, name: str, **kwargs: Any) -> Array:
+        """The member array at ``name``, created if absent; an existing one must match shape/dtype."""
+        from torchzarr.dtypes import data_type
+
+        path = self._child_path(name)
+        meta = nodes.read_node(self._store, path, self.zarr_format)
+        if meta is None:
+            return self.create_array(name, **kwargs)
+        node = node_from_metadata(self._store, path, meta, self._read_only)
+        if not isinstance(node, Array):
+            raise NodeExistsError(f"a group exists at {name!r} in group {self.name}")
+        if "shape" in kwargs and tuple(node.shape) != tuple(kwargs["shape"]):
+            raise NodeExistsError(
+                f"array {node.name} exists with shape {node.shape}, not {tuple(kwargs['shape'])}"
+            )
+        if "dtype" in kwargs and node.data_type != data_type(kwargs["dtype"]):
+            raise NodeExistsError(
+                f"array {node.name} exists with dtype {node.dtype}, not {kwargs['dtype']}"
+            )
+        return node
+
+    def __delitem__(self, key: str) -> None:
+        self._check_writable()
+        path = self._child_path(key)
+        if nodes.read_node(self._store, path, self.zarr_format) is None:
+            raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
+        self._store.delete_prefix(path + "/")
+
+    def create_hierarchy(self, specs: Mapping[str, Any]) -> dict[str, Array | Group]:
+        """Create many nodes, writing all their metadata in one batch.
+
+        ``specs`` maps relative paths to array metadata, group metadata, or dicts: a dict
+        with ``shape`` holds :func:`create_array` arguments, any other dict (``{}`` or
+        ``{"attributes": ...}``) makes a group. Missing parent groups are created too.
+
+        Example:
+            >>> nodes = root.create_hierarchy({"a": {}, "a/x": {"shape": (3,), "dtype": "int8"}})  # doctest: +SKIP
+        """
+        from torchzarr.core.api import hierarchy_documents
+
+        self._check_writable()
+        docs, metas = hierarchy_documents(self._store, self._path, specs, self.zarr_format)
+        self._store.set_many(docs)
+        return {
+            rel: node_from_metadata(self._store, nodes.join_path(self._path, rel), meta, False)
+            for rel, meta in metas.items()
+        }
+
+    # -- display ----------------------------------------------------------------------------
+    def tree(self, level: int | None = None) -> str:
+        """The hierarchy below this group as text, ``[G]`` for groups, ``[A]`` for arrays.
+
+        Example:
+            >>> print(root.tree())  # doctest: +SKIP
+            /
+            └── exp [G]
+                └── x [A] (4,) torch.int64
+        """
+        lines = [self.name if self._path else "/"]
+        self._tree_lines(lines, "", level)
+        return "\n".join(lines)
+
+    def _tree_lines(self, lines: list[str], indent: str, level: int | None) -> None:
+        members = self.members()
+        for i, (name, node) in enumerate(members):
+            last = i == len(members) - 1
+            branch = "└── " if last else "├── "
+            if isinstance(node, Array):
+                lines.append(f"{indent}{branch}{name} [A] {node.shape} {node.dtype}")
+            else:
+                lines.append(f"{indent}{branch}{name} [G]")
+                if level is None or level > 1:
+                    sub = indent + ("    " if last else "│   ")
+                    node._tree_lines(lines, sub, None if level is None else level - 1)

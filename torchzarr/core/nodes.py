@@ -1,0 +1,134 @@
+"""Where nodes live in a store: path rules, and reading/writing their metadata documents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from torchzarr.errors import InvalidKeyError, MetadataError
+from torchzarr.metadata.jsonutil import json_dumps, json_loads
+from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
+from torchzarr.metadata.v3 import parse_v3_node
+from torchzarr.storage.base import validate_key
+
+if TYPE_CHECKING:
+    from torchzarr.metadata.base import ArrayMetadata, GroupMetadata
+    from torchzarr.storage.base import Store
+
+__all__ = [
+    "join_path",
+    "node_documents",
+    "node_metadata_keys",
+    "normalize_path",
+    "parse_node",
+    "read_node",
+    "write_node",
+]
+
+ZARR_JSON = "zarr.json"
+ZARRAY = ".zarray"
+ZGROUP = ".zgroup"
+ZATTRS = ".zattrs"
+METADATA_NAMES = frozenset({ZARR_JSON, ZARRAY, ZGROUP, ZATTRS, ".zmetadata"})
+
+
+def normalize_path(path: str | None) -> str:
+    """A node path without leading/trailing slashes; ``""`` is the root.
+
+    Example:
+        >>> normalize_path("/a/b/")
+        'a/b'
+    """
+    if path is None:
+        return ""
+    if not isinstance(path, str):
+        raise InvalidKeyError(f"node path must be a str, got {type(path).__name__}")
+    path = path.strip("/")
+    if path:
+        validate_key(path)
+        if path.split("/")[-1] in METADATA_NAMES:
+            raise InvalidKeyError(f"node path {path!r} ends in a reserved metadata name")
+    return path
+
+
+def join_path(*parts: str) -> str:
+    """Join node path parts, skipping empty ones.
+
+    Example:
+        >>> join_path("", "a", "b/c")
+        'a/b/c'
+    """
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def read_node(
+    store: Store, path: str, zarr_format: int | None = None
+) -> ArrayMetadata | GroupMetadata | None:
+    """Read the metadata of the node at ``path``: v3 first, then v2, in one batched fetch.
+
+    Returns None when no node is there.
+    """
+    keys: list[str] = []
+    if zarr_format in (None, 3):
+        keys.append(_key(path, ZARR_JSON))
+    if zarr_format in (None, 2):
+        keys += [_key(path, ZARRAY), _key(path, ZGROUP), _key(path, ZATTRS)]
+    if zarr_format not in (None, 2, 3):
+        raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    return parse_node(path, store.get_many(keys))
+
+
+def parse_node(
+    path: str, docs: Mapping[str, Any]
+) -> ArrayMetadata | GroupMetadata | None:
+    """Parse the node at ``path`` from fetched metadata documents (key -> bytes or None)."""
+    v3_key = _key(path, ZARR_JSON)
+    v3_doc = docs.get(v3_key)
+    if v3_doc is not None:
+        return parse_v3_node(json_loads(v3_doc, key=v3_key))
+    attrs_raw = docs.get(_key(path, ZATTRS))
+    attributes = json_loads(attrs_raw, key=_key(path, ZATTRS)) if attrs_raw is not None else {}
+    zarray = docs.get(_key(path, ZARRAY))
+    if zarray is not None:
+        return ArrayMetadataV2.from_json(json_loads(zarray, key=_key(path, ZARRAY)), attributes)
+    zgroup = docs.get(_key(path, ZGROUP))
+    if zgroup is not None:
+        doc = json_loads(zgroup, key=_key(path, ZGROUP))
+        if doc.get("zarr_format") != 2:
+            raise MetadataError(f"{_key(path, ZGROUP)}: zarr_format must be 2")
+        return GroupMetadataV2(attributes=attributes)
+    return None
+
+
+def node_documents(path: str, metadata: ArrayMetadata | GroupMetadata) -> dict[str, bytes]:
+    """The metadata documents of a node, by store key.
+
+    Example:
+        >>> from torchzarr.metadata.v3 import GroupMetadataV3
+        >>> list(node_documents("a", GroupMetadataV3(attributes={})))
+        ['a/zarr.json']
+    """
+    if metadata.zarr_format == 3:
+        return {_key(path, ZARR_JSON): json_dumps(metadata.to_json())}
+    name = ZARRAY if isinstance(metadata, ArrayMetadataV2) else ZGROUP
+    docs = {_key(path, name): json_dumps(metadata.to_json())}
+    if metadata.attributes:
+        docs[_key(path, ZATTRS)] = json_dumps(metadata.attributes)
+    return docs
+
+
+def write_node(store: Store, path: str, metadata: ArrayMetadata | GroupMetadata) -> None:
+    """Write the metadata documents of a node (``zarr.json``, or ``.zarray``/``.zgroup`` + ``.zattrs``)."""
+    docs = node_documents(path, metadata)
+    store.set_many(docs)
+    if metadata.zarr_format == 2 and _key(path, ZATTRS) not in docs:
+        store.delete(_key(path, ZATTRS))
+
+
+def node_metadata_keys(path: str) -> list[str]:
+    """Every metadata key a node at ``path`` can have (v2 and v3)."""
+    return [_key(path, name) for name in (ZARR_JSON, ZARRAY, ZGROUP, ZATTRS)]

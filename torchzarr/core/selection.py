@@ -1,0 +1,66 @@
+"""User selections (ints, slices, lists, numpy arrays, torch tensors) to indexers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.core import indexing
+from torchzarr.errors import SelectionError
+
+__all__ = ["make_indexer", "to_numpy_selection"]
+
+
+def _convert(item: Any) -> Any:
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu()
+        if item.dtype == torch.bool:
+            return item.numpy()
+        if item.is_floating_point() or item.is_complex():
+            raise SelectionError(f"cannot index with a tensor of dtype {item.dtype}")
+        return int(item) if item.ndim == 0 else item.to(torch.int64).numpy()
+    if isinstance(item, list):
+        return np.asarray(item)
+    return item
+
+
+def to_numpy_selection(selection: Any) -> Any:
+    """Replace torch tensors and lists in a selection by numpy arrays or ints.
+
+    Example:
+        >>> to_numpy_selection((torch.tensor([1, 2]), slice(None)))
+        (array([1, 2]), slice(None, None, None))
+    """
+    if isinstance(selection, tuple):
+        return tuple(_convert(item) for item in selection)
+    return _convert(selection)
+
+
+def _is_fancy(item: Any) -> bool:
+    return isinstance(item, np.ndarray) and item.ndim > 0
+
+
+def make_indexer(
+    selection: Any, shape: tuple[int, ...], chunk_shape: tuple[int, ...], kind: str = "auto"
+) -> Any:
+    """The indexer for a selection: ``kind`` is "basic", "orthogonal", "vectorized" or "auto".
+
+    "auto" follows zarr-python's ``__getitem__``: basic selections are basic; a selection made
+    only of arrays is vectorized (numpy's pointwise semantics); arrays mixed with slices or
+    ints are orthogonal (the same as numpy whenever at most one array is given).
+    """
+    selection = to_numpy_selection(selection)
+    if kind == "basic" or (kind == "auto" and indexing.is_basic_selection(selection)):
+        return indexing.basic_indexer(selection, shape, chunk_shape)
+    if kind == "orthogonal":
+        return indexing.orthogonal_indexer(selection, shape, chunk_shape)
+    if kind == "vectorized":
+        return indexing.vectorized_indexer(selection, shape, chunk_shape)
+    items = selection if isinstance(selection, tuple) else (selection,)
+    if all(_is_fancy(item) for item in items) and (
+        len(items) > 1 or items[0].dtype == bool and items[0].ndim == len(shape) > 1
+    ):
+        return indexing.vectorized_indexer(selection, shape, chunk_shape)
+    return indexing.orthogonal_indexer(selection, shape, chunk_shape)

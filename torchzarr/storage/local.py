@@ -1,0 +1,211 @@
+"""``LocalStore``: keys as files under a root directory, written atomically (temp + rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torchzarr.errors import StoreError
+from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+
+__all__ = ["LocalStore"]
+
+_PARTIAL = ".partial"
+
+
+class LocalStore(Store):
+    """A directory on the local file system; key ``a/b/c`` is the file ``root/a/b/c``.
+
+    Writes go to a temporary file in the same directory and are renamed into place, so a
+    reader sees the old value or the new one, never half of one. With ``fsync=True`` the
+    data is flushed to disk before the rename.
+
+    Example:
+        >>> import tempfile
+        >>> store = LocalStore(tempfile.mkdtemp())
+        >>> store.set("a/b", b"xyz")
+        >>> store.get("a/b"), store.get_range("a/b", ByteRange(1))
+        (b'xyz', b'yz')
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, read_only: bool = False, fsync: bool = False
+    ) -> None:
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.read_only = read_only
+        self.fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r}{', read-only' if self.read_only else ''})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LocalStore) and (self.root, self.read_only) == (
+            other.root,
+            other.read_only,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.read_only))
+
+    @property
+    def identity(self) -> str:
+        return "file://" + str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+
+    def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                if byte_range.start < 0:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(size + byte_range.start, 0))
+                    return f.read()
+                f.seek(byte_range.start)
+                return f.read() if byte_range.length is None else f.read(byte_range.length)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def getsize(self, key: str) -> int | None:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return None if not os.path.isfile(self._path(key)) else st.st_size
+
+    # -- writes ---------------------------------------------------------------------------
+    def set(self, key: str, value: Buffer) -> None:
+        self._check_writable(key)
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(value)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        if self.fsync:
+            self._fsync_dir(path.parent)
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def delete(self, key: str) -> None:
+        self._check_writable(key)
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except IsADirectoryError:
+            return
+        except OSError as err:
+            raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
+        self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove now-empty directories up to, not including, the root."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError as err:
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    return
+                raise
+            directory = directory.parent
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix or "/")
+        keys = list(self.list_prefix(prefix))
+        for key in keys:
+            self.delete(key)
+
+    # -- listing --------------------------------------------------------------------------
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        head, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*head.split("/")) if head else self.root
+        base = head + "/" if head else ""
+        for key in self._walk(start, base):
+            if key.startswith(prefix):
+                yield key
+
+    def _walk(self, directory: Path, base: str) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.name.endswith(_PARTIAL) and entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), base + entry.name + "/")
+            elif entry.is_file():
+                yield base + entry.name
+
+    def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        validate_prefix(prefix)
+        directory = self.root.joinpath(*prefix.strip("/").split("/")) if prefix else self.root
+        keys: list[str] = []
+        dirs: list[str] = []
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        for entry in entries:
+            if entry.name.endswith(_PARTIAL) and entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(entry.name)
+            elif entry.is_file():
+                keys.append(entry.name)
+        return sorted(keys), sorted(dirs)
+
+    def with_read_only(self, read_only: bool = True) -> LocalStore:
+        return LocalStore(self.root, read_only=read_only, fsync=self.fsync)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": str(self.root), "read_only": self.read_only, "fsync": self.fsync}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = Path(state["root"])
+        self.read_only = state["read_only"]
+        self.fsync = state["fsync"]

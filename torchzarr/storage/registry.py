@@ -1,0 +1,118 @@
+"""URL schemes to stores: ``resolve_store`` turns a path, URL or Store into a Store."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any
+
+from torchzarr.errors import UnknownStoreError
+from torchzarr.storage.base import Store
+
+__all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
+
+#: ``factory(url, storage_options) -> Store``; ``url`` is the full URL as given
+StoreFactory = Callable[[str, dict[str, Any]], Store]
+
+_registry: dict[str, StoreFactory] = {}
+_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = False) -> None:
+    """Make ``scheme://...`` URLs open with ``factory(url, storage_options)``.
+
+    Example:
+        >>> from torchzarr.storage.memory import MemoryStore
+        >>> register_store("scratch", lambda url, opts: MemoryStore(), overwrite=True)
+        >>> type(resolve_store("scratch://x", mode="w")).__name__
+        'MemoryStore'
+    """
+    scheme = scheme.lower()
+    with _lock:
+        if scheme in _registry and not overwrite:
+            raise ValueError(f"a store is already registered for {scheme!r}:// (overwrite=True)")
+        _registry[scheme] = factory
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group="torchzarr.stores"):
+        if ep.name.lower() not in _registry:
+            _registry[ep.name.lower()] = ep.load()
+
+
+def registered_stores() -> Mapping[str, StoreFactory]:
+    """A read-only view of the registered schemes.
+
+    Example:
+        >>> "file" in registered_stores() and "memory" in registered_stores()
+        True
+    """
+    _load_entry_points()
+    return MappingProxyType(_registry)
+
+
+def _local(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.local import LocalStore
+
+    path = url[len("file://") :] if url.startswith("file://") else url
+    return LocalStore(path, **options)
+
+
+def _memory(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.memory import MemoryStore, named_memory_store
+
+    name = url[len("memory://") :].strip("/")
+    return named_memory_store(name) if name else MemoryStore(**options)
+
+
+def resolve_store(
+    store: Any, *, mode: str = "r", storage_options: dict[str, Any] | None = None
+) -> Store:
+    """The Store for a path, URL or Store; read-only when ``mode`` is ``"r"``.
+
+    A bare ``memory://`` makes a new store; ``memory://name`` names a store shared by the
+    whole process. Paths without a scheme are local directories.
+
+    Example:
+        >>> resolve_store("memory://", mode="w")
+        MemoryStore(...)  # doctest: +SKIP
+    """
+    read_only = mode == "r"
+    if isinstance(store, Store):
+        if read_only and not store.read_only:
+            return store.with_read_only(True)
+        return store
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not isinstance(store, str):
+        raise UnknownStoreError(
+            f"cannot open a store from {type(store).__name__} {store!r}: give a path, URL or Store"
+        )
+    options = dict(storage_options or {})
+    scheme, sep, _ = store.partition("://")
+    if not sep:
+        scheme = "file"
+    scheme = scheme.lower()
+    factory = _registry.get(scheme)
+    if factory is None:
+        _load_entry_points()
+        factory = _registry.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(f"{s}://" for s in _registry))
+        raise UnknownStoreError(f"no store handles {store!r} (scheme {scheme!r}); known: {known}")
+    result = factory(store, options)
+    if read_only and not result.read_only:
+        result = result.with_read_only(True)
+    return result
+
+
+register_store("file", _local)
+register_store("memory", _memory)

@@ -1,0 +1,130 @@
+"""numpy <-> torch without copies, and output allocation (pinned when CUDA is there)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.dtypes import DataType, data_type
+from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError
+
+__all__ = [
+    "allocate",
+    "as_storage_array",
+    "cuda_available",
+    "storage_view",
+    "tensor_from_storage",
+    "torch_dtype",
+]
+
+
+def torch_dtype(dt: DataType) -> torch.dtype:
+    """The torch dtype of a data type.
+
+    Example:
+        >>> torch_dtype(data_type("bfloat16"))
+        torch.bfloat16
+    """
+    found = getattr(torch, dt.torch_name, None)
+    if not isinstance(found, torch.dtype):
+        raise UnsupportedDtypeError(f"this torch build has no dtype {dt.torch_name!r}")
+    return found
+
+
+def _storage_torch_dtype(dt: DataType) -> torch.dtype:
+    return torch_dtype(data_type(dt.storage)) if dt.is_reinterpreted else torch_dtype(dt)
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """True when pinned host memory can be allocated (a CUDA device is present).
+
+    Example:
+        >>> isinstance(cuda_available(), bool)
+        True
+    """
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken driver must not break CPU reads
+        return False
+
+
+def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) -> torch.Tensor:
+    """An uninitialised C-contiguous CPU tensor; pinned if asked and CUDA exists, else pageable.
+
+    Example:
+        >>> allocate((2, 3), data_type("float32")).shape
+        torch.Size([2, 3])
+    """
+    pin = pin_memory and cuda_available()
+    return torch.empty(shape, dtype=torch_dtype(dt), pin_memory=pin)
+
+
+def storage_view(tensor: torch.Tensor, dt: DataType) -> np.ndarray:
+    """A writable numpy view of a contiguous CPU tensor in ``dt``'s storage dtype (no copy).
+
+    Example:
+        >>> t = torch.zeros(3, dtype=torch.bfloat16)
+        >>> storage_view(t, data_type("bfloat16")).dtype
+        dtype('uint16')
+    """
+    if dt.is_reinterpreted:
+        tensor = tensor.view(_storage_torch_dtype(dt))
+    return tensor.numpy()
+
+
+def tensor_from_storage(array: np.ndarray, dt: DataType) -> torch.Tensor:
+    """Wrap a numpy array in ``dt``'s storage dtype as a tensor of ``dt`` (no copy if possible).
+
+    Example:
+        >>> tensor_from_storage(np.array([16320], dtype=np.uint16), data_type("bfloat16"))
+        tensor([1.5000], dtype=torch.bfloat16)
+    """
+    if not array.flags.writeable or not array.dtype.isnative:
+        array = np.array(array, dtype=dt.storage)
+    tensor = torch.from_numpy(array)
+    return tensor.view(torch_dtype(dt)) if dt.is_reinterpreted else tensor
+
+
+def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
+    """Convert a tensor (any device), numpy array or scalar to a numpy array of ``dt.storage``.
+
+    Values are cast the way ``tensor[...] = value`` casts in torch (floats to ints truncate).
+
+    Example:
+        >>> as_storage_array(torch.tensor([1.5]), data_type("bfloat16"))
+        array([16320], dtype=uint16)
+    """
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if tensor.is_conj():
+            tensor = tensor.resolve_conj()
+        if tensor.is_neg():
+            tensor = tensor.resolve_neg()
+        target = torch_dtype(dt)
+        if tensor.dtype != target:
+            if tensor.is_complex() and not target.is_complex:
+                raise ShapeMismatchError(
+                    f"cannot write complex data of dtype {tensor.dtype} to an array of {dt.name}"
+                ) from None
+            tensor = tensor.to(target)
+        if dt.is_reinterpreted:
+            tensor = tensor.view(_storage_torch_dtype(dt))
+        return tensor.numpy()
+    array = np.asarray(value)
+    if array.dtype == dt.storage:
+        return array
+    if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
+        return as_storage_array(torch.from_numpy(np.asarray(array, dtype=np.float32)), dt)
+    if array.dtype.kind == "c" and dt.storage.kind != "c":
+        raise ShapeMismatchError(
+            f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
+        )
+    if array.dtype.kind not in "biufc":
+        raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
+    return array.astype(dt.storage, copy=False, casting="unsafe")
