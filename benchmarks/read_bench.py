@@ -21,9 +21,9 @@ import numcodecs
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Scenario, markdown_table, report  # noqa: E402
+from harness import Scenario, markdown_table, report
 
-import torchzarr as tz  # noqa: E402
+import torchzarr as tz
 
 PROFILES = {
     # rows x cols of float32; full: 8192 x 8192 = 256 MiB, as in the figures of FACTS.md
@@ -45,8 +45,14 @@ def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: st
 
     path = root / f"{codec}-{'x'.join(map(str, chunks))}"
     if not path.exists():
-        z = zarr.create_array(str(path), shape=data.shape, chunks=chunks, dtype=data.dtype,
-                              compressors=_compressor(codec), zarr_format=3)
+        z = zarr.create_array(
+            str(path),
+            shape=data.shape,
+            chunks=chunks,
+            dtype=data.dtype,
+            compressors=_compressor(codec),
+            zarr_format=3,
+        )
         z[:] = data
     return path
 
@@ -71,8 +77,9 @@ def _contenders(path: Path, selection: Any, with_limit: str | None, threads: int
     ours = tz.open_array(path, mode="r")
     theirs = zarr.open_array(str(path), mode="r")
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
-    ctx = ts.Context({"cache_pool": {"total_bytes_limit": 0},
-                      "data_copy_concurrency": {"limit": threads}})
+    ctx = ts.Context(
+        {"cache_pool": {"total_bytes_limit": 0}, "data_copy_concurrency": {"limit": threads}}
+    )
     tstore = ts.open(spec, read=True, context=ctx).result()
     out = {
         "torchzarr": lambda: ours[selection],
@@ -96,16 +103,33 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
     small = (64, 64)  # 16 KiB chunks
     for codec in ("zstd", "blosc-lz4", "none"):
         path = _make_store(root, data, big, codec)
-        scenarios.append(Scenario(f"full read, {codec}, 1 MiB chunks", nbytes,
-                                  _contenders(path, slice(None), codec, threads), "codec-limit"))
+        scenarios.append(
+            Scenario(
+                f"full read, {codec}, 1 MiB chunks",
+                nbytes,
+                _contenders(path, slice(None), codec, threads),
+                "codec-limit",
+            )
+        )
     path = _make_store(root, data, small, "zstd")
-    scenarios.append(Scenario("full read, zstd, 16 KiB chunks", nbytes,
-                              _contenders(path, slice(None), "zstd", threads), "codec-limit"))
+    scenarios.append(
+        Scenario(
+            "full read, zstd, 16 KiB chunks",
+            nbytes,
+            _contenders(path, slice(None), "zstd", threads),
+            "codec-limit",
+        )
+    )
     path = _make_store(root, data, big, "zstd")
     half = side // 2
     unaligned = (slice(big[0] // 2 + 1, half + 3), slice(5, side - 7))
-    scenarios.append(Scenario("unaligned slab, zstd", data[unaligned].nbytes,
-                              _contenders(path, unaligned, None, threads)))
+    scenarios.append(
+        Scenario(
+            "unaligned slab, zstd",
+            data[unaligned].nbytes,
+            _contenders(path, unaligned, None, threads),
+        )
+    )
     rows = np.sort(rng.choice(side, size=min(256, side), replace=False))
     gather = _contenders(path, slice(None), None, threads)
     ours = tz.open_array(path, mode="r")
@@ -113,8 +137,9 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
     import zarr
 
     theirs = zarr.open_array(str(path), mode="r")
-    tstore = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
-                     read=True).result()
+    tstore = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}, read=True
+    ).result()
     gather = {
         "torchzarr": lambda: ours.oindex[rows, :],
         "zarr-python": lambda: theirs.oindex[rows, :],

@@ -22,8 +22,15 @@ def test_every_row_maps_to_torch_and_back(dt):
 
 @pytest.mark.parametrize(
     "typestr,name,order",
-    [("|b1", "bool", "|"), ("<i8", "int64", "<"), (">u2", "uint16", ">"), ("<f2", "float16", "<"),
-     (">c16", "complex128", ">"), ("|u1", "uint8", "|"), ("bfloat16", "bfloat16", "<")],
+    [
+        ("|b1", "bool", "|"),
+        ("<i8", "int64", "<"),
+        (">u2", "uint16", ">"),
+        ("<f2", "float16", "<"),
+        (">c16", "complex128", ">"),
+        ("|u1", "uint8", "|"),
+        ("bfloat16", "bfloat16", "<"),
+    ],
 )
 def test_v2_typestrs(typestr, name, order):
     dt, got_order = parse_v2_dtype(typestr)

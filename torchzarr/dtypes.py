@@ -113,8 +113,15 @@ _BY_V3: dict[str, DataType] = {dt.v3_name: dt for dt in _TABLE if dt.v3_name}
 _BY_NUMPY: dict[np.dtype[Any], DataType] = {
     dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
 }
-_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64",
-            "int": "int32", "cfloat": "complex64", "cdouble": "complex128"}
+_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+}
 
 
 def all_data_types() -> tuple[DataType, ...]:

@@ -12,9 +12,21 @@ import torchzarr as tz
 from torchzarr.errors import BoundsError, ReadOnlyError, ShapeMismatchError
 
 ALL_DTYPES = [
-    torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16,
-    torch.uint32, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
-    torch.complex64, torch.complex128,
+    torch.bool,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
 ]
 
 
@@ -37,7 +49,9 @@ def test_every_dtype_round_trips(any_store, zarr_format, dtype):
     if zarr_format == 2 and dtype == torch.bfloat16:
         pytest.skip("v2 bfloat16 is tensorstore's extension; covered in the interop tests")
     data = _sample((7, 5), dtype)
-    arr = tz.create_array(any_store, shape=(7, 5), dtype=dtype, chunks=(3, 2), zarr_format=zarr_format)
+    arr = tz.create_array(
+        any_store, shape=(7, 5), dtype=dtype, chunks=(3, 2), zarr_format=zarr_format
+    )
     arr[...] = data
     again = tz.open_array(any_store, mode="r")
     out = again[...]
@@ -195,7 +209,9 @@ def test_append_along_axes(any_store):
     arr[:] = torch.ones(2, 3)
     assert arr.append(torch.zeros(3, 3)) == (5, 3)
     assert arr.append(np.full((5, 1), 2.0, dtype=np.float32), axis=1) == (5, 4)
-    expected = torch.cat([torch.cat([torch.ones(2, 3), torch.zeros(3, 3)]), torch.full((5, 1), 2.0)], 1)
+    expected = torch.cat(
+        [torch.cat([torch.ones(2, 3), torch.zeros(3, 3)]), torch.full((5, 1), 2.0)], 1
+    )
     assert torch.equal(arr[:], expected)
     with pytest.raises(ShapeMismatchError):
         arr.append(torch.zeros(1, 3))

@@ -49,8 +49,11 @@ def orthogonal_selection(draw, shape):
     for extent in shape:
         kind = draw(st.sampled_from(["ints", "mask", "slice"] if extent else ["slice"]))
         if kind == "ints":
-            items.append(np.array(draw(st.lists(st.integers(-extent, extent - 1), max_size=6)),
-                                  dtype=np.int64))
+            items.append(
+                np.array(
+                    draw(st.lists(st.integers(-extent, extent - 1), max_size=6)), dtype=np.int64
+                )
+            )
         elif kind == "mask":
             items.append(np.array(draw(st.lists(st.booleans(), min_size=extent, max_size=extent))))
         else:
@@ -72,12 +75,21 @@ def _orthogonal_numpy(data, selection):
 def test_basic_reads_and_writes_match_numpy(layout, data):
     shape, chunks, zarr_format = layout
     reference = np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape)
-    arr = tz.create_array(tz.MemoryStore(), shape=shape, dtype=torch.int32, chunks=chunks,
-                          zarr_format=zarr_format, fill_value=-1)
+    arr = tz.create_array(
+        tz.MemoryStore(),
+        shape=shape,
+        dtype=torch.int32,
+        chunks=chunks,
+        zarr_format=zarr_format,
+        fill_value=-1,
+    )
     arr[...] = reference
     selection = data.draw(basic_selection(shape))
     np.testing.assert_array_equal(arr[selection].numpy(), reference[selection])
-    value = -np.arange(reference[selection].size, dtype=np.int32).reshape(reference[selection].shape) - 2
+    value = (
+        -np.arange(reference[selection].size, dtype=np.int32).reshape(reference[selection].shape)
+        - 2
+    )
     arr[selection] = value
     reference[selection] = value
     np.testing.assert_array_equal(arr[...].numpy(), reference)
@@ -90,15 +102,18 @@ def test_orthogonal_reads_and_writes_match_numpy(layout, data):
     if not shape:
         return
     reference = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) * 3
-    arr = tz.create_array(tz.MemoryStore(), shape=shape, dtype=torch.int64, chunks=chunks,
-                          zarr_format=zarr_format)
+    arr = tz.create_array(
+        tz.MemoryStore(), shape=shape, dtype=torch.int64, chunks=chunks, zarr_format=zarr_format
+    )
     arr[...] = reference
     selection = data.draw(orthogonal_selection(shape))
     expected = _orthogonal_numpy(reference, selection)
     np.testing.assert_array_equal(arr.oindex[selection].numpy(), expected)
     # writes: avoid duplicate indices (their order of application is unspecified)
-    unique = tuple(np.unique(s % e) if isinstance(s, np.ndarray) and s.dtype != bool else s
-                   for s, e in zip(selection, shape, strict=True))
+    unique = tuple(
+        np.unique(s % e) if isinstance(s, np.ndarray) and s.dtype != bool else s
+        for s, e in zip(selection, shape, strict=True)
+    )
     target = _orthogonal_numpy(reference, unique)
     value = np.arange(target.size, dtype=np.int64).reshape(target.shape) + 1000
     arr.oindex[unique] = value
@@ -114,10 +129,15 @@ def test_vectorized_reads_match_numpy(layout, data):
     if not shape or 0 in shape:
         return
     reference = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
-    arr = tz.create_array(tz.MemoryStore(), shape=shape, dtype=torch.float64, chunks=chunks,
-                          zarr_format=zarr_format)
+    arr = tz.create_array(
+        tz.MemoryStore(), shape=shape, dtype=torch.float64, chunks=chunks, zarr_format=zarr_format
+    )
     arr[...] = reference
     n = data.draw(st.integers(0, 8))
-    coords = tuple(np.array(data.draw(st.lists(st.integers(-e, e - 1), min_size=n, max_size=n)),
-                            dtype=np.int64) for e in shape)
+    coords = tuple(
+        np.array(
+            data.draw(st.lists(st.integers(-e, e - 1), min_size=n, max_size=n)), dtype=np.int64
+        )
+        for e in shape
+    )
     np.testing.assert_array_equal(arr.vindex[coords].numpy(), reference[coords])

@@ -27,7 +27,11 @@ def test_nested_groups_and_arrays(any_store, zarr_format):
     assert torch.equal(root["exp1/run2/x"][:], torch.tensor([1, 2, 3], dtype=torch.int32))
     assert "exp1" in root and "exp1/run2/x" in root and "nope" not in root
     assert list(root) == ["exp1"] and len(root) == 1
-    assert [name for name, _ in root.members(max_depth=None)] == ["exp1", "exp1/run2", "exp1/run2/x"]
+    assert [name for name, _ in root.members(max_depth=None)] == [
+        "exp1",
+        "exp1/run2",
+        "exp1/run2/x",
+    ]
     assert root["exp1"].group_keys() == ["run2"]
     assert run.array_keys() == ["x"]
     with pytest.raises(NodeNotFoundError, match="nope"):

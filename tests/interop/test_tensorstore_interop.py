@@ -12,8 +12,23 @@ import torchzarr as tz
 
 pytestmark = pytest.mark.interop
 
-V3_TYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-            "float16", "bfloat16", "float32", "float64", "complex64", "complex128"]
+V3_TYPES = [
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+]
 
 
 def _np_dtype(name: str) -> np.dtype:
@@ -52,8 +67,11 @@ def _v3_meta(shape, chunks, name, codecs=None, fill=0):
         "chunk_key_encoding": {"name": "default"},
         "data_type": name,
         "fill_value": fill,
-        "codecs": codecs or [{"name": "bytes", "configuration": {"endian": "little"}},
-                             {"name": "zstd", "configuration": {"level": 1}}],
+        "codecs": codecs
+        or [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": 1}},
+        ],
     }
 
 
@@ -61,8 +79,12 @@ def _v3_meta(shape, chunks, name, codecs=None, fill=0):
 def test_read_tensorstore_zarr3(tmp_path, name):
     data = _data((9, 7), name)
     fill = False if name == "bool" else ([0, 0] if name.startswith("complex") else 0)
-    t = _ts(tmp_path, "zarr3", spec={"metadata": _v3_meta(data.shape, (4, 3), name, fill=fill)},
-            create=True)
+    t = _ts(
+        tmp_path,
+        "zarr3",
+        spec={"metadata": _v3_meta(data.shape, (4, 3), name, fill=fill)},
+        create=True,
+    )
     t[...].write(data).result()
     arr = tz.open_array(tmp_path, mode="r")
     np.testing.assert_array_equal(_as_numpy(arr[:], name), data)
@@ -80,16 +102,37 @@ def test_tensorstore_zarr3_reads_ours(tmp_path, name):
     np.testing.assert_array_equal(got, data)
 
 
-V2_TYPES = ["|b1", "|i1", "<i2", ">i4", "<i8", "|u1", ">u2", "<u4", "<u8", "<f2", ">f4",
-            "<f8", "<c8", ">c16"]
+V2_TYPES = [
+    "|b1",
+    "|i1",
+    "<i2",
+    ">i4",
+    "<i8",
+    "|u1",
+    ">u2",
+    "<u4",
+    "<u8",
+    "<f2",
+    ">f4",
+    "<f8",
+    "<c8",
+    ">c16",
+]
 
 
 @pytest.mark.parametrize("typestr", V2_TYPES)
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_read_tensorstore_zarr2(tmp_path, typestr, order):
     data = _data((9, 7), np.dtype(typestr).newbyteorder("=").name)
-    meta = {"shape": [9, 7], "chunks": [4, 3], "dtype": typestr, "order": order,
-            "compressor": {"id": "zlib", "level": 1}, "fill_value": None, "filters": None}
+    meta = {
+        "shape": [9, 7],
+        "chunks": [4, 3],
+        "dtype": typestr,
+        "order": order,
+        "compressor": {"id": "zlib", "level": 1},
+        "fill_value": None,
+        "filters": None,
+    }
     t = _ts(tmp_path, "zarr", spec={"metadata": meta}, create=True)
     t[...].write(data).result()
     np.testing.assert_array_equal(tz.open_array(tmp_path, mode="r")[:].numpy(), data)
@@ -98,8 +141,9 @@ def test_read_tensorstore_zarr2(tmp_path, typestr, order):
 @pytest.mark.parametrize("typestr", V2_TYPES)
 def test_tensorstore_zarr2_reads_ours(tmp_path, typestr):
     data = _data((9, 7), np.dtype(typestr).newbyteorder("=").name, seed=5)
-    arr = tz.create_array(tmp_path, shape=data.shape, chunks=(4, 3), dtype=np.dtype(typestr),
-                          zarr_format=2)
+    arr = tz.create_array(
+        tmp_path, shape=data.shape, chunks=(4, 3), dtype=np.dtype(typestr), zarr_format=2
+    )
     arr[:] = data
     got = _ts(tmp_path, "zarr", open=True).read().result()
     np.testing.assert_array_equal(got, data)
@@ -107,13 +151,21 @@ def test_tensorstore_zarr2_reads_ours(tmp_path, typestr):
 
 def test_bfloat16_v2_both_ways(tmp_path):
     data = _data((6, 5), "bfloat16")
-    meta = {"shape": [6, 5], "chunks": [4, 4], "dtype": "bfloat16", "order": "C",
-            "compressor": None, "fill_value": 0, "filters": None}
+    meta = {
+        "shape": [6, 5],
+        "chunks": [4, 4],
+        "dtype": "bfloat16",
+        "order": "C",
+        "compressor": None,
+        "fill_value": 0,
+        "filters": None,
+    }
     t = _ts(tmp_path / "t", "zarr", spec={"metadata": meta}, create=True)
     t[...].write(data).result()
     np.testing.assert_array_equal(_as_numpy(tz.open_array(tmp_path / "t")[:], "bfloat16"), data)
-    arr = tz.create_array(tmp_path / "o", shape=(6, 5), chunks=(4, 4), dtype=torch.bfloat16,
-                          zarr_format=2)
+    arr = tz.create_array(
+        tmp_path / "o", shape=(6, 5), chunks=(4, 4), dtype=torch.bfloat16, zarr_format=2
+    )
     arr[:] = torch.from_numpy(data.view(np.uint16)).view(torch.bfloat16)
     np.testing.assert_array_equal(_ts(tmp_path / "o", "zarr", open=True).read().result(), data)
 
@@ -124,12 +176,20 @@ def test_tensorstore_nan_fills_both_ways(tmp_path, fill):
     t = _ts(tmp_path / "t", "zarr3", spec={"metadata": meta}, create=True)
     t[:2].write(np.ones(2, dtype="float32")).result()
     got = tz.open_array(tmp_path / "t")[:].numpy()
-    expected = np.full(10, {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf,
-                            "0x7fc00000": np.nan}[fill], dtype="float32")
+    expected = np.full(
+        10,
+        {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "0x7fc00000": np.nan}[fill],
+        dtype="float32",
+    )
     expected[:2] = 1
     np.testing.assert_array_equal(got, expected)
-    arr = tz.create_array(tmp_path / "o", shape=(10,), chunks=(4,), dtype=torch.float32,
-                          fill_value=float(expected[-1]))
+    arr = tz.create_array(
+        tmp_path / "o",
+        shape=(10,),
+        chunks=(4,),
+        dtype=torch.float32,
+        fill_value=float(expected[-1]),
+    )
     arr[:2] = 1.0
     np.testing.assert_array_equal(_ts(tmp_path / "o", "zarr3", open=True).read().result(), expected)
 
@@ -142,8 +202,12 @@ def test_tensorstore_codec_chains(tmp_path):
         {"name": "crc32c"},
     ]
     data = _data((10, 6), "int32")
-    t = _ts(tmp_path, "zarr3", spec={"metadata": _v3_meta((10, 6), (4, 4), "int32", codecs)},
-            create=True)
+    t = _ts(
+        tmp_path,
+        "zarr3",
+        spec={"metadata": _v3_meta((10, 6), (4, 4), "int32", codecs)},
+        create=True,
+    )
     t[...].write(data).result()
     arr = tz.open_array(tmp_path, mode="r+")
     np.testing.assert_array_equal(arr[:].numpy(), data)
@@ -156,8 +220,9 @@ def test_zero_d_and_edges_with_tensorstore(tmp_path):
     t = _ts(tmp_path / "z", "zarr3", spec={"metadata": _v3_meta((), (), "int64")}, create=True)
     t.write(np.int64(42)).result()
     assert tz.open_array(tmp_path / "z")[()].item() == 42
-    ours = tz.create_array(tmp_path / "o", shape=(13,), chunks=(5,), dtype=torch.int64,
-                           fill_value=-1)
+    ours = tz.create_array(
+        tmp_path / "o", shape=(13,), chunks=(5,), dtype=torch.int64, fill_value=-1
+    )
     ours[2:11] = torch.arange(9)
     expected = np.full(13, -1)
     expected[2:11] = np.arange(9)

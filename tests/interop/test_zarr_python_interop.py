@@ -14,8 +14,20 @@ import torchzarr as tz
 pytestmark = pytest.mark.interop
 
 NUMPY_DTYPES = [
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "complex64", "complex128",
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
 ]
 
 
@@ -67,7 +79,11 @@ def test_zarr_python_reads_what_we_wrote(tmp_path, zarr_format, dtype):
 def test_special_fill_values_both_ways(tmp_path, fill, zarr_format):
     theirs = tmp_path / "theirs"
     z = zarr.create_array(
-        str(theirs), shape=(10,), chunks=(4,), dtype="float32", fill_value=fill,
+        str(theirs),
+        shape=(10,),
+        chunks=(4,),
+        dtype="float32",
+        fill_value=fill,
         zarr_format=zarr_format,
     )
     z[:2] = 1.0
@@ -77,7 +93,11 @@ def test_special_fill_values_both_ways(tmp_path, fill, zarr_format):
     np.testing.assert_array_equal(got, expected)
     ours = tmp_path / "ours"
     arr = tz.create_array(
-        ours, shape=(10,), chunks=(4,), dtype=torch.float32, fill_value=fill,
+        ours,
+        shape=(10,),
+        chunks=(4,),
+        dtype=torch.float32,
+        fill_value=fill,
         zarr_format=zarr_format,
     )
     arr[:2] = 1.0
@@ -87,15 +107,25 @@ def test_special_fill_values_both_ways(tmp_path, fill, zarr_format):
 def test_v2_order_f_big_endian_and_slash_separator(tmp_path):
     data = _data((9, 6), ">f8")
     z = zarr.create_array(
-        str(tmp_path / "f"), shape=data.shape, chunks=(4, 4), dtype=">f8", zarr_format=2,
-        order="F", chunk_key_encoding={"name": "v2", "separator": "/"},
+        str(tmp_path / "f"),
+        shape=data.shape,
+        chunks=(4, 4),
+        dtype=">f8",
+        zarr_format=2,
+        order="F",
+        chunk_key_encoding={"name": "v2", "separator": "/"},
     )
     z[:] = data
     arr = tz.open_array(tmp_path / "f", mode="r")
     np.testing.assert_array_equal(arr[:].numpy(), data)
     ours = tz.create_array(
-        tmp_path / "o", shape=data.shape, chunks=(4, 4), dtype=np.dtype(">i4"), zarr_format=2,
-        order="F", dimension_separator="/",
+        tmp_path / "o",
+        shape=data.shape,
+        chunks=(4, 4),
+        dtype=np.dtype(">i4"),
+        zarr_format=2,
+        order="F",
+        dimension_separator="/",
     )
     ours.metadata  # noqa: B018
     ints = np.arange(54, dtype=">i4").reshape(9, 6)
@@ -122,13 +152,21 @@ def test_v2_order_f_big_endian_and_slash_separator(tmp_path):
 def test_v2_compressors_both_ways(tmp_path, compressor):
     data = _data((20, 5), "int32")
     z = zarr.create_array(
-        str(tmp_path / "t"), shape=data.shape, chunks=(8, 5), dtype="int32", zarr_format=2,
+        str(tmp_path / "t"),
+        shape=data.shape,
+        chunks=(8, 5),
+        dtype="int32",
+        zarr_format=2,
         compressors=compressor,
     )
     z[:] = data
     np.testing.assert_array_equal(tz.open_array(tmp_path / "t")[:].numpy(), data)
     arr = tz.create_array(
-        tmp_path / "o", shape=data.shape, chunks=(8, 5), dtype="int32", zarr_format=2,
+        tmp_path / "o",
+        shape=data.shape,
+        chunks=(8, 5),
+        dtype="int32",
+        zarr_format=2,
         compressors=compressor,
     )
     arr[:] = data
@@ -148,14 +186,24 @@ def test_v2_compressors_both_ways(tmp_path, compressor):
 def test_v2_filters_both_ways(tmp_path, filters):
     data = np.arange(-50, 50, dtype="<i8").reshape(10, 10)
     z = zarr.create_array(
-        str(tmp_path / "t"), shape=data.shape, chunks=(4, 10), dtype="<i8", zarr_format=2,
-        filters=filters, compressors=numcodecs.Zlib(1),
+        str(tmp_path / "t"),
+        shape=data.shape,
+        chunks=(4, 10),
+        dtype="<i8",
+        zarr_format=2,
+        filters=filters,
+        compressors=numcodecs.Zlib(1),
     )
     z[:] = data
     np.testing.assert_array_equal(tz.open_array(tmp_path / "t")[:].numpy(), data)
     arr = tz.create_array(
-        tmp_path / "o", shape=data.shape, chunks=(4, 10), dtype="<i8", zarr_format=2,
-        filters=filters, compressors=numcodecs.Zlib(1),
+        tmp_path / "o",
+        shape=data.shape,
+        chunks=(4, 10),
+        dtype="<i8",
+        zarr_format=2,
+        filters=filters,
+        compressors=numcodecs.Zlib(1),
     )
     arr[:] = data
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o"))[:], data)
@@ -175,7 +223,11 @@ def test_v2_filters_both_ways(tmp_path, filters):
 def test_v3_codecs_written_by_zarr_python(tmp_path, compressors):
     data = _data((11, 6), "float64")
     z = zarr.create_array(
-        str(tmp_path), shape=data.shape, chunks=(4, 4), dtype="float64", compressors=compressors,
+        str(tmp_path),
+        shape=data.shape,
+        chunks=(4, 4),
+        dtype="float64",
+        compressors=compressors,
         serializer=zarr.codecs.BytesCodec(endian="big"),
         filters=[zarr.codecs.TransposeCodec(order=(1, 0))],
         dimension_names=("row", None),
@@ -192,8 +244,13 @@ def test_v3_codecs_written_by_zarr_python(tmp_path, compressors):
 def test_zarr_python_reads_our_v3_codecs(tmp_path, compressors):
     data = _data((11, 6), "float32")
     arr = tz.create_array(
-        tmp_path, shape=data.shape, chunks=(4, 4), dtype=torch.float32, compressors=compressors,
-        dimension_names=["y", "x"], attributes={"units": "K"},
+        tmp_path,
+        shape=data.shape,
+        chunks=(4, 4),
+        dtype=torch.float32,
+        compressors=compressors,
+        dimension_names=["y", "x"],
+        attributes={"units": "K"},
     )
     arr[:] = data
     z = zarr.open_array(str(tmp_path), mode="r")
@@ -215,14 +272,20 @@ def test_zero_d_and_zero_length_both_ways(tmp_path, zarr_format):
     ours = tz.create_array(tmp_path / "o0", shape=(), dtype="int16", zarr_format=zarr_format)
     ours[()] = -3
     assert zarr.open_array(str(tmp_path / "o0"))[()] == -3
-    tz.create_array(tmp_path / "oe", shape=(0, 4), chunks=(2, 2), dtype="int16", zarr_format=zarr_format)
+    tz.create_array(
+        tmp_path / "oe", shape=(0, 4), chunks=(2, 2), dtype="int16", zarr_format=zarr_format
+    )
     assert zarr.open_array(str(tmp_path / "oe"))[:].shape == (0, 4)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_partial_writes_and_edges_both_ways(tmp_path, zarr_format):
     z = zarr.create_array(
-        str(tmp_path / "t"), shape=(17, 9), chunks=(5, 4), dtype="int64", fill_value=-7,
+        str(tmp_path / "t"),
+        shape=(17, 9),
+        chunks=(5, 4),
+        dtype="int64",
+        fill_value=-7,
         zarr_format=zarr_format,
     )
     z[3:12, 2:8] = np.arange(54).reshape(9, 6)
@@ -262,7 +325,9 @@ def test_groups_with_attributes_both_ways(tmp_path, zarr_format):
 def test_complex_fill_values_both_ways(tmp_path):
     z = zarr.create_array(str(tmp_path / "t"), shape=(3,), dtype="complex128", fill_value=1 + 2j)
     assert tz.open_array(tmp_path / "t")[:].tolist() == [1 + 2j] * 3
-    arr = tz.create_array(tmp_path / "o", shape=(3,), dtype=torch.complex64, fill_value=complex(0, float("nan")))
+    arr = tz.create_array(
+        tmp_path / "o", shape=(3,), dtype=torch.complex64, fill_value=complex(0, float("nan"))
+    )
     got = zarr.open_array(str(tmp_path / "o"))[:]
     assert np.isnan(got.imag).all() and (got.real == 0).all()
     del z, arr

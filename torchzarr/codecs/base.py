@@ -64,7 +64,11 @@ class Codec(abc.ABC):
         return self
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_json() == other.to_json()  # type: ignore[attr-defined]
+        return (
+            isinstance(other, Codec)
+            and type(self) is type(other)
+            and self.to_json() == other.to_json()
+        )
 
     def __hash__(self) -> int:
         return hash(repr(self.to_json()))

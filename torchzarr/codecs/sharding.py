@@ -23,7 +23,9 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
     ):
-        raise MetadataError(f"sharding_indexed: {what} must be a list of positive ints, got {value!r}")
+        raise MetadataError(
+            f"sharding_indexed: {what} must be a list of positive ints, got {value!r}"
+        )
     return tuple(int(v) for v in value)
 
 
@@ -153,12 +155,16 @@ class ShardingCodec(ArrayBytesCodec):
         return len(self._index_pipeline(spec).encode(empty))
 
     # -- index ----------------------------------------------------------------------------
-    def decode_index(self, data: bytes | memoryview, spec: ChunkSpec, key: str | None = None) -> ShardIndex:
+    def decode_index(
+        self, data: bytes | memoryview, spec: ChunkSpec, key: str | None = None
+    ) -> ShardIndex:
         """Parse an encoded index (the crc32c index codec verifies it)."""
         entries = self._index_pipeline(spec).decode(data, key=key)
         return ShardIndex(np.asarray(entries, dtype=np.uint64))
 
-    def index_of_shard(self, shard: bytes | memoryview, spec: ChunkSpec, key: str | None = None) -> ShardIndex:
+    def index_of_shard(
+        self, shard: bytes | memoryview, spec: ChunkSpec, key: str | None = None
+    ) -> ShardIndex:
         """The index of a whole encoded shard."""
         n = self.index_nbytes(spec)
         if len(shard) < n:

@@ -269,7 +269,9 @@ def hierarchy_documents(
         else:
             raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
         if meta.zarr_format != zarr_format:
-            raise MetadataError(f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}")
+            raise MetadataError(
+                f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}"
+            )
         metas[rel] = meta
     for rel in list(metas):
         parts = rel.split("/")
@@ -279,7 +281,9 @@ def hierarchy_documents(
                 if nodes.read_node(store, nodes.join_path(root, parent)) is None:
                     metas[parent] = _group_metadata(zarr_format, None)
             elif hasattr(metas[parent], "shape"):
-                raise NodeExistsError(f"create_hierarchy: {parent!r} is an array, {rel!r} is below it")
+                raise NodeExistsError(
+                    f"create_hierarchy: {parent!r} is an array, {rel!r} is below it"
+                )
     docs: dict[str, bytes] = {}
     for rel, meta in metas.items():
         docs.update(nodes.node_documents(nodes.join_path(root, rel), meta))

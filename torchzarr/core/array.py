@@ -113,8 +113,10 @@ class Array:
 
     @property
     def _sharding(self) -> Any:
-        codecs = getattr(self._metadata, "codecs", ())
-        return codecs[0] if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed" else None
+        codecs: tuple[Any, ...] = tuple(getattr(self._metadata, "codecs", ()))
+        return (
+            codecs[0] if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed" else None
+        )
 
     @property
     def data_type(self) -> Any:
@@ -260,7 +262,11 @@ class Array:
         self._write(make_indexer(selection, self.shape, self._grid), value)
 
     def read(
-        self, selection: Any = Ellipsis, *, out: torch.Tensor | None = None, pin_memory: bool = False
+        self,
+        selection: Any = Ellipsis,
+        *,
+        out: torch.Tensor | None = None,
+        pin_memory: bool = False,
     ) -> torch.Tensor:
         """Read a selection, into ``out`` if given (any device), else into a new tensor.
 
@@ -368,7 +374,9 @@ class Array:
         old = self.shape
         new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
         self.resize(new)
-        region = tuple(slice(old[axis], None) if i == axis else slice(None) for i in range(self.ndim))
+        region = tuple(
+            slice(old[axis], None) if i == axis else slice(None) for i in range(self.ndim)
+        )
         self[region] = data
         return new
 

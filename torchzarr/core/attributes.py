@@ -63,7 +63,7 @@ class Attributes(MutableMapping[str, Any]):
         del current[key]
         self._write(current)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         """Set many attributes with one metadata write."""
         changes = dict(*args, **kwargs)
         for key, value in changes.items():

@@ -12,8 +12,8 @@ from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
 from torchzarr.dtypes import data_type
 from torchzarr.errors import MetadataError
-from torchzarr.metadata.fill import coerce_fill_value
 from torchzarr.metadata import build_array_metadata
+from torchzarr.metadata.fill import coerce_fill_value
 
 __all__ = ["AUTO", "array_metadata_from_args"]
 

@@ -82,9 +82,7 @@ def read_node(
     return parse_node(path, store.get_many(keys))
 
 
-def parse_node(
-    path: str, docs: Mapping[str, Any]
-) -> ArrayMetadata | GroupMetadata | None:
+def parse_node(path: str, docs: Mapping[str, Any]) -> ArrayMetadata | GroupMetadata | None:
     """Parse the node at ``path`` from fetched metadata documents (key -> bytes or None)."""
     v3_key = _key(path, ZARR_JSON)
     v3_doc = docs.get(v3_key)

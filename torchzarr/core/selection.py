@@ -60,7 +60,7 @@ def make_indexer(
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
     if all(_is_fancy(item) for item in items) and (
-        len(items) > 1 or items[0].dtype == bool and items[0].ndim == len(shape) > 1
+        len(items) > 1 or (items[0].dtype == bool and items[0].ndim == len(shape) > 1)
     ):
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     return indexing.orthogonal_indexer(selection, shape, chunk_shape)

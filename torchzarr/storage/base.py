@@ -175,7 +175,7 @@ class Store(abc.ABC):
 
         return ReadOnlyStore(self)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release handles and pools; the store reopens lazily if used again."""
 
     @property
