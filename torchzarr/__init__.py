@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from torchzarr import errors, storage
 from torchzarr.config import config
-from torchzarr.core.api import create_array, create_group, open, open_array, open_group
+from torchzarr.core.api import (
+    consolidate_metadata,
+    create_array,
+    create_group,
+    open,
+    open_array,
+    open_group,
+)
 from torchzarr.core.array import Array
 from torchzarr.core.group import Group
 from torchzarr.storage import LocalStore, MemoryStore, Store
@@ -27,6 +34,7 @@ __all__ = [
     "Store",
     "__version__",
     "config",
+    "consolidate_metadata",
     "create_array",
     "create_group",
     "errors",

@@ -7,6 +7,7 @@ from typing import Any
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
+from torchzarr.core.consolidated import load_consolidated, write_consolidated
 from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
 from torchzarr.errors import (
@@ -20,9 +21,31 @@ from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 from torchzarr.storage.registry import resolve_store
 
-__all__ = ["create_array", "create_group", "open", "open_array", "open_group"]
+__all__ = [
+    "consolidate_metadata",
+    "create_array",
+    "create_group",
+    "open",
+    "open_array",
+    "open_group",
+]
 
 MODES = ("r", "r+", "a", "w", "w-")
+
+
+def _read_existing(
+    store: Any, path: str, zarr_format: int | None, mode: str, use_consolidated: bool | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """The node's metadata, and its consolidated members when they are to be used.
+
+    By default consolidated metadata is used for read-only opens (``mode="r"``), where it
+    cannot go stale under the reader's own writes; ``use_consolidated=True`` requires it,
+    ``False`` ignores it.
+    """
+    wanted = mode == "r" if use_consolidated is None else use_consolidated
+    if not wanted:
+        return nodes.read_node(store, path, zarr_format), None
+    return load_consolidated(store, path, zarr_format, required=bool(use_consolidated))
 
 
 def _check_mode(mode: str) -> None:
@@ -160,6 +183,7 @@ def open(
     *,
     path: str = "",
     zarr_format: int | None = None,
+    use_consolidated: bool | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Array | Group:
     """Open the array or group at ``path`` (format detected). Mode "a" creates a group if empty.
@@ -172,9 +196,11 @@ def open(
     _check_mode(mode)
     st = _store(store, mode, storage_options)
     path = nodes.normalize_path(path)
-    meta = None if mode in ("w", "w-") else nodes.read_node(st, path, zarr_format)
+    meta, members = (None, None)
+    if mode not in ("w", "w-"):
+        meta, members = _read_existing(st, path, zarr_format, mode, use_consolidated)
     if meta is not None:
-        return node_from_metadata(st, path, meta, mode == "r")
+        return node_from_metadata(st, path, meta, mode == "r", members)
     if mode in ("r", "r+"):
         raise NodeNotFoundError(f"no array or group at {path or '/'!r} in {st!r}")
     return open_group(st, mode, path=path, zarr_format=zarr_format)
@@ -223,6 +249,7 @@ def open_group(
     path: str = "",
     zarr_format: int | None = None,
     attributes: dict[str, Any] | None = None,
+    use_consolidated: bool | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Group:
     """Open a group; modes as :func:`open_array` (created when absent with "a", "w", "w-").
@@ -236,9 +263,9 @@ def open_group(
     st = _store(store, mode, storage_options)
     path = nodes.normalize_path(path)
     if mode not in ("w", "w-"):
-        meta = nodes.read_node(st, path, zarr_format)
+        meta, members = _read_existing(st, path, zarr_format, mode, use_consolidated)
         if meta is not None:
-            node = node_from_metadata(st, path, meta, mode == "r")
+            node = node_from_metadata(st, path, meta, mode == "r", members)
             if not isinstance(node, Group):
                 raise GroupNotFoundError(f"{path or '/'!r} in {st!r} is an array, not a group")
             return node
@@ -251,6 +278,37 @@ def open_group(
         overwrite=mode == "w",
         attributes=attributes,
     )
+
+
+def consolidate_metadata(
+    store: Any,
+    *,
+    path: str = "",
+    zarr_format: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Group:
+    """Gather the metadata of every node below a group into that group, as zarr-python does.
+
+    v3 writes it inline in the group's ``zarr.json`` (``consolidated_metadata``); v2 writes
+    ``.zmetadata``. Opening read-only then needs one request for the whole hierarchy. Run
+    it again after changing the hierarchy. Returns the group, opened from the result.
+
+    Example:
+        >>> root = open_group("memory://demo-consolidate", mode="w")
+        >>> _ = root.create_array("a/x", shape=(2,), dtype="int8")
+        >>> sorted(consolidate_metadata("memory://demo-consolidate"))
+        ['a']
+    """
+    st = _store(store, "a", storage_options)
+    path = nodes.normalize_path(path)
+    meta = nodes.read_node(st, path, zarr_format)
+    if meta is None or hasattr(meta, "shape"):
+        raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
+    root = Group(st, path, meta)
+    members = root.members(max_depth=None)
+    updated = write_consolidated(st, path, members, meta)
+    _, consolidated = load_consolidated(st, path, updated.zarr_format, required=True)
+    return Group(st, path, updated, consolidated=consolidated)
 
 
 def hierarchy_documents(

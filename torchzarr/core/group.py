@@ -8,15 +8,22 @@ from typing import Any
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
+from torchzarr.core.consolidated import consolidated_children
 from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
 
 __all__ = ["Group", "node_from_metadata"]
 
 
-def node_from_metadata(store: Any, path: str, metadata: Any, read_only: bool) -> Array | Group:
+def node_from_metadata(
+    store: Any,
+    path: str,
+    metadata: Any,
+    read_only: bool,
+    consolidated: Mapping[str, Any] | None = None,
+) -> Array | Group:
     """Wrap parsed metadata in an :class:`Array` or a :class:`Group`."""
     if getattr(metadata, "node_type", None) == "group" or not hasattr(metadata, "shape"):
-        return Group(store, path, metadata, read_only=read_only)
+        return Group(store, path, metadata, read_only=read_only, consolidated=consolidated)
     return Array(store, path, metadata, read_only=read_only)
 
 
@@ -31,11 +38,21 @@ class Group(Mapping[str, "Array | Group"]):
         ['x']
     """
 
-    def __init__(self, store: Any, path: str, metadata: Any, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        store: Any,
+        path: str,
+        metadata: Any,
+        *,
+        read_only: bool = False,
+        consolidated: Mapping[str, Any] | None = None,
+    ) -> None:
         self._store = store
         self._path = path
         self._metadata = metadata
         self._read_only = read_only
+        # {relative path: metadata} of every node below, when opened from consolidated metadata
+        self._consolidated = consolidated
 
     # -- description ------------------------------------------------------------------------
     @property
@@ -97,6 +114,8 @@ class Group(Mapping[str, "Array | Group"]):
 
     def _children(self) -> dict[str, Any]:
         """Metadata of every direct child, fetched in one batch."""
+        if self._consolidated is not None:
+            return {rel: m for rel, m in self._consolidated.items() if "/" not in rel}
         prefix = self._path + "/" if self._path else ""
         _, names = self._store.list_dir(prefix)
         keys = {name: nodes.node_metadata_keys(nodes.join_path(self._path, name)) for name in names}
@@ -108,12 +127,22 @@ class Group(Mapping[str, "Array | Group"]):
                 children[name] = meta
         return children
 
+    def _node(self, rel: str, meta: Any) -> Array | Group:
+        path = nodes.join_path(self._path, rel)
+        below = None
+        if self._consolidated is not None:
+            below = consolidated_children(self._consolidated, rel)
+        return node_from_metadata(self._store, path, meta, self._read_only, below)
+
     def __getitem__(self, key: str) -> Array | Group:
-        path = self._child_path(key)
-        meta = nodes.read_node(self._store, path, self.zarr_format)
+        rel = nodes.normalize_path(key)
+        if self._consolidated is not None:
+            meta = self._consolidated.get(rel)
+        else:
+            meta = nodes.read_node(self._store, self._child_path(key), self.zarr_format)
         if meta is None:
             raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
-        return node_from_metadata(self._store, path, meta, self._read_only)
+        return self._node(rel, meta)
 
     def get(self, key: str, default: Any = None) -> Any:  # Mapping.get catches KeyError too
         """The member at ``key``, or ``default``."""
@@ -125,6 +154,8 @@ class Group(Mapping[str, "Array | Group"]):
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
+        if self._consolidated is not None:
+            return nodes.normalize_path(key) in self._consolidated
         return nodes.read_node(self._store, self._child_path(key), self.zarr_format) is not None
 
     def __iter__(self) -> Iterator[str]:
@@ -142,9 +173,7 @@ class Group(Mapping[str, "Array | Group"]):
         """
         out: list[tuple[str, Array | Group]] = []
         for name, meta in sorted(self._children().items()):
-            node = node_from_metadata(
-                self._store, nodes.join_path(self._path, name), meta, self._read_only
-            )
+            node = self._node(name, meta)
             out.append((name, node))
             if isinstance(node, Group) and (max_depth is None or max_depth > 0):
                 deeper = None if max_depth is None else max_depth - 1
