@@ -139,7 +139,8 @@ class ShardingCodec(ArrayBytesCodec):
     def _index_spec(self, spec: ChunkSpec) -> ChunkSpec:
         return ChunkSpec((*self.chunks_per_shard(spec.shape), 2), np.dtype("uint64"), EMPTY)
 
-    def _inner_pipeline(self, spec: ChunkSpec) -> Any:
+    def inner_pipeline(self, spec: ChunkSpec) -> Any:
+        """The pipeline of one inner chunk."""
         from torchzarr.codecs.pipeline import V3Pipeline
 
         return V3Pipeline(self.codecs, self.inner_spec(spec))
@@ -186,7 +187,7 @@ class ShardingCodec(ArrayBytesCodec):
 
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
         """Encode a whole shard; inner chunks that are all fill value are not stored."""
-        inner = self._inner_pipeline(spec)
+        inner = self.inner_pipeline(spec)
         entries = np.full((*self.chunks_per_shard(spec.shape), 2), EMPTY, dtype=np.uint64)
         parts: list[bytes] = []
         offset = self.index_nbytes(spec) if self.index_location == "start" else 0
@@ -206,7 +207,7 @@ class ShardingCodec(ArrayBytesCodec):
     def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
         """Decode a whole shard into ``out`` (or a new array); missing inner chunks are fill."""
         index = self.index_of_shard(data, spec)
-        inner = self._inner_pipeline(spec)
+        inner = self.inner_pipeline(spec)
         if out is None:
             out = np.empty(spec.shape, dtype=spec.dtype)
         view = memoryview(data)

@@ -105,6 +105,7 @@ def create_array(
     attributes: dict[str, Any] | None = None,
     chunk_key_encoding: Any = None,
     dimension_separator: str | None = None,
+    shards: Any = None,
     overwrite: bool = False,
     path: str = "",
     storage_options: dict[str, Any] | None = None,
@@ -120,6 +121,8 @@ def create_array(
         fill_value: value of unwritten elements (default 0).
         zarr_format: 3 (default) or 2.
         order: memory order of v2 chunks, "C" or "F".
+        shards: shard shape (v3): each stored object holds a block of ``chunks``, with an
+            index, so that millions of small chunks do not become millions of objects.
         overwrite: replace an existing node at ``path`` (deleting everything below it).
 
     Example:
@@ -141,6 +144,7 @@ def create_array(
         attributes=attributes,
         chunk_key_encoding=chunk_key_encoding,
         dimension_separator=dimension_separator,
+        shards=shards,
     )
     st = _store(store, "w" if overwrite else "a", storage_options)
     path = nodes.normalize_path(path)

@@ -8,6 +8,7 @@ from typing import Any
 import numcodecs
 
 from torchzarr.codecs.pipeline import default_v3_codecs
+from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
 from torchzarr.dtypes import data_type
@@ -48,6 +49,7 @@ def array_metadata_from_args(
     attributes: dict[str, Any] | None = None,
     chunk_key_encoding: Any = None,
     dimension_separator: str | None = None,
+    shards: Any = None,
 ) -> Any:
     """Build validated array metadata from ``create_array``'s arguments.
 
@@ -61,7 +63,20 @@ def array_metadata_from_args(
         raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     dt = data_type(dtype)
     shape_t = normalize_shape(shape)
-    chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
+    shard_shape = None
+    if shards is not None:
+        if zarr_format != 3:
+            raise MetadataError("shards need zarr_format=3 (Zarr v2 has no sharding)")
+        shard_shape = normalize_chunks(shards, shape_t, dt.itemsize)
+        chunk_shape = normalize_chunks(chunks, shard_shape, dt.itemsize)
+        bad = [a for a, (s, c) in enumerate(zip(shard_shape, chunk_shape, strict=True)) if s % c]
+        if bad:
+            raise MetadataError(
+                f"shards {shard_shape} must be a multiple of chunks {chunk_shape} on every axis "
+                f"(not on axis {bad[0]})"
+            )
+    else:
+        chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
     comp = _default_compressors(zarr_format) if compressors == AUTO else _as_list(compressors)
     filt = _as_list(filters)
     fill = coerce_fill_value(fill_value, dt)
@@ -80,6 +95,9 @@ def array_metadata_from_args(
                 "order applies to Zarr v2 only; in v3 add a transpose codec through filters"
             )
         codecs = default_v3_codecs(dt.storage, comp, filt)
+        if shard_shape is not None:
+            codecs = (ShardingCodec(chunk_shape, codecs),)
+            common["chunk_shape"] = shard_shape
         return build_array_metadata(**common, codecs=codecs, chunk_key_encoding=chunk_key_encoding)
     if len(comp) > 1:
         raise MetadataError(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 import numpy as np
 
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
+from torchzarr.core.shards import ShardReader, sharding_codec
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
 
@@ -20,7 +23,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChunkSource:
     """Everything the engine needs to reach an array's chunks."""
 
@@ -33,6 +36,12 @@ class ChunkSource:
         """The store key of a chunk."""
         name = self.metadata.chunk_key(chunk_coords)
         return f"{self.path}/{name}" if self.path else name
+
+    @cached_property
+    def shard_reader(self) -> ShardReader | None:
+        """Partial-shard reader when the array is sharded, else None."""
+        codec = sharding_codec(self.pipeline)
+        return ShardReader(self, codec) if codec is not None else None
 
 
 # -- the pool -------------------------------------------------------------------------------
@@ -53,9 +62,10 @@ def _get_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _drop_pool_in_child() -> None:
-    # A forked child inherits the pool object but not its threads: never reuse it.
-    global _pool, _pool_size, _pool_lock
+    # A forked child inherits the pool object but not its threads (and maybe a held lock).
+    global _pool, _pool_size, _pool_lock, _STRIPES
     _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    _STRIPES = [threading.Lock() for _ in range(len(_STRIPES))]
 
 
 os.register_at_fork(after_in_child=_drop_pool_in_child)
@@ -152,6 +162,14 @@ def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) 
 
 def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
     pipeline = source.pipeline
+    reader = source.shard_reader
+    if reader is not None:
+        partial = [p for p in batch if not p.is_complete_chunk]
+        if partial:
+            reader.read(partial, out, run_parallel)
+            batch = [p for p in batch if p.is_complete_chunk]
+            if not batch:
+                return
     keys = [source.key(p.chunk_coords) for p in batch]
     fetched = source.store.get_many(keys)
     tasks: list[tuple[Any, str, Any]] = []
@@ -195,13 +213,42 @@ def write_from(
         _write_batch(source, projections[start : start + per_batch], value, write_empty_chunks)
 
 
+# Read-modify-write of a chunk (or a whole shard) runs under a lock striped by key, so two
+# threads updating parts of one chunk never lose each other's writes.
+_STRIPES = [threading.Lock() for _ in range(256)]
+
+
+@contextlib.contextmanager
+def _locked(store: Any, keys: Sequence[str]) -> Iterator[None]:
+    identity = store.identity
+    stripes = sorted({hash((identity, key)) % len(_STRIPES) for key in keys})
+    with contextlib.ExitStack() as stack:
+        for i in stripes:
+            stack.enter_context(_STRIPES[i])
+        yield
+
+
 def _write_batch(
     source: ChunkSource, batch: Sequence[Any], value: np.ndarray, write_empty_chunks: bool
 ) -> None:
-    pipeline = source.pipeline
-    spec = pipeline.spec
     keys = [source.key(p.chunk_coords) for p in batch]
     partial_keys = [k for p, k in zip(batch, keys, strict=True) if not p.is_complete_chunk]
+    with _locked(source.store, partial_keys):
+        _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
+    if source.shard_reader is not None:
+        source.shard_reader.forget(keys)
+
+
+def _modify_and_store(
+    source: ChunkSource,
+    batch: Sequence[Any],
+    keys: list[str],
+    partial_keys: list[str],
+    value: np.ndarray,
+    write_empty_chunks: bool,
+) -> None:
+    pipeline = source.pipeline
+    spec = pipeline.spec
     existing = source.store.get_many(partial_keys) if partial_keys else {}
 
     def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:

@@ -1,0 +1,205 @@
+"""Sharded arrays: whole and partial shard reads and writes, interop both ways."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import tensorstore as ts
+import torch
+import zarr
+import zarr.codecs
+
+import torchzarr as tz
+from torchzarr.errors import MetadataError
+from torchzarr.storage.base import Store
+
+
+class RecordingStore(Store):
+    """Records the byte ranges read through it."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.read_only = inner.read_only
+        self.ranges: list[tuple[str, int, int | None]] = []
+        self.full_reads: list[str] = []
+
+    def get(self, key):
+        self.full_reads.append(key)
+        return self.inner.get(key)
+
+    def get_many(self, keys):
+        self.full_reads.extend(k for k in keys if "/c/" in k or k.startswith("c/"))
+        return self.inner.get_many(keys)
+
+    def get_ranges(self, requests):
+        self.ranges.extend((k, r.start, r.length) for k, r in requests)
+        return self.inner.get_ranges(requests)
+
+    def set(self, key, value):
+        self.inner.set(key, value)
+
+    def delete(self, key):
+        self.inner.delete(key)
+
+    def list_prefix(self, prefix):
+        return self.inner.list_prefix(prefix)
+
+    @property
+    def identity(self):
+        return self.inner.identity
+
+    def with_read_only(self, read_only=True):
+        clone = RecordingStore(self.inner.with_read_only(read_only))
+        clone.ranges, clone.full_reads = self.ranges, self.full_reads
+        return clone
+
+
+def _filled(store, **kwargs):
+    arr = tz.create_array(
+        store, shape=(16, 12), dtype=torch.float32, chunks=(2, 3), shards=(8, 6), **kwargs
+    )
+    data = torch.arange(16 * 12, dtype=torch.float32).reshape(16, 12)
+    arr[:] = data
+    return arr, data
+
+
+def test_sharded_round_trip_and_metadata(any_store):
+    arr, data = _filled(any_store)
+    assert arr.chunks == (2, 3) and arr.shards == (8, 6)
+    assert torch.equal(arr[:], data)
+    assert torch.equal(arr[3:11, 2:9], data[3:11, 2:9])
+    assert torch.equal(arr.oindex[[0, 15, 7], [11, 0]], data[[0, 15, 7]][:, [11, 0]])
+    assert torch.equal(arr.vindex[[0, 15], [11, 0]], data[[0, 15], [11, 0]])
+    doc = json.loads(any_store.get("zarr.json"))
+    assert doc["chunk_grid"]["configuration"]["chunk_shape"] == [8, 6]
+    (codec,) = doc["codecs"]
+    assert codec["name"] == "sharding_indexed"
+    assert codec["configuration"]["chunk_shape"] == [2, 3]
+    assert [c["name"] for c in codec["configuration"]["index_codecs"]] == ["bytes", "crc32c"]
+    assert len(list(any_store.list_prefix("c/"))) == 4
+
+
+def test_partial_read_fetches_index_and_needed_ranges_only():
+    inner = tz.MemoryStore()
+    _filled(inner, compressors=None)
+    recording = RecordingStore(inner)
+    arr = tz.open_array(recording, mode="r")
+    got = arr[0:2, 0:3]  # one inner chunk of one shard
+    assert got.flatten().tolist() == [0, 1, 2, 12, 13, 14]
+    assert recording.full_reads == []
+    index_reads = [r for r in recording.ranges if r[1] < 0]
+    data_reads = [r for r in recording.ranges if r[1] >= 0]
+    assert len(index_reads) == 1 and index_reads[0][1] == -(8 * 16 + 4)
+    assert len(data_reads) == 1 and data_reads[0][2] == 2 * 3 * 4
+    recording.ranges.clear()
+    arr[1, 4]  # same shard: its index comes from the cache (read-only store)
+    assert all(r[1] >= 0 for r in recording.ranges)
+
+
+def test_neighbouring_inner_chunks_are_coalesced():
+    inner = tz.MemoryStore()
+    _filled(inner, compressors=None)
+    recording = RecordingStore(inner)
+    arr = tz.open_array(recording, mode="r")
+    arr[0:4, 0:6]  # 4 inner chunks stored next to each other
+    data_reads = [r for r in recording.ranges if r[1] >= 0]
+    assert len(data_reads) == 1
+
+
+def test_missing_inner_chunks_and_shards_read_as_fill(any_store):
+    arr = tz.create_array(
+        any_store, shape=(8, 8), dtype=torch.int16, chunks=(2, 2), shards=(4, 4), fill_value=-3
+    )
+    arr[0:2, 0:2] = 7
+    assert torch.equal(arr[0:2, 0:2], torch.full((2, 2), 7, dtype=torch.int16))
+    assert (arr[2:4, 0:4] == -3).all() and (arr[4:, 4:] == -3).all()
+    assert len(list(any_store.list_prefix("c/"))) == 1
+    arr[0:2, 0:2] = -3
+    assert list(any_store.list_prefix("c/")) == []
+
+
+@pytest.mark.parametrize("location", ["start", "end"])
+def test_index_location_start_written_by_zarr_python(tmp_path, location):
+    z = zarr.create_array(
+        str(tmp_path),
+        shape=(10, 10),
+        dtype="int32",
+        fill_value=0,
+        chunks=(4, 10),
+        serializer=zarr.codecs.ShardingCodec(chunk_shape=(2, 5), index_location=location),
+    )
+    z[:] = np.arange(100).reshape(10, 10)
+    arr = tz.open_array(tmp_path, mode="r")
+    np.testing.assert_array_equal(arr[:].numpy(), np.arange(100).reshape(10, 10))
+    np.testing.assert_array_equal(arr[5:9, 3:7].numpy(), np.arange(100).reshape(10, 10)[5:9, 3:7])
+
+
+def test_zarr_python_and_tensorstore_read_our_shards(tmp_path):
+    arr, data = _filled(tmp_path)
+    arr[9, 9] = -1.0
+    data[9, 9] = -1.0
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path))[:], data.numpy())
+    t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path)}}).result()
+    np.testing.assert_array_equal(t.read().result(), data.numpy())
+
+
+def test_tensorstore_shards_read_partially(tmp_path):
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(tmp_path)},
+        "metadata": {
+            "shape": [12, 12],
+            "data_type": "uint16",
+            "fill_value": 0,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [6, 6]}},
+            "codecs": [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [3, 3],
+                        "codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "zstd", "configuration": {"level": 1}},
+                        ],
+                        "index_codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "crc32c"},
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    t = ts.open(spec, create=True).result()
+    data = np.arange(144, dtype=np.uint16).reshape(12, 12)
+    t[...].write(data).result()
+    arr = tz.open_array(tmp_path, mode="r")
+    np.testing.assert_array_equal(arr[4:8, 1:11].numpy(), data[4:8, 1:11])
+    np.testing.assert_array_equal(arr.oindex[[11, 0], [5, 6]].numpy(), data[[11, 0]][:, [5, 6]])
+
+
+def test_concurrent_partial_writes_to_one_shard_lose_nothing(any_store):
+    arr = tz.create_array(any_store, shape=(8, 8), dtype=torch.int32, chunks=(1, 8), shards=(8, 8))
+
+    def write_row(i: int) -> None:
+        arr[i] = i + 1
+
+    threads = [threading.Thread(target=write_row, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = torch.arange(1, 9, dtype=torch.int32)[:, None].expand(8, 8)
+    assert torch.equal(arr[:], expected)
+
+
+def test_shards_must_be_multiples_of_chunks():
+    with pytest.raises(MetadataError, match="multiple"):
+        tz.create_array(tz.MemoryStore(), shape=(10,), dtype="int8", chunks=(3,), shards=(4,))
+    with pytest.raises(MetadataError, match="zarr_format=3"):
+        tz.create_array(
+            tz.MemoryStore(), shape=(10,), dtype="int8", chunks=(2,), shards=(4,), zarr_format=2
+        )
