@@ -28,6 +28,8 @@ class Config:
         io_batch_bytes: decoded bytes fetched per batch of a large read (bounds memory).
         task_bytes: decoded bytes grouped into one pool task (small chunks are batched so that
             dispatch does not dominate).
+        cache_bytes: budget of the shared decoded-chunk cache (used by arrays opened with a
+            cache, the datasets and the feature store).
 
     Example:
         >>> from torchzarr.config import config
@@ -39,6 +41,7 @@ class Config:
     threads: int = _default_threads()
     io_batch_bytes: int = 256 << 20
     task_bytes: int = 1 << 20
+    cache_bytes: int = 512 << 20
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

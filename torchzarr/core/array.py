@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -12,11 +13,13 @@ import torch
 
 from torchzarr.core import engine
 from torchzarr.core.attributes import Attributes
+from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.nodes import METADATA_NAMES, write_node
 from torchzarr.core.selection import make_indexer
+from torchzarr.core.streaming import iter_chunks
 from torchzarr.errors import ReadOnlyError, SelectionError, ShapeMismatchError
 from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
 
@@ -38,17 +41,53 @@ class Array:
         tensor([0., 1., 1., 0.])
     """
 
-    def __init__(self, store: Any, path: str, metadata: Any, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        store: Any,
+        path: str,
+        metadata: Any,
+        *,
+        read_only: bool = False,
+        cache: ChunkCache | None = None,
+    ) -> None:
         self._store = store
         self._path = path
         self._metadata = metadata
         self._read_only = read_only
+        self._cache = cache
 
     # -- pickling: a spec, reopened lazily --------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_source", None)
+        if state.get("_cache") is not None:
+            state["_cache"] = True  # caches stay in their process; the child uses its own
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("_cache") is True:
+            state["_cache"] = default_cache()
+        self.__dict__.update(state)
+
+    def with_cache(self, cache: ChunkCache | None = None) -> Array:
+        """This array, reading through a decoded-chunk cache (the shared one by default).
+
+        Repeated reads of hot chunks then skip fetch and decode; writes in this process
+        invalidate what they change.
+
+        Example:
+            >>> cached = arr.with_cache()  # doctest: +SKIP
+        """
+        cache = cache if cache is not None else default_cache()
+        register_cache(cache)
+        return Array(
+            self._store, self._path, self._metadata, read_only=self._read_only, cache=cache
+        )
+
+    @property
+    def cache(self) -> ChunkCache | None:
+        """The decoded-chunk cache reads go through, or None."""
+        return self._cache
 
     # -- description ------------------------------------------------------------------------
     @property
@@ -210,7 +249,7 @@ class Array:
     @cached_property
     def _source(self) -> engine.ChunkSource:
         return engine.ChunkSource(
-            self._store, self._path, self._metadata, self._metadata.codec_pipeline()
+            self._store, self._path, self._metadata, self._metadata.codec_pipeline(), self._cache
         )
 
     def _check_writable(self) -> None:
@@ -279,6 +318,19 @@ class Array:
     def write(self, selection: Any, value: Any) -> None:
         """Write ``value`` (tensor, numpy array or scalar) to a selection; same as ``a[sel] = v``."""
         self._write(make_indexer(selection, self.shape, self._grid), value)
+
+    def iter_chunks(
+        self, parallel: int = 2, progress: Any = None
+    ) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], torch.Tensor]]:
+        """Every chunk as ``(chunk_coords, region, tensor)``, in order, in bounded memory.
+
+        ``parallel`` chunks are read ahead on their own threads; ``progress`` is True (a tqdm
+        bar when tqdm is installed, else log lines) or a ``callback(done, total)``.
+
+        Example:
+            >>> total = sum(float(t.sum()) for _, _, t in arr.iter_chunks())  # doctest: +SKIP
+        """
+        return iter_chunks(self, parallel=parallel, progress=progress)
 
     @property
     def oindex(self) -> _Accessor:

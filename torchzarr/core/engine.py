@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from torchzarr.codecs.chunks import is_all_fill
+from torchzarr import telemetry
 from torchzarr.config import config
+from torchzarr.core.cache import ChunkCache, invalidate_everywhere
 from torchzarr.core.shards import ShardReader, sharding_codec
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
@@ -31,6 +33,7 @@ class ChunkSource:
     path: str
     metadata: Any  # torchzarr.metadata.base.ArrayMetadata
     pipeline: Any  # torchzarr.codecs.pipeline.ChunkPipeline
+    cache: ChunkCache | None = None
 
     def key(self, chunk_coords: tuple[int, ...]) -> str:
         """The store key of a chunk."""
@@ -158,6 +161,23 @@ def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) 
             batch = []
     if batch:
         _read_batch(source, batch, out, fill)
+    telemetry.add("read", reads=1, bytes_delivered=out.nbytes)
+
+
+def _from_cache(source: ChunkSource, batch: list[Any], out: np.ndarray) -> list[Any]:
+    """Serve what the cache holds; return the projections still to read."""
+    cache = source.cache
+    if cache is None:
+        return batch
+    identity = source.store.identity
+    rest = []
+    for p in batch:
+        chunk = cache.get((identity, source.path, p.chunk_coords))
+        if chunk is None:
+            rest.append(p)
+        else:
+            out[p.out_selection] = chunk[p.chunk_selection]
+    return rest
 
 
 def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
@@ -168,29 +188,44 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
         if partial:
             reader.read(partial, out, run_parallel)
             batch = [p for p in batch if p.is_complete_chunk]
-            if not batch:
-                return
+    batch = _from_cache(source, batch, out)
+    if not batch:
+        return
     keys = [source.key(p.chunk_coords) for p in batch]
-    fetched = source.store.get_many(keys)
+    with telemetry.timed("fetch_seconds"):
+        fetched = source.store.get_many(keys)
     tasks: list[tuple[Any, str, Any]] = []
+    nbytes = 0
     for projection, key in zip(batch, keys, strict=True):
         data = fetched.get(key)
         if data is None:
             out[projection.out_selection] = fill
         else:
+            nbytes += len(data)
             tasks.append((projection, key, data))
     chunk_shape = pipeline.spec.shape
+    cache = source.cache
+    identity = source.store.identity
 
     def decode(task: tuple[Any, str, Any]) -> None:
         projection, key, data = task
-        target = _direct_target(out, projection, chunk_shape)
+        target = None if cache is not None else _direct_target(out, projection, chunk_shape)
         if target is not None:
             pipeline.decode(data, out=target, key=key)
             return
         chunk = pipeline.decode(data, key=key)
+        if cache is not None:
+            cache.put((identity, source.path, projection.chunk_coords), chunk)
         out[projection.out_selection] = chunk[projection.chunk_selection]
 
-    run_parallel(decode, tasks, cost=lambda _: pipeline.spec.nbytes)
+    with telemetry.timed("decode_seconds"):
+        run_parallel(decode, tasks, cost=lambda _: pipeline.spec.nbytes)
+    telemetry.add(
+        chunks_fetched=len(tasks),
+        chunks_missing=len(batch) - len(tasks),
+        bytes_fetched=nbytes,
+        bytes_decoded=len(tasks) * pipeline.spec.nbytes,
+    )
 
 
 # -- writes ---------------------------------------------------------------------------------
@@ -237,6 +272,7 @@ def _write_batch(
         _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
     if source.shard_reader is not None:
         source.shard_reader.forget(keys)
+    invalidate_everywhere(source.store.identity, source.path, [p.chunk_coords for p in batch])
 
 
 def _modify_and_store(
@@ -270,3 +306,10 @@ def _modify_and_store(
         source.store.set_many(to_store)
     if to_delete:
         source.store.delete_many(to_delete)
+    telemetry.add(
+        "write",
+        writes=1,
+        chunks_written=len(to_store),
+        chunks_deleted=len(to_delete),
+        bytes_written=sum(len(v) for v in to_store.values()),
+    )

@@ -1,0 +1,156 @@
+"""The decoded-chunk cache: a byte-bounded LRU shared by every reader of the process."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr import telemetry
+from torchzarr.tensors import cuda_available
+
+__all__ = ["ChunkCache", "default_cache", "invalidate_everywhere", "register_cache"]
+
+CacheKey = tuple[str, str, tuple[int, ...]]  # (store identity, array path, chunk coords)
+
+
+class ChunkCache:
+    """An LRU of decoded chunks bounded by ``max_bytes``.
+
+    With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
+    ``max_pinned_bytes``, so batches gathered from them copy to the GPU with
+    ``non_blocking=True``; past that cap, or without CUDA, they are ordinary memory.
+
+    Example:
+        >>> cache = ChunkCache(max_bytes=1 << 20)
+        >>> cache.put(("mem", "a", (0,)), np.zeros(4))
+        >>> cache.get(("mem", "a", (0,))).shape, cache.hits
+        ((4,), 1)
+    """
+
+    def __init__(
+        self, max_bytes: int = 256 << 20, *, pinned: bool = False, max_pinned_bytes: int = 64 << 20
+    ) -> None:
+        if max_bytes < 0 or max_pinned_bytes < 0:
+            raise ValueError("cache sizes must be >= 0")
+        self.max_bytes = max_bytes
+        self.pinned = pinned and cuda_available()
+        self.max_pinned_bytes = max_pinned_bytes
+        self._entries: OrderedDict[CacheKey, tuple[np.ndarray, bool]] = OrderedDict()
+        self._nbytes = 0
+        self._pinned_bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: CacheKey) -> np.ndarray | None:
+        """The cached chunk, or None (counted as a hit or a miss)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+            else:
+                self._entries.move_to_end(key)
+                self.hits += 1
+        telemetry.add(cache_hits=1) if entry is not None else telemetry.add(cache_misses=1)
+        return None if entry is None else entry[0]
+
+    def _copy_in(self, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
+        if self.pinned and self._pinned_bytes + chunk.nbytes <= self.max_pinned_bytes:
+            buf = torch.empty(chunk.nbytes, dtype=torch.uint8, pin_memory=True).numpy()
+            held = buf.view(chunk.dtype).reshape(chunk.shape)
+            held[...] = chunk
+            return held, True
+        held = np.array(chunk, copy=True)
+        return held, False
+
+    def put(self, key: CacheKey, chunk: np.ndarray) -> None:
+        """Keep a copy of ``chunk``; evict the least recently used to stay within budget."""
+        if chunk.nbytes > self.max_bytes:
+            return
+        held, pinned = self._copy_in(chunk)
+        held.flags.writeable = False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._forget(old)
+            self._entries[key] = (held, pinned)
+            self._nbytes += held.nbytes
+            self._pinned_bytes += held.nbytes if pinned else 0
+            while self._nbytes > self.max_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                self._forget(evicted)
+
+    def _forget(self, entry: tuple[np.ndarray, bool]) -> None:
+        self._nbytes -= entry[0].nbytes
+        if entry[1]:
+            self._pinned_bytes -= entry[0].nbytes
+
+    def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
+        """Drop the given chunks of one array (after a write)."""
+        with self._lock:
+            for c in coords:
+                entry = self._entries.pop((identity, path, c), None)
+                if entry is not None:
+                    self._forget(entry)
+
+    def clear(self) -> None:
+        """Drop everything and zero the counters."""
+        with self._lock:
+            self._entries.clear()
+            self._nbytes = self._pinned_bytes = 0
+            self.hits = self.misses = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkCache({self._nbytes}/{self.max_bytes} bytes, {len(self._entries)} chunks, "
+            f"hits={self.hits}, misses={self.misses}{', pinned' if self.pinned else ''})"
+        )
+
+
+_default: ChunkCache | None = None
+_default_lock = threading.Lock()
+_all_caches: list[Any] = []
+
+
+def default_cache() -> ChunkCache:
+    """The process-wide cache (``tz.config.cache_bytes`` large), made on first use.
+
+    Example:
+        >>> default_cache() is default_cache()
+        True
+    """
+    global _default
+    from torchzarr.config import config
+
+    with _default_lock:
+        if _default is None:
+            _default = ChunkCache(config.cache_bytes)
+            _all_caches.append(_default)
+        return _default
+
+
+def register_cache(cache: ChunkCache) -> None:
+    """Make writes in this process invalidate ``cache`` too (done for caches arrays use)."""
+    with _default_lock:
+        if not any(c is cache for c in _all_caches):
+            _all_caches.append(cache)
+
+
+def invalidate_everywhere(identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
+    """Drop written chunks from every cache in use in this process."""
+    with _default_lock:
+        caches = list(_all_caches)
+    for cache in caches:
+        cache.invalidate(identity, path, coords)

@@ -1,0 +1,90 @@
+"""Chunk streaming: every chunk of an array in order, read ahead on a few threads, in bounded memory."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from torchzarr.core.indexing import chunk_grid_shape, chunk_region
+
+__all__ = ["iter_chunks"]
+
+Progress = bool | Callable[[int, int], None] | None
+
+
+def _progress_callback(progress: Progress, total: int, name: str) -> tuple[Any, Any]:
+    """A per-chunk callback and a closer, from ``True`` (tqdm), a callable, or nothing."""
+    if progress is None or progress is False:
+        return None, None
+    if callable(progress):
+        done = itertools.count(1)
+        return (lambda: progress(next(done), total)), None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional: report through logging instead
+        import logging
+
+        log = logging.getLogger("torchzarr")
+        done = itertools.count(1)
+        step = max(1, total // 20)
+
+        def report() -> None:
+            n = next(done)
+            if n % step == 0 or n == total:
+                log.info("%s: %d/%d chunks", name, n, total)
+
+        return report, None
+    bar = tqdm(total=total, desc=name, unit="chunk")
+    return (lambda: bar.update(1)), bar.close
+
+
+def iter_chunks(
+    array: Any, parallel: int = 2, progress: Progress = None
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], torch.Tensor]]:
+    """Yield ``(chunk_coords, region, tensor)`` for every chunk, in C order of the chunk grid.
+
+    Reads run ``parallel`` chunks ahead of the consumer on their own threads, so memory stays
+    bounded by about ``parallel + 1`` chunks however large the array is.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(5,), dtype=torch.int8, chunks=(2,))
+        >>> [coords for coords, _, _ in iter_chunks(arr)]
+        [(0,), (1,), (2,)]
+    """
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
+    shape, chunks = array.shape, array.chunks
+    grid = chunk_grid_shape(shape, chunks)
+    total = math.prod(grid)
+    tick, close = _progress_callback(progress, total, array.name)
+    coords_iter = itertools.product(*(range(g) for g in grid))
+    pending: collections.deque[tuple[tuple[int, ...], tuple[slice, ...], Future[Any]]] = (
+        collections.deque()
+    )
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="torchzarr-stream")
+    try:
+        for coords in itertools.chain(coords_iter, [None]):
+            if coords is not None:
+                region = chunk_region(coords, shape, chunks)
+                pending.append((coords, region, pool.submit(array.read, region)))
+                if len(pending) <= parallel:
+                    continue
+            while pending and (coords is None or len(pending) > parallel):
+                done_coords, done_region, future = pending.popleft()
+                tensor = future.result()
+                if tick is not None:
+                    tick()
+                yield done_coords, done_region, tensor
+    finally:
+        for _, _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if close is not None:
+            close()
