@@ -57,8 +57,8 @@ class ChunkProjection:
             vectorized selections it is a tuple of index arrays into that shape (one per
             output dimension), or a slice when the output is 1-d and the points are contiguous.
         is_complete_chunk: the selection covers every in-bounds element of the chunk in
-            natural order with step 1 (an int on an axis counts only when the chunk is 1 long
-            there), so the chunk can be decoded straight into the output region.
+            natural order with step 1 (an int on an axis counts only when the chunk holds a
+            single in-bounds position there), so the chunk can be decoded straight into the output region.
 
     Example:
         >>> p = next(iter(basic_indexer(slice(2, 4), (10,), (4,))))
@@ -348,12 +348,16 @@ def _point_arrays(items: tuple[Any, ...], shape: tuple[int, ...]) -> list[np.nda
         raise SelectionError(
             f"{_VINDEX}: array has {len(shape)} dimensions, got {len(arrays)} arrays"
         )
-    checked = [check_int_array(a, axis, s) for axis, (a, s) in enumerate(zip(arrays, shape))]
+    checked = [
+        check_int_array(a, axis, s) for axis, (a, s) in enumerate(zip(arrays, shape, strict=True))
+    ]
     try:
         return list(np.broadcast_arrays(*checked))
     except ValueError:
         shapes = [a.shape for a in checked]
-        raise SelectionError(f"vindex arrays of shapes {shapes} cannot be broadcast together")
+        raise SelectionError(
+            f"vindex arrays of shapes {shapes} cannot be broadcast together"
+        ) from None
 
 
 def vectorized_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexer:
@@ -400,9 +404,7 @@ def _group_points(
     # The position is the last key: points of one chunk keep their order (last write wins).
     order = np.lexsort((np.arange(n), *reversed(chunks)))
     sorted_chunks = [c[order] for c in chunks]
-    offsets = [
-        f[order] - c * k for f, c, k in zip(flat, sorted_chunks, chunk_shape, strict=True)
-    ]
+    offsets = [f[order] - c * k for f, c, k in zip(flat, sorted_chunks, chunk_shape, strict=True)]
     change = np.zeros(n - 1, dtype=bool)
     for c in sorted_chunks:
         change |= c[1:] != c[:-1]
@@ -411,15 +413,16 @@ def _group_points(
     projections = []
     for s, e in zip([0, *bounds], [*bounds, n], strict=True):
         coords = tuple(int(c[s]) for c in sorted_chunks)
+        region = [min(k, x - c * k) for c, k, x in zip(coords, chunk_shape, shape, strict=True)]
         if not out_shape:  # every index a scalar: one point, plain ints both sides
             chunk_sel: tuple[Any, ...] = tuple(int(o[s]) for o in offsets)
-            projections.append(ChunkProjection(coords, chunk_sel, (), False))
+            complete = math.prod(region) == 1
+            projections.append(ChunkProjection(coords, chunk_sel, (), complete))
             continue
         chunk_sel = tuple(o[s:e] for o in offsets)
         out_sel: tuple[Any, ...] = tuple(u[s:e] for u in out_index)
         if len(out_shape) == 1 and int(order[e - 1]) - int(order[s]) == e - s - 1:
             out_sel = (slice(int(order[s]), int(order[e - 1]) + 1, 1),)
-        region = [min(k, x - c * k) for c, k, x in zip(coords, chunk_shape, shape, strict=True)]
         complete = e - s == math.prod(region) and bool(
             (np.ravel_multi_index(chunk_sel, region) == np.arange(e - s)).all()
         )
