@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from torchzarr.codecs.chunks import is_all_fill
 from torchzarr import telemetry
+from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core.cache import ChunkCache, invalidate_everywhere
 from torchzarr.core.shards import ShardReader, sharding_codec
