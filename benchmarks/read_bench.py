@@ -40,6 +40,16 @@ def _compressor(name: str) -> Any:
     return None
 
 
+def _zarr_compressor(name: str) -> Any:
+    import zarr.codecs
+
+    if name == "zstd":
+        return zarr.codecs.ZstdCodec(level=1)
+    if name == "blosc-lz4":
+        return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    return None
+
+
 def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: str) -> Path:
     import zarr
 
@@ -50,7 +60,7 @@ def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: st
             shape=data.shape,
             chunks=chunks,
             dtype=data.dtype,
-            compressors=_compressor(codec),
+            compressors=_zarr_compressor(codec),
             zarr_format=3,
         )
         z[:] = data
