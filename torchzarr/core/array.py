@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from functools import cached_property
@@ -15,12 +14,13 @@ from torchzarr.core import engine
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
-from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
+from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.nodes import METADATA_NAMES, write_node
+from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
-from torchzarr.errors import ReadOnlyError, SelectionError, ShapeMismatchError
+from torchzarr.errors import ReadOnlyError, ShapeMismatchError
 from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
 
 __all__ = ["Array"]
@@ -371,36 +371,8 @@ class Array:
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
                 "the number of dimensions must stay the same"
             )
-        old_shape = self.shape
-        self._clear_outside(old_shape, new_shape)
+        clear_outside(self._source, self.shape, new_shape)
         self._commit_metadata(self._metadata.evolve(shape=new_shape))
-
-    def _clear_outside(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
-        chunks = self._grid
-        old_grid = chunk_grid_shape(old, chunks)
-        new_grid = chunk_grid_shape(new, chunks)
-        doomed: set[str] = set()
-        for axis, (n_old, n_new) in enumerate(zip(old_grid, new_grid, strict=True)):
-            if n_new < n_old:
-                ranges = [range(g) for g in old_grid]
-                ranges[axis] = range(n_new, n_old)
-                doomed.update(self._source.key(c) for c in itertools.product(*ranges))
-        if doomed:
-            self._store.delete_many(sorted(doomed))
-        # A chunk cut by the new edge keeps data past it; reset that part to the fill value
-        # so that growing the array again shows fill, not stale values.
-        fill = np.asarray(self._metadata.fill_value, dtype=self.data_type.storage)
-        for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
-            if n < o and n % k:
-                end = min(o, new_grid[axis] * k)
-                region = tuple(
-                    slice(n, end) if a == axis else slice(0, min(old[a], new_grid[a] * chunks[a]))
-                    for a in range(self.ndim)
-                )
-                indexer = basic_indexer(region, old, chunks)
-                engine.write_from(
-                    self._source, list(indexer), np.broadcast_to(fill, tuple(indexer.shape))
-                )
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` there; returns the new shape.
@@ -410,27 +382,7 @@ class Array:
             (6, 3)
         """
         self._check_writable()
-        data_shape = tuple(data.shape) if hasattr(data, "shape") else np.shape(data)
-        if self.ndim == 0:
-            raise SelectionError("cannot append to a 0-d array")
-        axis = axis + self.ndim if axis < 0 else axis
-        if not 0 <= axis < self.ndim:
-            raise SelectionError(f"axis {axis} is out of range for {self.ndim} dimensions")
-        if len(data_shape) != self.ndim or any(
-            d != s for i, (d, s) in enumerate(zip(data_shape, self.shape, strict=True)) if i != axis
-        ):
-            raise ShapeMismatchError(
-                f"cannot append data of shape {data_shape} to array {self.name} of shape "
-                f"{self.shape} along axis {axis}"
-            )
-        old = self.shape
-        new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
-        self.resize(new)
-        region = tuple(
-            slice(old[axis], None) if i == axis else slice(None) for i in range(self.ndim)
-        )
-        self[region] = data
-        return new
+        return append_along(self, data, axis)
 
 
 class _Accessor:
