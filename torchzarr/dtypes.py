@@ -16,12 +16,19 @@ import numpy as np
 from torchzarr.errors import UnsupportedDtypeError
 
 __all__ = [
+    "RAW_DTYPE_ATTRIBUTE",
     "DataType",
     "all_data_types",
     "data_type",
     "parse_v2_dtype",
     "parse_v3_dtype",
 ]
+
+
+#: Attribute naming the real dtype of an array stored as raw unsigned bits, for dtypes the
+#: format has no name for (float8_e4m3fn in v3, float8 in v2). Peers open such an array as
+#: uint8/uint16; torchzarr reads it back as the real dtype.
+RAW_DTYPE_ATTRIBUTE = "_torchzarr_dtype"
 
 
 @dataclass(frozen=True)

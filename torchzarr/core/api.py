@@ -116,7 +116,9 @@ def create_array(
         store: a path, URL (``memory://``, ``file://``, ...) or Store.
         shape, dtype: the array's shape and dtype (torch, numpy or name).
         chunks: chunk shape; None picks about 1-4 MiB chunks.
-        compressors: numcodecs codecs or short names; default zstd level 1; None for none.
+        compressors: numcodecs codecs or short names; a preset ("fast": blosc lz4 +
+            shuffle, "balanced": zstd 3, "small": blosc zstd 9 + shuffle); default zstd
+            level 1; None for none.
         filters: numcodecs filters (v2) or array-to-array codecs (v3).
         fill_value: value of unwritten elements (default 0).
         zarr_format: 3 (default) or 2.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from torchzarr.core import engine
-from torchzarr.core.attributes import Attributes
+from torchzarr.core.attributes import Attributes, logical_data_type, user_attributes
 from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.indexing import chunk_grid_shape
@@ -20,6 +20,7 @@ from torchzarr.core.nodes import METADATA_NAMES, write_node
 from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
+from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
 from torchzarr.errors import ReadOnlyError, ShapeMismatchError
 from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
 
@@ -157,15 +158,15 @@ class Array:
             codecs[0] if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed" else None
         )
 
-    @property
+    @cached_property
     def data_type(self) -> Any:
-        """The torchzarr :class:`~torchzarr.dtypes.DataType`."""
-        return self._metadata.data_type
+        """The torchzarr :class:`~torchzarr.dtypes.DataType` reads return."""
+        return logical_data_type(self._metadata)
 
     @property
     def dtype(self) -> torch.dtype:
         """The torch dtype that reads return."""
-        return torch_dtype(self._metadata.data_type)
+        return torch_dtype(self.data_type)
 
     @property
     def nbytes(self) -> int:
@@ -175,7 +176,8 @@ class Array:
     @property
     def fill_value(self) -> Any:
         """The fill value as a Python scalar of the array's type."""
-        value = torch.from_numpy(np.asarray(self._metadata.fill_value).reshape(1))
+        spec_fill = self._metadata.chunk_spec().fill_value
+        value = torch.from_numpy(np.asarray(spec_fill).reshape(1))
         if self.data_type.is_reinterpreted:
             value = value.view(self.dtype)
         return value[0].item()
@@ -188,7 +190,7 @@ class Array:
     @property
     def attrs(self) -> Attributes:
         """User attributes, persisted as JSON on every change."""
-        return Attributes(lambda: self._metadata.attributes, self._set_attributes)
+        return Attributes(lambda: user_attributes(self._metadata), self._set_attributes)
 
     @property
     def cdata_shape(self) -> tuple[int, ...]:
@@ -356,6 +358,9 @@ class Array:
 
     def _set_attributes(self, attributes: dict[str, Any]) -> None:
         self._check_writable()
+        internal = self._metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
+        if internal is not None:
+            attributes = {**attributes, RAW_DTYPE_ATTRIBUTE: internal}
         self._commit_metadata(self._metadata.evolve(attributes=attributes))
 
     def resize(self, *shape: Any) -> None:

@@ -6,9 +6,48 @@ import json
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
-from torchzarr.errors import AttributeValueError
+from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, data_type
+from torchzarr.errors import AttributeValueError, MetadataError, UnsupportedDtypeError
 
-__all__ = ["Attributes", "check_json_value"]
+__all__ = ["Attributes", "check_json_value", "logical_data_type", "user_attributes"]
+
+
+def user_attributes(metadata: Any) -> dict[str, Any]:
+    """The attributes a user sees: torchzarr's own bookkeeping keys left out.
+
+    Example:
+        >>> from torchzarr.metadata.v3 import GroupMetadataV3
+        >>> user_attributes(GroupMetadataV3(attributes={"a": 1, "_torchzarr_dtype": "x"}))
+        {'a': 1}
+    """
+    return {k: v for k, v in metadata.attributes.items() if k != RAW_DTYPE_ATTRIBUTE}
+
+
+def logical_data_type(metadata: Any) -> DataType:
+    """The dtype an array holds: the stored one, or the one named by the raw-bits attribute.
+
+    Example:
+        >>> import torch, torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.float8_e4m3fn)
+        >>> logical_data_type(arr.metadata).name, arr.metadata.data_type.name
+        ('float8_e4m3fn', 'uint8')
+    """
+    stored: DataType = metadata.data_type
+    name = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
+    if name is None:
+        return stored
+    try:
+        logical = data_type(name)
+    except UnsupportedDtypeError:
+        raise MetadataError(
+            f"attribute {RAW_DTYPE_ATTRIBUTE}={name!r} names no known dtype"
+        ) from None
+    if logical.storage != stored.storage:
+        raise MetadataError(
+            f"attribute {RAW_DTYPE_ATTRIBUTE}={name!r} needs {logical.storage} storage, "
+            f"the array stores {stored.name}"
+        )
+    return logical
 
 
 def check_json_value(key: str, value: Any) -> Any:

@@ -11,12 +11,12 @@ from torchzarr.codecs.pipeline import default_v3_codecs
 from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
-from torchzarr.dtypes import data_type
+from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, data_type
 from torchzarr.errors import MetadataError
 from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_fill_value
 
-__all__ = ["AUTO", "array_metadata_from_args"]
+__all__ = ["AUTO", "PRESETS", "array_metadata_from_args"]
 
 #: the default ``compressors``: zstd level 1 (fast to decode, a fair ratio)
 AUTO = "auto"
@@ -28,6 +28,17 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, str | numcodecs.abc.Codec | dict) or not isinstance(value, Sequence):
         return [value]
     return list(value)
+
+
+#: ``compressors=`` presets, all chosen for fast decoding first
+PRESETS: dict[str, Any] = {
+    # blosc lz4 with byte shuffle: the fastest to decode, a modest ratio
+    "fast": lambda: [numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)],
+    # zstd level 3: a good ratio, still quick to decode
+    "balanced": lambda: [numcodecs.Zstd(level=3)],
+    # zstd at a high level behind a byte shuffle (in blosc): the smallest stores, slower writes
+    "small": lambda: [numcodecs.Blosc(cname="zstd", clevel=9, shuffle=numcodecs.Blosc.SHUFFLE)],
+}
 
 
 def _default_compressors(zarr_format: int) -> list[Any]:
@@ -77,9 +88,19 @@ def array_metadata_from_args(
             )
     else:
         chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
-    comp = _default_compressors(zarr_format) if compressors == AUTO else _as_list(compressors)
+    if isinstance(compressors, str) and compressors in PRESETS:
+        comp = PRESETS[compressors]()
+    elif compressors == AUTO:
+        comp = _default_compressors(zarr_format)
+    else:
+        comp = _as_list(compressors)
     filt = _as_list(filters)
     fill = coerce_fill_value(fill_value, dt)
+    attributes = dict(attributes or {})
+    if (dt.v3_name if zarr_format == 3 else dt.v2_typestr) is None:
+        # No name in this format: store the raw bits, and the real dtype as an attribute.
+        attributes[RAW_DTYPE_ATTRIBUTE] = dt.name
+        dt = data_type(dt.storage)
     common: dict[str, Any] = dict(
         zarr_format=zarr_format,
         shape=shape_t,
@@ -87,7 +108,7 @@ def array_metadata_from_args(
         data_type=dt,
         fill_value=fill,
         dimension_names=tuple(dimension_names) if dimension_names is not None else None,
-        attributes=dict(attributes or {}),
+        attributes=attributes,
     )
     if zarr_format == 3:
         if order != "C":
