@@ -8,7 +8,9 @@ change it for the codecs after them (``resolve_spec``).
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,10 +32,10 @@ class ChunkSpec:
     dtype: np.dtype[Any]
     fill_value: Any
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Decoded size of a chunk in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 class Codec(abc.ABC):
