@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from torchzarr import errors, storage
+from torchzarr import codecs, errors, storage, telemetry
 from torchzarr.config import config
 from torchzarr.core.api import (
     consolidate_metadata,
@@ -21,6 +21,7 @@ from torchzarr.core.api import (
     open_group,
 )
 from torchzarr.core.array import Array
+from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.storage import LocalStore, MemoryStore, Store
 
@@ -28,11 +29,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Array",
+    "ChunkCache",
     "Group",
     "LocalStore",
     "MemoryStore",
     "Store",
     "__version__",
+    "codecs",
     "config",
     "consolidate_metadata",
     "create_array",
@@ -42,4 +45,5 @@ __all__ = [
     "open_array",
     "open_group",
     "storage",
+    "telemetry",
 ]
