@@ -50,10 +50,13 @@ def _zarr_compressor(name: str) -> Any:
     return None
 
 
-def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: str) -> Path:
+def _make_store(
+    root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: str, shards: Any = None
+) -> Path:
     import zarr
 
-    path = root / f"{codec}-{'x'.join(map(str, chunks))}"
+    tag = f"-shards{'x'.join(map(str, shards))}" if shards else ""
+    path = root / f"{codec}-{'x'.join(map(str, chunks))}-{data.shape[0]}{tag}"
     if not path.exists():
         z = zarr.create_array(
             str(path),
@@ -62,6 +65,7 @@ def _make_store(root: Path, data: np.ndarray, chunks: tuple[int, ...], codec: st
             dtype=data.dtype,
             compressors=_zarr_compressor(codec),
             zarr_format=3,
+            shards=shards,
         )
         z[:] = data
     return path
@@ -132,6 +136,12 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
     )
     path = _make_store(root, data, big, "zstd")
     half = side // 2
+    aligned = (slice(big[0], min(side, big[0] * 3)), slice(None))
+    scenarios.append(
+        Scenario(
+            "aligned slab, zstd", data[aligned].nbytes, _contenders(path, aligned, None, threads)
+        )
+    )
     unaligned = (slice(big[0] // 2 + 1, half + 3), slice(5, side - 7))
     scenarios.append(
         Scenario(
@@ -141,22 +151,112 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
         )
     )
     rows = np.sort(rng.choice(side, size=min(256, side), replace=False))
-    gather = _contenders(path, slice(None), None, threads)
-    ours = tz.open_array(path, mode="r")
+    scenarios.append(
+        Scenario(
+            "random 256-row gather, zstd",
+            len(rows) * side * 4,
+            _contenders(path, (rows, slice(None)), None, threads),
+        )
+    )
+    singles = [int(r) for r in rng.choice(side, size=32, replace=False)]
+    scenarios.append(
+        Scenario("32 single-row reads, zstd", 32 * side * 4, _row_contenders(path, singles))
+    )
+    tiny_side = max(64, side // 4)
+    tiny = data[:tiny_side, :tiny_side].copy()
+    path = _make_store(root, tiny, (16, 16), "zstd")  # 1 KiB chunks
+    scenarios.append(
+        Scenario(
+            "full read, zstd, 1 KiB chunks",
+            tiny.nbytes,
+            _contenders(path, slice(None), "zstd", threads),
+            "codec-limit",
+        )
+    )
+    path = _make_store(root, data, big, "zstd", shards=(min(side, big[0] * 8), side))
+    partial = (slice(big[0] + 3, big[0] * 3 - 5), slice(None))
+    scenarios.append(
+        Scenario(
+            "sharded partial read, zstd",
+            data[partial].nbytes,
+            _contenders(path, partial, None, threads),
+        )
+    )
+    scenarios.append(
+        Scenario("write, zstd, 1 MiB chunks, fsync", nbytes, _write_contenders(root, data, big))
+    )
+    return scenarios
+
+
+def _row_contenders(path: Path, rows: list[int]) -> dict[str, Any]:
     import tensorstore as ts
     import zarr
 
+    ours = tz.open_array(path, mode="r")
     theirs = zarr.open_array(str(path), mode="r")
     tstore = ts.open(
         {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}, read=True
     ).result()
-    gather = {
-        "torchzarr": lambda: ours.oindex[rows, :],
-        "zarr-python": lambda: theirs.oindex[rows, :],
-        "tensorstore": lambda: tstore[rows, :].read().result(),
+    return {
+        "torchzarr": lambda: [ours[r] for r in rows],
+        "zarr-python": lambda: [theirs[r] for r in rows],
+        "tensorstore": lambda: [tstore[r].read().result() for r in rows],
     }
-    scenarios.append(Scenario("random 256-row gather, zstd", len(rows) * side * 4, gather))
-    return scenarios
+
+
+def _write_contenders(root: Path, data: np.ndarray, chunks: tuple[int, ...]) -> dict[str, Any]:
+    """Each call writes the whole array to a fresh store and syncs it to disk in the timer."""
+    import tensorstore as ts
+    import zarr
+
+    counter = iter(range(10**6))
+
+    def fresh(label: str) -> Path:
+        path = root / f"write-{label}-{next(counter)}"
+        return path
+
+    def ours() -> None:
+        path = fresh("tz")
+        arr = tz.create_array(
+            tz.LocalStore(path, fsync=True), shape=data.shape, chunks=chunks, dtype=data.dtype
+        )
+        arr[:] = data
+        shutil.rmtree(path)
+
+    def theirs() -> None:
+        path = fresh("zarr")
+        z = zarr.create_array(
+            str(path),
+            shape=data.shape,
+            chunks=chunks,
+            dtype=data.dtype,
+            compressors=_zarr_compressor("zstd"),
+        )
+        z[:] = data
+        os.sync()
+        shutil.rmtree(path)
+
+    def tstore() -> None:
+        path = fresh("ts")
+        meta = {
+            "shape": list(data.shape),
+            "data_type": "float32",
+            "fill_value": 0,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+            "codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": 1}},
+            ],
+        }
+        t = ts.open(
+            {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}, "metadata": meta},
+            create=True,
+        ).result()
+        t[...].write(data).result()
+        os.sync()
+        shutil.rmtree(path)
+
+    return {"torchzarr": ours, "zarr-python": theirs, "tensorstore": tstore}
 
 
 def main(argv: list[str] | None = None) -> int:
