@@ -59,9 +59,22 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 
+    def _file(self, key: str) -> str:
+        # the hot path of reads: plain string joins, no pathlib objects per chunk
+        return os.path.join(self._root_str, *validate_key(key).split("/"))
+
+    @property
+    def _root_str(self) -> str:
+        # cached: str() of a Path on every chunk read shows up in profiles
+        cached = self.__dict__.get("_root_text")
+        if cached is None or cached[0] is not self.root:
+            cached = (self.root, str(self.root))
+            self.__dict__["_root_text"] = cached
+        return cached[1]
+
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
-        path = self._path(key)
+        path = self._file(key)
         try:
             with open(path, "rb") as f:
                 return f.read()
@@ -71,7 +84,7 @@ class LocalStore(Store):
             raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
-        path = self._path(key)
+        path = self._file(key)
         try:
             with open(path, "rb") as f:
                 if byte_range.start < 0:
@@ -203,7 +216,7 @@ class LocalStore(Store):
         return LocalStore(self.root, read_only=read_only, fsync=self.fsync)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": str(self.root), "read_only": self.read_only, "fsync": self.fsync}
+        return {"root": str(self.root), "read_only": self.read_only, "fsync": self.fsync}  # no cache
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.root = Path(state["root"])
