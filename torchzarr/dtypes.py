@@ -117,6 +117,9 @@ _TABLE: tuple[DataType, ...] = (
 
 _BY_NAME: dict[str, DataType] = {dt.name: dt for dt in _TABLE}
 _BY_V3: dict[str, DataType] = {dt.v3_name: dt for dt in _TABLE if dt.v3_name}
+# Read-only names: tensorstore writes these float8 kinds under their own names, which the
+# Zarr registry lacks; torchzarr reads them, and writes raw bits plus an attribute instead.
+_BY_V3.update({dt.name: dt for dt in _TABLE if dt.v3_name is None and dt.name.startswith("float8")})
 _BY_NUMPY: dict[np.dtype[Any], DataType] = {
     dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
 }

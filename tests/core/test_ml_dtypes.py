@@ -100,6 +100,23 @@ def test_compressor_presets(tmp_path, preset, names, zarr_format):
         assert arr.metadata.codec_names == names
     else:
         assert arr.metadata.codec_names == names[1:]
-    np.testing.assert_array_equal(
-        zarr.open_array(str(tmp_path))[:], data
-    )
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path))[:], data)
+
+
+def test_tensorstore_float8_e4m3fn_is_read(tmp_path):
+    data = np.array([1.0, -0.5, 448.0, 0.0], dtype=ml_dtypes.float8_e4m3fn)
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(tmp_path)},
+        "metadata": {
+            "shape": [4],
+            "data_type": "float8_e4m3fn",
+            "fill_value": 0,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4]}},
+            "codecs": [{"name": "bytes"}],
+        },
+    }
+    ts.open(spec, create=True).result().write(data).result()
+    got = tz.open_array(tmp_path)[:]
+    assert got.dtype == torch.float8_e4m3fn
+    np.testing.assert_array_equal(got.view(torch.uint8).numpy(), data.view(np.uint8))

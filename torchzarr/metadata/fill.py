@@ -1,10 +1,18 @@
-"""Fill values: JSON <-> numpy scalars for v2 and v3 (NaN/Infinity strings, hex, complex, base64)."""
+"""Fill values: JSON <-> numpy storage scalars for v2 and v3, and user values to scalars.
+
+A fill value is held as a numpy scalar of the data type's *storage* dtype: for bfloat16 and
+float8 that is the raw bits as an unsigned integer. JSON spellings handled: numbers,
+``"NaN"``/``"Infinity"``/``"-Infinity"``, ``"0x..."`` hex of the raw bits (v3; the only way
+to name a NaN with a payload), ``[re, im]`` for complex, booleans, and base64 raw bytes (v2).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
+import re
+from collections.abc import Hashable
 from typing import Any
 
 import ml_dtypes
@@ -13,13 +21,25 @@ import numpy as np
 from torchzarr.dtypes import DataType
 from torchzarr.errors import MetadataError
 
-__all__ = ["coerce_fill_value", "encode_fill_value", "parse_fill_value", "zero_fill"]
+__all__ = ["coerce_fill_value", "encode_fill_value", "fill_key", "parse_fill_value", "zero_fill"]
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOATISH = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
-def _ml_dtype(dt: DataType) -> np.dtype[Any]:
-    return np.dtype(getattr(ml_dtypes, dt.name))
+def _where(zarr_format: int) -> str:
+    return ".zarray" if zarr_format == 2 else "zarr.json"
+
+
+def _value_dtype(dt: DataType) -> np.dtype[Any]:
+    """The dtype whose values the fill denotes: ml_dtypes for reinterpreted types."""
+    return np.dtype(getattr(ml_dtypes, dt.name)) if dt.is_reinterpreted else dt.storage
+
+
+def _component_dtype(dt: DataType) -> np.dtype[Any]:
+    """The float dtype of one component: the value dtype, or half a complex."""
+    return np.dtype(f"f{dt.itemsize // 2}") if dt.is_complex else _value_dtype(dt)
 
 
 def zero_fill(dt: DataType) -> np.generic:
@@ -33,179 +53,279 @@ def zero_fill(dt: DataType) -> np.generic:
     return dt.storage.type(0)
 
 
-def _float_bits(value: float, dt: DataType) -> np.generic:
-    """A Python float as the storage scalar of ``dt`` (raw bits for bfloat16/float8)."""
-    if dt.is_reinterpreted:
-        return np.array([value], dtype=_ml_dtype(dt)).view(dt.storage)[0]
-    with np.errstate(over="ignore"):
-        return dt.storage.type(value)
+def _float_array(value: float, component: np.dtype[Any]) -> np.ndarray:
+    """A one-element array of ``component`` holding ``value`` (IEEE rounding, overflow to inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.array([value], dtype=np.float64).astype(component)
 
 
-def _parse_float(value: Any, dt: DataType, where: str, component: np.dtype[Any]) -> float | np.generic:
+def _bits_array(bits: int, component: np.dtype[Any]) -> np.ndarray:
+    return np.array([bits], dtype=f"u{component.itemsize}").view(component)
+
+
+def _parse_component(value: Any, dt: DataType, component: np.dtype[Any], where: str) -> np.ndarray:
+    """One float (or complex component) from JSON, as a one-element array of ``component``."""
     if isinstance(value, bool):
         raise MetadataError(f"{where}: fill_value {value!r} is not a number for {dt.name}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return _float_array(float(value), component)
+        except OverflowError:
+            raise MetadataError(
+                f"{where}: fill_value {value!r} is out of range for {dt.name}"
+            ) from None
     if isinstance(value, str):
         if value in _SPECIAL:
-            return _SPECIAL[value]
-        if value.startswith("0x"):
-            try:
-                raw = int(value, 16).to_bytes(component.itemsize, "big")
-            except (ValueError, OverflowError):
+            return _float_array(_SPECIAL[value], component)
+        if _HEX.fullmatch(value):
+            if len(value) - 2 > 2 * component.itemsize:
                 raise MetadataError(
-                    f"{where}: fill_value {value!r} is not a {component.itemsize}-byte hex value"
-                ) from None
-            bits_type = np.dtype(f">u{component.itemsize}")
-            bits = np.frombuffer(raw, dtype=bits_type)
-            if dt.is_reinterpreted:
-                return bits.astype(dt.storage)[0]
-            return float(bits.view(component.newbyteorder(">"))[0])
-    raise MetadataError(f"{where}: fill_value {value!r} is not valid for {dt.name}")
+                    f"{where}: hex fill_value {value!r} has more than "
+                    f"{2 * component.itemsize} digits, too wide for {dt.name}"
+                )
+            return _bits_array(int(value, 16), component)
+        if _FLOATISH.fullmatch(value):
+            return _float_array(float(value), component)
+    raise MetadataError(
+        f"{where}: fill_value {value!r} is not valid for {dt.name} (expected a number, "
+        "'NaN', 'Infinity', '-Infinity' or '0x' hex)"
+    )
 
 
-def _from_base64(value: str, dt: DataType, where: str) -> np.generic:
+def _from_base64(value: str, dt: DataType, byteorder: str, where: str) -> np.generic:
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise MetadataError(f"{where}: fill_value {value!r} is not valid for {dt.name}") from None
+        raise MetadataError(
+            f"{where}: fill_value {value!r} is not valid for {dt.name} (nor base64 raw bytes)"
+        ) from None
     if len(raw) != dt.itemsize:
         raise MetadataError(
             f"{where}: base64 fill_value {value!r} holds {len(raw)} bytes, {dt.name} needs "
             f"{dt.itemsize}"
         )
-    return np.frombuffer(raw, dtype=dt.storage.newbyteorder("<"))[0].astype(dt.storage)
+    stored = dt.storage.newbyteorder(">") if byteorder == ">" else dt.storage.newbyteorder("<")
+    return np.frombuffer(raw, dtype=stored).astype(dt.storage)[0]
 
 
-def parse_fill_value(value: Any, dt: DataType, zarr_format: int) -> np.generic | None:
-    """Parse a ``fill_value`` from metadata JSON; None for a v2 ``null``.
+def _is_base64_candidate(value: Any, dt: DataType) -> bool:
+    """A v2 string fill that is none of the textual number forms: raw bytes in base64."""
+    if not isinstance(value, str) or value in _SPECIAL:
+        return False
+    if dt.is_float or dt.is_complex:
+        return not (_HEX.fullmatch(value) or _FLOATISH.fullmatch(value))
+    return True
+
+
+def parse_fill_value(
+    value: Any, dt: DataType, zarr_format: int, *, byteorder: str = "<"
+) -> np.generic | None:
+    """Parse the ``fill_value`` of a metadata document; None for a v2 ``null`` (no fill).
+
+    Args:
+        value: the JSON value.
+        dt: the array's data type.
+        zarr_format: 2 or 3 (v2 also takes base64 raw bytes and ``0``/``1`` for bools).
+        byteorder: v2 only, the byte order of base64 raw bytes (the array's).
+
+    Raises:
+        MetadataError: naming the document and the value that does not fit ``dt``.
 
     Example:
         >>> from torchzarr.dtypes import data_type
         >>> parse_fill_value("NaN", data_type("float32"), 3)
         np.float32(nan)
+        >>> parse_fill_value("0x3fc0", data_type("bfloat16"), 3)  # raw bits of 1.5
+        np.uint16(16320)
     """
-    where = ".zarray" if zarr_format == 2 else "zarr.json"
+    where = _where(zarr_format)
     if value is None:
         if zarr_format == 2:
             return None
-        raise MetadataError(f"{where}: fill_value is required in Zarr v3")
-    kind = dt.storage.kind
+        raise MetadataError(f"{where}: fill_value is required in Zarr v3, got null")
+    if zarr_format == 2 and _is_base64_candidate(value, dt):
+        return _from_base64(value, dt, byteorder, where)
     if dt.name == "bool":
         if isinstance(value, bool):
             return np.bool_(value)
-        if zarr_format == 2 and value in (0, 1) and not isinstance(value, float):
+        if zarr_format == 2 and type(value) is int and value in (0, 1):
             return np.bool_(value)
-        if zarr_format == 2 and isinstance(value, str):
-            return _from_base64(value, dt, where)
         raise MetadataError(f"{where}: fill_value {value!r} is not a bool")
     if dt.is_complex:
-        if isinstance(value, list) and len(value) == 2:
-            part = np.dtype(f"f{dt.itemsize // 2}")
-            re, im = (float(_parse_float(v, dt, where, part)) for v in value)
-            return dt.storage.type(complex(re, im))
-        if zarr_format == 2 and isinstance(value, str):
-            return _from_base64(value, dt, where)
-        raise MetadataError(f"{where}: complex fill_value must be [real, imag], got {value!r}")
+        if not isinstance(value, list):
+            value = [value, 0]  # lenient: a bare real number (or spelling) for a complex fill
+        if len(value) != 2:
+            raise MetadataError(
+                f"{where}: fill_value for {dt.name} must be [real, imag], got {value!r}"
+            )
+        part = _component_dtype(dt)
+        re_, im = (_parse_component(v, dt, part, where) for v in value)
+        out = np.empty(1, dtype=dt.storage)
+        out.real, out.imag = re_, im
+        return out[0]
     if dt.is_float:
-        if zarr_format == 2 and isinstance(value, str) and value not in _SPECIAL and not value.startswith("0x"):
-            return _from_base64(value, dt, where)
-        component = dt.storage if not dt.is_reinterpreted else np.dtype(f"u{dt.itemsize}")
-        parsed = _parse_float(value, dt, where, component)
-        if isinstance(parsed, np.generic):
-            return parsed
-        return _float_bits(parsed, dt)
-    if kind in "iu":
-        if isinstance(value, bool):
-            raise MetadataError(f"{where}: fill_value {value!r} is not an integer for {dt.name}")
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, str) and zarr_format == 2:
-            return _from_base64(value, dt, where)
-        if not isinstance(value, int):
-            raise MetadataError(f"{where}: fill_value {value!r} is not an integer for {dt.name}")
-        info = np.iinfo(dt.storage)
-        if not info.min <= value <= info.max:
-            raise MetadataError(f"{where}: fill_value {value} does not fit in {dt.name}")
-        return dt.storage.type(value)
-    raise MetadataError(f"{where}: cannot parse fill_value for {dt.name}")  # pragma: no cover
+        parsed = _parse_component(value, dt, _component_dtype(dt), where)
+        return parsed.view(dt.storage)[0]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is not int:
+        raise MetadataError(f"{where}: fill_value {value!r} is not an integer for {dt.name}")
+    info = np.iinfo(dt.storage)
+    if not info.min <= value <= info.max:
+        raise MetadataError(
+            f"{where}: fill_value {value} is out of range for {dt.name} [{info.min}, {info.max}]"
+        )
+    return dt.storage.type(value)
 
 
-def _encode_float(value: float) -> Any:
+def _encode_component(bits: int, component: np.dtype[Any], zarr_format: int) -> Any:
+    value = float(_bits_array(bits, component)[0])
     if math.isnan(value):
-        return "NaN"
+        canonical = int(_float_array(math.nan, component).view(f"u{component.itemsize}")[0])
+        if bits == canonical or zarr_format == 2:
+            return "NaN"
+        return f"0x{bits:0{2 * component.itemsize}x}"  # keeps the payload and the sign
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
 
 
 def encode_fill_value(value: np.generic | None, dt: DataType, zarr_format: int) -> Any:
-    """The JSON form of a fill value (NaN/Infinity as strings, complex as ``[re, im]``).
+    """The JSON form of a fill value, as zarr-python and tensorstore write it.
+
+    NaN and infinities become strings; a NaN other than the canonical one becomes ``"0x"``
+    hex of its bits in v3 (v2 has no spelling for it and writes ``"NaN"``). Complex values
+    are ``[re, im]``. A v2 ``None`` stays ``null``; in v3 it writes zero.
 
     Example:
         >>> from torchzarr.dtypes import data_type
         >>> encode_fill_value(np.float64("inf"), data_type("float64"), 3)
         'Infinity'
+        >>> encode_fill_value(np.complex64(1 + 2j), data_type("complex64"), 2)
+        [1.0, 2.0]
     """
     if value is None:
         if zarr_format == 2:
             return None
         value = zero_fill(dt)
+    scalar = np.asarray(value, dtype=dt.storage).reshape(1)
     if dt.name == "bool":
-        return bool(value)
-    if dt.is_complex:
-        c = complex(value)  # type: ignore[arg-type]
-        return [_encode_float(c.real), _encode_float(c.imag)]
-    if dt.is_float:
-        if dt.is_reinterpreted:
-            as_float = float(np.array([value], dtype=dt.storage).view(_ml_dtype(dt))[0])
-            return _encode_float(as_float)
-        return _encode_float(float(value))  # type: ignore[arg-type]
-    return int(value)  # type: ignore[call-overload]
+        return bool(scalar[0])
+    if dt.is_float or dt.is_complex:
+        component = _component_dtype(dt)
+        bits = scalar.view(f"u{component.itemsize}").tolist()
+        parts = [_encode_component(b, component, zarr_format) for b in bits]
+        return parts if dt.is_complex else parts[0]
+    return int(scalar[0])
 
 
-def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
-    """A user's ``fill_value`` (None, bool, int, float, complex, numpy scalar) as a storage scalar.
+def fill_key(value: np.generic | None, dt: DataType) -> Hashable:
+    """A key equal for two fill values exactly when they fill alike: same bits, or both NaN.
+
+    Used for metadata equality: ``np.float32("nan") == np.float32("nan")`` is False, and
+    ``0.0 == -0.0`` is True, neither of which is what "the same fill value" means.
 
     Example:
         >>> from torchzarr.dtypes import data_type
-        >>> coerce_fill_value(1.5, data_type("bfloat16"))
+        >>> f32 = data_type("float32")
+        >>> fill_key(np.float32("nan"), f32) == fill_key(np.float32("nan"), f32)
+        True
+        >>> fill_key(np.float32(0.0), f32) == fill_key(np.float32(-0.0), f32)
+        False
+    """
+    if value is None:
+        return None
+    scalar = np.asarray(value, dtype=dt.storage).reshape(1)
+    if not (dt.is_float or dt.is_complex):
+        return scalar.tobytes()
+    component = _component_dtype(dt)
+    parts = scalar.view(component)
+    return tuple("nan" if np.isnan(p) else p.tobytes() for p in parts)
+
+
+def _unwrap(user_value: Any, dt: DataType) -> Any:
+    """A numpy scalar, or a one-element array or tensor, as the Python value it holds."""
+    if isinstance(user_value, np.generic):
+        return user_value.item()
+    shape = getattr(user_value, "shape", None)
+    if shape is not None and callable(getattr(user_value, "item", None)):
+        if math.prod(tuple(shape)) != 1:
+            raise MetadataError(
+                f"fill_value must be a single value for dtype {dt.name}, got an array of "
+                f"shape {tuple(shape)}"
+            )
+        return user_value.item()
+    return user_value
+
+
+def _coerce_float(value: Any, dt: DataType, component: np.dtype[Any], problem: str) -> np.ndarray:
+    if not isinstance(value, int | float):
+        raise MetadataError(problem)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise MetadataError(problem) from None
+    converted = float(_float_array(number, component)[0])
+    lost = (math.isnan(converted) and not math.isnan(number)) or (
+        math.isinf(converted) and not math.isinf(number)
+    )
+    if lost:
+        raise MetadataError(problem)  # an overflow, or a value the format cannot hold
+    return _float_array(number, component)
+
+
+def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
+    """A user's ``fill_value`` as a storage scalar of ``dt`` (for ``create_array``).
+
+    Takes None (zero), bool, int, float, complex, numpy and ml_dtypes scalars, 0-d arrays
+    and 0-d tensors. Floats round to the nearest value of the dtype; a value that
+    overflows it, an integer out of range, or a fraction for an integer dtype is an error.
+    A numpy scalar of the storage dtype is taken as already coerced, so coercing twice
+    changes nothing (for bfloat16/float8 that scalar is the raw bits).
+
+    Raises:
+        MetadataError: naming the value and the dtype when it does not fit.
+
+    Example:
+        >>> from torchzarr.dtypes import data_type
+        >>> coerce_fill_value(1.5, data_type("bfloat16"))  # raw bits
         np.uint16(16320)
+        >>> coerce_fill_value(None, data_type("float32"))
+        np.float32(0.0)
     """
     if user_value is None:
         return zero_fill(dt)
-    if isinstance(user_value, np.generic):
-        user_value = user_value.item()
-    if hasattr(user_value, "item") and callable(user_value.item):  # a 0-d tensor or array
-        user_value = user_value.item()
-    problem = f"fill_value {user_value!r} does not fit dtype {dt.name}"
+    if isinstance(user_value, np.generic) and user_value.dtype == dt.storage:
+        return user_value  # already a storage scalar (raw bits for bfloat16/float8)
+    value = _unwrap(user_value, dt)
+    problem = f"fill_value {value!r} does not fit dtype {dt.name}"
     if dt.name == "bool":
-        if isinstance(user_value, bool | int) and user_value in (0, 1):
-            return np.bool_(bool(user_value))
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+            return np.bool_(bool(value))
         raise MetadataError(problem)
-    if isinstance(user_value, complex) and not dt.is_complex:
-        if user_value.imag != 0:
+    if isinstance(value, complex) and not dt.is_complex:
+        if value.imag != 0:
             raise MetadataError(problem)
-        user_value = user_value.real
+        value = value.real
     if dt.is_complex:
-        if not isinstance(user_value, int | float | complex):
+        if not isinstance(value, int | float | complex):
             raise MetadataError(problem)
-        return dt.storage.type(complex(user_value))
+        number = complex(value)
+        part = _component_dtype(dt)
+        out = np.empty(1, dtype=dt.storage)
+        out.real = _coerce_float(number.real, dt, part, problem)
+        out.imag = _coerce_float(number.imag, dt, part, problem)
+        return out[0]
     if dt.is_float:
-        if not isinstance(user_value, int | float):
+        converted = _coerce_float(value, dt, _component_dtype(dt), problem)
+        return converted.view(dt.storage)[0]
+    if isinstance(value, float):
+        if not value.is_integer():
             raise MetadataError(problem)
-        value = float(user_value)
-        bits = _float_bits(value, dt)
-        if not dt.is_reinterpreted and math.isfinite(value) and not math.isfinite(float(bits)):
-            raise MetadataError(problem)
-        return bits
-    if isinstance(user_value, float):
-        if not user_value.is_integer():
-            raise MetadataError(problem)
-        user_value = int(user_value)
-    if not isinstance(user_value, int):
+        value = int(value)
+    if not isinstance(value, int):
         raise MetadataError(problem)
     info = np.iinfo(dt.storage)
-    if not info.min <= user_value <= info.max:
-        raise MetadataError(problem)
-    return dt.storage.type(user_value)
+    if not info.min <= value <= info.max:
+        raise MetadataError(f"{problem} (range [{info.min}, {info.max}])")
+    return dt.storage.type(value)

@@ -1,4 +1,4 @@
-"""Strict JSON for metadata documents: no NaN literals out, clear errors in."""
+"""Strict JSON for metadata documents: no NaN literals written, clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -10,30 +10,48 @@ from torchzarr.errors import MetadataError
 __all__ = ["json_dumps", "json_loads"]
 
 
-def json_dumps(doc: Any) -> bytes:
-    """Encode a metadata document as strict, indented JSON (UTF-8).
+def json_dumps(doc: Any, *, key: str | None = None) -> bytes:
+    """Encode a metadata document as strict JSON, UTF-8, indented by 2 like zarr-python.
+
+    Key order is kept as given. NaN and infinities are refused (JSON has no literal for
+    them; fill values spell them as strings before they get here).
+
+    Args:
+        doc: the document (dicts, lists, str, int, float, bool, None).
+        key: the store key the document is for, named in the error.
+
+    Raises:
+        MetadataError: the document holds a value strict JSON cannot represent.
 
     Example:
         >>> json_dumps({"zarr_format": 3})
         b'{\\n  "zarr_format": 3\\n}'
     """
     try:
-        return json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as err:
-        raise MetadataError(f"metadata cannot be written as strict JSON: {err}") from None
+        where = f"{key}: " if key else ""
+        raise MetadataError(f"{where}metadata cannot be written as strict JSON: {err}") from None
+    return text.encode("utf-8")
 
 
 def json_loads(data: bytes | bytearray | memoryview | str, *, key: str) -> dict[str, Any]:
-    """Decode the JSON object stored at ``key``; MetadataError naming the key otherwise.
+    """Decode the JSON object stored at ``key``.
+
+    Reading is lenient where peers are sloppy: zarr-python writes ``NaN``/``Infinity``
+    literals inside attributes, so they are accepted here (and become floats).
+
+    Raises:
+        MetadataError: naming ``key``, when the bytes are not UTF-8 JSON or not an object.
 
     Example:
         >>> json_loads(b'{"a": 1}', key="zarr.json")
         {'a': 1}
     """
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8-sig")
         doc = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise MetadataError(f"{key}: not valid JSON ({err})") from None
     if not isinstance(doc, dict):
         raise MetadataError(f"{key}: expected a JSON object, got {type(doc).__name__}")
