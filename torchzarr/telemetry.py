@@ -89,7 +89,8 @@ def timed(counter: str) -> Iterator[None]:
     try:
         yield
     finally:
-        add(**{counter: time.perf_counter() - start})
+        elapsed: dict[str, float] = {counter: time.perf_counter() - start}
+        add(None, **elapsed)
 
 
 def counters() -> Counters:

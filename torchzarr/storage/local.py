@@ -216,7 +216,11 @@ class LocalStore(Store):
         return LocalStore(self.root, read_only=read_only, fsync=self.fsync)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": str(self.root), "read_only": self.read_only, "fsync": self.fsync}  # no cache
+        return {
+            "root": str(self.root),
+            "read_only": self.read_only,
+            "fsync": self.fsync,
+        }  # no cache
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.root = Path(state["root"])
