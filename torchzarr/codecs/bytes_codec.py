@@ -1,4 +1,4 @@
-"""The ``bytes`` codec: an array to its raw bytes in a chosen byte order (array -> bytes)."""
+"""The ``bytes`` codec: an array to its raw C-order bytes in a chosen byte order (array -> bytes)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,37 @@ import numpy as np
 from torchzarr.codecs.base import ArrayBytesCodec, ChunkSpec
 from torchzarr.errors import ChunkDecodeError, MetadataError
 
-__all__ = ["BytesCodec"]
+__all__ = ["BytesCodec", "as_byte_view"]
 
 _NATIVE = sys.byteorder
+
+
+def as_byte_view(data: Any) -> memoryview:
+    """A flat unsigned-byte view of any buffer (bytes, memoryview, numpy array), without a copy.
+
+    Example:
+        >>> len(as_byte_view(np.zeros(3, dtype=np.float32)))
+        12
+    """
+    if isinstance(data, np.ndarray):
+        if not (data.flags.c_contiguous or data.flags.f_contiguous):
+            data = np.ascontiguousarray(data)
+        return memoryview(data.reshape(-1, order="A").view(np.uint8))
+    view = memoryview(data)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
 
 
 class BytesCodec(ArrayBytesCodec):
     """Serialise a chunk as C-order raw bytes, ``endian`` little or big (None for 1-byte types).
 
     Example:
-        >>> from torchzarr.codecs.base import ChunkSpec
         >>> spec = ChunkSpec((2,), np.dtype("uint16"), np.uint16(0))
         >>> BytesCodec("big").encode(np.array([1, 2], dtype=np.uint16), spec)
         b'\\x00\\x01\\x00\\x02'
+        >>> BytesCodec("big").decode(b"\\x00\\x01\\x00\\x02", spec).tolist()
+        [1, 2]
     """
 
     codec_name = "bytes"
@@ -34,14 +52,20 @@ class BytesCodec(ArrayBytesCodec):
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> BytesCodec:
+        """Build from ``{"endian": "little" | "big"}`` (endian may be left out)."""
+        unknown = sorted(set(configuration) - {"endian"})
+        if unknown:
+            raise MetadataError(f"bytes codec: unknown configuration key(s) {unknown}")
         return cls(configuration.get("endian"))
 
     def configuration(self) -> dict[str, Any]:
+        """``{"endian": ...}``, or empty where no endian is set (1-byte types)."""
         return {} if self.endian is None else {"endian": self.endian}
 
     def evolve(self, spec: ChunkSpec) -> BytesCodec:
+        """Drop ``endian`` for 1-byte types; require it for wider ones."""
         if spec.dtype.itemsize == 1:
-            return BytesCodec(None)
+            return self if self.endian is None else BytesCodec(None)
         if self.endian is None:
             raise MetadataError(
                 f"bytes codec: endian is required for the {spec.dtype.itemsize}-byte dtype "
@@ -61,17 +85,25 @@ class BytesCodec(ArrayBytesCodec):
         return self.endian is None or self.endian == _NATIVE
 
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
-        return np.ascontiguousarray(chunk, dtype=self.stored_dtype(spec)).tobytes()
+        """The chunk's bytes in C order and the codec's byte order (any input layout)."""
+        return np.asarray(chunk).astype(self.stored_dtype(spec), order="C", copy=False).tobytes()
 
     def decode(self, data: Any, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
-        view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+        """An array of ``spec`` over ``data`` (a read-only view when no swap is needed).
+
+        Raises:
+            ChunkDecodeError: ``data`` is not exactly the size of a chunk of ``spec``.
+        """
+        view = as_byte_view(data)
         if len(view) != spec.nbytes:
             raise ChunkDecodeError(
-                f"bytes codec: chunk holds {len(view)} bytes, expected {spec.nbytes} for shape "
-                f"{spec.shape} of {spec.dtype}"
+                f"bytes codec: the chunk holds {len(view)} bytes, expected {spec.nbytes} for "
+                f"shape {spec.shape} of {spec.dtype}"
             )
         array = np.frombuffer(view, dtype=self.stored_dtype(spec)).reshape(spec.shape)
         if out is not None:
             out[...] = array
             return out
+        if not self.is_native and spec.dtype.itemsize > 1:
+            return array.astype(spec.dtype)
         return array

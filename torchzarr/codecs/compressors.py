@@ -1,4 +1,4 @@
-"""The v3 core bytes -> bytes codecs: ``gzip``, ``zstd``, ``blosc`` and ``crc32c``."""
+"""The v3 core bytes -> bytes codecs ``gzip``, ``zstd``, ``blosc`` and ``crc32c``, over numcodecs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,160 @@ import numcodecs
 import numpy as np
 
 from torchzarr.codecs.base import BytesBytesCodec, ChunkSpec
-from torchzarr.errors import ChecksumError, ChunkDecodeError, MetadataError
+from torchzarr.errors import ChecksumError, ChunkDecodeError, CodecError, MetadataError
 
-__all__ = ["BloscCodec", "Crc32cCodec", "GzipCodec", "ZstdCodec"]
+__all__ = [
+    "BloscCodec",
+    "Crc32cCodec",
+    "GzipCodec",
+    "ZstdCodec",
+    "decode_into",
+    "decoded_size",
+    "is_empty_frame",
+]
+
+_ZSTD_MAGIC = 0xFD2FB528
+#: numcodecs compressors whose ``decode`` takes ``out=`` and whose header states the size
+DECODES_INTO = frozenset({"zstd", "lz4", "blosc"})
+
+
+def _head(data: Any, n: int) -> bytes:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return bytes(view[:n])
+
+
+def _nbytes(data: Any) -> int:
+    return memoryview(data).nbytes
+
+
+def _zstd_content_size(data: Any) -> int | None:
+    """Frame_Content_Size of the first zstd frame, or None when the header leaves it out."""
+    head = _head(data, 18)
+    if len(head) < 6 or int.from_bytes(head[:4], "little") != _ZSTD_MAGIC:
+        return None
+    descriptor = head[4]
+    fcs_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    width = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if width == 0 or len(head) < pos + width:
+        return None
+    size = int.from_bytes(head[pos : pos + width], "little")
+    return size + 256 if width == 2 else size
+
+
+def decoded_size(codec_id: str, data: Any) -> int | None:
+    """The decoded size a compressed buffer's header states, or None where it states none.
+
+    Knows numcodecs' ``zstd`` (frame header), ``lz4`` (4-byte size prefix) and ``blosc``
+    (16-byte header, whose stated compressed size is also checked against the buffer).
+
+    Example:
+        >>> decoded_size("zstd", numcodecs.Zstd().encode(bytes(100)))
+        100
+    """
+    if codec_id == "zstd":
+        return _zstd_content_size(data)
+    if codec_id == "lz4":
+        head = _head(data, 4)
+        if len(head) < 4:
+            raise ChunkDecodeError(f"lz4 codec: {len(head)} bytes cannot hold the size header")
+        return int.from_bytes(head, "little")
+    if codec_id == "blosc":
+        head = _head(data, 16)
+        if len(head) < 16:
+            raise ChunkDecodeError(f"blosc codec: {len(head)} bytes cannot hold the 16-byte header")
+        cbytes = int.from_bytes(head[12:16], "little")
+        if cbytes != _nbytes(data):
+            raise ChunkDecodeError(
+                f"blosc codec: header says {cbytes} compressed bytes, the chunk holds "
+                f"{_nbytes(data)} (truncated or corrupt)"
+            )
+        return int.from_bytes(head[4:8], "little")
+    return None
+
+
+def _zstd_empty_frame_length(head: bytes) -> int:
+    descriptor = head[4]
+    fcs_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+    header = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    header += (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    block = int.from_bytes(head[header : header + 3], "little") if len(head) >= header + 3 else 1
+    if block != 1:  # one block: last, raw, 0 bytes; what zstd writes for empty input
+        return -1
+    return header + 3 + (4 if descriptor & 4 else 0)
+
+
+def is_empty_frame(codec_id: str, data: Any) -> bool:
+    """True when ``data`` is a well-formed frame of nothing (numcodecs cannot decode those).
+
+    numcodecs writes zstd, lz4 and blosc frames for empty input that it then refuses to
+    decode; a header that states 0 bytes must frame nothing else.
+
+    Raises:
+        ChunkDecodeError: a header stating 0 bytes on a malformed or truncated frame.
+
+    Example:
+        >>> is_empty_frame("zstd", numcodecs.Zstd().encode(b""))
+        True
+    """
+    if decoded_size(codec_id, data) != 0:
+        return False
+    head = _head(data, 32)
+    if codec_id == "zstd":
+        expected = _zstd_empty_frame_length(head)
+    elif codec_id == "lz4":
+        expected = 5 if head[4:5] == b"\0" else -1
+    else:
+        expected = _nbytes(data)  # blosc: the stated compressed size was checked already
+    if expected != _nbytes(data):
+        raise ChunkDecodeError(f"{codec_id} codec: a malformed frame of 0 bytes (truncated?)")
+    return True
+
+
+def _decode(impl: Any, codec_id: str, data: Any) -> bytes:
+    if is_empty_frame(codec_id, data):
+        return b""
+    try:
+        decoded = impl.decode(data)
+    except Exception as err:
+        raise ChunkDecodeError(f"{codec_id} codec: {type(err).__name__}: {err}") from err
+    return decoded if isinstance(decoded, bytes) else np.asarray(decoded).tobytes()
+
+
+def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
+    """Decompress ``data`` straight into ``out`` (contiguous uint8 of the exact decoded size).
+
+    The size the header states must equal ``out.nbytes``: numcodecs would otherwise fill part
+    of a larger buffer without a word. Codecs that cannot decode in place copy once.
+
+    Example:
+        >>> out = np.empty(4, dtype=np.uint8)
+        >>> decode_into(numcodecs.Zstd(), "zstd", numcodecs.Zstd().encode(b"abcd"), out)
+        >>> out.tobytes()
+        b'abcd'
+    """
+    size = decoded_size(codec_id, data)
+    if size is not None and size != out.nbytes:
+        raise ChunkDecodeError(
+            f"{codec_id} codec: the chunk decompresses to {size} bytes, expected {out.nbytes}"
+        )
+    if size is None or codec_id not in DECODES_INTO:
+        decoded = _decode(impl, codec_id, data)
+        if len(decoded) != out.nbytes:
+            raise ChunkDecodeError(
+                f"{codec_id} codec: the chunk decompresses to {len(decoded)} bytes, "
+                f"expected {out.nbytes}"
+            )
+        out[...] = np.frombuffer(decoded, dtype=np.uint8)
+        return
+    if is_empty_frame(codec_id, data):
+        return
+    try:
+        impl.decode(data, out=out)
+    except Exception as err:
+        raise ChunkDecodeError(f"{codec_id} codec: {type(err).__name__}: {err}") from err
 
 
 def _int(config: dict[str, Any], key: str, default: int, name: str, lo: int, hi: int) -> int:
@@ -21,27 +172,41 @@ def _int(config: dict[str, Any], key: str, default: int, name: str, lo: int, hi:
     return value
 
 
+def _check_keys(name: str, config: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise MetadataError(
+            f"{name} codec: unknown configuration key(s) {unknown}; expected some of "
+            f"{list(allowed)}"
+        )
+
+
 class _NumcodecsCompressor(BytesBytesCodec):
     """A core codec backed by a numcodecs compressor object."""
 
     _impl: Any
-
-    def encode(self, data: bytes) -> bytes:
-        return bytes(self._impl.encode(data))
-
-    def decode(self, data: bytes) -> bytes:
-        return bytes(self._impl.decode(data))
-
-    #: True when :meth:`decode_into` writes straight into the destination
+    #: True when :meth:`decode_into` decompresses straight into the destination
     decodes_into: ClassVar[bool] = False
 
+    def encode(self, data: bytes) -> bytes:
+        """Compress ``data``."""
+        try:
+            encoded = self._impl.encode(data)
+        except Exception as err:
+            raise CodecError(f"{self.codec_name} codec: cannot encode: {err}") from err
+        return encoded if isinstance(encoded, bytes) else np.asarray(encoded).tobytes()
+
+    def decode(self, data: bytes) -> bytes:
+        """Decompress ``data``; corrupt input raises :class:`ChunkDecodeError`."""
+        return _decode(self._impl, self.codec_name, data)
+
     def decode_into(self, data: bytes, out: np.ndarray) -> None:
-        """Decompress into ``out`` (a contiguous array of the exact decoded size)."""
-        self._impl.decode(data, out=out)
+        """Decompress into ``out``, a contiguous uint8 array of the exact decoded size."""
+        decode_into(self._impl, self.codec_name, data, out)
 
 
 class GzipCodec(_NumcodecsCompressor):
-    """``gzip`` at ``level`` 0-9.
+    """``gzip`` (RFC 1952) at ``level`` 0-9.
 
     Example:
         >>> GzipCodec(5).to_json()
@@ -56,17 +221,17 @@ class GzipCodec(_NumcodecsCompressor):
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> GzipCodec:
+        """Build from ``{"level": int}`` (level defaults to 5)."""
+        _check_keys("gzip", configuration, ("level",))
         return cls(_int(configuration, "level", 5, "gzip", 0, 9))
 
     def configuration(self) -> dict[str, Any]:
+        """``{"level": ...}``."""
         return {"level": self.level}
-
-    def decode_into(self, data: bytes, out: np.ndarray) -> None:
-        out.reshape(-1).view(np.uint8)[...] = np.frombuffer(self.decode(data), dtype=np.uint8)
 
 
 class ZstdCodec(_NumcodecsCompressor):
-    """``zstd`` at ``level`` (negative levels are fast modes), optional frame ``checksum``.
+    """``zstd`` at ``level`` (negative levels are fast modes) with an optional frame ``checksum``.
 
     Example:
         >>> ZstdCodec(1).to_json()
@@ -79,32 +244,44 @@ class ZstdCodec(_NumcodecsCompressor):
     def __init__(self, level: int = 0, checksum: bool = False) -> None:
         self.level = _int({"level": level}, "level", 0, "zstd", -131072, 22)
         if not isinstance(checksum, bool):
-            raise MetadataError(f"zstd codec: checksum must be a bool, got {checksum!r}")
+            raise MetadataError(f"zstd codec: checksum must be true or false, got {checksum!r}")
         self.checksum = checksum
         self._impl = numcodecs.Zstd(level=self.level, checksum=checksum)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> ZstdCodec:
+        """Build from ``{"level": int, "checksum": bool}`` (defaults 0 and false)."""
+        _check_keys("zstd", configuration, ("level", "checksum"))
         return cls(
             _int(configuration, "level", 0, "zstd", -131072, 22),
             configuration.get("checksum", False),
         )
 
     def configuration(self) -> dict[str, Any]:
+        """``{"level": ..., "checksum": ...}``, as zarr-python writes it."""
         return {"level": self.level, "checksum": self.checksum}
 
 
-_SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
-            "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
-_CNAMES = ("lz4", "lz4hc", "blosclz", "zstd", "snappy", "zlib")
+#: v3 shuffle names to numcodecs' Blosc constants
+BLOSC_SHUFFLE = {
+    "noshuffle": numcodecs.Blosc.NOSHUFFLE,
+    "shuffle": numcodecs.Blosc.SHUFFLE,
+    "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
+}
+BLOSC_CNAMES = ("lz4", "lz4hc", "blosclz", "zstd", "snappy", "zlib")
 
 
 class BloscCodec(_NumcodecsCompressor):
-    """``blosc`` with ``cname``, ``clevel``, ``shuffle``, ``typesize`` (from the dtype) and ``blocksize``.
+    """``blosc``: ``cname``, ``clevel``, ``shuffle``, ``typesize`` and ``blocksize``.
+
+    ``typesize`` and ``shuffle`` left as None are filled in by :meth:`evolve` from the
+    dtype, as zarr-python does: the item size, and ``bitshuffle`` for 1-byte types,
+    ``shuffle`` otherwise.
 
     Example:
-        >>> BloscCodec("lz4", 5, "shuffle", typesize=4).configuration()["shuffle"]
-        'shuffle'
+        >>> spec = ChunkSpec((8,), np.dtype("float32"), np.float32(0))
+        >>> BloscCodec("lz4").evolve(spec).configuration()
+        {'typesize': 4, 'cname': 'lz4', 'clevel': 5, 'shuffle': 'shuffle', 'blocksize': 0}
     """
 
     codec_name = "blosc"
@@ -114,65 +291,75 @@ class BloscCodec(_NumcodecsCompressor):
         self,
         cname: str = "zstd",
         clevel: int = 5,
-        shuffle: str = "shuffle",
+        shuffle: str | None = None,
         typesize: int | None = None,
         blocksize: int = 0,
     ) -> None:
-        if cname not in _CNAMES:
-            raise MetadataError(f"blosc codec: cname must be one of {_CNAMES}, got {cname!r}")
-        if shuffle not in _SHUFFLE:
+        if cname not in BLOSC_CNAMES:
+            raise MetadataError(f"blosc codec: cname must be one of {BLOSC_CNAMES}, got {cname!r}")
+        if shuffle is not None and shuffle not in BLOSC_SHUFFLE:
             raise MetadataError(
-                f"blosc codec: shuffle must be one of {sorted(_SHUFFLE)}, got {shuffle!r}"
+                f"blosc codec: shuffle must be one of {list(BLOSC_SHUFFLE)}, got {shuffle!r}"
             )
+        if typesize is not None:
+            typesize = _int({"typesize": typesize}, "typesize", 1, "blosc", 1, 255)
         self.cname = cname
         self.clevel = _int({"clevel": clevel}, "clevel", 5, "blosc", 0, 9)
         self.shuffle = shuffle
         self.typesize = typesize
-        self.blocksize = _int({"blocksize": blocksize}, "blocksize", 0, "blosc", 0, 2**31)
+        self.blocksize = _int({"blocksize": blocksize}, "blocksize", 0, "blosc", 0, 2**31 - 1)
         self._impl = numcodecs.Blosc(
-            cname=cname, clevel=self.clevel, shuffle=_SHUFFLE[shuffle], blocksize=self.blocksize
+            cname=cname,
+            clevel=self.clevel,
+            shuffle=BLOSC_SHUFFLE[shuffle or "bitshuffle"],
+            blocksize=self.blocksize,
+            typesize=typesize,
         )
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> BloscCodec:
-        shuffle = configuration.get("shuffle", "shuffle")
-        if isinstance(shuffle, int) and not isinstance(shuffle, bool):  # numcodecs-style ints
-            shuffle = {v: k for k, v in _SHUFFLE.items()}.get(shuffle, shuffle)
+        """Build from the JSON configuration (numcodecs' integer shuffles are accepted too)."""
+        keys = ("cname", "clevel", "shuffle", "typesize", "blocksize")
+        _check_keys("blosc", configuration, keys)
+        shuffle: Any = configuration.get("shuffle")
+        if isinstance(shuffle, int) and not isinstance(shuffle, bool):
+            shuffle = {v: k for k, v in BLOSC_SHUFFLE.items()}.get(shuffle, shuffle)
         return cls(
             configuration.get("cname", "zstd"),
             _int(configuration, "clevel", 5, "blosc", 0, 9),
             shuffle,
             configuration.get("typesize"),
-            _int(configuration, "blocksize", 0, "blosc", 0, 2**31),
+            _int(configuration, "blocksize", 0, "blosc", 0, 2**31 - 1),
         )
 
     def configuration(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"typesize": self.typesize, "cname": self.cname,
-                                  "clevel": self.clevel, "shuffle": self.shuffle,
-                                  "blocksize": self.blocksize}
-        if self.typesize is None:
-            del config["typesize"]
-        return config
+        """The configuration in zarr-python's key order; unset tunables are left out."""
+        config: dict[str, Any] = {
+            "typesize": self.typesize,
+            "cname": self.cname,
+            "clevel": self.clevel,
+            "shuffle": self.shuffle,
+            "blocksize": self.blocksize,
+        }
+        return {k: v for k, v in config.items() if v is not None}
 
     def evolve(self, spec: ChunkSpec) -> BloscCodec:
-        if self.typesize is not None:
+        """Fill ``typesize`` and ``shuffle`` from the dtype where they were left unset."""
+        if self.typesize is not None and self.shuffle is not None:
             return self
-        shuffle = "noshuffle" if spec.dtype.itemsize == 1 and self.shuffle == "shuffle" else self.shuffle
-        return BloscCodec(self.cname, self.clevel, shuffle, spec.dtype.itemsize, self.blocksize)
-
-    def encode(self, data: bytes) -> bytes:
-        size = self.typesize or 1
-        if size > 1 and len(data) % size == 0:
-            # numcodecs takes blosc's typesize from the buffer's item size
-            return bytes(self._impl.encode(np.frombuffer(data, dtype=f"u{size}")))
-        return bytes(self._impl.encode(data))
+        itemsize = int(spec.dtype.itemsize)
+        shuffle = self.shuffle or ("bitshuffle" if itemsize == 1 else "shuffle")
+        typesize = self.typesize or min(itemsize, 255)
+        return BloscCodec(self.cname, self.clevel, shuffle, typesize, self.blocksize)
 
 
 class Crc32cCodec(BytesBytesCodec):
-    """``crc32c``: a little-endian CRC-32C of the data appended; verified on decode.
+    """``crc32c``: a little-endian CRC-32C of the data appended, verified on decode.
 
     Example:
-        >>> Crc32cCodec().decode(Crc32cCodec().encode(b"abc"))
+        >>> Crc32cCodec().encode(b"abc")
+        b'abc\\xb7?K6'
+        >>> Crc32cCodec().decode(b"abc\\xb7?K6")
         b'abc'
     """
 
@@ -180,22 +367,37 @@ class Crc32cCodec(BytesBytesCodec):
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> Crc32cCodec:
+        """Build from an empty configuration."""
+        _check_keys("crc32c", configuration, ())
         return cls()
 
     def configuration(self) -> dict[str, Any]:
+        """Always empty: zarr-python writes ``{"name": "crc32c"}``."""
         return {}
 
     def encode(self, data: bytes) -> bytes:
+        """Append the checksum."""
         return bytes(data) + _crc32c.crc32c(data).to_bytes(4, "little")
 
-    def decode(self, data: bytes) -> bytes:
-        if len(data) < 4:
-            raise ChunkDecodeError(f"crc32c codec: {len(data)} bytes cannot hold a checksum")
+    def payload(self, data: Any) -> memoryview:
+        """The data without its checksum, verified, as a view (no copy).
+
+        Raises:
+            ChecksumError: the stored checksum does not match the data.
+        """
         view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if len(view) < 4:
+            raise ChunkDecodeError(f"crc32c codec: {len(view)} bytes cannot hold a checksum")
         body, stored = view[:-4], int.from_bytes(view[-4:], "little")
         actual = _crc32c.crc32c(body)
         if actual != stored:
             raise ChecksumError(
-                f"crc32c checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
+                f"crc32c codec: checksum mismatch, stored {stored:#010x}, computed {actual:#010x}"
             )
-        return bytes(body)
+        return body
+
+    def decode(self, data: bytes) -> bytes:
+        """Verify and strip the checksum."""
+        return bytes(self.payload(data))

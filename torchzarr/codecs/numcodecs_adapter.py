@@ -1,119 +1,363 @@
-"""Any numcodecs codec as a v3 ``numcodecs.<id>`` codec, and short names to numcodecs objects."""
+"""Any numcodecs codec as a v3 ``numcodecs.<id>`` codec, and short names to numcodecs objects.
+
+zarr-python 3.1 writes numcodecs codecs in ``zarr.json`` as ``{"name": "numcodecs.<id>",
+"configuration": <numcodecs config without "id">}``, classed by id: the typed filters are
+array -> array, ``pcodec``/``zfpy`` array -> bytes, everything else bytes -> bytes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, ClassVar
 
 import numcodecs
+import numcodecs.errors
 import numpy as np
 from numcodecs.abc import Codec as NumcodecsObject
 
-from torchzarr.codecs.base import ArrayArrayCodec, BytesBytesCodec, ChunkSpec, Codec
-from torchzarr.errors import MetadataError, UnknownCodecError
+from torchzarr.codecs.base import (
+    ArrayArrayCodec,
+    ArrayBytesCodec,
+    BytesBytesCodec,
+    ChunkSpec,
+    Codec,
+)
+from torchzarr.codecs.compressors import DECODES_INTO, decode_into, is_empty_frame
+from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError, UnknownCodecError
 
-__all__ = ["ARRAY_TO_ARRAY_IDS", "numcodecs_object", "numcodecs_v3_codec"]
+__all__ = [
+    "ARRAY_TO_ARRAY_IDS",
+    "ARRAY_TO_BYTES_IDS",
+    "PREFIX",
+    "NumcodecsArrayArrayCodec",
+    "NumcodecsArrayBytesCodec",
+    "NumcodecsBytesBytesCodec",
+    "NumcodecsCodec",
+    "numcodecs_codec_class",
+    "numcodecs_object",
+    "numcodecs_v3_codec",
+]
 
-#: numcodecs filters that act on typed arrays (zarr-python classes them as array -> array)
-ARRAY_TO_ARRAY_IDS = frozenset({"delta", "bitround", "fixedscaleoffset", "quantize", "packbits",
-                                "astype"})
-
-_SHORT_NAMES = {"zstd": "zstd", "gzip": "gzip", "zlib": "zlib", "blosc": "blosc", "lz4": "lz4",
-                "bz2": "bz2", "lzma": "lzma", "crc32c": "crc32c"}
+#: the prefix of numcodecs codec names in ``zarr.json``
+PREFIX = "numcodecs."
+#: numcodecs filters on typed arrays (zarr-python classes them array -> array)
+ARRAY_TO_ARRAY_IDS = frozenset(
+    {"delta", "bitround", "fixedscaleoffset", "quantize", "packbits", "astype"}
+)
+#: numcodecs codecs that serialise an array themselves (array -> bytes)
+ARRAY_TO_BYTES_IDS = frozenset({"pcodec", "zfpy"})
+#: settings zarr-python lets one leave out and fills from the array's dtype (``evolve``)
+_EVOLVED_FROM_DTYPE = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype"}
 
 
 def numcodecs_object(value: Any) -> NumcodecsObject:
-    """A numcodecs codec from an object, a config dict or a short name ("zstd", "lz4", ...).
+    """A numcodecs codec from a codec object, a config dict or a short name ("zstd", "lz4", ...).
+
+    Raises:
+        UnknownCodecError: naming the id numcodecs does not know.
+        CodecError: a known id with an invalid configuration.
 
     Example:
         >>> numcodecs_object("zlib").get_config()["id"]
         'zlib'
+        >>> numcodecs_object({"id": "zstd", "level": 3})
+        Zstd(level=3)
     """
     if isinstance(value, NumcodecsObject):
         return value
     if isinstance(value, str):
-        config: dict[str, Any] = {"id": _SHORT_NAMES.get(value.lower(), value.lower())}
-    elif isinstance(value, dict):
+        config: dict[str, Any] = {"id": value.lower()}
+    elif isinstance(value, dict) and isinstance(value.get("id"), str):
         config = dict(value)
     else:
-        raise UnknownCodecError(f"cannot make a codec from {value!r}")
+        raise CodecError(
+            f"cannot make a numcodecs codec from {value!r}: pass a numcodecs codec, a config "
+            "dict with an 'id', or a short name such as 'zstd'"
+        )
     try:
         return numcodecs.get_codec(config)
-    except (ValueError, KeyError, TypeError) as err:
-        raise UnknownCodecError(f"unknown or invalid numcodecs codec {config!r}: {err}") from None
+    except numcodecs.errors.UnknownCodecError:
+        raise UnknownCodecError(
+            f"unknown numcodecs codec id {config['id']!r}: numcodecs has no such codec "
+            "(is the package that provides it installed?)"
+        ) from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise CodecError(
+            f"numcodecs codec {config['id']!r}: invalid config {config!r}: {err}"
+        ) from None
 
 
-class _Numcodecs(Codec):
-    codec_id: str
-
-    def __init__(self, codec_id: str, config: dict[str, Any]) -> None:
-        self.codec_id = codec_id
-        self.config = {k: v for k, v in config.items() if k != "id"}
-        self._impl = numcodecs_object({"id": codec_id, **self.config})
-
-    @property
-    def codec_name(self) -> str:  # type: ignore[override]
-        return f"numcodecs.{self.codec_id}"
-
-    @classmethod
-    def from_config(cls, configuration: dict[str, Any]) -> Codec:
-        raise MetadataError("numcodecs codecs are built by numcodecs_v3_codec")  # pragma: no cover
-
-    def configuration(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.codec_id!r}, {self.config!r})"
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tobytes(order="A")
+    return bytes(memoryview(value))
 
 
-class NumcodecsBytesCodec(_Numcodecs, BytesBytesCodec):
-    """A numcodecs compressor or checksum used as a v3 bytes -> bytes codec.
+class NumcodecsCodec(Codec):
+    """Common part of the ``numcodecs.<id>`` codecs: the id, the config and the numcodecs object.
+
+    Build them with :func:`numcodecs_v3_codec` or ``codec_from_json``; one class per id.
 
     Example:
-        >>> numcodecs_v3_codec("lz4", {}).decode(numcodecs_v3_codec("lz4", {}).encode(b"abc"))
+        >>> codec = numcodecs_v3_codec("zlib", {"level": 1})
+        >>> isinstance(codec, NumcodecsCodec), codec.numcodecs_codec
+        (True, Zlib(level=1))
+    """
+
+    codec_id: ClassVar[str]
+
+    def __init__(self, configuration: dict[str, Any] | None = None) -> None:
+        config = dict(configuration or {})
+        if config.pop("id", self.codec_id) != self.codec_id:
+            raise MetadataError(
+                f"{self.codec_name}: configuration id {configuration!r} contradicts the name"
+            )
+        self.config = config
+        self._impl: NumcodecsObject | None = None
+        deferred = _EVOLVED_FROM_DTYPE.get(self.codec_id)
+        if deferred is None or config.get(deferred) is not None:
+            self._impl = self._build()  # validate now; otherwise once evolve() fills it in
+
+    def _build(self) -> NumcodecsObject:
+        try:
+            return numcodecs_object({"id": self.codec_id, **self.config})
+        except UnknownCodecError:
+            raise
+        except CodecError as err:
+            raise MetadataError(f"{self.codec_name}: {err}") from None
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> NumcodecsCodec:
+        """Build from the numcodecs config (without ``id``)."""
+        return cls(configuration)
+
+    def configuration(self) -> dict[str, Any]:
+        """The numcodecs config without ``id``."""
+        return dict(self.config)
+
+    def to_json(self) -> dict[str, Any]:
+        """Always with ``configuration`` (possibly empty), as zarr-python writes it."""
+        return {"name": self.codec_name, "configuration": self.configuration()}
+
+    @property
+    def numcodecs_codec(self) -> NumcodecsObject:
+        """The numcodecs object doing the work (built once the dtype settings are known).
+
+        Raises:
+            MetadataError: a codec whose dtype settings were never filled in by ``evolve``.
+        """
+        if self._impl is None:
+            key = _EVOLVED_FROM_DTYPE[self.codec_id]
+            if self.config.get(key) is None:
+                raise MetadataError(
+                    f"{self.codec_name}: {key!r} is unset; evolve() the codec for the array's "
+                    "dtype (a codec pipeline does) before encoding or decoding"
+                )
+            self._impl = self._build()
+        return self._impl
+
+    def _evolved(self, **fill: Any) -> Codec:
+        missing = {k: v for k, v in fill.items() if self.config.get(k) is None}
+        return type(self)({**self.config, **missing}) if missing else self
+
+    def __repr__(self) -> str:
+        return f"NumcodecsCodec({self.codec_name!r}, {self.config!r})"
+
+
+class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
+    """A numcodecs compressor, shuffle or checksum as a v3 bytes -> bytes codec.
+
+    Example:
+        >>> lz4 = numcodecs_v3_codec("lz4", {"acceleration": 1})
+        >>> lz4.decode(lz4.encode(b"abc"))
         b'abc'
     """
 
+    @property
+    def decodes_into(self) -> bool:
+        """True when :meth:`decode_into` decompresses straight into the destination."""
+        return self.codec_id in DECODES_INTO
+
+    def evolve(self, spec: ChunkSpec) -> Codec:
+        """``shuffle`` gets its ``elementsize`` from the dtype, as zarr-python does."""
+        if self.codec_id == "shuffle":
+            return self._evolved(elementsize=int(spec.dtype.itemsize))
+        return self
+
     def encode(self, data: bytes) -> bytes:
-        return bytes(self._impl.encode(data))
+        """Encode with numcodecs."""
+        impl = self.numcodecs_codec
+        try:
+            return _to_bytes(impl.encode(data))
+        except Exception as err:
+            raise CodecError(f"{self.codec_name} codec: cannot encode: {err}") from err
 
     def decode(self, data: bytes) -> bytes:
-        return bytes(self._impl.decode(data))
+        """Decode with numcodecs; failures raise :class:`ChunkDecodeError`."""
+        if self.codec_id in DECODES_INTO and is_empty_frame(self.codec_id, data):
+            return b""  # numcodecs rejects the frames it writes for empty input
+        impl = self.numcodecs_codec
+        try:
+            return _to_bytes(impl.decode(data))
+        except Exception as err:
+            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+
+    def decode_into(self, data: bytes, out: np.ndarray) -> None:
+        """Decode into ``out``, a contiguous uint8 array of the exact decoded size."""
+        decode_into(self.numcodecs_codec, self.codec_id, data, out)
 
 
-class NumcodecsArrayCodec(_Numcodecs, ArrayArrayCodec):
-    """A numcodecs filter (delta, astype, packbits, ...) used as a v3 array -> array codec."""
+def _fit(array: np.ndarray, spec: ChunkSpec, codec: str, *, bits: bool) -> np.ndarray:
+    """``array`` as ``spec``: byte order by value, other same-size kinds by bits or value."""
+    if array.size != int(np.prod(spec.shape, dtype=np.int64)):
+        raise ChunkDecodeError(
+            f"{codec} codec: produced {array.size} elements, expected shape {spec.shape}"
+        )
+    if array.dtype != spec.dtype:
+        same_kind = array.dtype.newbyteorder("=") == spec.dtype.newbyteorder("=")
+        if bits and not same_kind and array.dtype.itemsize == spec.dtype.itemsize:
+            array = np.ascontiguousarray(array).view(spec.dtype.newbyteorder("="))
+        array = array.astype(spec.dtype, copy=False)
+    return array.reshape(spec.shape)
+
+
+class NumcodecsArrayArrayCodec(NumcodecsCodec, ArrayArrayCodec):
+    """A numcodecs filter (delta, astype, packbits, ...) as a v3 array -> array codec.
+
+    Example:
+        >>> delta = numcodecs_v3_codec("delta", {"dtype": "<i4"})
+        >>> spec = ChunkSpec((4,), np.dtype("int32"), np.int32(0))
+        >>> delta.encode(np.array([1, 2, 4, 7], dtype=np.int32), spec).tolist()
+        [1, 1, 2, 3]
+    """
+
+    def evolve(self, spec: ChunkSpec) -> Codec:
+        """Fill the dtype settings zarr-python fills from the array's dtype."""
+        name = str(spec.dtype)
+        if self.codec_id in ("fixedscaleoffset", "quantize"):
+            return self._evolved(dtype=name)
+        if self.codec_id == "astype":
+            return self._evolved(decode_dtype=name)
+        return self
 
     def resolve_spec(self, spec: ChunkSpec) -> ChunkSpec:
-        if self.codec_id == "astype":
-            dtype = np.dtype(self.config["encode_dtype"])
-        elif self.codec_id == "fixedscaleoffset":
-            dtype = np.dtype(self.config.get("astype") or self.config["dtype"])
-        elif self.codec_id == "packbits":
+        """The shape and dtype of the filter's output."""
+        if self.codec_id == "packbits":
             n = int(np.prod(spec.shape, dtype=np.int64))
             return ChunkSpec((1 + -(-n // 8),), np.dtype("uint8"), np.uint8(0))
+        if self.codec_id == "astype":
+            value = self.config.get("encode_dtype")
+        elif self.codec_id in ("delta", "fixedscaleoffset", "quantize"):
+            value = self.config.get("astype")  # zarr-python 3.1 forgets quantize's astype
         else:
+            value = None
+        if value is None:
             return spec
-        return ChunkSpec(spec.shape, dtype.newbyteorder("="), dtype.type(0))
+        dtype = np.dtype(value).newbyteorder("=")
+        return ChunkSpec(spec.shape, dtype, dtype.type(0))
 
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
+        """Apply the filter; the output has the shape and dtype of :meth:`resolve_spec`."""
         out_spec = self.resolve_spec(spec)
-        encoded = np.asarray(self._impl.encode(np.ascontiguousarray(chunk)))
-        return encoded.reshape(out_spec.shape).astype(out_spec.dtype, copy=False)
+        if chunk.size == 0 and int(np.prod(out_spec.shape, dtype=np.int64)) == 0:
+            return np.empty(out_spec.shape, dtype=out_spec.dtype)
+        impl = self.numcodecs_codec
+        try:
+            encoded = np.asarray(impl.encode(np.ascontiguousarray(chunk)))
+        except Exception as err:
+            raise CodecError(f"{self.codec_name} codec: cannot encode: {err}") from err
+        return _fit(encoded, out_spec, self.codec_name, bits=True)
 
     def decode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
-        decoded = np.asarray(self._impl.decode(np.ascontiguousarray(chunk)))
-        if decoded.dtype != spec.dtype:
-            decoded = decoded.view(spec.dtype) if decoded.dtype.itemsize == spec.dtype.itemsize and decoded.dtype.kind == spec.dtype.kind else decoded.astype(spec.dtype)
-        return decoded.reshape(spec.shape)
+        """Invert the filter; the output has ``spec``'s shape and dtype."""
+        if chunk.size == 0 and int(np.prod(spec.shape, dtype=np.int64)) == 0:
+            return np.empty(spec.shape, dtype=spec.dtype)
+        impl = self.numcodecs_codec
+        try:
+            decoded = np.asarray(impl.decode(np.ascontiguousarray(chunk)))
+        except Exception as err:
+            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+        return _fit(decoded, spec, self.codec_name, bits=False)
 
 
-def numcodecs_v3_codec(codec_id: str, configuration: dict[str, Any]) -> Codec:
+class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
+    """A numcodecs codec that serialises arrays itself (``pcodec``, ``zfpy``): array -> bytes.
+
+    Example:
+        >>> sorted(ARRAY_TO_BYTES_IDS)  # built when numcodecs can load them
+        ['pcodec', 'zfpy']
+    """
+
+    def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
+        """Serialise a chunk with numcodecs."""
+        impl = self.numcodecs_codec
+        try:
+            return _to_bytes(impl.encode(np.ascontiguousarray(chunk, dtype=spec.dtype)))
+        except Exception as err:
+            raise CodecError(f"{self.codec_name} codec: cannot encode: {err}") from err
+
+    def decode(self, data: Any, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
+        """Deserialise a chunk of ``spec``; into ``out`` when given."""
+        impl = self.numcodecs_codec
+        try:
+            decoded = np.asarray(impl.decode(data))
+        except Exception as err:
+            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+        array = _fit(decoded, spec, self.codec_name, bits=False)
+        if out is not None:
+            out[...] = array
+            return out
+        return array
+
+
+_classes: dict[str, type[NumcodecsCodec]] = {}
+_lock = threading.Lock()
+
+
+def numcodecs_codec_class(codec_id: str) -> type[NumcodecsCodec]:
+    """The v3 codec class of ``numcodecs.<codec_id>`` (one class per id, made on first use).
+
+    Raises:
+        UnknownCodecError: numcodecs does not know ``codec_id``.
+
+    Example:
+        >>> numcodecs_codec_class("delta").codec_name
+        'numcodecs.delta'
+    """
+    with _lock:
+        found = _classes.get(codec_id)
+        if found is not None:
+            return found
+        if codec_id not in numcodecs.registry.codec_registry:
+            try:
+                numcodecs.get_codec({"id": codec_id})
+            except numcodecs.errors.UnknownCodecError:
+                raise UnknownCodecError(
+                    f"unknown codec {PREFIX + codec_id!r}: numcodecs has no codec {codec_id!r} "
+                    "(is the package that provides it installed?)"
+                ) from None
+            except Exception:  # known, but needs arguments: the id is what we wanted to learn
+                pass
+        base: type[NumcodecsCodec]
+        if codec_id in ARRAY_TO_ARRAY_IDS:
+            base = NumcodecsArrayArrayCodec
+        elif codec_id in ARRAY_TO_BYTES_IDS:
+            base = NumcodecsArrayBytesCodec
+        else:
+            base = NumcodecsBytesBytesCodec
+        name = "Numcodecs_" + "".join(c if c.isalnum() else "_" for c in codec_id)
+        cls = type(name, (base,), {"codec_id": codec_id, "codec_name": PREFIX + codec_id})
+        _classes[codec_id] = cls
+        return cls
+
+
+def numcodecs_v3_codec(codec_id: str, configuration: dict[str, Any] | None = None) -> Codec:
     """The v3 codec ``numcodecs.<codec_id>`` with its configuration.
 
     Example:
         >>> numcodecs_v3_codec("delta", {"dtype": "<i4"}).to_json()
         {'name': 'numcodecs.delta', 'configuration': {'dtype': '<i4'}}
     """
-    if codec_id in ARRAY_TO_ARRAY_IDS:
-        return NumcodecsArrayCodec(codec_id, configuration)
-    return NumcodecsBytesCodec(codec_id, configuration)
+    return numcodecs_codec_class(codec_id)(configuration or {})

@@ -1,51 +1,160 @@
-"""Codec pipelines: a chunk to its stored bytes and back, v3 chains (and the shared protocol)."""
+"""Codec pipelines: the protocol core uses, the v3 codec chain, and create_array's default chain."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-import numcodecs
 import numpy as np
 
-from torchzarr.codecs.base import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec, ChunkSpec, Codec
+from torchzarr.codecs.base import (
+    ArrayArrayCodec,
+    ArrayBytesCodec,
+    BytesBytesCodec,
+    ChunkSpec,
+    Codec,
+)
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError
+from torchzarr.codecs.compressors import Crc32cCodec
+from torchzarr.errors import (
+    ChunkDecodeError,
+    CodecError,
+    MetadataError,
+    ShapeMismatchError,
+    TorchZarrError,
+)
 
-__all__ = ["ChunkPipeline", "V3Pipeline", "decode_error", "default_v3_codecs"]
+__all__ = ["ChunkPipeline", "V3Pipeline", "check_out", "decode_error", "default_v3_codecs"]
 
 
 class ChunkPipeline(Protocol):
-    """What the engine needs of a codec chain, v2 and v3 alike."""
+    """What core needs of a codec chain, v2 and v3 alike.
+
+    ``spec`` describes the full decoded chunk: shape, storage dtype and fill value.
+
+    Example:
+        >>> spec = ChunkSpec((3,), np.dtype("uint8"), np.uint8(0))
+        >>> pipe: ChunkPipeline = V3Pipeline([BytesCodec()], spec)
+        >>> out = np.empty(3, dtype=np.uint8)
+        >>> pipe.decode(pipe.encode(np.arange(3, dtype=np.uint8)), out=out).tolist()
+        [0, 1, 2]
+    """
 
     spec: ChunkSpec
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        """Encode a chunk of ``spec.shape``."""
+        """Encode a chunk of ``spec.shape`` (any memory layout)."""
+        ...
 
     def decode(
-        self, data: Any, out: np.ndarray | None = None, *, key: str | None = None
+        self, data: bytes | memoryview, out: np.ndarray | None = None, *, key: str | None = None
     ) -> np.ndarray:
-        """Decode stored bytes to an array of ``spec.shape`` (into ``out`` when given)."""
+        """Decode stored bytes to an array of ``spec`` (into ``out`` when given)."""
+        ...
+
+    @property
+    def supports_direct_decode(self) -> bool:
+        """True when ``decode(out=...)`` needs no copy beyond the decompression itself."""
+        ...
+
+
+def _label(codec: object) -> str:
+    if isinstance(codec, Codec):
+        return repr(codec.codec_name)
+    codec_id = getattr(codec, "codec_id", None)
+    return repr(codec_id) if isinstance(codec_id, str) else type(codec).__name__
 
 
 def decode_error(err: Exception, codec: object, key: str | None) -> ChunkDecodeError:
-    """A ChunkDecodeError naming the key and the codec (checksum errors keep their type)."""
-    where = f"chunk {key!r}" if key else "chunk"
+    """A ChunkDecodeError naming the chunk's key and the codec (subclasses keep their type).
+
+    Example:
+        >>> str(decode_error(ValueError("bad"), BytesCodec(), "c/0"))
+        "cannot decode chunk 'c/0' with codec 'bytes': ValueError: bad"
+    """
+    where = f"chunk {key!r}" if key is not None else "chunk"
     if isinstance(err, ChunkDecodeError):
         text = str(err)
-        message = text if key is None or key in text else f"{where}: {text}"
-        return type(err)(message)
-    return ChunkDecodeError(f"cannot decode {where} with {codec}: {type(err).__name__}: {err}")
+        if key is None or text.startswith(where):
+            return err
+        return type(err)(f"{where}: {text}")
+    return ChunkDecodeError(
+        f"cannot decode {where} with codec {_label(codec)}: {type(err).__name__}: {err}"
+    )
+
+
+def check_out(out: Any, spec: ChunkSpec) -> np.ndarray:
+    """Check that ``out`` can receive a decoded chunk of ``spec``: C-contiguous, writable.
+
+    Raises:
+        CodecError: naming what does not fit.
+
+    Example:
+        >>> check_out(np.empty((2, 2), "f4"), ChunkSpec((2, 2), np.dtype("f4"), 0)).shape
+        (2, 2)
+    """
+    if (
+        not isinstance(out, np.ndarray)
+        or out.shape != spec.shape
+        or out.dtype != spec.dtype
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        got = (
+            f"shape {out.shape}, dtype {out.dtype}, C-contiguous {out.flags.c_contiguous}, "
+            f"writable {out.flags.writeable}"
+            if isinstance(out, np.ndarray)
+            else type(out).__name__
+        )
+        raise CodecError(
+            f"decode(out=...) needs a writable C-contiguous array of shape {spec.shape} and "
+            f"dtype {spec.dtype}; got {got}"
+        )
+    return out
+
+
+_C = TypeVar("_C", bound=Codec)
+_KINDS = (ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec)
+
+
+def _evolve(codec: _C, spec: ChunkSpec) -> _C:
+    """``codec.evolve(spec)``, checked to keep the codec's kind."""
+    evolved = codec.evolve(spec)
+    for kind in _KINDS:
+        if isinstance(codec, kind) and not isinstance(evolved, kind):
+            raise CodecError(
+                f"codec {codec.codec_name!r}: evolve() returned {type(evolved).__name__}, "
+                f"not a {kind.__name__}"
+            )
+    return evolved  # type: ignore[return-value]
+
+
+def _bb_decode(codec: BytesBytesCodec, data: Any) -> Any:
+    if isinstance(codec, Crc32cCodec):
+        return codec.payload(data)  # a view: no copy of the whole chunk to strip 4 bytes
+    return codec.decode(data)
 
 
 class V3Pipeline:
     """A v3 codec chain: array -> array codecs, one array -> bytes codec, bytes -> bytes codecs.
 
+    The constructor validates the order and evolves each codec for the spec it sees (``bytes``
+    drops ``endian`` for 1-byte types, ``blosc`` takes its ``typesize``); ``codecs`` holds
+    the evolved chain, which is what ``zarr.json`` should record.
+
+    Raises:
+        MetadataError: a chain out of order, without or with two array -> bytes codecs, or a
+            codec that does not fit the chunk (a transpose of the wrong length, a multi-byte
+            dtype without ``endian``).
+
     Example:
         >>> from torchzarr.codecs.registry import codec_from_json
         >>> spec = ChunkSpec((2, 2), np.dtype("float32"), np.float32(0))
         >>> pipe = V3Pipeline([codec_from_json("bytes"), codec_from_json("zstd")], spec)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.MetadataError: bytes codec: endian is required for the 4-byte dtype float32
+        >>> pipe = V3Pipeline([BytesCodec("little"), codec_from_json("zstd")], spec)
         >>> pipe.decode(pipe.encode(np.eye(2, dtype="float32"))).tolist()
         [[1.0, 0.0], [0.0, 1.0]]
     """
@@ -62,78 +171,134 @@ class V3Pipeline:
                 if array_bytes is not None:
                     raise MetadataError(
                         f"codec {codec.codec_name!r} (array -> array) comes after the "
-                        "array -> bytes codec"
+                        f"array -> bytes codec {array_bytes.codec_name!r}"
                     )
-                evolved = codec.evolve(current)
-                assert isinstance(evolved, ArrayArrayCodec)  # evolve keeps the kind
+                evolved = _evolve(codec, current)
                 specs.append(current)
                 array_array.append(evolved)
                 current = evolved.resolve_spec(current)
             elif isinstance(codec, ArrayBytesCodec):
                 if array_bytes is not None:
-                    raise MetadataError("a codec chain takes exactly one array -> bytes codec")
-                array_bytes = codec.evolve(current)  # type: ignore[assignment]
+                    raise MetadataError(
+                        "a codec chain takes exactly one array -> bytes codec, got "
+                        f"{array_bytes.codec_name!r} and {codec.codec_name!r}"
+                    )
+                array_bytes = _evolve(codec, current)
             elif isinstance(codec, BytesBytesCodec):
                 if array_bytes is None:
                     raise MetadataError(
                         f"codec {codec.codec_name!r} (bytes -> bytes) comes before the "
                         "array -> bytes codec"
                     )
-                bytes_bytes.append(codec.evolve(current))  # type: ignore[arg-type]
+                bytes_bytes.append(_evolve(codec, current))
             else:
-                raise MetadataError(f"{codec!r} is not a codec")
+                raise MetadataError(f"{codec!r} is not a torchzarr codec")
         if array_bytes is None:
-            raise MetadataError("a codec chain needs an array -> bytes codec (e.g. 'bytes')")
+            names = [c.codec_name for c in codecs]
+            raise MetadataError(
+                f"a codec chain needs an array -> bytes codec (e.g. 'bytes'), got {names}"
+            )
         self.array_array = tuple(array_array)
         self._aa_specs = tuple(specs)
         self.array_bytes = array_bytes
         self._ab_spec = current
         self.bytes_bytes = tuple(bytes_bytes)
         self.codecs: tuple[Codec, ...] = (*array_array, array_bytes, *bytes_bytes)
+        plain = not self.array_array and isinstance(array_bytes, BytesCodec)
+        inner = self.bytes_bytes[0] if self.bytes_bytes else None
+        # the innermost bytes codec decompresses straight into out ...
+        self._into = inner if plain and getattr(inner, "decodes_into", False) else None
+        # ... or checksums only: their payload views go to `bytes`, which copies once into out
+        checksums_only = all(isinstance(c, Crc32cCodec) for c in self.bytes_bytes)
+        self._direct = self._into is not None or (plain and checksums_only)
+        self._swap = (
+            isinstance(array_bytes, BytesCodec)
+            and not array_bytes.is_native
+            and spec.dtype.itemsize > 1
+        )
 
     @property
     def supports_direct_decode(self) -> bool:
-        """True when ``decode(out=...)`` writes straight into ``out`` with no extra copy."""
-        if self.array_array or not isinstance(self.array_bytes, BytesCodec):
-            return False
-        if not self.array_bytes.is_native or len(self.bytes_bytes) > 1:
-            return False
-        return not self.bytes_bytes or getattr(self.bytes_bytes[0], "decodes_into", False)
+        """True when ``decode(out=...)`` decompresses straight into ``out`` (no extra copy).
+
+        That holds for ``bytes`` alone, with crc32c only, or followed by zstd, blosc or
+        numcodecs lz4 (with any codecs after those); big-endian data is swapped in place.
+        """
+        return self._direct
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        """Encode a chunk of the spec's shape."""
-        array = chunk
-        for codec, spec in zip(self.array_array, self._aa_specs, strict=True):
-            array = codec.encode(array, spec)
-        data = self.array_bytes.encode(array, self._ab_spec)
-        for bb in self.bytes_bytes:
-            data = bb.encode(data)
+        """Encode a chunk of the spec's shape (any memory layout) to its stored bytes.
+
+        Raises:
+            ShapeMismatchError: ``chunk`` is not of the spec's shape.
+            CodecError: a codec failed, naming it.
+        """
+        array = np.asarray(chunk)
+        if array.shape != self.spec.shape:
+            raise ShapeMismatchError(
+                f"cannot encode an array of shape {array.shape} as a chunk of shape "
+                f"{self.spec.shape}"
+            )
+        if array.dtype != self.spec.dtype:
+            array = array.astype(self.spec.dtype)
+        codec: Codec = self.array_bytes
+        try:
+            for codec, spec in zip(self.array_array, self._aa_specs, strict=True):
+                array = codec.encode(array, spec)
+            codec = self.array_bytes
+            data = self.array_bytes.encode(array, self._ab_spec)
+            for codec in self.bytes_bytes:
+                data = codec.encode(data)
+        except TorchZarrError:
+            raise
+        except Exception as err:
+            raise CodecError(
+                f"cannot encode a chunk with codec {codec.codec_name!r}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
         return data
 
-    def decode(self, data: Any, out: np.ndarray | None = None, *, key: str | None = None) -> np.ndarray:
-        """Decode stored bytes; into ``out`` (C-contiguous, the spec's shape) when given."""
+    def decode(
+        self, data: bytes | memoryview, out: np.ndarray | None = None, *, key: str | None = None
+    ) -> np.ndarray:
+        """Decode stored bytes to an array of the spec; into ``out`` when given.
+
+        Without ``out`` the result may be a read-only view of ``data``.
+
+        Raises:
+            ChunkDecodeError: corrupt or truncated data, or a decoded size that does not match
+                the spec, naming ``key`` (when given) and the codec.
+            ChecksumError: a crc32c mismatch.
+            CodecError: ``out`` of the wrong shape, dtype or layout.
+        """
+        if out is not None:
+            check_out(out, self.spec)
         codec: object = None
         try:
-            if out is not None and self.supports_direct_decode:
-                if self.bytes_bytes:
-                    codec = self.bytes_bytes[0]
-                    flat = out.reshape(-1).view(np.uint8)
-                    self.bytes_bytes[0].decode_into(data, flat)  # type: ignore[attr-defined]
-                else:
-                    codec = self.array_bytes
-                    self.array_bytes.decode(data, self.spec, out=out)
+            buf: Any = data
+            if out is not None and self._into is not None:
+                for codec in reversed(self.bytes_bytes[1:]):
+                    buf = _bb_decode(codec, buf)
+                codec = self._into
+                codec.decode_into(buf, out.reshape(-1).view(np.uint8))  # type: ignore[attr-defined]
+                if self._swap:
+                    out.byteswap(inplace=True)
                 return out
-            for bb in reversed(self.bytes_bytes):
-                codec = bb
-                data = bb.decode(data)
+            for codec in reversed(self.bytes_bytes):
+                buf = _bb_decode(codec, buf)
             codec = self.array_bytes
-            direct = out if not self.array_array else None
-            array = self.array_bytes.decode(data, self._ab_spec, out=direct)
-            if direct is not None:
-                return direct
-            for aa, spec in zip(reversed(self.array_array), reversed(self._aa_specs), strict=True):
-                codec = aa
-                array = aa.decode(array, spec)
+            if not self.array_array:
+                return self.array_bytes.decode(buf, self.spec, out=out)
+            array = self.array_bytes.decode(buf, self._ab_spec)
+            for codec, spec in zip(
+                reversed(self.array_array), reversed(self._aa_specs), strict=True
+            ):
+                array = codec.decode(array, spec)
+            if array.shape != self.spec.shape or array.dtype != self.spec.dtype:
+                raise ChunkDecodeError(
+                    f"the codec chain produced shape {array.shape} of {array.dtype}, expected "
+                    f"{self.spec.shape} of {self.spec.dtype}"
+                )
         except Exception as err:
             raise decode_error(err, codec, key) from err
         if out is not None:
@@ -142,21 +307,42 @@ class V3Pipeline:
         return array
 
     def __repr__(self) -> str:
-        return f"V3Pipeline({[c.to_json() for c in self.codecs]})"
+        return f"V3Pipeline({[c.to_json() for c in self.codecs]}, shape={self.spec.shape})"
 
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
 
 
 def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
-    from torchzarr.codecs.compressors import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
-    from torchzarr.codecs.numcodecs_adapter import numcodecs_object, numcodecs_v3_codec
+    """One ``compressors``/``filters`` entry as a v3 codec (numcodecs core ids become core codecs)."""
+    from torchzarr.codecs.compressors import BLOSC_SHUFFLE, BloscCodec, GzipCodec, ZstdCodec
+    from torchzarr.codecs.numcodecs_adapter import (
+        numcodecs_codec_class,
+        numcodecs_object,
+        numcodecs_v3_codec,
+    )
     from torchzarr.codecs.registry import codec_from_json
 
     if isinstance(value, Codec):
         return value
     if isinstance(value, dict) and "name" in value:
         return codec_from_json(value)
+    if isinstance(value, str) and value.startswith("numcodecs."):
+        codec_id = value[len("numcodecs.") :]
+        numcodecs_codec_class(codec_id)  # an unknown id fails here, under its v3 name
+        try:  # as named, with numcodecs' defaults spelled out
+            config = dict(numcodecs_object(codec_id).get_config())
+        except CodecError:  # needs settings evolve() fills from the dtype (quantize, ...)
+            config = {}
+        config.pop("id", None)
+        return numcodecs_v3_codec(codec_id, config)
     obj = numcodecs_object(value)
-    config = obj.get_config()
+    config = dict(obj.get_config())
     codec_id = config.pop("id")
     if codec_id == "zstd":
         return ZstdCodec(config.get("level", 0), bool(config.get("checksum", False)))
@@ -165,44 +351,77 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
     if codec_id == "crc32c":
         return Crc32cCodec()
     if codec_id == "blosc":
-        shuffle = {numcodecs.Blosc.NOSHUFFLE: "noshuffle", numcodecs.Blosc.SHUFFLE: "shuffle",
-                   numcodecs.Blosc.BITSHUFFLE: "bitshuffle"}.get(config.get("shuffle", 1), "shuffle")
-        return BloscCodec(config.get("cname", "lz4"), config.get("clevel", 5), shuffle,
-                          dtype.itemsize, config.get("blocksize", 0))
+        names = {v: k for k, v in BLOSC_SHUFFLE.items()}  # AUTOSHUFFLE (-1): chosen by dtype
+        typesize = getattr(obj, "typesize", None)
+        return BloscCodec(
+            config.get("cname", "lz4"),
+            config.get("clevel", 5),
+            names.get(config.get("shuffle", 1)),
+            typesize if isinstance(typesize, int) and typesize > 0 else None,
+            config.get("blocksize", 0),
+        )
     return numcodecs_v3_codec(codec_id, config)
 
 
-def default_v3_codecs(
-    dtype: np.dtype[Any], compressors: Sequence[Any] | Any, filters: Sequence[Any] | Any = None
-) -> tuple[Codec, ...]:
-    """The v3 chain for ``create_array``: filters, ``bytes`` (little endian), compressors.
+def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tuple[Codec, ...]:
+    """The v3 chain ``create_array`` writes: filters, ``bytes`` (little endian), compressors.
 
-    numcodecs Zstd/GZip/Blosc/CRC32C become the spec's core codecs; other numcodecs codecs
-    become ``numcodecs.<id>``; short names ("zstd", "lz4", ...) are accepted.
+    Args:
+        dtype: the storage dtype (numpy).
+        compressors: None, or one or a list of: a numcodecs codec, a v3 codec, a codec JSON
+            object, a short name ("zstd", "gzip", "blosc", "lz4", "zlib", "bz2", "lzma",
+            "crc32c") or ``"numcodecs.<id>"``. numcodecs Zstd/GZip/Blosc/CRC32C become the
+            spec's core codecs, others ``numcodecs.<id>``. A v3 array -> bytes codec in the
+            list replaces ``bytes``.
+        filters: likewise, array -> array codecs (numcodecs Delta -> ``numcodecs.delta``).
+
+    Returns:
+        The chain, evolved for ``dtype`` (``blosc`` gets its typesize, ``bytes`` no endian
+        for 1-byte types), as zarr-python records it.
+
+    Raises:
+        CodecError: a filter that is not array -> array, or a compressor that is not
+            bytes -> bytes.
+        UnknownCodecError: a name or numcodecs id nobody provides.
 
     Example:
         >>> [c.codec_name for c in default_v3_codecs(np.dtype("float32"), ["zstd"])]
         ['bytes', 'zstd']
+        >>> default_v3_codecs(np.dtype("uint8"), "blosc")[1].to_json()["configuration"]
+        {'typesize': 1, 'cname': 'lz4', 'clevel': 5, 'shuffle': 'shuffle', 'blocksize': 0}
     """
-    comp = [] if compressors is None else (
-        list(compressors) if isinstance(compressors, list | tuple) else [compressors]
-    )
-    filt = [] if filters is None else (
-        list(filters) if isinstance(filters, list | tuple) else [filters]
-    )
-    out: list[Codec] = []
-    for f in filt:
-        codec = _as_v3(f, dtype)
+    from torchzarr.codecs.transpose import TransposeCodec
+
+    dtype = np.dtype(dtype)
+    current = ChunkSpec((), dtype, dtype.type(0))
+    chain: list[Codec] = []
+    for value in _as_list(filters):
+        codec = _as_v3(value, current.dtype)
         if not isinstance(codec, ArrayArrayCodec):
-            raise CodecError(f"filter {f!r} is not an array -> array codec")
-        out.append(codec)
-    serializers = [c for c in comp if isinstance(c, ArrayBytesCodec)]
-    out.append(serializers[0] if serializers else BytesCodec("little" if dtype.itemsize > 1 else None))
-    for c in comp:
-        if isinstance(c, ArrayBytesCodec):
+            raise CodecError(
+                f"filter {value!r} ({codec.codec_name}) is not an array -> array codec; "
+                "compressors take bytes -> bytes codecs"
+            )
+        if not isinstance(codec, TransposeCodec):  # its order depends on the chunk's ndim
+            codec = _evolve(codec, current)
+            current = codec.resolve_spec(current)
+        chain.append(codec)
+    values = _as_list(compressors)
+    serializers = [v for v in values if isinstance(v, ArrayBytesCodec)]
+    if len(serializers) > 1:
+        raise CodecError(f"at most one array -> bytes codec may be given, got {serializers!r}")
+    if serializers:
+        chain.append(serializers[0])
+    else:
+        chain.append(BytesCodec("little").evolve(current))
+    for value in values:
+        if isinstance(value, ArrayBytesCodec):
             continue
-        codec = _as_v3(c, dtype)
+        codec = _as_v3(value, current.dtype)
         if not isinstance(codec, BytesBytesCodec):
-            raise CodecError(f"compressor {c!r} is not a bytes -> bytes codec")
-        out.append(codec)
-    return tuple(out)
+            raise CodecError(
+                f"compressor {value!r} ({codec.codec_name}) is not a bytes -> bytes codec; "
+                "filters take array -> array codecs"
+            )
+        chain.append(_evolve(codec, current))
+    return tuple(chain)

@@ -1,4 +1,4 @@
-"""The v3 codec registry: codec names to classes, built-ins, user codecs and entry points."""
+"""The v3 codec registry: codec names to classes (built-ins, user codecs, entry points, numcodecs)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,76 @@ from types import MappingProxyType
 from typing import Any
 
 from torchzarr.codecs.base import Codec
-from torchzarr.errors import MetadataError, UnknownCodecError
+from torchzarr.errors import CodecError, MetadataError, UnknownCodecError
 
-__all__ = ["codec_from_json", "get_codec_class", "register_codec", "registered_codecs"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "codec_from_json",
+    "get_codec_class",
+    "register_codec",
+    "registered_codecs",
+]
+
+#: the entry-point group third-party packages register v3 codecs under
+ENTRY_POINT_GROUP = "torchzarr.codecs"
 
 _registry: dict[str, type[Codec]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
 _entry_points_loaded = False
 
 
 def register_codec(name: str, cls: type[Codec], *, overwrite: bool = False) -> None:
     """Make ``{"name": name, ...}`` in ``zarr.json`` build ``cls.from_config(configuration)``.
 
+    Args:
+        name: the codec's name in ``zarr.json``.
+        cls: a subclass of ``ArrayArrayCodec``, ``ArrayBytesCodec`` or ``BytesBytesCodec``.
+        overwrite: replace a codec already registered under ``name``.
+
+    Raises:
+        CodecError: ``name`` is taken (and ``overwrite`` is false), or ``cls`` is no codec class.
+
     Example:
         >>> from torchzarr.codecs.compressors import GzipCodec
         >>> register_codec("gzip", GzipCodec, overwrite=True)
+        >>> get_codec_class("gzip").__name__
+        'GzipCodec'
     """
+    if not isinstance(name, str) or not name:
+        raise CodecError(f"a codec name must be a non-empty string, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise CodecError(f"codec {name!r}: {cls!r} is not a subclass of torchzarr Codec")
     with _lock:
-        if name in _registry and not overwrite and _registry[name] is not cls:
-            raise ValueError(f"codec {name!r} is already registered (pass overwrite=True)")
+        current = _registry.get(name)
+        if current is not None and current is not cls and not overwrite:
+            raise CodecError(
+                f"codec {name!r} is already registered to {current.__name__} "
+                "(pass overwrite=True to replace it)"
+            )
         _registry[name] = cls
 
 
 def _load_entry_points() -> None:
     global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group="torchzarr.codecs"):
-        if ep.name not in _registry:
-            _registry[ep.name] = ep.load()
+    with _lock:
+        if _entry_points_loaded:
+            return
+        _entry_points_loaded = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in _registry:
+                continue  # explicit registrations win over installed plugins
+            try:
+                cls = ep.load()
+            except Exception as err:
+                raise CodecError(
+                    f"codec {ep.name!r}: entry point {ep.value!r} in group "
+                    f"{ENTRY_POINT_GROUP!r} failed to load: {type(err).__name__}: {err}"
+                ) from err
+            register_codec(ep.name, cls)
 
 
 def registered_codecs() -> Mapping[str, type[Codec]]:
-    """A read-only view of the registered v3 codecs.
+    """A read-only view of the registered v3 codecs (``numcodecs.<id>`` ones resolve on demand).
 
     Example:
         >>> "zstd" in registered_codecs()
@@ -53,45 +89,68 @@ def registered_codecs() -> Mapping[str, type[Codec]]:
 
 
 def get_codec_class(name: str) -> type[Codec]:
-    """The class registered for a codec name.
+    """The class registered for a codec name; entry points load on the first miss.
+
+    Raises:
+        UnknownCodecError: naming the codec when nothing provides it.
 
     Example:
         >>> get_codec_class("bytes").__name__
         'BytesCodec'
+        >>> get_codec_class("numcodecs.lz4").codec_name
+        'numcodecs.lz4'
     """
     found = _registry.get(name)
     if found is None:
         _load_entry_points()
         found = _registry.get(name)
-    if found is None:
-        raise UnknownCodecError(f"unknown codec {name!r}: no registered codec has that name")
-    return found
+    if found is not None:
+        return found
+    if isinstance(name, str) and name.startswith("numcodecs.") and len(name) > len("numcodecs."):
+        from torchzarr.codecs.numcodecs_adapter import numcodecs_codec_class
+
+        return numcodecs_codec_class(name[len("numcodecs.") :])
+    raise UnknownCodecError(
+        f"unknown codec {name!r}: no registered codec has that name (register it with "
+        "torchzarr.codecs.register_codec or install the package that provides it)"
+    )
+
+
+_CODEC_KEYS = frozenset({"name", "configuration", "must_understand"})
 
 
 def codec_from_json(obj: Any) -> Codec:
-    """Build a codec from its JSON form (``configuration`` optional) or a bare name.
+    """Build a codec from its JSON form or a bare name; ``configuration`` may be left out.
+
+    Raises:
+        MetadataError: a malformed codec object or configuration.
+        UnknownCodecError: naming a codec nothing provides.
 
     Example:
         >>> codec_from_json({"name": "zstd", "configuration": {"level": 3}}).to_json()
         {'name': 'zstd', 'configuration': {'level': 3, 'checksum': False}}
+        >>> codec_from_json("crc32c")
+        Crc32cCodec({})
     """
     if isinstance(obj, Codec):
         return obj
     if isinstance(obj, str):
         obj = {"name": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        raise MetadataError(f"a codec must be an object with a 'name', got {obj!r}")
+        raise MetadataError(f"a codec must be an object with a string 'name', got {obj!r}")
     name = obj["name"]
-    config = obj.get("configuration") or {}
+    extra = sorted(set(obj) - _CODEC_KEYS)
+    if extra:
+        raise MetadataError(f"codec {name!r}: unknown key(s) {extra}")
+    config = obj.get("configuration")
+    if config is None:
+        config = {}
     if not isinstance(config, dict):
         raise MetadataError(f"codec {name!r}: configuration must be an object, got {config!r}")
-    if name.startswith("numcodecs.") and name not in _registry:
-        from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
-
-        return numcodecs_v3_codec(name[len("numcodecs.") :], config)
+    cls = get_codec_class(name)
     try:
-        return get_codec_class(name).from_config(config)
-    except TypeError as err:
+        return cls.from_config(dict(config))
+    except (TypeError, KeyError) as err:
         raise MetadataError(f"codec {name!r}: invalid configuration {config!r}: {err}") from None
 
 
@@ -101,8 +160,15 @@ def _register_builtins() -> None:
     from torchzarr.codecs.sharding import ShardingCodec
     from torchzarr.codecs.transpose import TransposeCodec
 
-    for cls in (BytesCodec, TransposeCodec, GzipCodec, ZstdCodec, BloscCodec, Crc32cCodec,
-                ShardingCodec):
+    for cls in (
+        BytesCodec,
+        TransposeCodec,
+        GzipCodec,
+        ZstdCodec,
+        BloscCodec,
+        Crc32cCodec,
+        ShardingCodec,
+    ):
         _registry[cls.codec_name] = cls
     _registry["endian"] = BytesCodec  # the name early v3 drafts (and old tensorstore) used
 

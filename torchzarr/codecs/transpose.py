@@ -1,4 +1,4 @@
-"""The ``transpose`` codec: permute a chunk's axes before serialising (array -> array)."""
+"""The ``transpose`` codec: permute a chunk's axes before it is serialised (array -> array)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ __all__ = ["TransposeCodec"]
 class TransposeCodec(ArrayArrayCodec):
     """Transpose chunks by ``order``, a permutation of the axes.
 
-    The legacy strings ``"C"`` (identity) and ``"F"`` (reversed axes) are accepted on read and
-    resolved against the chunk's number of dimensions.
+    The legacy strings ``"C"`` (identity) and ``"F"`` (reversed axes) are accepted on read;
+    :meth:`evolve` resolves them to an explicit permutation for the chunk's dimensions.
 
     Example:
-        >>> from torchzarr.codecs.base import ChunkSpec
         >>> codec = TransposeCodec((1, 0))
         >>> codec.resolve_spec(ChunkSpec((2, 3), np.dtype("int8"), 0)).shape
+        (3, 2)
+        >>> codec.encode(np.arange(6).reshape(2, 3), None).shape
         (3, 2)
     """
 
@@ -30,45 +31,68 @@ class TransposeCodec(ArrayArrayCodec):
     def __init__(self, order: Any) -> None:
         if isinstance(order, str):
             if order not in ("C", "F"):
-                raise MetadataError(f"transpose codec: order must be a permutation, got {order!r}")
+                raise MetadataError(
+                    f"transpose codec: order must be a permutation or 'C'/'F', got {order!r}"
+                )
             self.order: tuple[int, ...] | str = order
             return
-        if not isinstance(order, list | tuple) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in order
-        ) or sorted(order) != list(range(len(order))):
+        if (
+            not isinstance(order, list | tuple)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in order)
+            or sorted(order) != list(range(len(order)))
+        ):
             raise MetadataError(f"transpose codec: order must be a permutation, got {order!r}")
-        self.order = tuple(order)
+        self.order = tuple(int(i) for i in order)
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> TransposeCodec:
+        """Build from ``{"order": [...]}`` (or the legacy ``"C"``/``"F"``)."""
         if "order" not in configuration:
             raise MetadataError("transpose codec: configuration needs 'order'")
+        unknown = sorted(set(configuration) - {"order"})
+        if unknown:
+            raise MetadataError(f"transpose codec: unknown configuration key(s) {unknown}")
         return cls(configuration["order"])
 
     def configuration(self) -> dict[str, Any]:
+        """``{"order": [...]}``."""
         return {"order": self.order if isinstance(self.order, str) else list(self.order)}
 
-    def _permutation(self, ndim: int) -> tuple[int, ...]:
+    def permutation(self, ndim: int) -> tuple[int, ...]:
+        """The explicit permutation for ``ndim``-dimensional chunks.
+
+        Raises:
+            MetadataError: an explicit order of another length.
+        """
         if self.order == "C":
             return tuple(range(ndim))
         if self.order == "F":
             return tuple(reversed(range(ndim)))
-        assert isinstance(self.order, tuple)
-        if len(self.order) != ndim:
+        order = tuple(int(i) for i in self.order)
+        if len(order) != ndim:
             raise MetadataError(
-                f"transpose codec: order {list(self.order)} does not fit {ndim}-d chunks"
+                f"transpose codec: order {list(order)} does not fit {ndim}-d chunks"
             )
-        return self.order
+        return order
 
     def evolve(self, spec: ChunkSpec) -> TransposeCodec:
-        return TransposeCodec(self._permutation(len(spec.shape)))
+        """Resolve ``"C"``/``"F"`` and check the permutation fits the chunk."""
+        perm = self.permutation(len(spec.shape))
+        return self if perm == self.order else TransposeCodec(perm)
 
     def resolve_spec(self, spec: ChunkSpec) -> ChunkSpec:
-        perm = self._permutation(len(spec.shape))
+        """The permuted chunk shape."""
+        perm = self.permutation(len(spec.shape))
         return ChunkSpec(tuple(spec.shape[i] for i in perm), spec.dtype, spec.fill_value)
 
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
-        return chunk.transpose(self._permutation(chunk.ndim))
+        """A transposed view of the chunk (no copy)."""
+        return np.asarray(chunk).transpose(self.permutation(np.ndim(chunk)))
 
     def decode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
-        return chunk.transpose(np.argsort(self._permutation(chunk.ndim)))
+        """The inverse transposition, as a view."""
+        perm = self.permutation(np.ndim(chunk))
+        inverse = [0] * len(perm)
+        for position, axis in enumerate(perm):
+            inverse[axis] = position
+        return np.asarray(chunk).transpose(inverse)

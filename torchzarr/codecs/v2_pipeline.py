@@ -1,19 +1,34 @@
-"""Zarr v2 chunks: memory order and byte order, numcodecs filters, then one compressor."""
+"""Zarr v2 chunks: memory order and byte order, numcodecs filters, then one compressor.
+
+Reads and writes exactly what zarr-python 3.1 does: encode casts to the stored dtype in
+``order``, runs the filters in order, then the compressor; decode reverses that and
+reinterprets the bytes the last filter gives back as the stored dtype.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
+from numcodecs.abc import Codec as NumcodecsObject
 
 from torchzarr.codecs.base import ChunkSpec
+from torchzarr.codecs.bytes_codec import as_byte_view
+from torchzarr.codecs.compressors import DECODES_INTO, decode_into, is_empty_frame
 from torchzarr.codecs.numcodecs_adapter import numcodecs_object
-from torchzarr.codecs.pipeline import decode_error
-from torchzarr.errors import ChunkDecodeError, MetadataError
+from torchzarr.codecs.pipeline import check_out, decode_error
+from torchzarr.errors import (
+    ChunkDecodeError,
+    CodecError,
+    MetadataError,
+    ShapeMismatchError,
+    TorchZarrError,
+)
 
 __all__ = ["V2Pipeline", "v2_codec_config"]
 
-_DECODE_INTO = frozenset({"zstd", "blosc", "lz4"})
+_NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
 def v2_codec_config(codec: Any) -> dict[str, Any]:
@@ -25,6 +40,8 @@ def v2_codec_config(codec: Any) -> dict[str, Any]:
     Example:
         >>> v2_codec_config("zstd")
         {'id': 'zstd', 'level': 0}
+        >>> v2_codec_config(numcodecs_object({"id": "delta", "dtype": "<i4"}))
+        {'id': 'delta', 'dtype': '<i4', 'astype': '<i4'}
     """
     config = dict(numcodecs_object(codec).get_config())
     if config.get("id") == "zstd" and config.get("checksum") is False:
@@ -32,16 +49,36 @@ def v2_codec_config(codec: Any) -> dict[str, Any]:
     return config
 
 
+def _codec(config: Any) -> NumcodecsObject:
+    try:
+        return numcodecs_object(config)
+    except TorchZarrError:
+        raise
+    except Exception as err:  # numcodecs constructors raise what they like
+        raise CodecError(f"numcodecs codec {config!r}: {type(err).__name__}: {err}") from None
+
+
 class V2Pipeline:
-    """The chunk pipeline of a v2 array.
+    """The chunk pipeline of a v2 array (implements ``ChunkPipeline``).
+
+    Args:
+        spec: the decoded chunk: shape, native storage dtype, fill value.
+        compressor: the ``.zarray`` compressor config (or a numcodecs codec), or None.
+        filters: the ``.zarray`` filter configs in encode order, or None / ``[]``.
+        order: ``"C"`` or ``"F"``, the memory order of the stored chunk.
+        byteorder: ``"<"``, ``">"`` or ``"|"``, that of the stored dtype.
+
+    Raises:
+        MetadataError: a bad ``order`` or ``byteorder``.
+        UnknownCodecError: a numcodecs id nobody provides, naming it.
 
     Example:
         >>> spec = ChunkSpec((2, 3), np.dtype("int32"), np.int32(0))
         >>> pipe = V2Pipeline(spec, compressor={"id": "zlib", "level": 1}, filters=None,
         ...                   order="F", byteorder=">")
         >>> data = np.arange(6, dtype=np.int32).reshape(2, 3)
-        >>> bool((pipe.decode(pipe.encode(data)) == data).all())
-        True
+        >>> pipe.decode(pipe.encode(data)).tolist()
+        [[0, 1, 2], [3, 4, 5]]
     """
 
     def __init__(
@@ -55,56 +92,112 @@ class V2Pipeline:
     ) -> None:
         if order not in ("C", "F"):
             raise MetadataError(f".zarray: order must be 'C' or 'F', got {order!r}")
+        if byteorder not in ("<", ">", "|"):
+            raise MetadataError(f".zarray: byteorder must be '<', '>' or '|', got {byteorder!r}")
+        if byteorder == "|" and spec.dtype.itemsize > 1:
+            raise MetadataError(
+                f".zarray: byteorder '|' does not fit the {spec.dtype.itemsize}-byte dtype "
+                f"{spec.dtype}; use '<' or '>'"
+            )
         self.spec = spec
         self.order = order
-        self.stored_dtype = (
-            spec.dtype.newbyteorder(byteorder) if byteorder in "<>" and spec.dtype.itemsize > 1
+        self.byteorder = byteorder
+        self.stored_dtype: np.dtype[Any] = (
+            spec.dtype.newbyteorder("<" if byteorder == "<" else ">")
+            if spec.dtype.itemsize > 1
             else spec.dtype
         )
-        self.compressor = numcodecs_object(compressor) if compressor is not None else None
-        self.filters = tuple(numcodecs_object(f) for f in filters or ())
-        self._compressor_id = compressor.get("id") if compressor else None
+        self.compressor = _codec(compressor) if compressor is not None else None
+        self.filters = tuple(_codec(f) for f in filters or ())
+        self._compressor_id: str | None = (
+            self.compressor.get_config()["id"] if self.compressor is not None else None
+        )
+        # F order lays out memory like C order when at most one axis is longer than 1
+        same_layout = order == "C" or sum(n > 1 for n in spec.shape) <= 1
+        self._swap = spec.dtype.itemsize > 1 and byteorder != _NATIVE
+        self._direct = (
+            not self.filters
+            and same_layout
+            and (self._compressor_id is None or self._compressor_id in DECODES_INTO)
+        )
 
     @property
     def supports_direct_decode(self) -> bool:
-        """True when ``decode(out=...)`` decompresses straight into ``out``."""
-        return (
-            not self.filters
-            and (self.order == "C" or len(self.spec.shape) <= 1)
-            and self.stored_dtype.isnative
-            and (self.compressor is None or self._compressor_id in _DECODE_INTO)
-        )
+        """True when ``decode(out=...)`` decompresses straight into ``out`` (no extra copy).
+
+        That holds without filters, in C order (or F order on effectively 1-d chunks), with
+        no compressor or zstd, blosc or lz4; big-endian data is then swapped in place.
+        """
+        return self._direct
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        """Encode a chunk of the spec's shape."""
-        array = np.asarray(chunk, dtype=self.stored_dtype)
-        array = np.asfortranarray(array) if self.order == "F" else np.ascontiguousarray(array)
-        data: Any = array
-        for f in self.filters:
-            data = f.encode(data)
-        if self.compressor is not None:
-            data = self.compressor.encode(data)
+        """Encode a chunk of the spec's shape (any memory layout) to its stored bytes.
+
+        Raises:
+            ShapeMismatchError: ``chunk`` is not of the spec's shape.
+            CodecError: a codec failed, naming it.
+        """
+        array = np.asarray(chunk)
+        if array.shape != self.spec.shape:
+            raise ShapeMismatchError(
+                f"cannot encode an array of shape {array.shape} as a chunk of shape "
+                f"{self.spec.shape}"
+            )
+        data: Any = array.astype(
+            self.stored_dtype, order="F" if self.order == "F" else "C", copy=False
+        )
+        codec: Any = None
+        try:
+            for codec in self.filters:
+                data = codec.encode(data)
+            if self.compressor is not None:
+                codec = self.compressor
+                data = self.compressor.encode(data)
+        except Exception as err:
+            raise CodecError(
+                f"cannot encode a chunk with numcodecs codec {codec.codec_id!r}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
         if isinstance(data, np.ndarray):
             return data.tobytes(order="A")
         return bytes(data)
 
-    def decode(self, data: Any, out: np.ndarray | None = None, *, key: str | None = None) -> np.ndarray:
-        """Decode a stored chunk; into ``out`` (C-contiguous, the spec's shape) when given."""
-        codec: object = self.compressor
+    def decode(
+        self, data: bytes | memoryview, out: np.ndarray | None = None, *, key: str | None = None
+    ) -> np.ndarray:
+        """Decode a stored chunk to an array of the spec; into ``out`` when given.
+
+        Without ``out`` the result may be a read-only view of ``data``.
+
+        Raises:
+            ChunkDecodeError: corrupt or truncated data, or a decoded size that does not match
+                the spec, naming ``key`` (when given) and the codec.
+            CodecError: ``out`` of the wrong shape, dtype or layout.
+        """
+        if out is not None:
+            check_out(out, self.spec)
+        codec: Any = self.compressor
         try:
-            if out is not None and self.supports_direct_decode:
+            if out is not None and self._direct:
                 flat = out.reshape(-1).view(np.uint8)
                 if self.compressor is None:
-                    self._check_size(len(memoryview(data).cast("B")), key)
-                    flat[...] = np.frombuffer(data, dtype=np.uint8)
+                    codec = None
+                    flat[...] = self._bytes(data)
                 else:
-                    self.compressor.decode(data, out=flat)
+                    decode_into(self.compressor, str(self._compressor_id), data, flat)
+                if self._swap:
+                    out.byteswap(inplace=True)
                 return out
-            raw: Any = self.compressor.decode(data) if self.compressor is not None else data
-            for f in reversed(self.filters):
-                codec = f
-                raw = f.decode(raw)
-            array = self._to_array(raw, key)
+            raw: Any = data
+            if self.compressor is not None:
+                if is_empty_frame(str(self._compressor_id), data):
+                    raw = b""  # numcodecs rejects the frames it writes for empty input
+                else:
+                    raw = self.compressor.decode(data)
+            for codec in reversed(self.filters):
+                raw = codec.decode(raw)
+            codec = None
+            array = self._as_chunk(raw)
         except Exception as err:
             raise decode_error(err, codec, key) from err
         if out is not None:
@@ -112,32 +205,27 @@ class V2Pipeline:
             return out
         return array
 
-    def _check_size(self, nbytes: int, key: str | None) -> None:
-        if nbytes != self.spec.nbytes:
+    def _bytes(self, raw: Any) -> np.ndarray:
+        flat = np.frombuffer(as_byte_view(raw), dtype=np.uint8)
+        if flat.size != self.spec.nbytes:
             raise ChunkDecodeError(
-                f"chunk {key!r} decodes to {nbytes} bytes, expected {self.spec.nbytes} for shape "
-                f"{self.spec.shape} of {self.spec.dtype}"
+                f"the chunk decodes to {flat.size} bytes, expected {self.spec.nbytes} for "
+                f"shape {self.spec.shape} of {self.stored_dtype}"
             )
+        return flat
 
-    def _to_array(self, raw: Any, key: str | None) -> np.ndarray:
-        if isinstance(raw, np.ndarray) and raw.dtype.kind != "V" and raw.dtype != np.uint8:
-            flat = raw.reshape(-1, order="A")
-            if flat.dtype.itemsize == self.stored_dtype.itemsize:
-                flat = flat.view(self.stored_dtype)
-            else:
-                flat = flat.astype(self.stored_dtype)
-        else:
-            buf = memoryview(raw).cast("B") if not isinstance(raw, np.ndarray) else raw.reshape(-1).view(np.uint8)
-            self._check_size(len(buf), key)
-            flat = np.frombuffer(buf, dtype=self.stored_dtype)
-        if flat.size != int(np.prod(self.spec.shape, dtype=np.int64)):
-            self._check_size(flat.size * self.stored_dtype.itemsize, key)
-        array = flat.reshape(self.spec.shape, order=self.order)
-        if not self.stored_dtype.isnative:
+    def _as_chunk(self, raw: Any) -> np.ndarray:
+        # zarr-python views whatever the last filter returns as the stored dtype: bytes rule.
+        flat = self._bytes(raw).view(self.stored_dtype)
+        array = flat.reshape(self.spec.shape, order=self.order)  # type: ignore[call-overload]
+        if self._swap:
             array = array.astype(self.spec.dtype)
         return array
 
     def __repr__(self) -> str:
         filters = [f.get_config() for f in self.filters]
-        comp = self.compressor.get_config() if self.compressor else None
-        return f"V2Pipeline(order={self.order!r}, filters={filters}, compressor={comp})"
+        comp = self.compressor.get_config() if self.compressor is not None else None
+        return (
+            f"V2Pipeline(shape={self.spec.shape}, dtype='{self.stored_dtype.str}', "
+            f"order={self.order!r}, filters={filters}, compressor={comp})"
+        )

@@ -1,0 +1,189 @@
+"""The v3 codec registry: built-ins, user codecs, entry points, numcodecs names, JSON parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import torchzarr.codecs.registry as registry
+from torchzarr.codecs.bytes_codec import BytesCodec
+from torchzarr.codecs.compressors import GzipCodec, ZstdCodec
+from torchzarr.codecs.registry import (
+    codec_from_json,
+    get_codec_class,
+    register_codec,
+    registered_codecs,
+)
+from torchzarr.errors import CodecError, MetadataError, UnknownCodecError
+
+
+class ReversedBytes(GzipCodec):
+    """A user codec: gzip under another name (enough to tell the registry apart)."""
+
+    codec_name = "example.reversed"
+
+
+@pytest.fixture
+def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+
+
+def test_builtins_are_registered() -> None:
+    names = set(registered_codecs())
+    assert {"bytes", "transpose", "gzip", "zstd", "blosc", "crc32c", "sharding_indexed"} <= names
+    assert get_codec_class("endian") is BytesCodec  # early v3 drafts' name
+
+
+def test_the_view_is_read_only() -> None:
+    view = registered_codecs()
+    with pytest.raises(TypeError):
+        view["zstd"] = GzipCodec  # type: ignore[index]
+
+
+def test_numcodecs_names_resolve_on_demand() -> None:
+    cls = get_codec_class("numcodecs.zlib")
+    assert cls.codec_name == "numcodecs.zlib"
+    assert get_codec_class("numcodecs.zlib") is cls
+
+
+@pytest.mark.parametrize("name", ["nope", "numcodecs.nope", "numcodecs."])
+def test_unknown_names_raise_naming_the_codec(name: str) -> None:
+    with pytest.raises(UnknownCodecError, match=repr(name).replace(".", r"\.")):
+        get_codec_class(name)
+    with pytest.raises(UnknownCodecError):
+        codec_from_json({"name": name})
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_register_a_user_codec() -> None:
+    register_codec("example.reversed", ReversedBytes)
+    codec = codec_from_json({"name": "example.reversed", "configuration": {"level": 2}})
+    assert type(codec) is ReversedBytes and codec.to_json()["name"] == "example.reversed"
+    assert registered_codecs()["example.reversed"] is ReversedBytes
+    register_codec("example.reversed", ReversedBytes)  # the same class again is fine
+    with pytest.raises(CodecError, match=r"'example\.reversed' is already registered"):
+        register_codec("example.reversed", GzipCodec)
+    register_codec("example.reversed", GzipCodec, overwrite=True)
+    assert get_codec_class("example.reversed") is GzipCodec
+
+
+@pytest.mark.usefixtures("clean_registry")
+@pytest.mark.parametrize(("name", "cls"), [("", GzipCodec), (3, GzipCodec), ("x", dict), ("x", 3)])
+def test_register_rejects_bad_names_and_classes(name: Any, cls: Any) -> None:
+    with pytest.raises(CodecError):
+        register_codec(name, cls)
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, target: Any) -> None:
+        self.name, self.value, self._target = name, f"plugin:{name}", target
+
+    def load(self) -> Any:
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_entry_points_load_lazily_on_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def fake_entry_points(group: str) -> list[FakeEntryPoint]:
+        calls.append(group)
+        return [FakeEntryPoint("plugin.codec", ReversedBytes), FakeEntryPoint("zstd", GzipCodec)]
+
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    assert get_codec_class("zstd") is ZstdCodec and calls == []  # a hit loads nothing
+    assert get_codec_class("plugin.codec") is ReversedBytes
+    assert calls == ["torchzarr.codecs"]
+    assert get_codec_class("zstd") is ZstdCodec  # built-ins win over plugins
+    get_codec_class("plugin.codec")
+    assert calls == ["torchzarr.codecs"]  # loaded once
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_broken_entry_point_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [FakeEntryPoint("bad", ImportError("gone"))]
+    )
+    with pytest.raises(CodecError, match=r"codec 'bad': entry point 'plugin:bad'.*ImportError"):
+        get_codec_class("something")
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ("zstd", {"name": "zstd", "configuration": {"level": 0, "checksum": False}}),
+        ({"name": "crc32c"}, {"name": "crc32c"}),
+        ({"name": "bytes"}, {"name": "bytes"}),  # tensorstore leaves configuration out
+        ({"name": "gzip", "configuration": None}, {"name": "gzip", "configuration": {"level": 5}}),
+        (
+            {"name": "zstd", "configuration": {"level": 1}, "must_understand": True},
+            {"name": "zstd", "configuration": {"level": 1, "checksum": False}},
+        ),
+        (
+            {"name": "endian", "configuration": {"endian": "big"}},
+            {"name": "bytes", "configuration": {"endian": "big"}},
+        ),
+        (
+            {"name": "numcodecs.zlib", "configuration": {"level": 3}},
+            {"name": "numcodecs.zlib", "configuration": {"level": 3}},
+        ),
+    ],
+)
+def test_codec_from_json(doc: Any, expected: dict[str, Any]) -> None:
+    assert codec_from_json(doc).to_json() == expected
+
+
+def test_codec_instances_pass_through() -> None:
+    codec = ZstdCodec(4)
+    assert codec_from_json(codec) is codec
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"configuration": {}}, "must be an object with a string 'name'"),
+        (["zstd"], "must be an object with a string 'name'"),
+        ({"name": 3}, "must be an object with a string 'name'"),
+        ({"name": "zstd", "config": {}}, "codec 'zstd': unknown key(s) ['config']"),
+        ({"name": "zstd", "configuration": [1]}, "codec 'zstd': configuration must be an object"),
+        ({"name": "zstd", "configuration": {"level": "max"}}, "zstd codec: level must be an int"),
+        ({"name": "zstd", "configuration": {"lvl": 1}}, "unknown configuration key(s) ['lvl']"),
+        ({"name": "zstd", "configuration": {"checksum": 1}}, "checksum must be true or false"),
+        (
+            {"name": "gzip", "configuration": {"level": 10}},
+            "gzip codec: level must be an int in [0, 9]",
+        ),
+        (
+            {"name": "bytes", "configuration": {"endian": "middle"}},
+            "endian must be 'little' or 'big'",
+        ),
+        ({"name": "transpose"}, "transpose codec: configuration needs 'order'"),
+        ({"name": "transpose", "configuration": {"order": [0, 0]}}, "must be a permutation"),
+        (
+            {"name": "transpose", "configuration": {"order": "X"}},
+            "must be a permutation or 'C'/'F'",
+        ),
+        ({"name": "blosc", "configuration": {"cname": "lzo"}}, "blosc codec: cname must be one of"),
+        (
+            {"name": "blosc", "configuration": {"shuffle": "all"}},
+            "blosc codec: shuffle must be one",
+        ),
+        (
+            {"name": "blosc", "configuration": {"typesize": 0}},
+            "typesize must be an int in [1, 255]",
+        ),
+        ({"name": "crc32c", "configuration": {"x": 1}}, "crc32c codec: unknown configuration"),
+        (
+            {"name": "numcodecs.zlib", "configuration": {"lvl": 1}},
+            "numcodecs.zlib: numcodecs codec",
+        ),
+    ],
+)
+def test_bad_json_raises_metadata_errors(doc: Any, message: str) -> None:
+    with pytest.raises(MetadataError) as info:
+        codec_from_json(doc)
+    assert message in str(info.value)

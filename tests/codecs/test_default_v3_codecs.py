@@ -1,0 +1,174 @@
+"""default_v3_codecs: create_array's compressors/filters arguments to an evolved v3 chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+
+from torchzarr.codecs.bytes_codec import BytesCodec
+from torchzarr.codecs.compressors import BloscCodec, ZstdCodec
+from torchzarr.codecs.pipeline import default_v3_codecs
+from torchzarr.codecs.sharding import ShardingCodec
+from torchzarr.codecs.transpose import TransposeCodec
+from torchzarr.errors import CodecError, UnknownCodecError
+
+F4 = np.dtype("float32")
+LITTLE = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def chain_json(dtype: Any, compressors: Any, filters: Any = None) -> list[dict[str, Any]]:
+    return [c.to_json() for c in default_v3_codecs(np.dtype(dtype), compressors, filters)]
+
+
+def test_nothing_gives_bytes_only() -> None:
+    assert chain_json(F4, None) == [LITTLE]
+    assert chain_json(F4, []) == [LITTLE]
+    assert chain_json("uint8", None) == [{"name": "bytes"}]
+    assert chain_json("bool", None) == [{"name": "bytes"}]
+
+
+@pytest.mark.parametrize(
+    ("compressor", "expected"),
+    [
+        (
+            numcodecs.Zstd(level=3),
+            {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
+        ),
+        (
+            numcodecs.Zstd(level=1, checksum=True),
+            {"name": "zstd", "configuration": {"level": 1, "checksum": True}},
+        ),
+        ("zstd", {"name": "zstd", "configuration": {"level": 0, "checksum": False}}),
+        (numcodecs.GZip(level=7), {"name": "gzip", "configuration": {"level": 7}}),
+        ("gzip", {"name": "gzip", "configuration": {"level": 1}}),
+        (numcodecs.CRC32C(), {"name": "crc32c"}),
+        ("crc32c", {"name": "crc32c"}),
+        (
+            numcodecs.Blosc("zstd", 3, numcodecs.Blosc.BITSHUFFLE),
+            {
+                "name": "blosc",
+                "configuration": {
+                    "typesize": 4,
+                    "cname": "zstd",
+                    "clevel": 3,
+                    "shuffle": "bitshuffle",
+                    "blocksize": 0,
+                },
+            },
+        ),
+        (
+            numcodecs.Blosc("lz4", 5, numcodecs.Blosc.AUTOSHUFFLE),
+            {
+                "name": "blosc",
+                "configuration": {
+                    "typesize": 4,
+                    "cname": "lz4",
+                    "clevel": 5,
+                    "shuffle": "shuffle",
+                    "blocksize": 0,
+                },
+            },
+        ),
+        (numcodecs.LZ4(), {"name": "numcodecs.lz4", "configuration": {"acceleration": 1}}),
+        ("lz4", {"name": "numcodecs.lz4", "configuration": {"acceleration": 1}}),
+        ("zlib", {"name": "numcodecs.zlib", "configuration": {"level": 1}}),
+        ("bz2", {"name": "numcodecs.bz2", "configuration": {"level": 1}}),
+        (
+            "lzma",
+            {
+                "name": "numcodecs.lzma",
+                "configuration": {"format": 1, "check": -1, "preset": None, "filters": None},
+            },
+        ),
+        ("numcodecs.zlib", {"name": "numcodecs.zlib", "configuration": {"level": 1}}),
+        ({"id": "zlib", "level": 9}, {"name": "numcodecs.zlib", "configuration": {"level": 9}}),
+        (
+            {"name": "gzip", "configuration": {"level": 2}},
+            {"name": "gzip", "configuration": {"level": 2}},
+        ),
+        (ZstdCodec(5), {"name": "zstd", "configuration": {"level": 5, "checksum": False}}),
+    ],
+    ids=repr,
+)
+def test_compressors_map_to_core_or_numcodecs_codecs(
+    compressor: Any, expected: dict[str, Any]
+) -> None:
+    assert chain_json(F4, compressor) == [LITTLE, expected]
+    assert chain_json(F4, [compressor]) == [LITTLE, expected]
+
+
+def test_blosc_on_one_byte_types() -> None:
+    auto = chain_json("uint8", numcodecs.Blosc(shuffle=numcodecs.Blosc.AUTOSHUFFLE))[1]
+    assert (
+        auto["configuration"]["shuffle"] == "bitshuffle" and auto["configuration"]["typesize"] == 1
+    )
+    v3 = chain_json("uint8", BloscCodec())[1]
+    assert v3["configuration"]["shuffle"] == "bitshuffle"
+    explicit = chain_json("uint8", numcodecs.Blosc(shuffle=numcodecs.Blosc.SHUFFLE))[1]
+    assert explicit["configuration"]["shuffle"] == "shuffle"
+
+
+def test_several_compressors_keep_their_order() -> None:
+    names = [c["name"] for c in chain_json(F4, ["zstd", numcodecs.CRC32C()])]
+    assert names == ["bytes", "zstd", "crc32c"]
+
+
+def test_filters_come_first_and_evolve() -> None:
+    chain = chain_json(
+        "float64",
+        [{"name": "numcodecs.shuffle"}, "zstd"],
+        [numcodecs.FixedScaleOffset(offset=1, scale=10, dtype="<f8", astype="<i2")],
+    )
+    assert [c["name"] for c in chain] == [
+        "numcodecs.fixedscaleoffset",
+        "bytes",
+        "numcodecs.shuffle",
+        "zstd",
+    ]
+    # shuffle sees the int16 the scale-offset filter produces
+    assert chain[2]["configuration"] == {"elementsize": 2}
+    delta = chain_json("int32", None, numcodecs.Delta(dtype="<i4"))
+    assert delta[0] == {
+        "name": "numcodecs.delta",
+        "configuration": {"dtype": "<i4", "astype": "<i4"},
+    }
+    quantize = chain_json(
+        "float64", None, {"name": "numcodecs.quantize", "configuration": {"digits": 2}}
+    )
+    assert quantize[0]["configuration"] == {"digits": 2, "dtype": "float64"}
+
+
+def test_packbits_filter_makes_bytes_endianless() -> None:
+    assert chain_json("bool", None, numcodecs.PackBits()) == [
+        {"name": "numcodecs.packbits", "configuration": {}},
+        {"name": "bytes"},
+    ]
+
+
+def test_transpose_filter_is_kept_for_the_pipeline_to_resolve() -> None:
+    codecs = default_v3_codecs(F4, None, [TransposeCodec("F")])
+    assert codecs[0] == TransposeCodec("F")
+
+
+def test_a_serializer_among_compressors_replaces_bytes() -> None:
+    sharding = ShardingCodec((2, 2))
+    codecs = default_v3_codecs(F4, [sharding, "crc32c"])
+    assert codecs[0] is sharding and codecs[1].codec_name == "crc32c"
+    with pytest.raises(CodecError, match="at most one array -> bytes codec"):
+        default_v3_codecs(F4, [sharding, BytesCodec("big")])
+
+
+def test_wrong_kinds_and_unknown_names_fail() -> None:
+    with pytest.raises(CodecError, match=r"filter .*zstd.* is not an array -> array codec"):
+        default_v3_codecs(F4, None, "zstd")
+    with pytest.raises(CodecError, match=r"compressor .*numcodecs.delta.* is not a bytes -> bytes"):
+        default_v3_codecs(F4, numcodecs.Delta(dtype="<f4"))
+    with pytest.raises(UnknownCodecError, match="'snappy-ish'"):
+        default_v3_codecs(F4, "snappy-ish")
+    with pytest.raises(UnknownCodecError, match=r"numcodecs\.nope"):
+        default_v3_codecs(F4, "numcodecs.nope")
+    with pytest.raises(CodecError, match="cannot make a numcodecs codec from 3"):
+        default_v3_codecs(F4, 3)
