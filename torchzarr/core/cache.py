@@ -43,6 +43,9 @@ class ChunkCache:
         self._nbytes = 0
         self._pinned_bytes = 0
         self._lock = threading.Lock()
+        # bumped by every invalidation: a reader that fetched before a write finished must
+        # not put what it decoded back after the write dropped it
+        self._generation = 0
         self.hits = 0
         self.misses = 0
 
@@ -50,6 +53,11 @@ class ChunkCache:
     def nbytes(self) -> int:
         """Bytes held now."""
         return self._nbytes
+
+    @property
+    def generation(self) -> int:
+        """Take this before fetching; pass it to ``put`` as ``since``."""
+        return self._generation
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -75,13 +83,19 @@ class ChunkCache:
         held = np.array(chunk, copy=True)
         return held, False
 
-    def put(self, key: CacheKey, chunk: np.ndarray) -> None:
-        """Keep a copy of ``chunk``; evict the least recently used to stay within budget."""
+    def put(self, key: CacheKey, chunk: np.ndarray, *, since: int | None = None) -> None:
+        """Keep a copy of ``chunk``; evict the least recently used to stay within budget.
+
+        With ``since`` (the ``generation`` read before the chunk was fetched), the chunk is
+        dropped instead if any write invalidated this cache in between: it may be stale.
+        """
         if chunk.nbytes > self.max_bytes:
             return
         held, pinned = self._copy_in(chunk)
         held.flags.writeable = False
         with self._lock:
+            if since is not None and since != self._generation:
+                return
             old = self._entries.pop(key, None)
             if old is not None:
                 self._forget(old)
@@ -100,6 +114,7 @@ class ChunkCache:
     def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
         """Drop the given chunks of one array (after a write)."""
         with self._lock:
+            self._generation += 1
             for c in coords:
                 entry = self._entries.pop((identity, path, c), None)
                 if entry is not None:
@@ -108,6 +123,7 @@ class ChunkCache:
     def clear(self) -> None:
         """Drop everything and zero the counters."""
         with self._lock:
+            self._generation += 1
             self._entries.clear()
             self._nbytes = self._pinned_bytes = 0
             self.hits = self.misses = 0

@@ -192,6 +192,7 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
     if not batch:
         return
     keys = [source.key(p.chunk_coords) for p in batch]
+    generation = source.cache.generation if source.cache is not None else None
     with telemetry.timed("fetch_seconds"):
         fetched = source.store.get_many(keys)
     tasks: list[tuple[Any, str, Any]] = []
@@ -215,7 +216,7 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
             return
         chunk = pipeline.decode(data, key=key)
         if cache is not None:
-            cache.put((identity, source.path, projection.chunk_coords), chunk)
+            cache.put((identity, source.path, projection.chunk_coords), chunk, since=generation)
         out[projection.out_selection] = chunk[projection.chunk_selection]
 
     with telemetry.timed("decode_seconds"):

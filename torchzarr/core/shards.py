@@ -19,6 +19,17 @@ __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 COALESCE_GAP = 1 << 16
 _INDEX_CACHE_ENTRIES = 4096
 
+# Writes to sharded arrays per store identity in this process: a reader drops its cached
+# indexes when the count moved, so a write through any Array is seen by every reader, and a
+# read that overlapped a write does not cache the index it fetched before the write.
+_shard_writes: dict[str, int] = {}
+_shard_writes_lock = threading.Lock()
+
+
+def _writes_to(identity: str) -> int:
+    with _shard_writes_lock:
+        return _shard_writes.get(identity, 0)
+
 
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
     """The (evolved) sharding codec of a v3 pipeline when it is the whole serialisation."""
@@ -84,9 +95,13 @@ class ShardReader:
             OrderedDict() if source.store.read_only else None
         )
         self._lock = threading.Lock()
+        self._identity = source.store.identity
+        self._writes_seen = _writes_to(self._identity)
 
     def forget(self, keys: list[str]) -> None:
-        """Drop cached indexes of shards that were rewritten."""
+        """Tell every reader in the process that these shards were rewritten."""
+        with _shard_writes_lock:
+            _shard_writes[self._identity] = _shard_writes.get(self._identity, 0) + 1
         if self._cache is not None:
             with self._lock:
                 for key in keys:
@@ -96,7 +111,11 @@ class ShardReader:
         """The index of each shard; None for a shard that is not stored."""
         found: dict[str, ShardIndex | None] = {}
         missing = []
+        writes = _writes_to(self._identity)
         with self._lock:
+            if self._cache is not None and writes != self._writes_seen:
+                self._cache.clear()
+                self._writes_seen = writes
             for key in keys:
                 if self._cache is not None and key in self._cache:
                     self._cache.move_to_end(key)
@@ -118,7 +137,7 @@ class ShardReader:
                 )
             index = self.codec.decode_index(raw, self.spec, key)
             found[key] = index
-            if self._cache is not None:
+            if self._cache is not None and writes == _writes_to(self._identity):
                 with self._lock:
                     self._cache[key] = index
                     while len(self._cache) > _INDEX_CACHE_ENTRIES:
