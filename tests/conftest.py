@@ -6,6 +6,9 @@ import pytest
 
 import torchzarr as tz
 
+# real-server fixtures (s3_server, gcs_server, azurite_server, ...) for any test module
+pytest_plugins = ["services.servers"]
+
 
 @pytest.fixture(params=["memory", "local"])
 def any_store(request: pytest.FixtureRequest, tmp_path):

@@ -26,7 +26,9 @@ class MemoryStore(Store):
         ['a/zarr.json']
     """
 
-    def __init__(self, data: Mapping[str, Buffer] | None = None, *, read_only: bool = False) -> None:
+    def __init__(
+        self, data: Mapping[str, Buffer] | None = None, *, read_only: bool = False
+    ) -> None:
         self._data: dict[str, bytes] = {validate_key(k): bytes(v) for k, v in (data or {}).items()}
         self._lock = threading.Lock()
         self.read_only = read_only

@@ -73,13 +73,59 @@ def _memory(url: str, options: dict[str, Any]) -> Store:
     return named_memory_store(name) if name else MemoryStore(**options)
 
 
+def _path_of(url: str, scheme: str) -> str:
+    path = url[len(scheme) + 3 :] if url.lower().startswith(scheme + "://") else url
+    if not path or "::" in path:
+        raise UnknownStoreError(f"{url!r} names no {scheme} path (write {scheme}://path/to/file)")
+    return path
+
+
+def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
+    try:
+        store: Store = cls(*args, **options)
+    except TypeError as err:
+        raise UnknownStoreError(f"invalid storage_options for {url!r}: {err}") from err
+    return store
+
+
+def _zip(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.zip import ZipStore
+
+    options = {"mode": "a", **options}
+    return _construct(url, ZipStore, _path_of(url, "zip"), **options)
+
+
+def _lmdb(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.lmdb import LMDBStore
+
+    return _construct(url, LMDBStore, _path_of(url, "lmdb"), **options)
+
+
+def _sqlite(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.sqlite import SQLiteStore
+
+    return _construct(url, SQLiteStore, _path_of(url, "sqlite"), **options)
+
+
+def _redis(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.redis import RedisStore
+
+    return RedisStore.from_url(url, options)
+
+
+def _is_zip_path(path: str) -> bool:
+    """A plain path ending in ``.zip`` that is not an existing directory."""
+    return path.lower().rstrip("/").endswith(".zip") and not os.path.isdir(path)
+
+
 def resolve_store(
     store: Any, *, mode: str = "r", storage_options: dict[str, Any] | None = None
 ) -> Store:
     """The Store for a path, URL or Store; read-only when ``mode`` is ``"r"``.
 
     A bare ``memory://`` makes a new store; ``memory://name`` names a store shared by the
-    whole process. Paths without a scheme are local directories.
+    whole process. Paths without a scheme are local directories, except a path ending in
+    ``.zip`` that is not a directory, which opens as a ZipStore.
 
     Example:
         >>> resolve_store("memory://", mode="w")
@@ -99,7 +145,7 @@ def resolve_store(
     options = dict(storage_options or {})
     scheme, sep, _ = store.partition("://")
     if not sep:
-        scheme = "file"
+        scheme = "zip" if _is_zip_path(store) else "file"
     scheme = scheme.lower()
     factory = _registry.get(scheme)
     if factory is None:
@@ -114,5 +160,21 @@ def resolve_store(
     return result
 
 
+def _fsspec(url: str, options: dict[str, Any]) -> Store:
+    from torchzarr.storage.fsspec_store import FsspecStore
+
+    return FsspecStore.from_url(url, options)
+
+
+#: object stores and web servers reached through fsspec (s3fs, gcsfs, adlfs, aiohttp)
+FSSPEC_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss", "http", "https")
+
 register_store("file", _local)
 register_store("memory", _memory)
+register_store("zip", _zip)
+register_store("lmdb", _lmdb)
+register_store("sqlite", _sqlite)
+register_store("redis", _redis)
+register_store("rediss", _redis)
+for _scheme in FSSPEC_SCHEMES:
+    register_store(_scheme, _fsspec)

@@ -1,0 +1,193 @@
+"""Session fixtures that start real storage servers on free 127.0.0.1 ports and stop them.
+
+Each fixture yields a :class:`Service`: the endpoint and the ``storage_options`` that open
+its bucket through fsspec. Missing packages or binaries skip the tests, or fail them when
+``CI=true`` (CI installs everything with ``.ci/install-services.sh``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Never let a cloud SDK probe instance-metadata addresses off this machine, and keep recent
+# gcsfs from probing the bucket type over gRPC (it stalls 60 s per bucket on the emulator).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["NO_GCE_CHECK"] = "True"
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "torchzarr-test"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+_START_TIMEOUT = 60.0
+# The emulator serves on one thread from an http.server whose listen backlog is 5: a burst of
+# concurrent requests overflows it and each dropped connection waits a 1 s SYN retry.
+_GCS_LAUNCH = (
+    "import runpy, socketserver; socketserver.TCPServer.request_queue_size = 256; "
+    "runpy.run_module('gcp_storage_emulator', run_name='__main__', alter_sys=True)"
+)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running server: ``url(path)`` names a fresh location in its bucket."""
+
+    protocol: str
+    endpoint: str
+    bucket: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, name: str = "") -> str:
+        """A URL under a unique prefix of the bucket, so tests never see each other's keys."""
+        unique = f"{name or 'data'}-{uuid.uuid4().hex[:10]}"
+        return f"{self.protocol}://{self.bucket}/{unique}"
+
+
+def missing(reason: str) -> None:
+    """Skip (locally) or fail (with CI=true) a test whose server cannot run."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: run .ci/install-services.sh)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, name: str) -> None:
+    """Block until 127.0.0.1:port accepts connections; fail if the process dies first."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"{name} exited with code {proc.returncode} at start:\n{out[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{name} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process, killing it if it does not stop in time."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Service]:
+    """moto's S3 server in this process, with bucket ``torchzarr-test``."""
+    try:
+        import boto3
+        import s3fs  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError as err:
+        missing(f"S3 tests need moto[server], boto3 and s3fs: {err}")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, None, "moto")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=BUCKET)
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+        yield Service("s3", endpoint, BUCKET, options)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Service]:
+    """gcp-storage-emulator in a subprocess, in memory, with bucket ``torchzarr-test``."""
+    try:
+        import gcp_storage_emulator  # noqa: F401
+        import gcsfs  # noqa: F401
+    except ImportError as err:
+        missing(f"GCS tests need gcp-storage-emulator and gcsfs: {err}")
+    port = free_port()
+    cmd = [sys.executable, "-c", _GCS_LAUNCH, "start", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--in-memory", "--default-bucket", BUCKET]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, "gcp-storage-emulator")
+        endpoint = f"http://127.0.0.1:{port}"
+        options = {"endpoint_url": endpoint, "token": "anon", "project": "torchzarr-test"}
+        yield Service("gs", endpoint, BUCKET, options)
+    finally:
+        stop(proc)
+
+
+def azurite_binary() -> str | None:
+    """``azurite-blob`` from $AZURITE_BLOB, the repository's .services/node, or the PATH."""
+    candidates = [
+        os.environ.get("AZURITE_BLOB", ""),
+        str(REPO / ".services" / "node" / "node_modules" / ".bin" / "azurite-blob"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[Service]:
+    """Azurite's blob service in a subprocess, in memory, with container ``torchzarr-test``."""
+    try:
+        import adlfs  # noqa: F401
+        from azure.storage.blob import BlobServiceClient
+    except ImportError as err:
+        missing(f"Azure tests need adlfs and azure-storage-blob: {err}")
+    binary = azurite_binary()
+    if binary is None or shutil.which("node") is None:
+        missing("Azure tests need node and azurite-blob (npm install azurite)")
+    assert binary is not None
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="azurite-")
+    cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    cmd += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        wait_for_port(port, proc, "azurite-blob")
+        endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
+        connection_string = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+        )
+        BlobServiceClient.from_connection_string(connection_string).create_container(BUCKET)
+        yield Service("az", endpoint, BUCKET, {"connection_string": connection_string})
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
