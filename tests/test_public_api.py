@@ -28,3 +28,16 @@ def test_public_callables_have_docstrings_with_examples():
         if inspect.isfunction(obj):
             doc = inspect.getdoc(obj) or ""
             assert "Example" in doc, f"tz.{name} lacks an example"
+
+
+def test_lightning_loads_only_when_used():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torchzarr as tz\n"
+        "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules\n"
+        "assert tz.lightning.ZarrCheckpointIO is not None\n"
+        "assert 'torchzarr.lightning' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

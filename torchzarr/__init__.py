@@ -10,7 +10,11 @@ Example:
 
 from __future__ import annotations
 
-from torchzarr import codecs, errors, storage, telemetry
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from torchzarr import checkpoint, codecs, errors, features, storage, telemetry
+from torchzarr.checkpoint import AsyncCheckpointer, load_checkpoint, save_checkpoint
 from torchzarr.config import config
 from torchzarr.core.api import (
     consolidate_metadata,
@@ -23,27 +27,51 @@ from torchzarr.core.api import (
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
+from torchzarr.features import FeatureBatch, FeatureStore
 from torchzarr.storage import LocalStore, MemoryStore, Store
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from torchzarr import lightning
+
+# Lightning and torch.distributed load only when these modules are first used.
+_LAZY_MODULES = ("lightning",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        module = importlib.import_module(f"torchzarr.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'torchzarr' has no attribute {name!r}")
+
+
 __all__ = [
     "Array",
+    "AsyncCheckpointer",
     "ChunkCache",
+    "FeatureBatch",
+    "FeatureStore",
     "Group",
     "LocalStore",
     "MemoryStore",
     "Store",
     "__version__",
+    "checkpoint",
     "codecs",
     "config",
     "consolidate_metadata",
     "create_array",
     "create_group",
     "errors",
+    "features",
+    "lightning",
+    "load_checkpoint",
     "open",
     "open_array",
     "open_group",
+    "save_checkpoint",
     "storage",
     "telemetry",
 ]

@@ -13,7 +13,8 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     │   └── UnknownExtensionError               must_understand extension we do not know
     ├── NodeNotFoundError (KeyError)            no array or group at a path
     │   ├── ArrayNotFoundError
-    │   └── GroupNotFoundError
+    │   ├── GroupNotFoundError
+    │   └── MissingIdError                      ids a FeatureStore does not hold
     ├── NodeExistsError (FileExistsError)       an array or group already at a path
     ├── UnsupportedDtypeError (TypeError)       strings, datetimes, structured dtypes, ...
     ├── CodecError (ValueError)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidKeyError",
     "MetadataError",
     "MissingDependencyError",
+    "MissingIdError",
     "NodeExistsError",
     "NodeNotFoundError",
     "ReadOnlyError",
@@ -107,6 +109,10 @@ class ArrayNotFoundError(NodeNotFoundError):
 
 class GroupNotFoundError(NodeNotFoundError):
     """No group exists at the given path."""
+
+
+class MissingIdError(NodeNotFoundError):
+    """Entity ids that a feature store does not hold (the message names the first ones)."""
 
 
 class NodeExistsError(TorchZarrError, FileExistsError):

@@ -1,0 +1,254 @@
+"""Tests of FeatureStore: upserts, gathers by id, missing ids, prefetch, reopening."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchzarr as tz
+from torchzarr.errors import (
+    ArrayNotFoundError,
+    InvalidKeyError,
+    MetadataError,
+    MissingIdError,
+    ReadOnlyError,
+    ShapeMismatchError,
+)
+from torchzarr.features import FeatureBatch, FeatureStore
+
+
+def _store(tmp_path: Path, **kwargs: object) -> FeatureStore:
+    return FeatureStore(tz.LocalStore(str(tmp_path / "fs")), mode="w", **kwargs)  # type: ignore[arg-type]
+
+
+def test_write_then_read_in_caller_order_with_duplicates() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    emb = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    fs.write(torch.tensor([40, 10, 30, 20]), {"emb": emb, "label": torch.tensor([4, 1, 3, 2])})
+    got = fs.read([20, 40, 20, 10])
+    assert isinstance(got, FeatureBatch)
+    assert torch.equal(got["emb"], emb[[3, 0, 3, 1]])
+    assert got["label"].tolist() == [2, 4, 2, 1]
+    assert got.mask.tolist() == [True] * 4
+    assert len(fs) == 4 and fs.ids.tolist() == [40, 10, 30, 20]
+    assert fs.features == ("emb", "label")
+    assert 30 in fs and 31 not in fs and "30" not in fs
+
+
+def test_upsert_overwrites_known_ids_and_appends_new_ones() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", chunk_bytes=16)
+    fs.write([1, 2, 3], {"x": torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])})
+    fs.write([3, 9, 1], {"x": torch.tensor([[30.0, 30.0], [90.0, 90.0], [10.0, 10.0]])})
+    assert fs.ids.tolist() == [1, 2, 3, 9]
+    assert fs.read([1, 2, 3, 9])["x"][:, 0].tolist() == [10.0, 2.0, 30.0, 90.0]
+    assert fs.version == 2
+
+
+def test_last_occurrence_of_a_repeated_id_wins() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([5, 5, 6], {"v": torch.tensor([1, 2, 3])})
+    assert fs.read([5, 6])["v"].tolist() == [2, 3]
+    assert len(fs) == 2
+
+
+def test_new_feature_on_existing_rows_gets_fill_and_grows_with_appends() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"a": torch.tensor([1.0, 2.0])})
+    fs.write([2, 3], {"b": torch.tensor([[True], [True]])})
+    got = fs.read([1, 2, 3])
+    assert got["a"].tolist() == [1.0, 2.0, 0.0]
+    assert got["b"].tolist() == [[False], [True], [True]]
+    assert fs.array("b").dtype == torch.bool and fs.array("a").shape == (3,)
+
+
+def test_dtype_and_row_shape_come_from_the_data_and_chunks_suit_gathers() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", chunk_bytes=64 << 10)
+    fs.write(list(range(3)), {"img": torch.zeros(3, 4, 8, dtype=torch.bfloat16)})
+    arr = fs.array("img")
+    assert arr.dtype == torch.bfloat16 and arr.shape == (3, 4, 8)
+    assert arr.chunks == (1024, 4, 8)  # 64 KiB of 64-byte rows
+    assert fs.read([2])["img"].dtype == torch.bfloat16
+
+
+def test_missing_ids_raise_a_key_error_naming_the_first_ones() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"v": torch.tensor([1])})
+    with pytest.raises(KeyError) as info:
+        fs.read([1, 77, 78])
+    assert isinstance(info.value, MissingIdError)
+    assert "2 of 3 ids" in str(info.value) and "[77, 78]" in str(info.value)
+
+
+def test_missing_fill_returns_fill_values_and_a_mask() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"v": torch.tensor([5.0, 6.0])})
+    fs.create_feature("w", dtype=torch.float32, fill_value=-1.0)
+    got = fs.read([2, 99, 1], missing="fill")
+    assert got["v"].tolist() == [6.0, 0.0, 5.0]
+    assert got["w"].tolist() == [-1.0, -1.0, -1.0]
+    assert got.mask.tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="missing"):
+        fs.read([1], missing="skip")
+
+
+def test_features_subset_unknown_feature_and_empty_batch() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"a": torch.tensor([1, 2]), "b": torch.tensor([[1, 1], [2, 2]])})
+    assert list(fs.read([2], features=["b"])) == ["b"]
+    with pytest.raises(ArrayNotFoundError, match="'c'"):
+        fs.read([1], features=["c"])
+    empty = fs.read([])
+    assert empty["b"].shape == (0, 2) and empty.mask.shape == (0,)
+
+
+def test_out_tensors_are_filled_in_place() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2, 3], {"v": torch.tensor([[1.0], [2.0], [3.0]])})
+    for ids in ([1, 2, 3], [3, 1, 1]):  # direct read and gathered read
+        out = torch.empty(3, 1)
+        got = fs.read(ids, out={"v": out})
+        assert got["v"] is out and out[:, 0].tolist() == [float(i) for i in ids]
+    with pytest.raises(ShapeMismatchError, match="out for feature 'v'"):
+        fs.read([1, 2], out={"v": torch.empty(3, 1)})
+
+
+def test_pin_memory_is_accepted_without_cuda() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"v": torch.tensor([1, 2])})
+    assert fs.read([2, 1], pin_memory=True)["v"].tolist() == [2, 1]
+
+
+def test_prefetch_result_is_used_by_the_matching_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2, 3], {"v": torch.tensor([1, 2, 3])})
+    fs.prefetch([3, 1])
+    pending = fs._pending
+    assert pending is not None
+    expected = pending[2].result()
+    calls: list[object] = []
+    monkeypatch.setattr(fs, "_read", lambda *a, **k: calls.append(a))
+    assert fs.read([3, 1]) is expected and calls == []
+    fs.prefetch([3, 1])
+    fs.read([1, 3])  # different ids: the prefetched batch is ignored, a fresh read runs
+    assert len(calls) == 1
+    fs.close()
+
+
+def test_prefetch_discarded_after_a_write_and_errors_surface_on_read() -> None:
+    with FeatureStore(tz.MemoryStore(), mode="w") as fs:
+        fs.write([1], {"v": torch.tensor([1])})
+        fs.prefetch([1])
+        fs._pending[2].result()  # type: ignore[index]
+        fs.write([1], {"v": torch.tensor([5])})
+        assert fs.read([1])["v"].tolist() == [5]
+        fs.prefetch([1, 404])
+        with pytest.raises(MissingIdError, match="404"):
+            fs.read([1, 404])
+
+
+def test_bad_writes_raise_clear_errors() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"v": torch.zeros(2, 3)})
+    with pytest.raises(ShapeMismatchError, match="one row per id"):
+        fs.write([1, 2], {"v": torch.zeros(3, 3)})
+    with pytest.raises(ShapeMismatchError, match=r"rows of shape \(3,\)"):
+        fs.write([1, 2], {"v": torch.zeros(2, 4)})
+    with pytest.raises(InvalidKeyError, match="ids"):
+        fs.write([1], {"ids": torch.zeros(1)})
+    with pytest.raises(InvalidKeyError, match="a/b"):
+        fs.write([1], {"a/b": torch.zeros(1)})
+    with pytest.raises(ShapeMismatchError, match="at least one feature"):
+        fs.write([1], {})
+    assert fs.version == 1 and len(fs) == 2
+
+
+def test_reopen_read_only_and_pickle(tmp_path: Path) -> None:
+    fs = _store(tmp_path)
+    fs.write([4, 8], {"v": torch.tensor([[4.0], [8.0]])})
+    ro = FeatureStore(str(tmp_path / "fs"), mode="r")
+    assert ro.read([8])["v"].tolist() == [[8.0]]
+    with pytest.raises(ReadOnlyError):
+        ro.write([1], {"v": torch.zeros(1, 1)})
+    clone = pickle.loads(pickle.dumps(fs))
+    assert clone.read([4, 8])["v"][:, 0].tolist() == [4.0, 8.0]
+    assert len(pickle.loads(pickle.dumps(fs))) == 2  # a "w" store is not wiped on unpickle
+
+
+def test_other_instances_see_published_writes_after_refresh(tmp_path: Path) -> None:
+    writer = _store(tmp_path)
+    writer.write([1], {"v": torch.tensor([1])})
+    reader = FeatureStore(str(tmp_path / "fs"), mode="r")
+    assert reader.read([1])["v"].tolist() == [1]
+    writer.write([2], {"v": torch.tensor([2])})
+    writer.write([1], {"v": torch.tensor([10])})
+    assert reader.read([2])["v"].tolist() == [2]  # an unknown id triggers a refresh
+    assert reader.read([1])["v"].tolist() == [10]  # and the refresh dropped cached chunks
+    assert reader.refresh() is False
+
+
+def test_unpublished_rows_from_a_failed_write_do_not_leak() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"a": torch.tensor([1]), "b": torch.tensor([1])})
+    fs.array("b").append(torch.tensor([99]))  # as if a write died before publishing
+    assert len(fs) == 1
+    fs.write([2], {"a": torch.tensor([2])})
+    assert fs.read([2])["b"].tolist() == [0]
+
+
+def test_not_a_feature_store() -> None:
+    store = tz.MemoryStore()
+    root = tz.open_group(store, mode="w")
+    root.create_array("x", shape=(2,), dtype=torch.int8, chunks=(2,))
+    with pytest.raises(MetadataError, match="not a feature store"):
+        len(FeatureStore(store, mode="a"))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_layout_is_plain_zarr(zarr_format: int) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.write([3, 4], {"emb": torch.ones(2, 5)})
+    assert fs.group.zarr_format == zarr_format
+    assert fs.group["ids"][:].tolist() == [3, 4]
+    assert fs.group["emb"].shape == (2, 5)
+    assert fs.group.attrs["feature_store"]["num_rows"] == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.booleans()),
+        min_size=1,
+        max_size=6,
+    ),
+    query=st.lists(st.integers(0, 45), max_size=30),
+)
+def test_matches_a_dict_model(writes: list[tuple[list[int], bool]], query: list[int]) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", chunk_bytes=24)
+    model: dict[int, tuple[float, int]] = {}
+    for step, (ids, with_b) in enumerate(writes):
+        a = torch.tensor([[float(i * 100 + step)] * 2 for i in range(len(ids))])
+        values = {"a": a}
+        if with_b:
+            values["b"] = torch.tensor([step] * len(ids))
+        fs.write(ids, values)
+        for pos, i in enumerate(ids):
+            old_b = model.get(i, (0.0, 0))[1]
+            model[i] = (float(pos * 100 + step), step if with_b else old_b)
+    assert sorted(fs.ids.tolist()) == sorted(model)
+    got = fs.read(query, missing="fill")
+    assert got.mask.tolist() == [q in model for q in query]
+    for row, q in enumerate(query):
+        want_a, want_b = model.get(q, (0.0, 0))
+        assert got["a"][row].tolist() == [want_a, want_a]
+        if "b" in got:
+            assert int(got["b"][row]) == want_b
+    if query and all(q in model for q in query):
+        strict = fs.read(query)
+        assert torch.equal(strict["a"], got["a"])
+    np.testing.assert_array_equal(fs.group["ids"][:].numpy(), fs.ids.numpy())

@@ -1,0 +1,175 @@
+"""Versioned, atomic checkpoint commits: a save writes a new version, a manifest commits it.
+
+Layout of a checkpoint store (plain Zarr v3; any Zarr tool opens it)::
+
+    zarr.json        root group; attribute "torchzarr_checkpoint" is the manifest, naming
+                     the committed version. Written last, as one object: the commit.
+    v000007/         the committed state tree (a group)
+    v000008/         a save in progress, or one killed midway: no manifest names it
+
+Readers read only what the manifest names, so a process killed at any moment leaves the
+previous checkpoint loadable. Old versions are deleted after the commit.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from torchzarr.core.api import create_group, open_group
+from torchzarr.errors import GroupNotFoundError, MetadataError, NodeNotFoundError
+from torchzarr.storage import LocalStore, Store, resolve_store
+
+__all__ = [
+    "MANIFEST_ATTRIBUTE",
+    "checkpoint_store",
+    "commit_version",
+    "committed_version",
+    "next_version",
+    "prune_versions",
+    "read_manifest",
+    "remove_all",
+]
+
+#: Root group attribute holding the manifest.
+MANIFEST_ATTRIBUTE = "torchzarr_checkpoint"
+FORMAT_VERSION = 1
+_VERSION = re.compile(r"^v(\d{6,})$")
+
+
+def checkpoint_store(
+    store: Any,
+    mode: str = "a",
+    *,
+    storage_options: dict[str, Any] | None = None,
+    fsync: bool = True,
+) -> Store:
+    """The store of a checkpoint; local directories flush each file to disk when ``fsync``.
+
+    Example:
+        >>> checkpoint_store("memory://").read_only
+        False
+    """
+    resolved = resolve_store(store, mode=mode, storage_options=storage_options)
+    if fsync and isinstance(resolved, LocalStore) and not resolved.fsync:
+        # Durability: chunks must be on disk before the manifest that names them.
+        resolved = LocalStore(resolved.root, read_only=resolved.read_only, fsync=True)
+    return resolved
+
+
+def read_manifest(store: Store) -> dict[str, Any] | None:
+    """The committed manifest, or None when the store holds no committed checkpoint.
+
+    Example:
+        >>> read_manifest(checkpoint_store("memory://")) is None
+        True
+    """
+    try:
+        root = open_group(store, mode="r", use_consolidated=False)
+    except (GroupNotFoundError, MetadataError):
+        return None
+    manifest = root.attrs.get(MANIFEST_ATTRIBUTE)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("version"), str):
+        return None
+    if int(manifest.get("format", 0)) > FORMAT_VERSION:
+        raise MetadataError(
+            f"checkpoint in {store!r} has format {manifest['format']}; this torchzarr reads "
+            f"up to {FORMAT_VERSION}: upgrade torchzarr"
+        )
+    return manifest
+
+
+def committed_version(store: Store) -> str:
+    """The version (group path) the manifest names; raise if nothing was committed.
+
+    Example:
+        >>> committed_version(checkpoint_store("memory://"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        NodeNotFoundError: no committed checkpoint in MemoryStore(...)
+    """
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise NodeNotFoundError(
+            f"no committed checkpoint in {store!r} (no {MANIFEST_ATTRIBUTE!r} manifest in the "
+            "root zarr.json: empty, not a torchzarr checkpoint, or the first save never finished)"
+        )
+    version = manifest["version"]
+    if not _VERSION.match(version):
+        raise MetadataError(f"checkpoint manifest in {store!r} names a bad version {version!r}")
+    return str(version)
+
+
+def _versions(store: Store) -> list[str]:
+    _, dirs = store.list_dir("")
+    return sorted(name for name in dirs if _VERSION.match(name))
+
+
+def next_version(store: Store) -> str:
+    """A version name no save has used: above the committed one and any leftover.
+
+    Example:
+        >>> next_version(checkpoint_store("memory://"))
+        'v000001'
+    """
+    manifest = read_manifest(store)
+    numbers = [int(_VERSION.match(v).group(1)) for v in _versions(store)]  # type: ignore[union-attr]
+    if manifest is not None and _VERSION.match(manifest["version"]):
+        numbers.append(int(manifest["version"][1:]))
+    return f"v{max(numbers, default=0) + 1:06d}"
+
+
+def commit_version(store: Store, version: str, info: dict[str, Any] | None = None) -> None:
+    """Commit ``version``: write the root group's manifest, one object, after everything else.
+
+    Other root attributes are kept. ``info`` adds fields to the manifest (sizes, versions).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> commit_version(st, "v000001")
+        >>> read_manifest(st)["version"]
+        'v000001'
+    """
+    manifest = {
+        "format": FORMAT_VERSION,
+        "version": version,
+        "committed_at": time.time(),
+        **(info or {}),
+    }
+    try:
+        root = open_group(store, mode="r+", use_consolidated=False)
+    except GroupNotFoundError:
+        create_group(store, attributes={MANIFEST_ATTRIBUTE: manifest})
+        return
+    root.attrs.update({MANIFEST_ATTRIBUTE: manifest})
+
+
+def prune_versions(store: Store, keep: int = 1) -> list[str]:
+    """Delete all versions but the committed one and the ``keep - 1`` newest before it.
+
+    Uncommitted leftovers of killed saves are deleted too. Returns the versions deleted.
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> _ = create_group(st, path="v000001"), create_group(st, path="v000002")
+        >>> commit_version(st, "v000002")
+        >>> prune_versions(st)
+        ['v000001']
+    """
+    current = committed_version(store)
+    older = [v for v in _versions(store) if v < current]
+    kept = {current, *older[len(older) - max(0, keep - 1) :]} if keep > 1 else {current}
+    doomed = [v for v in _versions(store) if v not in kept]
+    for version in doomed:
+        store.delete_prefix(version + "/")
+    return doomed
+
+
+def remove_all(store: Store) -> None:
+    """Delete a checkpoint: its manifest first (so no reader sees half of it), then the rest.
+
+    Example:
+        >>> remove_all(checkpoint_store("memory://"))
+    """
+    store.delete_many(["zarr.json", ".zgroup", ".zattrs"])
+    store.delete_prefix("")

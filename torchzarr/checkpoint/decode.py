@@ -1,0 +1,239 @@
+"""Reading a checkpoint tree back: walk the groups, select keys, read tensors in parallel."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from torchzarr.checkpoint.format import NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
+from torchzarr.checkpoint.values import decode_value, format_key_path
+from torchzarr.config import config
+from torchzarr.errors import MetadataError, NodeNotFoundError
+
+__all__ = ["KeySpec", "read_tree"]
+
+#: A key to load: ``"model.layer.weight"`` (dots split keys, longest match wins nothing:
+#: every way to split is tried) or an exact tuple of keys ``("model", "layer.weight")``.
+KeySpec = str | tuple[Any, ...]
+# (index of the spec in the caller's list, what is left of it to match)
+_Selector = tuple[int, KeySpec]
+_WHOLE = object()
+
+
+@dataclass
+class _Node:
+    kind: str
+    metadata: Any = None
+    items: list[tuple[Any, str, Any]] = field(default_factory=list)
+    partial: bool = False
+
+
+def _match(key: Any, remainder: KeySpec) -> Any:
+    """What is left of ``remainder`` after ``key`` (``_WHOLE`` if nothing), or None: no match."""
+    if isinstance(remainder, tuple):
+        if remainder and type(remainder[0]) is type(key) and remainder[0] == key:
+            return remainder[1:] or _WHOLE
+        return None
+    text = str(key)
+    if remainder == text:
+        return _WHOLE
+    if remainder.startswith(text + "."):
+        return remainder[len(text) + 1 :]
+    return None
+
+
+class _Walker:
+    def __init__(self, root: Any, allow_pickle: bool) -> None:
+        self.root = root
+        self.allow_pickle = allow_pickle
+        self.found: set[int] = set()
+        self.tensors: dict[str, dict[str, Any]] = {}
+
+    def _children(
+        self, key: Any, selectors: list[_Selector] | None
+    ) -> tuple[bool, list[_Selector] | None]:
+        """Whether the entry ``key`` is wanted, and the selectors for what is below it."""
+        if selectors is None:
+            return True, None
+        below: list[_Selector] = []
+        whole = False
+        for index, remainder in selectors:
+            rest = _match(key, remainder)
+            if rest is _WHOLE:
+                self.found.add(index)
+                whole = True
+            elif rest is not None:
+                below.append((index, rest))
+        if whole:
+            self._mark_found(below)
+            return True, None
+        return bool(below), below
+
+    def _mark_found(self, selectors: list[_Selector]) -> None:
+        # Deeper specs inside a subtree loaded whole are satisfied by it.
+        self.found.update(index for index, _ in selectors)
+
+    def value(
+        self, value: Any, selectors: list[_Selector] | None, key_path: tuple[Any, ...]
+    ) -> Any:
+        if selectors is None:
+            return value
+        if type(value) in (dict, OrderedDict):
+            pairs = list(value.items())
+        elif type(value) in (list, tuple):
+            pairs = list(enumerate(value))
+        else:
+            return _WHOLE  # nothing below a leaf to select
+        out = []
+        for key, child in pairs:
+            wanted, below = self._children(key, selectors)
+            if wanted:
+                picked = self.value(child, below, (*key_path, key))
+                if picked is not _WHOLE:
+                    out.append((key, picked))
+        if not out:
+            return _WHOLE
+        if type(value) in (dict, OrderedDict):
+            return type(value)(out)
+        return dict(out) if len(out) < len(pairs) else type(value)(v for _, v in out)
+
+    def group(
+        self, path: str, selectors: list[_Selector] | None, key_path: tuple[Any, ...]
+    ) -> _Node:
+        group = self.root[path] if path else self.root
+        node_json = group.attrs.get(NODE_ATTRIBUTE)
+        if not isinstance(node_json, dict) or "entries" not in node_json:
+            raise MetadataError(
+                f"group {group.name} holds no checkpoint node (attribute {NODE_ATTRIBUTE!r})"
+            )
+        node = _Node(node_json["type"])
+        if "metadata" in node_json:
+            node.metadata = decode_value(node_json["metadata"], key_path)
+        for typed_key, kind, payload in node_json["entries"]:
+            key = decode_value(typed_key, key_path, allow_pickle=self.allow_pickle)
+            wanted, below = self._children(key, selectors)
+            if not wanted:
+                node.partial = True
+                continue
+            child_keys = (*key_path, key)
+            child_path = f"{path}/{payload}" if path else str(payload)
+            if kind == "value":
+                leaf = decode_value(payload, child_keys, allow_pickle=self.allow_pickle)
+                leaf = self.value(leaf, below, child_keys)
+                if leaf is _WHOLE:
+                    node.partial = True
+                    continue
+                node.items.append((key, "value", leaf))
+            elif kind == "group":
+                node.items.append((key, "group", self.group(child_path, below, child_keys)))
+            elif kind in ("tensor", "alias"):
+                target = child_path if kind == "tensor" else str(payload)
+                if below is not None:
+                    node.partial = True  # keys reach below a tensor: nothing to select
+                    continue
+                self.tensors[target] = {}
+                node.items.append((key, "tensor", target))
+            else:
+                raise MetadataError(
+                    f"checkpoint entry {format_key_path(child_keys)}: kind {kind!r}"
+                )
+        return node
+
+
+def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]:
+    """A function placing a loaded CPU tensor as ``torch.load(map_location=...)`` would."""
+
+    def place(t: torch.Tensor, saved: str) -> torch.Tensor:
+        target: Any = saved
+        if callable(map_location) and not isinstance(map_location, (str, torch.device)):
+            moved = map_location(t, saved)
+            if isinstance(moved, torch.Tensor):
+                return moved
+        elif isinstance(map_location, dict):
+            target = map_location.get(saved, saved)
+        elif map_location is not None:
+            target = map_location
+        return t if torch.device(target).type == "cpu" else t.to(target)
+
+    return place
+
+
+def _read_tensor(root: Any, path: str, place: Callable[[torch.Tensor, str], torch.Tensor]) -> Any:
+    array = root[path]
+    info = dict(array.attrs.get(TENSOR_ATTRIBUTE) or {})
+    t = place(array[...], str(info.get("device", "cpu")))
+    if info.get("parameter"):
+        return torch.nn.Parameter(t, requires_grad=bool(info.get("requires_grad")))
+    if info.get("requires_grad") and t.is_floating_point():
+        t.requires_grad_(True)
+    return t
+
+
+def _build(node: _Node, tensors: dict[str, Any]) -> Any:
+    values = []
+    for key, kind, payload in node.items:
+        if kind == "group":
+            values.append((key, _build(payload, tensors)))
+        elif kind == "tensor":
+            values.append((key, tensors[payload]))
+        else:
+            values.append((key, payload))
+    if node.kind in ("dict", "odict"):
+        out: Any = dict(values) if node.kind == "dict" else OrderedDict(values)
+        if node.metadata is not None:
+            out._metadata = node.metadata
+        return out
+    if node.partial:
+        return dict(values)  # a partial list or tuple: index -> value
+    items = [v for _, v in values]
+    return items if node.kind == "list" else tuple(items)
+
+
+def read_tree(
+    root: Any,
+    *,
+    map_location: Any = None,
+    keys: Sequence[KeySpec] | None = None,
+    allow_pickle: bool = False,
+    threads: int | None = None,
+) -> Any:
+    """The state tree stored in the group ``root`` (as written by the checkpoint format).
+
+    Args:
+        root: an open :class:`torchzarr.Group` (ideally opened with consolidated metadata).
+        map_location: as in :func:`torch.load`: None (saved device), a device, a dict
+            mapping saved device names to devices, or a callable ``(tensor, saved) -> tensor``.
+        keys: load only these keys (see :data:`KeySpec`); lists and tuples partly loaded
+            come back as ``{index: value}`` dicts.
+        allow_pickle: needed to load leaves that were pickled at save time.
+        threads: tensors read at once (default ``tz.config.threads``).
+
+    Raises:
+        NodeNotFoundError: a key in ``keys`` names nothing in the checkpoint.
+
+    Example:
+        >>> read_tree(group, keys=["model.w"])  # doctest: +SKIP
+        {'model': {'w': tensor([...])}}
+    """
+    specs = list(keys) if keys is not None else None
+    walker = _Walker(root, allow_pickle)
+    selectors = None if specs is None else list(enumerate(specs))
+    tree = walker.group("", selectors, ())
+    if specs is not None:
+        missing = [specs[i] for i in range(len(specs)) if i not in walker.found]
+        if missing:
+            raise NodeNotFoundError(f"keys {missing!r} are not in the checkpoint {root!r}")
+    place = _placement(map_location)
+    paths = list(walker.tensors)
+    workers = max(1, min(threads or config.threads, len(paths)))
+    if workers == 1:
+        loaded = [_read_tensor(root, p, place) for p in paths]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
+            loaded = list(pool.map(lambda p: _read_tensor(root, p, place), paths))
+    return _build(tree, dict(zip(paths, loaded, strict=True)))

@@ -1,0 +1,253 @@
+"""The checkpoint format: a state tree <-> a Zarr group of arrays (tensors) and typed JSON.
+
+A container holding tensors (dict, OrderedDict, list, tuple) becomes a group whose attribute
+``torchzarr_node`` lists its entries in order as ``[typed key, kind, payload]``:
+
+* ``"value"``: payload is the typed JSON of a leaf or of a container without tensors;
+* ``"tensor"``: payload is the member array's name;
+* ``"group"``: payload is the member group's name (a nested container);
+* ``"alias"``: payload is the path, from the tree root, of an array written earlier for the
+  same tensor view (tied weights are stored once and load as one tensor again).
+
+Member names are escaped keys (``~HH`` for unsafe bytes), unique in their group; the
+original keys live only in the entries, so any key round-trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from torchzarr.checkpoint.values import UnrepresentableError, encode_value, format_key_path
+from torchzarr.dtypes import data_type
+from torchzarr.errors import UnsupportedDtypeError
+
+__all__ = [
+    "NODE_ATTRIBUTE",
+    "TENSOR_ATTRIBUTE",
+    "TensorItem",
+    "TreePlan",
+    "alias_key",
+    "encode_tree",
+    "node_name",
+    "to_storable",
+]
+
+#: Group attribute holding a container's type and entries.
+NODE_ATTRIBUTE = "torchzarr_node"
+#: Array attribute holding a tensor's key path and torch-only properties.
+TENSOR_ATTRIBUTE = "torchzarr_tensor"
+
+_CONTAINERS = (dict, OrderedDict, list, tuple)
+_TYPE_NAMES: dict[type, str] = {dict: "dict", OrderedDict: "odict", list: "list", tuple: "tuple"}
+_SAFE = re.compile(r"[A-Za-z0-9_.\-]")
+_MAX_NAME = 120
+
+
+@dataclass
+class TensorItem:
+    """One tensor to write: where (relative to the tree root), what, and its attributes."""
+
+    path: str
+    key_path: tuple[Any, ...]
+    tensor: torch.Tensor
+    attributes: dict[str, Any]
+
+
+@dataclass
+class TreePlan:
+    """Everything a save writes: group attributes by relative path, and the tensors."""
+
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tensors: list[TensorItem] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data in the plan."""
+        return sum(item.tensor.numel() * item.tensor.element_size() for item in self.tensors)
+
+
+def node_name(key: Any, used: set[str]) -> str:
+    """A safe, unique (case-insensitively) member name for ``key``; adds it to ``used``.
+
+    Example:
+        >>> used = set()
+        >>> node_name("layer.weight", used), node_name("a/b c", used), node_name("zarr.json", used)
+        ('layer.weight', 'a~2Fb~20c', 'zarr~2Ejson')
+    """
+    text = key if isinstance(key, str) else repr(key)
+    name = "".join(
+        ch if _SAFE.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode("utf-8"))
+        for ch in text
+    )
+    # Names the Zarr layout reserves or that escape the hierarchy: '.', '..', '.zattrs',
+    # 'zarr.json', '__*' (reserved by the v3 spec), and the empty name.
+    if not name or name.startswith("."):
+        name = "~2E" + name[1:] if name else "~"
+    if name.startswith("__"):
+        name = "~5F" + name[1:]
+    if name.lower() == "zarr.json":
+        name = name[:4] + "~2E" + name[5:]
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+        name = f"{name[: _MAX_NAME - 17]}~{digest}"
+    base, n = name, 1
+    while name.lower() in used:
+        n += 1
+        name = f"{base}~{n}"
+    used.add(name.lower())
+    return name
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if type(value) in (dict, OrderedDict):
+        return any(_has_tensor(v) for v in value.values())
+    if type(value) in (list, tuple):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+def alias_key(t: torch.Tensor) -> tuple[Any, ...] | None:
+    """Identity of a tensor view: equal keys hold the same elements (None: never aliased).
+
+    Example:
+        >>> w = torch.ones(3)
+        >>> alias_key(w) == alias_key(w.detach()), alias_key(w) == alias_key(w[1:])
+        (True, False)
+    """
+    if t.numel() == 0 or t.device.type == "meta":
+        return None
+    return (
+        t.device,
+        t.untyped_storage().data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        tuple(t.stride()),
+        t.dtype,
+    )
+
+
+def _check_tensor(t: torch.Tensor, key_path: tuple[Any, ...]) -> None:
+    where = format_key_path(key_path)
+    if type(t) not in (torch.Tensor, torch.nn.Parameter):
+        raise UnrepresentableError(
+            f"tensor at {where} is a {type(t).__qualname__}; save plain tensors (e.g. "
+            "DTensor.full_tensor()) or pass allow_pickle=True"
+        )
+    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+        raise UnrepresentableError(
+            f"tensor at {where} has layout {t.layout}, device {t.device}"
+            f"{' (quantized)' if t.is_quantized else ''}: only dense tensors with data are "
+            "stored as arrays; pass allow_pickle=True to pickle it"
+        )
+    try:
+        data_type(t.dtype)
+    except UnsupportedDtypeError as err:
+        raise UnsupportedDtypeError(f"tensor at {where}: {err}") from None
+
+
+def to_storable(t: torch.Tensor) -> torch.Tensor:
+    """A plain, contiguous, CPU tensor with the elements of ``t`` (no copy when it already is).
+
+    Example:
+        >>> to_storable(torch.arange(6).reshape(2, 3).T).is_contiguous()
+        True
+    """
+    t = t.detach()
+    if type(t) is not torch.Tensor:
+        t = t.as_subclass(torch.Tensor)
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t.to("cpu").contiguous()
+
+
+class _Encoder:
+    def __init__(self, allow_pickle: bool) -> None:
+        self.allow_pickle = allow_pickle
+        self.plan = TreePlan()
+        self.aliases: dict[tuple[Any, ...], str] = {}
+
+    def _value(self, value: Any, key_path: tuple[Any, ...]) -> list[Any]:
+        return ["value", encode_value(value, key_path, allow_pickle=self.allow_pickle)]
+
+    def _tensor(self, t: torch.Tensor, path: str, key_path: tuple[Any, ...]) -> list[Any] | None:
+        try:
+            _check_tensor(t, key_path)
+        except UnrepresentableError:
+            if not self.allow_pickle:
+                raise
+            return self._value(t, key_path)
+        alias = alias_key(t)
+        if alias is not None and alias in self.aliases:
+            return ["alias", self.aliases[alias]]
+        if alias is not None:
+            self.aliases[alias] = path
+        attrs: dict[str, Any] = {"key_path": encode_value(key_path, key_path)}
+        if isinstance(t, torch.nn.Parameter):
+            attrs["parameter"] = True
+        if t.requires_grad:
+            attrs["requires_grad"] = True
+        if t.device.type != "cpu":
+            attrs["device"] = str(t.device)
+        self.plan.tensors.append(TensorItem(path, key_path, t, {TENSOR_ATTRIBUTE: attrs}))
+        return None
+
+    def container(self, value: Any, path: str, key_path: tuple[Any, ...]) -> None:
+        kind = _TYPE_NAMES[type(value)]
+        pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+        used: set[str] = set()
+        entries: list[list[Any]] = []
+        for key, child in pairs:
+            child_keys = (*key_path, key)
+            typed_key = encode_value(key, child_keys, allow_pickle=self.allow_pickle)
+            if isinstance(child, torch.Tensor):
+                name = node_name(key, used)
+                child_path = f"{path}/{name}" if path else name
+                alias = self._tensor(child, child_path, child_keys)
+                entries.append([typed_key, *(alias or ["tensor", name])])
+            elif type(child) in _CONTAINERS and _has_tensor(child):
+                name = node_name(key, used)
+                self.container(child, f"{path}/{name}" if path else name, child_keys)
+                entries.append([typed_key, "group", name])
+            else:
+                entries.append([typed_key, *self._value(child, child_keys)])
+        node: dict[str, Any] = {"type": kind, "entries": entries}
+        metadata = getattr(value, "_metadata", None)
+        if kind == "odict" and metadata is not None:
+            # nn.Module.state_dict() versions its modules here; load_state_dict reads it.
+            node["metadata"] = encode_value(metadata, (*key_path, "_metadata"))
+        self.plan.groups[path] = {NODE_ATTRIBUTE: node}
+
+
+def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
+    """Plan the groups and arrays that store ``state`` (a dict, OrderedDict, list or tuple).
+
+    Args:
+        state: the state tree; tensors anywhere inside, other leaves as typed JSON.
+        allow_pickle: pickle leaves typed JSON cannot hold instead of raising.
+
+    Raises:
+        UnrepresentableError: a leaf cannot be stored; the message names its key path.
+
+    Example:
+        >>> plan = encode_tree({"w": torch.zeros(2), "step": 3})
+        >>> [t.path for t in plan.tensors], plan.groups[""]["torchzarr_node"]["entries"]
+        (['w'], [['w', 'tensor', 'w'], ['step', 'value', 3]])
+    """
+    if type(state) not in _CONTAINERS:
+        raise UnrepresentableError(
+            f"a checkpoint must be a dict, OrderedDict, list or tuple, not {type(state).__name__}"
+        )
+    encoder = _Encoder(allow_pickle)
+    encoder.container(state, "", ())
+    return encoder.plan

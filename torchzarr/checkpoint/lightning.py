@@ -1,0 +1,178 @@
+"""Lightning integration: a ``CheckpointIO`` that saves Zarr checkpoints, for both packages.
+
+``lightning.pytorch`` and ``pytorch_lightning`` have distinct ``CheckpointIO`` base classes
+(an instance of one fails the other's ``Trainer(plugins=...)`` check), so the plugin class
+is built once per package by :func:`checkpoint_io_class`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import shutil
+import threading
+from typing import Any
+
+import torch
+
+from torchzarr.checkpoint import commit
+from torchzarr.checkpoint.save import load_checkpoint, save_checkpoint
+from torchzarr.errors import MissingDependencyError
+
+__all__ = ["PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
+
+#: Lightning package name -> its PyTorch sub-package.
+PACKAGES = {"lightning": "lightning.pytorch", "pytorch_lightning": "pytorch_lightning"}
+
+
+def _module(package: str, sub: str) -> Any:
+    if package not in PACKAGES:
+        raise ValueError(f"package must be one of {sorted(PACKAGES)}, got {package!r}")
+    try:
+        return importlib.import_module(f"{PACKAGES[package]}.{sub}")
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{package} is not installed: pip install {package.replace('_', '-')} ({err})"
+        ) from err
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+class _ZarrCheckpointIOMixin:
+    """The behaviour of ``ZarrCheckpointIO``, independent of which Lightning it plugs into."""
+
+    def __init__(
+        self,
+        *,
+        compressors: Any = None,
+        allow_pickle: bool = False,
+        fsync: bool = True,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.compressors = compressors
+        self.allow_pickle = allow_pickle
+        self.fsync = fsync
+        self.storage_options = storage_options
+        # Inside AsyncCheckpointIO saves run on a worker thread while ModelCheckpoint
+        # removes old checkpoints from the main thread: never delete a save in progress.
+        self._busy = threading.Lock()
+
+    def _options(self, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+        if storage_options is None:
+            return self.storage_options
+        return {**(self.storage_options or {}), **storage_options}
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        """Save Lightning's checkpoint dict as a Zarr checkpoint at ``path`` (a directory)."""
+        with self._busy:
+            self._save(checkpoint, path, storage_options)
+
+    def _save(self, checkpoint: dict[str, Any], path: Any, storage_options: Any) -> None:
+        save_checkpoint(
+            checkpoint,
+            os.fspath(path),
+            allow_pickle=self.allow_pickle,
+            compressors=self.compressors,
+            fsync=self.fsync,
+            storage_options=self._options(storage_options),
+        )
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Load the checkpoint at ``path``; ``weights_only=True`` refuses pickled leaves."""
+        allow = self.allow_pickle and weights_only is not True
+        result: dict[str, Any] = load_checkpoint(
+            os.fspath(path),
+            map_location=map_location,
+            allow_pickle=allow,
+            storage_options=self.storage_options,
+        )
+        return result
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """Delete the checkpoint at ``path`` (manifest first, so no reader sees half of it)."""
+        with self._busy:
+            self._remove(os.fspath(path))
+
+    def _remove(self, target: str) -> None:
+        store = commit.checkpoint_store(
+            target, "a", storage_options=self.storage_options, fsync=False
+        )
+        commit.remove_all(store)
+        if _is_local(target):
+            local = target.removeprefix("file://")
+            if os.path.isdir(local):
+                shutil.rmtree(local, ignore_errors=True)
+
+    def teardown(self) -> None:
+        """Nothing to release: every call opens and closes its own store."""
+
+
+@functools.cache
+def checkpoint_io_class(package: str = "lightning") -> type:
+    """The ``ZarrCheckpointIO`` class for ``package`` ("lightning" or "pytorch_lightning").
+
+    Example:
+        >>> cls = checkpoint_io_class("lightning")  # doctest: +SKIP
+        >>> trainer = lightning.Trainer(plugins=[cls()])  # doctest: +SKIP
+    """
+    base = _module(package, "plugins.io").CheckpointIO
+    doc = (
+        f"``{PACKAGES[package]}`` CheckpointIO writing each checkpoint as a Zarr group.\n\n"
+        "Saves are atomic (see :func:`torchzarr.save_checkpoint`) and pickle-free unless\n"
+        "``allow_pickle=True``. Works with ModelCheckpoint and inside AsyncCheckpointIO.\n\n"
+        "Example:\n"
+        "    >>> trainer = Trainer(plugins=[ZarrCheckpointIO()])  # doctest: +SKIP\n"
+    )
+    return type(
+        "ZarrCheckpointIO",
+        (_ZarrCheckpointIOMixin, base),
+        {"__doc__": doc, "__module__": "torchzarr.lightning"},
+    )
+
+
+def load_from_checkpoint(
+    model_class: type,
+    path: Any,
+    map_location: Any = None,
+    strict: bool | None = None,
+    *,
+    allow_pickle: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``model_class.load_from_checkpoint`` for Zarr checkpoints (Lightning's calls torch.load).
+
+    Builds the module from the saved hyper-parameters (``kwargs`` override them), calls its
+    ``on_load_checkpoint`` and loads the state dict. Works for ``LightningModule`` and
+    ``LightningDataModule`` subclasses of either package.
+
+    Example:
+        >>> model = load_from_checkpoint(MyModel, "ckpts/last.ckpt")  # doctest: +SKIP
+    """
+    package = next(
+        (
+            name
+            for name, sub in PACKAGES.items()
+            if any(base.__module__.startswith(sub + ".") for base in model_class.__mro__)
+        ),
+        "lightning",
+    )
+    saving = _module(package, "core.saving")
+    checkpoint = load_checkpoint(
+        os.fspath(path),
+        map_location=map_location,
+        allow_pickle=allow_pickle,
+        storage_options=storage_options,
+    )
+    model = saving._load_state(model_class, checkpoint, strict=strict, **kwargs)
+    if isinstance(map_location, (str, torch.device)) and hasattr(model, "to"):
+        model = model.to(map_location)
+    return model

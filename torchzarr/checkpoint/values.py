@@ -1,0 +1,204 @@
+"""Typed JSON for the non-tensor leaves of a checkpoint: exact round-trips, no code run on load.
+
+Plain JSON strings, integers, booleans and ``null`` stand for themselves; every other value is
+a one-key object naming its type::
+
+    1.5            -> {"float": 1.5}          nan / inf -> {"float": "nan"} / {"float": "inf"}
+    (1, "a")       -> {"tuple": [1, "a"]}     [1, 2] -> {"list": [1, 2]}
+    {1: "a"}       -> {"dict": [[1, "a"]]}    OrderedDict -> {"odict": [[k, v], ...]}
+    torch.Size     -> {"size": [2, 3]}        torch.float32 -> {"dtype": "float32"}
+    np.float32(1)  -> {"numpy": ["float32", 1.0]}
+    a class        -> {"class": "module:qualname"}   (resolved only from modules already imported)
+    anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.errors import AttributeValueError, MetadataError
+
+__all__ = ["UnrepresentableError", "decode_value", "encode_value", "format_key_path"]
+
+
+class UnrepresentableError(AttributeValueError):
+    """A checkpoint leaf that typed JSON cannot hold and that may not be pickled."""
+
+
+def format_key_path(path: tuple[Any, ...]) -> str:
+    """A key path as users write it: ``state_dict['layer.weight']`` style, exact for any key.
+
+    Example:
+        >>> format_key_path(("optimizer", "state", 0, "exp_avg"))
+        "['optimizer']['state'][0]['exp_avg']"
+    """
+    return "".join(f"[{key!r}]" for key in path) or "<root>"
+
+
+def _encode_float(value: float) -> Any:
+    if math.isnan(value):
+        return {"float": "nan"}
+    if math.isinf(value):
+        return {"float": "inf" if value > 0 else "-inf"}
+    return {"float": value}
+
+
+def _decode_float(payload: Any) -> float:
+    if isinstance(payload, str):
+        if payload not in ("nan", "inf", "-inf"):
+            raise MetadataError(f"typed JSON float {payload!r} is not nan, inf or -inf")
+        return float(payload)
+    return float(payload)
+
+
+def _pickle_dumps(value: Any) -> str:
+    import pickle  # only on the explicit allow_pickle opt-in
+
+    return base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+
+def _pickle_loads(payload: str) -> Any:
+    import pickle  # only on the explicit allow_pickle opt-in
+
+    return pickle.loads(base64.b64decode(payload.encode("ascii")))  # opted in: allow_pickle=True
+
+
+def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool = False) -> Any:
+    """The typed JSON of a non-tensor value; raise naming ``path`` when it cannot be held.
+
+    Args:
+        value: the leaf (containers of leaves included, tensors excluded).
+        path: its key path in the checkpoint, for error messages.
+        allow_pickle: pickle what typed JSON cannot hold instead of raising.
+
+    Example:
+        >>> encode_value({"lr": 0.1, 3: (1, None)})
+        {'dict': [['lr', {'float': 0.1}], [3, {'tuple': [1, None]}]]}
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return _encode_float(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "biufc":
+        item = value.item()
+        if isinstance(item, complex):
+            item = [item.real, item.imag]
+        elif isinstance(item, float) and not math.isfinite(item):
+            item = repr(item)
+        return {"numpy": [value.dtype.str, item]}
+    if isinstance(value, torch.dtype):
+        return {"dtype": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.Size):
+        return {"size": list(value)}
+    if type(value) in (list, tuple):
+        tag = "list" if type(value) is list else "tuple"
+        return {
+            tag: [
+                encode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(value)
+            ]
+        }
+    if type(value) in (dict, OrderedDict):
+        items = [
+            [
+                encode_value(k, (*path, k), allow_pickle=allow_pickle),
+                encode_value(v, (*path, k), allow_pickle=allow_pickle),
+            ]
+            for k, v in value.items()
+        ]
+        return {"dict" if type(value) is dict else "odict": items}
+    if isinstance(value, type) and "<locals>" not in value.__qualname__:
+        return {"class": f"{value.__module__}:{value.__qualname__}"}
+    if allow_pickle:
+        return {"pickle": _pickle_dumps(value)}
+    raise UnrepresentableError(
+        f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__} "
+        "cannot be stored as typed JSON; convert it, or pass allow_pickle=True to pickle it"
+    )
+
+
+def _resolve_class(spec: str, path: tuple[Any, ...]) -> type:
+    module_name, _, qualname = spec.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        raise UnrepresentableError(
+            f"checkpoint value at {format_key_path(path)} is the class {spec!r}; import "
+            f"{module_name!r} before loading (torchzarr never imports code on load)"
+        )
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not isinstance(obj, type):
+        raise MetadataError(f"checkpoint value at {format_key_path(path)}: no class {spec!r}")
+    return obj
+
+
+def _decode_numpy(payload: list[Any]) -> Any:
+    dtype = np.dtype(payload[0])
+    item = payload[1]
+    if dtype.kind == "c":
+        return dtype.type(complex(item[0], item[1]))
+    if isinstance(item, str):
+        return dtype.type(float(item))
+    return dtype.type(item)
+
+
+def _decode_pairs(
+    payload: list[Any], path: tuple[Any, ...], allow_pickle: bool
+) -> list[tuple[Any, Any]]:
+    out = []
+    for k, v in payload:
+        key = decode_value(k, path, allow_pickle=allow_pickle)
+        out.append((key, decode_value(v, (*path, key), allow_pickle=allow_pickle)))
+    return out
+
+
+def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool = False) -> Any:
+    """The value whose typed JSON is ``payload`` (inverse of :func:`encode_value`).
+
+    Example:
+        >>> decode_value({"tuple": [1, {"float": "inf"}]})
+        (1, inf)
+    """
+    if payload is None or isinstance(payload, (bool, str, int)):
+        return payload
+    if not isinstance(payload, dict) or len(payload) != 1:
+        raise MetadataError(f"checkpoint value at {format_key_path(path)}: bad typed JSON")
+    (tag, body), *_ = payload.items()
+    decoders: dict[str, Callable[[Any], Any]] = {
+        "float": _decode_float,
+        "list": lambda b: [
+            decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
+        ],
+        "tuple": lambda b: tuple(
+            decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
+        ),
+        "dict": lambda b: dict(_decode_pairs(b, path, allow_pickle)),
+        "odict": lambda b: OrderedDict(_decode_pairs(b, path, allow_pickle)),
+        "size": lambda b: torch.Size(b),
+        "dtype": lambda b: getattr(torch, b),
+        "numpy": _decode_numpy,
+        "class": lambda b: _resolve_class(b, path),
+    }
+    if tag == "pickle":
+        if not allow_pickle:
+            raise UnrepresentableError(
+                f"checkpoint value at {format_key_path(path)} was pickled; loading it runs "
+                "code, pass allow_pickle=True if you trust this checkpoint"
+            )
+        return _pickle_loads(body)
+    decoder = decoders.get(tag)
+    if decoder is None:
+        raise MetadataError(f"checkpoint value at {format_key_path(path)}: unknown tag {tag!r}")
+    if tag == "dtype" and not isinstance(getattr(torch, body, None), torch.dtype):
+        raise MetadataError(f"checkpoint value at {format_key_path(path)}: no dtype {body!r}")
+    return decoder(body)

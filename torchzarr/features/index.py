@@ -1,0 +1,224 @@
+"""The feature store's id index: id -> row lookup, gather plans, and the lock guarding publication."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.errors import MetadataError, ShapeMismatchError, UnsupportedDtypeError
+
+__all__ = ["FeatureBatch", "GatherPlan", "IdIndex", "ReadWriteLock", "as_ids", "plan_gather"]
+
+
+def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
+    """Entity ids (a tensor on any device, a numpy array, a sequence or one int) as 1-d int64.
+
+    Example:
+        >>> as_ids(torch.tensor([3, 1])).tolist()
+        [3, 1]
+    """
+    if isinstance(ids, torch.Tensor):
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise UnsupportedDtypeError(f"{what} must be integers, got a tensor of {ids.dtype}")
+        ids = ids.detach().cpu().numpy()
+    arr = np.asarray(ids)
+    if arr.size == 0 and arr.dtype.kind not in "iu":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"{what} must be integers, got values of dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise UnsupportedDtypeError(f"{what} must fit in int64; got {int(arr.max())}")
+    if arr.ndim > 1:
+        raise ShapeMismatchError(f"{what} must be 1-d, got shape {arr.shape}")
+    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class IdIndex:
+    """An immutable id -> row map: the stored ids of rows ``0..num_rows-1``, sorted for lookup.
+
+    A new index is built for every published write, so a reader holding one never sees it
+    change. Lookups are one ``np.searchsorted`` over the sorted copy.
+
+    Example:
+        >>> index = IdIndex.from_ids(np.array([30, 10, 20]))
+        >>> rows, found = index.lookup(np.array([20, 99]))
+        >>> rows[found].tolist(), found.tolist()
+        ([2], [True, False])
+    """
+
+    sorted_ids: np.ndarray
+    rows: np.ndarray  # rows[i] is the row of sorted_ids[i]
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray) -> IdIndex:
+        """The index of stored ids (row ``i`` holds ``ids[i]``); duplicates are a corrupt store."""
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+        if dup.size:
+            raise MetadataError(
+                f"the feature store's ids array holds id {int(sorted_ids[dup[0]])} more than once"
+            )
+        return cls(sorted_ids, order.astype(np.int64))
+
+    @property
+    def num_rows(self) -> int:
+        """Number of indexed rows."""
+        return int(self.sorted_ids.size)
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, found)`` for int64 ``ids``; ``rows`` is meaningless where ``found`` is False.
+
+        Example:
+            >>> IdIndex.from_ids(np.array([5])).lookup(np.array([5]))[0].tolist()
+            [0]
+        """
+        n = self.sorted_ids.size
+        if n == 0:
+            return np.zeros(ids.size, dtype=np.int64), np.zeros(ids.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.sorted_ids, ids), n - 1)
+        found = self.sorted_ids[pos] == ids
+        return self.rows[pos], found
+
+    def extended(self, new_ids: np.ndarray) -> IdIndex:
+        """The index with ``new_ids`` (absent, unique) appended as rows ``num_rows...``.
+
+        Example:
+            >>> IdIndex.from_ids(np.array([4, 2])).extended(np.array([3])).lookup(np.array([3]))[0]
+            array([2])
+        """
+        if new_ids.size == 0:
+            return self
+        new_rows = np.arange(self.num_rows, self.num_rows + new_ids.size, dtype=np.int64)
+        order = np.argsort(new_ids, kind="stable")
+        new_sorted = new_ids[order]
+        at = np.searchsorted(self.sorted_ids, new_sorted)
+        return IdIndex(
+            np.insert(self.sorted_ids, at, new_sorted), np.insert(self.rows, at, new_rows[order])
+        )
+
+    def ids_in_row_order(self) -> np.ndarray:
+        """The ids of rows ``0..num_rows-1``, in row order."""
+        out = np.empty_like(self.sorted_ids)
+        out[self.rows] = self.sorted_ids
+        return out
+
+
+@dataclass(frozen=True)
+class GatherPlan:
+    """How to serve a batch of ids: the distinct rows to read, then how to lay them out.
+
+    Attributes:
+        rows: distinct rows to read, ascending (each chunk is then touched once).
+        select: for each requested id, its position among ``rows`` (0 where missing).
+        mask: for each requested id, True when the store holds it.
+        all_found: ``mask.all()``.
+        identity: the ids are distinct, all found and already in row order.
+    """
+
+    rows: np.ndarray
+    select: torch.Tensor
+    mask: np.ndarray
+    all_found: bool
+    identity: bool
+
+
+def plan_gather(index: IdIndex, query: np.ndarray) -> GatherPlan:
+    """Deduplicate and sort ``query``'s rows; remember the caller's order and the misses.
+
+    Example:
+        >>> plan = plan_gather(IdIndex.from_ids(np.array([10, 20, 30])), np.array([30, 10, 30]))
+        >>> plan.rows.tolist(), plan.select.tolist()
+        ([0, 2], [1, 0, 1])
+    """
+    unique, inverse = np.unique(query, return_inverse=True)
+    rows, found = index.lookup(unique)
+    rows_found = rows[found]
+    order = np.argsort(rows_found, kind="stable")
+    position = np.empty(rows_found.size, dtype=np.int64)
+    position[order] = np.arange(rows_found.size, dtype=np.int64)
+    to_gathered = np.zeros(unique.size, dtype=np.int64)
+    to_gathered[found] = position
+    select = to_gathered[inverse.reshape(-1)]
+    mask = found[inverse.reshape(-1)]
+    all_found = bool(found.all())
+    identity = (
+        all_found
+        and unique.size == query.size
+        and bool(np.all(select == np.arange(query.size, dtype=np.int64)))
+    )
+    return GatherPlan(rows_found[order], torch.from_numpy(select), mask, all_found, identity)
+
+
+class FeatureBatch(dict[str, torch.Tensor]):
+    """Features of a batch of ids, by name; ``mask`` is True where an id was found.
+
+    Example:
+        >>> batch = FeatureBatch(torch.tensor([True, False]))
+        >>> batch["x"] = torch.zeros(2)
+        >>> sorted(batch), batch.mask.tolist()
+        (['x'], [True, False])
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.mask = mask
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers (no starvation).
+
+    Example:
+        >>> lock = ReadWriteLock()
+        >>> with lock.shared():
+        ...     pass
+        >>> with lock.exclusive():
+        ...     pass
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the lock with other readers."""
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock alone."""
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()

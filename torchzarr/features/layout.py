@@ -1,0 +1,177 @@
+"""The feature store's layout in its group: the published-state attribute, feature arrays."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.core.array import Array
+from torchzarr.core.cache import ChunkCache
+from torchzarr.core.group import Group
+from torchzarr.errors import MetadataError
+from torchzarr.features.index import IdIndex
+from torchzarr.features.rows import IDS
+
+__all__ = [
+    "STATE_ATTRIBUTE",
+    "Published",
+    "create_feature_array",
+    "forget_cached",
+    "init_layout",
+    "load_published",
+    "publish",
+    "published_version",
+]
+
+#: group attribute holding what readers trust: row count, version, published feature names
+STATE_ATTRIBUTE = "feature_store"
+_ID_CHUNK_ROWS = 1 << 16  # 512 KiB of int64 ids per chunk: the index loads in a few reads
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published state: readers use it whole, a write replaces it whole."""
+
+    version: int
+    index: IdIndex
+    arrays: dict[str, Array]  # writable handles, shape[0] >= index.num_rows
+    cached: dict[str, Array]  # the same arrays reading through the decoded-chunk cache
+
+
+def init_layout(group: Group) -> None:
+    """Make an empty writable group a feature store with no rows; refuse any other group.
+
+    Example:
+        >>> init_layout(tz.open_group("memory://", mode="w"))  # doctest: +SKIP
+    """
+    if STATE_ATTRIBUTE in group.attrs:
+        return
+    if group.read_only or len(group):
+        raise MetadataError(
+            f"group {group.name} in {group.store!r} is not a feature store "
+            f"(no {STATE_ATTRIBUTE!r} attribute)"
+        )
+    v3 = group.zarr_format == 3
+    group.create_array(
+        IDS,
+        shape=(0,),
+        dtype=torch.int64,
+        chunks=(_ID_CHUNK_ROWS,),
+        fill_value=0,
+        attributes={} if v3 else {"_ARRAY_DIMENSIONS": [IDS]},
+        **({"dimension_names": [IDS]} if v3 else {}),
+    )
+    group.attrs[STATE_ATTRIBUTE] = {"format": 1, "num_rows": 0, "version": 0, "features": []}
+
+
+def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
+    return {name: arr.with_cache(cache) for name, arr in arrays.items()}
+
+
+def load_published(group: Group, cache: ChunkCache) -> Published:
+    """The state the group's attribute publishes; the ids below ``num_rows`` are indexed.
+
+    Example:
+        >>> load_published(group, None).index.num_rows  # doctest: +SKIP
+        0
+    """
+    state = group.attrs[STATE_ATTRIBUTE]
+    try:
+        num_rows, version = int(state["num_rows"]), int(state["version"])
+        names = [str(n) for n in state["features"]]
+    except (KeyError, TypeError, ValueError):
+        raise MetadataError(
+            f"malformed {STATE_ATTRIBUTE!r} attribute in group {group.name}: {state!r}"
+        ) from None
+    arrays: dict[str, Array] = {}
+    for name in [IDS, *names]:
+        node = group.get(name)
+        if not isinstance(node, Array) or not node.shape or node.shape[0] < num_rows:
+            raise MetadataError(
+                f"feature store {group.name}: {name!r} is not an array of at least {num_rows} rows"
+            )
+        arrays[name] = node
+    ids = arrays.pop(IDS)[:num_rows].numpy()
+    return Published(version, IdIndex.from_ids(ids), arrays, _cached(arrays, cache))
+
+
+def published_version(group: Group) -> int:
+    """The version the group's attribute publishes, -1 when it has none."""
+    state = group.attrs.get(STATE_ATTRIBUTE)
+    return int(state.get("version", -1)) if isinstance(state, dict) else -1
+
+
+def publish(
+    group: Group,
+    published: Published,
+    arrays: dict[str, Array],
+    new_ids: np.ndarray,
+    cache: ChunkCache,
+) -> Published:
+    """Make a complete write visible to readers elsewhere (the group attribute, written
+    last) and return the state this instance swaps in whole, under its exclusive lock."""
+    version = published.version + 1
+    index = published.index.extended(new_ids)
+    group.attrs[STATE_ATTRIBUTE] = {
+        "format": 1,
+        "num_rows": index.num_rows,
+        "version": version,
+        "features": list(arrays),
+    }
+    return Published(version, index, arrays, _cached(arrays, cache))
+
+
+def forget_cached(published: Published) -> None:
+    """Drop a state's chunks from its cache: another writer may have changed them."""
+    for arr in published.cached.values():
+        cache = arr.cache
+        if cache is not None:
+            coords = list(itertools.product(*(range(n) for n in arr.cdata_shape)))
+            cache.invalidate(arr.store.identity, arr.path, coords)
+
+
+def create_feature_array(
+    group: Group,
+    name: str,
+    dtype: torch.dtype,
+    row_shape: tuple[int, ...],
+    rows: int,
+    chunk_bytes: int,
+    compressors: Any,
+    *,
+    fill_value: Any = 0,
+    chunk_rows: int | None = None,
+) -> Array:
+    """A new feature array of ``rows`` rows: whole rows per chunk, about ``chunk_bytes`` each.
+
+    Example:
+        >>> create_feature_array(group, "emb", torch.float32, (16,), 0, 1 << 16, None).chunks  # doctest: +SKIP
+        (1024, 16)
+    """
+    row_shape = tuple(int(d) for d in row_shape)
+    if chunk_rows is None:
+        row_bytes = max(1, math.prod(row_shape) * dtype.itemsize)
+        chunk_rows = 1 << max(0, (chunk_bytes // row_bytes).bit_length() - 1)
+    dims = [IDS, *(f"{name}_{i}" for i in range(1, len(row_shape) + 1))]
+    kwargs: dict[str, Any] = {}
+    if compressors is not None:
+        kwargs["compressors"] = compressors
+    if group.zarr_format == 3:
+        kwargs["dimension_names"] = dims
+    else:
+        kwargs["attributes"] = {"_ARRAY_DIMENSIONS": dims}
+    if name in group:  # left behind by a write that never published: start clean
+        del group[name]
+    return group.create_array(
+        name,
+        shape=(rows, *row_shape),
+        dtype=dtype,
+        chunks=(chunk_rows, *row_shape),
+        fill_value=fill_value,
+        **kwargs,
+    )

@@ -1,0 +1,164 @@
+"""Row-level work of the feature store: upsert plans, feature arrays, checks, and gathers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.core.array import Array
+from torchzarr.errors import InvalidKeyError, ShapeMismatchError
+from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
+from torchzarr.tensors import cuda_available
+
+__all__ = [
+    "IDS",
+    "as_feature_tensor",
+    "check_missing",
+    "check_name",
+    "check_row",
+    "copy_out",
+    "gather_rows",
+    "plan_upsert",
+    "set_rows",
+    "write_rows",
+]
+
+#: name of the array holding the id of each row
+IDS = "ids"
+
+
+def plan_upsert(index: IdIndex, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where a write's rows go: ``(rows, positions, new_ids)``.
+
+    ``rows`` (ascending) are the target rows and ``positions`` the index in ``query`` of the
+    value each receives: the last occurrence of a repeated id wins. New ids take the rows
+    after ``index.num_rows`` in the order the caller gave them; ``new_ids`` lists them so.
+
+    Example:
+        >>> rows, positions, new = plan_upsert(IdIndex.from_ids(np.array([5])), np.array([9, 5, 9]))
+        >>> rows.tolist(), positions.tolist(), new.tolist()
+        ([0, 1], [1, 2], [9])
+    """
+    unique, first_from_end = np.unique(query[::-1], return_index=True)
+    positions = query.size - 1 - first_from_end
+    rows, found = index.lookup(unique)
+    by_position = np.argsort(positions[~found], kind="stable")
+    new_ids = unique[~found][by_position]
+    start = index.num_rows
+    new_rows = np.empty(new_ids.size, dtype=np.int64)
+    new_rows[by_position] = np.arange(start, start + new_ids.size, dtype=np.int64)
+    rows = rows.copy()
+    rows[~found] = new_rows
+    order = np.argsort(rows)
+    return rows[order], positions[order], new_ids
+
+
+def write_rows(arr: Array, rows: np.ndarray, data: torch.Tensor) -> None:
+    """Write ``data`` to ascending ``rows`` of ``arr``: one slice write when they are a run."""
+    if not rows.size:
+        return
+    if rows[-1] - rows[0] + 1 == rows.size:
+        arr[int(rows[0]) : int(rows[-1]) + 1] = data
+    else:
+        arr.oindex[rows] = data
+
+
+def gather_rows(
+    arr: Array, plan: GatherPlan, dest: torch.Tensor | None, pin_memory: bool
+) -> torch.Tensor:
+    """The rows ``plan`` asks for from ``arr``, in the caller's order, into ``dest`` if given.
+
+    The distinct rows are read in one sorted selection (each chunk once); the caller's order
+    and duplicates come from one ``index_select``. A batch of distinct ids already in row
+    order is read straight into its destination.
+    """
+    shape = (plan.mask.size, *arr.shape[1:])
+    if dest is not None and (tuple(dest.shape) != shape or dest.dtype != arr.dtype):
+        raise ShapeMismatchError(
+            f"out for feature {arr.basename!r} has shape {tuple(dest.shape)} and dtype "
+            f"{dest.dtype}; the batch needs shape {shape} and dtype {arr.dtype}"
+        )
+    rows = plan.rows
+    selection: Any = rows
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one run of rows: a slice
+        selection = slice(int(rows[0]), int(rows[-1]) + 1)
+    if plan.identity:
+        return arr.read(selection, out=dest, pin_memory=pin_memory)
+    gathered = arr.read(selection) if rows.size else torch.empty(0, *shape[1:], dtype=arr.dtype)
+    on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
+    result = dest if on_cpu else None
+    if result is None:
+        pin = pin_memory or (dest is not None and dest.device.type == "cuda")
+        result = torch.empty(shape, dtype=arr.dtype, pin_memory=pin and cuda_available())
+    if plan.all_found:
+        torch.index_select(gathered, 0, plan.select, out=result)
+    else:
+        mask = torch.from_numpy(plan.mask)
+        result[mask] = gathered[plan.select[mask]]
+        result[~mask] = arr.fill_value
+    if dest is not None and result is not dest:
+        dest.copy_(result)
+        return dest
+    return result
+
+
+def check_missing(missing: str) -> None:
+    if missing not in ("raise", "fill"):
+        raise ValueError(f'missing must be "raise" or "fill", got {missing!r}')
+
+
+def check_name(name: str) -> None:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name == IDS
+        or "/" in name
+        or name.startswith((".", "__"))
+        or name in ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+    ):
+        raise InvalidKeyError(
+            f"invalid feature name {name!r}: use a non-empty name without '/', not {IDS!r}, "
+            "not starting with '.' or '__'"
+        )
+
+
+def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    if tensor.ndim == 0 or tensor.shape[0] != n:
+        raise ShapeMismatchError(
+            f"feature {name!r} has shape {tuple(tensor.shape)}: it needs one row per id ({n})"
+        )
+    return tensor
+
+
+def check_row(name: str, arr: Array, value: torch.Tensor) -> None:
+    if tuple(value.shape[1:]) != tuple(arr.shape[1:]):
+        raise ShapeMismatchError(
+            f"feature {name!r} has rows of shape {tuple(arr.shape[1:])}; "
+            f"got rows of shape {tuple(value.shape[1:])}"
+        )
+
+
+def set_rows(arr: Array, published_rows: int, total: int) -> None:
+    """Give an existing feature exactly ``total`` rows. Rows past the published count exist
+    only after a write that failed before publishing: reset them so they never leak."""
+    if arr.shape[0] > published_rows:
+        arr.resize(published_rows, *arr.shape[1:])
+    if arr.shape[0] != total:
+        arr.resize(total, *arr.shape[1:])
+
+
+def copy_out(batch: FeatureBatch, out: Mapping[str, torch.Tensor]) -> FeatureBatch:
+    for name, dest in out.items():
+        if name in batch:
+            if dest.shape != batch[name].shape or dest.dtype != batch[name].dtype:
+                raise ShapeMismatchError(
+                    f"out[{name!r}] has shape {tuple(dest.shape)} and dtype {dest.dtype}; "
+                    f"the batch has {tuple(batch[name].shape)} and {batch[name].dtype}"
+                )
+            dest.copy_(batch[name])
+            batch[name] = dest
+    return batch

@@ -1,0 +1,470 @@
+"""``FeatureStore``: features of entities, written and read by int64 id, kept as plain Zarr."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.config import config
+from torchzarr.core.api import open_group
+from torchzarr.core.array import Array
+from torchzarr.core.cache import ChunkCache
+from torchzarr.core.group import Group
+from torchzarr.errors import (
+    ArrayNotFoundError,
+    MissingIdError,
+    NodeExistsError,
+    ReadOnlyError,
+    ShapeMismatchError,
+)
+from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, plan_gather
+from torchzarr.features.layout import (
+    Published,
+    create_feature_array,
+    forget_cached,
+    init_layout,
+    load_published,
+    publish,
+    published_version,
+)
+from torchzarr.features.rows import (
+    IDS,
+    as_feature_tensor,
+    check_missing,
+    check_name,
+    check_row,
+    copy_out,
+    gather_rows,
+    plan_upsert,
+    set_rows,
+    write_rows,
+)
+
+__all__ = ["FeatureStore"]
+
+
+class FeatureStore:
+    """Features of entities addressed by int64 id: a Zarr group with an ``ids`` array and
+    one array per feature, rows on axis 0 (zarr-python, tensorstore and xarray open it).
+
+    One writer and many reader threads may share an instance: a read sees every write call
+    either wholly or not at all. Other instances and processes see rows published up to
+    their last :meth:`refresh` (done automatically when a read meets an unknown id).
+
+    Args:
+        store: a path, URL or :class:`~torchzarr.Store`.
+        mode: "r", "r+", "a" (create if absent), "w" (start empty) or "w-" (must be new).
+        path: the group's path inside the store.
+        zarr_format: 2 or 3, for a new store.
+        chunk_bytes: decoded bytes per chunk of a new feature (rows per chunk follow);
+            small chunks keep random gathers cheap.
+        compressors: compressors of new feature arrays (``create_array``'s argument).
+        cache: the decoded-chunk cache reads go through (default: one of
+            ``tz.config.cache_bytes`` owned by this instance, so that :meth:`refresh` can
+            drop what other writers made stale without touching other readers' caches).
+        storage_options: options for a URL store.
+
+    Example:
+        >>> import torch, torchzarr as tz
+        >>> fs = FeatureStore("memory://", mode="w")
+        >>> fs.write([7, 3], {"emb": torch.tensor([[1.0, 2.0], [3.0, 4.0]])})
+        >>> fs.read([3, 7, 3])["emb"]
+        tensor([[3., 4.],
+                [1., 2.],
+                [3., 4.]])
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        mode: str = "a",
+        *,
+        path: str = "",
+        zarr_format: int = 3,
+        chunk_bytes: int = 64 << 10,
+        compressors: Any = None,
+        cache: ChunkCache | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+        self._spec = (store, mode, path, zarr_format, storage_options)
+        self._chunk_bytes = chunk_bytes
+        self._compressors = compressors
+        self._cache = cache if cache is not None else ChunkCache(config.cache_bytes)
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._group: Group | None = None
+        self._published: Published | None = None
+        self._rw = ReadWriteLock()
+        self._write_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: tuple[tuple[Any, ...], int, Future[FeatureBatch]] | None = None
+
+    # -- pickling: the spec travels, the process-local state is rebuilt lazily -------------
+    def __getstate__(self) -> dict[str, Any]:
+        group = self._group
+        store, mode, path, zarr_format, options = self._spec
+        if group is not None:  # after "w", reopening must not wipe the store again
+            store, mode = group.store, "r" if group.read_only else "r+"
+        return {
+            "spec": (store, mode, path, zarr_format, options),
+            "chunk_bytes": self._chunk_bytes,
+            "compressors": self._compressors,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._spec = state["spec"]
+        self._chunk_bytes = state["chunk_bytes"]
+        self._compressors = state["compressors"]
+        self._cache = ChunkCache(config.cache_bytes)  # caches stay in their process
+        self._init_runtime()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _state(self) -> Published:
+        published = self._published
+        if published is None:
+            with self._open_lock:
+                if self._published is None:
+                    self._published = load_published(self._open(), self._cache)
+                published = self._published
+        return published
+
+    def _open(self) -> Group:
+        if self._group is not None:
+            return self._group
+        store, mode, path, zarr_format, options = self._spec
+        group = open_group(
+            store,
+            mode,
+            path=path,
+            zarr_format=zarr_format,
+            use_consolidated=False,
+            storage_options=options,
+        )
+        init_layout(group)
+        self._group = group
+        return group
+
+    def refresh(self) -> bool:
+        """Pick up writes published by other instances or processes; True if anything changed.
+
+        Example:
+            >>> fs.refresh()  # doctest: +SKIP
+            False
+        """
+        old = self._state()
+        if published_version(self._reopen()) == old.version:
+            return False
+        with self._rw.exclusive():
+            old = self._state()
+            group = self._reopen()
+            if published_version(group) == old.version:
+                return False
+            new = load_published(group, self._cache)
+            self._group = group
+            forget_cached(old)
+            self._published = new
+            return True
+
+    def _reopen(self) -> Group:
+        """The group read afresh from the store (metadata is cached per handle)."""
+        current = self._open()
+        mode = "r" if current.read_only else "r+"
+        return open_group(current.store, mode, path=current.path, use_consolidated=False)
+
+    # -- description ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._state().index.num_rows
+
+    def __contains__(self, entity_id: object) -> bool:
+        if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
+            return False
+        _, found = self._state().index.lookup(np.array([entity_id], dtype=np.int64))
+        return bool(found[0])
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """The stored ids in row order (int64)."""
+        return torch.from_numpy(self._state().index.ids_in_row_order())
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Names of the published features, in creation order."""
+        return tuple(self._state().arrays)
+
+    @property
+    def version(self) -> int:
+        """Number of published writes; changes whenever a write becomes visible."""
+        return self._state().version
+
+    @property
+    def group(self) -> Group:
+        """The Zarr group holding the store."""
+        self._state()
+        assert self._group is not None
+        return self._group
+
+    def array(self, name: str) -> Array:
+        """The Zarr array of one feature (rows beyond ``len(self)`` are not published)."""
+        arrays = self._state().arrays
+        if name not in arrays:
+            raise ArrayNotFoundError(f"no feature {name!r} in the feature store")
+        return arrays[name]
+
+    def __repr__(self) -> str:
+        if self._published is None:
+            return f"<torchzarr.FeatureStore {self._spec[0]!r} (not opened yet)>"
+        return (
+            f"<torchzarr.FeatureStore {self._group!r} rows={len(self)} "
+            f"features={list(self.features)} version={self.version}>"
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+    def read(
+        self,
+        ids: Any,
+        features: Iterable[str] | None = None,
+        *,
+        out: Mapping[str, torch.Tensor] | None = None,
+        pin_memory: bool = False,
+        missing: str = "raise",
+    ) -> FeatureBatch:
+        """The rows of ``ids`` (caller's order, duplicates allowed) for each feature.
+
+        Each touched chunk is read once, through the decoded-chunk cache. ``out`` maps
+        feature names to preallocated tensors (any device) of shape ``(len(ids), *row)``;
+        ``pin_memory=True`` allocates page-locked results when CUDA is present. Unknown ids
+        raise :class:`~torchzarr.errors.MissingIdError` (a ``KeyError``) naming them;
+        with ``missing="fill"`` they get the feature's fill value and ``result.mask`` is
+        False there. A batch prepared by :meth:`prefetch` with the same arguments is used.
+
+        Example:
+            >>> fs = FeatureStore("memory://", mode="w")
+            >>> fs.write([3], {"x": torch.tensor([1.5])})
+            >>> batch = fs.read(torch.tensor([3, 99]), missing="fill")
+            >>> batch["x"], batch.mask
+            (tensor([1.5000, 0.0000]), tensor([ True, False]))
+        """
+        check_missing(missing)
+        query = as_ids(ids)
+        names = None if features is None else tuple(features)
+        prefetched = self._take_prefetched(query, names, pin_memory, missing)
+        if prefetched is not None:
+            return prefetched if out is None else copy_out(prefetched, out)
+        return self._read_fresh(query, names, out, pin_memory, missing)
+
+    def _read_fresh(
+        self,
+        query: np.ndarray,
+        names: tuple[str, ...] | None,
+        out: Mapping[str, torch.Tensor] | None,
+        pin_memory: bool,
+        missing: str,
+    ) -> FeatureBatch:
+        try:
+            return self._read(query, names, out, pin_memory, missing="raise-quiet")
+        except _Unknown:
+            self.refresh()  # another writer may have published these ids since
+        return self._read(query, names, out, pin_memory, missing)
+
+    def _read(
+        self,
+        query: np.ndarray,
+        names: tuple[str, ...] | None,
+        out: Mapping[str, torch.Tensor] | None,
+        pin_memory: bool,
+        missing: str,
+    ) -> FeatureBatch:
+        with self._rw.shared():
+            published = self._state()
+            names = tuple(published.arrays) if names is None else names
+            for name in names:
+                if name not in published.cached:
+                    raise ArrayNotFoundError(
+                        f"no feature {name!r} in the feature store (features: "
+                        f"{sorted(published.cached)})"
+                    )
+            plan = plan_gather(published.index, query)
+            if not plan.all_found:
+                if missing == "raise-quiet":
+                    raise _Unknown
+                if missing == "raise":
+                    shown = [int(i) for i in query[~plan.mask][:10]]
+                    raise MissingIdError(
+                        f"{int((~plan.mask).sum())} of {query.size} ids are not in the feature "
+                        f"store, first: {shown}"
+                    )
+            result = FeatureBatch(torch.from_numpy(plan.mask))
+            for name in names:
+                dest = None if out is None else out.get(name)
+                result[name] = gather_rows(published.cached[name], plan, dest, pin_memory)
+            return result
+
+    def prefetch(
+        self,
+        ids: Any,
+        features: Iterable[str] | None = None,
+        *,
+        pin_memory: bool = False,
+        missing: str = "raise",
+    ) -> None:
+        """Start reading a batch on a background thread; the matching :meth:`read` takes it.
+
+        Call it with the next step's ids before running the current step.
+
+        Example:
+            >>> fs.prefetch(next_ids)  # doctest: +SKIP
+            >>> batch = fs.read(next_ids)  # doctest: +SKIP
+        """
+        check_missing(missing)
+        query = as_ids(ids)
+        names = None if features is None else tuple(features)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-features")
+        version = self._state().version
+        future = self._pool.submit(self._read_fresh, query, names, None, pin_memory, missing)
+        with self._pending_lock:
+            self._pending = ((query, names, pin_memory, missing), version, future)
+
+    def _take_prefetched(
+        self, query: np.ndarray, names: tuple[str, ...] | None, pin_memory: bool, missing: str
+    ) -> FeatureBatch | None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        (p_query, p_names, p_pin, p_missing), version, future = pending
+        if (p_names, p_pin, p_missing) != (names, pin_memory, missing) or not np.array_equal(
+            p_query, query
+        ):
+            return None
+        batch = future.result()  # a failed prefetch raises here, as the read would have
+        if version != self._state().version:
+            return None  # a write was published meanwhile: read again
+        return batch
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, ids: Any, features: Mapping[str, Any]) -> None:
+        """Upsert rows: new ids are appended, known ids overwritten, new features created.
+
+        Every value holds one row per id (tensor on any device, numpy array or nested
+        lists). A feature missing from the call keeps its rows; for new ids it holds its
+        fill value. When an id repeats in ``ids``, its last row wins. The call becomes
+        visible to readers at once, when it is complete.
+
+        Example:
+            >>> fs.write(torch.tensor([1, 2]), {"label": torch.tensor([0, 1])})  # doctest: +SKIP
+        """
+        query = as_ids(ids)
+        values = {name: as_feature_tensor(name, v, query.size) for name, v in features.items()}
+        if not values:
+            raise ShapeMismatchError("write needs at least one feature")
+        for name in values:
+            check_name(name)
+        with self._write_lock, self._rw.exclusive():
+            published = self._state()
+            group = self._open()
+            if group.read_only:
+                raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
+            self._published = self._apply(group, published, query, values)
+
+    def _apply(
+        self,
+        group: Group,
+        published: Published,
+        query: np.ndarray,
+        values: dict[str, torch.Tensor],
+    ) -> Published:
+        old_rows = published.index.num_rows
+        rows, keep, new_ids = plan_upsert(published.index, query)
+        total = old_rows + new_ids.size
+        positions = torch.from_numpy(keep)
+
+        arrays = dict(published.arrays)
+        for name, value in values.items():
+            if name in arrays:
+                check_row(name, arrays[name], value)
+        for arr in arrays.values():
+            set_rows(arr, old_rows, total)
+        for name, value in values.items():
+            if name not in arrays:
+                shape = tuple(value.shape[1:])
+                arrays[name] = create_feature_array(
+                    group, name, value.dtype, shape, total, self._chunk_bytes, self._compressors
+                )
+        for name, value in values.items():
+            data = value.index_select(0, positions.to(value.device))
+            write_rows(arrays[name], rows, data)
+        ids_arr = group[IDS]
+        assert isinstance(ids_arr, Array)
+        set_rows(ids_arr, old_rows, total)
+        if new_ids.size:
+            ids_arr[old_rows:total] = new_ids
+        # publish last: readers elsewhere trust rows below num_rows and the listed features
+        return publish(group, published, arrays, new_ids, self._cache)
+
+    def create_feature(
+        self,
+        name: str,
+        dtype: torch.dtype,
+        row_shape: tuple[int, ...] = (),
+        *,
+        fill_value: Any = 0,
+        chunk_rows: int | None = None,
+    ) -> None:
+        """Create an empty feature explicitly (a write creates one implicitly, fill 0).
+
+        Every known id reads as ``fill_value`` until written; so do misses with
+        ``missing="fill"``. ``chunk_rows`` defaults to ``chunk_bytes`` worth of rows.
+
+        Example:
+            >>> fs.create_feature("score", torch.float32, fill_value=float("nan"))  # doctest: +SKIP
+        """
+        check_name(name)
+        with self._write_lock, self._rw.exclusive():
+            published = self._state()
+            group = self._open()
+            if group.read_only:
+                raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
+            if name in published.arrays:
+                raise NodeExistsError(f"feature {name!r} already exists in {group.name}")
+            rows = published.index.num_rows
+            arr = create_feature_array(
+                group,
+                name,
+                dtype,
+                row_shape,
+                rows,
+                self._chunk_bytes,
+                self._compressors,
+                fill_value=fill_value,
+                chunk_rows=chunk_rows,
+            )
+            arrays = {**published.arrays, name: arr}
+            empty = np.empty(0, dtype=np.int64)
+            self._published = publish(group, published, arrays, empty, self._cache)
+
+    def close(self) -> None:
+        """Stop the prefetch thread (the store stays usable; it restarts on demand)."""
+        pool, self._pool, self._pending = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Unknown(Exception):
+    """Internal: a read met ids the index does not hold (refresh, then decide)."""

@@ -1,0 +1,33 @@
+"""Lightning checkpoints as Zarr: ``ZarrCheckpointIO`` and ``load_from_checkpoint``.
+
+``ZarrCheckpointIO`` plugs into ``lightning`` (or, when only it is installed,
+``pytorch_lightning``); ``PLZarrCheckpointIO`` is always the ``pytorch_lightning`` one.
+
+Example:
+    >>> import lightning as L, torchzarr as tz  # doctest: +SKIP
+    >>> trainer = L.Trainer(plugins=[tz.lightning.ZarrCheckpointIO()])  # doctest: +SKIP
+    >>> model = tz.lightning.load_from_checkpoint(MyModel, "ckpts/last.ckpt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from torchzarr.checkpoint.lightning import checkpoint_io_class, load_from_checkpoint
+
+if TYPE_CHECKING:  # built on first access by __getattr__ below
+    ZarrCheckpointIO: type
+    PLZarrCheckpointIO: type
+
+__all__ = ["PLZarrCheckpointIO", "ZarrCheckpointIO", "checkpoint_io_class", "load_from_checkpoint"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lightning is imported only when a plugin class is asked for.
+    if name == "ZarrCheckpointIO":
+        has_lightning = importlib.util.find_spec("lightning") is not None
+        return checkpoint_io_class("lightning" if has_lightning else "pytorch_lightning")
+    if name == "PLZarrCheckpointIO":
+        return checkpoint_io_class("pytorch_lightning")
+    raise AttributeError(f"module 'torchzarr.lightning' has no attribute {name!r}")
