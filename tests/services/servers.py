@@ -191,3 +191,37 @@ def azurite_server() -> Iterator[Service]:
     finally:
         stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RedisService:
+    """A running redis-server: ``url`` names database 0; ``unique_prefix()`` a fresh key prefix."""
+
+    url: str
+    port: int
+
+    def unique_prefix(self, name: str = "data") -> str:
+        return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisService]:
+    """redis-server on a free 127.0.0.1 port, without persistence, stopped at the end."""
+    try:
+        import redis  # noqa: F401
+    except ImportError as err:
+        missing(f"Redis tests need the redis package: {err}")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("Redis tests need redis-server (apt-get install -y redis-server)")
+    assert binary is not None
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-")
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        wait_for_port(port, proc, "redis-server")
+        yield RedisService(f"redis://127.0.0.1:{port}/0", port)
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -85,6 +85,8 @@ def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
         store: Store = cls(*args, **options)
     except TypeError as err:
         raise UnknownStoreError(f"invalid storage_options for {url!r}: {err}") from err
+    except UnknownStoreError as err:
+        raise UnknownStoreError(f"cannot open {url!r}: {err}") from err
     return store
 
 
@@ -128,8 +130,12 @@ def resolve_store(
     ``.zip`` that is not a directory, which opens as a ZipStore.
 
     Example:
-        >>> resolve_store("memory://", mode="w")
-        MemoryStore(...)  # doctest: +SKIP
+        >>> type(resolve_store("memory://", mode="w")).__name__
+        'MemoryStore'
+        >>> type(resolve_store("data.zip", mode="r")).__name__
+        'ZipStore'
+        >>> resolve_store("data.zip", mode="r").read_only
+        True
     """
     read_only = mode == "r"
     if isinstance(store, Store):

@@ -1,0 +1,118 @@
+"""RedisStore against a real redis-server: the store contract, URLs, prefixes and batching."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.storage.base import ByteRange, Store
+from torchzarr.storage.redis import RedisStore
+from torchzarr.storage.registry import resolve_store
+from torchzarr.testing.store_contract import StoreContract
+
+if TYPE_CHECKING:
+    from services.servers import RedisService
+
+pytestmark = pytest.mark.services
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisService) -> None:
+        self.server = redis_server
+
+    def make_store(self, tmp_path: Path) -> Store:
+        return RedisStore(self.server.url, prefix=self.server.unique_prefix("contract"))
+
+
+def test_url_with_prefix_round_trip(redis_server: RedisService) -> None:
+    prefix = redis_server.unique_prefix("url")
+    url = f"{redis_server.url}/{prefix}/arrays"
+    arr = tz.create_array(url, shape=(3, 4), dtype=torch.uint8, chunks=(2, 2))
+    data = torch.arange(12, dtype=torch.uint8).reshape(3, 4)
+    arr[:] = data
+    assert torch.equal(tz.open_array(url)[:], data)
+    store = resolve_store(url, mode="r")
+    assert isinstance(store, RedisStore) and store.read_only
+    assert store.prefix == f"{prefix}/arrays/"
+    # the same data through an explicit prefix, and nothing outside it
+    other = RedisStore(redis_server.url, prefix=f"{prefix}/arrays")
+    assert other.get("zarr.json") == store.get("zarr.json") is not None
+    assert sorted(RedisStore(redis_server.url, prefix=prefix).list_prefix("")) == sorted(
+        f"arrays/{k}" for k in store.list_prefix("")
+    )
+
+
+def test_prefixes_with_glob_characters_are_literal(redis_server: RedisService) -> None:
+    base = redis_server.unique_prefix("glob")
+    star = RedisStore(redis_server.url, prefix=f"{base}/a*")
+    plain = RedisStore(redis_server.url, prefix=f"{base}/ab")
+    star.set("k", b"1")
+    plain.set("k", b"2")
+    assert list(star.list_prefix("")) == ["k"] and star.get("k") == b"1"
+    star.set("[x]?", b"3")
+    assert sorted(star.list_prefix("[")) == ["[x]?"]
+
+
+def test_get_many_is_one_mget_per_batch(
+    redis_server: RedisService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore(redis_server.url, prefix=redis_server.unique_prefix("mget"))
+    store.set_many({f"k/{i}": b"v" for i in range(2500)})
+    calls: list[int] = []
+    real_mget = store.client.mget
+    monkeypatch.setattr(
+        store.client, "mget", lambda names: calls.append(len(names)) or real_mget(names)
+    )
+    got = store.get_many([f"k/{i}" for i in range(2500)] + ["nope"])
+    assert calls == [1000, 1000, 501]
+    assert got["nope"] is None and sum(v == b"v" for v in got.values()) == 2500
+    assert store.get_range("k/7", ByteRange(0, 0)) == b""
+    assert store.get_range("nope", ByteRange(0, 0)) is None
+
+
+def test_pickle_and_password_redaction(redis_server: RedisService) -> None:
+    store = RedisStore(
+        f"redis://user:secret@127.0.0.1:{redis_server.port}/0", prefix="p", socket_timeout=2
+    )
+    assert "secret" not in repr(store) and "secret" not in store.identity
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone == store and clone.client_options == {"socket_timeout": 2}
+    with pytest.raises(StoreError) as info:
+        clone.get("k")  # the server has no such user
+    assert "secret" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+def test_unreachable_server_names_the_url() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    with pytest.raises(StoreError, match=r"redis://127\.0\.0\.1:1/0"):
+        store.get("k")
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(UnknownStoreError, match="redis"):
+        RedisStore("http://example.com")
+    with pytest.raises(UnknownStoreError, match="prefix"):
+        resolve_store("redis://h:1/0/p", mode="r", storage_options={"prefix": "q"})
+    with pytest.raises(UnknownStoreError, match="invalid storage_options"):
+        resolve_store("redis://h:1/0", mode="r", storage_options={"prefix": "q", "url": "x"})
+
+
+def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "redis":
+            raise ImportError("No module named 'redis'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(MissingDependencyError, match="pip install redis"):
+        RedisStore("redis://127.0.0.1:1/0").get("k")

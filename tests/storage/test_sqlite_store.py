@@ -1,0 +1,79 @@
+"""SQLiteStore: the store contract, URLs, read-only databases and one query per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
+from torchzarr.storage.base import ByteRange, Store
+from torchzarr.storage.registry import resolve_store
+from torchzarr.storage.sqlite import SQLiteStore
+from torchzarr.testing.store_contract import StoreContract
+
+
+class TestSQLiteStore(StoreContract):
+    def make_store(self, tmp_path: Path) -> Store:
+        return SQLiteStore(tmp_path / "data.db")
+
+
+def test_url_opens_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/arrays.db"
+    arr = tz.create_array(url, shape=(6,), dtype=torch.int32, chunks=(4,))
+    arr[:] = torch.arange(6, dtype=torch.int32)
+    store = resolve_store(url, mode="r")
+    assert isinstance(store, SQLiteStore) and store.read_only
+    assert torch.equal(tz.open_array(url)[:], torch.arange(6, dtype=torch.int32))
+    with pytest.raises(ReadOnlyError, match=r"arrays\.db"):
+        store.set("x", b"1")
+    # plain sqlite3 sees one row per key
+    rows = sqlite3.connect(tmp_path / "arrays.db").execute("SELECT key FROM zarr").fetchall()
+    assert sorted(r[0] for r in rows) == ["c/0", "c/1", "zarr.json"]
+
+
+def test_bad_urls_name_the_url(tmp_path: Path) -> None:
+    with pytest.raises(UnknownStoreError, match="sqlite://"):
+        resolve_store("sqlite://", mode="a")
+    with pytest.raises(UnknownStoreError, match="nope"):
+        resolve_store(f"sqlite://{tmp_path}/x.db", mode="a", storage_options={"nope": 1})
+
+
+def test_missing_database_reads_as_empty(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "none.db", read_only=True)
+    assert store.get("a") is None and store.get_many(["a"]) == {"a": None}
+    assert store.get_range("a", ByteRange(0, 1)) is None
+    assert list(store.list_prefix("")) == []
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db"):
+        SQLiteStore(path).set("a", b"1")
+
+
+def test_get_many_is_one_query_per_batch(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    store.set_many({f"k/{i}": b"v" for i in range(1200)})
+    statements: list[str] = []
+    conn = store._conn()
+    assert conn is not None
+    conn.set_trace_callback(statements.append)
+    got = store.get_many([f"k/{i}" for i in range(1200)] + ["missing"])
+    assert sum(v == b"v" for v in got.values()) == 1200 and got["missing"] is None
+    assert len([s for s in statements if s.startswith("SELECT")]) == 3  # 500 keys a query
+
+
+def test_prefix_listing_with_unusual_characters(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    for key in ("a%/1", "a_/2", "a/3", "a\uffff/4", "b"):
+        store.set(key, b"x")
+    assert sorted(store.list_prefix("a%")) == ["a%/1"]
+    assert sorted(store.list_prefix("a_/")) == ["a_/2"]
+    assert sorted(store.list_prefix("a\uffff")) == ["a\uffff/4"]
+    assert len(list(store.list_prefix("a"))) == 4

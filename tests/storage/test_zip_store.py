@@ -1,0 +1,217 @@
+"""ZipStore: the store contract, zarr-python interop both ways, URLs, modes, fork and close."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import torchzarr as tz
+from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
+from torchzarr.storage.base import ByteRange, Store
+from torchzarr.storage.local import LocalStore
+from torchzarr.storage.registry import resolve_store
+from torchzarr.storage.zip import ZipStore
+from torchzarr.testing.store_contract import StoreContract
+
+
+class TestZipStore(StoreContract):
+    def make_store(self, tmp_path: Path) -> Store:
+        return ZipStore(tmp_path / "data.zip", mode="w")
+
+
+class TestDeflatedZipStore(StoreContract):
+    def make_store(self, tmp_path: Path) -> Store:
+        return ZipStore(tmp_path / "data.zip", mode="a", compression=zipfile.ZIP_DEFLATED)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_python_reads_ours(tmp_path: Path, zarr_format: int) -> None:
+    path = tmp_path / "ours.zip"
+    data = torch.arange(7 * 5, dtype=torch.int16).reshape(7, 5)
+    with ZipStore(path, mode="w") as store:
+        arr = tz.create_array(
+            store, shape=(7, 5), dtype=torch.int16, chunks=(3, 2), zarr_format=zarr_format
+        )
+        arr[:] = data
+        arr[0:2, 0:2] = torch.full((2, 2), -7, dtype=torch.int16)  # overwrites chunk (0, 0)
+    data[0:2, 0:2] = -7
+    names = zipfile.ZipFile(path).namelist()
+    assert len(names) == len(set(names))  # close() left no duplicate entries
+    theirs = zarr.storage.ZipStore(path, mode="r")
+    got = zarr.open_array(theirs, mode="r", zarr_format=zarr_format)
+    np.testing.assert_array_equal(got[:], data.numpy())
+    theirs.close()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_we_read_zarr_python(tmp_path: Path, zarr_format: int) -> None:
+    path = tmp_path / "theirs.zip"
+    expected = np.random.default_rng(1).normal(size=(9, 4)).astype("float32")
+    theirs = zarr.storage.ZipStore(path, mode="w")
+    arr = zarr.create_array(
+        theirs, shape=(9, 4), chunks=(4, 4), dtype="float32", zarr_format=zarr_format
+    )
+    arr[:] = expected
+    theirs.close()
+    node = tz.open(str(path))  # a plain path ending in .zip opens a ZipStore
+    assert isinstance(node, tz.Array)
+    np.testing.assert_array_equal(node[:].numpy(), expected)
+    np.testing.assert_array_equal(node[5:9, 1:3].numpy(), expected[5:9, 1:3])
+
+
+def test_duplicates_written_by_others_read_last(tmp_path: Path) -> None:
+    path = tmp_path / "dup.zip"
+    with (
+        pytest.warns(UserWarning, match="Duplicate name"),
+        zipfile.ZipFile(path, "w") as zf,
+    ):
+        zf.writestr("k", b"old")
+        zf.writestr("k", b"new")
+    store = ZipStore(path)
+    assert store.get("k") == b"new" and list(store.list_prefix("")) == ["k"]
+    assert store.get_range("k", ByteRange(1)) == b"ew"
+    store.close()
+    with ZipStore(path, mode="a") as store:  # an append session compacts on close
+        store.set("other", b"x")
+    assert sorted(zipfile.ZipFile(path).namelist()) == ["k", "other"]
+    assert zipfile.ZipFile(path).read("k") == b"new"
+
+
+def test_url_resolution(tmp_path: Path) -> None:
+    path = tmp_path / "u.zip"
+    arr = tz.create_array(str(path), shape=(4,), dtype=torch.float32, chunks=(2,))
+    arr[:] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # the same process reads what it wrote before the zip is closed: one shared archive
+    assert torch.equal(tz.open_array(f"zip://{path}")[:], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    store = resolve_store(f"zip://{path}", mode="r")
+    assert isinstance(store, ZipStore) and store.read_only
+    with pytest.raises(ReadOnlyError, match=r"u\.zip"):
+        store.set("x", b"1")
+    store.close()
+    assert zipfile.ZipFile(path).testzip() is None
+    (tmp_path / "dir.zip").mkdir()
+    assert isinstance(resolve_store(str(tmp_path / "dir.zip"), mode="a"), LocalStore)
+    assert isinstance(resolve_store(str(tmp_path / "x.ZIP"), mode="a"), ZipStore)
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(UnknownStoreError, match="zip://"):
+        resolve_store("zip://", mode="r")
+    with pytest.raises(UnknownStoreError, match="bogus"):
+        resolve_store(f"zip://{tmp_path}/a.zip", mode="a", storage_options={"bogus": 1})
+    with pytest.raises(UnknownStoreError, match="mode"):
+        ZipStore(tmp_path / "a.zip", mode="rw")
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all" * 10)
+    with pytest.raises(StoreError, match=r"junk\.zip"):
+        ZipStore(junk, mode="a").set("k", b"v")
+    with pytest.raises(StoreError, match=r"junk\.zip"):
+        ZipStore(junk).get("k")
+    with pytest.raises(StoreError, match="exists"):
+        ZipStore(junk, mode="x").set("k", b"v")
+
+
+def test_modes(tmp_path: Path) -> None:
+    path = tmp_path / "m.zip"
+    assert ZipStore(path).get("k") is None and not path.exists()  # missing file: empty
+    with ZipStore(path, mode="x") as store:
+        store.set("k", b"1")
+    with ZipStore(path, mode="a") as store:
+        store.set("j", b"2")
+    assert ZipStore(path).get_many(["k", "j"]) == {"k": b"1", "j": b"2"}
+    store = ZipStore(path, mode="w")
+    store.set("n", b"3")  # truncated on first use only
+    store.close()
+    store.set("o", b"4")  # a reopened "w" store appends
+    store.close()
+    assert sorted(zipfile.ZipFile(path).namelist()) == ["n", "o"]
+
+
+def test_pickle_is_a_spec_that_never_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "p.zip"
+    store = ZipStore(path, mode="w", compression=zipfile.ZIP_DEFLATED)
+    store.set("k", b"v")
+    store.close()
+    state = store.__getstate__()
+    assert state == {
+        "path": str(path),
+        "mode": "a",
+        "compression": zipfile.ZIP_DEFLATED,
+        "allowZip64": True,
+    }
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get("k") == b"v"
+    clone.close()
+
+
+def test_ranged_reads_fetch_only_the_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.zip"
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with ZipStore(path, mode="w") as store:
+        store.set("big", payload)
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    store = ZipStore(path)
+    assert store.get_range("big", ByteRange(1000, 10)) == payload[1000:1010]
+    assert store.get_range("big", ByteRange(-5)) == payload[-5:]
+    assert max(reads) <= 64  # local headers and the ranges, never the whole entry
+    store.close()
+
+
+def test_fork_child_reads_while_parent_writes(tmp_path: Path) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork")
+    path = tmp_path / "f.zip"
+    with ZipStore(path, mode="w") as store:
+        store.set("a", b"closed before fork")
+    writer = ZipStore(path, mode="a")
+    writer.set("b", b"parent only")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        # the parent's archive is abandoned: the child reopens the file as it is on disk
+        ok = ZipStore(path).get("a") == b"closed before fork"
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    writer.set("c", b"after fork")
+    writer.close()
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in zf.namelist()} == {
+            "a": b"closed before fork",
+            "b": b"parent only",
+            "c": b"after fork",
+        }
+
+
+def test_zips_left_open_are_closed_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "exit.zip"
+    script = (
+        "import torch, torchzarr as tz\n"
+        f"arr = tz.create_array({str(path)!r}, shape=(4,), dtype=torch.int64, chunks=(2,))\n"
+        "arr[:] = torch.arange(4)\n"
+        "arr[0:1] = torch.tensor([9])\n"  # an overwrite: the exit close compacts
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert len(names) == len(set(names)) and "zarr.json" in names
+    got = zarr.open_array(zarr.storage.ZipStore(path, mode="r"), mode="r")
+    np.testing.assert_array_equal(got[:], [9, 1, 2, 3])

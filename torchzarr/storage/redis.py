@@ -1,0 +1,244 @@
+"""``RedisStore``: keys under a prefix of a Redis database, batched with MGET and pipelines."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+
+__all__ = ["RedisStore"]
+
+_BATCH = 1000  # keys per MGET / MSET / DEL command
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]^\\"})
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore(Store):
+    """Keys as Redis strings named ``prefix + key`` in one database of a Redis server.
+
+    The client (and its connection pool) is created on first use, once per process, so a
+    forked DataLoader worker opens its own connections. ``get_many`` is one ``MGET`` per
+    batch of keys, ``set_many`` one ``MSET`` (atomic), ``get_range`` one ``GETRANGE``.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS).
+        prefix: prepended to every key, so several stores can share one database; a
+            ``/`` is added if missing. Empty: the whole database is the store.
+        read_only: refuse writes.
+        client_options: keyword arguments of ``redis.Redis.from_url`` (timeouts, TLS ...).
+
+    Example:
+        >>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="experiments/run1")
+        >>> store.prefix, store.identity
+        ('experiments/run1/', 'redis://127.0.0.1:6379/0#experiments/run1/')
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "",
+        read_only: bool = False,
+        **client_options: Any,
+    ) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise UnknownStoreError(f"a Redis store needs a redis:// or rediss:// URL, got {url!r}")
+        if prefix:
+            validate_key(prefix.rstrip("/") or "/")
+            prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.url = url
+        self.prefix = prefix
+        self.read_only = read_only
+        self.client_options = dict(client_options)
+        self._client: Any = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> RedisStore:
+        """Registry factory: ``redis://host:port/db/some/prefix`` puts keys under ``some/prefix/``.
+
+        Example:
+            >>> RedisStore.from_url("redis://localhost:6379/2/exp/a").prefix
+            'exp/a/'
+        """
+        parts = urlsplit(url)
+        db, _, rest = parts.path.lstrip("/").partition("/")
+        options = dict(options or {})
+        if rest:
+            if "prefix" in options:
+                raise UnknownStoreError(f"{_redact(url)!r} has a key prefix and prefix= too")
+            options["prefix"] = rest
+        base = urlunsplit(parts._replace(path=f"/{db}" if db else ""))
+        try:
+            return cls(base, **options)
+        except TypeError as err:
+            raise UnknownStoreError(f"invalid storage_options for {_redact(url)!r}: {err}") from err
+
+    def __repr__(self) -> str:
+        ro = ", read-only" if self.read_only else ""
+        return f"RedisStore({_redact(self.url)!r}, prefix={self.prefix!r}{ro})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RedisStore) and self.__getstate__() == other.__getstate__()
+
+    def __hash__(self) -> int:
+        return hash((self.url, self.prefix, self.read_only))
+
+    @property
+    def identity(self) -> str:
+        return f"{_redact(self.url)}#{self.prefix}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "prefix": self.prefix,
+            "read_only": self.read_only,
+            **self.client_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        RedisStore.__init__(self, **state)
+
+    def with_read_only(self, read_only: bool = True) -> RedisStore:
+        return RedisStore(**{**self.__getstate__(), "read_only": read_only})
+
+    def close(self) -> None:
+        """Disconnect this process's client; it reconnects on the next call."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
+
+    # -- the client ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The ``redis.Redis`` client of this process (created on first use, again after fork)."""
+        pid = os.getpid()
+        client = self._client
+        if client is not None and self._pid == pid:
+            return client
+        if self._pid != pid:
+            self._lock = threading.Lock()  # the parent's may have been held at fork
+        with self._lock:
+            if self._client is None or self._pid != pid:
+                try:
+                    import redis
+                except ImportError as err:
+                    raise MissingDependencyError(
+                        "RedisStore needs the 'redis' package: pip install redis "
+                        "(or torchzarr[all])"
+                    ) from err
+                try:
+                    client = redis.Redis.from_url(self.url, **self.client_options)
+                except (ValueError, TypeError) as err:
+                    raise UnknownStoreError(f"cannot open {_redact(self.url)!r}: {err}") from err
+                # the parent's client is dropped, not closed: its sockets belong to the parent
+                self._client, self._pid = client, pid
+            return self._client
+
+    def _run(self, what: str, key: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except StoreError:
+            raise
+        except Exception as err:
+            raise StoreError(
+                f"cannot {what} {key!r} at {_redact(self.url)!r}: {type(err).__name__}: {err}"
+            ) from err
+
+    def _name(self, key: str) -> bytes:
+        return (self.prefix + validate_key(key)).encode()
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        value = self._run("read", key, self.client.get, self._name(key))
+        return None if value is None else bytes(value)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        unique = list(dict.fromkeys(keys))
+        names = [self._name(key) for key in unique]
+        out: dict[str, bytes | None] = {}
+        for i in range(0, len(unique), _BATCH):
+            values = self._run("read", unique[i], self.client.mget, names[i : i + _BATCH])
+            out.update(zip(unique[i : i + _BATCH], values, strict=True))
+        return out
+
+    def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
+        name = self._name(key)
+        if byte_range.start < 0:
+            first, last = byte_range.start, -1
+        elif byte_range.length == 0:
+            return b"" if self.exists(key) else None
+        else:
+            first = byte_range.start
+            last = -1 if byte_range.length is None else first + byte_range.length - 1
+
+        def ranged() -> list[Any]:
+            # EXISTS tells a missing key from an empty range; MULTI makes both one snapshot
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.exists(name)
+                pipe.getrange(name, first, last)
+                return list(pipe.execute())
+
+        exists, value = self._run("read", key, ranged)
+        return bytes(value) if exists else None
+
+    def exists(self, key: str) -> bool:
+        return bool(self._run("read", key, self.client.exists, self._name(key)))
+
+    def getsize(self, key: str) -> int | None:
+        if not self.exists(key):
+            return None
+        return int(self._run("read", key, self.client.strlen, self._name(key)))
+
+    # -- writes -------------------------------------------------------------------------------
+    def set(self, key: str, value: Buffer) -> None:
+        self._check_writable(key)
+        self._run("write", key, self.client.set, self._name(key), bytes(value))
+
+    def set_many(self, items: Mapping[str, Buffer]) -> None:
+        for key in items:
+            self._check_writable(key)
+        pairs = {self._name(key): bytes(value) for key, value in items.items()}
+        names = list(pairs)
+        for i in range(0, len(names), _BATCH):
+            batch = {name: pairs[name] for name in names[i : i + _BATCH]}
+            self._run("write", names[i].decode(), self.client.mset, batch)
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for key in keys:
+            self._check_writable(key)
+        names = [self._name(key) for key in keys]
+        for i in range(0, len(names), _BATCH):
+            self._run("delete", keys[i], self.client.delete, *names[i : i + _BATCH])
+
+    # -- listing ------------------------------------------------------------------------------
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        pattern = (self.prefix + prefix).translate(_GLOB) + "*"
+        start = len(self.prefix)
+
+        def scan() -> list[str]:
+            names = self.client.scan_iter(match=pattern.encode(), count=1000)
+            return sorted({bytes(name).decode()[start:] for name in names})
+
+        return iter(self._run("list", prefix or "/", scan))

@@ -1,0 +1,251 @@
+"""``SQLiteStore``: keys and values in one SQLite table (stdlib sqlite3, WAL, one connection a thread)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from torchzarr.errors import StoreError
+from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+
+__all__ = ["SQLiteStore"]
+
+_BATCH = 500  # bound parameters per statement, well under SQLite's limit
+_SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
+_UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+# connections of a parent process, kept alive and never closed in a forked child: closing
+# one there could checkpoint or remove the WAL file the parent still uses
+_ORPHANS: list[sqlite3.Connection] = []
+
+
+def _prefix_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (None: no bound)."""
+    if not prefix:
+        return None
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000  # surrogates are not valid UTF-8
+    return None if last > 0x10FFFF else prefix[:-1] + chr(last)
+
+
+class SQLiteStore(Store):
+    """A SQLite database file holding a table ``zarr(key, value)``.
+
+    Each thread uses its own connection, opened on first use (again after a fork); the
+    database runs in WAL mode, so readers never block the writer. Every ``set`` is one
+    atomic statement and ``set_many``/``delete_many`` one transaction. ``get_many`` is one
+    query per batch of keys; ``get_range`` reads only the requested bytes (incremental blob
+    I/O).
+
+    Args:
+        path: the database file (created on the first write).
+        read_only: refuse writes; a missing database reads as an empty store.
+        timeout: seconds a connection waits for a lock held by another writer.
+
+    Example:
+        >>> import os, tempfile
+        >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "data.db"))
+        >>> store.set_many({"a/0": b"xyz", "a/1": b"w"})
+        >>> store.get_many(["a/0", "b"]), store.get_range("a/0", ByteRange(1, 1))
+        ({'a/0': b'xyz', 'b': None}, b'y')
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 30.0
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.read_only = read_only
+        self.timeout = timeout
+        self._reset()
+
+    def _reset(self) -> None:
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}{', read-only' if self.read_only else ''})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SQLiteStore) and (self.path, self.read_only) == (
+            other.path,
+            other.read_only,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.read_only))
+
+    @property
+    def identity(self) -> str:
+        return "sqlite://" + self.path
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        SQLiteStore.__init__(self, **state)
+
+    def with_read_only(self, read_only: bool = True) -> SQLiteStore:
+        return SQLiteStore(self.path, read_only=read_only, timeout=self.timeout)
+
+    def close(self) -> None:
+        """Close this process's connections; each thread reconnects on its next call."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            connections, self._all = self._all, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection | None:
+        """This thread's connection; None for a read-only store whose file does not exist."""
+        if self._pid != os.getpid():
+            _ORPHANS.extend(self._all)  # the parent's: never used, never closed here
+            self._reset()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self.read_only and not os.path.exists(self.path):
+            return None
+        try:
+            if self.read_only:
+                uri = "file:" + self.path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
+            else:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
+            conn.isolation_level = None  # autocommit; transactions are explicit
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL: atomic, fsync at checkpoints
+                conn.execute(_SCHEMA)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
+        with self._lock:
+            self._all.append(conn)
+        self._local.conn = conn
+        return conn
+
+    def _query(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return []  # a database nothing was written to yet
+            raise StoreError(f"cannot {what} in {self}: {err}") from err
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot {what} in {self}: {err}") from err
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        rows = self._query("read", "SELECT value FROM zarr WHERE key = ?", (validate_key(key),))
+        return bytes(rows[0][0]) if rows else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        unique = [validate_key(key) for key in dict.fromkeys(keys)]
+        out: dict[str, bytes | None] = dict.fromkeys(unique)
+        for i in range(0, len(unique), _BATCH):
+            batch = unique[i : i + _BATCH]
+            sql = f"SELECT key, value FROM zarr WHERE key IN ({','.join('?' * len(batch))})"
+            for key, value in self._query("read", sql, batch):
+                out[key] = bytes(value)
+        return out
+
+    def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
+        validate_key(key)
+        conn = self._conn()
+        if conn is None:
+            return None
+        try:
+            # one read transaction: the row cannot change between the lookup and the read
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT rowid, length(value) FROM zarr WHERE key = ?", (key,)
+                ).fetchone()
+                if row is None:
+                    return None
+                rowid, size = row
+                start = (
+                    max(size + byte_range.start, 0) if byte_range.start < 0 else byte_range.start
+                )
+                start = min(start, size)
+                end = size if byte_range.length is None else min(start + byte_range.length, size)
+                if start >= end:
+                    return b""
+                with conn.blobopen("zarr", "value", rowid, readonly=True) as blob:
+                    blob.seek(start)
+                    return blob.read(end - start)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return None
+            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+
+    def exists(self, key: str) -> bool:
+        return bool(self._query("read", "SELECT 1 FROM zarr WHERE key = ?", (validate_key(key),)))
+
+    def getsize(self, key: str) -> int | None:
+        rows = self._query(
+            "read", "SELECT length(value) FROM zarr WHERE key = ?", (validate_key(key),)
+        )
+        return int(rows[0][0]) if rows else None
+
+    # -- writes -------------------------------------------------------------------------------
+    def _transaction(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn = self._conn()
+        assert conn is not None  # writable stores always connect
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot {what} in {self}: {err}") from err
+
+    def set(self, key: str, value: Buffer) -> None:
+        self.set_many({key: value})
+
+    def set_many(self, items: Mapping[str, Buffer]) -> None:
+        for key in items:
+            self._check_writable(key)
+        rows = [(validate_key(key), bytes(value)) for key, value in items.items()]
+        if rows:
+            self._transaction(f"write {rows[0][0]!r}", _UPSERT, rows)
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for key in keys:
+            self._check_writable(key)
+        rows = [(validate_key(key),) for key in keys]
+        if rows:
+            self._transaction(f"delete {rows[0][0]!r}", "DELETE FROM zarr WHERE key = ?", rows)
+
+    # -- listing ------------------------------------------------------------------------------
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        bound = _prefix_bound(prefix)
+        if bound is None:
+            rows = self._query("list", "SELECT key FROM zarr WHERE key >= ?", (prefix,))
+        else:
+            sql = "SELECT key FROM zarr WHERE key >= ? AND key < ?"
+            rows = self._query("list", sql, (prefix, bound))
+        return iter([key for (key,) in rows if key.startswith(prefix)])
