@@ -28,7 +28,16 @@ from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.features import FeatureBatch, FeatureStore
-from torchzarr.storage import LocalStore, MemoryStore, Store
+from torchzarr.storage import (
+    FsspecStore,
+    LMDBStore,
+    LocalStore,
+    MemoryStore,
+    RedisStore,
+    SQLiteStore,
+    Store,
+    ZipStore,
+)
 
 __version__ = "0.1.0"
 
@@ -53,10 +62,15 @@ __all__ = [
     "ChunkCache",
     "FeatureBatch",
     "FeatureStore",
+    "FsspecStore",
     "Group",
+    "LMDBStore",
     "LocalStore",
     "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
     "Store",
+    "ZipStore",
     "__version__",
     "checkpoint",
     "codecs",
