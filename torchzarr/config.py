@@ -19,6 +19,24 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: settings in seconds (float, >= 0 or > 0) and whether None is allowed; the rest are ints
+_SECONDS = {"retry_backoff": False, "retry_deadline": False, "timeout": True}
+
+
+def _validate(key: str, value: Any) -> None:
+    if key in _SECONDS:
+        if value is None and _SECONDS[key]:
+            return
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or value < 0 or (value == 0 and key != "retry_backoff"):
+            raise ValueError(f"setting {key!r} must be a number of seconds, got {value!r}")
+        return
+    low = 0 if key == "retries" else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        kind = "a non-negative" if low == 0 else "a positive"
+        raise ValueError(f"setting {key!r} must be {kind} int, got {value!r}")
+
+
 @dataclass
 class Config:
     """Settings read by the engine at each call; change them with :meth:`set`.
@@ -30,6 +48,11 @@ class Config:
             dispatch does not dominate).
         cache_bytes: budget of the shared decoded-chunk cache (used by arrays opened with a
             cache, the datasets and the feature store).
+        retries: retries of a transient remote error (0 disables retrying); read when a
+            remote store or a ``RetryPolicy`` is made.
+        retry_backoff: seconds before the first retry, doubled for each further one.
+        retry_deadline: seconds all attempts of one call may take together, sleeps included.
+        timeout: seconds one request to a remote store may take (None: unbounded).
 
     Example:
         >>> from torchzarr.config import config
@@ -42,6 +65,10 @@ class Config:
     io_batch_bytes: int = 256 << 20
     task_bytes: int = 1 << 20
     cache_bytes: int = 512 << 20
+    retries: int = 3
+    retry_backoff: float = 0.2
+    retry_deadline: float = 300.0
+    timeout: float | None = 120.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -65,8 +92,7 @@ class Config:
         for key, value in changes.items():
             if key not in names:
                 raise TypeError(f"unknown torchzarr setting {key!r}; known: {sorted(names)}")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"setting {key!r} must be a positive int, got {value!r}")
+            _validate(key, value)
         with self._lock:
             saved = replace(self)
             for key, value in changes.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -59,9 +60,10 @@ class Array:
 
     # -- pickling: a spec, reopened lazily --------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_source", None)
-        if state.get("_cache") is not None:
+        # the spec only: the store pickles as its own spec; no chunks, pools, locks or handles
+        names = ("_store", "_path", "_metadata", "_read_only", "_cache")
+        state = {name: self.__dict__[name] for name in names}
+        if state["_cache"] is not None:
             state["_cache"] = True  # caches stay in their process; the child uses its own
         return state
 
@@ -248,11 +250,17 @@ class Array:
         )
 
     # -- the engine -------------------------------------------------------------------------
-    @cached_property
+    @property
     def _source(self) -> engine.ChunkSource:
-        return engine.ChunkSource(
-            self._store, self._path, self._metadata, self._metadata.codec_pipeline(), self._cache
-        )
+        # one per process: a forked child must not reuse the parent's shard-index locks
+        pid, source = self.__dict__.get("_source_of", (-1, None))
+        if source is None or pid != os.getpid():
+            pipeline = self._metadata.codec_pipeline()
+            source = engine.ChunkSource(
+                self._store, self._path, self._metadata, pipeline, self._cache
+            )
+            self.__dict__["_source_of"] = (os.getpid(), source)
+        return source
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -354,7 +362,7 @@ class Array:
     def _commit_metadata(self, metadata: Any) -> None:
         write_node(self._store, self._path, metadata)
         self._metadata = metadata
-        self.__dict__.pop("_source", None)
+        self.__dict__.pop("_source_of", None)
 
     def _set_attributes(self, attributes: dict[str, Any]) -> None:
         self._check_writable()

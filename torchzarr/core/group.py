@@ -54,6 +54,14 @@ class Group(Mapping[str, "Array | Group"]):
         # {relative path: metadata} of every node below, when opened from consolidated metadata
         self._consolidated = consolidated
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the spec only (the store pickles as its own spec): nothing of this process
+        names = ("_store", "_path", "_metadata", "_read_only", "_consolidated")
+        return {name: self.__dict__[name] for name in names}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     # -- description ------------------------------------------------------------------------
     @property
     def store(self) -> Any:
