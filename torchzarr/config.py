@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from torchzarr.forksafe import new_lock
 
 __all__ = ["Config", "config"]
 
@@ -71,7 +72,7 @@ class Config:
     timeout: float | None = 120.0
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = new_lock()
 
     @contextlib.contextmanager
     def _restore(self, saved: Config) -> Iterator[None]:

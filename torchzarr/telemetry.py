@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from torchzarr.forksafe import new_lock
 
 __all__ = [
     "Counters",
@@ -52,7 +53,7 @@ class Counters:
     decode_seconds: float = 0.0
 
 
-_lock = threading.Lock()
+_lock = new_lock()
 _counters = Counters()
 _listeners: list[Callable[[str, dict[str, Any]], None]] = []
 

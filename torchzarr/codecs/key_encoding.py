@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import abc
 import re
-import threading
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from torchzarr.errors import MetadataError, UnknownExtensionError
+from torchzarr.forksafe import new_lock
 
 __all__ = [
     "ChunkKeyEncoding",
@@ -175,7 +175,7 @@ _registry: dict[str, type[ChunkKeyEncoding]] = {
     "default": DefaultChunkKeyEncoding,
     "v2": V2ChunkKeyEncoding,
 }
-_lock = threading.Lock()
+_lock = new_lock()
 
 
 def register_chunk_key_encoding(

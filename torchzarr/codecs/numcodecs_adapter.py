@@ -7,7 +7,6 @@ array -> array, ``pcodec``/``zfpy`` array -> bytes, everything else bytes -> byt
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar
 
 import numcodecs
@@ -24,6 +23,7 @@ from torchzarr.codecs.base import (
 )
 from torchzarr.codecs.compressors import DECODES_INTO, decode_into, is_empty_frame
 from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError, UnknownCodecError
+from torchzarr.forksafe import new_lock
 
 __all__ = [
     "ARRAY_TO_ARRAY_IDS",
@@ -313,7 +313,7 @@ class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
 
 
 _classes: dict[str, type[NumcodecsCodec]] = {}
-_lock = threading.Lock()
+_lock = new_lock()
 
 
 def numcodecs_codec_class(codec_id: str) -> type[NumcodecsCodec]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
@@ -10,6 +9,7 @@ from typing import Any
 
 from torchzarr.codecs.base import Codec
 from torchzarr.errors import CodecError, MetadataError, UnknownCodecError
+from torchzarr.forksafe import new_rlock
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -23,7 +23,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "torchzarr.codecs"
 
 _registry: dict[str, type[Codec]] = {}
-_lock = threading.RLock()
+_lock = new_rlock()
 _entry_points_loaded = False
 
 

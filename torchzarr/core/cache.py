@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from torchzarr import telemetry
+from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
 
 __all__ = ["ChunkCache", "default_cache", "invalidate_everywhere", "register_cache"]
@@ -42,7 +42,7 @@ class ChunkCache:
         self._entries: OrderedDict[CacheKey, tuple[np.ndarray, bool]] = OrderedDict()
         self._nbytes = 0
         self._pinned_bytes = 0
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         # bumped by every invalidation: a reader that fetched before a write finished must
         # not put what it decoded back after the write dropped it
         self._generation = 0
@@ -136,7 +136,7 @@ class ChunkCache:
 
 
 _default: ChunkCache | None = None
-_default_lock = threading.Lock()
+_default_lock = new_lock()
 _all_caches: list[Any] = []
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Buffer, Store, validate_key, validate_prefix
 
 __all__ = ["MemoryStore", "named_memory_store"]
 
 _counter = itertools.count()
 _named: dict[str, MemoryStore] = {}
-_named_lock = threading.Lock()
+_named_lock = new_lock()
 
 
 class MemoryStore(Store):
@@ -30,7 +30,7 @@ class MemoryStore(Store):
         self, data: Mapping[str, Buffer] | None = None, *, read_only: bool = False
     ) -> None:
         self._data: dict[str, bytes] = {validate_key(k): bytes(v) for k, v in (data or {}).items()}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.read_only = read_only
         self._name = f"memory-{next(_counter)}"
 
@@ -40,7 +40,7 @@ class MemoryStore(Store):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._data = state["data"]
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.read_only = state["read_only"]
         self._name = state["name"]
 

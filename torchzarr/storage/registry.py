@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
 from torchzarr.errors import UnknownStoreError
+from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Store
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
@@ -18,7 +18,7 @@ __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store
 StoreFactory = Callable[[str, dict[str, Any]], Store]
 
 _registry: dict[str, StoreFactory] = {}
-_lock = threading.Lock()
+_lock = new_lock()
 _entry_points_loaded = False
 
 

@@ -1,0 +1,55 @@
+"""Locks that a forked child (a DataLoader worker) gets back unlocked, never held forever.
+
+A lock that some thread of the parent held at the moment of ``fork`` stays locked in the
+child, where that thread does not exist: the child's first use would deadlock. Every lock
+made here is reset in the child, the way the standard ``logging`` module resets its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["new_lock", "new_rlock"]
+
+_locks: weakref.WeakSet[Any] = weakref.WeakSet()
+_guard = threading.Lock()
+
+
+def new_lock() -> threading.Lock:
+    """A ``threading.Lock`` that is reset in a forked child.
+
+    Example:
+        >>> with new_lock():
+        ...     pass
+    """
+    lock = threading.Lock()
+    with _guard:
+        _locks.add(lock)
+    return lock
+
+
+def new_rlock() -> threading.RLock:
+    """A ``threading.RLock`` that is reset in a forked child.
+
+    Example:
+        >>> with new_rlock():
+        ...     pass
+    """
+    lock = threading.RLock()
+    with _guard:
+        _locks.add(lock)
+    return lock
+
+
+def _reset_in_child() -> None:
+    global _guard
+    _guard = threading.Lock()
+    for lock in list(_locks):
+        lock._at_fork_reinit()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
