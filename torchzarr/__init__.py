@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from torchzarr import checkpoint, codecs, errors, features, storage, telemetry
+from torchzarr import checkpoint, codecs, data, errors, features, storage, telemetry
 from torchzarr.checkpoint import AsyncCheckpointer, load_checkpoint, save_checkpoint
 from torchzarr.config import config
 from torchzarr.core.api import (
@@ -27,6 +27,7 @@ from torchzarr.core.api import (
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
+from torchzarr.data import ChunkBlockSampler, ZarrDataset, ZarrIterableDataset
 from torchzarr.features import FeatureBatch, FeatureStore
 from torchzarr.storage import (
     FsspecStore,
@@ -42,10 +43,10 @@ from torchzarr.storage import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from torchzarr import lightning
+    from torchzarr import distributed, lightning
 
 # Lightning and torch.distributed load only when these modules are first used.
-_LAZY_MODULES = ("lightning",)
+_LAZY_MODULES = ("distributed", "lightning")
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +60,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Array",
     "AsyncCheckpointer",
+    "ChunkBlockSampler",
     "ChunkCache",
     "FeatureBatch",
     "FeatureStore",
@@ -70,6 +72,8 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "Store",
+    "ZarrDataset",
+    "ZarrIterableDataset",
     "ZipStore",
     "__version__",
     "checkpoint",
@@ -78,6 +82,8 @@ __all__ = [
     "consolidate_metadata",
     "create_array",
     "create_group",
+    "data",
+    "distributed",
     "errors",
     "features",
     "lightning",

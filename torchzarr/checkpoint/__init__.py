@@ -10,12 +10,8 @@ Example:
 from __future__ import annotations
 
 from torchzarr.checkpoint.commit import read_manifest
-from torchzarr.checkpoint.save import (
-    AsyncCheckpointer,
-    load_checkpoint,
-    save_checkpoint,
-    snapshot,
-)
+from torchzarr.checkpoint.load import load_checkpoint
+from torchzarr.checkpoint.save import AsyncCheckpointer, save_checkpoint, snapshot
 from torchzarr.checkpoint.values import UnrepresentableError
 
 __all__ = [

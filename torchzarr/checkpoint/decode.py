@@ -163,10 +163,16 @@ def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]
     return place
 
 
-def _read_tensor(root: Any, path: str, place: Callable[[torch.Tensor, str], torch.Tensor]) -> Any:
+def _read_tensor(
+    root: Any,
+    path: str,
+    place: Callable[[torch.Tensor, str], torch.Tensor],
+    read_array: Callable[[Any], torch.Tensor] | None = None,
+) -> Any:
     array = root[path]
     info = dict(array.attrs.get(TENSOR_ATTRIBUTE) or {})
-    t = place(array[...], str(info.get("device", "cpu")))
+    data = array[...] if read_array is None else read_array(array)
+    t = place(data, str(info.get("device", "cpu")))
     if info.get("parameter"):
         return torch.nn.Parameter(t, requires_grad=bool(info.get("requires_grad")))
     if info.get("requires_grad") and t.is_floating_point():
@@ -201,6 +207,7 @@ def read_tree(
     keys: Sequence[KeySpec] | None = None,
     allow_pickle: bool = False,
     threads: int | None = None,
+    read_array: Callable[[Any], torch.Tensor] | None = None,
 ) -> Any:
     """The state tree stored in the group ``root`` (as written by the checkpoint format).
 
@@ -212,6 +219,8 @@ def read_tree(
             come back as ``{index: value}`` dicts.
         allow_pickle: needed to load leaves that were pickled at save time.
         threads: tensors read at once (default ``tz.config.threads``).
+        read_array: reads a whole :class:`torchzarr.Array` as a CPU tensor (default
+            ``array[...]``); the lazy loader passes one that memory-maps raw local chunks.
 
     Raises:
         NodeNotFoundError: a key in ``keys`` names nothing in the checkpoint.
@@ -232,8 +241,8 @@ def read_tree(
     paths = list(walker.tensors)
     workers = max(1, min(threads or config.threads, len(paths)))
     if workers == 1:
-        loaded = [_read_tensor(root, p, place) for p in paths]
+        loaded = [_read_tensor(root, p, place, read_array) for p in paths]
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
-            loaded = list(pool.map(lambda p: _read_tensor(root, p, place), paths))
+            loaded = list(pool.map(lambda p: _read_tensor(root, p, place, read_array), paths))
     return _build(tree, dict(zip(paths, loaded, strict=True)))

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.save import load_checkpoint, save_checkpoint
+from torchzarr.checkpoint.load import load_checkpoint
+from torchzarr.checkpoint.save import save_checkpoint
 from torchzarr.errors import MissingDependencyError
 
 __all__ = ["PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import torch
 
 from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.format import TreePlan, alias_key, encode_tree, to_storable
+from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.config import config
-from torchzarr.core.api import consolidate_metadata, create_group, open_group
+from torchzarr.core.api import consolidate_metadata, create_group
 from torchzarr.core.array import Array
 
 __all__ = ["AsyncCheckpointer", "load_checkpoint", "save_checkpoint", "snapshot"]
@@ -121,43 +120,6 @@ def save_checkpoint(
     )
     commit.prune_versions(st, keep)
     return version
-
-
-def load_checkpoint(
-    store: Any,
-    map_location: Any = None,
-    keys: Sequence[KeySpec] | None = None,
-    *,
-    allow_pickle: bool = False,
-    version: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> Any:
-    """Load the committed checkpoint in ``store``: exactly what was saved.
-
-    Args:
-        store: a path, URL or Store.
-        map_location: as in :func:`torch.load` (None: the device each tensor was saved
-            from; a device; a dict of saved -> target device names; a callable).
-        keys: load only these keys: ``"model.layer.weight"`` (any split on dots that
-            names entries) or exact tuples ``("model", "layer.weight")``.
-        allow_pickle: allow leaves that were pickled at save time (runs their code).
-        version: a version to load instead of the committed one (must still exist).
-        storage_options: options for the store (for URLs).
-
-    Raises:
-        NodeNotFoundError: no committed checkpoint, or a key in ``keys`` names nothing.
-
-    Example:
-        >>> import torch
-        >>> from torchzarr.checkpoint import load_checkpoint, save_checkpoint
-        >>> _ = save_checkpoint({"model": {"w": torch.zeros(1)}, "x": 1}, "memory://ckpt-doc2")
-        >>> load_checkpoint("memory://ckpt-doc2", keys=["model.w"])
-        {'model': {'w': tensor([0.])}}
-    """
-    st = commit.checkpoint_store(store, "r", storage_options=storage_options, fsync=False)
-    name = version or commit.committed_version(st)
-    root = open_group(st, mode="r", path=name)
-    return read_tree(root, map_location=map_location, keys=keys, allow_pickle=allow_pickle)
 
 
 def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:

@@ -1,0 +1,206 @@
+"""ZarrIterableDataset: coverage over ranks x workers, determinism, resume, workers, pinning."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+import operator
+from collections import Counter
+
+import pytest
+import torch
+from datahelpers import CountingStore, counts, ids_of, make_array
+from torch.utils.data import DataLoader
+
+import torchzarr as tz
+from torchzarr.data import DevicePrefetcher, ZarrIterableDataset
+
+
+def run_ranks(arr, world, num_workers=0, epoch=0, **kw):
+    """Every rank's batches (simulated ranks), each rank through its own DataLoader."""
+    out = []
+    for rank in range(world):
+        ds = ZarrIterableDataset(arr, rank=rank, world_size=world, **kw)
+        ds.set_epoch(epoch)
+        out.append(list(DataLoader(ds, batch_size=None, num_workers=num_workers)))
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_every_sample_once_per_epoch_without_workers(memory_array, world):
+    n = 100 if world == 4 else 103
+    arr = make_array(tz.MemoryStore(), n=n) if n != 103 else memory_array
+    per_rank = run_ranks(arr, world, batch_size=8, block_chunks=3, seed=1)
+    assert len({len(r) for r in per_rank}) == 1
+    seen = counts(b for r in per_rank for b in r)
+    assert set(seen) == set(range(n))
+    assert sum(seen.values()) - n < world
+    assert all(len(ids_of(b)) <= 8 for r in per_rank for b in r)
+
+
+def test_every_sample_once_with_two_workers_and_two_ranks(local_array):
+    arr = make_array(tz.MemoryStore(), n=120)
+    per_rank = run_ranks(arr, 2, num_workers=2, batch_size=8, block_chunks=2, seed=4)
+    assert len(per_rank[0]) == len(per_rank[1])
+    assert counts(b for r in per_rank for b in r) == Counter(range(120))
+    ds = ZarrIterableDataset(local_array, batch_size=5, drop_last=True, seed=2)
+    seen = counts(DataLoader(ds, batch_size=None, num_workers=2))
+    assert max(seen.values()) == 1 and 103 - len(seen) < 2 * 6
+
+
+def test_an_epoch_reads_each_chunk_once():
+    store = CountingStore()
+    arr = make_array(store, n=100, chunk=10)
+    store.reads.clear()
+    ds = ZarrIterableDataset(arr, batch_size=7, block_chunks=3, seed=0, prefetch=3)
+    assert counts(ds) == Counter(range(100))
+    chunk_reads = {k: v for k, v in store.reads.items() if not k.endswith("zarr.json")}
+    assert len(chunk_reads) == 10 and set(chunk_reads.values()) == {1}
+
+
+def test_worker_buffer_ring_delivers_every_batch_intact(memory_array):
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=3, worker_buffers=4)
+    seen: Counter = Counter()
+    for batch in DataLoader(ds, batch_size=None, num_workers=2):
+        assert torch.equal(batch[:, 0], batch[:, 2])  # rows intact: no buffer reused under us
+        seen.update(ids_of(batch))
+    assert set(seen) == set(range(103)) and sum(seen.values()) == 104  # one pad: 103 = 2 x 51 + 1
+    with pytest.raises(ValueError):
+        ZarrIterableDataset(memory_array, batch_size=8, worker_buffers=2)
+
+
+def test_samples_mode_and_dict_sources(tmp_path):
+    root = tz.open_group(tz.LocalStore(tmp_path / "g.zarr"), mode="w")
+    root.create_array("x", shape=(30, 2), dtype=torch.int64, chunks=(8, 2))[:] = (
+        torch.arange(30).repeat_interleave(2).reshape(30, 2)
+    )
+    root.create_array("label", shape=(30,), dtype=torch.int64, chunks=(4,))[:] = torch.arange(30)
+    ds = ZarrIterableDataset(root, seed=3, block_chunks=2)
+    items = list(ds)
+    assert len(items) == 30 and all(int(i["x"][0]) == int(i["label"]) for i in items)
+    loader = DataLoader(ds, batch_size=7)
+    batches = list(loader)
+    assert torch.equal(batches[0]["x"][:, 1], batches[0]["label"])
+    assert sorted(torch.cat([b["label"] for b in batches]).tolist()) == list(range(30))
+    ds = ZarrIterableDataset(root, batch_size=4, transform=lambda d: d["label"] * 2)
+    assert sorted(torch.cat(list(ds)).tolist()) == [2 * i for i in range(30)]
+
+
+def test_order_is_a_pure_function_of_seed_and_epoch(memory_array):
+    def epoch(seed, e, workers=0):
+        return [
+            ids_of(b)
+            for r in run_ranks(memory_array, 1, workers, e, batch_size=8, seed=seed)
+            for b in r
+        ]
+
+    assert epoch(0, 0) == epoch(0, 0)
+    assert epoch(0, 0) != epoch(0, 1)
+    assert epoch(0, 0) != epoch(1, 0)
+    assert sorted(functools.reduce(operator.iadd, epoch(0, 0), [])) == list(range(103))
+    plain = ZarrIterableDataset(memory_array, batch_size=10, shuffle=False)
+    assert functools.reduce(operator.iadd, (ids_of(b) for b in plain), []) == list(range(103))
+
+
+def _iterate(ds, steps):
+    it = iter(ds)
+    return [ids_of(next(it)) for _ in range(steps)], ds.state_dict()
+
+
+@pytest.mark.parametrize("stop", [0, 3, 13])  # start, mid epoch, end of epoch (13 batches)
+def test_resume_exactly_where_it_stopped(memory_array, stop):
+    make = lambda: ZarrIterableDataset(memory_array, batch_size=8, block_chunks=2, seed=9)  # noqa: E731
+    ds = make()
+    ds.set_epoch(1)
+    full = [ids_of(b) for b in ds]
+    ds = make()
+    ds.set_epoch(1)
+    head, state = _iterate(ds, stop)
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert head + [ids_of(b) for b in resumed] == full
+    resumed.set_epoch(2)  # the next epoch starts fresh
+    again = make()
+    again.set_epoch(2)
+    assert [ids_of(b) for b in resumed] == [ids_of(b) for b in again]
+
+
+def test_resume_on_another_number_of_ranks(memory_array):
+    seen: Counter = Counter()
+    states = []
+    for rank in range(2):
+        ds = ZarrIterableDataset(memory_array, batch_size=4, seed=5, rank=rank, world_size=2)
+        batches, state = _iterate(ds, 6)
+        seen.update(i for b in batches for i in b)
+        states.append(state)
+    assert states[0] == states[1]
+    for world in (1, 4):  # same global batch size 8
+        rest: Counter = Counter()
+        for rank in range(world):
+            ds = ZarrIterableDataset(
+                memory_array, batch_size=8 // world, seed=5, rank=rank, world_size=world
+            )
+            ds.load_state_dict(states[0])
+            rest.update(counts(ds))
+        total = seen + rest
+        assert set(total) == set(range(103)) and sum(total.values()) - 103 < world
+
+
+def test_state_at_with_workers(memory_array):
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=2)
+    seen: Counter = Counter()
+    for step, batch in enumerate(DataLoader(ds, batch_size=None, num_workers=2), 1):
+        seen.update(ids_of(batch))
+        if step == 5:
+            break
+    state = ds.state_at(5, num_workers=2)
+    for workers in (0, 2):
+        again = ZarrIterableDataset(memory_array, batch_size=8, seed=2)
+        again.load_state_dict(state)
+        rest = counts(DataLoader(again, batch_size=None, num_workers=workers))
+        assert set(seen + rest) == set(range(103)) and sum((seen + rest).values()) - 103 < 2
+
+
+@pytest.mark.parametrize("stop", [5, 14])  # mid epoch; end of epoch (2 workers x 7 batches)
+def test_stateful_dataloader_with_workers(memory_array, stop):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        ds = ZarrIterableDataset(memory_array, batch_size=8, seed=6)
+        return ds, sdl.StatefulDataLoader(ds, batch_size=None, num_workers=2)
+
+    full = [ids_of(b) for b in loader()[1]]
+    assert len(full) == 14
+    _, first = loader()
+    it = iter(first)
+    head = [ids_of(next(it)) for _ in range(stop)]
+    state = first.state_dict()
+    del it
+    ds, fresh = loader()
+    fresh.load_state_dict(state)
+    assert head + [ids_of(b) for b in fresh] == full
+    ds.set_epoch(1)  # the next epoch: a fresh order, every sample again
+    assert set(counts(fresh)) == set(range(103))
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_workers_start_by_any_method_after_the_parent_read(local_array, method):
+    if method not in mp.get_all_start_methods():
+        pytest.skip(f"{method} unavailable")
+    assert ids_of(local_array[5:6]) == [5]  # the parent has read (pools, handles) before forking
+    ds = ZarrIterableDataset(local_array, batch_size=16, seed=1)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=method)
+    assert set(counts(loader)) == set(range(103))
+
+
+def test_pinned_ring_and_prefetcher_fall_back_quietly(memory_array):
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=0, pin_memory=True)
+    batches = [b.clone() for b in DevicePrefetcher(DataLoader(ds, batch_size=None), "cpu")]
+    assert counts(batches) == Counter(range(103))
+    if not torch.cuda.is_available():
+        assert not ds._ring.pinned
+    moved = list(DevicePrefetcher([{"x": torch.ones(2)}, [torch.zeros(1)]], "cpu"))
+    assert moved[0]["x"].sum().item() == 2 and moved[1][0].item() == 0
+    if not torch.cuda.is_available():  # asking for CUDA without it: quietly stays on the host
+        assert next(iter(DevicePrefetcher([torch.ones(1)], "cuda"))).device.type == "cpu"

@@ -1,0 +1,150 @@
+"""The canonical order, the split over ranks x workers and the resume cursor (pure functions)."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchzarr.data.partition import EpochOrder, Layout, remaining_after, slot_pieces, total
+
+
+def positions(intervals):
+    return [p for a, b in intervals for p in range(a, b)]
+
+
+def rank_items(remaining, layout, rank, first=0):
+    """Items (lists of canonical positions) one rank's DataLoader delivers, round robin."""
+    per_worker = []
+    for w in range(layout.workers):
+        slot = rank * layout.workers + w
+        start = layout.worker_steps(first, w)
+        pos = positions(slot_pieces(remaining, layout, slot, start))
+        b = layout.batch_size
+        per_worker.append([pos[i : i + b] for i in range(0, len(pos), b)])
+    out = []
+    for group in itertools.zip_longest(*per_worker):
+        out.extend(g for g in group if g is not None)
+    return out
+
+
+def test_order_is_a_permutation_made_of_blocks():
+    order = EpochOrder(103, chunk_len=10, block_chunks=3, seed=5, epoch=2, shuffle=True)
+    ids = order.ids(0, 103)
+    assert sorted(ids.tolist()) == list(range(103))
+    assert order.num_units == 4
+    for u in range(order.num_units):
+        lo, hi = int(order.offsets[u]), int(order.offsets[u + 1])
+        chunks = set((ids[lo:hi] // 10).tolist())
+        assert chunks == set(order.unit_chunks(u).tolist()) and len(chunks) <= 3
+
+
+def test_order_is_a_pure_function_of_seed_and_epoch():
+    def ids(seed, epoch):
+        return EpochOrder(500, 7, 4, seed, epoch, True).ids(0, 500).tolist()
+
+    assert ids(1, 3) == ids(1, 3)
+    assert ids(1, 3) != ids(1, 4)
+    assert ids(1, 3) != ids(2, 3)
+    assert EpochOrder(50, 7, 2, 0, 0, False).ids(0, 50).tolist() == list(range(50))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 103])
+@pytest.mark.parametrize("world,workers,batch", [(1, 1, 1), (2, 1, 4), (3, 2, 5), (4, 2, 3)])
+def test_every_position_dealt_with_equal_batch_counts(n, world, workers, batch):
+    for drop_last in (False, True):
+        layout = Layout(world, workers, batch, drop_last)
+        remaining = [(0, n)] if n else []
+        per_rank = [rank_items(remaining, layout, r) for r in range(world)]
+        assert len({len(items) for items in per_rank}) == 1
+        assert len(per_rank[0]) == layout.batches(n) * workers
+        seen = Counter(p for items in per_rank for item in items for p in item)
+        assert all(0 < len(item) <= batch for items in per_rank for item in items)
+        if drop_last:
+            assert max(seen.values(), default=1) == 1
+            assert n - len(seen) < layout.slots * (batch + 1)
+        else:
+            assert set(seen) == set(range(n))
+            assert sum(seen.values()) - n < layout.slots
+            if n % layout.slots == 0:
+                assert max(seen.values(), default=1) == 1
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 6, 7])
+@pytest.mark.parametrize(
+    "old,new", [((2, 1, 4), (1, 1, 8)), ((2, 1, 4), (4, 1, 2)), ((1, 2, 8), (2, 2, 4))]
+)
+def test_resume_on_another_layout_loses_and_repeats_nothing(steps, old, new):
+    n = 112  # divisible by every slot count here, so no padding
+    a, b = Layout(*old), Layout(*new)
+    remaining = [(0, n)]
+    before = Counter()
+    for r in range(a.world_size):
+        for item in rank_items(remaining, a, r)[:steps]:
+            before.update(item)
+    rest = remaining_after(remaining, a, steps)
+    after = Counter()
+    for r in range(b.world_size):
+        for item in rank_items(rest, b, r):
+            after.update(item)
+    assert before + after == Counter(range(n))
+    assert total(rest) == n - sum(before.values())
+
+
+def test_finished_epoch_leaves_nothing_even_with_drop_last():
+    layout = Layout(2, 1, 4, drop_last=True)
+    assert remaining_after([(0, 103)], layout, layout.batches(103)) == []
+
+
+def test_same_layout_continues_each_slot():
+    layout = Layout(2, 1, 4)
+    remaining = [(0, 40)]
+    full = rank_items(remaining, layout, 1)
+    assert rank_items(remaining, layout, 1, first=2) == full[2:]
+
+
+def test_layout_validation():
+    with pytest.raises(ValueError):
+        Layout(0, 1, 1)
+    with pytest.raises(ValueError):
+        EpochOrder(10, 0, 1, 0, 0, True)
+    assert Layout.from_list(Layout(3, 2, 5, True).to_list()) == Layout(3, 2, 5, True)
+    assert np.array_equal(EpochOrder(0, 4, 1, 0, 0, True).ids(0, 0), np.zeros(0))
+
+
+layouts = st.builds(
+    Layout,
+    world_size=st.integers(1, 4),
+    workers=st.integers(1, 3),
+    batch_size=st.integers(1, 9),
+    drop_last=st.just(False),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 150),
+    chain=st.lists(st.tuples(layouts, st.floats(0, 1)), min_size=1, max_size=3),
+)
+def test_chained_resumes_cover_the_epoch(n, chain):
+    """Stop part-way under one layout, resume under another, again: every sample is seen,
+    repeats only by the documented padding (fewer than `slots` per split)."""
+    remaining = [(0, n)] if n else []
+    seen: Counter = Counter()
+    allowed = 0
+    for i, (layout, fraction) in enumerate(chain):
+        per_rank = [rank_items(remaining, layout, r) for r in range(layout.world_size)]
+        last = i == len(chain) - 1
+        steps = len(per_rank[0]) if last else int(fraction * len(per_rank[0]))
+        for items in per_rank:
+            for item in items[:steps]:
+                seen.update(item)
+        allowed += layout.slots - 1
+        remaining = remaining_after(remaining, layout, steps)
+    assert remaining == []
+    assert set(seen) == set(range(n))
+    assert sum(seen.values()) - n <= allowed

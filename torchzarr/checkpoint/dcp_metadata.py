@@ -1,0 +1,200 @@
+"""DCP ``Metadata`` <-> JSON (so loading unpickles nothing), and the arrays' chunk layout.
+
+DCP's own ``FileSystemWriter`` pickles its ``Metadata``. Every field the default planners
+fill is plain data, so it round-trips through JSON exactly:
+
+* ``state_dict_metadata``: per key, ``{"kind": "tensor", "dtype", "size", "chunks":
+  [[offsets, sizes], ...], "requires_grad"}`` or ``{"kind": "bytes"}``;
+* ``planner_data`` (the default planner's key -> object path mapping; paths mix str and int
+  keys) as typed JSON (:mod:`torchzarr.checkpoint.values`), so tuples and int keys survive;
+* ``storage_data``: key -> array path inside the checkpoint version (torchzarr's own);
+* ``storage_meta`` and ``version`` as strings.
+
+A custom planner that puts objects typed JSON cannot hold into ``planner_data`` gets an
+:class:`~torchzarr.checkpoint.values.UnrepresentableError` at save time, never a pickle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    StorageMeta,
+    TensorProperties,
+    TensorStorageMetadata,
+)
+
+from torchzarr.checkpoint.values import UnrepresentableError, decode_value, encode_value
+from torchzarr.errors import MetadataError
+
+__all__ = ["DCP_FORMAT", "aligned_chunks", "metadata_from_json", "metadata_to_json"]
+
+#: Version of the JSON layout below.
+DCP_FORMAT = 1
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype(name: Any) -> torch.dtype:
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise MetadataError(f"DCP metadata names an unknown dtype {name!r}")
+    return dtype
+
+
+def _entry_to_json(key: str, entry: Any) -> dict[str, Any]:
+    if isinstance(entry, BytesStorageMetadata):
+        return {"kind": "bytes"}
+    if isinstance(entry, TensorStorageMetadata):
+        out: dict[str, Any] = {
+            "kind": "tensor",
+            "dtype": _dtype_name(entry.properties.dtype),
+            "size": list(entry.size),
+            "chunks": [[list(c.offsets), list(c.sizes)] for c in entry.chunks],
+        }
+        if entry.properties.requires_grad:
+            out["requires_grad"] = True
+        return out
+    raise UnrepresentableError(
+        f"DCP metadata for {key!r} is a {type(entry).__qualname__}; only tensor and bytes "
+        "entries are stored"
+    )
+
+
+def _entry_from_json(key: str, doc: Any) -> Any:
+    if not isinstance(doc, dict) or doc.get("kind") not in ("tensor", "bytes"):
+        raise MetadataError(f"DCP metadata for {key!r} is malformed: {doc!r}")
+    if doc["kind"] == "bytes":
+        return BytesStorageMetadata()
+    properties = TensorProperties(
+        dtype=_dtype(doc["dtype"]), requires_grad=bool(doc.get("requires_grad", False))
+    )
+    chunks = [
+        ChunkStorageMetadata(offsets=torch.Size(offsets), sizes=torch.Size(sizes))
+        for offsets, sizes in doc["chunks"]
+    ]
+    return TensorStorageMetadata(properties, torch.Size(doc["size"]), chunks)
+
+
+def metadata_to_json(metadata: Metadata) -> dict[str, Any]:
+    """The JSON document of a DCP ``Metadata`` (inverse of :func:`metadata_from_json`).
+
+    Raises:
+        UnrepresentableError: a field holds an object typed JSON cannot hold.
+
+    Example:
+        >>> from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
+        >>> metadata_to_json(Metadata({"step": BytesStorageMetadata()}))["state_dict_metadata"]
+        {'step': {'kind': 'bytes'}}
+    """
+    meta = metadata.storage_meta
+    return {
+        "format": DCP_FORMAT,
+        "version": metadata.version,
+        "state_dict_metadata": {
+            key: _entry_to_json(key, entry) for key, entry in metadata.state_dict_metadata.items()
+        },
+        "planner_data": encode_value(metadata.planner_data, ("planner_data",)),
+        "storage_data": encode_value(metadata.storage_data, ("storage_data",)),
+        "storage_meta": None
+        if meta is None
+        else {
+            "checkpoint_id": None if meta.checkpoint_id is None else str(meta.checkpoint_id),
+            "save_id": meta.save_id,
+            "modules": list(meta.modules),
+        },
+    }
+
+
+def metadata_from_json(doc: Any) -> Metadata:
+    """The DCP ``Metadata`` stored as ``doc`` by :func:`metadata_to_json`; runs no code.
+
+    Example:
+        >>> from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
+        >>> md = Metadata({"step": BytesStorageMetadata()}, planner_data={"step": ("step",)})
+        >>> metadata_from_json(metadata_to_json(md)).planner_data
+        {'step': ('step',)}
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("state_dict_metadata"), dict):
+        raise MetadataError("DCP metadata is missing or malformed")
+    if int(doc.get("format", 0)) > DCP_FORMAT:
+        raise MetadataError(
+            f"DCP metadata has format {doc['format']}; this torchzarr reads up to {DCP_FORMAT}"
+        )
+    meta_doc = doc.get("storage_meta")
+    storage_meta = (
+        StorageMeta()
+        if not isinstance(meta_doc, dict)
+        else StorageMeta(
+            checkpoint_id=meta_doc.get("checkpoint_id"),
+            save_id=meta_doc.get("save_id"),
+            modules=list(meta_doc.get("modules") or []),
+        )
+    )
+    return Metadata(
+        state_dict_metadata={
+            key: _entry_from_json(key, entry) for key, entry in doc["state_dict_metadata"].items()
+        },
+        planner_data=decode_value(doc.get("planner_data"), ("planner_data",)),
+        storage_data=decode_value(doc.get("storage_data"), ("storage_data",)),
+        storage_meta=storage_meta,
+        version=doc.get("version"),
+    )
+
+
+Box = tuple[Sequence[int], Sequence[int]]  # (offsets, sizes)
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    best = 1
+    for d in range(1, math.isqrt(n) + 1):
+        if n % d == 0:
+            for q in (d, n // d):
+                if best < q <= at_most:
+                    best = q
+    return best
+
+
+def aligned_chunks(
+    shape: Sequence[int], boxes: Sequence[Box], itemsize: int, chunk_bytes: int
+) -> tuple[int, ...]:
+    """A chunk shape whose every chunk lies inside one of ``boxes`` (the ranks' shards).
+
+    Per axis, the chunk extent divides every interior box boundary (their gcd), so each
+    rank writes whole chunks and no chunk has two writers. Chunks larger than
+    ``chunk_bytes`` are then split by a divisor of their extent, axis by axis.
+
+    Example:
+        >>> aligned_chunks((10, 4), [((0, 0), (5, 4)), ((5, 0), (5, 4))], 4, 2**20)
+        (5, 4)
+        >>> aligned_chunks((9, 4), [((0, 0), (5, 4)), ((5, 0), (4, 4))], 4, 2**20)
+        (5, 4)
+    """
+    chunk = []
+    for axis, extent in enumerate(shape):
+        step = 0
+        for offsets, sizes in boxes:
+            for bound in (offsets[axis], offsets[axis] + sizes[axis]):
+                if 0 < bound < extent:
+                    step = math.gcd(step, bound)
+        chunk.append(step or max(1, extent))
+    nbytes = itemsize * math.prod(chunk)
+    for axis, extent in enumerate(chunk):
+        if nbytes <= chunk_bytes:
+            break
+        rest = nbytes // extent
+        split = _largest_divisor(extent, max(1, chunk_bytes // rest))
+        # A poor divisor (a prime extent) would make tiny chunks: keep the big one instead.
+        if rest * split * 16 < chunk_bytes and split < extent:
+            break
+        chunk[axis] = split
+        nbytes = rest * split
+    return tuple(chunk)

@@ -1,0 +1,70 @@
+"""``load_checkpoint`` with ``lazy=True`` (memory-mapped raw local chunks) and fast raw reads.
+
+A tensor saved uncompressed to a local directory is, chunk by chunk, exactly its bytes in
+files. Lazy loading maps those files copy-on-write (``MAP_PRIVATE``) instead of reading
+them: loading costs no I/O, pages are read when the tensor is first touched, they live in
+the page cache only (no second copy in process memory), and writing to the tensor changes
+process memory only, never the checkpoint. A tensor of several chunks is mapped as one
+contiguous range (chunk after chunk at fixed addresses), which needs Linux and chunks of a
+whole number of pages; anything else (compressed, remote, sharded, v2 or big-endian
+arrays, missing chunks) is read as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchzarr.checkpoint import commit
+from torchzarr.checkpoint.decode import KeySpec, read_tree
+from torchzarr.checkpoint.rawio import map_array, read_array
+from torchzarr.core.api import open_group
+
+__all__ = ["load_checkpoint"]
+
+
+def load_checkpoint(
+    store: Any,
+    map_location: Any = None,
+    keys: Sequence[KeySpec] | None = None,
+    *,
+    lazy: bool = False,
+    allow_pickle: bool = False,
+    version: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
+    """Load the committed checkpoint in ``store``: exactly what was saved.
+
+    Args:
+        store: a path, URL or Store.
+        map_location: as in :func:`torch.load` (None: the device each tensor was saved
+            from; a device; a dict of saved -> target device names; a callable).
+        keys: load only these keys (``"model.layer.weight"`` or exact tuples): the other
+            tensors are never read.
+        lazy: memory-map uncompressed tensors of local checkpoints instead of reading them
+            (as ``torch.load(mmap=True)``): pages are read when first touched and are not
+            copied into process memory; other tensors are read as usual.
+        allow_pickle: allow leaves that were pickled at save time (runs their code).
+        version: a version to load instead of the committed one (must still exist).
+        storage_options: options for the store (for URLs).
+
+    Raises:
+        NodeNotFoundError: no committed checkpoint, or a key in ``keys`` names nothing.
+
+    Example:
+        >>> import torch
+        >>> from torchzarr.checkpoint import save_checkpoint
+        >>> _ = save_checkpoint({"w": torch.arange(3)}, "memory://ckpt-lazy-doc")
+        >>> load_checkpoint("memory://ckpt-lazy-doc", lazy=True)
+        {'w': tensor([0, 1, 2])}
+    """
+    st = commit.checkpoint_store(store, "r", storage_options=storage_options, fsync=False)
+    name = version or commit.committed_version(st)
+    root = open_group(st, mode="r", path=name)
+    return read_tree(
+        root,
+        map_location=map_location,
+        keys=keys,
+        allow_pickle=allow_pickle,
+        read_array=map_array if lazy else read_array,
+    )

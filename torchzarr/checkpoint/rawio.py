@@ -1,0 +1,255 @@
+"""Raw chunk I/O for uncompressed local arrays: map, read and write chunk files directly.
+
+An array stored uncompressed (codecs ``[bytes little]``) in a local directory, chunked
+along its first axis only, is its tensor's bytes cut into files. Reading such chunks
+straight into a tensor (``readinto``), mapping them (``mmap``), or writing them from a
+tensor's memory skips the engine's intermediate buffers; everything else goes through
+the engine as usual. A tensor of several chunks is mapped as one contiguous range (chunk
+after chunk at fixed addresses), which needs Linux and chunks of a whole number of pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import mmap
+import os
+import sys
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torchzarr.core.array import Array
+from torchzarr.storage import LocalStore, Store
+
+__all__ = ["map_array", "read_array", "read_rows", "sync_local", "write_rows"]
+
+_MAP_FIXED = 0x10  # Linux, all architectures torch ships for
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _layout(array: Array) -> tuple[int, int] | None:
+    """(rows per chunk, bytes per row) when the chunks of ``array`` are raw local files."""
+    store, meta = array.store, array.metadata
+    if not isinstance(store, LocalStore) or getattr(meta, "zarr_format", 2) != 3:
+        return None
+    if meta.codec_names != ["bytes"] or meta.storage_transformers:
+        return None
+    endian = getattr(meta.codecs[0], "endian", None)
+    itemsize = torch.empty((), dtype=array.dtype).element_size()
+    if itemsize > 1 and (endian not in (None, "little") or sys.byteorder != "little"):
+        return None
+    shape, chunks = array.shape, array.chunks
+    if math.prod(shape) == 0 or tuple(chunks[1:]) != tuple(shape[1:]):
+        return None  # only chunks that split the first axis are contiguous in memory
+    return (chunks[0] if shape else 1), itemsize * math.prod(shape[1:])
+
+
+def _chunk_key(array: Array, index: int) -> str:
+    prefix = array.path + "/" if array.path else ""
+    coords = (index,) + (0,) * (len(array.shape) - 1) if array.shape else ()
+    return prefix + array.metadata.chunk_key(coords)
+
+
+def _chunk_files(array: Array) -> tuple[list[Path], int] | None:
+    """The chunk files of ``array`` in order and the bytes of one chunk, if all are raw."""
+    layout = _layout(array)
+    if layout is None:
+        return None
+    per_chunk, row_bytes = layout
+    rows = array.shape[0] if array.shape else 1
+    chunk_nbytes = per_chunk * row_bytes
+    root = array.store.root
+    files = []
+    for i in range(-(-rows // per_chunk)):
+        path = root.joinpath(*_chunk_key(array, i).split("/"))
+        try:
+            if os.stat(path).st_size != chunk_nbytes:
+                return None  # missing (fill value) or not raw: read it the usual way
+        except OSError:
+            return None
+        files.append(path)
+    return files, chunk_nbytes
+
+
+def _map_one(path: Path, nbytes: int) -> np.ndarray:
+    return np.memmap(path, dtype=np.uint8, mode="c", shape=(nbytes,))
+
+
+def _map_many(files: list[Path], chunk_nbytes: int) -> np.ndarray | None:
+    """Map the files back to back at fixed addresses of one reserved range (Linux only)."""
+    if sys.platform != "linux" or chunk_nbytes % mmap.ALLOCATIONGRANULARITY:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    c_mmap, c_munmap = libc.mmap, libc.munmap
+    c_mmap.restype = ctypes.c_void_p
+    c_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    c_mmap.argtypes += [ctypes.c_int, ctypes.c_long]
+    c_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    total = chunk_nbytes * len(files)
+    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    base = c_mmap(None, total, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    if base in (None, _MAP_FAILED):
+        return None
+    try:
+        for i, path in enumerate(files):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                at = base + i * chunk_nbytes
+                flags = mmap.MAP_PRIVATE | _MAP_FIXED
+                if c_mmap(at, chunk_nbytes, prot, flags, fd, 0) != at:
+                    raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
+            finally:
+                os.close(fd)
+    except OSError:
+        c_munmap(base, total)
+        return None
+    view = np.frombuffer(memoryview((ctypes.c_uint8 * total).from_address(base)), dtype=np.uint8)
+    # The tensor keeps ``view`` alive; when the last tensor on it goes, the range goes.
+    weakref.finalize(view, c_munmap, base, total)
+    return view
+
+
+def map_array(array: Array) -> torch.Tensor:
+    """The whole of ``array`` as a CPU tensor, memory-mapped when its chunks allow it.
+
+    Falls back to reading (``array[...]``) for arrays that cannot be mapped: see the
+    module docstring. A mapped tensor is writable; writes stay in this process.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.int8, compressors=None)
+        >>> map_array(arr)  # a memory store: read as usual
+        tensor([0, 0], dtype=torch.int8)
+    """
+    found = _chunk_files(array)
+    if found is None:
+        return array[...]
+    files, chunk_nbytes = found
+    raw = _map_one(files[0], chunk_nbytes) if len(files) == 1 else _map_many(files, chunk_nbytes)
+    if raw is None:
+        return array[...]
+    itemsize = torch.empty((), dtype=array.dtype).element_size()
+    numel = math.prod(array.shape)
+    flat = torch.from_numpy(raw)[: numel * itemsize]  # the last chunk is padded past the edge
+    return flat.view(array.dtype).view(array.shape)
+
+
+def read_rows(array: Array, start: int, stop: int, out: torch.Tensor) -> bool:
+    """Fill ``out`` with rows ``start:stop`` of ``array`` straight from its raw chunk files.
+
+    One ``readinto`` per chunk into ``out``'s memory: no intermediate buffer, no decode.
+    Returns False (``out`` untouched) when the array's chunks are not raw local files or
+    ``out`` is not a contiguous CPU tensor of the array's dtype.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.int8, compressors=None)
+        >>> read_rows(arr, 0, 2, torch.empty(2, dtype=torch.int8))  # not local files
+        False
+    """
+    if out.device.type != "cpu" or not out.is_contiguous() or out.dtype != array.dtype:
+        return False
+    found = _chunk_files(array)
+    if found is None:
+        return False
+    files, _ = found
+    shape = array.shape
+    row_bytes = out.element_size() * math.prod(shape[1:])
+    per_chunk = array.chunks[0] if shape else 1
+    buf = out.reshape(-1).view(torch.uint8).numpy().data
+    for c in range(start // per_chunk, -(-stop // per_chunk)):
+        lo, hi = max(start, c * per_chunk), min(stop, (c + 1) * per_chunk)
+        with open(files[c], "rb", buffering=0) as f:
+            f.seek((lo - c * per_chunk) * row_bytes)
+            view = buf[(lo - start) * row_bytes : (hi - start) * row_bytes]
+            while view.nbytes:
+                n = f.readinto(view)
+                if not n:
+                    raise OSError(f"{files[c]} ended early")
+                view = view[n:]
+    return True
+
+
+def read_array(array: Array) -> torch.Tensor:
+    """The whole of ``array`` as a new CPU tensor; raw local chunks read straight into it.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.int8, compressors=None)
+        >>> read_array(arr)
+        tensor([0, 0], dtype=torch.int8)
+    """
+    if math.prod(array.shape) and _chunk_files(array) is not None:
+        out = torch.empty(array.shape, dtype=array.dtype)
+        if read_rows(array, 0, array.shape[0] if array.shape else 1, out):
+            return out
+    return array[...]
+
+
+def write_rows(array: Array, start: int, stop: int, data: torch.Tensor) -> bool:
+    """Write rows ``start:stop`` of ``array`` from ``data`` as whole raw chunk files.
+
+    Each chunk is written from ``data``'s memory (the edge chunk padded to full size, as
+    Zarr stores it). Returns False (nothing written) unless the array's chunks are raw
+    local files, ``start:stop`` covers whole chunks (or ends at the edge), and ``data``
+    is a contiguous CPU tensor of the array's dtype.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.int8, compressors=None)
+        >>> write_rows(arr, 0, 2, torch.ones(2, dtype=torch.int8))  # not local files
+        False
+    """
+    layout = _layout(array)
+    if layout is None or array.read_only:
+        return False
+    if data.device.type != "cpu" or not data.is_contiguous() or data.dtype != array.dtype:
+        return False
+    per_chunk, row_bytes = layout
+    rows = array.shape[0] if array.shape else 1
+    if start % per_chunk or (stop % per_chunk and stop != rows):
+        return False
+    buf = data.reshape(-1).view(torch.uint8).numpy().data
+    for c in range(start // per_chunk, -(-stop // per_chunk)):
+        lo, hi = c * per_chunk, min(stop, (c + 1) * per_chunk)
+        piece = buf[(lo - start) * row_bytes : (hi - start) * row_bytes]
+        if hi - lo < per_chunk:  # the edge chunk is stored full size
+            piece = memoryview(bytes(piece) + bytes((per_chunk - (hi - lo)) * row_bytes))
+        array.store.set(_chunk_key(array, c), piece)
+    return True
+
+
+def sync_local(store: Store, prefix: str = "", threads: int = 8) -> None:
+    """Flush the files below ``prefix`` of a local store to disk, many ``fsync`` at once.
+
+    Files are written without a flush each, then flushed here together on a few threads
+    (the file system merges concurrent flushes into few journal commits), before the
+    manifest names them. Other stores need nothing.
+
+    Example:
+        >>> from torchzarr.storage import MemoryStore
+        >>> sync_local(MemoryStore())  # nothing to flush in memory
+    """
+    if not isinstance(store, LocalStore):
+        return
+    top = store.root.joinpath(*prefix.split("/")) if prefix else store.root
+    paths: list[str] = []
+    for directory, _, files in os.walk(top):
+        paths.extend(os.path.join(directory, name) for name in files)
+        paths.append(directory)
+
+    def flush(path: str) -> None:
+        with contextlib.suppress(OSError):
+            handle = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="torchzarr-fsync") as pool:
+        list(pool.map(flush, paths))

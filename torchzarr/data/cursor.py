@@ -1,0 +1,141 @@
+"""The resumable cursor: epoch, what remains of it, how it is split, how far it got, as plain ints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchzarr.data.partition import (
+    STATE_VERSION,
+    EpochOrder,
+    Intervals,
+    Layout,
+    remaining_after,
+)
+
+__all__ = ["Cursor"]
+
+_ORDER_KEYS = ("num_samples", "chunk_len", "block_chunks", "seed", "shuffle")
+
+
+class Cursor:
+    """Progress through the epochs of one dataset or sampler.
+
+    A state dict holds only ints, bools and lists: the order parameters, ``epoch``,
+    ``remaining`` (canonical-stream intervals not consumed before the current split),
+    ``layout`` (``[world_size, workers, batch_size, drop_last]``) and ``steps`` (items each
+    rank delivered under that split), or ``worker``/``worker_steps`` for the state of one
+    DataLoader worker (as torchdata's StatefulDataLoader keeps them).
+
+    Example:
+        >>> c = Cursor(10, chunk_len=4, block_chunks=1, seed=0, shuffle=True)
+        >>> c.begin(Layout(), worker=0)
+        ([(0, 10)], 0)
+    """
+
+    def __init__(
+        self, num_samples: int, chunk_len: int, block_chunks: int, seed: int, shuffle: bool
+    ) -> None:
+        if block_chunks < 1:
+            raise ValueError(f"block_chunks must be >= 1, got {block_chunks}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.num_samples, self.chunk_len, self.block_chunks = num_samples, chunk_len, block_chunks
+        self.seed, self.shuffle = int(seed), bool(shuffle)
+        self.epoch = 0
+        self.pending: dict[str, Any] | None = None
+
+    def order(self) -> EpochOrder:
+        """The canonical order of the current epoch."""
+        return EpochOrder(
+            self.num_samples, self.chunk_len, self.block_chunks, self.seed, self.epoch, self.shuffle
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch``; a loaded state for another epoch is dropped."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if self.pending is not None and int(self.pending["epoch"]) != epoch:
+            self.pending = None
+        self.epoch = int(epoch)
+
+    def resolve(self, layout: Layout) -> tuple[Intervals, int]:
+        """``(remaining, rank_steps)`` a rank-level pass under ``layout`` starts from."""
+        full = [(0, self.num_samples)] if self.num_samples else []
+        st = self.pending
+        if st is None:
+            return full, 0
+        remaining = [(int(a), int(b)) for a, b in st["remaining"]]
+        old = Layout.from_list(st["layout"])
+        if st.get("worker") is not None:
+            raise ValueError(
+                "this is the state of one DataLoader worker: load it through the same "
+                "StatefulDataLoader (same num_workers), or save a rank-level state with "
+                "state_at(steps, num_workers) to resume on another layout"
+            )
+        steps = int(st["steps"])
+        # Continue the same split only where the DataLoader's round robin lines up again.
+        if old == layout and steps % layout.workers == 0:
+            return remaining, steps
+        return remaining_after(remaining, old, steps), 0
+
+    def begin(self, layout: Layout, worker: int) -> tuple[Intervals, int]:
+        """``(remaining, first item)`` for worker ``worker`` of a pass under ``layout``."""
+        st = self.pending
+        if st is not None and st.get("worker") is not None:
+            if Layout.from_list(st["layout"]) != layout or int(st["worker"]) != worker:
+                raise ValueError(
+                    f"a worker state saved under layout {st['layout']} (worker {st['worker']}) "
+                    f"cannot resume under {layout.to_list()} (worker {worker})"
+                )
+            return [(int(a), int(b)) for a, b in st["remaining"]], int(st["worker_steps"])
+        remaining, steps = self.resolve(layout)
+        return remaining, layout.worker_steps(steps, worker)
+
+    def state(
+        self,
+        remaining: Intervals,
+        layout: Layout,
+        steps: int | None = None,
+        worker: int | None = None,
+        worker_steps: int | None = None,
+    ) -> dict[str, Any]:
+        """A plain state dict."""
+        return {
+            "version": STATE_VERSION,
+            "num_samples": self.num_samples,
+            "chunk_len": self.chunk_len,
+            "block_chunks": self.block_chunks,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": self.epoch,
+            "remaining": [[int(a), int(b)] for a, b in remaining],
+            "layout": layout.to_list(),
+            "steps": steps,
+            "worker": worker,
+            "worker_steps": worker_steps,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Check a state against this order and keep it for the next pass."""
+        if int(state.get("version", -1)) != STATE_VERSION:
+            raise ValueError(f"unsupported state version {state.get('version')!r}")
+        for key in _ORDER_KEYS:
+            mine, theirs = getattr(self, key), state[key]
+            if type(mine)(theirs) != mine:
+                raise ValueError(
+                    f"the state was saved with {key}={theirs!r} but this one has {mine!r}: "
+                    "the order would differ"
+                )
+        if state.get("worker") is None and state.get("steps") is None:
+            raise ValueError("the state has neither rank steps nor worker steps")
+        self.epoch = int(state["epoch"])
+        self.pending = {
+            "epoch": self.epoch,
+            "remaining": [[int(a), int(b)] for a, b in state["remaining"]],
+            "layout": [int(v) for v in state["layout"]],
+            "steps": None if state.get("steps") is None else int(state["steps"]),
+            "worker": None if state.get("worker") is None else int(state["worker"]),
+            "worker_steps": None
+            if state.get("worker_steps") is None
+            else int(state["worker_steps"]),
+        }

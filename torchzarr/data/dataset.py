@@ -1,0 +1,102 @@
+"""``ZarrDataset``: a map-style dataset over axis 0 that reads a whole batch in one planned read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from torchzarr.data.sources import Item, Source, take_rows
+
+__all__ = ["ZarrDataset"]
+
+
+class ZarrDataset(Dataset[Any]):
+    """Map-style dataset over axis 0 of an Array, a Group or a dict of aligned arrays.
+
+    An item is a tensor (one array) or a dict of tensors (a group or a dict). The DataLoader
+    calls :meth:`__getitems__` with a whole batch of indices: they are sorted and read with
+    one planned read per array, so every chunk the batch touches is fetched and decoded
+    once, in parallel, however the indices are shuffled. Pair it with
+    :class:`~torchzarr.ChunkBlockSampler` so that batches touch few chunks.
+
+    Args:
+        source: an Array, a Group, a dict of arrays sharing their first dimension, or a
+            path/URL opened read-only.
+        transform: called on each item (a tensor, or the dict) before it is returned.
+        cache: read through the shared decoded-chunk cache (``tz.config.cache_bytes``, one
+            per process), or a given :class:`~torchzarr.ChunkCache`. Worth it with
+            ``ChunkBlockSampler``, whose successive batches come from the same few chunks.
+
+    Example:
+        >>> import torch, torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(8, 2), dtype=torch.float32, chunks=(4, 2))
+        >>> arr[:] = torch.arange(16.0).reshape(8, 2)
+        >>> ds = tz.ZarrDataset(arr)
+        >>> loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True)
+        >>> next(iter(loader)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        transform: Callable[[Item], Any] | None = None,
+        cache: Any = False,
+    ) -> None:
+        src = source if isinstance(source, Source) else Source(source)
+        if cache is not False and cache is not None:
+            src = src.with_cache(None if cache is True else cache)
+        self.source = src
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __repr__(self) -> str:
+        return f"ZarrDataset({self.source!r})"
+
+    def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self.source)
+        ids = np.where(ids < 0, ids + n, ids)
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+            raise IndexError(f"index out of range for a dataset of {n} samples: {indices!r}")
+        return ids
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([int(index)])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items at ``indices`` (any order, repeats allowed), read in one planned read.
+
+        Example:
+            >>> [t.tolist() for t in ds.__getitems__([5, 0])]  # doctest: +SKIP
+            [[10.0, 11.0], [0.0, 1.0]]
+        """
+        ids = self._check(indices)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        data = self.source.read(unique)
+        rows = inverse.tolist()
+        items: list[Any] = []
+        for r in rows:
+            item = self.source.item({name: t[r] for name, t in data.items()})
+            items.append(self.transform(item) if self.transform is not None else item)
+        return items
+
+    def get_batch(self, indices: Sequence[int]) -> Any:
+        """The items at ``indices`` already stacked: a tensor, or a dict of tensors.
+
+        Cheaper than ``__getitems__`` plus collation when no per-item transform is needed.
+
+        Example:
+            >>> ds.get_batch([1, 2]).shape  # doctest: +SKIP
+            torch.Size([2, 2])
+        """
+        ids = self._check(indices)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        data = self.source.read(unique)
+        index = inverse.astype(np.intp)
+        return self.source.item({name: take_rows(t, index) for name, t in data.items()})

@@ -1,0 +1,322 @@
+"""``ZarrIterableDataset``: chunk streaming with a two-level shuffle, split over ranks x workers."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from torchzarr.data.cursor import Cursor
+from torchzarr.data.partition import EpochOrder, Intervals, Layout, slot_pieces, total
+from torchzarr.data.pinned import PinnedRing
+from torchzarr.data.sources import Item, Source, distributed_rank, take_rows
+
+__all__ = ["ZarrIterableDataset"]
+
+Piece = tuple[dict[str, torch.Tensor], np.ndarray]
+Buffers = dict[str, torch.Tensor]
+
+
+class ZarrIterableDataset(IterableDataset[Any]):
+    """Stream samples or whole batches over axis 0, shuffled chunk-aware, resumable.
+
+    Each epoch has one canonical order, a pure function of ``(seed, epoch)``: the chunks
+    along axis 0 are permuted, cut into blocks of ``block_chunks`` chunks, and the samples
+    of a block shuffled together. The rest of the epoch is dealt to ranks x DataLoader
+    workers as equal contiguous runs of that order (drop/pad rules in
+    :class:`~torchzarr.data.partition.Layout`), so every sample comes out once per epoch and
+    every rank yields the same number of items. A block is read with one planned read
+    (each chunk once) on a background thread while the previous one is consumed.
+
+    With ``batch_size`` set, items are whole batches: use ``DataLoader(ds, batch_size=None)``.
+
+    Resume: ``state_dict()``/``load_state_dict()`` (plain ints and lists) continue an epoch
+    where it stopped; with DataLoader workers use torchdata's ``StatefulDataLoader``, or
+    :meth:`state_at` with the number of items trained on. A state saved on W ranks also
+    resumes on another number of ranks with the same global batch size.
+
+    Args:
+        source: an Array, a Group, a dict of arrays sharing axis 0, or a path/URL.
+        batch_size: yield batches of this many samples (else single samples).
+        shuffle: False streams in order (still split over ranks and workers).
+        seed: seed of the order (>= 0).
+        block_chunks: chunks shuffled together (K): more mixes better and costs memory.
+        drop_last: drop the short tail instead of padding by wrapping round.
+        transform: called on every item (a batch when ``batch_size`` is set).
+        rank, world_size: this rank's place; default torch.distributed's when initialised.
+        prefetch: blocks read ahead.
+        pin_memory: gather batches into a reusable pinned ring (pageable without CUDA);
+            only in the main process (with workers use ``DataLoader(pin_memory=True)``).
+        worker_buffers: in DataLoader workers, gather batches into a ring of this many
+            shared-memory buffers reused in turn, which passes them to the main process
+            several times faster than a fresh segment per batch. A batch is then valid
+            until the worker reuses its buffer: use at least ``prefetch_factor + 2`` and
+            do not keep batches across steps (copy what you keep). 0 (default) allocates
+            fresh shared memory for every batch.
+
+    Example:
+        >>> ds = tz.ZarrIterableDataset(arr, batch_size=256, block_chunks=8, seed=0)  # doctest: +SKIP
+        >>> loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)  # doctest: +SKIP
+        >>> for epoch in range(3):  # doctest: +SKIP
+        ...     ds.set_epoch(epoch)
+        ...     for batch in loader:
+        ...         ...
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        block_chunks: int = 4,
+        drop_last: bool = False,
+        transform: Callable[[Item], Any] | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+        worker_buffers: int = 0,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        self.source = source if isinstance(source, Source) else Source(source)
+        self.batch_size = batch_size
+        self.drop_last = bool(drop_last)
+        self.transform = transform
+        self.prefetch = int(prefetch)
+        self.pin_memory = bool(pin_memory)
+        if worker_buffers and worker_buffers < 3:
+            raise ValueError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
+        self.worker_buffers = int(worker_buffers)
+        self.rank, self.world_size = distributed_rank(rank, world_size)
+        src = self.source
+        self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
+        self._live: dict[str, Any] | None = None
+        self._ring: PinnedRing | None = None
+        self._shared = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_live"] = state["_ring"] = None  # per-process
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"ZarrIterableDataset({self.source!r}, batch_size={self.batch_size}, "
+            f"epoch={self.epoch}, rank={self.rank}/{self.world_size})"
+        )
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self.cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next pass (call it before each epoch).
+
+        Example:
+            >>> ds.set_epoch(2)  # doctest: +SKIP
+        """
+        self.cursor.set_epoch(epoch)
+        self._live = None
+
+    def layout(self, num_workers: int = 0) -> Layout:
+        """The split of an epoch over this job's ranks and ``num_workers`` DataLoader workers."""
+        return Layout(self.world_size, max(1, num_workers), self.batch_size or 1, self.drop_last)
+
+    def num_items(self, num_workers: int = 0) -> int:
+        """Items (batches, or samples) this rank yields in the current epoch's next pass.
+
+        Example:
+            >>> ds.num_items(num_workers=2)  # doctest: +SKIP
+            196
+        """
+        layout = self.layout(num_workers)
+        remaining, steps = self.cursor.resolve(layout)
+        return layout.batches(total(remaining)) * layout.workers - steps
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        layout = self.layout(info.num_workers if info is not None else 0)
+        remaining, first = self.cursor.begin(layout, worker)
+        self.cursor.pending = None
+        order = self.cursor.order()
+        count = layout.batches(total(remaining)) - first
+        slot = self.rank * layout.workers + worker
+        intervals = slot_pieces(remaining, layout, slot, first)
+        live = {
+            "remaining": remaining,
+            "layout": layout,
+            "worker": worker if info is not None else None,
+            "first": first,
+            "steps": first,
+        }
+        self._live = live
+        self._shared = info is not None
+        return self._generate(order, intervals, count, live, self._get_ring(info is not None))
+
+    def _get_ring(self, in_worker: bool) -> PinnedRing | None:
+        wanted = self.worker_buffers if in_worker else self.pin_memory
+        if not (wanted and self.batch_size):
+            return None
+        if self._ring is None:
+            specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.source.arrays.items()}
+            if in_worker:
+                self._ring = PinnedRing(specs, self.batch_size, self.worker_buffers, shared=True)
+            else:
+                self._ring = PinnedRing(specs, self.batch_size, slots=self.prefetch + 3)
+        return self._ring
+
+    def _pieces(self, order: EpochOrder, intervals: Intervals) -> Iterator[np.ndarray]:
+        for a, b in intervals:
+            for unit, lo, hi in order.pieces(a, b):
+                yield order.unit_ids(unit)[lo:hi]
+
+    def _load(self, ids: np.ndarray, out: dict[str, torch.Tensor]) -> Piece:
+        sort = np.argsort(ids, kind="stable")
+        data = self.source.read(ids[sort], out=out)
+        where = np.empty_like(sort)
+        where[sort] = np.arange(len(sort), dtype=sort.dtype)
+        return data, where.astype(np.intp)
+
+    def _generate(
+        self,
+        order: EpochOrder,
+        intervals: Intervals,
+        count: int,
+        live: dict[str, Any],
+        ring: PinnedRing | None,
+    ) -> Iterator[Any]:
+        if count <= 0:
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-data")
+        pending: deque[tuple[Buffers, Future[Piece]]] = deque()
+        ids_iter = self._pieces(order, intervals)
+        step = self.batch_size or 1
+        parts: list[Piece] = []
+        have = 0
+        # Blocks are read into a few reused buffers: fresh ones would cost page faults.
+        spare: list[Buffers] = []
+        held: list[Buffers] = []
+        capacity = order.block_chunks * order.chunk_len
+
+        def refill() -> None:
+            while len(pending) < self.prefetch + 1:
+                ids = next(ids_iter, None)
+                if ids is None:
+                    return
+                buf = spare.pop() if spare else self.source.empty(capacity)
+                view = {k: t[: len(ids)] for k, t in buf.items()}
+                pending.append((buf, pool.submit(self._load, ids, view)))
+
+        try:
+            refill()
+            while pending:
+                buf, fut = pending.popleft()
+                data, where = fut.result()
+                refill()
+                if self.batch_size is None:
+                    rows = {k: take_rows(t, where) for k, t in data.items()}
+                    spare.append(buf)
+                    for i in range(len(where)):
+                        live["steps"] += 1
+                        yield self._finish({k: t[i] for k, t in rows.items()})
+                    continue
+                pos = 0
+                while pos < len(where):
+                    take = min(step - have, len(where) - pos)
+                    parts.append((data, where[pos : pos + take]))
+                    have, pos = have + take, pos + take
+                    if have == step:
+                        batch = self._gather(parts, have, ring)
+                        parts, have = [], 0
+                        spare.extend(held)
+                        held.clear()
+                        live["steps"] += 1
+                        yield self._finish(batch)
+                (held if parts else spare).append(buf)
+            if have:
+                batch = self._gather(parts, have, ring)
+                live["steps"] += 1
+                yield self._finish(batch)
+        finally:
+            for _, waiting in pending:
+                waiting.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _gather(
+        self, parts: list[Piece], rows: int, ring: PinnedRing | None
+    ) -> dict[str, torch.Tensor]:
+        out = ring.next(rows) if ring is not None else self.source.empty(rows, self._shared)
+        offset = 0
+        for data, where in parts:
+            n = len(where)
+            for k, t in data.items():
+                take_rows(t, where, out=out[k][offset : offset + n])
+            offset += n
+        return out
+
+    def _finish(self, tensors: dict[str, torch.Tensor]) -> Any:
+        item = self.source.item(tensors)
+        return self.transform(item) if self.transform is not None else item
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-int state of the current pass in this process (a worker's own, in a worker).
+
+        With ``num_workers=0`` this is the rank's exact position; StatefulDataLoader calls it
+        in each worker and hands each its own state back. All ranks hold the same state.
+
+        Example:
+            >>> state = ds.state_dict()  # doctest: +SKIP
+        """
+        live = self._live
+        if live is None:
+            return self.state_at(0)
+        if live["worker"] is None:
+            return self.cursor.state(live["remaining"], live["layout"], steps=live["steps"])
+        return self.cursor.state(
+            live["remaining"], live["layout"], worker=live["worker"], worker_steps=live["steps"]
+        )
+
+    def state_at(self, steps: int, num_workers: int = 0) -> dict[str, Any]:
+        """The state once this rank has trained on ``steps`` items of the current pass.
+
+        Valid in the main process whatever the workers do: the DataLoader takes items from
+        its ``num_workers`` workers round robin, so ``steps`` fixes what each delivered.
+        Items are what the dataset yields: with workers, set ``batch_size`` here and use
+        ``DataLoader(batch_size=None)`` so that one step is one item.
+
+        Example:
+            >>> torch.save(ds.state_at(step, num_workers=2), "data_state.pt")  # doctest: +SKIP
+        """
+        layout = self.layout(num_workers)
+        live = self._live
+        if live is not None and live["worker"] is None and live["layout"] == layout:
+            remaining, first = live["remaining"], live["first"]
+        else:
+            remaining, first = self.cursor.resolve(layout)
+        return self.cursor.state(remaining, layout, steps=first + int(steps))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the saved epoch where it stopped on the next pass.
+
+        A rank-level state resumes on any number of ranks and workers with the same global
+        batch size; a worker's state (from StatefulDataLoader) on the same layout.
+
+        Example:
+            >>> ds.load_state_dict(state)  # doctest: +SKIP
+        """
+        self.cursor.load(state)
+        self._live = None

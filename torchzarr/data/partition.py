@@ -1,0 +1,306 @@
+"""The canonical epoch order, its split over ranks x workers, and what remains after a stop (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "STATE_VERSION",
+    "EpochOrder",
+    "Intervals",
+    "Layout",
+    "iter_id_batches",
+    "remaining_after",
+    "slot_pieces",
+    "total",
+]
+
+#: version of the plain-int state dicts written by the datasets and the sampler
+STATE_VERSION = 1
+
+Intervals = list[tuple[int, int]]
+
+
+def _rng(seed: int, epoch: int, *more: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(epoch), *more])
+
+
+class EpochOrder:
+    """The order of one epoch: a pure function of (seed, epoch), whatever the ranks or workers.
+
+    Chunks along axis 0 are permuted, cut into units of ``block_chunks`` consecutive chunks
+    of the permutation, and the samples of each unit are shuffled inside it. The
+    concatenation of the units is the epoch's canonical stream; positions in it are what
+    the split over ranks x workers and the resume cursor count.
+
+    Example:
+        >>> order = EpochOrder(10, chunk_len=4, block_chunks=2, seed=0, epoch=0, shuffle=False)
+        >>> order.ids(0, 10).tolist()
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        chunk_len: int,
+        block_chunks: int,
+        seed: int,
+        epoch: int,
+        shuffle: bool,
+    ) -> None:
+        if chunk_len < 1 or block_chunks < 1:
+            raise ValueError("chunk_len and block_chunks must be >= 1")
+        if seed < 0 or epoch < 0:
+            raise ValueError(f"seed and epoch must be >= 0, got {seed} and {epoch}")
+        self.num_samples, self.chunk_len, self.block_chunks = num_samples, chunk_len, block_chunks
+        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self._last: tuple[int, np.ndarray] | None = None
+
+    @cached_property
+    def chunk_order(self) -> np.ndarray:
+        """The epoch's permutation of chunk indices along axis 0."""
+        nchunks = -(-self.num_samples // self.chunk_len)
+        if not self.shuffle:
+            return np.arange(nchunks, dtype=np.int64)
+        return _rng(self.seed, self.epoch, 0).permutation(nchunks).astype(np.int64)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Start of each unit in the canonical stream, and the total at the end."""
+        order = self.chunk_order
+        if not len(order):
+            return np.zeros(1, dtype=np.int64)
+        sizes = np.minimum(self.chunk_len, self.num_samples - order * self.chunk_len)
+        per_unit = np.add.reduceat(sizes, np.arange(0, len(order), self.block_chunks))
+        return np.concatenate([[0], np.cumsum(per_unit)]).astype(np.int64)
+
+    @property
+    def num_units(self) -> int:
+        """Number of units (blocks of chunks) in the epoch."""
+        return len(self.offsets) - 1
+
+    def unit_chunks(self, unit: int) -> np.ndarray:
+        """Chunk indices (along axis 0) making up one unit."""
+        k = self.block_chunks
+        return self.chunk_order[unit * k : (unit + 1) * k]
+
+    def unit_ids(self, unit: int) -> np.ndarray:
+        """Sample indices of one unit, in the epoch's order."""
+        if self._last is not None and self._last[0] == unit:
+            return self._last[1]
+        cl, n = self.chunk_len, self.num_samples
+        ids = np.concatenate(
+            [
+                np.arange(c * cl, min((c + 1) * cl, n), dtype=np.int64)
+                for c in self.unit_chunks(unit)
+            ]
+        )
+        if self.shuffle:
+            ids = _rng(self.seed, self.epoch, 1, unit).permutation(ids)
+        self._last = (unit, ids)
+        return ids
+
+    def pieces(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        """``(unit, lo, hi)`` pieces of the canonical stream ``[start, stop)``, in order."""
+        out = []
+        offsets = self.offsets
+        unit = int(np.searchsorted(offsets, start, side="right")) - 1
+        while start < stop:
+            base, end = int(offsets[unit]), int(offsets[unit + 1])
+            hi = min(stop, end)
+            out.append((unit, start - base, hi - base))
+            start, unit = hi, unit + 1
+        return out
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """Sample indices at canonical positions ``[start, stop)``."""
+        parts = [self.unit_ids(u)[lo:hi] for u, lo, hi in self.pieces(start, stop)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one epoch is split: ``world_size`` ranks x ``workers`` slots each, batches of ``batch_size``.
+
+    Rules (the same for the sampler and the iterable dataset): the samples still to read
+    are dealt to ``slots`` as equal contiguous runs of the canonical stream. With
+    ``drop_last=False`` each run is ``ceil(n / slots)`` long, the shortfall (fewer than
+    ``slots`` samples) padded by wrapping round to the start, and the last batch of every
+    slot may be short; with ``drop_last=True`` runs are ``n // slots`` long and only full
+    batches are kept. Every slot, hence every rank, gets the same number of batches.
+
+    Example:
+        >>> Layout(world_size=2, workers=1, batch_size=4, drop_last=False).batches(10)
+        2
+    """
+
+    world_size: int = 1
+    workers: int = 1
+    batch_size: int = 1
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        if min(self.world_size, self.workers, self.batch_size) < 1:
+            raise ValueError(f"world_size, workers and batch_size must be >= 1: {self}")
+
+    @property
+    def slots(self) -> int:
+        """Number of independent streams: ranks x workers."""
+        return self.world_size * self.workers
+
+    def run_length(self, n: int) -> int:
+        """Samples dealt to each slot when ``n`` remain."""
+        return n // self.slots if self.drop_last else -(-n // self.slots)
+
+    def batches(self, n: int) -> int:
+        """Batches each slot yields when ``n`` samples remain."""
+        run = self.run_length(n)
+        return run // self.batch_size if self.drop_last else -(-run // self.batch_size)
+
+    def worker_steps(self, steps: int, worker: int) -> int:
+        """Items worker ``worker`` has delivered after its rank delivered ``steps`` (round robin)."""
+        return max(0, -(-(steps - worker) // self.workers))
+
+    def to_list(self) -> list[int]:
+        """A plain list for state dicts."""
+        return [self.world_size, self.workers, self.batch_size, int(self.drop_last)]
+
+    @classmethod
+    def from_list(cls, values: Any) -> Layout:
+        """The inverse of :meth:`to_list`."""
+        world, workers, batch, drop = (int(v) for v in values)
+        return cls(world, workers, batch, bool(drop))
+
+
+def total(intervals: Intervals) -> int:
+    """Number of positions in a list of ``(start, stop)`` intervals.
+
+    Example:
+        >>> total([(0, 3), (5, 6)])
+        4
+    """
+    return sum(b - a for a, b in intervals)
+
+
+def _take(intervals: Intervals, lo: int, hi: int) -> Intervals:
+    """Canonical intervals for the ``[lo, hi)`` stretch of the concatenated ``intervals``."""
+    out: Intervals = []
+    acc = 0
+    for a, b in intervals:
+        size = b - a
+        s, e = max(lo - acc, 0), min(hi - acc, size)
+        if s < e:
+            out.append((a + s, a + e))
+        acc += size
+        if acc >= hi:
+            break
+    return out
+
+
+def _wrapped(lo: int, hi: int, n: int) -> Intervals:
+    """``[lo, hi)`` of a stream of ``n`` positions repeated end to end, as plain ranges."""
+    out: Intervals = []
+    while lo < hi and n > 0:
+        base = (lo // n) * n
+        end = min(hi, base + n)
+        out.append((lo - base, end - base))
+        lo = end
+    return out
+
+
+def slot_pieces(remaining: Intervals, layout: Layout, slot: int, first_batch: int) -> Intervals:
+    """Canonical intervals slot ``slot`` yields from batch ``first_batch`` to its last one.
+
+    Example:
+        >>> slot_pieces([(0, 10)], Layout(2, 1, 2), slot=1, first_batch=1)
+        [(7, 10)]
+    """
+    n = total(remaining)
+    run = layout.run_length(n)
+    end = min(run, layout.batches(n) * layout.batch_size)
+    lo = slot * run + first_batch * layout.batch_size
+    hi = slot * run + end
+    out: Intervals = []
+    for a, b in _wrapped(lo, hi, n):
+        out.extend(_take(remaining, a, b))
+    return out
+
+
+def _merge(intervals: Intervals) -> Intervals:
+    out: Intervals = []
+    for a, b in sorted(intervals):
+        if b <= a:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def remaining_after(remaining: Intervals, layout: Layout, steps: int) -> Intervals:
+    """What is left of ``remaining`` once every rank has delivered ``steps`` items.
+
+    Ranks advance in lockstep and a rank's DataLoader takes items from its workers round
+    robin, so ``steps`` fixes what every slot delivered. When the ranks finished their
+    batches the epoch is over: nothing is left, not even the tail ``drop_last`` dropped.
+
+    Example:
+        >>> remaining_after([(0, 10)], Layout(2, 1, 2), steps=1)
+        [(2, 5), (7, 10)]
+    """
+    n = total(remaining)
+    if steps >= layout.batches(n) * layout.workers:
+        return []
+    run = layout.run_length(n)
+    used: Intervals = []
+    for rank in range(layout.world_size):
+        for w in range(layout.workers):
+            k = layout.worker_steps(steps, w)
+            slot = rank * layout.workers + w
+            count = min(run, k * layout.batch_size)
+            used.extend(_wrapped(slot * run, slot * run + count, n))
+    left: Intervals = []
+    pos = 0
+    for a, b in _merge(used):
+        if a > pos:
+            left.append((pos, a))
+        pos = max(pos, b)
+    if pos < n:
+        left.append((pos, n))
+    out: Intervals = []
+    for a, b in left:
+        out.extend(_take(remaining, a, b))
+    return _merge(out)
+
+
+def iter_id_batches(
+    order: EpochOrder, intervals: Intervals, batch_size: int
+) -> Iterator[np.ndarray]:
+    """Sample indices of ``intervals`` (canonical positions), cut into batches of ``batch_size``.
+
+    Example:
+        >>> order = EpochOrder(5, chunk_len=2, block_chunks=1, seed=0, epoch=0, shuffle=False)
+        >>> [b.tolist() for b in iter_id_batches(order, [(0, 2), (3, 5)], 3)]
+        [[0, 1, 3], [4]]
+    """
+    pending: list[np.ndarray] = []
+    have = 0
+    for a, b in intervals:
+        for unit, lo, hi in order.pieces(a, b):
+            ids = order.unit_ids(unit)[lo:hi]
+            while len(ids):
+                take = min(batch_size - have, len(ids))
+                pending.append(ids[:take])
+                have += take
+                ids = ids[take:]
+                if have == batch_size:
+                    yield np.concatenate(pending)
+                    pending, have = [], 0
+    if have:
+        yield np.concatenate(pending)

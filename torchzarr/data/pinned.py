@@ -1,0 +1,150 @@
+"""Pinned batch ring and ``DevicePrefetcher``; both fall back quietly to pageable memory without CUDA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from torchzarr.tensors import cuda_available
+
+__all__ = ["DevicePrefetcher", "PinnedRing", "to_device"]
+
+
+class PinnedRing:
+    """A ring of reusable batch buffers, page-locked when CUDA is there (or shared).
+
+    Batches are gathered straight into the next buffer, so pinning costs no second copy. A
+    buffer is reused ``slots`` batches later: keep at most ``slots - 2`` batches alive (the
+    DevicePrefetcher keeps one in flight). In a DataLoader worker, ``shared=True`` buffers
+    cross to the main process without a fresh shared-memory segment per batch.
+
+    Args:
+        specs: ``{name: (row_shape, dtype)}`` of one sample.
+        batch_size: rows per buffer.
+        slots: number of buffers.
+        pin_memory: ask for page-locked memory (ignored without CUDA).
+        shared: allocate the buffers in shared memory instead.
+
+    Example:
+        >>> ring = PinnedRing({"x": ((3,), torch.float32)}, batch_size=4, slots=3)
+        >>> ring.next(2)["x"].shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        specs: dict[str, tuple[tuple[int, ...], torch.dtype]],
+        batch_size: int,
+        slots: int = 4,
+        pin_memory: bool = True,
+        shared: bool = False,
+    ) -> None:
+        if slots < 2:
+            raise ValueError(f"a ring needs at least 2 slots, got {slots}")
+        self.pinned = bool(pin_memory) and not shared and cuda_available()
+        self._buffers = [
+            {
+                name: torch.empty((batch_size, *shape), dtype=dtype, pin_memory=self.pinned)
+                for name, (shape, dtype) in specs.items()
+            }
+            for _ in range(slots)
+        ]
+        if shared:
+            for buffers in self._buffers:
+                for t in buffers.values():
+                    t.share_memory_()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def next(self, rows: int) -> dict[str, torch.Tensor]:
+        """The next buffers, cut to ``rows`` rows."""
+        buffers = self._buffers[self._next]
+        self._next = (self._next + 1) % len(self._buffers)
+        return {name: t[:rows] for name, t in buffers.items()}
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move tensors inside a batch (tensor, dict, list or tuple) to ``device``.
+
+    Example:
+        >>> to_device({"x": torch.ones(1)}, torch.device("cpu"))
+        {'x': tensor([1.])}
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        moved = [to_device(v, device, non_blocking) for v in batch]
+        return type(batch)(moved) if isinstance(batch, list) else tuple(moved)
+    return batch
+
+
+def _record(batch: Any, stream: Any) -> None:
+    """Tell the caching allocator these tensors are used on ``stream`` too."""
+    if isinstance(batch, torch.Tensor):
+        batch.record_stream(stream)
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            _record(v, stream)
+    elif isinstance(batch, list | tuple):
+        for v in batch:
+            _record(v, stream)
+
+
+class DevicePrefetcher:
+    """Iterate a loader with the next batch already on its way to ``device``.
+
+    On CUDA the copy of batch ``k + 1`` runs with ``non_blocking=True`` on a side stream
+    while batch ``k`` trains; the consumer's stream waits for it before use. Pinned source
+    batches (``pin_memory=True`` on the dataset or the DataLoader) make the copy truly
+    asynchronous. Without CUDA (even when ``device="cuda"``), or for a CPU device, batches
+    pass through unchanged.
+
+    Args:
+        loader: any iterable of batches (tensors, dicts, lists or tuples of tensors).
+        device: target device, e.g. ``"cuda"`` or ``torch.device("cuda", 1)``.
+
+    Example:
+        >>> batches = [torch.ones(2), torch.zeros(2)]
+        >>> [b.sum().item() for b in DevicePrefetcher(batches, "cpu")]
+        [2.0, 0.0]
+    """
+
+    def __init__(self, loader: Iterable[Any], device: str | torch.device) -> None:
+        self.loader = loader
+        device = torch.device(device)
+        self.cuda = device.type == "cuda" and cuda_available()
+        # Without CUDA a "cuda" target quietly stays on the host, as pinning does.
+        self.device = device if self.cuda or device.type != "cuda" else torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.cuda:
+            for batch in self.loader:
+                yield to_device(batch, self.device) if self.device.type != "cpu" else batch
+            return
+        stream = torch.cuda.Stream(device=self.device)
+        it = iter(self.loader)
+        ahead = self._send(it, stream)
+        while ahead is not None:
+            batch = ahead
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(stream)
+            _record(batch[0], current)
+            ahead = self._send(it, stream)
+            yield batch[0]
+
+    def _send(self, it: Iterator[Any], stream: Any) -> tuple[Any] | None:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return None
+        with torch.cuda.stream(stream):
+            return (to_device(batch, self.device, non_blocking=True),)

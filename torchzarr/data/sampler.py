@@ -1,0 +1,126 @@
+"""``ChunkBlockSampler``: batches drawn from a few chunks at a time, resumable, rank-aware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import Sampler
+
+from torchzarr.data.cursor import Cursor
+from torchzarr.data.partition import Intervals, Layout, iter_id_batches, slot_pieces, total
+from torchzarr.data.sources import Source, distributed_rank
+
+__all__ = ["ChunkBlockSampler"]
+
+
+class ChunkBlockSampler(Sampler[list[int]]):
+    """A batch sampler whose batches each come from a block of ``block_chunks`` chunks.
+
+    Each epoch permutes the chunks along axis 0, cuts the permutation into blocks of
+    ``block_chunks`` chunks and shuffles the samples inside each block: a batch then touches
+    at most ``2 * block_chunks`` chunks, which :class:`~torchzarr.ZarrDataset` reads once
+    each (with ``ZarrDataset(..., cache=True)`` once per block, as successive batches share
+    their chunks). The order is a pure function of ``(seed, epoch)``. Under torch.distributed (or
+    with ``rank``/``world_size`` given) every rank gets the same number of batches; the
+    drop/pad rules are those of :class:`~torchzarr.data.partition.Layout`.
+
+    Args:
+        dataset: a :class:`~torchzarr.ZarrDataset` (anything with a ``source``), or a source.
+        batch_size: samples per batch.
+        block_chunks: chunks shuffled together; larger mixes better and reads more at once.
+        shuffle: False keeps the natural order (still split over ranks).
+        seed: seed of the order (>= 0).
+        drop_last: drop the short tail instead of padding by wrapping round.
+        rank, world_size: this rank's place; default torch.distributed's when initialised.
+
+    Example:
+        >>> ds = tz.ZarrDataset(arr, cache=True)  # doctest: +SKIP
+        >>> sampler = tz.ChunkBlockSampler(ds, batch_size=256, block_chunks=8, seed=1)  # doctest: +SKIP
+        >>> loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=2)  # doctest: +SKIP
+        >>> sampler.set_epoch(3)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        block_chunks: int = 4,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        source = getattr(dataset, "source", dataset)
+        source = source if isinstance(source, Source) else Source(source)
+        self.rank, self.world_size = distributed_rank(rank, world_size)
+        self.layout = Layout(self.world_size, 1, int(batch_size), bool(drop_last))
+        self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
+        self._live: tuple[Intervals, int] | None = None
+        self._steps = 0
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self.cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next pass (call it before each epoch).
+
+        Example:
+            >>> sampler.set_epoch(1)  # doctest: +SKIP
+        """
+        self.cursor.set_epoch(epoch)
+        self._live = None
+
+    def __len__(self) -> int:
+        remaining, first = self._live or self.cursor.resolve(self.layout)
+        return self.layout.batches(total(remaining)) - first
+
+    def __iter__(self) -> Iterator[list[int]]:
+        remaining, first = self.cursor.begin(self.layout, 0)
+        self.cursor.pending = None
+        self._live, self._steps = (remaining, first), first
+        order = self.cursor.order()
+        nb = self.layout.batches(total(remaining))
+        pieces = slot_pieces(remaining, self.layout, self.rank, first)
+        for k, batch in zip(
+            range(first, nb), iter_id_batches(order, pieces, self.layout.batch_size), strict=True
+        ):
+            self._steps = k + 1
+            yield batch.tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-int state: where this epoch stands (all ranks share it).
+
+        Example:
+            >>> state = sampler.state_dict()  # doctest: +SKIP
+        """
+        if self._live is not None:
+            return self.cursor.state(self._live[0], self.layout, steps=self._steps)
+        remaining, steps = self.cursor.resolve(self.layout)
+        return self.cursor.state(remaining, self.layout, steps=steps)
+
+    def state_at(self, steps: int) -> dict[str, Any]:
+        """The state once this rank has consumed ``steps`` batches of the current pass.
+
+        Use it when the DataLoader reads ahead of training (workers prefetch batches).
+
+        Example:
+            >>> state = sampler.state_at(step)  # doctest: +SKIP
+        """
+        remaining, first = self._live or self.cursor.resolve(self.layout)
+        return self.cursor.state(remaining, self.layout, steps=first + int(steps))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from a state; the next pass continues that epoch where it stopped.
+
+        The state may come from another number of ranks with the same global batch size
+        (``batch_size * world_size``): the rest of the epoch is then split again.
+
+        Example:
+            >>> sampler.load_state_dict(state)  # doctest: +SKIP
+        """
+        self.cursor.load(state)
+        self._live = None
