@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,9 @@ __all__ = [
     "tensor_from_storage",
     "torch_dtype",
 ]
+
+
+_HUGE = 4 << 20  # numpy's threshold for madvise(MADV_HUGEPAGE)
 
 
 def torch_dtype(dt: DataType) -> torch.dtype:
@@ -60,7 +64,11 @@ def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) 
         torch.Size([2, 3])
     """
     pin = pin_memory and cuda_available()
-    return torch.empty(shape, dtype=torch_dtype(dt), pin_memory=pin)
+    dtype = torch_dtype(dt)
+    nbytes = dtype.itemsize * math.prod(shape)
+    if not pin and nbytes >= _HUGE:  # numpy advises huge pages: first touch faults far less
+        return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+    return torch.empty(shape, dtype=dtype, pin_memory=pin)
 
 
 def storage_view(tensor: torch.Tensor, dt: DataType) -> np.ndarray:

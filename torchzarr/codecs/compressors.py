@@ -8,6 +8,7 @@ import crc32c as _crc32c
 import numcodecs
 import numpy as np
 
+from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import BytesBytesCodec, ChunkSpec
 from torchzarr.errors import ChecksumError, ChunkDecodeError, CodecError, MetadataError
 
@@ -143,6 +144,18 @@ def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
         >>> out.tobytes()
         b'abcd'
     """
+    if out.nbytes and fast_decode.available(codec_id) and out.flags.c_contiguous:
+        try:
+            fast_decode.decompress_into(codec_id, data, out)  # a reused context per thread
+        except ChunkDecodeError:
+            size = decoded_size(codec_id, data)
+            if size is not None and size != out.nbytes:
+                raise ChunkDecodeError(
+                    f"{codec_id} codec: the chunk decompresses to {size} bytes, expected "
+                    f"{out.nbytes}"
+                ) from None
+            raise
+        return
     size = decoded_size(codec_id, data)
     if size is not None and size != out.nbytes:
         raise ChunkDecodeError(

@@ -17,6 +17,7 @@ from torchzarr import telemetry
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core.cache import ChunkCache, invalidate_everywhere
+from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.shards import ShardReader, sharding_codec
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
@@ -128,20 +129,6 @@ def run_parallel(
 
 
 # -- reads ----------------------------------------------------------------------------------
-def _direct_target(out: np.ndarray, projection: Any, chunk_shape: tuple[int, ...]) -> Any:
-    """The view of ``out`` a whole chunk decodes straight into, or None."""
-    if not projection.is_complete_chunk:
-        return None
-    if not all(isinstance(s, slice | int) for s in projection.out_selection):
-        return None
-    region = out[projection.out_selection]
-    if not isinstance(region, np.ndarray) or not region.flags.c_contiguous:
-        return None
-    if region.size != int(np.prod(chunk_shape, dtype=np.int64)):
-        return None  # an edge chunk: the stored chunk is larger than the region
-    return region.reshape(chunk_shape)
-
-
 def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) -> None:
     """Read the chunks of ``projections`` into ``out`` (storage dtype, C order).
 
@@ -181,7 +168,6 @@ def _from_cache(source: ChunkSource, batch: list[Any], out: np.ndarray) -> list[
 
 
 def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
-    pipeline = source.pipeline
     reader = source.shard_reader
     if reader is not None:
         partial = [p for p in batch if not p.is_complete_chunk]
@@ -191,41 +177,21 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
     batch = _from_cache(source, batch, out)
     if not batch:
         return
-    keys = [source.key(p.chunk_coords) for p in batch]
     generation = source.cache.generation if source.cache is not None else None
-    with telemetry.timed("fetch_seconds"):
-        fetched = source.store.get_many(keys)
-    tasks: list[tuple[Any, str, Any]] = []
-    nbytes = 0
-    for projection, key in zip(batch, keys, strict=True):
-        data = fetched.get(key)
-        if data is None:
-            out[projection.out_selection] = fill
-        else:
-            nbytes += len(data)
-            tasks.append((projection, key, data))
-    chunk_shape = pipeline.spec.shape
-    cache = source.cache
-    identity = source.store.identity
-
-    def decode(task: tuple[Any, str, Any]) -> None:
-        projection, key, data = task
-        target = None if cache is not None else _direct_target(out, projection, chunk_shape)
-        if target is not None:
-            pipeline.decode(data, out=target, key=key)
-            return
-        chunk = pipeline.decode(data, key=key)
-        if cache is not None:
-            cache.put((identity, source.path, projection.chunk_coords), chunk, since=generation)
-        out[projection.out_selection] = chunk[projection.chunk_selection]
-
+    root = local_root(source.store)
+    fetched = None
+    if root is None:  # local files are read inside the decoding tasks instead
+        keys = [source.key(p.chunk_coords) for p in batch]
+        with telemetry.timed("fetch_seconds"):
+            fetched = source.store.get_many(keys)
+    chunks = ChunkReader(source, out, fill, root=root, fetched=fetched, generation=generation)
     with telemetry.timed("decode_seconds"):
-        run_parallel(decode, tasks, cost=lambda _: pipeline.spec.nbytes)
+        chunks.run(batch, run_parallel)
     telemetry.add(
-        chunks_fetched=len(tasks),
-        chunks_missing=len(batch) - len(tasks),
-        bytes_fetched=nbytes,
-        bytes_decoded=len(tasks) * pipeline.spec.nbytes,
+        chunks_fetched=chunks.chunks,
+        chunks_missing=chunks.missing,
+        bytes_fetched=chunks.bytes_fetched,
+        bytes_decoded=chunks.chunks * source.pipeline.spec.nbytes,
     )
 
 
@@ -290,27 +256,46 @@ def _modify_and_store(
 
     def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:
         projection, key = task
+        region = value[projection.out_selection] if projection.is_complete_chunk else None
         data = None if projection.is_complete_chunk else existing.get(key)
-        if data is None:
+        if region is not None and region.shape == spec.shape:
+            chunk = region  # a whole interior chunk: encoded from the data as it lies
+        elif data is None:
             chunk = np.full(spec.shape, spec.fill_value, dtype=spec.dtype)
+            chunk[projection.chunk_selection] = value[projection.out_selection]
         else:
             chunk = np.array(pipeline.decode(data, key=key), dtype=spec.dtype, copy=True)
-        chunk[projection.chunk_selection] = value[projection.out_selection]
+            chunk[projection.chunk_selection] = value[projection.out_selection]
         if not write_empty_chunks and is_all_fill(chunk, spec.fill_value):
             return key, None
         return key, pipeline.encode(chunk)
 
-    results = run_parallel(build, list(zip(batch, keys, strict=True)), cost=lambda _: spec.nbytes)
-    to_store = {key: data for key, data in results if data is not None}
-    to_delete = [key for key, data in results if data is None]
-    if to_store:
-        source.store.set_many(to_store)
+    tasks = list(zip(batch, keys, strict=True))
+    store = source.store
+    sizes: list[tuple[str, int | None]] = []
+    if local_root(store) is None:
+        results = run_parallel(build, tasks, cost=lambda _: spec.nbytes)
+        to_store = {key: data for key, data in results if data is not None}
+        if to_store:
+            store.set_many(to_store)
+        sizes = [(key, None if data is None else len(data)) for key, data in results]
+    else:  # local files: each task writes what it encoded, so file I/O overlaps encoding
+
+        def build_and_store(group: list[tuple[Any, str]]) -> list[tuple[str, int | None]]:
+            built = [build(task) for task in group]
+            store.set_many({key: data for key, data in built if data is not None})
+            return [(key, None if data is None else len(data)) for key, data in built]
+
+        groups = _group(tasks, lambda _: spec.nbytes, config.task_bytes, config.threads)
+        for part in run_parallel(build_and_store, groups, cost=lambda g: len(g) * spec.nbytes):
+            sizes.extend(part)
+    to_delete = [key for key, size in sizes if size is None]
     if to_delete:
-        source.store.delete_many(to_delete)
+        store.delete_many(to_delete)
     telemetry.add(
         "write",
         writes=1,
-        chunks_written=len(to_store),
+        chunks_written=len(sizes) - len(to_delete),
         chunks_deleted=len(to_delete),
-        bytes_written=sum(len(v) for v in to_store.values()),
+        bytes_written=sum(size for _, size in sizes if size is not None),
     )

@@ -13,6 +13,7 @@ Python work is proportional to the chunks touched, never to the elements selecte
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,8 +201,25 @@ class _GridIndexer:
         return math.prod(a.nchunks for a in self._axes)
 
     def __iter__(self) -> Iterator[ChunkProjection]:
-        if self.nchunks:  # an empty inner axis must not walk a huge outer one
-            yield from self._walk(0, ())
+        if not self.nchunks:  # an empty inner axis must not walk a huge outer one
+            return
+        if not self._axes or max(a.nchunks for a in self._axes) > 1 << 16:
+            yield from self._walk(0, ())  # 0-d, or a huge axis: walk lazily
+            return
+        per_axis = [list(axis) for axis in self._axes]
+        mesh = any(
+            isinstance(s.chunk_item, np.ndarray) or isinstance(s.out_item, np.ndarray)
+            for steps in per_axis
+            for s in steps
+        )
+        drops = any(isinstance(a, IntAxis) for a in self._axes)
+        for steps in itertools.product(*per_axis):  # C order, as the nested walk was
+            coords, chunk_items, out_items, complete = zip(*steps, strict=True)
+            if drops:
+                out_items = tuple(item for item in out_items if item is not None)
+            if mesh:
+                chunk_items, out_items = open_mesh(list(chunk_items)), open_mesh(list(out_items))
+            yield ChunkProjection(coords, chunk_items, out_items, all(complete))
 
     def _walk(self, axis: int, steps: tuple[AxisStep, ...]) -> Iterator[ChunkProjection]:
         if axis == len(self._axes):

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,59 @@ class LocalStore(Store):
             raise
         if self.fsync:
             self._fsync_dir(path.parent)
+
+    def set_many(self, items: Mapping[str, Buffer]) -> None:
+        """Write many keys; with ``fsync``, files are synced together and each directory once.
+
+        Each value still lands by temp file + rename, after its data is synced: a failure
+        leaves no key half-written (keys renamed before it hold their new value, the rest
+        their old one) and no temp file behind.
+        """
+        overridden = "set" in self.__dict__ or type(self).set is not LocalStore.set
+        if not self.fsync or len(items) <= 1 or overridden:  # an overridden set sees every key
+            for key, value in items.items():
+                self.set(key, value)
+            return
+        entries = list(items.items())
+        for key, _ in entries:
+            self._check_writable(key)
+        directories: dict[Path, None] = {}
+        for start in range(0, len(entries), 128):  # bounded open files
+            self._write_synced(entries[start : start + 128], directories)
+        for directory in directories:
+            self._fsync_dir(directory)
+
+    def _write_synced(self, entries: list[tuple[str, Buffer]], dirs: dict[Path, None]) -> None:
+        staged: list[tuple[str, Path, Path, int]] = []
+        key = entries[0][0]
+        try:
+            for key, value in entries:
+                path = self._path(key)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                staged.append((key, tmp, path, fd))
+                view = memoryview(value).cast("B")
+                while view:
+                    view = view[os.write(fd, view) :]
+            for entry in staged:  # every file written: now sync them back to back
+                key = entry[0]
+                os.fsync(entry[3])
+            for entry in staged:
+                key, tmp, path = entry[0], entry[1], entry[2]
+                os.replace(tmp, path)
+                dirs[path.parent] = None
+        except BaseException as err:
+            for _, tmp, _, _ in staged:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()  # already renamed: gone; else the partial file goes
+            if isinstance(err, OSError):
+                raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
+            raise
+        finally:
+            for *_, fd in staged:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:

@@ -1,0 +1,187 @@
+"""zstd and blosc decompression straight into a buffer, reusing a decoder context per thread."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from typing import Any
+
+import numpy as np
+
+from torchzarr.errors import ChunkDecodeError
+
+__all__ = ["available", "decompress_into", "decompress_prefix"]
+
+_c_size_t, _c_void_p, _c_char_p = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+
+
+def _load_zstd() -> Any:
+    """numcodecs' own zstd (its extension exports the C API), or None where it does not."""
+    try:
+        import numcodecs.zstd
+
+        lib = ctypes.CDLL(numcodecs.zstd.__file__)
+        lib.ZSTD_createDCtx.restype = _c_void_p
+        lib.ZSTD_createDCtx.argtypes = []
+        lib.ZSTD_freeDCtx.restype = _c_size_t
+        lib.ZSTD_freeDCtx.argtypes = [_c_void_p]
+        lib.ZSTD_decompressDCtx.restype = _c_size_t
+        lib.ZSTD_decompressDCtx.argtypes = [_c_void_p, _c_void_p, _c_size_t, _c_char_p, _c_size_t]
+        lib.ZSTD_isError.restype = ctypes.c_uint
+        lib.ZSTD_isError.argtypes = [_c_size_t]
+        lib.ZSTD_getErrorName.restype = _c_char_p
+        lib.ZSTD_getErrorName.argtypes = [_c_size_t]
+        lib.ZSTD_DCtx_reset.restype = _c_size_t
+        lib.ZSTD_DCtx_reset.argtypes = [_c_void_p, ctypes.c_int]
+        lib.ZSTD_decompressStream.restype = _c_size_t
+        lib.ZSTD_decompressStream.argtypes = [_c_void_p, _c_void_p, _c_void_p]
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+class _Buffer(ctypes.Structure):  # ZSTD_inBuffer and ZSTD_outBuffer share this layout
+    _fields_ = [("ptr", _c_void_p), ("size", _c_size_t), ("pos", _c_size_t)]
+
+
+def _load_blosc() -> Any:
+    try:
+        import numcodecs.blosc
+
+        lib = ctypes.CDLL(numcodecs.blosc.__file__)
+        lib.blosc_decompress_ctx.restype = ctypes.c_int
+        lib.blosc_decompress_ctx.argtypes = [_c_char_p, _c_void_p, _c_size_t, ctypes.c_int]
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+_ZSTD = _load_zstd()
+_BLOSC = _load_blosc()
+
+
+class _DCtx:
+    """One thread's zstd decompression context, freed with the thread."""
+
+    def __init__(self) -> None:
+        self.ptr = _ZSTD.ZSTD_createDCtx()
+        if not self.ptr:
+            raise MemoryError("ZSTD_createDCtx failed")
+
+    def __del__(self) -> None:
+        lib, ptr = _ZSTD, getattr(self, "ptr", None)
+        if lib is not None and ptr:
+            with contextlib.suppress(Exception):  # interpreter shutdown
+                lib.ZSTD_freeDCtx(ptr)
+
+
+_local = threading.local()
+
+
+def available(codec_id: str) -> bool:
+    """True when :func:`decompress_into` has a fast path for ``codec_id`` here.
+
+    Example:
+        >>> isinstance(available("zstd"), bool), available("gzip")
+        (True, False)
+    """
+    return (codec_id == "zstd" and _ZSTD is not None) or (
+        codec_id == "blosc" and _BLOSC is not None
+    )
+
+
+def _zstd_context() -> Any:
+    ctx = getattr(_local, "zstd", None)
+    if ctx is None:
+        ctx = _local.zstd = _DCtx()
+    return ctx.ptr
+
+
+def _source(data: Any) -> tuple[Any, int, bytes]:
+    """A pointer-able form of ``data`` (bytes pass as is, no copy), its length, its head."""
+    if isinstance(data, bytes):
+        return data, len(data), data[:16]
+    array = np.frombuffer(data, dtype=np.uint8)
+    return ctypes.c_char_p(array.ctypes.data), array.size, array[:16].tobytes()
+
+
+def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
+    """Decompress ``data`` into ``out`` (C-contiguous, writable), which it must fill exactly.
+
+    The GIL is released while the C code runs.
+
+    Raises:
+        ChunkDecodeError: corrupt or truncated data, or a decoded size other than ``out.nbytes``.
+
+    Example:
+        >>> import numcodecs
+        >>> out = np.empty(4, dtype=np.uint8)
+        >>> decompress_into("zstd", numcodecs.Zstd().encode(b"abcd"), out)
+        >>> out.tobytes()
+        b'abcd'
+    """
+    cap = out.nbytes
+    src, size, head = _source(data)
+    dest = out.ctypes.data
+    if codec_id == "zstd":
+        n = _ZSTD.ZSTD_decompressDCtx(_zstd_context(), dest, cap, src, size)
+        if _ZSTD.ZSTD_isError(n):
+            name = _ZSTD.ZSTD_getErrorName(n).decode(errors="replace")
+            raise ChunkDecodeError(f"zstd codec: {name} (expected {cap} bytes)")
+        if n != cap:
+            raise ChunkDecodeError(
+                f"zstd codec: the chunk decompresses to {n} bytes, expected {cap}"
+            )
+        return
+    # blosc: its header states both sizes; the compressed one must match, or it reads past data
+    if len(head) < 16:
+        raise ChunkDecodeError(f"blosc codec: {len(head)} bytes cannot hold the 16-byte header")
+    nbytes, cbytes = int.from_bytes(head[4:8], "little"), int.from_bytes(head[12:16], "little")
+    if cbytes != size:
+        raise ChunkDecodeError(
+            f"blosc codec: header says {cbytes} compressed bytes, the chunk holds {size} "
+            "(truncated or corrupt)"
+        )
+    if nbytes != cap:
+        raise ChunkDecodeError(
+            f"blosc codec: the chunk decompresses to {nbytes} bytes, expected {cap}"
+        )
+    n = _BLOSC.blosc_decompress_ctx(src, dest, cap, 1)
+    if n != cap:
+        raise ChunkDecodeError(f"blosc codec: decompression failed (code {n})")
+
+
+def decompress_prefix(data: bytes, out: np.ndarray) -> None:
+    """Decompress only the first ``out.nbytes`` bytes of a zstd frame into ``out``.
+
+    zstd stops after the block that fills ``out``: reading a few rows of a large chunk
+    decodes the chunk up to the last of them, not the whole of it.
+
+    Raises:
+        ChunkDecodeError: corrupt data, or a frame shorter than ``out``.
+
+    Example:
+        >>> import numcodecs
+        >>> out = np.empty(2, dtype=np.uint8)
+        >>> decompress_prefix(numcodecs.Zstd().encode(b"abcd"), out)
+        >>> out.tobytes()
+        b'ab'
+    """
+    lib, ctx = _ZSTD, _zstd_context()
+    lib.ZSTD_DCtx_reset(ctx, 1)  # ZSTD_reset_session_only: a previous frame may be unfinished
+    source = ctypes.c_char_p(data)
+    inbuf = _Buffer(ctypes.cast(source, _c_void_p), len(data), 0)
+    outbuf = _Buffer(out.ctypes.data, out.nbytes, 0)
+    while outbuf.pos < outbuf.size:
+        ret = lib.ZSTD_decompressStream(ctx, ctypes.byref(outbuf), ctypes.byref(inbuf))
+        if lib.ZSTD_isError(ret):
+            name = lib.ZSTD_getErrorName(ret).decode(errors="replace")
+            raise ChunkDecodeError(f"zstd codec: {name}")
+        if outbuf.pos < outbuf.size and (ret == 0 or inbuf.pos == inbuf.size):
+            if ret == 0 and inbuf.pos < inbuf.size:
+                continue  # another frame follows
+            raise ChunkDecodeError(
+                f"zstd codec: the chunk ends after {outbuf.pos} bytes, expected at least "
+                f"{outbuf.size}"
+            )

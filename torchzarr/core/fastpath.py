@@ -1,0 +1,317 @@
+"""Per-chunk read work: local files read in the decoding task, raw chunks read into the output."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from torchzarr.codecs import fast_decode
+from torchzarr.codecs.bytes_codec import BytesCodec
+from torchzarr.codecs.compressors import ZstdCodec
+from torchzarr.codecs.pipeline import V3Pipeline, decode_error
+from torchzarr.codecs.v2_pipeline import V2Pipeline
+from torchzarr.errors import ChunkDecodeError, StoreError
+from torchzarr.storage.local import LocalStore
+
+__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root"]
+
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
+_TINY = 8 << 10  # decoded chunks below this are read on the calling thread alone
+_local = threading.local()
+
+
+def local_root(store: Any) -> str | None:
+    """The root directory of a plain ``LocalStore`` (not a subclass or wrapper), else None.
+
+    Example:
+        >>> local_root(LocalStore("/data/x.zarr"))
+        '/data/x.zarr'
+    """
+    if type(store) is not LocalStore:
+        return None
+    return str(store.root)
+
+
+def is_raw(pipeline: Any) -> bool:
+    """True when a stored chunk is the chunk's bytes as they are: no codec but ``bytes``.
+
+    Example:
+        >>> from torchzarr.codecs.base import ChunkSpec
+        >>> is_raw(V3Pipeline([BytesCodec("little")], ChunkSpec((2,), np.dtype("<i4"), 0)))
+        True
+    """
+    if isinstance(pipeline, V3Pipeline):
+        return (
+            not pipeline.array_array
+            and isinstance(pipeline.array_bytes, BytesCodec)
+            and not pipeline.bytes_bytes
+        )
+    if isinstance(pipeline, V2Pipeline):
+        return pipeline.compressor is None and not pipeline.filters
+    return False
+
+
+def _needs_swap(pipeline: Any) -> bool:
+    spec = pipeline.spec
+    if spec.dtype.itemsize == 1:
+        return False
+    if isinstance(pipeline, V3Pipeline):
+        return not pipeline.array_bytes.is_native  # type: ignore[attr-defined]
+    return bool(pipeline.stored_dtype.isnative is False)
+
+
+def direct_target(out: np.ndarray, projection: Any, chunk_shape: tuple[int, ...], size: int) -> Any:
+    """The view of ``out`` a whole chunk decodes straight into, or None."""
+    if not projection.is_complete_chunk:
+        return None
+    sel = projection.out_selection
+    for s in sel:
+        if not isinstance(s, slice | int):
+            return None
+    region = out[sel]
+    if not isinstance(region, np.ndarray) or not region.flags.c_contiguous:
+        return None
+    if region.size != size:
+        return None  # an edge chunk: the stored chunk is larger than the region
+    return region.reshape(chunk_shape)
+
+
+def _zstd_codec(pipeline: Any) -> Any:
+    """The zstd codec when stored chunks are zstd frames of the C-order native bytes, else None."""
+    if not fast_decode.available("zstd") or not pipeline.supports_direct_decode:
+        return None
+    if isinstance(pipeline, V3Pipeline):
+        ab, bb = pipeline.array_bytes, pipeline.bytes_bytes
+        if isinstance(ab, BytesCodec) and ab.is_native and [type(c) for c in bb] == [ZstdCodec]:
+            return bb[0]
+    compressor = getattr(pipeline, "compressor", None) if isinstance(pipeline, V2Pipeline) else None
+    if compressor is not None and compressor.codec_id == "zstd" and not _needs_swap(pipeline):
+        return compressor
+    return None
+
+
+def _rows_needed(item: Any) -> int | None:
+    """How many leading positions along axis 0 a chunk selection item reaches."""
+    if isinstance(item, int):
+        return item + 1
+    if isinstance(item, slice):
+        start, stop, step = item.start or 0, item.stop, item.step or 1
+        if stop is None or stop <= start:
+            return None
+        return start + (stop - start - 1) // step * step + 1
+    if isinstance(item, np.ndarray) and item.size:
+        return int(item.max()) + 1
+    return None
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """A per-thread uint8 buffer of ``nbytes`` (reused by the next chunk of this thread)."""
+    if nbytes > _SCRATCH_MAX:
+        return np.empty(nbytes, dtype=np.uint8)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size != nbytes:
+        buf = _local.buf = np.empty(nbytes, dtype=np.uint8)
+    return buf
+
+
+class ChunkReader:
+    """Reads, decodes and scatters one chunk of a batch; a task runs it over many chunks.
+
+    With a local root, the file is read in the task (system calls overlap on the pool);
+    otherwise ``fetched`` holds the bytes ``get_many`` returned. Raw chunks are read with
+    ``readv`` straight into the output region, or into per-thread scratch for partial chunks.
+    Missing chunks become ``fill``. Counters are summed per reader, not per chunk.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        out: np.ndarray,
+        fill: Any,
+        *,
+        root: str | None,
+        fetched: dict[str, Any] | None = None,
+        generation: Any = None,
+    ) -> None:
+        pipeline = source.pipeline
+        spec = pipeline.spec
+        self.source, self.out, self.fill, self.fetched = source, out, fill, fetched
+        self.pipeline, self.spec, self.generation = pipeline, spec, generation
+        self.cache = source.cache
+        self.chunk_shape = tuple(spec.shape)
+        self.size = int(np.prod(self.chunk_shape, dtype=np.int64))
+        self.nbytes = int(spec.nbytes)
+        self.prefix = None if root is None else root.rstrip(os.sep) + os.sep
+        self.raw = root is not None and hasattr(os, "readv") and is_raw(pipeline)
+        self.swap = _needs_swap(pipeline) if self.raw else False
+        self.direct = bool(pipeline.supports_direct_decode)  # C layout: F order is not
+        self.zstd = _zstd_codec(pipeline)  # the codec, where the fast zstd path applies
+        shape = self.chunk_shape
+        self.row_bytes = self.nbytes // shape[0] if shape and self.zstd is not None else 0
+        self.chunks = self.missing = self.bytes_fetched = 0
+
+    # -- files ------------------------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        assert self.prefix is not None
+        return self.prefix + (key if os.sep == "/" else key.replace("/", os.sep))
+
+    def _open(self, key: str) -> int | None:
+        try:
+            return os.open(self._path(key), os.O_RDONLY)
+        except _MISSING:
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
+
+    def _read_file(self, key: str) -> bytes | None:
+        fd = self._open(key)
+        if fd is None:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size)
+            while len(data) < size:  # a short read (signals): keep going
+                more = os.read(fd, size - len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        except _MISSING:
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
+        finally:
+            os.close(fd)
+
+    def _readinto(self, key: str, buf: np.ndarray) -> int:
+        """Read a raw chunk file into ``buf`` (uint8, exact size); -1 when missing."""
+        fd = self._open(key)
+        if fd is None:
+            return -1
+        view = memoryview(buf.data)
+        spare = bytearray(1)  # a byte past the end tells a longer file from an exact one
+        got = 0
+        try:
+            while True:
+                n = os.readv(fd, [view[got:], spare] if got < len(view) else [spare])
+                if n == 0:
+                    break
+                got += n
+                if got > len(view):
+                    break
+        except _MISSING:
+            return -1
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
+        finally:
+            os.close(fd)
+        if got != len(view):
+            size = f"more than {len(view)}" if got > len(view) else str(got)
+            raise ChunkDecodeError(
+                f"cannot decode chunk {key!r} with codec 'bytes': the chunk holds {size} "
+                f"bytes, expected {len(view)} for shape {self.chunk_shape} of {self.spec.dtype}"
+            )
+        return got
+
+    # -- one chunk --------------------------------------------------------------------------
+    def __call__(self, projection: Any) -> int:
+        """Read one chunk into ``out``: bytes fetched, or -1 when the chunk is missing."""
+        source, out = self.source, self.out
+        key = source.key(projection.chunk_coords)
+        target = (
+            direct_target(out, projection, self.chunk_shape, self.size) if self.direct else None
+        )
+        if self.raw:
+            return self._raw(key, projection, target)
+        data = self._read_file(key) if self.prefix is not None else self.fetched.get(key)  # type: ignore[union-attr]
+        if data is None:
+            out[projection.out_selection] = self.fill
+            return -1
+        if self.zstd is not None:  # one zstd frame of the chunk's bytes: no codec layers
+            return self._zstd(key, data, projection, target)
+        pipeline = self.pipeline
+        if target is not None:
+            self._cache(projection, pipeline.decode(data, out=target, key=key))
+            return len(data)
+        if self.direct:  # decompress into per-thread scratch, then copy the region
+            buf = _scratch(self.nbytes).view(self.spec.dtype).reshape(self.chunk_shape)
+            chunk = pipeline.decode(data, out=buf, key=key)
+        else:
+            chunk = pipeline.decode(data, key=key)
+        self._cache(projection, chunk)
+        out[projection.out_selection] = chunk[projection.chunk_selection]
+        return len(data)
+
+    def _zstd(self, key: str, data: Any, projection: Any, target: Any) -> int:
+        try:
+            if target is not None:
+                fast_decode.decompress_into("zstd", data, target.reshape(-1).view(np.uint8))
+                self._cache(projection, target)
+                return len(data)
+            scratch = _scratch(self.nbytes)
+            prefix = self._prefix(projection, data)
+            if prefix:  # the rows selected end early in the chunk: decode only up to there
+                fast_decode.decompress_prefix(data, scratch[:prefix])
+            else:
+                fast_decode.decompress_into("zstd", data, scratch)
+        except ChunkDecodeError as err:
+            raise decode_error(err, self.zstd, key) from err
+        chunk = scratch.view(self.spec.dtype).reshape(self.chunk_shape)
+        if not prefix:
+            self._cache(projection, chunk)
+        self.out[projection.out_selection] = chunk[projection.chunk_selection]
+        return len(data)
+
+    def _prefix(self, projection: Any, data: Any) -> int:
+        """Bytes of the chunk to decode for a partial read, or 0 for all of it."""
+        if not self.row_bytes or self.cache is not None or not isinstance(data, bytes):
+            return 0
+        rows = _rows_needed(projection.chunk_selection[0])
+        prefix = rows * self.row_bytes if rows is not None else self.nbytes
+        return prefix if prefix < self.nbytes * 7 // 8 else 0
+
+    def _raw(self, key: str, projection: Any, target: Any) -> int:
+        if target is not None:
+            got = self._readinto(key, target.reshape(-1).view(np.uint8))
+            if got < 0:
+                target[...] = self.fill
+                return got
+            if self.swap:
+                target.byteswap(inplace=True)
+            self._cache(projection, target)
+            return got
+        buf = _scratch(self.nbytes)
+        got = self._readinto(key, buf)
+        if got < 0:
+            self.out[projection.out_selection] = self.fill
+            return got
+        chunk = self.pipeline.decode(buf, key=key)  # a view of buf (swapped: a copy)
+        self._cache(projection, chunk)
+        self.out[projection.out_selection] = chunk[projection.chunk_selection]
+        return got
+
+    def _cache(self, projection: Any, chunk: np.ndarray) -> None:
+        """Offer the decoded chunk to the cache (which keeps its own copy)."""
+        cache = self.cache
+        if cache is not None:
+            key = (self.source.store.identity, self.source.path, projection.chunk_coords)
+            cache.put(key, chunk, since=self.generation)
+
+    def run(self, projections: Sequence[Any], parallel: Callable[..., list[Any]]) -> None:
+        """Read every projection on the pool (``parallel`` is the engine's ``run_parallel``)."""
+        nbytes = self.nbytes
+        if nbytes < _TINY and self.prefix is not None:
+            # Tiny local chunks: each system call or decode releases the GIL for a few
+            # microseconds, and handing it back and forth between threads costs more.
+            results = [self(projection) for projection in projections]
+        else:
+            results = parallel(self, projections, cost=lambda _: nbytes)  # small ones grouped
+        missing = results.count(-1)
+        self.missing += missing
+        self.chunks += len(results) - missing
+        self.bytes_fetched += sum(results) + missing
