@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from torchzarr.codecs.sharding import ShardIndex, ShardingCodec
+from torchzarr.codecs.bytes_codec import BytesCodec
+from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
+from torchzarr.storage.local import LocalStore
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 
@@ -29,6 +33,21 @@ _shard_writes_lock = threading.Lock()
 def _writes_to(identity: str) -> int:
     with _shard_writes_lock:
         return _shard_writes.get(identity, 0)
+
+
+# one inner chunk to fetch: (shard key, offset, nbytes, target view, inner coords)
+_Piece = tuple[str, int, int, np.ndarray, tuple[int, ...]]
+
+
+def _is_raw(inner: Any) -> bool:
+    """True when stored inner chunks are the array's bytes as they are (no decode needed)."""
+    codec = getattr(inner, "array_bytes", None)
+    return (
+        isinstance(codec, BytesCodec)
+        and not inner.array_array
+        and not inner.bytes_bytes
+        and (codec.is_native or inner.spec.dtype.itemsize == 1)
+    )
 
 
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
@@ -97,6 +116,24 @@ class ShardReader:
         self._lock = threading.Lock()
         self._identity = source.store.identity
         self._writes_seen = _writes_to(self._identity)
+        # inner chunks of whole rows (every axis but the first spans the shard): row gathers
+        self._row_chunks = bool(self.spec.shape) and (
+            tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
+        )
+        self._raw = _is_raw(self.inner)
+
+    def keep_indexes(self) -> None:
+        """Cache shard indexes although the store is writable.
+
+        Safe against writes made in this process (every write drops the cached indexes);
+        writes by other processes are seen once the caller opens the array afresh.
+
+        Example:
+            >>> reader.keep_indexes()  # doctest: +SKIP
+        """
+        with self._lock:
+            if self._cache is None:
+                self._cache = OrderedDict()
 
     def forget(self, keys: list[str]) -> None:
         """Tell every reader in the process that these shards were rewritten."""
@@ -145,58 +182,200 @@ class ShardReader:
         return found
 
     def read(self, projections: list[Any], out: np.ndarray, run_parallel: Any) -> None:
-        """Fill ``out`` for projections that each cover part of one shard."""
+        """Fill ``out`` for projections that each cover part of one shard.
+
+        Selections of whole rows (an index array or slice on axis 0, slices elsewhere, inner
+        chunks spanning every axis but the first) are planned with numpy and decoded into a
+        compact buffer of just the touched inner chunks; others decode into a shard-sized
+        scratch. Local files are read with one descriptor per shard and ``preadv`` straight
+        into the buffer when the inner chunks are raw bytes.
+        """
         keys = [self.source.key(p.chunk_coords) for p in projections]
         indexes = self.indexes(keys)
-        plans: list[tuple[Any, str, np.ndarray, list[tuple[tuple[int, ...], int, int]]]] = []
-        requests: list[tuple[str, ByteRange]] = []
-        spans: dict[str, list[tuple[int, int]]] = {}
-        fill = self.spec.fill_value
+        pieces: list[_Piece] = []
+        finish: list[tuple[Any, np.ndarray, Any]] = []
         for p, key in zip(projections, keys, strict=True):
             index = indexes[key]
             if index is None:
-                out[p.out_selection] = fill
+                out[p.out_selection] = self.spec.fill_value
                 continue
-            scratch = np.empty(self.spec.shape, dtype=self.spec.dtype)
-            wanted = []
-            for coords in _touched(p.chunk_selection, self.inner_shape, self.spec.shape):
-                region = self._region(coords)
-                stored = index.get(coords)
-                if stored is None:
-                    scratch[region] = fill
+            rows = self._rows(p.chunk_selection)
+            if rows is None:
+                finish.append(self._plan_region(p, key, index, pieces))
+            else:
+                finish.append(self._plan_rows(p, key, index, rows, pieces))
+        self._fetch(pieces, run_parallel)
+        for p, source, selection in finish:
+            out[p.out_selection] = source[selection]
+
+    def gather_rows(self, rows: np.ndarray, out: np.ndarray, run_parallel: Any) -> bool:
+        """Fill ``out[i]`` with row ``rows[i]`` of the whole array (int64, any order, repeats).
+
+        The plan is vectorised over all shards at once: only the touched inner chunks are
+        fetched (with cached shard indexes), into one compact buffer, then one ``take``
+        lays the rows out. Returns False, doing nothing, when shards or inner chunks do not
+        span every axis but the first (the caller then reads through the engine).
+
+        Example:
+            >>> reader.gather_rows(np.array([3, 70]), out, run_parallel)  # doctest: +SKIP
+            True
+        """
+        shape = tuple(self.source.metadata.shape)
+        if not self._row_chunks or tuple(self.spec.shape[1:]) != shape[1:]:
+            return False
+        if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
+        step, per_shard = self.inner_shape[0], self.spec.shape[0] // self.inner_shape[0]
+        inner = rows // step
+        touched = np.unique(inner)
+        shards, first = np.unique(touched // per_shard, return_index=True)
+        tail = (0,) * (len(shape) - 1)
+        keys = [self.source.key((s, *tail)) for s in shards.tolist()]
+        indexes = self.indexes(keys)
+        buf = np.empty((touched.size, *self.inner_shape), dtype=self.spec.dtype)
+        local = touched % per_shard
+        bounds = [*first.tolist(), touched.size]
+        empty = int(EMPTY)
+        pieces: list[_Piece] = []
+        fill = self.spec.fill_value
+        for k, key in enumerate(keys):
+            lo, hi = bounds[k], bounds[k + 1]
+            index = indexes[key]
+            if index is None:
+                buf[lo:hi] = fill
+                continue
+            entries = index.entries.reshape(-1, 2)[local[lo:hi]].tolist()
+            for j, (off, size) in enumerate(entries, lo):
+                if off == empty and size == empty:
+                    buf[j] = fill
                 else:
-                    wanted.append((coords, *stored))
-            plans.append((p, key, scratch, wanted))
-            merged = coalesce([(off, size) for _, off, size in wanted])
-            spans[key] = merged
-            requests.extend((key, ByteRange(off, size)) for off, size in merged)
-        blobs = self.source.store.get_ranges(requests) if requests else []
+                    pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
+        self._fetch(pieces, run_parallel)
+        flat = buf.reshape(-1, *self.inner_shape[1:])
+        position = np.searchsorted(touched, inner) * step + rows % step
+        if out.flags.c_contiguous and out.dtype == flat.dtype:
+            np.take(flat, position, axis=0, out=out)
+        else:
+            out[...] = flat[position]
+        return True
+
+    def _rows(self, selection: tuple[Any, ...]) -> np.ndarray | None:
+        """The rows of a selection of whole inner-chunk rows, else None."""
+        if not self._row_chunks or not selection:
+            return None
+        first, rest = selection[0], selection[1:]
+        if not all(isinstance(s, slice) for s in rest):
+            return None
+        if isinstance(first, slice):
+            return np.arange(*first.indices(self.spec.shape[0]), dtype=np.int64)
+        if isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "iu":
+            return first.astype(np.int64, copy=False)
+        return None
+
+    def _plan_rows(
+        self, p: Any, key: str, index: ShardIndex, rows: np.ndarray, pieces: list[_Piece]
+    ) -> tuple[Any, np.ndarray, Any]:
+        step = self.inner_shape[0]
+        inner = rows // step
+        touched = np.unique(inner)
+        entries = index.entries.reshape(-1, 2)[touched]
+        buf = np.empty((touched.size, *self.inner_shape), dtype=self.spec.dtype)
+        absent = (entries[:, 0] == EMPTY) & (entries[:, 1] == EMPTY)
+        if absent.any():
+            buf[absent] = self.spec.fill_value
+        tail = (0,) * (len(self.inner_shape) - 1)
+        present = np.flatnonzero(~absent)
+        for j, c, (off, size) in zip(
+            present.tolist(), touched[present].tolist(), entries[present].tolist(), strict=True
+        ):
+            pieces.append((key, off, size, buf[j], (c, *tail)))
+        flat = buf.reshape(-1, *self.inner_shape[1:])
+        position = np.searchsorted(touched, inner) * step + rows % step
+        return p, flat, (position, *p.chunk_selection[1:])
+
+    def _plan_region(
+        self, p: Any, key: str, index: ShardIndex, pieces: list[_Piece]
+    ) -> tuple[Any, np.ndarray, Any]:
+        scratch = np.empty(self.spec.shape, dtype=self.spec.dtype)
+        for coords in _touched(p.chunk_selection, self.inner_shape, self.spec.shape):
+            region = self._region(coords)
+            stored = index.get(coords)
+            if stored is None:
+                scratch[region] = self.spec.fill_value
+            else:
+                pieces.append((key, *stored, scratch[region], coords))
+        return p, scratch, p.chunk_selection
+
+    def _fetch(self, pieces: list[_Piece], run_parallel: Any) -> None:
+        """Fetch and decode every piece into its target."""
+        if not pieces:
+            return
+        store = self.source.store
+        if type(store) is LocalStore and hasattr(os, "preadv"):
+            by_key: dict[str, list[_Piece]] = {}
+            for piece in pieces:
+                by_key.setdefault(piece[0], []).append(piece)
+            root = str(store.root)
+            run_parallel(
+                lambda group: self._read_file(root, *group),
+                list(by_key.items()),
+                cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
+            )
+            return
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for key, off, size, _, _ in pieces:
+            spans.setdefault(key, []).append((off, size))
+        requests = [
+            (key, ByteRange(off, size))
+            for key, ranges in spans.items()
+            for off, size in coalesce(ranges)
+        ]
+        starts: dict[str, list[int]] = {}
+        for key, rng in requests:
+            starts.setdefault(key, []).append(rng.start)  # ascending: coalesce sorts
+        blobs = store.get_ranges(requests)
         fetched: dict[tuple[str, int], bytes] = {}
         for (key, rng), blob in zip(requests, blobs, strict=True):
             if blob is None:
                 raise ChunkDecodeError(f"shard {key!r} vanished while it was being read")
             fetched[(key, rng.start)] = blob
         tasks = []
-        for _p, key, scratch, wanted in plans:
-            for coords, off, size in wanted:
-                start = max(s for s, _ in spans[key] if s <= off)
-                blob = fetched[(key, start)]
-                piece = memoryview(blob)[off - start : off - start + size]
-                if len(piece) != size:
+        for key, off, size, target, coords in pieces:
+            at = starts[key]
+            start = at[bisect.bisect_right(at, off) - 1]
+            view = memoryview(fetched[(key, start)])[off - start : off - start + size]
+            if len(view) != size:
+                raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
+            tasks.append((key, coords, view, target))
+        run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
+
+    def _read_file(self, root: str, key: str, pieces: list[_Piece]) -> None:
+        """Read one local shard's pieces through one file descriptor."""
+        try:
+            fd = os.open(f"{root}/{key}", os.O_RDONLY)  # keys come from the metadata
+        except FileNotFoundError:
+            raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
+        try:
+            for _, off, size, target, coords in pieces:
+                if self._raw and size == target.nbytes and target.flags.c_contiguous:
+                    got = os.preadv(fd, [target.data.cast("B")], off)
+                    if got != size:
+                        raise ChunkDecodeError(
+                            f"inner chunk {coords} of shard {key!r} is truncated"
+                        )
+                    continue
+                data = os.pread(fd, size, off)
+                if len(data) != size:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
-                tasks.append((key, coords, piece, scratch))
+                self._decode(key, coords, data, target)
+        finally:
+            os.close(fd)
 
-        def decode(task: tuple[str, tuple[int, ...], memoryview, np.ndarray]) -> None:
-            key, coords, piece, scratch = task
-            target = scratch[self._region(coords)]
-            if target.flags.c_contiguous:
-                self.inner.decode(piece, out=target, key=f"{key}[{coords}]")
-            else:
-                target[...] = self.inner.decode(piece, key=f"{key}[{coords}]")
-
-        run_parallel(decode, tasks, cost=lambda _: self.inner.spec.nbytes)
-        for p, _key, scratch, _wanted in plans:
-            out[p.out_selection] = scratch[p.chunk_selection]
+    def _decode(self, key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
+        if target.flags.c_contiguous:
+            self.inner.decode(data, out=target, key=f"{key}[{coords}]")
+        else:
+            target[...] = self.inner.decode(data, key=f"{key}[{coords}]")
 
     def _region(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(

@@ -18,6 +18,7 @@ from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
 
 __all__ = [
+    "DEFAULT_SHARD_BYTES",
     "STATE_ATTRIBUTE",
     "Published",
     "create_feature_array",
@@ -31,6 +32,11 @@ __all__ = [
 #: group attribute holding what readers trust: row count, version, published feature names
 STATE_ATTRIBUTE = "feature_store"
 _ID_CHUNK_ROWS = 1 << 16  # 512 KiB of int64 ids per chunk: the index loads in a few reads
+#: decoded bytes per inner chunk (v3, sharded) and per chunk (v2) of a new feature
+DEFAULT_INNER_BYTES = 4 << 10
+DEFAULT_CHUNK_BYTES = 64 << 10
+#: decoded bytes per shard of a new v3 feature (its index: 16 bytes per inner chunk)
+DEFAULT_SHARD_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,14 @@ def init_layout(group: Group) -> None:
 
 
 def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
-    return {name: arr.with_cache(cache) for name, arr in arrays.items()}
+    """Read handles: through the decoded-chunk cache, keeping shard indexes even when the
+    store is writable (writes in this process drop them; a refresh opens fresh handles)."""
+    cached = {name: arr.with_cache(cache) for name, arr in arrays.items()}
+    for arr in cached.values():
+        reader = arr._source.shard_reader
+        if reader is not None:
+            reader.keep_indexes()
+    return cached
 
 
 def load_published(group: Group, cache: ChunkCache) -> Published:
@@ -141,28 +154,40 @@ def create_feature_array(
     dtype: torch.dtype,
     row_shape: tuple[int, ...],
     rows: int,
-    chunk_bytes: int,
+    chunk_bytes: int | None,
     compressors: Any,
     *,
     fill_value: Any = 0,
     chunk_rows: int | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Array:
-    """A new feature array of ``rows`` rows: whole rows per chunk, about ``chunk_bytes`` each.
+    """A new feature array of ``rows`` rows, whole rows per chunk, laid out for gathers.
+
+    In Zarr v3 the rows go in shards of about ``shard_bytes`` holding small inner chunks of
+    about ``chunk_bytes`` (4 KiB by default), stored raw unless ``compressors`` says
+    otherwise: a gather fetches each shard's (cached) index and then only the inner chunks
+    it needs. Zarr v2 has no sharding: chunks of about ``chunk_bytes`` (64 KiB by default).
 
     Example:
         >>> create_feature_array(group, "emb", torch.float32, (16,), 0, 1 << 16, None).chunks  # doctest: +SKIP
         (1024, 16)
     """
     row_shape = tuple(int(d) for d in row_shape)
+    v3 = group.zarr_format == 3
+    row_bytes = max(1, math.prod(row_shape) * dtype.itemsize)
     if chunk_rows is None:
-        row_bytes = max(1, math.prod(row_shape) * dtype.itemsize)
-        chunk_rows = 1 << max(0, (chunk_bytes // row_bytes).bit_length() - 1)
+        target = chunk_bytes or (DEFAULT_INNER_BYTES if v3 else DEFAULT_CHUNK_BYTES)
+        chunk_rows = _pow2_rows(target, row_bytes)
     dims = [IDS, *(f"{name}_{i}" for i in range(1, len(row_shape) + 1))]
     kwargs: dict[str, Any] = {}
     if compressors is not None:
         kwargs["compressors"] = compressors
-    if group.zarr_format == 3:
+    if v3:
         kwargs["dimension_names"] = dims
+        shard_rows = max(chunk_rows, _pow2_rows(shard_bytes, row_bytes))
+        shard_rows -= shard_rows % chunk_rows
+        kwargs["shards"] = (shard_rows, *row_shape)
+        kwargs.setdefault("compressors", [])  # raw inner chunks: a gather reads, no decode
     else:
         kwargs["attributes"] = {"_ARRAY_DIMENSIONS": dims}
     if name in group:  # left behind by a write that never published: start clean
@@ -175,3 +200,8 @@ def create_feature_array(
         fill_value=fill_value,
         **kwargs,
     )
+
+
+def _pow2_rows(nbytes: int, row_bytes: int) -> int:
+    """The largest power of two of rows within ``nbytes`` (at least one row)."""
+    return 1 << max(0, (nbytes // row_bytes).bit_length() - 1)

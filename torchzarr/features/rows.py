@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from torchzarr.core.array import Array
+from torchzarr.core.engine import run_parallel
 from torchzarr.errors import InvalidKeyError, ShapeMismatchError
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
-from torchzarr.tensors import cuda_available
+from torchzarr.tensors import allocate, storage_view
 
 __all__ = [
     "IDS",
@@ -71,9 +72,10 @@ def gather_rows(
 ) -> torch.Tensor:
     """The rows ``plan`` asks for from ``arr``, in the caller's order, into ``dest`` if given.
 
-    The distinct rows are read in one sorted selection (each chunk once); the caller's order
-    and duplicates come from one ``index_select``. A batch of distinct ids already in row
-    order is read straight into its destination.
+    A sharded array (the v3 layout) fetches only the inner chunks holding the rows and lays
+    them out in the caller's order in one pass. Otherwise the distinct rows are read in one
+    sorted selection (each chunk once) and one ``take`` restores the caller's order and
+    duplicates; a batch of distinct ids already in row order is read straight into place.
     """
     shape = (plan.mask.size, *arr.shape[1:])
     if dest is not None and (tuple(dest.shape) != shape or dest.dtype != arr.dtype):
@@ -82,23 +84,34 @@ def gather_rows(
             f"{dest.dtype}; the batch needs shape {shape} and dtype {arr.dtype}"
         )
     rows = plan.rows
+    on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
+    pin = pin_memory or (dest is not None and dest.device.type == "cuda")
+    reader = arr._source.shard_reader if rows.size and plan.all_found else None
+    if reader is not None:  # the engine's reader: cached shard indexes, partial reads
+        result = dest if on_cpu else allocate(shape, arr.data_type, pin_memory=pin)
+        assert result is not None
+        wanted = rows[plan.select.numpy()]
+        if reader.gather_rows(wanted, storage_view(result, arr.data_type), run_parallel):
+            return _deliver(result, dest)
     selection: Any = rows
     if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one run of rows: a slice
         selection = slice(int(rows[0]), int(rows[-1]) + 1)
     if plan.identity:
         return arr.read(selection, out=dest, pin_memory=pin_memory)
     gathered = arr.read(selection) if rows.size else torch.empty(0, *shape[1:], dtype=arr.dtype)
-    on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
-    result = dest if on_cpu else None
-    if result is None:
-        pin = pin_memory or (dest is not None and dest.device.type == "cuda")
-        result = torch.empty(shape, dtype=arr.dtype, pin_memory=pin and cuda_available())
-    if plan.all_found:
-        torch.index_select(gathered, 0, plan.select, out=result)
+    result = dest if on_cpu else allocate(shape, arr.data_type, pin_memory=pin)
+    assert result is not None
+    if plan.all_found:  # numpy's take: torch's index_select spins threads on a busy host
+        view = storage_view(result, arr.data_type)
+        np.take(storage_view(gathered, arr.data_type), plan.select.numpy(), axis=0, out=view)
     else:
         mask = torch.from_numpy(plan.mask)
         result[mask] = gathered[plan.select[mask]]
         result[~mask] = arr.fill_value
+    return _deliver(result, dest)
+
+
+def _deliver(result: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
     if dest is not None and result is not dest:
         dest.copy_(result)
         return dest

@@ -24,6 +24,7 @@ from torchzarr.errors import (
 )
 from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, plan_gather
 from torchzarr.features.layout import (
+    DEFAULT_SHARD_BYTES,
     Published,
     create_feature_array,
     forget_cached,
@@ -33,17 +34,13 @@ from torchzarr.features.layout import (
     published_version,
 )
 from torchzarr.features.rows import (
-    IDS,
     as_feature_tensor,
     check_missing,
     check_name,
-    check_row,
     copy_out,
     gather_rows,
-    plan_upsert,
-    set_rows,
-    write_rows,
 )
+from torchzarr.features.upsert import apply_write
 
 __all__ = ["FeatureStore"]
 
@@ -61,9 +58,13 @@ class FeatureStore:
         mode: "r", "r+", "a" (create if absent), "w" (start empty) or "w-" (must be new).
         path: the group's path inside the store.
         zarr_format: 2 or 3, for a new store.
-        chunk_bytes: decoded bytes per chunk of a new feature (rows per chunk follow);
-            small chunks keep random gathers cheap.
-        compressors: compressors of new feature arrays (``create_array``'s argument).
+        chunk_bytes: decoded bytes per chunk of a new feature (rows per chunk follow):
+            by default 4 KiB inner chunks in Zarr v3, 64 KiB chunks in v2. Small chunks
+            keep random gathers cheap.
+        shard_bytes: decoded bytes per shard of a new v3 feature (about 1 MiB): a gather
+            reads a shard's cached index, then only the inner chunks it needs.
+        compressors: compressors of new feature arrays (``create_array``'s argument); by
+            default none in v3 (raw inner chunks: nothing to decode), zstd in v2.
         cache: the decoded-chunk cache reads go through (default: one of
             ``tz.config.cache_bytes`` owned by this instance, so that :meth:`refresh` can
             drop what other writers made stale without touching other readers' caches).
@@ -86,18 +87,28 @@ class FeatureStore:
         *,
         path: str = "",
         zarr_format: int = 3,
-        chunk_bytes: int = 64 << 10,
+        chunk_bytes: int | None = None,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
         compressors: Any = None,
         cache: ChunkCache | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        if chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+        for what, value in (("chunk_bytes", chunk_bytes or 1), ("shard_bytes", shard_bytes)):
+            if value < 1:
+                raise ValueError(f"{what} must be >= 1, got {value}")
         self._spec = (store, mode, path, zarr_format, storage_options)
         self._chunk_bytes = chunk_bytes
+        self._shard_bytes = shard_bytes
         self._compressors = compressors
         self._cache = cache if cache is not None else ChunkCache(config.cache_bytes)
         self._init_runtime()
+
+    def _layout(self) -> dict[str, Any]:
+        return {
+            "chunk_bytes": self._chunk_bytes,
+            "compressors": self._compressors,
+            "shard_bytes": self._shard_bytes,
+        }
 
     def _init_runtime(self) -> None:
         self._group: Group | None = None
@@ -118,12 +129,14 @@ class FeatureStore:
         return {
             "spec": (store, mode, path, zarr_format, options),
             "chunk_bytes": self._chunk_bytes,
+            "shard_bytes": self._shard_bytes,
             "compressors": self._compressors,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._spec = state["spec"]
         self._chunk_bytes = state["chunk_bytes"]
+        self._shard_bytes = state.get("shard_bytes", DEFAULT_SHARD_BYTES)
         self._compressors = state["compressors"]
         self._cache = ChunkCache(config.cache_bytes)  # caches stay in their process
         self._init_runtime()
@@ -375,42 +388,9 @@ class FeatureStore:
             group = self._open()
             if group.read_only:
                 raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
-            self._published = self._apply(group, published, query, values)
-
-    def _apply(
-        self,
-        group: Group,
-        published: Published,
-        query: np.ndarray,
-        values: dict[str, torch.Tensor],
-    ) -> Published:
-        old_rows = published.index.num_rows
-        rows, keep, new_ids = plan_upsert(published.index, query)
-        total = old_rows + new_ids.size
-        positions = torch.from_numpy(keep)
-
-        arrays = dict(published.arrays)
-        for name, value in values.items():
-            if name in arrays:
-                check_row(name, arrays[name], value)
-        for arr in arrays.values():
-            set_rows(arr, old_rows, total)
-        for name, value in values.items():
-            if name not in arrays:
-                shape = tuple(value.shape[1:])
-                arrays[name] = create_feature_array(
-                    group, name, value.dtype, shape, total, self._chunk_bytes, self._compressors
-                )
-        for name, value in values.items():
-            data = value.index_select(0, positions.to(value.device))
-            write_rows(arrays[name], rows, data)
-        ids_arr = group[IDS]
-        assert isinstance(ids_arr, Array)
-        set_rows(ids_arr, old_rows, total)
-        if new_ids.size:
-            ids_arr[old_rows:total] = new_ids
-        # publish last: readers elsewhere trust rows below num_rows and the listed features
-        return publish(group, published, arrays, new_ids, self._cache)
+            self._published = apply_write(
+                group, published, query, values, self._cache, self._layout()
+            )
 
     def create_feature(
         self,
@@ -444,10 +424,9 @@ class FeatureStore:
                 dtype,
                 row_shape,
                 rows,
-                self._chunk_bytes,
-                self._compressors,
                 fill_value=fill_value,
                 chunk_rows=chunk_rows,
+                **self._layout(),
             )
             arrays = {**published.arrays, name: arr}
             empty = np.empty(0, dtype=np.int64)

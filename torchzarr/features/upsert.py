@@ -1,0 +1,60 @@
+"""One upsert of the feature store: rows stored first, the new state published last."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.core.array import Array
+from torchzarr.core.cache import ChunkCache
+from torchzarr.core.group import Group
+from torchzarr.features.layout import Published, create_feature_array, publish
+from torchzarr.features.rows import IDS, check_row, plan_upsert, set_rows, write_rows
+
+__all__ = ["apply_write"]
+
+
+def apply_write(
+    group: Group,
+    published: Published,
+    query: np.ndarray,
+    values: dict[str, torch.Tensor],
+    cache: ChunkCache,
+    layout: dict[str, Any],
+) -> Published:
+    """Store one write's rows and new ids, then publish; return the state to swap in.
+
+    ``layout`` holds :func:`create_feature_array`'s options for features seen first here.
+    Readers elsewhere trust only rows below the published ``num_rows`` and the listed
+    features, so the group attribute is written last.
+
+    Example:
+        >>> state = apply_write(group, published, ids, {"x": x}, cache, {})  # doctest: +SKIP
+    """
+    old_rows = published.index.num_rows
+    rows, keep, new_ids = plan_upsert(published.index, query)
+    total = old_rows + new_ids.size
+    positions = torch.from_numpy(keep)
+
+    arrays = dict(published.arrays)
+    for name, value in values.items():
+        if name in arrays:
+            check_row(name, arrays[name], value)
+    for arr in arrays.values():
+        set_rows(arr, old_rows, total)
+    for name, value in values.items():
+        if name not in arrays:
+            shape = tuple(value.shape[1:])
+            arrays[name] = create_feature_array(group, name, value.dtype, shape, total, **layout)
+    for name, value in values.items():
+        data = value.index_select(0, positions.to(value.device))
+        write_rows(arrays[name], rows, data)
+    ids_arr = group[IDS]
+    assert isinstance(ids_arr, Array)
+    set_rows(ids_arr, old_rows, total)
+    if new_ids.size:
+        ids_arr[old_rows:total] = new_ids
+    # publish last: readers elsewhere trust rows below num_rows and the listed features
+    return publish(group, published, arrays, new_ids, cache)
