@@ -9,6 +9,7 @@ growth of the peak RSS of a fresh process loading the checkpoint, over the tenso
 Usage:
     python benchmarks/checkpoint_bench.py                     # 256 MiB, about a minute
     python benchmarks/checkpoint_bench.py --mib 1024 --markdown --json benchmarks/results/ckpt.json
+    python benchmarks/checkpoint_bench.py --mib 1024 --settle 3   # + saves on an idle disk
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Scenario, markdown_table, report
 
 from torchzarr.checkpoint import save_checkpoint
+from torchzarr.checkpoint.commit import wait_pruned
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 
@@ -102,6 +106,7 @@ def load_scenario(state: dict[str, torch.Tensor], root: Path) -> Scenario:
         _nbytes(state),
         {
             "torchzarr": lambda: load_checkpoint(str(root / "tz")),
+            "torchzarr-huge": lambda: load_checkpoint(str(root / "tz"), huge_pages=True),
             "torchzarr-lazy+touch": lambda: _touch(load_checkpoint(str(root / "tz"), lazy=True)),
             "torchzarr-dcp": tz_dcp,
             "torch.load": lambda: torch.load(root / "ts.pt", weights_only=True),
@@ -131,6 +136,8 @@ before = status("VmRSS")
 start = time.perf_counter()
 if what == "torchzarr":
     out = load_checkpoint(root + "/tz")
+elif what == "torchzarr-huge":
+    out = load_checkpoint(root + "/tz", huge_pages=True)
 elif what == "torch.load":
     out = torch.load(root + "/ts.pt", weights_only=True)
 elif what == "torchzarr-dcp":
@@ -150,7 +157,7 @@ def fresh_loads(root: Path, mib: int, nbytes: int, repeats: int = 2) -> dict[str
     """
     code = _PEAK.format(here=str(Path(__file__).resolve().parent))
     out: dict[str, Any] = {}
-    for what in ("torchzarr", "torch.load", "torchzarr-dcp", "dcp-filesystem"):
+    for what in ("torchzarr", "torchzarr-huge", "torch.load", "torchzarr-dcp", "dcp-filesystem"):
         runs = []
         for _ in range(repeats):
             result = subprocess.run(
@@ -164,6 +171,26 @@ def fresh_loads(root: Path, mib: int, nbytes: int, repeats: int = 2) -> dict[str
         seconds, peak = min(runs)
         out[what] = {"gb_per_s": nbytes / seconds / 1e9, "peak": peak}
     return out
+
+
+def settled_saves(scenario: Scenario, rounds: int, settle: float) -> dict[str, float]:
+    """GB/s of each save when the disk is idle first: a real run saves minutes apart.
+
+    Before each timed save: torchzarr's background deletion of old versions finishes,
+    ``os.sync()``, then ``settle`` seconds for the file system's deferred work (the
+    ``discard`` mount option trims deleted or truncated files' blocks after the journal
+    commit, slowing whichever save comes next). Contenders interleaved, medians.
+    """
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, fn in scenario.contenders.items():
+            wait_pruned()
+            os.sync()
+            time.sleep(settle)
+            start = time.perf_counter()
+            fn()
+            times.setdefault(label, []).append(time.perf_counter() - start)
+    return {k: scenario.nbytes / statistics.median(v) / 1e9 for k, v in times.items()}
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -185,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="also time saves on an idle disk (seconds)"
+    )
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="torchzarr-ckpt-bench-", dir=args.dir))
     try:
@@ -195,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = report(scenarios, args.json)
         for line in ratios(rows):
             print(line)
+        if args.settle > 0:
+            settled = settled_saves(scenarios[0], args.rounds, args.settle)
+            print(
+                "save, idle disk first, GB/s: "
+                + "  ".join(f"{k}={v:.3f}" for k, v in settled.items())
+            )
         if not args.no_peak:
             fresh = fresh_loads(root, args.mib, _nbytes(state))
             for label, row in fresh.items():

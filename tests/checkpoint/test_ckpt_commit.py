@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,15 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.checkpoint import AsyncCheckpointer, load_checkpoint, read_manifest, save_checkpoint
-from torchzarr.checkpoint.commit import checkpoint_store, next_version
+from torchzarr.checkpoint import (
+    AsyncCheckpointer,
+    commit,
+    load_checkpoint,
+    rawio,
+    read_manifest,
+    save_checkpoint,
+)
+from torchzarr.checkpoint.commit import checkpoint_store, next_version, wait_pruned
 
 
 class _Crash(Exception):
@@ -31,55 +41,133 @@ def _state(value: float) -> dict[str, Any]:
     }
 
 
-def _failing_after(store: tz.Store, writes: int) -> list[int]:
-    """Make ``store.set`` raise after ``writes`` calls; returns the call counter."""
+def _failing_after(store: Any, writes: int) -> list[int]:
+    """Make writes to ``store`` raise after ``writes`` calls; returns the call counter.
+
+    For a local store the class's ``set`` is patched (undo with :func:`_restore`): a save
+    writes its chunk files through a twin of the store without per-file fsync, and commits
+    through one with it, so every write to any ``LocalStore`` counts as a crash point.
+    """
     calls = [0]
-    original = store.set
+    lock = threading.Lock()
+    local = isinstance(store, (tz.LocalStore, os.PathLike))
+    original = tz.LocalStore.set if local else store.set
 
-    def set_(key: str, value: Any) -> None:
-        calls[0] += 1
-        if calls[0] > writes:
+    def set_(*args: Any) -> None:
+        key = args[-2]
+        with lock:
+            calls[0] += 1
+            crash = calls[0] > writes
+        if crash:
             raise _Crash(f"injected crash before writing {key}")
-        original(key, value)
+        original(*args)
 
-    store.set = set_  # type: ignore[method-assign]
+    if local:
+        tz.LocalStore.set = set_  # type: ignore[method-assign]
+    else:
+        store.set = set_  # type: ignore[method-assign]
     return calls
+
+
+def _restore(store: Any) -> None:
+    tz.LocalStore.set = _LOCAL_SET  # type: ignore[method-assign]
+    getattr(store, "__dict__", {}).pop("set", None)
+
+
+_LOCAL_SET = tz.LocalStore.set
 
 
 def _count_writes(make_store: Any) -> int:
     store = make_store()
     save_checkpoint(_state(1.0), store, chunk_bytes=512)
-    calls = _failing_after(store, 10**9)
-    save_checkpoint(_state(2.0), store, chunk_bytes=512)
+    try:
+        calls = _failing_after(store, 10**9)
+        save_checkpoint(_state(2.0), store, chunk_bytes=512)
+    finally:
+        _restore(store)
     return calls[0]
 
 
-@pytest.mark.parametrize("kind", ["memory", "local"])
+@pytest.mark.parametrize("kind", ["memory", "local", "local-path"])
 def test_crash_at_every_write_keeps_previous_checkpoint(kind: str, tmp_path: Path) -> None:
     counter = iter(range(10**6))
 
-    def make_store() -> tz.Store:
+    def make_store() -> Any:
         if kind == "memory":
             return tz.MemoryStore()
-        return tz.LocalStore(tmp_path / f"s{next(counter)}", fsync=True)
+        path = tmp_path / f"s{next(counter)}"
+        return tz.LocalStore(path, fsync=True) if kind == "local" else path
 
     total = _count_writes(make_store)
     assert total > 10  # many chunk and metadata writes: every one is a crash point
     for writes in range(total):
         store = make_store()
         save_checkpoint(_state(1.0), store, chunk_bytes=512)
-        _failing_after(store, writes)
-        with pytest.raises(_Crash):
-            save_checkpoint(_state(2.0), store, chunk_bytes=512)
+        wait_pruned()
+        try:
+            _failing_after(store, writes)
+            with pytest.raises(_Crash):
+                save_checkpoint(_state(2.0), store, chunk_bytes=512)
+        finally:
+            _restore(store)
         out = load_checkpoint(store)
         assert out["step"] == 1 and torch.equal(out["model"]["w"], torch.full((64, 8), 1.0))
     # the next save succeeds, and cleans up the leftover of the crashed one
-    store.set = type(store).set.__get__(store)  # type: ignore[method-assign]
-    assert next_version(store) == "v000003"
+    st = checkpoint_store(store)
+    assert next_version(st) == "v000003"
     save_checkpoint(_state(3.0), store)
     assert load_checkpoint(store)["step"] == 3
-    _, dirs = store.list_dir("")
+    wait_pruned()
+    _, dirs = st.list_dir("")
     assert dirs == ["v000003"]
+
+
+def test_failed_flush_does_not_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_checkpoint(_state(1.0), tmp_path, chunk_bytes=512)
+
+    def fail(fd: int) -> None:
+        raise OSError(5, "injected I/O error")
+
+    monkeypatch.setattr(rawio.os, "fsync", fail)
+    with pytest.raises(OSError, match="injected"):
+        save_checkpoint(_state(2.0), tmp_path, chunk_bytes=512)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_old_versions_pruned_only_after_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint(_state(1.0), tmp_path, chunk_bytes=512)
+    seen: list[tuple[str, str]] = []
+
+    def rmtree(path: Path, ignore_errors: bool = False) -> None:
+        seen.append((read_manifest(tz.LocalStore(tmp_path))["version"], Path(path).name))  # type: ignore[index]
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(commit, "shutil", types.SimpleNamespace(rmtree=rmtree))
+    (tmp_path / "v000009").mkdir()  # the leftover of a killed save
+    assert save_checkpoint(_state(2.0), tmp_path, chunk_bytes=512) == "v000010"
+    wait_pruned()
+    # deleted on a thread, after the commit
+    assert sorted(seen) == [("v000010", "v000001"), ("v000010", "v000009")]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["v000010"]
+    assert load_checkpoint(tmp_path)["step"] == 2
+    # a version above the committed one is a save in progress: never deleted
+    (tmp_path / "v000011").mkdir()
+    assert commit.prune_versions(checkpoint_store(tmp_path)) == []
+    assert (tmp_path / "v000011").is_dir()
+
+
+def test_chunks_written_raw_and_readable_by_zarr_python(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr")
+    w = torch.arange(6000, dtype=torch.float32).reshape(1000, 6)
+    save_checkpoint({"w": w, "s": torch.tensor(3.5)}, tmp_path, chunk_bytes=4096)
+    files = sorted(p.name for p in (tmp_path / "v000001" / "w").iterdir())
+    assert files == [f"c.{i}.0" for i in range(6)] + ["zarr.json"]
+    assert (tmp_path / "v000001" / "w" / "c.5.0").stat().st_size == 4080  # edge padded
+    group = zarr.open_group(str(tmp_path / "v000001"), mode="r")
+    assert (group["w"][...] == w.numpy()).all() and float(group["s"][...]) == 3.5
 
 
 def test_first_save_crash_leaves_nothing_loadable() -> None:

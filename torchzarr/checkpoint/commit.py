@@ -13,7 +13,10 @@ previous checkpoint loadable. Old versions are deleted after the commit.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import threading
 import time
 from typing import Any
 
@@ -27,9 +30,11 @@ __all__ = [
     "commit_version",
     "committed_version",
     "next_version",
+    "prune_later",
     "prune_versions",
     "read_manifest",
     "remove_all",
+    "wait_pruned",
 ]
 
 #: Root group attribute holding the manifest.
@@ -147,7 +152,8 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
     """Delete all versions but the committed one and the ``keep - 1`` newest before it.
 
-    Uncommitted leftovers of killed saves are deleted too. Returns the versions deleted.
+    Uncommitted leftovers of killed saves are deleted too; versions above the committed
+    one (saves in progress) are not. Returns the versions deleted.
 
     Example:
         >>> st = checkpoint_store("memory://")
@@ -158,11 +164,76 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
     """
     current = committed_version(store)
     older = [v for v in _versions(store) if v < current]
-    kept = {current, *older[len(older) - max(0, keep - 1) :]} if keep > 1 else {current}
-    doomed = [v for v in _versions(store) if v not in kept]
+    kept = set(older[len(older) - max(0, keep - 1) :]) if keep > 1 else set()
+    # Only versions below the committed one: above it are saves in progress (a leftover
+    # of a killed save is always below the next committed version, and goes then).
+    doomed = [v for v in older if v not in kept]
     for version in doomed:
-        store.delete_prefix(version + "/")
+        if isinstance(store, LocalStore):  # one pass, temporary files of killed saves too
+            shutil.rmtree(store.root / version, ignore_errors=True)
+        else:
+            store.delete_prefix(version + "/")
     return doomed
+
+
+_PRUNING: dict[str, threading.Thread] = {}
+_PRUNING_LOCK = threading.Lock()
+
+
+def _store_id(store: Store) -> str:
+    return str(store.root.resolve()) if isinstance(store, LocalStore) else repr(store)
+
+
+def wait_pruned(store: Store | None = None) -> None:
+    """Wait for the background deletion of old versions (of ``store``, or of all stores).
+
+    A new background prune of a store first waits for the previous one, so two never
+    delete at once; :func:`remove_all` waits too.
+
+    Example:
+        >>> wait_pruned()
+    """
+    with _PRUNING_LOCK:
+        if store is None:
+            threads = list(_PRUNING.values())
+        else:
+            found = _PRUNING.get(_store_id(store))
+            threads = [] if found is None else [found]
+    for thread in threads:
+        thread.join()
+
+
+def prune_later(store: Store, keep: int = 1) -> None:
+    """:func:`prune_versions` after the commit, on a thread for local stores (else now).
+
+    Deleting a version's files takes a while on local disks; the new version is already
+    committed, so nothing depends on it, and the next save may start meanwhile (versions
+    above the committed one are never deleted). A prune that fails or is killed leaves
+    versions no manifest names, which the next save deletes. Other stores prune at once
+    (not every store takes deletes from another thread).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> commit_version(st, "v000001")
+        >>> prune_later(st)
+    """
+    if not isinstance(store, LocalStore):
+        prune_versions(store, keep)
+        return
+    key = _store_id(store)
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # leftovers are deleted by the next save
+            prune_versions(store, keep)
+        with _PRUNING_LOCK:
+            if _PRUNING.get(key) is threading.current_thread():
+                del _PRUNING[key]
+
+    wait_pruned(store)
+    thread = threading.Thread(target=run, name="torchzarr-ckpt-prune")  # not a daemon:
+    with _PRUNING_LOCK:  # the interpreter finishes the deletion before it exits
+        _PRUNING[key] = thread
+    thread.start()
 
 
 def remove_all(store: Store) -> None:
@@ -171,5 +242,6 @@ def remove_all(store: Store) -> None:
     Example:
         >>> remove_all(checkpoint_store("memory://"))
     """
+    wait_pruned(store)
     store.delete_many(["zarr.json", ".zgroup", ".zattrs"])
     store.delete_prefix("")

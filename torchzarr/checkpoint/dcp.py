@@ -48,7 +48,7 @@ from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
 from torchzarr.core.array import Array
 from torchzarr.errors import MetadataError, NodeNotFoundError
-from torchzarr.storage import Store
+from torchzarr.storage import LocalStore, Store
 
 __all__ = ["KIND", "ZarrStorageReader", "ZarrStorageWriter", "aligned_chunks"]
 
@@ -79,7 +79,8 @@ class ZarrStorageWriter(StorageWriter):
         fsync: flush local files before the commit.
         keep: committed versions kept in the store (1: only the new one).
         storage_options: options for URL stores.
-        threads: tensors written at once per rank (default ``tz.config.threads``).
+        threads: tensors written at once per rank (default ``tz.config.threads``; 1 for
+            uncompressed local chunks, which one stream writes fastest).
 
     Example:
         >>> import torch, torch.distributed.checkpoint as dcp
@@ -220,7 +221,9 @@ class ZarrStorageWriter(StorageWriter):
         def one(item: WriteItem) -> WriteResult:
             return self._write_item(root, names[item.index.fqn], item, planner.resolve_data(item))
 
-        workers = max(1, min(self.threads or config.threads, len(plan.items)))
+        # Raw local chunks: one writer by default, as save_checkpoint (one disk stream).
+        raw_local = self.compressors is None and isinstance(st, LocalStore)
+        workers = max(1, min(self.threads or (1 if raw_local else config.threads), len(plan.items)))
         if workers == 1:
             results = [one(item) for item in plan.items]
         else:
@@ -250,7 +253,7 @@ class ZarrStorageWriter(StorageWriter):
         )
         info = {"kind": KIND, "torch_version": torch.__version__, "dcp": doc}
         commit.commit_version(durable, version, info)
-        commit.prune_versions(st, self.keep)
+        commit.prune_later(st, self.keep)  # after the commit: crash safety
 
     def storage_meta(self) -> StorageMeta | None:
         """The checkpoint id and this save's id."""

@@ -12,6 +12,7 @@ arrays, missing chunks) is read as usual.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ def load_checkpoint(
     keys: Sequence[KeySpec] | None = None,
     *,
     lazy: bool = False,
+    huge_pages: bool = False,
     allow_pickle: bool = False,
     version: str | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -44,6 +46,10 @@ def load_checkpoint(
         lazy: memory-map uncompressed tensors of local checkpoints instead of reading them
             (as ``torch.load(mmap=True)``): pages are read when first touched and are not
             copied into process memory; other tensors are read as usual.
+        huge_pages: put large tensors read from raw local chunks on transparent huge
+            pages (Linux): far fewer page faults, often several times faster to fill,
+            but slower in VMs that hand freed memory back to their host (see
+            :func:`torchzarr.checkpoint.rawio.empty_huge`); measure before relying on it.
         allow_pickle: allow leaves that were pickled at save time (runs their code).
         version: a version to load instead of the committed one (must still exist).
         storage_options: options for the store (for URLs).
@@ -66,5 +72,5 @@ def load_checkpoint(
         map_location=map_location,
         keys=keys,
         allow_pickle=allow_pickle,
-        read_array=map_array if lazy else read_array,
+        read_array=map_array if lazy else functools.partial(read_array, huge_pages=huge_pages),
     )
