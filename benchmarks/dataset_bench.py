@@ -9,11 +9,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, get_worker_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Scenario, environment
+from harness import Scenario, bench_parser, environment, work_dir
 
 import torchzarr as tz
 from torchzarr.data import ZarrIterableDataset
@@ -226,19 +223,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the store in this folder")
-    args = parser.parse_args(argv)
-    root = args.keep or Path(tempfile.mkdtemp(prefix="tz-dataset-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    args = bench_parser(__doc__, PROFILES).parse_args(argv)
+    with work_dir(args.keep, "tz-dataset-bench-") as root:
         report = run(PROFILES[args.profile], root)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     for row in report["results"]:
         extra = ""
         if "of_sequential" in row:

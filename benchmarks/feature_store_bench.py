@@ -9,10 +9,7 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Scenario, markdown_table, report
+from harness import Scenario, run_scenarios
 
 import torchzarr as tz
 from torchzarr.features import FeatureStore
@@ -89,25 +86,7 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the store in this folder")
-    args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    root = args.keep or Path(tempfile.mkdtemp(prefix="torchzarr-features-bench-"))
-    try:
-        scenarios = build(root, profile)
-        for scenario in scenarios:
-            scenario.run(profile["rounds"], warmup=2)
-        rows = report(scenarios, args.json)
-        if args.markdown:
-            print(markdown_table(rows))
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return run_scenarios(argv, __doc__, PROFILES, build, "torchzarr-features-bench-", warmup=2)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import gc
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,3 +118,46 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells.append(f"{lim:.2f}" if lim is not None else "")
         lines.append(f"| {row['scenario']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bench_parser(doc: str | None, profiles: dict[str, Any]) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: --profile, --json, --markdown, --keep."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(profiles), default="smoke")
+    parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the stores in this folder")
+    return parser
+
+
+@contextlib.contextmanager
+def work_dir(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """``keep`` (made if missing, left in place) or a temporary folder removed afterwards."""
+    root = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield root
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_scenarios(
+    argv: list[str] | None,
+    doc: str | None,
+    profiles: dict[str, dict[str, Any]],
+    build: Callable[[Path, dict[str, Any]], list[Scenario]],
+    prefix: str,
+    warmup: int = 1,
+) -> int:
+    """The ``main`` of a scenario benchmark: parse options, build, run, report."""
+    args = bench_parser(doc, profiles).parse_args(argv)
+    profile = profiles[args.profile]
+    with work_dir(args.keep, prefix) as root:
+        scenarios = build(root, profile)
+        for scenario in scenarios:
+            scenario.run(profile["rounds"], warmup=warmup)
+        rows = report(scenarios, args.json)
+        if args.markdown:
+            print(markdown_table(rows))
+    return 0

@@ -8,11 +8,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numcodecs
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Scenario, markdown_table, report
+from harness import Scenario, run_scenarios
 
 import torchzarr as tz
 
@@ -260,25 +258,7 @@ def _write_contenders(root: Path, data: np.ndarray, chunks: tuple[int, ...]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the stores in this folder")
-    args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    root = args.keep or Path(tempfile.mkdtemp(prefix="torchzarr-bench-"))
-    try:
-        scenarios = build(root, profile)
-        for scenario in scenarios:
-            scenario.run(profile["rounds"])
-        rows = report(scenarios, args.json)
-        if args.markdown:
-            print(markdown_table(rows))
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return run_scenarios(argv, __doc__, PROFILES, build, "torchzarr-bench-")
 
 
 if __name__ == "__main__":
