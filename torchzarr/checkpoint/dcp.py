@@ -42,7 +42,7 @@ from torch.futures import Future
 from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.dcp_metadata import aligned_chunks, metadata_from_json, metadata_to_json
 from torchzarr.checkpoint.format import node_name, to_storable
-from torchzarr.checkpoint.rawio import read_rows, sync_local, write_rows
+from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
@@ -396,9 +396,6 @@ class ZarrStorageReader(StorageReader):
             [b + o for b, o in zip(base, item.storage_offsets, strict=True)], item.lengths
         )
         out = target.view(tuple(item.lengths)) if target.is_contiguous() else target
-        whole_rows = all(r == slice(0, n) for r, n in zip(region[1:], arr.shape[1:], strict=True))
-        if whole_rows and read_rows(arr, region[0].start if region else 0, _stop(region), out):
-            return  # raw local chunks: read straight into the destination
         if target.device.type == "cpu" and target.is_contiguous() and target.dtype == arr.dtype:
             arr.read(region, out=out)
         else:

@@ -1,10 +1,10 @@
-"""Raw chunk I/O for uncompressed local arrays: map, read and write chunk files directly.
+"""Raw chunk I/O for uncompressed local arrays: map and write chunk files directly.
 
 An array stored uncompressed (codecs ``[bytes little]``) in a local directory, chunked
-along its first axis only, is its tensor's bytes cut into files. Reading such chunks
-straight into a tensor (``readinto``), mapping them (``mmap``), or writing them from a
-tensor's memory skips the engine's intermediate buffers; everything else goes through
-the engine as usual. A tensor of several chunks is mapped as one contiguous range (chunk
+along its first axis only, is its tensor's bytes cut into files. Mapping them (``mmap``)
+or writing them from a tensor's memory skips the engine's intermediate buffers (reads go
+through the engine, which already reads raw local chunks straight into the output);
+everything else goes through the engine as usual. A tensor of several chunks is mapped as one contiguous range (chunk
 after chunk at fixed addresses), which needs Linux and chunks of a whole number of pages.
 """
 
@@ -31,7 +31,6 @@ __all__ = [
     "empty_huge",
     "map_array",
     "read_array",
-    "read_rows",
     "sync_local",
     "write_rows",
 ]
@@ -156,42 +155,6 @@ def map_array(array: Array) -> torch.Tensor:
     return flat.view(array.dtype).view(array.shape)
 
 
-def read_rows(array: Array, start: int, stop: int, out: torch.Tensor) -> bool:
-    """Fill ``out`` with rows ``start:stop`` of ``array`` straight from its raw chunk files.
-
-    One ``readinto`` per chunk into ``out``'s memory: no intermediate buffer, no decode.
-    Returns False (``out`` untouched) when the array's chunks are not raw local files or
-    ``out`` is not a contiguous CPU tensor of the array's dtype.
-
-    Example:
-        >>> import torchzarr as tz
-        >>> arr = tz.create_array("memory://", shape=(2,), dtype=torch.int8, compressors=None)
-        >>> read_rows(arr, 0, 2, torch.empty(2, dtype=torch.int8))  # not local files
-        False
-    """
-    if out.device.type != "cpu" or not out.is_contiguous() or out.dtype != array.dtype:
-        return False
-    found = _chunk_files(array)
-    if found is None:
-        return False
-    files, _ = found
-    shape = array.shape
-    row_bytes = out.element_size() * math.prod(shape[1:])
-    per_chunk = array.chunks[0] if shape else 1
-    buf = out.reshape(-1).view(torch.uint8).numpy().data
-    for c in range(start // per_chunk, -(-stop // per_chunk)):
-        lo, hi = max(start, c * per_chunk), min(stop, (c + 1) * per_chunk)
-        with open(files[c], "rb", buffering=0) as f:
-            f.seek((lo - c * per_chunk) * row_bytes)
-            view = buf[(lo - start) * row_bytes : (hi - start) * row_bytes]
-            while view.nbytes:
-                n = f.readinto(view)
-                if not n:
-                    raise OSError(f"{files[c]} ended early")
-                view = view[n:]
-    return True
-
-
 _HUGE_PAGE = 2 * 2**20
 _MADV_HUGEPAGE = 14  # Linux
 
@@ -230,7 +193,7 @@ def empty_huge(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def read_array(array: Array, *, huge_pages: bool = False) -> torch.Tensor:
-    """The whole of ``array`` as a new CPU tensor; raw local chunks read straight into it.
+    """The whole of ``array`` as a new CPU tensor (the engine reads raw local chunks into it).
 
     ``huge_pages`` allocates the tensor with :func:`empty_huge` (see there).
 
@@ -240,14 +203,10 @@ def read_array(array: Array, *, huge_pages: bool = False) -> torch.Tensor:
         >>> read_array(arr)
         tensor([0, 0], dtype=torch.int8)
     """
-    if math.prod(array.shape) and _chunk_files(array) is not None:
-        shape = tuple(array.shape)
-        out = (
-            empty_huge(shape, array.dtype) if huge_pages else torch.empty(shape, dtype=array.dtype)
-        )
-        if read_rows(array, 0, array.shape[0] if array.shape else 1, out):
-            return out
-    return array[...]
+    if not huge_pages:
+        return array[...]
+    out = empty_huge(tuple(array.shape), array.dtype)
+    return array.read(..., out=out)
 
 
 def write_rows(array: Array, start: int, stop: int, data: torch.Tensor) -> bool:
