@@ -17,7 +17,7 @@ from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.local import LocalStore
 
-__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root"]
+__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root", "needs_swap"]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
@@ -56,7 +56,8 @@ def is_raw(pipeline: Any) -> bool:
     return False
 
 
-def _needs_swap(pipeline: Any) -> bool:
+def needs_swap(pipeline: Any) -> bool:
+    """True when raw stored bytes are in the other byte order than this machine's."""
     spec = pipeline.spec
     if spec.dtype.itemsize == 1:
         return False
@@ -90,7 +91,7 @@ def _zstd_codec(pipeline: Any) -> Any:
         if isinstance(ab, BytesCodec) and ab.is_native and [type(c) for c in bb] == [ZstdCodec]:
             return bb[0]
     compressor = getattr(pipeline, "compressor", None) if isinstance(pipeline, V2Pipeline) else None
-    if compressor is not None and compressor.codec_id == "zstd" and not _needs_swap(pipeline):
+    if compressor is not None and compressor.codec_id == "zstd" and not needs_swap(pipeline):
         return compressor
     return None
 
@@ -148,7 +149,7 @@ class ChunkReader:
         self.nbytes = int(spec.nbytes)
         self.prefix = None if root is None else root.rstrip(os.sep) + os.sep
         self.raw = root is not None and hasattr(os, "readv") and is_raw(pipeline)
-        self.swap = _needs_swap(pipeline) if self.raw else False
+        self.swap = needs_swap(pipeline) if self.raw else False
         self.direct = bool(pipeline.supports_direct_decode)  # C layout: F order is not
         self.zstd = _zstd_codec(pipeline)  # the codec, where the fast zstd path applies
         shape = self.chunk_shape

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
+from torchzarr.core.fastpath import is_raw, local_root, needs_swap
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
-from torchzarr.storage.local import LocalStore
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 
@@ -37,17 +36,6 @@ def _writes_to(identity: str) -> int:
 
 # one inner chunk to fetch: (shard key, offset, nbytes, target view, inner coords)
 _Piece = tuple[str, int, int, np.ndarray, tuple[int, ...]]
-
-
-def _is_raw(inner: Any) -> bool:
-    """True when stored inner chunks are the array's bytes as they are (no decode needed)."""
-    codec = getattr(inner, "array_bytes", None)
-    return (
-        isinstance(codec, BytesCodec)
-        and not inner.array_array
-        and not inner.bytes_bytes
-        and (codec.is_native or inner.spec.dtype.itemsize == 1)
-    )
 
 
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
@@ -120,7 +108,7 @@ class ShardReader:
         self._row_chunks = bool(self.spec.shape) and (
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
-        self._raw = _is_raw(self.inner)
+        self._raw = is_raw(self.inner) and not needs_swap(self.inner)
 
     def keep_indexes(self) -> None:
         """Cache shard indexes although the store is writable.
@@ -311,13 +299,14 @@ class ShardReader:
         if not pieces:
             return
         store = self.source.store
-        if type(store) is LocalStore and hasattr(os, "preadv"):
+        root = local_root(store)
+        if root is not None and hasattr(os, "preadv"):
+            base = root
             by_key: dict[str, list[_Piece]] = {}
             for piece in pieces:
                 by_key.setdefault(piece[0], []).append(piece)
-            root = str(store.root)
             run_parallel(
-                lambda group: self._read_file(root, *group),
+                lambda group: self._read_file(base, *group),
                 list(by_key.items()),
                 cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
             )
