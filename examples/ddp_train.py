@@ -13,6 +13,7 @@ of batches on every rank (DDP needs that: a rank with one more batch would hang 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -83,6 +84,10 @@ def main() -> None:
         ids = torch.cat(seen).tolist() if seen else []
         (args.seen_dir / f"rank{rank}.txt").write_text("\n".join(map(str, ids)))
     dist.barrier()
+    # DDP holds the process group: drop it first, so that gloo's threads are joined here by
+    # destroy_process_group and not later, during interpreter shutdown (where that aborts).
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
     if tmp is not None:
         tmp.cleanup()
