@@ -104,3 +104,23 @@ def test_sync_local_raises_when_a_flush_fails(
     monkeypatch.setattr(rawio.os, "fsync", fail)
     with pytest.raises(OSError, match="injected"):
         rawio.sync_local(tz.LocalStore(tmp_path))
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_save_writes_large_chunks_past_the_page_cache_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    from torchzarr.storage import direct_io
+
+    opened: list[bool] = []
+    real_open = direct_io.open_new
+    monkeypatch.setattr(
+        direct_io,
+        "open_new",
+        lambda p, direct: (opened.append(direct), real_open(p, direct=direct))[1],
+    )
+    state = {"w": _big(torch.float32, rows=600), "b": torch.arange(5)}  # 2.3 MiB and 40 B
+    save_checkpoint(state, str(tmp_path / "ck"), chunk_bytes=2**20, direct_io=direct)
+    assert opened.count(True) == (3 if direct else 0)  # the three 1 MiB-or-more chunks
+    out = load_checkpoint(str(tmp_path / "ck"))
+    assert torch.equal(out["w"], state["w"]) and torch.equal(out["b"], state["b"])

@@ -49,17 +49,24 @@ def checkpoint_store(
     *,
     storage_options: dict[str, Any] | None = None,
     fsync: bool = True,
+    direct_io: bool = False,
 ) -> Store:
     """The store of a checkpoint; local directories flush each file to disk when ``fsync``.
+
+    ``direct_io`` writes large local files past the page cache (see ``LocalStore``).
 
     Example:
         >>> checkpoint_store("memory://").read_only
         False
     """
     resolved = resolve_store(store, mode=mode, storage_options=storage_options)
-    if fsync and isinstance(resolved, LocalStore) and not resolved.fsync:
+    if isinstance(resolved, LocalStore):
         # Durability: chunks must be on disk before the manifest that names them.
-        resolved = LocalStore(resolved.root, read_only=resolved.read_only, fsync=True)
+        wanted = (resolved.fsync or fsync, resolved.direct_io or direct_io)
+        if wanted != (resolved.fsync, resolved.direct_io):
+            resolved = LocalStore(
+                resolved.root, read_only=resolved.read_only, fsync=wanted[0], direct_io=wanted[1]
+            )
     return resolved
 
 

@@ -77,6 +77,8 @@ class ZarrStorageWriter(StorageWriter):
         compressors: numcodecs codecs or a preset for the chunks (None: raw, the fastest).
         chunk_bytes: largest chunk; shard boxes bigger than this are split.
         fsync: flush local files before the commit.
+        direct_io: write large local chunk files past the page cache (``O_DIRECT`` where
+            the file system allows it), as ``save_checkpoint`` does.
         keep: committed versions kept in the store (1: only the new one).
         storage_options: options for URL stores.
         threads: tensors written at once per rank (default ``tz.config.threads``; 1 for
@@ -95,6 +97,7 @@ class ZarrStorageWriter(StorageWriter):
         compressors: Any = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         fsync: bool = True,
+        direct_io: bool = True,
         keep: int = 1,
         storage_options: dict[str, Any] | None = None,
         threads: int | None = None,
@@ -104,6 +107,7 @@ class ZarrStorageWriter(StorageWriter):
         self.compressors = compressors
         self.chunk_bytes = chunk_bytes
         self.fsync = fsync
+        self.direct_io = direct_io
         self.keep = keep
         self.storage_options = storage_options
         self.threads = threads
@@ -116,7 +120,11 @@ class ZarrStorageWriter(StorageWriter):
         if self._store is None:
             # Written without a flush per file: sync_local flushes each rank's files at once.
             self._store = commit.checkpoint_store(
-                self.path, "a", storage_options=self.storage_options, fsync=False
+                self.path,
+                "a",
+                storage_options=self.storage_options,
+                fsync=False,
+                direct_io=self.direct_io,
             )
         return self._store
 

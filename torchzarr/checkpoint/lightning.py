@@ -51,12 +51,14 @@ class _ZarrCheckpointIOMixin:
         compressors: Any = None,
         allow_pickle: bool = False,
         fsync: bool = True,
+        direct_io: bool = True,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.compressors = compressors
         self.allow_pickle = allow_pickle
         self.fsync = fsync
+        self.direct_io = direct_io
         self.storage_options = storage_options
         # Inside AsyncCheckpointIO saves run on a worker thread while ModelCheckpoint
         # removes old checkpoints from the main thread: never delete a save in progress.
@@ -81,6 +83,7 @@ class _ZarrCheckpointIOMixin:
             allow_pickle=self.allow_pickle,
             compressors=self.compressors,
             fsync=self.fsync,
+            direct_io=self.direct_io,
             storage_options=self._options(storage_options),
         )
 
