@@ -122,16 +122,21 @@ def run(profile: dict[str, Any], root: Path) -> dict[str, Any]:
         for start in range(0, rows, CHUNK * 16):
             arr[start : start + CHUNK * 16]
 
-    def epoch(workers: int, block_chunks: int, worker_buffers: int = 0):
+    def epoch(workers: int, block_chunks: int):
         def go() -> None:
-            ds = ZarrIterableDataset(
-                arr,
-                batch_size=BATCH,
-                block_chunks=block_chunks,
-                seed=0,
-                worker_buffers=worker_buffers,
-            )
+            ds = ZarrIterableDataset(arr, batch_size=BATCH, block_chunks=block_chunks, seed=0)
             for _ in DataLoader(ds, batch_size=None, num_workers=workers):
+                pass
+
+        return go
+
+    def persistent_epoch(block_chunks: int):
+        """Workers started once (``persistent_workers=True``): each call is one more epoch."""
+        ds = ZarrIterableDataset(arr, batch_size=BATCH, block_chunks=block_chunks, seed=0)
+        loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+
+        def go() -> None:
+            for _ in loader:
                 pass
 
         return go
@@ -157,7 +162,7 @@ def run(profile: dict[str, Any], root: Path) -> dict[str, Any]:
     for k in profile["blocks"]:
         for workers in (0, 2):
             contenders[f"shuffled epoch, K={k}, workers={workers}"] = epoch(workers, k)
-        contenders[f"shuffled epoch, K={k}, workers=2, worker_buffers=8"] = epoch(2, k, 8)
+        contenders[f"shuffled epoch, K={k}, workers=2, persistent"] = persistent_epoch(k)
     contenders["DataLoader transfer alone (no I/O), workers=2"] = transfer_only
     scenario = Scenario("dataset epoch", nbytes, contenders)
     scenario.run(profile["rounds"])

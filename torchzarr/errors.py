@@ -24,7 +24,8 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     ├── SelectionError (IndexError)             a selection torchzarr cannot interpret
     │   └── BoundsError                         an index past the extent of an axis
     ├── ShapeMismatchError (ValueError)         data whose shape does not fit the selection
-    └── AttributeValueError (TypeError)         an attribute value JSON cannot hold
+    ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
+    └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownExtensionError",
     "UnknownStoreError",
     "UnsupportedDtypeError",
+    "WorkerBatchError",
 ]
 
 
@@ -153,3 +155,7 @@ class ShapeMismatchError(TorchZarrError, ValueError):
 
 class AttributeValueError(TorchZarrError, TypeError):
     """An attribute value that cannot be stored as JSON."""
+
+
+class WorkerBatchError(TorchZarrError, RuntimeError):
+    """A batch from a DataLoader worker's shared ring that cannot be rebuilt intact."""

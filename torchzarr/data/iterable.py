@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,11 +16,13 @@ from torchzarr.data.cursor import Cursor
 from torchzarr.data.partition import EpochOrder, Intervals, Layout, slot_pieces, total
 from torchzarr.data.pinned import PinnedRing
 from torchzarr.data.sources import Item, Source, distributed_rank, take_rows
+from torchzarr.data.worker_ring import WorkerRing, ring_slots
 
 __all__ = ["ZarrIterableDataset"]
 
 Piece = tuple[dict[str, torch.Tensor], np.ndarray]
 Buffers = dict[str, torch.Tensor]
+Ring = PinnedRing | WorkerRing
 
 
 class ZarrIterableDataset(IterableDataset[Any]):
@@ -52,12 +55,13 @@ class ZarrIterableDataset(IterableDataset[Any]):
         prefetch: blocks read ahead.
         pin_memory: gather batches into a reusable pinned ring (pageable without CUDA);
             only in the main process (with workers use ``DataLoader(pin_memory=True)``).
-        worker_buffers: in DataLoader workers, gather batches into a ring of this many
-            shared-memory buffers reused in turn, which passes them to the main process
-            several times faster than a fresh segment per batch. A batch is then valid
-            until the worker reuses its buffer: use at least ``prefetch_factor + 2`` and
-            do not keep batches across steps (copy what you keep). 0 (default) allocates
-            fresh shared memory for every batch.
+        worker_buffers: slots of each DataLoader worker's batch ring (0: enough for the
+            DataLoader's read-ahead, ``4 * num_workers + 2``, within 256 MiB). With
+            ``batch_size`` set, workers gather batches into one shared-memory ring each
+            (Linux), and the main process gets them as tensors on it: no copy and no fresh
+            segment per batch, several times faster than PyTorch's own transfer. A slot is
+            reused only once every tensor of its batch is freed in the main process; a
+            caller keeping more batches than the ring holds gets the next ones the usual way.
 
     Example:
         >>> ds = tz.ZarrIterableDataset(arr, batch_size=256, block_chunks=8, seed=0)  # doctest: +SKIP
@@ -101,7 +105,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
         self._live: dict[str, Any] | None = None
-        self._ring: PinnedRing | None = None
+        self._ring: Ring | None = None
         self._shared = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -164,18 +168,24 @@ class ZarrIterableDataset(IterableDataset[Any]):
         }
         self._live = live
         self._shared = info is not None
-        return self._generate(order, intervals, count, live, self._get_ring(info is not None))
+        ring = self._get_ring(info.num_workers if info is not None else None)
+        return self._generate(order, intervals, count, live, ring)
 
-    def _get_ring(self, in_worker: bool) -> PinnedRing | None:
-        wanted = self.worker_buffers if in_worker else self.pin_memory
-        if not (wanted and self.batch_size):
+    def _get_ring(self, num_workers: int | None) -> Ring | None:
+        """Where batches are gathered: a worker's shared ring, a pinned ring, or None."""
+        if not self.batch_size or (num_workers is None and not self.pin_memory):
             return None
-        if self._ring is None:
-            specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.source.arrays.items()}
-            if in_worker:
-                self._ring = PinnedRing(specs, self.batch_size, self.worker_buffers, shared=True)
-            else:
-                self._ring = PinnedRing(specs, self.batch_size, slots=self.prefetch + 3)
+        if self._ring is not None:
+            return self._ring
+        specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.source.arrays.items()}
+        if num_workers is None:
+            self._ring = PinnedRing(specs, self.batch_size, slots=self.prefetch + 3)
+            return self._ring
+        # In a DataLoader worker: batches cross to the main process through one shared ring,
+        # else (no memfd, or batches too big for the ring budget) the usual way.
+        row_bytes = sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
+        slots = self.worker_buffers or ring_slots(num_workers, self.batch_size * row_bytes)
+        self._ring = WorkerRing.create(specs, self.batch_size, slots)
         return self._ring
 
     def _pieces(self, order: EpochOrder, intervals: Intervals) -> Iterator[np.ndarray]:
@@ -196,7 +206,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         intervals: Intervals,
         count: int,
         live: dict[str, Any],
-        ring: PinnedRing | None,
+        ring: Ring | None,
     ) -> Iterator[Any]:
         if count <= 0:
             return
@@ -244,21 +254,21 @@ class ZarrIterableDataset(IterableDataset[Any]):
                         spare.extend(held)
                         held.clear()
                         live["steps"] += 1
-                        yield self._finish(batch)
+                        yield self._finish(batch, ring)
                 (held if parts else spare).append(buf)
             if have:
                 batch = self._gather(parts, have, ring)
                 live["steps"] += 1
-                yield self._finish(batch)
+                yield self._finish(batch, ring)
         finally:
             for _, waiting in pending:
                 waiting.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _gather(
-        self, parts: list[Piece], rows: int, ring: PinnedRing | None
-    ) -> dict[str, torch.Tensor]:
-        out = ring.next(rows) if ring is not None else self.source.empty(rows, self._shared)
+    def _gather(self, parts: list[Piece], rows: int, ring: Ring | None) -> dict[str, torch.Tensor]:
+        out = ring.next(rows) if ring is not None else None
+        if out is None:  # no ring, or all its slots still lent to the main process
+            out = self.source.empty(rows, self._shared)
         offset = 0
         for data, where in parts:
             n = len(where)
@@ -267,9 +277,10 @@ class ZarrIterableDataset(IterableDataset[Any]):
             offset += n
         return out
 
-    def _finish(self, tensors: dict[str, torch.Tensor]) -> Any:
+    def _finish(self, tensors: dict[str, torch.Tensor], ring: Ring | None = None) -> Any:
         item = self.source.item(tensors)
-        return self.transform(item) if self.transform is not None else item
+        item = self.transform(item) if self.transform is not None else item
+        return ring.wrap(item) if isinstance(ring, WorkerRing) else item
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

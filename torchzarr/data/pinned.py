@@ -13,19 +13,18 @@ __all__ = ["DevicePrefetcher", "PinnedRing", "to_device"]
 
 
 class PinnedRing:
-    """A ring of reusable batch buffers, page-locked when CUDA is there (or shared).
+    """A ring of reusable batch buffers, page-locked when CUDA is there.
 
     Batches are gathered straight into the next buffer, so pinning costs no second copy. A
     buffer is reused ``slots`` batches later: keep at most ``slots - 2`` batches alive (the
-    DevicePrefetcher keeps one in flight). In a DataLoader worker, ``shared=True`` buffers
-    cross to the main process without a fresh shared-memory segment per batch.
+    DevicePrefetcher keeps one in flight). (DataLoader workers use
+    :class:`~torchzarr.data.worker_ring.WorkerRing` instead.)
 
     Args:
         specs: ``{name: (row_shape, dtype)}`` of one sample.
         batch_size: rows per buffer.
         slots: number of buffers.
         pin_memory: ask for page-locked memory (ignored without CUDA).
-        shared: allocate the buffers in shared memory instead.
 
     Example:
         >>> ring = PinnedRing({"x": ((3,), torch.float32)}, batch_size=4, slots=3)
@@ -39,11 +38,10 @@ class PinnedRing:
         batch_size: int,
         slots: int = 4,
         pin_memory: bool = True,
-        shared: bool = False,
     ) -> None:
         if slots < 2:
             raise ValueError(f"a ring needs at least 2 slots, got {slots}")
-        self.pinned = bool(pin_memory) and not shared and cuda_available()
+        self.pinned = bool(pin_memory) and cuda_available()
         self._buffers = [
             {
                 name: torch.empty((batch_size, *shape), dtype=dtype, pin_memory=self.pinned)
@@ -51,10 +49,6 @@ class PinnedRing:
             }
             for _ in range(slots)
         ]
-        if shared:
-            for buffers in self._buffers:
-                for t in buffers.values():
-                    t.share_memory_()
         self._next = 0
 
     def __len__(self) -> int:

@@ -1,0 +1,178 @@
+"""Batches from DataLoader workers through a shared ring per worker (copies or views)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import sys
+from collections import Counter
+from multiprocessing.reduction import ForkingPickler
+
+import pytest
+import torch
+from datahelpers import counts, ids_of
+from torch.utils.data import DataLoader
+
+import torchzarr as tz
+from torchzarr.data import worker_ring
+from torchzarr.data.worker_ring import RingTensor, WorkerRing, ring_slots
+from torchzarr.errors import WorkerBatchError
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "memfd_create"), reason="shared rings need memfd (Linux)"
+)
+
+
+def _every_sample(batches, ds, batch_size: int = 8) -> None:
+    """Each sample once (a few twice: the padded tail), in as many batches as dealt."""
+    if isinstance(batches[0], list):
+        seen = Counter(i for b in batches for i in b)
+    else:
+        seen = counts(batches)
+    assert set(seen) == set(range(103)) and max(seen.values()) <= 2
+    assert sum(seen.values()) < 103 + batch_size
+    assert len(batches) == ds.num_items(num_workers=2)
+
+
+def _check(batch) -> None:
+    """Every row of a batch holds its own sample id in every column."""
+    x = batch["x"] if isinstance(batch, dict) else batch
+    assert type(x) is torch.Tensor  # rebuilt as a plain tensor in the main process
+    assert torch.equal(x, x[:, :1].expand_as(x))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_batches_kept_across_steps_stay_intact(local_array, method):
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(local_array, batch_size=4, seed=1, block_chunks=2)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=method)
+    batches = list(loader)  # 26 kept: more than a ring's 10 slots, so some go the usual way
+    _every_sample(batches, ds, batch_size=4)
+    for batch in batches:
+        _check(batch)
+    assert worker_ring._mapped, "the workers' rings were not used"
+    on_ring = [b for b in batches if any(_inside(b.data_ptr(), m[1]) for m in _rings())]
+    assert 0 < len(on_ring) < len(batches)
+
+
+def test_batches_are_views_of_the_ring_lent_until_freed(local_array):
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(local_array, batch_size=8, seed=2, worker_buffers=3)
+    seen: list = []
+    for batch in DataLoader(ds, batch_size=None, num_workers=2, prefetch_factor=1):
+        _check(batch)
+        seen.append(ids_of(batch))
+        assert any(_inside(batch.data_ptr(), m[1]) for m in _rings())
+    _every_sample(seen, ds)
+
+
+def _rings():
+    return list(worker_ring._mapped.values())
+
+
+def _inside(address: int, mapping) -> bool:
+    import numpy as np
+
+    low = np.frombuffer(mapping, np.uint8, count=1).ctypes.data
+    return low <= address < low + len(mapping)
+
+
+def test_dict_sources_transforms_and_collation(tmp_path):
+    group = tz.open_group(str(tmp_path / "g.zarr"), mode="w")
+    n = 50
+    group.create_array("x", shape=(n, 4), dtype=torch.int64, chunks=(10, 4))[:] = (
+        torch.arange(n).repeat_interleave(4).reshape(n, 4)
+    )
+    group.create_array("y", shape=(n,), dtype=torch.bfloat16, chunks=(10,))[:] = torch.arange(n)
+
+    def transform(batch):  # a view derived from the slot and a new tensor
+        return {"x": batch["x"][:, :2], "y": batch["y"].float(), "raw": batch["x"]}
+
+    ds = tz.ZarrIterableDataset(group, batch_size=5, seed=0, transform=transform)
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+    assert sorted(v for b in batches for v in b["x"][:, 0].tolist()) == list(range(n))
+    for b in batches:
+        assert torch.equal(b["y"], b["x"][:, 0].float()) and torch.equal(b["raw"][:, :2], b["x"])
+    # The DataLoader may also collate the dataset's batches (RingTensors are tensors there).
+    plain = tz.ZarrIterableDataset(group, batch_size=5, seed=0, drop_last=True)
+    stacked = list(DataLoader(plain, batch_size=2, num_workers=2))
+    assert all(b["x"].shape[1:] == (5, 4) and type(b["x"]) is torch.Tensor for b in stacked)
+    ids = sorted(v for b in stacked for v in b["x"][..., 0].reshape(-1).tolist())
+    assert len(ids) == len(set(ids)) and set(ids) <= set(range(n))
+
+
+def test_ring_tensor_is_a_tensor_in_the_worker():
+    ring = WorkerRing({"x": ((3,), torch.float32)}, batch_size=4, slots=3)
+    views = ring.next(4)
+    views["x"].copy_(torch.arange(12.0).reshape(4, 3))
+    batch = ring.wrap(views)
+    assert isinstance(batch["x"], RingTensor) and type(batch["x"] * 2) is torch.Tensor
+    assert batch["x"].data_ptr() == views["x"].data_ptr()
+    assert torch.equal(batch["x"].sum(0), torch.tensor([18.0, 22.0, 26.0]))
+
+
+def test_a_slot_rewritten_before_it_was_read_raises():
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
+    first = ForkingPickler.dumps(ring.wrap(ring.next(2)))
+    ring._seqs[0] += 2  # as a worker ignoring the lease would
+    with pytest.raises(WorkerBatchError, match="rewrote slot 0"):
+        pickle.loads(first)
+
+
+def test_a_batch_without_its_ring_raises():
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
+    ring.wrap(ring.next(2))  # the batch that carried the descriptor, never received
+    later = ForkingPickler.dumps(ring.wrap(ring.next(2)))
+    with pytest.raises(WorkerBatchError, match="never received"):
+        pickle.loads(later)
+
+
+def test_a_slot_is_lent_until_every_tensor_on_it_is_freed():
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int16), "y": ((), torch.int64)}, batch_size=3, slots=3)
+    received = []
+    for i in range(3):
+        views = ring.next(3)
+        views["x"].fill_(i)
+        views["y"].fill_(10 + i)
+        received.append(pickle.loads(ForkingPickler.dumps(ring.wrap(views))))
+    assert ring.next(3) is None  # all three slots lent
+    part = received[1]["x"][1:]  # a view keeps the batch's slot lent
+    del received[1]
+    gc.collect()
+    assert ring.next(3) is None
+    y = received[0]["y"]
+    del received[0], part
+    gc.collect()
+    views = ring.next(3)  # slot 1 came back first; slot 0 still has y on it
+    assert views is not None and ring._current[0] == 1
+    assert y.tolist() == [10, 10, 10] and type(y) is torch.Tensor
+    assert received[0]["x"].tolist() == [[2, 2]] * 3
+    ring.wrap({"other": torch.zeros(1)})  # nothing of the slot sent: it is free again
+    assert ring.next(3) is not None
+
+
+def test_ring_sizes_and_fallbacks(local_array, monkeypatch):
+    assert ring_slots(2, 1 << 20) == 10 and ring_slots(8, 1 << 20) == 34
+    assert ring_slots(2, 40 << 20) == 6  # budget-bound, still above the default read-ahead
+    assert ring_slots(2, 64 << 20) == 0  # too big: the DataLoader's usual way
+    with pytest.raises(ValueError, match="at least 3"):
+        WorkerRing({"x": ((1,), torch.int8)}, batch_size=1, slots=2)
+    monkeypatch.delattr(os, "memfd_create")
+    assert WorkerRing.create({"x": ((1,), torch.int8)}, 4, 5) is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_without_a_ring_batches_still_arrive(local_array, monkeypatch):
+    monkeypatch.setattr(worker_ring, "DEFAULT_RING_BYTES", 1)  # inherited by forked workers
+    monkeypatch.setattr(worker_ring.ring_slots, "__defaults__", (1,))
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(local_array, batch_size=8, seed=5)
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork"))
+    _every_sample(batches, ds)
+    assert not worker_ring._mapped
+    for batch in batches:
+        _check(batch)

@@ -1,0 +1,306 @@
+"""Batches from DataLoader workers to the main process through one shared ring per worker.
+
+PyTorch sends each tensor a worker yields through a fresh shared-memory segment: the worker
+fills new memory, the main process maps it, and both fault in every 4 KiB page, for every
+batch. A :class:`WorkerRing` is one memory file per worker (``memfd``, Linux), cut into
+slots that batches are gathered into. What crosses the DataLoader's queue is a
+:class:`RingTensor` (a tensor subclass that pickles as which ring, slot, offset and shape),
+plus the ring's file descriptor once. The main process maps each ring once and rebuilds
+every batch as tensors on its slot: no copy, no page faults.
+
+A slot is lent, not reused blindly: when the last tensor on a batch is freed in the main
+process, it marks the slot released in the ring's header, and the worker only gathers into
+released slots. If the caller keeps more batches than the ring holds, the worker's next
+batches go the DataLoader's usual way until slots come back. Each slot also has a sequence
+number, odd while the worker writes it, checked when the batch is rebuilt.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import threading
+import uuid
+import weakref
+from multiprocessing.reduction import DupFd
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.errors import WorkerBatchError
+
+__all__ = ["RingTensor", "WorkerRing", "ring_slots"]
+
+_PAGE = mmap.PAGESIZE
+_ALIGN = 64
+#: Largest ring a worker creates by default; bigger batches go the DataLoader's usual way.
+DEFAULT_RING_BYTES = 256 * 2**20
+
+# Main process: ring id -> (worker pid, mapping, slot sequence numbers, released marks).
+_mapped: dict[str, tuple[int, mmap.mmap, np.ndarray, np.ndarray]] = {}
+# Main process: (ring id, slot, sequence) -> the slot's memory, while tensors use it.
+_lent: weakref.WeakValueDictionary[tuple[str, int, int], np.ndarray] = weakref.WeakValueDictionary()
+_mapped_lock = threading.Lock()
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def ring_slots(num_workers: int, slot_bytes: int, budget: int = DEFAULT_RING_BYTES) -> int:
+    """Slots for a worker's ring: the DataLoader's read-ahead plus a few, within ``budget``.
+
+    The DataLoader keeps up to ``prefetch_factor * num_workers`` batches in flight, all of
+    them possibly from one worker once the others are done; ``4 * num_workers + 2`` covers a
+    ``prefetch_factor`` of 4 (the default is 2). Returns 0 (no ring) when even
+    ``2 * num_workers + 2`` slots exceed ``budget``.
+
+    Example:
+        >>> ring_slots(2, 2**20)
+        10
+        >>> ring_slots(2, 2**30)
+        0
+    """
+    wanted, least = 4 * max(1, num_workers) + 2, 2 * max(1, num_workers) + 2
+    fits = budget // max(1, slot_bytes)
+    return 0 if fits < least else min(wanted, fits)
+
+
+def _live(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release(released: np.ndarray, slot: int, seq: int) -> None:
+    released[slot] = seq  # every tensor on the batch is gone: the worker may reuse the slot
+
+
+def _rebuild(
+    ring: str,
+    pid: int,
+    geometry: tuple[int, int, int],
+    dup: Any,
+    slot: int,
+    seq: int,
+    offset: int,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Main process: the tensor a :class:`RingTensor` describes (see the module docstring).
+
+    ``geometry`` is the ring's (slots, header bytes, slot bytes); ``offset`` is the
+    tensor's place in its slot.
+    """
+    slots, header, slot_bytes = geometry
+    with _mapped_lock:
+        entry = _mapped.get(ring)
+        if dup is not None:
+            fd = dup.detach()
+            try:
+                if entry is None:
+                    mapping = mmap.mmap(fd, header + slots * slot_bytes)
+                    for other in [k for k, v in _mapped.items() if not _live(v[0])]:
+                        del _mapped[other]  # rings of finished workers: their tensors hold them
+                    seqs = np.frombuffer(mapping, np.int64, count=slots)
+                    released = np.frombuffer(mapping, np.int64, count=slots, offset=8 * slots)
+                    entry = _mapped[ring] = (pid, mapping, seqs, released)
+            finally:
+                os.close(fd)
+        if entry is None:
+            raise WorkerBatchError(
+                f"a batch from DataLoader worker {pid} names shared ring {ring}, which this "
+                "process never received (its first batch was lost?)"
+            )
+        _, mapping, seqs, released = entry
+        if int(seqs[slot]) != seq:
+            raise WorkerBatchError(
+                f"DataLoader worker {pid} rewrote slot {slot} of its batch ring before this "
+                f"process read it (batch {seq // 2} of that slot, found {int(seqs[slot]) // 2})"
+            )
+        memory = _lent.get((ring, slot, seq))
+        if memory is None:  # the batch's first tensor: lend the slot until all are freed
+            start = header + slot * slot_bytes
+            memory = np.frombuffer(mapping, np.uint8, count=slot_bytes, offset=start)
+            weakref.finalize(memory, _release, released, slot, seq)
+            _lent[(ring, slot, seq)] = memory
+    nbytes = math.prod(shape) * dtype.itemsize
+    return torch.from_numpy(memory[offset : offset + nbytes]).view(dtype).view(shape)
+
+
+class RingTensor(torch.Tensor):
+    """A tensor in a worker's ring: an ordinary tensor there, rebuilt in the main process.
+
+    In the worker it is a view of its slot (code after the dataset sees a tensor; results
+    of operations on it are plain tensors). Pickled, it is only the ring's id, the slot and
+    the layout, plus the ring's descriptor in the first batch; unpickling rebuilds it from
+    the main process's mapping of the ring.
+
+    Example:
+        >>> ring = WorkerRing({"x": ((3,), torch.float32)}, batch_size=2, slots=3)
+        >>> batch = ring.wrap(ring.next(2))
+        >>> type(batch["x"]).__name__, type(batch["x"] + 1).__name__
+        ('RingTensor', 'Tensor')
+    """
+
+    # Operations on a RingTensor give plain tensors: only the slot views themselves pickle
+    # as ring references.
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
+    _ring_args: tuple[Any, ...]
+
+    @staticmethod
+    def of(view: torch.Tensor, args: tuple[Any, ...]) -> RingTensor:
+        """``view`` (sharing its memory) as a RingTensor that pickles as ``args``."""
+        tensor = torch.Tensor._make_subclass(RingTensor, view)
+        tensor._ring_args = args
+        return tensor
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
+        ring, pid, geometry, fd, *rest = self._ring_args
+        return _rebuild, (ring, pid, geometry, DupFd(fd) if fd is not None else None, *rest)
+
+
+class WorkerRing:
+    """A worker's ring of batch slots in one shared memory file (see the module docstring).
+
+    Args:
+        specs: ``{name: (row_shape, dtype)}`` of one sample.
+        batch_size: rows per slot.
+        slots: number of slots (at least 3).
+
+    Example:
+        >>> ring = WorkerRing({"x": ((3,), torch.float32)}, batch_size=4, slots=3)
+        >>> views = ring.next(2)
+        >>> views["x"].shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]], batch_size: int, slots: int
+    ) -> None:
+        if slots < 3:
+            raise ValueError(f"a worker ring needs at least 3 slots, got {slots}")
+        self.slots = slots
+        self._layout: dict[str, tuple[int, tuple[int, ...], torch.dtype]] = {}
+        offset = 0
+        for name, (shape, dtype) in specs.items():
+            self._layout[name] = (offset, tuple(shape), dtype)
+            offset = _round_up(offset + batch_size * math.prod(shape) * dtype.itemsize, _ALIGN)
+        self.slot_bytes = _round_up(max(offset, 1), _PAGE)
+        self._header = _round_up(2 * slots * 8, _PAGE)  # sequence numbers, released marks
+        self.size = self._header + slots * self.slot_bytes
+        fd = os.memfd_create("torchzarr-batches", os.MFD_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, self.size)  # out of memory: an error now, not SIGBUS later
+            self._map = mmap.mmap(fd, self.size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self._send_fd = True
+        self.id = uuid.uuid4().hex
+        self._seqs = np.frombuffer(self._map, np.int64, count=slots)
+        self._released = np.frombuffer(self._map, np.int64, count=slots, offset=8 * slots)
+        self._next = 0
+        self._current: tuple[int, int, dict[str, torch.Tensor]] | None = None
+
+    @classmethod
+    def create(
+        cls, specs: dict[str, tuple[tuple[int, ...], torch.dtype]], batch_size: int, slots: int
+    ) -> WorkerRing | None:
+        """A ring, or None where the system has no ``memfd`` or not enough memory for it.
+
+        Example:
+            >>> WorkerRing.create({"x": ((1,), torch.int8)}, batch_size=2, slots=2) is None
+            True
+        """
+        if not hasattr(os, "memfd_create") or slots < 3:
+            return None
+        try:
+            return cls(specs, batch_size, slots)
+        except OSError:
+            return None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)  # type: ignore[arg-type]
+            self._fd = None
+
+    def next(self, rows: int) -> dict[str, torch.Tensor] | None:
+        """Views of a free slot, cut to ``rows`` rows, to gather a batch into.
+
+        None when every slot is still lent to the main process (it keeps that many
+        batches): gather this batch elsewhere.
+        """
+        for step in range(self.slots):
+            slot = (self._next + step) % self.slots
+            if self._released[slot] == self._seqs[slot]:  # never used, or given back
+                break
+        else:
+            return None
+        self._next = (slot + 1) % self.slots
+        self._seqs[slot] += 1  # odd: being written
+        base = self._header + slot * self.slot_bytes
+        views = {}
+        for name, (offset, shape, dtype) in self._layout.items():
+            nbytes = rows * math.prod(shape) * dtype.itemsize
+            raw = np.frombuffer(self._map, np.uint8, count=nbytes, offset=base + offset)
+            views[name] = torch.from_numpy(raw).view(dtype).view((rows, *shape))
+        self._current = (slot, rows, views)
+        return views
+
+    def wrap(self, item: Any) -> Any:
+        """``item`` (the batch, transformed or not) with the slot's tensors as RingTensors.
+
+        Tensors the transform derived from the slot (views of it) are copied out, so that
+        nothing else refers to memory the worker will reuse.
+
+        Example:
+            >>> ring = WorkerRing({"x": ((1,), torch.int8)}, batch_size=2, slots=3)
+            >>> sorted(ring.wrap(ring.next(2)))
+            ['x']
+        """
+        if self._current is None:
+            return item
+        slot, rows, views = self._current
+        self._current = None
+        self._seqs[slot] += 1  # even: complete
+        seq = int(self._seqs[slot])
+        names = {id(t): name for name, t in views.items()}
+        low = np.frombuffer(self._map, np.uint8, count=1).ctypes.data
+        geometry = (self.slots, self._header, self.slot_bytes)
+        sent: list[bool] = []
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                name = names.get(id(value))
+                if name is not None and value is views[name]:
+                    offset, shape, dtype = self._layout[name]
+                    fd = self._fd if self._send_fd else None
+                    sent.append(True)
+                    args = (self.id, os.getpid(), geometry, fd, slot, seq, offset)
+                    return RingTensor.of(value, (*args, (rows, *shape), dtype))
+                if low <= value.untyped_storage().data_ptr() < low + self.size:
+                    return value.clone()
+                return value
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [convert(v) for v in value]
+            if isinstance(value, tuple):
+                converted = [convert(v) for v in value]
+                return type(value)(*converted) if hasattr(value, "_fields") else tuple(converted)
+            return value
+
+        out = convert(item)
+        if sent:
+            self._send_fd = False  # the first batch sent carries the descriptor, later only ids
+        else:
+            self._released[slot] = seq  # nothing of the slot left the worker: free again
+        return out
