@@ -204,3 +204,22 @@ def test_pinned_ring_and_prefetcher_fall_back_quietly(memory_array):
     assert moved[0]["x"].sum().item() == 2 and moved[1][0].item() == 0
     if not torch.cuda.is_available():  # asking for CUDA without it: quietly stays on the host
         assert next(iter(DevicePrefetcher([torch.ones(1)], "cuda"))).device.type == "cpu"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch(local_array, method):
+    def order(loader):
+        return [ids_of(b) for b in loader]
+
+    ds = ZarrIterableDataset(local_array, batch_size=8, seed=7, block_chunks=2)
+    persistent = DataLoader(
+        ds, batch_size=None, num_workers=2, persistent_workers=True, multiprocessing_context=method
+    )
+    seen = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        seen.append(order(persistent))
+        fresh = ZarrIterableDataset(local_array, batch_size=8, seed=7, block_chunks=2)
+        fresh.set_epoch(epoch)
+        assert seen[-1] == order(DataLoader(fresh, batch_size=None, num_workers=2))
+    assert seen[0] != seen[1] != seen[2]

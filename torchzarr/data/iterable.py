@@ -104,6 +104,8 @@ class ZarrIterableDataset(IterableDataset[Any]):
         self.rank, self.world_size = distributed_rank(rank, world_size)
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
+        # The epoch in shared memory: persistent DataLoader workers follow set_epoch too.
+        self._epoch_box = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._live: dict[str, Any] | None = None
         self._ring: Ring | None = None
         self._shared = False
@@ -131,6 +133,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
             >>> ds.set_epoch(2)  # doctest: +SKIP
         """
         self.cursor.set_epoch(epoch)
+        self._epoch_box[0] = self.cursor.epoch
         self._live = None
 
     def layout(self, num_workers: int = 0) -> Layout:
@@ -152,6 +155,8 @@ class ZarrIterableDataset(IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
+        if info is not None and int(self._epoch_box[0]) != self.cursor.epoch:
+            self.cursor.set_epoch(int(self._epoch_box[0]))  # a persistent worker, next epoch
         layout = self.layout(info.num_workers if info is not None else 0)
         remaining, first = self.cursor.begin(layout, worker)
         self.cursor.pending = None
@@ -330,4 +335,5 @@ class ZarrIterableDataset(IterableDataset[Any]):
             >>> ds.load_state_dict(state)  # doctest: +SKIP
         """
         self.cursor.load(state)
+        self._epoch_box[0] = self.cursor.epoch
         self._live = None
