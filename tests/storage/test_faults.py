@@ -15,7 +15,7 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import ReadOnlyError, StoreError, TorchZarrError
-from torchzarr.storage import faults
+from torchzarr.storage import direct_io, faults
 from torchzarr.storage import local as local_module
 from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.faults import FaultInjectedError, FaultyStore, LatencyStore
@@ -219,37 +219,21 @@ def test_array_write_failing_midway_keeps_every_chunk_whole(kind: str, tmp_path:
 
 
 class HalfWrites:
-    """``open`` for LocalStore whose files take half of what is written, then fail (disk full)."""
+    """LocalStore's file writes that store half of the bytes, then fail (a full disk)."""
 
     def __init__(self, fail_key_suffix: str) -> None:
         self.suffix = fail_key_suffix
         self.failed = 0
+        self.real = direct_io.write_new
 
-    def __call__(self, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - returned to the caller
-        name = os.path.basename(os.fspath(path))
-        if "w" not in mode or f".{self.suffix}." not in name:
-            return handle
-        outer = self
-
-        class Half:
-            def __enter__(self) -> Half:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                handle.close()
-
-            def write(self, data: Any) -> int:
-                view = memoryview(data).cast("B")
-                handle.write(view[: len(view) // 2])
-                handle.flush()
-                outer.failed += 1
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(handle, name)
-
-        return Half()
+    def __call__(self, fd: int, value: Any, *, direct: bool) -> None:
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))  # the temporary file
+        if f".{self.suffix}." not in name:
+            return self.real(fd, value, direct=direct)
+        view = memoryview(value).cast("B")
+        os.write(fd, view[: len(view) // 2])
+        self.failed += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 @pytest.mark.parametrize("kind", ["local", "file"])
@@ -259,7 +243,7 @@ def test_disk_full_midway_through_a_chunk_leaves_the_old_chunk(
     store = make_store(kind, tmp_path)
     tz.create_array(store, shape=(64, 8), dtype=torch.float32, chunks=(8, 8))[:] = OLD
     half = HalfWrites("0")  # chunk files named "0": c/<i>/0, every chunk of the array
-    monkeypatch.setattr(local_module, "open", half, raising=False)
+    monkeypatch.setattr(direct_io, "write_new", half)
     arr = tz.open_array(store, mode="r+")
     with pytest.raises(StoreError, match="No space left on device"):
         arr[16:24] = NEW[16:24]
