@@ -6,7 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
+import torchzarr as tz
 from torchzarr.config import config
 from torchzarr.core.engine import is_all_fill, run_parallel
 
@@ -56,3 +58,26 @@ def test_is_all_fill_cases():
     assert is_all_fill(np.full(2, complex(np.nan, 1)), complex(np.nan, 1))
     assert is_all_fill(np.zeros(0), 1)
     assert is_all_fill(np.ones((2, 3)).T, 1.0)
+
+
+def test_a_durable_local_write_that_fails_midway_changes_nothing(tmp_path, monkeypatch):
+    from torchzarr.storage.local import LocalStore
+
+    store = LocalStore(tmp_path / "a.zarr", fsync=True)
+    arr = tz.create_array(store, shape=(64, 8), dtype=torch.float32, chunks=(8, 8))
+    arr[:] = torch.zeros(64, 8)
+    real, calls = LocalStore.stage_many, []
+
+    def fail_third(self, items):
+        calls.append(len(items))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, items)
+
+    monkeypatch.setattr(LocalStore, "stage_many", fail_third)
+    with tz.config.set(threads=2, task_bytes=256), pytest.raises(Exception, match="No space"):
+        arr[:] = torch.ones(64, 8)
+    monkeypatch.undo()
+    assert len(calls) >= 3
+    assert torch.equal(tz.open_array(store)[:], torch.zeros(64, 8))  # all or nothing
+    assert not [p for p in (tmp_path / "a.zarr").rglob("*") if p.name.endswith(".partial")]

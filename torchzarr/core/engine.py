@@ -115,9 +115,12 @@ def run_parallel(
     futures: list[Future[list[R]]] = [
         pool.submit(lambda g: [func(item) for item in g], group) for group in groups[1:]
     ]
-    first = [func(item) for item in groups[0]]  # the calling thread works too
-    results = first
+    results: list[R] = []
     error: BaseException | None = None
+    try:
+        results = [func(item) for item in groups[0]]  # the calling thread works too
+    except BaseException as exc:
+        error = exc
     for fut in futures:
         try:
             results.extend(fut.result())
@@ -280,15 +283,29 @@ def _modify_and_store(
             store.set_many(to_store)
         sizes = [(key, None if data is None else len(data)) for key, data in results]
     else:  # local files: each task writes what it encoded, so file I/O overlaps encoding
+        # Durable stores: tasks stage their files unflushed; all are flushed together, then
+        # renamed into place, at the end (one flush per file per task would wait on the disk
+        # while encoding could go on).
+        staging = bool(store.fsync)
+        staged: list[Any] = []
 
         def build_and_store(group: list[tuple[Any, str]]) -> list[tuple[str, int | None]]:
             built = [build(task) for task in group]
-            store.set_many({key: data for key, data in built if data is not None})
+            data = {key: data for key, data in built if data is not None}
+            if staging:
+                staged.extend(store.stage_many(data))
+            else:
+                store.set_many(data)
             return [(key, None if data is None else len(data)) for key, data in built]
 
         groups = _group(tasks, lambda _: spec.nbytes, config.task_bytes, config.threads)
-        for part in run_parallel(build_and_store, groups, cost=lambda g: len(g) * spec.nbytes):
-            sizes.extend(part)
+        try:
+            for part in run_parallel(build_and_store, groups, cost=lambda g: len(g) * spec.nbytes):
+                sizes.extend(part)
+        except BaseException:
+            store.discard(staged)
+            raise
+        store.publish(staged)
     to_delete = [key for key, size in sizes if size is None]
     if to_delete:
         store.delete_many(to_delete)

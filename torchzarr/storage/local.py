@@ -6,17 +6,34 @@ import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchzarr.errors import StoreError
 from torchzarr.storage import direct_io
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "StagedFile"]
 
 _PARTIAL = ".partial"
+
+
+class StagedFile(NamedTuple):
+    """A value written to a temporary file, waiting for :meth:`LocalStore.publish`."""
+
+    key: str
+    tmp: Path
+    path: Path
+
+
+def _flush(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStore(Store):
@@ -148,52 +165,89 @@ class LocalStore(Store):
         """Write many keys; with ``fsync``, files are synced together and each directory once.
 
         Each value still lands by temp file + rename, after its data is synced: a failure
-        leaves no key half-written (keys renamed before it hold their new value, the rest
-        their old one) and no temp file behind.
+        leaves no key half-written and no temp file behind; with ``fsync`` it leaves every
+        key of the call with its old value.
         """
         overridden = "set" in self.__dict__ or type(self).set is not LocalStore.set
         if not self.fsync or len(items) <= 1 or overridden:  # an overridden set sees every key
             for key, value in items.items():
                 self.set(key, value)
             return
-        entries = list(items.items())
-        for key, _ in entries:
-            self._check_writable(key)
-        directories: dict[Path, None] = {}
-        for start in range(0, len(entries), 128):  # bounded open files
-            self._write_synced(entries[start : start + 128], directories)
-        for directory in directories:
-            self._fsync_dir(directory)
+        self.publish(self.stage_many(items))
 
-    def _write_synced(self, entries: list[tuple[str, Buffer]], dirs: dict[Path, None]) -> None:
-        staged: list[tuple[str, Path, Path, int]] = []
-        key = entries[0][0]
+    def stage_many(self, items: Mapping[str, Buffer]) -> list[StagedFile]:
+        """Write each value to a temporary file beside its key, not yet flushed or visible.
+
+        :meth:`publish` makes them the keys' values; :meth:`discard` drops them. Writers on
+        several threads can stage their parts and publish them all at once.
+
+        Example:
+            >>> import tempfile
+            >>> store = LocalStore(tempfile.mkdtemp(), fsync=True)
+            >>> staged = store.stage_many({"a/0": b"x", "a/1": b"y"})
+            >>> store.get("a/0") is None
+            True
+            >>> store.publish(staged)
+            >>> store.get("a/1")
+            b'y'
+        """
+        staged: list[StagedFile] = []
+        key = ""
         try:
-            for key, value in entries:
+            for key, value in items.items():
+                self._check_writable(key)
                 path = self._path(key)
                 tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, direct = direct_io.open_new(str(tmp), direct=self._direct(value))
-                staged.append((key, tmp, path, fd))
-                direct_io.write_new(fd, value, direct=direct)
-            for entry in staged:  # every file written: now sync them back to back
-                key = entry[0]
-                os.fsync(entry[3])
-            for entry in staged:
-                key, tmp, path = entry[0], entry[1], entry[2]
-                os.replace(tmp, path)
-                dirs[path.parent] = None
+                staged.append(StagedFile(key, tmp, path))
+                try:
+                    direct_io.write_new(fd, value, direct=direct)
+                    if self.fsync and not direct:
+                        direct_io.start_writeback(fd)  # publish's fsync then waits less
+                finally:
+                    os.close(fd)
         except BaseException as err:
-            for _, tmp, _, _ in staged:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()  # already renamed: gone; else the partial file goes
+            self.discard(staged)
             if isinstance(err, OSError):
                 raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
             raise
+        return staged
+
+    def publish(self, staged: Sequence[StagedFile], threads: int = 8) -> None:
+        """Rename staged files into place; with ``fsync``, flush them first, together.
+
+        The flushes run on a few threads (the file system merges concurrent ones into few
+        journal commits), then every file is renamed, then each directory flushed once. If
+        a flush fails, nothing is renamed and every staged file is removed.
+        """
+        if not staged:
+            return
+        pool = ThreadPoolExecutor(max(1, min(threads, len(staged))), "torchzarr-fsync")
+        try:
+            if self.fsync:
+                list(pool.map(lambda entry: _flush(str(entry.tmp)), staged))
+            directories: dict[Path, None] = {}
+            for entry in staged:
+                os.replace(entry.tmp, entry.path)
+                directories[entry.path.parent] = None
+            if self.fsync:
+                list(pool.map(self._fsync_dir, directories))
+        except OSError as err:
+            self.discard(staged)
+            raise StoreError(f"cannot write {staged[0].key!r} to {self}: {err}") from err
+        except BaseException:
+            self.discard(staged)
+            raise
         finally:
-            for *_, fd in staged:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            pool.shutdown()
+
+    @staticmethod
+    def discard(staged: Sequence[StagedFile]) -> None:
+        """Remove staged files not yet published (those already renamed are gone)."""
+        for entry in staged:
+            with contextlib.suppress(OSError):
+                entry.tmp.unlink()
 
     def _direct(self, value: Buffer) -> bool:
         return self.direct_io and memoryview(value).nbytes >= direct_io.DIRECT_MIN_BYTES
