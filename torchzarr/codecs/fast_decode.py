@@ -98,12 +98,16 @@ def _zstd_context() -> Any:
     return ctx.ptr
 
 
-def _source(data: Any) -> tuple[Any, int, bytes]:
-    """A pointer-able form of ``data`` (bytes pass as is, no copy), its length, its head."""
+def _source(data: Any) -> tuple[Any, int]:
+    """A pointer-able form of ``data`` (bytes pass as is, no copy) and its length."""
     if isinstance(data, bytes):
-        return data, len(data), data[:16]
+        return data, len(data)
     array = np.frombuffer(data, dtype=np.uint8)
-    return ctypes.c_char_p(array.ctypes.data), array.size, array[:16].tobytes()
+    return ctypes.c_char_p(array.ctypes.data), array.size
+
+
+# ZSTD_isError without a second foreign call: error codes are the last values of size_t.
+_ZSTD_ERROR_FLOOR = 2 ** (8 * ctypes.sizeof(_c_size_t)) - 128
 
 
 def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
@@ -122,11 +126,11 @@ def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
         b'abcd'
     """
     cap = out.nbytes
-    src, size, head = _source(data)
-    dest = out.ctypes.data
+    src, size = _source(data)
+    dest = out.__array_interface__["data"][0]
     if codec_id == "zstd":
         n = _ZSTD.ZSTD_decompressDCtx(_zstd_context(), dest, cap, src, size)
-        if _ZSTD.ZSTD_isError(n):
+        if n >= _ZSTD_ERROR_FLOOR and _ZSTD.ZSTD_isError(n):
             name = _ZSTD.ZSTD_getErrorName(n).decode(errors="replace")
             raise ChunkDecodeError(f"zstd codec: {name} (expected {cap} bytes)")
         if n != cap:
@@ -135,6 +139,7 @@ def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
             )
         return
     # blosc: its header states both sizes; the compressed one must match, or it reads past data
+    head = bytes(memoryview(data).cast("B")[:16])
     if len(head) < 16:
         raise ChunkDecodeError(f"blosc codec: {len(head)} bytes cannot hold the 16-byte header")
     nbytes, cbytes = int.from_bytes(head[4:8], "little"), int.from_bytes(head[12:16], "little")

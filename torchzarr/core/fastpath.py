@@ -154,6 +154,8 @@ class ChunkReader:
         self.zstd = _zstd_codec(pipeline)  # the codec, where the fast zstd path applies
         shape = self.chunk_shape
         self.row_bytes = self.nbytes // shape[0] if shape and self.zstd is not None else 0
+        # zstd and blosc frames of a chunk stay below this (incompressible data included)
+        self.read_hint = self.nbytes + self.nbytes // 128 + 1024
         self.chunks = self.missing = self.bytes_fetched = 0
 
     # -- files ------------------------------------------------------------------------------
@@ -174,13 +176,14 @@ class ChunkReader:
         if fd is None:
             return None
         try:
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size)
-            while len(data) < size:  # a short read (signals): keep going
-                more = os.read(fd, size - len(data))
-                if not more:
-                    break
-                data += more
+            # One read of up to the largest size a chunk encodes to, no fstat: most chunk
+            # files come in one system call; a bigger one is read on to its end.
+            data = os.read(fd, self.read_hint)
+            if len(data) == self.read_hint:
+                parts = [data]
+                while more := os.read(fd, max(self.read_hint, 1 << 16)):
+                    parts.append(more)
+                data = b"".join(parts)
             return data
         except _MISSING:
             return None
