@@ -352,3 +352,23 @@ def test_whole_chunks_are_encoded_from_any_layout(tmp_path, zarr_format):
     expected[8:12, 5:10] = 3
     np.testing.assert_array_equal(arr[:].numpy(), expected)
     assert arr.nchunks_initialized == 2  # the four chunks of rows 0-7 were deleted
+
+
+def test_a_chunk_file_longer_than_the_read_hint_is_read_to_its_end(tmp_path):
+    tz.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=(4096,),
+        chunks=(4096,),
+        dtype=torch.float32,
+        compressors="balanced",
+    )
+    values = torch.rand(4096)  # incompressible: zstd frames as long as the data
+    raw = values.numpy().tobytes()
+    zstd = numcodecs.Zstd(level=1)
+    skippable = b"\x50\x2a\x4d\x18" + (8192).to_bytes(4, "little") + bytes(8192)
+    # two frames with a skippable frame between: well past nbytes + nbytes/128 + 1024
+    (tmp_path / "a.zarr" / "c" / "0").parent.mkdir(parents=True, exist_ok=True)
+    blob = zstd.encode(raw[:8192]) + skippable + zstd.encode(raw[8192:])
+    (tmp_path / "a.zarr" / "c" / "0").write_bytes(blob)
+    assert len(blob) > 16384 + 16384 // 128 + 1024
+    assert torch.equal(tz.open_array(str(tmp_path / "a.zarr"))[:], values)
