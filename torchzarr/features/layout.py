@@ -13,6 +13,7 @@ import torch
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
+from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.errors import MetadataError
 from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
@@ -80,9 +81,7 @@ def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
     store is writable (writes in this process drop them; a refresh opens fresh handles)."""
     cached = {name: arr.with_cache(cache) for name, arr in arrays.items()}
     for arr in cached.values():
-        reader = arr._source.shard_reader
-        if reader is not None:
-            reader.keep_indexes()
+        keep_shard_indexes(arr)
     return cached
 
 

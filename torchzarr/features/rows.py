@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.core import row_gather
 from torchzarr.core.array import Array
-from torchzarr.core.engine import run_parallel
 from torchzarr.errors import InvalidKeyError, ShapeMismatchError
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
 from torchzarr.tensors import allocate, storage_view
@@ -86,12 +86,12 @@ def gather_rows(
     rows = plan.rows
     on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
     pin = pin_memory or (dest is not None and dest.device.type == "cuda")
-    reader = arr._source.shard_reader if rows.size and plan.all_found else None
-    if reader is not None:  # the engine's reader: cached shard indexes, partial reads
+    if rows.size and plan.all_found and arr.shards is not None:
+        # the engine's shard reader: cached shard indexes, partial reads, one layout pass
         result = dest if on_cpu else allocate(shape, arr.data_type, pin_memory=pin)
         assert result is not None
         wanted = rows[plan.select.numpy()]
-        if reader.gather_rows(wanted, storage_view(result, arr.data_type), run_parallel):
+        if row_gather.gather_rows(arr, wanted, storage_view(result, arr.data_type)):
             return _deliver(result, dest)
     selection: Any = rows
     if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one run of rows: a slice
