@@ -13,6 +13,7 @@ import numpy as np
 
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.fastpath import is_raw, local_root, needs_swap
+from torchzarr.core.shard_files import open_shards
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
 
@@ -21,6 +22,8 @@ __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 #: byte ranges closer than this are fetched as one request
 COALESCE_GAP = 1 << 16
 _INDEX_CACHE_ENTRIES = 4096
+#: raw (uncompressed) local pieces up to this many bytes are read on the calling thread
+_INLINE_RAW_BYTES = 8 << 20
 
 # Writes to sharded arrays per store identity in this process: a reader drops its cached
 # indexes when the count moved, so a write through any Array is seen by every reader, and a
@@ -305,6 +308,11 @@ class ShardReader:
             by_key: dict[str, list[_Piece]] = {}
             for piece in pieces:
                 by_key.setdefault(piece[0], []).append(piece)
+            if self._raw and sum(piece[2] for piece in pieces) <= _INLINE_RAW_BYTES:
+                # raw pieces are a pread each: threads would only pass the GIL around
+                for key, group in by_key.items():
+                    self._read_file(base, key, group)
+                return
             run_parallel(
                 lambda group: self._read_file(base, *group),
                 list(by_key.items()),
@@ -339,9 +347,18 @@ class ShardReader:
         run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
 
     def _read_file(self, root: str, key: str, pieces: list[_Piece]) -> None:
-        """Read one local shard's pieces through one file descriptor."""
+        """Read one local shard's pieces through one file descriptor.
+
+        A reader that caches shard indexes keeps the file open too (``shard_files``): the
+        descriptor shows the version the cached index describes.
+        """
+        path = f"{root}/{key}"  # keys come from the metadata
+        keep = self._cache is not None
         try:
-            fd = os.open(f"{root}/{key}", os.O_RDONLY)  # keys come from the metadata
+            if keep:
+                fd = open_shards.acquire(path, _writes_to(self._identity))
+            else:
+                fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
         try:
@@ -358,7 +375,10 @@ class ShardReader:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
                 self._decode(key, coords, data, target)
         finally:
-            os.close(fd)
+            if keep:
+                open_shards.release(path, fd)
+            else:
+                os.close(fd)
 
     def _decode(self, key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
         if target.flags.c_contiguous:

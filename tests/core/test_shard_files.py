@@ -1,0 +1,103 @@
+"""Open shard files kept between reads: reuse, versions, eviction, in-use safety."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+import torchzarr as tz
+from torchzarr.core import shard_files
+from torchzarr.core.shard_files import OpenShards
+
+
+def _files(tmp_path, n):
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"s{i}"
+        path.write_bytes(bytes([i]) * 8)
+        paths.append(str(path))
+    return paths
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_descriptors_are_reused_and_reopened_for_a_new_version(tmp_path):
+    (path,) = _files(tmp_path, 1)
+    files = OpenShards(limit=4)
+    fd = files.acquire(path, version=0)
+    files.release(path, fd)
+    assert files.acquire(path, version=0) == fd  # no second open
+    files.release(path, fd)
+    (tmp_path / "new").write_bytes(b"\x07" * 8)
+    os.replace(tmp_path / "new", path)  # replaced, as a writer does, then a new version
+    assert os.pread(fd, 1, 0) == b"\x00"  # the kept descriptor still shows the old file
+    newer = files.acquire(path, version=1)
+    assert os.pread(newer, 1, 0) == b"\x07" and len(files) == 1
+    files.release(path, newer)
+
+
+def test_idle_descriptors_are_evicted_oldest_first_busy_ones_never(tmp_path):
+    paths = _files(tmp_path, 4)
+    files = OpenShards(limit=2)
+    busy = files.acquire(paths[0], 0)  # kept in use
+    idle = files.acquire(paths[1], 0)
+    files.release(paths[1], idle)
+    third = files.acquire(paths[2], 0)
+    files.release(paths[2], third)
+    assert _is_open(busy) and not _is_open(idle) and len(files) == 2
+    assert os.pread(busy, 1, 0) == b"\x00"
+    files.release(paths[0], busy)
+
+
+def test_a_descriptor_dropped_in_use_closes_when_returned(tmp_path):
+    paths = _files(tmp_path, 2)
+    files = OpenShards(limit=8)
+    fd = files.acquire(paths[0], 0)
+    files.forget(str(tmp_path))
+    assert _is_open(fd) and len(files) == 0  # its user still reads through it
+    assert os.pread(fd, 1, 0) == b"\x00"
+    files.release(paths[0], fd)
+    assert not _is_open(fd)
+
+
+def test_after_fork_no_descriptor_counts_as_in_use(tmp_path):
+    paths = _files(tmp_path, 2)
+    files = OpenShards(limit=1)
+    fd = files.acquire(paths[0], 0)  # in use when the "fork" happens
+    files._after_fork()
+    other = files.acquire(paths[1], 0)  # the limit now evicts the first one
+    assert not _is_open(fd) and len(files) == 1
+    files.release(paths[1], other)
+
+
+def test_sharded_reads_keep_files_open_and_see_writes_made_here(tmp_path):
+    path = tmp_path / "a.zarr"
+    arr = tz.create_array(
+        str(path),
+        shape=(64, 4),
+        dtype=torch.float32,
+        chunks=(4, 4),
+        shards=(16, 4),
+        compressors=None,
+    )
+    arr[:] = torch.arange(256, dtype=torch.float32).reshape(64, 4)
+    shard_files.open_shards.forget(str(path))
+    reader = tz.open_array(str(path), mode="r")
+    rows = np.array([1, 20, 40, 63])
+    out = np.empty((4, 4), np.float32)
+    from torchzarr.core.row_gather import gather_rows
+
+    assert gather_rows(reader, rows, out)
+    kept = [p for p in shard_files.open_shards._open if p.startswith(str(path))]
+    assert len(kept) == 4  # one per shard touched, left open
+    arr[40] = torch.full((4,), -1.0)  # a write in this process: a new version
+    assert gather_rows(reader, rows, out)
+    assert out[2].tolist() == [-1.0] * 4 and out[0].tolist() == [4.0, 5.0, 6.0, 7.0]
