@@ -101,3 +101,32 @@ def test_sharded_reads_keep_files_open_and_see_writes_made_here(tmp_path):
     arr[40] = torch.full((4,), -1.0)  # a write in this process: a new version
     assert gather_rows(reader, rows, out)
     assert out[2].tolist() == [-1.0] * 4 and out[0].tolist() == [4.0, 5.0, 6.0, 7.0]
+
+
+def test_a_fresh_index_never_reads_through_an_older_kept_file(tmp_path):
+    from torchzarr.core.row_gather import gather_rows, keep_shard_indexes
+
+    path = tmp_path / "b.zarr"
+    arr = tz.create_array(
+        str(path),
+        shape=(32, 2),
+        dtype=torch.int32,
+        chunks=(4, 2),
+        shards=(16, 2),
+        compressors=None,
+    )
+    arr[:8] = torch.arange(16, dtype=torch.int32).reshape(8, 2)  # rows 8.. are fill (0)
+    first = tz.open_array(str(path), mode="r")
+    out = np.empty((2, 2), np.int32)
+    assert gather_rows(first, np.array([1, 9]), out) and out[1].tolist() == [0, 0]
+    # Another process appends rows 8..11: the shard file is replaced. This process's
+    # write counter does not move, so only the fresh index tells the file changed.
+    other = tmp_path / "other.zarr"
+    os.rename(path, other)
+    writer = tz.open_array(str(other), mode="r+")
+    writer[8:12] = torch.full((4, 2), 7, dtype=torch.int32)
+    os.rename(other, path)
+    second = tz.open_array(str(path), mode="r")  # a reopen (a refresh): fresh indexes
+    keep_shard_indexes(second)
+    assert gather_rows(second, np.array([1, 9]), out)
+    assert out.tolist() == [[2, 3], [7, 7]]

@@ -94,6 +94,12 @@ class OpenShards:
                     del self._doomed[fd]
                     os.close(fd)
 
+    def discard(self, path: str) -> None:
+        """Close (or close once returned) the descriptor kept for exactly ``path``."""
+        with self._lock:
+            if path in self._open:
+                self._drop(path)
+
     def forget(self, prefix: str = "") -> None:
         """Close (or close once returned) every descriptor of a path below ``prefix``."""
         with self._lock:

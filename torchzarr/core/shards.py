@@ -155,6 +155,10 @@ class ShardReader:
         n = self.index_nbytes
         where = ByteRange(-n) if self.codec.index_location == "end" else ByteRange(0, n)
         raws = self.source.store.get_ranges([(key, where) for key in missing])
+        root = local_root(self.source.store) if self._cache is not None else None
+        if root is not None:  # a kept file may be an older version than this index
+            for key in missing:
+                open_shards.discard(f"{root}/{key}")
         for key, raw in zip(missing, raws, strict=True):
             if raw is None:
                 found[key] = None
