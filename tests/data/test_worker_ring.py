@@ -86,14 +86,16 @@ def test_dict_sources_transforms_and_collation(tmp_path):
     )
     group.create_array("y", shape=(n,), dtype=torch.bfloat16, chunks=(10,))[:] = torch.arange(n)
 
-    def transform(batch):  # a view derived from the slot and a new tensor
-        return {"x": batch["x"][:, :2], "y": batch["y"].float(), "raw": batch["x"]}
+    def transform(batch):  # views derived from the slot (tensor, numpy) and a new tensor
+        x = batch["x"]
+        return {"x": x[:, :2], "y": batch["y"].float(), "raw": x, "np": x[:, 0].numpy()}
 
     ds = tz.ZarrIterableDataset(group, batch_size=5, seed=0, transform=transform)
     batches = list(DataLoader(ds, batch_size=None, num_workers=2))
     assert sorted(v for b in batches for v in b["x"][:, 0].tolist()) == list(range(n))
     for b in batches:
         assert torch.equal(b["y"], b["x"][:, 0].float()) and torch.equal(b["raw"][:, :2], b["x"])
+        assert b["np"].tolist() == b["x"][:, 0].tolist()
     # The DataLoader may also collate the dataset's batches (RingTensors are tensors there).
     plain = tz.ZarrIterableDataset(group, batch_size=5, seed=0, drop_last=True)
     stacked = list(DataLoader(plain, batch_size=2, num_workers=2))

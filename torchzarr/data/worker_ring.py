@@ -258,8 +258,9 @@ class WorkerRing:
     def wrap(self, item: Any) -> Any:
         """``item`` (the batch, transformed or not) with the slot's tensors as RingTensors.
 
-        Tensors the transform derived from the slot (views of it) are copied out, so that
-        nothing else refers to memory the worker will reuse.
+        Tensors and numpy arrays the transform derived from the slot (views of it) are
+        copied out: the DataLoader pickles a batch later, on its queue's thread, by when the
+        worker may have reused a slot nothing keeps lent.
 
         Example:
             >>> ring = WorkerRing({"x": ((1,), torch.int8)}, batch_size=2, slots=3)
@@ -289,6 +290,9 @@ class WorkerRing:
                 if low <= value.untyped_storage().data_ptr() < low + self.size:
                     return value.clone()
                 return value
+            if isinstance(value, np.ndarray):  # pickled later, on the queue's thread: copy now
+                start = value.__array_interface__["data"][0]
+                return value.copy() if low <= start < low + self.size else value
             if isinstance(value, dict):
                 return {k: convert(v) for k, v in value.items()}
             if isinstance(value, list):
