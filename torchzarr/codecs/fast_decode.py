@@ -157,7 +157,7 @@ def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
         raise ChunkDecodeError(f"blosc codec: decompression failed (code {n})")
 
 
-def decompress_prefix(data: bytes, out: np.ndarray) -> None:
+def decompress_prefix(data: Any, out: np.ndarray) -> None:
     """Decompress only the first ``out.nbytes`` bytes of a zstd frame into ``out``.
 
     zstd stops after the block that fills ``out``: reading a few rows of a large chunk
@@ -175,8 +175,8 @@ def decompress_prefix(data: bytes, out: np.ndarray) -> None:
     """
     lib, ctx = _ZSTD, _zstd_context()
     lib.ZSTD_DCtx_reset(ctx, 1)  # ZSTD_reset_session_only: a previous frame may be unfinished
-    source = ctypes.c_char_p(data)
-    inbuf = _Buffer(ctypes.cast(source, _c_void_p), len(data), 0)
+    source, size = _source(data)
+    inbuf = _Buffer(ctypes.cast(source, _c_void_p), size, 0)
     outbuf = _Buffer(out.ctypes.data, out.nbytes, 0)
     while outbuf.pos < outbuf.size:
         ret = lib.ZSTD_decompressStream(ctx, ctypes.byref(outbuf), ctypes.byref(inbuf))

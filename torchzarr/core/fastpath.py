@@ -17,7 +17,7 @@ from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.local import LocalStore
 
-__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root", "needs_swap"]
+__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root", "needs_swap", "read_buffer"]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
@@ -120,6 +120,21 @@ def _scratch(nbytes: int) -> np.ndarray:
     return buf
 
 
+def read_buffer(nbytes: int) -> memoryview:
+    """A per-thread buffer of ``nbytes`` to read a chunk file into (reused by the next one).
+
+    Example:
+        >>> len(read_buffer(10))
+        10
+    """
+    if nbytes > _SCRATCH_MAX:
+        return memoryview(bytearray(nbytes))
+    buf = getattr(_local, "read_buf", None)
+    if buf is None or len(buf) < nbytes:
+        buf = _local.read_buf = memoryview(bytearray(nbytes))
+    return buf[:nbytes]
+
+
 class ChunkReader:
     """Reads, decodes and scatters one chunk of a batch; a task runs it over many chunks.
 
@@ -171,20 +186,26 @@ class ChunkReader:
         except OSError as err:
             raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
 
-    def _read_file(self, key: str) -> bytes | None:
+    def _read_file(self, key: str) -> Any:
+        """The file's bytes: a view of this thread's read buffer, valid until its next read.
+
+        One read of up to the largest size a chunk encodes to, no ``fstat``, into memory
+        reused chunk after chunk (a fresh ``bytes`` per read lands on new pages, which
+        cost as much as the decode here); a bigger file is read on to its end.
+        """
         fd = self._open(key)
         if fd is None:
             return None
         try:
-            # One read of up to the largest size a chunk encodes to, no fstat: most chunk
-            # files come in one system call; a bigger one is read on to its end.
-            data = os.read(fd, self.read_hint)
-            if len(data) == self.read_hint:
-                parts = [data]
-                while more := os.read(fd, max(self.read_hint, 1 << 16)):
-                    parts.append(more)
-                data = b"".join(parts)
-            return data
+            hint = self.read_hint
+            buf = read_buffer(hint)
+            got = os.readv(fd, [buf])
+            if got < hint:
+                return buf[:got]
+            parts = [bytes(buf)]
+            while more := os.read(fd, max(hint, 1 << 16)):
+                parts.append(more)
+            return b"".join(parts)
         except _MISSING:
             return None
         except OSError as err:
@@ -273,7 +294,7 @@ class ChunkReader:
 
     def _prefix(self, projection: Any, data: Any) -> int:
         """Bytes of the chunk to decode for a partial read, or 0 for all of it."""
-        if not self.row_bytes or self.cache is not None or not isinstance(data, bytes):
+        if not self.row_bytes or self.cache is not None:
             return 0
         rows = _rows_needed(projection.chunk_selection[0])
         prefix = rows * self.row_bytes if rows is not None else self.nbytes

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
-from torchzarr.core.fastpath import is_raw, local_root, needs_swap
+from torchzarr.core.fastpath import is_raw, local_root, needs_swap, read_buffer
 from torchzarr.core.shard_files import open_shards
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
@@ -374,8 +374,8 @@ class ShardReader:
                             f"inner chunk {coords} of shard {key!r} is truncated"
                         )
                     continue
-                data = os.pread(fd, size, off)
-                if len(data) != size:
+                data = read_buffer(size)  # reused memory: fresh bytes would land on new pages
+                if os.preadv(fd, [data], off) != size:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
                 self._decode(key, coords, data, target)
         finally:
