@@ -23,6 +23,9 @@ _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
 _TINY = 8 << 10  # decoded chunks below this are read on the calling thread alone
 _local = threading.local()
+# Chunk files below this are read into a new bytes object; larger ones into reused memory
+# (glibc serves big allocations with fresh pages, each faulted in on first touch).
+_FRESH_READ_MAX = 128 << 10
 
 
 def local_root(store: Any) -> str | None:
@@ -198,11 +201,17 @@ class ChunkReader:
             return None
         try:
             hint = self.read_hint
-            buf = read_buffer(hint)
-            got = os.readv(fd, [buf])
-            if got < hint:
-                return buf[:got]
-            parts = [bytes(buf)]
+            if hint < _FRESH_READ_MAX:  # small: a new bytes object is heap memory, and
+                data = os.read(fd, hint)  # bytes pass to the decoders without conversion
+                if len(data) < hint:
+                    return data
+                parts = [data]
+            else:
+                buf = read_buffer(hint)
+                got = os.readv(fd, [buf])
+                if got < hint:
+                    return buf[:got]
+                parts = [bytes(buf)]
             while more := os.read(fd, max(hint, 1 << 16)):
                 parts.append(more)
             return b"".join(parts)
