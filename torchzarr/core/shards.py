@@ -317,9 +317,16 @@ class ShardReader:
                 for key, group in by_key.items():
                     self._read_file(base, key, group)
                 return
+            # Raw pieces: one task per shard (a pread each). Encoded pieces: one task per
+            # piece, so that the inner chunks of one shard decode on all threads.
+            groups = (
+                list(by_key.items())
+                if self._raw
+                else [(key, [piece]) for key, group in by_key.items() for piece in group]
+            )
             run_parallel(
                 lambda group: self._read_file(base, *group),
-                list(by_key.items()),
+                groups,
                 cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
             )
             return
