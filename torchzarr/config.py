@@ -10,10 +10,16 @@ from typing import Any
 
 from torchzarr.forksafe import new_lock
 
-__all__ = ["Config", "config"]
+__all__ = ["Config", "config", "default_threads"]
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
+    """The CPUs this process may use: the engine's default thread count.
+
+    Example:
+        >>> default_threads() >= 1
+        True
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS
@@ -62,7 +68,7 @@ class Config:
         1
     """
 
-    threads: int = _default_threads()
+    threads: int = default_threads()
     io_batch_bytes: int = 256 << 20
     task_bytes: int = 1 << 20
     cache_bytes: int = 512 << 20

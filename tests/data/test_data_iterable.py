@@ -223,3 +223,24 @@ def test_persistent_workers_follow_set_epoch(local_array, method):
         fresh.set_epoch(epoch)
         assert seen[-1] == order(DataLoader(fresh, batch_size=None, num_workers=2))
     assert seen[0] != seen[1] != seen[2]
+
+
+def _with_threads(batch):
+    return batch, tz.config.threads
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_workers_share_the_cores_unless_threads_were_set(local_array, explicit):
+    from torchzarr.config import default_threads
+
+    cores = default_threads()
+    wanted = cores + 3 if explicit else max(1, cores // 2)
+    ds = ZarrIterableDataset(local_array, batch_size=8, transform=_with_threads)
+    with tz.config.set(threads=cores + 3 if explicit else cores):
+        loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork")
+        seen = {threads for _, threads in loader}
+        assert tz.config.threads == (cores + 3 if explicit else cores)  # the main process
+    assert seen == {wanted}
+    mapped = tz.ZarrDataset(local_array, transform=lambda x: x)
+    in_map = DataLoader(mapped, batch_size=4, num_workers=2, multiprocessing_context="fork")
+    assert next(iter(in_map)).shape == (4, 3)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from torchzarr.data.sources import Item, Source, take_rows
+from torchzarr.data.sources import Item, Source, share_cores_in_worker, take_rows
 
 __all__ = ["ZarrDataset"]
 
@@ -59,6 +59,7 @@ class ZarrDataset(Dataset[Any]):
         return f"ZarrDataset({self.source!r})"
 
     def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        share_cores_in_worker()
         ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self.source)
         ids = np.where(ids < 0, ids + n, ids)

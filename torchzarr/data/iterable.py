@@ -15,7 +15,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchzarr.data.cursor import Cursor
 from torchzarr.data.partition import EpochOrder, Intervals, Layout, slot_pieces, total
 from torchzarr.data.pinned import PinnedRing
-from torchzarr.data.sources import Item, Source, distributed_rank, take_rows
+from torchzarr.data.sources import (
+    Item,
+    Source,
+    distributed_rank,
+    share_cores_in_worker,
+    take_rows,
+)
 from torchzarr.data.worker_ring import WorkerRing, ring_slots
 
 __all__ = ["ZarrIterableDataset"]
@@ -155,6 +161,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
+        share_cores_in_worker()
         if info is not None and int(self._epoch_box[0]) != self.cursor.epoch:
             self.cursor.set_epoch(int(self._epoch_box[0]))  # a persistent worker, next epoch
         layout = self.layout(info.num_workers if info is not None else 0)

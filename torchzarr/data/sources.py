@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
+from torchzarr.config import config, default_threads
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.group import Group
@@ -17,6 +19,29 @@ from torchzarr.core.group import Group
 __all__ = ["Source", "distributed_rank", "take_rows"]
 
 Item = torch.Tensor | dict[str, torch.Tensor]
+
+
+_cores_shared_in: int | None = None  # the pid where share_cores_in_worker last acted
+
+
+def share_cores_in_worker() -> None:
+    """In a DataLoader worker, give this process's engine its share of the cores (once).
+
+    ``W`` workers on ``C`` cores each decode on ``max(1, C // W)`` threads, so that the
+    workers' pools together do not oversubscribe the machine. A ``tz.config.threads``
+    changed from its default is left as it is. Elsewhere nothing happens.
+
+    Example:
+        >>> share_cores_in_worker()  # the main process: no change
+    """
+    global _cores_shared_in
+    info = get_worker_info()
+    if info is None or _cores_shared_in == os.getpid():
+        return
+    _cores_shared_in = os.getpid()
+    cores = default_threads()
+    if config.threads == cores:
+        config.threads = max(1, cores // max(1, info.num_workers))
 
 
 def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
