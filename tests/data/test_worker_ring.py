@@ -178,3 +178,12 @@ def test_without_a_ring_batches_still_arrive(local_array, monkeypatch):
     assert not worker_ring._mapped
     for batch in batches:
         _check(batch)
+
+
+def test_a_slot_whose_batch_was_never_wrapped_comes_back():
+    ring = WorkerRing({"x": ((1,), torch.int8)}, batch_size=2, slots=3)
+    ring.next(2)  # gathering failed: wrap never called for it
+    for _ in range(6):  # every slot stays usable, the abandoned one included
+        assert ring.next(2) is not None
+        ring.wrap({"other": torch.zeros(1)})
+    assert all(ring._seqs % 2 == 0) and (ring._seqs == ring._released).all()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import threading
 import uuid
 import weakref
 from multiprocessing.reduction import DupFd
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from torchzarr.errors import WorkerBatchError
+from torchzarr.forksafe import new_lock
 
 __all__ = ["RingTensor", "WorkerRing", "ring_slots"]
 
@@ -42,7 +42,7 @@ DEFAULT_RING_BYTES = 256 * 2**20
 _mapped: dict[str, tuple[int, mmap.mmap, np.ndarray, np.ndarray]] = {}
 # Main process: (ring id, slot, sequence) -> the slot's memory, while tensors use it.
 _lent: weakref.WeakValueDictionary[tuple[str, int, int], np.ndarray] = weakref.WeakValueDictionary()
-_mapped_lock = threading.Lock()
+_mapped_lock = new_lock()  # the pin-memory thread rebuilds batches too
 
 
 def _round_up(n: int, to: int) -> int:
@@ -238,6 +238,11 @@ class WorkerRing:
         None when every slot is still lent to the main process (it keeps that many
         batches): gather this batch elsewhere.
         """
+        if self._current is not None:  # the last batch never reached wrap (its read failed)
+            abandoned = self._current[0]
+            self._seqs[abandoned] += 1
+            self._released[abandoned] = self._seqs[abandoned]
+            self._current = None
         for step in range(self.slots):
             slot = (self._next + step) % self.slots
             if self._released[slot] == self._seqs[slot]:  # never used, or given back
