@@ -47,7 +47,7 @@ def test_batches_kept_across_steps_stay_intact(local_array, method):
     worker_ring._mapped.clear()
     ds = tz.ZarrIterableDataset(local_array, batch_size=4, seed=1, block_chunks=2)
     loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=method)
-    batches = list(loader)  # 26 kept: more than a ring's 10 slots, so some go the usual way
+    batches = list(loader)  # 26 kept: more than a ring's 8 slots, so some go the usual way
     _every_sample(batches, ds, batch_size=4)
     for batch in batches:
         _check(batch)
@@ -158,9 +158,9 @@ def test_a_slot_is_lent_until_every_tensor_on_it_is_freed():
 
 
 def test_ring_sizes_and_fallbacks(local_array, monkeypatch):
-    assert ring_slots(2, 1 << 20) == 10 and ring_slots(8, 1 << 20) == 34
-    assert ring_slots(2, 40 << 20) == 6  # budget-bound, still above the default read-ahead
-    assert ring_slots(2, 64 << 20) == 0  # too big: the DataLoader's usual way
+    assert ring_slots(1 << 20) == 8
+    assert ring_slots(16 << 20) == 4  # budget-bound
+    assert ring_slots(32 << 20) == 0  # too big: the DataLoader's usual way
     with pytest.raises(ValueError, match="at least 3"):
         WorkerRing({"x": ((1,), torch.int8)}, batch_size=1, slots=2)
     monkeypatch.delattr(os, "memfd_create")

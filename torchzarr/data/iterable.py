@@ -62,7 +62,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         pin_memory: gather batches into a reusable pinned ring (pageable without CUDA);
             only in the main process (with workers use ``DataLoader(pin_memory=True)``).
         worker_buffers: slots of each DataLoader worker's batch ring (0: enough for the
-            DataLoader's read-ahead, ``4 * num_workers + 2``, within 256 MiB). With
+            DataLoader's read-ahead and a few held batches, 8, within 64 MiB). With
             ``batch_size`` set, workers gather batches into one shared-memory ring each
             (Linux), and the main process gets them as tensors on it: no copy and no fresh
             segment per batch, several times faster than PyTorch's own transfer. A slot is
@@ -196,7 +196,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         # In a DataLoader worker: batches cross to the main process through one shared ring,
         # else (no memfd, or batches too big for the ring budget) the usual way.
         row_bytes = sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
-        slots = self.worker_buffers or ring_slots(num_workers, self.batch_size * row_bytes)
+        slots = self.worker_buffers or ring_slots(self.batch_size * row_bytes)
         self._ring = WorkerRing.create(specs, self.batch_size, slots)
         return self._ring
 

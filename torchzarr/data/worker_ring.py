@@ -36,7 +36,10 @@ __all__ = ["RingTensor", "WorkerRing", "ring_slots"]
 _PAGE = mmap.PAGESIZE
 _ALIGN = 64
 #: Largest ring a worker creates by default; bigger batches go the DataLoader's usual way.
-DEFAULT_RING_BYTES = 256 * 2**20
+DEFAULT_RING_BYTES = 64 * 2**20
+#: Slots of a default ring: the DataLoader's read-ahead per worker (``prefetch_factor``, 2
+#: by default) and a few batches the caller holds; more held batches go the usual way.
+DEFAULT_RING_SLOTS = 8
 
 # Main process: ring id -> (worker pid, mapping, slot sequence numbers, released marks).
 _mapped: dict[str, tuple[int, mmap.mmap, np.ndarray, np.ndarray]] = {}
@@ -49,23 +52,21 @@ def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def ring_slots(num_workers: int, slot_bytes: int, budget: int = DEFAULT_RING_BYTES) -> int:
-    """Slots for a worker's ring: the DataLoader's read-ahead plus a few, within ``budget``.
+def ring_slots(slot_bytes: int, budget: int = DEFAULT_RING_BYTES) -> int:
+    """Slots for a worker's ring of ``slot_bytes`` slots: 8, fewer within ``budget``, or 0.
 
-    The DataLoader keeps up to ``prefetch_factor * num_workers`` batches in flight, all of
-    them possibly from one worker once the others are done; ``4 * num_workers + 2`` covers a
-    ``prefetch_factor`` of 4 (the default is 2). Returns 0 (no ring) when even
-    ``2 * num_workers + 2`` slots exceed ``budget``.
+    Slots are lent, never overwritten while in use, so a ring smaller than what is in
+    flight only sends some batches the DataLoader's usual way. Returns 0 (no ring) when not
+    even 3 slots fit the budget.
 
     Example:
-        >>> ring_slots(2, 2**20)
-        10
-        >>> ring_slots(2, 2**30)
+        >>> ring_slots(2**20)
+        8
+        >>> ring_slots(2**30)
         0
     """
-    wanted, least = 4 * max(1, num_workers) + 2, 2 * max(1, num_workers) + 2
     fits = budget // max(1, slot_bytes)
-    return 0 if fits < least else min(wanted, fits)
+    return 0 if fits < 3 else min(DEFAULT_RING_SLOTS, fits)
 
 
 def _live(pid: int) -> bool:
