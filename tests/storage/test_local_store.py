@@ -69,3 +69,15 @@ def test_durable_batches_start_writeback_early(tmp_path: Path, monkeypatch) -> N
     assert len(started) == 3
     LocalStore(tmp_path / "b").set_many({"x": b"1", "y": b"2"})  # not durable: no flush
     assert len(started) == 3
+
+
+def test_a_read_only_store_refuses_batched_durable_writes_by_name(tmp_path: Path) -> None:
+    import pytest
+
+    from torchzarr.errors import ReadOnlyError
+
+    store = LocalStore(tmp_path / "s", read_only=True, fsync=True)
+    with pytest.raises(ReadOnlyError, match="k/1"):
+        store.stage_many({"k/1": b"b"})
+    with pytest.raises(ReadOnlyError):
+        store.set_many({"k/0": b"a", "k/1": b"b"})

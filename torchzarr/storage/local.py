@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,6 +34,16 @@ def _flush(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _on_threads(work: Callable[[Any], object], items: Sequence[Any], threads: int) -> None:
+    """``work`` on every item: on up to ``threads`` threads when there are several."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(min(threads, len(items)), "torchzarr-fsync") as pool:
+        list(pool.map(work, items))
 
 
 class LocalStore(Store):
@@ -137,29 +147,7 @@ class LocalStore(Store):
 
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
-        self._check_writable(key)
-        path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, direct = direct_io.open_new(str(tmp), direct=self._direct(value))
-            try:
-                direct_io.write_new(fd, value, direct=direct)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        if self.fsync:
-            self._fsync_dir(path.parent)
+        self.publish(self.stage_many({key: value}))
 
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         """Write many keys; with ``fsync``, files are synced together and each directory once.
@@ -209,9 +197,9 @@ class LocalStore(Store):
                     os.close(fd)
         except BaseException as err:
             self.discard(staged)
-            if isinstance(err, OSError):
+            if isinstance(err, OSError) and not isinstance(err, StoreError):
                 raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
-            raise
+            raise  # ReadOnlyError, InvalidKeyError, interrupts: as they are
         return staged
 
     def publish(self, staged: Sequence[StagedFile], threads: int = 8) -> None:
@@ -223,24 +211,21 @@ class LocalStore(Store):
         """
         if not staged:
             return
-        pool = ThreadPoolExecutor(max(1, min(threads, len(staged))), "torchzarr-fsync")
         try:
             if self.fsync:
-                list(pool.map(lambda entry: _flush(str(entry.tmp)), staged))
+                _on_threads(lambda entry: _flush(str(entry.tmp)), staged, threads)
             directories: dict[Path, None] = {}
             for entry in staged:
                 os.replace(entry.tmp, entry.path)
                 directories[entry.path.parent] = None
             if self.fsync:
-                list(pool.map(self._fsync_dir, directories))
+                _on_threads(self._fsync_dir, list(directories), threads)
         except OSError as err:
             self.discard(staged)
             raise StoreError(f"cannot write {staged[0].key!r} to {self}: {err}") from err
         except BaseException:
             self.discard(staged)
             raise
-        finally:
-            pool.shutdown()
 
     @staticmethod
     def discard(staged: Sequence[StagedFile]) -> None:
