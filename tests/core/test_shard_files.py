@@ -9,6 +9,7 @@ import torch
 
 import torchzarr as tz
 from torchzarr.core import shard_files
+from torchzarr.core.row_gather import gather_rows, keep_shard_indexes
 from torchzarr.core.shard_files import OpenShards
 
 
@@ -78,23 +79,26 @@ def test_after_fork_no_descriptor_counts_as_in_use(tmp_path):
     files.release(paths[1], other)
 
 
-def test_sharded_reads_keep_files_open_and_see_writes_made_here(tmp_path):
-    path = tmp_path / "a.zarr"
-    arr = tz.create_array(
+def _raw_sharded(path, rows: int, cols: int, dtype: torch.dtype):
+    """Shards of 16 rows holding raw inner chunks of 4 rows: the feature store's layout."""
+    return tz.create_array(
         str(path),
-        shape=(64, 4),
-        dtype=torch.float32,
-        chunks=(4, 4),
-        shards=(16, 4),
+        shape=(rows, cols),
+        dtype=dtype,
+        chunks=(4, cols),
+        shards=(16, cols),
         compressors=None,
     )
+
+
+def test_sharded_reads_keep_files_open_and_see_writes_made_here(tmp_path):
+    path = tmp_path / "a.zarr"
+    arr = _raw_sharded(path, 64, 4, torch.float32)
     arr[:] = torch.arange(256, dtype=torch.float32).reshape(64, 4)
     shard_files.open_shards.forget(str(path))
     reader = tz.open_array(str(path), mode="r")
     rows = np.array([1, 20, 40, 63])
     out = np.empty((4, 4), np.float32)
-    from torchzarr.core.row_gather import gather_rows
-
     assert gather_rows(reader, rows, out)
     kept = [p for p in shard_files.open_shards._open if p.startswith(str(path))]
     assert len(kept) == 4  # one per shard touched, left open
@@ -104,17 +108,8 @@ def test_sharded_reads_keep_files_open_and_see_writes_made_here(tmp_path):
 
 
 def test_a_fresh_index_never_reads_through_an_older_kept_file(tmp_path):
-    from torchzarr.core.row_gather import gather_rows, keep_shard_indexes
-
     path = tmp_path / "b.zarr"
-    arr = tz.create_array(
-        str(path),
-        shape=(32, 2),
-        dtype=torch.int32,
-        chunks=(4, 2),
-        shards=(16, 2),
-        compressors=None,
-    )
+    arr = _raw_sharded(path, 32, 2, torch.int32)
     arr[:8] = torch.arange(16, dtype=torch.int32).reshape(8, 2)  # rows 8.. are fill (0)
     first = tz.open_array(str(path), mode="r")
     out = np.empty((2, 2), np.int32)

@@ -187,3 +187,12 @@ def test_a_slot_whose_batch_was_never_wrapped_comes_back():
         assert ring.next(2) is not None
         ring.wrap({"other": torch.zeros(1)})
     assert all(ring._seqs % 2 == 0) and (ring._seqs == ring._released).all()
+
+
+def test_forked_workers_use_their_own_ring_after_a_pinned_pass(local_array):
+    ds = tz.ZarrIterableDataset(local_array, batch_size=8, seed=4, pin_memory=True)
+    assert len(list(ds)) == 13  # the main process made its pinned ring
+    worker_ring._mapped.clear()
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork"))
+    _every_sample(batches, ds)
+    assert worker_ring._mapped, "the forked workers kept the parent's pinned ring"

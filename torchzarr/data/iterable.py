@@ -180,17 +180,17 @@ class ZarrIterableDataset(IterableDataset[Any]):
         }
         self._live = live
         self._shared = info is not None
-        ring = self._get_ring(info.num_workers if info is not None else None)
-        return self._generate(order, intervals, count, live, ring)
+        return self._generate(order, intervals, count, live, self._get_ring(info is not None))
 
-    def _get_ring(self, num_workers: int | None) -> Ring | None:
+    def _get_ring(self, in_worker: bool) -> Ring | None:
         """Where batches are gathered: a worker's shared ring, a pinned ring, or None."""
-        if not self.batch_size or (num_workers is None and not self.pin_memory):
+        if not self.batch_size or not (in_worker or self.pin_memory):
             return None
-        if self._ring is not None:
-            return self._ring
+        kind = WorkerRing if in_worker else PinnedRing
+        if isinstance(self._ring, kind):
+            return self._ring  # (a forked worker may inherit the parent's pinned ring)
         specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.source.arrays.items()}
-        if num_workers is None:
+        if not in_worker:
             self._ring = PinnedRing(specs, self.batch_size, slots=self.prefetch + 3)
             return self._ring
         # In a DataLoader worker: batches cross to the main process through one shared ring,
