@@ -11,7 +11,7 @@ import numpy as np
 
 from torchzarr.errors import ChunkDecodeError
 
-__all__ = ["available", "decompress_into", "decompress_prefix"]
+__all__ = ["available", "decompress_into", "decompress_prefix", "decompress_to"]
 
 _c_size_t, _c_void_p, _c_char_p = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
 
@@ -125,11 +125,28 @@ def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
         >>> out.tobytes()
         b'abcd'
     """
-    cap = out.nbytes
-    src, size = _source(data)
-    dest = out.__array_interface__["data"][0]
+    decompress_to(codec_id, data, out.__array_interface__["data"][0], out.nbytes)
+
+
+def decompress_to(codec_id: str, data: Any, address: int, size: int) -> None:
+    """Decompress ``data`` into the ``size`` writable bytes at ``address``, filling them exactly.
+
+    The caller keeps the memory alive and writable; :func:`decompress_into` is the safe form.
+
+    Raises:
+        ChunkDecodeError: corrupt or truncated data, or a decoded size other than ``size``.
+
+    Example:
+        >>> import numcodecs
+        >>> out = np.zeros(8, dtype=np.uint8)
+        >>> decompress_to("zstd", numcodecs.Zstd().encode(b"abcd"), out.ctypes.data + 4, 4)
+        >>> out.tobytes()
+        b'\\x00\\x00\\x00\\x00abcd'
+    """
+    cap = size
+    src, nsrc = _source(data)
     if codec_id == "zstd":
-        n = _ZSTD.ZSTD_decompressDCtx(_zstd_context(), dest, cap, src, size)
+        n = _ZSTD.ZSTD_decompressDCtx(_zstd_context(), address, cap, src, nsrc)
         if n >= _ZSTD_ERROR_FLOOR and _ZSTD.ZSTD_isError(n):
             name = _ZSTD.ZSTD_getErrorName(n).decode(errors="replace")
             raise ChunkDecodeError(f"zstd codec: {name} (expected {cap} bytes)")
@@ -143,16 +160,16 @@ def decompress_into(codec_id: str, data: Any, out: np.ndarray) -> None:
     if len(head) < 16:
         raise ChunkDecodeError(f"blosc codec: {len(head)} bytes cannot hold the 16-byte header")
     nbytes, cbytes = int.from_bytes(head[4:8], "little"), int.from_bytes(head[12:16], "little")
-    if cbytes != size:
+    if cbytes != nsrc:
         raise ChunkDecodeError(
-            f"blosc codec: header says {cbytes} compressed bytes, the chunk holds {size} "
+            f"blosc codec: header says {cbytes} compressed bytes, the chunk holds {nsrc} "
             "(truncated or corrupt)"
         )
     if nbytes != cap:
         raise ChunkDecodeError(
             f"blosc codec: the chunk decompresses to {nbytes} bytes, expected {cap}"
         )
-    n = _BLOSC.blosc_decompress_ctx(src, dest, cap, 1)
+    n = _BLOSC.blosc_decompress_ctx(src, address, cap, 1)
     if n != cap:
         raise ChunkDecodeError(f"blosc codec: decompression failed (code {n})")
 

@@ -16,8 +16,10 @@ import numpy as np
 from torchzarr import telemetry
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
+from torchzarr.core import tiles
 from torchzarr.core.cache import ChunkCache, invalidate_everywhere
 from torchzarr.core.fastpath import ChunkReader, local_root
+from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shards import ShardReader, sharding_codec
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
@@ -138,20 +140,56 @@ def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) 
     Chunks are fetched in batches bounded by ``config.io_batch_bytes``; missing chunks
     become the fill value without any decode.
     """
-    pipeline = source.pipeline
-    spec = pipeline.spec
-    chunk_bytes = max(spec.nbytes, 1)
-    per_batch = max(1, config.io_batch_bytes // chunk_bytes)
-    fill = spec.fill_value
+    if not _read_tiled(source, projections, out):
+        _read_projections(source, projections, out)
+    telemetry.add("read", reads=1, bytes_delivered=out.nbytes)
+
+
+def _read_projections(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) -> None:
+    spec = source.pipeline.spec
+    per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
     batch: list[Any] = []
     for projection in projections:
         batch.append(projection)
         if len(batch) >= per_batch:
-            _read_batch(source, batch, out, fill)
+            _read_batch(source, batch, out, spec.fill_value)
             batch = []
     if batch:
-        _read_batch(source, batch, out, fill)
-    telemetry.add("read", reads=1, bytes_delivered=out.nbytes)
+        _read_batch(source, batch, out, spec.fill_value)
+
+
+def _read_tiled(source: ChunkSource, indexer: Any, out: np.ndarray) -> bool:
+    """Read a slice selection of many small local chunks in tiles; False where that does
+    not apply (the caller then reads projection by projection)."""
+    unit_spans = getattr(indexer, "unit_spans", None)
+    spans = unit_spans() if unit_spans is not None else None
+    root = local_root(source.store)
+    if spans is None or root is None or source.shard_reader is not None:
+        return False
+    spec = source.pipeline.spec
+    chunk_shape = tuple(spec.shape)
+    full = out.view()
+    full.shape = tuple(stop - start for start, stop in spans)  # dropped int axes come back
+    reader = ChunkReader(source, full, spec.fill_value, root=root)
+    box = tiles.interior(spans, chunk_shape)
+    if box is None or not tiles.applies(reader, box, spans):
+        return False
+    offsets = [start for start, _ in spans]
+    with telemetry.timed("decode_seconds"):
+        tiles.read_tiles(reader, box, offsets, run_parallel, config.threads)
+    telemetry.add(
+        chunks_fetched=reader.chunks,
+        chunks_missing=reader.missing,
+        bytes_fetched=reader.bytes_fetched,
+        bytes_decoded=reader.chunks * spec.nbytes,
+    )
+    inner = [(lo * k, hi * k) for (lo, hi), k in zip(box, chunk_shape, strict=True)]
+    for edge in tiles.split_edges(spans, inner):
+        region = tuple(slice(a - o, b - o) for (a, b), o in zip(edge, offsets, strict=True))
+        selection = tuple(slice(a, b) for a, b in edge)
+        edge_indexer = basic_indexer(selection, source.metadata.shape, chunk_shape)
+        _read_projections(source, edge_indexer, full[region])
+    return True
 
 
 def _from_cache(source: ChunkSource, batch: list[Any], out: np.ndarray) -> list[Any]:

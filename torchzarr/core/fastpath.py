@@ -17,11 +17,20 @@ from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.local import LocalStore
 
-__all__ = ["ChunkReader", "direct_target", "is_raw", "local_root", "needs_swap", "read_buffer"]
+__all__ = [
+    "TINY_CHUNK_BYTES",
+    "ChunkReader",
+    "direct_target",
+    "is_raw",
+    "local_root",
+    "needs_swap",
+    "read_buffer",
+]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
-_TINY = 8 << 10  # decoded chunks below this are read on the calling thread alone
+#: decoded chunks below this are read on the calling thread alone
+TINY_CHUNK_BYTES = 8 << 10
 _local = threading.local()
 # Chunk files below this are read into a new bytes object; larger ones into reused memory
 # (glibc serves big allocations with fresh pages, each faulted in on first touch).
@@ -85,7 +94,7 @@ def direct_target(out: np.ndarray, projection: Any, chunk_shape: tuple[int, ...]
     return region.reshape(chunk_shape)
 
 
-def _zstd_codec(pipeline: Any) -> Any:
+def zstd_codec(pipeline: Any) -> Any:
     """The zstd codec when stored chunks are zstd frames of the C-order native bytes, else None."""
     if not fast_decode.available("zstd") or not pipeline.supports_direct_decode:
         return None
@@ -169,7 +178,7 @@ class ChunkReader:
         self.raw = root is not None and hasattr(os, "readv") and is_raw(pipeline)
         self.swap = needs_swap(pipeline) if self.raw else False
         self.direct = bool(pipeline.supports_direct_decode)  # C layout: F order is not
-        self.zstd = _zstd_codec(pipeline)  # the codec, where the fast zstd path applies
+        self.zstd = zstd_codec(pipeline)  # the codec, where the fast zstd path applies
         shape = self.chunk_shape
         self.row_bytes = self.nbytes // shape[0] if shape and self.zstd is not None else 0
         # zstd and blosc frames of a chunk stay below this (incompressible data included)
@@ -189,7 +198,7 @@ class ChunkReader:
         except OSError as err:
             raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
 
-    def _read_file(self, key: str) -> Any:
+    def read_file(self, key: str) -> Any:
         """The file's bytes: a view of this thread's read buffer, valid until its next read.
 
         One read of up to the largest size a chunk encodes to, no ``fstat``, into memory
@@ -222,7 +231,7 @@ class ChunkReader:
         finally:
             os.close(fd)
 
-    def _readinto(self, key: str, buf: np.ndarray) -> int:
+    def readinto(self, key: str, buf: np.ndarray) -> int:
         """Read a raw chunk file into ``buf`` (uint8, exact size); -1 when missing."""
         fd = self._open(key)
         if fd is None:
@@ -262,7 +271,7 @@ class ChunkReader:
         )
         if self.raw:
             return self._raw(key, projection, target)
-        data = self._read_file(key) if self.prefix is not None else self.fetched.get(key)  # type: ignore[union-attr]
+        data = self.read_file(key) if self.prefix is not None else self.fetched.get(key)  # type: ignore[union-attr]
         if data is None:
             out[projection.out_selection] = self.fill
             return -1
@@ -311,7 +320,7 @@ class ChunkReader:
 
     def _raw(self, key: str, projection: Any, target: Any) -> int:
         if target is not None:
-            got = self._readinto(key, target.reshape(-1).view(np.uint8))
+            got = self.readinto(key, target.reshape(-1).view(np.uint8))
             if got < 0:
                 target[...] = self.fill
                 return got
@@ -320,7 +329,7 @@ class ChunkReader:
             self._cache(projection, target)
             return got
         buf = _scratch(self.nbytes)
-        got = self._readinto(key, buf)
+        got = self.readinto(key, buf)
         if got < 0:
             self.out[projection.out_selection] = self.fill
             return got
@@ -339,7 +348,7 @@ class ChunkReader:
     def run(self, projections: Sequence[Any], parallel: Callable[..., list[Any]]) -> None:
         """Read every projection on the pool (``parallel`` is the engine's ``run_parallel``)."""
         nbytes = self.nbytes
-        if nbytes < _TINY and self.prefix is not None:
+        if nbytes < TINY_CHUNK_BYTES and self.prefix is not None:
             # Tiny local chunks: each system call or decode releases the GIL for a few
             # microseconds, and handing it back and forth between threads costs more.
             results = [self(projection) for projection in projections]

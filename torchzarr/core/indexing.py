@@ -200,6 +200,21 @@ class _GridIndexer:
         """The number of projections, computed without iterating."""
         return math.prod(a.nchunks for a in self._axes)
 
+    def unit_spans(self) -> list[tuple[int, int]] | None:
+        """Per axis ``(start, stop)`` when every axis is an int or a step-1 slice, else None.
+
+        An int axis is a span of one (it drops from the output).
+        """
+        spans = []
+        for axis in self._axes:
+            if isinstance(axis, IntAxis):
+                spans.append((axis.index, axis.index + 1))
+            elif isinstance(axis, SliceAxis) and (axis.step == 1 or (axis.length or 0) <= 1):
+                spans.append((axis.start, axis.start + (axis.length or 0)))
+            else:
+                return None
+        return spans
+
     def __iter__(self) -> Iterator[ChunkProjection]:
         if not self.nchunks:  # an empty inner axis must not walk a huge outer one
             return
