@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numcodecs
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ import torchzarr as tz
 from torchzarr import telemetry
 from torchzarr.codecs import BytesCodec, ZstdCodec
 from torchzarr.codecs.key_encoding import DefaultChunkKeyEncoding, register_chunk_key_encoding
-from torchzarr.core import tiles
-from torchzarr.errors import ChunkDecodeError
+from torchzarr.core import fastpath, tiles
+from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.local import LocalStore
 from torchzarr.storage.memory import MemoryStore
 
@@ -132,6 +134,24 @@ def test_missing_chunks_become_the_fill_value(tmp_path, codec):
     np.testing.assert_array_equal(got, expected)
     assert used >= 1
     assert stats["chunks_missing"] == 2 and stats["chunks_fetched"] == 34
+
+
+@pytest.mark.parametrize("relative_open", [True, False])
+def test_a_missing_directory_of_chunks_is_the_fill_value(tmp_path, monkeypatch, relative_open):
+    monkeypatch.setattr(fastpath, "_RELATIVE_OPEN", relative_open and fastpath._RELATIVE_OPEN)
+    data = _data((48, 40), dtype=np.int16)
+    root = tz.create_group(LocalStore(tmp_path))
+    arr = root.create_array("sub/arr", shape=data.shape, chunks=(4, 4), dtype=data.dtype)
+    arr[:] = data
+    shutil.rmtree(tmp_path / "sub" / "arr" / "c" / "3")  # a whole row of chunks
+    (tmp_path / "sub" / "arr" / "c" / "5" / "2").unlink()
+    (tmp_path / "sub" / "arr" / "c" / "5" / "2").mkdir()  # a directory where a chunk was
+    expected = data.copy()
+    expected[12:16] = 0
+    expected[20:24, 8:12] = 0
+    got, used = _tiled_reads(tz.open_array(tmp_path, path="sub/arr", mode="r"), slice(None))
+    np.testing.assert_array_equal(got, expected)
+    assert used >= 1
 
 
 def test_three_dims_and_tiles_cut_on_inner_axes(tmp_path, monkeypatch):
@@ -258,3 +278,14 @@ def test_tiled_reads_match_numpy_for_any_slices(tmp_path_factory, shape, chunk, 
         selection.append(slice(lo, hi if hi > lo else lo + 1))
     got, _ = _tiled_reads(arr, tuple(selection))
     np.testing.assert_array_equal(got, data[tuple(selection)])
+
+
+@pytest.mark.parametrize("where", ["c/2", "c/2/3"])
+def test_an_unreadable_chunk_or_directory_is_a_store_error_naming_it(tmp_path, where):
+    data = _data((32, 32))
+    arr = _array(tmp_path, data, (4, 4), compressors=[ZstdCodec(level=1)])
+    target = tmp_path / where
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.symlink_to(target)  # a symlink loop: ELOOP, not a missing file
+    with pytest.raises(StoreError, match=where):
+        arr[:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+# Files opened relative to an open directory (POSIX openat)
+_RELATIVE_OPEN = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY") and os.sep == "/"
 _SCRATCH_MAX = 64 << 20  # larger chunks get a fresh buffer rather than a per-thread one
 #: decoded chunks below this are read on the calling thread alone
 TINY_CHUNK_BYTES = 8 << 10
@@ -206,8 +208,53 @@ class ChunkReader:
         cost as much as the decode here); a bigger file is read on to its end.
         """
         fd = self._open(key)
-        if fd is None:
+        return None if fd is None else self._read_open(fd, key)
+
+    def read_files(self, keys: Sequence[str]) -> Iterator[Any]:
+        """:meth:`read_file` of each key in turn, each directory opened once for its run of keys.
+
+        Files are opened relative to their directory (one path component for the kernel to
+        walk, not the whole path); where that is not available, by full path.
+        """
+        if not _RELATIVE_OPEN:
+            yield from map(self.read_file, keys)
+            return
+        current, dir_fd = None, None
+        try:
+            for key in keys:
+                folder, _, name = key.rpartition("/")
+                if folder != current:
+                    if dir_fd is not None:
+                        os.close(dir_fd)
+                        dir_fd = None
+                    dir_fd, current = self._open_dir(folder), folder
+                if dir_fd is None:  # the directory is missing: so is the chunk
+                    yield None
+                    continue
+                try:
+                    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                except _MISSING:
+                    yield None
+                    continue
+                except OSError as err:
+                    raise StoreError(
+                        f"cannot read {key!r} from {self.source.store}: {err}"
+                    ) from err
+                yield self._read_open(fd, key)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+    def _open_dir(self, folder: str) -> int | None:
+        try:
+            return os.open(self._path(folder), os.O_RDONLY | os.O_DIRECTORY)
+        except _MISSING:
             return None
+        except OSError as err:
+            raise StoreError(f"cannot read {folder!r} from {self.source.store}: {err}") from err
+
+    def _read_open(self, fd: int, key: str) -> Any:
+        """Read an open chunk file (see :meth:`read_file`), closing it."""
         try:
             hint = self.read_hint
             if hint < _FRESH_READ_MAX:  # small: a new bytes object is heap memory, and

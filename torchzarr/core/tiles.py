@@ -146,19 +146,18 @@ class _TileReader:
     def _decode(self, keys: list[str], buf: np.ndarray, chunks: np.ndarray) -> tuple[int, int]:
         reader, nbytes, zstd = self.reader, self.nbytes, self.zstd
         pipeline, direct, fill = reader.pipeline, reader.direct, reader.fill
-        read_file = reader.read_file
         address = buf.__array_interface__["data"][0]
+        decompress = fast_decode.zstd_decompressor() if zstd is not None else None
         fetched = missing = 0
-        for i, key in enumerate(keys):
-            data = read_file(key)
+        for i, (key, data) in enumerate(zip(keys, reader.read_files(keys), strict=True)):
             if data is None:
                 chunks[i] = fill
                 missing += 1
                 continue
             fetched += len(data)
-            if zstd is not None:
+            if decompress is not None:
                 try:
-                    fast_decode.decompress_to("zstd", data, address + i * nbytes, nbytes)
+                    decompress(data, address + i * nbytes, nbytes)
                 except ChunkDecodeError as err:
                     raise decode_error(err, zstd, key) from err
             elif direct:
