@@ -18,6 +18,8 @@ __all__ = [
     "decompress_prefix",
     "decompress_to",
     "zstd_decompressor",
+    "zstd_error",
+    "zstd_library",
 ]
 
 _c_size_t, _c_void_p, _c_char_p = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
@@ -176,9 +178,31 @@ def decompress_to(codec_id: str, data: Any, address: int, size: int) -> None:
         raise ChunkDecodeError(f"blosc codec: decompression failed (code {n})")
 
 
-def _zstd_failure(result: int, expected: int) -> None:
+def zstd_library() -> Any:
+    """numcodecs' zstd extension loaded as a C library (its API exported), or None.
+
+    Example:
+        >>> zstd_library() is None or hasattr(zstd_library(), "ZSTD_decompressDCtx")
+        True
+    """
+    return _ZSTD
+
+
+def zstd_error(result: int) -> str | None:
+    """zstd's name for the error a ``size_t`` result encodes, or None when it is a size.
+
+    Example:
+        >>> zstd_error(5) is None
+        True
+    """
     if result >= _ZSTD_ERROR_FLOOR and _ZSTD.ZSTD_isError(result):
-        name = _ZSTD.ZSTD_getErrorName(result).decode(errors="replace")
+        return str(_ZSTD.ZSTD_getErrorName(result).decode(errors="replace"))
+    return None
+
+
+def _zstd_failure(result: int, expected: int) -> None:
+    name = zstd_error(result)
+    if name is not None:
         raise ChunkDecodeError(f"zstd codec: {name} (expected {expected} bytes)")
     raise ChunkDecodeError(
         f"zstd codec: the chunk decompresses to {result} bytes, expected {expected}"

@@ -18,7 +18,7 @@ from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
 from torchzarr.core.cache import ChunkCache, invalidate_everywhere
-from torchzarr.core.fastpath import ChunkReader, local_root
+from torchzarr.core.fastpath import ChunkReader, local_root, reusing_encoder
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shards import ShardReader, sharding_codec
 
@@ -295,7 +295,8 @@ def _modify_and_store(
     spec = pipeline.spec
     existing = source.store.get_many(partial_keys) if partial_keys else {}
 
-    def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:
+    def chunk_of(task: tuple[Any, str]) -> np.ndarray | None:
+        """The chunk's new content, or None when it is all fill value (then deleted)."""
         projection, key = task
         region = value[projection.out_selection] if projection.is_complete_chunk else None
         data = None if projection.is_complete_chunk else existing.get(key)
@@ -308,8 +309,12 @@ def _modify_and_store(
             chunk = np.array(pipeline.decode(data, key=key), dtype=spec.dtype, copy=True)
             chunk[projection.chunk_selection] = value[projection.out_selection]
         if not write_empty_chunks and is_all_fill(chunk, spec.fill_value):
-            return key, None
-        return key, pipeline.encode(chunk)
+            return None
+        return chunk
+
+    def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:
+        chunk = chunk_of(task)
+        return task[1], None if chunk is None else pipeline.encode(chunk)
 
     tasks = list(zip(batch, keys, strict=True))
     store = source.store
@@ -324,17 +329,26 @@ def _modify_and_store(
         # Durable stores: tasks stage their files unflushed; all are flushed together, then
         # renamed into place, at the end (one flush per file per task would wait on the disk
         # while encoding could go on).
+        # Each chunk is written as soon as it is encoded, from the thread's reused buffer
+        # where the codec allows (fresh output per chunk lands on new pages).
         staging = bool(store.fsync)
         staged: list[Any] = []
+        encode = reusing_encoder(pipeline) or pipeline.encode
 
         def build_and_store(group: list[tuple[Any, str]]) -> list[tuple[str, int | None]]:
-            built = [build(task) for task in group]
-            data = {key: data for key, data in built if data is not None}
-            if staging:
-                staged.extend(store.stage_many(data))
-            else:
-                store.set_many(data)
-            return [(key, None if data is None else len(data)) for key, data in built]
+            sizes: list[tuple[str, int | None]] = []
+            for task in group:
+                key, chunk = task[1], chunk_of(task)
+                if chunk is None:
+                    sizes.append((key, None))
+                    continue
+                data = encode(chunk)
+                if staging:
+                    staged.extend(store.stage_many({key: data}))
+                else:
+                    store.set(key, data)
+                sizes.append((key, len(data)))
+            return sizes
 
         groups = _group(tasks, lambda _: spec.nbytes, config.task_bytes, config.threads)
         try:

@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numcodecs
 import numpy as np
 
-from torchzarr.codecs import fast_decode
+from torchzarr.codecs import fast_decode, fast_encode
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import ZstdCodec
 from torchzarr.codecs.pipeline import V3Pipeline, decode_error
@@ -25,6 +26,7 @@ __all__ = [
     "local_root",
     "needs_swap",
     "read_buffer",
+    "reusing_encoder",
 ]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
@@ -108,6 +110,38 @@ def zstd_codec(pipeline: Any) -> Any:
     if compressor is not None and compressor.codec_id == "zstd" and not needs_swap(pipeline):
         return compressor
     return None
+
+
+def reusing_encoder(pipeline: Any) -> Callable[[np.ndarray], memoryview] | None:
+    """An encoder writing a chunk's zstd frame into the thread's reused buffer, or None.
+
+    It applies where a chunk is stored as one zstd frame of its C-order native bytes. Its
+    result is valid until the thread's next call (write it out first); chunks too big for
+    the buffer, or of another dtype, take ``pipeline.encode``.
+
+    Example:
+        >>> from torchzarr.codecs.base import ChunkSpec
+        >>> spec = ChunkSpec((4,), np.dtype("<i4"), 0)
+        >>> encode = reusing_encoder(V3Pipeline([BytesCodec("little"), ZstdCodec(1)], spec))
+        >>> len(encode(np.arange(4, dtype="<i4"))) > 0
+        True
+    """
+    codec = zstd_codec(pipeline)
+    if codec is None or not fast_encode.available():
+        return None
+    if not isinstance(codec, ZstdCodec | numcodecs.Zstd):
+        return None
+    level, checksum = int(codec.level), bool(getattr(codec, "checksum", False))
+    spec = pipeline.spec
+    dtype, small = spec.dtype, spec.nbytes <= fast_encode.MAX_INPUT_BYTES
+    fallback = pipeline.encode
+
+    def encode(chunk: np.ndarray) -> Any:
+        if small and chunk.dtype == dtype and chunk.shape == spec.shape:
+            return fast_encode.zstd_compress(chunk, level, checksum)
+        return fallback(chunk)
+
+    return encode
 
 
 def _rows_needed(item: Any) -> int | None:
