@@ -13,6 +13,7 @@ import numpy as np
 from torchzarr.errors import ChunkDecodeError
 
 __all__ = [
+    "ZstdContext",
     "available",
     "decompress_into",
     "decompress_prefix",
@@ -70,19 +71,27 @@ _ZSTD = _load_zstd()
 _BLOSC = _load_blosc()
 
 
-class _DCtx:
-    """One thread's zstd decompression context, freed with the thread."""
+class ZstdContext:
+    """A zstd context owned by one thread, freed with this object (so with the thread).
 
-    def __init__(self) -> None:
-        self.ptr = _ZSTD.ZSTD_createDCtx()
+    ``kind`` is ``"D"`` (decompression) or ``"C"`` (compression).
+
+    Example:
+        >>> bool(ZstdContext("D").ptr)
+        True
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.free = getattr(_ZSTD, f"ZSTD_free{kind}Ctx")
+        self.ptr = getattr(_ZSTD, f"ZSTD_create{kind}Ctx")()
         if not self.ptr:
-            raise MemoryError("ZSTD_createDCtx failed")
+            raise MemoryError(f"ZSTD_create{kind}Ctx failed")
 
     def __del__(self) -> None:
-        lib, ptr = _ZSTD, getattr(self, "ptr", None)
-        if lib is not None and ptr:
+        ptr = getattr(self, "ptr", None)
+        if ptr:
             with contextlib.suppress(Exception):  # interpreter shutdown
-                lib.ZSTD_freeDCtx(ptr)
+                self.free(ptr)
 
 
 _local = threading.local()
@@ -103,7 +112,7 @@ def available(codec_id: str) -> bool:
 def _zstd_context() -> Any:
     ctx = getattr(_local, "zstd", None)
     if ctx is None:
-        ctx = _local.zstd = _DCtx()
+        ctx = _local.zstd = ZstdContext("D")
     return ctx.ptr
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import threading
 from typing import Any
@@ -43,21 +42,6 @@ def _load() -> Any:
 
 _ZSTD = _load()
 _local = threading.local()
-
-
-class _CCtx:
-    """One thread's zstd compression context, freed with the thread."""
-
-    def __init__(self) -> None:
-        self.ptr = _ZSTD.ZSTD_createCCtx()
-        if not self.ptr:
-            raise MemoryError("ZSTD_createCCtx failed")
-
-    def __del__(self) -> None:
-        lib, ptr = _ZSTD, getattr(self, "ptr", None)
-        if lib is not None and ptr:
-            with contextlib.suppress(Exception):  # interpreter shutdown
-                lib.ZSTD_freeCCtx(ptr)
 
 
 def available() -> bool:
@@ -110,7 +94,7 @@ def zstd_compress(array: np.ndarray, level: int, checksum: bool) -> memoryview:
     nbytes = src.nbytes
     ctx = getattr(_local, "ctx", None)
     if ctx is None:
-        ctx = _local.ctx = _CCtx()
+        ctx = _local.ctx = fast_decode.ZstdContext("C")
     cap = _ZSTD.ZSTD_compressBound(nbytes)
     buf: np.ndarray | None = getattr(_local, "buf", None)
     if buf is None or buf.nbytes < cap:
