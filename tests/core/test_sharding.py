@@ -203,3 +203,44 @@ def test_shards_must_be_multiples_of_chunks():
         tz.create_array(
             tz.MemoryStore(), shape=(10,), dtype="int8", chunks=(2,), shards=(4,), zarr_format=2
         )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("compressors", ["zstd", "gzip"])
+def test_local_partial_shard_reads_of_tile_chunks_match_numpy(tmp_path, threads, compressors):
+    codec = [tz.codecs.ZstdCodec(level=1)] if compressors == "zstd" else [tz.codecs.GzipCodec(1)]
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((96, 80)).astype(np.float32)
+    arr = tz.create_array(
+        tz.LocalStore(tmp_path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(8, 8),  # inner chunks are non-contiguous regions of a shard
+        shards=(32, 40),
+        compressors=codec,
+    )
+    arr[:] = data
+    reader = tz.open_array(tmp_path, mode="r")
+    with tz.config.set(threads=threads, task_bytes=1024):  # several pieces per task
+        for sel in [(slice(3, 90), slice(5, 77)), (slice(0, 32), slice(1, 40)), (7, slice(None))]:
+            np.testing.assert_array_equal(reader[sel].numpy(), data[sel], err_msg=str(sel))
+
+
+def test_a_corrupt_inner_chunk_names_its_shard_and_coordinates(tmp_path):
+    data = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
+    arr = tz.create_array(
+        tz.LocalStore(tmp_path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(8, 8),
+        shards=(16, 16),
+        compressors=[tz.codecs.ZstdCodec(level=1)],
+    )
+    arr[:] = data
+    shard = tmp_path / "c" / "1" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[:16] = b"\xff" * 16  # the first inner chunk's frame (the index sits at the end)
+    shard.write_bytes(bytes(raw))
+    reader = tz.open_array(tmp_path, mode="r")
+    with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/1/0\[\(0, 0\)\]"):
+        reader[17:30, 1:15]

@@ -27,6 +27,8 @@ __all__ = [
     "needs_swap",
     "read_buffer",
     "reusing_encoder",
+    "scratch_buffer",
+    "zstd_codec",
 ]
 
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
@@ -158,8 +160,13 @@ def _rows_needed(item: Any) -> int | None:
     return None
 
 
-def _scratch(nbytes: int) -> np.ndarray:
-    """A per-thread uint8 buffer of ``nbytes`` (reused by the next chunk of this thread)."""
+def scratch_buffer(nbytes: int) -> np.ndarray:
+    """A per-thread uint8 buffer of ``nbytes`` to decode a chunk into (reused by the next).
+
+    Example:
+        >>> scratch_buffer(8).nbytes
+        8
+    """
     if nbytes > _SCRATCH_MAX:
         return np.empty(nbytes, dtype=np.uint8)
     buf = getattr(_local, "buf", None)
@@ -363,7 +370,7 @@ class ChunkReader:
             self._cache(projection, pipeline.decode(data, out=target, key=key))
             return len(data)
         if self.direct:  # decompress into per-thread scratch, then copy the region
-            buf = _scratch(self.nbytes).view(self.spec.dtype).reshape(self.chunk_shape)
+            buf = scratch_buffer(self.nbytes).view(self.spec.dtype).reshape(self.chunk_shape)
             chunk = pipeline.decode(data, out=buf, key=key)
         else:
             chunk = pipeline.decode(data, key=key)
@@ -377,7 +384,7 @@ class ChunkReader:
                 fast_decode.decompress_into("zstd", data, target.reshape(-1).view(np.uint8))
                 self._cache(projection, target)
                 return len(data)
-            scratch = _scratch(self.nbytes)
+            scratch = scratch_buffer(self.nbytes)
             prefix = self._prefix(projection, data)
             if prefix:  # the rows selected end early in the chunk: decode only up to there
                 fast_decode.decompress_prefix(data, scratch[:prefix])
@@ -409,7 +416,7 @@ class ChunkReader:
                 target.byteswap(inplace=True)
             self._cache(projection, target)
             return got
-        buf = _scratch(self.nbytes)
+        buf = scratch_buffer(self.nbytes)
         got = self.readinto(key, buf)
         if got < 0:
             self.out[projection.out_selection] = self.fill

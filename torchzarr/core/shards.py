@@ -11,8 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from torchzarr.codecs import fast_decode
+from torchzarr.codecs.pipeline import decode_error
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
-from torchzarr.core.fastpath import is_raw, local_root, needs_swap, read_buffer
+from torchzarr.config import config
+from torchzarr.core.fastpath import (
+    is_raw,
+    local_root,
+    needs_swap,
+    read_buffer,
+    scratch_buffer,
+    zstd_codec,
+)
 from torchzarr.core.shard_files import open_shards
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
@@ -112,6 +122,7 @@ class ShardReader:
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
         self._raw = is_raw(self.inner) and not needs_swap(self.inner)
+        self._zstd = zstd_codec(self.inner)  # inner chunks of one zstd frame: the lean decode
 
     def keep_indexes(self) -> None:
         """Cache shard indexes although the store is writable.
@@ -317,13 +328,19 @@ class ShardReader:
                 for key, group in by_key.items():
                     self._read_file(base, key, group)
                 return
-            # Raw pieces: one task per shard (a pread each). Encoded pieces: one task per
-            # piece, so that the inner chunks of one shard decode on all threads.
-            groups = (
-                list(by_key.items())
-                if self._raw
-                else [(key, [piece]) for key, group in by_key.items() for piece in group]
-            )
+            # Raw pieces: one task per shard (a pread each). Encoded pieces: runs of a
+            # shard's pieces, so that the inner chunks of one shard decode on all threads.
+            if self._raw:
+                groups = list(by_key.items())
+            else:
+                nbytes = self.inner.spec.nbytes
+                share = min(config.task_bytes, len(pieces) * nbytes // max(1, config.threads))
+                run = max(1, share // max(1, nbytes))
+                groups = [
+                    (key, group[i : i + run])
+                    for key, group in by_key.items()
+                    for i in range(0, len(group), run)
+                ]
             run_parallel(
                 lambda group: self._read_file(base, *group),
                 groups,
@@ -372,6 +389,7 @@ class ShardReader:
                 fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
+        decode = self._decode if self._zstd is None else self._zstd_decoder()
         try:
             for _, off, size, target, coords in pieces:
                 if self._raw and size == target.nbytes and target.flags.c_contiguous:
@@ -384,18 +402,41 @@ class ShardReader:
                 data = read_buffer(size)  # reused memory: fresh bytes would land on new pages
                 if os.preadv(fd, [data], off) != size:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
-                self._decode(key, coords, data, target)
+                decode(key, coords, data, target)
         finally:
             if keep:
                 open_shards.release(path, fd)
             else:
                 os.close(fd)
 
+    def _zstd_decoder(self) -> Any:
+        """``_decode`` for inner chunks that are one zstd frame each, bound for one thread."""
+        decompress = fast_decode.zstd_decompressor()
+        spec = self.inner.spec
+        nbytes, dtype, shape = spec.nbytes, spec.dtype, spec.shape
+
+        def decode(key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
+            contiguous = target.flags.c_contiguous
+            into = target if contiguous else scratch_buffer(nbytes)
+            try:
+                decompress(data, into.__array_interface__["data"][0], nbytes)
+            except ChunkDecodeError as err:
+                raise decode_error(err, self._zstd, f"{key}[{coords}]") from err
+            if not contiguous:
+                target[...] = into.view(dtype).reshape(shape)
+
+        return decode
+
     def _decode(self, key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
+        inner = self.inner
         if target.flags.c_contiguous:
-            self.inner.decode(data, out=target, key=f"{key}[{coords}]")
+            inner.decode(data, out=target, key=f"{key}[{coords}]")
+        elif inner.supports_direct_decode:  # into reused scratch, then one copy
+            spec = inner.spec
+            chunk = scratch_buffer(spec.nbytes).view(spec.dtype).reshape(spec.shape)
+            target[...] = inner.decode(data, out=chunk, key=f"{key}[{coords}]")
         else:
-            target[...] = self.inner.decode(data, key=f"{key}[{coords}]")
+            target[...] = inner.decode(data, key=f"{key}[{coords}]")
 
     def _region(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(
