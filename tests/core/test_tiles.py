@@ -289,3 +289,52 @@ def test_an_unreadable_chunk_or_directory_is_a_store_error_naming_it(tmp_path, w
     target.symlink_to(target)  # a symlink loop: ELOOP, not a missing file
     with pytest.raises(StoreError, match=where):
         arr[:]
+
+
+def _tiled_read_of(path, data):
+    got, used = _tiled_reads(tz.open_array(path, mode="r"), (slice(1, None), slice(None)))
+    np.testing.assert_array_equal(got, data[1:])
+    assert used >= 1
+
+
+@pytest.mark.parametrize("zarr_format,separator", [(2, "."), (2, "/"), (3, "/"), (3, ".")])
+def test_tiled_reads_of_zarr_python_arrays(tmp_path, zarr_format, separator):
+    import zarr
+
+    data = _data((60, 50), dtype=np.int32)
+    encoding = {"name": "v2" if zarr_format == 2 else "default", "separator": separator}
+    z = zarr.create_array(
+        str(tmp_path),
+        shape=data.shape,
+        chunks=(6, 5),
+        dtype=data.dtype,
+        zarr_format=zarr_format,
+        chunk_key_encoding=encoding,
+    )
+    z[:] = data
+    _tiled_read_of(tmp_path, data)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc", None])
+def test_tiled_reads_of_tensorstore_arrays(tmp_path, codec):
+    import tensorstore as ts
+
+    data = _data((60, 50), dtype=np.float64)
+    codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if codec == "zstd":
+        codecs.append({"name": "zstd", "configuration": {"level": 3}})
+    elif codec == "blosc":
+        codecs.append({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5}})
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(tmp_path)},
+        "metadata": {
+            "shape": list(data.shape),
+            "data_type": "float64",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4, 7]}},
+            "codecs": codecs,
+        },
+    }
+    t = ts.open(spec, create=True).result()
+    t[...].write(data).result()
+    _tiled_read_of(tmp_path, data)
