@@ -206,9 +206,14 @@ def test_shards_must_be_multiples_of_chunks():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("compressors", ["zstd", "gzip"])
+@pytest.mark.parametrize("compressors", ["zstd", "gzip", "raw", "raw-big-endian"])
 def test_local_partial_shard_reads_of_tile_chunks_match_numpy(tmp_path, threads, compressors):
-    codec = [tz.codecs.ZstdCodec(level=1)] if compressors == "zstd" else [tz.codecs.GzipCodec(1)]
+    codec = {
+        "zstd": [tz.codecs.ZstdCodec(level=1)],
+        "gzip": [tz.codecs.GzipCodec(1)],
+        "raw": None,
+        "raw-big-endian": [tz.codecs.BytesCodec("big")],
+    }[compressors]
     rng = np.random.default_rng(3)
     data = rng.standard_normal((96, 80)).astype(np.float32)
     arr = tz.create_array(
@@ -222,7 +227,14 @@ def test_local_partial_shard_reads_of_tile_chunks_match_numpy(tmp_path, threads,
     arr[:] = data
     reader = tz.open_array(tmp_path, mode="r")
     with tz.config.set(threads=threads, task_bytes=1024):  # several pieces per task
-        for sel in [(slice(3, 90), slice(5, 77)), (slice(0, 32), slice(1, 40)), (7, slice(None))]:
+        for sel in [
+            (slice(None), slice(None)),  # whole shards, through the shard reader as well
+            (slice(3, 90), slice(5, 77)),
+            (slice(0, 32), slice(1, 40)),
+            (7, slice(None)),
+            (slice(8, 16), slice(8, 16)),  # one whole inner chunk, decoded in place
+            (slice(2, 60, 3), slice(None, None, 7)),  # steps
+        ]:
             np.testing.assert_array_equal(reader[sel].numpy(), data[sel], err_msg=str(sel))
 
 
@@ -244,3 +256,22 @@ def test_a_corrupt_inner_chunk_names_its_shard_and_coordinates(tmp_path):
     reader = tz.open_array(tmp_path, mode="r")
     with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/1/0\[\(0, 0\)\]"):
         reader[17:30, 1:15]
+
+
+def test_a_truncated_shard_is_a_decode_error_naming_it(tmp_path):
+    data = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
+    z = zarr.create_array(
+        str(tmp_path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(16, 16),
+        serializer=zarr.codecs.ShardingCodec(
+            chunk_shape=(8, 8), codecs=[zarr.codecs.BytesCodec()], index_location="start"
+        ),
+        compressors=None,
+    )
+    z[:] = data
+    shard = tmp_path / "c" / "0" / "1"
+    shard.write_bytes(shard.read_bytes()[:-40])  # the last inner chunk loses its tail
+    with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/0/1.*truncated"):
+        tz.open_array(tmp_path, mode="r")[0:16, 16:32]

@@ -19,6 +19,7 @@ __all__ = [
     "decompress_prefix",
     "decompress_to",
     "zstd_decompressor",
+    "zstd_decompressor_at",
     "zstd_error",
     "zstd_library",
 ]
@@ -236,6 +237,35 @@ def zstd_decompressor() -> Callable[[Any, int, int], None]:
     def decompress(data: Any, address: int, size: int) -> None:
         src, nsrc = (data, len(data)) if type(data) is bytes else _source(data)
         n = call(ctx, address, size, src, nsrc)
+        if n != size:
+            _zstd_failure(n, size)
+
+    return decompress
+
+
+# ZSTD_decompressDCtx with the source as an address, for frames inside a larger buffer
+_DECOMPRESS_AT = ctypes.CFUNCTYPE(_c_size_t, _c_void_p, _c_void_p, _c_size_t, _c_void_p, _c_size_t)
+
+
+def zstd_decompressor_at() -> Callable[[int, int, int, int], None]:
+    """Like :func:`zstd_decompressor`, with the frame given by address and length.
+
+    For frames that lie side by side in one buffer (a run of a shard's inner chunks): no
+    view or conversion per frame. The caller keeps both buffers alive.
+
+    Example:
+        >>> import numcodecs
+        >>> frame = np.frombuffer(numcodecs.Zstd().encode(b"abcd"), dtype=np.uint8)
+        >>> out = np.zeros(4, dtype=np.uint8)
+        >>> zstd_decompressor_at()(frame.ctypes.data, frame.size, out.ctypes.data, 4)
+        >>> out.tobytes()
+        b'abcd'
+    """
+    call = _DECOMPRESS_AT(ctypes.cast(_ZSTD.ZSTD_decompressDCtx, _c_void_p).value or 0)
+    ctx = _zstd_context()
+
+    def decompress(source: int, nsource: int, dest: int, size: int) -> None:
+        n = call(ctx, dest, size, source, nsource)
         if n != size:
             _zstd_failure(n, size)
 

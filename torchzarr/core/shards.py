@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import os
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from torchzarr.codecs import fast_decode
-from torchzarr.codecs.pipeline import decode_error
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
-from torchzarr.config import config
-from torchzarr.core.fastpath import (
-    is_raw,
-    local_root,
-    needs_swap,
-    read_buffer,
-    scratch_buffer,
-    zstd_codec,
-)
+from torchzarr.core.fastpath import direct_target, local_root
+from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shard_files import open_shards
+from torchzarr.core.shard_pieces import Piece, PieceFetcher, Region, coalesce
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 
-#: byte ranges closer than this are fetched as one request
-COALESCE_GAP = 1 << 16
 _INDEX_CACHE_ENTRIES = 4096
-#: raw (uncompressed) local pieces up to this many bytes are read on the calling thread
-_INLINE_RAW_BYTES = 8 << 20
 
 # Writes to sharded arrays per store identity in this process: a reader drops its cached
 # indexes when the count moved, so a write through any Array is seen by every reader, and a
@@ -47,33 +33,12 @@ def _writes_to(identity: str) -> int:
         return _shard_writes.get(identity, 0)
 
 
-# one inner chunk to fetch: (shard key, offset, nbytes, target view, inner coords)
-_Piece = tuple[str, int, int, np.ndarray, tuple[int, ...]]
-
-
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
     """The (evolved) sharding codec of a v3 pipeline when it is the whole serialisation."""
     codec = getattr(pipeline, "array_bytes", None)
     if isinstance(codec, ShardingCodec) and not pipeline.array_array and not pipeline.bytes_bytes:
         return codec
     return None
-
-
-def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:
-    """Merge ``(offset, nbytes)`` ranges whose gaps are at most ``gap`` bytes.
-
-    Example:
-        >>> coalesce([(0, 10), (12, 5), (1000, 4)], gap=8)
-        [(0, 17), (1000, 4)]
-    """
-    merged: list[tuple[int, int]] = []
-    for start, size in sorted(ranges):
-        if merged and start <= merged[-1][0] + merged[-1][1] + gap:
-            first, length = merged[-1]
-            merged[-1] = (first, max(length, start + size - first))
-        else:
-            merged.append((start, size))
-    return merged
 
 
 def _touched(
@@ -121,8 +86,12 @@ class ShardReader:
         self._row_chunks = bool(self.spec.shape) and (
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
-        self._raw = is_raw(self.inner) and not needs_swap(self.inner)
-        self._zstd = zstd_codec(self.inner)  # inner chunks of one zstd frame: the lean decode
+        self._pieces = PieceFetcher(
+            source.store,
+            self.inner,
+            keep_files=lambda: self._cache is not None,
+            version=lambda: _writes_to(self._identity),
+        )
 
     def keep_indexes(self) -> None:
         """Cache shard indexes although the store is writable.
@@ -192,13 +161,16 @@ class ShardReader:
 
         Selections of whole rows (an index array or slice on axis 0, slices elsewhere, inner
         chunks spanning every axis but the first) are planned with numpy and decoded into a
-        compact buffer of just the touched inner chunks; others decode into a shard-sized
-        scratch. Local files are read with one descriptor per shard and ``preadv`` straight
-        into the buffer when the inner chunks are raw bytes.
+        compact buffer of just the touched inner chunks. Other basic selections (ints and
+        slices) put each inner chunk straight into its part of ``out``: decoded in place
+        where that part is contiguous, else through reused scratch. The rest (index arrays)
+        decode into a shard-sized scratch. Local files are read with one descriptor per run
+        of pieces and one ``preadv`` per run of adjacent pieces (straight into the target
+        when the inner chunks are raw bytes).
         """
         keys = [self.source.key(p.chunk_coords) for p in projections]
         indexes = self.indexes(keys)
-        pieces: list[_Piece] = []
+        pieces: list[Piece] = []
         finish: list[tuple[Any, np.ndarray, Any]] = []
         for p, key in zip(projections, keys, strict=True):
             index = indexes[key]
@@ -206,11 +178,16 @@ class ShardReader:
                 out[p.out_selection] = self.spec.fill_value
                 continue
             rows = self._rows(p.chunk_selection)
-            if rows is None:
-                finish.append(self._plan_region(p, key, index, pieces))
-            else:
+            if rows is not None:
                 finish.append(self._plan_rows(p, key, index, rows, pieces))
-        self._fetch(pieces, run_parallel)
+            elif all(isinstance(s, slice) for s in p.out_selection) and all(
+                isinstance(s, slice | int) for s in p.chunk_selection
+            ):
+                view = out[(*p.out_selection, Ellipsis)]  # a view, also when 0-d
+                self._plan_scatter(p, key, index, view, pieces)
+            else:
+                finish.append(self._plan_region(p, key, index, pieces))
+        self._pieces.fetch(pieces, run_parallel)
         for p, source, selection in finish:
             out[p.out_selection] = source[selection]
 
@@ -242,7 +219,7 @@ class ShardReader:
         local = touched % per_shard
         bounds = [*first.tolist(), touched.size]
         empty = int(EMPTY)
-        pieces: list[_Piece] = []
+        pieces: list[Piece] = []
         fill = self.spec.fill_value
         for k, key in enumerate(keys):
             lo, hi = bounds[k], bounds[k + 1]
@@ -256,7 +233,7 @@ class ShardReader:
                     buf[j] = fill
                 else:
                     pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
-        self._fetch(pieces, run_parallel)
+        self._pieces.fetch(pieces, run_parallel)
         flat = buf.reshape(-1, *self.inner_shape[1:])
         position = np.searchsorted(touched, inner) * step + rows % step
         if out.flags.c_contiguous and out.dtype == flat.dtype:
@@ -279,7 +256,7 @@ class ShardReader:
         return None
 
     def _plan_rows(
-        self, p: Any, key: str, index: ShardIndex, rows: np.ndarray, pieces: list[_Piece]
+        self, p: Any, key: str, index: ShardIndex, rows: np.ndarray, pieces: list[Piece]
     ) -> tuple[Any, np.ndarray, Any]:
         step = self.inner_shape[0]
         inner = rows // step
@@ -299,8 +276,26 @@ class ShardReader:
         position = np.searchsorted(touched, inner) * step + rows % step
         return p, flat, (position, *p.chunk_selection[1:])
 
+    def _plan_scatter(
+        self, p: Any, key: str, index: ShardIndex, view: np.ndarray, pieces: list[Piece]
+    ) -> None:
+        """Plan a basic selection of a shard: each inner chunk lands in ``view`` (the shard's
+        part of the output) directly, straight from the decoder where its region is
+        contiguous, with no shard-sized scratch and no second copy."""
+        inner, fill = self.inner_shape, self.spec.fill_value
+        size = self.inner.spec.nbytes // self.inner.spec.dtype.itemsize
+        for ip in basic_indexer(p.chunk_selection, self.spec.shape, inner):
+            stored = index.get(ip.chunk_coords)
+            if stored is None:
+                view[ip.out_selection] = fill
+                continue
+            target = direct_target(view, ip, inner, size)
+            if target is None:
+                target = Region(view[(*ip.out_selection, Ellipsis)], ip.chunk_selection)
+            pieces.append((key, *stored, target, ip.chunk_coords))
+
     def _plan_region(
-        self, p: Any, key: str, index: ShardIndex, pieces: list[_Piece]
+        self, p: Any, key: str, index: ShardIndex, pieces: list[Piece]
     ) -> tuple[Any, np.ndarray, Any]:
         scratch = np.empty(self.spec.shape, dtype=self.spec.dtype)
         for coords in _touched(p.chunk_selection, self.inner_shape, self.spec.shape):
@@ -311,132 +306,6 @@ class ShardReader:
             else:
                 pieces.append((key, *stored, scratch[region], coords))
         return p, scratch, p.chunk_selection
-
-    def _fetch(self, pieces: list[_Piece], run_parallel: Any) -> None:
-        """Fetch and decode every piece into its target."""
-        if not pieces:
-            return
-        store = self.source.store
-        root = local_root(store)
-        if root is not None and hasattr(os, "preadv"):
-            base = root
-            by_key: dict[str, list[_Piece]] = {}
-            for piece in pieces:
-                by_key.setdefault(piece[0], []).append(piece)
-            if self._raw and sum(piece[2] for piece in pieces) <= _INLINE_RAW_BYTES:
-                # raw pieces are a pread each: threads would only pass the GIL around
-                for key, group in by_key.items():
-                    self._read_file(base, key, group)
-                return
-            # Raw pieces: one task per shard (a pread each). Encoded pieces: runs of a
-            # shard's pieces, so that the inner chunks of one shard decode on all threads.
-            if self._raw:
-                groups = list(by_key.items())
-            else:
-                nbytes = self.inner.spec.nbytes
-                share = min(config.task_bytes, len(pieces) * nbytes // max(1, config.threads))
-                run = max(1, share // max(1, nbytes))
-                groups = [
-                    (key, group[i : i + run])
-                    for key, group in by_key.items()
-                    for i in range(0, len(group), run)
-                ]
-            run_parallel(
-                lambda group: self._read_file(base, *group),
-                groups,
-                cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
-            )
-            return
-        spans: dict[str, list[tuple[int, int]]] = {}
-        for key, off, size, _, _ in pieces:
-            spans.setdefault(key, []).append((off, size))
-        requests = [
-            (key, ByteRange(off, size))
-            for key, ranges in spans.items()
-            for off, size in coalesce(ranges)
-        ]
-        starts: dict[str, list[int]] = {}
-        for key, rng in requests:
-            starts.setdefault(key, []).append(rng.start)  # ascending: coalesce sorts
-        blobs = store.get_ranges(requests)
-        fetched: dict[tuple[str, int], bytes] = {}
-        for (key, rng), blob in zip(requests, blobs, strict=True):
-            if blob is None:
-                raise ChunkDecodeError(f"shard {key!r} vanished while it was being read")
-            fetched[(key, rng.start)] = blob
-        tasks = []
-        for key, off, size, target, coords in pieces:
-            at = starts[key]
-            start = at[bisect.bisect_right(at, off) - 1]
-            view = memoryview(fetched[(key, start)])[off - start : off - start + size]
-            if len(view) != size:
-                raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
-            tasks.append((key, coords, view, target))
-        run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
-
-    def _read_file(self, root: str, key: str, pieces: list[_Piece]) -> None:
-        """Read one local shard's pieces through one file descriptor.
-
-        A reader that caches shard indexes keeps the file open too (``shard_files``): the
-        descriptor shows the version the cached index describes.
-        """
-        path = f"{root}/{key}"  # keys come from the metadata
-        keep = self._cache is not None
-        try:
-            if keep:
-                fd = open_shards.acquire(path, _writes_to(self._identity))
-            else:
-                fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
-        decode = self._decode if self._zstd is None else self._zstd_decoder()
-        try:
-            for _, off, size, target, coords in pieces:
-                if self._raw and size == target.nbytes and target.flags.c_contiguous:
-                    got = os.preadv(fd, [target.data.cast("B")], off)
-                    if got != size:
-                        raise ChunkDecodeError(
-                            f"inner chunk {coords} of shard {key!r} is truncated"
-                        )
-                    continue
-                data = read_buffer(size)  # reused memory: fresh bytes would land on new pages
-                if os.preadv(fd, [data], off) != size:
-                    raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
-                decode(key, coords, data, target)
-        finally:
-            if keep:
-                open_shards.release(path, fd)
-            else:
-                os.close(fd)
-
-    def _zstd_decoder(self) -> Any:
-        """``_decode`` for inner chunks that are one zstd frame each, bound for one thread."""
-        decompress = fast_decode.zstd_decompressor()
-        spec = self.inner.spec
-        nbytes, dtype, shape = spec.nbytes, spec.dtype, spec.shape
-
-        def decode(key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
-            contiguous = target.flags.c_contiguous
-            into = target if contiguous else scratch_buffer(nbytes)
-            try:
-                decompress(data, into.__array_interface__["data"][0], nbytes)
-            except ChunkDecodeError as err:
-                raise decode_error(err, self._zstd, f"{key}[{coords}]") from err
-            if not contiguous:
-                target[...] = into.view(dtype).reshape(shape)
-
-        return decode
-
-    def _decode(self, key: str, coords: tuple[int, ...], data: Any, target: np.ndarray) -> None:
-        inner = self.inner
-        if target.flags.c_contiguous:
-            inner.decode(data, out=target, key=f"{key}[{coords}]")
-        elif inner.supports_direct_decode:  # into reused scratch, then one copy
-            spec = inner.spec
-            chunk = scratch_buffer(spec.nbytes).view(spec.dtype).reshape(spec.shape)
-            target[...] = inner.decode(data, out=chunk, key=f"{key}[{coords}]")
-        else:
-            target[...] = inner.decode(data, key=f"{key}[{coords}]")
 
     def _region(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(

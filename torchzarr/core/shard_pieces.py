@@ -1,0 +1,284 @@
+"""A shard's inner chunks ("pieces") fetched and decoded into their targets.
+
+Local shards are read with one descriptor per run of pieces and one ``preadv`` per run of
+adjacent pieces; other stores with coalesced byte-range requests. Each piece decodes into
+the whole chunk's memory or, through reused scratch, into the region of the output it fills.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeAlias
+
+import numpy as np
+
+from torchzarr.codecs import fast_decode
+from torchzarr.codecs.pipeline import decode_error
+from torchzarr.config import config
+from torchzarr.core.fastpath import (
+    is_raw,
+    local_root,
+    needs_swap,
+    read_buffer,
+    scratch_buffer,
+    zstd_codec,
+)
+from torchzarr.core.shard_files import open_shards
+from torchzarr.errors import ChunkDecodeError
+from torchzarr.storage.base import ByteRange
+
+__all__ = [
+    "COALESCE_GAP",
+    "Piece",
+    "PieceFetcher",
+    "Region",
+    "Target",
+    "coalesce",
+    "place",
+    "spans",
+]
+
+#: byte ranges closer than this are fetched as one request
+COALESCE_GAP = 1 << 16
+#: raw (uncompressed) local pieces up to this many bytes are read on the calling thread
+_INLINE_RAW_BYTES = 8 << 20
+
+
+class Region(NamedTuple):
+    """Where part of a decoded inner chunk goes: ``out[...] = chunk[selection]``."""
+
+    out: np.ndarray  # a view of the read's output
+    selection: tuple[Any, ...]  # into the inner chunk
+
+
+#: a decoded inner chunk's destination: the whole chunk's memory (a view), or a region of
+#: the output that part of it fills
+Target: TypeAlias = np.ndarray | Region
+#: one inner chunk to fetch: (shard key, offset, nbytes, target, inner coords)
+Piece = tuple[str, int, int, Target, tuple[int, ...]]
+
+
+def spans(pieces: list[Piece], limit: int = 4 << 20) -> list[tuple[int, list[Piece]]]:
+    """Runs of pieces stored back to back (in the given order), each at most ``limit`` bytes
+    long unless one piece alone is longer: ``(first offset, pieces)``.
+
+    Example:
+        >>> [(start, len(run)) for start, run in spans([("k", 0, 4, None, ()),
+        ...     ("k", 4, 4, None, ()), ("k", 20, 4, None, ())])]
+        [(0, 2), (20, 1)]
+    """
+    runs: list[tuple[int, list[Piece]]] = []
+    end = -1
+    for piece in pieces:
+        off, size = piece[1], piece[2]
+        if runs and off == end and off + size - runs[-1][0] <= limit:
+            runs[-1][1].append(piece)
+        else:
+            runs.append((off, [piece]))
+        end = off + size
+    return runs
+
+
+def place(chunk: np.ndarray, target: Target) -> None:
+    """Copy a decoded inner chunk (or the part a region takes) to its target.
+
+    Example:
+        >>> out = np.zeros(4)
+        >>> place(np.arange(3.0), Region(out[1:3], (slice(1, 3),)))
+        >>> out.tolist()
+        [0.0, 1.0, 2.0, 0.0]
+    """
+    if isinstance(target, Region):
+        target.out[...] = chunk[target.selection]
+    else:
+        target[...] = chunk
+
+
+def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:
+    """Merge ``(offset, nbytes)`` ranges whose gaps are at most ``gap`` bytes.
+
+    Example:
+        >>> coalesce([(0, 10), (12, 5), (1000, 4)], gap=8)
+        [(0, 17), (1000, 4)]
+    """
+    merged: list[tuple[int, int]] = []
+    for start, size in sorted(ranges):
+        if merged and start <= merged[-1][0] + merged[-1][1] + gap:
+            first, length = merged[-1]
+            merged[-1] = (first, max(length, start + size - first))
+        else:
+            merged.append((start, size))
+    return merged
+
+
+class PieceFetcher:
+    """Fetches pieces of one array's shards and decodes them with its inner pipeline.
+
+    Args:
+        store: the array's store.
+        inner: the inner chunks' pipeline.
+        keep_files: whether shard files stay open between reads (readers that cache indexes
+            keep the file whose version the index describes).
+        version: the count of this process's writes to the store, for kept files.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        inner: Any,
+        keep_files: Callable[[], bool],
+        version: Callable[[], int],
+    ) -> None:
+        self.store, self.inner = store, inner
+        self.keep_files, self.version = keep_files, version
+        self.raw = is_raw(inner) and not needs_swap(inner)
+        self.zstd = zstd_codec(inner)  # inner chunks of one zstd frame: the lean decode
+
+    def fetch(self, pieces: list[Piece], run_parallel: Any) -> None:
+        """Fetch and decode every piece into its target."""
+        if not pieces:
+            return
+        store = self.store
+        root = local_root(store)
+        if root is not None and hasattr(os, "preadv"):
+            base = root
+            by_key: dict[str, list[Piece]] = {}
+            for piece in pieces:
+                by_key.setdefault(piece[0], []).append(piece)
+            if self.raw and sum(piece[2] for piece in pieces) <= _INLINE_RAW_BYTES:
+                # raw pieces are a pread each: threads would only pass the GIL around
+                for key, group in by_key.items():
+                    self._read_file(base, key, group)
+                return
+            # Raw pieces: one task per shard (a pread each). Encoded pieces: runs of a
+            # shard's pieces, so that the inner chunks of one shard decode on all threads.
+            if self.raw:
+                groups = list(by_key.items())
+            else:
+                nbytes = self.inner.spec.nbytes
+                share = min(config.task_bytes, len(pieces) * nbytes // max(1, config.threads))
+                run = max(1, share // max(1, nbytes))
+                groups = [
+                    (key, group[i : i + run])
+                    for key, group in by_key.items()
+                    for i in range(0, len(group), run)
+                ]
+            run_parallel(
+                lambda group: self._read_file(base, *group),
+                groups,
+                cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
+            )
+            return
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for key, off, size, _, _ in pieces:
+            spans.setdefault(key, []).append((off, size))
+        requests = [
+            (key, ByteRange(off, size))
+            for key, ranges in spans.items()
+            for off, size in coalesce(ranges)
+        ]
+        starts: dict[str, list[int]] = {}
+        for key, rng in requests:
+            starts.setdefault(key, []).append(rng.start)  # ascending: coalesce sorts
+        blobs = store.get_ranges(requests)
+        fetched: dict[tuple[str, int], bytes] = {}
+        for (key, rng), blob in zip(requests, blobs, strict=True):
+            if blob is None:
+                raise ChunkDecodeError(f"shard {key!r} vanished while it was being read")
+            fetched[(key, rng.start)] = blob
+        tasks = []
+        for key, off, size, target, coords in pieces:
+            at = starts[key]
+            start = at[bisect.bisect_right(at, off) - 1]
+            view = memoryview(fetched[(key, start)])[off - start : off - start + size]
+            if len(view) != size:
+                raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
+            tasks.append((key, coords, view, target))
+        run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
+
+    def _read_file(self, root: str, key: str, pieces: list[Piece]) -> None:
+        """Read one local shard's pieces through one file descriptor.
+
+        A reader that caches shard indexes keeps the file open too (``shard_files``): the
+        descriptor shows the version the cached index describes.
+        """
+        path = f"{root}/{key}"  # keys come from the metadata
+        keep = self.keep_files()
+        try:
+            fd = open_shards.acquire(path, self.version()) if keep else os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
+        decode_at = None if self.zstd is None else self._zstd_decoder()
+        try:
+            encoded: list[Piece] = []
+            for piece in pieces:
+                _, off, size, target, coords = piece
+                if (
+                    self.raw
+                    and isinstance(target, np.ndarray)
+                    and target.flags.c_contiguous
+                    and size == target.nbytes
+                ):
+                    got = os.preadv(fd, [target.data.cast("B")], off)
+                    if got != size:
+                        raise ChunkDecodeError(
+                            f"inner chunk {coords} of shard {key!r} is truncated"
+                        )
+                else:
+                    encoded.append(piece)
+            for start, span in spans(encoded):
+                # one read per run of adjacent pieces, into reused memory (fresh bytes would
+                # land on new pages), then each piece decodes from its slice
+                first, last = span[0], span[-1]
+                data = read_buffer(last[1] + last[2] - first[1])
+                if os.preadv(fd, [data], first[1]) != len(data):
+                    raise ChunkDecodeError(f"inner chunks of shard {key!r} are truncated")
+                if decode_at is not None:  # frames by address: no view per piece
+                    base = np.frombuffer(data, dtype=np.uint8).ctypes.data - start
+                    for _, off, size, target, coords in span:
+                        decode_at(key, coords, base + off, size, target)
+                else:
+                    for _, off, size, target, coords in span:
+                        self._decode(key, coords, data[off - start : off - start + size], target)
+        finally:
+            if keep:
+                open_shards.release(path, fd)
+            else:
+                os.close(fd)
+
+    def _zstd_decoder(self) -> Any:
+        """``_decode`` for inner chunks that are one zstd frame each, bound for one thread
+        and one run of frames (it keeps the thread's scratch for itself meanwhile)."""
+        decompress = fast_decode.zstd_decompressor_at()
+        spec = self.inner.spec
+        nbytes = spec.nbytes
+        scratch = scratch_buffer(nbytes)
+        at = scratch.ctypes.data
+        chunk = scratch.view(spec.dtype).reshape(spec.shape)
+
+        def decode(
+            key: str, coords: tuple[int, ...], source: int, size: int, target: Target
+        ) -> None:
+            whole = isinstance(target, np.ndarray) and target.flags.c_contiguous
+            dest = target.ctypes.data if whole else at  # type: ignore[union-attr]
+            try:
+                decompress(source, size, dest, nbytes)
+            except ChunkDecodeError as err:
+                raise decode_error(err, self.zstd, f"{key}[{coords}]") from err
+            if not whole:
+                place(chunk, target)
+
+        return decode
+
+    def _decode(self, key: str, coords: tuple[int, ...], data: Any, target: Target) -> None:
+        inner, where = self.inner, f"{key}[{coords}]"
+        if isinstance(target, np.ndarray) and target.flags.c_contiguous:
+            inner.decode(data, out=target, key=where)
+        elif inner.supports_direct_decode:  # into reused scratch, then one copy
+            spec = inner.spec
+            chunk = scratch_buffer(spec.nbytes).view(spec.dtype).reshape(spec.shape)
+            place(inner.decode(data, out=chunk, key=where), target)
+        else:
+            place(inner.decode(data, key=where), target)
