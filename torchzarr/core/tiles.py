@@ -212,6 +212,17 @@ def read_tiles(
 
     ``offsets`` are the selection's first element per axis (output position 0);
     ``parallel`` is the engine's ``run_parallel``. Counters add up on ``reader``.
+
+    Example:
+        >>> import tempfile, torch, torchzarr as tz
+        >>> from torchzarr.core.engine import run_parallel
+        >>> arr = tz.create_array(tempfile.mkdtemp(), shape=(8, 8), chunks=(2, 2), dtype="i4")
+        >>> arr[:] = torch.arange(64, dtype=torch.int32).reshape(8, 8)
+        >>> out = np.zeros((4, 8), dtype="i4")
+        >>> reader = ChunkReader(arr._source, out, 0, root=str(arr.store.root))
+        >>> read_tiles(reader, [(1, 3), (0, 4)], [2, 0], run_parallel, 1)
+        >>> out[0].tolist(), reader.chunks
+        ([16, 17, 18, 19, 20, 21, 22, 23], 8)
     """
     counts = [hi - lo for lo, hi in box]
     nbytes = reader.nbytes
@@ -233,7 +244,15 @@ def read_tiles(
 
 
 def applies(reader: ChunkReader, box: Sequence[Span] | None, spans: Sequence[Span]) -> bool:
-    """Whether tiles pay off: enough small whole chunks that cannot decode into the output."""
+    """Whether tiles pay off: enough small whole chunks that cannot decode into the output.
+
+    Example:
+        >>> import tempfile, torchzarr as tz
+        >>> arr = tz.create_array(tempfile.mkdtemp(), shape=(64, 64), chunks=(8, 8), dtype="i4")
+        >>> reader = ChunkReader(arr._source, np.zeros((64, 64), "i4"), 0, root=str(arr.store.root))
+        >>> applies(reader, [(0, 8), (0, 8)], [(0, 64), (0, 64)])
+        True
+    """
     if box is None or reader.prefix is None or reader.cache is not None:
         return False
     if reader.nbytes > TILE_CHUNK_MAX or math.prod(hi - lo for lo, hi in box) < _MIN_CHUNKS:
