@@ -7,6 +7,7 @@ import shutil
 import numcodecs
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +34,8 @@ def _array(path, data, chunks, **kwargs):
     return tz.open_array(path, mode="r")
 
 
-def _tiled_reads(arr, selection):
-    """Read ``selection`` and say how many tiled reads it took (by counting tile decodes)."""
+def _tiled_reads(arr, selection, as_tensor=False):
+    """Read ``selection`` and say how many tiles it took (by counting tile decodes)."""
     calls = []
     original = tiles._TileReader.__call__
 
@@ -44,7 +45,8 @@ def _tiled_reads(arr, selection):
 
     tiles._TileReader.__call__ = counting
     try:
-        return arr[selection].numpy(), len(calls)
+        got = arr[selection]
+        return (got if as_tensor else got.numpy()), len(calls)
     finally:
         tiles._TileReader.__call__ = original
 
@@ -338,3 +340,25 @@ def test_tiled_reads_of_tensorstore_arrays(tmp_path, codec):
     t = ts.open(spec, create=True).result()
     t[...].write(data).result()
     _tiled_read_of(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.bool, torch.uint64, torch.float16, torch.bfloat16, torch.complex64, torch.float8_e4m3fn],
+)
+def test_tiled_reads_of_every_kind_of_dtype(tmp_path, dtype):
+    values = torch.from_numpy(_data((40, 36), dtype=np.float32))
+    if dtype == torch.bool:
+        data = values > 0
+    elif dtype == torch.uint64:
+        data = values.abs().to(torch.int64).to(dtype)
+    else:
+        data = values.to(dtype)
+    arr = tz.create_array(LocalStore(tmp_path), shape=data.shape, chunks=(4, 4), dtype=dtype)
+    arr[:] = data
+    reader = tz.open_array(tmp_path, mode="r")
+    got, used = _tiled_reads(reader, (slice(1, 39), slice(None)), as_tensor=True)
+    assert used >= 1
+    assert got.dtype == dtype
+    bits = {1: torch.uint8, 2: torch.int16, 8: torch.int64}[dtype.itemsize]
+    assert torch.equal(got.view(bits), data[1:39].view(bits))  # bit for bit, NaNs too
