@@ -213,11 +213,11 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
     if reader is not None:
         # Local whole shards go through the shard reader too (one read per run of inner
         # chunks, each decoded straight to its place) unless whole shards are cached.
-        whole = source.cache is not None or local_root(source.store) is None
-        partial = [p for p in batch if not (whole and p.is_complete_chunk)]
+        decode_whole = source.cache is not None or local_root(source.store) is None
+        partial = [p for p in batch if not (decode_whole and p.is_complete_chunk)]
         if partial:
             reader.read(partial, out, run_parallel)
-            batch = [p for p in batch if whole and p.is_complete_chunk]
+            batch = [p for p in batch if decode_whole and p.is_complete_chunk]
     batch = _from_cache(source, batch, out)
     if not batch:
         return
