@@ -228,7 +228,7 @@ def test_local_partial_shard_reads_of_tile_chunks_match_numpy(tmp_path, threads,
     reader = tz.open_array(tmp_path, mode="r")
     with tz.config.set(threads=threads, task_bytes=1024):  # several pieces per task
         for sel in [
-            (slice(None), slice(None)),  # whole shards, through the shard reader as well
+            (slice(None), slice(None)),  # whole shards
             (slice(3, 90), slice(5, 77)),
             (slice(0, 32), slice(1, 40)),
             (7, slice(None)),
@@ -273,5 +273,8 @@ def test_a_truncated_shard_is_a_decode_error_naming_it(tmp_path):
     z[:] = data
     shard = tmp_path / "c" / "0" / "1"
     shard.write_bytes(shard.read_bytes()[:-40])  # the last inner chunk loses its tail
+    reader = tz.open_array(tmp_path, mode="r")
     with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/0/1.*truncated"):
-        tz.open_array(tmp_path, mode="r")[0:16, 16:32]
+        reader[0:15, 16:32]  # part of the shard: its pieces
+    with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/0/1.*past the end"):
+        reader[0:16, 16:32]  # the whole shard, read in one piece

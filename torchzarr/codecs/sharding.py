@@ -211,6 +211,10 @@ class ShardingCodec(ArrayBytesCodec):
         if out is None:
             out = np.empty(spec.shape, dtype=spec.dtype)
         view = memoryview(data)
+        # inner chunks whose region is not contiguous decode into one reused scratch
+        scratch = (
+            np.empty(inner.spec.shape, inner.spec.dtype) if inner.supports_direct_decode else None
+        )
         for coords, region in self._regions(spec):
             target = out[region]
             found = index.get(coords)
@@ -226,6 +230,8 @@ class ShardingCodec(ArrayBytesCodec):
             piece = view[offset : offset + nbytes]
             if target.flags.c_contiguous:
                 inner.decode(piece, out=target)
+            elif scratch is not None:
+                target[...] = inner.decode(piece, out=scratch)
             else:
                 target[...] = inner.decode(piece)
         return out

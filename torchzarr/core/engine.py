@@ -211,13 +211,12 @@ def _from_cache(source: ChunkSource, batch: list[Any], out: np.ndarray) -> list[
 def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
     reader = source.shard_reader
     if reader is not None:
-        # Local whole shards go through the shard reader too (one read per run of inner
-        # chunks, each decoded straight to its place) unless whole shards are cached.
-        decode_whole = source.cache is not None or local_root(source.store) is None
-        partial = [p for p in batch if not (decode_whole and p.is_complete_chunk)]
+        # Whole shards are read in one piece (a shard rewritten meanwhile by another
+        # process is then seen whole, old or new) and decoded by the sharding codec.
+        partial = [p for p in batch if not p.is_complete_chunk]
         if partial:
             reader.read(partial, out, run_parallel)
-            batch = [p for p in batch if decode_whole and p.is_complete_chunk]
+            batch = [p for p in batch if p.is_complete_chunk]
     batch = _from_cache(source, batch, out)
     if not batch:
         return
