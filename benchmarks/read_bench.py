@@ -8,6 +8,7 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -19,14 +20,16 @@ import numcodecs
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import latency_http
 from harness import Scenario, run_scenarios
 
 import torchzarr as tz
 
 PROFILES = {
-    # rows x cols of float32; full: 8192 x 8192 = 256 MiB, as in the figures of FACTS.md
-    "smoke": {"side": 1024, "rounds": 3},
-    "full": {"side": 8192, "rounds": 5},
+    # rows x cols of float32; full: 8192 x 8192 = 256 MiB, as in the figures of FACTS.md;
+    # remote: a side x side array of 256 KiB chunks behind an HTTP server with this delay
+    "smoke": {"side": 1024, "rounds": 3, "remote_side": 512, "remote_delay": 0.005},
+    "full": {"side": 8192, "rounds": 5, "remote_side": 4096, "remote_delay": 0.005},
 }
 
 
@@ -103,7 +106,7 @@ def _contenders(path: Path, selection: Any, with_limit: str | None, threads: int
     return out
 
 
-def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
+def build(root: Path, profile: dict[str, Any], servers: contextlib.ExitStack) -> list[Scenario]:
     side = profile["side"]
     threads = len(os.sched_getaffinity(0))
     rng = np.random.default_rng(0)
@@ -183,7 +186,37 @@ def build(root: Path, profile: dict[str, int]) -> list[Scenario]:
     scenarios.append(
         Scenario("write, zstd, 1 MiB chunks, fsync", nbytes, _write_contenders(root, data, big))
     )
+    scenarios.append(_remote_scenario(root, data, profile, servers))
     return scenarios
+
+
+def _remote_scenario(
+    root: Path, data: np.ndarray, profile: dict[str, Any], servers: contextlib.ExitStack
+) -> Scenario:
+    """A full read over HTTP from a loopback server that delays every request (a stand-in
+    for object storage: latency bound, each reader with its own concurrency)."""
+    import tensorstore as ts
+    import zarr
+
+    side, delay = profile["remote_side"], profile["remote_delay"]
+    small = data[:side, :side].copy()
+    chunks = (max(1, (256 << 10) // (4 * min(side, 256))), min(side, 256))  # 256 KiB
+    path = _make_store(root, small, chunks, "zstd")
+    url = f"{servers.enter_context(latency_http.serving(root, delay))}/{path.name}"
+    ours = tz.open_array(url, mode="r")
+    theirs = zarr.open_array(url, mode="r")
+    tstore = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "http", "base_url": url}}, read=True
+    ).result()
+    return Scenario(
+        f"remote full read, zstd, 256 KiB chunks, {delay * 1e3:g} ms a request",
+        small.nbytes,
+        {
+            "torchzarr": lambda: ours[:],
+            "zarr-python": lambda: theirs[:],
+            "tensorstore": lambda: tstore.read().result(),
+        },
+    )
 
 
 def _row_contenders(path: Path, rows: list[int]) -> dict[str, Any]:
@@ -258,7 +291,14 @@ def _write_contenders(root: Path, data: np.ndarray, chunks: tuple[int, ...]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_scenarios(argv, __doc__, PROFILES, build, "torchzarr-bench-")
+    with contextlib.ExitStack() as servers:  # HTTP servers of the remote scenario
+        return run_scenarios(
+            argv,
+            __doc__,
+            PROFILES,
+            lambda root, profile: build(root, profile, servers),
+            "torchzarr-bench-",
+        )
 
 
 if __name__ == "__main__":
