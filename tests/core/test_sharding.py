@@ -255,7 +255,9 @@ def test_a_corrupt_inner_chunk_names_its_shard_and_coordinates(tmp_path):
     shard.write_bytes(bytes(raw))
     reader = tz.open_array(tmp_path, mode="r")
     with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/1/0\[\(0, 0\)\]"):
-        reader[17:30, 1:15]
+        reader[17:30, 1:15]  # part of the shard: its pieces
+    with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/1/0.*inner chunk \(0, 0\)"):
+        reader[16:32, 0:16]  # the whole shard
 
 
 def test_a_truncated_shard_is_a_decode_error_naming_it(tmp_path):

@@ -218,6 +218,26 @@ class V3Pipeline:
         )
 
     @property
+    def zstd_frame_codec(self) -> Any:
+        """The zstd codec when a stored chunk is one zstd frame of the chunk's native C-order
+        bytes (``bytes`` in this machine's order, then ``zstd`` alone), else None.
+
+        Example:
+            >>> from torchzarr.codecs.compressors import ZstdCodec
+            >>> spec = ChunkSpec((2,), np.dtype("<i4"), 0)
+            >>> V3Pipeline([BytesCodec("little"), ZstdCodec(1)], spec).zstd_frame_codec.level
+            1
+        """
+        from torchzarr.codecs.compressors import ZstdCodec
+
+        ab = self.array_bytes
+        if self.array_array or not isinstance(ab, BytesCodec) or not ab.is_native:
+            return None
+        if [type(c) for c in self.bytes_bytes] != [ZstdCodec]:
+            return None
+        return self.bytes_bytes[0]
+
+    @property
     def supports_direct_decode(self) -> bool:
         """True when ``decode(out=...)`` decompresses straight into ``out`` (no extra copy).
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import ArrayBytesCodec, ChunkSpec, Codec
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.errors import ChunkDecodeError, MetadataError
@@ -215,6 +216,10 @@ class ShardingCodec(ArrayBytesCodec):
         scratch = (
             np.empty(inner.spec.shape, inner.spec.dtype) if inner.supports_direct_decode else None
         )
+        # one zstd frame each: decoded by address, without the codec chain per inner chunk
+        zstd = inner.zstd_frame_codec if fast_decode.available("zstd") else None
+        decompress = fast_decode.zstd_decompressor_at() if zstd is not None else None
+        base = np.frombuffer(view, dtype=np.uint8).ctypes.data if len(view) else 0
         for coords, region in self._regions(spec):
             target = out[region]
             found = index.get(coords)
@@ -227,6 +232,16 @@ class ShardingCodec(ArrayBytesCodec):
                     f"inner chunk {coords} at bytes {offset}+{nbytes} lies past the end of a "
                     f"{len(view)}-byte shard"
                 )
+            if decompress is not None and scratch is not None:
+                whole = target.flags.c_contiguous
+                into = target if whole else scratch
+                try:
+                    decompress(base + offset, nbytes, into.ctypes.data, into.nbytes)
+                except ChunkDecodeError as err:
+                    raise ChunkDecodeError(f"inner chunk {coords}: {err}") from err
+                if not whole:
+                    target[...] = scratch
+                continue
             piece = view[offset : offset + nbytes]
             if target.flags.c_contiguous:
                 inner.decode(piece, out=target)

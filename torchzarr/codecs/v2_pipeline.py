@@ -122,6 +122,23 @@ class V2Pipeline:
         )
 
     @property
+    def zstd_frame_codec(self) -> Any:
+        """The numcodecs ``Zstd`` compressor when a stored chunk is one zstd frame of the
+        chunk's native C-order bytes (no filters, this machine's byte order), else None.
+
+        Example:
+            >>> import numcodecs
+            >>> spec = ChunkSpec((2,), np.dtype("<i4"), 0)
+            >>> pipe = V2Pipeline(spec, compressor=numcodecs.Zstd(1), filters=None, order="C",
+            ...                   byteorder="<")
+            >>> pipe.zstd_frame_codec.codec_id
+            'zstd'
+        """
+        if self._compressor_id != "zstd" or not self._direct or self._swap:
+            return None
+        return self.compressor
+
+    @property
     def supports_direct_decode(self) -> bool:
         """True when ``decode(out=...)`` decompresses straight into ``out`` (no extra copy).
 
