@@ -16,7 +16,7 @@ import torchzarr as tz
 from torchzarr.codecs import BytesCodec, GzipCodec, ZstdCodec, fast_encode
 from torchzarr.codecs.base import ChunkSpec
 from torchzarr.codecs.pipeline import V3Pipeline
-from torchzarr.core import fastpath
+from torchzarr.core import fast_write
 from torchzarr.errors import CodecError
 from torchzarr.storage.local import LocalStore
 
@@ -75,15 +75,15 @@ def _pipeline(codecs, dtype="<f4", shape=(4, 6)):
 
 
 def test_the_reusing_encoder_applies_only_to_native_zstd_frames():
-    assert fastpath.reusing_encoder(_pipeline([BytesCodec("little"), ZstdCodec(3)])) is not None
-    assert fastpath.reusing_encoder(_pipeline([BytesCodec("big"), ZstdCodec(3)])) is None
-    assert fastpath.reusing_encoder(_pipeline([BytesCodec("little"), GzipCodec(1)])) is None
-    assert fastpath.reusing_encoder(_pipeline([BytesCodec("little")])) is None
+    assert fast_write.reusing_encoder(_pipeline([BytesCodec("little"), ZstdCodec(3)])) is not None
+    assert fast_write.reusing_encoder(_pipeline([BytesCodec("big"), ZstdCodec(3)])) is None
+    assert fast_write.reusing_encoder(_pipeline([BytesCodec("little"), GzipCodec(1)])) is None
+    assert fast_write.reusing_encoder(_pipeline([BytesCodec("little")])) is None
 
 
 def test_the_reusing_encoder_falls_back_for_other_dtypes_and_shapes():
     pipeline = _pipeline([BytesCodec("little"), ZstdCodec(1, checksum=True)])
-    encode = fastpath.reusing_encoder(pipeline)
+    encode = fast_write.reusing_encoder(pipeline)
     chunk = np.arange(24, dtype="<f4").reshape(4, 6)
     assert bytes(encode(chunk)) == pipeline.encode(chunk)
     as_ints = chunk.astype("<i8")  # cast by the pipeline, as encode() does

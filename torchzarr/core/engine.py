@@ -18,7 +18,8 @@ from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
 from torchzarr.core.cache import ChunkCache, invalidate_everywhere
-from torchzarr.core.fastpath import ChunkReader, local_root, reusing_encoder
+from torchzarr.core.fast_write import reusing_encoder
+from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shards import ShardReader, sharding_codec
 

@@ -7,12 +7,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numcodecs
 import numpy as np
 
-from torchzarr.codecs import fast_decode, fast_encode
+from torchzarr.codecs import fast_decode
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.compressors import ZstdCodec
 from torchzarr.codecs.pipeline import V3Pipeline, decode_error
 from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
@@ -26,7 +24,6 @@ __all__ = [
     "local_root",
     "needs_swap",
     "read_buffer",
-    "reusing_encoder",
     "scratch_buffer",
     "zstd_codec",
 ]
@@ -41,6 +38,9 @@ _local = threading.local()
 # Chunk files below this are read into a new bytes object; larger ones into reused memory
 # (glibc serves big allocations with fresh pages, each faulted in on first touch).
 _FRESH_READ_MAX = 128 << 10
+# Compressed bytes read past a zstd prefix: one block (128 KiB decoded, a little more when
+# stored raw) and its header
+_HEAD_SLACK = (128 << 10) + 4096
 
 
 def local_root(store: Any) -> str | None:
@@ -112,38 +112,6 @@ def zstd_codec(pipeline: Any) -> Any:
     """
     codec = getattr(pipeline, "zstd_frame_codec", None)
     return codec if codec is not None and fast_decode.available("zstd") else None
-
-
-def reusing_encoder(pipeline: Any) -> Callable[[np.ndarray], memoryview] | None:
-    """An encoder writing a chunk's zstd frame into the thread's reused buffer, or None.
-
-    It applies where a chunk is stored as one zstd frame of its C-order native bytes. Its
-    result is valid until the thread's next call (write it out first); chunks too big for
-    the buffer, or of another dtype, take ``pipeline.encode``.
-
-    Example:
-        >>> from torchzarr.codecs.base import ChunkSpec
-        >>> spec = ChunkSpec((4,), np.dtype("<i4"), 0)
-        >>> encode = reusing_encoder(V3Pipeline([BytesCodec("little"), ZstdCodec(1)], spec))
-        >>> len(encode(np.arange(4, dtype="<i4"))) > 0
-        True
-    """
-    codec = zstd_codec(pipeline)
-    if codec is None or not fast_encode.available():
-        return None
-    if not isinstance(codec, ZstdCodec | numcodecs.Zstd):
-        return None
-    level, checksum = int(codec.level), bool(getattr(codec, "checksum", False))
-    spec = pipeline.spec
-    dtype, small = spec.dtype, spec.nbytes <= fast_encode.MAX_INPUT_BYTES
-    fallback = pipeline.encode
-
-    def encode(chunk: np.ndarray) -> Any:
-        if small and chunk.dtype == dtype and chunk.shape == spec.shape:
-            return fast_encode.zstd_compress(chunk, level, checksum)
-        return fallback(chunk)
-
-    return encode
 
 
 def _rows_needed(item: Any) -> int | None:
@@ -359,6 +327,10 @@ class ChunkReader:
         )
         if self.raw:
             return self._raw(key, projection, target)
+        if self.zstd is not None and target is None and self.prefix is not None:
+            prefix = self._prefix(projection)
+            if prefix:  # the rows selected end early in the chunk
+                return self._zstd_head(key, projection, prefix)
         data = self.read_file(key) if self.prefix is not None else self.fetched.get(key)  # type: ignore[union-attr]
         if data is None:
             out[projection.out_selection] = self.fill
@@ -385,7 +357,7 @@ class ChunkReader:
                 self._cache(projection, target)
                 return len(data)
             scratch = scratch_buffer(self.nbytes)
-            prefix = self._prefix(projection, data)
+            prefix = self._prefix(projection)
             if prefix:  # the rows selected end early in the chunk: decode only up to there
                 fast_decode.decompress_prefix(data, scratch[:prefix])
             else:
@@ -398,7 +370,52 @@ class ChunkReader:
         self.out[projection.out_selection] = chunk[projection.chunk_selection]
         return len(data)
 
-    def _prefix(self, projection: Any, data: Any) -> int:
+    def _zstd_head(self, key: str, projection: Any, prefix: int) -> int:
+        """Decode the first ``prefix`` bytes of a local zstd chunk from the head of its file.
+
+        zstd decodes block by block (128 KiB at most), so the compressed bytes up to the
+        prefix plus one block do; a frame that needs more is read whole after all.
+        """
+        data, whole = self._read_head(key, min(self.read_hint, prefix + _HEAD_SLACK))
+        if data is None:
+            self.out[projection.out_selection] = self.fill
+            return -1
+        scratch = scratch_buffer(self.nbytes)
+        try:
+            try:
+                fast_decode.decompress_prefix(data, scratch[:prefix])
+            except ChunkDecodeError:
+                if whole:
+                    raise
+                data = self.read_file(key)  # the frame needs more than its head
+                if data is None:
+                    self.out[projection.out_selection] = self.fill
+                    return -1
+                fast_decode.decompress_prefix(data, scratch[:prefix])
+        except ChunkDecodeError as err:
+            raise decode_error(err, self.zstd, key) from err
+        chunk = scratch.view(self.spec.dtype).reshape(self.chunk_shape)
+        self.out[projection.out_selection] = chunk[projection.chunk_selection]
+        return len(data)
+
+    def _read_head(self, key: str, nbytes: int) -> tuple[Any, bool]:
+        """Up to ``nbytes`` leading bytes of a chunk file (this thread's read buffer) and
+        whether they are the whole file; ``(None, True)`` when it is missing."""
+        fd = self._open(key)
+        if fd is None:
+            return None, True
+        try:
+            buf = read_buffer(nbytes)
+            got = os.readv(fd, [buf])
+        except _MISSING:
+            return None, True
+        except OSError as err:
+            raise StoreError(f"cannot read {key!r} from {self.source.store}: {err}") from err
+        finally:
+            os.close(fd)
+        return buf[:got], got < nbytes
+
+    def _prefix(self, projection: Any) -> int:
         """Bytes of the chunk to decode for a partial read, or 0 for all of it."""
         if not self.row_bytes or self.cache is not None:
             return 0
