@@ -260,6 +260,7 @@ def test_a_corrupt_inner_chunk_names_its_shard_and_coordinates(tmp_path):
         reader[16:32, 0:16]  # the whole shard
 
 
+@pytest.mark.filterwarnings("ignore:Combining a `sharding_indexed` codec")
 def test_a_truncated_shard_is_a_decode_error_naming_it(tmp_path):
     data = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
     z = zarr.create_array(
