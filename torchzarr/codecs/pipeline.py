@@ -15,7 +15,7 @@ from torchzarr.codecs.base import (
     Codec,
 )
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.compressors import Crc32cCodec
+from torchzarr.codecs.compressors import Crc32cCodec, ZstdCodec
 from torchzarr.errors import (
     ChunkDecodeError,
     CodecError,
@@ -223,13 +223,10 @@ class V3Pipeline:
         bytes (``bytes`` in this machine's order, then ``zstd`` alone), else None.
 
         Example:
-            >>> from torchzarr.codecs.compressors import ZstdCodec
             >>> spec = ChunkSpec((2,), np.dtype("<i4"), 0)
             >>> V3Pipeline([BytesCodec("little"), ZstdCodec(1)], spec).zstd_frame_codec.level
             1
         """
-        from torchzarr.codecs.compressors import ZstdCodec
-
         ab = self.array_bytes
         if self.array_array or not isinstance(ab, BytesCodec) or not ab.is_native:
             return None

@@ -217,8 +217,8 @@ class ShardingCodec(ArrayBytesCodec):
             np.empty(inner.spec.shape, inner.spec.dtype) if inner.supports_direct_decode else None
         )
         # one zstd frame each: decoded by address, without the codec chain per inner chunk
-        zstd = inner.zstd_frame_codec if fast_decode.available("zstd") else None
-        decompress = fast_decode.zstd_decompressor_at() if zstd is not None else None
+        zstd = inner.zstd_frame_codec is not None and fast_decode.available("zstd")
+        decompress = fast_decode.zstd_decompressor_at() if zstd else None
         base = np.frombuffer(view, dtype=np.uint8).ctypes.data if len(view) else 0
         for coords, region in self._regions(spec):
             target = out[region]

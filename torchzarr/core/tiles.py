@@ -119,8 +119,8 @@ def _keys(key: Callable[[tuple[int, ...]], str], tile: Sequence[Span], suffixed:
 class _TileReader:
     """Decodes a tile's chunks side by side and copies the tile into the output."""
 
-    def __init__(self, reader: ChunkReader, out: np.ndarray, offsets: Sequence[int]) -> None:
-        self.reader, self.out, self.offsets = reader, out, offsets
+    def __init__(self, reader: ChunkReader, offsets: Sequence[int]) -> None:
+        self.reader, self.out, self.offsets = reader, reader.out, offsets
         self.spec = reader.spec
         self.chunk_shape = reader.chunk_shape
         self.nbytes = reader.nbytes
@@ -226,7 +226,7 @@ def read_tiles(
     """
     counts = [hi - lo for lo, hi in box]
     nbytes = reader.nbytes
-    read = _TileReader(reader, reader.out, offsets)
+    read = _TileReader(reader, offsets)
     if nbytes < TINY_CHUNK_BYTES:
         # Each system call or decode of a tiny chunk releases the GIL for a few
         # microseconds: threads would spend more handing it over than they gain.
