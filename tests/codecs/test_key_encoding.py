@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torchzarr.codecs import key_encoding
 from torchzarr.codecs.key_encoding import (
     ChunkKeyEncoding,
     DefaultChunkKeyEncoding,
@@ -201,7 +202,8 @@ class _FlatEncoding(ChunkKeyEncoding):
         return {"prefix": self.prefix}
 
 
-def test_register_custom_encoding():
+def test_register_custom_encoding(monkeypatch):
+    monkeypatch.setattr(key_encoding, "_registry", dict(key_encoding._registry))  # undone after
     register_chunk_key_encoding("test.flat", _FlatEncoding)
     register_chunk_key_encoding("test.flat", _FlatEncoding)  # the same class again is fine
     assert registered_chunk_key_encodings()["test.flat"] is _FlatEncoding

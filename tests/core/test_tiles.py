@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import torchzarr as tz
 from torchzarr import telemetry
-from torchzarr.codecs import BytesCodec, ZstdCodec
+from torchzarr.codecs import BytesCodec, ZstdCodec, key_encoding
 from torchzarr.codecs.key_encoding import DefaultChunkKeyEncoding, register_chunk_key_encoding
 from torchzarr.core import fastpath, tiles
 from torchzarr.errors import ChunkDecodeError, StoreError
@@ -250,7 +250,8 @@ class _Padded(DefaultChunkKeyEncoding):
         return "c/" + "/".join(f"{c:03d}" for c in chunk_coords)
 
 
-def test_a_plug_in_key_encoding_is_asked_for_every_key(tmp_path):
+def test_a_plug_in_key_encoding_is_asked_for_every_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(key_encoding, "_registry", dict(key_encoding._registry))  # undone after
     register_chunk_key_encoding(_Padded.name, _Padded)
     data = _data((40, 44))
     _array(tmp_path, data, (2, 2), compressors=[ZstdCodec(level=1)], chunk_key_encoding=_Padded())

@@ -206,8 +206,8 @@ def registered_chunk_key_encodings() -> MappingProxyType[str, type[ChunkKeyEncod
     """A read-only view of the registered encodings.
 
     Example:
-        >>> sorted(registered_chunk_key_encodings())[:2]
-        ['default', 'v2']
+        >>> {"default", "v2"} <= set(registered_chunk_key_encodings())  # plug-ins may add more
+        True
     """
     return MappingProxyType(_registry)
 
