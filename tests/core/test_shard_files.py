@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import torch
 
 import torchzarr as tz
 from torchzarr.core import shard_files
 from torchzarr.core.row_gather import gather_rows, keep_shard_indexes
-from torchzarr.core.shard_files import OpenShards
+from torchzarr.core.shard_files import OpenShards, ShardFiles
+from torchzarr.core.shard_pieces import PieceFetcher
 
 
 def _files(tmp_path, n):
@@ -125,3 +127,107 @@ def test_a_fresh_index_never_reads_through_an_older_kept_file(tmp_path):
     keep_shard_indexes(second)
     assert gather_rows(second, np.array([1, 9]), out)
     assert out.tolist() == [[2, 3], [7, 7]]
+
+
+def _two_versions(tmp_path):
+    """A sharded zstd array at ``tmp_path/a.zarr`` and a second version of its only shard
+    whose inner chunks lie at other offsets: ``(path, old data, new data, new shard file)``."""
+    path = tmp_path / "a.zarr"
+    old = np.zeros((16, 16), np.float32)
+    old[8:] = np.arange(128, dtype=np.float32).reshape(8, 16)
+    new = np.random.default_rng(1).standard_normal((16, 16)).astype(np.float32)
+    for name, data in (("new.zarr", new), ("a.zarr", old)):
+        arr = tz.create_array(
+            str(tmp_path / name),
+            shape=(16, 16),
+            dtype=torch.float32,
+            chunks=(4, 16),
+            shards=(16, 16),
+            compressors=[tz.codecs.ZstdCodec(level=1)],
+        )
+        arr[:] = torch.from_numpy(data)
+    shard = tmp_path / "a.zarr" / "c" / "0" / "0"
+    newer = tmp_path / "new.zarr" / "c" / "0" / "0"
+    assert shard.read_bytes()[-80:] != newer.read_bytes()[-80:]  # the indexes differ
+    return path, old, new, newer
+
+
+def _replaced_between_index_and_pieces(monkeypatch, shard, newer):
+    """Replace ``shard`` with a copy of ``newer`` (as another process's writer does) after
+    the next read fetched the shard's index and before it fetches the inner chunks."""
+    fetch = PieceFetcher.fetch
+
+    def late_fetch(self, *args, **kwargs):
+        copy = shard.with_name("incoming")
+        copy.write_bytes(newer.read_bytes())
+        os.replace(copy, shard)
+        monkeypatch.setattr(PieceFetcher, "fetch", fetch)
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(PieceFetcher, "fetch", late_fetch)
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_a_partial_read_takes_index_and_chunks_from_one_version(tmp_path, monkeypatch, mode):
+    path, old, new, newer = _two_versions(tmp_path)
+    reader = tz.open_array(str(path), mode=mode)
+    shard = path / "c" / "0" / "0"
+    _replaced_between_index_and_pieces(monkeypatch, shard, newer)
+    got = reader[2:14, 1:15].numpy()  # part of the shard: its index, then its pieces
+    np.testing.assert_array_equal(got, old[2:14, 1:15])  # all of the version indexed
+    np.testing.assert_array_equal(tz.open_array(str(path))[2:14].numpy(), new[2:14])
+
+
+def test_a_row_gather_takes_index_and_chunks_from_one_version(tmp_path, monkeypatch):
+    path, old, _, newer = _two_versions(tmp_path)
+    reader = tz.open_array(str(path), mode="r+")
+    _replaced_between_index_and_pieces(monkeypatch, path / "c" / "0" / "0", newer)
+    out = np.empty((3, 16), np.float32)
+    assert gather_rows(reader, np.array([13, 1, 9]), out)
+    np.testing.assert_array_equal(out, old[[13, 1, 9]])
+
+
+def test_a_cached_index_is_read_again_when_its_file_was_closed(tmp_path):
+    path, old, new, newer = _two_versions(tmp_path)
+    reader = tz.open_array(str(path), mode="r")  # caches indexes, keeps files open
+    np.testing.assert_array_equal(reader[1:3].numpy(), old[1:3])
+    shard = path / "c" / "0" / "0"
+    copy = shard.with_name("incoming")
+    copy.write_bytes(newer.read_bytes())
+    os.replace(copy, shard)  # another process's writer replaces the shard
+    np.testing.assert_array_equal(reader[9:11].numpy(), old[9:11])  # the kept version
+    shard_files.open_shards.forget(str(path))  # its file closed (evicted)
+    np.testing.assert_array_equal(reader[9:11].numpy(), new[9:11])  # index read again
+
+
+def test_shard_files_of_a_read_open_each_shard_once_and_close_them(tmp_path):
+    root = str(tmp_path)
+    (tmp_path / "s").write_bytes(b"xy")
+    files = ShardFiles(root, keep=False)
+    fd, serial = files.open("s")
+    assert files.open("s") == (fd, serial) and files.fd("s") == fd
+    assert files.open("missing") is None and files.open("s/below") is None
+    files.close()
+    assert not _is_open(fd)
+    with ShardFiles(root, keep=True, version=3) as kept:
+        fd, serial = kept.open("s")
+        other = ShardFiles(root, keep=True, version=3)
+        assert other.open("s") == (fd, serial)  # the same kept file
+        other.close()
+        fresh = ShardFiles(root, keep=True, version=3)
+        opened = fresh.open("s", reopen=True)
+        assert opened is not None and opened[1] != serial  # opened afresh
+        fresh.close()
+    assert _is_open(opened[0]) and not _is_open(fd)  # kept; the old one closed when returned
+    shard_files.open_shards.forget(root)
+    assert not _is_open(opened[0])
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_a_directory_in_place_of_a_shard_is_a_store_error_naming_it(tmp_path, mode):
+    path, _, _, _ = _two_versions(tmp_path)
+    shard = path / "c" / "0" / "0"
+    shard.unlink()
+    shard.mkdir()
+    with pytest.raises(tz.errors.StoreError, match=r"c/0/0"):
+        tz.open_array(str(path), mode=mode)[1:3]

@@ -1,4 +1,5 @@
-"""Open local shard files kept between reads: one process-wide, bounded, in-use-safe LRU.
+"""Open local shard files: the ones kept between reads (a process-wide, bounded, in-use-safe
+LRU) and the ones a single read uses.
 
 Row gathers touch hundreds of shards per batch; opening and closing each file every time
 costs more than reading the few kilobytes wanted from it. A reader that caches shard
@@ -12,13 +13,20 @@ closed under its user: eviction and invalidation close it when its last user ret
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 from collections import OrderedDict
+from typing import Any
 
+from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
 
-__all__ = ["OpenShards", "open_shards"]
+__all__ = ["OpenShards", "ShardFiles", "open_shards"]
+
+# Every os.open of a shard gets a new serial: a serial names one open file, so an index read
+# through it stays valid for as long as that descriptor is the one handed out.
+_serials = itertools.count(1)
 
 
 def _default_limit() -> int:
@@ -53,7 +61,7 @@ class OpenShards:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit if limit is not None else _default_limit()
         self._lock = new_lock()
-        # path -> [fd, version, users]
+        # path -> [fd, version, users, serial]
         self._open: OrderedDict[str, list[int]] = OrderedDict()
         # descriptors dropped while in use: fd -> users left
         self._doomed: dict[int, int] = {}
@@ -63,24 +71,30 @@ class OpenShards:
 
     def acquire(self, path: str, version: int) -> int:
         """A descriptor of ``path`` opened at ``version`` (an older one is reopened)."""
+        return self.acquire_serial(path, version)[0]
+
+    def acquire_serial(self, path: str, version: int) -> tuple[int, int]:
+        """Like :meth:`acquire`, with the serial of the ``os.open`` behind the descriptor
+        (equal serials: the same open file, so the same version of its contents)."""
         with self._lock:
             entry = self._open.get(path)
             if entry is not None and entry[1] == version:
                 entry[2] += 1
                 self._open.move_to_end(path)
-                return entry[0]
+                return entry[0], entry[3]
         fd = os.open(path, os.O_RDONLY)  # raises FileNotFoundError for the caller
+        serial = next(_serials)
         with self._lock:
             entry = self._open.get(path)
             if entry is not None and entry[1] == version:  # another thread opened it too
                 os.close(fd)
                 entry[2] += 1
-                return entry[0]
+                return entry[0], entry[3]
             if entry is not None:
                 self._drop(path)
-            self._open[path] = [fd, version, 1]
+            self._open[path] = [fd, version, 1, serial]
             self._evict()
-        return fd
+        return fd, serial
 
     def release(self, path: str, fd: int) -> None:
         """Give back ``fd``, which :meth:`acquire` returned for ``path``."""
@@ -107,7 +121,7 @@ class OpenShards:
                 self._drop(path)
 
     def _drop(self, path: str) -> None:
-        fd, _, users = self._open.pop(path)
+        fd, _, users, _ = self._open.pop(path)
         if users > 0:
             self._doomed[fd] = self._doomed.get(fd, 0) + users
         else:
@@ -133,6 +147,75 @@ class OpenShards:
 
 #: The process's open shard files (every ShardReader that caches indexes uses it).
 open_shards = OpenShards()
+
+
+class ShardFiles:
+    """The local shard files one read uses, each opened once: a shard's index and its inner
+    chunks are then read from the same version of the file, even if another process
+    replaces it meanwhile.
+
+    With ``keep`` the descriptors come from (and go back to) the process-wide
+    :data:`open_shards`, opened at ``version``; else they are opened here and closed by
+    :meth:`close`.
+
+    Example:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> open(os.path.join(root, "s0"), "wb").write(b"abc")
+        3
+        >>> with ShardFiles(root, keep=False) as files:
+        ...     fd, serial = files.open("s0")
+        ...     os.pread(files.fd("s0"), 3, 0), files.open("missing")
+        (b'abc', None)
+    """
+
+    def __init__(self, root: str, keep: bool, version: int = 0) -> None:
+        self.root, self.keep, self.version = root, keep, version
+        self._fds: dict[str, tuple[int, int]] = {}
+
+    def open(self, key: str, reopen: bool = False) -> tuple[int, int] | None:
+        """``(descriptor, serial)`` of shard ``key``, or None when it is not stored.
+
+        ``reopen`` opens the file afresh rather than take one kept open (which may show an
+        older version): for a shard whose index this reader has not read yet.
+        """
+        held = self._fds.get(key)
+        if held is not None:
+            return held
+        path = f"{self.root}/{key}"  # keys come from the metadata
+        try:
+            if self.keep:
+                if reopen:
+                    open_shards.discard(path)
+                held = open_shards.acquire_serial(path, self.version)
+            else:
+                held = os.open(path, os.O_RDONLY), 0
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot open shard {key!r} in {self.root}: {err}") from err
+        self._fds[key] = held
+        return held
+
+    def fd(self, key: str) -> int:
+        """The descriptor :meth:`open` gave for ``key``."""
+        return self._fds[key][0]
+
+    def close(self) -> None:
+        """Give back (or close) every descriptor of this read."""
+        fds, self._fds = self._fds, {}
+        for key, (fd, _) in fds.items():
+            if self.keep:
+                open_shards.release(f"{self.root}/{key}", fd)
+            else:
+                os.close(fd)
+
+    def __enter__(self) -> ShardFiles:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=open_shards._after_fork)

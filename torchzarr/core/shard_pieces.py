@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
@@ -17,15 +16,8 @@ import numpy as np
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.pipeline import decode_error
 from torchzarr.config import config
-from torchzarr.core.fastpath import (
-    is_raw,
-    local_root,
-    needs_swap,
-    read_buffer,
-    scratch_buffer,
-    zstd_codec,
-)
-from torchzarr.core.shard_files import open_shards
+from torchzarr.core.fastpath import is_raw, needs_swap, read_buffer, scratch_buffer, zstd_codec
+from torchzarr.core.shard_files import ShardFiles
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
 
@@ -119,38 +111,28 @@ class PieceFetcher:
     Args:
         store: the array's store.
         inner: the inner chunks' pipeline.
-        keep_files: whether shard files stay open between reads (readers that cache indexes
-            keep the file whose version the index describes).
-        version: the count of this process's writes to the store, for kept files.
     """
 
-    def __init__(
-        self,
-        store: Any,
-        inner: Any,
-        keep_files: Callable[[], bool],
-        version: Callable[[], int],
-    ) -> None:
+    def __init__(self, store: Any, inner: Any) -> None:
         self.store, self.inner = store, inner
-        self.keep_files, self.version = keep_files, version
         self.raw = is_raw(inner) and not needs_swap(inner)
         self.zstd = zstd_codec(inner)  # inner chunks of one zstd frame: the lean decode
 
-    def fetch(self, pieces: list[Piece], run_parallel: Any) -> None:
-        """Fetch and decode every piece into its target."""
+    def fetch(self, pieces: list[Piece], run_parallel: Any, files: ShardFiles | None) -> None:
+        """Fetch and decode every piece into its target: local shards through the
+        descriptors of ``files`` (which their indexes were read through), other stores
+        with byte-range requests (``files`` None)."""
         if not pieces:
             return
         store = self.store
-        root = local_root(store)
-        if root is not None and hasattr(os, "preadv"):
-            base = root
+        if files is not None:
             by_key: dict[str, list[Piece]] = {}
             for piece in pieces:
                 by_key.setdefault(piece[0], []).append(piece)
             if self.raw and sum(piece[2] for piece in pieces) <= _INLINE_RAW_BYTES:
                 # raw pieces are a pread each: threads would only pass the GIL around
                 for key, group in by_key.items():
-                    self._read_file(base, key, group)
+                    self._read_file(files, key, group)
                 return
             # Raw pieces: one task per shard (a pread each). Encoded pieces: runs of a
             # shard's pieces, so that the inner chunks of one shard decode on all threads.
@@ -166,7 +148,7 @@ class PieceFetcher:
                     for i in range(0, len(group), run)
                 ]
             run_parallel(
-                lambda group: self._read_file(base, *group),
+                lambda group: self._read_file(files, *group),
                 groups,
                 cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
             )
@@ -198,55 +180,38 @@ class PieceFetcher:
             tasks.append((key, coords, view, target))
         run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
 
-    def _read_file(self, root: str, key: str, pieces: list[Piece]) -> None:
-        """Read one local shard's pieces through one file descriptor.
-
-        A reader that caches shard indexes keeps the file open too (``shard_files``): the
-        descriptor shows the version the cached index describes.
-        """
-        path = f"{root}/{key}"  # keys come from the metadata
-        keep = self.keep_files()
-        try:
-            fd = open_shards.acquire(path, self.version()) if keep else os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise ChunkDecodeError(f"shard {key!r} vanished while it was being read") from None
+    def _read_file(self, files: ShardFiles, key: str, pieces: list[Piece]) -> None:
+        """Read one local shard's pieces through the descriptor its index was read through."""
+        fd = files.fd(key)
         decode_at = None if self.zstd is None else self._zstd_decoder()
-        try:
-            encoded: list[Piece] = []
-            for piece in pieces:
-                _, off, size, target, coords = piece
-                if (
-                    self.raw
-                    and isinstance(target, np.ndarray)
-                    and target.flags.c_contiguous
-                    and size == target.nbytes
-                ):
-                    got = os.preadv(fd, [target.data.cast("B")], off)
-                    if got != size:
-                        raise ChunkDecodeError(
-                            f"inner chunk {coords} of shard {key!r} is truncated"
-                        )
-                else:
-                    encoded.append(piece)
-            for start, span in spans(encoded):
-                # one read per run of adjacent pieces, into reused memory (fresh bytes would
-                # land on new pages), then each piece decodes from its slice
-                first, last = span[0], span[-1]
-                data = read_buffer(last[1] + last[2] - first[1])
-                if os.preadv(fd, [data], first[1]) != len(data):
-                    raise ChunkDecodeError(f"inner chunks of shard {key!r} are truncated")
-                if decode_at is not None:  # frames by address: no view per piece
-                    base = np.frombuffer(data, dtype=np.uint8).ctypes.data - start
-                    for _, off, size, target, coords in span:
-                        decode_at(key, coords, base + off, size, target)
-                else:
-                    for _, off, size, target, coords in span:
-                        self._decode(key, coords, data[off - start : off - start + size], target)
-        finally:
-            if keep:
-                open_shards.release(path, fd)
+        encoded: list[Piece] = []
+        for piece in pieces:
+            _, off, size, target, coords = piece
+            if (
+                self.raw
+                and isinstance(target, np.ndarray)
+                and target.flags.c_contiguous
+                and size == target.nbytes
+            ):
+                got = os.preadv(fd, [target.data.cast("B")], off)
+                if got != size:
+                    raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
             else:
-                os.close(fd)
+                encoded.append(piece)
+        for start, span in spans(encoded):
+            # one read per run of adjacent pieces, into reused memory (fresh bytes would
+            # land on new pages), then each piece decodes from its slice
+            first, last = span[0], span[-1]
+            data = read_buffer(last[1] + last[2] - first[1])
+            if os.preadv(fd, [data], first[1]) != len(data):
+                raise ChunkDecodeError(f"inner chunks of shard {key!r} are truncated")
+            if decode_at is not None:  # frames by address: no view per piece
+                base = np.frombuffer(data, dtype=np.uint8).ctypes.data - start
+                for _, off, size, target, coords in span:
+                    decode_at(key, coords, base + off, size, target)
+            else:
+                for _, off, size, target, coords in span:
+                    self._decode(key, coords, data[off - start : off - start + size], target)
 
     def _zstd_decoder(self) -> Any:
         """``_decode`` for inner chunks that are one zstd frame each, bound for one thread

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,9 +15,9 @@ import numpy as np
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.fastpath import direct_target, local_root
 from torchzarr.core.indexing import basic_indexer
-from torchzarr.core.shard_files import open_shards
+from torchzarr.core.shard_files import ShardFiles
 from torchzarr.core.shard_pieces import Piece, PieceFetcher, Region, coalesce
-from torchzarr.errors import ChunkDecodeError
+from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec"]
@@ -76,7 +79,8 @@ class ShardReader:
         self.inner = codec.inner_pipeline(self.spec)
         self.inner_shape = codec.chunk_shape
         self.index_nbytes = codec.index_nbytes(self.spec)
-        self._cache: OrderedDict[str, ShardIndex] | None = (
+        # shard key -> (index, serial of the open file it was read through; 0: not local)
+        self._cache: OrderedDict[str, tuple[ShardIndex, int]] | None = (
             OrderedDict() if source.store.read_only else None
         )
         self._lock = threading.Lock()
@@ -86,12 +90,9 @@ class ShardReader:
         self._row_chunks = bool(self.spec.shape) and (
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
-        self._pieces = PieceFetcher(
-            source.store,
-            self.inner,
-            keep_files=lambda: self._cache is not None,
-            version=lambda: _writes_to(self._identity),
-        )
+        self._pieces = PieceFetcher(source.store, self.inner)
+        # local shards are read through descriptors (pread), one open per shard and read
+        self._root = local_root(source.store) if hasattr(os, "preadv") else None
 
     def keep_indexes(self) -> None:
         """Cache shard indexes although the store is writable.
@@ -115,19 +116,41 @@ class ShardReader:
                 for key in keys:
                     self._cache.pop(key, None)
 
-    def indexes(self, keys: list[str]) -> dict[str, ShardIndex | None]:
-        """The index of each shard; None for a shard that is not stored."""
-        found: dict[str, ShardIndex | None] = {}
-        missing = []
+    @contextlib.contextmanager
+    def _files(self) -> Iterator[ShardFiles | None]:
+        """The local shard files of one read (None for other stores), closed after it.
+
+        A reader that caches indexes keeps its files open between reads (the process-wide
+        ``open_shards``), so a cached index and the file it describes stay together.
+        """
+        if self._root is None:
+            yield None
+            return
+        with ShardFiles(self._root, self._cache is not None, _writes_to(self._identity)) as f:
+            yield f
+
+    def indexes(
+        self, keys: list[str], files: ShardFiles | None = None
+    ) -> dict[str, ShardIndex | None]:
+        """The index of each shard; None for a shard that is not stored.
+
+        Local shards (``files`` given) are read through the descriptor their pieces are
+        read through next, so that both come from the same version of the file.
+        """
         writes = _writes_to(self._identity)
         with self._lock:
             if self._cache is not None and writes != self._writes_seen:
                 self._cache.clear()
                 self._writes_seen = writes
+        if files is not None:
+            return self._local_indexes(keys, files, writes)
+        found: dict[str, ShardIndex | None] = {}
+        missing = []
+        with self._lock:
             for key in keys:
-                if self._cache is not None and key in self._cache:
-                    self._cache.move_to_end(key)
-                    found[key] = self._cache[key]
+                entry = self._cached(key)
+                if entry is not None:
+                    found[key] = entry[0]
                 else:
                     missing.append(key)
         if not missing:
@@ -135,10 +158,6 @@ class ShardReader:
         n = self.index_nbytes
         where = ByteRange(-n) if self.codec.index_location == "end" else ByteRange(0, n)
         raws = self.source.store.get_ranges([(key, where) for key in missing])
-        root = local_root(self.source.store) if self._cache is not None else None
-        if root is not None:  # a kept file may be an older version than this index
-            for key in missing:
-                open_shards.discard(f"{root}/{key}")
         for key, raw in zip(missing, raws, strict=True):
             if raw is None:
                 found[key] = None
@@ -147,14 +166,53 @@ class ShardReader:
                 raise ChunkDecodeError(
                     f"shard {key!r} is {len(raw)} bytes, shorter than its {n}-byte index"
                 )
-            index = self.codec.decode_index(raw, self.spec, key)
-            found[key] = index
-            if self._cache is not None and writes == _writes_to(self._identity):
-                with self._lock:
-                    self._cache[key] = index
-                    while len(self._cache) > _INDEX_CACHE_ENTRIES:
-                        self._cache.popitem(last=False)
+            index = found[key] = self.codec.decode_index(raw, self.spec, key)
+            self._keep(key, index, 0, writes)
         return found
+
+    def _local_indexes(
+        self, keys: list[str], files: ShardFiles, writes: int
+    ) -> dict[str, ShardIndex | None]:
+        found: dict[str, ShardIndex | None] = {}
+        n = self.index_nbytes
+        for key in keys:
+            with self._lock:
+                entry = self._cached(key)
+            held = files.open(key, reopen=entry is None)
+            if held is None:
+                found[key] = None
+                continue
+            fd, serial = held
+            if entry is not None and serial and entry[1] == serial:  # read through this file
+                found[key] = entry[0]
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                raw = os.pread(fd, n, size - n if self.codec.index_location == "end" else 0)
+            except OSError as err:
+                raise StoreError(f"cannot read shard {key!r} in {files.root}: {err}") from err
+            if size < n or len(raw) != n:
+                raise ChunkDecodeError(
+                    f"shard {key!r} is {size} bytes, shorter than its {n}-byte index"
+                )
+            index = found[key] = self.codec.decode_index(raw, self.spec, key)
+            self._keep(key, index, serial, writes)
+        return found
+
+    def _cached(self, key: str) -> tuple[ShardIndex, int] | None:
+        """A cached index and its file's serial (hold the lock)."""
+        if self._cache is None or key not in self._cache:
+            return None
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def _keep(self, key: str, index: ShardIndex, serial: int, writes: int) -> None:
+        """Cache an index unless a write in this process happened since the read began."""
+        if self._cache is not None and writes == _writes_to(self._identity):
+            with self._lock:
+                self._cache[key] = (index, serial)
+                while len(self._cache) > _INDEX_CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
 
     def read(self, projections: list[Any], out: np.ndarray, run_parallel: Any) -> None:
         """Fill ``out`` for projections that each cover part of one shard.
@@ -168,8 +226,12 @@ class ShardReader:
         of pieces and one ``preadv`` per run of adjacent pieces (straight into the target
         when the inner chunks are raw bytes).
         """
+        with self._files() as files:
+            self._read(projections, out, run_parallel, files)
+
+    def _read(self, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any) -> None:
         keys = [self.source.key(p.chunk_coords) for p in projections]
-        indexes = self.indexes(keys)
+        indexes = self.indexes(keys, files)
         pieces: list[Piece] = []
         finish: list[tuple[Any, np.ndarray, Any]] = []
         for p, key in zip(projections, keys, strict=True):
@@ -187,7 +249,7 @@ class ShardReader:
                 self._plan_scatter(p, key, index, view, pieces)
             else:
                 finish.append(self._plan_region(p, key, index, pieces))
-        self._pieces.fetch(pieces, run_parallel)
+        self._pieces.fetch(pieces, run_parallel, files)
         for p, source, selection in finish:
             out[p.out_selection] = source[selection]
 
@@ -208,13 +270,21 @@ class ShardReader:
             return False
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
             raise IndexError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
+        with self._files() as files:
+            self._gather_rows(rows, out, run_parallel, files)
+        return True
+
+    def _gather_rows(
+        self, rows: np.ndarray, out: np.ndarray, run_parallel: Any, files: Any
+    ) -> None:
+        shape = tuple(self.source.metadata.shape)
         step, per_shard = self.inner_shape[0], self.spec.shape[0] // self.inner_shape[0]
         inner = rows // step
         touched = np.unique(inner)
         shards, first = np.unique(touched // per_shard, return_index=True)
         tail = (0,) * (len(shape) - 1)
         keys = [self.source.key((s, *tail)) for s in shards.tolist()]
-        indexes = self.indexes(keys)
+        indexes = self.indexes(keys, files)
         buf = np.empty((touched.size, *self.inner_shape), dtype=self.spec.dtype)
         local = touched % per_shard
         bounds = [*first.tolist(), touched.size]
@@ -233,14 +303,13 @@ class ShardReader:
                     buf[j] = fill
                 else:
                     pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
-        self._pieces.fetch(pieces, run_parallel)
+        self._pieces.fetch(pieces, run_parallel, files)
         flat = buf.reshape(-1, *self.inner_shape[1:])
         position = np.searchsorted(touched, inner) * step + rows % step
         if out.flags.c_contiguous and out.dtype == flat.dtype:
             np.take(flat, position, axis=0, out=out)
         else:
             out[...] = flat[position]
-        return True
 
     def _rows(self, selection: tuple[Any, ...]) -> np.ndarray | None:
         """The rows of a selection of whole inner-chunk rows, else None."""
