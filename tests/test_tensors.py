@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchzarr.dtypes import data_type
-from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError
+from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError, ValueRangeError
 from torchzarr.tensors import (
     allocate,
     as_storage_array,
@@ -49,6 +49,35 @@ def test_as_storage_array_conversions():
         as_storage_array(np.array([1j]), data_type("int8"))
     with pytest.raises(UnsupportedDtypeError):
         as_storage_array(np.array(["a"]), data_type("int8"))
+    with pytest.raises(UnsupportedDtypeError):
+        as_storage_array(["a", 1], data_type("int8"))
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "shown"),
+    [
+        (2**40, "int32", "1099511627776"),
+        (2**70, "int64", "1180591620717411303424"),
+        (-1, "uint8", "-1"),
+        (300, "uint8", "300"),
+        ([1, 2**31], "int32", "values from 1 to 2147483648"),
+        ([[0], [-129]], "int8", "values from -129 to 0"),
+    ],
+)
+def test_python_integers_out_of_range_are_refused_not_wrapped(value, dtype, shown):
+    with pytest.raises(ValueRangeError, match=f"cannot write {shown} to an array of {dtype}"):
+        as_storage_array(value, data_type(dtype))
+    with pytest.raises(OverflowError):  # the built-in base, as numpy raises it
+        as_storage_array(value, data_type(dtype))
+
+
+def test_python_integers_in_range_and_numpy_integers_cast_as_numpy_does():
+    assert as_storage_array([255, 0], data_type("uint8")).tolist() == [255, 0]
+    assert as_storage_array(-(2**31), data_type("int32")).item() == -(2**31)
+    assert as_storage_array(2**40, data_type("float32")).item() == 2.0**40
+    assert as_storage_array(2**40, data_type("bfloat16")).dtype == np.uint16  # bits
+    assert as_storage_array(np.int64(2**32 + 5), data_type("int32")).item() == 5  # wraps
+    assert as_storage_array(np.array([2**32 + 7]), data_type("int32")).tolist() == [7]
 
 
 def test_allocate_falls_back_to_pageable_without_cuda():

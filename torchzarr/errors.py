@@ -24,6 +24,7 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     ├── SelectionError (IndexError)             a selection torchzarr cannot interpret
     │   └── BoundsError                         an index past the extent of an axis
     ├── ShapeMismatchError (ValueError)         data whose shape does not fit the selection
+    ├── ValueRangeError (OverflowError)         a Python number out of range for the dtype
     ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 """
@@ -53,6 +54,7 @@ __all__ = [
     "UnknownExtensionError",
     "UnknownStoreError",
     "UnsupportedDtypeError",
+    "ValueRangeError",
     "WorkerBatchError",
 ]
 
@@ -151,6 +153,10 @@ class BoundsError(SelectionError):
 
 class ShapeMismatchError(TorchZarrError, ValueError):
     """Data whose shape cannot be broadcast to the selection it is written to."""
+
+
+class ValueRangeError(TorchZarrError, OverflowError):
+    """A Python number written to an array whose dtype cannot hold it (300 to uint8)."""
 
 
 class AttributeValueError(TorchZarrError, TypeError):

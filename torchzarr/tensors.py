@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from torchzarr.dtypes import DataType, data_type
-from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError
+from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError, ValueRangeError
 
 __all__ = [
     "allocate",
@@ -129,6 +129,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         return array
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
         return as_storage_array(torch.from_numpy(np.asarray(array, dtype=np.float32)), dt)
+    if dt.storage.kind in "iu" and array.dtype.kind in "iuO" and not _numpy_typed(value):
+        return _python_integers(value, array, dt)
     if array.dtype.kind == "c" and dt.storage.kind != "c":
         raise ShapeMismatchError(
             f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
@@ -136,3 +138,25 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     if array.dtype.kind not in "biufc":
         raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
     return array.astype(dt.storage, copy=False, casting="unsafe")
+
+
+def _numpy_typed(value: Any) -> bool:
+    """Whether ``value`` carries a numpy dtype (then it casts as numpy casts: wrapping)."""
+    return isinstance(value, np.ndarray | np.generic)
+
+
+def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
+    """Python ints (a scalar or nested lists) as ``dt.storage``, refusing any out of range:
+    torch and numpy raise for those too, rather than store a wrapped value."""
+    try:
+        return np.asarray(value, dtype=dt.storage)
+    except OverflowError:
+        info = np.iinfo(dt.storage)
+        shown = repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
+        raise ValueRangeError(
+            f"cannot write {shown} to an array of {dt.name} (range {info.min} to {info.max})"
+        ) from None
+    except (TypeError, ValueError):
+        raise UnsupportedDtypeError(
+            f"cannot write values of dtype {array.dtype} to an array"
+        ) from None
