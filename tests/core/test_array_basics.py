@@ -256,3 +256,57 @@ def test_fill_value_property(any_store):
     arr = tz.create_array(any_store, shape=(2,), dtype=torch.bfloat16, fill_value=1.5)
     assert arr.fill_value == 1.5
     assert torch.equal(arr[:], torch.full((2,), 1.5, dtype=torch.bfloat16))
+
+
+def test_shapes_and_chunks_take_numpy_integers_and_arrays():
+    arr = tz.create_array(
+        "memory://",
+        shape=(np.int64(12), 6),
+        dtype=torch.int16,
+        chunks=(np.int32(4), np.int64(3)),
+        shards=np.array([8, 6]),
+    )
+    assert arr.shape == (12, 6) and arr.chunks == (4, 3)
+    assert all(type(n) is int for n in (*arr.shape, *arr.chunks))  # JSON-ready
+    arr.resize((np.uint16(16), 6))
+    assert arr.shape == (16, 6)
+    assert tz.create_array("memory://", shape=(4, 6), dtype="int8", chunks=[2, -1]).chunks == (
+        2,
+        6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shape": (4.5, 6)}, "shape must be a sequence of ints, got \\(4.5, 6\\)"),
+        ({"shape": (np.float64(4.0), 6)}, "shape must be a sequence of ints"),
+        ({"shape": (True, 6)}, "shape entries must be ints"),
+        ({"shape": (-1, 6)}, "shape entries must be ints in \\[0, 2\\*\\*63\\)"),
+        ({"shape": (4, 6), "chunks": (2.0, 6)}, "chunk size on axis 0 must be a positive int"),
+        ({"shape": (4, 6), "chunks": (np.int64(0), 6)}, "chunk size on axis 0"),
+        ({"shape": (4, 6), "chunks": "big"}, "chunks must be an int, a sequence or 'auto'"),
+        ({"shape": (4, 6), "chunks": (2,)}, "chunks \\(2,\\) have 1 dims"),
+    ],
+)
+def test_bad_shapes_and_chunks_are_metadata_errors_naming_them(kwargs, message):
+    with pytest.raises(tz.errors.MetadataError, match=message):
+        tz.create_array("memory://", dtype=torch.float32, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4.5, 6), (-2, 6), (4, None)])
+def test_resize_refuses_bad_shapes(shape):
+    arr = tz.create_array("memory://", shape=(4, 6), dtype="int8")
+    with pytest.raises(tz.errors.MetadataError, match="shape"):
+        arr.resize(shape)
+    assert arr.shape == (4, 6)
+
+
+def test_python_integers_out_of_range_leave_stored_data_as_it_was(any_store):
+    arr = tz.create_array(any_store, shape=(4,), dtype=torch.uint8, chunks=(2,))
+    arr[:] = torch.tensor([1, 2, 3, 4], dtype=torch.uint8)
+    with pytest.raises(tz.errors.ValueRangeError, match="300 to an array of uint8"):
+        arr[1:3] = 300
+    with pytest.raises(OverflowError):
+        arr[0] = -1
+    assert arr[:].tolist() == [1, 2, 3, 4]

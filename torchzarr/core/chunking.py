@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from torchzarr.errors import MetadataError
 
@@ -20,15 +23,20 @@ def normalize_shape(shape: Any) -> tuple[int, ...]:
         >>> normalize_shape(5), normalize_shape([2, 3])
         ((5,), (2, 3))
     """
-    if isinstance(shape, int) and not isinstance(shape, bool):
+    if _is_int(shape):
         shape = (shape,)
     try:
-        out = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
+        out = tuple(operator.index(s) for s in shape)  # ints and numpy ints, never 4.5
+    except TypeError:
         raise MetadataError(f"shape must be a sequence of ints, got {shape!r}") from None
-    if any(isinstance(s, bool) or s < 0 for s in shape) or any(s >= 2**63 for s in out):
+    if any(isinstance(s, bool | np.bool_) for s in shape) or any(not 0 <= s < 2**63 for s in out):
         raise MetadataError(f"shape entries must be ints in [0, 2**63), got {shape!r}")
     return out
+
+
+def _is_int(value: Any) -> bool:
+    """An int or numpy integer, not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def guess_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -59,10 +67,12 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], itemsize: int) -> tupl
         >>> normalize_chunks((100, -1), (1000, 30), 4)
         (100, 30)
     """
-    if chunks is None or chunks is True or chunks == "auto":
+    if chunks is None or chunks is True or (isinstance(chunks, str) and chunks == "auto"):
         return guess_chunks(shape, itemsize)
-    if isinstance(chunks, int) and not isinstance(chunks, bool):
+    if _is_int(chunks):
         chunks = (chunks,) * len(shape)
+    if isinstance(chunks, str):
+        raise MetadataError(f"chunks must be an int, a sequence or 'auto', got {chunks!r}")
     try:
         chunks = tuple(chunks)
     except TypeError:
@@ -75,7 +85,7 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], itemsize: int) -> tupl
     for axis, (c, s) in enumerate(zip(chunks, shape, strict=True)):
         if c is None or c == -1:
             c = max(s, 1)
-        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+        if not _is_int(c) or c < 1:
             raise MetadataError(f"chunk size on axis {axis} must be a positive int, got {c!r}")
         out.append(int(c))
     return tuple(out)
