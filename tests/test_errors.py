@@ -24,6 +24,7 @@ EXPECTED_BUILTINS = {
     "BoundsError": IndexError,
     "ShapeMismatchError": ValueError,
     "AttributeValueError": TypeError,
+    "ValueRangeError": OverflowError,
 }
 
 

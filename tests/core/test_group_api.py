@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,11 +48,32 @@ def test_attrs_persist_and_refuse_non_json(any_store):
     again = tz.open_group(any_store, mode="r")
     assert dict(again.attrs) == {"lr": 3e-4, "tags": ["a", "b"], "nested": {"k": 1}}
     with pytest.raises(AttributeValueError, match="bad"):
-        root.attrs["bad"] = torch.zeros(2)
+        root.attrs["bad"] = {"inner": object()}
     with pytest.raises(AttributeValueError, match="nan"):
         root.attrs["nan"] = float("nan")
+    with pytest.raises(AttributeValueError, match="'inf'"):
+        root.attrs.update({"ok": 1, "inf": torch.tensor([1.0, float("inf")])})
+    with pytest.raises(AttributeValueError, match="keys must be str"):
+        root.attrs.update({1: 2})
+    assert "ok" not in root.attrs and "bad" not in root.attrs  # nothing half-written
     del root.attrs["lr"]
     assert "lr" not in tz.open_group(any_store).attrs
+
+
+def test_attrs_take_numpy_and_torch_values_as_json_numbers_and_lists(any_store):
+    stats = {"mean": torch.tensor([0.5, 0.25]), "count": np.int64(7), "scale": np.float32(2)}
+    arr = tz.create_array(any_store, shape=(2,), dtype="int8", attributes={"stats": stats})
+    arr.attrs["nested"] = [np.arange(2), {"t": torch.tensor(3)}, (np.bool_(True),)]
+    arr.attrs.put({**arr.attrs, "std": torch.tensor([1.0], dtype=torch.bfloat16)})
+    again = tz.open_array(any_store, mode="r").attrs
+    assert again["stats"] == {"mean": [0.5, 0.25], "count": 7, "scale": 2.0}
+    assert again["nested"] == [[0, 1], {"t": 3}, [True]] and again["std"] == [1.0]
+    assert type(again["stats"]["count"]) is int
+    with pytest.raises(AttributeValueError, match="attribute 'x'"):
+        tz.create_group(any_store, path="g", attributes={"x": float("nan")})
+    with pytest.raises(AttributeValueError, match="attribute 'c'"):
+        tz.create_array(any_store, path="b", shape=(1,), dtype="int8", attributes={"c": 1j})
+    assert any_store.get("g/zarr.json") is None and any_store.get("b/zarr.json") is None
 
 
 def test_v2_attrs_live_in_zattrs(any_store):

@@ -7,6 +7,7 @@ from typing import Any
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
+from torchzarr.core.attributes import json_attributes
 from torchzarr.core.consolidated import load_consolidated, write_consolidated
 from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
@@ -59,9 +60,9 @@ def _store(store: Any, mode: str, storage_options: dict[str, Any] | None) -> Any
 
 def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
     if zarr_format == 3:
-        return GroupMetadataV3(attributes=dict(attributes or {}))
+        return GroupMetadataV3(attributes=json_attributes(attributes))
     if zarr_format == 2:
-        return GroupMetadataV2(attributes=dict(attributes or {}))
+        return GroupMetadataV2(attributes=json_attributes(attributes))
     raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
 
 

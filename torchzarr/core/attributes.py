@@ -6,10 +6,20 @@ import json
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+import numpy as np
+import torch
+
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, data_type
 from torchzarr.errors import AttributeValueError, MetadataError, UnsupportedDtypeError
 
-__all__ = ["Attributes", "check_json_value", "logical_data_type", "user_attributes"]
+__all__ = [
+    "Attributes",
+    "check_json_value",
+    "json_attributes",
+    "json_ready",
+    "logical_data_type",
+    "user_attributes",
+]
 
 
 def user_attributes(metadata: Any) -> dict[str, Any]:
@@ -50,20 +60,56 @@ def logical_data_type(metadata: Any) -> DataType:
     return logical
 
 
-def check_json_value(key: str, value: Any) -> Any:
-    """Return ``value`` if strict JSON can hold it, else raise naming ``key``.
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays and torch tensors (also nested in lists and
+    dicts) turned into Python numbers and lists; anything else as it is.
 
     Example:
-        >>> check_json_value("units", "m/s")
-        'm/s'
+        >>> json_ready({"mean": np.float32(0.5), "shape": np.array([2, 3])})
+        {'mean': 0.5, 'shape': [2, 3]}
     """
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def check_json_value(key: str, value: Any) -> Any:
+    """``value`` made JSON-ready (:func:`json_ready`) if strict JSON can hold it, else
+    raise naming ``key`` (NaN and infinities are not strict JSON).
+
+    Example:
+        >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
+        ('m/s', 2.5)
+    """
+    ready = json_ready(value)
     try:
-        json.dumps(value, allow_nan=False)
+        json.dumps(ready, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise AttributeValueError(
             f"attribute {key!r}: value {value!r:.80} cannot be stored as JSON ({err})"
         ) from None
-    return value
+    return ready
+
+
+def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Attributes checked and made JSON-ready, key by key (keys must be str).
+
+    Example:
+        >>> json_attributes({"n": np.int64(3)})
+        {'n': 3}
+    """
+    out: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if not isinstance(key, str):
+            raise AttributeValueError(f"attribute keys must be str, got {key!r}")
+        out[key] = check_json_value(key, value)
+    return out
 
 
 class Attributes(MutableMapping[str, Any]):
@@ -104,18 +150,11 @@ class Attributes(MutableMapping[str, Any]):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Set many attributes with one metadata write."""
-        changes = dict(*args, **kwargs)
-        for key, value in changes.items():
-            if not isinstance(key, str):
-                raise AttributeValueError(f"attribute keys must be str, got {key!r}")
-            check_json_value(key, value)
-        self._write({**self._read(), **changes})
+        self._write({**self._read(), **json_attributes(dict(*args, **kwargs))})
 
     def put(self, attributes: Mapping[str, Any]) -> None:
         """Replace all attributes at once."""
-        for key, value in attributes.items():
-            check_json_value(key, value)
-        self._write(dict(attributes))
+        self._write(json_attributes(attributes))
 
     def asdict(self) -> dict[str, Any]:
         """A plain dict copy of the attributes."""

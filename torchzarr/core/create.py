@@ -10,6 +10,7 @@ import numcodecs
 from torchzarr.codecs.pipeline import default_v3_codecs
 from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.v2_pipeline import v2_codec_config
+from torchzarr.core.attributes import json_attributes
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, data_type
 from torchzarr.errors import MetadataError
@@ -96,7 +97,7 @@ def array_metadata_from_args(
         comp = _as_list(compressors)
     filt = _as_list(filters)
     fill = coerce_fill_value(fill_value, dt)
-    attributes = dict(attributes or {})
+    attributes = json_attributes(attributes)
     if (dt.v3_name if zarr_format == 3 else dt.v2_typestr) is None:
         # No name in this format: store the raw bits, and the real dtype as an attribute.
         attributes[RAW_DTYPE_ATTRIBUTE] = dt.name
