@@ -25,6 +25,8 @@ EXPECTED_BUILTINS = {
     "ShapeMismatchError": ValueError,
     "AttributeValueError": TypeError,
     "ValueRangeError": OverflowError,
+    "InvalidArgumentError": ValueError,
+    "ArgumentTypeError": TypeError,
 }
 
 

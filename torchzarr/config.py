@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 
 __all__ = ["Config", "config", "default_threads"]
@@ -36,12 +37,14 @@ def _validate(key: str, value: Any) -> None:
             return
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or value < 0 or (value == 0 and key != "retry_backoff"):
-            raise ValueError(f"setting {key!r} must be a number of seconds, got {value!r}")
+            raise InvalidArgumentError(
+                f"setting {key!r} must be a number of seconds, got {value!r}"
+            )
         return
     low = 0 if key == "retries" else 1
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         kind = "a non-negative" if low == 0 else "a positive"
-        raise ValueError(f"setting {key!r} must be {kind} int, got {value!r}")
+        raise InvalidArgumentError(f"setting {key!r} must be {kind} int, got {value!r}")
 
 
 @dataclass
@@ -98,7 +101,9 @@ class Config:
         names = {f.name for f in fields(self)}
         for key, value in changes.items():
             if key not in names:
-                raise TypeError(f"unknown torchzarr setting {key!r}; known: {sorted(names)}")
+                raise ArgumentTypeError(
+                    f"unknown torchzarr setting {key!r}; known: {sorted(names)}"
+                )
             _validate(key, value)
         with self._lock:
             saved = replace(self)

@@ -25,6 +25,8 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     │   └── BoundsError                         an index past the extent of an axis
     ├── ShapeMismatchError (ValueError)         data whose shape does not fit the selection
     ├── ValueRangeError (OverflowError)         a Python number out of range for the dtype
+    ├── InvalidArgumentError (ValueError)       an argument, setting or state outside what it takes
+    │   └── ArgumentTypeError (TypeError)       an argument of a type it does not take
     ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 """
@@ -32,6 +34,7 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentTypeError",
     "ArrayNotFoundError",
     "AttributeValueError",
     "BoundsError",
@@ -39,6 +42,7 @@ __all__ = [
     "ChunkDecodeError",
     "CodecError",
     "GroupNotFoundError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "MetadataError",
     "MissingDependencyError",
@@ -157,6 +161,14 @@ class ShapeMismatchError(TorchZarrError, ValueError):
 
 class ValueRangeError(TorchZarrError, OverflowError):
     """A Python number written to an array whose dtype cannot hold it (300 to uint8)."""
+
+
+class InvalidArgumentError(TorchZarrError, ValueError):
+    """An argument, setting or saved state outside what it takes (``batch_size=0``)."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of a type it does not take (a list where an Array is expected)."""
 
 
 class AttributeValueError(TorchZarrError, TypeError):

@@ -19,7 +19,7 @@ import torch
 from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.save import save_checkpoint
-from torchzarr.errors import MissingDependencyError
+from torchzarr.errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = ["PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
 
@@ -29,7 +29,7 @@ PACKAGES = {"lightning": "lightning.pytorch", "pytorch_lightning": "pytorch_ligh
 
 def _module(package: str, sub: str) -> Any:
     if package not in PACKAGES:
-        raise ValueError(f"package must be one of {sorted(PACKAGES)}, got {package!r}")
+        raise InvalidArgumentError(f"package must be one of {sorted(PACKAGES)}, got {package!r}")
     try:
         return importlib.import_module(f"{PACKAGES[package]}.{sub}")
     except ImportError as err:

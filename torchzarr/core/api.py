@@ -14,6 +14,7 @@ from torchzarr.core.group import Group, node_from_metadata
 from torchzarr.errors import (
     ArrayNotFoundError,
     GroupNotFoundError,
+    InvalidArgumentError,
     MetadataError,
     NodeExistsError,
     NodeNotFoundError,
@@ -51,7 +52,7 @@ def _read_existing(
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
 
 
 def _store(store: Any, mode: str, storage_options: dict[str, Any] | None) -> Any:

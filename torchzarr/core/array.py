@@ -22,7 +22,7 @@ from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
-from torchzarr.errors import ReadOnlyError, ShapeMismatchError
+from torchzarr.errors import ArgumentTypeError, ReadOnlyError, ShapeMismatchError
 from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
 
 __all__ = ["Array"]
@@ -240,7 +240,7 @@ class Array:
 
     def __len__(self) -> int:
         if not self.shape:
-            raise TypeError("len() of a 0-d array")
+            raise ArgumentTypeError("len() of a 0-d array")
         return self.shape[0]
 
     def __repr__(self) -> str:

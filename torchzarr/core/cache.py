@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from torchzarr import telemetry
+from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
 
@@ -35,7 +36,7 @@ class ChunkCache:
         self, max_bytes: int = 256 << 20, *, pinned: bool = False, max_pinned_bytes: int = 64 << 20
     ) -> None:
         if max_bytes < 0 or max_pinned_bytes < 0:
-            raise ValueError("cache sizes must be >= 0")
+            raise InvalidArgumentError("cache sizes must be >= 0")
         self.max_bytes = max_bytes
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes

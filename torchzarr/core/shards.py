@@ -17,7 +17,7 @@ from torchzarr.core.fastpath import direct_target, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shard_files import ShardFiles
 from torchzarr.core.shard_pieces import Piece, PieceFetcher, Region, coalesce
-from torchzarr.errors import ChunkDecodeError, StoreError
+from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec"]
@@ -269,7 +269,7 @@ class ShardReader:
         if not self._row_chunks or tuple(self.spec.shape[1:]) != shape[1:]:
             return False
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
-            raise IndexError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
+            raise BoundsError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
         with self._files() as files:
             self._gather_rows(rows, out, run_parallel, files)
         return True

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from torchzarr.core.indexing import chunk_grid_shape, chunk_region
+from torchzarr.errors import InvalidArgumentError
 
 __all__ = ["iter_chunks"]
 
@@ -59,7 +60,7 @@ def iter_chunks(
         [(0,), (1,), (2,)]
     """
     if parallel < 1:
-        raise ValueError(f"parallel must be >= 1, got {parallel}")
+        raise InvalidArgumentError(f"parallel must be >= 1, got {parallel}")
     shape, chunks = array.shape, array.chunks
     grid = chunk_grid_shape(shape, chunks)
     total = math.prod(grid)

@@ -10,7 +10,9 @@ from torchzarr.data.partition import (
     Intervals,
     Layout,
     remaining_after,
+    whole_number,
 )
+from torchzarr.errors import InvalidArgumentError
 
 __all__ = ["Cursor"]
 
@@ -35,12 +37,9 @@ class Cursor:
     def __init__(
         self, num_samples: int, chunk_len: int, block_chunks: int, seed: int, shuffle: bool
     ) -> None:
-        if block_chunks < 1:
-            raise ValueError(f"block_chunks must be >= 1, got {block_chunks}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        block_chunks = whole_number("block_chunks", block_chunks, 1)
         self.num_samples, self.chunk_len, self.block_chunks = num_samples, chunk_len, block_chunks
-        self.seed, self.shuffle = int(seed), bool(shuffle)
+        self.seed, self.shuffle = whole_number("seed", seed, 0), bool(shuffle)
         self.epoch = 0
         self.pending: dict[str, Any] | None = None
 
@@ -52,11 +51,10 @@ class Cursor:
 
     def set_epoch(self, epoch: int) -> None:
         """Move to ``epoch``; a loaded state for another epoch is dropped."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        epoch = whole_number("epoch", epoch, 0)
         if self.pending is not None and int(self.pending["epoch"]) != epoch:
             self.pending = None
-        self.epoch = int(epoch)
+        self.epoch = epoch
 
     def resolve(self, layout: Layout) -> tuple[Intervals, int]:
         """``(remaining, rank_steps)`` a rank-level pass under ``layout`` starts from."""
@@ -67,7 +65,7 @@ class Cursor:
         remaining = [(int(a), int(b)) for a, b in st["remaining"]]
         old = Layout.from_list(st["layout"])
         if st.get("worker") is not None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "this is the state of one DataLoader worker: load it through the same "
                 "StatefulDataLoader (same num_workers), or save a rank-level state with "
                 "state_at(steps, num_workers) to resume on another layout"
@@ -83,7 +81,7 @@ class Cursor:
         st = self.pending
         if st is not None and st.get("worker") is not None:
             if Layout.from_list(st["layout"]) != layout or int(st["worker"]) != worker:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"a worker state saved under layout {st['layout']} (worker {st['worker']}) "
                     f"cannot resume under {layout.to_list()} (worker {worker})"
                 )
@@ -118,16 +116,16 @@ class Cursor:
     def load(self, state: dict[str, Any]) -> None:
         """Check a state against this order and keep it for the next pass."""
         if int(state.get("version", -1)) != STATE_VERSION:
-            raise ValueError(f"unsupported state version {state.get('version')!r}")
+            raise InvalidArgumentError(f"unsupported state version {state.get('version')!r}")
         for key in _ORDER_KEYS:
             mine, theirs = getattr(self, key), state[key]
             if type(mine)(theirs) != mine:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"the state was saved with {key}={theirs!r} but this one has {mine!r}: "
                     "the order would differ"
                 )
         if state.get("worker") is None and state.get("steps") is None:
-            raise ValueError("the state has neither rank steps nor worker steps")
+            raise InvalidArgumentError("the state has neither rank steps nor worker steps")
         self.epoch = int(state["epoch"])
         self.pending = {
             "epoch": self.epoch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from torchzarr.data.sources import Item, Source, share_cores_in_worker, take_rows
+from torchzarr.errors import BoundsError, SelectionError
 
 __all__ = ["ZarrDataset"]
 
@@ -60,15 +62,27 @@ class ZarrDataset(Dataset[Any]):
 
     def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         share_cores_in_worker()
-        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        given = np.asarray(indices)
+        if given.size and given.dtype.kind not in "iu":
+            raise SelectionError(
+                f"dataset indices must be integers, got {given.dtype} values: {indices!r:.80}"
+            )
+        ids = given.astype(np.int64, copy=False).reshape(-1)
         n = len(self.source)
         ids = np.where(ids < 0, ids + n, ids)
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
-            raise IndexError(f"index out of range for a dataset of {n} samples: {indices!r}")
+        bad = np.flatnonzero((ids < 0) | (ids >= n))
+        if bad.size:
+            raise BoundsError(
+                f"index {given.reshape(-1)[bad[0]]} is out of range for a dataset of {n} samples"
+            )
         return ids
 
     def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([int(index)])[0]
+        try:
+            position = operator.index(index)  # ints, numpy ints, one-element int tensors
+        except TypeError:
+            raise SelectionError(f"a dataset index must be an integer, got {index!r}") from None
+        return self.__getitems__([position])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """The items at ``indices`` (any order, repeats allowed), read in one planned read.

@@ -13,7 +13,14 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from torchzarr.data.cursor import Cursor
-from torchzarr.data.partition import EpochOrder, Intervals, Layout, slot_pieces, total
+from torchzarr.data.partition import (
+    EpochOrder,
+    Intervals,
+    Layout,
+    slot_pieces,
+    total,
+    whole_number,
+)
 from torchzarr.data.pinned import PinnedRing
 from torchzarr.data.sources import (
     Item,
@@ -23,6 +30,7 @@ from torchzarr.data.sources import (
     take_rows,
 )
 from torchzarr.data.worker_ring import WorkerRing, ring_slots
+from torchzarr.errors import InvalidArgumentError
 
 __all__ = ["ZarrIterableDataset"]
 
@@ -94,19 +102,18 @@ class ZarrIterableDataset(IterableDataset[Any]):
         pin_memory: bool = False,
         worker_buffers: int = 0,
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        if batch_size is not None:
+            batch_size = whole_number("batch_size", batch_size, 1)
         self.source = source if isinstance(source, Source) else Source(source)
         self.batch_size = batch_size
         self.drop_last = bool(drop_last)
         self.transform = transform
-        self.prefetch = int(prefetch)
+        self.prefetch = whole_number("prefetch", prefetch, 1)
         self.pin_memory = bool(pin_memory)
+        worker_buffers = whole_number("worker_buffers", worker_buffers, 0)
         if worker_buffers and worker_buffers < 3:
-            raise ValueError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
-        self.worker_buffers = int(worker_buffers)
+            raise InvalidArgumentError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
+        self.worker_buffers = worker_buffers
         self.rank, self.world_size = distributed_rank(rank, world_size)
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)

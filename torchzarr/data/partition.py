@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = [
     "STATE_VERSION",
@@ -18,7 +21,25 @@ __all__ = [
     "remaining_after",
     "slot_pieces",
     "total",
+    "whole_number",
 ]
+
+
+def whole_number(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum`` (ints and numpy ints; never 1.5 or "1").
+
+    Example:
+        >>> whole_number("seed", np.int64(3), 0)
+        3
+    """
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ArgumentTypeError(f"{name} must be an int, got {value!r}") from None
+    if number < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
 
 #: version of the plain-int state dicts written by the datasets and the sampler
 STATE_VERSION = 1
@@ -54,9 +75,9 @@ class EpochOrder:
         shuffle: bool,
     ) -> None:
         if chunk_len < 1 or block_chunks < 1:
-            raise ValueError("chunk_len and block_chunks must be >= 1")
+            raise InvalidArgumentError("chunk_len and block_chunks must be >= 1")
         if seed < 0 or epoch < 0:
-            raise ValueError(f"seed and epoch must be >= 0, got {seed} and {epoch}")
+            raise InvalidArgumentError(f"seed and epoch must be >= 0, got {seed} and {epoch}")
         self.num_samples, self.chunk_len, self.block_chunks = num_samples, chunk_len, block_chunks
         self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
         self._last: tuple[int, np.ndarray] | None = None
@@ -146,7 +167,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         if min(self.world_size, self.workers, self.batch_size) < 1:
-            raise ValueError(f"world_size, workers and batch_size must be >= 1: {self}")
+            raise InvalidArgumentError(f"world_size, workers and batch_size must be >= 1: {self}")
 
     @property
     def slots(self) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from torchzarr.errors import InvalidArgumentError
 from torchzarr.tensors import cuda_available
 
 __all__ = ["DevicePrefetcher", "PinnedRing", "to_device"]
@@ -40,7 +41,7 @@ class PinnedRing:
         pin_memory: bool = True,
     ) -> None:
         if slots < 2:
-            raise ValueError(f"a ring needs at least 2 slots, got {slots}")
+            raise InvalidArgumentError(f"a ring needs at least 2 slots, got {slots}")
         self.pinned = bool(pin_memory) and cuda_available()
         self._buffers = [
             {

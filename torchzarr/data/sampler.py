@@ -8,7 +8,14 @@ from typing import Any
 from torch.utils.data import Sampler
 
 from torchzarr.data.cursor import Cursor
-from torchzarr.data.partition import Intervals, Layout, iter_id_batches, slot_pieces, total
+from torchzarr.data.partition import (
+    Intervals,
+    Layout,
+    iter_id_batches,
+    slot_pieces,
+    total,
+    whole_number,
+)
 from torchzarr.data.sources import Source, distributed_rank
 
 __all__ = ["ChunkBlockSampler"]
@@ -55,7 +62,9 @@ class ChunkBlockSampler(Sampler[list[int]]):
         source = getattr(dataset, "source", dataset)
         source = source if isinstance(source, Source) else Source(source)
         self.rank, self.world_size = distributed_rank(rank, world_size)
-        self.layout = Layout(self.world_size, 1, int(batch_size), bool(drop_last))
+        self.layout = Layout(
+            self.world_size, 1, whole_number("batch_size", batch_size, 1), bool(drop_last)
+        )
         self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
         self._live: tuple[Intervals, int] | None = None
         self._steps = 0

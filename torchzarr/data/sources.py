@@ -15,6 +15,7 @@ from torchzarr.config import config, default_threads
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.group import Group
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
 
 __all__ = ["Source", "distributed_rank", "take_rows"]
 
@@ -62,7 +63,9 @@ def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int
         if rank is None:
             rank = dist.get_rank() if live else 0
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        raise InvalidArgumentError(
+            f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+        )
     return int(rank), int(world_size)
 
 
@@ -117,18 +120,20 @@ class Source:
         elif isinstance(source, Mapping):
             arrays, self.single = dict(source), False
         else:
-            raise TypeError(f"expected an Array, a Group or a dict of arrays, got {type(source)}")
+            raise ArgumentTypeError(
+                f"expected an Array, a Group or a dict of arrays, got {type(source)}"
+            )
         if not arrays:
-            raise ValueError("the source holds no arrays")
+            raise InvalidArgumentError("the source holds no arrays")
         for name, arr in arrays.items():
             if not isinstance(arr, Array):
-                raise TypeError(f"member {name!r} is {type(arr).__name__}, not an Array")
+                raise ArgumentTypeError(f"member {name!r} is {type(arr).__name__}, not an Array")
             if arr.ndim == 0:
-                raise ValueError(f"array {arr.name} is 0-d: datasets index along axis 0")
+                raise InvalidArgumentError(f"array {arr.name} is 0-d: datasets index along axis 0")
         lengths = {arr.shape[0] for arr in arrays.values()}
         if len(lengths) != 1:
             shapes = {name: arr.shape for name, arr in arrays.items()}
-            raise ValueError(f"the arrays do not share their first dimension: {shapes}")
+            raise ShapeMismatchError(f"the arrays do not share their first dimension: {shapes}")
         self.arrays: dict[str, Array] = arrays
         self.length = lengths.pop()
         # The unit of reading: the longest chunk along axis 0 covers whole chunks of the others

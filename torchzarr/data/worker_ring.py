@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.errors import WorkerBatchError
+from torchzarr.errors import InvalidArgumentError, WorkerBatchError
 from torchzarr.forksafe import new_lock
 
 __all__ = ["RingTensor", "WorkerRing", "ring_slots"]
@@ -186,7 +186,7 @@ class WorkerRing:
         self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]], batch_size: int, slots: int
     ) -> None:
         if slots < 3:
-            raise ValueError(f"a worker ring needs at least 3 slots, got {slots}")
+            raise InvalidArgumentError(f"a worker ring needs at least 3 slots, got {slots}")
         self.slots = slots
         self._layout: dict[str, tuple[int, tuple[int, ...], torch.dtype]] = {}
         offset = 0

@@ -10,7 +10,7 @@ import torch
 
 from torchzarr.core import row_gather
 from torchzarr.core.array import Array
-from torchzarr.errors import InvalidKeyError, ShapeMismatchError
+from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ShapeMismatchError
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
 from torchzarr.tensors import allocate, storage_view
 
@@ -120,7 +120,7 @@ def _deliver(result: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
 
 def check_missing(missing: str) -> None:
     if missing not in ("raise", "fill"):
-        raise ValueError(f'missing must be "raise" or "fill", got {missing!r}')
+        raise InvalidArgumentError(f'missing must be "raise" or "fill", got {missing!r}')
 
 
 def check_name(name: str) -> None:

@@ -17,6 +17,7 @@ from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.errors import (
     ArrayNotFoundError,
+    InvalidArgumentError,
     MissingIdError,
     NodeExistsError,
     ReadOnlyError,
@@ -95,7 +96,7 @@ class FeatureStore:
     ) -> None:
         for what, value in (("chunk_bytes", chunk_bytes or 1), ("shard_bytes", shard_bytes)):
             if value < 1:
-                raise ValueError(f"{what} must be >= 1, got {value}")
+                raise InvalidArgumentError(f"{what} must be >= 1, got {value}")
         self._spec = (store, mode, path, zarr_format, storage_options)
         self._chunk_bytes = chunk_bytes
         self._shard_bytes = shard_bytes

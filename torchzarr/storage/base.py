@@ -11,7 +11,7 @@ import abc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from torchzarr.errors import InvalidKeyError, ReadOnlyError
+from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyError
 
 __all__ = ["Buffer", "ByteRange", "Store", "validate_key"]
 
@@ -35,7 +35,9 @@ class ByteRange:
 
     def __post_init__(self) -> None:
         if self.length is not None and (self.length < 0 or self.start < 0):
-            raise ValueError(f"invalid byte range start={self.start} length={self.length}")
+            raise InvalidArgumentError(
+                f"invalid byte range start={self.start} length={self.length}"
+            )
 
     def slice(self, data: Buffer) -> bytes:
         """Apply the range to an in-memory value (used by stores without native ranges)."""

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from torchzarr.errors import StoreError
+from torchzarr.errors import InvalidArgumentError, StoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store
 
 __all__ = ["FaultInjectedError", "FaultyStore", "LatencyStore"]
@@ -142,7 +142,9 @@ class LatencyStore(_Wrapper):
 
     def __init__(self, inner: Store, latency: float = 0.01, per_byte: float = 0.0) -> None:
         if latency < 0 or per_byte < 0:
-            raise ValueError(f"latency ({latency}) and per_byte ({per_byte}) must be >= 0")
+            raise InvalidArgumentError(
+                f"latency ({latency}) and per_byte ({per_byte}) must be >= 0"
+            )
         super().__init__(inner)
         self.latency, self.per_byte = latency, per_byte
         self.round_trips = self.bytes_moved = 0
@@ -226,10 +228,10 @@ class FaultyStore(_Wrapper):
         seed: int | None = 0,
     ) -> None:
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be in [0, 1], got {rate}")
+            raise InvalidArgumentError(f"rate must be in [0, 1], got {rate}")
         unknown = set(fail_on or {}) - {*_FAMILY, *_FAMILY.values(), "*"}
         if unknown:
-            raise ValueError(f"unknown methods in fail_on: {sorted(unknown)}")
+            raise InvalidArgumentError(f"unknown methods in fail_on: {sorted(unknown)}")
         super().__init__(inner)
         self.fail_on = dict(fail_on or {})
         self.rate, self.error, self.seed = rate, error, seed

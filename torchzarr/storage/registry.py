@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
-from torchzarr.errors import UnknownStoreError
+from torchzarr.errors import InvalidArgumentError, UnknownStoreError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Store
 
@@ -34,7 +34,9 @@ def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = Fals
     scheme = scheme.lower()
     with _lock:
         if scheme in _registry and not overwrite:
-            raise ValueError(f"a store is already registered for {scheme!r}:// (overwrite=True)")
+            raise InvalidArgumentError(
+                f"a store is already registered for {scheme!r}:// (overwrite=True)"
+            )
         _registry[scheme] = factory
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torchzarr.config import config
-from torchzarr.errors import StoreError, TorchZarrError
+from torchzarr.errors import InvalidArgumentError, StoreError, TorchZarrError
 from torchzarr.storage.base import Buffer, ByteRange, Store
 
 __all__ = ["RetryPolicy", "RetryingStore", "is_transient", "with_retries"]
@@ -144,9 +144,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError(f"invalid {self}: retries and waits must be >= 0")
+            raise InvalidArgumentError(f"invalid {self}: retries and waits must be >= 0")
         if not 0 <= self.jitter <= 1 or (self.deadline is not None and self.deadline <= 0):
-            raise ValueError(f"invalid {self}: jitter in [0, 1], deadline > 0 or None")
+            raise InvalidArgumentError(f"invalid {self}: jitter in [0, 1], deadline > 0 or None")
 
     @classmethod
     def from_config(cls, **overrides: Any) -> RetryPolicy:

@@ -1,0 +1,106 @@
+"""Bad arguments to the datasets, samplers and settings raise torchzarr errors naming them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import (
+    ArgumentTypeError,
+    BoundsError,
+    InvalidArgumentError,
+    SelectionError,
+    ShapeMismatchError,
+    TorchZarrError,
+)
+
+
+@pytest.fixture
+def rows():
+    arr = tz.create_array("memory://", shape=(10, 3), dtype=torch.float32, chunks=(4, 3))
+    arr[:] = torch.arange(30, dtype=torch.float32).reshape(10, 3)
+    return arr
+
+
+def test_map_style_indices_are_integers_in_range(rows):
+    ds = tz.ZarrDataset(rows)
+    assert ds[np.int64(2)].tolist() == [6.0, 7.0, 8.0] == ds[torch.tensor(2)].tolist()
+    assert ds[-1].tolist() == [27.0, 28.0, 29.0]
+    with pytest.raises(SelectionError, match=r"must be an integer, got 1\.0"):
+        ds[1.0]
+    with pytest.raises(SelectionError, match="must be integers, got float64"):
+        ds.__getitems__([0.5, 1.0])
+    with pytest.raises(BoundsError, match="index 12 is out of range for a dataset of 10"):
+        ds.__getitems__([0, 3, 12, 40])  # the first index at fault is named
+    with pytest.raises(IndexError):  # the built-in base: iteration protocols stop on it
+        ds[-11]
+    assert ds.__getitems__([]) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda a: tz.ZarrIterableDataset(a, seed="a"), ArgumentTypeError, "seed must be an int"),
+        (lambda a: tz.ZarrIterableDataset(a, seed=1.5), ArgumentTypeError, "seed must be an int"),
+        (lambda a: tz.ZarrIterableDataset(a, seed=-1), InvalidArgumentError, "seed must be >= 0"),
+        (lambda a: tz.ZarrIterableDataset(a, batch_size=0), InvalidArgumentError, "batch_size"),
+        (lambda a: tz.ZarrIterableDataset(a, batch_size=2.5), ArgumentTypeError, "batch_size"),
+        (lambda a: tz.ZarrIterableDataset(a, prefetch=0), InvalidArgumentError, "prefetch"),
+        (lambda a: tz.ZarrIterableDataset(a, worker_buffers=2), InvalidArgumentError, "0 or >= 3"),
+        (lambda a: tz.ZarrIterableDataset(a, block_chunks=0), InvalidArgumentError, "block_chunks"),
+        (
+            lambda a: tz.ChunkBlockSampler(tz.ZarrDataset(a), batch_size=0),
+            InvalidArgumentError,
+            "batch_size",
+        ),
+        (
+            lambda a: tz.ChunkBlockSampler(tz.ZarrDataset(a), batch_size="8"),
+            ArgumentTypeError,
+            "batch_size",
+        ),
+        (lambda a: tz.ZarrDataset([a]), ArgumentTypeError, "expected an Array, a Group or a dict"),
+        (lambda a: tz.ZarrDataset({"x": a, "y": 3}), ArgumentTypeError, "member 'y' is int"),
+        (lambda a: tz.ZarrDataset({}), InvalidArgumentError, "holds no arrays"),
+        (lambda a: tz.ZarrDataset({"x": a, "y": a[:9]}), ArgumentTypeError, "member 'y' is Tensor"),
+    ],
+)
+def test_bad_dataset_arguments_raise_torchzarr_errors(rows, make, error, message):
+    with pytest.raises(error, match=message):
+        make(rows)
+
+
+def test_arrays_of_other_lengths_are_a_shape_mismatch(rows):
+    short = tz.create_array("memory://", shape=(9,), dtype=torch.int64)
+    with pytest.raises(ShapeMismatchError, match=r"'y': \(9,\)"):
+        tz.ZarrDataset({"x": rows, "y": short})
+
+
+def test_epochs_and_saved_states_are_checked(rows):
+    ds = tz.ZarrIterableDataset(rows, batch_size=4)
+    ds.set_epoch(np.int64(2))
+    assert ds.state_dict()["epoch"] == 2
+    with pytest.raises(InvalidArgumentError, match="epoch must be >= 0"):
+        ds.set_epoch(-1)
+    with pytest.raises(ArgumentTypeError, match="epoch must be an int"):
+        ds.set_epoch("3")
+    with pytest.raises(InvalidArgumentError, match="unsupported state version"):
+        ds.load_state_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: tz.config.set(threads=0),
+        lambda: tz.config.set(no_such_setting=1),
+        lambda: tz.open_array("memory://", mode="q"),
+        lambda: tz.create_array("memory://", shape=(), dtype="int8").__len__(),
+        lambda: tz.create_array("memory://", shape=(4,), dtype="int8").iter_chunks(parallel=0),
+    ],
+)
+def test_settings_and_modes_raise_torchzarr_errors(call):
+    with pytest.raises(TorchZarrError):
+        result = call()
+        if hasattr(result, "__next__"):
+            next(result)
