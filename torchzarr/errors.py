@@ -28,6 +28,7 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     ├── InvalidArgumentError (ValueError)       an argument, setting or state outside what it takes
     │   └── ArgumentTypeError (TypeError)       an argument of a type it does not take
     ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
+    │   └── UnrepresentableError                a checkpoint leaf typed JSON cannot hold
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownCodecError",
     "UnknownExtensionError",
     "UnknownStoreError",
+    "UnrepresentableError",
     "UnsupportedDtypeError",
     "ValueRangeError",
     "WorkerBatchError",
@@ -173,6 +175,10 @@ class ArgumentTypeError(InvalidArgumentError, TypeError):
 
 class AttributeValueError(TorchZarrError, TypeError):
     """An attribute value that cannot be stored as JSON."""
+
+
+class UnrepresentableError(AttributeValueError):
+    """A checkpoint leaf that typed JSON cannot hold and that may not be pickled."""
 
 
 class WorkerBatchError(TorchZarrError, RuntimeError):

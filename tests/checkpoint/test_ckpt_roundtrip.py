@@ -130,6 +130,14 @@ def test_map_location() -> None:
     assert torch.equal(out["w"], torch.full((2,), 2.0))
 
 
+@pytest.mark.parametrize("where", ["cuda:999", {"cpu": "cuda:999"}, "no-such-device"])
+def test_a_device_this_machine_lacks_is_an_error_naming_it(where) -> None:
+    save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-nodevice")
+    wanted = where if isinstance(where, str) else where["cpu"]
+    with pytest.raises(tz.errors.InvalidArgumentError, match=f"saved on 'cpu' on '{wanted}'"):
+        load_checkpoint("memory://ckpt-nodevice", map_location=where)
+
+
 class _Opaque:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Opaque)

@@ -13,7 +13,7 @@ import torch
 from torchzarr.checkpoint.format import NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
 from torchzarr.checkpoint.values import decode_value, format_key_path
 from torchzarr.config import config
-from torchzarr.errors import MetadataError, NodeNotFoundError
+from torchzarr.errors import InvalidArgumentError, MetadataError, NodeNotFoundError
 
 __all__ = ["KeySpec", "read_tree"]
 
@@ -158,7 +158,13 @@ def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]
             target = map_location.get(saved, saved)
         elif map_location is not None:
             target = map_location
-        return t if torch.device(target).type == "cpu" else t.to(target)
+        try:
+            return t if torch.device(target).type == "cpu" else t.to(target)
+        except (AssertionError, RuntimeError) as err:  # no such device on this machine
+            raise InvalidArgumentError(
+                f"cannot place a tensor saved on {saved!r} on {str(target)!r}: {err}; pass "
+                f"map_location='cpu' or a device this machine has"
+            ) from err
 
     return place
 

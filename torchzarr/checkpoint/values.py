@@ -24,13 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.errors import AttributeValueError, MetadataError
+from torchzarr.errors import MetadataError, UnrepresentableError
 
 __all__ = ["UnrepresentableError", "decode_value", "encode_value", "format_key_path"]
-
-
-class UnrepresentableError(AttributeValueError):
-    """A checkpoint leaf that typed JSON cannot hold and that may not be pickled."""
 
 
 def format_key_path(path: tuple[Any, ...]) -> str:
