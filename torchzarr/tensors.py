@@ -16,6 +16,7 @@ __all__ = [
     "allocate",
     "as_storage_array",
     "cuda_available",
+    "select_rows",
     "storage_view",
     "tensor_from_storage",
     "torch_dtype",
@@ -160,3 +161,22 @@ def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
         raise UnsupportedDtypeError(
             f"cannot write values of dtype {array.dtype} to an array"
         ) from None
+
+
+def select_rows(
+    t: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``t[index]`` along axis 0 (``index_select``) for every dtype: torch has no 1-d
+    kernel for uint16, uint32 and uint64, so 1-d tensors are selected as one column.
+
+    Example:
+        >>> select_rows(torch.tensor([5, 6, 7], dtype=torch.uint16), torch.tensor([2, 0]))
+        tensor([7, 5], dtype=torch.uint16)
+    """
+    flat = t.ndim == 1
+    source = t.unsqueeze(1) if flat else t
+    if out is None:
+        picked = source.index_select(0, index)
+        return picked.squeeze(1) if flat else picked
+    torch.index_select(source, 0, index, out=out.unsqueeze(1) if flat else out)
+    return out

@@ -19,6 +19,7 @@ from torchzarr.errors import (
     MissingIdError,
     ReadOnlyError,
     ShapeMismatchError,
+    UnsupportedDtypeError,
 )
 from torchzarr.features import FeatureBatch, FeatureStore
 
@@ -165,7 +166,55 @@ def test_bad_writes_raise_clear_errors() -> None:
         fs.write([1], {"a/b": torch.zeros(1)})
     with pytest.raises(ShapeMismatchError, match="at least one feature"):
         fs.write([1], {})
+    with pytest.raises(UnsupportedDtypeError, match="feature 'name': values of dtype <U3"):
+        fs.write([1, 2], {"name": ["abc", "de"]})
+    with pytest.raises(UnsupportedDtypeError, match="feature 'big': values of dtype object"):
+        fs.write([1, 2], {"big": [2**70, 1]})
     assert fs.version == 1 and len(fs) == 2
+
+
+EVERY_DTYPE = [
+    torch.bool,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
+]
+
+
+@pytest.mark.parametrize("row_shape", [(), (3,)], ids=["scalar rows", "vector rows"])
+@pytest.mark.parametrize("dtype", EVERY_DTYPE, ids=str)
+def test_every_dtype_is_written_upserted_and_gathered(dtype, row_shape) -> None:
+    values = (torch.arange(4 * max(1, sum(row_shape))) % 7).reshape(4, *row_shape)
+    values = values.to(torch.float32).to(dtype)
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([10, 11, 12, 13], {"f": values})
+    fs.write([12, 14], {"f": values[[0, 1]]})  # one known id overwritten, one appended
+    got = fs.read([14, 12, 10])["f"]
+    expected = torch.stack([values[1], values[0], values[0]])
+    assert got.dtype == dtype and got.shape == (3, *row_shape)
+    assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))  # bit for bit
+
+
+def test_numpy_features_of_any_layout_and_byte_order_are_taken() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    big_endian = np.array([1.5, 2.5], dtype=">f4")
+    fs.write([1, 2], {"x": big_endian, "rev": np.arange(4)[::-2], "u": np.array([3, 4], ">u2")})
+    got = fs.read([2, 1])
+    assert got["x"].tolist() == [2.5, 1.5] and got["rev"].tolist() == [1, 3]
+    assert got["u"].dtype == torch.uint16 and got["u"].tolist() == [4, 3]
 
 
 def test_reopen_read_only_and_pickle(tmp_path: Path) -> None:

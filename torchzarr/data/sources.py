@@ -16,6 +16,7 @@ from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.group import Group
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
+from torchzarr.tensors import select_rows
 
 __all__ = ["Source", "distributed_rank", "take_rows"]
 
@@ -87,7 +88,7 @@ def take_rows(t: torch.Tensor, index: np.ndarray, out: torch.Tensor | None = Non
     if out is None:
         out = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype)
     if t.numel() == 0 or not t.is_contiguous() or t.element_size() * t[0].numel() == 0:
-        torch.index_select(t, 0, torch.from_numpy(np.asarray(index, dtype=np.int64)), out=out)
+        select_rows(t, torch.from_numpy(np.asarray(index, dtype=np.int64)), out=out)
         return out
     np.take(_as_bytes(t), index, axis=0, out=_as_bytes(out), mode="clip")
     return out

@@ -10,7 +10,12 @@ import torch
 
 from torchzarr.core import row_gather
 from torchzarr.core.array import Array
-from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ShapeMismatchError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    InvalidKeyError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+)
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
 from torchzarr.tensors import allocate, storage_view
 
@@ -139,7 +144,18 @@ def check_name(name: str) -> None:
 
 
 def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
-    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            raise UnsupportedDtypeError(
+                f"feature {name!r}: values of dtype {array.dtype} cannot be stored "
+                f"(numbers, booleans or complex numbers only)"
+            )
+        if not array.dtype.isnative:  # big-endian input: torch takes native order only
+            array = array.astype(array.dtype.newbyteorder("="))
+        tensor = torch.from_numpy(np.ascontiguousarray(array))  # also reversed views
     if tensor.ndim == 0 or tensor.shape[0] != n:
         raise ShapeMismatchError(
             f"feature {name!r} has shape {tuple(tensor.shape)}: it needs one row per id ({n})"

@@ -12,6 +12,7 @@ from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.features.layout import Published, create_feature_array, publish
 from torchzarr.features.rows import IDS, check_row, plan_upsert, set_rows, write_rows
+from torchzarr.tensors import select_rows
 
 __all__ = ["apply_write"]
 
@@ -49,7 +50,7 @@ def apply_write(
             shape = tuple(value.shape[1:])
             arrays[name] = create_feature_array(group, name, value.dtype, shape, total, **layout)
     for name, value in values.items():
-        data = value.index_select(0, positions.to(value.device))
+        data = select_rows(value, positions.to(value.device))
         write_rows(arrays[name], rows, data)
     ids_arr = group[IDS]
     assert isinstance(ids_arr, Array)
