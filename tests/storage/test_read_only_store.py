@@ -1,0 +1,44 @@
+"""``ReadOnlyStore``: every read forwarded to the inner store, every write refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import ReadOnlyError
+from torchzarr.storage.base import ByteRange
+from torchzarr.storage.memory import MemoryStore
+from torchzarr.storage.wrappers import ReadOnlyStore
+
+
+def test_reads_are_forwarded_and_writes_refused_naming_the_key():
+    inner = MemoryStore({"a/x": b"0123456789", "a/y": b"yy", "b": b"!"})
+    view = ReadOnlyStore(inner)
+    assert view.read_only and view.identity == inner.identity
+    assert view.get("a/x") == b"0123456789" and view.get("nope") is None
+    assert view.get_range("a/x", ByteRange(2, 3)) == b"234"
+    assert view.get_many(["a/y", "nope"]) == {"a/y": b"yy", "nope": None}
+    assert view.get_ranges([("a/x", ByteRange(-2)), ("b", ByteRange(0, 1))]) == [b"89", b"!"]
+    assert view.exists("b") and not view.exists("c")
+    assert view.getsize("a/x") == 10 and view.getsize("nope") is None
+    assert sorted(view.list_prefix("a/")) == ["a/x", "a/y"]
+    assert view.list_dir("") == inner.list_dir("")
+    with pytest.raises(ReadOnlyError, match="a/x"):
+        view.set("a/x", b"new")
+    with pytest.raises(ReadOnlyError, match="'b'"):
+        view.delete("b")
+    assert inner.get("a/x") == b"0123456789" and inner.get("b") == b"!"
+    assert view.with_read_only(True) is view and view.with_read_only(False) is inner
+    assert "ReadOnlyStore(" in repr(view)
+
+
+def test_arrays_over_a_read_only_view_read_but_never_write():
+    inner = MemoryStore()
+    arr = tz.create_array(inner, shape=(4,), dtype=torch.int16, chunks=(2,))
+    arr[:] = torch.arange(4, dtype=torch.int16)
+    view = tz.open_array(ReadOnlyStore(inner), mode="r")
+    assert view[1:3].tolist() == [1, 2]
+    with pytest.raises(ReadOnlyError):
+        view[0] = 7
+    assert arr[:].tolist() == [0, 1, 2, 3]
