@@ -104,3 +104,37 @@ def test_settings_and_modes_raise_torchzarr_errors(call):
         result = call()
         if hasattr(result, "__next__"):
             next(result)
+
+
+def test_states_from_another_order_or_malformed_are_refused(rows):
+    ds = tz.ZarrIterableDataset(rows, batch_size=2, seed=3, block_chunks=2)
+    good = ds.state_at(1)
+    for key, value in (("seed", 4), ("block_chunks", 1), ("num_samples", 11)):
+        with pytest.raises(InvalidArgumentError, match=f"saved with {key}={value}.*order would"):
+            ds.load_state_dict({**good, key: value})
+    with pytest.raises(InvalidArgumentError, match="neither rank steps nor worker steps"):
+        ds.load_state_dict({**good, "steps": None})
+    without_seed = {k: v for k, v in good.items() if k != "seed"}
+    with pytest.raises(InvalidArgumentError, match=r"malformed dataset state.*'seed'"):
+        ds.load_state_dict(without_seed)
+    with pytest.raises(InvalidArgumentError, match="malformed dataset state"):
+        ds.load_state_dict({**good, "remaining": [[0]]})
+    with pytest.raises(ArgumentTypeError, match="epoch must be an int"):
+        ds.load_state_dict({**good, "epoch": "1"})
+    with pytest.raises(ArgumentTypeError, match="a dataset state is a dict, got list"):
+        ds.load_state_dict([good])
+    ds.load_state_dict(good)  # the refusals left nothing half-loaded
+    assert len(list(ds)) == 4  # 5 batches of 2 in the epoch, 1 already trained on
+
+
+def test_a_worker_state_resumes_only_under_its_own_layout(rows):
+    ds = tz.ZarrIterableDataset(rows, batch_size=2)
+    two_workers = {**ds.state_at(0), "worker": 0, "worker_steps": 0, "steps": None}
+    two_workers["layout"] = [1, 2, 2, 0]  # saved by worker 0 of 2
+    ds.load_state_dict(two_workers)
+    with pytest.raises(InvalidArgumentError, match=r"cannot resume under \[1, 1, 2, 0\]"):
+        list(ds)  # no workers here
+    sampler = tz.ChunkBlockSampler(tz.ZarrDataset(rows), batch_size=2)
+    sampler.load_state_dict({**sampler.state_dict(), "worker": 0, "worker_steps": 0})
+    with pytest.raises(InvalidArgumentError, match="state of one DataLoader worker"):
+        list(sampler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torchzarr.data.partition import (
@@ -12,7 +13,7 @@ from torchzarr.data.partition import (
     remaining_after,
     whole_number,
 )
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["Cursor"]
 
@@ -115,6 +116,21 @@ class Cursor:
 
     def load(self, state: dict[str, Any]) -> None:
         """Check a state against this order and keep it for the next pass."""
+        if not isinstance(state, Mapping):
+            raise ArgumentTypeError(f"a dataset state is a dict, got {type(state).__name__}")
+        try:
+            pending = self._checked(state)
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, InvalidArgumentError):
+                raise
+            raise InvalidArgumentError(
+                f"malformed dataset state ({type(err).__name__}: {err}); save states with "
+                "state_dict() or state_at()"
+            ) from None
+        self.epoch, self.pending = pending["epoch"], pending
+
+    def _checked(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The pending state ``state`` describes, checked against this order."""
         if int(state.get("version", -1)) != STATE_VERSION:
             raise InvalidArgumentError(f"unsupported state version {state.get('version')!r}")
         for key in _ORDER_KEYS:
@@ -126,9 +142,8 @@ class Cursor:
                 )
         if state.get("worker") is None and state.get("steps") is None:
             raise InvalidArgumentError("the state has neither rank steps nor worker steps")
-        self.epoch = int(state["epoch"])
-        self.pending = {
-            "epoch": self.epoch,
+        return {
+            "epoch": whole_number("epoch", state["epoch"], 0),
             "remaining": [[int(a), int(b)] for a, b in state["remaining"]],
             "layout": [int(v) for v in state["layout"]],
             "steps": None if state.get("steps") is None else int(state["steps"]),
