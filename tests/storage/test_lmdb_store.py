@@ -48,10 +48,23 @@ def test_stores_of_one_path_share_the_environment(tmp_path: Path) -> None:
     assert reader.get("k") == b"w" and reader.get_many(["k"]) == {"k": b"w"}
 
 
-def test_missing_environment_reads_as_empty(tmp_path: Path) -> None:
-    store = LMDBStore(tmp_path / "none", read_only=True)
+@pytest.mark.parametrize("read_only", [True, False])
+def test_missing_environment_reads_as_empty(tmp_path: Path, read_only: bool) -> None:
+    store = LMDBStore(tmp_path / "none", read_only=read_only)
     assert store.get("a") is None and list(store.list_prefix("")) == []
+    assert not store.exists("a")
+    if not read_only:
+        store.delete("a")  # nothing to delete: still no environment
     assert not (tmp_path / "none").exists()
+
+
+def test_opening_a_missing_array_creates_no_environment(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/data.lmdb"
+    with pytest.raises(tz.errors.ArrayNotFoundError):
+        tz.open_array(url)  # mode "a": read-write, but nothing is written
+    assert list(tmp_path.iterdir()) == []
+    tz.open_array(url, shape=(2,), dtype=torch.int8)[:] = 3  # the first write creates it
+    assert tz.open_array(url, mode="r")[:].tolist() == [3, 3]
 
 
 def test_full_database_and_long_keys_are_store_errors(tmp_path: Path) -> None:
@@ -69,7 +82,12 @@ def test_bad_url_and_options(tmp_path: Path) -> None:
     with pytest.raises(UnknownStoreError, match=r"lmdb://.*unknown LMDB options \['x'\]"):
         resolve_store(f"lmdb://{tmp_path}/x", mode="a", storage_options={"map_size": 1, "x": 2})
     with pytest.raises(StoreError, match="cannot open LMDB"):
-        LMDBStore(tmp_path / "x", max_readers="many").get("a")
+        LMDBStore(tmp_path / "x", max_readers="many").set("a", b"1")  # creating it
+    writer = LMDBStore(tmp_path / "y")
+    writer.set("a", b"1")
+    writer.close()  # environments are shared per path: let the next store open its own
+    with pytest.raises(StoreError, match="cannot open LMDB"):
+        LMDBStore(tmp_path / "y", max_readers="many", read_only=True).get("a")  # opening it
 
 
 def test_missing_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,12 +42,24 @@ def test_bad_urls_name_the_url(tmp_path: Path) -> None:
         resolve_store(f"sqlite://{tmp_path}/x.db", mode="a", storage_options={"nope": 1})
 
 
-def test_missing_database_reads_as_empty(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "none.db", read_only=True)
+@pytest.mark.parametrize("read_only", [True, False])
+def test_missing_database_reads_as_empty(tmp_path: Path, read_only: bool) -> None:
+    store = SQLiteStore(tmp_path / "none.db", read_only=read_only)
     assert store.get("a") is None and store.get_many(["a"]) == {"a": None}
     assert store.get_range("a", ByteRange(0, 1)) is None
-    assert list(store.list_prefix("")) == []
+    assert list(store.list_prefix("")) == [] and not store.exists("a")
+    if not read_only:
+        store.delete("a")  # nothing to delete: still no file
     assert not (tmp_path / "none.db").exists()
+
+
+def test_opening_a_missing_array_creates_no_database(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/data.db"
+    with pytest.raises(tz.errors.ArrayNotFoundError):
+        tz.open_array(url)  # mode "a": read-write, but nothing is written
+    assert list(tmp_path.iterdir()) == []
+    tz.open_array(url, shape=(2,), dtype=torch.int8)[:] = 3  # the first write creates it
+    assert tz.open_array(url, mode="r")[:].tolist() == [3, 3]
 
 
 def test_not_a_database(tmp_path: Path) -> None:

@@ -114,7 +114,8 @@ class LMDBStore(Store):
 
     # -- the environment ----------------------------------------------------------------------
     def _env(self, write: bool = False) -> Any:
-        """The shared environment; None when reading an environment that does not exist."""
+        """The shared environment; None when reading an environment that does not exist
+        (only a write creates it: reading a store nothing was written to leaves no files)."""
         global _envs_lock, _envs_pid
         if _envs_pid != os.getpid():
             # forked: the parent's environments are off limits. Dropping them (never
@@ -133,7 +134,7 @@ class LMDBStore(Store):
                 env = None
             if env is None:
                 readonly = not write and self.read_only
-                if readonly and not os.path.exists(self.path):
+                if not write and not os.path.exists(self.path):
                     return None
                 lmdb = _lmdb()
                 options = {"map_size": self.map_size, "max_dbs": 0, **self.lmdb_options}
@@ -205,6 +206,8 @@ class LMDBStore(Store):
     def delete(self, key: str) -> None:
         self._check_writable(key)
         k = validate_key(key).encode()
+        if self._env() is None:  # nothing was ever written: nothing to delete
+            return
         env = self._env(write=True)
         try:
             with env.begin(write=True) as txn:

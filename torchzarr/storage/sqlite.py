@@ -103,15 +103,16 @@ class SQLiteStore(Store):
             conn.close()
 
     # -- connections ------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection | None:
-        """This thread's connection; None for a read-only store whose file does not exist."""
+    def _conn(self, create: bool = False) -> sqlite3.Connection | None:
+        """This thread's connection; None while the file does not exist, unless ``create``
+        (a write): reading or deleting in a store nothing was written to leaves no file."""
         if self._pid != os.getpid():
             _ORPHANS.extend(self._all)  # the parent's: never used, never closed here
             self._reset()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
-        if self.read_only and not os.path.exists(self.path):
+        if (self.read_only or not create) and not os.path.exists(self.path):
             return None
         try:
             if self.read_only:
@@ -205,7 +206,7 @@ class SQLiteStore(Store):
 
     # -- writes -------------------------------------------------------------------------------
     def _transaction(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        conn = self._conn()
+        conn = self._conn(create=True)
         assert conn is not None  # writable stores always connect
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -236,7 +237,7 @@ class SQLiteStore(Store):
         for key in keys:
             self._check_writable(key)
         rows = [(validate_key(key),) for key in keys]
-        if rows:
+        if rows and self._conn() is not None:  # no file yet: nothing to delete
             self._transaction(f"delete {rows[0][0]!r}", "DELETE FROM zarr WHERE key = ?", rows)
 
     # -- listing ------------------------------------------------------------------------------
