@@ -313,8 +313,7 @@ def consolidate_metadata(
     if meta is None or hasattr(meta, "shape"):
         raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
     root = Group(st, path, meta)
-    members = root.members(max_depth=None)
-    updated = write_consolidated(st, path, members, meta)
+    updated = write_consolidated(st, path, root.member_metadata(), meta)
     _, consolidated = load_consolidated(st, path, updated.zarr_format, required=True)
     return Group(st, path, updated, consolidated=consolidated)
 

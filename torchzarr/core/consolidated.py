@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from torchzarr.core import nodes
@@ -28,12 +29,13 @@ def _v3_document(metadata: Any) -> dict[str, Any]:
 
 
 def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) -> Any:
-    """Write consolidated metadata of ``members`` (``(relative path, node)`` pairs) at ``path``.
+    """Write consolidated metadata of ``members`` (``(relative path, metadata)`` pairs, an
+    :class:`~torchzarr.core.nodes.UnsupportedArray` kept as stored) at ``path``.
 
     Returns the root's new metadata (v3: the group with ``consolidated_metadata``).
     """
     if root_metadata.zarr_format == 3:
-        docs = {rel: _v3_document(node.metadata) for rel, node in members}
+        docs = {rel: _v3_document(meta) for rel, meta in members}
         updated = dataclasses.replace(
             root_metadata, consolidated_metadata=build_v3_consolidated(docs)
         )
@@ -42,9 +44,8 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
     entries: dict[str, Any] = {".zgroup": root_metadata.to_json()}
     if root_metadata.attributes:
         entries[".zattrs"] = root_metadata.attributes
-    for rel, node in members:
-        meta = node.metadata
-        name = ".zarray" if isinstance(meta, ArrayMetadataV2) else ".zgroup"
+    for rel, meta in members:
+        name = ".zgroup" if isinstance(meta, GroupMetadataV2) else ".zarray"
         entries[f"{rel}/{name}"] = meta.to_json()
         entries[f"{rel}/.zattrs"] = meta.attributes
     key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
@@ -64,7 +65,7 @@ def load_consolidated(
     if zarr_format != 3:
         keys.append(v2_key)
     docs = store.get_many(keys)
-    meta = nodes.parse_node(path, docs)
+    meta = nodes.parse_node(path, docs, store)
     if meta is None:
         return None, None
     members: dict[str, Any] | None = None
@@ -72,7 +73,12 @@ def load_consolidated(
         inline = meta.consolidated_metadata.get("metadata")
         if not isinstance(inline, dict):
             raise MetadataError(f"{path or '/'}: consolidated_metadata.metadata must be an object")
-        members = {rel: parse_v3_node(doc) for rel, doc in inline.items()}
+        members = {
+            rel: nodes.tolerant(
+                nodes.join_path(path, rel), 3, doc, None, partial(parse_v3_node, doc)
+            )
+            for rel, doc in inline.items()
+        }
     elif isinstance(meta, GroupMetadataV2) and docs.get(v2_key) is not None:
         members = {}
         raw = json_loads(docs[v2_key], key=v2_key)
@@ -81,7 +87,14 @@ def load_consolidated(
                 continue
             attrs = files.get(".zattrs") or {}
             if ".zarray" in files:
-                members[rel] = ArrayMetadataV2.from_json(files[".zarray"], attrs)
+                zarray = files[".zarray"]
+                members[rel] = nodes.tolerant(
+                    nodes.join_path(path, rel),
+                    2,
+                    zarray,
+                    attrs,
+                    partial(ArrayMetadataV2.from_json, zarray, attrs),
+                )
             elif ".zgroup" in files:
                 members[rel] = GroupMetadataV2(attributes=dict(attrs))
     if required and members is None and not hasattr(meta, "shape"):

@@ -130,12 +130,14 @@ class Group(Mapping[str, "Array | Group"]):
         found = self._store.get_many([k for ks in keys.values() for k in ks])
         children = {}
         for name in keys:
-            meta = nodes.parse_node(nodes.join_path(self._path, name), found)
+            meta = nodes.parse_member(nodes.join_path(self._path, name), found)
             if meta is not None and meta.zarr_format == self.zarr_format:
                 children[name] = meta
         return children
 
     def _node(self, rel: str, meta: Any) -> Array | Group:
+        if isinstance(meta, nodes.UnsupportedArray):
+            raise meta.error()
         path = nodes.join_path(self._path, rel)
         below = None
         if self._consolidated is not None:
@@ -147,7 +149,7 @@ class Group(Mapping[str, "Array | Group"]):
         if self._consolidated is not None:
             meta = self._consolidated.get(rel)
         else:
-            meta = nodes.read_node(self._store, self._child_path(key), self.zarr_format)
+            meta = nodes.read_member(self._store, self._child_path(key), self.zarr_format)
         if meta is None:
             raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
         return self._node(rel, meta)
@@ -164,7 +166,7 @@ class Group(Mapping[str, "Array | Group"]):
             return False
         if self._consolidated is not None:
             return nodes.normalize_path(key) in self._consolidated
-        return nodes.read_node(self._store, self._child_path(key), self.zarr_format) is not None
+        return nodes.read_member(self._store, self._child_path(key), self.zarr_format) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._children()))
@@ -175,18 +177,42 @@ class Group(Mapping[str, "Array | Group"]):
     def members(self, max_depth: int | None = 0) -> tuple[tuple[str, Array | Group], ...]:
         """``(relative path, node)`` pairs, sorted; ``max_depth=None`` walks the whole tree.
 
+        Arrays of dtypes torchzarr cannot hold (strings, datetimes) are left out: the group
+        still lists their names, and opening one raises ``UnsupportedDtypeError``.
+
         Example:
             >>> [name for name, _ in root.members(max_depth=None)]  # doctest: +SKIP
             ['exp', 'exp/x']
         """
         out: list[tuple[str, Array | Group]] = []
         for name, meta in sorted(self._children().items()):
+            if isinstance(meta, nodes.UnsupportedArray):
+                continue
             node = self._node(name, meta)
             out.append((name, node))
             if isinstance(node, Group) and (max_depth is None or max_depth > 0):
                 deeper = None if max_depth is None else max_depth - 1
                 out.extend((f"{name}/{sub}", n) for sub, n in node.members(deeper))
         return tuple(out)
+
+    def member_metadata(self) -> list[tuple[str, Any]]:
+        """``(relative path, metadata)`` of every node below, sorted, arrays of dtypes
+        torchzarr cannot hold included (as ``nodes.UnsupportedArray``): what consolidation
+        writes.
+
+        Example:
+            >>> [rel for rel, _ in root.member_metadata()]  # doctest: +SKIP
+            ['exp', 'exp/x']
+        """
+        out: list[tuple[str, Any]] = []
+        for name, meta in sorted(self._children().items()):
+            out.append((name, meta))
+            if isinstance(meta, nodes.UnsupportedArray) or hasattr(meta, "shape"):
+                continue  # an array
+            group = self._node(name, meta)
+            assert isinstance(group, Group)
+            out.extend((f"{name}/{sub}", m) for sub, m in group.member_metadata())
+        return out
 
     def arrays(self) -> Iterator[tuple[str, Array]]:
         """Direct member arrays, as ``(name, array)``."""
@@ -311,10 +337,15 @@ class Group(Mapping[str, "Array | Group"]):
         return "\n".join(lines)
 
     def _tree_lines(self, lines: list[str], indent: str, level: int | None) -> None:
-        members = self.members()
-        for i, (name, node) in enumerate(members):
-            last = i == len(members) - 1
+        children = sorted(self._children().items())
+        for i, (name, meta) in enumerate(children):
+            last = i == len(children) - 1
             branch = "└── " if last else "├── "
+            if isinstance(meta, nodes.UnsupportedArray):
+                dtype = meta.document.get("data_type", meta.document.get("dtype"))
+                lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")
+                continue
+            node = self._node(name, meta)
             if isinstance(node, Array):
                 lines.append(f"{indent}{branch}{name} [A] {node.shape} {node.dtype}")
             else:

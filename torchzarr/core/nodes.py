@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from torchzarr.errors import InvalidKeyError, MetadataError
+from torchzarr.errors import InvalidKeyError, MetadataError, UnsupportedDtypeError
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
@@ -16,12 +18,16 @@ if TYPE_CHECKING:
     from torchzarr.storage.base import Store
 
 __all__ = [
+    "UnsupportedArray",
     "join_path",
     "node_documents",
     "node_metadata_keys",
     "normalize_path",
+    "parse_member",
     "parse_node",
+    "read_member",
     "read_node",
+    "tolerant",
     "write_node",
 ]
 
@@ -65,13 +71,49 @@ def _key(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
 
 
-def read_node(
-    store: Store, path: str, zarr_format: int | None = None
-) -> ArrayMetadata | GroupMetadata | None:
-    """Read the metadata of the node at ``path``: v3 first, then v2, in one batched fetch.
+@dataclass(frozen=True)
+class UnsupportedArray:
+    """An array of a dtype torchzarr cannot hold (strings, datetimes, ...), met while listing
+    a group: the group lists it and consolidation keeps its metadata as stored, but it
+    cannot be opened (:meth:`error` says why).
 
-    Returns None when no node is there.
+    Example:
+        >>> member = UnsupportedArray("time", 3, {"node_type": "array"}, reason="datetime64")
+        >>> str(member.error())
+        "array 'time': datetime64"
     """
+
+    path: str
+    zarr_format: int
+    document: dict[str, Any]  # zarr.json (v3) or .zarray (v2), as stored
+    attributes: dict[str, Any] = field(default_factory=dict)  # v2 .zattrs
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored metadata document."""
+        return copy.deepcopy(self.document)
+
+    def error(self) -> UnsupportedDtypeError:
+        """The error opening this array raises."""
+        return UnsupportedDtypeError(f"array {self.path or '/'!r}: {self.reason}")
+
+
+def tolerant(
+    path: str,
+    zarr_format: int,
+    document: Any,
+    attributes: Mapping[str, Any] | None,
+    parse: Callable[[], Any],
+) -> Any:
+    """``parse()``, or an :class:`UnsupportedArray` of ``document`` when its dtype is one
+    torchzarr cannot hold (other metadata errors propagate)."""
+    try:
+        return parse()
+    except UnsupportedDtypeError as err:
+        return UnsupportedArray(path, zarr_format, dict(document), dict(attributes or {}), str(err))
+
+
+def _node_keys(path: str, zarr_format: int | None) -> list[str]:
     keys: list[str] = []
     if zarr_format in (None, 3):
         keys.append(_key(path, ZARR_JSON))
@@ -79,11 +121,57 @@ def read_node(
         keys += [_key(path, ZARRAY), _key(path, ZGROUP), _key(path, ZATTRS)]
     if zarr_format not in (None, 2, 3):
         raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    return parse_node(path, store.get_many(keys))
+    return keys
 
 
-def parse_node(path: str, docs: Mapping[str, Any]) -> ArrayMetadata | GroupMetadata | None:
-    """Parse the node at ``path`` from fetched metadata documents (key -> bytes or None)."""
+def read_node(
+    store: Store, path: str, zarr_format: int | None = None
+) -> ArrayMetadata | GroupMetadata | None:
+    """Read the metadata of the node at ``path``: v3 first, then v2, in one batched fetch.
+
+    Returns None when no node is there.
+    """
+    return parse_node(path, store.get_many(_node_keys(path, zarr_format)), store)
+
+
+def read_member(store: Store, path: str, zarr_format: int | None = None) -> Any:
+    """:func:`read_node`, with an :class:`UnsupportedArray` for an array of a dtype
+    torchzarr cannot hold instead of an error."""
+    return parse_member(path, store.get_many(_node_keys(path, zarr_format)))
+
+
+def parse_member(path: str, docs: Mapping[str, Any]) -> Any:
+    """:func:`parse_node`, with an :class:`UnsupportedArray` for an array of a dtype
+    torchzarr cannot hold instead of an error."""
+    v3_key, zarray_key, zattrs_key = (_key(path, n) for n in (ZARR_JSON, ZARRAY, ZATTRS))
+    if docs.get(v3_key) is not None:
+        return tolerant(
+            path, 3, json_loads(docs[v3_key], key=v3_key), None, lambda: _parse_node(path, docs)
+        )
+    if docs.get(zarray_key) is not None:
+        raw_attrs = docs.get(zattrs_key)
+        attrs = json_loads(raw_attrs, key=zattrs_key) if raw_attrs is not None else {}
+        document = json_loads(docs[zarray_key], key=zarray_key)
+        return tolerant(path, 2, document, attrs, lambda: _parse_node(path, docs))
+    return _parse_node(path, docs)
+
+
+def parse_node(
+    path: str, docs: Mapping[str, Any], where: Any = None
+) -> ArrayMetadata | GroupMetadata | None:
+    """Parse the node at ``path`` from fetched metadata documents (key -> bytes or None).
+
+    An array of a dtype torchzarr cannot hold raises ``UnsupportedDtypeError`` naming it
+    (and ``where``, its store, when given).
+    """
+    try:
+        return _parse_node(path, docs)
+    except UnsupportedDtypeError as err:
+        place = f" in {where!r}" if where is not None else ""
+        raise UnsupportedDtypeError(f"array {path or '/'!r}{place}: {err}") from None
+
+
+def _parse_node(path: str, docs: Mapping[str, Any]) -> ArrayMetadata | GroupMetadata | None:
     v3_key = _key(path, ZARR_JSON)
     v3_doc = docs.get(v3_key)
     if v3_doc is not None:
