@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from torchzarr.dtypes import data_type
-from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError, ValueRangeError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+    ValueRangeError,
+)
 from torchzarr.tensors import (
     allocate,
     as_storage_array,
@@ -62,6 +67,11 @@ def test_as_storage_array_conversions():
         (300, "uint8", "300"),
         ([1, 2**31], "int32", "values from 1 to 2147483648"),
         ([[0], [-129]], "int8", "values from -129 to 0"),
+        (float("nan"), "int32", "nan"),
+        (float("-inf"), "int64", "-inf"),
+        (1e20, "int64", "1e\\+20"),
+        (-1.5, "uint8", "-1.5"),
+        ([0.5, 255.5, 256.0], "uint8", "values from 0.5 to 256.0"),
     ],
 )
 def test_python_integers_out_of_range_are_refused_not_wrapped(value, dtype, shown):
@@ -78,6 +88,16 @@ def test_python_integers_in_range_and_numpy_integers_cast_as_numpy_does():
     assert as_storage_array(2**40, data_type("bfloat16")).dtype == np.uint16  # bits
     assert as_storage_array(np.int64(2**32 + 5), data_type("int32")).item() == 5  # wraps
     assert as_storage_array(np.array([2**32 + 7]), data_type("int32")).tolist() == [7]
+    assert as_storage_array([0.9, 255.9, -0.5], data_type("uint8")).tolist() == [0, 255, 0]
+    assert as_storage_array(-2.7, data_type("int8")).item() == -2  # truncates, as torch does
+    assert as_storage_array(np.array([np.nan]), data_type("float32")).dtype == np.float32
+
+
+def test_tensors_without_dense_data_are_refused():
+    with pytest.raises(InvalidArgumentError, match="meta tensor"):
+        as_storage_array(torch.empty(2, device="meta"), data_type("float32"))
+    with pytest.raises(InvalidArgumentError, match=r"sparse_coo tensor.*\.to_dense\(\)"):
+        as_storage_array(torch.eye(2).to_sparse(), data_type("float32"))
 
 
 def test_allocate_falls_back_to_pageable_without_cuda():

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from torchzarr.dtypes import DataType, data_type
-from torchzarr.errors import ShapeMismatchError, UnsupportedDtypeError, ValueRangeError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+    ValueRangeError,
+)
 
 __all__ = [
     "allocate",
@@ -109,6 +114,16 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     """
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
+        if tensor.is_meta or tensor.layout != torch.strided:
+            what = (
+                "a meta tensor (it holds no data)"
+                if tensor.is_meta
+                else f"a {tensor.layout} tensor"
+            )
+            raise InvalidArgumentError(
+                f"cannot write {what} to an array of {dt.name}: pass a dense tensor "
+                f"(.to_dense()) with data"
+            )
         if tensor.device.type != "cpu":
             tensor = tensor.cpu()
         if tensor.is_conj():
@@ -130,8 +145,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         return array
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
         return as_storage_array(torch.from_numpy(np.asarray(array, dtype=np.float32)), dt)
-    if dt.storage.kind in "iu" and array.dtype.kind in "iuO" and not _numpy_typed(value):
-        return _python_integers(value, array, dt)
+    if dt.storage.kind in "iu" and array.dtype.kind in "iufO" and not _numpy_typed(value):
+        return _python_numbers(value, array, dt)
     if array.dtype.kind == "c" and dt.storage.kind != "c":
         raise ShapeMismatchError(
             f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
@@ -146,21 +161,32 @@ def _numpy_typed(value: Any) -> bool:
     return isinstance(value, np.ndarray | np.generic)
 
 
-def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
-    """Python ints (a scalar or nested lists) as ``dt.storage``, refusing any out of range:
-    torch and numpy raise for those too, rather than store a wrapped value."""
+def _python_numbers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
+    """Python numbers (a scalar or nested lists) as the integers of ``dt.storage``, refusing
+    any the dtype cannot hold (NaN, infinities, 300 for uint8, -1.5 for uint8), as torch
+    does for Python numbers, rather than store a wrapped value. Floats truncate."""
+    info = np.iinfo(dt.storage)
+    if array.dtype.kind == "f":
+        finite = bool(np.isfinite(array).all())
+        low, high = (np.trunc(array.min()), np.trunc(array.max())) if array.size else (0, 0)
+        if not finite or low < info.min or high > info.max:
+            _out_of_range(value, array, dt, info)
+        return array.astype(dt.storage)
     try:
         return np.asarray(value, dtype=dt.storage)
     except OverflowError:
-        info = np.iinfo(dt.storage)
-        shown = repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
-        raise ValueRangeError(
-            f"cannot write {shown} to an array of {dt.name} (range {info.min} to {info.max})"
-        ) from None
+        _out_of_range(value, array, dt, info)
     except (TypeError, ValueError):
         raise UnsupportedDtypeError(
             f"cannot write values of dtype {array.dtype} to an array"
         ) from None
+
+
+def _out_of_range(value: Any, array: np.ndarray, dt: DataType, info: Any) -> NoReturn:
+    shown = repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
+    raise ValueRangeError(
+        f"cannot write {shown} to an array of {dt.name} (range {info.min} to {info.max})"
+    )
 
 
 def select_rows(

@@ -310,3 +310,14 @@ def test_python_integers_out_of_range_leave_stored_data_as_it_was(any_store):
     with pytest.raises(OverflowError):
         arr[0] = -1
     assert arr[:].tolist() == [1, 2, 3, 4]
+
+
+def test_read_into_out_needs_a_dense_tensor_that_does_not_require_grad():
+    arr = tz.create_array("memory://", shape=(2, 3), dtype=torch.float32)
+    arr[:] = 1.5
+    with pytest.raises(tz.errors.InvalidArgumentError, match="got a meta tensor"):
+        arr.read(out=torch.empty(2, 3, device="meta"))
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"out\.detach\(\)"):
+        arr.read(out=torch.empty(2, 3, requires_grad=True))
+    leaf = torch.zeros(2, 3, requires_grad=True)
+    assert arr.read(out=leaf.detach()).sum().item() == 9.0 and leaf.sum().item() == 9.0

@@ -22,7 +22,12 @@ from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
-from torchzarr.errors import ArgumentTypeError, ReadOnlyError, ShapeMismatchError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    ShapeMismatchError,
+)
 from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dtype
 
 __all__ = ["Array"]
@@ -279,6 +284,15 @@ class Array:
             if out.dtype != self.dtype:
                 raise ShapeMismatchError(
                     f"out has dtype {out.dtype} but array {self.name} has dtype {self.dtype}"
+                )
+            if out.is_meta or out.layout != torch.strided:
+                raise InvalidArgumentError(
+                    f"out must be a dense tensor with storage (any device), got a "
+                    f"{'meta' if out.is_meta else out.layout} tensor"
+                )
+            if out.requires_grad:
+                raise InvalidArgumentError(
+                    "out requires grad: pass out.detach() (reads are not differentiable)"
                 )
             if out.device.type == "cpu" and out.is_contiguous():
                 engine.read_into(self._source, indexer, storage_view(out, dt))
