@@ -6,6 +6,7 @@ The database stores import their client packages (lmdb, redis) only when first u
 from __future__ import annotations
 
 from torchzarr.storage.base import ByteRange, Store, validate_key
+from torchzarr.storage.copy import CopyResult, copy_keys
 from torchzarr.storage.faults import FaultInjectedError, FaultyStore, LatencyStore
 from torchzarr.storage.fsspec_store import FsspecStore
 from torchzarr.storage.lmdb import LMDBStore
@@ -19,6 +20,7 @@ from torchzarr.storage.zip import ZipStore
 
 __all__ = [
     "ByteRange",
+    "CopyResult",
     "FaultInjectedError",
     "FaultyStore",
     "FsspecStore",
@@ -32,6 +34,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "ZipStore",
+    "copy_keys",
     "is_transient",
     "register_store",
     "registered_stores",

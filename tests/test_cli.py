@@ -1,0 +1,127 @@
+"""The ``torchzarr`` command line: info, tree, copy, bench and demo, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import torchzarr as tz
+from torchzarr.cli import main
+from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.memory import MemoryStore
+
+
+def _run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_demo_writes_a_dataset_the_datasets_train_on(tmp_path, capsys):
+    status, out, _ = _run(capsys, "demo", tmp_path / "demo.zarr", "--rows", 600)
+    assert status == 0 and "wrote 600 images" in out
+    root = tz.open_group(tmp_path / "demo.zarr", mode="r")
+    assert root["images"].shape == (600, 32, 32, 3) and root["labels"].shape == (600,)
+    batches = list(tz.ZarrIterableDataset(root, batch_size=256, seed=0))
+    assert sum(len(b["labels"]) for b in batches) == 600
+    labels = root["labels"][:]
+    means = [root["images"][:][labels == c].float().mean().item() for c in range(2)]
+    assert abs(means[0] - means[1]) > 1  # classes differ: something to learn
+    status, _, err = _run(capsys, "demo", tmp_path / "demo.zarr")
+    assert status == 1 and "already exists" in err  # no silent overwrite
+    assert _run(capsys, "demo", tmp_path / "demo.zarr", "--rows", 10, "--overwrite")[0] == 0
+
+
+def test_info_and_tree_describe_groups_and_arrays(tmp_path, capsys):
+    root = tz.open_group(tmp_path, mode="w")
+    root.attrs["project"] = "x"
+    root.create_array("a/b", shape=(4, 2), dtype=torch.float32)
+    root.create_array("c", shape=(3,), dtype=torch.int8)
+    status, out, _ = _run(capsys, "info", tmp_path)
+    assert status == 0 and "Arrays             : 1 (c)" in out and "Groups             : 1" in out
+    assert "Attributes         : project" in out
+    status, out, _ = _run(capsys, "info", tmp_path, "--path", "a/b")
+    assert "Shape              : (4, 2)" in out and "torch.float32" in out
+    status, out, _ = _run(capsys, "tree", tmp_path)
+    assert out.splitlines() == [
+        "/",
+        "├── a [G]",
+        "│   └── b [A] (4, 2) torch.float32",
+        "└── c [A] (3,) torch.int8",
+    ]
+    assert _run(capsys, "tree", tmp_path, "--level", 1)[1].count("[A]") == 1
+    assert _run(capsys, "tree", tmp_path, "--path", "c")[1].strip() == "/c [A] (3,) torch.int8"
+
+
+def test_info_names_arrays_of_unsupported_dtypes(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(tmp_path), mode="w")
+        group.create_array("time", shape=(2,), dtype="M8[ns]")
+    status, out, _ = _run(capsys, "info", tmp_path)
+    assert status == 0 and "Unsupported dtypes : time" in out
+
+
+def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):
+    _run(capsys, "demo", tmp_path / "src.zarr", "--rows", 300)
+    status, out, err = _run(
+        capsys, "copy", tmp_path / "src.zarr", tmp_path / "out.zip", "--progress"
+    )
+    assert status == 0 and "copied" in out and "keys" in err
+    for name in ("images", "labels"):
+        ours = tz.open_array(tmp_path / "src.zarr", path=name, mode="r")[:]
+        assert torch.equal(tz.open_array(tmp_path / "out.zip", path=name, mode="r")[:], ours)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = zarr.open_group(zarr.storage.ZipStore(tmp_path / "out.zip", mode="r"), mode="r")
+        assert theirs["labels"][:].tolist() == ours.tolist()
+    args = ["copy", tmp_path / "out.zip", tmp_path / "back.zarr", "--path", "labels"]
+    assert _run(capsys, *args, "--dest-path", "y/labels")[0] == 0
+    assert torch.equal(tz.open_array(tmp_path / "back.zarr", path="y/labels")[:], ours)
+    status, _, err = _run(capsys, *args, "--dest-path", "y/labels")
+    assert status == 1 and "--overwrite" in err  # nothing replaced unless asked
+    assert _run(capsys, *args, "--dest-path", "y/labels", "--overwrite")[0] == 0
+
+
+def test_copy_keys_batches_replaces_and_reports():
+    source = MemoryStore({f"a/c/{i}": bytes([i]) * 100 for i in range(70)} | {"b/x": b"1"})
+    dest = MemoryStore({"a/old": b"stale"})
+    seen = []
+    with pytest.raises(tz.errors.NodeExistsError, match="a/old"):
+        copy_keys(source, dest, "a")
+    result = copy_keys(
+        source, dest, "a", overwrite=True, jobs=3, progress=lambda d, t: seen.append((d, t))
+    )
+    assert (result.keys, result.nbytes) == (70, 7000)
+    assert sorted(dest.list_prefix("")) == sorted(f"a/c/{i}" for i in range(70))  # old key gone
+    assert seen[-1] == (70, 70) and len(seen) > 1  # in batches
+    with pytest.raises(tz.errors.InvalidArgumentError, match="jobs"):
+        copy_keys(source, MemoryStore(), jobs=0)
+
+
+def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
+    arr = tz.create_array(tmp_path, shape=(64, 64), dtype=torch.float32, chunks=(16, 64))
+    arr[:] = torch.from_numpy(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+    status, out, _ = _run(capsys, "bench", tmp_path, "--rounds", 2, "--threads", 1)
+    assert status == 0 and "GB/s" in out and "4 chunks read, 1 threads" in out
+    status, out, err = _run(capsys, "info", tmp_path / "missing")
+    assert status == 1 and out == "" and err.startswith("torchzarr info: no array or group")
+    assert "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_command_line(tmp_path):
+    tz.open_group(tmp_path, mode="w").create_array("x", shape=(1,), dtype="int8")
+    done = subprocess.run(
+        [sys.executable, "-m", "torchzarr", "tree", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.splitlines() == ["/", "└── x [A] (1,) torch.int8"]

@@ -1,0 +1,190 @@
+"""The ``torchzarr`` command: ``info``, ``tree``, ``copy``, ``bench`` and ``demo`` on any store.
+
+Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
+for a node inside it; errors print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr import telemetry
+from torchzarr.config import config
+from torchzarr.core.api import consolidate_metadata, open_array, open_group
+from torchzarr.core.api import open as open_node
+from torchzarr.core.array import Array
+from torchzarr.errors import TorchZarrError
+from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.registry import resolve_store
+
+__all__ = ["main"]
+
+
+def _info(args: argparse.Namespace) -> None:
+    node = open_node(args.store, mode="r", path=args.path)
+    if isinstance(node, Array):
+        print(node.info)
+        return
+    arrays = dict(node.arrays())
+    unreadable = sorted(set(node) - set(arrays) - {name for name, _ in node.groups()})
+    print(f"Name               : {node.name}")
+    print(f"Type               : group (Zarr v{node.zarr_format})")
+    print(f"Store              : {node.store!r}")
+    print(f"Arrays             : {len(arrays)} ({', '.join(sorted(arrays)) or 'none'})")
+    print(f"Groups             : {len(node.group_keys())}")
+    if unreadable:
+        print(f"Unsupported dtypes : {', '.join(unreadable)}")
+    print(f"Attributes         : {', '.join(sorted(node.attrs)) or 'none'}")
+
+
+def _tree(args: argparse.Namespace) -> None:
+    node = open_node(args.store, mode="r", path=args.path)
+    if isinstance(node, Array):
+        print(f"{node.name} [A] {node.shape} {node.dtype}")
+    else:
+        print(node.tree(level=args.level))
+
+
+def _copy(args: argparse.Namespace) -> None:
+    source = resolve_store(args.source, mode="r")
+    dest = resolve_store(args.dest, mode="a")
+    report = _progress_printer("copy") if args.progress else None
+    try:
+        result = copy_keys(
+            source,
+            dest,
+            args.path,
+            dest_path=args.dest_path,
+            overwrite=args.overwrite,
+            jobs=args.jobs,
+            progress=report,
+        )
+    finally:
+        dest.close()  # a zip writes its directory here
+        source.close()
+    where = args.dest_path if args.dest_path is not None else args.path
+    print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
+
+
+def _progress_printer(what: str) -> Any:
+    def report(done: int, total: int) -> None:
+        print(f"\r{what}: {done}/{total} keys", end="" if done < total else "\n", file=sys.stderr)
+
+    return report
+
+
+def _bench(args: argparse.Namespace) -> None:
+    arr = open_array(args.store, mode="r", path=args.path)
+    threads = args.threads or config.threads
+    out = torch.empty(arr.shape, dtype=arr.dtype)
+    with config.set(threads=threads):
+        start = time.perf_counter()
+        arr.read(out=out)  # also warms the page cache and the engine's threads
+        first = time.perf_counter() - start
+        before = telemetry.snapshot()
+        times = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            arr.read(out=out)
+            times.append(time.perf_counter() - start)
+        after = telemetry.snapshot()
+    median = statistics.median(times)
+    chunks = (after.get("chunks_fetched", 0) - before.get("chunks_fetched", 0)) // args.rounds
+    print(
+        f"array {arr.name}: {arr.shape} {arr.dtype}, chunks {arr.chunks}, {arr.nbytes / 1e6:.1f} MB"
+    )
+    print(f"first read {first * 1e3:.1f} ms")
+    print(
+        f"full read  {median * 1e3:.1f} ms median of {args.rounds} "
+        f"({arr.nbytes / median / 1e9:.3f} GB/s, {chunks} chunks read, {threads} threads)"
+    )
+
+
+def _demo(args: argparse.Namespace) -> None:
+    rows = args.rows
+    root = open_group(args.store, mode="w" if args.overwrite else "w-")
+    images = root.create_array(
+        "images", shape=(rows, 32, 32, 3), dtype=torch.uint8, chunks=(256, 32, 32, 3)
+    )
+    labels = root.create_array("labels", shape=(rows,), dtype=torch.int64, chunks=(4096,))
+    rng = np.random.default_rng(args.seed)
+    classes = rng.integers(0, 256, size=(10, 1, 1, 3), dtype=np.int64)
+    for start in range(0, rows, 4096):
+        stop = min(rows, start + 4096)
+        label = rng.integers(0, 10, size=stop - start)
+        noise = rng.integers(-40, 41, size=(stop - start, 32, 32, 3))
+        pixels = np.clip(classes[label] + noise, 0, 255).astype(np.uint8)  # learnable classes
+        images[start:stop] = pixels
+        labels[start:stop] = label
+    root.attrs.update({"description": "torchzarr demo: 32x32 RGB images in 10 classes"})
+    consolidate_metadata(args.store)
+    print(f"wrote {rows} images and labels to {args.store}; train on them with:")
+    print(f"  ds = tz.ZarrIterableDataset(tz.open_group({args.store!r}), batch_size=256)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchzarr", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    info = command("info", _info, "describe an array or a group")
+    tree = command("tree", _tree, "print the hierarchy below a group")
+    bench = command("bench", _bench, "time full reads of an array (GB/s)")
+    for sub in (info, tree, bench):
+        sub.add_argument("store", help="path or URL of the store")
+        sub.add_argument("--path", default="", help="node inside the store")
+    tree.add_argument("--level", type=int, default=None, help="depth to show")
+    bench.add_argument("--rounds", type=int, default=5, help="timed reads (default 5)")
+    bench.add_argument("--threads", type=int, default=0, help="decode threads (default: all)")
+
+    copy = command("copy", _copy, "copy a hierarchy between stores, bytes unchanged")
+    copy.add_argument("source", help="path or URL to copy from")
+    copy.add_argument("dest", help="path or URL to copy to (a .zip path makes a zip)")
+    copy.add_argument("--path", default="", help="node to copy (default: everything)")
+    copy.add_argument("--dest-path", default=None, help="where it lands (default: --path)")
+    copy.add_argument("--overwrite", action="store_true", help="replace what dest holds there")
+    copy.add_argument("--jobs", type=int, default=8, help="batches in flight (default 8)")
+    copy.add_argument("--progress", action="store_true", help="report progress on stderr")
+
+    demo = command("demo", _demo, "write a small image dataset to try the datasets on")
+    demo.add_argument("store", help="path or URL to create")
+    demo.add_argument("--rows", type=int, default=10_000, help="images (default 10000)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``torchzarr`` command line; the exit status.
+
+    Example:
+        >>> from torchzarr.core.api import open_group
+        >>> _ = open_group("memory://cli-doc", mode="w").create_array("x", shape=(2,), dtype="int8")
+        >>> main(["tree", "memory://cli-doc"])
+        /
+        └── x [A] (2,) torch.int8
+        0
+    """
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (TorchZarrError, OSError) as err:
+        print(f"torchzarr {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``
+    raise SystemExit(main())
