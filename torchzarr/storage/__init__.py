@@ -16,6 +16,7 @@ from torchzarr.storage.redis import RedisStore
 from torchzarr.storage.registry import register_store, registered_stores, resolve_store
 from torchzarr.storage.retry import RetryingStore, RetryPolicy, is_transient, with_retries
 from torchzarr.storage.sqlite import SQLiteStore
+from torchzarr.storage.wrappers import LoggingStore, ReadOnlyStore
 from torchzarr.storage.zip import ZipStore
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "LMDBStore",
     "LatencyStore",
     "LocalStore",
+    "LoggingStore",
     "MemoryStore",
+    "ReadOnlyStore",
     "RedisStore",
     "RetryPolicy",
     "RetryingStore",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torchzarr.errors import InvalidArgumentError, StoreError
-from torchzarr.storage.base import Buffer, ByteRange, Store
+from torchzarr.storage.base import Buffer, Store
+from torchzarr.storage.wrappers import ForwardingStore, payload_bytes
 
 __all__ = ["FaultInjectedError", "FaultyStore", "LatencyStore"]
 
@@ -47,80 +46,7 @@ class FaultInjectedError(StoreError, ConnectionError):
     """
 
 
-class _Wrapper(Store):
-    """Forwards everything to ``inner`` through ``_call`` (subclasses add behaviour there)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def _locked(self) -> threading.Lock:
-        # a lock inherited through fork may be held by a parent thread that does not exist here
-        if self._pid != os.getpid():
-            self._lock, self._pid = threading.Lock(), os.getpid()
-        return self._lock
-
-    @property
-    def read_only(self) -> bool:  # type: ignore[override]
-        return self.inner.read_only
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity  # the same data: caches may share entries
-
-    def _call(self, method: str, keys: Sequence[str], *args: Any) -> Any:
-        return getattr(self.inner, method)(*args)
-
-    def get(self, key: str) -> bytes | None:
-        return self._call("get", [key], key)
-
-    def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
-        return self._call("get_range", [key], key, byte_range)
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
-        return self._call("get_many", list(keys), keys)
-
-    def get_ranges(self, requests: Sequence[tuple[str, ByteRange]]) -> list[bytes | None]:
-        keys = [key for key, _ in requests]
-        return self._call("get_ranges", keys, requests)
-
-    def exists(self, key: str) -> bool:
-        return bool(self._call("exists", [key], key))
-
-    def getsize(self, key: str) -> int | None:
-        return self._call("getsize", [key], key)
-
-    def set(self, key: str, value: Buffer) -> None:
-        self._call("set", [key], key, value)
-
-    def set_many(self, items: Mapping[str, Buffer]) -> None:
-        self._call("set_many", list(items), items)
-
-    def delete(self, key: str) -> None:
-        self._call("delete", [key], key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
-        self._call("delete_many", keys, keys)
-
-    def delete_prefix(self, prefix: str) -> None:
-        self._call("delete_prefix", [prefix], prefix)
-
-    def list_prefix(self, prefix: str) -> Iterator[str]:
-        return iter(self._call("list_prefix", [prefix], prefix))
-
-    def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
-        return self._call("list_dir", [prefix], prefix)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    # with_read_only is the base one, a ReadOnlyStore over this wrapper: the read-only view
-    # shares its delays, faults and counters
-
-
-class LatencyStore(_Wrapper):
+class LatencyStore(ForwardingStore):
     """Delays every call to ``inner`` like a remote store would, for benchmarks.
 
     Each call is one round trip of ``latency`` seconds plus ``per_byte`` seconds for each
@@ -158,7 +84,9 @@ class LatencyStore(_Wrapper):
         result = getattr(self.inner, method)(*args)
         if method == "list_prefix":
             result = list(result)  # the listing is the round trip: do it now
-        nbytes = _nbytes(result) + (_nbytes(args[-1]) if method in ("set", "set_many") else 0)
+        nbytes = payload_bytes(result) + (
+            payload_bytes(args[-1]) if method in ("set", "set_many") else 0
+        )
         delay = self.latency + self.per_byte * nbytes
         with self._locked():
             self.round_trips += 1
@@ -176,17 +104,7 @@ class LatencyStore(_Wrapper):
         LatencyStore.__init__(self, **state)
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return memoryview(value).nbytes
-    if isinstance(value, Mapping):
-        return sum(_nbytes(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_nbytes(v) for v in value)
-    return 0
-
-
-class FaultyStore(_Wrapper):
+class FaultyStore(ForwardingStore):
     """Fails chosen calls to ``inner`` with chosen errors, for testing failure paths.
 
     ``fail_on`` maps a method name (``"get"``, ``"get_many"``, ``"set"`` ...), a family
