@@ -219,3 +219,22 @@ def test_azure_scheme_alias(azurite_server: Service) -> None:
     FsspecStore(url, azurite_server.storage_options).set("k", b"v")
     alias = FsspecStore(url.replace("az://", "azure://"), azurite_server.storage_options)
     assert alias.get("k") == b"v" and list(alias.list_prefix("")) == ["k"]
+
+
+def test_copy_keys_moves_a_hierarchy_to_object_storage_and_back(
+    store: FsspecStore, tmp_path: Any
+) -> None:
+    from torchzarr.storage.copy import copy_keys
+
+    root = tz.open_group(tmp_path / "src.zarr", mode="w")
+    data = torch.arange(40 * 6, dtype=torch.int32).reshape(40, 6)
+    root.create_array("x", shape=(40, 6), dtype=torch.int32, chunks=(4, 6))[:] = data
+    root.attrs["kind"] = "copied"
+    local = tz.LocalStore(tmp_path / "src.zarr")
+    up = copy_keys(local, store, dest_path="tree", jobs=4)
+    assert up.keys == 12  # two metadata documents and ten chunks
+    remote = tz.open_group(store, path="tree", mode="r")
+    assert remote.attrs["kind"] == "copied" and torch.equal(remote["x"][:], data)
+    down = copy_keys(store, tz.LocalStore(tmp_path / "back.zarr"), "tree", dest_path="")
+    assert (down.keys, down.nbytes) == (up.keys, up.nbytes)
+    assert torch.equal(tz.open_array(tmp_path / "back.zarr", path="x")[:], data)
