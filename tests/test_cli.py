@@ -105,6 +105,15 @@ def test_copy_keys_batches_replaces_and_reports():
         copy_keys(source, MemoryStore(), jobs=0)
 
 
+@pytest.mark.parametrize(("path", "dest_path"), [("a", "a"), ("a", "a/c"), ("a/c", "a"), ("", "x")])
+def test_copy_keys_refuses_overlapping_copies_within_one_store(path, dest_path):
+    store = MemoryStore({"a/c/0": b"1", "a/zarr.json": b"{}"})
+    with pytest.raises(tz.errors.InvalidArgumentError, match="overlap"):
+        copy_keys(store, store, path, dest_path=dest_path, overwrite=True)
+    assert sorted(store.list_prefix("")) == ["a/c/0", "a/zarr.json"]  # nothing deleted
+    assert copy_keys(store, store, "a", dest_path="b").keys == 2  # disjoint: fine
+
+
 def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
     arr = tz.create_array(tmp_path, shape=(64, 64), dtype=torch.float32, chunks=(16, 64))
     arr[:] = torch.from_numpy(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))

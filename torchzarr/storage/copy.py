@@ -63,6 +63,13 @@ def copy_keys(
     target = _prefix(path if dest_path is None else dest_path)
     validate_prefix(prefix)
     validate_prefix(target)
+    if source.identity == dest.identity and (
+        target.startswith(prefix) or prefix.startswith(target)
+    ):  # overwrite would delete the source; no overwrite would copy into what it reads
+        raise InvalidArgumentError(
+            f"cannot copy {prefix or '/'!r} onto {target or '/'!r} in the same store "
+            f"{dest!r}: the two overlap"
+        )
     existing = list(dest.list_prefix(target))
     if existing:
         if not overwrite:
