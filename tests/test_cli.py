@@ -100,6 +100,11 @@ def test_copy_keys_batches_replaces_and_reports():
     )
     assert (result.keys, result.nbytes) == (70, 7000)
     assert sorted(dest.list_prefix("")) == sorted(f"a/c/{i}" for i in range(70))  # old key gone
+    failing = MemoryStore({"a/old": b"stale"})
+    failing.set_many = lambda items: (_ for _ in ()).throw(tz.errors.StoreError("disk full"))
+    with pytest.raises(tz.errors.StoreError, match="disk full"):
+        copy_keys(source, failing, "a", overwrite=True)
+    assert failing.get("a/old") == b"stale"  # a failed copy deletes nothing
     assert seen[-1] == (70, 70) and len(seen) > 1  # in batches
     with pytest.raises(tz.errors.InvalidArgumentError, match="jobs"):
         copy_keys(source, MemoryStore(), jobs=0)

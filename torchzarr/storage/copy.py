@@ -45,7 +45,8 @@ def copy_keys(
     two stores (a zip to a directory, a directory to S3).
 
     ``jobs`` batches of keys are in flight at once. A destination that already holds keys
-    below ``dest_path`` is refused unless ``overwrite``, which deletes them first.
+    below ``dest_path`` is refused unless ``overwrite``: then the copy replaces them, and
+    the ones it did not replace are deleted once the copy is complete.
     ``progress(keys_done, keys_total)`` is called after each batch. A key deleted from the
     source while the copy runs is skipped.
 
@@ -71,25 +72,24 @@ def copy_keys(
             f"{dest!r}: the two overlap"
         )
     existing = list(dest.list_prefix(target))
-    if existing:
-        if not overwrite:
-            raise NodeExistsError(
-                f"{dest!r} already holds {len(existing)} keys below {target or '/'!r} "
-                f"(first: {existing[0]!r}); pass overwrite=True (--overwrite) to replace them"
-            )
-        dest.delete_many(existing)
+    if existing and not overwrite:
+        raise NodeExistsError(
+            f"{dest!r} already holds {len(existing)} keys below {target or '/'!r} "
+            f"(first: {existing[0]!r}); pass overwrite=True (--overwrite) to replace them"
+        )
     keys = sorted(source.list_prefix(prefix))
     done = copied = nbytes = 0
+    replaced: set[str] = set()
 
-    def copy(batch: list[str]) -> tuple[int, int, int]:
+    def copy(batch: list[str]) -> tuple[int, list[str], int]:
         values = source.get_many(batch)
         items = {target + key[len(prefix) :]: v for key, v in values.items() if v is not None}
         dest.set_many(items)
-        return len(batch), len(items), sum(len(v) for v in items.values())
+        return len(batch), list(items), sum(len(v) for v in items.values())
 
     # At most ``jobs`` batches in flight, each of about _BATCH_BYTES once sizes are known:
     # memory stays bounded whatever the chunk size.
-    pending: deque[Future[tuple[int, int, int]]] = deque()
+    pending: deque[Future[tuple[int, list[str], int]]] = deque()
     per_batch, start = _FIRST_BATCH, 0
     with ThreadPoolExecutor(jobs, thread_name_prefix="torchzarr-copy") as pool:
         while start < len(keys) or pending:
@@ -97,9 +97,13 @@ def copy_keys(
                 pending.append(pool.submit(copy, keys[start : start + per_batch]))
                 start += per_batch
             n, written, size = pending.popleft().result()
-            done, copied, nbytes = done + n, copied + written, nbytes + size
+            done, copied, nbytes = done + n, copied + len(written), nbytes + size
+            if existing:
+                replaced.update(written)
             if copied:
                 per_batch = max(1, min(_MAX_BATCH, _BATCH_BYTES * copied // max(nbytes, 1)))
             if progress is not None:
                 progress(done, len(keys))
+    if existing:  # only once all is copied: a failed copy leaves the old keys in place
+        dest.delete_many([key for key in existing if key not in replaced])
     return CopyResult(copied, nbytes)
