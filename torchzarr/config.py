@@ -83,6 +83,18 @@ class Config:
     def __post_init__(self) -> None:
         self._lock = new_lock()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``config.threads = 4`` is checked like ``config.set(threads=4)``; a misspelt name
+        # is an error rather than a setting nothing reads
+        if not name.startswith("_"):
+            names = {f.name for f in fields(self)}
+            if name not in names:
+                raise ArgumentTypeError(
+                    f"unknown torchzarr setting {name!r}; known: {sorted(names)}"
+                )
+            _validate(name, value)
+        object.__setattr__(self, name, value)
+
     @contextlib.contextmanager
     def _restore(self, saved: Config) -> Iterator[None]:
         try:

@@ -138,3 +138,25 @@ def test_a_worker_state_resumes_only_under_its_own_layout(rows):
     sampler.load_state_dict({**sampler.state_dict(), "worker": 0, "worker_steps": 0})
     with pytest.raises(InvalidArgumentError, match="state of one DataLoader worker"):
         list(sampler)
+
+
+def test_settings_assigned_directly_are_checked_and_misspelt_ones_refused():
+    before = tz.config.threads
+    with pytest.raises(InvalidArgumentError, match="'threads' must be a positive int"):
+        tz.config.threads = -1
+    with pytest.raises(ArgumentTypeError, match="unknown torchzarr setting 'thread'"):
+        tz.config.thread = 3
+    assert tz.config.threads == before and not hasattr(tz.config, "thread")
+    tz.config.threads = before  # a valid value is taken
+    with tz.config.set(timeout=None):  # None where a setting allows it
+        assert tz.config.timeout is None
+
+
+def test_caches_and_progress_arguments_are_checked(rows):
+    with pytest.raises(ArgumentTypeError, match="cache must be a ChunkCache or None, got 'big'"):
+        rows.with_cache("big")
+    with pytest.raises(ArgumentTypeError, match="progress must be True, False, None"):
+        next(rows.iter_chunks(progress="yes"))
+    seen = []
+    assert sum(1 for _ in rows.iter_chunks(progress=lambda d, t: seen.append(d))) == 3
+    assert seen == [1, 2, 3]

@@ -87,6 +87,8 @@ class Array:
             >>> cached = arr.with_cache()  # doctest: +SKIP
         """
         cache = cache if cache is not None else default_cache()
+        if not isinstance(cache, ChunkCache):
+            raise ArgumentTypeError(f"cache must be a ChunkCache or None, got {cache!r}")
         register_cache(cache)
         return Array(
             self._store, self._path, self._metadata, read_only=self._read_only, cache=cache

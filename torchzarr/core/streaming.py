@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from torchzarr.core.indexing import chunk_grid_shape, chunk_region
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["iter_chunks"]
 
@@ -26,6 +26,10 @@ def _progress_callback(progress: Progress, total: int, name: str) -> tuple[Any, 
     if callable(progress):
         done = itertools.count(1)
         return (lambda: progress(next(done), total)), None
+    if progress is not True:
+        raise ArgumentTypeError(
+            f"progress must be True, False, None or a callback(done, total), got {progress!r}"
+        )
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is optional: report through logging instead
