@@ -210,3 +210,11 @@ def test_typed_json_round_trips(value: Any) -> None:
 def test_tree_round_trips(state: dict[Any, Any]) -> None:
     save_checkpoint(state, "memory://ckpt-hyp")
     _assert_tree(state, load_checkpoint("memory://ckpt-hyp"))
+
+
+@pytest.mark.parametrize(("option", "value"), [("keep", 0), ("keep", -1), ("chunk_bytes", 0)])
+def test_save_options_out_of_range_are_refused_before_writing(option, value) -> None:
+    with pytest.raises(tz.errors.InvalidArgumentError, match=f"{option} must be an int >= 1"):
+        save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-bad-option", **{option: value})
+    with pytest.raises(tz.errors.NodeNotFoundError):
+        load_checkpoint("memory://ckpt-bad-option")  # nothing was written

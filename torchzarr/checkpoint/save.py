@@ -16,6 +16,7 @@ from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_group
 from torchzarr.core.array import Array
+from torchzarr.errors import InvalidArgumentError
 from torchzarr.storage import LocalStore
 
 __all__ = ["AsyncCheckpointer", "load_checkpoint", "save_checkpoint", "snapshot"]
@@ -151,6 +152,9 @@ def save_checkpoint(
         >>> load_checkpoint("memory://ckpt-doc")
         {'w': tensor([1., 1.]), 'step': 7}
     """
+    for name, value in (("keep", keep), ("chunk_bytes", chunk_bytes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
     plan = encode_tree(state, allow_pickle=allow_pickle)
     st = commit.checkpoint_store(store, "a", storage_options=storage_options, fsync=False)
     local = st if isinstance(st, LocalStore) else None
