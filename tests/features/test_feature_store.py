@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchzarr as tz
+from torchzarr.dtypes import all_data_types
 from torchzarr.errors import (
     ArrayNotFoundError,
     InvalidKeyError,
@@ -22,6 +23,7 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
 )
 from torchzarr.features import FeatureBatch, FeatureStore
+from torchzarr.tensors import torch_dtype
 
 
 def _store(tmp_path: Path, **kwargs: object) -> FeatureStore:
@@ -173,25 +175,7 @@ def test_bad_writes_raise_clear_errors() -> None:
     assert fs.version == 1 and len(fs) == 2
 
 
-EVERY_DTYPE = [
-    torch.bool,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.uint8,
-    torch.uint16,
-    torch.uint32,
-    torch.uint64,
-    torch.float16,
-    torch.bfloat16,
-    torch.float32,
-    torch.float64,
-    torch.complex64,
-    torch.complex128,
-    torch.float8_e4m3fn,
-    torch.float8_e5m2,
-]
+EVERY_DTYPE = [torch_dtype(dt) for dt in all_data_types()]  # float8 kinds included
 
 
 @pytest.mark.parametrize("row_shape", [(), (3,)], ids=["scalar rows", "vector rows"])

@@ -156,11 +156,14 @@ def create_feature_array(
     chunk_bytes: int | None,
     compressors: Any,
     *,
-    fill_value: Any = 0,
+    fill_value: Any = None,
     chunk_rows: int | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Array:
     """A new feature array of ``rows`` rows, whole rows per chunk, laid out for gathers.
+
+    ``fill_value`` None is the dtype's own default (0, or the nearest value a float8 kind
+    holds).
 
     In Zarr v3 the rows go in shards of about ``shard_bytes`` holding small inner chunks of
     about ``chunk_bytes`` (4 KiB by default), stored raw unless ``compressors`` says

@@ -399,10 +399,11 @@ class FeatureStore:
         dtype: torch.dtype,
         row_shape: tuple[int, ...] = (),
         *,
-        fill_value: Any = 0,
+        fill_value: Any = None,
         chunk_rows: int | None = None,
     ) -> None:
-        """Create an empty feature explicitly (a write creates one implicitly, fill 0).
+        """Create an empty feature explicitly (a write creates one implicitly, filled with
+        the dtype's default: 0, or the nearest value a float8 kind holds).
 
         Every known id reads as ``fill_value`` until written; so do misses with
         ``missing="fill"``. ``chunk_rows`` defaults to ``chunk_bytes`` worth of rows.
