@@ -58,15 +58,6 @@ def test_missing_environment_reads_as_empty(tmp_path: Path, read_only: bool) -> 
     assert not (tmp_path / "none").exists()
 
 
-def test_opening_a_missing_array_creates_no_environment(tmp_path: Path) -> None:
-    url = f"lmdb://{tmp_path}/data.lmdb"
-    with pytest.raises(tz.errors.ArrayNotFoundError):
-        tz.open_array(url)  # mode "a": read-write, but nothing is written
-    assert list(tmp_path.iterdir()) == []
-    tz.open_array(url, shape=(2,), dtype=torch.int8)[:] = 3  # the first write creates it
-    assert tz.open_array(url, mode="r")[:].tolist() == [3, 3]
-
-
 def test_full_database_and_long_keys_are_store_errors(tmp_path: Path) -> None:
     store = LMDBStore(tmp_path / "small", map_size=64 << 10)
     with pytest.raises(StoreError, match="map_size"):

@@ -53,15 +53,6 @@ def test_missing_database_reads_as_empty(tmp_path: Path, read_only: bool) -> Non
     assert not (tmp_path / "none.db").exists()
 
 
-def test_opening_a_missing_array_creates_no_database(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/data.db"
-    with pytest.raises(tz.errors.ArrayNotFoundError):
-        tz.open_array(url)  # mode "a": read-write, but nothing is written
-    assert list(tmp_path.iterdir()) == []
-    tz.open_array(url, shape=(2,), dtype=torch.int8)[:] = 3  # the first write creates it
-    assert tz.open_array(url, mode="r")[:].tolist() == [3, 3]
-
-
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
