@@ -12,6 +12,7 @@ import torchzarr as tz
 from torchzarr.storage import LoggingStore
 from torchzarr.storage.faults import FaultyStore
 from torchzarr.storage.memory import MemoryStore
+from torchzarr.testing.store_contract import StoreContract
 
 
 def _messages(caplog):
@@ -61,3 +62,13 @@ def test_pickles_as_its_spec():
     again = pickle.loads(pickle.dumps(store))
     assert again.level == logging.WARNING and again.logger.name == "torchzarr.store"
     assert repr(again).startswith("LoggingStore(")
+
+
+class TestLoggingStoreContract(StoreContract):
+    """The whole store protocol holds through the wrapper, logging switched on."""
+
+    pickles_by_value = True
+
+    def make_store(self, tmp_path):
+        logging.getLogger("torchzarr.store.contract").setLevel(logging.DEBUG)
+        return LoggingStore(MemoryStore(), logger=logging.getLogger("torchzarr.store.contract"))
