@@ -33,13 +33,15 @@ def _info(args: argparse.Namespace) -> None:
     if isinstance(node, Array):
         print(node.info)
         return
-    arrays = dict(node.arrays())
-    unreadable = sorted(set(node) - set(arrays) - {name for name, _ in node.groups()})
+    members = node.members()  # one listing for arrays and groups
+    arrays = sorted(name for name, child in members if isinstance(child, Array))
+    groups = len(members) - len(arrays)
+    unreadable = sorted(set(node) - {name for name, _ in members})
     print(f"Name               : {node.name}")
     print(f"Type               : group (Zarr v{node.zarr_format})")
     print(f"Store              : {node.store!r}")
-    print(f"Arrays             : {len(arrays)} ({', '.join(sorted(arrays)) or 'none'})")
-    print(f"Groups             : {len(node.group_keys())}")
+    print(f"Arrays             : {len(arrays)} ({', '.join(arrays) or 'none'})")
+    print(f"Groups             : {groups}")
     if unreadable:
         print(f"Unsupported dtypes : {', '.join(unreadable)}")
     print(f"Attributes         : {', '.join(sorted(node.attrs)) or 'none'}")

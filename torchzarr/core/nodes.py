@@ -143,17 +143,16 @@ def read_member(store: Store, path: str, zarr_format: int | None = None) -> Any:
 def parse_member(path: str, docs: Mapping[str, Any]) -> Any:
     """:func:`parse_node`, with an :class:`UnsupportedArray` for an array of a dtype
     torchzarr cannot hold instead of an error."""
-    v3_key, zarray_key, zattrs_key = (_key(path, n) for n in (ZARR_JSON, ZARRAY, ZATTRS))
-    if docs.get(v3_key) is not None:
-        return tolerant(
-            path, 3, json_loads(docs[v3_key], key=v3_key), None, lambda: _parse_node(path, docs)
-        )
-    if docs.get(zarray_key) is not None:
+    try:
+        return _parse_node(path, docs)
+    except UnsupportedDtypeError as err:  # only then are the documents needed as they are
+        v3_key, zarray_key, zattrs_key = (_key(path, n) for n in (ZARR_JSON, ZARRAY, ZATTRS))
+        if docs.get(v3_key) is not None:
+            return UnsupportedArray(path, 3, json_loads(docs[v3_key], key=v3_key), {}, str(err))
         raw_attrs = docs.get(zattrs_key)
         attrs = json_loads(raw_attrs, key=zattrs_key) if raw_attrs is not None else {}
         document = json_loads(docs[zarray_key], key=zarray_key)
-        return tolerant(path, 2, document, attrs, lambda: _parse_node(path, docs))
-    return _parse_node(path, docs)
+        return UnsupportedArray(path, 2, document, attrs, str(err))
 
 
 def parse_node(
