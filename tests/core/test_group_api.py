@@ -41,6 +41,20 @@ def test_nested_groups_and_arrays(any_store, zarr_format):
         root["nope/deeper"]
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_create_array_writes_group_documents_only_for_missing_parents(zarr_format):
+    store = tz.storage.MemoryStore()
+    tz.create_array(store, shape=(4,), dtype=torch.int8, zarr_format=zarr_format)
+    names = {2: [".zarray"], 3: ["zarr.json"]}[zarr_format]
+    assert sorted(store.list_prefix("")) == names  # a root array has no group beside it
+    store = tz.storage.MemoryStore()
+    tz.create_array(store, path="a/b", shape=(4,), dtype=torch.int8, zarr_format=zarr_format)
+    assert isinstance(tz.open(store, path="a"), tz.Group)
+    assert isinstance(tz.open(store, path="a/b"), tz.Array)
+    group_doc = {2: ".zgroup", 3: "zarr.json"}[zarr_format]
+    assert group_doc in store.list_prefix("") and f"a/{group_doc}" in store.list_prefix("a/")
+
+
 def test_attrs_persist_and_refuse_non_json(any_store):
     root = tz.open_group(any_store, mode="w")
     root.attrs["lr"] = 3e-4

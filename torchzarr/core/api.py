@@ -70,7 +70,9 @@ def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
 def _parent_documents(store: Any, path: str, zarr_format: int) -> dict[str, bytes]:
     """Metadata of the missing parent groups of ``path`` (an existing array parent is an error)."""
     docs: dict[str, bytes] = {}
-    parts = path.split("/")[:-1] if path else []
+    if not path:
+        return docs  # the root has no parents (a root array must not get a group document)
+    parts = path.split("/")[:-1]
     for depth in range(len(parts) + 1):
         parent = "/".join(parts[:depth])
         meta = nodes.read_node(store, parent)
