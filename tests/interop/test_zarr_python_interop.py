@@ -331,3 +331,25 @@ def test_complex_fill_values_both_ways(tmp_path):
     got = zarr.open_array(str(tmp_path / "o"))[:]
     assert np.isnan(got.imag).all() and (got.real == 0).all()
     del z, arr
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_nan_attributes_written_by_zarr_python_survive_our_updates(tmp_path, zarr_format):
+    # zarr-python writes NaN/Infinity literals in attributes; a resize, an append or an
+    # attribute update of such a node carries them over, while new ones are still refused.
+    g = zarr.open_group(str(tmp_path / "t"), mode="w", zarr_format=zarr_format)
+    g.attrs["missing"] = float("nan")
+    z = g.create_array("x", shape=(2,), chunks=(2,), dtype="float32")
+    z.attrs["scale"] = float("inf")
+    root = tz.open_group(tmp_path / "t", mode="r+")
+    root.attrs["units"] = "m"
+    arr = root["x"]
+    arr.append(torch.ones(3))
+    arr.attrs["offset"] = 1.0
+    tz.consolidate_metadata(tmp_path / "t")
+    with pytest.raises(tz.errors.AttributeValueError, match="'bad'"):
+        arr.attrs["bad"] = float("nan")
+    theirs = zarr.open_group(str(tmp_path / "t"), mode="r")
+    assert np.isnan(theirs.attrs["missing"]) and theirs.attrs["units"] == "m"
+    assert dict(theirs["x"].attrs) == {"scale": float("inf"), "offset": 1.0}
+    assert theirs["x"].shape == (5,)

@@ -49,7 +49,7 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
         entries[f"{rel}/{name}"] = meta.to_json()
         entries[f"{rel}/.zattrs"] = meta.attributes
     key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
-    store.set(key, json_dumps(build_v2_consolidated(entries)))
+    store.set(key, json_dumps(build_v2_consolidated(entries), keep_nonfinite=True))
     return root_metadata
 
 

@@ -197,12 +197,14 @@ def node_documents(path: str, metadata: ArrayMetadata | GroupMetadata) -> dict[s
         >>> list(node_documents("a", GroupMetadataV3(attributes={})))
         ['a/zarr.json']
     """
+    # Attribute values are checked as they come in; NaN literals here were read from a
+    # peer's document (zarr-python writes them) and are carried over, not refused.
     if metadata.zarr_format == 3:
-        return {_key(path, ZARR_JSON): json_dumps(metadata.to_json())}
+        return {_key(path, ZARR_JSON): json_dumps(metadata.to_json(), keep_nonfinite=True)}
     name = ZARRAY if isinstance(metadata, ArrayMetadataV2) else ZGROUP
-    docs = {_key(path, name): json_dumps(metadata.to_json())}
+    docs = {_key(path, name): json_dumps(metadata.to_json(), keep_nonfinite=True)}
     if metadata.attributes:
-        docs[_key(path, ZATTRS)] = json_dumps(metadata.attributes)
+        docs[_key(path, ZATTRS)] = json_dumps(metadata.attributes, keep_nonfinite=True)
     return docs
 
 

@@ -1,4 +1,4 @@
-"""Strict JSON for metadata documents: no NaN literals written, clear errors on bad input."""
+"""JSON for metadata documents: strict by default, clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ from torchzarr.errors import MetadataError
 __all__ = ["json_dumps", "json_loads"]
 
 
-def json_dumps(doc: Any, *, key: str | None = None) -> bytes:
+def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False) -> bytes:
     """Encode a metadata document as strict JSON, UTF-8, indented by 2 like zarr-python.
 
     Key order is kept as given. NaN and infinities are refused (JSON has no literal for
-    them; fill values spell them as strings before they get here).
+    them; fill values spell them as strings before they get here), unless
+    ``keep_nonfinite``: node documents are rewritten with it, because zarr-python writes
+    ``NaN``/``Infinity`` literals in attributes and a resize or an attribute update of such
+    a node must carry them over. New attribute values are checked before they get here
+    (:func:`torchzarr.core.attributes.json_attributes`), so no new literal is written.
 
     Args:
         doc: the document (dicts, lists, str, int, float, bool, None).
         key: the store key the document is for, named in the error.
+        keep_nonfinite: write NaN and infinities as zarr-python does instead of refusing.
 
     Raises:
         MetadataError: the document holds a value strict JSON cannot represent.
@@ -26,9 +31,11 @@ def json_dumps(doc: Any, *, key: str | None = None) -> bytes:
     Example:
         >>> json_dumps({"zarr_format": 3})
         b'{\\n  "zarr_format": 3\\n}'
+        >>> json_dumps({"scale": float("nan")}, keep_nonfinite=True)
+        b'{\\n  "scale": NaN\\n}'
     """
     try:
-        text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(doc, indent=2, allow_nan=keep_nonfinite, ensure_ascii=False)
     except (TypeError, ValueError) as err:
         where = f"{key}: " if key else ""
         raise MetadataError(f"{where}metadata cannot be written as strict JSON: {err}") from None
