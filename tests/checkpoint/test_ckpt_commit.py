@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,11 +227,14 @@ def test_sigkill_mid_save_leaves_a_consistent_checkpoint(tmp_path: Path) -> None
 
 def test_async_checkpointer_snapshots_and_reports_errors() -> None:
     w = torch.zeros(4)
+    stats = np.zeros(3)
     with AsyncCheckpointer() as saver:
-        saver.save({"w": w}, "memory://ckpt-async")
+        saver.save({"w": w, "stats": stats}, "memory://ckpt-async")
         w += 1  # after save() returned: must not leak into the checkpoint
+        stats += 1
         assert saver.wait() == "v000001"
         assert torch.equal(load_checkpoint("memory://ckpt-async")["w"], torch.zeros(4))
+        assert load_checkpoint("memory://ckpt-async")["stats"].tolist() == [0.0] * 3
 
         store = tz.MemoryStore()
         _failing_after(store, 2)

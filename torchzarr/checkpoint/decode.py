@@ -178,6 +178,8 @@ def _read_tensor(
     array = root[path]
     info = dict(array.attrs.get(TENSOR_ATTRIBUTE) or {})
     data = array[...] if read_array is None else read_array(array)
+    if info.get("numpy"):
+        return data.numpy()  # saved as a numpy array: loaded as one, on the CPU
     t = place(data, str(info.get("device", "cpu")))
     if info.get("parameter"):
         return torch.nn.Parameter(t, requires_grad=bool(info.get("requires_grad")))

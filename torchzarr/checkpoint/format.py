@@ -4,7 +4,8 @@ A container holding tensors (dict, OrderedDict, list, tuple) becomes a group who
 ``torchzarr_node`` lists its entries in order as ``[typed key, kind, payload]``:
 
 * ``"value"``: payload is the typed JSON of a leaf or of a container without tensors;
-* ``"tensor"``: payload is the member array's name;
+* ``"tensor"``: payload is the member array's name (a numeric numpy array is stored the same
+  way, its array marked ``"numpy": true``, and loads as a numpy array again);
 * ``"group"``: payload is the member group's name (a nested container);
 * ``"alias"``: payload is the path, from the tree root, of an array written earlier for the
   same tensor view (tied weights are stored once and load as one tensor again).
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchzarr.checkpoint.values import UnrepresentableError, encode_value, format_key_path
@@ -35,6 +38,7 @@ __all__ = [
     "TreePlan",
     "alias_key",
     "encode_tree",
+    "is_stored_array",
     "node_name",
     "to_storable",
 ]
@@ -45,6 +49,10 @@ NODE_ATTRIBUTE = "torchzarr_node"
 TENSOR_ATTRIBUTE = "torchzarr_tensor"
 
 _CONTAINERS = (dict, OrderedDict, list, tuple)
+#: numpy dtypes (kind + itemsize) stored as arrays: those torch has; others stay typed JSON
+_NUMPY_ARRAY_DTYPES = frozenset(
+    ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
+)
 _TYPE_NAMES: dict[type, str] = {dict: "dict", OrderedDict: "odict", list: "list", tuple: "tuple"}
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]")
 _MAX_NAME = 120
@@ -105,8 +113,34 @@ def node_name(key: Any, used: set[str]) -> str:
     return name
 
 
-def _has_tensor(value: Any) -> bool:
+def is_stored_array(value: Any) -> bool:
+    """Whether a checkpoint stores ``value`` as an array: a tensor, or a numeric numpy array.
+
+    Example:
+        >>> is_stored_array(torch.ones(2)), is_stored_array(np.ones(2)), is_stored_array([1])
+        (True, True, False)
+    """
     if isinstance(value, torch.Tensor):
+        return True
+    if not isinstance(value, np.ndarray):
+        return False
+    return value.dtype.kind + str(value.dtype.itemsize) in _NUMPY_ARRAY_DTYPES
+
+
+def _numpy_as_tensor(value: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``value``'s memory where torch can (native byte order, strides >= 0)."""
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))
+    if any(stride < 0 for stride in value.strides):
+        value = np.ascontiguousarray(value)
+    with warnings.catch_warnings():
+        # Read-only arrays: the tensor is only read from, never written.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(value)
+
+
+def _has_tensor(value: Any) -> bool:
+    if is_stored_array(value):
         return True
     if type(value) in (dict, OrderedDict):
         return any(_has_tensor(v) for v in value.values())
@@ -180,7 +214,9 @@ class _Encoder:
     def _value(self, value: Any, key_path: tuple[Any, ...]) -> list[Any]:
         return ["value", encode_value(value, key_path, allow_pickle=self.allow_pickle)]
 
-    def _tensor(self, t: torch.Tensor, path: str, key_path: tuple[Any, ...]) -> list[Any] | None:
+    def _tensor(self, value: Any, path: str, key_path: tuple[Any, ...]) -> list[Any] | None:
+        from_numpy = isinstance(value, np.ndarray)
+        t = _numpy_as_tensor(value) if from_numpy else value
         try:
             _check_tensor(t, key_path)
         except UnrepresentableError:
@@ -188,11 +224,15 @@ class _Encoder:
                 raise
             return self._value(t, key_path)
         alias = alias_key(t)
+        if alias is not None:
+            alias = (*alias, from_numpy)  # a tensor and a numpy view of it load as both kinds
         if alias is not None and alias in self.aliases:
             return ["alias", self.aliases[alias]]
         if alias is not None:
             self.aliases[alias] = path
         attrs: dict[str, Any] = {"key_path": encode_value(key_path, key_path)}
+        if from_numpy:
+            attrs["numpy"] = True
         if isinstance(t, torch.nn.Parameter):
             attrs["parameter"] = True
         if t.requires_grad:
@@ -210,7 +250,7 @@ class _Encoder:
         for key, child in pairs:
             child_keys = (*key_path, key)
             typed_key = encode_value(key, child_keys, allow_pickle=self.allow_pickle)
-            if isinstance(child, torch.Tensor):
+            if is_stored_array(child):
                 name = node_name(key, used)
                 child_path = f"{path}/{name}" if path else name
                 alias = self._tensor(child, child_path, child_keys)
@@ -229,6 +269,22 @@ class _Encoder:
         self.plan.groups[path] = {NODE_ATTRIBUTE: node}
 
 
+def _first_cycle(value: Any, key_path: tuple[Any, ...], active: set[int]) -> Any:
+    """The key path at which a container holds one of its ancestors, or None."""
+    if type(value) not in _CONTAINERS:
+        return None
+    if id(value) in active:
+        return key_path
+    active.add(id(value))
+    pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for key, child in pairs:
+        found = _first_cycle(child, (*key_path, key), active)
+        if found is not None:
+            return found
+    active.discard(id(value))
+    return None
+
+
 def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
     """Plan the groups and arrays that store ``state`` (a dict, OrderedDict, list or tuple).
 
@@ -237,7 +293,8 @@ def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
         allow_pickle: pickle leaves typed JSON cannot hold instead of raising.
 
     Raises:
-        UnrepresentableError: a leaf cannot be stored; the message names its key path.
+        UnrepresentableError: a leaf cannot be stored, or a container holds itself; the
+            message names the key path.
 
     Example:
         >>> plan = encode_tree({"w": torch.zeros(2), "step": 3})
@@ -247,6 +304,12 @@ def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
     if type(state) not in _CONTAINERS:
         raise UnrepresentableError(
             f"a checkpoint must be a dict, OrderedDict, list or tuple, not {type(state).__name__}"
+        )
+    cycle = _first_cycle(state, (), set())
+    if cycle is not None:
+        raise UnrepresentableError(
+            f"checkpoint value at {format_key_path(cycle)} holds a container it is inside of "
+            "(a reference cycle); a checkpoint must be a tree"
         )
     encoder = _Encoder(allow_pickle)
     encoder.container(state, "", ())

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from torchzarr.checkpoint import commit
@@ -189,6 +190,8 @@ def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
         if key is not None:
             memo[key] = copy
         return copy
+    if isinstance(state, np.ndarray):
+        return state.copy()  # the caller may change it while the save runs
     if type(state) in (dict, OrderedDict):
         out = type(state)((k, _snapshot(v, memo)) for k, v in state.items())
         if hasattr(state, "_metadata"):

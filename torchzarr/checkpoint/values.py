@@ -7,6 +7,8 @@ a one-key object naming its type::
     (1, "a")       -> {"tuple": [1, "a"]}     [1, 2] -> {"list": [1, 2]}
     {1: "a"}       -> {"dict": [[1, "a"]]}    OrderedDict -> {"odict": [[k, v], ...]}
     torch.Size     -> {"size": [2, 3]}        torch.float32 -> {"dtype": "float32"}
+    1+2j           -> {"complex": [1.0, 2.0]} (nan / inf as in floats)
+    b"ab"          -> {"bytes": "YWI="}       torch.device("cuda:0") -> {"device": "cuda:0"}
     np.float32(1)  -> {"numpy": ["float32", 1.0]}
     a class        -> {"class": "module:qualname"}   (resolved only from modules already imported)
     anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.errors import MetadataError, UnrepresentableError
+from torchzarr.errors import MetadataError, TorchZarrError, UnrepresentableError
 
 __all__ = ["UnrepresentableError", "decode_value", "encode_value", "format_key_path"]
 
@@ -50,7 +52,7 @@ def _encode_float(value: float) -> Any:
 def _decode_float(payload: Any) -> float:
     if isinstance(payload, str):
         if payload not in ("nan", "inf", "-inf"):
-            raise MetadataError(f"typed JSON float {payload!r} is not nan, inf or -inf")
+            raise ValueError(f"{payload!r} is not nan, inf or -inf")  # decode_value names where
         return float(payload)
     return float(payload)
 
@@ -85,6 +87,8 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         return value
     if type(value) is float:
         return _encode_float(value)
+    if type(value) is complex:
+        return {"complex": [_encode_float(value.real)["float"], _encode_float(value.imag)["float"]]}
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
         item = value.item()
         if isinstance(item, complex):
@@ -96,6 +100,10 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         return {"dtype": str(value).removeprefix("torch.")}
     if isinstance(value, torch.Size):
         return {"size": list(value)}
+    if type(value) is bytes:
+        return {"bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, torch.device):
+        return {"device": str(value)}
     if type(value) in (list, tuple):
         tag = "list" if type(value) is list else "tuple"
         return {
@@ -172,6 +180,7 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
     (tag, body), *_ = payload.items()
     decoders: dict[str, Callable[[Any], Any]] = {
         "float": _decode_float,
+        "complex": lambda b: complex(_decode_float(b[0]), _decode_float(b[1])),
         "list": lambda b: [
             decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
         ],
@@ -181,6 +190,8 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         "dict": lambda b: dict(_decode_pairs(b, path, allow_pickle)),
         "odict": lambda b: OrderedDict(_decode_pairs(b, path, allow_pickle)),
         "size": lambda b: torch.Size(b),
+        "bytes": lambda b: base64.b64decode(b.encode("ascii"), validate=True),
+        "device": lambda b: torch.device(b),
         "dtype": lambda b: getattr(torch, b),
         "numpy": _decode_numpy,
         "class": lambda b: _resolve_class(b, path),
@@ -195,6 +206,13 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
     decoder = decoders.get(tag)
     if decoder is None:
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: unknown tag {tag!r}")
-    if tag == "dtype" and not isinstance(getattr(torch, body, None), torch.dtype):
+    if tag == "dtype" and not isinstance(getattr(torch, str(body), None), torch.dtype):
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: no dtype {body!r}")
-    return decoder(body)
+    try:
+        return decoder(body)
+    except TorchZarrError:
+        raise
+    except (TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        raise MetadataError(
+            f"checkpoint value at {format_key_path(path)}: bad typed JSON for {tag!r} ({err})"
+        ) from None

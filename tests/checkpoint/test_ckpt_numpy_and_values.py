@@ -1,0 +1,111 @@
+"""numpy arrays in checkpoints, the newer typed JSON leaves, reference cycles, bad typed JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchzarr.checkpoint import UnrepresentableError, load_checkpoint, save_checkpoint
+from torchzarr.checkpoint.values import decode_value, encode_value
+from torchzarr.errors import MetadataError
+
+NUMPY_DTYPES = [
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "complex64", "complex128",
+]  # fmt: skip
+
+
+def _assert_numpy_equal(a: np.ndarray, b: np.ndarray) -> None:
+    assert type(b) is np.ndarray, type(b)
+    assert b.dtype == a.dtype.newbyteorder("=") and b.shape == a.shape
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES)
+def test_numpy_arrays_load_as_numpy_arrays(tmp_path: Path, dtype: str) -> None:
+    base = (np.arange(24) % 5).astype(dtype).reshape(4, 6)
+    state = {
+        "plain": base,
+        "scalar": base[1, 1].reshape(()),
+        "empty": base[:0],
+        "strided": base.T[::-2],  # negative strides: copied, not shared
+        "readonly": np.frombuffer(base.tobytes(), dtype=dtype),
+        "swapped": base.astype(base.dtype.newbyteorder(">")),
+        "beside": torch.ones(2),
+    }
+    save_checkpoint(state, tmp_path, chunk_bytes=16)
+    for lazy in (False, True):
+        out = load_checkpoint(tmp_path, lazy=lazy)
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                _assert_numpy_equal(value, out[key])
+        assert torch.equal(out["beside"], torch.ones(2))
+
+
+def test_numpy_arrays_alias_like_tensors_and_keep_their_kind() -> None:
+    t = torch.arange(6.0)
+    a = np.arange(4)
+    state = {"a": a, "again": a, "tensor": t, "view of tensor": t.numpy()}
+    save_checkpoint(state, "memory://ckpt-numpy-alias")
+    out = load_checkpoint("memory://ckpt-numpy-alias", map_location="cpu")
+    assert out["a"] is out["again"]
+    assert isinstance(out["tensor"], torch.Tensor) and isinstance(out["view of tensor"], np.ndarray)
+    np.testing.assert_array_equal(out["view of tensor"], t.numpy())
+
+
+def test_numpy_arrays_typed_json_cannot_hold_are_refused_by_key() -> None:
+    for bad in (np.array(["a", "b"]), np.array([1, None], dtype=object)):
+        with pytest.raises(UnrepresentableError, match=r"\['x'\]\[1\].*ndarray"):
+            save_checkpoint({"x": [0, bad]}, "memory://ckpt-numpy-bad")
+    save_checkpoint({"x": np.array(["a"])}, "memory://ckpt-numpy-bad", allow_pickle=True)
+    assert load_checkpoint("memory://ckpt-numpy-bad", allow_pickle=True)["x"].tolist() == ["a"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.complex_numbers(allow_nan=True, allow_infinity=True)
+    | st.binary(max_size=20)
+    | st.sampled_from([torch.device("cpu"), torch.device("cuda", 1), torch.device("meta")])
+)
+def test_complex_bytes_and_devices_round_trip_as_typed_json(value) -> None:
+    import json
+
+    back = decode_value(json.loads(json.dumps(encode_value([value]), allow_nan=False)))[0]
+    assert type(back) is type(value)
+    if isinstance(value, complex):
+        assert np.array_equal(np.array(back), np.array(value), equal_nan=True)
+    else:
+        assert back == value
+
+
+def test_a_reference_cycle_is_refused_naming_where() -> None:
+    state: dict = {"w": torch.ones(1), "inner": {"list": []}}
+    state["inner"]["list"].append(state["inner"])
+    with pytest.raises(UnrepresentableError, match=r"\['inner'\]\['list'\]\[0\].*cycle"):
+        save_checkpoint(state, "memory://ckpt-cycle")
+    shared = [1, 2]
+    out = save_checkpoint({"a": shared, "b": shared, "w": torch.ones(1)}, "memory://ckpt-cycle")
+    assert out == "v000001"  # the same list twice is not a cycle
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"complex": 3},
+        {"complex": ["x", 1]},
+        {"bytes": "not base64!"},
+        {"device": "toaster:0"},
+        {"float": {"a": 1}},
+        {"size": ["a"]},
+        {"numpy": ["<f4"]},
+        {"dtype": ["float32"]},
+    ],
+)
+def test_malformed_typed_json_is_a_metadata_error(payload) -> None:
+    with pytest.raises(MetadataError, match=r"\['k'\]"):
+        decode_value(payload, ("k",))
