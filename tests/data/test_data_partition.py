@@ -54,29 +54,43 @@ def test_order_is_a_pure_function_of_seed_and_epoch():
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 64, 103])
-@pytest.mark.parametrize("world,workers,batch", [(1, 1, 1), (2, 1, 4), (3, 2, 5), (4, 2, 3)])
+@pytest.mark.parametrize(
+    "world,workers,batch", [(1, 1, 1), (1, 3, 4), (2, 1, 4), (3, 2, 5), (4, 2, 3), (2, 5, 1)]
+)
 def test_every_position_dealt_with_equal_batch_counts(n, world, workers, batch):
     for drop_last in (False, True):
         layout = Layout(world, workers, batch, drop_last)
         remaining = [(0, n)] if n else []
         per_rank = [rank_items(remaining, layout, r) for r in range(world)]
         assert len({len(items) for items in per_rank}) == 1
-        assert len(per_rank[0]) == layout.batches(n) * workers
+        assert len(per_rank[0]) == layout.rank_batches(n)
         seen = Counter(p for items in per_rank for item in items for p in item)
         assert all(0 < len(item) <= batch for items in per_rank for item in items)
+        # the workers of a rank never repeat a sample; only ranks are padded
+        for items in per_rank:
+            assert max(Counter(p for item in items for p in item).values(), default=1) == 1
         if drop_last:
             assert max(seen.values(), default=1) == 1
-            assert n - len(seen) < layout.slots * (batch + 1)
+            assert n - len(seen) < world * (batch + 1)
+            assert all(len(item) == batch for items in per_rank for item in items)
         else:
             assert set(seen) == set(range(n))
-            assert sum(seen.values()) - n < layout.slots
-            if n % layout.slots == 0:
+            assert sum(seen.values()) - n < world
+            if n % world == 0:
                 assert max(seen.values(), default=1) == 1
+            # in one rank, short batches only at the end of a worker's run
+            assert sum(len(item) < batch for item in per_rank[0]) <= 1
 
 
 @pytest.mark.parametrize("steps", [0, 1, 3, 6, 7])
 @pytest.mark.parametrize(
-    "old,new", [((2, 1, 4), (1, 1, 8)), ((2, 1, 4), (4, 1, 2)), ((1, 2, 8), (2, 2, 4))]
+    "old,new",
+    [
+        ((2, 1, 4), (1, 1, 8)),
+        ((2, 1, 4), (4, 1, 2)),
+        ((1, 2, 8), (2, 2, 4)),
+        ((1, 3, 8), (2, 1, 4)),
+    ],
 )
 def test_resume_on_another_layout_loses_and_repeats_nothing(steps, old, new):
     n = 112  # divisible by every slot count here, so no padding
@@ -97,7 +111,7 @@ def test_resume_on_another_layout_loses_and_repeats_nothing(steps, old, new):
 
 def test_finished_epoch_leaves_nothing_even_with_drop_last():
     layout = Layout(2, 1, 4, drop_last=True)
-    assert remaining_after([(0, 103)], layout, layout.batches(103)) == []
+    assert remaining_after([(0, 103)], layout, layout.rank_batches(103)) == []
 
 
 def test_same_layout_continues_each_slot():
@@ -132,7 +146,7 @@ layouts = st.builds(
 )
 def test_chained_resumes_cover_the_epoch(n, chain):
     """Stop part-way under one layout, resume under another, again: every sample is seen,
-    repeats only by the documented padding (fewer than `slots` per split)."""
+    repeats only by the documented padding (fewer than `world_size` per split)."""
     remaining = [(0, n)] if n else []
     seen: Counter = Counter()
     allowed = 0
@@ -143,7 +157,7 @@ def test_chained_resumes_cover_the_epoch(n, chain):
         for items in per_rank:
             for item in items[:steps]:
                 seen.update(item)
-        allowed += layout.slots - 1
+        allowed += layout.world_size - 1
         remaining = remaining_after(remaining, layout, steps)
     assert remaining == []
     assert set(seen) == set(range(n))

@@ -44,8 +44,8 @@ class ZarrIterableDataset(IterableDataset[Any]):
 
     Each epoch has one canonical order, a pure function of ``(seed, epoch)``: the chunks
     along axis 0 are permuted, cut into blocks of ``block_chunks`` chunks, and the samples
-    of a block shuffled together. The rest of the epoch is dealt to ranks x DataLoader
-    workers as equal contiguous runs of that order (drop/pad rules in
+    of a block shuffled together. The rest of the epoch is dealt to the ranks as equal
+    contiguous runs of that order, and a rank's run to its DataLoader workers (drop/pad rules in
     :class:`~torchzarr.data.partition.Layout`), so every sample comes out once per epoch and
     every rank yields the same number of items. A block is read with one planned read
     (each chunk once) on a background thread while the previous one is consumed.
@@ -162,7 +162,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         """
         layout = self.layout(num_workers)
         remaining, steps = self.cursor.resolve(layout)
-        return layout.batches(total(remaining)) * layout.workers - steps
+        return layout.rank_batches(total(remaining)) - steps
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -175,7 +175,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         remaining, first = self.cursor.begin(layout, worker)
         self.cursor.pending = None
         order = self.cursor.order()
-        count = layout.batches(total(remaining)) - first
+        count = layout.worker_batches(total(remaining), worker)[1] - first
         slot = self.rank * layout.workers + worker
         intervals = slot_pieces(remaining, layout, slot, first)
         live = {

@@ -149,14 +149,18 @@ class Layout:
     """How one epoch is split: ``world_size`` ranks x ``workers`` slots each, batches of ``batch_size``.
 
     Rules (the same for the sampler and the iterable dataset): the samples still to read
-    are dealt to ``slots`` as equal contiguous runs of the canonical stream. With
-    ``drop_last=False`` each run is ``ceil(n / slots)`` long, the shortfall (fewer than
-    ``slots`` samples) padded by wrapping round to the start, and the last batch of every
-    slot may be short; with ``drop_last=True`` runs are ``n // slots`` long and only full
-    batches are kept. Every slot, hence every rank, gets the same number of batches.
+    are dealt to the ranks as equal contiguous runs of the canonical stream. With
+    ``drop_last=False`` each rank's run is ``ceil(n / world_size)`` long, the shortfall
+    (fewer than ``world_size`` samples) padded by wrapping round to the start, and cut into
+    batches, the last one possibly short; with ``drop_last=True`` runs are
+    ``n // world_size`` long and only full batches are kept. Every rank gets the same
+    number of batches. A rank's batches are dealt to its workers as contiguous runs, the
+    first workers taking one batch more when they do not divide evenly: the DataLoader's
+    round robin over the workers then delivers them in the run's order of workers, and no
+    sample is repeated inside a rank.
 
     Example:
-        >>> Layout(world_size=2, workers=1, batch_size=4, drop_last=False).batches(10)
+        >>> Layout(world_size=2, workers=1, batch_size=4, drop_last=False).rank_batches(10)
         2
     """
 
@@ -175,16 +179,25 @@ class Layout:
         return self.world_size * self.workers
 
     def run_length(self, n: int) -> int:
-        """Samples dealt to each slot when ``n`` remain."""
-        return n // self.slots if self.drop_last else -(-n // self.slots)
+        """Samples dealt to each rank when ``n`` remain."""
+        return n // self.world_size if self.drop_last else -(-n // self.world_size)
 
-    def batches(self, n: int) -> int:
-        """Batches each slot yields when ``n`` samples remain."""
+    def rank_batches(self, n: int) -> int:
+        """Batches each rank yields (over all its workers) when ``n`` samples remain."""
         run = self.run_length(n)
         return run // self.batch_size if self.drop_last else -(-run // self.batch_size)
 
+    def worker_batches(self, n: int, worker: int) -> tuple[int, int]:
+        """``(first, count)``: the batches of its rank's run that ``worker`` yields."""
+        per, extra = divmod(self.rank_batches(n), self.workers)
+        return worker * per + min(worker, extra), per + (worker < extra)
+
     def worker_steps(self, steps: int, worker: int) -> int:
-        """Items worker ``worker`` has delivered after its rank delivered ``steps`` (round robin)."""
+        """Items worker ``worker`` has delivered after its rank delivered ``steps`` (round robin).
+
+        Exact while ``steps`` is at most the rank's batch count: the workers that yield one
+        batch more come first, so the round robin's last, partial round is theirs.
+        """
         return max(0, -(-(steps - worker) // self.workers))
 
     def to_list(self) -> list[int]:
@@ -234,6 +247,17 @@ def _wrapped(lo: int, hi: int, n: int) -> Intervals:
     return out
 
 
+def _worker_span(layout: Layout, n: int, slot: int, first: int, count: int) -> tuple[int, int]:
+    """``[lo, hi)`` in the padded stream: batches ``first`` to ``first + count`` of ``slot``'s worker."""
+    rank, worker = divmod(slot, layout.workers)
+    run = layout.run_length(n)
+    start, _ = layout.worker_batches(n, worker)
+    base = rank * run
+    lo = base + min(run, (start + first) * layout.batch_size)
+    hi = base + min(run, (start + first + count) * layout.batch_size)
+    return lo, max(lo, hi)
+
+
 def slot_pieces(remaining: Intervals, layout: Layout, slot: int, first_batch: int) -> Intervals:
     """Canonical intervals slot ``slot`` yields from batch ``first_batch`` to its last one.
 
@@ -242,10 +266,8 @@ def slot_pieces(remaining: Intervals, layout: Layout, slot: int, first_batch: in
         [(7, 10)]
     """
     n = total(remaining)
-    run = layout.run_length(n)
-    end = min(run, layout.batches(n) * layout.batch_size)
-    lo = slot * run + first_batch * layout.batch_size
-    hi = slot * run + end
+    _, count = layout.worker_batches(n, slot % layout.workers)
+    lo, hi = _worker_span(layout, n, slot, first_batch, count - first_batch)
     out: Intervals = []
     for a, b in _wrapped(lo, hi, n):
         out.extend(_take(remaining, a, b))
@@ -276,16 +298,15 @@ def remaining_after(remaining: Intervals, layout: Layout, steps: int) -> Interva
         [(2, 5), (7, 10)]
     """
     n = total(remaining)
-    if steps >= layout.batches(n) * layout.workers:
+    if steps >= layout.rank_batches(n):
         return []
-    run = layout.run_length(n)
     used: Intervals = []
     for rank in range(layout.world_size):
         for w in range(layout.workers):
-            k = layout.worker_steps(steps, w)
-            slot = rank * layout.workers + w
-            count = min(run, k * layout.batch_size)
-            used.extend(_wrapped(slot * run, slot * run + count, n))
+            _, count = layout.worker_batches(n, w)
+            done = min(count, layout.worker_steps(steps, w))
+            lo, hi = _worker_span(layout, n, rank * layout.workers + w, 0, done)
+            used.extend(_wrapped(lo, hi, n))
     left: Intervals = []
     pos = 0
     for a, b in _merge(used):

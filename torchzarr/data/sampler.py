@@ -85,14 +85,14 @@ class ChunkBlockSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         remaining, first = self._live or self.cursor.resolve(self.layout)
-        return self.layout.batches(total(remaining)) - first
+        return self.layout.rank_batches(total(remaining)) - first
 
     def __iter__(self) -> Iterator[list[int]]:
         remaining, first = self.cursor.begin(self.layout, 0)
         self.cursor.pending = None
         self._live, self._steps = (remaining, first), first
         order = self.cursor.order()
-        nb = self.layout.batches(total(remaining))
+        nb = self.layout.rank_batches(total(remaining))
         pieces = slot_pieces(remaining, self.layout, self.rank, first)
         for k, batch in zip(
             range(first, nb), iter_id_batches(order, pieces, self.layout.batch_size), strict=True
