@@ -11,7 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchzarr.errors import MetadataError, ShapeMismatchError, UnsupportedDtypeError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MetadataError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+    ValueRangeError,
+)
 from torchzarr.features.index import IdIndex, ReadWriteLock, as_ids, plan_gather
 
 
@@ -28,11 +34,15 @@ def test_as_ids_rejects_non_integers(bad: object) -> None:
         as_ids(bad)
 
 
-def test_as_ids_rejects_2d_and_huge_uint64() -> None:
+def test_as_ids_rejects_2d_ids_past_int64_and_meta_tensors() -> None:
     with pytest.raises(ShapeMismatchError, match="1-d"):
         as_ids(np.zeros((2, 2), dtype=np.int64))
-    with pytest.raises(UnsupportedDtypeError, match="int64"):
+    with pytest.raises(ValueRangeError, match=f"int64; got {2**63}"):
         as_ids(np.array([2**63], dtype=np.uint64))
+    with pytest.raises(ValueRangeError, match=f"int64; got {-(2**70)}"):
+        as_ids([1, -(2**70), 2**64])  # Python ints numpy cannot hold: named, not "object"
+    with pytest.raises(InvalidArgumentError, match="meta"):
+        as_ids(torch.tensor([1, 2], device="meta"))
 
 
 def test_duplicate_stored_ids_are_a_corrupt_store() -> None:

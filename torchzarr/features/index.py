@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.errors import MetadataError, ShapeMismatchError, UnsupportedDtypeError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MetadataError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+    ValueRangeError,
+)
 
 __all__ = ["FeatureBatch", "GatherPlan", "IdIndex", "ReadWriteLock", "as_ids", "plan_gather"]
 
@@ -26,14 +32,19 @@ def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
     if isinstance(ids, torch.Tensor):
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise UnsupportedDtypeError(f"{what} must be integers, got a tensor of {ids.dtype}")
+        if ids.device.type == "meta":
+            raise InvalidArgumentError(f"{what} are a meta tensor: it holds no values")
         ids = ids.detach().cpu().numpy()
     arr = np.asarray(ids)
     if arr.size == 0 and arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
+    if arr.dtype == object and all(type(i) is int for i in arr.reshape(-1)):
+        big = max(arr.reshape(-1), key=abs)  # Python ints past what numpy holds
+        raise ValueRangeError(f"{what} must fit in int64; got {big}")
     if arr.dtype.kind not in "iu":
         raise UnsupportedDtypeError(f"{what} must be integers, got values of dtype {arr.dtype}")
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise UnsupportedDtypeError(f"{what} must fit in int64; got {int(arr.max())}")
+        raise ValueRangeError(f"{what} must fit in int64; got {int(arr.max())}")
     if arr.ndim > 1:
         raise ShapeMismatchError(f"{what} must be 1-d, got shape {arr.shape}")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
