@@ -83,3 +83,14 @@ def test_a_corrupt_chunk_is_a_decode_error_naming_it(tmp_path):
     (tmp_path / "c" / "2" / "0").write_bytes(b"definitely not zstd")
     with pytest.raises(ChunkDecodeError, match="c/2/0"):
         arr.oindex[ROWS, :]
+
+
+@pytest.mark.parametrize("rows", [63, 65])  # a frame of one row short, or of one row too many
+def test_a_frame_of_another_size_fails_a_row_read_as_it_fails_a_whole_read(tmp_path, rows):
+    data = np.arange(256 * 512, dtype=np.float32).reshape(256, 512)
+    arr = _array(tmp_path, data)
+    wrong = np.zeros((rows, 512), dtype=np.float32)
+    (tmp_path / "c" / "1" / "0").write_bytes(ZstdCodec(level=1).encode(wrong.tobytes()))
+    for read in (lambda: arr[64:128], lambda: arr[70], lambda: arr.oindex[ROWS, :]):
+        with pytest.raises(ChunkDecodeError, match="'c/1/0': zstd codec"):
+            read()

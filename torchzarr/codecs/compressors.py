@@ -22,7 +22,6 @@ __all__ = [
     "is_empty_frame",
 ]
 
-_ZSTD_MAGIC = 0xFD2FB528
 #: numcodecs compressors whose ``decode`` takes ``out=`` and whose header states the size
 DECODES_INTO = frozenset({"zstd", "lz4", "blosc"})
 
@@ -38,21 +37,6 @@ def _nbytes(data: Any) -> int:
     return memoryview(data).nbytes
 
 
-def _zstd_content_size(data: Any) -> int | None:
-    """Frame_Content_Size of the first zstd frame, or None when the header leaves it out."""
-    head = _head(data, 18)
-    if len(head) < 6 or int.from_bytes(head[:4], "little") != _ZSTD_MAGIC:
-        return None
-    descriptor = head[4]
-    fcs_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
-    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
-    width = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
-    if width == 0 or len(head) < pos + width:
-        return None
-    size = int.from_bytes(head[pos : pos + width], "little")
-    return size + 256 if width == 2 else size
-
-
 def decoded_size(codec_id: str, data: Any) -> int | None:
     """The decoded size a compressed buffer's header states, or None where it states none.
 
@@ -64,7 +48,7 @@ def decoded_size(codec_id: str, data: Any) -> int | None:
         100
     """
     if codec_id == "zstd":
-        return _zstd_content_size(data)
+        return fast_decode.zstd_content_size(data)
     if codec_id == "lz4":
         head = _head(data, 4)
         if len(head) < 4:

@@ -17,6 +17,7 @@ __all__ = [
     "available",
     "decompress_into",
     "decompress_prefix",
+    "zstd_content_size",
     "decompress_to",
     "zstd_decompressor",
     "zstd_decompressor_at",
@@ -272,14 +273,44 @@ def zstd_decompressor_at() -> Callable[[int, int, int, int], None]:
     return decompress
 
 
-def decompress_prefix(data: Any, out: np.ndarray) -> None:
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_content_size(data: Any) -> int | None:
+    """Frame_Content_Size of the first zstd frame, or None when the header leaves it out.
+
+    Example:
+        >>> import numcodecs
+        >>> zstd_content_size(numcodecs.Zstd().encode(bytes(1000)))
+        1000
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    head = bytes(view[:18])
+    if len(head) < 6 or int.from_bytes(head[:4], "little") != _ZSTD_MAGIC:
+        return None
+    descriptor = head[4]
+    fcs_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    width = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if width == 0 or len(head) < pos + width:
+        return None
+    size = int.from_bytes(head[pos : pos + width], "little")
+    return size + 256 if width == 2 else size
+
+
+def decompress_prefix(data: Any, out: np.ndarray, total: int | None = None) -> None:
     """Decompress only the first ``out.nbytes`` bytes of a zstd frame into ``out``.
 
     zstd stops after the block that fills ``out``: reading a few rows of a large chunk
-    decodes the chunk up to the last of them, not the whole of it.
+    decodes the chunk up to the last of them, not the whole of it. ``total``, the size the
+    whole chunk decodes to, is checked against the size the frame header states (when it
+    states one), so a chunk of the wrong size fails here as it fails a whole decode.
 
     Raises:
-        ChunkDecodeError: corrupt data, or a frame shorter than ``out``.
+        ChunkDecodeError: corrupt data, a frame shorter than ``out``, or a header stating
+            a size other than ``total``.
 
     Example:
         >>> import numcodecs
@@ -288,6 +319,12 @@ def decompress_prefix(data: Any, out: np.ndarray) -> None:
         >>> out.tobytes()
         b'ab'
     """
+    if total is not None:
+        stated = zstd_content_size(data)
+        if stated is not None and stated != total:
+            raise ChunkDecodeError(
+                f"zstd codec: the chunk decompresses to {stated} bytes, expected {total}"
+            )
     lib, ctx = _ZSTD, _zstd_context()
     lib.ZSTD_DCtx_reset(ctx, 1)  # ZSTD_reset_session_only: a previous frame may be unfinished
     source, size = _source(data)

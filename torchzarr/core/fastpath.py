@@ -359,7 +359,7 @@ class ChunkReader:
             scratch = scratch_buffer(self.nbytes)
             prefix = self._prefix(projection)
             if prefix:  # the rows selected end early in the chunk: decode only up to there
-                fast_decode.decompress_prefix(data, scratch[:prefix])
+                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
             else:
                 fast_decode.decompress_into("zstd", data, scratch)
         except ChunkDecodeError as err:
@@ -383,7 +383,7 @@ class ChunkReader:
         scratch = scratch_buffer(self.nbytes)
         try:
             try:
-                fast_decode.decompress_prefix(data, scratch[:prefix])
+                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
             except ChunkDecodeError:
                 if whole:
                     raise
@@ -391,7 +391,7 @@ class ChunkReader:
                 if data is None:
                     self.out[projection.out_selection] = self.fill
                     return -1
-                fast_decode.decompress_prefix(data, scratch[:prefix])
+                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
         except ChunkDecodeError as err:
             raise decode_error(err, self.zstd, key) from err
         chunk = scratch.view(self.spec.dtype).reshape(self.chunk_shape)
