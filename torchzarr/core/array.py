@@ -21,6 +21,7 @@ from torchzarr.core.nodes import METADATA_NAMES, write_node
 from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
+from torchzarr.core.zarr_compat import ZarrArrayMethods
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
 from torchzarr.errors import (
     ArgumentTypeError,
@@ -33,12 +34,13 @@ from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dt
 __all__ = ["Array"]
 
 
-class Array:
+class Array(ZarrArrayMethods):
     """A Zarr v2 or v3 array in a store.
 
     Indexing returns CPU tensors; assignment takes tensors (any device), numpy arrays or
     scalars. Open one with :func:`torchzarr.open_array` or create it with
-    :func:`torchzarr.create_array`.
+    :func:`torchzarr.create_array`. zarr-python's named selections (``get_orthogonal_selection``
+    ...), ``blocks`` and codec views come from :class:`~torchzarr.core.zarr_compat.ZarrArrayMethods`.
 
     Example:
         >>> import torchzarr as tz
@@ -220,7 +222,6 @@ class Array:
     def info(self) -> ArrayInfo:
         """A summary: shape, dtype, chunks, codecs, stored bytes, ratio, chunks initialised."""
         keys = self._chunk_keys()
-        stored = sum(self._store.getsize(k) or 0 for k in keys)
         return ArrayInfo(
             name=self.name,
             zarr_format=self.zarr_format,
@@ -231,7 +232,7 @@ class Array:
             fill_value=self.fill_value,
             store=repr(self._store),
             nbytes=self.nbytes,
-            nbytes_stored=stored,
+            nbytes_stored=self._stored_bytes(keys),
             nchunks=self.nchunks,
             nchunks_initialized=len(keys),
             read_only=self._read_only,

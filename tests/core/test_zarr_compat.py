@@ -1,0 +1,141 @@
+"""zarr-python's Array conveniences on torchzarr.Array: named selections, blocks, codec views."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchzarr as tz
+from torchzarr.core.zarr_compat import block_selection
+from torchzarr.errors import BoundsError, SelectionError
+
+DATA = np.arange(10 * 7, dtype=np.int32).reshape(10, 7)
+
+
+@pytest.fixture
+def arr():
+    a = tz.create_array("memory://", shape=(10, 7), chunks=(3, 4), dtype=torch.int32)
+    a[:] = DATA
+    return a
+
+
+def test_named_selections_read_and_write_like_the_indexers(arr):
+    assert torch.equal(arr.get_basic_selection((slice(1, 4), 2)), arr[1:4, 2])
+    assert arr.get_basic_selection().shape == (10, 7)
+    with pytest.raises(SelectionError):
+        arr.get_basic_selection(([0, 1], slice(None)))  # not basic
+    assert torch.equal(arr.get_orthogonal_selection(([0, 9], [1, 6])), arr.oindex[[0, 9], [1, 6]])
+    assert arr.get_coordinate_selection(([0, 9], [1, 6])).tolist() == [1, 69]
+    out = torch.empty(2, dtype=torch.int32)
+    assert arr.get_coordinate_selection(([0, 9], [1, 6]), out=out) is out
+    arr.set_basic_selection((0, slice(0, 2)), -1)
+    arr.set_orthogonal_selection(([1, 2], [0]), -2)
+    arr.set_coordinate_selection(([3, 4], [5, 6]), -3)
+    expected = DATA.copy()
+    expected[0, 0:2] = -1
+    expected[np.ix_([1, 2], [0])] = -2
+    expected[[3, 4], [5, 6]] = -3
+    np.testing.assert_array_equal(arr[:].numpy(), expected)
+
+
+def test_mask_selections_take_a_boolean_array_of_the_arrays_shape(arr):
+    mask = DATA % 9 == 0
+    np.testing.assert_array_equal(arr.get_mask_selection(mask).numpy(), DATA[mask])
+    arr.set_mask_selection(torch.from_numpy(mask), 0)
+    assert int(arr[:][torch.from_numpy(mask)].abs().sum()) == 0
+    for bad in (mask[:5], mask.astype(np.int8), [True] * 7):
+        with pytest.raises(SelectionError, match=r"mask selection .* shape \(10, 7\)"):
+            arr.get_mask_selection(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_blocks_match_zarr_python(shape, data):
+    zarr = pytest.importorskip("zarr")
+    chunks = [data.draw(st.integers(1, 4)) for _ in shape]
+    values = np.arange(int(np.prod(shape)), dtype=np.int16).reshape(shape)
+    theirs = zarr.create_array(zarr.storage.MemoryStore(), shape=shape, chunks=chunks, dtype="i2")
+    theirs[...] = values
+    ours = tz.create_array("memory://", shape=tuple(shape), chunks=tuple(chunks), dtype="int16")
+    ours[...] = values
+    selection = []
+    for extent, chunk in zip(shape, chunks, strict=True):
+        nblocks = -(-extent // chunk)
+        if data.draw(st.booleans()):
+            selection.append(data.draw(st.integers(-nblocks, nblocks - 1)))
+        else:  # the bounds zarr-python accepts (it refuses starts past the end)
+            lo = data.draw(st.integers(-nblocks, nblocks - 1) | st.none())
+            hi = data.draw(st.integers(-nblocks, nblocks) | st.none())
+            selection.append(slice(lo, hi))
+    np.testing.assert_array_equal(
+        ours.blocks[tuple(selection)].numpy(), theirs.blocks[tuple(selection)]
+    )
+
+
+def test_block_writes_and_errors(arr):
+    arr.blocks[-1, 1] = torch.full((1, 3), 5, dtype=torch.int32)  # the cut corner block
+    assert arr[9:, 4:].tolist() == [[5, 5, 5]]
+    arr.set_block_selection((slice(0, 1), ...), 0)
+    assert int(arr[:3].abs().sum()) == 0
+    assert block_selection((Ellipsis, 1), (10, 7), (3, 4)) == (slice(0, 10), slice(4, 7))
+    with pytest.raises(BoundsError, match=r"block 4 .* axis 0 with 4 blocks"):
+        arr.blocks[4]
+    with pytest.raises(SelectionError, match="step 1"):
+        arr.blocks[::2]
+    with pytest.raises(SelectionError, match="ints and slices"):
+        arr.blocks[[0, 1]]
+
+
+def test_blocks_of_a_sharded_array_are_its_shards():
+    a = tz.create_array("memory://", shape=(8,), chunks=(2,), shards=(4,), dtype="int8")
+    a[:] = torch.arange(8, dtype=torch.int8)
+    assert a.blocks[1].tolist() == [4, 5, 6, 7]
+
+
+def test_codec_and_dimension_views_v3():
+    a = tz.create_array(
+        "memory://",
+        shape=(4, 4),
+        chunks=(2, 2),
+        dtype="float32",
+        compressors=numcodecs.Zstd(level=3),
+        dimension_names=["y", None],
+    )
+    assert a.dimension_names == ("y", None)
+    assert [c.codec_name for c in a.compressors] == ["zstd"]
+    assert a.serializer.codec_name == "bytes" and a.filters == () and a.order == "C"
+    s = tz.create_array("memory://", shape=(4,), chunks=(2,), shards=(4,), dtype="int8")
+    assert s.serializer.codec_name == "sharding_indexed" and s.compressors == ()
+    assert tz.create_array("memory://", shape=(2,), dtype="int8").dimension_names is None
+
+
+def test_codec_views_v2_are_numcodecs_objects():
+    a = tz.create_array(
+        "memory://",
+        shape=(4,),
+        chunks=(2,),
+        dtype="float64",
+        zarr_format=2,
+        filters=[numcodecs.Delta(dtype="f8")],
+        compressors=numcodecs.Blosc(cname="lz4"),
+        order="F",
+    )
+    assert a.filters == (numcodecs.Delta(dtype="<f8"),)
+    assert isinstance(a.compressors[0], numcodecs.Blosc) and a.compressors[0].cname == "lz4"
+    assert a.serializer is None and a.order == "F" and a.dimension_names is None
+    plain = tz.create_array("memory://", shape=(4,), dtype="int8", zarr_format=2, compressors=None)
+    assert plain.compressors == ()
+
+
+def test_nbytes_stored_and_update_attributes(arr):
+    assert arr.nbytes_stored() == arr.info.nbytes_stored > 0
+    assert arr.update_attributes({"a": 1}) is arr
+    arr.update_attributes({"b": 2})
+    assert dict(arr.attrs) == {"a": 1, "b": 2}

@@ -1,0 +1,281 @@
+"""zarr-python's ``Array`` conveniences: named selection methods, block indexing, codec views."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Self
+
+import numcodecs
+import numpy as np
+import torch
+
+from torchzarr.codecs.base import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
+from torchzarr.core._index_axes import as_int
+from torchzarr.core.indexing import normalize_selection
+from torchzarr.core.selection import make_indexer, to_numpy_selection
+from torchzarr.errors import BoundsError, SelectionError
+
+__all__ = ["ZarrArrayMethods", "block_selection"]
+
+
+def _block_axis(item: Any, axis: int, extent: int, block: int) -> slice:
+    nblocks = -(-extent // block)
+    index = as_int(item)
+    if index is not None:
+        if not -nblocks <= index < nblocks:
+            raise BoundsError(
+                f"block {index} is out of bounds for axis {axis} with {nblocks} blocks"
+            )
+        index += nblocks if index < 0 else 0
+        return slice(index * block, min((index + 1) * block, extent))
+    if isinstance(item, slice):
+        start, stop, step = item.indices(nblocks)
+        if step != 1:
+            raise SelectionError(f"block slices take step 1, got {item!r} on axis {axis}")
+        return slice(start * block, min(max(start, stop) * block, extent))
+    raise SelectionError(
+        f"block selections take ints and slices, got {type(item).__name__} on axis {axis}"
+    )
+
+
+def block_selection(
+    selection: Any, shape: tuple[int, ...], grid: tuple[int, ...]
+) -> tuple[slice, ...]:
+    """The element slices that a selection of whole blocks (chunks, or shards) covers.
+
+    Example:
+        >>> block_selection((1, slice(0, 2)), shape=(10, 7), grid=(3, 4))
+        (slice(3, 6, None), slice(0, 7, None))
+    """
+    items = normalize_selection(to_numpy_selection(selection), len(shape))
+    return tuple(
+        _block_axis(item, axis, extent, block)
+        for axis, (item, extent, block) in enumerate(zip(items, shape, grid, strict=True))
+    )
+
+
+class _Blocks:
+    """``arr.blocks[...]``: read and write whole blocks of the chunk grid."""
+
+    def __init__(self, array: ZarrArrayMethods) -> None:
+        self._array = array
+
+    def __getitem__(self, selection: Any) -> torch.Tensor:
+        return self._array.get_block_selection(selection)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._array.set_block_selection(selection, value)
+
+
+class ZarrArrayMethods:
+    """Methods of zarr-python's ``Array`` that :class:`~torchzarr.Array` has too.
+
+    Each ``get_*_selection`` / ``set_*_selection`` pair is one kind of indexing
+    (``arr[...]``, ``arr.oindex``, ``arr.vindex``, a boolean mask, ``arr.blocks``) under
+    zarr-python's name; the getters take ``out=`` as :meth:`~torchzarr.Array.read` does.
+    """
+
+    if TYPE_CHECKING:  # what the class using this one provides (torchzarr.Array)
+        _metadata: Any
+        _store: Any
+
+        @property
+        def shape(self) -> tuple[int, ...]: ...
+        @property
+        def zarr_format(self) -> int: ...
+        @property
+        def _grid(self) -> tuple[int, ...]: ...
+        @property
+        def attrs(self) -> Any: ...
+        def _chunk_keys(self) -> list[str]: ...
+        def _read(
+            self, indexer: Any, out: torch.Tensor | None = None, pin_memory: bool = False
+        ) -> torch.Tensor: ...
+        def _write(self, indexer: Any, value: Any) -> None: ...
+
+    # -- views of the metadata --------------------------------------------------------------
+    @property
+    def dimension_names(self) -> tuple[str | None, ...] | None:
+        """Names of the axes (v3 ``dimension_names``), or None.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(2, 3), dtype="int8",
+            ...                 dimension_names=["t", "c"]).dimension_names
+            ('t', 'c')
+        """
+        names = getattr(self._metadata, "dimension_names", None)
+        return None if names is None else tuple(names)
+
+    def _v3_codecs(self, kind: type) -> tuple[Any, ...]:
+        codecs = getattr(self._metadata, "codecs", ())
+        return tuple(c for c in codecs if isinstance(c, kind))
+
+    @property
+    def filters(self) -> tuple[Any, ...]:
+        """Array-to-array codecs (v3) or numcodecs filters (v2), in encoding order.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(2,), dtype="int8").filters
+            ()
+        """
+        if self.zarr_format == 2:
+            return tuple(numcodecs.get_codec(dict(f)) for f in self._metadata.filters or ())
+        return self._v3_codecs(ArrayArrayCodec)
+
+    @property
+    def serializer(self) -> Any:
+        """The array-to-bytes codec (v3: ``bytes``, ``sharding_indexed``...); None in v2.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(2,), dtype="int8").serializer.codec_name
+            'bytes'
+        """
+        found = self._v3_codecs(ArrayBytesCodec)
+        return found[0] if found else None
+
+    @property
+    def compressors(self) -> tuple[Any, ...]:
+        """Bytes-to-bytes codecs (v3) or the numcodecs compressor (v2), as a tuple.
+
+        Of a sharded array, the codecs around the shard (usually none): the inner chunks'
+        codecs are ``arr.serializer.codecs``.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> [c.codec_name for c in tz.create_array("memory://", shape=(2,), dtype="int8").compressors]
+            ['zstd']
+        """
+        if self.zarr_format == 2:
+            compressor = self._metadata.compressor
+            return () if compressor is None else (numcodecs.get_codec(dict(compressor)),)
+        return self._v3_codecs(BytesBytesCodec)
+
+    @property
+    def order(self) -> str:
+        """Memory order of the stored chunks: v2's ``order`` ("C" or "F"); "C" in v3."""
+        return str(getattr(self._metadata, "order", "C"))
+
+    def nbytes_stored(self) -> int:
+        """Bytes the array's chunks (and shards) take in the store, metadata excluded.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(4,), dtype="int8").nbytes_stored()
+            0
+        """
+        return self._stored_bytes(self._chunk_keys())
+
+    def _stored_bytes(self, keys: list[str]) -> int:
+        return sum(self._store.getsize(k) or 0 for k in keys)
+
+    def update_attributes(self, new_attributes: dict[str, Any]) -> Self:
+        """Merge ``new_attributes`` into the attributes (one metadata write); returns self.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> dict(tz.create_array("memory://", shape=(2,), dtype="int8")
+            ...      .update_attributes({"units": "m"}).attrs)
+            {'units': 'm'}
+        """
+        self.attrs.update(new_attributes)
+        return self
+
+    # -- named selections -------------------------------------------------------------------
+    def _get(self, selection: Any, kind: str, out: torch.Tensor | None) -> torch.Tensor:
+        return self._read(make_indexer(selection, self.shape, self._grid, kind), out)
+
+    def _set(self, selection: Any, value: Any, kind: str) -> None:
+        self._write(make_indexer(selection, self.shape, self._grid, kind), value)
+
+    def get_basic_selection(
+        self, selection: Any = Ellipsis, *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``arr[selection]`` for ints, slices and Ellipsis only.
+
+        Example:
+            >>> arr.get_basic_selection((slice(0, 2), 1))  # doctest: +SKIP
+        """
+        return self._get(selection, "basic", out)
+
+    def set_basic_selection(self, selection: Any, value: Any) -> None:
+        """``arr[selection] = value`` for ints, slices and Ellipsis only."""
+        self._set(selection, value, "basic")
+
+    def get_orthogonal_selection(
+        self, selection: Any, *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``arr.oindex[selection]``: integer arrays or masks applied axis by axis.
+
+        Example:
+            >>> arr.get_orthogonal_selection(([0, 2], slice(None)))  # doctest: +SKIP
+        """
+        return self._get(selection, "orthogonal", out)
+
+    def set_orthogonal_selection(self, selection: Any, value: Any) -> None:
+        """``arr.oindex[selection] = value``."""
+        self._set(selection, value, "orthogonal")
+
+    def get_coordinate_selection(
+        self, selection: Any, *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``arr.vindex[selection]``: one coordinate array per axis, taken pointwise.
+
+        Example:
+            >>> arr.get_coordinate_selection(([0, 2], [1, 1]))  # doctest: +SKIP
+        """
+        return self._get(selection, "vectorized", out)
+
+    def set_coordinate_selection(self, selection: Any, value: Any) -> None:
+        """``arr.vindex[selection] = value``."""
+        self._set(selection, value, "vectorized")
+
+    def _check_mask(self, mask: Any) -> Any:
+        mask = to_numpy_selection(mask)
+        if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.shape == self.shape):
+            got = getattr(mask, "dtype", type(mask).__name__), np.shape(mask)
+            raise SelectionError(
+                f"a mask selection is a boolean array of the array's shape {self.shape}, got "
+                f"{got[0]} of shape {got[1]}"
+            )
+        return mask
+
+    def get_mask_selection(self, mask: Any, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The elements where a boolean ``mask`` of the array's shape is True, in C order.
+
+        Example:
+            >>> arr.get_mask_selection(mask)  # doctest: +SKIP
+        """
+        return self._get(self._check_mask(mask), "vectorized", out)
+
+    def set_mask_selection(self, mask: Any, value: Any) -> None:
+        """Write ``value`` where a boolean ``mask`` of the array's shape is True."""
+        self._set(self._check_mask(mask), value, "vectorized")
+
+    def get_block_selection(
+        self, selection: Any, *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Whole blocks of the chunk grid (shards, for a sharded array) by block index.
+
+        Example:
+            >>> arr.get_block_selection((1, slice(0, 2)))  # doctest: +SKIP
+        """
+        return self._get(block_selection(selection, self.shape, self._grid), "basic", out)
+
+    def set_block_selection(self, selection: Any, value: Any) -> None:
+        """Write whole blocks of the chunk grid by block index."""
+        self._set(block_selection(selection, self.shape, self._grid), value, "basic")
+
+    @property
+    def blocks(self) -> _Blocks:
+        """Block indexing: ``arr.blocks[1, :2]`` reads block row 1, block columns 0 and 1.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> a = tz.create_array("memory://", shape=(5,), dtype="int8", chunks=(2,))
+            >>> a.blocks[-1] = 7
+            >>> a[:].tolist()
+            [0, 0, 0, 0, 7]
+        """
+        return _Blocks(self)
