@@ -180,3 +180,38 @@ def test_require_array_checks_existing(any_store):
         root.require_array("x", shape=(4,), dtype="int16")
     with pytest.raises(NodeExistsError, match="dtype"):
         root.require_array("x", shape=(3,), dtype="int32")
+
+
+def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
+    arr = tz.create_array(
+        any_store, path="i", data=torch.arange(6, dtype=torch.int16).reshape(2, 3)
+    )
+    assert arr.shape == (2, 3) and arr.dtype == torch.int16
+    assert arr[:].tolist() == [[0, 1, 2], [3, 4, 5]]
+    cast = tz.create_array(any_store, path="f", data=[[1.5, 2.5]], dtype=torch.float16)
+    assert cast.dtype == torch.float16 and cast[:].tolist() == [[1.5, 2.5]]
+    assert tz.create_array(any_store, path="s", data=np.float32(2))[()].item() == 2.0
+    with pytest.raises(tz.errors.ShapeMismatchError, match=r"\(3,\).*\(2,\)"):
+        tz.create_array(any_store, path="m", shape=(3,), data=[1, 2])
+    with pytest.raises(tz.errors.InvalidArgumentError, match="shape= and dtype="):
+        tz.create_array(any_store, path="n", shape=(3,))
+
+
+def test_create_array_from_bad_data_changes_nothing(any_store):
+    keep = tz.create_array(any_store, path="keep", data=torch.ones(2))
+    with pytest.raises(tz.errors.ValueRangeError):
+        tz.create_array(any_store, path="keep", data=[300], dtype=torch.uint8, overwrite=True)
+    assert torch.equal(tz.open_array(any_store, path="keep")[:], torch.ones(2))
+    assert "keep" in tz.open_group(any_store) and keep.shape == (2,)
+
+
+def test_group_setitem_nmembers_and_update_attributes(any_store):
+    root = tz.open_group(any_store, mode="w")
+    root["x"] = torch.arange(3)
+    root["sub/y"] = np.ones((2, 2), dtype=np.float32)
+    root["x"] = [7, 8]  # replaces, as in zarr-python
+    assert root["x"][:].tolist() == [7, 8] and root["sub/y"].dtype == torch.float32
+    assert root.nmembers() == 2 and root.nmembers(max_depth=None) == 3
+    assert root.update_attributes({"a": 1}) is root and dict(root.attrs) == {"a": 1}
+    with pytest.raises(ReadOnlyError):
+        tz.open_group(any_store, mode="r")["z"] = [1]

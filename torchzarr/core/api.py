@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
-from torchzarr.core.attributes import json_attributes
+from torchzarr.core.attributes import json_attributes, logical_data_type
+from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import load_consolidated, write_consolidated
 from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
@@ -18,10 +22,12 @@ from torchzarr.errors import (
     MetadataError,
     NodeExistsError,
     NodeNotFoundError,
+    ShapeMismatchError,
 )
 from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 from torchzarr.storage.registry import resolve_store
+from torchzarr.tensors import as_storage_array
 
 __all__ = [
     "consolidate_metadata",
@@ -94,11 +100,26 @@ def _prepare_path(store: Any, path: str, overwrite: bool) -> None:
     store.delete_many(nodes.node_metadata_keys(path))
 
 
+def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
+    """``create_array(data=...)``: shape and dtype from the data where not given."""
+    if data is None:
+        if shape is None or dtype is None:
+            raise InvalidArgumentError("create_array needs shape= and dtype= (or data=)")
+        return shape, dtype
+    if not isinstance(data, torch.Tensor | np.ndarray):
+        data = np.asarray(data)
+    data_shape = tuple(data.shape)
+    if shape is not None and normalize_shape(shape) != data_shape:
+        raise ShapeMismatchError(f"shape {shape!r} does not match the data's shape {data_shape}")
+    return data_shape, data.dtype if dtype is None else dtype
+
+
 def create_array(
     store: Any,
     *,
-    shape: Any,
-    dtype: Any,
+    shape: Any = None,
+    dtype: Any = None,
+    data: Any = None,
     chunks: Any = None,
     compressors: Any = AUTO,
     filters: Any = None,
@@ -119,6 +140,8 @@ def create_array(
     Args:
         store: a path, URL (``memory://``, ``file://``, ...) or Store.
         shape, dtype: the array's shape and dtype (torch, numpy or name).
+        data: a tensor, numpy array, list or scalar to write once the array exists;
+            ``shape`` and ``dtype`` default to its own (given, ``dtype`` casts it).
         chunks: chunk shape; None picks about 1-4 MiB chunks.
         compressors: numcodecs codecs or short names; a preset ("fast": blosc lz4 +
             shuffle, "balanced": zstd 3, "small": blosc zstd 9 + shuffle); default zstd
@@ -136,7 +159,10 @@ def create_array(
         >>> arr = tz.create_array("memory://", shape=(100, 8), dtype=torch.float32)
         >>> arr.chunks
         (100, 8)
+        >>> tz.create_array("memory://", data=torch.arange(3))[:]
+        tensor([0, 1, 2])
     """
+    shape, dtype = _shape_and_dtype_of(data, shape, dtype)
     metadata = array_metadata_from_args(
         shape=shape,
         dtype=dtype,
@@ -152,13 +178,18 @@ def create_array(
         dimension_separator=dimension_separator,
         shards=shards,
     )
+    if data is not None:  # converted first: a value that does not fit fails before any change
+        data = as_storage_array(data, logical_data_type(metadata))
     st = _store(store, "w" if overwrite else "a", storage_options)
     path = nodes.normalize_path(path)
     _prepare_path(st, path, overwrite)
     docs = _parent_documents(st, path, metadata.zarr_format)
     docs.update(nodes.node_documents(path, metadata))
+    array = Array(st, path, metadata)
     st.set_many(docs)
-    return Array(st, path, metadata)
+    if data is not None:
+        array[...] = data
+    return array
 
 
 def create_group(

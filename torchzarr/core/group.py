@@ -295,6 +295,24 @@ class Group(Mapping[str, "Array | Group"]):
             )
         return node
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        """``group[name] = data``: a new array holding ``data`` (a tensor, numpy array or
+        list), replacing any node at ``name`` (as zarr-python's groups do).
+
+        Example:
+            >>> root["labels"] = torch.tensor([0, 1, 1])  # doctest: +SKIP
+        """
+        self.create_array(key, data=value, overwrite=True)
+
+    def nmembers(self, max_depth: int | None = 0) -> int:
+        """How many members :meth:`members` lists with the same ``max_depth``."""
+        return len(self.members(max_depth))
+
+    def update_attributes(self, new_attributes: Mapping[str, Any]) -> Group:
+        """Merge ``new_attributes`` into the attributes (one metadata write); returns self."""
+        self.attrs.update(new_attributes)
+        return self
+
     def __delitem__(self, key: str) -> None:
         self._check_writable()
         path = self._child_path(key)
