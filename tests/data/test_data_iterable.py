@@ -246,3 +246,21 @@ def test_workers_share_the_cores_unless_threads_were_set(local_array, explicit):
     mapped = tz.ZarrDataset(local_array, transform=lambda x: x)
     in_map = DataLoader(mapped, batch_size=4, num_workers=2, multiprocessing_context="fork")
     assert next(iter(in_map)).shape == (4, 3)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_len_is_what_the_loader_delivers_for_any_number_of_workers(memory_array, drop_last):
+    for rank in (0, 1):
+        ds = ZarrIterableDataset(
+            memory_array, batch_size=8, seed=2, rank=rank, world_size=2, drop_last=drop_last
+        )
+        expected = len(ds)
+        assert expected == (6 if drop_last else 7)  # 103 samples: 51 or 52 a rank
+        for workers in (0, 2):
+            loader = DataLoader(ds, batch_size=None, num_workers=workers)
+            assert len(loader) == expected == len(list(loader))
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=2)
+    ds.load_state_dict(ds.state_at(5))
+    assert len(ds) == 13 - 5 == len(list(DataLoader(ds, batch_size=None, num_workers=2)))
+    samples = ZarrIterableDataset(memory_array, seed=2)  # no batch_size: items are samples
+    assert len(samples) == 103 == len(list(samples))

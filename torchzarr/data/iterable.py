@@ -156,6 +156,9 @@ class ZarrIterableDataset(IterableDataset[Any]):
     def num_items(self, num_workers: int = 0) -> int:
         """Items (batches, or samples) this rank yields in the current epoch's next pass.
 
+        The same for any ``num_workers``: the workers share their rank's run. Counted from
+        where a loaded state resumes.
+
         Example:
             >>> ds.num_items(num_workers=2)  # doctest: +SKIP
             196
@@ -163,6 +166,10 @@ class ZarrIterableDataset(IterableDataset[Any]):
         layout = self.layout(num_workers)
         remaining, steps = self.cursor.resolve(layout)
         return layout.rank_batches(total(remaining)) - steps
+
+    def __len__(self) -> int:
+        """:meth:`num_items`: so ``len(DataLoader(ds, batch_size=None))`` is the epoch's steps."""
+        return self.num_items()
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
