@@ -17,6 +17,7 @@ from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
+from torchzarr.core.node_base import NodeBase
 from torchzarr.core.nodes import METADATA_NAMES, write_node
 from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
@@ -34,7 +35,7 @@ from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dt
 __all__ = ["Array"]
 
 
-class Array(ZarrArrayMethods):
+class Array(NodeBase, ZarrArrayMethods):
     """A Zarr v2 or v3 array in a store.
 
     Indexing returns CPU tensors; assignment takes tensors (any device), numpy arrays or
@@ -101,37 +102,7 @@ class Array(ZarrArrayMethods):
         """The decoded-chunk cache reads go through, or None."""
         return self._cache
 
-    # -- description ------------------------------------------------------------------------
-    @property
-    def store(self) -> Any:
-        """The store holding the array."""
-        return self._store
-
-    @property
-    def path(self) -> str:
-        """Path of the array inside its store (``""`` for the root)."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """Absolute name in the hierarchy, e.g. ``/a/b``."""
-        return "/" + self._path
-
-    @property
-    def basename(self) -> str:
-        """Last component of the path."""
-        return self._path.rsplit("/", 1)[-1]
-
-    @property
-    def metadata(self) -> Any:
-        """The parsed metadata (``ArrayMetadataV2`` or ``ArrayMetadataV3``)."""
-        return self._metadata
-
-    @property
-    def zarr_format(self) -> int:
-        """2 or 3."""
-        return int(self._metadata.zarr_format)
-
+    # -- description (store, path, names, metadata: NodeBase) --------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
         """The array's shape."""
@@ -192,11 +163,6 @@ class Array(ZarrArrayMethods):
         if self.data_type.is_reinterpreted:
             value = value.view(self.dtype)
         return value[0].item()
-
-    @property
-    def read_only(self) -> bool:
-        """True when the array was opened read-only."""
-        return self._read_only
 
     @property
     def attrs(self) -> Attributes:

@@ -9,6 +9,7 @@ from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.consolidated import consolidated_children
+from torchzarr.core.node_base import NodeBase
 from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
 
 __all__ = ["Group", "node_from_metadata"]
@@ -27,7 +28,7 @@ def node_from_metadata(
     return Array(store, path, metadata, read_only=read_only)
 
 
-class Group(Mapping[str, "Array | Group"]):
+class Group(NodeBase, Mapping[str, "Array | Group"]):
     """A Zarr group: a mapping of member names to arrays and groups.
 
     Example:
@@ -62,42 +63,7 @@ class Group(Mapping[str, "Array | Group"]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    # -- description ------------------------------------------------------------------------
-    @property
-    def store(self) -> Any:
-        """The store holding the group."""
-        return self._store
-
-    @property
-    def path(self) -> str:
-        """Path inside the store (``""`` for the root)."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """Absolute name in the hierarchy (``/`` for the root)."""
-        return "/" + self._path
-
-    @property
-    def basename(self) -> str:
-        """Last component of the path."""
-        return self._path.rsplit("/", 1)[-1]
-
-    @property
-    def metadata(self) -> Any:
-        """The parsed group metadata."""
-        return self._metadata
-
-    @property
-    def zarr_format(self) -> int:
-        """2 or 3."""
-        return int(self._metadata.zarr_format)
-
-    @property
-    def read_only(self) -> bool:
-        """True when opened read-only."""
-        return self._read_only
-
+    # -- description (store, path, names, metadata: NodeBase) --------------------------------
     @property
     def attrs(self) -> Attributes:
         """User attributes, persisted as JSON on every change."""
@@ -307,11 +273,6 @@ class Group(Mapping[str, "Array | Group"]):
     def nmembers(self, max_depth: int | None = 0) -> int:
         """How many members :meth:`members` lists with the same ``max_depth``."""
         return len(self.members(max_depth))
-
-    def update_attributes(self, new_attributes: Mapping[str, Any]) -> Group:
-        """Merge ``new_attributes`` into the attributes (one metadata write); returns self."""
-        self.attrs.update(new_attributes)
-        return self
 
     def __delitem__(self, key: str) -> None:
         self._check_writable()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numcodecs
 import numpy as np
@@ -84,8 +84,6 @@ class ZarrArrayMethods:
         def zarr_format(self) -> int: ...
         @property
         def _grid(self) -> tuple[int, ...]: ...
-        @property
-        def attrs(self) -> Any: ...
         def _chunk_keys(self) -> list[str]: ...
         def _read(
             self, indexer: Any, out: torch.Tensor | None = None, pin_memory: bool = False
@@ -169,18 +167,6 @@ class ZarrArrayMethods:
 
     def _stored_bytes(self, keys: list[str]) -> int:
         return sum(self._store.getsize(k) or 0 for k in keys)
-
-    def update_attributes(self, new_attributes: dict[str, Any]) -> Self:
-        """Merge ``new_attributes`` into the attributes (one metadata write); returns self.
-
-        Example:
-            >>> import torchzarr as tz
-            >>> dict(tz.create_array("memory://", shape=(2,), dtype="int8")
-            ...      .update_attributes({"units": "m"}).attrs)
-            {'units': 'm'}
-        """
-        self.attrs.update(new_attributes)
-        return self
 
     # -- named selections -------------------------------------------------------------------
     def _get(self, selection: Any, kind: str, out: torch.Tensor | None) -> torch.Tensor:
