@@ -26,6 +26,7 @@ from torchzarr.core.api import (
 )
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
+from torchzarr.core.from_array import from_array
 from torchzarr.core.group import Group
 from torchzarr.data import ChunkBlockSampler, ZarrDataset, ZarrIterableDataset
 from torchzarr.features import FeatureBatch, FeatureStore
@@ -86,6 +87,7 @@ __all__ = [
     "distributed",
     "errors",
     "features",
+    "from_array",
     "lightning",
     "load_checkpoint",
     "open",

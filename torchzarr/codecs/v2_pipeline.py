@@ -26,9 +26,22 @@ from torchzarr.errors import (
     TorchZarrError,
 )
 
-__all__ = ["V2Pipeline", "v2_codec_config"]
+__all__ = ["V2Pipeline", "numcodecs_equivalent", "v2_codec_config"]
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
+
+
+def numcodecs_equivalent(codec: Any) -> Any:
+    """The numcodecs object a v3 codec runs on (zstd, gzip, blosc, ``numcodecs.*``), or None
+    (``bytes``, ``transpose``, ``crc32c``, sharding: v2 has no codec for them).
+
+    Example:
+        >>> from torchzarr.codecs.compressors import ZstdCodec
+        >>> numcodecs_equivalent(ZstdCodec(3))
+        Zstd(level=3)
+    """
+    impl = getattr(codec, "_impl", None)
+    return impl if isinstance(impl, NumcodecsObject) else None
 
 
 def v2_codec_config(codec: Any) -> dict[str, Any]:

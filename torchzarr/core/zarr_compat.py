@@ -105,7 +105,10 @@ class ZarrArrayMethods:
         return None if names is None else tuple(names)
 
     def _v3_codecs(self, kind: type) -> tuple[Any, ...]:
-        codecs = getattr(self._metadata, "codecs", ())
+        """The v3 codecs of one kind, of the inner chunks when sharded (as in zarr-python)."""
+        codecs = tuple(getattr(self._metadata, "codecs", ()))
+        if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed":
+            codecs = tuple(codecs[0].codecs)
         return tuple(c for c in codecs if isinstance(c, kind))
 
     @property
@@ -123,7 +126,7 @@ class ZarrArrayMethods:
 
     @property
     def serializer(self) -> Any:
-        """The array-to-bytes codec (v3: ``bytes``, ``sharding_indexed``...); None in v2.
+        """The array-to-bytes codec of the (inner) chunks (v3: ``bytes``); None in v2.
 
         Example:
             >>> import torchzarr as tz
@@ -137,8 +140,8 @@ class ZarrArrayMethods:
     def compressors(self) -> tuple[Any, ...]:
         """Bytes-to-bytes codecs (v3) or the numcodecs compressor (v2), as a tuple.
 
-        Of a sharded array, the codecs around the shard (usually none): the inner chunks'
-        codecs are ``arr.serializer.codecs``.
+        Of a sharded array, those of its inner chunks (as in zarr-python); the sharding codec
+        itself is ``arr.metadata.codecs[0]``.
 
         Example:
             >>> import torchzarr as tz

@@ -1,0 +1,117 @@
+"""from_array: a new array like another one (settings kept or changed), copied in slabs."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import CodecError, InvalidArgumentError
+
+DATA = torch.arange(20 * 6, dtype=torch.float32).reshape(20, 6)
+
+
+def _source(store="memory://", **kwargs):
+    src = tz.create_array(store, shape=(20, 6), dtype=torch.float32, **kwargs)
+    src[:] = DATA
+    src.attrs["units"] = "m"
+    return src
+
+
+def test_keep_copies_every_setting_and_the_values():
+    src = _source(
+        chunks=(2, 3),
+        shards=(4, 6),
+        compressors=numcodecs.Zstd(level=5),
+        fill_value=-1.0,
+        dimension_names=["t", "c"],
+    )
+    dst = tz.from_array("memory://", data=src)
+    assert (dst.chunks, dst.shards, dst.fill_value) == ((2, 3), (4, 6), -1.0)
+    assert dst.dimension_names == ("t", "c") and dict(dst.attrs) == {"units": "m"}
+    assert dst.metadata.codecs[0].to_json() == src.metadata.codecs[0].to_json()  # zstd 5 inside
+    assert torch.equal(dst[:], DATA)
+
+
+def test_rechunk_recompress_and_change_format(tmp_path):
+    src = _source(chunks=(3, 6))
+    dst = tz.from_array(
+        tmp_path / "v2",
+        data=src,
+        chunks=(8, 2),
+        shards=None,
+        compressors=numcodecs.Blosc(cname="lz4"),
+        zarr_format=2,
+        attributes={"note": "rechunked"},
+    )
+    assert dst.zarr_format == 2 and dst.chunks == (8, 2) and dst.shards is None
+    assert dict(dst.attrs) == {"note": "rechunked"}
+    assert torch.equal(tz.open_array(tmp_path / "v2")[:], DATA)
+    back = tz.from_array(tmp_path / "v3", data=dst, zarr_format=3)  # numcodecs codecs carry
+    assert back.compressors[0].codec_name == "blosc" and torch.equal(back[:], DATA)
+    kept_v2 = tz.from_array("memory://", data=_source(), zarr_format=2)  # zstd has a v2 form
+    assert isinstance(kept_v2.compressors[0], numcodecs.Zstd)
+
+
+def test_codecs_without_a_v2_form_must_be_named():
+    src = _source(compressors="crc32c")
+    with pytest.raises(CodecError, match="no Zarr v2 form: pass compressors="):
+        tz.from_array("memory://", data=src, zarr_format=2, shards=None)
+    dst = tz.from_array("memory://", data=src, zarr_format=2, compressors=None)
+    assert torch.equal(dst[:], DATA)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [DATA.to(torch.bfloat16), DATA.numpy().astype(">f8"), torch.tensor(3.5), np.zeros((0, 4))],
+    ids=["bfloat16", "big-endian", "0-d", "empty"],
+)
+def test_tensors_and_numpy_arrays(data):
+    dst = tz.from_array("memory://", data=data, chunks=(7,) * np.ndim(data))
+    expected = (
+        torch.from_numpy(data.astype(data.dtype.newbyteorder("=")))
+        if isinstance(data, np.ndarray)
+        else data
+    )
+    assert dst.shape == tuple(data.shape)
+    assert torch.equal(dst[...].to(expected.dtype), expected)
+
+
+def test_zarr_python_source_keeps_its_chunks():
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(zarr.storage.MemoryStore(), shape=(20, 6), chunks=(5, 2), dtype="i2")
+    z[:] = np.arange(120).reshape(20, 6)
+    dst = tz.from_array("memory://", data=z)
+    assert dst.chunks == (5, 2) and dst.dtype == torch.int16
+    np.testing.assert_array_equal(dst[:].numpy(), z[:])
+
+
+def test_copies_in_bounded_slabs_of_whole_destination_blocks(monkeypatch):
+    src = _source(chunks=(3, 6))
+    writes = []
+    original = tz.Array.__setitem__
+
+    def record(self, selection, value):
+        writes.append(selection)
+        original(self, selection, value)
+
+    monkeypatch.setattr(tz.Array, "__setitem__", record)
+    with tz.config.set(io_batch_bytes=4 * 6 * 4 * 2):  # two 4-row blocks of the destination
+        dst = tz.from_array("memory://", data=src, chunks=(4, 6))
+    assert writes == [slice(0, 8), slice(8, 16), slice(16, 20)]
+    assert torch.equal(dst[:], DATA)
+    writes.clear()
+    with tz.config.set(io_batch_bytes=12 * 6 * 4):  # both grids fit: lcm(4, 3) = 12 rows
+        tz.from_array("memory://", data=src, chunks=(4, 6))
+    assert writes == [slice(0, 12), slice(12, 20)]
+
+
+def test_write_data_false_and_refusing_to_copy_onto_itself(tmp_path):
+    src = _source(tmp_path)
+    empty = tz.from_array("memory://", data=src, write_data=False)
+    assert empty.nchunks_initialized == 0 and empty.shape == (20, 6)
+    with pytest.raises(InvalidArgumentError, match="onto itself"):
+        tz.from_array(tmp_path, data=src, overwrite=True)
+    assert torch.equal(tz.open_array(tmp_path)[:], DATA)  # untouched

@@ -1,0 +1,195 @@
+"""``from_array``: a new array holding another array's data, copied in slabs of bounded memory."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchzarr.codecs.base import Codec
+from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
+from torchzarr.config import config
+from torchzarr.core.api import create_array
+from torchzarr.core.array import Array
+from torchzarr.core.create import AUTO
+from torchzarr.errors import CodecError, InvalidArgumentError
+from torchzarr.storage.registry import resolve_store
+
+__all__ = ["KEEP", "from_array"]
+
+#: take this setting from the source array
+KEEP = "keep"
+
+
+def _int_tuple(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of ints (a chunk shape), or None (e.g. dask's tuples of tuples)."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        return None
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in items):
+        return tuple(int(v) for v in items)
+    return None
+
+
+def _codecs_for(codecs: tuple[Any, ...], zarr_format: int, what: str) -> list[Any]:
+    """A source's codecs in a form ``create_array`` takes for ``zarr_format``."""
+    if zarr_format == 3 or not any(isinstance(c, Codec) for c in codecs):
+        return list(codecs)
+    converted = [numcodecs_equivalent(c) if isinstance(c, Codec) else c for c in codecs]
+    if any(c is None for c in converted):
+        names = [c.codec_name for c in codecs if isinstance(c, Codec)]
+        raise CodecError(
+            f"the source's {what} {names} have no Zarr v2 form: pass {what}= explicitly"
+        )
+    return converted
+
+
+def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
+    """What ``"keep"`` means for each setting, given the source."""
+    if isinstance(data, Array):
+        return {
+            "chunks": data.chunks,
+            "shards": data.shards if zarr_format == 3 else None,
+            "filters": data.filters,
+            "compressors": data.compressors,
+            "fill_value": data.fill_value,
+            "dimension_names": data.dimension_names,
+            "attributes": dict(data.attrs),
+        }
+    # zarr-python and h5py arrays have a chunk shape; tensors and numpy arrays do not
+    chunks = _int_tuple(getattr(data, "chunks", None))
+    if chunks is not None and len(chunks) != len(data.shape):
+        chunks = None
+    return {
+        "chunks": chunks,
+        "shards": None,
+        "filters": None,
+        "compressors": AUTO,
+        "fill_value": None,
+        "dimension_names": None,
+        "attributes": None,
+    }
+
+
+def _slab_rows(dest: Array, source: Any) -> int:
+    """Rows copied at a time: whole blocks of the destination (shards, else chunks) within
+    ``tz.config.io_batch_bytes``, and whole source chunks too where that fits."""
+    block = (dest.shards or dest.chunks)[0]
+    row_bytes = max(1, math.prod(dest.shape[1:]) * dest.metadata.data_type.itemsize)
+    blocks = max(1, config.io_batch_bytes // (block * row_bytes))
+    source_rows = _int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
+    if source_rows:
+        both = math.lcm(block, source_rows[0])
+        if both * row_bytes <= config.io_batch_bytes:
+            return both * max(1, blocks * block // both)
+    return blocks * block
+
+
+def from_array(
+    store: Any,
+    *,
+    data: Any,
+    write_data: bool = True,
+    path: str = "",
+    chunks: Any = KEEP,
+    shards: Any = KEEP,
+    filters: Any = KEEP,
+    compressors: Any = KEEP,
+    fill_value: Any = KEEP,
+    zarr_format: int | None = None,
+    attributes: dict[str, Any] | None = None,
+    dimension_names: Any = KEEP,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Array:
+    """Create an array like ``data`` and copy its values, as zarr-python's ``from_array``.
+
+    ``data`` is a :class:`torchzarr.Array` (then each ``"keep"`` takes its setting: chunks,
+    shards, codecs, fill value, dimension names, attributes), or any array with ``shape``,
+    ``dtype`` and slicing: a tensor, a numpy array, a zarr-python or h5py array (whose
+    ``chunks`` are kept; other settings take ``create_array``'s defaults). Pass new
+    ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
+
+    The values are copied in slabs along axis 0 of whole destination blocks, at most
+    ``tz.config.io_batch_bytes`` each (and whole source chunks where that fits), so memory
+    stays bounded whatever the size of the array.
+
+    Args:
+        store: where the new array goes (path, URL or Store).
+        data: the source.
+        write_data: False creates the array with the source's settings and no values.
+        zarr_format: 2 or 3 (default: the source's, else 3).
+        attributes: the new array's attributes (default: the source's).
+
+    Raises:
+        InvalidArgumentError: the destination is the source itself.
+
+    Example:
+        >>> import torchzarr as tz, torch
+        >>> src = tz.create_array("memory://", data=torch.arange(12).reshape(6, 2), chunks=(2, 2))
+        >>> dst = tz.from_array("memory://", data=src, chunks=(3, 2))
+        >>> dst.chunks, torch.equal(dst[:], src[:])
+        ((3, 2), True)
+    """
+    if zarr_format is None:
+        zarr_format = data.zarr_format if isinstance(data, Array) else 3
+    keep = _source_settings(data, zarr_format)
+    chosen = {
+        "chunks": chunks,
+        "shards": shards,
+        "filters": filters,
+        "compressors": compressors,
+        "fill_value": fill_value,
+        "dimension_names": dimension_names,
+    }
+    settings = {k: keep[k] if _is_keep(v) else v for k, v in chosen.items()}
+    for what in ("filters", "compressors"):
+        if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
+            settings[what] = _codecs_for(settings[what], zarr_format, what)
+    if isinstance(data, Array):
+        dest_store = resolve_store(
+            store, mode="w" if overwrite else "a", storage_options=storage_options
+        )
+        if dest_store.identity == data.store.identity and data.path == path.strip("/"):
+            raise InvalidArgumentError(
+                f"from_array would write array {data.name} of {data.store!r} onto itself"
+            )
+        store, storage_options = dest_store, None
+    dest = create_array(
+        store,
+        shape=tuple(data.shape),
+        dtype=data.dtype,
+        zarr_format=zarr_format,
+        attributes=keep["attributes"] if attributes is None else attributes,
+        overwrite=overwrite,
+        path=path,
+        storage_options=storage_options,
+        **settings,
+    )
+    if write_data:
+        _copy_values(data, dest)
+    return dest
+
+
+def _is_keep(value: Any) -> bool:
+    return isinstance(value, str) and value == KEEP
+
+
+def _copy_values(source: Any, dest: Array) -> None:
+    if dest.ndim == 0:
+        dest[...] = _read(source, Ellipsis)
+        return
+    step = _slab_rows(dest, source)
+    for start in range(0, dest.shape[0], step):
+        rows = slice(start, min(start + step, dest.shape[0]))
+        dest[rows] = _read(source, rows)
+
+
+def _read(source: Any, selection: Any) -> Any:
+    values = source[selection]
+    if isinstance(values, torch.Tensor | np.ndarray):
+        return values
+    return np.asarray(values)
