@@ -1,4 +1,4 @@
-"""The ``torchzarr`` command line: info, tree, copy, bench and demo, and its errors."""
+"""The ``torchzarr`` command line: info, tree, copy, rechunk, bench and demo, and its errors."""
 
 from __future__ import annotations
 
@@ -87,6 +87,26 @@ def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):
     status, _, err = _run(capsys, *args, "--dest-path", "y/labels")
     assert status == 1 and "--overwrite" in err  # nothing replaced unless asked
     assert _run(capsys, *args, "--dest-path", "y/labels", "--overwrite")[0] == 0
+
+
+def test_rechunk_writes_the_array_with_new_chunks_shards_and_codecs(tmp_path, capsys):
+    _run(capsys, "demo", tmp_path / "src.zarr", "--rows", 300)
+    src = tz.open_array(tmp_path / "src.zarr", path="images", mode="r")
+    args = ["rechunk", tmp_path / "src.zarr", tmp_path / "new.zarr", "--path", "images"]
+    status, out, _ = _run(capsys, *args, "--chunks", "64,32,32,3", "--shards", "128,32,32,3")
+    assert status == 0 and "chunks (64, 32, 32, 3), shards (128, 32, 32, 3)" in out
+    new = tz.open_array(tmp_path / "new.zarr", path="images", mode="r")
+    assert (new.chunks, new.shards) == ((64, 32, 32, 3), (128, 32, 32, 3))
+    assert torch.equal(new[:], src[:])
+    v2 = [*args[:2], tmp_path / "v2.zarr", "--path", "images", "--zarr-format", "2"]
+    assert _run(capsys, *v2, "--compressors", "none")[0] == 0
+    plain = tz.open_array(tmp_path / "v2.zarr", path="images", mode="r")
+    assert plain.zarr_format == 2 and plain.compressors == () and plain.chunks == src.chunks
+    assert torch.equal(plain[:], src[:])
+    status, _, err = _run(capsys, *args, "--chunks", "64")  # one size for a 4-d array
+    assert status == 1 and "chunks" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        _run(capsys, *args, "--chunks", "a,b")
 
 
 def test_copy_keys_batches_replaces_and_reports():

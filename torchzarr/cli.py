@@ -1,4 +1,4 @@
-"""The ``torchzarr`` command: ``info``, ``tree``, ``copy``, ``bench`` and ``demo`` on any store.
+"""The ``torchzarr`` command: ``info``, ``tree``, ``copy``, ``rechunk``, ``bench``, ``demo``.
 
 Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
 for a node inside it; errors print one line and exit with status 1.
@@ -21,6 +21,7 @@ from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
+from torchzarr.core.from_array import KEEP, from_array
 from torchzarr.errors import TorchZarrError
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
@@ -74,6 +75,40 @@ def _copy(args: argparse.Namespace) -> None:
         source.close()
     where = args.dest_path if args.dest_path is not None else args.path
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
+
+
+def _sizes(text: str) -> tuple[int, ...] | str:
+    """``--chunks 256,3072`` as a tuple of ints, or "none" (``--shards none``)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 256,3072, got {text!r}") from None
+
+
+def _setting(value: Any) -> Any:
+    """An option as ``from_array`` takes it: absent keeps the source's, "none" is None."""
+    if value is None:
+        return KEEP
+    return None if isinstance(value, str) and value.lower() == "none" else value
+
+
+def _rechunk(args: argparse.Namespace) -> None:
+    source = open_array(args.source, mode="r", path=args.path)
+    dest = from_array(
+        args.dest,
+        data=source,
+        path=args.dest_path if args.dest_path is not None else args.path,
+        chunks=_setting(args.chunks),
+        shards=_setting(args.shards),
+        compressors=_setting(args.compressors),
+        zarr_format=args.zarr_format,
+        overwrite=args.overwrite,
+    )
+    dest.store.close()  # a zip writes its directory here
+    layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
+    print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
 
 
 def _progress_printer(what: str) -> Any:
@@ -168,6 +203,21 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--overwrite", action="store_true", help="replace what dest holds there")
     copy.add_argument("--jobs", type=int, default=8, help="batches in flight (default 8)")
     copy.add_argument("--progress", action="store_true", help="report progress on stderr")
+
+    rechunk = command(
+        "rechunk", _rechunk, "copy an array with other chunks, shards or codecs (tz.from_array)"
+    )
+    rechunk.add_argument("source", help="path or URL holding the array")
+    rechunk.add_argument("dest", help="path or URL to write the new array to")
+    rechunk.add_argument("--path", default="", help="the array inside source")
+    rechunk.add_argument("--dest-path", default=None, help="where it lands (default: --path)")
+    rechunk.add_argument("--chunks", type=_sizes, help="e.g. 256,3072 (default: keep)")
+    rechunk.add_argument("--shards", type=_sizes, help="e.g. 16384,3072, or none (default: keep)")
+    rechunk.add_argument(
+        "--compressors", default=None, help="zstd, fast, balanced, small, none (default: keep)"
+    )
+    rechunk.add_argument("--zarr-format", type=int, choices=(2, 3), default=None)
+    rechunk.add_argument("--overwrite", action="store_true", help="replace an existing node")
 
     demo = command("demo", _demo, "write a small image dataset to try the datasets on")
     demo.add_argument("store", help="path or URL to create")
