@@ -123,6 +123,22 @@ def test_crash_at_every_write_keeps_previous_checkpoint(kind: str, tmp_path: Pat
     assert dirs == ["v000003"]
 
 
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_a_save_that_fails_while_writing_deletes_what_it_wrote(kind: str, tmp_path: Path) -> None:
+    store: Any = tz.MemoryStore() if kind == "memory" else tz.LocalStore(tmp_path)
+    save_checkpoint(_state(1.0), store, chunk_bytes=512)
+    wait_pruned()
+    try:
+        _failing_after(store, 5)  # a few chunk files written, then the disk is "full"
+        with pytest.raises(_Crash):
+            save_checkpoint(_state(2.0), store, chunk_bytes=512)
+    finally:
+        _restore(store)
+    st = checkpoint_store(store)
+    assert st.list_dir("")[1] == ["v000001"] and not list(st.list_prefix("v000002/"))
+    assert load_checkpoint(store)["step"] == 1
+
+
 def test_failed_flush_does_not_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     save_checkpoint(_state(1.0), tmp_path, chunk_bytes=512)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -164,9 +165,16 @@ def save_checkpoint(
         # Files are written without a flush each, then flushed together before the commit.
         st = local = LocalStore(local.root, fsync=False, direct_io=direct_io)
     version = commit.next_version(st)
-    _write_tree(st, version, plan, compressors, chunk_bytes)
-    if durable:
-        sync_local(st, version)  # all the manifest names is on disk before it is written
+    try:
+        _write_tree(st, version, plan, compressors, chunk_bytes)
+        if durable:
+            sync_local(st, version)  # all the manifest names is on disk before it is written
+    except BaseException:
+        # Not committed: free its space now (a full disk is a common cause), best effort;
+        # what a killed process leaves behind goes with the next save.
+        with contextlib.suppress(Exception):
+            st.delete_prefix(f"{version}/")
+        raise
     commit.commit_version(
         LocalStore(local.root, fsync=True) if durable and local is not None else st,
         version,
