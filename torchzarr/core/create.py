@@ -17,7 +17,7 @@ from torchzarr.errors import MetadataError
 from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_fill_value
 
-__all__ = ["AUTO", "PRESETS", "array_metadata_from_args"]
+__all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args"]
 
 #: the default ``compressors``: zstd level 1 (fast to decode, a fair ratio)
 AUTO = "auto"
@@ -45,6 +45,22 @@ PRESETS: dict[str, Any] = {
 def _default_compressors(zarr_format: int) -> list[Any]:
     # The same for v2 and v3: zstd level 1, which zarr-python and tensorstore both read.
     return [numcodecs.Zstd(level=1)]
+
+
+#: the attribute in which xarray (and zarr-python's v2 users) keep a v2 array's axis names
+XARRAY_DIMENSIONS = "_ARRAY_DIMENSIONS"
+
+
+def _v2_dimension_names(names: Sequence[str | None], ndim: int) -> list[str]:
+    """v2 has no ``dimension_names``: they go to xarray's ``_ARRAY_DIMENSIONS`` attribute."""
+    given = list(names)
+    strings = [n for n in given if isinstance(n, str)]
+    if len(given) != ndim or len(strings) != ndim:
+        raise MetadataError(
+            f"dimension_names {given!r} for a v2 array become xarray's {XARRAY_DIMENSIONS} "
+            f"attribute, which needs one str per axis ({ndim})"
+        )
+    return strings
 
 
 def array_metadata_from_args(
@@ -98,6 +114,9 @@ def array_metadata_from_args(
     filt = _as_list(filters)
     fill = coerce_fill_value(fill_value, dt)
     attributes = json_attributes(attributes)
+    if zarr_format == 2 and dimension_names is not None:
+        attributes[XARRAY_DIMENSIONS] = _v2_dimension_names(dimension_names, len(shape_t))
+        dimension_names = None
     if (dt.v3_name if zarr_format == 3 else dt.v2_typestr) is None:
         # No name in this format: store the raw bits, and the real dtype as an attribute.
         attributes[RAW_DTYPE_ATTRIBUTE] = dt.name

@@ -10,6 +10,7 @@ import torch
 
 from torchzarr.codecs.base import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
 from torchzarr.core._index_axes import as_int
+from torchzarr.core.create import XARRAY_DIMENSIONS
 from torchzarr.core.indexing import normalize_selection
 from torchzarr.core.selection import make_indexer, to_numpy_selection
 from torchzarr.errors import BoundsError, SelectionError
@@ -93,7 +94,8 @@ class ZarrArrayMethods:
     # -- views of the metadata --------------------------------------------------------------
     @property
     def dimension_names(self) -> tuple[str | None, ...] | None:
-        """Names of the axes (v3 ``dimension_names``), or None.
+        """Names of the axes (v3 ``dimension_names``; in v2 xarray's ``_ARRAY_DIMENSIONS``
+        attribute), or None.
 
         Example:
             >>> import torchzarr as tz
@@ -101,6 +103,10 @@ class ZarrArrayMethods:
             ...                 dimension_names=["t", "c"]).dimension_names
             ('t', 'c')
         """
+        if self.zarr_format == 2:  # xarray's attribute, where v2 keeps them
+            names = self._metadata.attributes.get(XARRAY_DIMENSIONS)
+            ok = isinstance(names, list) and len(names) == len(self.shape)
+            return tuple(names) if ok and all(isinstance(n, str) for n in names) else None
         names = getattr(self._metadata, "dimension_names", None)
         return None if names is None else tuple(names)
 

@@ -63,15 +63,13 @@ def init_layout(group: Group) -> None:
             f"group {group.name} in {group.store!r} is not a feature store "
             f"(no {STATE_ATTRIBUTE!r} attribute)"
         )
-    v3 = group.zarr_format == 3
-    group.create_array(
+    group.create_array(  # dimension names: v3 metadata, or xarray's attribute in v2
         IDS,
         shape=(0,),
         dtype=torch.int64,
         chunks=(_ID_CHUNK_ROWS,),
         fill_value=0,
-        attributes={} if v3 else {"_ARRAY_DIMENSIONS": [IDS]},
-        **({"dimension_names": [IDS]} if v3 else {}),
+        dimension_names=[IDS],
     )
     group.attrs[STATE_ATTRIBUTE] = {"format": 1, "num_rows": 0, "version": 0, "features": []}
 
@@ -184,14 +182,12 @@ def create_feature_array(
     kwargs: dict[str, Any] = {}
     if compressors is not None:
         kwargs["compressors"] = compressors
+    kwargs["dimension_names"] = dims  # v3 metadata, or xarray's attribute in v2
     if v3:
-        kwargs["dimension_names"] = dims
         shard_rows = max(chunk_rows, _pow2_rows(shard_bytes, row_bytes))
         shard_rows -= shard_rows % chunk_rows
         kwargs["shards"] = (shard_rows, *row_shape)
         kwargs.setdefault("compressors", [])  # raw inner chunks: a gather reads, no decode
-    else:
-        kwargs["attributes"] = {"_ARRAY_DIMENSIONS": dims}
     if name in group:  # left behind by a write that never published: start clean
         del group[name]
     return group.create_array(

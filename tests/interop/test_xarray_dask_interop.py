@@ -1,0 +1,84 @@
+"""xarray and dask open what torchzarr writes, and torchzarr reads what xarray writes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+
+xr = pytest.importorskip("xarray")
+da = pytest.importorskip("dask.array")
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_xarray_and_dask_open_our_groups(tmp_path, zarr_format):
+    root = tz.open_group(tmp_path / "g", mode="w", zarr_format=zarr_format)
+    values = torch.arange(24.0).reshape(4, 6)
+    root.create_array("x", data=values, chunks=(2, 3), dimension_names=["time", "channel"])
+    root.create_array("time", data=torch.arange(4) * 10, dimension_names=["time"])
+    root.attrs["title"] = "demo"
+    tz.consolidate_metadata(tmp_path / "g")
+    # mask_and_scale=False: in v2, xarray reads the fill value (0, as zarr-python writes it
+    # too) as a CF _FillValue and would show the 0 of "time" as NaN
+    ds = xr.open_zarr(tmp_path / "g", mask_and_scale=False)
+    assert ds["x"].dims == ("time", "channel") and ds.attrs == {"title": "demo"}
+    assert ds["time"].values.tolist() == [0, 10, 20, 30]
+    np.testing.assert_array_equal(ds["x"].sel(time=20).values, values[2].numpy())
+    arr = da.from_zarr(str(tmp_path / "g"), component="x")
+    assert arr.chunks == ((2, 2), (3, 3))
+    np.testing.assert_array_equal(arr.compute(), values.numpy())
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_dimension_names_round_trip_in_both_formats(tmp_path, zarr_format):
+    arr = tz.create_array(
+        tmp_path / "a",
+        shape=(2, 3),
+        dtype="int8",
+        zarr_format=zarr_format,
+        dimension_names=["y", "x"],
+    )
+    assert arr.dimension_names == ("y", "x")
+    assert tz.open_array(tmp_path / "a").dimension_names == ("y", "x")
+    if zarr_format == 2:  # xarray's attribute: a name for every axis
+        assert arr.attrs["_ARRAY_DIMENSIONS"] == ["y", "x"]
+        with pytest.raises(tz.errors.MetadataError, match="_ARRAY_DIMENSIONS"):
+            tz.create_array(
+                "memory://", shape=(2,), dtype="int8", zarr_format=2, dimension_names=[None]
+            )
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_we_read_what_xarray_writes(tmp_path, zarr_format):
+    data = xr.Dataset(
+        {"v": (("a", "b"), np.arange(12.0).reshape(3, 4))}, coords={"a": [10, 20, 30]}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.to_zarr(tmp_path / "x", zarr_format=zarr_format, mode="w")
+    root = tz.open_group(tmp_path / "x")
+    assert sorted(root) == ["a", "v"]
+    assert root["v"].dimension_names == ("a", "b")
+    np.testing.assert_array_equal(root["v"][:].numpy(), data["v"].values)
+    assert root["a"][:].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_xarray_opens_a_feature_store(tmp_path, zarr_format):
+    fs = tz.FeatureStore(tmp_path / "fs", mode="w", zarr_format=zarr_format)
+    fs.write([5, 9], {"emb": torch.ones(2, 3)})
+    ds = xr.open_zarr(tmp_path / "fs", consolidated=False)
+    assert ds["emb"].dims == ("ids", "emb_1")
+    assert ds["ids"].values.tolist() == [5, 9]
+    np.testing.assert_array_equal(ds["emb"].values, np.ones((2, 3), np.float32))
