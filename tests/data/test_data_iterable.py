@@ -263,4 +263,6 @@ def test_len_is_what_the_loader_delivers_for_any_number_of_workers(memory_array,
     ds.load_state_dict(ds.state_at(5))
     assert len(ds) == 13 - 5 == len(list(DataLoader(ds, batch_size=None, num_workers=2)))
     samples = ZarrIterableDataset(memory_array, seed=2)  # no batch_size: items are samples
-    assert len(samples) == 103 == len(list(samples))
+    assert samples.num_items() == 103 == len(list(samples))
+    with pytest.raises(TypeError, match="without batch_size has no len"):
+        len(DataLoader(samples, batch_size=8, num_workers=2))  # 2 workers x ceil(n_w / 8)

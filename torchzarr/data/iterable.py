@@ -30,7 +30,7 @@ from torchzarr.data.sources import (
     take_rows,
 )
 from torchzarr.data.worker_ring import WorkerRing, ring_slots
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["ZarrIterableDataset"]
 
@@ -168,7 +168,20 @@ class ZarrIterableDataset(IterableDataset[Any]):
         return layout.rank_batches(total(remaining)) - steps
 
     def __len__(self) -> int:
-        """:meth:`num_items`: so ``len(DataLoader(ds, batch_size=None))`` is the epoch's steps."""
+        """The batches this rank yields in the next pass (:meth:`num_items`), with ``batch_size``.
+
+        So ``len(DataLoader(ds, batch_size=None))`` is the epoch's steps. Without
+        ``batch_size`` there is no ``len()`` (``TypeError``, which DataLoader and Lightning
+        read as "unknown length"): a DataLoader batching samples batches each worker's
+        share apart, so its own count (``ceil(len / batch_size)``) could come out short
+        and a trainer trusting it would drop the last batches. ``num_items()`` still counts
+        the samples.
+        """
+        if not self.batch_size:
+            raise ArgumentTypeError(
+                "a ZarrIterableDataset without batch_size has no len(): pass batch_size= "
+                "(and DataLoader(batch_size=None)), or count samples with num_items()"
+            )
         return self.num_items()
 
     # -- iteration ------------------------------------------------------------------------------
