@@ -29,9 +29,9 @@ def test_xarray_and_dask_open_our_groups(tmp_path, zarr_format):
     root.create_array("time", data=torch.arange(4) * 10, dimension_names=["time"])
     root.attrs["title"] = "demo"
     tz.consolidate_metadata(tmp_path / "g")
-    # mask_and_scale=False: in v2, xarray reads the fill value (0, as zarr-python writes it
-    # too) as a CF _FillValue and would show the 0 of "time" as NaN
-    ds = xr.open_zarr(tmp_path / "g", mask_and_scale=False)
+    # v2 arrays get fill_value null unless given one: xarray would read a fill value as CF's
+    # _FillValue and show the 0 of "time" as NaN (and the ints as floats)
+    ds = xr.open_zarr(tmp_path / "g")
     assert ds["x"].dims == ("time", "channel") and ds.attrs == {"title": "demo"}
     assert ds["time"].values.tolist() == [0, 10, 20, 30]
     np.testing.assert_array_equal(ds["x"].sel(time=20).values, values[2].numpy())
@@ -80,5 +80,5 @@ def test_xarray_opens_a_feature_store(tmp_path, zarr_format):
     fs.write([5, 9], {"emb": torch.ones(2, 3)})
     ds = xr.open_zarr(tmp_path / "fs", consolidated=False)
     assert ds["emb"].dims == ("ids", "emb_1")
-    assert ds["ids"].values.tolist() == [5, 9]
+    assert ds["ids"].values.tolist() == [5, 9] and ds["ids"].dtype == np.int64
     np.testing.assert_array_equal(ds["emb"].values, np.ones((2, 3), np.float32))

@@ -147,7 +147,8 @@ def create_array(
             shuffle, "balanced": zstd 3, "small": blosc zstd 9 + shuffle); default zstd
             level 1; None for none.
         filters: numcodecs filters (v2) or array-to-array codecs (v3).
-        fill_value: value of unwritten elements (default 0).
+        fill_value: value of unwritten elements (default 0; in v2 ``null``, which reads as
+            0 too and which xarray does not take for a missing-data marker).
         zarr_format: 3 (default) or 2.
         order: memory order of v2 chunks, "C" or "F".
         shards: shard shape (v3): each stored object holds a block of ``chunks``, with an

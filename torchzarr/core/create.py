@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,7 +145,7 @@ def array_metadata_from_args(
         raise MetadataError(
             f"Zarr v2 arrays take at most one compressor, got {len(comp)}: {comp!r}"
         )
-    return build_array_metadata(
+    meta = build_array_metadata(
         **common,
         compressor=v2_codec_config(comp[0]) if comp else None,
         filters=[v2_codec_config(f) for f in filt] or None,
@@ -152,3 +153,8 @@ def array_metadata_from_args(
         dimension_separator=dimension_separator,
         chunk_key_encoding=chunk_key_encoding,
     )
+    if fill_value is None:
+        # v2's "no fill value" (null; unwritten chunks read as zeros everywhere): xarray
+        # reads a v2 fill value as CF's _FillValue and would show stored zeros as NaN.
+        meta = dataclasses.replace(meta, fill_value=None)
+    return meta

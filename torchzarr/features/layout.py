@@ -68,7 +68,6 @@ def init_layout(group: Group) -> None:
         shape=(0,),
         dtype=torch.int64,
         chunks=(_ID_CHUNK_ROWS,),
-        fill_value=0,
         dimension_names=[IDS],
     )
     group.attrs[STATE_ATTRIBUTE] = {"format": 1, "num_rows": 0, "version": 0, "features": []}
