@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,5 +155,5 @@ def array_metadata_from_args(
     if fill_value is None:
         # v2's "no fill value" (null; unwritten chunks read as zeros everywhere): xarray
         # reads a v2 fill value as CF's _FillValue and would show stored zeros as NaN.
-        meta = dataclasses.replace(meta, fill_value=None)
+        meta = meta.evolve(fill_value=None)
     return meta
