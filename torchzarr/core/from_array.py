@@ -55,7 +55,8 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
             "shards": data.shards if zarr_format == 3 else None,
             "filters": data.filters,
             "compressors": data.compressors,
-            "fill_value": data.fill_value,
+            # a v2 null ("no fill value") stays null, not an explicit 0
+            "fill_value": None if data.metadata.fill_value is None else data.fill_value,
             "dimension_names": data.dimension_names,
             "attributes": dict(data.attrs),
         }
