@@ -53,8 +53,9 @@ def test_rechunk_recompress_and_change_format(tmp_path):
     assert back.compressors[0].codec_name == "blosc" and torch.equal(back[:], DATA)
     kept_v2 = tz.from_array("memory://", data=_source(), zarr_format=2)  # zstd has a v2 form
     assert isinstance(kept_v2.compressors[0], numcodecs.Zstd)
-    assert dst.metadata.fill_value is None  # v2's null, kept: not an explicit 0
-    assert tz.from_array("memory://", data=dst, zarr_format=2).metadata.fill_value is None
+    null_fill = tz.create_array("memory://", data=DATA, zarr_format=2)  # v2 default: null
+    assert null_fill.metadata.fill_value is None
+    assert tz.from_array("memory://", data=null_fill).metadata.fill_value is None  # kept
 
 
 def test_codecs_without_a_v2_form_must_be_named():
