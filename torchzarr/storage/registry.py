@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
-from torchzarr.errors import InvalidArgumentError, UnknownStoreError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Store
 
@@ -22,6 +23,10 @@ _lock = new_lock()
 _entry_points_loaded = False
 
 
+#: RFC 3986's scheme syntax
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
 def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = False) -> None:
     """Make ``scheme://...`` URLs open with ``factory(url, storage_options)``.
 
@@ -31,6 +36,14 @@ def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = Fals
         >>> type(resolve_store("scratch://x", mode="w")).__name__
         'MemoryStore'
     """
+    if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
+        raise InvalidArgumentError(
+            f"a URL scheme is a letter, then letters, digits, '+', '-' or '.'; got {scheme!r}"
+        )
+    if not callable(factory):
+        raise ArgumentTypeError(
+            f"factory must be callable as factory(url, storage_options), got {factory!r}"
+        )
     scheme = scheme.lower()
     with _lock:
         if scheme in _registry and not overwrite:
