@@ -64,6 +64,11 @@ def test_map_style_indices_are_integers_in_range(rows):
         (lambda a: tz.ZarrDataset({"x": a, "y": 3}), ArgumentTypeError, "member 'y' is int"),
         (lambda a: tz.ZarrDataset({}), InvalidArgumentError, "holds no arrays"),
         (lambda a: tz.ZarrDataset({"x": a, "y": a[:9]}), ArgumentTypeError, "member 'y' is Tensor"),
+        (
+            lambda a: tz.data.DevicePrefetcher([], "toaster:0"),
+            InvalidArgumentError,
+            "no device 'toaster:0'",
+        ),
     ],
 )
 def test_bad_dataset_arguments_raise_torchzarr_errors(rows, make, error, message):

@@ -112,7 +112,10 @@ class DevicePrefetcher:
 
     def __init__(self, loader: Iterable[Any], device: str | torch.device) -> None:
         self.loader = loader
-        device = torch.device(device)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise InvalidArgumentError(f"DevicePrefetcher: no device {device!r} ({err})") from None
         self.cuda = device.type == "cuda" and cuda_available()
         # Without CUDA a "cuda" target quietly stays on the host, as pinning does.
         self.device = device if self.cuda or device.type != "cuda" else torch.device("cpu")
