@@ -140,3 +140,19 @@ def test_nbytes_stored_and_update_attributes(arr):
     assert arr.update_attributes({"a": 1}) is arr
     arr.update_attributes({"b": 2})
     assert dict(arr.attrs) == {"a": 1, "b": 2}
+
+
+def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
+    reads = []
+    original = tz.Array.__getitem__
+
+    def record(self, selection):
+        reads.append(selection)
+        return original(self, selection)
+
+    monkeypatch.setattr(tz.Array, "__getitem__", record)
+    rows = list(arr)
+    assert torch.equal(torch.stack(rows), torch.from_numpy(DATA))
+    assert reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]  # not 10 row reads
+    with pytest.raises(TypeError, match="0-d"):
+        list(tz.create_array("memory://", shape=(), dtype="int8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numcodecs
@@ -13,7 +14,7 @@ from torchzarr.core._index_axes import as_int
 from torchzarr.core.create import XARRAY_DIMENSIONS
 from torchzarr.core.indexing import normalize_selection
 from torchzarr.core.selection import make_indexer, to_numpy_selection
-from torchzarr.errors import BoundsError, SelectionError
+from torchzarr.errors import ArgumentTypeError, BoundsError, SelectionError
 
 __all__ = ["ZarrArrayMethods", "block_selection"]
 
@@ -81,6 +82,9 @@ class ZarrArrayMethods:
 
         @property
         def shape(self) -> tuple[int, ...]: ...
+        @property
+        def chunks(self) -> tuple[int, ...]: ...
+        def __getitem__(self, selection: Any) -> torch.Tensor: ...
         @property
         def zarr_format(self) -> int: ...
         @property
@@ -176,6 +180,20 @@ class ZarrArrayMethods:
 
     def _stored_bytes(self, keys: list[str]) -> int:
         return sum(self._store.getsize(k) or 0 for k in keys)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """Rows along axis 0, read one chunk row at a time (not one read per row).
+
+        Example:
+            >>> import torchzarr as tz
+            >>> [r.tolist() for r in tz.create_array("memory://", data=[[1, 2], [3, 4]])]
+            [[1, 2], [3, 4]]
+        """
+        if not self.shape:
+            raise ArgumentTypeError("iteration over a 0-d array")
+        step = self.chunks[0]
+        for start in range(0, self.shape[0], step):
+            yield from self[start : start + step]
 
     # -- named selections -------------------------------------------------------------------
     def _get(self, selection: Any, kind: str, out: torch.Tensor | None) -> torch.Tensor:
