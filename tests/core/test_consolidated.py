@@ -105,18 +105,58 @@ def test_we_read_zarr_python_consolidated_metadata(tmp_path, zarr_format):
     assert root["a/x"][:].tolist() == [1, 2, 3]
 
 
-def test_writers_ignore_consolidated_by_default(tmp_path):
+def test_writers_ignore_consolidated_and_keep_it_current(tmp_path):
     root = _hierarchy(tmp_path, 3)
     tz.consolidate_metadata(tmp_path)
     root["run0/metrics/loss"].resize(8)
-    # a writer sees the truth; a reader of stale consolidated metadata sees what was consolidated
     assert tz.open_group(tmp_path, mode="a")["run0/metrics/loss"].shape == (8,)
-    assert tz.open_group(tmp_path, mode="r")["run0/metrics/loss"].shape == (4,)
+    assert tz.open_group(tmp_path, mode="r")["run0/metrics/loss"].shape == (8,)  # refreshed
+    # a writer that leaves it stale (zarr-python): readers of it see what was consolidated
+    zarr.open_array(str(tmp_path / "run0/metrics/loss"), mode="r+").resize((9,))
+    assert tz.open_group(tmp_path, mode="r")["run0/metrics/loss"].shape == (8,)
     assert tz.open_group(tmp_path, mode="r", use_consolidated=False)["run0/metrics/loss"].shape == (
-        8,
+        9,
     )
     tz.consolidate_metadata(tmp_path)
-    assert tz.open_group(tmp_path, mode="r")["run0/metrics/loss"].shape == (8,)
+    assert tz.open_group(tmp_path, mode="r")["run0/metrics/loss"].shape == (9,)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_every_change_we_make_reaches_the_consolidated_metadata(tmp_path, zarr_format):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=zarr_format)
+    root.create_array("keep", shape=(2,), dtype="int8")
+    root.create_array("old/x", shape=(2,), dtype="int8")
+    root.require_group("sub").create_array("y", shape=(2,), dtype="int8")
+    tz.consolidate_metadata(tmp_path)
+    tz.consolidate_metadata(tmp_path, path="sub")  # a consolidated group inside another
+    stale = tz.open_group(tmp_path, mode="a")  # holds the consolidated part as read now
+
+    new = tz.create_array(
+        tmp_path, path="new/deep/z", shape=(3,), dtype="float32", zarr_format=zarr_format
+    )
+    other = 5 - zarr_format  # a node of the other format is no member: left out of both
+    tz.create_array(tmp_path, path="other", shape=(1,), dtype="int8", zarr_format=other)
+    new.append(torch.ones(2))
+    new.attrs["units"] = "m"
+    root["sub/y"].resize(5)
+    del root["old"]
+    root.create_array("keep", shape=(4,), dtype="int16", overwrite=True)
+    root.create_hierarchy({"h": {}, "h/w": {"shape": (1,), "dtype": "int8"}})
+    stale.attrs["note"] = "set through a copy read before the changes above"
+
+    def check(group, names):
+        assert sorted(n for n, _ in group.members(max_depth=None)) == names
+
+    every = ["h", "h/w", "keep", "new", "new/deep", "new/deep/z", "sub", "sub/y"]
+    for use in (True, False):  # consolidated, and the listing it must agree with
+        got = tz.open_group(tmp_path, mode="r", use_consolidated=use)
+        check(got, every)
+        assert got["new/deep/z"].shape == (5,) and dict(got["new/deep/z"].attrs) == {"units": "m"}
+        assert got["keep"].dtype == torch.int16 and got["sub/y"].shape == (5,)
+        assert dict(got.attrs) == {"note": "set through a copy read before the changes above"}
+        check(tz.open_group(tmp_path, path="sub", mode="r", use_consolidated=use), ["y"])
+    theirs = zarr.open_group(str(tmp_path), mode="r", use_consolidated=True)
+    assert theirs["new/deep/z"].shape == (5,) and "old" not in theirs
 
 
 def test_missing_consolidated_metadata_when_required():

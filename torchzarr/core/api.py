@@ -12,7 +12,12 @@ from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import json_attributes, logical_data_type
 from torchzarr.core.chunking import normalize_shape
-from torchzarr.core.consolidated import load_consolidated, write_consolidated
+from torchzarr.core.consolidated import (
+    Change,
+    load_consolidated,
+    refresh_consolidated,
+    write_consolidated,
+)
 from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
 from torchzarr.errors import (
@@ -73,31 +78,46 @@ def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
     raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
 
 
-def _parent_documents(store: Any, path: str, zarr_format: int) -> dict[str, bytes]:
-    """Metadata of the missing parent groups of ``path`` (an existing array parent is an error)."""
-    docs: dict[str, bytes] = {}
+def _missing_parents(store: Any, path: str, zarr_format: int) -> list[tuple[str, Any]]:
+    """The missing parent groups of ``path`` to create (an existing array parent is an error)."""
     if not path:
-        return docs  # the root has no parents (a root array must not get a group document)
+        return []  # the root has no parents (a root array must not get a group document)
     parts = path.split("/")[:-1]
+    missing = []
     for depth in range(len(parts) + 1):
         parent = "/".join(parts[:depth])
         meta = nodes.read_node(store, parent)
         if meta is None:
-            docs.update(nodes.node_documents(parent, _group_metadata(zarr_format, None)))
+            missing.append((parent, _group_metadata(zarr_format, None)))
         elif hasattr(meta, "shape"):
             raise NodeExistsError(f"cannot create {path!r}: an array exists at {parent or '/'!r}")
-    return docs
+    return missing
 
 
-def _prepare_path(store: Any, path: str, overwrite: bool) -> None:
+def _prepare_path(store: Any, path: str, overwrite: bool) -> list[Change]:
+    """Make room for a new node at ``path``; the node replaced, as a change, if any."""
     existing = nodes.read_node(store, path)
     if existing is None:
-        return
+        return []
     if not overwrite:
         kind = "an array" if hasattr(existing, "shape") else "a group"
         raise NodeExistsError(f"{kind} already exists at {path or '/'!r} in {store!r}")
     store.delete_prefix(path + "/" if path else "")
     store.delete_many(nodes.node_metadata_keys(path))
+    return [(path, None)]
+
+
+def _write_new_node(store: Any, path: str, metadata: Any, overwrite: bool) -> None:
+    """Write a new node's metadata and its missing parents', and update consolidated
+    metadata above it (the node it replaces, with its subtree, leaves it)."""
+    changes = _prepare_path(store, path, overwrite)
+    changes += [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
+    docs: dict[str, bytes] = {}
+    for node_path, node_metadata in changes:
+        if node_metadata is not None:
+            docs.update(nodes.node_documents(node_path, node_metadata))
+    store.set_many(docs)
+    refresh_consolidated(store, changes)
 
 
 def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
@@ -183,11 +203,8 @@ def create_array(
         data = as_storage_array(data, logical_data_type(metadata))
     st = _store(store, "w" if overwrite else "a", storage_options)
     path = nodes.normalize_path(path)
-    _prepare_path(st, path, overwrite)
-    docs = _parent_documents(st, path, metadata.zarr_format)
-    docs.update(nodes.node_documents(path, metadata))
+    _write_new_node(st, path, metadata, overwrite)
     array = Array(st, path, metadata)
-    st.set_many(docs)
     if data is not None:
         array[...] = data
     return array
@@ -211,11 +228,8 @@ def create_group(
     """
     st = _store(store, "w" if overwrite else "a", storage_options)
     path = nodes.normalize_path(path)
-    _prepare_path(st, path, overwrite)
     metadata = _group_metadata(zarr_format, attributes)
-    docs = _parent_documents(st, path, zarr_format)
-    docs.update(nodes.node_documents(path, metadata))
-    st.set_many(docs)
+    _write_new_node(st, path, metadata, overwrite)
     return Group(st, path, metadata)
 
 
@@ -332,8 +346,10 @@ def consolidate_metadata(
     """Gather the metadata of every node below a group into that group, as zarr-python does.
 
     v3 writes it inline in the group's ``zarr.json`` (``consolidated_metadata``); v2 writes
-    ``.zmetadata``. Opening read-only then needs one request for the whole hierarchy. Run
-    it again after changing the hierarchy. Returns the group, opened from the result.
+    ``.zmetadata``. Opening read-only then needs one request for the whole hierarchy.
+    torchzarr's own changes below the group afterwards (new, deleted, resized nodes,
+    attributes) update it as they are made; run it again after other tools changed the
+    hierarchy. Returns the group, opened from the result.
 
     Example:
         >>> root = open_group("memory://demo-consolidate", mode="w")

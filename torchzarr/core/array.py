@@ -15,6 +15,7 @@ from torchzarr.core import engine
 from torchzarr.core.attributes import Attributes, logical_data_type, user_attributes
 from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
+from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.node_base import NodeBase
@@ -344,6 +345,7 @@ class Array(NodeBase, ZarrArrayMethods):
     # -- metadata changes -------------------------------------------------------------------
     def _commit_metadata(self, metadata: Any) -> None:
         write_node(self._store, self._path, metadata)
+        refresh_consolidated(self._store, [(self._path, metadata)])
         self._metadata = metadata
         self.__dict__.pop("_source_of", None)
 

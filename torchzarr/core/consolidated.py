@@ -19,7 +19,16 @@ from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3, parse_v3_node
 
-__all__ = ["consolidated_children", "load_consolidated", "write_consolidated"]
+__all__ = [
+    "consolidated_children",
+    "load_consolidated",
+    "refresh_consolidated",
+    "stored_consolidated",
+    "write_consolidated",
+]
+
+#: what :func:`refresh_consolidated` applies: a node's new metadata, or None (deleted)
+Change = tuple[str, Any]
 
 
 def _v3_document(metadata: Any) -> dict[str, Any]:
@@ -108,3 +117,102 @@ def consolidated_children(members: Mapping[str, Any], name: str | None = None) -
         return dict(members)
     prefix = name + "/"
     return {rel[len(prefix) :]: meta for rel, meta in members.items() if rel.startswith(prefix)}
+
+
+def _ancestors(path: str) -> list[str]:
+    """``path`` and every group above it, root first."""
+    parts = path.split("/") if path else []
+    return ["/".join(parts[:depth]) for depth in range(len(parts) + 1)]
+
+
+def _relative(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` ("" for the root itself), or None when not below it."""
+    if not root:
+        return path
+    if path == root:
+        return ""
+    return path[len(root) + 1 :] if path.startswith(root + "/") else None
+
+
+def _apply_v3(entries: dict[str, Any], rel: str, metadata: Any) -> None:
+    if metadata is not None and metadata.zarr_format != 3:
+        return  # a v2 node is no member of a v3 hierarchy
+    if metadata is None:
+        for key in [k for k in entries if k == rel or k.startswith(rel + "/")]:
+            del entries[key]
+    elif rel:  # the root's own document is not among its entries
+        entries[rel] = _v3_document(metadata)
+
+
+def _apply_v2(entries: dict[str, Any], rel: str, metadata: Any) -> None:
+    if metadata is not None and metadata.zarr_format != 2:
+        return  # a v3 node is no member of a v2 hierarchy
+    prefix = f"{rel}/" if rel else ""
+    if metadata is None:
+        for key in [k for k in entries if k.startswith(prefix)]:
+            del entries[key]
+        return
+    for name in (".zarray", ".zgroup"):
+        entries.pop(prefix + name, None)
+    name = ".zgroup" if isinstance(metadata, GroupMetadataV2) else ".zarray"
+    entries[prefix + name] = metadata.to_json()
+    if rel or metadata.attributes:
+        entries[prefix + ".zattrs"] = metadata.attributes
+    else:
+        entries.pop(".zattrs", None)
+
+
+def refresh_consolidated(store: Any, changes: list[Change]) -> None:
+    """Keep the consolidated metadata of the groups above changed nodes current.
+
+    ``changes`` are ``(path, metadata)`` in order, metadata None for a deleted node (its
+    subtree goes too). Every group at or above a changed path that holds consolidated
+    metadata (v3 inline, v2 ``.zmetadata``) gets its entries updated in place, so that
+    readers opening it consolidated see the change (zarr-python leaves them stale until
+    the next ``consolidate_metadata``). One batched read; a write only where something
+    was consolidated.
+    """
+    roots = sorted({a for path, _ in changes for a in _ancestors(path)}, key=len)
+    keys = {}
+    for root in roots:
+        keys[root] = (
+            nodes.join_path(root, nodes.ZARR_JSON) if root else nodes.ZARR_JSON,
+            f"{root}/{V2_CONSOLIDATED_KEY}" if root else V2_CONSOLIDATED_KEY,
+        )
+    found = store.get_many([k for pair in keys.values() for k in pair])
+    updates: dict[str, bytes] = {}
+    for root, (v3_key, v2_key) in keys.items():
+        below = [(rel, m) for path, m in changes if (rel := _relative(root, path)) is not None]
+        if found.get(v3_key) is not None:
+            doc = json_loads(found[v3_key], key=v3_key)
+            inline = doc.get("consolidated_metadata")
+            if doc.get("node_type") != "group" or not isinstance(inline, dict):
+                continue
+            entries = inline.get("metadata")
+            if not isinstance(entries, dict):
+                continue
+            for rel, metadata in below:
+                _apply_v3(entries, rel, metadata)
+            inline["metadata"] = dict(sorted(entries.items()))
+            updates[v3_key] = json_dumps(doc, key=v3_key, keep_nonfinite=True)
+        elif found.get(v2_key) is not None:
+            doc = json_loads(found[v2_key], key=v2_key)
+            entries = doc.get("metadata")
+            if not isinstance(entries, dict):
+                continue
+            for rel, metadata in below:
+                _apply_v2(entries, rel, metadata)
+            updates[v2_key] = json_dumps(build_v2_consolidated(entries), keep_nonfinite=True)
+    if updates:
+        store.set_many(updates)
+
+
+def stored_consolidated(store: Any, path: str, metadata: Any) -> Any:
+    """``metadata`` of a v3 group with the consolidated metadata now stored at ``path``
+    (another writer may have refreshed it since this copy was read); others as they are."""
+    if not isinstance(metadata, GroupMetadataV3) or metadata.consolidated_metadata is None:
+        return metadata
+    key = nodes.join_path(path, nodes.ZARR_JSON) if path else nodes.ZARR_JSON
+    data = store.get(key)
+    current = None if data is None else json_loads(data, key=key).get("consolidated_metadata")
+    return dataclasses.replace(metadata, consolidated_metadata=current)

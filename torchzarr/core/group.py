@@ -8,7 +8,11 @@ from typing import Any
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
-from torchzarr.core.consolidated import consolidated_children
+from torchzarr.core.consolidated import (
+    consolidated_children,
+    refresh_consolidated,
+    stored_consolidated,
+)
 from torchzarr.core.node_base import NodeBase
 from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
 
@@ -71,8 +75,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
 
     def _set_attributes(self, attributes: dict[str, Any]) -> None:
         self._check_writable()
-        self._metadata = self._metadata.evolve(attributes=attributes)
+        metadata = self._metadata.evolve(attributes=attributes)
+        # this copy's consolidated part may be older than the store's: keep the store's
+        self._metadata = stored_consolidated(self._store, self._path, metadata)
         nodes.write_node(self._store, self._path, self._metadata)
+        refresh_consolidated(self._store, [(self._path, self._metadata)])
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -280,6 +287,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         if nodes.read_node(self._store, path, self.zarr_format) is None:
             raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
         self._store.delete_prefix(path + "/")
+        refresh_consolidated(self._store, [(path, None)])
 
     def create_hierarchy(self, specs: Mapping[str, Any]) -> dict[str, Array | Group]:
         """Create many nodes, writing all their metadata in one batch.
@@ -296,6 +304,9 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         self._check_writable()
         docs, metas = hierarchy_documents(self._store, self._path, specs, self.zarr_format)
         self._store.set_many(docs)
+        refresh_consolidated(
+            self._store, [(nodes.join_path(self._path, rel), m) for rel, m in metas.items()]
+        )
         return {
             rel: node_from_metadata(self._store, nodes.join_path(self._path, rel), meta, False)
             for rel, meta in metas.items()
