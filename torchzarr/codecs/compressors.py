@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any, ClassVar
 
 import crc32c as _crc32c
@@ -215,6 +216,14 @@ class GzipCodec(_NumcodecsCompressor):
     def __init__(self, level: int = 5) -> None:
         self.level = _int({"level": level}, "level", 5, "gzip", 0, 9)
         self._impl = numcodecs.GZip(level=self.level)
+
+    def encode(self, data: bytes) -> bytes:
+        """Compress ``data``: a gzip member with mtime 0, so equal chunks encode equally
+        (numcodecs stamps the current time, and two saves of the same data differ)."""
+        try:
+            return gzip.compress(memoryview(data).cast("B"), compresslevel=self.level, mtime=0)
+        except Exception as err:
+            raise CodecError(f"gzip codec: cannot encode: {err}") from err
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> GzipCodec:
