@@ -159,3 +159,22 @@ def test_gzip_encodes_the_same_bytes_at_any_time(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # another second entirely
     assert GzipCodec(4).encode(data) == first  # mtime 0: equal chunks, equal bytes
     assert numcodecs.GZip().decode(first) == data  # still plain gzip for everyone else
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_v2_gzip_is_deterministic_and_numcodecs_decodes_it(monkeypatch, order):
+    import time
+
+    from torchzarr.codecs.v2_pipeline import V2Pipeline
+
+    dt = np.dtype("int32")
+    spec = ChunkSpec((4, 5), dt, dt.type(0))
+    pipe = V2Pipeline(
+        spec, compressor={"id": "gzip", "level": 2}, filters=None, order=order, byteorder="<"
+    )
+    data = np.arange(20, dtype=dt).reshape(4, 5)
+    first = pipe.encode(data)
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)
+    assert pipe.encode(data) == first
+    stored = np.frombuffer(numcodecs.GZip().decode(first), dtype=dt)
+    np.testing.assert_array_equal(stored, data.ravel(order=order))  # v2's memory order

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 from typing import Any, ClassVar
 
 import crc32c as _crc32c
 import numcodecs
 import numpy as np
+from numcodecs.compat import ensure_contiguous_ndarray
 
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import BytesBytesCodec, ChunkSpec
@@ -20,6 +22,7 @@ __all__ = [
     "ZstdCodec",
     "decode_into",
     "decoded_size",
+    "gzip_compress",
     "is_empty_frame",
 ]
 
@@ -203,6 +206,22 @@ class _NumcodecsCompressor(BytesBytesCodec):
         decode_into(self._impl, self.codec_name, data, out)
 
 
+def gzip_compress(data: Any, level: int) -> bytes:
+    """One gzip member of ``data`` (any contiguous buffer, in memory order) with mtime 0,
+    so equal chunks encode to equal bytes: numcodecs' ``GZip`` stamps the current time.
+
+    Example:
+        >>> gzip_compress(b"abc", 5) == gzip_compress(b"abc", 5)
+        True
+    """
+    view = ensure_contiguous_ndarray(data).view(np.uint8)
+    out = io.BytesIO()
+    # GzipFile, as numcodecs uses it: the same header (OS byte included) but for the time
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0) as writer:
+        writer.write(memoryview(view))
+    return out.getvalue()
+
+
 class GzipCodec(_NumcodecsCompressor):
     """``gzip`` (RFC 1952) at ``level`` 0-9.
 
@@ -218,10 +237,9 @@ class GzipCodec(_NumcodecsCompressor):
         self._impl = numcodecs.GZip(level=self.level)
 
     def encode(self, data: bytes) -> bytes:
-        """Compress ``data``: a gzip member with mtime 0, so equal chunks encode equally
-        (numcodecs stamps the current time, and two saves of the same data differ)."""
+        """Compress ``data``: see :func:`gzip_compress`."""
         try:
-            return gzip.compress(memoryview(data).cast("B"), compresslevel=self.level, mtime=0)
+            return gzip_compress(data, self.level)
         except Exception as err:
             raise CodecError(f"gzip codec: cannot encode: {err}") from err
 
