@@ -266,3 +266,27 @@ def test_len_is_what_the_loader_delivers_for_any_number_of_workers(memory_array,
     assert samples.num_items() == 103 == len(list(samples))
     with pytest.raises(TypeError, match="without batch_size has no len"):
         len(DataLoader(samples, batch_size=8, num_workers=2))  # 2 workers x ceil(n_w / 8)
+
+
+def test_ranks_are_read_when_used_so_loaders_built_before_init_still_split(
+    memory_array, monkeypatch
+):
+    import pickle
+
+    import torch.distributed as dist
+
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=1)  # before the group exists
+    sampler = tz.ChunkBlockSampler(tz.ZarrDataset(memory_array), batch_size=8)
+    assert (ds.rank, ds.world_size, len(ds), len(sampler)) == (0, 1, 13, 13)
+    # torch.distributed comes up afterwards (as Lightning's fit does): rank 1 of 2
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert (ds.rank, ds.world_size, len(ds), len(sampler)) == (1, 2, 7, 7)
+    shipped = pickle.dumps(ds)  # what a spawned DataLoader worker receives
+    ours = Counter(i for batch in ds for i in ids_of(batch))
+    assert sum(ours.values()) == 52 and len(ours) == 52
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)  # a worker cannot ask
+    copy = pickle.loads(shipped)
+    assert (copy.rank, copy.world_size) == (1, 2)
+    assert Counter(i for batch in copy for i in ids_of(batch)) == ours

@@ -24,8 +24,9 @@ from torchzarr.data.partition import (
 from torchzarr.data.pinned import PinnedRing
 from torchzarr.data.sources import (
     Item,
+    OnRanks,
+    Placement,
     Source,
-    distributed_rank,
     share_cores_in_worker,
     take_rows,
 )
@@ -39,7 +40,7 @@ Buffers = dict[str, torch.Tensor]
 Ring = PinnedRing | WorkerRing
 
 
-class ZarrIterableDataset(IterableDataset[Any]):
+class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
     """Stream samples or whole batches over axis 0, shuffled chunk-aware, resumable.
 
     Each epoch has one canonical order, a pure function of ``(seed, epoch)``: the chunks
@@ -114,7 +115,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         if worker_buffers and worker_buffers < 3:
             raise InvalidArgumentError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
         self.worker_buffers = worker_buffers
-        self.rank, self.world_size = distributed_rank(rank, world_size)
+        self._placement = Placement(rank, world_size)
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
         # The epoch in shared memory: persistent DataLoader workers follow set_epoch too.
@@ -196,7 +197,7 @@ class ZarrIterableDataset(IterableDataset[Any]):
         self.cursor.pending = None
         order = self.cursor.order()
         count = layout.worker_batches(total(remaining), worker)[1] - first
-        slot = self.rank * layout.workers + worker
+        slot = self.rank * layout.workers + worker  # (layout read the same placement)
         intervals = slot_pieces(remaining, layout, slot, first)
         live = {
             "remaining": remaining,

@@ -16,12 +16,12 @@ from torchzarr.data.partition import (
     total,
     whole_number,
 )
-from torchzarr.data.sources import Source, distributed_rank
+from torchzarr.data.sources import OnRanks, Placement, Source
 
 __all__ = ["ChunkBlockSampler"]
 
 
-class ChunkBlockSampler(Sampler[list[int]]):
+class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
     """A batch sampler whose batches each come from a block of ``block_chunks`` chunks.
 
     Each epoch permutes the chunks along axis 0, cuts the permutation into blocks of
@@ -61,13 +61,17 @@ class ChunkBlockSampler(Sampler[list[int]]):
     ) -> None:
         source = getattr(dataset, "source", dataset)
         source = source if isinstance(source, Source) else Source(source)
-        self.rank, self.world_size = distributed_rank(rank, world_size)
-        self.layout = Layout(
-            self.world_size, 1, whole_number("batch_size", batch_size, 1), bool(drop_last)
-        )
+        self._placement = Placement(rank, world_size)
+        self.batch_size = whole_number("batch_size", batch_size, 1)
+        self.drop_last = bool(drop_last)
         self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
         self._live: tuple[Intervals, int] | None = None
         self._steps = 0
+
+    @property
+    def layout(self) -> Layout:
+        """How an epoch is split over the ranks."""
+        return Layout(self.world_size, 1, self.batch_size, self.drop_last)
 
     @property
     def epoch(self) -> int:

@@ -18,7 +18,7 @@ from torchzarr.core.group import Group
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
 from torchzarr.tensors import select_rows
 
-__all__ = ["Source", "distributed_rank", "take_rows"]
+__all__ = ["OnRanks", "Placement", "Source", "distributed_rank", "take_rows"]
 
 Item = torch.Tensor | dict[str, torch.Tensor]
 
@@ -49,7 +49,7 @@ def share_cores_in_worker() -> None:
 def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """``(rank, world_size)``: the arguments when given, else torch.distributed's, else (0, 1).
 
-    Call it at construction, in the main process: DataLoader workers cannot ask.
+    Call it in the main process (DataLoader workers cannot ask); :class:`Placement` does.
 
     Example:
         >>> distributed_rank(None, None)
@@ -68,6 +68,49 @@ def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int
             f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
         )
     return int(rank), int(world_size)
+
+
+class Placement:
+    """This process's ``(rank, world_size)``: as given, or torch.distributed's when used.
+
+    Read when used rather than at construction: a dataset or sampler built before
+    torch.distributed is initialised (a script that Lightning's DDP re-runs on every rank
+    builds its loaders before ``fit`` initialises the group) must still split over the
+    ranks. A copy pickled for a DataLoader worker carries the values the main process
+    read, as workers cannot ask.
+
+    Example:
+        >>> Placement(1, 4).get()
+        (1, 4)
+    """
+
+    def __init__(self, rank: int | None, world_size: int | None) -> None:
+        distributed_rank(rank, world_size)  # what is given is checked now
+        self.given = (rank, world_size)
+        self.pinned: tuple[int, int] | None = None
+
+    def get(self) -> tuple[int, int]:
+        """``(rank, world_size)`` now."""
+        return self.pinned or distributed_rank(*self.given)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"given": self.given, "pinned": self.get()}
+
+
+class OnRanks:
+    """``rank`` and ``world_size`` properties over a :class:`Placement` in ``_placement``."""
+
+    _placement: Placement
+
+    @property
+    def rank(self) -> int:
+        """This rank (torch.distributed's when not given, read when used)."""
+        return self._placement.get()[0]
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks (torch.distributed's when not given, read when used)."""
+        return self._placement.get()[1]
 
 
 def _as_bytes(t: torch.Tensor) -> np.ndarray:
