@@ -118,3 +118,11 @@ def test_write_data_false_and_refusing_to_copy_onto_itself(tmp_path):
     with pytest.raises(InvalidArgumentError, match="onto itself"):
         tz.from_array(tmp_path, data=src, overwrite=True)
     assert torch.equal(tz.open_array(tmp_path)[:], DATA)  # untouched
+
+
+def test_zarr_python_v3_dimension_names_are_kept():
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(4, 2), dtype="f4", dimension_names=["t", None]
+    )
+    assert tz.from_array("memory://", data=z).dimension_names == ("t", None)

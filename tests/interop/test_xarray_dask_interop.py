@@ -82,3 +82,13 @@ def test_xarray_opens_a_feature_store(tmp_path, zarr_format):
     assert ds["emb"].dims == ("ids", "emb_1")
     assert ds["ids"].values.tolist() == [5, 9] and ds["ids"].dtype == np.int64
     np.testing.assert_array_equal(ds["emb"].values, np.ones((2, 3), np.float32))
+
+
+def test_from_array_takes_dask_and_xarray_arrays_with_their_axis_names():
+    lazy = da.arange(100, chunks=30).reshape(10, 10)
+    arr = tz.from_array("memory://", data=lazy)
+    assert arr.dimension_names is None and int(arr[:].sum()) == int(lazy.sum().compute())
+    labelled = xr.DataArray(np.arange(20.0).reshape(4, 5), dims=("time", "x"))
+    arr = tz.from_array("memory://", data=labelled, chunks=(2, 5))
+    assert arr.dimension_names == ("time", "x") and arr.chunks == (2, 5)
+    np.testing.assert_array_equal(arr[:].numpy(), labelled.values)

@@ -70,9 +70,24 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
         "filters": None,
         "compressors": AUTO,
         "fill_value": None,
-        "dimension_names": None,
+        "dimension_names": _axis_names(data),
         "attributes": None,
     }
+
+
+def _axis_names(data: Any) -> tuple[str | None, ...] | None:
+    """An xarray DataArray's ``dims`` or a zarr-python array's dimension names, if any."""
+    names = getattr(data, "dims", None)
+    if names is None:
+        names = getattr(getattr(data, "metadata", None), "dimension_names", None)
+    if names is None or isinstance(names, str):
+        return None
+    try:
+        names = tuple(names)
+    except TypeError:
+        return None
+    ok = len(names) == len(data.shape) and all(n is None or isinstance(n, str) for n in names)
+    return names if ok else None
 
 
 def _slab_rows(dest: Array, source: Any) -> int:
@@ -110,8 +125,9 @@ def from_array(
 
     ``data`` is a :class:`torchzarr.Array` (then each ``"keep"`` takes its setting: chunks,
     shards, codecs, fill value, dimension names, attributes), or any array with ``shape``,
-    ``dtype`` and slicing: a tensor, a numpy array, a zarr-python or h5py array (whose
-    ``chunks`` are kept; other settings take ``create_array``'s defaults). Pass new
+    ``dtype`` and slicing: a tensor, a numpy array, a zarr-python, h5py, dask or xarray
+    array (whose ``chunks`` of ints and axis names are kept; other settings take
+    ``create_array``'s defaults). Pass new
     ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
 
     The values are copied in slabs along axis 0 of whole destination blocks, at most
