@@ -215,3 +215,19 @@ def test_group_setitem_nmembers_and_update_attributes(any_store):
     assert root.update_attributes({"a": 1}) is root and dict(root.attrs) == {"a": 1}
     with pytest.raises(ReadOnlyError):
         tz.open_group(any_store, mode="r")["z"] = [1]
+
+
+@pytest.mark.parametrize("use_consolidated", [None, False])
+def test_asking_for_the_other_format_finds_nothing_and_says_what_is_there(
+    tmp_path, use_consolidated
+):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=3)
+    root.create_array("x", shape=(2,), dtype="int8")
+    tz.consolidate_metadata(tmp_path)
+    with pytest.raises(GroupNotFoundError, match="a group of Zarr v3 is there, and zarr_format=2"):
+        tz.open_group(tmp_path, mode="r", zarr_format=2, use_consolidated=use_consolidated)
+    with pytest.raises(ArrayNotFoundError, match="an array of Zarr v3 is there"):
+        tz.open_array(tmp_path, path="x", mode="r", zarr_format=2)
+    with pytest.raises(ArrayNotFoundError, match=r"pass shape= and dtype=, or data=, to create"):
+        tz.open_array(tmp_path, path="y")  # mode "a" could create it, given a shape
+    assert tz.open_array(tmp_path, path="y", data=[1, 2])[:].tolist() == [1, 2]

@@ -46,6 +46,19 @@ __all__ = [
 MODES = ("r", "r+", "a", "w", "w-")
 
 
+def _other_format(store: Any, path: str, zarr_format: int | None) -> str:
+    """When ``zarr_format`` hid a node of the other format at ``path``, a note saying so."""
+    if zarr_format is None:
+        return ""
+    other = nodes.read_node(store, path, 5 - zarr_format) if zarr_format in (2, 3) else None
+    if other is None:
+        return ""
+    kind = "an array" if hasattr(other, "shape") else "a group"
+    return (
+        f": {kind} of Zarr v{other.zarr_format} is there, and zarr_format={zarr_format} was asked"
+    )
+
+
 def _read_existing(
     store: Any, path: str, zarr_format: int | None, mode: str, use_consolidated: bool | None
 ) -> tuple[Any, dict[str, Any] | None]:
@@ -291,8 +304,13 @@ def open_array(
             if not isinstance(node, Array):
                 raise ArrayNotFoundError(f"{path or '/'!r} in {st!r} is a group, not an array")
             return node
-        if mode in ("r", "r+") or "shape" not in create_kwargs:
-            raise ArrayNotFoundError(f"no array at {path or '/'!r} in {st!r}")
+        if mode in ("r", "r+") or ("shape" not in create_kwargs and "data" not in create_kwargs):
+            hint = (
+                "" if mode in ("r", "r+") else " (pass shape= and dtype=, or data=, to create it)"
+            )
+            raise ArrayNotFoundError(
+                f"no array at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}{hint}"
+            )
     if zarr_format is not None:
         create_kwargs["zarr_format"] = zarr_format
     return create_array(st, path=path, overwrite=mode == "w", **create_kwargs)
@@ -326,7 +344,9 @@ def open_group(
                 raise GroupNotFoundError(f"{path or '/'!r} in {st!r} is an array, not a group")
             return node
         if mode in ("r", "r+"):
-            raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r}")
+            raise GroupNotFoundError(
+                f"no group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
+            )
     return create_group(
         st,
         path=path,

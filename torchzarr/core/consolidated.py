@@ -70,7 +70,7 @@ def load_consolidated(
     Returns ``(metadata or None, {relative path: metadata} or None)``.
     """
     v2_key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
-    keys = nodes.node_metadata_keys(path)
+    keys = nodes.node_keys(path, zarr_format)  # only the format asked for, as read_node
     if zarr_format != 3:
         keys.append(v2_key)
     docs = store.get_many(keys)

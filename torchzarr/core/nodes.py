@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedArray",
     "join_path",
     "node_documents",
+    "node_keys",
     "node_metadata_keys",
     "normalize_path",
     "parse_member",
@@ -113,7 +114,13 @@ def tolerant(
         return UnsupportedArray(path, zarr_format, dict(document), dict(attributes or {}), str(err))
 
 
-def _node_keys(path: str, zarr_format: int | None) -> list[str]:
+def node_keys(path: str, zarr_format: int | None) -> list[str]:
+    """The metadata keys of a node at ``path`` in one format (None: both).
+
+    Example:
+        >>> node_keys("a", 3)
+        ['a/zarr.json']
+    """
     keys: list[str] = []
     if zarr_format in (None, 3):
         keys.append(_key(path, ZARR_JSON))
@@ -131,13 +138,13 @@ def read_node(
 
     Returns None when no node is there.
     """
-    return parse_node(path, store.get_many(_node_keys(path, zarr_format)), store)
+    return parse_node(path, store.get_many(node_keys(path, zarr_format)), store)
 
 
 def read_member(store: Store, path: str, zarr_format: int | None = None) -> Any:
     """:func:`read_node`, with an :class:`UnsupportedArray` for an array of a dtype
     torchzarr cannot hold instead of an error."""
-    return parse_member(path, store.get_many(_node_keys(path, zarr_format)))
+    return parse_member(path, store.get_many(node_keys(path, zarr_format)))
 
 
 def parse_member(path: str, docs: Mapping[str, Any]) -> Any:
