@@ -34,18 +34,7 @@ def _info(args: argparse.Namespace) -> None:
     if isinstance(node, Array):
         print(node.info)
         return
-    members = node.members()  # one listing for arrays and groups
-    arrays = sorted(name for name, child in members if isinstance(child, Array))
-    groups = len(members) - len(arrays)
-    unreadable = sorted(set(node) - {name for name, _ in members})
-    print(f"Name               : {node.name}")
-    print(f"Type               : group (Zarr v{node.zarr_format})")
-    print(f"Store              : {node.store!r}")
-    print(f"Arrays             : {len(arrays)} ({', '.join(arrays) or 'none'})")
-    print(f"Groups             : {groups}")
-    if unreadable:
-        print(f"Unsupported dtypes : {', '.join(unreadable)}")
-    print(f"Attributes         : {', '.join(sorted(node.attrs)) or 'none'}")
+    print(node.info)
 
 
 def _tree(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ from torchzarr.core.consolidated import (
     refresh_consolidated,
     stored_consolidated,
 )
+from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
 from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
 
@@ -276,6 +277,27 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> root["labels"] = torch.tensor([0, 1, 1])  # doctest: +SKIP
         """
         self.create_array(key, data=value, overwrite=True)
+
+    @property
+    def info(self) -> GroupInfo:
+        """A summary: format, store, direct member arrays and groups, attributes."""
+        members = self.members()  # one listing for arrays and groups
+        arrays = tuple(name for name, child in members if isinstance(child, Array))
+        groups = tuple(name for name, child in members if isinstance(child, Group))
+        consolidated = self._consolidated is not None or bool(
+            getattr(self._metadata, "consolidated_metadata", None)
+        )
+        return GroupInfo(
+            name=self.name,
+            zarr_format=self.zarr_format,
+            store=repr(self._store),
+            read_only=self._read_only,
+            arrays=arrays,
+            groups=groups,
+            unsupported=tuple(sorted(set(self) - {name for name, _ in members})),
+            attributes=tuple(sorted(self.attrs)),
+            consolidated=consolidated,
+        )
 
     def nmembers(self, max_depth: int | None = 0) -> int:
         """How many members :meth:`members` lists with the same ``max_depth``."""

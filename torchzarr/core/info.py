@@ -1,11 +1,11 @@
-"""``Array.info``: a printable summary of an array's layout and storage."""
+"""``Array.info`` and ``Group.info``: printable summaries of a node's layout and storage."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ArrayInfo"]
+__all__ = ["ArrayInfo", "GroupInfo"]
 
 
 def _human(n: int) -> str:
@@ -66,5 +66,47 @@ class ArrayInfo:
             ("Storage ratio", f"{self.ratio:.1f}"),
             ("Chunks initialized", f"{self.nchunks_initialized}/{self.nchunks}"),
         ]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
+        return _table(rows)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Facts about a group and its direct members; ``str(info)`` is a human table.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> g = tz.open_group("memory://", mode="w")
+        >>> _ = g.create_array("x", shape=(2,), dtype="int8")
+        >>> g.info.arrays, g.info.groups
+        (('x',), ())
+    """
+
+    name: str
+    zarr_format: int
+    store: str
+    read_only: bool
+    arrays: tuple[str, ...]
+    groups: tuple[str, ...]
+    unsupported: tuple[str, ...]
+    attributes: tuple[str, ...]
+    consolidated: bool
+
+    def __str__(self) -> str:
+        rows = [
+            ("Name", self.name),
+            ("Type", f"group (Zarr v{self.zarr_format})"),
+            ("Store", self.store),
+            ("Read-only", str(self.read_only)),
+            ("Arrays", f"{len(self.arrays)} ({', '.join(self.arrays) or 'none'})"),
+            ("Groups", f"{len(self.groups)} ({', '.join(self.groups) or 'none'})"),
+        ]
+        if self.unsupported:
+            rows.append(("Unsupported dtypes", ", ".join(self.unsupported)))
+        rows.append(("Attributes", ", ".join(self.attributes) or "none"))
+        rows.append(("Consolidated", "yes" if self.consolidated else "no"))
+        return _table(rows)
