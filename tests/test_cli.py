@@ -48,8 +48,10 @@ def test_info_and_tree_describe_groups_and_arrays(tmp_path, capsys):
     assert status == 0 and re.search(r"Arrays +: 1 \(c\)", out)
     assert re.search(r"Groups +: 1 \(a\)", out) and re.search(r"Attributes +: project", out)
     assert re.search(r"Consolidated +: no", out)
-    tz.consolidate_metadata(tmp_path)
+    status, out, _ = _run(capsys, "consolidate", tmp_path)
+    assert status == 0 and "3 nodes" in out
     assert re.search(r"Consolidated +: yes", _run(capsys, "info", tmp_path)[1])
+    assert _run(capsys, "consolidate", tmp_path, "--path", "c")[0] == 1  # an array
     status, out, _ = _run(capsys, "info", tmp_path, "--path", "a/b")
     assert "Shape              : (4, 2)" in out and "torch.float32" in out
     status, out, _ = _run(capsys, "tree", tmp_path)

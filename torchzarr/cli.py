@@ -1,4 +1,4 @@
-"""The ``torchzarr`` command: ``info``, ``tree``, ``copy``, ``rechunk``, ``bench``, ``demo``.
+"""The ``torchzarr`` command: info, tree, copy, rechunk, consolidate, bench and demo.
 
 Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
 for a node inside it; errors print one line and exit with status 1.
@@ -35,6 +35,12 @@ def _info(args: argparse.Namespace) -> None:
         print(node.info)
         return
     print(node.info)
+
+
+def _consolidate(args: argparse.Namespace) -> None:
+    group = consolidate_metadata(args.store, path=args.path)
+    count = len(group.members(max_depth=None))
+    print(f"consolidated the metadata of {count} nodes into {group.name} of {args.store}")
 
 
 def _tree(args: argparse.Namespace) -> None:
@@ -174,7 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     info = command("info", _info, "describe an array or a group")
     tree = command("tree", _tree, "print the hierarchy below a group")
     bench = command("bench", _bench, "time full reads of an array (GB/s)")
-    for sub in (info, tree, bench):
+    consolidate = command(
+        "consolidate", _consolidate, "gather a group's metadata into it (one read to open)"
+    )
+    for sub in (info, tree, bench, consolidate):
         sub.add_argument("store", help="path or URL of the store")
         sub.add_argument("--path", default="", help="node inside the store")
     tree.add_argument("--level", type=int, default=None, help="depth to show")
