@@ -130,6 +130,7 @@ class DevicePrefetcher:
             return
         stream = torch.cuda.Stream(device=self.device)
         it = iter(self.loader)
+        self._copied: Any = None
         ahead = self._send(it, stream)
         while ahead is not None:
             batch = ahead
@@ -140,9 +141,18 @@ class DevicePrefetcher:
             yield batch[0]
 
     def _send(self, it: Iterator[Any], stream: Any) -> tuple[Any] | None:
+        # The host batch of the previous copy may sit in a reused buffer (a pinned ring):
+        # the loader must not refill it while the copy could still be reading it. The copy
+        # had a whole step to finish, so this wait is almost always free; it bounds how far
+        # the host runs ahead of the copies, not of the compute.
+        if self._copied is not None:
+            self._copied.synchronize()
         try:
             batch = next(it)
         except StopIteration:
             return None
         with torch.cuda.stream(stream):
-            return (to_device(batch, self.device, non_blocking=True),)
+            moved = to_device(batch, self.device, non_blocking=True)
+            self._copied = torch.cuda.Event()
+            self._copied.record(stream)
+        return (moved,)
