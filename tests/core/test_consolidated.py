@@ -167,3 +167,17 @@ def test_missing_consolidated_metadata_when_required():
     assert isinstance(tz.open_group(store, mode="r"), tz.Group)
     with pytest.raises(GroupNotFoundError):
         tz.consolidate_metadata(tz.MemoryStore())
+
+
+def test_refresh_reads_only_groups_that_existed_before():
+    from torchzarr.core.consolidated import refresh_consolidated
+    from torchzarr.metadata.v3 import GroupMetadataV3
+
+    store = tz.MemoryStore()
+    tz.open_group(store, mode="w")
+    asked = []
+    original = store.get_many
+    store.get_many = lambda keys: asked.extend(keys) or original(keys)  # type: ignore[method-assign]
+    new = ["a", "a/b", "a/b/c"]
+    refresh_consolidated(store, [(p, GroupMetadataV3()) for p in new], frozenset(new))
+    assert sorted(asked) == [".zmetadata", "zarr.json"]  # the root only: the rest is new

@@ -124,13 +124,12 @@ def _write_new_node(store: Any, path: str, metadata: Any, overwrite: bool) -> No
     """Write a new node's metadata and its missing parents', and update consolidated
     metadata above it (the node it replaces, with its subtree, leaves it)."""
     changes = _prepare_path(store, path, overwrite)
-    changes += [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
+    written = [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
     docs: dict[str, bytes] = {}
-    for node_path, node_metadata in changes:
-        if node_metadata is not None:
-            docs.update(nodes.node_documents(node_path, node_metadata))
+    for node_path, node_metadata in written:
+        docs.update(nodes.node_documents(node_path, node_metadata))
     store.set_many(docs)
-    refresh_consolidated(store, changes)
+    refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
 
 def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:

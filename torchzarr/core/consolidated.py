@@ -162,17 +162,21 @@ def _apply_v2(entries: dict[str, Any], rel: str, metadata: Any) -> None:
         entries.pop(".zattrs", None)
 
 
-def refresh_consolidated(store: Any, changes: list[Change]) -> None:
+def refresh_consolidated(
+    store: Any, changes: list[Change], created: frozenset[str] = frozenset()
+) -> None:
     """Keep the consolidated metadata of the groups above changed nodes current.
 
     ``changes`` are ``(path, metadata)`` in order, metadata None for a deleted node (its
     subtree goes too). Every group at or above a changed path that holds consolidated
     metadata (v3 inline, v2 ``.zmetadata``) gets its entries updated in place, so that
     readers opening it consolidated see the change (zarr-python leaves them stale until
-    the next ``consolidate_metadata``). One batched read; a write only where something
-    was consolidated.
+    the next ``consolidate_metadata``). One batched read of the groups above (``created``
+    paths, written fresh by the same call, hold nothing consolidated and are not read); a
+    write only where something was consolidated.
     """
-    roots = sorted({a for path, _ in changes for a in _ancestors(path)}, key=len)
+    above = {a for path, _ in changes for a in _ancestors(path)} - created
+    roots = sorted(above, key=len)
     keys = {}
     for root in roots:
         keys[root] = (

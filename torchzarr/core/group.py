@@ -326,9 +326,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         self._check_writable()
         docs, metas = hierarchy_documents(self._store, self._path, specs, self.zarr_format)
         self._store.set_many(docs)
-        refresh_consolidated(
-            self._store, [(nodes.join_path(self._path, rel), m) for rel, m in metas.items()]
-        )
+        written = [(nodes.join_path(self._path, rel), m) for rel, m in metas.items()]
+        refresh_consolidated(self._store, written, frozenset(p for p, _ in written))
         return {
             rel: node_from_metadata(self._store, nodes.join_path(self._path, rel), meta, False)
             for rel, meta in metas.items()
