@@ -191,6 +191,9 @@ def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
     cast = tz.create_array(any_store, path="f", data=[[1.5, 2.5]], dtype=torch.float16)
     assert cast.dtype == torch.float16 and cast[:].tolist() == [[1.5, 2.5]]
     assert tz.create_array(any_store, path="s", data=np.float32(2))[()].item() == 2.0
+    bf16 = tz.create_array(any_store, path="b", data=torch.ones(3, dtype=torch.bfloat16))
+    again = tz.create_array(any_store, path="b2", data=bf16)  # an Array: its own dtype
+    assert again.dtype == torch.bfloat16 and torch.equal(again[:], bf16[:])
     with pytest.raises(tz.errors.ShapeMismatchError, match=r"\(3,\).*\(2,\)"):
         tz.create_array(any_store, path="m", shape=(3,), data=[1, 2])
     with pytest.raises(tz.errors.InvalidArgumentError, match="shape= and dtype="):

@@ -195,6 +195,8 @@ def create_array(
         >>> tz.create_array("memory://", data=torch.arange(3))[:]
         tensor([0, 1, 2])
     """
+    if isinstance(data, Array):
+        data = data[...]  # its own dtype (numpy would widen bfloat16); from_array streams it
     shape, dtype = _shape_and_dtype_of(data, shape, dtype)
     metadata = array_metadata_from_args(
         shape=shape,
