@@ -174,6 +174,13 @@ def refresh_consolidated(
     the next ``consolidate_metadata``). One batched read of the groups above (``created``
     paths, written fresh by the same call, hold nothing consolidated and are not read); a
     write only where something was consolidated.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> from torchzarr.core.consolidated import refresh_consolidated
+        >>> root = tz.open_group("memory://refresh-doc", mode="w")
+        >>> _ = tz.consolidate_metadata("memory://refresh-doc")
+        >>> refresh_consolidated(root.store, [("gone", None)])  # nothing there: no change
     """
     above = {a for path, _ in changes for a in _ancestors(path)} - created
     roots = sorted(above, key=len)
@@ -213,7 +220,14 @@ def refresh_consolidated(
 
 def stored_consolidated(store: Any, path: str, metadata: Any) -> Any:
     """``metadata`` of a v3 group with the consolidated metadata now stored at ``path``
-    (another writer may have refreshed it since this copy was read); others as they are."""
+    (another writer may have refreshed it since this copy was read); others as they are.
+
+    Example:
+        >>> from torchzarr.core.consolidated import stored_consolidated
+        >>> from torchzarr.metadata.v3 import GroupMetadataV3
+        >>> stored_consolidated(None, "", GroupMetadataV3()).consolidated_metadata is None
+        True
+    """
     if not isinstance(metadata, GroupMetadataV3) or metadata.consolidated_metadata is None:
         return metadata
     key = nodes.join_path(path, nodes.ZARR_JSON) if path else nodes.ZARR_JSON

@@ -280,7 +280,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
 
     @property
     def info(self) -> GroupInfo:
-        """A summary: format, store, direct member arrays and groups, attributes."""
+        """A summary: format, store, direct member arrays and groups, attributes.
+
+        Example:
+            >>> print(root.info)  # doctest: +SKIP
+        """
         members = self.members()  # one listing for arrays and groups
         arrays = tuple(name for name, child in members if isinstance(child, Array))
         groups = tuple(name for name, child in members if isinstance(child, Group))
@@ -300,7 +304,12 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         )
 
     def nmembers(self, max_depth: int | None = 0) -> int:
-        """How many members :meth:`members` lists with the same ``max_depth``."""
+        """How many members :meth:`members` lists with the same ``max_depth``.
+
+        Example:
+            >>> root.nmembers(max_depth=None)  # doctest: +SKIP
+            3
+        """
         return len(self.members(max_depth))
 
     def __delitem__(self, key: str) -> None:

@@ -98,7 +98,14 @@ class Placement:
 
 
 class OnRanks:
-    """``rank`` and ``world_size`` properties over a :class:`Placement` in ``_placement``."""
+    """``rank`` and ``world_size`` properties over a :class:`Placement` in ``_placement``.
+
+    Example:
+        >>> class Split(OnRanks):
+        ...     _placement = Placement(2, 3)
+        >>> Split().rank, Split().world_size
+        (2, 3)
+    """
 
     _placement: Placement
 
