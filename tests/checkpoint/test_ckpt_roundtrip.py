@@ -218,3 +218,17 @@ def test_save_options_out_of_range_are_refused_before_writing(option, value) -> 
         save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-bad-option", **{option: value})
     with pytest.raises(tz.errors.NodeNotFoundError):
         load_checkpoint("memory://ckpt-bad-option")  # nothing was written
+
+
+def test_the_consolidated_metadata_a_save_writes_is_what_consolidating_gives(tmp_path):
+    import json
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    version = save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path)
+    written = json.loads((tmp_path / version / "zarr.json").read_text())
+    tz.consolidate_metadata(tmp_path, path=version)  # lists and parses every node again
+    again = json.loads((tmp_path / version / "zarr.json").read_text())
+    assert written == again and len(written["consolidated_metadata"]["metadata"]) > 10

@@ -16,8 +16,9 @@ from torchzarr.checkpoint.format import TreePlan, alias_key, encode_tree, to_sto
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.config import config
-from torchzarr.core.api import consolidate_metadata, create_group
+from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
+from torchzarr.core.consolidated import write_consolidated
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.storage import LocalStore
 
@@ -104,8 +105,10 @@ def _write_tree(
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-save") as pool:
             for future in [pool.submit(write, unit) for unit in work]:
                 future.result()
-    # One object describes the whole tree: loading then needs no per-node requests.
-    consolidate_metadata(store, path=version)
+    # One object describes the whole tree: loading then needs no per-node requests. Built
+    # from the metadata just written (consolidate_metadata would list and parse it again).
+    members = sorted((rel, node.metadata) for rel, node in arrays.items())
+    write_consolidated(store, version, members, root.metadata)
 
 
 def save_checkpoint(

@@ -100,7 +100,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             return {rel: m for rel, m in self._consolidated.items() if "/" not in rel}
         prefix = self._path + "/" if self._path else ""
         _, names = self._store.list_dir(prefix)
-        keys = {name: nodes.node_metadata_keys(nodes.join_path(self._path, name)) for name in names}
+        # only this group's format: a member of the other one is none of its members
+        keys = {
+            name: nodes.node_keys(nodes.join_path(self._path, name), self.zarr_format)
+            for name in names
+        }
         found = self._store.get_many([k for ks in keys.values() for k in ks])
         children = {}
         for name in keys:
