@@ -181,3 +181,13 @@ def test_refresh_reads_only_groups_that_existed_before():
     new = ["a", "a/b", "a/b/c"]
     refresh_consolidated(store, [(p, GroupMetadataV3()) for p in new], frozenset(new))
     assert sorted(asked) == [".zmetadata", "zarr.json"]  # the root only: the rest is new
+
+
+def test_children_by_bisection_equal_children_by_scan():
+    from torchzarr.core.consolidated import consolidated_children
+
+    members = {p: i for i, p in enumerate(["a", "a/x", "a/x/y", "a0", "a.b", "ab/c", "b", "a/~"])}
+    keys = sorted(members)
+    for name in ["a", "a/x", "a0", "b", "zz", "a.b"]:
+        assert consolidated_children(members, name, keys) == consolidated_children(members, name)
+    assert consolidated_children(members, "a", keys) == {"x": 1, "x/y": 2, "~": 7}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Mapping
 from functools import partial
@@ -111,12 +112,26 @@ def load_consolidated(
     return meta, members
 
 
-def consolidated_children(members: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
-    """Entries below ``name`` re-keyed relative to it (all entries when ``name`` is None)."""
+def consolidated_children(
+    members: Mapping[str, Any], name: str | None = None, keys: list[str] | None = None
+) -> dict[str, Any]:
+    """Entries below ``name`` re-keyed relative to it (all entries when ``name`` is None).
+
+    ``keys``, the members' keys sorted, finds them by bisection instead of a scan of every
+    entry (a group opening each of its many subgroups would otherwise be quadratic).
+
+    Example:
+        >>> consolidated_children({"a": 1, "a/x": 2, "b/y": 3}, "a")
+        {'x': 2}
+    """
     if name is None:
         return dict(members)
     prefix = name + "/"
-    return {rel[len(prefix) :]: meta for rel, meta in members.items() if rel.startswith(prefix)}
+    if keys is None:
+        return {rel[len(prefix) :]: m for rel, m in members.items() if rel.startswith(prefix)}
+    lo = bisect.bisect_left(keys, prefix)
+    hi = bisect.bisect_left(keys, prefix + "\U0010ffff", lo)
+    return {rel[len(prefix) :]: members[rel] for rel in keys[lo:hi]}
 
 
 def _ancestors(path: str) -> list[str]:
