@@ -232,3 +232,18 @@ def test_the_consolidated_metadata_a_save_writes_is_what_consolidating_gives(tmp
     tz.consolidate_metadata(tmp_path, path=version)  # lists and parses every node again
     again = json.loads((tmp_path / version / "zarr.json").read_text())
     assert written == again and len(written["consolidated_metadata"]["metadata"]) > 10
+
+
+def test_loading_groups_small_tensors_into_tasks_and_keeps_large_ones_alone() -> None:
+    from torchzarr.checkpoint.decode import _tasks
+
+    state = {f"s{i}": torch.zeros(4) for i in range(20)}
+    state["big"] = torch.zeros(2 << 20)  # 8 MiB: a task of its own
+    save_checkpoint(state, "memory://ckpt-tasks")
+    root = tz.open_group("memory://ckpt-tasks", mode="r")
+    root = root[root.attrs["torchzarr_checkpoint"]["version"]]
+    paths = sorted(root.array_keys())
+    parts = _tasks(root, paths)
+    assert [p for part in parts for p in part] == paths  # every tensor once, in order
+    assert ["big"] in parts and max(len(part) for part in parts) == 8
+    assert torch.equal(load_checkpoint("memory://ckpt-tasks")["s3"], torch.zeros(4))

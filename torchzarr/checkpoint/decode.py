@@ -23,6 +23,9 @@ KeySpec = str | tuple[Any, ...]
 # (index of the spec in the caller's list, what is left of it to match)
 _Selector = tuple[int, KeySpec]
 _WHOLE = object()
+#: at most this many tensors, and this many bytes of them, per task of the loading pool
+_TENSORS_PER_TASK = 8
+_BYTES_PER_TASK = 4 << 20
 
 
 @dataclass
@@ -208,6 +211,24 @@ def _build(node: _Node, tensors: dict[str, Any]) -> Any:
     return items if node.kind == "list" else tuple(items)
 
 
+def _tasks(root: Any, paths: list[str]) -> list[list[str]]:
+    """Paths grouped for the loading pool: small tensors several to a task (thousands of
+    them cost more in futures than in reads), large ones alone (spread over the threads)."""
+    parts: list[list[str]] = []
+    part: list[str] = []
+    size = 0
+    for path in paths:
+        nbytes = root[path].nbytes
+        if part and (len(part) == _TENSORS_PER_TASK or size + nbytes > _BYTES_PER_TASK):
+            parts.append(part)
+            part, size = [], 0
+        part.append(path)
+        size += nbytes
+    if part:
+        parts.append(part)
+    return parts
+
+
 def read_tree(
     root: Any,
     *,
@@ -251,6 +272,11 @@ def read_tree(
     if workers == 1:
         loaded = [_read_tensor(root, p, place, read_array) for p in paths]
     else:
+        parts = _tasks(root, paths)
+
+        def read_part(part: list[str]) -> list[Any]:
+            return [_read_tensor(root, p, place, read_array) for p in part]
+
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
-            loaded = list(pool.map(lambda p: _read_tensor(root, p, place, read_array), paths))
+            loaded = [t for part in pool.map(read_part, parts) for t in part]
     return _build(tree, dict(zip(paths, loaded, strict=True)))
