@@ -225,6 +225,18 @@ def test_info_reports_layout(any_store):
     assert info.nbytes == 4000 and 0 < info.nbytes_stored < 2000
     text = str(info)
     assert "zstd" in text and "1/2" in text and "(50, 10)" in text
+    assert "Shard shape" not in text and "Dimension names" not in text
+    sharded = tz.create_array(
+        any_store,
+        path="s",
+        shape=(8, 4),
+        chunks=(2, 2),
+        shards=(4, 4),
+        dtype="int8",
+        dimension_names=["t", "c"],
+    ).info
+    assert sharded.codecs == ("sharding_indexed (bytes, zstd)",) and sharded.shards == (4, 4)
+    assert "Shard shape        : (4, 4)" in str(sharded) and "('t', 'c')" in str(sharded)
 
 
 def test_default_chunks_and_codecs(any_store):

@@ -195,7 +195,7 @@ class Array(NodeBase, ZarrArrayMethods):
             shape=self.shape,
             dtype=self.dtype,
             chunks=self.chunks,
-            codecs=tuple(self._metadata.codec_names),
+            codecs=self._codec_summary(),
             fill_value=self.fill_value,
             store=repr(self._store),
             nbytes=self.nbytes,
@@ -203,7 +203,16 @@ class Array(NodeBase, ZarrArrayMethods):
             nchunks=self.nchunks,
             nchunks_initialized=len(keys),
             read_only=self._read_only,
+            shards=self.shards,
+            dimension_names=self.dimension_names,
         )
+
+    def _codec_summary(self) -> tuple[str, ...]:
+        sharding = self._sharding
+        if sharding is None:
+            return tuple(self._metadata.codec_names)
+        inner = ", ".join(c.codec_name for c in sharding.codecs)
+        return (f"sharding_indexed ({inner})",)
 
     def _chunk_keys(self) -> list[str]:
         prefix = self._path + "/" if self._path else ""

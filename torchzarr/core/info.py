@@ -41,6 +41,8 @@ class ArrayInfo:
     nchunks: int
     nchunks_initialized: int
     read_only: bool
+    shards: tuple[int, ...] | None = None
+    dimension_names: tuple[str | None, ...] | None = None
 
     @property
     def ratio(self) -> float:
@@ -57,6 +59,8 @@ class ArrayInfo:
             ("Shape", str(self.shape)),
             ("Data type", str(self.dtype)),
             ("Chunk shape", str(self.chunks)),
+            *([("Shard shape", str(self.shards))] if self.shards else []),
+            *([("Dimension names", str(self.dimension_names))] if self.dimension_names else []),
             ("Codecs", ", ".join(self.codecs) or "none"),
             ("Fill value", repr(self.fill_value)),
             ("Store", self.store),
