@@ -227,8 +227,7 @@ def test_info_reports_layout(any_store):
     assert "zstd" in text and "1/2" in text and "(50, 10)" in text
     assert "Shard shape" not in text and "Dimension names" not in text
     sharded = tz.create_array(
-        any_store,
-        path="s",
+        "memory://",
         shape=(8, 4),
         chunks=(2, 2),
         shards=(4, 4),
