@@ -173,12 +173,10 @@ def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]
 
 
 def _read_tensor(
-    root: Any,
-    path: str,
+    array: Any,
     place: Callable[[torch.Tensor, str], torch.Tensor],
     read_array: Callable[[Any], torch.Tensor] | None = None,
 ) -> Any:
-    array = root[path]
     info = dict(array.attrs.get(TENSOR_ATTRIBUTE) or {})
     data = array[...] if read_array is None else read_array(array)
     if info.get("numpy"):
@@ -211,19 +209,19 @@ def _build(node: _Node, tensors: dict[str, Any]) -> Any:
     return items if node.kind == "list" else tuple(items)
 
 
-def _tasks(root: Any, paths: list[str]) -> list[list[str]]:
-    """Paths grouped for the loading pool: small tensors several to a task (thousands of
-    them cost more in futures than in reads), large ones alone (spread over the threads)."""
-    parts: list[list[str]] = []
-    part: list[str] = []
+def _tasks(arrays: list[Any]) -> list[list[Any]]:
+    """Arrays grouped, in order, for the loading pool: small tensors several to a task
+    (thousands of them cost more in futures than in reads), large ones alone (spread over
+    the threads)."""
+    parts: list[list[Any]] = []
+    part: list[Any] = []
     size = 0
-    for path in paths:
-        nbytes = root[path].nbytes
-        if part and (len(part) == _TENSORS_PER_TASK or size + nbytes > _BYTES_PER_TASK):
+    for array in arrays:
+        if part and (len(part) == _TENSORS_PER_TASK or size + array.nbytes > _BYTES_PER_TASK):
             parts.append(part)
             part, size = [], 0
-        part.append(path)
-        size += nbytes
+        part.append(array)
+        size += array.nbytes
     if part:
         parts.append(part)
     return parts
@@ -268,15 +266,15 @@ def read_tree(
             raise NodeNotFoundError(f"keys {missing!r} are not in the checkpoint {root!r}")
     place = _placement(map_location)
     paths = list(walker.tensors)
+    arrays = [root[p] for p in paths]  # each opened once (from the consolidated metadata)
     workers = max(1, min(threads or config.threads, len(paths)))
     if workers == 1:
-        loaded = [_read_tensor(root, p, place, read_array) for p in paths]
+        loaded = [_read_tensor(a, place, read_array) for a in arrays]
     else:
-        parts = _tasks(root, paths)
 
-        def read_part(part: list[str]) -> list[Any]:
-            return [_read_tensor(root, p, place, read_array) for p in part]
+        def read_part(part: list[Any]) -> list[Any]:
+            return [_read_tensor(a, place, read_array) for a in part]
 
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
-            loaded = [t for part in pool.map(read_part, parts) for t in part]
+            loaded = [t for part in pool.map(read_part, _tasks(arrays)) for t in part]
     return _build(tree, dict(zip(paths, loaded, strict=True)))
