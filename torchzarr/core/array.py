@@ -400,9 +400,7 @@ class _Accessor:
         self._kind = kind
 
     def __getitem__(self, selection: Any) -> torch.Tensor:
-        a = self._array
-        return a._read(make_indexer(selection, a.shape, a._grid, self._kind))
+        return self._array._get(selection, self._kind, None)
 
     def __setitem__(self, selection: Any, value: Any) -> None:
-        a = self._array
-        a._write(make_indexer(selection, a.shape, a._grid, self._kind), value)
+        self._array._set(selection, value, self._kind)

@@ -89,6 +89,8 @@ class ZarrArrayMethods:
         def zarr_format(self) -> int: ...
         @property
         def _grid(self) -> tuple[int, ...]: ...
+        @property
+        def _sharding(self) -> Any: ...
         def _chunk_keys(self) -> list[str]: ...
         def _read(
             self, indexer: Any, out: torch.Tensor | None = None, pin_memory: bool = False
@@ -116,9 +118,8 @@ class ZarrArrayMethods:
 
     def _v3_codecs(self, kind: type) -> tuple[Any, ...]:
         """The v3 codecs of one kind, of the inner chunks when sharded (as in zarr-python)."""
-        codecs = tuple(getattr(self._metadata, "codecs", ()))
-        if len(codecs) == 1 and codecs[0].codec_name == "sharding_indexed":
-            codecs = tuple(codecs[0].codecs)
+        sharding = self._sharding
+        codecs = sharding.codecs if sharding else getattr(self._metadata, "codecs", ())
         return tuple(c for c in codecs if isinstance(c, kind))
 
     @property
