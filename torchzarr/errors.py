@@ -29,6 +29,7 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     │   └── ArgumentTypeError (TypeError)       an argument of a type it does not take
     ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
     │   └── UnrepresentableError                a checkpoint leaf typed JSON cannot hold
+    ├── CheckpointConflictError (RuntimeError)  a newer save of a checkpoint committed first
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "ArrayNotFoundError",
     "AttributeValueError",
     "BoundsError",
+    "CheckpointConflictError",
     "ChecksumError",
     "ChunkDecodeError",
     "CodecError",
@@ -179,6 +181,10 @@ class AttributeValueError(TorchZarrError, TypeError):
 
 class UnrepresentableError(AttributeValueError):
     """A checkpoint leaf that typed JSON cannot hold and that may not be pickled."""
+
+
+class CheckpointConflictError(TorchZarrError, RuntimeError):
+    """Another save committed a newer version of a checkpoint while this one was writing."""
 
 
 class WorkerBatchError(TorchZarrError, RuntimeError):

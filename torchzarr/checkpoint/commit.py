@@ -9,6 +9,12 @@ Layout of a checkpoint store (plain Zarr v3; any Zarr tool opens it)::
 
 Readers read only what the manifest names, so a process killed at any moment leaves the
 previous checkpoint loadable. Old versions are deleted after the commit.
+
+Concurrent saves: each reserves its version (in this process, and with an exclusive
+``mkdir`` against other processes on a local disk), and a commit never moves the manifest
+back to an older version: the save that loses that race raises
+:class:`~torchzarr.errors.CheckpointConflictError` instead. Saves in progress in this
+process are never pruned.
 """
 
 from __future__ import annotations
@@ -18,10 +24,16 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from torchzarr.core.api import create_group, open_group
-from torchzarr.errors import GroupNotFoundError, MetadataError, NodeNotFoundError
+from torchzarr.errors import (
+    CheckpointConflictError,
+    GroupNotFoundError,
+    MetadataError,
+    NodeNotFoundError,
+)
 from torchzarr.storage import LocalStore, Store, resolve_store
 
 __all__ = [
@@ -29,11 +41,16 @@ __all__ = [
     "checkpoint_store",
     "commit_version",
     "committed_version",
+    "delete_version",
+    "names_committed",
     "next_version",
     "prune_later",
     "prune_versions",
     "read_manifest",
+    "release_version",
     "remove_all",
+    "reserve_version",
+    "reserved_version",
     "wait_pruned",
 ]
 
@@ -131,10 +148,100 @@ def next_version(store: Store) -> str:
     return f"v{max(numbers, default=0) + 1:06d}"
 
 
+_RESERVED: dict[str, set[str]] = {}  # versions that saves of this process are writing
+_SAVE_LOCKS: dict[str, threading.Lock] = {}
+_STATE_LOCK = threading.Lock()  # guards both, and makes a commit's check-then-write atomic
+
+
+def _claim(store: Store, version: str) -> bool:
+    """Create the version's directory of a local store exclusively: False if it exists."""
+    if not isinstance(store, LocalStore):
+        return True
+    store.root.mkdir(parents=True, exist_ok=True)
+    try:
+        (store.root / version).mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def reserve_version(store: Store) -> str:
+    """Reserve a new version name for a save: :func:`next_version` or the first free above.
+
+    No other save of this process gets the same name, nor, on a local disk, a save of
+    another process (its directory is created exclusively). Call :func:`release_version`
+    when the save is committed or abandoned.
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> reserve_version(st), reserve_version(st)
+        ('v000001', 'v000002')
+    """
+    key = _store_id(store)
+    with _STATE_LOCK:
+        number = int(next_version(store)[1:])
+        taken = _RESERVED.setdefault(key, set())
+        while True:
+            version = f"v{number:06d}"
+            if version not in taken and _claim(store, version):
+                taken.add(version)
+                return version
+            number += 1
+
+
+def release_version(store: Store, version: str) -> None:
+    """End the reservation of ``version`` (see :func:`reserve_version`).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> release_version(st, reserve_version(st))
+    """
+    with _STATE_LOCK:
+        _RESERVED.get(_store_id(store), set()).discard(version)
+
+
+def _reserved(store: Store) -> set[str]:
+    with _STATE_LOCK:
+        return set(_RESERVED.get(_store_id(store), ()))
+
+
+@contextlib.contextmanager
+def reserved_version(store: Store) -> Iterator[str]:
+    """Reserve a version for one save, after the saves of this process to ``store`` before it.
+
+    Saves to one checkpoint from several threads (an ``AsyncCheckpointer`` beside a direct
+    save, two callbacks) run one after the other, in the order they asked, so each commits
+    and the last one asked wins.
+
+    Example:
+        >>> with reserved_version(checkpoint_store("memory://")) as version:
+        ...     version
+        'v000001'
+    """
+    key = _store_id(store)
+    with _STATE_LOCK:
+        lock = _SAVE_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        version = reserve_version(store)
+        try:
+            yield version
+        finally:
+            release_version(store, version)
+
+
+def _number(version: str) -> int:
+    match = _VERSION.match(version)
+    return int(match.group(1)) if match else -1
+
+
 def commit_version(store: Store, version: str, info: dict[str, Any] | None = None) -> None:
     """Commit ``version``: write the root group's manifest, one object, after everything else.
 
     Other root attributes are kept. ``info`` adds fields to the manifest (sizes, versions).
+
+    Raises:
+        CheckpointConflictError: another save already committed a newer version; the
+            manifest is left naming it.
 
     Example:
         >>> st = checkpoint_store("memory://")
@@ -148,19 +255,28 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         "committed_at": time.time(),
         **(info or {}),
     }
-    try:
-        root = open_group(store, mode="r+", use_consolidated=False)
-    except GroupNotFoundError:
-        create_group(store, attributes={MANIFEST_ATTRIBUTE: manifest})
-        return
-    root.attrs.update({MANIFEST_ATTRIBUTE: manifest})
+    with _STATE_LOCK:  # in this process, no commit between the check and the write
+        current = read_manifest(store)
+        if current is not None and _number(str(current["version"])) > _number(version):
+            raise CheckpointConflictError(
+                f"another save committed {current['version']} to {store!r} while this one "
+                f"wrote {version}: the checkpoint holds that newer save, this one was not "
+                "committed (save to one checkpoint from one process at a time)"
+            )
+        try:
+            root = open_group(store, mode="r+", use_consolidated=False)
+        except GroupNotFoundError:
+            create_group(store, attributes={MANIFEST_ATTRIBUTE: manifest})
+            return
+        root.attrs.update({MANIFEST_ATTRIBUTE: manifest})
 
 
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
     """Delete all versions but the committed one and the ``keep - 1`` newest before it.
 
     Uncommitted leftovers of killed saves are deleted too; versions above the committed
-    one (saves in progress) are not. Returns the versions deleted.
+    one and those that saves of this process are writing are not. Returns the versions
+    deleted.
 
     Example:
         >>> st = checkpoint_store("memory://")
@@ -170,17 +286,45 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
         ['v000001']
     """
     current = committed_version(store)
-    older = [v for v in _versions(store) if v < current]
+    writing = _reserved(store)
+    older = [v for v in _versions(store) if v < current and v not in writing]
     kept = set(older[len(older) - max(0, keep - 1) :]) if keep > 1 else set()
     # Only versions below the committed one: above it are saves in progress (a leftover
     # of a killed save is always below the next committed version, and goes then).
     doomed = [v for v in older if v not in kept]
     for version in doomed:
-        if isinstance(store, LocalStore):  # one pass, temporary files of killed saves too
-            shutil.rmtree(store.root / version, ignore_errors=True)
-        else:
-            store.delete_prefix(version + "/")
+        delete_version(store, version)
     return doomed
+
+
+def delete_version(store: Store, version: str) -> None:
+    """Delete one version's files (a local one in one pass, temporary files included).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> delete_version(st, create_group(st, path="v000001").path)
+        >>> st.list_dir("")
+        ([], [])
+    """
+    if isinstance(store, LocalStore):
+        shutil.rmtree(store.root / version, ignore_errors=True)
+    else:
+        store.delete_prefix(version + "/")
+
+
+def names_committed(store: Store, version: str) -> bool:
+    """Whether the manifest names ``version``; True too when it cannot be read (a caller
+    deciding whether to delete the version then leaves it for the next save's prune).
+
+    Example:
+        >>> names_committed(checkpoint_store("memory://"), "v000001")
+        False
+    """
+    try:
+        manifest = read_manifest(store)
+    except Exception:
+        return True
+    return manifest is not None and manifest.get("version") == version
 
 
 _PRUNING: dict[str, threading.Thread] = {}
@@ -240,7 +384,7 @@ def prune_later(store: Store, keep: int = 1) -> None:
     thread = threading.Thread(target=run, name="torchzarr-ckpt-prune")  # not a daemon:
     with _PRUNING_LOCK:  # the interpreter finishes the deletion before it exits
         _PRUNING[key] = thread
-    thread.start()
+        thread.start()  # started before anyone can find it to join
 
 
 def remove_all(store: Store) -> None:

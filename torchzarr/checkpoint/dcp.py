@@ -47,7 +47,7 @@ from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
 from torchzarr.core.array import Array
-from torchzarr.errors import MetadataError, NodeNotFoundError
+from torchzarr.errors import CheckpointConflictError, MetadataError, NodeNotFoundError
 from torchzarr.storage import LocalStore, Store
 
 __all__ = ["KIND", "ZarrStorageReader", "ZarrStorageWriter", "aligned_chunks"]
@@ -147,7 +147,7 @@ class ZarrStorageWriter(StorageWriter):
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         """Coordinator: pick the version, lay out and create every array, tell each rank."""
         st = self._st()
-        version = self._version = commit.next_version(st)
+        version = self._version = commit.reserve_version(st)
         tensors: dict[str, list[WriteItem]] = {}
         names: dict[str, str] = {}
         used: set[str] = set()
@@ -157,7 +157,10 @@ class ZarrStorageWriter(StorageWriter):
                 names[fqn] = node_name(fqn, used)
             if item.type != WriteItemType.BYTE_IO:
                 tensors.setdefault(fqn, []).append(item)
-        root = create_group(st, path=version, attributes={KEY_ATTRIBUTE: {"kind": KIND}})
+        try:  # once its group is there, no other save takes the name
+            root = create_group(st, path=version, attributes={KEY_ATTRIBUTE: {"kind": KIND}})
+        finally:
+            commit.release_version(st, version)
         specs: dict[str, Any] = {}
         for fqn, items in tensors.items():
             data = items[0].tensor_data
@@ -260,7 +263,11 @@ class ZarrStorageWriter(StorageWriter):
             st, "a", storage_options=self.storage_options, fsync=self.fsync
         )
         info = {"kind": KIND, "torch_version": torch.__version__, "dcp": doc}
-        commit.commit_version(durable, version, info)
+        try:
+            commit.commit_version(durable, version, info)
+        except CheckpointConflictError:
+            commit.delete_version(st, version)
+            raise
         commit.prune_later(st, self.keep)  # after the commit: crash safety
 
     def storage_meta(self) -> StorageMeta | None:

@@ -19,7 +19,7 @@ from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import CheckpointConflictError, InvalidArgumentError
 from torchzarr.storage import LocalStore
 
 __all__ = ["AsyncCheckpointer", "load_checkpoint", "save_checkpoint", "snapshot"]
@@ -167,22 +167,27 @@ def save_checkpoint(
     if local is not None:
         # Files are written without a flush each, then flushed together before the commit.
         st = local = LocalStore(local.root, fsync=False, direct_io=direct_io)
-    version = commit.next_version(st)
-    try:
-        _write_tree(st, version, plan, compressors, chunk_bytes)
-        if durable:
-            sync_local(st, version)  # all the manifest names is on disk before it is written
-    except BaseException:
-        # Not committed: free its space now (a full disk is a common cause), best effort;
-        # what a killed process leaves behind goes with the next save.
-        with contextlib.suppress(Exception):
-            st.delete_prefix(f"{version}/")
-        raise
-    commit.commit_version(
-        LocalStore(local.root, fsync=True) if durable and local is not None else st,
-        version,
-        {"torch_version": torch.__version__, "nbytes": plan.nbytes, "tensors": len(plan.tensors)},
-    )
+    with commit.reserved_version(st) as version:
+        try:
+            _write_tree(st, version, plan, compressors, chunk_bytes)
+            if durable:
+                sync_local(st, version)  # all the manifest names is on disk before it is written
+            commit.commit_version(
+                LocalStore(local.root, fsync=True) if durable and local is not None else st,
+                version,
+                {
+                    "torch_version": torch.__version__,
+                    "nbytes": plan.nbytes,
+                    "tensors": len(plan.tensors),
+                },
+            )
+        except BaseException as err:
+            if isinstance(err, CheckpointConflictError) or not commit.names_committed(st, version):
+                # Not committed: free its space now (a full disk is a common cause), best
+                # effort; what a killed process leaves behind goes with the next save.
+                with contextlib.suppress(Exception):
+                    commit.delete_version(st, version)
+            raise
     commit.prune_later(st, keep)  # after the commit, never before: crash safety
     return version
 

@@ -1,0 +1,123 @@
+"""Saves to one checkpoint at the same time: each commits whole or raises, never a bad store."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.checkpoint import AsyncCheckpointer, commit, load_checkpoint, save_checkpoint
+from torchzarr.checkpoint import save as save_module
+from torchzarr.checkpoint.commit import checkpoint_store, wait_pruned
+from torchzarr.core.api import create_group
+from torchzarr.errors import CheckpointConflictError
+
+
+def _state(step: int) -> dict[str, Any]:
+    return {"step": step, **{f"w{i}": torch.full((20_000,), float(step)) for i in range(6)}}
+
+
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_threads_saving_at_once_each_commit_and_the_last_wins(kind: str, tmp_path: Path) -> None:
+    store: Any = tmp_path / "ckpt" if kind == "local" else tz.MemoryStore()
+    save_checkpoint(_state(0), store)
+    returned: dict[int, str] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def saver(step: int) -> None:
+        start.wait()
+        try:
+            returned[step] = save_checkpoint(_state(step), store, keep=2)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=saver, args=(step,)) for step in (1, 2, 3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_pruned()
+    assert errors == []
+    assert len(set(returned.values())) == 4  # no two saves shared a version
+    last = max(returned, key=lambda step: returned[step])
+    out = load_checkpoint(store)
+    assert out["step"] == last and torch.equal(out["w5"], torch.full((20_000,), float(last)))
+    _, dirs = checkpoint_store(store).list_dir("")
+    assert dirs == sorted(returned.values())[-2:]  # keep=2: the two newest
+    step, version = sorted(returned.items(), key=lambda item: item[1])[-2]
+    assert load_checkpoint(store, version=version)["step"] == step
+
+
+def test_async_and_direct_saves_interleave_safely(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt"
+    with AsyncCheckpointer() as saver:
+        for step in range(1, 6):
+            saver.save(_state(step), path)
+            save_checkpoint(_state(100 + step), path)
+        saver.wait()
+    wait_pruned()
+    assert load_checkpoint(path)["step"] in (5, 105)
+    assert len(checkpoint_store(path).list_dir("")[1]) == 1
+
+
+def test_a_save_overtaken_by_another_process_raises_and_leaves_the_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt"
+    save_checkpoint(_state(1), path)
+    write_tree = save_module._write_tree
+
+    def overtaken(st: Any, version: str, *args: Any) -> None:
+        write_tree(st, version, *args)
+        # meanwhile "another process" reserves, writes and commits a later version
+        other = commit.reserve_version(st)
+        write_tree(st, other, save_module.encode_tree(_state(9)), None, 1 << 20)
+        commit.commit_version(st, other)
+        commit.release_version(st, other)
+
+    monkeypatch.setattr(save_module, "_write_tree", overtaken)
+    with pytest.raises(CheckpointConflictError, match=r"v000003.*v000002"):
+        save_checkpoint(_state(2), path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 9  # the manifest never went back
+    assert "v000002" not in checkpoint_store(path).list_dir("")[1]  # the loser's files went
+
+
+def test_commit_never_moves_the_manifest_back() -> None:
+    st = checkpoint_store("memory://")
+    for version in ("v000001", "v000002"):
+        create_group(st, path=version)
+    commit.commit_version(st, "v000002")
+    with pytest.raises(CheckpointConflictError):
+        commit.commit_version(st, "v000001")
+    assert commit.committed_version(st) == "v000002"
+    commit.commit_version(st, "v000002")  # committing the same one again is fine
+
+
+def test_local_reservations_are_exclusive_between_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = checkpoint_store(tmp_path / "ckpt")
+    # another process listed the store before this one's version directory appeared
+    monkeypatch.setattr(commit, "next_version", lambda store: "v000001")
+    first = commit.reserve_version(st)
+    commit.release_version(st, first)  # released here, but its directory stays
+    assert (first, commit.reserve_version(st)) == ("v000001", "v000002")
+
+
+def test_prune_spares_versions_this_process_is_writing() -> None:
+    st = checkpoint_store("memory://")
+    writing = commit.reserve_version(st)  # v000001, a save still in progress
+    create_group(st, path=writing)
+    done = commit.reserve_version(st)
+    create_group(st, path=done)
+    commit.commit_version(st, done)
+    commit.release_version(st, done)
+    assert commit.prune_versions(st) == []
+    commit.release_version(st, writing)
+    assert commit.prune_versions(st) == [writing]
