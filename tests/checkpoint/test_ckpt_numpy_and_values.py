@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,18 @@ def test_a_reference_cycle_is_refused_naming_where() -> None:
 def test_malformed_typed_json_is_a_metadata_error(payload) -> None:
     with pytest.raises(MetadataError, match=r"\['k'\]"):
         decode_value(payload, ("k",))
+
+
+class _Mode(enum.StrEnum):
+    TRAIN = "train"
+
+
+def test_str_subclasses_are_not_stored_as_plain_str() -> None:
+    # A StrEnum member would come back as a plain str: refused like IntEnum members are.
+    for state in ({"mode": _Mode.TRAIN}, {_Mode.TRAIN: 1}):
+        with pytest.raises(UnrepresentableError, match="_Mode"):
+            save_checkpoint(state, "memory://ckpt-strenum")
+    save_checkpoint({"mode": _Mode.TRAIN}, "memory://ckpt-strenum", allow_pickle=True)
+    out = load_checkpoint("memory://ckpt-strenum", allow_pickle=True)
+    assert out["mode"] is _Mode.TRAIN
+    assert encode_value("plain") == "plain"

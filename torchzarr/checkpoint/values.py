@@ -81,7 +81,7 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         >>> encode_value({"lr": 0.1, 3: (1, None)})
         {'dict': [['lr', {'float': 0.1}], [3, {'tuple': [1, None]}]]}
     """
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or type(value) in (bool, str):  # not str subclasses (StrEnum)
         return value
     if type(value) is int:
         return value
