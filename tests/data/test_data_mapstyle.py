@@ -53,6 +53,18 @@ def test_getitems_reads_each_chunk_once():
     assert ids_of(batch) == indices
 
 
+def test_repeated_indices_give_independent_items():
+    arr = tz.create_array("memory://", shape=(8,), dtype=torch.float32, chunks=(4,))
+    arr[:] = torch.arange(8.0)
+    scaled = ZarrDataset(arr, transform=lambda x: x.mul_(10))  # an in-place transform
+    assert [t.item() for t in scaled.__getitems__([3, 5, 3])] == [30.0, 50.0, 30.0]
+    loader = DataLoader(scaled, batch_size=3, sampler=[3, 5, 3])  # sampling with replacement
+    assert next(iter(loader)).tolist() == [30.0, 50.0, 30.0]
+    first, second = ZarrDataset({"a": arr, "b": arr}).__getitems__([1, 1])
+    first["a"].fill_(-1)
+    assert second["a"].item() == 1.0 and second["b"].item() == 1.0
+
+
 def test_cache_decodes_each_chunk_once_per_block():
     store = CountingStore()
     arr = make_array(store, n=100, chunk=10)

@@ -94,11 +94,16 @@ class ZarrDataset(Dataset[Any]):
         ids = self._check(indices)
         unique, inverse = np.unique(ids, return_inverse=True)
         data = self.source.read(unique)
-        rows = inverse.tolist()
         items: list[Any] = []
-        for r in rows:
-            item = self.source.item({name: t[r] for name, t in data.items()})
-            items.append(self.transform(item) if self.transform is not None else item)
+        seen: set[int] = set()
+        for r in inverse.tolist():
+            # A repeated index (sampling with replacement) gets its own copy, taken before
+            # any transform runs: items are independent, as ``ds[i]`` twice would be.
+            rows = {name: t[r].clone() if r in seen else t[r] for name, t in data.items()}
+            seen.add(r)
+            items.append(self.source.item(rows))
+        if self.transform is not None:
+            items = [self.transform(item) for item in items]
         return items
 
     def get_batch(self, indices: Sequence[int]) -> Any:
