@@ -15,12 +15,14 @@ import torchzarr as tz
 from torchzarr.dtypes import all_data_types
 from torchzarr.errors import (
     ArrayNotFoundError,
+    GroupNotFoundError,
     InvalidKeyError,
     MetadataError,
     MissingIdError,
     ReadOnlyError,
     ShapeMismatchError,
     UnsupportedDtypeError,
+    ValueRangeError,
 )
 from torchzarr.features import FeatureBatch, FeatureStore
 from torchzarr.tensors import torch_dtype
@@ -173,6 +175,54 @@ def test_bad_writes_raise_clear_errors() -> None:
     with pytest.raises(UnsupportedDtypeError, match="feature 'big': values of dtype object"):
         fs.write([1, 2], {"big": [2**70, 1]})
     assert fs.version == 1 and len(fs) == 2
+
+
+def test_values_a_feature_dtype_cannot_hold_are_refused_and_nothing_changes() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    start = {
+        "label": torch.tensor([1, 2], dtype=torch.int32),
+        "u8": torch.tensor([1, 2], dtype=torch.uint8),
+        "half": torch.tensor([1.0, 2.0], dtype=torch.float16),
+        "flag": torch.tensor([True, False]),
+    }
+    fs.write([1, 2], start)
+    refused = [
+        ("label", torch.tensor([2**40, 7]), "range from 7 to 1099511627776"),
+        ("u8", torch.tensor([300, 5]), "range from 5 to 300"),
+        ("u8", [-1, 5], "range from -1 to 5"),
+        ("label", torch.tensor([2.7, 1.0]), "non-integral"),
+        ("label", torch.tensor([float("nan"), 1.0]), "non-finite"),
+        ("half", torch.tensor([1e6, 1.0]), "range from 1.0 to 1000000.0"),
+        ("flag", torch.tensor([2, 0]), "range from 0 to 2"),
+    ]
+    for name, value, message in refused:
+        with pytest.raises(ValueRangeError, match=f"feature '{name}' of .*{message}"):
+            fs.write([2, 3], {name: value})
+    assert len(fs) == 2 and fs.version == 1  # nothing was written
+    # casts that keep the values are taken: in-range ints, whole floats, inf stays inf
+    fs.write(
+        [1, 2],
+        {
+            "label": torch.tensor([2**31 - 1, -(2**31)]),
+            "u8": torch.tensor([255.0, 0.0]),
+            "half": torch.tensor([float("inf"), 0.5], dtype=torch.float64),
+            "flag": torch.tensor([0, 1]),
+        },
+    )
+    got = fs.read([1, 2])
+    assert got["label"].tolist() == [2**31 - 1, -(2**31)] and got["u8"].tolist() == [255, 0]
+    assert got["half"].tolist() == [float("inf"), 0.5] and got["flag"].tolist() == [False, True]
+
+
+def test_an_existing_store_opens_in_its_own_format(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs2")
+    FeatureStore(path, mode="w", zarr_format=2).write([1], {"v": torch.ones(1, 3)})
+    for mode in ("r", "r+", "a"):
+        fs = FeatureStore(path, mode=mode)
+        assert fs.group.zarr_format == 2 and fs.read([1])["v"].tolist() == [[1.0] * 3]
+    with pytest.raises(GroupNotFoundError, match="zarr_format=3"):
+        FeatureStore(path, mode="r", zarr_format=3).read([1])
+    assert FeatureStore(tz.MemoryStore(), mode="w").group.zarr_format == 3  # new: v3
 
 
 EVERY_DTYPE = [torch_dtype(dt) for dt in all_data_types()]  # float8 kinds included

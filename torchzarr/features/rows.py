@@ -15,6 +15,7 @@ from torchzarr.errors import (
     InvalidKeyError,
     ShapeMismatchError,
     UnsupportedDtypeError,
+    ValueRangeError,
 )
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
 from torchzarr.tensors import allocate, storage_view
@@ -24,6 +25,7 @@ __all__ = [
     "as_feature_tensor",
     "check_missing",
     "check_name",
+    "check_fits",
     "check_row",
     "copy_out",
     "gather_rows",
@@ -164,10 +166,63 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
 
 
 def check_row(name: str, arr: Array, value: torch.Tensor) -> None:
+    """Refuse rows that do not fit feature ``name``: another row shape, or values its
+    dtype cannot hold (see :func:`check_fits`)."""
     if tuple(value.shape[1:]) != tuple(arr.shape[1:]):
         raise ShapeMismatchError(
             f"feature {name!r} has rows of shape {tuple(arr.shape[1:])}; "
             f"got rows of shape {tuple(value.shape[1:])}"
+        )
+    check_fits(name, value, arr.dtype)
+
+
+def _bounds(value: torch.Tensor) -> tuple[Any, Any]:
+    """The least and greatest value, exact (Python ints for integer tensors)."""
+    if value.dtype.is_floating_point:
+        flat = value.detach().cpu().double()
+        return flat.min().item(), flat.max().item()
+    array = value.detach().cpu().numpy()
+    return int(array.min()), int(array.max())
+
+
+def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse writing ``value`` to feature ``name`` of ``dtype`` when the cast would lose
+    more than precision: integers out of range, fractions or non-finite values into an
+    integer feature, numbers past 0/1 into a bool one, finite floats that would overflow
+    to infinity. A feature store holds ids' data, so a wrapped label is data loss (a
+    tensor copy in torch wraps silently).
+
+    Example:
+        >>> check_fits("label", torch.tensor([7, 2**40]), torch.int32)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ValueRangeError: feature 'label' of torch.int32 cannot hold ...
+    """
+    source = value.dtype
+    if source == dtype or value.numel() == 0 or source.is_complex or dtype.is_complex:
+        return  # complex into real is refused where the data is converted
+    if source.is_floating_point and not dtype.is_floating_point:
+        flat = value.detach().cpu().double()
+        if not bool(torch.isfinite(flat).all()) or not bool((flat == flat.trunc()).all()):
+            raise ValueRangeError(
+                f"feature {name!r} of {dtype} cannot hold non-integral or non-finite values "
+                f"of {source}: round them first"
+            )
+    low, high = _bounds(value)
+    if dtype == torch.bool:
+        fits = low >= 0 and high <= 1
+    elif dtype.is_floating_point:
+        top = torch.finfo(dtype).max
+        finite = value.detach().cpu().double()
+        finite = finite[torch.isfinite(finite)] if source.is_floating_point else finite
+        fits = finite.numel() == 0 or float(finite.abs().max()) <= top
+    else:
+        info = torch.iinfo(dtype)
+        fits = info.min <= low and high <= info.max
+    if not fits:
+        raise ValueRangeError(
+            f"feature {name!r} of {dtype} cannot hold the values written, which range from "
+            f"{low} to {high} ({source})"
         )
 
 

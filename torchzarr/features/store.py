@@ -58,7 +58,8 @@ class FeatureStore:
         store: a path, URL or :class:`~torchzarr.Store`.
         mode: "r", "r+", "a" (create if absent), "w" (start empty) or "w-" (must be new).
         path: the group's path inside the store.
-        zarr_format: 2 or 3, for a new store.
+        zarr_format: 2 or 3 for a new store (default 3); an existing store opens in its
+            own format when left out.
         chunk_bytes: decoded bytes per chunk of a new feature (rows per chunk follow):
             by default 4 KiB inner chunks in Zarr v3, 64 KiB chunks in v2. Small chunks
             keep random gathers cheap.
@@ -87,7 +88,7 @@ class FeatureStore:
         mode: str = "a",
         *,
         path: str = "",
-        zarr_format: int = 3,
+        zarr_format: int | None = None,
         chunk_bytes: int | None = None,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         compressors: Any = None,
