@@ -90,8 +90,13 @@ def test_epochs_and_saved_states_are_checked(rows):
         ds.set_epoch(-1)
     with pytest.raises(ArgumentTypeError, match="epoch must be an int"):
         ds.set_epoch("3")
-    with pytest.raises(InvalidArgumentError, match="unsupported state version"):
+    with pytest.raises(InvalidArgumentError, match="unsupported dataset state version"):
         ds.load_state_dict({"bogus": 1})
+    # version 1 split batches over workers otherwise: taken only when one worker saved it
+    saved = {**ds.state_at(3), "version": 1}
+    ds.load_state_dict(saved)
+    with pytest.raises(InvalidArgumentError, match="set_epoch"):
+        ds.load_state_dict({**saved, "layout": [1, 2, 4, 0]})
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,18 @@ def test_len_is_what_the_loader_delivers_for_any_number_of_workers(memory_array,
         len(DataLoader(samples, batch_size=8, num_workers=2))  # 2 workers x ceil(n_w / 8)
 
 
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_only_the_last_batch_of_a_rank_is_short_whatever_the_workers(workers):
+    for n in (50, 46, 9):  # batches 13, 12 and 3 over 2 or 3 workers: uneven, even, fewer
+        arr = make_array(tz.MemoryStore(), n=n, chunk=5)
+        ds = ZarrIterableDataset(arr, batch_size=4, block_chunks=2, seed=3)
+        kw = {"multiprocessing_context": "fork"} if workers else {}
+        batches = list(DataLoader(ds, batch_size=None, num_workers=workers, **kw))
+        sizes = [len(ids_of(b)) for b in batches]
+        assert sizes == [4] * (n // 4) + ([n % 4] if n % 4 else []), (n, sizes)
+        assert counts(batches) == Counter(range(n))
+
+
 def test_ranks_are_read_when_used_so_loaders_built_before_init_still_split(
     memory_array, monkeypatch
 ):

@@ -22,7 +22,7 @@ def rank_items(remaining, layout, rank, first=0):
     per_worker = []
     for w in range(layout.workers):
         slot = rank * layout.workers + w
-        start = layout.worker_steps(first, w)
+        start = layout.worker_steps(total(remaining), first, w)
         pos = positions(slot_pieces(remaining, layout, slot, start))
         b = layout.batch_size
         per_worker.append([pos[i : i + b] for i in range(0, len(pos), b)])

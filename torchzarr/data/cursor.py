@@ -11,6 +11,7 @@ from torchzarr.data.partition import (
     Intervals,
     Layout,
     remaining_after,
+    total,
     whole_number,
 )
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
@@ -88,7 +89,7 @@ class Cursor:
                 )
             return [(int(a), int(b)) for a, b in st["remaining"]], int(st["worker_steps"])
         remaining, steps = self.resolve(layout)
-        return remaining, layout.worker_steps(steps, worker)
+        return remaining, layout.worker_steps(total(remaining), steps, worker)
 
     def state(
         self,
@@ -131,8 +132,18 @@ class Cursor:
 
     def _checked(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The pending state ``state`` describes, checked against this order."""
-        if int(state.get("version", -1)) != STATE_VERSION:
-            raise InvalidArgumentError(f"unsupported state version {state.get('version')!r}")
+        version = int(state.get("version", -1))
+        # Version 1 split a rank's batches over its workers otherwise; with one worker the
+        # split is the same.
+        layout = state.get("layout")
+        one_worker = isinstance(layout, list | tuple) and len(layout) == 4 and layout[1] == 1
+        if version != STATE_VERSION and not (version == 1 and one_worker):
+            raise InvalidArgumentError(
+                f"unsupported dataset state version {state.get('version')!r} (this torchzarr "
+                f"reads version {STATE_VERSION}, and version 1 with one worker): it splits "
+                "batches over DataLoader workers differently; resume from the start of an "
+                "epoch (set_epoch) instead"
+            )
         for key in _ORDER_KEYS:
             mine, theirs = getattr(self, key), state[key]
             if type(mine)(theirs) != mine:

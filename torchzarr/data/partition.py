@@ -42,7 +42,7 @@ def whole_number(name: str, value: Any, minimum: int) -> int:
 
 
 #: version of the plain-int state dicts written by the datasets and the sampler
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 Intervals = list[tuple[int, int]]
 
@@ -155,9 +155,9 @@ class Layout:
     batches, the last one possibly short; with ``drop_last=True`` runs are
     ``n // world_size`` long and only full batches are kept. Every rank gets the same
     number of batches. A rank's batches are dealt to its workers as contiguous runs, the
-    first workers taking one batch more when they do not divide evenly: the DataLoader's
-    round robin over the workers then delivers them in the run's order of workers, and no
-    sample is repeated inside a rank.
+    last workers taking one batch more when they do not divide evenly: the DataLoader's
+    round robin over the workers then delivers the run's last batch (the short one) last,
+    and no sample is repeated inside a rank.
 
     Example:
         >>> Layout(world_size=2, workers=1, batch_size=4, drop_last=False).rank_batches(10)
@@ -188,17 +188,28 @@ class Layout:
         return run // self.batch_size if self.drop_last else -(-run // self.batch_size)
 
     def worker_batches(self, n: int, worker: int) -> tuple[int, int]:
-        """``(first, count)``: the batches of its rank's run that ``worker`` yields."""
-        per, extra = divmod(self.rank_batches(n), self.workers)
-        return worker * per + min(worker, extra), per + (worker < extra)
+        """``(first, count)``: the batches of its rank's run that ``worker`` yields.
 
-    def worker_steps(self, steps: int, worker: int) -> int:
-        """Items worker ``worker`` has delivered after its rank delivered ``steps`` (round robin).
-
-        Exact while ``steps`` is at most the rank's batch count: the workers that yield one
-        batch more come first, so the round robin's last, partial round is theirs.
+        The last workers take one batch more, so the worker holding the run's end (the
+        last) yields in the round robin's final round, and its short batch comes last.
         """
-        return max(0, -(-(steps - worker) // self.workers))
+        per, extra = divmod(self.rank_batches(n), self.workers)
+        late = self.workers - extra  # the first worker that yields one batch more
+        return worker * per + max(0, worker - late), per + (worker >= late)
+
+    def worker_steps(self, n: int, steps: int, worker: int) -> int:
+        """Items ``worker`` has delivered after its rank delivered ``steps`` (round robin),
+        when ``n`` samples remained at the start of the pass.
+
+        Full rounds take one item from every worker; the final, partial round takes one
+        from each of the last workers, in order (see :meth:`worker_batches`).
+        """
+        per, extra = divmod(self.rank_batches(n), self.workers)
+        full = per * self.workers
+        if steps <= full:
+            return max(0, -(-(steps - worker) // self.workers))
+        late = worker - (self.workers - extra)
+        return per + (0 <= late < steps - full)
 
     def to_list(self) -> list[int]:
         """A plain list for state dicts."""
@@ -304,7 +315,7 @@ def remaining_after(remaining: Intervals, layout: Layout, steps: int) -> Interva
     for rank in range(layout.world_size):
         for w in range(layout.workers):
             _, count = layout.worker_batches(n, w)
-            done = min(count, layout.worker_steps(steps, w))
+            done = min(count, layout.worker_steps(n, steps, w))
             lo, hi = _worker_span(layout, n, rank * layout.workers + w, 0, done)
             used.extend(_wrapped(lo, hi, n))
     left: Intervals = []
