@@ -93,6 +93,13 @@ def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):
     status, _, err = _run(capsys, *args, "--dest-path", "y/labels")
     assert status == 1 and "--overwrite" in err  # nothing replaced unless asked
     assert _run(capsys, *args, "--dest-path", "y/labels", "--overwrite")[0] == 0
+    for missing in (
+        ["copy", tmp_path / "no-such.zarr", tmp_path / "never.zarr"],
+        ["copy", tmp_path / "src.zarr", tmp_path / "never.zarr", "--path", "typo"],
+    ):
+        status, _, err = _run(capsys, *missing)
+        assert status == 1 and "nothing to copy" in err  # not "copied 0 keys"
+    assert not (tmp_path / "never.zarr").exists()
 
 
 def test_rechunk_writes_the_array_with_new_chunks_shards_and_codecs(tmp_path, capsys):

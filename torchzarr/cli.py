@@ -22,7 +22,7 @@ from torchzarr.core.api import consolidate_metadata, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.from_array import KEEP, from_array
-from torchzarr.errors import TorchZarrError
+from torchzarr.errors import NodeNotFoundError, TorchZarrError
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
 
@@ -53,6 +53,10 @@ def _tree(args: argparse.Namespace) -> None:
 
 def _copy(args: argparse.Namespace) -> None:
     source = resolve_store(args.source, mode="r")
+    prefix = args.path.strip("/") + "/" if args.path and args.path.strip("/") else ""
+    if next(iter(source.list_prefix(prefix)), None) is None:  # a typo must not "copy 0 keys"
+        source.close()
+        raise NodeNotFoundError(f"nothing to copy: no keys at {args.path or '/'!r} in {source!r}")
     dest = resolve_store(args.dest, mode="a")
     report = _progress_printer("copy") if args.progress else None
     try:
