@@ -303,8 +303,8 @@ def delete_version(store: Store, version: str) -> None:
     Example:
         >>> st = checkpoint_store("memory://")
         >>> delete_version(st, create_group(st, path="v000001").path)
-        >>> st.list_dir("")
-        ([], [])
+        >>> st.list_dir("")[1]  # no version group is left
+        []
     """
     if isinstance(store, LocalStore):
         shutil.rmtree(store.root / version, ignore_errors=True)
