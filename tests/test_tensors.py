@@ -72,6 +72,10 @@ def test_as_storage_array_conversions():
         (1e20, "int64", "1e\\+20"),
         (-1.5, "uint8", "-1.5"),
         ([0.5, 255.5, 256.0], "uint8", "values from 0.5 to 256.0"),
+        (2.0**63, "int64", "9.223372036854776e\\+18"),  # iinfo.max as a float is 2**63
+        ([1.0, 2.0**63], "int64", "values from 1.0 to 9.223372036854776e\\+18"),
+        (2.0**64, "uint64", "1.8446744073709552e\\+19"),
+        (-(2.0**63) - 2048, "int64", "-9.223372036854778e\\+18"),
     ],
 )
 def test_python_integers_out_of_range_are_refused_not_wrapped(value, dtype, shown):
@@ -90,6 +94,9 @@ def test_python_integers_in_range_and_numpy_integers_cast_as_numpy_does():
     assert as_storage_array(np.array([2**32 + 7]), data_type("int32")).tolist() == [7]
     assert as_storage_array([0.9, 255.9, -0.5], data_type("uint8")).tolist() == [0, 255, 0]
     assert as_storage_array(-2.7, data_type("int8")).item() == -2  # truncates, as torch does
+    assert as_storage_array(2.0**63 - 1024, data_type("int64")).item() == 2**63 - 1024
+    assert as_storage_array(-(2.0**63), data_type("int64")).item() == -(2**63)
+    assert as_storage_array(2.0**64 - 2048, data_type("uint64")).item() == 2**64 - 2048
     assert as_storage_array(np.array([np.nan]), data_type("float32")).dtype == np.float32
 
 

@@ -169,7 +169,8 @@ def _python_numbers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
     if array.dtype.kind == "f":
         finite = bool(np.isfinite(array).all())
         low, high = (np.trunc(array.min()), np.trunc(array.max())) if array.size else (0, 0)
-        if not finite or low < info.min or high > info.max:
+        # as floats: info.max of 64 bits rounds up to 2**63 or 2**64, which do not fit
+        if not finite or low < float(info.min) or high >= float(int(info.max) + 1):
             _out_of_range(value, array, dt, info)
         return array.astype(dt.storage)
     try:

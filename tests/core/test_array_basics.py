@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.errors import BoundsError, ReadOnlyError, ShapeMismatchError
+from torchzarr.core import engine, reshape
+from torchzarr.errors import (
+    BoundsError,
+    ReadOnlyError,
+    ShapeMismatchError,
+    StoreError,
+    TorchZarrError,
+)
 
 ALL_DTYPES = [
     torch.bool,
@@ -204,6 +211,46 @@ def test_resize_shrink_then_grow_shows_fill(any_store):
     assert tz.open_array(any_store).shape == (10, 4)
 
 
+def test_shrinking_a_large_grid_deletes_only_the_stored_chunks(monkeypatch):
+    arr = tz.create_array("memory://", shape=(800, 800), dtype=torch.int8, chunks=(4, 4))
+    arr[0:8, 0:8] = 1
+    arr[796:, 0:4] = 2
+    deleted: list[str] = []
+    delete_many = arr.store.delete_many
+    monkeypatch.setattr(
+        arr.store, "delete_many", lambda keys: delete_many(deleted.extend(keys) or keys)
+    )
+    arr.resize(400, 800)  # 20000 chunk keys in the removed region, one of them stored
+    assert deleted == ["c/199/0"]
+    arr.resize(800, 800)
+    assert (arr[400:] == 0).all() and (arr[0:8, 0:8] == 1).all()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"zarr_format": 2, "dimension_separator": "."},
+        {"zarr_format": 2, "dimension_separator": "/"},
+        {"chunk_key_encoding": {"name": "default", "separator": "."}},
+        {"chunk_key_encoding": {"name": "v2", "separator": "/"}},
+        {"shards": (4, 6)},
+    ],
+)
+def test_resize_by_listing_the_stored_chunks(any_store, monkeypatch, layout):
+    monkeypatch.setattr(reshape, "_ENUMERATE_MAX", 0)  # list, whatever the grid's size
+    group = tz.open_group(any_store, mode="w", zarr_format=layout.get("zarr_format", 3))
+    arr = group.create_array("x", shape=(8, 12), dtype=torch.int16, chunks=(2, 3), **layout)
+    sibling = group.create_array("xy", shape=(8, 12), dtype=torch.int16, chunks=(2, 3), **layout)
+    data = torch.arange(96, dtype=torch.int16).reshape(8, 12)
+    arr[:] = sibling[:] = data
+    arr.resize(3, 5)
+    arr.resize(8, 12)
+    expected = torch.zeros(8, 12, dtype=torch.int16)
+    expected[:3, :5] = data[:3, :5]
+    assert torch.equal(group["x"][:], expected)
+    assert torch.equal(group["xy"][:], data)
+
+
 def test_append_along_axes(any_store):
     arr = tz.create_array(any_store, shape=(2, 3), dtype=torch.float32, chunks=(2, 2))
     arr[:] = torch.ones(2, 3)
@@ -215,6 +262,41 @@ def test_append_along_axes(any_store):
     assert torch.equal(arr[:], expected)
     with pytest.raises(ShapeMismatchError):
         arr.append(torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [300, 1],  # out of range for uint8
+        torch.tensor([1j]),
+        torch.empty(2, dtype=torch.uint8, device="meta"),
+        np.array(["a"]),
+    ],
+)
+def test_a_refused_append_leaves_the_array_as_it_was(any_store, bad):
+    arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
+    with pytest.raises(TorchZarrError):
+        arr.append(bad)
+    assert arr.shape == (3,) and arr[:].tolist() == [1, 2, 3]
+    assert tz.open_array(any_store).shape == (3,)
+
+
+def test_an_append_whose_write_fails_shrinks_the_array_back(any_store, monkeypatch):
+    arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
+    write_from, calls = engine.write_from, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("the store went away")
+        write_from(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "write_from", failing_once)
+    with pytest.raises(StoreError):
+        arr.append([4, 5])
+    assert arr.shape == (3,) and tz.open_array(any_store).shape == (3,)
+    assert arr.append([4, 5]) == (5,)
+    assert arr[:].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_info_reports_layout(any_store):
@@ -332,3 +414,7 @@ def test_read_into_out_needs_a_dense_tensor_that_does_not_require_grad():
         arr.read(out=torch.empty(2, 3, requires_grad=True))
     leaf = torch.zeros(2, 3, requires_grad=True)
     assert arr.read(out=leaf.detach()).sum().item() == 9.0 and leaf.sum().item() == 9.0
+    with pytest.raises(
+        tz.errors.ArgumentTypeError, match=r"out must be a torch\.Tensor, got numpy"
+    ):
+        arr.get_basic_selection(0, out=np.zeros(3, dtype=np.float32))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 import torchzarr as tz
@@ -55,3 +56,77 @@ def test_read_only_shard_indexes_follow_writes_through_another_array(tmp_path):
     writer[4:6] = torch.tensor([7, 8], dtype=torch.int32)
     assert torch.equal(reader[2:6], torch.tensor([0, 0, 7, 8], dtype=torch.int32))
     assert torch.equal(reader[:], writer[:])
+
+
+def test_resize_drops_the_chunks_it_deletes_from_caches(tmp_path):
+    arr = tz.create_array(tmp_path / "a.zarr", shape=(8,), dtype=torch.int32, chunks=(4,))
+    arr[:] = torch.arange(1, 9, dtype=torch.int32)
+    cache = ChunkCache(max_bytes=1 << 20)
+    tz.open_array(tmp_path / "a.zarr").with_cache(cache)[:]  # both chunks cached
+    arr.resize(2)  # chunk (1,) deleted, chunk (0,) cut
+    arr.resize(8)
+    expected = torch.tensor([1, 2, 0, 0, 0, 0, 0, 0], dtype=torch.int32)
+    assert torch.equal(tz.open_array(tmp_path / "a.zarr").with_cache(cache)[:], expected)
+
+
+def test_shrinking_a_sharded_array_to_a_shard_edge_drops_read_only_shard_indexes(tmp_path):
+    path = tmp_path / "s.zarr"
+    writer = tz.create_array(path, shape=(16,), dtype=torch.int32, chunks=(2,), shards=(8,))
+    writer[:] = torch.arange(1, 17, dtype=torch.int32)
+    reader = tz.open_array(path, mode="r")
+    assert reader[9:11].tolist() == [10, 11]  # the index of shard (1,) is cached
+    writer.resize(8)  # shard (1,) deleted, nothing rewritten
+    writer.resize(16)
+    assert reader[9:11].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("how", ["overwrite", "mode_w", "del", "setitem"])
+def test_replacing_a_node_drops_its_cached_chunks(tmp_path, how):
+    root = tmp_path / "g.zarr"
+    group = tz.open_group(root, mode="w")
+    group.create_array("sub/x", shape=(8,), dtype=torch.int32, chunks=(4,), fill_value=0)[:] = 5
+    cache = ChunkCache(max_bytes=1 << 20)
+    assert tz.open_array(root, path="sub/x").with_cache(cache)[:].tolist() == [5] * 8
+    new = {"shape": (8,), "dtype": torch.float64, "chunks": (4,), "fill_value": -1}
+    if how == "overwrite":
+        tz.create_array(root, path="sub/x", overwrite=True, **new)
+    elif how == "mode_w":
+        tz.open_array(root, path="sub/x", mode="w", **new)
+    elif how == "del":
+        del group["sub"]  # the parent: its whole subtree goes
+        group.create_array("sub/x", **new)
+    else:
+        group["sub"] = torch.tensor([1.0])  # a group replaced by an array
+        del group["sub"]
+        group.create_array("sub/x", **new)
+    assert tz.open_array(root, path="sub/x").with_cache(cache)[:].tolist() == [-1.0] * 8
+
+
+def test_an_array_reached_through_its_group_or_its_own_directory_is_one_cache_entry(tmp_path):
+    root = tmp_path / "g.zarr"
+    group = tz.open_group(root, mode="w")
+    group.require_group("sub")["x"] = torch.arange(4, dtype=torch.int32)
+    group.require_group("sub").create_array(
+        "s", shape=(16,), dtype=torch.int32, chunks=(2,), shards=(16,)
+    )[:] = torch.arange(16, dtype=torch.int32)
+    direct = tz.open_array(root / "sub" / "x").with_cache(ChunkCache(max_bytes=1 << 20))
+    sharded = tz.open_array(root / "sub" / "s", mode="r")  # read-only: indexes cached
+    assert direct[:].tolist() == [0, 1, 2, 3]
+    assert sharded[2:6].tolist() == [2, 3, 4, 5]
+    group["sub"]["x"][:] = 7
+    group["sub"]["s"][:] = torch.zeros(16, dtype=torch.int32)  # the inner chunks move
+    group["sub"]["s"][4:6] = torch.tensor([7, 8], dtype=torch.int32)
+    assert direct[:].tolist() == [7, 7, 7, 7]
+    assert sharded[2:6].tolist() == [0, 0, 7, 8]
+
+
+def test_cache_entries_are_keyed_by_location():
+    cache = ChunkCache(max_bytes=1 << 20)
+    cache.put(("file:///d/g.zarr", "sub/x", (0,)), np.ones(2))
+    assert cache.get(("file:///d/g.zarr/sub/x", "", (0,))) is not None
+    cache.put(("file:///d/g.zarr", "sub/x", (3,)), np.ones(2))
+    cache.put(("file:///d/g.zarr", "sub/xy", (0,)), np.ones(2))  # a sibling, not a child
+    cache.invalidate_outside("file:///d/g.zarr/sub/x", "", (2,))
+    assert len(cache) == 2
+    cache.invalidate_tree("file:///d/g.zarr", "sub/x")
+    assert len(cache) == 1 and cache.get(("file:///d/g.zarr", "sub/xy", (0,))) is not None

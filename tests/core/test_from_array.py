@@ -58,6 +58,23 @@ def test_rechunk_recompress_and_change_format(tmp_path):
     assert tz.from_array("memory://", data=null_fill).metadata.fill_value is None  # kept
 
 
+def test_new_chunks_must_divide_the_shard_shape_kept():
+    src = _source(chunks=(2, 3), shards=(4, 6))
+    with pytest.raises(
+        InvalidArgumentError, match=r"chunks \(3, 3\) .* shard shape \(4, 6\).*shards="
+    ):
+        tz.from_array("memory://", data=src, chunks=(3, 3))
+    assert tz.from_array("memory://", data=src, chunks=(2, 2)).shards == (4, 6)  # divides
+    dst = tz.from_array("memory://", data=src, chunks=(3, 3), shards=None)
+    assert dst.chunks == (3, 3) and dst.shards is None and torch.equal(dst[:], DATA)
+
+
+def test_array_likes_without_shape_go_through_numpy():
+    dst = tz.from_array("memory://", data=[[1, 2, 3], [4, 5, 6]])
+    assert dst.shape == (2, 3) and dst[:].tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert tz.from_array("memory://", data=2.5)[()].item() == 2.5
+
+
 def test_codecs_without_a_v2_form_must_be_named():
     src = _source(compressors="crc32c")
     with pytest.raises(CodecError, match="no Zarr v2 form: pass compressors="):

@@ -52,6 +52,30 @@ def test_mask_selections_take_a_boolean_array_of_the_arrays_shape(arr):
             arr.get_mask_selection(bad)
 
 
+def test_a_0d_mask_takes_the_one_element_of_a_0d_array_or_none():
+    a = tz.create_array("memory://", shape=(), dtype=torch.int32)
+    a[...] = 5
+    expected = np.array(5, dtype=np.int32)
+    for taken in (True, False):
+        mask = np.array(taken)
+        np.testing.assert_array_equal(a.get_mask_selection(mask).numpy(), expected[mask])
+        np.testing.assert_array_equal(a.vindex[mask].numpy(), expected[mask])
+    a.set_mask_selection(np.array(False), 9)
+    assert a[()].item() == 5
+    a.set_mask_selection(np.array(True), 7)
+    assert a[()].item() == 7
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+def test_one_multidimensional_integer_array_on_a_1d_array_is_pointwise(as_tuple):
+    a = tz.create_array("memory://", data=np.arange(6, dtype=np.int32), chunks=(2,))
+    index = np.array([[0, 5], [1, -2]])
+    selection = (index,) if as_tuple else index
+    np.testing.assert_array_equal(a[selection].numpy(), np.arange(6)[index])  # as zarr-python
+    a[selection] = np.array([[10, 11], [12, 13]])
+    assert a[:].tolist() == [10, 12, 2, 3, 13, 11]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 9), min_size=1, max_size=3),

@@ -11,6 +11,7 @@ import torch
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import json_attributes, logical_data_type
+from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import (
     Change,
@@ -117,6 +118,7 @@ def _prepare_path(store: Any, path: str, overwrite: bool) -> list[Change]:
         raise NodeExistsError(f"{kind} already exists at {path or '/'!r} in {store!r}")
     store.delete_prefix(path + "/" if path else "")
     store.delete_many(nodes.node_metadata_keys(path))
+    invalidate_tree_everywhere(store.identity, path)  # cached chunks of the old node
     return [(path, None)]
 
 

@@ -256,6 +256,11 @@ class Array(NodeBase, ZarrArrayMethods):
         shape = tuple(indexer.shape)
         dt = self.data_type
         if out is not None:
+            if not isinstance(out, torch.Tensor):
+                raise ArgumentTypeError(
+                    f"out must be a torch.Tensor, got {type(out).__module__}."
+                    f"{type(out).__qualname__} (reads of array {self.name} fill tensors)"
+                )
             if tuple(out.shape) != shape:
                 raise ShapeMismatchError(
                     f"out has shape {tuple(out.shape)} but the selection has shape {shape}"

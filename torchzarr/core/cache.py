@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,39 @@ from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
 
-__all__ = ["ChunkCache", "default_cache", "invalidate_everywhere", "register_cache"]
+__all__ = [
+    "ChunkCache",
+    "default_cache",
+    "invalidate_everywhere",
+    "invalidate_outside_everywhere",
+    "invalidate_tree_everywhere",
+    "location",
+    "register_cache",
+]
 
 CacheKey = tuple[str, str, tuple[int, ...]]  # (store identity, array path, chunk coords)
+_Entry = tuple[str, tuple[int, ...]]  # (location, chunk coords): how entries are held
+
+
+def location(identity: str, path: str) -> str:
+    """Where a node's data lives: the store's identity joined with the node's path.
+
+    The same however the node is reached: a directory store rooted at an array and one
+    rooted at its group (path ``"sub/x"``) give one location, so cache entries and write
+    invalidations of either reach the other.
+
+    Example:
+        >>> location("file:///data/g.zarr", "sub/x") == location("file:///data/g.zarr/sub/x", "")
+        True
+    """
+    path = path.strip("/")
+    if not path:
+        return identity
+    return identity + path if identity.endswith("/") else f"{identity}/{path}"
+
+
+def _where(key: CacheKey) -> _Entry:
+    return location(key[0], key[1]), key[2]
 
 
 class ChunkCache:
@@ -40,7 +71,7 @@ class ChunkCache:
         self.max_bytes = max_bytes
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
-        self._entries: OrderedDict[CacheKey, tuple[np.ndarray, bool]] = OrderedDict()
+        self._entries: OrderedDict[_Entry, tuple[np.ndarray, bool]] = OrderedDict()
         self._nbytes = 0
         self._pinned_bytes = 0
         self._lock = new_lock()
@@ -65,12 +96,13 @@ class ChunkCache:
 
     def get(self, key: CacheKey) -> np.ndarray | None:
         """The cached chunk, or None (counted as a hit or a miss)."""
+        where = _where(key)
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._entries.get(where)
             if entry is None:
                 self.misses += 1
             else:
-                self._entries.move_to_end(key)
+                self._entries.move_to_end(where)
                 self.hits += 1
         telemetry.add(cache_hits=1) if entry is not None else telemetry.add(cache_misses=1)
         return None if entry is None else entry[0]
@@ -94,13 +126,14 @@ class ChunkCache:
             return
         held, pinned = self._copy_in(chunk)
         held.flags.writeable = False
+        where = _where(key)
         with self._lock:
             if since is not None and since != self._generation:
                 return
-            old = self._entries.pop(key, None)
+            old = self._entries.pop(where, None)
             if old is not None:
                 self._forget(old)
-            self._entries[key] = (held, pinned)
+            self._entries[where] = (held, pinned)
             self._nbytes += held.nbytes
             self._pinned_bytes += held.nbytes if pinned else 0
             while self._nbytes > self.max_bytes and self._entries:
@@ -114,12 +147,53 @@ class ChunkCache:
 
     def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
         """Drop the given chunks of one array (after a write)."""
+        where = location(identity, path)
         with self._lock:
             self._generation += 1
             for c in coords:
-                entry = self._entries.pop((identity, path, c), None)
+                entry = self._entries.pop((where, c), None)
                 if entry is not None:
                     self._forget(entry)
+
+    def invalidate_tree(self, identity: str, path: str) -> None:
+        """Drop every chunk of the node at ``path`` and of the nodes below it (after the
+        node was deleted or replaced).
+
+        Example:
+            >>> cache = ChunkCache()
+            >>> cache.put(("mem", "g/x", (0,)), np.zeros(2))
+            >>> cache.invalidate_tree("mem", "g")
+            >>> len(cache)
+            0
+        """
+        top = location(identity, path)
+        below = top if top.endswith("/") else top + "/"
+        self._drop_where(lambda where, _: where == top or where.startswith(below))
+
+    def invalidate_outside(self, identity: str, path: str, grid: Sequence[int]) -> None:
+        """Drop the chunks of one array lying outside the chunk grid ``grid`` (after the
+        array shrank: those chunks were deleted).
+
+        Example:
+            >>> cache = ChunkCache()
+            >>> cache.put(("mem", "x", (0,)), np.zeros(2))
+            >>> cache.put(("mem", "x", (3,)), np.zeros(2))
+            >>> cache.invalidate_outside("mem", "x", (2,))
+            >>> len(cache)
+            1
+        """
+        top, grid = location(identity, path), tuple(grid)
+        self._drop_where(
+            lambda where, coords: (
+                where == top and any(c >= g for c, g in zip(coords, grid, strict=False))
+            )
+        )
+
+    def _drop_where(self, doomed: Callable[[str, tuple[int, ...]], bool]) -> None:
+        with self._lock:
+            self._generation += 1
+            for where in [w for w in self._entries if doomed(*w)]:
+                self._forget(self._entries.pop(where))
 
     def clear(self) -> None:
         """Drop everything and zero the counters."""
@@ -165,9 +239,34 @@ def register_cache(cache: ChunkCache) -> None:
             _all_caches.append(cache)
 
 
+def _caches() -> list[ChunkCache]:
+    with _default_lock:
+        return list(_all_caches)
+
+
 def invalidate_everywhere(identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
     """Drop written chunks from every cache in use in this process."""
-    with _default_lock:
-        caches = list(_all_caches)
-    for cache in caches:
+    for cache in _caches():
         cache.invalidate(identity, path, coords)
+
+
+def invalidate_tree_everywhere(identity: str, path: str) -> None:
+    """Drop the chunks of a deleted or replaced node (and its subtree) from every cache in
+    use in this process.
+
+    Example:
+        >>> invalidate_tree_everywhere("memory://x@0", "group/array")
+    """
+    for cache in _caches():
+        cache.invalidate_tree(identity, path)
+
+
+def invalidate_outside_everywhere(identity: str, path: str, grid: Sequence[int]) -> None:
+    """Drop an array's chunks outside the chunk grid ``grid`` from every cache in use in
+    this process (after a resize deleted them).
+
+    Example:
+        >>> invalidate_outside_everywhere("memory://x@0", "array", (4, 2))
+    """
+    for cache in _caches():
+        cache.invalidate_outside(identity, path, grid)

@@ -127,7 +127,8 @@ def from_array(
     shards, codecs, fill value, dimension names, attributes), or any array with ``shape``,
     ``dtype`` and slicing: a tensor, a numpy array, a zarr-python, h5py, dask or xarray
     array (whose ``chunks`` of ints and axis names are kept; other settings take
-    ``create_array``'s defaults). Pass new
+    ``create_array``'s defaults); anything else (nested lists) goes through ``np.asarray``.
+    Pass new
     ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
 
     The values are copied in slabs along axis 0 of whole destination blocks, at most
@@ -142,7 +143,8 @@ def from_array(
         attributes: the new array's attributes (default: the source's).
 
     Raises:
-        InvalidArgumentError: the destination is the source itself.
+        InvalidArgumentError: the destination is the source itself, or new ``chunks`` do not
+            divide the source's shard shape kept (pass ``shards=`` then).
 
     Example:
         >>> import torchzarr as tz, torch
@@ -151,6 +153,8 @@ def from_array(
         >>> dst.chunks, torch.equal(dst[:], src[:])
         ((3, 2), True)
     """
+    if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+        data = np.asarray(data)  # nested lists, scalars and other array-likes
     if zarr_format is None:
         zarr_format = data.zarr_format if isinstance(data, Array) else 3
     keep = _source_settings(data, zarr_format)
@@ -163,6 +167,8 @@ def from_array(
         "dimension_names": dimension_names,
     }
     settings = {k: keep[k] if _is_keep(v) else v for k, v in chosen.items()}
+    if _is_keep(shards) and not _is_keep(chunks):
+        _check_kept_shards(settings["shards"], chunks, len(data.shape))
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
             settings[what] = _codecs_for(settings[what], zarr_format, what)
@@ -193,6 +199,21 @@ def from_array(
 
 def _is_keep(value: Any) -> bool:
     return isinstance(value, str) and value == KEEP
+
+
+def _check_kept_shards(shards: Any, chunks: Any, ndim: int) -> None:
+    """New ``chunks`` must divide the source's shard shape that is kept."""
+    if shards is None:
+        return
+    new = (chunks,) * ndim if isinstance(chunks, int | np.integer) else _int_tuple(chunks)
+    if new is None or len(new) != len(shards):
+        return  # create_array judges chunks it cannot compare
+    if any(k <= 0 or s % k for s, k in zip(shards, new, strict=True)):
+        raise InvalidArgumentError(
+            f"chunks {new} do not divide the source's shard shape {tuple(shards)}, which "
+            f"from_array keeps: pass shards= too (a multiple of the chunks, or None for no "
+            f"sharding)"
+        )
 
 
 def _copy_values(source: Any, dest: Array) -> None:

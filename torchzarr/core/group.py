@@ -8,6 +8,7 @@ from typing import Any
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
+from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import (
     consolidated_children,
     refresh_consolidated,
@@ -327,6 +328,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         if nodes.read_node(self._store, path, self.zarr_format) is None:
             raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
         self._store.delete_prefix(path + "/")
+        invalidate_tree_everywhere(self._store.identity, path)  # cached chunks of the node
         refresh_consolidated(self._store, [(path, None)])
 
     def create_hierarchy(self, specs: Mapping[str, Any]) -> dict[str, Array | Group]:

@@ -354,11 +354,15 @@ class _PointIndexer:
 _VINDEX = "vindex takes integer arrays (one per dimension) or one boolean mask"
 
 
+def _is_bool_array(item: Any) -> bool:
+    return isinstance(item, np.ndarray | list) and np.asarray(item).dtype == bool
+
+
 def _point_arrays(items: tuple[Any, ...], shape: tuple[int, ...]) -> list[np.ndarray]:
     """One index array per axis (checked, non-negative), broadcast to the result shape."""
     if len(items) == 1 and len(shape) >= 1:
         first = items[0]
-        if isinstance(first, np.ndarray | list) and np.asarray(first).dtype == bool:
+        if _is_bool_array(first):
             mask = np.asarray(first)
             if mask.shape != shape:
                 raise SelectionError(
@@ -413,6 +417,10 @@ def vectorized_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexer:
     """
     shape, chunk_shape = _check_shapes(shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
+    if not shape and len(items) == 1 and _is_bool_array(items[0]) and not np.ndim(items[0]):
+        # numpy: a 0-d mask takes the one point (result shape (1,)) or none (shape (0,))
+        taken = bool(items[0])
+        return _PointIndexer((int(taken),), [ChunkProjection((), (), (0,), True)] if taken else [])
     arrays = _point_arrays(items, shape)
     out_shape = tuple(arrays[0].shape) if arrays else ()
     if not shape:  # a 0-d array has one point

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
 
 from torchzarr.core import engine
+from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
-from torchzarr.errors import SelectionError, ShapeMismatchError
+from torchzarr.errors import MetadataError, SelectionError, ShapeMismatchError
+from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
+
+# More chunk keys than this to try in the removed region: list the stored keys instead
+# (a huge, sparsely written grid would take hours to enumerate)
+_ENUMERATE_MAX = 1 << 14
 
 
 def clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[int, ...]) -> None:
@@ -21,14 +28,13 @@ def clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[i
     chunks = tuple(source.metadata.chunk_shape)
     old_grid = chunk_grid_shape(old, chunks)
     new_grid = chunk_grid_shape(new, chunks)
-    doomed: set[str] = set()
-    for axis, (n_old, n_new) in enumerate(zip(old_grid, new_grid, strict=True)):
-        if n_new < n_old:
-            ranges = [range(g) for g in old_grid]
-            ranges[axis] = range(n_new, n_old)
-            doomed.update(source.key(c) for c in itertools.product(*ranges))
-    if doomed:
-        source.store.delete_many(sorted(doomed))
+    if any(n < o for o, n in zip(old_grid, new_grid, strict=True)):
+        doomed = _doomed_keys(source, old_grid, new_grid)
+        if doomed:
+            source.store.delete_many(doomed)
+            if source.shard_reader is not None:
+                source.shard_reader.forget(doomed)
+        invalidate_outside_everywhere(source.store.identity, source.path, new_grid)
     fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
     for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
         if n < o and n % k:
@@ -41,9 +47,46 @@ def clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[i
             engine.write_from(source, list(indexer), np.broadcast_to(fill, tuple(indexer.shape)))
 
 
+def _doomed_keys(
+    source: engine.ChunkSource, old_grid: tuple[int, ...], new_grid: tuple[int, ...]
+) -> list[str]:
+    """The keys of the chunks of ``old_grid`` outside ``new_grid`` to delete: every one of
+    them when they are few, else those the store lists under the array."""
+    kept = math.prod(min(o, n) for o, n in zip(old_grid, new_grid, strict=True))
+    if math.prod(old_grid) - kept > _ENUMERATE_MAX:
+        return _stored_outside(source, new_grid)
+    doomed: set[str] = set()
+    for axis, (n_old, n_new) in enumerate(zip(old_grid, new_grid, strict=True)):
+        if n_new < n_old:
+            ranges = [range(g) for g in old_grid]
+            ranges[axis] = range(n_new, n_old)
+            doomed.update(source.key(c) for c in itertools.product(*ranges))
+    return sorted(doomed)
+
+
+def _stored_outside(source: engine.ChunkSource, grid: tuple[int, ...]) -> list[str]:
+    """The stored chunk keys of the array whose coordinates lie outside ``grid``."""
+    prefix = f"{source.path}/" if source.path else ""
+    encoding = source.metadata.chunk_key_encoding
+    doomed = []
+    for key in source.store.list_prefix(prefix):
+        try:
+            coords = encoding.decode(key[len(prefix) :], len(grid))
+        except MetadataError:
+            continue  # a metadata document: not a chunk
+        if any(c >= g for c, g in zip(coords, grid, strict=True)):
+            doomed.append(key)
+    return sorted(doomed)
+
+
 def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
-    """Grow ``array`` along ``axis`` by ``data``'s extent and write ``data`` there."""
-    data_shape = tuple(data.shape) if hasattr(data, "shape") else np.shape(data)
+    """Grow ``array`` along ``axis`` by ``data``'s extent and write ``data`` there.
+
+    ``data`` is converted first: data the array cannot take is refused before its shape
+    changes, and a write that fails all the same shrinks it back.
+    """
+    values = as_storage_array(data, array.data_type)
+    data_shape = values.shape
     ndim = array.ndim
     if ndim == 0:
         raise SelectionError("cannot append to a 0-d array")
@@ -61,5 +104,9 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
     array.resize(new)
     region = tuple(slice(old[axis], None) if i == axis else slice(None) for i in range(ndim))
-    array[region] = data
+    try:
+        array[region] = values
+    except BaseException:
+        array.resize(old)
+        raise
     return new

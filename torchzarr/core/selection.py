@@ -48,8 +48,13 @@ def make_indexer(
     """The indexer for a selection: ``kind`` is "basic", "orthogonal", "vectorized" or "auto".
 
     "auto" follows zarr-python's ``__getitem__``: basic selections are basic; a selection made
-    only of arrays is vectorized (numpy's pointwise semantics); arrays mixed with slices or
-    ints are orthogonal (the same as numpy whenever at most one array is given).
+    only of arrays is vectorized (numpy's pointwise semantics), as is one integer array of
+    any shape on a 1-d array (the result takes its shape); arrays mixed with slices or ints
+    are orthogonal (the same as numpy whenever at most one array is given).
+
+    Example:
+        >>> make_indexer(np.array([[0, 5], [1, 2]]), (6,), (2,)).shape
+        (2, 2)
     """
     selection = to_numpy_selection(selection)
     if kind == "basic" or (kind == "auto" and indexing.is_basic_selection(selection)):
@@ -60,7 +65,9 @@ def make_indexer(
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
     if all(_is_fancy(item) for item in items) and (
-        len(items) > 1 or (items[0].dtype == bool and items[0].ndim == len(shape) > 1)
+        len(items) > 1
+        or (items[0].dtype == bool and items[0].ndim == len(shape) > 1)
+        or (items[0].dtype != bool and items[0].ndim > 1 and len(shape) == 1)
     ):
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     return indexing.orthogonal_indexer(selection, shape, chunk_shape)

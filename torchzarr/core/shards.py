@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
+from torchzarr.core.cache import location
 from torchzarr.core.fastpath import direct_target, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shard_files import ShardFiles
@@ -24,9 +25,10 @@ __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 
 _INDEX_CACHE_ENTRIES = 4096
 
-# Writes to sharded arrays per store identity in this process: a reader drops its cached
-# indexes when the count moved, so a write through any Array is seen by every reader, and a
-# read that overlapped a write does not cache the index it fetched before the write.
+# Writes to sharded arrays per array location (store identity and path) in this process: a
+# reader drops its cached indexes when the count moved, so a write through any Array (however
+# its store was rooted) is seen by every reader, and a read that overlapped a write does not
+# cache the index it fetched before the write.
 _shard_writes: dict[str, int] = {}
 _shard_writes_lock = threading.Lock()
 
@@ -84,7 +86,7 @@ class ShardReader:
             OrderedDict() if source.store.read_only else None
         )
         self._lock = threading.Lock()
-        self._identity = source.store.identity
+        self._identity = location(source.store.identity, source.path)
         self._writes_seen = _writes_to(self._identity)
         # inner chunks of whole rows (every axis but the first spans the shard): row gathers
         self._row_chunks = bool(self.spec.shape) and (

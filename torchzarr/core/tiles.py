@@ -136,7 +136,7 @@ class _TileReader:
         buf = _tile_buffer(n * nbytes)
         chunks = buf.view(self.spec.dtype).reshape(n, *self.chunk_shape)
         keys = _keys(reader.source.key, tile, self.suffixed)
-        if reader.raw:
+        if reader.raw and reader.direct:  # C-order bytes (raw v2 F-order chunks decode)
             fetched, missing = self._raw(keys, buf, chunks)
         else:
             fetched, missing = self._decode(keys, buf, chunks)
