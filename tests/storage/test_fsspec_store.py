@@ -140,13 +140,20 @@ def test_file_writes_are_atomic_and_leave_no_debris(tmp_path: Path) -> None:
     store.set("x/y", b"2")
     names = [p.name for p in (tmp_path / "r" / "x").iterdir()]
     assert names == ["y"] and store.get("x/y") == b"2"
-    partial = tmp_path / "r" / "x" / ".y.123.partial"
+    partial = tmp_path / "r" / "x" / f".y.{uuid.uuid4().hex}.partial"
     partial.write_bytes(b"half")  # a write in flight is no key
     assert list(store.list_prefix("")) == ["x/y"]
     assert store.list_dir("x/") == (["y"], [])
     partial.unlink()
     store.delete("x/y")
     assert not (tmp_path / "r" / "x").exists()  # emptied directories are pruned
+
+
+def test_file_keys_ending_in_partial_are_listed(tmp_path: Path) -> None:
+    store = FsspecStore(f"file://{tmp_path}/r")
+    store.set_many({"results/epoch3.partial": b"user data", "results/.x.partial": b"y"})
+    assert sorted(store.list_prefix("")) == ["results/.x.partial", "results/epoch3.partial"]
+    assert store.list_dir("results/") == ([".x.partial", "epoch3.partial"], [])
 
 
 @settings(max_examples=25, deadline=None)

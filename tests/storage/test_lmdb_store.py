@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,8 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
-from torchzarr.storage.base import Store
+from torchzarr.storage import lmdb as lmdb_module
+from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.lmdb import LMDBStore
 from torchzarr.storage.registry import resolve_store
 from torchzarr.testing.store_contract import StoreContract
@@ -92,3 +97,91 @@ def test_missing_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingDependencyError, match="pip install lmdb"):
         LMDBStore(tmp_path / "y").set("a", b"1")
+
+
+def test_a_larger_map_size_grows_the_shared_environment(tmp_path: Path) -> None:
+    small = LMDBStore(tmp_path / "db", map_size=64 << 10)
+    small.set("a", b"1")
+    with pytest.raises(StoreError, match="map_size"):
+        small.set("big", b"x" * (1 << 20))
+    LMDBStore(tmp_path / "db", map_size=1 << 24).set("big", b"x" * (1 << 20))
+    assert small.get("big") == b"x" * (1 << 20) and small.get("a") == b"1"  # one environment
+    small.close()
+
+
+_GROW = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], map_size=1 << 26)
+with env.begin(write=True) as txn:
+    for i in range(40):
+        txn.put(b"big/%d" % i, b"x" * 100_000)
+env.close()
+"""
+
+
+@pytest.mark.parametrize(
+    "operation", ["get", "get_many", "get_range", "list_prefix", "set", "delete", "delete_prefix"]
+)
+def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path, operation: str) -> None:
+    store = LMDBStore(tmp_path / "db", map_size=1 << 20)
+    store.set("a", b"12")
+    subprocess.run([sys.executable, "-c", _GROW, str(tmp_path / "db")], check=True, timeout=60)
+    calls = {
+        "get": lambda: store.get("a") == b"12",
+        "get_many": lambda: store.get_many(["a", "big/39"])["big/39"] == b"x" * 100_000,
+        "get_range": lambda: store.get_range("a", ByteRange(1)) == b"2",
+        "list_prefix": lambda: len(list(store.list_prefix("big/"))) == 40,
+        "set": lambda: store.set("b", b"3") is None and store.get("b") == b"3",
+        "delete": lambda: store.delete("a") is None and store.get("a") is None,
+        "delete_prefix": lambda: (
+            store.delete_prefix("big/") is None and list(store.list_prefix("")) == ["a"]
+        ),
+    }
+    assert calls[operation]()
+    store.close()
+
+
+class _LoggingEnv:
+    """An lmdb environment that logs when its map is resized."""
+
+    def __init__(self, env: Any, log: list[str]) -> None:
+        self._env, self._log = env, log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def set_mapsize(self, size: int) -> None:
+        self._log.append("resize")
+        self._env.set_mapsize(size)
+
+
+def test_a_resize_waits_for_the_transactions_in_flight(tmp_path: Path) -> None:
+    # remapping while another thread reads would pull the map from under its pointers
+    store = LMDBStore(tmp_path / "db", map_size=1 << 20)
+    store.set("k", b"v")
+    shared = lmdb_module._envs[store.path]
+    log: list[str] = []
+    shared.env = _LoggingEnv(shared.env, log)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_read(env: Any) -> None:
+        with env.begin() as txn:
+            log.append("begin")
+            inside.set()
+            release.wait(10)
+            log.append("end " + bytes(txn.get(b"k")).decode())
+
+    reader = threading.Thread(target=store._call, args=("read", "k", slow_read))
+    reader.start()
+    inside.wait(10)
+    bigger = LMDBStore(tmp_path / "db", map_size=1 << 24)
+    grower = threading.Thread(target=bigger.get, args=("k",))
+    grower.start()
+    while not shared.blocked and grower.is_alive():  # the resize waits for the reader
+        time.sleep(0.001)
+    release.set()
+    reader.join(10)
+    grower.join(10)
+    assert log == ["begin", "end v", "resize"]
+    assert bigger.get("k") == b"v"
+    store.close()

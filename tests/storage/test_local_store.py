@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from torchzarr.errors import StoreError
 from torchzarr.storage.base import Store
 from torchzarr.storage.local import LocalStore
 from torchzarr.testing.store_contract import StoreContract
@@ -81,3 +87,88 @@ def test_a_read_only_store_refuses_batched_durable_writes_by_name(tmp_path: Path
         store.stage_many({"k/1": b"b"})
     with pytest.raises(ReadOnlyError):
         store.set_many({"k/0": b"a", "k/1": b"b"})
+
+
+@pytest.mark.parametrize("when", ["before the file", "after mkdir"])
+def test_a_directory_pruned_during_a_write_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # a concurrent delete() of the directory's last key prunes it at the worst moment
+    from torchzarr.storage import direct_io
+
+    store = LocalStore(tmp_path / "s")
+    parent = tmp_path / "s" / "arr" / "c" / "0"
+    pruned: list[bool] = []
+    if when == "before the file":
+        real_open = direct_io.open_new
+
+        def open_new(path: str, *, direct: bool) -> tuple[int, bool]:
+            if not pruned:
+                pruned.append(True)
+                parent.rmdir()
+            return real_open(path, direct=direct)
+
+        monkeypatch.setattr(direct_io, "open_new", open_new)
+    else:
+        real_mkdir = os.mkdir
+
+        def mkdir(path: Any, mode: int = 0o777) -> None:
+            if Path(path) == parent and not pruned:
+                pruned.append(True)  # it existed, and is gone when Path.mkdir looks again
+                raise FileExistsError(errno.EEXIST, "File exists", str(path))
+            real_mkdir(path, mode)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    store.set("arr/c/0/1", b"y")
+    assert pruned and store.get("arr/c/0/1") == b"y"
+
+
+def test_a_file_in_the_way_of_a_directory_is_still_an_error(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.set("a", b"file")
+    with pytest.raises(StoreError, match="'a/b'"):
+        store.set("a/b", b"x")
+    assert store.get("a") == b"file" and _partials(tmp_path) == []
+
+
+def test_lookups_of_impossible_names_are_store_errors(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.set("f", b"123")
+    key = "x" * 300  # longer than any file name may be
+    for lookup in (store.exists, store.getsize, store.get):
+        with pytest.raises(StoreError, match="x" * 20):
+            lookup(key)
+    (tmp_path / "s" / "d").mkdir()
+    assert store.exists("f") and store.getsize("f") == 3
+    assert not store.exists("d") and store.getsize("d") is None and store.getsize("g") is None
+
+
+def test_symlinked_directories_are_listed(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    store.set_many({"zarr.json": b"{}", "own/zarr.json": b"{}"})
+    other = LocalStore(tmp_path / "elsewhere")
+    other.set_many({"big/zarr.json": b"{}", "big/c/0": b"0", "big/c/1": b"1"})
+    os.symlink(tmp_path / "elsewhere" / "big", tmp_path / "root" / "big")
+    os.symlink(tmp_path / "root", tmp_path / "root" / "own" / "loop")  # back to the root
+    os.symlink("self", tmp_path / "root" / "self")  # a link to itself
+    expected = ["big/c/0", "big/c/1", "big/zarr.json", "own/zarr.json", "zarr.json"]
+    assert sorted(store.list_prefix("")) == expected
+    assert sorted(store.list_prefix("big/c")) == ["big/c/0", "big/c/1"]
+    assert store.list_dir("") == (["zarr.json"], ["big", "own"])
+    assert store.list_dir("own/") == (["zarr.json"], ["loop"])
+    assert store.list_dir("big/") == (["zarr.json"], ["c"])
+
+
+def test_deleting_a_prefix_unlinks_symlinked_directories(tmp_path: Path) -> None:
+    # as rm -r does: the data a link points to is not the store's to delete
+    store = LocalStore(tmp_path / "root")
+    LocalStore(tmp_path / "elsewhere").set_many({"a/c/0": b"0", "b/c/0": b"0"})
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "root" / "g", exist_ok=True)
+        os.symlink(tmp_path / "elsewhere" / name, tmp_path / "root" / "g" / name)
+    store.set("g/own", b"x")
+    store.delete_prefix("g/a/")
+    assert sorted(store.list_prefix("")) == ["g/b/c/0", "g/own"]
+    store.delete_prefix("")
+    assert list(store.list_prefix("")) == [] and os.listdir(tmp_path / "root") == []
+    assert sorted(LocalStore(tmp_path / "elsewhere").list_prefix("")) == ["a/c/0", "b/c/0"]

@@ -105,6 +105,22 @@ def test_bad_urls() -> None:
         resolve_store("redis://h:1/0", mode="r", storage_options={"prefix": "q", "url": "x"})
 
 
+def test_a_database_that_is_no_number_is_refused(redis_server: RedisService) -> None:
+    # redis-py would read redis://host:port/exp1 as the whole of database 0: mode="w" wiped it
+    prefix = redis_server.unique_prefix("keep")
+    RedisStore(redis_server.url, prefix=prefix).set("k", b"kept")
+    url = f"redis://127.0.0.1:{redis_server.port}/{prefix}"
+    for bad in (url, url + "/exp", url.replace("redis://", "redis://user:secret@")):
+        with pytest.raises(UnknownStoreError, match="must be a number") as info:
+            tz.open_group(bad, mode="w")
+        assert prefix in str(info.value) and "secret" not in str(info.value)
+    assert RedisStore(redis_server.url, prefix=prefix).get("k") == b"kept"
+    for bad in (url, f"{redis_server.url}/{prefix}", "redis://h:1/\u0662"):
+        with pytest.raises(UnknownStoreError, match="redis://"):
+            RedisStore(bad)  # the prefix goes in prefix=; redis-py would use database 0
+    assert RedisStore.from_url("redis://h:1").url == "redis://h:1"  # no number: database 0
+
+
 def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

@@ -36,3 +36,34 @@ def test_a_factory_must_be_callable_and_unknown_schemes_are_named():
         register_store("tz-test-bad", "MemoryStore")
     with pytest.raises(UnknownStoreError, match="tz-nope"):
         resolve_store("tz-nope://x")
+
+
+@pytest.mark.parametrize(
+    "form", ["FILE://{}", "File://{}", "file://localhost{}", "file://LOCALHOST{}"]
+)
+def test_file_urls_in_any_case_and_with_localhost(tmp_path, monkeypatch, form):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "abs" / "a.zarr"
+    store = resolve_store(form.format(target), mode="a")
+    assert store.root == target
+    tz.create_array(form.format(target), shape=(2,), dtype=torch.int8)
+    assert (target / "zarr.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "abs"
+    ]
+
+
+def test_file_urls_without_an_absolute_path_are_relative_as_in_fsspec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_store("file://data.zarr", mode="a").root == tmp_path / "data.zarr"
+    assert resolve_store("FILE://sub/d.zarr", mode="a").root == tmp_path / "sub" / "d.zarr"
+    with pytest.raises(UnknownStoreError, match="names no path"):
+        resolve_store("file://", mode="a")
+
+
+@pytest.mark.parametrize("url", ["{}/x.zarr", "file://{}/x.zarr", "memory://", "memory://named"])
+def test_unknown_storage_options_name_the_url_and_the_options(tmp_path, url):
+    url = url.format(tmp_path)
+    with pytest.raises(UnknownStoreError, match=r"storage_options \['bogus_option'\]") as info:
+        resolve_store(url, mode="a", storage_options={"bogus_option": 1})
+    assert repr(url) in str(info.value)
+    assert resolve_store(url, mode="a", storage_options={}) is not None

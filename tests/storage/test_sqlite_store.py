@@ -80,3 +80,17 @@ def test_prefix_listing_with_unusual_characters(tmp_path: Path) -> None:
     assert sorted(store.list_prefix("a_/")) == ["a_/2"]
     assert sorted(store.list_prefix("a\uffff")) == ["a\uffff/4"]
     assert len(list(store.list_prefix("a"))) == 4
+
+
+@pytest.mark.parametrize("name", ["run%20a.db", "a?b#c.db", "50% off.db", "ü.db"])
+def test_read_only_paths_with_uri_characters(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    writer = SQLiteStore(path)
+    writer.set("k", b"value")
+    writer.close()
+    decoy = SQLiteStore(tmp_path / name.replace("%20", " "))  # what '%20' decodes to
+    if decoy.path != str(path):
+        decoy.set("k", b"another database")
+        decoy.close()
+    assert SQLiteStore(path, read_only=True).get("k") == b"value"
+    assert resolve_store(f"sqlite://{path}", mode="r").get("k") == b"value"

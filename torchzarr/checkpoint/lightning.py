@@ -39,7 +39,7 @@ def _module(package: str, sub: str) -> Any:
 
 
 def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+    return "://" not in path or path.lower().startswith("file://")
 
 
 class _ZarrCheckpointIOMixin:

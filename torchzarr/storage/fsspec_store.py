@@ -13,6 +13,7 @@ from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.fsspec_errors import describe, is_range_error, missing_dependency
+from torchzarr.storage.local import is_temporary
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
@@ -210,7 +211,7 @@ class FsspecStore(Store):
         if not norm.startswith(self._prefix) or norm.endswith("/"):
             return None
         key = norm[len(self._prefix) :]
-        if self._local is not None and key.rpartition("/")[2].endswith(".partial"):
+        if self._local is not None and is_temporary(key.rpartition("/")[2]):
             return None  # a LocalStore write in flight
         return key or None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
@@ -14,9 +14,8 @@ from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, valid
 __all__ = ["LMDBStore"]
 
 _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
-# LMDB forbids opening one environment twice in a process: every store of a path shares
-# one, as (environment, opened read-only)
-_envs: dict[str, tuple[Any, bool]] = {}
+# LMDB forbids opening one environment twice in a process: every store of a path shares one
+_envs: dict[str, _Shared] = {}
 _envs_lock = threading.Lock()
 _envs_pid = os.getpid()
 # known options of lmdb.open besides path, map_size and readonly
@@ -27,6 +26,75 @@ _LMDB_OPTIONS = frozenset(
         "lib_version",
     )
 )
+
+
+class _Closed(Exception):
+    """The shared environment was closed by another thread: open it again."""
+
+
+class _Shared:
+    """One open environment of this process, and the transactions running in it.
+
+    Changing the map size remaps the file, and closing unmaps it: both must wait until no
+    transaction of this process is open (a reader may hold pointers into the map), so each
+    transaction counts itself in (``with shared as env:``) and :meth:`exclusive` waits for
+    none to be left.
+    """
+
+    def __init__(self, env: Any, readonly: bool) -> None:
+        self.env, self.readonly = env, readonly
+        self.map_size = int(env.info()["map_size"])
+        self.cond = threading.Condition(threading.Lock())
+        self.active = 0
+        self.blocked = self.closed = False
+
+    def __enter__(self) -> Any:
+        """Count a transaction in; :class:`_Closed` if the environment was closed."""
+        with self.cond:
+            while self.blocked:
+                self.cond.wait()
+            if self.closed:
+                raise _Closed
+            self.active += 1
+        return self.env
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.active -= 1
+            if not self.active:
+                self.cond.notify_all()
+
+    def exclusive(self, work: Callable[[], None]) -> None:
+        """``work()`` while no transaction of this process is open (none may start)."""
+        with self.cond:
+            while self.blocked:
+                self.cond.wait()
+            self.blocked = True
+            try:
+                while self.active:
+                    self.cond.wait()
+                if not self.closed:
+                    work()
+            finally:
+                self.blocked = False
+                self.cond.notify_all()
+
+    def resize(self, map_size: int) -> None:
+        """Grow the map to ``map_size``; 0: to the size another process grew the file to."""
+
+        def grow() -> None:
+            if map_size == 0 or map_size > self.map_size:
+                self.env.set_mapsize(map_size)
+                self.map_size = int(self.env.info()["map_size"])
+
+        self.exclusive(grow)
+
+    def close(self) -> None:
+        def close() -> None:
+            self.closed = True
+            self.env.close()
+
+        self.exclusive(close)
 
 
 def _lmdb() -> Any:
@@ -50,6 +118,7 @@ class LMDBStore(Store):
         path: the environment: a directory (``subdir=True``, default) or a file.
         read_only: refuse writes; a missing environment reads as an empty store.
         map_size: the largest size the database may grow to (sparse; 1 TiB by default).
+            A larger one than the environment of this path was opened with grows it.
         lmdb_options: more keyword arguments for ``lmdb.open`` (``subdir``, ``lock``,
             ``sync``, ``max_readers``, ...).
 
@@ -106,14 +175,52 @@ class LMDBStore(Store):
         return LMDBStore(**{**self.__getstate__(), "read_only": read_only})
 
     def close(self) -> None:
-        """Close the environment of this path; every store of it reopens on its next call."""
-        with _envs_lock:
-            entry = _envs.pop(self.path, None) if _envs_pid == os.getpid() else None
-        if entry is not None:
-            entry[0].close()
+        """Close the environment of this path (once the transactions running in it end);
+        every store of it reopens on its next call."""
+        with _envs_lock:  # closed before any store opens the path again
+            shared = _envs.pop(self.path, None) if _envs_pid == os.getpid() else None
+            if shared is not None:
+                shared.close()
 
     # -- the environment ----------------------------------------------------------------------
-    def _env(self, write: bool = False) -> Any:
+    def _call(
+        self,
+        what: str,
+        key: str,
+        work: Callable[[Any], Any],
+        *,
+        write: bool = False,
+        missing: Any = None,
+    ) -> Any:
+        """``work(env)`` in the shared environment, its errors as StoreErrors.
+
+        ``write`` opens (or creates) the environment for writing; ``missing`` is returned,
+        without calling ``work``, when reading an environment that does not exist. When
+        another process grew the map past this process's size (``MDB_MAP_RESIZED``), the
+        new size is adopted and ``work`` runs again.
+        """
+        resized = False
+        while True:
+            shared = self._env(write)
+            if shared is None:
+                return missing
+            try:
+                with shared as env:
+                    return work(env)
+            except _Closed:
+                continue  # closed by another thread meanwhile: reopen
+            except StoreError:
+                raise
+            except Exception as err:
+                if type(err).__name__ != "MapResizedError" or resized:
+                    raise self._fail(what, key, err) from err
+                resized = True
+            try:
+                shared.resize(0)
+            except Exception as err:
+                raise self._fail(what, key, err) from err
+
+    def _env(self, write: bool = False) -> _Shared | None:
         """The shared environment; None when reading an environment that does not exist
         (only a write creates it: reading a store nothing was written to leaves no files)."""
         global _envs_lock, _envs_pid
@@ -123,16 +230,23 @@ class LMDBStore(Store):
             # them in this process, so the files can be opened anew.
             _envs.clear()
             _envs_lock, _envs_pid = threading.Lock(), os.getpid()
-        entry = _envs.get(self.path)
-        if entry is not None and not (write and entry[1]):
-            return entry[0]
+        shared = _envs.get(self.path)
+        if shared is None or (write and shared.readonly):
+            shared = self._open(write)
+        if shared is not None and self.map_size > shared.map_size:
+            try:  # a store asking for more room than the environment was opened with
+                shared.resize(self.map_size)
+            except Exception as err:
+                raise StoreError(f"cannot grow LMDB environment {self.path!r}: {err}") from err
+        return shared
+
+    def _open(self, write: bool) -> _Shared | None:
         with _envs_lock:
-            entry = _envs.get(self.path)
-            env = None if entry is None else entry[0]
-            if entry is not None and write and entry[1]:
-                _envs.pop(self.path)[0].close()  # opened read-only: reopen for writing
-                env = None
-            if env is None:
+            shared = _envs.get(self.path)
+            if shared is not None and write and shared.readonly:
+                _envs.pop(self.path).close()  # opened read-only: reopen for writing
+                shared = None
+            if shared is None:
                 readonly = not write and self.read_only
                 if not write and not os.path.exists(self.path):
                     return None
@@ -142,10 +256,15 @@ class LMDBStore(Store):
                     env = lmdb.open(self.path, readonly=readonly, **options)
                 except (lmdb.Error, TypeError) as err:
                     raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
-                if not readonly:
-                    env.reader_check()  # free reader slots of dead processes (old workers)
-                _envs[self.path] = (env, readonly)
-            return env
+                try:
+                    if not readonly:
+                        env.reader_check()  # free reader slots of dead processes (old workers)
+                    shared = _Shared(env, readonly)
+                except lmdb.Error as err:
+                    env.close()
+                    raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
+                _envs[self.path] = shared
+            return shared
 
     def _fail(self, what: str, key: str, err: Exception) -> StoreError:
         hint = ""
@@ -162,28 +281,27 @@ class LMDBStore(Store):
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         unique = [validate_key(key) for key in dict.fromkeys(keys)]
-        env = self._env()
-        if env is None:
-            return dict.fromkeys(unique)
-        try:
+
+        def read(env: Any) -> dict[str, bytes | None]:
             with env.begin() as txn:
                 return {key: txn.get(key.encode()) for key in unique}
-        except Exception as err:
-            raise self._fail("read", unique[0] if unique else "", err) from err
+
+        first = unique[0] if unique else ""
+        result: dict[str, bytes | None] = self._call(
+            "read", first, read, missing=dict.fromkeys(unique)
+        )
+        return result
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
-        env = self._env()
-        if env is None:
-            validate_key(key)
-            return None
-        try:
+        name = validate_key(key).encode()
+
+        def read(env: Any) -> bytes | None:
             with env.begin(buffers=True) as txn:  # a view of the map: slice before copying
-                value = txn.get(validate_key(key).encode())
+                value = txn.get(name)
                 return None if value is None else byte_range.slice(value)
-        except Exception as err:
-            if isinstance(err, StoreError):
-                raise
-            raise self._fail("read", key, err) from err
+
+        result: bytes | None = self._call("read", key, read)
+        return result
 
     # -- writes -------------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
@@ -193,49 +311,53 @@ class LMDBStore(Store):
         for key in items:
             self._check_writable(key)
         pairs = [(validate_key(key).encode(), bytes(value)) for key, value in items.items()]
-        if not pairs:
-            return
-        env = self._env(write=True)
-        try:
-            with env.begin(write=True) as txn:
-                for k, v in pairs:
-                    txn.put(k, v)
-        except Exception as err:
-            raise self._fail("write", pairs[0][0].decode(), err) from err
+        if pairs:
+            self._call("write", pairs[0][0].decode(), _putter(pairs), write=True)
 
     def delete(self, key: str) -> None:
         self._check_writable(key)
         k = validate_key(key).encode()
         if self._env() is None:  # nothing was ever written: nothing to delete
             return
-        env = self._env(write=True)
-        try:
-            with env.begin(write=True) as txn:
-                txn.delete(k)
-        except Exception as err:
-            raise self._fail("delete", key, err) from err
+        self._call("delete", key, _deleter([k]), write=True)
 
     def delete_prefix(self, prefix: str) -> None:
         self._check_writable(prefix or "/")
         keys = [key.encode() for key in self.list_prefix(prefix)]
-        if not keys:
-            return
-        with self._env(write=True).begin(write=True) as txn:
-            for k in keys:
-                txn.delete(k)
+        if keys:
+            self._call("delete", keys[0].decode(), _deleter(keys), write=True)
 
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
-        env = self._env()
-        if env is None:
-            return iter([])
         start = prefix.encode()
-        keys: list[str] = []
-        with env.begin() as txn, txn.cursor() as cursor:
-            if cursor.set_range(start):
-                for k in cursor.iternext(keys=True, values=False):
-                    if not k.startswith(start):
-                        break
-                    keys.append(bytes(k).decode())
-        return iter(keys)
+
+        def scan(env: Any) -> list[str]:
+            keys: list[str] = []
+            with env.begin() as txn, txn.cursor() as cursor:
+                if cursor.set_range(start):
+                    for k in cursor.iternext(keys=True, values=False):
+                        if not k.startswith(start):
+                            break
+                        keys.append(bytes(k).decode())
+            return keys
+
+        return iter(self._call("list", prefix or "/", scan, missing=[]))
+
+
+def _putter(pairs: list[tuple[bytes, bytes]]) -> Callable[[Any], None]:
+    def put(env: Any) -> None:
+        with env.begin(write=True) as txn:
+            for k, v in pairs:
+                txn.put(k, v)
+
+    return put
+
+
+def _deleter(keys: list[bytes]) -> Callable[[Any], None]:
+    def delete(env: Any) -> None:
+        with env.begin(write=True) as txn:
+            for k in keys:
+                txn.delete(k)
+
+    return delete

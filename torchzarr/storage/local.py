@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +17,22 @@ from torchzarr.errors import StoreError
 from torchzarr.storage import direct_io
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 
-__all__ = ["LocalStore", "StagedFile"]
+__all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
 _PARTIAL = ".partial"
+#: a write in flight: ``.<name>.<32 hex digits>.partial`` beside the key's file
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial")
+_MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
+
+
+def is_temporary(name: str) -> bool:
+    """True if a file name is one of LocalStore's temporary files (listings skip them).
+
+    Example:
+        >>> is_temporary(".0." + "ab" * 16 + ".partial"), is_temporary("epoch3.partial")
+        (True, False)
+    """
+    return name.endswith(_PARTIAL) and _TEMPORARY.fullmatch(name) is not None
 
 
 class StagedFile(NamedTuple):
@@ -136,14 +151,16 @@ class LocalStore(Store):
             raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self.getsize(key) is not None
 
     def getsize(self, key: str) -> int | None:
         try:
-            st = self._path(key).stat()
+            st = os.stat(self._file(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return None if not os.path.isfile(self._path(key)) else st.st_size
+        except OSError as err:
+            raise StoreError(f"cannot look up {key!r} in {self}: {err}") from err
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
@@ -186,8 +203,7 @@ class LocalStore(Store):
                 self._check_writable(key)
                 path = self._path(key)
                 tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, direct = direct_io.open_new(str(tmp), direct=self._direct(value))
+                fd, direct = self._create(tmp, self._direct(value))
                 staged.append(StagedFile(key, tmp, path))
                 try:
                     direct_io.write_new(fd, value, direct=direct)
@@ -234,6 +250,22 @@ class LocalStore(Store):
             with contextlib.suppress(OSError):
                 entry.tmp.unlink()
 
+    @staticmethod
+    def _create(tmp: Path, direct: bool) -> tuple[int, bool]:
+        """Create ``tmp`` and the directories above it.
+
+        A concurrent :meth:`delete` removes directories it leaves empty, possibly between
+        making the directory and creating the file in it: then both are made again.
+        """
+        for _ in range(_MAKE_ATTEMPTS - 1):
+            # FileExistsError: mkdir saw the directory, then it was pruned (a file in the
+            # way of the directory fails every attempt, and the last one raises)
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                return direct_io.open_new(str(tmp), direct=direct)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        return direct_io.open_new(str(tmp), direct=direct)
+
     def _direct(self, value: Buffer) -> bool:
         return self.direct_io and memoryview(value).nbytes >= direct_io.DIRECT_MIN_BYTES
 
@@ -265,39 +297,84 @@ class LocalStore(Store):
             try:
                 directory.rmdir()
             except OSError as err:
-                if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                # ENOTDIR: a symlinked directory, which stays
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
                     return
                 raise
             directory = directory.parent
 
     def delete_prefix(self, prefix: str) -> None:
+        """Remove every key under ``prefix``; a symlinked directory wholly under it is
+        removed as a link (as ``rm -r`` does): the files it points to stay."""
         self._check_writable(prefix or "/")
-        keys = list(self.list_prefix(prefix))
+        links: list[tuple[str, str]] = []
+        head = prefix[:-1] if prefix.endswith("/") else ""
+        if head and os.path.islink(self._file(head)):
+            links.append((head, self._file(head)))
+            keys: list[str] = []
+        else:
+            keys = list(self._list(prefix, links))
         for key in keys:
             self.delete(key)
+        for name, path in links:
+            if not (name + "/").startswith(prefix):
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise StoreError(f"cannot delete {name!r} from {self}: {err}") from err
+            self._prune(Path(path).parent)
 
     # -- listing --------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
+        return self._list(prefix, None)
+
+    def _list(self, prefix: str, links: list[tuple[str, str]] | None) -> Iterator[str]:
+        """Keys starting with ``prefix``, also those below symlinked directories; with
+        ``links``, those are not followed but collected there as ``(name, path)``."""
         validate_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
-        start = self.root.joinpath(*head.split("/")) if head else self.root
+        start = os.path.join(self._root_str, *head.split("/")) if head else self._root_str
         base = head + "/" if head else ""
-        for key in self._walk(start, base):
+        for key in self._walk(start, base, frozenset(), links):
             if key.startswith(prefix):
                 yield key
 
-    def _walk(self, directory: Path, base: str) -> Iterator[str]:
+    def _walk(
+        self,
+        directory: str,
+        base: str,
+        above: frozenset[tuple[int, int]],
+        links: list[tuple[str, str]] | None,
+    ) -> Iterator[str]:
+        """Keys below ``directory``; ``above`` identifies the directories being walked, so
+        a symlink back to one of them (a loop) is not followed."""
         try:
+            st = os.stat(directory)
+            if (st.st_dev, st.st_ino) in above:
+                return
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return
+        except OSError as err:
+            raise StoreError(f"cannot list {base or '/'!r} in {self}: {err}") from err
+        above = above | {(st.st_dev, st.st_ino)}
         for entry in entries:
-            if entry.name.endswith(_PARTIAL) and entry.name.startswith("."):
+            if is_temporary(entry.name):
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(Path(entry.path), base + entry.name + "/")
-            elif entry.is_file():
+            try:
+                is_dir = entry.is_dir()  # through a symlink
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # a symlink looping on itself: no key
+                continue
+            if is_file:
                 yield base + entry.name
+            elif is_dir and links is not None and entry.is_symlink():
+                links.append((base + entry.name, entry.path))
+            elif is_dir:
+                yield from self._walk(entry.path, base + entry.name + "/", above, links)
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         validate_prefix(prefix)
@@ -308,13 +385,18 @@ class LocalStore(Store):
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return [], []
+        except OSError as err:
+            raise StoreError(f"cannot list {prefix or '/'!r} in {self}: {err}") from err
         for entry in entries:
-            if entry.name.endswith(_PARTIAL) and entry.name.startswith("."):
+            if is_temporary(entry.name):
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                dirs.append(entry.name)
-            elif entry.is_file():
-                keys.append(entry.name)
+            try:
+                if entry.is_dir():  # symlinked directories too
+                    dirs.append(entry.name)
+                elif entry.is_file():
+                    keys.append(entry.name)
+            except OSError:  # a symlink looping on itself: no key
+                continue
         return sorted(keys), sorted(dirs)
 
     def with_read_only(self, read_only: bool = True) -> LocalStore:

@@ -17,6 +17,15 @@ _BATCH = 1000  # keys per MGET / MSET / DEL command
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]^\\"})
 
 
+def _check_db(url: str, db: str) -> None:
+    """Refuse a database that is not a number: redis-py would silently use database 0."""
+    if db and not (db.isascii() and db.isdigit()):
+        raise UnknownStoreError(
+            f"{_redact(url)!r}: the Redis database must be a number, got {db!r} "
+            "(write redis://host:port/db/prefix, e.g. redis://host:6379/0/" + db + ")"
+        )
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for messages and reprs."""
     parts = urlsplit(url)
@@ -35,7 +44,8 @@ class RedisStore(Store):
     batch of keys, ``set_many`` one ``MSET`` (atomic), ``get_range`` one ``GETRANGE``.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS).
+        url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS); ``db`` is
+            a number (0 if left out).
         prefix: prepended to every key, so several stores can share one database; a
             ``/`` is added if missing. Empty: the whole database is the store.
         read_only: refuse writes.
@@ -57,6 +67,15 @@ class RedisStore(Store):
     ) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise UnknownStoreError(f"a Redis store needs a redis:// or rediss:// URL, got {url!r}")
+        parts = urlsplit(url)
+        if parts.scheme != "unix":  # a unix:// path names the socket
+            db = parts.path.strip("/")
+            if "/" in db:
+                raise UnknownStoreError(
+                    f"{_redact(url)!r}: RedisStore takes redis://host:port/db, and the key "
+                    "prefix as prefix= (resolve_store reads it from a longer URL)"
+                )
+            _check_db(url, db)
         if prefix:
             validate_key(prefix.rstrip("/") or "/")
             prefix = prefix if prefix.endswith("/") else prefix + "/"
@@ -78,6 +97,7 @@ class RedisStore(Store):
         """
         parts = urlsplit(url)
         db, _, rest = parts.path.lstrip("/").partition("/")
+        _check_db(url, db)
         options = dict(options or {})
         if rest:
             if "prefix" in options:

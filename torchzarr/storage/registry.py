@@ -74,18 +74,42 @@ def registered_stores() -> Mapping[str, StoreFactory]:
     return MappingProxyType(_registry)
 
 
+def _file_path(url: str) -> str:
+    """The path of a plain path or ``file://`` URL (scheme in any case).
+
+    ``file:///p`` and ``file://localhost/p`` are the absolute path ``/p``. Anything else
+    after ``file://`` is a relative path, as fsspec and zarr-python read it
+    (``file://data.zarr`` is ``./data.zarr``).
+    """
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if host.lower() == "localhost" and slash:
+        return slash + path
+    if not rest:
+        raise UnknownStoreError(f"{url!r} names no path (write file:///absolute/path)")
+    return rest
+
+
 def _local(url: str, options: dict[str, Any]) -> Store:
     from torchzarr.storage.local import LocalStore
 
-    path = url[len("file://") :] if url.startswith("file://") else url
-    return LocalStore(path, **options)
+    return _construct(url, LocalStore, _file_path(url), **options)
 
 
 def _memory(url: str, options: dict[str, Any]) -> Store:
     from torchzarr.storage.memory import MemoryStore, named_memory_store
 
     name = url[len("memory://") :].strip("/")
-    return named_memory_store(name) if name else MemoryStore(**options)
+    if not name:
+        return _construct(url, MemoryStore, **options)
+    if options:
+        raise UnknownStoreError(
+            f"invalid storage_options {sorted(options)} for {url!r}: a named memory store "
+            "is shared by the whole process and takes none"
+        )
+    return named_memory_store(name)
 
 
 def _path_of(url: str, scheme: str) -> str:
@@ -99,7 +123,8 @@ def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
     try:
         store: Store = cls(*args, **options)
     except TypeError as err:
-        raise UnknownStoreError(f"invalid storage_options for {url!r}: {err}") from err
+        names = sorted(options)
+        raise UnknownStoreError(f"invalid storage_options {names} for {url!r}: {err}") from err
     except UnknownStoreError as err:
         raise UnknownStoreError(f"cannot open {url!r}: {err}") from err
     return store
@@ -108,8 +133,8 @@ def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
 def _zip(url: str, options: dict[str, Any]) -> Store:
     from torchzarr.storage.zip import ZipStore
 
-    options = {"mode": "a", **options}
-    return _construct(url, ZipStore, _path_of(url, "zip"), **options)
+    options = dict(options)
+    return _construct(url, ZipStore, _path_of(url, "zip"), options.pop("mode", "a"), **options)
 
 
 def _lmdb(url: str, options: dict[str, Any]) -> Store:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -116,7 +117,7 @@ class SQLiteStore(Store):
             return None
         try:
             if self.read_only:
-                uri = "file:" + self.path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+                uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"  # '%', '?', '#'...
                 conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
             else:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -10,8 +10,9 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from torchzarr.errors import StoreError, UnknownStoreError
@@ -24,6 +25,7 @@ _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zi
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _archives: dict[str, _Archive] = {}
 _archives_lock = threading.Lock()
+_REOPENS = 100  # attempts of a write whose archive other threads keep closing
 # a forked child keeps the parent's archives alive, never closing them: closing would write
 # a central directory into the file the parent is still writing
 _ORPHANS: list[Any] = []
@@ -35,6 +37,11 @@ class _Archive:
     The index maps each name to its newest entry, so an overwritten key reads its last
     value. Overwrites and deletes leave dead entries; ``close`` rewrites the file without
     them, so a closed archive never holds duplicate names.
+
+    The pread descriptor is closed when the archive is garbage, not by ``close``: a read
+    that fetched the archive before another thread closed it still reads the file it
+    indexed, never a closed (or reused) descriptor. A write or delete that finds the
+    archive closed changes nothing and returns False: the caller reopens and tries again.
     """
 
     def __init__(self, path: str, mode: str, allow_zip64: bool) -> None:
@@ -54,6 +61,7 @@ class _Archive:
         try:
             self.zf = zipfile.ZipFile(path, mode, allowZip64=allow_zip64)  # type: ignore[call-overload]
             self.fd = os.open(path, os.O_RDONLY)
+            weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
         except (OSError, zipfile.BadZipFile) as err:
             if self.zf is not None:
                 self.zf.close()
@@ -107,30 +115,34 @@ class _Archive:
             raise StoreError(f"truncated zip {self.path!r}: entry {key!r} is cut short")
         return data
 
-    def write(self, key: str, value: Buffer, compression: int) -> None:
+    def write(self, key: str, value: Buffer, compression: int) -> bool:
+        """Append an entry for ``key``; False (nothing written) if the archive was closed."""
         info = zipfile.ZipInfo(key, date_time=time.localtime(time.time())[:6])
         info.compress_type = compression
         info.external_attr = 0o644 << 16
         with self.lock:
-            assert self.zf is not None
+            if self.zf is None:
+                return False
             if self.zf.NameToInfo.pop(key, None) is not None:  # no "Duplicate name" warning:
                 self.dirty = True  # close() compacts
             self.zf.writestr(info, bytes(value))
             if self.zf.fp is not None:
                 self.zf.fp.flush()  # the pread descriptor must see the new bytes
             self.index[key] = info
+            return True
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
+        """Hide ``key``; False (nothing changed) if the archive was closed."""
         with self.lock:
+            if self.zf is None:
+                return False
             if self.index.pop(key, None) is not None:
                 self.dirty = True
+            return True
 
     def close(self) -> None:
         with self.lock:
             zf, self.zf = self.zf, None
-            if self.fd >= 0 and self.pid == os.getpid():
-                os.close(self.fd)
-            self.fd = -1
             if zf is None:
                 return
             live = list(self.index.values())
@@ -176,10 +188,12 @@ def _after_fork_in_child() -> None:
 @atexit.register
 def _close_all() -> None:
     """Write the directory of every zip still open in this process (never a forked copy)."""
-    for archive in list(_archives.values()):
-        if archive.pid == os.getpid():
-            with contextlib.suppress(Exception):
-                archive.close()
+    with _archives_lock:
+        for path, archive in list(_archives.items()):
+            if archive.pid == os.getpid():
+                del _archives[path]  # a later write reopens it, never finds it closed
+                with contextlib.suppress(Exception):
+                    archive.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -281,19 +295,22 @@ class ZipStore(Store):
                 self._fresh = False
             elif archive is None or (write and not archive.writable):
                 if archive is not None:
-                    # other threads may still pread its descriptor: retire it, open
-                    _ORPHANS.append(archive)
+                    archive.close()  # reads in flight keep its descriptor until they end
                 exists = os.path.exists(self.path)
                 mode = "a" if write or (exists and not self.read_only) else "r"
                 archive = _archives[self.path] = _Archive(self.path, mode, self.allowZip64)
             return archive
 
     def close(self) -> None:
-        """Write the zip's directory and release the file; the store reopens on next use."""
-        with _archives_lock:
+        """Write the zip's directory and release the file; the store reopens on next use.
+
+        Other threads may go on using stores of the same path: a read in flight finishes on
+        the closed archive, a write waits and then appends to the archive reopened after it.
+        """
+        with _archives_lock:  # no store opens the file again before its directory is written
             archive = _archives.pop(self.path, None)
-        if archive is not None:
-            archive.close()
+            if archive is not None:
+                archive.close()
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -316,13 +333,20 @@ class ZipStore(Store):
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
-        self._archive(write=True).write(validate_key(key), value, self.compression)
+        self._change(validate_key(key), lambda archive: archive.write(key, value, self.compression))
 
     def delete(self, key: str) -> None:
         self._check_writable(key)
-        validate_key(key)
-        archive = self._archive(write=True)
-        archive.delete(key)
+        self._change(validate_key(key), lambda archive: archive.delete(key))
+
+    def _change(self, key: str, change: Callable[[_Archive], bool]) -> None:
+        """``change`` the shared archive; again on the reopened one if another thread closed it."""
+        for _ in range(_REOPENS):
+            if change(self._archive(write=True)):
+                return
+        raise StoreError(
+            f"cannot write {key!r} to {self.path!r}: closed by others {_REOPENS} times"
+        )
 
     # -- listing --------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:

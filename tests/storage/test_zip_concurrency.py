@@ -1,0 +1,131 @@
+"""ZipStore: closing a zip while other threads read or write stores of the same path.
+
+Each race is made deterministic: the closing call runs at the worst moment of the other
+operation (monkeypatched in), instead of hoping that threads interleave badly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchzarr.storage import zip as zip_module
+from torchzarr.storage.zip import ZipStore
+
+
+def _entries(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def test_a_read_in_flight_survives_a_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.zip"
+    with ZipStore(path, mode="w") as store:
+        store.set("k", b"value" * 100)
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"J" * 1000)
+    real_pread = zip_module._Archive._pread
+    opened: list[int] = []
+
+    def close_first(self: Any, key: str, size: int, offset: int) -> bytes:
+        if not opened:  # another thread closes the zip between the lookup and the read,
+            ZipStore(path).close()
+            opened.append(os.open(junk, os.O_RDONLY))  # a file opened meanwhile: same fd?
+        return real_pread(self, key, size, offset)
+
+    monkeypatch.setattr(zip_module._Archive, "_pread", close_first)
+    reader = ZipStore(path)
+    try:
+        assert reader.get("k") == b"value" * 100
+        assert reader.get("k") == b"value" * 100  # the next read reopens the zip
+    finally:
+        os.close(opened[0])
+        reader.close()
+
+
+@pytest.mark.parametrize("operation", ["write", "delete"])
+def test_a_write_after_a_close_reopens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    path = tmp_path / "w.zip"
+    writer = ZipStore(path, mode="w")
+    writer.set("old", b"1")
+    real = getattr(zip_module._Archive, operation)
+    closed: list[bool] = []
+
+    def close_first(self: Any, *args: Any) -> bool:
+        if not closed:  # another thread closes the archive this store just fetched
+            closed.append(True)
+            ZipStore(path).close()
+        return bool(real(self, *args))
+
+    monkeypatch.setattr(zip_module._Archive, operation, close_first)
+    if operation == "write":
+        writer.set("new", b"2")
+    else:
+        writer.delete("old")
+    writer.close()
+    expected = {"old": b"1", "new": b"2"} if operation == "write" else {}
+    assert _entries(path) == expected
+
+
+class _WatchedLock:
+    """A lock that records whether a thread had to wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            self.waited.set()
+            self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.zip"
+    with ZipStore(path, mode="w") as store:
+        store.set("a", b"1")
+    writer, closer = ZipStore(path, mode="a"), ZipStore(path, mode="a")
+    writer.set("b", b"2")  # after the directory written by the first close
+    lock = _WatchedLock()
+    monkeypatch.setattr(zip_module, "_archives_lock", lock)
+    real_close = zip_module._Archive.close
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write_c() -> None:
+        try:
+            writer.set("c", b"3")
+        except BaseException as err:  # pragma: no cover - the failure being tested for
+            errors.append(err)
+        finally:
+            done.set()
+
+    def racing_close(self: Any) -> None:
+        # another thread writes while this archive is being closed: it must wait for the
+        # close (else it appends to a file whose directory is not written yet)
+        monkeypatch.setattr(zip_module._Archive, "close", real_close)
+        thread = threading.Thread(target=write_c)
+        thread.start()
+        while not (lock.waited.wait(0.01) or done.is_set()):
+            pass
+        real_close(self)
+
+    monkeypatch.setattr(zip_module._Archive, "close", racing_close)
+    closer.close()
+    done.wait(10)
+    writer.close()
+    assert errors == []
+    assert _entries(path) == {"a": b"1", "b": b"2", "c": b"3"}
