@@ -148,6 +148,26 @@ def test_missing_bucket_names_the_url(service: Service) -> None:
         store.set("zarr.json", b"{}")
 
 
+def test_a_bucket_deleted_after_use_raises_instead_of_reading_fill(s3_server: Service) -> None:
+    bucket = f"gone-{os.getpid()}"
+    store = FsspecStore(f"s3://{bucket}/a.zarr", s3_server.storage_options, retry_backoff=0)
+    client = pytest.importorskip("boto3").client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=bucket)
+    arr = tz.create_array(store, shape=(8,), dtype="int32", chunks=(2,))
+    arr[:6] = 7  # the last chunk stays missing: reading it checks the bucket, once
+    assert arr[:].tolist() == [7] * 6 + [0, 0]
+    store.fs.rm(bucket, recursive=True)
+    store.fs.invalidate_cache()
+    with pytest.raises(StoreError, match=f"'{bucket}' of .*does not exist"):
+        arr[:]  # not eight fill values
+
+
 def test_missing_s3_credentials_are_reported(
     s3_server: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

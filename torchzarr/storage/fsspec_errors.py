@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from torchzarr.errors import MissingDependencyError
 
-__all__ = ["describe", "is_range_error", "missing_dependency"]
+__all__ = ["batch_label", "bucket_is_gone", "describe", "is_range_error", "missing_dependency"]
+
+# how S3, GCS and Azure (through their fsspec drivers) say that the bucket itself is gone
+_NO_BUCKET = re.compile(
+    r"NoSuchBucket|ContainerNotFound|(bucket|container) does not exist", re.IGNORECASE
+)
 
 #: protocol -> (package that implements it, torchzarr extra that installs it)
 _PACKAGES = {
@@ -55,3 +62,23 @@ def missing_dependency(url: str, protocol: str, err: ImportError) -> MissingDepe
     return MissingDependencyError(
         f"opening {url!r} needs an optional package ({err}): install {hint}"
     )
+
+
+def bucket_is_gone(exc: BaseException) -> bool:
+    """True when an error says that the bucket or container itself does not exist.
+
+    Example:
+        >>> bucket_is_gone(FileNotFoundError("The specified bucket does not exist"))
+        True
+    """
+    return bool(_NO_BUCKET.search(f"{type(exc).__name__} {exc}"))
+
+
+def batch_label(key: str, count: int) -> str:
+    """How an error names a key sent with ``count - 1`` others in one request.
+
+    Example:
+        >>> batch_label("c/0", 3)
+        'c/0 (and 2 more keys sent with it)'
+    """
+    return key if count == 1 else f"{key} (and {count - 1} more keys sent with it)"

@@ -12,7 +12,13 @@ from typing import Any
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
-from torchzarr.storage.fsspec_errors import describe, is_range_error, missing_dependency
+from torchzarr.storage.fsspec_errors import (
+    batch_label,
+    bucket_is_gone,
+    describe,
+    is_range_error,
+    missing_dependency,
+)
 from torchzarr.storage.local import is_temporary
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
@@ -25,6 +31,7 @@ _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", 
 #: batched size lookup comes first there
 _NATIVE_SUFFIX = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file", "local"})
 _GLOB_CHARS = frozenset("*?[")
+_MAY_IGNORE_RANGE = frozenset({"http", "https"})  # plain web servers may answer 200 in full
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
 #: URL schemes that fsspec spells differently
@@ -248,14 +255,20 @@ class FsspecStore(Store):
         if isinstance(exc, StoreError):
             return exc
         if isinstance(exc, FileNotFoundError) or "NotFound" in type(exc).__name__:
-            missing = self._missing_bucket()
+            missing = self._missing_bucket(exc)
             if missing is not None:
                 return missing
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return StoreError(f"cannot {what} {key!r} at {self.url!r}{tries}: {describe(exc)}")
 
-    def _missing_bucket(self) -> StoreError | None:
-        """A StoreError if the URL's bucket or container does not exist (checked once)."""
+    def _missing_bucket(self, exc: BaseException | None = None) -> StoreError | None:
+        """A StoreError if the URL's bucket or container does not exist.
+
+        Checked once while it exists, and again whenever an error ``exc`` says the bucket
+        is gone (deleted since): its keys must not read as missing chunks.
+        """
+        if exc is not None and bucket_is_gone(exc):
+            self._bucket_checked = False
         if self._bucket_checked or self.protocol not in _BUCKET_PROTOCOLS:
             return None
         bucket = self._root.split("/", 1)[0]
@@ -277,7 +290,9 @@ class FsspecStore(Store):
     ) -> bytes | None:
         if isinstance(value, BaseException):
             if isinstance(value, _MISSING):
-                missing = self._missing_bucket() if isinstance(value, FileNotFoundError) else None
+                missing = (
+                    self._missing_bucket(value) if isinstance(value, FileNotFoundError) else None
+                )
                 if missing is not None:
                     raise missing from value
                 return None
@@ -301,6 +316,9 @@ class FsspecStore(Store):
                 bounds[i] = (rng.start, None if rng.length is None else rng.start + rng.length)
         if self.protocol not in _NATIVE_SUFFIX:
             bounds = self._resolve_suffixes(paths, bounds)
+        trims = [rng for _, rng in requests]  # what to cut a whole-object answer to
+        if self.protocol in _MAY_IGNORE_RANGE:
+            bounds = self._resolve_open_ranges(paths, bounds, trims)
         results: list[Any] = [None] * len(paths)
         pending = []
         for i, (start, end) in enumerate(bounds):
@@ -313,6 +331,7 @@ class FsspecStore(Store):
         # s3fs sends a HEAD before each whole-object GET unless told not to split objects
         kwargs = {"max_concurrency": 1} if type(self.fs).__name__ == "S3FileSystem" else {}
         made = 0
+        labels = [key for key, _ in requests]  # what an error names
         for attempt in self.policy.attempts() if pending else ():
             made = attempt + 1
             sel = [paths[i] for i in pending]
@@ -320,8 +339,10 @@ class FsspecStore(Store):
             ends = [bounds[i][1] for i in pending]
             try:
                 out = self._call("cat_ranges", sel, starts, ends, on_error="return", **kwargs)
-            except Exception as exc:
+            except Exception as exc:  # the whole request failed: no key is to blame alone
                 out = [exc] * len(pending)
+                for i in pending:
+                    labels[i] = batch_label(requests[i][0], len(pending))
             for i, value in zip(pending, out, strict=True):
                 results[i] = value
             pending = [i for i in pending if is_transient(results[i])]
@@ -330,8 +351,8 @@ class FsspecStore(Store):
         return [
             (b"" if self.exists(key) else None)
             if value is _ASK
-            else self._finish(key, rng, value, made)
-            for (key, rng), value in zip(requests, results, strict=True)
+            else self._finish(label, rng, value, made)
+            for (key, _), label, rng, value in zip(requests, labels, trims, results, strict=True)
         ]
 
     def _resolve_suffixes(
@@ -350,6 +371,19 @@ class FsspecStore(Store):
             start = bounds[i][0]
             if size is not None and start is not None:
                 out[i] = (max(size + start, 0), size)
+        return out
+
+    def _resolve_open_ranges(
+        self, paths: list[str], bounds: list[tuple[int | None, int | None]], trims: list[Any]
+    ) -> list[tuple[int | None, int | None]]:
+        """Ranges from an offset to the end as closed ones (a size lookup for each), and
+        ``trims`` to match: a server that ignores Range sends it all, to be cut here."""
+        out = list(bounds)
+        for i, (start, end) in enumerate(bounds):
+            size = self._size_at(paths[i]) if start and start > 0 and end is None else None
+            if start is not None and size is not None:
+                out[i] = (min(start, size), size)
+                trims[i] = ByteRange(start, max(0, size - start))
         return out
 
     def _size_at(self, path: str) -> int | None:
@@ -394,7 +428,22 @@ class FsspecStore(Store):
             for key, value in items.items():
                 self._local.set(key, value)  # temp file + rename: readers never see half
             return
-        self._run("write", ", ".join(list(items)[:3]), "pipe", paths)
+        try:
+            self._run("write", batch_label(next(iter(items)), len(paths)), "pipe", paths)
+        except StoreError as err:
+            if len(paths) == 1:
+                raise
+            self._write_one_by_one(paths, err)
+
+    def _write_one_by_one(self, paths: dict[str, bytes], failure: StoreError) -> None:
+        """After a batched write failed: each value once on its own, to write what can be
+        and to name the key that fails (a batch's error rarely says which one did)."""
+        for path, value in paths.items():
+            try:
+                self._call("pipe_file", path, value)
+            except Exception as exc:
+                key = self._key_of(path) or path
+                raise self._fail(exc, "write", key) from failure
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
