@@ -67,7 +67,7 @@ def add(event: str | None = None, **amounts: float) -> None:
     with _lock:
         for name, amount in amounts.items():
             setattr(_counters, name, getattr(_counters, name) + amount)
-        listeners = list(_listeners)
+        listeners = list(_listeners) if _listeners else ()
     if event is not None:
         for listener in listeners:
             try:
@@ -142,6 +142,11 @@ def reset() -> None:
 
 def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
     """Call ``listener(event, amounts)`` after each read or write ("read", "write", "cache").
+
+    ``amounts`` holds what the event added to the counters: ``{"reads": 1,
+    "bytes_delivered": ...}`` for a read, ``{"writes": 1, "chunks_written": ...}`` for a
+    write, and ``{"cache_hits": 1}`` or ``{"cache_misses": 1}`` for each lookup of a chunk
+    in a decoded-chunk cache.
 
     Example:
         >>> events = []

@@ -7,7 +7,9 @@ from typing import Any
 import numcodecs
 import numpy as np
 import pytest
+import torch
 
+import torchzarr as tz
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import BloscCodec, ZstdCodec
 from torchzarr.codecs.pipeline import default_v3_codecs
@@ -172,3 +174,24 @@ def test_wrong_kinds_and_unknown_names_fail() -> None:
         default_v3_codecs(F4, "numcodecs.nope")
     with pytest.raises(CodecError, match="cannot make a numcodecs codec from 3"):
         default_v3_codecs(F4, 3)
+
+
+def test_numcodecs_shuffle_by_name_takes_its_element_size_from_the_dtype() -> None:
+    # numcodecs' default elementsize (4) is not spelled out: evolve() fills the dtype's, as
+    # zarr-python does; an elementsize given explicitly stays
+    assert chain_json("int16", ["numcodecs.shuffle", "zstd"])[1] == {
+        "name": "numcodecs.shuffle",
+        "configuration": {"elementsize": 2},
+    }
+    assert chain_json("float64", "numcodecs.shuffle")[1]["configuration"] == {"elementsize": 8}
+    given = {"name": "numcodecs.shuffle", "configuration": {"elementsize": 4}}
+    assert chain_json("int16", given)[1]["configuration"] == {"elementsize": 4}
+    assert chain_json(F4, "numcodecs.zlib")[1]["configuration"] == {"level": 1}  # defaults kept
+
+
+def test_numcodecs_shuffle_by_name_writes_chunks_of_any_element_count() -> None:
+    arr = tz.create_array(
+        tz.MemoryStore(), shape=(9,), dtype=torch.int16, compressors=["numcodecs.shuffle", "zstd"]
+    )
+    arr[:] = torch.arange(9, dtype=torch.int16)  # 18 bytes: not a multiple of 4
+    assert arr[:].tolist() == list(range(9))

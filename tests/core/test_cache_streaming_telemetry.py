@@ -143,3 +143,118 @@ def test_broken_listener_does_not_break_io(filled, caplog):
     finally:
         telemetry.remove_listener(broken)
     assert "listener" in caplog.text
+
+
+def test_listeners_hear_cache_lookups(filled):
+    arr, _ = filled
+    events = []
+
+    def listener(event, amounts):
+        events.append((event, dict(amounts)))
+
+    cached = arr.with_cache(ChunkCache(max_bytes=1 << 20))
+    telemetry.add_listener(listener)
+    try:
+        cached[0:10]
+        cached[0:10]
+    finally:
+        telemetry.remove_listener(listener)
+    lookups = [amounts for event, amounts in events if event == "cache"]
+    assert lookups == [{"cache_misses": 1}, {"cache_hits": 1}]
+
+
+# -- sharded arrays: the inner chunk is what telemetry counts and what the cache holds ------
+def _sharded(store):
+    """Two shards of four inner chunks (4 rows each); the last two inner chunks not stored."""
+    arr = tz.create_array(
+        store, shape=(32, 8), dtype=torch.float32, chunks=(4, 8), shards=(16, 8), compressors=None
+    )
+    data = torch.arange(256, dtype=torch.float32).reshape(32, 8)
+    arr[:24] = data[:24]
+    data[24:] = 0.0
+    return arr, data
+
+
+INNER = 4 * 8 * 4  # bytes of one inner chunk
+INDEX = 4 * 16 + 4  # bytes of a shard's index (crc32c included)
+
+
+def _counts(read):
+    telemetry.reset()
+    read()
+    snap = telemetry.snapshot()
+    keys = ("chunks_fetched", "chunks_missing", "bytes_fetched", "bytes_decoded")
+    return tuple(snap[k] for k in keys), snap["read_amplification"]
+
+
+def test_sharded_reads_count_inner_chunks(any_store):
+    _sharded(any_store)
+    arr = tz.open_array(any_store, mode="r")
+    assert _counts(lambda: arr[0:4]) == ((1, 0, INNER + INDEX, INNER), 1.0)
+    assert _counts(lambda: arr[2:6]) == ((2, 0, 2 * INNER, 2 * INNER), 2.0)  # index cached
+    assert _counts(lambda: arr[26:30]) == ((0, 2, INDEX, 0), 0.0)  # not stored: fill
+    assert _counts(lambda: arr[:, 3]) == ((6, 2, 6 * INNER, 6 * INNER), 6.0)
+    # whole shards are read and decoded whole: all their inner chunks count
+    stored = sum(len(any_store.get(k)) for k in any_store.list_prefix("c/"))
+    assert _counts(lambda: arr[:]) == ((8, 0, stored, 8 * INNER), 1.0)
+    snap = telemetry.snapshot()
+    assert snap["reads"] == 1 and snap["decode_seconds"] >= 0.0
+
+
+def test_row_gathers_count_as_reads_of_inner_chunks(any_store):
+    from torchzarr.core.row_gather import gather_rows
+
+    _sharded(any_store)
+    arr = tz.open_array(any_store, mode="r")
+    out = np.empty((3, 8), np.float32)
+    telemetry.reset()
+    assert gather_rows(arr, np.array([1, 2, 30]), out)
+    snap = telemetry.snapshot()
+    assert (snap["reads"], snap["bytes_delivered"]) == (1, out.nbytes)
+    assert (snap["chunks_fetched"], snap["chunks_missing"]) == (1, 1)
+    assert snap["bytes_decoded"] == INNER
+
+
+def _store_calls(caplog):
+    return [r for r in caplog.records if r.name == "torchzarr.store"]
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_the_cache_holds_the_inner_chunks_of_sharded_arrays(caplog, mode):
+    store = tz.MemoryStore()
+    writer, data = _sharded(store)
+    cache = ChunkCache(max_bytes=1 << 20)
+    logged = tz.storage.wrappers.LoggingStore(store)
+    arr = tz.open_array(logged, mode=mode).with_cache(cache)
+    caplog.set_level("DEBUG", logger="torchzarr.store")
+    assert torch.equal(arr[0:4], data[0:4])
+    assert (cache.hits, cache.misses, len(cache)) == (0, 1, 1)
+    caplog.clear()
+    assert _counts(lambda: arr[0:4])[0] == (0, 0, 0, 0)
+    assert (cache.hits, cache.misses) == (1, 1) and _store_calls(caplog) == []  # no index read
+    assert _counts(lambda: arr[2:6])[0] == (1, 0, INNER + (INDEX if mode == "r+" else 0), INNER)
+    assert torch.equal(arr[:], data) and len(cache) == 6  # 2 inner chunks not stored
+    caplog.clear()
+    assert torch.equal(arr.oindex[[30, 1, 17], [2, 5]], data[[30, 1, 17]][:, [2, 5]])
+    assert torch.equal(arr.vindex[[30, 1, 17], [2, 5, 0]], data[[30, 1, 17], [2, 5, 0]])
+    assert torch.equal(arr[:, 3], data[:, 3])
+    assert [r for r in _store_calls(caplog) if "get_ranges" not in r.getMessage()] == []
+    writer[1] = -1.0  # written through another Array: shard (0, 0) rewritten
+    data[1] = -1.0
+    assert len(cache) == 2  # its inner chunks dropped, shard (1, 0)'s kept
+    assert torch.equal(arr[0:4], data[0:4])
+    cache.invalidate(store.identity, "", [(1, 0)])  # a shard's coords drop its inner chunks
+    assert len(cache) == 1
+    assert torch.equal(arr[:], data)
+
+
+def test_cached_inner_chunks_outside_a_shrunk_grid_are_dropped():
+    cache = ChunkCache(max_bytes=3 * 32)
+    for i in range(3):
+        cache.put(("m", "a", ((0, 0), (i, 0))), np.zeros(4))  # 32 bytes each
+    cache.put(("m", "a", ((1, 0), (0, 0))), np.zeros(4))  # evicts the least recent
+    assert len(cache) == 3 and cache.get(("m", "a", ((0, 0), (0, 0)))) is None
+    cache.invalidate("m", "a", [(0, 0)])
+    assert len(cache) == 1 and cache.nbytes == 32
+    cache.invalidate_outside("m", "a", (1, 1))  # the shard grid: shard (1, 0) is outside
+    assert len(cache) == 0 and cache.nbytes == 0

@@ -281,3 +281,29 @@ def test_a_truncated_shard_is_a_decode_error_naming_it(tmp_path):
         reader[0:15, 16:32]  # part of the shard: its pieces
     with pytest.raises(tz.errors.ChunkDecodeError, match=r"c/0/1.*past the end"):
         reader[0:16, 16:32]  # the whole shard, read in one piece
+
+
+@pytest.mark.parametrize("compressors", ["zstd", None])
+def test_a_0d_sharded_array_round_trips(tmp_path, compressors):
+    arr = tz.create_array(
+        tmp_path, shape=(), shards=(), dtype=torch.float32, compressors=compressors
+    )
+    arr[...] = 5.0
+    assert tz.open_array(tmp_path)[...].item() == 5.0
+    assert tz.open_array(tmp_path).with_cache(tz.ChunkCache())[...].item() == 5.0
+    assert zarr.open_array(str(tmp_path))[...] == 5.0
+
+
+@pytest.mark.parametrize("nbytes", [0, 10])
+@pytest.mark.parametrize("store", ["local", "memory"])
+def test_a_shard_shorter_than_its_index_is_a_decode_error_naming_it(tmp_path, nbytes, store):
+    root = tz.LocalStore(tmp_path) if store == "local" else tz.MemoryStore()
+    arr = tz.create_array(root, shape=(16, 8), chunks=(4, 8), shards=(8, 8), dtype=torch.float32)
+    arr[:] = 1.0
+    root.set("c/0/0", root.get("c/0/0")[:nbytes])
+    reader = tz.open_array(root, mode="r")
+    message = rf"'c/0/0'(: shard)? is {nbytes} bytes, shorter than its 36-byte index"
+    with pytest.raises(tz.errors.ChunkDecodeError, match=message):
+        reader[0:1]  # part of the shard: its index first
+    with pytest.raises(tz.errors.ChunkDecodeError, match=message):
+        reader[:]  # the whole shard

@@ -34,6 +34,7 @@ __all__ = [
     "NumcodecsBytesBytesCodec",
     "NumcodecsCodec",
     "numcodecs_codec_class",
+    "numcodecs_defaults",
     "numcodecs_object",
     "numcodecs_v3_codec",
 ]
@@ -48,6 +49,8 @@ ARRAY_TO_ARRAY_IDS = frozenset(
 ARRAY_TO_BYTES_IDS = frozenset({"pcodec", "zfpy"})
 #: settings zarr-python lets one leave out and fills from the array's dtype (``evolve``)
 _EVOLVED_FROM_DTYPE = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype"}
+#: settings with a numcodecs default that ``evolve`` replaces by the dtype's when left unset
+_DEFAULT_FROM_DTYPE = {"shuffle": "elementsize"}
 
 
 def numcodecs_object(value: Any) -> NumcodecsObject:
@@ -85,6 +88,25 @@ def numcodecs_object(value: Any) -> NumcodecsObject:
         raise CodecError(
             f"numcodecs codec {config['id']!r}: invalid config {config!r}: {err}"
         ) from None
+
+
+def numcodecs_defaults(codec_id: str) -> dict[str, Any]:
+    """numcodecs' default configuration of ``codec_id`` (without ``id``), less the settings
+    ``evolve`` takes from the array's dtype (shuffle's ``elementsize``), as zarr-python
+    leaves them unset; empty for codecs that cannot be built without settings.
+
+    Example:
+        >>> numcodecs_defaults("zlib"), numcodecs_defaults("shuffle")
+        ({'level': 1}, {})
+    """
+    try:
+        config = dict(numcodecs_object(codec_id).get_config())
+    except CodecError:  # needs settings evolve() fills from the dtype (quantize, ...)
+        return {}
+    config.pop("id", None)
+    if codec_id in _DEFAULT_FROM_DTYPE:
+        config.pop(_DEFAULT_FROM_DTYPE[codec_id], None)
+    return config
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -182,9 +204,8 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
 
     def evolve(self, spec: ChunkSpec) -> Codec:
         """``shuffle`` gets its ``elementsize`` from the dtype, as zarr-python does."""
-        if self.codec_id == "shuffle":
-            return self._evolved(elementsize=int(spec.dtype.itemsize))
-        return self
+        key = _DEFAULT_FROM_DTYPE.get(self.codec_id)
+        return self._evolved(**{key: int(spec.dtype.itemsize)}) if key is not None else self
 
     def encode(self, data: bytes) -> bytes:
         """Encode with numcodecs."""

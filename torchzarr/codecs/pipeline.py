@@ -340,6 +340,7 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
     from torchzarr.codecs.compressors import BLOSC_SHUFFLE, BloscCodec, GzipCodec, ZstdCodec
     from torchzarr.codecs.numcodecs_adapter import (
         numcodecs_codec_class,
+        numcodecs_defaults,
         numcodecs_object,
         numcodecs_v3_codec,
     )
@@ -352,12 +353,9 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
     if isinstance(value, str) and value.startswith("numcodecs."):
         codec_id = value[len("numcodecs.") :]
         numcodecs_codec_class(codec_id)  # an unknown id fails here, under its v3 name
-        try:  # as named, with numcodecs' defaults spelled out
-            config = dict(numcodecs_object(codec_id).get_config())
-        except CodecError:  # needs settings evolve() fills from the dtype (quantize, ...)
-            config = {}
-        config.pop("id", None)
-        return numcodecs_v3_codec(codec_id, config)
+        # as named, with numcodecs' defaults spelled out but for those evolve() takes from
+        # the dtype (shuffle's elementsize)
+        return numcodecs_v3_codec(codec_id, numcodecs_defaults(codec_id))
     obj = numcodecs_object(value)
     config = dict(obj.get_config())
     codec_id = config.pop("id")

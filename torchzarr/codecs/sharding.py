@@ -170,9 +170,8 @@ class ShardingCodec(ArrayBytesCodec):
         """The index of a whole encoded shard."""
         n = self.index_nbytes(spec)
         if len(shard) < n:
-            raise ChunkDecodeError(
-                f"shard {key or ''} is {len(shard)} bytes, shorter than its {n}-byte index"
-            )
+            name = f"shard {key!r}" if key is not None else "shard"
+            raise ChunkDecodeError(f"{name} is {len(shard)} bytes, shorter than its {n}-byte index")
         view = memoryview(shard)
         raw = view[:n] if self.index_location == "start" else view[len(view) - n :]
         return self.decode_index(raw, spec, key)
@@ -193,7 +192,7 @@ class ShardingCodec(ArrayBytesCodec):
         parts: list[bytes] = []
         offset = self.index_nbytes(spec) if self.index_location == "start" else 0
         for coords, region in self._regions(spec):
-            sub = chunk[region]
+            sub = chunk[(*region, ...)]  # a view, also when 0-d
             if is_all_fill(sub, spec.fill_value):
                 continue
             data = inner.encode(sub)
@@ -221,7 +220,7 @@ class ShardingCodec(ArrayBytesCodec):
         decompress = fast_decode.zstd_decompressor_at() if zstd else None
         base = np.frombuffer(view, dtype=np.uint8).ctypes.data if len(view) else 0
         for coords, region in self._regions(spec):
-            target = out[region]
+            target = out[(*region, ...)]  # a view, also when 0-d
             found = index.get(coords)
             if found is None:
                 target[...] = spec.fill_value

@@ -24,8 +24,11 @@ __all__ = [
     "register_cache",
 ]
 
-CacheKey = tuple[str, str, tuple[int, ...]]  # (store identity, array path, chunk coords)
-_Entry = tuple[str, tuple[int, ...]]  # (location, chunk coords): how entries are held
+# (store identity, array path, chunk coords); for the inner chunk of a sharded array the
+# coords are (shard coords, inner chunk coords within the shard)
+CacheKey = tuple[str, str, tuple[Any, ...]]
+_Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
+_Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
 
 
 def location(identity: str, path: str) -> str:
@@ -49,12 +52,25 @@ def _where(key: CacheKey) -> _Entry:
     return location(key[0], key[1]), key[2]
 
 
+def _is_inner(coords: tuple[Any, ...]) -> bool:
+    """True for the (shard coords, inner coords) of a sharded array's inner chunk."""
+    return bool(coords) and type(coords[0]) is tuple
+
+
+def _grid_coords(coords: tuple[Any, ...]) -> tuple[int, ...]:
+    """The coords in the array's chunk grid: of the shard, for an inner chunk."""
+    return coords[0] if _is_inner(coords) else coords
+
+
 class ChunkCache:
     """An LRU of decoded chunks bounded by ``max_bytes``.
 
     With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
     ``max_pinned_bytes``, so batches gathered from them copy to the GPU with
     ``non_blocking=True``; past that cap, or without CUDA, they are ordinary memory.
+
+    Sharded arrays cache inner chunks, keyed ``(shard coords, inner coords)``; invalidating
+    a shard's coords drops its inner chunks.
 
     Example:
         >>> cache = ChunkCache(max_bytes=1 << 20)
@@ -72,6 +88,8 @@ class ChunkCache:
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
         self._entries: OrderedDict[_Entry, tuple[np.ndarray, bool]] = OrderedDict()
+        # the inner chunks held of each shard: a write of the shard drops them all
+        self._inner: dict[_Shard, set[tuple[int, ...]]] = {}
         self._nbytes = 0
         self._pinned_bytes = 0
         self._lock = new_lock()
@@ -104,7 +122,10 @@ class ChunkCache:
             else:
                 self._entries.move_to_end(where)
                 self.hits += 1
-        telemetry.add(cache_hits=1) if entry is not None else telemetry.add(cache_misses=1)
+        if entry is None:
+            telemetry.add("cache", cache_misses=1)
+        else:
+            telemetry.add("cache", cache_hits=1)
         return None if entry is None else entry[0]
 
     def _copy_in(self, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -130,30 +151,43 @@ class ChunkCache:
         with self._lock:
             if since is not None and since != self._generation:
                 return
-            old = self._entries.pop(where, None)
-            if old is not None:
-                self._forget(old)
+            self._pop(where)
             self._entries[where] = (held, pinned)
             self._nbytes += held.nbytes
             self._pinned_bytes += held.nbytes if pinned else 0
+            coords = where[1]
+            if _is_inner(coords):
+                self._inner.setdefault((where[0], coords[0]), set()).add(coords[1])
             while self._nbytes > self.max_bytes and self._entries:
-                _, evicted = self._entries.popitem(last=False)
-                self._forget(evicted)
+                self._pop(next(iter(self._entries)))
 
-    def _forget(self, entry: tuple[np.ndarray, bool]) -> None:
+    def _pop(self, where: _Entry) -> None:
+        """Drop one entry if held (hold the lock)."""
+        entry = self._entries.pop(where, None)
+        if entry is None:
+            return
         self._nbytes -= entry[0].nbytes
         if entry[1]:
             self._pinned_bytes -= entry[0].nbytes
+        coords = where[1]
+        if _is_inner(coords):
+            shard = (where[0], coords[0])
+            held = self._inner.get(shard)
+            if held is not None:
+                held.discard(coords[1])
+                if not held:
+                    del self._inner[shard]
 
     def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
-        """Drop the given chunks of one array (after a write)."""
+        """Drop the given chunks of one array (after a write); for a sharded array, the
+        inner chunks of the given shards."""
         where = location(identity, path)
         with self._lock:
             self._generation += 1
             for c in coords:
-                entry = self._entries.pop((where, c), None)
-                if entry is not None:
-                    self._forget(entry)
+                self._pop((where, c))
+                for inner in self._inner.pop((where, c), ()):
+                    self._pop((where, (c, inner)))
 
     def invalidate_tree(self, identity: str, path: str) -> None:
         """Drop every chunk of the node at ``path`` and of the nodes below it (after the
@@ -185,21 +219,23 @@ class ChunkCache:
         top, grid = location(identity, path), tuple(grid)
         self._drop_where(
             lambda where, coords: (
-                where == top and any(c >= g for c, g in zip(coords, grid, strict=False))
+                where == top
+                and any(c >= g for c, g in zip(_grid_coords(coords), grid, strict=False))
             )
         )
 
-    def _drop_where(self, doomed: Callable[[str, tuple[int, ...]], bool]) -> None:
+    def _drop_where(self, doomed: Callable[[str, tuple[Any, ...]], bool]) -> None:
         with self._lock:
             self._generation += 1
             for where in [w for w in self._entries if doomed(*w)]:
-                self._forget(self._entries.pop(where))
+                self._pop(where)
 
     def clear(self) -> None:
         """Drop everything and zero the counters."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._inner.clear()
             self._nbytes = self._pinned_bytes = 0
             self.hits = self.misses = 0
 

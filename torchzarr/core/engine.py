@@ -211,13 +211,19 @@ def _from_cache(source: ChunkSource, batch: list[Any], out: np.ndarray) -> list[
 
 def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: Any) -> None:
     reader = source.shard_reader
+    per_chunk = 1  # what telemetry counts as chunks: the inner chunks of a sharded array
     if reader is not None:
         # Whole shards are read in one piece (a shard rewritten meanwhile by another
-        # process is then seen whole, old or new) and decoded by the sharding codec.
-        partial = [p for p in batch if not p.is_complete_chunk]
+        # process is then seen whole, old or new) and decoded by the sharding codec,
+        # unless a cache is attached: its unit is the inner chunk, all go through it.
+        cached = source.cache is not None
+        partial = batch if cached else [p for p in batch if not p.is_complete_chunk]
         if partial:
-            reader.read(partial, out, run_parallel)
+            reader.read(partial, out, run_parallel)  # counts its own telemetry
+            if len(partial) == len(batch):
+                return
             batch = [p for p in batch if p.is_complete_chunk]
+        per_chunk = reader.inner_per_shard
     batch = _from_cache(source, batch, out)
     if not batch:
         return
@@ -231,9 +237,9 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
     chunks = ChunkReader(source, out, fill, root=root, fetched=fetched, generation=generation)
     with telemetry.timed("decode_seconds"):
         chunks.run(batch, run_parallel)
-    telemetry.add(
-        chunks_fetched=chunks.chunks,
-        chunks_missing=chunks.missing,
+    telemetry.add(  # a shard read whole decodes all its inner chunks (fill where not stored)
+        chunks_fetched=chunks.chunks * per_chunk,
+        chunks_missing=chunks.missing * per_chunk,
         bytes_fetched=chunks.bytes_fetched,
         bytes_decoded=chunks.chunks * source.pipeline.spec.nbytes,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from torchzarr import telemetry
 from torchzarr.core.array import Array
 from torchzarr.core.engine import run_parallel
 
@@ -25,7 +26,10 @@ def gather_rows(array: Array, rows: np.ndarray, out: np.ndarray) -> bool:
         False
     """
     reader = array._source.shard_reader
-    return reader is not None and reader.gather_rows(rows, out, run_parallel)
+    if reader is None or not reader.gather_rows(rows, out, run_parallel):
+        return False
+    telemetry.add("read", reads=1, bytes_delivered=out.nbytes)
+    return True
 
 
 def keep_shard_indexes(array: Array) -> None:

@@ -118,12 +118,12 @@ class PieceFetcher:
         self.raw = is_raw(inner) and not needs_swap(inner)
         self.zstd = zstd_codec(inner)  # inner chunks of one zstd frame: the lean decode
 
-    def fetch(self, pieces: list[Piece], run_parallel: Any, files: ShardFiles | None) -> None:
+    def fetch(self, pieces: list[Piece], run_parallel: Any, files: ShardFiles | None) -> int:
         """Fetch and decode every piece into its target: local shards through the
         descriptors of ``files`` (which their indexes were read through), other stores
-        with byte-range requests (``files`` None)."""
+        with byte-range requests (``files`` None). Returns the bytes fetched."""
         if not pieces:
-            return
+            return 0
         store = self.store
         if files is not None:
             by_key: dict[str, list[Piece]] = {}
@@ -133,7 +133,7 @@ class PieceFetcher:
                 # raw pieces are a pread each: threads would only pass the GIL around
                 for key, group in by_key.items():
                     self._read_file(files, key, group)
-                return
+                return sum(piece[2] for piece in pieces)
             # Raw pieces: one task per shard (a pread each). Encoded pieces: runs of a
             # shard's pieces, so that the inner chunks of one shard decode on all threads.
             if self.raw:
@@ -152,7 +152,7 @@ class PieceFetcher:
                 groups,
                 cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
             )
-            return
+            return sum(piece[2] for piece in pieces)
         spans: dict[str, list[tuple[int, int]]] = {}
         for key, off, size, _, _ in pieces:
             spans.setdefault(key, []).append((off, size))
@@ -179,6 +179,7 @@ class PieceFetcher:
                 raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
             tasks.append((key, coords, view, target))
         run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
+        return sum(len(blob) for blob in fetched.values())  # coalesced gaps included
 
     def _read_file(self, files: ShardFiles, key: str, pieces: list[Piece]) -> None:
         """Read one local shard's pieces through the descriptor its index was read through."""

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
+import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from torchzarr import telemetry
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
 from torchzarr.core.fastpath import direct_target, local_root
 from torchzarr.core.indexing import basic_indexer
+from torchzarr.core.shard_cache import inner_region, read_cached, touched_chunks, touched_count
 from torchzarr.core.shard_files import ShardFiles
 from torchzarr.core.shard_pieces import Piece, PieceFetcher, Region, coalesce
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
@@ -46,31 +49,6 @@ def sharding_codec(pipeline: Any) -> ShardingCodec | None:
     return None
 
 
-def _touched(
-    selection: tuple[Any, ...], inner: tuple[int, ...], shard: tuple[int, ...]
-) -> list[tuple[int, ...]]:
-    """Inner chunks a chunk selection reaches (a superset is fine, a subset is not)."""
-    arrays = [s for s in selection if isinstance(s, np.ndarray) and s.ndim == 1]
-    if len(arrays) >= 2 and len(arrays) == len(selection):  # pointwise (vindex)
-        coords = np.stack([a // k for a, k in zip(selection, inner, strict=True)], axis=1)
-        return [tuple(int(v) for v in row) for row in np.unique(coords, axis=0)]
-    per_axis: list[list[int]] = []
-    for item, k, extent in zip(selection, inner, shard, strict=True):
-        if isinstance(item, slice):
-            picks = range(*item.indices(extent))
-            if not picks:
-                return []
-            if picks.step > k:
-                per_axis.append(sorted({i // k for i in picks}))
-            else:
-                per_axis.append(list(range(picks[0] // k, picks[-1] // k + 1)))
-        elif isinstance(item, np.ndarray):
-            per_axis.append(np.unique(item.reshape(-1) // k).tolist())
-        else:
-            per_axis.append([int(item) // k])
-    return [tuple(c) for c in itertools.product(*per_axis)]
-
-
 class ShardReader:
     """Reads parts of shards: index (cached when the store is read-only), then byte ranges."""
 
@@ -80,6 +58,7 @@ class ShardReader:
         self.spec = source.pipeline.spec
         self.inner = codec.inner_pipeline(self.spec)
         self.inner_shape = codec.chunk_shape
+        self.inner_per_shard = math.prod(codec.chunks_per_shard(self.spec.shape))
         self.index_nbytes = codec.index_nbytes(self.spec)
         # shard key -> (index, serial of the open file it was read through; 0: not local)
         self._cache: OrderedDict[str, tuple[ShardIndex, int]] | None = (
@@ -92,7 +71,7 @@ class ShardReader:
         self._row_chunks = bool(self.spec.shape) and (
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
-        self._pieces = PieceFetcher(source.store, self.inner)
+        self.pieces = PieceFetcher(source.store, self.inner)
         # local shards are read through descriptors (pread), one open per shard and read
         self._root = local_root(source.store) if hasattr(os, "preadv") else None
 
@@ -160,6 +139,7 @@ class ShardReader:
         n = self.index_nbytes
         where = ByteRange(-n) if self.codec.index_location == "end" else ByteRange(0, n)
         raws = self.source.store.get_ranges([(key, where) for key in missing])
+        telemetry.add(bytes_fetched=sum(len(raw) for raw in raws if raw is not None))
         for key, raw in zip(missing, raws, strict=True):
             if raw is None:
                 found[key] = None
@@ -177,6 +157,8 @@ class ShardReader:
     ) -> dict[str, ShardIndex | None]:
         found: dict[str, ShardIndex | None] = {}
         n = self.index_nbytes
+        at_end = self.codec.index_location == "end"
+        read = 0
         for key in keys:
             with self._lock:
                 entry = self._cached(key)
@@ -190,15 +172,19 @@ class ShardReader:
                 continue
             try:
                 size = os.fstat(fd).st_size
-                raw = os.pread(fd, n, size - n if self.codec.index_location == "end" else 0)
+                # a file shorter than the index: no pread at a negative offset
+                raw = b"" if size < n else os.pread(fd, n, size - n if at_end else 0)
             except OSError as err:
                 raise StoreError(f"cannot read shard {key!r} in {files.root}: {err}") from err
-            if size < n or len(raw) != n:
+            if len(raw) != n:
                 raise ChunkDecodeError(
                     f"shard {key!r} is {size} bytes, shorter than its {n}-byte index"
                 )
+            read += n
             index = found[key] = self.codec.decode_index(raw, self.spec, key)
             self._keep(key, index, serial, writes)
+        if read:
+            telemetry.add(bytes_fetched=read)
         return found
 
     def _cached(self, key: str) -> tuple[ShardIndex, int] | None:
@@ -227,33 +213,58 @@ class ShardReader:
         decode into a shard-sized scratch. Local files are read with one descriptor per run
         of pieces and one ``preadv`` per run of adjacent pieces (straight into the target
         when the inner chunks are raw bytes).
-        """
-        with self._files() as files:
-            self._read(projections, out, run_parallel, files)
 
-    def _read(self, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any) -> None:
+        With a cache on the source, inner chunks come from it where held and go into it
+        when fetched (:func:`~torchzarr.core.shard_cache.read_cached`); the projections
+        may then cover whole shards too.
+        """
+        start = time.perf_counter()
+        with self._files() as files:
+            if self.source.cache is not None:
+                counts = read_cached(self, projections, out, run_parallel, files)
+            else:
+                counts = self._read(projections, out, run_parallel, files)
+        self._count(*counts, time.perf_counter() - start)
+
+    def _read(
+        self, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any
+    ) -> tuple[int, int, int]:
+        """Read without a cache; returns (inner chunks fetched, not stored, bytes fetched)."""
         keys = [self.source.key(p.chunk_coords) for p in projections]
         indexes = self.indexes(keys, files)
         pieces: list[Piece] = []
         finish: list[tuple[Any, np.ndarray, Any]] = []
+        missing = 0  # inner chunks read as fill: not stored
         for p, key in zip(projections, keys, strict=True):
             index = indexes[key]
             if index is None:
                 out[p.out_selection] = self.spec.fill_value
+                missing += touched_count(p.chunk_selection, self.inner_shape, self.spec.shape)
                 continue
             rows = self._rows(p.chunk_selection)
             if rows is not None:
-                finish.append(self._plan_rows(p, key, index, rows, pieces))
+                missing += self._plan_rows(p, key, index, rows, pieces, finish)
             elif all(isinstance(s, slice) for s in p.out_selection) and all(
                 isinstance(s, slice | int) for s in p.chunk_selection
             ):
                 view = out[(*p.out_selection, Ellipsis)]  # a view, also when 0-d
-                self._plan_scatter(p, key, index, view, pieces)
+                missing += self._plan_scatter(p, key, index, view, pieces)
             else:
-                finish.append(self._plan_region(p, key, index, pieces))
-        self._pieces.fetch(pieces, run_parallel, files)
+                missing += self._plan_region(p, key, index, pieces, finish)
+        fetched = self.pieces.fetch(pieces, run_parallel, files)
         for p, source, selection in finish:
             out[p.out_selection] = source[selection]
+        return len(pieces), missing, fetched
+
+    def _count(self, chunks: int, missing: int, fetched: int, seconds: float) -> None:
+        """Tell telemetry what a read fetched and decoded; its chunks are inner chunks."""
+        telemetry.add(
+            chunks_fetched=chunks,
+            chunks_missing=missing,
+            bytes_fetched=fetched,
+            bytes_decoded=chunks * self.inner.spec.nbytes,
+            decode_seconds=seconds,
+        )
 
     def gather_rows(self, rows: np.ndarray, out: np.ndarray, run_parallel: Any) -> bool:
         """Fill ``out[i]`` with row ``rows[i]`` of the whole array (int64, any order, repeats).
@@ -272,13 +283,15 @@ class ShardReader:
             return False
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
             raise BoundsError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
+        start = time.perf_counter()
         with self._files() as files:
-            self._gather_rows(rows, out, run_parallel, files)
+            counts = self._gather_rows(rows, out, run_parallel, files)
+        self._count(*counts, time.perf_counter() - start)
         return True
 
     def _gather_rows(
         self, rows: np.ndarray, out: np.ndarray, run_parallel: Any, files: Any
-    ) -> None:
+    ) -> tuple[int, int, int]:
         shape = tuple(self.source.metadata.shape)
         step, per_shard = self.inner_shape[0], self.spec.shape[0] // self.inner_shape[0]
         inner = rows // step
@@ -305,13 +318,14 @@ class ShardReader:
                     buf[j] = fill
                 else:
                     pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
-        self._pieces.fetch(pieces, run_parallel, files)
+        fetched = self.pieces.fetch(pieces, run_parallel, files)
         flat = buf.reshape(-1, *self.inner_shape[1:])
         position = np.searchsorted(touched, inner) * step + rows % step
         if out.flags.c_contiguous and out.dtype == flat.dtype:
             np.take(flat, position, axis=0, out=out)
         else:
             out[...] = flat[position]
+        return len(pieces), touched.size - len(pieces), fetched
 
     def _rows(self, selection: tuple[Any, ...]) -> np.ndarray | None:
         """The rows of a selection of whole inner-chunk rows, else None."""
@@ -327,8 +341,16 @@ class ShardReader:
         return None
 
     def _plan_rows(
-        self, p: Any, key: str, index: ShardIndex, rows: np.ndarray, pieces: list[Piece]
-    ) -> tuple[Any, np.ndarray, Any]:
+        self,
+        p: Any,
+        key: str,
+        index: ShardIndex,
+        rows: np.ndarray,
+        pieces: list[Piece],
+        finish: list[tuple[Any, np.ndarray, Any]],
+    ) -> int:
+        """Plan a selection of whole rows into a compact buffer of the touched inner chunks;
+        the inner chunks not stored (filled), counted."""
         step = self.inner_shape[0]
         inner = rows // step
         touched = np.unique(inner)
@@ -345,40 +367,50 @@ class ShardReader:
             pieces.append((key, off, size, buf[j], (c, *tail)))
         flat = buf.reshape(-1, *self.inner_shape[1:])
         position = np.searchsorted(touched, inner) * step + rows % step
-        return p, flat, (position, *p.chunk_selection[1:])
+        finish.append((p, flat, (position, *p.chunk_selection[1:])))
+        return touched.size - present.size
 
     def _plan_scatter(
         self, p: Any, key: str, index: ShardIndex, view: np.ndarray, pieces: list[Piece]
-    ) -> None:
+    ) -> int:
         """Plan a basic selection of a shard: each inner chunk lands in ``view`` (the shard's
         part of the output) directly, straight from the decoder where its region is
-        contiguous, with no shard-sized scratch and no second copy."""
+        contiguous, with no shard-sized scratch and no second copy. Returns how many
+        inner chunks were not stored (filled)."""
         inner, fill = self.inner_shape, self.spec.fill_value
         size = self.inner.spec.nbytes // self.inner.spec.dtype.itemsize
+        missing = 0
         for ip in basic_indexer(p.chunk_selection, self.spec.shape, inner):
             stored = index.get(ip.chunk_coords)
             if stored is None:
                 view[ip.out_selection] = fill
+                missing += 1
                 continue
             target = direct_target(view, ip, inner, size)
             if target is None:
                 target = Region(view[(*ip.out_selection, Ellipsis)], ip.chunk_selection)
             pieces.append((key, *stored, target, ip.chunk_coords))
+        return missing
 
     def _plan_region(
-        self, p: Any, key: str, index: ShardIndex, pieces: list[Piece]
-    ) -> tuple[Any, np.ndarray, Any]:
+        self,
+        p: Any,
+        key: str,
+        index: ShardIndex,
+        pieces: list[Piece],
+        finish: list[tuple[Any, np.ndarray, Any]],
+    ) -> int:
+        """Plan any selection through a shard-sized scratch; the inner chunks not stored
+        (filled), counted."""
         scratch = np.empty(self.spec.shape, dtype=self.spec.dtype)
-        for coords in _touched(p.chunk_selection, self.inner_shape, self.spec.shape):
-            region = self._region(coords)
+        missing = 0
+        for coords in touched_chunks(p.chunk_selection, self.inner_shape, self.spec.shape):
+            region = inner_region(coords, self.inner_shape)
             stored = index.get(coords)
             if stored is None:
                 scratch[region] = self.spec.fill_value
+                missing += 1
             else:
                 pieces.append((key, *stored, scratch[region], coords))
-        return p, scratch, p.chunk_selection
-
-    def _region(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
-        return tuple(
-            slice(c * k, (c + 1) * k) for c, k in zip(coords, self.inner_shape, strict=True)
-        )
+        finish.append((p, scratch, p.chunk_selection))
+        return missing
