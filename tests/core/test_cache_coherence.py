@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.core.cache import ChunkCache
+from torchzarr.core.cache import ChunkCache, location
+from torchzarr.core.engine import _stripes
 
 
 def test_put_after_an_invalidation_is_dropped():
@@ -130,3 +131,28 @@ def test_cache_entries_are_keyed_by_location():
     assert len(cache) == 2
     cache.invalidate_tree("file:///d/g.zarr", "sub/x")
     assert len(cache) == 1 and cache.get(("file:///d/g.zarr", "sub/xy", (0,))) is not None
+
+
+def test_locations_ignore_trailing_slashes_and_keep_fsspec_option_digests():
+    digest = "#0123456789abcdef"
+    assert location("s3://b/g" + digest, "sh") == location("s3://b/g/sh/" + digest, "")
+    assert location("s3://b/p/", "") == location("s3://b/p", "") == "s3://b/p"
+    assert location("file:///", "x") == "file:///x"
+    assert location("file:///data/run#1", "x") == "file:///data/run#1/x"  # not a digest
+
+
+def test_one_chunk_takes_one_lock_however_its_store_is_rooted(tmp_path):
+    root = tmp_path / "g.zarr"
+    group = tz.open_group(root, mode="w")
+    group.create_array("sub/x", shape=(8,), dtype=torch.int32, chunks=(8,))
+    via_group, direct = tz.LocalStore(root), tz.LocalStore(root / "sub" / "x")
+    assert _stripes(via_group, ["sub/x/c/0"]) == _stripes(direct, ["c/0"])
+
+
+def test_a_directory_reached_through_a_symlink_is_the_same_data(tmp_path):
+    (tmp_path / "real.zarr").mkdir()
+    (tmp_path / "link.zarr").symlink_to(tmp_path / "real.zarr")
+    assert (
+        tz.LocalStore(tmp_path / "link.zarr").identity
+        == tz.LocalStore(tmp_path / "real.zarr").identity
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "register_cache",
 ]
 
+_HEX16 = re.compile(r"[0-9a-f]{16}")  # the digest of an fsspec store's options
 # (store identity, array path, chunk coords); for the inner chunk of a sharded array the
 # coords are (shard coords, inner chunk coords within the shard)
 CacheKey = tuple[str, str, tuple[Any, ...]]
@@ -38,14 +40,25 @@ def location(identity: str, path: str) -> str:
     rooted at its group (path ``"sub/x"``) give one location, so cache entries and write
     invalidations of either reach the other.
 
+    A trailing slash of the store's URL does not count, and the digest of an fsspec
+    store's options (``url#0123456789abcdef``) stays at the end.
+
     Example:
         >>> location("file:///data/g.zarr", "sub/x") == location("file:///data/g.zarr/sub/x", "")
         True
+        >>> location("s3://b/g#0123456789abcdef", "x") == location("s3://b/g/x/#0123456789abcdef", "")
+        True
     """
+    base, digest = identity, ""
+    if len(identity) > 17 and identity[-17] == "#" and _HEX16.fullmatch(identity[-16:]):
+        base, digest = identity[:-17], identity[-17:]
+    stripped = base.rstrip("/")
+    if stripped.endswith(":"):  # the root of "file:///": keep the scheme's slashes
+        stripped = base
     path = path.strip("/")
-    if not path:
-        return identity
-    return identity + path if identity.endswith("/") else f"{identity}/{path}"
+    if path:
+        stripped = stripped + path if stripped.endswith("/") else f"{stripped}/{path}"
+    return stripped + digest
 
 
 def _where(key: CacheKey) -> _Entry:

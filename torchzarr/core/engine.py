@@ -17,7 +17,7 @@ from torchzarr import telemetry
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
-from torchzarr.core.cache import ChunkCache, invalidate_everywhere
+from torchzarr.core.cache import ChunkCache, invalidate_everywhere, location
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
@@ -270,12 +270,17 @@ def write_from(
 _STRIPES = [threading.Lock() for _ in range(256)]
 
 
+def _stripes(store: Any, keys: Sequence[str]) -> list[int]:
+    """The lock stripes of chunk ``keys``, by location: one chunk reached through stores
+    rooted at its group or at its array takes one lock."""
+    identity = store.identity
+    return sorted({hash(location(identity, key)) % len(_STRIPES) for key in keys})
+
+
 @contextlib.contextmanager
 def _locked(store: Any, keys: Sequence[str]) -> Iterator[None]:
-    identity = store.identity
-    stripes = sorted({hash((identity, key)) % len(_STRIPES) for key in keys})
     with contextlib.ExitStack() as stack:
-        for i in stripes:
+        for i in _stripes(store, keys):
             stack.enter_context(_STRIPES[i])
         yield
 

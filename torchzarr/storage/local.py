@@ -106,7 +106,11 @@ class LocalStore(Store):
 
     @property
     def identity(self) -> str:
-        return "file://" + str(self.root)
+        # symlinks resolved (once): a directory reached through a link is the same data
+        identity = self.__dict__.get("_identity")
+        if identity is None:
+            identity = self.__dict__["_identity"] = "file://" + os.path.realpath(self.root)
+        return identity
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
