@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -19,9 +19,10 @@ from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.node_base import NodeBase
-from torchzarr.core.nodes import METADATA_NAMES, write_node
+from torchzarr.core.nodes import METADATA_NAMES, node_lock, read_node, write_node
 from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
+from torchzarr.core.shards import writing
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
@@ -168,7 +169,7 @@ class Array(NodeBase, ZarrArrayMethods):
     @property
     def attrs(self) -> Attributes:
         """User attributes, persisted as JSON on every change."""
-        return Attributes(lambda: user_attributes(self._metadata), self._set_attributes)
+        return Attributes(lambda: user_attributes(self._metadata), self._change_attributes)
 
     @property
     def cdata_shape(self) -> tuple[int, ...]:
@@ -299,7 +300,9 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot write data of shape {tuple(np.shape(data))} to a selection of shape "
                 f"{shape} in array {self.name}"
             ) from None
-        engine.write_from(self._source, list(indexer), data)
+        source = self._source
+        with writing(source):  # shard readers of this process read again, not a torn shard
+            engine.write_from(source, list(indexer), data)
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, selection: Any) -> torch.Tensor:
@@ -357,18 +360,29 @@ class Array(NodeBase, ZarrArrayMethods):
         return np.asarray(data.numpy(), dtype=dtype)
 
     # -- metadata changes -------------------------------------------------------------------
-    def _commit_metadata(self, metadata: Any) -> None:
-        write_node(self._store, self._path, metadata)
-        refresh_consolidated(self._store, [(self._path, metadata)])
-        self._metadata = metadata
-        self.__dict__.pop("_source_of", None)
+    def _commit_metadata(self, change: Callable[[Any], Any]) -> None:
+        """Write ``change(metadata)``, applied to the metadata as stored (this copy's when
+        none is), and refresh the consolidated entries above, under the node's lock: a
+        concurrent change of this array in this process, through any Array, is kept."""
+        with node_lock(self._store, [self._path]):
+            stored = read_node(self._store, self._path, self.zarr_format)
+            metadata = change(stored if hasattr(stored, "shape") else self._metadata)
+            write_node(self._store, self._path, metadata)
+            refresh_consolidated(self._store, [(self._path, metadata)])
+            self._metadata = metadata
+            self.__dict__.pop("_source_of", None)
 
-    def _set_attributes(self, attributes: dict[str, Any]) -> None:
+    def _change_attributes(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self._check_writable()
-        internal = self._metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
-        if internal is not None:
-            attributes = {**attributes, RAW_DTYPE_ATTRIBUTE: internal}
-        self._commit_metadata(self._metadata.evolve(attributes=attributes))
+
+        def evolve(metadata: Any) -> Any:
+            attributes = change(user_attributes(metadata))
+            internal = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
+            if internal is not None:
+                attributes = {**attributes, RAW_DTYPE_ATTRIBUTE: internal}
+            return metadata.evolve(attributes=attributes)
+
+        self._commit_metadata(evolve)
 
     def resize(self, *shape: Any) -> None:
         """Change the shape; chunks left outside are deleted, cut edge chunks reset to fill.
@@ -383,8 +397,10 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
                 "the number of dimensions must stay the same"
             )
-        clear_outside(self._source, self.shape, new_shape)
-        self._commit_metadata(self._metadata.evolve(shape=new_shape))
+        source = self._source
+        with writing(source):
+            clear_outside(source, self.shape, new_shape)
+        self._commit_metadata(lambda metadata: metadata.evolve(shape=new_shape))
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` there; returns the new shape.

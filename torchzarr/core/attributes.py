@@ -115,6 +115,11 @@ def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 class Attributes(MutableMapping[str, Any]):
     """The attributes of one node; each change rewrites the node's metadata.
 
+    ``read`` gives the attributes as this node object knows them; ``change`` applies a
+    function from the current attributes to the new ones and persists the result (the node
+    calls it with the attributes as stored, under its lock, so concurrent changes of
+    distinct keys all survive).
+
     Example:
         >>> import torchzarr as tz
         >>> g = tz.open_group("memory://", mode="w")
@@ -126,10 +131,10 @@ class Attributes(MutableMapping[str, Any]):
     def __init__(
         self,
         read: Callable[[], Mapping[str, Any]],
-        write: Callable[[dict[str, Any]], None],
+        change: Callable[[Callable[[dict[str, Any]], dict[str, Any]]], None],
     ) -> None:
         self._read = read
-        self._write = write
+        self._change = change
 
     def __getitem__(self, key: str) -> Any:
         return self._read()[key]
@@ -144,17 +149,22 @@ class Attributes(MutableMapping[str, Any]):
         self.update({key: value})
 
     def __delitem__(self, key: str) -> None:
-        current = dict(self._read())
-        del current[key]
-        self._write(current)
+        def without(current: dict[str, Any]) -> dict[str, Any]:
+            if key not in current:
+                raise KeyError(key)
+            return {k: v for k, v in current.items() if k != key}
+
+        self._change(without)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Set many attributes with one metadata write."""
-        self._write({**self._read(), **json_attributes(dict(*args, **kwargs))})
+        new = json_attributes(dict(*args, **kwargs))
+        self._change(lambda current: {**current, **new})
 
     def put(self, attributes: Mapping[str, Any]) -> None:
         """Replace all attributes at once."""
-        self._write(json_attributes(attributes))
+        new = json_attributes(attributes)
+        self._change(lambda _: new)
 
     def asdict(self) -> dict[str, Any]:
         """A plain dict copy of the attributes."""

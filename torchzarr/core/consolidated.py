@@ -134,12 +134,6 @@ def consolidated_children(
     return {rel[len(prefix) :]: members[rel] for rel in keys[lo:hi]}
 
 
-def _ancestors(path: str) -> list[str]:
-    """``path`` and every group above it, root first."""
-    parts = path.split("/") if path else []
-    return ["/".join(parts[:depth]) for depth in range(len(parts) + 1)]
-
-
 def _relative(root: str, path: str) -> str | None:
     """``path`` relative to ``root`` ("" for the root itself), or None when not below it."""
     if not root:
@@ -190,6 +184,10 @@ def refresh_consolidated(
     paths, written fresh by the same call, hold nothing consolidated and are not read); a
     write only where something was consolidated.
 
+    Each group's document is read, changed and written under the node locks
+    (:func:`~torchzarr.core.nodes.node_lock`) of the changed nodes and the groups above,
+    so concurrent changes in this process never drop each other's entries.
+
     Example:
         >>> import torchzarr as tz
         >>> from torchzarr.core.consolidated import refresh_consolidated
@@ -197,7 +195,12 @@ def refresh_consolidated(
         >>> _ = tz.consolidate_metadata("memory://refresh-doc")
         >>> refresh_consolidated(root.store, [("gone", None)])  # nothing there: no change
     """
-    above = {a for path, _ in changes for a in _ancestors(path)} - created
+    with nodes.node_lock(store, [path for path, _ in changes]):
+        _refresh(store, changes, created)
+
+
+def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None:
+    above = {a for path, _ in changes for a in nodes.ancestors(path)} - created
     roots = sorted(above, key=len)
     keys = {}
     for root in roots:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from torchzarr.core import nodes
@@ -73,15 +73,20 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
     @property
     def attrs(self) -> Attributes:
         """User attributes, persisted as JSON on every change."""
-        return Attributes(lambda: self._metadata.attributes, self._set_attributes)
+        return Attributes(lambda: self._metadata.attributes, self._change_attributes)
 
-    def _set_attributes(self, attributes: dict[str, Any]) -> None:
+    def _change_attributes(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Apply ``change`` to the attributes as stored, under the node's lock (a concurrent
+        change through any Group object in this process is kept), and write the group."""
         self._check_writable()
-        metadata = self._metadata.evolve(attributes=attributes)
-        # this copy's consolidated part may be older than the store's: keep the store's
-        self._metadata = stored_consolidated(self._store, self._path, metadata)
-        nodes.write_node(self._store, self._path, self._metadata)
-        refresh_consolidated(self._store, [(self._path, self._metadata)])
+        with nodes.node_lock(self._store, [self._path]):
+            stored = nodes.read_node(self._store, self._path, self.zarr_format)
+            if stored is None or hasattr(stored, "shape"):
+                # none stored (or an array now): this copy, with the store's consolidated part
+                stored = stored_consolidated(self._store, self._path, self._metadata)
+            self._metadata = stored.evolve(attributes=change(dict(stored.attributes)))
+            nodes.write_node(self._store, self._path, self._metadata)
+            refresh_consolidated(self._store, [(self._path, self._metadata)])
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -325,11 +330,12 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
     def __delitem__(self, key: str) -> None:
         self._check_writable()
         path = self._child_path(key)
-        if nodes.read_node(self._store, path, self.zarr_format) is None:
-            raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
-        self._store.delete_prefix(path + "/")
-        invalidate_tree_everywhere(self._store.identity, path)  # cached chunks of the node
-        refresh_consolidated(self._store, [(path, None)])
+        with nodes.node_lock(self._store, [path]):
+            if nodes.read_node(self._store, path, self.zarr_format) is None:
+                raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
+            self._store.delete_prefix(path + "/")
+            invalidate_tree_everywhere(self._store.identity, path)  # cached chunks of the node
+            refresh_consolidated(self._store, [(path, None)])
 
     def create_hierarchy(self, specs: Mapping[str, Any]) -> dict[str, Array | Group]:
         """Create many nodes, writing all their metadata in one batch.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from torchzarr.core.cache import location
 from torchzarr.errors import InvalidKeyError, MetadataError, UnsupportedDtypeError
+from torchzarr.forksafe import new_lock, new_rlock
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
@@ -19,10 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UnsupportedArray",
+    "ancestors",
     "join_path",
     "node_documents",
     "node_keys",
     "node_metadata_keys",
+    "node_lock",
     "normalize_path",
     "parse_member",
     "parse_node",
@@ -66,6 +72,55 @@ def join_path(*parts: str) -> str:
         'a/b/c'
     """
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def ancestors(path: str) -> list[str]:
+    """``path`` and every group above it, root first.
+
+    Example:
+        >>> ancestors("a/b")
+        ['', 'a', 'a/b']
+    """
+    parts = path.split("/") if path else []
+    return ["/".join(parts[:depth]) for depth in range(len(parts) + 1)]
+
+
+# A lock per node location (store identity and path) in this process, for the read-modify-
+# writes of metadata (attributes, shape, consolidated entries); reads take none. Held only
+# while someone uses it.
+_node_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_node_locks_guard = new_lock()
+
+
+@contextlib.contextmanager
+def node_lock(store: Store, paths: Iterable[str]) -> Iterator[None]:
+    """Hold the metadata locks of the nodes at ``paths`` and of every group above them.
+
+    A node's metadata and the consolidated entries of the groups above it change under
+    these locks, so two changes in this process (through any node object, however its
+    store was rooted) never overwrite each other. The locks are taken in one order
+    (by location) and are reentrant: a change may hold them while it calls another one
+    that takes them again for the same nodes.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> with node_lock(store, ["a/b"]):
+        ...     pass
+    """
+    identity = store.identity
+    wanted = sorted({location(identity, a) for path in paths for a in ancestors(path)})
+    with _node_locks_guard:
+        locks = []
+        for where in wanted:
+            lock = _node_locks.get(where)
+            if lock is None:
+                lock = _node_locks[where] = new_rlock()
+            locks.append(lock)
+    with contextlib.ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        yield
 
 
 def _key(path: str, name: str) -> str:

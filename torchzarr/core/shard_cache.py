@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,12 +90,20 @@ def touched_count(
 
 
 def read_cached(
-    reader: Any, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any
+    reader: Any,
+    projections: list[Any],
+    out: np.ndarray,
+    run_parallel: Any,
+    files: Any,
+    settled: Callable[[], bool] = lambda: True,
 ) -> tuple[int, int, int]:
     """Fill ``out`` for projections of whole or partial shards through the cache of
     ``reader.source`` (a ``ShardReader``); ``files`` are the read's local shard files or
     None, as for ``ShardReader.read``. Returns the inner chunks fetched, those not stored
     (read as the fill value, not cached) and the bytes fetched.
+
+    The fetched inner chunks are cached only if ``settled()`` says, once they are decoded,
+    that no write overlapped the read (else the caller reads again).
 
     Example:
         >>> read_cached(reader, projections, out, run_parallel, None)  # doctest: +SKIP
@@ -125,8 +134,9 @@ def read_cached(
         else:
             plan.through_scratch(p, key, index, chunks)
     fetched = reader.pieces.fetch(plan.pieces, run_parallel, files)
-    for coords, chunk in plan.fresh:
-        cache.put((identity, path, coords), chunk, since=since)
+    if settled():
+        for coords, chunk in plan.fresh:
+            cache.put((identity, path, coords), chunk, since=since)
     for target, chunk, selection in plan.copies:
         target[...] = chunk[selection]
     for p, scratch in plan.scratches:

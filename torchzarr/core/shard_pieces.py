@@ -1,4 +1,4 @@
-"""A shard's inner chunks ("pieces") fetched and decoded into their targets.
+"""A shard's inner chunks ("pieces"): planned, fetched and decoded into their targets.
 
 Local shards are read with one descriptor per run of pieces and one ``preadv`` per run of
 adjacent pieces; other stores with coalesced byte-range requests. Each piece decodes into
@@ -15,8 +15,18 @@ import numpy as np
 
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.pipeline import decode_error
+from torchzarr.codecs.sharding import EMPTY, ShardIndex
 from torchzarr.config import config
-from torchzarr.core.fastpath import is_raw, needs_swap, read_buffer, scratch_buffer, zstd_codec
+from torchzarr.core.fastpath import (
+    direct_target,
+    is_raw,
+    needs_swap,
+    read_buffer,
+    scratch_buffer,
+    zstd_codec,
+)
+from torchzarr.core.indexing import basic_indexer
+from torchzarr.core.shard_cache import inner_region, touched_chunks
 from torchzarr.core.shard_files import ShardFiles
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage.base import ByteRange
@@ -29,6 +39,9 @@ __all__ = [
     "Target",
     "coalesce",
     "place",
+    "plan_region",
+    "plan_rows",
+    "plan_scatter",
     "spans",
 ]
 
@@ -248,3 +261,97 @@ class PieceFetcher:
             place(inner.decode(data, out=chunk, key=where), target)
         else:
             place(inner.decode(data, key=where), target)
+
+
+# -- plans: which pieces a read of part of a shard fetches, and where they land ----------------
+def plan_rows(
+    reader: Any,
+    p: Any,
+    key: str,
+    index: ShardIndex,
+    rows: np.ndarray,
+    pieces: list[Piece],
+    finish: list[tuple[Any, np.ndarray, Any]],
+) -> int:
+    """Plan a selection of whole rows into a compact buffer of the touched inner chunks;
+    the inner chunks not stored (filled), counted.
+
+    Example:
+        >>> plan_rows(reader, p, "c/0", index, np.arange(8), pieces, finish)  # doctest: +SKIP
+        2
+    """
+    step = reader.inner_shape[0]
+    inner = rows // step
+    touched = np.unique(inner)
+    entries = index.entries.reshape(-1, 2)[touched]
+    buf = np.empty((touched.size, *reader.inner_shape), dtype=reader.spec.dtype)
+    absent = (entries[:, 0] == EMPTY) & (entries[:, 1] == EMPTY)
+    if absent.any():
+        buf[absent] = reader.spec.fill_value
+    tail = (0,) * (len(reader.inner_shape) - 1)
+    present = np.flatnonzero(~absent)
+    for j, c, (off, size) in zip(
+        present.tolist(), touched[present].tolist(), entries[present].tolist(), strict=True
+    ):
+        pieces.append((key, off, size, buf[j], (c, *tail)))
+    flat = buf.reshape(-1, *reader.inner_shape[1:])
+    position = np.searchsorted(touched, inner) * step + rows % step
+    finish.append((p, flat, (position, *p.chunk_selection[1:])))
+    return touched.size - present.size
+
+
+def plan_scatter(
+    reader: Any, p: Any, key: str, index: ShardIndex, view: np.ndarray, pieces: list[Piece]
+) -> int:
+    """Plan a basic selection of a shard: each inner chunk lands in ``view`` (the shard's
+    part of the output) directly, straight from the decoder where its region is
+    contiguous, with no shard-sized scratch and no second copy. Returns how many
+    inner chunks were not stored (filled).
+
+    Example:
+        >>> plan_scatter(reader, p, "c/0", index, out[0:8], pieces)  # doctest: +SKIP
+        0
+    """
+    inner, fill = reader.inner_shape, reader.spec.fill_value
+    size = reader.inner.spec.nbytes // reader.inner.spec.dtype.itemsize
+    missing = 0
+    for ip in basic_indexer(p.chunk_selection, reader.spec.shape, inner):
+        stored = index.get(ip.chunk_coords)
+        if stored is None:
+            view[ip.out_selection] = fill
+            missing += 1
+            continue
+        target = direct_target(view, ip, inner, size)
+        if target is None:
+            target = Region(view[(*ip.out_selection, Ellipsis)], ip.chunk_selection)
+        pieces.append((key, *stored, target, ip.chunk_coords))
+    return missing
+
+
+def plan_region(
+    reader: Any,
+    p: Any,
+    key: str,
+    index: ShardIndex,
+    pieces: list[Piece],
+    finish: list[tuple[Any, np.ndarray, Any]],
+) -> int:
+    """Plan any selection through a shard-sized scratch; the inner chunks not stored
+    (filled), counted.
+
+    Example:
+        >>> plan_region(reader, p, "c/0", index, pieces, finish)  # doctest: +SKIP
+        0
+    """
+    scratch = np.empty(reader.spec.shape, dtype=reader.spec.dtype)
+    missing = 0
+    for coords in touched_chunks(p.chunk_selection, reader.inner_shape, reader.spec.shape):
+        region = inner_region(coords, reader.inner_shape)
+        stored = index.get(coords)
+        if stored is None:
+            scratch[region] = reader.spec.fill_value
+            missing += 1
+        else:
+            pieces.append((key, *stored, scratch[region], coords))
+    finish.append((p, scratch, p.chunk_selection))
+    return missing

@@ -8,19 +8,25 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
 from torchzarr import telemetry
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
-from torchzarr.core.fastpath import direct_target, local_root
-from torchzarr.core.indexing import basic_indexer
-from torchzarr.core.shard_cache import inner_region, read_cached, touched_chunks, touched_count
+from torchzarr.core.fastpath import local_root
+from torchzarr.core.shard_cache import read_cached, touched_count
 from torchzarr.core.shard_files import ShardFiles
-from torchzarr.core.shard_pieces import Piece, PieceFetcher, Region, coalesce
+from torchzarr.core.shard_pieces import (
+    Piece,
+    PieceFetcher,
+    coalesce,
+    plan_region,
+    plan_rows,
+    plan_scatter,
+)
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
 
@@ -28,17 +34,120 @@ __all__ = ["ShardReader", "coalesce", "sharding_codec"]
 
 _INDEX_CACHE_ENTRIES = 4096
 
-# Writes to sharded arrays per array location (store identity and path) in this process: a
-# reader drops its cached indexes when the count moved, so a write through any Array (however
-# its store was rooted) is seen by every reader, and a read that overlapped a write does not
-# cache the index it fetched before the write.
-_shard_writes: dict[str, int] = {}
+# Writes to sharded arrays per array location (store identity and path) in this process:
+# [count, writes in progress, reads holding writes off]. The count moves when a write starts
+# and when it ends: a reader drops its cached indexes when it moved, so a write through any
+# Array (however its store was rooted) is seen by every reader; a read that overlapped a
+# write neither caches the index it fetched nor returns what it read, but reads again.
+_shard_writes: dict[str, list[int]] = {}
 _shard_writes_lock = threading.Lock()
+_shard_writes_changed = threading.Condition(_shard_writes_lock)
+_writing_here = threading.local()  # locations this thread is writing: {location: depth}
+#: optimistic reads of a sharded array before one that holds this process's writes off
+_READ_TRIES = 3
+
+T = TypeVar("T")
+
+
+def _entry(identity: str) -> list[int]:
+    """The write record of a location (hold the lock)."""
+    entry = _shard_writes.get(identity)
+    if entry is None:
+        entry = _shard_writes[identity] = [0, 0, 0]
+    return entry
 
 
 def _writes_to(identity: str) -> int:
     with _shard_writes_lock:
-        return _shard_writes.get(identity, 0)
+        entry = _shard_writes.get(identity)
+        return 0 if entry is None else entry[0]
+
+
+def _stamp(identity: str) -> int | None:
+    """The write count of a location, or None while a write to it is in progress."""
+    with _shard_writes_lock:
+        entry = _shard_writes.get(identity)
+        if entry is None:
+            return 0
+        return None if entry[1] else entry[0]
+
+
+@contextlib.contextmanager
+def writing(source: Any) -> Iterator[None]:
+    """Mark a write to ``source``'s array (a ``ChunkSource``) in progress, for the
+    shard readers of this process (a no-op for an array that is not sharded).
+
+    The write count moves before the write changes any shard and again after it: a read
+    that overlapped the write sees the count move, or a write in progress when it began,
+    and reads again (:meth:`ShardReader.read`). A write waits while a read that gave up
+    reading optimistically runs.
+
+    Example:
+        >>> with writing(arr._source):  # doctest: +SKIP
+        ...     engine.write_from(arr._source, projections, data)
+    """
+    reader = source.shard_reader
+    if reader is None:
+        yield
+        return
+    identity = reader._identity
+    depth = getattr(_writing_here, "depth", None)
+    if depth is None:
+        depth = _writing_here.depth = {}
+    mine = depth.get(identity, 0)  # a write inside this thread's own: never waits
+    with _shard_writes_changed:
+        entry = _entry(identity)
+        while entry[2] and not mine:
+            _shard_writes_changed.wait()
+        entry[0] += 1
+        entry[1] += 1
+    depth[identity] = mine + 1
+    try:
+        yield
+    finally:
+        if mine:
+            depth[identity] = mine
+        else:
+            del depth[identity]
+        with _shard_writes_changed:
+            entry[0] += 1
+            entry[1] -= 1
+            _shard_writes_changed.notify_all()
+
+
+@contextlib.contextmanager
+def _quiet(identity: str) -> Iterator[None]:
+    """Hold off writes to ``identity`` in this process, once those in progress are done
+    (but for this thread's own)."""
+    mine = getattr(_writing_here, "depth", {}).get(identity, 0)
+    with _shard_writes_changed:
+        entry = _entry(identity)
+        entry[2] += 1
+        while entry[1] > mine:
+            _shard_writes_changed.wait()
+    try:
+        yield
+    finally:
+        with _shard_writes_changed:
+            entry[2] -= 1
+            _shard_writes_changed.notify_all()
+
+
+def _reset_in_child() -> None:
+    """A forked child has none of the parent's other threads: no write or read in progress."""
+    global _shard_writes_lock, _shard_writes_changed, _writing_here
+    _shard_writes_lock = threading.Lock()
+    _shard_writes_changed = threading.Condition(_shard_writes_lock)
+    _writing_here = threading.local()
+    for entry in _shard_writes.values():
+        entry[1] = entry[2] = 0
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def _always() -> bool:
+    return True
 
 
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
@@ -91,7 +200,7 @@ class ShardReader:
     def forget(self, keys: list[str]) -> None:
         """Tell every reader in the process that these shards were rewritten."""
         with _shard_writes_lock:
-            _shard_writes[self._identity] = _shard_writes.get(self._identity, 0) + 1
+            _entry(self._identity)[0] += 1
         if self._cache is not None:
             with self._lock:
                 for key in keys:
@@ -219,12 +328,52 @@ class ShardReader:
         may then cover whole shards too.
         """
         start = time.perf_counter()
-        with self._files() as files:
-            if self.source.cache is not None:
-                counts = read_cached(self, projections, out, run_parallel, files)
-            else:
-                counts = self._read(projections, out, run_parallel, files)
+        if self.source.cache is not None:
+            counts = self._consistent(
+                lambda files, settled: read_cached(
+                    self, projections, out, run_parallel, files, settled
+                )
+            )
+        else:
+            counts = self._consistent(
+                lambda files, _: self._read(projections, out, run_parallel, files)
+            )
         self._count(*counts, time.perf_counter() - start)
+
+    def _consistent(self, attempt: Callable[[ShardFiles | None, Callable[[], bool]], T]) -> T:
+        """``attempt(files, settled)`` (a read of shard indexes, then of inner chunks), run
+        so that each shard's index and inner chunks come from one version of it.
+
+        Local shards are read through one descriptor each: one version by construction.
+        Other stores are read optimistically while no write to the array in this process
+        is in progress, and again when the write count moved meanwhile (also when a piece
+        failed to decode: it may have been cut from a newer shard at an older offset);
+        ``settled()`` tells the attempt whether it may keep what it read (in a cache).
+        After ``_READ_TRIES`` the read holds this process's writes to the array off. A
+        shard that another process rewrites meanwhile is outside what this can see.
+        """
+        if self._root is not None:
+            with self._files() as files:
+                return attempt(files, _always)
+        identity = self._identity
+        for _ in range(_READ_TRIES):
+            begun = _stamp(identity)
+            if begun is None:  # a write in progress: wait for it below
+                break
+
+            def settled(begun: int = begun) -> bool:
+                return _writes_to(identity) == begun
+
+            try:
+                result = attempt(None, settled)
+            except ChunkDecodeError:
+                if settled():
+                    raise  # no write overlapped: the shard is damaged
+                continue
+            if settled():
+                return result
+        with _quiet(identity):
+            return attempt(None, _always)
 
     def _read(
         self, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any
@@ -243,14 +392,14 @@ class ShardReader:
                 continue
             rows = self._rows(p.chunk_selection)
             if rows is not None:
-                missing += self._plan_rows(p, key, index, rows, pieces, finish)
+                missing += plan_rows(self, p, key, index, rows, pieces, finish)
             elif all(isinstance(s, slice) for s in p.out_selection) and all(
                 isinstance(s, slice | int) for s in p.chunk_selection
             ):
                 view = out[(*p.out_selection, Ellipsis)]  # a view, also when 0-d
-                missing += self._plan_scatter(p, key, index, view, pieces)
+                missing += plan_scatter(self, p, key, index, view, pieces)
             else:
-                missing += self._plan_region(p, key, index, pieces, finish)
+                missing += plan_region(self, p, key, index, pieces, finish)
         fetched = self.pieces.fetch(pieces, run_parallel, files)
         for p, source, selection in finish:
             out[p.out_selection] = source[selection]
@@ -284,8 +433,9 @@ class ShardReader:
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
             raise BoundsError(f"rows {rows.min()}..{rows.max()} outside 0..{shape[0] - 1}")
         start = time.perf_counter()
-        with self._files() as files:
-            counts = self._gather_rows(rows, out, run_parallel, files)
+        counts = self._consistent(
+            lambda files, _: self._gather_rows(rows, out, run_parallel, files)
+        )
         self._count(*counts, time.perf_counter() - start)
         return True
 
@@ -339,78 +489,3 @@ class ShardReader:
         if isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "iu":
             return first.astype(np.int64, copy=False)
         return None
-
-    def _plan_rows(
-        self,
-        p: Any,
-        key: str,
-        index: ShardIndex,
-        rows: np.ndarray,
-        pieces: list[Piece],
-        finish: list[tuple[Any, np.ndarray, Any]],
-    ) -> int:
-        """Plan a selection of whole rows into a compact buffer of the touched inner chunks;
-        the inner chunks not stored (filled), counted."""
-        step = self.inner_shape[0]
-        inner = rows // step
-        touched = np.unique(inner)
-        entries = index.entries.reshape(-1, 2)[touched]
-        buf = np.empty((touched.size, *self.inner_shape), dtype=self.spec.dtype)
-        absent = (entries[:, 0] == EMPTY) & (entries[:, 1] == EMPTY)
-        if absent.any():
-            buf[absent] = self.spec.fill_value
-        tail = (0,) * (len(self.inner_shape) - 1)
-        present = np.flatnonzero(~absent)
-        for j, c, (off, size) in zip(
-            present.tolist(), touched[present].tolist(), entries[present].tolist(), strict=True
-        ):
-            pieces.append((key, off, size, buf[j], (c, *tail)))
-        flat = buf.reshape(-1, *self.inner_shape[1:])
-        position = np.searchsorted(touched, inner) * step + rows % step
-        finish.append((p, flat, (position, *p.chunk_selection[1:])))
-        return touched.size - present.size
-
-    def _plan_scatter(
-        self, p: Any, key: str, index: ShardIndex, view: np.ndarray, pieces: list[Piece]
-    ) -> int:
-        """Plan a basic selection of a shard: each inner chunk lands in ``view`` (the shard's
-        part of the output) directly, straight from the decoder where its region is
-        contiguous, with no shard-sized scratch and no second copy. Returns how many
-        inner chunks were not stored (filled)."""
-        inner, fill = self.inner_shape, self.spec.fill_value
-        size = self.inner.spec.nbytes // self.inner.spec.dtype.itemsize
-        missing = 0
-        for ip in basic_indexer(p.chunk_selection, self.spec.shape, inner):
-            stored = index.get(ip.chunk_coords)
-            if stored is None:
-                view[ip.out_selection] = fill
-                missing += 1
-                continue
-            target = direct_target(view, ip, inner, size)
-            if target is None:
-                target = Region(view[(*ip.out_selection, Ellipsis)], ip.chunk_selection)
-            pieces.append((key, *stored, target, ip.chunk_coords))
-        return missing
-
-    def _plan_region(
-        self,
-        p: Any,
-        key: str,
-        index: ShardIndex,
-        pieces: list[Piece],
-        finish: list[tuple[Any, np.ndarray, Any]],
-    ) -> int:
-        """Plan any selection through a shard-sized scratch; the inner chunks not stored
-        (filled), counted."""
-        scratch = np.empty(self.spec.shape, dtype=self.spec.dtype)
-        missing = 0
-        for coords in touched_chunks(p.chunk_selection, self.inner_shape, self.spec.shape):
-            region = inner_region(coords, self.inner_shape)
-            stored = index.get(coords)
-            if stored is None:
-                scratch[region] = self.spec.fill_value
-                missing += 1
-            else:
-                pieces.append((key, *stored, scratch[region], coords))
-        finish.append((p, scratch, p.chunk_selection))
-        return missing
