@@ -14,7 +14,7 @@ from torchzarr.core import array as array_module
 from torchzarr.core import nodes, shards
 from torchzarr.core.engine import run_parallel
 from torchzarr.core.shard_pieces import PieceFetcher
-from torchzarr.errors import ChunkDecodeError
+from torchzarr.errors import ChunkDecodeError, NodeExistsError
 
 # -- reads of a shard that a write replaces ---------------------------------------------------
 
@@ -191,16 +191,24 @@ def _interleaved(monkeypatch, store, key: str, first, second) -> None:
 
         monkeypatch.setattr(nodes, "node_lock", spy)
         monkeypatch.setattr(array_module, "node_lock", spy)
-    set_many = store.set_many
+    set_many, set_one = store.set_many, store.set
     here = threading.current_thread()
 
-    def hooked(items):
-        if key in items and threading.current_thread() is here and other.ident is None:
+    def pause(keys):
+        if key in keys and threading.current_thread() is here and other.ident is None:
             other.start()
             reached.wait(timeout=30)
+
+    def hooked(items):
+        pause(items)
         return set_many(items)
 
+    def hooked_one(name, value):
+        pause([name])
+        return set_one(name, value)
+
     monkeypatch.setattr(store, "set_many", hooked)
+    monkeypatch.setattr(store, "set", hooked_one)
     first()
     assert other.ident is not None, f"{key} was not written"
     other.join(timeout=30)
@@ -309,3 +317,32 @@ def test_many_threads_changing_a_consolidated_hierarchy_lose_nothing():
     assert dict(view.attrs) == {f"g{i}": i for i in range(4)}
     assert dict(view["a0"].attrs) == {"k1": 1, "k3": 3}
     assert dict(view["a1"].attrs) == {"k0": 0, "k2": 2}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_node_created_while_consolidating_is_kept(monkeypatch, zarr_format):
+    g = _consolidated_group(zarr_format)
+    root_key = "zarr.json" if zarr_format == 3 else ".zmetadata"
+
+    def then() -> None:
+        g.create_array("new", shape=(3,), dtype="int32")
+
+    # consolidate_metadata has listed the members and is about to write them
+    _interleaved(monkeypatch, g.store, root_key, lambda: tz.consolidate_metadata(g.store), then)
+    assert sorted(_consolidated_view(g)) == ["a0", "a1", "new"]
+
+
+def test_two_threads_creating_one_new_node_leave_one_winner(monkeypatch):
+    g = tz.open_group("memory://", mode="w")
+    outcome: list[str] = []
+
+    def then() -> None:
+        try:
+            g.create_array("dup", shape=(2,), dtype="int8", fill_value=2)
+            outcome.append("created")
+        except NodeExistsError:
+            outcome.append("refused")
+
+    first = lambda: g.create_array("dup", shape=(3,), dtype="int8")  # noqa: E731
+    _interleaved(monkeypatch, g.store, "dup/zarr.json", first, then)
+    assert outcome == ["refused"] and tz.open_array(g.store, path="dup").shape == (3,)

@@ -125,13 +125,14 @@ def _prepare_path(store: Any, path: str, overwrite: bool) -> list[Change]:
 def _write_new_node(store: Any, path: str, metadata: Any, overwrite: bool) -> None:
     """Write a new node's metadata and its missing parents', and update consolidated
     metadata above it (the node it replaces, with its subtree, leaves it)."""
-    changes = _prepare_path(store, path, overwrite)
-    written = [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
-    docs: dict[str, bytes] = {}
-    for node_path, node_metadata in written:
-        docs.update(nodes.node_documents(node_path, node_metadata))
-    store.set_many(docs)
-    refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
+    with nodes.node_lock(store, [path]):  # no change in this process lands in between
+        changes = _prepare_path(store, path, overwrite)
+        written = [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
+        docs: dict[str, bytes] = {}
+        for node_path, node_metadata in written:
+            docs.update(nodes.node_documents(node_path, node_metadata))
+        store.set_many(docs)
+        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
 
 def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
@@ -382,11 +383,12 @@ def consolidate_metadata(
     """
     st = _store(store, "a", storage_options)
     path = nodes.normalize_path(path)
-    meta = nodes.read_node(st, path, zarr_format)
-    if meta is None or hasattr(meta, "shape"):
-        raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
-    root = Group(st, path, meta)
-    updated = write_consolidated(st, path, root.member_metadata(), meta)
+    with nodes.node_lock(st, [path]):  # changes below wait: none is missed by the listing
+        meta = nodes.read_node(st, path, zarr_format)
+        if meta is None or hasattr(meta, "shape"):
+            raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
+        root = Group(st, path, meta)
+        updated = write_consolidated(st, path, root.member_metadata(), meta)
     _, consolidated = load_consolidated(st, path, updated.zarr_format, required=True)
     return Group(st, path, updated, consolidated=consolidated)
 
