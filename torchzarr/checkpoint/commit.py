@@ -33,6 +33,7 @@ from torchzarr.errors import (
     GroupNotFoundError,
     MetadataError,
     NodeNotFoundError,
+    StoreError,
 )
 from torchzarr.storage import LocalStore, Store, resolve_store
 
@@ -157,11 +158,17 @@ def _claim(store: Store, version: str) -> bool:
     """Create the version's directory of a local store exclusively: False if it exists."""
     if not isinstance(store, LocalStore):
         return True
-    store.root.mkdir(parents=True, exist_ok=True)
     try:
+        store.root.mkdir(parents=True, exist_ok=True)
         (store.root / version).mkdir()
     except FileExistsError:
-        return False
+        if (store.root / version).is_dir():
+            return False  # another save took it
+        raise StoreError(
+            f"cannot save a checkpoint in {store.root}: a file is in the way"
+        ) from None
+    except OSError as err:
+        raise StoreError(f"cannot save a checkpoint in {store.root}: {err}") from err
     return True
 
 

@@ -111,8 +111,14 @@ class _Walker:
         group = self.root[path] if path else self.root
         node_json = group.attrs.get(NODE_ATTRIBUTE)
         if not isinstance(node_json, dict) or "entries" not in node_json:
+            hint = ""
+            if not path and "torchzarr_dcp_key" in group.attrs:  # dcp.KEY_ATTRIBUTE
+                hint = (
+                    ": it was written by torch.distributed.checkpoint; load it with "
+                    "dcp.load(state, storage_reader=ZarrStorageReader(path))"
+                )
             raise MetadataError(
-                f"group {group.name} holds no checkpoint node (attribute {NODE_ATTRIBUTE!r})"
+                f"group {group.name} holds no checkpoint node (attribute {NODE_ATTRIBUTE!r})" + hint
             )
         node = _Node(node_json["type"])
         if "metadata" in node_json:
@@ -182,9 +188,11 @@ def _read_tensor(
     if info.get("numpy"):
         return data.numpy()  # saved as a numpy array: loaded as one, on the CPU
     t = place(data, str(info.get("device", "cpu")))
+    # only floating and complex tensors take gradients (map_location may change the dtype)
+    grad = bool(info.get("requires_grad")) and (t.is_floating_point() or t.is_complex())
     if info.get("parameter"):
-        return torch.nn.Parameter(t, requires_grad=bool(info.get("requires_grad")))
-    if info.get("requires_grad") and t.is_floating_point():
+        return torch.nn.Parameter(t, requires_grad=grad)
+    if grad:
         t.requires_grad_(True)
     return t
 

@@ -122,7 +122,7 @@ def is_stored_array(value: Any) -> bool:
     """
     if isinstance(value, torch.Tensor):
         return True
-    if not isinstance(value, np.ndarray):
+    if type(value) is not np.ndarray:  # subclasses (masked arrays, matrices) hold more
         return False
     return value.dtype.kind + str(value.dtype.itemsize) in _NUMPY_ARRAY_DTYPES
 
@@ -150,7 +150,9 @@ def _has_tensor(value: Any) -> bool:
 
 
 def alias_key(t: torch.Tensor) -> tuple[Any, ...] | None:
-    """Identity of a tensor view: equal keys hold the same elements (None: never aliased).
+    """Identity of a tensor view: equal keys hold the same values and load as one tensor
+    (None: never aliased). A conjugate or negative view, a Parameter and a plain view of
+    it, or views that differ in ``requires_grad`` are not aliases: each loads as saved.
 
     Example:
         >>> w = torch.ones(3)
@@ -166,6 +168,10 @@ def alias_key(t: torch.Tensor) -> tuple[Any, ...] | None:
         tuple(t.shape),
         tuple(t.stride()),
         t.dtype,
+        t.is_conj(),
+        t.is_neg(),
+        isinstance(t, torch.nn.Parameter),
+        t.requires_grad,
     )
 
 

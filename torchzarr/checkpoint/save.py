@@ -198,6 +198,8 @@ def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
         if key is not None and key in memo:
             return memo[key]  # tied tensors stay one tensor, so they are stored once
         t = state.detach()
+        if t.is_meta:
+            return state  # no data to copy (saved only as a pickle, with allow_pickle)
         copy = t.to("cpu", copy=True) if t.layout == torch.strided else t.clone()
         if isinstance(state, torch.nn.Parameter):
             copy = torch.nn.Parameter(copy, requires_grad=state.requires_grad)
@@ -237,7 +239,8 @@ class AsyncCheckpointer:
 
     :meth:`save` snapshots the tensors (a CPU copy) before it returns, so the caller may
     change them at once. One save runs at a time: a new :meth:`save` first waits for the
-    previous one. A failed save raises its error from the next :meth:`save` or :meth:`wait`.
+    previous one. A failed save raises its error from the next :meth:`save` (which starts
+    its own save all the same) or :meth:`wait`.
 
     Example:
         >>> import torch, torchzarr as tz
@@ -258,10 +261,15 @@ class AsyncCheckpointer:
         """Snapshot ``state`` and save it to ``store`` in the background.
 
         Takes the keyword arguments of :func:`save_checkpoint` (over the constructor's).
-        Raises the error of the previous save, if it failed.
+        Raises the error of the previous save, if it failed, after this one is under way:
+        a caller that catches it and goes on loses no later checkpoint.
         """
+        previous: Exception | None = None
         with self._lock:
-            self._wait_locked()
+            try:
+                self._wait_locked()
+            except Exception as err:
+                previous = err
             # Check what can be checked now, so that an unsavable leaf fails in the caller.
             encode_tree(
                 state, allow_pickle=bool({**self._options, **save_options}.get("allow_pickle"))
@@ -271,6 +279,8 @@ class AsyncCheckpointer:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-ckpt-async")
             options = {**self._options, **save_options}
             self._pending = self._pool.submit(save_checkpoint, copy, store, **options)
+        if previous is not None:
+            raise previous
 
     def _wait_locked(self) -> str | None:
         pending, self._pending = self._pending, None

@@ -90,11 +90,13 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     if type(value) is complex:
         return {"complex": [_encode_float(value.real)["float"], _encode_float(value.imag)["float"]]}
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
-        item = value.item()
-        if isinstance(item, complex):
-            item = [item.real, item.imag]
-        elif isinstance(item, float) and not math.isfinite(item):
-            item = repr(item)
+        item: Any
+        if value.dtype.kind == "c":
+            item = [_numpy_float(value.real), _numpy_float(value.imag)]
+        elif value.dtype.kind == "f":
+            item = _numpy_float(value)
+        else:
+            item = value.item()
         return {"numpy": [value.dtype.str, item]}
     if isinstance(value, torch.dtype):
         return {"dtype": str(value).removeprefix("torch.")}
@@ -146,13 +148,22 @@ def _resolve_class(spec: str, path: tuple[Any, ...]) -> type:
     return obj
 
 
+def _numpy_float(value: Any) -> Any:
+    """A numpy float as JSON: a number, or its full text when JSON has no number for it
+    (nan, inf) or a float64 would round it (longdouble)."""
+    if value.dtype.itemsize <= 8 and math.isfinite(value):
+        return value.item()
+    return str(value)
+
+
 def _decode_numpy(payload: list[Any]) -> Any:
     dtype = np.dtype(payload[0])
     item = payload[1]
     if dtype.kind == "c":
-        return dtype.type(complex(item[0], item[1]))
-    if isinstance(item, str):
-        return dtype.type(float(item))
+        out = np.zeros((), dtype=dtype)
+        real_type = out.real.dtype.type
+        out.real, out.imag = real_type(item[0]), real_type(item[1])
+        return out[()]
     return dtype.type(item)
 
 
