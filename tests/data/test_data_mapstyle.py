@@ -188,3 +188,9 @@ def test_sampler_with_stateful_dataloader(memory_array, workers):
     resumed = loader()
     resumed.load_state_dict(state)
     assert head + [ids_of(b) for b in resumed] == full
+
+
+def test_batches_of_batches_are_refused_not_flattened():
+    arr = tz.create_array("memory://", shape=(8,), dtype=torch.float32, chunks=(4,))
+    with pytest.raises(tz.errors.SelectionError, match="batch_sampler"):
+        ZarrDataset(arr).__getitems__([[1, 2], [3, 4]])

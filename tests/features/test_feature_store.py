@@ -335,3 +335,13 @@ def test_matches_a_dict_model(writes: list[tuple[list[int], bool]], query: list[
         strict = fs.read(query)
         assert torch.equal(strict["a"], got["a"])
     np.testing.assert_array_equal(fs.group["ids"][:].numpy(), fs.ids.numpy())
+
+
+def test_membership_of_tensors_and_out_of_range_ids_and_one_feature_by_name() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([42, 7], {"label": torch.tensor([1, 0]), "x": torch.ones(2, 2)})
+    assert fs.ids[0] in fs and torch.tensor(7) in fs and torch.tensor([42]) in fs
+    assert torch.tensor(8) not in fs and torch.tensor([7, 42]) not in fs
+    assert torch.tensor(7.0) not in fs and "7" not in fs
+    assert np.uint64(2**64 - 1) not in fs and 2**70 not in fs and -(2**70) not in fs
+    assert set(fs.read([7], features="label")) == {"label"}

@@ -63,6 +63,11 @@ class ZarrDataset(Dataset[Any]):
     def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         share_cores_in_worker()
         given = np.asarray(indices)
+        if given.ndim > 1:  # e.g. a batch sampler passed as sampler=: batches of batches
+            raise SelectionError(
+                f"dataset indices must be a flat sequence, got shape {given.shape}: pass a "
+                "batch sampler as DataLoader(batch_sampler=...)"
+            )
         if given.size and given.dtype.kind not in "iu":
             raise SelectionError(
                 f"dataset indices must be integers, got {given.dtype} values: {indices!r:.80}"

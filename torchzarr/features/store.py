@@ -46,6 +46,13 @@ from torchzarr.features.upsert import apply_write
 __all__ = ["FeatureStore"]
 
 
+def _feature_names(features: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    """The features a read asks for: one name alone is that feature, not its letters."""
+    if features is None:
+        return None
+    return (features,) if isinstance(features, str) else tuple(features)
+
+
 class FeatureStore:
     """Features of entities addressed by int64 id: a Zarr group with an ``ids`` array and
     one array per feature, rows on axis 0 (zarr-python, tensorstore and xarray open it).
@@ -201,9 +208,17 @@ class FeatureStore:
         return self._state().index.num_rows
 
     def __contains__(self, entity_id: object) -> bool:
+        if isinstance(entity_id, torch.Tensor):  # a 0-d or one-element integer tensor
+            if entity_id.numel() != 1 or entity_id.is_meta or entity_id.dtype.is_floating_point:
+                return False
+            if entity_id.dtype in (torch.bool, torch.complex64, torch.complex128):
+                return False
+            entity_id = int(entity_id.item())
         if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
             return False
-        _, found = self._state().index.lookup(np.array([entity_id], dtype=np.int64))
+        if not -(2**63) <= int(entity_id) < 2**63:
+            return False  # ids are int64: no such id can be stored
+        _, found = self._state().index.lookup(np.array([int(entity_id)], dtype=np.int64))
         return bool(found[0])
 
     @property
@@ -247,7 +262,7 @@ class FeatureStore:
     def read(
         self,
         ids: Any,
-        features: Iterable[str] | None = None,
+        features: Iterable[str] | str | None = None,
         *,
         out: Mapping[str, torch.Tensor] | None = None,
         pin_memory: bool = False,
@@ -271,7 +286,7 @@ class FeatureStore:
         """
         check_missing(missing)
         query = as_ids(ids)
-        names = None if features is None else tuple(features)
+        names = _feature_names(features)
         prefetched = self._take_prefetched(query, names, pin_memory, missing)
         if prefetched is not None:
             return prefetched if out is None else copy_out(prefetched, out)
@@ -327,7 +342,7 @@ class FeatureStore:
     def prefetch(
         self,
         ids: Any,
-        features: Iterable[str] | None = None,
+        features: Iterable[str] | str | None = None,
         *,
         pin_memory: bool = False,
         missing: str = "raise",
@@ -342,7 +357,7 @@ class FeatureStore:
         """
         check_missing(missing)
         query = as_ids(ids)
-        names = None if features is None else tuple(features)
+        names = _feature_names(features)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-features")
         version = self._state().version
