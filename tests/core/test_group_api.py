@@ -106,6 +106,13 @@ def test_tree_marks_groups_and_arrays(any_store):
     assert "a [G]" in text and "x [A] (4, 2) torch.float32" in text and "b [G]" in text
 
 
+def test_tree_level_is_the_deepest_level_shown_as_in_zarr_python(any_store):
+    root = tz.open_group(any_store, mode="w")
+    root.create_group("a/b/c")
+    shown = {level: root.tree(level).count("[G]") for level in (0, 1, 2, None)}
+    assert shown == {0: 1, 1: 2, 2: 3, None: 3}
+
+
 def test_create_hierarchy_in_one_pass(any_store):
     root = tz.open_group(any_store, mode="w")
     made = root.create_hierarchy(
@@ -180,6 +187,9 @@ def test_require_array_checks_existing(any_store):
         root.require_array("x", shape=(4,), dtype="int16")
     with pytest.raises(NodeExistsError, match="dtype"):
         root.require_array("x", shape=(3,), dtype="int32")
+    assert root.require_array("x", shape=3, dtype="int16").path == a.path  # an int shape
+    with pytest.raises(NodeExistsError, match="shape"):
+        root.require_array("x", shape=4)
 
 
 def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
@@ -198,6 +208,35 @@ def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
         tz.create_array(any_store, path="m", shape=(3,), data=[1, 2])
     with pytest.raises(tz.errors.InvalidArgumentError, match="shape= and dtype="):
         tz.create_array(any_store, path="n", shape=(3,))
+    for ragged in ([[1, 2], [3]], [[1], [2, [3]]]):
+        with pytest.raises(tz.errors.ShapeMismatchError, match="data= is not rectangular"):
+            tz.create_array(any_store, path="r", data=ragged)
+        with pytest.raises(tz.errors.ShapeMismatchError, match="not rectangular"):
+            tz.open_group(any_store)["r"] = ragged
+    assert "r" not in tz.open_group(any_store)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_fill_value_as_text_for_floats(tmp_path, zarr_format):
+    import zarr
+
+    for i, (text, dtype) in enumerate(
+        [("NaN", "float32"), ("Infinity", "float64"), ("-Infinity", "float16")]
+    ):
+        arr = tz.create_array(
+            tmp_path,
+            path=f"a{i}",
+            shape=(2,),
+            dtype=dtype,
+            fill_value=text,
+            zarr_format=zarr_format,
+        )
+        expected = float(text.replace("Infinity", "inf"))
+        np.testing.assert_array_equal(arr[:].numpy(), np.full(2, expected, dtype=dtype))
+        theirs = zarr.open_array(str(tmp_path / f"a{i}"), mode="r")
+        np.testing.assert_array_equal(theirs.fill_value, np.array(expected, dtype=dtype))
+    with pytest.raises(tz.errors.MetadataError, match="does not fit dtype int32"):
+        tz.create_array(tmp_path, path="i", shape=(2,), dtype="int32", fill_value="NaN")
 
 
 def test_create_array_from_bad_data_changes_nothing(any_store):

@@ -76,13 +76,44 @@ def test_bfloat16_written_by_tensorstore_and_read_back(tmp_path):
     np.testing.assert_array_equal(got.view(torch.uint16).numpy(), data.view(np.uint16))
 
 
-def test_raw_dtype_attribute_must_match_storage(tmp_path):
+@pytest.mark.parametrize("value", ["float8_e4m3fn", "int32", "no-such-dtype", 5])
+def test_raw_dtype_attribute_not_valid_for_the_storage_is_a_plain_attribute(tmp_path, value):
+    # written by another tool: the array opens with its stored dtype, the attribute is a
+    # user attribute like any other (and survives changes of the others)
     z = zarr.create_array(
-        str(tmp_path), shape=(2,), dtype="int32", attributes={RAW_DTYPE_ATTRIBUTE: "float8_e4m3fn"}
+        str(tmp_path), shape=(2,), dtype="int32", attributes={RAW_DTYPE_ATTRIBUTE: value}
     )
-    del z
-    with pytest.raises(tz.errors.MetadataError, match="float8_e4m3fn"):
-        _ = tz.open_array(tmp_path).dtype
+    z[:] = [1, 2]
+    arr = tz.open_array(tmp_path)
+    assert arr.dtype == torch.int32 and arr[:].tolist() == [1, 2]
+    assert dict(arr.attrs) == {RAW_DTYPE_ATTRIBUTE: value}
+    arr.attrs["other"] = 1
+    assert dict(tz.open_array(tmp_path).attrs) == {RAW_DTYPE_ATTRIBUTE: value, "other": 1}
+    del arr.attrs[RAW_DTYPE_ATTRIBUTE]
+    assert dict(tz.open_array(tmp_path).attrs) == {"other": 1}
+
+
+def test_reserved_attribute_is_refused_from_users(tmp_path):
+    arr = tz.create_array(tmp_path, shape=(2,), dtype="float32")
+    arr[:] = 1.0
+    for write in (
+        lambda: arr.attrs.__setitem__(RAW_DTYPE_ATTRIBUTE, "int32"),
+        lambda: arr.attrs.update({RAW_DTYPE_ATTRIBUTE: "float8_e4m3fn"}),
+        lambda: arr.attrs.put({RAW_DTYPE_ATTRIBUTE: "int32"}),
+        lambda: tz.create_array(
+            "memory://", shape=(1,), dtype="int8", attributes={RAW_DTYPE_ATTRIBUTE: "x"}
+        ),
+        lambda: tz.create_group("memory://", attributes={RAW_DTYPE_ATTRIBUTE: "x"}),
+    ):
+        with pytest.raises(tz.errors.AttributeValueError, match=RAW_DTYPE_ATTRIBUTE):
+            write()
+    again = tz.open_array(tmp_path, mode="r")
+    assert again[:].tolist() == [1.0, 1.0] and dict(again.attrs) == {}
+    f8 = tz.create_array("memory://", shape=(1,), dtype=torch.float8_e4m3fn)
+    f8.attrs["note"] = "kept apart"  # the internal attribute stays, hidden
+    reopened = tz.open_array(f8.store, mode="r")
+    assert dict(reopened.attrs) == {"note": "kept apart"}
+    assert reopened.dtype == torch.float8_e4m3fn
 
 
 @pytest.mark.parametrize(

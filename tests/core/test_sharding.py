@@ -307,3 +307,17 @@ def test_a_shard_shorter_than_its_index_is_a_decode_error_naming_it(tmp_path, nb
         reader[0:1]  # part of the shard: its index first
     with pytest.raises(tz.errors.ChunkDecodeError, match=message):
         reader[:]  # the whole shard
+
+
+def test_chunk_counts_are_of_inner_chunks_as_in_zarr_python(tmp_path):
+    args = dict(shape=(10, 4), dtype="int16", chunks=(2, 2), shards=(4, 4))
+    ours = tz.create_array(tmp_path / "t", **args)
+    theirs = zarr.create_array(str(tmp_path / "z"), **args)
+    assert ours.cdata_shape == theirs.cdata_shape == (5, 2)
+    assert ours.nchunks == theirs.nchunks == 10 and ours.nchunks_initialized == 0
+    ours[:3] = 1  # shard (0, 0): its 4 inner chunks
+    ours[9, 0] = 1  # the edge shard (2, 0): 1 inner chunk stored of the 2 inside the array
+    assert ours.nchunks_initialized == 5 == ours.info.nchunks_initialized
+    assert "Chunks initialized : 5/10" in str(ours.info)
+    assert [coords for coords, _, _ in ours.iter_chunks()][:3] == [(0, 0), (0, 1), (1, 0)]
+    assert ours.blocks[1].shape == (4, 4)  # blocks stay shards, as zarr-python's

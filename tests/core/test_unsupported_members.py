@@ -4,6 +4,7 @@ by name when opened."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 import zarr
 
 import torchzarr as tz
-from torchzarr.errors import UnsupportedDtypeError
+from torchzarr.errors import MetadataError, UnknownCodecError, UnsupportedDtypeError
 
 
 def _xarray_like(path, zarr_format: int) -> None:
@@ -69,3 +70,88 @@ def test_opening_an_unsupported_array_names_it_and_its_store(tmp_path):
         tz.open_array(tmp_path, path="time", mode="r")
     assert tz.open_array(tmp_path / "temperature")[3].tolist() == [6.0, 7.0]
     assert isinstance(tz.open_group(tmp_path)["temperature"][:], torch.Tensor)
+
+
+def test_items_and_values_leave_unsupported_arrays_out_as_members_does(tmp_path):
+    _xarray_like(tmp_path, 3)
+    root = tz.open_group(tmp_path, mode="r")
+    assert sorted(root.keys()) == ["meta", "temperature", "time"] and "time" in root
+    assert (
+        [name for name, _ in root.items()]
+        == ["meta", "temperature"]
+        == [name for name, _ in root.members()]
+    )
+    assert [type(node).__name__ for node in root.values()] == ["Group", "Array"]
+    assert len(root.items()) == len(root.values()) == 2
+    assert root.info.unsupported == ("time",)
+    with pytest.raises(UnsupportedDtypeError, match="array 'time'"):
+        root.get("time")
+    assert root.get("missing") is None
+
+
+def _with_bad_codecs(path) -> tz.Group:
+    """Arrays a, b; c with an unknown codec; d with a codec chain out of order."""
+    root = tz.open_group(path, mode="w")
+    for name in "abcd":
+        root.create_array(name, shape=(2,), dtype="int8")
+    for name, change in (
+        ("c", lambda doc: doc["codecs"].append({"name": "some_future_codec"})),
+        ("d", lambda doc: doc.__setitem__("codecs", [{"name": "zstd"}])),
+    ):
+        doc = json.loads((path / name / "zarr.json").read_text())
+        change(doc)
+        (path / name / "zarr.json").write_text(json.dumps(doc))
+    return tz.open_group(path, mode="r")
+
+
+def test_codec_errors_name_the_node_and_its_key(tmp_path):
+    root = _with_bad_codecs(tmp_path)
+    with pytest.raises(
+        UnknownCodecError, match=r"node 'c' \(c/zarr.json\) in LocalStore.*some_future_codec"
+    ):
+        root["c"]
+    with pytest.raises(
+        MetadataError, match=r"node 'd' \(d/zarr.json\) in LocalStore.*comes before"
+    ):
+        tz.open_array(tmp_path, path="d", mode="r")
+    with pytest.raises(UnknownCodecError, match=r"node '/' \(zarr.json\)"):
+        tz.open_array(tmp_path / "c", mode="r")
+
+
+def test_a_child_with_bad_codecs_does_not_hide_the_others(tmp_path):
+    root = _with_bad_codecs(tmp_path)
+    assert list(root) == ["a", "b", "c", "d"] and len(root) == 4 and "c" in root
+    tree = root.tree()
+    assert "a [A] (2,) torch.int8" in tree and "b [A] (2,) torch.int8" in tree
+    assert "c [?] unsupported: node 'c' (c/zarr.json)" in tree and "d [?] unsupported" in tree
+    with pytest.raises(UnknownCodecError, match="node 'c'"):
+        root.members()
+    del tz.open_group(tmp_path, mode="r+")["c"]  # deleting needs no codec
+    assert list(tz.open_group(tmp_path)) == ["a", "b", "d"]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_arrays_of_unsupported_dtypes_are_deleted_and_replaced(tmp_path, zarr_format):
+    _xarray_like(tmp_path, zarr_format)
+    root = tz.open_group(tmp_path, mode="r+", use_consolidated=False)
+    del root["time"]
+    assert sorted(root) == ["meta", "temperature"] and not (tmp_path / "time").exists()
+    root["meta/name"] = torch.zeros(2)
+    assert root["meta/name"][:].tolist() == [0.0, 0.0]
+    _xarray_like(tmp_path, zarr_format)
+    root.create_array("meta/name", shape=(2,), dtype="float32", overwrite=True)
+    tz.open_array(
+        tmp_path, path="time", mode="w", shape=(2,), dtype="int64", zarr_format=zarr_format
+    )
+    assert tz.open_group(tmp_path, use_consolidated=False)["time"].dtype == torch.int64
+
+
+def test_an_unknown_v2_codec_names_the_array_at_its_first_read(tmp_path):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=2)
+    root.create_array("a", shape=(2,), dtype="int8")
+    doc = json.loads((tmp_path / "a" / ".zarray").read_text())
+    doc["compressor"] = {"id": "some_future_codec"}
+    (tmp_path / "a" / ".zarray").write_text(json.dumps(doc))
+    assert list(tz.open_group(tmp_path)) == ["a"]
+    with pytest.raises(UnknownCodecError, match=r"array /a in LocalStore\(.*some_future_codec"):
+        tz.open_group(tmp_path)["a"][:]

@@ -243,6 +243,19 @@ def test_coerce_other_kinds():
     assert coerce_fill_value(np.complex128(1j), C64) == np.complex64(1j)
 
 
+def test_coerce_takes_text_for_floats_as_zarr_python():
+    assert (
+        np.isnan(coerce_fill_value("NaN", F32))
+        and coerce_fill_value("NaN", F32).dtype == F32.storage
+    )
+    assert coerce_fill_value("Infinity", F64) == np.float64("inf")
+    assert coerce_fill_value("-Infinity", F16) == np.float16("-inf")
+    assert coerce_fill_value("1.5", F32) == np.float32(1.5)
+    assert coerce_fill_value("NaN", BF16) == coerce_fill_value(float("nan"), BF16)
+    assert np.isnan(coerce_fill_value("NaN", C64).real)
+    assert coerce_fill_value("1+2j", C128) == np.complex128(1 + 2j)
+
+
 def test_coerce_takes_tensors():
     torch = pytest.importorskip("torch")
     assert coerce_fill_value(torch.tensor(1.5, dtype=torch.bfloat16), BF16) == np.uint16(0x3FC0)
@@ -266,7 +279,10 @@ def test_coerce_is_idempotent():
         (2, BOOL),
         (0.0, BOOL),
         ("0", I32),
-        ("NaN", F32),
+        ("NaN", I32),
+        ("abc", F32),
+        ("0x7fc00000", F32),  # raw bits in a document, not a user's value (zarr-python too)
+        ("1+2j", F32),
         (1 + 1j, F32),
         (1e39, F32),  # overflows float32
         (70000.0, F16),

@@ -92,46 +92,64 @@ def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
     raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
 
 
-def _missing_parents(store: Any, path: str, zarr_format: int) -> list[tuple[str, Any]]:
-    """The missing parent groups of ``path`` to create (an existing array parent is an error)."""
-    if not path:
-        return []  # the root has no parents (a root array must not get a group document)
-    parts = path.split("/")[:-1]
+def _kind_phrase(kind: str | None) -> str:
+    return {"array": "an array", "group": "a group"}.get(kind or "", "a node torchzarr cannot read")
+
+
+def _missing_parents(path: str, docs: Mapping[str, Any], zarr_format: int) -> list[tuple[str, Any]]:
+    """The missing parent groups of ``path`` to create, from the fetched metadata
+    documents of its ancestors (an array, or a node of no kind we can tell, is an error)."""
     missing = []
-    for depth in range(len(parts) + 1):
-        parent = "/".join(parts[:depth])
-        meta = nodes.read_node(store, parent)
-        if meta is None:
+    for parent in nodes.ancestors(path)[:-1]:  # the root has no parents
+        kind = nodes.stored_kind(parent, docs)
+        if kind is None:
             missing.append((parent, _group_metadata(zarr_format, None)))
-        elif hasattr(meta, "shape"):
-            raise NodeExistsError(f"cannot create {path!r}: an array exists at {parent or '/'!r}")
+        elif kind != "group":
+            raise NodeExistsError(
+                f"cannot create {path!r}: {_kind_phrase(kind)} exists at {parent or '/'!r}"
+            )
     return missing
 
 
-def _prepare_path(store: Any, path: str, overwrite: bool) -> list[Change]:
-    """Make room for a new node at ``path``; the node replaced, as a change, if any."""
-    existing = nodes.read_node(store, path)
-    if existing is None:
-        return []
+def _prepare_path(store: Any, path: str, docs: Mapping[str, Any], overwrite: bool) -> list[Change]:
+    """Make room for a new node at ``path``; the node replaced, as a change, if any.
+
+    Without ``overwrite`` a node there (per its fetched metadata ``docs``) is an error. With
+    it, everything under ``path`` goes, as in zarr-python: also keys no metadata owns any
+    more (chunks of a half-deleted node), and without parsing what was there (a node of a
+    dtype, codec or extension torchzarr lacks, or with broken metadata, is replaced too).
+    """
     if not overwrite:
-        kind = "an array" if hasattr(existing, "shape") else "a group"
-        raise NodeExistsError(f"{kind} already exists at {path or '/'!r} in {store!r}")
+        kind = nodes.stored_kind(path, docs)
+        if kind is not None:
+            raise NodeExistsError(
+                f"{_kind_phrase(kind)} already exists at {path or '/'!r} in {store!r}"
+            )
+        return []
     store.delete_prefix(path + "/" if path else "")
     store.delete_many(nodes.node_metadata_keys(path))
     invalidate_tree_everywhere(store.identity, path)  # cached chunks of the old node
     return [(path, None)]
 
 
+def _node_docs(store: Any, paths: Sequence[str]) -> dict[str, Any]:
+    """The documents (both formats) telling what is at ``paths``, in one batch."""
+    keys = [k for path in paths for k in nodes.node_keys(path, None)]
+    return store.get_many([k for k in keys if not k.endswith(nodes.ZATTRS)])
+
+
 def _write_new_node(store: Any, path: str, metadata: Any, overwrite: bool) -> None:
     """Write a new node's metadata and its missing parents', and update consolidated
     metadata above it (the node it replaces, with its subtree, leaves it)."""
     with nodes.node_lock(store, [path]):  # no change in this process lands in between
-        changes = _prepare_path(store, path, overwrite)
-        written = [*_missing_parents(store, path, metadata.zarr_format), (path, metadata)]
-        docs: dict[str, bytes] = {}
+        docs = _node_docs(store, nodes.ancestors(path))
+        # parents first: nothing is deleted for a node that cannot be created (below an array)
+        written = [*_missing_parents(path, docs, metadata.zarr_format), (path, metadata)]
+        changes = _prepare_path(store, path, docs, overwrite)
+        new_docs: dict[str, bytes] = {}
         for node_path, node_metadata in written:
-            docs.update(nodes.node_documents(node_path, node_metadata))
-        store.set_many(docs)
+            new_docs.update(nodes.node_documents(node_path, node_metadata))
+        store.set_many(new_docs)
         refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
 
@@ -142,7 +160,12 @@ def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
             raise InvalidArgumentError("create_array needs shape= and dtype= (or data=)")
         return shape, dtype
     if not isinstance(data, torch.Tensor | np.ndarray):
-        data = np.asarray(data)
+        try:
+            data = np.asarray(data)
+        except ValueError as err:  # nested sequences of unequal lengths
+            raise ShapeMismatchError(
+                f"create_array: data= is not rectangular, so it has no shape ({err})"
+            ) from None
     data_shape = tuple(data.shape)
     if shape is not None and normalize_shape(shape) != data_shape:
         raise ShapeMismatchError(f"shape {shape!r} does not match the data's shape {data_shape}")
@@ -393,13 +416,13 @@ def consolidate_metadata(
     return Group(st, path, updated, consolidated=consolidated)
 
 
-def hierarchy_documents(
-    store: Any, root: str, specs: Mapping[str, Any], zarr_format: int
-) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Documents and metadata for ``Group.create_hierarchy`` (parents included)."""
+def _hierarchy_metadata(specs: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
+    """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path."""
     metas: dict[str, Any] = {}
     for rel, spec in specs.items():
         rel = nodes.normalize_path(rel)
+        if not rel:
+            raise InvalidArgumentError("create_hierarchy: the group itself is not one of its nodes")
         if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
             meta = spec
         elif isinstance(spec, Mapping) and "shape" in spec:
@@ -413,18 +436,61 @@ def hierarchy_documents(
                 f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}"
             )
         metas[rel] = meta
-    for rel in list(metas):
-        parts = rel.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent not in metas:
-                if nodes.read_node(store, nodes.join_path(root, parent)) is None:
-                    metas[parent] = _group_metadata(zarr_format, None)
-            elif hasattr(metas[parent], "shape"):
+    for rel in metas:
+        for parent in nodes.ancestors(rel)[1:-1]:
+            if hasattr(metas.get(parent), "shape"):
                 raise NodeExistsError(
                     f"create_hierarchy: {parent!r} is an array, {rel!r} is below it"
                 )
-    docs: dict[str, bytes] = {}
-    for rel, meta in metas.items():
-        docs.update(nodes.node_documents(nodes.join_path(root, rel), meta))
-    return docs, metas
+    return metas
+
+
+def create_hierarchy(
+    store: Any, root: str, specs: Mapping[str, Any], zarr_format: int, overwrite: bool
+) -> dict[str, Any]:
+    """Create the nodes of ``Group.create_hierarchy`` below the group at ``root``.
+
+    One batched fetch tells what is already there (no request per node): an existing
+    node named in ``specs`` is an error unless ``overwrite`` (then its subtree is cleared
+    first, as zarr-python does); a missing parent group is created, an existing one kept
+    as it is; an array where a parent group is needed is an error. All metadata is then
+    written in one batch. Returns ``{relative path: metadata}`` of the nodes written.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> root = tz.open_group("memory://hierarchy-doc", mode="w")
+        >>> sorted(create_hierarchy(root.store, "", {"a/x": {"shape": (2,), "dtype": "int8"}}, 3, False))
+        ['a', 'a/x']
+    """
+    metas = _hierarchy_metadata(specs, zarr_format)
+    named = set(metas)
+    parents = sorted({p for rel in metas for p in nodes.ancestors(rel)[1:-1]} - named)
+    where = {rel: nodes.join_path(root, rel) for rel in [*metas, *parents]}
+    with nodes.node_lock(store, list(where.values())):
+        docs = _node_docs(store, list(where.values()))
+        for rel in parents:
+            kind = nodes.stored_kind(where[rel], docs)
+            if kind is None:
+                metas[rel] = _group_metadata(zarr_format, None)
+            elif kind != "group":
+                raise NodeExistsError(
+                    f"create_hierarchy: {_kind_phrase(kind)} exists at {where[rel]!r} in "
+                    f"{store!r}, where nodes below it were to be created"
+                )
+        changes: list[Change] = []
+        for rel in sorted(named):
+            if overwrite and named.intersection(nodes.ancestors(rel)[1:-1]):
+                continue  # cleared with the node above it
+            try:
+                changes += _prepare_path(store, where[rel], docs, overwrite)
+            except NodeExistsError as err:
+                raise NodeExistsError(
+                    f"create_hierarchy: {err} (overwrite=True replaces it)"
+                ) from None
+        new_docs: dict[str, bytes] = {}
+        for rel, meta in metas.items():
+            new_docs.update(nodes.node_documents(where[rel], meta))
+        store.set_many(new_docs)
+        written = [(where[rel], meta) for rel, meta in metas.items()]
+        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
+    return metas

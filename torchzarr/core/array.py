@@ -11,8 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.codecs.sharding import EMPTY
 from torchzarr.core import engine
-from torchzarr.core.attributes import Attributes, logical_data_type, user_attributes
+from torchzarr.core.attributes import (
+    Attributes,
+    internal_attributes,
+    logical_data_type,
+    user_attributes,
+)
 from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import refresh_consolidated
@@ -25,10 +31,11 @@ from torchzarr.core.selection import make_indexer
 from torchzarr.core.shards import writing
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
-from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE
 from torchzarr.errors import (
     ArgumentTypeError,
+    CodecError,
     InvalidArgumentError,
+    MetadataError,
     ReadOnlyError,
     ShapeMismatchError,
 )
@@ -173,18 +180,66 @@ class Array(NodeBase, ZarrArrayMethods):
 
     @property
     def cdata_shape(self) -> tuple[int, ...]:
-        """Shape of the chunk grid."""
+        """Shape of the grid of :attr:`chunks` (inner chunks when sharded, as zarr-python).
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(8,), dtype="int8", chunks=(2,), shards=(4,)).cdata_shape
+            (4,)
+        """
+        return chunk_grid_shape(self.shape, self.chunks)
+
+    @property
+    def _shard_grid_shape(self) -> tuple[int, ...]:
+        """Shape of the grid of stored objects: shards when sharded, else chunks (the
+        grid the engine, block indexing and the chunk cache work in; zarr-python's name)."""
         return chunk_grid_shape(self.shape, self._grid)
 
     @property
     def nchunks(self) -> int:
-        """Number of chunks in the grid."""
+        """Number of chunks in the grid (inner chunks when sharded, as zarr-python)."""
         return math.prod(self.cdata_shape)
 
     @property
     def nchunks_initialized(self) -> int:
-        """Number of chunks actually stored."""
-        return len(self._chunk_keys())
+        """Number of chunks stored; of a sharded array, of inner chunks, as zarr-python:
+        those stored in its shards, read from the index of every stored shard (in one
+        batch; zarr-python 3.1 counts every inner chunk of a stored shard instead).
+
+        Example:
+            >>> import torchzarr as tz
+            >>> a = tz.create_array("memory://", shape=(8,), dtype="int8", chunks=(2,), shards=(4,))
+            >>> a[:3] = 1
+            >>> a.nchunks_initialized, a.nchunks
+            (2, 4)
+        """
+        return self._initialized(self._chunk_keys())
+
+    def _initialized(self, keys: list[str]) -> int:
+        """:attr:`nchunks_initialized` from the array's stored keys."""
+        reader = self._source.shard_reader if self._sharding is not None else None
+        if reader is None:
+            return len(keys)
+        prefix = self._path + "/" if self._path else ""
+        shards = {}
+        for key in keys:
+            try:
+                shards[key] = self._metadata.chunk_key_encoding.decode(
+                    key[len(prefix) :], self.ndim
+                )
+            except MetadataError:
+                continue  # not a shard's key
+        count = 0
+        for key, index in reader.indexes(list(shards)).items():
+            if index is not None:  # its inner chunks inside the array, stored
+                inside = tuple(
+                    slice(0, -(-max(0, min(s, extent - c * s)) // k))
+                    for c, s, k, extent in zip(
+                        shards[key], self._grid, self.chunks, self.shape, strict=True
+                    )
+                )
+                count += int((~(index.entries[inside] == EMPTY).all(axis=-1)).sum())
+        return count
 
     @property
     def info(self) -> ArrayInfo:
@@ -202,7 +257,7 @@ class Array(NodeBase, ZarrArrayMethods):
             nbytes=self.nbytes,
             nbytes_stored=self._stored_bytes(keys),
             nchunks=self.nchunks,
-            nchunks_initialized=len(keys),
+            nchunks_initialized=self._initialized(keys),
             read_only=self._read_only,
             shards=self.shards,
             dimension_names=self.dimension_names,
@@ -240,7 +295,10 @@ class Array(NodeBase, ZarrArrayMethods):
         # one per process: a forked child must not reuse the parent's shard-index locks
         pid, source = self.__dict__.get("_source_of", (-1, None))
         if source is None or pid != os.getpid():
-            pipeline = self._metadata.codec_pipeline()
+            try:  # v2 codecs are looked up here, at the first read or write
+                pipeline = self._metadata.codec_pipeline()
+            except (CodecError, MetadataError) as err:
+                raise type(err)(f"array {self.name} in {self._store!r}: {err}") from None
             source = engine.ChunkSource(
                 self._store, self._path, self._metadata, pipeline, self._cache
             )
@@ -377,10 +435,7 @@ class Array(NodeBase, ZarrArrayMethods):
 
         def evolve(metadata: Any) -> Any:
             attributes = change(user_attributes(metadata))
-            internal = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
-            if internal is not None:
-                attributes = {**attributes, RAW_DTYPE_ATTRIBUTE: internal}
-            return metadata.evolve(attributes=attributes)
+            return metadata.evolve(attributes={**attributes, **internal_attributes(metadata)})
 
         self._commit_metadata(evolve)
 

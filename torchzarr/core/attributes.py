@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, data_type
-from torchzarr.errors import AttributeValueError, MetadataError, UnsupportedDtypeError
+from torchzarr.errors import AttributeValueError, UnsupportedDtypeError
 
 __all__ = [
+    "RESERVED_ATTRIBUTES",
     "Attributes",
     "check_json_value",
+    "internal_attributes",
     "json_attributes",
     "json_ready",
     "logical_data_type",
@@ -22,19 +24,55 @@ __all__ = [
 ]
 
 
+#: attribute keys torchzarr keeps for itself: refused from users, hidden from ``attrs``
+RESERVED_ATTRIBUTES = frozenset({RAW_DTYPE_ATTRIBUTE})
+
+
+def _raw_dtype(metadata: Any) -> DataType | None:
+    """The dtype the raw-bits attribute names, when it is valid for this array: a dtype
+    stored as raw unsigned bits (float8, ...) whose storage type is the one stored. Else
+    (a group, no such attribute, or a value that cannot be meant so) None."""
+    name = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
+    stored = getattr(metadata, "data_type", None)
+    if not isinstance(name, str) or stored is None:
+        return None
+    try:
+        logical = data_type(name)
+    except UnsupportedDtypeError:
+        return None
+    ok = logical.is_reinterpreted and stored == data_type(logical.storage)
+    return logical if ok else None
+
+
+def internal_attributes(metadata: Any) -> dict[str, Any]:
+    """torchzarr's own bookkeeping attributes of a node, kept when users change theirs.
+
+    Example:
+        >>> from torchzarr.metadata.v3 import GroupMetadataV3
+        >>> internal_attributes(GroupMetadataV3(attributes={"_torchzarr_dtype": "x"}))
+        {}
+    """
+    if _raw_dtype(metadata) is None:
+        return {}
+    return {RAW_DTYPE_ATTRIBUTE: metadata.attributes[RAW_DTYPE_ATTRIBUTE]}
+
+
 def user_attributes(metadata: Any) -> dict[str, Any]:
-    """The attributes a user sees: torchzarr's own bookkeeping keys left out.
+    """The attributes a user sees: torchzarr's own bookkeeping keys left out (a reserved
+    key holding what torchzarr cannot mean, written by another tool, is the user's).
 
     Example:
         >>> from torchzarr.metadata.v3 import GroupMetadataV3
         >>> user_attributes(GroupMetadataV3(attributes={"a": 1, "_torchzarr_dtype": "x"}))
-        {'a': 1}
+        {'a': 1, '_torchzarr_dtype': 'x'}
     """
-    return {k: v for k, v in metadata.attributes.items() if k != RAW_DTYPE_ATTRIBUTE}
+    internal = internal_attributes(metadata)
+    return {k: v for k, v in metadata.attributes.items() if k not in internal}
 
 
 def logical_data_type(metadata: Any) -> DataType:
-    """The dtype an array holds: the stored one, or the one named by the raw-bits attribute.
+    """The dtype an array holds: the stored one, or the one named by the raw-bits attribute
+    (only where that is valid for the stored dtype: else it is a plain user attribute).
 
     Example:
         >>> import torch, torchzarr as tz
@@ -43,21 +81,7 @@ def logical_data_type(metadata: Any) -> DataType:
         ('float8_e4m3fn', 'uint8')
     """
     stored: DataType = metadata.data_type
-    name = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
-    if name is None:
-        return stored
-    try:
-        logical = data_type(name)
-    except UnsupportedDtypeError:
-        raise MetadataError(
-            f"attribute {RAW_DTYPE_ATTRIBUTE}={name!r} names no known dtype"
-        ) from None
-    if logical.storage != stored.storage:
-        raise MetadataError(
-            f"attribute {RAW_DTYPE_ATTRIBUTE}={name!r} needs {logical.storage} storage, "
-            f"the array stores {stored.name}"
-        )
-    return logical
+    return _raw_dtype(metadata) or stored
 
 
 def json_ready(value: Any) -> Any:
@@ -98,7 +122,8 @@ def check_json_value(key: str, value: Any) -> Any:
 
 
 def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Attributes checked and made JSON-ready, key by key (keys must be str).
+    """Attributes checked and made JSON-ready, key by key (keys must be str, and not one
+    of torchzarr's :data:`RESERVED_ATTRIBUTES`).
 
     Example:
         >>> json_attributes({"n": np.int64(3)})
@@ -108,6 +133,11 @@ def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     for key, value in (attributes or {}).items():
         if not isinstance(key, str):
             raise AttributeValueError(f"attribute keys must be str, got {key!r}")
+        if key in RESERVED_ATTRIBUTES:
+            raise AttributeValueError(
+                f"attribute {key!r} is reserved: torchzarr keeps the dtype of arrays stored "
+                "as raw bits there (create the array with that dtype instead)"
+            )
         out[key] = check_json_value(key, value)
     return out
 

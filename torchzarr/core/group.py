@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
+from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import (
     consolidated_children,
     refresh_consolidated,
@@ -16,7 +17,14 @@ from torchzarr.core.consolidated import (
 )
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
-from torchzarr.errors import NodeExistsError, NodeNotFoundError, ReadOnlyError
+from torchzarr.errors import (
+    CodecError,
+    MetadataError,
+    NodeExistsError,
+    NodeNotFoundError,
+    ReadOnlyError,
+)
+from torchzarr.metadata.base import GroupMetadata
 
 __all__ = ["Group", "node_from_metadata"]
 
@@ -36,6 +44,12 @@ def node_from_metadata(
 
 class Group(NodeBase, Mapping[str, "Array | Group"]):
     """A Zarr group: a mapping of member names to arrays and groups.
+
+    An array of a dtype torchzarr cannot hold as a tensor (strings, datetimes, as xarray
+    writes them) is a member by name: ``keys()``, ``len()`` and ``in`` count it,
+    ``group[name]`` and ``get(name)`` raise ``UnsupportedDtypeError`` naming it, and
+    ``items()``, ``values()`` and :meth:`members` leave it out (``info.unsupported`` and
+    :meth:`tree` name it). It can be deleted and replaced like any other member.
 
     Example:
         >>> import torchzarr as tz, torch
@@ -100,22 +114,44 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
     def _child_path(self, key: str) -> str:
         return nodes.join_path(self._path, nodes.normalize_path(key))
 
-    def _children(self) -> dict[str, Any]:
-        """Metadata of every direct child, fetched in one batch."""
-        if self._consolidated is not None:
-            return {rel: m for rel, m in self._consolidated.items() if "/" not in rel}
+    def _fetch_children(self) -> tuple[list[str], dict[str, Any]]:
+        """Names below this group, and their metadata documents, fetched in one batch."""
         prefix = self._path + "/" if self._path else ""
         _, names = self._store.list_dir(prefix)
         # only this group's format: a member of the other one is none of its members
-        keys = {
-            name: nodes.node_keys(nodes.join_path(self._path, name), self.zarr_format)
-            for name in names
-        }
-        found = self._store.get_many([k for ks in keys.values() for k in ks])
+        keys = [
+            k for name in names for k in nodes.node_keys(self._child_path(name), self.zarr_format)
+        ]
+        return names, self._store.get_many(keys)
+
+    def _child_kinds(self) -> dict[str, str]:
+        """The kind of every direct child (``nodes.stored_kind``): its metadata unparsed,
+        so one child of a codec or extension torchzarr lacks does not hide the others."""
+        if self._consolidated is not None:
+            return {
+                rel: "group" if isinstance(m, GroupMetadata) else "array"
+                for rel, m in self._consolidated.items()
+                if "/" not in rel
+            }
+        names, found = self._fetch_children()
+        kinds = {name: nodes.stored_kind(self._child_path(name), found) for name in names}
+        return {name: kind for name, kind in kinds.items() if kind is not None}
+
+    def _children(self, keep_errors: bool = False) -> dict[str, Any]:
+        """Metadata of every direct child, fetched in one batch; with ``keep_errors`` a
+        child whose metadata cannot be parsed maps to the error (naming it) instead."""
+        if self._consolidated is not None:
+            return {rel: m for rel, m in self._consolidated.items() if "/" not in rel}
+        names, found = self._fetch_children()
         children = {}
-        for name in keys:
-            meta = nodes.parse_member(nodes.join_path(self._path, name), found)
-            if meta is not None and meta.zarr_format == self.zarr_format:
+        for name in names:
+            try:
+                meta = nodes.parse_member(self._child_path(name), found, self._store)
+            except (MetadataError, CodecError) as err:
+                if not keep_errors:
+                    raise
+                meta = err
+            if meta is not None:
                 children[name] = meta
         return children
 
@@ -155,13 +191,32 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             return False
         if self._consolidated is not None:
             return nodes.normalize_path(key) in self._consolidated
-        return nodes.read_member(self._store, self._child_path(key), self.zarr_format) is not None
+        return nodes.read_kind(self._store, self._child_path(key), self.zarr_format) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._children()))
+        return iter(sorted(self._child_kinds()))
 
     def __len__(self) -> int:
-        return len(self._children())
+        return len(self._child_kinds())
+
+    def items(self) -> ItemsView[str, Array | Group]:
+        """``(name, node)`` of the direct members, as :meth:`members` (an array of a dtype
+        torchzarr cannot hold is left out; ``keys()`` names it), in one listing.
+
+        Example:
+            >>> [name for name, _ in root.items()]  # doctest: +SKIP
+            ['exp']
+        """
+        return _Items(self)
+
+    def values(self) -> ValuesView[Array | Group]:
+        """The direct member nodes, as :meth:`items`.
+
+        Example:
+            >>> [type(node).__name__ for node in root.values()]  # doctest: +SKIP
+            ['Group']
+        """
+        return _Values(self)
 
     def members(self, max_depth: int | None = 0) -> tuple[tuple[str, Array | Group], ...]:
         """``(relative path, node)`` pairs, sorted; ``max_depth=None`` walks the whole tree.
@@ -274,9 +329,9 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         node = node_from_metadata(self._store, path, meta, self._read_only)
         if not isinstance(node, Array):
             raise NodeExistsError(f"a group exists at {name!r} in group {self.name}")
-        if "shape" in kwargs and tuple(node.shape) != tuple(kwargs["shape"]):
+        if "shape" in kwargs and node.shape != normalize_shape(kwargs["shape"]):
             raise NodeExistsError(
-                f"array {node.name} exists with shape {node.shape}, not {tuple(kwargs['shape'])}"
+                f"array {node.name} exists with shape {node.shape}, not {kwargs['shape']!r}"
             )
         if "dtype" in kwargs and node.data_type != data_type(kwargs["dtype"]):
             raise NodeExistsError(
@@ -331,29 +386,32 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         self._check_writable()
         path = self._child_path(key)
         with nodes.node_lock(self._store, [path]):
-            if nodes.read_node(self._store, path, self.zarr_format) is None:
+            # its kind only: an array of a dtype torchzarr cannot hold is deleted too
+            if nodes.read_kind(self._store, path, self.zarr_format) is None:
                 raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
             self._store.delete_prefix(path + "/")
             invalidate_tree_everywhere(self._store.identity, path)  # cached chunks of the node
             refresh_consolidated(self._store, [(path, None)])
 
-    def create_hierarchy(self, specs: Mapping[str, Any]) -> dict[str, Array | Group]:
+    def create_hierarchy(
+        self, specs: Mapping[str, Any], *, overwrite: bool = False
+    ) -> dict[str, Array | Group]:
         """Create many nodes, writing all their metadata in one batch.
 
         ``specs`` maps relative paths to array metadata, group metadata, or dicts: a dict
         with ``shape`` holds :func:`create_array` arguments, any other dict (``{}`` or
-        ``{"attributes": ...}``) makes a group. Missing parent groups are created too.
+        ``{"attributes": ...}``) makes a group. Missing parent groups are created too,
+        existing ones kept. A node already at a path of ``specs`` raises
+        ``NodeExistsError`` unless ``overwrite`` (then it is deleted, with everything below
+        it, first), as in zarr-python; so does an array where a parent group is needed.
 
         Example:
             >>> nodes = root.create_hierarchy({"a": {}, "a/x": {"shape": (3,), "dtype": "int8"}})  # doctest: +SKIP
         """
-        from torchzarr.core.api import hierarchy_documents
+        from torchzarr.core.api import create_hierarchy
 
         self._check_writable()
-        docs, metas = hierarchy_documents(self._store, self._path, specs, self.zarr_format)
-        self._store.set_many(docs)
-        written = [(nodes.join_path(self._path, rel), m) for rel, m in metas.items()]
-        refresh_consolidated(self._store, written, frozenset(p for p, _ in written))
+        metas = create_hierarchy(self._store, self._path, specs, self.zarr_format, overwrite)
         return {
             rel: node_from_metadata(self._store, nodes.join_path(self._path, rel), meta, False)
             for rel, meta in metas.items()
@@ -362,6 +420,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
     # -- display ----------------------------------------------------------------------------
     def tree(self, level: int | None = None) -> str:
         """The hierarchy below this group as text, ``[G]`` for groups, ``[A]`` for arrays.
+
+        ``level`` is the deepest level shown, as zarr-python's: 0 shows the direct members
+        only, 1 their members too; None shows everything. A member torchzarr cannot open
+        (a dtype it cannot hold, metadata it cannot read) is shown and marked so.
 
         Example:
             >>> print(root.tree())  # doctest: +SKIP
@@ -374,7 +436,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return "\n".join(lines)
 
     def _tree_lines(self, lines: list[str], indent: str, level: int | None) -> None:
-        children = sorted(self._children().items())
+        children = sorted(self._children(keep_errors=True).items())
         for i, (name, meta) in enumerate(children):
             last = i == len(children) - 1
             branch = "└── " if last else "├── "
@@ -382,11 +444,48 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
                 dtype = meta.document.get("data_type", meta.document.get("dtype"))
                 lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")
                 continue
+            if isinstance(meta, Exception):
+                lines.append(f"{indent}{branch}{name} [?] unsupported: {meta}")
+                continue
             node = self._node(name, meta)
             if isinstance(node, Array):
                 lines.append(f"{indent}{branch}{name} [A] {node.shape} {node.dtype}")
             else:
                 lines.append(f"{indent}{branch}{name} [G]")
-                if level is None or level > 1:
+                if level is None or level > 0:
                     sub = indent + ("    " if last else "│   ")
                     node._tree_lines(lines, sub, None if level is None else level - 1)
+
+
+class _Items(ItemsView[str, "Array | Group"]):
+    """``group.items()``: the members that open, from one listing."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(group)
+        self._group = group
+
+    def __iter__(self) -> Iterator[tuple[str, Array | Group]]:
+        return iter(self._group.members())
+
+    def __len__(self) -> int:
+        return len(self._group.members())
+
+    def __contains__(self, item: object) -> bool:
+        return any(item == pair for pair in self)
+
+
+class _Values(ValuesView["Array | Group"]):
+    """``group.values()``: the member nodes that open, from one listing."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(group)
+        self._group = group
+
+    def __iter__(self) -> Iterator[Array | Group]:
+        return (node for _, node in self._group.members())
+
+    def __len__(self) -> int:
+        return len(self._group.members())
+
+    def __contains__(self, value: object) -> bool:
+        return any(value is node or value == node for node in self)

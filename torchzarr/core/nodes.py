@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torchzarr.core.cache import location
-from torchzarr.errors import InvalidKeyError, MetadataError, UnsupportedDtypeError
+from torchzarr.errors import CodecError, InvalidKeyError, MetadataError, UnsupportedDtypeError
 from torchzarr.forksafe import new_lock, new_rlock
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
@@ -32,8 +32,10 @@ __all__ = [
     "normalize_path",
     "parse_member",
     "parse_node",
+    "read_kind",
     "read_member",
     "read_node",
+    "stored_kind",
     "tolerant",
     "write_node",
 ]
@@ -199,14 +201,14 @@ def read_node(
 def read_member(store: Store, path: str, zarr_format: int | None = None) -> Any:
     """:func:`read_node`, with an :class:`UnsupportedArray` for an array of a dtype
     torchzarr cannot hold instead of an error."""
-    return parse_member(path, store.get_many(node_keys(path, zarr_format)))
+    return parse_member(path, store.get_many(node_keys(path, zarr_format)), store)
 
 
-def parse_member(path: str, docs: Mapping[str, Any]) -> Any:
+def parse_member(path: str, docs: Mapping[str, Any], where: Any = None) -> Any:
     """:func:`parse_node`, with an :class:`UnsupportedArray` for an array of a dtype
     torchzarr cannot hold instead of an error."""
     try:
-        return _parse_node(path, docs)
+        return _parse_located(path, docs, where)
     except UnsupportedDtypeError as err:  # only then are the documents needed as they are
         v3_key, zarray_key, zattrs_key = (_key(path, n) for n in (ZARR_JSON, ZARRAY, ZATTRS))
         if docs.get(v3_key) is not None:
@@ -222,14 +224,41 @@ def parse_node(
 ) -> ArrayMetadata | GroupMetadata | None:
     """Parse the node at ``path`` from fetched metadata documents (key -> bytes or None).
 
-    An array of a dtype torchzarr cannot hold raises ``UnsupportedDtypeError`` naming it
-    (and ``where``, its store, when given).
+    Errors name the node, its metadata key and ``where``, its store, when given: an array
+    of a dtype torchzarr cannot hold raises ``UnsupportedDtypeError``; malformed metadata,
+    an unknown codec or extension raise ``MetadataError``, ``UnknownCodecError``, ...
+
+    Example:
+        >>> parse_node("a", {"a/zarr.json": b'{"zarr_format": 3, "node_type": "group"}'}).node_type
+        'group'
     """
     try:
-        return _parse_node(path, docs)
+        return _parse_located(path, docs, where)
     except UnsupportedDtypeError as err:
         place = f" in {where!r}" if where is not None else ""
         raise UnsupportedDtypeError(f"array {path or '/'!r}{place}: {err}") from None
+
+
+def _parse_located(
+    path: str, docs: Mapping[str, Any], where: Any
+) -> ArrayMetadata | GroupMetadata | None:
+    """:func:`_parse_node`, its metadata and codec errors naming the node and its key (an
+    unknown codec says only its own name, a metadata error only ``zarr.json``)."""
+    try:
+        return _parse_node(path, docs)
+    except UnsupportedDtypeError:
+        raise
+    except (MetadataError, CodecError) as err:
+        message = str(err)
+        stored = [_key(path, n) for n in (ZARR_JSON, ZARRAY, ZGROUP, ZATTRS)]
+        stored = [k for k in stored if docs.get(k) is not None] or [path]
+        key = next((k for k in stored if message.startswith(k + ": ")), stored[0])
+        for said in (key, key.rsplit("/", 1)[-1]):
+            if message.startswith(said + ": "):
+                message = message[len(said) + 2 :]
+                break
+        place = f" in {where!r}" if where is not None else ""
+        raise type(err)(f"node {path or '/'!r} ({key}){place}: {message}") from None
 
 
 def _parse_node(path: str, docs: Mapping[str, Any]) -> ArrayMetadata | GroupMetadata | None:
@@ -249,6 +278,48 @@ def _parse_node(path: str, docs: Mapping[str, Any]) -> ArrayMetadata | GroupMeta
             raise MetadataError(f"{_key(path, ZGROUP)}: zarr_format must be 2")
         return GroupMetadataV2(attributes=attributes)
     return None
+
+
+def stored_kind(path: str, docs: Mapping[str, Any]) -> str | None:
+    """What fetched metadata documents say is at ``path``, without parsing them beyond
+    the node type: ``"array"``, ``"group"``, ``"node"`` (a document torchzarr cannot tell
+    the kind of: not JSON, or an unknown node type) or None (no node).
+
+    A node of a dtype, codec or extension torchzarr lacks still counts: deleting,
+    replacing or listing it needs no more than this.
+
+    Example:
+        >>> stored_kind("a", {"a/zarr.json": b'{"zarr_format": 3, "node_type": "group"}'})
+        'group'
+        >>> stored_kind("a", {"a/.zarray": b"{"}), stored_kind("b", {})
+        ('array', None)
+    """
+    raw = docs.get(_key(path, ZARR_JSON))
+    if raw is not None:
+        try:
+            doc = json_loads(raw, key=_key(path, ZARR_JSON))
+        except MetadataError:
+            return "node"
+        kind = doc.get("node_type") if isinstance(doc, dict) else None
+        return kind if kind in ("array", "group") else "node"
+    if docs.get(_key(path, ZARRAY)) is not None:
+        return "array"
+    if docs.get(_key(path, ZGROUP)) is not None:
+        return "group"
+    return None
+
+
+def read_kind(store: Store, path: str, zarr_format: int | None = None) -> str | None:
+    """:func:`stored_kind` of the node at ``path`` in ``store`` (one batched fetch).
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> _ = tz.create_group(store, path="g")
+        >>> read_kind(store, "g"), read_kind(store, "missing")
+        ('group', None)
+    """
+    return stored_kind(path, store.get_many(node_keys(path, zarr_format)))
 
 
 def node_documents(path: str, metadata: ArrayMetadata | GroupMetadata) -> dict[str, bytes]:

@@ -278,7 +278,8 @@ def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
     """A user's ``fill_value`` as a storage scalar of ``dt`` (for ``create_array``).
 
     Takes None (zero), bool, int, float, complex, numpy and ml_dtypes scalars, 0-d arrays
-    and 0-d tensors. Floats round to the nearest value of the dtype; a value that
+    and 0-d tensors; for float and complex dtypes also text (``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``, ``"1.5"``). Floats round to the nearest value of the dtype; a value that
     overflows it, an integer out of range, or a fraction for an integer dtype is an error.
     A numpy scalar of the storage dtype is taken as already coerced, so coercing twice
     changes nothing (for bfloat16/float8 that scalar is the raw bits).
@@ -292,6 +293,8 @@ def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
         np.uint16(16320)
         >>> coerce_fill_value(None, data_type("float32"))
         np.float32(0.0)
+        >>> coerce_fill_value("-Infinity", data_type("float64"))
+        np.float64(-inf)
     """
     if user_value is None:
         return zero_fill(dt)
@@ -299,6 +302,13 @@ def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
         return user_value  # already a storage scalar (raw bits for bfloat16/float8)
     value = _unwrap(user_value, dt)
     problem = f"fill_value {value!r} does not fit dtype {dt.name}"
+    if isinstance(value, str) and (dt.is_float or dt.is_complex):
+        # "NaN", "Infinity", "-Infinity" (the JSON spellings), and numbers as text, as
+        # zarr-python takes them
+        try:
+            value = complex(value) if dt.is_complex else float(value)
+        except ValueError:
+            raise MetadataError(problem) from None
     if dt.name == "bool":
         if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
             return np.bool_(bool(value))
