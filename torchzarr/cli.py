@@ -48,7 +48,8 @@ def _tree(args: argparse.Namespace) -> None:
     if isinstance(node, Array):
         print(f"{node.name} [A] {node.shape} {node.dtype}")
     else:
-        print(node.tree(level=args.level))
+        # --level counts the levels shown (1: direct members); tree() counts from 0
+        print(node.tree(level=None if args.level is None else max(0, args.level - 1)))
 
 
 def _copy(args: argparse.Namespace) -> None:
@@ -190,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (info, tree, bench, consolidate):
         sub.add_argument("store", help="path or URL of the store")
         sub.add_argument("--path", default="", help="node inside the store")
-    tree.add_argument("--level", type=int, default=None, help="depth to show")
+    tree.add_argument("--level", type=int, default=None, help="levels to show (1: direct members)")
     bench.add_argument("--rounds", type=int, default=5, help="timed reads (default 5)")
     bench.add_argument("--threads", type=int, default=0, help="decode threads (default: all)")
     bench.add_argument(

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+import torchzarr as tz
 from torchzarr.errors import StoreError
 from torchzarr.storage.base import Store
 from torchzarr.storage.local import LocalStore
@@ -172,3 +174,15 @@ def test_deleting_a_prefix_unlinks_symlinked_directories(tmp_path: Path) -> None
     store.delete_prefix("")
     assert list(store.list_prefix("")) == [] and os.listdir(tmp_path / "root") == []
     assert sorted(LocalStore(tmp_path / "elsewhere").list_prefix("")) == ["a/c/0", "b/c/0"]
+
+
+def test_names_with_a_colon_are_names_not_drive_paths(tmp_path):
+    from torchzarr.storage import base
+
+    group = tz.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("a:b", shape=(2,), dtype=torch.int8)[:] = torch.tensor([1, 2])
+    assert "a:b" in group and tz.open_group(tmp_path / "g.zarr")["a:b"][:].tolist() == [1, 2]
+    assert base.validate_key("c:d/zarr.json") == "c:d/zarr.json"
+    for key in ("/abs", "a/../b"):
+        with pytest.raises(tz.errors.InvalidKeyError):
+            base.validate_key(key)

@@ -140,7 +140,8 @@ def forget_cached(published: Published) -> None:
     for arr in published.cached.values():
         cache = arr.cache
         if cache is not None:
-            coords = list(itertools.product(*(range(n) for n in arr.cdata_shape)))
+            grid = arr._shard_grid_shape  # the cache invalidates a shard's inner chunks
+            coords = list(itertools.product(*(range(n) for n in grid)))
             cache.invalidate(arr.store.identity, arr.path, coords)
 
 

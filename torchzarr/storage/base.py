@@ -8,10 +8,13 @@ dropped in a forked child. Every store pickles as its spec and reopens on first 
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyError
+
+_WINDOWS = os.name == "nt"
 
 __all__ = ["Buffer", "ByteRange", "Store", "validate_key"]
 
@@ -61,7 +64,8 @@ def validate_key(key: str) -> str:
         raise InvalidKeyError("store key must not be empty")
     if "\\" in key:
         raise InvalidKeyError(f"store key {key!r} contains a backslash")
-    if key.startswith("/") or (len(key) > 1 and key[1] == ":"):
+    # "C:x" is a drive path only on Windows; elsewhere "a:b" is a name like any other
+    if key.startswith("/") or (_WINDOWS and len(key) > 1 and key[1] == ":"):
         raise InvalidKeyError(f"store key {key!r} is an absolute path")
     if "\x00" in key:
         raise InvalidKeyError(f"store key {key!r} contains a NUL byte")
