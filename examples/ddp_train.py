@@ -5,8 +5,8 @@ Run on CPU with 2 ranks (gloo):
     python -m torch.distributed.run --standalone --nproc-per-node 2 examples/ddp_train.py \
         --samples 4000 --seen-dir /tmp/seen    # each rank writes the sample ids it trained on
 
-``ZarrIterableDataset`` reads the rank and world size from torch.distributed at construction
-and deals each epoch so that the ranks together see every sample once, with the same number
+``ZarrIterableDataset`` reads the rank and world size from torch.distributed when it splits
+an epoch, and deals each epoch so that the ranks together see every sample once, with the same number
 of batches on every rank (DDP needs that: a rank with one more batch would hang the others).
 """
 

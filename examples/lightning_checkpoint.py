@@ -5,7 +5,7 @@ Run: python examples/lightning_checkpoint.py [CHECKPOINT_DIR]
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from typing import Any
 
@@ -74,4 +74,6 @@ def main(dirpath: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(suffix="-ckpts"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirpath", nargs="?", help="checkpoint directory (default: a new one)")
+    main(parser.parse_args().dirpath or tempfile.mkdtemp(suffix="-ckpts"))

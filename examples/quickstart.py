@@ -5,7 +5,7 @@ Run: python examples/quickstart.py [STORE_PATH]   (default: ./quickstart.zarr)
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
@@ -51,4 +51,6 @@ def main(path: str = "quickstart.zarr") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store", nargs="?", default="quickstart.zarr", help="store path or URL")
+    main(parser.parse_args().store)

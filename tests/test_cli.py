@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -174,3 +175,13 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
         timeout=120,
     )
     assert done.stdout.splitlines() == ["/", "└── x [A] (1,) torch.int8"]
+
+
+def test_copy_keys_takes_paths_and_urls_and_closes_what_it_opened(tmp_path):
+    src = tz.create_array(tmp_path / "src.zarr", shape=(3,), dtype=torch.int16)
+    src[:] = torch.tensor([1, 2, 3], dtype=torch.int16)
+    result = copy_keys(str(tmp_path / "src.zarr"), f"zip://{tmp_path / 'out.zip'}")
+    assert result.keys >= 2
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:  # the directory was written
+        assert "zarr.json" in archive.namelist()
+    assert tz.open_array(tmp_path / "out.zip", mode="r")[:].tolist() == [1, 2, 3]

@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from torchzarr.errors import InvalidArgumentError, NodeExistsError
 from torchzarr.storage.base import Store, validate_prefix
@@ -31,8 +32,8 @@ def _prefix(path: str) -> str:
 
 
 def copy_keys(
-    source: Store,
-    dest: Store,
+    source: Store | Any,
+    dest: Store | Any,
     path: str = "",
     *,
     dest_path: str | None = None,
@@ -48,7 +49,9 @@ def copy_keys(
     below ``dest_path`` is refused unless ``overwrite``: then the copy replaces them, and
     the ones it did not replace are deleted once the copy is complete.
     ``progress(keys_done, keys_total)`` is called after each batch. A key deleted from the
-    source while the copy runs is skipped.
+    source while the copy runs is skipped. ``source`` and ``dest`` are stores, paths or
+    URLs; stores opened here from a path or URL are closed at the end (a zip's directory
+    is written then).
 
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
@@ -60,6 +63,33 @@ def copy_keys(
     """
     if jobs < 1:
         raise InvalidArgumentError(f"jobs must be >= 1, got {jobs}")
+    if isinstance(source, Store) and isinstance(dest, Store):
+        return _copy_between(source, dest, path, dest_path, overwrite, jobs, progress)
+    from torchzarr.storage.registry import resolve_store
+
+    opened: list[Store] = []
+    try:
+        if not isinstance(source, Store):
+            source = resolve_store(source, mode="r")
+            opened.append(source)
+        if not isinstance(dest, Store):
+            dest = resolve_store(dest, mode="a")
+            opened.append(dest)
+        return _copy_between(source, dest, path, dest_path, overwrite, jobs, progress)
+    finally:
+        for store in reversed(opened):
+            store.close()
+
+
+def _copy_between(
+    source: Store,
+    dest: Store,
+    path: str,
+    dest_path: str | None,
+    overwrite: bool,
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> CopyResult:
     prefix = _prefix(path)
     target = _prefix(path if dest_path is None else dest_path)
     validate_prefix(prefix)
