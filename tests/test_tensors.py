@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import torchzarr as tz
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     InvalidArgumentError,
@@ -112,3 +113,10 @@ def test_allocate_falls_back_to_pageable_without_cuda():
     assert t.shape == (2, 3) and t.is_contiguous()
     if not cuda_available():
         assert not t.is_pinned()
+
+
+def test_ragged_data_is_a_shape_error_naming_the_dtype():
+    arr = tz.create_array("memory://", shape=(2, 2), dtype=torch.int32)
+    with pytest.raises(ShapeMismatchError, match="not rectangular"):
+        arr[:] = [[1, 2], [3]]
+    assert arr[:].tolist() == [[0, 0], [0, 0]]

@@ -140,7 +140,12 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         if dt.is_reinterpreted:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as err:  # nested sequences of unequal lengths
+        raise ShapeMismatchError(
+            f"cannot write data that is not rectangular to an array of {dt.name} ({err})"
+        ) from None
     if array.dtype == dt.storage:
         return array
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
