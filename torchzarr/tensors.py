@@ -21,6 +21,7 @@ __all__ = [
     "allocate",
     "as_storage_array",
     "cuda_available",
+    "rectangular",
     "select_rows",
     "storage_view",
     "tensor_from_storage",
@@ -140,12 +141,7 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         if dt.is_reinterpreted:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
-    try:
-        array = np.asarray(value)
-    except ValueError as err:  # nested sequences of unequal lengths
-        raise ShapeMismatchError(
-            f"cannot write data that is not rectangular to an array of {dt.name} ({err})"
-        ) from None
+    array = rectangular(value, f"cannot write it to an array of {dt.name}")
     if array.dtype == dt.storage:
         return array
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
@@ -159,6 +155,20 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     if array.dtype.kind not in "biufc":
         raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
     return array.astype(dt.storage, copy=False, casting="unsafe")
+
+
+def rectangular(value: Any, what: str) -> np.ndarray:
+    """``np.asarray(value)``; nested sequences of unequal lengths raise ShapeMismatchError
+    saying ``what`` cannot be done with them.
+
+    Example:
+        >>> rectangular([[1, 2], [3, 4]], "").shape
+        (2, 2)
+    """
+    try:
+        return np.asarray(value)
+    except ValueError as err:
+        raise ShapeMismatchError(f"data that is not rectangular: {what} ({err})") from None
 
 
 def _numpy_typed(value: Any) -> bool:

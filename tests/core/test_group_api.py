@@ -209,7 +209,7 @@ def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
     with pytest.raises(tz.errors.InvalidArgumentError, match="shape= and dtype="):
         tz.create_array(any_store, path="n", shape=(3,))
     for ragged in ([[1, 2], [3]], [[1], [2, [3]]]):
-        with pytest.raises(tz.errors.ShapeMismatchError, match="data= is not rectangular"):
+        with pytest.raises(tz.errors.ShapeMismatchError, match="not rectangular: create_array"):
             tz.create_array(any_store, path="r", data=ragged)
         with pytest.raises(tz.errors.ShapeMismatchError, match="not rectangular"):
             tz.open_group(any_store)["r"] = ragged

@@ -33,7 +33,7 @@ from torchzarr.errors import (
 from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 from torchzarr.storage.registry import resolve_store
-from torchzarr.tensors import as_storage_array
+from torchzarr.tensors import as_storage_array, rectangular
 
 __all__ = [
     "consolidate_metadata",
@@ -160,12 +160,7 @@ def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
             raise InvalidArgumentError("create_array needs shape= and dtype= (or data=)")
         return shape, dtype
     if not isinstance(data, torch.Tensor | np.ndarray):
-        try:
-            data = np.asarray(data)
-        except ValueError as err:  # nested sequences of unequal lengths
-            raise ShapeMismatchError(
-                f"create_array: data= is not rectangular, so it has no shape ({err})"
-            ) from None
+        data = rectangular(data, "create_array's data= has no shape")
     data_shape = tuple(data.shape)
     if shape is not None and normalize_shape(shape) != data_shape:
         raise ShapeMismatchError(f"shape {shape!r} does not match the data's shape {data_shape}")
