@@ -142,6 +142,10 @@ def test_copy_keys_batches_replaces_and_reports():
     assert seen[-1] == (70, 70) and len(seen) > 1  # in batches
     with pytest.raises(tz.errors.InvalidArgumentError, match="jobs"):
         copy_keys(source, MemoryStore(), jobs=0)
+    kept = MemoryStore({"x/old": b"keep"})
+    with pytest.raises(tz.errors.NodeNotFoundError, match="nothing to copy: no keys at 'typo'"):
+        copy_keys(source, kept, "typo", dest_path="x", overwrite=True)
+    assert kept.get("x/old") == b"keep"  # an empty source never empties the destination
 
 
 @pytest.mark.parametrize(("path", "dest_path"), [("a", "a"), ("a", "a/c"), ("a/c", "a"), ("", "x")])

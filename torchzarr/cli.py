@@ -22,9 +22,8 @@ from torchzarr.core.api import consolidate_metadata, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.from_array import KEEP, from_array
-from torchzarr.errors import NodeNotFoundError, TorchZarrError
+from torchzarr.errors import TorchZarrError
 from torchzarr.storage.copy import copy_keys
-from torchzarr.storage.registry import resolve_store
 
 __all__ = ["main"]
 
@@ -53,26 +52,15 @@ def _tree(args: argparse.Namespace) -> None:
 
 
 def _copy(args: argparse.Namespace) -> None:
-    source = resolve_store(args.source, mode="r")
-    prefix = args.path.strip("/") + "/" if args.path and args.path.strip("/") else ""
-    if next(iter(source.list_prefix(prefix)), None) is None:  # a typo must not "copy 0 keys"
-        source.close()
-        raise NodeNotFoundError(f"nothing to copy: no keys at {args.path or '/'!r} in {source!r}")
-    dest = resolve_store(args.dest, mode="a")
-    report = _progress_printer("copy") if args.progress else None
-    try:
-        result = copy_keys(
-            source,
-            dest,
-            args.path,
-            dest_path=args.dest_path,
-            overwrite=args.overwrite,
-            jobs=args.jobs,
-            progress=report,
-        )
-    finally:
-        dest.close()  # a zip writes its directory here
-        source.close()
+    result = copy_keys(  # opens both, and closes them (a zip writes its directory then)
+        args.source,
+        args.dest,
+        args.path,
+        dest_path=args.dest_path,
+        overwrite=args.overwrite,
+        jobs=args.jobs,
+        progress=_progress_printer("copy") if args.progress else None,
+    )
     where = args.dest_path if args.dest_path is not None else args.path
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
 

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from torchzarr.errors import InvalidArgumentError, NodeExistsError
+from torchzarr.errors import InvalidArgumentError, NodeExistsError, NodeNotFoundError
 from torchzarr.storage.base import Store, validate_prefix
 
 __all__ = ["CopyResult", "copy_keys"]
@@ -51,7 +51,8 @@ def copy_keys(
     ``progress(keys_done, keys_total)`` is called after each batch. A key deleted from the
     source while the copy runs is skipped. ``source`` and ``dest`` are stores, paths or
     URLs; stores opened here from a path or URL are closed at the end (a zip's directory
-    is written then).
+    is written then). No key below ``path`` in ``source`` is a ``NodeNotFoundError``,
+    raised before the destination is opened or touched.
 
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
@@ -63,8 +64,10 @@ def copy_keys(
     """
     if jobs < 1:
         raise InvalidArgumentError(f"jobs must be >= 1, got {jobs}")
-    if isinstance(source, Store) and isinstance(dest, Store):
-        return _copy_between(source, dest, path, dest_path, overwrite, jobs, progress)
+    prefix = _prefix(path)
+    target = _prefix(path if dest_path is None else dest_path)
+    validate_prefix(prefix)
+    validate_prefix(target)
     from torchzarr.storage.registry import resolve_store
 
     opened: list[Store] = []
@@ -72,10 +75,13 @@ def copy_keys(
         if not isinstance(source, Store):
             source = resolve_store(source, mode="r")
             opened.append(source)
+        keys = sorted(source.list_prefix(prefix))
+        if not keys:  # a typo must not "copy 0 keys", nor empty the destination
+            raise NodeNotFoundError(f"nothing to copy: no keys at {path or '/'!r} in {source!r}")
         if not isinstance(dest, Store):
             dest = resolve_store(dest, mode="a")
             opened.append(dest)
-        return _copy_between(source, dest, path, dest_path, overwrite, jobs, progress)
+        return _copy_between(source, dest, keys, prefix, target, overwrite, jobs, progress)
     finally:
         for store in reversed(opened):
             store.close()
@@ -84,16 +90,13 @@ def copy_keys(
 def _copy_between(
     source: Store,
     dest: Store,
-    path: str,
-    dest_path: str | None,
+    keys: list[str],
+    prefix: str,
+    target: str,
     overwrite: bool,
     jobs: int,
     progress: Callable[[int, int], None] | None,
 ) -> CopyResult:
-    prefix = _prefix(path)
-    target = _prefix(path if dest_path is None else dest_path)
-    validate_prefix(prefix)
-    validate_prefix(target)
     if source.identity == dest.identity and (
         target.startswith(prefix) or prefix.startswith(target)
     ):  # overwrite would delete the source; no overwrite would copy into what it reads
@@ -107,7 +110,6 @@ def _copy_between(
             f"{dest!r} already holds {len(existing)} keys below {target or '/'!r} "
             f"(first: {existing[0]!r}); pass overwrite=True (--overwrite) to replace them"
         )
-    keys = sorted(source.list_prefix(prefix))
     done = copied = nbytes = 0
     replaced: set[str] = set()
 
