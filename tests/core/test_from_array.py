@@ -135,6 +135,12 @@ def test_write_data_false_and_refusing_to_copy_onto_itself(tmp_path):
     with pytest.raises(InvalidArgumentError, match="onto itself"):
         tz.from_array(tmp_path, data=src, overwrite=True)
     assert torch.equal(tz.open_array(tmp_path)[:], DATA)  # untouched
+    group = tz.open_group(tmp_path / "g.zarr", mode="w")
+    inner = tz.from_array(group.store, data=src, path="sub/x")
+    for where, path in ((tmp_path / "g.zarr" / "sub" / "x", ""), (tmp_path / "g.zarr", "sub")):
+        with pytest.raises(InvalidArgumentError, match="onto itself"):  # however reached
+            tz.from_array(where, data=inner, path=path, overwrite=True)
+    assert torch.equal(tz.open_array(group.store, path="sub/x")[:], DATA)
 
 
 def test_zarr_python_v3_dimension_names_are_kept():

@@ -180,3 +180,6 @@ def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
     assert reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]  # not 10 row reads
     with pytest.raises(TypeError, match="0-d"):
         list(tz.create_array("memory://", shape=(), dtype="int8"))
+    sharded = tz.create_array("memory://", shape=(40,), dtype="int8", chunks=(2,), shards=(20,))
+    reads.clear()
+    assert len(list(sharded)) == 40 and reads == [slice(0, 20), slice(20, 40)]  # whole shards

@@ -13,6 +13,7 @@ from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
+from torchzarr.core.cache import location
 from torchzarr.core.create import AUTO
 from torchzarr.errors import CodecError, InvalidArgumentError
 from torchzarr.storage.registry import resolve_store
@@ -176,9 +177,14 @@ def from_array(
         dest_store = resolve_store(
             store, mode="w" if overwrite else "a", storage_options=storage_options
         )
-        if dest_store.identity == data.store.identity and data.path == path.strip("/"):
+        # by location: the source may be reached through a store rooted elsewhere, and
+        # creating the destination clears everything below it first
+        src = location(data.store.identity, data.path)
+        dst = location(dest_store.identity, path)
+        if src == dst or src.startswith(dst.rstrip("/") + "/"):
             raise InvalidArgumentError(
-                f"from_array would write array {data.name} of {data.store!r} onto itself"
+                f"from_array would write array {data.name} of {data.store!r} onto itself "
+                "(or onto a group holding it)"
             )
         store, storage_options = dest_store, None
     dest = create_array(

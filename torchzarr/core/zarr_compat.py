@@ -192,7 +192,7 @@ class ZarrArrayMethods:
         """
         if not self.shape:
             raise ArgumentTypeError("iteration over a 0-d array")
-        step = self.chunks[0]
+        step = self._grid[0]  # whole shards (or chunks): one read each
         for start in range(0, self.shape[0], step):
             yield from self[start : start + step]
 
