@@ -28,7 +28,6 @@ from torchzarr.core.node_base import NodeBase
 from torchzarr.core.nodes import METADATA_NAMES, node_lock, read_node, write_node
 from torchzarr.core.reshape import append_along, clear_outside
 from torchzarr.core.selection import make_indexer
-from torchzarr.core.shards import writing
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
 from torchzarr.errors import (
@@ -358,9 +357,7 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot write data of shape {tuple(np.shape(data))} to a selection of shape "
                 f"{shape} in array {self.name}"
             ) from None
-        source = self._source
-        with writing(source):  # shard readers of this process read again, not a torn shard
-            engine.write_from(source, list(indexer), data)
+        engine.write_from(self._source, list(indexer), data)
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, selection: Any) -> torch.Tensor:
@@ -452,9 +449,7 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
                 "the number of dimensions must stay the same"
             )
-        source = self._source
-        with writing(source):
-            clear_outside(source, self.shape, new_shape)
+        clear_outside(self._source, self.shape, new_shape)
         self._commit_metadata(lambda metadata: metadata.evolve(shape=new_shape))
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from torchzarr.core.cache import ChunkCache, invalidate_everywhere, location
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
-from torchzarr.core.shards import ShardReader, sharding_codec
+from torchzarr.core.shards import ShardReader, sharding_codec, writing
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
 
@@ -261,8 +261,10 @@ def write_from(
     pipeline = source.pipeline
     spec = pipeline.spec
     per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
-    for start in range(0, len(projections), per_batch):
-        _write_batch(source, projections[start : start + per_batch], value, write_empty_chunks)
+    with writing(source):  # shard readers of this process read again, not a torn shard
+        for start in range(0, len(projections), per_batch):
+            batch = projections[start : start + per_batch]
+            _write_batch(source, batch, value, write_empty_chunks)
 
 
 # Read-modify-write of a chunk (or a whole shard) runs under a lock striped by key, so two

@@ -11,6 +11,7 @@ import numpy as np
 from torchzarr.core import engine
 from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
+from torchzarr.core.shards import writing
 from torchzarr.errors import MetadataError, SelectionError, ShapeMismatchError
 from torchzarr.tensors import as_storage_array
 
@@ -25,6 +26,11 @@ def clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[i
     """Before shrinking from ``old`` to ``new``: delete chunks left wholly outside, and reset
     the part of cut edge chunks past the new edge to the fill value, so that growing the
     array again shows fill, not stale values."""
+    with writing(source):  # shard readers of this process read again, not a torn shard
+        _clear_outside(source, old, new)
+
+
+def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[int, ...]) -> None:
     chunks = tuple(source.metadata.chunk_shape)
     old_grid = chunk_grid_shape(old, chunks)
     new_grid = chunk_grid_shape(new, chunks)

@@ -82,9 +82,12 @@ def writing(source: Any) -> Iterator[None]:
     and reads again (:meth:`ShardReader.read`). A write waits while a read that gave up
     reading optimistically runs.
 
+    ``engine.write_from`` and ``reshape.clear_outside`` hold it, so every write through
+    the engine is marked; nesting in one thread is fine.
+
     Example:
         >>> with writing(arr._source):  # doctest: +SKIP
-        ...     engine.write_from(arr._source, projections, data)
+        ...     arr._source.store.delete_many(shard_keys)
     """
     reader = source.shard_reader
     if reader is None:
