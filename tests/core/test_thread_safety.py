@@ -113,7 +113,7 @@ def test_a_read_that_overlaps_the_end_of_a_write_waits_for_it(monkeypatch, cache
         replaced.wait(timeout=30)
 
     _once_before_pieces(monkeypatch, start_writer)
-    quiet = getattr(shards, "_quiet", None)
+    quiet = shards._quiet
     cached_when_torn: list[int] = []
 
     def quiet_once_the_write_may_end(identity):
@@ -122,7 +122,7 @@ def test_a_read_that_overlaps_the_end_of_a_write_waits_for_it(monkeypatch, cache
         finish.set()  # the read holds further writes off and waits for this one
         return quiet(identity)
 
-    monkeypatch.setattr(shards, "_quiet", quiet_once_the_write_may_end, raising=False)
+    monkeypatch.setattr(shards, "_quiet", quiet_once_the_write_may_end)
     try:
         got = arr[8:40].numpy()
     finally:
@@ -181,16 +181,15 @@ def _interleaved(monkeypatch, store, key: str, first, second) -> None:
             reached.set()
 
     other = threading.Thread(target=run_second)
-    node_lock = getattr(nodes, "node_lock", None)
-    if node_lock is not None:
+    node_lock = nodes.node_lock
 
-        def spy(*args, **kwargs):
-            if threading.current_thread() is other:
-                reached.set()
-            return node_lock(*args, **kwargs)
+    def spy(*args, **kwargs):
+        if threading.current_thread() is other:
+            reached.set()
+        return node_lock(*args, **kwargs)
 
-        monkeypatch.setattr(nodes, "node_lock", spy)
-        monkeypatch.setattr(array_module, "node_lock", spy)
+    monkeypatch.setattr(nodes, "node_lock", spy)
+    monkeypatch.setattr(array_module, "node_lock", spy)
     set_many, set_one = store.set_many, store.set
     here = threading.current_thread()
 

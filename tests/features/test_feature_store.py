@@ -345,3 +345,22 @@ def test_membership_of_tensors_and_out_of_range_ids_and_one_feature_by_name() ->
     assert torch.tensor(7.0) not in fs and "7" not in fs
     assert np.uint64(2**64 - 1) not in fs and 2**70 not in fs and -(2**70) not in fs
     assert set(fs.read([7], features="label")) == {"label"}
+
+
+def test_widening_casts_are_taken_without_looking_and_complex_ids_are_not_members() -> None:
+    from torchzarr.features import rows
+
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"i": torch.tensor([1], dtype=torch.int64), "f": torch.tensor([1.0])})
+    looked = []
+    original = rows._bounds
+    rows._bounds = lambda value: looked.append(value.dtype) or original(value)  # type: ignore[assignment]
+    try:
+        fs.write([1], {"i": torch.tensor([7], dtype=torch.int8), "f": torch.tensor([2.0]).half()})
+        assert looked == []  # int8 into int64, float16 into float32: nothing to check
+        fs.write([1], {"i": torch.tensor([7.0])})
+        assert looked == [torch.float32]
+    finally:
+        rows._bounds = original  # type: ignore[assignment]
+    assert fs.read([1])["i"].tolist() == [7]
+    assert torch.tensor([1], dtype=torch.complex32) not in fs

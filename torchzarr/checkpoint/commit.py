@@ -217,8 +217,8 @@ def reserved_version(store: Store) -> Iterator[str]:
     """Reserve a version for one save, after the saves of this process to ``store`` before it.
 
     Saves to one checkpoint from several threads (an ``AsyncCheckpointer`` beside a direct
-    save, two callbacks) run one after the other, in the order they asked, so each commits
-    and the last one asked wins.
+    save, two callbacks) run one after the other, so each commits and the last to commit
+    wins (with more than two waiting, which goes next is not fixed).
 
     Example:
         >>> with reserved_version(checkpoint_store("memory://")) as version:

@@ -41,7 +41,7 @@ from torch.futures import Future
 
 from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.dcp_metadata import aligned_chunks, metadata_from_json, metadata_to_json
-from torchzarr.checkpoint.format import node_name, to_storable
+from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, node_name, to_storable
 from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES
 from torchzarr.config import config
@@ -57,7 +57,7 @@ KIND = "torch.distributed.checkpoint"
 #: The DCP format version written (that of torch's FileSystemWriter: same planner layout).
 DCP_VERSION = "1.0.0"
 #: Array attribute naming the DCP key an array holds.
-KEY_ATTRIBUTE = "torchzarr_dcp_key"
+KEY_ATTRIBUTE = DCP_KEY_ATTRIBUTE
 
 
 def _stop(region: tuple[slice, ...]) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from torchzarr.checkpoint.format import NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
+from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
 from torchzarr.checkpoint.values import decode_value, format_key_path
 from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError, MetadataError, NodeNotFoundError
@@ -112,7 +112,7 @@ class _Walker:
         node_json = group.attrs.get(NODE_ATTRIBUTE)
         if not isinstance(node_json, dict) or "entries" not in node_json:
             hint = ""
-            if not path and "torchzarr_dcp_key" in group.attrs:  # dcp.KEY_ATTRIBUTE
+            if not path and DCP_KEY_ATTRIBUTE in group.attrs:
                 hint = (
                     ": it was written by torch.distributed.checkpoint; load it with "
                     "dcp.load(state, storage_reader=ZarrStorageReader(path))"

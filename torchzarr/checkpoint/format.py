@@ -47,6 +47,8 @@ __all__ = [
 NODE_ATTRIBUTE = "torchzarr_node"
 #: Array attribute holding a tensor's key path and torch-only properties.
 TENSOR_ATTRIBUTE = "torchzarr_tensor"
+#: Attribute of the version group and arrays of a torch.distributed.checkpoint save.
+DCP_KEY_ATTRIBUTE = "torchzarr_dcp_key"
 
 _CONTAINERS = (dict, OrderedDict, list, tuple)
 #: numpy dtypes (kind + itemsize) stored as arrays: those torch has; others stay typed JSON

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +139,7 @@ def forget_cached(published: Published) -> None:
     for arr in published.cached.values():
         cache = arr.cache
         if cache is not None:
-            grid = arr._shard_grid_shape  # the cache invalidates a shard's inner chunks
-            coords = list(itertools.product(*(range(n) for n in grid)))
-            cache.invalidate(arr.store.identity, arr.path, coords)
+            cache.invalidate_tree(arr.store.identity, arr.path)
 
 
 def create_feature_array(

@@ -185,6 +185,23 @@ def _bounds(value: torch.Tensor) -> tuple[Any, Any]:
     return int(array.min()), int(array.max())
 
 
+def _always_fits(source: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether every value of ``source`` survives a cast to ``dtype`` (but for precision)."""
+    if source == torch.bool:
+        return True
+    if dtype == torch.bool:
+        return False
+    if dtype.is_floating_point:
+        top = torch.finfo(dtype).max
+        if source.is_floating_point:
+            return torch.finfo(source).max <= top
+        return float(torch.iinfo(source).max) <= top
+    if source.is_floating_point:
+        return False
+    wide, narrow = torch.iinfo(dtype), torch.iinfo(source)
+    return wide.min <= narrow.min and narrow.max <= wide.max
+
+
 def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     """Refuse writing ``value`` to feature ``name`` of ``dtype`` when the cast would lose
     more than precision: integers out of range, fractions or non-finite values into an
@@ -201,6 +218,8 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     source = value.dtype
     if source == dtype or value.numel() == 0 or source.is_complex or dtype.is_complex:
         return  # complex into real is refused where the data is converted
+    if _always_fits(source, dtype):
+        return  # a widening cast: no value to look at
     if source.is_floating_point and not dtype.is_floating_point:
         flat = value.detach().cpu().double()
         if not bool(torch.isfinite(flat).all()) or not bool((flat == flat.trunc()).all()):

@@ -209,9 +209,10 @@ class FeatureStore:
 
     def __contains__(self, entity_id: object) -> bool:
         if isinstance(entity_id, torch.Tensor):  # a 0-d or one-element integer tensor
-            if entity_id.numel() != 1 or entity_id.is_meta or entity_id.dtype.is_floating_point:
+            dtype = entity_id.dtype
+            if entity_id.numel() != 1 or entity_id.is_meta or dtype.is_floating_point:
                 return False
-            if entity_id.dtype in (torch.bool, torch.complex64, torch.complex128):
+            if dtype.is_complex or dtype == torch.bool:
                 return False
             entity_id = int(entity_id.item())
         if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
