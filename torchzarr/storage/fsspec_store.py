@@ -436,8 +436,8 @@ class FsspecStore(Store):
             self._write_one_by_one(paths, err)
 
     def _write_one_by_one(self, paths: dict[str, bytes], failure: StoreError) -> None:
-        """After a batched write failed: each value once on its own, to write what can be
-        and to name the key that fails (a batch's error rarely says which one did)."""
+        """After a batched write failed: each value once on its own, in order, up to the
+        first that fails, whose key the error names (a batch's error rarely says which)."""
         for path, value in paths.items():
             try:
                 self._call("pipe_file", path, value)
