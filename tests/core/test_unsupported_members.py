@@ -89,6 +89,18 @@ def test_items_and_values_leave_unsupported_arrays_out_as_members_does(tmp_path)
     assert root.get("missing") is None
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_group_info_lists_the_group_once(tmp_path, zarr_format, monkeypatch):
+    _xarray_like(tmp_path, zarr_format)
+    root = tz.open_group(tmp_path, mode="r", use_consolidated=False)
+    listings = []
+    fetch = tz.Group._fetch_children
+    monkeypatch.setattr(tz.Group, "_fetch_children", lambda g: listings.append(g) or fetch(g))
+    info = root.info
+    assert len(listings) == 1
+    assert (info.arrays, info.groups, info.unsupported) == (("temperature",), ("meta",), ("time",))
+
+
 def _with_bad_codecs(path) -> tz.Group:
     """Arrays a, b; c with an unknown codec; d with a codec chain out of order."""
     root = tz.open_group(path, mode="w")

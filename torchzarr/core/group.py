@@ -37,9 +37,13 @@ def node_from_metadata(
     consolidated: Mapping[str, Any] | None = None,
 ) -> Array | Group:
     """Wrap parsed metadata in an :class:`Array` or a :class:`Group`."""
-    if getattr(metadata, "node_type", None) == "group" or not hasattr(metadata, "shape"):
+    if _is_group_metadata(metadata):
         return Group(store, path, metadata, read_only=read_only, consolidated=consolidated)
     return Array(store, path, metadata, read_only=read_only)
+
+
+def _is_group_metadata(metadata: Any) -> bool:
+    return getattr(metadata, "node_type", None) == "group" or not hasattr(metadata, "shape")
 
 
 class Group(NodeBase, Mapping[str, "Array | Group"]):
@@ -355,9 +359,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         Example:
             >>> print(root.info)  # doctest: +SKIP
         """
-        members = self.members()  # one listing for arrays and groups
-        arrays = tuple(name for name, child in members if isinstance(child, Array))
-        groups = tuple(name for name, child in members if isinstance(child, Group))
+        children = sorted(self._children().items())  # one listing for every kind
+        unsupported = tuple(n for n, m in children if isinstance(m, nodes.UnsupportedArray))
+        supported = [(n, m) for n, m in children if n not in unsupported]
+        groups = tuple(n for n, m in supported if _is_group_metadata(m))
+        arrays = tuple(n for n, m in supported if not _is_group_metadata(m))
         consolidated = self._consolidated is not None or bool(
             getattr(self._metadata, "consolidated_metadata", None)
         )
@@ -368,7 +374,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             read_only=self._read_only,
             arrays=arrays,
             groups=groups,
-            unsupported=tuple(sorted(set(self) - {name for name, _ in members})),
+            unsupported=unsupported,
             attributes=tuple(sorted(self.attrs)),
             consolidated=consolidated,
         )
