@@ -219,15 +219,7 @@ class Array(NodeBase, ZarrArrayMethods):
         reader = self._source.shard_reader if self._sharding is not None else None
         if reader is None:
             return len(keys)
-        prefix = self._path + "/" if self._path else ""
-        shards = {}
-        for key in keys:
-            try:
-                shards[key] = self._metadata.chunk_key_encoding.decode(
-                    key[len(prefix) :], self.ndim
-                )
-            except MetadataError:
-                continue  # not a shard's key
+        shards = self._source.stored_chunks(keys)
         count = 0
         for key, index in reader.indexes(list(shards)).items():
             if index is not None:  # its inner chunks inside the array, stored

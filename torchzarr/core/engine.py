@@ -22,6 +22,7 @@ from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shards import ShardReader, sharding_codec, writing
+from torchzarr.errors import MetadataError
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
 
@@ -43,6 +44,20 @@ class ChunkSource:
         """The store key of a chunk."""
         name = self.metadata.chunk_key(chunk_coords)
         return f"{self.path}/{name}" if self.path else name
+
+    def stored_chunks(self, keys: Iterable[str] | None = None) -> dict[str, tuple[int, ...]]:
+        """The chunk keys among ``keys`` (by default, the store's keys under the array),
+        each with its chunk coordinates; metadata documents and other keys are left out."""
+        prefix = f"{self.path}/" if self.path else ""
+        listed = self.store.list_prefix(prefix) if keys is None else keys
+        encoding, ndim = self.metadata.chunk_key_encoding, len(self.metadata.shape)
+        chunks = {}
+        for key in listed:
+            try:
+                chunks[key] = encoding.decode(key[len(prefix) :], ndim)
+            except MetadataError:
+                continue  # a metadata document, not a chunk
+        return chunks
 
     @cached_property
     def shard_reader(self) -> ShardReader | None:

@@ -12,7 +12,7 @@ from torchzarr.core import engine
 from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.shards import writing
-from torchzarr.errors import MetadataError, SelectionError, ShapeMismatchError
+from torchzarr.errors import SelectionError, ShapeMismatchError
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
@@ -72,17 +72,11 @@ def _doomed_keys(
 
 def _stored_outside(source: engine.ChunkSource, grid: tuple[int, ...]) -> list[str]:
     """The stored chunk keys of the array whose coordinates lie outside ``grid``."""
-    prefix = f"{source.path}/" if source.path else ""
-    encoding = source.metadata.chunk_key_encoding
-    doomed = []
-    for key in source.store.list_prefix(prefix):
-        try:
-            coords = encoding.decode(key[len(prefix) :], len(grid))
-        except MetadataError:
-            continue  # a metadata document: not a chunk
-        if any(c >= g for c, g in zip(coords, grid, strict=True)):
-            doomed.append(key)
-    return sorted(doomed)
+    return sorted(
+        key
+        for key, coords in source.stored_chunks().items()
+        if any(c >= g for c, g in zip(coords, grid, strict=True))
+    )
 
 
 def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
