@@ -183,6 +183,24 @@ def test_refresh_reads_only_groups_that_existed_before():
     assert sorted(asked) == [".zmetadata", "zarr.json"]  # the root only: the rest is new
 
 
+def test_a_group_attribute_change_writes_its_document_once():
+    store = tz.MemoryStore()
+    root = tz.open_group(store, mode="w")
+    root.require_group("sub").create_array("x", shape=(2,), dtype="int8")
+    tz.consolidate_metadata(store)
+    written = []
+    set_one = store.set  # set_many writes through it
+    store.set = lambda key, value: written.append(key) or set_one(key, value)  # type: ignore[method-assign]
+    root = tz.open_group(store, mode="a")
+    root.attrs["a"] = 1
+    assert written == ["zarr.json"]  # its own document: no second write of the same
+    written.clear()
+    root["sub"].attrs["b"] = 2  # the root's entry for "sub" changes: both are written
+    assert sorted(written) == ["sub/zarr.json", "zarr.json"]
+    again = tz.open_group(store, mode="r")
+    assert again["sub"].attrs["b"] == 2 and again.attrs["a"] == 1
+
+
 def test_children_by_bisection_equal_children_by_scan():
     from torchzarr.core.consolidated import consolidated_children
 

@@ -213,6 +213,8 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
     for root, (v3_key, v2_key) in keys.items():
         below = [(rel, m) for path, m in changes if (rel := _relative(root, path)) is not None]
         if found.get(v3_key) is not None:
+            if all(rel == "" and m is not None for rel, m in below):
+                continue  # only the group's own document changed: none of its entries
             doc = json_loads(found[v3_key], key=v3_key)
             inline = doc.get("consolidated_metadata")
             if doc.get("node_type") != "group" or not isinstance(inline, dict):
