@@ -32,3 +32,11 @@ def test_prefetcher_moves_nested_batches(memory_array):
     assert len(out) == 3
     assert all(b["x"].is_cuda and b["y"][0].is_cuda for b in out)
     assert float(out[-1]["x"].sum()) == 8.0
+
+
+def test_two_iterators_over_one_prefetcher_keep_their_own_copies():
+    batches = [torch.full((1024,), float(i)).pin_memory() for i in range(6)]
+    prefetcher = DevicePrefetcher(batches, "cuda")
+    first, second = iter(prefetcher), iter(prefetcher)
+    pairs = [(next(first), next(second)) for _ in range(6)]
+    assert [(float(a[0]), float(b[0])) for a, b in pairs] == [(i, i) for i in range(6)]

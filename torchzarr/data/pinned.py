@@ -130,29 +130,33 @@ class DevicePrefetcher:
             return
         stream = torch.cuda.Stream(device=self.device)
         it = iter(self.loader)
-        self._copied: Any = None
-        ahead = self._send(it, stream)
+        ahead = _send(it, stream, self.device, None)
         while ahead is not None:
-            batch = ahead
+            batch, copied = ahead
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(stream)
-            _record(batch[0], current)
-            ahead = self._send(it, stream)
-            yield batch[0]
+            _record(batch, current)
+            ahead = _send(it, stream, self.device, copied)
+            yield batch
 
-    def _send(self, it: Iterator[Any], stream: Any) -> tuple[Any] | None:
-        # The host batch of the previous copy may sit in a reused buffer (a pinned ring):
-        # the loader must not refill it while the copy could still be reading it. The copy
-        # had a whole step to finish, so this wait is almost always free; it bounds how far
-        # the host runs ahead of the copies, not of the compute.
-        if self._copied is not None:
-            self._copied.synchronize()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return None
-        with torch.cuda.stream(stream):
-            moved = to_device(batch, self.device, non_blocking=True)
-            self._copied = torch.cuda.Event()
-            self._copied.record(stream)
-        return (moved,)
+
+def _send(
+    it: Iterator[Any], stream: Any, device: torch.device, copied: Any
+) -> tuple[Any, Any] | None:
+    """The next batch, its copy to ``device`` started on ``stream``, and the event that
+    marks the copy done (each iterator keeps its own)."""
+    # The host batch of the previous copy may sit in a reused buffer (a pinned ring): the
+    # loader must not refill it while the copy could still be reading it. The copy had a
+    # whole step to finish, so this wait is almost always free; it bounds how far the host
+    # runs ahead of the copies, not of the compute.
+    if copied is not None:
+        copied.synchronize()
+    try:
+        batch = next(it)
+    except StopIteration:
+        return None
+    with torch.cuda.stream(stream):
+        moved = to_device(batch, device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(stream)
+    return moved, done
