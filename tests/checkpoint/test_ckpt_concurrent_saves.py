@@ -121,3 +121,35 @@ def test_prune_spares_versions_this_process_is_writing() -> None:
     assert commit.prune_versions(st) == []
     commit.release_version(st, writing)
     assert commit.prune_versions(st) == [writing]
+
+
+def test_a_save_to_another_checkpoint_does_not_wait_for_a_slow_store() -> None:
+    class StalledStore(tz.MemoryStore):
+        """Its listings hang until released: a remote store that stopped answering."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+            self.entered.set()
+            assert self.release.wait(30)
+            return super().list_dir(prefix)
+
+    stalled = StalledStore()
+    slow = threading.Thread(target=save_checkpoint, args=(_state(1), stalled))
+    slow.start()
+    try:
+        assert stalled.entered.wait(30)
+        other = tz.MemoryStore()
+        done = threading.Event()
+        fast = threading.Thread(target=lambda: (save_checkpoint(_state(2), other), done.set()))
+        fast.start()
+        finished = done.wait(30)  # a deadline, not a timing: it waits forever if it fails
+    finally:
+        stalled.release.set()
+        slow.join()
+    fast.join()
+    assert (
+        finished and load_checkpoint(other)["step"] == 2 and load_checkpoint(stalled)["step"] == 1
+    )

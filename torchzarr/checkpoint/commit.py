@@ -150,8 +150,15 @@ def next_version(store: Store) -> str:
 
 
 _RESERVED: dict[str, set[str]] = {}  # versions that saves of this process are writing
-_SAVE_LOCKS: dict[str, threading.Lock] = {}
-_STATE_LOCK = threading.Lock()  # guards both, and makes a commit's check-then-write atomic
+_SAVE_LOCKS: dict[str, threading.Lock] = {}  # one save at a time per checkpoint
+_STORE_LOCKS: dict[str, threading.Lock] = {}  # a reservation's or commit's check-then-write
+_STATE_LOCK = threading.Lock()  # guards the three dicts; held for no I/O
+
+
+def _lock_of(locks: dict[str, threading.Lock], store: Store) -> threading.Lock:
+    key = _store_id(store)
+    with _STATE_LOCK:
+        return locks.setdefault(key, threading.Lock())
 
 
 def _claim(store: Store, version: str) -> bool:
@@ -185,13 +192,15 @@ def reserve_version(store: Store) -> str:
         ('v000001', 'v000002')
     """
     key = _store_id(store)
-    with _STATE_LOCK:
+    with _lock_of(_STORE_LOCKS, store):  # saves to other checkpoints do not wait
         number = int(next_version(store)[1:])
-        taken = _RESERVED.setdefault(key, set())
         while True:
             version = f"v{number:06d}"
-            if version not in taken and _claim(store, version):
-                taken.add(version)
+            with _STATE_LOCK:
+                taken = version in _RESERVED.setdefault(key, set())
+            if not taken and _claim(store, version):
+                with _STATE_LOCK:
+                    _RESERVED[key].add(version)
                 return version
             number += 1
 
@@ -225,10 +234,7 @@ def reserved_version(store: Store) -> Iterator[str]:
         ...     version
         'v000001'
     """
-    key = _store_id(store)
-    with _STATE_LOCK:
-        lock = _SAVE_LOCKS.setdefault(key, threading.Lock())
-    with lock:
+    with _lock_of(_SAVE_LOCKS, store):
         version = reserve_version(store)
         try:
             yield version
@@ -262,7 +268,7 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         "committed_at": time.time(),
         **(info or {}),
     }
-    with _STATE_LOCK:  # in this process, no commit between the check and the write
+    with _lock_of(_STORE_LOCKS, store):  # in this process, no commit between check and write
         current = read_manifest(store)
         if current is not None and _number(str(current["version"])) > _number(version):
             raise CheckpointConflictError(
