@@ -9,14 +9,15 @@ import threading
 import pytest
 
 from torchzarr import telemetry
-from torchzarr.forksafe import new_lock, new_rlock
+from torchzarr.forksafe import LockTable, new_lock, new_rlock
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
 def test_locks_held_at_fork_are_free_in_the_child():
     import torchzarr.telemetry as telemetry_module
 
-    held = [new_lock(), new_rlock(), telemetry_module._lock]
+    table = LockTable()
+    held = [new_lock(), new_rlock(), telemetry_module._lock, table["a"], LockTable(True)["b"]]
     acquired, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -47,3 +48,15 @@ def test_locks_held_at_fork_are_free_in_the_child():
         release.set()
         thread.join()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_lock_table_gives_one_lock_per_key_while_it_is_held():
+    table = LockTable()
+    first = table["a"]
+    assert table["a"] is first and table["b"] is not first
+    with first:
+        assert not table["a"].acquire(blocking=False)  # the same lock: held
+        assert table["b"].acquire(blocking=False)  # another key: free
+    reentrant = LockTable(reentrant=True)["c"]
+    with reentrant, reentrant:
+        pass

@@ -12,7 +12,7 @@ import threading
 import weakref
 from typing import Any
 
-__all__ = ["new_lock", "new_rlock"]
+__all__ = ["LockTable", "new_lock", "new_rlock"]
 
 _locks: weakref.WeakSet[Any] = weakref.WeakSet()
 _guard = threading.Lock()
@@ -42,6 +42,32 @@ def new_rlock() -> threading.RLock:
     with _guard:
         _locks.add(lock)
     return lock
+
+
+class LockTable:
+    """A lock per key (a path, a store's identity), made on first use and forgotten once
+    nobody holds it; every lock is reset in a forked child, as :func:`new_lock`'s are.
+
+    Work on one key waits for other work on that key only, never for work on other keys.
+
+    Example:
+        >>> locks = LockTable()
+        >>> with locks["/data/a.zip"]:
+        ...     locks["/data/a.zip"] is locks["/data/a.zip"]
+        True
+    """
+
+    def __init__(self, reentrant: bool = False) -> None:
+        self._locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._guard = new_lock()
+        self._make = new_rlock if reentrant else new_lock
+
+    def __getitem__(self, key: str) -> Any:
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = self._make()
+            return lock
 
 
 def _reset_in_child() -> None:

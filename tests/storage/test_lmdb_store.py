@@ -185,3 +185,33 @@ def test_a_resize_waits_for_the_transactions_in_flight(tmp_path: Path) -> None:
     assert log == ["begin", "end v", "resize"]
     assert bigger.get("k") == b"v"
     store.close()
+
+
+def test_closing_one_environment_does_not_hold_up_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = LMDBStore(tmp_path / "slow.lmdb", map_size=1 << 22)
+    slow.set("a", b"1")
+    entered, release = threading.Event(), threading.Event()
+    real_close = lmdb_module._Shared.close
+
+    def stalling_close(self: Any) -> None:  # waits as for a long read of this environment
+        entered.set()
+        assert release.wait(30)
+        real_close(self)
+
+    monkeypatch.setattr(lmdb_module._Shared, "close", stalling_close)
+    closing = threading.Thread(target=slow.close)
+    closing.start()
+    try:
+        assert entered.wait(30)
+        done = threading.Event()
+        other = LMDBStore(tmp_path / "other.lmdb", map_size=1 << 22)
+        threading.Thread(target=lambda: (other.set("b", b"2"), done.set()), daemon=True).start()
+        finished = done.wait(30)  # a deadline, not a timing: it hangs if the test fails
+    finally:
+        release.set()
+        closing.join()
+    assert finished and other.get("b") == b"2" and slow.get("a") == b"1"
+    other.close()
+    slow.close()

@@ -100,7 +100,7 @@ def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
     writer, closer = ZipStore(path, mode="a"), ZipStore(path, mode="a")
     writer.set("b", b"2")  # after the directory written by the first close
     lock = _WatchedLock()
-    monkeypatch.setattr(zip_module, "_archives_lock", lock)
+    monkeypatch.setattr(zip_module, "_path_locks", {str(path): lock})
     real_close = zip_module._Archive.close
     errors: list[BaseException] = []
     done = threading.Event()
@@ -129,3 +129,39 @@ def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
     writer.close()
     assert errors == []
     assert _entries(path) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+def test_closing_one_zip_does_not_hold_up_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow, other = tmp_path / "slow.zip", tmp_path / "other.zip"
+    stalled = ZipStore(slow, mode="w")
+    stalled.set("a", b"1")
+    entered, release = threading.Event(), threading.Event()
+    real_close = zip_module._Archive.close
+
+    def stalling_close(self: Any) -> None:  # a directory write that takes its time
+        if self.path == str(slow):
+            entered.set()
+            assert release.wait(30)
+        real_close(self)
+
+    monkeypatch.setattr(zip_module._Archive, "close", stalling_close)
+    closing = threading.Thread(target=stalled.close)
+    closing.start()
+    try:
+        assert entered.wait(30)
+        done = threading.Event()
+
+        def use_other() -> None:
+            with ZipStore(other, mode="w") as store:
+                store.set("b", b"2")
+            done.set()
+
+        threading.Thread(target=use_other, daemon=True).start()
+        finished = done.wait(30)  # a deadline, not a timing: it hangs if the test fails
+    finally:
+        release.set()
+        closing.join()
+    assert finished
+    assert _entries(other) == {"b": b"2"} and _entries(slow) == {"a": b"1"}

@@ -35,6 +35,7 @@ from torchzarr.errors import (
     NodeNotFoundError,
     StoreError,
 )
+from torchzarr.forksafe import LockTable
 from torchzarr.storage import LocalStore, Store, resolve_store
 
 __all__ = [
@@ -150,15 +151,9 @@ def next_version(store: Store) -> str:
 
 
 _RESERVED: dict[str, set[str]] = {}  # versions that saves of this process are writing
-_SAVE_LOCKS: dict[str, threading.Lock] = {}  # one save at a time per checkpoint
-_STORE_LOCKS: dict[str, threading.Lock] = {}  # a reservation's or commit's check-then-write
-_STATE_LOCK = threading.Lock()  # guards the three dicts; held for no I/O
-
-
-def _lock_of(locks: dict[str, threading.Lock], store: Store) -> threading.Lock:
-    key = _store_id(store)
-    with _STATE_LOCK:
-        return locks.setdefault(key, threading.Lock())
+_STATE_LOCK = threading.Lock()  # guards _RESERVED; held for no I/O
+_SAVE_LOCKS = LockTable()  # one save at a time per checkpoint
+_STORE_LOCKS = LockTable()  # a reservation's or commit's check-then-write, per checkpoint
 
 
 def _claim(store: Store, version: str) -> bool:
@@ -192,7 +187,7 @@ def reserve_version(store: Store) -> str:
         ('v000001', 'v000002')
     """
     key = _store_id(store)
-    with _lock_of(_STORE_LOCKS, store):  # saves to other checkpoints do not wait
+    with _STORE_LOCKS[key]:  # saves to other checkpoints do not wait
         number = int(next_version(store)[1:])
         while True:
             version = f"v{number:06d}"
@@ -234,7 +229,7 @@ def reserved_version(store: Store) -> Iterator[str]:
         ...     version
         'v000001'
     """
-    with _lock_of(_SAVE_LOCKS, store):
+    with _SAVE_LOCKS[_store_id(store)]:
         version = reserve_version(store)
         try:
             yield version
@@ -268,7 +263,7 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         "committed_at": time.time(),
         **(info or {}),
     }
-    with _lock_of(_STORE_LOCKS, store):  # in this process, no commit between check and write
+    with _STORE_LOCKS[_store_id(store)]:  # in this process, no commit between check and write
         current = read_manifest(store)
         if current is not None and _number(str(current["version"])) > _number(version):
             raise CheckpointConflictError(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torchzarr.core.cache import location
 from torchzarr.errors import CodecError, InvalidKeyError, MetadataError, UnsupportedDtypeError
-from torchzarr.forksafe import new_lock, new_rlock
+from torchzarr.forksafe import LockTable
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
@@ -90,8 +89,7 @@ def ancestors(path: str) -> list[str]:
 # A lock per node location (store identity and path) in this process, for the read-modify-
 # writes of metadata (attributes, shape, consolidated entries); reads take none. Held only
 # while someone uses it.
-_node_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-_node_locks_guard = new_lock()
+_node_locks = LockTable(reentrant=True)
 
 
 @contextlib.contextmanager
@@ -112,13 +110,7 @@ def node_lock(store: Store, paths: Iterable[str]) -> Iterator[None]:
     """
     identity = store.identity
     wanted = sorted({location(identity, a) for path in paths for a in ancestors(path)})
-    with _node_locks_guard:
-        locks = []
-        for where in wanted:
-            lock = _node_locks.get(where)
-            if lock is None:
-                lock = _node_locks[where] = new_rlock()
-            locks.append(lock)
+    locks = [_node_locks[where] for where in wanted]
     with contextlib.ExitStack() as stack:
         for lock in locks:
             stack.enter_context(lock)

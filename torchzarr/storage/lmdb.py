@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 
 __all__ = ["LMDBStore"]
@@ -16,7 +17,7 @@ __all__ = ["LMDBStore"]
 _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
 # LMDB forbids opening one environment twice in a process: every store of a path shares one
 _envs: dict[str, _Shared] = {}
-_envs_lock = threading.Lock()
+_path_locks = LockTable()  # opening or closing one path's environment; others never wait
 _envs_pid = os.getpid()
 # known options of lmdb.open besides path, map_size and readonly
 _LMDB_OPTIONS = frozenset(
@@ -177,7 +178,7 @@ class LMDBStore(Store):
     def close(self) -> None:
         """Close the environment of this path (once the transactions running in it end);
         every store of it reopens on its next call."""
-        with _envs_lock:  # closed before any store opens the path again
+        with _path_locks[self.path]:  # closed before any store opens the path again
             shared = _envs.pop(self.path, None) if _envs_pid == os.getpid() else None
             if shared is not None:
                 shared.close()
@@ -223,13 +224,13 @@ class LMDBStore(Store):
     def _env(self, write: bool = False) -> _Shared | None:
         """The shared environment; None when reading an environment that does not exist
         (only a write creates it: reading a store nothing was written to leaves no files)."""
-        global _envs_lock, _envs_pid
+        global _envs_pid
         if _envs_pid != os.getpid():
             # forked: the parent's environments are off limits. Dropping them (never
             # closing: that would clear the parent's reader slots) lets py-lmdb forget
             # them in this process, so the files can be opened anew.
             _envs.clear()
-            _envs_lock, _envs_pid = threading.Lock(), os.getpid()
+            _envs_pid = os.getpid()
         shared = _envs.get(self.path)
         if shared is None or (write and shared.readonly):
             shared = self._open(write)
@@ -241,7 +242,7 @@ class LMDBStore(Store):
         return shared
 
     def _open(self, write: bool) -> _Shared | None:
-        with _envs_lock:
+        with _path_locks[self.path]:
             shared = _envs.get(self.path)
             if shared is not None and write and shared.readonly:
                 _envs.pop(self.path).close()  # opened read-only: reopen for writing

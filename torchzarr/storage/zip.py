@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from torchzarr.errors import StoreError, UnknownStoreError
+from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 
 __all__ = ["ZipStore"]
@@ -24,7 +25,7 @@ _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _archives: dict[str, _Archive] = {}
-_archives_lock = threading.Lock()
+_path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
 # a forked child keeps the parent's archives alive, never closing them: closing would write
 # a central directory into the file the parent is still writing
@@ -179,8 +180,6 @@ class _Archive:
 
 
 def _after_fork_in_child() -> None:
-    global _archives_lock
-    _archives_lock = threading.Lock()
     for archive in _archives.values():
         archive.freeze()
 
@@ -188,9 +187,11 @@ def _after_fork_in_child() -> None:
 @atexit.register
 def _close_all() -> None:
     """Write the directory of every zip still open in this process (never a forked copy)."""
-    with _archives_lock:
-        for path, archive in list(_archives.items()):
-            if archive.pid == os.getpid():
+    for path, archive in list(_archives.items()):
+        if archive.pid == os.getpid():
+            with _path_locks[path]:
+                if _archives.get(path) is not archive:
+                    continue  # closed or replaced meanwhile
                 del _archives[path]  # a later write reopens it, never finds it closed
                 with contextlib.suppress(Exception):
                     archive.close()
@@ -284,7 +285,7 @@ class ZipStore(Store):
         archive = _archives.get(self.path)
         if archive is not None and not self._fresh and (archive.writable or not write):
             return archive
-        with _archives_lock:
+        with _path_locks[self.path]:
             archive = _archives.get(self.path)
             if self._fresh:
                 if self.mode == "x" and os.path.exists(self.path):
@@ -307,7 +308,7 @@ class ZipStore(Store):
         Other threads may go on using stores of the same path: a read in flight finishes on
         the closed archive, a write waits and then appends to the archive reopened after it.
         """
-        with _archives_lock:  # no store opens the file again before its directory is written
+        with _path_locks[self.path]:  # no store opens it again before its directory is written
             archive = _archives.pop(self.path, None)
             if archive is not None:
                 archive.close()
