@@ -163,6 +163,36 @@ def test_a_serializer_among_compressors_replaces_bytes() -> None:
         default_v3_codecs(F4, [sharding, BytesCodec("big")])
 
 
+def test_a_serializer_given_as_json_replaces_bytes_like_the_object() -> None:
+    big = {"name": "bytes", "configuration": {"endian": "big"}}
+    assert chain_json(F4, [big, "zstd"]) == chain_json(F4, [BytesCodec("big"), "zstd"])
+    assert chain_json(F4, [big, "zstd"])[0] == big
+    sharding = {"name": "sharding_indexed", "configuration": {"chunk_shape": [2], "codecs": [big]}}
+    codecs = default_v3_codecs(F4, [sharding, "crc32c"])
+    assert isinstance(codecs[0], ShardingCodec) and codecs[0].codecs[0].to_json() == big
+    assert [c.codec_name for c in codecs] == ["sharding_indexed", "crc32c"]
+    with pytest.raises(CodecError, match=r"at most one array -> bytes codec .*'bytes', 'bytes'"):
+        default_v3_codecs(F4, [big, BytesCodec("little")])
+    arr = tz.create_array("memory://", shape=(4,), dtype="float32", compressors=[big, "zstd"])
+    assert arr.metadata.to_json()["codecs"][0] == big
+
+
+def test_misplaced_codecs_are_named_with_their_kind_and_their_argument() -> None:
+    with pytest.raises(
+        CodecError, match=r"filter .*\(bytes\) .* array -> bytes codec: pass it in compressors="
+    ):
+        default_v3_codecs(F4, None, BytesCodec("big"))
+    with pytest.raises(
+        CodecError, match=r"filter .*\(zstd\) .* bytes -> bytes codec: pass it in compressors="
+    ):
+        default_v3_codecs(F4, None, "zstd")
+    transpose = {"name": "transpose", "configuration": {"order": [0]}}
+    with pytest.raises(
+        CodecError, match=r"compressor .*\(transpose\) .* array -> array codec: pass it in filters="
+    ):
+        default_v3_codecs(F4, [transpose])
+
+
 def test_wrong_kinds_and_unknown_names_fail() -> None:
     with pytest.raises(CodecError, match=r"filter .*zstd.* is not an array -> array codec"):
         default_v3_codecs(F4, None, "zstd")

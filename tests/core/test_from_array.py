@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numcodecs
 import numpy as np
 import pytest
@@ -149,3 +151,75 @@ def test_zarr_python_v3_dimension_names_are_kept():
         zarr.storage.MemoryStore(), shape=(4, 2), dtype="f4", dimension_names=["t", None]
     )
     assert tz.from_array("memory://", data=z).dimension_names == ("t", None)
+
+
+BIG_BYTES = {"name": "bytes", "configuration": {"endian": "big"}}
+
+
+def _layout(arr):
+    doc = arr.metadata.to_json()
+    return {k: v for k, v in doc.items() if k not in ("attributes", "fill_value")}
+
+
+def test_keep_copies_the_v3_serializer_shard_index_and_key_encoding():
+    src = _source(
+        chunks=(2, 3),
+        shards={"shape": (4, 6), "index_location": "start", "index_codecs": [BIG_BYTES]},
+        compressors=[BIG_BYTES, "gzip"],
+        chunk_key_encoding={"name": "default", "configuration": {"separator": "."}},
+    )
+    dst = tz.from_array("memory://", data=src)
+    assert _layout(dst) == _layout(src) and torch.equal(dst[:], DATA)
+    sharding = tz.from_array("memory://", data=src, chunks=(1, 6)).metadata.codecs[0]
+    assert sharding.chunk_shape == (1, 6) and sharding.index_location == "start"
+    assert sharding.codecs[0].to_json() == BIG_BYTES  # kept with new chunks
+    recompressed = tz.from_array("memory://", data=src, compressors="zstd", shards=None)
+    assert [c.to_json()["name"] for c in recompressed.metadata.codecs] == ["bytes", "zstd"]
+    assert recompressed.metadata.codecs[0].to_json() == BIG_BYTES
+    plain = tz.from_array(
+        "memory://", data=src, serializer="auto", shards=(20, 6), chunk_key_encoding=None
+    )
+    assert plain.metadata.codecs[0].codecs[0].endian == "little"
+    assert plain.metadata.codecs[0].index_location == "end"  # new shards: default index
+    assert plain.metadata.to_json()["chunk_key_encoding"]["configuration"]["separator"] == "/"
+
+
+def test_keep_copies_the_v2_order_byte_order_and_separator():
+    src = tz.create_array(
+        "memory://",
+        shape=(20, 6),
+        chunks=(3, 4),
+        dtype=np.dtype(">i4"),
+        zarr_format=2,
+        order="F",
+        dimension_separator="/",
+    )
+    src[:] = DATA.to(torch.int32)
+    dst = tz.from_array("memory://", data=src)
+    assert _layout(dst) == _layout(src) and dst.metadata.to_json()["dtype"] == ">i4"
+    assert torch.equal(dst[:], DATA.to(torch.int32))
+    changed = tz.from_array("memory://", data=src, order="C", chunk_key_encoding=None)
+    assert (changed.order, changed.metadata.dimension_separator) == ("C", ".")
+    as_v3 = tz.from_array("memory://", data=src, zarr_format=3)  # order F has no v3 form
+    assert as_v3.order == "C" and torch.equal(as_v3[:], DATA.to(torch.int32))
+    with pytest.raises(InvalidArgumentError, match=r"serializer .* is for Zarr v3"):
+        tz.from_array("memory://", data=src, serializer=BIG_BYTES)
+
+
+def test_keep_matches_zarr_python_sources_written_by_zarr_python(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    codecs = pytest.importorskip("zarr.codecs")
+    z = zarr.create_array(
+        tmp_path / "src",
+        shape=(8, 8),
+        chunks=(2, 2),
+        shards={"shape": (4, 4), "index_location": "start"},
+        dtype="float32",
+        serializer=codecs.BytesCodec(endian="big"),
+        compressors=None,
+    )
+    z[...] = 1.0
+    tz.from_array(tmp_path / "dst", data=tz.open_array(tmp_path / "src"))
+    src, dst = (json.loads((tmp_path / n / "zarr.json").read_text()) for n in ("src", "dst"))
+    assert dst["codecs"] == src["codecs"]
+    assert (zarr.open_array(tmp_path / "dst")[...] == 1.0).all()

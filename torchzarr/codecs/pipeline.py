@@ -387,7 +387,8 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
             object, a short name ("zstd", "gzip", "blosc", "lz4", "zlib", "bz2", "lzma",
             "crc32c") or ``"numcodecs.<id>"``. numcodecs Zstd/GZip/Blosc/CRC32C become the
             spec's core codecs, others ``numcodecs.<id>``. A v3 array -> bytes codec in the
-            list replaces ``bytes``.
+            list (as an object or as JSON: ``bytes`` big endian, ``sharding_indexed``)
+            replaces ``bytes``.
         filters: likewise, array -> array codecs (numcodecs Delta -> ``numcodecs.delta``).
 
     Returns:
@@ -395,8 +396,9 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         for 1-byte types), as zarr-python records it.
 
     Raises:
-        CodecError: a filter that is not array -> array, or a compressor that is not
-            bytes -> bytes.
+        CodecError: a filter that is not array -> array, a compressor that is neither
+            bytes -> bytes nor array -> bytes, or two array -> bytes codecs; naming the codec,
+            its kind and the argument it belongs in.
         UnknownCodecError: a name or numcodecs id nobody provides.
 
     Example:
@@ -404,6 +406,9 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         ['bytes', 'zstd']
         >>> default_v3_codecs(np.dtype("uint8"), "blosc")[1].to_json()["configuration"]
         {'typesize': 1, 'cname': 'lz4', 'clevel': 5, 'shuffle': 'shuffle', 'blocksize': 0}
+        >>> big = {"name": "bytes", "configuration": {"endian": "big"}}
+        >>> [c.to_json() for c in default_v3_codecs(np.dtype("int32"), [big])]
+        [{'name': 'bytes', 'configuration': {'endian': 'big'}}]
     """
     from torchzarr.codecs.transpose import TransposeCodec
 
@@ -413,30 +418,38 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
     for value in _as_list(filters):
         codec = _as_v3(value, current.dtype)
         if not isinstance(codec, ArrayArrayCodec):
-            raise CodecError(
-                f"filter {value!r} ({codec.codec_name}) is not an array -> array codec; "
-                "compressors take bytes -> bytes codecs"
-            )
+            raise CodecError(f"filter {value!r} {_misplaced(codec, 'filters')}")
         if not isinstance(codec, TransposeCodec):  # its order depends on the chunk's ndim
             codec = _evolve(codec, current)
             current = codec.resolve_spec(current)
         chain.append(codec)
-    values = _as_list(compressors)
-    serializers = [v for v in values if isinstance(v, ArrayBytesCodec)]
+    # converted first: a codec given as JSON or by name is classified like a codec object
+    given = [(value, _as_v3(value, current.dtype)) for value in _as_list(compressors)]
+    serializers = [codec for _, codec in given if isinstance(codec, ArrayBytesCodec)]
     if len(serializers) > 1:
-        raise CodecError(f"at most one array -> bytes codec may be given, got {serializers!r}")
-    if serializers:
-        chain.append(serializers[0])
-    else:
-        chain.append(BytesCodec("little").evolve(current))
-    for value in values:
-        if isinstance(value, ArrayBytesCodec):
+        names = [codec.codec_name for codec in serializers]
+        raise CodecError(
+            f"compressors take at most one array -> bytes codec (it replaces bytes), got {names}"
+        )
+    chain.append(serializers[0] if serializers else BytesCodec("little").evolve(current))
+    for value, codec in given:
+        if isinstance(codec, ArrayBytesCodec):
             continue
-        codec = _as_v3(value, current.dtype)
         if not isinstance(codec, BytesBytesCodec):
-            raise CodecError(
-                f"compressor {value!r} ({codec.codec_name}) is not a bytes -> bytes codec; "
-                "filters take array -> array codecs"
-            )
+            raise CodecError(f"compressor {value!r} {_misplaced(codec, 'compressors')}")
         chain.append(_evolve(codec, current))
     return tuple(chain)
+
+
+def _misplaced(codec: Codec, where: str) -> str:
+    """Why ``codec`` does not belong in ``where`` (filters or compressors), and where it goes."""
+    wanted = "an array -> array" if where == "filters" else "a bytes -> bytes"
+    if isinstance(codec, ArrayArrayCodec):
+        found = "an array -> array codec: pass it in filters="
+    elif isinstance(codec, ArrayBytesCodec):
+        found = "an array -> bytes codec: pass it in compressors=, where it replaces bytes"
+    elif isinstance(codec, BytesBytesCodec):
+        found = "a bytes -> bytes codec: pass it in compressors="
+    else:
+        found = f"a {type(codec).__name__}, of no codec kind"
+    return f"({codec.codec_name}) is not {wanted} codec but {found}"

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numcodecs
+import numpy as np
 
 from torchzarr.codecs.pipeline import default_v3_codecs
+from torchzarr.codecs.registry import codec_from_json
 from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.attributes import json_attributes
@@ -17,7 +19,7 @@ from torchzarr.errors import MetadataError
 from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_fill_value
 
-__all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args"]
+__all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args", "compressor_list"]
 
 #: the default ``compressors``: zstd level 1 (fast to decode, a fair ratio)
 AUTO = "auto"
@@ -45,6 +47,53 @@ PRESETS: dict[str, Any] = {
 def _default_compressors(zarr_format: int) -> list[Any]:
     # The same for v2 and v3: zstd level 1, which zarr-python and tensorstore both read.
     return [numcodecs.Zstd(level=1)]
+
+
+def compressor_list(compressors: Any, zarr_format: int) -> list[Any]:
+    """``create_array``'s ``compressors`` as a list: a preset or ``"auto"`` resolved.
+
+    Example:
+        >>> compressor_list("balanced", 3), compressor_list(None, 2)
+        ([Zstd(level=3)], [])
+    """
+    if isinstance(compressors, str) and compressors in PRESETS:
+        return list(PRESETS[compressors]())
+    if isinstance(compressors, str) and compressors == AUTO:
+        return _default_compressors(zarr_format)
+    return _as_list(compressors)
+
+
+def _byteorder(dtype: Any) -> str:
+    """The byte order a v2 array keeps for the requested ``dtype``: ``">"`` for a big-endian
+    numpy dtype (``np.dtype(">i4")``, ``">i4"``), else ``"<"`` (torch dtypes, names)."""
+    if isinstance(dtype, str) and not dtype.startswith((">", "<", "=", "|")):
+        return "<"  # a name ("int32", "bfloat16"): native order, written little-endian
+    try:
+        order = np.dtype(dtype).str[0]
+    except TypeError:
+        return "<"  # a torch dtype or a DataType
+    return ">" if order == ">" else "<"
+
+
+_SHARD_KEYS = ("shape", "index_location", "index_codecs")
+
+
+def _shard_layout(shards: Any) -> tuple[Any, dict[str, Any]]:
+    """``shards`` as its shape and the sharding codec's index settings: a shape, or a dict
+    (as zarr-python's) ``{"shape": ..., "index_location": "start" | "end"}``, which may also
+    name ``index_codecs`` (codecs or their JSON)."""
+    if not isinstance(shards, dict):
+        return shards, {}
+    unknown = sorted(set(shards) - set(_SHARD_KEYS))
+    if unknown or "shape" not in shards:
+        raise MetadataError(
+            f"shards as a dict needs 'shape' and may have {list(_SHARD_KEYS[1:])}, got "
+            f"{sorted(shards)}"
+        )
+    index: dict[str, Any] = {"index_location": shards.get("index_location") or "end"}
+    if shards.get("index_codecs"):
+        index["index_codecs"] = [codec_from_json(c) for c in shards["index_codecs"]]
+    return shards["shape"], index
 
 
 #: the attribute in which xarray (and zarr-python's v2 users) keep a v2 array's axis names
@@ -81,17 +130,32 @@ def array_metadata_from_args(
 ) -> Any:
     """Build validated array metadata from ``create_array``'s arguments.
 
+    A big-endian numpy ``dtype`` (``">i4"``) stays big-endian in v2 (``.zarray`` records
+    ``">i4"``); v3 writes ``bytes`` little endian unless ``compressors`` holds another
+    array -> bytes codec, as zarr-python does. ``shards`` is a shape or, as in zarr-python,
+    ``{"shape": ..., "index_location": "start" | "end"}`` (plus ``"index_codecs"``).
+
+    Raises:
+        MetadataError: naming the argument that is invalid or does not fit the format.
+
     Example:
         >>> import torch
         >>> meta = array_metadata_from_args(shape=(10, 4), dtype=torch.float32, chunks=(5, 4))
         >>> meta.chunk_shape, meta.data_type.name
         ((5, 4), 'float32')
+        >>> array_metadata_from_args(shape=(4,), dtype=">i4", zarr_format=2).to_json()["dtype"]
+        '>i4'
+        >>> meta = array_metadata_from_args(shape=(4,), dtype="int8", chunks=(2,),
+        ...     shards={"shape": (4,), "index_location": "start"})
+        >>> meta.codecs[0].index_location
+        'start'
     """
     if zarr_format not in (2, 3):
         raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     dt = data_type(dtype)
     shape_t = normalize_shape(shape)
     shard_shape = None
+    shards, shard_index = _shard_layout(shards)
     if shards is not None:
         if zarr_format != 3:
             raise MetadataError("shards need zarr_format=3 (Zarr v2 has no sharding)")
@@ -105,12 +169,7 @@ def array_metadata_from_args(
             )
     else:
         chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
-    if isinstance(compressors, str) and compressors in PRESETS:
-        comp = PRESETS[compressors]()
-    elif compressors == AUTO:
-        comp = _default_compressors(zarr_format)
-    else:
-        comp = _as_list(compressors)
+    comp = compressor_list(compressors, zarr_format)
     filt = _as_list(filters)
     fill = coerce_fill_value(fill_value, dt)
     attributes = json_attributes(attributes)
@@ -137,7 +196,7 @@ def array_metadata_from_args(
             )
         codecs = default_v3_codecs(dt.storage, comp, filt)
         if shard_shape is not None:
-            codecs = (ShardingCodec(chunk_shape, codecs),)
+            codecs = (ShardingCodec(chunk_shape, codecs, **shard_index),)
             common["chunk_shape"] = shard_shape
         return build_array_metadata(**common, codecs=codecs, chunk_key_encoding=chunk_key_encoding)
     if len(comp) > 1:
@@ -149,6 +208,7 @@ def array_metadata_from_args(
         compressor=v2_codec_config(comp[0]) if comp else None,
         filters=[v2_codec_config(f) for f in filt] or None,
         order=order,
+        byteorder=_byteorder(dtype),
         dimension_separator=dimension_separator,
         chunk_key_encoding=chunk_key_encoding,
     )

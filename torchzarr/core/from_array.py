@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from torchzarr.codecs.base import Codec
+from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.cache import location
-from torchzarr.core.create import AUTO
+from torchzarr.core.create import AUTO, compressor_list
 from torchzarr.errors import CodecError, InvalidArgumentError
 from torchzarr.storage.registry import resolve_store
 
@@ -49,17 +50,23 @@ def _codecs_for(codecs: tuple[Any, ...], zarr_format: int, what: str) -> list[An
 
 
 def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
-    """What ``"keep"`` means for each setting, given the source."""
+    """What ``"keep"`` means for each setting, given the source. As in zarr-python, the
+    serializer, memory order, chunk key encoding and byte order are kept within a format."""
     if isinstance(data, Array):
+        same_format = data.zarr_format == zarr_format
         return {
             "chunks": data.chunks,
-            "shards": data.shards if zarr_format == 3 else None,
+            "shards": _shard_layout(data) if zarr_format == 3 else None,
             "filters": data.filters,
             "compressors": data.compressors,
+            "serializer": data.serializer if same_format else AUTO,
             # a v2 null ("no fill value") stays null, not an explicit 0
             "fill_value": None if data.metadata.fill_value is None else data.fill_value,
             "dimension_names": data.dimension_names,
+            "order": data.order if same_format else "C",
+            "chunk_key_encoding": data.metadata.chunk_key_encoding if same_format else None,
             "attributes": dict(data.attrs),
+            "dtype": _stored_dtype(data) if same_format else data.dtype,
         }
     # zarr-python and h5py arrays have a chunk shape; tensors and numpy arrays do not
     chunks = _int_tuple(getattr(data, "chunks", None))
@@ -70,10 +77,49 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
         "shards": None,
         "filters": None,
         "compressors": AUTO,
+        "serializer": AUTO,
         "fill_value": None,
         "dimension_names": _axis_names(data),
+        "order": "C",
+        "chunk_key_encoding": None,
         "attributes": None,
+        "dtype": data.dtype,
     }
+
+
+def _shard_layout(data: Array) -> dict[str, Any] | None:
+    """The source's shard shape with its index settings (location, codecs), or None."""
+    if data.shards is None:
+        return None
+    sharding = data.metadata.codecs[0]
+    return {
+        "shape": data.shards,
+        "index_location": sharding.index_location,
+        "index_codecs": sharding.index_codecs,
+    }
+
+
+def _stored_dtype(data: Array) -> Any:
+    """The source's dtype, as a big-endian numpy dtype where a v2 source stores it so."""
+    stored = data.metadata.data_type
+    if getattr(data.metadata, "byteorder", "<") == ">" and data.data_type == stored:
+        return stored.storage.newbyteorder(">")
+    return data.dtype
+
+
+def _with_serializer(serializer: Any, compressors: Any, zarr_format: int) -> Any:
+    """``compressors`` led by ``serializer`` (v3's array -> bytes codec), where that is not
+    the default ``bytes`` little endian that ``create_array`` writes anyway."""
+    if serializer is None or (isinstance(serializer, str) and serializer == AUTO):
+        return compressors
+    if isinstance(serializer, BytesCodec) and serializer.endian in ("little", None):
+        return compressors
+    if zarr_format != 3:
+        raise InvalidArgumentError(
+            f"serializer {serializer!r} is for Zarr v3: a v2 array takes none (pass "
+            "serializer='auto')"
+        )
+    return [serializer, *compressor_list(compressors, zarr_format)]
 
 
 def _axis_names(data: Any) -> tuple[str | None, ...] | None:
@@ -115,22 +161,27 @@ def from_array(
     shards: Any = KEEP,
     filters: Any = KEEP,
     compressors: Any = KEEP,
+    serializer: Any = KEEP,
     fill_value: Any = KEEP,
     zarr_format: int | None = None,
     attributes: dict[str, Any] | None = None,
     dimension_names: Any = KEEP,
+    order: Any = KEEP,
+    chunk_key_encoding: Any = KEEP,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> Array:
     """Create an array like ``data`` and copy its values, as zarr-python's ``from_array``.
 
     ``data`` is a :class:`torchzarr.Array` (then each ``"keep"`` takes its setting: chunks,
-    shards, codecs, fill value, dimension names, attributes), or any array with ``shape``,
-    ``dtype`` and slicing: a tensor, a numpy array, a zarr-python, h5py, dask or xarray
-    array (whose ``chunks`` of ints and axis names are kept; other settings take
-    ``create_array``'s defaults); anything else (nested lists) goes through ``np.asarray``.
-    Pass new
-    ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
+    shards with their index location and codecs, filters, compressors, fill value,
+    dimension names, attributes; and, when ``zarr_format`` is the source's, as in
+    zarr-python: the v3 serializer, the v2 ``order`` and byte order, and the chunk key
+    encoding), or any array with ``shape``, ``dtype`` and slicing: a tensor, a numpy array,
+    a zarr-python, h5py, dask or xarray array (whose ``chunks`` of ints and axis names are
+    kept; other settings take ``create_array``'s defaults); anything else (nested lists)
+    goes through ``np.asarray``. Pass new ``chunks``/``shards``/``compressors`` to rechunk
+    or recompress a dataset for training.
 
     The values are copied in slabs along axis 0 of whole destination blocks, at most
     ``tz.config.io_batch_bytes`` each (and whole source chunks where that fits), so memory
@@ -140,12 +191,17 @@ def from_array(
         store: where the new array goes (path, URL or Store).
         data: the source.
         write_data: False creates the array with the source's settings and no values.
+        serializer: v3's array -> bytes codec of the (inner) chunks; ``"auto"`` for
+            ``bytes`` little endian. One given in ``compressors`` replaces a kept default.
+        order: v2's memory order of chunks, ``"C"`` or ``"F"``.
+        chunk_key_encoding: a chunk key encoding or its JSON (None: the format's default).
         zarr_format: 2 or 3 (default: the source's, else 3).
         attributes: the new array's attributes (default: the source's).
 
     Raises:
-        InvalidArgumentError: the destination is the source itself, or new ``chunks`` do not
-            divide the source's shard shape kept (pass ``shards=`` then).
+        InvalidArgumentError: the destination is the source itself, new ``chunks`` do not
+            divide the source's shard shape kept (pass ``shards=`` then), or a
+            ``serializer`` for a v2 destination.
 
     Example:
         >>> import torchzarr as tz, torch
@@ -164,15 +220,21 @@ def from_array(
         "shards": shards,
         "filters": filters,
         "compressors": compressors,
+        "serializer": serializer,
         "fill_value": fill_value,
         "dimension_names": dimension_names,
+        "order": order,
+        "chunk_key_encoding": chunk_key_encoding,
     }
     settings = {k: keep[k] if _is_keep(v) else v for k, v in chosen.items()}
-    if _is_keep(shards) and not _is_keep(chunks):
-        _check_kept_shards(settings["shards"], chunks, len(data.shape))
+    if _is_keep(shards) and not _is_keep(chunks) and settings["shards"] is not None:
+        _check_kept_shards(settings["shards"]["shape"], chunks, len(data.shape))
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
             settings[what] = _codecs_for(settings[what], zarr_format, what)
+    settings["compressors"] = _with_serializer(
+        settings.pop("serializer"), settings["compressors"], zarr_format
+    )
     if isinstance(data, Array):
         dest_store = resolve_store(
             store, mode="w" if overwrite else "a", storage_options=storage_options
@@ -190,7 +252,7 @@ def from_array(
     dest = create_array(
         store,
         shape=tuple(data.shape),
-        dtype=data.dtype,
+        dtype=keep["dtype"],
         zarr_format=zarr_format,
         attributes=keep["attributes"] if attributes is None else attributes,
         overwrite=overwrite,
@@ -209,8 +271,6 @@ def _is_keep(value: Any) -> bool:
 
 def _check_kept_shards(shards: Any, chunks: Any, ndim: int) -> None:
     """New ``chunks`` must divide the source's shard shape that is kept."""
-    if shards is None:
-        return
     new = (chunks,) * ndim if isinstance(chunks, int | np.integer) else _int_tuple(chunks)
     if new is None or len(new) != len(shards):
         return  # create_array judges chunks it cannot compare
