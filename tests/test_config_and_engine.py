@@ -81,3 +81,215 @@ def test_a_durable_local_write_that_fails_midway_changes_nothing(tmp_path, monke
     assert len(calls) >= 3
     assert torch.equal(tz.open_array(store)[:], torch.zeros(64, 8))  # all or nothing
     assert not [p for p in (tmp_path / "a.zarr").rglob("*") if p.name.endswith(".partial")]
+
+
+# -- config.set blocks restore only their own settings, also when they overlap ----------------
+def test_leaving_a_block_keeps_changes_to_settings_it_did_not_set():
+    before = config.retries
+    try:
+        with config.set(threads=1):
+            config.retries = 7
+            tz.config.set(io_batch_bytes=1 << 20)  # no ``with``: a lasting change
+        assert config.retries == 7 and config.io_batch_bytes == 1 << 20
+    finally:
+        config.retries, config.io_batch_bytes = before, 256 << 20
+
+
+def test_a_lasting_change_of_a_setting_a_block_set_outlives_the_block():
+    before = config.task_bytes
+    try:
+        with config.set(task_bytes=10):
+            config.task_bytes = 20
+            assert config.task_bytes == 20
+        assert config.task_bytes == 20
+    finally:
+        config.task_bytes = before
+
+
+def test_nested_blocks_restore_in_turn():
+    before = config.threads
+    with config.set(threads=3):
+        with config.set(threads=5, task_bytes=7):
+            assert (config.threads, config.task_bytes) == (5, 7)
+        assert config.threads == 3 and config.task_bytes == 1 << 20
+    assert config.threads == before
+
+
+@pytest.mark.parametrize("first_to_close", ["A", "B"])
+def test_overlapping_blocks_in_two_threads_restore_the_value_outside_both(first_to_close):
+    before = config.threads
+    opened = {"A": threading.Event(), "B": threading.Event()}
+    close = {"A": threading.Event(), "B": threading.Event()}
+    seen: dict[str, int] = {}
+
+    def block(name: str, threads: int) -> None:
+        with config.set(threads=threads):
+            opened[name].set()
+            close[name].wait(10)
+        seen[name] = config.threads  # right after this block ended
+
+    a = threading.Thread(target=block, args=("A", before + 5))
+    b = threading.Thread(target=block, args=("B", before + 6))
+    a.start()
+    opened["A"].wait(10)
+    b.start()
+    opened["B"].wait(10)
+    assert config.threads == before + 6  # the block opened last wins while open
+    second = "B" if first_to_close == "A" else "A"
+    close[first_to_close].set()
+    (a if first_to_close == "A" else b).join(10)
+    assert seen[first_to_close] == (before + 6 if first_to_close == "A" else before + 5)
+    close[second].set()
+    a.join(10)
+    b.join(10)
+    assert config.threads == before
+
+
+def test_overlapping_blocks_of_different_settings_leave_each_other_alone():
+    before = (config.threads, config.io_batch_bytes)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with config.set(threads=before[0] + 5):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(10)
+        with config.set(io_batch_bytes=1 << 20):
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert (config.threads, config.io_batch_bytes) == before
+
+
+def test_a_set_result_dropped_without_with_is_a_lasting_change():
+    import gc
+
+    before = config.retries
+    try:
+        with config.set(retries=1):
+            config.set(retries=5)  # dropped at once: lasting, no block left open
+            gc.collect()
+            assert config.retries == 5
+        assert config.retries == 5
+        assert not config._blocks and not config._outside
+    finally:
+        config.retries = before
+
+
+@pytest.mark.parametrize("key", ["retry_backoff", "retry_deadline", "timeout"])
+def test_config_refuses_nan_seconds(key):
+    with pytest.raises(tz.errors.InvalidArgumentError, match=key):
+        config.set(**{key: float("nan")})
+    with pytest.raises(tz.errors.InvalidArgumentError, match=key):
+        setattr(config, key, float("nan"))
+
+
+def test_config_refuses_infinite_seconds_except_an_unbounded_deadline():
+    for key in ("retry_backoff", "timeout"):
+        with pytest.raises(tz.errors.InvalidArgumentError, match=key):
+            config.set(**{key: float("inf")})
+    with config.set(retry_deadline=float("inf"), timeout=None):
+        assert config.retry_deadline == float("inf")
+
+
+# -- the pool: a change of config.threads never fails a run still using the old pool ----------
+def test_changing_threads_while_a_run_submits_does_not_shut_its_pool(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchzarr.core import engine
+
+    interrupted: list[ThreadPoolExecutor] = []
+
+    class ChangesThreadsOnFirstSubmit(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):  # type: ignore[override]
+            if not interrupted:  # another thread changes threads and runs meanwhile
+                interrupted.append(self)
+
+                def other() -> None:
+                    with config.set(threads=11, task_bytes=1):
+                        assert run_parallel(abs, [-1, -2, -3], cost=lambda _: 1) == [1, 2, 3]
+
+                thread = threading.Thread(target=other)
+                thread.start()
+                thread.join(10)
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "ThreadPoolExecutor", ChangesThreadsOnFirstSubmit)
+    with config.set(threads=9, task_bytes=1):
+        assert run_parallel(abs, list(range(-20, 0)), cost=lambda _: 1) == list(range(20, 0, -1))
+    old = interrupted[0]
+    assert old is not engine._pool and old._shutdown  # the last user shut the old pool
+    assert not engine._pool_users
+
+
+# -- write telemetry: one call counts once; a sharded array counts inner chunks ---------------
+def _write_events(arr, value) -> tuple[dict, list]:
+    from torchzarr import telemetry
+
+    events: list = []
+
+    def listen(event, amounts):
+        if event == "write":
+            events.append(dict(amounts))
+
+    telemetry.reset()
+    telemetry.add_listener(listen)
+    try:
+        arr[:] = value
+    finally:
+        telemetry.remove_listener(listen)
+    return telemetry.snapshot(), events
+
+
+def test_a_write_spanning_many_batches_counts_one_write_and_one_event():
+    arr = tz.create_array("memory://", shape=(1000,), dtype=torch.float64, chunks=(10,))
+    with config.set(io_batch_bytes=800):  # 10 chunks a batch: 10 batches
+        snap, events = _write_events(arr, torch.arange(1000.0))
+    assert snap["writes"] == 1 and snap["chunks_written"] == 100
+    assert len(events) == 1 and events[0]["writes"] == 1
+    assert events[0]["chunks_written"] == 100 and events[0]["bytes_written"] > 0
+
+
+def test_a_sharded_write_counts_inner_chunks_like_a_read():
+    from torchzarr import telemetry
+
+    arr = tz.create_array(
+        "memory://", shape=(1000,), dtype=torch.float64, chunks=(10,), shards=(100,)
+    )
+    snap, events = _write_events(arr, torch.arange(1000.0))
+    assert snap["chunks_written"] == 100 and events[0]["chunks_written"] == 100
+    telemetry.reset()
+    arr[:]
+    assert telemetry.snapshot()["chunks_fetched"] == 100
+    snap, _ = _write_events(arr, torch.zeros(1000))  # all fill: every shard deleted
+    assert snap["chunks_deleted"] == 100 and snap["chunks_written"] == 0
+
+
+def test_a_failing_write_counts_what_it_stored_but_no_write(monkeypatch):
+    from torchzarr import telemetry
+    from torchzarr.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    arr = tz.create_array(store, shape=(100,), dtype=torch.float64, chunks=(10,))
+    real, calls = MemoryStore.set_many, []
+
+    def fail_second(self, items):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, items)
+
+    monkeypatch.setattr(MemoryStore, "set_many", fail_second)
+    telemetry.reset()
+    with config.set(io_batch_bytes=400), pytest.raises(OSError, match="No space"):
+        arr[:] = torch.arange(100.0)  # batches of 5 chunks: the second fails
+    snap = telemetry.snapshot()
+    assert snap["writes"] == 0 and snap["chunks_written"] == 5

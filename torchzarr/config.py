@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+import weakref
+from dataclasses import dataclass, fields
 from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
@@ -29,6 +30,11 @@ def default_threads() -> int:
 
 #: settings in seconds (float, >= 0 or > 0) and whether None is allowed; the rest are ints
 _SECONDS = {"retry_backoff": False, "retry_deadline": False, "timeout": True}
+#: seconds settings where infinity means "unbounded" (a backoff of forever is no backoff, and
+#: an unbounded timeout is None: the clients it reaches cannot wait for infinity)
+_INFINITE_OK = {"retry_deadline"}
+#: int settings that may be 0 (no retrying; no caching); the rest must be positive
+_ZERO_OK = {"retries", "cache_bytes"}
 
 
 def _validate(key: str, value: Any) -> None:
@@ -36,12 +42,18 @@ def _validate(key: str, value: Any) -> None:
         if value is None and _SECONDS[key]:
             return
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or value < 0 or (value == 0 and key != "retry_backoff"):
+        if (
+            not ok
+            or math.isnan(value)
+            or (math.isinf(value) and key not in _INFINITE_OK)
+            or value < 0
+            or (value == 0 and key != "retry_backoff")
+        ):
             raise InvalidArgumentError(
                 f"setting {key!r} must be a number of seconds, got {value!r}"
             )
         return
-    low = 0 if key == "retries" else 1
+    low = 0 if key in _ZERO_OK else 1
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         kind = "a non-negative" if low == 0 else "a positive"
         raise InvalidArgumentError(f"setting {key!r} must be {kind} int, got {value!r}")
@@ -51,17 +63,33 @@ def _validate(key: str, value: Any) -> None:
 class Config:
     """Settings read by the engine at each call; change them with :meth:`set`.
 
+    Settings are process-wide: every thread sees the same values. ``config.threads = 4``
+    (or ``config.set(threads=4)`` not used in a ``with``) is a lasting change. Used in a
+    ``with``, :meth:`set` changes its settings for the block and, on leaving it, undoes
+    its own changes only:
+
+    - settings the block did not set keep whatever they were changed to meanwhile;
+    - blocks may overlap, nested in one thread or open at once in several threads: a
+      setting then has the value of the most recently opened block still open that set
+      it, and gets back the value it had outside all of them once the last one closes,
+      whatever order they close in;
+    - a lasting change of a setting made while blocks that set it are open is kept:
+      leaving those blocks no longer touches it.
+
     Attributes:
         threads: decode/encode threads of the engine's pool (default: usable CPUs).
         io_batch_bytes: decoded bytes fetched per batch of a large read (bounds memory).
         task_bytes: decoded bytes grouped into one pool task (small chunks are batched so that
             dispatch does not dominate).
         cache_bytes: budget of the shared decoded-chunk cache (used by arrays opened with a
-            cache, the datasets and the feature store).
+            cache and the datasets; a feature store makes its own of this size): the shared
+            cache follows a change at its next use, evicting least recently used chunks down
+            to a lowered budget. 0 turns caching off.
         retries: retries of a transient remote error (0 disables retrying); read when a
             remote store or a ``RetryPolicy`` is made.
         retry_backoff: seconds before the first retry, doubled for each further one.
-        retry_deadline: seconds all attempts of one call may take together, sleeps included.
+        retry_deadline: seconds all attempts of one call may take together, sleeps included
+            (``math.inf``: no bound but ``retries``).
         timeout: seconds one request to a remote store may take (None: unbounded).
 
     Example:
@@ -82,46 +110,126 @@ class Config:
 
     def __post_init__(self) -> None:
         self._lock = new_lock()
+        # the changes of the blocks open now (oldest first), each under its token
+        self._blocks: list[tuple[object, dict[str, Any]]] = []
+        # for each setting some open block changed: its value outside all of them
+        self._outside: dict[str, Any] = {}
+        # tokens of changes whose context manager was dropped without a ``with``
+        self._abandoned: list[object] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         # ``config.threads = 4`` is checked like ``config.set(threads=4)``; a misspelt name
         # is an error rather than a setting nothing reads
-        if not name.startswith("_"):
-            names = {f.name for f in fields(self)}
-            if name not in names:
-                raise ArgumentTypeError(
-                    f"unknown torchzarr setting {name!r}; known: {sorted(names)}"
-                )
-            _validate(name, value)
-        object.__setattr__(self, name, value)
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        self._check_setting(name, value)
+        if "_lock" not in self.__dict__:  # the dataclass's __init__: no block open yet
+            object.__setattr__(self, name, value)
+            return
+        with self._lock:
+            self._settle_abandoned()
+            self._make_lasting(name, value, below=len(self._blocks))
 
-    @contextlib.contextmanager
-    def _restore(self, saved: Config) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            for f in fields(self):
-                setattr(self, f.name, getattr(saved, f.name))
+    def _check_setting(self, name: str, value: Any) -> None:
+        names = {f.name for f in fields(self)}
+        if name not in names:
+            raise ArgumentTypeError(f"unknown torchzarr setting {name!r}; known: {sorted(names)}")
+        _validate(name, value)
 
     def set(self, **changes: Any) -> contextlib.AbstractContextManager[None]:
-        """Change settings now; used as a context manager, restore them on exit.
+        """Change settings now; used in a ``with``, undo these changes on leaving it.
+
+        Only the settings given are restored, and blocks open at once (in one thread or in
+        several) each undo only their own change; see the class docstring.
 
         Example:
-            >>> config.set(threads=2)  # doctest: +ELLIPSIS
-            <contextlib._GeneratorContextManager object at ...>
+            >>> with config.set(threads=2):
+            ...     config.threads
+            2
+            >>> config.set(retries=5)  # doctest: +ELLIPSIS
+            <torchzarr.config._Changes object at ...>
+            >>> config.retries = 3
         """
-        names = {f.name for f in fields(self)}
         for key, value in changes.items():
-            if key not in names:
-                raise ArgumentTypeError(
-                    f"unknown torchzarr setting {key!r}; known: {sorted(names)}"
-                )
-            _validate(key, value)
+            self._check_setting(key, value)
+        token = object()
         with self._lock:
-            saved = replace(self)
+            self._settle_abandoned()
             for key, value in changes.items():
-                setattr(self, key, value)
-        return self._restore(saved)
+                if not any(key in block for _, block in self._blocks):
+                    self._outside[key] = getattr(self, key)
+                object.__setattr__(self, key, value)
+            self._blocks.append((token, dict(changes)))
+        return _Changes(self, token)
+
+    def _close(self, token: object) -> None:
+        """Undo the changes of one block (a no-op once they are undone or made lasting)."""
+        with self._lock:
+            self._settle_abandoned()
+            index = self._find(token)
+            if index is None:
+                return
+            _, changes = self._blocks.pop(index)
+            for key in changes:
+                self._show(key)
+
+    def _abandon(self, token: object) -> None:
+        # called when a ``set`` result is garbage: maybe in the middle of code holding the
+        # lock, so only note it (list.append is atomic); the next change settles it
+        self._abandoned.append(token)
+
+    def _settle_abandoned(self) -> None:
+        """Make the changes of ``set`` calls never used in a ``with`` lasting (hold the lock):
+        the same values, without keeping a block open forever."""
+        while self._abandoned:
+            index = self._find(self._abandoned.pop())
+            if index is not None:
+                _, changes = self._blocks.pop(index)
+                for key, value in changes.items():
+                    self._make_lasting(key, value, below=index)
+
+    def _find(self, token: object) -> int | None:
+        for index, (mine, _) in enumerate(self._blocks):
+            if mine is token:
+                return index
+        return None
+
+    def _make_lasting(self, key: str, value: Any, below: int) -> None:
+        """Make ``value`` the lasting value of ``key`` as of the time the first ``below`` open
+        blocks were open: they no longer restore it; blocks opened later still override it
+        while open (hold the lock)."""
+        for _, changes in self._blocks[:below]:
+            changes.pop(key, None)
+        self._outside[key] = value
+        self._show(key)
+
+    def _show(self, key: str) -> None:
+        """Set ``key`` to the value of the latest open block that sets it, else to its value
+        outside all blocks (hold the lock)."""
+        for _, changes in reversed(self._blocks):
+            if key in changes:
+                object.__setattr__(self, key, changes[key])
+                return
+        if key in self._outside:
+            object.__setattr__(self, key, self._outside.pop(key))
+
+
+class _Changes(contextlib.AbstractContextManager[None]):
+    """What :meth:`Config.set` returns: its changes, undone at the end of a ``with``."""
+
+    def __init__(self, owner: Config, token: object) -> None:
+        self._owner, self._token = owner, token
+        # dropped without a ``with``: the changes become lasting
+        self._finalizer = weakref.finalize(self, owner._abandon, token)
+        self._finalizer.atexit = False
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._finalizer.detach()
+        self._owner._close(self._token)
 
 
 config = Config()

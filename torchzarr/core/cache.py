@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from torchzarr import telemetry
+from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
@@ -76,7 +77,7 @@ def _grid_coords(coords: tuple[Any, ...]) -> tuple[int, ...]:
 
 
 class ChunkCache:
-    """An LRU of decoded chunks bounded by ``max_bytes``.
+    """An LRU of decoded chunks bounded by ``max_bytes`` (0: keeps nothing).
 
     With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
     ``max_pinned_bytes``, so batches gathered from them copy to the GPU with
@@ -96,8 +97,11 @@ class ChunkCache:
         self, max_bytes: int = 256 << 20, *, pinned: bool = False, max_pinned_bytes: int = 64 << 20
     ) -> None:
         if max_bytes < 0 or max_pinned_bytes < 0:
-            raise InvalidArgumentError("cache sizes must be >= 0")
-        self.max_bytes = max_bytes
+            raise InvalidArgumentError(
+                f"cache sizes must be >= 0, got max_bytes={max_bytes}, "
+                f"max_pinned_bytes={max_pinned_bytes}"
+            )
+        self._max_bytes = max_bytes
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
         self._entries: OrderedDict[_Entry, tuple[np.ndarray, bool]] = OrderedDict()
@@ -116,6 +120,33 @@ class ChunkCache:
     def nbytes(self) -> int:
         """Bytes held now."""
         return self._nbytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The budget: bytes this cache may hold."""
+        return self._max_bytes
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the budget; evict the least recently used chunks down to a lowered one.
+
+        Example:
+            >>> cache = ChunkCache(max_bytes=64)
+            >>> cache.put(("mem", "a", (0,)), np.zeros(4))
+            >>> cache.put(("mem", "a", (1,)), np.zeros(4))
+            >>> cache.resize(32)
+            >>> len(cache), cache.max_bytes
+            (1, 32)
+        """
+        if max_bytes < 0:
+            raise InvalidArgumentError(f"cache size max_bytes must be >= 0, got {max_bytes}")
+        with self._lock:
+            self._max_bytes = max_bytes
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used chunks until within budget (hold the lock)."""
+        while self._nbytes > self._max_bytes and self._entries:
+            self._pop(next(iter(self._entries)))
 
     @property
     def generation(self) -> int:
@@ -156,7 +187,8 @@ class ChunkCache:
         With ``since`` (the ``generation`` read before the chunk was fetched), the chunk is
         dropped instead if any write invalidated this cache in between: it may be stale.
         """
-        if chunk.nbytes > self.max_bytes:
+        budget = self.max_bytes
+        if not budget or chunk.nbytes > budget:
             return
         held, pinned = self._copy_in(chunk)
         held.flags.writeable = False
@@ -171,8 +203,7 @@ class ChunkCache:
             coords = where[1]
             if _is_inner(coords):
                 self._inner.setdefault((where[0], coords[0]), set()).add(coords[1])
-            while self._nbytes > self.max_bytes and self._entries:
-                self._pop(next(iter(self._entries)))
+            self._evict()
 
     def _pop(self, where: _Entry) -> None:
         """Drop one entry if held (hold the lock)."""
@@ -259,24 +290,45 @@ class ChunkCache:
         )
 
 
+class _SharedCache(ChunkCache):
+    """The process-wide cache: its budget is ``tz.config.cache_bytes`` as set now, read at
+    each use (a lowered one evicts down to it at once)."""
+
+    def __init__(self) -> None:
+        super().__init__(config.cache_bytes)
+
+    def _follow_config(self) -> int:
+        budget = config.cache_bytes
+        if budget != self._max_bytes:
+            self.resize(budget)
+        return budget
+
+    @property
+    def max_bytes(self) -> int:
+        return self._follow_config()
+
+    def get(self, key: CacheKey) -> np.ndarray | None:
+        self._follow_config()  # a lowered budget evicts before the lookup
+        return super().get(key)
+
+
 _default: ChunkCache | None = None
 _default_lock = new_lock()
 _all_caches: list[Any] = []
 
 
 def default_cache() -> ChunkCache:
-    """The process-wide cache (``tz.config.cache_bytes`` large), made on first use.
+    """The process-wide cache, made on first use; its budget follows
+    ``tz.config.cache_bytes`` (changes take effect at its next use; 0 turns caching off).
 
     Example:
         >>> default_cache() is default_cache()
         True
     """
     global _default
-    from torchzarr.config import config
-
     with _default_lock:
         if _default is None:
-            _default = ChunkCache(config.cache_bytes)
+            _default = _SharedCache()
             _all_caches.append(_default)
         return _default
 

@@ -67,26 +67,44 @@ class ChunkSource:
 
 
 # -- the pool -------------------------------------------------------------------------------
+# One pool of ``config.threads`` threads. When the setting changes, the next call makes a new
+# pool; calls still running on the old one keep it (it is leased to them) and the last of them
+# shuts it down, so no call ever submits to a pool that was shut down under it.
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_pool_users: dict[ThreadPoolExecutor, int] = {}  # calls using each pool now
 
 
-def _get_pool(threads: int) -> ThreadPoolExecutor:
+@contextlib.contextmanager
+def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
+    """The pool of ``threads`` threads, kept open until the caller is done with it."""
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size != threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
+            old = _pool
             _pool = ThreadPoolExecutor(threads, thread_name_prefix="torchzarr")
             _pool_size = threads
-        return _pool
+            if old is not None and old not in _pool_users:
+                old.shutdown(wait=False)  # idle: nobody will submit to it again
+        pool = _pool
+        _pool_users[pool] = _pool_users.get(pool, 0) + 1
+    try:
+        yield pool
+    finally:
+        with _pool_lock:
+            _pool_users[pool] -= 1
+            idle = not _pool_users[pool]
+            if idle:
+                del _pool_users[pool]
+        if idle and pool is not _pool:
+            pool.shutdown(wait=False)  # replaced meanwhile; its tasks are done (awaited)
 
 
 def _drop_pool_in_child() -> None:
     # A forked child inherits the pool object but not its threads (and maybe a held lock).
-    global _pool, _pool_size, _pool_lock, _STRIPES
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    global _pool, _pool_size, _pool_lock, _pool_users, _STRIPES
+    _pool, _pool_size, _pool_lock, _pool_users = None, 0, threading.Lock(), {}
     _STRIPES = [threading.Lock() for _ in range(len(_STRIPES))]
 
 
@@ -129,21 +147,21 @@ def run_parallel(
     groups = _group(items, cost or (lambda _: config.task_bytes), config.task_bytes, threads)
     if len(groups) <= 1:
         return [func(item) for item in items]
-    pool = _get_pool(threads)
-    futures: list[Future[list[R]]] = [
-        pool.submit(lambda g: [func(item) for item in g], group) for group in groups[1:]
-    ]
     results: list[R] = []
     error: BaseException | None = None
-    try:
-        results = [func(item) for item in groups[0]]  # the calling thread works too
-    except BaseException as exc:
-        error = exc
-    for fut in futures:
+    with _leased_pool(threads) as pool:  # ours until all tasks end, whatever config does
+        futures: list[Future[list[R]]] = [
+            pool.submit(lambda g: [func(item) for item in g], group) for group in groups[1:]
+        ]
         try:
-            results.extend(fut.result())
-        except BaseException as exc:  # wait for all before raising: no task left writing
-            error = error or exc
+            results = [func(item) for item in groups[0]]  # the calling thread works too
+        except BaseException as exc:
+            error = exc
+        for fut in futures:
+            try:
+                results.extend(fut.result())
+            except BaseException as exc:  # wait for all before raising: no task left writing
+                error = error or exc
     if error is not None:
         raise error
     return results
@@ -273,13 +291,43 @@ def write_from(
     Whole chunks are encoded from the data alone; partly covered chunks are read, modified
     and rewritten. A chunk that ends up all fill value is deleted instead of stored.
     """
-    pipeline = source.pipeline
-    spec = pipeline.spec
+    spec = source.pipeline.spec
     per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
-    with writing(source):  # shard readers of this process read again, not a torn shard
-        for start in range(0, len(projections), per_batch):
-            batch = projections[start : start + per_batch]
-            _write_batch(source, batch, value, write_empty_chunks)
+    # telemetry counts one write however many batches it takes; a chunk of a sharded array
+    # is an inner chunk: a shard stored (or deleted) counts all of its inner chunks
+    per_chunk = source.shard_reader.inner_per_shard if source.shard_reader is not None else 1
+    done = _Stored()
+    try:
+        with writing(source):  # shard readers of this process read again, not a torn shard
+            for start in range(0, len(projections), per_batch):
+                batch = projections[start : start + per_batch]
+                done.add(_write_batch(source, batch, value, write_empty_chunks))
+    except BaseException:
+        telemetry.add(None, **done.amounts(per_chunk))  # the batches a failed write did store
+        raise
+    telemetry.add("write", writes=1, **done.amounts(per_chunk))
+
+
+@dataclass
+class _Stored:
+    """What a write stored: chunks (or shards) written and deleted, and the bytes written."""
+
+    written: int = 0
+    deleted: int = 0
+    nbytes: int = 0
+
+    def add(self, other: _Stored) -> None:
+        self.written += other.written
+        self.deleted += other.deleted
+        self.nbytes += other.nbytes
+
+    def amounts(self, per_chunk: int) -> dict[str, int]:
+        """The telemetry counters, each stored unit counting ``per_chunk`` chunks."""
+        return {
+            "chunks_written": self.written * per_chunk,
+            "chunks_deleted": self.deleted * per_chunk,
+            "bytes_written": self.nbytes,
+        }
 
 
 # Read-modify-write of a chunk (or a whole shard) runs under a lock striped by key, so two
@@ -304,14 +352,15 @@ def _locked(store: Any, keys: Sequence[str]) -> Iterator[None]:
 
 def _write_batch(
     source: ChunkSource, batch: Sequence[Any], value: np.ndarray, write_empty_chunks: bool
-) -> None:
+) -> _Stored:
     keys = [source.key(p.chunk_coords) for p in batch]
     partial_keys = [k for p, k in zip(batch, keys, strict=True) if not p.is_complete_chunk]
     with _locked(source.store, partial_keys):
-        _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
+        stored = _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
     if source.shard_reader is not None:
         source.shard_reader.forget(keys)
     invalidate_everywhere(source.store.identity, source.path, [p.chunk_coords for p in batch])
+    return stored
 
 
 def _modify_and_store(
@@ -321,7 +370,7 @@ def _modify_and_store(
     partial_keys: list[str],
     value: np.ndarray,
     write_empty_chunks: bool,
-) -> None:
+) -> _Stored:
     pipeline = source.pipeline
     spec = pipeline.spec
     existing = source.store.get_many(partial_keys) if partial_keys else {}
@@ -392,10 +441,8 @@ def _modify_and_store(
     to_delete = [key for key, size in sizes if size is None]
     if to_delete:
         store.delete_many(to_delete)
-    telemetry.add(
-        "write",
-        writes=1,
-        chunks_written=len(sizes) - len(to_delete),
-        chunks_deleted=len(to_delete),
-        bytes_written=sum(size for _, size in sizes if size is not None),
+    return _Stored(
+        written=len(sizes) - len(to_delete),
+        deleted=len(to_delete),
+        nbytes=sum(size for _, size in sizes if size is not None),
     )

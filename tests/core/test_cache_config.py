@@ -1,0 +1,62 @@
+"""The shared decoded-chunk cache follows tz.config.cache_bytes; ChunkCache.resize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.core.cache import ChunkCache, default_cache
+
+CHUNK = 100 * 8  # bytes of one float64 chunk below
+
+
+@pytest.fixture
+def hot():
+    arr = tz.create_array("memory://", shape=(1000,), dtype=torch.float64, chunks=(100,))
+    arr[:] = torch.arange(1000.0)
+    return arr.with_cache()
+
+
+def test_lowering_cache_bytes_shrinks_the_shared_cache(hot):
+    hot[:]  # the shared cache exists and holds these chunks
+    with tz.config.set(cache_bytes=2 * CHUNK):
+        assert torch.equal(hot[:], torch.arange(1000.0))
+        cache = default_cache()
+        assert cache.max_bytes == 2 * CHUNK and cache.nbytes <= 2 * CHUNK
+    assert default_cache().max_bytes == tz.config.cache_bytes  # back to the default
+
+
+def test_a_lowered_budget_evicts_at_the_next_lookup(hot):
+    with tz.config.set(threads=1):  # chunks enter the cache in order
+        hot[:]
+    cache = default_cache()
+    assert cache.nbytes >= 10 * CHUNK
+    with tz.config.set(cache_bytes=3 * CHUNK):
+        hot[900:]  # a hit: the lookup evicts the least recently used first
+        assert cache.nbytes <= 3 * CHUNK
+
+
+def test_cache_bytes_zero_turns_the_shared_cache_off(hot):
+    with tz.config.set(cache_bytes=0):
+        assert torch.equal(hot[:], torch.arange(1000.0))
+        assert torch.equal(hot[:], torch.arange(1000.0))
+        cache = default_cache()
+        assert cache.nbytes == 0 and len(cache) == 0 and cache.max_bytes == 0
+    with pytest.raises(tz.errors.InvalidArgumentError, match="cache_bytes"):
+        tz.config.set(cache_bytes=-1)
+
+
+def test_resize_evicts_least_recently_used_and_checks_its_argument():
+    cache = ChunkCache(max_bytes=3 * 32)
+    for i in range(3):
+        cache.put(("mem", "a", (i,)), np.zeros(4))
+    cache.get(("mem", "a", (0,)))  # most recent now
+    cache.resize(32)
+    assert len(cache) == 1 and cache.get(("mem", "a", (0,))) is not None
+    cache.resize(0)
+    cache.put(("mem", "a", (1,)), np.zeros(0))  # not even an empty chunk is kept
+    assert len(cache) == 0 and cache.nbytes == 0
+    with pytest.raises(tz.errors.InvalidArgumentError, match="max_bytes"):
+        cache.resize(-1)
