@@ -103,6 +103,38 @@ def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):
     assert not (tmp_path / "never.zarr").exists()
 
 
+@pytest.mark.parametrize(
+    ("zarr_format", "dest_name"), [(3, "small.zarr"), (2, "small.zarr"), (3, "small.zip")]
+)
+def test_copy_keeps_the_destinations_consolidated_metadata_current(
+    tmp_path, capsys, zarr_format, dest_name
+):
+    def hierarchy(where, rows):
+        root = tz.open_group(where, mode="w", zarr_format=zarr_format)
+        root.create_array("labels", data=torch.arange(rows))
+        root.create_array("grp/sub/x", data=torch.arange(rows * 2))
+        tz.consolidate_metadata(where)
+        root.store.close()
+
+    big, small = tmp_path / "big.zarr", tmp_path / dest_name
+    hierarchy(big, 300)
+    hierarchy(small, 10)
+    copy = ["copy", big, small, "--path"]
+    assert _run(capsys, *copy, "labels", "--overwrite")[0] == 0
+    assert _run(capsys, *copy, "labels", "--dest-path", "more/labels")[0] == 0
+    assert _run(capsys, *copy, "grp", "--dest-path", "grp2")[0] == 0
+    assert _run(capsys, *copy, "grp/sub", "--overwrite")[0] == 0
+    root = tz.open_group(small, mode="r", use_consolidated=True)  # one read: no listing
+    assert root["labels"].shape == (300,)  # not the old shape: no rows dropped
+    assert torch.equal(root["labels"][:], torch.arange(300))
+    assert sorted(root) == ["grp", "grp2", "labels", "more"]  # the parents made: all listed
+    assert root["more/labels"].shape == (300,) and root["grp2/sub/x"].shape == (600,)
+    assert root["grp/sub/x"].shape == (600,)
+    assert root.member_metadata() == tz.open_group(small, mode="r+").member_metadata()
+    status, _, err = _run(capsys, *copy, "labels", "--dest-path", "labels/inner")
+    assert status == 1 and "inside the array at 'labels'" in err
+
+
 def test_rechunk_writes_the_array_with_new_chunks_shards_and_codecs(tmp_path, capsys):
     _run(capsys, "demo", tmp_path / "src.zarr", "--rows", 300)
     src = tz.open_array(tmp_path / "src.zarr", path="images", mode="r")
@@ -167,6 +199,28 @@ def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
     status, out, err = _run(capsys, "info", tmp_path / "missing")
     assert status == 1 and out == "" and err.startswith("torchzarr info: no array or group")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "{store}", "--rounds", "0"],
+        ["bench", "{store}", "--rounds", "-2"],
+        ["bench", "{store}", "--threads", "-1"],
+        ["bench", "{store}", "--max-mb", "0"],
+        ["bench", "{store}", "--max-mb", "nan"],
+        ["tree", "{store}", "--level", "0"],
+        ["tree", "{store}", "--level", "-1"],
+        ["demo", "{store}/demo.zarr", "--seed", "-1"],
+    ],
+)
+def test_numeric_options_out_of_range_are_usage_errors(tmp_path, capsys, argv):
+    tz.create_array(tmp_path, shape=(8,), dtype=torch.float32)
+    with pytest.raises(SystemExit) as exit_:
+        main([a.format(store=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {argv[2]}: " in err.splitlines()[-1]
+    assert "Traceback" not in err and not (tmp_path / "demo.zarr").exists()
 
 
 def test_python_dash_m_runs_the_command_line(tmp_path):

@@ -1,16 +1,18 @@
 """The ``torchzarr`` command: info, tree, copy, rechunk, consolidate, bench and demo.
 
 Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
-for a node inside it; errors print one line and exit with status 1.
+for a node inside it; errors print one line and exit with status 1. An option value out
+of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,12 +20,16 @@ import torch
 
 from torchzarr import telemetry
 from torchzarr.config import config
-from torchzarr.core.api import consolidate_metadata, open_array, open_group
+from torchzarr.core import nodes
+from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
+from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
-from torchzarr.errors import TorchZarrError
+from torchzarr.errors import NodeExistsError, TorchZarrError
+from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.registry import resolve_store
 
 __all__ = ["main"]
 
@@ -48,21 +54,54 @@ def _tree(args: argparse.Namespace) -> None:
         print(f"{node.name} [A] {node.shape} {node.dtype}")
     else:
         # --level counts the levels shown (1: direct members); tree() counts from 0
-        print(node.tree(level=None if args.level is None else max(0, args.level - 1)))
+        print(node.tree(level=None if args.level is None else args.level - 1))
 
 
 def _copy(args: argparse.Namespace) -> None:
-    result = copy_keys(  # opens both, and closes them (a zip writes its directory then)
-        args.source,
-        args.dest,
-        args.path,
-        dest_path=args.dest_path,
-        overwrite=args.overwrite,
-        jobs=args.jobs,
-        progress=_progress_printer("copy") if args.progress else None,
-    )
-    where = args.dest_path if args.dest_path is not None else args.path
+    where = (args.dest_path if args.dest_path is not None else args.path).strip("/")
+    # Opening creates nothing (copy_keys finds the source's keys before it writes), and
+    # the destination stays open until the copy joins its hierarchy: a zip writes its
+    # directory once, at the close.
+    with resolve_store(args.source, mode="r") as source, resolve_store(args.dest, mode="a") as dest:
+        result = copy_keys(
+            source,
+            dest,
+            args.path,
+            dest_path=args.dest_path,
+            overwrite=args.overwrite,
+            jobs=args.jobs,
+            progress=_progress_printer("copy") if args.progress else None,
+        )
+        if where:  # a whole store copied keeps the source's consolidated metadata as it is
+            _join_hierarchy(dest, where)
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
+
+
+def _join_hierarchy(store: Store, path: str) -> None:
+    """Make the node copied to ``path`` a member of the hierarchy around it.
+
+    Its missing parent groups are created (in its Zarr format), and the consolidated
+    metadata of the groups above it is brought up to date: the node it replaced leaves it,
+    the copy and every node below it enter it. Keys that are no node (chunks alone) are
+    left as they are.
+    """
+    copied = nodes.read_member(store, path)
+    if copied is None:
+        return
+    parent = path.rpartition("/")[0]
+    kind = nodes.read_kind(store, parent)
+    if kind is None:
+        create_group(store, path=parent, zarr_format=copied.zarr_format)  # and its parents
+    elif kind != "group":
+        raise NodeExistsError(
+            f"copied to {path!r} of {store!r}, inside the {kind} at {parent or '/'!r}: "
+            "no group lists it"
+        )
+    below: list[tuple[str, Any]] = []
+    if not (isinstance(copied, nodes.UnsupportedArray) or hasattr(copied, "shape")):  # a group
+        below = open_group(store, mode="r+", path=path, use_consolidated=False).member_metadata()
+    changes = [(path, None), (path, copied)]
+    refresh_consolidated(store, changes + [(nodes.join_path(path, r), m) for r, m in below])
 
 
 def _sizes(text: str) -> tuple[int, ...] | str:
@@ -80,6 +119,32 @@ def _setting(value: Any) -> Any:
     if value is None:
         return KEEP
     return None if isinstance(value, str) and value.lower() == "none" else value
+
+
+def _int_from(minimum: int) -> Callable[[str], int]:
+    """An option type: an int of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _megabytes(text: str) -> float:
+    """``--max-mb``: a number of megabytes above 0 (``inf``: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
 
 
 def _rechunk(args: argparse.Namespace) -> None:
@@ -179,11 +244,15 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (info, tree, bench, consolidate):
         sub.add_argument("store", help="path or URL of the store")
         sub.add_argument("--path", default="", help="node inside the store")
-    tree.add_argument("--level", type=int, default=None, help="levels to show (1: direct members)")
-    bench.add_argument("--rounds", type=int, default=5, help="timed reads (default 5)")
-    bench.add_argument("--threads", type=int, default=0, help="decode threads (default: all)")
+    tree.add_argument(
+        "--level", type=_int_from(1), default=None, help="levels to show (1: direct members)"
+    )
+    bench.add_argument("--rounds", type=_int_from(1), default=5, help="timed reads (default 5)")
     bench.add_argument(
-        "--max-mb", type=float, default=4096, help="read at most this many MB (leading rows)"
+        "--threads", type=_int_from(0), default=0, help="decode threads (default 0: all)"
+    )
+    bench.add_argument(
+        "--max-mb", type=_megabytes, default=4096, help="read at most this many MB (leading rows)"
     )
 
     copy = command("copy", _copy, "copy a hierarchy between stores, bytes unchanged")
@@ -213,7 +282,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = command("demo", _demo, "write a small image dataset to try the datasets on")
     demo.add_argument("store", help="path or URL to create")
     demo.add_argument("--rows", type=int, default=10_000, help="images (default 10000)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--seed", type=_int_from(0), default=0, help="random seed (>= 0)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing store")
     return parser
 

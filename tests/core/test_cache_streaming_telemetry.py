@@ -102,6 +102,33 @@ def test_iter_chunks_reads_ahead_in_bounded_memory(filled):
         next(arr.iter_chunks(parallel=0))
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"parallel": 0}, tz.errors.InvalidArgumentError),
+        ({"parallel": "3"}, tz.errors.ArgumentTypeError),
+        ({"parallel": 2.0}, tz.errors.ArgumentTypeError),
+        ({"parallel": True}, tz.errors.ArgumentTypeError),
+        ({"progress": "yes"}, tz.errors.ArgumentTypeError),
+    ],
+)
+def test_iter_chunks_checks_its_arguments_at_the_call(filled, kwargs, error):
+    arr, _ = filled
+    with pytest.raises(error, match=next(iter(kwargs))):
+        arr.iter_chunks(**kwargs)  # no next(): refused before the iteration starts
+
+
+def test_iter_chunks_reads_nothing_before_the_first_next(filled):
+    arr, data = filled
+    telemetry.reset()
+    stream = arr.iter_chunks(parallel=np.int64(2))  # a numpy int is an int
+    assert telemetry.snapshot()["reads"] == 0
+    coords, region, tensor = next(stream)
+    assert coords == (0, 0) and torch.equal(tensor, data[region])
+    assert telemetry.snapshot()["reads"] >= 1
+    stream.close()
+
+
 def test_iter_chunks_progress_true_works_without_tqdm(filled, caplog):
     arr, _ = filled
     with caplog.at_level("INFO", logger="torchzarr"):

@@ -135,12 +135,14 @@ def test_missing_chunks_become_the_fill_value(tmp_path, codec):
     expected = data.copy()
     expected[16:24, 24:32] = -3
     expected[40:48, 0:8] = -3
+    stored = sum(f.stat().st_size for f in (tmp_path / "c").rglob("*") if f.is_file())
     telemetry.reset()
     got, used = _tiled_reads(reader, slice(None))
     stats = telemetry.snapshot()
     np.testing.assert_array_equal(got, expected)
     assert used >= 1
     assert stats["chunks_missing"] == 2 and stats["chunks_fetched"] == 34
+    assert stats["bytes_fetched"] == stored  # the bytes read, nothing for a missing chunk
 
 
 @pytest.mark.parametrize("relative_open", [True, False])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import math
+import operator
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -20,16 +21,13 @@ Progress = bool | Callable[[int, int], None] | None
 
 
 def _progress_callback(progress: Progress, total: int, name: str) -> tuple[Any, Any]:
-    """A per-chunk callback and a closer, from ``True`` (tqdm), a callable, or nothing."""
+    """A per-chunk callback and a closer, from ``True`` (tqdm), a callable, or nothing
+    (as :func:`iter_chunks` checked it)."""
     if progress is None or progress is False:
         return None, None
     if callable(progress):
         done = itertools.count(1)
         return (lambda: progress(next(done), total)), None
-    if progress is not True:
-        raise ArgumentTypeError(
-            f"progress must be True, False, None or a callback(done, total), got {progress!r}"
-        )
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is optional: report through logging instead
@@ -55,16 +53,37 @@ def iter_chunks(
     """Yield ``(chunk_coords, region, tensor)`` for every chunk, in C order of the chunk grid.
 
     Reads run ``parallel`` chunks ahead of the consumer on their own threads, so memory stays
-    bounded by about ``parallel + 1`` chunks however large the array is.
+    bounded by about ``parallel + 1`` chunks however large the array is. ``progress`` is
+    True (a tqdm bar, else logging), a ``callback(done, total)`` or None. The arguments are
+    checked at the call (``ArgumentTypeError``, ``InvalidArgumentError``); nothing is read
+    before the first ``next()``.
 
     Example:
         >>> import torchzarr as tz
         >>> arr = tz.create_array("memory://", shape=(5,), dtype=torch.int8, chunks=(2,))
         >>> [coords for coords, _, _ in iter_chunks(arr)]
         [(0,), (1,), (2,)]
+        >>> iter_chunks(arr, parallel=0)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidArgumentError: parallel must be >= 1, got 0
     """
+    if isinstance(parallel, bool) or not hasattr(parallel, "__index__"):  # not 2.0 or "2"
+        raise ArgumentTypeError(f"parallel must be an int, got {parallel!r}")
+    parallel = operator.index(parallel)  # a numpy int as an int
     if parallel < 1:
         raise InvalidArgumentError(f"parallel must be >= 1, got {parallel}")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ArgumentTypeError(
+            f"progress must be True, False, None or a callback(done, total), got {progress!r}"
+        )
+    return _stream(array, parallel, progress)
+
+
+def _stream(
+    array: Any, parallel: int, progress: Progress
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], torch.Tensor]]:
+    """:func:`iter_chunks`' generator, its arguments checked."""
     shape, chunks = array.shape, array.chunks
     grid = chunk_grid_shape(shape, chunks)
     total = math.prod(grid)

@@ -141,7 +141,7 @@ class _TileReader:
         else:
             fetched, missing = self._decode(keys, buf, chunks)
         self._scatter(tile, counts, chunks)
-        return n - missing, missing, fetched + missing
+        return n - missing, missing, fetched
 
     def _decode(self, keys: list[str], buf: np.ndarray, chunks: np.ndarray) -> tuple[int, int]:
         reader, nbytes, zstd = self.reader, self.nbytes, self.zstd

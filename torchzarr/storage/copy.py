@@ -54,6 +54,16 @@ def copy_keys(
     is written then). No key below ``path`` in ``source`` is a ``NodeNotFoundError``,
     raised before the destination is opened or touched.
 
+    It copies bytes only, reading and writing no metadata, so a node copied into a
+    hierarchy is not linked into it: its missing parent groups are not created, and the
+    consolidated metadata of the groups above ``dest_path`` still describes what was
+    there before (an old shape, no entry for a new node). A caller copying a node into a
+    consolidated hierarchy must refresh it with
+    ``torchzarr.core.consolidated.refresh_consolidated(dest, [(dest_path, None),
+    (dest_path, metadata), ...])``, listing the copied node and every node below it (as
+    ``torchzarr copy`` does), or run ``tz.consolidate_metadata`` again. A copy to the root
+    of ``dest`` (a whole store) carries the source's own consolidated metadata as it was.
+
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
         >>> src, dst = MemoryStore({"a/zarr.json": b"{}", "a/c/0": b"x"}), MemoryStore()
