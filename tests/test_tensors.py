@@ -120,3 +120,77 @@ def test_ragged_data_is_a_shape_error_naming_the_dtype():
     with pytest.raises(ShapeMismatchError, match="not rectangular"):
         arr[:] = [[1, 2], [3]]
     assert arr[:].tolist() == [[0, 0], [0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        ([2**64 - 3000, 1], "uint64"),  # numpy infers float64, which rounds 2**64 - 3000
+        ([[2**64 - 1], [0]], "uint64"),
+        ([2**63 - 1, 0.5], "int64"),  # float64 would round up to 2**63, out of range
+        ([2**62 + 1, 0.5], "int64"),
+        ([[-(2**63), 1.5], [2**63 - 1, -2.5]], "int64"),
+    ],
+)
+def test_lists_of_python_numbers_convert_each_number_exactly(value, dtype):
+    expected = torch.tensor(value, dtype=getattr(torch, dtype)).tolist()  # torch is exact
+    assert as_storage_array(value, data_type(dtype)).tolist() == expected
+    arr = tz.create_array("memory://", data=value, dtype=dtype)
+    assert arr[...].tolist() == expected
+    arr[...] = value
+    assert arr[...].tolist() == expected
+    assert arr.append(value) == (2 * len(value), *arr.shape[1:])
+    assert arr[len(value) :].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "error"),
+    [
+        ([2**64, 0], "uint64", ValueRangeError),
+        ([-1, 2**63], "uint64", ValueRangeError),
+        ([2**63, 0.5], "int64", ValueRangeError),
+        ([-(2**63) - 1, 1], "int64", ValueRangeError),
+        ([2**70, float("nan")], "int32", ValueRangeError),
+        ([2**70, "a"], "int64", UnsupportedDtypeError),
+        ([None, 2**70], "int8", UnsupportedDtypeError),
+        ([2**70, 1j], "int64", ShapeMismatchError),
+    ],
+)
+def test_exact_lists_still_refuse_what_the_dtype_cannot_hold(value, dtype, error):
+    with pytest.raises(error):
+        as_storage_array(value, data_type(dtype))
+
+
+def test_python_integers_past_64_bits_write_to_floats_as_floats():
+    assert as_storage_array(2**64, data_type("float64")).item() == 2.0**64
+    assert as_storage_array([2**64, 1], data_type("float32")).tolist() == [2.0**64, 1.0]
+    assert as_storage_array([-(2**70), 1j], data_type("complex128")).tolist() == [-(2.0**70), 1j]
+    assert as_storage_array(2**64, data_type("bfloat16")).tolist() == 24448  # 2**64 bits
+    arr = tz.create_array("memory://", shape=(2,), dtype="float64")
+    arr[:] = 2**64
+    assert arr[:].tolist() == [2.0**64, 2.0**64]
+    with pytest.raises(ShapeMismatchError, match="complex"):
+        as_storage_array([2**64, 1j], data_type("float64"))
+    with pytest.raises(UnsupportedDtypeError):
+        as_storage_array([None, 2**64], data_type("float64"))  # never NaN
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "shown"),
+    [
+        (2**64, "float16", "18446744073709551616"),
+        (70000, "float16", "70000"),
+        ([1.0, 1e300], "float32", "values from 1.0 to 1e\\+300"),
+        (1e39, "bfloat16", "1e\\+39"),
+        pytest.param(2**1024, "float64", str(2**1024), id="2**1024-float64"),
+    ],
+)
+def test_python_numbers_that_overflow_a_float_dtype_are_refused(value, dtype, shown):
+    with pytest.raises(ValueRangeError, match=f"cannot write {shown} to an array of {dtype}"):
+        as_storage_array(value, data_type(dtype))
+
+
+def test_infinities_and_numpy_values_still_cast_to_floats_as_numpy_does():
+    assert as_storage_array(float("inf"), data_type("float16")).item() == float("inf")
+    with np.errstate(over="ignore"):
+        assert as_storage_array(np.array([70000]), data_type("float16")).tolist() == [np.inf]

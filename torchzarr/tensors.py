@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Any, NoReturn
 
 import numpy as np
@@ -144,17 +145,27 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
     if array.dtype == dt.storage:
         return array
+    python = not _numpy_typed(value)
+    if python and not dt.is_float and dt.storage.kind in "iu" and array.dtype.kind in "iufO":
+        return _python_integers(value, array, dt)
+    if python and array.dtype.kind == "O":  # integers past 64 bits: as floats, as numpy does
+        array = _python_reals(value, array, dt)
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
-        return as_storage_array(torch.from_numpy(np.asarray(array, dtype=np.float32)), dt)
-    if dt.storage.kind in "iu" and array.dtype.kind in "iufO" and not _numpy_typed(value):
-        return _python_numbers(value, array, dt)
-    if array.dtype.kind == "c" and dt.storage.kind != "c":
-        raise ShapeMismatchError(
-            f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
-        )
-    if array.dtype.kind not in "biufc":
-        raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
-    return array.astype(dt.storage, copy=False, casting="unsafe")
+        with np.errstate(over="ignore"):
+            floats = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        stored = as_storage_array(floats, dt)
+    else:
+        if array.dtype.kind == "c" and dt.storage.kind != "c":
+            raise ShapeMismatchError(
+                f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
+            )
+        if array.dtype.kind not in "biufc":
+            raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
+        with np.errstate(over="ignore"):
+            stored = array.astype(dt.storage, copy=False, casting="unsafe")
+    if python and (dt.is_float or dt.is_complex):
+        _refuse_overflow(value, array, stored, dt)
+    return stored
 
 
 def rectangular(value: Any, what: str) -> np.ndarray:
@@ -176,33 +187,83 @@ def _numpy_typed(value: Any) -> bool:
     return isinstance(value, np.ndarray | np.generic)
 
 
-def _python_numbers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
+#: float64 holds every integer of smaller magnitude exactly
+_EXACT_FLOATS = 2.0**53
+
+
+def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
     """Python numbers (a scalar or nested lists) as the integers of ``dt.storage``, refusing
     any the dtype cannot hold (NaN, infinities, 300 for uint8, -1.5 for uint8), as torch
-    does for Python numbers, rather than store a wrapped value. Floats truncate."""
+    does for Python numbers, rather than store a wrapped value. Floats truncate.
+
+    Each number converts exactly, as in torch and zarr-python: numpy infers float64 (or
+    object) for ``[2**64 - 3000, 1]`` or ``[2**62 + 1, 0.5]``, which would round them."""
     info = np.iinfo(dt.storage)
-    if array.dtype.kind == "f":
+    if array.dtype.kind in "iu":
+        try:
+            return np.asarray(value, dtype=dt.storage)
+        except OverflowError:
+            _out_of_range(value, array, dt, info.min, info.max)
+    if array.dtype.kind == "f" and not (np.abs(array) >= _EXACT_FLOATS).any():
         finite = bool(np.isfinite(array).all())
         low, high = (np.trunc(array.min()), np.trunc(array.max())) if array.size else (0, 0)
-        # as floats: info.max of 64 bits rounds up to 2**63 or 2**64, which do not fit
-        if not finite or low < float(info.min) or high >= float(int(info.max) + 1):
-            _out_of_range(value, array, dt, info)
+        if not finite or low < info.min or high > info.max:
+            _out_of_range(value, array, dt, info.min, info.max)
         return array.astype(dt.storage)
+    items = array if array.dtype.kind == "O" else np.asarray(value, dtype=object)
+    exact: list[Any] = []  # Python ints; None for NaN or an infinity
+    for item in items.flat:
+        if isinstance(item, numbers.Integral):
+            exact.append(int(item))
+        elif isinstance(item, numbers.Real):
+            exact.append(math.trunc(item) if math.isfinite(item) else None)
+        else:
+            _refuse_non_real(array, dt)
+    if any(number is None or not info.min <= number <= info.max for number in exact):
+        _out_of_range(value, array, dt, info.min, info.max)
+    return np.array(exact, dtype=dt.storage).reshape(array.shape)
+
+
+def _python_reals(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
+    """Python numbers numpy holds as objects (integers past 64 bits) as float64, or
+    complex128 for a complex ``dt``; an integer past float64's range is refused."""
+    if not all(isinstance(item, numbers.Number) for item in array.flat):
+        _refuse_non_real(array, dt)
     try:
-        return np.asarray(value, dtype=dt.storage)
-    except OverflowError:
-        _out_of_range(value, array, dt, info)
-    except (TypeError, ValueError):
-        raise UnsupportedDtypeError(
-            f"cannot write values of dtype {array.dtype} to an array"
-        ) from None
+        return array.astype(np.complex128 if dt.is_complex else np.float64)
+    except OverflowError:  # int too large to convert to float
+        high = float(torch.finfo(torch_dtype(dt)).max)
+        _out_of_range(value, array, dt, -high, high)
+    except TypeError:  # complex numbers for a real dtype
+        _refuse_non_real(array, dt)
 
 
-def _out_of_range(value: Any, array: np.ndarray, dt: DataType, info: Any) -> NoReturn:
-    shown = repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
-    raise ValueRangeError(
-        f"cannot write {shown} to an array of {dt.name} (range {info.min} to {info.max})"
-    )
+def _refuse_overflow(value: Any, source: np.ndarray, stored: np.ndarray, dt: DataType) -> None:
+    """Refuse finite Python numbers that became infinite in ``dt`` (70000 for float16)."""
+    if dt.is_reinterpreted:
+        infinite = torch.from_numpy(stored).view(torch_dtype(dt)).float().isinf().numpy()
+    else:
+        infinite = np.isinf(stored)
+    if infinite.any() and (infinite & np.isfinite(source)).any():
+        high = float(torch.finfo(torch_dtype(dt)).max)
+        _out_of_range(value, source, dt, -high, high)
+
+
+def _refuse_non_real(array: np.ndarray, dt: DataType) -> NoReturn:
+    if dt.is_complex or not any(isinstance(item, complex) for item in array.flat):
+        raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
+    raise ShapeMismatchError(f"cannot write complex data to an array of {dt.name}")
+
+
+def _out_of_range(value: Any, array: np.ndarray, dt: DataType, low: Any, high: Any) -> NoReturn:
+    try:
+        with np.errstate(invalid="ignore"):  # NaN among Python objects
+            shown = (
+                repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
+            )
+    except TypeError:  # complex numbers have no order
+        shown = "values"
+    raise ValueRangeError(f"cannot write {shown} to an array of {dt.name} (range {low} to {high})")
 
 
 def select_rows(

@@ -328,7 +328,9 @@ class Array(NodeBase, ZarrArrayMethods):
                 raise InvalidArgumentError(
                     "out requires grad: pass out.detach() (reads are not differentiable)"
                 )
-            if out.device.type == "cpu" and out.is_contiguous():
+            _refuse_overlapping(out)
+            # a conjugate or negative view (.conj(), ._neg_view()) is filled by copy_ below
+            if out.device.type == "cpu" and out.is_contiguous() and not _lazy_view(out):
                 engine.read_into(self._source, indexer, storage_view(out, dt))
                 return out
         result = allocate(shape, dt, pin_memory=pin_memory)
@@ -453,6 +455,22 @@ class Array(NodeBase, ZarrArrayMethods):
         """
         self._check_writable()
         return append_along(self, data, axis)
+
+
+def _refuse_overlapping(out: torch.Tensor) -> None:
+    """Refuse an ``out`` whose elements share memory (an ``expand``ed view), as torch's own
+    ``out=`` arguments do."""
+    for axis, (size, stride) in enumerate(zip(out.shape, out.stride(), strict=True)):
+        if stride == 0 and size > 1:
+            raise InvalidArgumentError(
+                f"out has overlapping memory (stride 0 along axis {axis} of size {size}, an "
+                f"expanded view): pass a tensor whose elements each have their own memory"
+            )
+
+
+def _lazy_view(out: torch.Tensor) -> bool:
+    """Whether ``out`` has torch's conjugate or negative bit set (its memory holds other values)."""
+    return bool(out.is_conj() or out.is_neg())
 
 
 class _Accessor:

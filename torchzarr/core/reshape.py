@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from torchzarr.core import engine
 from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.shards import writing
-from torchzarr.errors import SelectionError, ShapeMismatchError
+from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
@@ -85,14 +86,18 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     ``data`` is converted first: data the array cannot take is refused before its shape
     changes, and a write that fails all the same shrinks it back.
     """
+    try:
+        given = operator.index(axis)  # ints and numpy ints, never 1.0
+    except TypeError:
+        raise ArgumentTypeError(f"axis must be an int, got {axis!r}") from None
     values = as_storage_array(data, array.data_type)
     data_shape = values.shape
     ndim = array.ndim
     if ndim == 0:
         raise SelectionError("cannot append to a 0-d array")
-    axis = axis + ndim if axis < 0 else axis
+    axis = given + ndim if given < 0 else given
     if not 0 <= axis < ndim:
-        raise SelectionError(f"axis {axis} is out of range for {ndim} dimensions")
+        raise SelectionError(f"axis {given} is out of range for {ndim} dimensions")
     if len(data_shape) != ndim or any(
         d != s for i, (d, s) in enumerate(zip(data_shape, array.shape, strict=True)) if i != axis
     ):

@@ -15,6 +15,12 @@ __all__ = ["make_indexer", "to_numpy_selection"]
 
 def _convert(item: Any) -> Any:
     if isinstance(item, torch.Tensor):
+        if item.is_meta:
+            raise SelectionError("cannot index with a meta tensor (it holds no data)")
+        if item.layout != torch.strided:
+            raise SelectionError(
+                f"cannot index with a {item.layout} tensor: pass a dense one (.to_dense())"
+            )
         item = item.detach().cpu()
         if item.dtype == torch.bool:
             return item.numpy()
@@ -50,7 +56,12 @@ def make_indexer(
     "auto" follows zarr-python's ``__getitem__``: basic selections are basic; a selection made
     only of arrays is vectorized (numpy's pointwise semantics), as is one integer array of
     any shape on a 1-d array (the result takes its shape); arrays mixed with slices or ints
-    are orthogonal (the same as numpy whenever at most one array is given).
+    are orthogonal: each array picks along its own axis, which keeps its place in the
+    result, as in zarr-python. With one array that is torch's result too, and numpy's except
+    that numpy moves the array's axis to the front when a slice separates the array from an
+    int (``a[0, :, [1, 2]]`` of a (2, 3, 4) array has shape (3, 2); in numpy (2, 3)).
+    Several arrays select their outer product (``a[[0, 1], :, [1, 2]]`` has shape
+    (2, 3, 2); numpy and torch pair them up: (2, 3)).
 
     Example:
         >>> make_indexer(np.array([[0, 5], [1, 2]]), (6,), (2,)).shape
