@@ -170,3 +170,24 @@ def test_caches_and_progress_arguments_are_checked(rows):
     seen = []
     assert sum(1 for _ in rows.iter_chunks(progress=lambda d, t: seen.append(d))) == 3
     assert seen == [1, 2, 3]
+
+
+def test_state_at_and_loaded_states_take_only_whole_steps(rows):
+    ds = tz.ZarrIterableDataset(rows, batch_size=2)
+    sampler = tz.ChunkBlockSampler(tz.ZarrDataset(rows), batch_size=2)
+    for source in (ds, sampler):
+        with pytest.raises(InvalidArgumentError, match="steps must be >= 0, got -1"):
+            source.state_at(-1)
+        with pytest.raises(ArgumentTypeError, match=r"steps must be an int, got 2\.7"):
+            source.state_at(2.7)
+        assert source.state_at(np.int64(2))["steps"] == 2
+        good = source.state_at(1)
+        with pytest.raises(InvalidArgumentError, match="steps must be >= 0, got -1"):
+            source.load_state_dict({**good, "steps": -1})
+        worker = {**good, "steps": None, "worker": 0, "worker_steps": -2}
+        with pytest.raises(InvalidArgumentError, match="worker_steps must be >= 0, got -2"):
+            source.load_state_dict(worker)
+        with pytest.raises(ArgumentTypeError, match="steps must be an int"):
+            source.load_state_dict({**good, "steps": 1.5})
+        source.load_state_dict(good)
+        assert len(source) == len(list(source)) == 4

@@ -86,3 +86,44 @@ def test_two_iterators_wait_for_their_own_copies(monkeypatch):
         got += [float(next(first)[0]), float(next(second)[0])]
     assert got == [0.0, 10.0, 1.0, 11.0, 2.0, 12.0]
     assert len(copy_of) == 6
+
+
+def test_to_device_keeps_container_types_and_moves_every_tensor():
+    from collections import OrderedDict, UserDict, UserList, namedtuple
+    from dataclasses import dataclass
+
+    pair = namedtuple("pair", "x y")
+
+    class Batch(dict):
+        pass
+
+    @dataclass(frozen=True)
+    class Box:
+        x: torch.Tensor
+        n: int
+
+    batch = Batch(
+        named=pair(torch.ones(1), 2),
+        user=UserDict(x=torch.ones(1)),
+        ordered=OrderedDict(x=torch.ones(1)),
+        items=UserList([torch.ones(1)]),
+        box=Box(torch.ones(1), 3),
+        tags=("a", torch.ones(1)),
+    )
+    batch.note = "kept"
+    moved = pinned.to_device(batch, torch.device("meta"))
+    assert type(moved) is Batch and moved.note == "kept"
+    assert {k: type(v) for k, v in moved.items()} == {k: type(v) for k, v in batch.items()}
+    assert moved["named"].y == 2 and moved["box"].n == 3 and moved["tags"][0] == "a"
+    tensors = [
+        moved["named"].x,
+        moved["user"]["x"],
+        moved["ordered"]["x"],
+        moved["items"][0],
+        moved["box"].x,
+        moved["tags"][1],
+    ]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert batch["user"]["x"].device.type == "cpu"  # the input is left as it was
+    out = next(iter(DevicePrefetcher([pair(torch.ones(1), torch.zeros(1))], "meta")))
+    assert type(out) is pair and out.x.device.type == "meta"

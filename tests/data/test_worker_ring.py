@@ -6,7 +6,8 @@ import gc
 import os
 import pickle
 import sys
-from collections import Counter
+from collections import Counter, OrderedDict, UserDict, namedtuple
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
@@ -152,7 +153,9 @@ def test_a_slot_is_lent_until_every_tensor_on_it_is_freed():
     assert views is not None and ring._current[0] == 1
     assert y.tolist() == [10, 10, 10] and type(y) is torch.Tensor
     assert received[0]["x"].tolist() == [[2, 2]] * 3
-    ring.wrap({"other": torch.zeros(1)})  # nothing of the slot sent: it is free again
+    ring.wrap({"other": torch.zeros(1)})  # nothing of the slot sent: free once unheld here
+    assert ring.next(3) is None  # ... but `views` still holds slot 1 in this process
+    del views
     assert ring.next(3) is not None
 
 
@@ -195,3 +198,122 @@ def test_forked_workers_use_their_own_ring_after_a_pinned_pass(local_array):
     batches = list(DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork"))
     _every_sample(batches, ds)
     assert worker_ring._mapped, "the forked workers kept the parent's pinned ring"
+
+
+@dataclass
+class _Box:
+    x: torch.Tensor
+    head: torch.Tensor
+
+
+class _Holder:
+    """Any object: tensors in its attributes, not a container the ring knows."""
+
+    def __init__(self, x) -> None:
+        self.inner = {"deep": [x]}
+
+
+class _Batch(dict):
+    pass
+
+
+class _Pair(tuple):
+    pass
+
+
+_Named = namedtuple("_Named", "x tag")
+
+
+def _cycle_other_slots(ring: WorkerRing, times: int = 6) -> list[int]:
+    """Gather and send batches of 0s, as a worker goes on; the slots it used."""
+    used = []
+    for _ in range(times):
+        views = ring.next(2)
+        if views is None:
+            break
+        used.append(ring._current[0])
+        views["x"].fill_(0)
+        ring.wrap({"other": torch.zeros(1)})
+        del views
+    return used
+
+
+@pytest.mark.parametrize(
+    ("make", "tensors_of", "on_ring"),
+    [
+        (lambda x: _Box(x, x[:, :1]), lambda b: [b.x, b.head], True),
+        (lambda x: UserDict(x=x), lambda b: [b["x"]], True),
+        (_Holder, lambda b: [b.inner["deep"][0]], True),
+        (lambda x: {"a": [_Holder(x[:1])]}, lambda b: [b["a"][0].inner["deep"][0]], False),
+    ],
+    ids=["dataclass", "UserDict", "object", "nested-view"],
+)
+def test_ring_tensors_in_any_container_leave_before_the_slot_is_reused(make, tensors_of, on_ring):
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    views["x"].fill_(7)
+    item = ring.wrap(make(views["x"]))
+    del views
+    _cycle_other_slots(ring)  # the worker gathers on before the queue thread pickles item
+    got = pickle.loads(ForkingPickler.dumps(item))
+    assert type(got) is type(item)
+    assert all(bool((t == 7).all()) for t in tensors_of(got))
+    assert bool(worker_ring._mapped) == on_ring  # the slot's own tensor went as a RingTensor
+
+
+def test_a_slot_stays_held_while_the_worker_refers_to_it():
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    views["x"].fill_(5)
+    kept = views["x"][1:]  # a transform keeping a view for later
+    ring.wrap({"other": torch.zeros(1)})
+    del views
+    assert 0 not in _cycle_other_slots(ring)
+    assert ring.next(2) is not None
+    later = ring.wrap(kept)  # sent with a later batch: copied out
+    assert type(later) is torch.Tensor and later.tolist() == [[5, 5]]
+    del kept, later
+    assert 0 in _cycle_other_slots(ring)
+
+
+def test_an_item_that_cannot_be_pickled_keeps_its_slot_for_good():
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    item = ring.wrap({"x": views["x"], "f": lambda: 0})
+    assert item["x"] is views["x"]  # left as it was: the DataLoader reports it
+    del views, item
+    assert 0 not in _cycle_other_slots(ring, times=9)
+
+
+def _containers(batch):
+    return {
+        "batch": _Batch(x=batch, head=batch[:, :1]),
+        "ordered": OrderedDict(x=batch),
+        "pair": _Pair((batch, 1)),
+        "named": _Named(batch, "t"),
+        "box": _Box(batch, batch[:, 0].clone()),
+    }
+
+
+def _types(item) -> dict[str, type]:
+    return {k: type(v) for k, v in item.items()}
+
+
+def test_transform_container_types_survive_the_ring(memory_array):
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(memory_array, batch_size=8, seed=0, transform=_containers)
+    in_process = _types(next(iter(DataLoader(ds, batch_size=None))))
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+    assert worker_ring._mapped, "the workers' rings were not used"
+    for b in batches:
+        assert _types(b) == in_process  # (the DataLoader itself makes the _Pair a list)
+        assert type(b["batch"]) is _Batch and type(b["ordered"]) is OrderedDict
+        assert type(b["named"]) is _Named and b["named"].tag == "t" and type(b["box"]) is _Box
+        for x in (b["batch"]["x"], b["ordered"]["x"], b["pair"][0], b["named"].x, b["box"].x):
+            _check(x)
+        assert torch.equal(b["batch"]["head"], b["batch"]["x"][:, :1])
+    assert counts([b["named"].x for b in batches]) == Counter(range(103))
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    item = ring.wrap(_containers(ring.next(2)["x"]))
+    assert _types(item) == _types(_containers(torch.zeros(2, 2)))  # the tuple subclass too

@@ -157,9 +157,13 @@ class Cursor:
             "epoch": whole_number("epoch", state["epoch"], 0),
             "remaining": [[int(a), int(b)] for a, b in state["remaining"]],
             "layout": [int(v) for v in state["layout"]],
-            "steps": None if state.get("steps") is None else int(state["steps"]),
-            "worker": None if state.get("worker") is None else int(state["worker"]),
-            "worker_steps": None
-            if state.get("worker_steps") is None
-            else int(state["worker_steps"]),
+            "steps": _count(state, "steps"),
+            "worker": _count(state, "worker"),
+            "worker_steps": _count(state, "worker_steps"),
         }
+
+
+def _count(state: Mapping[str, Any], key: str) -> int | None:
+    """``state[key]`` as an int >= 0, or None where it is missing or None."""
+    value = state.get(key)
+    return None if value is None else whole_number(key, value, 0)

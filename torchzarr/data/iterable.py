@@ -295,6 +295,7 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
                         held.clear()
                         live["steps"] += 1
                         yield self._finish(batch, ring)
+                        del batch  # a worker ring reuses the slot only once nothing here holds it
                 (held if parts else spare).append(buf)
             if have:
                 batch = self._gather(parts, have, ring)
@@ -352,13 +353,14 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         Example:
             >>> torch.save(ds.state_at(step, num_workers=2), "data_state.pt")  # doctest: +SKIP
         """
+        steps = whole_number("steps", steps, 0)
         layout = self.layout(num_workers)
         live = self._live
         if live is not None and live["worker"] is None and live["layout"] == layout:
             remaining, first = live["remaining"], live["first"]
         else:
             remaining, first = self.cursor.resolve(layout)
-        return self.cursor.state(remaining, layout, steps=first + int(steps))
+        return self.cursor.state(remaining, layout, steps=first + steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch where it stopped on the next pass.

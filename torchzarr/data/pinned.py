@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import copy
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence
 from typing import Any
 
 import torch
@@ -63,32 +65,72 @@ class PinnedRing:
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move tensors inside a batch (tensor, dict, list or tuple) to ``device``.
+    """Move the tensors inside a batch to ``device``, keeping its containers' types.
+
+    Tensors are found in mappings, lists, tuples (namedtuples included) and dataclasses,
+    as PyTorch's ``pin_memory`` does; other objects pass unchanged.
 
     Example:
         >>> to_device({"x": torch.ones(1)}, torch.device("cpu"))
         {'x': tensor([1.])}
+        >>> from collections import namedtuple
+        >>> to_device(namedtuple("Pair", "x y")(torch.ones(1), 2), torch.device("cpu"))
+        Pair(x=tensor([1.]), y=2)
     """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        moved = [to_device(v, device, non_blocking) for v in batch]
-        return type(batch)(moved) if isinstance(batch, list) else tuple(moved)
-    return batch
+    return _map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def _record(batch: Any, stream: Any) -> None:
     """Tell the caching allocator these tensors are used on ``stream`` too."""
-    if isinstance(batch, torch.Tensor):
-        batch.record_stream(stream)
-    elif isinstance(batch, dict):
-        for v in batch.values():
-            _record(v, stream)
-    elif isinstance(batch, list | tuple):
-        for v in batch:
-            _record(v, stream)
+
+    def record(tensor: torch.Tensor) -> torch.Tensor:
+        tensor.record_stream(stream)
+        return tensor
+
+    _map_tensors(batch, record)
+
+
+def _map_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``data`` with ``fn(t)`` for every tensor ``t`` in its containers, their types kept."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, str | bytes | bytearray):
+        return data
+    if isinstance(data, Mapping):
+        mapped = {k: _map_tensors(v, fn) for k, v in data.items()}
+        try:
+            if isinstance(data, MutableMapping):  # a copy keeps the type's own attributes
+                clone = copy.copy(data)
+                clone.update(mapped)
+                return clone
+            return type(data)(mapped)  # type: ignore[call-arg]
+        except TypeError:  # the type takes no copy, update or dict
+            return mapped
+    if isinstance(data, tuple):
+        items = [_map_tensors(v, fn) for v in data]
+        if hasattr(data, "_fields"):  # namedtuple
+            return type(data)(*items)
+        try:
+            return type(data)(items)
+        except TypeError:
+            return tuple(items)
+    if isinstance(data, MutableSequence):
+        items = [_map_tensors(v, fn) for v in data]
+        try:
+            sequence = copy.copy(data)
+            for i, item in enumerate(items):
+                sequence[i] = item
+            return sequence
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        instance = copy.copy(data)
+        for field in dataclasses.fields(data):
+            if hasattr(data, field.name):
+                value = _map_tensors(getattr(data, field.name), fn)
+                object.__setattr__(instance, field.name, value)  # frozen dataclasses too
+        return instance
+    return data
 
 
 class DevicePrefetcher:
@@ -101,7 +143,8 @@ class DevicePrefetcher:
     pass through unchanged.
 
     Args:
-        loader: any iterable of batches (tensors, dicts, lists or tuples of tensors).
+        loader: any iterable of batches: tensors, or mappings, lists, tuples (namedtuples)
+            and dataclasses of them (see :func:`to_device`).
         device: target device, e.g. ``"cuda"`` or ``torch.device("cuda", 1)``.
 
     Example:

@@ -123,8 +123,9 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         Example:
             >>> state = sampler.state_at(step)  # doctest: +SKIP
         """
+        steps = whole_number("steps", steps, 0)
         remaining, first = self._live or self.cursor.resolve(self.layout)
-        return self.cursor.state(remaining, self.layout, steps=first + int(steps))
+        return self.cursor.state(remaining, self.layout, steps=first + steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state; the next pass continues that epoch where it stopped.

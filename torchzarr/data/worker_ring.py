@@ -13,13 +13,21 @@ process, it marks the slot released in the ring's header, and the worker only ga
 released slots. If the caller keeps more batches than the ring holds, the worker's next
 batches go the DataLoader's usual way until slots come back. Each slot also has a sequence
 number, odd while the worker writes it, checked when the batch is rebuilt.
+
+The worker lends a slot too: it gathers into a slot again only once nothing in the worker
+(the batch waiting on the DataLoader's queue, a view a transform kept) refers to it. What a
+transform returns is checked when the batch leaves (:meth:`WorkerRing.wrap`): the slot's own
+tensors become RingTensors, any other tensor, array or storage on the ring is copied, in
+any container or object, so nothing sent still points into a slot the worker may refill.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import os
+import pickle
 import uuid
 import weakref
 from multiprocessing.reduction import DupFd
@@ -81,6 +89,10 @@ def _live(pid: int) -> bool:
 
 def _release(released: np.ndarray, slot: int, seq: int) -> None:
     released[slot] = seq  # every tensor on the batch is gone: the worker may reuse the slot
+
+
+def _unhold(held: list[bool], slot: int) -> None:
+    held[slot] = False  # worker: nothing here refers to the slot's memory any more
 
 
 def _rebuild(
@@ -208,6 +220,8 @@ class WorkerRing:
         self.id = uuid.uuid4().hex
         self._seqs = np.frombuffer(self._map, np.int64, count=slots)
         self._released = np.frombuffer(self._map, np.int64, count=slots, offset=8 * slots)
+        self._low = np.frombuffer(self._map, np.uint8, count=1).ctypes.data
+        self._held = [False] * slots  # slots the worker itself still refers to
         self._next = 0
         self._current: tuple[int, int, dict[str, torch.Tensor]] | None = None
 
@@ -246,17 +260,23 @@ class WorkerRing:
             self._current = None
         for step in range(self.slots):
             slot = (self._next + step) % self.slots
-            if self._released[slot] == self._seqs[slot]:  # never used, or given back
+            # never used, or given back by the main process and free of views here
+            if not self._held[slot] and self._released[slot] == self._seqs[slot]:
                 break
         else:
             return None
         self._next = (slot + 1) % self.slots
         self._seqs[slot] += 1  # odd: being written
         base = self._header + slot * self.slot_bytes
+        # Every tensor on the slot keeps this array alive: once the last is gone (the batch
+        # pickled and dropped by the DataLoader's queue thread), the worker may reuse it.
+        memory = np.frombuffer(self._map, np.uint8, count=self.slot_bytes, offset=base)
+        self._held[slot] = True
+        weakref.finalize(memory, _unhold, self._held, slot).atexit = False
         views = {}
         for name, (offset, shape, dtype) in self._layout.items():
             nbytes = rows * math.prod(shape) * dtype.itemsize
-            raw = np.frombuffer(self._map, np.uint8, count=nbytes, offset=base + offset)
+            raw = memory[offset : offset + nbytes]
             views[name] = torch.from_numpy(raw).view(dtype).view((rows, *shape))
         self._current = (slot, rows, views)
         return views
@@ -264,9 +284,13 @@ class WorkerRing:
     def wrap(self, item: Any) -> Any:
         """``item`` (the batch, transformed or not) with the slot's tensors as RingTensors.
 
-        Tensors and numpy arrays the transform derived from the slot (views of it) are
-        copied out: the DataLoader pickles a batch later, on its queue's thread, by when the
-        worker may have reused a slot nothing keeps lent.
+        Whatever holds them (dicts, lists, tuples, namedtuples, dataclasses, any object
+        pickle can take), other tensors, arrays and storages on the ring (views a transform
+        derived) are copied now: the DataLoader pickles a batch later, on its queue's thread.
+        Plain dicts, lists and tuples are walked; other objects are rebuilt once through
+        pickle (their structure only: tensors and arrays pass by reference), so their types
+        and attributes are kept. An item that cannot be pickled here leaves the worker as it
+        is and its slot is never reused.
 
         Example:
             >>> ring = WorkerRing({"x": ((1,), torch.int8)}, batch_size=2, slots=3)
@@ -279,38 +303,108 @@ class WorkerRing:
         self._current = None
         self._seqs[slot] += 1  # even: complete
         seq = int(self._seqs[slot])
-        names = {id(t): name for name, t in views.items()}
-        low = np.frombuffer(self._map, np.uint8, count=1).ctypes.data
-        geometry = (self.slots, self._header, self.slot_bytes)
-        sent: list[bool] = []
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, torch.Tensor):
-                name = names.get(id(value))
-                if name is not None and value is views[name]:
-                    offset, shape, dtype = self._layout[name]
-                    fd = self._fd if self._send_fd else None
-                    sent.append(True)
-                    args = (self.id, os.getpid(), geometry, fd, slot, seq, offset)
-                    return RingTensor.of(value, (*args, (rows, *shape), dtype))
-                if low <= value.untyped_storage().data_ptr() < low + self.size:
-                    return value.clone()
-                return value
-            if isinstance(value, np.ndarray):  # pickled later, on the queue's thread: copy now
-                start = value.__array_interface__["data"][0]
-                return value.copy() if low <= start < low + self.size else value
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [convert(v) for v in value]
-            if isinstance(value, tuple):
-                converted = [convert(v) for v in value]
-                return type(value)(*converted) if hasattr(value, "_fields") else tuple(converted)
-            return value
-
-        out = convert(item)
-        if sent:
+        fd = self._fd if self._send_fd else None
+        ring_args = (self.id, os.getpid(), (self.slots, self._header, self.slot_bytes), fd)
+        outgoing = _Outgoing(self, views, (*ring_args, slot, seq), rows)
+        try:
+            out = outgoing.convert(item)
+        except Exception:  # not picklable here: the DataLoader reports it if it fails too
+            return item  # views may be left in it: the slot stays lent for good
+        if outgoing.sent:
             self._send_fd = False  # the first batch sent carries the descriptor, later only ids
         else:
-            self._released[slot] = seq  # nothing of the slot left the worker: free again
+            self._released[slot] = seq  # nothing of the slot left the worker: free once unheld
         return out
+
+    def holds(self, address: int) -> bool:
+        """Whether ``address`` lies in this ring's memory."""
+        return self._low <= address < self._low + self.size
+
+
+# Types that cannot refer to a ring: passed on as they are.
+_ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None)})
+_NOT_A_LEAF = object()
+
+
+class _Outgoing:
+    """One batch leaving a worker: its slot's tensors as RingTensors, other ring memory copied."""
+
+    def __init__(
+        self, ring: WorkerRing, views: dict[str, torch.Tensor], args: tuple[Any, ...], rows: int
+    ) -> None:
+        self.ring, self.views, self.args, self.rows = ring, views, args, rows
+        self.names = {id(t): name for name, t in views.items()}
+        self.sent = False
+
+    def convert(self, value: Any) -> Any:
+        """``value`` with nothing left pointing into the ring but RingTensors."""
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        if kind is dict:
+            return {self.convert(k): self.convert(v) for k, v in value.items()}
+        if kind is list:
+            return [self.convert(v) for v in value]
+        if kind is tuple:
+            return tuple(self.convert(v) for v in value)
+        leaf = self.leaf(value)
+        return self.rebuild(value) if leaf is _NOT_A_LEAF else leaf
+
+    def leaf(self, value: Any) -> Any:
+        """A tensor, array or storage as it may leave; ``_NOT_A_LEAF`` for anything else."""
+        if isinstance(value, torch.Tensor):
+            name = self.names.get(id(value))
+            if name is not None and value is self.views[name]:
+                offset, shape, dtype = self.ring._layout[name]
+                self.sent = True
+                return RingTensor.of(value, (*self.args, offset, (self.rows, *shape), dtype))
+            if value.device.type != "cpu":
+                return value
+            if value.layout != torch.strided or value.is_nested:
+                return value.clone()  # its memory is not one storage: copy, to be safe
+            return value.clone() if self.ring.holds(value.untyped_storage().data_ptr()) else value
+        if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+            return value.copy() if self.ring.holds(value.ctypes.data) else value
+        if isinstance(value, torch.UntypedStorage | torch.TypedStorage):
+            on_ring = value.device.type == "cpu" and self.ring.holds(value.data_ptr())
+            return value.clone() if on_ring else value
+        return _NOT_A_LEAF
+
+    def rebuild(self, value: Any) -> Any:
+        """Any other object, pickled and unpickled with its tensors and arrays converted."""
+        buffer = io.BytesIO()
+        finder = _Finder(buffer, self)
+        finder.dump(value)
+        buffer.seek(0)
+        return _Rebuilder(buffer, finder.found).load()
+
+
+class _Finder(pickle.Pickler):
+    """Pickles an object's structure; its tensors, arrays and storages go by reference."""
+
+    def __init__(self, file: io.BytesIO, outgoing: _Outgoing) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.outgoing = outgoing
+        self.found: list[Any] = []
+        self.index: dict[int, int] = {}  # id(original) -> place in found
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if type(obj) in _ATOMS:
+            return None
+        key = id(obj)
+        if key not in self.index:
+            converted = self.outgoing.leaf(obj)
+            if converted is _NOT_A_LEAF:
+                return None
+            self.index[key] = len(self.found)
+            self.found.append(converted)
+        return self.index[key]
+
+
+class _Rebuilder(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, found: list[Any]) -> None:
+        super().__init__(file)
+        self.found = found
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.found[pid]
