@@ -72,12 +72,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, name: str) -> None:
-    """Block until 127.0.0.1:port accepts connections; fail if the process dies first."""
+def launch(cmd: list[str], workdir: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a server in ``workdir`` with its output in ``workdir/server.log``.
+
+    Never a pipe: one nobody reads fills up after ~64 KiB of request log, and the server
+    then blocks on its next log line, so every later request times out.
+    """
+    log = Path(workdir) / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    return proc, log
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None, name: str, log: Path | None = None
+) -> None:
+    """Block until 127.0.0.1:port accepts connections; fail if the process dies first,
+    with the end of its ``log``."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = log.read_bytes().decode(errors="replace") if log is not None else ""
             pytest.fail(f"{name} exited with code {proc.returncode} at start:\n{out[-2000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
@@ -93,8 +108,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-    if proc.stdout:
-        proc.stdout.close()
 
 
 @pytest.fixture(scope="session")
@@ -138,16 +151,18 @@ def gcs_server() -> Iterator[Service]:
     except ImportError as err:
         missing(f"GCS tests need gcp-storage-emulator and gcsfs: {err}")
     port = free_port()
+    workdir = tempfile.mkdtemp(prefix="gcs-emulator-")
     cmd = [sys.executable, "-c", _GCS_LAUNCH, "start", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--in-memory", "--default-bucket", BUCKET]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, log = launch(cmd, workdir)
     try:
-        wait_for_port(port, proc, "gcp-storage-emulator")
+        wait_for_port(port, proc, "gcp-storage-emulator", log)
         endpoint = f"http://127.0.0.1:{port}"
         options = {"endpoint_url": endpoint, "token": "anon", "project": "torchzarr-test"}
         yield Service("gs", endpoint, BUCKET, options)
     finally:
         stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def azurite_binary() -> str | None:
@@ -178,9 +193,9 @@ def azurite_server() -> Iterator[Service]:
     workdir = tempfile.mkdtemp(prefix="azurite-")
     cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port)]
     cmd += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
+    proc, log = launch(cmd, workdir)
     try:
-        wait_for_port(port, proc, "azurite-blob")
+        wait_for_port(port, proc, "azurite-blob", log)
         endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
         connection_string = (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -218,9 +233,9 @@ def redis_server() -> Iterator[RedisService]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="redis-")
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
+    proc, log = launch(cmd, workdir)
     try:
-        wait_for_port(port, proc, "redis-server")
+        wait_for_port(port, proc, "redis-server", log)
         yield RedisService(f"redis://127.0.0.1:{port}/0", port)
     finally:
         stop(proc)

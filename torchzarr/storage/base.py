@@ -16,7 +16,7 @@ from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyErro
 
 _WINDOWS = os.name == "nt"
 
-__all__ = ["Buffer", "ByteRange", "Store", "validate_key"]
+__all__ = ["Buffer", "ByteRange", "Store", "validate_dir_prefix", "validate_key"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -80,6 +80,19 @@ def validate_prefix(prefix: str) -> str:
     if prefix:
         validate_key(prefix.rstrip("/") or "/")
     return prefix
+
+
+def validate_dir_prefix(prefix: str) -> str:
+    """Check a :meth:`Store.list_dir` prefix and spell it ``""`` or ending in one ``/``.
+
+    ``"a/b"`` names the same directory as ``"a/b/"``, in every store.
+
+    Example:
+        >>> validate_dir_prefix("a/b"), validate_dir_prefix("a/b/"), validate_dir_prefix("")
+        ('a/b/', 'a/b/', '')
+    """
+    validate_prefix(prefix)
+    return prefix.rstrip("/") + "/" if prefix else ""
 
 
 class Store(abc.ABC):
@@ -155,11 +168,12 @@ class Store(abc.ABC):
         """Every key starting with ``prefix``, as full keys, in no particular order."""
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
-        """Direct children below ``prefix`` (``""`` or ending in ``/``): (keys, sub-prefixes).
+        """Direct children below ``prefix`` (``""`` or a directory): (keys, sub-prefixes).
 
         Keys are returned as names relative to ``prefix``; sub-prefixes too, without a
-        trailing slash. Both lists are sorted.
+        trailing slash. Both lists are sorted. ``"a/b"`` lists the same as ``"a/b/"``.
         """
+        prefix = validate_dir_prefix(prefix)
         keys: set[str] = set()
         dirs: set[str] = set()
         for key in self.list_prefix(prefix):

@@ -8,13 +8,23 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, unquote
 
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
-from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.base import (
+    Buffer,
+    ByteRange,
+    Store,
+    validate_dir_prefix,
+    validate_key,
+    validate_prefix,
+)
 from torchzarr.storage.fsspec_errors import (
+    WholeObjectAnswer,
     batch_label,
     bucket_is_gone,
+    check_http_answer,
     describe,
     is_range_error,
     missing_dependency,
@@ -24,14 +34,14 @@ from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
 
-_READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
+#: read-only; keys are percent-encoded in URLs, and answers checked (check_http_answer)
+_HTTP = frozenset({"http", "https"})
 #: protocols whose first path component is a bucket or container that must exist
 _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss"})
 #: protocols that answer suffix ranges (``bytes=-n``) themselves; Azure Blob cannot, so a
 #: batched size lookup comes first there
 _NATIVE_SUFFIX = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file", "local"})
 _GLOB_CHARS = frozenset("*?[")
-_MAY_IGNORE_RANGE = frozenset({"http", "https"})  # plain web servers may answer 200 in full
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
 #: URL schemes that fsspec spells differently
@@ -113,7 +123,9 @@ class FsspecStore(Store):
         self._fs_protocol = _ALIASES.get(protocol, protocol)
         self._fs_url = f"{self._fs_protocol}://{rest}"
         self.storage_options: dict[str, Any] = dict(storage_options or {})
-        self.read_only = read_only or protocol in _READ_ONLY_PROTOCOLS
+        self.read_only = read_only or protocol in _HTTP
+        # reads of a key: tell a directory or a whole object sent for a range (the hook's doc)
+        self._answer_check = {"raise_for_status": check_http_answer} if protocol in _HTTP else {}
         self.retries, self.retry_backoff, self.timeout = retries, retry_backoff, timeout
         # the deadline is this process's setting: it is not part of the pickled spec
         self.policy = RetryPolicy(retries, retry_backoff, deadline=config.retry_deadline)
@@ -208,6 +220,8 @@ class FsspecStore(Store):
 
     def _join(self, key: str) -> str:
         self.fs  # noqa: B018 - opening the filesystem sets the root
+        if self.protocol in _HTTP:  # "#", "?" and "%" in a key are part of its path
+            key = quote(key, safe="/")
         return f"{self._root}/{key}" if self._root and key else self._root or key
 
     def _path(self, key: str) -> str:
@@ -218,6 +232,8 @@ class FsspecStore(Store):
         if not norm.startswith(self._prefix) or norm.endswith("/"):
             return None
         key = norm[len(self._prefix) :]
+        if self.protocol in _HTTP:  # "?" or "#" unquoted: a link with a query or fragment
+            key = "" if "?" in key or "#" in key else unquote(key)
         if self._local is not None and is_temporary(key.rpartition("/")[2]):
             return None  # a LocalStore write in flight
         return key or None
@@ -288,6 +304,8 @@ class FsspecStore(Store):
     def _finish(
         self, key: str, rng: ByteRange | None, value: Any, attempts: int = 1
     ) -> bytes | None:
+        whole = isinstance(value, WholeObjectAnswer)  # an http server ignored the Range header
+        value = value.body if whole else value
         if isinstance(value, BaseException):
             if isinstance(value, _MISSING):
                 missing = (
@@ -300,11 +318,10 @@ class FsspecStore(Store):
                 return b""  # the object exists; the range starts past its end
             raise self._fail(value, "read", key, attempts) from value
         data = value if isinstance(value, bytes) else bytes(value)
-        # a server that ignores the Range header sends the whole object: cut it here
-        if rng is not None and rng.start < 0 and len(data) > -rng.start:
-            return data[rng.start :]
-        if rng is not None and rng.length is not None and len(data) > rng.length:
-            return data[rng.start : rng.start + rng.length]
+        # an answer longer than asked for is the whole object too (some emulators send it)
+        asked = None if rng is None else -rng.start if rng.start < 0 else rng.length
+        if rng is not None and (whole or (asked is not None and len(data) > asked)):
+            return rng.slice(data)
         return data
 
     def _batch(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
@@ -316,9 +333,6 @@ class FsspecStore(Store):
                 bounds[i] = (rng.start, None if rng.length is None else rng.start + rng.length)
         if self.protocol not in _NATIVE_SUFFIX:
             bounds = self._resolve_suffixes(paths, bounds)
-        trims = [rng for _, rng in requests]  # what to cut a whole-object answer to
-        if self.protocol in _MAY_IGNORE_RANGE:
-            bounds = self._resolve_open_ranges(paths, bounds, trims)
         results: list[Any] = [None] * len(paths)
         pending = []
         for i, (start, end) in enumerate(bounds):
@@ -329,7 +343,8 @@ class FsspecStore(Store):
             else:
                 pending.append(i)
         # s3fs sends a HEAD before each whole-object GET unless told not to split objects
-        kwargs = {"max_concurrency": 1} if type(self.fs).__name__ == "S3FileSystem" else {}
+        s3 = type(self.fs).__name__ == "S3FileSystem"
+        kwargs = {"max_concurrency": 1, **self._answer_check} if s3 else self._answer_check
         made = 0
         labels = [key for key, _ in requests]  # what an error names
         for attempt in self.policy.attempts() if pending else ():
@@ -352,7 +367,7 @@ class FsspecStore(Store):
             (b"" if self.exists(key) else None)
             if value is _ASK
             else self._finish(label, rng, value, made)
-            for (key, _), label, rng, value in zip(requests, labels, trims, results, strict=True)
+            for (key, rng), label, value in zip(requests, labels, results, strict=True)
         ]
 
     def _resolve_suffixes(
@@ -373,22 +388,9 @@ class FsspecStore(Store):
                 out[i] = (max(size + start, 0), size)
         return out
 
-    def _resolve_open_ranges(
-        self, paths: list[str], bounds: list[tuple[int | None, int | None]], trims: list[Any]
-    ) -> list[tuple[int | None, int | None]]:
-        """Ranges from an offset to the end as closed ones (a size lookup for each), and
-        ``trims`` to match: a server that ignores Range sends it all, to be cut here."""
-        out = list(bounds)
-        for i, (start, end) in enumerate(bounds):
-            size = self._size_at(paths[i]) if start and start > 0 and end is None else None
-            if start is not None and size is not None:
-                out[i] = (min(start, size), size)
-                trims[i] = ByteRange(start, max(0, size - start))
-        return out
-
     def _size_at(self, path: str) -> int | None:
         self.fs.invalidate_cache(path)
-        info = self._run("stat", path, "info", path, missing=None)
+        info = self._run("stat", path, "info", path, missing=None, **self._answer_check)
         return None if info is None or info.get("type", "file") != "file" else int(info["size"])
 
     def get(self, key: str) -> bytes | None:
@@ -482,8 +484,7 @@ class FsspecStore(Store):
                 yield key
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
-        validate_prefix(prefix)
-        prefix = prefix + "/" if prefix and not prefix.endswith("/") else prefix
+        prefix = validate_dir_prefix(prefix)
         base = self._listing_base(prefix)
         self.fs.invalidate_cache(base)
         # detail=True: the entry types tell keys from sub-prefixes in the same request

@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 
 from torchzarr.errors import StoreError
 from torchzarr.storage import direct_io
-from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.base import (
+    Buffer,
+    ByteRange,
+    Store,
+    validate_dir_prefix,
+    validate_key,
+    validate_prefix,
+)
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
@@ -158,8 +165,9 @@ class LocalStore(Store):
         return self.getsize(key) is not None
 
     def getsize(self, key: str) -> int | None:
+        path = self._file(key)  # outside the try: InvalidKeyError is an OSError too
         try:
-            st = os.stat(self._file(key))
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
@@ -381,7 +389,7 @@ class LocalStore(Store):
                 yield from self._walk(entry.path, base + entry.name + "/", above, links)
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
-        validate_prefix(prefix)
+        prefix = validate_dir_prefix(prefix)
         directory = self.root.joinpath(*prefix.strip("/").split("/")) if prefix else self.root
         keys: list[str] = []
         dirs: list[str] = []

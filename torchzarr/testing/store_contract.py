@@ -161,6 +161,12 @@ class StoreContract:
         assert store.list_dir("a/b/") == (["c", "d"], [])
         assert store.list_dir("zz/") == ([], [])
 
+    def test_list_dir_without_trailing_slash(self, store: Store) -> None:
+        self.fill(store)  # "a" names the directory "a/": never the names starting with "a"
+        assert store.list_dir("a") == store.list_dir("a/") == (["e"], ["b"])
+        assert store.list_dir("a/b") == (["c", "d"], [])
+        assert store.list_dir("zz") == ([], [])
+
     # -- refusals ---------------------------------------------------------------------------
     def test_read_only_refuses_writes(self, store: Store) -> None:
         store.set("k", b"v")
@@ -185,6 +191,10 @@ class StoreContract:
             store.get(key)
         with pytest.raises(InvalidKeyError):
             store.get_many(["ok", key])
+        with pytest.raises(InvalidKeyError):
+            store.exists(key)
+        with pytest.raises(InvalidKeyError):
+            store.getsize(key)
         assert list(store.list_prefix("")) == []
 
     # -- processes and threads ---------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""FsspecStore over http(s): keys percent-encoded in URLs, listings decoded, answers that
+ignore Range cut to the range asked for, and directories that read as missing keys."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import torchzarr as tz
+from torchzarr.storage import ByteRange, FsspecStore
+
+pytest.importorskip("aiohttp")
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class _IgnoresRange(http.server.SimpleHTTPRequestHandler):
+    """python's http.server: every GET of a file is answered 200 with the whole file."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _HonoursRange(_IgnoresRange):
+    """Answers a single ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range 206 (416 past the end)."""
+
+    def send_head(self) -> Any:
+        match = _RANGE.fullmatch(self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if match is None or not path.is_file():
+            return super().send_head()
+        data = path.read_bytes()
+        first, last = match.groups()
+        if not first:
+            start, end = max(len(data) - int(last), 0), len(data)
+        else:
+            start, end = int(first), min(int(last) + 1 if last else len(data), len(data))
+        if start >= len(data):
+            self.send_error(416)
+            return None
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        self.wfile.write(data[start:end])
+        return None
+
+
+@pytest.fixture(scope="module", params=[_IgnoresRange, _HonoursRange], ids=lambda c: c.__name__)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("http")
+    handler = functools.partial(request.param, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _stores(server: tuple[str, Path], name: str) -> tuple[tz.LocalStore, FsspecStore]:
+    """A writer on the served directory ``name`` and the http store that reads it."""
+    base, root = server
+    return tz.LocalStore(root / name), FsspecStore(f"{base}/{name}", retries=0)
+
+
+def test_keys_with_url_characters_read_their_own_values(server: tuple[str, Path]) -> None:
+    writer, store = _stores(server, "quoting")
+    keys = ["hash/#frag", "q/what?x=1", "pct/%41", "sp ace/k", "ü/k", "plus+/a:b@c"]
+    for key in keys:
+        writer.set(key, key.encode())
+    assert store.get_many(keys) == {key: key.encode() for key in keys}
+    # "%41" and "%20" in a key are no escapes, "?" starts no query: these are missing
+    assert store.get_many(["pct/A", "sp%20ace/k", "q/what"]) == {
+        "pct/A": None,
+        "sp%20ace/k": None,
+        "q/what": None,
+    }
+    assert store.exists("q/what?x=1") and store.getsize("hash/#frag") == len(b"hash/#frag")
+    assert not store.exists("pct/A") and store.getsize("sp%20ace/k") is None
+    assert store.get_range("sp ace/k", ByteRange(3, 3)) == b"ace"
+
+
+def test_listings_give_decoded_names(server: tuple[str, Path]) -> None:
+    base, root = server
+    group = tz.open_group(root / "listing.zarr", mode="w")
+    group.create_group("grp one")
+    group.create_group("ü")
+    group.create_group("50%")
+    store = FsspecStore(f"{base}/listing.zarr", retries=0)
+    assert sorted(store.list_prefix("")) == [
+        "50%/zarr.json",
+        "grp one/zarr.json",
+        "zarr.json",
+        "ü/zarr.json",
+    ]
+    assert sorted(store.list_prefix("grp ")) == ["grp one/zarr.json"]
+    assert store.list_dir("") == (["zarr.json"], ["50%", "grp one", "ü"])
+    assert store.list_dir("grp one/") == (["zarr.json"], [])
+    opened = tz.open_group(f"{base}/listing.zarr", mode="r", use_consolidated=False)
+    assert sorted(opened.keys()) == ["50%", "grp one", "ü"]
+
+
+@pytest.mark.parametrize(
+    ("value", "rng", "expected"),
+    [
+        (b"0123456789", ByteRange(8, 100), b"89"),  # past the end
+        (b"0123456789", ByteRange(3, 10), b"3456789"),  # as long as the whole value
+        (b"0123456789", ByteRange(20, 5), b""),
+        (b"0123456789", ByteRange(3, 4), b"3456"),
+        (b"0123456789", ByteRange(0, 100), b"0123456789"),
+        (b"0123456789", ByteRange(7), b"789"),
+        (b"0123456789", ByteRange(100), b""),
+        (b"0123456789", ByteRange(-3), b"789"),
+        (b"0123456789", ByteRange(-100), b"0123456789"),
+        (b"x", ByteRange(3, 4), b""),
+        (b"x", ByteRange(0, 4), b"x"),
+    ],
+)
+def test_ranges_are_cut_whatever_the_server_does_with_range(
+    server: tuple[str, Path], value: bytes, rng: ByteRange, expected: bytes
+) -> None:
+    writer, store = _stores(server, "ranges")
+    writer.set("k", value)
+    assert store.get_range("k", rng) == expected
+    assert store.get_ranges([("k", rng), ("missing", rng), ("k", ByteRange(0, 1))]) == [
+        expected,
+        None,
+        value[:1],
+    ]
+
+
+def test_a_directory_is_no_key(server: tuple[str, Path]) -> None:
+    writer, store = _stores(server, "dirs")
+    writer.set("c/0", b"chunk")
+    assert store.get("c") is None
+    assert not store.exists("c") and store.getsize("c") is None
+    assert store.get_range("c", ByteRange(0, 4)) is None
+    assert store.get_many(["c", "c/0"]) == {"c": None, "c/0": b"chunk"}
+    assert store.list_dir("") == ([], ["c"])
