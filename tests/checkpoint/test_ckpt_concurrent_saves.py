@@ -153,3 +153,42 @@ def test_a_save_to_another_checkpoint_does_not_wait_for_a_slow_store() -> None:
     assert (
         finished and load_checkpoint(other)["step"] == 2 and load_checkpoint(stalled)["step"] == 1
     )
+
+
+def test_two_store_objects_of_one_checkpoint_share_its_commit_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchzarr.storage.wrappers import LoggingStore
+
+    plain = tz.LocalStore(tmp_path)
+    wrapped = LoggingStore(tz.LocalStore(tmp_path))  # the same directory, another object
+    commit.commit_version(plain, "v000001")
+    real = commit.read_manifest
+    checked, go = threading.Event(), threading.Event()
+
+    def slow_check(store: Any) -> Any:  # the older commit pauses between check and write
+        manifest = real(store)
+        if threading.current_thread().name == "older":
+            checked.set()
+            assert go.wait(30)
+        return manifest
+
+    monkeypatch.setattr(commit, "read_manifest", slow_check)
+    errors: list[str] = []
+
+    def run(store: Any, version: str) -> None:
+        try:
+            commit.commit_version(store, version)
+        except CheckpointConflictError:
+            errors.append(version)
+
+    older = threading.Thread(target=run, args=(wrapped, "v000002"), name="older")
+    older.start()
+    assert checked.wait(30)
+    newer = threading.Thread(target=run, args=(plain, "v000003"))
+    newer.start()
+    newer.join(0.5)  # it waits for the older commit's lock: no time is asserted
+    go.set()
+    older.join()
+    newer.join()
+    assert real(plain)["version"] == "v000003" and errors == []

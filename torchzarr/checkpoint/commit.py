@@ -340,7 +340,9 @@ _PRUNING_LOCK = threading.Lock()
 
 
 def _store_id(store: Store) -> str:
-    return str(store.root.resolve()) if isinstance(store, LocalStore) else repr(store)
+    # the data reached, not the object: a wrapper (a logging store) or another object for
+    # the same directory shares the locks, reservations and prunes of the checkpoint
+    return str(store.identity)
 
 
 def wait_pruned(store: Store | None = None) -> None:
