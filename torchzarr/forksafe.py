@@ -49,6 +49,9 @@ class LockTable:
     nobody holds it; every lock is reset in a forked child, as :func:`new_lock`'s are.
 
     Work on one key waits for other work on that key only, never for work on other keys.
+    Take a lock with ``with table[key]:``, which keeps it alive while held: a lock nobody
+    refers to is forgotten, so ``table[key].acquire()`` and a later ``table[key].release()``
+    may reach two different locks.
 
     Example:
         >>> locks = LockTable()

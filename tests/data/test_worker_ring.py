@@ -6,10 +6,13 @@ import gc
 import os
 import pickle
 import sys
+import threading
 from collections import Counter, OrderedDict, UserDict, namedtuple
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from datahelpers import counts, ids_of
@@ -317,3 +320,43 @@ def test_transform_container_types_survive_the_ring(memory_array):
     ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
     item = ring.wrap(_containers(ring.next(2)["x"]))
     assert _types(item) == _types(_containers(torch.zeros(2, 2)))  # the tuple subclass too
+
+
+class _Handle:
+    """Holds a lock: plain pickle refuses it, a reducer registered for multiprocessing not."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+ForkingPickler.register(_Handle, lambda handle: (_Handle, ()))
+
+
+def test_objects_the_dataloader_can_send_leave_through_the_ring():
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    item = ring.wrap({"x": views["x"], "handle": _Handle(), "n": np.int64(3)})
+    assert isinstance(item["x"], RingTensor)  # not given up on: the slot goes back
+    assert type(item["handle"]) is _Handle and item["n"] == 3
+
+
+class _Row:
+    """Pickles its tensor as a numpy array made on the spot (a common __getstate__)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __getstate__(self):
+        return self.tensor.numpy()
+
+    def __setstate__(self, array) -> None:
+        self.tensor = torch.from_numpy(array)
+
+
+def test_arrays_made_while_pickling_are_each_copied_off_the_ring():
+    ring = WorkerRing({"x": ((1,), torch.int64)}, batch_size=8, slots=3)
+    x = ring.next(8)["x"]
+    x.copy_(torch.arange(8).reshape(8, 1))
+    item = ring.wrap(SimpleNamespace(rows=[_Row(x[i]) for i in range(8)]))
+    got = pickle.loads(ForkingPickler.dumps(item))
+    assert [int(row.tensor) for row in got.rows] == list(range(8))

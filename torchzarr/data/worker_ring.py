@@ -30,7 +30,8 @@ import os
 import pickle
 import uuid
 import weakref
-from multiprocessing.reduction import DupFd
+from enum import Enum
+from multiprocessing.reduction import DupFd, ForkingPickler
 from typing import Any
 
 import numpy as np
@@ -323,7 +324,13 @@ class WorkerRing:
 
 # Types that cannot refer to a ring: passed on as they are.
 _ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None)})
+# numpy scalars (but np.void: a structured element may be a view), dtypes, devices, enums
+_SCALARS = (np.number, np.bool_, np.str_, np.bytes_, np.dtype, torch.dtype, torch.device, Enum)
 _NOT_A_LEAF = object()
+
+
+class _NeedsRebuild(Exception):
+    """Raised by the walk of plain containers on meeting any other object."""
 
 
 class _Outgoing:
@@ -336,19 +343,29 @@ class _Outgoing:
         self.names = {id(t): name for name, t in views.items()}
         self.sent = False
 
-    def convert(self, value: Any) -> Any:
-        """``value`` with nothing left pointing into the ring but RingTensors."""
+    def convert(self, item: Any) -> Any:
+        """``item`` with nothing left pointing into the ring but RingTensors: plain dicts,
+        lists and tuples are walked; an item holding anything else is rebuilt whole, once."""
+        try:
+            return self._walk(item)
+        except _NeedsRebuild:
+            self.sent = False  # counted again by the rebuild
+            return self.rebuild(item)
+
+    def _walk(self, value: Any) -> Any:
         kind = type(value)
-        if kind in _ATOMS:
+        if kind in _ATOMS or isinstance(value, _SCALARS):
             return value
         if kind is dict:
-            return {self.convert(k): self.convert(v) for k, v in value.items()}
+            return {self._walk(k): self._walk(v) for k, v in value.items()}
         if kind is list:
-            return [self.convert(v) for v in value]
+            return [self._walk(v) for v in value]
         if kind is tuple:
-            return tuple(self.convert(v) for v in value)
+            return tuple(self._walk(v) for v in value)
         leaf = self.leaf(value)
-        return self.rebuild(value) if leaf is _NOT_A_LEAF else leaf
+        if leaf is _NOT_A_LEAF:
+            raise _NeedsRebuild
+        return leaf
 
     def leaf(self, value: Any) -> Any:
         """A tensor, array or storage as it may leave; ``_NOT_A_LEAF`` for anything else."""
@@ -379,26 +396,29 @@ class _Outgoing:
         return _Rebuilder(buffer, finder.found).load()
 
 
-class _Finder(pickle.Pickler):
-    """Pickles an object's structure; its tensors, arrays and storages go by reference."""
+class _Finder(ForkingPickler):
+    """Pickles an object's structure as the DataLoader's queue would (its reducers too); its
+    tensors, arrays and storages go by reference."""
 
     def __init__(self, file: io.BytesIO, outgoing: _Outgoing) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self.outgoing = outgoing
         self.found: list[Any] = []
-        self.index: dict[int, int] = {}  # id(original) -> place in found
+        # id(original) -> (original, place in found): the original is kept alive, so that an
+        # array made while pickling (a __getstate__'s) never lends its id to the next one
+        self.index: dict[int, tuple[Any, int]] = {}
 
     def persistent_id(self, obj: Any) -> int | None:
         if type(obj) in _ATOMS:
             return None
-        key = id(obj)
-        if key not in self.index:
+        known = self.index.get(id(obj))
+        if known is None:
             converted = self.outgoing.leaf(obj)
             if converted is _NOT_A_LEAF:
                 return None
-            self.index[key] = len(self.found)
+            known = self.index[id(obj)] = (obj, len(self.found))
             self.found.append(converted)
-        return self.index[key]
+        return known[1]
 
 
 class _Rebuilder(pickle.Unpickler):
