@@ -243,3 +243,55 @@ def test_copy_keys_takes_paths_and_urls_and_closes_what_it_opened(tmp_path):
     with zipfile.ZipFile(tmp_path / "out.zip") as archive:  # the directory was written
         assert "zarr.json" in archive.namelist()
     assert tz.open_array(tmp_path / "out.zip", mode="r")[:].tolist() == [1, 2, 3]
+
+
+def _copy_destination(tmp_path, zarr_format):
+    """A source with a group ``g`` over an array ``x``, and a consolidated destination with
+    an array ``labels`` and a group ``grp``, in one format; what the destination holds."""
+    src, dst = tmp_path / "src.zarr", tmp_path / "dst.zarr"
+    tz.open_group(src, mode="w", zarr_format=zarr_format).create_array("g/x", data=torch.arange(3))
+    dest = tz.open_group(dst, mode="w", zarr_format=zarr_format)
+    dest.create_array("labels", data=torch.arange(1, 5), chunks=(4,))
+    dest.create_group("grp")
+    tz.consolidate_metadata(dst)
+
+    def contents():
+        store = tz.LocalStore(dst)
+        return {key: store.get(key) for key in store.list_prefix("")}
+
+    return src, dst, contents
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_copy_into_an_array_is_refused_before_writing(tmp_path, capsys, zarr_format):
+    src, dst, contents = _copy_destination(tmp_path, zarr_format)
+    before = contents()
+    for argv in [
+        [src, dst, "--path", "g", "--dest-path", "labels/inner"],
+        [src, dst, "--path", "g", "--dest-path", "labels/c", "--overwrite"],
+        [src, dst, "--path", "g/x", "--dest-path", "labels/a/b", "--overwrite"],
+    ]:
+        status, _, err = _run(capsys, "copy", *argv)
+        assert status == 1 and contents() == before  # nothing written, nothing deleted
+        assert "inside the array at 'labels'" in err and "nothing was copied" in err
+    assert torch.equal(tz.open_array(dst, path="labels", mode="r")[:], torch.arange(1, 5))
+
+
+@pytest.mark.parametrize(("dest_format", "other_format"), [(3, 2), (2, 3)])
+def test_copy_into_a_group_of_the_other_format_is_refused_before_writing(
+    tmp_path, capsys, dest_format, other_format
+):
+    src, dst, contents = _copy_destination(tmp_path, dest_format)
+    other = tmp_path / "other.zarr"
+    tz.open_group(other, mode="w", zarr_format=other_format).create_array("x", data=torch.arange(3))
+    before = contents()
+    for dest_path in ["grp/x", "grp/new/x", "new/x"]:  # the parent, or the nearest group above
+        status, _, err = _run(capsys, "copy", other, dst, "--path", "x", "--dest-path", dest_path)
+        assert status == 1 and contents() == before
+        assert f"is Zarr v{dest_format}" in err
+        assert f"a v{other_format} node in it is a member of nothing" in err
+    # a node of the hierarchy's format gets its missing parents in that format
+    assert _run(capsys, "copy", src, dst, "--path", "g/x", "--dest-path", "grp/new/x")[0] == 0
+    root = tz.open_group(dst, mode="r", use_consolidated=True)
+    assert root["grp/new"].metadata.zarr_format == dest_format
+    assert torch.equal(root["grp/new/x"][:], torch.arange(3))

@@ -12,7 +12,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
-from torchzarr.errors import NodeExistsError, TorchZarrError
+from torchzarr.errors import InvalidArgumentError, NodeExistsError, TorchZarrError
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
@@ -63,6 +63,8 @@ def _copy(args: argparse.Namespace) -> None:
     # the destination stays open until the copy joins its hierarchy: a zip writes its
     # directory once, at the close.
     with resolve_store(args.source, mode="r") as source, resolve_store(args.dest, mode="a") as dest:
+        if where:
+            _check_destination(source, args.path.strip("/"), dest, where)
         result = copy_keys(
             source,
             dest,
@@ -77,26 +79,63 @@ def _copy(args: argparse.Namespace) -> None:
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
 
 
+def _check_destination(source: Store, path: str, dest: Store, where: str) -> None:
+    """Refuse, before anything is written, to copy the node at ``path`` to ``where``, below
+    the root of ``dest``, where no group would list it.
+
+    No array (nor any node but a group) may be above ``where``, and the nearest group
+    above it, whose format the missing parents are created in, must be of the node's Zarr
+    format: a v2 node in a v3 group (or the reverse) is a member of nothing. Keys that are
+    no node (chunks alone) may go anywhere.
+    """
+    docs = source.get_many(nodes.node_keys(path, None))
+    copied = _zarr_format(path, docs)
+    if copied is None:
+        return
+    above = nodes.ancestors(where)[:-1]  # the root first
+    found = dest.get_many([key for group in above for key in nodes.node_keys(group, None)])
+    nearest = None
+    for parent in above:
+        kind = nodes.stored_kind(parent, found)
+        if kind not in (None, "group"):
+            raise NodeExistsError(
+                f"cannot copy to {where!r} of {dest!r}: it is inside the {kind} at "
+                f"{parent or '/'!r}, where no group would list it (nothing was copied)"
+            )
+        nearest = parent if kind == "group" else nearest
+    parent_format = copied if nearest is None else _zarr_format(nearest, found)
+    if parent_format != copied:
+        raise InvalidArgumentError(
+            f"cannot copy the Zarr v{copied} {nodes.stored_kind(path, docs)} {path or '/'!r} "
+            f"to {where!r} of {dest!r}: the group at {nearest or '/'!r} above it is Zarr "
+            f"v{parent_format}, and a v{copied} node in it is a member of nothing (nothing "
+            f"was copied; `torchzarr rechunk --zarr-format {parent_format}` converts an array)"
+        )
+
+
+def _zarr_format(path: str, docs: Mapping[str, Any]) -> int | None:
+    """The Zarr format of the node at ``path`` in fetched metadata documents (v3 first)."""
+    for zarr_format in (3, 2):
+        if nodes.stored_kind(path, {k: docs.get(k) for k in nodes.node_keys(path, zarr_format)}):
+            return zarr_format
+    return None
+
+
 def _join_hierarchy(store: Store, path: str) -> None:
     """Make the node copied to ``path`` a member of the hierarchy around it.
 
-    Its missing parent groups are created (in its Zarr format), and the consolidated
-    metadata of the groups above it is brought up to date: the node it replaced leaves it,
-    the copy and every node below it enter it. Keys that are no node (chunks alone) are
-    left as they are.
+    Its missing parent groups are created (in its Zarr format, which
+    :func:`_check_destination` made sure the nearest group above has), and the
+    consolidated metadata of the groups above it is brought up to date: the node it
+    replaced leaves it, the copy and every node below it enter it. Keys that are no node
+    (chunks alone) are left as they are.
     """
     copied = nodes.read_member(store, path)
     if copied is None:
         return
     parent = path.rpartition("/")[0]
-    kind = nodes.read_kind(store, parent)
-    if kind is None:
+    if nodes.read_kind(store, parent) is None:
         create_group(store, path=parent, zarr_format=copied.zarr_format)  # and its parents
-    elif kind != "group":
-        raise NodeExistsError(
-            f"copied to {path!r} of {store!r}, inside the {kind} at {parent or '/'!r}: "
-            "no group lists it"
-        )
     below: list[tuple[str, Any]] = []
     if not (isinstance(copied, nodes.UnsupportedArray) or hasattr(copied, "shape")):  # a group
         below = open_group(store, mode="r+", path=path, use_consolidated=False).member_metadata()

@@ -1,8 +1,10 @@
 """FsspecStore over http(s): keys percent-encoded in URLs, listings decoded, answers that
-ignore Range cut to the range asked for, and directories that read as missing keys."""
+ignore Range cut to the range asked for, directories that read as missing keys (but not
+other redirects), and the user's own ``raise_for_status`` kept."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import re
@@ -53,18 +55,42 @@ class _HonoursRange(_IgnoresRange):
         return None
 
 
+class _RedirectsToDownloads(_IgnoresRange):
+    """Sends ``/data/<name>`` on to ``/get/?id=<name>``, a download URL whose path ends in
+    ``/``, which answers with the file ``blobs/<name>``."""
+
+    def send_head(self) -> Any:
+        if self.path.startswith("/data/"):
+            self.send_response(302)
+            self.send_header("Location", "/get/?id=" + self.path[len("/data/") :])
+            self.end_headers()
+            return None
+        if self.path.startswith("/get/?id="):
+            self.path = "/blobs/" + self.path.partition("=")[2]
+        return super().send_head()
+
+
+@contextlib.contextmanager
+def _serving(handler_class: type, root: Path) -> Iterator[str]:
+    """The base URL of an http.server serving ``root`` with ``handler_class``."""
+    handler = functools.partial(handler_class, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture(scope="module", params=[_IgnoresRange, _HonoursRange], ids=lambda c: c.__name__)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("http")
-    handler = functools.partial(request.param, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(request.param, root) as base:
+        yield base, root
 
 
 def _stores(server: tuple[str, Path], name: str) -> tuple[tz.LocalStore, FsspecStore]:
@@ -147,3 +173,55 @@ def test_a_directory_is_no_key(server: tuple[str, Path]) -> None:
     assert store.get_range("c", ByteRange(0, 4)) is None
     assert store.get_many(["c", "c/0"]) == {"c": None, "c/0": b"chunk"}
     assert store.list_dir("") == ([], ["c"])
+
+
+def test_a_redirect_to_a_download_url_ending_in_slash_reads_the_value(tmp_path: Path) -> None:
+    # only a redirect to the key's own URL plus "/" leads to a directory
+    tz.LocalStore(tmp_path / "blobs").set("k", b"hello")
+    with _serving(_RedirectsToDownloads, tmp_path) as base:
+        store = FsspecStore(f"{base}/data", retries=0)
+        assert store.get("k") == b"hello"
+        assert store.exists("k") and store.getsize("k") == 5
+        assert store.get_range("k", ByteRange(1, 3)) == b"ell"
+        assert store.get_many(["k", "missing"]) == {"k": b"hello", "missing": None}
+
+
+@pytest.mark.parametrize("where", ["storage_options", "client_kwargs"])
+def test_a_users_raise_for_status_runs_after_the_stores_checks(
+    server: tuple[str, Path], where: str
+) -> None:
+    base, root = server
+    writer = tz.LocalStore(root / "own-check")
+    writer.set("k", b"hello")
+    writer.set("c/0", b"chunk")
+    seen: list[str] = []
+
+    async def record(response: Any) -> None:
+        seen.append(response.url.path)
+        response.raise_for_status()
+
+    def options(hook: Any) -> dict[str, Any]:
+        return (
+            {"raise_for_status": hook}
+            if where == "storage_options"
+            else {"client_kwargs": {"raise_for_status": hook}}
+        )
+
+    store = FsspecStore(f"{base}/own-check", options(record), retries=0)
+    assert store.exists("k") and store.getsize("k") == 5  # not a keyword passed twice
+    assert store.get_many(["k", "missing", "c"]) == {"k": b"hello", "missing": None, "c": None}
+    assert store.get_range("k", ByteRange(1, 3)) == b"ell"
+    assert store.list_dir("") == (["k"], ["c"])
+    assert "/own-check/k" in seen and "/own-check/missing" in seen  # its 404: a missing key
+    assert "/own-check/" in seen  # listings call it too
+    assert store.storage_options == options(record)  # what pickles and names the store
+
+    async def refuse(response: Any) -> None:
+        raise PermissionError(f"no access to {response.url.path}")
+
+    refusing = FsspecStore(f"{base}/own-check", options(refuse), retries=0)
+    with pytest.raises(tz.errors.StoreError, match="no access to /own-check/k"):
+        refusing.get("k")
+    plain = FsspecStore(f"{base}/own-check", options(True), retries=0)
+    assert plain.get_many(["k", "missing"]) == {"k": b"hello", "missing": None}
+    assert plain.exists("k") and not plain.exists("missing") and not plain.exists("c")

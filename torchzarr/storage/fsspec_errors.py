@@ -1,18 +1,14 @@
-"""Error helpers of ``FsspecStore``: short causes, range errors, install hints for backends,
-and the check of HTTP answers that are not what a key's request asked for."""
+"""Error helpers of ``FsspecStore``: short causes, range errors, install hints for backends."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from torchzarr.errors import MissingDependencyError
 
 __all__ = [
-    "WholeObjectAnswer",
     "batch_label",
     "bucket_is_gone",
-    "check_http_answer",
     "describe",
     "is_range_error",
     "missing_dependency",
@@ -92,36 +88,3 @@ def batch_label(key: str, count: int) -> str:
         'c/0 (and 2 more keys sent with it)'
     """
     return key if count == 1 else f"{key} (and {count - 1} more keys sent with it)"
-
-
-class WholeObjectAnswer(Exception):
-    """An HTTP server answered a Range request with the whole object (status 200, not 206).
-
-    ``body`` is that object: the store cuts the range asked for out of it.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(f"the server ignored the Range header and sent all {len(body)} bytes")
-        self.body = body
-
-
-async def check_http_answer(response: Any) -> None:
-    """aiohttp's ``raise_for_status`` hook for the requests of a key's value or size.
-
-    A key's URL never ends in ``/``; an answer from a URL that does comes from a redirect
-    to a directory (``c`` to ``c/``, as http.server, nginx, Apache and Caddy answer), which
-    is no key: FileNotFoundError. A Range request answered with status 200 carries the
-    whole object: WholeObjectAnswer. Any other status is left to fsspec.
-
-    Example:
-        >>> import asyncio, types
-        >>> answer = types.SimpleNamespace(url=types.SimpleNamespace(path="/data/c/"))
-        >>> asyncio.run(check_http_answer(answer))
-        Traceback (most recent call last):
-            ...
-        FileNotFoundError: the URL of a key led to the directory '/data/c/'
-    """
-    if response.url.path.endswith("/"):
-        raise FileNotFoundError(f"the URL of a key led to the directory {response.url.path!r}")
-    if response.status == 200 and "Range" in response.request_info.headers:
-        raise WholeObjectAnswer(await response.read())

@@ -21,20 +21,19 @@ from torchzarr.storage.base import (
     validate_prefix,
 )
 from torchzarr.storage.fsspec_errors import (
-    WholeObjectAnswer,
     batch_label,
     bucket_is_gone,
-    check_http_answer,
     describe,
     is_range_error,
     missing_dependency,
 )
+from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer
 from torchzarr.storage.local import is_temporary
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
 
-#: read-only; keys are percent-encoded in URLs, and answers checked (check_http_answer)
+#: read-only; keys are percent-encoded in URLs, and answers checked (http_answers)
 _HTTP = frozenset({"http", "https"})
 #: protocols whose first path component is a bucket or container that must exist
 _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss"})
@@ -124,8 +123,8 @@ class FsspecStore(Store):
         self._fs_url = f"{self._fs_protocol}://{rest}"
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         self.read_only = read_only or protocol in _HTTP
-        # reads of a key: tell a directory or a whole object sent for a range (the hook's doc)
-        self._answer_check = {"raise_for_status": check_http_answer} if protocol in _HTTP else {}
+        # the options of the filesystem, and of a key's requests (HTTP answers are checked)
+        self._requests = KeyRequests(self.storage_options, check_answers=protocol in _HTTP)
         self.retries, self.retry_backoff, self.timeout = retries, retry_backoff, timeout
         # the deadline is this process's setting: it is not part of the pickled spec
         self.policy = RetryPolicy(retries, retry_backoff, deadline=config.retry_deadline)
@@ -202,7 +201,7 @@ class FsspecStore(Store):
             raise UnknownStoreError(f"no fsspec protocol {self.protocol!r} (URL {self.url!r})")
         try:
             cls = fsspec.get_filesystem_class(self._fs_protocol)
-            fs = cls(skip_instance_cache=True, **self.storage_options)
+            fs = cls(skip_instance_cache=True, **self._requests.fs_options)
         except ImportError as err:
             raise missing_dependency(self.url, self.protocol, err) from err
         except ValueError as err:
@@ -344,7 +343,7 @@ class FsspecStore(Store):
                 pending.append(i)
         # s3fs sends a HEAD before each whole-object GET unless told not to split objects
         s3 = type(self.fs).__name__ == "S3FileSystem"
-        kwargs = {"max_concurrency": 1, **self._answer_check} if s3 else self._answer_check
+        kwargs = self._requests.kwargs(paths) | ({"max_concurrency": 1} if s3 else {})
         made = 0
         labels = [key for key, _ in requests]  # what an error names
         for attempt in self.policy.attempts() if pending else ():
@@ -390,7 +389,7 @@ class FsspecStore(Store):
 
     def _size_at(self, path: str) -> int | None:
         self.fs.invalidate_cache(path)
-        info = self._run("stat", path, "info", path, missing=None, **self._answer_check)
+        info = self._run("stat", path, "info", path, missing=None, **self._requests.kwargs([path]))
         return None if info is None or info.get("type", "file") != "file" else int(info["size"])
 
     def get(self, key: str) -> bytes | None:
