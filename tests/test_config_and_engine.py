@@ -192,6 +192,33 @@ def test_config_refuses_nan_seconds(key):
         setattr(config, key, float("nan"))
 
 
+@pytest.mark.parametrize("key", ["retry_backoff", "retry_deadline", "timeout"])
+def test_config_refuses_seconds_past_float_range_as_a_bad_setting(key):
+    before = getattr(config, key)
+    with pytest.raises(tz.errors.InvalidArgumentError, match=key):
+        config.set(**{key: 10**400})
+    with pytest.raises(tz.errors.InvalidArgumentError, match=key):
+        setattr(config, key, -(10**400))
+    assert getattr(config, key) == before
+
+
+def test_a_set_result_used_in_a_second_with_is_refused():
+    before = config.retries
+    changes = config.set(retries=7)
+    with changes:
+        assert config.retries == 7
+    assert config.retries == before
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"config\.set"), changes:
+        pass
+    assert config.retries == before and not config._blocks
+    nested = config.set(retries=8)
+    with nested:
+        with pytest.raises(tz.errors.InvalidArgumentError, match="one with-block"), nested:
+            pass
+        assert config.retries == 8
+    assert config.retries == before
+
+
 def test_config_refuses_infinite_seconds_except_an_unbounded_deadline():
     for key in ("retry_backoff", "timeout"):
         with pytest.raises(tz.errors.InvalidArgumentError, match=key):
@@ -228,6 +255,55 @@ def test_changing_threads_while_a_run_submits_does_not_shut_its_pool(monkeypatch
     old = interrupted[0]
     assert old is not engine._pool and old._shutdown  # the last user shut the old pool
     assert not engine._pool_users
+
+
+def test_a_pool_leased_again_as_its_last_user_leaves_is_not_shut_under_the_new_lease(
+    monkeypatch,
+):
+    # Order forced: the last user of the current pool releases the lock; before it acts on
+    # "idle", a second call leases the same pool and a third replaces it by another size.
+    from torchzarr.core import engine
+
+    class RunsBetweenLeaseEnds:
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self.releases = 0
+            self.after_release: dict[int, object] = {}
+
+        def __enter__(self) -> None:
+            self._lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+            self.releases += 1
+            action = self.after_release.pop(self.releases, None)
+            if callable(action):
+                action()
+
+    lock = RunsBetweenLeaseEnds()
+    monkeypatch.setattr(engine, "_pool", None)
+    monkeypatch.setattr(engine, "_pool_size", 0)
+    monkeypatch.setattr(engine, "_pool_users", {})
+    monkeypatch.setattr(engine, "_pool_lock", lock)
+    second_lease = engine._leased_pool(2)
+    leased: list = []
+
+    def second_leases_and_third_replaces() -> None:
+        leased.append(second_lease.__enter__())
+        with engine._leased_pool(3):
+            pass
+
+    first_lease = engine._leased_pool(2)
+    pool = first_lease.__enter__()  # release 1
+    lock.after_release[2] = second_leases_and_third_replaces
+    first_lease.__exit__(None, None, None)  # release 2: the others run right after it
+    assert leased == [pool] and pool is not engine._pool
+    try:
+        assert pool.submit(abs, -1).result(10) == 1  # still open for the second lease
+    finally:
+        second_lease.__exit__(None, None, None)
+    assert pool._shutdown and not engine._pool_users  # its last user shut it
+    engine._pool.shutdown(wait=False)
 
 
 # -- write telemetry: one call counts once; a sharded array counts inner chunks ---------------

@@ -194,3 +194,73 @@ def test_infinities_and_numpy_values_still_cast_to_floats_as_numpy_does():
     assert as_storage_array(float("inf"), data_type("float16")).item() == float("inf")
     with np.errstate(over="ignore"):
         assert as_storage_array(np.array([70000]), data_type("float16")).tolist() == [np.inf]
+
+
+def _stored_as_float(value, dtype: str) -> list[float]:
+    bits = torch.from_numpy(as_storage_array(value, data_type(dtype)))
+    return bits.view(getattr(torch, dtype)).float().tolist()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kept", "refused"),
+    [
+        # no infinity: torch saturates (e4m3fn) or gives NaN (fnuz); the tie at 464 rounds to
+        # 448, whose last bit is even
+        ("float8_e4m3fn", [464.0, -460.0], [464.5, -1e6, 1e6]),
+        ("float8_e4m3fnuz", [247.0, -247.0], [248.0, 1e6]),
+        ("float8_e5m2fnuz", [61439.0], [61440.0, 1e30]),
+        ("float8_e5m2", [61439.0], [61440.0]),  # IEEE: ties round up to infinity
+        ("float16", [65519.0], [65520.0]),
+    ],
+)
+def test_numbers_past_the_largest_float_once_rounded_are_refused_in_every_float_dtype(
+    dtype, kept, refused
+):
+    largest = torch.finfo(getattr(torch, dtype)).max
+    assert _stored_as_float(kept, dtype) == [largest if v > 0 else -largest for v in kept]
+    for number in refused:
+        with pytest.raises(ValueRangeError, match=f"array of {dtype}"):
+            as_storage_array([1.0, number], data_type(dtype))
+    assert np.isnan(_stored_as_float([float("nan")], dtype)).all()  # NaN is not a number past
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        ([1.6e18 + i * 1024.0 for i in range(64)], "int64"),  # whole floats: as numpy read them
+        ([[2.0**63 - 1024, -(2.0**63)], [2.0**62, 0.5]], "int64"),
+        ([i * 0x9E3779B97F4A7C15 % 2**64 for i in range(64)], "uint64"),  # hashes: float64
+        ([2**62 + 1, 0.5, -3.7], "int64"),  # ints past 2**53 among floats
+        ([[2**64 - 3000, 1], [2, 3]], "uint64"),
+        ([np.float32(2.5), 2.0**60], "int64"),
+    ],
+)
+def test_lists_float64_or_int_conversion_holds_exactly_take_no_per_number_path(
+    value, dtype, monkeypatch
+):
+    import torchzarr.tensors as tensors
+
+    class NumberByNumberPath:  # the per-number path checks each number's numbers.* type
+        def __getattr__(self, name):
+            raise AssertionError("converted number by number")
+
+    def truncated(numbers):  # exactly, as torch does for Python numbers
+        return [truncated(n) for n in numbers] if isinstance(numbers, list) else int(numbers)
+
+    monkeypatch.setattr(tensors, "numbers", NumberByNumberPath())
+    assert as_storage_array(value, data_type(dtype)).tolist() == truncated(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [np.int64(-1), 2],  # numpy would wrap -1
+        [np.uint64(2**64 - 1), 0.5],
+        [np.float32(1e20), 2**60 + 1],
+        [2**60 + 1, float("inf")],
+        [2**60 + 1, float("nan")],
+    ],
+)
+def test_numbers_of_any_kind_past_the_integer_range_are_refused(value):
+    with pytest.raises(ValueRangeError, match=r"array of u?int64"):
+        as_storage_array(value, data_type("uint64" if value[1] == 2 else "int64"))

@@ -37,6 +37,15 @@ _INFINITE_OK = {"retry_deadline"}
 _ZERO_OK = {"retries", "cache_bytes"}
 
 
+def _fits_a_float(value: int | float) -> bool:
+    """Whether ``value`` converts to a float (an int past float range does not)."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def _validate(key: str, value: Any) -> None:
     if key in _SECONDS:
         if value is None and _SECONDS[key]:
@@ -44,6 +53,7 @@ def _validate(key: str, value: Any) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if (
             not ok
+            or not _fits_a_float(value)
             or math.isnan(value)
             or (math.isinf(value) and key not in _INFINITE_OK)
             or value < 0
@@ -141,7 +151,8 @@ class Config:
         """Change settings now; used in a ``with``, undo these changes on leaving it.
 
         Only the settings given are restored, and blocks open at once (in one thread or in
-        several) each undo only their own change; see the class docstring.
+        several) each undo only their own change; see the class docstring. The result opens
+        one ``with`` block: entering it again raises ``InvalidArgumentError``.
 
         Example:
             >>> with config.set(threads=2):
@@ -220,11 +231,20 @@ class _Changes(contextlib.AbstractContextManager[None]):
 
     def __init__(self, owner: Config, token: object) -> None:
         self._owner, self._token = owner, token
+        self._entered = False
         # dropped without a ``with``: the changes become lasting
         self._finalizer = weakref.finalize(self, owner._abandon, token)
         self._finalizer.atexit = False
 
     def __enter__(self) -> None:
+        # the changes were made by ``set`` and are undone by the first ``with``: a second one
+        # would change nothing, so it is refused rather than silently doing nothing
+        if self._entered:
+            raise InvalidArgumentError(
+                "a config.set(...) result opens one with-block only; "
+                "call config.set(...) again for another block"
+            )
+        self._entered = True
         return None
 
     def __exit__(self, *exc_info: object) -> None:

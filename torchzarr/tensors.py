@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Any, NoReturn
+from typing import Any, NoReturn, SupportsInt, cast
 
 import numpy as np
 import torch
@@ -189,6 +189,10 @@ def _numpy_typed(value: Any) -> bool:
 
 #: float64 holds every integer of smaller magnitude exactly
 _EXACT_FLOATS = 2.0**53
+#: the types of number numpy converts to an integer dtype with ``int()``: exactly
+_BUILTIN_NUMBERS = (int, float, bool)
+#: numbers float64 holds exactly whatever their size
+_FLOAT64_EXACT = (float, np.float32, np.float16, bool, np.bool_)
 
 
 def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
@@ -197,26 +201,63 @@ def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
     does for Python numbers, rather than store a wrapped value. Floats truncate.
 
     Each number converts exactly, as in torch and zarr-python: numpy infers float64 (or
-    object) for ``[2**64 - 3000, 1]`` or ``[2**62 + 1, 0.5]``, which would round them."""
+    object) for ``[2**64 - 3000, 1]`` or ``[2**62 + 1, 0.5]``, which would round them.
+    What numpy inferred (``array``) is used whenever it holds every number exactly."""
     info = np.iinfo(dt.storage)
-    if array.dtype.kind in "iu":
-        try:
-            return np.asarray(value, dtype=dt.storage)
-        except OverflowError:
-            _out_of_range(value, array, dt, info.min, info.max)
-    if array.dtype.kind == "f" and not (np.abs(array) >= _EXACT_FLOATS).any():
-        finite = bool(np.isfinite(array).all())
-        low, high = (np.trunc(array.min()), np.trunc(array.max())) if array.size else (0, 0)
-        if not finite or low < info.min or high > info.max:
+    if array.dtype.kind in "iu":  # 64-bit integers hold every number exactly
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low < info.min or high > info.max:
             _out_of_range(value, array, dt, info.min, info.max)
         return array.astype(dt.storage)
+    if array.dtype.kind == "f":
+        # float64 holds every float exactly, and every integer below 2**53: look at the
+        # types of the numbers only past that (NaN compares False: refused below)
+        big = array.size and (array.max() >= _EXACT_FLOATS or array.min() <= -_EXACT_FLOATS)
+        types = _number_types(value, array) if big else []
+        if types.count(float) == len(types):  # the common case, checked fastest
+            return _whole_floats(value, array, dt, info)
+        kinds = set(types)
+        if all(issubclass(kind, _FLOAT64_EXACT) for kind in kinds):
+            return _whole_floats(value, array, dt, info)
+    else:
+        kinds = set(_number_types(value, array))
+    if all(issubclass(kind, _BUILTIN_NUMBERS) for kind in kinds):
+        try:
+            return np.asarray(value, dtype=dt.storage)  # each number with int(): exact
+        except (OverflowError, ValueError):  # out of range or infinite; NaN
+            _out_of_range(value, array, dt, info.min, info.max)
+    return _each_integer(value, array, dt, info)
+
+
+def _number_types(value: Any, array: np.ndarray) -> list[type]:
+    """The type of each number in ``value``, whose numpy reading is ``array``."""
+    if isinstance(value, list) and array.ndim == 1:
+        return list(map(type, value))
+    if array.dtype.kind != "O":
+        array = np.asarray(value, dtype=object)
+    return list(map(type, array.ravel().tolist()))
+
+
+def _whole_floats(value: Any, array: np.ndarray, dt: DataType, info: Any) -> np.ndarray:
+    """Floats (exactly as numpy read them) truncated to integers, the range checked."""
+    finite = bool(np.isfinite(array).all())
+    low, high = (np.trunc(array.min()), np.trunc(array.max())) if array.size else (0, 0)
+    # as floats: info.max of 64 bits rounds up to 2**63 or 2**64, which do not fit
+    if not finite or low < float(info.min) or high >= float(int(info.max) + 1):
+        _out_of_range(value, array, dt, info.min, info.max)
+    return array.astype(dt.storage)
+
+
+def _each_integer(value: Any, array: np.ndarray, dt: DataType, info: Any) -> np.ndarray:
+    """Numbers of other types (numpy scalars, fractions) converted one by one, exactly."""
     items = array if array.dtype.kind == "O" else np.asarray(value, dtype=object)
     exact: list[Any] = []  # Python ints; None for NaN or an infinity
     for item in items.flat:
         if isinstance(item, numbers.Integral):
             exact.append(int(item))
         elif isinstance(item, numbers.Real):
-            exact.append(math.trunc(item) if math.isfinite(item) else None)
+            # int() truncates exactly (numpy floats have no __trunc__ for math.trunc)
+            exact.append(int(cast(SupportsInt, item)) if math.isfinite(item) else None)
         else:
             _refuse_non_real(array, dt)
     if any(number is None or not info.min <= number <= info.max for number in exact):
@@ -239,14 +280,37 @@ def _python_reals(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
 
 
 def _refuse_overflow(value: Any, source: np.ndarray, stored: np.ndarray, dt: DataType) -> None:
-    """Refuse finite Python numbers that became infinite in ``dt`` (70000 for float16)."""
-    if dt.is_reinterpreted:
-        infinite = torch.from_numpy(stored).view(torch_dtype(dt)).float().isinf().numpy()
-    else:
-        infinite = np.isinf(stored)
-    if infinite.any() and (infinite & np.isfinite(source)).any():
-        high = float(torch.finfo(torch_dtype(dt)).max)
+    """Refuse finite Python numbers past ``dt``'s largest finite value once rounded to nearest:
+    70000 for float16 (it would become infinite) as 1e6 for float8_e4m3fn, which has no
+    infinity (torch would store 448). Numbers that round down to that value are kept."""
+    dtype = torch_dtype(dt)
+    limit, tie_rounds_up = _rounding_limit(dtype.to_real() if dtype.is_complex else dtype)
+    reinterpreted = torch.from_numpy(stored).view(dtype) if dt.is_reinterpreted else None
+    values = stored if reinterpreted is None else reinterpreted.float().numpy()
+    with np.errstate(invalid="ignore"):
+        if source.dtype.kind == "c":
+            magnitude = np.maximum(np.abs(source.real), np.abs(source.imag))
+        else:
+            magnitude = np.abs(source)
+        past = magnitude >= limit if tie_rounds_up else magnitude > limit
+        # not finite once stored: also a number that rounded up through float32 on its way
+        beyond = (past | ~np.isfinite(values)) & np.isfinite(source)
+    if beyond.any():
+        high = float(torch.finfo(dtype).max)
         _out_of_range(value, source, dt, -high, high)
+
+
+@functools.cache
+def _rounding_limit(dtype: torch.dtype) -> tuple[float, bool]:
+    """The magnitude from which numbers round past ``dtype``'s largest finite value (halfway
+    to the next step up), and whether that magnitude itself does: ties round to the even
+    neighbour, past the largest value when its last bit is odd (IEEE formats)."""
+    bits_dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    largest = torch.tensor([torch.finfo(dtype).max], dtype=torch.float64).to(dtype)
+    bits = largest.view(bits_dtype)
+    below = (bits - 1).view(dtype)
+    high, step = largest.double().item(), largest.double().item() - below.double().item()
+    return high + step / 2, bool(int(bits.item()) & 1)  # float64's: inf, never past
 
 
 def _refuse_non_real(array: np.ndarray, dt: DataType) -> NoReturn:

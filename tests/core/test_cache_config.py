@@ -60,3 +60,11 @@ def test_resize_evicts_least_recently_used_and_checks_its_argument():
     assert len(cache) == 0 and cache.nbytes == 0
     with pytest.raises(tz.errors.InvalidArgumentError, match="max_bytes"):
         cache.resize(-1)
+
+
+def test_resizing_the_shared_cache_is_refused_and_names_the_setting(hot):
+    hot[:]
+    cache = default_cache()
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"tz\.config\.cache_bytes"):
+        cache.resize(CHUNK)
+    assert cache.max_bytes == tz.config.cache_bytes and cache.nbytes >= 10 * CHUNK

@@ -184,6 +184,19 @@ def test_keep_copies_the_v3_serializer_shard_index_and_key_encoding():
     assert plain.metadata.to_json()["chunk_key_encoding"]["configuration"]["separator"] == "/"
 
 
+def test_a_serializer_among_new_compressors_replaces_the_kept_one():
+    src = _source(chunks=(4, 6), compressors=[BIG_BYTES, "gzip"])
+    little = tz.codecs.BytesCodec("little")
+    for given, endian in (([little, "zstd"], "little"), (["zstd", BIG_BYTES], "big")):
+        dst = tz.from_array("memory://", data=src, compressors=given)
+        codecs = [c.to_json() for c in dst.metadata.codecs]
+        assert [c["name"] for c in codecs] == ["bytes", "zstd"]
+        assert codecs[0].get("configuration", {}).get("endian", "little") == endian
+        assert torch.equal(dst[:], DATA)
+    with pytest.raises(CodecError, match="at most one array -> bytes"):  # two named
+        tz.from_array("memory://", data=src, serializer=BIG_BYTES, compressors=[little])
+
+
 def test_keep_copies_the_v2_order_byte_order_and_separator():
     src = tz.create_array(
         "memory://",

@@ -139,6 +139,9 @@ class ChunkCache:
         """
         if max_bytes < 0:
             raise InvalidArgumentError(f"cache size max_bytes must be >= 0, got {max_bytes}")
+        self._set_budget(max_bytes)
+
+    def _set_budget(self, max_bytes: int) -> None:
         with self._lock:
             self._max_bytes = max_bytes
             self._evict()
@@ -300,8 +303,23 @@ class _SharedCache(ChunkCache):
     def _follow_config(self) -> int:
         budget = config.cache_bytes
         if budget != self._max_bytes:
-            self.resize(budget)
+            self._set_budget(budget)  # validated by config
         return budget
+
+    def resize(self, max_bytes: int) -> None:
+        """Refused: the shared cache's budget is ``tz.config.cache_bytes`` (a resize would be
+        undone at its next use); set that instead.
+
+        Example:
+            >>> default_cache().resize(1 << 20)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            torchzarr.errors.InvalidArgumentError: ...tz.config.cache_bytes = 1048576...
+        """
+        raise InvalidArgumentError(
+            f"the shared cache follows tz.config.cache_bytes; set tz.config.cache_bytes = "
+            f"{max_bytes} (or use tz.config.set(cache_bytes=...)) instead of resizing it"
+        )
 
     @property
     def max_bytes(self) -> int:
@@ -319,7 +337,8 @@ _all_caches: list[Any] = []
 
 def default_cache() -> ChunkCache:
     """The process-wide cache, made on first use; its budget follows
-    ``tz.config.cache_bytes`` (changes take effect at its next use; 0 turns caching off).
+    ``tz.config.cache_bytes`` (changes take effect at its next use; 0 turns caching off),
+    so its ``resize`` is refused: set that setting instead.
 
     Example:
         >>> default_cache() is default_cache()

@@ -97,8 +97,11 @@ def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
             idle = not _pool_users[pool]
             if idle:
                 del _pool_users[pool]
-        if idle and pool is not _pool:
-            pool.shutdown(wait=False)  # replaced meanwhile; its tasks are done (awaited)
+            # Decided under the lock: once it is released, another call may lease this pool
+            # (if still current) and a third may replace it while the second still uses it.
+            retired = idle and pool is not _pool
+        if retired:
+            pool.shutdown(wait=False)  # replaced and unused; its tasks are done (awaited)
 
 
 def _drop_pool_in_child() -> None:

@@ -10,6 +10,7 @@ import torch
 
 from torchzarr.codecs.base import Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
+from torchzarr.codecs.pipeline import default_v3_codecs
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array
@@ -107,9 +108,13 @@ def _stored_dtype(data: Array) -> Any:
     return data.dtype
 
 
-def _with_serializer(serializer: Any, compressors: Any, zarr_format: int) -> Any:
+def _with_serializer(
+    serializer: Any, compressors: Any, zarr_format: int, kept_dtype: np.dtype[Any] | None
+) -> Any:
     """``compressors`` led by ``serializer`` (v3's array -> bytes codec), where that is not
-    the default ``bytes`` little endian that ``create_array`` writes anyway."""
+    the default ``bytes`` little endian that ``create_array`` writes anyway, nor the source's
+    serializer (kept for its storage dtype ``kept_dtype``) with one among ``compressors``,
+    which replaces it."""
     if serializer is None or (isinstance(serializer, str) and serializer == AUTO):
         return compressors
     if isinstance(serializer, BytesCodec) and serializer.endian in ("little", None):
@@ -119,7 +124,16 @@ def _with_serializer(serializer: Any, compressors: Any, zarr_format: int) -> Any
             f"serializer {serializer!r} is for Zarr v3: a v2 array takes none (pass "
             "serializer='auto')"
         )
-    return [serializer, *compressor_list(compressors, zarr_format)]
+    given = compressor_list(compressors, zarr_format)
+    if kept_dtype is not None and _holds_serializer(given, kept_dtype):
+        return given
+    return [serializer, *given]
+
+
+def _holds_serializer(compressors: list[Any], dtype: np.dtype[Any]) -> bool:
+    """Whether v3 ``compressors`` hold an array -> bytes codec: it takes the place of
+    ``bytes``, so the codecs made of them are no more than the list."""
+    return len(default_v3_codecs(dtype, compressors)) == len(compressors)
 
 
 def _axis_names(data: Any) -> tuple[str | None, ...] | None:
@@ -192,7 +206,7 @@ def from_array(
         data: the source.
         write_data: False creates the array with the source's settings and no values.
         serializer: v3's array -> bytes codec of the (inner) chunks; ``"auto"`` for
-            ``bytes`` little endian. One given in ``compressors`` replaces a kept default.
+            ``bytes`` little endian. One given in ``compressors`` replaces the kept one.
         order: v2's memory order of chunks, ``"C"`` or ``"F"``.
         chunk_key_encoding: a chunk key encoding or its JSON (None: the format's default).
         zarr_format: 2 or 3 (default: the source's, else 3).
@@ -232,8 +246,10 @@ def from_array(
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
             settings[what] = _codecs_for(settings[what], zarr_format, what)
+    kept = _is_keep(serializer) and isinstance(data, Array)
+    kept_dtype = data.metadata.data_type.storage if kept else None
     settings["compressors"] = _with_serializer(
-        settings.pop("serializer"), settings["compressors"], zarr_format
+        settings.pop("serializer"), settings["compressors"], zarr_format, kept_dtype
     )
     if isinstance(data, Array):
         dest_store = resolve_store(
