@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -443,8 +444,18 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
                 "the number of dimensions must stay the same"
             )
-        clear_outside(self._source, self.shape, new_shape)
-        self._commit_metadata(lambda metadata: metadata.evolve(shape=new_shape))
+        with self._node_locked():  # from the shape as stored: another handle may have moved it
+            clear_outside(self._source, self._stored_shape(), new_shape)
+            self._commit_metadata(lambda metadata: metadata.evolve(shape=new_shape))
+
+    def _node_locked(self) -> contextlib.AbstractContextManager[None]:
+        """This array's metadata lock (see ``nodes.node_lock``; reentrant)."""
+        return node_lock(self._store, [self._path])
+
+    def _stored_shape(self) -> tuple[int, ...]:
+        """The shape as stored now (this copy's when none is stored); hold the node lock."""
+        stored = read_node(self._store, self._path, self.zarr_format)
+        return tuple(stored.shape) if hasattr(stored, "shape") else self.shape
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` there; returns the new shape.

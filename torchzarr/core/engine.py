@@ -333,8 +333,8 @@ class _Stored:
         }
 
 
-# Read-modify-write of a chunk (or a whole shard) runs under a lock striped by key, so two
-# threads updating parts of one chunk never lose each other's writes.
+# Writes of a chunk (or a whole shard) run under a lock striped by key, so two threads
+# writing one chunk, in part or whole, never lose each other's writes.
 _STRIPES = [threading.Lock() for _ in range(256)]
 
 
@@ -358,7 +358,9 @@ def _write_batch(
 ) -> _Stored:
     keys = [source.key(p.chunk_coords) for p in batch]
     partial_keys = [k for p, k in zip(batch, keys, strict=True) if not p.is_complete_chunk]
-    with _locked(source.store, partial_keys):
+    # every key, not only those read-modify-written: a whole chunk stored while another
+    # thread's read-modify-write of it is in flight would be overwritten by its stale copy
+    with _locked(source.store, keys):
         stored = _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
     if source.shard_reader is not None:
         source.shard_reader.forget(keys)

@@ -98,20 +98,25 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     axis = given + ndim if given < 0 else given
     if not 0 <= axis < ndim:
         raise SelectionError(f"axis {given} is out of range for {ndim} dimensions")
-    if len(data_shape) != ndim or any(
-        d != s for i, (d, s) in enumerate(zip(data_shape, array.shape, strict=True)) if i != axis
-    ):
-        raise ShapeMismatchError(
-            f"cannot append data of shape {data_shape} to array {array.name} of shape "
-            f"{array.shape} along axis {axis}"
+    # Under the array's node lock, from its shape as stored: appends through any handle in
+    # this process follow one another, each after the rows the others added.
+    with array._node_locked():
+        old = array._stored_shape()
+        if len(data_shape) != ndim or any(
+            d != s for i, (d, s) in enumerate(zip(data_shape, old, strict=True)) if i != axis
+        ):
+            raise ShapeMismatchError(
+                f"cannot append data of shape {data_shape} to array {array.name} of shape "
+                f"{old} along axis {axis}"
+            )
+        new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
+        array.resize(new)
+        region = tuple(
+            slice(old[axis], new[axis]) if i == axis else slice(None) for i in range(ndim)
         )
-    old = array.shape
-    new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
-    array.resize(new)
-    region = tuple(slice(old[axis], None) if i == axis else slice(None) for i in range(ndim))
-    try:
-        array[region] = values
-    except BaseException:
-        array.resize(old)
-        raise
+        try:
+            array[region] = values
+        except BaseException:
+            array.resize(old)
+            raise
     return new
