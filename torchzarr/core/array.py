@@ -455,7 +455,8 @@ class Array(NodeBase, ZarrArrayMethods):
     def _stored_shape(self) -> tuple[int, ...]:
         """The shape as stored now (this copy's when none is stored); hold the node lock."""
         stored = read_node(self._store, self._path, self.zarr_format)
-        return tuple(stored.shape) if hasattr(stored, "shape") else self.shape
+        shape = getattr(stored, "shape", None)  # a group or nothing there: this copy's
+        return self.shape if shape is None else tuple(shape)
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` there; returns the new shape.
