@@ -452,3 +452,16 @@ def test_public_api_end_to_end(zarr_format: int) -> None:
     assert torch.equal(again[:], data)
     assert torch.equal(again[5:33, 1:6], data[5:33, 1:6])
     assert np.array_equal(again.oindex[[1, 50], [0, 6]].numpy(), data[[1, 50]][:, [0, 6]].numpy())
+
+
+def test_urls_of_one_location_have_one_identity_so_caches_stay_fresh():
+    import torchzarr as tz
+
+    assert FsspecStore("memory://same").identity == FsspecStore("memory:///same").identity
+    assert FsspecStore("memory://same").identity != FsspecStore("memory://other").identity
+    group = tz.open_group(FsspecStore("memory://same"), mode="w")
+    group.create_array("a", shape=(8,), dtype="int32", chunks=(2,), shards=(4,))[:] = 1
+    cached = tz.open_array(FsspecStore("memory:///same"), path="a", mode="r").with_cache()
+    assert cached[:3].tolist() == [1, 1, 1]
+    tz.open_array(FsspecStore("memory://same"), path="a", mode="r+")[0:3] = 7
+    assert cached[:3].tolist() == [7, 7, 7]

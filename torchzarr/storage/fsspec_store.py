@@ -160,10 +160,12 @@ class FsspecStore(Store):
 
     @property
     def identity(self) -> str:
+        self.fs  # noqa: B018 - the root as the filesystem reads it: memory://a is memory:///a
+        root = self._root if "://" in self._root else f"{self._fs_protocol}://{self._root}"
         if not self.storage_options:
-            return self.url
+            return root
         digest = hashlib.sha256(repr(sorted(self.storage_options.items())).encode()).hexdigest()
-        return f"{self.url}#{digest[:16]}"
+        return f"{root}#{digest[:16]}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SPEC}
