@@ -41,6 +41,7 @@ from torchzarr.storage import LocalStore, Store, resolve_store
 __all__ = [
     "MANIFEST_ATTRIBUTE",
     "checkpoint_store",
+    "close_archive",
     "commit_version",
     "committed_version",
     "delete_version",
@@ -395,6 +396,20 @@ def prune_later(store: Store, keep: int = 1) -> None:
     with _PRUNING_LOCK:  # the interpreter finishes the deletion before it exits
         _PRUNING[key] = thread
         thread.start()  # started before anyone can find it to join
+
+
+def close_archive(store: Store) -> None:
+    """Write the directory of a zip checkpoint to its file now (other stores: nothing).
+
+    A zip's directory is written only when the file is closed; until then another
+    process, or this one after a crash, cannot read any version in it. Saves call this
+    before they return. The store (and every store of the same zip) reopens on next use.
+
+    Example:
+        >>> close_archive(checkpoint_store("memory://"))  # nothing to write
+    """
+    if store.identity.startswith("zip://"):
+        store.close()
 
 
 def remove_all(store: Store) -> None:

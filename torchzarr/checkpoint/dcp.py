@@ -269,6 +269,7 @@ class ZarrStorageWriter(StorageWriter):
             commit.delete_version(st, version)
             raise
         commit.prune_later(st, self.keep)  # after the commit: crash safety
+        commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
 
     def storage_meta(self) -> StorageMeta | None:
         """The checkpoint id and this save's id."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
-from torchzarr.checkpoint.values import decode_value, format_key_path
+from torchzarr.checkpoint.values import decode_metadata, decode_value, format_key_path
 from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError, MetadataError, NodeNotFoundError
 
@@ -122,7 +122,9 @@ class _Walker:
             )
         node = _Node(node_json["type"])
         if "metadata" in node_json:
-            node.metadata = decode_value(node_json["metadata"], key_path)
+            node.metadata = decode_metadata(
+                node_json["metadata"], key_path, allow_pickle=self.allow_pickle
+            )
         for typed_key, kind, payload in node_json["entries"]:
             key = decode_value(typed_key, key_path, allow_pickle=self.allow_pickle)
             wanted, below = self._children(key, selectors)
@@ -239,7 +241,7 @@ def read_tree(
     root: Any,
     *,
     map_location: Any = None,
-    keys: Sequence[KeySpec] | None = None,
+    keys: Sequence[KeySpec] | str | None = None,
     allow_pickle: bool = False,
     threads: int | None = None,
     read_array: Callable[[Any], torch.Tensor] | None = None,
@@ -250,8 +252,8 @@ def read_tree(
         root: an open :class:`torchzarr.Group` (ideally opened with consolidated metadata).
         map_location: as in :func:`torch.load`: None (saved device), a device, a dict
             mapping saved device names to devices, or a callable ``(tensor, saved) -> tensor``.
-        keys: load only these keys (see :data:`KeySpec`); lists and tuples partly loaded
-            come back as ``{index: value}`` dicts.
+        keys: load only these keys (a list of :data:`KeySpec`; one string is one key);
+            lists and tuples partly loaded come back as ``{index: value}`` dicts.
         allow_pickle: needed to load leaves that were pickled at save time.
         threads: tensors read at once (default ``tz.config.threads``).
         read_array: reads a whole :class:`torchzarr.Array` as a CPU tensor (default
@@ -264,6 +266,8 @@ def read_tree(
         >>> read_tree(group, keys=["model.w"])  # doctest: +SKIP
         {'model': {'w': tensor([...])}}
     """
+    if isinstance(keys, str):
+        keys = [keys]  # one key, not its characters
     specs = list(keys) if keys is not None else None
     walker = _Walker(root, allow_pickle)
     selectors = None if specs is None else list(enumerate(specs))

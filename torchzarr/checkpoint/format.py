@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.checkpoint.values import UnrepresentableError, encode_value, format_key_path
+from torchzarr.checkpoint.values import (
+    UnrepresentableError,
+    encode_key,
+    encode_metadata,
+    encode_value,
+    format_key_path,
+)
 from torchzarr.dtypes import data_type
 from torchzarr.errors import UnsupportedDtypeError
 
@@ -238,7 +244,8 @@ class _Encoder:
             return ["alias", self.aliases[alias]]
         if alias is not None:
             self.aliases[alias] = path
-        attrs: dict[str, Any] = {"key_path": encode_value(key_path, key_path)}
+        # its keys were encoded (and checked) by the containers: this cannot fail
+        attrs: dict[str, Any] = {"key_path": encode_value(key_path, allow_pickle=self.allow_pickle)}
         if from_numpy:
             attrs["numpy"] = True
         if isinstance(t, torch.nn.Parameter):
@@ -257,7 +264,7 @@ class _Encoder:
         entries: list[list[Any]] = []
         for key, child in pairs:
             child_keys = (*key_path, key)
-            typed_key = encode_value(key, child_keys, allow_pickle=self.allow_pickle)
+            typed_key = encode_key(key, child_keys, allow_pickle=self.allow_pickle)
             if is_stored_array(child):
                 name = node_name(key, used)
                 child_path = f"{path}/{name}" if path else name
@@ -270,16 +277,16 @@ class _Encoder:
             else:
                 entries.append([typed_key, *self._value(child, child_keys)])
         node: dict[str, Any] = {"type": kind, "entries": entries}
-        metadata = getattr(value, "_metadata", None)
-        if kind == "odict" and metadata is not None:
-            # nn.Module.state_dict() versions its modules here; load_state_dict reads it.
-            node["metadata"] = encode_value(metadata, (*key_path, "_metadata"))
+        # nn.Module.state_dict() versions its modules here; load_state_dict reads it.
+        metadata = encode_metadata(value, key_path, allow_pickle=self.allow_pickle)
+        if metadata is not None:
+            node["metadata"] = metadata
         self.plan.groups[path] = {NODE_ATTRIBUTE: node}
 
 
 def _first_cycle(value: Any, key_path: tuple[Any, ...], active: set[int]) -> Any:
     """The key path at which a container holds one of its ancestors, or None."""
-    if type(value) not in _CONTAINERS:
+    if type(value) not in (*_CONTAINERS, Counter, defaultdict):
         return None
     if id(value) in active:
         return key_path

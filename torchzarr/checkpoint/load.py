@@ -27,7 +27,7 @@ __all__ = ["load_checkpoint"]
 def load_checkpoint(
     store: Any,
     map_location: Any = None,
-    keys: Sequence[KeySpec] | None = None,
+    keys: Sequence[KeySpec] | str | None = None,
     *,
     lazy: bool = False,
     huge_pages: bool = False,
@@ -41,8 +41,8 @@ def load_checkpoint(
         store: a path, URL or Store.
         map_location: as in :func:`torch.load` (None: the device each tensor was saved
             from; a device; a dict of saved -> target device names; a callable).
-        keys: load only these keys (``"model.layer.weight"`` or exact tuples): the other
-            tensors are never read.
+        keys: load only these keys, a list of ``"model.layer.weight"`` strings or exact
+            tuples (a single string is one key): the other tensors are never read.
         lazy: memory-map uncompressed tensors of local checkpoints instead of reading them
             (as ``torch.load(mmap=True)``): pages are read when first touched and are not
             copied into process memory; other tensors are read as usual.

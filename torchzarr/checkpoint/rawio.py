@@ -25,10 +25,12 @@ import numpy as np
 import torch
 
 from torchzarr.core.array import Array
+from torchzarr.errors import InvalidArgumentError
 from torchzarr.storage import LocalStore, Store
 
 __all__ = [
     "empty_huge",
+    "flat_bytes",
     "map_array",
     "read_array",
     "sync_local",
@@ -209,6 +211,26 @@ def read_array(array: Array, *, huge_pages: bool = False) -> torch.Tensor:
     return array.read(..., out=out)
 
 
+def flat_bytes(data: torch.Tensor) -> torch.Tensor:
+    """The bytes of a contiguous CPU tensor as a 1-d ``uint8`` view of its memory (no copy).
+
+    ``is_contiguous()`` ignores the strides of size-1 axes (``weight[:, 0]`` of a ``(1, 5)``
+    weight has shape ``(1,)``, stride ``(5,)``), which ``view(torch.uint8)`` refuses; the
+    elements are still back to back, so a 1-d view with stride 1 over them is exact.
+
+    Example:
+        >>> column = torch.ones(1, 5)[:, 0]  # shape (1,), stride (5,)
+        >>> flat_bytes(column)
+        tensor([  0,   0, 128,  63], dtype=torch.uint8)
+    """
+    if not data.is_contiguous():
+        raise InvalidArgumentError(
+            f"flat_bytes needs a contiguous tensor, got shape {tuple(data.shape)} "
+            f"strides {data.stride()}"
+        )
+    return data.as_strided((data.numel(),), (1,)).view(torch.uint8)
+
+
 def write_rows(array: Array, start: int, stop: int, data: torch.Tensor) -> bool:
     """Write rows ``start:stop`` of ``array`` from ``data`` as whole raw chunk files.
 
@@ -232,7 +254,7 @@ def write_rows(array: Array, start: int, stop: int, data: torch.Tensor) -> bool:
     rows = array.shape[0] if array.shape else 1
     if start % per_chunk or (stop % per_chunk and stop != rows):
         return False
-    buf = data.reshape(-1).view(torch.uint8).numpy().data
+    buf = flat_bytes(data).numpy().data
     for c in range(start // per_chunk, -(-stop // per_chunk)):
         lo, hi = c * per_chunk, min(stop, (c + 1) * per_chunk)
         piece = buf[(lo - start) * row_bytes : (hi - start) * row_bytes]

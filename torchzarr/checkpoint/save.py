@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
@@ -187,8 +187,11 @@ def save_checkpoint(
                 # effort; what a killed process leaves behind goes with the next save.
                 with contextlib.suppress(Exception):
                     commit.delete_version(st, version)
+            with contextlib.suppress(Exception):
+                commit.close_archive(st)  # a zip keeps its earlier versions readable
             raise
     commit.prune_later(st, keep)  # after the commit, never before: crash safety
+    commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
     return version
 
 
@@ -217,6 +220,11 @@ def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
         return out
     if type(state) in (list, tuple):
         return type(state)(_snapshot(v, memo) for v in state)
+    if type(state) in (Counter, defaultdict):
+        out = state.copy()  # same type and default_factory
+        for k, v in state.items():
+            out[k] = _snapshot(v, memo)
+        return out
     return state
 
 
@@ -234,13 +242,26 @@ def snapshot(state: Any) -> Any:
     return _snapshot(state, {})
 
 
+def _chain_failed_save(err: BaseException, previous: Exception, previous_store: Any) -> None:
+    """Make ``err`` (a save refused up front) also report the earlier save that failed."""
+    err.add_note(
+        f"The previous background save (to {previous_store!r}) failed as well and was not "
+        f"written: {type(previous).__name__}: {previous}"
+    )
+    err.__context__ = previous  # shown first in the traceback, even after "raise ... from None"
+    err.__suppress_context__ = False
+
+
 class AsyncCheckpointer:
     """Saves checkpoints on a background thread; training continues while they are written.
 
     :meth:`save` snapshots the tensors (a CPU copy) before it returns, so the caller may
     change them at once. One save runs at a time: a new :meth:`save` first waits for the
     previous one. A failed save raises its error from the next :meth:`save` (which starts
-    its own save all the same) or :meth:`wait`.
+    its own save all the same) or :meth:`wait`. When that next :meth:`save` is refused up
+    front too (a leaf that cannot be stored), it raises its own error, which names the
+    failed earlier save in a note and carries its error as ``__context__``: neither was
+    written.
 
     Example:
         >>> import torch, torchzarr as tz
@@ -255,6 +276,7 @@ class AsyncCheckpointer:
         self._options = save_options
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[str] | None = None
+        self._pending_store: Any = None
         self._lock = threading.Lock()
 
     def save(self, state: Any, store: Any, **save_options: Any) -> None:
@@ -262,23 +284,31 @@ class AsyncCheckpointer:
 
         Takes the keyword arguments of :func:`save_checkpoint` (over the constructor's).
         Raises the error of the previous save, if it failed, after this one is under way:
-        a caller that catches it and goes on loses no later checkpoint.
+        a caller that catches it and goes on loses no later checkpoint. If this save is
+        refused before it starts (e.g. :class:`~torchzarr.errors.UnrepresentableError`),
+        its error is raised instead, noting the previous save's failure and chained to it
+        (``__context__``).
         """
         previous: Exception | None = None
+        options = {**self._options, **save_options}
         with self._lock:
+            previous_store = self._pending_store
             try:
                 self._wait_locked()
             except Exception as err:
                 previous = err
-            # Check what can be checked now, so that an unsavable leaf fails in the caller.
-            encode_tree(
-                state, allow_pickle=bool({**self._options, **save_options}.get("allow_pickle"))
-            )
-            copy = snapshot(state)
+            try:
+                # Check what can be checked now, so that an unsavable leaf fails in the caller.
+                encode_tree(state, allow_pickle=bool(options.get("allow_pickle")))
+                copy = snapshot(state)
+            except BaseException as err:
+                if previous is not None:
+                    _chain_failed_save(err, previous, previous_store)
+                raise
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-ckpt-async")
-            options = {**self._options, **save_options}
             self._pending = self._pool.submit(save_checkpoint, copy, store, **options)
+            self._pending_store = store
         if previous is not None:
             raise previous
 

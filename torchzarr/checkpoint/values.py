@@ -6,12 +6,20 @@ a one-key object naming its type::
     1.5            -> {"float": 1.5}          nan / inf -> {"float": "nan"} / {"float": "inf"}
     (1, "a")       -> {"tuple": [1, "a"]}     [1, 2] -> {"list": [1, 2]}
     {1: "a"}       -> {"dict": [[1, "a"]]}    OrderedDict -> {"odict": [[k, v], ...]}
+    OrderedDict with state_dict()'s _metadata -> {"odict": {"entries": [[k, v], ...],
+                                                            "metadata": <typed JSON>}}
+    Counter({"a": 2})              -> {"counter": [["a", 2]]}
+    defaultdict(list, {1: []})     -> {"defaultdict": ["list", [[1, {"list": []}]]]}
+                                      (default_factory None or a builtin type: see below)
     torch.Size     -> {"size": [2, 3]}        torch.float32 -> {"dtype": "float32"}
     1+2j           -> {"complex": [1.0, 2.0]} (nan / inf as in floats)
     b"ab"          -> {"bytes": "YWI="}       torch.device("cuda:0") -> {"device": "cuda:0"}
     np.float32(1)  -> {"numpy": ["float32", 1.0]}
     a class        -> {"class": "module:qualname"}   (resolved only from modules already imported)
     anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
+
+A defaultdict's ``default_factory`` is stored by name and restored only from
+:data:`DEFAULT_FACTORIES` (None and builtin types): loading never calls anything else.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import base64
 import math
 import sys
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +36,22 @@ import torch
 
 from torchzarr.errors import MetadataError, TorchZarrError, UnrepresentableError
 
-__all__ = ["UnrepresentableError", "decode_value", "encode_value", "format_key_path"]
+__all__ = [
+    "DEFAULT_FACTORIES",
+    "UnrepresentableError",
+    "decode_metadata",
+    "decode_value",
+    "encode_key",
+    "encode_metadata",
+    "encode_value",
+    "format_key_path",
+]
+
+#: ``default_factory`` values a stored ``defaultdict`` may have, by the name stored.
+DEFAULT_FACTORIES: dict[str, type | None] = {
+    "None": None,
+    **{t.__name__: t for t in (int, float, complex, bool, str, bytes, list, tuple, dict, set)},
+}
 
 
 def format_key_path(path: tuple[Any, ...]) -> str:
@@ -113,23 +136,93 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
                 encode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(value)
             ]
         }
-    if type(value) in (dict, OrderedDict):
-        items = [
-            [
-                encode_value(k, (*path, k), allow_pickle=allow_pickle),
-                encode_value(v, (*path, k), allow_pickle=allow_pickle),
-            ]
-            for k, v in value.items()
-        ]
-        return {"dict" if type(value) is dict else "odict": items}
+    if type(value) in (dict, OrderedDict, Counter):
+        items = _encode_pairs(value, path, allow_pickle)
+        metadata = encode_metadata(value, path, allow_pickle=allow_pickle)
+        if metadata is not None:
+            return {"odict": {"entries": items, "metadata": metadata}}
+        return {_MAPPING_TAGS[type(value)]: items}
+    if type(value) is defaultdict and _factory_name(value.default_factory) is not None:
+        factory = _factory_name(value.default_factory)
+        return {"defaultdict": [factory, _encode_pairs(value, path, allow_pickle)]}
     if isinstance(value, type) and "<locals>" not in value.__qualname__:
         return {"class": f"{value.__module__}:{value.__qualname__}"}
     if allow_pickle:
         return {"pickle": _pickle_dumps(value)}
+    detail = ""
+    if type(value) is defaultdict:
+        detail = (
+            f" (its default_factory {value.default_factory!r} is not one of "
+            f"{', '.join(DEFAULT_FACTORIES)})"
+        )
     raise UnrepresentableError(
-        f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__} "
-        "cannot be stored as typed JSON; convert it, or pass allow_pickle=True to pickle it"
+        f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__}"
+        f"{detail} cannot be stored as typed JSON; convert it, or pass allow_pickle=True "
+        "to pickle it"
     )
+
+
+_MAPPING_TAGS: dict[type, str] = {dict: "dict", OrderedDict: "odict", Counter: "counter"}
+
+
+def _factory_name(factory: Any) -> str | None:
+    """The stored name of a defaultdict's ``default_factory``, None if it cannot be stored."""
+    name = "None" if factory is None else getattr(factory, "__name__", None)
+    if name in DEFAULT_FACTORIES and DEFAULT_FACTORIES[name] is factory:
+        return name
+    return None
+
+
+def _encode_pairs(value: Any, path: tuple[Any, ...], allow_pickle: bool) -> list[list[Any]]:
+    return [
+        [
+            encode_key(k, (*path, k), allow_pickle=allow_pickle),
+            encode_value(v, (*path, k), allow_pickle=allow_pickle),
+        ]
+        for k, v in value.items()
+    ]
+
+
+def encode_key(key: Any, path: tuple[Any, ...], *, allow_pickle: bool = False) -> Any:
+    """The typed JSON of a mapping key; raise naming ``path`` (which ends with ``key``)
+    as a key when it cannot be held.
+
+    Example:
+        >>> encode_key(3, ("state", 3)), encode_key("lr", ("lr",))
+        (3, 'lr')
+    """
+    try:
+        return encode_value(key, path, allow_pickle=allow_pickle)
+    except UnrepresentableError:
+        raise UnrepresentableError(
+            f"checkpoint key at {format_key_path(path)} of type {type(key).__qualname__} "
+            "cannot be stored as typed JSON; convert it, or pass allow_pickle=True to pickle it"
+        ) from None
+
+
+def encode_metadata(value: Any, path: tuple[Any, ...], *, allow_pickle: bool = False) -> Any:
+    """The typed JSON of an OrderedDict's ``_metadata`` (set by ``nn.Module.state_dict()``,
+    read by ``load_state_dict``), or None when ``value`` carries none.
+
+    Example:
+        >>> sd = torch.nn.ReLU().state_dict()
+        >>> encode_metadata(sd, ())
+        {'odict': [['', {'dict': [['version', 1]]}]]}
+    """
+    metadata = getattr(value, "_metadata", None)
+    if type(value) is not OrderedDict or metadata is None:
+        return None
+    return encode_value(metadata, (*path, "_metadata"), allow_pickle=allow_pickle)
+
+
+def decode_metadata(payload: Any, path: tuple[Any, ...], *, allow_pickle: bool = False) -> Any:
+    """The ``_metadata`` whose typed JSON is ``payload`` (see :func:`encode_metadata`).
+
+    Example:
+        >>> dict(decode_metadata({"odict": [["", {"dict": [["version", 1]]}]]}, ()))
+        {'': {'version': 1}}
+    """
+    return decode_value(payload, (*path, "_metadata"), allow_pickle=allow_pickle)
 
 
 def _resolve_class(spec: str, path: tuple[Any, ...]) -> type:
@@ -177,6 +270,23 @@ def _decode_pairs(
     return out
 
 
+def _decode_odict(payload: Any, path: tuple[Any, ...], allow_pickle: bool) -> Any:
+    if not isinstance(payload, dict):  # no _metadata: the pairs alone
+        return OrderedDict(_decode_pairs(payload, path, allow_pickle))
+    out: Any = OrderedDict(_decode_pairs(payload["entries"], path, allow_pickle))
+    out._metadata = decode_metadata(payload["metadata"], path, allow_pickle=allow_pickle)
+    return out
+
+
+def _stored_factory(name: Any, path: tuple[Any, ...]) -> Any:
+    if not isinstance(name, str) or name not in DEFAULT_FACTORIES:
+        raise MetadataError(
+            f"checkpoint value at {format_key_path(path)}: defaultdict factory {name!r} is "
+            f"not one of {', '.join(DEFAULT_FACTORIES)}"
+        )
+    return DEFAULT_FACTORIES[name]
+
+
 def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool = False) -> Any:
     """The value whose typed JSON is ``payload`` (inverse of :func:`encode_value`).
 
@@ -199,7 +309,11 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
             decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
         ),
         "dict": lambda b: dict(_decode_pairs(b, path, allow_pickle)),
-        "odict": lambda b: OrderedDict(_decode_pairs(b, path, allow_pickle)),
+        "odict": lambda b: _decode_odict(b, path, allow_pickle),
+        "counter": lambda b: Counter(dict(_decode_pairs(b, path, allow_pickle))),
+        "defaultdict": lambda b: defaultdict(
+            _stored_factory(b[0], path), _decode_pairs(b[1], path, allow_pickle)
+        ),
         "size": lambda b: torch.Size(b),
         "bytes": lambda b: base64.b64decode(b.encode("ascii"), validate=True),
         "device": lambda b: torch.device(b),
@@ -223,7 +337,7 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         return decoder(body)
     except TorchZarrError:
         raise
-    except (TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as err:
         raise MetadataError(
             f"checkpoint value at {format_key_path(path)}: bad typed JSON for {tag!r} ({err})"
         ) from None
