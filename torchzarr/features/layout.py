@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
-from torchzarr.errors import MetadataError
+from torchzarr.errors import MetadataError, UnsupportedDtypeError
 from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
 
@@ -26,7 +27,7 @@ __all__ = [
     "init_layout",
     "load_published",
     "publish",
-    "published_version",
+    "published_stamp",
 ]
 
 #: group attribute holding what readers trust: row count, version, published feature names
@@ -44,6 +45,7 @@ class Published:
     """One published state: readers use it whole, a write replaces it whole."""
 
     version: int
+    store_id: str | None  # unique per creation: a store rebuilt with mode="w" gets a new one
     index: IdIndex
     arrays: dict[str, Array]  # writable handles, shape[0] >= index.num_rows
     cached: dict[str, Array]  # the same arrays reading through the decoded-chunk cache
@@ -69,7 +71,13 @@ def init_layout(group: Group) -> None:
         chunks=(_ID_CHUNK_ROWS,),
         dimension_names=[IDS],
     )
-    group.attrs[STATE_ATTRIBUTE] = {"format": 1, "num_rows": 0, "version": 0, "features": []}
+    group.attrs[STATE_ATTRIBUTE] = {
+        "format": 1,
+        "num_rows": 0,
+        "version": 0,
+        "features": [],
+        "store_id": uuid.uuid4().hex,
+    }
 
 
 def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
@@ -105,13 +113,30 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
             )
         arrays[name] = node
     ids = arrays.pop(IDS)[:num_rows].numpy()
-    return Published(version, IdIndex.from_ids(ids), arrays, _cached(arrays, cache))
+    return Published(
+        version, _store_id(state), IdIndex.from_ids(ids), arrays, _cached(arrays, cache)
+    )
 
 
-def published_version(group: Group) -> int:
-    """The version the group's attribute publishes, -1 when it has none."""
+def published_stamp(group: Group) -> tuple[str | None, int]:
+    """``(store_id, version)`` as the group's attribute publishes them (version -1 when it
+    has none). A store rebuilt with mode="w" restarts its version at 0 under a new id, so
+    compare both to tell whether a loaded state is still current.
+
+    Example:
+        >>> published_stamp(tz.open_group("memory://", mode="w"))  # doctest: +SKIP
+        (None, -1)
+    """
     state = group.attrs.get(STATE_ATTRIBUTE)
-    return int(state.get("version", -1)) if isinstance(state, dict) else -1
+    if not isinstance(state, dict):
+        return None, -1
+    return _store_id(state), int(state.get("version", -1))
+
+
+def _store_id(state: dict[str, Any]) -> str | None:
+    """The store id in the state attribute (None in stores made before store ids)."""
+    store_id = state.get("store_id")
+    return None if store_id is None else str(store_id)
 
 
 def publish(
@@ -125,13 +150,16 @@ def publish(
     last) and return the state this instance swaps in whole, under its exclusive lock."""
     version = published.version + 1
     index = published.index.extended(new_ids)
-    group.attrs[STATE_ATTRIBUTE] = {
+    state: dict[str, Any] = {
         "format": 1,
         "num_rows": index.num_rows,
         "version": version,
         "features": list(arrays),
     }
-    return Published(version, index, arrays, _cached(arrays, cache))
+    if published.store_id is not None:  # stores made before store ids keep having none
+        state["store_id"] = published.store_id
+    group.attrs[STATE_ATTRIBUTE] = state
+    return Published(version, published.store_id, index, arrays, _cached(arrays, cache))
 
 
 def forget_cached(published: Published) -> None:
@@ -175,6 +203,7 @@ def create_feature_array(
     if chunk_rows is None:
         target = chunk_bytes or (DEFAULT_INNER_BYTES if v3 else DEFAULT_CHUNK_BYTES)
         chunk_rows = _pow2_rows(target, row_bytes)
+    chunk_row_shape = tuple(max(1, d) for d in row_shape)  # a zero-width axis: 1-wide chunks
     dims = [IDS, *(f"{name}_{i}" for i in range(1, len(row_shape) + 1))]
     kwargs: dict[str, Any] = {}
     if compressors is not None:
@@ -183,18 +212,21 @@ def create_feature_array(
     if v3:
         shard_rows = max(chunk_rows, _pow2_rows(shard_bytes, row_bytes))
         shard_rows -= shard_rows % chunk_rows
-        kwargs["shards"] = (shard_rows, *row_shape)
+        kwargs["shards"] = (shard_rows, *chunk_row_shape)
         kwargs.setdefault("compressors", [])  # raw inner chunks: a gather reads, no decode
     if name in group:  # left behind by a write that never published: start clean
         del group[name]
-    return group.create_array(
-        name,
-        shape=(rows, *row_shape),
-        dtype=dtype,
-        chunks=(chunk_rows, *row_shape),
-        fill_value=fill_value,
-        **kwargs,
-    )
+    try:
+        return group.create_array(
+            name,
+            shape=(rows, *row_shape),
+            dtype=dtype,
+            chunks=(chunk_rows, *chunk_row_shape),
+            fill_value=fill_value,
+            **kwargs,
+        )
+    except (MetadataError, UnsupportedDtypeError) as exc:  # e.g. a fill value out of range
+        raise type(exc)(f"feature {name!r}: {exc}") from exc
 
 
 def _pow2_rows(nbytes: int, row_bytes: int) -> int:

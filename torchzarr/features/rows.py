@@ -43,21 +43,24 @@ def plan_upsert(index: IdIndex, query: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     ``rows`` (ascending) are the target rows and ``positions`` the index in ``query`` of the
     value each receives: the last occurrence of a repeated id wins. New ids take the rows
-    after ``index.num_rows`` in the order the caller gave them; ``new_ids`` lists them so.
+    after ``index.num_rows`` in the order of their first occurrence in ``query``;
+    ``new_ids`` lists them so.
 
     Example:
-        >>> rows, positions, new = plan_upsert(IdIndex.from_ids(np.array([5])), np.array([9, 5, 9]))
+        >>> index = IdIndex.from_ids(np.array([5]))
+        >>> rows, positions, new = plan_upsert(index, np.array([9, 5, 8, 9]))
         >>> rows.tolist(), positions.tolist(), new.tolist()
-        ([0, 1], [1, 2], [9])
+        ([0, 1, 2], [1, 3, 2], [9, 8])
     """
-    unique, first_from_end = np.unique(query[::-1], return_index=True)
+    unique, first = np.unique(query, return_index=True)
+    _, first_from_end = np.unique(query[::-1], return_index=True)
     positions = query.size - 1 - first_from_end
     rows, found = index.lookup(unique)
-    by_position = np.argsort(positions[~found], kind="stable")
-    new_ids = unique[~found][by_position]
+    by_first = np.argsort(first[~found], kind="stable")
+    new_ids = unique[~found][by_first]
     start = index.num_rows
     new_rows = np.empty(new_ids.size, dtype=np.int64)
-    new_rows[by_position] = np.arange(start, start + new_ids.size, dtype=np.int64)
+    new_rows[by_first] = np.arange(start, start + new_ids.size, dtype=np.int64)
     rows = rows.copy()
     rows[~found] = new_rows
     order = np.argsort(rows)
@@ -111,10 +114,12 @@ def gather_rows(
     if plan.all_found:  # numpy's take: torch's index_select spins threads on a busy host
         view = storage_view(result, arr.data_type)
         np.take(storage_view(gathered, arr.data_type), plan.select.numpy(), axis=0, out=view)
-    else:
-        mask = torch.from_numpy(plan.mask)
-        result[mask] = gathered[plan.select[mask]]
-        result[~mask] = arr.fill_value
+    else:  # through numpy: torch lacks masked writes for uint16/32/64
+        view = storage_view(result, arr.data_type)
+        found = plan.mask
+        view[found] = storage_view(gathered, arr.data_type)[plan.select.numpy()[found]]
+        fill = torch.full((1,), arr.fill_value, dtype=arr.dtype)
+        view[~found] = storage_view(fill, arr.data_type)[0]
     return _deliver(result, dest)
 
 
@@ -206,7 +211,8 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     """Refuse writing ``value`` to feature ``name`` of ``dtype`` when the cast would lose
     more than precision: integers out of range, fractions or non-finite values into an
     integer feature, numbers past 0/1 into a bool one, finite floats that would overflow
-    to infinity. A feature store holds ids' data, so a wrapped label is data loss (a
+    to infinity (either part of a complex value too), complex values into a real feature
+    (:class:`~torchzarr.errors.UnsupportedDtypeError`). A feature store holds ids' data, so a wrapped label is data loss (a
     tensor copy in torch wraps silently).
 
     Example:
@@ -216,16 +222,35 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
         torchzarr.errors.ValueRangeError: feature 'label' of torch.int32 cannot hold ...
     """
     source = value.dtype
-    if source == dtype or value.numel() == 0 or source.is_complex or dtype.is_complex:
-        return  # complex into real is refused where the data is converted
-    if _always_fits(source, dtype):
+    if source.is_complex and not dtype.is_complex:
+        raise UnsupportedDtypeError(
+            f"feature {name!r} of {dtype} cannot hold complex values ({source}): "
+            "write their real part or magnitude"
+        )
+    if source == dtype or value.numel() == 0:
+        return
+    if dtype.is_complex:  # each part must fit the complex feature's real dtype
+        parts = torch.view_as_real(value.detach().cpu()) if source.is_complex else value
+        _check_real_fits(name, parts, dtype.to_real(), (dtype, source))
+    else:
+        _check_real_fits(name, value, dtype, (dtype, source))
+
+
+def _check_real_fits(
+    name: str, value: torch.Tensor, dtype: torch.dtype, shown: tuple[torch.dtype, torch.dtype]
+) -> None:
+    """:func:`check_fits` for real ``value`` and ``dtype`` (the parts of complex ones);
+    errors show ``shown``: the feature's and the written values' own dtypes."""
+    source = value.dtype
+    feature_dtype, value_dtype = shown
+    if source == dtype or _always_fits(source, dtype):
         return  # a widening cast: no value to look at
     if source.is_floating_point and not dtype.is_floating_point:
         flat = value.detach().cpu().double()
         if not bool(torch.isfinite(flat).all()) or not bool((flat == flat.trunc()).all()):
             raise ValueRangeError(
-                f"feature {name!r} of {dtype} cannot hold non-integral or non-finite values "
-                f"of {source}: round them first"
+                f"feature {name!r} of {feature_dtype} cannot hold non-integral or non-finite values "
+                f"of {value_dtype}: round them first"
             )
     low, high = _bounds(value)
     if dtype == torch.bool:
@@ -240,8 +265,8 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
         fits = info.min <= low and high <= info.max
     if not fits:
         raise ValueRangeError(
-            f"feature {name!r} of {dtype} cannot hold the values written, which range from "
-            f"{low} to {high} ({source})"
+            f"feature {name!r} of {feature_dtype} cannot hold the values written, which range from "
+            f"{low} to {high} ({value_dtype})"
         )
 
 

@@ -32,7 +32,7 @@ from torchzarr.features.layout import (
     init_layout,
     load_published,
     publish,
-    published_version,
+    published_stamp,
 )
 from torchzarr.features.rows import (
     as_feature_tensor,
@@ -64,6 +64,9 @@ class FeatureStore:
     Args:
         store: a path, URL or :class:`~torchzarr.Store`.
         mode: "r", "r+", "a" (create if absent), "w" (start empty) or "w-" (must be new).
+            "w" and "w-" act when the instance is made, as in zarr-python (a copy sent to
+            a DataLoader worker reopens the store without wiping it); the other modes
+            open the store at first use.
         path: the group's path inside the store.
         zarr_format: 2 or 3 for a new store (default 3); an existing store opens in its
             own format when left out.
@@ -111,6 +114,8 @@ class FeatureStore:
         self._compressors = compressors
         self._cache = cache if cache is not None else ChunkCache(config.cache_bytes)
         self._init_runtime()
+        if mode in ("w", "w-"):  # start empty (or refuse an existing store) now, as zarr does
+            self._state()
 
     def _layout(self) -> dict[str, Any]:
         return {
@@ -127,7 +132,7 @@ class FeatureStore:
         self._open_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pending_lock = threading.Lock()
-        self._pending: tuple[tuple[Any, ...], int, Future[FeatureBatch]] | None = None
+        self._pending: tuple[tuple[Any, ...], Published, Future[FeatureBatch]] | None = None
 
     # -- pickling: the spec travels, the process-local state is rebuilt lazily -------------
     def __getstate__(self) -> dict[str, Any]:
@@ -174,6 +179,8 @@ class FeatureStore:
         )
         init_layout(group)
         self._group = group
+        if mode in ("w", "w-"):  # done: opening again (a copy, a pickle) must not wipe it
+            self._spec = (group.store, "r+", path, zarr_format, options)
         return group
 
     def refresh(self) -> bool:
@@ -184,13 +191,13 @@ class FeatureStore:
             False
         """
         old = self._state()
-        if published_version(self._reopen()) == old.version:
+        if published_stamp(self._reopen()) == (old.store_id, old.version):
             return False
         with self._rw.exclusive():
             old = self._state()
             group = self._reopen()
-            if published_version(group) == old.version:
-                return False
+            if published_stamp(group) == (old.store_id, old.version):
+                return False  # a rebuilt store (mode="w") has a new store id: reloaded whole
             new = load_published(group, self._cache)
             self._group = group
             forget_cached(old)
@@ -357,14 +364,14 @@ class FeatureStore:
             >>> batch = fs.read(next_ids)  # doctest: +SKIP
         """
         check_missing(missing)
-        query = as_ids(ids)
+        query = as_ids(ids).copy()  # the caller may refill its id buffer for the next batch
         names = _feature_names(features)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-features")
-        version = self._state().version
+        published = self._state()
         future = self._pool.submit(self._read_fresh, query, names, None, pin_memory, missing)
         with self._pending_lock:
-            self._pending = ((query, names, pin_memory, missing), version, future)
+            self._pending = ((query, names, pin_memory, missing), published, future)
 
     def _take_prefetched(
         self, query: np.ndarray, names: tuple[str, ...] | None, pin_memory: bool, missing: str
@@ -373,14 +380,14 @@ class FeatureStore:
             pending, self._pending = self._pending, None
         if pending is None:
             return None
-        (p_query, p_names, p_pin, p_missing), version, future = pending
+        (p_query, p_names, p_pin, p_missing), published, future = pending
         if (p_names, p_pin, p_missing) != (names, pin_memory, missing) or not np.array_equal(
             p_query, query
         ):
             return None
         batch = future.result()  # a failed prefetch raises here, as the read would have
-        if version != self._state().version:
-            return None  # a write was published meanwhile: read again
+        if published is not self._state():
+            return None  # a write or refresh was published meanwhile: read again
         return batch
 
     # -- writing ----------------------------------------------------------------------------
@@ -389,7 +396,9 @@ class FeatureStore:
 
         Every value holds one row per id (tensor on any device, numpy array or nested
         lists). A feature missing from the call keeps its rows; for new ids it holds its
-        fill value. When an id repeats in ``ids``, its last row wins. The call becomes
+        fill value. When an id repeats in ``ids``, its last row wins; new ids are appended
+        in the order of their first appearance. Values a feature's dtype cannot hold are
+        refused before anything is written. The call becomes
         visible to readers at once, when it is complete.
 
         Example:

@@ -1,0 +1,124 @@
+"""Regression tests of FeatureStore: prefetch id buffers, up-front dtype refusals, rebuilt
+stores, mode "w"/"w-" at construction, fills of unsigned features, zero-width rows and the
+order of new ids."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import (
+    MetadataError,
+    NodeExistsError,
+    UnsupportedDtypeError,
+    ValueRangeError,
+)
+from torchzarr.features import FeatureStore
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_prefetch_keeps_its_own_copy_of_a_reused_id_buffer(kind: str) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write(np.arange(10), {"x": torch.arange(10.0)})
+    ids = np.array([1, 2], dtype=np.int64) if kind == "numpy" else torch.tensor([1, 2])
+    fs.prefetch(ids)
+    pending = fs._pending
+    assert pending is not None
+    pending[2].result()  # the prefetch is done (no timing involved)
+    ids[0], ids[1] = 7, 8  # the caller refills its buffer for the next batch
+    assert fs.read(ids)["x"].tolist() == [7.0, 8.0]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_complex_into_a_real_feature_is_refused_before_anything_is_written(
+    zarr_format: int,
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.write([1, 2], {"emb": torch.tensor([1.0, 2.0]), "score": torch.tensor([0.5, 0.5])})
+    with pytest.raises(UnsupportedDtypeError, match=r"feature 'score' of torch\.float32 .*complex"):
+        fs.write([2, 3], {"emb": torch.tensor([99.0, 3.0]), "score": torch.tensor([1 + 1j, 0j])})
+    assert fs.read([2])["emb"].tolist() == [2.0]  # the refused write left nothing visible
+    assert len(fs) == 2 and fs.version == 1
+
+
+def test_finite_complex_values_that_would_overflow_are_refused() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"c": torch.tensor([1 + 1j], dtype=torch.complex64)})
+    refused = [
+        torch.tensor([1e300 + 2j], dtype=torch.complex128),
+        torch.tensor([2 + 1e300j], dtype=torch.complex128),
+        torch.tensor([1e300], dtype=torch.float64),
+    ]
+    for value in refused:
+        with pytest.raises(ValueRangeError, match=r"feature 'c' of torch\.complex64"):
+            fs.write([1], {"c": value})
+    fs.write([1], {"c": torch.tensor([complex(float("inf"), 3.0)], dtype=torch.complex128)})
+    fs.write([2], {"c": torch.tensor([5], dtype=torch.int64)})  # fits: taken without looking
+    assert fs.read([1, 2])["c"].tolist() == [complex(float("inf"), 3.0), 5 + 0j]
+
+
+def test_refresh_reloads_a_store_rebuilt_with_mode_w(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs.zarr")
+    FeatureStore(path, mode="w").write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    reader = FeatureStore(path, mode="r")
+    assert reader.read([1, 2])["x"].tolist() == [1.0, 2.0]
+    FeatureStore(path, mode="w").write([2, 1], {"x": torch.tensor([20.0, 10.0])})  # same version
+    assert reader.refresh() is True
+    assert reader.read([1, 2])["x"].tolist() == [10.0, 20.0]
+    assert reader.refresh() is False
+
+
+def test_mode_w_and_w_minus_act_at_construction_and_pickles_do_not_wipe(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs.zarr")
+    FeatureStore(path, mode="w").write([5], {"x": torch.tensor([5.0])})
+    fresh = FeatureStore(path, mode="w")  # wipes now
+    assert FeatureStore(path, mode="r").ids.tolist() == []
+    with pytest.raises(NodeExistsError):
+        FeatureStore(path, mode="w-")  # refused now, not at first use
+    FeatureStore(path, mode="a").write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    fresh.refresh()
+    assert fresh.ids.tolist() == [1, 2]  # written after construction: kept
+    worker = pickle.loads(pickle.dumps(FeatureStore(path, mode="a")))
+    clone = pickle.loads(pickle.dumps(fresh))  # as sent to a DataLoader worker
+    assert clone.read([1, 2])["x"].tolist() == [1.0, 2.0] and worker.ids.tolist() == [1, 2]
+    assert FeatureStore(path, mode="r").ids.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_missing_fill_works_for_unsigned_features(zarr_format: int, dtype: torch.dtype) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.write([1, 2], {"x": torch.tensor([5, 6], dtype=dtype)})
+    fs.create_feature("y", dtype, (2,), fill_value=9)
+    got = fs.read([2, 99, 1], missing="fill")
+    assert got["x"].dtype == dtype and got["x"].tolist() == [6, 0, 5]
+    assert got["y"].tolist() == [[9, 9]] * 3 and got.mask.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zero_width_rows_are_stored_and_gathered(zarr_format: int) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.write([1, 2], {"e": torch.zeros(2, 0), "f": torch.zeros(2, 3, 0)})
+    assert fs.read([2, 1])["e"].shape == (2, 0)
+    got = fs.read([2, 9], missing="fill")
+    assert got["f"].shape == (2, 3, 0) and got.mask.tolist() == [True, False]
+
+
+def test_a_fill_value_the_dtype_cannot_hold_names_the_feature() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    with pytest.raises(MetadataError, match="feature 'small': fill_value 300"):
+        fs.create_feature("small", torch.uint8, fill_value=300)
+    assert fs.features == ()
+
+
+def test_repeated_new_ids_are_appended_in_order_of_first_appearance() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([5], {"v": torch.tensor([0])})
+    fs.write([9, 5, 8, 9], {"v": torch.tensor([1, 2, 3, 4])})
+    assert fs.ids.tolist() == [5, 9, 8]
+    assert fs.read([5, 9, 8])["v"].tolist() == [2, 4, 3]  # the last row of an id wins
