@@ -192,3 +192,8 @@ def test_a_defaultdict_holding_itself_is_refused_as_a_cycle() -> None:
 def test_keys_given_as_one_string_is_one_key() -> None:
     save_checkpoint({"lst": [1, 2], "w": torch.ones(1)}, "memory://ckpt-typed-keys-str")
     assert load_checkpoint("memory://ckpt-typed-keys-str", keys="lst") == {"lst": [1, 2]}
+
+
+def test_a_value_that_cannot_be_pickled_is_named_by_its_key():
+    with pytest.raises(UnrepresentableError, match=r"\['hooks'\]\['fn'\].*cannot be pickled"):
+        save_checkpoint({"hooks": {"fn": lambda x: x}}, "memory://ckpt-lambda", allow_pickle=True)

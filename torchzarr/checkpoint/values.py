@@ -148,7 +148,13 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     if isinstance(value, type) and "<locals>" not in value.__qualname__:
         return {"class": f"{value.__module__}:{value.__qualname__}"}
     if allow_pickle:
-        return {"pickle": _pickle_dumps(value)}
+        try:
+            return {"pickle": _pickle_dumps(value)}
+        except Exception as err:  # a lambda, a lock, an open file: nothing can hold it
+            raise UnrepresentableError(
+                f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__} "
+                f"cannot be pickled: {err}"
+            ) from err
     detail = ""
     if type(value) is defaultdict:
         detail = (

@@ -152,7 +152,8 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
 
     def layout(self, num_workers: int = 0) -> Layout:
         """The split of an epoch over this job's ranks and ``num_workers`` DataLoader workers."""
-        return Layout(self.world_size, max(1, num_workers), self.batch_size or 1, self.drop_last)
+        workers = max(1, whole_number("num_workers", num_workers, 0))
+        return Layout(self.world_size, workers, self.batch_size or 1, self.drop_last)
 
     def num_items(self, num_workers: int = 0) -> int:
         """Items (batches, or samples) this rank yields in the current epoch's next pass.
