@@ -215,3 +215,35 @@ def test_zips_left_open_are_closed_at_exit(tmp_path: Path) -> None:
     assert len(names) == len(set(names)) and "zarr.json" in names
     got = zarr.open_array(zarr.storage.ZipStore(path, mode="r"), mode="r")
     np.testing.assert_array_equal(got[:], [9, 1, 2, 3])
+
+
+def test_closes_list_live_entries_and_rewrite_only_when_dead_bytes_outweigh_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchzarr.storage import zip as zip_module
+
+    rewrites: list[str] = []
+    compact = zip_module._Archive._compact
+    monkeypatch.setattr(
+        zip_module._Archive,
+        "_compact",
+        lambda self, live: rewrites.append(self.path) or compact(self, live),
+    )
+    path = tmp_path / "grow.zip"
+    with ZipStore(path, mode="w") as store:
+        store.set("keep", b"k" * 1000)
+        store.set("big", b"0" * 10_000)
+    sizes = []
+    for round_ in range(1, 9):  # a checkpoint-like pattern: replace and delete, then close
+        with ZipStore(path, mode="a") as store:
+            store.set("big", bytes([round_]) * 10_000)
+            store.set(f"new{round_}", b"n")
+            store.delete(f"new{round_ - 1}")
+        names = zipfile.ZipFile(path).namelist()
+        assert sorted(names) == sorted(["keep", "big", f"new{round_}"])  # live entries only
+        assert zipfile.ZipFile(path).read("big") == bytes([round_]) * 10_000
+        sizes.append(path.stat().st_size)
+    assert 2 <= len(rewrites) <= 5  # every other close or so, not every one
+    assert max(sizes) < 2.5 * 11_200  # bounded by about twice the live bytes
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None  # every listed entry reads, the dead bytes between too

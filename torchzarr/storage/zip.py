@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import logging
 import os
 import struct
 import threading
@@ -24,6 +25,7 @@ __all__ = ["ZipStore"]
 _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+_log = logging.getLogger("torchzarr")
 _archives: dict[str, _Archive] = {}
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
@@ -36,8 +38,11 @@ class _Archive:
     """One open zip file of this process: the ZipFile, a pread descriptor and a key index.
 
     The index maps each name to its newest entry, so an overwritten key reads its last
-    value. Overwrites and deletes leave dead entries; ``close`` rewrites the file without
-    them, so a closed archive never holds duplicate names.
+    value. Overwrites and deletes leave dead entries. ``close`` writes a directory of the
+    live entries only, so a closed archive never lists duplicate or deleted names; the dead
+    bytes stay in the file until they outweigh the live ones, when ``close`` rewrites the
+    file without them (so repeated closes of a changing zip copy it a bounded number of
+    times, and it never grows past about twice its live bytes).
 
     The pread descriptor is closed when the archive is garbage, not by ``close``: a read
     that fetched the archive before another thread closed it still reads the file it
@@ -71,10 +76,16 @@ class _Archive:
             if not info.is_dir():
                 self.index[info.filename] = info
         self.dirty = len(self.index) != len(self.zf.infolist())
+        # bytes before the directory that no live entry holds (left by earlier sessions)
+        self.dead = max(0, getattr(self.zf, "start_dir", 0) - self.live_bytes())
 
     @property
     def writable(self) -> bool:
         return self.mode != "r"
+
+    def live_bytes(self) -> int:
+        """The bytes the live entries take in the file, local headers included."""
+        return sum(_entry_bytes(info) for info in self.index.values())
 
     def data_offset(self, info: zipfile.ZipInfo) -> int:
         """Where an entry's bytes start: after its local header, whose extra field may differ."""
@@ -125,7 +136,10 @@ class _Archive:
             if self.zf is None:
                 return False
             if self.zf.NameToInfo.pop(key, None) is not None:  # no "Duplicate name" warning:
-                self.dirty = True  # close() compacts
+                self.dirty = True  # close() lists the live entries only
+            replaced = self.index.get(key)
+            if replaced is not None:
+                self.dead += _entry_bytes(replaced)
             self.zf.writestr(info, bytes(value))
             if self.zf.fp is not None:
                 self.zf.fp.flush()  # the pread descriptor must see the new bytes
@@ -137,8 +151,10 @@ class _Archive:
         with self.lock:
             if self.zf is None:
                 return False
-            if self.index.pop(key, None) is not None:
+            deleted = self.index.pop(key, None)
+            if deleted is not None:
                 self.dirty = True
+                self.dead += _entry_bytes(deleted)
             return True
 
     def close(self) -> None:
@@ -147,9 +163,19 @@ class _Archive:
             if zf is None:
                 return
             live = list(self.index.values())
-            zf.close()
             if self.dirty and self.writable:
-                self._compact(live)
+                # the directory lists the live entries only; their dead bytes stay behind
+                zf.filelist = sorted(live, key=lambda info: info.header_offset)
+                zf.NameToInfo = {info.filename: info for info in live}
+                zf._didModify = True  # type: ignore[attr-defined]  # write it after deletes only too
+            zf.close()
+            if self.dirty and self.writable and self.dead > self.live_bytes():
+                try:
+                    self._compact(live)
+                except OSError as err:  # the file is whole as it is: only the room is lost
+                    _log.warning(
+                        "zip %r keeps its dead entries: cannot rewrite it (%s)", self.path, err
+                    )
 
     def _compact(self, live: list[zipfile.ZipInfo]) -> None:
         """Rewrite the file with only the newest entry of each live key (temp + rename)."""
@@ -177,6 +203,11 @@ class _Archive:
             self.zf.fp = None  # ZipFile.close() is then a no-op
             _ORPHANS.append(self.zf)
         self.zf, self.mode, self.dirty = None, "r", False
+
+
+def _entry_bytes(info: zipfile.ZipInfo) -> int:
+    """The bytes an entry takes before the directory: local header, name, extra, data."""
+    return _LOCAL_HEADER.size + len(info.filename.encode()) + len(info.extra) + info.compress_size
 
 
 def _after_fork_in_child() -> None:
