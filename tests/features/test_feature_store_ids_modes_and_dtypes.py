@@ -122,3 +122,10 @@ def test_repeated_new_ids_are_appended_in_order_of_first_appearance() -> None:
     fs.write([9, 5, 8, 9], {"v": torch.tensor([1, 2, 3, 4])})
     assert fs.ids.tolist() == [5, 9, 8]
     assert fs.read([5, 9, 8])["v"].tolist() == [2, 4, 3]  # the last row of an id wins
+
+
+def test_conjugate_views_write_into_complex_features_of_another_width():
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"c": torch.tensor([1 + 1j], dtype=torch.complex64)})
+    fs.write([1], {"c": torch.tensor([3 + 4j], dtype=torch.complex128).conj()})
+    assert fs.read([1])["c"].tolist() == [3 - 4j]

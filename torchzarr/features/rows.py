@@ -212,8 +212,8 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     more than precision: integers out of range, fractions or non-finite values into an
     integer feature, numbers past 0/1 into a bool one, finite floats that would overflow
     to infinity (either part of a complex value too), complex values into a real feature
-    (:class:`~torchzarr.errors.UnsupportedDtypeError`). A feature store holds ids' data, so a wrapped label is data loss (a
-    tensor copy in torch wraps silently).
+    (:class:`~torchzarr.errors.UnsupportedDtypeError`). A feature store holds ids' data,
+    so a wrapped label is data loss (a tensor copy in torch wraps silently).
 
     Example:
         >>> check_fits("label", torch.tensor([7, 2**40]), torch.int32)
@@ -230,7 +230,9 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     if source == dtype or value.numel() == 0:
         return
     if dtype.is_complex:  # each part must fit the complex feature's real dtype
-        parts = torch.view_as_real(value.detach().cpu()) if source.is_complex else value
+        parts = (
+            torch.view_as_real(value.detach().cpu().resolve_conj()) if source.is_complex else value
+        )
         _check_real_fits(name, parts, dtype.to_real(), (dtype, source))
     else:
         _check_real_fits(name, value, dtype, (dtype, source))
