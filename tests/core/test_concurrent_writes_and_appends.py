@@ -90,3 +90,72 @@ def test_threads_appending_lose_no_rows(shared):
     values = sorted(out[::3, 0].tolist())  # each append wrote 3 equal rows in a row
     assert values == sorted(w * 100 + s for w in range(4) for s in range(15))
     assert all((out[i : i + 3] == out[i, 0]).all() for i in range(0, 180, 3))
+
+
+def test_writes_of_other_chunks_do_not_wait_for_a_write_in_flight():
+    store = _PausingStore()
+    slow = tz.create_array(store, shape=(8,), dtype=torch.int32, chunks=(8,), fill_value=0)
+    slow[:] = 1
+    partial = threading.Thread(target=slow.__setitem__, args=(0, -1), name="partial")
+    partial.start()
+    assert store.read.wait(30)  # the partial write holds its chunk's lock and pauses
+    try:
+        other = tz.create_array("memory://", shape=(2048, 4), dtype=torch.int32, chunks=(1, 4))
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (other.__setitem__(slice(None), 3), done.set()))
+        writer.start()
+        finished = done.wait(30)  # a deadline, not a timing: it hangs if the test fails
+    finally:
+        store.go.set()
+        partial.join()
+    writer.join()
+    assert finished and (other[:] == 3).all() and slow[:].tolist() == [-1] + [1] * 7
+
+
+class _PausingWrites(tz.MemoryStore):
+    """Pauses the chunk writes of the thread named "appender"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing, self.go = threading.Event(), threading.Event()
+
+    def set(self, key: str, value: Any) -> None:
+        if threading.current_thread().name == "appender" and "/c/" in key:
+            self.writing.set()
+            assert self.go.wait(30)
+        super().set(key, value)
+
+
+def test_an_append_in_flight_holds_up_no_metadata_change_of_other_nodes():
+    store = _PausingWrites()
+    root = tz.open_group(store, mode="w")
+    arr = root.create_array("a", shape=(0, 2), dtype=torch.int32, chunks=(2, 2))
+    other = root.create_array("b", shape=(0, 2), dtype=torch.int32, chunks=(2, 2))
+    appender = threading.Thread(
+        target=arr.append, args=(torch.ones(3, 2, dtype=torch.int32),), name="appender"
+    )
+    appender.start()
+    assert store.writing.wait(30)  # the append writes its rows, and pauses
+    try:
+        done = threading.Event()
+
+        def change_others() -> None:
+            root.attrs["note"] = "set during an append"
+            other.append(torch.full((1, 2), 5, dtype=torch.int32))
+            done.set()
+
+        threading.Thread(target=change_others, daemon=True).start()
+        finished = done.wait(30)  # a deadline, not a timing: it hangs if the test fails
+    finally:
+        store.go.set()
+        appender.join()
+    assert finished and root.attrs["note"] == "set during an append"
+    assert arr.shape == (3, 2) and other[:].tolist() == [[5, 5]]
+
+
+def test_an_append_to_an_array_replaced_by_another_rank_is_a_clear_error():
+    store = tz.MemoryStore()
+    arr = tz.create_array(store, shape=(2, 2), dtype=torch.int32, chunks=(2, 2))
+    tz.create_array(store, shape=(4,), dtype=torch.int32, chunks=(2,), overwrite=True)
+    with pytest.raises(tz.errors.ShapeMismatchError, match="replaced by one of shape"):
+        arr.append(torch.zeros(1, 2, dtype=torch.int32))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.node_base import NodeBase
 from torchzarr.core.nodes import METADATA_NAMES, node_lock, read_node, write_node
-from torchzarr.core.reshape import append_along, clear_outside
+from torchzarr.core.reshape import append_along, resize_from, shape_lock, stored_shape
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
@@ -444,19 +443,8 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
                 "the number of dimensions must stay the same"
             )
-        with self._node_locked():  # from the shape as stored: another handle may have moved it
-            clear_outside(self._source, self._stored_shape(), new_shape)
-            self._commit_metadata(lambda metadata: metadata.evolve(shape=new_shape))
-
-    def _node_locked(self) -> contextlib.AbstractContextManager[None]:
-        """This array's metadata lock (see ``nodes.node_lock``; reentrant)."""
-        return node_lock(self._store, [self._path])
-
-    def _stored_shape(self) -> tuple[int, ...]:
-        """The shape as stored now (this copy's when none is stored); hold the node lock."""
-        stored = read_node(self._store, self._path, self.zarr_format)
-        shape = getattr(stored, "shape", None)  # a group or nothing there: this copy's
-        return self.shape if shape is None else tuple(shape)
+        with shape_lock(self):  # from the shape as stored: another handle may have moved it
+            resize_from(self, stored_shape(self), new_shape)
 
     def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` there; returns the new shape.

@@ -23,6 +23,7 @@ from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shards import ShardReader, sharding_codec, writing
 from torchzarr.errors import MetadataError
+from torchzarr.forksafe import LockTable
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
 
@@ -106,9 +107,8 @@ def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
 
 def _drop_pool_in_child() -> None:
     # A forked child inherits the pool object but not its threads (and maybe a held lock).
-    global _pool, _pool_size, _pool_lock, _pool_users, _STRIPES
+    global _pool, _pool_size, _pool_lock, _pool_users
     _pool, _pool_size, _pool_lock, _pool_users = None, 0, threading.Lock(), {}
-    _STRIPES = [threading.Lock() for _ in range(len(_STRIPES))]
 
 
 os.register_at_fork(after_in_child=_drop_pool_in_child)
@@ -333,23 +333,20 @@ class _Stored:
         }
 
 
-# Writes of a chunk (or a whole shard) run under a lock striped by key, so two threads
-# writing one chunk, in part or whole, never lose each other's writes.
-_STRIPES = [threading.Lock() for _ in range(256)]
-
-
-def _stripes(store: Any, keys: Sequence[str]) -> list[int]:
-    """The lock stripes of chunk ``keys``, by location: one chunk reached through stores
-    rooted at its group or at its array takes one lock."""
-    identity = store.identity
-    return sorted({hash(location(identity, key)) % len(_STRIPES) for key in keys})
+# Writes of a chunk (or a whole shard) run under the chunk's own lock, by location (one chunk
+# reached through stores rooted at its group or at its array takes one lock), so two threads
+# writing one chunk, in part or whole, never lose each other's writes, and writes of other
+# chunks never wait on them.
+_CHUNK_LOCKS = LockTable()
 
 
 @contextlib.contextmanager
 def _locked(store: Any, keys: Sequence[str]) -> Iterator[None]:
+    identity = store.identity
+    wanted = sorted({location(identity, key) for key in keys})  # one order: no deadlock
     with contextlib.ExitStack() as stack:
-        for i in _stripes(store, keys):
-            stack.enter_context(_STRIPES[i])
+        for where in wanted:
+            stack.enter_context(_CHUNK_LOCKS[where])
         yield
 
 

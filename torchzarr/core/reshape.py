@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from torchzarr.core import engine
-from torchzarr.core.cache import invalidate_outside_everywhere
+from torchzarr.core.cache import invalidate_outside_everywhere, location
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
+from torchzarr.core.nodes import read_node
 from torchzarr.core.shards import writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
+from torchzarr.forksafe import LockTable
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
@@ -80,6 +82,29 @@ def _stored_outside(source: engine.ChunkSource, grid: tuple[int, ...]) -> list[s
     )
 
 
+_SHAPE_LOCKS = LockTable(reentrant=True)  # by location: one per array, however reached
+
+
+def shape_lock(array: Any) -> Any:
+    """The lock of ``array``'s shape in this process (reentrant): resizes and appends through
+    any handle take it, and only they: the groups above are not locked while the array's
+    chunks are cleared or written."""
+    return _SHAPE_LOCKS[location(array.store.identity, array.path)]
+
+
+def stored_shape(array: Any) -> tuple[int, ...]:
+    """``array``'s shape as stored now (the handle's own when none is stored)."""
+    stored = read_node(array.store, array.path, array.zarr_format)
+    shape = getattr(stored, "shape", None)  # a group or nothing there: the handle's
+    return tuple(array.shape) if shape is None else tuple(shape)
+
+
+def resize_from(array: Any, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+    """Resize ``array`` from ``old``, its shape as stored; hold :func:`shape_lock`."""
+    clear_outside(array._source, old, new)
+    array._commit_metadata(lambda metadata: metadata.evolve(shape=new))
+
+
 def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     """Grow ``array`` along ``axis`` by ``data``'s extent and write ``data`` there.
 
@@ -98,10 +123,14 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     axis = given + ndim if given < 0 else given
     if not 0 <= axis < ndim:
         raise SelectionError(f"axis {given} is out of range for {ndim} dimensions")
-    # Under the array's node lock, from its shape as stored: appends through any handle in
+    # Under the array's shape lock, from its shape as stored: appends through any handle in
     # this process follow one another, each after the rows the others added.
-    with array._node_locked():
-        old = array._stored_shape()
+    with shape_lock(array):
+        old = stored_shape(array)
+        if len(old) != ndim:
+            raise ShapeMismatchError(
+                f"cannot append to array {array.name}: it was replaced by one of shape {old}"
+            )
         if len(data_shape) != ndim or any(
             d != s for i, (d, s) in enumerate(zip(data_shape, old, strict=True)) if i != axis
         ):
@@ -110,13 +139,13 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
                 f"{old} along axis {axis}"
             )
         new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
-        array.resize(new)
+        resize_from(array, old, new)
         region = tuple(
             slice(old[axis], new[axis]) if i == axis else slice(None) for i in range(ndim)
         )
         try:
             array[region] = values
         except BaseException:
-            array.resize(old)
+            resize_from(array, new, old)
             raise
     return new
