@@ -197,3 +197,18 @@ def test_keys_given_as_one_string_is_one_key() -> None:
 def test_a_value_that_cannot_be_pickled_is_named_by_its_key():
     with pytest.raises(UnrepresentableError, match=r"\['hooks'\]\['fn'\].*cannot be pickled"):
         save_checkpoint({"hooks": {"fn": lambda x: x}}, "memory://ckpt-lambda", allow_pickle=True)
+
+
+def test_keys_select_inside_counters_defaultdicts_and_ordered_dicts_keeping_their_type():
+    meta = collections.OrderedDict(a=1, b=2)
+    meta._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
+    state = {
+        "c": collections.Counter(a=2, b=3),
+        "dd": collections.defaultdict(list, a=[1], b=[2]),
+        "od": meta,
+    }
+    save_checkpoint(state, "memory://ckpt-typed-keys-inside")
+    out = load_checkpoint("memory://ckpt-typed-keys-inside", keys=["c.a", "dd.a", "od.a"])
+    assert out["c"] == collections.Counter(a=2) and type(out["c"]) is collections.Counter
+    assert out["dd"] == {"a": [1]} and out["dd"].default_factory is list
+    assert out["od"] == collections.OrderedDict(a=1) and out["od"]._metadata == {"": {"version": 1}}

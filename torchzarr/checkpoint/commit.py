@@ -8,7 +8,8 @@ Layout of a checkpoint store (plain Zarr v3; any Zarr tool opens it)::
     v000008/         a save in progress, or one killed midway: no manifest names it
 
 Readers read only what the manifest names, so a process killed at any moment leaves the
-previous checkpoint loadable. Old versions are deleted after the commit.
+previous checkpoint loadable (in a directory or an object store; a zip file killed during a
+save loses its directory, see ``close_archive``). Old versions are deleted after the commit.
 
 Concurrent saves: each reserves its version (in this process, and with an exclusive
 ``mkdir`` against other processes on a local disk), and a commit never moves the manifest

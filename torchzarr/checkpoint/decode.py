@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +87,7 @@ class _Walker:
     ) -> Any:
         if selectors is None:
             return value
-        if type(value) in (dict, OrderedDict):
+        if isinstance(value, dict):  # dict, OrderedDict, Counter, defaultdict
             pairs = list(value.items())
         elif type(value) in (list, tuple):
             pairs = list(enumerate(value))
@@ -101,8 +102,11 @@ class _Walker:
                     out.append((key, picked))
         if not out:
             return _WHOLE
-        if type(value) in (dict, OrderedDict):
-            return type(value)(out)
+        if isinstance(value, dict):  # its own type, with what it carries (_metadata, factory)
+            picked = copy.copy(value)
+            picked.clear()
+            picked.update(dict(out))  # a Counter counts the pairs of a list
+            return picked
         return dict(out) if len(out) < len(pairs) else type(value)(v for _, v in out)
 
     def group(

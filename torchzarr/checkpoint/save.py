@@ -129,7 +129,8 @@ def save_checkpoint(
     weights barely compress, and raw chunks write at disk speed), other leaves typed JSON.
     The tree goes into a new version group; only when all of it is written does the
     manifest in the root ``zarr.json`` name it. Killed at any moment, the store still holds
-    the previous checkpoint, and :func:`load_checkpoint` still returns it.
+    the previous checkpoint, and :func:`load_checkpoint` still returns it (but for a zip
+    file killed during a save: it has no directory then; see ``docs/checkpoints.md``).
 
     Args:
         state: dict, OrderedDict, list or tuple of tensors, containers and plain values.
