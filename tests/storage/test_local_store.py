@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.errors import StoreError
+from torchzarr.errors import InvalidKeyError, StoreError
 from torchzarr.storage.base import Store
 from torchzarr.storage.local import LocalStore
 from torchzarr.testing.store_contract import StoreContract
@@ -186,3 +186,16 @@ def test_names_with_a_colon_are_names_not_drive_paths(tmp_path):
     for key in ("/abs", "a/../b"):
         with pytest.raises(tz.errors.InvalidKeyError):
             base.validate_key(key)
+
+
+def test_a_key_shaped_like_a_temporary_file_is_refused_not_hidden(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    hidden = "g/." + "0" + "." + "ab" * 16 + ".partial"
+    with pytest.raises(InvalidKeyError, match="temporary file"):
+        store.set(hidden, b"v")
+    with pytest.raises(InvalidKeyError, match="temporary file"):
+        store.set_many({hidden: b"v", "g/ok": b"1"})
+    store.set("g/epoch3.partial", b"kept")  # other keys ending in .partial are keys
+    assert sorted(store.list_prefix("")) == ["g/epoch3.partial"] and _partials(tmp_path) == [
+        "epoch3.partial"
+    ]

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from torchzarr.errors import StoreError
+from torchzarr.errors import InvalidKeyError, StoreError
 from torchzarr.storage import direct_io
 from torchzarr.storage.base import (
     Buffer,
@@ -214,6 +214,11 @@ class LocalStore(Store):
             for key, value in items.items():
                 self._check_writable(key)
                 path = self._path(key)
+                if is_temporary(path.name):  # listings skip such files: it would be lost
+                    raise InvalidKeyError(
+                        f"key {key!r} has the form of a LocalStore temporary file "
+                        "(.<name>.<32 hex digits>.partial), which listings skip"
+                    )
                 tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
                 fd, direct = self._create(tmp, self._direct(value))
                 staged.append(StagedFile(key, tmp, path))
