@@ -5,15 +5,15 @@ from __future__ import annotations
 import collections
 import itertools
 import math
-import operator
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
 
+from torchzarr.arguments import whole_number
 from torchzarr.core.indexing import chunk_grid_shape, chunk_region
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError
 
 __all__ = ["iter_chunks"]
 
@@ -68,11 +68,7 @@ def iter_chunks(
         ...
         torchzarr.errors.InvalidArgumentError: parallel must be >= 1, got 0
     """
-    if isinstance(parallel, bool) or not hasattr(parallel, "__index__"):  # not 2.0 or "2"
-        raise ArgumentTypeError(f"parallel must be an int, got {parallel!r}")
-    parallel = operator.index(parallel)  # a numpy int as an int
-    if parallel < 1:
-        raise InvalidArgumentError(f"parallel must be >= 1, got {parallel}")
+    parallel = whole_number("parallel", parallel, 1)
     if not (progress is None or isinstance(progress, bool) or callable(progress)):
         raise ArgumentTypeError(
             f"progress must be True, False, None or a callback(done, total), got {progress!r}"

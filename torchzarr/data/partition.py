@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -10,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.arguments import whole_number
+from torchzarr.errors import InvalidArgumentError
 
 __all__ = [
     "STATE_VERSION",
@@ -23,22 +23,6 @@ __all__ = [
     "total",
     "whole_number",
 ]
-
-
-def whole_number(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int of at least ``minimum`` (ints and numpy ints; never 1.5 or "1").
-
-    Example:
-        >>> whole_number("seed", np.int64(3), 0)
-        3
-    """
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ArgumentTypeError(f"{name} must be an int, got {value!r}") from None
-    if number < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {number}")
-    return number
 
 
 #: version of the plain-int state dicts written by the datasets and the sampler
