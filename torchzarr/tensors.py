@@ -214,8 +214,6 @@ def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
         # types of the numbers only past that (NaN compares False: refused below)
         big = array.size and (array.max() >= _EXACT_FLOATS or array.min() <= -_EXACT_FLOATS)
         types = _number_types(value, array) if big else []
-        if types.count(float) == len(types):  # the common case, checked fastest
-            return _whole_floats(value, array, dt, info)
         kinds = set(types)
         if all(issubclass(kind, _FLOAT64_EXACT) for kind in kinds):
             return _whole_floats(value, array, dt, info)

@@ -95,7 +95,7 @@ def read_cached(
     out: np.ndarray,
     run_parallel: Any,
     files: Any,
-    settled: Callable[[], bool] = lambda: True,
+    settled: Callable[[], bool],
 ) -> tuple[int, int, int]:
     """Fill ``out`` for projections of whole or partial shards through the cache of
     ``reader.source`` (a ``ShardReader``); ``files`` are the read's local shard files or
@@ -106,7 +106,7 @@ def read_cached(
     that no write overlapped the read (else the caller reads again).
 
     Example:
-        >>> read_cached(reader, projections, out, run_parallel, None)  # doctest: +SKIP
+        >>> read_cached(reader, projections, out, run_parallel, None, lambda: True)  # doctest: +SKIP
     """
     source, spec, inner = reader.source, reader.spec, reader.inner_shape
     cache = source.cache

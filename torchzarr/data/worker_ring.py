@@ -362,6 +362,12 @@ class _Outgoing:
             return [self._walk(v) for v in value]
         if kind is tuple:
             return tuple(self._walk(v) for v in value)
+        if (
+            isinstance(value, tuple)
+            and hasattr(value, "_fields")
+            and not getattr(value, "__dict__", None)
+        ):
+            return kind(*(self._walk(v) for v in value))  # a plain namedtuple: walked too
         leaf = self.leaf(value)
         if leaf is _NOT_A_LEAF:
             raise _NeedsRebuild

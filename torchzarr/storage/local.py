@@ -10,6 +10,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -111,13 +112,10 @@ class LocalStore(Store):
     def __hash__(self) -> int:
         return hash((self.root, self.read_only))
 
-    @property
+    @cached_property
     def identity(self) -> str:
         # symlinks resolved (once): a directory reached through a link is the same data
-        identity = self.__dict__.get("_identity")
-        if identity is None:
-            identity = self.__dict__["_identity"] = "file://" + os.path.realpath(self.root)
-        return identity
+        return "file://" + os.path.realpath(self.root)
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
