@@ -360,3 +360,14 @@ def test_arrays_made_while_pickling_are_each_copied_off_the_ring():
     item = ring.wrap(SimpleNamespace(rows=[_Row(x[i]) for i in range(8)]))
     got = pickle.loads(ForkingPickler.dumps(item))
     assert [int(row.tensor) for row in got.rows] == list(range(8))
+
+
+def test_plain_namedtuples_are_walked_without_a_pickle_rebuild(monkeypatch):
+    def no_rebuild(self, value):
+        raise AssertionError("rebuilt through pickle")
+
+    monkeypatch.setattr(worker_ring._Outgoing, "rebuild", no_rebuild)
+    Pair = namedtuple("Pair", "x n")
+    ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
+    item = ring.wrap(Pair(ring.next(2)["x"], 1))
+    assert type(item) is Pair and isinstance(item.x, RingTensor) and item.n == 1
