@@ -369,3 +369,58 @@ def test_a_failing_write_counts_what_it_stored_but_no_write(monkeypatch):
         arr[:] = torch.arange(100.0)  # batches of 5 chunks: the second fails
     snap = telemetry.snapshot()
     assert snap["writes"] == 0 and snap["chunks_written"] == 5
+
+
+def test_settings_from_environment_parses_each_kind():
+    from torchzarr.config import settings_from_environment
+
+    found = settings_from_environment(
+        {
+            "TORCHZARR_THREADS": " 3 ",
+            "TORCHZARR_CACHE_BYTES": "0",
+            "TORCHZARR_TIMEOUT": "None",
+            "TORCHZARR_RETRY_DEADLINE": "inf",
+            "TORCHZARR_RETRY_BACKOFF": "0.5",
+            "TORCHZARR_SOMETHING_NEWER": "1",
+            "THREADS": "9",
+        }
+    )
+    assert found == {
+        "threads": 3,
+        "cache_bytes": 0,
+        "timeout": None,
+        "retry_deadline": float("inf"),
+        "retry_backoff": 0.5,
+    }
+    assert isinstance(found["threads"], int)
+
+
+@pytest.mark.parametrize(
+    "variable, text",
+    [
+        ("TORCHZARR_THREADS", "0"),
+        ("TORCHZARR_THREADS", "four"),
+        ("TORCHZARR_RETRIES", "2.5"),
+        ("TORCHZARR_TIMEOUT", "nan"),
+        ("TORCHZARR_TIMEOUT", "inf"),
+        ("TORCHZARR_RETRY_BACKOFF", "none"),
+    ],
+)
+def test_an_invalid_environment_setting_names_the_variable(variable, text):
+    from torchzarr.config import settings_from_environment
+
+    with pytest.raises(tz.errors.InvalidArgumentError, match=f"{variable}='{text}'"):
+        settings_from_environment({variable: text})
+
+
+def _config_in_a_spawned_process() -> tuple[int, int | None]:
+    return config.threads, config.cache_bytes
+
+
+def test_spawned_processes_start_from_the_environment(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setenv("TORCHZARR_THREADS", "5")
+    monkeypatch.setenv("TORCHZARR_CACHE_BYTES", "12345")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_config_in_a_spawned_process) == (5, 12345)

@@ -12,7 +12,7 @@ from typing import Any
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 
-__all__ = ["Config", "config", "default_threads"]
+__all__ = ["Config", "config", "default_threads", "settings_from_environment"]
 
 
 def default_threads() -> int:
@@ -101,6 +101,12 @@ class Config:
         retry_deadline: seconds all attempts of one call may take together, sleeps included
             (``math.inf``: no bound but ``retries``).
         timeout: seconds one request to a remote store may take (None: unbounded).
+
+    The process-wide ``tz.config`` starts from the environment where it names a setting:
+    ``TORCHZARR_THREADS=4``, ``TORCHZARR_CACHE_BYTES=0``, ``TORCHZARR_TIMEOUT=none``
+    (the setting's name in capitals; ints as digits, seconds as numbers, ``inf`` or, for
+    ``timeout``, ``none``). Processes started by ``spawn`` or ``forkserver`` (DataLoader
+    workers among them) inherit the environment, not changes made in Python.
 
     Example:
         >>> from torchzarr.config import config
@@ -252,4 +258,45 @@ class _Changes(contextlib.AbstractContextManager[None]):
         self._owner._close(self._token)
 
 
-config = Config()
+_ENVIRONMENT_PREFIX = "TORCHZARR_"
+
+
+def _parse_environment_value(key: str, variable: str, text: str) -> Any:
+    """The value of setting ``key`` spelt ``text`` in environment variable ``variable``."""
+    spelt = text.strip()
+    value: Any
+    try:
+        if key in _SECONDS:
+            value = None if spelt.lower() == "none" else float(spelt)
+        else:
+            value = int(spelt)
+    except ValueError:
+        value = spelt  # refused below with the setting's own message
+    try:
+        _validate(key, value)
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError(f"environment variable {variable}={text!r}: {error}") from None
+    return value
+
+
+def settings_from_environment(environment: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings that ``TORCHZARR_<NAME>`` environment variables give, checked.
+
+    ``tz.config`` starts from them at import; an invalid value raises
+    ``InvalidArgumentError`` naming the variable. Unknown ``TORCHZARR_`` variables are
+    ignored (they may belong to a newer version).
+
+    Example:
+        >>> settings_from_environment({"TORCHZARR_THREADS": "3", "TORCHZARR_TIMEOUT": "none"})
+        {'threads': 3, 'timeout': None}
+    """
+    source = os.environ if environment is None else environment
+    found: dict[str, Any] = {}
+    for field in fields(Config):
+        variable = _ENVIRONMENT_PREFIX + field.name.upper()
+        if variable in source:
+            found[field.name] = _parse_environment_value(field.name, variable, source[variable])
+    return found
+
+
+config = Config(**settings_from_environment())
