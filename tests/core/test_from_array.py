@@ -236,3 +236,20 @@ def test_keep_matches_zarr_python_sources_written_by_zarr_python(tmp_path):
     src, dst = (json.loads((tmp_path / n / "zarr.json").read_text()) for n in ("src", "dst"))
     assert dst["codecs"] == src["codecs"]
     assert (zarr.open_array(tmp_path / "dst")[...] == 1.0).all()
+
+
+@pytest.mark.parametrize("new_names", [None, ("p", "q")])
+def test_a_v2_source_to_v3_keeps_dimension_names_not_the_xarray_attribute(new_names):
+    source = tz.create_array(
+        tz.MemoryStore(),
+        data=torch.zeros(2, 3),
+        zarr_format=2,
+        dimension_names=["a", "b"],
+        attributes={"units": "m"},
+    )
+    names = {} if new_names is None else {"dimension_names": new_names}
+    copied = tz.from_array(tz.MemoryStore(), data=source, zarr_format=3, **names)
+    assert copied.dimension_names == (new_names or ("a", "b"))
+    assert dict(copied.attrs) == {"units": "m"}
+    back = tz.from_array(tz.MemoryStore(), data=copied, zarr_format=2)
+    assert back.dimension_names == (new_names or ("a", "b"))

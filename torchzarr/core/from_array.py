@@ -16,7 +16,7 @@ from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.cache import location
-from torchzarr.core.create import AUTO, compressor_list
+from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
 from torchzarr.errors import CodecError, InvalidArgumentError
 from torchzarr.storage.registry import resolve_store
 
@@ -66,7 +66,12 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
             "dimension_names": data.dimension_names,
             "order": data.order if same_format else "C",
             "chunk_key_encoding": data.metadata.chunk_key_encoding if same_format else None,
-            "attributes": dict(data.attrs),
+            # a v2 source's xarray dimension attribute is v3's dimension_names
+            "attributes": {
+                key: value
+                for key, value in data.attrs.items()
+                if zarr_format == 2 or key != XARRAY_DIMENSIONS
+            },
             "dtype": _stored_dtype(data) if same_format else data.dtype,
         }
     # zarr-python and h5py arrays have a chunk shape; tensors and numpy arrays do not
