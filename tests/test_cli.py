@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -153,6 +154,21 @@ def test_rechunk_writes_the_array_with_new_chunks_shards_and_codecs(tmp_path, ca
     assert status == 1 and "chunks" in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
         _run(capsys, *args, "--chunks", "a,b")
+
+
+def test_rechunk_fill_value_option_sets_or_drops_the_fill(tmp_path, capsys):
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(4.0))  # v3, fill 0
+    args = ["rechunk", tmp_path / "src.zarr"]
+    assert _run(capsys, *args, tmp_path / "kept.zarr", "--zarr-format", "2")[0] == 0
+    assert tz.open_array(tmp_path / "kept.zarr", mode="r").metadata.fill_value == 0
+    none = [*args, tmp_path / "none.zarr", "--zarr-format", "2", "--fill-value", "none"]
+    assert _run(capsys, *none)[0] == 0
+    assert tz.open_array(tmp_path / "none.zarr", mode="r").metadata.fill_value is None
+    assert _run(capsys, *args, tmp_path / "nan.zarr", "--fill-value", "nan")[0] == 0
+    nan = tz.open_array(tmp_path / "nan.zarr", mode="r")
+    assert math.isnan(nan.fill_value) and torch.equal(nan[:], src[:])
+    with pytest.raises(SystemExit):
+        _run(capsys, *args, tmp_path / "bad.zarr", "--fill-value", "zero")
 
 
 def test_copy_keys_batches_replaces_and_reports():

@@ -153,6 +153,18 @@ def _sizes(text: str) -> tuple[int, ...] | str:
         raise argparse.ArgumentTypeError(f"expected sizes like 256,3072, got {text!r}") from None
 
 
+def _fill(text: str) -> int | float | complex | str:
+    """A ``--fill-value``: "none" (no fill value), else a number (nan, inf and 1+2j too)."""
+    if text.strip().lower() == "none":
+        return "none"
+    for kind in (int, float, complex):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"must be a number or none, got {text!r}")
+
+
 def _setting(value: Any) -> Any:
     """An option as ``from_array`` takes it: absent keeps the source's, "none" is None."""
     if value is None:
@@ -195,6 +207,7 @@ def _rechunk(args: argparse.Namespace) -> None:
         chunks=_setting(args.chunks),
         shards=_setting(args.shards),
         compressors=_setting(args.compressors),
+        fill_value=_setting(args.fill_value),
         zarr_format=args.zarr_format,
         overwrite=args.overwrite,
     )
@@ -314,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     rechunk.add_argument("--shards", type=_sizes, help="e.g. 16384,3072, or none (default: keep)")
     rechunk.add_argument(
         "--compressors", default=None, help="zstd, fast, balanced, small, none (default: keep)"
+    )
+    rechunk.add_argument(
+        "--fill-value", type=_fill, help="e.g. 0, nan, or none for no fill value (default: keep)"
     )
     rechunk.add_argument("--zarr-format", type=int, choices=(2, 3), default=None)
     rechunk.add_argument("--overwrite", action="store_true", help="replace an existing node")
