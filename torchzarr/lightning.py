@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from torchzarr.checkpoint.lightning import checkpoint_io_class, load_from_checkpoint
+from torchzarr.checkpoint.lightning import CLASS_NAMES, checkpoint_io_class, load_from_checkpoint
 
 if TYPE_CHECKING:  # built on first access by __getattr__ below
     ZarrCheckpointIO: type
@@ -24,10 +24,11 @@ __all__ = ["PLZarrCheckpointIO", "ZarrCheckpointIO", "checkpoint_io_class", "loa
 
 
 def __getattr__(name: str) -> Any:
-    # Lightning is imported only when a plugin class is asked for.
-    if name == "ZarrCheckpointIO":
+    # Lightning is imported only when a plugin class is asked for. Each class is named after
+    # the attribute that returns it, so its instances pickle (Trainer(strategy="ddp_spawn")).
+    if name == CLASS_NAMES["lightning"]:
         has_lightning = importlib.util.find_spec("lightning") is not None
         return checkpoint_io_class("lightning" if has_lightning else "pytorch_lightning")
-    if name == "PLZarrCheckpointIO":
+    if name == CLASS_NAMES["pytorch_lightning"]:
         return checkpoint_io_class("pytorch_lightning")
     raise AttributeError(f"module 'torchzarr.lightning' has no attribute {name!r}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +128,130 @@ def test_plugin_methods_direct(tmp_path: Path) -> None:
     io.teardown()
     with pytest.raises(tz.errors.NodeNotFoundError):
         io.load_checkpoint(path)
+
+
+def _saved(io: Any, path: Path) -> Path:
+    io.save_checkpoint({"w": torch.arange(3.0), "epoch": 7}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("target_name", "link_form"),
+    [
+        ("epoch=0.ckpt", "path"),
+        ("epoch=0.ckpt", "file_url"),
+        ("epoch=0.ckpt", "trailing_slash"),
+        ("epoch=0.zip", "path"),
+    ],
+)
+def test_remove_checkpoint_of_a_link_keeps_its_target(
+    tmp_path: Path, target_name: str, link_form: str
+) -> None:
+    io = tz.lightning.ZarrCheckpointIO()
+    target = _saved(io, tmp_path / target_name)
+    link = tmp_path / f"last{target.suffix}"
+    link.symlink_to(target.name)  # relative, as ModelCheckpoint(save_last="link") makes it
+    forms = {"path": str(link), "file_url": f"file://{link}", "trailing_slash": f"{link}/"}
+    io.remove_checkpoint(forms[link_form])
+    assert not os.path.lexists(link)
+    assert sorted(os.listdir(tmp_path)) == [target.name]
+    assert io.load_checkpoint(target)["epoch"] == 7
+
+
+def test_remove_checkpoint_of_a_dangling_link(tmp_path: Path) -> None:
+    link = tmp_path / "last.ckpt"
+    link.symlink_to("gone.ckpt")
+    tz.lightning.ZarrCheckpointIO().remove_checkpoint(link)
+    assert os.listdir(tmp_path) == []
+
+
+def test_remove_checkpoint_of_a_zip_deletes_the_file(tmp_path: Path) -> None:
+    io = tz.lightning.ZarrCheckpointIO()
+    path = _saved(io, tmp_path / "epoch=0.zip")
+    io.remove_checkpoint(path)
+    assert os.listdir(tmp_path) == []
+    io.save_checkpoint({"w": torch.ones(1), "epoch": 8}, path)  # the path is reusable
+    assert io.load_checkpoint(path)["epoch"] == 8
+
+
+def test_model_checkpoint_save_last_link_keeps_every_checkpoint(tmp_path: Path) -> None:
+    checkpoint = L.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, save_last="link")
+    checkpoint.CHECKPOINT_NAME_LAST = "last-{epoch}"  # a new link each epoch, the old one removed
+    trainer = L.Trainer(
+        max_epochs=3,
+        plugins=[tz.lightning.ZarrCheckpointIO()],
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(_module_class(L)())
+    names = os.listdir(tmp_path)
+    links = {n: os.readlink(tmp_path / n) for n in names if (tmp_path / n).is_symlink()}
+    assert links == {"last-epoch=2.ckpt": "epoch=2-step=12.ckpt"}
+    saved = sorted(set(names) - set(links))
+    assert saved == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"]
+    for step, name in zip((4, 8, 12), saved, strict=True):
+        assert load_checkpoint(tmp_path / name)["global_step"] == step
+
+
+def _plugin_classes() -> list[type]:
+    classes = [tz.lightning.ZarrCheckpointIO]
+    if importlib.util.find_spec("pytorch_lightning") is not None:
+        classes.append(tz.lightning.PLZarrCheckpointIO)
+    return classes
+
+
+@pytest.mark.parametrize("plugin_class", _plugin_classes(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_plugin_pickles_and_copies_with_its_settings(
+    tmp_path: Path, plugin_class: type, how: str
+) -> None:
+    io = plugin_class(allow_pickle=True, fsync=False, storage_options={"direct_io": False})
+    with io._busy:  # a copy taken during a save is free to save at once
+        clone = pickle.loads(pickle.dumps(io)) if how == "pickle" else copy.deepcopy(io)
+    assert type(clone) is plugin_class
+    assert getattr(tz.lightning, plugin_class.__name__) is plugin_class
+    settings = ("compressors", "allow_pickle", "fsync", "direct_io", "storage_options")
+    assert {k: getattr(clone, k) for k in settings} == {k: getattr(io, k) for k in settings}
+    path = _saved(clone, tmp_path / "x.ckpt")
+    clone.remove_checkpoint(path)
+    assert not path.exists()
+
+
+class _SpawnedModule(L.LightningModule):  # module level: ddp_spawn pickles it to each process
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return (self.net(batch[0]) - batch[0].sum(1, keepdim=True)).pow(2).mean()
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> Any:
+        x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4)
+
+
+@pytest.mark.slow
+def test_ddp_spawn_fit_saves_zarr_checkpoints(tmp_path: Path) -> None:
+    checkpoint = L.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = L.Trainer(
+        max_epochs=1,
+        strategy="ddp_spawn",
+        devices=2,
+        accelerator="cpu",
+        plugins=[tz.lightning.ZarrCheckpointIO()],
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = _SpawnedModule()
+    trainer.fit(model)
+    state = load_checkpoint(tmp_path / "last.ckpt")
+    assert state["global_step"] == 2  # 16 samples, batches of 4, split over 2 processes
+    assert torch.equal(state["state_dict"]["net.weight"], model.net.weight.detach())

@@ -2,7 +2,8 @@
 
 ``lightning.pytorch`` and ``pytorch_lightning`` have distinct ``CheckpointIO`` base classes
 (an instance of one fails the other's ``Trainer(plugins=...)`` check), so the plugin class
-is built once per package by :func:`checkpoint_io_class`.
+is built once per package by :func:`checkpoint_io_class`, each under its own public name in
+``torchzarr.lightning`` (so instances pickle, e.g. for ``Trainer(strategy="ddp_spawn")``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.save import save_checkpoint
 from torchzarr.errors import InvalidArgumentError, MissingDependencyError
+from torchzarr.storage import LocalStore, Store, ZipStore
 
-__all__ = ["PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
+__all__ = ["CLASS_NAMES", "PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
 
 #: Lightning package name -> its PyTorch sub-package.
 PACKAGES = {"lightning": "lightning.pytorch", "pytorch_lightning": "pytorch_lightning"}
+
+#: Lightning package name -> the name of its plugin class in ``torchzarr.lightning``.
+CLASS_NAMES = {"lightning": "ZarrCheckpointIO", "pytorch_lightning": "PLZarrCheckpointIO"}
 
 
 def _module(package: str, sub: str) -> Any:
@@ -38,8 +43,13 @@ def _module(package: str, sub: str) -> Any:
         ) from err
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.lower().startswith("file://")
+def _local_path(store: Store) -> str | None:
+    """The file or directory behind a local store; None for any other store."""
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, ZipStore):
+        return store.path
+    return None
 
 
 class _ZarrCheckpointIOMixin:
@@ -62,6 +72,17 @@ class _ZarrCheckpointIOMixin:
         self.storage_options = storage_options
         # Inside AsyncCheckpointIO saves run on a worker thread while ModelCheckpoint
         # removes old checkpoints from the main thread: never delete a save in progress.
+        self._busy = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled by Trainer(strategy="ddp_spawn") and deep-copied by users: the settings
+        # travel, the lock does not (a save running in this process stays this process's).
+        state = self.__dict__.copy()
+        del state["_busy"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._busy = threading.Lock()
 
     def _options(self, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -101,7 +122,11 @@ class _ZarrCheckpointIOMixin:
         return result
 
     def remove_checkpoint(self, path: Any) -> None:
-        """Delete the checkpoint at ``path`` (manifest first, so no reader sees half of it)."""
+        """Delete the checkpoint at ``path`` (manifest first, so no reader sees half of it).
+
+        A symbolic link (``ModelCheckpoint(save_last="link")``) is removed, not what it
+        points to.
+        """
         with self._busy:
             self._remove(os.fspath(path))
 
@@ -109,11 +134,22 @@ class _ZarrCheckpointIOMixin:
         store = commit.checkpoint_store(
             target, "a", storage_options=self.storage_options, fsync=False
         )
+        local = _local_path(store)
+        if local is not None and os.path.islink(local):
+            # ModelCheckpoint(save_last="link") removes its previous "last" link: the link
+            # goes, the checkpoint it points to stays (as with TorchCheckpointIO). A zip read
+            # through the link is closed first, so no later write reuses it under this name.
+            commit.close_archive(store)
+            os.unlink(local)
+            return
         commit.remove_all(store)
-        if _is_local(target):
-            local = target.removeprefix("file://")
-            if os.path.isdir(local):
-                shutil.rmtree(local, ignore_errors=True)
+        if local is None:
+            return
+        if os.path.isdir(local):
+            shutil.rmtree(local, ignore_errors=True)
+        elif os.path.isfile(local):  # a zip checkpoint (or a torch.save file): the file goes
+            commit.close_archive(store)
+            os.remove(local)
 
     def teardown(self) -> None:
         """Nothing to release: every call opens and closes its own store."""
@@ -136,7 +172,7 @@ def checkpoint_io_class(package: str = "lightning") -> type:
         "    >>> trainer = Trainer(plugins=[ZarrCheckpointIO()])  # doctest: +SKIP\n"
     )
     return type(
-        "ZarrCheckpointIO",
+        CLASS_NAMES[package],
         (_ZarrCheckpointIOMixin, base),
         {"__doc__": doc, "__module__": "torchzarr.lightning"},
     )
