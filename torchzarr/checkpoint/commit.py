@@ -9,7 +9,9 @@ Layout of a checkpoint store (plain Zarr v3; any Zarr tool opens it)::
 
 Readers read only what the manifest names, so a process killed at any moment leaves the
 previous checkpoint loadable (in a directory or an object store; a zip file killed during a
-save loses its directory, see ``close_archive``). Old versions are deleted after the commit.
+save loses its directory, see ``close_archive``). Old versions are deleted after the commit,
+each its ``zarr.json`` first, so a load that overlapped the deletion can tell
+(:func:`version_intact`).
 
 Concurrent saves: each reserves its version (in this process, and with an exclusive
 ``mkdir`` against other processes on a local disk), and a commit never moves the manifest
@@ -55,6 +57,7 @@ __all__ = [
     "remove_all",
     "reserve_version",
     "reserved_version",
+    "version_intact",
     "wait_pruned",
 ]
 
@@ -100,17 +103,36 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
     """
     try:
         root = open_group(store, mode="r", use_consolidated=False)
-    except (GroupNotFoundError, MetadataError):
+    except GroupNotFoundError:
+        return None  # nothing there, or an array: not a checkpoint
+    except MetadataError as err:
+        raise _corrupt_manifest(store, str(err)) from err
+    if MANIFEST_ATTRIBUTE not in root.attrs:
         return None
-    manifest = root.attrs.get(MANIFEST_ATTRIBUTE)
+    manifest = root.attrs[MANIFEST_ATTRIBUTE]
     if not isinstance(manifest, dict) or not isinstance(manifest.get("version"), str):
-        return None
+        raise _corrupt_manifest(store, f"attribute {MANIFEST_ATTRIBUTE!r} is {manifest!r}")
     if int(manifest.get("format", 0)) > FORMAT_VERSION:
         raise MetadataError(
             f"checkpoint in {store!r} has format {manifest['format']}; this torchzarr reads "
             f"up to {FORMAT_VERSION}: upgrade torchzarr"
         )
     return manifest
+
+
+def _corrupt_manifest(store: Store, why: str) -> MetadataError:
+    """The error for a root ``zarr.json`` that cannot be read: it names the file and what
+    is left to recover (the versions are never touched by a load or a refused save)."""
+    try:
+        versions = ", ".join(_versions(store)) or "none"
+    except Exception:  # listing fails too: the message still names the file
+        versions = "unknown"
+    return MetadataError(
+        f"the manifest of the checkpoint in {store!r} (its root zarr.json) is corrupt: {why}. "
+        f"Versions in the store: {versions}; load_checkpoint(..., version=...) reads one. "
+        "Loads and saves refuse this checkpoint until the file is repaired or removed "
+        "(removing it also makes the next save delete those versions)"
+    )
 
 
 def committed_version(store: Store) -> str:
@@ -316,10 +338,41 @@ def delete_version(store: Store, version: str) -> None:
         >>> st.list_dir("")[1]  # no version group is left
         []
     """
+    _delete_marker(store, version)
     if isinstance(store, LocalStore):
         shutil.rmtree(store.root / version, ignore_errors=True)
     else:
         store.delete_prefix(version + "/")
+
+
+def _marker(version: str) -> str:
+    return f"{version}/zarr.json"
+
+
+def _delete_marker(store: Store, version: str) -> None:
+    # The version's group metadata goes first, before any chunk: a reader that still
+    # finds it after its reads knows that every chunk it read was there (version_intact).
+    store.delete(_marker(version))
+
+
+def version_intact(store: Store, version: str) -> bool:
+    """Whether no deletion of ``version`` had started: check it after reading the version.
+
+    Every deletion of a version (:func:`delete_version`, :func:`remove_all`) removes the
+    version's ``zarr.json`` before anything else, so a reader that finds it *after* its
+    reads read chunks that were all still there; a missing chunk then really was a fill
+    value, not a file pruned by a newer save meanwhile.
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> version = create_group(st, path="v000001").path
+        >>> version_intact(st, version)
+        True
+        >>> delete_version(st, version)
+        >>> version_intact(st, version)
+        False
+    """
+    return store.exists(_marker(version))
 
 
 def names_committed(store: Store, version: str) -> bool:
@@ -421,4 +474,6 @@ def remove_all(store: Store) -> None:
     """
     wait_pruned(store)
     store.delete_many(["zarr.json", ".zgroup", ".zattrs"])
+    for version in _versions(store):  # a reader still reading one notices (version_intact)
+        _delete_marker(store, version)
     store.delete_prefix("")

@@ -40,6 +40,11 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from torchzarr.checkpoint import commit
+from torchzarr.checkpoint.dcp_checks import (
+    pruned_while_loading,
+    refuse_private_store,
+    refuse_uncoordinated_save,
+)
 from torchzarr.checkpoint.dcp_metadata import aligned_chunks, metadata_from_json, metadata_to_json
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, node_name, to_storable
 from torchzarr.checkpoint.rawio import sync_local, write_rows
@@ -47,7 +52,12 @@ from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
 from torchzarr.core.array import Array
-from torchzarr.errors import CheckpointConflictError, MetadataError, NodeNotFoundError
+from torchzarr.errors import (
+    CheckpointConflictError,
+    GroupNotFoundError,
+    MetadataError,
+    NodeNotFoundError,
+)
 from torchzarr.storage import LocalStore, Store
 
 __all__ = ["KIND", "ZarrStorageReader", "ZarrStorageWriter", "aligned_chunks"]
@@ -137,7 +147,13 @@ class ZarrStorageWriter(StorageWriter):
         self.save_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
-        """Remember this rank's role."""
+        """Remember this rank's role; refuse a save of several ranks without collectives.
+
+        Raises:
+            InvalidArgumentError: ``dcp.save(..., use_collectives=False)`` in a process
+                group of more than one rank.
+        """
+        refuse_uncoordinated_save(self.path, kwargs.get("use_collectives", True))
         self.is_coordinator = is_coordinator
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
@@ -226,7 +242,11 @@ class ZarrStorageWriter(StorageWriter):
         """Write this rank's boxes and bytes items (tensors resolved one at a time)."""
         info = plan.storage_data
         st = self._st()
-        root = open_group(st, mode="r+", path=info["version"], use_consolidated=False)
+        try:
+            root = open_group(st, mode="r+", path=info["version"], use_consolidated=False)
+        except GroupNotFoundError as err:
+            refuse_private_store(st, err)
+            raise
         names = info["names"]
 
         def one(item: WriteItem) -> WriteResult:
@@ -340,7 +360,9 @@ class ZarrStorageReader(StorageReader):
         )
         manifest = commit.read_manifest(st)
         if manifest is None:
-            raise NodeNotFoundError(f"no committed checkpoint in {st!r}")
+            missing = NodeNotFoundError(f"no committed checkpoint in {st!r}")
+            refuse_private_store(st, missing)
+            raise missing
         if manifest.get("kind") != KIND or "dcp" not in manifest:
             raise MetadataError(
                 f"{st!r} holds a torchzarr checkpoint, not a torch.distributed.checkpoint one: "
@@ -355,9 +377,18 @@ class ZarrStorageReader(StorageReader):
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
-        version = self.version or str(manifest["version"])
-        self._root = open_group(st, mode="r", path=version)
+        self._root = self._open_version(st, manifest)
         return metadata
+
+    def _open_version(self, st: Store, manifest: dict[str, Any]) -> Any:
+        version = self.version or str(manifest["version"])
+        try:
+            return open_group(st, mode="r", path=version)
+        except GroupNotFoundError:
+            latest = None if self.version else commit.read_manifest(st)
+            if latest is not None and latest["version"] != version:  # pruned since read
+                raise CheckpointConflictError(pruned_while_loading(st, version)) from None
+            raise
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
@@ -368,7 +399,7 @@ class ZarrStorageReader(StorageReader):
         self._names = dict(metadata.storage_data)
         if self._root is None:  # metadata read on another rank and broadcast
             st, manifest = self._manifest()
-            self._root = open_group(st, mode="r", path=self.version or str(manifest["version"]))
+            self._root = self._open_version(st, manifest)
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         """Nothing to add: every box of every array is readable by every rank."""
@@ -387,9 +418,11 @@ class ZarrStorageReader(StorageReader):
             raise MetadataError(f"checkpoint member {name!r} for {fqn!r} is not an array")
         return arr
 
-    def _read_bytes(self, item: ReadItem) -> io.BytesIO:
+    def _read_bytes(self, item: ReadItem) -> bytes:
         arr = self._array(item.storage_index.fqn)
-        raw = arr[...].numpy().tobytes() if arr.shape[0] else b""
+        return arr[...].numpy().tobytes() if arr.shape[0] else b""
+
+    def _checked_bytes(self, item: ReadItem, raw: bytes) -> io.BytesIO:
         if self.weights_only:
             try:
                 torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -418,11 +451,14 @@ class ZarrStorageReader(StorageReader):
             target.copy_(arr[region].view(target.shape))
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
-        """Read every item of ``plan`` straight into the planner's tensors."""
+        """Read every item of ``plan`` straight into the planner's tensors.
+
+        Raises:
+            CheckpointConflictError: a newer save pruned the version while it was read
+                (some of what was read may be fill values for deleted chunks).
+        """
         tensor_items = [i for i in plan.items if i.type == LoadItemType.TENSOR]
-        for item in plan.items:
-            if item.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(item, self._read_bytes(item))
+        values = [(i, self._read_bytes(i)) for i in plan.items if i.type == LoadItemType.BYTE_IO]
         targets = [planner.resolve_tensor(item).detach() for item in tensor_items]
         pairs = list(zip(tensor_items, targets, strict=True))
         workers = max(1, min(self.threads or config.threads, len(pairs)))
@@ -432,6 +468,12 @@ class ZarrStorageReader(StorageReader):
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-dcp-load") as pool:
                 list(pool.map(lambda p: self._read_tensor(*p), pairs))
+        # A missing chunk reads as the fill value: make sure none went missing because a
+        # newer save pruned this version meanwhile (its zarr.json is deleted first).
+        if not commit.version_intact(self._root.store, self._root.path):
+            raise CheckpointConflictError(pruned_while_loading(self._root.store, self._root.path))
+        for item, raw in values:
+            planner.load_bytes(item, self._checked_bytes(item, raw))
         for item, target in pairs:
             planner.commit_tensor(item, target)
         future: Future[None] = Future()

@@ -8,6 +8,10 @@ process memory only, never the checkpoint. A tensor of several chunks is mapped 
 contiguous range (chunk after chunk at fixed addresses), which needs Linux and chunks of a
 whole number of pages; anything else (compressed, remote, sharded, v2 or big-endian
 arrays, missing chunks) is read as usual.
+
+A mapped tensor stays valid when a later save prunes its version: on Linux and macOS a
+deleted file's data lives on while a mapping holds it (its disk space returns when the
+last tensor on it goes). Pruning *during* the load is caught by ``load_checkpoint``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
+from torchzarr.errors import CheckpointConflictError, GroupNotFoundError, NodeNotFoundError
 
-__all__ = ["load_checkpoint"]
+__all__ = ["LOAD_ATTEMPTS", "load_checkpoint"]
+
+#: Loads of a checkpoint tried before giving up when newer saves keep pruning the version
+#: being read.
+LOAD_ATTEMPTS = 3
 
 
 def load_checkpoint(
@@ -54,8 +63,16 @@ def load_checkpoint(
         version: a version to load instead of the committed one (must still exist).
         storage_options: options for the store (for URLs).
 
+    A save that commits while the load runs may prune the version being read; the load
+    notices (:func:`~torchzarr.checkpoint.commit.version_intact`) and loads the newer
+    version instead, up to :data:`LOAD_ATTEMPTS` times in all. Tensors of a lazy load
+    already mapped stay valid when their version is deleted later (see the module docs).
+
     Raises:
         NodeNotFoundError: no committed checkpoint, or a key in ``keys`` names nothing.
+        CheckpointConflictError: newer saves pruned the version being read
+            :data:`LOAD_ATTEMPTS` times, or pruned the ``version`` asked for.
+        MetadataError: the manifest (the root ``zarr.json``) is corrupt.
 
     Example:
         >>> import torch
@@ -65,12 +82,38 @@ def load_checkpoint(
         {'w': tensor([0, 1, 2])}
     """
     st = commit.checkpoint_store(store, "r", storage_options=storage_options, fsync=False)
-    name = version or commit.committed_version(st)
-    root = open_group(st, mode="r", path=name)
-    return read_tree(
-        root,
-        map_location=map_location,
-        keys=keys,
-        allow_pickle=allow_pickle,
-        read_array=map_array if lazy else functools.partial(read_array, huge_pages=huge_pages),
+    reader = map_array if lazy else functools.partial(read_array, huge_pages=huge_pages)
+    for _ in range(LOAD_ATTEMPTS):
+        name = version or commit.committed_version(st)
+        try:
+            root = open_group(st, mode="r", path=name)
+        except GroupNotFoundError:
+            if version is not None or commit.committed_version(st) == name:
+                raise
+            continue  # pruned between reading the manifest and opening it: load the newer one
+        try:
+            tree = read_tree(
+                root,
+                map_location=map_location,
+                keys=keys,
+                allow_pickle=allow_pickle,
+                read_array=reader,
+            )
+        except NodeNotFoundError:
+            if commit.version_intact(st, name):
+                raise  # a key that is not in the checkpoint
+            tree = None  # a member deleted with its version
+        # A missing chunk reads as the fill value; if a newer save pruned the version while
+        # it was read, "missing" may mean "deleted meanwhile": then the tree is not trusted.
+        if tree is not None and commit.version_intact(st, name):
+            return tree
+        if version is not None:
+            raise CheckpointConflictError(
+                f"version {name} of the checkpoint in {st!r} was deleted while it was being "
+                "loaded (a newer save pruned it): load the committed version instead"
+            )
+    raise CheckpointConflictError(
+        f"newer saves replaced the checkpoint in {st!r} {LOAD_ATTEMPTS} times while it was "
+        "being loaded, each pruning the version being read: load it when saves pause, or "
+        "save with keep=2 so that a version outlives the next save"
     )
