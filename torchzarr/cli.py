@@ -12,7 +12,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,7 +89,7 @@ def _check_destination(source: Store, path: str, dest: Store, where: str) -> Non
     no node (chunks alone) may go anywhere.
     """
     docs = source.get_many(nodes.node_keys(path, None))
-    copied = _zarr_format(path, docs)
+    copied = nodes.stored_format(path, docs)
     if copied is None:
         return
     above = nodes.ancestors(where)[:-1]  # the root first
@@ -103,7 +103,7 @@ def _check_destination(source: Store, path: str, dest: Store, where: str) -> Non
                 f"{parent or '/'!r}, where no group would list it (nothing was copied)"
             )
         nearest = parent if kind == "group" else nearest
-    parent_format = copied if nearest is None else _zarr_format(nearest, found)
+    parent_format = copied if nearest is None else nodes.stored_format(nearest, found)
     if parent_format != copied:
         raise InvalidArgumentError(
             f"cannot copy the Zarr v{copied} {nodes.stored_kind(path, docs)} {path or '/'!r} "
@@ -111,14 +111,6 @@ def _check_destination(source: Store, path: str, dest: Store, where: str) -> Non
             f"v{parent_format}, and a v{copied} node in it is a member of nothing (nothing "
             f"was copied; `torchzarr rechunk --zarr-format {parent_format}` converts an array)"
         )
-
-
-def _zarr_format(path: str, docs: Mapping[str, Any]) -> int | None:
-    """The Zarr format of the node at ``path`` in fetched metadata documents (v3 first)."""
-    for zarr_format in (3, 2):
-        if nodes.stored_kind(path, {k: docs.get(k) for k in nodes.node_keys(path, zarr_format)}):
-            return zarr_format
-    return None
 
 
 def _join_hierarchy(store: Store, path: str) -> None:

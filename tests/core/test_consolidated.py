@@ -10,7 +10,12 @@ import torch
 import zarr
 
 import torchzarr as tz
-from torchzarr.errors import GroupNotFoundError
+from torchzarr.errors import (
+    GroupNotFoundError,
+    InvalidArgumentError,
+    MetadataError,
+    NodeNotFoundError,
+)
 from torchzarr.storage.base import Store
 
 
@@ -134,8 +139,11 @@ def test_every_change_we_make_reaches_the_consolidated_metadata(tmp_path, zarr_f
     new = tz.create_array(
         tmp_path, path="new/deep/z", shape=(3,), dtype="float32", zarr_format=zarr_format
     )
-    other = 5 - zarr_format  # a node of the other format is no member: left out of both
-    tz.create_array(tmp_path, path="other", shape=(1,), dtype="int8", zarr_format=other)
+    other = 5 - zarr_format  # a node of the other format is no member: refused below it,
+    with pytest.raises(InvalidArgumentError, match=f"is Zarr v{zarr_format}, which lists no"):
+        tz.create_array(tmp_path, path="other", shape=(1,), dtype="int8", zarr_format=other)
+    # and left out of both when written there as the root of a store of its own
+    tz.create_array(tmp_path / "other", shape=(1,), dtype="int8", zarr_format=other)
     new.append(torch.ones(2))
     new.attrs["units"] = "m"
     root["sub/y"].resize(5)
@@ -209,3 +217,95 @@ def test_children_by_bisection_equal_children_by_scan():
     for name in ["a", "a/x", "a0", "b", "zz", "a.b"]:
         assert consolidated_children(members, name, keys) == consolidated_children(members, name)
     assert consolidated_children(members, "a", keys) == {"x": 1, "x/y": 2, "~": 7}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("mode", ["r+", "a"])
+def test_a_writable_group_opened_consolidated_sees_its_own_changes(tmp_path, zarr_format, mode):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=zarr_format)
+    root.create_array("x", data=torch.tensor([1, 2, 3]))
+    root.create_array("sub/y", data=torch.tensor([4]))
+    tz.consolidate_metadata(tmp_path)
+    group = tz.open_group(tmp_path, mode=mode, use_consolidated=True)
+    del group["x"]
+    assert "x" not in group and list(group) == ["sub"]
+    with pytest.raises(NodeNotFoundError):
+        group["x"]  # no handle to write orphan chunks through
+    group.create_group("new")
+    sub = group["sub"]
+    del sub["y"]
+    sub.create_array("z", shape=(2,), dtype="int8")
+    group["sub/z"].resize(5)
+    assert sorted(group) == ["new", "sub"] and "new" in group and "sub/y" not in group
+    assert [name for name, _ in group.members(max_depth=None)] == ["new", "sub", "sub/z"]
+    assert group["sub/z"].shape == (5,) and "new [G]" in group.tree()
+    for use in (True, False):  # readers see the same, from the stored consolidated copy too
+        reader = tz.open_group(tmp_path, mode="r", use_consolidated=use)
+        assert [name for name, _ in reader.members(max_depth=None)] == ["new", "sub", "sub/z"]
+        assert reader["sub/z"].shape == (5,)
+
+
+def test_a_writable_group_still_requires_consolidated_metadata_when_asked():
+    store = tz.MemoryStore()
+    tz.open_group(store, mode="w")
+    with pytest.raises(GroupNotFoundError, match="consolidated"):
+        tz.open_group(store, mode="r+", use_consolidated=True)
+    tz.consolidate_metadata(store)
+    assert tz.open_group(store, mode="r+", use_consolidated=True).info.consolidated
+
+
+def _v2_consolidated(tmp_path, entries):
+    (tmp_path / ".zgroup").write_text('{"zarr_format": 2}')
+    document = {"zarr_consolidated_format": 1, "metadata": {".zgroup": {"zarr_format": 2}}}
+    document["metadata"].update(entries)
+    (tmp_path / ".zmetadata").write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("entries", "entry", "message"),
+    [
+        (
+            {"x/.zgroup": {"zarr_format": 2}, "x/.zattrs": ["a", "b"]},
+            "x/.zattrs",
+            "expected a JSON object, got list",
+        ),
+        (
+            {"x/.zgroup": {"zarr_format": 2}, "x/.zattrs": "text"},
+            "x/.zattrs",
+            "expected a JSON object, got str",
+        ),
+        ({"x/.zgroup": [2]}, "x/.zgroup", "expected a JSON object, got list"),
+        ({"a/x/.zarray": 7}, "a/x/.zarray", "expected a JSON object, got int"),
+        ({"x/.zarray": {"zarr_format": 2}}, "x/.zarray", "missing required key 'shape'"),
+    ],
+)
+def test_a_malformed_v2_consolidated_entry_raises_metadata_error_naming_it(
+    tmp_path, entries, entry, message
+):
+    _v2_consolidated(tmp_path, entries)
+    with pytest.raises(MetadataError, match=f"'/' \\(.zmetadata\\): entry '{entry}': {message}"):
+        tz.open_group(tmp_path, mode="r")
+    assert tz.open_group(tmp_path, mode="r", use_consolidated=False).path == ""
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"zarr_format": 3, "node_type": "array"}, "missing required key 'shape'"),
+        (["not", "an", "object"], "expected a JSON object, got list"),
+        ({"zarr_format": 3, "node_type": "group", "attributes": [1]}, "attributes must be"),
+    ],
+)
+def test_a_malformed_v3_consolidated_entry_raises_metadata_error_naming_it(
+    tmp_path, document, message
+):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=3)
+    root.create_group("deep/name")
+    tz.consolidate_metadata(tmp_path)
+    stored = json.loads((tmp_path / "zarr.json").read_text())
+    stored["consolidated_metadata"]["metadata"]["deep/name/arr"] = document
+    (tmp_path / "zarr.json").write_text(json.dumps(stored))
+    with pytest.raises(
+        MetadataError, match=f"'/' \\(zarr.json\\): entry 'deep/name/arr': {message}"
+    ):
+        tz.open_group(tmp_path, mode="r")

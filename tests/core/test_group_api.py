@@ -273,3 +273,82 @@ def test_asking_for_the_other_format_finds_nothing_and_says_what_is_there(
     with pytest.raises(ArrayNotFoundError, match=r"pass shape= and dtype=, or data=, to create"):
         tz.open_array(tmp_path, path="y")  # mode "a" could create it, given a shape
     assert tz.open_array(tmp_path, path="y", data=[1, 2])[:].tolist() == [1, 2]
+
+
+def test_mode_w_minus_refuses_a_path_holding_keys_without_metadata(any_store):
+    root = tz.open_group(any_store, mode="w")
+    stale = root.create_array("x", shape=(4,), dtype="int64", chunks=(4,), fill_value=0)
+    del tz.open_group(any_store, mode="a")["x"]
+    stale[:] = torch.tensor([11, 22, 33, 44])  # a handle of the deleted array: a chunk alone
+    orphans = sorted(any_store.list_prefix("x/"))
+    assert orphans and "x" not in root
+    with pytest.raises(NodeExistsError, match=r"'x' .*mode 'w-': keys already exist"):
+        tz.open_array(any_store, path="x", mode="w-", shape=(4,), dtype="int64", chunks=(4,))
+    with pytest.raises(NodeExistsError, match=r"'x' .*mode 'w-'"):
+        tz.open_group(any_store, path="x", mode="w-")
+    assert sorted(any_store.list_prefix("x/")) == orphans and "x" not in root
+    fresh = tz.open_array(any_store, path="x", mode="w", shape=(4,), dtype="int64", chunks=(4,))
+    assert fresh[:].tolist() == [0, 0, 0, 0]  # "w" clears them first
+    assert tz.open_array(any_store, path="y", mode="w-", data=[1, 2])[:].tolist() == [1, 2]
+
+
+def test_mode_w_minus_refuses_a_store_holding_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("kept")
+    with pytest.raises(NodeExistsError, match=r"'/' .*mode 'w-'"):
+        tz.open_group(tmp_path, mode="w-")
+    with pytest.raises(NodeExistsError, match="mode 'w-'"):
+        tz.open(tmp_path, mode="w-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_creating_without_overwrite_keeps_keys_no_metadata_owns(any_store):
+    # As zarr-python: only a node is refused, and "w" or "w-" are the modes that look further.
+    any_store.set("x/c/0", b"\x00" * 8)
+    arr = tz.create_array(any_store, path="x", shape=(1,), dtype="int64", chunks=(1,))
+    assert any_store.get("x/c/0") is not None and arr.nchunks_initialized == 1
+
+
+def test_attribute_dict_keys_must_be_str_at_any_depth(any_store):
+    root = tz.open_group(any_store, mode="w", attributes={"kept": 1})
+    document = any_store.get("zarr.json")
+    for value, where in (
+        ({0: "cat", 1: "dog"}, r"attribute 'labels': key 0 \(int\)"),
+        ({1: "int-key", "1": "str-key"}, r"attribute 'labels': key 1 \(int\)"),
+        ({"a": [{"b": {None: 1}}]}, r"attribute 'labels'\['a'\]\[0\]\['b'\]: key None"),
+        ({"ok": {(1, 2): "x"}}, r"attribute 'labels'\['ok'\]: key \(1, 2\) \(tuple\)"),
+    ):
+        with pytest.raises(AttributeValueError, match=where):
+            root.attrs["labels"] = value
+    with pytest.raises(AttributeValueError, match="'classes'"):
+        tz.create_group(any_store, path="g", attributes={"classes": {0: "cat"}})
+    with pytest.raises(AttributeValueError, match="'classes'"):
+        tz.create_array(
+            any_store, path="a", shape=(1,), dtype="int8", attributes={"classes": {0: 1}}
+        )
+    assert any_store.get("zarr.json") == document and list(root) == []  # nothing written
+    root.attrs["labels"] = {"0": "cat"}
+    assert tz.open_group(any_store, mode="r").attrs["labels"] == {"0": "cat"}
+
+
+def test_a_tensor_without_values_is_refused_as_an_attribute(any_store):
+    root = tz.open_group(any_store, mode="w")
+    with pytest.raises(AttributeValueError, match="'m': a tensor on the meta device"):
+        root.attrs["m"] = torch.empty(2, device="meta")
+    with pytest.raises(AttributeValueError, match=r"'nested'\[1\]: a tensor on the meta"):
+        root.attrs["nested"] = [1, torch.empty(2, device="meta")]
+    with pytest.raises(AttributeValueError, match="'sparse': tensor has no list of values"):
+        root.attrs["sparse"] = torch.eye(2).to_sparse()
+    assert dict(root.attrs) == {}
+
+
+def test_opening_as_the_other_format_says_what_is_there(any_store):
+    root = tz.open_group(any_store, mode="w", zarr_format=3)
+    root.create_group("s")
+    with pytest.raises(NodeNotFoundError, match="a group of Zarr v3 is there, and zarr_format=2"):
+        tz.open(any_store, mode="r", zarr_format=2)
+    with pytest.raises(NodeExistsError, match="a group of Zarr v3 already exists at '/'"):
+        tz.open_group(any_store, mode="a", zarr_format=2)
+    with pytest.raises(NodeExistsError, match="a group of Zarr v3 already exists at '/'"):
+        tz.open_array(any_store, mode="a", zarr_format=2, shape=(1,), dtype="int8")
+    with pytest.raises(NodeExistsError, match=r"^a group already exists at 's'"):
+        tz.create_group(any_store, path="s")  # same format: no note

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,28 +10,19 @@ import torch
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
-from torchzarr.core.attributes import json_attributes, logical_data_type
-from torchzarr.core.cache import invalidate_tree_everywhere
+from torchzarr.core.attributes import logical_data_type
 from torchzarr.core.chunking import normalize_shape
-from torchzarr.core.consolidated import (
-    Change,
-    load_consolidated,
-    refresh_consolidated,
-    write_consolidated,
-)
+from torchzarr.core.consolidated import load_consolidated, write_consolidated
 from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
+from torchzarr.core.placement import group_metadata, write_new_node
 from torchzarr.errors import (
     ArrayNotFoundError,
     GroupNotFoundError,
     InvalidArgumentError,
-    MetadataError,
-    NodeExistsError,
     NodeNotFoundError,
     ShapeMismatchError,
 )
-from torchzarr.metadata.v2 import GroupMetadataV2
-from torchzarr.metadata.v3 import GroupMetadataV3
 from torchzarr.storage.registry import resolve_store
 from torchzarr.tensors import as_storage_array, rectangular
 
@@ -67,7 +58,8 @@ def _read_existing(
 
     By default consolidated metadata is used for read-only opens (``mode="r"``), where it
     cannot go stale under the reader's own writes; ``use_consolidated=True`` requires it,
-    ``False`` ignores it.
+    ``False`` ignores it. (A writable group lists its members from the store all the same:
+    :class:`~torchzarr.core.group.Group` drops the consolidated copy.)
     """
     wanted = mode == "r" if use_consolidated is None else use_consolidated
     if not wanted:
@@ -82,75 +74,6 @@ def _check_mode(mode: str) -> None:
 
 def _store(store: Any, mode: str, storage_options: dict[str, Any] | None) -> Any:
     return resolve_store(store, mode=mode, storage_options=storage_options)
-
-
-def _group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
-    if zarr_format == 3:
-        return GroupMetadataV3(attributes=json_attributes(attributes))
-    if zarr_format == 2:
-        return GroupMetadataV2(attributes=json_attributes(attributes))
-    raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-
-
-def _kind_phrase(kind: str | None) -> str:
-    return {"array": "an array", "group": "a group"}.get(kind or "", "a node torchzarr cannot read")
-
-
-def _missing_parents(path: str, docs: Mapping[str, Any], zarr_format: int) -> list[tuple[str, Any]]:
-    """The missing parent groups of ``path`` to create, from the fetched metadata
-    documents of its ancestors (an array, or a node of no kind we can tell, is an error)."""
-    missing = []
-    for parent in nodes.ancestors(path)[:-1]:  # the root has no parents
-        kind = nodes.stored_kind(parent, docs)
-        if kind is None:
-            missing.append((parent, _group_metadata(zarr_format, None)))
-        elif kind != "group":
-            raise NodeExistsError(
-                f"cannot create {path!r}: {_kind_phrase(kind)} exists at {parent or '/'!r}"
-            )
-    return missing
-
-
-def _prepare_path(store: Any, path: str, docs: Mapping[str, Any], overwrite: bool) -> list[Change]:
-    """Make room for a new node at ``path``; the node replaced, as a change, if any.
-
-    Without ``overwrite`` a node there (per its fetched metadata ``docs``) is an error. With
-    it, everything under ``path`` goes, as in zarr-python: also keys no metadata owns any
-    more (chunks of a half-deleted node), and without parsing what was there (a node of a
-    dtype, codec or extension torchzarr lacks, or with broken metadata, is replaced too).
-    """
-    if not overwrite:
-        kind = nodes.stored_kind(path, docs)
-        if kind is not None:
-            raise NodeExistsError(
-                f"{_kind_phrase(kind)} already exists at {path or '/'!r} in {store!r}"
-            )
-        return []
-    store.delete_prefix(path + "/" if path else "")
-    store.delete_many(nodes.node_metadata_keys(path))
-    invalidate_tree_everywhere(store.identity, path)  # cached chunks of the old node
-    return [(path, None)]
-
-
-def _node_docs(store: Any, paths: Sequence[str]) -> dict[str, Any]:
-    """The documents (both formats) telling what is at ``paths``, in one batch."""
-    keys = [k for path in paths for k in nodes.node_keys(path, None)]
-    return store.get_many([k for k in keys if not k.endswith(nodes.ZATTRS)])
-
-
-def _write_new_node(store: Any, path: str, metadata: Any, overwrite: bool) -> None:
-    """Write a new node's metadata and its missing parents', and update consolidated
-    metadata above it (the node it replaces, with its subtree, leaves it)."""
-    with nodes.node_lock(store, [path]):  # no change in this process lands in between
-        docs = _node_docs(store, nodes.ancestors(path))
-        # parents first: nothing is deleted for a node that cannot be created (below an array)
-        written = [*_missing_parents(path, docs, metadata.zarr_format), (path, metadata)]
-        changes = _prepare_path(store, path, docs, overwrite)
-        new_docs: dict[str, bytes] = {}
-        for node_path, node_metadata in written:
-            new_docs.update(nodes.node_documents(node_path, node_metadata))
-        store.set_many(new_docs)
-        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
 
 def _shape_and_dtype_of(data: Any, shape: Any, dtype: Any) -> tuple[Any, Any]:
@@ -202,11 +125,14 @@ def create_array(
         filters: numcodecs filters (v2) or array-to-array codecs (v3).
         fill_value: value of unwritten elements (default 0; in v2 ``null``, which reads as
             0 too and which xarray does not take for a missing-data marker).
-        zarr_format: 3 (default) or 2.
+        zarr_format: 3 (default) or 2; a group above the array must be of the same format.
         order: memory order of v2 chunks, "C" or "F".
         shards: shard shape (v3): each stored object holds a block of ``chunks``, with an
             index, so that millions of small chunks do not become millions of objects.
         overwrite: replace an existing node at ``path`` (deleting everything below it).
+            Without it an existing node is an error, but keys no metadata owns (chunks
+            a deleted array left behind) are kept, as zarr-python keeps them, and read
+            as the new array's data: ``open_array(..., mode="w-")`` refuses them.
 
     Example:
         >>> import torchzarr as tz, torch
@@ -216,10 +142,12 @@ def create_array(
         >>> tz.create_array("memory://", data=torch.arange(3))[:]
         tensor([0, 1, 2])
     """
-    if isinstance(data, Array):
-        data = data[...]  # its own dtype (numpy would widen bfloat16); from_array streams it
-    shape, dtype = _shape_and_dtype_of(data, shape, dtype)
-    metadata = array_metadata_from_args(
+    return _create_array(
+        store,
+        path,
+        "w" if overwrite else "a",
+        storage_options,
+        data,
         shape=shape,
         dtype=dtype,
         chunks=chunks,
@@ -234,11 +162,29 @@ def create_array(
         dimension_separator=dimension_separator,
         shards=shards,
     )
+
+
+def _create_array(
+    store: Any,
+    path: str,
+    mode: str,
+    storage_options: dict[str, Any] | None,
+    data: Any = None,
+    *,
+    shape: Any = None,
+    dtype: Any = None,
+    **metadata_args: Any,
+) -> Array:
+    """:func:`create_array`, ``mode`` as ``placement.prepare_path`` takes it."""
+    if isinstance(data, Array):
+        data = data[...]  # its own dtype (numpy would widen bfloat16); from_array streams it
+    shape, dtype = _shape_and_dtype_of(data, shape, dtype)
+    metadata = array_metadata_from_args(shape=shape, dtype=dtype, **metadata_args)
     if data is not None:  # converted first: a value that does not fit fails before any change
         data = as_storage_array(data, logical_data_type(metadata))
-    st = _store(store, "w" if overwrite else "a", storage_options)
-    path = nodes.normalize_path(path)
-    _write_new_node(st, path, metadata, overwrite)
+    st = _store(store, "w" if mode == "w" else "a", storage_options)
+    path = nodes.normalize_path(path, metadata.zarr_format)
+    write_new_node(st, path, metadata, mode)
     array = Array(st, path, metadata)
     if data is not None:
         array[...] = data
@@ -254,7 +200,8 @@ def create_group(
     attributes: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Group:
-    """Create a group (and its missing parents).
+    """Create a group (and its missing parents, in its format; a group above it must be
+    of the same format).
 
     Example:
         >>> g = create_group("memory://", attributes={"project": "demo"})
@@ -262,10 +209,18 @@ def create_group(
         {'project': 'demo'}
     """
     st = _store(store, "w" if overwrite else "a", storage_options)
-    path = nodes.normalize_path(path)
-    metadata = _group_metadata(zarr_format, attributes)
-    _write_new_node(st, path, metadata, overwrite)
-    return Group(st, path, metadata)
+    return _create_group(st, path, zarr_format, "w" if overwrite else "a", attributes)
+
+
+def _create_group(
+    store: Any, path: str, zarr_format: int, mode: str, attributes: dict[str, Any] | None
+) -> Group:
+    """:func:`create_group` in a resolved store, ``mode`` as ``placement.prepare_path``
+    takes it."""
+    metadata = group_metadata(zarr_format, attributes)
+    path = nodes.normalize_path(path, zarr_format)
+    write_new_node(store, path, metadata, mode)
+    return Group(store, path, metadata)
 
 
 def open(
@@ -286,14 +241,16 @@ def open(
     """
     _check_mode(mode)
     st = _store(store, mode, storage_options)
-    path = nodes.normalize_path(path)
+    path = nodes.normalize_path(path, zarr_format)
     meta, members = (None, None)
     if mode not in ("w", "w-"):
         meta, members = _read_existing(st, path, zarr_format, mode, use_consolidated)
     if meta is not None:
         return node_from_metadata(st, path, meta, mode == "r", members)
     if mode in ("r", "r+"):
-        raise NodeNotFoundError(f"no array or group at {path or '/'!r} in {st!r}")
+        raise NodeNotFoundError(
+            f"no array or group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
+        )
     return open_group(st, mode, path=path, zarr_format=zarr_format)
 
 
@@ -309,7 +266,8 @@ def open_array(
     """Open an array; with mode "a", "w" or "w-" and ``shape``/``dtype`` given, create it.
 
     Modes are zarr-python's: "r" read-only, "r+" read/write (must exist), "a" read/write
-    (created if absent), "w" create (overwrite), "w-" create (fail if present).
+    (created if absent), "w" create (overwrite), "w-" create (fail if any key is under
+    the path: a node, or chunks no metadata owns).
 
     Example:
         >>> arr = open_array("memory://", mode="w", shape=(3,), dtype="int8")
@@ -318,7 +276,7 @@ def open_array(
     """
     _check_mode(mode)
     st = _store(store, mode, storage_options)
-    path = nodes.normalize_path(path)
+    path = nodes.normalize_path(path, zarr_format)
     if mode not in ("w", "w-"):
         meta = nodes.read_node(st, path, zarr_format)
         if meta is not None:
@@ -335,7 +293,7 @@ def open_array(
             )
     if zarr_format is not None:
         create_kwargs["zarr_format"] = zarr_format
-    return create_array(st, path=path, overwrite=mode == "w", **create_kwargs)
+    return _create_array(st, path, mode, None, create_kwargs.pop("data", None), **create_kwargs)
 
 
 def open_group(
@@ -357,7 +315,7 @@ def open_group(
     """
     _check_mode(mode)
     st = _store(store, mode, storage_options)
-    path = nodes.normalize_path(path)
+    path = nodes.normalize_path(path, zarr_format)
     if mode not in ("w", "w-"):
         meta, members = _read_existing(st, path, zarr_format, mode, use_consolidated)
         if meta is not None:
@@ -369,13 +327,7 @@ def open_group(
             raise GroupNotFoundError(
                 f"no group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
             )
-    return create_group(
-        st,
-        path=path,
-        zarr_format=3 if zarr_format is None else zarr_format,
-        overwrite=mode == "w",
-        attributes=attributes,
-    )
+    return _create_group(st, path, 3 if zarr_format is None else zarr_format, mode, attributes)
 
 
 def consolidate_metadata(
@@ -400,92 +352,11 @@ def consolidate_metadata(
         ['a']
     """
     st = _store(store, "a", storage_options)
-    path = nodes.normalize_path(path)
+    path = nodes.normalize_path(path, zarr_format)
     with nodes.node_lock(st, [path]):  # changes below wait: none is missed by the listing
         meta = nodes.read_node(st, path, zarr_format)
         if meta is None or hasattr(meta, "shape"):
             raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
         root = Group(st, path, meta)
         updated = write_consolidated(st, path, root.member_metadata(), meta)
-    _, consolidated = load_consolidated(st, path, updated.zarr_format, required=True)
-    return Group(st, path, updated, consolidated=consolidated)
-
-
-def _hierarchy_metadata(specs: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
-    """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path."""
-    metas: dict[str, Any] = {}
-    for rel, spec in specs.items():
-        rel = nodes.normalize_path(rel)
-        if not rel:
-            raise InvalidArgumentError("create_hierarchy: the group itself is not one of its nodes")
-        if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
-            meta = spec
-        elif isinstance(spec, Mapping) and "shape" in spec:
-            meta = array_metadata_from_args(**{"zarr_format": zarr_format, **spec})
-        elif isinstance(spec, Mapping) or spec is None:
-            meta = _group_metadata(zarr_format, dict(spec or {}).get("attributes"))
-        else:
-            raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
-        if meta.zarr_format != zarr_format:
-            raise MetadataError(
-                f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}"
-            )
-        metas[rel] = meta
-    for rel in metas:
-        for parent in nodes.ancestors(rel)[1:-1]:
-            if hasattr(metas.get(parent), "shape"):
-                raise NodeExistsError(
-                    f"create_hierarchy: {parent!r} is an array, {rel!r} is below it"
-                )
-    return metas
-
-
-def create_hierarchy(
-    store: Any, root: str, specs: Mapping[str, Any], zarr_format: int, overwrite: bool
-) -> dict[str, Any]:
-    """Create the nodes of ``Group.create_hierarchy`` below the group at ``root``.
-
-    One batched fetch tells what is already there (no request per node): an existing
-    node named in ``specs`` is an error unless ``overwrite`` (then its subtree is cleared
-    first, as zarr-python does); a missing parent group is created, an existing one kept
-    as it is; an array where a parent group is needed is an error. All metadata is then
-    written in one batch. Returns ``{relative path: metadata}`` of the nodes written.
-
-    Example:
-        >>> import torchzarr as tz
-        >>> root = tz.open_group("memory://hierarchy-doc", mode="w")
-        >>> sorted(create_hierarchy(root.store, "", {"a/x": {"shape": (2,), "dtype": "int8"}}, 3, False))
-        ['a', 'a/x']
-    """
-    metas = _hierarchy_metadata(specs, zarr_format)
-    named = set(metas)
-    parents = sorted({p for rel in metas for p in nodes.ancestors(rel)[1:-1]} - named)
-    where = {rel: nodes.join_path(root, rel) for rel in [*metas, *parents]}
-    with nodes.node_lock(store, list(where.values())):
-        docs = _node_docs(store, list(where.values()))
-        for rel in parents:
-            kind = nodes.stored_kind(where[rel], docs)
-            if kind is None:
-                metas[rel] = _group_metadata(zarr_format, None)
-            elif kind != "group":
-                raise NodeExistsError(
-                    f"create_hierarchy: {_kind_phrase(kind)} exists at {where[rel]!r} in "
-                    f"{store!r}, where nodes below it were to be created"
-                )
-        changes: list[Change] = []
-        for rel in sorted(named):
-            if overwrite and named.intersection(nodes.ancestors(rel)[1:-1]):
-                continue  # cleared with the node above it
-            try:
-                changes += _prepare_path(store, where[rel], docs, overwrite)
-            except NodeExistsError as err:
-                raise NodeExistsError(
-                    f"create_hierarchy: {err} (overwrite=True replaces it)"
-                ) from None
-        new_docs: dict[str, bytes] = {}
-        for rel, meta in metas.items():
-            new_docs.update(nodes.node_documents(where[rel], meta))
-        store.set_many(new_docs)
-        written = [(where[rel], meta) for rel, meta in metas.items()]
-        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
-    return metas
+    return Group(st, path, updated)  # writable: it lists its members from the store

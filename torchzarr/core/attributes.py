@@ -84,34 +84,53 @@ def logical_data_type(metadata: Any) -> DataType:
     return _raw_dtype(metadata) or stored
 
 
-def json_ready(value: Any) -> Any:
+def json_ready(value: Any, where: str = "value") -> Any:
     """``value`` with numpy scalars and arrays and torch tensors (also nested in lists and
     dicts) turned into Python numbers and lists; anything else as it is.
+
+    A dict key that is not a str raises ``AttributeValueError`` naming where it is
+    (``where``, then the keys and indexes down to it): JSON would turn it into a str, so
+    the value would read back otherwise (and ``{1: ..., "1": ...}`` lose one); so does a
+    tensor without a plain list of values (on the meta device, sparse, nested).
 
     Example:
         >>> json_ready({"mean": np.float32(0.5), "shape": np.array([2, 3])})
         {'mean': 0.5, 'shape': [2, 3]}
     """
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
+        if value.is_meta:
+            raise AttributeValueError(f"{where}: a tensor on the meta device holds no values")
+        try:
+            return value.detach().cpu().tolist()
+        except (RuntimeError, NotImplementedError) as err:  # sparse, nested: no plain values
+            raise AttributeValueError(f"{where}: tensor has no list of values ({err})") from None
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, Mapping):
-        return {k: json_ready(v) for k, v in value.items()}
+        ready = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise AttributeValueError(
+                    f"{where}: key {key!r} ({type(key).__name__}) is not a str; JSON object "
+                    "keys are, so it would read back as a str: convert the keys first"
+                )
+            ready[key] = json_ready(item, f"{where}[{key!r}]")
+        return ready
     if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
+        return [json_ready(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
 
 
 def check_json_value(key: str, value: Any) -> Any:
     """``value`` made JSON-ready (:func:`json_ready`) if strict JSON can hold it, else
-    raise naming ``key`` (NaN and infinities are not strict JSON).
+    raise naming ``key`` (NaN and infinities are not strict JSON, nor are keys other
+    than str at any depth).
 
     Example:
         >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
         ('m/s', 2.5)
     """
-    ready = json_ready(value)
+    ready = json_ready(value, f"attribute {key!r}")
     try:
         json.dumps(ready, allow_nan=False)
     except (TypeError, ValueError) as err:

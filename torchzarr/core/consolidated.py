@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from torchzarr.core import nodes
-from torchzarr.errors import GroupNotFoundError, MetadataError
+from torchzarr.errors import CodecError, GroupNotFoundError, MetadataError
 from torchzarr.metadata.consolidated import (
     V2_CONSOLIDATED_KEY,
     build_v2_consolidated,
@@ -68,7 +68,8 @@ def load_consolidated(
 ) -> tuple[Any, dict[str, Any] | None]:
     """The group metadata at ``path`` and its consolidated members (one batched fetch).
 
-    Returns ``(metadata or None, {relative path: metadata} or None)``.
+    Returns ``(metadata or None, {relative path: metadata} or None)``. A malformed entry
+    raises ``MetadataError`` naming the group, its document and the entry.
     """
     v2_key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
     keys = nodes.node_keys(path, zarr_format)  # only the format asked for, as read_node
@@ -83,33 +84,52 @@ def load_consolidated(
         inline = meta.consolidated_metadata.get("metadata")
         if not isinstance(inline, dict):
             raise MetadataError(f"{path or '/'}: consolidated_metadata.metadata must be an object")
-        members = {
-            rel: nodes.tolerant(
-                nodes.join_path(path, rel), 3, doc, None, partial(parse_v3_node, doc)
-            )
-            for rel, doc in inline.items()
-        }
+        where = f"the group at {path or '/'!r} ({nodes.join_path(path, nodes.ZARR_JSON)})"
+        members = {}
+        for rel, doc in inline.items():
+            node_path = nodes.join_path(path, rel)
+            parse = partial(nodes.tolerant, node_path, 3, doc, None, partial(parse_v3_node, doc))
+            members[rel] = _entry(where, rel, parse)
     elif isinstance(meta, GroupMetadataV2) and docs.get(v2_key) is not None:
         members = {}
         raw = json_loads(docs[v2_key], key=v2_key)
+        where = f"the group at {path or '/'!r} ({v2_key})"
         for rel, files in split_v2_consolidated(raw).items():
-            if not rel:
-                continue
-            attrs = files.get(".zattrs") or {}
-            if ".zarray" in files:
-                zarray = files[".zarray"]
-                members[rel] = nodes.tolerant(
-                    nodes.join_path(path, rel),
-                    2,
-                    zarray,
-                    attrs,
-                    partial(ArrayMetadataV2.from_json, zarray, attrs),
-                )
-            elif ".zgroup" in files:
-                members[rel] = GroupMetadataV2(attributes=dict(attrs))
+            if rel:
+                members.update(_entry(where, rel, partial(_v2_member, path, rel, files)))
     if required and members is None and not hasattr(meta, "shape"):
         raise GroupNotFoundError(f"no consolidated metadata for the group at {path or '/'!r}")
     return meta, members
+
+
+def _entry(where: str, rel: str, parse: Callable[[], Any]) -> Any:
+    """``parse()`` of the consolidated entry of the node ``rel``, its errors naming
+    ``where`` and the entry (in v2, the entry of the document at fault)."""
+    try:
+        return parse()
+    except (MetadataError, CodecError) as err:
+        message, entry = str(err), rel
+        for document in (nodes.ZARR_JSON, nodes.ZARRAY, nodes.ZGROUP, nodes.ZATTRS):
+            if message.startswith(f"{document}: "):
+                message = message[len(document) + 2 :]
+                entry = rel if document == nodes.ZARR_JSON else f"{rel}/{document}"
+                break
+        raise type(err)(f"consolidated metadata of {where}: entry {entry!r}: {message}") from None
+
+
+def _v2_member(path: str, rel: str, files: Mapping[str, Any]) -> dict[str, Any]:
+    """``{rel: metadata}`` of a v2 node from its consolidated documents, none for none."""
+    for name, doc in files.items():
+        if not isinstance(doc, dict) and not (name == nodes.ZATTRS and doc is None):
+            raise MetadataError(f"{name}: expected a JSON object, got {type(doc).__name__}")
+    attrs = files.get(nodes.ZATTRS) or {}
+    if nodes.ZARRAY in files:
+        zarray = files[nodes.ZARRAY]
+        parse = partial(ArrayMetadataV2.from_json, zarray, attrs)
+        return {rel: nodes.tolerant(nodes.join_path(path, rel), 2, zarray, attrs, parse)}
+    if nodes.ZGROUP in files:
+        return {rel: GroupMetadataV2(attributes=dict(attrs))}
+    return {}
 
 
 def consolidated_children(

@@ -15,16 +15,21 @@ from torchzarr.core.consolidated import (
     refresh_consolidated,
     stored_consolidated,
 )
+from torchzarr.core.group_views import MemberItems, MemberValues, tree_lines
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
+from torchzarr.core.placement import create_hierarchy
 from torchzarr.errors import (
     CodecError,
+    InvalidArgumentError,
+    InvalidKeyError,
     MetadataError,
     NodeExistsError,
     NodeNotFoundError,
     ReadOnlyError,
 )
 from torchzarr.metadata.base import GroupMetadata
+from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
 
 __all__ = ["Group", "node_from_metadata"]
 
@@ -55,6 +60,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
     ``items()``, ``values()`` and :meth:`members` leave it out (``info.unsupported`` and
     :meth:`tree` name it). It can be deleted and replaced like any other member.
 
+    Member keys are relative paths (``"a/b"``); ``""`` and ``"/"`` name the group itself,
+    as in zarr-python. A name of a metadata document of the group's format (``zarr.json``
+    in v3; ``.zarray``, ``.zgroup``, ``.zattrs``, ``.zmetadata`` in v2) names no member.
+
     Example:
         >>> import torchzarr as tz, torch
         >>> root = tz.open_group("memory://", mode="w")
@@ -76,8 +85,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         self._path = path
         self._metadata = metadata
         self._read_only = read_only
-        # {relative path: metadata} of every node below, when opened from consolidated metadata
-        self._consolidated = consolidated
+        # {relative path: metadata} of every node below, when opened read-only from
+        # consolidated metadata. A writable group lists the store instead: that copy
+        # would not follow the changes made through it, its members or its subgroups.
+        self._consolidated = consolidated if read_only else None
 
     def __getstate__(self) -> dict[str, Any]:
         # the spec only (the store pickles as its own spec): nothing of this process
@@ -115,16 +126,26 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return f"<torchzarr.Group {self._store!r} {self.name}{ro}>"
 
     # -- members ----------------------------------------------------------------------------
+    def _relative(self, key: object) -> str:
+        """``key`` as a checked path relative to this group, ``""`` for the group itself."""
+        if not isinstance(key, str):
+            raise InvalidKeyError(f"member keys are str, got {type(key).__name__}: {key!r}")
+        return nodes.normalize_path(key, self.zarr_format)
+
     def _child_path(self, key: str) -> str:
-        return nodes.join_path(self._path, nodes.normalize_path(key))
+        return nodes.join_path(self._path, self._relative(key))
 
     def _fetch_children(self) -> tuple[list[str], dict[str, Any]]:
         """Names below this group, and their metadata documents, fetched in one batch."""
         prefix = self._path + "/" if self._path else ""
-        _, names = self._store.list_dir(prefix)
+        _, listed = self._store.list_dir(prefix)
+        # a name of a metadata document of this format is none (a v2 ".zattrs" directory)
+        names = [name for name in listed if name not in nodes.reserved_names(self.zarr_format)]
         # only this group's format: a member of the other one is none of its members
         keys = [
-            k for name in names for k in nodes.node_keys(self._child_path(name), self.zarr_format)
+            k
+            for name in names
+            for k in nodes.node_keys(nodes.join_path(self._path, name), self.zarr_format)
         ]
         return names, self._store.get_many(keys)
 
@@ -138,7 +159,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
                 if "/" not in rel
             }
         names, found = self._fetch_children()
-        kinds = {name: nodes.stored_kind(self._child_path(name), found) for name in names}
+        paths = {name: nodes.join_path(self._path, name) for name in names}
+        kinds = {name: nodes.stored_kind(paths[name], found) for name in names}
         return {name: kind for name, kind in kinds.items() if kind is not None}
 
     def _children(self, keep_errors: bool = False) -> dict[str, Any]:
@@ -150,7 +172,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         children = {}
         for name in names:
             try:
-                meta = nodes.parse_member(self._child_path(name), found, self._store)
+                meta = nodes.parse_member(nodes.join_path(self._path, name), found, self._store)
             except (MetadataError, CodecError) as err:
                 if not keep_errors:
                     raise
@@ -163,8 +185,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         if isinstance(meta, nodes.UnsupportedArray):
             raise meta.error()
         path = nodes.join_path(self._path, rel)
-        below = None
-        if self._consolidated is not None and not hasattr(meta, "shape"):
+        below = self._consolidated if not rel else None  # the group itself: all of them
+        if rel and self._consolidated is not None and not hasattr(meta, "shape"):
             # a subgroup's share of the entries (an array has none), found by bisection:
             # a scan of every entry per node made opening a checkpoint's nodes quadratic
             keys = self.__dict__.get("_consolidated_keys")
@@ -174,11 +196,12 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return node_from_metadata(self._store, path, meta, self._read_only, below)
 
     def __getitem__(self, key: str) -> Array | Group:
-        rel = nodes.normalize_path(key)
+        rel = self._relative(key)
         if self._consolidated is not None:
-            meta = self._consolidated.get(rel)
+            meta = self._consolidated.get(rel) if rel else self._metadata
         else:
-            meta = nodes.read_member(self._store, self._child_path(key), self.zarr_format)
+            path = nodes.join_path(self._path, rel)
+            meta = nodes.read_member(self._store, path, self.zarr_format)
         if meta is None:
             raise NodeNotFoundError(f"no array or group at {key!r} in group {self.name}")
         return self._node(rel, meta)
@@ -191,11 +214,16 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             return default
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
+        try:
+            rel = self._relative(key)
+        except InvalidKeyError:
+            return False  # a key no member can have, as zarr-python answers
+        if not rel:
+            return True  # the group itself, as ``self[""]``
         if self._consolidated is not None:
-            return nodes.normalize_path(key) in self._consolidated
-        return nodes.read_kind(self._store, self._child_path(key), self.zarr_format) is not None
+            return rel in self._consolidated
+        path = nodes.join_path(self._path, rel)
+        return nodes.read_kind(self._store, path, self.zarr_format) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._child_kinds()))
@@ -211,7 +239,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [name for name, _ in root.items()]  # doctest: +SKIP
             ['exp']
         """
-        return _Items(self)
+        return MemberItems(self)
 
     def values(self) -> ValuesView[Array | Group]:
         """The direct member nodes, as :meth:`items`.
@@ -220,7 +248,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [type(node).__name__ for node in root.values()]  # doctest: +SKIP
             ['Group']
         """
-        return _Values(self)
+        return MemberValues(self)
 
     def members(self, max_depth: int | None = 0) -> tuple[tuple[str, Array | Group], ...]:
         """``(relative path, node)`` pairs, sorted; ``max_depth=None`` walks the whole tree.
@@ -364,8 +392,13 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         supported = [(n, m) for n, m in children if n not in unsupported]
         groups = tuple(n for n, m in supported if _is_group_metadata(m))
         arrays = tuple(n for n, m in supported if not _is_group_metadata(m))
-        consolidated = self._consolidated is not None or bool(
-            getattr(self._metadata, "consolidated_metadata", None)
+        consolidated = (
+            self._consolidated is not None
+            or bool(getattr(self._metadata, "consolidated_metadata", None))
+            or (
+                self.zarr_format == 2
+                and self._store.exists(nodes.join_path(self._path, V2_CONSOLIDATED_KEY))
+            )
         )
         return GroupInfo(
             name=self.name,
@@ -390,6 +423,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
 
     def __delitem__(self, key: str) -> None:
         self._check_writable()
+        if not self._relative(key):
+            raise InvalidArgumentError(
+                f"del group[{key!r}] names group {self.name} itself, which cannot delete "
+                "itself: delete it from its parent group (or clear it with mode='w')"
+            )
         path = self._child_path(key)
         with nodes.node_lock(self._store, [path]):
             # its kind only: an array of a dtype torchzarr cannot hold is deleted too
@@ -414,8 +452,6 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         Example:
             >>> nodes = root.create_hierarchy({"a": {}, "a/x": {"shape": (3,), "dtype": "int8"}})  # doctest: +SKIP
         """
-        from torchzarr.core.api import create_hierarchy
-
         self._check_writable()
         metas = create_hierarchy(self._store, self._path, specs, self.zarr_format, overwrite)
         return {
@@ -438,60 +474,5 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
                 └── x [A] (4,) torch.int64
         """
         lines = [self.name if self._path else "/"]
-        self._tree_lines(lines, "", level)
+        tree_lines(self, lines, "", level)
         return "\n".join(lines)
-
-    def _tree_lines(self, lines: list[str], indent: str, level: int | None) -> None:
-        children = sorted(self._children(keep_errors=True).items())
-        for i, (name, meta) in enumerate(children):
-            last = i == len(children) - 1
-            branch = "└── " if last else "├── "
-            if isinstance(meta, nodes.UnsupportedArray):
-                dtype = meta.document.get("data_type", meta.document.get("dtype"))
-                lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")
-                continue
-            if isinstance(meta, Exception):
-                lines.append(f"{indent}{branch}{name} [?] unsupported: {meta}")
-                continue
-            node = self._node(name, meta)
-            if isinstance(node, Array):
-                lines.append(f"{indent}{branch}{name} [A] {node.shape} {node.dtype}")
-            else:
-                lines.append(f"{indent}{branch}{name} [G]")
-                if level is None or level > 0:
-                    sub = indent + ("    " if last else "│   ")
-                    node._tree_lines(lines, sub, None if level is None else level - 1)
-
-
-class _Items(ItemsView[str, "Array | Group"]):
-    """``group.items()``: the members that open, from one listing."""
-
-    def __init__(self, group: Group) -> None:
-        super().__init__(group)
-        self._group = group
-
-    def __iter__(self) -> Iterator[tuple[str, Array | Group]]:
-        return iter(self._group.members())
-
-    def __len__(self) -> int:
-        return len(self._group.members())
-
-    def __contains__(self, item: object) -> bool:
-        return any(item == pair for pair in self)
-
-
-class _Values(ValuesView["Array | Group"]):
-    """``group.values()``: the member nodes that open, from one listing."""
-
-    def __init__(self, group: Group) -> None:
-        super().__init__(group)
-        self._group = group
-
-    def __iter__(self) -> Iterator[Array | Group]:
-        return (node for _, node in self._group.members())
-
-    def __len__(self) -> int:
-        return len(self._group.members())
-
-    def __contains__(self, value: object) -> bool:
-        return any(value is node or value == node for node in self)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torchzarr.core.cache import location
 from torchzarr.errors import CodecError, InvalidKeyError, MetadataError, UnsupportedDtypeError
 from torchzarr.forksafe import LockTable
+from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
@@ -34,6 +35,8 @@ __all__ = [
     "read_kind",
     "read_member",
     "read_node",
+    "reserved_names",
+    "stored_format",
     "stored_kind",
     "tolerant",
     "write_node",
@@ -43,15 +46,34 @@ ZARR_JSON = "zarr.json"
 ZARRAY = ".zarray"
 ZGROUP = ".zgroup"
 ZATTRS = ".zattrs"
-METADATA_NAMES = frozenset({ZARR_JSON, ZARRAY, ZGROUP, ZATTRS, ".zmetadata"})
+#: the names of the metadata documents of each format: no node of that format has one
+_RESERVED = {3: frozenset({ZARR_JSON}), 2: frozenset({ZARRAY, ZGROUP, ZATTRS, V2_CONSOLIDATED_KEY})}
+METADATA_NAMES = _RESERVED[2] | _RESERVED[3]
 
 
-def normalize_path(path: str | None) -> str:
+def reserved_names(zarr_format: int | None) -> frozenset[str]:
+    """The names no node of ``zarr_format`` (None: of either format) may have: those of
+    its metadata documents. A v3 node may be called ``.zattrs``, a v2 one ``zarr.json``.
+
+    Example:
+        >>> sorted(reserved_names(3)), ".zattrs" in reserved_names(None)
+        (['zarr.json'], True)
+    """
+    return METADATA_NAMES if zarr_format is None else _RESERVED.get(zarr_format, METADATA_NAMES)
+
+
+def normalize_path(path: str | None, zarr_format: int | None = None) -> str:
     """A node path without leading/trailing slashes; ``""`` is the root.
+
+    Every component is checked: none may be the name of a metadata document of
+    ``zarr_format`` (None: of either format), since a node of that name could neither be
+    written nor listed (its directory would hold, or be, a metadata document).
 
     Example:
         >>> normalize_path("/a/b/")
         'a/b'
+        >>> normalize_path("a/.zattrs", 3)
+        'a/.zattrs'
     """
     if path is None:
         return ""
@@ -60,8 +82,15 @@ def normalize_path(path: str | None) -> str:
     path = path.strip("/")
     if path:
         validate_key(path)
-        if path.split("/")[-1] in METADATA_NAMES:
-            raise InvalidKeyError(f"node path {path!r} ends in a reserved metadata name")
+        reserved = reserved_names(zarr_format)
+        for component in path.split("/"):
+            if component in reserved:
+                owner = 3 if component == ZARR_JSON else 2
+                hint = f" (pass zarr_format={5 - owner} for a node of that name)"
+                raise InvalidKeyError(
+                    f"node path {path!r}: {component!r} names a Zarr v{owner} metadata "
+                    f"document, not a node{hint if zarr_format is None else ''}"
+                )
     return path
 
 
@@ -298,6 +327,20 @@ def stored_kind(path: str, docs: Mapping[str, Any]) -> str | None:
         return "array"
     if docs.get(_key(path, ZGROUP)) is not None:
         return "group"
+    return None
+
+
+def stored_format(path: str, docs: Mapping[str, Any]) -> int | None:
+    """The Zarr format of the node that fetched metadata documents show at ``path`` (v3
+    first, as :func:`stored_kind`), or None when none is there.
+
+    Example:
+        >>> stored_format("a", {"a/.zgroup": b'{"zarr_format": 2}'}), stored_format("b", {})
+        (2, None)
+    """
+    for zarr_format in (3, 2):
+        if stored_kind(path, {k: docs.get(k) for k in node_keys(path, zarr_format)}):
+            return zarr_format
     return None
 
 

@@ -1,0 +1,255 @@
+"""Placing new nodes: what may stand above and at a new node's path, and writing its metadata
+with its missing parent groups and the consolidated entries above it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchzarr.core import nodes
+from torchzarr.core.attributes import json_attributes
+from torchzarr.core.cache import invalidate_tree_everywhere
+from torchzarr.core.consolidated import Change, refresh_consolidated
+from torchzarr.core.create import array_metadata_from_args
+from torchzarr.errors import InvalidArgumentError, MetadataError, NodeExistsError
+from torchzarr.metadata.v2 import GroupMetadataV2
+from torchzarr.metadata.v3 import GroupMetadataV3
+
+__all__ = [
+    "create_hierarchy",
+    "group_metadata",
+    "kind_phrase",
+    "prepare_path",
+    "write_new_node",
+]
+
+#: how a new node treats what is at its path: "a" refuses a node there, "w" replaces
+#: everything under the path, "w-" refuses any key under it (as zarr-python's modes)
+CREATION_MODES = ("a", "w", "w-")
+
+
+def group_metadata(zarr_format: int, attributes: dict[str, Any] | None) -> Any:
+    """The metadata of a new group, its attributes checked.
+
+    Example:
+        >>> group_metadata(2, {"a": 1}).attributes
+        {'a': 1}
+    """
+    if zarr_format == 3:
+        return GroupMetadataV3(attributes=json_attributes(attributes))
+    if zarr_format == 2:
+        return GroupMetadataV2(attributes=json_attributes(attributes))
+    raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+
+
+def kind_phrase(kind: str | None) -> str:
+    """``nodes.stored_kind``'s answer as words.
+
+    Example:
+        >>> kind_phrase("array"), kind_phrase("node")
+        ('an array', 'a node torchzarr cannot read')
+    """
+    return {"array": "an array", "group": "a group"}.get(kind or "", "a node torchzarr cannot read")
+
+
+def _format_mismatch(
+    store: Any, group: str, docs: Mapping[str, Any], path: str, metadata: Any
+) -> InvalidArgumentError | None:
+    """The error to raise when the group at ``group`` (per fetched ``docs``) is not of
+    ``metadata``'s Zarr format, so that it would never list the new node at ``path``."""
+    zarr_format = metadata.zarr_format
+    own = {k: docs.get(k) for k in nodes.node_keys(group, zarr_format)}
+    if nodes.stored_kind(group, own) == "group":
+        return None
+    found = nodes.stored_format(group, docs)
+    what = "array" if hasattr(metadata, "shape") else "group"
+    return InvalidArgumentError(
+        f"cannot create the Zarr v{zarr_format} {what} {path!r} in {store!r}: the group at "
+        f"{group or '/'!r} above it is Zarr v{found}, which lists no v{zarr_format} node "
+        f"(create it with zarr_format={found})"
+    )
+
+
+def _missing_parents(
+    store: Any, path: str, docs: Mapping[str, Any], metadata: Any
+) -> list[tuple[str, Any]]:
+    """The missing parent groups of ``path`` to create, from the fetched metadata
+    documents of its ancestors.
+
+    An array (or a node of no kind we can tell) above ``path`` is an error; so is a nearest
+    group above it of the other Zarr format, which would never list the new node (the
+    missing parents are created in the new node's format).
+    """
+    zarr_format = metadata.zarr_format
+    missing, nearest = [], None
+    for parent in nodes.ancestors(path)[:-1]:  # the root has no parents
+        kind = nodes.stored_kind(parent, docs)
+        if kind is None:
+            missing.append((parent, group_metadata(zarr_format, None)))
+        elif kind != "group":
+            raise NodeExistsError(
+                f"cannot create {path!r}: {kind_phrase(kind)} exists at {parent or '/'!r}"
+            )
+        else:
+            nearest = parent
+    if nearest is not None and (err := _format_mismatch(store, nearest, docs, path, metadata)):
+        raise err
+    return missing
+
+
+def prepare_path(
+    store: Any, path: str, docs: Mapping[str, Any], mode: str, zarr_format: int
+) -> list[Change]:
+    """Make room for a new Zarr ``zarr_format`` node at ``path``; the node replaced, as a
+    change, if any.
+
+    ``mode`` "a" refuses a node there (per its fetched metadata ``docs``), "w-" any key
+    under ``path`` too (chunks no metadata owns any more, other files), as zarr-python
+    does. "w" deletes everything under ``path``, as in zarr-python: also keys no metadata
+    owns, and without parsing what was there (a node of a dtype, codec or extension
+    torchzarr lacks, or with broken metadata, is replaced too).
+    """
+    if mode != "w":
+        kind = nodes.stored_kind(path, docs)
+        if kind is not None:
+            found = nodes.stored_format(path, docs)
+            what = kind_phrase(kind) + ("" if found == zarr_format else f" of Zarr v{found}")
+            asked = "" if found == zarr_format else f", and zarr_format={zarr_format} was asked"
+            raise NodeExistsError(f"{what} already exists at {path or '/'!r} in {store!r}{asked}")
+        if mode == "w-" and next(iter(store.list_prefix(path + "/" if path else "")), None):
+            raise NodeExistsError(
+                f"cannot create {path or '/'!r} in {store!r} with mode 'w-': keys already "
+                "exist under it (no node's metadata, but chunks or other files); mode 'w' "
+                "deletes them first"
+            )
+        return []
+    store.delete_prefix(path + "/" if path else "")
+    store.delete_many(nodes.node_metadata_keys(path))
+    invalidate_tree_everywhere(store.identity, path)  # cached chunks of the old node
+    return [(path, None)]
+
+
+def node_docs(store: Any, paths: Sequence[str]) -> dict[str, Any]:
+    """The documents (both formats) telling what is at ``paths``, in one batch.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> sorted(node_docs(tz.MemoryStore(), ["a"]))
+        ['a/.zarray', 'a/.zgroup', 'a/zarr.json']
+    """
+    keys = [k for path in paths for k in nodes.node_keys(path, None)]
+    return store.get_many([k for k in keys if not k.endswith(nodes.ZATTRS)])
+
+
+def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
+    """Write a new node's metadata and its missing parents', and update consolidated
+    metadata above it (the node it replaces, with its subtree, leaves it).
+
+    ``mode`` is one of :data:`CREATION_MODES` (see :func:`prepare_path`); nothing is
+    written or deleted when the node cannot be created.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> write_new_node(store, "a/b", group_metadata(3, None), "a")
+        >>> sorted(store.list_prefix(""))
+        ['a/b/zarr.json', 'a/zarr.json', 'zarr.json']
+    """
+    if mode not in CREATION_MODES:
+        raise InvalidArgumentError(f"mode must be one of {CREATION_MODES}, got {mode!r}")
+    with nodes.node_lock(store, [path]):  # no change in this process lands in between
+        docs = node_docs(store, nodes.ancestors(path))
+        # parents first: nothing is deleted for a node that cannot be created (below an array)
+        written = [*_missing_parents(store, path, docs, metadata), (path, metadata)]
+        changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
+        new_docs: dict[str, bytes] = {}
+        for node_path, node_metadata in written:
+            new_docs.update(nodes.node_documents(node_path, node_metadata))
+        store.set_many(new_docs)
+        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
+
+
+def _hierarchy_metadata(specs: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
+    """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path."""
+    metas: dict[str, Any] = {}
+    for rel, spec in specs.items():
+        rel = nodes.normalize_path(rel, zarr_format)
+        if not rel:
+            raise InvalidArgumentError("create_hierarchy: the group itself is not one of its nodes")
+        if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
+            meta = spec
+        elif isinstance(spec, Mapping) and "shape" in spec:
+            meta = array_metadata_from_args(**{"zarr_format": zarr_format, **spec})
+        elif isinstance(spec, Mapping) or spec is None:
+            meta = group_metadata(zarr_format, dict(spec or {}).get("attributes"))
+        else:
+            raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
+        if meta.zarr_format != zarr_format:
+            raise MetadataError(
+                f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}"
+            )
+        metas[rel] = meta
+    for rel in metas:
+        for parent in nodes.ancestors(rel)[1:-1]:
+            if hasattr(metas.get(parent), "shape"):
+                raise NodeExistsError(
+                    f"create_hierarchy: {parent!r} is an array, {rel!r} is below it"
+                )
+    return metas
+
+
+def create_hierarchy(
+    store: Any, root: str, specs: Mapping[str, Any], zarr_format: int, overwrite: bool
+) -> dict[str, Any]:
+    """Create the nodes of ``Group.create_hierarchy`` below the group at ``root``.
+
+    One batched fetch tells what is already there (no request per node): an existing
+    node named in ``specs`` is an error unless ``overwrite`` (then its subtree is cleared
+    first, as zarr-python does); a missing parent group is created, an existing one kept
+    as it is; an array where a parent group is needed is an error. All metadata is then
+    written in one batch. Returns ``{relative path: metadata}`` of the nodes written.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> root = tz.open_group("memory://hierarchy-doc", mode="w")
+        >>> sorted(create_hierarchy(root.store, "", {"a/x": {"shape": (2,), "dtype": "int8"}}, 3, False))
+        ['a', 'a/x']
+    """
+    metas = _hierarchy_metadata(specs, zarr_format)
+    named = set(metas)
+    parents = sorted({p for rel in metas for p in nodes.ancestors(rel)[1:-1]} - named)
+    where = {rel: nodes.join_path(root, rel) for rel in [*metas, *parents]}
+    with nodes.node_lock(store, list(where.values())):
+        docs = node_docs(store, list(where.values()))
+        for rel in parents:
+            kind = nodes.stored_kind(where[rel], docs)
+            if kind is None:
+                metas[rel] = group_metadata(zarr_format, None)
+            elif kind != "group":
+                raise NodeExistsError(
+                    f"create_hierarchy: {kind_phrase(kind)} exists at {where[rel]!r} in "
+                    f"{store!r}, where nodes below it were to be created"
+                )
+            else:
+                below = next(r for r in named if r.startswith(rel + "/"))
+                err = _format_mismatch(store, where[rel], docs, where[below], metas[below])
+                if err is not None:
+                    raise InvalidArgumentError(f"create_hierarchy: {err}")
+        changes: list[Change] = []
+        for rel in sorted(named):
+            if overwrite and named.intersection(nodes.ancestors(rel)[1:-1]):
+                continue  # cleared with the node above it
+            try:
+                mode = "w" if overwrite else "a"
+                changes += prepare_path(store, where[rel], docs, mode, zarr_format)
+            except NodeExistsError as err:
+                raise NodeExistsError(
+                    f"create_hierarchy: {err} (overwrite=True replaces it)"
+                ) from None
+        new_docs: dict[str, bytes] = {}
+        for rel, meta in metas.items():
+            new_docs.update(nodes.node_documents(where[rel], meta))
+        store.set_many(new_docs)
+        written = [(where[rel], meta) for rel, meta in metas.items()]
+        refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
+    return metas
