@@ -13,7 +13,7 @@ import torch
 import torchzarr as tz
 from torchzarr.errors import InvalidKeyError, StoreError
 from torchzarr.storage.base import Store
-from torchzarr.storage.local import LocalStore
+from torchzarr.storage.local import LocalStore, is_temporary
 from torchzarr.testing.store_contract import StoreContract
 
 
@@ -62,7 +62,7 @@ def test_a_failed_flush_publishes_nothing(tmp_path: Path, monkeypatch) -> None:
         real(path)
 
     monkeypatch.setattr(local_module, "_flush", failing)
-    with pytest.raises(StoreError, match="Input/output error"):
+    with pytest.raises(StoreError, match=r"'k/1'.*Input/output error"):
         store.set_many({"k/0": b"A", "k/1": b"B", "k/2": b"C"})
     assert [store.get(f"k/{i}") for i in range(3)] == [b"a", b"b", None]
     assert _partials(tmp_path) == []
@@ -199,3 +199,65 @@ def test_a_key_shaped_like_a_temporary_file_is_refused_not_hidden(tmp_path: Path
     assert sorted(store.list_prefix("")) == ["g/epoch3.partial"] and _partials(tmp_path) == [
         "epoch3.partial"
     ]
+
+
+def test_a_directory_in_the_place_of_a_key_publishes_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", fsync=True)
+    store.set_many({"a": b"old", "b": b"old"})
+    store.set("x/y", b"inner")  # "x" is a directory
+    with pytest.raises(StoreError, match=r"cannot write 'x'"):
+        store.set_many({"a": b"new", "x": b"new", "b": b"new"})
+    assert [store.get(k) for k in ("a", "b", "x/y")] == [b"old", b"old", b"inner"]
+    assert _partials(tmp_path) == []
+
+
+def test_a_rename_failing_midway_names_its_key_and_leaves_the_rest_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the documented limit: renames are not one atomic step
+    store = LocalStore(tmp_path / "s", fsync=True)
+    store.set_many({"k/0": b"old", "k/1": b"old", "k/2": b"old"})
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if str(dst).endswith("k/1"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(StoreError, match=r"cannot write 'k/1'.*Input/output error"):
+        store.set_many({"k/0": b"new", "k/1": b"new", "k/2": b"new"})
+    assert [store.get(f"k/{i}") for i in range(3)] == [b"new", b"old", b"old"]
+    assert _partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_a_batch_with_an_invalid_key_writes_nothing(tmp_path: Path, fsync: bool) -> None:
+    store = LocalStore(tmp_path / "s", fsync=fsync)
+    temporary_form = "g/.0." + "ab" * 16 + ".partial"
+    for bad in ("g/../x", temporary_form):
+        with pytest.raises(InvalidKeyError):
+            store.set_many({"g/ok": b"1", bad: b"2"})
+    assert list(store.list_prefix("")) == [] and _partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["n" * 213, "n" * 214, "n" * 255, "\u00e9" * 127])
+def test_names_up_to_the_file_system_limit_are_written(tmp_path: Path, name: str) -> None:
+    store = LocalStore(tmp_path / "s", fsync=True)
+    key = "g/" + name
+    staged = store.stage_many({key: b"v", "g/0": b"w"})
+    assert all(is_temporary(entry.tmp.name) for entry in staged)
+    assert all(len(os.fsencode(entry.tmp.name)) <= 142 for entry in staged)
+    assert list(store.list_prefix("")) == [] and store.list_dir("g") == ([], [])
+    store.publish(staged)
+    store.set(key, b"again")
+    assert store.get(key) == b"again" and sorted(store.list_prefix("g/")) == ["g/0", key]
+    assert _partials(tmp_path) == []
+
+
+def test_writes_in_flight_of_names_with_a_newline_stay_hidden(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    staged = store.stage_many({"a\nb": b"v"})
+    assert list(store.list_prefix("")) == [] and store.list_dir("") == ([], [])
+    store.publish(staged)
+    assert list(store.list_prefix("")) == ["a\nb"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,90 @@ def test_read_only_paths_with_uri_characters(tmp_path: Path, name: str) -> None:
         decoy.close()
     assert SQLiteStore(path, read_only=True).get("k") == b"value"
     assert resolve_store(f"sqlite://{path}", mode="r").get("k") == b"value"
+
+
+def _connection_of_a_short_thread(store: SQLiteStore) -> sqlite3.Connection:
+    seen: list[sqlite3.Connection | None] = []
+    thread = threading.Thread(target=lambda: (store.get("k"), seen.append(store._conn())))
+    thread.start()
+    thread.join()
+    assert seen[0] is not None
+    return seen[0]
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    store.set("k", b"v")
+    ready, resume = threading.Event(), threading.Event()
+    reads: list[bytes | None] = []
+    held: list[sqlite3.Connection | None] = []
+
+    def long_lived() -> None:
+        held.append(store._conn())
+        ready.set()
+        resume.wait()
+        reads.append(store.get("k"))
+        held.append(store._conn())
+
+    worker = threading.Thread(target=long_lived, daemon=True)
+    worker.start()
+    ready.wait()
+    try:
+        finished = [_connection_of_a_short_thread(store) for _ in range(50)]
+    finally:
+        resume.set()
+    worker.join()
+    # this thread, the long-lived one and the last short one (closed at the next open)
+    assert len(store._all) <= 3
+    for conn in finished[:-1]:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    assert reads == [b"v"] and held[0] is held[1]  # a live thread keeps its connection
+    store.close()
+    assert len(store._all) == 0
+
+
+def test_repeated_copies_into_a_database_hold_few_connections(tmp_path: Path) -> None:
+    from torchzarr.storage import MemoryStore, copy_keys
+
+    source = MemoryStore({f"k{i}": b"x" for i in range(50)})
+    store = SQLiteStore(tmp_path / "d.db")
+    for _ in range(10):  # each copy writes from a new pool of 4 threads
+        copy_keys(source, store, overwrite=True, jobs=4)
+    assert len(store._all) <= 4 + 1 and len(list(store.list_prefix(""))) == 50
+
+
+def _written_by_another_client(path: Path) -> SQLiteStore:
+    SQLiteStore(path).set("blob", b"\x00\xff")
+    conn = sqlite3.connect(path)  # as the sqlite3 shell stores '...' literals and numbers
+    conn.execute('INSERT INTO zarr VALUES (\'zarr.json\', \'{"node_type": "group", "é": 1}\')')
+    conn.execute("INSERT INTO zarr VALUES ('n', 42), ('r', 4.5)")
+    conn.commit()
+    conn.close()
+    return SQLiteStore(path, read_only=True)
+
+
+def test_values_other_clients_wrote_as_text_are_their_utf8_bytes(tmp_path: Path) -> None:
+    store = _written_by_another_client(tmp_path / "d.db")
+    text = '{"node_type": "group", "é": 1}'.encode()
+    assert store.get("zarr.json") == text and store.getsize("zarr.json") == len(text)
+    assert store.get_many(["zarr.json", "blob"]) == {"zarr.json": text, "blob": b"\x00\xff"}
+    assert store.get_range("zarr.json", ByteRange(-3)) == text[-3:]
+    assert store.getsize("blob") == 2 and store.get_range("blob", ByteRange(1)) == b"\xff"
+
+
+@pytest.mark.parametrize(("key", "kind"), [("n", "INTEGER"), ("r", "REAL")])
+@pytest.mark.parametrize("read", ["get", "get_many", "getsize", "get_range"])
+def test_numbers_other_clients_wrote_are_refused_by_key(
+    tmp_path: Path, key: str, kind: str, read: str
+) -> None:
+    store = _written_by_another_client(tmp_path / "d.db")
+    calls = {
+        "get": lambda: store.get(key),
+        "get_many": lambda: store.get_many(["blob", key]),
+        "getsize": lambda: store.getsize(key),
+        "get_range": lambda: store.get_range(key, ByteRange(0, 1)),
+    }
+    with pytest.raises(StoreError, match=f"'{key}'.*SQLite {kind}"):
+        calls[read]()
+    assert store.exists(key)

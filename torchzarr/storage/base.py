@@ -16,7 +16,7 @@ from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyErro
 
 _WINDOWS = os.name == "nt"
 
-__all__ = ["Buffer", "ByteRange", "Store", "validate_dir_prefix", "validate_key"]
+__all__ = ["Buffer", "ByteRange", "Store", "is_utf8", "validate_dir_prefix", "validate_key"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -51,6 +51,20 @@ class ByteRange:
         return bytes(view[self.start : end])
 
 
+def is_utf8(text: str) -> bool:
+    """True if ``text`` encodes as UTF-8 (it holds no lone surrogate).
+
+    Example:
+        >>> is_utf8("café"), is_utf8("caf\\udce9")
+        (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_key(key: str) -> str:
     """Check that ``key`` is a relative ``/``-separated key that cannot leave a store's root.
 
@@ -69,6 +83,11 @@ def validate_key(key: str) -> str:
         raise InvalidKeyError(f"store key {key!r} is an absolute path")
     if "\x00" in key:
         raise InvalidKeyError(f"store key {key!r} contains a NUL byte")
+    if not key.isascii() and not is_utf8(key):
+        raise InvalidKeyError(
+            f"store key {key!r} is not valid Unicode text: it has a lone surrogate "
+            "(what a file name that is not UTF-8 reads as), which no store can hold"
+        )
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise InvalidKeyError(f"store key {key!r} has an empty, '.' or '..' component")

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -20,6 +21,7 @@ from torchzarr.storage.base import (
     Buffer,
     ByteRange,
     Store,
+    is_utf8,
     validate_dir_prefix,
     validate_key,
     validate_prefix,
@@ -28,8 +30,10 @@ from torchzarr.storage.base import (
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
 _PARTIAL = ".partial"
-#: a write in flight: ``.<name>.<32 hex digits>.partial`` beside the key's file
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial")
+#: a write in flight: ``.<name>.<32 hex digits>.partial`` beside the key's file, ``<name>``
+#: cut to its first 100 bytes: at most 142 bytes, which even eCryptfs (143) takes
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial", re.DOTALL)
+_TEMPORARY_NAME_BYTES = 100
 _MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
 
 
@@ -41,6 +45,32 @@ def is_temporary(name: str) -> bool:
         (True, False)
     """
     return name.endswith(_PARTIAL) and _TEMPORARY.fullmatch(name) is not None
+
+
+def _temporary_name(name: str) -> str:
+    """A fresh ``.<name>.<32 hex digits>.partial``, a long name cut at a character boundary.
+
+    Example:
+        >>> _temporary_name("0")[:3], len(_temporary_name("n" * 255).encode())
+        ('.0.', 142)
+    """
+    head = name.encode("utf-8")[:_TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
+    return f".{head}.{uuid.uuid4().hex}{_PARTIAL}"
+
+
+def _is_key_name(name: str, directory: str) -> bool:
+    """True if a directory entry's name can be part of a key: not a temporary file, and
+    UTF-8 (a name of other bytes is skipped with a warning: no key can spell it)."""
+    if is_temporary(name):
+        return False
+    if name.isascii() or is_utf8(name):
+        return True
+    shown = os.fsencode(os.path.join(directory, name)).decode("utf-8", "backslashreplace")
+    warnings.warn(
+        f"LocalStore skips '{shown}': its name is not UTF-8, so no key can name it",
+        stacklevel=2,
+    )
+    return False
 
 
 class StagedFile(NamedTuple):
@@ -57,6 +87,11 @@ def _flush(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _is_directory(path: Path) -> bool:
+    """True if a directory (not a link to one: a rename replaces a link) is at ``path``."""
+    return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _on_threads(work: Callable[[Any], object], items: Sequence[Any], threads: int) -> None:
@@ -180,11 +215,16 @@ class LocalStore(Store):
         """Write many keys; with ``fsync``, files are synced together and each directory once.
 
         Each value still lands by temp file + rename, after its data is synced: a failure
-        leaves no key half-written and no temp file behind; with ``fsync`` it leaves every
-        key of the call with its old value.
+        leaves no key half-written and no temp file behind. With ``fsync``, a failure to
+        write or flush a value, or a directory where a key's file goes, leaves every key of
+        the call with its old value; should a rename itself fail (an I/O error), the keys
+        renamed before it hold their new values and the others their old ones (see
+        :meth:`publish`).
         """
         overridden = "set" in self.__dict__ or type(self).set is not LocalStore.set
         if not self.fsync or len(items) <= 1 or overridden:  # an overridden set sees every key
+            for key in items:  # every key checked before the first is written
+                self._target(key)
             for key, value in items.items():
                 self.set(key, value)
             return
@@ -206,18 +246,13 @@ class LocalStore(Store):
             >>> store.get("a/1")
             b'y'
         """
+        targets = {key: self._target(key) for key in items}
         staged: list[StagedFile] = []
         key = ""
         try:
             for key, value in items.items():
-                self._check_writable(key)
-                path = self._path(key)
-                if is_temporary(path.name):  # listings skip such files: it would be lost
-                    raise InvalidKeyError(
-                        f"key {key!r} has the form of a LocalStore temporary file "
-                        "(.<name>.<32 hex digits>.partial), which listings skip"
-                    )
-                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
+                path = targets[key]
+                tmp = path.with_name(_temporary_name(path.name))
                 fd, direct = self._create(tmp, self._direct(value))
                 staged.append(StagedFile(key, tmp, path))
                 try:
@@ -233,30 +268,60 @@ class LocalStore(Store):
             raise  # ReadOnlyError, InvalidKeyError, interrupts: as they are
         return staged
 
+    def _target(self, key: str) -> Path:
+        """The file a write of ``key`` goes to, once the key is checked."""
+        self._check_writable(key)
+        path = self._path(key)
+        if is_temporary(path.name):  # listings skip such files: it would be lost
+            raise InvalidKeyError(
+                f"key {key!r} has the form of a LocalStore temporary file "
+                "(.<name>.<32 hex digits>.partial), which listings skip"
+            )
+        return path
+
     def publish(self, staged: Sequence[StagedFile], threads: int = 8) -> None:
         """Rename staged files into place; with ``fsync``, flush them first, together.
 
         The flushes run on a few threads (the file system merges concurrent ones into few
-        journal commits), then every file is renamed, then each directory flushed once. If
-        a flush fails, nothing is renamed and every staged file is removed.
+        journal commits), then every file is renamed, then each directory flushed once.
+        Nothing is renamed if a flush fails or a directory stands where one of the files
+        goes. The renames are not one atomic step: should one fail (an I/O error), the
+        files renamed before it stay in place. Either way the ``StoreError`` names the key
+        at fault and every staged file not yet renamed is removed.
         """
         if not staged:
             return
+        entry = staged[0]
         try:
             if self.fsync:
-                _on_threads(lambda entry: _flush(str(entry.tmp)), staged, threads)
+                _on_threads(self._flush_staged, staged, threads)
+            if len(staged) > 1:  # one rename either happens or not: no need to look first
+                for entry in staged:
+                    if _is_directory(entry.path):
+                        raise IsADirectoryError(
+                            errno.EISDIR, "a directory is in the way", str(entry.path)
+                        )
             directories: dict[Path, None] = {}
             for entry in staged:
                 os.replace(entry.tmp, entry.path)
                 directories[entry.path.parent] = None
             if self.fsync:
                 _on_threads(self._fsync_dir, list(directories), threads)
+        except StoreError:
+            self.discard(staged)
+            raise
         except OSError as err:
             self.discard(staged)
-            raise StoreError(f"cannot write {staged[0].key!r} to {self}: {err}") from err
+            raise StoreError(f"cannot write {entry.key!r} to {self}: {err}") from err
         except BaseException:
             self.discard(staged)
             raise
+
+    def _flush_staged(self, entry: StagedFile) -> None:
+        try:
+            _flush(str(entry.tmp))
+        except OSError as err:  # raised on a pool thread: name the key here
+            raise StoreError(f"cannot write {entry.key!r} to {self}: {err}") from err
 
     @staticmethod
     def discard(staged: Sequence[StagedFile]) -> None:
@@ -298,9 +363,7 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except IsADirectoryError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as err:
             raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
@@ -377,7 +440,7 @@ class LocalStore(Store):
             raise StoreError(f"cannot list {base or '/'!r} in {self}: {err}") from err
         above = above | {(st.st_dev, st.st_ino)}
         for entry in entries:
-            if is_temporary(entry.name):
+            if not _is_key_name(entry.name, directory):
                 continue
             try:
                 is_dir = entry.is_dir()  # through a symlink
@@ -403,7 +466,7 @@ class LocalStore(Store):
         except OSError as err:
             raise StoreError(f"cannot list {prefix or '/'!r} in {self}: {err}") from err
         for entry in entries:
-            if is_temporary(entry.name):
+            if not _is_key_name(entry.name, str(directory)):
                 continue
             try:
                 if entry.is_dir():  # symlinked directories too

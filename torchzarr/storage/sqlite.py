@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -17,9 +18,20 @@ __all__ = ["SQLiteStore"]
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+# Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes are
+# the value. Both expressions leave a BLOB as it is: length() of the bare column reads
+# the size from the row header, where a CAST would load the whole value.
+_VALUE = "CASE typeof(value) WHEN 'text' THEN CAST(value AS BLOB) ELSE value END"
+_SIZE = "CASE typeof(value) WHEN 'text' THEN length(CAST(value AS BLOB)) ELSE length(value) END"
 # connections of a parent process, kept alive and never closed in a forked child: closing
 # one there could checkpoint or remove the WAL file the parent still uses
 _ORPHANS: list[sqlite3.Connection] = []
+
+
+def _running(owner: weakref.ref[threading.Thread]) -> bool:
+    """True while the thread behind ``owner`` may still run code (it has not finished)."""
+    thread = owner()
+    return thread is not None and thread.is_alive()
 
 
 def _prefix_bound(prefix: str) -> str | None:
@@ -64,7 +76,8 @@ class SQLiteStore(Store):
 
     def _reset(self) -> None:
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # every connection open, with the thread it belongs to
+        self._all: dict[sqlite3.Connection, weakref.ref[threading.Thread]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
@@ -98,7 +111,7 @@ class SQLiteStore(Store):
         if self._pid != os.getpid():
             return
         with self._lock:
-            connections, self._all = self._all, []
+            connections, self._all = list(self._all), {}
             self._local = threading.local()
         for conn in connections:
             conn.close()
@@ -130,8 +143,13 @@ class SQLiteStore(Store):
         except sqlite3.Error as err:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
         with self._lock:
-            self._all.append(conn)
+            finished = [old for old, owner in self._all.items() if not _running(owner)]
+            for old in finished:
+                del self._all[old]
+            self._all[conn] = weakref.ref(threading.current_thread())
         self._local.conn = conn
+        for old in finished:  # their threads are gone: nothing can use them any more
+            old.close()
         return conn
 
     def _query(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -148,18 +166,31 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot {what} in {self}: {err}") from err
 
     # -- reads --------------------------------------------------------------------------------
+    def _bytes(self, key: str, value: Any) -> bytes:
+        """A stored value as bytes: refused when another client stored a number or NULL."""
+        if isinstance(value, bytes):
+            return value
+        raise self._not_bytes(key, {int: "integer", float: "real"}.get(type(value), "null"))
+
+    def _not_bytes(self, key: str, kind: str) -> StoreError:
+        return StoreError(
+            f"cannot read {key!r} from {self}: its value is an SQLite {kind.upper()}, "
+            "not a BLOB or TEXT (written by another client?)"
+        )
+
     def get(self, key: str) -> bytes | None:
-        rows = self._query("read", "SELECT value FROM zarr WHERE key = ?", (validate_key(key),))
-        return bytes(rows[0][0]) if rows else None
+        sql = f"SELECT {_VALUE} FROM zarr WHERE key = ?"
+        rows = self._query("read", sql, (validate_key(key),))
+        return self._bytes(key, rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         unique = [validate_key(key) for key in dict.fromkeys(keys)]
         out: dict[str, bytes | None] = dict.fromkeys(unique)
         for i in range(0, len(unique), _BATCH):
             batch = unique[i : i + _BATCH]
-            sql = f"SELECT key, value FROM zarr WHERE key IN ({','.join('?' * len(batch))})"
+            sql = f"SELECT key, {_VALUE} FROM zarr WHERE key IN ({','.join('?' * len(batch))})"
             for key, value in self._query("read", sql, batch):
-                out[key] = bytes(value)
+                out[key] = self._bytes(key, value)
         return out
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
@@ -171,12 +202,13 @@ class SQLiteStore(Store):
             # one read transaction: the row cannot change between the lookup and the read
             conn.execute("BEGIN")
             try:
-                row = conn.execute(
-                    "SELECT rowid, length(value) FROM zarr WHERE key = ?", (key,)
-                ).fetchone()
+                sql = f"SELECT rowid, typeof(value), {_SIZE} FROM zarr WHERE key = ?"
+                row = conn.execute(sql, (key,)).fetchone()
                 if row is None:
                     return None
-                rowid, size = row
+                rowid, kind, size = row
+                if kind not in ("blob", "text"):
+                    raise self._not_bytes(key, kind)
                 start = (
                     max(size + byte_range.start, 0) if byte_range.start < 0 else byte_range.start
                 )
@@ -200,10 +232,14 @@ class SQLiteStore(Store):
         return bool(self._query("read", "SELECT 1 FROM zarr WHERE key = ?", (validate_key(key),)))
 
     def getsize(self, key: str) -> int | None:
-        rows = self._query(
-            "read", "SELECT length(value) FROM zarr WHERE key = ?", (validate_key(key),)
-        )
-        return int(rows[0][0]) if rows else None
+        sql = f"SELECT typeof(value), {_SIZE} FROM zarr WHERE key = ?"
+        rows = self._query("read", sql, (validate_key(key),))
+        if not rows:
+            return None
+        kind, size = rows[0]
+        if kind not in ("blob", "text"):
+            raise self._not_bytes(key, kind)
+        return int(size)
 
     # -- writes -------------------------------------------------------------------------------
     def _transaction(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
