@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import logging
 import os
-import struct
 import threading
 import time
 import uuid
@@ -16,15 +14,25 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from torchzarr.errors import StoreError, UnknownStoreError
+from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.zip_io import (
+    LOCAL_HEADER,
+    AppendState,
+    check_crc,
+    cut_file,
+    decompress,
+    drop_file,
+    entry_bytes,
+    list_entries,
+    write_directory,
+)
 
 __all__ = ["ZipStore"]
 
 _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _log = logging.getLogger("torchzarr")
 _archives: dict[str, _Archive] = {}
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
@@ -60,8 +68,8 @@ class _Archive:
         self.index: dict[str, zipfile.ZipInfo] = {}
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
         exists = os.path.exists(path)
-        if mode == "r" and not exists:
-            return  # reads as an empty store, like a missing directory
+        if mode == "r" and not (exists and os.path.getsize(path)):
+            return  # a missing or empty file reads as an empty store, like a missing directory
         if mode == "a" and exists and os.path.getsize(path) and not zipfile.is_zipfile(path):
             raise StoreError(f"{path!r} exists and is not a zip file")
         try:
@@ -71,6 +79,10 @@ class _Archive:
         except (OSError, zipfile.BadZipFile) as err:
             if self.zf is not None:
                 self.zf.close()
+            if isinstance(err, PermissionError) and mode != "r":
+                raise ReadOnlyError(
+                    f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
+                ) from err
             raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
         for info in self.zf.infolist():  # later entries win, as in zipfile and zarr-python
             if not info.is_dir():
@@ -85,19 +97,19 @@ class _Archive:
 
     def live_bytes(self) -> int:
         """The bytes the live entries take in the file, local headers included."""
-        return sum(_entry_bytes(info) for info in self.index.values())
+        return sum(entry_bytes(info) for info in self.index.values())
 
     def data_offset(self, info: zipfile.ZipInfo) -> int:
         """Where an entry's bytes start: after its local header, whose extra field may differ."""
         offset = self.offsets.get(info.header_offset)
         if offset is None:
-            header = os.pread(self.fd, _LOCAL_HEADER.size, info.header_offset)
-            magic, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+            header = os.pread(self.fd, LOCAL_HEADER.size, info.header_offset)
+            magic, name_len, extra_len = LOCAL_HEADER.unpack(header)
             if magic != b"PK\x03\x04":
                 raise StoreError(
                     f"corrupt zip {self.path!r}: bad local header of {info.filename!r}"
                 )
-            offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            offset = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
             self.offsets[info.header_offset] = offset
         return offset
 
@@ -114,12 +126,14 @@ class _Archive:
             return b""
         # positioned reads only (no shared file offset, no lock): safe from many threads
         # and from a forked child that inherited this archive
+        where = f"entry {key!r} of zip {self.path!r}"
         if info.compress_type == zipfile.ZIP_STORED:
-            return self._pread(key, end - start, self.data_offset(info) + start)
+            data = self._pread(key, end - start, self.data_offset(info) + start)
+            if end - start == size:  # a range cannot be checked: the CRC covers it all
+                check_crc(data, info, where)
+            return data
         raw = self._pread(key, info.compress_size, self.data_offset(info))
-        with zipfile.ZipExtFile(io.BytesIO(raw), "r", info) as f:  # decompress, check CRC
-            f.seek(start)
-            return f.read(end - start)
+        return decompress(raw, info, start, end, where)
 
     def _pread(self, key: str, size: int, offset: int) -> bytes:
         data = os.pread(self.fd, size, offset)
@@ -128,23 +142,63 @@ class _Archive:
         return data
 
     def write(self, key: str, value: Buffer, compression: int) -> bool:
-        """Append an entry for ``key``; False (nothing written) if the archive was closed."""
+        """Append an entry for ``key``; False (nothing written) if the archive was closed.
+
+        A write that fails (a full disk) raises :class:`StoreError` and leaves the archive
+        as it was before it: see :meth:`_undo_write`.
+        """
+        data = bytes(value)
         info = zipfile.ZipInfo(key, date_time=time.localtime(time.time())[:6])
         info.compress_type = compression
         info.external_attr = 0o644 << 16
         with self.lock:
-            if self.zf is None:
+            zf = self.zf
+            if zf is None:
                 return False
-            if self.zf.NameToInfo.pop(key, None) is not None:  # no "Duplicate name" warning:
+            dirty, dead = self.dirty, self.dead
+            before = AppendState.of(zf, key)  # no "Duplicate name" warning:
+            if before.named is not None:
                 self.dirty = True  # close() lists the live entries only
             replaced = self.index.get(key)
             if replaced is not None:
-                self.dead += _entry_bytes(replaced)
-            self.zf.writestr(info, bytes(value))
-            if self.zf.fp is not None:
-                self.zf.fp.flush()  # the pread descriptor must see the new bytes
+                self.dead += entry_bytes(replaced)
+            try:
+                zf.writestr(info, data)
+                if zf.fp is not None:
+                    zf.fp.flush()  # the pread descriptor must see the new bytes
+            except BaseException as err:
+                self.dirty, self.dead = dirty, dead
+                self._undo_write(zf, key, before)
+                if isinstance(err, OSError):
+                    raise StoreError(
+                        f"cannot write {key!r} to zip {self.path!r}: {err} "
+                        "(the zip keeps its earlier entries)"
+                    ) from err
+                raise
             self.index[key] = info
             return True
+
+    def _undo_write(self, zf: zipfile.ZipFile, key: str, before: AppendState) -> None:
+        """Put the archive back as it was before a failed write of ``key``.
+
+        The entry's bytes may have reached the file over its directory, and zipfile's
+        buffer may hold more that would land later: the file is cut back to where the
+        entry started, zipfile forgets the entry, and the live entries' directory is
+        written again, so the file is a whole zip (without room even for that, ``close``
+        writes it).
+        """
+        before.restore(zf, key)
+        try:
+            cut_file(zf, before.start_dir)
+            list_entries(zf, self.index.values())
+            write_directory(zf)
+        except OSError as err:  # the file is in an unknown state: write nothing more to it
+            drop_file(zf)
+            self.zf, self.mode, self.dirty = None, "r", False  # the next write reopens it
+            raise StoreError(
+                f"zip {self.path!r} cannot be restored after a failed write of {key!r}: {err} "
+                "(it may have lost its directory; `zip -FF` recovers the entries)"
+            ) from err
 
     def delete(self, key: str) -> bool:
         """Hide ``key``; False (nothing changed) if the archive was closed."""
@@ -154,21 +208,37 @@ class _Archive:
             deleted = self.index.pop(key, None)
             if deleted is not None:
                 self.dirty = True
-                self.dead += _entry_bytes(deleted)
+                self.dead += entry_bytes(deleted)
             return True
 
     def close(self) -> None:
+        """Write the directory and close the file.
+
+        Without room for the directory (a full disk), raise :class:`StoreError` and stay
+        open, the file cut back to its entries: a later close writes it.
+        """
         with self.lock:
-            zf, self.zf = self.zf, None
+            zf = self.zf
             if zf is None:
                 return
             live = list(self.index.values())
             if self.dirty and self.writable:
                 # the directory lists the live entries only; their dead bytes stay behind
-                zf.filelist = sorted(live, key=lambda info: info.header_offset)
-                zf.NameToInfo = {info.filename: info for info in live}
+                list_entries(zf, live)
                 zf._didModify = True  # type: ignore[attr-defined]  # write it after deletes only too
-            zf.close()
+            if self.writable and zf._didModify:  # type: ignore[attr-defined]
+                no_room = write_directory(zf)
+                if no_room is not None:
+                    raise StoreError(
+                        f"cannot write the directory of zip {self.path!r}: {no_room} (it "
+                        "stays open: close it again when there is room)"
+                    ) from no_room
+                zf._didModify = False  # type: ignore[attr-defined]  # written: close() adds nothing
+            self.zf = None
+            try:
+                zf.close()
+            except OSError as err:
+                raise StoreError(f"cannot close zip {self.path!r}: {err}") from err
             if self.dirty and self.writable and self.dead > self.live_bytes():
                 try:
                     self._compact(live)
@@ -205,11 +275,6 @@ class _Archive:
         self.zf, self.mode, self.dirty = None, "r", False
 
 
-def _entry_bytes(info: zipfile.ZipInfo) -> int:
-    """The bytes an entry takes before the directory: local header, name, extra, data."""
-    return _LOCAL_HEADER.size + len(info.filename.encode()) + len(info.extra) + info.compress_size
-
-
 def _after_fork_in_child() -> None:
     for archive in _archives.values():
         archive.freeze()
@@ -244,6 +309,10 @@ class ZipStore(Store):
     ``close()`` (or leaving a ``with`` block, or the end of the interpreter) writes the
     zip's directory and, if entries were replaced or deleted, rewrites the file without
     the dead ones. Until then, other processes cannot read what was written.
+
+    An entry read whole is checked against its CRC-32 (:class:`ChecksumError` if it
+    differs; a part of an entry cannot be checked). A write that fails midway (a full
+    disk) raises :class:`StoreError` and leaves the zip as it was before that write.
 
     Args:
         path: the zip file.
@@ -326,11 +395,12 @@ class ZipStore(Store):
                 archive = _archives[self.path] = _Archive(self.path, "w", self.allowZip64)
                 self._fresh = False
             elif archive is None or (write and not archive.writable):
-                if archive is not None:
-                    archive.close()  # reads in flight keep its descriptor until they end
-                exists = os.path.exists(self.path)
-                mode = "a" if write or (exists and not self.read_only) else "r"
-                archive = _archives[self.path] = _Archive(self.path, mode, self.allowZip64)
+                # read only until the first write: a file this process may not write reads
+                replaced = archive  # read only: its close writes nothing
+                archive = _Archive(self.path, "a" if write else "r", self.allowZip64)
+                _archives[self.path] = archive
+                if replaced is not None:
+                    replaced.close()  # reads in flight keep its descriptor until they end
             return archive
 
     def close(self) -> None:
@@ -338,11 +408,18 @@ class ZipStore(Store):
 
         Other threads may go on using stores of the same path: a read in flight finishes on
         the closed archive, a write waits and then appends to the archive reopened after it.
+        Without room for the directory, :class:`StoreError` is raised and the zip stays
+        open, its entries intact: close it again once there is room.
         """
         with _path_locks[self.path]:  # no store opens it again before its directory is written
             archive = _archives.pop(self.path, None)
             if archive is not None:
-                archive.close()
+                try:
+                    archive.close()
+                except StoreError:
+                    if archive.zf is not None:  # no room for its directory: a later close
+                        _archives[self.path] = archive  # (or the exit) writes it
+                    raise
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:

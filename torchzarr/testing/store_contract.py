@@ -19,7 +19,7 @@ from torchzarr.storage.base import ByteRange, Store
 
 __all__ = ["StoreContract"]
 
-_BAD_KEYS = ("", "/abs", "a/../b", "a//b", "./a", "a/.", "a\\b", "nul\x00")
+_BAD_KEYS = ("", "/abs", "a/../b", "a//b", "./a", "a/.", "a\\b", "nul\x00", "caf\udce9")
 _TREE = {"a/b/c": b"1", "a/b/d": b"22", "a/e": b"333", "f": b"", "ab/x": b"5"}
 
 

@@ -1,0 +1,213 @@
+"""Low-level I/O on one zip file under ``zipfile``: checked entry reads, undone appends.
+
+``ZipStore`` reads entries with positioned reads and appends them through ``zipfile``.
+This module holds what that needs beyond ``zipfile``'s public API: checking what a read
+returns against the entry's CRC-32, and putting a file back as it was when an append
+fails midway (a full disk), so that the entries before it stay readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from torchzarr.errors import ChecksumError, ChunkDecodeError
+
+__all__ = [
+    "LOCAL_HEADER",
+    "AppendState",
+    "check_crc",
+    "cut_file",
+    "decompress",
+    "drop_file",
+    "entry_bytes",
+    "list_entries",
+    "write_directory",
+]
+
+LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+
+# what a corrupt compressed entry raises while it is decompressed (bz2: OSError)
+_DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error, zipfile.BadZipFile, EOFError, OSError)
+with contextlib.suppress(ImportError):
+    import lzma
+
+    _DECODE_ERRORS += (lzma.LZMAError,)
+
+
+def entry_bytes(info: zipfile.ZipInfo) -> int:
+    """The bytes an entry takes before the directory: local header, name, extra, data.
+
+    Example:
+        >>> entry_bytes(zipfile.ZipInfo("a/0"))
+        33
+    """
+    return LOCAL_HEADER.size + len(info.filename.encode()) + len(info.extra) + info.compress_size
+
+
+def check_crc(data: bytes, info: zipfile.ZipInfo, where: str) -> None:
+    """Raise :class:`ChecksumError` naming ``where`` unless ``data`` matches ``info``'s CRC-32.
+
+    Only a whole entry can be checked: the CRC covers all of its bytes.
+
+    Example:
+        >>> info = zipfile.ZipInfo("k")
+        >>> info.CRC = zlib.crc32(b"value")
+        >>> check_crc(b"value", info, "entry 'k'")
+        >>> check_crc(b"valuE", info, "entry 'k'")
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ChecksumError: entry 'k' fails its CRC-32 check
+    """
+    if zlib.crc32(data) != info.CRC:
+        raise ChecksumError(f"{where} fails its CRC-32 check")
+
+
+def decompress(raw: bytes, info: zipfile.ZipInfo, start: int, end: int, where: str) -> bytes:
+    """Bytes ``start:end`` of the compressed entry ``info`` whose stored bytes are ``raw``.
+
+    Read to its end, the entry's CRC-32 is checked. Corrupt data raises
+    :class:`ChecksumError` (CRC mismatch) or :class:`ChunkDecodeError` naming ``where``.
+
+    Example:
+        >>> buf = io.BytesIO()
+        >>> with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        ...     zf.writestr("k", b"hello world")
+        >>> info = zipfile.ZipFile(buf).getinfo("k")
+        >>> raw = buf.getvalue()[30 + 1 : 30 + 1 + info.compress_size]
+        >>> decompress(raw, info, 6, 11, "entry 'k'")
+        b'world'
+    """
+    try:
+        with zipfile.ZipExtFile(io.BytesIO(raw), "r", info) as f:
+            f.seek(start)
+            return f.read(end - start)
+    except _DECODE_ERRORS as err:
+        # zipfile raises BadZipFile for a CRC-32 mismatch only; the rest cannot decompress
+        kind = ChecksumError if isinstance(err, zipfile.BadZipFile) else ChunkDecodeError
+        name = type(err).__qualname__
+        if type(err).__module__ != "builtins":
+            name = f"{type(err).__module__}.{name}"
+        raise kind(f"{where} is corrupt: {name}: {err}") from err
+
+
+class AppendState(NamedTuple):
+    """What ``zipfile`` held before an append, to put back if the append fails.
+
+    Example:
+        >>> with zipfile.ZipFile(io.BytesIO(), "w") as zf:
+        ...     AppendState.of(zf, "k")
+        AppendState(start_dir=0, listed=0, named=None)
+    """
+
+    start_dir: int  # where the entry starts, over the old directory
+    listed: int  # entries in zipfile's list before it
+    named: zipfile.ZipInfo | None  # zipfile's entry of the same name, taken out of its map
+
+    @classmethod
+    def of(cls, zf: zipfile.ZipFile, name: str) -> AppendState:
+        """The state of ``zf`` before ``name`` is appended; takes ``name`` out of its map
+        (the append puts it back), so zipfile warns of no duplicate name."""
+        return cls(zf.start_dir, len(zf.filelist), zf.NameToInfo.pop(name, None))
+
+    def restore(self, zf: zipfile.ZipFile, name: str) -> None:
+        """Make ``zf`` forget a failed append of ``name`` (its file is left to
+        :func:`cut_file`); the directory is written again when ``zf`` closes."""
+        del zf.filelist[self.listed :]
+        zf.NameToInfo.pop(name, None)
+        if self.named is not None:
+            zf.NameToInfo[name] = self.named
+        zf.start_dir = self.start_dir
+        zf._writing = False  # type: ignore[attr-defined]
+        zf._didModify = True  # type: ignore[attr-defined]  # the entry overwrote the directory
+
+
+def cut_file(zf: zipfile.ZipFile, size: int) -> None:
+    """Cut ``zf``'s file to ``size`` bytes and go on writing there.
+
+    What zipfile's buffered file still holds unwritten is dropped, never written: the
+    buffered file is replaced by a new one over a copy of its descriptor, and the old
+    descriptor is closed under it (which makes the old file's own close a no-op).
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "c.zip")
+        >>> with zipfile.ZipFile(path, "w") as zf:
+        ...     _ = zf.fp.write(b"junk")
+        ...     cut_file(zf, 0)
+        >>> zipfile.ZipFile(path).namelist()
+        []
+    """
+    old = zf.fp
+    assert old is not None
+    fd = os.dup(old.fileno())
+    try:
+        new = open(fd, "r+b")  # noqa: SIM115  # zipfile closes it
+    except BaseException:
+        os.close(fd)
+        raise
+    drop_file(zf)
+    zf.fp = new
+    new.truncate(size)
+    new.seek(size)
+
+
+def drop_file(zf: zipfile.ZipFile) -> None:
+    """Close ``zf``'s file without writing what its buffer holds; ``zf`` then writes nothing.
+
+    Example:
+        >>> zf = zipfile.ZipFile(io.BytesIO(), "w")
+        >>> drop_file(zf)
+        >>> zf.close()  # a no-op: no directory is written
+    """
+    fp, zf.fp = zf.fp, None
+    if fp is not None:
+        with contextlib.suppress(OSError):
+            raw = getattr(fp, "raw", fp)  # the descriptor under the buffer
+            raw.close()
+
+
+def list_entries(zf: zipfile.ZipFile, entries: Iterable[zipfile.ZipInfo]) -> None:
+    """Make ``zf``'s directory list ``entries`` only, in file order.
+
+    Example:
+        >>> with zipfile.ZipFile(io.BytesIO(), "w") as zf:
+        ...     zf.writestr("a", b"1"); zf.writestr("b", b"2")
+        ...     list_entries(zf, [zf.getinfo("b")])
+        ...     zf.namelist()
+        ['b']
+    """
+    listed = sorted(entries, key=lambda info: info.header_offset)
+    zf.filelist = listed
+    zf.NameToInfo = {info.filename: info for info in listed}
+
+
+def write_directory(zf: zipfile.ZipFile) -> OSError | None:
+    """Write ``zf``'s directory now, where its next entry goes; the error if there is no room.
+
+    The file on disk is then a whole zip; the next append overwrites the directory, as
+    zipfile's appends do. Without room, the file is cut back where the directory started
+    and the error returned (raised only if even the cut fails).
+
+    Example:
+        >>> zf = zipfile.ZipFile(io.BytesIO(), "w")
+        >>> zf.writestr("k", b"v")
+        >>> write_directory(zf), zipfile.ZipFile(zf.fp).namelist()
+        (None, ['k'])
+    """
+    assert zf.fp is not None
+    try:
+        zf.fp.seek(zf.start_dir)
+        zf._write_end_record()  # type: ignore[attr-defined]
+        zf.fp.truncate()  # a shorter directory than the last one leaves none of it behind
+        zf.fp.flush()
+        return None
+    except OSError as err:
+        cut_file(zf, zf.start_dir)
+        return err
