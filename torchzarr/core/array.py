@@ -91,8 +91,9 @@ class Array(NodeBase, ZarrArrayMethods):
     def with_cache(self, cache: ChunkCache | None = None) -> Array:
         """This array, reading through a decoded-chunk cache (the shared one by default).
 
-        Repeated reads of hot chunks then skip fetch and decode; writes in this process
-        invalidate what they change.
+        Repeated reads of hot chunks then skip fetch and decode; writes made through torchzarr
+        in this process invalidate what they change; other writers' changes (zarr-python,
+        Dask, another process) are not seen until the chunks are evicted.
 
         Example:
             >>> cached = arr.with_cache()  # doctest: +SKIP

@@ -3,9 +3,11 @@ LRU) and the ones a single read uses.
 
 Row gathers touch hundreds of shards per batch; opening and closing each file every time
 costs more than reading the few kilobytes wanted from it. A reader that caches shard
-indexes (so it already accepts seeing the version of a shard it first read, until a write
-in this process or a reopen) also keeps the shard's file open: the descriptor then shows
-the same version as the cached index, even if another process replaces the file meanwhile.
+indexes also keeps the shard's file open: the descriptor then shows the same version as
+the cached index, even if another writer replaces the file meanwhile. A read-only array's
+reader checks at every read that the shard's path still names that file, unchanged
+(:func:`file_signature`), and reopens it otherwise; a reader whose owner opted in to
+unchecked indexes (the feature store) reads the kept version until it is reopened.
 
 Descriptors are shared by threads (``pread`` has no file position); one in use is never
 closed under its user: eviction and invalidation close it when its last user returns it.
@@ -22,11 +24,31 @@ from typing import Any
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
 
-__all__ = ["OpenShards", "ShardFiles", "open_shards"]
+__all__ = ["FileSignature", "OpenShards", "ShardFiles", "file_signature", "open_shards"]
+
+#: what tells one version of a file from another: (device, inode, size, mtime ns, ctime ns)
+FileSignature = tuple[int, int, int, int, int]
 
 # Every os.open of a shard gets a new serial: a serial names one open file, so an index read
 # through it stays valid for as long as that descriptor is the one handed out.
 _serials = itertools.count(1)
+
+
+def file_signature(stat: os.stat_result) -> FileSignature:
+    """The :data:`FileSignature` of a file's ``os.stat``/``os.fstat`` result.
+
+    A writer that replaces the file (a new inode) or rewrites it in place (a new size or
+    modification time; a new change time, which no writer can set back) changes it.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "shard")
+        >>> open(path, "wb").write(b"abc")
+        3
+        >>> file_signature(os.stat(path))[2]  # the size
+        3
+    """
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _default_limit() -> int:
@@ -196,6 +218,14 @@ class ShardFiles:
             raise StoreError(f"cannot open shard {key!r} in {self.root}: {err}") from err
         self._fds[key] = held
         return held
+
+    def signature(self, key: str) -> FileSignature | None:
+        """The :data:`FileSignature` of the file now at shard ``key``'s path (one
+        ``os.stat``), or None when there is none or it cannot be read."""
+        try:
+            return file_signature(os.stat(f"{self.root}/{key}"))
+        except OSError:
+            return None
 
     def fd(self, key: str) -> int:
         """The descriptor :meth:`open` gave for ``key``."""

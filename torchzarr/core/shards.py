@@ -18,7 +18,7 @@ from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
 from torchzarr.core.fastpath import local_root
 from torchzarr.core.shard_cache import read_cached, touched_count
-from torchzarr.core.shard_files import ShardFiles
+from torchzarr.core.shard_files import FileSignature, ShardFiles, file_signature
 from torchzarr.core.shard_pieces import (
     Piece,
     PieceFetcher,
@@ -27,126 +27,24 @@ from torchzarr.core.shard_pieces import (
     plan_rows,
     plan_scatter,
 )
+from torchzarr.core.shard_writes import note_rewrite, writing
+from torchzarr.core.shard_writes import quiet as _quiet
+from torchzarr.core.shard_writes import stamp as _stamp
+from torchzarr.core.shard_writes import writes_to as _writes_to
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
 
-__all__ = ["ShardReader", "coalesce", "sharding_codec"]
+__all__ = ["ShardReader", "coalesce", "sharding_codec", "writing"]
 
 _INDEX_CACHE_ENTRIES = 4096
 
-# Writes to sharded arrays per array location (store identity and path) in this process:
-# [count, writes in progress, reads holding writes off]. The count moves when a write starts
-# and when it ends: a reader drops its cached indexes when it moved, so a write through any
-# Array (however its store was rooted) is seen by every reader; a read that overlapped a
-# write neither caches the index it fetched nor returns what it read, but reads again.
-_shard_writes: dict[str, list[int]] = {}
-_shard_writes_lock = threading.Lock()
-_shard_writes_changed = threading.Condition(_shard_writes_lock)
-_writing_here = threading.local()  # locations this thread is writing: {location: depth}
 #: optimistic reads of a sharded array before one that holds this process's writes off
 _READ_TRIES = 3
 
 T = TypeVar("T")
-
-
-def _entry(identity: str) -> list[int]:
-    """The write record of a location (hold the lock)."""
-    entry = _shard_writes.get(identity)
-    if entry is None:
-        entry = _shard_writes[identity] = [0, 0, 0]
-    return entry
-
-
-def _writes_to(identity: str) -> int:
-    with _shard_writes_lock:
-        entry = _shard_writes.get(identity)
-        return 0 if entry is None else entry[0]
-
-
-def _stamp(identity: str) -> int | None:
-    """The write count of a location, or None while a write to it is in progress."""
-    with _shard_writes_lock:
-        entry = _shard_writes.get(identity)
-        if entry is None:
-            return 0
-        return None if entry[1] else entry[0]
-
-
-@contextlib.contextmanager
-def writing(source: Any) -> Iterator[None]:
-    """Mark a write to ``source``'s array (a ``ChunkSource``) in progress, for the
-    shard readers of this process (a no-op for an array that is not sharded).
-
-    The write count moves before the write changes any shard and again after it: a read
-    that overlapped the write sees the count move, or a write in progress when it began,
-    and reads again (:meth:`ShardReader.read`). A write waits while a read that gave up
-    reading optimistically runs.
-
-    ``engine.write_from`` and ``reshape.clear_outside`` hold it, so every write through
-    the engine is marked; nesting in one thread is fine.
-
-    Example:
-        >>> with writing(arr._source):  # doctest: +SKIP
-        ...     arr._source.store.delete_many(shard_keys)
-    """
-    reader = source.shard_reader
-    if reader is None:
-        yield
-        return
-    identity = reader._identity
-    depth = getattr(_writing_here, "depth", None)
-    if depth is None:
-        depth = _writing_here.depth = {}
-    mine = depth.get(identity, 0)  # a write inside this thread's own: never waits
-    with _shard_writes_changed:
-        entry = _entry(identity)
-        while entry[2] and not mine:
-            _shard_writes_changed.wait()
-        entry[0] += 1
-        entry[1] += 1
-    depth[identity] = mine + 1
-    try:
-        yield
-    finally:
-        if mine:
-            depth[identity] = mine
-        else:
-            del depth[identity]
-        with _shard_writes_changed:
-            entry[0] += 1
-            entry[1] -= 1
-            _shard_writes_changed.notify_all()
-
-
-@contextlib.contextmanager
-def _quiet(identity: str) -> Iterator[None]:
-    """Hold off writes to ``identity`` in this process, once those in progress are done
-    (but for this thread's own)."""
-    mine = getattr(_writing_here, "depth", {}).get(identity, 0)
-    with _shard_writes_changed:
-        entry = _entry(identity)
-        entry[2] += 1
-        while entry[1] > mine:
-            _shard_writes_changed.wait()
-    try:
-        yield
-    finally:
-        with _shard_writes_changed:
-            entry[2] -= 1
-            _shard_writes_changed.notify_all()
-
-
-def _reset_in_child() -> None:
-    """A forked child has none of the parent's other threads: no write or read in progress."""
-    global _shard_writes_lock, _shard_writes_changed, _writing_here
-    _shard_writes_lock = threading.Lock()
-    _shard_writes_changed = threading.Condition(_shard_writes_lock)
-    _writing_here = threading.local()
-    for entry in _shard_writes.values():
-        entry[1] = entry[2] = 0
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
+#: a cached shard index: (index, serial of the descriptor it was read through (0: not
+#: local), signature of the shard file when it was read (None: not local))
+_Cached = tuple[ShardIndex, int, FileSignature | None]
 
 
 def _always() -> bool:
@@ -162,7 +60,12 @@ def sharding_codec(pipeline: Any) -> ShardingCodec | None:
 
 
 class ShardReader:
-    """Reads parts of shards: index (cached when the store is read-only), then byte ranges."""
+    """Reads parts of shards: index, then byte ranges.
+
+    Indexes are kept between reads of a read-only local array (each checked against its
+    shard file at every read) and of an array whose owner called :meth:`keep_indexes`;
+    otherwise each read fetches the indexes it needs.
+    """
 
     def __init__(self, source: Any, codec: ShardingCodec) -> None:
         self.source = source
@@ -172,10 +75,17 @@ class ShardReader:
         self.inner_shape = codec.chunk_shape
         self.inner_per_shard = math.prod(codec.chunks_per_shard(self.spec.shape))
         self.index_nbytes = codec.index_nbytes(self.spec)
-        # shard key -> (index, serial of the open file it was read through; 0: not local)
-        self._cache: OrderedDict[str, tuple[ShardIndex, int]] | None = (
-            OrderedDict() if source.store.read_only else None
+        # local shards are read through descriptors (pread), one open per shard and read
+        self._root = local_root(source.store) if hasattr(os, "preadv") else None
+        # shard key -> (index, serial of the open file it was read through (0: not local),
+        # signature of that file when the index was read (None: not local)). A read-only
+        # local array keeps indexes between reads and checks each against its file's
+        # signature at every read; other stores read them per read unless an owner opts in
+        # (keep_indexes: kept unchecked).
+        self._cache: OrderedDict[str, _Cached] | None = (
+            OrderedDict() if source.store.read_only and self._root is not None else None
         )
+        self._trusted = False  # keep_indexes: cached indexes are used without checking
         self._lock = threading.Lock()
         self._identity = location(source.store.identity, source.path)
         self._writes_seen = _writes_to(self._identity)
@@ -184,26 +94,28 @@ class ShardReader:
             tuple(self.inner_shape[1:]) == tuple(self.spec.shape[1:])
         )
         self.pieces = PieceFetcher(source.store, self.inner)
-        # local shards are read through descriptors (pread), one open per shard and read
-        self._root = local_root(source.store) if hasattr(os, "preadv") else None
 
     def keep_indexes(self) -> None:
-        """Cache shard indexes although the store is writable.
+        """Keep shard indexes between reads, whatever the store, and use them unchecked.
 
-        Safe against writes made in this process (every write drops the cached indexes);
-        writes by other processes are seen once the caller opens the array afresh.
+        Safe against writes made through torchzarr in this process (every write drops the
+        cached indexes); shards that other writers (another library, another process)
+        rewrite are seen once the caller opens the array afresh: for owners that
+        document a single writer and a refresh, such as the feature store. Without it a
+        read-only local array checks each kept index against its file at every read, and
+        other arrays read the indexes afresh at every read.
 
         Example:
             >>> reader.keep_indexes()  # doctest: +SKIP
         """
         with self._lock:
+            self._trusted = True
             if self._cache is None:
                 self._cache = OrderedDict()
 
     def forget(self, keys: list[str]) -> None:
         """Tell every reader in the process that these shards were rewritten."""
-        with _shard_writes_lock:
-            _entry(self._identity)[0] += 1
+        note_rewrite(self._identity)
         if self._cache is not None:
             with self._lock:
                 for key in keys:
@@ -261,21 +173,33 @@ class ShardReader:
                     f"shard {key!r} is {len(raw)} bytes, shorter than its {n}-byte index"
                 )
             index = found[key] = self.codec.decode_index(raw, self.spec, key)
-            self._keep(key, index, 0, writes)
+            self._keep(key, index, 0, writes, None)
         return found
 
     def _local_indexes(
         self, keys: list[str], files: ShardFiles, writes: int
     ) -> dict[str, ShardIndex | None]:
+        """The indexes of local shards, each read through the descriptor of ``files``.
+
+        A kept index is used when it was read through that very descriptor (same serial)
+        and, unless kept unchecked, the file at the shard's path still has the signature
+        it had then: the kept descriptor holds the file open, so its inode cannot be
+        reused, and an equal signature means the path still names that file, unchanged.
+        Otherwise the file is reopened and its index read again.
+        """
         found: dict[str, ShardIndex | None] = {}
         n = self.index_nbytes
         at_end = self.codec.index_location == "end"
+        checked = not self._trusted
         read = 0
         for key in keys:
             with self._lock:
                 entry = self._cached(key)
+            if entry is not None and checked and files.signature(key) != entry[2]:
+                entry = None  # replaced or changed since its index was read
             held = files.open(key, reopen=entry is None)
             if held is None:
+                self._drop(key)
                 found[key] = None
                 continue
             fd, serial = held
@@ -283,7 +207,9 @@ class ShardReader:
                 found[key] = entry[0]
                 continue
             try:
-                size = os.fstat(fd).st_size
+                # taken before the index is read: a change after it shows at the next read
+                stat = os.fstat(fd)
+                size = stat.st_size
                 # a file shorter than the index: no pread at a negative offset
                 raw = b"" if size < n else os.pread(fd, n, size - n if at_end else 0)
             except OSError as err:
@@ -294,23 +220,36 @@ class ShardReader:
                 )
             read += n
             index = found[key] = self.codec.decode_index(raw, self.spec, key)
-            self._keep(key, index, serial, writes)
+            self._keep(key, index, serial, writes, file_signature(stat))
         if read:
             telemetry.add(bytes_fetched=read)
         return found
 
-    def _cached(self, key: str) -> tuple[ShardIndex, int] | None:
-        """A cached index and its file's serial (hold the lock)."""
+    def _cached(self, key: str) -> _Cached | None:
+        """A cached index with its file's serial and signature (hold the lock)."""
         if self._cache is None or key not in self._cache:
             return None
         self._cache.move_to_end(key)
         return self._cache[key]
 
-    def _keep(self, key: str, index: ShardIndex, serial: int, writes: int) -> None:
+    def _drop(self, key: str) -> None:
+        """Forget the cached index of a shard that is no longer stored."""
+        if self._cache is not None:
+            with self._lock:
+                self._cache.pop(key, None)
+
+    def _keep(
+        self,
+        key: str,
+        index: ShardIndex,
+        serial: int,
+        writes: int,
+        signature: FileSignature | None,
+    ) -> None:
         """Cache an index unless a write in this process happened since the read began."""
         if self._cache is not None and writes == _writes_to(self._identity):
             with self._lock:
-                self._cache[key] = (index, serial)
+                self._cache[key] = (index, serial, signature)
                 while len(self._cache) > _INDEX_CACHE_ENTRIES:
                     self._cache.popitem(last=False)
 
@@ -422,8 +361,8 @@ class ShardReader:
         """Fill ``out[i]`` with row ``rows[i]`` of the whole array (int64, any order, repeats).
 
         The plan is vectorised over all shards at once: only the touched inner chunks are
-        fetched (with cached shard indexes), into one compact buffer, then one ``take``
-        lays the rows out. Returns False, doing nothing, when shards or inner chunks do not
+        fetched (through the shard indexes, kept as for :meth:`read`), into one compact
+        buffer, then one ``take`` lays the rows out. Returns False, doing nothing, when shards or inner chunks do not
         span every axis but the first (the caller then reads through the engine).
 
         Example:
