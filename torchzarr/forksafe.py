@@ -2,12 +2,14 @@
 
 A lock that some thread of the parent held at the moment of ``fork`` stays locked in the
 child, where that thread does not exist: the child's first use would deadlock. Every lock
-made here is reset in the child, the way the standard ``logging`` module resets its own.
+made here is reset in the child, the way the standard ``logging`` module resets its own
+(and fsspec's event-loop lock, which fsspec's own hook leaves as it was).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from typing import Any
@@ -78,6 +80,11 @@ def _reset_in_child() -> None:
     _guard = threading.Lock()
     for lock in list(_locks):
         lock._at_fork_reinit()
+    # fsspec's own at-fork hook clears its loop but not the lock guarding loop creation; a
+    # lock held by another thread at fork would deadlock the child's first remote request
+    asyn = sys.modules.get("fsspec.asyn")
+    if asyn is not None:
+        asyn.reset_lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -225,3 +225,26 @@ def test_a_users_raise_for_status_runs_after_the_stores_checks(
     plain = FsspecStore(f"{base}/own-check", options(True), retries=0)
     assert plain.get_many(["k", "missing"]) == {"k": b"hello", "missing": None}
     assert plain.exists("k") and not plain.exists("missing") and not plain.exists("c")
+
+
+class _SendsNoLength(_IgnoresRange):
+    """Answers without Content-Length (the body ends when the connection closes)."""
+
+    protocol_version = "HTTP/1.0"
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() != "content-length":
+            super().send_header(keyword, value)
+
+
+def test_a_server_that_sends_no_length_still_gives_sizes_and_loads(tmp_path: Path) -> None:
+    import torch
+
+    tz.LocalStore(tmp_path / "plain").set("k", b"hello")
+    tz.save_checkpoint({"w": torch.arange(4.0), "n": 3}, tmp_path / "ckpt")
+    with _serving(_SendsNoLength, tmp_path) as base:
+        store = FsspecStore(f"{base}/plain", retries=0)
+        assert store.exists("k") and store.getsize("k") == 5
+        assert not store.exists("missing") and store.getsize("missing") is None
+        loaded = tz.load_checkpoint(f"{base}/ckpt")
+        assert torch.equal(loaded["w"], torch.arange(4.0)) and loaded["n"] == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -51,18 +50,6 @@ _CONFIG: Any = object()  # "take the default of tz.config"
 # filesystems of the parent, kept alive in a forked child so that their finalizers never
 # try to close sessions on the parent's event loop, whose thread does not exist there
 _ORPHANS: list[Any] = []
-
-
-def _reset_fsspec_after_fork() -> None:
-    # fsspec's own at-fork hook clears its loop but not the lock guarding loop creation;
-    # a lock held by another thread at fork time would deadlock the child's first request.
-    asyn = sys.modules.get("fsspec.asyn")
-    if asyn is not None:
-        asyn.reset_lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_fsspec_after_fork)
 
 
 class FsspecStore(Store):
@@ -389,10 +376,15 @@ class FsspecStore(Store):
                 out[i] = (max(size + start, 0), size)
         return out
 
-    def _size_at(self, path: str) -> int | None:
+    def _size_at(self, path: str, key: str | None = None) -> int | None:
         self.fs.invalidate_cache(path)
         info = self._run("stat", path, "info", path, missing=None, **self._requests.kwargs([path]))
-        return None if info is None or info.get("type", "file") != "file" else int(info["size"])
+        if info is None or info.get("type", "file") != "file":
+            return None
+        if info.get("size") is None and key is not None:  # a server that sends no length
+            value = self.get(key)  # (with the store's checks of the answer): count the bytes
+            return None if value is None else len(value)
+        return None if info.get("size") is None else int(info["size"])
 
     def get(self, key: str) -> bytes | None:
         return self._batch([(key, None)])[0]
@@ -408,7 +400,7 @@ class FsspecStore(Store):
         return self._batch(list(requests)) if requests else []
 
     def getsize(self, key: str) -> int | None:
-        return self._size_at(self._path(key))
+        return self._size_at(self._path(key), key)
 
     def exists(self, key: str) -> bool:
         return self.getsize(key) is not None
