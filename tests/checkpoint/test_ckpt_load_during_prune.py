@@ -205,3 +205,22 @@ def test_dcp_load_whose_version_went_before_it_was_opened_raises(
     st = checkpoint_store(path, "r")
     with pytest.raises(CheckpointConflictError, match="v000001"):
         reader._open_version(st, manifest)  # type: ignore[arg-type]
+
+
+def test_lazy_load_whose_chunk_file_goes_just_before_it_is_mapped_loads_the_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchzarr.checkpoint.rawio as rawio
+
+    path = tmp_path / "ckpt"
+    state = {key: torch.full((1024,), 1.0) for key in KEYS}  # one raw 4 KiB chunk each
+    save_checkpoint(state, path)
+    newer = {key: torch.full((1024,), 2.0) for key in KEYS}
+
+    def prune() -> None:  # between map_array's look at the chunk file and its mmap
+        save_checkpoint(newer, path)
+        wait_pruned()
+
+    monkeypatch.setattr(rawio, "_map_one", _hook(rawio._map_one, {2: prune}))
+    out = load_checkpoint(path, lazy=True)
+    assert _values(out) == {"a": 2.0, "b": 2.0, "c": 2.0}

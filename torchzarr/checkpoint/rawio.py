@@ -85,8 +85,11 @@ def _chunk_files(array: Array) -> tuple[list[Path], int] | None:
     return files, chunk_nbytes
 
 
-def _map_one(path: Path, nbytes: int) -> np.ndarray:
-    return np.memmap(path, dtype=np.uint8, mode="c", shape=(nbytes,))
+def _map_one(path: Path, nbytes: int) -> np.ndarray | None:
+    try:
+        return np.memmap(path, dtype=np.uint8, mode="c", shape=(nbytes,))
+    except (OSError, ValueError):  # gone (a newer save pruned it) or cut short: read it
+        return None
 
 
 @functools.cache
