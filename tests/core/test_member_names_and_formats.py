@@ -71,7 +71,9 @@ def test_a_metadata_name_anywhere_in_a_new_path_is_refused_before_writing(
         lambda: root.create_array(name, shape=(2,), dtype="int8"),
         lambda: root.create_hierarchy({name: {}}),
         lambda: tz.create_group(any_store, path=name, zarr_format=zarr_format),
-        lambda: tz.open_array(any_store, path=name, shape=(2,), dtype="int8"),
+        lambda: tz.open_array(
+            any_store, path=name, shape=(2,), dtype="int8", zarr_format=zarr_format
+        ),
     ):
         with pytest.raises(InvalidKeyError, match=f"'{reserved}' names a Zarr v"):
             create()
@@ -155,3 +157,12 @@ def test_a_group_cannot_delete_itself(any_store, key):
     with pytest.raises(InvalidArgumentError, match="cannot delete itself"):
         del root[key]
     assert _keys(any_store) == before and list(root) == ["x"]
+
+
+def test_a_path_through_a_v3_group_named_like_a_v2_document_opens_without_a_format(tmp_path):
+    zg = zarr.open_group(str(tmp_path), mode="w", zarr_format=3)
+    zg.create_group(".zattrs").create_array("y", shape=(2,), dtype="int32")[:] = [1, 2]
+    expected = torch.tensor([1, 2], dtype=torch.int32)
+    assert torch.equal(tz.open_array(tmp_path, path=".zattrs/y", mode="r")[:], expected)
+    assert torch.equal(tz.open(tmp_path, path=".zattrs/y", mode="r")[:], expected)
+    assert torch.equal(tz.open_group(tmp_path, mode="r")[".zattrs/y"][:], expected)

@@ -65,9 +65,11 @@ def reserved_names(zarr_format: int | None) -> frozenset[str]:
 def normalize_path(path: str | None, zarr_format: int | None = None) -> str:
     """A node path without leading/trailing slashes; ``""`` is the root.
 
-    Every component is checked: none may be the name of a metadata document of
-    ``zarr_format`` (None: of either format), since a node of that name could neither be
-    written nor listed (its directory would hold, or be, a metadata document).
+    With ``zarr_format`` given, every component is checked: none may be the name of a
+    metadata document of that format, since a node of that name could neither be written
+    nor listed (its directory would hold, or be, a metadata document). Without it (a path
+    to open, whose format is not known yet), only the last component is checked, against
+    the names of both formats: a v3 group may be called ``.zattrs`` and hold nodes.
 
     Example:
         >>> normalize_path("/a/b/")
@@ -83,7 +85,8 @@ def normalize_path(path: str | None, zarr_format: int | None = None) -> str:
     if path:
         validate_key(path)
         reserved = reserved_names(zarr_format)
-        for component in path.split("/"):
+        components = path.split("/")
+        for component in components if zarr_format is not None else components[-1:]:
             if component in reserved:
                 owner = 3 if component == ZARR_JSON else 2
                 hint = f" (pass zarr_format={5 - owner} for a node of that name)"
