@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torchzarr.checkpoint import load_checkpoint, save_checkpoint
 from torchzarr.checkpoint.commit import MANIFEST_ATTRIBUTE, wait_pruned
 from torchzarr.distributed import ZarrStorageReader
-from torchzarr.errors import MetadataError, NodeNotFoundError
+from torchzarr.errors import MetadataError, NodeExistsError, NodeNotFoundError
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -76,6 +76,18 @@ def test_malformed_manifest_attribute_is_reported(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("format_value", ["x", None, [1], 1.5, True])
+def test_a_manifest_whose_format_is_no_int_is_reported(tmp_path: Path, format_value) -> None:
+    path = _saved(tmp_path)
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"][MANIFEST_ATTRIBUTE]["format"] = format_value
+    (path / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(MetadataError, match="is corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(MetadataError, match="is corrupt"):
+        save_checkpoint({"w": torch.ones(2)}, path)
+
+
 def test_dcp_reader_reports_a_corrupt_manifest(tmp_path: Path) -> None:
     path = _saved(tmp_path)
     _truncate_manifest(path)
@@ -87,3 +99,13 @@ def test_a_store_without_a_checkpoint_is_still_reported_as_such(tmp_path: Path) 
     (tmp_path / "empty").mkdir()
     with pytest.raises(NodeNotFoundError, match="no committed checkpoint"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_a_save_into_a_zarr_v2_group_is_refused_before_writing(tmp_path: Path) -> None:
+    import zarr
+
+    zarr.open_group(str(tmp_path / "run"), mode="w", zarr_format=2).attrs["note"] = "run dir"
+    before = sorted(os.listdir(tmp_path / "run"))
+    with pytest.raises(NodeExistsError, match="holds a Zarr v2 group at its root"):
+        save_checkpoint({"w": torch.ones(2)}, tmp_path / "run")
+    assert sorted(os.listdir(tmp_path / "run")) == before

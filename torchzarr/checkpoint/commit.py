@@ -31,10 +31,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from torchzarr.core.api import create_group, open_group
+from torchzarr.core.nodes import read_kind
 from torchzarr.errors import (
     CheckpointConflictError,
     GroupNotFoundError,
     MetadataError,
+    NodeExistsError,
     NodeNotFoundError,
     StoreError,
 )
@@ -110,9 +112,13 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
     if MANIFEST_ATTRIBUTE not in root.attrs:
         return None
     manifest = root.attrs[MANIFEST_ATTRIBUTE]
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("version"), str):
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("version"), str)
+        or type(manifest.get("format", 0)) is not int
+    ):
         raise _corrupt_manifest(store, f"attribute {MANIFEST_ATTRIBUTE!r} is {manifest!r}")
-    if int(manifest.get("format", 0)) > FORMAT_VERSION:
+    if manifest.get("format", 0) > FORMAT_VERSION:
         raise MetadataError(
             f"checkpoint in {store!r} has format {manifest['format']}; this torchzarr reads "
             f"up to {FORMAT_VERSION}: upgrade torchzarr"
@@ -210,6 +216,12 @@ def reserve_version(store: Store) -> str:
         >>> reserve_version(st), reserve_version(st)
         ('v000001', 'v000002')
     """
+    kind = read_kind(store, "", 2)
+    if kind is not None:  # a checkpoint is v3: its root group would list none of a v2 root's
+        raise NodeExistsError(
+            f"{store!r} holds a Zarr v2 {kind} at its root, not a checkpoint: save checkpoints "
+            "to an empty location or to an existing checkpoint"
+        )
     key = _store_id(store)
     with _STORE_LOCKS[key]:  # saves to other checkpoints do not wait
         number = int(next_version(store)[1:])
