@@ -154,7 +154,7 @@ def test_a_group_cannot_delete_itself(any_store, key):
     root = tz.open_group(any_store, mode="w")
     root.create_array("x", shape=(2,), dtype="int8")
     before = _keys(any_store)
-    with pytest.raises(InvalidArgumentError, match="cannot delete itself"):
+    with pytest.raises(InvalidArgumentError, match="cannot replace or delete itself"):
         del root[key]
     assert _keys(any_store) == before and list(root) == ["x"]
 
@@ -166,3 +166,19 @@ def test_a_path_through_a_v3_group_named_like_a_v2_document_opens_without_a_form
     assert torch.equal(tz.open_array(tmp_path, path=".zattrs/y", mode="r")[:], expected)
     assert torch.equal(tz.open(tmp_path, path=".zattrs/y", mode="r")[:], expected)
     assert torch.equal(tz.open_group(tmp_path, mode="r")[".zattrs/y"][:], expected)
+
+
+@pytest.mark.parametrize("key", ["", "/"])
+def test_a_group_cannot_replace_itself(any_store, key):
+    root = tz.open_group(any_store, mode="w")
+    exp = root.create_group("exp")
+    exp.create_array("weights", shape=(2,), dtype="int8")
+    before = _keys(any_store)
+    for replace in (
+        lambda: exp.__setitem__(key, torch.zeros(3)),
+        lambda: exp.create_array(key, shape=(3,), dtype="int8", overwrite=True),
+        lambda: exp.create_group(key, overwrite=True),
+    ):
+        with pytest.raises(InvalidArgumentError, match="cannot replace or delete itself"):
+            replace()
+    assert _keys(any_store) == before and list(exp) == ["weights"]

@@ -133,7 +133,16 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return nodes.normalize_path(key, self.zarr_format)
 
     def _child_path(self, key: str) -> str:
-        return nodes.join_path(self._path, self._relative(key))
+        """The path of member ``key``, to create, replace or delete: never the group itself
+        (``""``, ``"/"``), which replacing would wipe with everything below it."""
+        rel = self._relative(key)
+        if not rel:
+            raise InvalidArgumentError(
+                f"{key!r} names group {self.name} itself, not a member: a group cannot "
+                "replace or delete itself; do that from its parent group (or clear it with "
+                "mode='w')"
+            )
+        return nodes.join_path(self._path, rel)
 
     def _fetch_children(self) -> tuple[list[str], dict[str, Any]]:
         """Names below this group, and their metadata documents, fetched in one batch."""
@@ -423,11 +432,6 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
 
     def __delitem__(self, key: str) -> None:
         self._check_writable()
-        if not self._relative(key):
-            raise InvalidArgumentError(
-                f"del group[{key!r}] names group {self.name} itself, which cannot delete "
-                "itself: delete it from its parent group (or clear it with mode='w')"
-            )
         path = self._child_path(key)
         with nodes.node_lock(self._store, [path]):
             # its kind only: an array of a dtype torchzarr cannot hold is deleted too
