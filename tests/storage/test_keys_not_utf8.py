@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,10 +98,42 @@ def test_copying_a_directory_with_a_non_utf8_name_skips_it_with_a_warning(
 def test_local_listings_skip_non_utf8_names_with_a_warning(tmp_path: Path) -> None:
     root = _non_utf8_tree(tmp_path / "s")
     store = LocalStore(root)
-    for listing in (lambda: sorted(store.list_prefix("")), lambda: store.list_dir("")[0]):
-        with pytest.warns(UserWarning, match="not UTF-8") as caught:
-            assert listing() == ["zarr.json"]
-        assert _skipped(caught) == {"caf\\xe9", "d\\xe9j\\xe0"}
-    with pytest.warns(UserWarning, match="not UTF-8"):
-        store.delete_prefix("")  # what no key can name stays, as temporary files do
+    with pytest.warns(UserWarning, match="not UTF-8") as caught:
+        assert sorted(store.list_prefix("")) == ["zarr.json"]
+    assert _skipped(caught) == {"caf\\xe9", "d\\xe9j\\xe0"}
+    assert store.list_dir("") == (["zarr.json"], [])
+    store.delete_prefix("")  # what no key can name stays, as temporary files do
+    assert sorted(os.listdir(os.fsencode(root))) == [b"caf\xe9", b"d\xe9j\xe0"]
+
+
+def test_a_non_utf8_name_is_warned_about_once_however_often_it_is_listed(
+    tmp_path: Path,
+) -> None:
+    root = _non_utf8_tree(tmp_path / "once")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # as if the registry had been reset before each
+        for _ in range(3):
+            assert sorted(LocalStore(root).list_prefix("")) == ["zarr.json"]
+            assert LocalStore(root).list_dir("")[0] == ["zarr.json"]
+    assert sorted(str(w.message).split("'")[1] for w in caught) == [
+        os.fsencode(root / name).decode("utf-8", "backslashreplace")
+        for name in ("caf\udce9", "d\udce9j\udce0")
+    ]
+
+
+def test_fsspec_listings_of_local_files_skip_non_utf8_names(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    from torchzarr.storage.fsspec_store import FsspecStore
+
+    root = _non_utf8_tree(tmp_path / "f")
+    store = FsspecStore(f"file://{root}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sorted(store.list_prefix("")) == ["zarr.json"]
+        assert store.list_dir("") == (["zarr.json"], [])
+    # one warning for the file and one for the directory, not one for each file below it
+    assert _skipped(caught) == {"caf\\xe9", "d\\xe9j\\xe0"} and len(caught) == 2
+    destination = MemoryStore()
+    assert copy_keys(store, destination).keys == 1
+    store.delete_prefix("")
     assert sorted(os.listdir(os.fsencode(root))) == [b"caf\xe9", b"d\xe9j\xe0"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -65,9 +67,9 @@ def test_get_many_is_one_query_per_batch(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "d.db")
     store.set_many({f"k/{i}": b"v" for i in range(1200)})
     statements: list[str] = []
-    conn = store._conn()
-    assert conn is not None
-    conn.set_trace_callback(statements.append)
+    held = store._conn()
+    assert held is not None
+    held.connection.set_trace_callback(statements.append)
     got = store.get_many([f"k/{i}" for i in range(1200)] + ["missing"])
     assert sum(v == b"v" for v in got.values()) == 1200 and got["missing"] is None
     assert len([s for s in statements if s.startswith("SELECT")]) == 3  # 500 keys a query
@@ -98,11 +100,17 @@ def test_read_only_paths_with_uri_characters(tmp_path: Path, name: str) -> None:
 
 
 def _connection_of_a_short_thread(store: SQLiteStore) -> sqlite3.Connection:
-    seen: list[sqlite3.Connection | None] = []
-    thread = threading.Thread(target=lambda: (store.get("k"), seen.append(store._conn())))
+    seen: list[sqlite3.Connection] = []
+
+    def use() -> None:
+        store.get("k")
+        held = store._conn()
+        assert held is not None
+        seen.append(held.connection)
+
+    thread = threading.Thread(target=use)
     thread.start()
     thread.join()
-    assert seen[0] is not None
     return seen[0]
 
 
@@ -111,7 +119,7 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
     store.set("k", b"v")
     ready, resume = threading.Event(), threading.Event()
     reads: list[bytes | None] = []
-    held: list[sqlite3.Connection | None] = []
+    held: list[object] = []
 
     def long_lived() -> None:
         held.append(store._conn())
@@ -136,6 +144,64 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
     assert reads == [b"v"] and held[0] is held[1]  # a live thread keeps its connection
     store.close()
     assert len(store._all) == 0
+
+
+_CLOSE_RACE = """
+import sys, threading
+from torchzarr.errors import StoreError
+from torchzarr.storage.base import ByteRange
+from torchzarr.storage.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+values = {f"k/{i}": bytes([i]) * 1000 for i in range(50)}
+store.set_many(values)
+wrong, clean_errors = [], []
+
+def work(worker):
+    for round_ in range(400):
+        key = f"k/{round_ % 50}"
+        try:
+            got = [
+                store.get(key) == values[key],
+                store.get_range(key, ByteRange(10, 5)) == values[key][10:15],
+                store.get_many([key, "k/0"]) == {key: values[key], "k/0": values["k/0"]},
+                store.getsize(key) == 1000,
+                len(list(store.list_prefix("k/"))) == 50,
+            ]
+            store.set(f"w/{worker}", bytes([round_ % 256]))
+            got.append(store.get(f"w/{worker}") == bytes([round_ % 256]))
+            if not all(got):
+                wrong.append((worker, round_, got))
+        except StoreError as err:
+            clean_errors.append(repr(err))
+
+workers = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for worker in workers:
+    worker.start()
+closes = 0
+while any(worker.is_alive() for worker in workers):
+    store.close()
+    closes += 1
+for worker in workers:
+    worker.join()
+print(closes, wrong[:3], clean_errors[:3])
+assert not wrong
+"""
+
+
+def test_closing_while_other_threads_run_queries_neither_crashes_nor_misreads(
+    tmp_path: Path,
+) -> None:
+    # in a subprocess: a connection freed under a running query kills the interpreter
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_RACE, str(tmp_path / "d.db")],
+        capture_output=True,
+        text=True,
+        timeout=600,  # a deadline for a hang, not a timing
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    closes, wrong, clean_errors = done.stdout.split(" ", 2)
+    assert int(closes) > 0 and wrong == "[]" and clean_errors.strip() == "[]"
 
 
 def test_repeated_copies_into_a_database_hold_few_connections(tmp_path: Path) -> None:
@@ -165,6 +231,20 @@ def test_values_other_clients_wrote_as_text_are_their_utf8_bytes(tmp_path: Path)
     assert store.get_many(["zarr.json", "blob"]) == {"zarr.json": text, "blob": b"\x00\xff"}
     assert store.get_range("zarr.json", ByteRange(-3)) == text[-3:]
     assert store.getsize("blob") == 2 and store.get_range("blob", ByteRange(1)) == b"\xff"
+
+
+def test_text_in_a_utf16_database_reads_as_its_utf16_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "utf16.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA encoding = 'UTF-16le'")
+    conn.execute("CREATE TABLE zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
+    conn.execute("INSERT INTO zarr VALUES ('zarr.json', '{\"é\": 1}')")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path, read_only=True)
+    text = '{"é": 1}'.encode("utf-16-le")  # the database's text encoding, as documented
+    assert store.get("zarr.json") == text and store.getsize("zarr.json") == len(text)
+    assert store.get_range("zarr.json", ByteRange(2, 4)) == text[2:6]
 
 
 @pytest.mark.parametrize(("key", "kind"), [("n", "INTEGER"), ("r", "REAL")])

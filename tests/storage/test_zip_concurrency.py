@@ -49,6 +49,37 @@ def test_a_read_in_flight_survives_a_close(tmp_path: Path, monkeypatch: pytest.M
         reader.close()
 
 
+def test_reads_in_flight_survive_a_close_that_rewrites_the_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rw.zip"
+    values = {f"k/{i}": bytes([i]) * (100 + i) for i in range(20)}
+    with ZipStore(path, mode="w") as store:
+        for key in values:
+            store.set(key, b"old" * 100)
+    writer = ZipStore(path, mode="a")
+    for key, value in values.items():  # dead bytes now outweigh the live ones
+        writer.set(key, value)
+    rewrites: list[str] = []
+    real_compact = zip_module._Archive._compact
+    monkeypatch.setattr(
+        zip_module._Archive,
+        "_compact",
+        lambda self, live: rewrites.append(self.path) or real_compact(self, live),
+    )
+    real_pread = zip_module._Archive._pread
+
+    def close_first(self: Any, key: str, size: int, offset: int) -> bytes:
+        if not rewrites:  # another thread closes (and rewrites) the zip amid a get_many
+            writer.close()
+        return real_pread(self, key, size, offset)
+
+    monkeypatch.setattr(zip_module._Archive, "_pread", close_first)
+    assert ZipStore(path).get_many(list(values)) == values  # the whole batch, none corrupt
+    assert rewrites == [str(path)]
+    assert _entries(path) == values
+
+
 @pytest.mark.parametrize("operation", ["write", "delete"])
 def test_a_write_after_a_close_reopens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: str

@@ -1,17 +1,21 @@
 """ZipStore on a zip whose bytes changed on disk: whole entries are checked against their
-CRC-32, and a compressed entry that cannot be decompressed raises a torchzarr error."""
+CRC-32 (also when a large batch is read on several threads), and a compressed entry that
+cannot be decompressed raises a torchzarr error."""
 
 from __future__ import annotations
 
 import struct
+import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import torchzarr as tz
 from torchzarr.errors import ChecksumError, ChunkDecodeError
+from torchzarr.storage import zip as zip_module
 from torchzarr.storage.base import ByteRange
 from torchzarr.storage.zip import ZipStore
 
@@ -94,3 +98,36 @@ def test_a_stored_entry_whose_crc_differs_fails_its_check(tmp_path: Path) -> Non
     flip_listed_crc(path, write_zip(path, zipfile.ZIP_STORED))
     with pytest.raises(ChecksumError, match="'k'"):
         ZipStore(path).get("k")
+
+
+def test_a_large_batch_is_read_and_checked_on_several_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "large.zip"
+    values = {f"c/{i}": bytes([i]) * (1 << 20) for i in range(8)}  # over 4 MiB in all
+    with ZipStore(path, mode="w") as store:
+        for key, value in values.items():
+            store.set(key, value)
+    readers: set[str] = set()
+    real_read = zip_module._Archive.read
+
+    def recorded(self: Any, key: str, rng: ByteRange | None) -> bytes | None:
+        readers.add(threading.current_thread().name)
+        return real_read(self, key, rng)
+
+    monkeypatch.setattr(zip_module._Archive, "read", recorded)
+    store = ZipStore(path)
+    with tz.config.set(threads=4):
+        assert store.get_many([*values, "missing", "c/0"]) == {**values, "missing": None}
+        assert readers and all(name.startswith("torchzarr-zip") for name in readers)
+        with zipfile.ZipFile(path) as zf:
+            flip_data_byte(path, zf.getinfo("c/5"), 1000)
+        store.close()  # the next read sees the changed bytes
+        with pytest.raises(ChecksumError, match="'c/5'"):
+            store.get_many(list(values))
+    with tz.config.set(threads=1):
+        readers.clear()
+        with pytest.raises(ChecksumError, match="'c/5'"):
+            store.get_many(list(values))
+        assert readers == {threading.current_thread().name}
+    store.close()

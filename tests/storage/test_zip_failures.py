@@ -129,6 +129,34 @@ def test_a_failed_write_to_a_new_zip_then_deletes_leave_a_whole_directory(tmp_pa
     assert entries(path) == {"k/0": ENTRIES["k/0"], "k/4": ENTRIES["k/4"]}
 
 
+def test_a_failed_write_without_room_for_the_directory_says_so_and_close_writes_it(
+    tmp_path: Path,
+) -> None:
+    path = make_zip(tmp_path / "many.zip")
+    store = ZipStore(path, mode="a")
+    appended = {f"n/{i}": b"n" for i in range(2000)}  # a directory longer than the room left
+    for key, value in appended.items():
+        store.set(key, value)
+    with room_left(path, 5_000), pytest.raises(StoreError, match="until a close") as excinfo:
+        store.set("big", b"x" * 100_000)
+    assert_fails_for_lack_of_room(excinfo, "big", path)
+    assert store.get("n/1999") == b"n"  # this process still reads every entry
+    store.close()
+    assert entries(path) == {**ENTRIES, **appended}
+
+
+def test_a_failed_write_with_room_for_the_directory_does_not_say_it_is_missing(
+    tmp_path: Path,
+) -> None:
+    path = make_zip(tmp_path / "few.zip")
+    store = ZipStore(path, mode="a")
+    with room_left(path, 50_000), pytest.raises(StoreError) as excinfo:
+        store.set("big", b"x" * 200_000)
+    assert "until a close" not in str(excinfo.value)
+    assert entries(path) == ENTRIES  # readable by others at once
+    store.close()
+
+
 def test_a_close_without_room_for_the_directory_raises_and_a_later_close_writes_it(
     tmp_path: Path,
 ) -> None:

@@ -27,6 +27,7 @@ from torchzarr.storage.fsspec_errors import (
     missing_dependency,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer
+from torchzarr.storage.key_names import spells_a_key
 from torchzarr.storage.local import is_temporary
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
@@ -224,7 +225,7 @@ class FsspecStore(Store):
             key = "" if "?" in key or "#" in key else unquote(key)
         if self._local is not None and is_temporary(key.rpartition("/")[2]):
             return None  # a LocalStore write in flight
-        return key or None
+        return key if key and spells_a_key(key, self._prefix, "FsspecStore") else None
 
     # -- calls with retries, a timeout and clear errors -------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -8,7 +8,6 @@ import os
 import re
 import stat
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -21,11 +20,11 @@ from torchzarr.storage.base import (
     Buffer,
     ByteRange,
     Store,
-    is_utf8,
     validate_dir_prefix,
     validate_key,
     validate_prefix,
 )
+from torchzarr.storage.key_names import spells_a_key
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
@@ -61,16 +60,7 @@ def _temporary_name(name: str) -> str:
 def _is_key_name(name: str, directory: str) -> bool:
     """True if a directory entry's name can be part of a key: not a temporary file, and
     UTF-8 (a name of other bytes is skipped with a warning: no key can spell it)."""
-    if is_temporary(name):
-        return False
-    if name.isascii() or is_utf8(name):
-        return True
-    shown = os.fsencode(os.path.join(directory, name)).decode("utf-8", "backslashreplace")
-    warnings.warn(
-        f"LocalStore skips '{shown}': its name is not UTF-8, so no key can name it",
-        stacklevel=2,
-    )
-    return False
+    return not is_temporary(name) and spells_a_key(name, directory, "LocalStore")
 
 
 class StagedFile(NamedTuple):

@@ -7,25 +7,47 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 
 __all__ = ["SQLiteStore"]
 
+_T = TypeVar("_T")
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-# Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes are
-# the value. Both expressions leave a BLOB as it is: length() of the bare column reads
-# the size from the row header, where a CAST would load the whole value.
+# Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes, in
+# the database's text encoding (UTF-8 unless it was created as UTF-16), are the value.
+# Both expressions leave a BLOB as it is: length() of the bare column reads the size from
+# the row header, where a CAST would load the whole value.
 _VALUE = "CASE typeof(value) WHEN 'text' THEN CAST(value AS BLOB) ELSE value END"
 _SIZE = "CASE typeof(value) WHEN 'text' THEN length(CAST(value AS BLOB)) ELSE length(value) END"
 # connections of a parent process, kept alive and never closed in a forked child: closing
 # one there could checkpoint or remove the WAL file the parent still uses
-_ORPHANS: list[sqlite3.Connection] = []
+_ORPHANS: list[_Connection] = []
+
+
+class _Connection:
+    """One thread's connection, and the lock that each statement or transaction on it holds.
+
+    Another thread closing it (``SQLiteStore.close``) takes the lock first, so it waits for
+    the statement running on it instead of freeing the connection under it (a crash).
+    """
+
+    __slots__ = ("closed", "connection", "lock")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.connection.close()
 
 
 def _running(owner: weakref.ref[threading.Thread]) -> bool:
@@ -77,7 +99,7 @@ class SQLiteStore(Store):
     def _reset(self) -> None:
         self._local = threading.local()
         # every connection open, with the thread it belongs to
-        self._all: dict[sqlite3.Connection, weakref.ref[threading.Thread]] = {}
+        self._all: dict[_Connection, weakref.ref[threading.Thread]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
@@ -107,25 +129,43 @@ class SQLiteStore(Store):
         return SQLiteStore(self.path, read_only=read_only, timeout=self.timeout)
 
     def close(self) -> None:
-        """Close this process's connections; each thread reconnects on its next call."""
+        """Close this process's connections; each thread reconnects on its next call.
+
+        Safe while other threads use the store: a statement running on a connection
+        finishes before the connection closes, and the thread's next call reconnects.
+        """
         if self._pid != os.getpid():
             return
         with self._lock:
             connections, self._all = list(self._all), {}
             self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        for held in connections:
+            held.close()
 
     # -- connections ------------------------------------------------------------------------
-    def _conn(self, create: bool = False) -> sqlite3.Connection | None:
-        """This thread's connection; None while the file does not exist, unless ``create``
-        (a write): reading or deleting in a store nothing was written to leaves no file."""
+    def _using(self, work: Callable[[sqlite3.Connection], _T], create: bool = False) -> _T | None:
+        """``work(connection)`` on this thread's connection, which no ``close`` closes meanwhile.
+
+        None, without a call, while the file does not exist, unless ``create`` (a write):
+        reading or deleting in a store nothing was written to leaves no file.
+        """
+        while True:
+            held = self._conn(create)
+            if held is None:
+                return None
+            with held.lock:
+                if not held.closed:
+                    return work(held.connection)
+            # closed by another thread since it was looked up: the next lookup reconnects
+
+    def _conn(self, create: bool = False) -> _Connection | None:
+        """This thread's open connection, connecting if it has none (see :meth:`_using`)."""
         if self._pid != os.getpid():
             _ORPHANS.extend(self._all)  # the parent's: never used, never closed here
             self._reset()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        held: _Connection | None = getattr(self._local, "conn", None)
+        if held is not None and not held.closed:
+            return held
         if (self.read_only or not create) and not os.path.exists(self.path):
             return None
         try:
@@ -142,28 +182,29 @@ class SQLiteStore(Store):
                 conn.execute(_SCHEMA)
         except sqlite3.Error as err:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
-        with self._lock:
+        held = _Connection(conn)
+        with self._lock:  # registered and made this thread's at once: close() sees both
             finished = [old for old, owner in self._all.items() if not _running(owner)]
             for old in finished:
                 del self._all[old]
-            self._all[conn] = weakref.ref(threading.current_thread())
-        self._local.conn = conn
+            self._all[held] = weakref.ref(threading.current_thread())
+            self._local.conn = held
         for old in finished:  # their threads are gone: nothing can use them any more
             old.close()
-        return conn
+        return held
 
     def _query(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        conn = self._conn()
-        if conn is None:
-            return []
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as err:
-            if "no such table" in str(err):
-                return []  # a database nothing was written to yet
-            raise StoreError(f"cannot {what} in {self}: {err}") from err
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot {what} in {self}: {err}") from err
+        def fetch(conn: sqlite3.Connection) -> list[Any]:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as err:
+                if "no such table" in str(err):
+                    return []  # a database nothing was written to yet
+                raise StoreError(f"cannot {what} in {self}: {err}") from err
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot {what} in {self}: {err}") from err
+
+        return self._using(fetch) or []
 
     # -- reads --------------------------------------------------------------------------------
     def _bytes(self, key: str, value: Any) -> bytes:
@@ -195,9 +236,11 @@ class SQLiteStore(Store):
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         validate_key(key)
-        conn = self._conn()
-        if conn is None:
-            return None
+        return self._using(lambda conn: self._read_range(conn, key, byte_range))
+
+    def _read_range(
+        self, conn: sqlite3.Connection, key: str, byte_range: ByteRange
+    ) -> bytes | None:
         try:
             # one read transaction: the row cannot change between the lookup and the read
             conn.execute("BEGIN")
@@ -243,18 +286,19 @@ class SQLiteStore(Store):
 
     # -- writes -------------------------------------------------------------------------------
     def _transaction(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        conn = self._conn(create=True)
-        assert conn is not None  # writable stores always connect
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        def write(conn: sqlite3.Connection) -> None:
             try:
-                conn.executemany(sql, rows)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot {what} in {self}: {err}") from err
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(sql, rows)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot {what} in {self}: {err}") from err
+
+        self._using(write, create=True)  # writable stores always connect
 
     def set(self, key: str, value: Buffer) -> None:
         self.set_many({key: value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -12,8 +13,10 @@ import uuid
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
@@ -37,6 +40,7 @@ _log = logging.getLogger("torchzarr")
 _archives: dict[str, _Archive] = {}
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
+_THREAD_BYTES = 2 << 20  # get_many reads on a thread for each (up to config.threads)
 # a forked child keeps the parent's archives alive, never closing them: closing would write
 # a central directory into the file the parent is still writing
 _ORPHANS: list[Any] = []
@@ -168,30 +172,35 @@ class _Archive:
                     zf.fp.flush()  # the pread descriptor must see the new bytes
             except BaseException as err:
                 self.dirty, self.dead = dirty, dead
-                self._undo_write(zf, key, before)
+                no_room = self._undo_write(zf, key, before)
                 if isinstance(err, OSError):
+                    kept = "the zip keeps its earlier entries"
+                    if no_room is not None:
+                        kept += (
+                            "; without room for its directory, other processes cannot "
+                            "read it until a close() with room writes it"
+                        )
                     raise StoreError(
-                        f"cannot write {key!r} to zip {self.path!r}: {err} "
-                        "(the zip keeps its earlier entries)"
+                        f"cannot write {key!r} to zip {self.path!r}: {err} ({kept})"
                     ) from err
                 raise
             self.index[key] = info
             return True
 
-    def _undo_write(self, zf: zipfile.ZipFile, key: str, before: AppendState) -> None:
+    def _undo_write(self, zf: zipfile.ZipFile, key: str, before: AppendState) -> OSError | None:
         """Put the archive back as it was before a failed write of ``key``.
 
         The entry's bytes may have reached the file over its directory, and zipfile's
         buffer may hold more that would land later: the file is cut back to where the
         entry started, zipfile forgets the entry, and the live entries' directory is
-        written again, so the file is a whole zip (without room even for that, ``close``
-        writes it).
+        written again, so the file is a whole zip. Without room even for that, the error
+        is returned and ``close`` writes the directory.
         """
         before.restore(zf, key)
         try:
             cut_file(zf, before.start_dir)
             list_entries(zf, self.index.values())
-            write_directory(zf)
+            return write_directory(zf)
         except OSError as err:  # the file is in an unknown state: write nothing more to it
             drop_file(zf)
             self.zf, self.mode, self.dirty = None, "r", False  # the next write reopens it
@@ -248,13 +257,18 @@ class _Archive:
                     )
 
     def _compact(self, live: list[zipfile.ZipInfo]) -> None:
-        """Rewrite the file with only the newest entry of each live key (temp + rename)."""
+        """Rewrite the file with only the newest entry of each live key (temp + rename).
+
+        The new file gets copies of the entries' infos: zipfile sets the offsets and sizes
+        of what it writes in them, and reads still in flight on this closed archive use
+        the originals to find the bytes in the old file.
+        """
         tmp = f"{self.path}.{uuid.uuid4().hex}.partial"
         try:
             with zipfile.ZipFile(self.path, "r") as src, zipfile.ZipFile(tmp, "w") as dst:
                 for info in live:
                     with src.open(info) as f:
-                        dst.writestr(info, f.read())
+                        dst.writestr(copy.copy(info), f.read())
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -429,8 +443,18 @@ class ZipStore(Store):
         return self._archive().read(validate_key(key), byte_range)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        unique = [validate_key(key) for key in dict.fromkeys(keys)]
         archive = self._archive()
-        return {key: archive.read(validate_key(key), None) for key in keys}
+        infos = [archive.index.get(key) for key in unique]
+        sizes = [info.file_size for info in infos if info is not None]
+        threads = min(config.threads, len(sizes), sum(sizes) // _THREAD_BYTES)
+        if threads < 2:
+            return {key: archive.read(key, None) for key in unique}
+        # copies out of the page cache and CRC checks run at once (both release the GIL)
+        with ThreadPoolExecutor(threads, thread_name_prefix="torchzarr-zip") as pool:
+            return dict(
+                zip(unique, pool.map(lambda key: archive.read(key, None), unique), strict=True)
+            )
 
     def exists(self, key: str) -> bool:
         return validate_key(key) in self._archive().index
