@@ -35,11 +35,7 @@ __all__ = ["main"]
 
 
 def _info(args: argparse.Namespace) -> None:
-    node = open_node(args.store, mode="r", path=args.path)
-    if isinstance(node, Array):
-        print(node.info)
-        return
-    print(node.info)
+    print(open_node(args.store, mode="r", path=args.path).info)
 
 
 def _consolidate(args: argparse.Namespace) -> None:
