@@ -20,6 +20,7 @@ __all__ = [
     "Crc32cCodec",
     "GzipCodec",
     "ZstdCodec",
+    "blosc_cnames_available",
     "decode_into",
     "decoded_size",
     "gzip_compress",
@@ -293,6 +294,25 @@ BLOSC_SHUFFLE = {
     "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
 }
 BLOSC_CNAMES = ("lz4", "lz4hc", "blosclz", "zstd", "snappy", "zlib")
+#: the compressor a blosc frame names in its header (flags bits 5-7), by code
+_BLOSC_FORMATS = {0: "blosclz", 1: "lz4", 2: "snappy", 3: "zlib", 4: "zstd"}
+
+
+def blosc_cnames_available() -> list[str]:
+    """The blosc compressors this numcodecs build has (snappy is often left out).
+
+    Example:
+        >>> "zstd" in blosc_cnames_available()
+        True
+    """
+    return list(numcodecs.blosc.list_compressors())
+
+
+def _missing_blosc_compressor(data: Any) -> str | None:
+    """The compressor a blosc frame's header names when this build lacks it, else None."""
+    head = _head(data, 3)
+    name = _BLOSC_FORMATS.get(head[2] >> 5) if len(head) == 3 else None
+    return name if name is not None and name not in blosc_cnames_available() else None
 
 
 class BloscCodec(_NumcodecsCompressor):
@@ -366,6 +386,45 @@ class BloscCodec(_NumcodecsCompressor):
             "blocksize": self.blocksize,
         }
         return {k: v for k, v in config.items() if v is not None}
+
+    def check_available(self) -> None:
+        """Refuse a ``cname`` this numcodecs build cannot compress with (before any write).
+
+        Raises:
+            CodecError: naming the cname and the ones available.
+
+        Example:
+            >>> BloscCodec("zstd").check_available()
+        """
+        available = blosc_cnames_available()
+        if self.cname not in available:
+            raise CodecError(
+                f"blosc codec: cname {self.cname!r} is not in this numcodecs build; "
+                f"available: {available}"
+            )
+
+    def decode(self, data: bytes) -> bytes:
+        """Decompress ``data``; a frame of a compressor this build lacks says so."""
+        try:
+            return super().decode(data)
+        except ChunkDecodeError as err:
+            raise self._explained(err, data) from err
+
+    def decode_into(self, data: bytes, out: np.ndarray) -> None:
+        """Decompress into ``out``; a frame of a compressor this build lacks says so."""
+        try:
+            super().decode_into(data, out)
+        except ChunkDecodeError as err:
+            raise self._explained(err, data) from err
+
+    def _explained(self, err: ChunkDecodeError, data: Any) -> ChunkDecodeError:
+        missing = _missing_blosc_compressor(data)
+        if missing is None:
+            return err
+        return ChunkDecodeError(
+            f"blosc codec: the chunk is compressed with {missing!r}, which this numcodecs "
+            f"build lacks (available: {blosc_cnames_available()})"
+        )
 
     def evolve(self, spec: ChunkSpec) -> BloscCodec:
         """Fill ``typesize`` and ``shuffle`` from the dtype where they were left unset."""

@@ -230,15 +230,20 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
         decode_into(self.numcodecs_codec, self.codec_id, data, out)
 
 
-def _fit(array: np.ndarray, spec: ChunkSpec, codec: str, *, bits: bool) -> np.ndarray:
-    """``array`` as ``spec``: byte order by value, other same-size kinds by bits or value."""
+def _fit(array: np.ndarray, spec: ChunkSpec, codec: str, *, encoding: bool) -> np.ndarray:
+    """``array`` as ``spec``: byte order by value, other same-size kinds by bits (the output
+    of an encode) or by value (of a decode).
+
+    Raises:
+        CodecError: an encode produced the wrong number of elements.
+        ChunkDecodeError: a decode did.
+    """
     if array.size != int(np.prod(spec.shape, dtype=np.int64)):
-        raise ChunkDecodeError(
-            f"{codec} codec: produced {array.size} elements, expected shape {spec.shape}"
-        )
+        error = CodecError if encoding else ChunkDecodeError
+        raise error(f"{codec} codec: produced {array.size} elements, expected shape {spec.shape}")
     if array.dtype != spec.dtype:
         same_kind = array.dtype.newbyteorder("=") == spec.dtype.newbyteorder("=")
-        if bits and not same_kind and array.dtype.itemsize == spec.dtype.itemsize:
+        if encoding and not same_kind and array.dtype.itemsize == spec.dtype.itemsize:
             array = np.ascontiguousarray(array).view(spec.dtype.newbyteorder("="))
         array = array.astype(spec.dtype, copy=False)
     return array.reshape(spec.shape)
@@ -289,7 +294,7 @@ class NumcodecsArrayArrayCodec(NumcodecsCodec, ArrayArrayCodec):
             encoded = np.asarray(impl.encode(np.ascontiguousarray(chunk)))
         except Exception as err:
             raise CodecError(f"{self.codec_name} codec: cannot encode: {err}") from err
-        return _fit(encoded, out_spec, self.codec_name, bits=True)
+        return _fit(encoded, out_spec, self.codec_name, encoding=True)
 
     def decode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
         """Invert the filter; the output has ``spec``'s shape and dtype."""
@@ -300,7 +305,7 @@ class NumcodecsArrayArrayCodec(NumcodecsCodec, ArrayArrayCodec):
             decoded = np.asarray(impl.decode(np.ascontiguousarray(chunk)))
         except Exception as err:
             raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
-        return _fit(decoded, spec, self.codec_name, bits=False)
+        return _fit(decoded, spec, self.codec_name, encoding=False)
 
 
 class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
@@ -326,7 +331,7 @@ class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
             decoded = np.asarray(impl.decode(data))
         except Exception as err:
             raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
-        array = _fit(decoded, spec, self.codec_name, bits=False)
+        array = _fit(decoded, spec, self.codec_name, encoding=False)
         if out is not None:
             out[...] = array
             return out

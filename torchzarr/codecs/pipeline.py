@@ -393,12 +393,13 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
 
     Returns:
         The chain, evolved for ``dtype`` (``blosc`` gets its typesize, ``bytes`` no endian
-        for 1-byte types), as zarr-python records it.
+        for 1-byte types; inside ``sharding_indexed`` too), as zarr-python records it.
 
     Raises:
         CodecError: a filter that is not array -> array, a compressor that is neither
             bytes -> bytes nor array -> bytes, or two array -> bytes codecs; naming the codec,
-            its kind and the argument it belongs in.
+            its kind and the argument it belongs in; or a ``blosc`` cname this numcodecs
+            build lacks (often snappy).
         UnknownCodecError: a name or numcodecs id nobody provides.
 
     Example:
@@ -410,6 +411,7 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         >>> [c.to_json() for c in default_v3_codecs(np.dtype("int32"), [big])]
         [{'name': 'bytes', 'configuration': {'endian': 'big'}}]
     """
+    from torchzarr.codecs.sharding import ShardingCodec
     from torchzarr.codecs.transpose import TransposeCodec
 
     dtype = np.dtype(dtype)
@@ -431,14 +433,32 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         raise CodecError(
             f"compressors take at most one array -> bytes codec (it replaces bytes), got {names}"
         )
-    chain.append(serializers[0] if serializers else BytesCodec("little").evolve(current))
+    if not serializers:
+        chain.append(BytesCodec("little").evolve(current))
+    elif isinstance(serializers[0], ShardingCodec):  # its own shape is the inner chunks'
+        chain.append(serializers[0].evolve_inner(current))
+    else:
+        chain.append(serializers[0])
     for value, codec in given:
         if isinstance(codec, ArrayBytesCodec):
             continue
         if not isinstance(codec, BytesBytesCodec):
             raise CodecError(f"compressor {value!r} {_misplaced(codec, 'compressors')}")
         chain.append(_evolve(codec, current))
+    _check_writable(chain)
     return tuple(chain)
+
+
+def _check_writable(codecs: Sequence[Codec]) -> None:
+    """Refuse codecs this installation can read but not write with (blosc's snappy)."""
+    from torchzarr.codecs.compressors import BloscCodec
+    from torchzarr.codecs.sharding import ShardingCodec
+
+    for codec in codecs:
+        if isinstance(codec, BloscCodec):
+            codec.check_available()
+        elif isinstance(codec, ShardingCodec):
+            _check_writable(codec.codecs)
 
 
 def _misplaced(codec: Codec, where: str) -> str:

@@ -11,7 +11,10 @@ import numpy as np
 
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import ArrayBytesCodec, ChunkSpec, Codec
+from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.chunks import is_all_fill
+from torchzarr.codecs.compressors import Crc32cCodec
+from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.errors import ChunkDecodeError, MetadataError
 
 __all__ = ["EMPTY", "ShardIndex", "ShardingCodec"]
@@ -28,6 +31,17 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
             f"sharding_indexed: {what} must be a list of positive ints, got {value!r}"
         )
     return tuple(int(v) for v in value)
+
+
+def _check_fixed_size(index_codecs: Sequence[Codec]) -> None:
+    """Refuse index codecs whose encoded size depends on the index's content: a reader finds
+    the index by its size alone (the spec allows bytes, crc32c and transpose-like codecs)."""
+    for codec in index_codecs:
+        if not isinstance(codec, BytesCodec | Crc32cCodec | TransposeCodec):
+            raise MetadataError(
+                f"sharding_indexed: index codec {codec.codec_name!r} has no fixed encoded "
+                "size; index_codecs take only 'bytes', 'crc32c' and 'transpose'"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,18 +83,12 @@ class ShardingCodec(ArrayBytesCodec):
         index_codecs: Sequence[Codec] | None = None,
         index_location: str = "end",
     ) -> None:
-        from torchzarr.codecs.registry import codec_from_json
-
         self.chunk_shape = _ints(list(chunk_shape), "chunk_shape")
-        self.codecs = tuple(codecs) if codecs else (codec_from_json({"name": "bytes"}),)
+        self.codecs = tuple(codecs) if codecs else (BytesCodec("little"),)
         self.index_codecs = (
-            tuple(index_codecs)
-            if index_codecs
-            else (
-                codec_from_json({"name": "bytes", "configuration": {"endian": "little"}}),
-                codec_from_json({"name": "crc32c"}),
-            )
+            tuple(index_codecs) if index_codecs else (BytesCodec("little"), Crc32cCodec())
         )
+        _check_fixed_size(self.index_codecs)
         if index_location not in ("start", "end"):
             raise MetadataError(
                 f"sharding_indexed: index_location must be 'start' or 'end', got {index_location!r}"
@@ -116,6 +124,24 @@ class ShardingCodec(ArrayBytesCodec):
             self.chunk_shape,
             [c.evolve(inner) for c in self.codecs],
             [c.evolve(self._index_spec(spec)) for c in self.index_codecs],
+            self.index_location,
+        )
+
+    def evolve_inner(self, spec: ChunkSpec) -> ShardingCodec:
+        """This codec with its inner chain evolved for ``spec``'s dtype (``blosc`` takes its
+        ``typesize``), as :meth:`evolve` does where the shard shape is not known yet.
+
+        Example:
+            >>> from torchzarr.codecs.compressors import BloscCodec
+            >>> codec = ShardingCodec([2], [BytesCodec("little"), BloscCodec()])
+            >>> spec = ChunkSpec((), np.dtype("<i4"), np.int32(0))
+            >>> codec.evolve_inner(spec).codecs[1].typesize
+            4
+        """
+        return ShardingCodec(
+            self.chunk_shape,
+            self.inner_pipeline(spec).codecs,
+            self.index_codecs,
             self.index_location,
         )
 

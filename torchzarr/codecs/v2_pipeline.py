@@ -17,6 +17,7 @@ from torchzarr.codecs.base import ChunkSpec
 from torchzarr.codecs.bytes_codec import as_byte_view
 from torchzarr.codecs.compressors import (
     DECODES_INTO,
+    BloscCodec,
     decode_into,
     gzip_compress,
     is_empty_frame,
@@ -62,6 +63,8 @@ def v2_codec_config(codec: Any) -> dict[str, Any]:
         {'id': 'delta', 'dtype': '<i4', 'astype': '<i4'}
     """
     config = dict(numcodecs_object(codec).get_config())
+    if config.get("id") == "blosc":  # refused now, not at the first write
+        BloscCodec(config.get("cname", "lz4")).check_available()
     if config.get("id") == "zstd" and config.get("checksum") is False:
         del config["checksum"]
     return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ def reusing_encoder(pipeline: Any) -> Callable[[np.ndarray], memoryview] | None:
 
     It applies where a chunk is stored as one zstd frame of its C-order native bytes. Its
     result is valid until the thread's next call (write it out first); chunks too big for
-    the buffer, or of another dtype, take ``pipeline.encode``.
+    the buffer, or of another dtype, take ``pipeline.encode``, as do
+    levels that are not integers.
 
     Example:
         >>> from torchzarr.codecs import BytesCodec
@@ -36,7 +38,11 @@ def reusing_encoder(pipeline: Any) -> Callable[[np.ndarray], memoryview] | None:
         return None
     if not isinstance(codec, ZstdCodec | numcodecs.Zstd):
         return None
-    level, checksum = int(codec.level), bool(getattr(codec, "checksum", False))
+    try:
+        level = operator.index(codec.level)
+    except TypeError:
+        return None  # a level numcodecs cannot take either: its encode names the codec
+    checksum = bool(getattr(codec, "checksum", False))
     spec = pipeline.spec
     dtype, small = spec.dtype, spec.nbytes <= fast_encode.MAX_INPUT_BYTES
     fallback = pipeline.encode
