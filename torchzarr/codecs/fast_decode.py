@@ -23,6 +23,7 @@ __all__ = [
     "zstd_decompressor_at",
     "zstd_error",
     "zstd_library",
+    "zstd_prefix_applies",
 ]
 
 _c_size_t, _c_void_p, _c_char_p = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
@@ -48,6 +49,8 @@ def _load_zstd() -> Any:
         lib.ZSTD_DCtx_reset.argtypes = [_c_void_p, ctypes.c_int]
         lib.ZSTD_decompressStream.restype = _c_size_t
         lib.ZSTD_decompressStream.argtypes = [_c_void_p, _c_void_p, _c_void_p]
+        lib.ZSTD_findFrameCompressedSize.restype = _c_size_t
+        lib.ZSTD_findFrameCompressedSize.argtypes = [_c_char_p, _c_size_t]
     except (ImportError, OSError, AttributeError):
         return None
     return lib
@@ -276,14 +279,12 @@ def zstd_decompressor_at() -> Callable[[int, int, int, int], None]:
 _ZSTD_MAGIC = 0xFD2FB528
 
 
-def zstd_content_size(data: Any) -> int | None:
-    """Frame_Content_Size of the first zstd frame, or None when the header leaves it out.
+_CHECKSUM_FLAG = 0x04  # Frame_Header_Descriptor bit 2: Content_Checksum_flag
 
-    Example:
-        >>> import numcodecs
-        >>> zstd_content_size(numcodecs.Zstd().encode(bytes(1000)))
-        1000
-    """
+
+def _frame_header(data: Any) -> tuple[int, int | None] | None:
+    """(Frame_Header_Descriptor, Frame_Content_Size or None) of the first zstd frame, or
+    None when ``data`` does not start with a zstd frame header."""
     view = memoryview(data)
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
@@ -295,18 +296,56 @@ def zstd_content_size(data: Any) -> int | None:
     pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
     width = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
     if width == 0 or len(head) < pos + width:
-        return None
+        return descriptor, None
     size = int.from_bytes(head[pos : pos + width], "little")
-    return size + 256 if width == 2 else size
+    return descriptor, size + 256 if width == 2 else size
+
+
+def zstd_content_size(data: Any) -> int | None:
+    """Frame_Content_Size of the first zstd frame, or None when the header leaves it out.
+
+    Example:
+        >>> import numcodecs
+        >>> zstd_content_size(numcodecs.Zstd().encode(bytes(1000)))
+        1000
+    """
+    header = _frame_header(data)
+    return None if header is None else header[1]
+
+
+def zstd_prefix_applies(data: Any, total: int, complete: bool = True) -> bool:
+    """Whether :func:`decompress_prefix` may stand in for a whole decode of ``data``.
+
+    Only for one frame stating ``total`` as its content size and carrying no checksum (a
+    checksum is verified only at the frame's end, so such chunks are always decoded whole).
+    With ``complete`` (``data`` is the whole chunk), the frame must also end where ``data``
+    does: a chunk of several frames, or with bytes after its frame, is decoded whole.
+    Anything else returns False: decode the whole chunk the usual way, which checks it.
+
+    Example:
+        >>> import numcodecs
+        >>> zstd_prefix_applies(numcodecs.Zstd().encode(bytes(1000)), 1000)
+        True
+        >>> zstd_prefix_applies(numcodecs.Zstd(checksum=True).encode(bytes(1000)), 1000)
+        False
+    """
+    header = _frame_header(data)
+    if header is None or header[1] != total or header[0] & _CHECKSUM_FLAG:
+        return False
+    if not complete:
+        return True
+    source, size = _source(data)
+    return bool(_ZSTD.ZSTD_findFrameCompressedSize(source, size) == size)
 
 
 def decompress_prefix(data: Any, out: np.ndarray, total: int | None = None) -> None:
     """Decompress only the first ``out.nbytes`` bytes of a zstd frame into ``out``.
 
     zstd stops after the block that fills ``out``: reading a few rows of a large chunk
-    decodes the chunk up to the last of them, not the whole of it. ``total``, the size the
-    whole chunk decodes to, is checked against the size the frame header states (when it
-    states one), so a chunk of the wrong size fails here as it fails a whole decode.
+    decodes the chunk up to the last of them, not the whole of it, so nothing past them is
+    verified. Call it only where :func:`zstd_prefix_applies`. ``total``, the size the whole
+    chunk decodes to, is checked against the size the frame header states (when it states
+    one), so a chunk of the wrong size fails here as it fails a whole decode.
 
     Raises:
         ChunkDecodeError: corrupt data, a frame shorter than ``out``, or a header stating

@@ -358,8 +358,10 @@ class ChunkReader:
                 return len(data)
             scratch = scratch_buffer(self.nbytes)
             prefix = self._prefix(projection)
+            if prefix and not fast_decode.zstd_prefix_applies(data, self.nbytes):
+                prefix = 0  # checksummed, several frames, or no stated size: verify it all
             if prefix:  # the rows selected end early in the chunk: decode only up to there
-                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
+                fast_decode.decompress_prefix(data, scratch[:prefix])
             else:
                 fast_decode.decompress_into("zstd", data, scratch)
         except ChunkDecodeError as err:
@@ -374,29 +376,30 @@ class ChunkReader:
         """Decode the first ``prefix`` bytes of a local zstd chunk from the head of its file.
 
         zstd decodes block by block (128 KiB at most), so the compressed bytes up to the
-        prefix plus one block do; a frame that needs more is read whole after all.
+        prefix plus one block do; a frame that needs more is read whole after all, and a
+        chunk that a prefix cannot stand for (see ``zstd_prefix_applies``) is decoded whole.
         """
         data, whole = self._read_head(key, min(self.read_hint, prefix + _HEAD_SLACK))
         if data is None:
             self.out[projection.out_selection] = self.fill
             return -1
-        scratch = scratch_buffer(self.nbytes)
-        try:
+        if fast_decode.zstd_prefix_applies(data, self.nbytes, whole):
+            scratch = scratch_buffer(self.nbytes)
             try:
-                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
-            except ChunkDecodeError:
+                fast_decode.decompress_prefix(data, scratch[:prefix])
+            except ChunkDecodeError as err:
                 if whole:
-                    raise
-                data = self.read_file(key)  # the frame needs more than its head
-                if data is None:
-                    self.out[projection.out_selection] = self.fill
-                    return -1
-                fast_decode.decompress_prefix(data, scratch[:prefix], self.nbytes)
-        except ChunkDecodeError as err:
-            raise decode_error(err, self.zstd, key) from err
-        chunk = scratch.view(self.spec.dtype).reshape(self.chunk_shape)
-        self.out[projection.out_selection] = chunk[projection.chunk_selection]
-        return len(data)
+                    raise decode_error(err, self.zstd, key) from err
+            else:
+                chunk = scratch.view(self.spec.dtype).reshape(self.chunk_shape)
+                self.out[projection.out_selection] = chunk[projection.chunk_selection]
+                return len(data)
+        if not whole:  # the frame needs more than its head, or must be checked whole
+            data = self.read_file(key)
+            if data is None:
+                self.out[projection.out_selection] = self.fill
+                return -1
+        return self._zstd(key, data, projection, None)
 
     def _read_head(self, key: str, nbytes: int) -> tuple[Any, bool]:
         """Up to ``nbytes`` leading bytes of a chunk file (this thread's read buffer) and
