@@ -164,7 +164,10 @@ class Store(abc.ABC):
         """Store ``value`` at ``key``, replacing any previous value atomically."""
 
     def set_many(self, items: Mapping[str, Buffer]) -> None:
-        """Store many values (remote stores write them concurrently)."""
+        """Store many values (remote stores write them concurrently); every key is
+        checked before the first is written."""
+        for key in items:
+            validate_key(key)
         for key, value in items.items():
             self.set(key, value)
 

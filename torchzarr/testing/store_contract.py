@@ -195,6 +195,8 @@ class StoreContract:
             store.exists(key)
         with pytest.raises(InvalidKeyError):
             store.getsize(key)
+        with pytest.raises(InvalidKeyError):
+            store.set_many({"ok": b"1", key: b"2"})  # checked before any key is written
         assert list(store.list_prefix("")) == []
 
     # -- processes and threads ---------------------------------------------------------------
