@@ -74,6 +74,9 @@ def test_info_names_arrays_of_unsupported_dtypes(tmp_path, capsys):
         group.create_array("time", shape=(2,), dtype="M8[ns]")
     status, out, _ = _run(capsys, "info", tmp_path)
     assert status == 0 and re.search(r"Unsupported dtypes +: time", out)
+    status, out, _ = _run(capsys, "info", tmp_path, "--path", "time")
+    assert status == 0 and re.search(r"Data type +: numpy.datetime64 \(no torch dtype", out)
+    assert re.search(r"Shape +: \(2,\)", out) and re.search(r"Zarr format +: 3", out)
 
 
 def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):

@@ -26,7 +26,12 @@ from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
-from torchzarr.errors import InvalidArgumentError, NodeExistsError, TorchZarrError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    NodeExistsError,
+    TorchZarrError,
+    UnsupportedDtypeError,
+)
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
@@ -35,7 +40,37 @@ __all__ = ["main"]
 
 
 def _info(args: argparse.Namespace) -> None:
-    print(open_node(args.store, mode="r", path=args.path).info)
+    try:
+        node = open_node(args.store, mode="r", path=args.path)
+    except UnsupportedDtypeError:  # listed by its group: described from its metadata
+        store = resolve_store(args.store, mode="r")
+        member = nodes.read_member(store, nodes.normalize_path(args.path))
+        if not isinstance(member, nodes.UnsupportedArray):
+            raise
+        print(_unsupported_info(member, store))
+        return
+    print(node.info)
+
+
+def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
+    """What ``info`` shows of an array torchzarr cannot open: its stored metadata."""
+    doc = member.document
+    if member.zarr_format == 3:
+        dtype = doc.get("data_type")
+        dtype = dtype.get("name") if isinstance(dtype, dict) else dtype  # an extension type
+        chunks = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+    else:
+        dtype, chunks = doc.get("dtype"), doc.get("chunks")
+    rows = [
+        ("Name", "/" + member.path),
+        ("Zarr format", member.zarr_format),
+        ("Shape", tuple(doc.get("shape", ()))),
+        ("Data type", f"{dtype} (no torch dtype: torchzarr cannot read it)"),
+        ("Chunk shape", tuple(chunks or ())),
+        ("Fill value", repr(doc.get("fill_value"))),
+        ("Store", repr(store)),
+    ]
+    return "\n".join(f"{name:<19}: {value}" for name, value in rows)
 
 
 def _consolidate(args: argparse.Namespace) -> None:
