@@ -338,18 +338,16 @@ def zstd_prefix_applies(data: Any, total: int, complete: bool = True) -> bool:
     return bool(_ZSTD.ZSTD_findFrameCompressedSize(source, size) == size)
 
 
-def decompress_prefix(data: Any, out: np.ndarray, total: int | None = None) -> None:
+def decompress_prefix(data: Any, out: np.ndarray) -> None:
     """Decompress only the first ``out.nbytes`` bytes of a zstd frame into ``out``.
 
     zstd stops after the block that fills ``out``: reading a few rows of a large chunk
     decodes the chunk up to the last of them, not the whole of it, so nothing past them is
-    verified. Call it only where :func:`zstd_prefix_applies`. ``total``, the size the whole
-    chunk decodes to, is checked against the size the frame header states (when it states
-    one), so a chunk of the wrong size fails here as it fails a whole decode.
+    verified. Call it only where :func:`zstd_prefix_applies` (one frame of the chunk's
+    stated size, without a checksum).
 
     Raises:
-        ChunkDecodeError: corrupt data, a frame shorter than ``out``, or a header stating
-            a size other than ``total``.
+        ChunkDecodeError: corrupt data, or a frame shorter than ``out``.
 
     Example:
         >>> import numcodecs
@@ -358,12 +356,6 @@ def decompress_prefix(data: Any, out: np.ndarray, total: int | None = None) -> N
         >>> out.tobytes()
         b'ab'
     """
-    if total is not None:
-        stated = zstd_content_size(data)
-        if stated is not None and stated != total:
-            raise ChunkDecodeError(
-                f"zstd codec: the chunk decompresses to {stated} bytes, expected {total}"
-            )
     lib, ctx = _ZSTD, _zstd_context()
     lib.ZSTD_DCtx_reset(ctx, 1)  # ZSTD_reset_session_only: a previous frame may be unfinished
     source, size = _source(data)
@@ -375,8 +367,6 @@ def decompress_prefix(data: Any, out: np.ndarray, total: int | None = None) -> N
             name = lib.ZSTD_getErrorName(ret).decode(errors="replace")
             raise ChunkDecodeError(f"zstd codec: {name}")
         if outbuf.pos < outbuf.size and (ret == 0 or inbuf.pos == inbuf.size):
-            if ret == 0 and inbuf.pos < inbuf.size:
-                continue  # another frame follows
             raise ChunkDecodeError(
                 f"zstd codec: the chunk ends after {outbuf.pos} bytes, expected at least "
                 f"{outbuf.size}"
