@@ -136,7 +136,7 @@ def test_copy_keeps_the_destinations_consolidated_metadata_current(
     assert root["grp/sub/x"].shape == (600,)
     assert root.member_metadata() == tz.open_group(small, mode="r+").member_metadata()
     status, _, err = _run(capsys, *copy, "labels", "--dest-path", "labels/inner")
-    assert status == 1 and "inside the array at 'labels'" in err
+    assert status == 1 and "an array exists at 'labels'" in err
 
 
 def test_rechunk_writes_the_array_with_new_chunks_shards_and_codecs(tmp_path, capsys):
@@ -292,7 +292,7 @@ def test_copy_into_an_array_is_refused_before_writing(tmp_path, capsys, zarr_for
     ]:
         status, _, err = _run(capsys, "copy", *argv)
         assert status == 1 and contents() == before  # nothing written, nothing deleted
-        assert "inside the array at 'labels'" in err and "nothing was copied" in err
+        assert "an array exists at 'labels'" in err and "nothing was copied" in err
     assert torch.equal(tz.open_array(dst, path="labels", mode="r")[:], torch.arange(1, 5))
 
 
@@ -308,7 +308,7 @@ def test_copy_into_a_group_of_the_other_format_is_refused_before_writing(
         status, _, err = _run(capsys, "copy", other, dst, "--path", "x", "--dest-path", dest_path)
         assert status == 1 and contents() == before
         assert f"is Zarr v{dest_format}" in err
-        assert f"a v{other_format} node in it is a member of nothing" in err
+        assert f"which lists no v{other_format} node" in err and "nothing was copied" in err
     # a node of the hierarchy's format gets its missing parents in that format
     assert _run(capsys, "copy", src, dst, "--path", "g/x", "--dest-path", "grp/new/x")[0] == 0
     root = tz.open_group(dst, mode="r", use_consolidated=True)

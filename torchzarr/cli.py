@@ -26,6 +26,7 @@ from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
+from torchzarr.core.placement import missing_parents, node_docs
 from torchzarr.errors import (
     InvalidArgumentError,
     NodeExistsError,
@@ -112,36 +113,19 @@ def _copy(args: argparse.Namespace) -> None:
 
 def _check_destination(source: Store, path: str, dest: Store, where: str) -> None:
     """Refuse, before anything is written, to copy the node at ``path`` to ``where``, below
-    the root of ``dest``, where no group would list it.
-
-    No array (nor any node but a group) may be above ``where``, and the nearest group
-    above it, whose format the missing parents are created in, must be of the node's Zarr
-    format: a v2 node in a v3 group (or the reverse) is a member of nothing. Keys that are
-    no node (chunks alone) may go anywhere.
+    the root of ``dest``, where no group would list it: below an array, or in a group of
+    the other Zarr format (the missing parents are created in the node's format). Keys that
+    are no node (chunks alone) may go anywhere.
     """
     docs = source.get_many(nodes.node_keys(path, None))
     copied = nodes.stored_format(path, docs)
     if copied is None:
         return
-    above = nodes.ancestors(where)[:-1]  # the root first
-    found = dest.get_many([key for group in above for key in nodes.node_keys(group, None)])
-    nearest = None
-    for parent in above:
-        kind = nodes.stored_kind(parent, found)
-        if kind not in (None, "group"):
-            raise NodeExistsError(
-                f"cannot copy to {where!r} of {dest!r}: it is inside the {kind} at "
-                f"{parent or '/'!r}, where no group would list it (nothing was copied)"
-            )
-        nearest = parent if kind == "group" else nearest
-    parent_format = copied if nearest is None else nodes.stored_format(nearest, found)
-    if parent_format != copied:
-        raise InvalidArgumentError(
-            f"cannot copy the Zarr v{copied} {nodes.stored_kind(path, docs)} {path or '/'!r} "
-            f"to {where!r} of {dest!r}: the group at {nearest or '/'!r} above it is Zarr "
-            f"v{parent_format}, and a v{copied} node in it is a member of nothing (nothing "
-            f"was copied; `torchzarr rechunk --zarr-format {parent_format}` converts an array)"
-        )
+    above = node_docs(dest, nodes.ancestors(where)[:-1])
+    try:
+        missing_parents(dest, where, above, copied, str(nodes.stored_kind(path, docs)))
+    except (NodeExistsError, InvalidArgumentError) as err:
+        raise type(err)(f"nothing was copied: {err}") from None
 
 
 def _join_hierarchy(store: Store, path: str) -> None:

@@ -19,6 +19,8 @@ __all__ = [
     "create_hierarchy",
     "group_metadata",
     "kind_phrase",
+    "missing_parents",
+    "node_docs",
     "prepare_path",
     "write_new_node",
 ]
@@ -52,48 +54,62 @@ def kind_phrase(kind: str | None) -> str:
     return {"array": "an array", "group": "a group"}.get(kind or "", "a node torchzarr cannot read")
 
 
+def _node_word(metadata: Any) -> str:
+    """ "array" or "group", what ``metadata`` describes."""
+    return "array" if hasattr(metadata, "shape") else "group"
+
+
 def _format_mismatch(
-    store: Any, group: str, docs: Mapping[str, Any], path: str, metadata: Any
+    store: Any, group: str, docs: Mapping[str, Any], path: str, zarr_format: int, what: str
 ) -> InvalidArgumentError | None:
     """The error to raise when the group at ``group`` (per fetched ``docs``) is not of
-    ``metadata``'s Zarr format, so that it would never list the new node at ``path``."""
-    zarr_format = metadata.zarr_format
+    Zarr ``zarr_format``, so that it would never list the new ``what`` at ``path``."""
     own = {k: docs.get(k) for k in nodes.node_keys(group, zarr_format)}
     if nodes.stored_kind(group, own) == "group":
         return None
     found = nodes.stored_format(group, docs)
-    what = "array" if hasattr(metadata, "shape") else "group"
     return InvalidArgumentError(
         f"cannot create the Zarr v{zarr_format} {what} {path!r} in {store!r}: the group at "
         f"{group or '/'!r} above it is Zarr v{found}, which lists no v{zarr_format} node "
-        f"(create it with zarr_format={found})"
+        f"(a node in it must be Zarr v{found})"
     )
 
 
-def _missing_parents(
-    store: Any, path: str, docs: Mapping[str, Any], metadata: Any
-) -> list[tuple[str, Any]]:
-    """The missing parent groups of ``path`` to create, from the fetched metadata
-    documents of its ancestors.
+def missing_parents(
+    store: Any, path: str, docs: Mapping[str, Any], zarr_format: int, what: str = "node"
+) -> list[str]:
+    """The paths of the missing parent groups of a new Zarr ``zarr_format`` ``what`` (an
+    array, a group) at ``path``, the root first, from the fetched metadata ``docs`` of its
+    ancestors (:func:`node_docs`).
 
     An array (or a node of no kind we can tell) above ``path`` is an error; so is a nearest
     group above it of the other Zarr format, which would never list the new node (the
-    missing parents are created in the new node's format).
+    missing parents are to be created in the new node's format).
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> _ = tz.open_group(store, mode="w").create_group("a")
+        >>> missing_parents(store, "a/b/c", node_docs(store, ["", "a", "a/b"]), 3)
+        ['a/b']
     """
-    zarr_format = metadata.zarr_format
     missing, nearest = [], None
     for parent in nodes.ancestors(path)[:-1]:  # the root has no parents
         kind = nodes.stored_kind(parent, docs)
         if kind is None:
-            missing.append((parent, group_metadata(zarr_format, None)))
+            missing.append(parent)
         elif kind != "group":
             raise NodeExistsError(
-                f"cannot create {path!r}: {kind_phrase(kind)} exists at {parent or '/'!r}"
+                f"cannot create {path!r} in {store!r}: {kind_phrase(kind)} exists at "
+                f"{parent or '/'!r}, and nothing can be inside it"
             )
         else:
             nearest = parent
-    if nearest is not None and (err := _format_mismatch(store, nearest, docs, path, metadata)):
-        raise err
+    mismatch = nearest is not None and _format_mismatch(
+        store, nearest, docs, path, zarr_format, what
+    )
+    if mismatch:
+        raise mismatch
     return missing
 
 
@@ -160,7 +176,9 @@ def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
     with nodes.node_lock(store, [path]):  # no change in this process lands in between
         docs = node_docs(store, nodes.ancestors(path))
         # parents first: nothing is deleted for a node that cannot be created (below an array)
-        written = [*_missing_parents(store, path, docs, metadata), (path, metadata)]
+        parents = missing_parents(store, path, docs, metadata.zarr_format, _node_word(metadata))
+        empty_group = group_metadata(metadata.zarr_format, None)
+        written = [*((parent, empty_group) for parent in parents), (path, metadata)]
         changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
         new_docs: dict[str, bytes] = {}
         for node_path, node_metadata in written:
@@ -232,7 +250,10 @@ def create_hierarchy(
                 )
             else:
                 below = next(r for r in named if r.startswith(rel + "/"))
-                err = _format_mismatch(store, where[rel], docs, where[below], metas[below])
+                new = metas[below]
+                err = _format_mismatch(
+                    store, where[rel], docs, where[below], new.zarr_format, _node_word(new)
+                )
                 if err is not None:
                     raise InvalidArgumentError(f"create_hierarchy: {err}")
         changes: list[Change] = []
