@@ -142,9 +142,13 @@ def test_membership_and_lookup_agree_with_and_without_consolidated_metadata(zarr
     reserved = {2: [".zattrs", "x/.zarray", ".zmetadata"], 3: ["zarr.json", "x/zarr.json"]}
     for key in ["a//b", "../x", "x/./y", 3, None, *reserved[zarr_format]]:
         assert key not in group  # a key no member can have: no error
+        if isinstance(key, str):
+            assert group.get(key, "default") == "default"  # as ``in`` answers
     for key in (None, 3):
         with pytest.raises(InvalidKeyError, match="member keys are str"):
             group[key]
+        with pytest.raises(InvalidKeyError, match="member keys are str"):
+            group.get(key)
     with pytest.raises(NodeNotFoundError):
         group["missing"]
 

@@ -216,10 +216,23 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return self._node(rel, meta)
 
     def get(self, key: str, default: Any = None) -> Any:  # Mapping.get catches KeyError too
-        """The member at ``key``, or ``default``."""
+        """The member at ``key``, or ``default``: also for a name no member can have (one
+        of the format's metadata documents, ``..``), as ``in`` answers False for it; a
+        key that is not a str is an error.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> root = tz.open_group("memory://group-get-doc", mode="w")
+            >>> root.get("zarr.json", "none"), root.get("missing") is None
+            ('none', True)
+        """
         try:
             return self[key]
         except NodeNotFoundError:
+            return default
+        except InvalidKeyError:
+            if not isinstance(key, str):
+                raise
             return default
 
     def __contains__(self, key: object) -> bool:
