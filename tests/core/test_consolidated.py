@@ -254,6 +254,28 @@ def test_a_writable_group_still_requires_consolidated_metadata_when_asked():
     assert tz.open_group(store, mode="r+", use_consolidated=True).info.consolidated
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_writable_group_does_not_parse_the_consolidated_entries_it_drops(tmp_path, zarr_format):
+    root = tz.open_group(tmp_path, mode="w", zarr_format=zarr_format)
+    root.create_array("x", shape=(2,), dtype="int8")
+    tz.consolidate_metadata(tmp_path)
+    name = "zarr.json" if zarr_format == 3 else ".zmetadata"
+    stored = json.loads((tmp_path / name).read_text())
+    if zarr_format == 3:  # an array entry without a shape
+        stored["consolidated_metadata"]["metadata"]["ghost"] = {
+            "zarr_format": 3,
+            "node_type": "array",
+        }
+    else:
+        stored["metadata"]["ghost/.zarray"] = {"zarr_format": 2}
+    (tmp_path / name).write_text(json.dumps(stored))
+    with pytest.raises(MetadataError, match="entry 'ghost"):
+        tz.open_group(tmp_path, mode="r")  # a reader uses the entries: a broken one is named
+    for mode in ("r+", "a"):  # a writer lists the store: the entries are only looked for
+        group = tz.open_group(tmp_path, mode=mode, use_consolidated=True)
+        assert list(group) == ["x"] and group["x"].shape == (2,)
+
+
 def _v2_consolidated(tmp_path, entries):
     (tmp_path / ".zgroup").write_text('{"zarr_format": 2}')
     document = {"zarr_consolidated_format": 1, "metadata": {".zgroup": {"zarr_format": 2}}}

@@ -59,12 +59,13 @@ def _read_existing(
     By default consolidated metadata is used for read-only opens (``mode="r"``), where it
     cannot go stale under the reader's own writes; ``use_consolidated=True`` requires it,
     ``False`` ignores it. (A writable group lists its members from the store all the same:
-    :class:`~torchzarr.core.group.Group` drops the consolidated copy.)
+    its consolidated entries are only looked for, not parsed.)
     """
     wanted = mode == "r" if use_consolidated is None else use_consolidated
     if not wanted:
         return nodes.read_node(store, path, zarr_format), None
-    return load_consolidated(store, path, zarr_format, required=bool(use_consolidated))
+    required = bool(use_consolidated)
+    return load_consolidated(store, path, zarr_format, required=required, parse_members=mode == "r")
 
 
 def _check_mode(mode: str) -> None:

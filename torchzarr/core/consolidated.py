@@ -64,12 +64,14 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
 
 
 def load_consolidated(
-    store: Any, path: str, zarr_format: int | None, *, required: bool
+    store: Any, path: str, zarr_format: int | None, *, required: bool, parse_members: bool = True
 ) -> tuple[Any, dict[str, Any] | None]:
     """The group metadata at ``path`` and its consolidated members (one batched fetch).
 
     Returns ``(metadata or None, {relative path: metadata} or None)``. A malformed entry
-    raises ``MetadataError`` naming the group, its document and the entry.
+    raises ``MetadataError`` naming the group, its document and the entry. Without
+    ``parse_members``, the members are only looked for: ``{}`` when there are some (a writable
+    group lists the store instead, so parsing thousands of entries would be wasted).
     """
     v2_key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
     keys = nodes.node_keys(path, zarr_format)  # only the format asked for, as read_node
@@ -80,7 +82,11 @@ def load_consolidated(
     if meta is None:
         return None, None
     members: dict[str, Any] | None = None
-    if isinstance(meta, GroupMetadataV3) and meta.consolidated_metadata is not None:
+    if not parse_members:
+        inline_v3 = isinstance(meta, GroupMetadataV3) and meta.consolidated_metadata is not None
+        found = inline_v3 or (isinstance(meta, GroupMetadataV2) and docs.get(v2_key) is not None)
+        members = {} if found else None
+    elif isinstance(meta, GroupMetadataV3) and meta.consolidated_metadata is not None:
         inline = meta.consolidated_metadata.get("metadata")
         if not isinstance(inline, dict):
             raise MetadataError(f"{path or '/'}: consolidated_metadata.metadata must be an object")
