@@ -420,7 +420,8 @@ class Array(NodeBase, ZarrArrayMethods):
             write_node(self._store, self._path, metadata)
             refresh_consolidated(self._store, [(self._path, metadata)])
             self._metadata = metadata
-            self.__dict__.pop("_source_of", None)
+            for derived in ("_source_of", "data_type"):  # made from the metadata replaced
+                self.__dict__.pop(derived, None)
 
     def _change_attributes(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self._check_writable()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,12 +14,15 @@ import torch
 
 from torchzarr import telemetry
 from torchzarr.config import config
+from torchzarr.core.attributes import internal_attributes
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
 
 __all__ = [
     "ChunkCache",
+    "LayoutCache",
+    "chunk_layout",
     "default_cache",
     "invalidate_everywhere",
     "invalidate_outside_everywhere",
@@ -32,6 +37,32 @@ _HEX16 = re.compile(r"[0-9a-f]{16}")  # the digest of an fsspec store's options
 CacheKey = tuple[str, str, tuple[Any, ...]]
 _Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
 _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
+# what a chunk was decoded under (see chunk_layout); None for chunks put without one
+Layout = str | None
+# the metadata fields that do not change how stored chunks decode
+_NOT_LAYOUT = ("shape", "attributes", "dimension_names")
+
+
+def chunk_layout(metadata: Any) -> str:
+    """What decides how an array's stored chunks decode, as one string: its metadata
+    document less the shape, user attributes and dimension names.
+
+    A resize or an attribute change keeps it; an array replaced by one of another dtype,
+    chunk shape, codecs or fill value gets another one.
+
+    Example:
+        >>> from torchzarr.dtypes import data_type
+        >>> from torchzarr.metadata import build_array_metadata
+        >>> meta = build_array_metadata(zarr_format=3, shape=(10,), chunk_shape=(4,),
+        ...     data_type=data_type("float32"), fill_value=0)
+        >>> chunk_layout(meta) == chunk_layout(meta.evolve(shape=(20,)))
+        True
+        >>> chunk_layout(meta) == chunk_layout(meta.evolve(chunk_shape=(8,)))
+        False
+    """
+    document = {k: v for k, v in metadata.to_json().items() if k not in _NOT_LAYOUT}
+    document["internal attributes"] = internal_attributes(metadata)  # the dtype read back
+    return json.dumps(document, sort_keys=True, default=repr)
 
 
 def location(identity: str, path: str) -> str:
@@ -104,7 +135,8 @@ class ChunkCache:
         self._max_bytes = max_bytes
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
-        self._entries: OrderedDict[_Entry, tuple[np.ndarray, bool]] = OrderedDict()
+        # (chunk, pinned, the layout it was decoded under) by where it lies
+        self._entries: OrderedDict[_Entry, tuple[np.ndarray, bool, Layout]] = OrderedDict()
         # the inner chunks held of each shard: a write of the shard drops them all
         self._inner: dict[_Shard, set[tuple[int, ...]]] = {}
         self._nbytes = 0
@@ -159,11 +191,17 @@ class ChunkCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: CacheKey) -> np.ndarray | None:
-        """The cached chunk, or None (counted as a hit or a miss)."""
+    def get(self, key: CacheKey, *, layout: Layout = None) -> np.ndarray | None:
+        """The cached chunk, or None (counted as a hit or a miss).
+
+        With a ``layout`` (see :func:`chunk_layout`), a chunk put under another one is a
+        miss: it was decoded for an array since replaced, or by a handle of the old one.
+        """
         where = _where(key)
         with self._lock:
             entry = self._entries.get(where)
+            if entry is not None and layout is not None and entry[2] != layout:
+                entry = None
             if entry is None:
                 self.misses += 1
             else:
@@ -184,8 +222,16 @@ class ChunkCache:
         held = np.array(chunk, copy=True)
         return held, False
 
-    def put(self, key: CacheKey, chunk: np.ndarray, *, since: int | None = None) -> None:
-        """Keep a copy of ``chunk``; evict the least recently used to stay within budget.
+    def put(
+        self,
+        key: CacheKey,
+        chunk: np.ndarray,
+        *,
+        since: int | None = None,
+        layout: Layout = None,
+    ) -> None:
+        """Keep a copy of ``chunk``, decoded under ``layout``, in place of what was held
+        there; evict the least recently used to stay within budget.
 
         With ``since`` (the ``generation`` read before the chunk was fetched), the chunk is
         dropped instead if any write invalidated this cache in between: it may be stale.
@@ -200,7 +246,7 @@ class ChunkCache:
             if since is not None and since != self._generation:
                 return
             self._pop(where)
-            self._entries[where] = (held, pinned)
+            self._entries[where] = (held, pinned, layout)
             self._nbytes += held.nbytes
             self._pinned_bytes += held.nbytes if pinned else 0
             coords = where[1]
@@ -325,14 +371,49 @@ class _SharedCache(ChunkCache):
     def max_bytes(self) -> int:
         return self._follow_config()
 
-    def get(self, key: CacheKey) -> np.ndarray | None:
+    def get(self, key: CacheKey, *, layout: Layout = None) -> np.ndarray | None:
         self._follow_config()  # a lowered budget evicts before the lookup
-        return super().get(key)
+        return super().get(key, layout=layout)
+
+
+class LayoutCache:
+    """A :class:`ChunkCache` as the readers of one chunk layout use it: what they put is
+    tagged with the layout (see :func:`chunk_layout`) and they get only chunks put under
+    it, so a handle kept from before an array was replaced and a handle of the new array
+    never read each other's chunks. Invalidation is the cache's own.
+
+    Example:
+        >>> view = LayoutCache(ChunkCache(), "float32 chunks of 4")
+        >>> view.put(("mem", "a", (0,)), np.zeros(4), since=view.generation)
+        >>> view.get(("mem", "a", (0,))).shape
+        (4,)
+    """
+
+    __slots__ = ("cache", "layout")
+
+    def __init__(self, cache: ChunkCache, layout: str) -> None:
+        self.cache = cache
+        self.layout = layout
+
+    @property
+    def generation(self) -> int:
+        """The cache's generation: take it before fetching; pass it to ``put`` as ``since``."""
+        return self.cache.generation
+
+    def get(self, key: CacheKey) -> np.ndarray | None:
+        """The chunk held at ``key`` if decoded under this layout, else None (a miss)."""
+        return self.cache.get(key, layout=self.layout)
+
+    def put(self, key: CacheKey, chunk: np.ndarray, *, since: int | None = None) -> None:
+        """Keep a copy of ``chunk`` at ``key``, tagged with this layout."""
+        self.cache.put(key, chunk, since=since, layout=self.layout)
 
 
 _default: ChunkCache | None = None
 _default_lock = new_lock()
-_all_caches: list[Any] = []
+# every cache an array reads through, held weakly: a cache is freed with the last handle
+# using it (pruned here when found dead, under the lock, never from a GC callback)
+_all_caches: list[weakref.ref[ChunkCache]] = []
 
 
 def default_cache() -> ChunkCache:
@@ -348,20 +429,32 @@ def default_cache() -> ChunkCache:
     with _default_lock:
         if _default is None:
             _default = _SharedCache()
-            _all_caches.append(_default)
+            _all_caches.append(weakref.ref(_default))  # held by _default: never dead
         return _default
 
 
 def register_cache(cache: ChunkCache) -> None:
     """Make writes in this process invalidate ``cache`` too (done for caches arrays use)."""
     with _default_lock:
-        if not any(c is cache for c in _all_caches):
-            _all_caches.append(cache)
+        if not any(c is cache for c in _live_caches()):
+            _all_caches.append(weakref.ref(cache))
+
+
+def _live_caches() -> list[ChunkCache]:
+    """The registered caches still alive; the dead ones are dropped (hold the lock)."""
+    live, kept = [], []
+    for ref in _all_caches:
+        cache = ref()
+        if cache is not None:
+            live.append(cache)
+            kept.append(ref)
+    _all_caches[:] = kept
+    return live
 
 
 def _caches() -> list[ChunkCache]:
     with _default_lock:
-        return list(_all_caches)
+        return _live_caches()
 
 
 def invalidate_everywhere(identity: str, path: str, coords: list[tuple[int, ...]]) -> None:

@@ -17,7 +17,13 @@ from torchzarr import telemetry
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
-from torchzarr.core.cache import ChunkCache, invalidate_everywhere, location
+from torchzarr.core.cache import (
+    ChunkCache,
+    LayoutCache,
+    chunk_layout,
+    invalidate_everywhere,
+    location,
+)
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
@@ -39,7 +45,15 @@ class ChunkSource:
     path: str
     metadata: Any  # torchzarr.metadata.base.ArrayMetadata
     pipeline: Any  # torchzarr.codecs.pipeline.ChunkPipeline
-    cache: ChunkCache | None = None
+    chunk_cache: ChunkCache | None = None
+
+    @cached_property
+    def cache(self) -> LayoutCache | None:
+        """The decoded-chunk cache as this array's readers use it (chunks decoded under its
+        metadata only: a handle of an array since replaced keeps apart), or None."""
+        if self.chunk_cache is None:
+            return None
+        return LayoutCache(self.chunk_cache, chunk_layout(self.metadata))
 
     def key(self, chunk_coords: tuple[int, ...]) -> str:
         """The store key of a chunk."""
@@ -150,24 +164,49 @@ def run_parallel(
     groups = _group(items, cost or (lambda _: config.task_bytes), config.task_bytes, threads)
     if len(groups) <= 1:
         return [func(item) for item in items]
+
+    def run_group(group: list[T]) -> list[R]:
+        return [func(item) for item in group]
+
     results: list[R] = []
     error: BaseException | None = None
     with _leased_pool(threads) as pool:  # ours until all tasks end, whatever config does
-        futures: list[Future[list[R]]] = [
-            pool.submit(lambda g: [func(item) for item in g], group) for group in groups[1:]
-        ]
+        # each group's future, or the group itself where the pool refused it at exit
+        tasks: list[Future[list[R]] | list[T]] = []
+        for at, group in enumerate(groups[1:], start=1):
+            try:
+                tasks.append(pool.submit(run_group, group))
+            except RuntimeError as exc:
+                if not _refused_at_exit(exc):
+                    error = exc
+                    break
+                tasks.extend(groups[at:])  # run here, on the calling thread
+                break
         try:
-            results = [func(item) for item in groups[0]]  # the calling thread works too
+            if error is None:
+                results = run_group(groups[0])  # the calling thread works too
         except BaseException as exc:
             error = exc
-        for fut in futures:
+        for task in tasks:
             try:
-                results.extend(fut.result())
+                if isinstance(task, Future):
+                    results.extend(task.result())
+                elif error is None:
+                    results.extend(run_group(task))
             except BaseException as exc:  # wait for all before raising: no task left writing
                 error = error or exc
     if error is not None:
         raise error
     return results
+
+
+def _refused_at_exit(exc: RuntimeError) -> bool:
+    """Whether ``pool.submit`` raised ``exc`` because the interpreter is exiting: the pool's
+    workers then mark it shut down (a pool in use is never shut down by this module) and
+    thread starts are refused; a thread still reading (a daemon, or one outliving the main
+    thread) runs its tasks itself instead."""
+    message = str(exc)
+    return message.startswith("cannot schedule new futures") or "interpreter shutdown" in message
 
 
 # -- reads ----------------------------------------------------------------------------------

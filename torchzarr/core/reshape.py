@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from torchzarr.core import engine
-from torchzarr.core.cache import invalidate_outside_everywhere, location
+from torchzarr.core.attributes import logical_data_type
+from torchzarr.core.cache import chunk_layout, invalidate_outside_everywhere, location
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.nodes import read_node
 from torchzarr.core.shards import writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
+from torchzarr.metadata.base import ArrayMetadata
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
@@ -93,10 +95,25 @@ def shape_lock(array: Any) -> Any:
 
 
 def stored_shape(array: Any) -> tuple[int, ...]:
-    """``array``'s shape as stored now (the handle's own when none is stored)."""
+    """``array``'s shape as stored now (the handle's own when none is stored), before the
+    handle resizes or appends to it.
+
+    Raises:
+        ShapeMismatchError: the array was replaced, since the handle was opened, by one
+            whose chunks it would misread or miswrite (another dtype, number of dimensions,
+            chunk shape or codecs).
+    """
     stored = read_node(array.store, array.path, array.zarr_format)
-    shape = getattr(stored, "shape", None)  # a group or nothing there: the handle's
-    return tuple(array.shape) if shape is None else tuple(shape)
+    if not isinstance(stored, ArrayMetadata):  # a group or nothing there: the handle's
+        return tuple(array.shape)
+    if chunk_layout(stored) != chunk_layout(array.metadata):
+        raise ShapeMismatchError(
+            f"cannot resize or append to array {array.name} through this handle: it was "
+            f"replaced by one of shape {tuple(stored.shape)}, dtype "
+            f"{logical_data_type(stored).name} and chunks {tuple(stored.chunk_shape)} "
+            "since the handle was opened; open the array again"
+        )
+    return tuple(stored.shape)
 
 
 def resize_from(array: Any, old: tuple[int, ...], new: tuple[int, ...]) -> None:
@@ -126,11 +143,7 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     # Under the array's shape lock, from its shape as stored: appends through any handle in
     # this process follow one another, each after the rows the others added.
     with shape_lock(array):
-        old = stored_shape(array)
-        if len(old) != ndim:
-            raise ShapeMismatchError(
-                f"cannot append to array {array.name}: it was replaced by one of shape {old}"
-            )
+        old = stored_shape(array)  # refuses an array replaced by another kind
         if len(data_shape) != ndim or any(
             d != s for i, (d, s) in enumerate(zip(data_shape, old, strict=True)) if i != axis
         ):
