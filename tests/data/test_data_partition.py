@@ -53,6 +53,42 @@ def test_order_is_a_pure_function_of_seed_and_epoch():
     assert EpochOrder(50, 7, 2, 0, 0, False).ids(0, 50).tolist() == list(range(50))
 
 
+def test_orders_of_seeds_and_epochs_below_2_32_are_those_saved_states_expect():
+    # pinned: a state saved with these (seed, epoch) must resume on the same order
+    order = EpochOrder(40, chunk_len=4, block_chunks=2, seed=7, epoch=3, shuffle=True)
+    assert order.ids(0, 40).tolist() == [
+        21, 20, 14, 22, 12, 23, 15, 13, 30, 19, 28, 16, 31, 18, 17, 29, 2, 34, 32, 0,
+        3, 1, 35, 33, 11, 10, 38, 9, 39, 37, 8, 36, 6, 5, 25, 7, 24, 26, 27, 4,
+    ]  # fmt: skip
+    top = 2**32 - 1
+    order = EpochOrder(24, chunk_len=3, block_chunks=2, seed=top, epoch=top, shuffle=True)
+    assert order.ids(0, 24).tolist() == [
+        14, 1, 12, 2, 0, 13, 15, 16, 9, 11, 17, 10, 4, 5, 3, 18, 19, 20, 22, 21, 6, 7, 23, 8,
+    ]  # fmt: skip
+
+
+def test_large_seeds_and_epochs_never_share_an_order():
+    def chunk_order(seed, epoch):
+        return EpochOrder(400, 10, 4, seed, epoch, True).chunk_order.tolist()
+
+    big = 0x9E3779B97F4A7C15  # a 64-bit seed, as torch.initial_seed() gives
+    pairs = [
+        ((5 + 3 * 2**32, 0), (5, 3)),
+        ((2**32, 0), (0, 1)),
+        ((big, 0), (big % 2**32, big >> 32)),
+        ((0, 2**32), (0, 0)),
+        ((2**64, 0), (0, 0)),
+        ((2**32, 1), (1, 2**32)),
+    ]
+    for first, second in pairs:
+        assert chunk_order(*first) != chunk_order(*second), (first, second)
+    order = EpochOrder(100, 7, 3, seed=big, epoch=2**40, shuffle=True)
+    assert sorted(order.ids(0, 100).tolist()) == list(range(100))
+    assert (
+        order.ids(0, 100).tolist() == EpochOrder(100, 7, 3, big, 2**40, True).ids(0, 100).tolist()
+    )
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 64, 103])
 @pytest.mark.parametrize(
     "world,workers,batch", [(1, 1, 1), (1, 3, 4), (2, 1, 4), (3, 2, 5), (4, 2, 3), (2, 5, 1)]

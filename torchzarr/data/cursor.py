@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from torchzarr.data.partition import (
     STATE_VERSION,
     EpochOrder,
@@ -115,6 +117,26 @@ class Cursor:
             "worker_steps": worker_steps,
         }
 
+    def state_after(
+        self, remaining: Intervals, layout: Layout, first: int, steps: Any
+    ) -> dict[str, Any]:
+        """The rank-level state once a pass that began at item ``first`` delivered ``steps``.
+
+        Example:
+            >>> c = Cursor(10, chunk_len=4, block_chunks=1, seed=0, shuffle=False)
+            >>> c.state_after([(0, 10)], Layout(batch_size=4), first=0, steps=2)["steps"]
+            2
+        """
+        steps = whole_number("steps", steps, 0)
+        in_pass = layout.rank_batches(total(remaining)) - first
+        if steps > in_pass:
+            raise InvalidArgumentError(
+                f"steps={steps} is past the end of the epoch: this pass yields {in_pass} items "
+                f"per rank ({first + in_pass} in the epoch); count the items trained on since "
+                "the pass began, not a global step counter"
+            )
+        return self.state(remaining, layout, steps=first + steps)
+
     def load(self, state: dict[str, Any]) -> None:
         """Check a state against this order and keep it for the next pass."""
         if not isinstance(state, Mapping):
@@ -146,21 +168,101 @@ class Cursor:
             )
         for key in _ORDER_KEYS:
             mine, theirs = getattr(self, key), state[key]
-            if type(mine)(theirs) != mine:
+            if key == "shuffle":
+                if not isinstance(theirs, bool | np.bool_):
+                    raise ArgumentTypeError(
+                        f"malformed dataset state: shuffle must be True or False, got {theirs!r}"
+                    )
+                theirs = bool(theirs)
+            else:
+                theirs = whole_number(key, theirs, 0)
+            if theirs != mine:
                 raise InvalidArgumentError(
                     f"the state was saved with {key}={theirs!r} but this one has {mine!r}: "
                     "the order would differ"
                 )
         if state.get("worker") is None and state.get("steps") is None:
             raise InvalidArgumentError("the state has neither rank steps nor worker steps")
-        return {
+        remaining = _checked_intervals(state["remaining"], self.num_samples)
+        layout = _checked_layout(state["layout"])
+        pending = {
             "epoch": whole_number("epoch", state["epoch"], 0),
-            "remaining": [[int(a), int(b)] for a, b in state["remaining"]],
-            "layout": [int(v) for v in state["layout"]],
+            "remaining": [list(pair) for pair in remaining],
+            "layout": layout.to_list(),
             "steps": _count(state, "steps"),
             "worker": _count(state, "worker"),
             "worker_steps": _count(state, "worker_steps"),
         }
+        _check_progress(pending, remaining, layout)
+        return pending
+
+
+def _checked_intervals(value: Any, num_samples: int) -> Intervals:
+    """The state's ``remaining``: sorted, disjoint ``[start, stop]`` pairs within the epoch."""
+    if not isinstance(value, list | tuple):
+        raise ArgumentTypeError(
+            f"malformed dataset state: remaining must be a list of [start, stop] pairs, "
+            f"got {value!r}"
+        )
+    out: Intervals = []
+    previous_stop = 0
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise InvalidArgumentError(
+                f"malformed dataset state: remaining[{i}] = {pair!r} is not a [start, stop] pair"
+            )
+        start = whole_number(f"remaining[{i}][0]", pair[0], 0)
+        stop = whole_number(f"remaining[{i}][1]", pair[1], 0)
+        if not previous_stop <= start <= stop <= num_samples:
+            raise InvalidArgumentError(
+                f"malformed dataset state: remaining[{i}] = {[start, stop]} (the intervals must "
+                f"be sorted, disjoint and within [0, {num_samples}])"
+            )
+        out.append((start, stop))
+        previous_stop = stop
+    return out
+
+
+def _checked_layout(value: Any) -> Layout:
+    """The state's ``layout``: ``[world_size, workers, batch_size, drop_last]``."""
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise InvalidArgumentError(
+            "malformed dataset state: layout must be [world_size, workers, batch_size, "
+            f"drop_last], got {value!r}"
+        )
+    world, workers, batch = (
+        whole_number(f"layout[{i}] ({name})", value[i], 1)
+        for i, name in enumerate(("world_size", "workers", "batch_size"))
+    )
+    drop_last = value[3]
+    if drop_last not in (0, 1) or isinstance(drop_last, float):
+        raise InvalidArgumentError(
+            f"malformed dataset state: layout[3] (drop_last) must be 0 or 1, got {drop_last!r}"
+        )
+    return Layout(world, workers, batch, bool(drop_last))
+
+
+def _check_progress(pending: dict[str, Any], remaining: Intervals, layout: Layout) -> None:
+    """Refuse steps past the end of the epoch the state describes."""
+    n = total(remaining)
+    if pending["worker"] is not None:
+        worker = pending["worker"]
+        if worker >= layout.workers:
+            raise InvalidArgumentError(
+                f"malformed dataset state: worker {worker} of a layout with "
+                f"{layout.workers} workers"
+            )
+        count = layout.worker_batches(n, worker)[1]
+        if pending["worker_steps"] is None or pending["worker_steps"] > count:
+            raise InvalidArgumentError(
+                f"malformed dataset state: worker_steps={pending['worker_steps']} but worker "
+                f"{worker} yields {count} items of this epoch"
+            )
+    if pending["steps"] is not None and pending["steps"] > layout.rank_batches(n):
+        raise InvalidArgumentError(
+            f"malformed dataset state: steps={pending['steps']} is past the end of the epoch "
+            f"({layout.rank_batches(n)} items per rank)"
+        )
 
 
 def _count(state: Mapping[str, Any], key: str) -> int | None:

@@ -118,8 +118,12 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self._placement = Placement(rank, world_size)
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
-        # The epoch in shared memory: persistent DataLoader workers follow set_epoch too.
-        self._epoch_box = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # The main process's epoch, how often it set one and whether it holds a loaded state,
+        # in shared memory: persistent DataLoader workers follow set_epoch too. Only the main
+        # process writes it.
+        self._epoch_box = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self._epoch_followed = 0  # the count of settings this copy has followed
+        self._pending_once = False  # a state loaded in a worker serves one pass
         self._live: dict[str, Any] | None = None
         self._ring: Ring | None = None
         self._shared = False
@@ -147,8 +151,21 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
             >>> ds.set_epoch(2)  # doctest: +SKIP
         """
         self.cursor.set_epoch(epoch)
-        self._epoch_box[0] = self.cursor.epoch
+        self._publish_epoch()
         self._live = None
+
+    def _publish_epoch(self) -> None:
+        """Hand the current epoch to the DataLoader workers, from the main process only.
+
+        A worker never writes the box (its parent's epoch stays its parent's): it notes
+        that it has taken in every setting so far, so its own state holds until the main
+        process sets an epoch again.
+        """
+        if get_worker_info() is None:
+            self._epoch_box[0] = self.cursor.epoch
+            self._epoch_box[2] = self.cursor.pending is not None
+            self._epoch_box[1] += 1
+        self._epoch_followed = int(self._epoch_box[1])
 
     def layout(self, num_workers: int = 0) -> Layout:
         """The split of an epoch over this job's ranks and ``num_workers`` DataLoader workers."""
@@ -191,11 +208,19 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         share_cores_in_worker()
-        if info is not None and int(self._epoch_box[0]) != self.cursor.epoch:
-            self.cursor.set_epoch(int(self._epoch_box[0]))  # a persistent worker, next epoch
+        if info is not None and int(self._epoch_box[1]) != self._epoch_followed:
+            # a persistent worker: the main process has set an epoch since
+            self._epoch_followed = int(self._epoch_box[1])
+            self.cursor.set_epoch(int(self._epoch_box[0]))
+            if not self._pending_once and not int(self._epoch_box[2]):
+                self.cursor.pending = None  # the main process dropped the state it loaded
         layout = self.layout(info.num_workers if info is not None else 0)
         remaining, first = self.cursor.begin(layout, worker)
-        self.cursor.pending = None
+        # The main process uses a loaded state up; a worker keeps the one its parent loaded
+        # for every pass over that epoch (as fresh workers would get it again, and len()
+        # counts from it), but uses up a state loaded in the worker (StatefulDataLoader's).
+        if info is None or self._pending_once:
+            self.cursor.pending, self._pending_once = None, False
         order = self.cursor.order()
         count = layout.worker_batches(total(remaining), worker)[1] - first
         slot = self.rank * layout.workers + worker  # (layout read the same placement)
@@ -328,8 +353,12 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
     def state_dict(self) -> dict[str, Any]:
         """Plain-int state of the current pass in this process (a worker's own, in a worker).
 
-        With ``num_workers=0`` this is the rank's exact position; StatefulDataLoader calls it
-        in each worker and hands each its own state back. All ranks hold the same state.
+        With ``num_workers=0`` this is the rank's position after the items the dataset has
+        yielded, which is the training position when the loop takes each item as it comes.
+        Anything reading ahead (on CUDA, :class:`~torchzarr.data.DevicePrefetcher` holds one
+        batch in flight) puts it ahead: then save :meth:`state_at` with the steps trained
+        on. StatefulDataLoader calls it in each worker and hands each its own state back.
+        All ranks hold the same state.
 
         Example:
             >>> state = ds.state_dict()  # doctest: +SKIP
@@ -346,6 +375,9 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
     def state_at(self, steps: int, num_workers: int = 0) -> dict[str, Any]:
         """The state once this rank has trained on ``steps`` items of the current pass.
 
+        ``steps`` counts from the start of this pass (not a global step counter): a state
+        past the end of the epoch is refused.
+
         Valid in the main process whatever the workers do: the DataLoader takes items from
         its ``num_workers`` workers round robin, so ``steps`` fixes what each delivered.
         Items are what the dataset yields: with workers, set ``batch_size`` here and use
@@ -354,14 +386,13 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         Example:
             >>> torch.save(ds.state_at(step, num_workers=2), "data_state.pt")  # doctest: +SKIP
         """
-        steps = whole_number("steps", steps, 0)
         layout = self.layout(num_workers)
         live = self._live
         if live is not None and live["worker"] is None and live["layout"] == layout:
             remaining, first = live["remaining"], live["first"]
         else:
             remaining, first = self.cursor.resolve(layout)
-        return self.cursor.state(remaining, layout, steps=first + steps)
+        return self.cursor.state_after(remaining, layout, first, steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch where it stopped on the next pass.
@@ -373,5 +404,6 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
             >>> ds.load_state_dict(state)  # doctest: +SKIP
         """
         self.cursor.load(state)
-        self._epoch_box[0] = self.cursor.epoch
+        self._publish_epoch()
+        self._pending_once = get_worker_info() is not None
         self._live = None

@@ -31,8 +31,30 @@ STATE_VERSION = 2
 Intervals = list[tuple[int, int]]
 
 
+_WORD = 2**32
+
+
 def _rng(seed: int, epoch: int, *more: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(epoch), *more])
+    """The generator of one draw of the order, one-to-one in ``(seed, epoch, *more)``.
+
+    Values below 2**32 seed numpy with the plain list, as saved states expect. numpy cuts
+    larger ints into 32-bit words and reads a list of up to four words as if padded with
+    zeros, so ``[2**32, 0, 0]`` would draw as ``[0, 1, 0]``: when any value is that large,
+    each value is spelled out as its word count, then its words. That spelling is longer
+    than four words (and so never read as a padded short list) and prefix-free.
+
+    Example:
+        >>> bool(_rng(2**32, 0).integers(2**62) != _rng(0, 1).integers(2**62))
+        True
+    """
+    values = [int(seed), int(epoch), *(int(v) for v in more)]
+    if all(v < _WORD for v in values):
+        return np.random.default_rng(values)
+    words: list[int] = []
+    for value in values:
+        digits = [(value >> shift) % _WORD for shift in range(0, max(1, value.bit_length()), 32)]
+        words += [len(digits), *digits]
+    return np.random.default_rng(np.array(words, dtype=np.uint32))
 
 
 class EpochOrder:

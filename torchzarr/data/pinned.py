@@ -142,6 +142,10 @@ class DevicePrefetcher:
     asynchronous. Without CUDA (even when ``device="cuda"``), or for a CPU device, batches
     pass through unchanged.
 
+    On CUDA the loader is one batch ahead of the consumer, and so is a dataset's
+    ``state_dict()``: save resume states with ``state_at(step)``, ``step`` counting the
+    batches consumed.
+
     Args:
         loader: any iterable of batches: tensors, or mappings, lists, tuples (namedtuples)
             and dataclasses of them (see :func:`to_device`).

@@ -22,13 +22,17 @@ __all__ = ["ChunkBlockSampler"]
 
 
 class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
-    """A batch sampler whose batches each come from a block of ``block_chunks`` chunks.
+    """A batch sampler whose batches come from a few chunks at a time, resumable, rank-aware.
 
     Each epoch permutes the chunks along axis 0, cuts the permutation into blocks of
-    ``block_chunks`` chunks and shuffles the samples inside each block: a batch then touches
-    at most ``2 * block_chunks`` chunks, which :class:`~torchzarr.ZarrDataset` reads once
-    each (with ``ZarrDataset(..., cache=True)`` once per block, as successive batches share
-    their chunks). The order is a pure function of ``(seed, epoch)``. Under torch.distributed (or
+    ``block_chunks`` chunks and shuffles the samples inside each block. A batch takes
+    consecutive samples of that order, from the block it starts in and as many of the next
+    as it needs: with ``batch_size`` at most a block (``block_chunks`` x rows per chunk)
+    usually one or two blocks, so up to ``2 * block_chunks`` chunks; a larger batch about
+    ``batch_size / (block_chunks * rows per chunk) + 1`` blocks.
+    :class:`~torchzarr.ZarrDataset` reads the chunks of a batch once each (with
+    ``ZarrDataset(..., cache=True)`` once per block, as successive batches share their
+    chunks). The order is a pure function of ``(seed, epoch)``. Under torch.distributed (or
     with ``rank``/``world_size`` given) every rank gets the same number of batches; the
     drop/pad rules are those of :class:`~torchzarr.data.partition.Layout`.
 
@@ -119,13 +123,14 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         """The state once this rank has consumed ``steps`` batches of the current pass.
 
         Use it when the DataLoader reads ahead of training (workers prefetch batches).
+        ``steps`` counts from the start of this pass (not a global step counter): a state
+        past the end of the epoch is refused.
 
         Example:
             >>> state = sampler.state_at(step)  # doctest: +SKIP
         """
-        steps = whole_number("steps", steps, 0)
         remaining, first = self._live or self.cursor.resolve(self.layout)
-        return self.cursor.state(remaining, self.layout, steps=first + steps)
+        return self.cursor.state_after(remaining, self.layout, first, steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state; the next pass continues that epoch where it stopped.
