@@ -264,3 +264,67 @@ def test_lists_float64_or_int_conversion_holds_exactly_take_no_per_number_path(
 def test_numbers_of_any_kind_past_the_integer_range_are_refused(value):
     with pytest.raises(ValueRangeError, match=r"array of u?int64"):
         as_storage_array(value, data_type("uint64" if value[1] == 2 else "int64"))
+
+
+COMPLEX_VALUES = [
+    np.array([1 + 5j, 2 - 3j], dtype=np.complex64),
+    [1 + 5j, 2 - 3j],
+    1 + 5j,
+]
+NON_NUMBERS = [
+    np.array(["1.5", "2"]),
+    ["1.5", "2"],
+    np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"),
+    np.array([1, 2], dtype="timedelta64[s]"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_complex_and_non_numeric_data_are_refused_by_every_real_float_dtype(dtype):
+    arr = tz.create_array("memory://", shape=(2,), dtype=dtype, chunks=(2,), fill_value=0.5)
+    for value in COMPLEX_VALUES:
+        with pytest.raises(ShapeMismatchError, match=f"complex data .* array of {dtype}"):
+            arr[:] = value
+        with pytest.raises(ShapeMismatchError, match="complex"):
+            arr.append(value)
+    for value in NON_NUMBERS:
+        with pytest.raises(UnsupportedDtypeError, match=f"to an array of {dtype}"):
+            arr[:] = value
+        with pytest.raises(UnsupportedDtypeError):
+            arr.append(value)
+    assert arr.shape == (2,) and arr[:].tolist() == [0.5, 0.5]
+    assert arr.nchunks_initialized == 0
+
+
+def test_ml_dtypes_floats_still_write_to_bfloat16_and_float8():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16)
+    assert as_storage_array(values, data_type("bfloat16")).tolist() == [0x3FC0, 0xC000]
+    small = np.array([0.5], dtype=ml_dtypes.float8_e4m3fn)
+    assert _stored_as_float(small, "float8_e4m3fn") == [0.5]
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"]
+)
+def test_python_infinities_are_refused_by_float_dtypes_without_infinity(dtype):
+    arr = tz.create_array("memory://", shape=(3,), dtype=dtype, chunks=(3,), fill_value=1.0)
+    for value in (float("inf"), float("-inf"), [1.0, float("-inf"), 2.0], [float("inf")] * 3):
+        with pytest.raises(ValueRangeError, match=f"array of {dtype}"):
+            arr[:] = value
+        with pytest.raises(ValueRangeError):
+            arr.append(value)
+    assert arr.shape == (3,) and arr[:].float().tolist() == [1.0, 1.0, 1.0]
+    assert np.isnan(_stored_as_float(float("nan"), dtype))  # NaN it holds
+
+
+@pytest.mark.parametrize("dtype", ["float8_e5m2", "float16", "bfloat16", "float32"])
+def test_python_infinities_are_stored_by_float_dtypes_with_infinity(dtype):
+    assert _stored_as_float([float("inf"), float("-inf")], dtype) == [np.inf, -np.inf]
+
+
+def test_tensors_and_numpy_arrays_holding_infinities_cast_as_torch_casts():
+    infinities = torch.tensor([float("inf"), float("-inf")])
+    for value in (infinities, infinities.numpy()):
+        assert _stored_as_float(value, "float8_e4m3fn") == [448.0, -448.0]  # saturated
+        assert np.isnan(_stored_as_float(value, "float8_e4m3fnuz")).all()

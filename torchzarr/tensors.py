@@ -135,9 +135,7 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         target = torch_dtype(dt)
         if tensor.dtype != target:
             if tensor.is_complex() and not target.is_complex:
-                raise ShapeMismatchError(
-                    f"cannot write complex data of dtype {tensor.dtype} to an array of {dt.name}"
-                ) from None
+                raise _complex_into_real(tensor.dtype, dt)
             tensor = tensor.to(target)
         if dt.is_reinterpreted:
             tensor = tensor.view(_storage_torch_dtype(dt))
@@ -150,17 +148,12 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
         return _python_integers(value, array, dt)
     if python and array.dtype.kind == "O":  # integers past 64 bits: as floats, as numpy does
         array = _python_reals(value, array, dt)
+    _refuse_non_numbers(array, dt)
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
         with np.errstate(over="ignore"):
             floats = torch.from_numpy(np.asarray(array, dtype=np.float32))
         stored = as_storage_array(floats, dt)
     else:
-        if array.dtype.kind == "c" and dt.storage.kind != "c":
-            raise ShapeMismatchError(
-                f"cannot write complex data of dtype {array.dtype} to an array of {dt.name}"
-            )
-        if array.dtype.kind not in "biufc":
-            raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
         with np.errstate(over="ignore"):
             stored = array.astype(dt.storage, copy=False, casting="unsafe")
     if python and (dt.is_float or dt.is_complex):
@@ -180,6 +173,32 @@ def rectangular(value: Any, what: str) -> np.ndarray:
         return np.asarray(value)
     except ValueError as err:
         raise ShapeMismatchError(f"data that is not rectangular: {what} ({err})") from None
+
+
+def _refuse_non_numbers(array: np.ndarray, dt: DataType) -> None:
+    """Refuse complex data for a real ``dt`` and data that is not numbers (text, dates).
+
+    bfloat16 and float8 arrays also take ml_dtypes' arrays of those floats (kind ``"V"``)."""
+    if array.dtype.kind == "c" and dt.storage.kind != "c":
+        raise _complex_into_real(array.dtype, dt)
+    if array.dtype.kind not in "biufc" and not (dt.is_reinterpreted and _ml_float(array.dtype)):
+        raise UnsupportedDtypeError(
+            f"cannot write values of dtype {array.dtype} to an array of {dt.name}"
+        )
+
+
+def _ml_float(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is one of ml_dtypes' floats (bfloat16, float8) numpy lacks."""
+    try:
+        return data_type(dtype).is_reinterpreted
+    except UnsupportedDtypeError:
+        return False
+
+
+def _complex_into_real(source: object, dt: DataType) -> ShapeMismatchError:
+    return ShapeMismatchError(
+        f"cannot write complex data of dtype {source} to an array of {dt.name}"
+    )
 
 
 def _numpy_typed(value: Any) -> bool:
@@ -280,7 +299,8 @@ def _python_reals(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
 def _refuse_overflow(value: Any, source: np.ndarray, stored: np.ndarray, dt: DataType) -> None:
     """Refuse finite Python numbers past ``dt``'s largest finite value once rounded to nearest:
     70000 for float16 (it would become infinite) as 1e6 for float8_e4m3fn, which has no
-    infinity (torch would store 448). Numbers that round down to that value are kept."""
+    infinity (torch would store 448). Numbers that round down to that value are kept. An
+    infinity is refused for the dtypes without one (torch stores 448 or NaN)."""
     dtype = torch_dtype(dt)
     limit, tie_rounds_up = _rounding_limit(dtype.to_real() if dtype.is_complex else dtype)
     reinterpreted = torch.from_numpy(stored).view(dtype) if dt.is_reinterpreted else None
@@ -293,6 +313,7 @@ def _refuse_overflow(value: Any, source: np.ndarray, stored: np.ndarray, dt: Dat
         past = magnitude >= limit if tie_rounds_up else magnitude > limit
         # not finite once stored: also a number that rounded up through float32 on its way
         beyond = (past | ~np.isfinite(values)) & np.isfinite(source)
+        beyond |= np.isinf(source) & ~np.isinf(values)
     if beyond.any():
         high = float(torch.finfo(dtype).max)
         _out_of_range(value, source, dt, -high, high)
