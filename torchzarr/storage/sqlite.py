@@ -25,9 +25,6 @@ _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDAT
 # the row header, where a CAST would load the whole value.
 _VALUE = "CASE typeof(value) WHEN 'text' THEN CAST(value AS BLOB) ELSE value END"
 _SIZE = "CASE typeof(value) WHEN 'text' THEN length(CAST(value AS BLOB)) ELSE length(value) END"
-# connections of a parent process, kept alive and never closed in a forked child: closing
-# one there could checkpoint or remove the WAL file the parent still uses
-_ORPHANS: list[_Connection] = []
 
 
 class _Connection:
@@ -48,6 +45,83 @@ class _Connection:
         with self.lock:
             self.closed = True
             self.connection.close()
+
+
+class _Forks:
+    """Every live store of this process, and what the fork handlers hold across a fork.
+
+    SQLite keeps per-process state for each open database file (the locks it believes this
+    process holds, the mapped ``-shm``). A forked child inherits that state but not the POSIX
+    locks behind it: a connection the child opens to a file the parent had open takes no real
+    locks, and the parent's last close then checkpoints and deletes the WAL the child still
+    writes to (its later writes are lost, its reads go stale). So no connection stays open
+    across a fork: :func:`_before_fork` closes them all and keeps new ones from opening until
+    the fork is done.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards registration; held from before a fork to after
+        self.stores: weakref.WeakValueDictionary[int, SQLiteStore] = weakref.WeakValueDictionary()
+        self.held: list[SQLiteStore] = []  # stores whose lock a fork in progress holds
+        self.pid = os.getpid()
+        # after a fork that ran no handlers (a C-level fork()): the parent's connections,
+        # never closed nor freed here (that could checkpoint or delete the parent's WAL), and
+        # the databases they had open, which this process must not open at all
+        self.orphans: list[_Connection] = []
+        self.unsafe: set[str] = set()
+
+
+_FORKS = _Forks()
+
+
+def _before_fork() -> None:
+    """Close every store's connections; each store's lock stays held until the fork is done.
+
+    Waits, as :meth:`SQLiteStore.close` does, for the statement or transaction running on
+    each connection (a ``set_many`` on another thread commits first): those hold only their
+    connection's lock, never a store's, so the wait cannot deadlock.
+    """
+    _FORKS.lock.acquire()
+    for store in list(_FORKS.stores.values()):
+        store._lock.acquire()
+        _FORKS.held.append(store)
+        store._close_connections()
+
+
+def _after_fork_in_parent() -> None:
+    """Let the parent's threads reconnect: each does on its next call."""
+    for store in _FORKS.held:
+        store._lock.release()
+    _FORKS.held.clear()
+    _FORKS.lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """Start this process's bookkeeping afresh, keeping any connection the parent left open."""
+    stores = list(_FORKS.stores.values())
+    locked_by_the_fork = {id(store) for store in _FORKS.held}
+    _FORKS.lock, _FORKS.held, _FORKS.pid = threading.Lock(), [], os.getpid()
+    for store in stores:
+        # only after a fork without the handlers (see _Forks): connections open, or being
+        # opened or closed by another thread of the parent
+        if store._all or (store._lock.locked() and id(store) not in locked_by_the_fork):
+            _FORKS.orphans.extend(store._all)
+            _FORKS.unsafe.add(store.path)
+        store._reset()
+
+
+def _check_forked() -> None:
+    """Run the child's fork handler now if this process was forked without it (C fork())."""
+    if _FORKS.pid != os.getpid():
+        _after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _running(owner: weakref.ref[threading.Thread]) -> bool:
@@ -100,8 +174,11 @@ class SQLiteStore(Store):
         self._local = threading.local()
         # every connection open, with the thread it belongs to
         self._all: dict[_Connection, weakref.ref[threading.Thread]] = {}
+        # held to open, register or close connections (and by a fork in progress)
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        _check_forked()
+        with _FORKS.lock:  # waits for a fork in progress, which would not see this store
+            _FORKS.stores[id(self)] = self
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}{', read-only' if self.read_only else ''})"
@@ -133,14 +210,22 @@ class SQLiteStore(Store):
 
         Safe while other threads use the store: a statement running on a connection
         finishes before the connection closes, and the thread's next call reconnects.
+        Every store does the same just before the process forks (see ``docs/storage.md``).
         """
-        if self._pid != os.getpid():
-            return
+        _check_forked()
         with self._lock:
-            connections, self._all = list(self._all), {}
-            self._local = threading.local()
-        for held in connections:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Close every connection, waiting for the statement running on each (holds _lock).
+
+        A connection stays listed until it is closed: a fork sees one that failed to close.
+        """
+        self._local = threading.local()
+        while self._all:
+            held = next(iter(self._all))
             held.close()
+            del self._all[held]
 
     # -- connections ------------------------------------------------------------------------
     def _using(self, work: Callable[[sqlite3.Connection], _T], create: bool = False) -> _T | None:
@@ -160,14 +245,32 @@ class SQLiteStore(Store):
 
     def _conn(self, create: bool = False) -> _Connection | None:
         """This thread's open connection, connecting if it has none (see :meth:`_using`)."""
-        if self._pid != os.getpid():
-            _ORPHANS.extend(self._all)  # the parent's: never used, never closed here
-            self._reset()
+        _check_forked()
         held: _Connection | None = getattr(self._local, "conn", None)
         if held is not None and not held.closed:
             return held
         if (self.read_only or not create) and not os.path.exists(self.path):
             return None
+        # opened and registered under the lock: close() and a fork see every connection
+        with self._lock:
+            held = _Connection(self._connect())  # first: a last close would drop the WAL
+            finished = [old for old, owner in self._all.items() if not _running(owner)]
+            for old in finished:  # their threads are gone: nothing can use them any more
+                old.close()
+                del self._all[old]
+            self._all[held] = weakref.ref(threading.current_thread())
+            self._local.conn = held
+        return held
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection to the database, in WAL mode when writable."""
+        if self.path in _FORKS.unsafe:
+            raise StoreError(
+                f"cannot open {self} in this process: it was forked without Python's fork "
+                "handlers (a fork() from C code?) while the parent had the database open, and "
+                "SQLite cannot use a database safely across such a fork; open it in a process "
+                "started another way (multiprocessing 'spawn', or os.fork())"
+            )
         try:
             if self.read_only:
                 uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"  # '%', '?', '#'...
@@ -182,16 +285,7 @@ class SQLiteStore(Store):
                 conn.execute(_SCHEMA)
         except sqlite3.Error as err:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
-        held = _Connection(conn)
-        with self._lock:  # registered and made this thread's at once: close() sees both
-            finished = [old for old, owner in self._all.items() if not _running(owner)]
-            for old in finished:
-                del self._all[old]
-            self._all[held] = weakref.ref(threading.current_thread())
-            self._local.conn = held
-        for old in finished:  # their threads are gone: nothing can use them any more
-            old.close()
-        return held
+        return conn
 
     def _query(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         def fetch(conn: sqlite3.Connection) -> list[Any]:
