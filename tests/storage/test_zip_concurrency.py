@@ -61,11 +61,11 @@ def test_reads_in_flight_survive_a_close_that_rewrites_the_zip(
     for key, value in values.items():  # dead bytes now outweigh the live ones
         writer.set(key, value)
     rewrites: list[str] = []
-    real_compact = zip_module._Archive._compact
+    real_rewrite = zip_module.rewrite_live
     monkeypatch.setattr(
-        zip_module._Archive,
-        "_compact",
-        lambda self, live: rewrites.append(self.path) or real_compact(self, live),
+        zip_module,
+        "rewrite_live",
+        lambda path, live: rewrites.append(path) or real_rewrite(path, live),
     )
     real_pread = zip_module._Archive._pread
 

@@ -223,11 +223,11 @@ def test_closes_list_live_entries_and_rewrite_only_when_dead_bytes_outweigh_them
     from torchzarr.storage import zip as zip_module
 
     rewrites: list[str] = []
-    compact = zip_module._Archive._compact
+    rewrite_live = zip_module.rewrite_live
     monkeypatch.setattr(
-        zip_module._Archive,
-        "_compact",
-        lambda self, live: rewrites.append(self.path) or compact(self, live),
+        zip_module,
+        "rewrite_live",
+        lambda path, live: rewrites.append(path) or rewrite_live(path, live),
     )
     path = tmp_path / "grow.zip"
     with ZipStore(path, mode="w") as store:
@@ -247,3 +247,81 @@ def test_closes_list_live_entries_and_rewrite_only_when_dead_bytes_outweigh_them
     assert max(sizes) < 2.5 * 11_200  # bounded by about twice the live bytes
     with zipfile.ZipFile(path) as zf:
         assert zf.testzip() is None  # every listed entry reads, the dead bytes between too
+
+
+def test_a_forked_child_cannot_write_the_zip_its_parent_writes(tmp_path: Path) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork")
+    path = tmp_path / "parent.zip"
+    writer = ZipStore(path, mode="w")
+    writer.set("a", b"parent")  # open, no directory yet
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        answers = [repr(ZipStore(path).get("a"))]
+        for write in (
+            lambda: ZipStore(path, mode="a").set("b", b"child"),
+            lambda: ZipStore(path, mode="w").get("a"),  # would truncate the parent's file
+            lambda: (ZipStore(path, mode="a").close(), ZipStore(path, mode="a").delete("a")),
+        ):
+            try:
+                write()
+                answers.append("accepted")
+            except Exception as err:
+                answers.append(f"{type(err).__name__}: {err}")
+        os.write(write_fd, "\n".join(answers).encode())
+        os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as answer:
+        got, *refusals = answer.read().decode().split("\n")
+    assert got == repr(b"parent")
+    assert len(refusals) == 3
+    for refusal, key in zip(refusals, ["'b'", "(mode 'w')", "'a'"], strict=True):
+        assert refusal.startswith("ReadOnlyError: ") and "forked child" in refusal
+        assert repr(str(path)) in refusal and key in refusal
+    writer.set("c", b"parent writes on")
+    writer.close()
+    with zipfile.ZipFile(path) as zf:
+        assert {name: zf.read(name) for name in zf.namelist()} == {
+            "a": b"parent",
+            "c": b"parent writes on",
+        }
+
+
+def test_a_write_after_the_exit_closed_the_zip_is_refused(tmp_path: Path) -> None:
+    # a daemon thread still writing at exit: the exit's close writes the directory, and a
+    # write after it would land over that directory with nothing left to write it again
+    path = tmp_path / "late.zip"
+    script = (
+        "import atexit, threading\n"
+        "go, done = threading.Event(), threading.Event()\n"
+        "def release_writer():\n"  # registered before torchzarr's: runs after its close
+        "    go.set()\n"
+        "    done.wait(60)\n"
+        "atexit.register(release_writer)\n"
+        "import torch, torchzarr as tz\n"
+        f"arr = tz.create_array({str(path)!r}, shape=(8,), dtype=torch.float32, chunks=(4,))\n"
+        "arr[0:4] = torch.arange(4.0)\n"
+        "def writer():\n"
+        "    go.wait()\n"
+        "    try:\n"
+        "        print('read', arr[0:4].tolist())\n"
+        "        arr[4:8] = torch.ones(4)\n"
+        "        print('write accepted')\n"
+        "    except Exception as err:\n"
+        "        print(f'{type(err).__name__}: {err}')\n"
+        "    finally:\n"
+        "        done.set()\n"
+        "threading.Thread(target=writer, daemon=True).start()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    read, refusal = run.stdout.splitlines()
+    assert read == "read [0.0, 1.0, 2.0, 3.0]"
+    assert refusal.startswith("StoreError: cannot write 'c/1' to zip ")
+    assert repr(str(path)) in refusal and "exiting" in refusal
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None and sorted(zf.namelist()) == ["c/0", "zarr.json"]
+    np.testing.assert_array_equal(tz.open_array(path, mode="r")[:], [0, 1, 2, 3, 0, 0, 0, 0])

@@ -222,7 +222,19 @@ class Store(abc.ABC):
 
     @property
     def identity(self) -> str:
-        """A string naming the data this store reaches (used as a cache key)."""
+        """A string naming the data this store reaches: its canonical URL or path.
+
+        Chunk locks, the decoded-chunk cache and its invalidation are keyed by it, so every
+        store object over the same data must give the same string (``tz.open_group(url)``
+        makes a new store object at each call), and stores over other data another one.
+        The default names this object only, right for data no other object reaches (an
+        unnamed in-memory store): a store opened from a URL or a path overrides it.
+
+        Example:
+            >>> from torchzarr.storage.local import LocalStore
+            >>> LocalStore("/data/a.zarr").identity == LocalStore("/data/./a.zarr").identity
+            True
+        """
         return f"{type(self).__name__}@{id(self):x}"
 
     def __enter__(self) -> Store:

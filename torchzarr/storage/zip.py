@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import logging
 import os
 import threading
 import time
-import uuid
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +27,7 @@ from torchzarr.storage.zip_io import (
     drop_file,
     entry_bytes,
     list_entries,
+    rewrite_live,
     write_directory,
 )
 
@@ -41,9 +40,9 @@ _archives: dict[str, _Archive] = {}
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
 _THREAD_BYTES = 2 << 20  # get_many reads on a thread for each (up to config.threads)
-# a forked child keeps the parent's archives alive, never closing them: closing would write
-# a central directory into the file the parent is still writing
+# the parent's archives, kept alive and never closed in a forked child (the parent writes on)
 _ORPHANS: list[Any] = []
+_exiting = False  # the exit's close ran: nothing would write a directory after it again
 
 
 class _Archive:
@@ -66,6 +65,7 @@ class _Archive:
         self.path, self.mode = path, mode
         self.lock = threading.RLock()
         self.pid = os.getpid()
+        self.frozen = False  # a forked child's snapshot of the parent's open archive
         self.dirty = False
         self.zf: zipfile.ZipFile | None = None
         self.fd = -1
@@ -250,30 +250,11 @@ class _Archive:
                 raise StoreError(f"cannot close zip {self.path!r}: {err}") from err
             if self.dirty and self.writable and self.dead > self.live_bytes():
                 try:
-                    self._compact(live)
+                    rewrite_live(self.path, live)  # temp file + rename
                 except OSError as err:  # the file is whole as it is: only the room is lost
                     _log.warning(
                         "zip %r keeps its dead entries: cannot rewrite it (%s)", self.path, err
                     )
-
-    def _compact(self, live: list[zipfile.ZipInfo]) -> None:
-        """Rewrite the file with only the newest entry of each live key (temp + rename).
-
-        The new file gets copies of the entries' infos: zipfile sets the offsets and sizes
-        of what it writes in them, and reads still in flight on this closed archive use
-        the originals to find the bytes in the old file.
-        """
-        tmp = f"{self.path}.{uuid.uuid4().hex}.partial"
-        try:
-            with zipfile.ZipFile(self.path, "r") as src, zipfile.ZipFile(tmp, "w") as dst:
-                for info in live:
-                    with src.open(info) as f:
-                        dst.writestr(copy.copy(info), f.read())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     def freeze(self) -> None:
         """In a forked child: a read-only snapshot of what the parent had written.
@@ -286,6 +267,7 @@ class _Archive:
             _ORPHANS.append(self.zf.fp)  # never flushed or closed here
             self.zf.fp = None  # ZipFile.close() is then a no-op
             _ORPHANS.append(self.zf)
+            self.frozen = self.writable  # the parent writes on: its file lacks a directory
         self.zf, self.mode, self.dirty = None, "r", False
 
 
@@ -294,9 +276,26 @@ def _after_fork_in_child() -> None:
         archive.freeze()
 
 
+def _refuse(archive: _Archive | None, path: str, action: str) -> None:
+    """Raise if ``action`` (a write, or truncating the file) must not reach the zip ``path``."""
+    if archive is not None and archive.frozen:
+        raise ReadOnlyError(
+            f"cannot {action} zip {path!r} in a forked child: the zip its parent process "
+            "is writing is a read-only snapshot here, of what the parent had written at the fork"
+        )
+    if _exiting:
+        raise StoreError(
+            f"cannot {action} zip {path!r}: the interpreter is exiting and has written the "
+            "zip's directory, which a later write would leave out (let threads that write "
+            "finish before the program ends)"
+        )
+
+
 @atexit.register
 def _close_all() -> None:
     """Write the directory of every zip still open in this process (never a forked copy)."""
+    global _exiting
+    _exiting = True  # set first: a write reopening a zip from now on is refused
     for path, archive in list(_archives.items()):
         if archive.pid == os.getpid():
             with _path_locks[path]:
@@ -395,12 +394,17 @@ class ZipStore(Store):
         return ZipStore(**state)
 
     # -- the shared archive -------------------------------------------------------------
-    def _archive(self, write: bool = False) -> _Archive:
-        archive = _archives.get(self.path)
+    def _archive(self, writing: str | None = None) -> _Archive:
+        """The archive of this path shared in the process; writable when ``writing`` a key."""
+        write, archive = writing is not None, _archives.get(self.path)
         if archive is not None and not self._fresh and (archive.writable or not write):
             return archive
+        changes = write or self._fresh
+        action = f"write {writing!r} to" if write else f"create (mode {self.mode!r})"
         with _path_locks[self.path]:
             archive = _archives.get(self.path)
+            if changes:
+                _refuse(archive, self.path, action)
             if self._fresh:
                 if self.mode == "x" and os.path.exists(self.path):
                     raise StoreError(f"cannot create {self.path!r} (mode 'x'): it exists")
@@ -415,6 +419,10 @@ class ZipStore(Store):
                 _archives[self.path] = archive
                 if replaced is not None:
                     replaced.close()  # reads in flight keep its descriptor until they end
+            if changes and _exiting:  # opened as the exit's close ran: it may have missed it
+                _archives.pop(self.path, None)
+                archive.close()
+                _refuse(None, self.path, action)
             return archive
 
     def close(self) -> None:
@@ -426,8 +434,9 @@ class ZipStore(Store):
         open, its entries intact: close it again once there is room.
         """
         with _path_locks[self.path]:  # no store opens it again before its directory is written
-            archive = _archives.pop(self.path, None)
-            if archive is not None:
+            archive = _archives.get(self.path)
+            if archive is not None and not archive.frozen:  # a snapshot stays: the parent's
+                del _archives[self.path]
                 try:
                     archive.close()
                 except StoreError:
@@ -475,7 +484,7 @@ class ZipStore(Store):
     def _change(self, key: str, change: Callable[[_Archive], bool]) -> None:
         """``change`` the shared archive; again on the reopened one if another thread closed it."""
         for _ in range(_REOPENS):
-            if change(self._archive(write=True)):
+            if change(self._archive(writing=key)):
                 return
         raise StoreError(
             f"cannot write {key!r} to {self.path!r}: closed by others {_REOPENS} times"

@@ -30,7 +30,7 @@ class StoreContract:
     empty store (under ``tmp_path`` for file-backed ones). Stores whose pickled copy cannot
     see the original's data set ``persistent = False``, those that pickle their data by
     value ``pickles_by_value = True``; :meth:`store_label` says what a
-    read-only error must name.
+    read-only error must name, :meth:`open_again` how to reach the same data again.
 
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
@@ -53,6 +53,16 @@ class StoreContract:
     def store_label(self, store: Store) -> str:
         """Text a read-only error must contain to name the store."""
         return type(store).__name__
+
+    def open_again(self, store: Store) -> Store | None:
+        """Another store object over the same data, as opening its URL again makes.
+
+        By default an unpickled copy (a store pickles as its spec); None (the identity
+        checks that need one are skipped) for stores that pickle their data by value.
+        """
+        if not self.persistent or self.pickles_by_value:
+            return None
+        return pickle.loads(pickle.dumps(store))
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
@@ -216,6 +226,38 @@ class StoreContract:
                 view.set("p/1", b"x")
         finally:
             clone.close()
+
+    def test_store_objects_over_the_same_data_share_an_identity(self, store: Store) -> None:
+        again = self.open_again(store)
+        if again is None:
+            pytest.skip("no second store object over the same data")
+        try:
+            assert again.identity == store.identity, (
+                f"two {type(store).__name__} objects over the same data have the identities "
+                f"{store.identity!r} and {again.identity!r}: override Store.identity to name "
+                "the data (its URL), or chunk locks and caches take them for other data"
+            )
+            arr = create_array(store, shape=(4,), dtype=torch.float32, chunks=(4,), fill_value=0)
+            arr[:] = torch.full((4,), 2.0)
+            cached = open_array(again).with_cache()
+            assert torch.equal(cached[:], torch.full((4,), 2.0))
+            arr[:] = torch.ones(4)  # drops the chunk cached through the other object
+            assert torch.equal(cached[:], torch.ones(4))
+        finally:
+            again.close()
+
+    def test_stores_over_other_data_have_other_identities(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        (tmp_path / "other").mkdir()
+        other = self.make_store(tmp_path / "other")
+        try:
+            assert other.identity != store.identity, (
+                f"two {type(store).__name__} objects over other data share the identity "
+                f"{store.identity!r}: chunk locks and caches would take them for the same data"
+            )
+        finally:
+            other.close()
 
     def test_fork_child_reads(self, store: Store) -> None:
         if not self.fork_safe or not hasattr(os, "fork"):
