@@ -8,6 +8,7 @@ as the matching torch dtype at the tensor boundary (``tensors.py``), so nothing 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "data_type",
     "parse_v2_dtype",
     "parse_v3_dtype",
+    "raw_bits_dtype",
 ]
 
 
@@ -239,3 +241,26 @@ def v2_typestr(dt: DataType, byteorder: str = "<") -> str:
     if dt.v2_typestr[0] == "<" and byteorder in "<>":
         return byteorder + dt.v2_typestr[1:]
     return dt.v2_typestr
+
+
+def raw_bits_dtype(attributes: Mapping[str, Any], stored: DataType) -> DataType | None:
+    """The dtype that :data:`RAW_DTYPE_ATTRIBUTE` in ``attributes`` names, when it is valid
+    for an array stored as ``stored``: a dtype held as raw unsigned bits (float8, ...) whose
+    storage type is the one stored. Else (no such attribute, or a value that cannot be
+    meant so: a plain user attribute) None.
+
+    Example:
+        >>> raw_bits_dtype({RAW_DTYPE_ATTRIBUTE: "float8_e4m3fn"}, data_type("uint8")).name
+        'float8_e4m3fn'
+        >>> raw_bits_dtype({RAW_DTYPE_ATTRIBUTE: "float8_e4m3fn"}, data_type("int8")) is None
+        True
+    """
+    name = attributes.get(RAW_DTYPE_ATTRIBUTE)
+    if not isinstance(name, str):
+        return None
+    try:
+        logical = data_type(name)
+    except UnsupportedDtypeError:
+        return None
+    ok = logical.is_reinterpreted and stored == data_type(logical.storage)
+    return logical if ok else None

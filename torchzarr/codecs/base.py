@@ -26,11 +26,15 @@ class ChunkSpec:
         shape: the chunk shape (edge chunks are full size, padded with fill).
         dtype: numpy storage dtype, native byte order.
         fill_value: numpy scalar of ``dtype``.
+        data_type: the array's :class:`~torchzarr.dtypes.DataType` where ``dtype`` holds its
+            values as they are (None past a filter that changes the dtype): bfloat16 and
+            float8 chunks hold raw bits, and a NaN fill matches any of their NaNs.
     """
 
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
     fill_value: Any
+    data_type: Any = None
 
     @cached_property
     def nbytes(self) -> int:

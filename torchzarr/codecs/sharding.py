@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,7 +162,7 @@ class ShardingCodec(ArrayBytesCodec):
 
     def inner_spec(self, spec: ChunkSpec) -> ChunkSpec:
         """The spec the inner codecs see."""
-        return ChunkSpec(self.chunk_shape, spec.dtype, spec.fill_value)
+        return dataclasses.replace(spec, shape=self.chunk_shape)
 
     def _index_spec(self, spec: ChunkSpec) -> ChunkSpec:
         return ChunkSpec((*self.chunks_per_shard(spec.shape), 2), np.dtype("uint64"), EMPTY)
@@ -219,7 +220,7 @@ class ShardingCodec(ArrayBytesCodec):
         offset = self.index_nbytes(spec) if self.index_location == "start" else 0
         for coords, region in self._regions(spec):
             sub = chunk[(*region, ...)]  # a view, also when 0-d
-            if is_all_fill(sub, spec.fill_value):
+            if is_all_fill(sub, spec.fill_value, spec.data_type):
                 continue
             data = inner.encode(sub)
             entries[coords] = (offset, len(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,7 @@ class TransposeCodec(ArrayArrayCodec):
     def resolve_spec(self, spec: ChunkSpec) -> ChunkSpec:
         """The permuted chunk shape."""
         perm = self.permutation(len(spec.shape))
-        return ChunkSpec(tuple(spec.shape[i] for i in perm), spec.dtype, spec.fill_value)
+        return dataclasses.replace(spec, shape=tuple(spec.shape[i] for i in perm))
 
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> np.ndarray:
         """A transposed view of the chunk (no copy)."""

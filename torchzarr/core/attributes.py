@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, data_type
-from torchzarr.errors import AttributeValueError, UnsupportedDtypeError
+from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, raw_bits_dtype
+from torchzarr.errors import AttributeValueError
 
 __all__ = [
     "RESERVED_ATTRIBUTES",
@@ -32,16 +32,8 @@ def _raw_dtype(metadata: Any) -> DataType | None:
     """The dtype the raw-bits attribute names, when it is valid for this array: a dtype
     stored as raw unsigned bits (float8, ...) whose storage type is the one stored. Else
     (a group, no such attribute, or a value that cannot be meant so) None."""
-    name = metadata.attributes.get(RAW_DTYPE_ATTRIBUTE)
     stored = getattr(metadata, "data_type", None)
-    if not isinstance(name, str) or stored is None:
-        return None
-    try:
-        logical = data_type(name)
-    except UnsupportedDtypeError:
-        return None
-    ok = logical.is_reinterpreted and stored == data_type(logical.storage)
-    return logical if ok else None
+    return None if stored is None else raw_bits_dtype(metadata.attributes, stored)
 
 
 def internal_attributes(metadata: Any) -> dict[str, Any]:

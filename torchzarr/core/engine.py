@@ -429,7 +429,7 @@ def _modify_and_store(
         else:
             chunk = np.array(pipeline.decode(data, key=key), dtype=spec.dtype, copy=True)
             chunk[projection.chunk_selection] = value[projection.out_selection]
-        if not write_empty_chunks and is_all_fill(chunk, spec.fill_value):
+        if not write_empty_chunks and is_all_fill(chunk, spec.fill_value, spec.data_type):
             return None
         return chunk
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchzarr.codecs.base import ChunkSpec
-from torchzarr.dtypes import DataType
+from torchzarr.dtypes import DataType, raw_bits_dtype
 from torchzarr.errors import MetadataError
 from torchzarr.metadata.fill import fill_key
 
@@ -143,7 +143,8 @@ class ArrayMetadata(abc.ABC):
     def chunk_spec(self) -> ChunkSpec:
         """The spec of one full decoded chunk (a v2 ``null`` fill reads as zero)."""
         fill = self.fill_value if self.fill_value is not None else self.data_type.storage.type(0)
-        return ChunkSpec(tuple(self.chunk_shape), self.data_type.storage, fill)
+        held = raw_bits_dtype(self.attributes, self.data_type) or self.data_type
+        return ChunkSpec(tuple(self.chunk_shape), self.data_type.storage, fill, held)
 
     def evolve(self, **changes: Any) -> ArrayMetadata:
         """A validated copy with some fields replaced (``shape=...``, ``attributes=...``).
