@@ -4,6 +4,7 @@ threads still running while the interpreter exits."""
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import subprocess
 import sys
@@ -78,7 +79,10 @@ def test_an_append_through_a_handle_of_an_array_replaced_by_another_dtype_is_a_c
     stale[:] = torch.arange(4.0)
     new = tz.create_array(store, shape=(8,), dtype="int16", chunks=(8,), overwrite=True)
     new[:] = torch.arange(8, dtype=torch.int16) * 10
-    with pytest.raises(tz.errors.ShapeMismatchError, match=r"replaced by one of .*dtype int16"):
+    with pytest.raises(
+        tz.errors.ShapeMismatchError,
+        match=r"replaced by one whose chunks decode otherwise .*dtype int16",
+    ):
         stale.append(torch.tensor([1.5, 2.5]))
     assert stale.dtype == torch.float32 and stale.metadata.data_type.name == "float32"
     assert torch.equal(tz.open_array(store)[:], torch.arange(8, dtype=torch.int16) * 10)
@@ -93,6 +97,79 @@ def test_a_resize_through_a_handle_of_an_array_replaced_by_other_chunks_is_a_cle
         stale.resize(3)
     kept = tz.open_array(store)
     assert kept.shape == (8,) and torch.equal(kept[:], torch.arange(1.0, 9.0))
+
+
+_SPELLED_SHORT = {  # codecs written without the settings numcodecs and zarr-python fill in
+    "v2 blosc without blocksize": (
+        ".zarray",
+        {
+            "zarr_format": 2,
+            "shape": [8],
+            "chunks": [4],
+            "dtype": "<f4",
+            "fill_value": 0.0,
+            "order": "C",
+            "filters": None,
+            "compressor": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1},
+        },
+    ),
+    "v2 delta without astype": (
+        ".zarray",
+        {
+            "zarr_format": 2,
+            "shape": [8],
+            "chunks": [4],
+            "dtype": "<f4",
+            "fill_value": 0.0,
+            "order": "C",
+            "filters": [{"id": "delta", "dtype": "<f4"}],
+            "compressor": None,
+        },
+    ),
+    "v3 blosc without typesize": (
+        "zarr.json",
+        {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [8],
+            "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4]}},
+            "chunk_key_encoding": {"name": "default"},
+            "fill_value": 0.0,
+            "codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {
+                    "name": "blosc",
+                    "configuration": {
+                        "cname": "lz4",
+                        "clevel": 5,
+                        "shuffle": "shuffle",
+                        "blocksize": 0,
+                    },
+                },
+            ],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SPELLED_SHORT))
+def test_metadata_rewritten_by_another_tool_with_the_same_codecs_keeps_the_handle_working(
+    tmp_path, case
+):
+    zarr = pytest.importorskip("zarr")
+    name, document = _SPELLED_SHORT[case]
+    (tmp_path / name).write_text(json.dumps(document))
+    handle = tz.open_array(tmp_path, mode="r+").with_cache()
+    handle[:] = torch.arange(8.0)
+    assert torch.equal(handle[:], torch.arange(8.0))  # cached under the short spelling
+    zarr.open_array(str(tmp_path), mode="r+").attrs["note"] = "hello"  # rewrites it all
+    assert json.loads((tmp_path / name).read_text()) != document  # the defaults filled in
+    handle.append(torch.tensor([8.0, 9.0]))
+    handle.resize(12)
+    fresh = tz.open_array(tmp_path, mode="r").with_cache()
+    hits = fresh.cache.hits
+    assert torch.equal(fresh[:10], torch.arange(10.0)) and fresh.cache.hits > hits  # shared
 
 
 def test_an_attribute_change_through_a_handle_of_a_replaced_array_leaves_it_reading_the_new():

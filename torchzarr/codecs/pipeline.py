@@ -323,8 +323,19 @@ class V3Pipeline:
             return out
         return array
 
+    def decoding(self) -> list[Any]:
+        """How a chunk decodes, in one spelling whatever the metadata's (the codecs as
+        evolved for the chunk: a blosc ``typesize`` left out is filled in).
+
+        Example:
+            >>> spec = ChunkSpec((4,), np.dtype("float32"), np.float32(0))
+            >>> V3Pipeline([BytesCodec("little")], spec).decoding()
+            [{'name': 'bytes', 'configuration': {'endian': 'little'}}]
+        """
+        return [c.to_json() for c in self.codecs]
+
     def __repr__(self) -> str:
-        return f"V3Pipeline({[c.to_json() for c in self.codecs]}, shape={self.spec.shape})"
+        return f"V3Pipeline({self.decoding()}, shape={self.spec.shape})"
 
 
 def _as_list(value: Any) -> list[Any]:

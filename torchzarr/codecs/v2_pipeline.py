@@ -159,6 +159,23 @@ class V2Pipeline:
             return None
         return self.compressor
 
+    def decoding(self) -> list[Any]:
+        """How a chunk decodes, in one spelling whatever the metadata's: the filters' and
+        the compressor's numcodecs configurations (their defaults filled in), the order and
+        the stored dtype.
+
+        Example:
+            >>> spec = ChunkSpec((4,), np.dtype("int32"), np.int32(0))
+            >>> V2Pipeline(spec, compressor=None, filters=None, order="C", byteorder="<").decoding()
+            [[], None, 'C', '<i4']
+        """
+        return [
+            [f.get_config() for f in self.filters],
+            self.compressor.get_config() if self.compressor is not None else None,
+            self.order,
+            self.stored_dtype.str,
+        ]
+
     @property
     def supports_direct_decode(self) -> bool:
         """True when ``decode(out=...)`` decompresses straight into ``out`` (no extra copy).

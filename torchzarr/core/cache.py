@@ -14,7 +14,6 @@ import torch
 
 from torchzarr import telemetry
 from torchzarr.config import config
-from torchzarr.core.attributes import internal_attributes
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.tensors import cuda_available
@@ -39,16 +38,16 @@ _Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
 _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
 # what a chunk was decoded under (see chunk_layout); None for chunks put without one
 Layout = str | None
-# the metadata fields that do not change how stored chunks decode
-_NOT_LAYOUT = ("shape", "attributes", "dimension_names")
 
 
-def chunk_layout(metadata: Any) -> str:
-    """What decides how an array's stored chunks decode, as one string: its metadata
-    document less the shape, user attributes and dimension names.
+def chunk_layout(metadata: Any, pipeline: Any = None) -> str:
+    """What decides how an array's stored chunks decode, as one string: the dtype held, the
+    chunk shape, the fill value's bits, where chunks lie (the key encoding) and the codecs,
+    spelled as ``pipeline`` (the metadata's own codec pipeline by default) decodes them.
 
-    A resize or an attribute change keeps it; an array replaced by one of another dtype,
-    chunk shape, codecs or fill value gets another one.
+    A resize or an attribute change keeps it, and so does metadata another tool rewrote
+    with the same codecs spelled otherwise (numcodecs defaults filled in); an array
+    replaced by one of another dtype, chunk shape, codecs or fill value gets another one.
 
     Example:
         >>> from torchzarr.dtypes import data_type
@@ -60,8 +59,16 @@ def chunk_layout(metadata: Any) -> str:
         >>> chunk_layout(meta) == chunk_layout(meta.evolve(chunk_shape=(8,)))
         False
     """
-    document = {k: v for k, v in metadata.to_json().items() if k not in _NOT_LAYOUT}
-    document["internal attributes"] = internal_attributes(metadata)  # the dtype read back
+    pipeline = pipeline if pipeline is not None else metadata.codec_pipeline()
+    spec = pipeline.spec
+    document = {
+        "zarr_format": metadata.zarr_format,
+        "data_type": spec.data_type.name if spec.data_type is not None else str(spec.dtype),
+        "chunks": list(spec.shape),
+        "fill": np.asarray(spec.fill_value, dtype=spec.dtype).tobytes().hex(),
+        "key": metadata.chunk_key(tuple(range(len(spec.shape)))),
+        "codecs": pipeline.decoding(),
+    }
     return json.dumps(document, sort_keys=True, default=repr)
 
 

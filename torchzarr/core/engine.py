@@ -53,7 +53,7 @@ class ChunkSource:
         metadata only: a handle of an array since replaced keeps apart), or None."""
         if self.chunk_cache is None:
             return None
-        return LayoutCache(self.chunk_cache, chunk_layout(self.metadata))
+        return LayoutCache(self.chunk_cache, chunk_layout(self.metadata, self.pipeline))
 
     def key(self, chunk_coords: tuple[int, ...]) -> str:
         """The store key of a chunk."""

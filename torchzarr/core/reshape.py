@@ -108,10 +108,11 @@ def stored_shape(array: Any) -> tuple[int, ...]:
         return tuple(array.shape)
     if chunk_layout(stored) != chunk_layout(array.metadata):
         raise ShapeMismatchError(
-            f"cannot resize or append to array {array.name} through this handle: it was "
-            f"replaced by one of shape {tuple(stored.shape)}, dtype "
-            f"{logical_data_type(stored).name} and chunks {tuple(stored.chunk_shape)} "
-            "since the handle was opened; open the array again"
+            f"cannot resize or append to array {array.name} through this handle: since it "
+            "was opened, the array was replaced by one whose chunks decode otherwise (now "
+            f"shape {tuple(stored.shape)}, dtype {logical_data_type(stored).name}, chunks "
+            f"{tuple(stored.chunk_shape)}, codecs {stored.codec_names}, fill value "
+            f"{stored.to_json().get('fill_value')!r}); open the array again"
         )
     return tuple(stored.shape)
 
