@@ -10,6 +10,8 @@ from datahelpers import counts, ids_of, make_array
 from torch.utils.data import DataLoader
 
 import torchzarr as tz
+from torchzarr.data.cursor import Cursor, SharedCursor
+from torchzarr.data.partition import Layout
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 # 103 rows in chunks of 10, batches of 8: 13 batches per epoch (worker 0 of 2 yields 6, worker 1 yields 7)
@@ -142,3 +144,77 @@ def test_a_stateful_dataloader_resume_in_workers_leaves_the_main_epoch_alone(row
     assert _order(DataLoader(ds, batch_size=None, num_workers=2)) == epoch0
     ds.set_epoch(0)  # the persistent workers follow the main process again
     assert _order(resumed) == epoch0
+
+
+def test_persistent_workers_take_a_state_the_main_process_loads_after_they_started(rows):
+    source = _dataset(rows)
+    source.set_epoch(2)
+    after5, after9 = source.state_at(5, num_workers=2), source.state_at(9, num_workers=2)
+    expected = {}
+    for steps, state in ((5, after5), (9, after9)):
+        fresh = _dataset(rows)
+        fresh.load_state_dict(state)
+        expected[steps] = _order(DataLoader(fresh, batch_size=None, num_workers=2))
+    assert (len(expected[5]), len(expected[9])) == (8, 4)
+
+    ds = _dataset(rows)
+    ds.load_state_dict(after5)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    assert _order(loader) == expected[5]  # the workers start with that state
+    ds.load_state_dict(after9)  # a later state of the same epoch
+    ds.set_epoch(2)
+    assert len(loader) == 4 and _order(loader) == expected[9]
+    done = _dataset(rows)
+    done.load_state_dict(ds.state_at(4, num_workers=2))
+    assert len(done) == 0
+
+    ds = _dataset(rows)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    _order(loader)  # the workers start on epoch 0, with nothing loaded
+    ds.load_state_dict(after5)
+    assert len(loader) == 8 and _order(loader) == expected[5]
+
+
+def test_persistent_workers_follow_the_main_epoch_once_a_stateful_dataloader_resume_is_done(
+    rows,
+):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    saved = _dataset(rows)
+    saved.set_epoch(1)
+    loader = sdl.StatefulDataLoader(saved, batch_size=None, num_workers=2)
+    epoch1 = _order(loader)
+    at_the_end = loader.state_dict()
+    it = iter(loader)
+    head = [ids_of(next(it)) for _ in range(4)]
+    mid_epoch = loader.state_dict()
+    del it
+    epoch2 = _dataset(rows)
+    epoch2.set_epoch(2)
+    expected2 = _order(DataLoader(epoch2, batch_size=None, num_workers=2))
+
+    ds = _dataset(rows)  # a new process, moving on to the next epoch
+    ds.set_epoch(2)
+    resumed = sdl.StatefulDataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    resumed.load_state_dict(at_the_end)
+    assert _order(resumed) == expected2
+
+    ds = _dataset(rows)  # a new process, finishing epoch 1
+    ds.set_epoch(1)
+    resumed = sdl.StatefulDataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    resumed.load_state_dict(mid_epoch)
+    assert head + _order(resumed) == epoch1
+    assert _order(resumed) == epoch1  # no set_epoch: the main process's epoch 1 again
+
+
+def test_a_loaded_state_too_large_to_hand_to_persistent_workers_is_refused_there():
+    cursor = Cursor(10**6, chunk_len=10, block_chunks=1, seed=0, shuffle=True)
+    scattered = [(4 * i, 4 * i + 2) for i in range(SharedCursor.capacity // 8)]
+    cursor.load(cursor.state(scattered, Layout(), steps=0))
+    shared = SharedCursor()
+    shared.publish(cursor)
+    worker_copy = Cursor(10**6, chunk_len=10, block_chunks=1, seed=0, shuffle=True)
+    with pytest.raises(InvalidArgumentError, match="too large to hand to persistent"):
+        shared.take(worker_copy)
+    cursor.load(cursor.state(scattered[:10], Layout(), steps=0))
+    shared.publish(cursor)
+    assert shared.take(worker_copy) == 2 and worker_copy.pending == cursor.pending

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from torchzarr.data.partition import (
     STATE_VERSION,
     EpochOrder,
     Intervals,
     Layout,
+    drawn_as_before_version_3,
     remaining_after,
     total,
     whole_number,
 )
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["Cursor"]
+__all__ = ["Cursor", "SharedCursor"]
 
 _ORDER_KEYS = ("num_samples", "chunk_len", "block_chunks", "seed", "shuffle")
 
@@ -159,12 +162,12 @@ class Cursor:
         # split is the same.
         layout = state.get("layout")
         one_worker = isinstance(layout, list | tuple) and len(layout) == 4 and layout[1] == 1
-        if version != STATE_VERSION and not (version == 1 and one_worker):
+        if version not in (STATE_VERSION, 2) and not (version == 1 and one_worker):
             raise InvalidArgumentError(
                 f"unsupported dataset state version {state.get('version')!r} (this torchzarr "
-                f"reads version {STATE_VERSION}, and version 1 with one worker): it splits "
-                "batches over DataLoader workers differently; resume from the start of an "
-                "epoch (set_epoch) instead"
+                f"reads versions {STATE_VERSION} and 2, and version 1 with one worker): it "
+                "splits batches over DataLoader workers differently; resume from the start of "
+                "an epoch (set_epoch) instead"
             )
         for key in _ORDER_KEYS:
             mine, theirs = getattr(self, key), state[key]
@@ -185,8 +188,9 @@ class Cursor:
             raise InvalidArgumentError("the state has neither rank steps nor worker steps")
         remaining = _checked_intervals(state["remaining"], self.num_samples)
         layout = _checked_layout(state["layout"])
+        epoch = whole_number("epoch", state["epoch"], 0)
         pending = {
-            "epoch": whole_number("epoch", state["epoch"], 0),
+            "epoch": epoch,
             "remaining": [list(pair) for pair in remaining],
             "layout": layout.to_list(),
             "steps": _count(state, "steps"),
@@ -194,7 +198,78 @@ class Cursor:
             "worker_steps": _count(state, "worker_steps"),
         }
         _check_progress(pending, remaining, layout)
+        if version < STATE_VERSION and not drawn_as_before_version_3(
+            self.num_samples,
+            self.chunk_len,
+            self.block_chunks,
+            self.seed,
+            epoch,
+            self.shuffle,
+        ):
+            raise InvalidArgumentError(
+                f"this dataset state (version {version}) was saved by an older torchzarr, whose "
+                f"shuffled order for seed={self.seed}, epoch={epoch} differs from this "
+                "version's (a seed, epoch or block index of 2**32 or more): it cannot resume "
+                f"identically; restart the epoch with set_epoch({epoch}) instead"
+            )
         return pending
+
+
+class SharedCursor:
+    """The main process's epoch and loaded state, in shared memory for persistent workers.
+
+    DataLoader workers kept alive between passes hold copies of the dataset made when they
+    started. The main process publishes its epoch and loaded state here after each
+    ``set_epoch`` and ``load_state_dict`` (:meth:`publish`); a worker takes both at the
+    start of its next pass (:meth:`take`), as a fresh worker finds them in its copy. Only
+    the main process writes; ``generation`` counts the publications, so a worker sees
+    whether anything changed since it last took them.
+
+    Example:
+        >>> shared, main = SharedCursor(), Cursor(10, 4, block_chunks=1, seed=0, shuffle=True)
+        >>> main.set_epoch(3)
+        >>> shared.publish(main)
+        >>> worker_copy = Cursor(10, 4, block_chunks=1, seed=0, shuffle=True)
+        >>> shared.take(worker_copy), worker_copy.epoch
+        (1, 3)
+    """
+
+    #: bytes kept for a loaded state (as JSON): room for a few thousand intervals
+    capacity = 65536
+
+    def __init__(self) -> None:
+        # [epoch, generation, bytes of the loaded state (-1: too large)], then its bytes
+        self._words = torch.zeros(3 + self.capacity // 8, dtype=torch.int64).share_memory_()
+
+    @property
+    def generation(self) -> int:
+        """How many times the main process published (0: never)."""
+        return int(self._words[1])
+
+    def publish(self, cursor: Cursor) -> None:
+        """Hand ``cursor``'s epoch and loaded state to the workers (main process only)."""
+        data = json.dumps(cursor.pending, separators=(",", ":")).encode() if cursor.pending else b""
+        size = len(data) if len(data) <= self.capacity else -1
+        if size > 0:
+            self._payload()[:size] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        self._words[0], self._words[2] = cursor.epoch, size
+        self._words[1] += 1
+
+    def take(self, cursor: Cursor) -> int:
+        """Give ``cursor`` the main process's epoch and loaded state; the generation taken."""
+        generation, size = self.generation, int(self._words[2])
+        if size < 0:
+            raise InvalidArgumentError(
+                "the main process loaded a dataset state too large to hand to persistent "
+                f"DataLoader workers (over {self.capacity} bytes of intervals): create the "
+                "DataLoader after load_state_dict, or use persistent_workers=False"
+            )
+        cursor.epoch = int(self._words[0])
+        cursor.pending = json.loads(self._payload()[:size].numpy().tobytes()) if size else None
+        return generation
+
+    def _payload(self) -> torch.Tensor:
+        return self._words[3:].view(torch.uint8)
 
 
 def _checked_intervals(value: Any, num_samples: int) -> Intervals:

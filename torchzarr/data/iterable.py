@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from torchzarr.data.cursor import Cursor
+from torchzarr.data.cursor import Cursor, SharedCursor
 from torchzarr.data.partition import (
     EpochOrder,
     Intervals,
@@ -118,11 +118,10 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self._placement = Placement(rank, world_size)
         src = self.source
         self.cursor = Cursor(len(src), src.chunk_len, block_chunks, seed, shuffle)
-        # The main process's epoch, how often it set one and whether it holds a loaded state,
-        # in shared memory: persistent DataLoader workers follow set_epoch too. Only the main
-        # process writes it.
-        self._epoch_box = torch.zeros(3, dtype=torch.int64).share_memory_()
-        self._epoch_followed = 0  # the count of settings this copy has followed
+        # The main process's epoch and loaded state in shared memory: persistent DataLoader
+        # workers follow set_epoch and load_state_dict too. Only the main process writes it.
+        self._shared_cursor = SharedCursor()
+        self._followed = 0  # the generation of the shared cursor this copy follows
         self._pending_once = False  # a state loaded in a worker serves one pass
         self._live: dict[str, Any] | None = None
         self._ring: Ring | None = None
@@ -155,17 +154,15 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self._live = None
 
     def _publish_epoch(self) -> None:
-        """Hand the current epoch to the DataLoader workers, from the main process only.
+        """Hand the epoch and loaded state to the DataLoader workers, from the main process only.
 
-        A worker never writes the box (its parent's epoch stays its parent's): it notes
-        that it has taken in every setting so far, so its own state holds until the main
-        process sets an epoch again.
+        A worker never writes them (its parent's epoch stays its parent's): it notes that it
+        has taken in every setting so far, so its own state holds until the main process
+        sets an epoch or loads a state again.
         """
         if get_worker_info() is None:
-            self._epoch_box[0] = self.cursor.epoch
-            self._epoch_box[2] = self.cursor.pending is not None
-            self._epoch_box[1] += 1
-        self._epoch_followed = int(self._epoch_box[1])
+            self._shared_cursor.publish(self.cursor)
+        self._followed = self._shared_cursor.generation
 
     def layout(self, num_workers: int = 0) -> Layout:
         """The split of an epoch over this job's ranks and ``num_workers`` DataLoader workers."""
@@ -208,19 +205,21 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         share_cores_in_worker()
-        if info is not None and int(self._epoch_box[1]) != self._epoch_followed:
-            # a persistent worker: the main process has set an epoch since
-            self._epoch_followed = int(self._epoch_box[1])
-            self.cursor.set_epoch(int(self._epoch_box[0]))
-            if not self._pending_once and not int(self._epoch_box[2]):
-                self.cursor.pending = None  # the main process dropped the state it loaded
+        shared = self._shared_cursor
+        if info is not None and not self._pending_once and shared.generation != self._followed:
+            # A persistent worker: since its last pass the main process set an epoch or loaded
+            # a state, or a state loaded in this worker served its pass. Start where a fresh
+            # worker would, from the main process's epoch and loaded state.
+            self._followed = shared.take(self.cursor)
         layout = self.layout(info.num_workers if info is not None else 0)
         remaining, first = self.cursor.begin(layout, worker)
         # The main process uses a loaded state up; a worker keeps the one its parent loaded
         # for every pass over that epoch (as fresh workers would get it again, and len()
         # counts from it), but uses up a state loaded in the worker (StatefulDataLoader's).
-        if info is None or self._pending_once:
-            self.cursor.pending, self._pending_once = None, False
+        if info is None:
+            self.cursor.pending = None
+        elif self._pending_once:
+            self.cursor.pending, self._pending_once, self._followed = None, False, -1
         order = self.cursor.order()
         count = layout.worker_batches(total(remaining), worker)[1] - first
         slot = self.rank * layout.workers + worker  # (layout read the same placement)

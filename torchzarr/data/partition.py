@@ -17,6 +17,7 @@ __all__ = [
     "EpochOrder",
     "Intervals",
     "Layout",
+    "drawn_as_before_version_3",
     "iter_id_batches",
     "remaining_after",
     "slot_pieces",
@@ -25,8 +26,9 @@ __all__ = [
 ]
 
 
-#: version of the plain-int state dicts written by the datasets and the sampler
-STATE_VERSION = 2
+#: version of the plain-int state dicts written by the datasets and the sampler (3: shuffled
+#: orders drawn from seeds or epochs >= 2**32 changed, see :func:`drawn_as_before_version_3`)
+STATE_VERSION = 3
 
 Intervals = list[tuple[int, int]]
 
@@ -55,6 +57,23 @@ def _rng(seed: int, epoch: int, *more: int) -> np.random.Generator:
         digits = [(value >> shift) % _WORD for shift in range(0, max(1, value.bit_length()), 32)]
         words += [len(digits), *digits]
     return np.random.default_rng(np.array(words, dtype=np.uint32))
+
+
+def drawn_as_before_version_3(
+    num_samples: int, chunk_len: int, block_chunks: int, seed: int, epoch: int, shuffle: bool
+) -> bool:
+    """Whether torchzarr before state version 3 drew this epoch's order as it is drawn now.
+
+    It seeded numpy with the plain list ``[seed, epoch, ...]`` whatever the values, which
+    :func:`_rng` still does when every value (seed, epoch, block index) is below 2**32.
+
+    Example:
+        >>> drawn_as_before_version_3(100, 10, 2, seed=2**40, epoch=0, shuffle=True)
+        False
+    """
+    chunks = -(-num_samples // chunk_len)
+    units = -(-chunks // block_chunks)
+    return not shuffle or max(seed, epoch, units - 1) < _WORD
 
 
 class EpochOrder:
