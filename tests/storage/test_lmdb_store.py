@@ -215,3 +215,13 @@ def test_closing_one_environment_does_not_hold_up_another(
     assert finished and other.get("b") == b"2" and slow.get("a") == b"1"
     other.close()
     slow.close()
+
+
+def test_an_environment_through_a_symlink_has_the_identity_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = LMDBStore(tmp_path / "real" / "d.lmdb", map_size=1 << 26)
+    linked = LMDBStore(tmp_path / "link" / "d.lmdb", map_size=1 << 26)
+    assert direct.identity == linked.identity
+    assert linked.path == str(tmp_path / "link" / "d.lmdb")  # errors name the path given
+    assert LMDBStore(tmp_path / "real" / "e.lmdb", map_size=1 << 26).identity != direct.identity

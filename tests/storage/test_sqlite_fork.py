@@ -268,3 +268,121 @@ def test_forks_while_other_threads_write_and_close_lose_nothing(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+_HOOK_REGISTERED_FIRST = """
+import os, signal, sys
+hook, path = sys.argv[1], sys.argv[2]
+stores, seen = [], []
+
+def write_in_the_fork():
+    try:
+        stores[0].set("hook", b"x")
+        seen.append("written")
+    except Exception as err:
+        seen.append(f"{type(err).__name__}: {err}")
+
+def read_in_the_child():
+    seen.append(stores[0].get("k"))
+
+# registered before torchzarr's handlers: they run inside the fork, around torchzarr's
+if hook == "child":
+    os.register_at_fork(after_in_child=read_in_the_child)
+else:
+    os.register_at_fork(**{hook: write_in_the_fork})
+from torchzarr.storage.sqlite import SQLiteStore
+
+stores.append(SQLiteStore(path))
+stores[0].set("k", b"v")
+signal.alarm(60)  # a hang ends the test instead of blocking it
+pid = os.fork()
+if pid == 0:
+    try:
+        print(seen, stores[0].get("k"), flush=True)
+    finally:
+        os._exit(0)
+os.waitpid(pid, 0)
+if hook != "child":
+    print(seen, stores[0].get("k"))
+"""
+
+
+def test_a_fork_handler_registered_first_reads_a_store_in_the_child(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _HOOK_REGISTERED_FIRST, "child", str(tmp_path / "d.db")],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[b'v'] b'v'"
+
+
+@pytest.mark.parametrize("hook", ["before", "after_in_parent"])
+def test_a_fork_handler_registered_first_is_refused_the_store_instead_of_hanging(
+    tmp_path: Path, hook: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _HOOK_REGISTERED_FIRST, hook, str(tmp_path / "d.db")],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("] b'v'") for line in lines), lines
+    refusal = lines[1]  # the parent's
+    assert "StoreError: cannot use SQLiteStore(" in refusal and "fork handler" in refusal
+    assert str(tmp_path / "d.db") in refusal
+    assert SQLiteStore(tmp_path / "d.db").get("hook") is None
+
+
+_C_CHILD_FORKS = """
+import ctypes, os, signal, sys, threading
+from torchzarr.errors import StoreError
+from torchzarr.storage import sqlite as sqlite_module
+from torchzarr.storage.sqlite import SQLiteStore
+
+path, link = sys.argv[1], sys.argv[2]
+store = SQLiteStore(path)
+store.set("k", b"parent")
+inherited = list(store._all)
+busy = SQLiteStore(os.path.join(os.path.dirname(path), "busy.db"))
+busy._lock.acquire()  # held by a parent thread (opening a connection) at the fork
+pid = ctypes.PyDLL(None).fork()  # a fork from C: no Python fork handlers run
+if pid == 0:
+    code = 0
+    try:
+        signal.alarm(60)  # a hang ends the test instead of blocking it
+        grandchild = os.fork()  # a DataLoader started in the child
+        if grandchild == 0:
+            os._exit(0)
+        code |= os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1])
+        if any(held.closed for held in inherited):
+            code |= 2  # closed the parent's connection
+        try:
+            SQLiteStore(link).get("k")  # the same database through a symlink
+            code |= 4
+        except StoreError as err:
+            code |= 0 if "forked without" in str(err) and link in str(err) else 8
+    finally:
+        os._exit(code)
+busy._lock.release()
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), store.get("k"))
+"""
+
+
+def test_a_child_forked_from_c_code_forks_again_and_leaves_the_parents_connections(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    args = [str(tmp_path / "real" / "d.db"), str(tmp_path / "link" / "d.db")]
+    done = subprocess.run(
+        [sys.executable, "-c", _C_CHILD_FORKS, *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "0 b'parent'"  # 2, 4, 8: see the script; -14: it hung

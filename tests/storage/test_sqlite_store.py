@@ -262,3 +262,13 @@ def test_numbers_other_clients_wrote_are_refused_by_key(
     with pytest.raises(StoreError, match=f"'{key}'.*SQLite {kind}"):
         calls[read]()
     assert store.exists(key)
+
+
+def test_a_database_through_a_symlink_has_the_identity_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = SQLiteStore(tmp_path / "real" / "d.db")
+    linked = SQLiteStore(tmp_path / "link" / "d.db")
+    assert direct.identity == linked.identity
+    assert str(tmp_path / "link" / "d.db") in repr(linked)  # errors name the path given
+    assert SQLiteStore(tmp_path / "real" / "e.db").identity != direct.identity

@@ -325,3 +325,51 @@ def test_a_write_after_the_exit_closed_the_zip_is_refused(tmp_path: Path) -> Non
     with zipfile.ZipFile(path) as zf:
         assert zf.testzip() is None and sorted(zf.namelist()) == ["c/0", "zarr.json"]
     np.testing.assert_array_equal(tz.open_array(path, mode="r")[:], [0, 1, 2, 3, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("when", ["atexit-registered-first", "weakref-finalize"])
+def test_a_checkpoint_saved_to_a_new_zip_at_exit_is_written_whole(
+    tmp_path: Path, when: str
+) -> None:
+    # both run after torchzarr's own close at exit; the save closes the zip it opened
+    path = tmp_path / "last.zip"
+    save = (
+        "def save_last(path):\n"
+        "    import torch, torchzarr as tz\n"
+        "    try:\n"
+        "        tz.save_checkpoint({'w': torch.arange(4.0)}, path)\n"
+        "        print('saved')\n"
+        "    except Exception as err:\n"
+        "        print(f'{type(err).__name__}: {err}')\n"
+    )
+    if when == "atexit-registered-first":
+        hook = f"import atexit\natexit.register(save_last, {str(path)!r})\nimport torchzarr\n"
+    else:
+        hook = (
+            "import weakref, torchzarr\n"
+            "class Trainer: pass\n"
+            "trainer = Trainer()\n"
+            f"weakref.finalize(trainer, save_last, {str(path)!r})\n"
+        )
+    run = subprocess.run(
+        [sys.executable, "-c", save + hook],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert run.stdout.splitlines() == ["saved"], run.stdout + run.stderr[-2000:]
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+    loaded = tz.load_checkpoint(path)
+    assert torch.equal(loaded["w"], torch.arange(4.0))
+
+
+def test_a_zip_through_a_symlink_has_the_identity_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = ZipStore(tmp_path / "real" / "d.zip", mode="a")
+    linked = ZipStore(tmp_path / "link" / "d.zip", mode="a")
+    assert direct.identity == linked.identity
+    assert linked.path == str(tmp_path / "link" / "d.zip")  # errors name the path given
+    assert ZipStore(tmp_path / "real" / "e.zip").identity != direct.identity

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
@@ -157,9 +158,10 @@ class LMDBStore(Store):
     def __hash__(self) -> int:
         return hash((self.path, self.read_only))
 
-    @property
+    @cached_property
     def identity(self) -> str:
-        return "lmdb://" + self.path
+        # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
+        return "lmdb://" + os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {

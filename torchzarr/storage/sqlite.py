@@ -8,6 +8,7 @@ import threading
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
 from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
@@ -63,10 +64,11 @@ class _Forks:
         self.lock = threading.Lock()  # guards registration; held from before a fork to after
         self.stores: weakref.WeakValueDictionary[int, SQLiteStore] = weakref.WeakValueDictionary()
         self.held: list[SQLiteStore] = []  # stores whose lock a fork in progress holds
+        self.forking: int | None = None  # the thread running that fork's handlers
         self.pid = os.getpid()
         # after a fork that ran no handlers (a C-level fork()): the parent's connections,
         # never closed nor freed here (that could checkpoint or delete the parent's WAL), and
-        # the databases they had open, which this process must not open at all
+        # the databases they had open (identities), which this process must not open at all
         self.orphans: list[_Connection] = []
         self.unsafe: set[str] = set()
 
@@ -79,9 +81,13 @@ def _before_fork() -> None:
 
     Waits, as :meth:`SQLiteStore.close` does, for the statement or transaction running on
     each connection (a ``set_many`` on another thread commits first): those hold only their
-    connection's lock, never a store's, so the wait cannot deadlock.
+    connection's lock, never a store's, so the wait cannot deadlock. That includes a
+    statement's wait for another process's lock on the database: up to the store's
+    ``timeout``.
     """
+    _check_forked()  # a child of a fork from C: the parent's locks and connections stay
     _FORKS.lock.acquire()
+    _FORKS.forking = threading.get_ident()
     for store in list(_FORKS.stores.values()):
         store._lock.acquire()
         _FORKS.held.append(store)
@@ -93,20 +99,28 @@ def _after_fork_in_parent() -> None:
     for store in _FORKS.held:
         store._lock.release()
     _FORKS.held.clear()
+    _FORKS.forking = None
     _FORKS.lock.release()
 
 
 def _after_fork_in_child() -> None:
-    """Start this process's bookkeeping afresh, keeping any connection the parent left open."""
+    """Start this process's bookkeeping afresh, keeping any connection the parent left open.
+
+    Runs once per process: a fork handler registered before this module's, which uses a
+    store in the child, runs it first (see :func:`_check_forked`).
+    """
+    if _FORKS.pid == os.getpid():
+        return
     stores = list(_FORKS.stores.values())
     locked_by_the_fork = {id(store) for store in _FORKS.held}
-    _FORKS.lock, _FORKS.held, _FORKS.pid = threading.Lock(), [], os.getpid()
+    _FORKS.lock, _FORKS.held, _FORKS.forking = threading.Lock(), [], None
+    _FORKS.pid = os.getpid()
     for store in stores:
         # only after a fork without the handlers (see _Forks): connections open, or being
         # opened or closed by another thread of the parent
         if store._all or (store._lock.locked() and id(store) not in locked_by_the_fork):
             _FORKS.orphans.extend(store._all)
-            _FORKS.unsafe.add(store.path)
+            _FORKS.unsafe.add(store.identity)  # under any path that reaches the file
         store._reset()
 
 
@@ -114,6 +128,16 @@ def _check_forked() -> None:
     """Run the child's fork handler now if this process was forked without it (C fork())."""
     if _FORKS.pid != os.getpid():
         _after_fork_in_child()
+
+
+def _check_not_forking(store: SQLiteStore) -> None:
+    """Raise if this thread is inside a fork, which holds every store's lock (a deadlock)."""
+    if _FORKS.forking == threading.get_ident():
+        raise StoreError(
+            f"cannot use {store} in a fork handler that runs while the process forks (one "
+            "registered with os.register_at_fork before torchzarr was imported): every "
+            "SQLiteStore is closed until the fork is done; use it before or after the fork"
+        )
 
 
 if hasattr(os, "register_at_fork"):
@@ -177,6 +201,7 @@ class SQLiteStore(Store):
         # held to open, register or close connections (and by a fork in progress)
         self._lock = threading.Lock()
         _check_forked()
+        _check_not_forking(self)
         with _FORKS.lock:  # waits for a fork in progress, which would not see this store
             _FORKS.stores[id(self)] = self
 
@@ -192,9 +217,10 @@ class SQLiteStore(Store):
     def __hash__(self) -> int:
         return hash((self.path, self.read_only))
 
-    @property
+    @cached_property
     def identity(self) -> str:
-        return "sqlite://" + self.path
+        # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
+        return "sqlite://" + os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
@@ -213,6 +239,7 @@ class SQLiteStore(Store):
         Every store does the same just before the process forks (see ``docs/storage.md``).
         """
         _check_forked()
+        _check_not_forking(self)
         with self._lock:
             self._close_connections()
 
@@ -251,6 +278,7 @@ class SQLiteStore(Store):
             return held
         if (self.read_only or not create) and not os.path.exists(self.path):
             return None
+        _check_not_forking(self)
         # opened and registered under the lock: close() and a fork see every connection
         with self._lock:
             held = _Connection(self._connect())  # first: a last close would drop the WAL
@@ -264,7 +292,7 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection to the database, in WAL mode when writable."""
-        if self.path in _FORKS.unsafe:
+        if self.identity in _FORKS.unsafe:
             raise StoreError(
                 f"cannot open {self} in this process: it was forked without Python's fork "
                 "handlers (a fork() from C code?) while the parent had the database open, and "

@@ -12,6 +12,7 @@ import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import Any
 
 from torchzarr.config import config
@@ -42,7 +43,7 @@ _REOPENS = 100  # attempts of a write whose archive other threads keep closing
 _THREAD_BYTES = 2 << 20  # get_many reads on a thread for each (up to config.threads)
 # the parent's archives, kept alive and never closed in a forked child (the parent writes on)
 _ORPHANS: list[Any] = []
-_exiting = False  # the exit's close ran: nothing would write a directory after it again
+_closed_at_exit: set[str] = set()  # zips whose directory the exit wrote: its last write
 
 
 class _Archive:
@@ -283,27 +284,27 @@ def _refuse(archive: _Archive | None, path: str, action: str) -> None:
             f"cannot {action} zip {path!r} in a forked child: the zip its parent process "
             "is writing is a read-only snapshot here, of what the parent had written at the fork"
         )
-    if _exiting:
+    if path in _closed_at_exit:
         raise StoreError(
             f"cannot {action} zip {path!r}: the interpreter is exiting and has written the "
             "zip's directory, which a later write would leave out (let threads that write "
-            "finish before the program ends)"
+            "finish, or close the zip, before the program ends)"
         )
 
 
 @atexit.register
 def _close_all() -> None:
     """Write the directory of every zip still open in this process (never a forked copy)."""
-    global _exiting
-    _exiting = True  # set first: a write reopening a zip from now on is refused
-    for path, archive in list(_archives.items()):
-        if archive.pid == os.getpid():
-            with _path_locks[path]:
-                if _archives.get(path) is not archive:
-                    continue  # closed or replaced meanwhile
-                del _archives[path]  # a later write reopens it, never finds it closed
-                with contextlib.suppress(Exception):
-                    archive.close()
+    for path in list(_archives):
+        with _path_locks[path]:
+            archive = _archives.get(path)
+            if archive is None or archive.pid != os.getpid():
+                continue  # closed meanwhile, or the parent's
+            if archive.writable:  # writes refused from now on (not to a zip first opened later)
+                _closed_at_exit.add(path)  # first: a write waiting for the close is refused
+            del _archives[path]  # a later read reopens it, never finds it closed
+            with contextlib.suppress(Exception):
+                archive.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -374,9 +375,10 @@ class ZipStore(Store):
     def __hash__(self) -> int:
         return hash((self.path, self.mode))
 
-    @property
+    @cached_property
     def identity(self) -> str:
-        return "zip://" + self.path
+        # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
+        return "zip://" + os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -419,10 +421,6 @@ class ZipStore(Store):
                 _archives[self.path] = archive
                 if replaced is not None:
                     replaced.close()  # reads in flight keep its descriptor until they end
-            if changes and _exiting:  # opened as the exit's close ran: it may have missed it
-                _archives.pop(self.path, None)
-                archive.close()
-                _refuse(None, self.path, action)
             return archive
 
     def close(self) -> None:
