@@ -66,47 +66,39 @@ def test_store_protocol(store: FsspecStore) -> None:
     assert list(store.list_prefix("")) == [] and store.list_dir("") == ([], [])
 
 
-def test_get_many_is_one_concurrent_batched_call(store: FsspecStore) -> None:
-    store.set_many({f"c/{i}": str(i).encode() * 100 for i in range(50)})
-    fs = store.fs
-    batches: list[int] = []
-    cat_ranges = fs.cat_ranges
-
-    def counting(paths: list[str], *args: Any, **kwargs: Any) -> Any:
-        batches.append(len(paths))
-        return cat_ranges(paths, *args, **kwargs)
-
-    in_flight = [0, 0]  # now, most at once
-    cat_file = fs._cat_file
+def _track_in_flight(fs: Any, method: str) -> list[int]:
+    """Wrap ``fs.<method>`` (a coroutine): [calls, in flight now, most in flight at once]."""
+    counts = [0, 0, 0]
+    inner = getattr(fs, method)
 
     async def tracking(*args: Any, **kwargs: Any) -> Any:
-        in_flight[0] += 1
-        in_flight[1] = max(in_flight)
+        counts[0] += 1
+        counts[1] += 1
+        counts[2] = max(counts[1:])
         try:
             await asyncio.sleep(0.01)
-            return await cat_file(*args, **kwargs)
+            return await inner(*args, **kwargs)
         finally:
-            in_flight[0] -= 1
+            counts[1] -= 1
 
-    fs.cat_ranges, fs._cat_file = counting, tracking
+    setattr(fs, method, tracking)
+    return counts
+
+
+def test_get_many_runs_one_request_per_key_concurrently(store: FsspecStore) -> None:
+    store.set_many({f"c/{i}": str(i).encode() * 100 for i in range(50)})
+    counts = _track_in_flight(store.fs, "_cat_file")
     got = store.get_many([f"c/{i}" for i in range(50)])
     assert got == {f"c/{i}": str(i).encode() * 100 for i in range(50)}
-    assert batches == [50]  # one batched call, not one round trip per key in series
-    assert in_flight[1] > 1  # and the requests overlapped
+    assert counts[0] == 50  # one request per key, no more
+    assert counts[2] > 1  # and the requests overlapped, not one round trip per key in series
 
 
-def test_set_many_is_one_batched_call(store: FsspecStore) -> None:
-    fs = store.fs
-    calls: list[int] = []
-    pipe = fs.pipe
-
-    def counting(items: dict[str, bytes], *args: Any, **kwargs: Any) -> Any:
-        calls.append(len(items))
-        return pipe(items, *args, **kwargs)
-
-    fs.pipe = counting
+def test_set_many_runs_one_request_per_key_concurrently(store: FsspecStore) -> None:
+    counts = _track_in_flight(store.fs, "_pipe_file")
     store.set_many({f"k/{i}": b"v" for i in range(30)})
-    assert calls == [30] and len(list(store.list_prefix("k/"))) == 30
+    assert counts[0] == 30 and counts[2] > 1
+    assert len(list(store.list_prefix("k/"))) == 30
 
 
 @pytest.mark.parametrize("shards", [None, (16, 8)])

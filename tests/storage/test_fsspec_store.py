@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import torchzarr as tz
 from torchzarr.errors import (
+    InvalidArgumentError,
     InvalidKeyError,
     MissingDependencyError,
     ReadOnlyError,
@@ -374,7 +375,7 @@ def test_unknown_protocol_and_bad_urls() -> None:
     for url in ["s3://", "gs:///", "simplecache::s3://b/k", ""]:
         with pytest.raises(UnknownStoreError):
             FsspecStore(url)
-    with pytest.raises(UnknownStoreError, match="retries=-1"):
+    with pytest.raises(InvalidArgumentError, match=r"'memory://x'.*'retries'.*-1"):
         FsspecStore("memory://x", retries=-1)
 
 

@@ -278,14 +278,14 @@ def test_fsspec_store_permission_error_is_not_retried(clock: list[float]) -> Non
 def test_missing_s3_bucket_is_not_retried(s3_server: Any, clock: list[float]) -> None:
     url = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/data"
     store = FsspecStore(url, s3_server.storage_options, retries=5, retry_backoff=1.0)
-    inner = store.fs.cat_ranges
+    inner = store.fs._cat_file
     calls: list[int] = []
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    async def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return inner(*args, **kwargs)
+        return await inner(*args, **kwargs)
 
-    store.fs.cat_ranges = counting
+    store.fs._cat_file = counting
     with pytest.raises(StoreError, match=rf"bucket or container 'no-such-bucket-.*{url}"):
         store.get("zarr.json")
     assert len(calls) == 1 and clock == [0.0]  # no retry, no wait

@@ -7,18 +7,10 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
 
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
-from torchzarr.storage.base import (
-    Buffer,
-    ByteRange,
-    Store,
-    validate_dir_prefix,
-    validate_key,
-    validate_prefix,
-)
+from torchzarr.storage.base import Buffer, ByteRange, Store, validate_dir_prefix, validate_prefix
 from torchzarr.storage.fsspec_errors import (
     batch_label,
     bucket_is_gone,
@@ -26,28 +18,27 @@ from torchzarr.storage.fsspec_errors import (
     is_range_error,
     missing_dependency,
 )
+from torchzarr.storage.fsspec_paths import HTTP_PROTOCOLS, LOCAL_PROTOCOLS, KeyPaths
+from torchzarr.storage.fsspec_requests import close_connections, read_ranges, write_all
+from torchzarr.storage.fsspec_settings import (
+    BUCKET_PROTOCOLS,
+    FROM_CONFIG,
+    split_settings,
+    store_settings,
+)
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer
-from torchzarr.storage.key_names import spells_a_key
-from torchzarr.storage.local import is_temporary
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
 
-#: read-only; keys are percent-encoded in URLs, and answers checked (http_answers)
-_HTTP = frozenset({"http", "https"})
-#: protocols whose first path component is a bucket or container that must exist
-_BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss"})
 #: protocols that answer suffix ranges (``bytes=-n``) themselves; Azure Blob cannot, so a
 #: batched size lookup comes first there
 _NATIVE_SUFFIX = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file", "local"})
 _GLOB_CHARS = frozenset("*?[")
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
-#: URL schemes that fsspec spells differently
-_ALIASES = {"azure": "az"}
 _RAISE: Any = object()
 _ASK: Any = object()
-_CONFIG: Any = object()  # "take the default of tz.config"
 # filesystems of the parent, kept alive in a forked child so that their finalizers never
 # try to close sessions on the parent's event loop, whose thread does not exist there
 _ORPHANS: list[Any] = []
@@ -56,14 +47,17 @@ _ORPHANS: list[Any] = []
 class FsspecStore(Store):
     """A Store over any fsspec filesystem: ``s3://``, ``gs://``, ``az://``, ``http(s)://`` ...
 
-    Reads and writes of many keys are one batched fsspec call (``cat_ranges`` / ``pipe``),
-    which async filesystems run concurrently. The filesystem is created on first use, once
-    per process: the store pickles as ``(url, storage_options, read_only, ...)`` and a forked
-    child opens its own filesystem and event loop. Transient errors (timeouts, dropped
-    connections, throttling, 5xx) are retried ``retries`` times with exponential backoff
-    from ``retry_backoff`` seconds; each call to an async filesystem is bounded by
-    ``timeout`` seconds. ``http(s)://`` stores are read-only; ``file://`` writes are atomic
-    (temporary file and rename, through LocalStore).
+    Reads and writes of many keys run their requests concurrently (one batched fsspec call
+    over a sync filesystem). The filesystem is created on first use, once per process: the
+    store pickles as ``(url, storage_options, read_only, ...)`` and a forked child opens
+    its own filesystem and event loop. Transient errors (timeouts, dropped connections,
+    throttling, 5xx) are retried ``retries`` times with exponential backoff from
+    ``retry_backoff`` seconds. Over an async filesystem one request may take ``timeout``
+    seconds, and a batch of them fails only when none finishes for ``timeout`` seconds;
+    another call (a listing, a bulk delete) is bounded by ``timeout`` as a whole.
+    ``http(s)://`` stores are read-only; ``file://`` writes are atomic (temporary file and
+    rename, through LocalStore). Listings skip names no key can spell (a warning says
+    which, once); deleting a prefix removes them too.
 
     Args:
         url: ``protocol://root``; keys live below ``root``.
@@ -71,7 +65,8 @@ class FsspecStore(Store):
         read_only: refuse writes with ReadOnlyError.
         retries: retries of a transient failure (0 disables retrying).
         retry_backoff: seconds before the first retry; doubled for each further one.
-        timeout: seconds one batched call to an async filesystem may take (None: no bound).
+        timeout: seconds an async filesystem's requests may go without one finishing
+            (None: no bound).
 
     Example:
         >>> store = FsspecStore("memory://doc-example")
@@ -90,35 +85,24 @@ class FsspecStore(Store):
         *,
         retries: int | None = None,
         retry_backoff: float | None = None,
-        timeout: float | None = _CONFIG,
+        timeout: float | None = FROM_CONFIG,
     ) -> None:
-        if not isinstance(url, str) or not url or "::" in url:
-            raise UnknownStoreError(f"an fsspec store needs one plain URL, got {url!r}")
-        protocol, sep, rest = url.partition("://")
-        protocol, rest = (protocol.lower(), rest) if sep else ("file", url)
-        if protocol in _BUCKET_PROTOCOLS and not rest.strip("/"):
-            raise UnknownStoreError(f"URL {url!r} names no bucket or container")
-        retries = config.retries if retries is None else retries
-        retry_backoff = config.retry_backoff if retry_backoff is None else retry_backoff
-        timeout = config.timeout if timeout is _CONFIG else timeout
-        if retries < 0 or retry_backoff < 0 or (timeout is not None and timeout <= 0):
-            raise UnknownStoreError(
-                f"invalid settings for {url!r}: retries={retries} (>= 0), "
-                f"retry_backoff={retry_backoff} (>= 0), timeout={timeout} (> 0 or None)"
-            )
-        self.url, self.protocol = url, protocol
-        self._fs_protocol = _ALIASES.get(protocol, protocol)
-        self._fs_url = f"{self._fs_protocol}://{rest}"
-        self.storage_options: dict[str, Any] = dict(storage_options or {})
-        self.read_only = read_only or protocol in _HTTP
+        settings = store_settings(url, storage_options, retries, retry_backoff, timeout)
+        self.url, self.protocol = url, settings.protocol
+        self._fs_protocol, self._fs_url = settings.fs_protocol, settings.fs_url
+        self.storage_options: dict[str, Any] = settings.storage_options
+        self.read_only = read_only or self.protocol in HTTP_PROTOCOLS
         # the options of the filesystem, and of a key's requests (HTTP answers are checked)
-        self._requests = KeyRequests(self.storage_options, check_answers=protocol in _HTTP)
-        self.retries, self.retry_backoff, self.timeout = retries, retry_backoff, timeout
+        self._requests = KeyRequests(
+            self.storage_options, check_answers=self.protocol in HTTP_PROTOCOLS
+        )
+        self.retries, self.retry_backoff = settings.retries, settings.retry_backoff
+        self.timeout = settings.timeout
         # the deadline is this process's setting: it is not part of the pickled spec
-        self.policy = RetryPolicy(retries, retry_backoff, deadline=config.retry_deadline)
+        self.policy = RetryPolicy(self.retries, self.retry_backoff, deadline=config.retry_deadline)
         self._fs: Any = None
         self._pid = -1
-        self._root = self._prefix = ""
+        self._paths: KeyPaths | None = None
         self._bucket_checked = False
         self._local: Store | None = None
         self._lock, self._lock_pid = threading.Lock(), os.getpid()
@@ -132,9 +116,7 @@ class FsspecStore(Store):
             >>> FsspecStore.from_url("memory://x", {"retries": 0}).retries
             0
         """
-        options = dict(storage_options or {})
-        names = ("read_only", "retries", "retry_backoff", "timeout")
-        settings = {name: options.pop(name) for name in names if name in options}
+        options, settings = split_settings(url, storage_options)
         return cls(url, options, **settings)
 
     def __repr__(self) -> str:
@@ -148,8 +130,8 @@ class FsspecStore(Store):
 
     @property
     def identity(self) -> str:
-        self.fs  # noqa: B018 - the root as the filesystem reads it: memory://a is memory:///a
-        root = self._root if "://" in self._root else f"{self._fs_protocol}://{self._root}"
+        here = self.paths.root  # as the filesystem reads it: memory://a is memory:///a
+        root = here if "://" in here else f"{self._fs_protocol}://{here}"
         if not self.storage_options:
             return root
         digest = hashlib.sha256(repr(sorted(self.storage_options.items())).encode()).hexdigest()
@@ -166,7 +148,10 @@ class FsspecStore(Store):
 
     def close(self) -> None:
         with self._lock:
+            fs, pid = self._fs, self._pid
             self._fs, self._pid = None, -1
+        if fs is not None and pid == os.getpid():  # a parent's belongs to the parent
+            close_connections(fs)
 
     # -- the filesystem, opened lazily once per process ------------------------------------
     @property
@@ -198,34 +183,22 @@ class FsspecStore(Store):
             raise UnknownStoreError(f"cannot open {self.url!r}: {err}") from err
         except Exception as err:
             raise StoreError(f"cannot open {self.url!r}: {describe(err)}") from err
-        self._root = cls._strip_protocol(self._fs_url).rstrip("/")
-        # the normalized path of a key, minus the key: listings are cut with it
-        self._prefix = str(cls._strip_protocol(f"{self._root}/x" if self._root else "x"))[:-1]
-        if self.protocol in ("file", "local"):
+        self._paths = KeyPaths(cls, self._fs_url, self.protocol)
+        if self.protocol in LOCAL_PROTOCOLS:
             from torchzarr.storage.local import LocalStore
 
-            self._local = LocalStore(self._root, read_only=self.read_only)
+            self._local = LocalStore(self._paths.root, read_only=self.read_only)
         self._fs, self._pid = fs, pid
 
-    def _join(self, key: str) -> str:
+    @property
+    def paths(self) -> KeyPaths:
+        """Where the keys live in the filesystem (known once it is open)."""
         self.fs  # noqa: B018 - opening the filesystem sets the root
-        if self.protocol in _HTTP:  # "#", "?" and "%" in a key are part of its path
-            key = quote(key, safe="/")
-        return f"{self._root}/{key}" if self._root and key else self._root or key
+        assert self._paths is not None
+        return self._paths
 
     def _path(self, key: str) -> str:
-        return self._join(validate_key(key))
-
-    def _key_of(self, path: str) -> str | None:
-        norm = str(self.fs._strip_protocol(path))
-        if not norm.startswith(self._prefix) or norm.endswith("/"):
-            return None
-        key = norm[len(self._prefix) :]
-        if self.protocol in _HTTP:  # "?" or "#" unquoted: a link with a query or fragment
-            key = "" if "?" in key or "#" in key else unquote(key)
-        if self._local is not None and is_temporary(key.rpartition("/")[2]):
-            return None  # a LocalStore write in flight
-        return key if key and spells_a_key(key, self._prefix, "FsspecStore") else None
+        return self.paths.path(key)
 
     # -- calls with retries, a timeout and clear errors -------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -274,9 +247,9 @@ class FsspecStore(Store):
         """
         if exc is not None and bucket_is_gone(exc):
             self._bucket_checked = False
-        if self._bucket_checked or self.protocol not in _BUCKET_PROTOCOLS:
+        if self._bucket_checked or self.protocol not in BUCKET_PROTOCOLS:
             return None
-        bucket = self._root.split("/", 1)[0]
+        bucket = self.paths.root.split("/", 1)[0]
         try:
             exists = bool(self._call("exists", bucket))
         except Exception:
@@ -314,7 +287,7 @@ class FsspecStore(Store):
         return data
 
     def _batch(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
-        """Read ``(key, range)`` pairs, one batched call per attempt; missing -> None."""
+        """Read ``(key, range)`` pairs, one batch of requests per attempt; missing -> None."""
         paths = [self._path(key) for key, _ in requests]
         bounds: list[tuple[int | None, int | None]] = [(None, None)] * len(requests)
         for i, (_, rng) in enumerate(requests):
@@ -331,9 +304,7 @@ class FsspecStore(Store):
                 results[i] = _ASK if requests[i][1].length == 0 else b""  # type: ignore[union-attr]
             else:
                 pending.append(i)
-        # s3fs sends a HEAD before each whole-object GET unless told not to split objects
-        s3 = type(self.fs).__name__ == "S3FileSystem"
-        kwargs = self._requests.kwargs(paths) | ({"max_concurrency": 1} if s3 else {})
+        kwargs = self._requests.kwargs(paths)
         made = 0
         labels = [key for key, _ in requests]  # what an error names
         for attempt in self.policy.attempts() if pending else ():
@@ -342,8 +313,8 @@ class FsspecStore(Store):
             starts = [bounds[i][0] for i in pending]
             ends = [bounds[i][1] for i in pending]
             try:
-                out = self._call("cat_ranges", sel, starts, ends, on_error="return", **kwargs)
-            except Exception as exc:  # the whole request failed: no key is to blame alone
+                out = read_ranges(self.fs, sel, starts, ends, self.timeout, **kwargs)
+            except Exception as exc:  # the whole batch failed: no key is to blame alone
                 out = [exc] * len(pending)
                 for i in pending:
                     labels[i] = batch_label(requests[i][0], len(pending))
@@ -410,6 +381,7 @@ class FsspecStore(Store):
     def _check_writable(self, key: str) -> None:
         if self.read_only:
             raise ReadOnlyError(f"cannot write {key!r}: store {self.url!r} is read-only")
+        self.paths.check_root_takes_writes(self.url, key)
 
     def set(self, key: str, value: Buffer) -> None:
         self.set_many({key: value})
@@ -424,22 +396,32 @@ class FsspecStore(Store):
             for key, value in items.items():
                 self._local.set(key, value)  # temp file + rename: readers never see half
             return
+        keys = dict(zip(paths, items, strict=True))  # what an error names
+        if getattr(self.fs, "async_impl", False):
+            failures, made = write_all(self.fs, paths, self.timeout, self.policy)
+            if failures:  # the first key that failed, and how many more did
+                path = next(path for path in paths if path in failures)
+                more = f" (and {len(failures) - 1} more that failed)" if len(failures) > 1 else ""
+                cause = failures[path]
+                raise self._fail(cause, "write", keys[path] + more, made) from cause
+            return
         try:
             self._run("write", batch_label(next(iter(items)), len(paths)), "pipe", paths)
         except StoreError as err:
             if len(paths) == 1:
                 raise
-            self._write_one_by_one(paths, err)
+            self._write_one_by_one(paths, keys, err)
 
-    def _write_one_by_one(self, paths: dict[str, bytes], failure: StoreError) -> None:
+    def _write_one_by_one(
+        self, paths: dict[str, bytes], keys: dict[str, str], failure: StoreError
+    ) -> None:
         """After a batched write failed: each value once on its own, in order, up to the
         first that fails, whose key the error names (a batch's error rarely says which)."""
         for path, value in paths.items():
             try:
                 self._call("pipe_file", path, value)
             except Exception as exc:
-                key = self._key_of(path) or path
-                raise self._fail(exc, "write", key) from failure
+                raise self._fail(exc, "write", keys[path]) from failure
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -452,41 +434,65 @@ class FsspecStore(Store):
         if self._local is not None:
             self._local.delete_many(keys)  # also prunes the directories left empty
             return
+        self._remove(paths, keys[0] if keys else "")
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose name below the root starts with ``prefix``: the keys,
+        and the names no key can spell (``pre//x``, written by other tools), by their path.
+
+        Example:
+            >>> store = FsspecStore("memory://doc-delete-prefix")
+            >>> store.set_many({"a/0": b"x", "a/1": b"y", "b/0": b"z"})
+            >>> store.fs.pipe_file(store.paths.join("a//stray"), b"written by another tool")
+            >>> store.delete_prefix("a/")
+            >>> store.fs.find(store.paths.root)
+            ['/doc-delete-prefix/b/0']
+        """
+        validate_prefix(prefix)
+        self._check_writable(prefix or "/")
+        if self._local is not None:
+            self._local.delete_prefix(prefix)
+            return
+        base = self.paths.listing_base(prefix)
+        self.fs.invalidate_cache(base)
+        found = self._run("list", prefix or "/", "find", base, missing=[])
+        names = [(path, self.paths.name_of(path)) for path in found]
+        doomed = [path for path, name in names if name and name.startswith(prefix)]
+        self._remove(doomed, prefix or "/")
+
+    def _remove(self, paths: list[str], label: str) -> None:
+        """Delete the objects at ``paths`` (missing ones are no error)."""
         # one bulk request where the backend has one (S3, GCS, Azure); rm() globs, so keys
         # with glob characters, and batches with missing keys, go one by one
         single = [p for p in paths if _GLOB_CHARS.intersection(p)]
         batched = [p for p in paths if not _GLOB_CHARS.intersection(p)]
-        if len(batched) > 1 and self._run("delete", keys[0], "rm", batched, missing=0) != 0:
+        if len(batched) > 1 and self._run("delete", label, "rm", batched, missing=0) != 0:
             batched = []
         for path in single + batched:
             self._run("delete", path, "rm_file", path, missing=None)
         if paths:
-            self.fs.invalidate_cache(self._root)
+            self.fs.invalidate_cache(self.paths.root)
 
     # -- listing ------------------------------------------------------------------------------
-    def _listing_base(self, prefix: str) -> str:
-        head = prefix.rstrip("/") if prefix.endswith("/") else prefix.rpartition("/")[0]
-        return self._path(head) if head else self._join("")
-
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
-        base = self._listing_base(prefix)
+        base = self.paths.listing_base(prefix)
         self.fs.invalidate_cache(base)
         for path in self._run("list", prefix or "/", "find", base, missing=[]):
-            key = self._key_of(path)
+            key = self.paths.key_of(path)
             if key is not None and key.startswith(prefix):
                 yield key
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         prefix = validate_dir_prefix(prefix)
-        base = self._listing_base(prefix)
+        base = self.paths.listing_base(prefix)
         self.fs.invalidate_cache(base)
         # detail=True: the entry types tell keys from sub-prefixes in the same request
         entries = self._run("list", prefix or "/", "ls", base, detail=True, missing=[])
         keys: set[str] = set()
         dirs: set[str] = set()
         for entry in entries:
-            rel = self._key_of(str(self.fs._strip_protocol(entry["name"])).rstrip("/"))
+            rel = self.paths.key_of(str(self.fs._strip_protocol(entry["name"])).rstrip("/"))
             child = rel[len(prefix) :] if rel is not None and rel.startswith(prefix) else ""
             if child and "/" not in child:
                 (dirs if entry.get("type") == "directory" else keys).add(child)

@@ -1,10 +1,12 @@
-"""File names that no key can spell (not UTF-8): listings skip them, warning once per path.
+"""Names that no key can spell: listings skip them, warning once per path.
 
 A file system may hold names of any bytes; Python reads bytes that are not UTF-8 as lone
-surrogates, which no store key may hold (``validate_key`` refuses them). Listings of
-stores over file systems skip such names, and say so once per process for each path (a
-listing repeated every epoch, or after ``warnings.catch_warnings`` reset the warning
-registry, does not repeat it).
+surrogates, which no store key may hold (``validate_key`` refuses them). An object store or
+a database may also hold names with an empty, ``.`` or ``..`` component (``pre//x``,
+``pre/b/../c``, written by other tools), which no key may have either. Listings skip such
+names, so that every key a store lists is one it takes back, and say so once per process
+for each path (a listing repeated every epoch, or after ``warnings.catch_warnings`` reset
+the warning registry, does not repeat it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = ["spells_a_key"]
 _WARNED_LIMIT = 4096  # paths remembered; past it the oldest may be warned about again
 _warned: dict[tuple[str, str], None] = {}  # (store kind, path), oldest first
 _warned_lock = threading.Lock()
+_NO_KEY_PARTS = frozenset(("", ".", ".."))
 
 
 def _shown(path: str) -> str:
@@ -31,11 +34,22 @@ def _shown(path: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _first_offence(parts: list[str]) -> tuple[int, str] | None:
+    """The index of the first component no key may have, and why; None if there is none."""
+    for index, part in enumerate(parts):
+        if part in _NO_KEY_PARTS:
+            return index, "it has an empty, '.' or '..' path component"
+        if not part.isascii() and not is_utf8(part):
+            return index, "its name is not UTF-8"
+    return None
+
+
 def spells_a_key(name: str, parent: str, store: str) -> bool:
     """True if ``name``, a ``/``-separated path below ``parent``, can be (part of) a key.
 
-    Otherwise a warning from ``store`` names the path of its first component that is not
-    UTF-8 (a directory warns once for all it holds), once per process and path.
+    Otherwise a warning from ``store`` names the path up to its first component that no
+    key may have (not UTF-8; empty, ``.`` or ``..``), so a directory or prefix warns once
+    for all it holds, once per process and path.
 
     Example:
         >>> spells_a_key("a/caf\\u00e9", "/data", "LocalStore")
@@ -47,20 +61,30 @@ def spells_a_key(name: str, parent: str, store: str) -> bool:
         [False, False]
         >>> [str(w.message) for w in caught]
         ["Doc skips '/data/d\\\\xe9j': its name is not UTF-8, so no key can name it"]
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     spells_a_key("b/../c", "bucket/data", "Doc")
+        False
+        >>> str(caught[0].message)[:40]
+        "Doc skips 'bucket/data/b/..': it has an "
     """
-    if name.isascii() or is_utf8(name):
-        return True
+    if name.isascii() and "/." not in f"/{name}" and "//" not in f"/{name}/":
+        return True  # the common case, decided without splitting
     parts = name.split("/")
-    first = next(i for i, part in enumerate(parts) if not is_utf8(part))
-    path = "/".join([parent.rstrip("/"), *parts[: first + 1]])
+    offence = _first_offence(parts)
+    if offence is None:
+        return True
+    first, reason = offence
+    below = "/".join(parts[: first + 1])
+    if parts[first] == "" and first < len(parts) - 1:
+        below += "/"  # "pre//x": the empty component between the slashes
+    head = parent.rstrip("/")
+    path = f"{head}/{below}" if parent else below
     with _warned_lock:
         if (store, path) in _warned:
             return False
         if len(_warned) >= _WARNED_LIMIT:
             del _warned[next(iter(_warned))]
         _warned[store, path] = None
-    warnings.warn(
-        f"{store} skips '{_shown(path)}': its name is not UTF-8, so no key can name it",
-        stacklevel=3,
-    )
+    warnings.warn(f"{store} skips '{_shown(path)}': {reason}, so no key can name it", stacklevel=3)
     return False

@@ -10,10 +10,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.key_names import spells_a_key
 
 __all__ = ["RedisStore"]
 
 _BATCH = 1000  # keys per MGET / MSET / DEL command
+#: the largest value a Redis server takes by default (its proto-max-bulk-len): a longer
+#: one makes the server drop the connection while it is still being sent
+MAX_VALUE_BYTES = 512 << 20
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]^\\"})
 
 
@@ -42,6 +46,9 @@ class RedisStore(Store):
     The client (and its connection pool) is created on first use, once per process, so a
     forked DataLoader worker opens its own connections. ``get_many`` is one ``MGET`` per
     batch of keys, ``set_many`` one ``MSET`` (atomic), ``get_range`` one ``GETRANGE``.
+    Listings skip names below the prefix that no key can spell (not UTF-8; an empty, ``.``
+    or ``..`` component), with a warning once per name; ``delete_prefix`` removes them too.
+    Values are limited to 512 MiB, as by a Redis server's default ``proto-max-bulk-len``.
 
     Args:
         url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS); ``db`` is
@@ -227,18 +234,31 @@ class RedisStore(Store):
         return int(self._run("read", key, self.client.strlen, self._name(key)))
 
     # -- writes -------------------------------------------------------------------------------
+    def _check_size(self, key: str, value: bytes) -> bytes:
+        if len(value) > MAX_VALUE_BYTES:
+            raise StoreError(
+                f"cannot write {key!r} at {_redact(self.url)!r}: its value of {len(value)} "
+                f"bytes is over Redis's limit of {MAX_VALUE_BYTES} bytes (512 MiB) per value "
+                "(use smaller chunks or shards, or another store)"
+            )
+        return value
+
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
-        self._run("write", key, self.client.set, self._name(key), bytes(value))
+        name = self._name(key)
+        self._run("write", key, self.client.set, name, self._check_size(key, bytes(value)))
 
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         for key in items:
             self._check_writable(key)
-        pairs = {self._name(key): bytes(value) for key, value in items.items()}
-        names = list(pairs)
-        for i in range(0, len(names), _BATCH):
-            batch = {name: pairs[name] for name in names[i : i + _BATCH]}
-            self._run("write", names[i].decode(), self.client.mset, batch)
+        # every key and size is checked before the first batch is sent
+        pairs = {
+            key: (self._name(key), self._check_size(key, bytes(v))) for key, v in items.items()
+        }
+        keys = list(pairs)
+        for i in range(0, len(keys), _BATCH):
+            batch = dict(pairs[key] for key in keys[i : i + _BATCH])
+            self._run("write", keys[i], self.client.mset, batch)
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -247,18 +267,45 @@ class RedisStore(Store):
         keys = list(keys)
         for key in keys:
             self._check_writable(key)
-        names = [self._name(key) for key in keys]
+        self._delete_names([self._name(key) for key in keys], keys)
+
+    def _delete_names(self, names: Sequence[bytes], labels: Sequence[str]) -> None:
+        """Delete Redis ``names``; an error names the first key (``labels``) of its batch."""
         for i in range(0, len(names), _BATCH):
-            self._run("delete", keys[i], self.client.delete, *names[i : i + _BATCH])
+            self._run("delete", labels[i], self.client.delete, *names[i : i + _BATCH])
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every name below the store's prefix that starts with ``prefix``: the keys,
+        and the names no key can spell (written by other clients).
+
+        Example:
+            >>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="experiments")
+            >>> store.delete_prefix("run1/")  # doctest: +SKIP
+        """
+        validate_prefix(prefix)
+        self._check_writable(prefix or "/")
+        names = self._names_below(prefix)
+        start = len(self.prefix.encode())
+        self._delete_names(
+            names, [name[start:].decode(errors="backslashreplace") for name in names]
+        )
 
     # -- listing ------------------------------------------------------------------------------
+    def _names_below(self, prefix: str) -> list[bytes]:
+        """The Redis names that start with the store's prefix and ``prefix``, as stored."""
+        pattern = (self.prefix + prefix).translate(_GLOB) + "*"
+
+        def scan() -> list[bytes]:
+            names = self.client.scan_iter(match=pattern.encode(), count=1000)
+            return sorted({bytes(name) for name in names})
+
+        return list(self._run("list", prefix or "/", scan))
+
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
-        pattern = (self.prefix + prefix).translate(_GLOB) + "*"
-        start = len(self.prefix)
-
-        def scan() -> list[str]:
-            names = self.client.scan_iter(match=pattern.encode(), count=1000)
-            return sorted({bytes(name).decode()[start:] for name in names})
-
-        return iter(self._run("list", prefix or "/", scan))
+        start = len(self.prefix.encode())
+        # bytes that are not UTF-8 read as lone surrogates, which spells_a_key refuses
+        keys = [
+            name[start:].decode("utf-8", "surrogateescape") for name in self._names_below(prefix)
+        ]
+        return iter([key for key in keys if key and spells_a_key(key, self.prefix, "RedisStore")])

@@ -1,0 +1,61 @@
+"""FsspecStore settings (retries, retry_backoff, timeout, storage_options) are checked up front."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import torchzarr as tz
+from torchzarr.config import config
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.storage.fsspec_store import FsspecStore
+
+URL = "s3://bucket/x"
+
+BAD_SETTINGS = [
+    {"timeout": "5"},
+    {"timeout": math.nan},
+    {"timeout": 0},
+    {"timeout": math.inf},
+    {"retries": "3"},
+    {"retries": 1.5},
+    {"retries": True},
+    {"retries": -1},
+    {"retry_backoff": "0.1"},
+    {"retry_backoff": math.inf},
+    {"retry_backoff": -0.5},
+]
+
+
+@pytest.mark.parametrize("setting", BAD_SETTINGS, ids=repr)
+def test_bad_settings_are_refused_naming_the_setting_and_the_url(setting: dict[str, Any]) -> None:
+    (name,) = setting
+    with pytest.raises(InvalidArgumentError) as from_config:
+        config.set(**setting)
+    message = rf"'{URL}'.*setting '{name}'"
+    with pytest.raises(InvalidArgumentError, match=message) as from_store:
+        FsspecStore(URL, **setting)
+    assert str(from_config.value) in str(from_store.value)  # the checks of tz.config.set
+    with pytest.raises(InvalidArgumentError, match=message):
+        FsspecStore.from_url(URL, {"anon": True, **setting})
+    with pytest.raises(InvalidArgumentError, match=message):  # before any request
+        tz.open_array(URL, mode="r", storage_options={"anon": True, **setting})
+
+
+def test_storage_options_must_be_a_mapping() -> None:
+    with pytest.raises(ArgumentTypeError, match=r"storage_options of 's3://bucket/x'.*'anon'"):
+        FsspecStore(URL, "anon")  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match=r"storage_options of 's3://bucket/x'.*list"):
+        FsspecStore.from_url(URL, [("anon", True)])  # type: ignore[arg-type]
+
+
+def test_good_settings_and_defaults() -> None:
+    store = FsspecStore.from_url(URL, {"retries": 0, "retry_backoff": 0, "timeout": None})
+    assert (store.retries, store.retry_backoff, store.timeout) == (0, 0, None)
+    assert store.storage_options == {}
+    with config.set(retries=7, timeout=9.5):
+        store = FsspecStore(URL, {"anon": True}, retries=None)
+    assert (store.retries, store.timeout) == (7, 9.5)
+    assert store.storage_options == {"anon": True}

@@ -1,0 +1,93 @@
+"""The store's timeout over an async filesystem: it bounds stalled requests, not batch sizes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from fsspec.asyn import AsyncFileSystem
+from fsspec.registry import _registry, known_implementations
+
+from torchzarr.errors import StoreError
+from torchzarr.storage.fsspec_store import FsspecStore
+
+PROTOCOL = "pacedtest"
+
+
+class PacedFileSystem(AsyncFileSystem):
+    """Objects in memory; each request takes ``pace`` seconds, one for a path in ``hang``
+    never answers."""
+
+    protocol = PROTOCOL
+
+    def __init__(self, pace: float = 0.0, hang: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pace, self.hang = pace, frozenset(hang)
+        self.objects: dict[str, bytes] = {}
+        self.requests = 0
+
+    async def _answer(self, path: str) -> None:
+        self.requests += 1
+        if path in self.hang:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.pace)
+
+    async def _cat_file(self, path: str, start: Any = None, end: Any = None, **kw: Any) -> bytes:
+        await self._answer(path)
+        if path not in self.objects:
+            raise FileNotFoundError(path)
+        return self.objects[path][start:end]
+
+    async def _pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
+        await self._answer(path)
+        self.objects[path] = bytes(value)
+
+
+@pytest.fixture(autouse=True)
+def _paced_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_registry, PROTOCOL, PacedFileSystem)
+    monkeypatch.setitem(known_implementations, PROTOCOL, {"class": "PacedFileSystem"})
+
+
+def _store(timeout: float = 0.5, **options: Any) -> FsspecStore:
+    return FsspecStore(f"{PROTOCOL}://data", options, retries=1, retry_backoff=0, timeout=timeout)
+
+
+ITEMS = {f"c/{i}": bytes([i]) * 10 for i in range(100)}
+
+
+def test_a_batch_longer_than_the_timeout_reads_while_requests_keep_finishing() -> None:
+    store = _store(timeout=1, batch_size=1)  # one request at a time: 100 of 0.03 s each
+    store.set_many(ITEMS)
+    store.fs.pace, store.fs.requests = 0.03, 0
+    assert store.get_many(list(ITEMS)) == ITEMS
+    assert store.fs.requests == len(ITEMS)  # nothing timed out, nothing was sent again
+
+
+def test_a_batch_longer_than_the_timeout_is_written_once() -> None:
+    store = _store(timeout=1, batch_size=1, pace=0.03)
+    store.set_many(ITEMS)
+    assert store.fs.requests == len(ITEMS)
+    assert store.fs.objects == {f"data/{key}": value for key, value in ITEMS.items()}
+
+
+def test_a_read_that_never_answers_times_out_naming_its_key() -> None:
+    store = _store(hang=("data/c/7",))
+    store.fs.objects.update({f"data/{key}": ITEMS[key] for key in list(ITEMS)[:10]})
+    with pytest.raises(StoreError) as info:
+        store.get_many(list(ITEMS)[:10])
+    message = str(info.value)
+    assert message.startswith("cannot read 'c/7' at 'pacedtest://data' after 2 attempts")
+    assert "TimeoutError: no request finished within the store's timeout of 0.5 s" in message
+
+
+def test_writes_that_never_answer_time_out_naming_the_first_key() -> None:
+    store = _store(hang=("data/c/3", "data/c/5"))
+    with pytest.raises(StoreError) as info:
+        store.set_many(ITEMS)
+    message = str(info.value)
+    assert message.startswith("cannot write 'c/3 (and 1 more that failed)' at 'pacedtest://data'")
+    assert "after 2 attempts: TimeoutError" in message
+    written = {f"data/{key}" for key in ITEMS} - {"data/c/3", "data/c/5"}
+    assert set(store.fs.objects) == written  # the others were written, each once

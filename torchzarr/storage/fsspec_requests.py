@@ -1,0 +1,208 @@
+"""Many requests of an async fsspec filesystem at once, bounded by a timeout on stalls.
+
+fsspec's batched calls (``cat_ranges``, ``pipe``) take one ``timeout`` for the whole call:
+a batch of a thousand small reads, or of 256 MiB over a slow link, then fails although
+no request was slow. Nor can a timeout per coroutine tell a slow request from one that
+waits for a free connection of the client's pool (ten for s3fs). These run the same
+requests, as many at once as the filesystem's ``batch_size`` allows (as its batched calls
+do), and time out only when none of those running finishes for ``timeout`` seconds: one
+request may take ``timeout`` seconds, and a batch that keeps making progress never fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from torchzarr.storage.retry import RetryPolicy, is_transient
+
+__all__ = [
+    "close_connections",
+    "read_each",
+    "read_ranges",
+    "write_all",
+    "write_each",
+]
+
+#: filesystems whose batched calls read (and, for Azure, write) each object in one stream,
+#: as the requests of a batch already run side by side (s3fs would send a HEAD first)
+_ONE_STREAM_READS = frozenset({"S3FileSystem", "AzureBlobFileSystem"})
+_ONE_STREAM_WRITES = frozenset({"AzureBlobFileSystem"})
+
+
+def _run_each(
+    fs: Any, start: Callable[[int], Coroutine[Any, Any, Any]], count: int, timeout: float | None
+) -> list[Any]:
+    """``start(i)`` for ``i < count`` on ``fs``'s event loop, ``batch_size`` at a time;
+    results in order, each failure in place. When none of the requests running finishes
+    for ``timeout`` seconds, they and those not yet started fail with a TimeoutError (a
+    transient error: retried)."""
+    from fsspec.asyn import _get_batch_size, sync
+
+    limit = fs.batch_size or _get_batch_size(nofiles=True)  # as fsspec's batched calls
+    limit = count if limit < 0 else limit
+
+    async def run_all() -> list[Any]:
+        results: list[Any] = [None] * count
+        running: dict[asyncio.Future[Any], int] = {}
+        started = 0
+        while running or started < count:
+            while len(running) < limit and started < count:
+                running[asyncio.ensure_future(start(started))] = started
+                started += 1
+            done, _ = await asyncio.wait(running, timeout=timeout, return_when="FIRST_COMPLETED")
+            for task in done:
+                index = running.pop(task)
+                error = task.exception()
+                results[index] = task.result() if error is None else error
+            if not done:  # none finished for `timeout` seconds: what runs is stalled
+                stalled = TimeoutError(
+                    f"no request finished within the store's timeout of {timeout:g} s "
+                    f"({len(running)} in flight)"
+                )
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running, timeout=timeout)  # a bounded wait: let them end
+                for index in [*running.values(), *range(started, count)]:
+                    results[index] = stalled
+                break
+        return results
+
+    return list(sync(fs.loop, run_all))
+
+
+def read_each(
+    fs: Any,
+    paths: Sequence[str],
+    starts: Sequence[int | None],
+    ends: Sequence[int | None],
+    timeout: float | None,
+    **kwargs: Any,
+) -> list[Any]:
+    """What ``fs.cat_ranges(paths, starts, ends, on_error="return")`` gives (bytes or an
+    exception per range), failing the requests only when they stall for ``timeout`` s.
+
+    Example:
+        >>> from fsspec.asyn import AsyncFileSystem
+        >>> class Slow(AsyncFileSystem):  # a path says how many seconds its answer takes
+        ...     async def _cat_file(self, path, start=None, end=None, **kwargs):
+        ...         await asyncio.sleep(float(path))
+        ...         return path.encode()
+        >>> got = read_each(Slow(skip_instance_cache=True), ["0", "60"], [None] * 2, [None] * 2, 1)
+        >>> got[0], str(got[1])
+        (b'0', "no request finished within the store's timeout of 1 s (1 in flight)")
+    """
+    if type(fs).__name__ in _ONE_STREAM_READS:
+        kwargs.setdefault("max_concurrency", 1)
+
+    def start(i: int) -> Coroutine[Any, Any, Any]:
+        return fs._cat_file(paths[i], start=starts[i], end=ends[i], **kwargs)
+
+    return _run_each(fs, start, len(paths), timeout)
+
+
+def write_each(fs: Any, values: Mapping[str, bytes], timeout: float | None) -> list[Any]:
+    """What ``fs.pipe(values)`` does, with a result per path (None, or the exception it
+    raised), failing the requests only when they stall for ``timeout`` seconds.
+
+    Example:
+        >>> from fsspec.asyn import AsyncFileSystem
+        >>> class Objects(AsyncFileSystem):
+        ...     async def _pipe_file(self, path, value, **kwargs):
+        ...         if path.startswith("/"):
+        ...             raise PermissionError(path)
+        >>> write_each(Objects(skip_instance_cache=True), {"a": b"1", "/b": b"2"}, timeout=5)
+        [None, PermissionError('/b')]
+    """
+    paths = list(values)
+    kwargs = {"max_concurrency": 1} if type(fs).__name__ in _ONE_STREAM_WRITES else {}
+
+    def start(i: int) -> Coroutine[Any, Any, Any]:
+        return fs._pipe_file(paths[i], values[paths[i]], **kwargs)
+
+    return _run_each(fs, start, len(paths), timeout)
+
+
+def read_ranges(
+    fs: Any,
+    paths: list[str],
+    starts: list[Any],
+    ends: list[Any],
+    timeout: float | None,
+    **kwargs: Any,
+) -> list[Any]:
+    """Bytes or an exception per range: :func:`read_each` over an async filesystem (its
+    ``cat_ranges`` would bound the whole batch by the timeout), else ``fs.cat_ranges``.
+
+    Example:
+        >>> import fsspec
+        >>> fs = fsspec.filesystem("memory")
+        >>> fs.pipe_file("/doc-read-ranges/k", b"abc")
+        >>> read_ranges(fs, ["/doc-read-ranges/k", "/doc-read-ranges/no"], [1, 0], [None, 1], 5)
+        [b'bc', FileNotFoundError('/doc-read-ranges/no')]
+    """
+    if getattr(fs, "async_impl", False):
+        return read_each(fs, paths, starts, ends, timeout, **kwargs)
+    return list(fs.cat_ranges(paths, starts, ends, on_error="return", **kwargs))
+
+
+def write_all(
+    fs: Any, values: Mapping[str, bytes], timeout: float | None, policy: RetryPolicy
+) -> tuple[dict[str, BaseException], int]:
+    """Write ``values`` (path -> bytes) with :func:`write_each`; those that fail
+    transiently are sent again, as ``policy`` allows. Returns the failures left, by path,
+    and the attempts made.
+
+    Example:
+        >>> from fsspec.asyn import AsyncFileSystem
+        >>> class Flaky(AsyncFileSystem):  # each path fails once, then is written
+        ...     tried = set()
+        ...     async def _pipe_file(self, path, value, **kwargs):
+        ...         if path not in self.tried:
+        ...             self.tried.add(path)
+        ...             raise ConnectionResetError(path)
+        >>> write_all(Flaky(skip_instance_cache=True), {"a": b"1"}, 5, RetryPolicy(backoff=0))
+        ({}, 2)
+    """
+    failures: dict[str, BaseException] = {}
+    pending, made = list(values), 0
+    for attempt in policy.attempts():
+        made = attempt + 1
+        try:
+            out = write_each(fs, {path: values[path] for path in pending}, timeout)
+        except Exception as exc:  # the whole batch failed
+            out = [exc] * len(pending)
+        for path, result in zip(pending, out, strict=True):
+            if isinstance(result, BaseException):
+                failures[path] = result
+            else:
+                failures.pop(path, None)
+        pending = [path for path in pending if is_transient(failures.get(path))]
+        if not pending:
+            break
+    return failures, made
+
+
+def close_connections(fs: Any) -> None:
+    """Close the connections of an adlfs filesystem now, rather than at exit.
+
+    adlfs closes its service client in a ``weakref.finalize`` that holds the filesystem
+    itself, so the filesystem is never collected and every store opened and closed kept
+    its pooled sockets. Other filesystems close theirs once they are dropped. Errors are
+    ignored: the connections are being let go.
+
+    Example:
+        >>> import fsspec
+        >>> close_connections(fsspec.filesystem("memory"))  # nothing to close
+    """
+    if type(fs).__name__ != "AzureBlobFileSystem" or fs.loop is None:
+        return
+    client = getattr(fs, "service_client", None)
+    if client is None:
+        return
+    from fsspec.asyn import sync
+
+    with contextlib.suppress(Exception):
+        sync(fs.loop, client.close)

@@ -1,0 +1,120 @@
+"""The settings of an ``FsspecStore``: its URL, ``storage_options`` and retry settings, checked.
+
+``retries``, ``retry_backoff`` and ``timeout`` get the checks ``tz.config.set`` makes (a
+``Config`` is made with them), whether they are passed to the store or ride in
+``storage_options``, so a string, a NaN or a fraction of a retry is refused up front, with
+an error naming the setting and the URL, instead of failing later inside a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torchzarr.config import Config, config
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
+
+__all__ = [
+    "BUCKET_PROTOCOLS",
+    "FROM_CONFIG",
+    "SETTING_NAMES",
+    "StoreSettings",
+    "split_settings",
+    "store_settings",
+]
+
+#: protocols whose first path component is a bucket or container that must exist
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss"})
+#: URL schemes that fsspec spells differently
+_ALIASES = {"azure": "az"}
+#: store settings that may ride in ``storage_options`` (the rest goes to fsspec)
+SETTING_NAMES = ("read_only", "retries", "retry_backoff", "timeout")
+FROM_CONFIG: Any = object()  # "take the default of tz.config" (None means "unbounded")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """An FsspecStore's URL taken apart, its fsspec options and its checked retry settings."""
+
+    protocol: str  # as the URL spells it, in lower case
+    fs_protocol: str  # as fsspec spells it
+    fs_url: str
+    storage_options: dict[str, Any]
+    retries: int
+    retry_backoff: float
+    timeout: float | None
+
+
+def split_settings(
+    url: str, storage_options: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``storage_options`` of ``url`` as (fsspec options, store settings: ``retries`` ...).
+
+    Example:
+        >>> split_settings("s3://b/x", {"anon": True, "retries": 2})
+        ({'anon': True}, {'retries': 2})
+    """
+    options = dict(_mapping(f"storage_options of {url!r}", storage_options))
+    settings = {name: options.pop(name) for name in SETTING_NAMES if name in options}
+    return options, settings
+
+
+def _mapping(what: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(
+            f"{what} must be a mapping of fsspec options (such as {{'anon': True}}), "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    return value
+
+
+def _checked(url: str, name: str, value: Any) -> Any:
+    """``value`` of setting ``name`` if ``tz.config.set`` takes it, else a clear error."""
+    try:
+        Config(**{name: value})  # its checks are those of tz.config.set
+    except InvalidArgumentError as err:
+        raise type(err)(f"invalid store setting for {url!r}: {err}") from None
+    return value
+
+
+def store_settings(
+    url: Any,
+    storage_options: Any,
+    retries: Any = None,
+    retry_backoff: Any = None,
+    timeout: Any = FROM_CONFIG,
+) -> StoreSettings:
+    """Check an FsspecStore's arguments; ``None`` (``FROM_CONFIG`` for ``timeout``) takes
+    the setting of ``tz.config``.
+
+    Example:
+        >>> store_settings("AZURE://c/data", None, retries=0).fs_url
+        'az://c/data'
+        >>> store_settings("s3://b/x", {}, retries=1.5)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidArgumentError: invalid store setting for 's3://b/x': \
+setting 'retries' must be a non-negative int, got 1.5
+    """
+    if not isinstance(url, str) or not url or "::" in url:
+        raise UnknownStoreError(f"an fsspec store needs one plain URL, got {url!r}")
+    protocol, sep, rest = url.partition("://")
+    protocol, rest = (protocol.lower(), rest) if sep else ("file", url)
+    if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):
+        raise UnknownStoreError(f"URL {url!r} names no bucket or container")
+    options = dict(_mapping(f"storage_options of {url!r}", storage_options))
+    fs_protocol = _ALIASES.get(protocol, protocol)
+    return StoreSettings(
+        protocol=protocol,
+        fs_protocol=fs_protocol,
+        fs_url=f"{fs_protocol}://{rest}",
+        storage_options=options,
+        retries=_checked(url, "retries", config.retries if retries is None else retries),
+        retry_backoff=_checked(
+            url, "retry_backoff", config.retry_backoff if retry_backoff is None else retry_backoff
+        ),
+        timeout=_checked(url, "timeout", config.timeout if timeout is FROM_CONFIG else timeout),
+    )
