@@ -132,3 +132,26 @@ def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingDependencyError, match="pip install redis"):
         RedisStore("redis://127.0.0.1:1/0").get("k")
+
+
+def test_the_identity_names_the_database_whichever_way_it_is_given() -> None:
+    def identity(url: str, **options: Any) -> str:
+        return RedisStore(url, prefix="exp", **options).identity
+
+    same = {
+        identity("redis://Cache:6379"),
+        identity("redis://cache"),
+        identity("redis://cache:6379/0"),
+        identity("redis://user:secret@cache:6379/0"),  # credentials reach the same data
+        identity("redis://cache:6379", db=0),
+    }
+    assert same == {"redis://cache:6379/0#exp/"}
+    other = [
+        identity("redis://cache:6379", db=1),
+        identity("redis://cache:6379/1"),
+        identity("redis://cache:6379?db=1"),
+    ]
+    assert set(other) == {"redis://cache:6379/1#exp/"}
+    assert identity("redis://cache:6379/2", db=1) == "redis://cache:6379/2#exp/"  # the URL wins
+    assert identity("redis://cache:6380") != identity("redis://cache:6379")
+    assert identity("unix:///run/redis.sock", db=3) == "unix:///run/redis.sock?db=3#exp/"

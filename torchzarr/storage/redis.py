@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
@@ -28,6 +28,21 @@ def _check_db(url: str, db: str) -> None:
             f"{_redact(url)!r}: the Redis database must be a number, got {db!r} "
             "(write redis://host:port/db/prefix, e.g. redis://host:6379/0/" + db + ")"
         )
+
+
+def _database(parts: Any, client_options: Mapping[str, Any]) -> int | str:
+    """The database a client of the URL ``parts`` and ``client_options`` uses, as
+    ``redis.Redis.from_url`` picks it: the ``db`` query option, the URL's path, the ``db``
+    option, else 0."""
+    query = parse_qs(parts.query).get("db")
+    path = parts.path.strip("/") if parts.scheme != "unix" else ""
+    for found in (query[0] if query else None, path, client_options.get("db")):
+        if found not in (None, ""):
+            try:
+                return int(found)
+            except (TypeError, ValueError):  # the client refuses it when it connects
+                return str(found)
+    return 0
 
 
 def _redact(url: str) -> str:
@@ -128,7 +143,19 @@ class RedisStore(Store):
 
     @property
     def identity(self) -> str:
-        return f"{_redact(self.url)}#{self.prefix}"
+        """The server, the database and the prefix, spelt one way: ``redis://h:6379`` and
+        ``redis://h:6379/0`` are one database, ``db=1`` given as an option another.
+
+        Example:
+            >>> RedisStore("redis://Cache", prefix="a", db=2).identity
+            'redis://cache:6379/2#a/'
+        """
+        parts = urlsplit(self.url)
+        db = _database(parts, self.client_options)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}?db={db}#{self.prefix}"
+        host = (parts.hostname or "localhost").lower()
+        return f"{parts.scheme}://{host}:{parts.port or 6379}/{db}#{self.prefix}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {
