@@ -59,3 +59,14 @@ def test_good_settings_and_defaults() -> None:
         store = FsspecStore(URL, {"anon": True}, retries=None)
     assert (store.retries, store.timeout) == (7, 9.5)
     assert store.storage_options == {"anon": True}
+
+
+def test_numpy_numbers_count_as_the_python_numbers() -> None:
+    np = pytest.importorskip("numpy")
+    store = FsspecStore(
+        URL, retries=np.int64(2), retry_backoff=np.float32(0.5), timeout=np.float64(4.5)
+    )
+    assert (store.retries, store.retry_backoff, store.timeout) == (2, 0.5, 4.5)
+    assert type(store.retries) is int and type(store.timeout) is float
+    with pytest.raises(InvalidArgumentError, match="retries"):
+        FsspecStore(URL, retries=np.float64(1.5))

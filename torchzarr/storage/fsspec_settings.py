@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from torchzarr.config import Config, config
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 
@@ -72,7 +74,10 @@ def _mapping(what: str, value: Any) -> Mapping[str, Any]:
 
 
 def _checked(url: str, name: str, value: Any) -> Any:
-    """``value`` of setting ``name`` if ``tz.config.set`` takes it, else a clear error."""
+    """``value`` of setting ``name`` if ``tz.config.set`` takes it, else a clear error
+    (a numpy number, as configs read with numpy give, counts as the Python number)."""
+    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
+        value = value.item()
     try:
         Config(**{name: value})  # its checks are those of tz.config.set
     except InvalidArgumentError as err:
