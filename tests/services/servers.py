@@ -219,6 +219,16 @@ class RedisService:
         return f"{name}-{uuid.uuid4().hex[:10]}"
 
 
+#: the fixtures of the object-store servers, by the name tests are parametrized with
+OBJECT_STORE_FIXTURES = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azurite_server"}
+
+
+@pytest.fixture(params=list(OBJECT_STORE_FIXTURES))
+def service(request: pytest.FixtureRequest) -> Service:
+    """Each object-store server in turn: S3 (moto), GCS (emulator), Azure (Azurite)."""
+    return request.getfixturevalue(OBJECT_STORE_FIXTURES[request.param])
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisService]:
     """redis-server on a free 127.0.0.1 port, without persistence, stopped at the end."""

@@ -21,13 +21,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.services
 
-FIXTURES = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azurite_server"}
-
-
-@pytest.fixture(params=list(FIXTURES))
-def service(request: pytest.FixtureRequest) -> Service:
-    return request.getfixturevalue(FIXTURES[request.param])
-
 
 def _s3_client(service: Service) -> Any:
     import boto3

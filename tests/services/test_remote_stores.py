@@ -22,13 +22,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.services
 
-FIXTURES = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azurite_server"}
-
-
-@pytest.fixture(params=list(FIXTURES))
-def service(request: pytest.FixtureRequest) -> Service:
-    return request.getfixturevalue(FIXTURES[request.param])
-
 
 @pytest.fixture
 def store(service: Service) -> FsspecStore:
