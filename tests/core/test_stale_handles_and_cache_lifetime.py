@@ -99,15 +99,12 @@ def test_a_resize_through_a_handle_of_an_array_replaced_by_other_chunks_is_a_cle
     assert kept.shape == (8,) and torch.equal(kept[:], torch.arange(1.0, 9.0))
 
 
+_V2_FLOATS = {"zarr_format": 2, "shape": [8], "chunks": [4], "dtype": "<f4", "fill_value": 0.0}
 _SPELLED_SHORT = {  # codecs written without the settings numcodecs and zarr-python fill in
     "v2 blosc without blocksize": (
         ".zarray",
         {
-            "zarr_format": 2,
-            "shape": [8],
-            "chunks": [4],
-            "dtype": "<f4",
-            "fill_value": 0.0,
+            **_V2_FLOATS,
             "order": "C",
             "filters": None,
             "compressor": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1},
@@ -116,11 +113,7 @@ _SPELLED_SHORT = {  # codecs written without the settings numcodecs and zarr-pyt
     "v2 delta without astype": (
         ".zarray",
         {
-            "zarr_format": 2,
-            "shape": [8],
-            "chunks": [4],
-            "dtype": "<f4",
-            "fill_value": 0.0,
+            **_V2_FLOATS,
             "order": "C",
             "filters": [{"id": "delta", "dtype": "<f4"}],
             "compressor": None,
