@@ -22,6 +22,21 @@ from torchzarr.storage.sqlite import SQLiteStore
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 FORK = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
 DEADLINE = 120  # seconds: a deadline for a hang, not a timing
+
+
+def _run_script(script: str, *args: str, timeout: int = DEADLINE) -> str:
+    """The output of ``script`` run in a fresh interpreter with ``args``; it must succeed.
+
+    Forking pytest itself while threads run is best avoided, and a C-level fork or a hang
+    must not take the test session with it.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 VALUES = torch.arange(1.0, 101.0)
 
 
@@ -207,14 +222,8 @@ def test_child_of_a_fork_without_handlers_refuses_databases_the_parent_had_open(
     tmp_path: Path,
 ) -> None:
     args = [str(tmp_path / "d.db"), str(tmp_path / "other.db")]
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_HANDLERS, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "0"  # 1: the child used the database; 2: another error
+    out = _run_script(_WITHOUT_HANDLERS, *args)
+    assert out.strip() == "0"  # 1: the child used the database; 2: another error
 
 
 _FORKS_RACING_CLOSE = """
@@ -260,14 +269,8 @@ print("ok")
 
 def test_forks_while_other_threads_write_and_close_lose_nothing(tmp_path: Path) -> None:
     # in a subprocess: forking pytest itself while threads run is best avoided
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKS_RACING_CLOSE, str(tmp_path / "d.db")],
-        capture_output=True,
-        text=True,
-        timeout=600,  # a deadline for a hang, not a timing
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "ok"
+    out = _run_script(_FORKS_RACING_CLOSE, str(tmp_path / "d.db"), timeout=600)
+    assert out.strip() == "ok"
 
 
 _HOOK_REGISTERED_FIRST = """
@@ -308,28 +311,16 @@ if hook != "child":
 
 
 def test_a_fork_handler_registered_first_reads_a_store_in_the_child(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _HOOK_REGISTERED_FIRST, "child", str(tmp_path / "d.db")],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "[b'v'] b'v'"
+    out = _run_script(_HOOK_REGISTERED_FIRST, "child", str(tmp_path / "d.db"))
+    assert out.strip() == "[b'v'] b'v'"
 
 
 @pytest.mark.parametrize("hook", ["before", "after_in_parent"])
 def test_a_fork_handler_registered_first_is_refused_the_store_instead_of_hanging(
     tmp_path: Path, hook: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _HOOK_REGISTERED_FIRST, hook, str(tmp_path / "d.db")],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    out = _run_script(_HOOK_REGISTERED_FIRST, hook, str(tmp_path / "d.db"))
+    lines = out.splitlines()
     assert len(lines) == 2 and all(line.endswith("] b'v'") for line in lines), lines
     refusal = lines[1]  # the parent's
     assert "StoreError: cannot use SQLiteStore(" in refusal and "fork handler" in refusal
@@ -378,11 +369,5 @@ def test_a_child_forked_from_c_code_forks_again_and_leaves_the_parents_connectio
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     args = [str(tmp_path / "real" / "d.db"), str(tmp_path / "link" / "d.db")]
-    done = subprocess.run(
-        [sys.executable, "-c", _C_CHILD_FORKS, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "0 b'parent'"  # 2, 4, 8: see the script; -14: it hung
+    out = _run_script(_C_CHILD_FORKS, *args)
+    assert out.strip() == "0 b'parent'"  # 2, 4, 8: see the script; -14: it hung
