@@ -196,6 +196,22 @@ def test_a_cache_is_freed_with_the_last_handle_reading_through_it():
     assert float(hot[:2].sum()) == 3.0 * 8
 
 
+def test_a_sharded_arrays_cache_is_freed_with_its_last_handle_without_a_collection():
+    arr = tz.create_array("memory://", shape=(8, 4), dtype="float32", chunks=(2, 4), shards=(4, 4))
+    arr[:] = torch.ones(8, 4)
+    cache = tz.ChunkCache()
+    hot = arr.with_cache(cache)
+    assert float(hot[1:3].sum()) == 8.0  # a partial read: through the shard reader
+    assert cache.nbytes > 0
+    ref = weakref.ref(cache)
+    gc.disable()  # reference counting alone must free it
+    try:
+        del hot, cache
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_a_thread_reading_while_the_interpreter_exits_gets_its_data(tmp_path):
     script = textwrap.dedent(
         """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -78,7 +79,11 @@ class ChunkSource:
     def shard_reader(self) -> ShardReader | None:
         """Partial-shard reader when the array is sharded, else None."""
         codec = sharding_codec(self.pipeline)
-        return ShardReader(self, codec) if codec is not None else None
+        if codec is None:
+            return None
+        # the reader gets a copy of this source, without its cached reader: one back to
+        # this object would be a cycle, keeping a dropped cache alive until a collection
+        return ShardReader(dataclasses.replace(self), codec)
 
 
 # -- the pool -------------------------------------------------------------------------------
