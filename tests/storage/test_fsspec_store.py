@@ -336,8 +336,17 @@ def test_forked_child_opens_its_own_filesystem() -> None:
 
 def test_identity_and_equality() -> None:
     a = FsspecStore("s3://b/p", {"key": "x"})
-    assert a.identity != FsspecStore("s3://b/p", {"key": "y"}).identity
-    assert FsspecStore("s3://b/p").identity == "s3://b/p"
+    # credentials say how to reach the data, not which: one identity, so chunk locks and
+    # cached chunks are shared; an endpoint tells data apart
+    assert a.identity == FsspecStore("s3://b/p", {"key": "y", "secret": "z"}).identity
+    assert FsspecStore("s3://b/p").identity == "s3://b/p" == a.identity
+    there = FsspecStore("s3://b/p", {"client_kwargs": {"endpoint_url": "http://h"}, "key": "x"})
+    assert (
+        there.identity.startswith("s3://b/p#")
+        and there.identity
+        == FsspecStore("s3://b/p", {"client_kwargs": {"endpoint_url": "http://h"}}).identity
+    )
+    assert there.identity != FsspecStore("s3://b/p", {"client_kwargs": {}}).identity
     assert a == FsspecStore("s3://b/p", {"key": "x"}) and a != FsspecStore("s3://b/p")
     assert hash(a) == hash(FsspecStore("s3://b/p", {"key": "x"}))
 

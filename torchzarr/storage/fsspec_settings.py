@@ -8,6 +8,7 @@ an error naming the setting and the URL, instead of failing later inside a reque
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "FROM_CONFIG",
     "SETTING_NAMES",
     "StoreSettings",
+    "identity_digest",
     "split_settings",
     "store_settings",
 ]
@@ -33,6 +35,24 @@ _ALIASES = {"azure": "az"}
 #: store settings that may ride in ``storage_options`` (the rest goes to fsspec)
 SETTING_NAMES = ("read_only", "retries", "retry_backoff", "timeout")
 FROM_CONFIG: Any = object()  # "take the default of tz.config" (None means "unbounded")
+#: fsspec options (s3fs, gcsfs, adlfs, http) that say only how to sign in, not which data
+#: is reached: one bucket opened with two key pairs is one store's data
+CREDENTIAL_OPTIONS = frozenset(
+    {
+        "anon",
+        "account_key",
+        "client_id",
+        "client_secret",
+        "credential",
+        "key",
+        "password",
+        "sas_token",
+        "secret",
+        "session_token",
+        "tenant_id",
+        "token",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,25 @@ def split_settings(
     options = dict(_mapping(f"storage_options of {url!r}", storage_options))
     settings = {name: options.pop(name) for name in SETTING_NAMES if name in options}
     return options, settings
+
+
+def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
+    """A digest of the options that tell apart the data a URL reaches (an endpoint, an
+    account), credentials left out; None when there are none.
+
+    Example:
+        >>> identity_digest({"key": "a", "secret": "b"}) is None
+        True
+        >>> identity_digest({"endpoint_url": "http://x"}) == identity_digest(
+        ...     {"endpoint_url": "http://x", "key": "a"}
+        ... )
+        True
+    """
+    naming = sorted(
+        (item for item in storage_options.items() if item[0] not in CREDENTIAL_OPTIONS),
+        key=lambda item: item[0],
+    )
+    return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
 
 
 def _mapping(what: str, value: Any) -> Mapping[str, Any]:

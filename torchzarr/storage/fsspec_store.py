@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ from torchzarr.storage.fsspec_requests import close_connections, read_ranges, wr
 from torchzarr.storage.fsspec_settings import (
     BUCKET_PROTOCOLS,
     FROM_CONFIG,
+    identity_digest,
     split_settings,
     store_settings,
 )
@@ -132,10 +132,8 @@ class FsspecStore(Store):
     def identity(self) -> str:
         here = self.paths.root  # as the filesystem reads it: memory://a is memory:///a
         root = here if "://" in here else f"{self._fs_protocol}://{here}"
-        if not self.storage_options:
-            return root
-        digest = hashlib.sha256(repr(sorted(self.storage_options.items())).encode()).hexdigest()
-        return f"{root}#{digest[:16]}"
+        digest = identity_digest(self.storage_options)  # credentials left out
+        return root if digest is None else f"{root}#{digest}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SPEC}
