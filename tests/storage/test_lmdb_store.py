@@ -159,7 +159,7 @@ def test_a_resize_waits_for_the_transactions_in_flight(tmp_path: Path) -> None:
     # remapping while another thread reads would pull the map from under its pointers
     store = LMDBStore(tmp_path / "db", map_size=1 << 20)
     store.set("k", b"v")
-    shared = lmdb_module._envs[store.path]
+    shared = lmdb_module._envs[store.identity]
     log: list[str] = []
     shared.env = _LoggingEnv(shared.env, log)
     inside, release = threading.Event(), threading.Event()
@@ -225,3 +225,17 @@ def test_an_environment_through_a_symlink_has_the_identity_of_its_file(tmp_path:
     assert direct.identity == linked.identity
     assert linked.path == str(tmp_path / "link" / "d.lmdb")  # errors name the path given
     assert LMDBStore(tmp_path / "real" / "e.lmdb", map_size=1 << 26).identity != direct.identity
+
+
+def test_stores_of_one_environment_through_a_link_and_its_path_share_it(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = LMDBStore(tmp_path / "real" / "d.lmdb", map_size=1 << 26)
+    linked = LMDBStore(tmp_path / "link" / "d.lmdb", map_size=1 << 26)
+    direct.set("a", b"1")
+    linked.set("b", b"2")  # LMDB forbids a second open of one environment in a process
+    assert direct._env() is linked._env()
+    assert sorted(direct.list_prefix("")) == ["a", "b"] and linked.get("a") == b"1"
+    linked.close()  # closes the one environment: the other store reopens it
+    assert direct.get("b") == b"2"
+    direct.close()

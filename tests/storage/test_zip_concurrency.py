@@ -131,7 +131,7 @@ def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
     writer, closer = ZipStore(path, mode="a"), ZipStore(path, mode="a")
     writer.set("b", b"2")  # after the directory written by the first close
     lock = _WatchedLock()
-    monkeypatch.setattr(zip_module, "_path_locks", {str(path): lock})
+    monkeypatch.setattr(zip_module, "_path_locks", {writer.identity: lock})
     real_close = zip_module._Archive.close
     errors: list[BaseException] = []
     done = threading.Event()

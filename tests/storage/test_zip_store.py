@@ -373,3 +373,16 @@ def test_a_zip_through_a_symlink_has_the_identity_of_its_file(tmp_path: Path) ->
     assert direct.identity == linked.identity
     assert linked.path == str(tmp_path / "link" / "d.zip")  # errors name the path given
     assert ZipStore(tmp_path / "real" / "e.zip").identity != direct.identity
+
+
+def test_writers_of_one_zip_through_a_link_and_its_path_share_its_archive(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = ZipStore(tmp_path / "real" / "d.zip", mode="a")
+    linked = ZipStore(tmp_path / "link" / "d.zip", mode="a")
+    direct.set("a", b"1")
+    linked.set("b", b"2")  # one archive: not a second writer over the first one's entries
+    assert direct.get("b") == b"2" and linked.get("a") == b"1"
+    direct.close()
+    linked.close()
+    assert sorted(ZipStore(tmp_path / "real" / "d.zip", mode="r").list_prefix("")) == ["a", "b"]

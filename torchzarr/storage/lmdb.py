@@ -16,7 +16,8 @@ from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, valid
 __all__ = ["LMDBStore"]
 
 _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
-# LMDB forbids opening one environment twice in a process: every store of a path shares one
+# LMDB forbids opening one environment twice in a process: every store of it shares one,
+# by identity (its real path, whatever path or link reaches it)
 _envs: dict[str, _Shared] = {}
 _path_locks = LockTable()  # opening or closing one path's environment; others never wait
 _envs_pid = os.getpid()
@@ -180,8 +181,8 @@ class LMDBStore(Store):
     def close(self) -> None:
         """Close the environment of this path (once the transactions running in it end);
         every store of it reopens on its next call."""
-        with _path_locks[self.path]:  # closed before any store opens the path again
-            shared = _envs.pop(self.path, None) if _envs_pid == os.getpid() else None
+        with _path_locks[self.identity]:  # closed before any store opens it again
+            shared = _envs.pop(self.identity, None) if _envs_pid == os.getpid() else None
             if shared is not None:
                 shared.close()
 
@@ -233,7 +234,7 @@ class LMDBStore(Store):
             # them in this process, so the files can be opened anew.
             _envs.clear()
             _envs_pid = os.getpid()
-        shared = _envs.get(self.path)
+        shared = _envs.get(self.identity)
         if shared is None or (write and shared.readonly):
             shared = self._open(write)
         if shared is not None and self.map_size > shared.map_size:
@@ -244,10 +245,10 @@ class LMDBStore(Store):
         return shared
 
     def _open(self, write: bool) -> _Shared | None:
-        with _path_locks[self.path]:
-            shared = _envs.get(self.path)
+        with _path_locks[self.identity]:
+            shared = _envs.get(self.identity)
             if shared is not None and write and shared.readonly:
-                _envs.pop(self.path).close()  # opened read-only: reopen for writing
+                _envs.pop(self.identity).close()  # opened read-only: reopen for writing
                 shared = None
             if shared is None:
                 readonly = not write and self.read_only
@@ -266,7 +267,7 @@ class LMDBStore(Store):
                 except lmdb.Error as err:
                     env.close()
                     raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
-                _envs[self.path] = shared
+                _envs[self.identity] = shared
             return shared
 
     def _fail(self, what: str, key: str, err: Exception) -> StoreError:

@@ -37,7 +37,7 @@ __all__ = ["ZipStore"]
 _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _log = logging.getLogger("torchzarr")
-_archives: dict[str, _Archive] = {}
+_archives: dict[str, _Archive] = {}  # by store identity: the file's real path
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
 _THREAD_BYTES = 2 << 20  # get_many reads on a thread for each (up to config.threads)
@@ -277,14 +277,14 @@ def _after_fork_in_child() -> None:
         archive.freeze()
 
 
-def _refuse(archive: _Archive | None, path: str, action: str) -> None:
-    """Raise if ``action`` (a write, or truncating the file) must not reach the zip ``path``."""
+def _refuse(archive: _Archive | None, key: str, path: str, action: str) -> None:
+    """Raise if ``action`` (a write, or truncating) must not reach the zip ``key`` at ``path``."""
     if archive is not None and archive.frozen:
         raise ReadOnlyError(
             f"cannot {action} zip {path!r} in a forked child: the zip its parent process "
             "is writing is a read-only snapshot here, of what the parent had written at the fork"
         )
-    if path in _closed_at_exit:
+    if key in _closed_at_exit:
         raise StoreError(
             f"cannot {action} zip {path!r}: the interpreter is exiting and has written the "
             "zip's directory, which a later write would leave out (let threads that write "
@@ -398,27 +398,28 @@ class ZipStore(Store):
     # -- the shared archive -------------------------------------------------------------
     def _archive(self, writing: str | None = None) -> _Archive:
         """The archive of this path shared in the process; writable when ``writing`` a key."""
-        write, archive = writing is not None, _archives.get(self.path)
+        path = self.identity  # one archive per file, whatever path or link reaches it
+        write, archive = writing is not None, _archives.get(path)
         if archive is not None and not self._fresh and (archive.writable or not write):
             return archive
         changes = write or self._fresh
         action = f"write {writing!r} to" if write else f"create (mode {self.mode!r})"
-        with _path_locks[self.path]:
-            archive = _archives.get(self.path)
+        with _path_locks[path]:
+            archive = _archives.get(path)
             if changes:
-                _refuse(archive, self.path, action)
+                _refuse(archive, path, self.path, action)
             if self._fresh:
                 if self.mode == "x" and os.path.exists(self.path):
                     raise StoreError(f"cannot create {self.path!r} (mode 'x'): it exists")
                 if archive is not None:
                     archive.close()
-                archive = _archives[self.path] = _Archive(self.path, "w", self.allowZip64)
+                archive = _archives[path] = _Archive(self.path, "w", self.allowZip64)
                 self._fresh = False
             elif archive is None or (write and not archive.writable):
                 # read only until the first write: a file this process may not write reads
                 replaced = archive  # read only: its close writes nothing
                 archive = _Archive(self.path, "a" if write else "r", self.allowZip64)
-                _archives[self.path] = archive
+                _archives[path] = archive
                 if replaced is not None:
                     replaced.close()  # reads in flight keep its descriptor until they end
             return archive
@@ -431,15 +432,16 @@ class ZipStore(Store):
         Without room for the directory, :class:`StoreError` is raised and the zip stays
         open, its entries intact: close it again once there is room.
         """
-        with _path_locks[self.path]:  # no store opens it again before its directory is written
-            archive = _archives.get(self.path)
+        path = self.identity
+        with _path_locks[path]:  # no store opens it again before its directory is written
+            archive = _archives.get(path)
             if archive is not None and not archive.frozen:  # a snapshot stays: the parent's
-                del _archives[self.path]
+                del _archives[path]
                 try:
                     archive.close()
                 except StoreError:
                     if archive.zf is not None:  # no room for its directory: a later close
-                        _archives[self.path] = archive  # (or the exit) writes it
+                        _archives[path] = archive  # (or the exit) writes it
                     raise
 
     # -- reads ----------------------------------------------------------------------------
