@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,12 @@ def test_unknown_storage_options_name_the_url_and_the_options(tmp_path, url):
         resolve_store(url, mode="a", storage_options={"bogus_option": 1})
     assert repr(url) in str(info.value)
     assert resolve_store(url, mode="a", storage_options={}) is not None
+
+
+@pytest.mark.parametrize("url", ["data.zarr", "memory://", "s3://bucket/x", "x.zip"])
+@pytest.mark.parametrize("options", [[1, 2], "anon", 5, [("fsync", True)]])
+def test_storage_options_that_are_not_a_mapping_are_refused_for_every_store(
+    url: str, options: object, tmp_path: Path
+) -> None:
+    with pytest.raises(ArgumentTypeError, match=r"storage_options of .* must be a mapping"):
+        resolve_store(str(tmp_path / url) if "://" not in url else url, storage_options=options)

@@ -24,6 +24,7 @@ __all__ = [
     "SETTING_NAMES",
     "StoreSettings",
     "identity_digest",
+    "options_mapping",
     "split_settings",
     "store_settings",
 ]
@@ -77,7 +78,7 @@ def split_settings(
         >>> split_settings("s3://b/x", {"anon": True, "retries": 2})
         ({'anon': True}, {'retries': 2})
     """
-    options = dict(_mapping(f"storage_options of {url!r}", storage_options))
+    options = dict(options_mapping(f"storage_options of {url!r}", storage_options))
     settings = {name: options.pop(name) for name in SETTING_NAMES if name in options}
     return options, settings
 
@@ -101,12 +102,18 @@ def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
     return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
 
 
-def _mapping(what: str, value: Any) -> Mapping[str, Any]:
+def options_mapping(what: str, value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping of options (None: none), else a clear error.
+
+    Example:
+        >>> options_mapping("storage_options of 'x'", None)
+        {}
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ArgumentTypeError(
-            f"{what} must be a mapping of fsspec options (such as {{'anon': True}}), "
+            f"{what} must be a mapping of store options (such as {{'anon': True}}), "
             f"got {type(value).__name__}: {value!r}"
         )
     return value
@@ -149,7 +156,7 @@ setting 'retries' must be a non-negative int, got 1.5
     protocol, rest = (protocol.lower(), rest) if sep else ("file", url)
     if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):
         raise UnknownStoreError(f"URL {url!r} names no bucket or container")
-    options = dict(_mapping(f"storage_options of {url!r}", storage_options))
+    options = dict(options_mapping(f"storage_options of {url!r}", storage_options))
     fs_protocol = _ALIASES.get(protocol, protocol)
     return StoreSettings(
         protocol=protocol,

@@ -12,6 +12,7 @@ from typing import Any
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Store
+from torchzarr.storage.fsspec_settings import options_mapping
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
 
@@ -188,7 +189,7 @@ def resolve_store(
         raise UnknownStoreError(
             f"cannot open a store from {type(store).__name__} {store!r}: give a path, URL or Store"
         )
-    options = dict(storage_options or {})
+    options = dict(options_mapping(f"storage_options of {store!r}", storage_options))
     scheme, sep, _ = store.partition("://")
     if not sep:
         scheme = "zip" if _is_zip_path(store) else "file"
