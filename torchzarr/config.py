@@ -104,8 +104,8 @@ class Config:
 
     The process-wide ``tz.config`` starts from the environment where it names a setting:
     ``TORCHZARR_THREADS=4``, ``TORCHZARR_CACHE_BYTES=0``, ``TORCHZARR_TIMEOUT=none``
-    (the setting's name in capitals; ints as digits, seconds as numbers, ``inf`` or, for
-    ``timeout``, ``none``). Processes started by ``spawn`` or ``forkserver`` (DataLoader
+    (the setting's name in capitals; ints as digits, seconds as numbers; ``inf`` for
+    ``retry_deadline`` and ``none`` for ``timeout`` mean no bound). Processes started by ``spawn`` or ``forkserver`` (DataLoader
     workers among them) inherit the environment, not changes made in Python.
 
     Example:
