@@ -37,7 +37,7 @@ def build_store(path: Path, samples: int, features: int, classes: int, chunk_row
         compressors=numcodecs.Zstd(1),
     )
     y = root.create_array(
-        "y", shape=(samples,), dtype=torch.int64, chunks=(chunk_rows * 4,), compressors=None
+        "y", shape=(samples,), dtype=torch.int64, chunks=(chunk_rows,), compressors=None
     )
     gen = torch.Generator().manual_seed(0)
     teacher = torch.randn(features, classes, generator=gen)
