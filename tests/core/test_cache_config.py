@@ -62,6 +62,16 @@ def test_resize_evicts_least_recently_used_and_checks_its_argument():
         cache.resize(-1)
 
 
+@pytest.mark.parametrize("size", ["1GB", None, 1.5, True])
+def test_cache_sizes_that_are_not_whole_numbers_are_refused(size):
+    with pytest.raises(tz.errors.ArgumentTypeError, match="max_bytes"):
+        tz.ChunkCache(max_bytes=size)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="max_pinned_bytes"):
+        tz.ChunkCache(max_pinned_bytes=size)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="max_bytes"):
+        tz.ChunkCache().resize(size)
+
+
 def test_resizing_the_shared_cache_is_refused_and_names_the_setting(hot):
     hot[:]
     cache = default_cache()

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from torchzarr import telemetry
+from torchzarr.arguments import whole_number
 from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
@@ -134,11 +135,8 @@ class ChunkCache:
     def __init__(
         self, max_bytes: int = 256 << 20, *, pinned: bool = False, max_pinned_bytes: int = 64 << 20
     ) -> None:
-        if max_bytes < 0 or max_pinned_bytes < 0:
-            raise InvalidArgumentError(
-                f"cache sizes must be >= 0, got max_bytes={max_bytes}, "
-                f"max_pinned_bytes={max_pinned_bytes}"
-            )
+        max_bytes = whole_number("ChunkCache max_bytes", max_bytes, 0)
+        max_pinned_bytes = whole_number("ChunkCache max_pinned_bytes", max_pinned_bytes, 0)
         self._max_bytes = max_bytes
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
@@ -176,9 +174,7 @@ class ChunkCache:
             >>> len(cache), cache.max_bytes
             (1, 32)
         """
-        if max_bytes < 0:
-            raise InvalidArgumentError(f"cache size max_bytes must be >= 0, got {max_bytes}")
-        self._set_budget(max_bytes)
+        self._set_budget(whole_number("ChunkCache max_bytes", max_bytes, 0))
 
     def _set_budget(self, max_bytes: int) -> None:
         with self._lock:
