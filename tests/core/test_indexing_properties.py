@@ -16,6 +16,7 @@ from torchzarr.core.indexing import (
     orthogonal_indexer,
     vectorized_indexer,
 )
+from torchzarr.core.selection import make_indexer
 
 SETTINGS = settings(max_examples=150, deadline=None)
 PAD = -1  # values past the array end in padded edge chunks (the array holds >= 0)
@@ -233,4 +234,36 @@ def test_vectorized_mask_matches_numpy(data: st.DataObject, case: Any) -> None:
     value = values_for(indexer)
     b = a.copy()
     b[mask] = value
+    assert np.array_equal(write(indexer, a, chunk_shape, value), b)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_arrays_for_the_leading_axes_only_read_and_write_as_numpy(data: st.DataObject) -> None:
+    shape = tuple(data.draw(st.lists(st.integers(1, 7), min_size=3, max_size=4)))
+    chunk_shape = tuple(data.draw(st.integers(1, 4)) for _ in shape)
+    a = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+    count = data.draw(st.integers(2, len(shape) - 1))
+    out_shape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    selection = []
+    for extent in shape[:count]:  # broadcastable to out_shape: some dims dropped or 1
+        own = tuple(
+            1 if data.draw(st.booleans()) else n
+            for n in out_shape[data.draw(st.integers(0, len(out_shape) - 1)) :]
+        )
+        values = data.draw(st.lists(ints(extent), min_size=math.prod(own), max_size=math.prod(own)))
+        selection.append(np.array(values, dtype=np.int64).reshape(own))
+    selection = tuple(selection)
+    indexer = make_indexer(selection, a.shape, chunk_shape)
+    expected = a[selection]  # the axes after the arrays are taken whole
+    assert indexer.shape == expected.shape
+    assert np.array_equal(read(indexer, a, chunk_shape), expected)
+    points = np.broadcast_arrays(*selection)
+    flat = np.ravel_multi_index(
+        [p.ravel() % s for p, s in zip(points, shape, strict=False)], shape[:count]
+    )
+    assume(len(np.unique(flat)) == flat.size)  # numpy leaves duplicate writes unspecified
+    value = values_for(indexer)
+    b = a.copy()
+    b[selection] = value
     assert np.array_equal(write(indexer, a, chunk_shape, value), b)

@@ -48,6 +48,23 @@ def _is_fancy(item: Any) -> bool:
     return isinstance(item, np.ndarray) and item.ndim > 0
 
 
+def _whole_trailing_axes(
+    arrays: tuple[np.ndarray, ...], shape: tuple[int, ...]
+) -> tuple[np.ndarray, ...]:
+    """Coordinate arrays for numpy's ``a[i, j]`` on an array of more axes than arrays: the
+    arrays broadcast together (shape B) and every axis after them taken whole, so the
+    result has shape B + the remaining axes, as in numpy."""
+    trailing = shape[len(arrays) :]
+    points = [item.reshape(item.shape + (1,) * len(trailing)) for item in arrays]
+    depth = max(item.ndim for item in arrays)
+    points = [p.reshape((1,) * (depth + len(trailing) - p.ndim) + p.shape) for p in points]
+    for axis, size in enumerate(trailing):
+        where = [1] * (depth + len(trailing))
+        where[depth + axis] = size
+        points.append(np.arange(size).reshape(where))
+    return tuple(points)
+
+
 def make_indexer(
     selection: Any, shape: tuple[int, ...], chunk_shape: tuple[int, ...], kind: str = "auto"
 ) -> Any:
@@ -55,7 +72,9 @@ def make_indexer(
 
     "auto" follows zarr-python's ``__getitem__``: basic selections are basic; a selection made
     only of arrays is vectorized (numpy's pointwise semantics), as is one integer array of
-    any shape on a 1-d array (the result takes its shape); arrays mixed with slices or ints
+    any shape on a 1-d array (the result takes its shape); integer arrays for the first
+    axes only pair up pointwise there and take the other axes whole, as in numpy
+    (``a[[1, 3], [2, 3]]`` of a (4, 5, 6) array has shape (2, 6)); arrays mixed with slices or ints
     are orthogonal: each array picks along its own axis, which keeps its place in the
     result, as in zarr-python. With one array that is torch's result too, and numpy's except
     that numpy moves the array's axis to the front when a slice separates the array from an
@@ -75,6 +94,10 @@ def make_indexer(
     if kind == "vectorized":
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
+    if all(_is_fancy(item) for item in items) and (
+        1 < len(items) < len(shape) and all(item.dtype != bool for item in items)
+    ):  # arrays for the first axes: the rest taken whole, as numpy does
+        return indexing.vectorized_indexer(_whole_trailing_axes(items, shape), shape, chunk_shape)
     if all(_is_fancy(item) for item in items) and (
         len(items) > 1
         or (items[0].dtype == bool and items[0].ndim == len(shape) > 1)
