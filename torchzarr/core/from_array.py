@@ -15,9 +15,12 @@ from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
+from torchzarr.core.attributes import RESERVED_ATTRIBUTES
 from torchzarr.core.cache import location
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
-from torchzarr.errors import CodecError, InvalidArgumentError
+from torchzarr.dtypes import data_type
+from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError
+from torchzarr.metadata.fill import coerce_fill_value
 from torchzarr.storage.registry import resolve_store
 
 __all__ = ["KEEP", "from_array"]
@@ -66,31 +69,70 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
             "dimension_names": data.dimension_names,
             "order": data.order if same_format else "C",
             "chunk_key_encoding": data.metadata.chunk_key_encoding if same_format else None,
-            # a v2 source's xarray dimension attribute is v3's dimension_names
-            "attributes": {
-                key: value
-                for key, value in data.attrs.items()
-                if zarr_format == 2 or key != XARRAY_DIMENSIONS
-            },
+            "attributes": _kept_attributes(data.attrs, zarr_format),
             "dtype": _stored_dtype(data) if same_format else data.dtype,
         }
     # zarr-python and h5py arrays have a chunk shape; tensors and numpy arrays do not
     chunks = _int_tuple(getattr(data, "chunks", None))
     if chunks is not None and len(chunks) != len(data.shape):
         chunks = None
+    library = _library(data)
+    attributes = None
+    if library in ("zarr", "xarray"):
+        attributes = _kept_attributes(data.attrs, zarr_format)
+        attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
     return {
         "chunks": chunks,
         "shards": None,
         "filters": None,
         "compressors": AUTO,
         "serializer": AUTO,
-        "fill_value": None,
+        "fill_value": _zarr_python_fill_value(data) if library == "zarr" else None,
         "dimension_names": _axis_names(data),
         "order": "C",
         "chunk_key_encoding": None,
-        "attributes": None,
+        "attributes": attributes,
         "dtype": data.dtype,
     }
+
+
+def _library(data: Any) -> str:
+    """The top-level package of ``data``'s type (``"zarr"``, ``"xarray"``, ``"numpy"``...)."""
+    return type(data).__module__.partition(".")[0]
+
+
+def _kept_attributes(attributes: Any, zarr_format: int) -> dict[str, Any]:
+    """A source's attributes as the copy keeps them: a v2 source's xarray dimension
+    attribute is v3's ``dimension_names``, so a v3 copy holds it there instead."""
+    return {
+        key: value
+        for key, value in attributes.items()
+        if zarr_format == 2 or key != XARRAY_DIMENSIONS
+    }
+
+
+def _zarr_python_fill_value(data: Any) -> Any:
+    """A zarr-python array's fill value (None for a v2 null, kept null), or None (the
+    default) where the copy's dtype cannot hold it."""
+    value = getattr(data, "fill_value", None)
+    if value is None:
+        return None
+    try:
+        coerce_fill_value(value, data_type(data.dtype))
+    except MetadataError:
+        return None
+    return value
+
+
+def _source_zarr_format(data: Any) -> int:
+    """The Zarr format of a torchzarr or zarr-python source; 3 for other sources."""
+    if isinstance(data, Array):
+        return data.zarr_format
+    if _library(data) == "zarr":
+        found = getattr(getattr(data, "metadata", None), "zarr_format", None)
+        if found in (2, 3):
+            return int(found)
+    return 3
 
 
 def _shard_layout(data: Array) -> dict[str, Any] | None:
@@ -142,10 +184,13 @@ def _holds_serializer(compressors: list[Any], dtype: np.dtype[Any]) -> bool:
 
 
 def _axis_names(data: Any) -> tuple[str | None, ...] | None:
-    """An xarray DataArray's ``dims`` or a zarr-python array's dimension names, if any."""
+    """An xarray DataArray's ``dims`` or a zarr-python array's dimension names (v3's
+    ``dimension_names``, v2's xarray attribute), if any."""
     names = getattr(data, "dims", None)
     if names is None:
         names = getattr(getattr(data, "metadata", None), "dimension_names", None)
+    if names is None and _library(data) == "zarr":
+        names = data.attrs.get(XARRAY_DIMENSIONS)
     if names is None or isinstance(names, str):
         return None
     try:
@@ -198,9 +243,12 @@ def from_array(
     zarr-python: the v3 serializer, the v2 ``order`` and byte order, and the chunk key
     encoding), or any array with ``shape``, ``dtype`` and slicing: a tensor, a numpy array,
     a zarr-python, h5py, dask or xarray array (whose ``chunks`` of ints and axis names are
-    kept; other settings take ``create_array``'s defaults); anything else (nested lists)
-    goes through ``np.asarray``. Pass new ``chunks``/``shards``/``compressors`` to rechunk
-    or recompress a dataset for training.
+    kept, and the attributes of a zarr-python array or xarray DataArray; a zarr-python
+    array's fill value and Zarr format too; other settings take ``create_array``'s
+    defaults); anything else (nested lists) goes through ``np.asarray``. Pass new
+    ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
+    A 0-d array written as v2 with its dimension names kept gets an empty
+    ``_ARRAY_DIMENSIONS``, which xarray needs to open its group.
 
     The values are copied in slabs along axis 0 of whole destination blocks, at most
     ``tz.config.io_batch_bytes`` each (and whole source chunks where that fits), so memory
@@ -214,7 +262,7 @@ def from_array(
             ``bytes`` little endian. One given in ``compressors`` replaces the kept one.
         order: v2's memory order of chunks, ``"C"`` or ``"F"``.
         chunk_key_encoding: a chunk key encoding or its JSON (None: the format's default).
-        zarr_format: 2 or 3 (default: the source's, else 3).
+        zarr_format: 2 or 3 (default: a torchzarr or zarr-python source's, else 3).
         attributes: the new array's attributes (default: the source's).
 
     Raises:
@@ -232,7 +280,7 @@ def from_array(
     if not (hasattr(data, "shape") and hasattr(data, "dtype")):
         data = np.asarray(data)  # nested lists, scalars and other array-likes
     if zarr_format is None:
-        zarr_format = data.zarr_format if isinstance(data, Array) else 3
+        zarr_format = _source_zarr_format(data)
     keep = _source_settings(data, zarr_format)
     chosen = {
         "chunks": chunks,
@@ -246,6 +294,10 @@ def from_array(
         "chunk_key_encoding": chunk_key_encoding,
     }
     settings = {k: keep[k] if _is_keep(v) else v for k, v in chosen.items()}
+    if zarr_format == 2 and _is_keep(dimension_names) and len(data.shape) == 0:
+        # a 0-d array has no axes to name, named or not (v3 and xarray omit the names):
+        # xarray needs the v2 attribute, empty, to open the group holding it
+        settings["dimension_names"] = settings["dimension_names"] or ()
     if _is_keep(shards) and not _is_keep(chunks) and settings["shards"] is not None:
         _check_kept_shards(settings["shards"]["shape"], chunks, len(data.shape))
     for what in ("filters", "compressors"):

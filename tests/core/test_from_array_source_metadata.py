@@ -1,0 +1,122 @@
+"""from_array keeps a foreign source's metadata: zarr-python attributes, fill value, dimension
+names and format; xarray attributes; and a 0-d array's empty v2 dimension attribute."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.cli import main
+
+zarr = pytest.importorskip("zarr")
+
+CF = {"scale_factor": 0.1, "add_offset": 1.0, "units": "K"}
+
+
+def _zarr_python_array(zarr_format, **kwargs):
+    z = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=(4, 3),
+        chunks=(2, 3),
+        dtype="i2",
+        zarr_format=zarr_format,
+        **kwargs,
+    )
+    z[:] = np.arange(12).reshape(4, 3)
+    return z
+
+
+def test_zarr_python_v3_source_keeps_attributes_fill_value_and_dimension_names():
+    z = _zarr_python_array(3, fill_value=-999, dimension_names=["time", "x"], attributes=CF)
+    copied = tz.from_array("memory://", data=z)
+    assert copied.zarr_format == 3 and copied.fill_value == -999
+    assert copied.dimension_names == ("time", "x") and dict(copied.attrs) == CF
+    np.testing.assert_array_equal(copied[:].numpy(), z[:])
+
+
+def test_zarr_python_v2_source_keeps_its_format_attributes_fill_and_xarray_dimensions():
+    attributes = {**CF, "_ARRAY_DIMENSIONS": ["time", "x"]}
+    z = _zarr_python_array(2, fill_value=-999, attributes=attributes)
+    copied = tz.from_array("memory://", data=z)
+    assert copied.zarr_format == 2 and copied.metadata.fill_value == -999
+    assert copied.dimension_names == ("time", "x") and dict(copied.attrs) == attributes
+    as_v3 = tz.from_array("memory://", data=z, zarr_format=3)
+    assert as_v3.fill_value == -999 and as_v3.dimension_names == ("time", "x")
+    assert dict(as_v3.attrs) == CF  # the v2 dimension attribute became dimension_names
+
+
+def test_zarr_python_v2_null_fill_stays_null_and_new_settings_win():
+    z = _zarr_python_array(2, fill_value=None, attributes=CF)
+    assert tz.from_array("memory://", data=z).metadata.fill_value is None
+    chosen = tz.from_array("memory://", data=z, fill_value=7, attributes={"a": 1})
+    assert chosen.metadata.fill_value == 7 and dict(chosen.attrs) == {"a": 1}
+
+
+def test_zarr_python_view_of_a_raw_bits_array_copies_as_its_stored_dtype(tmp_path):
+    tz.create_array(tmp_path / "f8", data=torch.ones(4, dtype=torch.float8_e4m3fn))
+    z = zarr.open_array(tmp_path / "f8", mode="r")
+    copied = tz.from_array("memory://", data=z)  # the raw-bits attribute is torchzarr's own
+    assert copied.dtype == torch.uint8 and dict(copied.attrs) == {}
+    np.testing.assert_array_equal(copied[:].numpy(), z[:])
+
+
+def test_xarray_dataarray_attributes_are_kept():
+    xr = pytest.importorskip("xarray")
+    labelled = xr.DataArray(np.arange(3.0), dims=("x",), attrs={"units": "K", "n": 2})
+    copied = tz.from_array("memory://", data=labelled)
+    assert dict(copied.attrs) == {"units": "K", "n": 2} and copied.dimension_names == ("x",)
+    v2 = tz.from_array("memory://", data=labelled, zarr_format=2)
+    assert dict(v2.attrs) == {"units": "K", "n": 2, "_ARRAY_DIMENSIONS": ["x"]}
+
+
+def _stored_attributes(path):
+    return json.loads((path / ".zattrs").read_text()) if (path / ".zattrs").exists() else {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda: tz.create_array("memory://", data=torch.tensor(2.5)),  # v3, no names
+        lambda: torch.tensor(2.5),
+        lambda: zarr.create_array(zarr.storage.MemoryStore(), shape=(), dtype="f8"),
+    ],
+)
+def test_a_0d_array_written_as_v2_gets_empty_xarray_dimensions(tmp_path, source):
+    tz.from_array(tmp_path / "kept", data=source(), zarr_format=2)
+    assert _stored_attributes(tmp_path / "kept")["_ARRAY_DIMENSIONS"] == []
+    tz.from_array(tmp_path / "none", data=source(), zarr_format=2, dimension_names=None)
+    assert "_ARRAY_DIMENSIONS" not in _stored_attributes(tmp_path / "none")
+
+
+def test_rechunk_to_v2_gives_a_0d_array_empty_xarray_dimensions(tmp_path, capsys):
+    tz.create_array(tmp_path / "src.zarr", data=torch.tensor(2.5))
+    args = ["rechunk", tmp_path / "src.zarr", tmp_path / "v2.zarr", "--zarr-format", "2"]
+    assert main([str(a) for a in args]) == 0
+    capsys.readouterr()
+    assert _stored_attributes(tmp_path / "v2.zarr")["_ARRAY_DIMENSIONS"] == []
+    assert tz.open_array(tmp_path / "v2.zarr")[...].item() == 2.5
+
+
+class _ZarrLikeArray:
+    """An array as zarr-python presents one, with a fill value its dtype cannot hold."""
+
+    def __init__(self, fill_value):
+        self.shape, self.dtype, self.chunks = (3,), np.dtype("int8"), (3,)
+        self.fill_value, self.attrs = fill_value, {"units": "m"}
+        self.metadata = type("Metadata", (), {"zarr_format": 3, "dimension_names": None})()
+
+    def __getitem__(self, selection):
+        return np.arange(3, dtype="int8")[selection]
+
+
+_ZarrLikeArray.__module__ = "zarr.core.array"
+
+
+def test_a_zarr_python_fill_value_the_dtype_cannot_hold_gives_the_default():
+    assert tz.from_array("memory://", data=_ZarrLikeArray(-5)).fill_value == -5
+    copied = tz.from_array("memory://", data=_ZarrLikeArray(300))
+    assert copied.fill_value == 0 and dict(copied.attrs) == {"units": "m"}
