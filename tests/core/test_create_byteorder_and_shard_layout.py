@@ -74,3 +74,25 @@ def test_shards_as_a_dict_name_the_index_location_and_codecs():
         tz.create_array(
             "memory://", shape=(8,), dtype="i2", shards={"shape": 4, "index_location": "x"}
         )
+
+
+@pytest.mark.parametrize("separator", [".", "/"])
+def test_a_v3_dimension_separator_spells_the_chunk_keys(separator: str) -> None:
+    arr = tz.create_array(
+        "memory://", shape=(4, 4), dtype="int8", chunks=(2, 2), dimension_separator=separator
+    )
+    arr[:] = torch.ones(4, 4, dtype=torch.int8)
+    assert f"c{separator}1{separator}0" in arr.store.list_prefix("")
+    assert arr.metadata.chunk_key_encoding.separator == separator
+    with pytest.raises(tz.errors.MetadataError, match="separator must be"):
+        tz.create_array("memory://", shape=(4,), dtype="int8", dimension_separator="-")
+
+
+@pytest.mark.parametrize("attributes", [5, "units", [("units", "K")]])
+def test_attributes_that_are_not_a_mapping_are_refused(attributes: object) -> None:
+    store = tz.storage.MemoryStore()
+    with pytest.raises(tz.errors.ArgumentTypeError, match="attributes must be a mapping"):
+        tz.create_array(store, shape=(4,), dtype="int8", attributes=attributes)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="attributes must be a mapping"):
+        tz.open_group(store, mode="w", attributes=attributes)
+    assert list(store.list_prefix("")) == []  # nothing written

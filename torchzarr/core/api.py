@@ -128,6 +128,9 @@ def create_array(
             0 too and which xarray does not take for a missing-data marker).
         zarr_format: 3 (default) or 2; a group above the array must be of the same format.
         order: memory order of v2 chunks, "C" or "F".
+        chunk_key_encoding: a chunk key encoding or its JSON (default: the format's).
+        dimension_separator: ``"."`` or ``"/"`` between chunk coordinates in chunk keys
+            (v2's ``dimension_separator``; in v3, the ``default`` encoding's separator).
         shards: shard shape (v3): each stored object holds a block of ``chunks``, with an
             index, so that millions of small chunks do not become millions of objects.
         overwrite: replace an existing node at ``path`` (deleting everything below it).

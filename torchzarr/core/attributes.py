@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, raw_bits_dtype
-from torchzarr.errors import AttributeValueError
+from torchzarr.errors import ArgumentTypeError, AttributeValueError
 
 __all__ = [
     "RESERVED_ATTRIBUTES",
@@ -140,6 +140,11 @@ def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         >>> json_attributes({"n": np.int64(3)})
         {'n': 3}
     """
+    if attributes is not None and not isinstance(attributes, Mapping):
+        raise ArgumentTypeError(
+            f"attributes must be a mapping of str keys to JSON values, got "
+            f"{type(attributes).__name__}: {attributes!r}"
+        )
     out: dict[str, Any] = {}
     for key, value in (attributes or {}).items():
         if not isinstance(key, str):

@@ -198,7 +198,12 @@ def array_metadata_from_args(
         if shard_shape is not None:
             codecs = (ShardingCodec(chunk_shape, codecs, **shard_index),)
             common["chunk_shape"] = shard_shape
-        return build_array_metadata(**common, codecs=codecs, chunk_key_encoding=chunk_key_encoding)
+        return build_array_metadata(
+            **common,
+            codecs=codecs,
+            chunk_key_encoding=chunk_key_encoding,
+            dimension_separator=dimension_separator,  # the default encoding's separator
+        )
     if len(comp) > 1:
         raise MetadataError(
             f"Zarr v2 arrays take at most one compressor, got {len(comp)}: {comp!r}"
