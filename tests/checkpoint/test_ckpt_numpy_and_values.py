@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ NUMPY_DTYPES = [
 
 def _assert_numpy_equal(a: np.ndarray, b: np.ndarray) -> None:
     assert type(b) is np.ndarray, type(b)
-    assert b.dtype == a.dtype.newbyteorder("=") and b.shape == a.shape
+    assert b.dtype == a.dtype and b.shape == a.shape  # byte order included
     np.testing.assert_array_equal(a, b)
+    assert a.tobytes() == b.tobytes()
 
 
 @pytest.mark.parametrize("dtype", NUMPY_DTYPES)
@@ -46,6 +48,38 @@ def test_numpy_arrays_load_as_numpy_arrays(tmp_path: Path, dtype: str) -> None:
             if isinstance(value, np.ndarray):
                 _assert_numpy_equal(value, out[key])
         assert torch.equal(out["beside"], torch.ones(2))
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+def test_numpy_arrays_load_in_the_byte_order_they_were_saved_in(tmp_path: Path, order) -> None:
+    state = {
+        "f4": np.arange(6, dtype=f"{order}f4").reshape(2, 3),
+        "c16": np.array([1 + 2j, -1j], dtype=f"{order}c16"),
+        "i8": np.array(7, dtype=f"{order}i8"),
+        "u1": np.arange(3, dtype="u1"),  # one byte: no order
+    }
+    for store in (tmp_path, "memory://ckpt-numpy-order"):
+        save_checkpoint(state, store)
+        for lazy in (False, True):
+            out = load_checkpoint(store, lazy=lazy)
+            for key, saved in state.items():
+                assert out[key].dtype == saved.dtype, key
+                assert out[key].tobytes() == saved.tobytes(), key
+
+
+def test_numpy_arrays_saved_without_their_byte_order_load_in_native_order(
+    tmp_path: Path,
+) -> None:
+    # Checkpoints of earlier versions stored big-endian arrays without a byte order.
+    save_checkpoint({"a": np.arange(3, dtype=">i4")}, tmp_path)
+    version = tmp_path / "v000001" / "zarr.json"
+    document = json.loads(version.read_text())
+    del document["consolidated_metadata"]["metadata"]["a"]["attributes"]["torchzarr_tensor"][
+        "byteorder"
+    ]
+    version.write_text(json.dumps(document))
+    out = load_checkpoint(tmp_path)["a"]
+    assert out.dtype == np.dtype("=i4") and out.tolist() == [0, 1, 2]
 
 
 def test_numpy_arrays_alias_like_tensors_and_keep_their_kind() -> None:

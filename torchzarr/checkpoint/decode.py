@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +14,13 @@ import torch
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
 from torchzarr.checkpoint.values import decode_metadata, decode_value, format_key_path
 from torchzarr.config import config
-from torchzarr.errors import InvalidArgumentError, MetadataError, NodeNotFoundError
+from torchzarr.core.array import Array
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MetadataError,
+    NodeNotFoundError,
+)
 
 __all__ = ["KeySpec", "read_tree"]
 
@@ -27,6 +33,8 @@ _WHOLE = object()
 #: at most this many tensors, and this many bytes of them, per task of the loading pool
 _TENSORS_PER_TASK = 8
 _BYTES_PER_TASK = 4 << 20
+#: the container types a node may have (see :mod:`torchzarr.checkpoint.format`)
+_NODE_TYPES = ("dict", "odict", "list", "tuple")
 
 
 @dataclass
@@ -56,7 +64,7 @@ class _Walker:
         self.root = root
         self.allow_pickle = allow_pickle
         self.found: set[int] = set()
-        self.tensors: dict[str, dict[str, Any]] = {}
+        self.tensors: dict[str, tuple[Any, ...]] = {}  # array path -> a key path naming it
 
     def _children(
         self, key: Any, selectors: list[_Selector] | None
@@ -124,13 +132,16 @@ class _Walker:
             raise MetadataError(
                 f"group {group.name} holds no checkpoint node (attribute {NODE_ATTRIBUTE!r})" + hint
             )
+        where = f"checkpoint node {format_key_path(key_path)} (group {group.name})"
+        entries = _checked_entries(node_json, where)
         node = _Node(node_json["type"])
         if "metadata" in node_json:
             node.metadata = decode_metadata(
                 node_json["metadata"], key_path, allow_pickle=self.allow_pickle
             )
-        for typed_key, kind, payload in node_json["entries"]:
+        for position, (typed_key, kind, payload) in enumerate(entries):
             key = decode_value(typed_key, key_path, allow_pickle=self.allow_pickle)
+            _check_key(key, position, node.kind, where)
             wanted, below = self._children(key, selectors)
             if not wanted:
                 node.partial = True
@@ -151,13 +162,75 @@ class _Walker:
                 if below is not None:
                     node.partial = True  # keys reach below a tensor: nothing to select
                     continue
-                self.tensors[target] = {}
+                self.tensors.setdefault(target, child_keys)
                 node.items.append((key, "tensor", target))
             else:
                 raise MetadataError(
                     f"checkpoint entry {format_key_path(child_keys)}: kind {kind!r}"
                 )
         return node
+
+
+def _checked_entries(node_json: dict[str, Any], where: str) -> list[list[Any]]:
+    """The entries of a node, after checking its shape (a tampered or damaged checkpoint
+    raises :class:`MetadataError` naming the node, ``where``, not a bare Python error)."""
+    if node_json.get("type") not in _NODE_TYPES:
+        raise MetadataError(
+            f"{where}: type {node_json.get('type')!r} is not one of {', '.join(_NODE_TYPES)}"
+        )
+    entries = node_json["entries"]
+    if not isinstance(entries, list):
+        raise MetadataError(f"{where}: entries {entries!r} are not a list")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise MetadataError(
+                f"{where}: entry {position} is {entry!r}, not [typed key, kind, payload]"
+            )
+        if entry[1] in ("group", "tensor", "alias") and not isinstance(entry[2], str):
+            raise MetadataError(
+                f"{where}: entry {position} is {entry!r}: a {entry[1]} entry names a member "
+                "by a str"
+            )
+    return entries
+
+
+def _check_key(key: Any, position: int, kind: str, where: str) -> None:
+    """Refuse a decoded entry key its node cannot have: unhashable, or not the index of
+    its entry in a list or tuple."""
+    try:
+        hash(key)
+    except TypeError:
+        raise MetadataError(f"{where}: entry {position} has the unhashable key {key!r}") from None
+    if kind in ("list", "tuple") and (type(key) is not int or key != position):
+        raise MetadataError(
+            f"{where}: entry {position} of a {kind} has the key {key!r}, not its index"
+        )
+
+
+def _key_specs(keys: Any) -> list[KeySpec] | None:
+    """``keys`` of :func:`read_tree` as a list of specs (``str`` or ``tuple`` each).
+
+    Example:
+        >>> _key_specs("model.w"), _key_specs([("state", 0), "step"])
+        (['model.w'], [('state', 0), 'step'])
+    """
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        return [keys]  # one key, not its characters
+    if isinstance(keys, (bytes, bytearray)) or not isinstance(keys, Iterable):
+        raise ArgumentTypeError(
+            f"keys must be a list of keys or one str key, got {type(keys).__name__} {keys!r}"
+        )
+    specs = list(keys)
+    for spec in specs:
+        if not isinstance(spec, (str, tuple)):
+            raise ArgumentTypeError(
+                f"keys holds {spec!r} of type {type(spec).__name__}: each key is a str "
+                f"(dots split it: 'model.layer.weight') or a tuple of exact keys, as "
+                f"({spec!r},)"
+            )
+    return specs
 
 
 def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]:
@@ -184,15 +257,33 @@ def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]
     return place
 
 
+def _tensor_info(array: Any) -> dict[str, Any]:
+    """The checked ``torchzarr_tensor`` attribute of ``array`` ({} when it has none)."""
+    info = array.attrs.get(TENSOR_ATTRIBUTE) or {}
+    problem = None
+    if not isinstance(info, dict):
+        problem = f"is {info!r}, not an object"
+    elif not isinstance(info.get("device", "cpu"), str):
+        problem = f"names the device {info['device']!r}, not a str"
+    elif info.get("byteorder", "<") not in ("<", ">"):
+        problem = f"names the byte order {info['byteorder']!r}, not '<' or '>'"
+    if problem is not None:
+        raise MetadataError(f"array {array.name}: attribute {TENSOR_ATTRIBUTE!r} {problem}")
+    return info
+
+
 def _read_tensor(
     array: Any,
     place: Callable[[torch.Tensor, str], torch.Tensor],
     read_array: Callable[[Any], torch.Tensor] | None = None,
 ) -> Any:
-    info = dict(array.attrs.get(TENSOR_ATTRIBUTE) or {})
+    info = _tensor_info(array)
     data = array[...] if read_array is None else read_array(array)
     if info.get("numpy"):
-        return data.numpy()  # saved as a numpy array: loaded as one, on the CPU
+        loaded = data.numpy()  # saved as a numpy array: loaded as one, on the CPU
+        if "byteorder" in info:  # saved in the other byte order: loaded in it again
+            loaded = loaded.astype(loaded.dtype.newbyteorder(info["byteorder"]), copy=False)
+        return loaded
     t = place(data, str(info.get("device", "cpu")))
     # only floating and complex tensors take gradients (map_location may change the dtype)
     grad = bool(info.get("requires_grad")) and (t.is_floating_point() or t.is_complex())
@@ -265,14 +356,14 @@ def read_tree(
 
     Raises:
         NodeNotFoundError: a key in ``keys`` names nothing in the checkpoint.
+        ArgumentTypeError: ``keys`` holds something other than str and tuple keys.
+        MetadataError: a node or tensor attribute of the checkpoint is malformed.
 
     Example:
         >>> read_tree(group, keys=["model.w"])  # doctest: +SKIP
         {'model': {'w': tensor([...])}}
     """
-    if isinstance(keys, str):
-        keys = [keys]  # one key, not its characters
-    specs = list(keys) if keys is not None else None
+    specs = _key_specs(keys)
     walker = _Walker(root, allow_pickle)
     selectors = None if specs is None else list(enumerate(specs))
     tree = walker.group("", selectors, ())
@@ -283,6 +374,12 @@ def read_tree(
     place = _placement(map_location)
     paths = list(walker.tensors)
     arrays = [root[p] for p in paths]  # each opened once (from the consolidated metadata)
+    for path, array in zip(paths, arrays, strict=True):
+        if not isinstance(array, Array):
+            raise MetadataError(
+                f"checkpoint entry {format_key_path(walker.tensors[path])} names {path!r} in "
+                f"{root.name}, which is not an array"
+            )
     workers = max(1, min(threads or config.threads, len(paths)))
     if workers == 1:
         loaded = [_read_tensor(a, place, read_array) for a in arrays]

@@ -5,7 +5,9 @@ A container holding tensors (dict, OrderedDict, list, tuple) becomes a group who
 
 * ``"value"``: payload is the typed JSON of a leaf or of a container without tensors;
 * ``"tensor"``: payload is the member array's name (a numeric numpy array is stored the same
-  way, its array marked ``"numpy": true``, and loads as a numpy array again);
+  way, its array marked ``"numpy": true``, and loads as a numpy array again; one of the other
+  byte order is stored in this machine's, marked ``"byteorder": ">"`` or ``"<"``, and
+  loads in its own);
 * ``"group"``: payload is the member group's name (a nested container);
 * ``"alias"``: payload is the path, from the tree root, of an array written earlier for the
   same tensor view (tied weights are stored once and load as one tensor again).
@@ -159,14 +161,18 @@ def _has_tensor(value: Any) -> bool:
 
 def alias_key(t: torch.Tensor) -> tuple[Any, ...] | None:
     """Identity of a tensor view: equal keys hold the same values and load as one tensor
-    (None: never aliased). A conjugate or negative view, a Parameter and a plain view of
-    it, or views that differ in ``requires_grad`` are not aliases: each loads as saved.
+    (None: never aliased: empty, meta, nested and sparse tensors). A conjugate or negative
+    view, a Parameter and a plain view of it, or views that differ in ``requires_grad``
+    are not aliases: each loads as saved.
 
     Example:
         >>> w = torch.ones(3)
         >>> alias_key(w) == alias_key(w.detach()), alias_key(w) == alias_key(w[1:])
         (True, False)
     """
+    # nested and sparse tensors have no single storage (or no sizes) to compare
+    if t.is_nested or t.layout != torch.strided:
+        return None
     if t.numel() == 0 or t.device.type == "meta":
         return None
     return (
@@ -190,16 +196,33 @@ def _check_tensor(t: torch.Tensor, key_path: tuple[Any, ...]) -> None:
             f"tensor at {where} is a {type(t).__qualname__}; save plain tensors (e.g. "
             "DTensor.full_tensor()) or pass allow_pickle=True"
         )
-    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+    kind = _unstorable_kind(t)
+    if kind is not None:
         raise UnrepresentableError(
-            f"tensor at {where} has layout {t.layout}, device {t.device}"
-            f"{' (quantized)' if t.is_quantized else ''}: only dense tensors with data are "
-            "stored as arrays; pass allow_pickle=True to pickle it"
+            f"tensor at {where} is {kind}: only dense tensors with data are stored as "
+            "arrays; pass allow_pickle=True to pickle it"
         )
     try:
         data_type(t.dtype)
     except UnsupportedDtypeError as err:
-        raise UnsupportedDtypeError(f"tensor at {where}: {err}") from None
+        # complex32, float4, bits8, int4, ...: no Zarr data type holds them; allow_pickle
+        # pickles those torch can serialise
+        raise UnrepresentableError(
+            f"tensor at {where}: {err}; pass allow_pickle=True to pickle it"
+        ) from None
+
+
+def _unstorable_kind(t: torch.Tensor) -> str | None:
+    """What keeps ``t`` from being stored as an array (None: nothing), for messages."""
+    if t.is_nested:
+        return "a nested tensor"
+    if t.layout != torch.strided:
+        return f"a tensor of layout {t.layout}"
+    if t.is_quantized:
+        return f"a quantized tensor ({t.dtype})"
+    if t.device.type == "meta":
+        return "a meta tensor (it has no data)"
+    return None
 
 
 def to_storable(t: torch.Tensor) -> torch.Tensor:
@@ -248,6 +271,8 @@ class _Encoder:
         attrs: dict[str, Any] = {"key_path": encode_value(key_path, allow_pickle=self.allow_pickle)}
         if from_numpy:
             attrs["numpy"] = True
+            if not value.dtype.isnative:  # stored in native order: loads swap it back
+                attrs["byteorder"] = value.dtype.byteorder
         if isinstance(t, torch.nn.Parameter):
             attrs["parameter"] = True
         if t.requires_grad:

@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.errors import MetadataError, TorchZarrError, UnrepresentableError
+from torchzarr.dtypes import data_type
+from torchzarr.errors import (
+    MetadataError,
+    TorchZarrError,
+    UnrepresentableError,
+    UnsupportedDtypeError,
+)
 
 __all__ = [
     "DEFAULT_FACTORIES",
@@ -81,9 +87,59 @@ def _decode_float(payload: Any) -> float:
 
 
 def _pickle_dumps(value: Any) -> str:
+    import io
     import pickle  # only on the explicit allow_pickle opt-in
 
-    return base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    class TensorPickler(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            # torch pickles tensors of dtypes such as complex32, float4 or bits8 into
+            # bytes that do not unpickle; torch.save round-trips them
+            if _pickles_through_torch_save(obj):
+                with io.BytesIO() as saved:
+                    torch.save(obj.detach(), saved)  # torch.load refuses them requiring grad
+                    parameter = isinstance(obj, torch.nn.Parameter)
+                    return _tensor_from_torch_save, (
+                        saved.getvalue(),
+                        parameter,
+                        obj.requires_grad,
+                    )
+            return NotImplemented
+
+    with io.BytesIO() as out:
+        TensorPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _pickles_through_torch_save(obj: Any) -> bool:
+    """Whether ``obj`` is a tensor (or Parameter) of a dtype no Zarr array holds, which
+    plain pickling does not round-trip; quantized tensors pickle as they are."""
+    if type(obj) not in (torch.Tensor, torch.nn.Parameter) or obj.is_quantized:
+        return False
+    try:
+        data_type(obj.dtype)
+    except UnsupportedDtypeError:
+        return True
+    return False
+
+
+def _tensor_from_torch_save(
+    data: bytes, parameter: bool = False, requires_grad: bool = False
+) -> torch.Tensor:
+    """The tensor ``torch.save`` wrote to ``data``, as a Parameter or requiring grad as
+    told (called when such a pickle loads: checkpoints name this function, keep its name).
+
+    Example:
+        >>> import io
+        >>> saved = io.BytesIO(); torch.save(torch.ones(2), saved)
+        >>> _tensor_from_torch_save(saved.getvalue())
+        tensor([1., 1.])
+    """
+    import io
+
+    t = torch.load(io.BytesIO(data), weights_only=True)
+    if parameter:
+        return torch.nn.Parameter(t, requires_grad=requires_grad)
+    return t.requires_grad_(True) if requires_grad else t
 
 
 def _pickle_loads(payload: str) -> Any:
