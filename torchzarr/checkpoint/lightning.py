@@ -52,6 +52,12 @@ def _local_path(store: Store) -> str | None:
     return None
 
 
+def _on_cpu(storage: Any, location: str) -> Any:
+    """``TorchCheckpointIO``'s default ``map_location``: each tensor stays where it was
+    read, on the CPU."""
+    return storage
+
+
 class _ZarrCheckpointIOMixin:
     """The behaviour of ``ZarrCheckpointIO``, independent of which Lightning it plugs into."""
 
@@ -109,9 +115,14 @@ class _ZarrCheckpointIOMixin:
         )
 
     def load_checkpoint(
-        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+        self, path: Any, map_location: Any = _on_cpu, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Load the checkpoint at ``path``; ``weights_only=True`` refuses pickled leaves."""
+        """Load the checkpoint at ``path``; ``weights_only=True`` refuses pickled leaves.
+
+        As Lightning's ``TorchCheckpointIO``, every tensor loads on the CPU unless
+        ``map_location`` says otherwise (None: the device each was saved from), so a
+        checkpoint saved on a GPU resumes on any machine.
+        """
         allow = self.allow_pickle and weights_only is not True
         result: dict[str, Any] = load_checkpoint(
             os.fspath(path),
@@ -192,7 +203,9 @@ def load_from_checkpoint(
 
     Builds the module from the saved hyper-parameters (``kwargs`` override them), calls its
     ``on_load_checkpoint`` and loads the state dict. Works for ``LightningModule`` and
-    ``LightningDataModule`` subclasses of either package.
+    ``LightningDataModule`` subclasses of either package. As Lightning's, tensors saved on
+    a GPU (or MPS, XLA) device this machine lacks load on the CPU unless ``map_location``
+    says otherwise, and a module goes to the device its loaded state dict is on.
 
     Example:
         >>> model = load_from_checkpoint(MyModel, "ckpts/last.ckpt")  # doctest: +SKIP
@@ -208,11 +221,13 @@ def load_from_checkpoint(
     saving = _module(package, "core.saving")
     checkpoint = load_checkpoint(
         os.fspath(path),
-        map_location=map_location,
+        map_location=map_location or saving._default_map_location,
         allow_pickle=allow_pickle,
         storage_options=storage_options,
     )
     model = saving._load_state(model_class, checkpoint, strict=strict, **kwargs)
-    if isinstance(map_location, (str, torch.device)) and hasattr(model, "to"):
-        model = model.to(map_location)
+    state_dict = checkpoint.get("state_dict")
+    if isinstance(state_dict, dict) and state_dict and hasattr(model, "to"):
+        tensors = (t for t in state_dict.values() if isinstance(t, torch.Tensor))
+        model = model.to(next(tensors, torch.tensor(0)).device)
     return model
