@@ -38,6 +38,7 @@ from torchzarr.errors import (
     MetadataError,
     NodeExistsError,
     NodeNotFoundError,
+    ReadOnlyError,
     StoreError,
 )
 from torchzarr.forksafe import LockTable
@@ -61,12 +62,14 @@ __all__ = [
     "reserved_version",
     "version_intact",
     "wait_pruned",
+    "with_flush_settings",
 ]
 
 #: Root group attribute holding the manifest.
 MANIFEST_ATTRIBUTE = "torchzarr_checkpoint"
 FORMAT_VERSION = 1
 _VERSION = re.compile(r"^v(\d{6,})$")
+_MARKER = "{version}/zarr.json"  # a version's group metadata: deleted first (version_intact)
 
 
 def checkpoint_store(
@@ -86,14 +89,25 @@ def checkpoint_store(
         False
     """
     resolved = resolve_store(store, mode=mode, storage_options=storage_options)
-    if isinstance(resolved, LocalStore):
-        # Durability: chunks must be on disk before the manifest that names them.
-        wanted = (resolved.fsync or fsync, resolved.direct_io or direct_io)
-        if wanted != (resolved.fsync, resolved.direct_io):
-            resolved = LocalStore(
-                resolved.root, read_only=resolved.read_only, fsync=wanted[0], direct_io=wanted[1]
-            )
-    return resolved
+    if not isinstance(resolved, LocalStore):
+        return resolved
+    # Durability: chunks must be on disk before the manifest that names them.
+    return with_flush_settings(resolved, resolved.fsync or fsync, resolved.direct_io or direct_io)
+
+
+def with_flush_settings(store: LocalStore, fsync: bool, direct_io: bool) -> LocalStore:
+    """``store``, or a shallow copy of it (its class, ``read_only``...) with these settings.
+
+    Example:
+        >>> with_flush_settings(LocalStore("d", read_only=True), True, False).read_only
+        True
+    """
+    if (store.fsync, store.direct_io) == (fsync, direct_io):
+        return store
+    changed = object.__new__(type(store))  # a shallow copy: a subclass's attributes too
+    changed.__dict__.update(store.__dict__)
+    changed.fsync, changed.direct_io = fsync, direct_io
+    return changed
 
 
 def read_manifest(store: Store) -> dict[str, Any] | None:
@@ -163,7 +177,7 @@ def committed_version(store: Store) -> str:
 
 def _versions(store: Store) -> list[str]:
     _, dirs = store.list_dir("")
-    return sorted(name for name in dirs if _VERSION.match(name))
+    return sorted((name for name in dirs if _VERSION.match(name)), key=_number)  # v1000000 last
 
 
 def next_version(store: Store) -> str:
@@ -174,10 +188,10 @@ def next_version(store: Store) -> str:
         'v000001'
     """
     manifest = read_manifest(store)
-    numbers = [int(_VERSION.match(v).group(1)) for v in _versions(store)]  # type: ignore[union-attr]
-    if manifest is not None and _VERSION.match(manifest["version"]):
-        numbers.append(int(manifest["version"][1:]))
-    return f"v{max(numbers, default=0) + 1:06d}"
+    numbers = [0, *(_number(v) for v in _versions(store))]
+    if manifest is not None:
+        numbers.append(_number(manifest["version"]))  # -1 for a bad name
+    return f"v{max(numbers) + 1:06d}"
 
 
 _RESERVED: dict[str, set[str]] = {}  # versions that saves of this process are writing
@@ -216,6 +230,8 @@ def reserve_version(store: Store) -> str:
         >>> reserve_version(st), reserve_version(st)
         ('v000001', 'v000002')
     """
+    if store.read_only:  # checked first: nothing is written, not even a version directory
+        raise ReadOnlyError(f"cannot save a checkpoint to {store!r}: the store is read-only")
     kind = read_kind(store, "", 2)
     if kind is not None:  # a checkpoint is v3: its root group would list none of a v2 root's
         raise NodeExistsError(
@@ -245,11 +261,6 @@ def release_version(store: Store, version: str) -> None:
     """
     with _STATE_LOCK:
         _RESERVED.get(_store_id(store), set()).discard(version)
-
-
-def _reserved(store: Store) -> set[str]:
-    with _STATE_LOCK:
-        return set(_RESERVED.get(_store_id(store), ()))
 
 
 @contextlib.contextmanager
@@ -330,8 +341,9 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
         ['v000001']
     """
     current = committed_version(store)
-    writing = _reserved(store)
-    older = [v for v in _versions(store) if v < current and v not in writing]
+    with _STATE_LOCK:
+        writing = set(_RESERVED.get(_store_id(store), ()))
+    older = [v for v in _versions(store) if _number(v) < _number(current) and v not in writing]
     kept = set(older[len(older) - max(0, keep - 1) :]) if keep > 1 else set()
     # Only versions below the committed one: above it are saves in progress (a leftover
     # of a killed save is always below the next committed version, and goes then).
@@ -357,14 +369,10 @@ def delete_version(store: Store, version: str) -> None:
         store.delete_prefix(version + "/")
 
 
-def _marker(version: str) -> str:
-    return f"{version}/zarr.json"
-
-
 def _delete_marker(store: Store, version: str) -> None:
     # The version's group metadata goes first, before any chunk: a reader that still
     # finds it after its reads knows that every chunk it read was there (version_intact).
-    store.delete(_marker(version))
+    store.delete(_MARKER.format(version=version))
 
 
 def version_intact(store: Store, version: str) -> bool:
@@ -384,7 +392,7 @@ def version_intact(store: Store, version: str) -> bool:
         >>> version_intact(st, version)
         False
     """
-    return store.exists(_marker(version))
+    return store.exists(_MARKER.format(version=version))
 
 
 def names_committed(store: Store, version: str) -> bool:
