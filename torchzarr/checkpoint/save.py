@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,10 +20,22 @@ from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
-from torchzarr.errors import CheckpointConflictError, InvalidArgumentError
-from torchzarr.storage import LocalStore
+from torchzarr.errors import (
+    ArgumentTypeError,
+    CheckpointConflictError,
+    InvalidArgumentError,
+    StoreError,
+)
+from torchzarr.storage import LocalStore, ZipStore
+from torchzarr.storage.zip_io import Savepoint
 
-__all__ = ["AsyncCheckpointer", "load_checkpoint", "save_checkpoint", "snapshot"]
+__all__ = [
+    "AsyncCheckpointer",
+    "check_save_options",
+    "load_checkpoint",
+    "save_checkpoint",
+    "snapshot",
+]
 
 #: Default chunk size: large chunks write at disk speed; tensors split on axis 0.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -131,6 +144,8 @@ def save_checkpoint(
     manifest in the root ``zarr.json`` name it. Killed at any moment, the store still holds
     the previous checkpoint, and :func:`load_checkpoint` still returns it (but for a zip
     file killed during a save: it has no directory then; see ``docs/checkpoints.md``).
+    A save that raises leaves the previous checkpoint the one loaded: a zip is cut back to
+    it, also when its directory did not fit after the commit.
 
     Args:
         state: dict, OrderedDict, list or tuple of tensors, containers and plain values.
@@ -149,6 +164,8 @@ def save_checkpoint(
 
     Raises:
         UnrepresentableError: a leaf cannot be stored; the message names its key path.
+        ReadOnlyError: the store is read-only (nothing is written).
+        StoreError: writing failed (a full disk); the previous checkpoint stays.
 
     Example:
         >>> import torch
@@ -158,23 +175,24 @@ def save_checkpoint(
         >>> load_checkpoint("memory://ckpt-doc")
         {'w': tensor([1., 1.]), 'step': 7}
     """
-    for name, value in (("keep", keep), ("chunk_bytes", chunk_bytes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+    check_save_options({"keep": keep, "chunk_bytes": chunk_bytes})
     plan = encode_tree(state, allow_pickle=allow_pickle)
     st = commit.checkpoint_store(store, "a", storage_options=storage_options, fsync=False)
     local = st if isinstance(st, LocalStore) else None
     durable = local is not None and (fsync or local.fsync)
     if local is not None:
         # Files are written without a flush each, then flushed together before the commit.
-        st = local = LocalStore(local.root, fsync=False, direct_io=direct_io)
-    with commit.reserved_version(st) as version:
+        st = local = commit.with_flush_settings(local, False, direct_io)
+    with commit.reserved_version(st) as version:  # a read-only store is refused here
+        savepoint = st.savepoint() if isinstance(st, ZipStore) else None
         try:
             _write_tree(st, version, plan, compressors, chunk_bytes)
             if durable:
                 sync_local(st, version)  # all the manifest names is on disk before it is written
             commit.commit_version(
-                LocalStore(local.root, fsync=True) if durable and local is not None else st,
+                commit.with_flush_settings(local, True, False)
+                if durable and local is not None
+                else st,
                 version,
                 {
                     "torch_version": torch.__version__,
@@ -182,18 +200,68 @@ def save_checkpoint(
                     "tensors": len(plan.tensors),
                 },
             )
+            commit.prune_later(st, keep)  # after the commit, never before: crash safety
+            commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
-            if isinstance(err, CheckpointConflictError) or not commit.names_committed(st, version):
-                # Not committed: free its space now (a full disk is a common cause), best
-                # effort; what a killed process leaves behind goes with the next save.
-                with contextlib.suppress(Exception):
-                    commit.delete_version(st, version)
-            with contextlib.suppress(Exception):
-                commit.close_archive(st)  # a zip keeps its earlier versions readable
+            _undo_failed_save(st, version, savepoint, err)
             raise
-    commit.prune_later(st, keep)  # after the commit, never before: crash safety
-    commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
     return version
+
+
+def _undo_failed_save(
+    store: Any, version: str, savepoint: Savepoint | None, err: BaseException
+) -> None:
+    """Leave ``store`` holding the checkpoint it held before a save that raised ``err``.
+
+    A zip is rolled back to the ``savepoint`` taken before the save: its file cut back to
+    where the save's first entry started and its old directory written again, so the
+    previous checkpoint stays loadable in this process and others, also when the save
+    failed after its commit (a directory that did not fit). Elsewhere an uncommitted
+    version's files are deleted, to free their space now (a full disk is a common cause);
+    what a killed process leaves behind goes with the next save.
+    """
+    rolled_back = False
+    if savepoint is not None:
+        try:
+            rolled_back = store.roll_back(savepoint)
+            if rolled_back:
+                err.add_note(f"the save was undone: {store!r} holds the previous checkpoint")
+        except StoreError as failed:  # rolled back in this process; its directory waits
+            rolled_back = True
+            err.add_note(f"{store!r} holds the previous checkpoint again, but: {failed}")
+    if not rolled_back and (
+        isinstance(err, CheckpointConflictError) or not commit.names_committed(store, version)
+    ):
+        with contextlib.suppress(Exception):
+            commit.delete_version(store, version)
+    with contextlib.suppress(Exception):
+        commit.close_archive(store)  # a zip keeps its earlier versions readable
+
+
+def check_save_options(options: dict[str, Any]) -> None:
+    """Raise what :func:`save_checkpoint` would for these keyword options, writing nothing.
+
+    Example:
+        >>> check_save_options({"keep": 2, "fsync": False})
+        >>> check_save_options({"kep": 2})
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ArgumentTypeError: save_checkpoint() takes no option 'kep' (it takes allow_pickle, chunk_bytes, compressors, direct_io, fsync, keep, storage_options)
+    """
+    taken = sorted(
+        name
+        for name, parameter in inspect.signature(save_checkpoint).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+    for name in options:
+        if name not in taken:
+            raise ArgumentTypeError(
+                f"save_checkpoint() takes no option {name!r} (it takes {', '.join(taken)})"
+            )
+    for name in ("keep", "chunk_bytes"):
+        value = options.get(name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
@@ -274,6 +342,7 @@ class AsyncCheckpointer:
     """
 
     def __init__(self, **save_options: Any) -> None:
+        check_save_options(save_options)  # in the caller, not later from the thread
         self._options = save_options
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[str] | None = None
@@ -300,6 +369,7 @@ class AsyncCheckpointer:
                 previous = err
             try:
                 # Check what can be checked now, so that an unsavable leaf fails in the caller.
+                check_save_options(options)
                 encode_tree(state, allow_pickle=bool(options.get("allow_pickle")))
                 copy = snapshot(state)
             except BaseException as err:

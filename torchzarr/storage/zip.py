@@ -20,14 +20,16 @@ from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.zip_io import (
-    LOCAL_HEADER,
     AppendState,
-    check_crc,
+    Savepoint,
+    append_failed,
     cut_file,
-    decompress,
     drop_file,
     entry_bytes,
     list_entries,
+    no_room_for_directory,
+    open_zip,
+    read_entry,
     rewrite_live,
     write_directory,
 )
@@ -72,23 +74,10 @@ class _Archive:
         self.fd = -1
         self.index: dict[str, zipfile.ZipInfo] = {}
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
-        exists = os.path.exists(path)
-        if mode == "r" and not (exists and os.path.getsize(path)):
+        if mode == "r" and not (os.path.exists(path) and os.path.getsize(path)):
             return  # a missing or empty file reads as an empty store, like a missing directory
-        if mode == "a" and exists and os.path.getsize(path) and not zipfile.is_zipfile(path):
-            raise StoreError(f"{path!r} exists and is not a zip file")
-        try:
-            self.zf = zipfile.ZipFile(path, mode, allowZip64=allow_zip64)  # type: ignore[call-overload]
-            self.fd = os.open(path, os.O_RDONLY)
-            weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
-        except (OSError, zipfile.BadZipFile) as err:
-            if self.zf is not None:
-                self.zf.close()
-            if isinstance(err, PermissionError) and mode != "r":
-                raise ReadOnlyError(
-                    f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
-                ) from err
-            raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
+        self.zf, self.fd = open_zip(path, mode, allow_zip64)
+        weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
         for info in self.zf.infolist():  # later entries win, as in zipfile and zarr-python
             if not info.is_dir():
                 self.index[info.filename] = info
@@ -104,44 +93,12 @@ class _Archive:
         """The bytes the live entries take in the file, local headers included."""
         return sum(entry_bytes(info) for info in self.index.values())
 
-    def data_offset(self, info: zipfile.ZipInfo) -> int:
-        """Where an entry's bytes start: after its local header, whose extra field may differ."""
-        offset = self.offsets.get(info.header_offset)
-        if offset is None:
-            header = os.pread(self.fd, LOCAL_HEADER.size, info.header_offset)
-            magic, name_len, extra_len = LOCAL_HEADER.unpack(header)
-            if magic != b"PK\x03\x04":
-                raise StoreError(
-                    f"corrupt zip {self.path!r}: bad local header of {info.filename!r}"
-                )
-            offset = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
-            self.offsets[info.header_offset] = offset
-        return offset
-
     def read(self, key: str, rng: ByteRange | None) -> bytes | None:
         info = self.index.get(key)
-        if info is None:
-            return None
-        size = info.file_size
-        start, end = 0, size
-        if rng is not None:
-            start = max(size + rng.start, 0) if rng.start < 0 else min(rng.start, size)
-            end = size if rng.length is None else min(start + rng.length, size)
-        if start >= end:
-            return b""
-        # positioned reads only (no shared file offset, no lock): safe from many threads
-        # and from a forked child that inherited this archive
-        where = f"entry {key!r} of zip {self.path!r}"
-        if info.compress_type == zipfile.ZIP_STORED:
-            data = self._pread(key, end - start, self.data_offset(info) + start)
-            if end - start == size:  # a range cannot be checked: the CRC covers it all
-                check_crc(data, info, where)
-            return data
-        raw = self._pread(key, info.compress_size, self.data_offset(info))
-        return decompress(raw, info, start, end, where)
+        return None if info is None else read_entry(info, rng, self._pread, self.offsets, self.path)
 
     def _pread(self, key: str, size: int, offset: int) -> bytes:
-        data = os.pread(self.fd, size, offset)
+        data = os.pread(self.fd, size, offset)  # no shared file offset, no lock
         if len(data) != size:
             raise StoreError(f"truncated zip {self.path!r}: entry {key!r} is cut short")
         return data
@@ -175,15 +132,7 @@ class _Archive:
                 self.dirty, self.dead = dirty, dead
                 no_room = self._undo_write(zf, key, before)
                 if isinstance(err, OSError):
-                    kept = "the zip keeps its earlier entries"
-                    if no_room is not None:
-                        kept += (
-                            "; without room for its directory, other processes cannot "
-                            "read it until a close() with room writes it"
-                        )
-                    raise StoreError(
-                        f"cannot write {key!r} to zip {self.path!r}: {err} ({kept})"
-                    ) from err
+                    raise append_failed(key, self.path, err, no_room) from err
                 raise
             self.index[key] = info
             return True
@@ -198,17 +147,39 @@ class _Archive:
         is returned and ``close`` writes the directory.
         """
         before.restore(zf, key)
+        return self._rewind(zf, before.start_dir, f"after a failed write of {key!r}", cut=True)
+
+    def _rewind(self, zf: zipfile.ZipFile, start_dir: int, what: str, cut: bool) -> OSError | None:
+        """End the file at ``start_dir`` with the live entries' directory (see ``_undo_write``)."""
         try:
-            cut_file(zf, before.start_dir)
+            if cut:  # else written over what is there, then cut: no room needed on a full disk
+                cut_file(zf, start_dir)
+            zf.start_dir = start_dir
             list_entries(zf, self.index.values())
             return write_directory(zf)
         except OSError as err:  # the file is in an unknown state: write nothing more to it
             drop_file(zf)
             self.zf, self.mode, self.dirty = None, "r", False  # the next write reopens it
             raise StoreError(
-                f"zip {self.path!r} cannot be restored after a failed write of {key!r}: {err} "
+                f"zip {self.path!r} cannot be restored {what}: {err} "
                 "(it may have lost its directory; `zip -FF` recovers the entries)"
             ) from err
+
+    def roll_back(self, savepoint: Savepoint) -> bool:
+        """Forget the entries written since ``savepoint``, cut from the file (see ZipStore)."""
+        with self.lock:
+            zf = self.zf
+            if zf is None or savepoint.owner is not self:
+                return False
+            self.index = dict(savepoint.entries)  # one assignment: readers see old or new
+            self.dead, self.dirty = savepoint.dead, savepoint.dirty
+            # data offsets cached for entries past the savepoint would mislead later reads
+            self.offsets = {at: to for at, to in self.offsets.items() if at < savepoint.start_dir}
+            no_room = self._rewind(zf, savepoint.start_dir, "to an earlier state", cut=False)
+            zf._didModify = no_room is not None  # type: ignore[attr-defined]
+            if no_room is not None:
+                raise no_room_for_directory(self.path, no_room) from no_room
+            return True
 
     def delete(self, key: str) -> bool:
         """Hide ``key``; False (nothing changed) if the archive was closed."""
@@ -239,10 +210,7 @@ class _Archive:
             if self.writable and zf._didModify:  # type: ignore[attr-defined]
                 no_room = write_directory(zf)
                 if no_room is not None:
-                    raise StoreError(
-                        f"cannot write the directory of zip {self.path!r}: {no_room} (it "
-                        "stays open: close it again when there is room)"
-                    ) from no_room
+                    raise no_room_for_directory(self.path, no_room) from no_room
                 zf._didModify = False  # type: ignore[attr-defined]  # written: close() adds nothing
             self.zf = None
             try:
@@ -403,7 +371,8 @@ class ZipStore(Store):
         if archive is not None and not self._fresh and (archive.writable or not write):
             return archive
         changes = write or self._fresh
-        action = f"write {writing!r} to" if write else f"create (mode {self.mode!r})"
+        action = f"create (mode {self.mode!r})" if not write else "write to"
+        action = f"write {writing!r} to" if writing else action
         with _path_locks[path]:
             archive = _archives.get(path)
             if changes:
@@ -443,6 +412,37 @@ class ZipStore(Store):
                     if archive.zf is not None:  # no room for its directory: a later close
                         _archives[path] = archive  # (or the exit) writes it
                     raise
+
+    def savepoint(self) -> Savepoint:
+        """Open the zip for writing and note its entries, for :meth:`roll_back` to return to.
+
+        Example:
+            >>> import os, tempfile
+            >>> store = ZipStore(os.path.join(tempfile.mkdtemp(), "s.zip"), mode="a")
+            >>> store.set("a", b"1"); mark = store.savepoint(); store.set("b", b"2")
+            >>> store.roll_back(mark), sorted(store.list_prefix(""))
+            (True, ['a'])
+        """
+        if self.read_only:
+            raise ReadOnlyError(f"cannot write to {self!r}: it is read-only")
+        for _ in range(_REOPENS):
+            archive = self._archive(writing="")
+            with archive.lock:  # its entries, where the next one goes, what close must do
+                if (zf := archive.zf) is not None:
+                    entries = dict(archive.index)
+                    return Savepoint(archive, zf.start_dir, entries, archive.dead, archive.dirty)
+        raise StoreError(f"cannot open {self.path!r}: closed by others {_REOPENS} times")
+
+    def roll_back(self, savepoint: Savepoint) -> bool:
+        """Undo every write and delete since ``savepoint``; the file ends where it did then.
+
+        Its directory is written at once, so other processes read the zip as it was. False,
+        changing nothing, if the zip was closed since. Without room for the directory,
+        :class:`StoreError` is raised: the zip is rolled back in this process and stays
+        open; close it again once there is room.
+        """
+        archive = _archives.get(self.identity)
+        return archive is not None and archive.roll_back(savepoint)
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:

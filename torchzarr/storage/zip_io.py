@@ -1,9 +1,10 @@
 """Low-level I/O on one zip file under ``zipfile``: checked entry reads, undone appends.
 
 ``ZipStore`` reads entries with positioned reads and appends them through ``zipfile``.
-This module holds what that needs beyond ``zipfile``'s public API: checking what a read
-returns against the entry's CRC-32, and putting a file back as it was when an append
-fails midway (a full disk), so that the entries before it stay readable.
+This module holds what that needs beyond ``zipfile``'s public API: reading an entry (or a
+range of it) and checking it against the entry's CRC-32, and putting a file back as it
+was when an append fails midway (a full disk) or a series of appends is given up
+(:class:`Savepoint`), so that the entries before them stay readable.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ import struct
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from torchzarr.errors import ChecksumError, ChunkDecodeError
+from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, StoreError
+from torchzarr.storage.base import ByteRange
 
 __all__ = [
     "LOCAL_HEADER",
     "AppendState",
+    "Savepoint",
+    "append_failed",
     "check_crc",
     "cut_file",
     "decompress",
     "drop_file",
     "entry_bytes",
     "list_entries",
+    "no_room_for_directory",
+    "open_zip",
+    "read_entry",
     "rewrite_live",
     "write_directory",
 ]
@@ -52,6 +59,116 @@ def entry_bytes(info: zipfile.ZipInfo) -> int:
         33
     """
     return LOCAL_HEADER.size + len(info.filename.encode()) + len(info.extra) + info.compress_size
+
+
+def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, int]:
+    """``path`` opened by zipfile in ``mode``, and a read-only descriptor for positioned reads.
+
+    Raises :class:`ReadOnlyError` for a file this process may not write (any mode but
+    ``"r"``), else :class:`StoreError` naming the file, if it cannot be opened.
+
+    Example:
+        >>> import tempfile
+        >>> zf, fd = open_zip(os.path.join(tempfile.mkdtemp(), "o.zip"), "a", True)
+        >>> zf.namelist(), fd >= 0
+        ([], True)
+        >>> zf.close(); os.close(fd)
+    """
+    has_bytes = os.path.exists(path) and os.path.getsize(path) > 0
+    if mode == "a" and has_bytes and not zipfile.is_zipfile(path):
+        raise StoreError(f"{path!r} exists and is not a zip file")
+    zf = None
+    try:
+        zf = zipfile.ZipFile(path, mode, allowZip64=allow_zip64)  # type: ignore[call-overload]
+        return zf, os.open(path, os.O_RDONLY)
+    except (OSError, zipfile.BadZipFile) as err:
+        if zf is not None:
+            zf.close()
+        if isinstance(err, PermissionError) and mode != "r":
+            raise ReadOnlyError(
+                f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
+            ) from err
+        raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
+
+
+def append_failed(key: str, path: str, err: OSError, no_room: OSError | None) -> StoreError:
+    """The error of an append of ``key`` that failed and was undone (see ``AppendState``).
+
+    ``no_room``: the error that kept the directory from being written again, if any.
+
+    Example:
+        >>> append_failed("k", "a.zip", OSError(28, "No space left on device"), None)
+        StoreError("cannot write 'k' to zip 'a.zip': [Errno 28] No space left on device (the zip keeps its earlier entries)")
+    """
+    kept = "the zip keeps its earlier entries"
+    if no_room is not None:
+        kept += (
+            "; without room for its directory, other processes cannot read it until a "
+            "close() with room writes it"
+        )
+    return StoreError(f"cannot write {key!r} to zip {path!r}: {err} ({kept})")
+
+
+def no_room_for_directory(path: str, err: OSError) -> StoreError:
+    """The error of a zip left open because its directory did not fit (a full disk).
+
+    Example:
+        >>> no_room_for_directory("a.zip", OSError(28, "No space left on device"))
+        StoreError("cannot write the directory of zip 'a.zip': [Errno 28] No space left on device (it stays open: close it again when there is room)")
+    """
+    return StoreError(
+        f"cannot write the directory of zip {path!r}: {err} (it stays open: close it again "
+        "when there is room)"
+    )
+
+
+def read_entry(
+    info: zipfile.ZipInfo,
+    rng: ByteRange | None,
+    pread: Callable[[str, int, int], bytes],
+    offsets: dict[int, int],
+    path: str,
+) -> bytes:
+    """The bytes of entry ``info`` (``rng`` of them) of the zip ``path``.
+
+    ``pread(key, size, offset)`` reads the file (positioned reads: safe from many threads
+    and from a forked child), raising if it comes back short. ``offsets`` caches where each
+    entry's data starts, by local header offset. An entry read whole is checked against
+    its CRC-32.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "r.zip")
+        >>> with zipfile.ZipFile(path, "w") as zf:
+        ...     zf.writestr("k", b"hello world")
+        >>> info, fd = zipfile.ZipFile(path).getinfo("k"), os.open(path, os.O_RDONLY)
+        >>> pread = lambda key, size, offset: os.pread(fd, size, offset)
+        >>> read_entry(info, ByteRange(6), pread, {}, path), read_entry(info, None, pread, {}, path)
+        (b'world', b'hello world')
+        >>> os.close(fd)
+    """
+    key, size = info.filename, info.file_size
+    start, end = 0, size
+    if rng is not None:
+        start = max(size + rng.start, 0) if rng.start < 0 else min(rng.start, size)
+        end = size if rng.length is None else min(start + rng.length, size)
+    if start >= end:
+        return b""
+    data_offset = offsets.get(info.header_offset)
+    if data_offset is None:  # after the local header, whose extra field may differ
+        header = pread(key, LOCAL_HEADER.size, info.header_offset)
+        magic, name_len, extra_len = LOCAL_HEADER.unpack(header)
+        if magic != b"PK\x03\x04":
+            raise StoreError(f"corrupt zip {path!r}: bad local header of {key!r}")
+        data_offset = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
+        offsets[info.header_offset] = data_offset
+    where = f"entry {key!r} of zip {path!r}"
+    if info.compress_type != zipfile.ZIP_STORED:
+        return decompress(pread(key, info.compress_size, data_offset), info, start, end, where)
+    data = pread(key, end - start, data_offset + start)
+    if end - start == size:  # a range cannot be checked: the CRC covers it all
+        check_crc(data, info, where)
+    return data
 
 
 def check_crc(data: bytes, info: zipfile.ZipInfo, where: str) -> None:
@@ -129,6 +246,22 @@ class AppendState(NamedTuple):
         zf.start_dir = self.start_dir
         zf._writing = False  # type: ignore[attr-defined]
         zf._didModify = True  # type: ignore[attr-defined]  # the entry overwrote the directory
+
+
+class Savepoint(NamedTuple):
+    """An open zip as it was at one moment, to roll back to when later appends are given up.
+
+    Example:
+        >>> with zipfile.ZipFile(io.BytesIO(), "w") as zf:
+        ...     Savepoint(owner=None, start_dir=zf.start_dir, entries={}, dead=0, dirty=False)
+        Savepoint(owner=None, start_dir=0, entries={}, dead=0, dirty=False)
+    """
+
+    owner: object  # the open archive it belongs to: a reopened one cannot go back to it
+    start_dir: int  # where the next entry was to start, over the directory
+    entries: dict[str, zipfile.ZipInfo]  # the live entries, by name
+    dead: int  # bytes of dead entries before the directory
+    dirty: bool  # whether the directory must list the live entries only
 
 
 def cut_file(zf: zipfile.ZipFile, size: int) -> None:

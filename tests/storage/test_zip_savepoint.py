@@ -1,0 +1,99 @@
+"""ZipStore.savepoint / roll_back: giving up a series of writes leaves the file as it was."""
+
+from __future__ import annotations
+
+import errno
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from torchzarr.errors import ReadOnlyError, StoreError
+from torchzarr.storage import ByteRange
+from torchzarr.storage import zip as zip_module
+from torchzarr.storage.zip import ZipStore
+from torchzarr.storage.zip_io import cut_file
+
+ENTRIES = {f"k/{i}": bytes([i]) * 1000 for i in range(5)}
+
+
+def make_zip(path: Path) -> Path:
+    with ZipStore(path, mode="w") as store:
+        for key, value in ENTRIES.items():
+            store.set(key, value)
+    return path
+
+
+def entries(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def test_a_roll_back_forgets_writes_and_deletes_and_cuts_the_file(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "s.zip")
+    size = path.stat().st_size
+    store = ZipStore(path, mode="a")
+    mark = store.savepoint()
+    for i in range(50):
+        store.set(f"new/{i}", b"n" * 500)
+    store.set("k/0", b"replaced")
+    store.delete("k/1")
+    assert store.roll_back(mark)
+    # at once, before any close: the file is the zip it was, for every other reader
+    assert entries(path) == ENTRIES and path.stat().st_size == size
+    assert store.get("k/0") == ENTRIES["k/0"] and store.get("k/1") == ENTRIES["k/1"]
+    assert sorted(store.list_prefix("")) == sorted(ENTRIES)
+    store.set("after", b"a")  # writes go on after the roll back
+    store.close()
+    assert entries(path) == {**ENTRIES, "after": b"a"}
+
+
+def test_entries_written_where_rolled_back_ones_were_read_back_right(tmp_path: Path) -> None:
+    store = ZipStore(make_zip(tmp_path / "o.zip"), mode="a")
+    mark = store.savepoint()
+    store.set("a", b"x" * 100)
+    assert store.get("a") == b"x" * 100  # where its data starts is now known
+    assert store.roll_back(mark)
+    store.set("a-longer-name", b"y" * 100)  # at the same offset, a longer local header
+    assert store.get_range("a-longer-name", ByteRange(0, 10)) == b"y" * 10
+    assert store.get("a-longer-name") == b"y" * 100
+    store.close()
+
+
+def test_a_roll_back_after_the_zip_was_closed_changes_nothing(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "c.zip")
+    store = ZipStore(path, mode="a")
+    mark = store.savepoint()
+    store.set("new", b"1")
+    store.close()
+    assert not store.roll_back(mark)
+    assert entries(path) == {**ENTRIES, "new": b"1"}
+
+
+def test_a_read_only_zip_takes_no_savepoint(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "r.zip")
+    with pytest.raises(ReadOnlyError, match=r"r\.zip"):
+        ZipStore(path).savepoint()
+
+
+def test_a_roll_back_without_room_for_the_directory_leaves_it_to_the_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_zip(tmp_path / "d.zip")
+    store = ZipStore(path, mode="a")
+    mark = store.savepoint()
+    store.set("new", b"n" * 100)
+    real_write_directory = zip_module.write_directory
+
+    def no_room(zf: zipfile.ZipFile) -> OSError:
+        cut_file(zf, zf.start_dir)  # as a directory that does not fit leaves the file
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zip_module, "write_directory", no_room)
+    with pytest.raises(StoreError, match=r"directory of zip .*d\.zip.*stays open"):
+        store.roll_back(mark)
+    assert not store.exists("new") and store.get("k/2") == ENTRIES["k/2"]
+    monkeypatch.setattr(zip_module, "write_directory", real_write_directory)
+    store.close()  # room again: the close writes the directory of the entries rolled back to
+    assert entries(path) == ENTRIES
