@@ -79,6 +79,37 @@ def test_info_names_arrays_of_unsupported_dtypes(tmp_path, capsys):
     assert re.search(r"Shape +: \(2,\)", out) and re.search(r"Zarr format +: 3", out)
 
 
+def test_consolidate_counts_the_arrays_of_unsupported_dtypes_it_gathers(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(tmp_path), mode="w")
+        group.create_array("text", shape=(3,), dtype="<U5")
+        group.create_array("time", shape=(2,), dtype="M8[ns]")
+        group.create_array("x", shape=(4,), dtype="f4")
+        group.create_group("sub").create_array("names", shape=(2,), dtype=str)
+    status, out, _ = _run(capsys, "consolidate", tmp_path)
+    assert status == 0 and "the metadata of 5 nodes" in out
+    root = tz.open_group(tmp_path, mode="r", use_consolidated=True)
+    assert len(root.member_metadata()) == 5
+
+
+def test_rechunk_messages_name_its_options(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # help lines wrapped at a known width
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(40.0), chunks=(5,), shards=(20,))
+    args = ["rechunk", tmp_path / "src.zarr", tmp_path / "new.zarr"]
+    status, _, err = _run(capsys, *args, "--chunks", "15")  # 15 does not divide the shards
+    assert status == 1 and "pass --shards too" in err and "or --shards none for" in err
+    assert "shards=" not in err and "from_array" not in err
+    assert not (tmp_path / "new.zarr").exists()
+    assert _run(capsys, *args, "--chunks", "15", "--shards", "none")[0] == 0
+    assert torch.equal(tz.open_array(tmp_path / "new.zarr", mode="r")[:], src[:])
+    with pytest.raises(SystemExit):
+        main(["rechunk", "--help"])
+    assert "--fill-value=-inf" in capsys.readouterr().out  # "--fill-value -inf" is no value
+    status, _, _ = _run(capsys, *args[:2], tmp_path / "inf.zarr", "--fill-value=-inf")
+    assert status == 0 and tz.open_array(tmp_path / "inf.zarr", mode="r").fill_value == -math.inf
+
+
 def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):
     _run(capsys, "demo", tmp_path / "src.zarr", "--rows", 300)
     status, out, err = _run(
@@ -231,15 +262,23 @@ def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
         ["tree", "{store}", "--level", "0"],
         ["tree", "{store}", "--level", "-1"],
         ["demo", "{store}/demo.zarr", "--seed", "-1"],
+        ["demo", "{store}/demo.zarr", "--rows", "-5"],
+        ["demo", "{store}/demo.zarr", "--rows", "0"],
+        ["demo", "{store}/demo.zarr", "--rows", str(2**63)],
+        ["copy", "{store}", "{store}/copy.zarr", "--jobs", "0"],
+        ["rechunk", "{store}", "{store}/new.zarr", "--shards", "0"],
+        ["rechunk", "{store}", "{store}/new.zarr", "--chunks", "4,0"],
     ],
 )
 def test_numeric_options_out_of_range_are_usage_errors(tmp_path, capsys, argv):
     tz.create_array(tmp_path, shape=(8,), dtype=torch.float32)
+    before = sorted(tmp_path.rglob("*"))
     with pytest.raises(SystemExit) as exit_:
         main([a.format(store=tmp_path) for a in argv])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and f"argument {argv[2]}: " in err.splitlines()[-1]
-    assert "Traceback" not in err and not (tmp_path / "demo.zarr").exists()
+    option = next(a for a in argv if a.startswith("--"))
+    assert exit_.value.code == 2 and f"argument {option}: " in err.splitlines()[-1]
+    assert "Traceback" not in err and sorted(tmp_path.rglob("*")) == before  # nothing written
 
 
 def test_python_dash_m_runs_the_command_line(tmp_path):

@@ -225,6 +225,46 @@ def test_config_refuses_infinite_seconds_except_an_unbounded_deadline():
             config.set(**{key: float("inf")})
     with config.set(retry_deadline=float("inf"), timeout=None):
         assert config.retry_deadline == float("inf")
+    with pytest.raises(tz.errors.InvalidArgumentError, match="or None for no bound"):
+        config.timeout = float("inf")
+
+
+@pytest.mark.parametrize(
+    "key", ["threads", "io_batch_bytes", "task_bytes", "cache_bytes", "retries"]
+)
+def test_config_takes_numpy_ints_as_ints(key):
+    before = getattr(config, key)
+    with config.set(**{key: np.int64(4)}):
+        assert getattr(config, key) == 4 and type(getattr(config, key)) is int
+    try:
+        setattr(config, key, np.uint32(5))
+        assert getattr(config, key) == 5 and type(getattr(config, key)) is int
+    finally:
+        setattr(config, key, before)
+    with pytest.raises(tz.errors.InvalidArgumentError, match=f"setting '{key}' must be a") as err:
+        config.set(**{key: np.int64(-1)})
+    assert not isinstance(err.value, TypeError)  # a value out of range, not of a wrong type
+
+
+@pytest.mark.parametrize("value", ["4", 4.0, True, np.bool_(True), None, [4]])
+def test_config_refuses_settings_of_a_wrong_type_as_type_errors(value):
+    before = config.threads
+    for key in ("threads", "cache_bytes", "timeout", "retry_backoff"):
+        if key == "timeout" and value is None:
+            continue  # no bound
+        if key in ("timeout", "retry_backoff") and isinstance(value, float):
+            continue  # seconds may be fractional
+        with pytest.raises(tz.errors.ArgumentTypeError, match=f"setting '{key}' must be"):
+            config.set(**{key: value})
+        with pytest.raises(tz.errors.ArgumentTypeError, match=f"setting '{key}' must be"):
+            setattr(config, key, value)
+    assert config.threads == before
+
+
+def test_config_takes_numpy_numbers_of_seconds():
+    with config.set(timeout=np.float32(2.5), retry_backoff=np.int64(1), retry_deadline=np.inf):
+        assert (config.timeout, config.retry_backoff, config.retry_deadline) == (2.5, 1, np.inf)
+        assert type(config.retry_backoff) is int and type(config.timeout) is float
 
 
 # -- the pool: a change of config.threads never fails a run still using the old pool ----------
@@ -411,6 +451,13 @@ def test_an_invalid_environment_setting_names_the_variable(variable, text):
 
     with pytest.raises(tz.errors.InvalidArgumentError, match=f"{variable}='{text}'"):
         settings_from_environment({variable: text})
+
+
+def test_an_infinite_timeout_in_the_environment_suggests_none():
+    from torchzarr.config import settings_from_environment
+
+    with pytest.raises(tz.errors.InvalidArgumentError, match="or none for no bound, got inf"):
+        settings_from_environment({"TORCHZARR_TIMEOUT": "inf"})
 
 
 def _config_in_a_spawned_process() -> tuple[int, int | None]:

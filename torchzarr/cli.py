@@ -2,18 +2,21 @@
 
 Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
 for a node inside it; errors print one line and exit with status 1. An option value out
-of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2).
+of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2), and
+nothing is written. Output its reader closes early (``| head -1``) ends it quietly (141).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO, cast
 
 import numpy as np
 import torch
@@ -24,18 +27,21 @@ from torchzarr.core import nodes
 from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
+from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
 from torchzarr.core.placement import missing_parents, node_docs
 from torchzarr.errors import (
     InvalidArgumentError,
     NodeExistsError,
+    ReadOnlyError,
     TorchZarrError,
     UnsupportedDtypeError,
 )
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
+from torchzarr.storage.wrappers import ReadOnlyStore
 
 __all__ = ["main"]
 
@@ -76,7 +82,7 @@ def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
 
 def _consolidate(args: argparse.Namespace) -> None:
     group = consolidate_metadata(args.store, path=args.path)
-    count = len(group.members(max_depth=None))
+    count = len(group.member_metadata())  # arrays of dtypes torchzarr cannot read too
     print(f"consolidated the metadata of {count} nodes into {group.name} of {args.store}")
 
 
@@ -151,13 +157,16 @@ def _join_hierarchy(store: Store, path: str) -> None:
 
 
 def _sizes(text: str) -> tuple[int, ...] | str:
-    """``--chunks 256,3072`` as a tuple of ints, or "none" (``--shards none``)."""
+    """``--chunks 256,3072`` as a tuple of ints of at least 1, or "none" (``--shards none``)."""
     if text.strip().lower() == "none":
         return "none"
     try:
-        return tuple(int(part) for part in text.split(","))
+        sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 256,3072, got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+    return sizes
 
 
 def _fill(text: str) -> int | float | complex | str:
@@ -179,8 +188,8 @@ def _setting(value: Any) -> Any:
     return None if isinstance(value, str) and value.lower() == "none" else value
 
 
-def _int_from(minimum: int) -> Callable[[str], int]:
-    """An option type: an int of at least ``minimum``."""
+def _int_from(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An option type: an int of at least ``minimum`` (and at most ``maximum``)."""
 
     def parse(text: str) -> int:
         try:
@@ -189,6 +198,8 @@ def _int_from(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -207,20 +218,83 @@ def _megabytes(text: str) -> float:
 
 def _rechunk(args: argparse.Namespace) -> None:
     source = open_array(args.source, mode="r", path=args.path)
-    dest = from_array(
-        args.dest,
-        data=source,
-        path=args.dest_path if args.dest_path is not None else args.path,
-        chunks=_setting(args.chunks),
-        shards=_setting(args.shards),
-        compressors=_setting(args.compressors),
-        fill_value=_setting(args.fill_value),
-        zarr_format=args.zarr_format,
-        overwrite=args.overwrite,
-    )
-    dest.store.close()  # a zip writes its directory here
+    where = nodes.normalize_path(args.dest_path if args.dest_path is not None else args.path)
+    settings = {
+        "data": source,
+        "path": where,
+        "chunks": _setting(args.chunks),
+        "shards": _setting(args.shards),
+        "compressors": _setting(args.compressors),
+        "fill_value": _setting(args.fill_value),
+        "zarr_format": args.zarr_format,
+        "overwrite": args.overwrite,
+    }
+    with resolve_store(args.dest, mode="a") as store:  # a zip writes its directory at the close
+        new_subtree = _unused_subtree(store, where)
+        _check_before_writing(store, settings)
+        try:
+            dest = from_array(store, **settings)
+        except BaseException as err:
+            if not isinstance(err, ReadOnlyError):  # refused at once: nothing written
+                err.add_note(_undo_rechunk(store, where, new_subtree, args.dest))
+            raise
     layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
     print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
+
+
+#: ``from_array``'s words for its arguments, as the ``rechunk`` options spell them
+_OPTION_SPELLINGS = (
+    ("from_array", "rechunk"),
+    ("pass shards= too", "pass --shards too"),
+    ("or None for no sharding", "or --shards none for no sharding"),
+)
+
+
+class _Trial(ReadOnlyStore):
+    """A store's data, read-only: what ``from_array`` checks before writing runs on it."""
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # messages name the store the command was given
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix or "/")  # refused before listing what is there
+
+
+def _check_before_writing(store: Store, settings: dict[str, Any]) -> None:
+    """Make every check ``from_array`` makes before it writes (settings, the place in the
+    hierarchy, the source not overwritten) on ``store`` read-only: a refusal raises here,
+    having written nothing; the first write ends the trial."""
+    try:
+        from_array(_Trial(store), write_data=False, **settings)
+    except ReadOnlyError:
+        return
+    except InvalidArgumentError as err:
+        message = str(err)
+        for python, option in _OPTION_SPELLINGS:
+            message = message.replace(python, option)
+        raise type(err)(message) from None
+
+
+def _unused_subtree(store: Store, path: str) -> str | None:
+    """The topmost of ``path`` and its missing parent groups when no key is under it: all
+    that creating a node at ``path`` adds, which a failed creation may remove."""
+    docs = node_docs(store, nodes.ancestors(path))
+    missing = [p for p in nodes.ancestors(path) if nodes.stored_kind(p, docs) is None]
+    prefix = missing[0] + "/" if missing and missing[0] else ""
+    return missing[0] if missing and next(iter(store.list_prefix(prefix)), None) is None else None
+
+
+def _undo_rechunk(store: Store, path: str, new_subtree: str | None, dest: str) -> str:
+    """Remove what a failed ``rechunk`` wrote under ``new_subtree`` (where nothing was
+    before); what became of the destination, for the error message."""
+    where = f"/{path} of {dest}"
+    with contextlib.suppress(TorchZarrError, OSError):
+        if new_subtree is not None:  # nothing else there to delete
+            store.delete_prefix(new_subtree + "/" if new_subtree else "")
+            invalidate_tree_everywhere(store.identity, new_subtree)
+            refresh_consolidated(store, [(new_subtree, None)] if new_subtree else [])
+            return f"(nothing was left at {where})"
+    return f"(the array at {where} is left partly written: --overwrite replaces it)"
 
 
 def _progress_printer(what: str) -> Any:
@@ -320,7 +394,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--path", default="", help="node to copy (default: everything)")
     copy.add_argument("--dest-path", default=None, help="where it lands (default: --path)")
     copy.add_argument("--overwrite", action="store_true", help="replace what dest holds there")
-    copy.add_argument("--jobs", type=int, default=8, help="batches in flight (default 8)")
+    copy.add_argument("--jobs", type=_int_from(1), default=8, help="batches in flight (default 8)")
     copy.add_argument("--progress", action="store_true", help="report progress on stderr")
 
     rechunk = command(
@@ -336,14 +410,18 @@ def _parser() -> argparse.ArgumentParser:
         "--compressors", default=None, help="zstd, fast, balanced, small, none (default: keep)"
     )
     rechunk.add_argument(
-        "--fill-value", type=_fill, help="e.g. 0, nan, or none for no fill value (default: keep)"
+        "--fill-value",
+        type=_fill,
+        help="e.g. 0, nan, --fill-value=-inf, or none for no fill value (default: keep)",
     )
     rechunk.add_argument("--zarr-format", type=int, choices=(2, 3), default=None)
     rechunk.add_argument("--overwrite", action="store_true", help="replace an existing node")
 
     demo = command("demo", _demo, "write a small image dataset to try the datasets on")
     demo.add_argument("store", help="path or URL to create")
-    demo.add_argument("--rows", type=int, default=10_000, help="images (default 10000)")
+    demo.add_argument(
+        "--rows", type=_int_from(1, 2**63 - 1), default=10_000, help="images (default 10000)"
+    )
     demo.add_argument("--seed", type=_int_from(0), default=0, help="random seed (>= 0)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing store")
     return parser
@@ -360,13 +438,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         └── x [A] (2,) torch.int8
         0
     """
+    output = _Output(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(cast(TextIO, output)):
+            try:
+                return _run(argv)
+            finally:
+                output.flush()  # here, where a closed pipe is seen, rather than at the exit
+    except _ReaderGone:
+        _discard_output()
+        return 141  # as a shell reports a process stopped by a closed pipe (128 + SIGPIPE)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
     except (TorchZarrError, OSError) as err:
-        print(f"torchzarr {args.command}: {err}", file=sys.stderr)
+        notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
+        print(f"torchzarr {args.command}: {err}{notes}", file=sys.stderr)
         return 1
     return 0
+
+
+class _ReaderGone(Exception):
+    """The reader of standard output closed it (``torchzarr info x | head -1``)."""
+
+
+class _Output:
+    """Standard output, whose reader going away raises :class:`_ReaderGone`: no error of
+    the command (a store's broken connection still is one)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> Any:
+        return self._call("write", text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _discard_output() -> None:
+    """Point standard output at the null device: the interpreter's flush at the exit then
+    does not report the closed pipe again (Python's documentation: "Note on SIGPIPE")."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no file descriptor
+        output = sys.stdout.fileno()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), output)
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``

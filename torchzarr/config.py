@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
+import operator
 import os
+import re
+import sys
 import weakref
 from dataclasses import dataclass, fields
 from typing import Any
 
+from torchzarr.arguments import whole_number
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 
@@ -46,27 +51,47 @@ def _fits_a_float(value: int | float) -> bool:
     return True
 
 
-def _validate(key: str, value: Any) -> None:
+def _validate(key: str, value: Any, none: str = "None") -> Any:
+    """``value`` checked for setting ``key``, as the setting holds it (a numpy int as an
+    int); ``none`` is how the caller spells None (``none`` in an environment variable).
+    A value of a wrong type raises ``ArgumentTypeError``, one out of range
+    ``InvalidArgumentError``."""
     if key in _SECONDS:
-        if value is None and _SECONDS[key]:
-            return
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if (
-            not ok
-            or not _fits_a_float(value)
-            or math.isnan(value)
-            or (math.isinf(value) and key not in _INFINITE_OK)
-            or value < 0
-            or (value == 0 and key != "retry_backoff")
-        ):
-            raise InvalidArgumentError(
-                f"setting {key!r} must be a number of seconds, got {value!r}"
-            )
-        return
+        return _seconds(key, value, none)
     low = 0 if key in _ZERO_OK else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    try:
+        return whole_number(f"setting {key!r}", value, low)
+    except InvalidArgumentError as error:  # ArgumentTypeError for a wrong type
         kind = "a non-negative" if low == 0 else "a positive"
-        raise InvalidArgumentError(f"setting {key!r} must be {kind} int, got {value!r}")
+        raise type(error)(f"setting {key!r} must be {kind} int, got {value!r}") from None
+
+
+def _seconds(key: str, value: Any, none: str) -> Any:
+    """``value`` checked as the seconds setting ``key`` (see :func:`_validate`)."""
+    if value is None and _SECONDS[key]:
+        return None
+    message = f"setting {key!r} must be a number of seconds, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(message)
+    if isinstance(value, numbers.Integral):
+        value = operator.index(value)  # a numpy int as an int, exact
+    elif not isinstance(value, float):
+        value = float(value)  # a numpy float
+    if not _fits_a_float(value):
+        raise InvalidArgumentError(message)
+    if math.isinf(value) and value > 0 and _SECONDS[key]:  # the unbounded timeout is None
+        raise InvalidArgumentError(
+            f"setting {key!r} must be a finite number of seconds, or {none} for no bound, "
+            f"got {value!r}"
+        )
+    if (
+        math.isnan(value)
+        or (math.isinf(value) and key not in _INFINITE_OK)
+        or value < 0
+        or (value == 0 and key != "retry_backoff")
+    ):
+        raise InvalidArgumentError(message)
+    return value
 
 
 @dataclass
@@ -139,7 +164,7 @@ class Config:
         if name.startswith("_"):
             object.__setattr__(self, name, value)
             return
-        self._check_setting(name, value)
+        value = self._check_setting(name, value)
         if "_lock" not in self.__dict__:  # the dataclass's __init__: no block open yet
             object.__setattr__(self, name, value)
             return
@@ -147,11 +172,12 @@ class Config:
             self._settle_abandoned()
             self._make_lasting(name, value, below=len(self._blocks))
 
-    def _check_setting(self, name: str, value: Any) -> None:
+    def _check_setting(self, name: str, value: Any) -> Any:
+        """``value`` checked for setting ``name``, as the setting holds it."""
         names = {f.name for f in fields(self)}
         if name not in names:
             raise ArgumentTypeError(f"unknown torchzarr setting {name!r}; known: {sorted(names)}")
-        _validate(name, value)
+        return _validate(name, value)
 
     def set(self, **changes: Any) -> contextlib.AbstractContextManager[None]:
         """Change settings now; used in a ``with``, undo these changes on leaving it.
@@ -168,8 +194,7 @@ class Config:
             <torchzarr.config._Changes object at ...>
             >>> config.retries = 3
         """
-        for key, value in changes.items():
-            self._check_setting(key, value)
+        changes = {key: self._check_setting(key, value) for key, value in changes.items()}
         token = object()
         with self._lock:
             self._settle_abandoned()
@@ -273,10 +298,9 @@ def _parse_environment_value(key: str, variable: str, text: str) -> Any:
     except ValueError:
         value = spelt  # refused below with the setting's own message
     try:
-        _validate(key, value)
+        return _validate(key, value, none="none")
     except InvalidArgumentError as error:
         raise InvalidArgumentError(f"environment variable {variable}={text!r}: {error}") from None
-    return value
 
 
 def settings_from_environment(environment: dict[str, str] | None = None) -> dict[str, Any]:
@@ -299,4 +323,39 @@ def settings_from_environment(environment: dict[str, str] | None = None) -> dict
     return found
 
 
-config = Config(**settings_from_environment())
+def _running_the_command_line() -> bool:
+    """Whether this process runs the ``torchzarr`` command: its console script (named
+    ``torchzarr``, ``torchzarr.exe`` or ``torchzarr-script.py``), ``python -m torchzarr`` or
+    ``python -m torchzarr.cli`` (``sys.argv[0]`` is ``-m`` while that module is looked for).
+    """
+    argv = getattr(sys, "argv", None) or [""]
+    name = re.sub(r"(-script\.pyw?|\.exe)$", "", os.path.basename(argv[0]))
+    if name == "torchzarr":
+        return True
+    if argv[0] != "-m":
+        return False
+    options = sys.orig_argv[1:]
+    for index, option in enumerate(options):
+        if option.startswith("-m"):
+            module = option[2:] or (options[index + 1] if index + 1 < len(options) else "")
+            return module in ("torchzarr", "torchzarr.__main__", "torchzarr.cli")
+    return False
+
+
+def _settings_at_import() -> dict[str, Any]:
+    """The environment's settings, which ``import torchzarr`` refuses when invalid.
+
+    The ``torchzarr`` command imports this package before its ``main`` can catch anything:
+    there the error is reported as the command's others are, in one line with status 1
+    (rather than a traceback, even for ``torchzarr --help``).
+    """
+    try:
+        return settings_from_environment()
+    except InvalidArgumentError as error:
+        if not _running_the_command_line():
+            raise
+        print(f"torchzarr: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+config = Config(**_settings_at_import())

@@ -147,7 +147,7 @@ def store_settings(
         >>> store_settings("s3://b/x", {}, retries=1.5)
         Traceback (most recent call last):
         ...
-        torchzarr.errors.InvalidArgumentError: invalid store setting for 's3://b/x': \
+        torchzarr.errors.ArgumentTypeError: invalid store setting for 's3://b/x': \
 setting 'retries' must be a non-negative int, got 1.5
     """
     if not isinstance(url, str) or not url or "::" in url:

@@ -1,0 +1,156 @@
+"""How the ``torchzarr`` command fails: a rechunk that stops part way, a bad environment
+setting, and a reader that closes the output early."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchzarr as tz
+import torchzarr.cli as cli
+from torchzarr.cli import main
+
+
+def _run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _contents(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def damaged(tmp_path):
+    """An array of 20 values whose last chunk cannot be decoded: a copy of it fails late."""
+    src = tz.create_array(tmp_path / "src.zarr", shape=(20,), dtype=torch.int64, chunks=(5,))
+    src[:] = torch.arange(1, 21)
+    (tmp_path / "src.zarr" / "c" / "3").write_bytes(b"damaged")
+    return tmp_path / "src.zarr"
+
+
+def test_a_failed_rechunk_removes_the_array_it_began(tmp_path, capsys, damaged):
+    dest = tmp_path / "dst.zarr"
+    status, _, err = _run(capsys, "rechunk", damaged, dest, "--chunks", 10)
+    assert status == 1 and "chunk 'c/3'" in err and f"nothing was left at / of {dest}" in err
+    assert _contents(dest) == {}  # no array reading as its fill value
+    with pytest.raises(tz.errors.NodeNotFoundError):
+        tz.open_array(dest, mode="r")
+    assert _run(capsys, "rechunk", damaged, tmp_path / "dst.zip")[0] == 1
+    assert sorted(tz.ZipStore(tmp_path / "dst.zip", mode="r").list_prefix("")) == []
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_failed_rechunk_into_a_hierarchy_leaves_it_as_it_was(
+    tmp_path, capsys, damaged, zarr_format
+):
+    dest = tmp_path / "dst.zarr"
+    root = tz.open_group(dest, mode="w", zarr_format=zarr_format)
+    root.create_array("keep", data=torch.arange(3))
+    tz.consolidate_metadata(dest)
+    before = _contents(dest)
+    argv = ["rechunk", damaged, dest, "--dest-path", "new/sub/x", "--zarr-format", zarr_format]
+    status, _, err = _run(capsys, *argv)
+    assert status == 1 and "nothing was left at /new/sub/x" in err
+    assert _contents(dest) == before  # its parents and consolidated entries gone too
+    assert sorted(tz.open_group(dest, mode="r", use_consolidated=True)) == ["keep"]
+
+
+def test_a_failed_rechunk_never_deletes_what_was_there(tmp_path, capsys, damaged):
+    dest = tmp_path / "dst.zarr"
+    root = tz.open_group(dest, mode="w")
+    root.create_array("keep", data=torch.arange(3))
+    stray = dest / "loose" / "c" / "9"  # keys of no node, under the new array's path
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not ours")
+    status, _, err = _run(capsys, "rechunk", damaged, dest, "--dest-path", "loose")
+    assert status == 1 and f"the array at /loose of {dest} is left partly written" in err
+    assert "--overwrite replaces it" in err and stray.read_bytes() == b"not ours"
+    status, _, err = _run(capsys, "rechunk", damaged, dest, "--dest-path", "keep", "--overwrite")
+    assert status == 1 and f"the array at /keep of {dest} is left partly written" in err
+
+
+def test_a_refused_rechunk_writes_nothing_and_says_nothing_of_leftovers(tmp_path, capsys, damaged):
+    dest = tmp_path / "dst.zarr"
+    tz.open_group(dest, mode="w").create_array("keep", data=torch.arange(3))
+    before = _contents(dest)
+    for argv in [
+        [damaged, dest, "--dest-path", "keep"],  # a node there, and no --overwrite
+        [damaged, dest, "--dest-path", "keep", "--overwrite", "--chunks", "2,2"],
+        [damaged, dest, "--dest-path", "keep/x"],  # below an array
+        [damaged, damaged, "--overwrite"],  # onto itself
+    ]:
+        status, _, err = _run(capsys, "rechunk", *argv)
+        assert status == 1 and "left" not in err and err.count("\n") == 1
+        assert "ReadOnly" not in err and "from_array" not in err
+        assert _contents(dest) == before
+    assert tz.open_array(dest, path="keep", mode="r")[:].tolist() == [0, 1, 2]
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_closing_the_output_ends_the_command_quietly(tmp_path, capsys, monkeypatch):
+    tz.open_group(tmp_path, mode="w").create_array("x", shape=(1,), dtype="int8")
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", _ClosedPipe())
+        status = main(["tree", str(tmp_path)])
+    assert status == 141 and capsys.readouterr().err == ""
+
+    def broken_store(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "open_node", broken_store)  # a store's connection: an error
+    status, _, err = _run(capsys, "info", tmp_path)
+    assert status == 1 and err.startswith("torchzarr info: ") and "Broken pipe" in err
+
+
+def test_a_closed_pipe_stops_the_command_without_a_message(tmp_path):
+    tz.open_group(tmp_path, mode="w").create_array("x", shape=(1,), dtype="int8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torchzarr", "tree", str(tmp_path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def _with_environment(argv, **variables):
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, **variables}
+    )
+
+
+def test_a_bad_environment_setting_is_one_line_from_the_command(tmp_path):
+    script = Path(sys.executable).with_name("torchzarr")
+    commands = [[sys.executable, "-m", "torchzarr", "--help"]]
+    commands += [[str(script), "tree", str(tmp_path)]] if script.exists() else []
+    for argv in commands:
+        done = _with_environment(argv, TORCHZARR_THREADS="0")
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr == (
+            "torchzarr: environment variable TORCHZARR_THREADS='0': "
+            "setting 'threads' must be a positive int, got 0\n"
+        )
+    done = _with_environment([sys.executable, "-m", "torchzarr", "--help"], TORCHZARR_TIMEOUT="inf")
+    assert done.returncode == 1 and "or none for no bound" in done.stderr
+    # in a program of its own, importing the package still raises the error
+    done = _with_environment([sys.executable, "-c", "import torchzarr"], TORCHZARR_THREADS="0")
+    assert done.returncode == 1 and "Traceback" in done.stderr
+    assert "InvalidArgumentError: environment variable TORCHZARR_THREADS='0'" in done.stderr
