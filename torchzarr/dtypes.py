@@ -184,7 +184,11 @@ def data_type(value: object) -> DataType:
         raise _unsupported(value) from None
     if npdt.fields is not None or npdt.subdtype is not None:
         raise _unsupported(npdt)
-    found = _BY_NUMPY.get(npdt.newbyteorder("="))
+    try:
+        native = npdt.newbyteorder("=")
+    except (TypeError, ValueError):  # new-style dtypes (numpy's StringDType) have no byte order
+        raise _unsupported(npdt) from None
+    found = _BY_NUMPY.get(native)
     if found is None:
         if npdt.name == "bfloat16":  # ml_dtypes
             return _BY_NAME["bfloat16"]
