@@ -409,9 +409,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         Example:
             >>> print(root.info)  # doctest: +SKIP
         """
-        children = sorted(self._children().items())  # one listing for every kind
+        children = sorted(self._children(keep_errors=True).items())  # one listing for all
         unsupported = tuple(n for n, m in children if isinstance(m, nodes.UnsupportedArray))
-        supported = [(n, m) for n, m in children if n not in unsupported]
+        unreadable = tuple(n for n, m in children if isinstance(m, Exception))  # as tree()
+        supported = [(n, m) for n, m in children if n not in unsupported + unreadable]
         groups = tuple(n for n, m in supported if _is_group_metadata(m))
         arrays = tuple(n for n, m in supported if not _is_group_metadata(m))
         consolidated = (
@@ -430,6 +431,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             arrays=arrays,
             groups=groups,
             unsupported=unsupported,
+            unsupported_metadata=unreadable,
             attributes=tuple(sorted(self.attrs)),
             consolidated=consolidated,
         )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
+from torchzarr.core.info import stored_dtype_name
 
 if TYPE_CHECKING:
     from torchzarr.core.group import Group
@@ -82,7 +83,7 @@ def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -
         last = i == len(children) - 1
         branch = "└── " if last else "├── "
         if isinstance(meta, nodes.UnsupportedArray):
-            dtype = meta.document.get("data_type", meta.document.get("dtype"))
+            dtype = stored_dtype_name(meta.document)
             lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")
             continue
         if isinstance(meta, Exception):

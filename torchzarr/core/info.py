@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ArrayInfo", "GroupInfo"]
+__all__ = ["ArrayInfo", "GroupInfo", "stored_dtype_name"]
+
+
+def stored_dtype_name(document: Mapping[str, Any]) -> Any:
+    """The dtype a stored array document names: its v3 ``data_type`` (an extension type's
+    ``name``, without its configuration) or its v2 ``dtype``.
+
+    Example:
+        >>> stored_dtype_name({"data_type": {"name": "fixed_length_utf32", "configuration": {}}})
+        'fixed_length_utf32'
+        >>> stored_dtype_name({"dtype": "<M8[ns]"})
+        '<M8[ns]'
+    """
+    dtype = document.get("data_type", document.get("dtype"))
+    return dtype.get("name", dtype) if isinstance(dtype, Mapping) else dtype
 
 
 def _human(n: int) -> str:
@@ -82,6 +97,10 @@ def _table(rows: list[tuple[str, str]]) -> str:
 class GroupInfo:
     """Facts about a group and its direct members; ``str(info)`` is a human table.
 
+    ``unsupported`` names the member arrays of dtypes torchzarr cannot hold,
+    ``unsupported_metadata`` the members whose metadata it cannot read (an unknown codec,
+    malformed metadata): :meth:`Group.tree` marks both "unsupported".
+
     Example:
         >>> import torchzarr as tz
         >>> g = tz.open_group("memory://", mode="w")
@@ -99,6 +118,7 @@ class GroupInfo:
     unsupported: tuple[str, ...]
     attributes: tuple[str, ...]
     consolidated: bool
+    unsupported_metadata: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         rows = [
@@ -111,6 +131,8 @@ class GroupInfo:
         ]
         if self.unsupported:
             rows.append(("Unsupported dtypes", ", ".join(self.unsupported)))
+        if self.unsupported_metadata:
+            rows.append(("Unsupported metadata", ", ".join(self.unsupported_metadata)))
         rows.append(("Attributes", ", ".join(self.attributes) or "none"))
         rows.append(("Consolidated", "yes" if self.consolidated else "no"))
         return _table(rows)
