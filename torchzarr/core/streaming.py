@@ -53,7 +53,11 @@ def iter_chunks(
     """Yield ``(chunk_coords, region, tensor)`` for every chunk, in C order of the chunk grid.
 
     Reads run ``parallel`` chunks ahead of the consumer on their own threads, so memory stays
-    bounded by about ``parallel + 1`` chunks however large the array is. ``progress`` is
+    bounded however large the array is: the stream holds at most ``parallel + 1`` chunks
+    besides the one the consumer keeps (a ``for`` loop keeps its last chunk until the next
+    arrives). The process's resident memory can reach 2-3.5x that: each reading thread keeps
+    buffers it reuses chunk after chunk, and the C allocator keeps freed chunks in
+    per-thread pools rather than returning them to the system. ``progress`` is
     True (a tqdm bar, else logging), a ``callback(done, total)`` or None. The arguments are
     checked at the call (``ArgumentTypeError``, ``InvalidArgumentError``); nothing is read
     before the first ``next()``.
@@ -102,6 +106,8 @@ def _stream(
                 if tick is not None:
                     tick()
                 yield done_coords, done_region, tensor
+                # the consumer may drop the chunk now: hold it no longer (nor its future)
+                del tensor, future
     finally:
         for _, _, future in pending:
             future.cancel()
