@@ -151,11 +151,16 @@ def read_buffer(nbytes: int) -> memoryview:
         10
     """
     if nbytes > _SCRATCH_MAX:
-        return memoryview(bytearray(nbytes))
+        return _uninitialised(nbytes)
     buf = getattr(_local, "read_buf", None)
     if buf is None or len(buf) < nbytes:
-        buf = _local.read_buf = memoryview(bytearray(nbytes))
+        buf = _local.read_buf = _uninitialised(nbytes)
     return buf[:nbytes]
+
+
+def _uninitialised(nbytes: int) -> memoryview:
+    # not zero-filled (as a bytearray is): pages no read reaches stay out of memory
+    return memoryview(np.empty(nbytes, dtype=np.uint8)).cast("B")
 
 
 class ChunkReader:

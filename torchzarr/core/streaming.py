@@ -55,9 +55,9 @@ def iter_chunks(
     Reads run ``parallel`` chunks ahead of the consumer on their own threads, so memory stays
     bounded however large the array is: the stream holds at most ``parallel + 1`` chunks
     besides the one the consumer keeps (a ``for`` loop keeps its last chunk until the next
-    arrives). The process's resident memory can reach 2-3.5x that: each reading thread keeps
-    buffers it reuses chunk after chunk, and the C allocator keeps freed chunks in
-    per-thread pools rather than returning them to the system. ``progress`` is
+    arrives). The process's resident memory can reach about 2.5x that with many threads:
+    the C allocator keeps freed chunks in per-thread pools rather than returning them to
+    the system (on glibc, ``MALLOC_MMAP_THRESHOLD_=1048576`` makes it return them). ``progress`` is
     True (a tqdm bar, else logging), a ``callback(done, total)`` or None. The arguments are
     checked at the call (``ArgumentTypeError``, ``InvalidArgumentError``); nothing is read
     before the first ``next()``.
