@@ -160,7 +160,7 @@ def read_buffer(nbytes: int) -> memoryview:
 
 def _uninitialised(nbytes: int) -> memoryview:
     # not zero-filled (as a bytearray is): pages no read reaches stay out of memory
-    return memoryview(np.empty(nbytes, dtype=np.uint8)).cast("B")
+    return np.empty(nbytes, dtype=np.uint8).data
 
 
 class ChunkReader:
