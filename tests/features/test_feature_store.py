@@ -133,7 +133,7 @@ def test_prefetch_result_is_used_by_the_matching_read(monkeypatch: pytest.Monkey
     fs = FeatureStore(tz.MemoryStore(), mode="w")
     fs.write([1, 2, 3], {"v": torch.tensor([1, 2, 3])})
     fs.prefetch([3, 1])
-    pending = fs._pending
+    pending = fs._ahead._pending
     assert pending is not None
     expected = pending[2].result()
     calls: list[object] = []
@@ -149,7 +149,7 @@ def test_prefetch_discarded_after_a_write_and_errors_surface_on_read() -> None:
     with FeatureStore(tz.MemoryStore(), mode="w") as fs:
         fs.write([1], {"v": torch.tensor([1])})
         fs.prefetch([1])
-        fs._pending[2].result()  # type: ignore[index]
+        fs._ahead._pending[2].result()  # type: ignore[index]
         fs.write([1], {"v": torch.tensor([5])})
         assert fs.read([1])["v"].tolist() == [5]
         fs.prefetch([1, 404])

@@ -27,7 +27,7 @@ def test_prefetch_keeps_its_own_copy_of_a_reused_id_buffer(kind: str) -> None:
     fs.write(np.arange(10), {"x": torch.arange(10.0)})
     ids = np.array([1, 2], dtype=np.int64) if kind == "numpy" else torch.tensor([1, 2])
     fs.prefetch(ids)
-    pending = fs._pending
+    pending = fs._ahead._pending
     assert pending is not None
     pending[2].result()  # the prefetch is done (no timing involved)
     ids[0], ids[1] = 7, 8  # the caller refills its buffer for the next batch

@@ -166,7 +166,16 @@ class Array(NodeBase, ZarrArrayMethods):
 
     @property
     def fill_value(self) -> Any:
-        """The fill value as a Python scalar of the array's type."""
+        """The fill value as a Python scalar of the array's type; None for a v2 ``null``
+        (no fill value, as zarr-python reports it: unwritten chunks read as zeros).
+
+        Example:
+            >>> import torchzarr as tz
+            >>> tz.create_array("memory://", shape=(2,), dtype="int8", zarr_format=2).fill_value is None
+            True
+        """
+        if self._metadata.fill_value is None:
+            return None
         spec_fill = self._metadata.chunk_spec().fill_value
         value = torch.from_numpy(np.asarray(spec_fill).reshape(1))
         if self.data_type.is_reinterpreted:

@@ -10,24 +10,38 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.arguments import whole_number
+from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
-from torchzarr.errors import MetadataError, UnsupportedDtypeError
+from torchzarr.dtypes import data_type
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MetadataError,
+    StoreError,
+    UnsupportedDtypeError,
+)
 from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
+from torchzarr.tensors import torch_dtype
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
+    "MAX_LAYOUT_BYTES",
     "STATE_ATTRIBUTE",
     "Published",
+    "check_layout_bytes",
     "create_feature_array",
+    "feature_spec",
     "forget_cached",
     "init_layout",
     "load_published",
     "publish",
     "published_stamp",
+    "reopened",
 ]
 
 #: group attribute holding what readers trust: row count, version, published feature names
@@ -38,6 +52,9 @@ DEFAULT_INNER_BYTES = 4 << 10
 DEFAULT_CHUNK_BYTES = 64 << 10
 #: decoded bytes per shard of a new v3 feature (its index: 16 bytes per inner chunk)
 DEFAULT_SHARD_BYTES = 1 << 20
+#: the most decoded bytes a chunk or shard of more than one row may hold: a write of a few
+#: rows decodes the whole chunk or shard it falls in, so larger ones cost memory, not speed
+MAX_LAYOUT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,79 @@ def init_layout(group: Group) -> None:
         "features": [],
         "store_id": uuid.uuid4().hex,
     }
+
+
+def check_layout_bytes(chunk_bytes: Any, shard_bytes: Any) -> tuple[int | None, int]:
+    """``(chunk_bytes, shard_bytes)`` as ints from 1 to :data:`MAX_LAYOUT_BYTES`
+    (``chunk_bytes`` may be None: the format's default).
+
+    Example:
+        >>> check_layout_bytes(None, 1 << 20)
+        (None, 1048576)
+    """
+    chunk = None if chunk_bytes is None else _layout_bytes("chunk_bytes", chunk_bytes)
+    return chunk, _layout_bytes("shard_bytes", shard_bytes)
+
+
+def _layout_bytes(what: str, value: Any) -> int:
+    number = whole_number(what, value, 1)
+    if number > MAX_LAYOUT_BYTES:
+        raise InvalidArgumentError(
+            f"{what} must be at most {MAX_LAYOUT_BYTES} (64 MiB), got {number}: a write "
+            "decodes the whole chunk or shard its rows fall in"
+        )
+    return number
+
+
+def feature_spec(
+    name: str, dtype: Any, row_shape: Any, chunk_rows: Any
+) -> tuple[torch.dtype, tuple[int, ...], int | None]:
+    """A new feature's ``(dtype, row_shape, chunk_rows)`` checked: a dtype as a torch dtype,
+    name or numpy dtype; a row shape as a tuple of ints or one int (``3`` is ``(3,)``);
+    ``chunk_rows`` None or at least 1, its chunk at most :data:`MAX_LAYOUT_BYTES` unless it
+    holds a single row.
+
+    Example:
+        >>> feature_spec("emb", "float32", 3, None)
+        (torch.float32, (3,), None)
+    """
+    if dtype is None:
+        raise ArgumentTypeError(f"feature {name!r}: dtype must be a torch dtype or a name")
+    try:
+        resolved = torch_dtype(data_type(dtype))
+    except UnsupportedDtypeError as exc:
+        raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
+    if isinstance(row_shape, int | np.integer) and not isinstance(row_shape, bool):
+        row_shape = (row_shape,)
+    if not isinstance(row_shape, tuple | list):
+        raise ArgumentTypeError(
+            f"feature {name!r}: row_shape must be a tuple of ints, got {row_shape!r}"
+        )
+    shape = tuple(
+        whole_number(f"feature {name!r}: row_shape[{axis}]", extent, 0)
+        for axis, extent in enumerate(row_shape)
+    )
+    if chunk_rows is not None:
+        chunk_rows = whole_number(f"feature {name!r}: chunk_rows", chunk_rows, 1)
+        chunk_bytes = chunk_rows * math.prod(shape) * resolved.itemsize
+        if chunk_rows > 1 and chunk_bytes > MAX_LAYOUT_BYTES:
+            raise InvalidArgumentError(
+                f"feature {name!r}: chunk_rows={chunk_rows} makes chunks of {chunk_bytes} bytes; "
+                f"at most {MAX_LAYOUT_BYTES} (64 MiB) are allowed"
+            )
+    return resolved, shape, chunk_rows
+
+
+def reopened(group: Group) -> Group:
+    """``group`` opened afresh from its store, to see what other writers published (a
+    handle caches its metadata).
+
+    Example:
+        >>> published_stamp(reopened(group))  # doctest: +SKIP
+        ('5f0c...', 3)
+    """
+    mode = "r" if group.read_only else "r+"
+    return open_group(group.store, mode, path=group.path, use_consolidated=False)
 
 
 def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
@@ -147,7 +237,19 @@ def publish(
     cache: ChunkCache,
 ) -> Published:
     """Make a complete write visible to readers elsewhere (the group attribute, written
-    last) and return the state this instance swaps in whole, under its exclusive lock."""
+    last) and return the state this instance swaps in whole, under its exclusive lock.
+
+    Raises :class:`~torchzarr.errors.StoreError`, publishing nothing, when another
+    instance or process published since ``published`` was loaded: two writers at once.
+    """
+    stamp = published_stamp(reopened(group))
+    if stamp != (published.store_id, published.version):
+        raise StoreError(
+            f"feature store {group.name} in {group.store!r}: another writer published "
+            f"version {stamp[1]} while this write (from version {published.version}) was "
+            "storing its rows; nothing was published. Write from one instance or process "
+            "at a time: rows this write stored may have overwritten the other's."
+        )
     version = published.version + 1
     index = published.index.extended(new_ids)
     state: dict[str, Any] = {

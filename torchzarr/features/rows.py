@@ -10,7 +10,9 @@ import torch
 
 from torchzarr.core import row_gather
 from torchzarr.core.array import Array
+from torchzarr.dtypes import data_type
 from torchzarr.errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     InvalidKeyError,
     ShapeMismatchError,
@@ -18,7 +20,7 @@ from torchzarr.errors import (
     ValueRangeError,
 )
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
-from torchzarr.tensors import allocate, storage_view
+from torchzarr.tensors import allocate, rectangular, storage_view
 
 __all__ = [
     "IDS",
@@ -26,9 +28,11 @@ __all__ = [
     "check_missing",
     "check_name",
     "check_fits",
+    "check_out",
     "check_row",
     "copy_out",
     "gather_rows",
+    "missing_ids_message",
     "plan_upsert",
     "set_rows",
     "write_rows",
@@ -96,12 +100,15 @@ def gather_rows(
     rows = plan.rows
     on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
     pin = pin_memory or (dest is not None and dest.device.type == "cuda")
-    if rows.size and plan.all_found and arr.shards is not None:
+    if rows.size and arr.shards is not None:
         # the engine's shard reader: cached shard indexes, partial reads, one layout pass
         result = dest if on_cpu else allocate(shape, arr.data_type, pin_memory=pin)
         assert result is not None
-        wanted = rows[plan.select.numpy()]
-        if row_gather.gather_rows(arr, wanted, storage_view(result, arr.data_type)):
+        view = storage_view(result, arr.data_type)
+        wanted = rows[plan.select.numpy()]  # a miss reads rows[0] (read anyway), then fill
+        if row_gather.gather_rows(arr, wanted, view):
+            if not plan.all_found:
+                view[~plan.mask] = _fill_row(arr)
             return _deliver(result, dest)
     selection: Any = rows
     if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one run of rows: a slice
@@ -118,9 +125,14 @@ def gather_rows(
         view = storage_view(result, arr.data_type)
         found = plan.mask
         view[found] = storage_view(gathered, arr.data_type)[plan.select.numpy()[found]]
-        fill = torch.full((1,), arr.fill_value, dtype=arr.dtype)
-        view[~found] = storage_view(fill, arr.data_type)[0]
+        view[~found] = _fill_row(arr)
     return _deliver(result, dest)
+
+
+def _fill_row(arr: Array) -> Any:
+    """``arr``'s fill value as one element of its storage view (a v2 null fill: zero)."""
+    fill_value = 0 if arr.fill_value is None else arr.fill_value
+    return storage_view(torch.full((1,), fill_value, dtype=arr.dtype), arr.data_type)[0]
 
 
 def _deliver(result: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
@@ -133,6 +145,45 @@ def _deliver(result: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
 def check_missing(missing: str) -> None:
     if missing not in ("raise", "fill"):
         raise InvalidArgumentError(f'missing must be "raise" or "fill", got {missing!r}')
+
+
+def check_out(out: Any) -> None:
+    """Refuse an ``out`` that is not a mapping of feature names to tensors.
+
+    Example:
+        >>> check_out({"emb": np.zeros(3)})
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ArgumentTypeError: out['emb'] must be a torch.Tensor, got ...
+    """
+    if out is None:
+        return
+    if not isinstance(out, Mapping):
+        raise ArgumentTypeError(f"out must map feature names to tensors, got {type(out).__name__}")
+    for name, dest in out.items():
+        if not isinstance(dest, torch.Tensor):
+            hint = " (torch.from_numpy gives one sharing its memory)"
+            raise ArgumentTypeError(
+                f"out[{name!r}] must be a torch.Tensor, got {type(dest).__name__}"
+                + (hint if isinstance(dest, np.ndarray) else "")
+            )
+
+
+def missing_ids_message(query: np.ndarray, found: np.ndarray) -> str:
+    """What a read of ``query`` says about its ids not ``found``: how many, and the first
+    ten distinct ones in the order asked.
+
+    Example:
+        >>> missing_ids_message(np.array([7, 9, 9, 9]), np.array([True, False, False, False]))
+        '3 of 4 ids are not in the feature store (1 distinct), first: [9]'
+    """
+    missing = query[~found]
+    _, first = np.unique(missing, return_index=True)
+    shown = [int(i) for i in missing[np.sort(first)[:10]]]
+    return (
+        f"{missing.size} of {query.size} ids are not in the feature store "
+        f"({first.size} distinct), first: {shown}"
+    )
 
 
 def check_name(name: str) -> None:
@@ -151,10 +202,29 @@ def check_name(name: str) -> None:
 
 
 def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
+    """``value`` as a tensor of ``n`` rows for feature ``name``, refused (before anything
+    is written) unless it is a dense grid of numbers of a dtype a store holds.
+
+    Example:
+        >>> as_feature_tensor("x", [[1, 2], [3]], 2)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ShapeMismatchError: data that is not rectangular: feature 'x' ...
+    """
     if isinstance(value, torch.Tensor):
         tensor = value
+        kind = _not_dense(tensor)
+        if kind is not None:
+            raise InvalidArgumentError(
+                f"feature {name!r} is {kind}: write a dense tensor with one row per id "
+                "(.to_dense(), torch.stack)"
+            )
+        try:
+            data_type(tensor.dtype)
+        except UnsupportedDtypeError as exc:
+            raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
     else:
-        array = np.asarray(value)
+        array = rectangular(value, f"feature {name!r} needs one row of one shape per id")
         if array.dtype.kind not in "biufc":
             raise UnsupportedDtypeError(
                 f"feature {name!r}: values of dtype {array.dtype} cannot be stored "
@@ -168,6 +238,17 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
             f"feature {name!r} has shape {tuple(tensor.shape)}: it needs one row per id ({n})"
         )
     return tensor
+
+
+def _not_dense(tensor: torch.Tensor) -> str | None:
+    """What kind of tensor ``tensor`` is when it is no dense grid of values, else None."""
+    if tensor.is_meta:
+        return "a meta tensor, which holds no values"
+    if tensor.is_nested:
+        return "a nested tensor"
+    if tensor.layout != torch.strided:
+        return f"a {tensor.layout} tensor"
+    return None
 
 
 def check_row(name: str, arr: Array, value: torch.Tensor) -> None:

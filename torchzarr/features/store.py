@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import threading
+import functools
+import os
+import weakref
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
 from torchzarr.config import config
-from torchzarr.core.api import open_group
+from torchzarr.core.api import MODES, open_group
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.errors import (
+    ArgumentTypeError,
     ArrayNotFoundError,
     InvalidArgumentError,
     MissingIdError,
@@ -27,21 +29,28 @@ from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, plan_g
 from torchzarr.features.layout import (
     DEFAULT_SHARD_BYTES,
     Published,
+    check_layout_bytes,
     create_feature_array,
+    feature_spec,
     forget_cached,
     init_layout,
     load_published,
     publish,
     published_stamp,
+    reopened,
 )
+from torchzarr.features.prefetch import Prefetcher
 from torchzarr.features.rows import (
     as_feature_tensor,
     check_missing,
     check_name,
+    check_out,
     copy_out,
     gather_rows,
+    missing_ids_message,
 )
 from torchzarr.features.upsert import apply_write
+from torchzarr.forksafe import new_lock
 
 __all__ = ["FeatureStore"]
 
@@ -59,7 +68,10 @@ class FeatureStore:
 
     One writer and many reader threads may share an instance: a read sees every write call
     either wholly or not at all. Other instances and processes see rows published up to
-    their last :meth:`refresh` (done automatically when a read meets an unknown id).
+    their last :meth:`refresh` (done automatically when a read meets an unknown id). A
+    write starts from the latest published state, so instances and processes that write
+    one after the other never lose each other's rows; two writing at once are refused at
+    publication (:class:`~torchzarr.errors.StoreError`).
 
     Args:
         store: a path, URL or :class:`~torchzarr.Store`.
@@ -72,15 +84,19 @@ class FeatureStore:
             own format when left out.
         chunk_bytes: decoded bytes per chunk of a new feature (rows per chunk follow):
             by default 4 KiB inner chunks in Zarr v3, 64 KiB chunks in v2. Small chunks
-            keep random gathers cheap.
+            keep random gathers cheap. At most 64 MiB.
         shard_bytes: decoded bytes per shard of a new v3 feature (about 1 MiB): a gather
-            reads a shard's cached index, then only the inner chunks it needs.
+            reads a shard's cached index, then only the inner chunks it needs. At most
+            64 MiB: a write decodes each whole shard its rows fall in.
         compressors: compressors of new feature arrays (``create_array``'s argument); by
             default none in v3 (raw inner chunks: nothing to decode), zstd in v2.
         cache: the decoded-chunk cache reads go through (default: one of
             ``tz.config.cache_bytes`` owned by this instance, so that :meth:`refresh` can
             drop what other writers made stale without touching other readers' caches).
         storage_options: options for a URL store.
+
+    A forked child (a DataLoader worker) gets fresh locks and no read-ahead thread, so
+    whatever the parent's threads were doing at the fork never blocks it.
 
     Example:
         >>> import torch, torchzarr as tz
@@ -105,9 +121,9 @@ class FeatureStore:
         cache: ChunkCache | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        for what, value in (("chunk_bytes", chunk_bytes or 1), ("shard_bytes", shard_bytes)):
-            if value < 1:
-                raise InvalidArgumentError(f"{what} must be >= 1, got {value}")
+        if mode not in MODES:
+            raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
+        chunk_bytes, shard_bytes = check_layout_bytes(chunk_bytes, shard_bytes)
         self._spec = (store, mode, path, zarr_format, storage_options)
         self._chunk_bytes = chunk_bytes
         self._shard_bytes = shard_bytes
@@ -127,12 +143,17 @@ class FeatureStore:
     def _init_runtime(self) -> None:
         self._group: Group | None = None
         self._published: Published | None = None
+        self._start_threading()
+        _instances.add(self)
+
+    def _start_threading(self) -> None:
+        """Fresh locks and read-ahead: at creation, and in a forked child, which has none of
+        its parent's threads (a lock one held at the fork would never be released there, a
+        batch it was reading never finish). The published state stays: it is immutable."""
         self._rw = ReadWriteLock()
-        self._write_lock = threading.Lock()
-        self._open_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending_lock = threading.Lock()
-        self._pending: tuple[tuple[Any, ...], Published, Future[FeatureBatch]] | None = None
+        self._write_lock = new_lock()
+        self._open_lock = new_lock()
+        self._ahead = Prefetcher()
 
     # -- pickling: the spec travels, the process-local state is rebuilt lazily -------------
     def __getstate__(self) -> dict[str, Any]:
@@ -191,24 +212,33 @@ class FeatureStore:
             False
         """
         old = self._state()
-        if published_stamp(self._reopen()) == (old.store_id, old.version):
-            return False
+        if published_stamp(reopened(self._open())) == (old.store_id, old.version):
+            return False  # checked first without holding readers back
         with self._rw.exclusive():
-            old = self._state()
-            group = self._reopen()
-            if published_stamp(group) == (old.store_id, old.version):
-                return False  # a rebuilt store (mode="w") has a new store id: reloaded whole
-            new = load_published(group, self._cache)
-            self._group = group
-            forget_cached(old)
-            self._published = new
-            return True
+            return self._catch_up()
 
-    def _reopen(self) -> Group:
-        """The group read afresh from the store (metadata is cached per handle)."""
-        current = self._open()
-        mode = "r" if current.read_only else "r+"
-        return open_group(current.store, mode, path=current.path, use_consolidated=False)
+    def _catch_up(self) -> bool:
+        """Load the state published since this instance's (the caller holds the exclusive
+        lock); True if there was one. A rebuilt store (mode="w") has a new store id."""
+        old = self._state()
+        group = reopened(self._open())
+        if published_stamp(group) == (old.store_id, old.version):
+            return False
+        new = load_published(group, self._cache)
+        self._group = group
+        forget_cached(old)
+        self._published = new
+        return True
+
+    def _latest_writable(self) -> tuple[Group, Published]:
+        """The group and the latest published state, for a write (the caller holds the
+        write lock and the exclusive lock): a write never starts from a stale state, which
+        would cut off the rows other instances or processes appended since."""
+        group = self._open()
+        if group.read_only:
+            raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
+        self._catch_up()
+        return self._open(), self._state()
 
     # -- description ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -293,9 +323,10 @@ class FeatureStore:
             (tensor([1.5000, 0.0000]), tensor([ True, False]))
         """
         check_missing(missing)
+        check_out(out)
         query = as_ids(ids)
         names = _feature_names(features)
-        prefetched = self._take_prefetched(query, names, pin_memory, missing)
+        prefetched = self._ahead.take((query, names, pin_memory, missing), self._state)
         if prefetched is not None:
             return prefetched if out is None else copy_out(prefetched, out)
         return self._read_fresh(query, names, out, pin_memory, missing)
@@ -336,11 +367,7 @@ class FeatureStore:
                 if missing == "raise-quiet":
                     raise _Unknown
                 if missing == "raise":
-                    shown = [int(i) for i in query[~plan.mask][:10]]
-                    raise MissingIdError(
-                        f"{int((~plan.mask).sum())} of {query.size} ids are not in the feature "
-                        f"store, first: {shown}"
-                    )
+                    raise MissingIdError(missing_ids_message(query, plan.mask))
             result = FeatureBatch(torch.from_numpy(plan.mask))
             for name in names:
                 dest = None if out is None else out.get(name)
@@ -366,29 +393,9 @@ class FeatureStore:
         check_missing(missing)
         query = as_ids(ids).copy()  # the caller may refill its id buffer for the next batch
         names = _feature_names(features)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-features")
-        published = self._state()
-        future = self._pool.submit(self._read_fresh, query, names, None, pin_memory, missing)
-        with self._pending_lock:
-            self._pending = ((query, names, pin_memory, missing), published, future)
-
-    def _take_prefetched(
-        self, query: np.ndarray, names: tuple[str, ...] | None, pin_memory: bool, missing: str
-    ) -> FeatureBatch | None:
-        with self._pending_lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        (p_query, p_names, p_pin, p_missing), published, future = pending
-        if (p_names, p_pin, p_missing) != (names, pin_memory, missing) or not np.array_equal(
-            p_query, query
-        ):
-            return None
-        batch = future.result()  # a failed prefetch raises here, as the read would have
-        if published is not self._state():
-            return None  # a write or refresh was published meanwhile: read again
-        return batch
+        read = functools.partial(self._read_fresh, query, names, None, pin_memory, missing)
+        # a failed read raises in the matching read(); a state published meanwhile voids it
+        self._ahead.start((query, names, pin_memory, missing), self._state(), read)
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, ids: Any, features: Mapping[str, Any]) -> None:
@@ -397,24 +404,26 @@ class FeatureStore:
         Every value holds one row per id (tensor on any device, numpy array or nested
         lists). A feature missing from the call keeps its rows; for new ids it holds its
         fill value. When an id repeats in ``ids``, its last row wins; new ids are appended
-        in the order of their first appearance. Values a feature's dtype cannot hold are
-        refused before anything is written. The call becomes
-        visible to readers at once, when it is complete.
+        in the order of their first appearance. Values a feature's dtype cannot hold, rows
+        of another shape, and values that are no dense grid of numbers (sparse, nested or
+        meta tensors, ragged lists) are refused before anything is written. The call
+        becomes visible to readers at once, when it is complete.
 
         Example:
             >>> fs.write(torch.tensor([1, 2]), {"label": torch.tensor([0, 1])})  # doctest: +SKIP
         """
         query = as_ids(ids)
+        if not isinstance(features, Mapping):
+            raise ArgumentTypeError(
+                f"features must map feature names to values, got {type(features).__name__}"
+            )
+        for name in features:
+            check_name(name)
         values = {name: as_feature_tensor(name, v, query.size) for name, v in features.items()}
         if not values:
             raise ShapeMismatchError("write needs at least one feature")
-        for name in values:
-            check_name(name)
         with self._write_lock, self._rw.exclusive():
-            published = self._state()
-            group = self._open()
-            if group.read_only:
-                raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
+            group, published = self._latest_writable()
             self._published = apply_write(
                 group, published, query, values, self._cache, self._layout()
             )
@@ -422,8 +431,8 @@ class FeatureStore:
     def create_feature(
         self,
         name: str,
-        dtype: torch.dtype,
-        row_shape: tuple[int, ...] = (),
+        dtype: torch.dtype | str | np.dtype[Any],
+        row_shape: int | tuple[int, ...] = (),
         *,
         fill_value: Any = None,
         chunk_rows: int | None = None,
@@ -431,18 +440,19 @@ class FeatureStore:
         """Create an empty feature explicitly (a write creates one implicitly, filled with
         the dtype's default: 0, or the nearest value a float8 kind holds).
 
-        Every known id reads as ``fill_value`` until written; so do misses with
-        ``missing="fill"``. ``chunk_rows`` defaults to ``chunk_bytes`` worth of rows.
+        ``dtype`` is a torch dtype, a name (``"float32"``) or a numpy dtype; ``row_shape``
+        a tuple of ints, or one int for 1-d rows. Every known id reads as ``fill_value``
+        until written; so do misses with ``missing="fill"``. ``chunk_rows`` defaults to
+        ``chunk_bytes`` worth of rows; chunks of more than one row hold at most 64 MiB.
 
         Example:
             >>> fs.create_feature("score", torch.float32, fill_value=float("nan"))  # doctest: +SKIP
+            >>> fs.create_feature("emb", "float16", 64)  # doctest: +SKIP
         """
         check_name(name)
+        dtype, row_shape, chunk_rows = feature_spec(name, dtype, row_shape, chunk_rows)
         with self._write_lock, self._rw.exclusive():
-            published = self._state()
-            group = self._open()
-            if group.read_only:
-                raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
+            group, published = self._latest_writable()
             if name in published.arrays:
                 raise NodeExistsError(f"feature {name!r} already exists in {group.name}")
             rows = published.index.num_rows
@@ -462,9 +472,7 @@ class FeatureStore:
 
     def close(self) -> None:
         """Stop the prefetch thread (the store stays usable; it restarts on demand)."""
-        pool, self._pool, self._pending = self._pool, None, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._ahead.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -475,3 +483,15 @@ class FeatureStore:
 
 class _Unknown(Exception):
     """Internal: a read met ids the index does not hold (refresh, then decide)."""
+
+
+_instances: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_instances):
+        store._start_threading()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

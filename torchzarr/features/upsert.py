@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,13 @@ import torch
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
-from torchzarr.features.layout import Published, create_feature_array, publish
+from torchzarr.features.layout import (
+    Published,
+    create_feature_array,
+    publish,
+    published_stamp,
+    reopened,
+)
 from torchzarr.features.rows import IDS, check_row, plan_upsert, set_rows, write_rows
 from torchzarr.tensors import select_rows
 
@@ -43,19 +50,51 @@ def apply_write(
     for name, value in values.items():
         if name in arrays:
             check_row(name, arrays[name], value)
-    for arr in arrays.values():
-        set_rows(arr, old_rows, total)
-    for name, value in values.items():
-        if name not in arrays:
-            shape = tuple(value.shape[1:])
-            arrays[name] = create_feature_array(group, name, value.dtype, shape, total, **layout)
-    for name, value in values.items():
-        data = select_rows(value, positions.to(value.device))
-        write_rows(arrays[name], rows, data)
     ids_arr = group[IDS]
     assert isinstance(ids_arr, Array)
-    set_rows(ids_arr, old_rows, total)
-    if new_ids.size:
-        ids_arr[old_rows:total] = new_ids
+    try:
+        for arr in arrays.values():
+            set_rows(arr, old_rows, total)
+        for name, value in values.items():
+            if name not in arrays:
+                shape = tuple(value.shape[1:])
+                arrays[name] = create_feature_array(
+                    group, name, value.dtype, shape, total, **layout
+                )
+        for name, value in values.items():
+            data = select_rows(value, positions.to(value.device))
+            write_rows(arrays[name], rows, data)
+        set_rows(ids_arr, old_rows, total)
+        if new_ids.size:
+            ids_arr[old_rows:total] = new_ids
+    except BaseException:
+        created = [name for name in values if name not in published.arrays]
+        _shrink_back(group, published, [*published.arrays.values(), ids_arr], created)
+        raise
     # publish last: readers elsewhere trust rows below num_rows and the listed features
     return publish(group, published, arrays, new_ids, cache)
+
+
+def _shrink_back(
+    group: Group, published: Published, grown: list[Array], created: list[str]
+) -> None:
+    """After a failed write: ``grown`` arrays back to the published row count and the
+    features the write ``created`` removed, so that other readers (xarray, zarr-python)
+    see the store as published. Overwritten rows keep their new values. Nothing happens
+    when another writer has published since (its rows must stay); what fails here is
+    mended by the next write (:func:`set_rows`)."""
+    rows = published.index.num_rows
+    try:
+        current = published_stamp(reopened(group))
+    except Exception:
+        return  # the store cannot even be read now
+    if current != (published.store_id, published.version):
+        return
+    for arr in grown:
+        with contextlib.suppress(Exception):
+            if arr.shape[0] != rows:
+                arr.resize(rows, *arr.shape[1:])
+    for name in created:
+        with contextlib.suppress(Exception):
+            if name in group:
+                del group[name]

@@ -1,0 +1,144 @@
+"""Several instances writing one store in turn, and forked children of a busy parent."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import pickle
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import StoreError
+from torchzarr.features import FeatureStore, upsert
+
+
+def _fresh_ids(store: Any) -> list[int]:
+    return FeatureStore(store, mode="r").ids.tolist()
+
+
+def test_instances_writing_in_turn_keep_each_others_rows(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs.zarr")
+    FeatureStore(path, mode="w").write([0], {"x": torch.tensor([0.0])})
+    first, second = FeatureStore(path), FeatureStore(path)
+    assert len(first) == len(second) == 1  # both loaded before either writes
+    first.write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    second.write([3], {"x": torch.tensor([3.0])})  # appends after rows 1, 2
+    assert _fresh_ids(path) == [0, 1, 2, 3]
+    first.write([0], {"x": torch.tensor([-1.0])})  # an overwrite from a stale instance
+    second.create_feature("y", torch.int8)
+    reader = FeatureStore(path, mode="r")
+    assert reader.ids.tolist() == [0, 1, 2, 3] and reader.features == ("x", "y")
+    assert reader.read([0, 1, 2, 3])["x"].tolist() == [-1.0, 1.0, 2.0, 3.0]
+
+
+def test_a_pickled_copy_writing_after_its_parent_keeps_the_parents_rows(tmp_path: Path) -> None:
+    parent = FeatureStore(str(tmp_path / "fs.zarr"), mode="w")
+    parent.write([0], {"x": torch.tensor([0])})
+    copy = pickle.loads(pickle.dumps(parent))
+    assert len(copy) == 1
+    parent.write([1], {"x": torch.tensor([1])})
+    copy.write([2], {"x": torch.tensor([2])})
+    assert copy.ids.tolist() == [0, 1, 2]
+    parent.refresh()
+    assert parent.read([0, 1, 2])["x"].tolist() == [0, 1, 2]
+
+
+def test_a_write_another_writer_published_under_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = tz.MemoryStore()
+    FeatureStore(store, mode="w").write([0], {"x": torch.tensor([0])})
+    late, early = FeatureStore(store), FeatureStore(store)
+    assert len(late) == len(early) == 1
+    store_rows = upsert.write_rows
+    interleaved: list[bool] = []
+
+    def write_rows_with_a_rival(arr: Any, rows: np.ndarray, data: torch.Tensor) -> None:
+        if not interleaved:  # the rival publishes while `late` stores its rows
+            interleaved.append(True)
+            early.write([1], {"x": torch.tensor([1])})
+        store_rows(arr, rows, data)
+
+    monkeypatch.setattr(upsert, "write_rows", write_rows_with_a_rival)
+    with pytest.raises(StoreError, match="another writer published version 2"):
+        late.write([0], {"x": torch.tensor([5])})
+    assert late.version == 1  # nothing swapped in
+    reader = FeatureStore(store, mode="r")
+    assert reader.ids.tolist() == [0, 1] and reader.version == 2
+    late.write([2], {"x": torch.tensor([2])})  # starts from the rival's state now
+    assert _fresh_ids(store) == [0, 1, 2]
+
+
+def _in_child(check: Any) -> int:
+    """Run ``check`` in a forked child; its exit status (1 on error, killed on a hang)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, never blocks
+            check()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_a_child_forked_during_a_write_reads_and_prefetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = FeatureStore(str(tmp_path / "fs.zarr"), mode="w")
+    fs.write(np.arange(8), {"e": torch.arange(8.0)})
+    store_rows = upsert.write_rows
+    writing, resume = threading.Event(), threading.Event()
+
+    def paused_write_rows(arr: Any, rows: np.ndarray, data: torch.Tensor) -> None:
+        writing.set()
+        resume.wait()
+        store_rows(arr, rows, data)
+
+    monkeypatch.setattr(upsert, "write_rows", paused_write_rows)
+    writer = threading.Thread(target=fs.write, args=([8], {"e": torch.tensor([8.0])}))
+    writer.start()
+    writing.wait()  # the writer holds the store's locks now
+
+    def read_in_child() -> None:
+        assert fs.read([3, 1])["e"].tolist() == [3.0, 1.0]
+        fs.prefetch([2])
+        assert fs.read([2])["e"].tolist() == [2.0]
+
+    try:
+        status = _in_child(read_in_child)
+    finally:
+        resume.set()
+        writer.join()
+    assert status == 0
+    assert fs.read([8])["e"].tolist() == [8.0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_a_child_forked_after_the_parent_prefetched_reads_and_prefetches(
+    tmp_path: Path,
+) -> None:
+    fs = FeatureStore(str(tmp_path / "fs.zarr"), mode="w")
+    fs.write(np.arange(8), {"e": torch.arange(8.0)})
+    fs.prefetch([1])
+    assert fs.read([1])["e"].tolist() == [1.0]  # the parent's read-ahead thread exists now
+    fs.prefetch([5])  # and a batch is pending at the fork
+
+    def prefetch_in_child() -> None:
+        assert fs.read([5])["e"].tolist() == [5.0]
+        fs.prefetch([4, 6])
+        assert fs.read([4, 6])["e"].tolist() == [4.0, 6.0]
+
+    assert _in_child(prefetch_in_child) == 0
+    assert fs.read([5])["e"].tolist() == [5.0]
+    fs.close()
