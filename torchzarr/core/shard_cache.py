@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,7 @@ def touched_count(
 
 def read_cached(
     reader: Any,
-    projections: list[Any],
+    projections: Sequence[Any],
     out: np.ndarray,
     run_parallel: Any,
     files: Any,

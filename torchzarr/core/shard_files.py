@@ -11,6 +11,9 @@ unchecked indexes (the feature store) reads the kept version until it is reopene
 
 Descriptors are shared by threads (``pread`` has no file position); one in use is never
 closed under its user: eviction and invalidation close it when its last user returns it.
+A read holds at most :attr:`ShardFiles.limit` shard files at once (:func:`in_groups`), and
+a descriptor returned while the pool is over its bound is closed, so reads of any number
+of shards stay within the process's descriptor limit.
 """
 
 from __future__ import annotations
@@ -19,12 +22,22 @@ import itertools
 import os
 import resource
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
 
-__all__ = ["FileSignature", "OpenShards", "ShardFiles", "file_signature", "open_shards"]
+__all__ = [
+    "FileSignature",
+    "OpenShards",
+    "ShardFiles",
+    "file_signature",
+    "in_groups",
+    "open_shards",
+]
+
+T = TypeVar("T")
 
 #: what tells one version of a file from another: (device, inode, size, mtime ns, ctime ns)
 FileSignature = tuple[int, int, int, int, int]
@@ -52,14 +65,18 @@ def file_signature(stat: os.stat_result) -> FileSignature:
 
 
 def _default_limit() -> int:
-    """A quarter of the process's descriptor limit, between 64 and 4096."""
+    """A quarter of the process's descriptor limit, 4096 at most (and at least one).
+
+    No larger floor: under a low limit a pool of, say, 64 files would take half of it or
+    more, and a read's files (up to as many again) the rest.
+    """
     try:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (OSError, ValueError):
         soft = 1024
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
-    return max(64, min(4096, soft // 4))
+    return max(1, min(4096, soft // 4))
 
 
 class OpenShards:
@@ -119,11 +136,18 @@ class OpenShards:
         return fd, serial
 
     def release(self, path: str, fd: int) -> None:
-        """Give back ``fd``, which :meth:`acquire` returned for ``path``."""
+        """Give back ``fd``, which :meth:`acquire` returned for ``path``.
+
+        When the pool is past its bound (while reads held more than :attr:`limit`), the
+        return of a descriptor's last user closes idle ones, oldest first, so the pool
+        comes back within the bound.
+        """
         with self._lock:
             entry = self._open.get(path)
             if entry is not None and entry[0] == fd:
                 entry[2] -= 1
+                if entry[2] <= 0 and len(self._open) > self.limit:
+                    self._evict()
             elif fd in self._doomed:  # dropped while in use: the last user closes it
                 self._doomed[fd] -= 1
                 if self._doomed[fd] <= 0:
@@ -150,13 +174,16 @@ class OpenShards:
             os.close(fd)
 
     def _evict(self) -> None:
-        if len(self._open) <= self.limit:
-            return
-        for path in list(self._open):
-            if len(self._open) <= self.limit:
+        """Close idle descriptors, least recently used first, down to :attr:`limit`.
+
+        Each pass stops at the first idle entry: the oldest ones are idle as a rule (a
+        read's own descriptors were acquired last), so evicting costs no scan of the pool.
+        """
+        while len(self._open) > self.limit:
+            idle = next((path for path, entry in self._open.items() if entry[2] == 0), None)
+            if idle is None:
                 return
-            if self._open[path][2] == 0:
-                self._drop(path)
+            self._drop(idle)
 
     def _after_fork(self) -> None:
         """In a forked child no thread uses a descriptor: count none in use."""
@@ -165,6 +192,7 @@ class OpenShards:
         for fd in self._doomed:
             os.close(fd)
         self._doomed.clear()
+        self._evict()
 
 
 #: The process's open shard files (every ShardReader that caches indexes uses it).
@@ -178,7 +206,8 @@ class ShardFiles:
 
     With ``keep`` the descriptors come from (and go back to) the process-wide
     :data:`open_shards`, opened at ``version``; else they are opened here and closed by
-    :meth:`close`.
+    :meth:`close`. A read of more than :attr:`limit` shards takes them in groups
+    (:func:`in_groups`), giving back each group's files before the next opens.
 
     Example:
         >>> import tempfile
@@ -193,6 +222,8 @@ class ShardFiles:
 
     def __init__(self, root: str, keep: bool, version: int = 0) -> None:
         self.root, self.keep, self.version = root, keep, version
+        #: the most shard files a read holds at once: the bound of the process-wide pool
+        self.limit = max(1, open_shards.limit)
         self._fds: dict[str, tuple[int, int]] = {}
 
     def open(self, key: str, reopen: bool = False) -> tuple[int, int] | None:
@@ -245,6 +276,28 @@ class ShardFiles:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def in_groups(items: Sequence[T], files: ShardFiles | None) -> Iterator[Sequence[T]]:
+    """``items`` (one shard each) in groups of at most ``files.limit``; the files a group
+    opened are given back when the caller asks for the next group. A read of any number
+    of local shards then holds a bounded number of descriptors, and still reads each
+    shard's index and inner chunks through one. Without ``files`` (not a local store),
+    all items as one group.
+
+    Example:
+        >>> import tempfile
+        >>> files = ShardFiles(tempfile.mkdtemp(), keep=False)
+        >>> files.limit = 2
+        >>> [list(group) for group in in_groups(range(5), files)]
+        [[0, 1], [2, 3], [4]]
+    """
+    if files is None or len(items) <= files.limit:
+        yield items
+        return
+    for start in range(0, len(items), files.limit):
+        yield items[start : start + files.limit]
+        files.close()
 
 
 if hasattr(os, "register_at_fork"):

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,7 +18,7 @@ from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
 from torchzarr.core.fastpath import local_root
 from torchzarr.core.shard_cache import read_cached, touched_count
-from torchzarr.core.shard_files import FileSignature, ShardFiles, file_signature
+from torchzarr.core.shard_files import FileSignature, ShardFiles, file_signature, in_groups
 from torchzarr.core.shard_pieces import (
     Piece,
     PieceFetcher,
@@ -49,6 +49,14 @@ _Cached = tuple[ShardIndex, int, FileSignature | None]
 
 def _always() -> bool:
     return True
+
+
+def _summed(counts: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The sum of the ``(inner chunks fetched, not stored, bytes fetched)`` of parts of a read."""
+    fetched = missing = nbytes = 0
+    for chunks, absent, size in counts:
+        fetched, missing, nbytes = fetched + chunks, missing + absent, nbytes + size
+    return fetched, missing, nbytes
 
 
 def sharding_codec(pipeline: Any) -> ShardingCodec | None:
@@ -185,7 +193,9 @@ class ShardReader:
         and, unless kept unchecked, the file at the shard's path still has the signature
         it had then: the kept descriptor holds the file open, so its inode cannot be
         reused, and an equal signature means the path still names that file, unchanged.
-        Otherwise the file is reopened and its index read again.
+        A kept index whose file was closed meanwhile (the pool keeps a bounded number
+        open) is used when the reopened file has the signature it had then. Otherwise the
+        file is reopened and its index read again.
         """
         found: dict[str, ShardIndex | None] = {}
         n = self.index_nbytes
@@ -210,6 +220,11 @@ class ShardReader:
                 # taken before the index is read: a change after it shows at the next read
                 stat = os.fstat(fd)
                 size = stat.st_size
+                signature = file_signature(stat)
+                if entry is not None and entry[2] == signature:  # the file it was read from
+                    found[key] = entry[0]
+                    self._keep(key, entry[0], serial, writes, signature)
+                    continue
                 # a file shorter than the index: no pread at a negative offset
                 raw = b"" if size < n else os.pread(fd, n, size - n if at_end else 0)
             except OSError as err:
@@ -220,7 +235,7 @@ class ShardReader:
                 )
             read += n
             index = found[key] = self.codec.decode_index(raw, self.spec, key)
-            self._keep(key, index, serial, writes, file_signature(stat))
+            self._keep(key, index, serial, writes, signature)
         if read:
             telemetry.add(bytes_fetched=read)
         return found
@@ -272,13 +287,17 @@ class ShardReader:
         start = time.perf_counter()
         if self.source.cache is not None:
             counts = self._consistent(
-                lambda files, settled: read_cached(
-                    self, projections, out, run_parallel, files, settled
+                lambda files, settled: _summed(
+                    read_cached(self, group, out, run_parallel, files, settled)
+                    for group in in_groups(projections, files)
                 )
             )
         else:
             counts = self._consistent(
-                lambda files, _: self._read(projections, out, run_parallel, files)
+                lambda files, _: _summed(
+                    self._read(group, out, run_parallel, files)
+                    for group in in_groups(projections, files)
+                )
             )
         self._count(*counts, time.perf_counter() - start)
 
@@ -286,7 +305,9 @@ class ShardReader:
         """``attempt(files, settled)`` (a read of shard indexes, then of inner chunks), run
         so that each shard's index and inner chunks come from one version of it.
 
-        Local shards are read through one descriptor each: one version by construction.
+        Local shards are read through one descriptor each: one version by construction
+        (an attempt that reads many takes them in groups, :func:`in_groups`, so that it
+        holds a bounded number of files open).
         Other stores are read optimistically while no write to the array in this process
         is in progress, and again when the write count moved meanwhile (also when a piece
         failed to decode: it may have been cut from a newer shard at an older offset);
@@ -318,7 +339,7 @@ class ShardReader:
             return attempt(None, _always)
 
     def _read(
-        self, projections: list[Any], out: np.ndarray, run_parallel: Any, files: Any
+        self, projections: Sequence[Any], out: np.ndarray, run_parallel: Any, files: Any
     ) -> tuple[int, int, int]:
         """Read without a cache; returns (inner chunks fetched, not stored, bytes fetched)."""
         keys = [self.source.key(p.chunk_coords) for p in projections]
@@ -391,33 +412,36 @@ class ShardReader:
         shards, first = np.unique(touched // per_shard, return_index=True)
         tail = (0,) * (len(shape) - 1)
         keys = [self.source.key((s, *tail)) for s in shards.tolist()]
-        indexes = self.indexes(keys, files)
         buf = np.empty((touched.size, *self.inner_shape), dtype=self.spec.dtype)
         local = touched % per_shard
         bounds = [*first.tolist(), touched.size]
         empty = int(EMPTY)
-        pieces: list[Piece] = []
         fill = self.spec.fill_value
-        for k, key in enumerate(keys):
-            lo, hi = bounds[k], bounds[k + 1]
-            index = indexes[key]
-            if index is None:
-                buf[lo:hi] = fill
-                continue
-            entries = index.entries.reshape(-1, 2)[local[lo:hi]].tolist()
-            for j, (off, size) in enumerate(entries, lo):
-                if off == empty and size == empty:
-                    buf[j] = fill
-                else:
-                    pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
-        fetched = self.pieces.fetch(pieces, run_parallel, files)
+        fetched = count = 0
+        for group in in_groups(range(len(keys)), files):  # shards, a bounded few files open
+            indexes = self.indexes([keys[k] for k in group], files)
+            pieces: list[Piece] = []
+            for k in group:
+                key, lo, hi = keys[k], bounds[k], bounds[k + 1]
+                index = indexes[key]
+                if index is None:
+                    buf[lo:hi] = fill
+                    continue
+                entries = index.entries.reshape(-1, 2)[local[lo:hi]].tolist()
+                for j, (off, size) in enumerate(entries, lo):
+                    if off == empty and size == empty:
+                        buf[j] = fill
+                    else:
+                        pieces.append((key, off, size, buf[j], (int(local[j]), *tail)))
+            fetched += self.pieces.fetch(pieces, run_parallel, files)
+            count += len(pieces)
         flat = buf.reshape(-1, *self.inner_shape[1:])
         position = np.searchsorted(touched, inner) * step + rows % step
         if out.flags.c_contiguous and out.dtype == flat.dtype:
             np.take(flat, position, axis=0, out=out)
         else:
             out[...] = flat[position]
-        return len(pieces), touched.size - len(pieces), fetched
+        return count, touched.size - count, fetched
 
     def _rows(self, selection: tuple[Any, ...]) -> np.ndarray | None:
         """The rows of a selection of whole inner-chunk rows, else None."""
