@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,72 @@ def test_a_roll_back_without_room_for_the_directory_leaves_it_to_the_close(
     monkeypatch.setattr(zip_module, "write_directory", real_write_directory)
     store.close()  # room again: the close writes the directory of the entries rolled back to
     assert entries(path) == ENTRIES
+
+
+def owns_new(key: str) -> bool:
+    return key.startswith("new/")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda other: other.set("log/entry", b"kept"),  # written
+        lambda other: other.set("k/3", b"replaced"),  # replaced
+        lambda other: other.delete("k/4"),  # deleted
+    ],
+    ids=["written", "replaced", "deleted"],
+)
+def test_a_roll_back_leaves_a_zip_that_others_changed_since_as_it_is(
+    tmp_path: Path, change: Any
+) -> None:
+    path = make_zip(tmp_path / "shared.zip")
+    store = ZipStore(path, mode="a")
+    mark = store.savepoint()
+    store.set("new/0", b"n" * 100)
+    other = ZipStore(path, mode="a")  # another store of the same file: the same archive
+    change(other)
+    expected = {key: store.get(key) for key in store.list_prefix("")}
+    assert not store.roll_back(mark, owned=owns_new)
+    assert {key: store.get(key) for key in store.list_prefix("")} == expected
+    store.close()
+    assert entries(path) == expected
+
+
+def test_a_roll_back_undoes_the_changes_it_owns_beside_keys_left_alone(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "owned.zip")
+    store = ZipStore(path, mode="a")
+    mark = store.savepoint()
+    store.set("new/0", b"n" * 100)
+    ZipStore(path, mode="a").set("log/entry", b"gone")
+    ZipStore(path, mode="a").delete("log/entry")  # written and deleted since: no key changed
+    assert store.roll_back(mark, owned=owns_new)
+    assert entries(path) == ENTRIES
+
+
+def test_a_savepoint_that_an_earlier_roll_back_cut_off_is_refused(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "stale.zip")
+    store = ZipStore(path, mode="a")
+    earlier = store.savepoint()
+    store.set("x", b"X" * 1000)
+    later = store.savepoint()  # lists "x", whose bytes the roll back gives up
+    store.set("y", b"Y" * 10)
+    assert store.roll_back(earlier)
+    store.set("z", b"Z" * 2000)  # written where "x" was
+    assert not store.roll_back(later)
+    assert store.get("z") == b"Z" * 2000 and not store.exists("x")
+    store.close()
+    assert entries(path) == {**ENTRIES, "z": b"Z" * 2000}
+
+
+def test_a_roll_back_to_a_later_savepoint_keeps_an_earlier_one_valid(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "nested.zip")
+    store = ZipStore(path, mode="a")
+    outer = store.savepoint()
+    store.set("a", b"1" * 100)
+    inner = store.savepoint()
+    store.set("b", b"2" * 100)
+    assert store.roll_back(inner)
+    store.set("c", b"3" * 100)
+    assert store.roll_back(outer)
+    assert entries(path) == ENTRIES
+    store.close()

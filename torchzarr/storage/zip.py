@@ -11,7 +11,6 @@ import time
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -30,6 +29,8 @@ from torchzarr.storage.zip_io import (
     no_room_for_directory,
     open_zip,
     read_entry,
+    read_many,
+    refuse_change,
     rewrite_live,
     write_directory,
 )
@@ -42,7 +43,6 @@ _log = logging.getLogger("torchzarr")
 _archives: dict[str, _Archive] = {}  # by store identity: the file's real path
 _path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
-_THREAD_BYTES = 2 << 20  # get_many reads on a thread for each (up to config.threads)
 # the parent's archives, kept alive and never closed in a forked child (the parent writes on)
 _ORPHANS: list[Any] = []
 _closed_at_exit: set[str] = set()  # zips whose directory the exit wrote: its last write
@@ -74,6 +74,7 @@ class _Archive:
         self.fd = -1
         self.index: dict[str, zipfile.ZipInfo] = {}
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
+        self.cut_points: list[int] = []  # where each roll back cut the file (Savepoint)
         if mode == "r" and not (os.path.exists(path) and os.path.getsize(path)):
             return  # a missing or empty file reads as an empty store, like a missing directory
         self.zf, self.fd = open_zip(path, mode, allow_zip64)
@@ -165,12 +166,14 @@ class _Archive:
                 "(it may have lost its directory; `zip -FF` recovers the entries)"
             ) from err
 
-    def roll_back(self, savepoint: Savepoint) -> bool:
+    def roll_back(self, savepoint: Savepoint, owned: Callable[[str], bool]) -> bool:
         """Forget the entries written since ``savepoint``, cut from the file (see ZipStore)."""
         with self.lock:
             zf = self.zf
-            if zf is None or savepoint.owner is not self:
+            stale = savepoint.owner is not self or not savepoint.still_a_prefix(self.cut_points)
+            if zf is None or stale or savepoint.foreign_changes(self.index, owned):
                 return False
+            self.cut_points.append(savepoint.start_dir)
             self.index = dict(savepoint.entries)  # one assignment: readers see old or new
             self.dead, self.dirty = savepoint.dead, savepoint.dirty
             # data offsets cached for entries past the savepoint would mislead later reads
@@ -243,21 +246,6 @@ class _Archive:
 def _after_fork_in_child() -> None:
     for archive in _archives.values():
         archive.freeze()
-
-
-def _refuse(archive: _Archive | None, key: str, path: str, action: str) -> None:
-    """Raise if ``action`` (a write, or truncating) must not reach the zip ``key`` at ``path``."""
-    if archive is not None and archive.frozen:
-        raise ReadOnlyError(
-            f"cannot {action} zip {path!r} in a forked child: the zip its parent process "
-            "is writing is a read-only snapshot here, of what the parent had written at the fork"
-        )
-    if key in _closed_at_exit:
-        raise StoreError(
-            f"cannot {action} zip {path!r}: the interpreter is exiting and has written the "
-            "zip's directory, which a later write would leave out (let threads that write "
-            "finish, or close the zip, before the program ends)"
-        )
 
 
 @atexit.register
@@ -344,9 +332,14 @@ class ZipStore(Store):
         return hash((self.path, self.mode))
 
     @cached_property
+    def real_path(self) -> str:
+        """The file, symlinks resolved (once, as LocalStore does): rewritten there, a link
+        stays a link to it, and a file reached through links is one archive."""
+        return os.path.realpath(self.path)
+
+    @property
     def identity(self) -> str:
-        # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
-        return "zip://" + os.path.realpath(self.path)
+        return "zip://" + self.real_path
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -376,18 +369,19 @@ class ZipStore(Store):
         with _path_locks[path]:
             archive = _archives.get(path)
             if changes:
-                _refuse(archive, path, self.path, action)
+                frozen = archive is not None and archive.frozen
+                refuse_change(self.path, action, frozen, exiting=path in _closed_at_exit)
             if self._fresh:
                 if self.mode == "x" and os.path.exists(self.path):
                     raise StoreError(f"cannot create {self.path!r} (mode 'x'): it exists")
                 if archive is not None:
                     archive.close()
-                archive = _archives[path] = _Archive(self.path, "w", self.allowZip64)
+                archive = _archives[path] = _Archive(self.real_path, "w", self.allowZip64)
                 self._fresh = False
             elif archive is None or (write and not archive.writable):
                 # read only until the first write: a file this process may not write reads
                 replaced = archive  # read only: its close writes nothing
-                archive = _Archive(self.path, "a" if write else "r", self.allowZip64)
+                archive = _Archive(self.real_path, "a" if write else "r", self.allowZip64)
                 _archives[path] = archive
                 if replaced is not None:
                     replaced.close()  # reads in flight keep its descriptor until they end
@@ -429,20 +423,30 @@ class ZipStore(Store):
             archive = self._archive(writing="")
             with archive.lock:  # its entries, where the next one goes, what close must do
                 if (zf := archive.zf) is not None:
-                    entries = dict(archive.index)
-                    return Savepoint(archive, zf.start_dir, entries, archive.dead, archive.dirty)
+                    entries, cuts = dict(archive.index), len(archive.cut_points)
+                    return Savepoint(
+                        archive, zf.start_dir, entries, archive.dead, archive.dirty, cuts
+                    )
         raise StoreError(f"cannot open {self.path!r}: closed by others {_REOPENS} times")
 
-    def roll_back(self, savepoint: Savepoint) -> bool:
-        """Undo every write and delete since ``savepoint``; the file ends where it did then.
+    def roll_back(self, savepoint: Savepoint, owned: Callable[[str], bool] | None = None) -> bool:
+        """Undo the writes and deletes since ``savepoint``; the file ends where it did then.
 
-        Its directory is written at once, so other processes read the zip as it was. False,
-        changing nothing, if the zip was closed since. Without room for the directory,
-        :class:`StoreError` is raised: the zip is rolled back in this process and stays
-        open; close it again once there is room.
+        Its directory is written at once, so other processes read the zip as it was.
+        ``owned(key)`` says which keys the caller changed (default: all, for a caller that
+        is the zip's only writer): False, changing nothing, if another key was written,
+        replaced or deleted since (by another thread or store of the same file), if the
+        zip was closed since, or if a roll back since went to an earlier savepoint. Without
+        room for the directory, :class:`StoreError` is raised: the zip is rolled back in
+        this process and stays open; close it again once there is room.
+
+        A roll back changes the store, not its readers: a decoded-chunk cache
+        (``Array.with_cache``) keeps what it read, and a read of an entry given up that is
+        in flight (or in a forked child's snapshot) may return bytes written later where
+        the entry was.
         """
         archive = _archives.get(self.identity)
-        return archive is not None and archive.roll_back(savepoint)
+        return archive is not None and archive.roll_back(savepoint, owned or (lambda key: True))
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -454,16 +458,8 @@ class ZipStore(Store):
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         unique = [validate_key(key) for key in dict.fromkeys(keys)]
         archive = self._archive()
-        infos = [archive.index.get(key) for key in unique]
-        sizes = [info.file_size for info in infos if info is not None]
-        threads = min(config.threads, len(sizes), sum(sizes) // _THREAD_BYTES)
-        if threads < 2:
-            return {key: archive.read(key, None) for key in unique}
-        # copies out of the page cache and CRC checks run at once (both release the GIL)
-        with ThreadPoolExecutor(threads, thread_name_prefix="torchzarr-zip") as pool:
-            return dict(
-                zip(unique, pool.map(lambda key: archive.read(key, None), unique), strict=True)
-            )
+        read = lambda key: archive.read(key, None)  # noqa: E731
+        return read_many(unique, archive.index, read, config.threads)
 
     def exists(self, key: str) -> bool:
         return validate_key(key) in self._archive().index

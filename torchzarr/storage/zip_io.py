@@ -2,9 +2,10 @@
 
 ``ZipStore`` reads entries with positioned reads and appends them through ``zipfile``.
 This module holds what that needs beyond ``zipfile``'s public API: reading an entry (or a
-range of it) and checking it against the entry's CRC-32, and putting a file back as it
-was when an append fails midway (a full disk) or a series of appends is given up
-(:class:`Savepoint`), so that the entries before them stay readable.
+range of it, or several on threads) and checking it against the entry's CRC-32, and
+putting a file back as it was when an append fails midway (a full disk) or a series of
+appends is given up (:class:`Savepoint`), so that the entries before them stay readable;
+and the errors of changes that fail or are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import struct
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, StoreError
@@ -37,11 +39,14 @@ __all__ = [
     "no_room_for_directory",
     "open_zip",
     "read_entry",
+    "read_many",
+    "refuse_change",
     "rewrite_live",
     "write_directory",
 ]
 
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+_THREAD_BYTES = 2 << 20  # read_many reads on a thread for each (up to max_threads)
 
 # what a corrupt compressed entry raises while it is decompressed (bz2: OSError)
 _DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error, zipfile.BadZipFile, EOFError, OSError)
@@ -122,6 +127,27 @@ def no_room_for_directory(path: str, err: OSError) -> StoreError:
     )
 
 
+def refuse_change(path: str, action: str, frozen: bool, exiting: bool) -> None:
+    """Raise if ``action`` (a write, or truncating) must not reach the zip at ``path``:
+    ``frozen``, a forked child's snapshot of the zip its parent writes, or ``exiting``,
+    the interpreter having written the zip's directory at its exit.
+
+    Example:
+        >>> refuse_change("a.zip", "write 'k' to", frozen=False, exiting=False)
+    """
+    if frozen:
+        raise ReadOnlyError(
+            f"cannot {action} zip {path!r} in a forked child: the zip its parent process "
+            "is writing is a read-only snapshot here, of what the parent had written at the fork"
+        )
+    if exiting:
+        raise StoreError(
+            f"cannot {action} zip {path!r}: the interpreter is exiting and has written the "
+            "zip's directory, which a later write would leave out (let threads that write "
+            "finish, or close the zip, before the program ends)"
+        )
+
+
 def read_entry(
     info: zipfile.ZipInfo,
     rng: ByteRange | None,
@@ -169,6 +195,29 @@ def read_entry(
     if end - start == size:  # a range cannot be checked: the CRC covers it all
         check_crc(data, info, where)
     return data
+
+
+def read_many(
+    keys: Sequence[str],
+    index: dict[str, zipfile.ZipInfo],
+    read: Callable[[str], bytes | None],
+    max_threads: int,
+) -> dict[str, bytes | None]:
+    """``read(key)`` of each of ``keys``, on up to ``max_threads`` threads when the entries
+    (their infos in ``index``) are large: copies out of the page cache and CRC checks then
+    run at once (both release the GIL).
+
+    Example:
+        >>> read_many(["a", "b"], {}, lambda key: key.encode(), 4)
+        {'a': b'a', 'b': b'b'}
+    """
+    infos = [index.get(key) for key in keys]
+    sizes = [info.file_size for info in infos if info is not None]
+    threads = min(max_threads, len(sizes), sum(sizes) // _THREAD_BYTES)
+    if threads < 2:
+        return {key: read(key) for key in keys}
+    with ThreadPoolExecutor(threads, thread_name_prefix="torchzarr-zip") as pool:
+        return dict(zip(keys, pool.map(read, keys), strict=True))
 
 
 def check_crc(data: bytes, info: zipfile.ZipInfo, where: str) -> None:
@@ -252,9 +301,9 @@ class Savepoint(NamedTuple):
     """An open zip as it was at one moment, to roll back to when later appends are given up.
 
     Example:
-        >>> with zipfile.ZipFile(io.BytesIO(), "w") as zf:
-        ...     Savepoint(owner=None, start_dir=zf.start_dir, entries={}, dead=0, dirty=False)
-        Savepoint(owner=None, start_dir=0, entries={}, dead=0, dirty=False)
+        >>> mark = Savepoint(owner=None, start_dir=0, entries={}, dead=0, dirty=False, cuts=0)
+        >>> mark.still_a_prefix([5]), mark.foreign_changes({"b": zipfile.ZipInfo("b")}, str.isupper)
+        (True, ['b'])
     """
 
     owner: object  # the open archive it belongs to: a reopened one cannot go back to it
@@ -262,6 +311,24 @@ class Savepoint(NamedTuple):
     entries: dict[str, zipfile.ZipInfo]  # the live entries, by name
     dead: int  # bytes of dead entries before the directory
     dirty: bool  # whether the directory must list the live entries only
+    cuts: int  # roll backs of the archive before this savepoint was taken
+
+    def still_a_prefix(self, cut_points: Sequence[int]) -> bool:
+        """Whether the file still holds what it held up to the savepoint: no roll back since
+        it was taken (``cut_points[cuts:]``, where each one cut the file) went to an earlier
+        point, over whose end later entries may have been written."""
+        return all(point >= self.start_dir for point in cut_points[self.cuts :])
+
+    def foreign_changes(
+        self, index: dict[str, zipfile.ZipInfo], owned: Callable[[str], bool]
+    ) -> list[str]:
+        """The keys not ``owned`` that were written, replaced or deleted since the
+        savepoint, ``index`` holding the live entries now."""
+        before = self.entries
+        changed = [
+            key for key in before.keys() | index.keys() if before.get(key) is not index.get(key)
+        ]
+        return sorted(key for key in changed if not owned(key))
 
 
 def cut_file(zf: zipfile.ZipFile, size: int) -> None:

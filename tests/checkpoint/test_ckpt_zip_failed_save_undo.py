@@ -1,0 +1,101 @@
+"""A zip checkpoint save that raises is undone: its own changes only, also through wrappers."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.checkpoint import commit
+from torchzarr.errors import StoreError
+from torchzarr.storage import zip as zip_module
+from torchzarr.storage.wrappers import LoggingStore
+from torchzarr.storage.zip import ZipStore
+from torchzarr.storage.zip_io import cut_file
+
+
+def state(step: int) -> dict[str, Any]:
+    return {"w": torch.full((8,), float(step)), "step": step}
+
+
+def names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        return zf.namelist()
+
+
+def load_elsewhere(path: Path, tmp_path: Path) -> dict[str, Any]:
+    """Load the checkpoint as another process would: from the file's bytes alone."""
+    copy = tmp_path / f"copy-{uuid.uuid4().hex}.zip"
+    shutil.copyfile(path, copy)
+    loaded: dict[str, Any] = tz.load_checkpoint(str(copy))
+    return loaded
+
+
+def test_a_failed_save_keeps_what_others_wrote_to_the_zip_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.zip"
+    tz.save_checkpoint(state(1), str(path))
+    other = ZipStore(path, mode="a")  # e.g. run notes kept in the same zip
+
+    def note_then_fail(*args: Any, **kwargs: Any) -> None:
+        other.set("notes/log.txt", b"epoch 2 done")
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(commit, "commit_version", note_then_fail)
+    with pytest.raises(StoreError, match="no space") as info:
+        tz.save_checkpoint(state(2), str(path))
+    assert "was not cut back" in " ".join(getattr(info.value, "__notes__", []))
+    assert other.get("notes/log.txt") == b"epoch 2 done"
+    listed = names(path)  # closed by the failed save: its directory is on disk
+    assert "notes/log.txt" in listed and not any(n.startswith("v000002/") for n in listed)
+    assert tz.load_checkpoint(str(path))["step"] == 1
+    assert load_elsewhere(path, tmp_path)["step"] == 1
+
+
+def test_a_wrapped_zip_save_whose_directory_does_not_fit_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "wrapped.zip"
+    store = LoggingStore(ZipStore(path, mode="a"))
+    tz.save_checkpoint(state(1), store)
+    write_directory = zip_module.write_directory
+    failed: list[int] = []
+
+    def no_room_once(zf: zipfile.ZipFile) -> OSError | None:
+        if failed:
+            return write_directory(zf)
+        failed.append(1)
+        cut_file(zf, zf.start_dir)  # as a directory that does not fit leaves the file
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zip_module, "write_directory", no_room_once)
+    with pytest.raises(StoreError, match=r"directory of zip .*wrapped\.zip") as info:
+        tz.save_checkpoint(state(2), store)
+    assert failed  # the new version was committed before its directory failed to fit
+    assert "holds the previous checkpoint" in " ".join(getattr(info.value, "__notes__", []))
+    assert tz.load_checkpoint(store)["step"] == 1
+    assert load_elsewhere(path, tmp_path)["step"] == 1
+
+
+def test_a_save_to_another_store_failing_after_its_commit_has_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"memory://ckpt-{uuid.uuid4().hex}"
+    tz.save_checkpoint(state(1), url)
+
+    def prune_fails(store: Any, keep: int = 1) -> list[str]:
+        raise StoreError("connection lost")
+
+    monkeypatch.setattr(commit, "prune_versions", prune_fails)
+    with pytest.raises(StoreError, match="connection lost"):
+        tz.save_checkpoint(state(2), url)
+    assert tz.load_checkpoint(url)["step"] == 2
