@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,15 +12,22 @@ from typing import Any
 
 import torch
 
-from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE, TENSOR_ATTRIBUTE
+from torchzarr.checkpoint.format import (
+    DCP_KEY_ATTRIBUTE,
+    EVERY_CHUNK,
+    NODE_ATTRIBUTE,
+    TENSOR_ATTRIBUTE,
+)
 from torchzarr.checkpoint.values import decode_metadata, decode_value, format_key_path
 from torchzarr.config import config
 from torchzarr.core.array import Array
 from torchzarr.errors import (
     ArgumentTypeError,
+    ChunkDecodeError,
     InvalidArgumentError,
     MetadataError,
     NodeNotFoundError,
+    TorchZarrError,
 )
 
 __all__ = ["KeySpec", "read_tree"]
@@ -332,6 +340,38 @@ def _tasks(arrays: list[Any]) -> list[list[Any]]:
     return parts
 
 
+def _check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, Any]) -> None:
+    """Raise if an array marked :data:`EVERY_CHUNK` lacks a chunk of its grid.
+
+    Such an array was saved with all its chunks, so a missing one was lost (a partial
+    copy, a bad disk), not left out for being all zeros: reading it would have returned
+    zeros. One listing of the version serves every array; a key it lacks is looked up
+    before it is reported (a server's directory index may leave keys out). A store that
+    cannot list (HTTP), or a listing without the version's own ``zarr.json`` (a version
+    deleted meanwhile, which the caller checks), leaves nothing to compare with: then
+    nothing is checked.
+    """
+    marked = {path: a for path, a in arrays.items() if _tensor_info(a).get(EVERY_CHUNK) is True}
+    if not marked:
+        return
+    prefix = f"{root.path}/" if root.path else ""
+    try:
+        stored = set(root.store.list_prefix(prefix))
+    except (TorchZarrError, OSError, NotImplementedError):
+        return
+    if f"{prefix}zarr.json" not in stored:
+        return
+    for path, array in marked.items():
+        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
+            key = f"{array.path}/{array.metadata.chunk_key(coords)}"
+            if key not in stored and not root.store.exists(key):
+                raise ChunkDecodeError(
+                    f"checkpoint tensor {format_key_path(key_paths[path])} (array {array.path}) "
+                    f"lacks its chunk {key!r}: the checkpoint in {root.store!r} is damaged (a "
+                    "file lost in a copy or on disk); it was saved with every chunk stored"
+                )
+
+
 def read_tree(
     root: Any,
     *,
@@ -358,6 +398,8 @@ def read_tree(
         NodeNotFoundError: a key in ``keys`` names nothing in the checkpoint.
         ArgumentTypeError: ``keys`` holds something other than str and tuple keys.
         MetadataError: a node or tensor attribute of the checkpoint is malformed.
+        ChunkDecodeError: a chunk of a tensor saved with every chunk stored is missing
+            (the message names the tensor's key path and the chunk's key).
 
     Example:
         >>> read_tree(group, keys=["model.w"])  # doctest: +SKIP
@@ -390,4 +432,5 @@ def read_tree(
 
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
             loaded = [t for part in pool.map(read_part, _tasks(arrays)) for t in part]
+    _check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
     return _build(tree, dict(zip(paths, loaded, strict=True)))

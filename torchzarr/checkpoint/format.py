@@ -12,6 +12,11 @@ A container holding tensors (dict, OrderedDict, list, tuple) becomes a group who
 * ``"alias"``: payload is the path, from the tree root, of an array written earlier for the
   same tensor view (tied weights are stored once and load as one tensor again).
 
+Each tensor's array stores every chunk of its grid, all-zero ones too, and says so with
+``"every_chunk": true`` in its ``torchzarr_tensor`` attribute: a load then tells a chunk
+lost from the checkpoint (a partial copy, a bad disk) from one never written. Arrays
+without the mark (saved by earlier versions) may leave all-zero chunks unstored.
+
 Member names are escaped keys (``~HH`` for unsafe bytes), unique in their group; the
 original keys live only in the entries, so any key round-trips.
 """
@@ -40,6 +45,7 @@ from torchzarr.dtypes import data_type
 from torchzarr.errors import UnsupportedDtypeError
 
 __all__ = [
+    "EVERY_CHUNK",
     "NODE_ATTRIBUTE",
     "TENSOR_ATTRIBUTE",
     "TensorItem",
@@ -57,6 +63,8 @@ NODE_ATTRIBUTE = "torchzarr_node"
 TENSOR_ATTRIBUTE = "torchzarr_tensor"
 #: Attribute of the version group and arrays of a torch.distributed.checkpoint save.
 DCP_KEY_ATTRIBUTE = "torchzarr_dcp_key"
+#: Key of :data:`TENSOR_ATTRIBUTE` marking an array that stores every chunk of its grid.
+EVERY_CHUNK = "every_chunk"
 
 _CONTAINERS = (dict, OrderedDict, list, tuple)
 #: numpy dtypes (kind + itemsize) stored as arrays: those torch has; others stay typed JSON
@@ -269,6 +277,7 @@ class _Encoder:
             self.aliases[alias] = path
         # its keys were encoded (and checked) by the containers: this cannot fail
         attrs: dict[str, Any] = {"key_path": encode_value(key_path, allow_pickle=self.allow_pickle)}
+        attrs[EVERY_CHUNK] = True  # the save stores all chunks: a load finds any one lost
         if from_numpy:
             attrs["numpy"] = True
             if not value.dtype.isnative:  # stored in native order: loads swap it back

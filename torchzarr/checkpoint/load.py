@@ -24,7 +24,12 @@ from torchzarr.checkpoint import commit
 from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
-from torchzarr.errors import CheckpointConflictError, GroupNotFoundError, NodeNotFoundError
+from torchzarr.errors import (
+    CheckpointConflictError,
+    ChunkDecodeError,
+    GroupNotFoundError,
+    NodeNotFoundError,
+)
 
 __all__ = ["LOAD_ATTEMPTS", "load_checkpoint"]
 
@@ -73,6 +78,8 @@ def load_checkpoint(
         CheckpointConflictError: newer saves pruned the version being read
             :data:`LOAD_ATTEMPTS` times, or pruned the ``version`` asked for.
         MetadataError: the manifest (the root ``zarr.json``) is corrupt.
+        ChunkDecodeError: the checkpoint is damaged: a chunk is corrupt, or missing from a
+            tensor saved with all its chunks (the message names the key path and chunk).
 
     Example:
         >>> import torch
@@ -99,10 +106,10 @@ def load_checkpoint(
                 allow_pickle=allow_pickle,
                 read_array=reader,
             )
-        except NodeNotFoundError:
+        except (NodeNotFoundError, ChunkDecodeError):
             if commit.version_intact(st, name):
-                raise  # a key that is not in the checkpoint
-            tree = None  # a member deleted with its version
+                raise  # a key that is not in the checkpoint, or a damaged one
+            tree = None  # a member or chunk deleted with its version
         # A missing chunk reads as the fill value; if a newer save pruned the version while
         # it was read, "missing" may mean "deleted meanwhile": then the tree is not trusted.
         if tree is not None and commit.version_intact(st, name):

@@ -20,13 +20,15 @@ from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
+from torchzarr.core.nodes import ZARR_JSON
+from torchzarr.core.selection import make_indexer
 from torchzarr.errors import (
     ArgumentTypeError,
     CheckpointConflictError,
     InvalidArgumentError,
     StoreError,
 )
-from torchzarr.storage import LocalStore, ZipStore
+from torchzarr.storage import LocalStore, Store, ZipStore
 from torchzarr.storage.zip_io import Savepoint
 
 __all__ = [
@@ -59,6 +61,13 @@ def _units(array: Array, t: torch.Tensor) -> list[tuple[int, int]]:
     if not t.numel() or not isinstance(array.store, LocalStore):
         return [(0, rows)]
     return [(lo, min(rows, lo + per_chunk)) for lo in range(0, rows, per_chunk)]
+
+
+def _store_every_chunk(array: Array, selection: Any, data: torch.Tensor) -> None:
+    """``array[selection] = data``, storing the chunks that are all zeros too (the engine
+    leaves those out): a load of an array marked ``every_chunk`` finds a lost chunk."""
+    indexer = make_indexer(selection, array.shape, array.chunks)  # never sharded here
+    array._write(indexer, data, write_empty_chunks=True)
 
 
 def _write_tree(
@@ -99,12 +108,12 @@ def _write_tree(
             t = to_storable(t)
             lo, hi = 0, (t.shape[0] if t.dim() else 1)
         if not t.numel() or not t.dim():
-            array[...] = t
+            _store_every_chunk(array, ..., t)
             return
         piece = t[lo:hi]
         # Raw local chunks go from the tensor's memory straight to their files.
         if not write_rows(array, lo, hi, piece):
-            array[lo:hi] = piece  # whole chunks: units never share one
+            _store_every_chunk(array, slice(lo, hi), piece)  # whole chunks: units never share one
 
     # Raw local chunks: one writer. Copying into the page cache is quick and the disk does
     # best with one stream: two writers measured slower (0.4-0.6 GB/s against 0.8-1.1
@@ -144,8 +153,11 @@ def save_checkpoint(
     manifest in the root ``zarr.json`` name it. Killed at any moment, the store still holds
     the previous checkpoint, and :func:`load_checkpoint` still returns it (but for a zip
     file killed during a save: it has no directory then; see ``docs/checkpoints.md``).
-    A save that raises leaves the previous checkpoint the one loaded: a zip is cut back to
-    it, also when its directory did not fit after the commit.
+    A save that raises before its commit leaves the previous checkpoint the one loaded;
+    one that raises after it (its prune of old versions failed) has committed. A zip, also
+    under a wrapper such as ``LoggingStore``, is cut back to the previous checkpoint in
+    both cases (also when its directory did not fit after the commit), unless other
+    writers changed it during the save: the error's note says which happened.
 
     Args:
         state: dict, OrderedDict, list or tuple of tensors, containers and plain values.
@@ -165,7 +177,8 @@ def save_checkpoint(
     Raises:
         UnrepresentableError: a leaf cannot be stored; the message names its key path.
         ReadOnlyError: the store is read-only (nothing is written).
-        StoreError: writing failed (a full disk); the previous checkpoint stays.
+        StoreError: writing failed (a full disk); the previous checkpoint stays but for a
+            failure after the commit (see above).
 
     Example:
         >>> import torch
@@ -184,7 +197,9 @@ def save_checkpoint(
         # Files are written without a flush each, then flushed together before the commit.
         st = local = commit.with_flush_settings(local, False, direct_io)
     with commit.reserved_version(st) as version:  # a read-only store is refused here
-        savepoint = st.savepoint() if isinstance(st, ZipStore) else None
+        zip_store = _zip_under(st)
+        savepoint = None if zip_store is None else (zip_store, zip_store.savepoint())
+        pruned: list[str] = []  # versions a roll back of the zip puts back
         try:
             _write_tree(st, version, plan, compressors, chunk_bytes)
             if durable:
@@ -200,32 +215,65 @@ def save_checkpoint(
                     "tensors": len(plan.tensors),
                 },
             )
-            commit.prune_later(st, keep)  # after the commit, never before: crash safety
+            # after the commit, never before: crash safety (a zip, as any store but a
+            # local one, is pruned at once: here noting the versions deleted)
+            if savepoint is not None:
+                pruned = commit.prune_versions(st, keep)
+            else:
+                commit.prune_later(st, keep)
             commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
-            _undo_failed_save(st, version, savepoint, err)
+            _undo_failed_save(st, version, savepoint, [version, *pruned], err)
             raise
     return version
 
 
+def _zip_under(store: Store) -> ZipStore | None:
+    """The zip holding ``store``'s keys: ``store`` itself, or a zip under wrappers (such
+    as ``LoggingStore``) that keep its keys and so its identity; else None."""
+    inner: Any = store
+    while not isinstance(inner, ZipStore):
+        inner = getattr(inner, "inner", None)
+        if inner is None:
+            return None
+    return inner if inner.identity == store.identity else None
+
+
 def _undo_failed_save(
-    store: Any, version: str, savepoint: Savepoint | None, err: BaseException
+    store: Store,
+    version: str,
+    savepoint: tuple[ZipStore, Savepoint] | None,
+    versions: list[str],
+    err: BaseException,
 ) -> None:
     """Leave ``store`` holding the checkpoint it held before a save that raised ``err``.
 
-    A zip is rolled back to the ``savepoint`` taken before the save: its file cut back to
-    where the save's first entry started and its old directory written again, so the
-    previous checkpoint stays loadable in this process and others, also when the save
-    failed after its commit (a directory that did not fit). Elsewhere an uncommitted
-    version's files are deleted, to free their space now (a full disk is a common cause);
-    what a killed process leaves behind goes with the next save.
+    A zip is rolled back to the ``savepoint`` taken before the save (the zip, and its
+    savepoint): its file cut back to where the save's first entry started and its old
+    directory written again, so the previous checkpoint stays loadable in this process
+    and others, also when the save failed after its commit (a directory that did not
+    fit). The roll back undoes the save's own changes only, to the ``versions`` it wrote
+    or pruned and to the root ``zarr.json`` (the manifest): if other writers changed the
+    zip meanwhile, it is not cut back. Then, and elsewhere, an uncommitted version's files
+    are deleted, to free their space now (a full disk is a common cause); what a killed
+    process leaves behind goes with the next save. A save that failed after its commit
+    stays committed.
     """
     rolled_back = False
     if savepoint is not None:
+        zip_store, mark = savepoint
+        prefixes = tuple(f"{name}/" for name in versions)
         try:
-            rolled_back = store.roll_back(savepoint)
-            if rolled_back:
-                err.add_note(f"the save was undone: {store!r} holds the previous checkpoint")
+            rolled_back = zip_store.roll_back(
+                mark, owned=lambda key: key == ZARR_JSON or key.startswith(prefixes)
+            )
+            err.add_note(
+                f"the save was undone: {store!r} holds the previous checkpoint"
+                if rolled_back
+                else f"{store!r} was not cut back (other writers changed it during the "
+                "save, or it was closed): it holds the previous checkpoint unless the save "
+                "failed after its commit"
+            )
         except StoreError as failed:  # rolled back in this process; its directory waits
             rolled_back = True
             err.add_note(f"{store!r} holds the previous checkpoint again, but: {failed}")

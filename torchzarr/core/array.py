@@ -350,7 +350,7 @@ class Array(NodeBase, ZarrArrayMethods):
             return out
         return result
 
-    def _write(self, indexer: Any, value: Any) -> None:
+    def _write(self, indexer: Any, value: Any, write_empty_chunks: bool = False) -> None:
         self._check_writable()
         data = as_storage_array(value, self.data_type)
         shape = tuple(indexer.shape)
@@ -361,7 +361,7 @@ class Array(NodeBase, ZarrArrayMethods):
                 f"cannot write data of shape {tuple(np.shape(data))} to a selection of shape "
                 f"{shape} in array {self.name}"
             ) from None
-        engine.write_from(self._source, list(indexer), data)
+        engine.write_from(self._source, list(indexer), data, write_empty_chunks=write_empty_chunks)
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, selection: Any) -> torch.Tensor:
