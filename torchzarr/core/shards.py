@@ -193,9 +193,9 @@ class ShardReader:
         and, unless kept unchecked, the file at the shard's path still has the signature
         it had then: the kept descriptor holds the file open, so its inode cannot be
         reused, and an equal signature means the path still names that file, unchanged.
-        A kept index whose file was closed meanwhile (the pool keeps a bounded number
-        open) is used when the reopened file has the signature it had then. Otherwise the
-        file is reopened and its index read again.
+        Otherwise (also when the pool closed the file meanwhile: its inode may then name
+        another file, with timestamps too coarse to tell) the file is reopened and its
+        index read again.
         """
         found: dict[str, ShardIndex | None] = {}
         n = self.index_nbytes
@@ -221,10 +221,6 @@ class ShardReader:
                 stat = os.fstat(fd)
                 size = stat.st_size
                 signature = file_signature(stat)
-                if entry is not None and entry[2] == signature:  # the file it was read from
-                    found[key] = entry[0]
-                    self._keep(key, entry[0], serial, writes, signature)
-                    continue
                 # a file shorter than the index: no pread at a negative offset
                 raw = b"" if size < n else os.pread(fd, n, size - n if at_end else 0)
             except OSError as err:
