@@ -425,3 +425,11 @@ def test_indexers_can_be_iterated_twice() -> None:
     ]:
         assert [p.chunk_coords for p in ix] == [p.chunk_coords for p in ix]
         assert "nchunks" in repr(ix)
+
+
+def test_index_arrays_that_do_not_broadcast_are_named_by_their_own_shapes():
+    import torchzarr as tz
+
+    arr = tz.create_array("memory://", shape=(4, 5, 6), dtype="int8", chunks=(2, 2, 2))
+    with pytest.raises(tz.errors.SelectionError, match=r"shapes \[\(3,\), \(2,\)\]"):
+        arr[[0, 1, 2], [0, 1]]

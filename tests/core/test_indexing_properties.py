@@ -253,12 +253,13 @@ def test_arrays_for_the_leading_axes_only_read_and_write_as_numpy(data: st.DataO
         )
         values = data.draw(st.lists(ints(extent), min_size=math.prod(own), max_size=math.prod(own)))
         selection.append(np.array(values, dtype=np.int64).reshape(own))
-    selection = tuple(selection)
+    tail = data.draw(st.sampled_from([(), (slice(None),), (Ellipsis,)]))  # same as none
+    selection = (*selection, *tail)
     indexer = make_indexer(selection, a.shape, chunk_shape)
     expected = a[selection]  # the axes after the arrays are taken whole
     assert indexer.shape == expected.shape
     assert np.array_equal(read(indexer, a, chunk_shape), expected)
-    points = np.broadcast_arrays(*selection)
+    points = np.broadcast_arrays(*selection[:count])
     flat = np.ravel_multi_index(
         [p.ravel() % s for p, s in zip(points, shape, strict=False)], shape[:count]
     )

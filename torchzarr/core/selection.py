@@ -54,6 +54,12 @@ def _whole_trailing_axes(
     """Coordinate arrays for numpy's ``a[i, j]`` on an array of more axes than arrays: the
     arrays broadcast together (shape B) and every axis after them taken whole, so the
     result has shape B + the remaining axes, as in numpy."""
+    try:
+        np.broadcast_shapes(*(item.shape for item in arrays))
+    except ValueError:
+        raise SelectionError(
+            f"index arrays of shapes {[item.shape for item in arrays]} cannot be broadcast together"
+        ) from None
     trailing = shape[len(arrays) :]
     points = [item.reshape(item.shape + (1,) * len(trailing)) for item in arrays]
     depth = max(item.ndim for item in arrays)
@@ -74,7 +80,8 @@ def make_indexer(
     only of arrays is vectorized (numpy's pointwise semantics), as is one integer array of
     any shape on a 1-d array (the result takes its shape); integer arrays for the first
     axes only pair up pointwise there and take the other axes whole, as in numpy
-    (``a[[1, 3], [2, 3]]`` of a (4, 5, 6) array has shape (2, 6)); arrays mixed with slices or ints
+    (``a[[1, 3], [2, 3]]`` of a (4, 5, 6) array, also with ``, :`` or ``, ...`` after the
+    arrays, has shape (2, 6)); arrays mixed with slices or ints
     are orthogonal: each array picks along its own axis, which keeps its place in the
     result, as in zarr-python. With one array that is torch's result too, and numpy's except
     that numpy moves the array's axis to the front when a slice separates the array from an
@@ -94,14 +101,26 @@ def make_indexer(
     if kind == "vectorized":
         return indexing.vectorized_indexer(selection, shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
-    if all(_is_fancy(item) for item in items) and (
-        1 < len(items) < len(shape) and all(item.dtype != bool for item in items)
+    arrays = _without_whole_tail(items)  # a[i, j, :] and a[i, j, ...] are a[i, j]
+    if all(_is_fancy(item) for item in arrays) and (
+        1 < len(arrays) < len(shape) and all(item.dtype != bool for item in arrays)
     ):  # arrays for the first axes: the rest taken whole, as numpy does
-        return indexing.vectorized_indexer(_whole_trailing_axes(items, shape), shape, chunk_shape)
-    if all(_is_fancy(item) for item in items) and (
-        len(items) > 1
-        or (items[0].dtype == bool and items[0].ndim == len(shape) > 1)
-        or (items[0].dtype != bool and items[0].ndim > 1 and len(shape) == 1)
+        return indexing.vectorized_indexer(_whole_trailing_axes(arrays, shape), shape, chunk_shape)
+    if all(_is_fancy(item) for item in arrays) and (
+        len(arrays) > 1
+        or (arrays[0].dtype == bool and arrays[0].ndim == len(shape) > 1)
+        or (arrays[0].dtype != bool and arrays[0].ndim > 1 and len(shape) == 1)
     ):
-        return indexing.vectorized_indexer(selection, shape, chunk_shape)
+        return indexing.vectorized_indexer(arrays, shape, chunk_shape)
     return indexing.orthogonal_indexer(selection, shape, chunk_shape)
+
+
+def _without_whole_tail(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``items`` without the ``:`` and ``...`` that end it (all of them if nothing else)."""
+    end = len(items)
+    while end > 1 and (
+        items[end - 1] is Ellipsis
+        or (isinstance(items[end - 1], slice) and items[end - 1] == slice(None))
+    ):
+        end -= 1
+    return items[:end]
