@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import torchzarr as tz
 from torchzarr.core.indexing import (
     ChunkProjection,
     Indexer,
@@ -428,8 +429,6 @@ def test_indexers_can_be_iterated_twice() -> None:
 
 
 def test_index_arrays_that_do_not_broadcast_are_named_by_their_own_shapes():
-    import torchzarr as tz
-
     arr = tz.create_array("memory://", shape=(4, 5, 6), dtype="int8", chunks=(2, 2, 2))
-    with pytest.raises(tz.errors.SelectionError, match=r"shapes \[\(3,\), \(2,\)\]"):
+    with pytest.raises(SelectionError, match=r"shapes \[\(3,\), \(2,\)\]"):
         arr[[0, 1, 2], [0, 1]]
