@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import pickle
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -50,30 +51,61 @@ def test_a_pickled_copy_writing_after_its_parent_keeps_the_parents_rows(tmp_path
     assert parent.read([0, 1, 2])["x"].tolist() == [0, 1, 2]
 
 
-def test_a_write_another_writer_published_under_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_write_another_process_published_under_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = tz.MemoryStore()
-    FeatureStore(store, mode="w").write([0], {"x": torch.tensor([0])})
-    late, early = FeatureStore(store), FeatureStore(store)
-    assert len(late) == len(early) == 1
+    path = str(tmp_path / "f.zarr")
+    FeatureStore(path, mode="w").write([0], {"x": torch.tensor([0])})
+    late = FeatureStore(path)
+    assert len(late) == 1
     store_rows = upsert.write_rows
     interleaved: list[bool] = []
+    rival = (
+        f"from torchzarr.features import FeatureStore; import torch; "
+        f"FeatureStore({path!r}).write([1], {{'x': torch.tensor([1])}})"
+    )
 
     def write_rows_with_a_rival(arr: Any, rows: np.ndarray, data: torch.Tensor) -> None:
-        if not interleaved:  # the rival publishes while `late` stores its rows
+        if not interleaved:  # another process publishes while `late` stores its rows
             interleaved.append(True)
-            early.write([1], {"x": torch.tensor([1])})
+            subprocess.run([sys.executable, "-c", rival], check=True, timeout=120)
         store_rows(arr, rows, data)
 
     monkeypatch.setattr(upsert, "write_rows", write_rows_with_a_rival)
     with pytest.raises(StoreError, match="another writer published version 2"):
         late.write([0], {"x": torch.tensor([5])})
     assert late.version == 1  # nothing swapped in
-    reader = FeatureStore(store, mode="r")
+    reader = FeatureStore(path, mode="r")
     assert reader.ids.tolist() == [0, 1] and reader.version == 2
     late.write([2], {"x": torch.tensor([2])})  # starts from the rival's state now
-    assert _fresh_ids(store) == [0, 1, 2]
+    assert FeatureStore(path, mode="r").ids.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("opened", ["one store object", "a store object each"])
+def test_instances_writing_at_once_in_threads_keep_every_row(tmp_path: Path, opened: str) -> None:
+    path = str(tmp_path / "f.zarr")
+    FeatureStore(path, mode="w").write([0], {"x": torch.tensor([0.0])})
+    shared = tz.storage.LocalStore(path)
+    errors: list[BaseException] = []
+
+    def writer(first: int) -> None:
+        fs = FeatureStore(shared if opened == "one store object" else path)
+        try:
+            for eid in range(first, first + 15):
+                fs.write([eid], {"x": torch.tensor([float(eid)])})
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(first,)) for first in (1, 101, 201)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    reader = FeatureStore(path, mode="r")
+    ids = sorted(reader.ids.tolist())
+    assert ids == [0, *range(1, 16), *range(101, 116), *range(201, 216)]
+    assert reader.read(ids)["x"].tolist() == [float(i) for i in ids]
 
 
 def _in_child(check: Any) -> int:

@@ -13,7 +13,7 @@ import torch
 from torchzarr.arguments import whole_number
 from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
-from torchzarr.core.cache import ChunkCache
+from torchzarr.core.cache import ChunkCache, location
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.dtypes import data_type
@@ -26,6 +26,7 @@ from torchzarr.errors import (
 )
 from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
+from torchzarr.forksafe import LockTable
 from torchzarr.tensors import torch_dtype
 
 __all__ = [
@@ -55,6 +56,8 @@ DEFAULT_SHARD_BYTES = 1 << 20
 #: the most decoded bytes a chunk or shard of more than one row may hold: a write of a few
 #: rows decodes the whole chunk or shard it falls in, so larger ones cost memory, not speed
 MAX_LAYOUT_BYTES = 64 << 20
+
+_WRITERS = LockTable()  # per store and path: one write at a time in the process
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,21 @@ def reopened(group: Group) -> Group:
         ('5f0c...', 3)
     """
     mode = "r" if group.read_only else "r+"
-    return open_group(group.store, mode, path=group.path, use_consolidated=False)
+    return open_group(
+        group.store, mode, path=group.path, use_consolidated=False, zarr_format=group.zarr_format
+    )
+
+
+def writer_lock(group: Group) -> Any:
+    """The process-wide lock of the feature store ``group``: every instance of this process
+    writing it (threads, instances opened apart) takes it, so their writes run one at a time
+    and each starts from the state the one before published.
+
+    Example:
+        >>> with writer_lock(group):  # doctest: +SKIP
+        ...     pass
+    """
+    return _WRITERS[location(group.store.identity, group.path)]
 
 
 def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
@@ -240,15 +257,16 @@ def publish(
     last) and return the state this instance swaps in whole, under its exclusive lock.
 
     Raises :class:`~torchzarr.errors.StoreError`, publishing nothing, when another
-    instance or process published since ``published`` was loaded: two writers at once.
+    process published since ``published`` was loaded (two writing processes at once, which
+    this check does not make safe: it is not atomic).
     """
     stamp = published_stamp(reopened(group))
     if stamp != (published.store_id, published.version):
         raise StoreError(
             f"feature store {group.name} in {group.store!r}: another writer published "
             f"version {stamp[1]} while this write (from version {published.version}) was "
-            "storing its rows; nothing was published. Write from one instance or process "
-            "at a time: rows this write stored may have overwritten the other's."
+            "storing its rows; nothing was published. Write from one process at a time: "
+            "rows this write stored may have overwritten the other's."
         )
     version = published.version + 1
     index = published.index.extended(new_ids)

@@ -38,6 +38,7 @@ from torchzarr.features.layout import (
     publish,
     published_stamp,
     reopened,
+    writer_lock,
 )
 from torchzarr.features.prefetch import Prefetcher
 from torchzarr.features.rows import (
@@ -70,8 +71,9 @@ class FeatureStore:
     either wholly or not at all. Other instances and processes see rows published up to
     their last :meth:`refresh` (done automatically when a read meets an unknown id). A
     write starts from the latest published state, so instances and processes that write
-    one after the other never lose each other's rows; two writing at once are refused at
-    publication (:class:`~torchzarr.errors.StoreError`).
+    one after the other never lose each other's rows; in one process, writes run one at a
+    time whatever instance makes them. Processes writing at once are unsupported (one may be
+    refused at publication with :class:`~torchzarr.errors.StoreError`, but rows can be lost).
 
     Args:
         store: a path, URL or :class:`~torchzarr.Store`.
@@ -151,7 +153,6 @@ class FeatureStore:
         its parent's threads (a lock one held at the fork would never be released there, a
         batch it was reading never finish). The published state stays: it is immutable."""
         self._rw = ReadWriteLock()
-        self._write_lock = new_lock()
         self._open_lock = new_lock()
         self._ahead = Prefetcher()
 
@@ -422,7 +423,7 @@ class FeatureStore:
         values = {name: as_feature_tensor(name, v, query.size) for name, v in features.items()}
         if not values:
             raise ShapeMismatchError("write needs at least one feature")
-        with self._write_lock, self._rw.exclusive():
+        with writer_lock(self._open()), self._rw.exclusive():
             group, published = self._latest_writable()
             self._published = apply_write(
                 group, published, query, values, self._cache, self._layout()
@@ -451,7 +452,7 @@ class FeatureStore:
         """
         check_name(name)
         dtype, row_shape, chunk_rows = feature_spec(name, dtype, row_shape, chunk_rows)
-        with self._write_lock, self._rw.exclusive():
+        with writer_lock(self._open()), self._rw.exclusive():
             group, published = self._latest_writable()
             if name in published.arrays:
                 raise NodeExistsError(f"feature {name!r} already exists in {group.name}")
