@@ -16,7 +16,7 @@ import torchzarr as tz
 from torchzarr.checkpoint import commit
 from torchzarr.errors import StoreError
 from torchzarr.storage import zip as zip_module
-from torchzarr.storage.wrappers import LoggingStore
+from torchzarr.storage.wrappers import ForwardingStore, LoggingStore
 from torchzarr.storage.zip import ZipStore
 from torchzarr.storage.zip_io import cut_file
 
@@ -99,3 +99,38 @@ def test_a_save_to_another_store_failing_after_its_commit_has_committed(
     with pytest.raises(StoreError, match="connection lost"):
         tz.save_checkpoint(state(2), url)
     assert tz.load_checkpoint(url)["step"] == 2
+
+
+def test_a_root_attribute_another_writer_set_before_the_commit_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.zip"
+    tz.save_checkpoint(state(1), str(path))
+    other = ZipStore(path, mode="a")
+
+    def annotate_then_fail(*args: Any, **kwargs: Any) -> None:
+        tz.open_group(other, mode="r+").attrs["run_note"] = "set meanwhile"
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(commit, "commit_version", annotate_then_fail)
+    with pytest.raises(StoreError, match="no space"):
+        tz.save_checkpoint(state(2), str(path))
+    root = tz.open_group(ZipStore(path, mode="r"), mode="r")
+    assert root.attrs["run_note"] == "set meanwhile"  # the manifest was not the save's yet
+    assert tz.load_checkpoint(str(path))["step"] == 1
+
+
+def test_a_save_whose_prune_fails_midway_is_rolled_back(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.zip"
+    tz.save_checkpoint(state(1), str(path))
+
+    class PrefixDeletesFail(ForwardingStore):
+        def delete_prefix(self, prefix: str) -> None:
+            raise KeyboardInterrupt("interrupted during the prune")
+
+    store = PrefixDeletesFail(ZipStore(path, mode="a"))
+    with pytest.raises(KeyboardInterrupt) as info:
+        tz.save_checkpoint(state(2), store)
+    assert "the save was undone" in " ".join(getattr(info.value, "__notes__", []))
+    assert tz.load_checkpoint(str(path))["step"] == 1
+    assert load_elsewhere(path, tmp_path)["step"] == 1

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.format import TreePlan, alias_key, encode_tree, to_storable
+from torchzarr.checkpoint.format import (
+    EVERY_CHUNK,
+    TENSOR_ATTRIBUTE,
+    TreePlan,
+    alias_key,
+    encode_tree,
+    to_storable,
+)
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.config import config
@@ -82,10 +89,14 @@ def _write_tree(
     del specs[""]
     for item in plan.tensors:
         t = item.tensor
+        chunks = _chunks(tuple(t.shape), t.element_size(), chunk_bytes)
+        info = item.attributes[TENSOR_ATTRIBUTE]
+        # every chunk of this grid is stored: a rewrite on another grid drops the claim
+        info[EVERY_CHUNK] = list(chunks)
         specs[item.path] = {
             "shape": tuple(t.shape),
             "dtype": t.dtype,
-            "chunks": _chunks(tuple(t.shape), t.element_size(), chunk_bytes),
+            "chunks": chunks,
             "compressors": compressors,
             "fill_value": None,
             # c.0.0 files, not c/0/0: no directories to create, flush and delete per array
@@ -199,7 +210,7 @@ def save_checkpoint(
     with commit.reserved_version(st) as version:  # a read-only store is refused here
         zip_store = _zip_under(st)
         savepoint = None if zip_store is None else (zip_store, zip_store.savepoint())
-        pruned: list[str] = []  # versions a roll back of the zip puts back
+        committed = False  # from then on the manifest and older versions are the save's
         try:
             _write_tree(st, version, plan, compressors, chunk_bytes)
             if durable:
@@ -215,15 +226,11 @@ def save_checkpoint(
                     "tensors": len(plan.tensors),
                 },
             )
-            # after the commit, never before: crash safety (a zip, as any store but a
-            # local one, is pruned at once: here noting the versions deleted)
-            if savepoint is not None:
-                pruned = commit.prune_versions(st, keep)
-            else:
-                commit.prune_later(st, keep)
+            committed = True
+            commit.prune_later(st, keep)  # after the commit, never before: crash safety
             commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
-            _undo_failed_save(st, version, savepoint, [version, *pruned], err)
+            _undo_failed_save(st, version, savepoint, committed, err)
             raise
     return version
 
@@ -243,7 +250,7 @@ def _undo_failed_save(
     store: Store,
     version: str,
     savepoint: tuple[ZipStore, Savepoint] | None,
-    versions: list[str],
+    committed: bool,
     err: BaseException,
 ) -> None:
     """Leave ``store`` holding the checkpoint it held before a save that raised ``err``.
@@ -252,9 +259,9 @@ def _undo_failed_save(
     savepoint): its file cut back to where the save's first entry started and its old
     directory written again, so the previous checkpoint stays loadable in this process
     and others, also when the save failed after its commit (a directory that did not
-    fit). The roll back undoes the save's own changes only, to the ``versions`` it wrote
-    or pruned and to the root ``zarr.json`` (the manifest): if other writers changed the
-    zip meanwhile, it is not cut back. Then, and elsewhere, an uncommitted version's files
+    fit). The roll back undoes the save's own changes only: to its version and, once it
+    has ``committed``, to the root ``zarr.json`` (the manifest) and the older versions
+    its prune deletes. If other writers changed the zip meanwhile, it is not cut back. Then, and elsewhere, an uncommitted version's files
     are deleted, to free their space now (a full disk is a common cause); what a killed
     process leaves behind goes with the next save. A save that failed after its commit
     stays committed.
@@ -262,11 +269,18 @@ def _undo_failed_save(
     rolled_back = False
     if savepoint is not None:
         zip_store, mark = savepoint
-        prefixes = tuple(f"{name}/" for name in versions)
+
+        def owned(key: str) -> bool:
+            if key.startswith(f"{version}/"):
+                return True
+            if not committed:
+                return False
+            name = key.partition("/")[0]  # a version below this one: the prune's to delete
+            below = commit._VERSION.match(name) and commit._number(name) < commit._number(version)
+            return key == ZARR_JSON or bool(below)
+
         try:
-            rolled_back = zip_store.roll_back(
-                mark, owned=lambda key: key == ZARR_JSON or key.startswith(prefixes)
-            )
+            rolled_back = zip_store.roll_back(mark, owned=owned)
             err.add_note(
                 f"the save was undone: {store!r} holds the previous checkpoint"
                 if rolled_back
