@@ -193,3 +193,43 @@ def test_chunk_missing_because_a_newer_save_pruned_the_version_loads_the_newer_o
     loaded = load_checkpoint(path)
     assert loaded["step"] == 4
     assert torch.equal(loaded["model"]["w"], first["model"]["w"])
+
+
+@pytest.mark.parametrize("layout", [{"chunks": (512,)}, {"chunks": (256,), "shards": (1024,)}])
+def test_a_tensor_rewritten_on_another_grid_is_not_checked_against_the_saved_one(
+    tmp_path: Path, layout: dict[str, Any]
+) -> None:
+    weights = torch.cat([torch.zeros(4096), torch.arange(4096.0) + 1])
+    path = str(tmp_path / "ckpt")
+    save_checkpoint({"w": weights}, path, chunk_bytes=4096, compressors="zstd")
+    source = tz.open_array(path, path="v000001/w", mode="r")
+    assert source.chunks == (1024,)
+    # rewritten by another tool (as `torchzarr rechunk` does): its all-zero chunks not stored
+    aside = tz.from_array(str(tmp_path / "aside.zarr"), data=source)  # attributes kept
+    tz.from_array(path, path="v000001/w", data=aside, **layout, overwrite=True)
+    assert "every_chunk" in tz.open_array(path, path="v000001/w").attrs["torchzarr_tensor"]
+    rewritten = tz.open_array(path, path="v000001/w", mode="r")
+    first = f"v000001/w/{rewritten.metadata.chunk_key((0,))}"
+    assert first not in rewritten.store.list_prefix("v000001/w/")  # all zeros: not stored
+    assert torch.equal(load_checkpoint(path)["w"], weights)
+    assert torch.equal(load_checkpoint(path, lazy=True)["w"], weights)
+
+
+def test_a_load_of_a_few_keys_lists_only_their_arrays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "ckpt")
+    save_checkpoint({f"t{i}": torch.full((4,), float(i)) for i in range(40)}, path)
+    listed: list[str] = []
+    list_prefix = tz.storage.LocalStore.list_prefix
+
+    def recording_list_prefix(self: Any, prefix: str) -> Any:
+        listed.append(prefix)
+        return list_prefix(self, prefix)
+
+    monkeypatch.setattr(tz.storage.LocalStore, "list_prefix", recording_list_prefix)
+    assert load_checkpoint(path, keys=["t3"])["t3"].tolist() == [3.0] * 4
+    assert listed == ["v000001/t3/"]
+    listed.clear()
+    assert len(load_checkpoint(path)) == 40
+    assert listed == ["v000001/"]

@@ -340,26 +340,38 @@ def _tasks(arrays: list[Any]) -> list[list[Any]]:
     return parts
 
 
+def _saved_every_chunk(array: Any) -> bool:
+    """Whether ``array`` holds every chunk of its grid as the save stored them: marked by
+    the save with its chunk shape, and not rewritten on another grid (nor sharded) since."""
+    mark = _tensor_info(array).get(EVERY_CHUNK)
+    return (
+        isinstance(mark, list) and array.shards is None and [int(n) for n in array.chunks] == mark
+    )
+
+
 def _check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, Any]) -> None:
     """Raise if an array marked :data:`EVERY_CHUNK` lacks a chunk of its grid.
 
     Such an array was saved with all its chunks, so a missing one was lost (a partial
     copy, a bad disk), not left out for being all zeros: reading it would have returned
-    zeros. One listing of the version serves every array; a key it lacks is looked up
+    zeros. One listing of the version serves every array (of each array's own keys when
+    at most 16 are loaded, as ``keys=`` loads do); a key it lacks is looked up
     before it is reported (a server's directory index may leave keys out). A store that
     cannot list (HTTP), or a listing without the version's own ``zarr.json`` (a version
     deleted meanwhile, which the caller checks), leaves nothing to compare with: then
     nothing is checked.
     """
-    marked = {path: a for path, a in arrays.items() if _tensor_info(a).get(EVERY_CHUNK) is True}
+    marked = {path: a for path, a in arrays.items() if _saved_every_chunk(a)}
     if not marked:
         return
-    prefix = f"{root.path}/" if root.path else ""
+    # one listing of the version, or of each array's own keys when a few are loaded
+    paths = [a.path for a in marked.values()] if len(marked) <= 16 else [root.path]
+    prefixes = [f"{path}/" if path else "" for path in paths]
     try:
-        stored = set(root.store.list_prefix(prefix))
+        stored = {key for prefix in prefixes for key in root.store.list_prefix(prefix)}
     except (TorchZarrError, OSError, NotImplementedError):
         return
-    if f"{prefix}zarr.json" not in stored:
+    if any(f"{prefix}zarr.json" not in stored for prefix in prefixes):
         return
     for path, array in marked.items():
         for coords in itertools.product(*(range(n) for n in array.cdata_shape)):

@@ -13,9 +13,10 @@ A container holding tensors (dict, OrderedDict, list, tuple) becomes a group who
   same tensor view (tied weights are stored once and load as one tensor again).
 
 Each tensor's array stores every chunk of its grid, all-zero ones too, and says so with
-``"every_chunk": true`` in its ``torchzarr_tensor`` attribute: a load then tells a chunk
-lost from the checkpoint (a partial copy, a bad disk) from one never written. Arrays
-without the mark (saved by earlier versions) may leave all-zero chunks unstored.
+``"every_chunk": [its chunk shape]`` in its ``torchzarr_tensor`` attribute (the save
+sets it): a load then tells a chunk lost from the checkpoint (a partial copy, a bad disk)
+from one never written. Arrays without the mark (saved by earlier versions), or rewritten
+on another grid since, may leave all-zero chunks unstored.
 
 Member names are escaped keys (``~HH`` for unsafe bytes), unique in their group; the
 original keys live only in the entries, so any key round-trips.
@@ -277,7 +278,6 @@ class _Encoder:
             self.aliases[alias] = path
         # its keys were encoded (and checked) by the containers: this cannot fail
         attrs: dict[str, Any] = {"key_path": encode_value(key_path, allow_pickle=self.allow_pickle)}
-        attrs[EVERY_CHUNK] = True  # the save stores all chunks: a load finds any one lost
         if from_numpy:
             attrs["numpy"] = True
             if not value.dtype.isnative:  # stored in native order: loads swap it back
