@@ -30,6 +30,7 @@ from torchzarr.core.array import Array
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
+from torchzarr.core.info import stored_dtype_name
 from torchzarr.core.placement import missing_parents, node_docs
 from torchzarr.errors import (
     InvalidArgumentError,
@@ -61,13 +62,11 @@ def _info(args: argparse.Namespace) -> None:
 
 def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
     """What ``info`` shows of an array torchzarr cannot open: its stored metadata."""
-    doc = member.document
+    doc, dtype = member.document, stored_dtype_name(member.document)
     if member.zarr_format == 3:
-        dtype = doc.get("data_type")
-        dtype = dtype.get("name") if isinstance(dtype, dict) else dtype  # an extension type
         chunks = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
     else:
-        dtype, chunks = doc.get("dtype"), doc.get("chunks")
+        chunks = doc.get("chunks")
     rows = [
         ("Name", "/" + member.path),
         ("Zarr format", member.zarr_format),
