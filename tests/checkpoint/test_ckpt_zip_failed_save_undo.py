@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import shutil
 import uuid
 import zipfile
@@ -11,14 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from zip_faults import directory_fails_once
 
 import torchzarr as tz
 from torchzarr.checkpoint import commit
 from torchzarr.errors import StoreError
-from torchzarr.storage import zip as zip_module
 from torchzarr.storage.wrappers import ForwardingStore, LoggingStore
 from torchzarr.storage.zip import ZipStore
-from torchzarr.storage.zip_io import cut_file
 
 
 def state(step: int) -> dict[str, Any]:
@@ -67,17 +65,7 @@ def test_a_wrapped_zip_save_whose_directory_does_not_fit_keeps_the_previous_one(
     path = tmp_path / "wrapped.zip"
     store = LoggingStore(ZipStore(path, mode="a"))
     tz.save_checkpoint(state(1), store)
-    write_directory = zip_module.write_directory
-    failed: list[int] = []
-
-    def no_room_once(zf: zipfile.ZipFile) -> OSError | None:
-        if failed:
-            return write_directory(zf)
-        failed.append(1)
-        cut_file(zf, zf.start_dir)  # as a directory that does not fit leaves the file
-        return OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(zip_module, "write_directory", no_room_once)
+    failed = directory_fails_once(monkeypatch)
     with pytest.raises(StoreError, match=r"directory of zip .*wrapped\.zip") as info:
         tz.save_checkpoint(state(2), store)
     assert failed  # the new version was committed before its directory failed to fit

@@ -7,21 +7,17 @@ no room. "Another process" reads a copy of the file: a path this process never o
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from zip_faults import directory_fails_once, room_left
 
 import torchzarr as tz
 from torchzarr.errors import StoreError
-from torchzarr.storage import zip as zip_module
-from torchzarr.storage.zip_io import cut_file
 
 resource = pytest.importorskip("resource")
 signal = pytest.importorskip("signal")
@@ -40,22 +36,6 @@ def assert_holds(loaded: dict[str, Any], step: int) -> None:
     for key, value in state(step).items():
         if key != "step":
             assert torch.equal(loaded[key], value), key
-
-
-@contextlib.contextmanager
-def room_left(path: Path, extra: int) -> Iterator[None]:
-    """Within the block, files may grow to ``path``'s size plus ``extra`` bytes only."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    limit = path.stat().st_size + extra
-    if hard != resource.RLIM_INFINITY and hard < limit:
-        pytest.skip("the hard file size limit is below what the test needs")
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 def load_elsewhere(path: Path, tmp_path: Path) -> dict[str, Any]:
@@ -90,17 +70,7 @@ def test_a_save_whose_directory_does_not_fit_after_the_commit_keeps_the_previous
 ) -> None:
     path = tmp_path / "ckpt.zip"
     tz.save_checkpoint(state(1), str(path))
-    write_directory = zip_module.write_directory
-    failed: list[int] = []
-
-    def no_room_once(zf: zipfile.ZipFile) -> OSError | None:
-        if failed:
-            return write_directory(zf)
-        failed.append(1)
-        cut_file(zf, zf.start_dir)  # as a directory that does not fit leaves the file
-        return OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(zip_module, "write_directory", no_room_once)
+    failed = directory_fails_once(monkeypatch)
     with pytest.raises(StoreError, match=r"directory of zip .*ckpt\.zip"):
         tz.save_checkpoint(state(2), str(path))
     assert failed  # the new version was committed before its directory failed to fit

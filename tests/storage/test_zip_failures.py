@@ -8,17 +8,17 @@ free space fails with ``ENOSPC``. The limit is held only around the calls that s
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import zip_faults
+from zip_faults import entries, room_left
 
 import torchzarr as tz
 from torchzarr.errors import ReadOnlyError, StoreError
@@ -33,33 +33,8 @@ if not hasattr(signal, "SIGXFSZ"):  # pragma: no cover - platforms without file 
 ENTRIES = {f"k/{i}": bytes([i]) * 100_000 for i in range(5)}
 
 
-@contextlib.contextmanager
-def room_left(path: Path, extra: int) -> Iterator[None]:
-    """Within the block, files may grow to ``path``'s size plus ``extra`` bytes only."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    limit = path.stat().st_size + extra
-    if hard != resource.RLIM_INFINITY and hard < limit:
-        pytest.skip("the hard file size limit is below what the test needs")
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 def make_zip(path: Path) -> Path:
-    with ZipStore(path, mode="w") as store:
-        for key, value in ENTRIES.items():
-            store.set(key, value)
-    return path
-
-
-def entries(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        assert zf.testzip() is None
-        return {name: zf.read(name) for name in zf.namelist()}
+    return zip_faults.make_zip(path, ENTRIES)
 
 
 def assert_fails_for_lack_of_room(excinfo: pytest.ExceptionInfo[Any], key: str, path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zip_faults
+from zip_faults import entries
 
 from torchzarr.errors import ReadOnlyError, StoreError
 from torchzarr.storage import ByteRange
@@ -19,16 +21,7 @@ ENTRIES = {f"k/{i}": bytes([i]) * 1000 for i in range(5)}
 
 
 def make_zip(path: Path) -> Path:
-    with ZipStore(path, mode="w") as store:
-        for key, value in ENTRIES.items():
-            store.set(key, value)
-    return path
-
-
-def entries(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        assert zf.testzip() is None
-        return {name: zf.read(name) for name in zf.namelist()}
+    return zip_faults.make_zip(path, ENTRIES)
 
 
 def test_a_roll_back_forgets_writes_and_deletes_and_cuts_the_file(tmp_path: Path) -> None:
