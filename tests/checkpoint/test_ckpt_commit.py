@@ -271,3 +271,15 @@ def test_checkpoint_store_forces_fsync_locally(tmp_path: Path) -> None:
     store = checkpoint_store(tmp_path)
     assert isinstance(store, tz.LocalStore) and store.fsync
     assert not checkpoint_store(tmp_path, fsync=False).fsync
+
+
+def test_keep_2_keeps_the_previous_commit_not_a_killed_saves_leftover(tmp_path: Path) -> None:
+    save_checkpoint(_state(1.0), tmp_path, keep=2)
+    save_checkpoint(_state(2.0), tmp_path, keep=2)
+    leftover = tmp_path / "v000003"  # a save killed before its commit: never committed
+    shutil.copytree(tmp_path / "v000002", leftover)
+    assert save_checkpoint(_state(4.0), tmp_path, keep=2) == "v000004"
+    wait_pruned()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["v000002", "v000004"]
+    assert load_checkpoint(tmp_path, version="v000002")["step"] == 2
+    assert read_manifest(tz.LocalStore(tmp_path))["previous"][:2] == ["v000002", "v000001"]  # type: ignore[index]

@@ -70,6 +70,7 @@ MANIFEST_ATTRIBUTE = "torchzarr_checkpoint"
 FORMAT_VERSION = 1
 _VERSION = re.compile(r"^v(\d{6,})$")
 _MARKER = "{version}/zarr.json"  # a version's group metadata: deleted first (version_intact)
+_HISTORY = 256  # earlier commits a manifest lists: what keep= may keep
 
 
 def checkpoint_store(
@@ -126,11 +127,9 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
     if MANIFEST_ATTRIBUTE not in root.attrs:
         return None
     manifest = root.attrs[MANIFEST_ATTRIBUTE]
-    if (
-        not isinstance(manifest, dict)
-        or not isinstance(manifest.get("version"), str)
-        or type(manifest.get("format", 0)) is not int
-    ):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("version"), str):
+        raise _corrupt_manifest(store, f"attribute {MANIFEST_ATTRIBUTE!r} is {manifest!r}")
+    if type(manifest.get("format", 0)) is not int:
         raise _corrupt_manifest(store, f"attribute {MANIFEST_ATTRIBUTE!r} is {manifest!r}")
     if manifest.get("format", 0) > FORMAT_VERSION:
         raise MetadataError(
@@ -141,8 +140,7 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
 
 
 def _corrupt_manifest(store: Store, why: str) -> MetadataError:
-    """The error for a root ``zarr.json`` that cannot be read: it names the file and what
-    is left to recover (the versions are never touched by a load or a refused save)."""
+    """The error for an unreadable root ``zarr.json``, naming the versions left to recover."""
     try:
         versions = ", ".join(_versions(store)) or "none"
     except Exception:  # listing fails too: the message still names the file
@@ -304,14 +302,13 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         >>> read_manifest(st)["version"]
         'v000001'
     """
-    manifest = {
-        "format": FORMAT_VERSION,
-        "version": version,
-        "committed_at": time.time(),
-        **(info or {}),
-    }
+    manifest = {"format": FORMAT_VERSION, "version": version, "committed_at": time.time()}
     with _STORE_LOCKS[_store_id(store)]:  # in this process, no commit between check and write
         current = read_manifest(store)
+        if current is not None:  # the versions committed before, newest first (for keep=)
+            before = found if isinstance(found := current.get("previous"), list) else []
+            manifest["previous"] = [current["version"], *before][:_HISTORY]
+        manifest.update(info or {})
         if current is not None and _number(str(current["version"])) > _number(version):
             raise CheckpointConflictError(
                 f"another save committed {current['version']} to {store!r} while this one "
@@ -327,11 +324,12 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
 
 
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
-    """Delete all versions but the committed one and the ``keep - 1`` newest before it.
+    """Delete all versions but the committed one and the ``keep - 1`` committed before it.
 
-    Uncommitted leftovers of killed saves are deleted too; versions above the committed
-    one and those that saves of this process are writing are not. Returns the versions
-    deleted.
+    Uncommitted leftovers of killed saves are deleted too (manifests written before the
+    list of earlier commits keep the newest versions instead); versions above the
+    committed one and those that saves of this process are writing are not. Returns the
+    versions deleted.
 
     Example:
         >>> st = checkpoint_store("memory://")
@@ -340,11 +338,14 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
         >>> prune_versions(st)
         ['v000001']
     """
+    manifest = read_manifest(store) or {}
     current = committed_version(store)
     with _STATE_LOCK:
         writing = set(_RESERVED.get(_store_id(store), ()))
     older = [v for v in _versions(store) if _number(v) < _number(current) and v not in writing]
-    kept = set(older[len(older) - max(0, keep - 1) :]) if keep > 1 else set()
+    before = manifest.get("previous")  # committed ones: a killed save's leftover never is
+    candidates = [v for v in before if v in older] if isinstance(before, list) else older[::-1]
+    kept = set(candidates[: max(0, keep - 1)])
     # Only versions below the committed one: above it are saves in progress (a leftover
     # of a killed save is always below the next committed version, and goes then).
     doomed = [v for v in older if v not in kept]
