@@ -48,6 +48,7 @@ def load_checkpoint(
     allow_pickle: bool = False,
     version: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    verify_chunks: bool = True,
 ) -> Any:
     """Load the committed checkpoint in ``store``: exactly what was saved.
 
@@ -67,6 +68,9 @@ def load_checkpoint(
         allow_pickle: allow leaves that were pickled at save time (runs their code).
         version: a version to load instead of the committed one (must still exist).
         storage_options: options for the store (for URLs).
+        verify_chunks: raise when a tensor saved with all its chunks lacks one (False:
+            read it as zeros, for tensors edited in place since by a tool that leaves out
+            all-zero chunks).
 
     A save that commits while the load runs may prune the version being read; the load
     notices (:func:`~torchzarr.checkpoint.commit.version_intact`) and loads the newer
@@ -105,6 +109,7 @@ def load_checkpoint(
                 keys=keys,
                 allow_pickle=allow_pickle,
                 read_array=reader,
+                verify_chunks=verify_chunks,
             )
         except (NodeNotFoundError, ChunkDecodeError):
             if commit.version_intact(st, name):
