@@ -195,3 +195,16 @@ def test_state_at_and_loaded_states_take_only_whole_steps(rows):
         ds.state_at(1, num_workers=-1)
     with pytest.raises(ArgumentTypeError, match=r"num_workers must be an int, got 1\.5"):
         ds.state_at(1, num_workers=1.5)
+
+
+def test_a_group_that_does_not_fit_is_told_to_pass_a_dict_of_its_arrays():
+    group = tz.open_group("memory://", mode="w")
+    group["x"] = torch.zeros(8, 3)
+    group["scale"] = torch.tensor(1.5)  # an xarray group's scalar
+    with pytest.raises(tz.errors.InvalidArgumentError, match="pass a dict of the arrays"):
+        tz.ZarrDataset(group)
+    del group["scale"]
+    group["f"] = torch.zeros(3)  # a coordinate of another dimension
+    with pytest.raises(ShapeMismatchError, match="pass a dict of the arrays"):
+        tz.ZarrIterableDataset(group)
+    assert len(tz.ZarrDataset({"x": group["x"]})) == 8

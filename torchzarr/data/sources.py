@@ -19,6 +19,9 @@ from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, ShapeMisma
 from torchzarr.tensors import select_rows
 
 __all__ = ["OnRanks", "Placement", "Source", "distributed_rank", "take_rows"]
+#: what to do with a group whose members do not all fit (an xarray group's scalars and
+#: coordinates of other dimensions)
+_PICK = " (pass a dict of the arrays to read instead, such as {'x': group['x']})"
 
 Item = torch.Tensor | dict[str, torch.Tensor]
 
@@ -180,11 +183,15 @@ class Source:
             if not isinstance(arr, Array):
                 raise ArgumentTypeError(f"member {name!r} is {type(arr).__name__}, not an Array")
             if arr.ndim == 0:
-                raise InvalidArgumentError(f"array {arr.name} is 0-d: datasets index along axis 0")
+                raise InvalidArgumentError(
+                    f"array {arr.name} is 0-d: datasets index along axis 0{_PICK}"
+                )
         lengths = {arr.shape[0] for arr in arrays.values()}
         if len(lengths) != 1:
             shapes = {name: arr.shape for name, arr in arrays.items()}
-            raise ShapeMismatchError(f"the arrays do not share their first dimension: {shapes}")
+            raise ShapeMismatchError(
+                f"the arrays do not share their first dimension: {shapes}{_PICK}"
+            )
         self.arrays: dict[str, Array] = arrays
         self.length = lengths.pop()
         # The unit of reading: the longest chunk along axis 0 covers whole chunks of the others
