@@ -283,3 +283,43 @@ def test_keep_2_keeps_the_previous_commit_not_a_killed_saves_leftover(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["v000002", "v000004"]
     assert load_checkpoint(tmp_path, version="v000002")["step"] == 2
     assert read_manifest(tz.LocalStore(tmp_path))["previous"][:2] == ["v000002", "v000001"]  # type: ignore[index]
+
+
+def _drop_history(path: Path) -> None:
+    """The manifest as code before the list of earlier commits wrote it."""
+    root = tz.open_group(str(path), mode="r+", use_consolidated=False)
+    manifest = dict(root.attrs[commit.MANIFEST_ATTRIBUTE])
+    manifest.pop("previous", None)
+    root.attrs[commit.MANIFEST_ATTRIBUTE] = manifest
+
+
+def test_keep_3_after_a_manifest_without_history_keeps_the_newest_versions(tmp_path: Path) -> None:
+    for value in (1.0, 2.0, 3.0, 4.0):
+        save_checkpoint(_state(value), tmp_path, keep=3)
+        wait_pruned()
+    _drop_history(tmp_path)  # as older torchzarr left it
+    save_checkpoint(_state(5.0), tmp_path, keep=3)
+    wait_pruned()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "v000003",
+        "v000004",
+        "v000005",
+    ]
+
+
+def test_the_history_of_commits_keeps_only_versions_below_once_each(tmp_path: Path) -> None:
+    save_checkpoint(_state(1.0), tmp_path, keep=5)
+    root = tz.open_group(str(tmp_path), mode="r+", use_consolidated=False)
+    manifest = dict(root.attrs[commit.MANIFEST_ATTRIBUTE])
+    manifest["previous"] = ["v000009", 1, None, {"a": 1}, "v000001", "bad"]
+    root.attrs[commit.MANIFEST_ATTRIBUTE] = manifest
+    save_checkpoint(_state(2.0), tmp_path, keep=5)
+    save_checkpoint(_state(3.0), tmp_path, keep=5)
+    wait_pruned()
+    previous = read_manifest(tz.LocalStore(tmp_path))["previous"]  # type: ignore[index]
+    assert previous == ["v000002", "v000001"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "v000001",
+        "v000002",
+        "v000003",
+    ]

@@ -153,7 +153,7 @@ def _corrupt_manifest(store: Store, why: str) -> MetadataError:
     )
 
 
-def committed_version(store: Store) -> str:
+def committed_version(store: Store, manifest: dict[str, Any] | None = None) -> str:
     """The version (group path) the manifest names; raise if nothing was committed.
 
     Example:
@@ -161,7 +161,7 @@ def committed_version(store: Store) -> str:
         Traceback (most recent call last):
         NodeNotFoundError: no committed checkpoint in MemoryStore(...)
     """
-    manifest = read_manifest(store)
+    manifest = read_manifest(store) if manifest is None else manifest
     if manifest is None:
         raise NodeNotFoundError(
             f"no committed checkpoint in {store!r} (no {MANIFEST_ATTRIBUTE!r} manifest in the "
@@ -306,8 +306,9 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
     with _STORE_LOCKS[_store_id(store)]:  # in this process, no commit between check and write
         current = read_manifest(store)
         if current is not None:  # the versions committed before, newest first (for keep=)
-            before = found if isinstance(found := current.get("previous"), list) else []
-            manifest["previous"] = [current["version"], *before][:_HISTORY]
+            found = current.get("previous")  # none yet: the newest versions, as before
+            before = found if isinstance(found, list) else _versions(store)[::-1]
+            manifest["previous"] = _committed_before(version, [current["version"], *before])
         manifest.update(info or {})
         if current is not None and _number(str(current["version"])) > _number(version):
             raise CheckpointConflictError(
@@ -321,6 +322,12 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
             create_group(store, attributes={MANIFEST_ATTRIBUTE: manifest})
             return
         root.attrs.update({MANIFEST_ATTRIBUTE: manifest})
+
+
+def _committed_before(version: str, names: list[Any]) -> list[str]:
+    """``names`` that are versions below ``version``, once each, at most ``_HISTORY``."""
+    below = (n for n in names if isinstance(n, str) and _number(n) in range(_number(version)))
+    return list(dict.fromkeys(below))[:_HISTORY]
 
 
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
@@ -338,16 +345,14 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
         >>> prune_versions(st)
         ['v000001']
     """
-    manifest = read_manifest(store) or {}
-    current = committed_version(store)
+    manifest = read_manifest(store)
+    current = committed_version(store, manifest)  # one read: a commit meanwhile waits
     with _STATE_LOCK:
         writing = set(_RESERVED.get(_store_id(store), ()))
     older = [v for v in _versions(store) if _number(v) < _number(current) and v not in writing]
-    before = manifest.get("previous")  # committed ones: a killed save's leftover never is
+    before = (manifest or {}).get("previous")  # committed: a killed save's leftover never is
     candidates = [v for v in before if v in older] if isinstance(before, list) else older[::-1]
     kept = set(candidates[: max(0, keep - 1)])
-    # Only versions below the committed one: above it are saves in progress (a leftover
-    # of a killed save is always below the next committed version, and goes then).
     doomed = [v for v in older if v not in kept]
     for version in doomed:
         delete_version(store, version)
@@ -371,8 +376,7 @@ def delete_version(store: Store, version: str) -> None:
 
 
 def _delete_marker(store: Store, version: str) -> None:
-    # The version's group metadata goes first, before any chunk: a reader that still
-    # finds it after its reads knows that every chunk it read was there (version_intact).
+    # its group metadata first: a reader finding it after its reads read all (version_intact)
     store.delete(_MARKER.format(version=version))
 
 
@@ -416,16 +420,12 @@ _PRUNING_LOCK = threading.Lock()
 
 
 def _store_id(store: Store) -> str:
-    # the data reached, not the object: a wrapper (a logging store) or another object for
-    # the same directory shares the locks, reservations and prunes of the checkpoint
+    # the data reached: wrappers and other objects of it share locks, reservations, prunes
     return str(store.identity)
 
 
 def wait_pruned(store: Store | None = None) -> None:
     """Wait for the background deletion of old versions (of ``store``, or of all stores).
-
-    A new background prune of a store first waits for the previous one, so two never
-    delete at once; :func:`remove_all` waits too.
 
     Example:
         >>> wait_pruned()
