@@ -80,3 +80,24 @@ def test_load_from_checkpoint_keeps_a_gpu_checkpoint_on_the_gpu(tmp_path: Path) 
     assert model.w.device.type == "cuda"  # as LightningModule.load_from_checkpoint does
     loaded = torchzarr.lightning.ZarrCheckpointIO().load_checkpoint(path)
     assert loaded["state_dict"]["w"].device.type == "cpu"  # as TorchCheckpointIO does
+
+
+def test_the_plugin_and_load_from_checkpoint_take_verify_chunks(tmp_path: Path) -> None:
+    import pickle
+
+    from torchzarr.errors import ChunkDecodeError
+
+    path = tmp_path / "edited.ckpt"
+    w = torch.ones(3)
+    torchzarr.lightning.ZarrCheckpointIO().save_checkpoint(
+        {"state_dict": {"w": w}, "epoch": 0, "global_step": 1}, path
+    )
+    torchzarr.open_array(str(path), path="v000001/state_dict/w", mode="r+")[:] = 0
+    with pytest.raises(ChunkDecodeError, match="verify_chunks=False"):
+        torchzarr.lightning.ZarrCheckpointIO().load_checkpoint(path)
+    io = pickle.loads(pickle.dumps(torchzarr.lightning.ZarrCheckpointIO(verify_chunks=False)))
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.zeros(3))
+    model = torchzarr.lightning.load_from_checkpoint(WithBuffer, path, verify_chunks=False)
+    assert torch.equal(model.w, torch.zeros(3))
+    with pytest.raises(ChunkDecodeError, match="verify_chunks=False"):
+        torchzarr.lightning.load_from_checkpoint(WithBuffer, path)

@@ -69,8 +69,10 @@ class _ZarrCheckpointIOMixin:
         fsync: bool = True,
         direct_io: bool = True,
         storage_options: dict[str, Any] | None = None,
+        verify_chunks: bool = True,
     ) -> None:
         super().__init__()
+        self.verify_chunks = verify_chunks  # False: load tensors edited in place since
         self.compressors = compressors
         self.allow_pickle = allow_pickle
         self.fsync = fsync
@@ -129,6 +131,7 @@ class _ZarrCheckpointIOMixin:
             map_location=map_location,
             allow_pickle=allow,
             storage_options=self.storage_options,
+            verify_chunks=getattr(self, "verify_chunks", True),  # pickled before it existed
         )
         return result
 
@@ -197,6 +200,7 @@ def load_from_checkpoint(
     *,
     allow_pickle: bool = False,
     storage_options: dict[str, Any] | None = None,
+    verify_chunks: bool = True,
     **kwargs: Any,
 ) -> Any:
     """``model_class.load_from_checkpoint`` for Zarr checkpoints (Lightning's calls torch.load).
@@ -224,6 +228,7 @@ def load_from_checkpoint(
         map_location=map_location or saving._default_map_location,
         allow_pickle=allow_pickle,
         storage_options=storage_options,
+        verify_chunks=verify_chunks,
     )
     model = saving._load_state(model_class, checkpoint, strict=strict, **kwargs)
     state_dict = checkpoint.get("state_dict")
