@@ -75,7 +75,7 @@ def _seconds(key: str, value: Any, none: str) -> Any:
         raise ArgumentTypeError(message)
     if isinstance(value, numbers.Integral):
         value = operator.index(value)  # a numpy int as an int, exact
-    elif not isinstance(value, float):
+    elif type(value) is not float:
         value = float(value)  # a numpy float
     if not _fits_a_float(value):
         raise InvalidArgumentError(message)

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from torchzarr.config import Config, config
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 
@@ -120,15 +118,12 @@ def options_mapping(what: str, value: Any) -> Mapping[str, Any]:
 
 
 def _checked(url: str, name: str, value: Any) -> Any:
-    """``value`` of setting ``name`` if ``tz.config.set`` takes it, else a clear error
-    (a numpy number, as configs read with numpy give, counts as the Python number)."""
-    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
-        value = value.item()
+    """``value`` of setting ``name`` as ``tz.config.set`` takes it (a numpy number as the
+    Python number), else a clear error."""
     try:
-        Config(**{name: value})  # its checks are those of tz.config.set
+        return getattr(Config(**{name: value}), name)  # the checks of tz.config.set
     except InvalidArgumentError as err:
         raise type(err)(f"invalid store setting for {url!r}: {err}") from None
-    return value
 
 
 def store_settings(
