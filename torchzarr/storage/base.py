@@ -11,12 +11,21 @@ import abc
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from torchzarr.errors import InvalidArgumentError, InvalidKeyError, ReadOnlyError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, InvalidKeyError, ReadOnlyError
 
 _WINDOWS = os.name == "nt"
 
-__all__ = ["Buffer", "ByteRange", "Store", "is_utf8", "validate_dir_prefix", "validate_key"]
+__all__ = [
+    "Buffer",
+    "ByteRange",
+    "Store",
+    "is_utf8",
+    "options_mapping",
+    "validate_dir_prefix",
+    "validate_key",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -99,6 +108,23 @@ def validate_prefix(prefix: str) -> str:
     if prefix:
         validate_key(prefix.rstrip("/") or "/")
     return prefix
+
+
+def options_mapping(what: str, value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping of options (None: none), else a clear error.
+
+    Example:
+        >>> options_mapping("storage_options of 'x'", None)
+        {}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(
+            f"{what} must be a mapping of store options (such as {{'anon': True}}), "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    return value
 
 
 def validate_dir_prefix(prefix: str) -> str:

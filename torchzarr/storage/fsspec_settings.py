@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchzarr.config import Config, config
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
+from torchzarr.errors import InvalidArgumentError, UnknownStoreError
+from torchzarr.storage.base import options_mapping
 
 __all__ = [
     "BUCKET_PROTOCOLS",
@@ -22,7 +23,6 @@ __all__ = [
     "SETTING_NAMES",
     "StoreSettings",
     "identity_digest",
-    "options_mapping",
     "split_settings",
     "store_settings",
 ]
@@ -98,23 +98,6 @@ def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
         key=lambda item: item[0],
     )
     return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
-
-
-def options_mapping(what: str, value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a mapping of options (None: none), else a clear error.
-
-    Example:
-        >>> options_mapping("storage_options of 'x'", None)
-        {}
-    """
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ArgumentTypeError(
-            f"{what} must be a mapping of store options (such as {{'anon': True}}), "
-            f"got {type(value).__name__}: {value!r}"
-        )
-    return value
 
 
 def _checked(url: str, name: str, value: Any) -> Any:

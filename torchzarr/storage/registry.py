@@ -11,8 +11,7 @@ from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 from torchzarr.forksafe import new_lock
-from torchzarr.storage.base import Store
-from torchzarr.storage.fsspec_settings import options_mapping
+from torchzarr.storage.base import Store, options_mapping
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
 
