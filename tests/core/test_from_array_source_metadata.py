@@ -120,3 +120,18 @@ def test_a_zarr_python_fill_value_the_dtype_cannot_hold_gives_the_default():
     assert tz.from_array("memory://", data=_ZarrLikeArray(-5)).fill_value == -5
     copied = tz.from_array("memory://", data=_ZarrLikeArray(300))
     assert copied.fill_value == 0 and dict(copied.attrs) == {"units": "m"}
+
+
+def test_non_finite_attributes_of_a_stored_source_are_carried_over(tmp_path):
+    # zarr-python writes NaN and infinities into attributes (a CF missing_value, say);
+    # a copy keeps them as stored, while new attributes stay strict JSON
+    non_finite = {"missing_value": float("nan"), "valid_max": float("inf"), "units": "K"}
+    z = _zarr_python_array(3, attributes=non_finite)
+    copied = tz.from_array(tmp_path / "copy", data=z)
+    again = tz.open_array(tmp_path / "copy")
+    for kept in (copied, again, tz.from_array("memory://", data=again)):
+        attrs = dict(kept.attrs)
+        assert np.isnan(attrs.pop("missing_value")) and attrs == {"valid_max": np.inf, "units": "K"}
+    assert zarr.open_array(tmp_path / "copy").attrs["valid_max"] == np.inf
+    with pytest.raises(tz.errors.AttributeValueError, match="missing_value"):
+        tz.from_array("memory://", data=z, attributes={"missing_value": float("nan")})

@@ -15,6 +15,7 @@ from torchzarr.errors import ArgumentTypeError, AttributeValueError
 __all__ = [
     "RESERVED_ATTRIBUTES",
     "Attributes",
+    "StoredAttributes",
     "check_json_value",
     "internal_attributes",
     "json_attributes",
@@ -113,10 +114,22 @@ def json_ready(value: Any, where: str = "value") -> Any:
     return value
 
 
-def check_json_value(key: str, value: Any) -> Any:
+class StoredAttributes(dict[str, Any]):
+    """Attributes copied from a node already stored (``from_array`` keeps a source's):
+    their NaN and infinities, which zarr-python writes, are carried over as they are
+    instead of refused like new values.
+
+    Example:
+        >>> json_attributes(StoredAttributes(missing=float("nan")))
+        {'missing': nan}
+    """
+
+
+def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
     """``value`` made JSON-ready (:func:`json_ready`) if strict JSON can hold it, else
     raise naming ``key`` (NaN and infinities are not strict JSON, nor are keys other
-    than str at any depth).
+    than str at any depth). ``stored``: the value comes from a stored node, so NaN and
+    infinities are kept (written as zarr-python writes them).
 
     Example:
         >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
@@ -124,7 +137,7 @@ def check_json_value(key: str, value: Any) -> Any:
     """
     ready = json_ready(value, f"attribute {key!r}")
     try:
-        json.dumps(ready, allow_nan=False)
+        json.dumps(ready, allow_nan=stored)
     except (TypeError, ValueError) as err:
         raise AttributeValueError(
             f"attribute {key!r}: value {value!r:.80} cannot be stored as JSON ({err})"
@@ -134,7 +147,8 @@ def check_json_value(key: str, value: Any) -> Any:
 
 def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """Attributes checked and made JSON-ready, key by key (keys must be str, and not one
-    of torchzarr's :data:`RESERVED_ATTRIBUTES`).
+    of torchzarr's :data:`RESERVED_ATTRIBUTES`). :class:`StoredAttributes` keep their NaN
+    and infinities.
 
     Example:
         >>> json_attributes({"n": np.int64(3)})
@@ -154,7 +168,7 @@ def json_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"attribute {key!r} is reserved: torchzarr keeps the dtype of arrays stored "
                 "as raw bits there (create the array with that dtype instead)"
             )
-        out[key] = check_json_value(key, value)
+        out[key] = check_json_value(key, value, stored=isinstance(attributes, StoredAttributes))
     return out
 
 

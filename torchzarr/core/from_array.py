@@ -15,7 +15,7 @@ from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
-from torchzarr.core.attributes import RESERVED_ATTRIBUTES
+from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
 from torchzarr.core.cache import location
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
 from torchzarr.dtypes import data_type
@@ -80,7 +80,9 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
     attributes = None
     if library in ("zarr", "xarray"):
         attributes = _kept_attributes(data.attrs, zarr_format)
-        attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+        attributes = StoredAttributes(
+            {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+        )
     return {
         "chunks": chunks,
         "shards": None,
@@ -101,14 +103,17 @@ def _library(data: Any) -> str:
     return type(data).__module__.partition(".")[0]
 
 
-def _kept_attributes(attributes: Any, zarr_format: int) -> dict[str, Any]:
-    """A source's attributes as the copy keeps them: a v2 source's xarray dimension
-    attribute is v3's ``dimension_names``, so a v3 copy holds it there instead."""
-    return {
-        key: value
-        for key, value in attributes.items()
-        if zarr_format == 2 or key != XARRAY_DIMENSIONS
-    }
+def _kept_attributes(attributes: Any, zarr_format: int) -> StoredAttributes:
+    """A source's attributes as the copy keeps them (NaN and infinities too, as stored): a
+    v2 source's xarray dimension attribute is v3's ``dimension_names``, so a v3 copy holds
+    it there instead."""
+    return StoredAttributes(
+        {
+            key: value
+            for key, value in attributes.items()
+            if zarr_format == 2 or key != XARRAY_DIMENSIONS
+        }
+    )
 
 
 def _zarr_python_fill_value(data: Any) -> Any:
