@@ -177,7 +177,7 @@ def test_chunk_missing_because_a_newer_save_pruned_the_version_loads_the_newer_o
     first = _state()
     version = save_checkpoint(first, path, chunk_bytes=CHUNK_BYTES)
     (path / version / "model" / "w" / "c.1.0").unlink()  # gone as a pruning save deletes it
-    check = decode_module._check_chunks_stored
+    check = decode_module.check_chunks_stored
     saved_newer: list[str] = []
 
     def pruned_while_checked(*args: Any) -> None:
@@ -189,7 +189,7 @@ def test_chunk_missing_because_a_newer_save_pruned_the_version_loads_the_newer_o
                 wait_pruned()
             raise
 
-    monkeypatch.setattr(decode_module, "_check_chunks_stored", pruned_while_checked)
+    monkeypatch.setattr(decode_module, "check_chunks_stored", pruned_while_checked)
     loaded = load_checkpoint(path)
     assert loaded["step"] == 4
     assert torch.equal(loaded["model"]["w"], first["model"]["w"])

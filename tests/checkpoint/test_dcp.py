@@ -205,6 +205,9 @@ def test_two_ranks_save_and_reshard(tmp_path: pathlib.Path) -> None:
     version = read_manifest(tz.storage.resolve_store(str(saved_by_2)))["version"]  # type: ignore[index]
     root = tz.open_group(str(saved_by_2), mode="r", path=version)
     assert root["w"].chunks == (5, 4) and root["c"].chunks == (4, 3)
+    # the ranks' shards cover each tensor: marked, and checked by the loads above
+    for key, chunks in {"w": [5, 4], "c": [4, 3], "b": [7]}.items():
+        assert root[key].attrs["torchzarr_dcp_key"]["every_chunk"] == chunks, key
 
 
 def test_checkpoint_benchmark_runs(tmp_path: pathlib.Path) -> None:

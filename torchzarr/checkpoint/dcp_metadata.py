@@ -33,10 +33,19 @@ from torch.distributed.checkpoint.metadata import (
 from torchzarr.checkpoint.values import UnrepresentableError, decode_value, encode_value
 from torchzarr.errors import MetadataError
 
-__all__ = ["DCP_FORMAT", "aligned_chunks", "metadata_from_json", "metadata_to_json"]
+__all__ = [
+    "DCP_FORMAT",
+    "KIND",
+    "aligned_chunks",
+    "box_region",
+    "metadata_from_json",
+    "metadata_to_json",
+]
 
 #: Version of the JSON layout below.
 DCP_FORMAT = 1
+#: ``kind`` field of the manifest of a DCP checkpoint.
+KIND = "torch.distributed.checkpoint"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -151,6 +160,16 @@ def metadata_from_json(doc: Any) -> Metadata:
 
 
 Box = tuple[Sequence[int], Sequence[int]]  # (offsets, sizes)
+
+
+def box_region(offsets: Sequence[int], sizes: Sequence[int]) -> tuple[slice, ...]:
+    """The selection of the box at ``offsets`` of extent ``sizes``.
+
+    Example:
+        >>> box_region((2, 0), (3, 4))
+        (slice(2, 5, None), slice(0, 4, None))
+    """
+    return tuple(slice(o, o + s) for o, s in zip(offsets, sizes, strict=True))
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

@@ -30,7 +30,7 @@ from torchzarr.errors import (
     TorchZarrError,
 )
 
-__all__ = ["KeySpec", "read_tree"]
+__all__ = ["KeySpec", "check_chunks_stored", "read_tree"]
 
 #: A key to load: ``"model.layer.weight"`` (dots split keys, longest match wins nothing:
 #: every way to split is tried) or an exact tuple of keys ``("model", "layer.weight")``.
@@ -342,24 +342,38 @@ def _tasks(arrays: list[Any]) -> list[list[Any]]:
 
 def _saved_every_chunk(array: Any) -> bool:
     """Whether ``array`` holds every chunk of its grid as the save stored them: marked by
-    the save with its chunk shape, and not rewritten on another grid (nor sharded) since."""
+    the save with its chunk shape (in its tensor attribute, or in its DCP key attribute
+    for a ``torch.distributed.checkpoint`` save), and not rewritten on another grid (nor
+    sharded) since."""
     mark = _tensor_info(array).get(EVERY_CHUNK)
+    if mark is None:
+        dcp_info = array.attrs.get(DCP_KEY_ATTRIBUTE)
+        mark = dcp_info.get(EVERY_CHUNK) if isinstance(dcp_info, dict) else None
     return (
         isinstance(mark, list) and array.shards is None and [int(n) for n in array.chunks] == mark
     )
 
 
-def _check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, Any]) -> None:
+def check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, Any]) -> None:
     """Raise if an array marked :data:`EVERY_CHUNK` lacks a chunk of its grid.
 
     Such an array was saved with all its chunks, so a missing one was lost (a partial
     copy, a bad disk), not left out for being all zeros: reading it would have returned
-    zeros. One listing of the version serves every array (of each array's own keys when
-    at most 16 are loaded, as ``keys=`` loads do); a key it lacks is looked up
-    before it is reported (a server's directory index may leave keys out). A store that
-    cannot list (HTTP), or a listing without the version's own ``zarr.json`` (a version
-    deleted meanwhile, which the caller checks), leaves nothing to compare with: then
-    nothing is checked.
+    zeros. ``arrays`` maps a name of each array (its path in ``root``, the version group)
+    to the array, ``key_paths`` the same names to the key path reported for it. One
+    listing of the version serves every array (of each array's own keys when at most 16
+    are loaded, as ``keys=`` loads do); a key it lacks is looked up before it is
+    reported (a server's directory index may leave keys out). A store that cannot list
+    (HTTP), or a listing without the version's own ``zarr.json`` (a version deleted
+    meanwhile, which the caller checks), leaves nothing to compare with: then nothing is
+    checked. Unmarked arrays are not checked.
+
+    Raises:
+        ChunkDecodeError: a marked array lacks a chunk (the message names its key path
+            and the chunk's key).
+
+    Example:
+        >>> check_chunks_stored(group, {"w": group["w"]}, {"w": ("w",)})  # doctest: +SKIP
     """
     marked = {path: a for path, a in arrays.items() if _saved_every_chunk(a)}
     if not marked:
@@ -449,5 +463,5 @@ def read_tree(
         with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
             loaded = [t for part in pool.map(read_part, _tasks(arrays)) for t in part]
     if verify_chunks:
-        _check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
+        check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
     return _build(tree, dict(zip(paths, loaded, strict=True)))

@@ -64,7 +64,8 @@ NODE_ATTRIBUTE = "torchzarr_node"
 TENSOR_ATTRIBUTE = "torchzarr_tensor"
 #: Attribute of the version group and arrays of a torch.distributed.checkpoint save.
 DCP_KEY_ATTRIBUTE = "torchzarr_dcp_key"
-#: Key of :data:`TENSOR_ATTRIBUTE` marking an array that stores every chunk of its grid.
+#: Key of :data:`TENSOR_ATTRIBUTE` (of :data:`DCP_KEY_ATTRIBUTE` in a DCP save) marking an
+#: array that stores every chunk of its grid.
 EVERY_CHUNK = "every_chunk"
 
 _CONTAINERS = (dict, OrderedDict, list, tuple)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
 from collections import Counter, OrderedDict, defaultdict
@@ -23,20 +22,14 @@ from torchzarr.checkpoint.format import (
 )
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.rawio import sync_local, write_rows
+from torchzarr.checkpoint.undo import undo_failed_save, zip_savepoint
 from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
-from torchzarr.core.nodes import ZARR_JSON
 from torchzarr.core.selection import make_indexer
-from torchzarr.errors import (
-    ArgumentTypeError,
-    CheckpointConflictError,
-    InvalidArgumentError,
-    StoreError,
-)
-from torchzarr.storage import LocalStore, Store, ZipStore
-from torchzarr.storage.zip_io import Savepoint
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.storage import LocalStore
 
 __all__ = [
     "AsyncCheckpointer",
@@ -44,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "snapshot",
+    "store_every_chunk",
 ]
 
 #: Default chunk size: large chunks write at disk speed; tensors split on axis 0.
@@ -70,9 +64,19 @@ def _units(array: Array, t: torch.Tensor) -> list[tuple[int, int]]:
     return [(lo, min(rows, lo + per_chunk)) for lo in range(0, rows, per_chunk)]
 
 
-def _store_every_chunk(array: Array, selection: Any, data: torch.Tensor) -> None:
+def store_every_chunk(array: Array, selection: Any, data: torch.Tensor) -> None:
     """``array[selection] = data``, storing the chunks that are all zeros too (the engine
-    leaves those out): a load of an array marked ``every_chunk`` finds a lost chunk."""
+    leaves those out): a load of an array marked ``every_chunk`` finds a lost chunk.
+
+    ``array`` must not be sharded.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> arr = tz.create_array("memory://", shape=(4,), dtype=torch.float32, chunks=(2,))
+        >>> store_every_chunk(arr, slice(0, 4), torch.zeros(4))
+        >>> arr.nchunks_initialized
+        2
+    """
     indexer = make_indexer(selection, array.shape, array.chunks)  # never sharded here
     array._write(indexer, data, write_empty_chunks=True)
 
@@ -119,12 +123,12 @@ def _write_tree(
             t = to_storable(t)
             lo, hi = 0, (t.shape[0] if t.dim() else 1)
         if not t.numel() or not t.dim():
-            _store_every_chunk(array, ..., t)
+            store_every_chunk(array, ..., t)
             return
         piece = t[lo:hi]
         # Raw local chunks go from the tensor's memory straight to their files.
         if not write_rows(array, lo, hi, piece):
-            _store_every_chunk(array, slice(lo, hi), piece)  # whole chunks: units never share one
+            store_every_chunk(array, slice(lo, hi), piece)  # whole chunks: units never share one
 
     # Raw local chunks: one writer. Copying into the page cache is quick and the disk does
     # best with one stream: two writers measured slower (0.4-0.6 GB/s against 0.8-1.1
@@ -208,8 +212,7 @@ def save_checkpoint(
         # Files are written without a flush each, then flushed together before the commit.
         st = local = commit.with_flush_settings(local, False, direct_io)
     with commit.reserved_version(st) as version:  # a read-only store is refused here
-        zip_store = _zip_under(st)
-        savepoint = None if zip_store is None else (zip_store, zip_store.savepoint())
+        savepoint = zip_savepoint(st)
         committed = False  # from then on the manifest and older versions are the save's
         try:
             _write_tree(st, version, plan, compressors, chunk_bytes)
@@ -230,74 +233,9 @@ def save_checkpoint(
             commit.prune_later(st, keep)  # after the commit, never before: crash safety
             commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
-            _undo_failed_save(st, version, savepoint, committed, err)
+            undo_failed_save(st, version, savepoint, committed, err)
             raise
     return version
-
-
-def _zip_under(store: Store) -> ZipStore | None:
-    """The zip holding ``store``'s keys: ``store`` itself, or a zip under wrappers (such
-    as ``LoggingStore``) that keep its keys and so its identity; else None."""
-    inner: Any = store
-    while not isinstance(inner, ZipStore):
-        inner = getattr(inner, "inner", None)
-        if inner is None:
-            return None
-    return inner if inner.identity == store.identity else None
-
-
-def _undo_failed_save(
-    store: Store,
-    version: str,
-    savepoint: tuple[ZipStore, Savepoint] | None,
-    committed: bool,
-    err: BaseException,
-) -> None:
-    """Leave ``store`` holding the checkpoint it held before a save that raised ``err``.
-
-    A zip is rolled back to the ``savepoint`` taken before the save (the zip, and its
-    savepoint): its file cut back to where the save's first entry started and its old
-    directory written again, so the previous checkpoint stays loadable in this process
-    and others, also when the save failed after its commit (a directory that did not
-    fit). The roll back undoes the save's own changes only: to its version and, once it
-    has ``committed``, to the root ``zarr.json`` (the manifest) and the older versions
-    its prune deletes. If other writers changed the zip meanwhile, it is not cut back. Then, and elsewhere, an uncommitted version's files
-    are deleted, to free their space now (a full disk is a common cause); what a killed
-    process leaves behind goes with the next save. A save that failed after its commit
-    stays committed.
-    """
-    rolled_back = False
-    if savepoint is not None:
-        zip_store, mark = savepoint
-
-        def owned(key: str) -> bool:
-            if key.startswith(f"{version}/"):
-                return True
-            if not committed:
-                return False
-            name = key.partition("/")[0]  # a version below this one: the prune's to delete
-            below = commit._VERSION.match(name) and commit._number(name) < commit._number(version)
-            return key == ZARR_JSON or bool(below)
-
-        try:
-            rolled_back = zip_store.roll_back(mark, owned=owned)
-            err.add_note(
-                f"the save was undone: {store!r} holds the previous checkpoint"
-                if rolled_back
-                else f"{store!r} was not cut back (other writers changed it during the "
-                "save, or it was closed): it holds the previous checkpoint unless the save "
-                "failed after its commit"
-            )
-        except StoreError as failed:  # rolled back in this process; its directory waits
-            rolled_back = True
-            err.add_note(f"{store!r} holds the previous checkpoint again, but: {failed}")
-    if not rolled_back and (
-        isinstance(err, CheckpointConflictError) or not commit.names_committed(store, version)
-    ):
-        with contextlib.suppress(Exception):
-            commit.delete_version(store, version)
-    with contextlib.suppress(Exception):
-        commit.close_archive(store)  # a zip keeps its earlier versions readable
 
 
 def check_save_options(options: dict[str, Any]) -> None:

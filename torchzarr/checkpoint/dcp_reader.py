@@ -1,0 +1,246 @@
+"""``torch.distributed.checkpoint`` loading from Zarr: :class:`ZarrStorageReader`.
+
+Reads checkpoints written by :class:`~torchzarr.checkpoint.dcp.ZarrStorageWriter` (layout
+in :mod:`torchzarr.checkpoint.dcp`): the DCP metadata from the manifest's JSON, any box
+of any array straight into the planner's tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.distributed.checkpoint.storage import StorageReader
+from torch.futures import Future
+
+from torchzarr.checkpoint import commit
+from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
+from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
+from torchzarr.checkpoint.decode import check_chunks_stored
+from torchzarr.config import config
+from torchzarr.core.api import open_group
+from torchzarr.core.array import Array
+from torchzarr.errors import (
+    CheckpointConflictError,
+    ChunkDecodeError,
+    GroupNotFoundError,
+    MetadataError,
+    NodeNotFoundError,
+)
+from torchzarr.storage import Store
+
+__all__ = ["ZarrStorageReader"]
+
+
+class ZarrStorageReader(StorageReader):
+    """DCP ``StorageReader`` loading a checkpoint written by :class:`ZarrStorageWriter`.
+
+    Metadata is read from JSON, never unpickled. Non-tensor values are handed to the DCP
+    planner as the bytes it saved; DCP's default planner deserialises them with
+    ``torch.load(weights_only=False)``, so with ``weights_only=True`` (the default) this
+    reader first checks each with ``torch.load(weights_only=True)`` (torch's restricted
+    unpickler, which runs no arbitrary code) and refuses those that need more.
+
+    Args:
+        path: a path, URL or Store; ``checkpoint_id`` given to ``dcp.load`` replaces it.
+        weights_only: refuse non-tensor values the restricted unpickler rejects.
+        version: a version to read instead of the committed one (must still exist).
+        storage_options: options for URL stores.
+        threads: reads at once (default ``tz.config.threads``).
+        verify_chunks: raise :class:`~torchzarr.errors.ChunkDecodeError` when a tensor
+            saved with all its chunks lacks one (False: read it as zeros, for tensors
+            edited in place since by a tool that leaves out all-zero chunks), as
+            ``load_checkpoint(..., verify_chunks=...)``. Checkpoints saved before the
+            writer marked its tensors are not checked.
+
+    Example:
+        >>> import torch, torch.distributed.checkpoint as dcp
+        >>> from torchzarr.checkpoint.dcp import ZarrStorageWriter
+        >>> writer = ZarrStorageWriter("memory://dcp-doc-r")
+        >>> _ = dcp.save({"w": torch.ones(3)}, storage_writer=writer, no_dist=True)
+        >>> state = {"w": torch.zeros(3)}
+        >>> dcp.load(state, storage_reader=ZarrStorageReader("memory://dcp-doc-r"), no_dist=True)
+        >>> state["w"]
+        tensor([1., 1., 1.])
+    """
+
+    def __init__(
+        self,
+        path: Any,
+        *,
+        weights_only: bool = True,
+        version: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        threads: int | None = None,
+        verify_chunks: bool = True,
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.weights_only = weights_only
+        self.version = version
+        self.storage_options = storage_options
+        self.threads = threads
+        self.verify_chunks = verify_chunks
+        self.load_id = uuid.uuid4().hex
+        self._names: dict[str, str] = {}
+        self._root: Any = None
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        """Start a new load (from ``checkpoint_id`` when given)."""
+        if checkpoint_id:
+            self.path = checkpoint_id
+        self._root = None
+        self.load_id = uuid.uuid4().hex
+
+    def _manifest(self) -> tuple[Store, dict[str, Any]]:
+        st = commit.checkpoint_store(
+            self.path, "r", storage_options=self.storage_options, fsync=False
+        )
+        manifest = commit.read_manifest(st)
+        if manifest is None:
+            missing = NodeNotFoundError(f"no committed checkpoint in {st!r}")
+            refuse_private_store(st, missing)
+            raise missing
+        if manifest.get("kind") != KIND or "dcp" not in manifest:
+            raise MetadataError(
+                f"{st!r} holds a torchzarr checkpoint, not a torch.distributed.checkpoint one: "
+                "load it with torchzarr.load_checkpoint"
+            )
+        return st, manifest
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        """The DCP metadata, from the manifest's JSON."""
+        st, manifest = self._manifest()
+        metadata = metadata_from_json(manifest["dcp"])
+        if metadata.storage_meta is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        self._root = self._open_version(st, manifest)
+        return metadata
+
+    def _open_version(self, st: Store, manifest: dict[str, Any]) -> Any:
+        version = self.version or str(manifest["version"])
+        try:
+            return open_group(st, mode="r", path=version)
+        except GroupNotFoundError:
+            latest = None if self.version else commit.read_manifest(st)
+            if latest is not None and latest["version"] != version:  # pruned since read
+                raise CheckpointConflictError(pruned_while_loading(st, version)) from None
+            raise
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        """Keep the key -> array map of the metadata."""
+        if not isinstance(metadata.storage_data, dict):
+            raise MetadataError("DCP metadata holds no torchzarr storage map")
+        self._names = dict(metadata.storage_data)
+        if self._root is None:  # metadata read on another rank and broadcast
+            st, manifest = self._manifest()
+            self._root = self._open_version(st, manifest)
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        """Nothing to add: every box of every array is readable by every rank."""
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        """Nothing to add."""
+        return plans
+
+    def _array(self, fqn: str) -> Array:
+        name = self._names.get(fqn)
+        if name is None:
+            raise NodeNotFoundError(f"key {fqn!r} is not stored in this checkpoint")
+        arr = self._root[name]
+        if not isinstance(arr, Array):
+            raise MetadataError(f"checkpoint member {name!r} for {fqn!r} is not an array")
+        return arr
+
+    def _read_bytes(self, item: ReadItem) -> bytes:
+        arr = self._array(item.storage_index.fqn)
+        return arr[...].numpy().tobytes() if arr.shape[0] else b""
+
+    def _checked_bytes(self, item: ReadItem, raw: bytes) -> io.BytesIO:
+        if self.weights_only:
+            try:
+                torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            except Exception as err:
+                lines = str(err).splitlines()
+                why = next(
+                    (x for x in lines if "Unsupported global" in x), lines[0] if lines else ""
+                )
+                raise MetadataError(
+                    f"checkpoint value {item.storage_index.fqn!r} needs the full unpickler "
+                    f"({why.strip()}); pass ZarrStorageReader(..., weights_only=False) if you "
+                    "trust this checkpoint"
+                ) from err
+        return io.BytesIO(raw)
+
+    def _read_tensor(self, item: ReadItem, target: torch.Tensor) -> None:
+        arr = self._array(item.storage_index.fqn)
+        base = item.storage_index.offset or torch.Size([0] * arr.ndim)
+        region = box_region(
+            [b + o for b, o in zip(base, item.storage_offsets, strict=True)], item.lengths
+        )
+        out = target.view(tuple(item.lengths)) if target.is_contiguous() else target
+        if target.device.type == "cpu" and target.is_contiguous() and target.dtype == arr.dtype:
+            arr.read(region, out=out)
+        else:
+            target.copy_(arr[region].view(target.shape))
+
+    def _lost_chunk(self, items: list[ReadItem]) -> ChunkDecodeError | None:
+        """The error for a chunk lost from a tensor of ``items`` saved with every chunk
+        stored (see :func:`~torchzarr.checkpoint.decode.check_chunks_stored`), or None."""
+        fqns = sorted({item.storage_index.fqn for item in items})
+        arrays = {self._names[fqn]: self._array(fqn) for fqn in fqns}
+        try:
+            check_chunks_stored(self._root, arrays, {self._names[fqn]: (fqn,) for fqn in fqns})
+        except ChunkDecodeError as err:
+            return err
+        return None
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        """Read every item of ``plan`` straight into the planner's tensors.
+
+        Raises:
+            CheckpointConflictError: a newer save pruned the version while it was read
+                (some of what was read may be fill values for deleted chunks).
+            ChunkDecodeError: a chunk of a tensor saved with every chunk stored is
+                missing (the message names the key and the chunk); see ``verify_chunks``.
+        """
+        tensor_items = [i for i in plan.items if i.type == LoadItemType.TENSOR]
+        values = [(i, self._read_bytes(i)) for i in plan.items if i.type == LoadItemType.BYTE_IO]
+        targets = [planner.resolve_tensor(item).detach() for item in tensor_items]
+        pairs = list(zip(tensor_items, targets, strict=True))
+        workers = max(1, min(self.threads or config.threads, len(pairs)))
+        if workers == 1:
+            for item, target in pairs:
+                self._read_tensor(item, target)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-dcp-load") as pool:
+                list(pool.map(lambda p: self._read_tensor(*p), pairs))
+        damaged = self._lost_chunk(tensor_items) if self.verify_chunks else None
+        # A missing chunk reads as the fill value: make sure none went missing because a
+        # newer save pruned this version meanwhile (its zarr.json is deleted first).
+        if not commit.version_intact(self._root.store, self._root.path):
+            raise CheckpointConflictError(pruned_while_loading(self._root.store, self._root.path))
+        if damaged is not None:
+            raise damaged
+        for item, raw in values:
+            planner.load_bytes(item, self._checked_bytes(item, raw))
+        for item, target in pairs:
+            planner.commit_tensor(item, target)
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """True for paths and URLs (any store torchzarr can open)."""
+        return isinstance(checkpoint_id, (str, os.PathLike))
