@@ -40,6 +40,7 @@ __all__ = [
     "basic_indexer",
     "chunk_grid_shape",
     "chunk_region",
+    "group_points",
     "is_basic_selection",
     "normalize_selection",
     "orthogonal_indexer",
@@ -427,16 +428,25 @@ def vectorized_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexer:
         return _PointIndexer((), [ChunkProjection((), (), (), True)])
     if len(shape) == 1 and len(out_shape) == 1:  # pointwise on one axis is orthogonal
         return _PointIndexer(out_shape, list(orthogonal_indexer(arrays[0], shape, chunk_shape)))
-    return _PointIndexer(out_shape, _group_points(arrays, out_shape, shape, chunk_shape))
+    return _PointIndexer(out_shape, group_points(arrays, out_shape, shape, chunk_shape))
 
 
-def _group_points(
+def group_points(
     arrays: list[np.ndarray],
     out_shape: tuple[int, ...],
     shape: tuple[int, ...],
     chunk_shape: tuple[int, ...],
 ) -> list[ChunkProjection]:
-    """Group points by chunk (sorting, no per-point Python) into projections."""
+    """Points grouped by chunk (sorting, no per-point Python) into projections.
+
+    ``arrays`` hold one checked, non-negative coordinate array per axis of ``shape``, all of
+    ``out_shape``; within a chunk the points keep their order (the last write wins).
+
+    Example:
+        >>> ps = group_points([np.array([3, 0]), np.array([1, 1])], (2,), (4, 2), (2, 2))
+        >>> [(p.chunk_coords, p.out_selection) for p in ps]
+        [((0, 0), (slice(1, 2, 1),)), ((1, 0), (slice(0, 1, 1),))]
+    """
     flat = [a.ravel() for a in arrays]
     n = len(flat[0])
     if n == 0:

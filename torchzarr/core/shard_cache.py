@@ -33,16 +33,22 @@ def inner_region(coords: tuple[int, ...], inner: tuple[int, ...]) -> tuple[Any, 
     return (*(slice(c * k, (c + 1) * k) for c, k in zip(coords, inner, strict=True)), Ellipsis)
 
 
+def _point_axes(selection: tuple[Any, ...]) -> list[int]:
+    """The axes a selection indexes pointwise: those of its 1-d index arrays when there are
+    two or more (a vindex, or points mixed with slices); none for an orthogonal one (an
+    open mesh holds at most one 1-d array)."""
+    axes = [i for i, s in enumerate(selection) if isinstance(s, np.ndarray) and s.ndim == 1]
+    return axes if len(axes) >= 2 else []
+
+
 def _per_axis(
-    selection: tuple[Any, ...], inner: tuple[int, ...], shard: tuple[int, ...]
-) -> list[list[int]] | None:
-    """The inner chunk indexes an orthogonal selection reaches along each axis; None for a
-    pointwise one (1-d index arrays on every axis, two or more)."""
-    arrays = [s for s in selection if isinstance(s, np.ndarray) and s.ndim == 1]
-    if len(arrays) >= 2 and len(arrays) == len(selection):
-        return None
+    selection: tuple[Any, ...], inner: tuple[int, ...], shard: tuple[int, ...], skip: list[int]
+) -> list[list[int]]:
+    """The inner chunk indexes the selection reaches along each axis not in ``skip``."""
     per_axis: list[list[int]] = []
-    for item, k, extent in zip(selection, inner, shard, strict=True):
+    for axis, (item, k, extent) in enumerate(zip(selection, inner, shard, strict=True)):
+        if axis in skip:
+            continue
         if isinstance(item, slice):
             picks = range(*item.indices(extent))
             if not picks:
@@ -58,6 +64,14 @@ def _per_axis(
     return per_axis
 
 
+def _touched_points(
+    selection: tuple[Any, ...], inner: tuple[int, ...], axes: list[int]
+) -> list[tuple[int, ...]]:
+    """The distinct inner chunks the points reach on the pointwise ``axes``."""
+    coords = np.stack([selection[a] // inner[a] for a in axes], axis=1)
+    return [tuple(int(v) for v in row) for row in np.unique(coords, axis=0)]
+
+
 def touched_chunks(
     selection: tuple[Any, ...], inner: tuple[int, ...], shard: tuple[int, ...]
 ) -> list[tuple[int, ...]]:
@@ -66,12 +80,21 @@ def touched_chunks(
     Example:
         >>> touched_chunks((slice(1, 5), 0), (2, 2), (6, 4))
         [(0, 0), (1, 0), (2, 0)]
+        >>> touched_chunks((np.array([0, 3]), slice(0, 2), np.array([1, 3])), (2, 2, 2), (4, 2, 4))
+        [(0, 0, 0), (1, 0, 1)]
     """
-    axes = _per_axis(selection, inner, shard)
-    if axes is None:  # pointwise (vindex)
-        coords = np.stack([a // k for a, k in zip(selection, inner, strict=True)], axis=1)
-        return [tuple(int(v) for v in row) for row in np.unique(coords, axis=0)]
-    return [tuple(c) for c in itertools.product(*axes)]
+    points = _point_axes(selection)
+    axes = _per_axis(selection, inner, shard, points)
+    if not points:
+        return [tuple(c) for c in itertools.product(*axes)]
+    rest = [a for a in range(len(selection)) if a not in points]
+    touched = []
+    for point, others in itertools.product(
+        _touched_points(selection, inner, points), itertools.product(*axes)
+    ):
+        coords = dict(zip(points, point, strict=True)) | dict(zip(rest, others, strict=True))
+        touched.append(tuple(coords[a] for a in range(len(selection))))
+    return touched
 
 
 def touched_count(
@@ -83,10 +106,9 @@ def touched_count(
         >>> touched_count((slice(None), slice(None)), (2, 2), (600, 400))
         60000
     """
-    axes = _per_axis(selection, inner, shard)
-    if axes is None:
-        return len(touched_chunks(selection, inner, shard))
-    return math.prod(len(axis) for axis in axes)
+    points = _point_axes(selection)
+    reached = math.prod(len(axis) for axis in _per_axis(selection, inner, shard, points))
+    return reached * len(_touched_points(selection, inner, points)) if points else reached
 
 
 def read_cached(
