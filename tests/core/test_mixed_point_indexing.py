@@ -258,3 +258,37 @@ def test_points_are_grouped_over_the_indexed_axes_only(monkeypatch: pytest.Monke
     assert counts == [500, 500]  # one point per (row, column) pair, not per element
     indexer = make_indexer((rows, cols), arr.shape, arr.chunks)
     assert indexer.nchunks == len({(r // 16, c // 16) for r, c in zip(rows, cols, strict=True)}) * 4
+
+
+def test_a_torch_integer_slice_step_is_taken_as_numpy_takes_it() -> None:
+    arr = tz.from_array(tz.MemoryStore(), data=X, chunks=(2, 2, 2))
+    for step in (torch.tensor(-2), torch.tensor(3), np.int64(-1)):
+        selection = (slice(None, None, step), [1, 2], [3, 4])
+        np.testing.assert_array_equal(arr[selection].numpy(), X[:: int(step), [1, 2], [3, 4]])
+    with pytest.raises(SelectionError, match="step must be an integer"):
+        arr[::1.5, [1, 2], [3, 4]]
+
+
+def test_points_parted_by_an_empty_ellipsis_touch_only_their_inner_chunks() -> None:
+    from torchzarr.core.shard_cache import touched_chunks, touched_count
+
+    diagonal = np.arange(64)
+    arr = tz.create_array(
+        tz.MemoryStore(), shape=(2, 64, 64), dtype=torch.int8, chunks=(1, 8, 8), shards=(1, 64, 64)
+    )
+    seen: dict[str, int] = {}
+    for name, selection in {
+        "adjacent": (slice(None), diagonal, diagonal),
+        "parted": (slice(None), diagonal, ..., diagonal),
+    }.items():
+        projections = list(make_indexer(selection, arr.shape, arr.shards))
+        seen[name] = sum(
+            touched_count(p.chunk_selection, arr.chunks, arr.shards) for p in projections
+        )
+        reached = {
+            c
+            for p in projections
+            for c in touched_chunks(p.chunk_selection, arr.chunks, arr.shards)
+        }
+        assert len(reached) == 8  # the diagonal's inner chunks of one shard row
+    assert seen == {"adjacent": 16, "parted": 16}

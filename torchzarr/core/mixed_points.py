@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,10 +65,15 @@ class _SliceSteps:
     output positions instead."""
 
     def __init__(self, item: slice, axis: int, extent: int, chunk_len: int) -> None:
-        step = as_int(item.step) if item.step is not None else 1
+        try:  # numpy's steps: ints, numpy and 0-d torch integers (never floats)
+            step = 1 if item.step is None else operator.index(item.step)
+        except TypeError:
+            raise SelectionError(
+                f"slice step must be an integer, got {item!r} on axis {axis}"
+            ) from None
         if step == 0:
             raise SelectionError(f"slice step cannot be zero, got {item!r} on axis {axis}")
-        self.reversed = step is not None and step < 0
+        self.reversed = step < 0
         if not self.reversed:
             self._axis = SliceAxis(item, axis, extent, chunk_len)
         else:

@@ -34,11 +34,18 @@ def inner_region(coords: tuple[int, ...], inner: tuple[int, ...]) -> tuple[Any, 
 
 
 def _point_axes(selection: tuple[Any, ...]) -> list[int]:
-    """The axes a selection indexes pointwise: those of its 1-d index arrays when there are
-    two or more (a vindex, or points mixed with slices); none for an orthogonal one (an
-    open mesh holds at most one 1-d array)."""
-    axes = [i for i, s in enumerate(selection) if isinstance(s, np.ndarray) and s.ndim == 1]
-    return axes if len(axes) >= 2 else []
+    """The axes a selection indexes pointwise: those of two or more index arrays spread over
+    the same broadcast dimensions (a vindex, points mixed with slices, or points behind
+    leading aranges); none for an orthogonal selection, whose open mesh spreads each array
+    over a dimension of its own."""
+    arrays = {i: s for i, s in enumerate(selection) if isinstance(s, np.ndarray) and s.ndim}
+    depth = max((a.ndim for a in arrays.values()), default=0)
+    spreads: dict[frozenset[int], list[int]] = {}
+    for axis, a in arrays.items():
+        padded = (1,) * (depth - a.ndim) + a.shape
+        spreads.setdefault(frozenset(d for d, n in enumerate(padded) if n > 1), []).append(axis)
+    paired = [axes for spread, axes in spreads.items() if spread and len(axes) >= 2]
+    return max(paired, key=len, default=[])
 
 
 def _per_axis(
@@ -68,7 +75,8 @@ def _touched_points(
     selection: tuple[Any, ...], inner: tuple[int, ...], axes: list[int]
 ) -> list[tuple[int, ...]]:
     """The distinct inner chunks the points reach on the pointwise ``axes``."""
-    coords = np.stack([selection[a] // inner[a] for a in axes], axis=1)
+    points = np.broadcast_arrays(*(selection[a] for a in axes))
+    coords = np.stack([p.reshape(-1) // inner[a] for p, a in zip(points, axes, strict=True)], 1)
     return [tuple(int(v) for v in row) for row in np.unique(coords, axis=0)]
 
 
