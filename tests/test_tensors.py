@@ -86,12 +86,47 @@ def test_python_integers_out_of_range_are_refused_not_wrapped(value, dtype, show
         as_storage_array(value, data_type(dtype))
 
 
-def test_python_integers_in_range_and_numpy_integers_cast_as_numpy_does():
+@pytest.mark.parametrize(
+    ("value", "dtype", "shown"),
+    [
+        (np.float64(300.0), "int8", r"300\.0"),
+        (np.int64(300), "int8", "300"),
+        (np.float64("nan"), "int8", "nan"),
+        (np.float32("-inf"), "int32", "-inf"),
+        (np.int64(-1), "uint8", "-1"),
+        (np.uint64(2**64 - 1), "int64", "18446744073709551615"),
+        (np.float64(1e300), "float32", r"1e\+300"),
+        (np.float32(70000.0), "float16", r"70000\.0"),
+    ],
+)
+def test_numpy_scalars_out_of_range_are_refused_as_python_numbers_are(value, dtype, shown):
+    # the number as numpy shows it (numpy 2 names its type: "np.int64(300)")
+    with pytest.raises(
+        ValueRangeError, match=rf"write (np\.\w+\()?{shown}\)? to an array of {dtype}"
+    ):
+        as_storage_array(value, data_type(dtype))
+    arr = tz.create_array("memory://", shape=(2,), dtype=dtype)
+    arr[:] = 1
+    with pytest.raises(OverflowError):
+        arr[0] = value
+    assert arr[:].tolist() == [1, 1]  # nothing written
+
+
+def test_numpy_scalars_in_range_are_written_as_python_numbers_are():
+    arr = tz.create_array("memory://", shape=(5,), dtype="int8")
+    for i, value in enumerate((np.float64(-128.9), np.int64(127), np.uint8(5), np.bool_(True))):
+        arr[i] = value
+    arr[4] = np.float32(-2.7)  # truncates, as torch does
+    assert arr[:].tolist() == [-128, 127, 5, 1, -2]
+    assert as_storage_array(np.longdouble(2**62), data_type("int64")).item() == 2**62
+
+
+def test_python_integers_in_range_and_numpy_arrays_cast_as_numpy_does():
     assert as_storage_array([255, 0], data_type("uint8")).tolist() == [255, 0]
     assert as_storage_array(-(2**31), data_type("int32")).item() == -(2**31)
     assert as_storage_array(2**40, data_type("float32")).item() == 2.0**40
     assert as_storage_array(2**40, data_type("bfloat16")).dtype == np.uint16  # bits
-    assert as_storage_array(np.int64(2**32 + 5), data_type("int32")).item() == 5  # wraps
+    assert as_storage_array(np.array(2**32 + 5), data_type("int32")).item() == 5  # wraps
     assert as_storage_array(np.array([2**32 + 7]), data_type("int32")).tolist() == [7]
     assert as_storage_array([0.9, 255.9, -0.5], data_type("uint8")).tolist() == [0, 255, 0]
     assert as_storage_array(-2.7, data_type("int8")).item() == -2  # truncates, as torch does

@@ -202,8 +202,10 @@ def _complex_into_real(source: object, dt: DataType) -> ShapeMismatchError:
 
 
 def _numpy_typed(value: Any) -> bool:
-    """Whether ``value`` carries a numpy dtype (then it casts as numpy casts: wrapping)."""
-    return isinstance(value, np.ndarray | np.generic)
+    """Whether ``value`` is a numpy array, 0-d ones included: it then casts as numpy casts
+    arrays (wrapping). A numpy scalar (``np.float64(300.0)``, ``np.int64(300)``) is checked
+    as a Python number is, as numpy and torch check a scalar they assign."""
+    return isinstance(value, np.ndarray)
 
 
 #: float64 holds every integer of smaller magnitude exactly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
@@ -135,6 +136,67 @@ def test_shape_mismatch_names_both_shapes(any_store):
     arr = tz.create_array(any_store, shape=(4, 3), dtype=torch.float32, chunks=(2, 2))
     with pytest.raises(ShapeMismatchError, match=r"\(2, 2\).*\(4, 3\)"):
         arr[:] = torch.zeros(2, 2)
+
+
+@pytest.mark.parametrize(
+    ("selection", "value_shape"),
+    [
+        (1, (1, 5)),  # one sample's output, batch axis kept
+        (slice(None), (1, 4, 5)),
+        (slice(1, 3), (1, 1, 5)),
+        ((1, 2), (1,)),
+        ((1, 2), (1, 1)),
+        ((slice(None), 0), (1, 1)),
+    ],
+)
+def test_writes_drop_extra_leading_size_one_axes_of_the_value_as_torch_does(selection, value_shape):
+    arr = tz.create_array("memory://", shape=(4, 5), dtype=torch.float32, chunks=(2, 2))
+    value = torch.arange(1.0, 1.0 + math.prod(value_shape)).reshape(value_shape)
+    expected = torch.zeros(4, 5)
+    expected[selection] = value
+    arr[selection] = value
+    assert torch.equal(arr[:], expected)
+    arr[:] = 0
+    arr[selection] = value.numpy()  # numpy values too
+    assert torch.equal(arr[:], expected)
+
+
+def test_every_write_path_drops_extra_leading_size_one_axes():
+    arr = tz.create_array("memory://", shape=(4, 5), dtype=torch.float32, chunks=(2, 2))
+    expected = torch.zeros(4, 5)
+    arr.oindex[[0, 2], :] = np.ones((1, 2, 5), np.float32)
+    expected[[0, 2], :] = 1.0
+    arr.vindex[[1, 3], [0, 4]] = torch.full((1, 2), 2.0)
+    expected[[1, 3], [0, 4]] = 2.0
+    arr.blocks[1, 2] = torch.full((1, 2, 1), 3.0)  # rows 2:4, column 4
+    expected[2:4, 4:5] = 3.0
+    arr.write((3, slice(0, 2)), torch.full((1, 1, 2), 4.0))
+    expected[3, 0:2] = 4.0
+    arr.set_basic_selection((0, slice(3, 5)), torch.full((1, 2), 5.0))
+    expected[0, 3:5] = 5.0
+    assert torch.equal(arr[:], expected)
+
+
+@pytest.mark.parametrize(
+    ("selection", "value_shape", "selection_shape"),
+    [
+        (1, (2, 5), (5,)),
+        (1, (5, 1), (5,)),  # trailing axes are not dropped
+        (1, (1, 2, 5), (5,)),  # nor leading ones longer than 1
+        (slice(None), (2, 4, 5), (4, 5)),
+        ((1, 2), (2,), ()),
+    ],
+)
+def test_writes_refuse_values_that_do_not_broadcast_naming_both_shapes(
+    selection, value_shape, selection_shape
+):
+    arr = tz.create_array("memory://", shape=(4, 5), dtype=torch.float32, chunks=(2, 2))
+    with pytest.raises(ShapeMismatchError) as info:
+        arr[selection] = torch.ones(value_shape)
+    assert f"{value_shape}" in str(info.value) and f"{selection_shape}" in str(info.value)
+    with pytest.raises(RuntimeError):  # torch refuses it too
+        torch.zeros(4, 5)[selection] = torch.ones(value_shape)
+    assert arr.nchunks_initialized == 0
 
 
 def test_bounds_error_names_axis_index_extent(any_store):
@@ -387,12 +449,14 @@ def test_bad_shapes_and_chunks_are_metadata_errors_naming_them(kwargs, message):
         tz.create_array("memory://", dtype=torch.float32, **kwargs)
 
 
-@pytest.mark.parametrize("shape", [(4.5, 6), (-2, 6), (4, None)])
-def test_resize_refuses_bad_shapes(shape):
+@pytest.mark.parametrize("shape", [(4.5, 6), (-2, 6), (4, None), (-1, 6)])
+def test_resize_refuses_bad_shapes_as_invalid_arguments_naming_them(shape):
     arr = tz.create_array("memory://", shape=(4, 6), dtype="int8")
-    with pytest.raises(tz.errors.MetadataError, match="shape"):
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"resize array /: shape") as info:
         arr.resize(shape)
-    assert arr.shape == (4, 6)
+    assert repr(shape) in str(info.value) and isinstance(info.value, ValueError)
+    assert not isinstance(info.value, tz.errors.MetadataError)  # the array's metadata is fine
+    assert arr.shape == (4, 6) and tz.open_array(arr.store).shape == (4, 6)
 
 
 def test_python_integers_out_of_range_leave_stored_data_as_it_was(any_store):

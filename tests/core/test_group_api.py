@@ -352,3 +352,52 @@ def test_opening_as_the_other_format_says_what_is_there(any_store):
         tz.open_array(any_store, mode="a", zarr_format=2, shape=(1,), dtype="int8")
     with pytest.raises(NodeExistsError, match=r"^a group already exists at 's'"):
         tz.create_group(any_store, path="s")  # same format: no note
+
+
+def test_attribute_values_that_hold_themselves_are_refused_naming_the_attribute(any_store):
+    root = tz.open_group(any_store, mode="w", attributes={"kept": 1})
+    document = any_store.get("zarr.json")
+    loop: list = []
+    loop.append(loop)
+    mapping: dict = {"k": None}
+    mapping["k"] = {"inner": [mapping]}
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    for name, value, message in (
+        ("loop", loop, r"attribute 'loop'\[0\]: .*circular"),
+        ("mapping", mapping, r"attribute 'mapping'\['k'\]\['inner'\]\[0\]: .*circular"),
+        ("deep", deep, r"attribute 'deep': .*nested too deeply"),
+    ):
+        with pytest.raises(AttributeValueError, match=message):
+            root.attrs[name] = value
+    with pytest.raises(AttributeValueError, match="'loop'"):
+        tz.create_array(any_store, path="a", shape=(1,), dtype="int8", attributes={"loop": loop})
+    assert any_store.get("zarr.json") == document and list(root) == []  # nothing written
+    shared = [1, 2]
+    root.attrs["shared"] = {"a": shared, "b": [shared, shared]}  # repeated, not circular
+    assert root.attrs["shared"] == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+
+
+@pytest.mark.parametrize("mode", ["w", "w-", "a"])
+def test_open_with_array_arguments_opens_or_creates_an_array_as_open_array(any_store, mode):
+    arr = tz.open(any_store, mode=mode, path="x", shape=(3,), dtype="float32", chunks=(2,))
+    assert isinstance(arr, tz.Array) and arr.shape == (3,) and arr.chunks == (2,)
+    arr[:] = torch.tensor([1.0, 2.0, 3.0])
+    if mode == "a":  # an existing array is opened as it is
+        again = tz.open(any_store, mode="a", path="x", shape=(9,), dtype="int8")
+        assert again.shape == (3,) and again[:].tolist() == [1.0, 2.0, 3.0]
+    made = tz.open(tz.MemoryStore(), mode="w", data=torch.arange(4), zarr_format=2)
+    assert made.zarr_format == 2 and made[:].tolist() == [0, 1, 2, 3]
+
+
+def test_open_refuses_keyword_arguments_no_array_takes_naming_them(any_store):
+    for call in (tz.open, tz.open_array):
+        with pytest.raises(tz.errors.ArgumentTypeError, match=r"shpae.*shape") as info:
+            call(any_store, mode="w", shpae=(3,), dtype="float32")
+        assert isinstance(info.value, TypeError)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="overwrite"):
+        tz.open(any_store, mode="w", shape=(3,), dtype="float32", overwrite=True)
+    assert list(any_store.list_prefix("")) == []  # nothing created
+    with pytest.raises(ArrayNotFoundError, match="no array at '/'"):
+        tz.open(any_store, mode="r+", shape=(3,), dtype="float32")  # r+ creates nothing

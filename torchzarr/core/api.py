@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from torchzarr.core.create import AUTO, array_metadata_from_args
 from torchzarr.core.group import Group, node_from_metadata
 from torchzarr.core.placement import group_metadata, write_new_node
 from torchzarr.errors import (
+    ArgumentTypeError,
     ArrayNotFoundError,
     GroupNotFoundError,
     InvalidArgumentError,
@@ -71,6 +73,18 @@ def _read_existing(
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _check_create_kwargs(create_kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments that :func:`create_array` does not take (``path``,
+    ``zarr_format``, ``storage_options`` and the mode are given apart)."""
+    taken = _ARRAY_ARGUMENTS - {"path", "zarr_format", "storage_options", "overwrite"}
+    unknown = sorted(set(create_kwargs) - taken)
+    if unknown:
+        raise ArgumentTypeError(
+            f"unexpected keyword argument(s) {', '.join(unknown)}: the arguments creating an "
+            f"array are {', '.join(sorted(taken))} (mode='w' replaces a node)"
+        )
 
 
 def _store(store: Any, mode: str, storage_options: dict[str, Any] | None) -> Any:
@@ -168,6 +182,10 @@ def create_array(
     )
 
 
+#: the keyword arguments of :func:`create_array`
+_ARRAY_ARGUMENTS = frozenset(inspect.signature(create_array).parameters) - {"store"}
+
+
 def _create_array(
     store: Any,
     path: str,
@@ -235,16 +253,26 @@ def open(
     zarr_format: int | None = None,
     use_consolidated: bool | None = None,
     storage_options: dict[str, Any] | None = None,
+    **create_kwargs: Any,
 ) -> Array | Group:
     """Open the array or group at ``path`` (format detected). Mode "a" creates a group if empty.
+
+    Given arguments of :func:`create_array` (``shape=``, ``dtype=``, ``data=``, ``chunks=``
+    ...), it opens an array as :func:`open_array` does, creating it with them where that
+    one would, as zarr-python's ``open`` does.
 
     Example:
         >>> node = open("memory://", mode="w")
         >>> type(node).__name__
         'Group'
+        >>> open("memory://", mode="w", shape=(3,), dtype="float32").shape
+        (3,)
     """
     _check_mode(mode)
+    _check_create_kwargs(create_kwargs)
     st = _store(store, mode, storage_options)
+    if create_kwargs:
+        return open_array(st, mode, path=path, zarr_format=zarr_format, **create_kwargs)
     path = nodes.normalize_path(path, zarr_format)
     meta, members = (None, None)
     if mode not in ("w", "w-"):
@@ -279,6 +307,7 @@ def open_array(
         (3,)
     """
     _check_mode(mode)
+    _check_create_kwargs(create_kwargs)
     st = _store(store, mode, storage_options)
     path = nodes.normalize_path(path, zarr_format)
     if mode not in ("w", "w-"):

@@ -25,7 +25,8 @@ from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.node_base import NodeBase
-from torchzarr.core.nodes import METADATA_NAMES, node_lock, read_node, write_node
+from torchzarr.core.nodes import METADATA_NAMES, node_lock, write_node
+from torchzarr.core.read_out import check_out, fills_in_place
 from torchzarr.core.reshape import append_along, resize_from, shape_lock, stored_shape
 from torchzarr.core.selection import make_indexer
 from torchzarr.core.streaming import iter_chunks
@@ -316,31 +317,8 @@ class Array(NodeBase, ZarrArrayMethods):
         shape = tuple(indexer.shape)
         dt = self.data_type
         if out is not None:
-            if not isinstance(out, torch.Tensor):
-                raise ArgumentTypeError(
-                    f"out must be a torch.Tensor, got {type(out).__module__}."
-                    f"{type(out).__qualname__} (reads of array {self.name} fill tensors)"
-                )
-            if tuple(out.shape) != shape:
-                raise ShapeMismatchError(
-                    f"out has shape {tuple(out.shape)} but the selection has shape {shape}"
-                )
-            if out.dtype != self.dtype:
-                raise ShapeMismatchError(
-                    f"out has dtype {out.dtype} but array {self.name} has dtype {self.dtype}"
-                )
-            if out.is_meta or out.layout != torch.strided:
-                raise InvalidArgumentError(
-                    f"out must be a dense tensor with storage (any device), got a "
-                    f"{'meta' if out.is_meta else out.layout} tensor"
-                )
-            if out.requires_grad:
-                raise InvalidArgumentError(
-                    "out requires grad: pass out.detach() (reads are not differentiable)"
-                )
-            _refuse_overlapping(out)
-            # a conjugate or negative view (.conj(), ._neg_view()) is filled by copy_ below
-            if out.device.type == "cpu" and out.is_contiguous() and not _lazy_view(out):
+            check_out(out, shape, self.dtype, self.name)
+            if fills_in_place(out):
                 engine.read_into(self._source, indexer, storage_view(out, dt))
                 return out
         result = allocate(shape, dt, pin_memory=pin_memory)
@@ -354,14 +332,15 @@ class Array(NodeBase, ZarrArrayMethods):
         self._check_writable()
         data = as_storage_array(value, self.data_type)
         shape = tuple(indexer.shape)
-        try:
-            data = np.broadcast_to(data, shape)
-        except ValueError:
+        fitted = _broadcast_value(data, shape)
+        if fitted is None:
             raise ShapeMismatchError(
-                f"cannot write data of shape {tuple(np.shape(data))} to a selection of shape "
-                f"{shape} in array {self.name}"
-            ) from None
-        engine.write_from(self._source, list(indexer), data, write_empty_chunks=write_empty_chunks)
+                f"cannot write data of shape {data.shape} to a selection of shape {shape} in "
+                f"array {self.name}"
+            )
+        engine.write_from(
+            self._source, list(indexer), fitted, write_empty_chunks=write_empty_chunks
+        )
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, selection: Any) -> torch.Tensor:
@@ -420,12 +399,13 @@ class Array(NodeBase, ZarrArrayMethods):
 
     # -- metadata changes -------------------------------------------------------------------
     def _commit_metadata(self, change: Callable[[Any], Any]) -> None:
-        """Write ``change(metadata)``, applied to the metadata as stored (this copy's when
-        none is), and refresh the consolidated entries above, under the node's lock: a
-        concurrent change of this array in this process, through any Array, is kept."""
+        """Write ``change(metadata)``, applied to the metadata as stored, and refresh the
+        consolidated entries above, under the node's lock: a concurrent change of this
+        array in this process, through any Array, is kept. An array deleted, or replaced
+        by a group, since this handle was opened is neither brought back nor written over
+        (``ArrayNotFoundError``)."""
         with node_lock(self._store, [self._path]):
-            stored = read_node(self._store, self._path, self.zarr_format)
-            metadata = change(stored if hasattr(stored, "shape") else self._metadata)
+            metadata = change(self._stored_metadata())
             write_node(self._store, self._path, metadata)
             refresh_consolidated(self._store, [(self._path, metadata)])
             self._metadata = metadata
@@ -448,7 +428,10 @@ class Array(NodeBase, ZarrArrayMethods):
             >>> arr.resize(8, 3)  # doctest: +SKIP
         """
         self._check_writable()
-        new_shape = normalize_shape(shape[0] if len(shape) == 1 else shape)
+        try:
+            new_shape = normalize_shape(shape[0] if len(shape) == 1 else shape)
+        except MetadataError as err:  # an argument, not stored metadata, is at fault
+            raise InvalidArgumentError(f"cannot resize array {self.name}: {err}") from None
         if len(new_shape) != self.ndim:
             raise ShapeMismatchError(
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
@@ -468,20 +451,24 @@ class Array(NodeBase, ZarrArrayMethods):
         return append_along(self, data, axis)
 
 
-def _refuse_overlapping(out: torch.Tensor) -> None:
-    """Refuse an ``out`` whose elements share memory (an ``expand``ed view), as torch's own
-    ``out=`` arguments do."""
-    for axis, (size, stride) in enumerate(zip(out.shape, out.stride(), strict=True)):
-        if stride == 0 and size > 1:
-            raise InvalidArgumentError(
-                f"out has overlapping memory (stride 0 along axis {axis} of size {size}, an "
-                f"expanded view): pass a tensor whose elements each have their own memory"
-            )
+def _broadcast_value(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``data`` broadcast to a selection's ``shape`` as numpy and torch assign: leading
+    axes of size 1 beyond the selection's dimensions are dropped first (a ``(1, 5)`` row
+    fills ``arr[1]``); None when it does not fit.
 
-
-def _lazy_view(out: torch.Tensor) -> bool:
-    """Whether ``out`` has torch's conjugate or negative bit set (its memory holds other values)."""
-    return bool(out.is_conj() or out.is_neg())
+    Example:
+        >>> _broadcast_value(np.ones((1, 1, 5)), (2, 5)).shape
+        (2, 5)
+        >>> _broadcast_value(np.ones((2, 5)), (5,)) is None
+        True
+    """
+    extra = data.ndim - len(shape)
+    if extra > 0 and all(size == 1 for size in data.shape[:extra]):
+        data = data.reshape(data.shape[extra:])
+    try:
+        return np.broadcast_to(data, shape)
+    except ValueError:
+        return None
 
 
 class _Accessor:

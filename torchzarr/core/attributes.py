@@ -84,12 +84,19 @@ def json_ready(value: Any, where: str = "value") -> Any:
     A dict key that is not a str raises ``AttributeValueError`` naming where it is
     (``where``, then the keys and indexes down to it): JSON would turn it into a str, so
     the value would read back otherwise (and ``{1: ..., "1": ...}`` lose one); so does a
-    tensor without a plain list of values (on the meta device, sparse, nested).
+    tensor without a plain list of values (on the meta device, sparse, nested), and a list
+    or dict that holds itself (JSON has no references).
 
     Example:
         >>> json_ready({"mean": np.float32(0.5), "shape": np.array([2, 3])})
         {'mean': 0.5, 'shape': [2, 3]}
     """
+    return _ready(value, where, set())
+
+
+def _ready(value: Any, where: str, enclosing: set[int]) -> Any:
+    """:func:`json_ready` of ``value``, found inside the lists and dicts whose ids are
+    ``enclosing``."""
     if isinstance(value, torch.Tensor):
         if value.is_meta:
             raise AttributeValueError(f"{where}: a tensor on the meta device holds no values")
@@ -99,19 +106,27 @@ def json_ready(value: Any, where: str = "value") -> Any:
             raise AttributeValueError(f"{where}: tensor has no list of values ({err})") from None
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
-    if isinstance(value, Mapping):
-        ready = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise AttributeValueError(
-                    f"{where}: key {key!r} ({type(key).__name__}) is not a str; JSON object "
-                    "keys are, so it would read back as a str: convert the keys first"
-                )
-            ready[key] = json_ready(item, f"{where}[{key!r}]")
-        return ready
-    if isinstance(value, list | tuple):
-        return [json_ready(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+    if not isinstance(value, Mapping | list | tuple):
+        return value
+    if id(value) in enclosing:
+        raise AttributeValueError(
+            f"{where}: the value holds itself (a circular reference), which JSON cannot store"
+        )
+    enclosing.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            ready = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise AttributeValueError(
+                        f"{where}: key {key!r} ({type(key).__name__}) is not a str; JSON "
+                        "object keys are, so it would read back as a str: convert the keys first"
+                    )
+                ready[key] = _ready(item, f"{where}[{key!r}]", enclosing)
+            return ready
+        return [_ready(v, f"{where}[{i}]", enclosing) for i, v in enumerate(value)]
+    finally:
+        enclosing.discard(id(value))
 
 
 class StoredAttributes(dict[str, Any]):
@@ -135,7 +150,12 @@ def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
         >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
         ('m/s', 2.5)
     """
-    ready = json_ready(value, f"attribute {key!r}")
+    try:
+        ready = json_ready(value, f"attribute {key!r}")
+    except RecursionError:  # lists in lists ... past Python's recursion limit
+        raise AttributeValueError(
+            f"attribute {key!r}: value nested too deeply to be stored as JSON"
+        ) from None
     try:
         json.dumps(ready, allow_nan=stored)
     except (TypeError, ValueError) as err:

@@ -24,7 +24,6 @@ __all__ = [
     "consolidated_children",
     "load_consolidated",
     "refresh_consolidated",
-    "stored_consolidated",
     "write_consolidated",
 ]
 
@@ -262,21 +261,3 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
             updates[v2_key] = json_dumps(build_v2_consolidated(entries), keep_nonfinite=True)
     if updates:
         store.set_many(updates)
-
-
-def stored_consolidated(store: Any, path: str, metadata: Any) -> Any:
-    """``metadata`` of a v3 group with the consolidated metadata now stored at ``path``
-    (another writer may have refreshed it since this copy was read); others as they are.
-
-    Example:
-        >>> from torchzarr.core.consolidated import stored_consolidated
-        >>> from torchzarr.metadata.v3 import GroupMetadataV3
-        >>> stored_consolidated(None, "", GroupMetadataV3()).consolidated_metadata is None
-        True
-    """
-    if not isinstance(metadata, GroupMetadataV3) or metadata.consolidated_metadata is None:
-        return metadata
-    key = nodes.join_path(path, nodes.ZARR_JSON) if path else nodes.ZARR_JSON
-    data = store.get(key)
-    current = None if data is None else json_loads(data, key=key).get("consolidated_metadata")
-    return dataclasses.replace(metadata, consolidated_metadata=current)

@@ -10,11 +10,7 @@ from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.chunking import normalize_shape
-from torchzarr.core.consolidated import (
-    consolidated_children,
-    refresh_consolidated,
-    stored_consolidated,
-)
+from torchzarr.core.consolidated import consolidated_children, refresh_consolidated
 from torchzarr.core.group_views import MemberItems, MemberValues, tree_lines
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
@@ -109,10 +105,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         change through any Group object in this process is kept), and write the group."""
         self._check_writable()
         with nodes.node_lock(self._store, [self._path]):
-            stored = nodes.read_node(self._store, self._path, self.zarr_format)
-            if stored is None or hasattr(stored, "shape"):
-                # none stored (or an array now): this copy, with the store's consolidated part
-                stored = stored_consolidated(self._store, self._path, self._metadata)
+            stored = self._stored_metadata()  # refuses a group deleted or now an array
             self._metadata = stored.evolve(attributes=change(dict(stored.attributes)))
             nodes.write_node(self._store, self._path, self._metadata)
             refresh_consolidated(self._store, [(self._path, self._metadata)])

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
+from torchzarr.core.nodes import read_node
+from torchzarr.errors import ArrayNotFoundError, GroupNotFoundError
+from torchzarr.metadata.base import ArrayMetadata
+
 __all__ = ["NodeBase"]
 
 
@@ -64,6 +68,34 @@ class NodeBase:
     def read_only(self) -> bool:
         """True when the node was opened read-only."""
         return self._read_only
+
+    def _stored_metadata(self) -> Any:
+        """The node's metadata as stored now, for a change through this handle to start
+        from (a read-modify-write calls it under the node's lock).
+
+        Raises:
+            ArrayNotFoundError, GroupNotFoundError: since the handle was opened, the node
+                was deleted, or replaced by a node of the other kind: a change written
+                through the handle would bring the deleted node back, or write over the
+                new one (its attributes, its members, its chunks).
+        """
+        stored = read_node(self._store, self._path, self.zarr_format)
+        is_array = isinstance(self._metadata, ArrayMetadata)
+        if stored is not None and isinstance(stored, ArrayMetadata) == is_array:
+            return stored
+        kind = "array" if is_array else "group"
+        if stored is None:
+            happened = "deleted"
+        else:
+            happened = (
+                f"replaced by {'an array' if isinstance(stored, ArrayMetadata) else 'a group'}"
+            )
+        error = ArrayNotFoundError if is_array else GroupNotFoundError
+        raise error(
+            f"no {kind} at {self._path or '/'!r} in {self._store!r} any more: since this "
+            f"handle was opened, the {kind} was {happened}; nothing was written (open the "
+            "node again)"
+        )
 
     def update_attributes(self, new_attributes: Mapping[str, Any]) -> Self:
         """Merge ``new_attributes`` into the attributes (one metadata write); returns self.

@@ -13,11 +13,9 @@ from torchzarr.core import engine
 from torchzarr.core.attributes import logical_data_type
 from torchzarr.core.cache import chunk_layout, invalidate_outside_everywhere, location
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
-from torchzarr.core.nodes import read_node
 from torchzarr.core.shards import writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
-from torchzarr.metadata.base import ArrayMetadata
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]
@@ -95,17 +93,16 @@ def shape_lock(array: Any) -> Any:
 
 
 def stored_shape(array: Any) -> tuple[int, ...]:
-    """``array``'s shape as stored now (the handle's own when none is stored), before the
-    handle resizes or appends to it.
+    """``array``'s shape as stored now, before the handle resizes or appends to it.
 
     Raises:
+        ArrayNotFoundError: the array was deleted, or replaced by a group, since the handle
+            was opened: its chunks are neither brought back nor cleared among the group's.
         ShapeMismatchError: the array was replaced, since the handle was opened, by one
             whose chunks it would misread or miswrite (another dtype, number of dimensions,
             chunk shape or codecs).
     """
-    stored = read_node(array.store, array.path, array.zarr_format)
-    if not isinstance(stored, ArrayMetadata):  # a group or nothing there: the handle's
-        return tuple(array.shape)
+    stored = array._stored_metadata()
     if chunk_layout(stored) != chunk_layout(array.metadata):
         raise ShapeMismatchError(
             f"cannot resize or append to array {array.name} through this handle: since it "
