@@ -122,3 +122,24 @@ def test_a_save_whose_prune_fails_midway_is_rolled_back(tmp_path: Path) -> None:
     assert "the save was undone" in " ".join(getattr(info.value, "__notes__", []))
     assert tz.load_checkpoint(str(path))["step"] == 1
     assert load_elsewhere(path, tmp_path)["step"] == 1
+
+
+def test_a_failed_first_save_to_a_new_zip_leaves_it_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root group the save created with its version is its own: undone with it."""
+    path = tmp_path / "new.zip"
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit, "commit_version", no_room)
+        with pytest.raises(StoreError, match="no space") as info:
+            tz.save_checkpoint(state(1), str(path))
+    assert "the save was undone" in " ".join(getattr(info.value, "__notes__", []))
+    assert names(path) == []  # an empty zip, as the file was before the save's writes
+    with pytest.raises(tz.errors.NodeNotFoundError):
+        tz.load_checkpoint(str(path))
+    tz.save_checkpoint(state(2), str(path))
+    assert load_elsewhere(path, tmp_path)["step"] == 2

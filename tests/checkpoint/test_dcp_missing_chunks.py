@@ -4,6 +4,7 @@ returning zeros in its place; ``ZarrStorageReader(verify_chunks=False)`` reads i
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,63 @@ def test_dcp_checkpoint_saved_without_the_mark_loads_missing_chunks_as_zeros(
     assert torch.equal(loaded["scale"], torch.tensor(0.0))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_non_tensor_value_that_lost_its_chunk_raises_naming_key_and_chunk(
+    tmp_path: Path, kind: str, weights_only: bool
+) -> None:
+    store, version = _save(kind, tmp_path)
+    _lose(store, f"{version}/step/c/0")
+    with pytest.raises(CheckpointException, match="damaged") as raised:
+        _load(store, weights_only=weights_only)
+    failure = raised.value.failures[0][0]
+    assert isinstance(failure, ChunkDecodeError)
+    assert "value ['step']" in str(failure) and f"{version}/step/c/0" in str(failure)
+
+
+def test_a_value_saved_before_the_mark_that_lost_its_chunk_raises_when_it_fails_to_load(
+    tmp_path: Path,
+) -> None:
+    """Checked once the value fails to unpickle: no cost for those that load."""
+    store, version = _save("local-raw", tmp_path)
+    key = f"{version}/step/zarr.json"
+    store.set(key, json.dumps(_drop_marks(json.loads(bytes(store.get(key))))).encode())
+    assert _load(store)["step"] == 3  # intact: loads as before
+    store.delete(f"{version}/step/c/0")
+    for weights_only in (True, False):
+        with pytest.raises(CheckpointException, match="damaged") as raised:
+            _load(store, weights_only=weights_only)
+        failure = raised.value.failures[0][0]
+        assert isinstance(failure, ChunkDecodeError) and f"{version}/step/c/0" in str(failure)
+
+
+def test_an_all_zero_non_tensor_value_is_stored_and_loads() -> None:
+    """Raw bytes a custom planner hands over: its one chunk stored though all zeros."""
+    from torch.distributed.checkpoint.metadata import MetadataIndex
+    from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
+
+    store = MemoryStore()
+    writer = ZarrStorageWriter(store)
+    writer.set_up_storage_writer(True)
+    item = WriteItem(MetadataIndex("blob"), WriteItemType.BYTE_IO)
+    (plan,) = writer.prepare_global_plan([SavePlan([item])])
+
+    class Planner:
+        def resolve_data(self, _: Any) -> Any:
+            return io.BytesIO(bytes(16))
+
+    writer.write_data(plan, Planner()).wait()  # type: ignore[arg-type]
+    version = plan.storage_data["version"]
+    assert store.get(f"{version}/blob/c/0") is not None
+
+
 def test_dcp_save_marks_each_tensor_with_its_chunk_shape(tmp_path: Path) -> None:
     store, version = _save("memory", tmp_path)
     root = tz.open_group(store, mode="r", path=version)
     assert root["w"].attrs["torchzarr_dcp_key"]["every_chunk"] == [8, 8]
     assert root["scale"].attrs["torchzarr_dcp_key"]["every_chunk"] == []
-    assert "every_chunk" not in root["step"].attrs["torchzarr_dcp_key"]  # bytes, not a tensor
+    step = root["step"]  # a non-tensor value: its bytes, one chunk
+    assert step.attrs["torchzarr_dcp_key"]["every_chunk"] == [step.shape[0]]
 
 
 def _shard_item(fqn: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> Any:
@@ -177,3 +229,34 @@ def test_a_tensor_whose_shards_do_not_cover_it_is_not_marked() -> None:
     root = tz.open_group(store, mode="r", path=version, use_consolidated=False)
     assert root["whole"].attrs["torchzarr_dcp_key"]["every_chunk"] == [4, 4]
     assert "every_chunk" not in root["gap"].attrs["torchzarr_dcp_key"]
+
+
+def test_a_tensor_whose_shards_overlap_is_not_marked_though_their_sizes_add_up() -> None:
+    """Rows [0, 4) and [2, 6) of 8: as many elements as the tensor, rows 6 and 7 unwritten."""
+    from torch.distributed.checkpoint.planner import SavePlan
+
+    store = MemoryStore()
+    writer = ZarrStorageWriter(store)
+    writer.set_up_storage_writer(True)
+    plans = [
+        SavePlan([_shard_item("x", (0, 0), (4, 4))]),
+        SavePlan([_shard_item("x", (2, 0), (4, 4))]),
+    ]
+    version = writer.prepare_global_plan(plans)[0].storage_data["version"]
+    root = tz.open_group(store, mode="r", path=version, use_consolidated=False)
+    assert "every_chunk" not in root["x"].attrs["torchzarr_dcp_key"]
+
+
+def test_boxes_tile_only_shapes_covered_exactly_once() -> None:
+    from torchzarr.checkpoint.dcp_metadata import boxes_tile
+
+    mesh = [((r, c), (2, 3)) for r in (0, 2, 4) for c in (0, 3)]  # a 3 x 2 mesh of (6, 6)
+    assert boxes_tile((6, 6), mesh)
+    assert not boxes_tile((6, 6), mesh[:-1])  # a gap
+    assert not boxes_tile((6, 6), [*mesh[:-1], ((3, 3), (2, 3))])  # a gap and an overlap
+    assert not boxes_tile((6, 6), [((0, 0), (6, 6)), ((0, 0), (0, 6)), ((0, 0), (1, 1))])
+    assert not boxes_tile((4,), [((0,), (2,)), ((3,), (2,))])  # past the end
+    assert boxes_tile((), [((), ())]) and not boxes_tile((), [((), ()), ((), ())])
+    assert boxes_tile((0, 3), [])  # nothing to cover
+    # an L of two boxes beside a third: the grid of their boundaries is finer than the boxes
+    assert boxes_tile((4, 4), [((0, 0), (4, 1)), ((0, 1), (1, 3)), ((1, 1), (3, 3))])

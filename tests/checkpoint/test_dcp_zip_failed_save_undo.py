@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultSavePlanner
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.planner import SavePlan
 from zip_faults import directory_fails_once, room_left
 
 import torchzarr as tz
@@ -197,3 +199,42 @@ def test_a_dcp_save_to_a_directory_failing_before_its_commit_still_leaves_its_ve
     assert tz.open_group(str(path), mode="r").attrs["torchzarr_checkpoint"]["version"] == (
         "v000001"
     )
+
+
+def test_a_failed_first_dcp_save_to_a_new_zip_leaves_it_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root group the save created with its version is its own: undone with it."""
+    path = tmp_path / "new.zip"
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit, "commit_version", no_room)
+        with pytest.raises(CheckpointException, match="no space left") as info:
+            save(1, str(path))
+    assert "the save was undone" in str(info.value)
+    assert versions_in(path) == set() and zipfile.ZipFile(path).namelist() == []
+    save(2, str(path))
+    assert_holds(load_elsewhere(path, tmp_path), 2)
+
+
+def test_a_dcp_save_whose_planner_fails_leaves_the_zip_untouched(tmp_path: Path) -> None:
+    """A failure in DCP between the planning and write_data (a planner's finish_plan)
+    reaches no storage writer code: the zip's arrays are created in write_data, so the
+    file still holds the previous checkpoint, also if the process is killed right after."""
+
+    class BrokenPlanner(DefaultSavePlanner):
+        def finish_plan(self, new_plan: SavePlan) -> SavePlan:
+            raise RuntimeError("planner broke")
+
+    path = tmp_path / "ckpt.zip"
+    save(1, str(path))
+    before = path.read_bytes()
+    with pytest.raises(CheckpointException, match="planner broke"):
+        dcp.save(state(2), storage_writer=ZarrStorageWriter(str(path)), planner=BrokenPlanner())
+    assert_previous_checkpoint_kept(path, tmp_path, before)
+    save(3, str(path))
+    assert_holds(load_elsewhere(path, tmp_path), 3)
+    assert len(versions_in(path)) == 1

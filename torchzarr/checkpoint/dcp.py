@@ -9,19 +9,20 @@ Layout (plain Zarr v3, the versioned layout of :mod:`torchzarr.checkpoint.commit
                        the ranks' shard boxes, so every chunk has exactly one writer
     v000003/<key>      a non-tensor value: the bytes DCP's planner serialised, as uint8
 
-The coordinator creates the arrays in ``prepare_global_plan`` (it sees every rank's boxes);
-each rank then writes only its own boxes, every chunk of them, all-zero ones too: a tensor
-whose boxes cover it is marked ``"every_chunk"`` in its key attribute, so a load finds a
-chunk lost later (as ``load_checkpoint`` does). Loading reads any box of any array, so a
-checkpoint saved by N ranks loads on M through DCP's planner. A save to a zip that raises
-is undone (see :mod:`torchzarr.checkpoint.undo`).
+The coordinator creates the arrays in ``prepare_global_plan`` (it sees every rank's boxes;
+a zip's, which one process writes, at the start of its ``write_data``); each rank then
+writes only its own boxes, every chunk of them, all-zero ones too: a tensor whose boxes
+tile it is marked ``"every_chunk"`` in its key attribute, as is the one chunk of a
+non-tensor value, so a load finds a chunk lost later (as ``load_checkpoint`` does).
+Loading reads any box of any array, so a checkpoint saved by N ranks loads on M through
+DCP's planner. A save to a zip that raises is undone (see :mod:`torchzarr.checkpoint.undo`).
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -34,16 +35,32 @@ from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.dcp_checks import refuse_private_store, refuse_uncoordinated_save
-from torchzarr.checkpoint.dcp_metadata import KIND, aligned_chunks, box_region, metadata_to_json
+from torchzarr.checkpoint.dcp_checks import (
+    fill_cached_plans,
+    refuse_private_store,
+    refuse_stale_cached_plans,
+    refuse_uncoordinated_save,
+)
+from torchzarr.checkpoint.dcp_metadata import (
+    KIND,
+    aligned_chunks,
+    box_region,
+    boxes_tile,
+    metadata_to_json,
+)
 from torchzarr.checkpoint.dcp_reader import ZarrStorageReader
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, EVERY_CHUNK, node_name, to_storable
 from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES, store_every_chunk
-from torchzarr.checkpoint.undo import ZipSavepoint, undo_failed_save, zip_savepoint
+from torchzarr.checkpoint.undo import ZipSavepoint, undo_failed_save, zip_savepoint, zip_under
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
-from torchzarr.errors import CheckpointConflictError, GroupNotFoundError, MetadataError
+from torchzarr.errors import (
+    CheckpointConflictError,
+    GroupNotFoundError,
+    InvalidArgumentError,
+    MetadataError,
+)
 from torchzarr.storage import LocalStore, Store
 
 __all__ = ["KIND", "ZarrStorageReader", "ZarrStorageWriter", "aligned_chunks"]
@@ -80,6 +97,10 @@ class ZarrStorageWriter(StorageWriter):
         >>> _ = dcp.save({"w": torch.ones(3)}, storage_writer=writer, no_dist=True)
     """
 
+    # The full plans of the last save planned in this process (see fill_cached_plans).
+    _last_plans: list[SavePlan] | None = None
+    _last_plans_lock = threading.Lock()
+
     def __init__(
         self,
         path: Any,
@@ -106,6 +127,8 @@ class ZarrStorageWriter(StorageWriter):
         self._store: Store | None = None
         self._version: str | None = None
         self._savepoint: ZipSavepoint | None = None  # a zip as it was before this save
+        self._pending: dict[str, Any] | None = None  # a zip's arrays, created in write_data
+        self._reused: list[SavePlan] | None = None  # plans of an earlier save, written again
 
     def _st(self) -> Store:
         if self._store is None:
@@ -123,10 +146,19 @@ class ZarrStorageWriter(StorageWriter):
         """Start a new save (to ``checkpoint_id`` when given)."""
         if checkpoint_id:
             self.path = checkpoint_id
+        self._drop_pending()
         self._store = None
         self._version = None
         self._savepoint = None
+        self._reused = None
         self.save_id = uuid.uuid4().hex
+
+    def _drop_pending(self) -> None:
+        """Give up the version of a zip save that never reached ``write_data`` (DCP failed
+        between; nothing was written)."""
+        if self._pending is not None and self._version is not None and self._store is not None:
+            commit.release_version(self._store, self._version)
+        self._pending = None
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         """Remember this rank's role; refuse a save of several ranks without collectives.
@@ -136,6 +168,7 @@ class ZarrStorageWriter(StorageWriter):
                 group of more than one rank.
         """
         refuse_uncoordinated_save(self.path, kwargs.get("use_collectives", True))
+        self._drop_pending()
         self.is_coordinator = is_coordinator
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
@@ -164,9 +197,9 @@ class ZarrStorageWriter(StorageWriter):
             itemsize = torch.empty((), dtype=dtype).element_size()
             chunks = aligned_chunks(shape, boxes, itemsize, self.chunk_bytes)
             key_info: dict[str, Any] = {"key": fqn, "kind": "tensor"}
-            # Every chunk of every box is stored: when the boxes cover the tensor, so is
+            # Every chunk of every box is stored: when the boxes tile the tensor, so is
             # every chunk of its grid, and a load can tell a lost chunk from an unwritten one.
-            if sum(math.prod(sizes) for _, sizes in boxes) == math.prod(shape):
+            if boxes_tile(shape, boxes):
                 key_info[EVERY_CHUNK] = list(chunks)
             specs[names[fqn]] = {
                 "shape": shape,
@@ -181,10 +214,41 @@ class ZarrStorageWriter(StorageWriter):
         return names, specs
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        """Coordinator: pick the version, lay out and create every array, tell each rank."""
-        names, specs = self._layout(plans)
+        """Coordinator: pick the version, lay out and create every array, tell each rank.
+
+        Under DCP's plan caching the plans that did not change since the last save arrive
+        empty: they are filled in from that save's (see
+        :func:`~torchzarr.checkpoint.dcp_checks.fill_cached_plans`), and every rank gets
+        its full plan with this save's version, never the cached one naming an older
+        version. A zip's arrays are created at the start of ``write_data`` instead (one
+        process writes a zip), so a failure in DCP before it leaves the zip untouched.
+        """
+        cls = ZarrStorageWriter
+        with cls._last_plans_lock:
+            full = fill_cached_plans(self.path, plans, cls._last_plans)
+            cls._last_plans = full  # as the planner's cache holds them now
+        self._reused = None if all(plan.usable for plan in plans) else full
+        names, specs = self._layout(full)
         st = self._st()
         version = self._version = commit.reserve_version(st)
+        if zip_under(st) is not None:
+            self._pending = specs
+        else:
+            self._create_version(st, version, specs)
+        return [
+            replace(
+                plan,
+                storage_data={
+                    "version": version,
+                    "names": {i.index.fqn: names[i.index.fqn] for i in plan.items},
+                },
+                usable=True,
+            )
+            for plan in full
+        ]
+
+    def _create_version(self, st: Store, version: str, specs: dict[str, Any]) -> None:
+        """Create the version's group and arrays (a zip's savepoint taken first)."""
         try:
             self._savepoint = zip_savepoint(st)  # before this save writes anything
             try:  # once its group is there, no other save takes the name
@@ -196,16 +260,6 @@ class ZarrStorageWriter(StorageWriter):
         except BaseException as err:
             self._undo(err, committed=False)
             raise
-        return [
-            replace(
-                plan,
-                storage_data={
-                    "version": version,
-                    "names": {i.index.fqn: names[i.index.fqn] for i in plan.items},
-                },
-            )
-            for plan in plans
-        ]
 
     def _undo(self, err: BaseException, committed: bool) -> None:
         """Put a zip back as it was before this save, which raised ``err`` (see
@@ -218,6 +272,9 @@ class ZarrStorageWriter(StorageWriter):
     def _write_item(self, root: Any, name: str, item: WriteItem, data: Any) -> WriteResult:
         if item.type == WriteItemType.BYTE_IO:
             raw = data.getvalue() if isinstance(data, io.BytesIO) else bytes(data)
+            key_info: dict[str, Any] = {"key": item.index.fqn, "kind": "bytes"}
+            if raw:  # its one chunk is stored (all zeros too), so a load finds it lost
+                key_info[EVERY_CHUNK] = [len(raw)]
             arr = create_array(
                 root.store,
                 path=f"{root.path}/{name}",
@@ -226,11 +283,11 @@ class ZarrStorageWriter(StorageWriter):
                 chunks=(max(1, len(raw)),),
                 compressors=self.compressors,
                 fill_value=None,
-                attributes={KEY_ATTRIBUTE: {"key": item.index.fqn, "kind": "bytes"}},
+                attributes={KEY_ATTRIBUTE: key_info},
                 overwrite=True,
             )
             if raw:
-                arr[...] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+                store_every_chunk(arr, ..., torch.frombuffer(bytearray(raw), dtype=torch.uint8))
             return WriteResult(index=item.index, size_in_bytes=len(raw), storage_data=name)
         chunk = item.tensor_data.chunk  # type: ignore[union-attr]
         t = to_storable(data)
@@ -250,6 +307,9 @@ class ZarrStorageWriter(StorageWriter):
 
         A failure on the coordinator undoes a zip save (see :meth:`_undo`) before it raises.
         """
+        pending, self._pending = self._pending, None
+        if pending is not None and self._version is not None:
+            self._create_version(self._st(), self._version, pending)
         try:
             results = self._write_plan(plan, planner)
         except BaseException as err:
@@ -296,6 +356,8 @@ class ZarrStorageWriter(StorageWriter):
         st = self._st()
         committed = False
         try:
+            if self._reused is not None:
+                refuse_stale_cached_plans(self.path, self._reused, metadata)
             metadata.version = DCP_VERSION
             metadata.storage_data = {r.index.fqn: r.storage_data for rs in results for r in rs}
             metadata.storage_meta = self.storage_meta()
@@ -314,8 +376,8 @@ class ZarrStorageWriter(StorageWriter):
         except BaseException as err:
             if self._savepoint is not None:
                 self._undo(err, committed)
-            elif isinstance(err, CheckpointConflictError):
-                commit.delete_version(st, version)
+            elif not committed and isinstance(err, (CheckpointConflictError, InvalidArgumentError)):
+                commit.delete_version(st, version)  # every rank is done with it
             raise
         self._savepoint = None
 

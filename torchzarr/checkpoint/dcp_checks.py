@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+from torch.distributed.checkpoint.planner import SavePlan
 
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.storage import MemoryStore, Store
 
 __all__ = [
+    "fill_cached_plans",
     "pruned_while_loading",
     "refuse_private_store",
+    "refuse_stale_cached_plans",
     "refuse_uncoordinated_save",
     "world_size",
 ]
@@ -73,3 +78,79 @@ def pruned_while_loading(st: Store, version: str) -> str:
         "loaded (a newer save committed and pruned it), so the state dict may be partly "
         "overwritten: load again, from the committed version"
     )
+
+
+_NO_CACHE_HINT = (
+    "save once with DefaultSavePlanner(enable_plan_caching=False) to show ZarrStorageWriter "
+    "the plans, or leave plan caching off"
+)
+
+
+def fill_cached_plans(
+    path: Any, plans: Sequence[SavePlan], previous: Sequence[SavePlan] | None
+) -> list[SavePlan]:
+    """Every rank's plan in full, for a save under DCP's plan caching.
+
+    A planner with ``enable_plan_caching=True`` sends the storage writer only the plans
+    that changed since its last save: the others arrive empty and not ``usable``, and
+    their ranks would write with the plans (and storage data) of that earlier save. Those
+    are taken from ``previous``, the full plans of the last save planned in this process.
+
+    Raises:
+        InvalidArgumentError: a plan is not ``usable`` and ``previous`` holds no plans for
+            as many ranks (nothing written yet).
+
+    Example:
+        >>> fill_cached_plans("ckpt", [SavePlan([])], None)[0].usable
+        True
+    """
+    if all(plan.usable for plan in plans):
+        return list(plans)
+    if previous is None or len(previous) != len(plans):
+        raise InvalidArgumentError(
+            f"ZarrStorageWriter({path!r}) got plans that DCP's plan caching reused from an "
+            "earlier save this process's ZarrStorageWriter did not plan (another storage "
+            f"writer's, or another world size). Nothing was written: {_NO_CACHE_HINT}"
+        )
+    return [plan if plan.usable else old for plan, old in zip(plans, previous, strict=True)]
+
+
+def _planned_boxes(plans: Sequence[SavePlan]) -> set[tuple[Any, ...]]:
+    boxes: set[tuple[Any, ...]] = set()
+    for plan in plans:
+        for item in plan.items:
+            chunk = None if item.tensor_data is None else item.tensor_data.chunk
+            box = () if chunk is None else (tuple(chunk.offsets), tuple(chunk.sizes))
+            boxes.add((item.index.fqn, *box))
+    return boxes
+
+
+def _metadata_boxes(metadata: Metadata) -> set[tuple[Any, ...]]:
+    boxes: set[tuple[Any, ...]] = set()
+    for key, entry in metadata.state_dict_metadata.items():
+        if isinstance(entry, TensorStorageMetadata):
+            boxes.update((key, tuple(c.offsets), tuple(c.sizes)) for c in entry.chunks)
+        else:
+            boxes.add((key,))
+    return boxes
+
+
+def refuse_stale_cached_plans(path: Any, plans: Sequence[SavePlan], metadata: Metadata) -> None:
+    """Refuse to commit a save whose ranks wrote plans that :func:`fill_cached_plans` took
+    from an earlier save, when DCP's ``metadata`` describes other keys or boxes (the
+    planner cached another state dict's plans: several planners or savers in one process).
+
+    Raises:
+        InvalidArgumentError: the written keys and boxes differ from the metadata's.
+
+    Example:
+        >>> refuse_stale_cached_plans("ckpt", [SavePlan([])], Metadata({}))  # they agree
+    """
+    planned, described = _planned_boxes(plans), _metadata_boxes(metadata)
+    if planned != described:
+        keys = sorted({str(box[0]) for box in planned ^ described})
+        raise InvalidArgumentError(
+            f"ZarrStorageWriter({path!r}): DCP's plan caching reused plans of an earlier save "
+            f"that do not match this save's metadata (keys {keys[:3]}). The save was not "
+            f"committed: {_NO_CACHE_HINT}"
+        )

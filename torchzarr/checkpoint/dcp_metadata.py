@@ -38,6 +38,7 @@ __all__ = [
     "KIND",
     "aligned_chunks",
     "box_region",
+    "boxes_tile",
     "metadata_from_json",
     "metadata_to_json",
 ]
@@ -170,6 +171,60 @@ def box_region(offsets: Sequence[int], sizes: Sequence[int]) -> tuple[slice, ...
         (slice(2, 5, None), slice(0, 4, None))
     """
     return tuple(slice(o, o + s) for o, s in zip(offsets, sizes, strict=True))
+
+
+#: Most cells of the grid of box boundaries that :func:`boxes_tile` paints to check.
+MAX_TILE_CELLS = 1 << 22
+
+
+def boxes_tile(shape: Sequence[int], boxes: Sequence[Box]) -> bool:
+    """Whether ``boxes`` cover the tensor of ``shape`` exactly once: inside it, disjoint,
+    leaving no gap.
+
+    The box boundaries cut each axis into intervals; every box is a block of the grid of
+    those cells, so the boxes tile the tensor when their cells add up to the grid's and
+    none is painted twice. Cost: sorting the boundaries, then, when each box is one cell
+    (a sharding on a mesh), a set of the boxes' cells; else one pass over the cells, and
+    a grid of more than :data:`MAX_TILE_CELLS` cells counts as not tiled (the caller then
+    claims less).
+
+    Example:
+        >>> boxes_tile((8,), [((0,), (4,)), ((4,), (4,))])
+        True
+        >>> boxes_tile((8,), [((0,), (4,)), ((2,), (4,))])  # overlap [2, 4), gap [6, 8)
+        False
+    """
+    if math.prod(shape) == 0:
+        return True  # nothing to cover
+    for offsets, sizes in boxes:
+        if any(o < 0 or s < 0 or o + s > n for o, s, n in zip(offsets, sizes, shape, strict=True)):
+            return False
+    cuts = [
+        sorted({0, extent, *(o[axis] for o, _ in boxes), *(o[axis] + s[axis] for o, s in boxes)})
+        for axis, extent in enumerate(shape)
+    ]
+    cell_of = [{bound: i for i, bound in enumerate(axis_cuts)} for axis_cuts in cuts]
+    grid = tuple(len(axis_cuts) - 1 for axis_cuts in cuts)
+    blocks = []
+    for offsets, sizes in boxes:
+        if math.prod(sizes) == 0:
+            continue
+        block = tuple(
+            slice(cell[o], cell[o + s]) for cell, o, s in zip(cell_of, offsets, sizes, strict=True)
+        )
+        blocks.append(block)
+    if sum(math.prod(b.stop - b.start for b in block) for block in blocks) != math.prod(grid):
+        return False
+    if all(b.stop - b.start == 1 for block in blocks for b in block):  # a mesh: one cell each
+        return len({tuple(b.start for b in block) for block in blocks}) == len(blocks)
+    if math.prod(grid) > MAX_TILE_CELLS:
+        return False
+    painted = torch.zeros(grid, dtype=torch.bool)
+    for block in blocks:
+        if painted[block].any():
+            return False  # an overlap: with the same cell count, a gap elsewhere
+        painted[block] = True
+    return True
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

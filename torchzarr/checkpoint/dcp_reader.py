@@ -195,8 +195,8 @@ class ZarrStorageReader(StorageReader):
             target.copy_(arr[region].view(target.shape))
 
     def _lost_chunk(self, items: list[ReadItem]) -> ChunkDecodeError | None:
-        """The error for a chunk lost from a tensor of ``items`` saved with every chunk
-        stored (see :func:`~torchzarr.checkpoint.decode.check_chunks_stored`), or None."""
+        """The error for a chunk lost from a tensor or value of ``items`` saved with every
+        chunk stored (see :func:`~torchzarr.checkpoint.decode.check_chunks_stored`), or None."""
         fqns = sorted({item.storage_index.fqn for item in items})
         arrays = {self._names[fqn]: self._array(fqn) for fqn in fqns}
         try:
@@ -205,14 +205,38 @@ class ZarrStorageReader(StorageReader):
             return err
         return None
 
+    def _lost_value(self, item: ReadItem) -> ChunkDecodeError | None:
+        """The error for the lost chunk of a non-empty value that failed to load, or None:
+        checked after the failure, for checkpoints saved before values were marked and
+        stores that cannot list keys (HTTP)."""
+        arr = self._array(item.storage_index.fqn)
+        key = f"{arr.path}/{arr.metadata.chunk_key((0,))}"
+        if not arr.shape[0] or arr.store.exists(key):
+            return None
+        return ChunkDecodeError(
+            f"checkpoint value {item.storage_index.fqn!r} (array {arr.path}) lacks its chunk "
+            f"{key!r}: the checkpoint in {arr.store!r} is damaged (a file lost in a copy or "
+            "on disk)"
+        )
+
+    def _load_value(self, planner: LoadPlanner, item: ReadItem, raw: bytes) -> None:
+        try:
+            planner.load_bytes(item, self._checked_bytes(item, raw))
+        except Exception as err:
+            lost = self._lost_value(item) if self.verify_chunks else None
+            if lost is not None:
+                raise lost from err
+            raise
+
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         """Read every item of ``plan`` straight into the planner's tensors.
 
         Raises:
             CheckpointConflictError: a newer save pruned the version while it was read
                 (some of what was read may be fill values for deleted chunks).
-            ChunkDecodeError: a chunk of a tensor saved with every chunk stored is
-                missing (the message names the key and the chunk); see ``verify_chunks``.
+            ChunkDecodeError: a chunk of a tensor saved with every chunk stored, or of a
+                non-tensor value, is missing (the message names the key and the chunk);
+                see ``verify_chunks``.
         """
         tensor_items = [i for i in plan.items if i.type == LoadItemType.TENSOR]
         values = [(i, self._read_bytes(i)) for i in plan.items if i.type == LoadItemType.BYTE_IO]
@@ -225,7 +249,7 @@ class ZarrStorageReader(StorageReader):
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-dcp-load") as pool:
                 list(pool.map(lambda p: self._read_tensor(*p), pairs))
-        damaged = self._lost_chunk(tensor_items) if self.verify_chunks else None
+        damaged = self._lost_chunk(plan.items) if self.verify_chunks else None
         # A missing chunk reads as the fill value: make sure none went missing because a
         # newer save pruned this version meanwhile (its zarr.json is deleted first).
         if not commit.version_intact(self._root.store, self._root.path):
@@ -233,7 +257,7 @@ class ZarrStorageReader(StorageReader):
         if damaged is not None:
             raise damaged
         for item, raw in values:
-            planner.load_bytes(item, self._checked_bytes(item, raw))
+            self._load_value(planner, item, raw)
         for item, target in pairs:
             planner.commit_tensor(item, target)
         future: Future[None] = Future()

@@ -388,14 +388,18 @@ def check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, 
     if any(f"{prefix}zarr.json" not in stored for prefix in prefixes):
         return
     for path, array in marked.items():
+        dcp_info = array.attrs.get(DCP_KEY_ATTRIBUTE)
+        kind = (
+            "value" if isinstance(dcp_info, dict) and dcp_info.get("kind") == "bytes" else "tensor"
+        )
         for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
             key = f"{array.path}/{array.metadata.chunk_key(coords)}"
             if key not in stored and not root.store.exists(key):
                 raise ChunkDecodeError(
-                    f"checkpoint tensor {format_key_path(key_paths[path])} (array {array.path}) "
+                    f"checkpoint {kind} {format_key_path(key_paths[path])} (array {array.path}) "
                     f"lacks its chunk {key!r}: the checkpoint in {root.store!r} is damaged (a "
                     "file lost in a copy or on disk; it was saved with every chunk stored), "
-                    "unless the tensor was edited in place since by a tool that leaves out "
+                    f"unless the {kind} was edited in place since by a tool that leaves out "
                     "all-zero chunks: then load it with verify_chunks=False"
                 )
 

@@ -69,9 +69,10 @@ def undo_failed_save(
     savepoint): its file cut back to where the save's first entry started and its old
     directory written again, so the previous checkpoint stays loadable in this process
     and others, also when the save failed after its commit (a directory that did not
-    fit). The roll back undoes the save's own changes only: to its version and, once it
-    has ``committed``, to the root ``zarr.json`` (the manifest) and the older versions
-    its prune deletes. If other writers changed the zip meanwhile, it is not cut back.
+    fit). The roll back undoes the save's own changes only: to its version, to a root
+    ``zarr.json`` the zip lacked before (a first save creates it with its version: a new
+    zip goes back to an empty one) and, once it has ``committed``, to the root
+    ``zarr.json`` (the manifest) and the older versions its prune deletes. If other writers changed the zip meanwhile, it is not cut back.
     Then, and elsewhere, an uncommitted version's files are deleted, to free their space
     now (a full disk is a common cause); what a killed process leaves behind goes with
     the next save. A save that failed after its commit stays committed. A note on
@@ -88,6 +89,8 @@ def undo_failed_save(
         def owned(key: str) -> bool:
             if key.startswith(f"{version}/"):
                 return True
+            if key == ZARR_JSON and key not in mark.entries:
+                return True  # the root group the save created in a new zip, with its version
             if not committed:
                 return False
             name = key.partition("/")[0]  # a version below this one: the prune's to delete
