@@ -18,10 +18,39 @@ from torchzarr.codecs.compressors import Crc32cCodec
 from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.errors import ChunkDecodeError, MetadataError
 
-__all__ = ["EMPTY", "ShardIndex", "ShardingCodec"]
+__all__ = ["EMPTY", "MAX_SHARD_BYTES", "ShardIndex", "ShardingCodec", "check_inner_range"]
 
 #: offset and length of an inner chunk that is not stored
 EMPTY = np.uint64(2**64 - 1)
+#: no file or object holds more bytes (offsets are signed 64-bit integers)
+MAX_SHARD_BYTES = 2**63 - 1
+
+
+def check_inner_range(
+    coords: tuple[int, ...],
+    offset: int,
+    nbytes: int,
+    shard_nbytes: int | None,
+    key: str | None = None,
+) -> None:
+    """Raise :class:`ChunkDecodeError` (naming shard ``key`` when given) unless inner chunk
+    ``coords``, said by its shard's index to be ``nbytes`` at ``offset``, lies within the
+    shard (``shard_nbytes`` long; None: of a size not known, checked against the largest a
+    stored object can have).
+
+    Example:
+        >>> check_inner_range((0,), 90, 10, 100)
+        >>> check_inner_range((1,), 2**63, 8, 100)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ChunkDecodeError: inner chunk (1,) at bytes 9223372036854775808+8 lies past the end of a 100-byte shard
+    """
+    if offset + nbytes > (MAX_SHARD_BYTES if shard_nbytes is None else shard_nbytes):
+        shard = "any shard" if shard_nbytes is None else f"a {shard_nbytes}-byte shard"
+        where = "" if key is None else f"chunk {key!r}: "  # as a whole shard's decode says
+        raise ChunkDecodeError(
+            f"{where}inner chunk {coords} at bytes {offset}+{nbytes} lies past the end of {shard}"
+        )
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
@@ -253,11 +282,7 @@ class ShardingCodec(ArrayBytesCodec):
                 target[...] = spec.fill_value
                 continue
             offset, nbytes = found
-            if offset + nbytes > len(view):
-                raise ChunkDecodeError(
-                    f"inner chunk {coords} at bytes {offset}+{nbytes} lies past the end of a "
-                    f"{len(view)}-byte shard"
-                )
+            check_inner_range(coords, offset, nbytes, len(view))
             if decompress is not None and scratch is not None:
                 whole = target.flags.c_contiguous
                 into = target if whole else scratch

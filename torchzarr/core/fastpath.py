@@ -14,6 +14,7 @@ from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.pipeline import V3Pipeline, decode_error
 from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
+from torchzarr.storage.fileio import read_bytes, read_into
 from torchzarr.storage.local import LocalStore
 
 __all__ = [
@@ -217,7 +218,7 @@ class ChunkReader:
     def read_file(self, key: str) -> Any:
         """The file's bytes: a view of this thread's read buffer, valid until its next read.
 
-        One read of up to the largest size a chunk encodes to, no ``fstat``, into memory
+        Reads of up to the largest size a chunk encodes to, no ``fstat``, into memory
         reused chunk after chunk (a fresh ``bytes`` per read lands on new pages, which
         cost as much as the decode here); a bigger file is read on to its end.
         """
@@ -272,13 +273,13 @@ class ChunkReader:
         try:
             hint = self.read_hint
             if hint < _FRESH_READ_MAX:  # small: a new bytes object is heap memory, and
-                data = os.read(fd, hint)  # bytes pass to the decoders without conversion
+                data = read_bytes(fd, hint)  # bytes pass to the decoders without conversion
                 if len(data) < hint:
                     return data
                 parts = [data]
             else:
                 buf = read_buffer(hint)
-                got = os.readv(fd, [buf])
+                got = read_into(fd, [buf])
                 if got < hint:
                     return buf[:got]
                 parts = [bytes(buf)]
@@ -298,16 +299,8 @@ class ChunkReader:
         if fd is None:
             return -1
         view = memoryview(buf.data)
-        spare = bytearray(1)  # a byte past the end tells a longer file from an exact one
-        got = 0
-        try:
-            while True:
-                n = os.readv(fd, [view[got:], spare] if got < len(view) else [spare])
-                if n == 0:
-                    break
-                got += n
-                if got > len(view):
-                    break
+        try:  # a byte past the end tells a longer file from an exact one
+            got = read_into(fd, [view, bytearray(1)])
         except _MISSING:
             return -1
         except OSError as err:
@@ -414,7 +407,7 @@ class ChunkReader:
             return None, True
         try:
             buf = read_buffer(nbytes)
-            got = os.readv(fd, [buf])
+            got = read_into(fd, [buf])
         except _MISSING:
             return None, True
         except OSError as err:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
+from torchzarr.storage.fileio import FileSignature, file_signature
 
 __all__ = [
     "FileSignature",
@@ -39,29 +40,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: what tells one version of a file from another: (device, inode, size, mtime ns, ctime ns)
-FileSignature = tuple[int, int, int, int, int]
-
 # Every os.open of a shard gets a new serial: a serial names one open file, so an index read
 # through it stays valid for as long as that descriptor is the one handed out.
 _serials = itertools.count(1)
-
-
-def file_signature(stat: os.stat_result) -> FileSignature:
-    """The :data:`FileSignature` of a file's ``os.stat``/``os.fstat`` result.
-
-    A writer that replaces the file (a new inode) or rewrites it in place (a new size or
-    modification time; a new change time, which no writer can set back) changes it.
-
-    Example:
-        >>> import tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "shard")
-        >>> open(path, "wb").write(b"abc")
-        3
-        >>> file_signature(os.stat(path))[2]  # the size
-        3
-    """
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _default_limit() -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.pipeline import decode_error
-from torchzarr.codecs.sharding import EMPTY, ShardIndex
+from torchzarr.codecs.sharding import EMPTY, ShardIndex, check_inner_range
 from torchzarr.config import config
 from torchzarr.core.fastpath import (
     direct_target,
@@ -28,8 +28,9 @@ from torchzarr.core.fastpath import (
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.shard_cache import inner_region, touched_chunks
 from torchzarr.core.shard_files import ShardFiles
-from torchzarr.errors import ChunkDecodeError
+from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
+from torchzarr.storage.fileio import read_into
 
 __all__ = [
     "COALESCE_GAP",
@@ -49,6 +50,9 @@ __all__ = [
 COALESCE_GAP = 1 << 16
 #: raw (uncompressed) local pieces up to this many bytes are read on the calling thread
 _INLINE_RAW_BYTES = 8 << 20
+#: bytes an encoded inner chunk may take beyond twice its decoded size before the shard's
+#: size is looked up to check it (no codec of fixed-size data grows it so much)
+_SIZE_SLACK = 1 << 20
 
 
 class Region(NamedTuple):
@@ -142,6 +146,8 @@ class PieceFetcher:
             by_key: dict[str, list[Piece]] = {}
             for piece in pieces:
                 by_key.setdefault(piece[0], []).append(piece)
+            for key, group in by_key.items():  # before any memory is taken for them
+                _check_ranges(group, _file_size(files, key))
             if self.raw and sum(piece[2] for piece in pieces) <= _INLINE_RAW_BYTES:
                 # raw pieces are a pread each: threads would only pass the GIL around
                 for key, group in by_key.items():
@@ -166,9 +172,17 @@ class PieceFetcher:
                 cost=lambda group: len(group[1]) * self.inner.spec.nbytes,
             )
             return sum(piece[2] for piece in pieces)
+        _check_ranges(pieces, None)  # offsets no store could take (sizes not known here)
         spans: dict[str, list[tuple[int, int]]] = {}
         for key, off, size, _, _ in pieces:
             spans.setdefault(key, []).append((off, size))
+        # a piece far larger than its chunk decodes to is checked against its shard's size
+        # first: a store may take the memory a range asks for before it reads
+        likely = 2 * self.inner.spec.nbytes + _SIZE_SLACK
+        for key in {piece[0] for piece in pieces if piece[2] > likely}:
+            shard_nbytes = store.getsize(key)
+            if shard_nbytes is not None:
+                _check_ranges([piece for piece in pieces if piece[0] == key], shard_nbytes)
         requests = [
             (key, ByteRange(off, size))
             for key, ranges in spans.items()
@@ -187,8 +201,11 @@ class PieceFetcher:
         for key, off, size, target, coords in pieces:
             at = starts[key]
             start = at[bisect.bisect_right(at, off) - 1]
-            view = memoryview(fetched[(key, start)])[off - start : off - start + size]
+            blob = fetched[(key, start)]
+            view = memoryview(blob)[off - start : off - start + size]
             if len(view) != size:
+                if blob:  # a range read stops only where the shard ends
+                    check_inner_range(coords, off, size, start + len(blob), key)
                 raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
             tasks.append((key, coords, view, target))
         run_parallel(lambda task: self._decode(*task), tasks, cost=lambda _: self.inner.spec.nbytes)
@@ -207,8 +224,7 @@ class PieceFetcher:
                 and target.flags.c_contiguous
                 and size == target.nbytes
             ):
-                got = os.preadv(fd, [target.data.cast("B")], off)
-                if got != size:
+                if read_into(fd, [target.data], off) != size:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
             else:
                 encoded.append(piece)
@@ -217,7 +233,7 @@ class PieceFetcher:
             # land on new pages), then each piece decodes from its slice
             first, last = span[0], span[-1]
             data = read_buffer(last[1] + last[2] - first[1])
-            if os.preadv(fd, [data], first[1]) != len(data):
+            if read_into(fd, [data], first[1]) != len(data):
                 raise ChunkDecodeError(f"inner chunks of shard {key!r} are truncated")
             if decode_at is not None:  # frames by address: no view per piece
                 base = np.frombuffer(data, dtype=np.uint8).ctypes.data - start
@@ -261,6 +277,21 @@ class PieceFetcher:
             place(inner.decode(data, out=chunk, key=where), target)
         else:
             place(inner.decode(data, key=where), target)
+
+
+def _file_size(files: ShardFiles, key: str) -> int:
+    """The size of local shard ``key`` now, through the descriptor its pieces are read by."""
+    try:
+        return os.fstat(files.fd(key)).st_size
+    except OSError as err:
+        raise StoreError(f"cannot read shard {key!r} in {files.root}: {err}") from err
+
+
+def _check_ranges(pieces: list[Piece], shard_nbytes: int | None) -> None:
+    """Raise :class:`ChunkDecodeError` for a piece whose index entry points past the end of
+    its shard (``shard_nbytes`` long; None: not known), as a whole shard's decode does."""
+    for key, off, size, _, coords in pieces:
+        check_inner_range(coords, off, size, shard_nbytes, key)
 
 
 # -- plans: which pieces a read of part of a shard fetches, and where they land ----------------

@@ -33,6 +33,7 @@ from torchzarr.core.shard_writes import stamp as _stamp
 from torchzarr.core.shard_writes import writes_to as _writes_to
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
+from torchzarr.storage.fileio import read_bytes
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec", "writing"]
 
@@ -222,7 +223,7 @@ class ShardReader:
                 size = stat.st_size
                 signature = file_signature(stat)
                 # a file shorter than the index: no pread at a negative offset
-                raw = b"" if size < n else os.pread(fd, n, size - n if at_end else 0)
+                raw = b"" if size < n else read_bytes(fd, n, size - n if at_end else 0)
             except OSError as err:
                 raise StoreError(f"cannot read shard {key!r} in {files.root}: {err}") from err
             if len(raw) != n:

@@ -34,6 +34,8 @@ _PARTIAL = ".partial"
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial", re.DOTALL)
 _TEMPORARY_NAME_BYTES = 100
 _MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
+# a read of more bytes takes that much memory before the file says how many it holds
+_READ_UNCHECKED = 64 << 20
 
 
 def is_temporary(name: str) -> bool:
@@ -178,7 +180,10 @@ class LocalStore(Store):
                     f.seek(max(size + byte_range.start, 0))
                     return f.read()
                 f.seek(byte_range.start)
-                return f.read() if byte_range.length is None else f.read(byte_range.length)
+                length = byte_range.length
+                if length is not None and length > _READ_UNCHECKED:  # at most what it holds
+                    length = min(length, max(os.fstat(f.fileno()).st_size - byte_range.start, 0))
+                return f.read(length)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as err:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
 import threading
@@ -16,8 +14,8 @@ from typing import Any
 
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
-from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.fileio import file_signature, path_signature, read_bytes
 from torchzarr.storage.zip_io import (
     AppendState,
     Savepoint,
@@ -34,18 +32,17 @@ from torchzarr.storage.zip_io import (
     rewrite_live,
     write_directory,
 )
+from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
+from torchzarr.storage.zip_shared import archives as _archives
+from torchzarr.storage.zip_shared import closed_at_exit as _closed_at_exit
+from torchzarr.storage.zip_shared import path_locks as _path_locks
 
 __all__ = ["ZipStore"]
 
 _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _log = logging.getLogger("torchzarr")
-_archives: dict[str, _Archive] = {}  # by store identity: the file's real path
-_path_locks = LockTable()  # opening or closing one path's archive; other paths never wait
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
-# the parent's archives, kept alive and never closed in a forked child (the parent writes on)
-_ORPHANS: list[Any] = []
-_closed_at_exit: set[str] = set()  # zips whose directory the exit wrote: its last write
 
 
 class _Archive:
@@ -75,10 +72,13 @@ class _Archive:
         self.index: dict[str, zipfile.ZipInfo] = {}
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
         self.cut_points: list[int] = []  # where each roll back cut the file (Savepoint)
-        if mode == "r" and not (os.path.exists(path) and os.path.getsize(path)):
+        # the file as this process last left it: a new open reads one changed since afresh
+        self.signature = path_signature(path)
+        if mode == "r" and (self.signature is None or not self.signature[2]):  # no bytes
             return  # a missing or empty file reads as an empty store, like a missing directory
         self.zf, self.fd = open_zip(path, mode, allow_zip64)
         weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
+        self.signature = file_signature(os.fstat(self.fd))
         for info in self.zf.infolist():  # later entries win, as in zipfile and zarr-python
             if not info.is_dir():
                 self.index[info.filename] = info
@@ -99,7 +99,7 @@ class _Archive:
         return None if info is None else read_entry(info, rng, self._pread, self.offsets, self.path)
 
     def _pread(self, key: str, size: int, offset: int) -> bytes:
-        data = os.pread(self.fd, size, offset)  # no shared file offset, no lock
+        data = read_bytes(self.fd, size, offset)  # no shared file offset, no lock
         if len(data) != size:
             raise StoreError(f"truncated zip {self.path!r}: entry {key!r} is cut short")
         return data
@@ -136,6 +136,7 @@ class _Archive:
                     raise append_failed(key, self.path, err, no_room) from err
                 raise
             self.index[key] = info
+            self.signature = file_signature(os.fstat(self.fd))
             return True
 
     def _undo_write(self, zf: zipfile.ZipFile, key: str, before: AppendState) -> OSError | None:
@@ -157,7 +158,9 @@ class _Archive:
                 cut_file(zf, start_dir)
             zf.start_dir = start_dir
             list_entries(zf, self.index.values())
-            return write_directory(zf)
+            no_room = write_directory(zf)
+            self.signature = file_signature(os.fstat(self.fd))
+            return no_room
         except OSError as err:  # the file is in an unknown state: write nothing more to it
             drop_file(zf)
             self.zf, self.mode, self.dirty = None, "r", False  # the next write reopens it
@@ -242,29 +245,22 @@ class _Archive:
             self.frozen = self.writable  # the parent writes on: its file lacks a directory
         self.zf, self.mode, self.dirty = None, "r", False
 
-
-def _after_fork_in_child() -> None:
-    for archive in _archives.values():
-        archive.freeze()
-
-
-@atexit.register
-def _close_all() -> None:
-    """Write the directory of every zip still open in this process (never a forked copy)."""
-    for path in list(_archives):
-        with _path_locks[path]:
-            archive = _archives.get(path)
-            if archive is None or archive.pid != os.getpid():
-                continue  # closed meanwhile, or the parent's
-            if archive.writable:  # writes refused from now on (not to a zip first opened later)
-                _closed_at_exit.add(path)  # first: a write waiting for the close is refused
-            del _archives[path]  # a later read reopens it, never finds it closed
-            with contextlib.suppress(Exception):
-                archive.close()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    def let_go_if_replaced(self) -> bool:
+        """Let go of the file, writing nothing to it (reads in flight finish on it), if
+        another writer replaced or rewrote it since this process last left it; not while
+        this process has changes for a close to write (the zip's one writer), nor in a
+        forked child's snapshot of a zip its parent writes. True when let go."""
+        with self.lock:
+            zf = self.zf
+            changed = zf is not None and (self.dirty or zf._didModify)  # type: ignore[attr-defined]
+            if self.frozen or (self.writable and changed):
+                return False
+            if path_signature(self.path) == self.signature:  # as this process left it
+                return False
+            if zf is not None:
+                drop_file(zf)  # never its directory: the file is another writer's now
+            self.zf, self.mode, self.dirty = None, "r", False
+            return True
 
 
 class ZipStore(Store):
@@ -272,7 +268,8 @@ class ZipStore(Store):
 
     Entries are written ``ZIP_STORED`` by default (chunks are compressed already), so a
     ranged read fetches only the bytes asked for. All ZipStores of one path in a process
-    share one open archive, so a reader sees what a writer of the same process wrote.
+    share one open archive, so a reader sees what a writer of the same process wrote. A
+    new store's first use reads a zip that another writer replaced or rewrote since afresh.
 
     A zip cannot replace an entry in place: overwriting a key appends a new entry, and
     reads return the newest (as zipfile and zarr-python do); deleting hides the key.
@@ -321,6 +318,7 @@ class ZipStore(Store):
         self.compression = compression
         self.allowZip64 = allowZip64
         self._fresh = mode in ("w", "x")  # truncate or create on first use only
+        self._checked = False  # its first use reads a zip replaced or rewritten since afresh
 
     def __repr__(self) -> str:
         return f"ZipStore({self.path!r}, mode={self.mode!r})"
@@ -361,13 +359,18 @@ class ZipStore(Store):
         """The archive of this path shared in the process; writable when ``writing`` a key."""
         path = self.identity  # one archive per file, whatever path or link reaches it
         write, archive = writing is not None, _archives.get(path)
-        if archive is not None and not self._fresh and (archive.writable or not write):
+        settled = self._checked and not self._fresh
+        if archive is not None and settled and (archive.writable or not write):
             return archive
         changes = write or self._fresh
         action = f"create (mode {self.mode!r})" if not write else "write to"
         action = f"write {writing!r} to" if writing else action
         with _path_locks[path]:
             archive = _archives.get(path)
+            if archive is not None and not self._checked and archive.let_go_if_replaced():
+                del _archives[path]  # stores of it read the new file from their next use
+                archive = None
+            self._checked = True
             if changes:
                 frozen = archive is not None and archive.frozen
                 refuse_change(self.path, action, frozen, exiting=path in _closed_at_exit)

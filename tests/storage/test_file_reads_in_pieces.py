@@ -1,0 +1,61 @@
+"""Stores read files whole when the system returns each read in pieces (Linux: at most
+0x7ffff000 bytes a call), and ask for no more memory than a file holds."""
+
+from __future__ import annotations
+
+import os
+import random
+import zipfile
+
+import pytest
+from short_reads import cap_reads
+
+from torchzarr.storage.base import ByteRange
+from torchzarr.storage.fileio import read_bytes, read_into
+from torchzarr.storage.local import LocalStore
+from torchzarr.storage.zip import ZipStore
+
+PAYLOAD = random.Random(0).randbytes(10240)  # ten capped reads, compressed or not
+
+
+def test_reads_go_on_until_the_request_is_met_or_the_file_ends(tmp_path, monkeypatch):
+    path = tmp_path / "f"
+    path.write_bytes(PAYLOAD)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        cut = cap_reads(monkeypatch)
+        first, second, spare = bytearray(6000), bytearray(5000), bytearray(1)
+        assert read_into(fd, [first, second, spare], 100) == len(PAYLOAD) - 100
+        assert bytes(first + second[:4140]) == PAYLOAD[100:]
+        assert read_bytes(fd, 10000, 1000) == PAYLOAD[1000:]  # to its end
+        assert read_bytes(fd, 3000, len(PAYLOAD) + 5) == b""
+        whole = bytearray(len(PAYLOAD))
+        assert read_into(fd, [whole]) == len(PAYLOAD) and whole == PAYLOAD  # from its position
+        assert read_bytes(fd, 10) == b""  # the position is at the end
+        assert cut
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_entries_returned_in_pieces_are_read_whole(tmp_path, monkeypatch, compression):
+    path = tmp_path / "big.zip"
+    with ZipStore(path, mode="w", compression=compression) as store:
+        store.set("a/0", PAYLOAD)
+        store.set("a/1", PAYLOAD[::-1])
+    store = ZipStore(path)
+    try:
+        cut = cap_reads(monkeypatch)
+        assert store.get("a/0") == PAYLOAD  # and its CRC-32 checked
+        assert store.get_range("a/0", ByteRange(500, 8000)) == PAYLOAD[500:8500]
+        assert store.get_many(["a/0", "a/1"]) == {"a/0": PAYLOAD, "a/1": PAYLOAD[::-1]}
+        assert cut
+    finally:
+        store.close()
+
+
+def test_a_local_range_longer_than_the_file_reads_to_its_end(tmp_path):
+    store = LocalStore(tmp_path)
+    store.set("k", b"abc")
+    assert store.get_range("k", ByteRange(1, 2**62)) == b"bc"  # not 4 EiB of memory first
+    assert store.get_range("k", ByteRange(5, 2**62)) == b""
