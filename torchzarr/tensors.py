@@ -204,7 +204,15 @@ def _complex_into_real(source: object, dt: DataType) -> ShapeMismatchError:
 def _numpy_typed(value: Any) -> bool:
     """Whether ``value`` is a numpy array, 0-d ones included: it then casts as numpy casts
     arrays (wrapping). A numpy scalar (``np.float64(300.0)``, ``np.int64(300)``) is checked
-    as a Python number is, as numpy and torch check a scalar they assign."""
+    as torchzarr checks a Python number: one the dtype cannot hold is refused. That is
+    torchzarr's own rule: numpy wraps such a scalar (``np.zeros(2, np.uint8)[0] =
+    np.int64(300)`` stores 44), and torch checks some (``300`` into ``uint8``) but not
+    others (``-1`` into ``uint8`` stores 255, ``70000.0`` into ``float16`` infinity).
+
+    Example:
+        >>> _numpy_typed(np.array(300)), _numpy_typed(np.int64(300))
+        (True, False)
+    """
     return isinstance(value, np.ndarray)
 
 

@@ -4,10 +4,13 @@ the new one."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
 import torchzarr as tz
+from torchzarr.core import nodes, placement
 from torchzarr.errors import ArrayNotFoundError, GroupNotFoundError
 
 
@@ -96,3 +99,78 @@ def test_handles_of_a_node_replaced_by_one_of_its_kind_still_change_the_stored_o
     assert fresh.shape == (10,) and dict(fresh.attrs) == {"units": "m"}
     root.attrs["top"] = True  # the root group, its document always there
     assert dict(tz.open_group(any_store, mode="r").attrs) == {"top": True}
+
+
+class _LocksTellingWhenWanted:
+    """The node lock table, setting ``wanted`` when ``thread`` asks for one of its locks."""
+
+    def __init__(self, table, wanted: threading.Event) -> None:
+        self._table = table
+        self._wanted = wanted
+        self.thread: threading.Thread | None = None
+
+    def __getitem__(self, key):
+        return _TellingLock(self._table[key], self)
+
+
+class _TellingLock:
+    def __init__(self, lock, table: _LocksTellingWhenWanted) -> None:
+        self._lock = lock
+        self._table = table
+
+    def __enter__(self):
+        if threading.current_thread() is self._table.thread:
+            self._table._wanted.set()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("change", ["resize", "append"])
+def test_a_resize_during_a_replacement_by_an_array_waits_for_the_new_array(
+    monkeypatch, zarr_format, change
+):
+    store = tz.MemoryStore()
+    root = tz.open_group(store, mode="w", zarr_format=zarr_format)
+    handle = root.create_array("x", shape=(4,), dtype="float32", chunks=(2,))
+    old_deleted, resume, progressed = threading.Event(), threading.Event(), threading.Event()
+    prepare_path = placement.prepare_path
+
+    def delete_then_pause(*args, **kwargs):  # the old array is gone, the new one not yet written
+        changes = prepare_path(*args, **kwargs)
+        old_deleted.set()
+        resume.wait(timeout=60)
+        return changes
+
+    locks = _LocksTellingWhenWanted(nodes._node_locks, progressed)
+    monkeypatch.setattr(nodes, "_node_locks", locks)
+    monkeypatch.setattr(placement, "prepare_path", delete_then_pause)
+    errors: list[BaseException] = []
+
+    def replace():
+        root.create_array("x", shape=(6,), dtype="float32", chunks=(2,), overwrite=True)
+
+    def change_shape():
+        try:
+            if change == "resize":
+                handle.resize(8)
+            else:
+                handle.append(torch.ones(2))
+        except BaseException as err:  # reported by the test below
+            errors.append(err)
+        finally:
+            progressed.set()
+
+    replacer = threading.Thread(target=replace)
+    replacer.start()
+    assert old_deleted.wait(timeout=60)
+    changer = locks.thread = threading.Thread(target=change_shape)
+    changer.start()
+    progressed.wait(timeout=60)  # the change asked for the node's lock, or ended
+    resume.set()
+    replacer.join()
+    changer.join()
+    assert errors == []
+    assert tz.open_array(store, path="x", mode="r").shape == (8,)

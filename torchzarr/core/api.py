@@ -257,9 +257,16 @@ def open(
 ) -> Array | Group:
     """Open the array or group at ``path`` (format detected). Mode "a" creates a group if empty.
 
-    Given arguments of :func:`create_array` (``shape=``, ``dtype=``, ``data=``, ``chunks=``
-    ...), it opens an array as :func:`open_array` does, creating it with them where that
-    one would, as zarr-python's ``open`` does.
+    It takes the arguments of :func:`create_array` too, and sends them on as zarr-python's
+    ``open`` does: given ``shape=`` (or ``data=``, whose shape it is), it opens an array as
+    :func:`open_array` does, creating it with them where that one would. Otherwise an
+    array stored at ``path`` is opened as it is; anything else is opened or created as a
+    group by :func:`open_group`, which takes ``attributes=`` (so ``mode="w"`` replaces
+    the node with a group holding them). The arguments only an array takes (``dtype=``,
+    ``chunks=`` ...) raise ``ArgumentTypeError`` naming them when the node is, or would
+    be created as, a group; nothing is written or deleted then. ``use_consolidated`` is
+    used where a node is opened from the store's metadata; with ``shape=`` or ``data=``
+    the array's own metadata is read, and ``use_consolidated=True`` is refused.
 
     Example:
         >>> node = open("memory://", mode="w")
@@ -267,23 +274,50 @@ def open(
         'Group'
         >>> open("memory://", mode="w", shape=(3,), dtype="float32").shape
         (3,)
+        >>> dict(open("memory://", mode="w", attributes={"run": 1}).attrs)
+        {'run': 1}
     """
     _check_mode(mode)
     _check_create_kwargs(create_kwargs)
     st = _store(store, mode, storage_options)
-    if create_kwargs:
+    if "shape" in create_kwargs or "data" in create_kwargs:
+        if use_consolidated:
+            raise InvalidArgumentError(
+                "use_consolidated=True cannot open an array given shape= or data=: such an "
+                "array is opened (or created) from its own metadata, as open_array does"
+            )
         return open_array(st, mode, path=path, zarr_format=zarr_format, **create_kwargs)
     path = nodes.normalize_path(path, zarr_format)
     meta, members = (None, None)
     if mode not in ("w", "w-"):
         meta, members = _read_existing(st, path, zarr_format, mode, use_consolidated)
     if meta is not None:
-        return node_from_metadata(st, path, meta, mode == "r", members)
+        node = node_from_metadata(st, path, meta, mode == "r", members)
+        if isinstance(node, Group):
+            _refuse_array_arguments(create_kwargs, f"{path or '/'!r} in {st!r} is a group")
+        return node
     if mode in ("r", "r+"):
         raise NodeNotFoundError(
             f"no array or group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
         )
-    return open_group(st, mode, path=path, zarr_format=zarr_format)
+    _refuse_array_arguments(create_kwargs, f"open creates a group at {path or '/'!r}")
+    return open_group(st, mode, path=path, zarr_format=zarr_format, **create_kwargs)
+
+
+#: the arguments of :func:`create_array` that :func:`open` passes to :func:`open_group` too
+_GROUP_ARGUMENTS = frozenset({"attributes"})
+
+
+def _refuse_array_arguments(create_kwargs: dict[str, Any], why: str) -> None:
+    """Refuse the arguments of ``create_kwargs`` only an array takes, saying ``why`` a
+    group is opened."""
+    array_only = sorted(set(create_kwargs) - _GROUP_ARGUMENTS)
+    if array_only:
+        raise ArgumentTypeError(
+            f"{why}, and {', '.join(f'{name}=' for name in array_only)} apply to arrays "
+            "only: pass shape= (or data=) to open or create an array with them, or leave "
+            f"them out (a group takes {', '.join(sorted(f'{n}=' for n in _GROUP_ARGUMENTS))})"
+        )
 
 
 def open_array(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, raw_bits_dtype
 from torchzarr.errors import ArgumentTypeError, AttributeValueError
 
 __all__ = [
+    "MAX_JSON_NESTING",
     "RESERVED_ATTRIBUTES",
     "Attributes",
     "StoredAttributes",
@@ -77,6 +79,14 @@ def logical_data_type(metadata: Any) -> DataType:
     return _raw_dtype(metadata) or stored
 
 
+#: the most levels of lists and dicts within one another an attribute value may have.
+#: JSON sets no limit, but Python's json module, with which torchzarr and zarr-python
+#: write and read metadata, stops about ``sys.getrecursionlimit()`` (1000) levels deep,
+#: fewer when called from a deep call stack. Values stay inside that with room for the
+#: levels of the metadata documents around them and for the calls of a reader.
+MAX_JSON_NESTING = 900
+
+
 def json_ready(value: Any, where: str = "value") -> Any:
     """``value`` with numpy scalars and arrays and torch tensors (also nested in lists and
     dicts) turned into Python numbers and lists; anything else as it is.
@@ -84,49 +94,105 @@ def json_ready(value: Any, where: str = "value") -> Any:
     A dict key that is not a str raises ``AttributeValueError`` naming where it is
     (``where``, then the keys and indexes down to it): JSON would turn it into a str, so
     the value would read back otherwise (and ``{1: ..., "1": ...}`` lose one); so does a
-    tensor without a plain list of values (on the meta device, sparse, nested), and a list
-    or dict that holds itself (JSON has no references).
+    tensor without a plain list of values (on the meta device, sparse, nested), a list
+    or dict that holds itself (JSON has no references), and lists and dicts nested more
+    than :data:`MAX_JSON_NESTING` levels deep. It walks the value without recursing, so
+    any depth is checked, not only what Python's call stack holds.
 
     Example:
         >>> json_ready({"mean": np.float32(0.5), "shape": np.array([2, 3])})
         {'mean': 0.5, 'shape': [2, 3]}
     """
-    return _ready(value, where, set())
+    if not isinstance(value, Mapping | list | tuple):
+        return _plain(value, where, where, 0)
+    root: dict[str, Any] | list[Any] = {} if isinstance(value, Mapping) else []
+    # the containers being filled, outermost first: (the ready copy, the members left,
+    # the key or index of the container in its parent, the container's id)
+    stack: list[tuple[Any, Iterator[tuple[Any, Any]], Any, int]] = [
+        (root, _members(value, where), None, id(value))
+    ]
+    enclosing = {id(value)}
+    while stack:
+        ready, members, _, _ = stack[-1]
+        for key, item in members:
+            if not isinstance(item, Mapping | list | tuple):
+                item = _plain(item, where, _where(where, stack, key), len(stack))
+            else:
+                item_where = _where(where, stack, key)
+                if id(item) in enclosing:
+                    raise AttributeValueError(
+                        f"{item_where}: the value holds itself (a circular reference), "
+                        "which JSON cannot store"
+                    )
+                if len(stack) >= MAX_JSON_NESTING:
+                    raise _too_deep(where)
+                copy: Any = {} if isinstance(item, Mapping) else []
+                _put(ready, key, copy)
+                enclosing.add(id(item))
+                stack.append((copy, _members(item, item_where), key, id(item)))
+                break  # fill the inner container first, then carry on with this one
+            _put(ready, key, item)
+        else:
+            enclosing.discard(stack.pop()[3])
+    return root
 
 
-def _ready(value: Any, where: str, enclosing: set[int]) -> Any:
-    """:func:`json_ready` of ``value``, found inside the lists and dicts whose ids are
-    ``enclosing``."""
+def _members(value: Any, where: str) -> Iterator[tuple[Any, Any]]:
+    """``(key, item)`` of a mapping (refusing keys other than str), ``(index, item)`` of
+    a list or tuple."""
+    if not isinstance(value, Mapping):
+        yield from enumerate(value)
+        return
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise AttributeValueError(
+                f"{where}: key {key!r} ({type(key).__name__}) is not a str; JSON "
+                "object keys are, so it would read back as a str: convert the keys first"
+            )
+        yield key, item
+
+
+def _put(ready: dict[str, Any] | list[Any], key: Any, item: Any) -> None:
+    if isinstance(ready, dict):
+        ready[key] = item
+    else:
+        ready.append(item)  # members come in order
+
+
+def _where(where: str, stack: list[tuple[Any, Any, Any, int]], key: Any) -> str:
+    """Where the member ``key`` of the innermost container of ``stack`` is."""
+    keys = [entry[2] for entry in stack[1:]] + [key]
+    return where + "".join(f"[{k!r}]" for k in keys)
+
+
+def _too_deep(where: str) -> AttributeValueError:
+    return AttributeValueError(
+        f"{where}: lists and dicts nested more than {MAX_JSON_NESTING} levels deep; JSON "
+        "sets no limit, but Python's json module, which writes and reads metadata (here "
+        f"and in zarr-python), stops at about {sys.getrecursionlimit()} levels "
+        "(sys.getrecursionlimit(), less the calls in progress)"
+    )
+
+
+def _plain(value: Any, top: str, where: str, depth: int) -> Any:
+    """A value other than a list, tuple or mapping, at ``where``, ``depth`` levels deep
+    in the value ``top`` names, with tensors and numpy values as Python numbers and lists."""
     if isinstance(value, torch.Tensor):
         if value.is_meta:
             raise AttributeValueError(f"{where}: a tensor on the meta device holds no values")
+        ndim = value.ndim
         try:
-            return value.detach().cpu().tolist()
+            value = value.detach().cpu().tolist()
         except (RuntimeError, NotImplementedError) as err:  # sparse, nested: no plain values
             raise AttributeValueError(f"{where}: tensor has no list of values ({err})") from None
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    if not isinstance(value, Mapping | list | tuple):
+    elif isinstance(value, np.ndarray | np.generic):
+        ndim = value.ndim
+        value = value.tolist()
+    else:
         return value
-    if id(value) in enclosing:
-        raise AttributeValueError(
-            f"{where}: the value holds itself (a circular reference), which JSON cannot store"
-        )
-    enclosing.add(id(value))
-    try:
-        if isinstance(value, Mapping):
-            ready = {}
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise AttributeValueError(
-                        f"{where}: key {key!r} ({type(key).__name__}) is not a str; JSON "
-                        "object keys are, so it would read back as a str: convert the keys first"
-                    )
-                ready[key] = _ready(item, f"{where}[{key!r}]", enclosing)
-            return ready
-        return [_ready(v, f"{where}[{i}]", enclosing) for i, v in enumerate(value)]
-    finally:
-        enclosing.discard(id(value))
+    if depth + ndim > MAX_JSON_NESTING:
+        raise _too_deep(top)
+    return value
 
 
 class StoredAttributes(dict[str, Any]):
@@ -150,17 +216,18 @@ def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
         >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
         ('m/s', 2.5)
     """
-    try:
-        ready = json_ready(value, f"attribute {key!r}")
-    except RecursionError:  # lists in lists ... past Python's recursion limit
-        raise AttributeValueError(
-            f"attribute {key!r}: value nested too deeply to be stored as JSON"
-        ) from None
+    ready = json_ready(value, f"attribute {key!r}")
     try:
         json.dumps(ready, allow_nan=stored)
     except (TypeError, ValueError) as err:
         raise AttributeValueError(
             f"attribute {key!r}: value {value!r:.80} cannot be stored as JSON ({err})"
+        ) from None
+    except RecursionError:  # within MAX_JSON_NESTING, but called from a very deep stack
+        raise AttributeValueError(
+            f"attribute {key!r}: value nested too deeply for Python's json module to write "
+            f"from this call stack (it stops at about sys.getrecursionlimit() = "
+            f"{sys.getrecursionlimit()} levels, less the calls in progress)"
         ) from None
     return ready
 

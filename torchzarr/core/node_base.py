@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
-from torchzarr.core.nodes import read_node
+from torchzarr.core.nodes import node_lock, read_node
 from torchzarr.errors import ArrayNotFoundError, GroupNotFoundError
 from torchzarr.metadata.base import ArrayMetadata
 
@@ -70,16 +70,20 @@ class NodeBase:
         return self._read_only
 
     def _stored_metadata(self) -> Any:
-        """The node's metadata as stored now, for a change through this handle to start
-        from (a read-modify-write calls it under the node's lock).
+        """The node's metadata as stored now, for a metadata change through this handle
+        (attributes, resize, append) to start from. It is read under the node's lock, so
+        never in the middle of a replacement in progress in this process (``overwrite=True``
+        deletes the old node, then writes the new one); a read-modify-write holds the lock
+        around the whole change. Element writes do not call it: they are not checked.
 
         Raises:
             ArrayNotFoundError, GroupNotFoundError: since the handle was opened, the node
-                was deleted, or replaced by a node of the other kind: a change written
-                through the handle would bring the deleted node back, or write over the
-                new one (its attributes, its members, its chunks).
+                was deleted, or replaced by a node of the other kind: the metadata change
+                would bring the deleted node back, or write over the new one (its
+                attributes, or a resize clearing chunks among its members').
         """
-        stored = read_node(self._store, self._path, self.zarr_format)
+        with node_lock(self._store, [self._path]):  # reentrant: a caller may hold it
+            stored = read_node(self._store, self._path, self.zarr_format)
         is_array = isinstance(self._metadata, ArrayMetadata)
         if stored is not None and isinstance(stored, ArrayMetadata) == is_array:
             return stored

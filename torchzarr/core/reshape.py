@@ -88,12 +88,15 @@ _SHAPE_LOCKS = LockTable(reentrant=True)  # by location: one per array, however 
 def shape_lock(array: Any) -> Any:
     """The lock of ``array``'s shape in this process (reentrant): resizes and appends through
     any handle take it, and only they: the groups above are not locked while the array's
-    chunks are cleared or written."""
+    chunks are cleared or written. The node locks (``nodes.node_lock``) are taken inside
+    it, never the other way round: nothing holding a node lock resizes or appends."""
     return _SHAPE_LOCKS[location(array.store.identity, array.path)]
 
 
 def stored_shape(array: Any) -> tuple[int, ...]:
-    """``array``'s shape as stored now, before the handle resizes or appends to it.
+    """``array``'s shape as stored now, before the handle resizes or appends to it (read
+    under the array's node lock: a same-kind replacement in progress is waited for, never
+    seen half done).
 
     Raises:
         ArrayNotFoundError: the array was deleted, or replaced by a group, since the handle
