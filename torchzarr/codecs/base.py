@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from torchzarr.codecs.bounded import loose_bound, nbytes_of, too_large
+
 __all__ = ["ArrayArrayCodec", "ArrayBytesCodec", "BytesBytesCodec", "ChunkSpec", "Codec"]
 
 
@@ -110,6 +112,17 @@ class ArrayBytesCodec(Codec):
     def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
         """Deserialise a chunk of ``spec``; write into ``out`` when given (C-contiguous)."""
 
+    def max_encoded_size(self, spec: ChunkSpec) -> int:
+        """A bound on the size of an encoded chunk of ``spec``: what the bytes -> bytes codecs
+        after this one may decode to. Codecs that know theirs override this generous one.
+
+        Example:
+            >>> from torchzarr.codecs.bytes_codec import BytesCodec
+            >>> BytesCodec().max_encoded_size(ChunkSpec((4,), np.dtype("<i4"), 0))
+            16
+        """
+        return loose_bound(spec.nbytes)
+
 
 class BytesBytesCodec(Codec):
     """Transforms bytes into bytes (compressors, checksums)."""
@@ -121,3 +134,34 @@ class BytesBytesCodec(Codec):
     @abc.abstractmethod
     def decode(self, data: bytes) -> bytes:
         """Invert :meth:`encode`."""
+
+    def decode_bounded(self, data: Any, limit: int) -> Any:
+        """:meth:`decode` data known to decode to at most ``limit`` bytes (what the codecs
+        before this one encode a chunk to); returns a buffer. Pipelines decode with it.
+
+        Compressors override it to stop once past the limit; this one decodes, then checks.
+
+        Raises:
+            ChunkDecodeError: data that decodes to more than ``limit`` bytes.
+
+        Example:
+            >>> from torchzarr.codecs.compressors import ZstdCodec
+            >>> bytes(ZstdCodec().decode_bounded(ZstdCodec().encode(b"abc"), 3))
+            b'abc'
+        """
+        decoded = self.decode(data)
+        if nbytes_of(decoded) > limit:
+            raise too_large(self.codec_name, limit)
+        return decoded
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        """A bound on the size of :meth:`encode`'s output for ``nbytes`` bytes: what the
+        codec after this one may decode to. Codecs that know theirs override this generous
+        one (16 times plus 64 KiB).
+
+        Example:
+            >>> from torchzarr.codecs.compressors import Crc32cCodec
+            >>> Crc32cCodec().max_encoded_size(10)
+            14
+        """
+        return loose_bound(nbytes)

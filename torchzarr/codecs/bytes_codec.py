@@ -84,6 +84,10 @@ class BytesCodec(ArrayBytesCodec):
         """True when stored bytes are in this machine's byte order (no swap needed)."""
         return self.endian is None or self.endian == _NATIVE
 
+    def max_encoded_size(self, spec: ChunkSpec) -> int:
+        """Exactly the chunk's size: the bytes as they are."""
+        return spec.nbytes
+
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
         """The chunk's bytes in C order and the codec's byte order (any input layout)."""
         return np.asarray(chunk).astype(self.stored_dtype(spec), order="C", copy=False).tobytes()

@@ -13,102 +13,30 @@ from numcodecs.compat import ensure_contiguous_ndarray
 
 from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import BytesBytesCodec, ChunkSpec
+from torchzarr.codecs.bounded import (
+    DECODES_INTO,
+    compress_bound,
+    decoded_size,
+    decompress_at_most,
+    frame_head,
+    is_empty_frame,
+    too_large,
+)
 from torchzarr.errors import ChecksumError, ChunkDecodeError, CodecError, MetadataError
 
 __all__ = [
     "BloscCodec",
     "Crc32cCodec",
+    "DECODES_INTO",
     "GzipCodec",
     "ZstdCodec",
     "blosc_cnames_available",
+    "decode_at_most",
     "decode_into",
     "decoded_size",
     "gzip_compress",
     "is_empty_frame",
 ]
-
-#: numcodecs compressors whose ``decode`` takes ``out=`` and whose header states the size
-DECODES_INTO = frozenset({"zstd", "lz4", "blosc"})
-
-
-def _head(data: Any, n: int) -> bytes:
-    view = memoryview(data)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
-    return bytes(view[:n])
-
-
-def _nbytes(data: Any) -> int:
-    return memoryview(data).nbytes
-
-
-def decoded_size(codec_id: str, data: Any) -> int | None:
-    """The decoded size a compressed buffer's header states, or None where it states none.
-
-    Knows numcodecs' ``zstd`` (frame header), ``lz4`` (4-byte size prefix) and ``blosc``
-    (16-byte header, whose stated compressed size is also checked against the buffer).
-
-    Example:
-        >>> decoded_size("zstd", numcodecs.Zstd().encode(bytes(100)))
-        100
-    """
-    if codec_id == "zstd":
-        return fast_decode.zstd_content_size(data)
-    if codec_id == "lz4":
-        head = _head(data, 4)
-        if len(head) < 4:
-            raise ChunkDecodeError(f"lz4 codec: {len(head)} bytes cannot hold the size header")
-        return int.from_bytes(head, "little")
-    if codec_id == "blosc":
-        head = _head(data, 16)
-        if len(head) < 16:
-            raise ChunkDecodeError(f"blosc codec: {len(head)} bytes cannot hold the 16-byte header")
-        cbytes = int.from_bytes(head[12:16], "little")
-        if cbytes != _nbytes(data):
-            raise ChunkDecodeError(
-                f"blosc codec: header says {cbytes} compressed bytes, the chunk holds "
-                f"{_nbytes(data)} (truncated or corrupt)"
-            )
-        return int.from_bytes(head[4:8], "little")
-    return None
-
-
-def _zstd_empty_frame_length(head: bytes) -> int:
-    descriptor = head[4]
-    fcs_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
-    header = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
-    header += (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
-    block = int.from_bytes(head[header : header + 3], "little") if len(head) >= header + 3 else 1
-    if block != 1:  # one block: last, raw, 0 bytes; what zstd writes for empty input
-        return -1
-    return header + 3 + (4 if descriptor & 4 else 0)
-
-
-def is_empty_frame(codec_id: str, data: Any) -> bool:
-    """True when ``data`` is a well-formed frame of nothing (numcodecs cannot decode those).
-
-    numcodecs writes zstd, lz4 and blosc frames for empty input that it then refuses to
-    decode; a header that states 0 bytes must frame nothing else.
-
-    Raises:
-        ChunkDecodeError: a header stating 0 bytes on a malformed or truncated frame.
-
-    Example:
-        >>> is_empty_frame("zstd", numcodecs.Zstd().encode(b""))
-        True
-    """
-    if decoded_size(codec_id, data) != 0:
-        return False
-    head = _head(data, 32)
-    if codec_id == "zstd":
-        expected = _zstd_empty_frame_length(head)
-    elif codec_id == "lz4":
-        expected = 5 if head[4:5] == b"\0" else -1
-    else:
-        expected = _nbytes(data)  # blosc: the stated compressed size was checked already
-    if expected != _nbytes(data):
-        raise ChunkDecodeError(f"{codec_id} codec: a malformed frame of 0 bytes (truncated?)")
-    return True
 
 
 def _decode(impl: Any, codec_id: str, data: Any) -> bytes:
@@ -119,6 +47,26 @@ def _decode(impl: Any, codec_id: str, data: Any) -> bytes:
     except Exception as err:
         raise ChunkDecodeError(f"{codec_id} codec: {type(err).__name__}: {err}") from err
     return decoded if isinstance(decoded, bytes) else np.asarray(decoded).tobytes()
+
+
+def decode_at_most(impl: Any, codec_id: str, data: Any, limit: int, name: str = "") -> Any:
+    """Decode ``data`` with numcodecs codec ``impl``, knowing it decodes to at most ``limit``
+    bytes (see :func:`~torchzarr.codecs.bounded.decompress_at_most`); a buffer comes back.
+
+    Raises:
+        ChunkDecodeError: corrupt data, or data that decodes to more than ``limit`` bytes,
+            naming the codec (``name``, or else ``codec_id``).
+
+    Example:
+        >>> bytes(decode_at_most(numcodecs.GZip(), "gzip", gzip_compress(b"abc", 1), 3))
+        b'abc'
+    """
+    try:
+        return decompress_at_most(impl, codec_id, data, limit)
+    except ChunkDecodeError:
+        raise
+    except Exception as err:
+        raise ChunkDecodeError(f"{name or codec_id} codec: {type(err).__name__}: {err}") from err
 
 
 def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
@@ -151,13 +99,13 @@ def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
             f"{codec_id} codec: the chunk decompresses to {size} bytes, expected {out.nbytes}"
         )
     if size is None or codec_id not in DECODES_INTO:
-        decoded = _decode(impl, codec_id, data)
-        if len(decoded) != out.nbytes:
+        decoded = np.frombuffer(decode_at_most(impl, codec_id, data, out.nbytes), np.uint8)
+        if decoded.size != out.nbytes:
             raise ChunkDecodeError(
-                f"{codec_id} codec: the chunk decompresses to {len(decoded)} bytes, "
+                f"{codec_id} codec: the chunk decompresses to {decoded.size} bytes, "
                 f"expected {out.nbytes}"
             )
-        out[...] = np.frombuffer(decoded, dtype=np.uint8)
+        out[...] = decoded
         return
     if is_empty_frame(codec_id, data):
         return
@@ -201,6 +149,15 @@ class _NumcodecsCompressor(BytesBytesCodec):
     def decode(self, data: bytes) -> bytes:
         """Decompress ``data``; corrupt input raises :class:`ChunkDecodeError`."""
         return _decode(self._impl, self.codec_name, data)
+
+    def decode_bounded(self, data: Any, limit: int) -> Any:
+        """Decompress ``data``, refusing it once past ``limit`` bytes (see
+        :func:`decode_at_most`)."""
+        return decode_at_most(self._impl, self.codec_name, data, limit)
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        """A bound on the compressed size of ``nbytes`` bytes (incompressible data grows)."""
+        return compress_bound(nbytes)
 
     def decode_into(self, data: bytes, out: np.ndarray) -> None:
         """Decompress into ``out``, a contiguous uint8 array of the exact decoded size."""
@@ -310,7 +267,7 @@ def blosc_cnames_available() -> list[str]:
 
 def _missing_blosc_compressor(data: Any) -> str | None:
     """The compressor a blosc frame's header names when this build lacks it, else None."""
-    head = _head(data, 3)
+    head = frame_head(data, 3)
     name = _BLOSC_FORMATS.get(head[2] >> 5) if len(head) == 3 else None
     return name if name is not None and name not in blosc_cnames_available() else None
 
@@ -417,6 +374,13 @@ class BloscCodec(_NumcodecsCompressor):
         except ChunkDecodeError as err:
             raise self._explained(err, data) from err
 
+    def decode_bounded(self, data: Any, limit: int) -> Any:
+        """Decompress at most ``limit`` bytes; a frame of a compressor this build lacks says so."""
+        try:
+            return super().decode_bounded(data, limit)
+        except ChunkDecodeError as err:
+            raise self._explained(err, data) from err
+
     def _explained(self, err: ChunkDecodeError, data: Any) -> ChunkDecodeError:
         missing = _missing_blosc_compressor(data)
         if missing is None:
@@ -484,3 +448,18 @@ class Crc32cCodec(BytesBytesCodec):
     def decode(self, data: bytes) -> bytes:
         """Verify and strip the checksum."""
         return bytes(self.payload(data))
+
+    def decode_bounded(self, data: Any, limit: int) -> memoryview:
+        """The verified payload as a view (no copy of the whole chunk to strip 4 bytes).
+
+        Raises:
+            ChunkDecodeError: a payload longer than ``limit`` bytes.
+        """
+        body = self.payload(data)
+        if len(body) > limit:
+            raise too_large(self.codec_name, limit)
+        return body
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        """``nbytes`` and the 4-byte checksum."""
+        return nbytes + 4

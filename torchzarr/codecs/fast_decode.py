@@ -19,6 +19,7 @@ __all__ = [
     "decompress_prefix",
     "zstd_content_size",
     "decompress_to",
+    "zstd_decompress_at_most",
     "zstd_decompressor",
     "zstd_decompressor_at",
     "zstd_error",
@@ -190,6 +191,32 @@ def decompress_to(codec_id: str, data: Any, address: int, size: int) -> None:
     n = _BLOSC.blosc_decompress_ctx(src, address, cap, 1)
     if n != cap:
         raise ChunkDecodeError(f"blosc codec: decompression failed (code {n})")
+
+
+def zstd_decompress_at_most(data: Any, limit: int) -> np.ndarray | None:
+    """Decompress the zstd frames of ``data``, stating their size or not, into a new buffer
+    of ``limit`` bytes; returns the part filled, or None when the data decodes to more than
+    ``limit`` bytes (found once ``limit`` bytes are written, not after decoding all of it).
+
+    Raises:
+        ChunkDecodeError: corrupt data.
+
+    Example:
+        >>> import numcodecs
+        >>> zstd_decompress_at_most(numcodecs.Zstd().encode(b"abcd"), 8).tobytes()
+        b'abcd'
+        >>> zstd_decompress_at_most(numcodecs.Zstd().encode(b"abcd"), 3) is None
+        True
+    """
+    out = np.empty(limit, dtype=np.uint8)
+    src, nsrc = _source(data)
+    n = _ZSTD.ZSTD_decompressDCtx(_zstd_context(), out.ctypes.data, limit, src, nsrc)
+    name = zstd_error(n)
+    if name is None:
+        return out[:n]
+    if "too small" in name:  # ZSTD_error_dstSize_tooSmall
+        return None
+    raise ChunkDecodeError(f"zstd codec: {name}")
 
 
 def zstd_library() -> Any:

@@ -7,10 +7,12 @@ array -> array, ``pcodec``/``zfpy`` array -> bytes, everything else bytes -> byt
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 import numcodecs
 import numcodecs.errors
+import numcodecs.pickles
 import numpy as np
 from numcodecs.abc import Codec as NumcodecsObject
 
@@ -21,7 +23,8 @@ from torchzarr.codecs.base import (
     ChunkSpec,
     Codec,
 )
-from torchzarr.codecs.compressors import DECODES_INTO, decode_into, is_empty_frame
+from torchzarr.codecs.bounded import max_encoded_size
+from torchzarr.codecs.compressors import DECODES_INTO, decode_at_most, decode_into, is_empty_frame
 from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError, UnknownCodecError
 from torchzarr.forksafe import new_lock
 
@@ -33,6 +36,8 @@ __all__ = [
     "NumcodecsArrayBytesCodec",
     "NumcodecsBytesBytesCodec",
     "NumcodecsCodec",
+    "OBJECT_CODEC_IDS",
+    "check_numeric_codec",
     "numcodecs_codec_class",
     "numcodecs_defaults",
     "numcodecs_object",
@@ -47,17 +52,93 @@ ARRAY_TO_ARRAY_IDS = frozenset(
 )
 #: numcodecs codecs that serialise an array themselves (array -> bytes)
 ARRAY_TO_BYTES_IDS = frozenset({"pcodec", "zfpy"})
+#: numcodecs codecs that build Python objects from stored bytes. ``pickle`` runs any code
+#: the bytes name wherever numcodecs unpickles (before 0.15.2, 0.16.0-0.16.5, 0.17.0, or
+#: with NUMCODECS_ALLOW_UNSAFE_PICKLE_DECODE set); the others make object arrays, which
+#: no torch dtype holds. torchzarr neither reads nor writes with any of them.
+OBJECT_CODEC_IDS = frozenset(
+    {
+        "pickle",
+        "msgpack",
+        "msgpack2",
+        "json",
+        "json2",
+        "vlen-utf8",
+        "vlen-bytes",
+        "vlen-array",
+        "categorize",
+    }
+)
 #: settings zarr-python lets one leave out and fills from the array's dtype (``evolve``)
 _EVOLVED_FROM_DTYPE = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype"}
 #: settings with a numcodecs default that ``evolve`` replaces by the dtype's when left unset
 _DEFAULT_FROM_DTYPE = {"shuffle": "elementsize"}
 
 
+def _object_codec_classes() -> tuple[type, ...]:
+    """numcodecs' classes of the codecs in :data:`OBJECT_CODEC_IDS` (those this build has),
+    so that one registered under another id is refused too."""
+    found: list[type] = []
+    for module, name in (
+        ("pickles", "Pickle"),
+        ("json", "JSON"),
+        ("msgpacks", "MsgPack"),
+        ("vlen", "VLenUTF8"),
+        ("vlen", "VLenBytes"),
+        ("vlen", "VLenArray"),
+        ("categorize", "Categorize"),
+    ):
+        try:
+            cls = getattr(importlib.import_module(f"numcodecs.{module}"), name)
+        except (ImportError, AttributeError):  # msgpack is optional
+            continue
+        found.append(cls)
+    return tuple(found)
+
+
+_OBJECT_CODEC_CLASSES = _object_codec_classes()
+
+
+def check_numeric_codec(codec: Any) -> None:
+    """Refuse a numcodecs codec (an id, or a codec object) that builds Python objects from
+    stored bytes: ``pickle`` (which runs any code the bytes name) and the object-array codecs
+    (``json2``, ``msgpack2``, ``vlen-*``, ``categorize``). Checked before anything is decoded
+    or encoded, whatever numcodecs' version or settings.
+
+    Raises:
+        UnknownCodecError: naming the codec and why torchzarr does not take it.
+
+    Example:
+        >>> check_numeric_codec("zstd")
+        >>> check_numeric_codec("pickle")
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.UnknownCodecError: numcodecs codec 'pickle' is refused: it unpickles the stored bytes, which runs any code they name; torchzarr reads and writes numeric arrays only
+    """
+    codec_id = codec if isinstance(codec, str) else getattr(codec, "codec_id", None)
+    name = codec_id if isinstance(codec_id, str) else type(codec).__name__
+    if name.lower() not in OBJECT_CODEC_IDS and not isinstance(codec, _OBJECT_CODEC_CLASSES):
+        return
+    unpickles = name.lower() == "pickle" or isinstance(codec, numcodecs.pickles.Pickle)
+    why = (
+        "it unpickles the stored bytes, which runs any code they name"
+        if unpickles
+        else "it decodes to Python objects, which no torch dtype holds"
+    )
+    raise UnknownCodecError(
+        f"numcodecs codec {name!r} is refused: {why}; torchzarr reads and writes numeric "
+        "arrays only"
+    )
+
+
 def numcodecs_object(value: Any) -> NumcodecsObject:
     """A numcodecs codec from a codec object, a config dict or a short name ("zstd", "lz4", ...).
 
+    Codecs that build Python objects (``pickle``, ``json2``, ``vlen-utf8``, ...) are refused
+    before numcodecs builds them (see :func:`check_numeric_codec`).
+
     Raises:
-        UnknownCodecError: naming the id numcodecs does not know.
+        UnknownCodecError: naming the id numcodecs does not know, or a refused codec.
         CodecError: a known id with an invalid configuration.
 
     Example:
@@ -67,6 +148,7 @@ def numcodecs_object(value: Any) -> NumcodecsObject:
         Zstd(level=3)
     """
     if isinstance(value, NumcodecsObject):
+        check_numeric_codec(value)
         return value
     if isinstance(value, str):
         config: dict[str, Any] = {"id": value.lower()}
@@ -77,8 +159,9 @@ def numcodecs_object(value: Any) -> NumcodecsObject:
             f"cannot make a numcodecs codec from {value!r}: pass a numcodecs codec, a config "
             "dict with an 'id', or a short name such as 'zstd'"
         )
+    check_numeric_codec(config["id"])
     try:
-        return numcodecs.get_codec(config)
+        codec = numcodecs.get_codec(config)
     except numcodecs.errors.UnknownCodecError:
         raise UnknownCodecError(
             f"unknown numcodecs codec id {config['id']!r}: numcodecs has no such codec "
@@ -88,6 +171,8 @@ def numcodecs_object(value: Any) -> NumcodecsObject:
         raise CodecError(
             f"numcodecs codec {config['id']!r}: invalid config {config!r}: {err}"
         ) from None
+    check_numeric_codec(codec)  # a plugin may register an object codec under another id
+    return codec
 
 
 def numcodecs_defaults(codec_id: str) -> dict[str, Any]:
@@ -225,6 +310,16 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
         except Exception as err:
             raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
 
+    def decode_bounded(self, data: Any, limit: int) -> Any:
+        """Decode ``data`` known to decode to at most ``limit`` bytes: compressors stop once
+        past it (see :func:`~torchzarr.codecs.compressors.decode_at_most`)."""
+        return decode_at_most(self.numcodecs_codec, self.codec_id, data, limit, self.codec_name)
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        """A bound on the encoded size of ``nbytes`` bytes: compressors grow incompressible
+        data a little, checksums add 4 bytes, others get a generous bound."""
+        return max_encoded_size(self.codec_id, nbytes)
+
     def decode_into(self, data: bytes, out: np.ndarray) -> None:
         """Decode into ``out``, a contiguous uint8 array of the exact decoded size."""
         decode_into(self.numcodecs_codec, self.codec_id, data, out)
@@ -356,6 +451,7 @@ def numcodecs_codec_class(codec_id: str) -> type[NumcodecsCodec]:
         found = _classes.get(codec_id)
         if found is not None:
             return found
+        check_numeric_codec(codec_id)
         if codec_id not in numcodecs.registry.codec_registry:
             try:
                 numcodecs.get_codec({"id": codec_id})

@@ -129,12 +129,6 @@ def _evolve(codec: _C, spec: ChunkSpec) -> _C:
     return evolved  # type: ignore[return-value]
 
 
-def _bb_decode(codec: BytesBytesCodec, data: Any) -> Any:
-    if isinstance(codec, Crc32cCodec):
-        return codec.payload(data)  # a view: no copy of the whole chunk to strip 4 bytes
-    return codec.decode(data)
-
-
 class V3Pipeline:
     """A v3 codec chain: array -> array codecs, one array -> bytes codec, bytes -> bytes codecs.
 
@@ -204,6 +198,8 @@ class V3Pipeline:
         self._ab_spec = current
         self.bytes_bytes = tuple(bytes_bytes)
         self.codecs: tuple[Codec, ...] = (*array_array, array_bytes, *bytes_bytes)
+        # the most each bytes -> bytes codec may decode to: a decompression bomb stops there
+        self._limits = self.size_bounds()[:-1] if bytes_bytes else ()
         plain = not self.array_array and isinstance(array_bytes, BytesCodec)
         inner = self.bytes_bytes[0] if self.bytes_bytes else None
         # the innermost bytes codec decompresses straight into out ...
@@ -216,6 +212,20 @@ class V3Pipeline:
             and not array_bytes.is_native
             and spec.dtype.itemsize > 1
         )
+
+    def size_bounds(self) -> tuple[int, ...]:
+        """Bounds on a chunk's encoded size after the array -> bytes codec (exact for
+        ``bytes``) and after each bytes -> bytes codec; the last bounds the stored chunk.
+
+        Example:
+            >>> spec = ChunkSpec((4,), np.dtype("<i4"), 0)
+            >>> V3Pipeline([BytesCodec("little"), Crc32cCodec()], spec).size_bounds()
+            (16, 20)
+        """
+        bounds = [self.array_bytes.max_encoded_size(self._ab_spec)]
+        for codec in self.bytes_bytes:
+            bounds.append(codec.max_encoded_size(bounds[-1]))
+        return tuple(bounds)
 
     @property
     def zstd_frame_codec(self) -> Any:
@@ -294,15 +304,15 @@ class V3Pipeline:
         try:
             buf: Any = data
             if out is not None and self._into is not None:
-                for codec in reversed(self.bytes_bytes[1:]):
-                    buf = _bb_decode(codec, buf)
+                for codec, limit in zip(self.bytes_bytes[:0:-1], self._limits[:0:-1], strict=True):
+                    buf = codec.decode_bounded(buf, limit)
                 codec = self._into
                 codec.decode_into(buf, out.reshape(-1).view(np.uint8))  # type: ignore[attr-defined]
                 if self._swap:
                     out.byteswap(inplace=True)
                 return out
-            for codec in reversed(self.bytes_bytes):
-                buf = _bb_decode(codec, buf)
+            for codec, limit in zip(self.bytes_bytes[::-1], self._limits[::-1], strict=True):
+                buf = codec.decode_bounded(buf, limit)
             codec = self.array_bytes
             if not self.array_array:
                 return self.array_bytes.decode(buf, self.spec, out=out)

@@ -14,14 +14,9 @@ import numpy as np
 from numcodecs.abc import Codec as NumcodecsObject
 
 from torchzarr.codecs.base import ChunkSpec
+from torchzarr.codecs.bounded import DECODES_INTO, decompress_at_most, max_encoded_size
 from torchzarr.codecs.bytes_codec import as_byte_view
-from torchzarr.codecs.compressors import (
-    DECODES_INTO,
-    BloscCodec,
-    decode_into,
-    gzip_compress,
-    is_empty_frame,
-)
+from torchzarr.codecs.compressors import BloscCodec, decode_into, gzip_compress
 from torchzarr.codecs.numcodecs_adapter import numcodecs_object
 from torchzarr.codecs.pipeline import check_out, decode_error
 from torchzarr.errors import (
@@ -141,6 +136,13 @@ class V2Pipeline:
             and same_layout
             and (self._compressor_id is None or self._compressor_id in DECODES_INTO)
         )
+        # the most each filter, then the compressor, may decode to: the chunk's size, then
+        # what each filter may add to it; a decompression bomb stops there
+        bounds = [spec.nbytes]
+        for codec in self.filters:
+            bounds.append(max_encoded_size(codec.codec_id, bounds[-1]))
+        self._filter_limits = tuple(bounds[:-1])
+        self._compressor_limit = bounds[-1]
 
     @property
     def zstd_frame_codec(self) -> Any:
@@ -248,12 +250,10 @@ class V2Pipeline:
                 return out
             raw: Any = data
             if self.compressor is not None:
-                if is_empty_frame(str(self._compressor_id), data):
-                    raw = b""  # numcodecs rejects the frames it writes for empty input
-                else:
-                    raw = self.compressor.decode(data)
-            for codec in reversed(self.filters):
-                raw = codec.decode(raw)
+                limit = self._compressor_limit
+                raw = decompress_at_most(self.compressor, str(self._compressor_id), data, limit)
+            for codec, limit in zip(self.filters[::-1], self._filter_limits[::-1], strict=True):
+                raw = decompress_at_most(codec, codec.codec_id, raw, limit)
             codec = None
             array = self._as_chunk(raw)
         except Exception as err:
