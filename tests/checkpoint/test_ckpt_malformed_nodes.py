@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,18 @@ NODE_DAMAGE = {
     "tensor device not a str": (_set_tensor_info({"device": 5}), "device 5, not a str"),
     "byte order unknown": (_set_tensor_info({"numpy": True, "byteorder": "?"}), "byte order"),
     "alias naming a group": (_set_entries([["w", "alias", "g"]]), r"\['w'\] names 'g'"),
+    "group entry naming its own node": (
+        _set_entries([["w", "tensor", "w"], ["x", "group", ""]]),
+        r"entry 1 is \['x', 'group', ''\]: a group entry names one member",
+    ),
+    "group entry naming a path": (
+        _set_entries([["x", "group", "g/.."]]),
+        "a group entry names one member of its group, not '' or a path",
+    ),
+    "tensor entry naming no member": (
+        _set_entries([["w", "tensor", ""]]),
+        "a tensor entry names one member of its group",
+    ),
 }
 
 
@@ -88,3 +102,18 @@ def test_int_keys_are_named_by_a_str_or_a_tuple() -> None:
     for keys in (["0"], [(0,)], iter(["0"])):
         out = load_checkpoint("memory://ckpt-keys-int", keys=keys)
         assert list(out) == [0] and torch.equal(out[0], torch.ones(1))
+
+
+def test_groups_nested_deeper_than_the_stack_raise_metadata_error(tmp_path: Path) -> None:
+    # as a store that loops (a directory linked into itself) nests groups without end
+    nested: dict[str, Any] = {"w": torch.ones(1)}
+    for _ in range(150):
+        nested = {"a": nested}
+    save_checkpoint(nested, tmp_path)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 120)
+    try:
+        with pytest.raises(MetadataError, match="nest deeper than Python's recursion limit"):
+            load_checkpoint(tmp_path)
+    finally:
+        sys.setrecursionlimit(limit)

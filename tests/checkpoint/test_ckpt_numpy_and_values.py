@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,15 @@ def test_a_reference_cycle_is_refused_naming_where() -> None:
     shared = [1, 2]
     out = save_checkpoint({"a": shared, "b": shared, "w": torch.ones(1)}, "memory://ckpt-cycle")
     assert out == "v000001"  # the same list twice is not a cycle
+
+
+def test_containers_nested_past_the_recursion_limit_are_refused(tmp_path: Path) -> None:
+    nested: dict = {"w": torch.ones(1)}
+    for _ in range(sys.getrecursionlimit()):
+        nested = {"a": nested}
+    with pytest.raises(UnrepresentableError, match="nests containers deeper than Python's"):
+        save_checkpoint(nested, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.parametrize(

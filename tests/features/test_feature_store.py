@@ -292,6 +292,30 @@ def test_not_a_feature_store() -> None:
         len(FeatureStore(store, mode="a"))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_rows", -1, "its num_rows must be >= 0, got -1"),
+        ("num_rows", 2.9, "its num_rows must be an int, got 2.9"),
+        ("num_rows", "3", "its num_rows must be an int, got '3'"),
+        ("num_rows", True, "its num_rows must be an int, got True"),
+        ("version", "1", "its version must be an int, got '1'"),
+    ],
+)
+def test_a_published_row_count_or_version_that_is_not_a_whole_number_is_refused(
+    field: str, value: object, message: str
+) -> None:
+    store = tz.MemoryStore()
+    FeatureStore(store, mode="w").write([10, 20, 30], {"emb": torch.ones(3, 1)})
+    root = tz.open_group(store, mode="r+")
+    root.attrs["feature_store"] = {**root.attrs["feature_store"], field: value}
+    reader = FeatureStore(store, mode="r")
+    with pytest.raises(MetadataError, match=r"'feature_store' attribute of group / in Memory"):
+        len(reader)
+    with pytest.raises(MetadataError, match=message):
+        reader.read([10])
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_layout_is_plain_zarr(zarr_format: int) -> None:
     fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)

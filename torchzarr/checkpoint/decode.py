@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,13 @@ def _checked_entries(node_json: dict[str, Any], where: str) -> list[list[Any]]:
             raise MetadataError(
                 f"{where}: entry {position} is {entry!r}: a {entry[1]} entry names a member "
                 "by a str"
+            )
+        # One member name: '' or a path would name the node itself or an ancestor (a cycle)
+        if entry[1] in ("group", "tensor") and (not entry[2] or "/" in entry[2]):
+            raise MetadataError(
+                f"{where}: entry {position} is {entry!r}: a {entry[1]} entry names one "
+                "member of its group, not '' or a path (it would name the node itself or "
+                "another node)"
             )
     return entries
 
@@ -442,7 +450,13 @@ def read_tree(
     specs = _key_specs(keys)
     walker = _Walker(root, allow_pickle)
     selectors = None if specs is None else list(enumerate(specs))
-    tree = walker.group("", selectors, ())
+    try:
+        tree = walker.group("", selectors, ())
+    except RecursionError:  # groups nested deeper than the stack, or a loop in the store
+        raise MetadataError(
+            f"checkpoint {root.name} in {root.store!r}: its groups nest deeper than Python's "
+            f"recursion limit ({sys.getrecursionlimit()}) lets it read"
+        ) from None
     if specs is not None:
         missing = [specs[i] for i in range(len(specs)) if i not in walker.found]
         if missing:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import warnings
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping
@@ -344,7 +345,7 @@ def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
 
     Raises:
         UnrepresentableError: a leaf cannot be stored, or a container holds itself; the
-            message names the key path.
+            message names the key path. Or containers nest past the recursion limit.
 
     Example:
         >>> plan = encode_tree({"w": torch.zeros(2), "step": 3})
@@ -355,12 +356,18 @@ def encode_tree(state: Any, *, allow_pickle: bool = False) -> TreePlan:
         raise UnrepresentableError(
             f"a checkpoint must be a dict, OrderedDict, list or tuple, not {type(state).__name__}"
         )
-    cycle = _first_cycle(state, (), set())
-    if cycle is not None:
+    try:
+        cycle = _first_cycle(state, (), set())
+        if cycle is not None:
+            raise UnrepresentableError(
+                f"checkpoint value at {format_key_path(cycle)} holds a container it is inside "
+                "of (a reference cycle); a checkpoint must be a tree"
+            )
+        encoder = _Encoder(allow_pickle)
+        encoder.container(state, "", ())
+    except RecursionError:
         raise UnrepresentableError(
-            f"checkpoint value at {format_key_path(cycle)} holds a container it is inside of "
-            "(a reference cycle); a checkpoint must be a tree"
-        )
-    encoder = _Encoder(allow_pickle)
-    encoder.container(state, "", ())
+            "the checkpoint nests containers deeper than Python's recursion limit "
+            f"({sys.getrecursionlimit()}) lets it store"
+        ) from None
     return encoder.plan

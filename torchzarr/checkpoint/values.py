@@ -27,8 +27,9 @@ from __future__ import annotations
 import base64
 import math
 import sys
+import types
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,9 @@ DEFAULT_FACTORIES: dict[str, type | None] = {
     "None": None,
     **{t.__name__: t for t in (int, float, complex, bool, str, bytes, list, tuple, dict, set)},
 }
+
+#: numpy scalar kinds typed JSON stores (:func:`encode_value`): bool, int, uint, float, complex
+_NUMPY_SCALAR_KINDS = "biufc"
 
 
 def format_key_path(path: tuple[Any, ...]) -> str:
@@ -160,7 +164,9 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         >>> encode_value({"lr": 0.1, 3: (1, None)})
         {'dict': [['lr', {'float': 0.1}], [3, {'tuple': [1, None]}]]}
     """
-    if value is None or type(value) in (bool, str):  # not str subclasses (StrEnum)
+    if type(value) is str:  # not str subclasses (StrEnum)
+        return _checked_text(value, path, "value")
+    if value is None or type(value) is bool:
         return value
     if type(value) is int:
         return value
@@ -168,7 +174,7 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         return _encode_float(value)
     if type(value) is complex:
         return {"complex": [_encode_float(value.real)["float"], _encode_float(value.imag)["float"]]}
-    if isinstance(value, np.generic) and value.dtype.kind in "biufc":
+    if isinstance(value, np.generic) and value.dtype.kind in _NUMPY_SCALAR_KINDS:
         item: Any
         if value.dtype.kind == "c":
             item = [_numpy_float(value.real), _numpy_float(value.imag)]
@@ -224,6 +230,24 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     )
 
 
+def _checked_text(text: str, path: tuple[Any, ...], what: str) -> str:
+    """``text``, if UTF-8 can encode it (the store's JSON is UTF-8); else raise naming ``path``.
+
+    Example:
+        >>> _checked_text("lr", ("lr",), "key")
+        'lr'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, as os.fsdecode gives for undecodable bytes
+        raise UnrepresentableError(
+            f"checkpoint {what} at {format_key_path(path)}: the str {text!r} holds a lone "
+            "surrogate, which UTF-8 (and so the checkpoint's JSON) cannot hold; store it as "
+            "bytes (os.fsencode) or a str of valid characters"
+        ) from None
+    return text
+
+
 _MAPPING_TAGS: dict[type, str] = {dict: "dict", OrderedDict: "odict", Counter: "counter"}
 
 
@@ -253,6 +277,8 @@ def encode_key(key: Any, path: tuple[Any, ...], *, allow_pickle: bool = False) -
         >>> encode_key(3, ("state", 3)), encode_key("lr", ("lr",))
         (3, 'lr')
     """
+    if type(key) is str:
+        return _checked_text(key, path, "key")
     try:
         return encode_value(key, path, allow_pickle=allow_pickle)
     except UnrepresentableError:
@@ -288,19 +314,46 @@ def decode_metadata(payload: Any, path: tuple[Any, ...], *, allow_pickle: bool =
 
 
 def _resolve_class(spec: str, path: tuple[Any, ...]) -> type:
+    """The class ``spec`` (``module:qualname``) names, looked up in what imported modules and
+    classes hold themselves, never through ``getattr``: a module's ``__getattr__`` (numpy's,
+    torch's) would import the submodules a checkpoint names.
+
+    Example:
+        >>> _resolve_class("collections:OrderedDict", ("k",))
+        <class 'collections.OrderedDict'>
+    """
     module_name, _, qualname = spec.partition(":")
-    module = sys.modules.get(module_name)
-    if module is None:
+    obj: Any = sys.modules.get(module_name)
+    if obj is None:
         raise UnrepresentableError(
             f"checkpoint value at {format_key_path(path)} is the class {spec!r}; import "
             f"{module_name!r} before loading (torchzarr never imports code on load)"
         )
-    obj: Any = module
     for part in qualname.split("."):
-        obj = getattr(obj, part, None)
+        namespace = _namespace(obj)
+        if part not in namespace and isinstance(obj, types.ModuleType) and "__path__" in namespace:
+            raise UnrepresentableError(  # perhaps a submodule not imported yet
+                f"checkpoint value at {format_key_path(path)} is the class {spec!r}, and the "
+                f"package {obj.__name__!r} holds no {part!r}: if {obj.__name__}.{part} is a "
+                "module, import it before loading (torchzarr never imports code on load)"
+            )
+        obj = namespace.get(part)
     if not isinstance(obj, type):
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: no class {spec!r}")
     return obj
+
+
+def _namespace(obj: Any) -> Mapping[str, Any]:
+    """What a module or class holds itself (no ``__getattr__`` hook, no descriptor runs);
+    nothing for other objects.
+
+    Example:
+        >>> "OrderedDict" in _namespace(sys.modules["collections"]), _namespace(1)
+        (True, {})
+    """
+    if isinstance(obj, (types.ModuleType, type)):
+        return vars(obj)
+    return {}
 
 
 def _numpy_float(value: Any) -> Any:
@@ -312,7 +365,14 @@ def _numpy_float(value: Any) -> Any:
 
 
 def _decode_numpy(payload: list[Any]) -> Any:
+    if not isinstance(payload[0], str):
+        raise TypeError(f"dtype {payload[0]!r} is not a str")  # decode_value names where
     dtype = np.dtype(payload[0])
+    # what encode_value stores: numeric scalars; a void or str scalar could hold gigabytes
+    if dtype.kind not in _NUMPY_SCALAR_KINDS or dtype.shape or dtype.names:
+        raise ValueError(
+            f"{payload[0]!r} is not a numeric numpy scalar type (bool, int, float, complex)"
+        )
     item = payload[1]
     if dtype.kind == "c":
         out = np.zeros((), dtype=dtype)
@@ -320,6 +380,16 @@ def _decode_numpy(payload: list[Any]) -> Any:
         out.real, out.imag = real_type(item[0]), real_type(item[1])
         return out[()]
     return dtype.type(item)
+
+
+def _decode_size(payload: Any) -> torch.Size:
+    """A torch.Size of the int64 sizes torch holds (torch.Size itself takes any int, and
+    then fails to print or to size a tensor)."""
+    if not isinstance(payload, list) or not all(
+        type(n) is int and -(2**63) <= n < 2**63 for n in payload
+    ):
+        raise ValueError(f"{payload!r:.200} is not a list of int64 sizes")  # named by the caller
+    return torch.Size(payload)
 
 
 def _decode_pairs(
@@ -376,10 +446,10 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         "defaultdict": lambda b: defaultdict(
             _stored_factory(b[0], path), _decode_pairs(b[1], path, allow_pickle)
         ),
-        "size": lambda b: torch.Size(b),
+        "size": _decode_size,
         "bytes": lambda b: base64.b64decode(b.encode("ascii"), validate=True),
         "device": lambda b: torch.device(b),
-        "dtype": lambda b: getattr(torch, b),
+        "dtype": lambda b: vars(torch)[b],
         "numpy": _decode_numpy,
         "class": lambda b: _resolve_class(b, path),
     }
@@ -393,13 +463,22 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
     decoder = decoders.get(tag)
     if decoder is None:
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: unknown tag {tag!r}")
-    if tag == "dtype" and not isinstance(getattr(torch, str(body), None), torch.dtype):
+    # vars, not getattr: torch's module __getattr__ imports submodules by name
+    if tag == "dtype" and not isinstance(vars(torch).get(str(body)), torch.dtype):
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: no dtype {body!r}")
     try:
         return decoder(body)
     except TorchZarrError:
         raise
-    except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as err:
+    except (
+        TypeError,
+        ValueError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        RuntimeError,
+        OverflowError,
+    ) as err:
         raise MetadataError(
             f"checkpoint value at {format_key_path(path)}: bad typed JSON for {tag!r} ({err})"
         ) from None

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from torchzarr.errors import MetadataError
+from torchzarr.errors import ChunkDecodeError, MetadataError
 
-__all__ = ["guess_chunks", "normalize_chunks", "normalize_shape"]
+__all__ = [
+    "check_stored_chunks_fit",
+    "fits_in_memory",
+    "guess_chunks",
+    "normalize_chunks",
+    "normalize_shape",
+]
 
 _MAX_BYTES = 4 << 20  # halving from above this lands in 2-4 MiB
+_UNKNOWN_MEMORY = 1 << 48  # where the platform does not say how much memory it has
 
 
 def normalize_shape(shape: Any) -> tuple[int, ...]:
@@ -89,3 +98,46 @@ def normalize_chunks(chunks: Any, shape: tuple[int, ...], itemsize: int) -> tupl
             raise MetadataError(f"chunk size on axis {axis} must be a positive int, got {c!r}")
         out.append(int(c))
     return tuple(out)
+
+
+@functools.cache
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return _UNKNOWN_MEMORY
+
+
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether ``nbytes`` (a decoded chunk) fit in this machine's physical memory.
+
+    Metadata may give chunks far larger than any array (zarr-python reads such arrays,
+    their chunks missing, as the fill value): readers that set a chunk's buffer aside
+    before they know whether the chunk is stored must not take those.
+
+    Example:
+        >>> fits_in_memory(4 << 20), fits_in_memory(2**42 * 4096)
+        (True, False)
+    """
+    return nbytes <= _memory_bytes()
+
+
+def check_stored_chunks_fit(fetched: Mapping[str, Any], spec: Any, store: Any) -> None:
+    """Raise if a chunk ``fetched`` holds (key -> bytes, or None where missing) decodes,
+    by ``spec`` (its :class:`~torchzarr.codecs.base.ChunkSpec`), to more bytes than this
+    machine's memory: it cannot be decoded here (missing chunks read as the fill value).
+
+    Example:
+        >>> from torchzarr.codecs.base import ChunkSpec
+        >>> check_stored_chunks_fit({"a/c/0": b"..."}, ChunkSpec((4,), np.dtype("f4"), 0), None)
+    """
+    if fits_in_memory(spec.nbytes):
+        return
+    stored = next((key for key, data in fetched.items() if data is not None), None)
+    if stored is not None:
+        raise ChunkDecodeError(
+            f"cannot decode chunk {stored!r} in {store!r}: its chunk shape {spec.shape} of "
+            f"{spec.dtype} decodes to {spec.nbytes} bytes, more than this machine's memory "
+            f"({_memory_bytes()} bytes)"
+        )

@@ -25,6 +25,7 @@ from torchzarr.core.cache import (
     invalidate_everywhere,
     location,
 )
+from torchzarr.core.chunking import check_stored_chunks_fit, fits_in_memory
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
@@ -244,7 +245,7 @@ def _read_tiled(source: ChunkSource, indexer: Any, out: np.ndarray) -> bool:
     not apply (the caller then reads projection by projection)."""
     unit_spans = getattr(indexer, "unit_spans", None)
     spans = unit_spans() if unit_spans is not None else None
-    root = local_root(source.store)
+    root = local_root(source.store) if fits_in_memory(source.pipeline.spec.nbytes) else None
     if spans is None or root is None or source.shard_reader is not None:
         return False
     spec = source.pipeline.spec
@@ -308,12 +309,14 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
     if not batch:
         return
     generation = source.cache.generation if source.cache is not None else None
-    root = local_root(source.store)
+    # a chunk too large to hold is read only if stored (local reads set its buffer aside)
+    root = local_root(source.store) if fits_in_memory(source.pipeline.spec.nbytes) else None
     fetched = None
     if root is None:  # local files are read inside the decoding tasks instead
         keys = [source.key(p.chunk_coords) for p in batch]
         with telemetry.timed("fetch_seconds"):
             fetched = source.store.get_many(keys)
+        check_stored_chunks_fit(fetched, source.pipeline.spec, source.store)
     chunks = ChunkReader(source, out, fill, root=root, fetched=fetched, generation=generation)
     with telemetry.timed("decode_seconds"):
         chunks.run(batch, run_parallel)

@@ -205,8 +205,15 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
     """
     state = group.attrs[STATE_ATTRIBUTE]
     try:
-        num_rows, version = int(state["num_rows"]), int(state["version"])
+        # whole numbers only: int() took -1 (hiding rows), 2.9, "3" and true
+        num_rows = whole_number("its num_rows", state["num_rows"], 0)
+        version = whole_number("its version", state["version"], 0)
         names = [str(n) for n in state["features"]]
+    except InvalidArgumentError as err:
+        raise MetadataError(
+            f"malformed {STATE_ATTRIBUTE!r} attribute of group {group.name} in "
+            f"{group.store!r}: {err}"
+        ) from None
     except (KeyError, TypeError, ValueError):
         raise MetadataError(
             f"malformed {STATE_ATTRIBUTE!r} attribute in group {group.name}: {state!r}"
@@ -237,7 +244,11 @@ def published_stamp(group: Group) -> tuple[str | None, int]:
     state = group.attrs.get(STATE_ATTRIBUTE)
     if not isinstance(state, dict):
         return None, -1
-    return _store_id(state), int(state.get("version", -1))
+    try:
+        version = whole_number("version", state.get("version", -1), -1)
+    except InvalidArgumentError:  # malformed: loading the state names it
+        version = -1
+    return _store_id(state), version
 
 
 def _store_id(state: dict[str, Any]) -> str | None:

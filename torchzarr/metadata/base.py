@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torchzarr.codecs.pipeline import ChunkPipeline
 
 __all__ = [
+    "MAX_NDIM",
     "ArrayMetadata",
     "GroupMetadata",
     "check_attributes",
@@ -27,12 +28,15 @@ __all__ = [
 
 #: shapes and chunk shapes stay below 2**63 so element counts and offsets fit int64
 _MAX_EXTENT = 2**63 - 1
+#: numpy arrays, which every chunk is decoded into, have at most this many dimensions
+MAX_NDIM = 64
 
 
 def check_int_tuple(value: Any, *, key: str, where: str, minimum: int) -> tuple[int, ...]:
     """A list of integers >= ``minimum`` as a tuple of ints; MetadataError naming ``key``.
 
-    Bools and floats are refused (``4.0`` is not a valid extent); numpy integers pass.
+    Bools and floats are refused (``4.0`` is not a valid extent); numpy integers pass; more
+    than :data:`MAX_NDIM` entries are refused.
 
     Example:
         >>> check_int_tuple([2, 3], key="shape", where="zarr.json", minimum=0)
@@ -40,6 +44,11 @@ def check_int_tuple(value: Any, *, key: str, where: str, minimum: int) -> tuple[
     """
     if not isinstance(value, list | tuple):
         raise MetadataError(f"{where}: {key} must be a list of integers, got {value!r}")
+    if len(value) > MAX_NDIM:
+        raise MetadataError(
+            f"{where}: {key} has {len(value)} dimensions; at most {MAX_NDIM} are supported "
+            "(numpy, which decodes every chunk, holds no more)"
+        )
     for v in value:
         if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
             raise MetadataError(f"{where}: {key} must hold integers, got {v!r} in {value!r}")

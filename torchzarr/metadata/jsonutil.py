@@ -26,7 +26,8 @@ def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False
         keep_nonfinite: write NaN and infinities as zarr-python does instead of refusing.
 
     Raises:
-        MetadataError: the document holds a value strict JSON cannot represent.
+        MetadataError: the document holds a value strict JSON cannot represent, or a
+            str UTF-8 cannot encode (a lone surrogate).
 
     Example:
         >>> json_dumps({"zarr_format": 3})
@@ -34,12 +35,51 @@ def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False
         >>> json_dumps({"scale": float("nan")}, keep_nonfinite=True)
         b'{\\n  "scale": NaN\\n}'
     """
+    where = f"{key}: " if key else ""
     try:
         text = json.dumps(doc, indent=2, allow_nan=keep_nonfinite, ensure_ascii=False)
     except (TypeError, ValueError) as err:
-        where = f"{key}: " if key else ""
         raise MetadataError(f"{where}metadata cannot be written as strict JSON: {err}") from None
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, as os.fsdecode gives for undecodable bytes
+        raise MetadataError(
+            f"{where}metadata cannot be written as UTF-8: the str {_unencodable(doc)} holds a "
+            "lone surrogate, which UTF-8 cannot encode"
+        ) from None
+
+
+def _unencodable(doc: Any) -> str:
+    r"""Which str in ``doc`` (a key or a value) UTF-8 cannot encode, and where, for messages.
+
+    Example:
+        >>> print(_unencodable({"a": ["x", chr(0xDCE9)]}))
+        '\udce9' at ['a'][1]
+    """
+    pending: list[tuple[Any, str]] = [(doc, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str) and not _encodable(value):
+            return f"{value!r} at {where or 'the top'}"
+        if isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str) and not _encodable(key):
+                    return f"{key!r} (a key) at {where or 'the top'}"
+            items = [(item, f"{where}[{key!r}]") for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        else:
+            continue
+        pending.extend(reversed(items))  # popped in document order
+    return "<unknown>"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_loads(data: bytes | bytearray | memoryview | str, *, key: str) -> dict[str, Any]:
@@ -49,7 +89,9 @@ def json_loads(data: bytes | bytearray | memoryview | str, *, key: str) -> dict[
     literals inside attributes, so they are accepted here (and become floats).
 
     Raises:
-        MetadataError: naming ``key``, when the bytes are not UTF-8 JSON or not an object.
+        MetadataError: naming ``key``, when the bytes are not UTF-8 JSON or not an object
+            (or hold what Python cannot parse: nesting past the recursion limit, an
+            integer of more digits than ``sys.get_int_max_str_digits()``).
 
     Example:
         >>> json_loads(b'{"a": 1}', key="zarr.json")
@@ -58,7 +100,7 @@ def json_loads(data: bytes | bytearray | memoryview | str, *, key: str) -> dict[
     try:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8-sig")
         doc = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, an int of > 4300 digits
         raise MetadataError(f"{key}: not valid JSON ({err})") from None
     if not isinstance(doc, dict):
         raise MetadataError(f"{key}: expected a JSON object, got {type(doc).__name__}")
