@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import torchzarr as tz
+from torchzarr.codecs import fast_decode
 from torchzarr.codecs.base import ChunkSpec
-from torchzarr.codecs.bounded import decompress_at_most, max_encoded_size
+from torchzarr.codecs.bounded import decompress_at_most, max_encoded_size, nbytes_of
 from torchzarr.codecs.compressors import Crc32cCodec, GzipCodec, gzip_compress
 from torchzarr.codecs.pipeline import V3Pipeline
 from torchzarr.codecs.registry import codec_from_json
@@ -238,11 +239,39 @@ def test_lzma_raw_format_with_filters_round_trips() -> None:
     assert bytes(decompress_at_most(impl, "lzma", data, 9)) == b"abcabcabc"
 
 
-def test_unsized_zstd_decodes_up_to_its_limit() -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["zstd called directly", "numcodecs"])
+def test_unsized_zstd_decodes_up_to_its_limit(
+    monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    if not direct:  # a numcodecs whose zstd library does not export its C API
+        monkeypatch.setattr(fast_decode, "available", lambda codec_id: False)
     frame = _unsized_zstd(b"abcd" * 4)
-    assert bytes(decompress_at_most(numcodecs.Zstd(), "zstd", frame, 100)) == b"abcd" * 4
+    decoded = decompress_at_most(numcodecs.Zstd(), "zstd", frame, 100)
+    assert bytes(decoded) == b"abcd" * 4
     with pytest.raises(ChunkDecodeError, match="more than 15 bytes"):
         decompress_at_most(numcodecs.Zstd(), "zstd", frame, 15)
+
+
+def test_a_sized_zstd_frame_decodes_into_its_stated_size() -> None:
+    frame = numcodecs.Zstd().encode(b"abcd" * 4)
+    decoded = decompress_at_most(numcodecs.Zstd(), "zstd", frame, 1 << 30)
+    base = getattr(decoded, "base", None)  # not a view of a buffer as large as the limit
+    assert nbytes_of(decoded) == 16 and (base is None or nbytes_of(base) == 16)
+
+
+def test_v2_filters_that_grow_32_times_still_read(tmp_path: Any) -> None:
+    zarr = pytest.importorskip("zarr")
+    stored = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=(40_000,),
+        chunks=(40_000,),
+        dtype="u1",
+        zarr_format=2,
+        filters=[numcodecs.AsType(encode_dtype="complex256", decode_dtype="u1")],
+        compressors=numcodecs.Zstd(),
+    )
+    stored[:] = np.arange(40_000) % 251
+    np.testing.assert_array_equal(tz.open_array(tmp_path / "a.zarr")[:].numpy(), stored[:])
 
 
 def test_bounds_of_a_chain() -> None:
