@@ -1,5 +1,6 @@
 """A zip that another writer replaced or rewrote at its path is read afresh by a new open in
-the same process, as zarr-python does; a zip this process writes stays shared by its stores."""
+the same process, as zarr-python does, while stores already open keep reading the version they
+first read; a zip this process writes stays shared by its stores."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import torchzarr as tz
+from torchzarr.errors import StoreError
 from torchzarr.storage.zip import ZipStore
 
 
@@ -59,12 +62,14 @@ def test_a_new_store_reads_the_zip_now_at_its_path(tmp_path, change, mode):
     second = ZipStore(path, mode=mode)
     assert second.get("k") == b"new value"  # neither the old value nor a CRC-32 error
     assert sorted(second.list_prefix("")) == ["k", "made"]
-    # a store in use reads the new file too once a new open found it changed
-    assert first.get("k") == b"new value"
-    if mode == "a":  # writes go to the new file
+    if change != "rewritten in place":  # a store in use keeps the file it read (its inode)
+        assert first.get("k") == b"old value"
+        assert sorted(first.list_prefix("")) == ["gone", "k"]
+    if mode == "a":  # writes go to the new file, also those of a store of the old one
         second.set("written", b"3")
+        first.set("also", b"4")
         second.close()
-        assert sorted(zipfile.ZipFile(path).namelist()) == ["k", "made", "written"]
+        assert sorted(zipfile.ZipFile(path).namelist()) == ["also", "k", "made", "written"]
     first.close()
 
 
@@ -118,3 +123,87 @@ def test_a_zip_rolled_back_by_this_process_is_not_read_again(tmp_path):
     writer.set("c", b"3")
     assert writer.roll_back(later)  # still the archive the savepoint was taken on
     writer.close()
+
+
+def _append_without_closing(path: Path, entries: dict[str, bytes]) -> zipfile.ZipFile:
+    """Another writer's append whose directory is not written yet: no whole zip for now."""
+    writer = zipfile.ZipFile(path, "a")
+    for name, value in entries.items():
+        writer.writestr(name, value)
+    assert writer.fp is not None
+    writer.fp.flush()
+    assert not zipfile.is_zipfile(path)
+    return writer
+
+
+def test_a_zip_another_writer_is_appending_to_reads_as_it_last_was_whole(tmp_path):
+    path = tmp_path / "w.zip"
+    _zip(path, {"k": b"1"})
+    open_store = ZipStore(path)
+    assert open_store.get("k") == b"1"
+    writer = _append_without_closing(path, {"more": b"x" * 3000})
+    assert ZipStore(path).get("k") == b"1"  # a new open: the version this process holds
+    assert open_store.get("k") == b"1"  # a store already open goes on reading
+    with pytest.raises(StoreError, match="not a zip file"):  # one writer per zip
+        ZipStore(path, mode="a").set("mine", b"2")
+    assert open_store.get("k") == b"1"
+    writer.close()
+    assert ZipStore(path).get("more") == b"x" * 3000  # whole again: a new open reads it
+    assert open_store.get("more") is None and open_store.get("k") == b"1"
+
+
+def test_a_zip_being_written_that_this_process_never_read_is_an_error(tmp_path):
+    path = tmp_path / "w.zip"
+    _zip(path, {"k": b"1"})
+    writer = _append_without_closing(path, {"more": b"x" * 3000})
+    with pytest.raises(StoreError, match="not a zip file"):
+        ZipStore(path).get("k")
+    writer.close()
+    assert ZipStore(path).get("more") == b"x" * 3000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_forked_child_reads_what_its_parent_had_written_while_the_parent_appends(tmp_path):
+    path = tmp_path / "f.zip"
+    _zip(path, {"k": b"before the fork"})
+    assert ZipStore(path).get("k") == b"before the fork"  # open in the parent, read only
+    appended_r, appended_w = os.pipe()
+    answer_r, answer_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.read(appended_r, 1)
+        try:
+            answer = repr(ZipStore(path).get("k"))
+        except Exception as err:
+            answer = f"{type(err).__name__}: {err}"
+        os.write(answer_w, answer.encode())
+        os._exit(0)
+    writer = ZipStore(path, mode="a")
+    writer.set("new", b"x" * 3000)  # its directory is written when it closes
+    os.write(appended_w, b"!")
+    os.waitpid(pid, 0)
+    os.close(answer_w)
+    with os.fdopen(answer_r, "rb") as answer:
+        got = answer.read().decode()
+    for fd in (appended_r, appended_w):
+        os.close(fd)
+    writer.close()
+    assert got == repr(b"before the fork")
+
+
+def test_an_array_open_before_its_zip_was_replaced_reads_its_own_values(tmp_path):
+    path, staged = tmp_path / "a.zip", tmp_path / "staged.zip"
+
+    def publish(dtype: str, values: np.ndarray) -> None:
+        with ZipStore(staged, mode="w") as store:
+            array = tz.create_array(store, shape=(8,), chunks=(4,), dtype=dtype, compressors=None)
+            array[:] = values
+        os.replace(staged, path)
+
+    publish("i4", np.arange(8, dtype="i4"))
+    old = tz.open_array(f"zip://{path}", mode="r")
+    assert old[:].tolist() == list(range(8))
+    publish("f4", np.full(8, 0.5, dtype="f4"))  # another writer's new version, by rename
+    new = tz.open_array(f"zip://{path}", mode="r")
+    assert new.dtype == torch.float32 and new[:].tolist() == [0.5] * 8
+    assert old[:].tolist() == list(range(8))  # never the new bytes read as int32

@@ -19,9 +19,11 @@ from torchzarr.metadata.consolidated import (
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3, parse_v3_node
+from torchzarr.storage.key_names import spells_a_key
 
 __all__ = [
     "consolidated_children",
+    "direct_entries",
     "load_consolidated",
     "refresh_consolidated",
     "write_consolidated",
@@ -92,6 +94,8 @@ def load_consolidated(
         where = f"the group at {path or '/'!r} ({nodes.join_path(path, nodes.ZARR_JSON)})"
         members = {}
         for rel, doc in inline.items():
+            if not _names_a_member(store, path, rel, 3):
+                continue
             node_path = nodes.join_path(path, rel)
             parse = partial(nodes.tolerant, node_path, 3, doc, None, partial(parse_v3_node, doc))
             members[rel] = _entry(where, rel, parse)
@@ -100,11 +104,22 @@ def load_consolidated(
         raw = json_loads(docs[v2_key], key=v2_key)
         where = f"the group at {path or '/'!r} ({v2_key})"
         for rel, files in split_v2_consolidated(raw).items():
-            if rel:
+            if rel and _names_a_member(store, path, rel, 2):
                 members.update(_entry(where, rel, partial(_v2_member, path, rel, files)))
     if required and members is None and not hasattr(meta, "shape"):
         raise GroupNotFoundError(f"no consolidated metadata for the group at {path or '/'!r}")
     return meta, members
+
+
+def _names_a_member(store: Any, path: str, rel: str, zarr_format: int) -> bool:
+    """True if the consolidated entry ``rel`` of the group at ``path`` names a node below
+    it (:func:`~torchzarr.core.nodes.names_a_node`). An entry spelled as no key can be
+    (``..``, ``a/``, ``x\\y``: written by other tools) is skipped with a warning, once per
+    store and entry: it would list the group itself, or a node outside it."""
+    if not isinstance(rel, str):
+        return False
+    where = f"the consolidated metadata in {store!r}"
+    return spells_a_key(rel, path, where) and nodes.names_a_node(rel, zarr_format)
 
 
 def _entry(where: str, rel: str, parse: Callable[[], Any]) -> Any:
@@ -157,6 +172,22 @@ def consolidated_children(
     lo = bisect.bisect_left(keys, prefix)
     hi = bisect.bisect_left(keys, prefix + "\U0010ffff", lo)
     return {rel[len(prefix) :]: members[rel] for rel in keys[lo:hi]}
+
+
+def direct_entries(members: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
+    """The entries of ``members`` (a group's consolidated entries, relative to it) naming
+    its direct children: never ``..``, ``""`` or ``a/``, which would reach outside the
+    group or list the group itself (:func:`~torchzarr.core.nodes.names_a_node`).
+
+    Example:
+        >>> direct_entries({"a": 1, "a/x": 2, "..": 3, "": 4}, 3)
+        {'a': 1}
+    """
+    return {
+        rel: meta
+        for rel, meta in members.items()
+        if "/" not in rel and nodes.names_a_node(rel, zarr_format)
+    }
 
 
 def _relative(root: str, path: str) -> str | None:

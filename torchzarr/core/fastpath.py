@@ -15,6 +15,7 @@ from torchzarr.codecs.pipeline import V3Pipeline, decode_error
 from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.errors import ChunkDecodeError, StoreError
 from torchzarr.storage.fileio import read_bytes, read_into
+from torchzarr.storage.key_names import confined_key
 from torchzarr.storage.local import LocalStore
 
 __all__ = [
@@ -204,12 +205,16 @@ class ChunkReader:
 
     # -- files ------------------------------------------------------------------------------
     def _path(self, key: str) -> str:
+        """The file of ``key`` below the root; ``InvalidKeyError`` for a key that could
+        leave it (``../x``, ``/x``), whatever metadata it came from."""
         assert self.prefix is not None
+        key = confined_key(key)
         return self.prefix + (key if os.sep == "/" else key.replace("/", os.sep))
 
     def _open(self, key: str) -> int | None:
+        path = self._path(key)  # outside the try: InvalidKeyError is an OSError too
         try:
-            return os.open(self._path(key), os.O_RDONLY)
+            return os.open(path, os.O_RDONLY)
         except _MISSING:
             return None
         except OSError as err:
@@ -237,7 +242,7 @@ class ChunkReader:
         current, dir_fd = None, None
         try:
             for key in keys:
-                folder, _, name = key.rpartition("/")
+                folder, _, name = confined_key(key).rpartition("/")
                 if folder != current:
                     if dir_fd is not None:
                         os.close(dir_fd)
@@ -261,8 +266,10 @@ class ChunkReader:
                 os.close(dir_fd)
 
     def _open_dir(self, folder: str) -> int | None:
+        """The directory ``folder`` of a key checked by the caller ("": the root), open."""
+        assert self.prefix is not None
         try:
-            return os.open(self._path(folder), os.O_RDONLY | os.O_DIRECTORY)
+            return os.open(self.prefix + folder, os.O_RDONLY | os.O_DIRECTORY)
         except _MISSING:
             return None
         except OSError as err:
@@ -283,7 +290,7 @@ class ChunkReader:
                 if got < hint:
                     return buf[:got]
                 parts = [bytes(buf)]
-            while more := os.read(fd, max(hint, 1 << 16)):
+            while more := read_bytes(fd, max(hint, 1 << 16)):
                 parts.append(more)
             return b"".join(parts)
         except _MISSING:
@@ -300,7 +307,7 @@ class ChunkReader:
             return -1
         view = memoryview(buf.data)
         try:  # a byte past the end tells a longer file from an exact one
-            got = read_into(fd, [view, bytearray(1)])
+            got = read_into(fd, [view, bytearray(1)], needed=len(view))
         except _MISSING:
             return -1
         except OSError as err:

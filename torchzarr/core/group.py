@@ -10,7 +10,7 @@ from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.chunking import normalize_shape
-from torchzarr.core.consolidated import consolidated_children, refresh_consolidated
+from torchzarr.core.consolidated import consolidated_children, direct_entries, refresh_consolidated
 from torchzarr.core.group_views import MemberItems, MemberValues, tree_lines
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
@@ -26,6 +26,7 @@ from torchzarr.errors import (
 )
 from torchzarr.metadata.base import GroupMetadata
 from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
+from torchzarr.storage.base import validate_key
 
 __all__ = ["Group", "node_from_metadata"]
 
@@ -37,7 +38,10 @@ def node_from_metadata(
     read_only: bool,
     consolidated: Mapping[str, Any] | None = None,
 ) -> Array | Group:
-    """Wrap parsed metadata in an :class:`Array` or a :class:`Group`."""
+    """Wrap parsed metadata in an :class:`Array` or a :class:`Group`; a ``path`` that could
+    leave the store's root (``..``, ``/x``) raises ``InvalidKeyError``."""
+    if path:
+        validate_key(path)  # chunk keys, and the file paths of local reads, start with it
     if _is_group_metadata(metadata):
         return Group(store, path, metadata, read_only=read_only, consolidated=consolidated)
     return Array(store, path, metadata, read_only=read_only)
@@ -141,8 +145,9 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         """Names below this group, and their metadata documents, fetched in one batch."""
         prefix = self._path + "/" if self._path else ""
         _, listed = self._store.list_dir(prefix)
-        # a name of a metadata document of this format is none (a v2 ".zattrs" directory)
-        names = [name for name in listed if name not in nodes.reserved_names(self.zarr_format)]
+        # a name of a metadata document of this format is none (a v2 ".zattrs" directory),
+        # nor one no key can spell ("..", "" from a stray "/x", "x\\y")
+        names = [name for name in listed if nodes.names_a_node(name, self.zarr_format)]
         # only this group's format: a member of the other one is none of its members
         keys = [
             k
@@ -157,8 +162,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         if self._consolidated is not None:
             return {
                 rel: "group" if isinstance(m, GroupMetadata) else "array"
-                for rel, m in self._consolidated.items()
-                if "/" not in rel
+                for rel, m in direct_entries(self._consolidated, self.zarr_format).items()
             }
         names, found = self._fetch_children()
         paths = {name: nodes.join_path(self._path, name) for name in names}
@@ -169,7 +173,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         """Metadata of every direct child, fetched in one batch; with ``keep_errors`` a
         child whose metadata cannot be parsed maps to the error (naming it) instead."""
         if self._consolidated is not None:
-            return {rel: m for rel, m in self._consolidated.items() if "/" not in rel}
+            return direct_entries(self._consolidated, self.zarr_format)
         names, found = self._fetch_children()
         children = {}
         for name in names:

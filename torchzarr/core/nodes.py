@@ -25,6 +25,7 @@ __all__ = [
     "UnsupportedArray",
     "ancestors",
     "join_path",
+    "names_a_node",
     "node_documents",
     "node_keys",
     "node_metadata_keys",
@@ -95,6 +96,25 @@ def normalize_path(path: str | None, zarr_format: int | None = None) -> str:
                     f"document, not a node{hint if zarr_format is None else ''}"
                 )
     return path
+
+
+def names_a_node(path: str, zarr_format: int | None) -> bool:
+    """True if ``path``, relative to a group, names a node below it that can be opened:
+    what :func:`normalize_path` takes and leaves as it is, and not the group itself.
+
+    A listing keeps only such names: one spelled otherwise (``..``, ``a/``, ``x\\y``, a
+    metadata document's name), as a store or consolidated metadata written by other tools
+    may hold, would list a member that cannot be opened, the group itself, or a node
+    outside the group.
+
+    Example:
+        >>> names_a_node("a/b", 3), names_a_node("..", 3), names_a_node("a/", 3)
+        (True, False, False)
+    """
+    try:
+        return bool(path) and normalize_path(path, zarr_format) == path
+    except InvalidKeyError:
+        return False
 
 
 def join_path(*parts: str) -> str:

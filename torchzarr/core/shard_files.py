@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.fileio import FileSignature, file_signature
+from torchzarr.storage.key_names import confined_key
 
 __all__ = [
     "FileSignature",
@@ -216,7 +217,7 @@ class ShardFiles:
         held = self._fds.get(key)
         if held is not None:
             return held
-        path = f"{self.root}/{key}"  # keys come from the metadata
+        path = f"{self.root}/{confined_key(key)}"  # never a file outside the root
         try:
             if self.keep:
                 if reopen:
@@ -235,7 +236,7 @@ class ShardFiles:
         """The :data:`FileSignature` of the file now at shard ``key``'s path (one
         ``os.stat``), or None when there is none or it cannot be read."""
         try:
-            return file_signature(os.stat(f"{self.root}/{key}"))
+            return file_signature(os.stat(f"{self.root}/{confined_key(key)}"))
         except OSError:
             return None
 

@@ -37,6 +37,7 @@ __all__ = [
     "Piece",
     "PieceFetcher",
     "Region",
+    "SizedShardFiles",
     "Target",
     "coalesce",
     "place",
@@ -120,6 +121,29 @@ def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tup
         else:
             merged.append((start, size))
     return merged
+
+
+class SizedShardFiles(ShardFiles):
+    """The local shard files of one read (see :class:`ShardFiles`), with the size of each
+    shard's file when its index was read through them: what the index entries are checked
+    against before their pieces are read, with no ``fstat`` of their own.
+
+    Example:
+        >>> import tempfile
+        >>> with SizedShardFiles(tempfile.mkdtemp(), keep=False) as files:
+        ...     files.sizes["s0"] = 3  # as the shard's index was read
+        ...     _file_size(files, "s0")
+        3
+    """
+
+    def __init__(self, root: str, keep: bool, version: int = 0) -> None:
+        super().__init__(root, keep, version)
+        #: shard key -> the size of its file when its index was read (by ``ShardReader``)
+        self.sizes: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.sizes.clear()  # the files given back: the next ones may be other versions
+        super().close()
 
 
 class PieceFetcher:
@@ -224,7 +248,7 @@ class PieceFetcher:
                 and target.flags.c_contiguous
                 and size == target.nbytes
             ):
-                if read_into(fd, [target.data], off) != size:
+                if read_into(fd, [target.data], off, needed=size) != size:
                     raise ChunkDecodeError(f"inner chunk {coords} of shard {key!r} is truncated")
             else:
                 encoded.append(piece)
@@ -233,7 +257,7 @@ class PieceFetcher:
             # land on new pages), then each piece decodes from its slice
             first, last = span[0], span[-1]
             data = read_buffer(last[1] + last[2] - first[1])
-            if read_into(fd, [data], first[1]) != len(data):
+            if read_into(fd, [data], first[1], needed=len(data)) != len(data):
                 raise ChunkDecodeError(f"inner chunks of shard {key!r} are truncated")
             if decode_at is not None:  # frames by address: no view per piece
                 base = np.frombuffer(data, dtype=np.uint8).ctypes.data - start
@@ -280,7 +304,11 @@ class PieceFetcher:
 
 
 def _file_size(files: ShardFiles, key: str) -> int:
-    """The size of local shard ``key`` now, through the descriptor its pieces are read by."""
+    """The size of local shard ``key``: when its index was read through ``files``, else
+    now, through the descriptor its pieces are read by."""
+    size = files.sizes.get(key) if isinstance(files, SizedShardFiles) else None
+    if size is not None:
+        return size
     try:
         return os.fstat(files.fd(key)).st_size
     except OSError as err:

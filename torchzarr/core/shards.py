@@ -18,10 +18,11 @@ from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
 from torchzarr.core.fastpath import local_root
 from torchzarr.core.shard_cache import read_cached, touched_count
-from torchzarr.core.shard_files import FileSignature, ShardFiles, file_signature, in_groups
+from torchzarr.core.shard_files import FileSignature, file_signature, in_groups
 from torchzarr.core.shard_pieces import (
     Piece,
     PieceFetcher,
+    SizedShardFiles,
     coalesce,
     plan_region,
     plan_rows,
@@ -131,7 +132,7 @@ class ShardReader:
                     self._cache.pop(key, None)
 
     @contextlib.contextmanager
-    def _files(self) -> Iterator[ShardFiles | None]:
+    def _files(self) -> Iterator[SizedShardFiles | None]:
         """The local shard files of one read (None for other stores), closed after it.
 
         A reader that caches indexes keeps its files open between reads (the process-wide
@@ -140,11 +141,12 @@ class ShardReader:
         if self._root is None:
             yield None
             return
-        with ShardFiles(self._root, self._cache is not None, _writes_to(self._identity)) as f:
-            yield f
+        files = SizedShardFiles(self._root, self._cache is not None, _writes_to(self._identity))
+        with files:
+            yield files
 
     def indexes(
-        self, keys: list[str], files: ShardFiles | None = None
+        self, keys: list[str], files: SizedShardFiles | None = None
     ) -> dict[str, ShardIndex | None]:
         """The index of each shard; None for a shard that is not stored.
 
@@ -186,7 +188,7 @@ class ShardReader:
         return found
 
     def _local_indexes(
-        self, keys: list[str], files: ShardFiles, writes: int
+        self, keys: list[str], files: SizedShardFiles, writes: int
     ) -> dict[str, ShardIndex | None]:
         """The indexes of local shards, each read through the descriptor of ``files``.
 
@@ -216,6 +218,8 @@ class ShardReader:
             fd, serial = held
             if entry is not None and serial and entry[1] == serial:  # read through this file
                 found[key] = entry[0]
+                if entry[2] is not None:  # the size in its signature: that file's
+                    files.sizes[key] = entry[2][2]
                 continue
             try:
                 # taken before the index is read: a change after it shows at the next read
@@ -223,7 +227,7 @@ class ShardReader:
                 size = stat.st_size
                 signature = file_signature(stat)
                 # a file shorter than the index: no pread at a negative offset
-                raw = b"" if size < n else read_bytes(fd, n, size - n if at_end else 0)
+                raw = b"" if size < n else read_bytes(fd, n, size - n if at_end else 0, needed=n)
             except OSError as err:
                 raise StoreError(f"cannot read shard {key!r} in {files.root}: {err}") from err
             if len(raw) != n:
@@ -231,6 +235,7 @@ class ShardReader:
                     f"shard {key!r} is {size} bytes, shorter than its {n}-byte index"
                 )
             read += n
+            files.sizes[key] = size
             index = found[key] = self.codec.decode_index(raw, self.spec, key)
             self._keep(key, index, serial, writes, signature)
         if read:
@@ -298,7 +303,7 @@ class ShardReader:
             )
         self._count(*counts, time.perf_counter() - start)
 
-    def _consistent(self, attempt: Callable[[ShardFiles | None, Callable[[], bool]], T]) -> T:
+    def _consistent(self, attempt: Callable[[SizedShardFiles | None, Callable[[], bool]], T]) -> T:
         """``attempt(files, settled)`` (a read of shard indexes, then of inner chunks), run
         so that each shard's index and inner chunks come from one version of it.
 

@@ -12,6 +12,7 @@ from typing import Any
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.key_names import listed_keys
 
 __all__ = ["LMDBStore"]
 
@@ -326,27 +327,35 @@ class LMDBStore(Store):
         self._call("delete", key, _deleter([k]), write=True)
 
     def delete_prefix(self, prefix: str) -> None:
+        """Remove every key starting with ``prefix``, names no key can spell included (other
+        tools wrote them; listings skip them), so nothing stale stays below it."""
         self._check_writable(prefix or "/")
-        keys = [key.encode() for key in self.list_prefix(prefix)]
+        keys = self._stored_names(prefix)
         if keys:
-            self._call("delete", keys[0].decode(), _deleter(keys), write=True)
+            self._call("delete", prefix or "/", _deleter(keys), write=True)
 
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
+        # bytes that are not UTF-8 read as lone surrogates: no key, skipped
+        keys = [k.decode("utf-8", "surrogateescape") for k in self._stored_names(prefix)]
+        return iter(listed_keys(keys, prefix, self.path, "LMDBStore"))
+
+    def _stored_names(self, prefix: str) -> list[bytes]:
+        """The stored names starting with ``prefix``, as they are stored."""
         validate_prefix(prefix)
         start = prefix.encode()
 
-        def scan(env: Any) -> list[str]:
-            keys: list[str] = []
+        def scan(env: Any) -> list[bytes]:
+            keys: list[bytes] = []
             with env.begin() as txn, txn.cursor() as cursor:
                 if cursor.set_range(start):
                     for k in cursor.iternext(keys=True, values=False):
                         if not k.startswith(start):
                             break
-                        keys.append(bytes(k).decode())
+                        keys.append(bytes(k))
             return keys
 
-        return iter(self._call("list", prefix or "/", scan, missing=[]))
+        return list(self._call("list", prefix or "/", scan, missing=[]))
 
 
 def _putter(pairs: list[tuple[bytes, bytes]]) -> Callable[[Any], None]:

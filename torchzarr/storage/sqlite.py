@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.key_names import listed_keys
 
 __all__ = ["SQLiteStore"]
 
@@ -443,6 +444,23 @@ class SQLiteStore(Store):
         if rows and self._conn() is not None:  # no file yet: nothing to delete
             self._transaction(f"delete {rows[0][0]!r}", "DELETE FROM zarr WHERE key = ?", rows)
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key starting with ``prefix`` in one statement, names no key can
+        spell included (other tools wrote them; listings skip them)."""
+        self._check_writable(prefix or "/")
+        validate_prefix(prefix)
+        if self._conn() is None:  # no file yet: nothing to delete
+            return
+        bound = _prefix_bound(prefix)
+        row: tuple[Any, ...] = ()
+        sql = "DELETE FROM zarr"  # prefix "": every name
+        if bound is not None:
+            sql, row = "DELETE FROM zarr WHERE key >= ? AND key < ?", (prefix, bound)
+        elif prefix:  # it ends in the last code point: no string bounds it from above
+            sql = "DELETE FROM zarr WHERE key >= ? AND substr(key, 1, ?) = ?"
+            row = (prefix, len(prefix), prefix)
+        self._transaction(f"delete {prefix or '/'!r}", sql, [row])
+
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
@@ -452,4 +470,4 @@ class SQLiteStore(Store):
         else:
             sql = "SELECT key FROM zarr WHERE key >= ? AND key < ?"
             rows = self._query("list", sql, (prefix, bound))
-        return iter([key for (key,) in rows if key.startswith(prefix)])
+        return iter(listed_keys((key for (key,) in rows), prefix, self.path, "SQLiteStore"))

@@ -14,8 +14,10 @@ from typing import Any
 
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
+from torchzarr.forksafe import new_rlock
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.fileio import file_signature, path_signature, read_bytes
+from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.zip_io import (
     AppendState,
     Savepoint,
@@ -34,6 +36,7 @@ from torchzarr.storage.zip_io import (
 )
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 from torchzarr.storage.zip_shared import archives as _archives
+from torchzarr.storage.zip_shared import choose_archive
 from torchzarr.storage.zip_shared import closed_at_exit as _closed_at_exit
 from torchzarr.storage.zip_shared import path_locks as _path_locks
 
@@ -63,9 +66,10 @@ class _Archive:
 
     def __init__(self, path: str, mode: str, allow_zip64: bool) -> None:
         self.path, self.mode = path, mode
-        self.lock = threading.RLock()
+        self.lock = new_rlock()  # kept by stores as a snapshot: unlocked in a forked child too
         self.pid = os.getpid()
         self.frozen = False  # a forked child's snapshot of the parent's open archive
+        self.closed = False  # by this process: its stores move to the archive open now
         self.dirty = False
         self.zf: zipfile.ZipFile | None = None
         self.fd = -1
@@ -99,7 +103,7 @@ class _Archive:
         return None if info is None else read_entry(info, rng, self._pread, self.offsets, self.path)
 
     def _pread(self, key: str, size: int, offset: int) -> bytes:
-        data = read_bytes(self.fd, size, offset)  # no shared file offset, no lock
+        data = read_bytes(self.fd, size, offset, needed=size)  # no shared offset, no lock
         if len(data) != size:
             raise StoreError(f"truncated zip {self.path!r}: entry {key!r} is cut short")
         return data
@@ -207,6 +211,7 @@ class _Archive:
         with self.lock:
             zf = self.zf
             if zf is None:
+                self.closed = True
                 return
             live = list(self.index.values())
             if self.dirty and self.writable:
@@ -218,7 +223,7 @@ class _Archive:
                 if no_room is not None:
                     raise no_room_for_directory(self.path, no_room) from no_room
                 zf._didModify = False  # type: ignore[attr-defined]  # written: close() adds nothing
-            self.zf = None
+            self.zf, self.closed = None, True
             try:
                 zf.close()
             except OSError as err:
@@ -245,22 +250,20 @@ class _Archive:
             self.frozen = self.writable  # the parent writes on: its file lacks a directory
         self.zf, self.mode, self.dirty = None, "r", False
 
-    def let_go_if_replaced(self) -> bool:
-        """Let go of the file, writing nothing to it (reads in flight finish on it), if
-        another writer replaced or rewrote it since this process last left it; not while
-        this process has changes for a close to write (the zip's one writer), nor in a
-        forked child's snapshot of a zip its parent writes. True when let go."""
-        with self.lock:
-            zf = self.zf
-            changed = zf is not None and (self.dirty or zf._didModify)  # type: ignore[attr-defined]
-            if self.frozen or (self.writable and changed):
-                return False
-            if path_signature(self.path) == self.signature:  # as this process left it
-                return False
-            if zf is not None:
-                drop_file(zf)  # never its directory: the file is another writer's now
-            self.zf, self.mode, self.dirty = None, "r", False
+    def unchanged_by_others(self) -> bool:
+        """Whether the file at the path is the one read, as this process last left it, or
+        holds changes of this process for a close to write (the zip's one writer)."""
+        zf = self.zf
+        if zf is not None and self.writable and (self.dirty or zf._didModify):  # type: ignore[attr-defined]
             return True
+        return path_signature(self.path) == self.signature
+
+    def let_go(self) -> None:
+        """Write nothing more to the file (another writer's now): a read-only snapshot."""
+        with self.lock:
+            if self.zf is not None:
+                drop_file(self.zf)  # never its directory
+            self.zf, self.mode, self.dirty = None, "r", False
 
 
 class ZipStore(Store):
@@ -269,7 +272,8 @@ class ZipStore(Store):
     Entries are written ``ZIP_STORED`` by default (chunks are compressed already), so a
     ranged read fetches only the bytes asked for. All ZipStores of one path in a process
     share one open archive, so a reader sees what a writer of the same process wrote. A
-    new store's first use reads a zip that another writer replaced or rewrote since afresh.
+    store reads the zip as its first use found it: one that another writer replaced or
+    rewrote since is read afresh by the stores first used after that.
 
     A zip cannot replace an entry in place: overwriting a key appends a new entry, and
     reads return the newest (as zipfile and zarr-python do); deleting hides the key.
@@ -318,7 +322,7 @@ class ZipStore(Store):
         self.compression = compression
         self.allowZip64 = allowZip64
         self._fresh = mode in ("w", "x")  # truncate or create on first use only
-        self._checked = False  # its first use reads a zip replaced or rewritten since afresh
+        self._pinned: _Archive | None = None  # the archive of its first use (or last write)
 
     def __repr__(self) -> str:
         return f"ZipStore({self.path!r}, mode={self.mode!r})"
@@ -356,21 +360,16 @@ class ZipStore(Store):
 
     # -- the shared archive -------------------------------------------------------------
     def _archive(self, writing: str | None = None) -> _Archive:
-        """The archive of this path shared in the process; writable when ``writing`` a key."""
+        """The archive this store reads (see ``choose_archive``); writable when ``writing``."""
         path = self.identity  # one archive per file, whatever path or link reaches it
-        write, archive = writing is not None, _archives.get(path)
-        settled = self._checked and not self._fresh
-        if archive is not None and settled and (archive.writable or not write):
-            return archive
+        write, archive = writing is not None, self._pinned
+        if archive is not None and not archive.closed and (archive.writable or not write):
+            return archive  # its snapshot, whatever another writer put at the path since
         changes = write or self._fresh
         action = f"create (mode {self.mode!r})" if not write else "write to"
         action = f"write {writing!r} to" if writing else action
         with _path_locks[path]:
             archive = _archives.get(path)
-            if archive is not None and not self._checked and archive.let_go_if_replaced():
-                del _archives[path]  # stores of it read the new file from their next use
-                archive = None
-            self._checked = True
             if changes:
                 frozen = archive is not None and archive.frozen
                 refuse_change(self.path, action, frozen, exiting=path in _closed_at_exit)
@@ -381,13 +380,10 @@ class ZipStore(Store):
                     archive.close()
                 archive = _archives[path] = _Archive(self.real_path, "w", self.allowZip64)
                 self._fresh = False
-            elif archive is None or (write and not archive.writable):
-                # read only until the first write: a file this process may not write reads
-                replaced = archive  # read only: its close writes nothing
-                archive = _Archive(self.real_path, "a" if write else "r", self.allowZip64)
-                _archives[path] = archive
-                if replaced is not None:
-                    replaced.close()  # reads in flight keep its descriptor until they end
+            else:  # a file this process may not write reads: read only until the first write
+                opener = lambda mode: _Archive(self.real_path, mode, self.allowZip64)  # noqa: E731
+                archive = choose_archive(path, write, opener)
+            self._pinned = archive
             return archive
 
     def close(self) -> None:
@@ -399,6 +395,7 @@ class ZipStore(Store):
         open, its entries intact: close it again once there is room.
         """
         path = self.identity
+        self._pinned = None  # its next use takes the zip now at the path
         with _path_locks[path]:  # no store opens it again before its directory is written
             archive = _archives.get(path)
             if archive is not None and not archive.frozen:  # a snapshot stays: the parent's
@@ -495,4 +492,4 @@ class ZipStore(Store):
         archive = self._archive()
         with archive.lock:
             keys = list(archive.index)
-        return iter([key for key in keys if key.startswith(prefix)])
+        return iter(listed_keys(keys, prefix, self.path, "ZipStore"))

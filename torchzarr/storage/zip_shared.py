@@ -1,5 +1,8 @@
 """The zip archives open in this process, one per file, shared by every ``ZipStore`` of it.
 
+Each store keeps the archive it first used, so what it reads stays one consistent version
+of the zip: the archive follows this process's own writes, while a new version that another
+writer put at the path is read by the stores that start after it (see :func:`choose_archive`).
 The end of the interpreter writes the directory of each one still open for writing; a
 forked child keeps its parent's as read-only snapshots, never written to or closed there.
 """
@@ -9,11 +12,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
+from torchzarr.errors import StoreError
 from torchzarr.forksafe import LockTable
 
-__all__ = ["ORPHANS", "archives", "closed_at_exit", "path_locks"]
+__all__ = ["ORPHANS", "archives", "choose_archive", "closed_at_exit", "path_locks"]
 
 #: the open archive of each zip, by store identity (the file's real path)
 archives: dict[str, Any] = {}
@@ -23,6 +28,52 @@ path_locks = LockTable()
 ORPHANS: list[Any] = []
 #: zips whose directory the exit wrote: its last write
 closed_at_exit: set[str] = set()
+
+
+def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -> Any:
+    """The archive a store of ``path`` (a store identity) takes, when it holds none or needs
+    one it may write to; call it holding ``path_locks[path]``.
+
+    The shared archive, while the file at the path is as this process last left it (or
+    holds writes of this process not yet closed, or is a forked child's snapshot of the
+    zip its parent writes), reopened for appending if ``write`` asks. Else another writer
+    replaced or rewrote the file: it is opened (``open_archive(mode)``, mode ``"r"`` or
+    ``"a"``) before the shared archive is let go, which the stores reading it keep as
+    their snapshot. While the new file cannot be opened (another writer has not written
+    its directory yet), a read gets the shared archive still, and a write the error.
+
+    Example:
+        >>> class Archive:  # what choose_archive needs of an archive
+        ...     lock, frozen, writable = path_locks["a"], False, False
+        ...     def __init__(self, mode): self.mode = mode
+        ...     def unchanged_by_others(self): return True
+        ...     def close(self): pass
+        >>> first = choose_archive("a", False, Archive)
+        >>> choose_archive("a", False, Archive) is first, choose_archive("a", True, Archive).mode
+        (True, 'a')
+        >>> del archives["a"]
+    """
+    mode = "a" if write else "r"
+    current = archives.get(path)
+    if current is None:
+        archive = archives[path] = open_archive(mode)
+        return archive
+    with current.lock:  # no write of this process lands on it between the check and the let go
+        if not (current.frozen or current.unchanged_by_others()):
+            try:
+                archive = open_archive(mode)
+            except StoreError:
+                if write:
+                    raise
+                return current
+            current.let_go()
+            archives[path] = archive
+            return archive
+    if write and not current.writable:  # read only until the first write
+        archive = archives[path] = open_archive(mode)
+        current.close()  # read only: writes nothing; its stores move to the new one
+        return archive
+    return current
 
 
 def _after_fork_in_child() -> None:
