@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,7 @@ def normalize_path(path: str | None, zarr_format: int | None = None) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=1 << 16)  # listings ask again for the same names at each call
 def names_a_node(path: str, zarr_format: int | None) -> bool:
     """True if ``path``, relative to a group, names a node below it that can be opened:
     what :func:`normalize_path` takes and leaves as it is, and not the group itself.
