@@ -207,3 +207,31 @@ def test_an_array_open_before_its_zip_was_replaced_reads_its_own_values(tmp_path
     new = tz.open_array(f"zip://{path}", mode="r")
     assert new.dtype == torch.float32 and new[:].tolist() == [0.5] * 8
     assert old[:].tolist() == list(range(8))  # never the new bytes read as int32
+
+
+def test_an_array_whose_zip_another_store_closed_after_a_replace_is_refused(tmp_path):
+    path, staged = tmp_path / "a.zip", tmp_path / "staged.zip"
+    with ZipStore(path, mode="w") as store:
+        tz.create_array(store, data=torch.arange(8, dtype=torch.float32), chunks=(4,))
+    with ZipStore(staged, mode="w") as store:
+        tz.create_array(store, data=torch.arange(100, 108, dtype=torch.int32), chunks=(4,))
+    old = tz.open_array(ZipStore(path), mode="r")
+    other = ZipStore(path)
+    other.get("zarr.json")  # shares the archive the array reads
+    os.replace(staged, path)
+    other.close()  # lets that archive go: its version is no longer at the path
+    with pytest.raises(StoreError, match="replaced or rewritten by another writer"):
+        old[:]  # never the int32 chunks read as float32
+    assert tz.open_array(ZipStore(path), mode="r")[:].tolist() == list(range(100, 108))
+
+
+def test_arrays_of_a_zip_closed_by_another_store_of_this_process_read_on(tmp_path):
+    path = tmp_path / "a.zip"
+    with ZipStore(path, mode="w") as store:
+        tz.create_array(store, data=torch.arange(8, dtype=torch.float32), chunks=(4,))
+    reader = tz.open_array(ZipStore(path), mode="r")
+    writer_store = ZipStore(path, mode="a")
+    writer = tz.open_array(writer_store, mode="r+")
+    writer[:4] = -1.0
+    writer_store.close()  # this process's own change: the reader reads it
+    assert reader[:].tolist() == [-1.0] * 4 + [4.0, 5.0, 6.0, 7.0]

@@ -16,7 +16,7 @@ from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import new_rlock
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
-from torchzarr.storage.fileio import file_signature, path_signature, read_bytes
+from torchzarr.storage.fileio import FileSignature, file_signature, path_signature, read_bytes
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.zip_io import (
     AppendState,
@@ -34,9 +34,9 @@ from torchzarr.storage.zip_io import (
     rewrite_live,
     write_directory,
 )
+from torchzarr.storage.zip_shared import GONE, choose_archive, refuse_another_version
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 from torchzarr.storage.zip_shared import archives as _archives
-from torchzarr.storage.zip_shared import choose_archive
 from torchzarr.storage.zip_shared import closed_at_exit as _closed_at_exit
 from torchzarr.storage.zip_shared import path_locks as _path_locks
 
@@ -59,9 +59,8 @@ class _Archive:
     times, and it never grows past about twice its live bytes).
 
     The pread descriptor is closed when the archive is garbage, not by ``close``: a read
-    that fetched the archive before another thread closed it still reads the file it
-    indexed, never a closed (or reused) descriptor. A write or delete that finds the
-    archive closed changes nothing and returns False: the caller reopens and tries again.
+    holding the archive reads the file it indexed, never a closed (or reused) descriptor.
+    A write or delete finding it closed changes nothing and returns False (try again).
     """
 
     def __init__(self, path: str, mode: str, allow_zip64: bool) -> None:
@@ -70,6 +69,7 @@ class _Archive:
         self.pid = os.getpid()
         self.frozen = False  # a forked child's snapshot of the parent's open archive
         self.closed = False  # by this process: its stores move to the archive open now
+        self.closed_as: FileSignature | None = None  # the file as its close left it
         self.dirty = False
         self.zf: zipfile.ZipFile | None = None
         self.fd = -1
@@ -77,12 +77,13 @@ class _Archive:
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
         self.cut_points: list[int] = []  # where each roll back cut the file (Savepoint)
         # the file as this process last left it: a new open reads one changed since afresh
-        self.signature = path_signature(path)
+        self.signature = self.opened_as = path_signature(path)
         if mode == "r" and (self.signature is None or not self.signature[2]):  # no bytes
             return  # a missing or empty file reads as an empty store, like a missing directory
         self.zf, self.fd = open_zip(path, mode, allow_zip64)
         weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
         self.signature = file_signature(os.fstat(self.fd))
+        self.opened_as = self.signature  # the file as this archive found it
         for info in self.zf.infolist():  # later entries win, as in zipfile and zarr-python
             if not info.is_dir():
                 self.index[info.filename] = info
@@ -213,6 +214,7 @@ class _Archive:
             if zf is None:
                 self.closed = True
                 return
+            ours = self.unchanged_by_others()  # else another writer's file is at the path
             live = list(self.index.values())
             if self.dirty and self.writable:
                 # the directory lists the live entries only; their dead bytes stay behind
@@ -235,6 +237,7 @@ class _Archive:
                     _log.warning(
                         "zip %r keeps its dead entries: cannot rewrite it (%s)", self.path, err
                     )
+            self.closed_as = path_signature(self.path) if ours else GONE
 
     def freeze(self) -> None:
         """In a forked child: a read-only snapshot of what the parent had written.
@@ -383,7 +386,9 @@ class ZipStore(Store):
             else:  # a file this process may not write reads: read only until the first write
                 opener = lambda mode: _Archive(self.real_path, mode, self.allowZip64)  # noqa: E731
                 archive = choose_archive(path, write, opener)
-            self._pinned = archive
+            stale, self._pinned = self._pinned, archive
+            if stale is not None and stale.closed and archive is not stale:
+                refuse_another_version(self.path, stale, archive)
             return archive
 
     def close(self) -> None:

@@ -17,8 +17,17 @@ from typing import Any
 
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import LockTable
+from torchzarr.storage.fileio import FileSignature
 
-__all__ = ["ORPHANS", "archives", "choose_archive", "closed_at_exit", "path_locks"]
+__all__ = [
+    "GONE",
+    "ORPHANS",
+    "archives",
+    "choose_archive",
+    "closed_at_exit",
+    "path_locks",
+    "refuse_another_version",
+]
 
 #: the open archive of each zip, by store identity (the file's real path)
 archives: dict[str, Any] = {}
@@ -28,6 +37,33 @@ path_locks = LockTable()
 ORPHANS: list[Any] = []
 #: zips whose directory the exit wrote: its last write
 closed_at_exit: set[str] = set()
+
+
+#: ``closed_as`` of an archive whose file another writer had replaced when it was closed
+GONE: FileSignature = (-1, -1, -1, -1, -1)
+
+
+def refuse_another_version(path: str, closed: Any, now: Any) -> None:
+    """Raise if the zip a store read, closed since by another store of this process, was
+    replaced or rewritten by another writer before ``now`` opened it: the store's arrays
+    hold the old version's metadata, and would read the new one's chunks by it. An archive
+    this process reopened for writing (its ``successor``) carries the version on.
+
+    Example:
+        >>> class Archive:
+        ...     closed_as = opened_as = (1, 2, 3, 4, 5)
+        >>> refuse_another_version("x.zip", Archive(), Archive())  # the same file: nothing
+    """
+    last = closed
+    while (successor := getattr(last, "successor", None)) is not None:
+        if successor is now:
+            return
+        last = successor
+    if last.closed_as is not None and now.opened_as != last.closed_as:
+        raise StoreError(
+            f"zip {path!r} was replaced or rewritten by another writer since this store read "
+            "it (another store's close() let that version go): open the array or group again"
+        )
 
 
 def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -> Any:
@@ -72,6 +108,7 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
     if write and not current.writable:  # read only until the first write
         archive = archives[path] = open_archive(mode)
         current.close()  # read only: writes nothing; its stores move to the new one
+        current.successor = archive
         return archive
     return current
 
