@@ -46,7 +46,7 @@ def cap_reads(
     """
     if most_per_call is not None:
         monkeypatch.setattr(fileio, "_MOST_PER_CALL", most_per_call)
-        monkeypatch.setattr(fileio, "_SHORT_IS_END", most_per_call // 2, raising=False)
+        monkeypatch.setattr(fileio, "_SHORT_IS_END", most_per_call // 2)
     cut: list[int] = []
     read, pread, readv, preadv = os.read, os.pread, os.readv, os.preadv
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from ranks import run_ranks
 from torch.distributed.checkpoint.api import CheckpointException
 
 import torchzarr as tz
@@ -178,20 +179,8 @@ def test_two_ranks_save_and_reshard(tmp_path: pathlib.Path) -> None:
     }
     dcp.save(single, storage_writer=ZarrStorageWriter(str(saved_by_1)))
     init = tmp_path / "pg-init"
-    cmd = [sys.executable, str(HERE / "dcp_worker.py")]
     args = [str(init), str(saved_by_2), str(saved_by_1)]
-    procs = [
-        subprocess.Popen(
-            [*cmd, str(rank), "2", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    for rank, (p, out) in enumerate(zip(procs, outputs, strict=True)):
-        assert p.returncode == 0 and f"rank {rank} ok" in out, out
+    run_ranks(str(HERE / "dcp_worker.py"), 2, args, timeout=120)
     # the 2-rank save, loaded by one process into whole tensors
     state: dict[str, Any] = {k: torch.zeros_like(v) for k, v in ref.items()}
     state["meta"] = {"step": 0, "name": ""}

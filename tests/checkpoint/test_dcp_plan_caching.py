@@ -8,14 +8,13 @@ uses a planner class of its own and drops its cache entries afterwards.
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from ranks import run_ranks
 from torch.distributed.checkpoint import DefaultSavePlanner
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import SavePlanner
@@ -119,16 +118,6 @@ def test_plan_caching_that_reuses_another_state_dicts_plans_commits_nothing(
 def test_two_ranks_save_repeatedly_under_plan_caching(tmp_path: pathlib.Path) -> None:
     """2 gloo ranks: plans all cached, then one rank's changed, then all cached again."""
     init = tmp_path / "pg-init"
-    cmd = [sys.executable, str(HERE / "dcp_cache_worker.py")]
-    procs = [
-        subprocess.Popen(
-            [*cmd, str(rank), "2", str(init), str(tmp_path / "ckpt")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-    for rank, (p, out) in enumerate(zip(procs, outputs, strict=True)):
-        assert p.returncode == 0 and f"rank {rank} ok" in out, out
+    run_ranks(
+        str(HERE / "dcp_cache_worker.py"), 2, [str(init), str(tmp_path / "ckpt")], timeout=180
+    )

@@ -259,6 +259,7 @@ def test_a_sized_zstd_frame_decodes_into_its_stated_size() -> None:
     assert nbytes_of(decoded) == 16 and (base is None or nbytes_of(base) == 16)
 
 
+@pytest.mark.filterwarnings("ignore:Casting complex values to real")  # AsType's decode
 def test_v2_filters_that_grow_32_times_still_read(tmp_path: Any) -> None:
     zarr = pytest.importorskip("zarr")
     stored = zarr.create_array(

@@ -157,7 +157,7 @@ class BytesBytesCodec(Codec):
     def max_encoded_size(self, nbytes: int) -> int:
         """A bound on the size of :meth:`encode`'s output for ``nbytes`` bytes: what the
         codec after this one may decode to. Codecs that know theirs override this generous
-        one (16 times plus 64 KiB).
+        one (:func:`~torchzarr.codecs.bounded.loose_bound`: 64 times plus 64 KiB).
 
         Example:
             >>> from torchzarr.codecs.compressors import Crc32cCodec

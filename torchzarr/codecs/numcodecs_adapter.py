@@ -102,7 +102,7 @@ _OBJECT_CODEC_CLASSES = _object_codec_classes()
 def check_numeric_codec(codec: Any) -> None:
     """Refuse a numcodecs codec (an id, or a codec object) that builds Python objects from
     stored bytes: ``pickle`` (which runs any code the bytes name) and the object-array codecs
-    (``json2``, ``msgpack2``, ``vlen-*``, ``categorize``). Checked before anything is decoded
+    (``json``, ``json2``, ``msgpack``, ``msgpack2``, ``vlen-*``, ``categorize``). Checked before anything is decoded
     or encoded, whatever numcodecs' version or settings.
 
     Raises:
