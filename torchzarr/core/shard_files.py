@@ -31,10 +31,8 @@ from torchzarr.storage.fileio import FileSignature, file_signature
 from torchzarr.storage.key_names import confined_key
 
 __all__ = [
-    "FileSignature",
     "OpenShards",
     "ShardFiles",
-    "file_signature",
     "in_groups",
     "open_shards",
 ]

@@ -18,7 +18,7 @@ from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
 from torchzarr.core.cache import location
 from torchzarr.core.fastpath import local_root
 from torchzarr.core.shard_cache import read_cached, touched_count
-from torchzarr.core.shard_files import FileSignature, file_signature, in_groups
+from torchzarr.core.shard_files import in_groups
 from torchzarr.core.shard_pieces import (
     Piece,
     PieceFetcher,
@@ -34,7 +34,7 @@ from torchzarr.core.shard_writes import stamp as _stamp
 from torchzarr.core.shard_writes import writes_to as _writes_to
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
-from torchzarr.storage.fileio import read_bytes
+from torchzarr.storage.fileio import FileSignature, file_signature, read_bytes
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec", "writing"]
 
