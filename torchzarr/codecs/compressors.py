@@ -39,13 +39,18 @@ __all__ = [
 ]
 
 
+def _decode_error(codec: str, err: Exception) -> ChunkDecodeError:
+    """The error a codec's failure to decode raises, naming the codec and the failure."""
+    return ChunkDecodeError(f"{codec} codec: {type(err).__name__}: {err}")
+
+
 def _decode(impl: Any, codec_id: str, data: Any) -> bytes:
     if is_empty_frame(codec_id, data):
         return b""
     try:
         decoded = impl.decode(data)
     except Exception as err:
-        raise ChunkDecodeError(f"{codec_id} codec: {type(err).__name__}: {err}") from err
+        raise _decode_error(codec_id, err) from err
     return decoded if isinstance(decoded, bytes) else np.asarray(decoded).tobytes()
 
 
@@ -66,7 +71,7 @@ def decode_at_most(impl: Any, codec_id: str, data: Any, limit: int, name: str = 
     except ChunkDecodeError:
         raise
     except Exception as err:
-        raise ChunkDecodeError(f"{name or codec_id} codec: {type(err).__name__}: {err}") from err
+        raise _decode_error(name or codec_id, err) from err
 
 
 def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
@@ -112,7 +117,7 @@ def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
     try:
         impl.decode(data, out=out)
     except Exception as err:
-        raise ChunkDecodeError(f"{codec_id} codec: {type(err).__name__}: {err}") from err
+        raise _decode_error(codec_id, err) from err
 
 
 def _int(config: dict[str, Any], key: str, default: int, name: str, lo: int, hi: int) -> int:

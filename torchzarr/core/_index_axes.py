@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,6 +18,7 @@ __all__ = [
     "as_int",
     "as_int_array",
     "as_slice",
+    "broadcast_points",
     "check_int_array",
     "open_mesh",
 ]
@@ -116,6 +117,39 @@ def check_int_array(arr: np.ndarray, axis: int, extent: int) -> np.ndarray:
             f"index {int(arr[bad][0])} is out of bounds for axis {axis} with extent {extent}"
         )
     return np.where(arr < 0, arr + extent, arr)
+
+
+def broadcast_points(
+    items: Sequence[Any], axes: Sequence[int], shape: Sequence[int], what: str
+) -> list[np.ndarray]:
+    """The ints and integer arrays of ``items`` on ``axes`` as index arrays broadcast
+    together, each checked against its axis of ``shape`` and made non-negative.
+
+    ``what`` names the selection in errors. As in numpy, arrays that do not broadcast are
+    refused before any index is checked against its axis.
+
+    Raises:
+        SelectionError: an array not of integers, or arrays that do not broadcast together.
+        BoundsError: an index outside its axis (the first offending one).
+
+    Example:
+        >>> points = broadcast_points((0, [1, -1]), (0, 1), (2, 3), "vindex")
+        >>> [p.tolist() for p in points]
+        [[0, 0], [1, 2]]
+    """
+    arrays = []
+    for axis in axes:
+        index = as_int(items[axis])
+        arrays.append(np.asarray(index) if index is not None else as_int_array(items[axis], what))
+    shapes = [a.shape for a in arrays if a.ndim]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise SelectionError(
+            f"{what} arrays of shapes {shapes} cannot be broadcast together"
+        ) from None
+    checked = [check_int_array(a, axis, shape[axis]) for a, axis in zip(arrays, axes, strict=True)]
+    return list(np.broadcast_arrays(*checked))
 
 
 class IntAxis:

@@ -29,6 +29,7 @@ from torchzarr.core._index_axes import (
     SliceAxis,
     as_int,
     as_int_array,
+    broadcast_points,
     check_int_array,
     open_mesh,
 )
@@ -370,32 +371,16 @@ def _point_arrays(items: tuple[Any, ...], shape: tuple[int, ...]) -> list[np.nda
                     f"boolean mask of shape {mask.shape} does not match array shape {shape}"
                 )
             return list(np.nonzero(mask))
-    arrays = []
     for axis, item in enumerate(items):
-        index = as_int(item)
-        if index is not None:
-            arrays.append(np.asarray(index))
-        elif isinstance(item, np.ndarray | list):
-            arr = as_int_array(item, "vindex")
-            if arr.dtype == bool:
-                raise SelectionError(f"{_VINDEX}; got a boolean array on axis {axis}")
-            arrays.append(arr)
-        else:
+        if _is_bool_array(item):
+            raise SelectionError(f"{_VINDEX}; got a boolean array on axis {axis}")
+        if as_int(item) is None and not isinstance(item, np.ndarray | list):
             raise SelectionError(f"{_VINDEX}; got {_describe(item)} on axis {axis}")
-    if len(arrays) != len(shape):
+    if len(items) != len(shape):
         raise SelectionError(
-            f"{_VINDEX}: array has {len(shape)} dimensions, got {len(arrays)} arrays"
+            f"{_VINDEX}: array has {len(shape)} dimensions, got {len(items)} arrays"
         )
-    checked = [
-        check_int_array(a, axis, s) for axis, (a, s) in enumerate(zip(arrays, shape, strict=True))
-    ]
-    try:
-        return list(np.broadcast_arrays(*checked))
-    except ValueError:
-        shapes = [a.shape for a in checked]
-        raise SelectionError(
-            f"vindex arrays of shapes {shapes} cannot be broadcast together"
-        ) from None
+    return broadcast_points(items, range(len(shape)), shape, "vindex")
 
 
 def vectorized_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexer:

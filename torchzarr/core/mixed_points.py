@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from torchzarr.core import indexing
-from torchzarr.core._index_axes import AxisStep, SliceAxis, as_int, as_int_array, check_int_array
+from torchzarr.core._index_axes import AxisStep, SliceAxis, as_int, broadcast_points
 from torchzarr.core.indexing import ChunkProjection, Indexer, chunk_grid_shape
 from torchzarr.errors import SelectionError
 
@@ -180,28 +180,6 @@ class _MixedPointsIndexer:
         return f"<MixedPointsIndexer shape={self.shape} nchunks={self.nchunks}>"
 
 
-def _point_arrays(
-    items: tuple[Any, ...], advanced: list[int], shape: tuple[int, ...]
-) -> list[np.ndarray]:
-    """The advanced items as checked, non-negative index arrays broadcast together."""
-    arrays: list[np.ndarray] = []
-    for axis in advanced:
-        item = items[axis]
-        index = as_int(item)
-        arrays.append(np.asarray(index) if index is not None else as_int_array(item, "indexing"))
-    shapes = [a.shape for a in arrays if a.ndim]
-    try:
-        np.broadcast_shapes(*shapes)
-    except ValueError:
-        raise SelectionError(
-            f"index arrays of shapes {shapes} cannot be broadcast together"
-        ) from None
-    checked = [
-        check_int_array(a, axis, shape[axis]) for a, axis in zip(arrays, advanced, strict=True)
-    ]
-    return list(np.broadcast_arrays(*checked))
-
-
 def mixed_points_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexer:
     """An indexer for numpy's advanced indexing with several integer arrays among ints,
     slices (any non-zero step) and one Ellipsis: ints and arrays broadcast to shape B, which
@@ -235,7 +213,7 @@ def mixed_points_indexer(selection: Any, shape: Any, chunk_shape: Any) -> Indexe
                 f"a selection takes ints, slices, Ellipsis and integer arrays; got {item!r} "
                 f"of type {type(item).__name__} on axis {axis}"
             )
-    points = _point_arrays(items, advanced, shape)
+    points = broadcast_points(items, advanced, shape, "indexing")
     front = not _adjacent(raw)
     lengths = {axis: steps.length for axis, steps in slices.items()}
     point_shape = tuple(points[0].shape)

@@ -22,6 +22,7 @@ __all__ = [
     "ByteRange",
     "Store",
     "is_utf8",
+    "key_part_offence",
     "options_mapping",
     "validate_dir_prefix",
     "validate_key",
@@ -74,6 +75,35 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+BACKSLASH = "backslash"
+NUL_BYTE = "NUL byte"
+NOT_UTF8 = "not UTF-8"
+NOT_A_NAME = "empty, '.' or '..'"
+_NOT_NAMES = frozenset(("", ".", ".."))
+
+
+def key_part_offence(part: str) -> str | None:
+    """Why ``part`` cannot be a component of a store key, or None if it can.
+
+    The reason is one of :data:`BACKSLASH`, :data:`NUL_BYTE`, :data:`NOT_UTF8` (a lone
+    surrogate) and :data:`NOT_A_NAME` (an empty, ``.`` or ``..`` component), the first
+    that applies in that order.
+
+    Example:
+        >>> key_part_offence("c"), key_part_offence(".."), key_part_offence("a\\\\b")
+        (None, "empty, '.' or '..'", 'backslash')
+    """
+    if "\\" in part:
+        return BACKSLASH
+    if "\x00" in part:
+        return NUL_BYTE
+    if not part.isascii() and not is_utf8(part):
+        return NOT_UTF8
+    if part in _NOT_NAMES:
+        return NOT_A_NAME
+    return None
+
+
 def validate_key(key: str) -> str:
     """Check that ``key`` is a relative ``/``-separated key that cannot leave a store's root.
 
@@ -85,21 +115,21 @@ def validate_key(key: str) -> str:
         raise InvalidKeyError(f"store key must be a str, got {type(key).__name__}: {key!r}")
     if not key:
         raise InvalidKeyError("store key must not be empty")
-    if "\\" in key:
+    offences = {key_part_offence(part) for part in key.split("/")}
+    if BACKSLASH in offences:
         raise InvalidKeyError(f"store key {key!r} contains a backslash")
     # "C:x" is a drive path only on Windows; elsewhere "a:b" is a name like any other
     if key.startswith("/") or (_WINDOWS and len(key) > 1 and key[1] == ":"):
         raise InvalidKeyError(f"store key {key!r} is an absolute path")
-    if "\x00" in key:
+    if NUL_BYTE in offences:
         raise InvalidKeyError(f"store key {key!r} contains a NUL byte")
-    if not key.isascii() and not is_utf8(key):
+    if NOT_UTF8 in offences:
         raise InvalidKeyError(
             f"store key {key!r} is not valid Unicode text: it has a lone surrogate "
             "(what a file name that is not UTF-8 reads as), which no store can hold"
         )
-    for part in key.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidKeyError(f"store key {key!r} has an empty, '.' or '..' component")
+    if NOT_A_NAME in offences:
+        raise InvalidKeyError(f"store key {key!r} has an empty, '.' or '..' component")
     return key
 
 

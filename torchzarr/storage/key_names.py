@@ -21,14 +21,26 @@ import threading
 import warnings
 from collections.abc import Iterable
 
-from torchzarr.storage.base import is_utf8, validate_key
+from torchzarr.storage.base import (
+    BACKSLASH,
+    NOT_A_NAME,
+    NOT_UTF8,
+    NUL_BYTE,
+    key_part_offence,
+    validate_key,
+)
 
 __all__ = ["confined_key", "listed_keys", "spells_a_key"]
 
 _WARNED_LIMIT = 4096  # paths remembered; past it the oldest may be warned about again
 _warned: dict[tuple[str, str], None] = {}  # (store kind, path), oldest first
 _warned_lock = threading.Lock()
-_NO_KEY_PARTS = frozenset(("", ".", ".."))
+_REASONS = {  # what a listing's warning says of each offence
+    BACKSLASH: "its name holds a backslash or a NUL byte",
+    NUL_BYTE: "its name holds a backslash or a NUL byte",
+    NOT_UTF8: "its name is not UTF-8",
+    NOT_A_NAME: "it has an empty, '.' or '..' path component",
+}
 
 
 def _shown(path: str) -> str:
@@ -43,12 +55,9 @@ def _shown(path: str) -> str:
 def _first_offence(parts: list[str]) -> tuple[int, str] | None:
     """The index of the first component no key may have, and why; None if there is none."""
     for index, part in enumerate(parts):
-        if part in _NO_KEY_PARTS:
-            return index, "it has an empty, '.' or '..' path component"
-        if "\\" in part or "\x00" in part:
-            return index, "its name holds a backslash or a NUL byte"
-        if not part.isascii() and not is_utf8(part):
-            return index, "its name is not UTF-8"
+        offence = key_part_offence(part)
+        if offence is not None:
+            return index, _REASONS[offence]
     return None
 
 
