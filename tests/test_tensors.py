@@ -363,3 +363,11 @@ def test_tensors_and_numpy_arrays_holding_infinities_cast_as_torch_casts():
     for value in (infinities, infinities.numpy()):
         assert _stored_as_float(value, "float8_e4m3fn") == [448.0, -448.0]  # saturated
         assert np.isnan(_stored_as_float(value, "float8_e4m3fnuz")).all()
+
+
+@pytest.mark.parametrize("shape", [(2**63 - 1,), (4,) * 32, (2**31, 2**31)])
+def test_a_read_whose_result_no_machine_holds_is_refused_naming_its_shape(shape):
+    arr = tz.create_array(tz.MemoryStore(), shape=shape, dtype="uint8", chunks=(1,) * len(shape))
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"cannot hold a result of shape"):
+        arr[...]
+    assert arr[(0,) * len(shape)].item() == 0  # one element reads as the fill value

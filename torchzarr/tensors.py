@@ -31,6 +31,8 @@ __all__ = [
 
 
 _HUGE = 4 << 20  # numpy's threshold for madvise(MADV_HUGEPAGE)
+#: more than any machine holds, and past what numpy and torch can address (4 EiB)
+_BEYOND_MEMORY = 1 << 62
 
 
 def torch_dtype(dt: DataType) -> torch.dtype:
@@ -74,6 +76,11 @@ def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) 
     pin = pin_memory and cuda_available()
     dtype = torch_dtype(dt)
     nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes >= _BEYOND_MEMORY:  # numpy and torch would fail with their own errors
+        raise InvalidArgumentError(
+            f"cannot hold a result of shape {shape} and dtype {dtype} ({nbytes} bytes) in "
+            "memory: read it in parts (slices, or Array.iter_chunks)"
+        )
     if not pin and nbytes >= _HUGE:  # numpy advises huge pages: first touch faults far less
         return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
     return torch.empty(shape, dtype=dtype, pin_memory=pin)
