@@ -27,15 +27,12 @@ from torchzarr.errors import ChecksumError, ChunkDecodeError, CodecError, Metada
 __all__ = [
     "BloscCodec",
     "Crc32cCodec",
-    "DECODES_INTO",
     "GzipCodec",
     "ZstdCodec",
     "blosc_cnames_available",
     "decode_at_most",
     "decode_into",
-    "decoded_size",
     "gzip_compress",
-    "is_empty_frame",
 ]
 
 

@@ -23,8 +23,8 @@ from torchzarr.codecs.base import (
     ChunkSpec,
     Codec,
 )
-from torchzarr.codecs.bounded import max_encoded_size
-from torchzarr.codecs.compressors import DECODES_INTO, decode_at_most, decode_into, is_empty_frame
+from torchzarr.codecs.bounded import DECODES_INTO, is_empty_frame, max_encoded_size
+from torchzarr.codecs.compressors import decode_at_most, decode_into
 from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError, UnknownCodecError
 from torchzarr.forksafe import new_lock
 
