@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = [
 
 #: the open archive of each zip, by store identity (the file's real path)
 archives: dict[str, Any] = {}
+#: an archive this process closed to reopen its file for writing -> the reopened one
+successors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 #: opening or closing one path's archive; other paths never wait
 path_locks = LockTable()
 #: the parent's archives, kept alive and never closed in a forked child (the parent writes on)
@@ -47,7 +50,8 @@ def refuse_another_version(path: str, closed: Any, now: Any) -> None:
     """Raise if the zip a store read, closed since by another store of this process, was
     replaced or rewritten by another writer before ``now`` opened it: the store's arrays
     hold the old version's metadata, and would read the new one's chunks by it. An archive
-    this process reopened for writing (its ``successor``) carries the version on.
+    this process reopened for writing (its entry in :data:`successors`) carries the
+    version on.
 
     Example:
         >>> class Archive:
@@ -55,7 +59,7 @@ def refuse_another_version(path: str, closed: Any, now: Any) -> None:
         >>> refuse_another_version("x.zip", Archive(), Archive())  # the same file: nothing
     """
     last = closed
-    while (successor := getattr(last, "successor", None)) is not None:
+    while (successor := successors.get(last)) is not None:
         if successor is now:
             return
         last = successor
@@ -108,7 +112,7 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
     if write and not current.writable:  # read only until the first write
         archive = archives[path] = open_archive(mode)
         current.close()  # read only: writes nothing; its stores move to the new one
-        current.successor = archive
+        successors[current] = archive
         return archive
     return current
 
