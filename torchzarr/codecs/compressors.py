@@ -31,13 +31,19 @@ __all__ = [
     "ZstdCodec",
     "blosc_cnames_available",
     "decode_at_most",
+    "decode_error",
     "decode_into",
     "gzip_compress",
 ]
 
 
-def _decode_error(codec: str, err: Exception) -> ChunkDecodeError:
-    """The error a codec's failure to decode raises, naming the codec and the failure."""
+def decode_error(codec: str, err: Exception) -> ChunkDecodeError:
+    """The error a codec's failure to decode raises, naming the codec and the failure.
+
+    Example:
+        >>> decode_error("zstd", ValueError("bad frame"))
+        ChunkDecodeError('zstd codec: ValueError: bad frame')
+    """
     return ChunkDecodeError(f"{codec} codec: {type(err).__name__}: {err}")
 
 
@@ -47,7 +53,7 @@ def _decode(impl: Any, codec_id: str, data: Any) -> bytes:
     try:
         decoded = impl.decode(data)
     except Exception as err:
-        raise _decode_error(codec_id, err) from err
+        raise decode_error(codec_id, err) from err
     return decoded if isinstance(decoded, bytes) else np.asarray(decoded).tobytes()
 
 
@@ -68,7 +74,7 @@ def decode_at_most(impl: Any, codec_id: str, data: Any, limit: int, name: str = 
     except ChunkDecodeError:
         raise
     except Exception as err:
-        raise _decode_error(name or codec_id, err) from err
+        raise decode_error(name or codec_id, err) from err
 
 
 def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
@@ -114,7 +120,7 @@ def decode_into(impl: Any, codec_id: str, data: Any, out: np.ndarray) -> None:
     try:
         impl.decode(data, out=out)
     except Exception as err:
-        raise _decode_error(codec_id, err) from err
+        raise decode_error(codec_id, err) from err
 
 
 def _int(config: dict[str, Any], key: str, default: int, name: str, lo: int, hi: int) -> int:

@@ -24,7 +24,7 @@ from torchzarr.codecs.base import (
     Codec,
 )
 from torchzarr.codecs.bounded import DECODES_INTO, is_empty_frame, max_encoded_size
-from torchzarr.codecs.compressors import decode_at_most, decode_into
+from torchzarr.codecs.compressors import decode_at_most, decode_error, decode_into
 from torchzarr.errors import ChunkDecodeError, CodecError, MetadataError, UnknownCodecError
 from torchzarr.forksafe import new_lock
 
@@ -308,7 +308,7 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
         try:
             return _to_bytes(impl.decode(data))
         except Exception as err:
-            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+            raise decode_error(self.codec_name, err) from err
 
     def decode_bounded(self, data: Any, limit: int) -> Any:
         """Decode ``data`` known to decode to at most ``limit`` bytes: compressors stop once
@@ -399,7 +399,7 @@ class NumcodecsArrayArrayCodec(NumcodecsCodec, ArrayArrayCodec):
         try:
             decoded = np.asarray(impl.decode(np.ascontiguousarray(chunk)))
         except Exception as err:
-            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+            raise decode_error(self.codec_name, err) from err
         return _fit(decoded, spec, self.codec_name, encoding=False)
 
 
@@ -425,7 +425,7 @@ class NumcodecsArrayBytesCodec(NumcodecsCodec, ArrayBytesCodec):
         try:
             decoded = np.asarray(impl.decode(data))
         except Exception as err:
-            raise ChunkDecodeError(f"{self.codec_name} codec: {type(err).__name__}: {err}") from err
+            raise decode_error(self.codec_name, err) from err
         array = _fit(decoded, spec, self.codec_name, encoding=False)
         if out is not None:
             out[...] = array
