@@ -88,11 +88,6 @@ class ShardIndex:
             return None
         return int(offset), int(nbytes)
 
-    @property
-    def is_empty(self) -> bool:
-        """True when no inner chunk is stored."""
-        return bool((self.entries == EMPTY).all())
-
 
 class ShardingCodec(ArrayBytesCodec):
     """``sharding_indexed`` per the Zarr v3 sharding extension.
