@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Scenario, markdown_table, report
 
 from torchzarr.checkpoint import save_checkpoint
-from torchzarr.checkpoint.commit import wait_pruned
 from torchzarr.checkpoint.load import load_checkpoint
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 
 warnings.filterwarnings("ignore", message="torch.distributed is disabled")

@@ -23,11 +23,13 @@ from torchzarr.checkpoint import (
     AsyncCheckpointer,
     commit,
     load_checkpoint,
+    prune,
     rawio,
     read_manifest,
     save_checkpoint,
 )
-from torchzarr.checkpoint.commit import checkpoint_store, next_version, wait_pruned
+from torchzarr.checkpoint.commit import checkpoint_store, next_version
+from torchzarr.checkpoint.prune import wait_pruned
 
 
 class _Crash(Exception):
@@ -164,7 +166,7 @@ def test_old_versions_pruned_only_after_commit(
         seen.append((read_manifest(tz.LocalStore(tmp_path))["version"], Path(path).name))  # type: ignore[index]
         shutil.rmtree(path, ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(commit, "shutil", types.SimpleNamespace(rmtree=rmtree))
+    monkeypatch.setattr(prune, "shutil", types.SimpleNamespace(rmtree=rmtree))
     (tmp_path / "v000009").mkdir()  # the leftover of a killed save
     assert save_checkpoint(_state(2.0), tmp_path, chunk_bytes=512) == "v000010"
     wait_pruned()
@@ -174,7 +176,7 @@ def test_old_versions_pruned_only_after_commit(
     assert load_checkpoint(tmp_path)["step"] == 2
     # a version above the committed one is a save in progress: never deleted
     (tmp_path / "v000011").mkdir()
-    assert commit.prune_versions(checkpoint_store(tmp_path)) == []
+    assert prune.prune_versions(checkpoint_store(tmp_path)) == []
     assert (tmp_path / "v000011").is_dir()
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.checkpoint import AsyncCheckpointer, commit, load_checkpoint, save_checkpoint
+from torchzarr.checkpoint import AsyncCheckpointer, commit, load_checkpoint, prune, save_checkpoint
 from torchzarr.checkpoint import save as save_module
-from torchzarr.checkpoint.commit import checkpoint_store, wait_pruned
+from torchzarr.checkpoint.commit import checkpoint_store
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.core.api import create_group
 from torchzarr.errors import CheckpointConflictError
 
@@ -118,9 +119,9 @@ def test_prune_spares_versions_this_process_is_writing() -> None:
     create_group(st, path=done)
     commit.commit_version(st, done)
     commit.release_version(st, done)
-    assert commit.prune_versions(st) == []
+    assert prune.prune_versions(st) == []
     commit.release_version(st, writing)
-    assert commit.prune_versions(st) == [writing]
+    assert prune.prune_versions(st) == [writing]
 
 
 def test_a_save_to_another_checkpoint_does_not_wait_for_a_slow_store() -> None:

@@ -13,7 +13,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
 from torchzarr.checkpoint import load_checkpoint, save_checkpoint
-from torchzarr.checkpoint.commit import MANIFEST_ATTRIBUTE, wait_pruned
+from torchzarr.checkpoint.commit import MANIFEST_ATTRIBUTE
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import ZarrStorageReader
 from torchzarr.errors import MetadataError, NodeExistsError, NodeNotFoundError
 

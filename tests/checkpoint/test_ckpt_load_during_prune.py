@@ -15,8 +15,9 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 import torchzarr.checkpoint.dcp as zarr_dcp
 import torchzarr.checkpoint.load as load_module
-from torchzarr.checkpoint import commit, load_checkpoint, save_checkpoint
-from torchzarr.checkpoint.commit import checkpoint_store, wait_pruned
+from torchzarr.checkpoint import commit, load_checkpoint, prune, save_checkpoint
+from torchzarr.checkpoint.commit import checkpoint_store
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 from torchzarr.errors import CheckpointConflictError
 
@@ -154,9 +155,9 @@ def test_every_deletion_removes_the_version_metadata_first(tmp_path: Path) -> No
         original(key)
 
     st.delete = recording_delete  # type: ignore[method-assign]
-    commit.delete_version(st, "v000001")
+    prune.delete_version(st, "v000001")
     assert deleted[:1] == ["v000001/zarr.json"]
-    assert not commit.version_intact(st, "v000001")
+    assert not prune.version_intact(st, "v000001")
 
 
 def test_remove_all_removes_version_metadata_before_chunks() -> None:
@@ -167,7 +168,7 @@ def test_remove_all_removes_version_metadata_before_chunks() -> None:
     original_delete, original_prefix = st.delete, st.delete_prefix
     st.delete = lambda key: (deleted.append(key), original_delete(key))[1]  # type: ignore[method-assign]
     st.delete_prefix = lambda p: (deleted.append("*"), original_prefix(p))[1]  # type: ignore[method-assign]
-    commit.remove_all(st)
+    prune.remove_all(st)
     before_chunks = deleted[: deleted.index("*")]
     assert {"v000001/zarr.json", "v000002/zarr.json"} <= set(before_chunks)
     assert not any(key.startswith("v") and "/c" in key for key in before_chunks)

@@ -14,7 +14,7 @@ import torch
 import torchzarr as tz
 import torchzarr.checkpoint.decode as decode_module
 from torchzarr.checkpoint import load_checkpoint, save_checkpoint
-from torchzarr.checkpoint.commit import wait_pruned
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.errors import ChunkDecodeError
 from torchzarr.storage import MemoryStore
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 import torchzarr as tz
-from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.commit import checkpoint_store, wait_pruned
+from torchzarr.checkpoint import commit, prune
+from torchzarr.checkpoint.commit import checkpoint_store
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.core.api import create_group
 
 
@@ -51,5 +52,5 @@ def test_a_higher_version_in_progress_is_not_pruned_as_older(tmp_path: Path) -> 
     store = checkpoint_store(str(path))
     create_group(store, path="v1000000")  # another process's save, not committed yet
     create_group(store, path="v999998")  # a leftover of a killed save
-    assert commit.prune_versions(store) == ["v999998"]
+    assert prune.prune_versions(store) == ["v999998"]
     assert versions(path) == ["v1000000", "v999999"]

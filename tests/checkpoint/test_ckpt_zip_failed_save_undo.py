@@ -13,7 +13,7 @@ import torch
 from zip_faults import directory_fails_once
 
 import torchzarr as tz
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.errors import StoreError
 from torchzarr.storage.wrappers import ForwardingStore, LoggingStore
 from torchzarr.storage.zip import ZipStore
@@ -83,7 +83,7 @@ def test_a_save_to_another_store_failing_after_its_commit_has_committed(
     def prune_fails(store: Any, keep: int = 1) -> list[str]:
         raise StoreError("connection lost")
 
-    monkeypatch.setattr(commit, "prune_versions", prune_fails)
+    monkeypatch.setattr(prune, "prune_versions", prune_fails)
     with pytest.raises(StoreError, match="connection lost"):
         tz.save_checkpoint(state(2), url)
     assert tz.load_checkpoint(url)["step"] == 2

@@ -17,7 +17,8 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 import torchzarr as tz
 from torchzarr.checkpoint import save_checkpoint
-from torchzarr.checkpoint.commit import read_manifest, wait_pruned
+from torchzarr.checkpoint.commit import read_manifest
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import (
     ZarrStorageReader,
     ZarrStorageWriter,

@@ -20,7 +20,8 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import SavePlanner
 
 import torchzarr as tz
-from torchzarr.checkpoint.commit import read_manifest, wait_pruned
+from torchzarr.checkpoint.commit import read_manifest
+from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 from torchzarr.errors import InvalidArgumentError
 

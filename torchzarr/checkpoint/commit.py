@@ -11,7 +11,7 @@ Readers read only what the manifest names, so a process killed at any moment lea
 previous checkpoint loadable (in a directory or an object store; a zip file killed during a
 save loses its directory, see ``close_archive``). Old versions are deleted after the commit,
 each its ``zarr.json`` first, so a load that overlapped the deletion can tell
-(:func:`version_intact`).
+(:func:`torchzarr.checkpoint.prune.version_intact`).
 
 Concurrent saves: each reserves its version (in this process, and with an exclusive
 ``mkdir`` against other processes on a local disk), and a commit never moves the manifest
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -49,19 +48,16 @@ __all__ = [
     "checkpoint_store",
     "close_archive",
     "commit_version",
+    "list_versions",
     "committed_version",
-    "delete_version",
-    "names_committed",
     "next_version",
-    "prune_later",
-    "prune_versions",
     "read_manifest",
     "release_version",
-    "remove_all",
     "reserve_version",
     "reserved_version",
-    "version_intact",
-    "wait_pruned",
+    "store_id",
+    "version_number",
+    "versions_writing",
     "with_flush_settings",
 ]
 
@@ -69,7 +65,6 @@ __all__ = [
 MANIFEST_ATTRIBUTE = "torchzarr_checkpoint"
 FORMAT_VERSION = 1
 _VERSION = re.compile(r"^v(\d{6,})$")
-_MARKER = "{version}/zarr.json"  # a version's group metadata: deleted first (version_intact)
 _HISTORY = 256  # earlier commits a manifest lists: what keep= may keep
 
 
@@ -142,7 +137,7 @@ def read_manifest(store: Store) -> dict[str, Any] | None:
 def _corrupt_manifest(store: Store, why: str) -> MetadataError:
     """The error for an unreadable root ``zarr.json``, naming the versions left to recover."""
     try:
-        versions = ", ".join(_versions(store)) or "none"
+        versions = ", ".join(list_versions(store)) or "none"
     except Exception:  # listing fails too: the message still names the file
         versions = "unknown"
     return MetadataError(
@@ -173,9 +168,19 @@ def committed_version(store: Store, manifest: dict[str, Any] | None = None) -> s
     return str(version)
 
 
-def _versions(store: Store) -> list[str]:
+def list_versions(store: Store) -> list[str]:
+    """The version directories in ``store``, oldest first (committed or not).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> _ = create_group(st, path="v000002"), create_group(st, path="v000001")
+        >>> list_versions(st)
+        ['v000001', 'v000002']
+    """
     _, dirs = store.list_dir("")
-    return sorted((name for name in dirs if _VERSION.match(name)), key=_number)  # v1000000 last
+    return sorted(
+        (name for name in dirs if _VERSION.match(name)), key=version_number
+    )  # v1000000 last
 
 
 def next_version(store: Store) -> str:
@@ -186,9 +191,9 @@ def next_version(store: Store) -> str:
         'v000001'
     """
     manifest = read_manifest(store)
-    numbers = [0, *(_number(v) for v in _versions(store))]
+    numbers = [0, *(version_number(v) for v in list_versions(store))]
     if manifest is not None:
-        numbers.append(_number(manifest["version"]))  # -1 for a bad name
+        numbers.append(version_number(manifest["version"]))  # -1 for a bad name
     return f"v{max(numbers) + 1:06d}"
 
 
@@ -196,6 +201,28 @@ _RESERVED: dict[str, set[str]] = {}  # versions that saves of this process are w
 _STATE_LOCK = threading.Lock()  # guards _RESERVED; held for no I/O
 _SAVE_LOCKS = LockTable()  # one save at a time per checkpoint
 _STORE_LOCKS = LockTable()  # a reservation's or commit's check-then-write, per checkpoint
+
+
+def store_id(store: Store) -> str:
+    """What identifies a checkpoint's data: wrappers and other store objects of it share
+    its locks, reservations and prunes.
+
+    Example:
+        >>> store_id(checkpoint_store("memory://")).startswith("memory://")
+        True
+    """
+    return str(store.identity)
+
+
+def versions_writing(store: Store) -> set[str]:
+    """The versions that saves of this process are writing to ``store`` now.
+
+    Example:
+        >>> versions_writing(checkpoint_store("memory://"))
+        set()
+    """
+    with _STATE_LOCK:
+        return set(_RESERVED.get(store_id(store), ()))
 
 
 def _claim(store: Store, version: str) -> bool:
@@ -236,7 +263,7 @@ def reserve_version(store: Store) -> str:
             f"{store!r} holds a Zarr v2 {kind} at its root, not a checkpoint: save checkpoints "
             "to an empty location or to an existing checkpoint"
         )
-    key = _store_id(store)
+    key = store_id(store)
     with _STORE_LOCKS[key]:  # saves to other checkpoints do not wait
         number = int(next_version(store)[1:])
         while True:
@@ -258,7 +285,7 @@ def release_version(store: Store, version: str) -> None:
         >>> release_version(st, reserve_version(st))
     """
     with _STATE_LOCK:
-        _RESERVED.get(_store_id(store), set()).discard(version)
+        _RESERVED.get(store_id(store), set()).discard(version)
 
 
 @contextlib.contextmanager
@@ -274,7 +301,7 @@ def reserved_version(store: Store) -> Iterator[str]:
         ...     version
         'v000001'
     """
-    with _SAVE_LOCKS[_store_id(store)]:
+    with _SAVE_LOCKS[store_id(store)]:
         version = reserve_version(store)
         try:
             yield version
@@ -282,8 +309,14 @@ def reserved_version(store: Store) -> Iterator[str]:
             release_version(store, version)
 
 
-def _number(version: str) -> int:
-    match = _VERSION.match(version)
+def version_number(name: str) -> int:
+    """The number of a version directory's name, or -1 for a name that is not a version.
+
+    Example:
+        >>> version_number("v000012"), version_number("tmp")
+        (12, -1)
+    """
+    match = _VERSION.match(name)
     return int(match.group(1)) if match else -1
 
 
@@ -303,14 +336,16 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         'v000001'
     """
     manifest = {"format": FORMAT_VERSION, "version": version, "committed_at": time.time()}
-    with _STORE_LOCKS[_store_id(store)]:  # in this process, no commit between check and write
+    with _STORE_LOCKS[store_id(store)]:  # in this process, no commit between check and write
         current = read_manifest(store)
         if current is not None:  # the versions committed before, newest first (for keep=)
             found = current.get("previous")  # none yet: the newest versions, as before
-            before = found if isinstance(found, list) else _versions(store)[::-1]
+            before = found if isinstance(found, list) else list_versions(store)[::-1]
             manifest["previous"] = _committed_before(version, [current["version"], *before])
         manifest.update(info or {})
-        if current is not None and _number(str(current["version"])) > _number(version):
+        if current is not None and version_number(str(current["version"])) > version_number(
+            version
+        ):
             raise CheckpointConflictError(
                 f"another save committed {current['version']} to {store!r} while this one "
                 f"wrote {version}: the checkpoint holds that newer save, this one was not "
@@ -326,151 +361,12 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
 
 def _committed_before(version: str, names: list[Any]) -> list[str]:
     """``names`` that are versions below ``version``, once each, at most ``_HISTORY``."""
-    below = (n for n in names if isinstance(n, str) and _number(n) in range(_number(version)))
+    below = (
+        n
+        for n in names
+        if isinstance(n, str) and version_number(n) in range(version_number(version))
+    )
     return list(dict.fromkeys(below))[:_HISTORY]
-
-
-def prune_versions(store: Store, keep: int = 1) -> list[str]:
-    """Delete all versions but the committed one and the ``keep - 1`` committed before it.
-
-    Uncommitted leftovers of killed saves are deleted too (manifests written before the
-    list of earlier commits keep the newest versions instead); versions above the
-    committed one and those that saves of this process are writing are not. Returns the
-    versions deleted.
-
-    Example:
-        >>> st = checkpoint_store("memory://")
-        >>> _ = create_group(st, path="v000001"), create_group(st, path="v000002")
-        >>> commit_version(st, "v000002")
-        >>> prune_versions(st)
-        ['v000001']
-    """
-    manifest = read_manifest(store)
-    current = committed_version(store, manifest)  # one read: a commit meanwhile waits
-    with _STATE_LOCK:
-        writing = set(_RESERVED.get(_store_id(store), ()))
-    older = [v for v in _versions(store) if _number(v) < _number(current) and v not in writing]
-    before = (manifest or {}).get("previous")  # committed: a killed save's leftover never is
-    candidates = [v for v in before if v in older] if isinstance(before, list) else older[::-1]
-    kept = set(candidates[: max(0, keep - 1)])
-    doomed = [v for v in older if v not in kept]
-    for version in doomed:
-        delete_version(store, version)
-    return doomed
-
-
-def delete_version(store: Store, version: str) -> None:
-    """Delete one version's files (a local one in one pass, temporary files included).
-
-    Example:
-        >>> st = checkpoint_store("memory://")
-        >>> delete_version(st, create_group(st, path="v000001").path)
-        >>> st.list_dir("")[1]  # no version group is left
-        []
-    """
-    _delete_marker(store, version)
-    if isinstance(store, LocalStore):
-        shutil.rmtree(store.root / version, ignore_errors=True)
-    else:
-        store.delete_prefix(version + "/")
-
-
-def _delete_marker(store: Store, version: str) -> None:
-    # its group metadata first: a reader finding it after its reads read all (version_intact)
-    store.delete(_MARKER.format(version=version))
-
-
-def version_intact(store: Store, version: str) -> bool:
-    """Whether no deletion of ``version`` had started: check it after reading the version.
-
-    Every deletion of a version (:func:`delete_version`, :func:`remove_all`) removes the
-    version's ``zarr.json`` before anything else, so a reader that finds it *after* its
-    reads read chunks that were all still there; a missing chunk then really was a fill
-    value, not a file pruned by a newer save meanwhile.
-
-    Example:
-        >>> st = checkpoint_store("memory://")
-        >>> version = create_group(st, path="v000001").path
-        >>> version_intact(st, version)
-        True
-        >>> delete_version(st, version)
-        >>> version_intact(st, version)
-        False
-    """
-    return store.exists(_MARKER.format(version=version))
-
-
-def names_committed(store: Store, version: str) -> bool:
-    """Whether the manifest names ``version``; True too when it cannot be read (a caller
-    deciding whether to delete the version then leaves it for the next save's prune).
-
-    Example:
-        >>> names_committed(checkpoint_store("memory://"), "v000001")
-        False
-    """
-    try:
-        manifest = read_manifest(store)
-    except Exception:
-        return True
-    return manifest is not None and manifest.get("version") == version
-
-
-_PRUNING: dict[str, threading.Thread] = {}
-_PRUNING_LOCK = threading.Lock()
-
-
-def _store_id(store: Store) -> str:
-    # the data reached: wrappers and other objects of it share locks, reservations, prunes
-    return str(store.identity)
-
-
-def wait_pruned(store: Store | None = None) -> None:
-    """Wait for the background deletion of old versions (of ``store``, or of all stores).
-
-    Example:
-        >>> wait_pruned()
-    """
-    with _PRUNING_LOCK:
-        if store is None:
-            threads = list(_PRUNING.values())
-        else:
-            found = _PRUNING.get(_store_id(store))
-            threads = [] if found is None else [found]
-    for thread in threads:
-        thread.join()
-
-
-def prune_later(store: Store, keep: int = 1) -> None:
-    """:func:`prune_versions` after the commit, on a thread for local stores (else now).
-
-    Deleting a version's files takes a while on local disks; the new version is already
-    committed, so nothing depends on it, and the next save may start meanwhile (versions
-    above the committed one are never deleted). A prune that fails or is killed leaves
-    versions no manifest names, which the next save deletes. Other stores prune at once
-    (not every store takes deletes from another thread).
-
-    Example:
-        >>> st = checkpoint_store("memory://")
-        >>> commit_version(st, "v000001")
-        >>> prune_later(st)
-    """
-    if not isinstance(store, LocalStore):
-        prune_versions(store, keep)
-        return
-    key = _store_id(store)
-
-    def run() -> None:
-        with contextlib.suppress(Exception):  # leftovers are deleted by the next save
-            prune_versions(store, keep)
-        with _PRUNING_LOCK:
-            if _PRUNING.get(key) is threading.current_thread():
-                del _PRUNING[key]
-
-    wait_pruned(store)
-    thread = threading.Thread(target=run, name="torchzarr-ckpt-prune")  # not a daemon:
-    with _PRUNING_LOCK:  # the interpreter finishes the deletion before it exits
-        _PRUNING[key] = thread
-        thread.start()  # started before anyone can find it to join
 
 
 def close_archive(store: Store) -> None:
@@ -485,16 +381,3 @@ def close_archive(store: Store) -> None:
     """
     if store.identity.startswith("zip://"):
         store.close()
-
-
-def remove_all(store: Store) -> None:
-    """Delete a checkpoint: its manifest first (so no reader sees half of it), then the rest.
-
-    Example:
-        >>> remove_all(checkpoint_store("memory://"))
-    """
-    wait_pruned(store)
-    store.delete_many(["zarr.json", ".zgroup", ".zattrs"])
-    for version in _versions(store):  # a reader still reading one notices (version_intact)
-        _delete_marker(store, version)
-    store.delete_prefix("")

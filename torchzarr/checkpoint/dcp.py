@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteIte
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import (
     fill_cached_plans,
     refuse_private_store,
@@ -371,13 +371,13 @@ class ZarrStorageWriter(StorageWriter):
             info = {"kind": KIND, "torch_version": torch.__version__, "dcp": doc}
             commit.commit_version(durable, version, info)
             committed = True
-            commit.prune_later(st, self.keep)  # after the commit: crash safety
+            prune.prune_later(st, self.keep)  # after the commit: crash safety
             commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
             if self._savepoint is not None:
                 self._undo(err, committed)
             elif not committed and isinstance(err, (CheckpointConflictError, InvalidArgumentError)):
-                commit.delete_version(st, version)  # every rank is done with it
+                prune.delete_version(st, version)  # every rank is done with it
             raise
         self._savepoint = None
 

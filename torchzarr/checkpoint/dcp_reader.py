@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPla
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
 from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
 from torchzarr.checkpoint.decode import check_chunks_stored
@@ -252,7 +252,7 @@ class ZarrStorageReader(StorageReader):
         damaged = self._lost_chunk(plan.items) if self.verify_chunks else None
         # A missing chunk reads as the fill value: make sure none went missing because a
         # newer save pruned this version meanwhile (its zarr.json is deleted first).
-        if not commit.version_intact(self._root.store, self._root.path):
+        if not prune.version_intact(self._root.store, self._root.path):
             raise CheckpointConflictError(pruned_while_loading(self._root.store, self._root.path))
         if damaged is not None:
             raise damaged

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.save import save_checkpoint
 from torchzarr.errors import InvalidArgumentError, MissingDependencyError
@@ -156,7 +156,7 @@ class _ZarrCheckpointIOMixin:
             commit.close_archive(store)
             os.unlink(local)
             return
-        commit.remove_all(store)
+        prune.remove_all(store)
         if local is None:
             return
         if os.path.isdir(local):

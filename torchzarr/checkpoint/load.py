@@ -20,7 +20,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
@@ -73,7 +73,7 @@ def load_checkpoint(
             all-zero chunks).
 
     A save that commits while the load runs may prune the version being read; the load
-    notices (:func:`~torchzarr.checkpoint.commit.version_intact`) and loads the newer
+    notices (:func:`~torchzarr.checkpoint.prune.version_intact`) and loads the newer
     version instead, up to :data:`LOAD_ATTEMPTS` times in all. Tensors of a lazy load
     already mapped stay valid when their version is deleted later (see the module docs).
 
@@ -112,12 +112,12 @@ def load_checkpoint(
                 verify_chunks=verify_chunks,
             )
         except (NodeNotFoundError, ChunkDecodeError):
-            if commit.version_intact(st, name):
+            if prune.version_intact(st, name):
                 raise  # a key that is not in the checkpoint, or a damaged one
             tree = None  # a member or chunk deleted with its version
         # A missing chunk reads as the fill value; if a newer save pruned the version while
         # it was read, "missing" may mean "deleted meanwhile": then the tree is not trusted.
-        if tree is not None and commit.version_intact(st, name):
+        if tree is not None and prune.version_intact(st, name):
             return tree
         if version is not None:
             raise CheckpointConflictError(

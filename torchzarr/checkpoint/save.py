@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.format import (
     EVERY_CHUNK,
     TENSOR_ATTRIBUTE,
@@ -230,7 +230,7 @@ def save_checkpoint(
                 },
             )
             committed = True
-            commit.prune_later(st, keep)  # after the commit, never before: crash safety
+            prune.prune_later(st, keep)  # after the commit, never before: crash safety
             commit.close_archive(st)  # a zip's directory on disk: the commit survives a crash
         except BaseException as err:
             undo_failed_save(st, version, savepoint, committed, err)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from torchzarr.checkpoint import commit
+from torchzarr.checkpoint import commit, prune
 from torchzarr.core.nodes import ZARR_JSON
 from torchzarr.errors import CheckpointConflictError, StoreError
 from torchzarr.storage import Store, ZipStore
@@ -94,8 +94,8 @@ def undo_failed_save(
             if not committed:
                 return False
             name = key.partition("/")[0]  # a version below this one: the prune's to delete
-            below = commit._VERSION.match(name) and commit._number(name) < commit._number(version)
-            return key == ZARR_JSON or bool(below)
+            below = 0 <= commit.version_number(name) < commit.version_number(version)
+            return key == ZARR_JSON or below
 
         try:
             rolled_back = zip_store.roll_back(mark, owned=owned)
@@ -110,9 +110,9 @@ def undo_failed_save(
             rolled_back = True
             err.add_note(f"{store!r} holds the previous checkpoint again, but: {failed}")
     if not rolled_back and (
-        isinstance(err, CheckpointConflictError) or not commit.names_committed(store, version)
+        isinstance(err, CheckpointConflictError) or not prune.names_committed(store, version)
     ):
         with contextlib.suppress(Exception):
-            commit.delete_version(store, version)
+            prune.delete_version(store, version)
     with contextlib.suppress(Exception):
         commit.close_archive(store)  # a zip keeps its earlier versions readable
