@@ -354,6 +354,14 @@ def test_opening_as_the_other_format_says_what_is_there(any_store):
         tz.create_group(any_store, path="s")  # same format: no note
 
 
+@pytest.mark.parametrize("mode", ["a", "w-"])
+def test_a_node_already_there_is_named_before_the_format_of_its_group(tmp_path, mode):
+    tz.open_group(tmp_path, mode="w", zarr_format=2).create_array("a", shape=(2,), dtype="int8")
+    with pytest.raises(NodeExistsError, match="an array of Zarr v2 already exists at 'a'"):
+        tz.open_array(tmp_path, path="a", mode=mode, shape=(1,), dtype="int8", zarr_format=3)
+    assert tz.open_array(tmp_path, path="a").shape == (2,)
+
+
 def test_attribute_values_that_hold_themselves_are_refused_naming_the_attribute(any_store):
     root = tz.open_group(any_store, mode="w", attributes={"kept": 1})
     document = any_store.get("zarr.json")

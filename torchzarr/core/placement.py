@@ -175,11 +175,15 @@ def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
         raise InvalidArgumentError(f"mode must be one of {CREATION_MODES}, got {mode!r}")
     with nodes.node_lock(store, [path]):  # no change in this process lands in between
         docs = node_docs(store, nodes.ancestors(path))
-        # parents first: nothing is deleted for a node that cannot be created (below an array)
+        # "a" and "w-" only check: a node already there is the error to name first; "w"
+        # deletes, so the parents come first: nothing is deleted for a node that cannot be
+        # created (below an array)
+        changes = [] if mode == "w" else prepare_path(store, path, docs, mode, metadata.zarr_format)
         parents = missing_parents(store, path, docs, metadata.zarr_format, _node_word(metadata))
         empty_group = group_metadata(metadata.zarr_format, None)
         written = [*((parent, empty_group) for parent in parents), (path, metadata)]
-        changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
+        if mode == "w":
+            changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
         new_docs: dict[str, bytes] = {}
         for node_path, node_metadata in written:
             new_docs.update(nodes.node_documents(node_path, node_metadata))
