@@ -9,7 +9,13 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
-from torchzarr.storage import MemoryStore, register_store, registered_stores, resolve_store
+from torchzarr.storage import (
+    MemoryStore,
+    register_store,
+    registered_stores,
+    registry,
+    resolve_store,
+)
 
 
 def test_a_registered_scheme_opens_through_the_public_api():
@@ -33,9 +39,13 @@ def test_malformed_schemes_are_refused(scheme):
         register_store(scheme, lambda url, options: MemoryStore())
 
 
-def test_a_factory_must_be_callable_and_unknown_schemes_are_named():
+def test_a_factory_must_be_callable_and_unknown_schemes_are_named(monkeypatch):
     with pytest.raises(ArgumentTypeError, match="callable"):
         register_store("tz-test-bad", "MemoryStore")
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))  # undone after
+    register_store("tz-test-dict", lambda url, options: {})
+    with pytest.raises(UnknownStoreError, match=r"returned dict .* not a torchzarr Store"):
+        tz.open_group("tz-test-dict://x", mode="a")
     with pytest.raises(UnknownStoreError, match="tz-nope"):
         resolve_store("tz-nope://x")
 

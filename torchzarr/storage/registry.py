@@ -201,6 +201,11 @@ def resolve_store(
         known = ", ".join(sorted(f"{s}://" for s in _registry))
         raise UnknownStoreError(f"no store handles {store!r} (scheme {scheme!r}); known: {known}")
     result = factory(store, options)
+    if not isinstance(result, Store):
+        raise UnknownStoreError(
+            f"the store factory of scheme {scheme!r} ({factory!r}) returned "
+            f"{type(result).__name__} for {store!r}, not a torchzarr Store"
+        )
     if read_only and not result.read_only:
         result = result.with_read_only(True)
     return result
