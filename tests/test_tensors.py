@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torchzarr as tz
+from torchzarr import tensors
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     InvalidArgumentError,
@@ -148,6 +149,15 @@ def test_allocate_falls_back_to_pageable_without_cuda():
     assert t.shape == (2, 3) and t.is_contiguous()
     if not cuda_available():
         assert not t.is_pinned()
+
+
+def test_no_pinned_memory_in_a_process_forked_after_cuda_started(monkeypatch):
+    # a DataLoader worker forked from a training process: pinning would raise torch's
+    # "Cannot re-initialize CUDA in forked subprocess"
+    monkeypatch.setattr(tensors, "_cuda_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    assert not cuda_available()
+    assert not allocate((2, 3), data_type("float32"), pin_memory=True).is_pinned()
 
 
 def test_ragged_data_is_a_shape_error_naming_the_dtype():

@@ -53,17 +53,26 @@ def _storage_torch_dtype(dt: DataType) -> torch.dtype:
 
 
 @functools.cache
+def _cuda_present() -> bool:
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken driver must not break CPU reads
+        return False
+
+
 def cuda_available() -> bool:
-    """True when pinned host memory can be allocated (a CUDA device is present).
+    """True when pinned host memory can be allocated: a CUDA device is present, and this is
+    not a process forked after its parent used CUDA (a DataLoader worker forked from a
+    training process), where CUDA cannot start again.
 
     Example:
         >>> isinstance(cuda_available(), bool)
         True
     """
-    try:
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken driver must not break CPU reads
+    if not _cuda_present():
         return False
+    in_bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
+    return not (in_bad_fork is not None and in_bad_fork())
 
 
 def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) -> torch.Tensor:
