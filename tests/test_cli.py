@@ -239,6 +239,16 @@ def test_copy_keys_refuses_overlapping_copies_within_one_store(path, dest_path):
     assert copy_keys(store, store, "a", dest_path="b").keys == 2  # disjoint: fine
 
 
+def test_copy_keys_refuses_overlapping_copies_between_stores_of_one_directory(tmp_path):
+    tz.create_array(tmp_path / "x.zarr", shape=(4,), dtype=torch.int8)[:] = 1
+    whole, inside = tz.LocalStore(tmp_path / "x.zarr"), tz.LocalStore(tmp_path / "x.zarr" / "sub")
+    with pytest.raises(tz.errors.InvalidArgumentError, match="overlap"):
+        copy_keys(whole, inside, overwrite=True)  # would copy the directory into itself
+    assert not (tmp_path / "x.zarr" / "sub").exists()
+    sibling = tz.LocalStore(tmp_path / "x.zarr2")  # a name that only starts the same
+    assert copy_keys(whole, sibling).keys == 2
+
+
 def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
     arr = tz.create_array(tmp_path, shape=(64, 64), dtype=torch.float32, chunks=(16, 64))
     arr[:] = torch.from_numpy(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))

@@ -10,7 +10,8 @@ import torch
 
 import torchzarr as tz
 from torchzarr.core import engine
-from torchzarr.core.cache import ChunkCache, location
+from torchzarr.core.cache import ChunkCache
+from torchzarr.storage.locations import location
 
 
 def test_put_after_an_invalidation_is_dropped():
@@ -136,6 +137,11 @@ def test_cache_entries_are_keyed_by_location():
 def test_locations_ignore_trailing_slashes_and_keep_fsspec_option_digests():
     digest = "#0123456789abcdef"
     assert location("s3://b/g" + digest, "sh") == location("s3://b/g/sh/" + digest, "")
+    # the digest goes first: what lies below a node starts with the node's location + "/"
+    assert location("s3://b/g" + digest, "sh/x").startswith(
+        location("s3://b/g" + digest, "sh") + "/"
+    )
+    assert location("s3://b/g" + digest, "") != location("s3://b/g#fedcba9876543210", "")
     assert location("s3://b/p/", "") == location("s3://b/p", "") == "s3://b/p"
     assert location("file:///", "x") == "file:///x"
     assert location("file:///data/run#1", "x") == "file:///data/run#1/x"  # not a digest
@@ -158,3 +164,77 @@ def test_a_directory_reached_through_a_symlink_is_the_same_data(tmp_path):
         tz.LocalStore(tmp_path / "link.zarr").identity
         == tz.LocalStore(tmp_path / "real.zarr").identity
     )
+
+
+def _store_with_options(path):
+    from torchzarr.storage import FsspecStore
+
+    # an option that tells data apart (fsspec keeps unknown ones): the identity has a digest
+    return FsspecStore("file://" + str(path), storage_options={"tag": "run-1"})
+
+
+def test_replacing_a_group_drops_the_cached_chunks_below_it_in_stores_with_options(tmp_path):
+    store = _store_with_options(tmp_path / "d.zarr")
+    assert "#" in store.identity
+    tz.open_group(store, mode="w").create_array("g/x", shape=(4,), dtype="int32", chunks=(2,))[
+        :
+    ] = 1
+    assert tz.open_group(store, mode="r")["g/x"].with_cache()[:].tolist() == [1] * 4
+    tz.open(store, mode="w")  # replaces the whole hierarchy
+    tz.open_group(store, mode="r+").create_array("g/x", shape=(4,), dtype="int32", chunks=(2,))
+    assert tz.open_group(store, mode="r")["g/x"].with_cache()[:].tolist() == [0] * 4
+
+
+def test_from_array_refuses_a_group_holding_its_source_in_stores_with_options(tmp_path):
+    store = _store_with_options(tmp_path / "d.zarr")
+    x = tz.open_group(store, mode="w").create_array("g/x", shape=(4,), dtype="int32", chunks=(2,))
+    x[:] = 7
+    with pytest.raises(tz.errors.InvalidArgumentError, match="onto itself"):
+        tz.from_array(store, path="g", data=x, overwrite=True)
+    assert x[:].tolist() == [7] * 4
+
+
+def test_copying_keys_over_an_array_drops_its_cached_chunks(tmp_path):
+    from torchzarr.storage import copy_keys
+
+    src, dst = tmp_path / "src.zarr", tmp_path / "dst.zarr"
+    tz.create_array(src, shape=(4,), dtype="int32", chunks=(2,))[:] = 2
+    tz.create_array(dst, shape=(4,), dtype="int32", chunks=(2,))[:] = 1
+    cached = tz.open_array(dst, mode="r").with_cache()
+    assert cached[:].tolist() == [1] * 4
+    copy_keys(str(src), str(dst), overwrite=True)
+    assert cached[:].tolist() == [2] * 4
+    group = tz.open_group(tmp_path / "g.zarr", mode="w")
+    member = group.create_array("x", shape=(4,), dtype="int32", chunks=(2,)).with_cache()
+    assert member[:].tolist() == [0] * 4
+    copy_keys(str(src), group.store, dest_path="x", overwrite=True)
+    assert member[:].tolist() == [2] * 4
+
+
+def test_store_objects_without_an_identity_of_their_own_never_share_one():
+    import gc
+
+    class DictStore(tz.Store):
+        def __init__(self, data):
+            self.data, self.read_only = data, True
+
+        def get(self, key):
+            return self.data.get(key)
+
+        def set(self, key, value):
+            raise AssertionError("read-only")
+
+        def delete(self, key):
+            raise AssertionError("read-only")
+
+        def list_prefix(self, prefix):
+            return iter([k for k in list(self.data) if k.startswith(prefix)])
+
+    seen = set()
+    for _ in range(50):  # CPython hands a freed object's id() to the next one
+        store = DictStore({})
+        assert store.identity == store.identity
+        seen.add(store.identity)
+        del store
+        gc.collect()
+    assert len(seen) == 50

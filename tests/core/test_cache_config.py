@@ -78,3 +78,36 @@ def test_resizing_the_shared_cache_is_refused_and_names_the_setting(hot):
     with pytest.raises(tz.errors.InvalidArgumentError, match=r"tz\.config\.cache_bytes"):
         cache.resize(CHUNK)
     assert cache.max_bytes == tz.config.cache_bytes and cache.nbytes >= 10 * CHUNK
+
+
+_CHILD = """
+import pickle, sys
+first, second = pickle.load(sys.stdin.buffer)
+print(first.cache.max_bytes, first.cache is second.cache, first[:4].tolist())
+"""
+
+
+def test_a_cache_of_your_own_travels_as_its_settings(tmp_path):
+    import copy
+    import pickle
+    import subprocess
+    import sys
+
+    arr = tz.create_array(tmp_path / "a.zarr", shape=(8,), dtype=torch.int32, chunks=(4,))
+    arr[:] = torch.arange(8, dtype=torch.int32)
+    mine = ChunkCache(max_bytes=0)  # caching off
+    handle = arr.with_cache(mine)
+    # in this process: the very cache (copies of a handle read through what it reads through)
+    assert copy.copy(handle).cache is mine and copy.deepcopy(handle).cache is mine
+    assert pickle.loads(pickle.dumps(handle)).cache is mine
+    assert pickle.loads(pickle.dumps(arr.with_cache())).cache is default_cache()
+    # in another process (a spawned DataLoader worker): one cache made like it, shared
+    other = tz.open_array(tmp_path / "a.zarr").with_cache(mine)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=pickle.dumps((handle, other)),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    assert child.stdout.decode().split("\n")[0] == "0 True [0, 1, 2, 3]"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr import telemetry
+from torchzarr import telemetry, tensors
 from torchzarr.core.cache import ChunkCache
 
 
@@ -58,6 +58,16 @@ def test_cache_stays_pageable_without_cuda():
     assert held is not None and not held.flags.writeable
     if not torch.cuda.is_available():
         assert not cache.pinned
+
+
+def test_a_pinned_cache_stays_pageable_in_a_worker_forked_after_cuda(monkeypatch):
+    monkeypatch.setattr(tensors, "_cuda_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False)
+    cache = ChunkCache(1 << 20, pinned=True)  # made in the parent, which has CUDA
+    assert cache.pinned
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)  # now in the worker
+    cache.put(("s", "a", (0,)), np.ones(3))  # no pinning: CUDA cannot start here
+    assert cache.get(("s", "a", (0,))).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_cached_array_pickles_to_a_fresh_cache(tmp_path):

@@ -261,6 +261,9 @@ def test_reopen_read_only_and_pickle(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(fs))
     assert clone.read([4, 8])["v"][:, 0].tolist() == [4.0, 8.0]
     assert len(pickle.loads(pickle.dumps(fs))) == 2  # a "w" store is not wiped on unpickle
+    small = tz.ChunkCache(max_bytes=1 << 10)
+    shared = FeatureStore(str(tmp_path / "fs"), mode="r", cache=small)
+    assert pickle.loads(pickle.dumps(shared))._cache is small  # the cache it was given
 
 
 def test_other_instances_see_published_writes_after_refresh(tmp_path: Path) -> None:

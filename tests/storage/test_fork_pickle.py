@@ -94,7 +94,7 @@ def test_array_and_group_pickle_as_spec_after_reads(tmp_path: Path) -> None:
     assert torch.equal(reader[:], DATA) and "_source_of" in reader.__dict__
     state = reader.__getstate__()
     assert set(state) == {"_store", "_path", "_metadata", "_read_only", "_cache"}
-    assert state["_cache"] is True  # the receiving process uses its own cache
+    assert state["_cache"] is reader.cache  # pickles as its settings, never its chunks
     blob = pickle.dumps(reader)
     assert MARKER not in blob
     clone = pickle.loads(blob)

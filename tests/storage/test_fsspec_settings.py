@@ -61,6 +61,16 @@ def test_good_settings_and_defaults() -> None:
     assert store.storage_options == {"anon": True}
 
 
+def test_the_constructor_takes_settings_riding_in_storage_options_as_open_does() -> None:
+    options = {"anon": True, "retries": 0, "timeout": 5, "read_only": True}
+    store = FsspecStore(URL, options)  # as the docs build stores to wrap them
+    assert (store.retries, store.timeout, store.read_only) == (0, 5, True)
+    assert store.storage_options == {"anon": True}  # nothing of them reaches fsspec
+    assert FsspecStore(URL, {"retries": 2}, retries=2).retries == 2
+    with pytest.raises(InvalidArgumentError, match="retries given twice"):
+        FsspecStore(URL, {"retries": 1}, retries=2)
+
+
 def test_numpy_numbers_count_as_the_python_numbers() -> None:
     np = pytest.importorskip("numpy")
     store = FsspecStore(

@@ -347,6 +347,17 @@ def test_identity_and_equality() -> None:
         == FsspecStore("s3://b/p", {"client_kwargs": {"endpoint_url": "http://h"}}).identity
     )
     assert there.identity != FsspecStore("s3://b/p", {"client_kwargs": {}}).identity
+    # schemes of the same data, and client settings other than the endpoint, are one data
+    assert FsspecStore("s3a://b/p").identity == "s3://b/p"
+    assert FsspecStore("gcs://b/p").identity == FsspecStore("gs://b/p").identity
+    timed = {"client_kwargs": {"endpoint_url": "http://h", "region_name": "r"}}
+    timed["config_kwargs"] = {"read_timeout": 60}
+    assert FsspecStore("s3://b/p", timed).identity == there.identity
+    # settings of behaviour reach the same data: a write through one store drops the
+    # chunks the other cached
+    assert FsspecStore("file:///d", {"auto_mkdir": True, "skip_instance_cache": True}).identity == (
+        FsspecStore("file:///d").identity
+    )
     assert a == FsspecStore("s3://b/p", {"key": "x"}) and a != FsspecStore("s3://b/p")
     assert hash(a) == hash(FsspecStore("s3://b/p", {"key": "x"}))
 

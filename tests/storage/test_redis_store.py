@@ -90,6 +90,12 @@ def test_pickle_and_password_redaction(redis_server: RedisService) -> None:
     assert "secret" not in str(info.value) and "127.0.0.1" in str(info.value)
 
 
+def test_options_redis_does_not_take_are_refused_when_the_store_is_made() -> None:
+    with pytest.raises(UnknownStoreError, match=r"invalid storage_options \['sockettimeout'\]"):
+        tz.open_group("redis://127.0.0.1:1/0/x", mode="a", storage_options={"sockettimeout": 5})
+    RedisStore("redis://127.0.0.1:1/0", socket_timeout=1)  # a real one: no server needed
+
+
 def test_unreachable_server_names_the_url() -> None:
     store = RedisStore("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     with pytest.raises(StoreError, match=r"redis://127\.0\.0\.1:1/0"):
@@ -145,13 +151,34 @@ def test_the_identity_names_the_database_whichever_way_it_is_given() -> None:
         identity("redis://user:secret@cache:6379/0"),  # credentials reach the same data
         identity("redis://cache:6379", db=0),
     }
-    assert same == {"redis://cache:6379/0#exp/"}
+    assert same == {"redis://cache:6379/0/exp/"}
     other = [
         identity("redis://cache:6379", db=1),
         identity("redis://cache:6379/1"),
         identity("redis://cache:6379?db=1"),
     ]
-    assert set(other) == {"redis://cache:6379/1#exp/"}
-    assert identity("redis://cache:6379/2", db=1) == "redis://cache:6379/2#exp/"  # the URL wins
+    assert set(other) == {"redis://cache:6379/1/exp/"}
+    assert identity("redis://cache:6379/2", db=1) == "redis://cache:6379/2/exp/"  # the URL wins
     assert identity("redis://cache:6380") != identity("redis://cache:6379")
-    assert identity("unix:///run/redis.sock", db=3) == "unix:///run/redis.sock?db=3#exp/"
+    assert identity("unix:///run/redis.sock", db=3) == "unix:///run/redis.sock?db=3/exp/"
+
+
+def test_a_store_rooted_at_an_array_shares_its_groups_cached_chunks(
+    redis_server: RedisService,
+) -> None:
+    # the root of a database of its own (no prefix: "x" is a key's first component)
+    database = f"redis://127.0.0.1:{redis_server.port}/7"
+    whole = RedisStore(database)
+    whole.delete_prefix("")
+    root = tz.open_group(whole, mode="w")
+    root.create_array("x", shape=(4,), dtype=torch.int32, chunks=(2,))[:] = 1
+    direct = RedisStore(database, prefix="x")
+    cached = tz.open_array(direct, mode="r").with_cache()
+    assert cached[:].tolist() == [1] * 4
+    root["x"][:] = 2  # the write through the group's store drops the other's chunks
+    assert cached[:].tolist() == [2] * 4
+    via_root = root["x"].with_cache()
+    assert via_root[:].tolist() == [2] * 4
+    tz.open_array(RedisStore(database, prefix="x"), mode="r+")[:] = 3
+    assert via_root[:].tolist() == [3] * 4
+    whole.delete_prefix("")

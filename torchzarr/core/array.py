@@ -79,13 +79,12 @@ class Array(NodeBase, ZarrArrayMethods):
     def __getstate__(self) -> dict[str, Any]:
         # the spec only: the store pickles as its own spec; no chunks, pools, locks or handles
         names = ("_store", "_path", "_metadata", "_read_only", "_cache")
-        state = {name: self.__dict__[name] for name in names}
-        if state["_cache"] is not None:
-            state["_cache"] = True  # caches stay in their process; the child uses its own
-        return state
+        # a cache pickles as its settings (ChunkCache.__reduce__): the child reads through a
+        # cache of its own made like it, the shared one for the shared one
+        return {name: self.__dict__[name] for name in names}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state.get("_cache") is True:
+        if state.get("_cache") is True:  # pickled by torchzarr before caches pickled
             state["_cache"] = default_cache()
         self.__dict__.update(state)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import re
+import itertools
+import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -17,21 +17,20 @@ from torchzarr.arguments import whole_number
 from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
+from torchzarr.storage.changes import on_keys_replaced
+from torchzarr.storage.locations import location
 from torchzarr.tensors import cuda_available
 
 __all__ = [
     "ChunkCache",
     "LayoutCache",
-    "chunk_layout",
     "default_cache",
     "invalidate_everywhere",
     "invalidate_outside_everywhere",
     "invalidate_tree_everywhere",
-    "location",
     "register_cache",
 ]
 
-_HEX16 = re.compile(r"[0-9a-f]{16}")  # the digest of an fsspec store's options
 # (store identity, array path, chunk coords); for the inner chunk of a sharded array the
 # coords are (shard coords, inner chunk coords within the shard)
 CacheKey = tuple[str, str, tuple[Any, ...]]
@@ -39,66 +38,6 @@ _Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
 _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
 # what a chunk was decoded under (see chunk_layout); None for chunks put without one
 Layout = str | None
-
-
-def chunk_layout(metadata: Any, pipeline: Any = None) -> str:
-    """What decides how an array's stored chunks decode, as one string: the dtype held, the
-    chunk shape, the fill value's bits, where chunks lie (the key encoding) and the codecs,
-    spelled as ``pipeline`` (the metadata's own codec pipeline by default) decodes them.
-
-    A resize or an attribute change keeps it, and so does metadata another tool rewrote
-    with the same codecs spelled otherwise (numcodecs defaults filled in); an array
-    replaced by one of another dtype, chunk shape, codecs or fill value gets another one.
-
-    Example:
-        >>> from torchzarr.dtypes import data_type
-        >>> from torchzarr.metadata import build_array_metadata
-        >>> meta = build_array_metadata(zarr_format=3, shape=(10,), chunk_shape=(4,),
-        ...     data_type=data_type("float32"), fill_value=0)
-        >>> chunk_layout(meta) == chunk_layout(meta.evolve(shape=(20,)))
-        True
-        >>> chunk_layout(meta) == chunk_layout(meta.evolve(chunk_shape=(8,)))
-        False
-    """
-    pipeline = pipeline if pipeline is not None else metadata.codec_pipeline()
-    spec = pipeline.spec
-    document = {
-        "zarr_format": metadata.zarr_format,
-        "data_type": spec.data_type.name if spec.data_type is not None else str(spec.dtype),
-        "chunks": list(spec.shape),
-        "fill": np.asarray(spec.fill_value, dtype=spec.dtype).tobytes().hex(),
-        "key": metadata.chunk_key(tuple(range(len(spec.shape)))),
-        "codecs": pipeline.decoding(),
-    }
-    return json.dumps(document, sort_keys=True, default=repr)
-
-
-def location(identity: str, path: str) -> str:
-    """Where a node's data lives: the store's identity joined with the node's path.
-
-    The same however the node is reached: a directory store rooted at an array and one
-    rooted at its group (path ``"sub/x"``) give one location, so cache entries and write
-    invalidations of either reach the other.
-
-    A trailing slash of the store's URL does not count, and the digest of an fsspec
-    store's options (``url#0123456789abcdef``) stays at the end.
-
-    Example:
-        >>> location("file:///data/g.zarr", "sub/x") == location("file:///data/g.zarr/sub/x", "")
-        True
-        >>> location("s3://b/g#0123456789abcdef", "x") == location("s3://b/g/x/#0123456789abcdef", "")
-        True
-    """
-    base, digest = identity, ""
-    if len(identity) > 17 and identity[-17] == "#" and _HEX16.fullmatch(identity[-16:]):
-        base, digest = identity[:-17], identity[-17:]
-    stripped = base.rstrip("/")
-    if stripped.endswith(":"):  # the root of "file:///": keep the scheme's slashes
-        stripped = base
-    path = path.strip("/")
-    if path:
-        stripped = stripped + path if stripped.endswith("/") else f"{stripped}/{path}"
-    return stripped + digest
 
 
 def _where(key: CacheKey) -> _Entry:
@@ -138,6 +77,7 @@ class ChunkCache:
         max_bytes = whole_number("ChunkCache max_bytes", max_bytes, 0)
         max_pinned_bytes = whole_number("ChunkCache max_pinned_bytes", max_pinned_bytes, 0)
         self._max_bytes = max_bytes
+        self._pinned_asked = pinned  # what a copy in another process asks for
         self.pinned = pinned and cuda_available()
         self.max_pinned_bytes = max_pinned_bytes
         # (chunk, pinned, the layout it was decoded under) by where it lies
@@ -152,6 +92,16 @@ class ChunkCache:
         self._generation = 0
         self.hits = 0
         self.misses = 0
+        self._token = f"{os.getpid()}:{next(_CACHE_NUMBERS)}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # its settings, never its chunks: pickled handles (DataLoader workers, copies) read
+        # through this cache in its process, and through one cache of the same settings,
+        # shared by all of them, in another
+        with _named_lock:
+            _named.setdefault(self._token, self)  # found again when unpickled here
+        settings = (self._max_bytes, self._pinned_asked, self.max_pinned_bytes)
+        return _cache_named, (self._token, *settings)
 
     @property
     def nbytes(self) -> int:
@@ -217,7 +167,8 @@ class ChunkCache:
         return None if entry is None else entry[0]
 
     def _copy_in(self, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
-        if self.pinned and self._pinned_bytes + chunk.nbytes <= self.max_pinned_bytes:
+        room = self._pinned_bytes + chunk.nbytes <= self.max_pinned_bytes
+        if self.pinned and room and cuda_available():  # not in a worker forked after CUDA
             buf = torch.empty(chunk.nbytes, dtype=torch.uint8, pin_memory=True).numpy()
             held = buf.view(chunk.dtype).reshape(chunk.shape)
             held[...] = chunk
@@ -349,6 +300,9 @@ class _SharedCache(ChunkCache):
     def __init__(self) -> None:
         super().__init__(config.cache_bytes)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return default_cache, ()  # the shared cache of the process it reaches
+
     def _follow_config(self) -> int:
         budget = config.cache_bytes
         if budget != self._max_bytes:
@@ -436,6 +390,24 @@ def default_cache() -> ChunkCache:
         return _default
 
 
+_CACHE_NUMBERS = itertools.count()
+_named: weakref.WeakValueDictionary[str, ChunkCache] = weakref.WeakValueDictionary()
+_named_lock = new_lock()
+
+
+def _cache_named(token: str, max_bytes: int, pinned: bool, max_pinned_bytes: int) -> ChunkCache:
+    """The cache a pickled :class:`ChunkCache` stands for: itself in its own process (or a
+    forked copy of it), else one made with its settings, shared by what else names it."""
+    with _named_lock:
+        found = _named.get(token)
+        if found is None:
+            found = ChunkCache(max_bytes, pinned=pinned, max_pinned_bytes=max_pinned_bytes)
+            found._token = token
+            _named[token] = found
+    register_cache(found)  # writes in this process invalidate it
+    return found
+
+
 def register_cache(cache: ChunkCache) -> None:
     """Make writes in this process invalidate ``cache`` too (done for caches arrays use)."""
     with _default_lock:
@@ -475,6 +447,9 @@ def invalidate_tree_everywhere(identity: str, path: str) -> None:
     """
     for cache in _caches():
         cache.invalidate_tree(identity, path)
+
+
+on_keys_replaced(invalidate_tree_everywhere)  # raw key copies (storage.copy_keys)
 
 
 def invalidate_outside_everywhere(identity: str, path: str, grid: Sequence[int]) -> None:

@@ -18,20 +18,16 @@ from torchzarr import telemetry
 from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
-from torchzarr.core.cache import (
-    ChunkCache,
-    LayoutCache,
-    chunk_layout,
-    invalidate_everywhere,
-    location,
-)
+from torchzarr.core.cache import ChunkCache, LayoutCache, invalidate_everywhere
 from torchzarr.core.chunking import check_stored_chunks_fit, fits_in_memory
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
+from torchzarr.core.layouts import chunk_layout
 from torchzarr.core.shards import ShardReader, sharding_codec, writing
 from torchzarr.errors import MetadataError
 from torchzarr.forksafe import LockTable
+from torchzarr.storage.locations import location
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
 

@@ -16,11 +16,11 @@ from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
-from torchzarr.core.cache import location
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
 from torchzarr.dtypes import data_type
 from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError
 from torchzarr.metadata.fill import coerce_fill_value
+from torchzarr.storage.locations import location
 from torchzarr.storage.registry import resolve_store
 
 __all__ = ["KEEP", "from_array"]

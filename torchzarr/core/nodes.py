@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from torchzarr.core.cache import location
 from torchzarr.errors import CodecError, InvalidKeyError, MetadataError, UnsupportedDtypeError
 from torchzarr.forksafe import LockTable
 from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
@@ -17,6 +16,7 @@ from torchzarr.metadata.jsonutil import json_dumps, json_loads
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
 from torchzarr.storage.base import validate_key
+from torchzarr.storage.locations import location
 
 if TYPE_CHECKING:
     from torchzarr.metadata.base import ArrayMetadata, GroupMetadata

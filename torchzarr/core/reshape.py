@@ -11,11 +11,13 @@ import numpy as np
 
 from torchzarr.core import engine
 from torchzarr.core.attributes import logical_data_type
-from torchzarr.core.cache import chunk_layout, invalidate_outside_everywhere, location
+from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
+from torchzarr.core.layouts import chunk_layout
 from torchzarr.core.shards import writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
+from torchzarr.storage.locations import location
 from torchzarr.tensors import as_storage_array
 
 __all__ = ["append_along", "clear_outside"]

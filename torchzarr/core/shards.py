@@ -15,7 +15,6 @@ import numpy as np
 
 from torchzarr import telemetry
 from torchzarr.codecs.sharding import EMPTY, ShardIndex, ShardingCodec
-from torchzarr.core.cache import location
 from torchzarr.core.fastpath import local_root
 from torchzarr.core.shard_cache import read_cached, touched_count
 from torchzarr.core.shard_files import in_groups
@@ -35,6 +34,7 @@ from torchzarr.core.shard_writes import writes_to as _writes_to
 from torchzarr.errors import BoundsError, ChunkDecodeError, StoreError
 from torchzarr.storage.base import ByteRange
 from torchzarr.storage.fileio import FileSignature, file_signature, read_bytes
+from torchzarr.storage.locations import location
 
 __all__ = ["ShardReader", "coalesce", "sharding_codec", "writing"]
 

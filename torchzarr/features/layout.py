@@ -13,7 +13,7 @@ import torch
 from torchzarr.arguments import whole_number
 from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
-from torchzarr.core.cache import ChunkCache, location
+from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.dtypes import data_type
@@ -27,6 +27,7 @@ from torchzarr.errors import (
 from torchzarr.features.index import IdIndex
 from torchzarr.features.rows import IDS
 from torchzarr.forksafe import LockTable
+from torchzarr.storage.locations import location
 from torchzarr.tensors import torch_dtype
 
 __all__ = [

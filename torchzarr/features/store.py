@@ -167,6 +167,7 @@ class FeatureStore:
             "chunk_bytes": self._chunk_bytes,
             "shard_bytes": self._shard_bytes,
             "compressors": self._compressors,
+            "cache": self._cache,  # as its settings: one made like it in the child
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -174,7 +175,8 @@ class FeatureStore:
         self._chunk_bytes = state["chunk_bytes"]
         self._shard_bytes = state.get("shard_bytes", DEFAULT_SHARD_BYTES)
         self._compressors = state["compressors"]
-        self._cache = ChunkCache(config.cache_bytes)  # caches stay in their process
+        cache = state.get("cache")
+        self._cache = cache if isinstance(cache, ChunkCache) else ChunkCache(config.cache_bytes)
         self._init_runtime()
 
     # -- opening ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ dropped in a forked child. Every store pickles as its spec and reopens on first 
 from __future__ import annotations
 
 import abc
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, InvalidKeyError, ReadOnlyError
 
 _WINDOWS = os.name == "nt"
+_STORE_NUMBERS = itertools.count()  # default identities
 
 __all__ = [
     "Buffer",
@@ -291,7 +293,11 @@ class Store(abc.ABC):
             >>> LocalStore("/data/a.zarr").identity == LocalStore("/data/./a.zarr").identity
             True
         """
-        return f"{type(self).__name__}@{id(self):x}"
+        name = self.__dict__.get("_default_identity")
+        if name is None:  # a number of its own, never reused as id() is once it is freed
+            name = f"{type(self).__name__}@{os.getpid()}:{next(_STORE_NUMBERS)}"
+            name = self.__dict__.setdefault("_default_identity", name)
+        return str(name)
 
     def __enter__(self) -> Store:
         return self

@@ -10,6 +10,8 @@ from typing import Any
 
 from torchzarr.errors import InvalidArgumentError, NodeExistsError, NodeNotFoundError
 from torchzarr.storage.base import Store, validate_prefix
+from torchzarr.storage.changes import keys_replaced
+from torchzarr.storage.locations import location
 
 __all__ = ["CopyResult", "copy_keys"]
 
@@ -107,12 +109,13 @@ def _copy_between(
     jobs: int,
     progress: Callable[[int, int], None] | None,
 ) -> CopyResult:
-    if source.identity == dest.identity and (
-        target.startswith(prefix) or prefix.startswith(target)
-    ):  # overwrite would delete the source; no overwrite would copy into what it reads
+    # by location: stores rooted at a directory and at one inside it reach the same data
+    src, dst = location(source.identity, prefix), location(dest.identity, target)
+    if src == dst or (src + "/").startswith(dst + "/") or (dst + "/").startswith(src + "/"):
+        # overwrite would delete the source; no overwrite would copy into what it reads
         raise InvalidArgumentError(
-            f"cannot copy {prefix or '/'!r} onto {target or '/'!r} in the same store "
-            f"{dest!r}: the two overlap"
+            f"cannot copy {prefix or '/'!r} of {source!r} onto {target or '/'!r} of {dest!r}: "
+            "the two overlap (the same data, or one inside the other)"
         )
     existing = list(dest.list_prefix(target))
     if existing and not overwrite:
@@ -120,6 +123,22 @@ def _copy_between(
             f"{dest!r} already holds {len(existing)} keys below {target or '/'!r} "
             f"(first: {existing[0]!r}); pass overwrite=True (--overwrite) to replace them"
         )
+    try:
+        return _copy_keys(source, dest, keys, prefix, target, existing, jobs, progress)
+    finally:  # copied keys (some, on a failure) replaced what caches of them hold
+        keys_replaced(dest.identity, target.rstrip("/"))
+
+
+def _copy_keys(
+    source: Store,
+    dest: Store,
+    keys: list[str],
+    prefix: str,
+    target: str,
+    existing: list[str],
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> CopyResult:
     done = copied = nbytes = 0
     replaced: set[str] = set()
 

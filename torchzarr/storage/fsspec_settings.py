@@ -18,11 +18,13 @@ from torchzarr.errors import InvalidArgumentError, UnknownStoreError
 from torchzarr.storage.base import options_mapping
 
 __all__ = [
+    "constructor_settings",
     "BUCKET_PROTOCOLS",
     "FROM_CONFIG",
     "SETTING_NAMES",
     "StoreSettings",
     "identity_digest",
+    "same_data_url",
     "split_settings",
     "store_settings",
 ]
@@ -52,6 +54,48 @@ CREDENTIAL_OPTIONS = frozenset(
         "token",
     }
 )
+
+#: fsspec options that say only how the data is reached (caching, block sizes, concurrency,
+#: directories made on write), not which data: left out of the identity too
+BEHAVIOUR_OPTIONS = frozenset(
+    {
+        "asynchronous",
+        "auto_mkdir",
+        "batch_size",
+        "block_size",
+        "cache_timeout",
+        "cache_type",
+        "config_kwargs",
+        "consistency",
+        "default_block_size",
+        "default_cache_type",
+        "default_fill_cache",
+        "listings_expiry_time",
+        "loop",
+        "max_concurrency",
+        "max_paths",
+        "project",
+        "requester_pays",
+        "s3_additional_kwargs",
+        "skip_instance_cache",
+        "use_listings_cache",
+    }
+)
+
+#: schemes that reach the same data as another: identities use the second
+_SAME_DATA = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "azure": "az", "local": "file"}
+
+
+def same_data_url(url: str) -> str:
+    """``url`` with the scheme that other schemes of the same data (``s3a``, ``gcs``,
+    ``abfs``) stand for: one spelling for identities.
+
+    Example:
+        >>> same_data_url("s3a://b/x"), same_data_url("https://h/x")
+        ('s3://b/x', 'https://h/x')
+    """
+    scheme, sep, rest = url.partition("://")
+    return f"{_SAME_DATA.get(scheme.lower(), scheme)}://{rest}" if sep else url
 
 
 @dataclass(frozen=True)
@@ -83,10 +127,11 @@ def split_settings(
 
 def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
     """A digest of the options that tell apart the data a URL reaches (an endpoint, an
-    account), credentials left out; None when there are none.
+    account), credentials and settings of behaviour (``auto_mkdir``, caching) left out; None
+    when there are none.
 
     Example:
-        >>> identity_digest({"key": "a", "secret": "b"}) is None
+        >>> identity_digest({"key": "a", "secret": "b", "auto_mkdir": True}) is None
         True
         >>> identity_digest({"endpoint_url": "http://x"}) == identity_digest(
         ...     {"endpoint_url": "http://x", "key": "a"}
@@ -94,10 +139,23 @@ def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
         True
     """
     naming = sorted(
-        (item for item in storage_options.items() if item[0] not in CREDENTIAL_OPTIONS),
+        (
+            _naming_part(name, value)
+            for name, value in storage_options.items()
+            if name not in CREDENTIAL_OPTIONS and name not in BEHAVIOUR_OPTIONS
+        ),
         key=lambda item: item[0],
     )
+    naming = [item for item in naming if item[1] is not None]
     return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
+
+
+def _naming_part(name: str, value: Any) -> tuple[str, Any]:
+    """Of ``client_kwargs`` (botocore's client settings: timeouts, retries, region), only the
+    endpoint tells data apart; None when there is none."""
+    if name == "client_kwargs" and isinstance(value, Mapping):
+        return name, value.get("endpoint_url")
+    return name, value
 
 
 def _checked(url: str, name: str, value: Any) -> Any:
@@ -147,3 +205,33 @@ setting 'retries' must be a non-negative int, got 1.5
         ),
         timeout=_checked(url, "timeout", config.timeout if timeout is FROM_CONFIG else timeout),
     )
+
+
+def constructor_settings(
+    url: Any,
+    storage_options: Any,
+    read_only: bool,
+    retries: Any = None,
+    retry_backoff: Any = None,
+    timeout: Any = FROM_CONFIG,
+) -> tuple[StoreSettings, bool]:
+    """An FsspecStore's checked settings and ``read_only``, from its arguments and from
+    ``storage_options``, where ``retries``, ``retry_backoff``, ``timeout`` and
+    ``read_only`` may ride (as ``tz.open_*`` passes them); one given both ways, with two
+    values, is refused.
+
+    Example:
+        >>> settings, read_only = constructor_settings("s3://b/x", {"retries": 0}, False)
+        >>> settings.retries, settings.storage_options, read_only
+        (0, {}, False)
+    """
+    options, riding = split_settings(url, storage_options)
+    read_only = bool(riding.pop("read_only", False)) or read_only
+    given = {"retries": retries, "retry_backoff": retry_backoff, "timeout": timeout}
+    for name, value in riding.items():
+        if given[name] not in (None, FROM_CONFIG) and given[name] != value:
+            raise InvalidArgumentError(
+                f"{name} given twice for {url!r}: {given[name]!r}, and {value!r} in storage_options"
+            )
+        given[name] = value
+    return store_settings(url, options, **given), read_only

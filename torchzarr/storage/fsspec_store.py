@@ -22,9 +22,9 @@ from torchzarr.storage.fsspec_requests import close_connections, read_ranges, wr
 from torchzarr.storage.fsspec_settings import (
     BUCKET_PROTOCOLS,
     FROM_CONFIG,
+    constructor_settings,
     identity_digest,
-    split_settings,
-    store_settings,
+    same_data_url,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer
 from torchzarr.storage.retry import RetryPolicy, is_transient
@@ -87,7 +87,10 @@ class FsspecStore(Store):
         retry_backoff: float | None = None,
         timeout: float | None = FROM_CONFIG,
     ) -> None:
-        settings = store_settings(url, storage_options, retries, retry_backoff, timeout)
+        # retries, retry_backoff, timeout and read_only may ride in storage_options
+        settings, read_only = constructor_settings(
+            url, storage_options, read_only, retries, retry_backoff, timeout
+        )
         self.url, self.protocol = url, settings.protocol
         self._fs_protocol, self._fs_url = settings.fs_protocol, settings.fs_url
         self.storage_options: dict[str, Any] = settings.storage_options
@@ -116,8 +119,7 @@ class FsspecStore(Store):
             >>> FsspecStore.from_url("memory://x", {"retries": 0}).retries
             0
         """
-        options, settings = split_settings(url, storage_options)
-        return cls(url, options, **settings)
+        return cls(url, storage_options)
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.url!r}{', read-only' if self.read_only else ''})"
@@ -131,7 +133,7 @@ class FsspecStore(Store):
     @property
     def identity(self) -> str:
         here = self.paths.root  # as the filesystem reads it: memory://a is memory:///a
-        root = here if "://" in here else f"{self._fs_protocol}://{here}"
+        root = same_data_url(here if "://" in here else f"{self._fs_protocol}://{here}")
         digest = identity_digest(self.storage_options)  # credentials left out
         return root if digest is None else f"{root}#{digest}"
 
@@ -174,7 +176,8 @@ class FsspecStore(Store):
             raise UnknownStoreError(f"no fsspec protocol {self.protocol!r} (URL {self.url!r})")
         try:
             cls = fsspec.get_filesystem_class(self._fs_protocol)
-            fs = cls(skip_instance_cache=True, **self._requests.fs_options)
+            # a filesystem of its own, whatever the options say (fork safety, closing)
+            fs = cls(**{**self._requests.fs_options, "skip_instance_cache": True})
         except ImportError as err:
             raise missing_dependency(self.url, self.protocol, err) from err
         except ValueError as err:

@@ -33,6 +33,7 @@ class MemoryStore(Store):
         self._lock = new_lock()
         self.read_only = read_only
         self._name = f"memory-{next(_counter)}"
+        self._serial = next(_counter)  # names this dict's data, whatever the store is called
 
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
@@ -43,10 +44,11 @@ class MemoryStore(Store):
         self._lock = new_lock()
         self.read_only = state["read_only"]
         self._name = state["name"]
+        self._serial = next(_counter)  # a copy by value is other data (an id() is reused)
 
     @property
     def identity(self) -> str:
-        return f"memory://{self._name}@{id(self._data):x}"
+        return f"memory://{self._name}@{self._serial}"
 
     def __repr__(self) -> str:
         return f"MemoryStore({self._name}{', read-only' if self.read_only else ''})"
@@ -82,7 +84,7 @@ class MemoryStore(Store):
         clone = MemoryStore.__new__(MemoryStore)
         clone._data = self._data
         clone._lock = self._lock
-        clone._name = self._name
+        clone._name, clone._serial = self._name, self._serial
         clone.read_only = read_only
         return clone
 

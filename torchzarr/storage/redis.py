@@ -55,6 +55,24 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _check_client_options(url: str, options: dict[str, Any]) -> None:
+    """Refuse options redis-py's connections do not take now, not at the first request
+    (building a connection object opens no socket)."""
+    if not options:
+        return
+    try:
+        import redis
+    except ImportError:
+        return  # reported when the store is first used
+    try:
+        pool = redis.ConnectionPool.from_url(url, **options)
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError) as err:
+        raise UnknownStoreError(
+            f"invalid storage_options {sorted(options)} for {_redact(url)!r}: {err}"
+        ) from err
+
+
 class RedisStore(Store):
     """Keys as Redis strings named ``prefix + key`` in one database of a Redis server.
 
@@ -76,7 +94,7 @@ class RedisStore(Store):
     Example:
         >>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="experiments/run1")
         >>> store.prefix, store.identity
-        ('experiments/run1/', 'redis://127.0.0.1:6379/0#experiments/run1/')
+        ('experiments/run1/', 'redis://127.0.0.1:6379/0/experiments/run1/')
     """
 
     def __init__(
@@ -105,6 +123,7 @@ class RedisStore(Store):
         self.prefix = prefix
         self.read_only = read_only
         self.client_options = dict(client_options)
+        _check_client_options(url, self.client_options)
         self._client: Any = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -148,14 +167,16 @@ class RedisStore(Store):
 
         Example:
             >>> RedisStore("redis://Cache", prefix="a", db=2).identity
-            'redis://cache:6379/2#a/'
+            'redis://cache:6379/2/a/'
         """
         parts = urlsplit(self.url)
         db = _database(parts, self.client_options)
+        # the prefix as a path below the database: a store rooted at a group's member and
+        # the group's store reach one location (``location``)
         if parts.scheme == "unix":
-            return f"unix://{parts.path}?db={db}#{self.prefix}"
+            return f"unix://{parts.path}?db={db}/{self.prefix}"
         host = (parts.hostname or "localhost").lower()
-        return f"{parts.scheme}://{host}:{parts.port or 6379}/{db}#{self.prefix}"
+        return f"{parts.scheme}://{host}:{parts.port or 6379}/{db}/{self.prefix}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {
