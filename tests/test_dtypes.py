@@ -74,3 +74,25 @@ def test_reinterpreted_types_store_unsigned_bits():
     bf = data_type("bfloat16")
     assert bf.is_reinterpreted and bf.storage == np.uint16 and bf.itemsize == 2
     assert not data_type("float32").is_reinterpreted
+
+
+@pytest.mark.parametrize(
+    ("dtype", "ints"), [(torch.bfloat16, np.uint16), (torch.float8_e4m3fn, np.uint8)]
+)
+def test_integers_of_the_storage_type_are_numbers_in_bfloat16_and_float8_arrays(dtype, ints):
+    import torchzarr as tz
+
+    values = np.array([1, 2, 3], dtype=ints)  # uint8 images, uint16 tokens: numbers, not bits
+    arr = tz.create_array("memory://", shape=(3,), chunks=(3,), dtype=dtype)
+    arr[:] = values
+    assert arr[:].tolist() == [1.0, 2.0, 3.0]
+    arr[0] = ints(5)
+    assert arr[:].tolist() == [5.0, 2.0, 3.0]
+    made = tz.create_array("memory://", data=values, dtype=dtype, chunks=(2,))
+    assert made[:].tolist() == [1.0, 2.0, 3.0]
+    made.append(values)
+    assert made[:].tolist() == [1.0, 2.0, 3.0] * 2
+    filled = tz.create_array("memory://", shape=(2,), dtype=dtype, fill_value=ints(1))
+    assert filled.fill_value == 1.0 and filled[:].tolist() == [1.0, 1.0]
+    kept = tz.create_array("memory://", data=torch.tensor([1.5, -2.0], dtype=dtype))
+    assert kept[:].tolist() == [1.5, -2.0]  # tensors of the dtype: their bits, unchanged

@@ -157,8 +157,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
-    if array.dtype == dt.storage:
-        return array
+    if array.dtype == dt.storage and not dt.is_reinterpreted:
+        return array  # (uint16/uint8 data for bfloat16/float8 is numbers, not their bits)
     python = not _numpy_typed(value)
     if python and not dt.is_float and dt.storage.kind in "iu" and array.dtype.kind in "iufO":
         return _python_integers(value, array, dt)

@@ -26,7 +26,7 @@ from torchzarr.errors import (
     ShapeMismatchError,
 )
 from torchzarr.storage.registry import resolve_store
-from torchzarr.tensors import as_storage_array, rectangular
+from torchzarr.tensors import as_storage_array, rectangular, tensor_from_storage
 
 __all__ = [
     "consolidate_metadata",
@@ -208,8 +208,10 @@ def _create_array(
     path = nodes.normalize_path(path, metadata.zarr_format)
     write_new_node(st, path, metadata, mode)
     array = Array(st, path, metadata)
-    if data is not None:
-        array[...] = data
+    if data is not None:  # as a tensor of the array's dtype: bfloat16/float8 bits stay bits
+        array[...] = (
+            tensor_from_storage(data, array.data_type) if array.data_type.is_reinterpreted else data
+        )
     return array
 
 

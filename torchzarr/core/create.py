@@ -17,7 +17,7 @@ from torchzarr.core.chunking import normalize_chunks, normalize_shape
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, data_type
 from torchzarr.errors import MetadataError
 from torchzarr.metadata import build_array_metadata
-from torchzarr.metadata.fill import coerce_fill_value
+from torchzarr.metadata.fill import coerce_user_fill_value
 
 __all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args", "compressor_list"]
 
@@ -171,7 +171,7 @@ def array_metadata_from_args(
         chunk_shape = normalize_chunks(chunks, shape_t, dt.itemsize)
     comp = compressor_list(compressors, zarr_format)
     filt = _as_list(filters)
-    fill = coerce_fill_value(fill_value, dt)
+    fill = coerce_user_fill_value(fill_value, dt)
     attributes = json_attributes(attributes)
     if zarr_format == 2 and dimension_names is not None:
         attributes[XARRAY_DIMENSIONS] = _v2_dimension_names(dimension_names, len(shape_t))

@@ -18,7 +18,7 @@ from torchzarr.core.shards import writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
-from torchzarr.tensors import as_storage_array
+from torchzarr.tensors import as_storage_array, tensor_from_storage
 
 __all__ = ["append_along", "clear_outside"]
 
@@ -136,6 +136,8 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     except TypeError:
         raise ArgumentTypeError(f"axis must be an int, got {axis!r}") from None
     values = as_storage_array(data, array.data_type)
+    dt = array.data_type  # written back as a tensor of the array's dtype: bits stay bits
+    as_written = tensor_from_storage(values, dt) if dt.is_reinterpreted else values
     data_shape = values.shape
     ndim = array.ndim
     if ndim == 0:
@@ -160,7 +162,7 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
             slice(old[axis], new[axis]) if i == axis else slice(None) for i in range(ndim)
         )
         try:
-            array[region] = values
+            array[region] = as_written
         except BaseException:
             resize_from(array, new, old)
             raise

@@ -21,7 +21,14 @@ import numpy as np
 from torchzarr.dtypes import DataType
 from torchzarr.errors import MetadataError
 
-__all__ = ["coerce_fill_value", "encode_fill_value", "fill_key", "parse_fill_value", "zero_fill"]
+__all__ = [
+    "coerce_fill_value",
+    "coerce_user_fill_value",
+    "encode_fill_value",
+    "fill_key",
+    "parse_fill_value",
+    "zero_fill",
+]
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -272,6 +279,22 @@ def _coerce_float(value: Any, dt: DataType, component: np.dtype[Any], problem: s
     if lost:
         raise MetadataError(problem)  # an overflow, or a value the format cannot hold
     return _float_array(number, component)
+
+
+def coerce_user_fill_value(user_value: Any, dt: DataType) -> Any:
+    """:func:`coerce_fill_value` of a value a user gave: a numpy integer of a bfloat16 or
+    float8 dtype's storage type is a number there (``np.uint16(1)`` is 1.0), never bits.
+
+    Example:
+        >>> from torchzarr.dtypes import data_type
+        >>> coerce_user_fill_value(np.uint16(1), data_type("bfloat16"))  # the bits of 1.0
+        np.uint16(16256)
+    """
+    if dt.is_reinterpreted and isinstance(user_value, np.generic | np.ndarray):
+        given = np.asarray(user_value)
+        if given.dtype == dt.storage and given.ndim == 0:
+            user_value = given.item()
+    return coerce_fill_value(user_value, dt)
 
 
 def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
