@@ -211,25 +211,32 @@ def test_copying_keys_over_an_array_drops_its_cached_chunks(tmp_path):
     assert member[:].tolist() == [2] * 4
 
 
+class DictStore(tz.Store):
+    def __init__(self, data):
+        self.data, self.read_only = data, True
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def set(self, key, value):
+        raise AssertionError("read-only")
+
+    def delete(self, key):
+        raise AssertionError("read-only")
+
+    def list_prefix(self, prefix):
+        return iter([k for k in list(self.data) if k.startswith(prefix)])
+
+
 def test_store_objects_without_an_identity_of_their_own_never_share_one():
+    import copy
     import gc
+    import pickle
 
-    class DictStore(tz.Store):
-        def __init__(self, data):
-            self.data, self.read_only = data, True
-
-        def get(self, key):
-            return self.data.get(key)
-
-        def set(self, key, value):
-            raise AssertionError("read-only")
-
-        def delete(self, key):
-            raise AssertionError("read-only")
-
-        def list_prefix(self, prefix):
-            return iter([k for k in list(self.data) if k.startswith(prefix)])
-
+    original = DictStore({"k": b"v"})
+    named = original.identity  # asked before the copies are made
+    copies = [copy.copy(original), copy.deepcopy(original), pickle.loads(pickle.dumps(original))]
+    assert len({named, *(c.identity for c in copies)}) == 4  # copies: other data
     seen = set()
     for _ in range(50):  # CPython hands a freed object's id() to the next one
         store = DictStore({})

@@ -111,3 +111,22 @@ def test_a_cache_of_your_own_travels_as_its_settings(tmp_path):
         timeout=120,
     )
     assert child.stdout.decode().split("\n")[0] == "0 True [0, 1, 2, 3]"
+
+
+def test_a_pickled_cache_is_found_again_at_home_and_is_pageable_elsewhere(monkeypatch):
+    from torchzarr import tensors
+    from torchzarr.core import cache as cache_module
+
+    made = ChunkCache(max_bytes=1 << 10)  # never pickled here before
+    assert cache_module._cache_named(made._token, 1 << 10, False, 0) is made
+    monkeypatch.setattr(tensors, "_cuda_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False)
+    # a pinned cache arriving in a worker: its settings, but no pinned memory there
+    arrived = cache_module._cache_named("4242:0:feedface", 1 << 10, True, 1 << 10)
+    assert not arrived.pinned and arrived.max_bytes == 1 << 10
+    arrived.put(("s", "a", (0,)), np.ones(3))
+    pinned_at_home = ChunkCache(1 << 10, pinned=True)
+    assert pinned_at_home.pinned
+    monkeypatch.setattr(cache_module.os, "getpid", lambda: -5)  # a forked worker's copy
+    pinned_at_home.put(("s", "a", (0,)), np.ones(3))  # pageable: CUDA stays in the parent
+    assert pinned_at_home.get(("s", "a", (0,))).tolist() == [1.0, 1.0, 1.0]

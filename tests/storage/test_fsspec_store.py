@@ -350,9 +350,11 @@ def test_identity_and_equality() -> None:
     # schemes of the same data, and client settings other than the endpoint, are one data
     assert FsspecStore("s3a://b/p").identity == "s3://b/p"
     assert FsspecStore("gcs://b/p").identity == FsspecStore("gs://b/p").identity
-    timed = {"client_kwargs": {"endpoint_url": "http://h", "region_name": "r"}}
+    timed = {"client_kwargs": {"endpoint_url": "http://h", "read_timeout": 5}}
     timed["config_kwargs"] = {"read_timeout": 60}
     assert FsspecStore("s3://b/p", timed).identity == there.identity
+    china, virginia = ({"client_kwargs": {"region_name": r}} for r in ("cn-north-1", "us-east-1"))
+    assert FsspecStore("s3://b/p", china).identity != FsspecStore("s3://b/p", virginia).identity
     # settings of behaviour reach the same data: a write through one store drops the
     # chunks the other cached
     assert FsspecStore("file:///d", {"auto_mkdir": True, "skip_instance_cache": True}).identity == (

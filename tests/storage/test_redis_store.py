@@ -93,7 +93,8 @@ def test_pickle_and_password_redaction(redis_server: RedisService) -> None:
 def test_options_redis_does_not_take_are_refused_when_the_store_is_made() -> None:
     with pytest.raises(UnknownStoreError, match=r"invalid storage_options \['sockettimeout'\]"):
         tz.open_group("redis://127.0.0.1:1/0/x", mode="a", storage_options={"sockettimeout": 5})
-    RedisStore("redis://127.0.0.1:1/0", socket_timeout=1)  # a real one: no server needed
+    RedisStore("redis://127.0.0.1:1/0", socket_timeout=1)  # real ones: no server needed
+    RedisStore("redis://127.0.0.1:1/0", single_connection_client=True)  # Redis.from_url's own
 
 
 def test_unreachable_server_names_the_url() -> None:

@@ -179,8 +179,7 @@ def remove_all(store: Store) -> None:
     """
     wait_pruned(store)
     store.delete_many(["zarr.json", ".zgroup", ".zattrs"])
-    for version in commit.list_versions(
-        store
-    ):  # a reader still reading one notices (version_intact)
+    # a reader still reading a version notices (version_intact)
+    for version in commit.list_versions(store):
         _delete_marker(store, version)
     store.delete_prefix("")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -92,14 +93,16 @@ class ChunkCache:
         self._generation = 0
         self.hits = 0
         self.misses = 0
-        self._token = f"{os.getpid()}:{next(_CACHE_NUMBERS)}"
+        # what names this cache in pickles: unique across processes and runs
+        self._token = f"{os.getpid()}:{next(_CACHE_NUMBERS)}:{secrets.token_hex(8)}"
+        self._home = os.getpid()  # pinned memory only here, never in workers (see _copy_in)
+        with _named_lock:
+            _named[self._token] = self  # found again when a pickle of it comes back here
 
     def __reduce__(self) -> tuple[Any, ...]:
         # its settings, never its chunks: pickled handles (DataLoader workers, copies) read
         # through this cache in its process, and through one cache of the same settings,
         # shared by all of them, in another
-        with _named_lock:
-            _named.setdefault(self._token, self)  # found again when unpickled here
         settings = (self._max_bytes, self._pinned_asked, self.max_pinned_bytes)
         return _cache_named, (self._token, *settings)
 
@@ -168,7 +171,11 @@ class ChunkCache:
 
     def _copy_in(self, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
         room = self._pinned_bytes + chunk.nbytes <= self.max_pinned_bytes
-        if self.pinned and room and cuda_available():  # not in a worker forked after CUDA
+        # pinned only in the process that made the cache: a DataLoader worker's batches
+        # reach the main process through shared memory, and pinning there would start
+        # CUDA in each worker
+        home = os.getpid() == self._home
+        if self.pinned and room and home and cuda_available():
             buf = torch.empty(chunk.nbytes, dtype=torch.uint8, pin_memory=True).numpy()
             held = buf.view(chunk.dtype).reshape(chunk.shape)
             held[...] = chunk
@@ -397,13 +404,17 @@ _named_lock = new_lock()
 
 def _cache_named(token: str, max_bytes: int, pinned: bool, max_pinned_bytes: int) -> ChunkCache:
     """The cache a pickled :class:`ChunkCache` stands for: itself in its own process (or a
-    forked copy of it), else one made with its settings, shared by what else names it."""
+    forked copy of it), else one made with its settings, shared by what else names it (its
+    chunks pageable: pinned memory stays in the process that made the cache)."""
     with _named_lock:
         found = _named.get(token)
-        if found is None:
-            found = ChunkCache(max_bytes, pinned=pinned, max_pinned_bytes=max_pinned_bytes)
-            found._token = token
-            _named[token] = found
+    if found is None:
+        made = ChunkCache(max_bytes, pinned=pinned, max_pinned_bytes=max_pinned_bytes)
+        made.pinned = False
+        with _named_lock:
+            del _named[made._token]
+            made._token = token
+            found = _named.setdefault(token, made)
     register_cache(found)  # writes in this process invalidate it
     return found
 

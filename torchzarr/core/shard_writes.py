@@ -36,7 +36,7 @@ def _entry(identity: str) -> list[int]:
 
 
 def writes_to(identity: str) -> int:
-    """How many times writes to a location (``cache.location``) started or ended here.
+    """How many times writes to a location (``storage.locations.location``) started or ended here.
 
     Example:
         >>> writes_to("memory://never-written/a")

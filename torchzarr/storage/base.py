@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import itertools
 import os
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,27 @@ from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, InvalidKey
 
 _WINDOWS = os.name == "nt"
 _STORE_NUMBERS = itertools.count()  # default identities
+# kept beside the objects, not in them: a copy (pickle, copy.copy) is other data
+_DEFAULT_IDENTITIES: dict[int, str] = {}
+_DEFAULT_IDENTITIES_LOCK = threading.Lock()
+
+
+def _default_identity(store: object) -> str:
+    """A name of this object alone, never reused (as an id() is once its object is freed)
+    and not carried by copies of it."""
+    key = id(store)
+    with _DEFAULT_IDENTITIES_LOCK:
+        name = _DEFAULT_IDENTITIES.get(key)
+        if name is None:
+            name = f"{type(store).__name__}@{os.getpid()}:{next(_STORE_NUMBERS)}"
+            _DEFAULT_IDENTITIES[key] = name
+            try:
+                weakref.finalize(store, _DEFAULT_IDENTITIES.pop, key, None)
+            except TypeError:  # no weak references to it: an id() is the best there is
+                del _DEFAULT_IDENTITIES[key]
+                return f"{type(store).__name__}@{key:x}"
+        return name
+
 
 __all__ = [
     "Buffer",
@@ -293,11 +316,7 @@ class Store(abc.ABC):
             >>> LocalStore("/data/a.zarr").identity == LocalStore("/data/./a.zarr").identity
             True
         """
-        name = self.__dict__.get("_default_identity")
-        if name is None:  # a number of its own, never reused as id() is once it is freed
-            name = f"{type(self).__name__}@{os.getpid()}:{next(_STORE_NUMBERS)}"
-            name = self.__dict__.setdefault("_default_identity", name)
-        return str(name)
+        return _default_identity(self)
 
     def __enter__(self) -> Store:
         return self

@@ -65,7 +65,6 @@ BEHAVIOUR_OPTIONS = frozenset(
         "block_size",
         "cache_timeout",
         "cache_type",
-        "config_kwargs",
         "consistency",
         "default_block_size",
         "default_cache_type",
@@ -151,10 +150,12 @@ def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
 
 
 def _naming_part(name: str, value: Any) -> tuple[str, Any]:
-    """Of ``client_kwargs`` (botocore's client settings: timeouts, retries, region), only the
-    endpoint tells data apart; None when there is none."""
-    if name == "client_kwargs" and isinstance(value, Mapping):
-        return name, value.get("endpoint_url")
+    """Of ``client_kwargs`` and ``config_kwargs`` (botocore's client settings: timeouts,
+    retries), only the endpoint and the region tell data apart (AWS partitions such as
+    ``cn-north-1`` hold other buckets of the same names); None when they hold neither."""
+    if name in ("client_kwargs", "config_kwargs") and isinstance(value, Mapping):
+        naming = sorted((k, value[k]) for k in ("endpoint_url", "region_name") if k in value)
+        return name, naming or None
     return name, value
 
 

@@ -64,8 +64,10 @@ def _check_client_options(url: str, options: dict[str, Any]) -> None:
         import redis
     except ImportError:
         return  # reported when the store is first used
+    # what redis.Redis.from_url takes for itself before the pool gets the rest
+    pooled = {k: v for k, v in options.items() if k != "single_connection_client"}
     try:
-        pool = redis.ConnectionPool.from_url(url, **options)
+        pool = redis.ConnectionPool.from_url(url, **pooled)
         pool.connection_class(**pool.connection_kwargs)
     except (TypeError, ValueError) as err:
         raise UnknownStoreError(
