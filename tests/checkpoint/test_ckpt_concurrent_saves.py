@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,26 @@ def test_two_store_objects_of_one_checkpoint_share_its_commit_lock(
     older.join()
     newer.join()
     assert real(plain)["version"] == "v000003" and errors == []
+
+
+def test_a_commit_waits_for_another_process_holding_the_checkpoints_lock(tmp_path: Path) -> None:
+    import fcntl
+
+    st = checkpoint_store(tmp_path)
+    version = commit.reserve_version(st)
+    fd = os.open(tmp_path / commit.LOCK_FILE, os.O_RDWR | os.O_CREAT)  # as another process
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (commit.commit_version(st, version), done.set()))
+    worker.start()
+    try:
+        assert not done.wait(0.5)  # its check and write wait: the holder may be committing
+        assert commit.read_manifest(st) is None
+    finally:
+        os.close(fd)  # released
+    worker.join(10)
+    assert done.is_set() and commit.read_manifest(st)["version"] == version  # type: ignore[index]
+    commit.release_version(st, version)
+    import zarr
+
+    assert [name for name, _ in zarr.open_group(tmp_path, mode="r").members()] == []

@@ -23,6 +23,7 @@ process are never pruned.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -43,10 +44,17 @@ from torchzarr.errors import (
 from torchzarr.forksafe import LockTable
 from torchzarr.storage import LocalStore, Store, resolve_store
 
+_fcntl: Any
+try:  # advisory file locks: POSIX
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows: other processes are not locked out
+    _fcntl = None
+
 __all__ = [
     "MANIFEST_ATTRIBUTE",
     "checkpoint_store",
     "close_archive",
+    "commit_lock",
     "commit_version",
     "list_versions",
     "committed_version",
@@ -225,6 +233,38 @@ def versions_writing(store: Store) -> set[str]:
         return set(_RESERVED.get(store_id(store), ()))
 
 
+#: the file a local checkpoint's commits lock (flock) against other processes
+LOCK_FILE = ".torchzarr-commit.lock"
+
+
+@contextlib.contextmanager
+def commit_lock(store: Store) -> Iterator[None]:
+    """Hold the checkpoint's commit lock: against the threads of this process, and on a local
+    disk against other processes (an ``flock`` on :data:`LOCK_FILE` in its directory), so
+    that a commit's check of the manifest and its write of it are one step.
+
+    Example:
+        >>> with commit_lock(checkpoint_store("memory://")):
+        ...     pass
+    """
+    with _STORE_LOCKS[store_id(store)]:
+        if not isinstance(store, LocalStore) or _fcntl is None:
+            yield
+            return
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise StoreError(f"cannot lock the checkpoint in {store.root}: {err}") from err
+        try:
+            _fcntl.flock(
+                fd, _fcntl.LOCK_EX
+            )  # released when the descriptor closes, or the process dies
+            yield
+        finally:
+            os.close(fd)
+
+
 def _claim(store: Store, version: str) -> bool:
     """Create the version's directory of a local store exclusively: False if it exists."""
     if not isinstance(store, LocalStore):
@@ -336,7 +376,7 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         'v000001'
     """
     manifest = {"format": FORMAT_VERSION, "version": version, "committed_at": time.time()}
-    with _STORE_LOCKS[store_id(store)]:  # in this process, no commit between check and write
+    with commit_lock(store):  # no commit of this process, or another's, between check and write
         current = read_manifest(store)
         if current is not None:  # the versions committed before, newest first (for keep=)
             found = current.get("previous")  # none yet: the newest versions, as before
