@@ -239,3 +239,23 @@ def test_stores_of_one_environment_through_a_link_and_its_path_share_it(tmp_path
     linked.close()  # closes the one environment: the other store reopens it
     assert direct.get("b") == b"2"
     direct.close()
+
+
+def test_an_environment_deleted_on_disk_is_not_written_to_any_more(tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "a.lmdb"
+    tz.create_array(f"lmdb://{path}", shape=(4,), dtype=torch.float32)[:] = 7.0
+    shutil.rmtree(path)  # another tool (or process) removed the database
+    assert not tz.open_group(f"lmdb://{path}", mode="a").members()  # nothing there now
+    fresh = tz.create_array(f"lmdb://{path}", shape=(4,), dtype=torch.float32, overwrite=True)
+    fresh[:] = 1.0
+    assert (path / "data.mdb").exists()  # written to the file at the path, not the old one
+    code = f"import torchzarr as tz; print(tz.open_array('lmdb://{path}', mode='r')[:].tolist())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1.0, 1.0, 1.0, 1.0]"
+
+
+def test_a_missing_parent_directory_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open LMDB environment"):
+        tz.create_array(f"lmdb://{tmp_path}/no/such/a.lmdb", shape=(2,), dtype=torch.float32)

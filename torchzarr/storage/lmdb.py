@@ -45,8 +45,9 @@ class _Shared:
     none to be left.
     """
 
-    def __init__(self, env: Any, readonly: bool) -> None:
+    def __init__(self, env: Any, readonly: bool, file: tuple[int, int] | None) -> None:
         self.env, self.readonly = env, readonly
+        self.file = file  # (device, inode) of its data file: another file there is other data
         self.map_size = int(env.info()["map_size"])
         self.cond = threading.Condition(threading.Lock())
         self.active = 0
@@ -236,6 +237,9 @@ class LMDBStore(Store):
             _envs.clear()
             _envs_pid = os.getpid()
         shared = _envs.get(self.identity)
+        if shared is not None and shared.file != self._data_file():
+            self.close()  # deleted or replaced on disk: its data is not what the path holds
+            shared = None
         if shared is None or (write and shared.readonly):
             shared = self._open(write)
         if shared is not None and self.map_size > shared.map_size:
@@ -244,6 +248,15 @@ class LMDBStore(Store):
             except Exception as err:
                 raise StoreError(f"cannot grow LMDB environment {self.path!r}: {err}") from err
         return shared
+
+    def _data_file(self) -> tuple[int, int] | None:
+        """(device, inode) of the environment's data file now; None when it is missing."""
+        subdir = self.lmdb_options.get("subdir", True)
+        try:
+            found = os.stat(os.path.join(self.path, "data.mdb") if subdir else self.path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
 
     def _open(self, write: bool) -> _Shared | None:
         with _path_locks[self.identity]:
@@ -259,12 +272,12 @@ class LMDBStore(Store):
                 options = {"map_size": self.map_size, "max_dbs": 0, **self.lmdb_options}
                 try:
                     env = lmdb.open(self.path, readonly=readonly, **options)
-                except (lmdb.Error, TypeError) as err:
+                except (lmdb.Error, TypeError, OSError) as err:  # OSError: no parent directory
                     raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
                 try:
                     if not readonly:
                         env.reader_check()  # free reader slots of dead processes (old workers)
-                    shared = _Shared(env, readonly)
+                    shared = _Shared(env, readonly, self._data_file())
                 except lmdb.Error as err:
                     env.close()
                     raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
