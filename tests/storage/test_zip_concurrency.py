@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+import torchzarr as tz
+from torchzarr.errors import StoreError
 from torchzarr.storage import zip as zip_module
 from torchzarr.storage.zip import ZipStore
 
@@ -196,3 +199,46 @@ def test_closing_one_zip_does_not_hold_up_another(
         closing.join()
     assert finished
     assert _entries(other) == {"b": b"2"} and _entries(slow) == {"a": b"1"}
+
+
+_HOLDER = """
+import sys, torch, torchzarr as tz
+arr = tz.open_array(sys.argv[1], mode="r+")
+arr[0:4] = 1.0
+print("writing", flush=True)
+sys.stdin.readline()
+arr.store.close()
+print("closed", flush=True)  # and still alive: the close, not the exit, lets others write
+sys.stdin.readline()
+"""
+
+
+def test_a_second_writer_process_is_refused_until_the_first_closes(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "a.zip")
+    tz.create_array(path, shape=(8,), chunks=(4,), dtype=torch.float32).store.close()
+    mine = tz.open_array(path, mode="r+")  # opened while the zip is whole, as the holder's
+    assert mine[:].tolist() == [0.0] * 8
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "writing"
+        with pytest.raises(StoreError, match="another process is writing it"):
+            mine[4:8] = 2.0  # both would close their directory: one's entries lost
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "closed"
+        again = tz.open_array(path, mode="r+")
+        again[4:8] = 2.0
+        again.store.close()
+        assert tz.open_array(path)[:].tolist() == [1.0] * 4 + [2.0] * 4
+    finally:
+        holder.kill()
+        holder.wait(60)

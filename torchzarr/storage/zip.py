@@ -31,6 +31,7 @@ from torchzarr.storage.zip_io import (
     read_entry,
     read_many,
     refuse_change,
+    release_writer_lock,
     rewrite_live,
     write_directory,
 )
@@ -145,14 +146,11 @@ class _Archive:
             return True
 
     def _undo_write(self, zf: zipfile.ZipFile, key: str, before: AppendState) -> OSError | None:
-        """Put the archive back as it was before a failed write of ``key``.
-
-        The entry's bytes may have reached the file over its directory, and zipfile's
-        buffer may hold more that would land later: the file is cut back to where the
-        entry started, zipfile forgets the entry, and the live entries' directory is
-        written again, so the file is a whole zip. Without room even for that, the error
-        is returned and ``close`` writes the directory.
-        """
+        """Put the archive back as it was before a failed write of ``key``: the file cut
+        back to where the entry started (its bytes may have reached the file over the
+        directory, zipfile's buffer may hold more), zipfile made to forget the entry, and the
+        live entries' directory written again. Without room even for that, the error is
+        returned and ``close`` writes the directory."""
         before.restore(zf, key)
         return self._rewind(zf, before.start_dir, f"after a failed write of {key!r}", cut=True)
 
@@ -238,6 +236,7 @@ class _Archive:
                         "zip %r keeps its dead entries: cannot rewrite it (%s)", self.path, err
                     )
             self.closed_as = path_signature(self.path) if ours else GONE
+            release_writer_lock(self.fd)  # after any rewrite: another process may write now
 
     def freeze(self) -> None:
         """In a forked child: a read-only snapshot of what the parent had written.

@@ -20,10 +20,16 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, StoreError
 from torchzarr.storage.base import ByteRange
+
+_fcntl: Any
+try:  # advisory file locks: POSIX
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows: writers are not locked out
+    _fcntl = None
 
 __all__ = [
     "LOCAL_HEADER",
@@ -41,6 +47,7 @@ __all__ = [
     "read_entry",
     "read_many",
     "refuse_change",
+    "release_writer_lock",
     "rewrite_live",
     "write_directory",
 ]
@@ -67,10 +74,16 @@ def entry_bytes(info: zipfile.ZipInfo) -> int:
 
 
 def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, int]:
-    """``path`` opened by zipfile in ``mode``, and a read-only descriptor for positioned reads.
+    """``path`` opened by zipfile in ``mode``, and a descriptor for positioned reads.
+
+    For writing (any mode but ``"r"``) the descriptor holds an exclusive ``flock`` on the
+    file, taken before zipfile opens (and mode ``"w"`` empties) it, until
+    :func:`release_writer_lock`: a second writer process fails here instead of losing the
+    first one's entries when both close.
 
     Raises :class:`ReadOnlyError` for a file this process may not write (any mode but
-    ``"r"``), else :class:`StoreError` naming the file, if it cannot be opened.
+    ``"r"``), else :class:`StoreError` naming the file, if it cannot be opened or another
+    process writes it.
 
     Example:
         >>> import tempfile
@@ -79,21 +92,51 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
         ([], True)
         >>> zf.close(); os.close(fd)
     """
-    has_bytes = os.path.exists(path) and os.path.getsize(path) > 0
-    if mode == "a" and has_bytes and not zipfile.is_zipfile(path):
-        raise StoreError(f"{path!r} exists and is not a zip file")
-    zf = None
+    zf, fd = None, -1
     try:
+        fd = os.open(path, os.O_RDONLY if mode == "r" else os.O_RDWR | os.O_CREAT, 0o644)
+        if mode != "r":
+            _writer_lock(path, fd)  # first: another writer's file lacks its directory
+        if mode == "a" and os.fstat(fd).st_size > 0 and not zipfile.is_zipfile(path):
+            raise StoreError(f"{path!r} exists and is not a zip file")
         zf = zipfile.ZipFile(path, mode, allowZip64=allow_zip64)  # type: ignore[call-overload]
-        return zf, os.open(path, os.O_RDONLY)
-    except (OSError, zipfile.BadZipFile) as err:
+        return zf, fd
+    except (OSError, zipfile.BadZipFile, StoreError) as err:
         if zf is not None:
             zf.close()
+        if fd >= 0:
+            os.close(fd)
+        if isinstance(err, StoreError):
+            raise
         if isinstance(err, PermissionError) and mode != "r":
             raise ReadOnlyError(
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
         raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
+
+
+def _writer_lock(path: str, fd: int) -> None:
+    if _fcntl is None:  # pragma: no cover - Windows: not checked
+        return
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StoreError(
+            f"cannot write zip file {path!r}: another process is writing it (one writer "
+            "process per zip: give each process a zip of its own, or write to a directory)"
+        ) from None
+
+
+def release_writer_lock(fd: int) -> None:
+    """Let other processes write the zip again (see :func:`open_zip`); closing the
+    descriptor does too.
+
+    Example:
+        >>> release_writer_lock(-1)  # no descriptor: nothing to release
+    """
+    if _fcntl is not None and fd >= 0:
+        with contextlib.suppress(OSError):
+            _fcntl.flock(fd, _fcntl.LOCK_UN)
 
 
 def append_failed(key: str, path: str, err: OSError, no_room: OSError | None) -> StoreError:
