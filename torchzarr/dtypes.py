@@ -20,6 +20,7 @@ __all__ = [
     "RAW_DTYPE_ATTRIBUTE",
     "DataType",
     "all_data_types",
+    "has_v2_form",
     "data_type",
     "parse_v2_dtype",
     "parse_v3_dtype",
@@ -122,6 +123,9 @@ _BY_V3: dict[str, DataType] = {dt.v3_name: dt for dt in _TABLE if dt.v3_name}
 # Read-only names: tensorstore writes these float8 kinds under their own names, which the
 # Zarr registry lacks; torchzarr reads them, and writes raw bits plus an attribute instead.
 _BY_V3.update({dt.name: dt for dt in _TABLE if dt.v3_name is None and dt.name.startswith("float8")})
+# tensorstore's v2 driver spells the float8 kinds by name in .zarray: read them, and write
+# the name back when such an array's metadata changes (new arrays take raw bits instead)
+_V2_NAMES = frozenset(dt.name for dt in _TABLE if dt.name.startswith("float8"))
 _BY_NUMPY: dict[np.dtype[Any], DataType] = {
     dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
 }
@@ -209,6 +213,8 @@ def parse_v2_dtype(typestr: object) -> tuple[DataType, str]:
         raise _unsupported(typestr)  # structured dtypes are lists in v2
     if typestr == "bfloat16":
         return _BY_NAME["bfloat16"], "<"
+    if typestr in _V2_NAMES:  # tensorstore's name of a float8 kind
+        return _BY_NAME[typestr], "|"
     try:
         npdt = np.dtype(typestr)
     except TypeError:
@@ -233,6 +239,17 @@ def parse_v3_dtype(name: object) -> DataType:
     raise _unsupported(name)
 
 
+def has_v2_form(dt: DataType) -> bool:
+    """Whether ``dt`` can stand in a v2 ``.zarray``: a numpy typestr, or tensorstore's name of
+    bfloat16 and the float8 kinds (new torchzarr arrays store float8 as raw bits instead).
+
+    Example:
+        >>> has_v2_form(data_type("float8_e5m2")), has_v2_form(data_type("float32"))
+        (True, True)
+    """
+    return dt.v2_typestr is not None or dt.name in _V2_NAMES
+
+
 def v2_typestr(dt: DataType, byteorder: str = "<") -> str:
     """The v2 dtype string for ``dt`` in the given byte order.
 
@@ -241,6 +258,8 @@ def v2_typestr(dt: DataType, byteorder: str = "<") -> str:
         '>i4'
     """
     if dt.v2_typestr is None:
+        if dt.name in _V2_NAMES:
+            return dt.name  # as tensorstore writes it
         raise UnsupportedDtypeError(f"dtype {dt.name!r} has no Zarr v2 representation")
     if dt.v2_typestr[0] == "<" and byteorder in "<>":
         return byteorder + dt.v2_typestr[1:]

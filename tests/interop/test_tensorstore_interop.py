@@ -170,6 +170,23 @@ def test_bfloat16_v2_both_ways(tmp_path):
     np.testing.assert_array_equal(_ts(tmp_path / "o", "zarr", open=True).read().result(), data)
 
 
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "float8_e5m2fnuz"])
+def test_tensorstore_v2_float8_arrays_read_and_stay_theirs(tmp_path, name):
+    kind = getattr(ml_dtypes, name)
+    data = np.random.default_rng(0).standard_normal((6, 5)).astype(kind)
+    meta = {"shape": [6, 5], "chunks": [4, 4], "dtype": name, "compressor": None}
+    t = _ts(tmp_path, "zarr", spec={"metadata": meta}, create=True)
+    t[...].write(data).result()
+    arr = tz.open_array(tmp_path, mode="r+")
+    assert arr.dtype == getattr(torch, name)
+    np.testing.assert_array_equal(arr[:].view(torch.uint8).numpy().view(kind), data)
+    arr.resize((7, 5))  # rewrites .zarray: tensorstore's name stays
+    arr[6] = 1.0
+    got = _ts(tmp_path, "zarr", open=True).read().result()
+    np.testing.assert_array_equal(got[:6], data)
+    assert got[6].astype(np.float32).tolist() == [1.0] * 5
+
+
 @pytest.mark.parametrize("fill", ["NaN", "Infinity", "-Infinity", "0x7fc00000"])
 def test_tensorstore_nan_fills_both_ways(tmp_path, fill):
     meta = _v3_meta((10,), (4,), "float32", fill=fill)

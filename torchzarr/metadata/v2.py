@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchzarr.codecs.key_encoding import V2ChunkKeyEncoding
-from torchzarr.dtypes import DataType, data_type, parse_v2_dtype, v2_typestr
+from torchzarr.dtypes import DataType, data_type, has_v2_form, parse_v2_dtype, v2_typestr
 from torchzarr.errors import MetadataError
 from torchzarr.metadata.base import (
     ArrayMetadata,
@@ -75,7 +75,7 @@ class ArrayMetadataV2(ArrayMetadata):
                 f"{_WHERE}: chunks has {len(self.chunk_shape)} dims but shape has {len(self.shape)}"
             )
         dt = self.data_type if isinstance(self.data_type, DataType) else data_type(self.data_type)
-        if dt.v2_typestr is None:
+        if not has_v2_form(dt):
             raise MetadataError(f"{_WHERE}: dtype {dt.name} has no Zarr v2 form (use Zarr v3)")
         set_(self, "data_type", dt)
         byteorder = "|" if dt.itemsize == 1 else self.byteorder
