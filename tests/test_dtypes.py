@@ -97,3 +97,16 @@ def test_integers_of_the_storage_type_are_numbers_in_bfloat16_and_float8_arrays(
     assert filled.fill_value == 1.0 and filled[:].tolist() == [1.0, 1.0]
     kept = tz.create_array("memory://", data=torch.tensor([1.5, -2.0], dtype=dtype))
     assert kept[:].tolist() == [1.5, -2.0]  # tensors of the dtype: their bits, unchanged
+
+
+def test_ml_dtypes_arrays_write_into_arrays_of_ordinary_types():
+    import torchzarr as tz
+
+    values = np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16)  # as JAX hands them out
+    for dtype, expected in (("float32", [1.5, -2.0]), ("float64", [1.5, -2.0]), ("int32", [1, -2])):
+        arr = tz.create_array("memory://", shape=(2,), chunks=(2,), dtype=dtype)
+        arr[:] = values
+        assert arr[:].tolist() == expected
+    arr = tz.create_array("memory://", shape=(2,), chunks=(2,), dtype="float16")
+    arr[:] = np.array([0.25, 3.0], dtype=ml_dtypes.float8_e4m3fn)
+    assert arr[:].tolist() == [0.25, 3.0]
