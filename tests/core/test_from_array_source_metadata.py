@@ -56,14 +56,6 @@ def test_zarr_python_v2_null_fill_stays_null_and_new_settings_win():
     assert chosen.metadata.fill_value == 7 and dict(chosen.attrs) == {"a": 1}
 
 
-def test_zarr_python_view_of_a_raw_bits_array_copies_as_its_stored_dtype(tmp_path):
-    tz.create_array(tmp_path / "f8", data=torch.ones(4, dtype=torch.float8_e4m3fn))
-    z = zarr.open_array(tmp_path / "f8", mode="r")
-    copied = tz.from_array("memory://", data=z)  # the raw-bits attribute is torchzarr's own
-    assert copied.dtype == torch.uint8 and dict(copied.attrs) == {}
-    np.testing.assert_array_equal(copied[:].numpy(), z[:])
-
-
 def test_xarray_dataarray_attributes_are_kept():
     xr = pytest.importorskip("xarray")
     labelled = xr.DataArray(np.arange(3.0), dims=("x",), attrs={"units": "K", "n": 2})
@@ -135,3 +127,20 @@ def test_non_finite_attributes_of_a_stored_source_are_carried_over(tmp_path):
     assert zarr.open_array(tmp_path / "copy").attrs["valid_max"] == np.inf
     with pytest.raises(tz.errors.AttributeValueError, match="missing_value"):
         tz.from_array("memory://", data=z, attributes={"missing_value": float("nan")})
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_zarr_python_handle_of_a_float8_array_copies_as_float8(tmp_path, zarr_format):
+    source = tz.create_array(
+        tmp_path / "src.zarr",
+        shape=(3,),
+        chunks=(2,),
+        dtype=torch.float8_e4m3fn,
+        zarr_format=zarr_format,
+    )
+    source[:] = torch.tensor([1.5, -2.0, 0.25])
+    handle = zarr.open_array(tmp_path / "src.zarr", mode="r")  # uint8 bits and an attribute
+    copy = tz.from_array(tmp_path / "dst.zarr", data=handle)
+    assert copy.dtype == torch.float8_e4m3fn
+    assert copy[:].float().tolist() == [1.5, -2.0, 0.25]
+    assert dict(copy.attrs) == {}

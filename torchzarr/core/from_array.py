@@ -17,11 +17,12 @@ from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
-from torchzarr.dtypes import data_type
+from torchzarr.dtypes import data_type, raw_bits_dtype
 from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError
 from torchzarr.metadata.fill import coerce_fill_value
 from torchzarr.storage.locations import location
 from torchzarr.storage.registry import resolve_store
+from torchzarr.tensors import tensor_from_storage
 
 __all__ = ["KEEP", "from_array"]
 
@@ -94,8 +95,18 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
         "order": "C",
         "chunk_key_encoding": None,
         "attributes": attributes,
-        "dtype": data.dtype,
+        "dtype": _raw_bits_of(data) or data.dtype,
     }
+
+
+def _raw_bits_of(data: Any) -> str | None:
+    """The dtype a zarr-python array written by torchzarr holds as raw bits (float8 in v2:
+    ``uint8`` with the ``_torchzarr_dtype`` attribute), else None."""
+    try:
+        found = raw_bits_dtype(dict(data.attrs), data_type(data.dtype))
+    except Exception:  # a dtype or attributes torchzarr does not take: copied as they are
+        return None
+    return None if found is None else found.name
 
 
 def _library(data: Any) -> str:
@@ -339,7 +350,8 @@ def from_array(
         **settings,
     )
     if write_data:
-        _copy_values(data, dest)
+        raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
+        _copy_values(data, dest, raw)
     return dest
 
 
@@ -360,14 +372,20 @@ def _check_kept_shards(shards: Any, chunks: Any, ndim: int) -> None:
         )
 
 
-def _copy_values(source: Any, dest: Array) -> None:
+def _copy_values(source: Any, dest: Array, raw: bool = False) -> None:
+    """Copy the values; ``raw``: the source's values are the bits of ``dest``'s dtype."""
+
+    def read(selection: Any) -> Any:
+        values = _read(source, selection)
+        return tensor_from_storage(np.asarray(values), dest.data_type) if raw else values
+
     if dest.ndim == 0:
-        dest[...] = _read(source, Ellipsis)
+        dest[...] = read(Ellipsis)
         return
     step = _slab_rows(dest, source)
     for start in range(0, dest.shape[0], step):
         rows = slice(start, min(start + step, dest.shape[0]))
-        dest[rows] = _read(source, rows)
+        dest[rows] = read(rows)
 
 
 def _read(source: Any, selection: Any) -> Any:
