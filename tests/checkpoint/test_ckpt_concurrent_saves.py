@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ def test_a_commit_waits_for_another_process_holding_the_checkpoints_lock(tmp_pat
 
     st = checkpoint_store(tmp_path)
     version = commit.reserve_version(st)
-    fd = os.open(tmp_path / commit.LOCK_FILE, os.O_RDWR | os.O_CREAT)  # as another process
+    fd = os.open(tmp_path, os.O_RDONLY)  # the checkpoint's directory, as another process
     fcntl.flock(fd, fcntl.LOCK_EX)
     done = threading.Event()
     worker = threading.Thread(target=lambda: (commit.commit_version(st, version), done.set()))
@@ -217,3 +218,43 @@ def test_a_commit_waits_for_another_process_holding_the_checkpoints_lock(tmp_pat
     import zarr
 
     assert [name for name, _ in zarr.open_group(tmp_path, mode="r").members()] == []
+
+
+def test_a_child_forked_during_a_commit_does_not_hold_the_lock_after_it(tmp_path: Path) -> None:
+    import signal
+
+    st = checkpoint_store(tmp_path)
+    first = commit.reserve_version(st)
+    with commit.commit_lock(st):
+        child = os.fork()  # a DataLoader worker started while a background save commits
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+    try:
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (commit.commit_version(st, first), done.set()))
+        thread.start()
+        assert done.wait(30)  # the child's copy of the descriptor holds nothing
+        thread.join()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    commit.release_version(st, first)
+
+
+def test_saves_go_on_unlocked_where_the_file_system_has_no_flock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+    import types
+
+    from torchzarr.storage import file_locks
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    fake = types.SimpleNamespace(flock=no_flock, LOCK_EX=2, LOCK_NB=4, LOCK_UN=8)
+    monkeypatch.setattr(file_locks, "_fcntl", fake)
+    save_checkpoint({"step": 1}, tmp_path / "ckpt")
+    assert load_checkpoint(tmp_path / "ckpt") == {"step": 1}
+    assert "takes no flock locks" in caplog.text

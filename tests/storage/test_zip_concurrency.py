@@ -229,7 +229,7 @@ def test_a_second_writer_process_is_refused_until_the_first_closes(tmp_path):
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "writing"
-        with pytest.raises(StoreError, match="another process is writing it"):
+        with pytest.raises(StoreError, match="another writer has it open"):
             mine[4:8] = 2.0  # both would close their directory: one's entries lost
         assert holder.stdin is not None
         holder.stdin.write("\n")
@@ -242,3 +242,23 @@ def test_a_second_writer_process_is_refused_until_the_first_closes(tmp_path):
     finally:
         holder.kill()
         holder.wait(60)
+
+
+def test_a_writer_of_this_process_whose_file_changed_lets_a_new_writer_lock_it(tmp_path):
+    import time
+
+    path = str(tmp_path / "a.zip")
+    with ZipStore(path, "w") as first:
+        first.set("a", b"1")
+    writer = ZipStore(path, "a")
+    mark = writer.savepoint()  # a writer archive with nothing pending
+    writer.set("b", b"2")
+    assert writer.roll_back(mark)
+    later = time.time() + 5
+    os.utime(path, (later, later))  # a backup tool touched the file
+    other = ZipStore(path, "a")
+    other.set("c", b"3")  # its archive replaces the first, whose lock goes with it
+    writer.set("d", b"4")
+    writer.close()
+    other.close()
+    assert sorted(zipfile.ZipFile(path).namelist()) == ["a", "c", "d"]

@@ -43,12 +43,7 @@ from torchzarr.errors import (
 )
 from torchzarr.forksafe import LockTable
 from torchzarr.storage import LocalStore, Store, resolve_store
-
-_fcntl: Any
-try:  # advisory file locks: POSIX
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - Windows: other processes are not locked out
-    _fcntl = None
+from torchzarr.storage.file_locks import lock_exclusive, unlock
 
 __all__ = [
     "MANIFEST_ATTRIBUTE",
@@ -233,35 +228,33 @@ def versions_writing(store: Store) -> set[str]:
         return set(_RESERVED.get(store_id(store), ()))
 
 
-#: the file a local checkpoint's commits lock (flock) against other processes
-LOCK_FILE = ".torchzarr-commit.lock"
-
-
 @contextlib.contextmanager
 def commit_lock(store: Store) -> Iterator[None]:
     """Hold the checkpoint's commit lock: against the threads of this process, and on a local
-    disk against other processes (an ``flock`` on :data:`LOCK_FILE` in its directory), so
-    that a commit's check of the manifest and its write of it are one step.
+    disk against other processes (an ``flock`` on the checkpoint's directory, where the file
+    system has them), so that a commit's check of the manifest and its write are one step.
 
     Example:
         >>> with commit_lock(checkpoint_store("memory://")):
         ...     pass
     """
     with _STORE_LOCKS[store_id(store)]:
-        if not isinstance(store, LocalStore) or _fcntl is None:
+        if not isinstance(store, LocalStore):
             yield
             return
         try:
             store.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(store.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError as err:
             raise StoreError(f"cannot lock the checkpoint in {store.root}: {err}") from err
         try:
-            _fcntl.flock(
-                fd, _fcntl.LOCK_EX
-            )  # released when the descriptor closes, or the process dies
+            try:
+                lock_exclusive(fd, str(store.root), wait=True)
+            except OSError as err:
+                raise StoreError(f"cannot lock the checkpoint in {store.root}: {err}") from err
             yield
         finally:
+            unlock(fd)  # before the close: a forked child's copy of fd must not keep it
             os.close(fd)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -22,6 +23,7 @@ _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
 _envs: dict[str, _Shared] = {}
 _path_locks = LockTable()  # opening or closing one path's environment; others never wait
 _envs_pid = os.getpid()
+_RECHECK = 1.0  # seconds a read trusts that its environment's file is still the path's
 # known options of lmdb.open besides path, map_size and readonly
 _LMDB_OPTIONS = frozenset(
     (
@@ -48,6 +50,7 @@ class _Shared:
     def __init__(self, env: Any, readonly: bool, file: tuple[int, int] | None) -> None:
         self.env, self.readonly = env, readonly
         self.file = file  # (device, inode) of its data file: another file there is other data
+        self.checked = time.monotonic()  # when reads last checked that file
         self.map_size = int(env.info()["map_size"])
         self.cond = threading.Condition(threading.Lock())
         self.active = 0
@@ -237,9 +240,12 @@ class LMDBStore(Store):
             _envs.clear()
             _envs_pid = os.getpid()
         shared = _envs.get(self.identity)
-        if shared is not None and shared.file != self._data_file():
-            self.close()  # deleted or replaced on disk: its data is not what the path holds
-            shared = None
+        if shared is not None and (write or time.monotonic() - shared.checked > _RECHECK):
+            # a stat per write, and per second of reads (a stat costs as much as a small read)
+            shared.checked = time.monotonic()
+            if shared.file != self._data_file():
+                self.close()  # deleted or replaced on disk: not the data the path holds
+                shared = None
         if shared is None or (write and shared.readonly):
             shared = self._open(write)
         if shared is not None and self.map_size > shared.map_size:

@@ -265,6 +265,7 @@ class _Archive:
         with self.lock:
             if self.zf is not None:
                 drop_file(self.zf)  # never its directory
+                release_writer_lock(self.fd)
             self.zf, self.mode, self.dirty = None, "r", False
 
 

@@ -20,16 +20,11 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, StoreError
 from torchzarr.storage.base import ByteRange
-
-_fcntl: Any
-try:  # advisory file locks: POSIX
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - Windows: writers are not locked out
-    _fcntl = None
+from torchzarr.storage.file_locks import lock_exclusive, unlock
 
 __all__ = [
     "LOCAL_HEADER",
@@ -94,9 +89,7 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
     """
     zf, fd = None, -1
     try:
-        fd = os.open(path, os.O_RDONLY if mode == "r" else os.O_RDWR | os.O_CREAT, 0o644)
-        if mode != "r":
-            _writer_lock(path, fd)  # first: another writer's file lacks its directory
+        fd = os.open(path, os.O_RDONLY) if mode == "r" else _locked_for_writing(path)
         if mode == "a" and os.fstat(fd).st_size > 0 and not zipfile.is_zipfile(path):
             raise StoreError(f"{path!r} exists and is not a zip file")
         zf = zipfile.ZipFile(path, mode, allowZip64=allow_zip64)  # type: ignore[call-overload]
@@ -115,16 +108,29 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
         raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
 
 
-def _writer_lock(path: str, fd: int) -> None:
-    if _fcntl is None:  # pragma: no cover - Windows: not checked
-        return
-    try:
-        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise StoreError(
-            f"cannot write zip file {path!r}: another process is writing it (one writer "
-            "process per zip: give each process a zip of its own, or write to a directory)"
-        ) from None
+def _locked_for_writing(path: str) -> int:
+    """A descriptor of the file at ``path`` holding its writer lock, taken before zipfile
+    opens (and mode ``"w"`` empties) it: another writer's file may lack its directory."""
+    for _ in range(16):  # another writer's close may rename a rewritten file over the path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock_exclusive(fd, path, wait=False)
+            here, now = os.fstat(fd), os.stat(path)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"cannot write zip file {path!r}: another writer has it open (another "
+                "process, or another store of the same file in this one); one writer per "
+                "zip: give each process a zip of its own, or write to a directory"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        if (here.st_dev, here.st_ino) == (now.st_dev, now.st_ino):
+            return fd  # the lock is on the file at the path: its next writer waits for it
+        unlock(fd)
+        os.close(fd)
+    raise StoreError(f"cannot write zip file {path!r}: it keeps being replaced")
 
 
 def release_writer_lock(fd: int) -> None:
@@ -134,9 +140,7 @@ def release_writer_lock(fd: int) -> None:
     Example:
         >>> release_writer_lock(-1)  # no descriptor: nothing to release
     """
-    if _fcntl is not None and fd >= 0:
-        with contextlib.suppress(OSError):
-            _fcntl.flock(fd, _fcntl.LOCK_UN)
+    unlock(fd)
 
 
 def append_failed(key: str, path: str, err: OSError, no_room: OSError | None) -> StoreError:

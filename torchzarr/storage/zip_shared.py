@@ -100,6 +100,8 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
         return archive
     with current.lock:  # no write of this process lands on it between the check and the let go
         if not (current.frozen or current.unchanged_by_others()):
+            if current.writable:  # it cannot write to another's file: its lock goes first
+                current.let_go()
             try:
                 archive = open_archive(mode)
             except StoreError:
