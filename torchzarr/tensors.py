@@ -157,7 +157,9 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
-    if not dt.is_reinterpreted and _ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16, float8
+    if (
+        array.dtype.kind == "V" and not dt.is_reinterpreted and _ml_float(array.dtype)
+    ):  # ml_dtypes' (JAX's) bfloat16, float8
         array = array.astype(np.float32)  # exact: then cast as numpy casts float32
     if array.dtype == dt.storage and not dt.is_reinterpreted:
         return array  # (uint16/uint8 data for bfloat16/float8 is numbers, not their bits)

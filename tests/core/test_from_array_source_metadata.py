@@ -137,10 +137,23 @@ def test_a_zarr_python_handle_of_a_float8_array_copies_as_float8(tmp_path, zarr_
         chunks=(2,),
         dtype=torch.float8_e4m3fn,
         zarr_format=zarr_format,
+        fill_value=1.5,
     )
     source[:] = torch.tensor([1.5, -2.0, 0.25])
     handle = zarr.open_array(tmp_path / "src.zarr", mode="r")  # uint8 bits and an attribute
     copy = tz.from_array(tmp_path / "dst.zarr", data=handle)
     assert copy.dtype == torch.float8_e4m3fn
     assert copy[:].float().tolist() == [1.5, -2.0, 0.25]
-    assert dict(copy.attrs) == {}
+    assert dict(copy.attrs) == {} and copy.fill_value == 1.5  # the fill's bits as its number
+
+
+def test_an_xarray_view_of_a_raw_bits_array_copies_its_stored_values(tmp_path):
+    xr = pytest.importorskip("xarray")
+    group = tz.open_group(tmp_path / "g.zarr", mode="w", zarr_format=2)
+    raw = group.create_array("x", shape=(3,), dtype=torch.float8_e4m3fn, dimension_names=["i"])
+    raw[:] = torch.tensor([1.5, -2.0, 0.25])
+    tz.consolidate_metadata(tmp_path / "g.zarr")
+    view = xr.open_zarr(tmp_path / "g.zarr", zarr_format=2)["x"]  # uint8 bits, the attribute
+    copy = tz.from_array("memory://", data=view)
+    assert copy.dtype == torch.uint8  # copied as xarray shows it: the bits, unchanged
+    assert copy[:].tolist() == raw[:].view(torch.uint8).tolist()

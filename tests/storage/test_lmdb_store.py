@@ -258,3 +258,15 @@ def test_an_environment_deleted_on_disk_is_not_written_to_any_more(tmp_path: Pat
 def test_a_missing_parent_directory_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open LMDB environment"):
         tz.create_array(f"lmdb://{tmp_path}/no/such/a.lmdb", shape=(2,), dtype=torch.float32)
+
+
+def test_reads_notice_an_environment_deleted_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    path = tmp_path / "a.lmdb"
+    tz.create_array(f"lmdb://{path}", shape=(4,), dtype=torch.float32)[:] = 7.0
+    monkeypatch.setattr(lmdb_module, "_RECHECK", 0.0)  # reads check at once, not a second on
+    shutil.rmtree(path)
+    assert list(LMDBStore(str(path), read_only=True).list_prefix("")) == []

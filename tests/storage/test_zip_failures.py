@@ -214,3 +214,30 @@ def test_a_zip_file_not_writable_reads_in_mode_a_and_refuses_writes(
     finally:
         path.chmod(0o644)
     assert path.read_bytes() == before
+
+
+def test_a_zip_that_cannot_be_restored_keeps_no_writer_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchzarr.errors import StoreError
+    from torchzarr.storage import zip as zip_module
+    from torchzarr.storage.zip import ZipStore
+
+    path = str(tmp_path / "a.zip")
+    store = ZipStore(path, "a")
+    store.set("a", b"1")
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def broken_disk(zf: Any, at: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zipfile.ZipFile, "writestr", no_room)
+        patch.setattr(zip_module, "cut_file", broken_disk)
+        with pytest.raises(StoreError, match="cannot be restored"):
+            store.set("b", b"2")
+    with pytest.raises(StoreError) as later:  # the file is broken: said so, not "a writer"
+        ZipStore(path, "a").set("c", b"3")
+    assert "another writer" not in str(later.value)

@@ -95,7 +95,7 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
         "order": "C",
         "chunk_key_encoding": None,
         "attributes": attributes,
-        "dtype": _raw_bits_of(data) or data.dtype,
+        "dtype": (_raw_bits_of(data) if library == "zarr" else None) or data.dtype,
     }
 
 
@@ -133,6 +133,10 @@ def _zarr_python_fill_value(data: Any) -> Any:
     value = getattr(data, "fill_value", None)
     if value is None:
         return None
+    raw = _raw_bits_of(data)
+    if raw is not None:  # the bits of a float8 (or other raw-bits) fill: as its number
+        bits = np.asarray(value, dtype=data.dtype).reshape(1)
+        return tensor_from_storage(bits.copy(), data_type(raw)).item()
     try:
         coerce_fill_value(value, data_type(data.dtype))
     except MetadataError:

@@ -1,9 +1,10 @@
 """Advisory ``flock`` locks between processes, where the file system has them.
 
 Local checkpoints lock their directory while a commit checks and writes the manifest, and a
-zip's writer locks the zip from its first write until it closes. File systems without
-``flock`` (Lustre mounted ``noflock``, some NFS, CIFS and 9p mounts) lock nothing: work goes
-on unlocked there, with one warning per path, as it did before locks were taken.
+zip's writer locks the zip from its first write until it closes. File systems whose
+``flock`` fails (Lustre mounted ``noflock``, some CIFS and 9p mounts) lock nothing: work goes
+on unlocked there, with one warning per path, as it did before locks were taken. On NFS a
+lock on a regular file holds across machines, one on a directory only within one machine.
 """
 
 from __future__ import annotations

@@ -165,8 +165,7 @@ class _Archive:
             self.signature = file_signature(os.fstat(self.fd))
             return no_room
         except OSError as err:  # the file is in an unknown state: write nothing more to it
-            drop_file(zf)
-            self.zf, self.mode, self.dirty = None, "r", False  # the next write reopens it
+            self.let_go()  # the next write reopens it (writer lock released)
             raise StoreError(
                 f"zip {self.path!r} cannot be restored {what}: {err} "
                 "(it may have lost its directory; `zip -FF` recovers the entries)"
