@@ -302,3 +302,44 @@ def test_ranks_are_read_when_used_so_loaders_built_before_init_still_split(
     copy = pickle.loads(shipped)
     assert (copy.rank, copy.world_size) == (1, 2)
     assert Counter(i for batch in copy for i in ids_of(batch)) == ours
+
+
+def _late_second_worker(worker_id: int) -> None:
+    import time
+
+    if worker_id == 1:
+        time.sleep(1.0)  # starts its pass after the main process set the epoch
+
+
+def test_set_epoch_after_iter_never_splits_one_pass_over_two_epochs(tmp_path):
+    tz.create_array(tmp_path / "ids.zarr", shape=(1000,), dtype=torch.int64, chunks=(100,))[:] = (
+        torch.arange(1000)
+    )
+    ds = ZarrIterableDataset(tz.open_array(tmp_path / "ids.zarr", mode="r"), batch_size=100)
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context="fork",
+        worker_init_fn=_late_second_worker,
+    )
+    it = iter(loader)
+    first = next(it)  # worker 0 is dealing its share already
+    ds.set_epoch(2)  # Lightning's on_train_epoch_start comes after iter(loader)
+    ids = torch.cat([first, *it]).tolist()
+    assert sorted(ids) == list(range(1000))  # one epoch's order: each sample once
+
+
+def test_set_epoch_to_the_current_epoch_keeps_the_position(tmp_path):
+    tz.create_array(tmp_path / "ids.zarr", shape=(1000,), dtype=torch.int64, chunks=(100,))[:] = (
+        torch.arange(1000)
+    )
+    ds = ZarrIterableDataset(tz.open_array(tmp_path / "ids.zarr", mode="r"), batch_size=100)
+    it = iter(ds)
+    trained = [next(it) for _ in range(7)]
+    ds.set_epoch(0)  # the epoch it is in: nothing changes
+    state = ds.state_dict()
+    again = ZarrIterableDataset(tz.open_array(tmp_path / "ids.zarr", mode="r"), batch_size=100)
+    again.load_state_dict(state)
+    rest = list(again)
+    assert len(rest) == 3 and sorted(torch.cat(trained + rest).tolist()) == list(range(1000))

@@ -174,3 +174,23 @@ def test_a_child_forked_after_the_parent_prefetched_reads_and_prefetches(
     assert _in_child(prefetch_in_child) == 0
     assert fs.read([5])["e"].tolist() == [5.0]
     fs.close()
+
+
+_ZIP_WRITER = """
+import sys, torch
+from torchzarr.features import FeatureStore
+fs = FeatureStore(sys.argv[1], mode="a")
+ids = torch.tensor([1, 2, 3])
+fs.write(ids, {"emb": ids[:, None] * float(sys.argv[2])})
+fs.close()
+"""
+
+
+def test_a_reader_of_a_zip_sees_another_processs_writes_after_refresh(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs.zip")
+    subprocess.run([sys.executable, "-c", _ZIP_WRITER, path, "1"], check=True, timeout=120)
+    reader = FeatureStore(path, mode="r")
+    assert reader.read(torch.tensor([1]))["emb"].item() == 1.0
+    subprocess.run([sys.executable, "-c", _ZIP_WRITER, path, "10"], check=True, timeout=120)
+    assert reader.refresh()  # the zip the other process wrote, not the one first read
+    assert reader.read(torch.tensor([1]))["emb"].item() == 10.0

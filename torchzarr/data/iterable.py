@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,6 +124,7 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self._shared_cursor = SharedCursor()
         self._followed = 0  # the generation of the shared cursor this copy follows
         self._pending_once = False  # a state loaded in a worker serves one pass
+        self._worker_pid = os.getpid()  # where the last pass ran (a worker: its first is new)
         self._live: dict[str, Any] | None = None
         self._ring: Ring | None = None
         self._shared = False
@@ -149,6 +151,9 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         Example:
             >>> ds.set_epoch(2)  # doctest: +SKIP
         """
+        if epoch == self.cursor.epoch and self.cursor.pending is None:
+            self.cursor.set_epoch(epoch)  # checks it; the position in the pass stays
+            return
         self.cursor.set_epoch(epoch)
         self._publish_epoch()
         self._live = None
@@ -206,7 +211,14 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         worker = info.id if info is not None else 0
         share_cores_in_worker()
         shared = self._shared_cursor
-        if info is not None and not self._pending_once and shared.generation != self._followed:
+        first_pass = self._worker_pid != os.getpid()  # a fresh worker: its copy is the state
+        self._worker_pid = os.getpid()  # the main process had at iter(loader): all agree on it
+        if (
+            info is not None
+            and not first_pass
+            and not self._pending_once
+            and shared.generation != self._followed
+        ):
             # A persistent worker: since its last pass the main process set an epoch or loaded
             # a state, or a state loaded in this worker served its pass. Start where a fresh
             # worker would, from the main process's epoch and loaded state.

@@ -171,6 +171,8 @@ def reopened(group: Group) -> Group:
         ('5f0c...', 3)
     """
     mode = "r" if group.read_only else "r+"
+    if group.read_only and group.store.identity.startswith("zip://"):
+        group.store.close()  # an open zip store keeps the version it read: read the file now
     return open_group(
         group.store, mode, path=group.path, use_consolidated=False, zarr_format=group.zarr_format
     )
