@@ -16,6 +16,7 @@ import numcodecs
 import numcodecs.zstd
 import numpy as np
 import pytest
+from documents import v3_array_document
 
 import torchzarr as tz
 from torchzarr.codecs import fast_decode
@@ -75,17 +76,7 @@ def _peak_while(read: Callable[[], Any]) -> tuple[BaseException | None, int]:
 
 def _v3_store(codecs: list[Any], chunk: bytes) -> Any:
     store = tz.MemoryStore()
-    doc = {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": [16],
-        "data_type": "float32",
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [16]}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0.0,
-        "codecs": codecs,
-        "attributes": {},
-    }
+    doc = v3_array_document(16, codecs)
     store.set("zarr.json", json.dumps(doc).encode())
     store.set("c/0", chunk)
     return store

@@ -15,6 +15,7 @@ import numcodecs.pickles
 import numcodecs.registry
 import pytest
 import torch
+from documents import v3_array_document
 
 import torchzarr as tz
 from torchzarr.codecs.numcodecs_adapter import (
@@ -71,20 +72,6 @@ def _v2_array(root: Path, filters: Any, compressor: Any, chunk: bytes) -> None:
     (root / "0").write_bytes(chunk)
 
 
-def _v3_doc(codecs: list[Any]) -> dict[str, Any]:
-    return {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": [4],
-        "data_type": "float32",
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4]}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0.0,
-        "codecs": codecs,
-        "attributes": {},
-    }
-
-
 @pytest.mark.parametrize(
     ("filters", "compressor"),
     [([{"id": "pickle"}], None), (None, {"id": "pickle"}), ([{"id": "pickle"}], {"id": "zlib"})],
@@ -114,7 +101,7 @@ def test_v3_numcodecs_pickle_is_refused_when_the_array_opens(
         codecs = [{"name": "sharding_indexed", "configuration": config}]
     root = tmp_path / "a"
     (root / "c").mkdir(parents=True)
-    (root / "zarr.json").write_text(json.dumps(_v3_doc(codecs)))
+    (root / "zarr.json").write_text(json.dumps(v3_array_document(4, codecs)))
     (root / "c" / "0").write_bytes(pickle.dumps(_Payload(str(marker))))
     with pytest.raises(UnknownCodecError, match=r"node '/' \(zarr.json\).*'pickle' is refused"):
         tz.open_array(str(root), mode="r")

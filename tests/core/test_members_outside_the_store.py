@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from documents import v3_array_document
 
 import torchzarr as tz
 from torchzarr.core import fastpath
@@ -26,17 +27,7 @@ from torchzarr.errors import InvalidArgumentError, InvalidKeyError
 
 _BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
 GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
-ARRAY = {
-    "zarr_format": 3,
-    "node_type": "array",
-    "shape": [4],
-    "data_type": "float32",
-    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [4]}},
-    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-    "fill_value": 0.0,
-    "codecs": [_BYTES],
-    "attributes": {},
-}
+ARRAY = v3_array_document(4, [_BYTES])
 SHARDED = {
     **ARRAY,
     "chunk_key_encoding": {"name": "v2", "configuration": {"separator": "."}},
