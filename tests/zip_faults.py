@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from torchzarr.storage import zip as zip_module
+from torchzarr.storage import zip_archive
 from torchzarr.storage.zip import ZipStore
 from torchzarr.storage.zip_io import cut_file
 
@@ -53,7 +53,7 @@ def directory_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make the next directory write of any zip fail for lack of room (the file cut where
     the directory began, as a full disk leaves it); later ones write as usual. The list
     returned is non-empty once it failed."""
-    write_directory = zip_module.write_directory
+    write_directory = zip_archive.write_directory
     failed: list[int] = []
 
     def no_room_once(zf: zipfile.ZipFile) -> OSError | None:
@@ -63,5 +63,5 @@ def directory_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         cut_file(zf, zf.start_dir)
         return OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(zip_module, "write_directory", no_room_once)
+    monkeypatch.setattr(zip_archive, "write_directory", no_room_once)
     return failed

@@ -18,6 +18,7 @@ import torch
 import torchzarr as tz
 from torchzarr.errors import StoreError
 from torchzarr.storage import zip as zip_module
+from torchzarr.storage import zip_archive
 from torchzarr.storage.zip import ZipStore
 
 
@@ -33,7 +34,7 @@ def test_a_read_in_flight_survives_a_close(tmp_path: Path, monkeypatch: pytest.M
         store.set("k", b"value" * 100)
     junk = tmp_path / "junk"
     junk.write_bytes(b"J" * 1000)
-    real_pread = zip_module._Archive._pread
+    real_pread = zip_archive.Archive._pread
     opened: list[int] = []
 
     def close_first(self: Any, key: str, size: int, offset: int) -> bytes:
@@ -42,7 +43,7 @@ def test_a_read_in_flight_survives_a_close(tmp_path: Path, monkeypatch: pytest.M
             opened.append(os.open(junk, os.O_RDONLY))  # a file opened meanwhile: same fd?
         return real_pread(self, key, size, offset)
 
-    monkeypatch.setattr(zip_module._Archive, "_pread", close_first)
+    monkeypatch.setattr(zip_archive.Archive, "_pread", close_first)
     reader = ZipStore(path)
     try:
         assert reader.get("k") == b"value" * 100
@@ -64,20 +65,20 @@ def test_reads_in_flight_survive_a_close_that_rewrites_the_zip(
     for key, value in values.items():  # dead bytes now outweigh the live ones
         writer.set(key, value)
     rewrites: list[str] = []
-    real_rewrite = zip_module.rewrite_live
+    real_rewrite = zip_archive.rewrite_live
     monkeypatch.setattr(
-        zip_module,
+        zip_archive,
         "rewrite_live",
         lambda path, live: rewrites.append(path) or real_rewrite(path, live),
     )
-    real_pread = zip_module._Archive._pread
+    real_pread = zip_archive.Archive._pread
 
     def close_first(self: Any, key: str, size: int, offset: int) -> bytes:
         if not rewrites:  # another thread closes (and rewrites) the zip amid a get_many
             writer.close()
         return real_pread(self, key, size, offset)
 
-    monkeypatch.setattr(zip_module._Archive, "_pread", close_first)
+    monkeypatch.setattr(zip_archive.Archive, "_pread", close_first)
     assert ZipStore(path).get_many(list(values)) == values  # the whole batch, none corrupt
     assert rewrites == [str(path)]
     assert _entries(path) == values
@@ -90,7 +91,7 @@ def test_a_write_after_a_close_reopens(
     path = tmp_path / "w.zip"
     writer = ZipStore(path, mode="w")
     writer.set("old", b"1")
-    real = getattr(zip_module._Archive, operation)
+    real = getattr(zip_archive.Archive, operation)
     closed: list[bool] = []
 
     def close_first(self: Any, *args: Any) -> bool:
@@ -99,7 +100,7 @@ def test_a_write_after_a_close_reopens(
             ZipStore(path).close()
         return bool(real(self, *args))
 
-    monkeypatch.setattr(zip_module._Archive, operation, close_first)
+    monkeypatch.setattr(zip_archive.Archive, operation, close_first)
     if operation == "write":
         writer.set("new", b"2")
     else:
@@ -135,7 +136,7 @@ def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
     writer.set("b", b"2")  # after the directory written by the first close
     lock = _WatchedLock()
     monkeypatch.setattr(zip_module, "_path_locks", {writer.identity: lock})
-    real_close = zip_module._Archive.close
+    real_close = zip_archive.Archive.close
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -150,14 +151,14 @@ def test_no_store_reopens_a_zip_before_its_close_wrote_the_directory(
     def racing_close(self: Any) -> None:
         # another thread writes while this archive is being closed: it must wait for the
         # close (else it appends to a file whose directory is not written yet)
-        monkeypatch.setattr(zip_module._Archive, "close", real_close)
+        monkeypatch.setattr(zip_archive.Archive, "close", real_close)
         thread = threading.Thread(target=write_c)
         thread.start()
         while not (lock.waited.wait(0.01) or done.is_set()):
             pass
         real_close(self)
 
-    monkeypatch.setattr(zip_module._Archive, "close", racing_close)
+    monkeypatch.setattr(zip_archive.Archive, "close", racing_close)
     closer.close()
     done.wait(10)
     writer.close()
@@ -172,7 +173,7 @@ def test_closing_one_zip_does_not_hold_up_another(
     stalled = ZipStore(slow, mode="w")
     stalled.set("a", b"1")
     entered, release = threading.Event(), threading.Event()
-    real_close = zip_module._Archive.close
+    real_close = zip_archive.Archive.close
 
     def stalling_close(self: Any) -> None:  # a directory write that takes its time
         if self.path == str(slow):
@@ -180,7 +181,7 @@ def test_closing_one_zip_does_not_hold_up_another(
             assert release.wait(30)
         real_close(self)
 
-    monkeypatch.setattr(zip_module._Archive, "close", stalling_close)
+    monkeypatch.setattr(zip_archive.Archive, "close", stalling_close)
     closing = threading.Thread(target=stalled.close)
     closing.start()
     try:

@@ -15,7 +15,7 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import ChecksumError, ChunkDecodeError
-from torchzarr.storage import zip as zip_module
+from torchzarr.storage import zip_archive
 from torchzarr.storage.base import ByteRange
 from torchzarr.storage.zip import ZipStore
 
@@ -109,13 +109,13 @@ def test_a_large_batch_is_read_and_checked_on_several_threads(
         for key, value in values.items():
             store.set(key, value)
     readers: set[str] = set()
-    real_read = zip_module._Archive.read
+    real_read = zip_archive.Archive.read
 
     def recorded(self: Any, key: str, rng: ByteRange | None) -> bytes | None:
         readers.add(threading.current_thread().name)
         return real_read(self, key, rng)
 
-    monkeypatch.setattr(zip_module._Archive, "read", recorded)
+    monkeypatch.setattr(zip_archive.Archive, "read", recorded)
     store = ZipStore(path)
     with tz.config.set(threads=4):
         assert store.get_many([*values, "missing", "c/0"]) == {**values, "missing": None}

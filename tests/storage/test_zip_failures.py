@@ -22,7 +22,7 @@ from zip_faults import entries, room_left
 
 import torchzarr as tz
 from torchzarr.errors import ReadOnlyError, StoreError
-from torchzarr.storage import zip as zip_module
+from torchzarr.storage import zip_archive
 from torchzarr.storage.zip import ZipStore
 
 resource = pytest.importorskip("resource")
@@ -76,7 +76,7 @@ def test_an_overwrite_that_fails_keeps_the_old_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rewrites: list[str] = []
-    monkeypatch.setattr(zip_module, "rewrite_live", lambda path, live: rewrites.append("!"))
+    monkeypatch.setattr(zip_archive, "rewrite_live", lambda path, live: rewrites.append("!"))
     path = make_zip(tmp_path / "over.zip")
     store = ZipStore(path, mode="a")
     with room_left(path, 50_000):
@@ -168,7 +168,7 @@ def test_a_zip_that_cannot_be_restored_is_left_alone(
     def cannot_cut(zf: zipfile.ZipFile, size: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(zip_module, "cut_file", cannot_cut)
+    monkeypatch.setattr(zip_archive, "cut_file", cannot_cut)
     with room_left(path, 50_000), pytest.raises(StoreError, match="cannot be restored") as info:
         store.set("big", b"x" * 200_000)
     assert "'big'" in str(info.value) and isinstance(info.value.__cause__, OSError)
@@ -220,7 +220,7 @@ def test_a_zip_that_cannot_be_restored_keeps_no_writer_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from torchzarr.errors import StoreError
-    from torchzarr.storage import zip as zip_module
+    from torchzarr.storage import zip_archive
     from torchzarr.storage.zip import ZipStore
 
     path = str(tmp_path / "a.zip")
@@ -235,7 +235,7 @@ def test_a_zip_that_cannot_be_restored_keeps_no_writer_lock(
 
     with monkeypatch.context() as patch:
         patch.setattr(zipfile.ZipFile, "writestr", no_room)
-        patch.setattr(zip_module, "cut_file", broken_disk)
+        patch.setattr(zip_archive, "cut_file", broken_disk)
         with pytest.raises(StoreError, match="cannot be restored"):
             store.set("b", b"2")
     with pytest.raises(StoreError) as later:  # the file is broken: said so, not "a writer"

@@ -93,7 +93,7 @@ def test_a_zip_missing_at_the_first_read_is_read_once_made(tmp_path):
     assert ZipStore(path).get("k") == b"made"
 
 
-def test_stores_of_a_zip_this_process_writes_share_what_it_wrote(tmp_path):
+def test_stores_of_a_zip_this_process_writes_share_what_it_wrote(tmp_path, caplog):
     path = tmp_path / "w.zip"
     _zip(path, {"k": b"1"})
     writer = ZipStore(path, mode="a")
@@ -105,9 +105,15 @@ def test_stores_of_a_zip_this_process_writes_share_what_it_wrote(tmp_path):
     assert writer.roll_back(mark)  # the archive the savepoint was taken on is still the one
     assert ZipStore(path).get("k") == b"1"
     writer.set("after", b"4")
-    _replace(path, {"other": b"5"})  # another writer's change under this one's is not seen
-    assert ZipStore(path).get("after") == b"4"
+    _replace(path, {"other": b"5"})  # another writer's file replaces this one's, unclosed
+    with caplog.at_level("WARNING", logger="torchzarr"):
+        assert ZipStore(path).get("other") == b"5"  # the file at the path is read
+    assert "writes not yet closed went with the old file" in caplog.text
+    assert ZipStore(path).get("after") is None
+    writer.set("later", b"6")  # and written to
     writer.close()
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["later", "other"]
 
 
 def test_a_zip_rolled_back_by_this_process_is_not_read_again(tmp_path):
@@ -235,3 +241,21 @@ def test_arrays_of_a_zip_closed_by_another_store_of_this_process_read_on(tmp_pat
     writer[:4] = -1.0
     writer_store.close()  # this process's own change: the reader reads it
     assert reader[:].tolist() == [-1.0] * 4 + [4.0, 5.0, 6.0, 7.0]
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_writes_after_a_zip_with_unclosed_writes_was_deleted_go_to_a_new_file(tmp_path, replaced):
+    path = tmp_path / "out.zip"
+    tz.open_group(path, mode="w").attrs["run"] = 1  # the first run's zip, not closed
+    os.remove(path)  # the user clears the old output
+    if replaced:  # or another tool wrote a zip there since
+        other = zarr.storage.ZipStore(path, mode="w")
+        zarr.open_group(other, mode="w").attrs["other"] = 2
+        other.close()
+    group = tz.open_group(path, mode="w")  # the second run, in the same process
+    group["x"] = torch.arange(3)
+    group.store.close()
+    with zipfile.ZipFile(path) as zf:  # on disk, at the path: not in the deleted file
+        assert "x/zarr.json" in zf.namelist()
+    assert tz.open_group(path, mode="r")["x"][:].tolist() == [0, 1, 2]
+    assert "run" not in tz.open_group(path, mode="r").attrs

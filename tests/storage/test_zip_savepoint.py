@@ -12,8 +12,7 @@ import zip_faults
 from zip_faults import entries
 
 from torchzarr.errors import ReadOnlyError, StoreError
-from torchzarr.storage import ByteRange
-from torchzarr.storage import zip as zip_module
+from torchzarr.storage import ByteRange, zip_archive
 from torchzarr.storage.zip import ZipStore
 from torchzarr.storage.zip_io import cut_file
 
@@ -78,17 +77,17 @@ def test_a_roll_back_without_room_for_the_directory_leaves_it_to_the_close(
     store = ZipStore(path, mode="a")
     mark = store.savepoint()
     store.set("new", b"n" * 100)
-    real_write_directory = zip_module.write_directory
+    real_write_directory = zip_archive.write_directory
 
     def no_room(zf: zipfile.ZipFile) -> OSError:
         cut_file(zf, zf.start_dir)  # as a directory that does not fit leaves the file
         return OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(zip_module, "write_directory", no_room)
+    monkeypatch.setattr(zip_archive, "write_directory", no_room)
     with pytest.raises(StoreError, match=r"directory of zip .*d\.zip.*stays open"):
         store.roll_back(mark)
     assert not store.exists("new") and store.get("k/2") == ENTRIES["k/2"]
-    monkeypatch.setattr(zip_module, "write_directory", real_write_directory)
+    monkeypatch.setattr(zip_archive, "write_directory", real_write_directory)
     store.close()  # room again: the close writes the directory of the entries rolled back to
     assert entries(path) == ENTRIES
 

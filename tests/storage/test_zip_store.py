@@ -220,12 +220,12 @@ def test_zips_left_open_are_closed_at_exit(tmp_path: Path) -> None:
 def test_closes_list_live_entries_and_rewrite_only_when_dead_bytes_outweigh_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from torchzarr.storage import zip as zip_module
+    from torchzarr.storage import zip_archive
 
     rewrites: list[str] = []
-    rewrite_live = zip_module.rewrite_live
+    rewrite_live = zip_archive.rewrite_live
     monkeypatch.setattr(
-        zip_module,
+        zip_archive,
         "rewrite_live",
         lambda path, live: rewrites.append(path) or rewrite_live(path, live),
     )

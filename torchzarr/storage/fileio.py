@@ -159,3 +159,20 @@ def path_signature(path: str) -> FileSignature | None:
         return file_signature(os.stat(path))
     except OSError:
         return None
+
+
+def is_file_at(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is the file now at ``path`` (not deleted or replaced).
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "f")
+        >>> fd = os.open(path, os.O_CREAT | os.O_RDWR)
+        >>> is_file_at(fd, path), os.remove(path), is_file_at(fd, path), os.close(fd)
+        (True, None, False, None)
+    """
+    try:
+        here, now = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (now.st_dev, now.st_ino)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, StoreError
 from torchzarr.storage.base import ByteRange
 from torchzarr.storage.file_locks import lock_exclusive, unlock
+from torchzarr.storage.fileio import is_file_at
 
 __all__ = [
     "LOCAL_HEADER",
@@ -115,7 +116,6 @@ def _locked_for_writing(path: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             lock_exclusive(fd, path, wait=False)
-            here, now = os.fstat(fd), os.stat(path)
         except BlockingIOError:
             os.close(fd)
             raise StoreError(
@@ -126,7 +126,7 @@ def _locked_for_writing(path: str) -> int:
         except OSError:
             os.close(fd)
             raise
-        if (here.st_dev, here.st_ino) == (now.st_dev, now.st_ino):
+        if is_file_at(fd, path):
             return fd  # the lock is on the file at the path: its next writer waits for it
         unlock(fd)
         os.close(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import weakref
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import Any
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.fileio import FileSignature
+
+_log = logging.getLogger("torchzarr")
 
 __all__ = [
     "GONE",
@@ -101,6 +104,12 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
     with current.lock:  # no write of this process lands on it between the check and the let go
         if not (current.frozen or current.unchanged_by_others()):
             if current.writable:  # it cannot write to another's file: its lock goes first
+                if current.unclosed_writes:
+                    _log.warning(
+                        "zip %r was deleted or replaced by another writer before this process "
+                        "closed it: the writes not yet closed went with the old file",
+                        path,
+                    )
                 current.let_go()
             try:
                 archive = open_archive(mode)
