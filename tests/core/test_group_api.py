@@ -192,6 +192,52 @@ def test_require_array_checks_existing(any_store):
         root.require_array("x", shape=4)
 
 
+def test_require_array_checks_the_shape_and_dtype_of_data():
+    root = tz.open_group(tz.MemoryStore(), mode="w")
+    x = root.create_array("x", shape=(4,), dtype=torch.int32)
+    with pytest.raises(NodeExistsError, match=r"array /x exists with shape \(4,\), not \(10,\)"):
+        root.require_array("x", data=torch.ones(10, dtype=torch.int32))
+    with pytest.raises(NodeExistsError, match=r"array /x exists with dtype torch\.int32"):
+        root.require_array("x", data=torch.ones(4, dtype=torch.float64))
+    with pytest.raises(NodeExistsError, match="dtype"):
+        root.require_array("x", data=[1, 2, 3, 4])  # int64, as create_array would make it
+    with pytest.raises(tz.errors.ShapeMismatchError):  # as create_array(shape=, data=)
+        root.require_array("x", shape=(4,), data=[1, 2, 3])
+    # an explicit dtype is what create_array would use (it casts the data)
+    same = root.require_array("x", data=torch.ones(4, dtype=torch.float64), dtype="int32")
+    assert same.path == x.path and x[:].tolist() == [0, 0, 0, 0]  # its data kept
+    assert root.require_array("x", data=np.ones(4, dtype=np.int32)).path == x.path
+    assert root.require_array("x", data=root["x"]).path == x.path  # an Array: its own
+
+
+@pytest.mark.parametrize("bad", [1.5, True, "1", [1]])
+def test_member_depths_must_be_none_or_a_whole_number(bad):
+    root = tz.open_group(tz.MemoryStore(), mode="w")
+    root.create_array("a/b/x", shape=(2,), dtype="int8")
+    with pytest.raises(tz.errors.ArgumentTypeError, match="max_depth must be None or an int"):
+        root.members(max_depth=bad)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="max_depth must be None or an int"):
+        root.nmembers(max_depth=bad)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="level must be None or an int"):
+        root.tree(level=bad)
+    with pytest.raises(tz.errors.InvalidArgumentError, match="max_depth must be >= 0, got -1"):
+        root.nmembers(max_depth=-1)
+    with pytest.raises(tz.errors.InvalidArgumentError, match="level must be >= 0, got -1"):
+        root.tree(level=-1)
+    assert root.nmembers(max_depth=np.int64(1)) == 2 and root.nmembers(max_depth=None) == 3
+
+
+def test_assigning_a_group_is_refused_and_an_array_copied():
+    root = tz.open_group(tz.MemoryStore(), mode="w")
+    root["x"] = torch.arange(3)
+    sub = root.create_group("sub")
+    with pytest.raises(tz.errors.ArgumentTypeError, match="cannot assign group /sub to 'y'"):
+        root["y"] = sub
+    assert "y" not in root
+    root["y"] = root["x"]
+    assert root["y"][:].tolist() == [0, 1, 2]
+
+
 def test_create_array_from_data_takes_its_shape_and_dtype(any_store):
     arr = tz.create_array(
         any_store, path="i", data=torch.arange(6, dtype=torch.int16).reshape(2, 3)

@@ -9,8 +9,8 @@ from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
-from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import consolidated_children, direct_entries, refresh_consolidated
+from torchzarr.core.group_args import check_assigned, check_depth, check_required_array
 from torchzarr.core.group_views import MemberItems, MemberValues, tree_lines
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
@@ -279,6 +279,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [name for name, _ in root.members(max_depth=None)]  # doctest: +SKIP
             ['exp', 'exp/x']
         """
+        max_depth = check_depth("max_depth", max_depth)
         out: list[tuple[str, Array | Group]] = []
         for name, meta in sorted(self._children().items()):
             if isinstance(meta, nodes.UnsupportedArray):
@@ -370,9 +371,13 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return create_array(self._store, path=self._child_path(name), **kwargs)
 
     def require_array(self, name: str, **kwargs: Any) -> Array:
-        """The member array at ``name``, created if absent; an existing one must match shape/dtype."""
-        from torchzarr.dtypes import data_type
+        """The member array at ``name``, created if absent; an existing one must have the
+        shape and dtype asked (``shape=``/``dtype=``, else ``data``'s; its data is kept).
 
+        Example:
+            >>> root.require_array("x", data=torch.zeros(4)).shape  # doctest: +SKIP
+            (4,)
+        """
         path = self._child_path(name)
         meta = nodes.read_node(self._store, path, self.zarr_format)
         if meta is None:
@@ -380,14 +385,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         node = node_from_metadata(self._store, path, meta, self._read_only)
         if not isinstance(node, Array):
             raise NodeExistsError(f"a group exists at {name!r} in group {self.name}")
-        if "shape" in kwargs and node.shape != normalize_shape(kwargs["shape"]):
-            raise NodeExistsError(
-                f"array {node.name} exists with shape {node.shape}, not {kwargs['shape']!r}"
-            )
-        if "dtype" in kwargs and node.data_type != data_type(kwargs["dtype"]):
-            raise NodeExistsError(
-                f"array {node.name} exists with dtype {node.dtype}, not {kwargs['dtype']}"
-            )
+        check_required_array(node, kwargs)
         return node
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -397,6 +395,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         Example:
             >>> root["labels"] = torch.tensor([0, 1, 1])  # doctest: +SKIP
         """
+        check_assigned(key, value)
         self.create_array(key, data=value, overwrite=True)
 
     @property
@@ -459,8 +458,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         """Create many nodes, writing all their metadata in one batch.
 
         ``specs`` maps relative paths to array metadata, group metadata, or dicts: a dict
-        with ``shape`` holds :func:`create_array` arguments, any other dict (``{}`` or
-        ``{"attributes": ...}``) makes a group. Missing parent groups are created too,
+        with ``shape`` holds :func:`create_array` arguments (``dtype`` too; no ``data``:
+        only metadata is written), any other dict (``{}`` or ``{"attributes": ...}``) makes
+        a group. Any other key, or two keys naming one path (``"k"``, ``"/k/"``), raises
+        ``InvalidArgumentError`` naming them. Missing parent groups are created too,
         existing ones kept. A node already at a path of ``specs`` raises
         ``NodeExistsError`` unless ``overwrite`` (then it is deleted, with everything below
         it, first), as in zarr-python; so does an array where a parent group is needed.
@@ -489,6 +490,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             └── exp [G]
                 └── x [A] (4,) torch.int64
         """
+        level = check_depth("level", level)
         lines = [self.name if self._path else "/"]
         tree_lines(self, lines, "", level)
         return "\n".join(lines)

@@ -3,7 +3,8 @@ with its missing parent groups and the consolidated entries above it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torchzarr.core import nodes
@@ -191,21 +192,77 @@ def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
         refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
 
+#: the keys of an array's spec in ``Group.create_hierarchy``: ``create_array``'s metadata
+#: arguments (no ``data``: only metadata is written)
+ARRAY_SPEC_KEYS = frozenset(inspect.signature(array_metadata_from_args).parameters)
+#: the keys of a group's spec (a dict without ``"shape"``)
+GROUP_SPEC_KEYS = frozenset({"attributes"})
+
+
+def _named(keys: Iterable[Any]) -> str:
+    return ", ".join(repr(k) for k in keys)
+
+
+def _spec_metadata(rel: str, spec: Any, zarr_format: int) -> Any:
+    """The metadata of the node ``spec`` describes at ``rel`` (``Group.create_hierarchy``):
+    a key that neither an array's spec nor a group's takes is refused, naming it."""
+    if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
+        return spec
+    if spec is None:
+        return group_metadata(zarr_format, None)
+    if not isinstance(spec, Mapping):
+        raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
+    if "shape" not in spec:
+        others = [k for k in spec if k not in GROUP_SPEC_KEYS]
+        if not others:
+            return group_metadata(zarr_format, spec.get("attributes"))
+        array_like = [k for k in others if k in ARRAY_SPEC_KEYS or k == "data"]
+        if array_like:
+            raise InvalidArgumentError(
+                f"create_hierarchy: the spec at {rel!r} has {_named(array_like)} but no "
+                "'shape': an array spec needs 'shape' and 'dtype' (a group spec takes only "
+                "'attributes')"
+            )
+        raise InvalidArgumentError(
+            f"create_hierarchy: the group spec at {rel!r} has unknown key(s) {_named(others)}: "
+            "a group spec takes only 'attributes' (an array spec needs 'shape' and 'dtype')"
+        )
+    if "data" in spec:
+        raise InvalidArgumentError(
+            f"create_hierarchy: the array spec at {rel!r} has 'data', but create_hierarchy "
+            "writes metadata only: write the data into the array it returns, or use "
+            "create_array(data=...)"
+        )
+    unknown = [k for k in spec if k not in ARRAY_SPEC_KEYS]
+    if unknown:
+        raise InvalidArgumentError(
+            f"create_hierarchy: the array spec at {rel!r} has unknown key(s) "
+            f"{_named(unknown)}; it takes create_array's arguments {_named(sorted(ARRAY_SPEC_KEYS))}"
+        )
+    if "dtype" not in spec:
+        raise InvalidArgumentError(
+            f"create_hierarchy: the array spec at {rel!r} has no 'dtype': an array spec "
+            "needs 'shape' and 'dtype'"
+        )
+    return array_metadata_from_args(**{"zarr_format": zarr_format, **spec})
+
+
 def _hierarchy_metadata(specs: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
-    """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path."""
+    """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path; two
+    keys naming the same path (``"k"``, ``"/k/"``) are refused."""
     metas: dict[str, Any] = {}
-    for rel, spec in specs.items():
-        rel = nodes.normalize_path(rel, zarr_format)
+    keys: dict[str, Any] = {}
+    for key, spec in specs.items():
+        rel = nodes.normalize_path(key, zarr_format)
         if not rel:
             raise InvalidArgumentError("create_hierarchy: the group itself is not one of its nodes")
-        if hasattr(spec, "zarr_format") and hasattr(spec, "to_json"):
-            meta = spec
-        elif isinstance(spec, Mapping) and "shape" in spec:
-            meta = array_metadata_from_args(**{"zarr_format": zarr_format, **spec})
-        elif isinstance(spec, Mapping) or spec is None:
-            meta = group_metadata(zarr_format, dict(spec or {}).get("attributes"))
-        else:
-            raise MetadataError(f"create_hierarchy: cannot make a node of {spec!r} at {rel!r}")
+        if rel in keys:
+            raise InvalidArgumentError(
+                f"create_hierarchy: the keys {keys[rel]!r} and {key!r} both name the node "
+                f"{rel!r}; give each node once"
+            )
+        keys[rel] = key
+        meta = _spec_metadata(rel, spec, zarr_format)
         if meta.zarr_format != zarr_format:
             raise MetadataError(
                 f"create_hierarchy: {rel!r} is v{meta.zarr_format}, group is v{zarr_format}"
