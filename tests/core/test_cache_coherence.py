@@ -245,3 +245,36 @@ def test_store_objects_without_an_identity_of_their_own_never_share_one():
         del store
         gc.collect()
     assert len(seen) == 50
+
+
+@pytest.mark.parametrize("shards", [None, (8,)])
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_chunk_the_arrays_end_cut_short_is_read_again_after_another_tool_appended(
+    tmp_path, zarr_format, shards
+):
+    zarr = pytest.importorskip("zarr")
+    if shards is not None and zarr_format == 2:
+        pytest.skip("v2 has no shards")
+    path = tmp_path / "a.zarr"
+    outside = zarr.create_array(
+        path,
+        shape=(10,),
+        chunks=(4,),
+        shards=shards,
+        dtype="f8",
+        fill_value=np.nan,
+        zarr_format=zarr_format,
+    )
+    outside[:] = np.arange(10.0)
+    hot = tz.open_array(path, mode="r").with_cache()
+    assert hot[:].tolist() == list(range(10))  # the chunk of rows 8..11 held, 2 rows long
+    outside.append(np.arange(10.0, 13.0))  # written by another tool: no invalidation
+    fresh = tz.open_array(path, mode="r").with_cache()
+    assert fresh[:].tolist() == list(range(13))  # not nan for rows 10 and 11
+    assert fresh[4:8].tolist() == [4.0, 5.0, 6.0, 7.0]
+    hits = fresh.cache.hits
+    fresh[4:8]  # a whole chunk before the end: still served from the cache
+    assert fresh.cache.hits == hits + 1
+    outside.resize((9,))  # shrunk: the chunk of rows 8.. now ends after one row
+    outside[8] = 100.0
+    assert tz.open_array(path, mode="r").with_cache()[:].tolist() == [*range(8), 100.0]

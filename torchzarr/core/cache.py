@@ -16,6 +16,7 @@ import torch
 from torchzarr import telemetry
 from torchzarr.arguments import whole_number
 from torchzarr.config import config
+from torchzarr.core.layouts import EdgeChunks
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.changes import on_keys_replaced
@@ -353,11 +354,29 @@ class LayoutCache:
         (4,)
     """
 
-    __slots__ = ("cache", "layout")
+    __slots__ = ("cache", "edges", "layout")
 
-    def __init__(self, cache: ChunkCache, layout: str) -> None:
+    def __init__(self, cache: ChunkCache, layout: str, edges: EdgeChunks = ()) -> None:
         self.cache = cache
         self.layout = layout
+        self.edges = edges
+
+    def _layout_of(self, coords: tuple[Any, ...]) -> str:
+        """The layout, with the extent of a chunk the array's end cuts short (``edges``)."""
+        if not self.edges:
+            return self.layout
+        if _is_inner(coords):
+            shard, inner = coords
+            cut = [
+                f"{axis}:{extent}"
+                for axis, per_cell, last, extent in self.edges
+                if shard[axis] * per_cell + inner[axis] == last
+            ]
+        else:
+            cut = [
+                f"{axis}:{extent}" for axis, _, last, extent in self.edges if coords[axis] == last
+            ]
+        return f"{self.layout} cut {' '.join(cut)}" if cut else self.layout
 
     @property
     def generation(self) -> int:
@@ -366,11 +385,11 @@ class LayoutCache:
 
     def get(self, key: CacheKey) -> np.ndarray | None:
         """The chunk held at ``key`` if decoded under this layout, else None (a miss)."""
-        return self.cache.get(key, layout=self.layout)
+        return self.cache.get(key, layout=self._layout_of(key[2]))
 
     def put(self, key: CacheKey, chunk: np.ndarray, *, since: int | None = None) -> None:
         """Keep a copy of ``chunk`` at ``key``, tagged with this layout."""
-        self.cache.put(key, chunk, since=since, layout=self.layout)
+        self.cache.put(key, chunk, since=since, layout=self._layout_of(key[2]))
 
 
 _default: ChunkCache | None = None

@@ -23,7 +23,7 @@ from torchzarr.core.chunking import check_stored_chunks_fit, fits_in_memory
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
-from torchzarr.core.layouts import chunk_layout
+from torchzarr.core.layouts import chunk_layout, edge_chunks
 from torchzarr.core.shards import ShardReader, sharding_codec, writing
 from torchzarr.errors import MetadataError
 from torchzarr.forksafe import LockTable
@@ -51,7 +51,10 @@ class ChunkSource:
         metadata only: a handle of an array since replaced keeps apart), or None."""
         if self.chunk_cache is None:
             return None
-        return LayoutCache(self.chunk_cache, chunk_layout(self.metadata, self.pipeline))
+        codec = sharding_codec(self.pipeline)
+        meta, inner = self.metadata, None if codec is None else tuple(codec.chunk_shape)
+        edges = edge_chunks(tuple(meta.shape), tuple(meta.chunk_shape), inner)
+        return LayoutCache(self.chunk_cache, chunk_layout(meta, self.pipeline), edges)
 
     def key(self, chunk_coords: tuple[int, ...]) -> str:
         """The store key of a chunk."""

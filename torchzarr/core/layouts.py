@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["chunk_layout"]
+__all__ = ["EdgeChunks", "chunk_layout", "edge_chunks"]
+
+#: per axis whose last chunk the array's end cuts short: (axis, chunks per grid cell along it
+#: (inner chunks per shard; 1 unsharded), index of that last (inner) chunk, its extent)
+EdgeChunks = tuple[tuple[int, int, int, int], ...]
 
 
 def chunk_layout(metadata: Any, pipeline: Any = None) -> str:
@@ -40,3 +44,26 @@ def chunk_layout(metadata: Any, pipeline: Any = None) -> str:
         "codecs": pipeline.decoding(),
     }
     return json.dumps(document, sort_keys=True, default=repr)
+
+
+def edge_chunks(
+    shape: tuple[int, ...], chunk_shape: tuple[int, ...], inner_shape: tuple[int, ...] | None
+) -> EdgeChunks:
+    """Where the array's end cuts its last chunks short (the inner chunks of a sharded
+    array), per axis: what a cached chunk's tag adds for those chunks, so that one cached
+    while the array ended elsewhere (another tool appended or shrank it since) is never
+    served for the chunk now there.
+
+    Example:
+        >>> edge_chunks((10, 8), (4, 4), None)  # axis 0 ends 2 rows into chunk 2
+        ((0, 1, 2, 2),)
+        >>> edge_chunks((10,), (8,), (4,))  # a shard of two inner chunks
+        ((0, 2, 2, 2),)
+    """
+    unit = inner_shape if inner_shape is not None else chunk_shape
+    edges = []
+    for axis, (size, step, cell) in enumerate(zip(shape, unit, chunk_shape, strict=True)):
+        if size and step and size % step:
+            last = (size - 1) // step
+            edges.append((axis, cell // step, last, size - last * step))
+    return tuple(edges)
