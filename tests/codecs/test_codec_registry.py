@@ -181,6 +181,17 @@ def test_codec_instances_pass_through() -> None:
             {"name": "numcodecs.zlib", "configuration": {"lvl": 1}},
             "numcodecs.zlib: numcodecs codec",
         ),
+        (
+            {"name": "sharding_indexed", "configuration": {"chunk_shape": [2], "codecs": []}},
+            "sharding_indexed: codecs is empty",
+        ),
+        (
+            {
+                "name": "sharding_indexed",
+                "configuration": {"chunk_shape": [2], "index_codecs": []},
+            },
+            "sharding_indexed: index_codecs is empty",
+        ),
     ],
 )
 def test_bad_json_raises_metadata_errors(doc: Any, message: str) -> None:

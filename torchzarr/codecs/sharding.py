@@ -128,6 +128,12 @@ class ShardingCodec(ArrayBytesCodec):
         config = dict(configuration)
         if "chunk_shape" not in config:
             raise MetadataError("sharding_indexed: configuration needs chunk_shape")
+        for chain in ("codecs", "index_codecs"):
+            if chain in config and not config[chain]:  # absent: the defaults
+                raise MetadataError(
+                    f"sharding_indexed: {chain} is empty: a codec chain needs an array -> "
+                    "bytes codec (e.g. 'bytes')"
+                )
         return cls(
             chunk_shape=_ints(config["chunk_shape"], "chunk_shape"),
             codecs=[codec_from_json(c) for c in config.get("codecs", [{"name": "bytes"}])],
