@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from torchzarr.storage.base import Store
-from torchzarr.storage.memory import MemoryStore
+from torchzarr.storage.memory import MemoryStore, named_memory_store
 from torchzarr.testing.store_contract import StoreContract
 
 
@@ -14,6 +14,45 @@ class TestMemoryStore(StoreContract):
 
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
+
+
+class TestMemoryStoreBelowAPath(StoreContract):
+    """``memory://name/path``: the named store seen from a path, as a subdirectory."""
+
+    pickles_by_value = True
+
+    def make_store(self, tmp_path: Path) -> Store:
+        root = named_memory_store(f"contract-{tmp_path.name}")
+        root.set("outside/zarr.json", b"{}")  # keys beside the view's are never its own
+        return named_memory_store(f"contract-{tmp_path.name}/runs//a/")
+
+
+def test_a_path_in_a_memory_url_is_a_node_of_the_named_store() -> None:
+    import pickle
+
+    import torch
+
+    import torchzarr as tz
+
+    root = tz.open_group("memory://shared-below", mode="w")
+    root.create_array("sub/x", data=torch.arange(3))
+    assert tz.open("memory://shared-below/sub/x", mode="r")[:].tolist() == [0, 1, 2]
+    tz.create_array("memory://shared-below/sub/y", data=torch.arange(2))  # as in zarr-python
+    names = [name for name, _ in tz.open_group("memory://shared-below").members(max_depth=None)]
+    assert names == ["sub", "sub/x", "sub/y"]
+    hot = tz.open_array("memory://shared-below/sub/x", mode="r").with_cache()
+    hot[:]
+    also = root["sub/x"].with_cache()
+    hits = also.cache.hits
+    also[:]  # the same location: one cache entry
+    assert also.cache.hits == hits + 1
+    root["sub/x"][:] = torch.tensor([7, 8, 9])  # a write through the root reaches the view
+    assert hot[:].tolist() == [7, 8, 9]
+    view = named_memory_store("shared-below/sub")
+    assert view.with_read_only().identity == view.identity
+    copy = pickle.loads(pickle.dumps(view))  # by value: the keys below the path only
+    assert sorted(copy.list_prefix("x/")) == ["x/c/0", "x/zarr.json"]
+    assert copy.get("zarr.json") == view.get("zarr.json") and copy.identity != view.identity
 
 
 def test_copies_by_value_are_other_data_and_read_only_views_the_same() -> None:

@@ -34,10 +34,12 @@ class MemoryStore(Store):
         self.read_only = read_only
         self._name = f"memory-{next(_counter)}"
         self._serial = next(_counter)  # names this dict's data, whatever the store is called
+        self._prefix = ""  # a view of the keys below a path of another store's dict ("a/b/")
 
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
-            return {"data": dict(self._data), "read_only": self.read_only, "name": self._name}
+            data = {k[len(self._prefix) :]: v for k, v in self._data.items() if self._mine(k)}
+        return {"data": data, "read_only": self.read_only, "name": self._name}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._data = state["data"]
@@ -45,46 +47,59 @@ class MemoryStore(Store):
         self.read_only = state["read_only"]
         self._name = state["name"]
         self._serial = next(_counter)  # a copy by value is other data (an id() is reused)
+        self._prefix = ""
 
     @property
     def identity(self) -> str:
-        return f"memory://{self._name}@{self._serial}"
+        # a view's identity is its root's joined with its path: caches see one location
+        return f"memory://{self._root_name()}@{self._serial}/{self._prefix}".rstrip("/")
+
+    def _root_name(self) -> str:
+        return self._name[: len(self._name) - len(self._prefix)].rstrip("/")
+
+    def _mine(self, key: str) -> bool:
+        return key.startswith(self._prefix)
 
     def __repr__(self) -> str:
         return f"MemoryStore({self._name}{', read-only' if self.read_only else ''})"
 
     def get(self, key: str) -> bytes | None:
-        return self._data.get(validate_key(key))
+        return self._data.get(self._prefix + validate_key(key))
 
     def exists(self, key: str) -> bool:
-        return validate_key(key) in self._data
+        return self._prefix + validate_key(key) in self._data
 
     def getsize(self, key: str) -> int | None:
-        value = self._data.get(validate_key(key))
+        value = self._data.get(self._prefix + validate_key(key))
         return None if value is None else len(value)
 
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
         data = bytes(value)
         with self._lock:
-            self._data[validate_key(key)] = data
+            self._data[self._prefix + validate_key(key)] = data
 
     def delete(self, key: str) -> None:
         self._check_writable(key)
         with self._lock:
-            self._data.pop(validate_key(key), None)
+            self._data.pop(self._prefix + validate_key(key), None)
 
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
+        full, cut = self._prefix + prefix, len(self._prefix)
         with self._lock:
             keys = list(self._data)
-        return iter([k for k in keys if k.startswith(prefix)])
+        return iter([k[cut:] for k in keys if k.startswith(full)])
 
     def with_read_only(self, read_only: bool = True) -> MemoryStore:
+        return self._view(self._name, self._prefix, read_only)
+
+    def _view(self, name: str, prefix: str, read_only: bool) -> MemoryStore:
+        """A store of this one's dict, called ``name``, of the keys below ``prefix``."""
         clone = MemoryStore.__new__(MemoryStore)
         clone._data = self._data
         clone._lock = self._lock
-        clone._name, clone._serial = self._name, self._serial
+        clone._name, clone._serial, clone._prefix = name, self._serial, prefix
         clone.read_only = read_only
         return clone
 
@@ -92,13 +107,26 @@ class MemoryStore(Store):
 def named_memory_store(name: str) -> MemoryStore:
     """The process-wide memory store called ``name`` (``memory://name``), created on first use.
 
+    A name with a path (``memory://scratch/runs/a``) is the store ``scratch`` seen from
+    that path, as a directory below a local store's: what is written through one is a node
+    of the other (``runs/a`` of ``memory://scratch``).
+
     Example:
         >>> named_memory_store("scratch") is named_memory_store("scratch")
         True
+        >>> named_memory_store("scratch/runs/a").set("zarr.json", b"{}")
+        >>> named_memory_store("scratch").get("runs/a/zarr.json")
+        b'{}'
     """
+    root, _, path = name.partition("/")
     with _named_lock:
-        if name not in _named:
+        if root not in _named:
             store = MemoryStore()
-            store._name = name
-            _named[name] = store
-        return _named[name]
+            store._name = root
+            _named[root] = store
+        store = _named[root]
+    path = "/".join(part for part in path.split("/") if part)
+    if not path:
+        return store
+    validate_prefix(path + "/")
+    return store._view(f"{root}/{path}", path + "/", read_only=False)
