@@ -59,6 +59,23 @@ def test_dimension_names_round_trip_in_both_formats(tmp_path, zarr_format):
             )
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attributes": {"_ARRAY_DIMENSIONS": ["y", "x"]}}, "one str per axis"),
+        ({"attributes": {"_ARRAY_DIMENSIONS": "y"}}, "one str per axis"),
+        ({"attributes": {"_ARRAY_DIMENSIONS": ["q"]}, "dimension_names": ["y"]}, "differ"),
+    ],
+)
+def test_a_v2_array_is_not_created_with_axis_names_xarray_cannot_read(kwargs, message):
+    with pytest.raises(tz.errors.MetadataError, match=message):
+        tz.create_array("memory://", shape=(3,), dtype="int8", zarr_format=2, **kwargs)
+    same = {"attributes": {"_ARRAY_DIMENSIONS": ["y"]}, "dimension_names": ["y"]}
+    assert tz.create_array(
+        "memory://", shape=(3,), dtype="int8", zarr_format=2, **same
+    ).dimension_names == ("y",)
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_we_read_what_xarray_writes(tmp_path, zarr_format):
     data = xr.Dataset(

@@ -173,6 +173,22 @@ def array_metadata_from_args(
     filt = _as_list(filters)
     fill = coerce_user_fill_value(fill_value, dt)
     attributes = json_attributes(attributes)
+    if zarr_format == 2 and XARRAY_DIMENSIONS in attributes:
+        names = attributes[XARRAY_DIMENSIONS]
+        if not (
+            isinstance(names, list)
+            and len(names) == len(shape_t)
+            and all(isinstance(n, str) for n in names)
+        ):
+            raise MetadataError(
+                f"the {XARRAY_DIMENSIONS} attribute {names!r} names a v2 array's axes for "
+                f"xarray: it needs a list of one str per axis ({len(shape_t)})"
+            )
+        if dimension_names is not None and list(dimension_names) != names:
+            raise MetadataError(
+                f"dimension_names {list(dimension_names)!r} and the {XARRAY_DIMENSIONS} "
+                f"attribute {names!r} differ: a v2 array keeps its axis names in that attribute"
+            )
     if zarr_format == 2 and dimension_names is not None:
         attributes[XARRAY_DIMENSIONS] = _v2_dimension_names(dimension_names, len(shape_t))
         dimension_names = None
