@@ -15,6 +15,9 @@ from torchzarr.storage.locations import location
 
 __all__ = ["CopyResult", "copy_keys"]
 
+#: the names of Zarr's metadata documents: copied after every other key, so that a copy
+#: that fails midway leaves no node that opens over missing or older chunks
+_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
 #: bytes a batch of keys aims at (its key count follows the sizes seen so far)
 _BATCH_BYTES = 32 << 20
 _FIRST_BATCH, _MAX_BATCH = 16, 512
@@ -47,9 +50,14 @@ def copy_keys(
     in ``dest``, bytes unchanged: any Zarr hierarchy, of any format and dtype, between any
     two stores (a zip to a directory, a directory to S3).
 
-    ``jobs`` batches of keys are in flight at once. A destination that already holds keys
-    below ``dest_path`` is refused unless ``overwrite``: then the copy replaces them, and
-    the ones it did not replace are deleted once the copy is complete.
+    ``jobs`` batches of keys are in flight at once. The metadata documents (``zarr.json``,
+    ``.zarray``, ...) are copied last, deepest first, once every other key is in: a copy
+    that fails midway leaves chunks but no node at the destination, never an array that
+    opens and reads the chunks not yet copied as fill values. A destination that already
+    holds keys below ``dest_path`` is refused unless ``overwrite``: then its metadata
+    documents are deleted before the first key is written (a failure leaves no node
+    over a mix of old and new chunks), the copy replaces its keys, and the ones it did
+    not replace are deleted once the copy is complete.
     ``progress(keys_done, keys_total)`` is called after each batch. A key deleted from the
     source while the copy runs is skipped. ``source`` and ``dest`` are stores, paths or
     URLs; stores opened here from a path or URL are closed at the end (a zip's directory
@@ -141,6 +149,10 @@ def _copy_keys(
 ) -> CopyResult:
     done = copied = nbytes = 0
     replaced: set[str] = set()
+    documents = [key for key in keys if _is_document(key)]
+    keys = [key for key in keys if not _is_document(key)]
+    if existing:  # no node left over a mix of old and new chunks if the copy fails
+        dest.delete_many([key for key in existing if _is_document(key)])
 
     def copy(batch: list[str]) -> tuple[int, list[str], int]:
         values = source.get_many(batch)
@@ -164,7 +176,18 @@ def _copy_keys(
             if copied:
                 per_batch = max(1, min(_MAX_BATCH, _BATCH_BYTES * copied // max(nbytes, 1)))
             if progress is not None:
-                progress(done, len(keys))
+                progress(done, len(keys) + len(documents))
+    for depth in sorted({key.count("/") for key in documents}, reverse=True):
+        level = [key for key in documents if key.count("/") == depth]  # the root's last
+        n, written, size = copy(level)
+        done, copied, nbytes = done + n, copied + len(written), nbytes + size
+        replaced.update(written)
+        if progress is not None:
+            progress(done, len(keys) + len(documents))
     if existing:  # only once all is copied: a failed copy leaves the old keys in place
         dest.delete_many([key for key in existing if key not in replaced])
     return CopyResult(copied, nbytes)
+
+
+def _is_document(key: str) -> bool:
+    return key.rpartition("/")[2] in _DOCUMENTS

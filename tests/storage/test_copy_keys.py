@@ -1,0 +1,82 @@
+"""copy_keys: metadata documents last, so a copy that fails midway leaves no node."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr.errors import StoreError
+from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.memory import MemoryStore
+
+
+class _FailsAt(MemoryStore):
+    """A source whose reads of one key fail (a damaged entry, a lost connection)."""
+
+    def __init__(self, data, bad: str) -> None:
+        super().__init__(data)
+        self.bad = bad
+
+    def get_many(self, keys):
+        if self.bad in keys:
+            raise StoreError(f"cannot read {self.bad!r}")
+        return super().get_many(keys)
+
+
+def _array(zarr_format: int) -> MemoryStore:
+    store = MemoryStore()
+    arr = tz.create_array(
+        store, path="a", shape=(256,), dtype=torch.int32, chunks=(4,), zarr_format=zarr_format
+    )
+    arr[:] = torch.arange(1, 257, dtype=torch.int32)
+    arr.attrs["units"] = "m"
+    return store
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_copy_failing_midway_leaves_no_node_that_opens(zarr_format):
+    source = _array(zarr_format)
+    chunk = "a/63" if zarr_format == 2 else "a/c/63"
+    failing = _FailsAt(dict(source._data), chunk)
+    dest = MemoryStore()
+    with pytest.raises(StoreError, match="cannot read"):
+        copy_keys(failing, dest, "a", jobs=4)
+    assert not [
+        key
+        for key in dest.list_prefix("")
+        if key.rpartition("/")[2].startswith((".z", "zarr.json"))
+    ]
+    with pytest.raises(tz.errors.NodeNotFoundError):
+        tz.open_array(dest, path="a", mode="r")
+    assert copy_keys(source, dest, "a", overwrite=True).keys == len(list(source.list_prefix("a/")))
+    assert tz.open_array(dest, path="a", mode="r")[:].tolist() == list(range(1, 257))
+
+
+def test_an_overwrite_failing_midway_leaves_no_node_over_old_and_new_chunks():
+    dest = _array(3)  # 1..256
+    source = _array(3)
+    tz.open_array(source, path="a")[:] = -torch.arange(1, 257, dtype=torch.int32)
+    with pytest.raises(StoreError, match="cannot read"):
+        copy_keys(_FailsAt(dict(source._data), "a/c/63"), dest, "a", overwrite=True, jobs=1)
+    assert dest.get("a/c/0") == source.get("a/c/0")  # some chunks were replaced ...
+    with pytest.raises(tz.errors.NodeNotFoundError):  # ... so no node reads old and new
+        tz.open_array(dest, path="a", mode="r")
+
+
+def test_documents_are_written_deepest_first_after_every_chunk():
+    source = MemoryStore()
+    root = tz.open_group(source, mode="w")
+    root.create_array("g/x", data=torch.arange(8), chunks=(2,))
+    tz.consolidate_metadata(source)
+    order: list[str] = []
+
+    class Recording(MemoryStore):
+        def set_many(self, items):
+            order.extend(items)
+            super().set_many(items)
+
+    copy_keys(source, Recording(), jobs=1)
+    documents = [key for key in order if key.endswith("zarr.json")]
+    assert order[-len(documents) :] == documents  # after every chunk
+    assert documents == ["g/x/zarr.json", "g/zarr.json", "zarr.json"]  # the root's last
