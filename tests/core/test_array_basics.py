@@ -382,6 +382,19 @@ def test_info_reports_layout(any_store):
     assert "Shard shape        : (4, 4)" in str(sharded) and "('t', 'c')" in str(sharded)
 
 
+@pytest.mark.parametrize("extra", [{}, {"shards": (4,)}, {"zarr_format": 2}])
+def test_stray_files_beside_the_chunks_are_not_chunks(any_store, extra):
+    arr = tz.create_array(any_store, path="a", shape=(8,), dtype=torch.int8, chunks=(2,), **extra)
+    arr[:] = 1
+    stored = arr.nbytes_stored()
+    any_store.set("a/notes.txt", b"x")  # left by a person or a tool: zarr-python skips them
+    any_store.set("a/tmp/y", b"y")
+    any_store.set("a/c/9" if "zarr_format" not in extra else "a/9", b"beyond the grid")
+    again = tz.open_array(any_store, path="a", mode="r")
+    assert again.nchunks_initialized == 4 and again.nbytes_stored() == stored
+    assert again.info.nchunks_initialized == 4 and again.info.nbytes_stored == stored
+
+
 def test_default_chunks_and_codecs(any_store):
     arr = tz.create_array(any_store, shape=(10_000, 1000), dtype=torch.float32)
     nbytes = int(np.prod(arr.chunks)) * 4

@@ -25,7 +25,7 @@ from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo
 from torchzarr.core.node_base import NodeBase
-from torchzarr.core.nodes import METADATA_NAMES, node_lock, write_node
+from torchzarr.core.nodes import node_lock, write_node
 from torchzarr.core.read_out import check_out, fills_in_place
 from torchzarr.core.reshape import append_along, resize_from, shape_lock, stored_shape
 from torchzarr.core.selection import make_indexer
@@ -272,11 +272,13 @@ class Array(NodeBase, ZarrArrayMethods):
         return (f"sharding_indexed ({inner})",)
 
     def _chunk_keys(self) -> list[str]:
-        prefix = self._path + "/" if self._path else ""
+        """The stored keys of the array's chunks (shards) in its grid, as zarr-python counts
+        them: no metadata document, nor any other file left beside them."""
+        grid = self._shard_grid_shape
         return [
-            k
-            for k in self._store.list_prefix(prefix)
-            if k[len(prefix) :].rsplit("/", 1)[-1] not in METADATA_NAMES
+            key
+            for key, coords in self._source.stored_chunks().items()
+            if all(c < n for c, n in zip(coords, grid, strict=True))
         ]
 
     def __len__(self) -> int:
