@@ -259,3 +259,34 @@ def test_writes_after_a_zip_with_unclosed_writes_was_deleted_go_to_a_new_file(tm
         assert "x/zarr.json" in zf.namelist()
     assert tz.open_group(path, mode="r")["x"][:].tolist() == [0, 1, 2]
     assert "run" not in tz.open_group(path, mode="r").attrs
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_a_handle_that_wrote_writes_to_the_file_now_at_the_path_after_a_delete(
+    tmp_path, replaced, caplog
+):
+    path = tmp_path / "out.zip"
+    group = tz.open_group(path, mode="w")
+    group.attrs["run"] = 1  # written, not closed
+    os.remove(path)
+    if replaced:
+        _zip(path, {"other": b"5"})
+    with caplog.at_level("WARNING", logger="torchzarr"):
+        group.store.set("x", b"1")  # the same handle writes on
+    assert "went with the old file" in caplog.text and "zip:" not in caplog.text
+    group.store.close()
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == (["other", "x"] if replaced else ["x"])
+
+
+def test_close_never_rewrites_another_writers_file_from_its_own_entries(tmp_path, caplog):
+    path = tmp_path / "w.zip"
+    writer = ZipStore(path, mode="w")
+    for i in range(5):  # dead bytes outweigh the live ones: close would rewrite the file
+        writer.set("k", b"x" * 1000 + bytes([i]))
+    _replace(path, {"other": b"5"})
+    with caplog.at_level("WARNING", logger="torchzarr"):
+        writer.close()
+    assert "went with the old file" in caplog.text
+    with zipfile.ZipFile(path) as zf:  # the other writer's zip, whole
+        assert zf.namelist() == ["other"] and zf.read("other") == b"5"

@@ -363,20 +363,20 @@ class LayoutCache:
 
     def _layout_of(self, coords: tuple[Any, ...]) -> str:
         """The layout, with the extent of a chunk the array's end cuts short (``edges``)."""
-        if not self.edges:
+        edges = self.edges
+        if not edges:
             return self.layout
-        if _is_inner(coords):
+        cut = ""
+        if type(coords[0]) is tuple:  # (shard coords, inner coords)
             shard, inner = coords
-            cut = [
-                f"{axis}:{extent}"
-                for axis, per_cell, last, extent in self.edges
-                if shard[axis] * per_cell + inner[axis] == last
-            ]
+            for axis, per_cell, last, extent in edges:
+                if shard[axis] * per_cell + inner[axis] == last:
+                    cut += f" {axis}:{extent}"
         else:
-            cut = [
-                f"{axis}:{extent}" for axis, _, last, extent in self.edges if coords[axis] == last
-            ]
-        return f"{self.layout} cut {' '.join(cut)}" if cut else self.layout
+            for axis, _, last, extent in edges:
+                if coords[axis] == last:
+                    cut += f" {axis}:{extent}"
+        return f"{self.layout} cut{cut}" if cut else self.layout
 
     @property
     def generation(self) -> int:

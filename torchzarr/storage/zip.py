@@ -123,7 +123,13 @@ class ZipStore(Store):
         """The archive this store reads (see ``choose_archive``); writable when ``writing``."""
         path = self.identity  # one archive per file, whatever path or link reaches it
         write, archive = writing is not None, self._pinned
-        if archive is not None and not archive.closed and (archive.writable or not write):
+        if (
+            archive is not None
+            and not archive.closed
+            and (archive.writable or not write)
+            # a write to a file deleted or replaced since goes to the one at the path now
+            and not (write and archive.unclosed_writes and not archive.unchanged_by_others())
+        ):
             return archive  # its snapshot, whatever another writer put at the path since
         changes = write or self._fresh
         action = f"create (mode {self.mode!r})" if not write else "write to"

@@ -16,7 +16,6 @@ from torchzarr.storage.base import Buffer, ByteRange
 from torchzarr.storage.fileio import (
     FileSignature,
     file_signature,
-    is_file_at,
     path_signature,
     read_bytes,
 )
@@ -35,7 +34,7 @@ from torchzarr.storage.zip_io import (
     rewrite_live,
     write_directory,
 )
-from torchzarr.storage.zip_shared import GONE
+from torchzarr.storage.zip_shared import GONE, warn_writes_lost
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 
 __all__ = ["Archive"]
@@ -206,6 +205,8 @@ class Archive:
                 self.closed = True
                 return
             ours = self.unchanged_by_others()  # else another writer's file is at the path
+            if not ours and self.unclosed_writes:
+                warn_writes_lost(self.path)
             live = list(self.index.values())
             if self.dirty and self.writable:
                 # the directory lists the live entries only; their dead bytes stay behind
@@ -249,7 +250,9 @@ class Archive:
         """Whether the file at the path is the one read, as this process last left it, or
         holds changes of this process for a close to write (the zip's one writer)."""
         if self.unclosed_writes:
-            return is_file_at(self.fd, self.path)  # unless deleted or replaced, writes and all
+            # the same file (device, inode) unless deleted or replaced, writes and all
+            now, then = path_signature(self.path), self.signature
+            return now is not None and then is not None and now[:2] == then[:2]
         return path_signature(self.path) == self.signature
 
     @property

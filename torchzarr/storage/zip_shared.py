@@ -31,6 +31,7 @@ __all__ = [
     "closed_at_exit",
     "path_locks",
     "refuse_another_version",
+    "warn_writes_lost",
 ]
 
 #: the open archive of each zip, by store identity (the file's real path)
@@ -73,6 +74,16 @@ def refuse_another_version(path: str, closed: Any, now: Any) -> None:
         )
 
 
+def warn_writes_lost(path: str) -> None:
+    """Log that the zip at ``path`` went (deleted, or replaced by another writer) with
+    writes of this process not yet closed in it."""
+    _log.warning(
+        "zip %r was deleted or replaced by another writer before this process closed it: "
+        "the writes not yet closed went with the old file",
+        path,
+    )
+
+
 def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -> Any:
     """The archive a store of ``path`` (a store identity) takes, when it holds none or needs
     one it may write to; call it holding ``path_locks[path]``.
@@ -105,11 +116,7 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
         if not (current.frozen or current.unchanged_by_others()):
             if current.writable:  # it cannot write to another's file: its lock goes first
                 if current.unclosed_writes:
-                    _log.warning(
-                        "zip %r was deleted or replaced by another writer before this process "
-                        "closed it: the writes not yet closed went with the old file",
-                        path,
-                    )
+                    warn_writes_lost(current.path)
                 current.let_go()
             try:
                 archive = open_archive(mode)
