@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import subprocess
@@ -41,6 +42,11 @@ def test_demo_writes_a_dataset_the_datasets_train_on(tmp_path, capsys):
     assert _run(capsys, "demo", tmp_path / "demo.zarr", "--rows", 10, "--overwrite")[0] == 0
 
 
+def test_demo_into_an_anonymous_memory_store_consolidates_the_group_it_wrote(capsys):
+    status, out, err = _run(capsys, "demo", "memory://", "--rows", 3)  # a new store each open
+    assert (status, err) == (0, "") and "wrote 3 images" in out
+
+
 def test_info_and_tree_describe_groups_and_arrays(tmp_path, capsys):
     root = tz.open_group(tmp_path, mode="w")
     root.attrs["project"] = "x"
@@ -65,6 +71,32 @@ def test_info_and_tree_describe_groups_and_arrays(tmp_path, capsys):
     ]
     assert _run(capsys, "tree", tmp_path, "--level", 1)[1].count("[A]") == 1
     assert _run(capsys, "tree", tmp_path, "--path", "c")[1].strip() == "/c [A] (3,) torch.int8"
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "ascii"])
+def test_tree_and_info_write_what_the_outputs_encoding_holds(tmp_path, monkeypatch, encoding):
+    root = tz.open_group(tmp_path, mode="w")
+    root.attrs["caf\u00e9 \u540d"] = 1  # é is in cp1252, 名 in neither
+    root.create_array("a/b", shape=(4, 2), dtype=torch.float32)
+    root.create_array("c", shape=(3,), dtype=torch.int8)
+
+    def run(*argv):
+        stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)  # as PYTHONIOENCODING
+        monkeypatch.setattr(sys, "stdout", stream)
+        status = main([str(a) for a in argv])
+        stream.flush()
+        return status, stream.buffer.getvalue().decode(encoding)
+
+    status, out = run("tree", tmp_path)
+    assert status == 0 and out.splitlines() == [
+        "/",
+        "|-- a [G]",
+        "|   `-- b [A] (4, 2) torch.float32",
+        "`-- c [A] (3,) torch.int8",
+    ]
+    status, out = run("info", tmp_path)
+    assert status == 0 and "\\u540d" in out  # escaped, not a traceback
+    assert ("caf\u00e9" if encoding == "cp1252" else "caf\\xe9") in out
 
 
 def test_info_names_arrays_of_unsupported_dtypes(tmp_path, capsys):
@@ -108,6 +140,40 @@ def test_rechunk_messages_name_its_options(tmp_path, capsys, monkeypatch):
     assert "--fill-value=-inf" in capsys.readouterr().out  # "--fill-value -inf" is no value
     status, _, _ = _run(capsys, *args[:2], tmp_path / "inf.zarr", "--fill-value=-inf")
     assert status == 0 and tz.open_array(tmp_path / "inf.zarr", mode="r").fill_value == -math.inf
+
+
+def test_rechunk_refusals_name_its_options_and_the_real_cause(tmp_path, capsys):
+    v3, v2 = tmp_path / "v3.zarr", tmp_path / "v2.zarr"
+    tz.create_array(v3, shape=(4,), dtype=torch.int8, zarr_format=3)
+    tz.create_array(v2, shape=(4,), dtype=torch.int8, zarr_format=2)
+    status, _, err = _run(capsys, "rechunk", v3, v2)  # a node there, of the other format
+    assert status == 1 and "an array of Zarr v2 already exists at '/'" in err
+    assert err.rstrip().endswith(": pass --overwrite to replace it") and "zarr_format" not in err
+    status, _, err = _run(capsys, "rechunk", v2, tmp_path / "o.zarr", "--shards", 4)
+    assert status == 1 and "shards need --zarr-format 3 (Zarr v2 has no sharding)" in err
+    assert "zarr_format=" not in err and not (tmp_path / "o.zarr").exists()
+
+
+def test_rechunk_writes_transposed_v3_chunks_as_v2_memory_order_or_says_why_not(tmp_path, capsys):
+    values = np.arange(24, dtype="i4").reshape(4, 6)
+    transpose = zarr.codecs.TransposeCodec(order=(1, 0))
+    zarr.create_array(tmp_path / "t.zarr", data=values, chunks=(2, 3), filters=[transpose])
+    args = ["rechunk", tmp_path / "t.zarr", tmp_path / "t2.zarr", "--zarr-format", 2]
+    assert _run(capsys, *args)[0] == 0
+    v2 = tz.open_array(tmp_path / "t2.zarr", mode="r")
+    assert (v2.zarr_format, v2.order, v2.filters) == (2, "F", ())
+    assert v2[:].tolist() == values.tolist()
+    assert zarr.open_array(tmp_path / "t2.zarr", mode="r")[:].tolist() == values.tolist()
+    cube = np.arange(24, dtype="i4").reshape(2, 3, 4)  # (0, 2, 1): no memory order of v2
+    swap = zarr.codecs.TransposeCodec(order=(0, 2, 1))
+    zarr.create_array(tmp_path / "c.zarr", data=cube, chunks=(1, 3, 4), filters=[swap])
+    args = ["rechunk", tmp_path / "c.zarr", tmp_path / "c2.zarr", "--zarr-format", 2]
+    status, _, err = _run(capsys, *args)
+    assert status == 1 and "cannot write it as --zarr-format 2" in err
+    assert "transpose order [0, 2, 1]" in err and "filters=" not in err
+    assert not (tmp_path / "c2.zarr").exists()
+    assert _run(capsys, *args[:3])[0] == 0  # as v3, the filters kept
+    assert tz.open_array(tmp_path / "c2.zarr", mode="r")[:].tolist() == cube.tolist()
 
 
 def test_copy_moves_hierarchies_between_stores_byte_for_byte(tmp_path, capsys):

@@ -3,46 +3,47 @@
 Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and ``--path``
 for a node inside it; errors print one line and exit with status 1. An option value out
 of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2), and
-nothing is written. Output its reader closes early (``| head -1``) ends it quietly (141).
+nothing is written. Output its reader closes early (``| head -1``), standard output or
+error (``--progress``), ends it quietly (141); Ctrl-C prints ``torchzarr <command>:
+interrupted`` once the command has cleaned up (130). Text the output's encoding cannot
+hold is written as it can (``tree`` in ASCII).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
 import numpy as np
 import torch
 
 from torchzarr import telemetry
+from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
+from torchzarr.cli_options import fill, int_from, megabytes, sizes
+from torchzarr.cli_output import Output, ReaderGone
+from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.config import config
 from torchzarr.core import nodes
 from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
-from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
-from torchzarr.core.from_array import KEEP, from_array
 from torchzarr.core.info import stored_dtype_name
 from torchzarr.core.placement import missing_parents, node_docs
 from torchzarr.errors import (
     InvalidArgumentError,
     NodeExistsError,
-    ReadOnlyError,
     TorchZarrError,
     UnsupportedDtypeError,
 )
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.registry import resolve_store
-from torchzarr.storage.wrappers import ReadOnlyStore
 
 __all__ = ["main"]
 
@@ -99,18 +100,26 @@ def _copy(args: argparse.Namespace) -> None:
     # Opening creates nothing (copy_keys finds the source's keys before it writes), and
     # the destination stays open until the copy joins its hierarchy: a zip writes its
     # directory once, at the close.
-    with resolve_store(args.source, mode="r") as source, resolve_store(args.dest, mode="a") as dest:
+    with resolve_store(args.source, mode="r") as source, destination(args.dest) as dest:
         if where:
             _check_destination(source, args.path.strip("/"), dest, where)
-        result = copy_keys(
-            source,
-            dest,
-            args.path,
-            dest_path=args.dest_path,
-            overwrite=args.overwrite,
-            jobs=args.jobs,
-            progress=_progress_printer("copy") if args.progress else None,
-        )
+        watched, progress = WriteWatch(dest), _Progress("copy") if args.progress else None
+        try:
+            result = copy_keys(
+                source,
+                watched,
+                args.path,
+                dest_path=args.dest_path,
+                overwrite=args.overwrite,
+                jobs=args.jobs,
+                progress=progress,
+            )
+        except (TorchZarrError, OSError, KeyboardInterrupt) as err:
+            if progress is not None:
+                progress.end_line()
+            if watched.wrote:  # else refused, or stopped before its first write
+                err.add_note(copy_leftovers(dest, where, args.dest, args.overwrite))
+            raise
         if where:  # a whole store copied keeps the source's consolidated metadata as it is
             _join_hierarchy(dest, where)
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
@@ -155,152 +164,22 @@ def _join_hierarchy(store: Store, path: str) -> None:
     refresh_consolidated(store, changes + [(nodes.join_path(path, r), m) for r, m in below])
 
 
-def _sizes(text: str) -> tuple[int, ...] | str:
-    """``--chunks 256,3072`` as a tuple of ints of at least 1, or "none" (``--shards none``)."""
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 256,3072, got {text!r}") from None
-    if min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
-    return sizes
+class _Progress:
+    """Reports progress on one line of standard error, rewritten as it goes."""
 
+    def __init__(self, what: str) -> None:
+        self.what, self.line_open = what, False
 
-def _fill(text: str) -> int | float | complex | str:
-    """A ``--fill-value``: "none" (no fill value), else a number (nan, inf and 1+2j too)."""
-    if text.strip().lower() == "none":
-        return "none"
-    for kind in (int, float, complex):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    raise argparse.ArgumentTypeError(f"must be a number or none, got {text!r}")
+    def __call__(self, done: int, total: int) -> None:
+        self.line_open = done < total
+        end = "" if self.line_open else "\n"
+        print(f"\r{self.what}: {done}/{total} keys", end=end, file=sys.stderr)
 
-
-def _setting(value: Any) -> Any:
-    """An option as ``from_array`` takes it: absent keeps the source's, "none" is None."""
-    if value is None:
-        return KEEP
-    return None if isinstance(value, str) and value.lower() == "none" else value
-
-
-def _int_from(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An option type: an int of at least ``minimum`` (and at most ``maximum``)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def _megabytes(text: str) -> float:
-    """``--max-mb``: a number of megabytes above 0 (``inf``: no limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if math.isnan(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-    return value
-
-
-def _rechunk(args: argparse.Namespace) -> None:
-    source = open_array(args.source, mode="r", path=args.path)
-    where = nodes.normalize_path(args.dest_path if args.dest_path is not None else args.path)
-    settings = {
-        "data": source,
-        "path": where,
-        "chunks": _setting(args.chunks),
-        "shards": _setting(args.shards),
-        "compressors": _setting(args.compressors),
-        "fill_value": _setting(args.fill_value),
-        "zarr_format": args.zarr_format,
-        "overwrite": args.overwrite,
-    }
-    with resolve_store(args.dest, mode="a") as store:  # a zip writes its directory at the close
-        new_subtree = _unused_subtree(store, where)
-        _check_before_writing(store, settings)
-        try:
-            dest = from_array(store, **settings)
-        except BaseException as err:
-            if not isinstance(err, ReadOnlyError):  # refused at once: nothing written
-                err.add_note(_undo_rechunk(store, where, new_subtree, args.dest))
-            raise
-    layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
-    print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
-
-
-#: ``from_array``'s words for its arguments, as the ``rechunk`` options spell them
-_OPTION_SPELLINGS = (
-    ("from_array", "rechunk"),
-    ("pass shards= too", "pass --shards too"),
-    ("or None for no sharding", "or --shards none for no sharding"),
-)
-
-
-class _Trial(ReadOnlyStore):
-    """A store's data, read-only: what ``from_array`` checks before writing runs on it."""
-
-    def __repr__(self) -> str:
-        return repr(self.inner)  # messages name the store the command was given
-
-    def delete_prefix(self, prefix: str) -> None:
-        self._check_writable(prefix or "/")  # refused before listing what is there
-
-
-def _check_before_writing(store: Store, settings: dict[str, Any]) -> None:
-    """Make every check ``from_array`` makes before it writes (settings, the place in the
-    hierarchy, the source not overwritten) on ``store`` read-only: a refusal raises here,
-    having written nothing; the first write ends the trial."""
-    try:
-        from_array(_Trial(store), write_data=False, **settings)
-    except ReadOnlyError:
-        return
-    except InvalidArgumentError as err:
-        message = str(err)
-        for python, option in _OPTION_SPELLINGS:
-            message = message.replace(python, option)
-        raise type(err)(message) from None
-
-
-def _unused_subtree(store: Store, path: str) -> str | None:
-    """The topmost of ``path`` and its missing parent groups when no key is under it: all
-    that creating a node at ``path`` adds, which a failed creation may remove."""
-    docs = node_docs(store, nodes.ancestors(path))
-    missing = [p for p in nodes.ancestors(path) if nodes.stored_kind(p, docs) is None]
-    prefix = missing[0] + "/" if missing and missing[0] else ""
-    return missing[0] if missing and next(iter(store.list_prefix(prefix)), None) is None else None
-
-
-def _undo_rechunk(store: Store, path: str, new_subtree: str | None, dest: str) -> str:
-    """Remove what a failed ``rechunk`` wrote under ``new_subtree`` (where nothing was
-    before); what became of the destination, for the error message."""
-    where = f"/{path} of {dest}"
-    with contextlib.suppress(TorchZarrError, OSError):
-        if new_subtree is not None:  # nothing else there to delete
-            store.delete_prefix(new_subtree + "/" if new_subtree else "")
-            invalidate_tree_everywhere(store.identity, new_subtree)
-            refresh_consolidated(store, [(new_subtree, None)] if new_subtree else [])
-            return f"(nothing was left at {where})"
-    return f"(the array at {where} is left partly written: --overwrite replaces it)"
-
-
-def _progress_printer(what: str) -> Any:
-    def report(done: int, total: int) -> None:
-        print(f"\r{what}: {done}/{total} keys", end="" if done < total else "\n", file=sys.stderr)
-
-    return report
+    def end_line(self) -> None:
+        """End the line left open: a message printed next starts a line of its own."""
+        if self.line_open:
+            self.line_open = False
+            print(file=sys.stderr)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -353,7 +232,7 @@ def _demo(args: argparse.Namespace) -> None:
         images[start:stop] = pixels
         labels[start:stop] = label
     root.attrs.update({"description": "torchzarr demo: 32x32 RGB images in 10 classes"})
-    consolidate_metadata(args.store)
+    consolidate_metadata(root.store, path=root.path)  # memory:// anew would be another store
     print(f"wrote {rows} images and labels to {args.store}; train on them with:")
     print(f"  ds = tz.ZarrIterableDataset(tz.open_group({args.store!r}), batch_size=256)")
 
@@ -377,14 +256,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("store", help="path or URL of the store")
         sub.add_argument("--path", default="", help="node inside the store")
     tree.add_argument(
-        "--level", type=_int_from(1), default=None, help="levels to show (1: direct members)"
+        "--level", type=int_from(1), default=None, help="levels to show (1: direct members)"
     )
-    bench.add_argument("--rounds", type=_int_from(1), default=5, help="timed reads (default 5)")
+    bench.add_argument("--rounds", type=int_from(1), default=5, help="timed reads (default 5)")
     bench.add_argument(
-        "--threads", type=_int_from(0), default=0, help="decode threads (default 0: all)"
+        "--threads", type=int_from(0), default=0, help="decode threads (default 0: all)"
     )
     bench.add_argument(
-        "--max-mb", type=_megabytes, default=4096, help="read at most this many MB (leading rows)"
+        "--max-mb", type=megabytes, default=4096, help="read at most this many MB (leading rows)"
     )
 
     copy = command("copy", _copy, "copy a hierarchy between stores, bytes unchanged")
@@ -393,24 +272,24 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--path", default="", help="node to copy (default: everything)")
     copy.add_argument("--dest-path", default=None, help="where it lands (default: --path)")
     copy.add_argument("--overwrite", action="store_true", help="replace what dest holds there")
-    copy.add_argument("--jobs", type=_int_from(1), default=8, help="batches in flight (default 8)")
+    copy.add_argument("--jobs", type=int_from(1), default=8, help="batches in flight (default 8)")
     copy.add_argument("--progress", action="store_true", help="report progress on stderr")
 
     rechunk = command(
-        "rechunk", _rechunk, "copy an array with other chunks, shards or codecs (tz.from_array)"
+        "rechunk", run_rechunk, "copy an array with other chunks, shards or codecs (tz.from_array)"
     )
     rechunk.add_argument("source", help="path or URL holding the array")
     rechunk.add_argument("dest", help="path or URL to write the new array to")
     rechunk.add_argument("--path", default="", help="the array inside source")
     rechunk.add_argument("--dest-path", default=None, help="where it lands (default: --path)")
-    rechunk.add_argument("--chunks", type=_sizes, help="e.g. 256,3072 (default: keep)")
-    rechunk.add_argument("--shards", type=_sizes, help="e.g. 16384,3072, or none (default: keep)")
+    rechunk.add_argument("--chunks", type=sizes, help="e.g. 256,3072 (default: keep)")
+    rechunk.add_argument("--shards", type=sizes, help="e.g. 16384,3072, or none (default: keep)")
     rechunk.add_argument(
         "--compressors", default=None, help="zstd, fast, balanced, small, none (default: keep)"
     )
     rechunk.add_argument(
         "--fill-value",
-        type=_fill,
+        type=fill,
         help="e.g. 0, nan, --fill-value=-inf, or none for no fill value (default: keep)",
     )
     rechunk.add_argument("--zarr-format", type=int, choices=(2, 3), default=None)
@@ -419,9 +298,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = command("demo", _demo, "write a small image dataset to try the datasets on")
     demo.add_argument("store", help="path or URL to create")
     demo.add_argument(
-        "--rows", type=_int_from(1, 2**63 - 1), default=10_000, help="images (default 10000)"
+        "--rows", type=int_from(1, 2**63 - 1), default=10_000, help="images (default 10000)"
     )
-    demo.add_argument("--seed", type=_int_from(0), default=0, help="random seed (>= 0)")
+    demo.add_argument("--seed", type=int_from(0), default=0, help="random seed (>= 0)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing store")
     return parser
 
@@ -437,15 +316,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         └── x [A] (2,) torch.int8
         0
     """
-    output = _Output(sys.stdout)
+    streams = Output(sys.stdout), Output(sys.stderr)
     try:
-        with contextlib.redirect_stdout(cast(TextIO, output)):
+        with (
+            contextlib.redirect_stdout(cast(TextIO, streams[0])),
+            contextlib.redirect_stderr(cast(TextIO, streams[1])),
+        ):
             try:
                 return _run(argv)
             finally:
-                output.flush()  # here, where a closed pipe is seen, rather than at the exit
-    except _ReaderGone:
-        _discard_output()
+                streams[0].flush()  # here, where a closed pipe is seen, rather than at the exit
+    except ReaderGone:
+        for stream in streams:
+            stream.discard()
         return 141  # as a shell reports a process stopped by a closed pipe (128 + SIGPIPE)
 
 
@@ -453,46 +336,16 @@ def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except (TorchZarrError, OSError) as err:
+    except (TorchZarrError, OSError, KeyboardInterrupt) as err:
+        # an interrupt (Ctrl-C) comes here once the command's cleanup ran
+        interrupted = isinstance(err, KeyboardInterrupt)
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
-        print(f"torchzarr {args.command}: {err}{notes}", file=sys.stderr)
-        return 1
+        print(
+            f"torchzarr {args.command}: {'interrupted' if interrupted else err}{notes}",
+            file=sys.stderr,
+        )
+        return 130 if interrupted else 1  # 130: as a shell reports 128 + SIGINT
     return 0
-
-
-class _ReaderGone(Exception):
-    """The reader of standard output closed it (``torchzarr info x | head -1``)."""
-
-
-class _Output:
-    """Standard output, whose reader going away raises :class:`_ReaderGone`: no error of
-    the command (a store's broken connection still is one)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> Any:
-        return self._call("write", text)
-
-    def flush(self) -> None:
-        self._call("flush")
-
-    def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return getattr(self._stream, method)(*args)
-        except BrokenPipeError:
-            raise _ReaderGone from None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _discard_output() -> None:
-    """Point standard output at the null device: the interpreter's flush at the exit then
-    does not report the closed pipe again (Python's documentation: "Note on SIGPIPE")."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # no file descriptor
-        output = sys.stdout.fileno()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), output)
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``

@@ -1,0 +1,127 @@
+"""How the ``torchzarr`` command stops: Ctrl-C, a copy that fails midway, the reader of its
+progress going away, and what a failure leaves at a destination it created."""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+
+import pytest
+import torch
+
+import torchzarr as tz
+import torchzarr.core.from_array as from_array_module
+from torchzarr.cli import main
+from torchzarr.storage.registry import resolve_store
+
+
+def _run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def source(tmp_path):
+    """An array of 40 chunks: a copy of it with ``--jobs 1`` takes 3 batches of keys."""
+    src = tz.create_array(tmp_path / "src.zarr", shape=(40,), dtype=torch.int64, chunks=(1,))
+    src[:] = torch.arange(1, 41)
+    return tmp_path / "src.zarr"
+
+
+def _stop_reading_at_the_second_batch(monkeypatch, error):
+    real = tz.LocalStore.get_many
+    calls = []
+
+    def get_many(self, keys):
+        calls.append(keys)
+        if len(calls) == 2:
+            raise error()  # a new one each time: the command adds notes to it
+        return real(self, keys)
+
+    monkeypatch.setattr(tz.LocalStore, "get_many", get_many)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "said"),
+    [
+        (lambda: tz.errors.StoreError("connection lost"), 1, "connection lost"),
+        (KeyboardInterrupt, 130, "interrupted"),
+    ],
+)
+@pytest.mark.parametrize("dest_name", ["dst.zarr", "dst.zip"])
+def test_a_copy_stopped_midway_says_what_it_left(
+    tmp_path, capsys, monkeypatch, source, error, status, said, dest_name
+):
+    dest = tmp_path / dest_name
+    with monkeypatch.context() as patch:
+        _stop_reading_at_the_second_batch(patch, error)
+        done, _, err = _run(capsys, "copy", source, dest, "--jobs", 1)
+    assert done == status and err.count("\n") == 1 and "Traceback" not in err
+    assert err == (
+        f"torchzarr copy: {said} (the destination {dest} path / holds the keys copied before "
+        "the copy stopped but no metadata: no node opens there; run the copy again, with "
+        "--overwrite)\n"
+    )
+    with resolve_store(dest, mode="r") as store:  # a zip was closed: its directory written
+        keys = sorted(store.list_prefix(""))
+    assert keys and "zarr.json" not in keys
+    status, _, err = _run(capsys, "copy", source, dest)
+    assert status == 1 and "--overwrite" in err and "holds the keys" not in err  # refused
+    with monkeypatch.context() as patch:
+        _stop_reading_at_the_second_batch(patch, error)
+        _, _, err = _run(capsys, "copy", source, dest, "--jobs", 1, "--overwrite", "--progress")
+    progress, message, _ = err.split("\n")  # the message on a line of its own
+    assert progress == "\rcopy: 16/41 keys" and message.startswith(f"torchzarr copy: {said} (")
+    assert "and those it held before not yet replaced, but no metadata" in message
+    assert _run(capsys, "copy", source, dest, "--overwrite")[0] == 0
+    assert tz.open_array(dest, mode="r")[:].tolist() == list(range(1, 41))
+
+
+def test_ctrl_c_during_a_rechunk_removes_what_it_began_and_says_one_line(
+    tmp_path, capsys, monkeypatch, source
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(from_array_module, "_copy_values", interrupted)  # metadata written
+    dest = tmp_path / "new" / "dst.zarr"
+    status, _, err = _run(capsys, "rechunk", source, dest, "--chunks", 8)
+    assert status == 130
+    assert err == f"torchzarr rechunk: interrupted (nothing was left at / of {dest})\n"
+    assert not (tmp_path / "new").exists()  # the directories it made go too
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_the_reader_of_the_progress_going_away_stops_the_copy_quietly(
+    tmp_path, capsys, monkeypatch, source
+):
+    dest = tmp_path / "dst.zip"
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stderr", _ClosedPipe())
+        status = main(["copy", str(source), str(dest), "--progress", "--jobs", "1"])
+    assert status == 141 and capsys.readouterr().out == ""
+    with zipfile.ZipFile(dest) as archive:  # stopped after its first batch, and closed
+        assert archive.testzip() is None and "zarr.json" not in archive.namelist()
+    assert _run(capsys, "copy", source, dest, "--overwrite", "--progress")[0] == 0
+
+
+def test_a_failed_or_refused_rechunk_leaves_no_new_file_or_directory(tmp_path, capsys, source):
+    (source / "c" / "30").write_bytes(b"damaged")  # a late chunk: the copy fails part way
+    for name in ["new.zip", "a/b/new.zarr", "c/new.zip"]:
+        dest = tmp_path / name
+        status, _, err = _run(capsys, "rechunk", source, dest, "--chunks", 8)
+        assert status == 1 and f"(nothing was left at / of {dest})" in err
+        assert not (tmp_path / name.partition("/")[0]).exists()
+    sharded = tz.create_array(tmp_path / "s.zarr", data=torch.arange(8), chunks=(2,), shards=(4,))
+    status, _, err = _run(capsys, "rechunk", tmp_path / "s.zarr", tmp_path / "r.zip", "--chunks", 3)
+    assert status == 1 and "pass --shards too" in err and not (tmp_path / "r.zip").exists()
+    assert sharded.shards == (4,)
+    (tmp_path / "kept.zarr").mkdir()  # there before: stays
+    assert _run(capsys, "rechunk", source, tmp_path / "kept.zarr", "--chunks", 8)[0] == 1
+    assert (tmp_path / "kept.zarr").is_dir() and not any((tmp_path / "kept.zarr").iterdir())

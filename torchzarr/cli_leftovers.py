@@ -1,0 +1,132 @@
+"""What a failed ``torchzarr copy`` or ``rechunk`` leaves at its destination: the zip file or
+directory the command created and left empty goes, and the message says what stays."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torchzarr.core import nodes
+from torchzarr.errors import TorchZarrError
+from torchzarr.storage.base import Store
+from torchzarr.storage.local import LocalStore
+from torchzarr.storage.registry import resolve_store
+from torchzarr.storage.wrappers import ForwardingStore
+from torchzarr.storage.zip import ZipStore
+
+__all__ = ["WriteWatch", "copy_leftovers", "destination"]
+
+
+@contextlib.contextmanager
+def destination(url: str) -> Iterator[Store]:
+    """The store at ``url`` opened to write, closed at the end (a zip writes its directory
+    then). A local directory or zip file that did not exist before and that a failure
+    leaves holding nothing is removed, with the directories made for it.
+
+    Example:
+        >>> with destination("memory://leftovers-doc") as store:
+        ...     store.set("a", b"1")
+    """
+    store = resolve_store(url, mode="a")
+    where = _local_path(store)
+    made = None if where is None else _first_missing(where)
+    try:
+        with store:
+            yield store
+    except BaseException:
+        if where is not None and made is not None:
+            with contextlib.suppress(OSError):
+                _remove_if_empty(where, made)
+        raise
+
+
+def _local_path(store: Store) -> Path | None:
+    if isinstance(store, LocalStore):
+        return Path(store.root)
+    if isinstance(store, ZipStore):
+        return Path(store.path)
+    return None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist, or None."""
+    missing = None
+    while not os.path.lexists(path):
+        missing, path = path, path.parent
+    return missing
+
+
+def _remove_if_empty(path: Path, made: Path) -> None:
+    """Remove ``path``, a zip file of no entry or a directory of no file, and the empty
+    directories above it up to ``made``, which the command created."""
+    if path.is_file():
+        with zipfile.ZipFile(path) as archive:
+            if archive.namelist():
+                return
+        path.unlink()
+    elif path.is_dir():
+        walked = list(os.walk(path, topdown=False))
+        if any(files for _, _, files in walked):
+            return
+        for directory, _, _ in walked:  # the deepest first
+            os.rmdir(directory)
+    else:
+        return
+    above = path.parent
+    while above == made or made in above.parents:
+        try:
+            above.rmdir()
+        except OSError:
+            return
+        above = above.parent
+
+
+class WriteWatch(ForwardingStore):
+    """``inner``, noting whether anything was written to or deleted from it through this.
+
+    Example:
+        >>> from torchzarr.storage.memory import MemoryStore
+        >>> watched = WriteWatch(MemoryStore())
+        >>> watched.wrote, watched.set("a", b"1"), watched.wrote
+        (False, None, True)
+    """
+
+    wrote = False
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # messages name the store the command was given
+
+    def _call(self, method: str, keys: Sequence[str], *args: Any) -> Any:
+        if method.startswith(("set", "delete")):
+            self.wrote = True  # before: a write that fails may have written part
+        return getattr(self.inner, method)(*args)
+
+
+def copy_leftovers(store: Store, where: str, dest: str, overwrite: bool) -> str:
+    """What a copy stopped after its first write left at ``where`` in ``store`` (``dest``
+    on the command line), for the error message. The copy writes the metadata documents
+    last, having deleted those there first with ``overwrite``: a node opens there only if
+    it stopped among its last documents.
+
+    Example:
+        >>> from torchzarr.storage.memory import MemoryStore
+        >>> copy_leftovers(MemoryStore({"x/c/0": b"1"}), "x", "out.zarr", False)[:45]
+        '(the destination out.zarr path /x holds the k'
+    """
+    place = f"the destination {dest} path /{where}"
+    try:
+        kind = nodes.read_kind(store, where)
+    except (TorchZarrError, OSError):
+        return f"({place} holds what was copied before the copy stopped: run it again, with --overwrite)"
+    if kind is not None:
+        return f"({place} may hold an incomplete copy: run the copy again, with --overwrite)"
+    held = "the keys copied before the copy stopped"
+    held += ", and those it held before not yet replaced," if overwrite else ""
+    return (
+        f"({place} holds {held} but no metadata: no node opens there; run the copy "
+        "again, with --overwrite)"
+    )

@@ -1,0 +1,88 @@
+"""Where the ``torchzarr`` command writes: standard output and error, whose reader may close
+them early (``| head -1``) and whose encoding may not hold every character printed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, TextIO
+
+__all__ = ["Output", "ReaderGone", "discard_output"]
+
+#: the box-drawing characters of ``tree``, and their ASCII forms (``tree --charset=ascii``'s)
+_BOX, _ASCII = "├└─│", "|`-|"
+_ASCII_TREE = str.maketrans(_BOX, _ASCII)
+
+
+class ReaderGone(Exception):
+    """The reader of standard output or error closed it (``torchzarr info x | head -1``)."""
+
+
+class Output:
+    """A standard stream, whose reader going away raises :class:`ReaderGone` (no error of
+    the command: a store's broken connection still is one), and that writes what its
+    encoding cannot hold as it can: ``tree``'s lines in ASCII, other characters escaped.
+
+    Example:
+        >>> import io
+        >>> stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+        >>> _ = Output(stream).write("└── x\\n")
+        >>> stream.flush(); stream.buffer.getvalue()
+        b'`-- x\\n'
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> Any:
+        try:
+            return self._call("write", text)
+        except UnicodeEncodeError:  # nothing written: the text is encoded first
+            return self._call("write", _encodable(text, getattr(self._stream, "encoding", None)))
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def discard(self) -> None:
+        """Point the stream's file descriptor at the null device, if its reader went away:
+        the interpreter's flush at the exit then does not report the closed pipe again
+        (Python's documentation: "Note on SIGPIPE")."""
+        if self.gone:
+            discard_output(self._stream)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            self.gone = True
+            raise ReaderGone from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _encodable(text: str, encoding: str | None) -> str:
+    """``text`` as ``encoding`` holds it: box drawing as ASCII, other characters escaped."""
+    encoding = encoding or "ascii"
+    try:
+        _BOX.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.translate(_ASCII_TREE)
+    return text.encode(encoding, errors="backslashreplace").decode(encoding)
+
+
+def discard_output(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at the null device (where it has one).
+
+    Example:
+        >>> import io
+        >>> discard_output(io.StringIO())  # no file descriptor: nothing to do
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        descriptor = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, descriptor)
+        finally:
+            os.close(null)

@@ -1,0 +1,161 @@
+"""The ``torchzarr rechunk`` command: ``from_array`` from the command line, checked before it
+writes, with its messages in the command's words and its failures undone."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+from typing import Any
+
+from torchzarr.cli_leftovers import destination
+from torchzarr.codecs.transpose import TransposeCodec
+from torchzarr.core import nodes
+from torchzarr.core.api import open_array
+from torchzarr.core.array import Array
+from torchzarr.core.cache import invalidate_tree_everywhere
+from torchzarr.core.consolidated import refresh_consolidated
+from torchzarr.core.from_array import KEEP, from_array
+from torchzarr.core.placement import node_docs
+from torchzarr.errors import CodecError, ReadOnlyError, TorchZarrError
+from torchzarr.storage.base import Store
+from torchzarr.storage.wrappers import ReadOnlyStore
+
+__all__ = ["OPTION_SPELLINGS", "rechunk"]
+
+
+def rechunk(args: argparse.Namespace) -> None:
+    """Run ``torchzarr rechunk`` with its parsed ``args``; print what it wrote.
+
+    Example:
+        >>> import torch, torchzarr as tz
+        >>> _ = tz.create_array("memory://rechunk-doc", data=torch.arange(8), chunks=(2,))
+        >>> rechunk(argparse.Namespace(source="memory://rechunk-doc", dest="memory://rechunk-out",
+        ...     path="", dest_path=None, chunks=(4,), shards=None, compressors=None,
+        ...     fill_value=None, zarr_format=None, overwrite=False))
+        wrote / of memory://rechunk-out: (8,) torch.int64, chunks (4,)
+    """
+    source = open_array(args.source, mode="r", path=args.path)
+    where = nodes.normalize_path(args.dest_path if args.dest_path is not None else args.path)
+    settings = {
+        "data": source,
+        "path": where,
+        "chunks": _setting(args.chunks),
+        "shards": _setting(args.shards),
+        "compressors": _setting(args.compressors),
+        "fill_value": _setting(args.fill_value),
+        "zarr_format": args.zarr_format,
+        "overwrite": args.overwrite,
+    }
+    settings |= _v2_layout(source, args.zarr_format or source.zarr_format, args.source)
+    with destination(args.dest) as store:  # a zip writes its directory at the close
+        new_subtree = _unused_subtree(store, where)
+        _check_before_writing(store, settings)
+        try:
+            dest = from_array(store, **settings)
+        except BaseException as err:  # an interrupt too: what was begun is removed
+            if not isinstance(err, ReadOnlyError):  # refused at once: nothing written
+                err.add_note(_undo_rechunk(store, where, new_subtree, args.dest))
+            raise
+    layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
+    print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
+
+
+def _setting(value: Any) -> Any:
+    """An option as ``from_array`` takes it: absent keeps the source's, "none" is None."""
+    if value is None:
+        return KEEP
+    return None if isinstance(value, str) and value.lower() == "none" else value
+
+
+def _v2_layout(source: Array, zarr_format: int, name: str) -> dict[str, Any]:
+    """The settings that write a v3 ``source`` whose chunks are transposed as Zarr v2 does:
+    its memory order "F" (every axis reversed), with no filter; no transpose: none."""
+    filters = source.filters
+    transposes = [f for f in filters if isinstance(f, TransposeCodec)]
+    if zarr_format != 2 or source.zarr_format != 3 or not transposes:
+        return {}
+    axes = tuple(range(source.ndim))
+    order = transposes[0].order
+    order = axes if order == "C" else axes[::-1] if order == "F" else order
+    if len(filters) == 1 and order == axes:
+        return {"filters": None}
+    if len(filters) == 1 and order == axes[::-1]:
+        return {"filters": None, "order": "F"}
+    names = [f.codec_name for f in filters]
+    raise CodecError(
+        f"array {source.name} of {name} has filters {names} (transpose order {list(order)}) "
+        "with no Zarr v2 form, so rechunk cannot write it as --zarr-format 2: Zarr v2 "
+        "stores chunks transposed only as memory order 'F' (every axis reversed) and no "
+        "other filter; leave out --zarr-format 2 to keep Zarr v3"
+    )
+
+
+#: ``from_array``'s and ``create_array``'s words for their arguments, as the ``rechunk``
+#: options spell them: (regular expression, replacement) pairs, applied in turn
+OPTION_SPELLINGS = (
+    ("from_array", "rechunk"),
+    ("pass shards= too", "pass --shards too"),
+    ("or None for no sharding", "or --shards none for no sharding"),
+    ("shards need zarr_format=3", "shards need --zarr-format 3"),
+    # the node there is refused for want of --overwrite, whatever the formats
+    (
+        r"(already exists at .*?)(, and zarr_format=[23] was asked)?$",
+        r"\1: pass --overwrite to replace it",
+    ),
+    (
+        "have no Zarr v2 form: pass filters= explicitly",
+        "have no Zarr v2 form, and rechunk has no option to replace them: leave out "
+        "--zarr-format 2 to keep Zarr v3",
+    ),
+    ("pass compressors= explicitly", "pass --compressors"),
+)
+
+
+class _Trial(ReadOnlyStore):
+    """A store's data, read-only: what ``from_array`` checks before writing runs on it."""
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # messages name the store the command was given
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix or "/")  # refused before listing what is there
+
+
+def _check_before_writing(store: Store, settings: dict[str, Any]) -> None:
+    """Make every check ``from_array`` makes before it writes (settings, the place in the
+    hierarchy, the source not overwritten) on ``store`` read-only: a refusal raises here,
+    in the command's words, having written nothing; the first write ends the trial."""
+    try:
+        from_array(_Trial(store), write_data=False, **settings)
+    except ReadOnlyError:
+        return
+    except TorchZarrError as err:
+        message = str(err)
+        for python, option in OPTION_SPELLINGS:
+            message = re.sub(python, option, message)
+        if message == str(err):
+            raise
+        raise type(err)(message) from None
+
+
+def _unused_subtree(store: Store, path: str) -> str | None:
+    """The topmost of ``path`` and its missing parent groups when no key is under it: all
+    that creating a node at ``path`` adds, which a failed creation may remove."""
+    docs = node_docs(store, nodes.ancestors(path))
+    missing = [p for p in nodes.ancestors(path) if nodes.stored_kind(p, docs) is None]
+    prefix = missing[0] + "/" if missing and missing[0] else ""
+    return missing[0] if missing and next(iter(store.list_prefix(prefix)), None) is None else None
+
+
+def _undo_rechunk(store: Store, path: str, new_subtree: str | None, dest: str) -> str:
+    """Remove what a failed ``rechunk`` wrote under ``new_subtree`` (where nothing was
+    before); what became of the destination, for the error message."""
+    where = f"/{path} of {dest}"
+    with contextlib.suppress(TorchZarrError, OSError):
+        if new_subtree is not None:  # nothing else there to delete
+            store.delete_prefix(new_subtree + "/" if new_subtree else "")
+            invalidate_tree_everywhere(store.identity, new_subtree)
+            refresh_consolidated(store, [(new_subtree, None)] if new_subtree else [])
+            return f"(nothing was left at {where})"
+    return f"(the array at {where} is left partly written: --overwrite replaces it)"
