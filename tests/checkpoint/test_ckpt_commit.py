@@ -325,3 +325,23 @@ def test_the_history_of_commits_keeps_only_versions_below_once_each(tmp_path: Pa
         "v000002",
         "v000003",
     ]
+
+
+def test_folders_of_others_named_like_versions_are_never_pruned(tmp_path: Path) -> None:
+    for name in ("v000001", "v000003"):  # a user's notes, and a Zarr array of theirs
+        (tmp_path / name).mkdir()
+    (tmp_path / "v000001" / "notes.txt").write_text("mine")
+    tz.create_array(tmp_path / "v000003", shape=(2,), dtype="int8")[:] = 1
+    (tmp_path / "v000002").mkdir()  # a save killed right after claiming its directory
+    for step in range(3):
+        save_checkpoint({"step": step}, tmp_path)
+        wait_pruned()
+    assert (tmp_path / "v000001" / "notes.txt").read_text() == "mine"
+    assert tz.open_array(tmp_path / "v000003", mode="r")[:].tolist() == [1, 1]
+    assert not (tmp_path / "v000002").exists()  # the save's own leftover goes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("v")) == [
+        "v000001",
+        "v000003",
+        "v000006",
+    ]
+    assert load_checkpoint(tmp_path) == {"step": 2}

@@ -15,6 +15,7 @@ import torchzarr as tz
 from torchzarr.checkpoint import AsyncCheckpointer, commit, load_checkpoint, prune, save_checkpoint
 from torchzarr.checkpoint import save as save_module
 from torchzarr.checkpoint.commit import checkpoint_store
+from torchzarr.checkpoint.format import NODE_ATTRIBUTE
 from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.core.api import create_group
 from torchzarr.errors import CheckpointConflictError
@@ -115,10 +116,11 @@ def test_local_reservations_are_exclusive_between_processes(
 
 def test_prune_spares_versions_this_process_is_writing() -> None:
     st = checkpoint_store("memory://")
+    saved = {NODE_ATTRIBUTE: {"type": "dict", "entries": []}}  # how a save marks its group
     writing = commit.reserve_version(st)  # v000001, a save still in progress
-    create_group(st, path=writing)
+    create_group(st, path=writing, attributes=saved)
     done = commit.reserve_version(st)
-    create_group(st, path=done)
+    create_group(st, path=done, attributes=saved)
     commit.commit_version(st, done)
     commit.release_version(st, done)
     assert prune.prune_versions(st) == []

@@ -9,6 +9,7 @@ import torch
 import torchzarr as tz
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.commit import checkpoint_store
+from torchzarr.checkpoint.format import NODE_ATTRIBUTE
 from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.core.api import create_group
 
@@ -50,7 +51,8 @@ def test_a_higher_version_in_progress_is_not_pruned_as_older(tmp_path: Path) -> 
     path = tmp_path / "c"
     at_version(path, "v999999")
     store = checkpoint_store(str(path))
-    create_group(store, path="v1000000")  # another process's save, not committed yet
-    create_group(store, path="v999998")  # a leftover of a killed save
+    saved = {NODE_ATTRIBUTE: {"type": "dict", "entries": []}}  # how a save marks its group
+    create_group(store, path="v1000000", attributes=saved)  # another's save, not committed yet
+    create_group(store, path="v999998", attributes=saved)  # a leftover of a killed save
     assert prune.prune_versions(store) == ["v999998"]
     assert versions(path) == ["v1000000", "v999999"]

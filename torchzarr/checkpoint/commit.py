@@ -371,6 +371,7 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
     manifest = {"format": FORMAT_VERSION, "version": version, "committed_at": time.time()}
     with commit_lock(store):  # no commit of this process, or another's, between check and write
         current = read_manifest(store)
+        manifest["previous"] = []  # the first commit: none before (never folders named so)
         if current is not None:  # the versions committed before, newest first (for keep=)
             found = current.get("previous")  # none yet: the newest versions, as before
             before = found if isinstance(found, list) else list_versions(store)[::-1]
