@@ -149,11 +149,36 @@ def test_containers_nested_past_the_recursion_limit_are_refused(tmp_path: Path) 
         {"size": ["a"]},
         {"numpy": ["<f4"]},
         {"dtype": ["float32"]},
+        {"float": "nan:7ff0000000000000"},  # the bits of inf
+        {"float": "nan:fff8"},
+        {"float": "nan:zzzzzzzzzzzzzzzz"},
+        {"numpy": ["float32", "nan:7ff8000000000000"]},
     ],
 )
 def test_malformed_typed_json_is_a_metadata_error(payload) -> None:
     with pytest.raises(MetadataError, match=r"\['k'\]"):
         decode_value(payload, ("k",))
+
+
+def _bits(value) -> int:
+    held = np.asarray(value)
+    return int(held.view(f"u{held.dtype.itemsize}"))
+
+
+def test_nans_keep_their_sign_and_payload() -> None:
+    negative = -float("nan")
+    payload = np.array([0x7FF8000000000123], dtype=np.uint64).view(np.float64)[0].item()
+    float32 = np.array([0x7FC12345], dtype=np.uint32).view(np.float32)[0]
+    half = -np.float16("nan")
+    pair = np.zeros((), np.complex64)
+    pair.imag = float32
+    values = [negative, payload, float("nan"), float32, half, complex(negative, payload), pair[()]]
+    back = decode_value(json.loads(json.dumps(encode_value(values), allow_nan=False)))
+    assert [_bits(v) for v in back[:5]] == [_bits(v) for v in values[:5]]
+    assert type(back[2]) is float and back[3].dtype == np.float32 and back[4].dtype == np.float16
+    assert (_bits(back[5].real), _bits(back[5].imag)) == (_bits(negative), _bits(payload))
+    assert _bits(back[6].imag) == _bits(float32)
+    assert encode_value(float("nan")) == {"float": "nan"}  # the plain nan as before
 
 
 class _Mode(enum.StrEnum):

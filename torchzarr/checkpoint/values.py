@@ -4,6 +4,7 @@ Plain JSON strings, integers, booleans and ``null`` stand for themselves; every 
 a one-key object naming its type::
 
     1.5            -> {"float": 1.5}          nan / inf -> {"float": "nan"} / {"float": "inf"}
+                   (a nan of another sign or payload: {"float": "nan:<its 64 bits in hex>"})
     (1, "a")       -> {"tuple": [1, "a"]}     [1, 2] -> {"list": [1, 2]}
     {1: "a"}       -> {"dict": [[1, "a"]]}    OrderedDict -> {"odict": [[k, v], ...]}
     OrderedDict with state_dict()'s _metadata -> {"odict": {"entries": [[k, v], ...],
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.checkpoint.nan_bits import nan_from_text, nan_text, numpy_float
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     MetadataError,
@@ -76,7 +78,7 @@ def format_key_path(path: tuple[Any, ...]) -> str:
 
 def _encode_float(value: float) -> Any:
     if math.isnan(value):
-        return {"float": "nan"}
+        return {"float": nan_text(value)}  # its sign and payload too
     if math.isinf(value):
         return {"float": "inf" if value > 0 else "-inf"}
     return {"float": value}
@@ -84,7 +86,9 @@ def _encode_float(value: float) -> Any:
 
 def _decode_float(payload: Any) -> float:
     if isinstance(payload, str):
-        if payload not in ("nan", "inf", "-inf"):
+        if payload.startswith("nan"):
+            return float(nan_from_text(payload))
+        if payload not in ("inf", "-inf"):
             raise ValueError(f"{payload!r} is not nan, inf or -inf")  # decode_value names where
         return float(payload)
     return float(payload)
@@ -361,7 +365,7 @@ def _numpy_float(value: Any) -> Any:
     (nan, inf) or a float64 would round it (longdouble)."""
     if value.dtype.itemsize <= 8 and math.isfinite(value):
         return value.item()
-    return str(value)
+    return nan_text(value) if np.isnan(value) else str(value)
 
 
 def _decode_numpy(payload: list[Any]) -> Any:
@@ -376,10 +380,12 @@ def _decode_numpy(payload: list[Any]) -> Any:
     item = payload[1]
     if dtype.kind == "c":
         out = np.zeros((), dtype=dtype)
-        real_type = out.real.dtype.type
-        out.real, out.imag = real_type(item[0]), real_type(item[1])
+        out.real, out.imag = (
+            numpy_float(item[0], out.real.dtype),
+            numpy_float(item[1], out.real.dtype),
+        )
         return out[()]
-    return dtype.type(item)
+    return numpy_float(item, dtype) if dtype.kind == "f" else dtype.type(item)
 
 
 def _decode_size(payload: Any) -> torch.Size:
