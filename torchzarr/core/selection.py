@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from torchzarr.core import indexing
 from torchzarr.core.mixed_points import is_mixed_points_selection, mixed_points_indexer
-from torchzarr.errors import SelectionError
+from torchzarr.errors import BoundsError, SelectionError
 
 __all__ = ["make_indexer", "to_numpy_selection"]
 
@@ -27,10 +28,41 @@ def _convert(item: Any) -> Any:
             return item.numpy()
         if item.is_floating_point() or item.is_complex():
             raise SelectionError(f"cannot index with a tensor of dtype {item.dtype}")
+        if item.dtype == torch.uint64:  # past 2**63 it would wrap to a negative int64
+            return item.item() if item.ndim == 0 else item.numpy()
         return int(item) if item.ndim == 0 else item.to(torch.int64).numpy()
     if isinstance(item, list):
-        return np.asarray(item)
+        return _list_array(item)
     return item
+
+
+def _list_array(item: list[Any]) -> np.ndarray:
+    """A list index as a numpy array; ragged lists and ints past 64 bits refused by name."""
+    try:
+        arr = np.asarray(item)
+    except ValueError:
+        raise SelectionError(
+            f"cannot index with the ragged list {_short(item)}: its nested lists differ in length"
+        ) from None
+    if arr.dtype.kind in "fO" and arr.size:  # ints past int64 make object (or float) arrays
+        values = list(_flat(item))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            big = next((v for v in values if not -(2**63) <= v < 2**63), values[0])
+            raise BoundsError(f"index {big} is out of bounds: indices must fit in 64 bits")
+    return arr
+
+
+def _flat(item: Any) -> Iterator[Any]:
+    for value in item:
+        if isinstance(value, list | tuple):
+            yield from _flat(value)
+        else:
+            yield value
+
+
+def _short(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def to_numpy_selection(selection: Any) -> Any:
@@ -64,13 +96,16 @@ def make_indexer(
     ``a[:, [1, 2], [3, 4]]`` (4, 2), ``a[[1, 2], :, [3, 4]]`` (2, 5)). One array mixed with
     ints or slices is orthogonal, as in zarr-python: the array picks along its own axis,
     which keeps its place (``a[0, :, [1, 2]]`` of a (2, 3, 4) array has shape (3, 2); numpy
-    moves the array's axis to the front: (2, 3)).
+    moves the array's axis to the front: (2, 3)). 1-d masks beside integer arrays or other
+    masks are orthogonal too, as in zarr-python (``a[mask, [1, 2]]``; numpy pairs them up).
 
     Example:
         >>> make_indexer(np.array([[0, 5], [1, 2]]), (6,), (2,)).shape
         (2, 2)
         >>> make_indexer((slice(None), [1, 2], [3, 4]), (4, 5, 6), (2, 2, 2)).shape
         (4, 2)
+        >>> make_indexer((np.array([True, False, True, False]), [1, 2]), (4, 6), (2, 4)).shape
+        (2, 2)
     """
     selection = to_numpy_selection(selection)
     if kind == "basic" or (kind == "auto" and indexing.is_basic_selection(selection)):
@@ -82,14 +117,46 @@ def make_indexer(
     if is_mixed_points_selection(selection):  # several integer arrays: numpy's pointwise rule
         return mixed_points_indexer(selection, shape, chunk_shape)
     items = selection if isinstance(selection, tuple) else (selection,)
+    if not shape and len(items) == 1 and _is_bool(items[0]) and not items[0].ndim:
+        # numpy: a 0-d mask on a 0-d array takes its one element, or none
+        return indexing.vectorized_indexer(items, shape, chunk_shape)
     arrays = _without_whole_tail(items)  # a[mask, :] and a[mask, ...] are a[mask]
-    if all(_is_fancy(item) for item in arrays) and (
-        len(arrays) > 1
-        or (arrays[0].dtype == bool and arrays[0].ndim == len(shape) > 1)
-        or (arrays[0].dtype != bool and arrays[0].ndim > 1 and len(shape) == 1)
+    if (
+        len(arrays) == 1
+        and _is_fancy(arrays[0])
+        and (
+            (arrays[0].dtype == bool and arrays[0].ndim == len(shape) > 1)
+            or (arrays[0].dtype != bool and arrays[0].ndim > 1 and len(shape) == 1)
+        )
     ):
+        if len(arrays) < len(items):  # the tail still counts: one Ellipsis, not too many
+            indexing.normalize_selection(items, len(shape))
         return indexing.vectorized_indexer(arrays, shape, chunk_shape)
+    _check_orthogonal_arrays(items, shape)
     return indexing.orthogonal_indexer(selection, shape, chunk_shape)
+
+
+def _is_bool(item: Any) -> bool:
+    return isinstance(item, np.ndarray) and item.dtype == bool
+
+
+def _check_orthogonal_arrays(items: tuple[Any, ...], shape: tuple[int, ...]) -> None:
+    """Refuse, naming them as written, the arrays an orthogonal selection cannot take."""
+    for position, item in enumerate(items):
+        if not isinstance(item, np.ndarray) or item.ndim == 1 or not (item.ndim or _is_bool(item)):
+            continue
+        what = f"an array of shape {item.shape} and dtype {item.dtype} at position {position}"
+        if not item.ndim:
+            raise SelectionError(
+                f"a 0-d boolean index adds an axis, as None does, which torchzarr does not "
+                f"support; got {what} of the selection on an array of shape {shape}"
+            )
+        raise SelectionError(
+            f"an index array of more than one dimension must be a boolean mask of the array's "
+            f"shape {shape} alone, an integer array on a 1-d array, or one of several integer "
+            f"arrays paired up pointwise (a mask or array beside other indices picks along its "
+            f"own axis, and must be 1-d); got {what} of the selection"
+        )
 
 
 def _without_whole_tail(items: tuple[Any, ...]) -> tuple[Any, ...]:
