@@ -45,6 +45,17 @@ def test_as_ids_rejects_2d_ids_past_int64_and_meta_tensors() -> None:
         as_ids(torch.tensor([1, 2], device="meta"))
 
 
+def test_as_ids_takes_object_arrays_of_ints_and_names_other_values() -> None:
+    column = np.array([1, np.int64(2), np.uint64(3), -(2**63)], dtype=object)  # pandas .values
+    assert as_ids(column).tolist() == [1, 2, 3, -(2**63)]
+    assert as_ids(column).dtype == np.int64
+    with pytest.raises(ValueRangeError, match=f"int64; got {2**63}"):
+        as_ids(np.array([1, 2**63], dtype=object))
+    for bad, shown in [(1.5, "1.5"), ("a", "'a'"), (True, "True"), (None, "None")]:
+        with pytest.raises(UnsupportedDtypeError, match=f"integers, got {shown} "):
+            as_ids(np.array([1, bad], dtype=object))
+
+
 def test_duplicate_stored_ids_are_a_corrupt_store() -> None:
     with pytest.raises(MetadataError, match="id 4 more than once"):
         IdIndex.from_ids(np.array([4, 1, 4]))

@@ -13,6 +13,7 @@ import torchzarr as tz
 from torchzarr.core.array import Array
 from torchzarr.errors import (
     ArgumentTypeError,
+    ArrayNotFoundError,
     InvalidArgumentError,
     MissingIdError,
     ShapeMismatchError,
@@ -158,6 +159,34 @@ def test_out_must_map_names_to_tensors() -> None:
         fs.read([1, 2], "a", out={"a": np.zeros(2, np.float32)})
     with pytest.raises(ArgumentTypeError, match="out must map feature names"):
         fs.read([1, 2], "a", out=[torch.zeros(2)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefetched", [False, True])
+def test_out_names_no_feature_or_one_not_requested_are_refused(prefetched: bool) -> None:
+    fs = _store()
+    cases: list[tuple[Any, dict[str, torch.Tensor], type[Exception], str]] = [
+        (None, {"aa": torch.zeros(2)}, ArrayNotFoundError, "out names 'aa', which is no feature"),
+        ("a", {"b": torch.zeros(2)}, InvalidArgumentError, "out names feature 'b', which this"),
+    ]
+    for features, out, error, match in cases:
+        if prefetched:
+            fs.prefetch([1, 2], features)
+        with pytest.raises(error, match=match):
+            fs.read([1, 2], features, out=out)
+        assert out[next(iter(out))].tolist() == [0.0, 0.0]
+    buf = torch.zeros(2)
+    assert fs.read([2, 1], "b", out={"b": buf})["b"] is buf and buf.tolist() == [20.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    "scalar", [5, 5.0, np.float32(5), np.array(5), torch.tensor(5.0)], ids=repr
+)
+@pytest.mark.parametrize("ids", [[7], [7, 8]])
+def test_a_scalar_is_no_row_whatever_its_type(scalar: Any, ids: list[int]) -> None:
+    fs = _store()
+    with pytest.raises(ShapeMismatchError, match=r"'s' is a scalar \(shape \(\)\)"):
+        fs.write(ids, {"s": scalar})
+    assert fs.features == ("a", "b") and len(fs) == 2
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

@@ -19,7 +19,17 @@ from torchzarr.errors import (
     ValueRangeError,
 )
 
-__all__ = ["FeatureBatch", "GatherPlan", "IdIndex", "ReadWriteLock", "as_ids", "plan_gather"]
+__all__ = [
+    "FeatureBatch",
+    "GatherPlan",
+    "IdIndex",
+    "ReadWriteLock",
+    "as_ids",
+    "one_id",
+    "plan_gather",
+]
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
@@ -38,9 +48,8 @@ def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
     arr = np.asarray(ids)
     if arr.size == 0 and arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
-    if arr.dtype == object and all(type(i) is int for i in arr.reshape(-1)):
-        big = max(arr.reshape(-1), key=abs)  # Python ints past what numpy holds
-        raise ValueRangeError(f"{what} must fit in int64; got {big}")
+    if arr.dtype == object:  # a pandas object column, Python ints past what numpy holds
+        arr = _object_ids(arr, what)
     if arr.dtype.kind not in "iu":
         raise UnsupportedDtypeError(f"{what} must be integers, got values of dtype {arr.dtype}")
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
@@ -48,6 +57,42 @@ def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
     if arr.ndim > 1:
         raise ShapeMismatchError(f"{what} must be 1-d, got shape {arr.shape}")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
+def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
+    """An object array of ints (Python or numpy, each within int64) as int64; any other
+    value is refused, named."""
+    flat = arr.reshape(-1)
+    for value in flat:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            raise UnsupportedDtypeError(
+                f"{what} must be integers, got {value!r} ({type(value).__name__}) "
+                "in an array of dtype object"
+            )
+        if not _INT64[0] <= int(value) <= _INT64[1]:
+            raise ValueRangeError(f"{what} must fit in int64; got {int(value)}")
+    return np.array([int(value) for value in flat], dtype=np.int64).reshape(arr.shape)
+
+
+def one_id(entity_id: object) -> int | None:
+    """``entity_id`` as an int when it is one id a store can hold (an int, numpy integer,
+    or one-element integer tensor within int64), else None: ``in`` answers False then.
+
+    Example:
+        >>> one_id(torch.tensor([7])), one_id(2**64), one_id(True), one_id(1.0)
+        (7, None, None, None)
+    """
+    if isinstance(entity_id, torch.Tensor):  # a 0-d or one-element integer tensor
+        dtype = entity_id.dtype
+        if entity_id.numel() != 1 or entity_id.is_meta or dtype.is_floating_point:
+            return None
+        if dtype.is_complex or dtype == torch.bool:
+            return None
+        entity_id = int(entity_id.item())
+    if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
+        return None
+    value = int(entity_id)
+    return value if _INT64[0] <= value <= _INT64[1] else None  # ids are int64
 
 
 @dataclass(frozen=True)

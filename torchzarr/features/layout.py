@@ -21,7 +21,9 @@ from torchzarr.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     MetadataError,
+    NodeExistsError,
     StoreError,
+    TorchZarrError,
     UnsupportedDtypeError,
 )
 from torchzarr.features.index import IdIndex
@@ -32,6 +34,7 @@ from torchzarr.tensors import torch_dtype
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
+    "FEATURE_ATTRIBUTE",
     "MAX_LAYOUT_BYTES",
     "STATE_ATTRIBUTE",
     "Published",
@@ -40,6 +43,7 @@ __all__ = [
     "feature_spec",
     "forget_cached",
     "init_layout",
+    "is_own_feature",
     "load_published",
     "publish",
     "published_stamp",
@@ -48,6 +52,9 @@ __all__ = [
 
 #: group attribute holding what readers trust: row count, version, published feature names
 STATE_ATTRIBUTE = "feature_store"
+#: feature array attribute: the store id of the feature store that made the array (null in
+#: stores made before store ids): only such arrays are ever deleted by the store
+FEATURE_ATTRIBUTE = "feature_store_id"
 _ID_CHUNK_ROWS = 1 << 16  # 512 KiB of int64 ids per chunk: the index loads in a few reads
 #: decoded bytes per inner chunk (v3, sharded) and per chunk (v2) of a new feature
 DEFAULT_INNER_BYTES = 4 << 10
@@ -313,6 +320,7 @@ def create_feature_array(
     chunk_bytes: int | None,
     compressors: Any,
     *,
+    store_id: str | None,
     fill_value: Any = None,
     chunk_rows: int | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -320,7 +328,10 @@ def create_feature_array(
     """A new feature array of ``rows`` rows, whole rows per chunk, laid out for gathers.
 
     ``fill_value`` None is the dtype's own default (0, or the nearest value a float8 kind
-    holds).
+    holds). The array is marked as a feature of the store ``store_id``
+    (:data:`FEATURE_ATTRIBUTE`); an array left at ``name`` by a write of this store that
+    never published is replaced, any other node there raises
+    :class:`~torchzarr.errors.NodeExistsError` (nothing is deleted).
 
     In Zarr v3 the rows go in shards of about ``shard_bytes`` holding small inner chunks of
     about ``chunk_bytes`` (4 KiB by default), stored raw unless ``compressors`` says
@@ -328,7 +339,8 @@ def create_feature_array(
     it needs. Zarr v2 has no sharding: chunks of about ``chunk_bytes`` (64 KiB by default).
 
     Example:
-        >>> create_feature_array(group, "emb", torch.float32, (16,), 0, 1 << 16, None).chunks  # doctest: +SKIP
+        >>> create_feature_array(group, "emb", torch.float32, (16,), 0, 1 << 16, None,
+        ...                      store_id=None).chunks  # doctest: +SKIP
         (1024, 16)
     """
     row_shape = tuple(int(d) for d in row_shape)
@@ -343,12 +355,19 @@ def create_feature_array(
     if compressors is not None:
         kwargs["compressors"] = compressors
     kwargs["dimension_names"] = dims  # v3 metadata, or xarray's attribute in v2
+    kwargs["attributes"] = {FEATURE_ATTRIBUTE: store_id}
     if v3:
         shard_rows = max(chunk_rows, _pow2_rows(shard_bytes, row_bytes))
         shard_rows -= shard_rows % chunk_rows
         kwargs["shards"] = (shard_rows, *chunk_row_shape)
         kwargs.setdefault("compressors", [])  # raw inner chunks: a gather reads, no decode
     if name in group:  # left behind by a write that never published: start clean
+        if not is_own_feature(group, name, store_id):
+            raise NodeExistsError(
+                f"cannot create feature {name!r}: node {name!r} of group {group.name} in "
+                f"{group.store!r} is not a feature of this feature store (a group, or an "
+                "array it did not make); name the feature otherwise, or move that node"
+            )
         del group[name]
     try:
         return group.create_array(
@@ -361,6 +380,27 @@ def create_feature_array(
         )
     except (MetadataError, UnsupportedDtypeError) as exc:  # e.g. a fill value out of range
         raise type(exc)(f"feature {name!r}: {exc}") from exc
+
+
+def is_own_feature(group: Group, name: str, store_id: str | None) -> bool:
+    """Whether the node ``name`` of ``group`` is a feature array the feature store
+    ``store_id`` made: an array with a feature's dimension names (``ids``, ``<name>_1``, ...)
+    marked with :data:`FEATURE_ATTRIBUTE`. A nested group, a user's array, the ``ids``
+    array or a feature of another store is not.
+
+    Example:
+        >>> store_id = fs.group.attrs["feature_store"]["store_id"]  # doctest: +SKIP
+        >>> is_own_feature(fs.group, "emb", store_id)  # doctest: +SKIP
+        True
+    """
+    try:
+        node = group.get(name)
+    except TorchZarrError:  # a dtype torchzarr cannot hold, unreadable metadata: not ours
+        return False
+    if not isinstance(node, Array) or name == IDS or FEATURE_ATTRIBUTE not in node.attrs:
+        return False
+    dims = (IDS, *(f"{name}_{i}" for i in range(1, node.ndim)))
+    return node.attrs[FEATURE_ATTRIBUTE] == store_id and node.dimension_names == dims
 
 
 def _pow2_rows(nbytes: int, row_bytes: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from torchzarr.core.array import Array
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     ArgumentTypeError,
+    ArrayNotFoundError,
     InvalidArgumentError,
     InvalidKeyError,
     ShapeMismatchError,
@@ -29,6 +30,7 @@ __all__ = [
     "check_name",
     "check_fits",
     "check_out",
+    "check_out_names",
     "check_row",
     "copy_out",
     "gather_rows",
@@ -169,6 +171,32 @@ def check_out(out: Any) -> None:
             )
 
 
+def check_out_names(
+    out: Mapping[str, Any] | None, requested: Collection[str], features: Collection[str]
+) -> None:
+    """Refuse ``out`` entries that would go unfilled: a name that is no feature
+    (:class:`~torchzarr.errors.ArrayNotFoundError`, a typo) or a feature the read does not
+    request (:class:`~torchzarr.errors.InvalidArgumentError`).
+
+    Example:
+        >>> check_out_names({"embb": torch.zeros(2)}, ["emb"], ["emb"])
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ArrayNotFoundError: out names 'embb', which is no feature ...
+    """
+    for name in out or ():
+        if name not in features:
+            raise ArrayNotFoundError(
+                f"out names {name!r}, which is no feature in the feature store "
+                f"(features: {sorted(features)})"
+            )
+        if name not in requested:
+            raise InvalidArgumentError(
+                f"out names feature {name!r}, which this read does not request "
+                f"(features requested: {list(requested)})"
+            )
+
+
 def missing_ids_message(query: np.ndarray, found: np.ndarray) -> str:
     """What a read of ``query`` says about its ids not ``found``: how many, and the first
     ten distinct ones in the order asked.
@@ -232,12 +260,23 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
             )
         if not array.dtype.isnative:  # big-endian input: torch takes native order only
             array = array.astype(array.dtype.newbyteorder("="))
+        _check_rows(name, array.shape, n)  # before ascontiguousarray makes a scalar 1-d
         tensor = torch.from_numpy(np.ascontiguousarray(array))  # also reversed views
-    if tensor.ndim == 0 or tensor.shape[0] != n:
-        raise ShapeMismatchError(
-            f"feature {name!r} has shape {tuple(tensor.shape)}: it needs one row per id ({n})"
-        )
+    _check_rows(name, tuple(tensor.shape), n)
     return tensor
+
+
+def _check_rows(name: str, shape: tuple[int, ...], n: int) -> None:
+    """Refuse a value of ``shape`` that is not ``n`` rows: a scalar, as a 0-d tensor, too."""
+    if not shape:
+        raise ShapeMismatchError(
+            f"feature {name!r} is a scalar (shape ()): it needs one row per id ({n}); "
+            "write [value] for one id"
+        )
+    if shape[0] != n:
+        raise ShapeMismatchError(
+            f"feature {name!r} has shape {tuple(shape)}: it needs one row per id ({n})"
+        )
 
 
 def _not_dense(tensor: torch.Tensor) -> str | None:
@@ -362,7 +401,12 @@ def set_rows(arr: Array, published_rows: int, total: int) -> None:
         arr.resize(total, *arr.shape[1:])
 
 
-def copy_out(batch: FeatureBatch, out: Mapping[str, torch.Tensor]) -> FeatureBatch:
+def copy_out(
+    batch: FeatureBatch, out: Mapping[str, torch.Tensor], features: Collection[str]
+) -> FeatureBatch:
+    """Copy a prefetched ``batch`` into ``out`` (its names checked against the batch's and
+    the store's ``features``: :func:`check_out_names`)."""
+    check_out_names(out, tuple(batch), features)
     for name, dest in out.items():
         if name in batch:
             if dest.shape != batch[name].shape or dest.dtype != batch[name].dtype:

@@ -25,7 +25,7 @@ from torchzarr.errors import (
     ReadOnlyError,
     ShapeMismatchError,
 )
-from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, plan_gather
+from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, one_id, plan_gather
 from torchzarr.features.layout import (
     DEFAULT_SHARD_BYTES,
     Published,
@@ -46,6 +46,7 @@ from torchzarr.features.rows import (
     check_missing,
     check_name,
     check_out,
+    check_out_names,
     copy_out,
     gather_rows,
     missing_ids_message,
@@ -69,10 +70,11 @@ class FeatureStore:
 
     One writer and many reader threads may share an instance: a read sees every write call
     either wholly or not at all. Other instances and processes see rows published up to
-    their last :meth:`refresh` (done automatically when a read meets an unknown id). A
-    write starts from the latest published state, so instances and processes that write
-    one after the other never lose each other's rows; in one process, writes run one at a
-    time whatever instance makes them. Processes writing at once are unsupported (one may be
+    their last :meth:`refresh` (done automatically when a read meets an unknown id); after
+    a rebuild with mode="w" they read wrong rows until they refresh. A write starts from
+    the latest published state, so instances and processes that write one after the other
+    never lose each other's rows; in one process, writes run one at a time whatever
+    instance makes them. Processes writing at once are unsupported (one may be
     refused at publication with :class:`~torchzarr.errors.StoreError`, but rows can be lost).
 
     Args:
@@ -248,18 +250,10 @@ class FeatureStore:
         return self._state().index.num_rows
 
     def __contains__(self, entity_id: object) -> bool:
-        if isinstance(entity_id, torch.Tensor):  # a 0-d or one-element integer tensor
-            dtype = entity_id.dtype
-            if entity_id.numel() != 1 or entity_id.is_meta or dtype.is_floating_point:
-                return False
-            if dtype.is_complex or dtype == torch.bool:
-                return False
-            entity_id = int(entity_id.item())
-        if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
+        one = one_id(entity_id)  # None: no id a store can hold
+        if one is None:
             return False
-        if not -(2**63) <= int(entity_id) < 2**63:
-            return False  # ids are int64: no such id can be stored
-        _, found = self._state().index.lookup(np.array([int(entity_id)], dtype=np.int64))
+        _, found = self._state().index.lookup(np.array([one], dtype=np.int64))
         return bool(found[0])
 
     @property
@@ -312,9 +306,9 @@ class FeatureStore:
         """The rows of ``ids`` (caller's order, duplicates allowed) for each feature.
 
         Each touched chunk is read once, through the decoded-chunk cache. ``out`` maps
-        feature names to preallocated tensors (any device) of shape ``(len(ids), *row)``;
-        ``pin_memory=True`` allocates page-locked results when CUDA is present. Unknown ids
-        raise :class:`~torchzarr.errors.MissingIdError` (a ``KeyError``) naming them;
+        requested feature names to preallocated tensors (any device) of shape
+        ``(len(ids), *row)``; ``pin_memory=True`` allocates page-locked results when CUDA
+        is present. Unknown ids raise :class:`~torchzarr.errors.MissingIdError` naming them;
         with ``missing="fill"`` they get the feature's fill value and ``result.mask`` is
         False there. A batch prepared by :meth:`prefetch` with the same arguments is used.
 
@@ -331,7 +325,7 @@ class FeatureStore:
         names = _feature_names(features)
         prefetched = self._ahead.take((query, names, pin_memory, missing), self._state)
         if prefetched is not None:
-            return prefetched if out is None else copy_out(prefetched, out)
+            return prefetched if out is None else copy_out(prefetched, out, self.features)
         return self._read_fresh(query, names, out, pin_memory, missing)
 
     def _read_fresh(
@@ -365,6 +359,7 @@ class FeatureStore:
                         f"no feature {name!r} in the feature store (features: "
                         f"{sorted(published.cached)})"
                     )
+            check_out_names(out, names, published.cached)
             plan = plan_gather(published.index, query)
             if not plan.all_found:
                 if missing == "raise-quiet":
@@ -405,12 +400,12 @@ class FeatureStore:
         """Upsert rows: new ids are appended, known ids overwritten, new features created.
 
         Every value holds one row per id (tensor on any device, numpy array or nested
-        lists). A feature missing from the call keeps its rows; for new ids it holds its
-        fill value. When an id repeats in ``ids``, its last row wins; new ids are appended
-        in the order of their first appearance. Values a feature's dtype cannot hold, rows
-        of another shape, and values that are no dense grid of numbers (sparse, nested or
-        meta tensors, ragged lists) are refused before anything is written. The call
-        becomes visible to readers at once, when it is complete.
+        lists; a scalar is no row). A feature missing from the call keeps its rows; for new
+        ids it holds its fill value. When an id repeats in ``ids``, its last row wins; new
+        ids are appended in the order of their first appearance. Values a feature's dtype
+        cannot hold, rows of another shape, and values that are no dense grid of numbers
+        (sparse, nested or meta tensors, ragged lists) are refused before anything is
+        written. The call becomes visible to readers at once, when it is complete.
 
         Example:
             >>> fs.write(torch.tensor([1, 2]), {"label": torch.tensor([0, 1])})  # doctest: +SKIP
@@ -465,6 +460,7 @@ class FeatureStore:
                 dtype,
                 row_shape,
                 rows,
+                store_id=published.store_id,
                 fill_value=fill_value,
                 chunk_rows=chunk_rows,
                 **self._layout(),

@@ -14,6 +14,7 @@ from torchzarr.core.group import Group
 from torchzarr.features.layout import (
     Published,
     create_feature_array,
+    is_own_feature,
     publish,
     published_stamp,
     reopened,
@@ -52,6 +53,7 @@ def apply_write(
             check_row(name, arrays[name], value)
     ids_arr = group[IDS]
     assert isinstance(ids_arr, Array)
+    created: list[str] = []  # only what this write made may be removed if it fails
     try:
         for arr in arrays.values():
             set_rows(arr, old_rows, total)
@@ -59,8 +61,9 @@ def apply_write(
             if name not in arrays:
                 shape = tuple(value.shape[1:])
                 arrays[name] = create_feature_array(
-                    group, name, value.dtype, shape, total, **layout
+                    group, name, value.dtype, shape, total, store_id=published.store_id, **layout
                 )
+                created.append(name)
         for name, value in values.items():
             data = select_rows(value, positions.to(value.device))
             write_rows(arrays[name], rows, data)
@@ -68,7 +71,6 @@ def apply_write(
         if new_ids.size:
             ids_arr[old_rows:total] = new_ids
     except BaseException:
-        created = [name for name in values if name not in published.arrays]
         _shrink_back(group, published, [*published.arrays.values(), ids_arr], created)
         raise
     # publish last: readers elsewhere trust rows below num_rows and the listed features
@@ -79,10 +81,11 @@ def _shrink_back(
     group: Group, published: Published, grown: list[Array], created: list[str]
 ) -> None:
     """After a failed write: ``grown`` arrays back to the published row count and the
-    features the write ``created`` removed, so that other readers (xarray, zarr-python)
-    see the store as published. Overwritten rows keep their new values. Nothing happens
-    when another writer has published since (its rows must stay); what fails here is
-    mended by the next write (:func:`set_rows`)."""
+    features the write ``created`` removed (if they still are this store's feature arrays:
+    a node the write did not make is never deleted), so that other readers (xarray,
+    zarr-python) see the store as published. Overwritten rows keep their new values.
+    Nothing happens when another writer has published since (its rows must stay); what
+    fails here is mended by the next write (:func:`set_rows`)."""
     rows = published.index.num_rows
     try:
         current = published_stamp(reopened(group))
@@ -96,5 +99,5 @@ def _shrink_back(
                 arr.resize(rows, *arr.shape[1:])
     for name in created:
         with contextlib.suppress(Exception):
-            if name in group:
+            if is_own_feature(group, name, published.store_id):
                 del group[name]
