@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,8 @@ from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
+from torchzarr.core.placement import remove_node
+from torchzarr.core.slabs import slab_shape, slabs
 from torchzarr.dtypes import data_type, raw_bits_dtype
 from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError
 from torchzarr.metadata.fill import coerce_fill_value
@@ -95,7 +97,8 @@ def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
         "order": "C",
         "chunk_key_encoding": None,
         "attributes": attributes,
-        "dtype": (_raw_bits_of(data) if library == "zarr" else None) or data.dtype,
+        "dtype": (_raw_bits_of(data) if library == "zarr" else None)
+        or getattr(data.dtype, "numpy_dtype", data.dtype),
     }
 
 
@@ -221,20 +224,6 @@ def _axis_names(data: Any) -> tuple[str | None, ...] | None:
     return names if ok else None
 
 
-def _slab_rows(dest: Array, source: Any) -> int:
-    """Rows copied at a time: whole blocks of the destination (shards, else chunks) within
-    ``tz.config.io_batch_bytes``, and whole source chunks too where that fits."""
-    block = (dest.shards or dest.chunks)[0]
-    row_bytes = max(1, math.prod(dest.shape[1:]) * dest.metadata.data_type.itemsize)
-    blocks = max(1, config.io_batch_bytes // (block * row_bytes))
-    source_rows = _int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
-    if source_rows:
-        both = math.lcm(block, source_rows[0])
-        if both * row_bytes <= config.io_batch_bytes:
-            return both * max(1, blocks * block // both)
-    return blocks * block
-
-
 def from_array(
     store: Any,
     *,
@@ -270,9 +259,12 @@ def from_array(
     A 0-d array written as v2 with its dimension names kept gets an empty
     ``_ARRAY_DIMENSIONS``, which xarray needs to open its group.
 
-    The values are copied in slabs along axis 0 of whole destination blocks, at most
-    ``tz.config.io_batch_bytes`` each (and whole source chunks where that fits), so memory
-    stays bounded whatever the size of the array.
+    The values are copied in boxes of whole destination blocks, at most
+    ``tz.config.io_batch_bytes`` each (one block, if a block is larger), split along axis 0
+    and, where rows are larger than that, along the next axes too (and whole source chunks
+    where that fits), so memory stays bounded whatever the shape of the array. A copy that
+    fails midway (or is interrupted) deletes the array it began, so that no array reads the
+    values not yet copied as fill values.
 
     Args:
         store: where the new array goes (path, URL or Store).
@@ -297,8 +289,7 @@ def from_array(
         >>> dst.chunks, torch.equal(dst[:], src[:])
         ((3, 2), True)
     """
-    if not (hasattr(data, "shape") and hasattr(data, "dtype")):
-        data = np.asarray(data)  # nested lists, scalars and other array-likes
+    data = _array_like(data)
     if zarr_format is None:
         zarr_format = _source_zarr_format(data)
     keep = _source_settings(data, zarr_format)
@@ -342,12 +333,18 @@ def from_array(
                 "(or onto a group holding it)"
             )
         store, storage_options = dest_store, None
+    kept_attributes = keep["attributes"]
+    if zarr_format == 2 and not _is_keep(dimension_names) and kept_attributes is not None:
+        # v2 keeps axis names in xarray's attribute: new names (or none) replace the source's
+        kept_attributes = StoredAttributes(
+            {k: v for k, v in kept_attributes.items() if k != XARRAY_DIMENSIONS}
+        )
     dest = create_array(
         store,
         shape=tuple(data.shape),
         dtype=keep["dtype"],
         zarr_format=zarr_format,
-        attributes=keep["attributes"] if attributes is None else attributes,
+        attributes=kept_attributes if attributes is None else attributes,
         overwrite=overwrite,
         path=path,
         storage_options=storage_options,
@@ -355,8 +352,34 @@ def from_array(
     )
     if write_data:
         raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
-        _copy_values(data, dest, raw)
+        try:
+            _copy_values(data, dest, raw)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the copy's own error is the one to see
+                remove_node(dest.store, dest.path)  # no array reading the rest as fill values
+            raise
     return dest
+
+
+def _array_like(data: Any) -> Any:
+    """``data`` as something with ``shape``, ``dtype`` and slicing, checked before the
+    destination is made: a sparse or meta tensor is refused, objects without ``shape`` and
+    ``dtype`` go through ``np.asarray`` (nested lists, scalars)."""
+    if isinstance(data, torch.Tensor):
+        if data.is_meta or data.layout != torch.strided:
+            what = "a meta tensor (it holds no data)" if data.is_meta else f"a {data.layout} tensor"
+            raise InvalidArgumentError(
+                f"from_array cannot copy {what}: pass a dense tensor (.to_dense()) with data"
+            )
+        return data
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        return data  # read in slabs (a tensorstore's ts.dtype names its numpy_dtype)
+    try:
+        return np.asarray(data)
+    except (ValueError, TypeError) as err:
+        raise InvalidArgumentError(
+            f"from_array cannot copy {type(data).__name__} objects: {err}"
+        ) from None
 
 
 def _is_keep(value: Any) -> bool:
@@ -386,10 +409,16 @@ def _copy_values(source: Any, dest: Array, raw: bool = False) -> None:
     if dest.ndim == 0:
         dest[...] = read(Ellipsis)
         return
-    step = _slab_rows(dest, source)
-    for start in range(0, dest.shape[0], step):
-        rows = slice(start, min(start + step, dest.shape[0]))
-        dest[rows] = read(rows)
+    source_chunks = _int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
+    slab = slab_shape(
+        dest.shape,
+        dest.shards or dest.chunks,
+        dest.metadata.data_type.itemsize,
+        config.io_batch_bytes,
+        source_chunks if source_chunks and len(source_chunks) == dest.ndim else None,
+    )
+    for box in slabs(dest.shape, slab):
+        dest[box] = read(box)
 
 
 def _read(source: Any, selection: Any) -> Any:

@@ -17,6 +17,7 @@ from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 
 __all__ = [
+    "remove_node",
     "create_hierarchy",
     "group_metadata",
     "kind_phrase",
@@ -144,6 +145,25 @@ def prepare_path(
     store.delete_many(nodes.node_metadata_keys(path))
     invalidate_tree_everywhere(store.identity, path)  # cached chunks of the old node
     return [(path, None)]
+
+
+def remove_node(store: Any, path: str) -> None:
+    """Delete the node at ``path`` with everything below it: its metadata first (no node
+    opens over half its chunks), then its keys, its cached chunks and the consolidated
+    entries above it.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> _ = tz.create_array(store, path="a", data=[1, 2])
+        >>> remove_node(store, "a"), sorted(store.list_prefix(""))
+        (None, [])
+    """
+    with nodes.node_lock(store, [path]):
+        store.delete_many(nodes.node_metadata_keys(path))
+        store.delete_prefix(path + "/" if path else "")
+        invalidate_tree_everywhere(store.identity, path)
+        refresh_consolidated(store, [(path, None)])
 
 
 def node_docs(store: Any, paths: Sequence[str]) -> dict[str, Any]:
