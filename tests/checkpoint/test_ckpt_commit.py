@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -345,3 +346,22 @@ def test_folders_of_others_named_like_versions_are_never_pruned(tmp_path: Path) 
         "v000006",
     ]
     assert load_checkpoint(tmp_path) == {"step": 2}
+
+
+def test_the_rest_of_an_interrupted_deletion_goes_and_old_manifests_name_no_folders_of_others(
+    tmp_path: Path,
+) -> None:
+    save_checkpoint({"w": torch.ones(4)}, tmp_path)  # v000001
+    save_checkpoint({"w": torch.ones(4)}, tmp_path, keep=2)  # v000002
+    wait_pruned()
+    (tmp_path / "v000001" / "zarr.json").unlink()  # a prune killed after its first step
+    root = json.loads((tmp_path / "zarr.json").read_text())
+    del root["attributes"]["torchzarr_checkpoint"]["previous"]  # as older torchzarr wrote it
+    (tmp_path / "zarr.json").write_text(json.dumps(root))
+    (tmp_path / "v000000").mkdir()
+    (tmp_path / "v000000" / "notes.txt").write_text("mine")
+    for _ in range(2):
+        save_checkpoint({"w": torch.zeros(4)}, tmp_path)
+        wait_pruned()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000000", "v000004", "zarr.json"]
+    assert (tmp_path / "v000000" / "notes.txt").read_text() == "mine"

@@ -23,6 +23,7 @@ process are never pruned.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE
 from torchzarr.core.api import create_group, open_group
 from torchzarr.core.nodes import read_kind
 from torchzarr.errors import (
@@ -52,6 +54,7 @@ __all__ = [
     "commit_lock",
     "commit_version",
     "list_versions",
+    "written_by_saves",
     "committed_version",
     "next_version",
     "read_manifest",
@@ -69,6 +72,8 @@ MANIFEST_ATTRIBUTE = "torchzarr_checkpoint"
 FORMAT_VERSION = 1
 _VERSION = re.compile(r"^v(\d{6,})$")
 _HISTORY = 256  # earlier commits a manifest lists: what keep= may keep
+_SAVE_ATTRIBUTES = (NODE_ATTRIBUTE, DCP_KEY_ATTRIBUTE)  # one marks a version's root group
+_SAVED_NAME = re.compile(r"(?:^|/)(?:zarr\.json|c(?:[./]\d+)*)$")  # what a save's files are
 
 
 def checkpoint_store(
@@ -342,6 +347,31 @@ def reserved_version(store: Store) -> Iterator[str]:
             release_version(store, version)
 
 
+def written_by_saves(store: Store, version: str) -> bool:
+    """Whether the directory ``version`` holds what a save wrote or began, not a folder or
+    Zarr node of someone else's only named like a version: its root group is marked as a
+    checkpoint's (``torchzarr_node``, or a DCP save's key), or, without it (a save claimed
+    the directory and was killed, or a deletion removed it first and was interrupted),
+    every file in it is named as a save names them (``zarr.json`` and chunk keys).
+
+    Example:
+        >>> st = checkpoint_store("memory://")
+        >>> st.set("v000001/notes.txt", b"mine")
+        >>> st.set("v000002/w/c.0", b"")  # the rest of a version being deleted
+        >>> written_by_saves(st, "v000001"), written_by_saves(st, "v000002")
+        (False, True)
+    """
+    raw = store.get(f"{version}/zarr.json")
+    if raw is None:
+        return all(_SAVED_NAME.search(key) for key in store.list_prefix(version + "/"))
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return False
+    attributes = document.get("attributes") if isinstance(document, dict) else None
+    return isinstance(attributes, dict) and any(a in attributes for a in _SAVE_ATTRIBUTES)
+
+
 def version_number(name: str) -> int:
     """The number of a version directory's name, or -1 for a name that is not a version.
 
@@ -374,7 +404,9 @@ def commit_version(store: Store, version: str, info: dict[str, Any] | None = Non
         manifest["previous"] = []  # the first commit: none before (never folders named so)
         if current is not None:  # the versions committed before, newest first (for keep=)
             found = current.get("previous")  # none yet: the newest versions, as before
-            before = found if isinstance(found, list) else list_versions(store)[::-1]
+            if not isinstance(found, list):  # older manifests: the saves' versions on disk
+                found = [v for v in list_versions(store)[::-1] if written_by_saves(store, v)]
+            before = found
             manifest["previous"] = _committed_before(version, [current["version"], *before])
         manifest.update(info or {})
         if current is not None and version_number(str(current["version"])) > version_number(

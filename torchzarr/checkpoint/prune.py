@@ -8,12 +8,10 @@ its reads read every chunk of it (:func:`version_intact`).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import threading
 
 from torchzarr.checkpoint import commit
-from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, NODE_ATTRIBUTE
 from torchzarr.storage import LocalStore, Store
 
 __all__ = [
@@ -27,7 +25,6 @@ __all__ = [
 ]
 
 _MARKER = "{version}/zarr.json"  # a version's group metadata: deleted first (version_intact)
-_SAVE_ATTRIBUTES = (NODE_ATTRIBUTE, DCP_KEY_ATTRIBUTE)  # one marks a version's root group
 
 
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
@@ -42,7 +39,7 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
     Example:
         >>> st = commit.checkpoint_store("memory://")
         >>> from torchzarr.core.api import create_group
-        >>> saved = {NODE_ATTRIBUTE: {"type": "dict", "entries": []}}  # as a save marks it
+        >>> saved = {"torchzarr_node": {"type": "dict", "entries": []}}  # as a save marks it
         >>> _ = [create_group(st, path=v, attributes=saved) for v in ("v000001", "v000002")]
         >>> _ = create_group(st, path="v000000")  # someone else's group, named like a version
         >>> commit.commit_version(st, "v000002")
@@ -60,26 +57,10 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
     before = (manifest or {}).get("previous")  # committed: a killed save's leftover never is
     candidates = [v for v in before if v in older] if isinstance(before, list) else older[::-1]
     kept = set(candidates[: max(0, keep - 1)])
-    history = set(before) if isinstance(before, list) else set()
-    doomed = [v for v in older if v not in kept and _written_by_saves(store, v, history)]
+    doomed = [v for v in older if v not in kept and commit.written_by_saves(store, v)]
     for version in doomed:
         delete_version(store, version)
     return doomed
-
-
-def _written_by_saves(store: Store, version: str, history: set[str]) -> bool:
-    """Whether the directory ``version`` holds what a save wrote or began (its group
-    metadata marked as a checkpoint's; nothing yet; or, committed once, a deletion's
-    remains), not a folder or array of someone else's that is only named like a version."""
-    raw = store.get(_MARKER.format(version=version))
-    if raw is None:  # a save claims the directory, then writes this first; a deletion
-        return version in history or next(iter(store.list_prefix(version + "/")), None) is None
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return False
-    attributes = document.get("attributes") if isinstance(document, dict) else None
-    return isinstance(attributes, dict) and any(a in attributes for a in _SAVE_ATTRIBUTES)
 
 
 def delete_version(store: Store, version: str) -> None:
