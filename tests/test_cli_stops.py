@@ -125,3 +125,44 @@ def test_a_failed_or_refused_rechunk_leaves_no_new_file_or_directory(tmp_path, c
     (tmp_path / "kept.zarr").mkdir()  # there before: stays
     assert _run(capsys, "rechunk", source, tmp_path / "kept.zarr", "--chunks", 8)[0] == 1
     assert (tmp_path / "kept.zarr").is_dir() and not any((tmp_path / "kept.zarr").iterdir())
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_failed_overwrite_leaves_no_node_in_a_consolidated_group_above_it(
+    tmp_path, capsys, monkeypatch, zarr_format
+):
+    source = tmp_path / "src.zarr"
+    tz.create_array(source, shape=(40,), dtype=torch.int64, chunks=(1,), zarr_format=zarr_format)[
+        :
+    ] = -torch.arange(1, 41)
+    dest = tmp_path / "dst.zarr"
+    group = tz.open_group(dest, mode="w", zarr_format=zarr_format)
+    group.create_array("a", shape=(40,), dtype=torch.int64, chunks=(1,))[:] = torch.arange(1, 41)
+    tz.consolidate_metadata(dest)
+    real, calls = tz.LocalStore.get_many, []
+
+    def get_many(self, keys):
+        if str(self.root) == str(source):
+            calls.append(keys)
+            if len(calls) == 2:
+                raise tz.errors.StoreError("connection lost")
+        return real(self, keys)
+
+    monkeypatch.setattr(tz.LocalStore, "get_many", get_many)
+    status, _, err = _run(
+        capsys, "copy", source, dest, "--dest-path", "a", "--overwrite", "--jobs", 1
+    )
+    assert status == 1 and "no node opens there" in err
+    assert "a" not in tz.open_group(dest, mode="r")  # not listed over a mix of chunks
+    zarr = pytest.importorskip("zarr")
+    assert "a" not in zarr.open_consolidated(str(dest), mode="r", zarr_format=zarr_format)
+
+
+def test_the_cleanup_leaves_a_file_at_the_path_that_is_no_zip(tmp_path):
+    from torchzarr.cli_leftovers import destination
+
+    path = tmp_path / "new.zip"
+    with pytest.raises(RuntimeError, match="failed"), destination(str(path)):
+        path.write_bytes(b"another writer's zip, its directory not written yet")
+        raise RuntimeError("failed")
+    assert path.read_bytes().startswith(b"another writer")

@@ -113,6 +113,10 @@ def _copy(args: argparse.Namespace) -> None:
                 overwrite=args.overwrite,
                 jobs=args.jobs,
                 progress=progress,
+                # a consolidated group above must not list the old node over new chunks
+                before_write=(lambda: refresh_consolidated(watched, [(where, None)]))
+                if where and args.overwrite
+                else None,
             )
         except (TorchZarrError, OSError, KeyboardInterrupt) as err:
             if progress is not None:

@@ -39,7 +39,7 @@ def destination(url: str) -> Iterator[Store]:
             yield store
     except BaseException:
         if where is not None and made is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, zipfile.BadZipFile):
                 _remove_if_empty(where, made)
         raise
 
@@ -122,7 +122,9 @@ def copy_leftovers(store: Store, where: str, dest: str, overwrite: bool) -> str:
         kind = nodes.read_kind(store, where)
     except (TorchZarrError, OSError):
         return f"({place} holds what was copied before the copy stopped: run it again, with --overwrite)"
-    if kind is not None:
+    prefix = f"{where}/" if where else ""
+    below = any(key.rpartition("/")[2] in nodes.METADATA_NAMES for key in store.list_prefix(prefix))
+    if kind is not None or below:  # it stopped among the documents, the deepest first
         return f"({place} may hold an incomplete copy: run the copy again, with --overwrite)"
     held = "the keys copied before the copy stopped"
     held += ", and those it held before not yet replaced," if overwrite else ""

@@ -224,12 +224,11 @@ class Array(NodeBase, ZarrArrayMethods):
         """
         return self._initialized(self._chunk_keys())
 
-    def _initialized(self, keys: list[str]) -> int:
-        """:attr:`nchunks_initialized` from the array's stored keys."""
+    def _initialized(self, shards: dict[str, tuple[int, ...]]) -> int:
+        """:attr:`nchunks_initialized` from the array's stored chunk (shard) keys."""
         reader = self._source.shard_reader if self._sharding is not None else None
         if reader is None:
-            return len(keys)
-        shards = self._source.stored_chunks(keys)
+            return len(shards)
         count = 0
         for key, index in reader.indexes(list(shards)).items():
             if index is not None:  # its inner chunks inside the array, stored
@@ -271,15 +270,15 @@ class Array(NodeBase, ZarrArrayMethods):
         inner = ", ".join(c.codec_name for c in sharding.codecs)
         return (f"sharding_indexed ({inner})",)
 
-    def _chunk_keys(self) -> list[str]:
-        """The stored keys of the array's chunks (shards) in its grid, as zarr-python counts
-        them: no metadata document, nor any other file left beside them."""
+    def _chunk_keys(self) -> dict[str, tuple[int, ...]]:
+        """The stored keys of the array's chunks (shards) in its grid, with their coords, as
+        zarr-python counts them: no metadata document, nor any other file beside them."""
         grid = self._shard_grid_shape
-        return [
-            key
+        return {
+            key: coords
             for key, coords in self._source.stored_chunks().items()
             if all(c < n for c, n in zip(coords, grid, strict=True))
-        ]
+        }
 
     def __len__(self) -> int:
         if not self.shape:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numcodecs
@@ -91,7 +91,7 @@ class ZarrArrayMethods:
         def _grid(self) -> tuple[int, ...]: ...
         @property
         def _sharding(self) -> Any: ...
-        def _chunk_keys(self) -> list[str]: ...
+        def _chunk_keys(self) -> dict[str, tuple[int, ...]]: ...
         def _read(
             self, indexer: Any, out: torch.Tensor | None = None, pin_memory: bool = False
         ) -> torch.Tensor: ...
@@ -179,7 +179,7 @@ class ZarrArrayMethods:
         """
         return self._stored_bytes(self._chunk_keys())
 
-    def _stored_bytes(self, keys: list[str]) -> int:
+    def _stored_bytes(self, keys: Iterable[str]) -> int:
         return sum(self._store.getsize(k) or 0 for k in keys)
 
     def __iter__(self) -> Iterator[torch.Tensor]:

@@ -45,6 +45,7 @@ def copy_keys(
     overwrite: bool = False,
     jobs: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> CopyResult:
     """Copy every key below ``path`` in ``source`` to ``dest_path`` (default: the same path)
     in ``dest``, bytes unchanged: any Zarr hierarchy, of any format and dtype, between any
@@ -58,7 +59,10 @@ def copy_keys(
     documents are deleted before the first key is written (a failure leaves no node
     over a mix of old and new chunks), the copy replaces its keys, and the ones it did
     not replace are deleted once the copy is complete.
-    ``progress(keys_done, keys_total)`` is called after each batch. A key deleted from the
+    ``progress(keys_done, keys_total)`` is called after each batch, and
+    ``before_write()`` once the copy is checked, before its first change to ``dest`` (to
+    drop the node from the consolidated metadata of the groups above it: else, after a
+    failed ``overwrite``, they still list the old node over a mix of old and new chunks). A key deleted from the
     source while the copy runs is skipped. ``source`` and ``dest`` are stores, paths or
     URLs; stores opened here from a path or URL are closed at the end (a zip's directory
     is written then). No key below ``path`` in ``source`` is a ``NodeNotFoundError``,
@@ -101,7 +105,9 @@ def copy_keys(
         if not isinstance(dest, Store):
             dest = resolve_store(dest, mode="a")
             opened.append(dest)
-        return _copy_between(source, dest, keys, prefix, target, overwrite, jobs, progress)
+        return _copy_between(
+            source, dest, keys, prefix, target, overwrite, jobs, progress, before_write
+        )
     finally:
         for store in reversed(opened):
             store.close()
@@ -116,6 +122,7 @@ def _copy_between(
     overwrite: bool,
     jobs: int,
     progress: Callable[[int, int], None] | None,
+    before_write: Callable[[], None] | None,
 ) -> CopyResult:
     # by location: stores rooted at a directory and at one inside it reach the same data
     src, dst = location(source.identity, prefix), location(dest.identity, target)
@@ -131,6 +138,8 @@ def _copy_between(
             f"{dest!r} already holds {len(existing)} keys below {target or '/'!r} "
             f"(first: {existing[0]!r}); pass overwrite=True (--overwrite) to replace them"
         )
+    if before_write is not None:
+        before_write()
     try:
         return _copy_keys(source, dest, keys, prefix, target, existing, jobs, progress)
     finally:  # copied keys (some, on a failure) replaced what caches of them hold
