@@ -25,7 +25,7 @@ def test_every_module_says_what_it_owns():
 def test_public_callables_have_docstrings_with_examples():
     for name in tz.__all__:
         obj = getattr(tz, name)
-        if inspect.isfunction(obj):
+        if inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj):
             doc = inspect.getdoc(obj) or ""
             assert "Example" in doc, f"tz.{name} lacks an example"
 

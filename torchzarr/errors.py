@@ -31,6 +31,16 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     │   └── UnrepresentableError                a checkpoint leaf typed JSON cannot hold
     ├── CheckpointConflictError (RuntimeError)  a newer save of a checkpoint committed first
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
+
+UnsupportedDtypeError also covers complex data written to a real array, as numpy's TypeError.
+
+Example:
+    >>> import torchzarr as tz
+    >>> try:
+    ...     tz.open_array("memory://", mode="r")
+    ... except tz.errors.NodeNotFoundError as err:
+    ...     print(isinstance(err, KeyError))
+    True
 """
 
 from __future__ import annotations

@@ -215,8 +215,9 @@ def _ml_float(dtype: np.dtype[Any]) -> bool:
         return False
 
 
-def _complex_into_real(source: object, dt: DataType) -> ShapeMismatchError:
-    return ShapeMismatchError(
+def _complex_into_real(source: object, dt: DataType) -> UnsupportedDtypeError:
+    # a TypeError, as numpy's (complex into a real array is no shape's fault)
+    return UnsupportedDtypeError(
         f"cannot write complex data of dtype {source} to an array of {dt.name}"
     )
 
@@ -365,7 +366,7 @@ def _rounding_limit(dtype: torch.dtype) -> tuple[float, bool]:
 def _refuse_non_real(array: np.ndarray, dt: DataType) -> NoReturn:
     if dt.is_complex or not any(isinstance(item, complex) for item in array.flat):
         raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
-    raise ShapeMismatchError(f"cannot write complex data to an array of {dt.name}")
+    raise UnsupportedDtypeError(f"cannot write complex data to an array of {dt.name}")
 
 
 def _out_of_range(value: Any, array: np.ndarray, dt: DataType, low: Any, high: Any) -> NoReturn:

@@ -4,6 +4,11 @@ Core builds one pipeline per array (``V3Pipeline`` or ``V2Pipeline``, both ``Chu
 and calls ``encode``/``decode`` per chunk; metadata parses codec JSON with
 ``codec_from_json``; users add codecs with ``register_codec`` or the ``torchzarr.codecs``
 entry-point group.
+
+Example:
+    >>> from torchzarr.codecs import codec_from_json
+    >>> codec_from_json({"name": "zstd", "configuration": {"level": 3}}).codec_name
+    'zstd'
 """
 
 from __future__ import annotations

@@ -1,6 +1,12 @@
 """Stores: bytes in, bytes out, by key (memory, local, zip, databases, registered schemes).
 
 The database stores import their client packages (lmdb, redis) only when first used.
+
+Example:
+    >>> from torchzarr.storage import resolve_store
+    >>> store = resolve_store("memory://", mode="w")
+    >>> store.set("a/zarr.json", b"{}"), sorted(store.list_prefix(""))
+    (None, ['a/zarr.json'])
 """
 
 from __future__ import annotations
