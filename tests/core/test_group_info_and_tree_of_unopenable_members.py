@@ -62,3 +62,20 @@ def test_stored_dtype_name_of_v2_and_v3_documents():
     assert stored_dtype_name({"data_type": {"name": "x", "configuration": {"n": 1}}}) == "x"
     assert stored_dtype_name({"dtype": "<M8[ns]"}) == "<M8[ns]"
     assert stored_dtype_name({"dtype": [["a", "<i4"]]}) == [["a", "<i4"]]
+
+
+@pytest.mark.parametrize("consolidated", [False, True])
+def test_a_member_with_an_unknown_codec_leaves_the_rest_of_the_group_usable(tmp_path, consolidated):
+    group = _group_with_unknown_codec(tmp_path)
+    if consolidated:
+        tz.consolidate_metadata(tmp_path)  # its metadata kept as stored
+        entries = json.loads((tmp_path / "zarr.json").read_text())["consolidated_metadata"]
+        assert entries["metadata"]["b"]["codecs"][-1] == {"name": "some_future_codec"}
+        group = tz.open_group(tmp_path, mode="r")
+    assert sorted(group.keys()) == ["a", "b", "g"] and "b" in group  # listed
+    assert [name for name, _ in group.arrays()] == ["a"]  # left out where nodes are opened
+    assert [name for name, _ in group.members(max_depth=None)] == ["a", "g"]
+    assert sorted(group.array_keys()) == ["a"]
+    assert len(tz.ZarrDataset(group)) == 3
+    with pytest.raises(UnknownCodecError, match=r"'b'.*some_future_codec"):
+        group["b"]

@@ -406,8 +406,11 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> print(root.info)  # doctest: +SKIP
         """
         children = sorted(self._children(keep_errors=True).items())  # one listing for all
-        unsupported = tuple(n for n, m in children if isinstance(m, nodes.UnsupportedArray))
-        unreadable = tuple(n for n, m in children if isinstance(m, Exception))  # as tree()
+        odd = {n: m for n, m in children if isinstance(m, nodes.UnsupportedArray)}
+        unsupported = tuple(n for n, m in odd.items() if m.is_dtype)
+        unreadable = tuple(  # as tree(): an unknown codec's, malformed metadata
+            n for n, m in children if isinstance(m, Exception) or (n in odd and not m.is_dtype)
+        )
         supported = [(n, m) for n, m in children if n not in unsupported + unreadable]
         groups = tuple(n for n, m in supported if _is_group_metadata(m))
         arrays = tuple(n for n, m in supported if not _is_group_metadata(m))

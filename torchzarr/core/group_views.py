@@ -82,6 +82,8 @@ def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -
     for i, (name, meta) in enumerate(children):
         last = i == len(children) - 1
         branch = "└── " if last else "├── "
+        if isinstance(meta, nodes.UnsupportedArray) and not meta.is_dtype:
+            meta = meta.error()  # shown as the error: an unknown codec's
         if isinstance(meta, nodes.UnsupportedArray):
             dtype = stored_dtype_name(meta.document)
             lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")

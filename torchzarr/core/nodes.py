@@ -9,7 +9,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from torchzarr.errors import CodecError, InvalidKeyError, MetadataError, UnsupportedDtypeError
+from torchzarr.errors import (
+    CodecError,
+    InvalidKeyError,
+    MetadataError,
+    TorchZarrError,
+    UnknownCodecError,
+    UnknownExtensionError,
+    UnsupportedDtypeError,
+)
 from torchzarr.forksafe import LockTable
 from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
 from torchzarr.metadata.jsonutil import json_dumps, json_loads
@@ -177,9 +185,10 @@ def _key(path: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class UnsupportedArray:
-    """An array of a dtype torchzarr cannot hold (strings, datetimes, ...), met while listing
-    a group: the group lists it and consolidation keeps its metadata as stored, but it
-    cannot be opened (:meth:`error` says why).
+    """An array of a dtype torchzarr cannot hold (strings, datetimes, ...), or whose
+    metadata names a codec or extension it does not know, met while listing a group: the
+    group lists it and consolidation keeps its metadata as stored, but it cannot be opened
+    (:meth:`error` says why, as ``error_type``).
 
     Example:
         >>> member = UnsupportedArray("time", 3, {"node_type": "array"}, reason="datetime64")
@@ -192,13 +201,21 @@ class UnsupportedArray:
     document: dict[str, Any]  # zarr.json (v3) or .zarray (v2), as stored
     attributes: dict[str, Any] = field(default_factory=dict)  # v2 .zattrs
     reason: str = ""
+    error_type: type[TorchZarrError] = UnsupportedDtypeError  # or UnknownCodecError, ...
+
+    @property
+    def is_dtype(self) -> bool:
+        """Whether it is its dtype that torchzarr cannot hold (else its codecs)."""
+        return self.error_type is UnsupportedDtypeError
 
     def to_json(self) -> dict[str, Any]:
         """The stored metadata document."""
         return copy.deepcopy(self.document)
 
-    def error(self) -> UnsupportedDtypeError:
+    def error(self) -> TorchZarrError:
         """The error opening this array raises."""
+        if not self.is_dtype:
+            return self.error_type(self.reason)  # it names the node and its key already
         return UnsupportedDtypeError(f"array {self.path or '/'!r}: {self.reason}")
 
 
@@ -209,12 +226,18 @@ def tolerant(
     attributes: Mapping[str, Any] | None,
     parse: Callable[[], Any],
 ) -> Any:
-    """``parse()``, or an :class:`UnsupportedArray` of ``document`` when its dtype is one
-    torchzarr cannot hold (other metadata errors propagate)."""
+    """``parse()``, or an :class:`UnsupportedArray` of ``document`` when it is an array of
+    a dtype, codec or extension torchzarr lacks (other metadata errors propagate)."""
     try:
         return parse()
     except UnsupportedDtypeError as err:
         return UnsupportedArray(path, zarr_format, dict(document), dict(attributes or {}), str(err))
+    except (UnknownCodecError, UnknownExtensionError) as err:
+        if zarr_format == 3 and document.get("node_type") != "array":
+            raise
+        reason = f"node {path or '/'!r}: {err}"
+        kept = dict(attributes or {})
+        return UnsupportedArray(path, zarr_format, dict(document), kept, reason, type(err))
 
 
 def node_keys(path: str, zarr_format: int | None) -> list[str]:
@@ -255,14 +278,21 @@ def parse_member(path: str, docs: Mapping[str, Any], where: Any = None) -> Any:
     torchzarr cannot hold instead of an error."""
     try:
         return _parse_located(path, docs, where)
-    except UnsupportedDtypeError as err:  # only then are the documents needed as they are
+    except (UnsupportedDtypeError, UnknownCodecError, UnknownExtensionError) as err:
+        # only then are the documents needed as they are
         v3_key, zarray_key, zattrs_key = (_key(path, n) for n in (ZARR_JSON, ZARRAY, ZATTRS))
+        kind = type(err)
         if docs.get(v3_key) is not None:
-            return UnsupportedArray(path, 3, json_loads(docs[v3_key], key=v3_key), {}, str(err))
+            document = json_loads(docs[v3_key], key=v3_key)
+            if not isinstance(document, dict) or document.get("node_type") != "array":
+                raise  # a group naming an extension torchzarr lacks: not an array's listing
+            return UnsupportedArray(path, 3, document, {}, str(err), kind)
+        if docs.get(zarray_key) is None:
+            raise
         raw_attrs = docs.get(zattrs_key)
         attrs = json_loads(raw_attrs, key=zattrs_key) if raw_attrs is not None else {}
         document = json_loads(docs[zarray_key], key=zarray_key)
-        return UnsupportedArray(path, 2, document, attrs, str(err))
+        return UnsupportedArray(path, 2, document, attrs, str(err), kind)
 
 
 def parse_node(
