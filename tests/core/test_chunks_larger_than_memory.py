@@ -87,3 +87,13 @@ def test_a_stored_chunk_larger_than_memory_is_a_chunk_decode_error_naming_it(
             message = str(caught.value)
             assert message.startswith(f"cannot decode chunk 'c/0' in {type(store).__name__}(")
             assert f"decodes to {chunk * 4} bytes, more than this machine's memory" in message
+
+
+def test_writes_to_chunks_larger_than_memory_are_refused_and_change_nothing():
+    arr = tz.create_array("memory://", shape=(4,), dtype=torch.float32, chunks=(2**40,))
+    with pytest.raises(tz.errors.InvalidArgumentError, match="more than this machine's memory"):
+        arr[0] = 1.0
+    with pytest.raises(tz.errors.InvalidArgumentError, match="more than this machine's memory"):
+        arr.append(torch.ones(2))
+    assert arr.shape == (4,) and tz.open_array(arr.store, mode="r").shape == (4,)
+    assert arr[:].tolist() == [0.0] * 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from torchzarr.errors import ChunkDecodeError, MetadataError
+from torchzarr.errors import ChunkDecodeError, InvalidArgumentError, MetadataError
 
 __all__ = [
     "check_stored_chunks_fit",
@@ -121,6 +121,22 @@ def fits_in_memory(nbytes: int) -> bool:
         (True, False)
     """
     return nbytes <= _memory_bytes()
+
+
+def check_chunks_fit(spec: Any, what: str) -> None:
+    """Raise if a chunk of ``spec`` (a :class:`~torchzarr.codecs.base.ChunkSpec`) is larger
+    than this machine's memory: a write builds whole chunks, so it cannot write ``what``.
+
+    Example:
+        >>> from torchzarr.codecs.base import ChunkSpec
+        >>> check_chunks_fit(ChunkSpec((4,), np.dtype("f4"), 0), "array /a")
+    """
+    if not fits_in_memory(spec.nbytes):
+        raise InvalidArgumentError(
+            f"cannot write to {what}: its chunk shape {spec.shape} of {spec.dtype} takes "
+            f"{spec.nbytes} bytes, more than this machine's memory ({_memory_bytes()} bytes); "
+            "rechunk it (tz.from_array with smaller chunks) to write it"
+        )
 
 
 def check_stored_chunks_fit(fetched: Mapping[str, Any], spec: Any, store: Any) -> None:

@@ -19,7 +19,7 @@ from torchzarr.codecs.chunks import is_all_fill
 from torchzarr.config import config
 from torchzarr.core import tiles
 from torchzarr.core.cache import ChunkCache, LayoutCache, invalidate_everywhere
-from torchzarr.core.chunking import check_stored_chunks_fit, fits_in_memory
+from torchzarr.core.chunking import check_chunks_fit, check_stored_chunks_fit, fits_in_memory
 from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
@@ -421,6 +421,7 @@ def _modify_and_store(
 ) -> _Stored:
     pipeline = source.pipeline
     spec = pipeline.spec
+    check_chunks_fit(spec, f"array /{source.path} in {source.store!r}")
     existing = source.store.get_many(partial_keys) if partial_keys else {}
 
     def chunk_of(task: tuple[Any, str]) -> np.ndarray | None:

@@ -12,6 +12,7 @@ import numpy as np
 from torchzarr.core import engine
 from torchzarr.core.attributes import logical_data_type
 from torchzarr.core.cache import invalidate_outside_everywhere
+from torchzarr.core.chunking import check_chunks_fit
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.layouts import chunk_layout
 from torchzarr.core.shards import writing
@@ -157,6 +158,7 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
                 f"{old} along axis {axis}"
             )
         new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
+        check_chunks_fit(array._source.pipeline.spec, f"array {array.name}")  # before growing
         resize_from(array, old, new)
         region = tuple(
             slice(old[axis], new[axis]) if i == axis else slice(None) for i in range(ndim)
