@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchzarr.codecs.key_encoding import V2ChunkKeyEncoding
+from torchzarr.codecs.numcodecs_adapter import numcodecs_codec_class
 from torchzarr.dtypes import DataType, data_type, has_v2_form, parse_v2_dtype, v2_typestr
 from torchzarr.errors import MetadataError
 from torchzarr.metadata.base import (
@@ -103,6 +104,8 @@ class ArrayMetadataV2(ArrayMetadata):
         fill = self.fill_value
         if fill is not None and not (isinstance(fill, np.generic) and fill.dtype == dt.storage):
             set_(self, "fill_value", coerce_fill_value(fill, dt))
+        for codec in [*(self.filters or ()), *([self.compressor] if self.compressor else [])]:
+            numcodecs_codec_class(codec["id"])  # one numcodecs lacks: known now, as in v3
         set_(self, "attributes", check_attributes(self.attributes, where=".zattrs"))
         set_(self, "chunk_key_encoding", V2ChunkKeyEncoding(self.dimension_separator))
 
