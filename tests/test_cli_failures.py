@@ -71,10 +71,12 @@ def test_a_failed_rechunk_never_deletes_what_was_there(tmp_path, capsys, damaged
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"not ours")
     status, _, err = _run(capsys, "rechunk", damaged, dest, "--dest-path", "loose")
-    assert status == 1 and f"the array at /loose of {dest} is left partly written" in err
-    assert "--overwrite replaces it" in err and stray.read_bytes() == b"not ours"
+    assert status == 1 and f"no array is left at /loose of {dest}: what was there" in err
+    assert stray.read_bytes() == b"not ours"  # the array it began goes, the stray key stays
+    assert sorted(p.name for p in (dest / "loose").iterdir()) == ["c"]
     status, _, err = _run(capsys, "rechunk", damaged, dest, "--dest-path", "keep", "--overwrite")
-    assert status == 1 and f"the array at /keep of {dest} is left partly written" in err
+    assert status == 1 and f"no array is left at /keep of {dest}: --overwrite deleted" in err
+    assert "keep" not in tz.open_group(dest, mode="r")
 
 
 def test_a_refused_rechunk_writes_nothing_and_says_nothing_of_leftovers(tmp_path, capsys, damaged):

@@ -55,7 +55,7 @@ def rechunk(args: argparse.Namespace) -> None:
             dest = from_array(store, **settings)
         except BaseException as err:  # an interrupt too: what was begun is removed
             if not isinstance(err, ReadOnlyError):  # refused at once: nothing written
-                err.add_note(_undo_rechunk(store, where, new_subtree, args.dest))
+                err.add_note(_undo_rechunk(store, where, new_subtree, args))
             raise
     layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
     print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
@@ -148,14 +148,19 @@ def _unused_subtree(store: Store, path: str) -> str | None:
     return missing[0] if missing and next(iter(store.list_prefix(prefix)), None) is None else None
 
 
-def _undo_rechunk(store: Store, path: str, new_subtree: str | None, dest: str) -> str:
+def _undo_rechunk(store: Store, path: str, new_subtree: str | None, args: Any) -> str:
     """Remove what a failed ``rechunk`` wrote under ``new_subtree`` (where nothing was
     before); what became of the destination, for the error message."""
-    where = f"/{path} of {dest}"
+    where = f"/{path} of {args.dest}"
     with contextlib.suppress(TorchZarrError, OSError):
         if new_subtree is not None:  # nothing else there to delete
             store.delete_prefix(new_subtree + "/" if new_subtree else "")
             invalidate_tree_everywhere(store.identity, new_subtree)
             refresh_consolidated(store, [(new_subtree, None)] if new_subtree else [])
             return f"(nothing was left at {where})"
+    with contextlib.suppress(TorchZarrError, OSError):
+        if nodes.read_kind(store, path) is None:  # the copy removed the array it began
+            if args.overwrite:
+                return f"(no array is left at {where}: --overwrite deleted the one there first)"
+            return f"(no array is left at {where}: what was there before stays as it was)"
     return f"(the array at {where} is left partly written: --overwrite replaces it)"

@@ -16,9 +16,10 @@ class _Recording:
 
     def __init__(self, values: torch.Tensor, fail_from: int | None = None) -> None:
         self.values, self.shape, self.dtype = values, values.shape, values.dtype
-        self.largest, self.fail_from = 0, fail_from
+        self.largest, self.fail_from, self.reads = 0, fail_from, 0
 
     def __getitem__(self, selection):
+        self.reads += 1
         if self.fail_from is not None and selection[0].start >= self.fail_from:
             raise OSError("the source went away")
         out = self.values[selection]
@@ -37,6 +38,15 @@ def test_slabs_stay_within_the_io_batch_whatever_the_shape(shape, chunks, monkey
     copy = tz.from_array("memory://", data=source, chunks=chunks)
     assert torch.equal(copy[...], values)
     assert source.largest <= 16 << 10  # a whole row of the first axis is 256 KiB
+
+
+def test_a_source_chunk_past_the_budget_is_read_once_whole(monkeypatch):
+    monkeypatch.setattr(tz.config, "io_batch_bytes", 16 << 10)
+    values = torch.arange(2 * 8192, dtype=torch.float32).reshape(2, 8192)
+    source = _Recording(values)
+    source.chunks = (2, 8192)  # one 64 KiB chunk: decoded whole by any read of it
+    copy = tz.from_array("memory://", data=source, chunks=(1, 1024))
+    assert torch.equal(copy[...], values) and source.reads == 1
 
 
 def test_a_v2_copy_renames_or_drops_the_axis_names():
@@ -63,11 +73,20 @@ def test_a_copy_that_fails_midway_leaves_no_array(tmp_path, monkeypatch):
     monkeypatch.setattr(tz.config, "io_batch_bytes", 160)  # 40 float32 values a slab
     root = tz.open_group(tmp_path, mode="w")
     tz.consolidate_metadata(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")  # keys that were there before the copy
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "readme.md").write_text("mine")
     with pytest.raises(OSError, match="went away"):
         tz.from_array(tmp_path, path="x", data=_Recording(torch.ones(100), 50), chunks=(10,))
     assert "x" not in tz.open_group(tmp_path, mode="r")  # nor in the consolidated metadata
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["zarr.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "x", "zarr.json"]
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["readme.md"]  # only what it made
     assert list(root) == []
+    with pytest.raises(OSError, match="went away"):  # overwrite: the path was cleared first
+        tz.from_array(
+            tmp_path, path="x", data=_Recording(torch.ones(100), 50), chunks=(10,), overwrite=True
+        )
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
 def test_a_tensorstore_array_is_copied_in_slabs():

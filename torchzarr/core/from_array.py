@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -319,10 +318,14 @@ def from_array(
     settings["compressors"] = _with_serializer(
         settings.pop("serializer"), settings["compressors"], zarr_format, kept_dtype
     )
+    dest_store = resolve_store(
+        store, mode="w" if overwrite else "a", storage_options=storage_options
+    )
+    store, storage_options = dest_store, None
+    prefix = path.strip("/") + "/" if path.strip("/") else ""
+    # what a failed copy must leave: with overwrite, creating the array clears the path first
+    there_before = frozenset() if overwrite else frozenset(dest_store.list_prefix(prefix))
     if isinstance(data, Array):
-        dest_store = resolve_store(
-            store, mode="w" if overwrite else "a", storage_options=storage_options
-        )
         # by location: the source may be reached through a store rooted elsewhere, and
         # creating the destination clears everything below it first
         src = location(data.store.identity, data.path)
@@ -332,7 +335,6 @@ def from_array(
                 f"from_array would write array {data.name} of {data.store!r} onto itself "
                 "(or onto a group holding it)"
             )
-        store, storage_options = dest_store, None
     kept_attributes = keep["attributes"]
     if zarr_format == 2 and not _is_keep(dimension_names) and kept_attributes is not None:
         # v2 keeps axis names in xarray's attribute: new names (or none) replace the source's
@@ -354,9 +356,14 @@ def from_array(
         raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
         try:
             _copy_values(data, dest, raw)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the copy's own error is the one to see
-                remove_node(dest.store, dest.path)  # no array reading the rest as fill values
+        except BaseException as err:
+            try:  # no array reading the rest as fill values; keys that were there stay
+                remove_node(dest.store, dest.path, kept=there_before)
+            except Exception as cleanup:  # the copy's own error is the one to see
+                err.add_note(
+                    f"(the array begun at {dest.name} of {dest.store!r} could not be removed: "
+                    f"{cleanup}; it reads the values not copied as fill values)"
+                )
             raise
     return dest
 

@@ -147,10 +147,10 @@ def prepare_path(
     return [(path, None)]
 
 
-def remove_node(store: Any, path: str) -> None:
-    """Delete the node at ``path`` with everything below it: its metadata first (no node
-    opens over half its chunks), then its keys, its cached chunks and the consolidated
-    entries above it.
+def remove_node(store: Any, path: str, kept: frozenset[str] = frozenset()) -> None:
+    """Delete the node at ``path`` with everything below it but the keys ``kept`` (there
+    before it was made): its metadata first (no node opens over half its chunks), then its
+    keys, its cached chunks and the consolidated entries above it.
 
     Example:
         >>> import torchzarr as tz
@@ -159,9 +159,13 @@ def remove_node(store: Any, path: str) -> None:
         >>> remove_node(store, "a"), sorted(store.list_prefix(""))
         (None, [])
     """
+    prefix = path + "/" if path else ""
     with nodes.node_lock(store, [path]):
-        store.delete_many(nodes.node_metadata_keys(path))
-        store.delete_prefix(path + "/" if path else "")
+        store.delete_many([key for key in nodes.node_metadata_keys(path) if key not in kept])
+        if kept:
+            store.delete_many([key for key in store.list_prefix(prefix) if key not in kept])
+        else:
+            store.delete_prefix(prefix)
         invalidate_tree_everywhere(store.identity, path)
         refresh_consolidated(store, [(path, None)])
 

@@ -29,9 +29,18 @@ def slab_shape(
         (1, 262144)
         >>> slab_shape((100, 64), (100, 1), 4, 100 * 4 * 8)  # chunks of whole columns
         (100, 8)
+        >>> slab_shape((2, 1 << 20), (1, 1 << 10), 4, 1 << 20, (2, 1 << 20))  # one big source
+        (2, 1048576)
     """
     slab = [max(1, n) for n in shape]
     elements = max(1, budget // max(1, itemsize))
+    if source_chunks and math.prod(source_chunks) > elements:
+        # a source chunk past the budget is decoded whole anyway: boxes of whole source
+        # chunks (and destination blocks) decode each once, within a few such chunks
+        pairs = zip(shape, block, source_chunks, strict=True)
+        whole = [max(1, min(n, math.lcm(b, c))) for n, b, c in pairs]
+        if math.prod(whole) <= 4 * math.prod(source_chunks):
+            return tuple(whole)
     for axis, step in enumerate(block):
         inner = math.prod(slab[:axis]) * math.prod(slab[axis + 1 :])  # the rest of a box
         if step * inner > elements and axis < len(shape) - 1:

@@ -15,7 +15,12 @@ from torchzarr.config import config, default_threads
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.group import Group
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnknownCodecError,
+)
 from torchzarr.tensors import select_rows
 
 __all__ = ["OnRanks", "Placement", "Source", "distributed_rank", "take_rows"]
@@ -171,6 +176,13 @@ class Source:
             arrays, self.single = {"": source}, True
         elif isinstance(source, Group):
             arrays, self.single = dict(source.arrays()), False
+            unreadable = source.info.unsupported_metadata  # a codec this machine lacks
+            if unreadable:  # else items would lose a field here and not on another machine
+                raise UnknownCodecError(
+                    f"the group {source.name} holds {', '.join(map(repr, unreadable))}, whose "
+                    "metadata names a codec or extension torchzarr lacks here: install it, "
+                    "or pass the arrays to use as a dict"
+                )
         elif isinstance(source, Mapping):
             arrays, self.single = dict(source), False
         else:
