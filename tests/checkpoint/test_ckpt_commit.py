@@ -164,7 +164,8 @@ def test_old_versions_pruned_only_after_commit(
     seen: list[tuple[str, str]] = []
 
     def rmtree(path: Path, ignore_errors: bool = False) -> None:
-        seen.append((read_manifest(tz.LocalStore(tmp_path))["version"], Path(path).name))  # type: ignore[index]
+        name = Path(path).name.removeprefix(".torchzarr-deleting-").rsplit("-", 1)[0]
+        seen.append((read_manifest(tz.LocalStore(tmp_path))["version"], name))  # type: ignore[index]
         shutil.rmtree(path, ignore_errors=ignore_errors)
 
     monkeypatch.setattr(prune, "shutil", types.SimpleNamespace(rmtree=rmtree))
@@ -354,14 +355,23 @@ def test_the_rest_of_an_interrupted_deletion_goes_and_old_manifests_name_no_fold
     save_checkpoint({"w": torch.ones(4)}, tmp_path)  # v000001
     save_checkpoint({"w": torch.ones(4)}, tmp_path, keep=2)  # v000002
     wait_pruned()
-    (tmp_path / "v000001" / "zarr.json").unlink()  # a prune killed after its first step
+    # a deletion killed midway: the version renamed out of the way, part of it deleted
+    (tmp_path / "v000001").rename(tmp_path / ".torchzarr-deleting-v000001-1")
     root = json.loads((tmp_path / "zarr.json").read_text())
     del root["attributes"]["torchzarr_checkpoint"]["previous"]  # as older torchzarr wrote it
     (tmp_path / "zarr.json").write_text(json.dumps(root))
-    (tmp_path / "v000000").mkdir()
-    (tmp_path / "v000000" / "notes.txt").write_text("mine")
+    (tmp_path / "v000000").mkdir()  # folders of someone else's, named like versions
+    (tmp_path / "v000000" / "c").write_text("mine")
+    zarr = pytest.importorskip("zarr")
+    zarr.create_array(str(tmp_path / "v000003" / "mine"), shape=(2,), dtype="i1")[:] = 1
     for _ in range(2):
         save_checkpoint({"w": torch.zeros(4)}, tmp_path)
         wait_pruned()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000000", "v000004", "zarr.json"]
-    assert (tmp_path / "v000000" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "v000000",
+        "v000003",
+        "v000005",
+        "zarr.json",
+    ]
+    assert (tmp_path / "v000000" / "c").read_text() == "mine"
+    assert zarr.open_array(str(tmp_path / "v000003" / "mine"))[:].tolist() == [1, 1]

@@ -144,8 +144,8 @@ def test_lazy_tensor_stays_valid_after_its_version_is_pruned(tmp_path: Path) -> 
     assert torch.equal(out["w"], torch.arange(4096, dtype=torch.float32))
 
 
-def test_every_deletion_removes_the_version_metadata_first(tmp_path: Path) -> None:
-    st = checkpoint_store(tmp_path / "ckpt")
+def test_every_deletion_removes_the_version_metadata_first(tmp_path: Path, monkeypatch) -> None:
+    st = checkpoint_store("memory://")
     save_checkpoint(_state(1.0), st)
     deleted: list[str] = []
     original = st.delete
@@ -158,6 +158,21 @@ def test_every_deletion_removes_the_version_metadata_first(tmp_path: Path) -> No
     prune.delete_version(st, "v000001")
     assert deleted[:1] == ["v000001/zarr.json"]
     assert not prune.version_intact(st, "v000001")
+    # a local version leaves its name whole (its metadata with it) before any file goes
+    local = checkpoint_store(tmp_path / "ckpt")
+    save_checkpoint(_state(1.0), local)
+    wait_pruned()
+    steps: list[str] = []
+    real_rename, real_rmtree = prune.os.rename, prune.shutil.rmtree
+    monkeypatch.setattr(
+        prune.os, "rename", lambda a, b: (steps.append("rename"), real_rename(a, b))[1]
+    )
+    monkeypatch.setattr(
+        prune.shutil, "rmtree", lambda p, **k: (steps.append("rmtree"), real_rmtree(p, **k))[1]
+    )
+    prune.delete_version(local, "v000001")
+    assert steps == ["rename", "rmtree"] and not prune.version_intact(local, "v000001")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["zarr.json"]
 
 
 def test_remove_all_removes_version_metadata_before_chunks() -> None:

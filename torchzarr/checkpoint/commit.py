@@ -73,7 +73,6 @@ FORMAT_VERSION = 1
 _VERSION = re.compile(r"^v(\d{6,})$")
 _HISTORY = 256  # earlier commits a manifest lists: what keep= may keep
 _SAVE_ATTRIBUTES = (NODE_ATTRIBUTE, DCP_KEY_ATTRIBUTE)  # one marks a version's root group
-_SAVED_NAME = re.compile(r"(?:^|/)(?:zarr\.json|c(?:[./]\d+)*)$")  # what a save's files are
 
 
 def checkpoint_store(
@@ -350,20 +349,19 @@ def reserved_version(store: Store) -> Iterator[str]:
 def written_by_saves(store: Store, version: str) -> bool:
     """Whether the directory ``version`` holds what a save wrote or began, not a folder or
     Zarr node of someone else's only named like a version: its root group is marked as a
-    checkpoint's (``torchzarr_node``, or a DCP save's key), or, without it (a save claimed
-    the directory and was killed, or a deletion removed it first and was interrupted),
-    every file in it is named as a save names them (``zarr.json`` and chunk keys).
+    checkpoint's (``torchzarr_node``, or a DCP save's key; a save writes it first), or it
+    is empty (a save claimed it and was killed at once).
 
     Example:
         >>> st = checkpoint_store("memory://")
         >>> st.set("v000001/notes.txt", b"mine")
-        >>> st.set("v000002/w/c.0", b"")  # the rest of a version being deleted
+        >>> st.set("v000002/zarr.json", b'{"node_type": "group", "attributes": {"torchzarr_node": {}}}')
         >>> written_by_saves(st, "v000001"), written_by_saves(st, "v000002")
         (False, True)
     """
     raw = store.get(f"{version}/zarr.json")
     if raw is None:
-        return all(_SAVED_NAME.search(key) for key in store.list_prefix(version + "/"))
+        return next(iter(store.list_prefix(version + "/")), None) is None
     try:
         document = json.loads(raw)
     except ValueError:

@@ -8,6 +8,7 @@ its reads read every chunk of it (:func:`version_intact`).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 _MARKER = "{version}/zarr.json"  # a version's group metadata: deleted first (version_intact)
+_TRASH = ".torchzarr-deleting-"  # a local version being deleted is renamed to this + name
 
 
 def prune_versions(store: Store, keep: int = 1) -> list[str]:
@@ -60,6 +62,7 @@ def prune_versions(store: Store, keep: int = 1) -> list[str]:
     doomed = [v for v in older if v not in kept and commit.written_by_saves(store, v)]
     for version in doomed:
         delete_version(store, version)
+    _sweep_trash(store)
     return doomed
 
 
@@ -73,11 +76,28 @@ def delete_version(store: Store, version: str) -> None:
         >>> st.list_dir("")[1]  # no version group is left
         []
     """
-    _delete_marker(store, version)
     if isinstance(store, LocalStore):
-        shutil.rmtree(store.root / version, ignore_errors=True)
+        # renamed first: the version (its zarr.json too) leaves its name at once, so a
+        # deletion killed midway leaves a directory no one takes for data (_sweep_trash)
+        doomed, trash = store.root / version, store.root / f"{_TRASH}{version}-{os.getpid()}"
+        try:
+            os.rename(doomed, trash)
+        except OSError:
+            _delete_marker(store, version)  # renamed by another process, or gone
+            trash = doomed
+        shutil.rmtree(trash, ignore_errors=True)
     else:
+        _delete_marker(store, version)
         store.delete_prefix(version + "/")
+
+
+def _sweep_trash(store: Store) -> None:
+    """Delete what deletions killed midway left (local checkpoints)."""
+    if isinstance(store, LocalStore):
+        with contextlib.suppress(OSError), os.scandir(store.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(_TRASH) and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _delete_marker(store: Store, version: str) -> None:
