@@ -82,7 +82,7 @@ def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) 
         >>> allocate((2, 3), data_type("float32")).shape
         torch.Size([2, 3])
     """
-    pin = pin_memory and cuda_available()
+    pin = bool(pin_memory) and cuda_available()
     dtype = torch_dtype(dt)
     nbytes = dtype.itemsize * math.prod(shape)
     if nbytes >= _BEYOND_MEMORY:  # numpy and torch would fail with their own errors

@@ -15,8 +15,8 @@ from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"keep": 0}, InvalidArgumentError, "keep must be an int >= 1, got 0"),
-        ({"chunk_bytes": 1.5}, InvalidArgumentError, "chunk_bytes must be an int >= 1"),
+        ({"keep": 0}, InvalidArgumentError, "keep must be >= 1, got 0"),
+        ({"chunk_bytes": 1.5}, ArgumentTypeError, "chunk_bytes must be an int"),
         ({"kep": 2}, ArgumentTypeError, "no option 'kep'.*keep"),
     ],
 )

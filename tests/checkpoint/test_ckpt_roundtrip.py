@@ -212,9 +212,19 @@ def test_tree_round_trips(state: dict[Any, Any]) -> None:
     _assert_tree(state, load_checkpoint("memory://ckpt-hyp"))
 
 
+def test_save_options_take_numpy_ints_and_version_names_are_checked() -> None:
+    save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-np-keep", keep=np.int64(2))
+    save_checkpoint({"w": torch.zeros(2)}, "memory://ckpt-np-keep", keep=np.int64(2))
+    older = load_checkpoint("memory://ckpt-np-keep", version="v000001")
+    assert older["w"].tolist() == [1.0, 1.0]
+    for falsy in (0, "", False, 1):  # never the committed version instead
+        with pytest.raises(tz.errors.ArgumentTypeError, match="version must be a version's"):
+            load_checkpoint("memory://ckpt-np-keep", version=falsy)
+
+
 @pytest.mark.parametrize(("option", "value"), [("keep", 0), ("keep", -1), ("chunk_bytes", 0)])
 def test_save_options_out_of_range_are_refused_before_writing(option, value) -> None:
-    with pytest.raises(tz.errors.InvalidArgumentError, match=f"{option} must be an int >= 1"):
+    with pytest.raises(tz.errors.InvalidArgumentError, match=f"{option} must be >= 1"):
         save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-bad-option", **{option: value})
     with pytest.raises(tz.errors.NodeNotFoundError):
         load_checkpoint("memory://ckpt-bad-option")  # nothing was written

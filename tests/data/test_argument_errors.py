@@ -208,3 +208,20 @@ def test_a_group_that_does_not_fit_is_told_to_pass_a_dict_of_its_arrays():
     with pytest.raises(ShapeMismatchError, match="pass a dict of the arrays"):
         tz.ZarrIterableDataset(group)
     assert len(tz.ZarrDataset({"x": group["x"]})) == 8
+
+
+@pytest.mark.parametrize("rank", [1.5, True, "1"])
+def test_a_rank_or_world_size_that_is_no_int_is_refused(rows, rank):
+    with pytest.raises(ArgumentTypeError, match="rank must be an int"):
+        tz.ZarrIterableDataset(rows, rank=rank, world_size=2).num_items()
+    with pytest.raises(ArgumentTypeError, match="world_size must be an int"):
+        tz.ZarrIterableDataset(rows, rank=0, world_size=2.5).num_items()
+    with pytest.raises(ArgumentTypeError, match="rank must be an int"):
+        list(tz.ChunkBlockSampler(tz.ZarrDataset(rows), batch_size=4, rank=rank, world_size=2))
+    ids = list(tz.ZarrIterableDataset(rows, rank=np.int64(1), world_size=2))
+    assert len(ids) == 5  # numpy ints count as ints
+
+
+def test_pin_memory_takes_any_truth_value(rows):
+    for flag in (np.False_, 0, "", np.True_, 1):
+        assert torch.equal(rows.read(pin_memory=flag), rows[:])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from torchzarr.errors import ArgumentTypeError
 from torchzarr.storage.base import Store
 from torchzarr.storage.memory import MemoryStore, named_memory_store
 from torchzarr.testing.store_contract import StoreContract
@@ -69,3 +72,14 @@ def test_copies_by_value_are_other_data_and_read_only_views_the_same() -> None:
         seen.add(copy.identity)
         del copy
         gc.collect()
+
+
+@pytest.mark.parametrize("value", [3, [1, 2], "abc", None])
+def test_values_that_are_no_buffer_are_refused_naming_the_key(value) -> None:
+    with pytest.raises(ArgumentTypeError, match="key 'k' must be bytes"):
+        MemoryStore({"k": value})  # bytes(3) would store three zero bytes
+    store = MemoryStore()
+    with pytest.raises(ArgumentTypeError, match="key 'k' must be bytes"):
+        store.set("k", value)
+    assert store.get("k") is None
+    assert MemoryStore({"k": bytearray(b"ab")}).get("k") == b"ab"

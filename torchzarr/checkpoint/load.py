@@ -25,6 +25,7 @@ from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
 from torchzarr.errors import (
+    ArgumentTypeError,
     CheckpointConflictError,
     ChunkDecodeError,
     GroupNotFoundError,
@@ -92,10 +93,17 @@ def load_checkpoint(
         >>> load_checkpoint("memory://ckpt-lazy-doc", lazy=True)
         {'w': tensor([0, 1, 2])}
     """
+    if version is not None and not (
+        isinstance(version, str) and commit.version_number(version) >= 0
+    ):
+        raise ArgumentTypeError(
+            f"version must be a version's name such as 'v000001' (or None for the committed "
+            f"one), got {version!r}"
+        )
     st = commit.checkpoint_store(store, "r", storage_options=storage_options, fsync=False)
     reader = map_array if lazy else functools.partial(read_array, huge_pages=huge_pages)
     for _ in range(LOAD_ATTEMPTS):
-        name = version or commit.committed_version(st)
+        name = version if version is not None else commit.committed_version(st)
         try:
             root = open_group(st, mode="r", path=name)
         except GroupNotFoundError:

@@ -11,6 +11,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from torchzarr.arguments import whole_number
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.format import (
     EVERY_CHUNK,
@@ -28,7 +29,7 @@ from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
 from torchzarr.core.selection import make_indexer
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError
 from torchzarr.storage import LocalStore
 
 __all__ = [
@@ -259,9 +260,7 @@ def check_save_options(options: dict[str, Any]) -> None:
                 f"save_checkpoint() takes no option {name!r} (it takes {', '.join(taken)})"
             )
     for name in ("keep", "chunk_bytes"):
-        value = options.get(name, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        whole_number(name, options.get(name, 1), 1)  # numpy ints too, as every count
 
 
 def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:

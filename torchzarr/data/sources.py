@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from torchzarr.arguments import whole_number
 from torchzarr.config import config, default_threads
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
@@ -63,6 +64,10 @@ def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int
         >>> distributed_rank(None, None)
         (0, 1)
     """
+    if rank is not None:
+        rank = whole_number("rank", rank, 0)
+    if world_size is not None:
+        world_size = whole_number("world_size", world_size, 1)
     if rank is None or world_size is None:
         import torch.distributed as dist
 
