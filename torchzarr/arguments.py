@@ -1,17 +1,19 @@
-"""Checks of call arguments shared by every layer (counts, sizes, steps)."""
+"""Checks of call arguments shared by every layer (counts, sizes, steps, callbacks)."""
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["whole_number"]
+__all__ = ["optional_callable", "whole_number"]
 
 
-def whole_number(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int of at least ``minimum`` (ints and numpy ints; never True, 1.5 or "1").
+def whole_number(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int of at least ``minimum`` (ints and numpy ints; never True, 1.5 or "1"),
+    and at most ``maximum`` when one is given.
 
     Example:
         >>> import numpy as np
@@ -26,4 +28,20 @@ def whole_number(name: str, value: Any, minimum: int) -> int:
         raise ArgumentTypeError(f"{name} must be an int, got {value!r}") from None
     if number < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidArgumentError(f"{name} must be <= {maximum}, got {number}")
     return number
+
+
+def optional_callable(name: str, value: Any) -> Callable[..., Any] | None:
+    """``value`` when it is None or callable, else an :class:`ArgumentTypeError` naming ``name``.
+
+    Example:
+        >>> optional_callable("transform", None) is None
+        True
+    """
+    if value is not None and not callable(value):
+        raise ArgumentTypeError(
+            f"{name} must be a callable (or None), got {type(value).__name__}: {value!r}"
+        )
+    return value

@@ -150,9 +150,19 @@ def all_data_types() -> tuple[DataType, ...]:
     return _TABLE
 
 
+def _holds_data(what: object) -> bool:
+    """Whether ``what`` is data given where a dtype was wanted (a tensor, an ndarray)."""
+    return not isinstance(what, type | np.dtype) and hasattr(what, "dtype")
+
+
+#: what ``np.dtype`` raises for a value that names no dtype
+_NOT_A_DTYPE = (TypeError, ValueError, SyntaxError)
+
+
 def _unsupported(what: object) -> UnsupportedDtypeError:
+    hint = " (an array or tensor, not a dtype: pass its .dtype)" if _holds_data(what) else ""
     return UnsupportedDtypeError(
-        f"unsupported dtype {what!r}: torchzarr stores bool, signed and unsigned integers, "
+        f"unsupported dtype {what!r}{hint}: torchzarr stores bool, signed and unsigned integers, "
         "floating point (float16, bfloat16, float8, float32, float64) and complex numbers; "
         "strings, datetimes and structured dtypes have no tensor equivalent"
     )
@@ -172,9 +182,10 @@ def data_type(value: object) -> DataType:
         if name in _BY_NAME:
             return _BY_NAME[name]
         try:
-            return data_type(np.dtype(value))
-        except TypeError:
+            npdt_named = np.dtype(value)
+        except _NOT_A_DTYPE:
             raise _unsupported(value) from None
+        return data_type(npdt_named)
     text = str(value)
     if text.startswith("torch."):  # a torch.dtype, without importing torch here
         name = text.removeprefix("torch.")
@@ -184,7 +195,7 @@ def data_type(value: object) -> DataType:
         raise _unsupported(value)
     try:
         npdt = np.dtype(value)  # type: ignore[call-overload]
-    except TypeError:
+    except _NOT_A_DTYPE:  # a tensor (not its dtype) is a ValueError, "a1,," a SyntaxError
         raise _unsupported(value) from None
     if npdt.fields is not None or npdt.subdtype is not None:
         raise _unsupported(npdt)

@@ -138,6 +138,26 @@ def test_a_device_this_machine_lacks_is_an_error_naming_it(where) -> None:
         load_checkpoint("memory://ckpt-nodevice", map_location=where)
 
 
+@pytest.mark.parametrize("where", [True, 1.5, (), torch.tensor(0), object()])
+def test_a_map_location_of_no_device_type_is_refused_before_reading(where) -> None:
+    save_checkpoint({"w": torch.ones(2), "step": 3}, "memory://ckpt-badmap")
+    save_checkpoint({"step": 3}, "memory://ckpt-badmap-notensors")
+    for path in ("memory://ckpt-badmap", "memory://ckpt-badmap-notensors"):
+        with pytest.raises(
+            tz.errors.ArgumentTypeError, match="map_location must be None, a device"
+        ):
+            load_checkpoint(path, map_location=where)
+
+
+@pytest.mark.parametrize("where", [2**70, {"cpu": 1.5}, {"cpu": 2**70}, {"cpu": ()}])
+def test_a_map_location_naming_no_device_is_an_error_naming_it(where) -> None:
+    save_checkpoint({"w": torch.ones(2)}, "memory://ckpt-nodevice-value")
+    with pytest.raises(
+        tz.errors.InvalidArgumentError, match="cannot place a tensor saved on 'cpu'"
+    ):
+        load_checkpoint("memory://ckpt-nodevice-value", map_location=where)
+
+
 class _Opaque:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Opaque)

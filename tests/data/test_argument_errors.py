@@ -225,3 +225,68 @@ def test_a_rank_or_world_size_that_is_no_int_is_refused(rows, rank):
 def test_pin_memory_takes_any_truth_value(rows):
     for flag in (np.False_, 0, "", np.True_, 1):
         assert torch.equal(rows.read(pin_memory=flag), rows[:])
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda a: tz.ZarrDataset(a, transform=3),
+            ArgumentTypeError,
+            "transform must be a callable",
+        ),
+        (
+            lambda a: tz.ZarrIterableDataset(a, transform="x"),
+            ArgumentTypeError,
+            "transform must be a callable",
+        ),
+        (
+            lambda a: tz.ZarrIterableDataset(a, block_chunks=2**70),
+            InvalidArgumentError,
+            "block_chunks must be <= 9223372036854775807",
+        ),
+        (
+            lambda a: tz.ChunkBlockSampler(tz.ZarrDataset(a), batch_size=4, block_chunks=2**70),
+            InvalidArgumentError,
+            "block_chunks must be <= 9223372036854775807",
+        ),
+        (
+            lambda a: tz.data.DevicePrefetcher(3, "cpu"),
+            ArgumentTypeError,
+            "loader must be an iterable of batches",
+        ),
+        (
+            lambda a: tz.data.DevicePrefetcher(torch.tensor(3), "cpu"),
+            ArgumentTypeError,
+            "loader must be an iterable of batches",
+        ),
+        (
+            lambda a: tz.data.DevicePrefetcher(np.int64(3), "cpu"),
+            ArgumentTypeError,
+            "loader must be an iterable of batches",
+        ),
+        (lambda a: tz.data.DevicePrefetcher([], 2**70), InvalidArgumentError, "no device"),
+        (lambda a: tz.data.DevicePrefetcher([], 1.5), ArgumentTypeError, "device must be a str"),
+    ],
+)
+def test_callbacks_block_sizes_and_loaders_are_checked_when_made(rows, make, error, message):
+    with pytest.raises(error, match=message):
+        make(rows)
+
+
+def test_datasets_and_samplers_take_the_same_epochs_and_block_sizes(rows):
+    top = 2**63 - 1  # what an epoch handed to persistent workers (an int64) holds
+    ds = tz.ZarrIterableDataset(rows, batch_size=4)
+    sampler = tz.ChunkBlockSampler(tz.ZarrDataset(rows), batch_size=4)
+    for source in (ds, sampler):
+        source.set_epoch(top)
+        assert len(list(source)) == 3
+        with pytest.raises(InvalidArgumentError, match="epoch must be <= 9223372036854775807"):
+            source.set_epoch(top + 1)
+        with pytest.raises(InvalidArgumentError, match="epoch must be <= 9223372036854775807"):
+            source.load_state_dict({**source.state_dict(), "epoch": top + 1})
+        assert source.epoch == top
+    whole = tz.ZarrIterableDataset(rows, batch_size=4, block_chunks=top)
+    assert sorted(int(v) for batch in whole for v in batch[:, 0]) == list(range(0, 30, 3))
+    blocks = tz.ChunkBlockSampler(tz.ZarrDataset(rows), batch_size=4, block_chunks=top)
+    assert sorted(i for batch in blocks for i in batch) == list(range(10))

@@ -161,6 +161,25 @@ def test_out_must_map_names_to_tensors() -> None:
         fs.read([1, 2], "a", out=[torch.zeros(2)])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (1, "features must be a feature name or an iterable of names"),
+        (1.5, "features must be a feature name or an iterable of names"),
+        (b"a", "features must be a feature name or an iterable of names"),
+        (torch.tensor(3), "features must be a feature name or an iterable of names"),
+        ([1], "features holds 1 of type int"),
+        (["a", None], "features holds None of type NoneType"),
+    ],
+)
+@pytest.mark.parametrize("call", ["read", "prefetch"])
+def test_features_must_be_a_name_or_names(bad: Any, match: str, call: str) -> None:
+    fs = _store()
+    with pytest.raises(ArgumentTypeError, match=match):
+        getattr(fs, call)([1], features=bad)
+    assert fs.read([1], features=("b", "a")).keys() == {"a", "b"}
+
+
 @pytest.mark.parametrize("prefetched", [False, True])
 def test_out_names_no_feature_or_one_not_requested_are_refused(prefetched: bool) -> None:
     fs = _store()

@@ -270,3 +270,21 @@ def test_reads_notice_an_environment_deleted_on_disk(
     monkeypatch.setattr(lmdb_module, "_RECHECK", 0.0)  # reads check at once, not a second on
     shutil.rmtree(path)
     assert list(LMDBStore(str(path), read_only=True).list_prefix("")) == []
+
+
+@pytest.mark.parametrize(
+    ("map_size", "error", "match"),
+    [
+        (-1, tz.errors.InvalidArgumentError, "map_size must be >= 0"),
+        (2**70, tz.errors.InvalidArgumentError, f"map_size must be <= {sys.maxsize}"),
+        (float("nan"), tz.errors.ArgumentTypeError, "map_size must be an int"),
+        (float("inf"), tz.errors.ArgumentTypeError, "map_size must be an int"),
+        ("1G", tz.errors.ArgumentTypeError, "map_size must be an int"),
+    ],
+)
+def test_map_size_is_an_int_lmdb_takes_checked_when_made(
+    tmp_path: Path, map_size: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        LMDBStore(tmp_path / "m.lmdb", map_size=map_size)
+    assert not (tmp_path / "m.lmdb").exists()

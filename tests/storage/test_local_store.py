@@ -261,3 +261,26 @@ def test_writes_in_flight_of_names_with_a_newline_stay_hidden(tmp_path: Path) ->
     assert list(store.list_prefix("")) == [] and store.list_dir("") == ([], [])
     store.publish(staged)
     assert list(store.list_prefix("")) == ["a\nb"]
+
+
+@pytest.mark.parametrize("kind", ["local", "zip", "sqlite", "lmdb"])
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        (None, tz.errors.ArgumentTypeError, "must be a str or os.PathLike path, got NoneType"),
+        (1.5, tz.errors.ArgumentTypeError, "must be a str or os.PathLike path, got float"),
+        (3, tz.errors.ArgumentTypeError, "must be a str or os.PathLike path, got int"),
+        (b"x", tz.errors.ArgumentTypeError, "must be a str or os.PathLike path, got bytes"),
+        (object(), tz.errors.ArgumentTypeError, "must be a str or os.PathLike path, got object"),
+        ("a\x00b", tz.errors.InvalidArgumentError, "holds a NUL byte"),
+    ],
+)
+def test_a_file_store_refuses_a_path_of_no_file_when_made(kind, bad, error, match) -> None:
+    make = {
+        "local": tz.LocalStore,
+        "zip": lambda p: tz.ZipStore(p, mode="w"),
+        "sqlite": tz.SQLiteStore,
+        "lmdb": tz.LMDBStore,
+    }[kind]
+    with pytest.raises(error, match=match):
+        make(bad)

@@ -272,3 +272,21 @@ def test_a_database_through_a_symlink_has_the_identity_of_its_file(tmp_path: Pat
     assert direct.identity == linked.identity
     assert str(tmp_path / "link" / "d.db") in repr(linked)  # errors name the path given
     assert SQLiteStore(tmp_path / "real" / "e.db").identity != direct.identity
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        ("x", tz.errors.ArgumentTypeError),
+        (True, tz.errors.ArgumentTypeError),
+        (None, tz.errors.ArgumentTypeError),
+        (float("nan"), tz.errors.InvalidArgumentError),
+        (float("inf"), tz.errors.InvalidArgumentError),
+        (-1, tz.errors.InvalidArgumentError),
+    ],
+)
+def test_timeout_is_a_finite_number_of_seconds_checked_when_made(tmp_path: Path, timeout, error):
+    with pytest.raises(error, match="timeout must be a"):
+        SQLiteStore(tmp_path / "t.db", timeout=timeout)
+    assert not (tmp_path / "t.db").exists()
+    assert SQLiteStore(tmp_path / "t.db", timeout=0).timeout == 0.0

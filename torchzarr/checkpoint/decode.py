@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from torchzarr.checkpoint.device_map import placement
 from torchzarr.checkpoint.format import (
     DCP_KEY_ATTRIBUTE,
     EVERY_CHUNK,
@@ -25,7 +26,6 @@ from torchzarr.core.array import Array
 from torchzarr.errors import (
     ArgumentTypeError,
     ChunkDecodeError,
-    InvalidArgumentError,
     MetadataError,
     NodeNotFoundError,
     TorchZarrError,
@@ -249,30 +249,6 @@ def _key_specs(keys: Any) -> list[KeySpec] | None:
     return specs
 
 
-def _placement(map_location: Any) -> Callable[[torch.Tensor, str], torch.Tensor]:
-    """A function placing a loaded CPU tensor as ``torch.load(map_location=...)`` would."""
-
-    def place(t: torch.Tensor, saved: str) -> torch.Tensor:
-        target: Any = saved
-        if callable(map_location) and not isinstance(map_location, (str, torch.device)):
-            moved = map_location(t, saved)
-            if isinstance(moved, torch.Tensor):
-                return moved
-        elif isinstance(map_location, dict):
-            target = map_location.get(saved, saved)
-        elif map_location is not None:
-            target = map_location
-        try:
-            return t if torch.device(target).type == "cpu" else t.to(target)
-        except (AssertionError, RuntimeError) as err:  # no such device on this machine
-            raise InvalidArgumentError(
-                f"cannot place a tensor saved on {saved!r} on {str(target)!r}: {err}; pass "
-                f"map_location='cpu' or a device this machine has"
-            ) from err
-
-    return place
-
-
 def _tensor_info(array: Any) -> dict[str, Any]:
     """The checked ``torchzarr_tensor`` attribute of ``array`` ({} when it has none)."""
     info = array.attrs.get(TENSOR_ATTRIBUTE) or {}
@@ -448,6 +424,7 @@ def read_tree(
         {'model': {'w': tensor([...])}}
     """
     specs = _key_specs(keys)
+    place = placement(map_location)
     walker = _Walker(root, allow_pickle)
     selectors = None if specs is None else list(enumerate(specs))
     try:
@@ -461,7 +438,6 @@ def read_tree(
         missing = [specs[i] for i in range(len(specs)) if i not in walker.found]
         if missing:
             raise NodeNotFoundError(f"keys {missing!r} are not in the checkpoint {root!r}")
-    place = _placement(map_location)
     paths = list(walker.tensors)
     arrays = [root[p] for p in paths]  # each opened once (from the consolidated metadata)
     for path, array in zip(paths, arrays, strict=True):

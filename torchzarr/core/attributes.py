@@ -304,8 +304,15 @@ class Attributes(MutableMapping[str, Any]):
         self._change(without)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set many attributes with one metadata write."""
-        new = json_attributes(dict(*args, **kwargs))
+        """Set many attributes with one metadata write (a mapping, or pairs, as ``dict``)."""
+        try:
+            given = dict(*args, **kwargs)
+        except (TypeError, ValueError):
+            raise ArgumentTypeError(
+                "attrs.update takes a mapping of str keys to JSON values (or key-value "
+                f"pairs), got {', '.join(repr(a) for a in args)}; nothing was written"
+            ) from None
+        new = json_attributes(given)
         self._change(lambda current: {**current, **new})
 
     def put(self, attributes: Mapping[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numcodecs
@@ -15,7 +15,7 @@ from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.attributes import json_attributes
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, data_type
-from torchzarr.errors import MetadataError
+from torchzarr.errors import ArgumentTypeError, MetadataError
 from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_user_fill_value
 
@@ -154,6 +154,13 @@ def array_metadata_from_args(
         raise MetadataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     dt = data_type(dtype)
     shape_t = normalize_shape(shape)
+    if dimension_names is not None:
+        if not isinstance(dimension_names, Iterable):
+            raise ArgumentTypeError(
+                "dimension_names must be a sequence of one str (or None) per axis, got "
+                f"{type(dimension_names).__name__}: {dimension_names!r}"
+            )
+        dimension_names = tuple(dimension_names)
     shard_shape = None
     shards, shard_index = _shard_layout(shards)
     if shards is not None:

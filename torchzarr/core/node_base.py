@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from torchzarr.core.nodes import node_lock, read_node
-from torchzarr.errors import ArrayNotFoundError, GroupNotFoundError
+from torchzarr.errors import ArgumentTypeError, ArrayNotFoundError, GroupNotFoundError
 from torchzarr.metadata.base import ArrayMetadata
 
 __all__ = ["NodeBase"]
@@ -110,5 +110,10 @@ class NodeBase:
             ...      .update_attributes({"units": "m"}).attrs)
             {'units': 'm'}
         """
+        if not isinstance(new_attributes, Mapping):
+            raise ArgumentTypeError(
+                f"new_attributes must be a mapping of str keys to JSON values, got "
+                f"{type(new_attributes).__name__}: {new_attributes!r}; nothing was written"
+            )
         self.attrs.update(new_attributes)
         return self

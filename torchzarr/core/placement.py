@@ -12,7 +12,12 @@ from torchzarr.core.attributes import json_attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import Change, refresh_consolidated
 from torchzarr.core.create import array_metadata_from_args
-from torchzarr.errors import InvalidArgumentError, MetadataError, NodeExistsError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MetadataError,
+    NodeExistsError,
+)
 from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 
@@ -156,8 +161,8 @@ def remove_node(store: Any, path: str, kept: frozenset[str] = frozenset()) -> No
         >>> import torchzarr as tz
         >>> store = tz.MemoryStore()
         >>> _ = tz.create_array(store, path="a", data=[1, 2])
-        >>> remove_node(store, "a"), sorted(store.list_prefix(""))
-        (None, [])
+        >>> remove_node(store, "a"), sorted(store.list_prefix(""))  # its root group stays
+        (None, ['zarr.json'])
     """
     prefix = path + "/" if path else ""
     with nodes.node_lock(store, [path]):
@@ -274,6 +279,11 @@ def _spec_metadata(rel: str, spec: Any, zarr_format: int) -> Any:
 def _hierarchy_metadata(specs: Mapping[str, Any], zarr_format: int) -> dict[str, Any]:
     """The metadata of the nodes ``Group.create_hierarchy`` names, by relative path; two
     keys naming the same path (``"k"``, ``"/k/"``) are refused."""
+    if not isinstance(specs, Mapping):
+        raise ArgumentTypeError(
+            "create_hierarchy: specs must be a mapping of relative paths to node specs, got "
+            f"{type(specs).__name__}: {specs!r}"
+        )
     metas: dict[str, Any] = {}
     keys: dict[str, Any] = {}
     for key, spec in specs.items():

@@ -30,7 +30,10 @@ def _block_axis(item: Any, axis: int, extent: int, block: int) -> slice:
         index += nblocks if index < 0 else 0
         return slice(index * block, min((index + 1) * block, extent))
     if isinstance(item, slice):
-        start, stop, step = item.indices(nblocks)
+        try:
+            start, stop, step = item.indices(nblocks)
+        except (TypeError, ValueError) as err:  # a step of 0, a float or str bound
+            raise SelectionError(f"invalid block slice {item!r} on axis {axis}: {err}") from None
         if step != 1:
             raise SelectionError(f"block slices take step 1, got {item!r} on axis {axis}")
         return slice(start * block, min(max(start, stop) * block, extent))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from torchzarr.data.partition import (
+    INT64_MAX,
     STATE_VERSION,
     EpochOrder,
     Intervals,
@@ -44,7 +45,7 @@ class Cursor:
     def __init__(
         self, num_samples: int, chunk_len: int, block_chunks: int, seed: int, shuffle: bool
     ) -> None:
-        block_chunks = whole_number("block_chunks", block_chunks, 1)
+        block_chunks = whole_number("block_chunks", block_chunks, 1, INT64_MAX)
         self.num_samples, self.chunk_len, self.block_chunks = num_samples, chunk_len, block_chunks
         self.seed, self.shuffle = whole_number("seed", seed, 0), bool(shuffle)
         self.epoch = 0
@@ -58,7 +59,7 @@ class Cursor:
 
     def set_epoch(self, epoch: int) -> None:
         """Move to ``epoch``; a loaded state for another epoch is dropped."""
-        epoch = whole_number("epoch", epoch, 0)
+        epoch = whole_number("epoch", epoch, 0, INT64_MAX)
         if self.pending is not None and int(self.pending["epoch"]) != epoch:
             self.pending = None
         self.epoch = epoch
@@ -188,7 +189,7 @@ class Cursor:
             raise InvalidArgumentError("the state has neither rank steps nor worker steps")
         remaining = _checked_intervals(state["remaining"], self.num_samples)
         layout = _checked_layout(state["layout"])
-        epoch = whole_number("epoch", state["epoch"], 0)
+        epoch = whole_number("epoch", state["epoch"], 0, INT64_MAX)
         pending = {
             "epoch": epoch,
             "remaining": [list(pair) for pair in remaining],

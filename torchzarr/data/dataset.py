@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from torchzarr.arguments import optional_callable
 from torchzarr.data.sources import Item, Source, share_cores_in_worker, take_rows
 from torchzarr.errors import BoundsError, SelectionError
 
@@ -48,6 +49,7 @@ class ZarrDataset(Dataset[Any]):
         transform: Callable[[Item], Any] | None = None,
         cache: Any = False,
     ) -> None:
+        transform = optional_callable("transform", transform)
         src = source if isinstance(source, Source) else Source(source)
         if cache is not False and cache is not None:
             src = src.with_cache(None if cache is True else cache)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from torchzarr.arguments import optional_callable
 from torchzarr.data.cursor import Cursor, SharedCursor
 from torchzarr.data.partition import (
     EpochOrder,
@@ -106,6 +107,7 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
     ) -> None:
         if batch_size is not None:
             batch_size = whole_number("batch_size", batch_size, 1)
+        transform = optional_callable("transform", transform)
         self.source = source if isinstance(source, Source) else Source(source)
         self.batch_size = batch_size
         self.drop_last = bool(drop_last)
@@ -296,7 +298,8 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         # Blocks are read into a few reused buffers: fresh ones would cost page faults.
         spare: list[Buffers] = []
         held: list[Buffers] = []
-        capacity = order.block_chunks * order.chunk_len
+        # (a block holds at most the whole array, however large block_chunks is)
+        capacity = min(order.block_chunks * order.chunk_len, order.num_samples)
 
         def refill() -> None:
             while len(pending) < self.prefetch + 1:

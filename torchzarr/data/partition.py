@@ -14,6 +14,7 @@ from torchzarr.errors import InvalidArgumentError
 
 __all__ = [
     "STATE_VERSION",
+    "INT64_MAX",
     "EpochOrder",
     "Intervals",
     "Layout",
@@ -31,6 +32,10 @@ __all__ = [
 STATE_VERSION = 3
 
 Intervals = list[tuple[int, int]]
+
+#: the largest ``block_chunks`` and epoch: orders are computed (and the main process's epoch
+#: handed to persistent workers) in int64
+INT64_MAX = 2**63 - 1
 
 
 _WORD = 2**32

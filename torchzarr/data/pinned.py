@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.tensors import cuda_available
 
 __all__ = ["DevicePrefetcher", "PinnedRing", "to_device"]
@@ -158,10 +158,24 @@ class DevicePrefetcher:
     """
 
     def __init__(self, loader: Iterable[Any], device: str | torch.device) -> None:
+        kind = type(loader)
+        # (a sequence without __iter__ iterates by index)
+        by_index = hasattr(kind, "__getitem__") and hasattr(kind, "__len__")
+        iterable = isinstance(loader, Iterable) or by_index
+        if not iterable or (isinstance(loader, torch.Tensor) and loader.dim() == 0):
+            raise ArgumentTypeError(
+                f"DevicePrefetcher: loader must be an iterable of batches (a DataLoader, a "
+                f"list), got {kind.__name__}: {loader!r}"
+            )
         self.loader = loader
         try:
             device = torch.device(device)
-        except (RuntimeError, TypeError) as err:
+        except TypeError:  # not a str, torch.device or index
+            raise ArgumentTypeError(
+                "DevicePrefetcher: device must be a str, torch.device or device index, got "
+                f"{type(device).__name__}: {device!r}"
+            ) from None
+        except (RuntimeError, ValueError) as err:  # an unknown name; an index past int64
             raise InvalidArgumentError(f"DevicePrefetcher: no device {device!r} ({err})") from None
         self.cuda = device.type == "cuda" and cuda_available()
         # Without CUDA a "cuda" target quietly stays on the host, as pinning does.

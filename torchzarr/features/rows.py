@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "check_out_names",
     "check_row",
     "copy_out",
+    "feature_names",
     "gather_rows",
     "missing_ids_message",
     "plan_upsert",
@@ -142,6 +143,34 @@ def _deliver(result: torch.Tensor, dest: torch.Tensor | None) -> torch.Tensor:
         dest.copy_(result)
         return dest
     return result
+
+
+def feature_names(features: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    """The features a read asks for: one name alone is that feature, not its letters.
+
+    Example:
+        >>> feature_names("emb"), feature_names(["emb", "label"])
+        (('emb',), ('emb', 'label'))
+    """
+    if features is None:
+        return None
+    if isinstance(features, str):
+        return (features,)
+    try:
+        if not isinstance(features, Iterable) or isinstance(features, bytes):
+            raise TypeError
+        names = tuple(features)  # (a 0-d tensor is Iterable, and raises TypeError here)
+    except TypeError:
+        raise ArgumentTypeError(
+            "features must be a feature name or an iterable of names (or None: all), got "
+            f"{type(features).__name__}: {features!r}"
+        ) from None
+    for name in names:
+        if not isinstance(name, str):
+            raise ArgumentTypeError(
+                f"features holds {name!r} of type {type(name).__name__}: feature names are str"
+            )
+    return names
 
 
 def check_missing(missing: str) -> None:

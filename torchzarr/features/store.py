@@ -48,6 +48,7 @@ from torchzarr.features.rows import (
     check_out,
     check_out_names,
     copy_out,
+    feature_names,
     gather_rows,
     missing_ids_message,
 )
@@ -55,13 +56,6 @@ from torchzarr.features.upsert import apply_write
 from torchzarr.forksafe import new_lock
 
 __all__ = ["FeatureStore"]
-
-
-def _feature_names(features: Iterable[str] | str | None) -> tuple[str, ...] | None:
-    """The features a read asks for: one name alone is that feature, not its letters."""
-    if features is None:
-        return None
-    return (features,) if isinstance(features, str) else tuple(features)
 
 
 class FeatureStore:
@@ -322,7 +316,7 @@ class FeatureStore:
         check_missing(missing)
         check_out(out)
         query = as_ids(ids)
-        names = _feature_names(features)
+        names = feature_names(features)
         prefetched = self._ahead.take((query, names, pin_memory, missing), self._state)
         if prefetched is not None:
             return prefetched if out is None else copy_out(prefetched, out, self.features)
@@ -390,7 +384,7 @@ class FeatureStore:
         """
         check_missing(missing)
         query = as_ids(ids).copy()  # the caller may refill its id buffer for the next batch
-        names = _feature_names(features)
+        names = feature_names(features)
         read = functools.partial(self._read_fresh, query, names, None, pin_memory, missing)
         # a failed read raises in the matching read(); a state published meanwhile voids it
         self._ahead.start((query, names, pin_memory, missing), self._state(), read)

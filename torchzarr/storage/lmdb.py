@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+from torchzarr.arguments import whole_number
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.store_args import local_path
 
 __all__ = ["LMDBStore"]
 
@@ -147,12 +149,15 @@ class LMDBStore(Store):
         map_size: int = _DEFAULT_MAP_SIZE,
         **lmdb_options: Any,
     ) -> None:
+        path = local_path("path", path)
         unknown = sorted(set(lmdb_options) - _LMDB_OPTIONS)
         if unknown:
-            raise UnknownStoreError(f"unknown LMDB options {unknown} for {os.fspath(path)!r}")
-        self.path = os.path.abspath(os.fspath(path))
+            raise UnknownStoreError(f"unknown LMDB options {unknown} for {path!r}")
+        self.path = path
         self.read_only = read_only
-        self.map_size = map_size
+        # a size_t for lmdb, which maps that much address space: at most sys.maxsize here
+        # (0: lmdb's own default, or the size an existing environment has)
+        self.map_size = whole_number("map_size", map_size, 0, sys.maxsize)
         self.lmdb_options = dict(lmdb_options)
 
     def __repr__(self) -> str:

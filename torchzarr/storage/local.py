@@ -25,6 +25,7 @@ from torchzarr.storage.base import (
     validate_prefix,
 )
 from torchzarr.storage.key_names import spells_a_key
+from torchzarr.storage.store_args import local_path
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
@@ -122,7 +123,7 @@ class LocalStore(Store):
         fsync: bool = False,
         direct_io: bool = False,
     ) -> None:
-        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.root = Path(local_path("root", root))
         self.read_only = read_only
         self.fsync = fsync
         self.direct_io = direct_io

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from torchzarr.errors import StoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.store_args import local_path, seconds
 
 __all__ = ["SQLiteStore"]
 
@@ -190,9 +191,9 @@ class SQLiteStore(Store):
     def __init__(
         self, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 30.0
     ) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = local_path("path", path)
         self.read_only = read_only
-        self.timeout = timeout
+        self.timeout = seconds("timeout", timeout)
         self._reset()
 
     def _reset(self) -> None:

@@ -12,6 +12,7 @@ from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.store_args import local_path
 from torchzarr.storage.zip_archive import Archive
 from torchzarr.storage.zip_io import Savepoint, read_many, refuse_change
 from torchzarr.storage.zip_shared import archives as _archives
@@ -72,11 +73,12 @@ class ZipStore(Store):
         compression: int = zipfile.ZIP_STORED,
         allowZip64: bool = True,
     ) -> None:
+        path = local_path("path", path)
         if mode not in _MODES:
             raise UnknownStoreError(f"ZipStore mode must be one of {_MODES}, got {mode!r}")
         if compression not in _COMPRESSIONS:
             raise UnknownStoreError(f"unknown zip compression {compression!r} for {path!r}")
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = path
         self.mode = mode
         self.read_only = mode == "r"
         self.compression = compression

@@ -1,0 +1,55 @@
+"""Checks of what local stores are given (a file-system path, seconds), made when a store is made."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any
+
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+
+__all__ = ["local_path", "seconds"]
+
+
+def local_path(name: str, value: Any) -> str:
+    """``value`` (a str or ``os.PathLike`` of str) as an absolute path; refused at once when
+    it is of another type (bytes too, as in zarr-python) or holds a NUL byte, which no
+    file system takes (else it would fail at the first read or write).
+
+    Example:
+        >>> import pathlib
+        >>> local_path("path", pathlib.Path("/data/x.zarr"))
+        '/data/x.zarr'
+    """
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
+        raise ArgumentTypeError(
+            f"{name} must be a str or os.PathLike path, got {type(value).__name__}: {value!r}"
+        )
+    if "\x00" in text:
+        raise InvalidArgumentError(f"{name} {text!r} holds a NUL byte, which no file path takes")
+    return os.path.abspath(text)
+
+
+def seconds(name: str, value: Any) -> float:
+    """``value`` as a finite number of seconds >= 0 (ints, floats, numpy numbers; not bool).
+
+    Example:
+        >>> seconds("timeout", 5)
+        5.0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int past any float
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
+        raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return number
