@@ -435,14 +435,13 @@ def copy_out(
 ) -> FeatureBatch:
     """Copy a prefetched ``batch`` into ``out`` (its names checked against the batch's and
     the store's ``features``: :func:`check_out_names`)."""
-    check_out_names(out, tuple(batch), features)
+    check_out_names(out, tuple(batch), features)  # every name in out is in the batch
     for name, dest in out.items():
-        if name in batch:
-            if dest.shape != batch[name].shape or dest.dtype != batch[name].dtype:
-                raise ShapeMismatchError(
-                    f"out[{name!r}] has shape {tuple(dest.shape)} and dtype {dest.dtype}; "
-                    f"the batch has {tuple(batch[name].shape)} and {batch[name].dtype}"
-                )
-            dest.copy_(batch[name])
-            batch[name] = dest
+        if dest.shape != batch[name].shape or dest.dtype != batch[name].dtype:
+            raise ShapeMismatchError(
+                f"out[{name!r}] has shape {tuple(dest.shape)} and dtype {dest.dtype}; "
+                f"the batch has {tuple(batch[name].shape)} and {batch[name].dtype}"
+            )
+        dest.copy_(batch[name])
+        batch[name] = dest
     return batch
