@@ -65,6 +65,10 @@ def test_zero_fill_is_a_storage_scalar():
     ],
 )
 def test_parse_float(dt, value, expected_bits, zarr_format):
+    if zarr_format == 2 and isinstance(value, str) and value.startswith("0x"):
+        with pytest.raises(MetadataError, match="a Zarr v3 spelling"):  # not one meaning in v2
+            parse_fill_value(value, dt, zarr_format)
+        return
     parsed = parse_fill_value(value, dt, zarr_format)
     assert parsed.dtype == dt.storage
     assert bits(parsed) == expected_bits
@@ -117,6 +121,8 @@ def test_parse_v2_extras():
         (True, F32, 3, "zarr.json: fill_value True is not a number for float32"),
         ("nan", F32, 3, "fill_value 'nan' is not valid for float32"),
         ("0x7fc000001", F32, 3, "more than 8 digits"),
+        ("0x3fc00000", F32, 2, "'0x' hex, a Zarr v3 spelling"),
+        ("0x01", I32, 2, "'0x' hex, a Zarr v3 spelling"),
         ("0xzz", F32, 3, "'0xzz' is not valid for float32"),
         ([1.0], C64, 3, "must be [real, imag]"),
         ([1.0, 2.0, 3.0], C64, 3, "must be [real, imag]"),

@@ -120,7 +120,7 @@ def _is_base64_candidate(value: Any, dt: DataType) -> bool:
     if not isinstance(value, str) or value in _SPECIAL:
         return False
     if dt.is_float or dt.is_complex:
-        return not (_HEX.fullmatch(value) or _FLOATISH.fullmatch(value))
+        return not _FLOATISH.fullmatch(value)
     return True
 
 
@@ -150,6 +150,12 @@ def parse_fill_value(
         if zarr_format == 2:
             return None
         raise MetadataError(f"{where}: fill_value is required in Zarr v3, got null")
+    if zarr_format == 2 and isinstance(value, str) and _HEX.fullmatch(value):
+        # zarr-python refuses it and tensorstore reads it as an integer: no one meaning
+        raise MetadataError(
+            f"{where}: fill_value {value!r} is '0x' hex, a Zarr v3 spelling that Zarr v2 "
+            "readers take differently (as bits, as an integer, or not at all)"
+        )
     if zarr_format == 2 and _is_base64_candidate(value, dt):
         return _from_base64(value, dt, byteorder, where)
     if dt.name == "bool":
