@@ -13,9 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 
 __all__ = [
@@ -55,6 +56,18 @@ class Counters:
 
 _lock = new_lock()
 _counters = Counters()
+_NAMES = frozenset(field.name for field in fields(Counters))
+
+
+def _check_names(names: Any) -> None:
+    unknown = sorted(set(names) - _NAMES)
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown telemetry counter(s) {', '.join(map(repr, unknown))}; the counters are "
+            f"{', '.join(sorted(_NAMES))}"
+        )
+
+
 _listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
 
@@ -64,6 +77,8 @@ def add(event: str | None = None, **amounts: float) -> None:
     Example:
         >>> add(bytes_fetched=10)
     """
+    if not _NAMES.issuperset(amounts):
+        _check_names(amounts)  # before any counter moves
     with _lock:
         for name, amount in amounts.items():
             setattr(_counters, name, getattr(_counters, name) + amount)
@@ -86,6 +101,7 @@ def timed(counter: str) -> Iterator[None]:
         >>> with timed("fetch_seconds"):
         ...     pass
     """
+    _check_names([counter])  # here, not after the block, where it would hide its error
     start = time.perf_counter()
     try:
         yield

@@ -403,12 +403,13 @@ def _write_batch(
     partial_keys = [k for p, k in zip(batch, keys, strict=True) if not p.is_complete_chunk]
     # every key, not only those read-modify-written: a whole chunk stored while another
     # thread's read-modify-write of it is in flight would be overwritten by its stale copy
-    with _locked(source.store, keys):
-        stored = _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
-    if source.shard_reader is not None:
-        source.shard_reader.forget(keys)
-    invalidate_everywhere(source.store.identity, source.path, [p.chunk_coords for p in batch])
-    return stored
+    try:
+        with _locked(source.store, keys):
+            return _modify_and_store(source, batch, keys, partial_keys, value, write_empty_chunks)
+    finally:  # a batch that failed part way may have stored some of its chunks
+        if source.shard_reader is not None:
+            source.shard_reader.forget(keys)
+        invalidate_everywhere(source.store.identity, source.path, [p.chunk_coords for p in batch])
 
 
 def _modify_and_store(

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from torchzarr import telemetry
 from torchzarr.core import engine
 from torchzarr.core.attributes import logical_data_type
 from torchzarr.core.cache import invalidate_outside_everywhere
@@ -42,11 +43,17 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
     new_grid = chunk_grid_shape(new, chunks)
     if any(n < o for o, n in zip(old_grid, new_grid, strict=True)):
         doomed = _doomed_keys(source, old_grid, new_grid)
-        if doomed:
-            source.store.delete_many(doomed)
-            if source.shard_reader is not None:
+        try:
+            if doomed:
+                source.store.delete_many(doomed)
+        finally:  # a deletion that failed part way may have deleted some
+            if doomed and source.shard_reader is not None:
                 source.shard_reader.forget(doomed)
-        invalidate_outside_everywhere(source.store.identity, source.path, new_grid)
+            invalidate_outside_everywhere(source.store.identity, source.path, new_grid)
+        if doomed:  # one write, as the engine counts one: each shard counts its inner chunks
+            shard = source.shard_reader
+            per_chunk = shard.inner_per_shard if shard is not None else 1
+            telemetry.add("write", writes=1, chunks_deleted=len(doomed) * per_chunk)
     fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
     for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
         if n < o and n % k:

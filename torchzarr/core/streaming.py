@@ -13,7 +13,7 @@ import torch
 
 from torchzarr.arguments import whole_number
 from torchzarr.core.indexing import chunk_grid_shape, chunk_region
-from torchzarr.errors import ArgumentTypeError
+from torchzarr.errors import ArgumentTypeError, ShapeMismatchError
 
 __all__ = ["iter_chunks"]
 
@@ -103,6 +103,7 @@ def _stream(
             while pending and (coords is None or len(pending) > parallel):
                 done_coords, done_region, future = pending.popleft()
                 tensor = future.result()
+                _check_inside(array, shape, done_coords, done_region, tensor)
                 if tick is not None:
                     tick()
                 yield done_coords, done_region, tensor
@@ -114,3 +115,19 @@ def _stream(
         pool.shutdown(wait=True, cancel_futures=True)
         if close is not None:
             close()
+
+
+def _check_inside(
+    array: Any,
+    shape: tuple[int, ...],
+    coords: tuple[int, ...],
+    region: tuple[slice, ...],
+    tensor: torch.Tensor,
+) -> None:
+    """Refuse a chunk read short: the array shrank (resize) while the stream ran."""
+    if tuple(tensor.shape) != tuple(r.stop - r.start for r in region):
+        raise ShapeMismatchError(
+            f"array {array.name!r} changed shape from {shape} to {tuple(array.shape)} while "
+            f"iter_chunks streamed it: chunk {coords} (region "
+            f"{tuple((r.start, r.stop) for r in region)}) is no longer inside it"
+        )

@@ -1,0 +1,102 @@
+"""Caches, streams and counters stay true when a write fails part way or the array shrinks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchzarr as tz
+from torchzarr import telemetry
+from torchzarr.errors import InvalidArgumentError, ShapeMismatchError, StoreError
+from torchzarr.storage import LocalStore, MemoryStore
+
+
+class _FailingMemoryStore(MemoryStore):
+    """Stores keys one by one and fails at ``fail_key`` (one PUT of a batch failing)."""
+
+    fail_key: str | None = None
+
+    def set_many(self, items):
+        for key, value in dict(items).items():
+            if key == self.fail_key:
+                raise StoreError(f"PUT {key} failed")
+            self.set(key, value)
+
+
+class _FailingLocalStore(LocalStore):
+    fail_key: str | None = None
+
+    def set(self, key, value):
+        if key == self.fail_key:
+            raise StoreError(f"write of {key} failed")
+        super().set(key, value)
+
+
+@pytest.mark.parametrize("shards", [None, (4,)])
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_a_write_failing_part_way_leaves_no_stale_chunk_in_the_cache(tmp_path, kind, shards):
+    store = _FailingMemoryStore() if kind == "memory" else _FailingLocalStore(str(tmp_path))
+    arr = tz.create_array(store, shape=(8,), dtype=torch.int32, chunks=(2,), shards=shards)
+    arr[:] = torch.ones(8, dtype=torch.int32)
+    cached = arr.with_cache()
+    assert cached[:].tolist() == [1] * 8  # every chunk now in the cache
+    store.fail_key = "c/1" if shards else "c/3"  # the last chunk (shard) of the only batch
+    with pytest.raises(StoreError, match="failed"):
+        arr[:] = torch.full((8,), 7, dtype=torch.int32)
+    stored = tz.open_array(store)[:].tolist()
+    assert stored != [1] * 8  # the failed batch did store some of its chunks
+    assert cached[:].tolist() == stored
+
+
+def test_resize_counts_the_chunks_it_deletes_as_one_write():
+    arr = tz.create_array("memory://", shape=(16,), dtype=torch.int32, chunks=(4,))
+    arr[:] = torch.ones(16, dtype=torch.int32)
+    events = []
+
+    def listen(event, amounts):
+        events.append((event, amounts))
+
+    telemetry.add_listener(listen)
+    try:
+        telemetry.reset()
+        arr.resize((8,))
+    finally:
+        telemetry.remove_listener(listen)
+    assert telemetry.snapshot()["chunks_deleted"] == 2
+    assert telemetry.snapshot()["writes"] == 1
+    assert events == [("write", {"writes": 1, "chunks_deleted": 2})]
+
+
+def test_resize_of_a_sharded_array_counts_inner_chunks():
+    arr = tz.create_array(
+        "memory://", shape=(16,), dtype=torch.int32, chunks=(2,), shards=(4,)
+    )  # 2 inner chunks a shard
+    arr[:] = torch.ones(16, dtype=torch.int32)
+    telemetry.reset()
+    arr.resize((8,))
+    assert telemetry.snapshot()["chunks_deleted"] == 4  # two shards of two
+
+
+def test_iter_chunks_refuses_a_chunk_cut_by_a_resize_while_streaming():
+    arr = tz.create_array("memory://", shape=(10,), dtype=torch.int32, chunks=(3,))
+    arr[:] = torch.arange(10, dtype=torch.int32)
+    stream = arr.iter_chunks(parallel=1)
+    assert next(stream)[2].tolist() == [0, 1, 2]
+    arr.resize((4,))
+    with pytest.raises(ShapeMismatchError, match=r"changed shape from \(10,\) to \(4,\)"):
+        for _ in stream:
+            pass
+
+
+def test_telemetry_names_an_unknown_counter_and_keeps_the_blocks_error():
+    before = telemetry.snapshot()
+    with pytest.raises(InvalidArgumentError, match=r"'fetch_secs'.*fetch_seconds"):
+        telemetry.add(fetch_secs=1, bytes_fetched=5)
+    assert telemetry.snapshot()["bytes_fetched"] == before["bytes_fetched"]  # nothing moved
+    ran = []
+    # refused before the block runs, not after it
+    with pytest.raises(InvalidArgumentError, match="'fetch_secs'"), telemetry.timed("fetch_secs"):
+        ran.append(True)
+    assert not ran
+    with pytest.raises(ValueError, match="original"), telemetry.timed("fetch_seconds"):
+        raise ValueError("original")
