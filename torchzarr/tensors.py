@@ -132,6 +132,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     """
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
+        if tensor.is_quantized or tensor.is_nested:
+            raise _tensor_kind_refused(tensor, dt)
         if tensor.is_meta or tensor.layout != torch.strided:
             what = (
                 "a meta tensor (it holds no data)"
@@ -150,8 +152,11 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.resolve_neg()
         target = torch_dtype(dt)
         if tensor.dtype != target:
+            _refuse_tensor_dtype(tensor.dtype, dt)
             if tensor.is_complex() and not target.is_complex:
                 raise _complex_into_real(tensor.dtype, dt)
+            if dt.name == _E8M0:
+                _refuse_non_positive_tensor(tensor, dt)
             tensor = tensor.to(target)
         if dt.is_reinterpreted:
             tensor = tensor.view(_storage_torch_dtype(dt))
@@ -169,6 +174,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     if python and array.dtype.kind == "O":  # integers past 64 bits: as floats, as numpy does
         array = _python_reals(value, array, dt)
     _refuse_non_numbers(array, dt)
+    if dt.name == _E8M0:
+        _refuse_non_positive(value, array, dt)
     if dt.is_reinterpreted:  # float -> bfloat16/float8 bits: let torch round correctly
         with np.errstate(over="ignore"):
             floats = torch.from_numpy(np.asarray(array, dtype=np.float32))
@@ -222,6 +229,58 @@ def _complex_into_real(source: object, dt: DataType) -> UnsupportedDtypeError:
     )
 
 
+def _tensor_kind_refused(tensor: torch.Tensor, dt: DataType) -> UnsupportedDtypeError:
+    """The error for a quantized or nested tensor, which holds no plain numbers of one shape."""
+    if tensor.is_quantized:
+        what, hint = (
+            "a quantized tensor",
+            ".dequantize() for its values, .int_repr() for its integers",
+        )
+    else:
+        what, hint = "a nested tensor", "one dense tensor (torch.nested.to_padded_tensor)"
+    return UnsupportedDtypeError(
+        f"cannot write {what} of dtype {tensor.dtype} to an array of {dt.name}: pass {hint}"
+    )
+
+
+@functools.cache
+def _refuse_tensor_dtype(dtype: torch.dtype, dt: DataType) -> None:
+    """Refuse a tensor dtype torchzarr cannot hold (``torch.bits8``, ``torch.float4_e2m1fn_x2``,
+    ``torch.int4``), as ``create_array(dtype=...)`` does, rather than let torch's cast fail."""
+    try:
+        data_type(dtype)
+    except UnsupportedDtypeError as err:
+        raise UnsupportedDtypeError(
+            f"cannot write a tensor of dtype {dtype} to an array of {dt.name}: {err}"
+        ) from None
+
+
+#: float8_e8m0fnu has no sign bit and no zero: it holds the powers of two 2**-127 to 2**127
+_E8M0 = "float8_e8m0fnu"
+_E8M0_RANGE = ("2**-127", "2**127, positive only")
+
+
+def _refuse_non_positive(value: Any, array: np.ndarray, dt: DataType) -> None:
+    """Refuse numbers ``<= 0`` (``-0.0`` too) for float8_e8m0fnu: the cast would store their
+    magnitude or 2**-127 (NaN, which it holds, is kept)."""
+    with np.errstate(invalid="ignore"):
+        if bool((array <= 0).any()):
+            shown = array.item() if isinstance(value, np.ndarray) and not array.ndim else value
+            _out_of_range(shown, array, dt, *_E8M0_RANGE)
+
+
+def _refuse_non_positive_tensor(tensor: torch.Tensor, dt: DataType) -> None:
+    """:func:`_refuse_non_positive` for a tensor (float8 and unsigned ones compare as floats)."""
+    probe = tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+    below = probe[probe <= 0]
+    if below.numel():
+        low, high = _E8M0_RANGE
+        raise ValueRangeError(
+            f"cannot write a tensor of {tensor.dtype} holding values <= 0 (the smallest "
+            f"{below.min().item()}) to an array of {dt.name} (range {low} to {high})"
+        )
+
+
 def _numpy_typed(value: Any) -> bool:
     """Whether ``value`` is a numpy array, 0-d ones included: it then casts as numpy casts
     arrays (wrapping). A numpy scalar (``np.float64(300.0)``, ``np.int64(300)``) is checked
@@ -239,7 +298,8 @@ def _numpy_typed(value: Any) -> bool:
 
 #: float64 holds every integer of smaller magnitude exactly
 _EXACT_FLOATS = 2.0**53
-#: the types of number numpy converts to an integer dtype with ``int()``: exactly
+#: the types of number numpy converts to an integer dtype with ``int()``: exactly. Only
+#: these exact types: numpy casts ``np.float64`` (a float subclass) unchecked, wrapping
 _BUILTIN_NUMBERS = (int, float, bool)
 #: numbers float64 holds exactly whatever their size
 _FLOAT64_EXACT = (float, np.float32, np.float16, bool, np.bool_)
@@ -269,7 +329,7 @@ def _python_integers(value: Any, array: np.ndarray, dt: DataType) -> np.ndarray:
             return _whole_floats(value, array, dt, info)
     else:
         kinds = set(_number_types(value, array))
-    if all(issubclass(kind, _BUILTIN_NUMBERS) for kind in kinds):
+    if all(kind in _BUILTIN_NUMBERS for kind in kinds):
         try:
             return np.asarray(value, dtype=dt.storage)  # each number with int(): exact
         except (OverflowError, ValueError):  # out of range or infinite; NaN
@@ -346,6 +406,8 @@ def _refuse_overflow(value: Any, source: np.ndarray, stored: np.ndarray, dt: Dat
         beyond = (past | ~np.isfinite(values)) & np.isfinite(source)
         beyond |= np.isinf(source) & ~np.isinf(values)
     if beyond.any():
+        if dt.name == _E8M0:
+            _out_of_range(value, source, dt, *_E8M0_RANGE)
         high = float(torch.finfo(dtype).max)
         _out_of_range(value, source, dt, -high, high)
 
@@ -365,19 +427,45 @@ def _rounding_limit(dtype: torch.dtype) -> tuple[float, bool]:
 
 def _refuse_non_real(array: np.ndarray, dt: DataType) -> NoReturn:
     if dt.is_complex or not any(isinstance(item, complex) for item in array.flat):
-        raise UnsupportedDtypeError(f"cannot write values of dtype {array.dtype} to an array")
+        taken = numbers.Number if dt.is_complex else numbers.Real
+        odd = [item for item in array.flat if not isinstance(item, taken)][:1]
+        which = f" ({type(odd[0]).__name__} {odd[0]!r} is not a number)" if odd else ""
+        raise UnsupportedDtypeError(
+            f"cannot write values of dtype {array.dtype}{which} to an array of {dt.name}"
+        )
     raise UnsupportedDtypeError(f"cannot write complex data to an array of {dt.name}")
 
 
 def _out_of_range(value: Any, array: np.ndarray, dt: DataType, low: Any, high: Any) -> NoReturn:
-    try:
-        with np.errstate(invalid="ignore"):  # NaN among Python objects
-            shown = (
-                repr(value) if array.ndim == 0 else f"values from {array.min()} to {array.max()}"
-            )
-    except TypeError:  # complex numbers have no order
-        shown = "values"
+    if array.ndim == 0:
+        shown = repr(value)
+    elif array.dtype.kind == "O":  # Python numbers
+        items = array.ravel().tolist()
+        ordered = [item for item in items if item == item]  # NaN is not equal to itself
+        shown = _values_shown(ordered, len(ordered) < len(items), dt, low, high)
+    else:
+        nan = np.isnan(array) if array.dtype.kind in "fc" else np.zeros(array.shape, bool)
+        has_nan = bool(nan.any())
+        shown = _values_shown(array[~nan] if has_nan else array, has_nan, dt, low, high)
     raise ValueRangeError(f"cannot write {shown} to an array of {dt.name} (range {low} to {high})")
+
+
+def _values_shown(ordered: Any, has_nan: bool, dt: DataType, low: Any, high: Any) -> str:
+    """``values from LOW to HIGH`` of numbers without NaN; NaN for an integer ``dt`` is refused
+    as such (``min`` and ``max`` would give NaN)."""
+    if has_nan and not (dt.is_float or dt.is_complex):
+        raise ValueRangeError(
+            f"cannot write values holding NaN to an array of {dt.name}: an integer dtype "
+            f"holds no NaN (range {low} to {high})"
+        )
+    if not len(ordered):
+        return "values"
+    if isinstance(ordered, np.ndarray):
+        return f"values from {ordered.min()} to {ordered.max()}"
+    try:
+        return f"values from {min(ordered)} to {max(ordered)}"
+    except TypeError:  # complex numbers have no order
+        return "values"
 
 
 def select_rows(
