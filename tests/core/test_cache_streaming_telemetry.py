@@ -70,6 +70,25 @@ def test_a_pinned_cache_stays_pageable_in_a_worker_forked_after_cuda(monkeypatch
     assert cache.get(("s", "a", (0,))).tolist() == [1.0, 1.0, 1.0]
 
 
+def test_reads_through_a_pinned_cache_ask_for_pinned_tensors(monkeypatch, filled):
+    arr, data = filled
+    monkeypatch.setattr(tensors, "_cuda_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False)
+    cache = ChunkCache(1 << 20, pinned=True, max_pinned_bytes=0)  # chunks stay pageable
+    asked = []
+
+    def allocate(shape, dt, *, pin_memory=False):  # records; pinning needs a real GPU
+        asked.append(pin_memory)
+        return tensors.allocate(shape, dt)
+
+    monkeypatch.setattr("torchzarr.core.array.allocate", allocate)
+    hot = arr.with_cache(cache)
+    assert torch.equal(hot[:10], data[:10]) and torch.equal(arr[:10], data[:10])
+    assert asked == [True, False]  # through the pinned cache, then without a cache
+    monkeypatch.setattr(cache, "_home", -1)  # as in a DataLoader worker: never pinned there
+    assert torch.equal(hot[:10], data[:10]) and asked[-1] is False
+
+
 def test_cached_array_pickles_to_a_fresh_cache(tmp_path):
     import pickle
 

@@ -321,7 +321,8 @@ class Array(NodeBase, ZarrArrayMethods):
             if fills_in_place(out):
                 engine.read_into(self._source, indexer, storage_view(out, dt))
                 return out
-        result = allocate(shape, dt, pin_memory=pin_memory)
+        pin = pin_memory or (self._cache is not None and self._cache.pins_reads)
+        result = allocate(shape, dt, pin_memory=pin)
         engine.read_into(self._source, indexer, storage_view(result, dt))
         if out is not None:
             out.copy_(result)

@@ -60,8 +60,10 @@ class ChunkCache:
     """An LRU of decoded chunks bounded by ``max_bytes`` (0: keeps nothing).
 
     With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
-    ``max_pinned_bytes``, so batches gathered from them copy to the GPU with
-    ``non_blocking=True``; past that cap, or without CUDA, they are ordinary memory.
+    ``max_pinned_bytes`` (past that cap they are ordinary memory), and reads through the
+    cache return page-locked tensors (``read(out=...)`` fills the tensor given), which copy
+    to the GPU with ``non_blocking=True``. Without CUDA, and in processes other than the
+    one that made the cache (DataLoader workers), both stay ordinary memory.
 
     Sharded arrays cache inner chunks, keyed ``(shard coords, inner coords)``; invalidating
     a shard's coords drops its inner chunks.
@@ -111,6 +113,11 @@ class ChunkCache:
     def nbytes(self) -> int:
         """Bytes held now."""
         return self._nbytes
+
+    @property
+    def pins_reads(self) -> bool:
+        """Whether reads through this cache return pinned tensors (see the class docstring)."""
+        return self.pinned and os.getpid() == self._home
 
     @property
     def max_bytes(self) -> int:
