@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,148 @@ def test_storage_options_that_are_not_a_mapping_are_refused_for_every_store(
 ) -> None:
     with pytest.raises(ArgumentTypeError, match=r"storage_options of .* must be a mapping"):
         resolve_store(str(tmp_path / url) if "://" not in url else url, storage_options=options)
+
+
+# -- storage_options with a Store object -------------------------------------------------
+
+_ENTRIES = {
+    "open": lambda st, so: tz.open(st, mode="a", storage_options=so),
+    "open_group": lambda st, so: tz.open_group(st, mode="a", storage_options=so),
+    "open_array": lambda st, so: tz.open_array(
+        st, mode="a", shape=(3,), dtype=torch.int8, storage_options=so
+    ),
+    "create_group": lambda st, so: tz.create_group(st, storage_options=so),
+    "create_array": lambda st, so: tz.create_array(st, data=torch.arange(3), storage_options=so),
+    "from_array": lambda st, so: tz.from_array(st, data=torch.arange(3), storage_options=so),
+    "save_checkpoint": lambda st, so: tz.save_checkpoint(
+        {"w": torch.ones(2)}, st, storage_options=so
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRIES))
+@pytest.mark.parametrize("options", [{"read_only": True}, {"bogus": 1}])
+def test_storage_options_with_a_store_object_are_refused_before_any_write(tmp_path, entry, options):
+    store = tz.LocalStore(tmp_path / "x.zarr")
+    with pytest.raises(ArgumentTypeError, match="given with the store object") as info:
+        _ENTRIES[entry](store, options)
+    assert isinstance(info.value, TypeError) and repr(store) in str(info.value)
+    assert repr(sorted(options)) in str(info.value)
+    assert list(store.list_prefix("")) == []  # nothing written, read_only or not
+    for fine in (None, {}):
+        _ENTRIES[entry](tz.LocalStore(tmp_path / f"ok-{fine!r}.zarr"), fine)
+
+
+def test_storage_options_with_a_store_object_name_the_store_to_load_from(tmp_path):
+    tz.save_checkpoint({"w": torch.ones(2)}, str(tmp_path / "c.zarr"))
+    with pytest.raises(ArgumentTypeError, match=r"\['anon'\].*LocalStore"):
+        tz.load_checkpoint(tz.LocalStore(tmp_path / "c.zarr"), storage_options={"anon": True})
+    with pytest.raises(ArgumentTypeError, match="must be a mapping"):
+        resolve_store(MemoryStore(), storage_options=[("read_only", True)])
+
+
+# -- store plugins from entry points -----------------------------------------------------
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """``install(package, {scheme: "module:attr"}, module_source)``: a dist-info on sys.path."""
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    monkeypatch.setattr(registry, "_entry_points", None)  # found afresh, and undone after
+    made: list[str] = []
+
+    def install(package: str, eps: dict[str, str], modules: dict[str, str]) -> None:
+        root = tmp_path / package
+        info = root / f"{package}-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+        lines = "".join(f"{name} = {value}\n" for name, value in eps.items())
+        (info / "entry_points.txt").write_text("[torchzarr.stores]\n" + lines)
+        for name, source in modules.items():
+            (root / f"{name}.py").write_text(source)
+            made.append(name)
+        monkeypatch.syspath_prepend(str(root))
+
+    yield install
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+_GOOD = "from torchzarr.storage.memory import MemoryStore\ndef factory(url, options):\n    return MemoryStore()\n"
+
+
+@pytest.mark.parametrize("broken_first", [True, False])
+def test_a_broken_plugin_fails_only_its_own_scheme(plugins, broken_first):
+    def broken():
+        plugins("tzbrokenplug", {"tzp-broken": "tz_no_such_module_xyz:factory"}, {})
+
+    if broken_first:
+        broken()
+    plugins("tzgoodplug", {"TZP-Good": "tz_goodplug_mod:factory"}, {"tz_goodplug_mod": _GOOD})
+    if not broken_first:
+        broken()  # prepended: found first on sys.path
+    assert isinstance(tz.open_group("tzp-good://x", mode="a").store, MemoryStore)
+    for _ in range(2):  # the same error each time, never a bare "no store handles"
+        with pytest.raises(tz.errors.MissingDependencyError) as info:
+            tz.open_group("tzp-broken://x", mode="a")
+        text = str(info.value)
+        for part in (
+            "tzp-broken",
+            "tz_no_such_module_xyz:factory",
+            "tzbrokenplug",
+            "ModuleNotFound",
+        ):
+            assert part in text
+        assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    with pytest.raises(UnknownStoreError, match=r"no store handles 'tzp-none://x'.*tzp-broken://"):
+        resolve_store("tzp-none://x")
+    schemes = registered_stores()
+    assert "tzp-good" in schemes and "tzp-broken" in schemes and callable(schemes["tzp-good"])
+    with pytest.raises(tz.errors.MissingDependencyError, match="tzbrokenplug"):
+        schemes["tzp-broken"]
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "match"),
+    [
+        (
+            "raise RuntimeError('boom at import')\n",
+            UnknownStoreError,
+            "RuntimeError: boom at import",
+        ),
+        ("factory = 42\n", UnknownStoreError, "not callable"),
+        ("import tz_missing_dependency_xyz\n", tz.errors.MissingDependencyError, "tz_missing_dep"),
+    ],
+)
+def test_a_plugin_that_fails_to_load_names_its_entry_point(plugins, source, error, match):
+    plugins("tzbadplug", {"tzp-bad": "tz_badplug_mod:factory"}, {"tz_badplug_mod": source})
+    plugins("tzgoodplug", {"tzp-good": "tz_goodplug_mod:factory"}, {"tz_goodplug_mod": _GOOD})
+    with pytest.raises(error, match=match) as info:
+        tz.open_group("tzp-bad://x", mode="a")
+    assert "tzp-bad = tz_badplug_mod:factory" in str(info.value) and "tzbadplug" in str(info.value)
+    assert isinstance(tz.open_group("tzp-good://x", mode="a").store, MemoryStore)
+
+
+def test_register_store_wins_over_an_entry_point_of_the_same_scheme(plugins):
+    plugins("tzbrokenplug", {"tzp-mine": "tz_no_such_module_xyz:factory"}, {})
+    register_store("tzp-mine", lambda url, options: MemoryStore())
+    assert isinstance(resolve_store("tzp-mine://x", mode="a"), MemoryStore)
+
+
+def test_options_of_a_url_store_are_not_passed_again_with_the_store_made(tmp_path):
+    """FeatureStore (reopened after mode "w", pickled) and DCP saves resolve the URL once."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
+
+    options = {"fsync": False}
+    features = tz.FeatureStore(str(tmp_path / "f.zarr"), mode="w", storage_options=options)
+    assert features.features == ()  # opened: the spec now holds the store made
+    assert pickle.loads(pickle.dumps(features)).features == ()
+    path = str(tmp_path / "d")
+    dcp.save({"w": torch.ones(3)}, storage_writer=ZarrStorageWriter(path, storage_options=options))
+    state = {"w": torch.zeros(3)}
+    dcp.load(state, storage_reader=ZarrStorageReader(path, storage_options=options))
+    assert state["w"].tolist() == [1.0, 1.0, 1.0]

@@ -365,9 +365,7 @@ class ZarrStorageWriter(StorageWriter):
             consolidate_metadata(st, path=version)
             if self.fsync:
                 sync_local(st, version)  # all the manifest names is on disk before it is written
-            durable = commit.checkpoint_store(
-                st, "a", storage_options=self.storage_options, fsync=self.fsync
-            )
+            durable = commit.checkpoint_store(st, "a", fsync=self.fsync)  # st: options applied
             info = {"kind": KIND, "torch_version": torch.__version__, "dcp": doc}
             commit.commit_version(durable, version, info)
             committed = True

@@ -158,6 +158,7 @@ class FeatureStore:
         store, mode, path, zarr_format, options = self._spec
         if group is not None:  # after "w", reopening must not wipe the store again
             store, mode = group.store, "r" if group.read_only else "r+"
+            options = None  # group.store was made with them
         return {
             "spec": (store, mode, path, zarr_format, options),
             "chunk_bytes": self._chunk_bytes,
@@ -200,7 +201,7 @@ class FeatureStore:
         init_layout(group)
         self._group = group
         if mode in ("w", "w-"):  # done: opening again (a copy, a pickle) must not wipe it
-            self._spec = (group.store, "r+", path, zarr_format, options)
+            self._spec = (group.store, "r+", path, zarr_format, None)  # options in the store
         return group
 
     def refresh(self) -> bool:

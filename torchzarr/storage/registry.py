@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
-from types import MappingProxyType
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    UnknownStoreError,
+)
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Store, options_mapping
 
@@ -20,7 +24,10 @@ StoreFactory = Callable[[str, dict[str, Any]], Store]
 
 _registry: dict[str, StoreFactory] = {}
 _lock = new_lock()
-_entry_points_loaded = False
+#: the installed entry points of ``ENTRY_POINT_GROUP`` by scheme, found (not loaded) once
+_entry_points: dict[str, EntryPoint] | None = None
+
+ENTRY_POINT_GROUP = "torchzarr.stores"
 
 
 #: RFC 3986's scheme syntax
@@ -53,25 +60,91 @@ def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = Fals
         _registry[scheme] = factory
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group="torchzarr.stores"):
-        if ep.name.lower() not in _registry:
-            _registry[ep.name.lower()] = ep.load()
+def _installed() -> dict[str, EntryPoint]:
+    """The entry points of ``torchzarr.stores`` by scheme (the first of a name wins)."""
+    global _entry_points
+    with _lock:
+        if _entry_points is None:
+            found: dict[str, EntryPoint] = {}
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                found.setdefault(ep.name.lower(), ep)
+            _entry_points = found
+        return _entry_points
+
+
+def _plugin_factory(scheme: str) -> StoreFactory | None:
+    """The factory of ``scheme``'s entry point, loaded now (None: no plugin names it).
+
+    Each plugin loads on its own, when its scheme is first used, so a broken one fails
+    only the URLs of its scheme; a failed load is tried again at the next use.
+    """
+    ep = _installed().get(scheme)
+    if ep is None:
+        return None
+    where = f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP!r}"
+    dist = getattr(ep, "dist", None)
+    if dist is not None:
+        where += f" (package {dist.name} {dist.version})"
+    try:
+        factory = ep.load()
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"the store plugin for {scheme}:// cannot be imported: {where} failed with "
+            f"{type(err).__name__}: {err} (install what it needs, or uninstall the package)"
+        ) from err
+    except Exception as err:
+        raise UnknownStoreError(
+            f"the store plugin for {scheme}:// failed to load: {where} raised "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if not callable(factory):
+        raise UnknownStoreError(
+            f"the store plugin for {scheme}:// is not a factory: {where} is "
+            f"{type(factory).__name__} {factory!r}, not callable as factory(url, storage_options)"
+        )
+    with _lock:  # a registration made meanwhile (the plugin's own import) wins
+        return _registry.setdefault(scheme, factory)
+
+
+def _factory(scheme: str) -> StoreFactory | None:
+    """The factory registered for ``scheme``, else that of its entry point."""
+    factory = _registry.get(scheme)
+    return factory if factory is not None else _plugin_factory(scheme)
+
+
+class _Schemes(Mapping[str, StoreFactory]):
+    """The registered schemes and those of installed plugins, loaded when looked up."""
+
+    def _names(self) -> set[str]:
+        return set(_registry) | set(_installed())
+
+    def __getitem__(self, scheme: str) -> StoreFactory:
+        factory = _factory(scheme) if isinstance(scheme, str) else None
+        if factory is None:
+            raise KeyError(scheme)
+        return factory
+
+    def __contains__(self, scheme: object) -> bool:
+        return isinstance(scheme, str) and scheme in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def registered_stores() -> Mapping[str, StoreFactory]:
-    """A read-only view of the registered schemes.
+    """A read-only view of the registered schemes, installed plugins' included.
+
+    A plugin (entry point of ``torchzarr.stores``) loads when its factory is looked up; a
+    broken one raises then, naming the entry point, and leaves the others working.
 
     Example:
         >>> "file" in registered_stores() and "memory" in registered_stores()
         True
     """
-    _load_entry_points()
-    return MappingProxyType(_registry)
+    return _Schemes()
 
 
 def _file_path(url: str) -> str:
@@ -167,7 +240,9 @@ def resolve_store(
 
     A bare ``memory://`` makes a new store; ``memory://name`` names a store shared by the
     whole process. Paths without a scheme are local directories, except a path ending in
-    ``.zip`` that is not a directory, which opens as a ZipStore.
+    ``.zip`` that is not a directory, which opens as a ZipStore. ``storage_options`` go
+    to the store made from a path or URL; with a Store object they raise
+    ``ArgumentTypeError`` (an empty mapping or None is fine).
 
     Example:
         >>> type(resolve_store("memory://", mode="w")).__name__
@@ -179,6 +254,7 @@ def resolve_store(
     """
     read_only = mode == "r"
     if isinstance(store, Store):
+        _refuse_unused_options(store, storage_options)
         if read_only and not store.read_only:
             return store.with_read_only(True)
         return store
@@ -193,12 +269,9 @@ def resolve_store(
     if not sep:
         scheme = "zip" if _is_zip_path(store) else "file"
     scheme = scheme.lower()
-    factory = _registry.get(scheme)
+    factory = _factory(scheme)
     if factory is None:
-        _load_entry_points()
-        factory = _registry.get(scheme)
-    if factory is None:
-        known = ", ".join(sorted(f"{s}://" for s in _registry))
+        known = ", ".join(f"{s}://" for s in _Schemes())
         raise UnknownStoreError(f"no store handles {store!r} (scheme {scheme!r}); known: {known}")
     result = factory(store, options)
     if not isinstance(result, Store):
@@ -209,6 +282,18 @@ def resolve_store(
     if read_only and not result.read_only:
         result = result.with_read_only(True)
     return result
+
+
+def _refuse_unused_options(store: Store, storage_options: Any) -> None:
+    """``storage_options`` go to the store made from a path or URL; a Store takes none."""
+    options = options_mapping(f"storage_options of {store!r}", storage_options)
+    if options:
+        hint = " (mode='r' opens it read-only)" if "read_only" in options else ""
+        raise ArgumentTypeError(
+            f"storage_options {sorted(map(str, options))} were given with the store object "
+            f"{store!r}, which takes none: they configure a store made from a path or URL; "
+            f"pass them to {type(store).__name__}(...) instead{hint}"
+        )
 
 
 def _fsspec(url: str, options: dict[str, Any]) -> Store:
