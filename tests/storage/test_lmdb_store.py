@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from store_values import StoreValueChecks
 
 import torchzarr as tz
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
@@ -24,7 +25,7 @@ from torchzarr.testing.store_contract import StoreContract
 pytest.importorskip("lmdb")
 
 
-class TestLMDBStore(StoreContract):
+class TestLMDBStore(StoreContract, StoreValueChecks):
     def make_store(self, tmp_path: Path) -> Store:
         return LMDBStore(tmp_path / "data.lmdb", map_size=1 << 26)
 
@@ -69,6 +70,18 @@ def test_full_database_and_long_keys_are_store_errors(tmp_path: Path) -> None:
         store.set("big", b"x" * (1 << 20))
     with pytest.raises(StoreError, match="511"):
         store.set("k" * 600, b"x")
+    store.close()
+
+
+def test_a_failed_batch_names_the_key_at_fault_or_every_key(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path / "small", map_size=64 << 10)
+    with pytest.raises(StoreError) as caught:  # checked before the transaction
+        store.set_many({"a/zarr.json": b"{}", "k" * 600: b"1"})
+    assert "'kkkk" in str(caught.value) and "a/zarr.json" not in str(caught.value)
+    assert "600 bytes" in str(caught.value) and "511" in str(caught.value)
+    with pytest.raises(StoreError, match=r"'a/0', 'a/1' in .*map_size"):  # the batch is at fault
+        store.set_many({"a/0": b"x" * (1 << 20), "a/1": b"y"})
+    assert store.get("a/zarr.json") is None and store.get("a/1") is None
     store.close()
 
 

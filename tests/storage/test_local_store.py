@@ -9,20 +9,21 @@ from typing import Any
 
 import pytest
 import torch
+from store_values import StoreValueChecks
 
 import torchzarr as tz
 from torchzarr.errors import InvalidKeyError, StoreError
-from torchzarr.storage.base import Store
+from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.local import LocalStore, is_temporary
 from torchzarr.testing.store_contract import StoreContract
 
 
-class TestLocalStore(StoreContract):
+class TestLocalStore(StoreContract, StoreValueChecks):
     def make_store(self, tmp_path: Path) -> Store:
         return LocalStore(tmp_path / "data.zarr")
 
 
-class TestLocalStoreDirectIO(StoreContract):
+class TestLocalStoreDirectIO(StoreContract, StoreValueChecks):
     """The same contract with writes past the page cache (fsync on: the batched path too)."""
 
     def make_store(self, tmp_path: Path) -> Store:
@@ -133,13 +134,21 @@ def test_a_file_in_the_way_of_a_directory_is_still_an_error(tmp_path: Path) -> N
     assert store.get("a") == b"file" and _partials(tmp_path) == []
 
 
-def test_lookups_of_impossible_names_are_store_errors(tmp_path: Path) -> None:
+def test_lookups_of_names_too_long_for_a_file_read_as_missing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
     store.set("f", b"123")
-    key = "x" * 300  # longer than any file name may be
+    key = "x" * 300  # longer than any file name may be: no such file can exist
+    assert store.get(key) is None and not store.exists(key) and store.getsize(key) is None
+    assert store.list_dir(key) == ([], []) and store.get_range(key, ByteRange(0, 1)) is None
+    group = tz.open_group(store, mode="a")
+    assert key not in group and f"{key}/sub" not in group
+    for write in (lambda: store.set(key, b"1"), lambda: group.create_group(key)):
+        with pytest.raises(StoreError, match="x" * 20):  # a write names the key
+            write()
+    os.symlink("loop", tmp_path / "s" / "loop")  # other errors stay errors, wrapped
     for lookup in (store.exists, store.getsize, store.get):
-        with pytest.raises(StoreError, match="x" * 20):
-            lookup(key)
+        with pytest.raises(StoreError, match="'loop'"):
+            lookup("loop")
     (tmp_path / "s" / "d").mkdir()
     assert store.exists("f") and store.getsize("f") == 3
     assert not store.exists("d") and store.getsize("d") is None and store.getsize("g") is None

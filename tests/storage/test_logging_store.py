@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from store_values import StoreValueChecks
 
 import torchzarr as tz
 from torchzarr.storage import LoggingStore
@@ -64,7 +65,7 @@ def test_pickles_as_its_spec():
     assert repr(again).startswith("LoggingStore(")
 
 
-class TestLoggingStoreContract(StoreContract):
+class TestLoggingStoreContract(StoreContract, StoreValueChecks):
     """The whole store protocol holds through the wrapper, logging switched on."""
 
     pickles_by_value = True
@@ -72,3 +73,6 @@ class TestLoggingStoreContract(StoreContract):
     def make_store(self, tmp_path):
         logging.getLogger("torchzarr.store.contract").setLevel(logging.DEBUG)
         return LoggingStore(MemoryStore(), logger=logging.getLogger("torchzarr.store.contract"))
+
+    def named_store(self, store):
+        return "MemoryStore"  # the store the value was for

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from store_values import StoreValueChecks
 
 from torchzarr.errors import ArgumentTypeError
 from torchzarr.storage.base import Store
@@ -12,14 +13,14 @@ from torchzarr.storage.memory import MemoryStore, named_memory_store
 from torchzarr.testing.store_contract import StoreContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, StoreValueChecks):
     pickles_by_value = True
 
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
 
 
-class TestMemoryStoreBelowAPath(StoreContract):
+class TestMemoryStoreBelowAPath(StoreContract, StoreValueChecks):
     """``memory://name/path``: the named store seen from a path, as a subdirectory."""
 
     pickles_by_value = True

@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+from store_values import StoreValueChecks
 
 import torchzarr as tz
-from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MissingDependencyError,
+    StoreError,
+    UnknownStoreError,
+)
 from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.redis import RedisStore
 from torchzarr.storage.registry import resolve_store
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.services
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, StoreValueChecks):
     @pytest.fixture(autouse=True)
     def _server(self, redis_server: RedisService) -> None:
         self.server = redis_server
@@ -95,6 +101,21 @@ def test_options_redis_does_not_take_are_refused_when_the_store_is_made() -> Non
         tz.open_group("redis://127.0.0.1:1/0/x", mode="a", storage_options={"sockettimeout": 5})
     RedisStore("redis://127.0.0.1:1/0", socket_timeout=1)  # real ones: no server needed
     RedisStore("redis://127.0.0.1:1/0", single_connection_client=True)  # Redis.from_url's own
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://127.0.0.1:1/0", {"decode_responses": True}),
+        ("redis://127.0.0.1:1/0?decode_responses=False", {}),  # redis-py decodes: any value
+    ],
+)
+def test_decoded_responses_are_refused_when_the_store_is_made(url: str, options: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="needs bytes responses"):
+        RedisStore(url, **options)  # get() would raise a raw TypeError later
+    with pytest.raises(InvalidArgumentError, match="decode_responses"):
+        tz.open_group("redis://127.0.0.1:1/0/x", mode="a", storage_options={"decode_responses": 1})
+    RedisStore("redis://127.0.0.1:1/0", decode_responses=False)  # bytes: taken
 
 
 def test_unreachable_server_names_the_url() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from store_values import StoreValueChecks
 
 import torchzarr as tz
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
@@ -19,9 +20,37 @@ from torchzarr.storage.sqlite import SQLiteStore
 from torchzarr.testing.store_contract import StoreContract
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, StoreValueChecks):
     def make_store(self, tmp_path: Path) -> Store:
         return SQLiteStore(tmp_path / "data.db")
+
+
+def test_a_row_over_sqlites_length_limit_is_refused_by_key(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "data.db")
+    store.set("a/zarr.json", b"{}")
+    held = store._conn()  # this thread's connection, with a limit small enough to test
+    assert held is not None
+    held.connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+    with pytest.raises(StoreError, match=r"'big' in .*1001 bytes.*limit of 1000 bytes") as caught:
+        store.set_many({"a/zarr.json": b"{}", "big": bytes(994)})  # 993 fit beside its key
+    assert "a/zarr.json" not in str(caught.value)
+    store.set_many({"a/zarr.json": b"[]", "big": bytes(993)})  # the largest row it takes
+    assert store.getsize("big") == 993 and store.get("a/zarr.json") == b"[]"
+    store.close()
+
+
+def test_a_failed_transaction_names_every_key_it_wrote(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "data.db")
+    store.set("a/zarr.json", b"{}")
+    with sqlite3.connect(tmp_path / "data.db") as other:  # another client's rule
+        other.execute(
+            "CREATE TRIGGER no_b BEFORE INSERT ON zarr WHEN NEW.key = 'b' "
+            "BEGIN SELECT RAISE(ABORT, 'no b here'); END"
+        )
+    with pytest.raises(StoreError, match=r"cannot write 'a/zarr.json', 'b' in .*no b here"):
+        store.set_many({"a/zarr.json": b"[]", "b": b"1"})
+    assert store.get("a/zarr.json") == b"{}"
+    store.close()
 
 
 def test_url_opens_sqlite(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from store_values import StoreValueChecks
 
 import torchzarr as tz
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
@@ -23,12 +24,12 @@ from torchzarr.storage.zip import ZipStore
 from torchzarr.testing.store_contract import StoreContract
 
 
-class TestZipStore(StoreContract):
+class TestZipStore(StoreContract, StoreValueChecks):
     def make_store(self, tmp_path: Path) -> Store:
         return ZipStore(tmp_path / "data.zip", mode="w")
 
 
-class TestDeflatedZipStore(StoreContract):
+class TestDeflatedZipStore(StoreContract, StoreValueChecks):
     def make_store(self, tmp_path: Path) -> Store:
         return ZipStore(tmp_path / "data.zip", mode="a", compression=zipfile.ZIP_DEFLATED)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, InvalidKeyError, ReadOnlyError
+from torchzarr.storage.buffers import as_buffer
 
 _WINDOWS = os.name == "nt"
 _STORE_NUMBERS = itertools.count()  # default identities
@@ -48,6 +49,7 @@ __all__ = [
     "Store",
     "is_utf8",
     "key_part_offence",
+    "keys_named",
     "options_mapping",
     "validate_dir_prefix",
     "validate_key",
@@ -127,6 +129,18 @@ def key_part_offence(part: str) -> str | None:
     if part in _NOT_NAMES:
         return NOT_A_NAME
     return None
+
+
+def keys_named(keys: Sequence[str], most: int = 8) -> str:
+    """The keys an error of a batch names: every one, up to ``most`` of them.
+
+    Example:
+        >>> keys_named(["a"]), keys_named(["a", "b", "c"], most=2)
+        ("'a'", "'a', 'b' and 1 more")
+    """
+    named = ", ".join(repr(key) for key in keys[:most])
+    more = len(keys) - most
+    return named if more <= 0 else f"{named} and {more} more"
 
 
 def validate_key(key: str) -> str:
@@ -245,11 +259,12 @@ class Store(abc.ABC):
         """Store ``value`` at ``key``, replacing any previous value atomically."""
 
     def set_many(self, items: Mapping[str, Buffer]) -> None:
-        """Store many values (remote stores write them concurrently); every key is
-        checked before the first is written."""
+        """Store many values (remote stores write them concurrently); every key and value
+        is checked before the first is written."""
         for key in items:
             validate_key(key)
-        for key, value in items.items():
+        checked = {key: as_buffer(self, key, value) for key, value in items.items()}
+        for key, value in checked.items():
             self.set(key, value)
 
     @abc.abstractmethod

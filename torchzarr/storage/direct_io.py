@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from torchzarr.storage.base import Buffer
+from torchzarr.storage.buffers import flat
 
 __all__ = ["DIRECT_MIN_BYTES", "open_new", "start_writeback", "write_new"]
 
@@ -112,7 +113,7 @@ def write_new(fd: int, value: Buffer, *, direct: bool) -> None:
         >>> os.path.getsize(path)
         5000
     """
-    view = memoryview(value).cast("B")
+    view = memoryview(flat(memoryview(value)))  # bytes in C order, whatever the buffer
     if direct and len(view) >= DIRECT_MIN_BYTES:
         try:
             _write_direct(fd, view)

@@ -10,6 +10,8 @@ from typing import Any
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_dir_prefix, validate_prefix
+from torchzarr.storage.buffers import as_buffer, as_bytes
+from torchzarr.storage.fsspec_bounds import read_bounds
 from torchzarr.storage.fsspec_errors import (
     batch_label,
     bucket_is_gone,
@@ -31,9 +33,6 @@ from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
 
-#: protocols that answer suffix ranges (``bytes=-n``) themselves; Azure Blob cannot, so a
-#: batched size lookup comes first there
-_NATIVE_SUFFIX = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file", "local"})
 _GLOB_CHARS = frozenset("*?[")
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
@@ -290,12 +289,9 @@ class FsspecStore(Store):
     def _batch(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
         """Read ``(key, range)`` pairs, one batch of requests per attempt; missing -> None."""
         paths = [self._path(key) for key, _ in requests]
-        bounds: list[tuple[int | None, int | None]] = [(None, None)] * len(requests)
-        for i, (_, rng) in enumerate(requests):
-            if rng is not None:
-                bounds[i] = (rng.start, None if rng.length is None else rng.start + rng.length)
-        if self.protocol not in _NATIVE_SUFFIX:
-            bounds = self._resolve_suffixes(paths, bounds)
+        ranges = [rng for _, rng in requests]
+        local = self._local is not None  # long ranges cut at the file's end
+        bounds = read_bounds(ranges, paths, self.protocol, self._sizes, local=local)
         results: list[Any] = [None] * len(paths)
         pending = []
         for i, (start, end) in enumerate(bounds):
@@ -331,23 +327,10 @@ class FsspecStore(Store):
             for (key, rng), label, value in zip(requests, labels, results, strict=True)
         ]
 
-    def _resolve_suffixes(
-        self, paths: list[str], bounds: list[tuple[int | None, int | None]]
-    ) -> list[tuple[int | None, int | None]]:
-        """Suffix ranges as absolute ones, from one batched size lookup."""
-        idx = [i for i, (start, _) in enumerate(bounds) if start is not None and start < 0]
-        if not idx:
-            return bounds
-        wanted = [paths[i] for i in idx]
-        sizes = self._run("look up the sizes of", wanted[0], "sizes", wanted, missing=None)
-        if sizes is None:  # some are missing: find which
-            sizes = [self._size_at(path) for path in wanted]
-        out = list(bounds)
-        for i, size in zip(idx, sizes, strict=True):
-            start = bounds[i][0]
-            if size is not None and start is not None:
-                out[i] = (max(size + start, 0), size)
-        return out
+    def _sizes(self, paths: list[str]) -> list[int | None]:
+        """The sizes of the objects at ``paths`` (None: missing), in one batched lookup."""
+        sizes = self._run("look up the sizes of", paths[0], "sizes", paths, missing=None)
+        return [self._size_at(path) for path in paths] if sizes is None else list(sizes)
 
     def _size_at(self, path: str, key: str | None = None) -> int | None:
         self.fs.invalidate_cache(path)
@@ -390,14 +373,14 @@ class FsspecStore(Store):
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         for key in items:
             self._check_writable(key)
-        paths = {self._path(key): bytes(value) for key, value in items.items()}
+        keys = {self._path(key): key for key in items}  # what an error names
+        values = {key: as_buffer(self, key, value) for key, value in items.items()}
+        if self._local is not None:  # temp file + rename: readers never see half
+            self._local.set_many(values)
+            return
+        paths = {path: as_bytes(self, key, values[key]) for path, key in keys.items()}
         if not paths:
             return
-        if self._local is not None:
-            for key, value in items.items():
-                self._local.set(key, value)  # temp file + rename: readers never see half
-            return
-        keys = dict(zip(paths, items, strict=True))  # what an error names
         if getattr(self.fs, "async_impl", False):
             failures, made = write_all(self.fs, paths, self.timeout, self.policy)
             if failures:  # the first key that failed, and how many more did

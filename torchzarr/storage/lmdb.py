@@ -13,7 +13,15 @@ from typing import Any
 from torchzarr.arguments import whole_number
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.forksafe import LockTable
-from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.base import (
+    Buffer,
+    ByteRange,
+    Store,
+    keys_named,
+    validate_key,
+    validate_prefix,
+)
+from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.store_args import local_path
 
@@ -200,7 +208,7 @@ class LMDBStore(Store):
     def _call(
         self,
         what: str,
-        key: str,
+        key: str | list[str],
         work: Callable[[Any], Any],
         *,
         write: bool = False,
@@ -295,14 +303,15 @@ class LMDBStore(Store):
                 _envs[self.identity] = shared
             return shared
 
-    def _fail(self, what: str, key: str, err: Exception) -> StoreError:
+    def _fail(self, what: str, key: str | list[str], err: Exception) -> StoreError:
         hint = ""
         name = type(err).__name__
         if name == "MapFullError":
             hint = " (the database is full: open it with a larger map_size)"
         elif name == "BadValsizeError":
             hint = " (LMDB keys are at most 511 bytes)"
-        return StoreError(f"cannot {what} {key!r} in {self}: {name}: {err}{hint}")
+        named = repr(key) if isinstance(key, str) else keys_named(key)
+        return StoreError(f"cannot {what} {named} in {self}: {name}: {err}{hint}")
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -339,9 +348,27 @@ class LMDBStore(Store):
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         for key in items:
             self._check_writable(key)
-        pairs = [(validate_key(key).encode(), bytes(value)) for key, value in items.items()]
-        if pairs:
-            self._call("write", pairs[0][0].decode(), _putter(pairs), write=True)
+        pairs = [
+            (validate_key(key).encode(), as_buffer(self, key, value))
+            for key, value in items.items()
+        ]
+        if pairs:  # an error of the batch names its keys
+            self._call("write", list(items), self._putter(pairs), write=True)
+
+    def _putter(self, pairs: Sequence[tuple[bytes, Buffer]]) -> Callable[[Any], None]:
+        def put(env: Any) -> None:
+            most = env.max_key_size()  # checked first: LMDB's error would not say which key
+            for name, _ in pairs:
+                if len(name) > most:
+                    raise StoreError(
+                        f"cannot write {name.decode()!r} in {self}: its key is {len(name)} "
+                        f"bytes, over LMDB's limit of {most} bytes per key"
+                    )
+            with env.begin(write=True) as txn:
+                for k, v in pairs:
+                    txn.put(k, v)
+
+        return put
 
     def delete(self, key: str) -> None:
         self._check_writable(key)
@@ -380,15 +407,6 @@ class LMDBStore(Store):
             return keys
 
         return list(self._call("list", prefix or "/", scan, missing=[]))
-
-
-def _putter(pairs: list[tuple[bytes, bytes]]) -> Callable[[Any], None]:
-    def put(env: Any) -> None:
-        with env.begin(write=True) as txn:
-            for k, v in pairs:
-                txn.put(k, v)
-
-    return put
 
 
 def _deleter(keys: list[bytes]) -> Callable[[Any], None]:

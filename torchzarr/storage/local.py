@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -24,46 +22,15 @@ from torchzarr.storage.base import (
     validate_key,
     validate_prefix,
 )
-from torchzarr.storage.key_names import spells_a_key
+from torchzarr.storage.buffers import as_buffer
+from torchzarr.storage.local_names import is_key_name, is_temporary, temporary_name
 from torchzarr.storage.store_args import local_path
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
-_PARTIAL = ".partial"
-#: a write in flight: ``.<name>.<32 hex digits>.partial`` beside the key's file, ``<name>``
-#: cut to its first 100 bytes: at most 142 bytes, which even eCryptfs (143) takes
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial", re.DOTALL)
-_TEMPORARY_NAME_BYTES = 100
 _MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
 # a read of more bytes takes that much memory before the file says how many it holds
 _READ_UNCHECKED = 64 << 20
-
-
-def is_temporary(name: str) -> bool:
-    """True if a file name is one of LocalStore's temporary files (listings skip them).
-
-    Example:
-        >>> is_temporary(".0." + "ab" * 16 + ".partial"), is_temporary("epoch3.partial")
-        (True, False)
-    """
-    return name.endswith(_PARTIAL) and _TEMPORARY.fullmatch(name) is not None
-
-
-def _temporary_name(name: str) -> str:
-    """A fresh ``.<name>.<32 hex digits>.partial``, a long name cut at a character boundary.
-
-    Example:
-        >>> _temporary_name("0")[:3], len(_temporary_name("n" * 255).encode())
-        ('.0.', 142)
-    """
-    head = name.encode("utf-8")[:_TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
-    return f".{head}.{uuid.uuid4().hex}{_PARTIAL}"
-
-
-def _is_key_name(name: str, directory: str) -> bool:
-    """True if a directory entry's name can be part of a key: not a temporary file, and
-    UTF-8 (a name of other bytes is skipped with a warning: no key can spell it)."""
-    return not is_temporary(name) and spells_a_key(name, directory, "LocalStore")
 
 
 class StagedFile(NamedTuple):
@@ -170,6 +137,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:  # no file can have such a name: missing
+                return None
             raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
@@ -188,6 +157,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                return None
             raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
 
     def exists(self, key: str) -> bool:
@@ -200,6 +171,8 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                return None
             raise StoreError(f"cannot look up {key!r} in {self}: {err}") from err
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
@@ -219,9 +192,10 @@ class LocalStore(Store):
         """
         overridden = "set" in self.__dict__ or type(self).set is not LocalStore.set
         if not self.fsync or len(items) <= 1 or overridden:  # an overridden set sees every key
-            for key in items:  # every key checked before the first is written
+            for key in items:  # every key and value checked before the first is written
                 self._target(key)
-            for key, value in items.items():
+            checked = {key: as_buffer(self, key, value) for key, value in items.items()}
+            for key, value in checked.items():
                 self.set(key, value)
             return
         self.publish(self.stage_many(items))
@@ -243,12 +217,13 @@ class LocalStore(Store):
             b'y'
         """
         targets = {key: self._target(key) for key in items}
+        values = {key: as_buffer(self, key, value) for key, value in items.items()}
         staged: list[StagedFile] = []
         key = ""
         try:
-            for key, value in items.items():
+            for key, value in values.items():
                 path = targets[key]
-                tmp = path.with_name(_temporary_name(path.name))
+                tmp = path.with_name(temporary_name(path.name))
                 fd, direct = self._create(tmp, self._direct(value))
                 staged.append(StagedFile(key, tmp, path))
                 try:
@@ -343,7 +318,7 @@ class LocalStore(Store):
         return direct_io.open_new(str(tmp), direct=direct)
 
     def _direct(self, value: Buffer) -> bool:
-        return self.direct_io and memoryview(value).nbytes >= direct_io.DIRECT_MIN_BYTES
+        return self.direct_io and len(value) >= direct_io.DIRECT_MIN_BYTES  # flat bytes
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
@@ -362,6 +337,8 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:  # no such file: nothing to delete
+                return
             raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
         self._prune(path.parent)
 
@@ -433,10 +410,12 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:  # no such directory: nothing below it
+                return
             raise StoreError(f"cannot list {base or '/'!r} in {self}: {err}") from err
         above = above | {(st.st_dev, st.st_ino)}
         for entry in entries:
-            if not _is_key_name(entry.name, directory):
+            if not is_key_name(entry.name, directory):
                 continue
             try:
                 is_dir = entry.is_dir()  # through a symlink
@@ -460,9 +439,11 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return [], []
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                return [], []
             raise StoreError(f"cannot list {prefix or '/'!r} in {self}: {err}") from err
         for entry in entries:
-            if not _is_key_name(entry.name, str(directory)):
+            if not is_key_name(entry.name, str(directory)):
                 continue
             try:
                 if entry.is_dir():  # symlinked directories too

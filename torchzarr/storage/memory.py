@@ -9,6 +9,7 @@ from typing import Any
 from torchzarr.errors import ArgumentTypeError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Buffer, Store, validate_key, validate_prefix
+from torchzarr.storage.buffers import as_bytes
 
 __all__ = ["MemoryStore", "named_memory_store"]
 
@@ -30,7 +31,9 @@ class MemoryStore(Store):
     def __init__(
         self, data: Mapping[str, Buffer] | None = None, *, read_only: bool = False
     ) -> None:
-        self._data: dict[str, bytes] = {validate_key(k): _buffer(k, v) for k, v in _items(data)}
+        self._data: dict[str, bytes] = {
+            validate_key(k): as_bytes("MemoryStore data", k, v) for k, v in _items(data)
+        }
         self._lock = new_lock()
         self.read_only = read_only
         self._name = f"memory-{next(_counter)}"
@@ -76,7 +79,7 @@ class MemoryStore(Store):
 
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
-        data = _buffer(key, value)
+        data = as_bytes(self, key, value)
         with self._lock:
             self._data[self._prefix + validate_key(key)] = data
 
@@ -113,20 +116,6 @@ def _items(data: Any) -> list[tuple[Any, Any]]:
             f"MemoryStore data must be a mapping of keys to bytes, got {data!r:.80}"
         )
     return list(data.items())
-
-
-def _buffer(key: str, value: Any) -> bytes:
-    """A value given as a buffer (bytes, bytearray, memoryview, a numpy array's bytes):
-    ``bytes(3)`` would be three zero bytes, and ``bytes([1, 2])`` a list's numbers."""
-    if isinstance(value, bytes):
-        return value
-    try:
-        return memoryview(value).tobytes()
-    except TypeError:
-        raise ArgumentTypeError(
-            f"MemoryStore data: the value of key {key!r} must be bytes (or a buffer), got "
-            f"{type(value).__name__}"
-        ) from None
 
 
 def named_memory_store(name: str) -> MemoryStore:

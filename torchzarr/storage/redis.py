@@ -8,8 +8,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MissingDependencyError,
+    StoreError,
+    UnknownStoreError,
+)
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import spells_a_key
 
 __all__ = ["RedisStore"]
@@ -57,7 +63,13 @@ def _redact(url: str) -> str:
 
 def _check_client_options(url: str, options: dict[str, Any]) -> None:
     """Refuse options redis-py's connections do not take now, not at the first request
-    (building a connection object opens no socket)."""
+    (building a connection object opens no socket), and responses decoded to text."""
+    # redis-py decodes with any value in the URL's query (even "False"), which wins
+    if options.get("decode_responses") or parse_qs(urlsplit(url).query).get("decode_responses"):
+        raise InvalidArgumentError(
+            f"RedisStore {_redact(url)!r} needs bytes responses (values are bytes, not "
+            "text): leave decode_responses out of its options and URL"
+        )
     if not options:
         return
     try:
@@ -284,7 +296,7 @@ class RedisStore(Store):
         return int(self._run("read", key, self.client.strlen, self._name(key)))
 
     # -- writes -------------------------------------------------------------------------------
-    def _check_size(self, key: str, value: bytes) -> bytes:
+    def _check_size(self, key: str, value: Buffer) -> Buffer:
         if len(value) > MAX_VALUE_BYTES:
             raise StoreError(
                 f"cannot write {key!r} at {_redact(self.url)!r}: its value of {len(value)} "
@@ -296,14 +308,16 @@ class RedisStore(Store):
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
         name = self._name(key)
-        self._run("write", key, self.client.set, name, self._check_size(key, bytes(value)))
+        data = self._check_size(key, as_buffer(self, key, value))
+        self._run("write", key, self.client.set, name, data)
 
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         for key in items:
             self._check_writable(key)
         # every key and size is checked before the first batch is sent
         pairs = {
-            key: (self._name(key), self._check_size(key, bytes(v))) for key, v in items.items()
+            key: (self._name(key), self._check_size(key, as_buffer(self, key, v)))
+            for key, v in items.items()
         }
         keys = list(pairs)
         for i in range(0, len(keys), _BATCH):

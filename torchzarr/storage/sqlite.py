@@ -12,8 +12,17 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
-from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.base import (
+    Buffer,
+    ByteRange,
+    Store,
+    keys_named,
+    validate_key,
+    validate_prefix,
+)
+from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.sqlite_rows import check_row_sizes
 from torchzarr.storage.store_args import local_path, seconds
 
 __all__ = ["SQLiteStore"]
@@ -409,8 +418,16 @@ class SQLiteStore(Store):
         return int(size)
 
     # -- writes -------------------------------------------------------------------------------
-    def _transaction(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _transaction(
+        self,
+        what: str,
+        sql: str,
+        rows: Sequence[Sequence[Any]],
+        check: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         def write(conn: sqlite3.Connection) -> None:
+            if check is not None:
+                check(conn)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -430,9 +447,10 @@ class SQLiteStore(Store):
     def set_many(self, items: Mapping[str, Buffer]) -> None:
         for key in items:
             self._check_writable(key)
-        rows = [(validate_key(key), bytes(value)) for key, value in items.items()]
-        if rows:
-            self._transaction(f"write {rows[0][0]!r}", _UPSERT, rows)
+        rows = [(validate_key(key), as_buffer(self, key, value)) for key, value in items.items()]
+        if rows:  # an error of the transaction names its keys
+            check = lambda conn: check_row_sizes(self, conn, rows)  # noqa: E731
+            self._transaction(f"write {keys_named(list(items))}", _UPSERT, rows, check)
 
     def delete(self, key: str) -> None:
         self.delete_many([key])

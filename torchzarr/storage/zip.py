@@ -11,6 +11,7 @@ from typing import Any
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.store_args import local_path
 from torchzarr.storage.zip_archive import Archive
@@ -241,7 +242,8 @@ class ZipStore(Store):
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
-        self._change(validate_key(key), lambda archive: archive.write(key, value, self.compression))
+        data = as_buffer(self, validate_key(key), value)
+        self._change(key, lambda archive: archive.write(key, data, self.compression))
 
     def delete(self, key: str) -> None:
         self._check_writable(key)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_rlock
 from torchzarr.storage.base import Buffer, ByteRange
+from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.fileio import (
     FileSignature,
     file_signature,
@@ -109,7 +110,7 @@ class Archive:
         A write that fails (a full disk) raises :class:`StoreError` and leaves the archive
         as it was before it: see :meth:`_undo_write`.
         """
-        data = bytes(value)
+        data = as_buffer(f"ZipStore({self.path!r})", key, value)  # ZipStore.set checked it
         info = zipfile.ZipInfo(key, date_time=time.localtime(time.time())[:6])
         info.compress_type = compression
         info.external_attr = 0o644 << 16
