@@ -231,6 +231,32 @@ def test_an_array_whose_zip_another_store_closed_after_a_replace_is_refused(tmp_
     assert tz.open_array(ZipStore(path), mode="r")[:].tolist() == list(range(100, 108))
 
 
+@pytest.mark.parametrize("replaced_after", [None, 1, 3])
+def test_arrays_of_a_zip_this_process_closed_and_reopened_again_and_again_read_on(
+    tmp_path, replaced_after
+):
+    path = tmp_path / "a.zip"
+    with ZipStore(path, mode="w") as store:
+        tz.create_array(store, data=torch.arange(8, dtype=torch.float32), chunks=(4,))
+    reader = tz.open_array(ZipStore(path), mode="r")
+    reader[:]  # holds the first version
+    writer_store = ZipStore(path, mode="a")
+    writer = tz.open_array(writer_store, mode="r+")
+    for cycle in range(1, 4):  # each close lets a version go; the next open carries it on
+        writer[:4] = float(-cycle)
+        writer_store.close()
+        if cycle == replaced_after:  # another writer's file at the path: not carried on
+            with ZipStore(tmp_path / "other.zip", mode="w") as other:
+                tz.create_array(other, data=torch.arange(8, dtype=torch.int32), chunks=(4,))
+            os.replace(tmp_path / "other.zip", path)
+            break
+    if replaced_after is None:
+        assert reader[:].tolist() == [-3.0] * 4 + [4.0, 5.0, 6.0, 7.0]
+    else:
+        with pytest.raises(StoreError, match="replaced or rewritten by another writer"):
+            reader[:]
+
+
 def test_arrays_of_a_zip_closed_by_another_store_of_this_process_read_on(tmp_path):
     path = tmp_path / "a.zip"
     with ZipStore(path, mode="w") as store:

@@ -17,7 +17,7 @@ from torchzarr.storage.store_args import local_path
 from torchzarr.storage.zip_archive import Archive
 from torchzarr.storage.zip_io import Savepoint, read_many, refuse_change
 from torchzarr.storage.zip_shared import archives as _archives
-from torchzarr.storage.zip_shared import choose_archive, refuse_another_version
+from torchzarr.storage.zip_shared import choose_archive, last_closed, refuse_another_version
 from torchzarr.storage.zip_shared import closed_at_exit as _closed_at_exit
 from torchzarr.storage.zip_shared import path_locks as _path_locks
 
@@ -177,6 +177,7 @@ class ZipStore(Store):
                     if archive.zf is not None:  # no room for its directory: a later close
                         _archives[path] = archive  # (or the exit) writes it
                     raise
+                last_closed[path] = archive
 
     def savepoint(self) -> Savepoint:
         """Open the zip for writing and note its entries, for :meth:`roll_back` to return to.

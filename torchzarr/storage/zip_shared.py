@@ -29,6 +29,7 @@ __all__ = [
     "archives",
     "choose_archive",
     "closed_at_exit",
+    "last_closed",
     "path_locks",
     "refuse_another_version",
     "warn_writes_lost",
@@ -38,6 +39,9 @@ __all__ = [
 archives: dict[str, Any] = {}
 #: an archive this process closed to reopen its file for writing -> the reopened one
 successors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: the archive a ``ZipStore.close`` of this process closed last, by path: the next one
+#: opened at the path carries its version on when it finds the file as that close left it
+last_closed: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 #: opening or closing one path's archive; other paths never wait
 path_locks = LockTable()
 #: the parent's archives, kept alive and never closed in a forked child (the parent writes on)
@@ -111,6 +115,9 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
     current = archives.get(path)
     if current is None:
         archive = archives[path] = open_archive(mode)
+        closed = last_closed.pop(path, None)
+        if closed is not None and closed.closed_as == archive.opened_as:
+            successors[closed] = archive  # this process's own close and reopen: one version
         return archive
     with current.lock:  # no write of this process lands on it between the check and the let go
         if not (current.frozen or current.unchanged_by_others()):
