@@ -277,9 +277,26 @@ def test_fsync_set_many_syncs_each_directory_once(tmp_path, monkeypatch):
     items = {f"a/{i}": bytes([i]) * 10 for i in range(200)} | {"b/x": b"1", "b/y": b"2"}
     store.set_many(items)
     assert {k: store.get(k) for k in items} == items
-    assert sorted(synced) == [tmp_path / "a", tmp_path / "b"]
+    # the root too: directories the write made are entries of it
+    assert sorted(synced) == [tmp_path, tmp_path / "a", tmp_path / "b"]
     assert len(fsyncs) == len(items)
     assert _partials(tmp_path) == []
+
+
+def test_fsync_deletes_sync_each_directory_they_changed_once(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path, fsync=True)
+    store.set_many({"a/0": b"0", "a/1": b"1", "a/2": b"2", "b/c/0": b"3", "d/0": b"4"})
+    synced: list[Path] = []
+    monkeypatch.setattr(LocalStore, "_fsync_dir", staticmethod(synced.append))
+    store.delete_many(["a/0", "a/1", "b/c/0", "missing/0"])  # b/c and b are pruned
+    assert sorted(synced) == [tmp_path, tmp_path / "a"]
+    assert sorted(store.list_prefix("")) == ["a/2", "d/0"]
+    synced.clear()
+    store.delete("d/0")
+    assert synced == [tmp_path]
+    synced.clear()
+    LocalStore(tmp_path).delete("a/2")  # no fsync asked: nothing flushed
+    assert synced == []
 
 
 @pytest.mark.parametrize("fail_at", ["write", "fsync", "replace"])

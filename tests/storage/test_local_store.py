@@ -55,14 +55,14 @@ def test_a_failed_flush_publishes_nothing(tmp_path: Path, monkeypatch) -> None:
 
     store = LocalStore(tmp_path / "s", fsync=True)
     store.set_many({"k/0": b"a", "k/1": b"b"})
-    real = local_module._flush
+    real = local_module.flush
 
     def failing(path: str) -> None:
         if ".1." in path:
             raise OSError(5, "Input/output error")
         real(path)
 
-    monkeypatch.setattr(local_module, "_flush", failing)
+    monkeypatch.setattr(local_module, "flush", failing)
     with pytest.raises(StoreError, match=r"'k/1'.*Input/output error"):
         store.set_many({"k/0": b"A", "k/1": b"B", "k/2": b"C"})
     assert [store.get(f"k/{i}") for i in range(3)] == [b"a", b"b", None]

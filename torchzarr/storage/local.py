@@ -6,8 +6,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +23,7 @@ from torchzarr.storage.base import (
 )
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.local_names import is_key_name, is_temporary, temporary_name
+from torchzarr.storage.local_sync import flush, on_threads, up_to_root
 from torchzarr.storage.store_args import local_path
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
@@ -41,27 +41,9 @@ class StagedFile(NamedTuple):
     path: Path
 
 
-def _flush(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_directory(path: Path) -> bool:
     """True if a directory (not a link to one: a rename replaces a link) is at ``path``."""
     return os.path.isdir(path) and not os.path.islink(path)
-
-
-def _on_threads(work: Callable[[Any], object], items: Sequence[Any], threads: int) -> None:
-    """``work`` on every item: on up to ``threads`` threads when there are several."""
-    if len(items) <= 1:
-        for item in items:
-            work(item)
-        return
-    with ThreadPoolExecutor(min(threads, len(items)), "torchzarr-fsync") as pool:
-        list(pool.map(work, items))
 
 
 class LocalStore(Store):
@@ -265,7 +247,7 @@ class LocalStore(Store):
         entry = staged[0]
         try:
             if self.fsync:
-                _on_threads(self._flush_staged, staged, threads)
+                on_threads(self._flush_staged, staged, threads)
             if len(staged) > 1:  # one rename either happens or not: no need to look first
                 for entry in staged:
                     if _is_directory(entry.path):
@@ -276,8 +258,8 @@ class LocalStore(Store):
             for entry in staged:
                 os.replace(entry.tmp, entry.path)
                 directories[entry.path.parent] = None
-            if self.fsync:
-                _on_threads(self._fsync_dir, list(directories), threads)
+            if self.fsync:  # directories made for the files are entries of their parents
+                on_threads(self._fsync_dir, up_to_root(directories, self.root), threads)
         except StoreError:
             self.discard(staged)
             raise
@@ -290,7 +272,7 @@ class LocalStore(Store):
 
     def _flush_staged(self, entry: StagedFile) -> None:
         try:
-            _flush(str(entry.tmp))
+            flush(str(entry.tmp))
         except OSError as err:  # raised on a pool thread: name the key here
             raise StoreError(f"cannot write {entry.key!r} to {self}: {err}") from err
 
@@ -323,36 +305,50 @@ class LocalStore(Store):
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
         with contextlib.suppress(OSError):
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            flush(str(directory))
 
     def delete(self, key: str) -> None:
-        self._check_writable(key)
-        path = self._path(key)
-        try:
-            path.unlink()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return
-        except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:  # no such file: nothing to delete
-                return
-            raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
-        self._prune(path.parent)
+        self._delete_keys([key])
 
-    def _prune(self, directory: Path) -> None:
-        """Remove now-empty directories up to, not including, the root."""
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove keys (missing ones are no error); with ``fsync``, the directories they
+        were removed from are flushed once each before it returns."""
+        if "delete" in self.__dict__ or type(self).delete is not LocalStore.delete:
+            for key in keys:  # an overridden delete sees every key
+                self.delete(key)
+        else:
+            self._delete_keys(keys)
+
+    def _delete_keys(self, keys: Iterable[str]) -> None:
+        changed: dict[Path, None] = {}
+        for key in keys:
+            self._check_writable(key)
+            path = self._path(key)
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as err:
+                if err.errno == errno.ENAMETOOLONG:  # no such file: nothing to delete
+                    continue
+                raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
+            changed[self._prune(path.parent)] = None
+        if self.fsync and changed:  # else a crash could bring a deleted chunk back
+            on_threads(self._fsync_dir, list(changed), 8)
+
+    def _prune(self, directory: Path) -> Path:
+        """Remove now-empty directories up to, not including, the root; the directory
+        left, whose entries changed."""
         while directory != self.root and self.root in directory.parents:
             try:
                 directory.rmdir()
             except OSError as err:
                 # ENOTDIR: a symlinked directory, which stays
                 if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
-                    return
+                    return directory
                 raise
             directory = directory.parent
+        return directory
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every key under ``prefix``; a symlinked directory wholly under it is
@@ -365,8 +361,7 @@ class LocalStore(Store):
             keys: list[str] = []
         else:
             keys = list(self._list(prefix, links))
-        for key in keys:
-            self.delete(key)
+        self.delete_many(keys)
         for name, path in links:
             if not (name + "/").startswith(prefix):
                 continue
