@@ -39,6 +39,22 @@ def test_map_style_indices_are_integers_in_range(rows):
     assert ds.__getitems__([]) == []
 
 
+@pytest.mark.parametrize("index", [2**64 - 1, 2**64 - 3, 2**63, 2**70, -(2**70)])
+def test_map_style_indices_past_int64_are_out_of_range_not_wrapped(rows, index):
+    ds = tz.ZarrDataset(rows)
+    message = f"index {index} is out of range for a dataset of 10"
+    with pytest.raises(BoundsError, match=message):
+        ds[index]
+    with pytest.raises(BoundsError, match=message):
+        ds.get_batch([index])
+    with pytest.raises(BoundsError, match=message):
+        ds.__getitems__([1, index])  # numpy would make the pair float64
+    if 0 <= index < 2**64:
+        with pytest.raises(BoundsError, match=message):
+            ds[np.uint64(index)]
+    assert ds.get_batch([1, -1, np.uint64(3)])[:, 0].tolist() == [3.0, 27.0, 9.0]
+
+
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
@@ -80,6 +96,40 @@ def test_arrays_of_other_lengths_are_a_shape_mismatch(rows):
     short = tz.create_array("memory://", shape=(9,), dtype=torch.int64)
     with pytest.raises(ShapeMismatchError, match=r"'y': \(9,\)"):
         tz.ZarrDataset({"x": rows, "y": short})
+
+
+@pytest.mark.parametrize("new_length", [6, 14])
+def test_reading_an_array_resized_after_the_dataset_was_built_is_a_shape_mismatch(new_length):
+    from torch.utils.data import DataLoader
+
+    def build():
+        arr = tz.create_array("memory://", data=torch.arange(40), chunks=(4,))
+        return arr, (
+            tz.ZarrDataset(arr),
+            tz.ZarrDataset(arr, cache=True),
+            tz.ZarrIterableDataset(arr, batch_size=8, shuffle=False),
+            tz.ZarrIterableDataset(arr, batch_size=8),
+        )
+
+    arr, datasets = build()
+    arr.resize((new_length,))
+    message = rf"array / .* was resized .*: its length changed from 40 to {new_length}; rebuild"
+    for ds in datasets:
+        with pytest.raises(ShapeMismatchError, match=message):
+            ds[3] if isinstance(ds, tz.ZarrDataset) else list(ds)
+    mapped, streamed = datasets[0], datasets[2]
+    with pytest.raises(ShapeMismatchError, match=message):
+        list(DataLoader(mapped, batch_size=8))
+    with pytest.raises(ShapeMismatchError, match=message):  # raised in the worker, passed on
+        list(DataLoader(streamed, batch_size=None, num_workers=1))
+    group = tz.open_group("memory://", mode="w")
+    x = group.create_array("x", data=torch.zeros(40, 2))
+    ds = tz.ZarrDataset({"x": x, "y": group.create_array("y", data=torch.arange(40))})
+    x.resize((40, 3))
+    with pytest.raises(
+        ShapeMismatchError, match=r"/x .*\(member 'x'\).*from \(40, 2\) to \(40, 3\)"
+    ):
+        ds[0]
 
 
 def test_epochs_and_saved_states_are_checked(rows):

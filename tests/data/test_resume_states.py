@@ -218,3 +218,49 @@ def test_a_loaded_state_too_large_to_hand_to_persistent_workers_is_refused_there
     cursor.load(cursor.state(scattered[:10], Layout(), steps=0))
     shared.publish(cursor)
     assert shared.take(worker_copy) == 2 and worker_copy.pending == cursor.pending
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("where", ["last step", "after the loop"])
+def test_a_state_saved_as_the_epoch_ended_resumes_the_next_epoch_set_before_the_load(
+    rows, num_workers, where
+):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    saved = _dataset(rows)
+    saved.set_epoch(1)
+    loader = sdl.StatefulDataLoader(saved, batch_size=None, num_workers=num_workers)
+    for step, _ in enumerate(loader, 1):
+        if where == "last step" and step == len(loader):  # inside the loop
+            state = loader.state_dict()
+    if where == "after the loop":
+        state = loader.state_dict()
+    expected = {}
+    for epoch in (2, 3):
+        fresh = _dataset(rows)
+        fresh.set_epoch(epoch)
+        expected[epoch] = _order(DataLoader(fresh, batch_size=None, num_workers=num_workers))
+
+    ds = _dataset(rows)  # a new process, moving on to the next epoch
+    ds.set_epoch(2)
+    resumed = sdl.StatefulDataLoader(ds, batch_size=None, num_workers=num_workers)
+    resumed.load_state_dict(state)
+    assert _order(resumed) == expected[2] and ds.epoch == 2
+    ds.set_epoch(3)
+    assert _order(resumed) == expected[3]
+
+
+def test_an_ended_state_of_an_earlier_epoch_loaded_after_set_epoch_is_dropped(rows):
+    for make in (_dataset, _sampler):
+        source = make(rows)
+        source.set_epoch(1)
+        ended, mid = source.state_at(13), source.state_at(4)
+        later = make(rows)
+        later.set_epoch(2)
+        later.load_state_dict(ended)  # epoch 1 is over: epoch 2 stays, whole
+        assert later.epoch == 2 and len(later) == 13
+        later.load_state_dict(mid)  # something left: the saved epoch resumes
+        assert later.epoch == 1 and len(later) == 9
+        same = make(rows)
+        same.set_epoch(1)
+        same.load_state_dict(ended)  # the epoch set: its (empty) rest, as before
+        assert same.epoch == 1 and len(same) == 0

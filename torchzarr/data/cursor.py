@@ -142,7 +142,12 @@ class Cursor:
         return self.state(remaining, layout, steps=first + steps)
 
     def load(self, state: dict[str, Any]) -> None:
-        """Check a state against this order and keep it for the next pass."""
+        """Check a state against this order and keep it for the next pass.
+
+        A state with nothing left of an epoch earlier than this cursor's (saved as that
+        epoch ended, loaded after ``set_epoch`` moved on) is an ended epoch: it is dropped
+        and the epoch set stays, so its next pass is whole. Any other state sets the epoch.
+        """
         if not isinstance(state, Mapping):
             raise ArgumentTypeError(f"a dataset state is a dict, got {type(state).__name__}")
         try:
@@ -154,6 +159,9 @@ class Cursor:
                 f"malformed dataset state ({type(err).__name__}: {err}); save states with "
                 "state_dict() or state_at()"
             ) from None
+        if pending["epoch"] < self.epoch and _ended(pending):
+            self.pending = None
+            return
         self.epoch, self.pending = pending["epoch"], pending
 
     def _checked(self, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,6 +347,15 @@ def _check_progress(pending: dict[str, Any], remaining: Intervals, layout: Layou
             f"malformed dataset state: steps={pending['steps']} is past the end of the epoch "
             f"({layout.rank_batches(n)} items per rank)"
         )
+
+
+def _ended(pending: dict[str, Any]) -> bool:
+    """Whether a checked state has nothing left to yield (of its rank, or of its worker)."""
+    layout = Layout.from_list(pending["layout"])
+    n = total([(int(a), int(b)) for a, b in pending["remaining"]])
+    if pending["worker"] is not None:
+        return bool(pending["worker_steps"] >= layout.worker_batches(n, pending["worker"])[1])
+    return bool(pending["steps"] >= layout.rank_batches(n))
 
 
 def _count(state: Mapping[str, Any], key: str) -> int | None:

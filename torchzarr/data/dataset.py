@@ -70,19 +70,25 @@ class ZarrDataset(Dataset[Any]):
                 f"dataset indices must be a flat sequence, got shape {given.shape}: pass a "
                 "batch sampler as DataLoader(batch_sampler=...)"
             )
-        if given.size and given.dtype.kind not in "iu":
+        n = len(self.source)
+        flat = given.reshape(-1)
+        if flat.size and flat.dtype.kind in "fO" and not isinstance(indices, np.ndarray):
+            # Python ints past int64 make numpy pick float64 or object: read them one by one.
+            return _python_ids(list(indices) if given.ndim else [indices], n, given.dtype)
+        if flat.size and flat.dtype.kind not in "iu":
             raise SelectionError(
                 f"dataset indices must be integers, got {given.dtype} values: {indices!r:.80}"
             )
-        ids = given.astype(np.int64, copy=False).reshape(-1)
-        n = len(self.source)
-        ids = np.where(ids < 0, ids + n, ids)
-        bad = np.flatnonzero((ids < 0) | (ids >= n))
+        if flat.dtype.kind == "u":  # checked before the cast, which would wrap 2**64 - 1 to -1
+            bad = np.flatnonzero(flat >= n)
+            ids = flat
+        else:
+            ids = flat.astype(np.int64, copy=False)
+            ids = np.where(ids < 0, ids + n, ids)
+            bad = np.flatnonzero((ids < 0) | (ids >= n))
         if bad.size:
-            raise BoundsError(
-                f"index {given.reshape(-1)[bad[0]]} is out of range for a dataset of {n} samples"
-            )
-        return ids
+            raise BoundsError(f"index {flat[bad[0]]} is out of range for a dataset of {n} samples")
+        return ids.astype(np.int64, copy=False)
 
     def __getitem__(self, index: int) -> Any:
         try:
@@ -127,3 +133,26 @@ class ZarrDataset(Dataset[Any]):
         data = self.source.read(unique)
         index = inverse.astype(np.intp)
         return self.source.item({name: take_rows(t, index) for name, t in data.items()})
+
+
+def _python_ids(values: list[Any], n: int, dtype: np.dtype) -> np.ndarray:
+    """Indices given as Python objects, as int64 rows of a dataset of ``n`` samples.
+
+    Example:
+        >>> _python_ids([1, -1], 10, np.dtype(object)).tolist()
+        [1, 9]
+    """
+    ids: list[int] = []
+    for value in values:
+        try:
+            if isinstance(value, bool | np.bool_):
+                raise TypeError
+            position = operator.index(value)
+        except TypeError:
+            raise SelectionError(
+                f"dataset indices must be integers, got {dtype} values: {values!r:.80}"
+            ) from None
+        if not -n <= position < n:
+            raise BoundsError(f"index {position} is out of range for a dataset of {n} samples")
+        ids.append(position + n if position < 0 else position)
+    return np.array(ids, dtype=np.int64)

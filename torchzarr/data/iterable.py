@@ -57,7 +57,8 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
 
     Resume: ``state_dict()``/``load_state_dict()`` (plain ints and lists) continue an epoch
     where it stopped; with DataLoader workers use torchdata's ``StatefulDataLoader``, or
-    :meth:`state_at` with the number of items trained on. A state saved on W ranks also
+    :meth:`state_at` with the number of items trained on (under the DataLoader's default
+    ``in_order=True`` only). A state saved on W ranks also
     resumes on another number of ranks with the same global batch size.
 
     Args:
@@ -70,8 +71,9 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         transform: called on every item (a batch when ``batch_size`` is set).
         rank, world_size: this rank's place; default torch.distributed's when initialised.
         prefetch: blocks read ahead.
-        pin_memory: gather batches into a reusable pinned ring (pageable without CUDA);
-            only in the main process (with workers use ``DataLoader(pin_memory=True)``).
+        pin_memory: gather batches into a ring of ``prefetch + 3`` reused buffers, pinned
+            (pageable without CUDA, reused all the same): clone a batch kept longer. Only
+            in the main process (with workers use ``DataLoader(pin_memory=True)``).
         worker_buffers: slots of each DataLoader worker's batch ring (0: enough for the
             DataLoader's read-ahead and a few held batches, 8, within 64 MiB). With
             ``batch_size`` set, workers gather batches into one shared-memory ring each
@@ -394,8 +396,11 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
 
         Valid in the main process whatever the workers do: the DataLoader takes items from
         its ``num_workers`` workers round robin, so ``steps`` fixes what each delivered.
-        Items are what the dataset yields: with workers, set ``batch_size`` here and use
-        ``DataLoader(batch_size=None)`` so that one step is one item.
+        That needs ``DataLoader(in_order=True)``, the default: with ``in_order=False`` a
+        resume from it loses and repeats samples (the dataset cannot see the setting),
+        so use torchdata's ``StatefulDataLoader`` there. Items are what the dataset
+        yields: with workers, set ``batch_size`` here and use ``DataLoader(batch_size=None)``
+        so that one step is one item.
 
         Example:
             >>> torch.save(ds.state_at(step, num_workers=2), "data_state.pt")  # doctest: +SKIP

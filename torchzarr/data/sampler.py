@@ -70,6 +70,7 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
         self._live: tuple[Intervals, int] | None = None
+        self._in_pass = False  # _live's pass still running (len counts it, not the next)
         self._steps = 0
 
     @property
@@ -92,21 +93,27 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         self._live = None
 
     def __len__(self) -> int:
-        remaining, first = self._live or self.cursor.resolve(self.layout)
+        """Batches of the pass under way, else of the next pass (from a loaded state)."""
+        live = self._live if self._in_pass else None
+        remaining, first = live or self.cursor.resolve(self.layout)
         return self.layout.rank_batches(total(remaining)) - first
 
     def __iter__(self) -> Iterator[list[int]]:
         remaining, first = self.cursor.begin(self.layout, 0)
         self.cursor.pending = None
-        self._live, self._steps = (remaining, first), first
+        live = (remaining, first)
+        self._live, self._steps, self._in_pass = live, first, True
         order = self.cursor.order()
         nb = self.layout.rank_batches(total(remaining))
         pieces = slot_pieces(remaining, self.layout, self.rank, first)
-        for k, batch in zip(
-            range(first, nb), iter_id_batches(order, pieces, self.layout.batch_size), strict=True
-        ):
-            self._steps = k + 1
-            yield batch.tolist()
+        try:
+            batches = iter_id_batches(order, pieces, self.layout.batch_size)
+            for k, batch in zip(range(first, nb), batches, strict=True):
+                self._steps = k + 1
+                yield batch.tolist()
+        finally:  # ended or abandoned: len() counts the next pass (a whole epoch)
+            if self._live is live:
+                self._in_pass = False
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-int state: where this epoch stands (all ranks share it).
@@ -124,7 +131,9 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
 
         Use it when the DataLoader reads ahead of training (workers prefetch batches).
         ``steps`` counts from the start of this pass (not a global step counter): a state
-        past the end of the epoch is refused.
+        past the end of the epoch is refused. It needs the DataLoader to deliver batches in
+        the order drawn (``in_order=True``, the default): with ``in_order=False`` a resume
+        from it loses and repeats samples; use torchdata's ``StatefulDataLoader`` there.
 
         Example:
             >>> state = sampler.state_at(step)  # doctest: +SKIP

@@ -211,6 +211,10 @@ class Source:
             )
         self.arrays: dict[str, Array] = arrays
         self.length = lengths.pop()
+        # The shapes the dataset's order and split were made for, and the handles whose
+        # shape every read checks against them (the caller's, under a cached copy).
+        self.shapes = {name: arr.shape for name, arr in arrays.items()}
+        self._watched = arrays
         # The unit of reading: the longest chunk along axis 0 covers whole chunks of the others
         # whenever the chunkings nest, which is the usual case.
         self.chunk_len = max(arr.chunks[0] for arr in arrays.values())
@@ -221,7 +225,34 @@ class Source:
     def with_cache(self, cache: Any = None) -> Source:
         """This source reading through a decoded-chunk cache (the shared one by default)."""
         arrays = {name: arr.with_cache(cache) for name, arr in self.arrays.items()}
-        return Source(arrays[""] if self.single else arrays)
+        cached = Source(arrays[""] if self.single else arrays)
+        cached.shapes, cached._watched = self.shapes, self._watched
+        return cached
+
+    def check_shapes(self) -> None:
+        """Refuse to read arrays resized since the source was made (no store round trip).
+
+        The order, split and length of a dataset were made for the shapes it saw then; a
+        resize through the same Array handle shows in its shape (one made elsewhere, by
+        another handle or process, is not seen).
+
+        Example:
+            >>> src.check_shapes()  # doctest: +SKIP
+        """
+        for name, arr in self._watched.items():
+            now, then = arr.shape, self.shapes[name]
+            if now != then:
+                what = (
+                    f"its length changed from {then[0]} to {now[0]}"
+                    if now[1:] == then[1:]
+                    else f"its shape changed from {then} to {now}"
+                )
+                member = "" if self.single else f" (member {name!r})"
+                raise ShapeMismatchError(
+                    f"array {arr.name} in {arr.store!r}{member} was resized after the dataset "
+                    f"was built over it: {what}; rebuild the dataset (and its sampler) over "
+                    "the array as it is now"
+                )
 
     def __repr__(self) -> str:
         names = ", ".join(f"{k or '<array>'}: {tuple(a.shape)}" for k, a in self.arrays.items())
@@ -233,7 +264,9 @@ class Source:
         """Rows ``sorted_ids`` (ascending, unique) of every array: one planned read each.
 
         Each touched chunk is fetched and decoded once; a contiguous run is read as a slice.
+        An array resized since the source was made raises ShapeMismatchError.
         """
+        self.check_shapes()
         ids = np.asarray(sorted_ids, dtype=np.int64)
         if len(ids) and int(ids[-1]) - int(ids[0]) + 1 == len(ids):
             selection: Any = slice(int(ids[0]), int(ids[-1]) + 1)
