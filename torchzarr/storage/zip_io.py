@@ -106,7 +106,13 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
             raise ReadOnlyError(
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
-        raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}") from err
+        hint = ""
+        if isinstance(err, zipfile.BadZipFile):  # no whole directory at the end (yet)
+            hint = (
+                " (not a whole zip: another writer may be appending to it, its directory "
+                "not yet written; retry once it has closed the zip)"
+            )
+        raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}{hint}") from err
 
 
 def _locked_for_writing(path: str) -> int:
