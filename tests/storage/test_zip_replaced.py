@@ -162,7 +162,7 @@ def test_a_zip_being_written_that_this_process_never_read_is_an_error(tmp_path):
     path = tmp_path / "w.zip"
     _zip(path, {"k": b"1"})
     writer = _append_without_closing(path, {"more": b"x" * 3000})
-    with pytest.raises(StoreError, match="not a zip file.*another writer may be appending"):
+    with pytest.raises(StoreError, match=r"not a zip file.*another writer may be appending"):
         ZipStore(path).get("k")
     writer.close()
     assert ZipStore(path).get("more") == b"x" * 3000
