@@ -83,6 +83,14 @@ def test_tensors_of_dtypes_torchzarr_cannot_hold_are_refused_naming_both_dtypes(
     assert arr.nchunks_initialized == 0
 
 
+def test_tensors_of_dtypes_torch_casts_exactly_are_taken_though_arrays_cannot_hold_them():
+    arr = tz.create_array("memory://", shape=(2,), dtype="complex64", chunks=(2,))
+    with warnings.catch_warnings():  # complex32 is experimental in torch
+        warnings.simplefilter("ignore")
+        arr[:] = torch.tensor([1 + 2j, -3j]).to(torch.complex32)
+    assert arr[:].tolist() == [1 + 2j, -3j]
+
+
 E8M0_REFUSED = [
     -1.0,
     0.0,

@@ -246,13 +246,17 @@ def _tensor_kind_refused(tensor: torch.Tensor, dt: DataType) -> UnsupportedDtype
 @functools.cache
 def _refuse_tensor_dtype(dtype: torch.dtype, dt: DataType) -> None:
     """Refuse a tensor dtype torchzarr cannot hold (``torch.bits8``, ``torch.float4_e2m1fn_x2``,
-    ``torch.int4``), as ``create_array(dtype=...)`` does, rather than let torch's cast fail."""
+    ``torch.int4``), as ``create_array(dtype=...)`` does, where torch's cast to the array's
+    dtype would fail (``torch.complex32`` casts to complex64 exactly: it is taken)."""
     try:
         data_type(dtype)
     except UnsupportedDtypeError as err:
-        raise UnsupportedDtypeError(
-            f"cannot write a tensor of dtype {dtype} to an array of {dt.name}: {err}"
-        ) from None
+        try:
+            torch.zeros(1, dtype=dtype).to(torch_dtype(dt))
+        except Exception:  # NotImplementedError, RuntimeError: no kernel for the dtype
+            raise UnsupportedDtypeError(
+                f"cannot write a tensor of dtype {dtype} to an array of {dt.name}: {err}"
+            ) from None
 
 
 #: float8_e8m0fnu has no sign bit and no zero: it holds the powers of two 2**-127 to 2**127

@@ -48,6 +48,33 @@ def test_a_write_failing_part_way_leaves_no_stale_chunk_in_the_cache(tmp_path, k
     assert cached[:].tolist() == stored
 
 
+class _FailingDeletes(MemoryStore):
+    """Deletes the first key of a batch, then fails."""
+
+    fail = False
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        if self.fail:
+            self.delete(keys[0])
+            raise StoreError("delete failed part way")
+        for key in keys:
+            self.delete(key)
+
+
+def test_a_resize_whose_deletes_fail_part_way_leaves_no_stale_chunk_in_the_cache():
+    store = _FailingDeletes()
+    arr = tz.create_array(store, shape=(8,), chunks=(2,), dtype=torch.int32)
+    arr[:] = torch.arange(8, dtype=torch.int32)
+    cached = arr.with_cache()
+    assert cached[:].tolist() == list(range(8))
+    store.fail = True
+    with pytest.raises(StoreError, match="part way"):
+        cached.resize((2,))
+    assert cached.shape == (8,)  # the shape stays; chunk 1 is gone, read as fill
+    assert cached[:].tolist() == tz.open_array(store)[:].tolist() == [0, 1, 0, 0, 4, 5, 6, 7]
+
+
 def test_resize_counts_the_chunks_it_deletes_as_one_write():
     arr = tz.create_array("memory://", shape=(16,), dtype=torch.int32, chunks=(4,))
     arr[:] = torch.ones(16, dtype=torch.int32)

@@ -74,7 +74,7 @@ def test_reads_through_a_pinned_cache_ask_for_pinned_tensors(monkeypatch, filled
     arr, data = filled
     monkeypatch.setattr(tensors, "_cuda_present", lambda: True)
     monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False)
-    cache = ChunkCache(1 << 20, pinned=True, max_pinned_bytes=0)  # chunks stay pageable
+    cache = ChunkCache(1 << 20, pinned=True, max_pinned_bytes=160)  # 5 rows, no chunk
     asked = []
 
     def allocate(shape, dt, *, pin_memory=False):  # records; pinning needs a real GPU
@@ -83,10 +83,14 @@ def test_reads_through_a_pinned_cache_ask_for_pinned_tensors(monkeypatch, filled
 
     monkeypatch.setattr("torchzarr.core.array.allocate", allocate)
     hot = arr.with_cache(cache)
-    assert torch.equal(hot[:10], data[:10]) and torch.equal(arr[:10], data[:10])
+    assert torch.equal(hot[:5], data[:5]) and torch.equal(arr[:5], data[:5])
     assert asked == [True, False]  # through the pinned cache, then without a cache
+    assert torch.equal(hot[:6], data[:6]) and asked[-1] is False  # past max_pinned_bytes
+    out = torch.empty(8, 5).t()  # not filled in place: read into a new tensor, copied
+    assert torch.equal(hot.read(slice(0, 5), out=out), data[:5])
+    assert asked[-2:] == [False, False]  # no pinned tensor for a copy into out
     monkeypatch.setattr(cache, "_home", -1)  # as in a DataLoader worker: never pinned there
-    assert torch.equal(hot[:10], data[:10]) and asked[-1] is False
+    assert torch.equal(hot[:5], data[:5]) and asked[-1] is False
 
 
 def test_cached_array_pickles_to_a_fresh_cache(tmp_path):

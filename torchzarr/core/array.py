@@ -321,13 +321,19 @@ class Array(NodeBase, ZarrArrayMethods):
             if fills_in_place(out):
                 engine.read_into(self._source, indexer, storage_view(out, dt))
                 return out
-        pin = pin_memory or (self._cache is not None and self._cache.pins_reads)
-        result = allocate(shape, dt, pin_memory=pin)
+        result = allocate(shape, dt, pin_memory=pin_memory or self._pins(shape, out))
         engine.read_into(self._source, indexer, storage_view(result, dt))
         if out is not None:
             out.copy_(result)
             return out
         return result
+
+    def _pins(self, shape: tuple[int, ...], out: torch.Tensor | None) -> bool:
+        """Whether a read's result is pinned for its cache: results up to its pinned cap."""
+        cache = self._cache
+        if out is not None or cache is None or not cache.pins_reads:
+            return False
+        return math.prod(shape) * self.data_type.itemsize <= cache.max_pinned_bytes
 
     def _write(self, indexer: Any, value: Any, write_empty_chunks: bool = False) -> None:
         self._check_writable()

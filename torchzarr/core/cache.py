@@ -61,8 +61,8 @@ class ChunkCache:
 
     With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
     ``max_pinned_bytes`` (past that cap they are ordinary memory), and reads through the
-    cache return page-locked tensors (``read(out=...)`` fills the tensor given), which copy
-    to the GPU with ``non_blocking=True``. Without CUDA, and in processes other than the
+    cache of up to ``max_pinned_bytes`` return page-locked tensors (``read(out=...)``
+    fills the tensor given), which copy to the GPU with ``non_blocking=True``. Without CUDA, and in processes other than the
     one that made the cache (DataLoader workers), both stay ordinary memory.
 
     Sharded arrays cache inner chunks, keyed ``(shard coords, inner coords)``; invalidating
