@@ -97,3 +97,36 @@ def test_valid_partial_reads_of_other_stores_ask_no_shard_sizes(tmp_path, monkey
 
     monkeypatch.setattr(store, "getsize", refuse)
     np.testing.assert_array_equal(tz.open_array(store, mode="r")[2:7].numpy(), np.arange(2, 7))
+
+
+@pytest.mark.parametrize("store", ["local", "memory"])
+def test_an_index_entry_inside_the_index_is_refused_where_the_shard_size_is_known(tmp_path, store):
+    _sharded(tmp_path / "a", None, (-INDEX_BYTES, 8))  # raw inner chunk 0 read from the index
+    arr = tz.open_array(STORES[store](tmp_path / "a"), mode="r")
+    message = r"'c/0'.*inner chunk \(0,\) at bytes \d+\+8 overlaps the shard's index"
+    with pytest.raises(ChunkDecodeError, match=message):
+        arr[:]  # a whole shard: its size is known
+    if store == "local":  # a partial read of a local shard knows its file's size
+        with pytest.raises(ChunkDecodeError, match=message):
+            arr[0:2]
+
+
+@pytest.mark.filterwarnings("ignore:Combining a `sharding_indexed` codec")
+def test_an_index_at_the_start_refuses_entries_pointing_into_it(tmp_path):
+    import zarr
+
+    written = zarr.create_array(
+        str(tmp_path), shape=(8,), chunks=(8,), dtype="i4", compressors=None,
+        serializer=zarr.codecs.ShardingCodec(
+            chunk_shape=(2,), codecs=[zarr.codecs.BytesCodec()], index_location="start"
+        ),
+    )  # fmt: skip
+    written[:] = np.arange(8, dtype="i4")
+    store = _memory(tmp_path)
+    raw = store.get("c/0")
+    index = struct.pack("<QQ", 16, 8) + raw[16 : INDEX_BYTES - 4]  # chunk 0 inside the index
+    store.set("c/0", Crc32cCodec().encode(index) + raw[INDEX_BYTES:])
+    arr = tz.open_array(store, mode="r")
+    for read in (lambda: arr[0:2], lambda: arr[:]):
+        with pytest.raises(ChunkDecodeError, match=r"inner chunk \(0,\).*overlaps the shard's"):
+            read()

@@ -54,6 +54,30 @@ def check_inner_range(
         )
 
 
+def _refuse_index_overlap(
+    entries: np.ndarray, start: int, stop: int, key: str | None, shard_nbytes: int | None
+) -> None:
+    """Raise :class:`ChunkDecodeError` for a stored inner chunk whose bytes overlap the
+    shard's index (bytes ``start`` to ``stop``): its entry is corrupt. One that also runs
+    past the end of the shard (``shard_nbytes`` long, where known) is left to the check
+    that says so."""
+    offsets, sizes = entries[..., 0], entries[..., 1]
+    stored = ~((offsets == EMPTY) & (sizes == EMPTY))
+    with np.errstate(over="ignore"):  # a wrapped end is past any shard: refused elsewhere
+        ends = offsets + sizes
+    overlap = stored & (offsets < np.uint64(stop)) & (ends > np.uint64(start)) & (ends >= offsets)
+    if shard_nbytes is not None:
+        overlap &= ends <= np.uint64(shard_nbytes)
+    if overlap.any():
+        coords = tuple(int(i) for i in np.argwhere(overlap)[0])
+        offset, nbytes = (int(v) for v in entries[coords])
+        where = "" if key is None else f"chunk {key!r}: "
+        raise ChunkDecodeError(
+            f"{where}inner chunk {coords} at bytes {offset}+{nbytes} overlaps the shard's "
+            f"index (bytes {start} to {stop})"
+        )
+
+
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
@@ -234,11 +258,22 @@ class ShardingCodec(ArrayBytesCodec):
 
     # -- index ----------------------------------------------------------------------------
     def decode_index(
-        self, data: bytes | memoryview, spec: ChunkSpec, key: str | None = None
+        self,
+        data: bytes | memoryview,
+        spec: ChunkSpec,
+        key: str | None = None,
+        shard_nbytes: int | None = None,
     ) -> ShardIndex:
-        """Parse an encoded index (the crc32c index codec verifies it)."""
-        entries = self._index_pipeline(spec).decode(data, key=key)
-        return ShardIndex(np.asarray(entries, dtype=np.uint64))
+        """Parse an encoded index (the crc32c index codec verifies it). Entries pointing
+        into the index raise :class:`ChunkDecodeError`: always for an index at the start of
+        its shard, for one at the end where the shard's size (``shard_nbytes``) is known."""
+        entries = np.asarray(self._index_pipeline(spec).decode(data, key=key), dtype=np.uint64)
+        n = self.index_nbytes(spec)
+        if self.index_location == "start":
+            _refuse_index_overlap(entries, 0, n, key, shard_nbytes)
+        elif shard_nbytes is not None:
+            _refuse_index_overlap(entries, shard_nbytes - n, shard_nbytes, key, shard_nbytes)
+        return ShardIndex(entries)
 
     def index_of_shard(
         self, shard: bytes | memoryview, spec: ChunkSpec, key: str | None = None
@@ -250,7 +285,7 @@ class ShardingCodec(ArrayBytesCodec):
             raise ChunkDecodeError(f"{name} is {len(shard)} bytes, shorter than its {n}-byte index")
         view = memoryview(shard)
         raw = view[:n] if self.index_location == "start" else view[len(view) - n :]
-        return self.decode_index(raw, spec, key)
+        return self.decode_index(raw, spec, key, len(view))
 
     # -- whole shards ---------------------------------------------------------------------
     def _regions(self, spec: ChunkSpec) -> Any:

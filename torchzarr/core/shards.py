@@ -236,7 +236,7 @@ class ShardReader:
                 )
             read += n
             files.sizes[key] = size
-            index = found[key] = self.codec.decode_index(raw, self.spec, key)
+            index = found[key] = self.codec.decode_index(raw, self.spec, key, size)
             self._keep(key, index, serial, writes, signature)
         if read:
             telemetry.add(bytes_fetched=read)
