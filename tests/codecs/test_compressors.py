@@ -142,6 +142,36 @@ def test_crc32c_known_vector_and_little_endian_suffix() -> None:
     assert Crc32cCodec().decode(np.frombuffer(encoded, dtype=np.uint8)) == b"123456789"
 
 
+@pytest.mark.parametrize(
+    ("zarr_format", "key", "compressors"),
+    [
+        (2, "0", "crc32c"),
+        (2, "0", "adler32"),
+        (2, "0", "fletcher32"),
+        (2, "0", "jenkins_lookup3"),
+        (3, "c/0", ["crc32c"]),
+        (3, "c/0", ["numcodecs.crc32"]),
+    ],
+)
+def test_a_checksum_mismatch_is_a_checksum_error_in_both_formats(zarr_format, key, compressors):
+    import torchzarr as tz
+
+    store = tz.MemoryStore()
+    arr = tz.create_array(
+        store, shape=(100,), dtype="f4", compressors=compressors, zarr_format=zarr_format
+    )
+    arr[...] = 1.0
+    flipped = bytearray(store.get(key))
+    flipped[10] ^= 1
+    store.set(key, bytes(flipped))
+    with pytest.raises(ChecksumError, match=f"chunk '{key}'"):
+        arr[...]
+    store.set(key, b"\x00" * 3)  # too short for any checksum: corrupt, not a mismatch
+    with pytest.raises(ChunkDecodeError) as info:
+        arr[...]
+    assert not isinstance(info.value, ChecksumError)
+
+
 def test_crc32c_failures() -> None:
     encoded = bytearray(Crc32cCodec().encode(b"payload"))
     encoded[0] ^= 1

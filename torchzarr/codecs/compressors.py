@@ -44,7 +44,22 @@ def decode_error(codec: str, err: Exception) -> ChunkDecodeError:
         >>> decode_error("zstd", ValueError("bad frame"))
         ChunkDecodeError('zstd codec: ValueError: bad frame')
     """
-    return ChunkDecodeError(f"{codec} codec: {type(err).__name__}: {err}")
+    kind = ChecksumError if is_checksum_mismatch(codec, err) else ChunkDecodeError
+    return kind(f"{codec} codec: {type(err).__name__}: {err}")
+
+
+#: numcodecs' checksum codecs: a mismatch is a RuntimeError naming the checksum
+_CHECKSUMS = ("crc32c", "crc32", "adler32", "fletcher32", "jenkins_lookup3")
+
+
+def is_checksum_mismatch(codec: str, err: Exception) -> bool:
+    """Whether ``err`` is a checksum codec's mismatch (``codec``: its id, or v3 name).
+
+    Example:
+        >>> is_checksum_mismatch("adler32", RuntimeError("checksums do not match"))
+        True
+    """
+    return isinstance(err, RuntimeError) and codec.removeprefix("numcodecs.") in _CHECKSUMS
 
 
 def _decode(impl: Any, codec_id: str, data: Any) -> bytes:

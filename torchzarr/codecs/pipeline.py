@@ -15,8 +15,9 @@ from torchzarr.codecs.base import (
     Codec,
 )
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.compressors import Crc32cCodec, ZstdCodec
+from torchzarr.codecs.compressors import Crc32cCodec, ZstdCodec, is_checksum_mismatch
 from torchzarr.errors import (
+    ChecksumError,
     ChunkDecodeError,
     CodecError,
     MetadataError,
@@ -78,7 +79,9 @@ def decode_error(err: Exception, codec: object, key: str | None) -> ChunkDecodeE
         if key is None or text.startswith(where):
             return err
         return type(err)(f"{where}: {text}")
-    return ChunkDecodeError(
+    codec_id = getattr(codec, "codec_id", None)
+    checksum = isinstance(codec_id, str) and is_checksum_mismatch(codec_id, err)
+    return (ChecksumError if checksum else ChunkDecodeError)(
         f"cannot decode {where} with codec {_label(codec)}: {type(err).__name__}: {err}"
     )
 
