@@ -281,6 +281,15 @@ def test_fsync_set_many_syncs_each_directory_once(tmp_path, monkeypatch):
     assert sorted(synced) == [tmp_path, tmp_path / "a", tmp_path / "b"]
     assert len(fsyncs) == len(items)
     assert _partials(tmp_path) == []
+    synced.clear()
+    store.set_many({"a/0": b"new", "a/1": b"new"})  # rewrites: only their directory changed
+    assert synced == [tmp_path / "a"]
+    synced.clear()
+    store.set_many({"a/2": b"new", "c/d/0": b"new"})  # c and c/d made: up to the root
+    assert sorted(synced) == [tmp_path, tmp_path / "a", tmp_path / "c", tmp_path / "c" / "d"]
+    synced.clear()
+    store.set("a/e/0", b"1")  # one key: the same rule
+    assert sorted(synced) == [tmp_path, tmp_path / "a", tmp_path / "a" / "e"]
 
 
 def test_fsync_deletes_sync_each_directory_they_changed_once(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def test_a_directory_pruned_during_a_write_is_made_again(
         real_open = direct_io.open_new
 
         def open_new(path: str, *, direct: bool) -> tuple[int, bool]:
-            if not pruned:
+            if not pruned and parent.is_dir():  # made for the file, gone before it
                 pruned.append(True)
                 parent.rmdir()
             return real_open(path, direct=direct)
@@ -154,6 +155,55 @@ def test_lookups_of_names_too_long_for_a_file_read_as_missing(tmp_path: Path) ->
     assert not store.exists("d") and store.getsize("d") is None and store.getsize("g") is None
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_name_too_long_for_the_file_system_is_refused_before_any_write(
+    tmp_path: Path, fsync: bool
+) -> None:
+    store = LocalStore(tmp_path / "s", fsync=fsync)
+    store.set_many({"ok": b"old", "a/0": b"old"})
+    long_key = "a/" + "z" * 300
+    for write in (
+        lambda: store.set_many({"ok": b"new", "a/0": b"new", long_key: b"2"}),
+        lambda: store.set_many({long_key + "/0": b"2", "ok": b"new"}),
+        lambda: store.set(long_key, b"2"),
+    ):
+        with pytest.raises(StoreError) as info:
+            write()
+        assert store.get("ok") == b"old" and store.get("a/0") == b"old"  # all or nothing
+        assert info.value.errno == errno.ENAMETOOLONG
+        assert re.search(r"'a/zzz.*300 bytes.* at most 255 bytes", str(info.value))
+    assert _partials(tmp_path) == [] and sorted(store.list_prefix("")) == ["a/0", "ok"]
+    store.set("n" * 255, b"longest")  # the limit itself is a name
+    assert store.get("n" * 255) == b"longest" and store.get(long_key) is None
+
+
+def test_the_name_limit_is_the_file_systems_asked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    def pathconf(path: str, name: str) -> int:
+        asked.append(path)
+        if path != str(tmp_path):  # the root is not made yet: its parent answers
+            raise FileNotFoundError(errno.ENOENT, "No such file", path)
+        return 16
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+    store = LocalStore(tmp_path / "s" / "t")
+    store.set("d" * 16 + "/" + "e" * 16, b"1")
+    with pytest.raises(StoreError, match=r"'d/e{17}'.* at most 16 bytes"):
+        store.set("d/" + "e" * 17, b"2")
+    assert asked == [str(tmp_path / "s" / "t"), str(tmp_path / "s"), str(tmp_path)]
+    monkeypatch.setattr(os, "pathconf", lambda path, name: _no_pathconf())
+    other = LocalStore(tmp_path / "u")
+    with pytest.raises(StoreError, match="at most 255 bytes"):  # no answer: 255
+        other.set("x" * 256, b"1")
+
+
+def _no_pathconf() -> int:
+    raise OSError(errno.EINVAL, "Invalid argument")
+
+
 def test_symlinked_directories_are_listed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "root")
     store.set_many({"zarr.json": b"{}", "own/zarr.json": b"{}"})
@@ -183,6 +233,24 @@ def test_deleting_a_prefix_unlinks_symlinked_directories(tmp_path: Path) -> None
     store.delete_prefix("")
     assert list(store.list_prefix("")) == [] and os.listdir(tmp_path / "root") == []
     assert sorted(LocalStore(tmp_path / "elsewhere").list_prefix("")) == ["a/c/0", "b/c/0"]
+
+
+def test_deleting_a_prefix_with_fsync_flushes_the_directories_links_were_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "root", fsync=True)
+    LocalStore(tmp_path / "elsewhere").set_many({"a/c/0": b"0", "b/c/0": b"0"})
+    store.set_many({"g/own": b"x", "h/own": b"y"})
+    for name, under in (("a", "g"), ("b", "h")):
+        os.symlink(tmp_path / "elsewhere" / name, tmp_path / "root" / under / name)
+    synced: list[Path] = []
+    monkeypatch.setattr(LocalStore, "_fsync_dir", staticmethod(synced.append))
+    store.delete_prefix("g/")  # g/own, then the link g/a: g pruned, the root changed
+    assert tmp_path / "root" in synced and len(synced) == len(set(synced))
+    synced.clear()
+    store.delete_prefix("h/b/")  # the prefix is the link itself: h changed
+    assert synced == [tmp_path / "root" / "h"]
+    assert sorted(store.list_prefix("")) == ["h/own"]
 
 
 def test_names_with_a_colon_are_names_not_drive_paths(tmp_path):

@@ -137,6 +137,7 @@ def plugins(tmp_path, monkeypatch):
     """``install(package, {scheme: "module:attr"}, module_source)``: a dist-info on sys.path."""
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
     monkeypatch.setattr(registry, "_entry_points", None)  # found afresh, and undone after
+    monkeypatch.setattr(registry, "_swept", set())
     made: list[str] = []
 
     def install(package: str, eps: dict[str, str], modules: dict[str, str]) -> None:
@@ -209,6 +210,34 @@ def test_a_plugin_that_fails_to_load_names_its_entry_point(plugins, source, erro
         tz.open_group("tzp-bad://x", mode="a")
     assert "tzp-bad = tz_badplug_mod:factory" in str(info.value) and "tzbadplug" in str(info.value)
     assert isinstance(tz.open_group("tzp-good://x", mode="a").store, MemoryStore)
+
+
+_MULTI = (
+    "from torchzarr.storage.memory import MemoryStore\n"
+    "from torchzarr.storage.registry import register_store\n"
+    "def factory(url, options):\n    return MemoryStore()\n"
+    "register_store('tzp-multi-side', factory)\n"
+)
+
+
+@pytest.mark.parametrize("lookup", ["resolve", "contains"])
+def test_a_scheme_a_plugin_registers_on_import_resolves_without_its_own_entry_point(
+    plugins, caplog, lookup
+):
+    """Its entry point names only its main scheme; its module registers another."""
+    plugins("tzbrokenplug", {"tzp-broken": "tz_no_such_module_xyz:factory"}, {})
+    plugins("tzmultiplug", {"tzp-multi": "tz_multiplug_mod:factory"}, {"tz_multiplug_mod": _MULTI})
+    with caplog.at_level("WARNING", logger="torchzarr.storage"):
+        if lookup == "resolve":
+            assert isinstance(resolve_store("tzp-multi-side://x", mode="a"), MemoryStore)
+        else:
+            assert "tzp-multi-side" in registered_stores()
+    assert "tzp-broken" in caplog.text  # skipped and logged, not raised
+    assert isinstance(resolve_store("tzp-multi://x", mode="a"), MemoryStore)
+    with pytest.raises(tz.errors.MissingDependencyError, match="tzbrokenplug"):
+        resolve_store("tzp-broken://x")  # still raises for its own scheme
+    with pytest.raises(UnknownStoreError, match="no store handles 'tzp-none://x'"):
+        resolve_store("tzp-none://x")
 
 
 def test_register_store_wins_over_an_entry_point_of_the_same_scheme(plugins):

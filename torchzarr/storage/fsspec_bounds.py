@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable, Sequence
 
 from torchzarr.storage.base import ByteRange
+from torchzarr.storage.local import _READ_UNCHECKED  # the cut LocalStore's reads make too
 
 __all__ = ["Bounds", "read_bounds"]
 
@@ -18,8 +19,6 @@ Bounds = tuple[int | None, int | None]
 #: protocols that answer suffix ranges (``bytes=-n``) themselves; Azure Blob cannot, so a
 #: batched size lookup comes first there
 _NATIVE_SUFFIX = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file", "local"})
-#: a local file's read of more bytes takes that much memory before it finds the file shorter
-_READ_UNCHECKED = 64 << 20
 
 
 def read_bounds(

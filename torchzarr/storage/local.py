@@ -22,23 +22,33 @@ from torchzarr.storage.base import (
     validate_prefix,
 )
 from torchzarr.storage.buffers import as_buffer
-from torchzarr.storage.local_names import is_key_name, is_temporary, temporary_name
+from torchzarr.storage.local_listing import list_entries, walk_keys
+from torchzarr.storage.local_names import (
+    is_temporary,
+    longest_part,
+    name_max,
+    raise_unless_too_long,
+    temporary_name,
+)
 from torchzarr.storage.local_sync import flush, on_threads, up_to_root
 from torchzarr.storage.store_args import local_path
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
 _MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
-# a read of more bytes takes that much memory before the file says how many it holds
+#: a read of more bytes takes that much memory before the file says how many it holds
+#: (FsspecStore's reads of local files cut at the same length)
 _READ_UNCHECKED = 64 << 20
 
 
 class StagedFile(NamedTuple):
-    """A value written to a temporary file, waiting for :meth:`LocalStore.publish`."""
+    """A value written to a temporary file, waiting for :meth:`LocalStore.publish`;
+    ``made_dirs``: its directory was made for it (its parents then change too)."""
 
     key: str
     tmp: Path
     path: Path
+    made_dirs: bool = False
 
 
 def _is_directory(path: Path) -> bool:
@@ -119,9 +129,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:  # no file can have such a name: missing
-                return None
-            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+            raise_unless_too_long(err, f"cannot read {key!r} from {self}: {err}")
+            return None
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         path = self._file(key)
@@ -139,9 +148,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:
-                return None
-            raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
+            raise_unless_too_long(err, f"cannot read {key!r} from {self}: {err}")
+            return None
 
     def exists(self, key: str) -> bool:
         return self.getsize(key) is not None
@@ -153,9 +161,8 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:
-                return None
-            raise StoreError(f"cannot look up {key!r} in {self}: {err}") from err
+            raise_unless_too_long(err, f"cannot look up {key!r} in {self}: {err}")
+            return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     # -- writes ---------------------------------------------------------------------------
@@ -168,9 +175,10 @@ class LocalStore(Store):
         Each value still lands by temp file + rename, after its data is synced: a failure
         leaves no key half-written and no temp file behind. With ``fsync``, a failure to
         write or flush a value, or a directory where a key's file goes, leaves every key of
-        the call with its old value; should a rename itself fail (an I/O error), the keys
-        renamed before it hold their new values and the others their old ones (see
-        :meth:`publish`).
+        the call with its old value (a name too long for the file system is refused before
+        any is written, with or without ``fsync``); should a rename itself fail (an I/O
+        error), the keys renamed before it hold their new values and the others their old
+        ones (see :meth:`publish`).
         """
         overridden = "set" in self.__dict__ or type(self).set is not LocalStore.set
         if not self.fsync or len(items) <= 1 or overridden:  # an overridden set sees every key
@@ -206,8 +214,8 @@ class LocalStore(Store):
             for key, value in values.items():
                 path = targets[key]
                 tmp = path.with_name(temporary_name(path.name))
-                fd, direct = self._create(tmp, self._direct(value))
-                staged.append(StagedFile(key, tmp, path))
+                fd, direct, made = self._create(tmp, self._direct(value))
+                staged.append(StagedFile(key, tmp, path, made))
                 try:
                     direct_io.write_new(fd, value, direct=direct)
                     if self.fsync and not direct:
@@ -222,7 +230,11 @@ class LocalStore(Store):
         return staged
 
     def _target(self, key: str) -> Path:
-        """The file a write of ``key`` goes to, once the key is checked."""
+        """The file a write of ``key`` goes to, once the key is checked.
+
+        A name longer than the file system takes is refused here, before any file of the
+        call is written (a failed rename would leave the keys renamed before it changed).
+        """
         self._check_writable(key)
         path = self._path(key)
         if is_temporary(path.name):  # listings skip such files: it would be lost
@@ -230,13 +242,33 @@ class LocalStore(Store):
                 f"key {key!r} has the form of a LocalStore temporary file "
                 "(.<name>.<32 hex digits>.partial), which listings skip"
             )
+        limit = self._name_max
+        if len(key) * 4 > limit:  # else no part can be longer (UTF-8: 4 bytes at most)
+            part, size = longest_part(key)
+            if size > limit:
+                err = StoreError(
+                    f"cannot write {key!r} to {self}: its part {part[:40]!r}... is {size} "
+                    f"bytes long, and the file system takes names of at most {limit} bytes"
+                )
+                err.errno = errno.ENAMETOOLONG
+                raise err
         return path
+
+    @property
+    def _name_max(self) -> int:
+        """The longest file name the root's file system takes, asked once per root."""
+        cached = self.__dict__.get("_name_limit")
+        if cached is None or cached[0] is not self.root:
+            cached = (self.root, name_max(self._root_str))
+            self.__dict__["_name_limit"] = cached
+        return cached[1]
 
     def publish(self, staged: Sequence[StagedFile], threads: int = 8) -> None:
         """Rename staged files into place; with ``fsync``, flush them first, together.
 
         The flushes run on a few threads (the file system merges concurrent ones into few
-        journal commits), then every file is renamed, then each directory flushed once.
+        journal commits), then every file is renamed, then each directory flushed once:
+        those of the files, and above a directory made for them, its parents up to the root.
         Nothing is renamed if a flush fails or a directory stands where one of the files
         goes. The renames are not one atomic step: should one fail (an I/O error), the
         files renamed before it stay in place. Either way the ``StoreError`` names the key
@@ -255,11 +287,15 @@ class LocalStore(Store):
                             errno.EISDIR, "a directory is in the way", str(entry.path)
                         )
             directories: dict[Path, None] = {}
+            made: dict[Path, None] = {}
             for entry in staged:
                 os.replace(entry.tmp, entry.path)
                 directories[entry.path.parent] = None
+                if entry.made_dirs:
+                    made[entry.path.parent] = None
             if self.fsync:  # directories made for the files are entries of their parents
-                on_threads(self._fsync_dir, up_to_root(directories, self.root), threads)
+                directories.update(dict.fromkeys(up_to_root(made, self.root)))
+                on_threads(self._fsync_dir, list(directories), threads)
         except StoreError:
             self.discard(staged)
             raise
@@ -284,20 +320,23 @@ class LocalStore(Store):
                 entry.tmp.unlink()
 
     @staticmethod
-    def _create(tmp: Path, direct: bool) -> tuple[int, bool]:
-        """Create ``tmp`` and the directories above it.
+    def _create(tmp: Path, direct: bool) -> tuple[int, bool, bool]:
+        """Create ``tmp``, and the directories above it if missing: ``(fd, direct, made)``,
+        ``made`` true when its directory was missing and made for it.
 
         A concurrent :meth:`delete` removes directories it leaves empty, possibly between
         making the directory and creating the file in it: then both are made again.
         """
+        with contextlib.suppress(FileNotFoundError):  # the directory is there: the fast path
+            return (*direct_io.open_new(str(tmp), direct=direct), False)
         for _ in range(_MAKE_ATTEMPTS - 1):
             # FileExistsError: mkdir saw the directory, then it was pruned (a file in the
             # way of the directory fails every attempt, and the last one raises)
             with contextlib.suppress(FileNotFoundError, FileExistsError):
                 tmp.parent.mkdir(parents=True, exist_ok=True)
-                return direct_io.open_new(str(tmp), direct=direct)
+                return (*direct_io.open_new(str(tmp), direct=direct), True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        return direct_io.open_new(str(tmp), direct=direct)
+        return (*direct_io.open_new(str(tmp), direct=direct), True)
 
     def _direct(self, value: Buffer) -> bool:
         return self.direct_io and len(value) >= direct_io.DIRECT_MIN_BYTES  # flat bytes
@@ -320,6 +359,17 @@ class LocalStore(Store):
             self._delete_keys(keys)
 
     def _delete_keys(self, keys: Iterable[str]) -> None:
+        self._flush_changed(self._unlink_keys(keys))
+
+    def _flush_changed(self, changed: dict[Path, None]) -> None:
+        """With ``fsync``, flush the directories a delete changed (else a crash could bring
+        a deleted chunk back)."""
+        if self.fsync and changed:
+            on_threads(self._fsync_dir, list(changed), 8)
+
+    def _unlink_keys(self, keys: Iterable[str]) -> dict[Path, None]:
+        """Remove the files of ``keys``, pruning directories left empty: the directories
+        whose entries changed."""
         changed: dict[Path, None] = {}
         for key in keys:
             self._check_writable(key)
@@ -328,13 +378,11 @@ class LocalStore(Store):
                 path.unlink()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue
-            except OSError as err:
-                if err.errno == errno.ENAMETOOLONG:  # no such file: nothing to delete
-                    continue
-                raise StoreError(f"cannot delete {key!r} from {self}: {err}") from err
+            except OSError as err:  # too long: no such file, nothing to delete
+                raise_unless_too_long(err, f"cannot delete {key!r} from {self}: {err}")
+                continue
             changed[self._prune(path.parent)] = None
-        if self.fsync and changed:  # else a crash could bring a deleted chunk back
-            on_threads(self._fsync_dir, list(changed), 8)
+        return changed
 
     def _prune(self, directory: Path) -> Path:
         """Remove now-empty directories up to, not including, the root; the directory
@@ -361,7 +409,11 @@ class LocalStore(Store):
             keys: list[str] = []
         else:
             keys = list(self._list(prefix, links))
-        self.delete_many(keys)
+        if "delete" in self.__dict__ or type(self).delete is not LocalStore.delete:
+            self.delete_many(keys)  # an overridden delete sees every key, and flushes
+            changed: dict[Path, None] = {}
+        else:
+            changed = self._unlink_keys(keys)
         for name, path in links:
             if not (name + "/").startswith(prefix):
                 continue
@@ -371,7 +423,8 @@ class LocalStore(Store):
                 continue
             except OSError as err:
                 raise StoreError(f"cannot delete {name!r} from {self}: {err}") from err
-            self._prune(Path(path).parent)
+            changed[self._prune(Path(path).parent)] = None
+        self._flush_changed(changed)  # one flush per directory, links' included
 
     # -- listing --------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
@@ -384,70 +437,14 @@ class LocalStore(Store):
         head, _, _ = prefix.rpartition("/")
         start = os.path.join(self._root_str, *head.split("/")) if head else self._root_str
         base = head + "/" if head else ""
-        for key in self._walk(start, base, frozenset(), links):
+        for key in walk_keys(start, base, frozenset(), links, self):
             if key.startswith(prefix):
                 yield key
-
-    def _walk(
-        self,
-        directory: str,
-        base: str,
-        above: frozenset[tuple[int, int]],
-        links: list[tuple[str, str]] | None,
-    ) -> Iterator[str]:
-        """Keys below ``directory``; ``above`` identifies the directories being walked, so
-        a symlink back to one of them (a loop) is not followed."""
-        try:
-            st = os.stat(directory)
-            if (st.st_dev, st.st_ino) in above:
-                return
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:  # no such directory: nothing below it
-                return
-            raise StoreError(f"cannot list {base or '/'!r} in {self}: {err}") from err
-        above = above | {(st.st_dev, st.st_ino)}
-        for entry in entries:
-            if not is_key_name(entry.name, directory):
-                continue
-            try:
-                is_dir = entry.is_dir()  # through a symlink
-                is_file = not is_dir and entry.is_file()
-            except OSError:  # a symlink looping on itself: no key
-                continue
-            if is_file:
-                yield base + entry.name
-            elif is_dir and links is not None and entry.is_symlink():
-                links.append((base + entry.name, entry.path))
-            elif is_dir:
-                yield from self._walk(entry.path, base + entry.name + "/", above, links)
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         prefix = validate_dir_prefix(prefix)
         directory = self.root.joinpath(*prefix.strip("/").split("/")) if prefix else self.root
-        keys: list[str] = []
-        dirs: list[str] = []
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return [], []
-        except OSError as err:
-            if err.errno == errno.ENAMETOOLONG:
-                return [], []
-            raise StoreError(f"cannot list {prefix or '/'!r} in {self}: {err}") from err
-        for entry in entries:
-            if not is_key_name(entry.name, str(directory)):
-                continue
-            try:
-                if entry.is_dir():  # symlinked directories too
-                    dirs.append(entry.name)
-                elif entry.is_file():
-                    keys.append(entry.name)
-            except OSError:  # a symlink looping on itself: no key
-                continue
-        return sorted(keys), sorted(dirs)
+        return list_entries(str(directory), prefix, self)
 
     def with_read_only(self, read_only: bool = True) -> LocalStore:
         return LocalStore(

@@ -1,19 +1,32 @@
-"""LocalStore's temporary files: the name a write in flight has beside its key's file, which listings skip."""
+"""LocalStore's file names: the temporary name a write in flight has beside its key's file,
+which listings skip, and the longest name the file system takes."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import uuid
 
+from torchzarr.errors import StoreError
 from torchzarr.storage.key_names import spells_a_key
 
-__all__ = ["is_key_name", "is_temporary", "temporary_name"]
+__all__ = [
+    "is_key_name",
+    "is_temporary",
+    "longest_part",
+    "name_max",
+    "raise_unless_too_long",
+    "temporary_name",
+]
 
 _PARTIAL = ".partial"
 #: a write in flight: ``.<name>.<32 hex digits>.partial`` beside the key's file, ``<name>``
 #: cut to its first 100 bytes: at most 142 bytes, which even eCryptfs (143) takes
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.partial", re.DOTALL)
 _TEMPORARY_NAME_BYTES = 100
+#: the longest file name most file systems take, where ``pathconf`` cannot say
+_NAME_MAX = 255
 
 
 def is_temporary(name: str) -> bool:
@@ -46,3 +59,52 @@ def is_key_name(name: str, directory: str) -> bool:
         (True, False)
     """
     return not is_temporary(name) and spells_a_key(name, directory, "LocalStore")
+
+
+def name_max(root: str) -> int:
+    """The longest file name, in bytes, that the file system of ``root`` takes: asked of
+    ``root`` or the nearest directory above it that exists (255 where none says).
+
+    Example:
+        >>> import tempfile
+        >>> name_max(tempfile.gettempdir() + "/not/made/yet") >= 14
+        True
+    """
+    path = os.path.abspath(root)
+    while True:
+        try:
+            found = os.pathconf(path, "PC_NAME_MAX")
+        except (FileNotFoundError, NotADirectoryError):  # not made yet: ask the one above
+            parent = os.path.dirname(path)
+            if parent == path:
+                return _NAME_MAX
+            path = parent
+            continue
+        except (OSError, ValueError, AttributeError):  # no answer, or no pathconf here
+            return _NAME_MAX
+        return int(found) if found > 0 else _NAME_MAX
+
+
+def longest_part(key: str) -> tuple[str, int]:
+    """The longest ``/``-separated part of ``key`` and its length in bytes (UTF-8).
+
+    Example:
+        >>> longest_part("a/bcd/e"), longest_part("caf\u00e9")[1]
+        (('bcd', 3), 5)
+    """
+    part = max(key.split("/"), key=lambda name: len(name.encode("utf-8")))
+    return part, len(part.encode("utf-8"))
+
+
+def raise_unless_too_long(err: OSError, message: str) -> None:
+    """Raise ``StoreError(message)`` from ``err``, unless the name is too long for any file
+    (``ENAMETOOLONG``): no such file can exist, and the caller reads it as missing.
+
+    Example:
+        >>> raise_unless_too_long(OSError(errno.ENAMETOOLONG, "File name too long"), "x")
+        >>> raise_unless_too_long(OSError(errno.EIO, "I/O error"), "cannot read 'k'")
+        Traceback (most recent call last):
+        torchzarr.errors.StoreError: cannot read 'k'
+    """
+    if err.errno != errno.ENAMETOOLONG:
+        raise StoreError(message) from err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +27,9 @@ _registry: dict[str, StoreFactory] = {}
 _lock = new_lock()
 #: the installed entry points of ``ENTRY_POINT_GROUP`` by scheme, found (not loaded) once
 _entry_points: dict[str, EntryPoint] | None = None
+#: the entry points a sweep for an unknown scheme has tried (by scheme), each tried once
+_swept: set[str] = set()
+_log = logging.getLogger("torchzarr.storage")
 
 ENTRY_POINT_GROUP = "torchzarr.stores"
 
@@ -106,10 +110,37 @@ def _plugin_factory(scheme: str) -> StoreFactory | None:
         return _registry.setdefault(scheme, factory)
 
 
+def _sweep() -> None:
+    """Load the entry points not loaded yet: their modules may register other schemes.
+
+    Each loads on its own; a broken one is logged and skipped here, and raises only when
+    its own scheme is used. Each entry point is tried by a sweep once.
+    """
+    for scheme in sorted(_installed()):
+        with _lock:
+            if scheme in _registry or scheme in _swept:
+                continue
+            _swept.add(scheme)
+        try:
+            _plugin_factory(scheme)
+        except Exception as err:  # its own scheme raises this when used
+            _log.warning("skipped a store plugin while looking for a scheme: %s", err)
+
+
 def _factory(scheme: str) -> StoreFactory | None:
-    """The factory registered for ``scheme``, else that of its entry point."""
+    """The factory registered for ``scheme``, else that of its entry point.
+
+    A scheme neither registered nor named by an entry point loads the entry points not
+    loaded yet (a plugin's module may register more schemes than its entry point names)
+    and is looked up again.
+    """
     factory = _registry.get(scheme)
-    return factory if factory is not None else _plugin_factory(scheme)
+    if factory is not None:
+        return factory
+    if scheme in _installed():
+        return _plugin_factory(scheme)
+    _sweep()
+    return _registry.get(scheme)
 
 
 class _Schemes(Mapping[str, StoreFactory]):
@@ -125,7 +156,11 @@ class _Schemes(Mapping[str, StoreFactory]):
         return factory
 
     def __contains__(self, scheme: object) -> bool:
-        return isinstance(scheme, str) and scheme in self._names()
+        if not isinstance(scheme, str):
+            return False
+        if scheme not in self._names():
+            _sweep()  # a loaded plugin may register it
+        return scheme in self._names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._names()))
@@ -138,7 +173,9 @@ def registered_stores() -> Mapping[str, StoreFactory]:
     """A read-only view of the registered schemes, installed plugins' included.
 
     A plugin (entry point of ``torchzarr.stores``) loads when its factory is looked up; a
-    broken one raises then, naming the entry point, and leaves the others working.
+    broken one raises then, naming the entry point, and leaves the others working. Looking
+    up a scheme no one registered or named loads the plugins not loaded yet, whose modules
+    may register more schemes; iterating lists those registered so far.
 
     Example:
         >>> "file" in registered_stores() and "memory" in registered_stores()
