@@ -166,6 +166,16 @@ def test_nbytes_stored_and_update_attributes(arr):
     assert dict(arr.attrs) == {"a": 1, "b": 2}
 
 
+@pytest.mark.parametrize("extra", [{"zarr_format": 2}, {}, {"shards": (50,)}])
+def test_nbytes_stored_counts_what_zarr_python_counts(tmp_path, extra):
+    import zarr
+
+    path = tmp_path / "g" / "a.zarr"
+    made = tz.create_array(path, data=np.arange(100, dtype="f4"), chunks=(25,), **extra)
+    made.attrs["units"] = "m"  # v2: a .zattrs document beside .zarray
+    assert tz.open_array(path).nbytes_stored() == zarr.open_array(path).nbytes_stored()
+
+
 def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
     reads = []
     original = tz.Array.__getitem__

@@ -13,6 +13,7 @@ from torchzarr.codecs.base import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCo
 from torchzarr.core._index_axes import as_int
 from torchzarr.core.create import XARRAY_DIMENSIONS
 from torchzarr.core.indexing import normalize_selection
+from torchzarr.core.nodes import node_keys
 from torchzarr.core.selection import make_indexer, to_numpy_selection
 from torchzarr.errors import ArgumentTypeError, BoundsError, SelectionError
 
@@ -90,6 +91,8 @@ class ZarrArrayMethods:
         def __getitem__(self, selection: Any) -> torch.Tensor: ...
         @property
         def zarr_format(self) -> int: ...
+        @property
+        def path(self) -> str: ...
         @property
         def _grid(self) -> tuple[int, ...]: ...
         @property
@@ -173,17 +176,20 @@ class ZarrArrayMethods:
         return str(getattr(self._metadata, "order", "C"))
 
     def nbytes_stored(self) -> int:
-        """Bytes the array's chunks (and shards) take in the store, metadata excluded.
+        """Bytes the array takes in the store: its chunks (or shards) and its metadata
+        documents, as zarr-python counts them (other files beside the chunks are not).
 
         Example:
             >>> import torchzarr as tz
-            >>> tz.create_array("memory://", shape=(4,), dtype="int8").nbytes_stored()
-            0
+            >>> arr = tz.create_array("memory://", shape=(4,), dtype="int8", zarr_format=2)
+            >>> arr.nbytes_stored() == len(arr.store.get(".zarray"))
+            True
         """
         return self._stored_bytes(self._chunk_keys())
 
     def _stored_bytes(self, keys: Iterable[str]) -> int:
-        return sum(self._store.getsize(k) or 0 for k in keys)
+        documents = node_keys(self.path, self.zarr_format)
+        return sum(self._store.getsize(k) or 0 for k in (*keys, *documents))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Rows along axis 0, read one chunk row at a time (not one read per row).
