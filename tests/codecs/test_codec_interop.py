@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from torchzarr.codecs.base import ChunkSpec
-from torchzarr.codecs.pipeline import V3Pipeline, default_v3_codecs
+from torchzarr.codecs.pipeline import V3Pipeline
 from torchzarr.codecs.registry import codec_from_json
+from torchzarr.codecs.user_chains import default_v3_codecs
 from torchzarr.codecs.v2_pipeline import V2Pipeline
 from torchzarr.dtypes import parse_v2_dtype
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numcodecs
@@ -12,9 +13,9 @@ import torch
 import torchzarr as tz
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import BloscCodec, ZstdCodec
-from torchzarr.codecs.pipeline import default_v3_codecs
 from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.transpose import TransposeCodec
+from torchzarr.codecs.user_chains import default_v3_codecs
 from torchzarr.errors import CodecError, UnknownCodecError
 
 F4 = np.dtype("float32")
@@ -225,3 +226,27 @@ def test_numcodecs_shuffle_by_name_writes_chunks_of_any_element_count() -> None:
     )
     arr[:] = torch.arange(9, dtype=torch.int16)  # 18 bytes: not a multiple of 4
     assert arr[:].tolist() == list(range(9))
+
+
+def test_zarr_python_codec_objects_are_taken_as_zarr_python_writes_them(tmp_path) -> None:
+    import zarr
+
+    kwargs: dict[str, Any] = {
+        "compressors": [zarr.codecs.BloscCodec(cname="zstd", shuffle="bitshuffle")],
+        "filters": [zarr.codecs.TransposeCodec(order=(1, 0))],
+        "shape": (8, 6),
+        "chunks": (4, 3),
+        "dtype": "float32",
+    }
+    ours = tz.create_array(tmp_path / "ours", **kwargs)
+    theirs = zarr.create_array(str(tmp_path / "theirs"), **kwargs)
+    assert theirs.shape == ours.shape
+    documents = [
+        json.loads((tmp_path / name / "zarr.json").read_text()) for name in ("ours", "theirs")
+    ]
+    assert documents[0]["codecs"] == documents[1]["codecs"]  # blosc's typesize 4, as theirs
+    data = np.arange(48, dtype="f4").reshape(8, 6)
+    ours[:] = data
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"))[:], data)
+    chain = default_v3_codecs(np.dtype("int16"), [zarr.codecs.ZstdCodec(level=3)])
+    assert [c.to_json() for c in chain][1] == zarr.codecs.ZstdCodec(level=3).to_dict()

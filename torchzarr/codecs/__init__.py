@@ -29,7 +29,7 @@ from torchzarr.codecs.key_encoding import (
     register_chunk_key_encoding,
 )
 from torchzarr.codecs.numcodecs_adapter import NumcodecsCodec
-from torchzarr.codecs.pipeline import ChunkPipeline, V3Pipeline, default_v3_codecs
+from torchzarr.codecs.pipeline import ChunkPipeline, V3Pipeline
 from torchzarr.codecs.registry import (
     codec_from_json,
     get_codec_class,
@@ -37,6 +37,7 @@ from torchzarr.codecs.registry import (
     registered_codecs,
 )
 from torchzarr.codecs.transpose import TransposeCodec
+from torchzarr.codecs.user_chains import default_v3_codecs
 from torchzarr.codecs.v2_pipeline import V2Pipeline, v2_codec_config
 
 __all__ = [

@@ -25,7 +25,7 @@ from torchzarr.errors import (
     TorchZarrError,
 )
 
-__all__ = ["ChunkPipeline", "V3Pipeline", "check_out", "decode_error", "default_v3_codecs"]
+__all__ = ["ChunkPipeline", "V3Pipeline", "check_out", "decode_error", "evolve_checked"]
 
 
 class ChunkPipeline(Protocol):
@@ -120,8 +120,13 @@ _C = TypeVar("_C", bound=Codec)
 _KINDS = (ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec)
 
 
-def _evolve(codec: _C, spec: ChunkSpec) -> _C:
-    """``codec.evolve(spec)``, checked to keep the codec's kind."""
+def evolve_checked(codec: _C, spec: ChunkSpec) -> _C:
+    """``codec.evolve(spec)``, checked to keep the codec's kind.
+
+    Example:
+        >>> evolve_checked(BytesCodec("little"), ChunkSpec((2,), np.dtype("u1"), 0)).to_json()
+        {'name': 'bytes'}
+    """
     evolved = codec.evolve(spec)
     for kind in _KINDS:
         if isinstance(codec, kind) and not isinstance(evolved, kind):
@@ -170,7 +175,7 @@ class V3Pipeline:
                         f"codec {codec.codec_name!r} (array -> array) comes after the "
                         f"array -> bytes codec {array_bytes.codec_name!r}"
                     )
-                evolved = _evolve(codec, current)
+                evolved = evolve_checked(codec, current)
                 specs.append(current)
                 array_array.append(evolved)
                 current = evolved.resolve_spec(current)
@@ -180,14 +185,14 @@ class V3Pipeline:
                         "a codec chain takes exactly one array -> bytes codec, got "
                         f"{array_bytes.codec_name!r} and {codec.codec_name!r}"
                     )
-                array_bytes = _evolve(codec, current)
+                array_bytes = evolve_checked(codec, current)
             elif isinstance(codec, BytesBytesCodec):
                 if array_bytes is None:
                     raise MetadataError(
                         f"codec {codec.codec_name!r} (bytes -> bytes) comes before the "
                         "array -> bytes codec"
                     )
-                bytes_bytes.append(_evolve(codec, current))
+                bytes_bytes.append(evolve_checked(codec, current))
             else:
                 raise MetadataError(f"{codec!r} is not a torchzarr codec")
         if array_bytes is None:
@@ -349,151 +354,3 @@ class V3Pipeline:
 
     def __repr__(self) -> str:
         return f"V3Pipeline({self.decoding()}, shape={self.spec.shape})"
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return list(value)
-    return [value]
-
-
-def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
-    """One ``compressors``/``filters`` entry as a v3 codec (numcodecs core ids become core codecs)."""
-    from torchzarr.codecs.compressors import BLOSC_SHUFFLE, BloscCodec, GzipCodec, ZstdCodec
-    from torchzarr.codecs.numcodecs_adapter import (
-        numcodecs_codec_class,
-        numcodecs_defaults,
-        numcodecs_object,
-        numcodecs_v3_codec,
-    )
-    from torchzarr.codecs.registry import codec_from_json
-
-    if isinstance(value, Codec):
-        return value
-    if isinstance(value, dict) and "name" in value:
-        return codec_from_json(value)
-    if isinstance(value, str) and value.startswith("numcodecs."):
-        codec_id = value[len("numcodecs.") :]
-        numcodecs_codec_class(codec_id)  # an unknown id fails here, under its v3 name
-        # as named, with numcodecs' defaults spelled out but for those evolve() takes from
-        # the dtype (shuffle's elementsize)
-        return numcodecs_v3_codec(codec_id, numcodecs_defaults(codec_id))
-    obj = numcodecs_object(value)
-    config = dict(obj.get_config())
-    codec_id = config.pop("id")
-    if codec_id == "zstd":
-        return ZstdCodec(config.get("level", 0), bool(config.get("checksum", False)))
-    if codec_id == "gzip":
-        return GzipCodec(config.get("level", 5))
-    if codec_id == "crc32c":
-        return Crc32cCodec()
-    if codec_id == "blosc":
-        names = {v: k for k, v in BLOSC_SHUFFLE.items()}  # AUTOSHUFFLE (-1): chosen by dtype
-        typesize = getattr(obj, "typesize", None)
-        return BloscCodec(
-            config.get("cname", "lz4"),
-            config.get("clevel", 5),
-            names.get(config.get("shuffle", 1)),
-            typesize if isinstance(typesize, int) and typesize > 0 else None,
-            config.get("blocksize", 0),
-        )
-    return numcodecs_v3_codec(codec_id, config)
-
-
-def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tuple[Codec, ...]:
-    """The v3 chain ``create_array`` writes: filters, ``bytes`` (little endian), compressors.
-
-    Args:
-        dtype: the storage dtype (numpy).
-        compressors: None, or one or a list of: a numcodecs codec, a v3 codec, a codec JSON
-            object, a short name ("zstd", "gzip", "blosc", "lz4", "zlib", "bz2", "lzma",
-            "crc32c") or ``"numcodecs.<id>"``. numcodecs Zstd/GZip/Blosc/CRC32C become the
-            spec's core codecs, others ``numcodecs.<id>``. A v3 array -> bytes codec in the
-            list (as an object or as JSON: ``bytes`` big endian, ``sharding_indexed``)
-            replaces ``bytes``.
-        filters: likewise, array -> array codecs (numcodecs Delta -> ``numcodecs.delta``).
-
-    Returns:
-        The chain, evolved for ``dtype`` (``blosc`` gets its typesize, ``bytes`` no endian
-        for 1-byte types; inside ``sharding_indexed`` too), as zarr-python records it.
-
-    Raises:
-        CodecError: a filter that is not array -> array, a compressor that is neither
-            bytes -> bytes nor array -> bytes, or two array -> bytes codecs; naming the codec,
-            its kind and the argument it belongs in; or a ``blosc`` cname this numcodecs
-            build lacks (often snappy).
-        UnknownCodecError: a name or numcodecs id nobody provides.
-
-    Example:
-        >>> [c.codec_name for c in default_v3_codecs(np.dtype("float32"), ["zstd"])]
-        ['bytes', 'zstd']
-        >>> default_v3_codecs(np.dtype("uint8"), "blosc")[1].to_json()["configuration"]
-        {'typesize': 1, 'cname': 'lz4', 'clevel': 5, 'shuffle': 'shuffle', 'blocksize': 0}
-        >>> big = {"name": "bytes", "configuration": {"endian": "big"}}
-        >>> [c.to_json() for c in default_v3_codecs(np.dtype("int32"), [big])]
-        [{'name': 'bytes', 'configuration': {'endian': 'big'}}]
-    """
-    from torchzarr.codecs.sharding import ShardingCodec
-    from torchzarr.codecs.transpose import TransposeCodec
-
-    dtype = np.dtype(dtype)
-    current = ChunkSpec((), dtype, dtype.type(0))
-    chain: list[Codec] = []
-    for value in _as_list(filters):
-        codec = _as_v3(value, current.dtype)
-        if not isinstance(codec, ArrayArrayCodec):
-            raise CodecError(f"filter {value!r} {_misplaced(codec, 'filters')}")
-        if not isinstance(codec, TransposeCodec):  # its order depends on the chunk's ndim
-            codec = _evolve(codec, current)
-            current = codec.resolve_spec(current)
-        chain.append(codec)
-    # converted first: a codec given as JSON or by name is classified like a codec object
-    given = [(value, _as_v3(value, current.dtype)) for value in _as_list(compressors)]
-    serializers = [codec for _, codec in given if isinstance(codec, ArrayBytesCodec)]
-    if len(serializers) > 1:
-        names = [codec.codec_name for codec in serializers]
-        raise CodecError(
-            f"compressors take at most one array -> bytes codec (it replaces bytes), got {names}"
-        )
-    if not serializers:
-        chain.append(BytesCodec("little").evolve(current))
-    elif isinstance(serializers[0], ShardingCodec):  # its own shape is the inner chunks'
-        chain.append(serializers[0].evolve_inner(current))
-    else:
-        chain.append(serializers[0])
-    for value, codec in given:
-        if isinstance(codec, ArrayBytesCodec):
-            continue
-        if not isinstance(codec, BytesBytesCodec):
-            raise CodecError(f"compressor {value!r} {_misplaced(codec, 'compressors')}")
-        chain.append(_evolve(codec, current))
-    _check_writable(chain)
-    return tuple(chain)
-
-
-def _check_writable(codecs: Sequence[Codec]) -> None:
-    """Refuse codecs this installation can read but not write with (blosc's snappy)."""
-    from torchzarr.codecs.compressors import BloscCodec
-    from torchzarr.codecs.sharding import ShardingCodec
-
-    for codec in codecs:
-        if isinstance(codec, BloscCodec):
-            codec.check_available()
-        elif isinstance(codec, ShardingCodec):
-            _check_writable(codec.codecs)
-
-
-def _misplaced(codec: Codec, where: str) -> str:
-    """Why ``codec`` does not belong in ``where`` (filters or compressors), and where it goes."""
-    wanted = "an array -> array" if where == "filters" else "a bytes -> bytes"
-    if isinstance(codec, ArrayArrayCodec):
-        found = "an array -> array codec: pass it in filters="
-    elif isinstance(codec, ArrayBytesCodec):
-        found = "an array -> bytes codec: pass it in compressors=, where it replaces bytes"
-    elif isinstance(codec, BytesBytesCodec):
-        found = "a bytes -> bytes codec: pass it in compressors="
-    else:
-        found = f"a {type(codec).__name__}, of no codec kind"
-    return f"({codec.codec_name}) is not {wanted} codec but {found}"

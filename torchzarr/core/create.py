@@ -8,9 +8,9 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from torchzarr.codecs.pipeline import default_v3_codecs
 from torchzarr.codecs.registry import codec_from_json
 from torchzarr.codecs.sharding import ShardingCodec
+from torchzarr.codecs.user_chains import default_v3_codecs
 from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.attributes import json_attributes
 from torchzarr.core.chunking import normalize_chunks, normalize_shape

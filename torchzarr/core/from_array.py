@@ -9,7 +9,7 @@ import torch
 
 from torchzarr.codecs.base import Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.pipeline import default_v3_codecs
+from torchzarr.codecs.user_chains import default_v3_codecs
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import create_array

@@ -146,7 +146,7 @@ def build_array_metadata(
         raise MetadataError(f"order={order!r} is for Zarr v2; in v3 add a transpose codec")
     if dt.v3_name is None:
         raise MetadataError(f"dtype {dt.name} has no Zarr v3 data_type name")
-    from torchzarr.codecs.pipeline import default_v3_codecs
+    from torchzarr.codecs.user_chains import default_v3_codecs
 
     return ArrayMetadataV3(
         shape=tuple(shape),
