@@ -37,6 +37,29 @@ def test_error_bases(name, builtin):
     assert issubclass(cls, builtin)
 
 
+def test_errors_zarr_python_raises_for_the_same_cases_are_caught_as_there(tmp_path):
+    import zarr
+
+    import torchzarr as tz
+
+    missing = str(tmp_path / "missing")
+    for opener in (tz.open_group, tz.open_array):  # zarr-python: FileNotFoundError, ValueError
+        with pytest.raises(FileNotFoundError) as info:
+            opener(missing, mode="r")
+        assert isinstance(info.value, ValueError) and isinstance(info.value, KeyError)
+    group = tz.open_group(tmp_path / "g", mode="w")
+    group.create_array("a", shape=(2,), dtype="i1")
+    with pytest.raises(ValueError):  # zarr-python: ContainsArrayError, a ValueError
+        group.create_array("a", shape=(2,), dtype="i1")
+    read_only = tz.open_array(tmp_path / "g" / "a", mode="r")
+    with pytest.raises(ValueError):  # zarr-python: ValueError
+        read_only[0] = 1
+    zarr_group = zarr.open_group(str(tmp_path / "z"), mode="w")
+    zarr_group.create_array("a", shape=(2,), dtype="i1")
+    with pytest.raises(ValueError):
+        zarr_group.create_array("a", shape=(2,), dtype="i1")  # the same clause catches both
+
+
 def test_every_error_is_drawn_in_the_docstring():
     doc = errors.__doc__ or ""
     for name, obj in vars(errors).items():

@@ -6,16 +6,16 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     TorchZarrError (Exception)
     ├── StoreError (OSError)
     │   ├── InvalidKeyError (ValueError)        a key with "..", an absolute path, a backslash
-    │   ├── ReadOnlyError (PermissionError)     writing to a store, array or group opened read-only
+    │   ├── ReadOnlyError (PermissionError, ValueError) writing to a node opened read-only
     │   ├── UnknownStoreError (ValueError)      a URL scheme or store spec nobody registered
     │   └── MissingDependencyError (ImportError) an optional backend that is not installed
     ├── MetadataError (ValueError)              malformed .zarray / .zgroup / zarr.json
     │   └── UnknownExtensionError               must_understand extension we do not know
     ├── NodeNotFoundError (KeyError)            no array or group at a path
-    │   ├── ArrayNotFoundError
-    │   ├── GroupNotFoundError
+    │   ├── ArrayNotFoundError (FileNotFoundError, ValueError)  as zarr-python's
+    │   ├── GroupNotFoundError (FileNotFoundError, ValueError)
     │   └── MissingIdError                      ids a FeatureStore does not hold
-    ├── NodeExistsError (FileExistsError)       an array or group already at a path
+    ├── NodeExistsError (FileExistsError, ValueError) an array or group already at a path
     ├── UnsupportedDtypeError (TypeError)       strings, datetimes, structured dtypes, ...
     ├── CodecError (ValueError)
     │   ├── UnknownCodecError                   a codec name or id no registry knows
@@ -33,6 +33,10 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 
 UnsupportedDtypeError also covers complex data written to a real array, as numpy's TypeError.
+The extra built-in bases of ArrayNotFoundError, GroupNotFoundError, NodeExistsError and
+ReadOnlyError are those zarr-python's errors for the same cases have (it raises
+``ValueError`` subclasses, the not-found ones ``FileNotFoundError`` too), so code written
+for zarr-python catches them.
 
 Example:
     >>> import torchzarr as tz
@@ -101,7 +105,7 @@ class InvalidKeyError(StoreError, ValueError):
     """A key that could escape the store's root or is not a valid Zarr key."""
 
 
-class ReadOnlyError(StoreError, PermissionError):
+class ReadOnlyError(StoreError, PermissionError, ValueError):
     """A write to a store, array or group opened read-only."""
 
 
@@ -125,11 +129,11 @@ class NodeNotFoundError(TorchZarrError, KeyError):
     """No array or group exists at the given path."""
 
 
-class ArrayNotFoundError(NodeNotFoundError):
+class ArrayNotFoundError(NodeNotFoundError, FileNotFoundError, ValueError):
     """No array exists at the given path."""
 
 
-class GroupNotFoundError(NodeNotFoundError):
+class GroupNotFoundError(NodeNotFoundError, FileNotFoundError, ValueError):
     """No group exists at the given path."""
 
 
@@ -137,7 +141,7 @@ class MissingIdError(NodeNotFoundError):
     """Entity ids that a feature store does not hold (the message names the first ones)."""
 
 
-class NodeExistsError(TorchZarrError, FileExistsError):
+class NodeExistsError(TorchZarrError, FileExistsError, ValueError):
     """An array or group already exists where a new one was to be created."""
 
 
