@@ -193,3 +193,22 @@ def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
     sharded = tz.create_array("memory://", shape=(40,), dtype="int8", chunks=(2,), shards=(20,))
     reads.clear()
     assert len(list(sharded)) == 40 and reads == [slice(0, 20), slice(20, 40)]  # whole shards
+
+
+def test_nodes_compare_equal_as_zarr_python_compares_them(tmp_path):
+    one = tz.open_group(tmp_path / "one", mode="w", attributes={"run": 1})
+    two = tz.open_group(tmp_path / "two", mode="w", attributes={"run": 2})
+    one.create_group("sub")
+    two.create_group("sub")
+    assert one != two  # same member names, elsewhere: not one node
+    one.create_array("x", shape=(2,), dtype="i1")
+    again = tz.open_group(tmp_path / "one", mode="r+")
+    assert again == one and hash(again) == hash(one)
+    assert one["x"] == one["x"] == again["x"] and one["x"] != one["sub"]
+    assert one["x"] in one.values() and ("x", one["x"]) in one.items()
+    via_path = tz.open_array(tmp_path / "one" / "x", mode="r+")  # its own store object
+    assert via_path == one["x"] and len({via_path, one["x"]}) == 1
+    kept = one["x"]
+    via_path.attrs["unit"] = "m"
+    assert via_path != kept  # the kept handle's metadata is stale, as in zarr-python
+    assert via_path == one["x"]  # opened again: the same

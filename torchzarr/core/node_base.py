@@ -8,6 +8,7 @@ from typing import Any, Self
 from torchzarr.core.nodes import node_lock, read_node
 from torchzarr.errors import ArgumentTypeError, ArrayNotFoundError, GroupNotFoundError
 from torchzarr.metadata.base import ArrayMetadata
+from torchzarr.storage.locations import location
 
 __all__ = ["NodeBase"]
 
@@ -33,6 +34,28 @@ class NodeBase:
     @property
     def attrs(self) -> Any:
         raise NotImplementedError  # pragma: no cover - every node class defines it
+
+    def __eq__(self, other: object) -> bool:
+        """Two handles of one node: of the same kind, where the data lies (whatever store
+        object or group reached it), and with equal metadata, as zarr-python compares them.
+
+        Example:
+            >>> import torchzarr as tz
+            >>> g = tz.open_group("memory://", mode="w"); _ = g.create_group("a")
+            >>> g["a"] == g["a"], g["a"] in g.values()
+            (True, True)
+        """
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, NodeBase)
+        return self._where == other._where and self._metadata == other._metadata
+
+    def __hash__(self) -> int:
+        return hash(self._where)
+
+    @property
+    def _where(self) -> str:
+        return location(self._store.identity, self._path)
 
     @property
     def store(self) -> Any:
