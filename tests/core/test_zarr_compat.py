@@ -212,3 +212,11 @@ def test_nodes_compare_equal_as_zarr_python_compares_them(tmp_path):
     via_path.attrs["unit"] = "m"
     assert via_path != kept  # the kept handle's metadata is stale, as in zarr-python
     assert via_path == one["x"]  # opened again: the same
+
+
+def test_numpy_conversion_copies_and_refuses_copy_false_as_numpy_2_asks():
+    arr = tz.create_array("memory://", data=np.arange(4, dtype="i2"))
+    np.testing.assert_array_equal(np.asarray(arr), np.arange(4))
+    assert np.array(arr, dtype="f8").dtype == np.float64
+    with pytest.raises(ValueError, match="copy=False"):  # as zarr-python's arrays do
+        np.array(arr, copy=False)

@@ -399,6 +399,11 @@ class Array(NodeBase, ZarrArrayMethods):
         return _Accessor(self, "vectorized")
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy is False:  # numpy 2's protocol: refuse when a copy cannot be avoided
+            raise InvalidArgumentError(
+                f"array {self.name}: np.array(..., copy=False) cannot hold stored data "
+                "without reading it into new memory; use np.asarray(arr)"
+            )
         data = self[...]
         if self.data_type.is_reinterpreted:
             data = data.float()
