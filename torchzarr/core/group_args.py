@@ -48,6 +48,11 @@ def check_assigned(key: str, value: Any) -> None:
             f"cannot assign group {value.name} to {key!r}: a group is not array data "
             "(use create_group, or copy its arrays one by one)"
         )
+    if value is None:  # else create_array would ask for shape= and dtype=, never given
+        raise ArgumentTypeError(
+            f"cannot assign None to {key!r}: group[name] = data takes array data (a tensor, "
+            "numpy array, list or number); delete a member with del group[name]"
+        )
 
 
 def _wanted_shape_and_dtype(kwargs: dict[str, Any]) -> tuple[Any, Any]:
