@@ -151,6 +151,8 @@ def test_crc32c_known_vector_and_little_endian_suffix() -> None:
         (2, "0", "jenkins_lookup3"),
         (3, "c/0", ["crc32c"]),
         (3, "c/0", ["numcodecs.crc32"]),
+        (2, "0", numcodecs.Zstd(checksum=True)),  # zstd's own frame checksum
+        (3, "c/0", [{"name": "zstd", "configuration": {"level": 1, "checksum": True}}]),
     ],
 )
 def test_a_checksum_mismatch_is_a_checksum_error_in_both_formats(zarr_format, key, compressors):
@@ -160,9 +162,9 @@ def test_a_checksum_mismatch_is_a_checksum_error_in_both_formats(zarr_format, ke
     arr = tz.create_array(
         store, shape=(100,), dtype="f4", compressors=compressors, zarr_format=zarr_format
     )
-    arr[...] = 1.0
+    arr[...] = np.random.default_rng(0).random(100).astype("f4")  # stored as raw blocks
     flipped = bytearray(store.get(key))
-    flipped[10] ^= 1
+    flipped[-6] ^= 1  # in the data (a zstd frame's checksum is its last 4 bytes)
     store.set(key, bytes(flipped))
     with pytest.raises(ChecksumError, match=f"chunk '{key}'"):
         arr[...]

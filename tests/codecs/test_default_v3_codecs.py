@@ -248,5 +248,17 @@ def test_zarr_python_codec_objects_are_taken_as_zarr_python_writes_them(tmp_path
     data = np.arange(48, dtype="f4").reshape(8, 6)
     ours[:] = data
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "ours"))[:], data)
+    inner = [zarr.codecs.BytesCodec(), zarr.codecs.BloscCodec(cname="lz4")]
+    sharded = {"shape": (8, 8), "chunks": (8, 8), "dtype": "float32"}
+    sharding = zarr.codecs.ShardingCodec(chunk_shape=(4, 4), codecs=inner)
+    tz.create_array(tmp_path / "ours_sharded", compressors=[sharding], **sharded)
+    zarr.create_array(
+        str(tmp_path / "theirs_sharded"), serializer=sharding, compressors=None, **sharded
+    )
+    documents = [
+        json.loads((tmp_path / name / "zarr.json").read_text())
+        for name in ("ours_sharded", "theirs_sharded")
+    ]
+    assert documents[0]["codecs"] == documents[1]["codecs"]  # the inner blosc's typesize 4
     chain = default_v3_codecs(np.dtype("int16"), [zarr.codecs.ZstdCodec(level=3)])
     assert [c.to_json() for c in chain][1] == zarr.codecs.ZstdCodec(level=3).to_dict()

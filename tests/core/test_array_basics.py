@@ -367,6 +367,9 @@ def test_info_reports_layout(any_store):
     info = arr.info
     assert info.nchunks == 2 and info.nchunks_initialized == 1
     assert info.nbytes == 4000 and 0 < info.nbytes_stored < 2000
+    assert info.ratio > 1  # zeros plus one compress well
+    empty = tz.create_array("memory://", shape=(4,), dtype=torch.float32)
+    assert empty.info.nbytes_stored > 0 and empty.info.ratio == float("inf")  # metadata only
     text = str(info)
     assert "zstd" in text and "1/2" in text and "(50, 10)" in text
     assert "Shard shape" not in text and "Dimension names" not in text

@@ -361,3 +361,27 @@ def test_a_file_store_refuses_a_path_of_no_file_when_made(kind, bad, error, matc
     }[kind]
     with pytest.raises(error, match=match):
         make(bad)
+
+
+@pytest.mark.parametrize("method", ["delete", "delete_many"])
+def test_delete_prefix_goes_through_an_overridden_delete_or_delete_many(tmp_path, method):
+    seen: list[str] = []
+
+    class Watched(LocalStore):
+        if method == "delete":
+
+            def delete(self, key):
+                seen.append(key)
+                super().delete(key)
+        else:
+
+            def delete_many(self, keys):
+                keys = list(keys)
+                seen.extend(keys)
+                super().delete_many(keys)
+
+    store = Watched(tmp_path)
+    store.set_many({"g/a/c/0": b"0", "g/a/c/1": b"1", "h/0": b"2"})
+    store.delete_prefix("g/")
+    assert sorted(seen) == ["g/a/c/0", "g/a/c/1"]
+    assert sorted(store.list_prefix("")) == ["h/0"]

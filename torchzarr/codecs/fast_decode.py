@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from torchzarr.errors import ChunkDecodeError
+from torchzarr.errors import ChecksumError, ChunkDecodeError
 
 __all__ = [
     "ZstdContext",
@@ -216,7 +216,19 @@ def zstd_decompress_at_most(data: Any, limit: int) -> np.ndarray | None:
         return out[:n]
     if "too small" in name:  # ZSTD_error_dstSize_tooSmall
         return None
-    raise ChunkDecodeError(f"zstd codec: {name}")
+    raise zstd_decode_error(name)
+
+
+def zstd_decode_error(name: str, detail: str = "") -> ChunkDecodeError:
+    """The error for zstd's error ``name``: a :class:`ChecksumError` for a frame whose
+    content checksum does not match, else a :class:`ChunkDecodeError`.
+
+    Example:
+        >>> type(zstd_decode_error("Restored data doesn't match checksum")).__name__
+        'ChecksumError'
+    """
+    kind = ChecksumError if "checksum" in name else ChunkDecodeError
+    return kind(f"zstd codec: {name}{detail}")
 
 
 def zstd_library() -> Any:
@@ -244,7 +256,7 @@ def zstd_error(result: int) -> str | None:
 def _zstd_failure(result: int, expected: int) -> None:
     name = zstd_error(result)
     if name is not None:
-        raise ChunkDecodeError(f"zstd codec: {name} (expected {expected} bytes)")
+        raise zstd_decode_error(name, f" (expected {expected} bytes)")
     raise ChunkDecodeError(
         f"zstd codec: the chunk decompresses to {result} bytes, expected {expected}"
     )
@@ -392,7 +404,7 @@ def decompress_prefix(data: Any, out: np.ndarray) -> None:
         ret = lib.ZSTD_decompressStream(ctx, ctypes.byref(outbuf), ctypes.byref(inbuf))
         if lib.ZSTD_isError(ret):
             name = lib.ZSTD_getErrorName(ret).decode(errors="replace")
-            raise ChunkDecodeError(f"zstd codec: {name}")
+            raise zstd_decode_error(name)
         if outbuf.pos < outbuf.size and (ret == 0 or inbuf.pos == inbuf.size):
             raise ChunkDecodeError(
                 f"zstd codec: the chunk ends after {outbuf.pos} bytes, expected at least "

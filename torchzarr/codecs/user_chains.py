@@ -92,6 +92,10 @@ def _zarr_python_codec(value: Any) -> dict[str, Any] | None:
     # shuffle, as its objects list them) are left out, for the dtype to set them here too
     for name in getattr(value, "_tunable_attrs", None) or ():
         config.pop(name, None)
+    for name in ("codecs", "index_codecs"):  # sharding's inner chains: their objects alike
+        inner = getattr(value, name, None)
+        if name in config and isinstance(inner, list | tuple):
+            config[name] = [_zarr_python_codec(codec) or codec for codec in inner]
     return {"name": document["name"], "configuration": config}
 
 

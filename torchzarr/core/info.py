@@ -61,8 +61,9 @@ class ArrayInfo:
 
     @property
     def ratio(self) -> float:
-        """Decoded bytes over stored bytes of the initialised chunks' share (inf if none)."""
-        if not self.nbytes_stored:
+        """Decoded bytes over stored bytes of the initialised chunks' share (inf if none);
+        the stored bytes count the metadata documents too, as zarr-python counts them."""
+        if not self.nbytes_stored or not self.nchunks_initialized:
             return float("inf")
         share = self.nbytes * self.nchunks_initialized / max(self.nchunks, 1)
         return share / self.nbytes_stored

@@ -42,13 +42,11 @@ _READ_UNCHECKED = 64 << 20
 
 
 class StagedFile(NamedTuple):
-    """A value written to a temporary file, waiting for :meth:`LocalStore.publish`;
-    ``made_dirs``: its directory was made for it (its parents then change too)."""
+    """A value written to a temporary file, waiting for :meth:`LocalStore.publish`."""
 
     key: str
     tmp: Path
     path: Path
-    made_dirs: bool = False
 
 
 def _is_directory(path: Path) -> bool:
@@ -214,8 +212,8 @@ class LocalStore(Store):
             for key, value in values.items():
                 path = targets[key]
                 tmp = path.with_name(temporary_name(path.name))
-                fd, direct, made = self._create(tmp, self._direct(value))
-                staged.append(StagedFile(key, tmp, path, made))
+                fd, direct = self._create(tmp, self._direct(value))
+                staged.append(StagedFile(key, tmp, path))
                 try:
                     direct_io.write_new(fd, value, direct=direct)
                     if self.fsync and not direct:
@@ -268,7 +266,8 @@ class LocalStore(Store):
 
         The flushes run on a few threads (the file system merges concurrent ones into few
         journal commits), then every file is renamed, then each directory flushed once:
-        those of the files, and above a directory made for them, its parents up to the root.
+        those of the files and those above them up to the root (any may be new: made by this
+        call or by another writer, whose own publish may never come).
         Nothing is renamed if a flush fails or a directory stands where one of the files
         goes. The renames are not one atomic step: should one fail (an I/O error), the
         files renamed before it stay in place. Either way the ``StoreError`` names the key
@@ -287,15 +286,11 @@ class LocalStore(Store):
                             errno.EISDIR, "a directory is in the way", str(entry.path)
                         )
             directories: dict[Path, None] = {}
-            made: dict[Path, None] = {}
             for entry in staged:
                 os.replace(entry.tmp, entry.path)
                 directories[entry.path.parent] = None
-                if entry.made_dirs:
-                    made[entry.path.parent] = None
-            if self.fsync:  # directories made for the files are entries of their parents
-                directories.update(dict.fromkeys(up_to_root(made, self.root)))
-                on_threads(self._fsync_dir, list(directories), threads)
+            if self.fsync:  # with those above: any of them may be new (made by any writer)
+                on_threads(self._fsync_dir, up_to_root(directories, self.root), threads)
         except StoreError:
             self.discard(staged)
             raise
@@ -320,23 +315,22 @@ class LocalStore(Store):
                 entry.tmp.unlink()
 
     @staticmethod
-    def _create(tmp: Path, direct: bool) -> tuple[int, bool, bool]:
-        """Create ``tmp``, and the directories above it if missing: ``(fd, direct, made)``,
-        ``made`` true when its directory was missing and made for it.
+    def _create(tmp: Path, direct: bool) -> tuple[int, bool]:
+        """Create ``tmp``, and the directories above it if missing: ``(fd, direct)``.
 
         A concurrent :meth:`delete` removes directories it leaves empty, possibly between
         making the directory and creating the file in it: then both are made again.
         """
         with contextlib.suppress(FileNotFoundError):  # the directory is there: the fast path
-            return (*direct_io.open_new(str(tmp), direct=direct), False)
+            return direct_io.open_new(str(tmp), direct=direct)
         for _ in range(_MAKE_ATTEMPTS - 1):
             # FileExistsError: mkdir saw the directory, then it was pruned (a file in the
             # way of the directory fails every attempt, and the last one raises)
             with contextlib.suppress(FileNotFoundError, FileExistsError):
                 tmp.parent.mkdir(parents=True, exist_ok=True)
-                return (*direct_io.open_new(str(tmp), direct=direct), True)
+                return direct_io.open_new(str(tmp), direct=direct)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        return (*direct_io.open_new(str(tmp), direct=direct), True)
+        return direct_io.open_new(str(tmp), direct=direct)
 
     def _direct(self, value: Buffer) -> bool:
         return self.direct_io and len(value) >= direct_io.DIRECT_MIN_BYTES  # flat bytes
@@ -409,8 +403,11 @@ class LocalStore(Store):
             keys: list[str] = []
         else:
             keys = list(self._list(prefix, links))
-        if "delete" in self.__dict__ or type(self).delete is not LocalStore.delete:
-            self.delete_many(keys)  # an overridden delete sees every key, and flushes
+        if any(  # an overridden delete or delete_many sees every key (and flushes)
+            name in self.__dict__ or getattr(type(self), name) is not getattr(LocalStore, name)
+            for name in ("delete", "delete_many")
+        ):
+            self.delete_many(keys)
             changed: dict[Path, None] = {}
         else:
             changed = self._unlink_keys(keys)
