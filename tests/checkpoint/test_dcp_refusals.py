@@ -34,6 +34,24 @@ def test_save_without_collectives_on_several_ranks_is_refused(
     assert not path.exists()
 
 
+def test_a_save_of_several_ranks_to_a_zip_is_refused_before_it_touches_the_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.zip"
+    dcp.save({"w": torch.ones(3)}, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    before = path.read_bytes()
+    _ranks(monkeypatch, 2)
+    with pytest.raises(InvalidArgumentError, match="zip, which takes writes from one process"):
+        ZarrStorageWriter(path).set_up_storage_writer(True, rank=0)
+    with pytest.raises(CheckpointException, match="one process"):  # DCP wraps the error
+        dcp.save({"w": torch.full((3,), 2.0)}, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    assert path.read_bytes() == before  # the checkpoint in it is intact
+    _ranks(monkeypatch, 1)
+    state = {"w": torch.zeros(3)}
+    dcp.load(state, storage_reader=ZarrStorageReader(path), no_dist=True)
+    assert torch.equal(state["w"], torch.ones(3))
+
+
 def test_save_without_collectives_in_one_process_works(tmp_path: Path) -> None:
     path = str(tmp_path / "ckpt")
     writer = ZarrStorageWriter(path)

@@ -38,6 +38,7 @@ from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import (
     fill_cached_plans,
     refuse_private_store,
+    refuse_shared_zip,
     refuse_stale_cached_plans,
     refuse_uncoordinated_save,
 )
@@ -165,9 +166,10 @@ class ZarrStorageWriter(StorageWriter):
 
         Raises:
             InvalidArgumentError: ``dcp.save(..., use_collectives=False)`` in a process
-                group of more than one rank.
+                group of more than one rank, or a save of several ranks to a zip.
         """
         refuse_uncoordinated_save(self.path, kwargs.get("use_collectives", True))
+        refuse_shared_zip(self.path, zip_under(self._st()) is not None)
         self._drop_pending()
         self.is_coordinator = is_coordinator
 

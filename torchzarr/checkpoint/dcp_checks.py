@@ -16,6 +16,7 @@ __all__ = [
     "fill_cached_plans",
     "pruned_while_loading",
     "refuse_private_store",
+    "refuse_shared_zip",
     "refuse_stale_cached_plans",
     "refuse_uncoordinated_save",
     "world_size",
@@ -49,6 +50,25 @@ def refuse_uncoordinated_save(path: Any, use_collectives: bool) -> None:
             f"default) when {ranks} ranks save: a checkpoint is committed once, by the "
             "coordinator, after every rank wrote its shards. For one independent checkpoint "
             "per process, pass no_dist=True (use_collectives left as it is) and a path per rank"
+        )
+
+
+def refuse_shared_zip(path: Any, is_zip: bool) -> None:
+    """Refuse a ``dcp.save`` of several ranks to a zip, before anything is written.
+
+    A zip takes writes from one process: the other ranks cannot see, nor append to, what
+    the coordinator writes, and a rank failing there would leave the zip without its
+    directory, earlier versions lost with it.
+
+    Example:
+        >>> refuse_shared_zip("ckpt.zip", is_zip=True)  # one process: fine
+    """
+    ranks = world_size()
+    if is_zip and ranks > 1:
+        raise InvalidArgumentError(
+            f"ZarrStorageWriter({path!r}) writes a zip, which takes writes from one process "
+            f"only, and {ranks} ranks save: save to a directory or an object store (zip a "
+            "finished checkpoint to ship it), or save from one process (no_dist=True)"
         )
 
 
