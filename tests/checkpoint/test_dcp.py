@@ -235,3 +235,25 @@ def test_async_save(tmp_path: pathlib.Path) -> None:
     out = {"w": torch.zeros(10), "step": 0}
     dcp.load(out, storage_reader=ZarrStorageReader(str(tmp_path)))
     assert torch.equal(out["w"], torch.arange(10.0)) and out["step"] == 3
+
+
+def test_an_older_version_loads_with_its_own_metadata(tmp_path):
+    from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE
+
+    path = str(tmp_path / "ckpt")
+    first = {"emb": torch.arange(8.0).reshape(4, 2), "step": 100}
+    dcp.save(first, storage_writer=ZarrStorageWriter(path, keep=2), no_dist=True)
+    second = {"emb": torch.full((3, 2), -1.0), "step": 200, "extra": torch.ones(2)}
+    dcp.save(second, storage_writer=ZarrStorageWriter(path, keep=2), no_dist=True)
+    old = {"emb": torch.zeros(4, 2), "step": 0}  # its own shapes and keys, not the newest's
+    dcp.load(old, storage_reader=ZarrStorageReader(path, version="v000001"), no_dist=True)
+    assert torch.equal(old["emb"], first["emb"]) and old["step"] == 100
+    new = {"emb": torch.zeros(3, 2), "step": 0, "extra": torch.zeros(2)}
+    dcp.load(new, storage_reader=ZarrStorageReader(path, version="v000002"), no_dist=True)
+    assert torch.equal(new["emb"], second["emb"]) and new["step"] == 200
+    group = tz.open_group(path, mode="r+", path="v000001", use_consolidated=False)
+    group.attrs[DCP_KEY_ATTRIBUTE] = {"kind": "torch.distributed.checkpoint"}  # as before
+    with pytest.raises(CheckpointException, match="keeps no DCP metadata of its own"):
+        dcp.load(old, storage_reader=ZarrStorageReader(path, version="v000001"), no_dist=True)
+    with pytest.raises(MetadataError, match="only the committed version 'v000002'"):
+        ZarrStorageReader(path, version="v000001").read_metadata()

@@ -364,6 +364,9 @@ class ZarrStorageWriter(StorageWriter):
             metadata.storage_data = {r.index.fqn: r.storage_data for rs in results for r in rs}
             metadata.storage_meta = self.storage_meta()
             doc = metadata_to_json(metadata)
+            # the version's own copy: a load of it once newer ones are committed reads it
+            version_root = open_group(st, mode="r+", path=version, use_consolidated=False)
+            version_root.attrs[KEY_ATTRIBUTE] = {"kind": KIND, "dcp": doc}
             consolidate_metadata(st, path=version)
             if self.fsync:
                 sync_local(st, version)  # all the manifest names is on disk before it is written

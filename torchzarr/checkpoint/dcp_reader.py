@@ -23,6 +23,7 @@ from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
 from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
 from torchzarr.checkpoint.decode import check_chunks_stored
+from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE
 from torchzarr.config import config
 from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
@@ -115,13 +116,17 @@ class ZarrStorageReader(StorageReader):
         return st, manifest
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        """The DCP metadata, from the manifest's JSON."""
+        """The DCP metadata: the manifest's JSON for the committed version, the version's
+        own copy for an older one (``version=``)."""
         st, manifest = self._manifest()
-        metadata = metadata_from_json(manifest["dcp"])
+        self._root = self._open_version(st, manifest)
+        doc = manifest["dcp"]
+        if self.version is not None and self.version != manifest["version"]:
+            doc = _own_metadata(self._root, st, self.version, str(manifest["version"]))
+        metadata = metadata_from_json(doc)
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
-        self._root = self._open_version(st, manifest)
         return metadata
 
     def _open_version(self, st: Store, manifest: dict[str, Any]) -> Any:
@@ -268,3 +273,16 @@ class ZarrStorageReader(StorageReader):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """True for paths and URLs (any store torchzarr can open)."""
         return isinstance(checkpoint_id, (str, os.PathLike))
+
+
+def _own_metadata(root: Any, st: Store, version: str, committed: str) -> Any:
+    """The DCP metadata a version keeps of its own (saves before it was kept there have
+    only the manifest's, which describes the committed version)."""
+    own = root.attrs.get(DCP_KEY_ATTRIBUTE)
+    if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own:
+        return own["dcp"]
+    raise MetadataError(
+        f"version {version!r} of {st!r} keeps no DCP metadata of its own (it was saved "
+        f"before torchzarr kept it per version): only the committed version {committed!r} "
+        "can be loaded with DCP"
+    )
