@@ -257,3 +257,29 @@ def test_an_older_version_loads_with_its_own_metadata(tmp_path):
         dcp.load(old, storage_reader=ZarrStorageReader(path, version="v000001"), no_dist=True)
     with pytest.raises(MetadataError, match="only the committed version 'v000002'"):
         ZarrStorageReader(path, version="v000001").read_metadata()
+
+
+def test_a_save_overtaken_by_another_process_deletes_its_files_and_says_so(tmp_path, monkeypatch):
+    import torchzarr.checkpoint.dcp as dcp_writer
+
+    path = str(tmp_path / "ckpt")
+    competing = (
+        "import torch, torch.distributed.checkpoint as dcp, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from torchzarr.distributed import ZarrStorageWriter\n"
+        f"dcp.save({{'w': torch.zeros(64, 8)}}, storage_writer=ZarrStorageWriter({path!r}, "
+        "keep=1), no_dist=True)\n"
+    )
+    real = dcp_writer.write_rows
+
+    def overtaken_midway(*args, **kwargs):  # another job saves, commits and prunes ours
+        subprocess.run([sys.executable, "-c", competing], check=True, timeout=120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dcp_writer, "write_rows", overtaken_midway)
+    with pytest.raises(CheckpointException, match=r"CheckpointConflictError|another save"):
+        dcp.save({"w": torch.ones(64, 8)}, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    assert sorted(p.name for p in pathlib.Path(path).iterdir() if p.is_dir()) == ["v000002"]
+    state = {"w": torch.ones(64, 8)}
+    dcp.load(state, storage_reader=ZarrStorageReader(path), no_dist=True)
+    assert torch.equal(state["w"], torch.zeros(64, 8))  # the committed save's

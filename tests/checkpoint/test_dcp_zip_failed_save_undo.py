@@ -181,10 +181,11 @@ def test_a_failed_dcp_save_keeps_what_others_wrote_to_the_zip_meanwhile(
     assert "was not cut back" in str(info.value)
 
 
-def test_a_dcp_save_to_a_directory_failing_before_its_commit_still_leaves_its_version(
+def test_a_dcp_save_to_a_directory_failing_in_finish_before_its_commit_deletes_its_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Unchanged for other stores: no rank knows when the others are done with it."""
+    """finish() runs once every rank's write_data returned: no rank writes to the version
+    any more, so its files go, as a failed save_checkpoint's do (a full disk is common)."""
     path = tmp_path / "ckpt"
     save(1, str(path))
 
@@ -194,7 +195,7 @@ def test_a_dcp_save_to_a_directory_failing_before_its_commit_still_leaves_its_ve
     monkeypatch.setattr(commit, "commit_version", no_room)
     with pytest.raises(CheckpointException, match="no space left"):
         save(2, str(path))
-    assert (path / "v000002").is_dir()
+    assert not (path / "v000002").exists()
     assert_holds(load(str(path)), 1)
     assert tz.open_group(str(path), mode="r").attrs["torchzarr_checkpoint"]["version"] == (
         "v000001"

@@ -37,6 +37,7 @@ from torch.futures import Future
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import (
     fill_cached_plans,
+    overtaken,
     refuse_private_store,
     refuse_shared_zip,
     refuse_stale_cached_plans,
@@ -57,9 +58,7 @@ from torchzarr.checkpoint.undo import ZipSavepoint, undo_failed_save, zip_savepo
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
 from torchzarr.errors import (
-    CheckpointConflictError,
     GroupNotFoundError,
-    InvalidArgumentError,
     MetadataError,
 )
 from torchzarr.storage import LocalStore, Store
@@ -316,6 +315,12 @@ class ZarrStorageWriter(StorageWriter):
             results = self._write_plan(plan, planner)
         except BaseException as err:
             self._undo(err, committed=False)
+            version = self._version or (plan.storage_data or {}).get("version")
+            conflict = None if version is None else overtaken(self._st(), version, err)
+            if conflict is not None and version is not None:  # a newer save pruned it
+                prune.delete_version(self._st(), version)  # late writes recreated files
+                if conflict is not err:
+                    raise conflict from err
             raise
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
@@ -379,8 +384,13 @@ class ZarrStorageWriter(StorageWriter):
         except BaseException as err:
             if self._savepoint is not None:
                 self._undo(err, committed)
-            elif not committed and isinstance(err, (CheckpointConflictError, InvalidArgumentError)):
-                prune.delete_version(st, version)  # every rank is done with it
+                raise
+            if committed:
+                raise
+            prune.delete_version(st, version)  # every rank is done with it: never committed
+            conflict = overtaken(st, version, err)
+            if conflict is not None and conflict is not err:
+                raise conflict from err
             raise
         self._savepoint = None
 

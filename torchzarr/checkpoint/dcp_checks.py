@@ -9,11 +9,13 @@ import torch
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import SavePlan
 
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.checkpoint import commit
+from torchzarr.errors import CheckpointConflictError, InvalidArgumentError
 from torchzarr.storage import MemoryStore, Store
 
 __all__ = [
     "fill_cached_plans",
+    "overtaken",
     "pruned_while_loading",
     "refuse_private_store",
     "refuse_shared_zip",
@@ -70,6 +72,31 @@ def refuse_shared_zip(path: Any, is_zip: bool) -> None:
             f"only, and {ranks} ranks save: save to a directory or an object store (zip a "
             "finished checkpoint to ship it), or save from one process (no_dist=True)"
         )
+
+
+def overtaken(st: Store, version: str, err: BaseException) -> CheckpointConflictError | None:
+    """The error for a save of ``version`` that failed with ``err`` because another save
+    committed a newer version meanwhile (and may have pruned this one), else None.
+
+    Example:
+        >>> overtaken(MemoryStore(), "v000001", OSError("disk full")) is None
+        True
+    """
+    if isinstance(err, CheckpointConflictError):
+        return err
+    try:
+        manifest = commit.read_manifest(st)
+    except Exception:
+        return None
+    newer = None if manifest is None else str(manifest.get("version"))
+    if newer is None or commit.version_number(newer) <= commit.version_number(version):
+        return None
+    conflict = CheckpointConflictError(
+        f"another save committed {newer} to {st!r} while this save was writing {version}, "
+        f"which that save may have pruned: this save's files are deleted ({err})"
+    )
+    conflict.__cause__ = err
+    return conflict
 
 
 def refuse_private_store(st: Store, err: Exception) -> None:
