@@ -77,6 +77,14 @@ def test_map_style_indices_past_int64_are_out_of_range_not_wrapped(rows, index):
             "batch_size",
         ),
         (lambda a: tz.ZarrDataset([a]), ArgumentTypeError, "expected an Array, a Group or a dict"),
+        (  # what Lightning's use_distributed_sampler=True does to a ChunkBlockSampler
+            lambda a: tz.ChunkBlockSampler(
+                torch.utils.data.DistributedSampler(range(4), num_replicas=2, rank=0),
+                batch_size=8,
+            ),
+            ArgumentTypeError,
+            r"sampler \(DistributedSampler\).*use_distributed_sampler=False",
+        ),
         (lambda a: tz.ZarrDataset({"x": a, "y": 3}), ArgumentTypeError, "member 'y' is int"),
         (lambda a: tz.ZarrDataset({}), InvalidArgumentError, "holds no arrays"),
         (lambda a: tz.ZarrDataset({"x": a, "y": a[:9]}), ArgumentTypeError, "member 'y' is Tensor"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
+from torch.utils.data import Sampler, get_worker_info
 
 from torchzarr.arguments import whole_number
 from torchzarr.config import config, default_threads
@@ -190,6 +190,12 @@ class Source:
                 )
         elif isinstance(source, Mapping):
             arrays, self.single = dict(source), False
+        elif isinstance(source, Sampler):  # Lightning rebuilding a ChunkBlockSampler
+            raise ArgumentTypeError(
+                f"expected an Array, a Group or a dict of arrays, got a sampler "
+                f"({type(source).__name__}): a ChunkBlockSampler splits ranks itself; under "
+                "Lightning pass Trainer(use_distributed_sampler=False)"
+            )
         else:
             raise ArgumentTypeError(
                 f"expected an Array, a Group or a dict of arrays, got {type(source)}"
