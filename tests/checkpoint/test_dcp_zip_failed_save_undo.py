@@ -202,6 +202,24 @@ def test_a_dcp_save_to_a_directory_failing_in_finish_before_its_commit_deletes_i
     )
 
 
+def test_a_dcp_commit_that_raises_after_writing_its_manifest_keeps_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt"
+    save(1, str(path))
+    real = commit.commit_version
+
+    def written_then_failed(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise StoreError("the flush after the manifest failed")
+
+    monkeypatch.setattr(commit, "commit_version", written_then_failed)
+    with pytest.raises(CheckpointException, match="flush after the manifest"):
+        save(2, str(path))
+    assert (path / "v000002").is_dir()  # the manifest names it: never deleted
+    assert_holds(load(str(path)), 2)
+
+
 def test_a_failed_first_dcp_save_to_a_new_zip_leaves_it_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
