@@ -385,7 +385,7 @@ class ZarrStorageWriter(StorageWriter):
             if self._savepoint is not None:
                 self._undo(err, committed)
                 raise
-            if committed or _manifest_names(st, version):  # committed, whatever then failed
+            if committed or prune.names_committed(st, version):  # committed, whatever failed
                 raise
             prune.delete_version(st, version)  # every rank is done with it: never committed
             conflict = overtaken(st, version, err)
@@ -403,12 +403,3 @@ class ZarrStorageWriter(StorageWriter):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """True for paths and URLs (any store torchzarr can open)."""
         return isinstance(checkpoint_id, (str, os.PathLike))
-
-
-def _manifest_names(st: Store, version: str) -> bool:
-    """Whether the manifest names ``version`` (a commit that raised after writing it)."""
-    try:
-        manifest = commit.read_manifest(st)
-    except Exception:  # unreadable: keep the files, the error says more
-        return True
-    return manifest is not None and manifest.get("version") == version
