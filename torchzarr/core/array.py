@@ -442,8 +442,10 @@ class Array(NodeBase, ZarrArrayMethods):
         self._check_writable()
         try:
             new_shape = normalize_shape(shape[0] if len(shape) == 1 else shape)
-        except MetadataError as err:  # an argument, not stored metadata, is at fault
-            raise InvalidArgumentError(f"cannot resize array {self.name}: {err}") from None
+        except MetadataError as err:  # the argument is at fault (no ints: a TypeError)
+            typed = isinstance(err.__context__, TypeError)
+            kind = ArgumentTypeError if typed else InvalidArgumentError
+            raise kind(f"cannot resize array {self.name}: {err}") from None
         if len(new_shape) != self.ndim:
             raise ShapeMismatchError(
                 f"cannot resize array {self.name} of shape {self.shape} to {new_shape}: "
