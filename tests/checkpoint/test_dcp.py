@@ -255,8 +255,15 @@ def test_an_older_version_loads_with_its_own_metadata(tmp_path):
     group.attrs[DCP_KEY_ATTRIBUTE] = {"kind": "torch.distributed.checkpoint"}  # as before
     with pytest.raises(CheckpointException, match="keeps no DCP metadata of its own"):
         dcp.load(old, storage_reader=ZarrStorageReader(path, version="v000001"), no_dist=True)
-    with pytest.raises(MetadataError, match="only the committed version 'v000002'"):
+    with pytest.raises(MetadataError, match="only that one can be loaded"):
         ZarrStorageReader(path, version="v000001").read_metadata()
+    # saved before versions kept their own: read through the committed one's where it fits
+    dcp.save(second, storage_writer=ZarrStorageWriter(path, keep=2), no_dist=True)  # v000003
+    group = tz.open_group(path, mode="r+", path="v000002", use_consolidated=False)
+    group.attrs[DCP_KEY_ATTRIBUTE] = {"kind": "torch.distributed.checkpoint"}
+    again = {"emb": torch.zeros(3, 2), "step": 0, "extra": torch.zeros(2)}
+    dcp.load(again, storage_reader=ZarrStorageReader(path, version="v000002"), no_dist=True)
+    assert torch.equal(again["emb"], second["emb"]) and again["step"] == 200
 
 
 def test_a_save_overtaken_by_another_process_deletes_its_files_and_says_so(tmp_path, monkeypatch):
@@ -283,3 +290,25 @@ def test_a_save_overtaken_by_another_process_deletes_its_files_and_says_so(tmp_p
     state = {"w": torch.ones(64, 8)}
     dcp.load(state, storage_reader=ZarrStorageReader(path), no_dist=True)
     assert torch.equal(state["w"], torch.zeros(64, 8))  # the committed save's
+
+
+def test_a_rank_whose_write_fails_after_another_commit_raises_a_conflict(tmp_path, monkeypatch):
+    from torchzarr.errors import GroupNotFoundError
+
+    path = str(tmp_path / "ckpt")
+    competing = (
+        "import torch, torch.distributed.checkpoint as dcp, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from torchzarr.distributed import ZarrStorageWriter\n"
+        f"dcp.save({{'w': torch.zeros(4)}}, storage_writer=ZarrStorageWriter({path!r}, "
+        "keep=1), no_dist=True)\n"
+    )
+
+    def pruned_under_it(self, plan, planner):  # as a rank finds its version pruned
+        subprocess.run([sys.executable, "-c", competing], check=True, timeout=120)
+        raise GroupNotFoundError(f"no group at {plan.storage_data['version']!r}")
+
+    monkeypatch.setattr(ZarrStorageWriter, "_write_plan", pruned_under_it)
+    with pytest.raises(CheckpointException, match=r"CheckpointConflictError: another save"):
+        dcp.save({"w": torch.ones(4)}, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    assert sorted(p.name for p in pathlib.Path(path).iterdir() if p.is_dir()) == ["v000002"]

@@ -219,6 +219,16 @@ def test_a_dcp_commit_that_raises_after_writing_its_manifest_keeps_its_version(
     assert (path / "v000002").is_dir()  # the manifest names it: never deleted
     assert_holds(load(str(path)), 2)
 
+    def overtaken_then_failed(store: Any, version: str, *args: Any, **kwargs: Any) -> None:
+        real(store, version, *args, **kwargs)
+        real(store, "v000004")  # another job commits a newer one, keeping this one
+        raise StoreError("the flush after the manifest failed")
+
+    monkeypatch.setattr(commit, "commit_version", overtaken_then_failed)
+    with pytest.raises(CheckpointException, match="flush after the manifest"):
+        save(3, str(path))
+    assert (path / "v000003").is_dir()  # kept by the newer manifest's previous: not deleted
+
 
 def test_a_failed_first_dcp_save_to_a_new_zip_leaves_it_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

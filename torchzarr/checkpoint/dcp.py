@@ -165,10 +165,9 @@ class ZarrStorageWriter(StorageWriter):
 
         Raises:
             InvalidArgumentError: ``dcp.save(..., use_collectives=False)`` in a process
-                group of more than one rank, or a save of several ranks to a zip.
+                group of more than one rank.
         """
         refuse_uncoordinated_save(self.path, kwargs.get("use_collectives", True))
-        refuse_shared_zip(self.path, zip_under(self._st()) is not None)
         self._drop_pending()
         self.is_coordinator = is_coordinator
 
@@ -224,13 +223,14 @@ class ZarrStorageWriter(StorageWriter):
         version. A zip's arrays are created at the start of ``write_data`` instead (one
         process writes a zip), so a failure in DCP before it leaves the zip untouched.
         """
+        st = self._st()
+        refuse_shared_zip(self.path, zip_under(st) is not None, len(plans))  # nothing written
         cls = ZarrStorageWriter
         with cls._last_plans_lock:
             full = fill_cached_plans(self.path, plans, cls._last_plans)
             cls._last_plans = full  # as the planner's cache holds them now
         self._reused = None if all(plan.usable for plan in plans) else full
         names, specs = self._layout(full)
-        st = self._st()
         version = self._version = commit.reserve_version(st)
         if zip_under(st) is not None:
             self._pending = specs
@@ -315,7 +315,7 @@ class ZarrStorageWriter(StorageWriter):
             results = self._write_plan(plan, planner)
         except BaseException as err:
             self._undo(err, committed=False)
-            version = self._version or (plan.storage_data or {}).get("version")
+            version = (plan.storage_data or {}).get("version") or self._version
             conflict = None if version is None else overtaken(self._st(), version, err)
             if conflict is not None and version is not None:  # a newer save pruned it
                 prune.delete_version(self._st(), version)  # late writes recreated files

@@ -55,22 +55,23 @@ def refuse_uncoordinated_save(path: Any, use_collectives: bool) -> None:
         )
 
 
-def refuse_shared_zip(path: Any, is_zip: bool) -> None:
-    """Refuse a ``dcp.save`` of several ranks to a zip, before anything is written.
+def refuse_shared_zip(path: Any, is_zip: bool, ranks: int) -> None:
+    """Refuse a coordinated ``dcp.save`` of several ranks (``ranks`` plans) to a zip, on
+    the coordinator before anything is written.
 
     A zip takes writes from one process: the other ranks cannot see, nor append to, what
     the coordinator writes, and a rank failing there would leave the zip without its
-    directory, earlier versions lost with it.
+    directory, earlier versions lost with it. Independent saves (``no_dist=True``, a zip
+    per process) plan alone and pass.
 
     Example:
-        >>> refuse_shared_zip("ckpt.zip", is_zip=True)  # one process: fine
+        >>> refuse_shared_zip("ckpt.zip", is_zip=True, ranks=1)  # one process: fine
     """
-    ranks = world_size()
     if is_zip and ranks > 1:
         raise InvalidArgumentError(
             f"ZarrStorageWriter({path!r}) writes a zip, which takes writes from one process "
             f"only, and {ranks} ranks save: save to a directory or an object store (zip a "
-            "finished checkpoint to ship it), or save from one process (no_dist=True)"
+            "finished checkpoint to ship it), or a zip per process with no_dist=True"
         )
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
@@ -122,7 +122,7 @@ class ZarrStorageReader(StorageReader):
         self._root = self._open_version(st, manifest)
         doc = manifest["dcp"]
         if self.version is not None and self.version != manifest["version"]:
-            doc = _own_metadata(self._root, st, self.version, str(manifest["version"]))
+            doc = _own_metadata(self._root, st, self.version, manifest)
         metadata = metadata_from_json(doc)
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
@@ -275,14 +275,30 @@ class ZarrStorageReader(StorageReader):
         return isinstance(checkpoint_id, (str, os.PathLike))
 
 
-def _own_metadata(root: Any, st: Store, version: str, committed: str) -> Any:
-    """The DCP metadata a version keeps of its own (saves before it was kept there have
-    only the manifest's, which describes the committed version)."""
+def _own_metadata(root: Any, st: Store, version: str, manifest: dict[str, Any]) -> Any:
+    """The DCP metadata a version keeps of its own. A version saved before it was kept
+    there reads through the committed version's (the manifest's) where every key of that
+    has an array of its shape in the version, as it did then; else it is refused."""
     own = root.attrs.get(DCP_KEY_ATTRIBUTE)
     if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own:
         return own["dcp"]
+    if _fits(root, metadata_from_json(manifest["dcp"])):
+        return manifest["dcp"]
     raise MetadataError(
         f"version {version!r} of {st!r} keeps no DCP metadata of its own (it was saved "
-        f"before torchzarr kept it per version): only the committed version {committed!r} "
-        "can be loaded with DCP"
+        "before torchzarr kept it per version) and its arrays differ from the committed "
+        f"version {manifest['version']!r}'s: only that one can be loaded with DCP"
     )
+
+
+def _fits(root: Any, metadata: Metadata) -> bool:
+    """Whether ``root`` (a version's group) holds, for every key of ``metadata``, an array
+    where its storage map says, of the shape it says."""
+    names = metadata.storage_data if isinstance(metadata.storage_data, dict) else {}
+    for fqn, entry in metadata.state_dict_metadata.items():
+        name = names.get(fqn)
+        if not isinstance(name, str) or name not in root:
+            return False
+        if isinstance(entry, TensorStorageMetadata) and root[name].shape != tuple(entry.size):
+            return False
+    return True

@@ -127,8 +127,9 @@ def version_intact(store: Store, version: str) -> bool:
 
 
 def names_committed(store: Store, version: str) -> bool:
-    """Whether the manifest names ``version``; True too when it cannot be read (a caller
-    deciding whether to delete the version then leaves it for the next save's prune).
+    """Whether the manifest names ``version``, as its version or one it keeps (another
+    save may have committed since); True too when it cannot be read (a caller deciding
+    whether to delete the version then leaves it for the next save's prune).
 
     Example:
         >>> names_committed(commit.checkpoint_store("memory://"), "v000001")
@@ -138,7 +139,10 @@ def names_committed(store: Store, version: str) -> bool:
         manifest = commit.read_manifest(store)
     except Exception:
         return True
-    return manifest is not None and manifest.get("version") == version
+    if manifest is None:
+        return False
+    kept = manifest.get("previous")
+    return manifest.get("version") == version or (isinstance(kept, list) and version in kept)
 
 
 _PRUNING: dict[str, threading.Thread] = {}
