@@ -240,6 +240,27 @@ def test_a_scheme_a_plugin_registers_on_import_resolves_without_its_own_entry_po
         resolve_store("tzp-none://x")
 
 
+def test_threads_resolving_a_scheme_a_slow_plugin_registers_on_import_both_find_it(plugins):
+    import threading
+
+    slow = "import time\ntime.sleep(0.5)\n" + _MULTI.replace("tzp-multi-side", "tzp-slow-side")
+    plugins("tzslowplug", {"tzp-slow": "tz_slowplug_mod:factory"}, {"tz_slowplug_mod": slow})
+    found: list[object] = []
+
+    def resolve() -> None:
+        try:
+            found.append(resolve_store("tzp-slow-side://x", mode="a"))
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            found.append(err)
+
+    threads = [threading.Thread(target=resolve) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [type(item).__name__ for item in found] == ["MemoryStore", "MemoryStore"]
+
+
 def test_register_store_wins_over_an_entry_point_of_the_same_scheme(plugins):
     plugins("tzbrokenplug", {"tzp-mine": "tz_no_such_module_xyz:factory"}, {})
     register_store("tzp-mine", lambda url, options: MemoryStore())

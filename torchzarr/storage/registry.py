@@ -15,7 +15,7 @@ from torchzarr.errors import (
     MissingDependencyError,
     UnknownStoreError,
 )
-from torchzarr.forksafe import new_lock
+from torchzarr.forksafe import new_lock, new_rlock
 from torchzarr.storage.base import Store, options_mapping
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
@@ -29,6 +29,8 @@ _lock = new_lock()
 _entry_points: dict[str, EntryPoint] | None = None
 #: the entry points a sweep for an unknown scheme has tried (by scheme), each tried once
 _swept: set[str] = set()
+#: one sweep at a time: a thread never finds a plugin marked swept while another imports it
+_sweep_lock = new_rlock()
 _log = logging.getLogger("torchzarr.storage")
 
 ENTRY_POINT_GROUP = "torchzarr.stores"
@@ -116,15 +118,16 @@ def _sweep() -> None:
     Each loads on its own; a broken one is logged and skipped here, and raises only when
     its own scheme is used. Each entry point is tried by a sweep once.
     """
-    for scheme in sorted(_installed()):
-        with _lock:
-            if scheme in _registry or scheme in _swept:
-                continue
-            _swept.add(scheme)
-        try:
-            _plugin_factory(scheme)
-        except Exception as err:  # its own scheme raises this when used
-            _log.warning("skipped a store plugin while looking for a scheme: %s", err)
+    with _sweep_lock:  # reentrant: a plugin's import may resolve a store in turn
+        for scheme in sorted(_installed()):
+            with _lock:
+                if scheme in _registry or scheme in _swept:
+                    continue
+                _swept.add(scheme)
+            try:
+                _plugin_factory(scheme)
+            except Exception as err:  # its own scheme raises this when used
+                _log.warning("skipped a store plugin while looking for a scheme: %s", err)
 
 
 def _factory(scheme: str) -> StoreFactory | None:
