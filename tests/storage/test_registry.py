@@ -250,7 +250,7 @@ def test_threads_resolving_a_scheme_a_slow_plugin_registers_on_import_both_find_
     def resolve() -> None:
         try:
             found.append(resolve_store("tzp-slow-side://x", mode="a"))
-        except Exception as err:  # noqa: BLE001 - collected for the assertion
+        except Exception as err:  # collected for the assertion
             found.append(err)
 
     threads = [threading.Thread(target=resolve) for _ in range(2)]
