@@ -24,7 +24,7 @@ from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.layouts import chunk_layout, edge_chunks
-from torchzarr.core.shards import ShardReader, sharding_codec, writing
+from torchzarr.core.shards import ShardReader, chunks_per_key, sharding_codec, writing
 from torchzarr.errors import MetadataError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
@@ -344,7 +344,7 @@ def write_from(
     per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
     # telemetry counts one write however many batches it takes; a chunk of a sharded array
     # is an inner chunk: a shard stored (or deleted) counts all of its inner chunks
-    per_chunk = source.shard_reader.inner_per_shard if source.shard_reader is not None else 1
+    per_chunk = chunks_per_key(source)
     done = _Stored()
     try:
         with writing(source):  # shard readers of this process read again, not a torn shard

@@ -16,7 +16,7 @@ from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.chunking import check_chunks_fit
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.layouts import chunk_layout
-from torchzarr.core.shards import writing
+from torchzarr.core.shards import chunks_per_key, writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
@@ -51,9 +51,8 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
                 source.shard_reader.forget(doomed)
             invalidate_outside_everywhere(source.store.identity, source.path, new_grid)
         if doomed:  # one write, as the engine counts one: each shard counts its inner chunks
-            shard = source.shard_reader
-            per_chunk = shard.inner_per_shard if shard is not None else 1
-            telemetry.add("write", writes=1, chunks_deleted=len(doomed) * per_chunk)
+            deleted = len(doomed) * chunks_per_key(source)
+            telemetry.add("write", writes=1, chunks_deleted=deleted)
     fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
     for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
         if n < o and n % k:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["note_rewrite", "quiet", "stamp", "writes_to", "writing"]
+__all__ = ["chunks_per_key", "note_rewrite", "quiet", "stamp", "writes_to", "writing"]
 
 # Writes to sharded arrays per array location (store identity and path) in this process:
 # [count, writes in progress, reads holding writes off]. The count moves when a write starts
@@ -59,6 +59,17 @@ def stamp(identity: str) -> int | None:
         if entry is None:
             return 0
         return None if entry[1] else entry[0]
+
+
+def chunks_per_key(source: Any) -> int:
+    """The chunks one stored key of ``source``'s array holds, as telemetry counts them: the
+    inner chunks of a shard, else 1.
+
+    Example:
+        >>> chunks_per_key(arr._source)  # doctest: +SKIP
+        1
+    """
+    return source.shard_reader.inner_per_shard if source.shard_reader is not None else 1
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from torchzarr.core.shard_pieces import (
     plan_rows,
     plan_scatter,
 )
-from torchzarr.core.shard_writes import note_rewrite, writing
+from torchzarr.core.shard_writes import chunks_per_key, note_rewrite, writing
 from torchzarr.core.shard_writes import quiet as _quiet
 from torchzarr.core.shard_writes import stamp as _stamp
 from torchzarr.core.shard_writes import writes_to as _writes_to
@@ -36,7 +36,7 @@ from torchzarr.storage.base import ByteRange
 from torchzarr.storage.fileio import FileSignature, file_signature, read_bytes
 from torchzarr.storage.locations import location
 
-__all__ = ["ShardReader", "coalesce", "sharding_codec", "writing"]
+__all__ = ["ShardReader", "chunks_per_key", "coalesce", "sharding_codec", "writing"]
 
 _INDEX_CACHE_ENTRIES = 4096
 
