@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Sequence
 
 from torchzarr.storage.base import ByteRange
-from torchzarr.storage.local import _READ_UNCHECKED  # the cut LocalStore's reads make too
+from torchzarr.storage.local import READ_UNCHECKED  # the cut LocalStore's reads make too
 
 __all__ = ["Bounds", "read_bounds"]
 
@@ -70,7 +70,7 @@ def _capped(paths: Sequence[str], bounds: list[Bounds]) -> list[Bounds]:
     """Long ranges of local files ending at most at the end of their file."""
     out = list(bounds)
     for i, (start, end) in enumerate(bounds):
-        if start is None or end is None or start < 0 or end - start <= _READ_UNCHECKED:
+        if start is None or end is None or start < 0 or end - start <= READ_UNCHECKED:
             continue
         try:
             found = os.stat(paths[i])

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +38,7 @@ __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 _MAKE_ATTEMPTS = 100  # a directory pruned by a concurrent delete is made again
 #: a read of more bytes takes that much memory before the file says how many it holds
 #: (FsspecStore's reads of local files cut at the same length)
-_READ_UNCHECKED = 64 << 20
+READ_UNCHECKED = 64 << 20
 
 
 class StagedFile(NamedTuple):
@@ -109,14 +109,17 @@ class LocalStore(Store):
         # the hot path of reads: plain string joins, no pathlib objects per chunk
         return os.path.join(self._root_str, *validate_key(key).split("/"))
 
+    def _of_root(self, slot: str, make: Callable[[Path], Any]) -> Any:
+        """``make(self.root)``, kept in ``slot`` while the root stays the same object."""
+        cached = self.__dict__.get(slot)
+        if cached is None or cached[0] is not self.root:
+            cached = self.__dict__[slot] = (self.root, make(self.root))
+        return cached[1]
+
     @property
     def _root_str(self) -> str:
         # cached: str() of a Path on every chunk read shows up in profiles
-        cached = self.__dict__.get("_root_text")
-        if cached is None or cached[0] is not self.root:
-            cached = (self.root, str(self.root))
-            self.__dict__["_root_text"] = cached
-        return cached[1]
+        return str(self._of_root("_root_text", str))
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -140,7 +143,7 @@ class LocalStore(Store):
                     return f.read()
                 f.seek(byte_range.start)
                 length = byte_range.length
-                if length is not None and length > _READ_UNCHECKED:  # at most what it holds
+                if length is not None and length > READ_UNCHECKED:  # at most what it holds
                     length = min(length, max(os.fstat(f.fileno()).st_size - byte_range.start, 0))
                 return f.read(length)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -255,11 +258,7 @@ class LocalStore(Store):
     @property
     def _name_max(self) -> int:
         """The longest file name the root's file system takes, asked once per root."""
-        cached = self.__dict__.get("_name_limit")
-        if cached is None or cached[0] is not self.root:
-            cached = (self.root, name_max(self._root_str))
-            self.__dict__["_name_limit"] = cached
-        return cached[1]
+        return int(self._of_root("_name_limit", lambda root: name_max(str(root))))
 
     def publish(self, staged: Sequence[StagedFile], threads: int = 8) -> None:
         """Rename staged files into place; with ``fsync``, flush them first, together.
