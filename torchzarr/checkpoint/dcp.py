@@ -224,7 +224,8 @@ class ZarrStorageWriter(StorageWriter):
         process writes a zip), so a failure in DCP before it leaves the zip untouched.
         """
         st = self._st()
-        refuse_shared_zip(self.path, zip_under(st) is not None, len(plans))  # nothing written
+        is_zip = zip_under(st) is not None
+        refuse_shared_zip(self.path, is_zip, len(plans))  # before anything is written
         cls = ZarrStorageWriter
         with cls._last_plans_lock:
             full = fill_cached_plans(self.path, plans, cls._last_plans)
@@ -232,7 +233,7 @@ class ZarrStorageWriter(StorageWriter):
         self._reused = None if all(plan.usable for plan in plans) else full
         names, specs = self._layout(full)
         version = self._version = commit.reserve_version(st)
-        if zip_under(st) is not None:
+        if is_zip:
             self._pending = specs
         else:
             self._create_version(st, version, specs)
