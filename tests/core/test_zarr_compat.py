@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numcodecs
 import numpy as np
 import pytest
@@ -220,3 +222,17 @@ def test_numpy_conversion_copies_and_refuses_copy_false_as_numpy_2_asks():
     assert np.array(arr, dtype="f8").dtype == np.float64
     with pytest.raises(ValueError, match="copy=False"):  # as zarr-python's arrays do
         np.array(arr, copy=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.uint64, torch.bool, torch.complex64])
+@pytest.mark.parametrize("shape", [(3, 1), (2, 1, 1), (3, 4), (), (0, 2)])
+def test_torch_takes_an_array_whole_with_its_shape_and_dtype(shape, dtype):
+    # without __dlpack__, torch took an Array as a sequence of rows: one-element rows
+    # became scalars ((3, 1) read as (3,)) and longer rows raised a raw ValueError
+    data = torch.arange(math.prod(shape)).reshape(shape).to(dtype)
+    arr = tz.create_array("memory://", data=data, chunks=tuple(max(1, n) for n in shape))
+    for convert in (torch.as_tensor, torch.tensor, torch.asarray, torch.from_dlpack):
+        tensor = convert(arr)
+        assert tensor.shape == data.shape and tensor.dtype == dtype, convert
+        assert torch.equal(tensor, data)
+    assert np.from_dlpack(tz.create_array("memory://", data=[[1], [2]])).shape == (2, 1)

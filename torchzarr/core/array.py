@@ -13,6 +13,7 @@ import torch
 
 from torchzarr.codecs.sharding import EMPTY
 from torchzarr.core import engine
+from torchzarr.core.array_protocols import ArrayProtocols
 from torchzarr.core.attributes import (
     Attributes,
     internal_attributes,
@@ -44,7 +45,7 @@ from torchzarr.tensors import allocate, as_storage_array, storage_view, torch_dt
 __all__ = ["Array"]
 
 
-class Array(NodeBase, ZarrArrayMethods):
+class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
     """A Zarr v2 or v3 array in a store.
 
     Indexing returns CPU tensors; assignment takes tensors (any device), numpy arrays or
@@ -397,17 +398,6 @@ class Array(NodeBase, ZarrArrayMethods):
     def vindex(self) -> _Accessor:
         """Vectorized (pointwise) indexing with coordinate arrays or one boolean mask."""
         return _Accessor(self, "vectorized")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if copy is False:  # numpy 2's protocol: refuse when a copy cannot be avoided
-            raise InvalidArgumentError(
-                f"array {self.name}: np.array(..., copy=False) cannot hold stored data "
-                "without reading it into new memory; use np.asarray(arr)"
-            )
-        data = self[...]
-        if self.data_type.is_reinterpreted:
-            data = data.float()
-        return np.asarray(data.numpy(), dtype=dtype)
 
     # -- metadata changes -------------------------------------------------------------------
     def _commit_metadata(self, change: Callable[[Any], Any]) -> None:
