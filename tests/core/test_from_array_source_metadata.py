@@ -46,7 +46,9 @@ def test_zarr_python_v2_source_keeps_its_format_attributes_fill_and_xarray_dimen
     assert copied.dimension_names == ("time", "x") and dict(copied.attrs) == attributes
     as_v3 = tz.from_array("memory://", data=z, zarr_format=3)
     assert as_v3.fill_value == -999 and as_v3.dimension_names == ("time", "x")
-    assert dict(as_v3.attrs) == CF  # the v2 dimension attribute became dimension_names
+    # the v2 dimension attribute became dimension_names; the fill value, xarray's marker in
+    # v2, became the _FillValue attribute xarray reads in v3
+    assert dict(as_v3.attrs) == {**CF, "_FillValue": -999}
 
 
 def test_zarr_python_v2_null_fill_stays_null_and_new_settings_win():

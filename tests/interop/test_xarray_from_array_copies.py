@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import torchzarr as tz
@@ -37,7 +38,102 @@ def test_a_0d_variable_converted_from_v3_to_v2_opens_in_xarray(tmp_path):
     tz.open_group(tmp_path / "dst", mode="w", zarr_format=2)
     group = tz.open_group(tmp_path / "src", mode="r")
     for name in group:
-        tz.from_array(tmp_path / "dst" / name, data=group[name], zarr_format=2, fill_value=None)
+        # xarray's `_FillValue` attribute (NaN) becomes the v2 fill value: no need to pass one
+        tz.from_array(tmp_path / "dst" / name, data=group[name], zarr_format=2)
     copied = xr.open_zarr(tmp_path / "dst", consolidated=False)
     assert float(copied["scale"]) == 2.5
     np.testing.assert_array_equal(copied["v"].values, source["v"].values)
+
+
+# xarray's missing-value marker: a v2 array's fill value, a v3 array's `_FillValue` attribute
+NAN_BITS = "AAAAAAAA+H8="  # xarray's base64 of a float64 NaN
+MISSING = np.array([1.0, np.nan, 3.0, 0.0])
+MARKED = {
+    "float": {"dtype": "float32", "_FillValue": -999.0},
+    "packed": {"dtype": "int16", "scale_factor": 0.5, "_FillValue": -1},
+}
+
+
+def _convert(tmp_path, source_format, kind, reader, **kwargs):
+    """xarray writes ``v`` as ``kind`` in ``source_format``; from_array copies it in the other."""
+    encoding = dict(MARKED[kind])
+    if source_format == 2 and kind == "float":
+        del encoding["_FillValue"]  # xarray's default: the fill value NaN marks missing data
+    source = xr.Dataset({"v": (("x",), MISSING)})
+    source.to_zarr(tmp_path / "src", zarr_format=source_format, encoding={"v": encoding})
+    opened = (tz.open_group if reader == "tz" else zarr.open_group)(tmp_path / "src", mode="r")
+    dest_format = 5 - source_format
+    tz.open_group(tmp_path / "dst", mode="w", zarr_format=dest_format)
+    tz.from_array(tmp_path / "dst" / "v", data=opened["v"], zarr_format=dest_format, **kwargs)
+    return tz.open_group(tmp_path / "dst", mode="r")["v"]
+
+
+def _assert_xarray_reads_the_same(tmp_path):
+    want = xr.open_zarr(tmp_path / "src", consolidated=False)["v"].values
+    got = xr.open_zarr(tmp_path / "dst", consolidated=False)["v"].values
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(MISSING))
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("reader", ["tz", "zarr"])
+@pytest.mark.parametrize("kind", ["float", "packed"])
+def test_a_v3_variables_missing_marker_becomes_the_v2_copys_fill_value(tmp_path, kind, reader):
+    copy = _convert(tmp_path, 3, kind, reader)
+    assert "_FillValue" not in copy.attrs
+    assert copy.fill_value == (-999.0 if kind == "float" else -1)
+    _assert_xarray_reads_the_same(tmp_path)
+
+
+@pytest.mark.parametrize("reader", ["tz", "zarr"])
+@pytest.mark.parametrize("kind", ["float", "packed"])
+def test_a_v2_variables_fill_value_becomes_the_v3_copys_marker(tmp_path, kind, reader):
+    copy = _convert(tmp_path, 2, kind, reader)
+    assert copy.attrs["_FillValue"] == (NAN_BITS if kind == "float" else -1)
+    assert copy.fill_value == -1 if kind == "packed" else np.isnan(copy.fill_value)
+    _assert_xarray_reads_the_same(tmp_path)
+
+
+def test_a_fill_value_given_for_a_v2_copy_must_be_the_marker(tmp_path):
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"/v.*fill_value 0.*-999\.0"):
+        _convert(tmp_path, 3, "float", "tz", fill_value=0)
+    with pytest.raises(tz.errors.InvalidArgumentError, match="fill_value None"):
+        _convert(tmp_path / "none", 3, "float", "tz", fill_value=None)
+    assert _convert(tmp_path / "same", 3, "float", "tz", fill_value="-999").fill_value == -999
+
+
+def test_a_fill_attribute_xarray_would_not_decode_is_copied_as_stored(tmp_path):
+    for name, marker in [("text", "not base64!"), ("short", "AAAA"), ("number", -999.0)]:
+        source = tz.create_array(
+            tmp_path / "src" / name,
+            data=torch.tensor([1.0, 2.0]),
+            fill_value=7.0,
+            dimension_names=("x",),
+            attributes={"_FillValue": marker},
+        )
+        copy = tz.from_array(tmp_path / "dst" / name, data=source, zarr_format=2)
+        assert copy.attrs["_FillValue"] == marker and copy.fill_value == 7.0
+
+
+def test_a_copy_in_the_same_format_keeps_fill_value_and_attributes(tmp_path):
+    source = xr.Dataset({"v": (("x",), MISSING), "w": (("x",), MISSING)})
+    source.to_zarr(tmp_path / "src3", zarr_format=3, encoding={"v": MARKED["float"]})
+    source.to_zarr(tmp_path / "src2", zarr_format=2)
+    for fmt in (3, 2):
+        for name in ("v", "w"):
+            original = tz.open_group(tmp_path / f"src{fmt}", mode="r")[name]
+            copy = tz.from_array(tmp_path / f"dst{fmt}" / name, data=original)
+            assert dict(copy.attrs) == dict(original.attrs)
+            np.testing.assert_equal(copy.fill_value, original.fill_value)
+
+
+def test_rechunk_to_v2_moves_the_marker_into_the_fill_value(tmp_path, capsys):
+    from torchzarr.cli import main
+
+    xr.Dataset({"v": (("x",), MISSING)}).to_zarr(
+        tmp_path / "src", zarr_format=3, encoding={"v": MARKED["packed"]}
+    )
+    tz.open_group(tmp_path / "dst", mode="w", zarr_format=2)
+    args = ["rechunk", str(tmp_path / "src"), str(tmp_path / "dst"), "--path", "v"]
+    assert main([*args, "--zarr-format", "2"]) == 0
+    capsys.readouterr()
+    _assert_xarray_reads_the_same(tmp_path)

@@ -15,11 +15,12 @@ from torchzarr.config import config
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
+from torchzarr.core.cf_fill import carry_marker
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
 from torchzarr.core.placement import remove_node
 from torchzarr.core.slabs import slab_shape, slabs
 from torchzarr.dtypes import data_type, raw_bits_dtype
-from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError
+from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError, TorchZarrError
 from torchzarr.metadata.fill import coerce_fill_value
 from torchzarr.storage.locations import location
 from torchzarr.storage.registry import resolve_store
@@ -256,7 +257,10 @@ def from_array(
     defaults); anything else (nested lists) goes through ``np.asarray``. Pass new
     ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
     A 0-d array written as v2 with its dimension names kept gets an empty
-    ``_ARRAY_DIMENSIONS``, which xarray needs to open its group.
+    ``_ARRAY_DIMENSIONS``, which xarray needs to open its group. Between formats, xarray's
+    missing-value marker moves to where the copy's format holds it: a v3 source's
+    ``_FillValue`` attribute becomes a v2 copy's fill value, and a v2 xarray variable's
+    fill value a v3 copy's ``_FillValue`` attribute (encoded as xarray encodes it).
 
     The values are copied in boxes of whole destination blocks, at most
     ``tz.config.io_batch_bytes`` each (one block, if a block is larger), split along axis 0
@@ -279,7 +283,8 @@ def from_array(
     Raises:
         InvalidArgumentError: the destination is the source itself, new ``chunks`` do not
             divide the source's shard shape kept (pass ``shards=`` then), or a
-            ``serializer`` for a v2 destination.
+            ``serializer`` for a v2 destination, or a ``fill_value`` for a v2 copy that is
+            not the marker the v3 source's ``_FillValue`` attribute holds.
 
     Example:
         >>> import torchzarr as tz, torch
@@ -341,6 +346,9 @@ def from_array(
         kept_attributes = StoredAttributes(
             {k: v for k, v in kept_attributes.items() if k != XARRAY_DIMENSIONS}
         )
+    settings["fill_value"], kept_attributes = _with_marker(
+        data, zarr_format, keep, (not _is_keep(fill_value), settings["fill_value"]), kept_attributes
+    )
     dest = create_array(
         store,
         shape=tuple(data.shape),
@@ -366,6 +374,28 @@ def from_array(
                 )
             raise
     return dest
+
+
+def _with_marker(
+    data: Any,
+    zarr_format: int,
+    keep: dict[str, Any],
+    fill_value: tuple[bool, Any],
+    attributes: StoredAttributes | None,
+) -> tuple[Any, StoredAttributes | None]:
+    """The fill value and kept attributes of a copy of a torchzarr or zarr-python array,
+    with xarray's missing-value marker moved where the copy's format holds it
+    (:func:`~torchzarr.core.cf_fill.carry_marker`); other sources' as they are."""
+    if not (isinstance(data, Array) or _library(data) == "zarr"):
+        return fill_value[1], attributes
+    try:
+        source_dt = data.data_type if isinstance(data, Array) else data_type(data.dtype)
+        dest_dt = data_type(keep["dtype"])
+    except (TorchZarrError, TypeError, ValueError):  # a dtype torchzarr has no row for
+        return fill_value[1], attributes
+    source = (_source_zarr_format(data), source_dt, keep["fill_value"])
+    name = str(getattr(data, "name", None) or "the source")
+    return carry_marker(name, data.attrs, source, (zarr_format, dest_dt), fill_value, attributes)
 
 
 def _array_like(data: Any) -> Any:
