@@ -271,7 +271,7 @@ def test_config_takes_numpy_numbers_of_seconds():
 def test_changing_threads_while_a_run_submits_does_not_shut_its_pool(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from torchzarr.core import engine
+    from torchzarr.core import pool as engine
 
     interrupted: list[ThreadPoolExecutor] = []
 
@@ -302,7 +302,7 @@ def test_a_pool_leased_again_as_its_last_user_leaves_is_not_shut_under_the_new_l
 ):
     # Order forced: the last user of the current pool releases the lock; before it acts on
     # "idle", a second call leases the same pool and a third replaces it by another size.
-    from torchzarr.core import engine
+    from torchzarr.core import pool as engine
 
     class RunsBetweenLeaseEnds:
         def __init__(self) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import torchzarr as tz
 from torchzarr.config import config
-from torchzarr.core import engine
+from torchzarr.core import pool as engine_pool
 from torchzarr.storage.base import Store
 from torchzarr.storage.faults import FaultyStore, LatencyStore
 from torchzarr.storage.fsspec_store import FsspecStore
@@ -119,7 +119,7 @@ def test_forked_child_drops_pools_locks_and_sources(tmp_path: Path) -> None:
     arr = tz.open_array(store, mode="r")
     with config.set(threads=2, task_bytes=1):
         assert torch.equal(arr[:], DATA)  # the engine's pool has run in the parent
-        assert engine._pool is not None
+        assert engine_pool._pool is not None
         parent_source, parent_lock = arr._source, store._locked()
         read_fd, write_fd = os.pipe()
         pid = os.fork()
@@ -127,7 +127,7 @@ def test_forked_child_drops_pools_locks_and_sources(tmp_path: Path) -> None:
             code = 1
             try:
                 checks = [
-                    engine._pool is None,
+                    engine_pool._pool is None,
                     torch.equal(arr[:], DATA),
                     arr._source is not parent_source,
                     store._locked() is not parent_lock,

@@ -287,7 +287,13 @@ class ShardingCodec(ArrayBytesCodec):
         return self.decode_index(raw, spec, key, len(view))
 
     # -- whole shards ---------------------------------------------------------------------
-    def _regions(self, spec: ChunkSpec) -> Any:
+    def inner_regions(self, spec: ChunkSpec) -> Any:
+        """``(coordinates, region)`` of each inner chunk of a shard, in C order of its grid.
+
+        Example:
+            >>> [c for c, _ in ShardingCodec([2]).inner_regions(ChunkSpec((4,), np.dtype("u1"), 0))]
+            [(0,), (1,)]
+        """
         cps = self.chunks_per_shard(spec.shape)
         for coords in itertools.product(*(range(n) for n in cps)):
             region = tuple(
@@ -298,21 +304,75 @@ class ShardingCodec(ArrayBytesCodec):
     def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
         """Encode a whole shard; inner chunks that are all fill value are not stored."""
         inner = self.inner_pipeline(spec)
-        entries = np.full((*self.chunks_per_shard(spec.shape), 2), EMPTY, dtype=np.uint64)
-        parts: list[bytes] = []
-        offset = self.index_nbytes(spec) if self.index_location == "start" else 0
-        for coords, region in self._regions(spec):
+        pieces = {}
+        for coords, region in self.inner_regions(spec):
             sub = chunk[(*region, ...)]  # a view, also when 0-d
-            if is_all_fill(sub, spec.fill_value, spec.data_type):
+            if not is_all_fill(sub, spec.fill_value, spec.data_type):
+                pieces[coords] = inner.encode(sub)
+        return self.assemble(pieces, spec)
+
+    def encode_update(
+        self,
+        shard: bytes | None,
+        spec: ChunkSpec,
+        origin: tuple[int, ...],
+        block: np.ndarray,
+        key: str | None = None,
+        index: ShardIndex | None = None,
+    ) -> tuple[bytes, int]:
+        """``shard`` (None: a shard not stored) with the inner chunks that ``block`` covers,
+        a block of whole inner chunks from element ``origin`` of the shard, encoded anew
+        from it (those all fill value dropped); the other inner chunks keep their stored
+        bytes, neither decoded nor encoded. Returns the shard and how many inner chunks it
+        stores. ``index``: ``shard``'s, where the caller has parsed it already.
+
+        Example:
+            >>> spec = ChunkSpec((4,), np.dtype("uint8"), 0)
+            >>> codec = ShardingCodec([2], [BytesCodec()]).evolve(spec)
+            >>> shard = codec.encode(np.array([1, 2, 3, 4], np.uint8), spec)
+            >>> shard, stored = codec.encode_update(shard, spec, (2,), np.array([0, 9], np.uint8))
+            >>> codec.decode(shard, spec).tolist(), stored
+            ([1, 2, 0, 9], 2)
+        """
+        inner = self.inner_pipeline(spec)
+        if index is None and shard is not None:
+            index = self.index_of_shard(shard, spec, key)
+        view = memoryview(b"" if shard is None else shard)
+        first = tuple(o // k for o, k in zip(origin, self.chunk_shape, strict=True))
+        counts = tuple(n // k for n, k in zip(block.shape, self.chunk_shape, strict=True))
+        pieces: dict[tuple[int, ...], bytes | memoryview] = {}
+        for coords, region in self.inner_regions(spec):
+            inside = all(f <= c < f + n for c, f, n in zip(coords, first, counts, strict=True))
+            if inside:
+                local: tuple[Any, ...] = tuple(
+                    slice(r.start - o, r.stop - o) for r, o in zip(region, origin, strict=True)
+                )
+                sub = block[(*local, ...)]
+                if not is_all_fill(sub, spec.fill_value, spec.data_type):
+                    pieces[coords] = inner.encode(sub)
                 continue
-            data = inner.encode(sub)
+            found = None if index is None else index.get(coords)
+            if found is not None:
+                offset, nbytes = found
+                check_inner_range(coords, offset, nbytes, len(view))
+                pieces[coords] = view[offset : offset + nbytes]
+        return self.assemble(pieces, spec), len(pieces)
+
+    def assemble(self, pieces: dict[tuple[int, ...], bytes | memoryview], spec: ChunkSpec) -> bytes:
+        """A shard of encoded inner chunks (by inner-grid coordinates; those missing are not
+        stored), laid out in C order of the grid, with its index first or last."""
+        entries = np.full((*self.chunks_per_shard(spec.shape), 2), EMPTY, dtype=np.uint64)
+        offset = self.index_nbytes(spec) if self.index_location == "start" else 0
+        ordered = []
+        for coords in sorted(pieces):
+            data = pieces[coords]
             entries[coords] = (offset, len(data))
-            parts.append(data)
+            ordered.append(data)
             offset += len(data)
         index = self._index_pipeline(spec).encode(entries)
         if self.index_location == "start":
-            return b"".join([index, *parts])
-        return b"".join([*parts, index])
+            return b"".join([index, *ordered])
+        return b"".join([*ordered, index])
 
     def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
         """Decode a whole shard into ``out`` (or a new array); missing inner chunks are fill."""
@@ -329,7 +389,7 @@ class ShardingCodec(ArrayBytesCodec):
         zstd = inner.zstd_frame_codec is not None and fast_decode.available("zstd")
         decompress = fast_decode.zstd_decompressor_at() if zstd else None
         base = np.frombuffer(view, dtype=np.uint8).ctypes.data if len(view) else 0
-        for coords, region in self._regions(spec):
+        for coords, region in self.inner_regions(spec):
             target = out[(*region, ...)]  # a view, also when 0-d
             found = index.get(coords)
             if found is None:

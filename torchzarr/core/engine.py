@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -24,15 +21,14 @@ from torchzarr.core.fast_write import reusing_encoder
 from torchzarr.core.fastpath import ChunkReader, local_root
 from torchzarr.core.indexing import basic_indexer
 from torchzarr.core.layouts import chunk_layout, edge_chunks
+from torchzarr.core.pool import group_by_cost, run_parallel
+from torchzarr.core.shard_update import shard_updater
 from torchzarr.core.shards import ShardReader, chunks_per_key, sharding_codec, writing
 from torchzarr.errors import MetadataError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
 
 __all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,134 +80,6 @@ class ChunkSource:
         # the reader gets a copy of this source, without its cached reader: one back to
         # this object would be a cycle, keeping a dropped cache alive until a collection
         return ShardReader(dataclasses.replace(self), codec)
-
-
-# -- the pool -------------------------------------------------------------------------------
-# One pool of ``config.threads`` threads. When the setting changes, the next call makes a new
-# pool; calls still running on the old one keep it (it is leased to them) and the last of them
-# shuts it down, so no call ever submits to a pool that was shut down under it.
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-_pool_users: dict[ThreadPoolExecutor, int] = {}  # calls using each pool now
-
-
-@contextlib.contextmanager
-def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
-    """The pool of ``threads`` threads, kept open until the caller is done with it."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size != threads:
-            old = _pool
-            _pool = ThreadPoolExecutor(threads, thread_name_prefix="torchzarr")
-            _pool_size = threads
-            if old is not None and old not in _pool_users:
-                old.shutdown(wait=False)  # idle: nobody will submit to it again
-        pool = _pool
-        _pool_users[pool] = _pool_users.get(pool, 0) + 1
-    try:
-        yield pool
-    finally:
-        with _pool_lock:
-            _pool_users[pool] -= 1
-            idle = not _pool_users[pool]
-            if idle:
-                del _pool_users[pool]
-            # Decided under the lock: once it is released, another call may lease this pool
-            # (if still current) and a third may replace it while the second still uses it.
-            retired = idle and pool is not _pool
-        if retired:
-            pool.shutdown(wait=False)  # replaced and unused; its tasks are done (awaited)
-
-
-def _drop_pool_in_child() -> None:
-    # A forked child inherits the pool object but not its threads (and maybe a held lock).
-    global _pool, _pool_size, _pool_lock, _pool_users
-    _pool, _pool_size, _pool_lock, _pool_users = None, 0, threading.Lock(), {}
-
-
-os.register_at_fork(after_in_child=_drop_pool_in_child)
-
-
-def _group(items: Sequence[T], cost: Callable[[T], int], budget: int, parts: int) -> list[list[T]]:
-    """Split items into consecutive groups of about ``budget`` cost, at least ``parts`` groups."""
-    total = sum(cost(item) for item in items)
-    budget = max(1, min(budget, -(-total // max(parts, 1))))
-    groups: list[list[T]] = []
-    current: list[T] = []
-    acc = 0
-    for item in items:
-        current.append(item)
-        acc += cost(item)
-        if acc >= budget:
-            groups.append(current)
-            current, acc = [], 0
-    if current:
-        groups.append(current)
-    return groups
-
-
-def run_parallel(
-    func: Callable[[T], R], items: Sequence[T], cost: Callable[[T], int] | None = None
-) -> list[R]:
-    """Apply ``func`` to every item on the engine's pool, results in item order.
-
-    Small items are grouped so that each task carries about ``config.task_bytes`` of work;
-    a single group runs inline on the calling thread. The first exception is re-raised.
-
-    Example:
-        >>> run_parallel(lambda x: x * 2, [1, 2, 3])
-        [2, 4, 6]
-    """
-    threads = config.threads
-    if threads <= 1 or len(items) <= 1:
-        return [func(item) for item in items]
-    groups = _group(items, cost or (lambda _: config.task_bytes), config.task_bytes, threads)
-    if len(groups) <= 1:
-        return [func(item) for item in items]
-
-    def run_group(group: list[T]) -> list[R]:
-        return [func(item) for item in group]
-
-    results: list[R] = []
-    error: BaseException | None = None
-    with _leased_pool(threads) as pool:  # ours until all tasks end, whatever config does
-        # each group's future, or the group itself where the pool refused it at exit
-        tasks: list[Future[list[R]] | list[T]] = []
-        for at, group in enumerate(groups[1:], start=1):
-            try:
-                tasks.append(pool.submit(run_group, group))
-            except RuntimeError as exc:
-                if not _refused_at_exit(exc):
-                    error = exc
-                    break
-                tasks.extend(groups[at:])  # run here, on the calling thread
-                break
-        try:
-            if error is None:
-                results = run_group(groups[0])  # the calling thread works too
-        except BaseException as exc:
-            error = exc
-        for task in tasks:
-            try:
-                if isinstance(task, Future):
-                    results.extend(task.result())
-                elif error is None:
-                    results.extend(run_group(task))
-            except BaseException as exc:  # wait for all before raising: no task left writing
-                error = error or exc
-    if error is not None:
-        raise error
-    return results
-
-
-def _refused_at_exit(exc: RuntimeError) -> bool:
-    """Whether ``pool.submit`` raised ``exc`` because the interpreter is exiting: the pool's
-    workers then mark it shut down (a pool in use is never shut down by this module) and
-    thread starts are refused; a thread still reading (a daemon, or one outliving the main
-    thread) runs its tasks itself instead."""
-    message = str(exc)
-    return message.startswith("cannot schedule new futures") or "interpreter shutdown" in message
 
 
 # -- reads ----------------------------------------------------------------------------------
@@ -422,16 +290,23 @@ def _modify_and_store(
 ) -> _Stored:
     pipeline = source.pipeline
     spec = pipeline.spec
-    check_chunks_fit(spec, f"array /{source.path} in {source.store!r}")
+    sharding = sharding_codec(pipeline)  # then a write builds inner chunks, not the shard
+    built = spec if sharding is None else sharding.inner_spec(spec)
+    check_chunks_fit(built, f"array /{source.path} in {source.store!r}")
     existing = source.store.get_many(partial_keys) if partial_keys else {}
+    update_shard = shard_updater(sharding, spec)
 
-    def chunk_of(task: tuple[Any, str]) -> np.ndarray | None:
-        """The chunk's new content, or None when it is all fill value (then deleted)."""
+    def chunk_of(task: tuple[Any, str]) -> np.ndarray | bytes | None:
+        """The chunk's new content (a shard written in part: encoded), or None when it is
+        all fill value (then deleted)."""
         projection, key = task
         region = value[projection.out_selection] if projection.is_complete_chunk else None
         data = None if projection.is_complete_chunk else existing.get(key)
         if region is not None and region.shape == spec.shape:
             chunk = region  # a whole interior chunk: encoded from the data as it lies
+        elif update_shard is not None:  # only the inner chunks the write reaches, encoded
+            shard, stored = update_shard(data, projection, value, key)
+            return shard if stored or write_empty_chunks else None
         elif data is None:
             chunk = np.full(spec.shape, spec.fill_value, dtype=spec.dtype)
             chunk[projection.chunk_selection] = value[projection.out_selection]
@@ -444,7 +319,9 @@ def _modify_and_store(
 
     def build(task: tuple[Any, str]) -> tuple[str, bytes | None]:
         chunk = chunk_of(task)
-        return task[1], None if chunk is None else pipeline.encode(chunk)
+        if chunk is None or isinstance(chunk, bytes):
+            return task[1], chunk
+        return task[1], pipeline.encode(chunk)
 
     tasks = list(zip(batch, keys, strict=True))
     store = source.store
@@ -472,7 +349,7 @@ def _modify_and_store(
                 if chunk is None:
                     sizes.append((key, None))
                     continue
-                data = encode(chunk)
+                data = chunk if isinstance(chunk, bytes) else encode(chunk)
                 if staging:
                     staged.extend(store.stage_many({key: data}))
                 else:
@@ -480,7 +357,7 @@ def _modify_and_store(
                 sizes.append((key, len(data)))
             return sizes
 
-        groups = _group(tasks, lambda _: spec.nbytes, config.task_bytes, config.threads)
+        groups = group_by_cost(tasks, lambda _: spec.nbytes, config.task_bytes, config.threads)
         try:
             for part in run_parallel(build_and_store, groups, cost=lambda g: len(g) * spec.nbytes):
                 sizes.extend(part)
