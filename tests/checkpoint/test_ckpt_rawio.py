@@ -11,6 +11,7 @@ import torch
 
 from torchzarr.checkpoint import load_checkpoint, rawio, save_checkpoint
 from torchzarr.checkpoint import save as save_module
+from torchzarr.errors import StoreError
 
 DTYPES = [torch.float32, torch.bfloat16, torch.bool, torch.complex64, torch.float8_e4m3fn]
 
@@ -102,8 +103,27 @@ def test_sync_local_raises_when_a_flush_fails(
         raise OSError(5, "injected")
 
     monkeypatch.setattr(rawio.os, "fsync", fail)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(StoreError, match="injected") as caught:
         rawio.sync_local(tz.LocalStore(tmp_path))
+    # names the file (or directory) whose flush failed; the OSError is its cause
+    assert str(tmp_path) in str(caught.value) and "fsync" in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == 5
+
+
+def test_a_failed_flush_in_a_save_names_the_file_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint({"step": 1, "w": torch.ones(10)}, tmp_path)
+
+    def fail(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(rawio.os, "fsync", fail)
+    with pytest.raises(StoreError, match=r"cannot flush '.*v000002.*' to disk") as caught:
+        save_checkpoint({"step": 2, "w": torch.ones(10)}, tmp_path)
+    assert isinstance(caught.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 1
 
 
 @pytest.mark.parametrize("direct", [True, False])

@@ -1,18 +1,26 @@
-"""Typed JSON holds only what a save writes: strs UTF-8 can encode on save; on load, numeric
-numpy scalars, int64 sizes, and classes of modules already imported, without importing any."""
+"""Typed JSON holds only what a save writes: strs UTF-8 can encode, ints JSON loaders read
+back and classes a load finds on save; on load, numeric numpy scalars, int64 sizes, and
+classes of modules already imported, without importing any."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from torchzarr.checkpoint import UnrepresentableError, load_checkpoint, save_checkpoint
+from torchzarr.checkpoint import (
+    AsyncCheckpointer,
+    UnrepresentableError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from torchzarr.checkpoint.values import decode_value, encode_value
 from torchzarr.errors import MetadataError
 
@@ -134,3 +142,51 @@ def test_classes_of_imported_modules_and_nested_classes_resolve() -> None:
 class _Outer:
     class Inner:
         pass
+
+
+@pytest.mark.parametrize(
+    "cls", [type(None), types.FunctionType, type(...), type({}.keys())], ids=lambda c: c.__name__
+)
+def test_a_class_a_load_cannot_find_by_name_is_refused_on_save(tmp_path: Path, cls: type) -> None:
+    save_checkpoint({"step": 1}, tmp_path)
+    with pytest.raises(UnrepresentableError, match=rf"value at \['c'\]\['k'\].*{cls.__name__}"):
+        save_checkpoint({"w": torch.ones(2), "c": {"k": cls}}, tmp_path)
+    assert load_checkpoint(tmp_path) == {"step": 1}  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v000001", "zarr.json"]
+
+
+def test_classes_a_load_finds_are_stored() -> None:
+    for cls in (int, torch.nn.Linear, torch.Tensor, np.float64, type(np.dtype("f8"))):
+        assert decode_value(json.loads(json.dumps(encode_value(cls)))) is cls
+
+
+BIG = 10**5000  # more digits than Python turns into text or back (4300 by default)
+
+
+@pytest.mark.parametrize(
+    ("state", "where"),
+    [
+        ({"x": BIG}, r"value at \['x'\] of type int"),
+        ({"w": torch.ones(1), "y": [1, -BIG]}, r"value at \['y'\]\[1\] of type int"),
+        ({"w": {BIG: torch.ones(1)}}, r"key at \['w'\]\[<int of 16610 bits>\] of type int"),
+    ],
+)
+def test_ints_too_long_for_json_are_refused_naming_their_key_path(
+    tmp_path: Path, state: dict[Any, Any], where: str
+) -> None:
+    with pytest.raises(UnrepresentableError, match=where + r".*more than the 4300 digits"):
+        save_checkpoint(state, tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    saver = AsyncCheckpointer()
+    with pytest.raises(UnrepresentableError, match=where):
+        saver.save(state, tmp_path / "ck")  # in the caller, as other unstorable leaves
+    assert saver.wait() is None
+    saver.close()
+
+
+def test_ints_up_to_the_json_digit_limit_round_trip_and_longer_ones_pickle(tmp_path: Path) -> None:
+    edge = 10**4300 - 1  # 4300 digits
+    save_checkpoint({"x": edge, "n": -edge}, tmp_path / "a")
+    assert load_checkpoint(tmp_path / "a") == {"x": edge, "n": -edge}
+    save_checkpoint({"x": BIG}, tmp_path / "b", allow_pickle=True)
+    assert load_checkpoint(tmp_path / "b", allow_pickle=True) == {"x": BIG}

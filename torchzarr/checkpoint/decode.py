@@ -7,7 +7,6 @@ import itertools
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,8 @@ from torchzarr.checkpoint.format import (
     NODE_ATTRIBUTE,
     TENSOR_ATTRIBUTE,
 )
+from torchzarr.checkpoint.tensor_attrs import restore_attributes
+from torchzarr.checkpoint.threads import run_all
 from torchzarr.checkpoint.values import decode_metadata, decode_value, format_key_path
 from torchzarr.config import config
 from torchzarr.core.array import Array
@@ -454,8 +455,11 @@ def read_tree(
         def read_part(part: list[Any]) -> list[Any]:
             return [_read_tensor(a, place, read_array) for a in part]
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-load") as pool:
-            loaded = [t for part in pool.map(read_part, _tasks(arrays)) for t in part]
+        parts = run_all(read_part, _tasks(arrays), workers, "torchzarr-ckpt-load")
+        loaded = [t for part in parts for t in part]
+    for path, array, tensor in zip(paths, arrays, loaded, strict=True):
+        key_path = walker.tensors[path]
+        restore_attributes(tensor, _tensor_info(array), key_path, allow_pickle=allow_pickle)
     if verify_chunks:
         check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
     return _build(tree, dict(zip(paths, loaded, strict=True)))

@@ -12,6 +12,9 @@ A container holding tensors (dict, OrderedDict, list, tuple) becomes a group who
 * ``"alias"``: payload is the path, from the tree root, of an array written earlier for the
   same tensor view (tied weights are stored once and load as one tensor again).
 
+Python attributes set on a tensor (``param.tensor_model_parallel = True``) are kept in its
+``torchzarr_tensor`` attribute as ``"attributes": {name: typed JSON}`` and set again on load.
+
 Each tensor's array stores every chunk of its grid, all-zero ones too, and says so with
 ``"every_chunk": [its chunk shape]`` in its ``torchzarr_tensor`` attribute (the save
 sets it): a load then tells a chunk lost from the checkpoint (a partial copy, a bad disk)
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.checkpoint.tensor_attrs import ATTRIBUTES, encode_attributes
 from torchzarr.checkpoint.values import (
     UnrepresentableError,
     encode_key,
@@ -290,6 +294,9 @@ class _Encoder:
             attrs["requires_grad"] = True
         if t.device.type != "cpu":
             attrs["device"] = str(t.device)
+        extra = encode_attributes(t, key_path, allow_pickle=self.allow_pickle)
+        if extra is not None:
+            attrs[ATTRIBUTES] = extra
         self.plan.tensors.append(TensorItem(path, key_path, t, {TENSOR_ATTRIBUTE: attrs}))
         return None
 

@@ -17,15 +17,15 @@ import mmap
 import os
 import sys
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from torchzarr.checkpoint.threads import run_all
 from torchzarr.core.array import Array
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import InvalidArgumentError, StoreError
 from torchzarr.storage import LocalStore, Store
 
 __all__ = [
@@ -272,7 +272,12 @@ def sync_local(store: Store, prefix: str = "", threads: int = 8) -> None:
 
     Files are written without a flush each, then flushed here together on a few threads
     (the file system merges concurrent flushes into few journal commits), before the
-    manifest names them. Other stores need nothing.
+    manifest names them. Other stores need nothing. Also at interpreter exit (a pending
+    background save, an ``atexit`` handler): the flushes then run on the calling thread.
+
+    Raises:
+        StoreError: a flush failed (an I/O error); the message names the file, the
+            ``OSError`` is its cause.
 
     Example:
         >>> from torchzarr.storage import MemoryStore
@@ -293,8 +298,9 @@ def sync_local(store: Store, prefix: str = "", threads: int = 8) -> None:
             return  # another writer's temporary file, renamed or removed meanwhile
         try:
             os.fsync(handle)  # a failed flush raises: the caller must not commit
+        except OSError as err:
+            raise StoreError(f"cannot flush {path!r} to disk (fsync failed): {err}") from err
         finally:
             os.close(handle)
 
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="torchzarr-fsync") as pool:
-        list(pool.map(flush, paths))
+    run_all(flush, paths, threads, "torchzarr-fsync")

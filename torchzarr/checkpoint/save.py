@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
+import logging
 import threading
 from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,11 +25,13 @@ from torchzarr.checkpoint.format import (
 )
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.rawio import sync_local, write_rows
+from torchzarr.checkpoint.threads import run_all
 from torchzarr.checkpoint.undo import undo_failed_save, zip_savepoint
 from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
+from torchzarr.core.pool import refused_at_exit
 from torchzarr.core.selection import make_indexer
 from torchzarr.errors import ArgumentTypeError
 from torchzarr.storage import LocalStore
@@ -135,14 +139,7 @@ def _write_tree(
     # best with one stream: two writers measured slower (0.4-0.6 GB/s against 0.8-1.1
     # for one, 1 GB, 2 cores). Encoding or network stores: all threads.
     raw_local = compressors is None and isinstance(store, LocalStore)
-    workers = max(1, min(1 if raw_local else config.threads, len(work)))
-    if workers == 1:
-        for unit in work:
-            write(unit)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="torchzarr-ckpt-save") as pool:
-            for future in [pool.submit(write, unit) for unit in work]:
-                future.result()
+    run_all(write, work, 1 if raw_local else config.threads, "torchzarr-ckpt-save")
     # One object describes the whole tree: loading then needs no per-node requests. Built
     # from the metadata just written (consolidate_metadata would list and parse it again).
     members = sorted((rel, node.metadata) for rel, node in arrays.items())
@@ -205,7 +202,10 @@ def save_checkpoint(
         {'w': tensor([1., 1.]), 'step': 7}
     """
     check_save_options({"keep": keep, "chunk_bytes": chunk_bytes})
-    plan = encode_tree(state, allow_pickle=allow_pickle)
+    if isinstance(state, _Snapshot):  # an AsyncCheckpointer's, encoded in its caller
+        plan = state.plan
+    else:
+        plan = encode_tree(state, allow_pickle=allow_pickle)
     st = commit.checkpoint_store(store, "a", storage_options=storage_options, fsync=False)
     local = st if isinstance(st, LocalStore) else None
     durable = local is not None and (fsync or local.fsync)
@@ -263,7 +263,7 @@ def check_save_options(options: dict[str, Any]) -> None:
         whole_number(name, options.get(name, 1), 1)  # numpy ints too, as every count
 
 
-def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
+def _snapshot(state: Any, memo: dict[Any, Any]) -> Any:
     if isinstance(state, torch.Tensor):
         key = alias_key(state)
         if key is not None and key in memo:
@@ -276,11 +276,14 @@ def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
             copy = torch.nn.Parameter(copy, requires_grad=state.requires_grad)
         elif state.requires_grad:
             copy.requires_grad_(True)
+        copy.__dict__.update(vars(state))  # its Python attributes (saved too)
         if key is not None:
             memo[key] = copy
         return copy
     if isinstance(state, np.ndarray):
-        return state.copy()  # the caller may change it while the save runs
+        if id(state) not in memo:  # one array under two keys stays one array
+            memo[id(state)] = (state, state.copy())  # the caller may change it meanwhile
+        return memo[id(state)][1]
     if type(state) in (dict, OrderedDict):
         out = type(state)((k, _snapshot(v, memo)) for k, v in state.items())
         if hasattr(state, "_metadata"):
@@ -299,7 +302,10 @@ def _snapshot(state: Any, memo: dict[Any, torch.Tensor]) -> Any:
 def snapshot(state: Any) -> Any:
     """A copy of a state tree whose tensors are CPU copies, safe to save while training goes on.
 
-    Tensors that share one view share one copy. Other leaves are shared, not copied.
+    Tensors that share one view share one copy, and so does a numpy array found under
+    several keys. Other leaves are shared, not copied. Copies of tensors on another
+    device are on the CPU, and a save of them records the CPU as their device
+    (:class:`AsyncCheckpointer` keeps the original device).
 
     Example:
         >>> w = torch.zeros(2)
@@ -308,6 +314,49 @@ def snapshot(state: Any) -> Any:
         tensor([0., 0.])
     """
     return _snapshot(state, {})
+
+
+class _Snapshot:
+    """A state tree encoded in the caller of :meth:`AsyncCheckpointer.save`, its tensors
+    copied to the CPU: the plan keeps what the encoding took from the originals (their
+    device, Python attributes, shared arrays), the copies keep their values."""
+
+    def __init__(self, state: Any, allow_pickle: bool) -> None:
+        self.plan = encode_tree(state, allow_pickle=allow_pickle)
+        for item in self.plan.tensors:  # strided tensors with data only (encode_tree checks)
+            item.tensor = item.tensor.detach().to("cpu", copy=True)
+
+
+_log = logging.getLogger("torchzarr.checkpoint")
+#: background saves whose outcome no caller has read yet, with their stores
+_UNREAD: dict[Future[str], Any] = {}
+_UNREAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _report_unread_failures() -> None:
+    """Log the errors of background saves nobody waited for: at exit, after Python has let
+    them finish (their threads are not daemons), so that no failure goes unseen."""
+    with _UNREAD_LOCK:
+        unread = list(_UNREAD.items())
+        _UNREAD.clear()
+    for future, store in unread:
+        err = future.exception() if future.done() and not future.cancelled() else None
+        if err is not None:
+            _log.error(
+                "a background checkpoint save to %r failed and was not written (nobody "
+                "called AsyncCheckpointer.wait() or close()): %s: %s",
+                store,
+                type(err).__name__,
+                err,
+                exc_info=err,
+            )
+
+
+def _forget_if_saved(future: Future[str]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        with _UNREAD_LOCK:
+            _UNREAD.pop(future, None)  # nothing to report
 
 
 def _chain_failed_save(err: BaseException, previous: Exception, previous_store: Any) -> None:
@@ -323,13 +372,16 @@ def _chain_failed_save(err: BaseException, previous: Exception, previous_store: 
 class AsyncCheckpointer:
     """Saves checkpoints on a background thread; training continues while they are written.
 
-    :meth:`save` snapshots the tensors (a CPU copy) before it returns, so the caller may
-    change them at once. One save runs at a time: a new :meth:`save` first waits for the
-    previous one. A failed save raises its error from the next :meth:`save` (which starts
-    its own save all the same) or :meth:`wait`. When that next :meth:`save` is refused up
-    front too (a leaf that cannot be stored), it raises its own error, which names the
-    failed earlier save in a note and carries its error as ``__context__``: neither was
-    written.
+    :meth:`save` encodes the state and snapshots the tensors (a CPU copy; their device,
+    Python attributes and sharing are recorded from the originals) before it returns, so
+    the caller may change them at once. One save runs at a time: a new :meth:`save` first
+    waits for the previous one. A failed save raises its error from the next :meth:`save`
+    (which starts its own save all the same) or :meth:`wait`. When that next :meth:`save`
+    is refused up front too (a leaf that cannot be stored), it raises its own error, which
+    names the failed earlier save in a note and carries its error as ``__context__``:
+    neither was written. A save still running when the script ends is finished before
+    Python exits; if it fails and nobody waited for it, its error is logged (logger
+    ``torchzarr.checkpoint``, level ERROR) at exit.
 
     Example:
         >>> import torch, torchzarr as tz
@@ -367,24 +419,44 @@ class AsyncCheckpointer:
             except Exception as err:
                 previous = err
             try:
-                # Check what can be checked now, so that an unsavable leaf fails in the caller.
+                # Encoded here, so that an unsavable leaf fails in the caller and later
+                # changes to the state do not reach the save.
                 check_save_options(options)
-                encode_tree(state, allow_pickle=bool(options.get("allow_pickle")))
-                copy = snapshot(state)
+                copy = _Snapshot(state, bool(options.get("allow_pickle")))
             except BaseException as err:
                 if previous is not None:
                     _chain_failed_save(err, previous, previous_store)
                 raise
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-ckpt-async")
-            self._pending = self._pool.submit(save_checkpoint, copy, store, **options)
+            self._pending = self._submit(copy, store, options)
             self._pending_store = store
+            with _UNREAD_LOCK:
+                _UNREAD[self._pending] = store
+            self._pending.add_done_callback(_forget_if_saved)
         if previous is not None:
             raise previous
 
+    def _submit(self, copy: _Snapshot, store: Any, options: dict[str, Any]) -> Future[str]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="torchzarr-ckpt-async")
+        try:
+            return self._pool.submit(save_checkpoint, copy, store, **options)
+        except RuntimeError as err:  # the interpreter is exiting (an atexit handler): save now
+            if not refused_at_exit(err):
+                raise
+        done: Future[str] = Future()
+        try:
+            done.set_result(save_checkpoint(copy, store, **options))
+        except Exception as err:
+            done.set_exception(err)
+        return done
+
     def _wait_locked(self) -> str | None:
         pending, self._pending = self._pending, None
-        return None if pending is None else pending.result()
+        if pending is None:
+            return None
+        with _UNREAD_LOCK:
+            _UNREAD.pop(pending, None)  # its outcome is read: reported here, not at exit
+        return pending.result()
 
     def wait(self) -> str | None:
         """Wait for the save in progress; return its version, or raise its error."""

@@ -1,6 +1,7 @@
 """Typed JSON for the non-tensor leaves of a checkpoint: exact round-trips, no code run on load.
 
-Plain JSON strings, integers, booleans and ``null`` stand for themselves; every other value is
+Plain JSON strings, integers (of at most 4300 digits: what every Python reads back),
+booleans and ``null`` stand for themselves; every other value is
 a one-key object naming its type::
 
     1.5            -> {"float": 1.5}          nan / inf -> {"float": "nan"} / {"float": "inf"}
@@ -16,7 +17,8 @@ a one-key object naming its type::
     1+2j           -> {"complex": [1.0, 2.0]} (nan / inf as in floats)
     b"ab"          -> {"bytes": "YWI="}       torch.device("cuda:0") -> {"device": "cuda:0"}
     np.float32(1)  -> {"numpy": ["float32", 1.0]}
-    a class        -> {"class": "module:qualname"}   (resolved only from modules already imported)
+    a class        -> {"class": "module:qualname"}   (only one a load finds by that name;
+                                                      resolved only from modules already imported)
     anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
 
 A defaultdict's ``default_factory`` is stored by name and restored only from
@@ -28,14 +30,14 @@ from __future__ import annotations
 import base64
 import math
 import sys
-import types
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from torchzarr.checkpoint.class_names import class_spec, resolve_class
 from torchzarr.checkpoint.nan_bits import nan_from_text, nan_text, numpy_float
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
@@ -73,7 +75,48 @@ def format_key_path(path: tuple[Any, ...]) -> str:
         >>> format_key_path(("optimizer", "state", 0, "exp_avg"))
         "['optimizer']['state'][0]['exp_avg']"
     """
-    return "".join(f"[{key!r}]" for key in path) or "<root>"
+    return "".join(f"[{_key_text(key)}]" for key in path) or "<root>"
+
+
+def _key_text(key: Any) -> str:
+    try:
+        return repr(key)
+    except ValueError:  # an int of more digits than Python turns into text
+        return f"<{type(key).__name__} of {key.bit_length()} bits>"
+
+
+def _int_digits() -> int:
+    """The most digits of an int typed JSON stores: what every Python reads back from JSON
+    text (``sys.int_info.default_max_str_digits``, or less where this process set less)."""
+    limits = (sys.int_info.default_max_str_digits, sys.get_int_max_str_digits())
+    return min(limit for limit in limits if limit)
+
+
+def _json_int(value: int) -> bool:
+    """Whether the JSON text of ``value`` loads in any Python (at most :func:`_int_digits`
+    digits; a longer one raises ``ValueError`` on load, or already on save)."""
+    digits = _int_digits()
+    return value.bit_length() < 3 * digits or abs(value) < 10**digits  # 8**n < 10**n
+
+
+def _why_not(value: Any) -> str:
+    """Why typed JSON cannot hold ``value``, where more than its type says it, for messages."""
+    if type(value) is int:
+        return (
+            f" (it has more than the {_int_digits()} digits Python reads back from JSON "
+            "text; store it as a str)"
+        )
+    if isinstance(value, type):
+        return (
+            f" (the class {value!r}: a load finds classes by name, and "
+            f"{value.__module__}:{value.__qualname__} names none it can find)"
+        )
+    if type(value) is defaultdict:
+        return (
+            f" (its default_factory {value.default_factory!r} is not one of "
+            f"{', '.join(DEFAULT_FACTORIES)})"
+        )
+    return ""
 
 
 def _encode_float(value: float) -> Any:
@@ -172,7 +215,7 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         return _checked_text(value, path, "value")
     if value is None or type(value) is bool:
         return value
-    if type(value) is int:
+    if type(value) is int and _json_int(value):
         return value
     if type(value) is float:
         return _encode_float(value)
@@ -211,8 +254,9 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     if type(value) is defaultdict and _factory_name(value.default_factory) is not None:
         factory = _factory_name(value.default_factory)
         return {"defaultdict": [factory, _encode_pairs(value, path, allow_pickle)]}
-    if isinstance(value, type) and "<locals>" not in value.__qualname__:
-        return {"class": f"{value.__module__}:{value.__qualname__}"}
+    spec = class_spec(value) if isinstance(value, type) else None
+    if spec is not None:
+        return {"class": spec}
     if allow_pickle:
         try:
             return {"pickle": _pickle_dumps(value)}
@@ -221,15 +265,9 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
                 f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__} "
                 f"cannot be pickled: {err}"
             ) from err
-    detail = ""
-    if type(value) is defaultdict:
-        detail = (
-            f" (its default_factory {value.default_factory!r} is not one of "
-            f"{', '.join(DEFAULT_FACTORIES)})"
-        )
     raise UnrepresentableError(
         f"checkpoint value at {format_key_path(path)} of type {type(value).__qualname__}"
-        f"{detail} cannot be stored as typed JSON; convert it, or pass allow_pickle=True "
+        f"{_why_not(value)} cannot be stored as typed JSON; convert it, or pass allow_pickle=True "
         "to pickle it"
     )
 
@@ -287,8 +325,9 @@ def encode_key(key: Any, path: tuple[Any, ...], *, allow_pickle: bool = False) -
         return encode_value(key, path, allow_pickle=allow_pickle)
     except UnrepresentableError:
         raise UnrepresentableError(
-            f"checkpoint key at {format_key_path(path)} of type {type(key).__qualname__} "
-            "cannot be stored as typed JSON; convert it, or pass allow_pickle=True to pickle it"
+            f"checkpoint key at {format_key_path(path)} of type {type(key).__qualname__}"
+            f"{_why_not(key)} cannot be stored as typed JSON; convert it, or pass "
+            "allow_pickle=True to pickle it"
         ) from None
 
 
@@ -315,49 +354,6 @@ def decode_metadata(payload: Any, path: tuple[Any, ...], *, allow_pickle: bool =
         {'': {'version': 1}}
     """
     return decode_value(payload, (*path, "_metadata"), allow_pickle=allow_pickle)
-
-
-def _resolve_class(spec: str, path: tuple[Any, ...]) -> type:
-    """The class ``spec`` (``module:qualname``) names, looked up in what imported modules and
-    classes hold themselves, never through ``getattr``: a module's ``__getattr__`` (numpy's,
-    torch's) would import the submodules a checkpoint names.
-
-    Example:
-        >>> _resolve_class("collections:OrderedDict", ("k",))
-        <class 'collections.OrderedDict'>
-    """
-    module_name, _, qualname = spec.partition(":")
-    obj: Any = sys.modules.get(module_name)
-    if obj is None:
-        raise UnrepresentableError(
-            f"checkpoint value at {format_key_path(path)} is the class {spec!r}; import "
-            f"{module_name!r} before loading (torchzarr never imports code on load)"
-        )
-    for part in qualname.split("."):
-        namespace = _namespace(obj)
-        if part not in namespace and isinstance(obj, types.ModuleType) and "__path__" in namespace:
-            raise UnrepresentableError(  # perhaps a submodule not imported yet
-                f"checkpoint value at {format_key_path(path)} is the class {spec!r}, and the "
-                f"package {obj.__name__!r} holds no {part!r}: if {obj.__name__}.{part} is a "
-                "module, import it before loading (torchzarr never imports code on load)"
-            )
-        obj = namespace.get(part)
-    if not isinstance(obj, type):
-        raise MetadataError(f"checkpoint value at {format_key_path(path)}: no class {spec!r}")
-    return obj
-
-
-def _namespace(obj: Any) -> Mapping[str, Any]:
-    """What a module or class holds itself (no ``__getattr__`` hook, no descriptor runs);
-    nothing for other objects.
-
-    Example:
-        >>> "OrderedDict" in _namespace(sys.modules["collections"]), _namespace(1)
-        (True, {})
-    """
-    if isinstance(obj, (types.ModuleType, type)):
-        return vars(obj)
-    return {}
 
 
 def _numpy_float(value: Any) -> Any:
@@ -457,7 +453,7 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         "device": lambda b: torch.device(b),
         "dtype": lambda b: vars(torch)[b],
         "numpy": _decode_numpy,
-        "class": lambda b: _resolve_class(b, path),
+        "class": lambda b: resolve_class(b, path),
     }
     if tag == "pickle":
         if not allow_pickle:

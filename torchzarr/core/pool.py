@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from torchzarr.config import config
 
-__all__ = ["group_by_cost", "run_parallel"]
+__all__ = ["group_by_cost", "refused_at_exit", "run_parallel"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,7 +115,7 @@ def run_parallel(
             try:
                 tasks.append(pool.submit(run_group, group))
             except RuntimeError as exc:
-                if not _refused_at_exit(exc):
+                if not refused_at_exit(exc):
                     error = exc
                     break
                 tasks.extend(groups[at:])  # run here, on the calling thread
@@ -138,10 +138,22 @@ def run_parallel(
     return results
 
 
-def _refused_at_exit(exc: RuntimeError) -> bool:
-    """Whether ``pool.submit`` raised ``exc`` because the interpreter is exiting: the pool's
-    workers then mark it shut down (a pool in use is never shut down by this module) and
-    thread starts are refused; a thread still reading (a daemon, or one outliving the main
-    thread) runs its tasks itself instead."""
+def refused_at_exit(exc: BaseException) -> bool:
+    """Whether ``exc`` is a thread pool refusing work because the interpreter is exiting.
+
+    From the moment the main thread ends, ``concurrent.futures`` takes no new task, not
+    even from a non-daemon thread still working or an ``atexit`` handler; a long-lived
+    pool's workers mark it shut down then too ("after shutdown"), which is why both
+    messages count (this package never submits to a pool it shut down itself). The work
+    refused runs on the calling thread instead.
+
+    Example:
+        >>> refused_at_exit(RuntimeError("cannot schedule new futures after interpreter shutdown"))
+        True
+        >>> refused_at_exit(ValueError("cannot schedule new futures"))
+        False
+    """
+    if not isinstance(exc, RuntimeError):
+        return False
     message = str(exc)
     return message.startswith("cannot schedule new futures") or "interpreter shutdown" in message
