@@ -118,3 +118,19 @@ def test_other_instances_see_only_complete_appended_rows(tmp_path: Path) -> None
 
     counts = _run(writer, [reader, reader])
     assert all(c > 0 for c in counts)
+
+
+def test_another_instance_in_the_process_sees_overwrites_before_it_refreshes(
+    tmp_path: Path,
+) -> None:
+    """As the docs say: only the published ids and features wait for a refresh; the rows of
+    the arrays are read as they are, so a read of another instance can mix two writes."""
+    path = str(tmp_path / "fs")
+    writer = FeatureStore(path, mode="w")
+    writer.write([1, 2], {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([1, 2])})
+    other = FeatureStore(path, mode="r")
+    assert other.read([1])["a"].tolist() == [1.0]
+    writer.write([1], {"a": torch.tensor([10.0])})
+    writer.write([3], {"c": torch.tensor([3.0])})
+    assert other.version == 1 and other.read([1])["a"].tolist() == [10.0]  # no refresh ran
+    assert other.features == ("a", "b") and 3 not in other  # these wait for a refresh

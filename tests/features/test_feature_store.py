@@ -375,7 +375,7 @@ def test_membership_of_tensors_and_out_of_range_ids_and_one_feature_by_name() ->
 
 
 def test_widening_casts_are_taken_without_looking_and_complex_ids_are_not_members() -> None:
-    from torchzarr.features import rows
+    from torchzarr.features import fits as rows  # the value checks live in fits.py
 
     fs = FeatureStore(tz.MemoryStore(), mode="w")
     fs.write([1], {"i": torch.tensor([1], dtype=torch.int64), "f": torch.tensor([1.0])})

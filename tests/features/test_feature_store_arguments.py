@@ -228,3 +228,31 @@ def test_missing_fill_on_sharded_features_uses_the_shard_reader(
     assert got["w"].tolist() == [-3, -3, -3, -3]
     assert got.mask.tolist() == [True, False, True, True]
     assert whole_reads == ([] if zarr_format == 3 else ["e", "w"])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("prefetched", [False, True])
+@pytest.mark.parametrize("ids", [[1, 2, 3], [3, 1, 3]], ids=["in-row-order", "gathered"])
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda: torch.zeros(3, 4, requires_grad=True), "feature 'x': out requires grad"),
+        (lambda: torch.zeros(1, 4).expand(3, 4), "feature 'x': out has overlapping memory"),
+    ],
+    ids=["requires-grad", "expanded"],
+)
+def test_out_tensors_a_read_cannot_fill_are_refused_on_every_path(
+    zarr_format: int, prefetched: bool, ids: list[int], bad: Any, match: str
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.write(np.arange(10), {"x": torch.arange(40.0).reshape(10, 4)})
+    if prefetched:
+        fs.prefetch(ids, "x")
+    out = bad()
+    with pytest.raises(InvalidArgumentError, match=match):
+        fs.read(ids, "x", out={"x": out})
+    assert not out.detach().any()  # left unfilled
+    good = torch.empty(3, 4)
+    assert fs.read(ids, "x", out={"x": good})["x"] is good and good[:, 0].tolist() == [
+        4.0 * i for i in ids
+    ]

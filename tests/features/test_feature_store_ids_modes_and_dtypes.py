@@ -129,3 +129,66 @@ def test_conjugate_views_write_into_complex_features_of_another_width():
     fs.write([1], {"c": torch.tensor([1 + 1j], dtype=torch.complex64)})
     fs.write([1], {"c": torch.tensor([3 + 4j], dtype=torch.complex128).conj()})
     assert fs.read([1])["c"].tolist() == [3 - 4j]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    "bad",
+    [torch.tensor([-4.0, 2.0]), torch.tensor([True, False]), torch.tensor([0, 3])],
+    ids=["negative", "bool-false", "int-zero"],
+)
+def test_values_a_float8_e8m0_feature_cannot_hold_are_refused_before_anything_is_written(
+    zarr_format: int, bad: torch.Tensor
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w", zarr_format=zarr_format)
+    fs.create_feature("scale", torch.float8_e8m0fnu)
+    fs.write([1, 2], {"a": torch.tensor([1.0, 2.0]), "scale": torch.tensor([1.0, 1.0])})
+    with pytest.raises(ValueRangeError, match=r"feature 'scale'.*float8_e8m0fnu"):
+        fs.write([1, 2], {"a": torch.tensor([10.0, 20.0]), "scale": bad})
+    assert fs.read([1, 2])["a"].tolist() == [1.0, 2.0]  # not overwritten
+    assert fs.version == 2
+
+
+# (feature dtype, value dtype, largest magnitude taken, smallest refused): the boundaries of
+# torch's own cast (round to nearest even, through float32; float8_e4m3fn saturates at 448)
+_BOUNDARIES = [
+    (torch.float16, torch.float32, 65519.0, 65520.0),
+    (torch.float16, torch.int32, 65519, 65520),
+    (torch.bfloat16, torch.float32, 3.3961773e38, 3.3961775292304597e38),
+    (torch.float32, torch.float64, 3.4028235677973362e38, 3.4028235677973366e38),
+    (torch.float8_e4m3fn, torch.float32, 464.0, 464.00003),
+    (torch.float8_e5m2, torch.float32, 61439.996, 61440.0),
+    (torch.float8_e4m3fnuz, torch.float32, 247.99998, 248.0),
+    (torch.float8_e8m0fnu, torch.float32, 2.126e38, 2.5521177519070385e38),
+]
+
+
+@pytest.mark.parametrize(("dtype", "source", "taken", "refused"), _BOUNDARIES, ids=str)
+def test_values_rounding_to_the_largest_finite_value_are_taken_and_no_further(
+    dtype: torch.dtype, source: torch.dtype, taken: float, refused: float
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.create_feature("h", dtype)
+    largest = torch.finfo(dtype).max
+    signs = [1.0] if dtype == torch.float8_e8m0fnu else [1.0, -1.0]  # e8m0: no sign
+    for sign in signs:
+        value = torch.tensor([sign * taken], dtype=torch.float64).to(source)
+        fs.write([1], {"h": value})
+        assert fs.read([1])["h"].double().item() == sign * largest == value.to(dtype).item()
+        with pytest.raises(ValueRangeError, match=f"feature 'h' of {dtype}"):
+            fs.write([1], {"h": torch.tensor([sign * refused], dtype=torch.float64).to(source)})
+
+
+@pytest.mark.parametrize(
+    "empty",
+    [torch.tensor([]), torch.tensor([], dtype=torch.bool), torch.tensor([], dtype=torch.bfloat16)],
+    ids=str,
+)
+def test_no_ids_are_taken_as_an_empty_tensor_of_any_dtype(empty: torch.Tensor) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"x": [1.0]})
+    assert fs.read(empty)["x"].shape == (0,)
+    fs.prefetch(empty)
+    assert fs.read(empty).mask.shape == (0,)
+    with pytest.raises(UnsupportedDtypeError, match="ids must be integers"):
+        fs.read(torch.tensor([1.0]))  # ids that are there are still integers only

@@ -34,16 +34,21 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
     """Entity ids (a tensor on any device, a numpy array, a sequence or one int) as 1-d int64.
+    No ids at all are taken whatever their dtype (``torch.tensor([])`` is float32, as
+    ``np.array([])`` is float64 and ``[]`` has none).
 
     Example:
-        >>> as_ids(torch.tensor([3, 1])).tolist()
-        [3, 1]
+        >>> as_ids(torch.tensor([3, 1])).tolist(), as_ids(torch.tensor([])).tolist()
+        ([3, 1], [])
     """
     if isinstance(ids, torch.Tensor):
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        not_ints = ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool
+        if not_ints and ids.numel():
             raise UnsupportedDtypeError(f"{what} must be integers, got a tensor of {ids.dtype}")
         if ids.device.type == "meta":
             raise InvalidArgumentError(f"{what} are a meta tensor: it holds no values")
+        if not_ints:  # empty: numpy lacks some of torch's dtypes (bfloat16)
+            ids = torch.zeros(ids.shape, dtype=torch.int64)
         ids = ids.detach().cpu().numpy()
     arr = np.asarray(ids)
     if arr.size == 0 and arr.dtype.kind not in "iu":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from torchzarr.arguments import whole_number
 from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
+from torchzarr.core.create import XARRAY_DIMENSIONS
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.dtypes import data_type
@@ -331,7 +334,8 @@ def create_feature_array(
     holds). The array is marked as a feature of the store ``store_id``
     (:data:`FEATURE_ATTRIBUTE`); an array left at ``name`` by a write of this store that
     never published is replaced, any other node there raises
-    :class:`~torchzarr.errors.NodeExistsError` (nothing is deleted).
+    :class:`~torchzarr.errors.NodeExistsError` (nothing is deleted). In Zarr v2 the marker
+    (``.zattrs``) is written before ``.zarray``, so that no failure leaves it unmarked.
 
     In Zarr v3 the rows go in shards of about ``shard_bytes`` holding small inner chunks of
     about ``chunk_bytes`` (4 KiB by default), stored raw unless ``compressors`` says
@@ -369,6 +373,7 @@ def create_feature_array(
                 "array it did not make); name the feature otherwise, or move that node"
             )
         del group[name]
+    marker = None if v3 else _mark_v2_array_first(group, name, kwargs["attributes"], dims)
     try:
         return group.create_array(
             name,
@@ -378,8 +383,28 @@ def create_feature_array(
             fill_value=fill_value,
             **kwargs,
         )
-    except (MetadataError, UnsupportedDtypeError) as exc:  # e.g. a fill value out of range
-        raise type(exc)(f"feature {name!r}: {exc}") from exc
+    except BaseException as exc:
+        if marker is not None:  # refused before .zarray was written: no stray key
+            with contextlib.suppress(Exception):
+                if name not in group:
+                    group.store.delete(marker)
+        if isinstance(exc, MetadataError | UnsupportedDtypeError):  # a fill value out of range
+            raise type(exc)(f"feature {name!r}: {exc}") from exc
+        raise
+
+
+def _mark_v2_array_first(
+    group: Group, name: str, attributes: dict[str, Any], dims: list[str]
+) -> str:
+    """Write the ``.zattrs`` of the v2 feature array ``name`` (its marker and dimension
+    names, as ``create_array`` writes them) before the array is created, and return its
+    key. ``create_array`` writes ``.zarray`` first: a write failing or killed right after
+    it would leave an array without its marker, which :func:`is_own_feature` could never
+    tell from a user's array. A ``.zattrs`` alone is no node (nothing opens or lists it)."""
+    key = "/".join(part for part in (group.path, name, ".zattrs") if part)
+    document = {**attributes, XARRAY_DIMENSIONS: dims}
+    group.store.set(key, json.dumps(document).encode())
+    return key
 
 
 def is_own_feature(group: Group, name: str, store_id: str | None) -> bool:

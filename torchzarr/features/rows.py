@@ -10,6 +10,8 @@ import torch
 
 from torchzarr.core import row_gather
 from torchzarr.core.array import Array
+from torchzarr.core.read_out import check_out as check_read_out
+from torchzarr.core.reshape import stored_shape
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     ArgumentTypeError,
@@ -17,8 +19,8 @@ from torchzarr.errors import (
     InvalidArgumentError,
     InvalidKeyError,
     ShapeMismatchError,
+    TorchZarrError,
     UnsupportedDtypeError,
-    ValueRangeError,
 )
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
 from torchzarr.tensors import allocate, rectangular, storage_view
@@ -28,10 +30,9 @@ __all__ = [
     "as_feature_tensor",
     "check_missing",
     "check_name",
-    "check_fits",
     "check_out",
+    "check_out_tensor",
     "check_out_names",
-    "check_row",
     "copy_out",
     "feature_names",
     "gather_rows",
@@ -95,11 +96,8 @@ def gather_rows(
     duplicates; a batch of distinct ids already in row order is read straight into place.
     """
     shape = (plan.mask.size, *arr.shape[1:])
-    if dest is not None and (tuple(dest.shape) != shape or dest.dtype != arr.dtype):
-        raise ShapeMismatchError(
-            f"out for feature {arr.basename!r} has shape {tuple(dest.shape)} and dtype "
-            f"{dest.dtype}; the batch needs shape {shape} and dtype {arr.dtype}"
-        )
+    if dest is not None:
+        check_out_tensor(arr.basename, dest, shape, arr.dtype)
     rows = plan.rows
     on_cpu = dest is not None and dest.device.type == "cpu" and dest.is_contiguous()
     pin = pin_memory or (dest is not None and dest.device.type == "cuda")
@@ -198,6 +196,32 @@ def check_out(out: Any) -> None:
                 f"out[{name!r}] must be a torch.Tensor, got {type(dest).__name__}"
                 + (hint if isinstance(dest, np.ndarray) else "")
             )
+
+
+def check_out_tensor(
+    name: str, dest: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """Refuse ``dest`` as ``out`` for feature ``name`` of a batch of ``shape`` and ``dtype``:
+    another shape or dtype (:class:`~torchzarr.errors.ShapeMismatchError`), or a tensor a
+    read cannot fill (no dense storage, requiring grad, elements sharing memory: the
+    checks and messages of ``Array.read(out=...)``, naming the feature). Every read
+    checks here: direct, gathered or sharded, and prefetched ones.
+
+    Example:
+        >>> check_out_tensor("emb", torch.zeros(1, 2).expand(3, 2), (3, 2), torch.float32)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidArgumentError: feature 'emb': out has overlapping memory ...
+    """
+    if tuple(dest.shape) != shape or dest.dtype != dtype:
+        raise ShapeMismatchError(
+            f"out for feature {name!r} has shape {tuple(dest.shape)} and dtype "
+            f"{dest.dtype}; the batch needs shape {shape} and dtype {dtype}"
+        )
+    try:
+        check_read_out(dest, shape, dtype, repr(name))
+    except TorchZarrError as exc:
+        raise type(exc)(f"feature {name!r}: {exc}") from None
 
 
 def check_out_names(
@@ -319,114 +343,16 @@ def _not_dense(tensor: torch.Tensor) -> str | None:
     return None
 
 
-def check_row(name: str, arr: Array, value: torch.Tensor) -> None:
-    """Refuse rows that do not fit feature ``name``: another row shape, or values its
-    dtype cannot hold (see :func:`check_fits`)."""
-    if tuple(value.shape[1:]) != tuple(arr.shape[1:]):
-        raise ShapeMismatchError(
-            f"feature {name!r} has rows of shape {tuple(arr.shape[1:])}; "
-            f"got rows of shape {tuple(value.shape[1:])}"
-        )
-    check_fits(name, value, arr.dtype)
-
-
-def _bounds(value: torch.Tensor) -> tuple[Any, Any]:
-    """The least and greatest value, exact (Python ints for integer tensors)."""
-    if value.dtype.is_floating_point:
-        flat = value.detach().cpu().double()
-        return flat.min().item(), flat.max().item()
-    array = value.detach().cpu().numpy()
-    return int(array.min()), int(array.max())
-
-
-def _always_fits(source: torch.dtype, dtype: torch.dtype) -> bool:
-    """Whether every value of ``source`` survives a cast to ``dtype`` (but for precision)."""
-    if source == torch.bool:
-        return True
-    if dtype == torch.bool:
-        return False
-    if dtype.is_floating_point:
-        top = torch.finfo(dtype).max
-        if source.is_floating_point:
-            return torch.finfo(source).max <= top
-        return float(torch.iinfo(source).max) <= top
-    if source.is_floating_point:
-        return False
-    wide, narrow = torch.iinfo(dtype), torch.iinfo(source)
-    return wide.min <= narrow.min and narrow.max <= wide.max
-
-
-def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
-    """Refuse writing ``value`` to feature ``name`` of ``dtype`` when the cast would lose
-    more than precision: integers out of range, fractions or non-finite values into an
-    integer feature, numbers past 0/1 into a bool one, finite floats that would overflow
-    to infinity (either part of a complex value too), complex values into a real feature
-    (:class:`~torchzarr.errors.UnsupportedDtypeError`). A feature store holds ids' data,
-    so a wrapped label is data loss (a tensor copy in torch wraps silently).
-
-    Example:
-        >>> check_fits("label", torch.tensor([7, 2**40]), torch.int32)
-        Traceback (most recent call last):
-        ...
-        torchzarr.errors.ValueRangeError: feature 'label' of torch.int32 cannot hold ...
-    """
-    source = value.dtype
-    if source.is_complex and not dtype.is_complex:
-        raise UnsupportedDtypeError(
-            f"feature {name!r} of {dtype} cannot hold complex values ({source}): "
-            "write their real part or magnitude"
-        )
-    if source == dtype or value.numel() == 0:
-        return
-    if dtype.is_complex:  # each part must fit the complex feature's real dtype
-        parts = (
-            torch.view_as_real(value.detach().cpu().resolve_conj()) if source.is_complex else value
-        )
-        _check_real_fits(name, parts, dtype.to_real(), (dtype, source))
-    else:
-        _check_real_fits(name, value, dtype, (dtype, source))
-
-
-def _check_real_fits(
-    name: str, value: torch.Tensor, dtype: torch.dtype, shown: tuple[torch.dtype, torch.dtype]
-) -> None:
-    """:func:`check_fits` for real ``value`` and ``dtype`` (the parts of complex ones);
-    errors show ``shown``: the feature's and the written values' own dtypes."""
-    source = value.dtype
-    feature_dtype, value_dtype = shown
-    if source == dtype or _always_fits(source, dtype):
-        return  # a widening cast: no value to look at
-    if source.is_floating_point and not dtype.is_floating_point:
-        flat = value.detach().cpu().double()
-        if not bool(torch.isfinite(flat).all()) or not bool((flat == flat.trunc()).all()):
-            raise ValueRangeError(
-                f"feature {name!r} of {feature_dtype} cannot hold non-integral or non-finite values "
-                f"of {value_dtype}: round them first"
-            )
-    low, high = _bounds(value)
-    if dtype == torch.bool:
-        fits = low >= 0 and high <= 1
-    elif dtype.is_floating_point:
-        top = torch.finfo(dtype).max
-        finite = value.detach().cpu().double()
-        finite = finite[torch.isfinite(finite)] if source.is_floating_point else finite
-        fits = finite.numel() == 0 or float(finite.abs().max()) <= top
-    else:
-        info = torch.iinfo(dtype)
-        fits = info.min <= low and high <= info.max
-    if not fits:
-        raise ValueRangeError(
-            f"feature {name!r} of {feature_dtype} cannot hold the values written, which range from "
-            f"{low} to {high} ({value_dtype})"
-        )
-
-
 def set_rows(arr: Array, published_rows: int, total: int) -> None:
     """Give an existing feature exactly ``total`` rows. Rows past the published count exist
-    only after a write that failed before publishing: reset them so they never leak."""
-    if arr.shape[0] > published_rows:
+    only after a write that failed before publishing (here or in a process killed
+    mid-write: the shape as stored counts, not the handle's): reset them so they never
+    leak."""
+    current = stored_shape(arr)[0]
+    if current > published_rows:
         arr.resize(published_rows, *arr.shape[1:])
-    if arr.shape[0] != total:
+        current = published_rows
+    if current != total or arr.shape[0] != total:  # (a stale handle is brought up to date)
         arr.resize(total, *arr.shape[1:])
 
 
@@ -436,12 +362,9 @@ def copy_out(
     """Copy a prefetched ``batch`` into ``out`` (its names checked against the batch's and
     the store's ``features``: :func:`check_out_names`)."""
     check_out_names(out, tuple(batch), features)  # every name in out is in the batch
+    for name, dest in out.items():  # all checked before any is filled
+        check_out_tensor(name, dest, tuple(batch[name].shape), batch[name].dtype)
     for name, dest in out.items():
-        if dest.shape != batch[name].shape or dest.dtype != batch[name].dtype:
-            raise ShapeMismatchError(
-                f"out[{name!r}] has shape {tuple(dest.shape)} and dtype {dest.dtype}; "
-                f"the batch has {tuple(batch[name].shape)} and {batch[name].dtype}"
-            )
         dest.copy_(batch[name])
         batch[name] = dest
     return batch

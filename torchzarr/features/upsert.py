@@ -11,6 +11,8 @@ import torch
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
+from torchzarr.dtypes import data_type
+from torchzarr.features.fits import as_stored, check_row
 from torchzarr.features.layout import (
     Published,
     create_feature_array,
@@ -19,8 +21,8 @@ from torchzarr.features.layout import (
     published_stamp,
     reopened,
 )
-from torchzarr.features.rows import IDS, check_row, plan_upsert, set_rows, write_rows
-from torchzarr.tensors import select_rows
+from torchzarr.features.rows import IDS, plan_upsert, set_rows, write_rows
+from torchzarr.tensors import tensor_from_storage
 
 __all__ = ["apply_write"]
 
@@ -45,58 +47,75 @@ def apply_write(
     old_rows = published.index.num_rows
     rows, keep, new_ids = plan_upsert(published.index, query)
     total = old_rows + new_ids.size
-    positions = torch.from_numpy(keep)
 
     arrays = dict(published.arrays)
     for name, value in values.items():
         if name in arrays:
             check_row(name, arrays[name], value)
+    # every value converted before the first write: whatever the conversion refuses
+    # (float8_e8m0fnu values <= 0, say) leaves the store untouched
+    stored = {
+        name: as_stored(
+            name, value, arrays[name].data_type if name in arrays else data_type(value.dtype)
+        )
+        for name, value in values.items()
+    }
     ids_arr = group[IDS]
     assert isinstance(ids_arr, Array)
     created: list[str] = []  # only what this write made may be removed if it fails
     try:
-        for arr in arrays.values():
+        for arr in [*arrays.values(), ids_arr]:  # as stored now, before any row is written
             set_rows(arr, old_rows, total)
         for name, value in values.items():
             if name not in arrays:
+                created.append(name)  # before: a creation failing half-way leaves a node
                 shape = tuple(value.shape[1:])
                 arrays[name] = create_feature_array(
                     group, name, value.dtype, shape, total, store_id=published.store_id, **layout
                 )
-                created.append(name)
-        for name, value in values.items():
-            data = select_rows(value, positions.to(value.device))
-            write_rows(arrays[name], rows, data)
-        set_rows(ids_arr, old_rows, total)
+        for name in values:
+            write_rows(arrays[name], rows, _selected(stored[name], keep, arrays[name]))
         if new_ids.size:
             ids_arr[old_rows:total] = new_ids
+        # published last: readers elsewhere trust rows below num_rows and the listed features
+        return publish(group, published, arrays, new_ids, cache)
     except BaseException:
-        _shrink_back(group, published, [*published.arrays.values(), ids_arr], created)
+        _shrink_back(group, published, [*published.arrays, IDS], created)
         raise
-    # publish last: readers elsewhere trust rows below num_rows and the listed features
-    return publish(group, published, arrays, new_ids, cache)
 
 
-def _shrink_back(
-    group: Group, published: Published, grown: list[Array], created: list[str]
-) -> None:
-    """After a failed write: ``grown`` arrays back to the published row count and the
+def _selected(stored: np.ndarray, keep: np.ndarray, arr: Array) -> torch.Tensor:
+    """The rows ``keep`` of a stored-form value, as a tensor of ``arr``'s dtype (its bits
+    for bfloat16 and float8: the write converts nothing more)."""
+    if keep.size != stored.shape[0] or np.any(keep != np.arange(keep.size)):
+        stored = np.take(stored, keep, axis=0)
+    return tensor_from_storage(stored, arr.data_type)
+
+
+def _shrink_back(group: Group, published: Published, grown: list[str], created: list[str]) -> None:
+    """After a failed write: the ``grown`` arrays back to the published row count and the
     features the write ``created`` removed (if they still are this store's feature arrays:
     a node the write did not make is never deleted), so that other readers (xarray,
-    zarr-python) see the store as published. Overwritten rows keep their new values.
-    Nothing happens when another writer has published since (its rows must stay); what
-    fails here is mended by the next write (:func:`set_rows`)."""
+    zarr-python) see the store as published. Shapes are compared as stored, not as the
+    handles hold them (a resize that failed half-way, a v2 ``.zattrs`` not written, has
+    a longer array stored than its handle knows). Overwritten rows keep their new values.
+    Nothing happens when another writer has published since (its rows must stay), or when
+    this write did publish (the failure came after); what fails here is mended by the next
+    write (:func:`set_rows`)."""
     rows = published.index.num_rows
     try:
-        current = published_stamp(reopened(group))
+        fresh = reopened(group)
+        current = published_stamp(fresh)
     except Exception:
         return  # the store cannot even be read now
     if current != (published.store_id, published.version):
         return
-    for arr in grown:
+    for name in grown:
         with contextlib.suppress(Exception):
-            if arr.shape[0] != rows:
-                arr.resize(rows, *arr.shape[1:])
+            arr = fresh[name]
+            if isinstance(arr, Array) and arr.shape[0] != rows:
+                handle = published.arrays.get(name, arr)
+                handle.resize(rows, *arr.shape[1:])  # from the stored shape
     for name in created:
         with contextlib.suppress(Exception):
             if is_own_feature(group, name, published.store_id):
