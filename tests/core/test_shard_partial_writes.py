@@ -8,10 +8,12 @@ import torch
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numcodecs.checksum32 import CRC32C
 
 import torchzarr as tz
 from torchzarr.codecs.pipeline import V3Pipeline
 from torchzarr.core.selection import make_indexer
+from torchzarr.errors import ChunkDecodeError, InvalidArgumentError
 
 
 def test_one_element_into_a_shard_larger_than_memory_builds_one_inner_chunk():
@@ -142,3 +144,48 @@ def test_partial_shard_writes_match_numpy(shape, data, kind):
             arr.vindex[points] = value
             expected[points] = value
         np.testing.assert_array_equal(arr[...].numpy(), expected)
+
+
+@pytest.mark.parametrize("index_location", ["start", "end"])
+def test_a_partial_write_into_a_damaged_shard_raises_naming_it_and_writes_nothing(
+    tmp_path, index_location
+):
+    arr = tz.create_array(
+        tmp_path / "a.zarr",
+        shape=(8,),
+        dtype="uint8",
+        chunks=(2,),
+        compressors=None,
+        shards={"shape": (8,), "index_location": index_location},
+    )
+    arr[:] = torch.arange(1, 9, dtype=torch.uint8)
+    shard = tmp_path / "a.zarr" / "c" / "0"
+    whole = shard.read_bytes()
+    # the index: 4 entries of (offset, nbytes) as little-endian uint64, then its crc32c
+    start = 0 if index_location == "start" else len(whole) - (4 * 16 + 4)
+    entries = bytearray(whole[start : start + 64])
+    # inner chunk (3,) said to lie past the end: a stored chunk the write does not reach,
+    # whose bytes would be kept as they are
+    kept = bytearray(entries)
+    kept[3 * 16 : 3 * 16 + 8] = (10**6).to_bytes(8, "little")
+    # inner chunk (0,), which the write decodes, said to reach past the end
+    decoded = bytearray(entries)
+    decoded[8:16] = (10**6).to_bytes(8, "little")
+    damaged_shards = [whole[:-3] if index_location == "start" else whole[3:]]  # truncated
+    for bad in (kept, decoded):
+        index = bytes(CRC32C().encode(bytes(bad)))
+        damaged_shards.append(whole[:start] + index + whole[start + len(index) :])
+    for damaged in damaged_shards:
+        shard.write_bytes(damaged)
+        with pytest.raises(ChunkDecodeError, match="c/0"):
+            arr[0] = 100
+        assert shard.read_bytes() == damaged  # left as it was
+
+
+def test_a_write_reaching_across_a_block_larger_than_memory_is_refused():
+    arr = tz.create_array(
+        "memory://", shape=(2**41,), dtype="uint8", chunks=(2**24,), shards=(2**40,)
+    )
+    with pytest.raises(InvalidArgumentError, match=r"shard 'c/0'.*larger than this machine"):
+        arr.vindex[[0, 2**40 - 1]] = torch.tensor([1, 2], dtype=torch.uint8)
+    assert arr.nchunks_initialized == 0

@@ -104,6 +104,11 @@ class ShardIndex:
 
     entries: np.ndarray  # shape (*chunks_per_shard, 2), uint64
 
+    @property
+    def stored(self) -> np.ndarray:
+        """Which inner chunks are stored: a boolean array of the inner grid's shape."""
+        return ~((self.entries[..., 0] == EMPTY) & (self.entries[..., 1] == EMPTY))
+
     def get(self, inner_coords: tuple[int, ...]) -> tuple[int, int] | None:
         """Byte range of one inner chunk, or None if it is not stored."""
         offset, nbytes = self.entries[inner_coords]
@@ -341,21 +346,23 @@ class ShardingCodec(ArrayBytesCodec):
         first = tuple(o // k for o, k in zip(origin, self.chunk_shape, strict=True))
         counts = tuple(n // k for n, k in zip(block.shape, self.chunk_shape, strict=True))
         pieces: dict[tuple[int, ...], bytes | memoryview] = {}
-        for coords, region in self.inner_regions(spec):
-            inside = all(f <= c < f + n for c, f, n in zip(coords, first, counts, strict=True))
-            if inside:
-                local: tuple[Any, ...] = tuple(
-                    slice(r.start - o, r.stop - o) for r, o in zip(region, origin, strict=True)
-                )
-                sub = block[(*local, ...)]
-                if not is_all_fill(sub, spec.fill_value, spec.data_type):
-                    pieces[coords] = inner.encode(sub)
-                continue
-            found = None if index is None else index.get(coords)
-            if found is not None:
-                offset, nbytes = found
-                check_inner_range(coords, offset, nbytes, len(view))
+        if index is not None:  # the stored inner chunks outside the block: bytes as stored
+            for position in np.argwhere(index.stored):
+                coords = tuple(int(c) for c in position)
+                if all(f <= c < f + n for c, f, n in zip(coords, first, counts, strict=True)):
+                    continue
+                offset, nbytes = (int(v) for v in index.entries[coords])
+                check_inner_range(coords, offset, nbytes, len(view), key)
                 pieces[coords] = view[offset : offset + nbytes]
+        for local in itertools.product(*(range(n) for n in counts)):
+            sub = block[
+                tuple(
+                    slice(c * k, (c + 1) * k) for c, k in zip(local, self.chunk_shape, strict=True)
+                )
+            ]
+            if not is_all_fill(sub, spec.fill_value, spec.data_type):
+                coords = tuple(f + c for f, c in zip(first, local, strict=True))
+                pieces[coords] = inner.encode(sub)
         return self.assemble(pieces, spec), len(pieces)
 
     def assemble(self, pieces: dict[tuple[int, ...], bytes | memoryview], spec: ChunkSpec) -> bytes:

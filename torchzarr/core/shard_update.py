@@ -8,12 +8,16 @@ shard).
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from torchzarr.codecs.sharding import ShardingCodec, check_inner_range
+from torchzarr.core.chunking import fits_in_memory
+from torchzarr.errors import InvalidArgumentError
 
 __all__ = ["shard_updater"]
 
@@ -82,12 +86,24 @@ def shard_updater(codec: ShardingCodec | None, spec: Any) -> ShardUpdate | None:
             min(n, (last // k + 1) * k) if last >= 0 else 0
             for (_, last), k, n in zip(reach, codec.chunk_shape, spec.shape, strict=True)
         )
-        block = np.empty(tuple(e - o for e, o in zip(end, origin, strict=True)), dtype=spec.dtype)
+        shape = tuple(e - o for e, o in zip(end, origin, strict=True))
+        if not fits_in_memory(math.prod(shape) * spec.dtype.itemsize):
+            raise InvalidArgumentError(
+                f"cannot write to shard {key!r}: the write reaches from element {origin} to "
+                f"{end} of the shard, a block of {shape} elements of {spec.dtype} larger than "
+                "this machine's memory; write it in parts"
+            )
+        block = np.empty(shape, dtype=spec.dtype)
         index = None if shard is None else codec.index_of_shard(shard, spec, key)
         view = memoryview(b"" if shard is None else shard)
-        for coords, region in codec.inner_regions(spec):
-            if not all(o <= r.start < e for r, o, e in zip(region, origin, end, strict=True)):
-                continue
+        ranges = (
+            range(o // k, -(-e // k))
+            for o, e, k in zip(origin, end, codec.chunk_shape, strict=True)
+        )
+        for coords in itertools.product(*ranges):
+            region = tuple(
+                slice(c * k, (c + 1) * k) for c, k in zip(coords, codec.chunk_shape, strict=True)
+            )
             if _covers(selection, region):
                 continue  # written whole below
             target = block[
@@ -98,7 +114,7 @@ def shard_updater(codec: ShardingCodec | None, spec: Any) -> ShardUpdate | None:
                 target[...] = spec.fill_value
                 continue
             offset, nbytes = found
-            check_inner_range(coords, offset, nbytes, len(view))
+            check_inner_range(coords, offset, nbytes, len(view), key)
             target[...] = decode(view[offset : offset + nbytes], key=key)
         moved = tuple(_shifted(item, o) for item, o in zip(selection, origin, strict=True))
         block[moved] = value[projection.out_selection]
