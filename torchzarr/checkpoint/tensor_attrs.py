@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torchzarr.checkpoint.values import decode_value, encode_value, format_key_path
 from torchzarr.errors import MetadataError, UnrepresentableError
 
-__all__ = ["ATTRIBUTES", "encode_attributes", "restore_attributes"]
+__all__ = ["ATTRIBUTES", "UnsavedAttributeWarning", "encode_attributes", "restore_attributes"]
+
+
+class UnsavedAttributeWarning(UserWarning):
+    """A tensor's Python attribute that a checkpoint's typed JSON cannot hold was left out."""
+
 
 #: Key of the ``torchzarr_tensor`` array attribute holding the tensor's Python attributes:
 #: ``{name: typed JSON of the value}``; absent when it has none (and in older checkpoints).
@@ -20,9 +26,12 @@ def encode_attributes(
     """The typed JSON of the Python attributes of tensor ``t`` (its ``__dict__``), or None
     when it has none.
 
+    An attribute typed JSON cannot hold (a function, a module, a tensor) is left out with
+    an :class:`UnsavedAttributeWarning` naming the key path and the attribute (pickled
+    instead with ``allow_pickle``).
+
     Raises:
-        UnrepresentableError: an attribute typed JSON cannot hold (pickled instead with
-            ``allow_pickle``); the message names the key path and the attribute.
+        UnrepresentableError: an attribute name that is not a str of valid characters.
 
     Example:
         >>> import torch
@@ -44,11 +53,15 @@ def encode_attributes(
         try:
             out[name] = encode_value(value, (*key_path, name), allow_pickle=allow_pickle)
         except UnrepresentableError as err:
-            raise UnrepresentableError(
-                f"tensor at {where}: its attribute {name!r} cannot be stored: {err}; "
-                f"delete it before saving (del tensor.{name})"
-            ) from None
-    return out
+            # a callable or a module set on a Parameter (a loader hook, a gradient buffer):
+            # saves of such tensors worked before attributes were kept, so warn, not refuse
+            warnings.warn(
+                f"tensor at {where}: its attribute {name!r} is not saved: {err} "
+                "(allow_pickle=True pickles it)",
+                UnsavedAttributeWarning,
+                stacklevel=2,
+            )
+    return out or None
 
 
 def _utf8(text: str) -> bool:

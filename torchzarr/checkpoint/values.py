@@ -95,8 +95,15 @@ def _int_digits() -> int:
 def _json_int(value: int) -> bool:
     """Whether the JSON text of ``value`` loads in any Python (at most :func:`_int_digits`
     digits; a longer one raises ``ValueError`` on load, or already on save)."""
+    if value.bit_length() < _SURELY_SHORT_BITS:  # nearly every int: no limit looked up
+        return True
     digits = _int_digits()
     return value.bit_length() < 3 * digits or abs(value) < 10**digits  # 8**n < 10**n
+
+
+#: ints of fewer bits have fewer digits than the lowest limit Python lets a process set
+#: (``sys.int_info.str_digits_check_threshold``, 640: 2**1920 = 8**640 < 10**640)
+_SURELY_SHORT_BITS = 3 * 640
 
 
 def _why_not(value: Any) -> str:
