@@ -154,6 +154,29 @@ def test_rechunk_refusals_name_its_options_and_the_real_cause(tmp_path, capsys):
     assert "zarr_format=" not in err and not (tmp_path / "o.zarr").exists()
 
 
+def test_demo_and_rechunk_refusals_name_the_options_that_help(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("mine")
+    status, _, err = _run(capsys, "demo", tmp_path / "folder", "--rows", 2)
+    assert status == 1 and err.rstrip().endswith("; --overwrite deletes them first")
+    assert "mode 'w" not in err and (tmp_path / "folder" / "notes.txt").exists()
+    v2, group = tmp_path / "v2.zarr", tmp_path / "g.zarr"
+    tz.create_array(v2, data=torch.arange(4), zarr_format=2)
+    tz.open_group(group, mode="w")  # Zarr v3
+    status, _, err = _run(capsys, "rechunk", v2, group, "--dest-path", "x")
+    assert status == 1 and err.rstrip().endswith("must be Zarr v3: pass --zarr-format 3)")
+    assert _run(capsys, "rechunk", v2, group, "--dest-path", "x", "--zarr-format", 3)[0] == 0
+    for name, other in (("y/.zgroup", 3), ("zarr.json", 2)):
+        formats = ["--zarr-format", 5 - other]
+        status, _, err = _run(
+            capsys, "rechunk", v2, tmp_path / "n.zarr", "--dest-path", name, *formats
+        )
+        assert status == 1 and f"(pass --zarr-format {other} for a node of that name)" in err
+        assert "zarr_format=" not in err
+    status, out, _ = _run(capsys, "rechunk", v2, tmp_path / "n.zarr", "--dest-path", "zarr.json")
+    assert status == 0 and out.startswith("wrote /zarr.json")  # a v2 node: the name is free
+
+
 def test_rechunk_writes_transposed_v3_chunks_as_v2_memory_order_or_says_why_not(tmp_path, capsys):
     values = np.arange(24, dtype="i4").reshape(4, 6)
     transpose = zarr.codecs.TransposeCodec(order=(1, 0))
@@ -429,3 +452,26 @@ def test_copy_into_a_group_of_the_other_format_is_refused_before_writing(
     root = tz.open_group(dst, mode="r", use_consolidated=True)
     assert root["grp/new"].metadata.zarr_format == dest_format
     assert torch.equal(root["grp/new/x"][:], torch.arange(3))
+
+
+def test_tree_shows_a_root_array_of_an_unsupported_dtype_as_its_group_shows_it(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.create_array(str(tmp_path / "s"), shape=(3,), chunks=(2,), dtype=str)[:] = "abc"
+        zarr.open_group(str(tmp_path / "g"), mode="w").create_array("x", shape=(3,), dtype=str)
+    status, out, err = _run(capsys, "tree", tmp_path / "s")
+    assert (status, out, err) == (0, "/ [A] unsupported dtype string\n", "")
+    status, out, _ = _run(capsys, "tree", tmp_path / "g")
+    assert status == 0 and out.endswith("x [A] unsupported dtype string\n")
+    status, out, _ = _run(capsys, "tree", tmp_path / "g", "--path", "x")
+    assert (status, out) == (0, "/x [A] unsupported dtype string\n")
+
+
+def test_info_shows_an_array_with_a_damaged_shard_and_names_the_shard(tmp_path, capsys):
+    arr = zarr.create_array(str(tmp_path), shape=(20, 8), chunks=(5, 4), shards=(10, 8), dtype="f4")
+    arr[:] = 1.0
+    (tmp_path / "c" / "1" / "0").write_bytes(b"x")
+    status, out, err = _run(capsys, "info", tmp_path)
+    assert status == 0 and err == "" and re.search(r"Shape +: \(20, 8\)", out)
+    assert re.search(r"Chunks initialized +: 4/8", out)
+    assert re.search(r"Damaged shards +: 1 \(c/1/0\): index unreadable", out)

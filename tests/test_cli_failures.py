@@ -14,6 +14,7 @@ import torch
 
 import torchzarr as tz
 import torchzarr.cli as cli
+from torchzarr import cli_options
 from torchzarr.cli import main
 
 
@@ -96,6 +97,31 @@ def test_a_refused_rechunk_writes_nothing_and_says_nothing_of_leftovers(tmp_path
     assert tz.open_array(dest, path="keep", mode="r")[:].tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "value", "shown"),
+    [
+        (torch.float32, "1e39", "1e+39"),  # past float32: refused as the library refuses it
+        (torch.float32, "1e400", "1e400"),  # past every float, which Python reads as inf
+        (torch.float64, "-1e400", "-1e400"),
+        (torch.complex64, "1e400j", "1e400j"),
+    ],
+)
+def test_rechunk_refuses_a_fill_value_past_the_dtype_as_out_of_range(
+    tmp_path, capsys, dtype, value, shown
+):
+    tz.create_array(tmp_path / "src.zarr", data=torch.ones(4, dtype=dtype))
+    argv = ["rechunk", tmp_path / "src.zarr", tmp_path / "out.zarr", f"--fill-value={value}"]
+    status, _, err = _run(capsys, *argv)
+    name = str(dtype).removeprefix("torch.")
+    assert (status, err) == (
+        1,
+        f"torchzarr rechunk: fill_value {shown} does not fit dtype {name}\n",
+    )
+    assert not (tmp_path / "out.zarr").exists()
+    for spelled in ("inf", "-Infinity", "infj"):  # infinities spelled out stay accepted
+        assert cli_options.fill(spelled) == (complex if "j" in spelled else float)(spelled)
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, text):
         raise BrokenPipeError(32, "Broken pipe")
@@ -131,6 +157,23 @@ def test_a_closed_pipe_stops_the_command_without_a_message(tmp_path):
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_an_output_closed_from_the_start_stops_the_command_without_a_traceback(
+    tmp_path, monkeypatch
+):
+    tz.open_group(tmp_path, mode="w").create_array("x", shape=(1,), dtype="int8")
+    done = subprocess.run(  # python -m torchzarr info ... >&-: sys.stdout is None
+        ["sh", "-c", '"$0" -m torchzarr info "$1" >&-', sys.executable, str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (141, "")
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["tree", str(tmp_path)]) == 141
+    assert main(["info", str(tmp_path / "missing")]) == 141  # its error has no reader either
 
 
 def _with_environment(argv, **variables):

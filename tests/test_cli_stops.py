@@ -12,6 +12,7 @@ import torch
 
 import torchzarr as tz
 import torchzarr.core.from_array as from_array_module
+import torchzarr.storage.zip_archive as zip_archive
 from torchzarr.cli import main
 from torchzarr.storage.registry import resolve_store
 
@@ -74,7 +75,7 @@ def test_a_copy_stopped_midway_says_what_it_left(
         _, _, err = _run(capsys, "copy", source, dest, "--jobs", 1, "--overwrite", "--progress")
     progress, message, _ = err.split("\n")  # the message on a line of its own
     assert progress == "\rcopy: 16/41 keys" and message.startswith(f"torchzarr copy: {said} (")
-    assert "and those it held before not yet replaced, but no metadata" in message
+    assert "and those it held before not yet replaced or deleted, but no metadata" in message
     assert _run(capsys, "copy", source, dest, "--overwrite")[0] == 0
     assert tz.open_array(dest, mode="r")[:].tolist() == list(range(1, 41))
 
@@ -166,3 +167,75 @@ def test_the_cleanup_leaves_a_file_at_the_path_that_is_no_zip(tmp_path):
         path.write_bytes(b"another writer's zip, its directory not written yet")
         raise RuntimeError("failed")
     assert path.read_bytes().startswith(b"another writer")
+
+
+@pytest.mark.parametrize("dest_path", [None, "m"])
+@pytest.mark.parametrize(
+    "old",
+    [
+        {"data": torch.arange(10), "chunks": (3,)},
+        {"data": torch.ones(4, 4, 4), "chunks": (2, 2, 2)},
+    ],
+)
+def test_a_copy_overwrites_an_array_whose_chunk_keys_nest_otherwise(
+    tmp_path, capsys, dest_path, old
+):
+    source = tmp_path / "src.zarr"
+    tz.create_array(source, data=torch.arange(16).reshape(4, 4), chunks=(2, 2))  # c/0/0 ...
+    dest = tmp_path / "dst.zarr"
+    tz.create_array(dest, path=dest_path or "", **old)  # c/0 files, or c/0/0 directories
+    where = ["--dest-path", dest_path] if dest_path else []
+    for _ in range(2):
+        status, out, err = _run(capsys, "copy", source, dest, "--overwrite", *where)
+        assert (status, err) == (0, "") and out.startswith("copied 5 keys")
+        copied = tz.open_array(dest, path=dest_path or "", mode="r")
+        assert copied[:].tolist() == torch.arange(16).reshape(4, 4).tolist()
+    assert _run(capsys, "info", dest, "--path", dest_path or "")[0] == 0
+
+
+def test_a_copy_that_wrote_nothing_says_nothing_of_leftovers(tmp_path, capsys, monkeypatch, source):
+    (tmp_path / "afile").write_bytes(b"")  # no directory: every write fails
+    (tmp_path / "file").write_bytes(b"")
+    for dest in (tmp_path / "afile", tmp_path / "file" / "new.zip"):
+        status, _, err = _run(capsys, "copy", source, dest)
+        assert status == 1 and err.count("\n") == 1 and "Not a directory" in err
+        assert "(the destination" not in err and "--overwrite" not in err
+    assert (tmp_path / "afile").read_bytes() == b""
+
+    def refused(self, items):  # a read-only directory (as root, chmod does not refuse)
+        raise tz.errors.StoreError(f"cannot write {next(iter(items))!r}: Permission denied")
+
+    monkeypatch.setattr(tz.LocalStore, "set_many", refused)
+    status, _, err = _run(capsys, "copy", source, tmp_path / "ro.zarr")
+    assert status == 1 and "Permission denied" in err and "--overwrite" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["copy", "{src}", "{tmp}/a/b/data.zip"],
+        ["rechunk", "{src}", "{tmp}/a/b/data.zip", "--chunks", "8"],
+        ["demo", "{tmp}/a/b/data.zip", "--rows", "3"],
+    ],
+)
+def test_a_zip_destination_in_missing_folders_gets_them_made(tmp_path, capsys, source, argv):
+    argv = [a.format(src=source, tmp=tmp_path) for a in argv]
+    status, _, err = _run(capsys, *argv)
+    assert (status, err) == (0, "")
+    assert tz.ZipStore(tmp_path / "a" / "b" / "data.zip").exists("zarr.json")
+
+
+@pytest.mark.parametrize("fails", ["open_zip", "write"])
+def test_a_failed_copy_to_a_zip_in_missing_folders_removes_them(
+    tmp_path, capsys, monkeypatch, source, fails
+):
+    def refused(*args):  # once its folders were made: opening it, or writing to it
+        raise tz.errors.StoreError("cannot write: No space left on device")
+
+    if fails == "open_zip":
+        monkeypatch.setattr(zip_archive, "open_zip", refused)
+    else:
+        monkeypatch.setattr(zip_archive.Archive, "write", refused)
+    status, _, err = _run(capsys, "copy", source, tmp_path / "a" / "b" / "data.zip")
+    assert status == 1 and "No space left" in err and "(the destination" not in err
+    assert not (tmp_path / "a").exists()

@@ -4,9 +4,9 @@ Every command takes a path or URL (``s3://``, ``zip://``, ``memory://`` ...) and
 for a node inside it; errors print one line and exit with status 1. An option value out
 of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2), and
 nothing is written. Output its reader closes early (``| head -1``), standard output or
-error (``--progress``), ends it quietly (141); Ctrl-C prints ``torchzarr <command>:
-interrupted`` once the command has cleaned up (130). Text the output's encoding cannot
-hold is written as it can (``tree`` in ASCII).
+error (``--progress``), or that was closed from the start (``>&-``), ends it quietly (141);
+Ctrl-C prints ``torchzarr <command>: interrupted`` once the command has cleaned up (130).
+Text the output's encoding cannot hold is written as it can (``tree`` in ASCII).
 """
 
 from __future__ import annotations
@@ -49,16 +49,24 @@ __all__ = ["main"]
 
 
 def _info(args: argparse.Namespace) -> None:
+    node, store = _open_node(args)
+    if store is not None:  # an array torchzarr cannot open
+        print(_unsupported_info(node, store))
+    else:
+        print(node.info)
+
+
+def _open_node(args: argparse.Namespace) -> tuple[Any, Store | None]:
+    """The node at ``--path`` of the store, opened to read, or, for an array of a dtype
+    torchzarr cannot hold, its stored metadata (its group lists it so) and the store."""
     try:
-        node = open_node(args.store, mode="r", path=args.path)
-    except UnsupportedDtypeError:  # listed by its group: described from its metadata
+        return open_node(args.store, mode="r", path=args.path), None
+    except UnsupportedDtypeError:
         store = resolve_store(args.store, mode="r")
         member = nodes.read_member(store, nodes.normalize_path(args.path))
         if not isinstance(member, nodes.UnsupportedArray):
             raise
-        print(_unsupported_info(member, store))
-        return
-    print(node.info)
+        return member, store
 
 
 def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
@@ -87,8 +95,10 @@ def _consolidate(args: argparse.Namespace) -> None:
 
 
 def _tree(args: argparse.Namespace) -> None:
-    node = open_node(args.store, mode="r", path=args.path)
-    if isinstance(node, Array):
+    node, store = _open_node(args)
+    if store is not None:  # an array torchzarr cannot open, shown as Group.tree shows it
+        print(f"/{node.path} [A] unsupported dtype {stored_dtype_name(node.document)}")
+    elif isinstance(node, Array):
         print(f"{node.name} [A] {node.shape} {node.dtype}")
     else:
         # --level counts the levels shown (1: direct members); tree() counts from 0
@@ -221,7 +231,16 @@ def _bench(args: argparse.Namespace) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     rows = args.rows
-    root = open_group(args.store, mode="w" if args.overwrite else "w-")
+    try:
+        root = open_group(args.store, mode="w" if args.overwrite else "w-")
+    except NodeExistsError as err:  # in the command's words: --overwrite is mode "w"
+        message = str(err).replace(" with mode 'w-'", "")
+        message = message.replace(
+            "; mode 'w' deletes them first", "; --overwrite deletes them first"
+        )
+        if " already exists at " in message:
+            message += ": pass --overwrite to replace it"
+        raise NodeExistsError(message) from None
     images = root.create_array(
         "images", shape=(rows, 32, 32, 3), dtype=torch.uint8, chunks=(256, 32, 32, 3)
     )

@@ -62,8 +62,11 @@ def _first_missing(path: Path) -> Path | None:
 
 def _remove_if_empty(path: Path, made: Path) -> None:
     """Remove ``path``, a zip file of no entry or a directory of no file, and the empty
-    directories above it up to ``made``, which the command created."""
-    if path.is_file():
+    directories above it up to ``made``, which the command created (also where ``path``
+    itself was never created: a zip that failed to open)."""
+    if not os.path.lexists(path):
+        pass
+    elif path.is_file():
         with zipfile.ZipFile(path) as archive:
             if archive.namelist():
                 return
@@ -86,7 +89,9 @@ def _remove_if_empty(path: Path, made: Path) -> None:
 
 
 class WriteWatch(ForwardingStore):
-    """``inner``, noting whether anything was written to or deleted from it through this.
+    """``inner``, noting whether anything was written to or deleted from it through this:
+    a write or delete that failed counts if a key it wrote is there after all, or a key it
+    deleted is gone (it may have done part of its work before failing).
 
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
@@ -101,9 +106,26 @@ class WriteWatch(ForwardingStore):
         return repr(self.inner)  # messages name the store the command was given
 
     def _call(self, method: str, keys: Sequence[str], *args: Any) -> Any:
-        if method.startswith(("set", "delete")):
-            self.wrote = True  # before: a write that fails may have written part
-        return getattr(self.inner, method)(*args)
+        if not method.startswith(("set", "delete")):
+            return getattr(self.inner, method)(*args)
+        try:
+            result = getattr(self.inner, method)(*args)
+        except BaseException:
+            self.wrote = self.wrote or self._changed_in_part(method, keys)
+            raise
+        self.wrote = self.wrote or bool(keys)
+        return result
+
+    def _changed_in_part(self, method: str, keys: Sequence[str]) -> bool:
+        """Whether a failed ``method`` of ``keys`` changed any: else the store is as it was."""
+        if method == "delete_prefix":
+            return True  # its keys are not known: it may have deleted some
+        try:
+            if method.startswith("delete"):
+                return not all(self.inner.exists(key) for key in keys)
+            return any(self.inner.exists(key) for key in keys)
+        except (TorchZarrError, OSError):
+            return True  # cannot tell: it may have
 
 
 def copy_leftovers(store: Store, where: str, dest: str, overwrite: bool) -> str:
@@ -127,7 +149,7 @@ def copy_leftovers(store: Store, where: str, dest: str, overwrite: bool) -> str:
     if kind is not None or below:  # it stopped among the documents, the deepest first
         return f"({place} may hold an incomplete copy: run the copy again, with --overwrite)"
     held = "the keys copied before the copy stopped"
-    held += ", and those it held before not yet replaced," if overwrite else ""
+    held += ", and those it held before not yet replaced or deleted," if overwrite else ""
     return (
         f"({place} holds {held} but no metadata: no node opens there; run the copy "
         "again, with --overwrite)"

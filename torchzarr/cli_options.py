@@ -6,7 +6,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["fill", "int_from", "megabytes", "sizes"]
+__all__ = ["Unrepresentable", "fill", "int_from", "megabytes", "sizes"]
 
 
 def sizes(text: str) -> tuple[int, ...] | str:
@@ -27,8 +27,19 @@ def sizes(text: str) -> tuple[int, ...] | str:
     return found
 
 
+class Unrepresentable(str):
+    """A ``--fill-value`` no float holds (``1e400``, which Python reads as inf): refused as
+    out of range once the array's dtype is known, as ``1e39`` is for float32.
+
+    Example:
+        >>> fill("1e400")
+        '1e400'
+    """
+
+
 def fill(text: str) -> int | float | complex | str:
     """A ``--fill-value``: "none" (no fill value), else a number (nan, inf and 1+2j too).
+    A number past every float (``1e400``) is an :class:`Unrepresentable`, not inf.
 
     Example:
         >>> fill("0"), fill("-inf"), fill("none")
@@ -38,9 +49,14 @@ def fill(text: str) -> int | float | complex | str:
         return "none"
     for kind in (int, float, complex):
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             continue
+        parts = (value.real, value.imag) if isinstance(value, complex) else (value,)
+        infinite = sum(math.isinf(part) for part in parts)
+        if infinite > text.lower().count("inf"):  # an overflow, not a spelling of inf
+            return Unrepresentable(text)
+        return value
     raise argparse.ArgumentTypeError(f"must be a number or none, got {text!r}")
 
 

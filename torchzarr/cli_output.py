@@ -22,6 +22,7 @@ class Output:
     """A standard stream, whose reader going away raises :class:`ReaderGone` (no error of
     the command: a store's broken connection still is one), and that writes what its
     encoding cannot hold as it can: ``tree``'s lines in ASCII, other characters escaped.
+    A stream that is None (the command started with it closed: ``>&-``) has no reader.
 
     Example:
         >>> import io
@@ -31,7 +32,7 @@ class Output:
         b'`-- x\\n'
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
         self.gone = False
 
@@ -48,10 +49,13 @@ class Output:
         """Point the stream's file descriptor at the null device, if its reader went away:
         the interpreter's flush at the exit then does not report the closed pipe again
         (Python's documentation: "Note on SIGPIPE")."""
-        if self.gone:
+        if self.gone and self._stream is not None:
             discard_output(self._stream)
 
     def _call(self, method: str, *args: Any) -> Any:
+        if self._stream is None:  # closed before the command started: sys.stdout is None
+            self.gone = True
+            raise ReaderGone
         try:
             return getattr(self._stream, method)(*args)
         except BrokenPipeError:

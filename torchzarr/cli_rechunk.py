@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from torchzarr.cli_leftovers import destination
+from torchzarr.cli_options import Unrepresentable
 from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.core import nodes
 from torchzarr.core.api import open_array
@@ -17,7 +18,13 @@ from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
 from torchzarr.core.placement import node_docs
-from torchzarr.errors import CodecError, ReadOnlyError, TorchZarrError
+from torchzarr.errors import (
+    CodecError,
+    InvalidKeyError,
+    MetadataError,
+    ReadOnlyError,
+    TorchZarrError,
+)
 from torchzarr.storage.base import Store
 from torchzarr.storage.wrappers import ReadOnlyStore
 
@@ -36,7 +43,11 @@ def rechunk(args: argparse.Namespace) -> None:
         wrote / of memory://rechunk-out: (8,) torch.int64, chunks (4,)
     """
     source = open_array(args.source, mode="r", path=args.path)
-    where = nodes.normalize_path(args.dest_path if args.dest_path is not None else args.path)
+    if isinstance(args.fill_value, Unrepresentable):  # as coerce_fill_value words it
+        raise MetadataError(
+            f"fill_value {args.fill_value} does not fit dtype {source.data_type.name}"
+        )
+    where = _node_path(args.dest_path if args.dest_path is not None else args.path, args, source)
     settings = {
         "data": source,
         "path": where,
@@ -59,6 +70,23 @@ def rechunk(args: argparse.Namespace) -> None:
             raise
     layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
     print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
+
+
+def _node_path(path: str, args: argparse.Namespace, source: Array) -> str:
+    """``path`` normalized for a node of the Zarr format written (``--zarr-format``, else the
+    source's); a name reserved in it, that the other format takes, says to pass that one."""
+    written = args.zarr_format or source.zarr_format
+    try:
+        return nodes.normalize_path(path, written)
+    except InvalidKeyError as err:
+        other = 5 - written
+        try:
+            nodes.normalize_path(path, other)
+        except InvalidKeyError:
+            raise err from None
+        raise InvalidKeyError(
+            f"{err} (pass --zarr-format {other} for a node of that name)"
+        ) from None
 
 
 def _setting(value: Any) -> Any:
@@ -109,6 +137,11 @@ OPTION_SPELLINGS = (
         "--zarr-format 2 to keep Zarr v3",
     ),
     ("pass compressors= explicitly", "pass --compressors"),
+    # a node of the other format than the group above it (rechunk can change its format)
+    (
+        r"\(a node in it must be Zarr v([23])\)",
+        r"(a node in it must be Zarr v\1: pass --zarr-format \1)",
+    ),
 )
 
 

@@ -96,3 +96,18 @@ def test_attributes_that_are_not_a_mapping_are_refused(attributes: object) -> No
     with pytest.raises(tz.errors.ArgumentTypeError, match="attributes must be a mapping"):
         tz.open_group(store, mode="w", attributes=attributes)
     assert list(store.list_prefix("")) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"chunks": (5,), "shards": (10, 8)}, r"^chunks \(5,\) have 1 dims but the array's"),
+        ({"chunks": (5, 4), "shards": (10,)}, r"^shards \(10,\) have 1 dims but the array's"),
+        ({"chunks": [5, 4, 1], "shards": {"shape": (10, 8)}}, r"^chunks \(5, 4, 1\) have 3"),
+    ],
+)
+def test_chunks_and_shards_of_other_dims_than_the_array_are_named_so(layout, message):
+    with pytest.raises(MetadataError, match=message + r".*shape \(37, 23\) has 2$"):
+        tz.create_array("memory://", shape=(37, 23), dtype=torch.float32, **layout)
+    arr = tz.create_array("memory://", shape=(37, 23), dtype="int8", chunks=5, shards=(10, 20))
+    assert (arr.chunks, arr.shards) == ((5, 5), (10, 20))  # one size for every axis

@@ -309,6 +309,24 @@ def test_a_shard_shorter_than_its_index_is_a_decode_error_naming_it(tmp_path, nb
         reader[:]  # the whole shard
 
 
+def test_info_names_a_damaged_shard_where_nchunks_initialized_raises(tmp_path):
+    theirs = zarr.create_array(
+        str(tmp_path), shape=(20, 8), chunks=(5, 4), shards=(10, 8), dtype="f4"
+    )
+    theirs[:] = 1.0
+    (tmp_path / "c" / "1" / "0").write_bytes(b"x")
+    assert "Shards Initialized" in str(zarr.open_array(str(tmp_path)).info_complete())
+    ours = tz.open_array(tmp_path, mode="r")
+    info = ours.info  # reported, not raised: the other shard still counts
+    assert info.damaged_shards == ("c/1/0",) and info.nchunks_initialized == 4
+    assert "Damaged shards     : 1 (c/1/0): index unreadable" in str(info)
+    with pytest.raises(tz.errors.ChunkDecodeError, match="shard 'c/1/0' is 1 bytes"):
+        _ = ours.nchunks_initialized  # a count of stored chunks: it cannot be given
+    (tmp_path / "c" / "1" / "0").unlink()
+    healthy = tz.open_array(tmp_path, mode="r").info
+    assert healthy.damaged_shards == () and "Damaged" not in str(healthy)
+
+
 def test_chunk_counts_are_of_inner_chunks_as_in_zarr_python(tmp_path):
     args = dict(shape=(10, 4), dtype="int16", chunks=(2, 2), shards=(4, 4))
     ours = tz.create_array(tmp_path / "t", **args)

@@ -80,3 +80,35 @@ def test_documents_are_written_deepest_first_after_every_chunk():
     documents = [key for key in order if key.endswith("zarr.json")]
     assert order[-len(documents) :] == documents  # after every chunk
     assert documents == ["g/x/zarr.json", "g/zarr.json", "zarr.json"]  # the root's last
+
+
+@pytest.mark.parametrize("dest_path", ["", "m"])
+@pytest.mark.parametrize("old_chunks", [(3,), (2, 2, 2)])  # c/0 under c/0/0, or c/0/0/0
+def test_an_overwrite_replaces_chunk_keys_nested_otherwise_in_a_directory(
+    tmp_path, dest_path, old_chunks
+):
+    source = tz.LocalStore(tmp_path / "src")
+    tz.create_array(source, data=torch.arange(16.0).reshape(4, 4), chunks=(2, 2))  # c/0/0
+    shape = (10,) if len(old_chunks) == 1 else (4, 4, 4)
+    dest = tz.LocalStore(tmp_path / "dst")
+    tz.create_array(dest, path=dest_path, data=torch.ones(shape), chunks=old_chunks)
+    for _ in range(2):  # and again over the copy
+        copy_keys(source, dest, "", dest_path=dest_path, overwrite=True)
+        copied = tz.open_array(dest, path=dest_path, mode="r")
+        assert copied[:].tolist() == torch.arange(16.0).reshape(4, 4).tolist()
+    assert sorted(dest.list_prefix(_prefix(dest_path) + "c/")) == [
+        f"{_prefix(dest_path)}c/{i}/{j}" for i in range(2) for j in range(2)
+    ]
+
+
+def test_an_overwrite_replaces_chunk_files_with_a_directory_of_chunks(tmp_path):
+    source = tz.LocalStore(tmp_path / "src")
+    tz.create_array(source, data=torch.arange(10), chunks=(3,))  # c/0 ... c/3: files
+    dest = tz.LocalStore(tmp_path / "dst")
+    tz.create_array(dest, data=torch.ones(4, 4), chunks=(2, 2))  # c/0/0: c/0 a directory
+    copy_keys(source, dest, overwrite=True)
+    assert tz.open_array(dest, mode="r")[:].tolist() == list(range(10))
+
+
+def _prefix(path: str) -> str:
+    return f"{path}/" if path else ""

@@ -387,3 +387,13 @@ def test_writers_of_one_zip_through_a_link_and_its_path_share_its_archive(tmp_pa
     direct.close()
     linked.close()
     assert sorted(ZipStore(tmp_path / "real" / "d.zip", mode="r").list_prefix("")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("mode", ["a", "w", "x"])
+def test_a_zip_written_in_missing_folders_gets_them_made_as_directories_do(tmp_path, mode):
+    path = tmp_path / "a" / "b" / "data.zip"
+    with ZipStore(path, mode=mode) as store:
+        store.set("k", b"1")
+    assert ZipStore(path).get("k") == b"1"
+    ZipStore(tmp_path / "c" / "read.zip").get("k")  # reading makes nothing
+    assert not (tmp_path / "c").exists()

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchzarr.codecs.sharding import EMPTY
 from torchzarr.core import engine
 from torchzarr.core.array_protocols import ArrayProtocols
 from torchzarr.core.attributes import (
@@ -24,7 +23,7 @@ from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.indexing import chunk_grid_shape
-from torchzarr.core.info import ArrayInfo
+from torchzarr.core.info import ArrayInfo, count_initialized
 from torchzarr.core.node_base import NodeBase
 from torchzarr.core.nodes import node_lock, write_node
 from torchzarr.core.read_out import check_out, fills_in_place
@@ -225,27 +224,25 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
         """
         return self._initialized(self._chunk_keys())
 
-    def _initialized(self, shards: dict[str, tuple[int, ...]]) -> int:
-        """:attr:`nchunks_initialized` from the array's stored chunk (shard) keys."""
+    def _initialized(
+        self, shards: dict[str, tuple[int, ...]], damaged: list[str] | None = None
+    ) -> int:
+        """:attr:`nchunks_initialized` from the array's stored chunk (shard) keys; a shard
+        whose index cannot be read raises, or with ``damaged`` is listed there."""
         reader = self._source.shard_reader if self._sharding is not None else None
         if reader is None:
             return len(shards)
-        count = 0
-        for key, index in reader.indexes(list(shards)).items():
-            if index is not None:  # its inner chunks inside the array, stored
-                inside = tuple(
-                    slice(0, -(-max(0, min(s, extent - c * s)) // k))
-                    for c, s, k, extent in zip(
-                        shards[key], self._grid, self.chunks, self.shape, strict=True
-                    )
-                )
-                count += int((~(index.entries[inside] == EMPTY).all(axis=-1)).sum())
-        return count
+        layout = (self._grid, self.chunks, self.shape)
+        return count_initialized(reader.indexes, shards, layout, damaged)
 
     @property
     def info(self) -> ArrayInfo:
-        """A summary: shape, dtype, chunks, codecs, stored bytes, ratio, chunks initialised."""
+        """A summary: shape, dtype, chunks, codecs, stored bytes, ratio, chunks initialised.
+
+        A shard whose index cannot be read is named there (``damaged_shards``) and counts
+        no chunk, where :attr:`nchunks_initialized` raises its ``ChunkDecodeError``."""
         keys = self._chunk_keys()
+        damaged: list[str] = []
         return ArrayInfo(
             name=self.name,
             zarr_format=self.zarr_format,
@@ -258,10 +255,11 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
             nbytes=self.nbytes,
             nbytes_stored=self._stored_bytes(keys),
             nchunks=self.nchunks,
-            nchunks_initialized=self._initialized(keys),
+            nchunks_initialized=self._initialized(keys, damaged),
             read_only=self._read_only,
             shards=self.shards,
             dimension_names=self.dimension_names,
+            damaged_shards=tuple(damaged),
         )
 
     def _codec_summary(self) -> tuple[str, ...]:

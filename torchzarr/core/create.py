@@ -100,6 +100,31 @@ def _shard_layout(shards: Any) -> tuple[Any, dict[str, Any]]:
 XARRAY_DIMENSIONS = "_ARRAY_DIMENSIONS"
 
 
+def _per_axis(name: str, sizes: Any, shape: tuple[int, ...]) -> Any:
+    """``sizes`` (``chunks`` or ``shards`` of a sharded array) checked to give one size per
+    axis of the array's ``shape`` (an int, "auto" or None stands for them all): the inner
+    chunks are checked against the shard shape later, which then has the same axes.
+
+    Example:
+        >>> _per_axis("chunks", [5], (37, 23))
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.MetadataError: chunks (5,) have 1 dims but the array's shape (37, 23) has 2
+    """
+    if sizes is None or isinstance(sizes, str | int | bool | np.integer):
+        return sizes
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        return sizes  # refused as it is by normalize_chunks
+    if len(sizes) != len(shape):
+        raise MetadataError(
+            f"{name} {sizes!r} have {len(sizes)} dims but the array's shape {shape!r} has "
+            f"{len(shape)}"
+        )
+    return sizes
+
+
 def _v2_dimension_names(names: Sequence[str | None], ndim: int) -> list[str]:
     """v2 has no ``dimension_names``: they go to xarray's ``_ARRAY_DIMENSIONS`` attribute."""
     given = list(names)
@@ -166,6 +191,7 @@ def array_metadata_from_args(
     if shards is not None:
         if zarr_format != 3:
             raise MetadataError("shards need zarr_format=3 (Zarr v2 has no sharding)")
+        shards, chunks = _per_axis("shards", shards, shape_t), _per_axis("chunks", chunks, shape_t)
         shard_shape = normalize_chunks(shards, shape_t, dt.itemsize)
         chunk_shape = normalize_chunks(chunks, shard_shape, dt.itemsize)
         bad = [a for a, (s, c) in enumerate(zip(shard_shape, chunk_shape, strict=True)) if s % c]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ArrayInfo", "GroupInfo", "stored_dtype_name"]
+from torchzarr.codecs.sharding import EMPTY
+from torchzarr.errors import ChunkDecodeError
+
+__all__ = ["ArrayInfo", "GroupInfo", "count_initialized", "stored_dtype_name"]
+
+#: the damaged shards ``Array.info`` names (the count says how many there are in all)
+_NAMED = 5
 
 
 def stored_dtype_name(document: Mapping[str, Any]) -> Any:
@@ -21,6 +27,57 @@ def stored_dtype_name(document: Mapping[str, Any]) -> Any:
     """
     dtype = document.get("data_type", document.get("dtype"))
     return dtype.get("name", dtype) if isinstance(dtype, Mapping) else dtype
+
+
+def count_initialized(
+    indexes: Callable[[list[str]], Mapping[str, Any]],
+    shards: Mapping[str, tuple[int, ...]],
+    layout: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+    damaged: list[str] | None = None,
+) -> int:
+    """The inner chunks stored in ``shards`` (their keys and grid coordinates), counted from
+    the shard indexes ``indexes(keys)`` reads; ``layout`` is the shard shape, the inner
+    chunk shape and the array's shape (an edge shard's chunks past the array are left out).
+
+    A shard whose index cannot be read raises its :class:`ChunkDecodeError`; with
+    ``damaged`` (a list), its key is appended there instead and it counts no chunk.
+
+    Example:
+        >>> import numpy as np
+        >>> class Index:
+        ...     entries = np.array([[0, 8], [2**64 - 1, 2**64 - 1]], dtype=np.uint64)
+        >>> def indexes(keys):
+        ...     if "c/1" in keys:
+        ...         raise ChunkDecodeError("shard 'c/1' is 1 bytes, shorter than its index")
+        ...     return {key: Index() for key in keys}
+        >>> damaged = []
+        >>> count_initialized(indexes, {"c/0": (0,), "c/1": (1,)}, ((4,), (2,), (8,)), damaged)
+        1
+        >>> damaged
+        ['c/1']
+    """
+    keys = list(shards)
+    try:
+        found = dict(indexes(keys))
+    except ChunkDecodeError:
+        if damaged is None:
+            raise
+        found = {}
+        for key in keys:  # one at a time: the others still count
+            try:
+                found.update(indexes([key]))
+            except ChunkDecodeError:
+                damaged.append(key)
+    grid, chunks, shape = layout
+    count = 0
+    for key, index in found.items():
+        if index is not None:  # its inner chunks inside the array, stored
+            inside = tuple(
+                slice(0, -(-max(0, min(s, extent - c * s)) // k))
+                for c, s, k, extent in zip(shards[key], grid, chunks, shape, strict=True)
+            )
+            count += int((~(index.entries[inside] == EMPTY).all(axis=-1)).sum())
+    return count
 
 
 def _human(n: int) -> str:
@@ -58,6 +115,9 @@ class ArrayInfo:
     read_only: bool
     shards: tuple[int, ...] | None = None
     dimension_names: tuple[str | None, ...] | None = None
+    #: the shards whose index cannot be read (damaged, truncated): their chunks are not
+    #: counted in ``nchunks_initialized``, and the table names them
+    damaged_shards: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -86,6 +146,16 @@ class ArrayInfo:
             ("Storage ratio", f"{self.ratio:.1f}"),
             ("Chunks initialized", f"{self.nchunks_initialized}/{self.nchunks}"),
         ]
+        if self.damaged_shards:
+            named = ", ".join(self.damaged_shards[:_NAMED])
+            more = ", ..." if len(self.damaged_shards) > _NAMED else ""
+            rows.append(
+                (
+                    "Damaged shards",
+                    f"{len(self.damaged_shards)} ({named}{more}): index unreadable, "
+                    "their chunks not counted",
+                )
+            )
         return _table(rows)
 
 

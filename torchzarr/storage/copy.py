@@ -57,8 +57,11 @@ def copy_keys(
     opens and reads the chunks not yet copied as fill values. A destination that already
     holds keys below ``dest_path`` is refused unless ``overwrite``: then its metadata
     documents are deleted before the first key is written (a failure leaves no node
-    over a mix of old and new chunks), the copy replaces its keys, and the ones it did
-    not replace are deleted once the copy is complete.
+    over a mix of old and new chunks), then the old keys a new key cannot be written
+    beside in a store of files (``c/0`` where ``c/0/0`` goes, or ``c/0/0`` where ``c/0``
+    goes: chunk keys nested otherwise), the copy replaces its keys, and the other ones it
+    did not replace are deleted once the copy is complete. Whatever a failure leaves, the
+    same copy with ``overwrite`` completes it.
     ``progress(keys_done, keys_total)`` is called after each batch, and
     ``before_write()`` once the copy is checked, before its first change to ``dest`` (to
     drop the node from the consolidated metadata of the groups above it: else, after a
@@ -160,8 +163,13 @@ def _copy_keys(
     replaced: set[str] = set()
     documents = [key for key in keys if _is_document(key)]
     keys = [key for key in keys if not _is_document(key)]
+    in_the_way: set[str] = set()
     if existing:  # no node left over a mix of old and new chunks if the copy fails
         dest.delete_many([key for key in existing if _is_document(key)])
+        # then what a new key cannot be written beside (it is replaced anyway)
+        new = [target + key[len(prefix) :] for key in keys + documents]
+        in_the_way = _in_the_way(existing, new)
+        dest.delete_many(sorted(in_the_way))
 
     def copy(batch: list[str]) -> tuple[int, list[str], int]:
         values = source.get_many(batch)
@@ -194,8 +202,29 @@ def _copy_keys(
         if progress is not None:
             progress(done, len(keys) + len(documents))
     if existing:  # only once all is copied: a failed copy leaves the old keys in place
-        dest.delete_many([key for key in existing if key not in replaced])
+        dest.delete_many([key for key in existing if key not in replaced | in_the_way])
     return CopyResult(copied, nbytes)
+
+
+def _in_the_way(existing: list[str], new: list[str]) -> set[str]:
+    """The keys of ``existing`` that a key of ``new`` cannot be written beside where keys
+    are files: one that is a directory of a new key (``c/0`` for ``c/0/0``), or one below a
+    new key (``c/0/0`` for ``c/0``, whose directory ``c/0`` is).
+
+    Example:
+        >>> sorted(_in_the_way(["c/0", "c/1", "d/0/0", "zarr.json"], ["c/0/0", "d/0"]))
+        ['c/0', 'd/0/0']
+    """
+    new_keys = set(new)
+    directories = {key[:i] for key in new_keys for i, ch in enumerate(key) if ch == "/"}
+    return {
+        key
+        for key in existing
+        if key not in new_keys
+        and (
+            key in directories or any(key[:i] in new_keys for i, ch in enumerate(key) if ch == "/")
+        )
+    }
 
 
 def _is_document(key: str) -> bool:

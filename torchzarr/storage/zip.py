@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -51,8 +52,9 @@ class ZipStore(Store):
         path: the zip file.
         mode: ``"r"`` read only (a missing file reads as empty), ``"a"`` read and append
             (created if missing), ``"w"`` create or truncate, ``"x"`` create, failing if
-            the file exists. ``"w"`` and ``"x"`` act on the first use only; a reopened or
-            unpickled store appends.
+            the file exists; the missing directories above a file created are made.
+            ``"w"`` and ``"x"`` act on the first use only; a reopened or unpickled store
+            appends.
         compression: ``zipfile.ZIP_STORED`` (default) or ``zipfile.ZIP_DEFLATED``, ...
         allowZip64: allow entries and archives over 4 GiB.
 
@@ -142,6 +144,7 @@ class ZipStore(Store):
             if changes:
                 frozen = archive is not None and archive.frozen
                 refuse_change(self.path, action, frozen, exiting=path in _closed_at_exit)
+                self._make_parent()
             if self._fresh:
                 if self.mode == "x" and os.path.exists(self.path):
                     raise StoreError(f"cannot create {self.path!r} (mode 'x'): it exists")
@@ -156,6 +159,14 @@ class ZipStore(Store):
             if stale is not None and stale.closed and archive is not stale:
                 refuse_another_version(self.path, stale, archive)
             return archive
+
+    def _make_parent(self) -> None:
+        """Make the missing directories above a zip file to be written, as LocalStore and
+        SQLiteStore make theirs (one that cannot be made: opening the zip says why)."""
+        parent = os.path.dirname(self.real_path)
+        if parent and not os.path.isdir(parent):
+            with contextlib.suppress(OSError):
+                os.makedirs(parent, exist_ok=True)
 
     def close(self) -> None:
         """Write the zip's directory and release the file; the store reopens on next use.
