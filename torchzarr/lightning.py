@@ -28,7 +28,10 @@ def __getattr__(name: str) -> Any:
     # the attribute that returns it, so its instances pickle (Trainer(strategy="ddp_spawn")).
     if name == CLASS_NAMES["lightning"]:
         has_lightning = importlib.util.find_spec("lightning") is not None
-        return checkpoint_io_class("lightning" if has_lightning else "pytorch_lightning")
+        has_old_name = importlib.util.find_spec("pytorch_lightning") is not None
+        # without either, the error names the package the guides use: lightning
+        use_old_name = has_old_name and not has_lightning
+        return checkpoint_io_class("pytorch_lightning" if use_old_name else "lightning")
     if name == CLASS_NAMES["pytorch_lightning"]:
         return checkpoint_io_class("pytorch_lightning")
     raise AttributeError(f"module 'torchzarr.lightning' has no attribute {name!r}")

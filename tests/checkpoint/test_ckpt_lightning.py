@@ -255,3 +255,35 @@ def test_ddp_spawn_fit_saves_zarr_checkpoints(tmp_path: Path) -> None:
     state = load_checkpoint(tmp_path / "last.ckpt")
     assert state["global_step"] == 2  # 16 samples, batches of 4, split over 2 processes
     assert torch.equal(state["state_dict"]["net.weight"], model.net.weight.detach())
+
+
+@pytest.mark.parametrize(
+    ("hidden", "hint"),
+    [
+        (["lightning", "pytorch_lightning"], "pip install 'torchzarr[lightning]'"),
+        (["lightning"], None),  # pytorch_lightning alone: the plugin is built on it
+    ],
+)
+def test_the_plugin_without_lightning_names_the_extra_to_install(hidden, hint) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        f"for name in {hidden!r}:\n"
+        "    for m in [k for k in sys.modules if k == name or k.startswith(name + '.')]:\n"
+        "        del sys.modules[m]\n"
+        "    sys.modules[name] = None\n"
+        "import torchzarr.lightning as L\n"
+        "try:\n"
+        "    print(L.ZarrCheckpointIO.__name__)\n"
+        "except Exception as err:\n"
+        "    print(type(err).__name__, err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    if hint is None:
+        assert out.startswith("PLZarrCheckpointIO")
+    else:
+        assert out.startswith("MissingDependencyError lightning is not installed") and hint in out

@@ -38,9 +38,10 @@ def _module(package: str, sub: str) -> Any:
     try:
         return importlib.import_module(f"{PACKAGES[package]}.{sub}")
     except ImportError as err:
-        raise MissingDependencyError(
-            f"{package} is not installed: pip install {package.replace('_', '-')} ({err})"
-        ) from err
+        hint = "pip install 'torchzarr[lightning]'" if package == "lightning" else (
+            "pip install pytorch-lightning"
+        )
+        raise MissingDependencyError(f"{package} is not installed: {hint} ({err})") from err
 
 
 def _local_path(store: Store) -> str | None:
