@@ -38,9 +38,8 @@ def _module(package: str, sub: str) -> Any:
     try:
         return importlib.import_module(f"{PACKAGES[package]}.{sub}")
     except ImportError as err:
-        hint = "pip install 'torchzarr[lightning]'" if package == "lightning" else (
-            "pip install pytorch-lightning"
-        )
+        extra = "'torchzarr[lightning]'" if package == "lightning" else "pytorch-lightning"
+        hint = f"pip install {extra}"
         raise MissingDependencyError(f"{package} is not installed: {hint} ({err})") from err
 
 
