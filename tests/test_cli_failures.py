@@ -199,3 +199,18 @@ def test_a_bad_environment_setting_is_one_line_from_the_command(tmp_path):
     done = _with_environment([sys.executable, "-c", "import torchzarr"], TORCHZARR_THREADS="0")
     assert done.returncode == 1 and "Traceback" in done.stderr
     assert "InvalidArgumentError: environment variable TORCHZARR_THREADS='0'" in done.stderr
+
+
+@pytest.mark.parametrize(("zarr_format", "name"), [(3, "zarr.json"), (2, ".zarray")])
+def test_a_copy_to_a_metadata_name_of_its_format_writes_nothing(
+    tmp_path, capsys, zarr_format, name
+):
+    # the chunks went to y/zarr.json/c/0 before the copy failed, and were left there
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(4), zarr_format=zarr_format)
+    tz.open_group(tmp_path / "g.zarr", mode="w", zarr_format=zarr_format)
+    before = _contents(tmp_path / "g.zarr")
+    status, _, err = _run(
+        capsys, "copy", src.store.root, tmp_path / "g.zarr", "--dest-path", f"y/{name}"
+    )
+    assert status == 1 and "nothing was copied" in err and name in err
+    assert _contents(tmp_path / "g.zarr") == before

@@ -37,6 +37,7 @@ from torchzarr.core.info import stored_dtype_name
 from torchzarr.core.placement import missing_parents, node_docs
 from torchzarr.errors import (
     InvalidArgumentError,
+    InvalidKeyError,
     NodeExistsError,
     TorchZarrError,
     UnsupportedDtypeError,
@@ -151,8 +152,9 @@ def _check_destination(source: Store, path: str, dest: Store, where: str) -> Non
         return
     above = node_docs(dest, nodes.ancestors(where)[:-1])
     try:
+        nodes.normalize_path(where, copied)  # no component a metadata name of its format
         missing_parents(dest, where, above, copied, str(nodes.stored_kind(path, docs)))
-    except (NodeExistsError, InvalidArgumentError) as err:
+    except (NodeExistsError, InvalidArgumentError, InvalidKeyError) as err:
         raise type(err)(f"nothing was copied: {err}") from None
 
 
