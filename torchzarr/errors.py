@@ -7,8 +7,8 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     ├── StoreError (OSError)
     │   ├── InvalidKeyError (ValueError)        a key with "..", an absolute path, a backslash
     │   ├── ReadOnlyError (PermissionError, ValueError) writing to a node opened read-only
-    │   ├── UnknownStoreError (ValueError)      a URL scheme or store spec nobody registered
-    │   └── MissingDependencyError (ImportError) an optional backend that is not installed
+    │   └── UnknownStoreError (ValueError)      a URL scheme or store spec nobody registered
+    ├── MissingDependencyError (ImportError)    an optional package that is not installed
     ├── MetadataError (ValueError)              malformed .zarray / .zgroup / zarr.json
     │   └── UnknownExtensionError               must_understand extension we do not know
     ├── NodeNotFoundError (KeyError)            no array or group at a path
