@@ -62,9 +62,13 @@ class ReadOnlyStore(Store):
         return self.inner.list_dir(prefix)
 
     def set(self, key: str, value: Buffer) -> None:
+        """Refused: raises ``ReadOnlyError`` naming ``key`` (so do ``set_many`` and the
+        other writes, which go through here)."""
         self._check_writable(key)
 
     def delete(self, key: str) -> None:
+        """Refused: raises ``ReadOnlyError`` naming ``key`` (so do ``delete_many`` and
+        ``delete_prefix``)."""
         self._check_writable(key)
 
     def with_read_only(self, read_only: bool = True) -> Store:
