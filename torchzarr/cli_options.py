@@ -52,6 +52,8 @@ def fill(text: str) -> int | float | complex | str:
             value = kind(text)
         except ValueError:
             continue
+        if kind is int:  # exact, however long: the dtype's range check says if it fits
+            return value
         parts = (value.real, value.imag) if isinstance(value, complex) else (value,)
         infinite = sum(math.isinf(part) for part in parts)
         if infinite > text.lower().count("inf"):  # an overflow, not a spelling of inf

@@ -202,7 +202,8 @@ def _copy_keys(
         if progress is not None:
             progress(done, len(keys) + len(documents))
     if existing:  # only once all is copied: a failed copy leaves the old keys in place
-        dest.delete_many([key for key in existing if key not in replaced | in_the_way])
+        kept = replaced | in_the_way  # one set, not one per key
+        dest.delete_many([key for key in existing if key not in kept])
     return CopyResult(copied, nbytes)
 
 
