@@ -16,6 +16,7 @@ import torchzarr as tz
 import torchzarr.cli as cli
 from torchzarr import cli_options
 from torchzarr.cli import main
+from torchzarr.errors import StoreError
 
 
 def _run(capsys, *argv):
@@ -214,3 +215,19 @@ def test_a_copy_to_a_metadata_name_of_its_format_writes_nothing(
     )
     assert status == 1 and "nothing was copied" in err and name in err
     assert _contents(tmp_path / "g.zarr") == before
+
+
+def test_a_copy_failing_as_it_joins_the_hierarchy_says_the_copy_is_complete(
+    tmp_path, capsys, monkeypatch
+):
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(4))
+    tz.open_group(tmp_path / "g.zarr", mode="w").create_group("keep")
+
+    def refused(*args, **kwargs):
+        raise StoreError("the disk went away")
+
+    monkeypatch.setattr(cli, "refresh_consolidated", refused)
+    status, _, err = _run(capsys, "copy", src.store.root, tmp_path / "g.zarr", "--dest-path", "x")
+    assert status == 1 and "the disk went away" in err
+    assert "path /x is complete" in err and "torchzarr consolidate" in err
+    assert torch.equal(tz.open_array(tmp_path / "g.zarr", path="x", mode="r")[:], torch.arange(4))

@@ -136,7 +136,15 @@ def _copy(args: argparse.Namespace) -> None:
                 err.add_note(copy_leftovers(dest, where, args.dest, args.overwrite))
             raise
         if where:  # a whole store copied keeps the source's consolidated metadata as it is
-            _join_hierarchy(dest, where)
+            try:
+                _join_hierarchy(dest, where)
+            except (TorchZarrError, OSError, KeyboardInterrupt) as err:
+                err.add_note(
+                    f"(the copy to {args.dest} path /{where} is complete, but the groups "
+                    "above it may not list it yet: run `torchzarr consolidate "
+                    f"{args.dest}`, or the copy again, with --overwrite)"
+                )
+                raise
     print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
 
 
