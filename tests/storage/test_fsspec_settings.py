@@ -80,3 +80,52 @@ def test_numpy_numbers_count_as_the_python_numbers() -> None:
     assert type(store.retries) is int and type(store.timeout) is float
     with pytest.raises(InvalidArgumentError, match="retries"):
         FsspecStore(URL, retries=np.float64(1.5))
+
+
+def test_a_password_in_the_url_is_masked_wherever_the_store_is_shown() -> None:
+    import pickle
+
+    pytest.importorskip("aiohttp")
+    url = "http://alice:s3cr3t@127.0.0.1:1/data.zarr"  # nothing listens on port 1
+    store = FsspecStore(url, retries=0, timeout=5)
+    assert repr(store) == "FsspecStore('http://alice:***@127.0.0.1:1/data.zarr', read-only)"
+    assert store.identity == "http://alice:***@127.0.0.1:1/data.zarr"
+    other = FsspecStore("http://alice:other@127.0.0.1:1/data.zarr")
+    assert other.identity == store.identity  # the same data: shared locks and caches
+    assert pickle.loads(pickle.dumps(store)).url == url  # workers still sign in
+    with pytest.raises(tz.errors.StoreError) as info:
+        store.get("zarr.json")
+    assert "alice:***@127.0.0.1:1" in str(info.value) and "s3cr3t" not in str(info.value)
+    with pytest.raises(InvalidArgumentError) as bad:
+        FsspecStore("s3://key:secret@bucket/x", retries=-1)
+    assert "s3://key:***@bucket/x" in str(bad.value) and "secret" not in str(bad.value)
+    assert "secret" not in repr(FsspecStore("s3://key:secret@bucket/x"))
+
+
+class _HostFromUrl:
+    """An fsspec filesystem that, as FTPFileSystem, needs its host and port from the URL."""
+
+    def __init__(self, host: str, port: int = 21, **options: Any) -> None:
+        self.host, self.port, self.options = host, port, options
+
+    @staticmethod
+    def _get_kwargs_from_urls(url: str) -> dict[str, Any]:
+        from fsspec.utils import infer_storage_options
+
+        found = infer_storage_options(url)
+        return {"host": found["host"], "port": found["port"], "user": "from-url"}
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return "/" + path.split("://", 1)[-1].split("/", 1)[-1]
+
+
+def test_the_options_a_url_carries_reach_the_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsspec.registry import _registry, known_implementations
+
+    monkeypatch.setitem(_registry, "hostedtest", _HostFromUrl)
+    monkeypatch.setitem(known_implementations, "hostedtest", {"class": "_HostFromUrl"})
+    store = FsspecStore("hostedtest://127.0.0.1:2121/x.zarr", {"user": "given"})
+    fs = store.fs  # was: TypeError, __init__() missing 'host'
+    assert (fs.host, fs.port, fs.options["user"]) == ("127.0.0.1", 2121, "given")
+    assert store.paths.root == "/x.zarr"

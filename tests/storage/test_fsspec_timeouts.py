@@ -9,6 +9,7 @@ import pytest
 from fsspec.asyn import AsyncFileSystem
 from fsspec.registry import _registry, known_implementations
 
+from torchzarr.config import config
 from torchzarr.errors import StoreError
 from torchzarr.storage.fsspec_store import FsspecStore
 
@@ -91,3 +92,17 @@ def test_writes_that_never_answer_time_out_naming_the_first_key() -> None:
     assert "after 2 attempts: TimeoutError" in message
     written = {f"data/{key}" for key in ITEMS} - {"data/c/3", "data/c/5"}
     assert set(store.fs.objects) == written  # the others were written, each once
+
+
+def test_no_retry_starts_that_could_time_out_past_the_deadline() -> None:
+    with config.set(retry_deadline=0.9):
+        store = FsspecStore(f"{PROTOCOL}://data", retries=5, retry_backoff=0, timeout=0.5)
+    store.fs.hang = frozenset({"data/k"})
+    assert store.policy.attempt_timeout == 0.5  # an async filesystem: attempts are bounded
+    with pytest.raises(StoreError, match="TimeoutError") as info:
+        store.get("k")
+    # a retry, begun after the first attempt's 0.5 s, could end past 0.9 s: not started
+    assert store.fs.requests == 1 and "attempts" not in str(info.value)
+    memory = FsspecStore("memory://tz-no-timeout", timeout=0.5)
+    memory.exists("k")  # opens the filesystem
+    assert memory.policy.attempt_timeout is None  # sync: the timeout bounds no attempt

@@ -248,3 +248,53 @@ def test_a_server_that_sends_no_length_still_gives_sizes_and_loads(tmp_path: Pat
         assert not store.exists("missing") and store.getsize("missing") is None
         loaded = tz.load_checkpoint(f"{base}/ckpt")
         assert torch.equal(loaded["w"], torch.arange(4.0)) and loaded["n"] == 3
+
+
+class _SendsBlocks(_IgnoresRange):
+    """Answers ``bytes=a-b`` with status 206 and more than asked for: the 4-byte aligned
+    block around it (``bytes 4-7/16`` for ``bytes=5-6``), or with ``whole`` set, all of
+    the file, each with a correct Content-Range."""
+
+    whole = False
+
+    def send_head(self) -> Any:
+        match = _RANGE.fullmatch(self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if match is None or not match.group(1) or not path.is_file():
+            return super().send_head()
+        data = path.read_bytes()
+        first, last = int(match.group(1)), int(match.group(2) or len(data) - 1)
+        start, end = (0, len(data)) if self.whole else (first // 4 * 4, (last // 4 + 1) * 4)
+        end = min(end, len(data))
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        self.wfile.write(data[start:end])
+        return None
+
+
+class _SendsWholeAs206(_SendsBlocks):
+    whole = True
+
+
+def test_an_answer_longer_than_the_range_is_never_cut_at_the_wrong_offset(
+    tmp_path: Path,
+) -> None:
+    tz.LocalStore(tmp_path / "kv").set("k", b"0123456789abcdef")
+    with _serving(_SendsWholeAs206, tmp_path) as base:  # as long as the object: cut from it
+        store = FsspecStore(f"{base}/kv", retries=0)
+        assert store.get_range("k", ByteRange(5, 2)) == b"56"
+        assert store.get_ranges([("k", ByteRange(6, 5)), ("k", ByteRange(0, 1))]) == [
+            b"6789a",
+            b"0",
+        ]
+    with _serving(_SendsBlocks, tmp_path) as base:  # an aligned block: cannot be placed
+        store = FsspecStore(f"{base}/kv", retries=0)
+        with pytest.raises(tz.errors.StoreError) as info:
+            store.get_range("k", ByteRange(5, 2))  # the block 4-7: b"4567", not b"56"
+        assert str(info.value) == (
+            f"cannot read 'k' at '{base}/kv': asked for bytes 5-6 (2 bytes), the server "
+            "sent 4 bytes, neither that range nor the whole object of 16 bytes"
+        )
+        assert store.get_range("k", ByteRange(4, 4)) == b"4567"  # exactly a block: fine

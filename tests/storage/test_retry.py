@@ -118,8 +118,48 @@ def test_deadline_stops_retrying_before_it_would_pass(clock: list[float]) -> Non
     assert clock[0] == 7.0
 
 
+def test_no_retry_starts_that_could_time_out_past_the_deadline(clock: list[float]) -> None:
+    def stalls() -> None:  # each attempt times out after its 2 s
+        clock[0] += 2.0
+        raise TimeoutError("no answer within 2 s")
+
+    attempts: list[int] = []
+    policy = RetryPolicy(retries=5, backoff=0.01, jitter=0, deadline=3.0, attempt_timeout=2.0)
+    with pytest.raises(TimeoutError):  # the last error
+        policy.call(lambda: attempts.append(1) or stalls())
+    assert len(attempts) == 1  # a second would end at 4.01 s, past the deadline of 3 s
+    assert clock[0] == 2.0
+    # the defaults: a stalled server (timeout 120, deadline 300) ends a call at 240 s
+    default = RetryPolicy(jitter=0, attempt_timeout=120.0)
+    clock[0], attempts[:] = 0.0, []
+
+    def stalls_long() -> None:
+        attempts.append(1)
+        clock[0] += 120.0
+        raise TimeoutError("no answer")
+
+    with pytest.raises(TimeoutError):
+        default.call(stalls_long)
+    assert len(attempts) == 2 and clock[0] <= 300.0
+    # failures that come at once keep the documented retries
+    assert list(RetryPolicy(jitter=0, attempt_timeout=120.0).attempts()) == [0, 1, 2, 3]
+
+
+def test_the_deadline_counts_from_since(clock: list[float]) -> None:
+    clock[0] = 100.0
+    policy = RetryPolicy(retries=3, backoff=1.0, jitter=0, deadline=10.0)
+    assert list(policy.attempts(since=retry.now() - 9.5)) == [0]  # 9.5 + 1 > 10
+    assert list(policy.attempts(since=retry.now())) == [0, 1, 2, 3]
+
+
 def test_invalid_policies_are_refused() -> None:
-    for bad in ({"retries": -1}, {"backoff": -1.0}, {"jitter": 1.5}, {"deadline": 0}):
+    for bad in (
+        {"retries": -1},
+        {"backoff": -1.0},
+        {"jitter": 1.5},
+        {"deadline": 0},
+        {"attempt_timeout": 0},
+    ):
         with pytest.raises(ValueError):
             RetryPolicy(**bad)
 

@@ -22,6 +22,7 @@ __all__ = [
     "close_connections",
     "read_each",
     "read_ranges",
+    "run_concurrently",
     "write_all",
     "write_each",
 ]
@@ -71,6 +72,29 @@ def _run_each(
         return results
 
     return list(sync(fs.loop, run_all))
+
+
+def run_concurrently(
+    fs: Any, calls: Sequence[Callable[[], Coroutine[Any, Any, Any]]], timeout: float | None
+) -> list[Any]:
+    """Run the coroutines ``calls`` make (``functools.partial(fs._ls, url)``) on ``fs``'s
+    event loop at once, ``batch_size`` at a time: a result or the exception raised per
+    call, in order; they fail only when none finishes for ``timeout`` seconds.
+
+    Example:
+        >>> import functools
+        >>> from fsspec.asyn import AsyncFileSystem
+        >>> class Sizes(AsyncFileSystem):
+        ...     async def _info(self, path, **kwargs):
+        ...         if path == "no":
+        ...             raise FileNotFoundError(path)
+        ...         return {"name": path, "size": len(path), "type": "file"}
+        >>> fs = Sizes(skip_instance_cache=True)
+        >>> got = run_concurrently(fs, [functools.partial(fs._info, p) for p in ["ab", "no"]], 5)
+        >>> got[0]["size"], got[1]
+        (2, FileNotFoundError('no'))
+    """
+    return _run_each(fs, lambda i: calls[i](), len(calls), timeout)
 
 
 def read_each(

@@ -9,6 +9,7 @@ an error naming the setting and the URL, instead of failing later inside a reque
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "SETTING_NAMES",
     "StoreSettings",
     "identity_digest",
+    "masked",
     "same_data_url",
     "split_settings",
     "store_settings",
@@ -85,6 +87,23 @@ BEHAVIOUR_OPTIONS = frozenset(
 _SAME_DATA = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "azure": "az", "local": "file"}
 
 
+# the password of ``scheme://user:password@host`` (up to the last "@" before the path)
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/:@\s'\"]*):[^/\s'\"]*@")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``: a URL, or a message
+    naming URLs (what reprs, identities and errors show; the store keeps the real URL).
+
+    Example:
+        >>> masked("http://alice:s3cr3t@host:8080/data"), masked("s3://bucket/x")
+        ('http://alice:***@host:8080/data', 's3://bucket/x')
+        >>> masked("FileNotFoundError: 'ftp://bob:p@ss@h/x' and 'https://h/y'")
+        "FileNotFoundError: 'ftp://bob:***@h/x' and 'https://h/y'"
+    """
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
 def same_data_url(url: str) -> str:
     """``url`` with the scheme that other schemes of the same data (``s3a``, ``gcs``,
     ``abfs``) stand for: one spelling for identities.
@@ -119,7 +138,7 @@ def split_settings(
         >>> split_settings("s3://b/x", {"anon": True, "retries": 2})
         ({'anon': True}, {'retries': 2})
     """
-    options = dict(options_mapping(f"storage_options of {url!r}", storage_options))
+    options = dict(options_mapping(f"storage_options of {masked(url)!r}", storage_options))
     settings = {name: options.pop(name) for name in SETTING_NAMES if name in options}
     return options, settings
 
@@ -165,7 +184,7 @@ def _checked(url: str, name: str, value: Any) -> Any:
     try:
         return getattr(Config(**{name: value}), name)  # the checks of tz.config.set
     except InvalidArgumentError as err:
-        raise type(err)(f"invalid store setting for {url!r}: {err}") from None
+        raise type(err)(f"invalid store setting for {masked(url)!r}: {err}") from None
 
 
 def store_settings(
@@ -188,12 +207,13 @@ def store_settings(
 setting 'retries' must be a non-negative int, got 1.5
     """
     if not isinstance(url, str) or not url or "::" in url:
-        raise UnknownStoreError(f"an fsspec store needs one plain URL, got {url!r}")
+        shown = masked(url) if isinstance(url, str) else url
+        raise UnknownStoreError(f"an fsspec store needs one plain URL, got {shown!r}")
     protocol, sep, rest = url.partition("://")
     protocol, rest = (protocol.lower(), rest) if sep else ("file", url)
     if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):
-        raise UnknownStoreError(f"URL {url!r} names no bucket or container")
-    options = dict(options_mapping(f"storage_options of {url!r}", storage_options))
+        raise UnknownStoreError(f"URL {masked(url)!r} names no bucket or container")
+    options = dict(options_mapping(f"storage_options of {masked(url)!r}", storage_options))
     fs_protocol = _ALIASES.get(protocol, protocol)
     return StoreSettings(
         protocol=protocol,
@@ -232,7 +252,7 @@ def constructor_settings(
     for name, value in riding.items():
         if given[name] not in (None, FROM_CONFIG) and given[name] != value:
             raise InvalidArgumentError(
-                f"{name} given twice for {url!r}: {given[name]!r}, and {value!r} in storage_options"
+                f"{name} given twice for {masked(url)!r}: {given[name]!r}, and {value!r} in storage_options"
             )
         given[name] = value
     return store_settings(url, options, **given), read_only

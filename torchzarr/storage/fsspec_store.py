@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,9 +27,11 @@ from torchzarr.storage.fsspec_settings import (
     FROM_CONFIG,
     constructor_settings,
     identity_digest,
+    masked,
     same_data_url,
 )
-from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer
+from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer, cut_to_range
+from torchzarr.storage.http_listing import HttpListings
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
@@ -91,6 +94,7 @@ class FsspecStore(Store):
             url, storage_options, read_only, retries, retry_backoff, timeout
         )
         self.url, self.protocol = url, settings.protocol
+        self._shown = masked(url)  # what reprs and errors show: the password masked
         self._fs_protocol, self._fs_url = settings.fs_protocol, settings.fs_url
         self.storage_options: dict[str, Any] = settings.storage_options
         self.read_only = read_only or self.protocol in HTTP_PROTOCOLS
@@ -105,6 +109,7 @@ class FsspecStore(Store):
         self._fs: Any = None
         self._pid = -1
         self._paths: KeyPaths | None = None
+        self._listings: HttpListings | None = None  # http(s): directory by directory
         self._bucket_checked = False
         self._local: Store | None = None
         self._lock, self._lock_pid = threading.Lock(), os.getpid()
@@ -121,7 +126,7 @@ class FsspecStore(Store):
         return cls(url, storage_options)
 
     def __repr__(self) -> str:
-        return f"FsspecStore({self.url!r}{', read-only' if self.read_only else ''})"
+        return f"FsspecStore({self._shown!r}{', read-only' if self.read_only else ''})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FsspecStore) and self.__getstate__() == other.__getstate__()
@@ -132,7 +137,7 @@ class FsspecStore(Store):
     @property
     def identity(self) -> str:
         here = self.paths.root  # as the filesystem reads it: memory://a is memory:///a
-        root = same_data_url(here if "://" in here else f"{self._fs_protocol}://{here}")
+        root = masked(same_data_url(here if "://" in here else f"{self._fs_protocol}://{here}"))
         digest = identity_digest(self.storage_options)  # credentials left out
         return root if digest is None else f"{root}#{digest}"
 
@@ -172,18 +177,24 @@ class FsspecStore(Store):
         import fsspec
 
         if self._fs_protocol not in fsspec.available_protocols():
-            raise UnknownStoreError(f"no fsspec protocol {self.protocol!r} (URL {self.url!r})")
+            raise UnknownStoreError(f"no fsspec protocol {self.protocol!r} (URL {self._shown!r})")
         try:
             cls = fsspec.get_filesystem_class(self._fs_protocol)
-            # a filesystem of its own, whatever the options say (fork safety, closing)
-            fs = cls(**{**self._requests.fs_options, "skip_instance_cache": True})
+            # the URL's options (an FTP host) under the user's; a filesystem of its own (forks)
+            options = {**cls._get_kwargs_from_urls(self._fs_url), **self._requests.fs_options}
+            fs = cls(**{**options, "skip_instance_cache": True})
         except ImportError as err:
-            raise missing_dependency(self.url, self.protocol, err) from err
+            raise missing_dependency(self._shown, self.protocol, err) from err
         except ValueError as err:
-            raise UnknownStoreError(f"cannot open {self.url!r}: {err}") from err
+            raise UnknownStoreError(f"cannot open {self._shown!r}: {masked(str(err))}") from err
         except Exception as err:
-            raise StoreError(f"cannot open {self.url!r}: {describe(err)}") from err
+            raise StoreError(f"cannot open {self._shown!r}: {masked(describe(err))}") from err
+        if self.timeout is not None and getattr(fs, "async_impl", False):  # bounds an attempt
+            self.policy = dataclasses.replace(self.policy, attempt_timeout=self.timeout)
         self._paths = KeyPaths(cls, self._fs_url, self.protocol)
+        if self.protocol in HTTP_PROTOCOLS:
+            args = (self._paths.root, self.policy, self.timeout, self._requests, self._shown)
+            self._listings = HttpListings(fs, *args)
         if self.protocol in LOCAL_PROTOCOLS:
             from torchzarr.storage.local import LocalStore
 
@@ -237,7 +248,7 @@ class FsspecStore(Store):
             if missing is not None:
                 return missing
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        return StoreError(f"cannot {what} {key!r} at {self.url!r}{tries}: {describe(exc)}")
+        return StoreError(masked(f"cannot {what} {key!r} at {self.url!r}{tries}: {describe(exc)}"))
 
     def _missing_bucket(self, exc: BaseException | None = None) -> StoreError | None:
         """A StoreError if the URL's bucket or container does not exist.
@@ -258,13 +269,13 @@ class FsspecStore(Store):
             self._bucket_checked = True
             return None
         return StoreError(
-            f"bucket or container {bucket!r} of {self.url!r} does not exist "
+            f"bucket or container {bucket!r} of {self._shown!r} does not exist "
             "(create it first, or check the URL and the endpoint in storage_options)"
         )
 
     # -- reads --------------------------------------------------------------------------------
     def _finish(
-        self, key: str, rng: ByteRange | None, value: Any, attempts: int = 1
+        self, key: str, rng: ByteRange | None, value: Any, attempts: int = 1, label: str = ""
     ) -> bytes | None:
         whole = isinstance(value, WholeObjectAnswer)  # an http server ignored the Range header
         value = value.body if whole else value
@@ -278,13 +289,10 @@ class FsspecStore(Store):
                 return None
             if rng is not None and is_range_error(value):
                 return b""  # the object exists; the range starts past its end
-            raise self._fail(value, "read", key, attempts) from value
+            raise self._fail(value, "read", label or key, attempts) from value
         data = value if isinstance(value, bytes) else bytes(value)
-        # an answer longer than asked for is the whole object too (some emulators send it)
-        asked = None if rng is None else -rng.start if rng.start < 0 else rng.length
-        if rng is not None and (whole or (asked is not None and len(data) > asked)):
-            return rng.slice(data)
-        return data
+        # an answer longer than asked for: the whole object, if it is as long (some emulators)
+        return cut_to_range(key, rng, data, whole, lambda: self.getsize(key), self._shown)
 
     def _batch(self, requests: Sequence[tuple[str, ByteRange | None]]) -> list[bytes | None]:
         """Read ``(key, range)`` pairs, one batch of requests per attempt; missing -> None."""
@@ -323,7 +331,7 @@ class FsspecStore(Store):
         return [
             (b"" if self.exists(key) else None)
             if value is _ASK
-            else self._finish(label, rng, value, made)
+            else self._finish(key, rng, value, made, label)
             for (key, rng), label, value in zip(requests, labels, results, strict=True)
         ]
 
@@ -364,8 +372,8 @@ class FsspecStore(Store):
     # -- writes -------------------------------------------------------------------------------
     def _check_writable(self, key: str) -> None:
         if self.read_only:
-            raise ReadOnlyError(f"cannot write {key!r}: store {self.url!r} is read-only")
-        self.paths.check_root_takes_writes(self.url, key)
+            raise ReadOnlyError(f"cannot write {key!r}: store {self._shown!r} is read-only")
+        self.paths.check_root_takes_writes(self._shown, key)
 
     def set(self, key: str, value: Buffer) -> None:
         self.set_many({key: value})
@@ -462,7 +470,11 @@ class FsspecStore(Store):
         validate_prefix(prefix)
         base = self.paths.listing_base(prefix)
         self.fs.invalidate_cache(base)
-        for path in self._run("list", prefix or "/", "find", base, missing=[]):
+        if self._listings is not None:  # over http(s): one request per directory
+            found = self._listings.find(base, prefix or "/")
+        else:
+            found = self._run("list", prefix or "/", "find", base, missing=[])
+        for path in found:
             key = self.paths.key_of(path)
             if key is not None and key.startswith(prefix):
                 yield key
@@ -472,7 +484,10 @@ class FsspecStore(Store):
         base = self.paths.listing_base(prefix)
         self.fs.invalidate_cache(base)
         # detail=True: the entry types tell keys from sub-prefixes in the same request
-        entries = self._run("list", prefix or "/", "ls", base, detail=True, missing=[])
+        if self._listings is not None:
+            entries = self._listings.ls(base, prefix or "/")
+        else:
+            entries = self._run("list", prefix or "/", "ls", base, detail=True, missing=[])
         keys: set[str] = set()
         dirs: set[str] = set()
         for entry in entries:

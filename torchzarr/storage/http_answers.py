@@ -1,6 +1,6 @@
 """The requests of ``FsspecStore``'s keys over HTTP: answers that are not what a key's
-request asked for (a directory, a whole object sent for a range), and the user's own
-``raise_for_status`` kept."""
+request asked for (a directory, a whole object sent for a range, more bytes than asked
+for), and the user's own ``raise_for_status`` kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["KeyRequests", "WholeObjectAnswer", "check_http_answer"]
+from torchzarr.errors import StoreError
+from torchzarr.storage.base import ByteRange
+
+__all__ = ["KeyRequests", "WholeObjectAnswer", "check_http_answer", "cut_to_range"]
 
 
 class WholeObjectAnswer(Exception):
@@ -108,3 +111,48 @@ def _answer_hook(requested: Collection[str], own: Any) -> Callable[[Any], Awaita
             raise FileNotFoundError(f"{response.url} answered 404") from exc
 
     return check
+
+
+def cut_to_range(
+    key: str,
+    rng: ByteRange | None,
+    data: bytes,
+    whole: bool,
+    size_of: Callable[[], int | None],
+    where: str,
+) -> bytes:
+    """The bytes of range ``rng`` (None: all) of ``key`` from the answer ``data``.
+
+    ``whole``: the answer is the whole object (a server that ignored the Range header). An
+    answer longer than the range is the whole object too (as some emulators send it) when
+    it is as long as the object: ``size_of()``, looked up only then. Any other (a server
+    that sends an aligned block around the range: ``bytes 4-7/16`` for ``bytes=5-6``)
+    cannot be placed: StoreError naming the key, the range and what came, rather than
+    bytes from the wrong offset.
+
+    Example:
+        >>> cut_to_range("k", ByteRange(5, 2), b"0123456789", False, lambda: 10, "memory://x")
+        b'56'
+        >>> cut_to_range("k", ByteRange(5, 2), b"4567", False, lambda: 16, "http://h/x")
+        Traceback (most recent call last):
+            ...
+        torchzarr.errors.StoreError: cannot read 'k' at 'http://h/x': asked for bytes 5-6 \
+(2 bytes), the server sent 4 bytes, neither that range nor the whole object of 16 bytes
+    """
+    if rng is None:
+        return data
+    asked = -rng.start if rng.start < 0 else rng.length
+    if whole or asked is None or len(data) <= asked:
+        return rng.slice(data) if whole else data
+    size = size_of()
+    if size is not None and len(data) == size:
+        return rng.slice(data)
+    if rng.start < 0:
+        wanted = f"the last {-rng.start} bytes"
+    else:
+        wanted = f"bytes {rng.start}-{rng.start + asked - 1} ({asked} bytes)"
+    whole_size = "of unknown size" if size is None else f"of {size} bytes"
+    raise StoreError(
+        f"cannot read {key!r} at {where!r}: asked for {wanted}, the server sent {len(data)} "
+        f"bytes, neither that range nor the whole object {whole_size}"
+    )

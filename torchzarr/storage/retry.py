@@ -14,7 +14,7 @@ from torchzarr.config import config
 from torchzarr.errors import InvalidArgumentError, StoreError, TorchZarrError
 from torchzarr.storage.base import Buffer, ByteRange, Store
 
-__all__ = ["RetryPolicy", "RetryingStore", "is_transient", "with_retries"]
+__all__ = ["RetryPolicy", "RetryingStore", "is_transient", "now", "with_retries"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,16 @@ _PERMANENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permissi
 # indirections so that tests can replace the clock and the sleep without patching ``time``
 _sleep = time.sleep
 _clock = time.monotonic
+
+
+def now() -> float:
+    """The clock that deadlines are counted on (what ``RetryPolicy.attempts(since=)`` takes).
+
+    Example:
+        >>> now() <= now()
+        True
+    """
+    return _clock()
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -115,7 +125,8 @@ class RetryPolicy:
     Attempt ``n`` (from 0) that fails transiently is followed, after
     ``min(backoff * 2**n, max_backoff)`` seconds shrunk by up to ``jitter`` (a fraction, so
     that many clients do not retry in step), by another, up to ``retries`` more attempts in
-    all. No retry starts if it would end past ``deadline`` seconds after the first attempt.
+    all. No retry starts that could end past ``deadline`` seconds after the first attempt:
+    its wait, plus ``attempt_timeout`` when one attempt's time is bounded, must fit.
 
     Args:
         retries: retries after the first attempt (0: no retrying).
@@ -123,6 +134,8 @@ class RetryPolicy:
         max_backoff: upper bound of one wait.
         jitter: fraction of each wait that is randomized away (0 to 1).
         deadline: seconds all attempts may take together, waits included (None: unbounded).
+        attempt_timeout: seconds one attempt may take before it times out (None: unknown);
+            a retry that could time out past the deadline is not started.
 
     Example:
         >>> policy = RetryPolicy(retries=2, backoff=0)
@@ -141,10 +154,13 @@ class RetryPolicy:
     max_backoff: float = 20.0
     jitter: float = 0.25
     deadline: float | None = 300.0
+    attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
             raise InvalidArgumentError(f"invalid {self}: retries and waits must be >= 0")
+        if self.attempt_timeout is not None and not self.attempt_timeout > 0:
+            raise InvalidArgumentError(f"invalid {self}: attempt_timeout > 0 or None")
         if not 0 <= self.jitter <= 1 or (self.deadline is not None and self.deadline <= 0):
             raise InvalidArgumentError(f"invalid {self}: jitter in [0, 1], deadline > 0 or None")
 
@@ -174,26 +190,35 @@ class RetryPolicy:
         base = min(self.backoff * (2 ** min(attempt, 60)), self.max_backoff)
         return base * (1.0 - self.jitter * (rng or random).random())
 
-    def attempts(self) -> Iterator[int]:
+    def attempts(self, since: float | None = None) -> Iterator[int]:
         """Attempt numbers ``0, 1, ...``, waiting the backoff before each retry.
 
-        Stops after ``retries + 1`` attempts, or early when the next wait would pass the
-        deadline. For callers that decide themselves what to retry (only the failed keys
-        of a batch): ``for attempt in policy.attempts(): ...; if done: break``.
+        Stops after ``retries + 1`` attempts, or early when the next attempt could end past
+        the deadline (its wait, plus ``attempt_timeout`` when known, would pass it). For
+        callers that decide themselves what to retry (only the failed keys of a batch):
+        ``for attempt in policy.attempts(): ...; if done: break``. The deadline counts from
+        ``since`` (a :func:`now` reading) when given: one call that retries several
+        requests each on its own (the directories of a listing) keeps one deadline.
 
         Example:
             >>> list(RetryPolicy(retries=2, backoff=0).attempts())
             [0, 1, 2]
         """
-        start = _clock()
+        start = _clock() if since is None else since
         for attempt in range(self.retries + 1):
             if attempt:
                 wait = self.delay(attempt - 1)
-                if self.deadline is not None and _clock() - start + wait > self.deadline:
+                if self._too_late(start, wait):
                     return
                 if wait > 0:
                     _sleep(wait)
             yield attempt
+
+    def _too_late(self, start: float, wait: float) -> bool:
+        """Whether a retry after ``wait`` seconds could end past the deadline."""
+        if self.deadline is None:
+            return False
+        return _clock() - start + wait + (self.attempt_timeout or 0.0) > self.deadline
 
     def call(
         self,
