@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.errors import StoreError
-from torchzarr.features import FeatureStore
+from torchzarr.errors import NodeExistsError, StoreError
+from torchzarr.features import FeatureStore, marks
+from torchzarr.features.layout import FEATURE_ATTRIBUTE
+from torchzarr.storage.wrappers import ForwardingStore
 
 zarr = pytest.importorskip("zarr")
 
@@ -145,3 +149,87 @@ def test_rows_another_handle_left_past_the_published_count_never_leak(
     fs.write([3], {"b": torch.tensor([3])})
     assert fs.read([3])["a"].tolist() == [0.0]  # the fill value, not the killed write's row
     assert _stored(path) == {"a": 3, "b": 3, "ids": 3}
+
+
+def _lone_marker(path: str, name: str, store_id: object) -> None:
+    """What a v2 write killed right after writing feature ``name``'s marker leaves."""
+    marker = {FEATURE_ATTRIBUTE: store_id, "_ARRAY_DIMENSIONS": ["ids"]}
+    Path(path, name).mkdir()
+    Path(path, name, ".zattrs").write_text(json.dumps(marker))
+
+
+@pytest.mark.parametrize("call", ["write", "create_feature"])
+def test_lone_v2_markers_a_killed_write_left_are_cleared_by_the_next_write(
+    tmp_path: Path, call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "fs")
+    FeatureStore(path, mode="w", zarr_format=2).write([1, 2], {"a": torch.tensor([1.0, 2.0])})
+    store_id = tz.open_group(path, mode="r").attrs["feature_store"]["store_id"]
+    _lone_marker(path, "c", store_id)
+    _lone_marker(path, "other", "another store's id")
+    monkeypatch.setattr(marks, "_CLEARED", set())  # the next write comes from a new process
+    fs = FeatureStore(path, mode="r+")
+    if call == "write":
+        fs.write([3], {"a": torch.tensor([3.0])})
+    else:
+        fs.create_feature("d", torch.int8)
+    assert not Path(path, "c").exists()  # zarr-python and xarray no longer warn about it
+    assert Path(path, "other", ".zattrs").exists()  # not this store's marker: kept
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "c" not in zarr.open_group(path, mode="r").group_keys()
+    assert not [w for w in caught if "Object at c " in str(w.message)]  # "not recognized"
+    created = tz.open_array(path, path="c", mode="w-", shape=(2,), dtype="f4", zarr_format=2)
+    assert created.shape == (2,)  # the name is free again
+
+
+def test_a_lone_v2_marker_is_written_over_by_its_feature_and_other_zattrs_refused(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "fs")
+    fs = FeatureStore(path, mode="w", zarr_format=2)
+    fs.write([1, 2], {"a": torch.tensor([1.0, 2.0])})
+    _lone_marker(path, "c", fs.group.attrs["feature_store"]["store_id"])
+    fs.write([1, 2], {"c": torch.tensor([5.0, 6.0])})
+    assert fs.read([1, 2])["c"].tolist() == [5.0, 6.0]
+    Path(path, "u").mkdir()
+    Path(path, "u", ".zattrs").write_text('{"mine": 1}')  # attributes of no node, not ours
+    with pytest.raises(NodeExistsError, match=r"'u/\.zattrs' .* holds attributes of no array"):
+        fs.write([1, 2], {"u": torch.tensor([5.0, 6.0])})
+    assert json.loads(Path(path, "u", ".zattrs").read_text()) == {"mine": 1}
+    assert fs.features == ("a", "c")
+
+
+class _Counting(ForwardingStore):
+    """A store recording the keys each read asks for."""
+
+    def __init__(self, inner: tz.MemoryStore) -> None:
+        super().__init__(inner)
+        self.read: list[str] = []
+
+    def _call(self, method: str, keys: Sequence[str], *args: object) -> object:
+        if method.startswith("get") or method == "exists":
+            self.read.extend(keys)
+        return super()._call(method, keys, *args)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_overwrite_only_write_reads_no_array_metadata(zarr_format: int) -> None:
+    """Stored shapes matter where rows are added (the tests above); a write that adds none
+    reads no array's metadata again: no resize, no leftover rows to reset."""
+    store = _Counting(tz.MemoryStore())
+    fs = FeatureStore(store, mode="w", zarr_format=zarr_format)
+    fs.write([1, 2, 3], {"a": torch.ones(3, 2), "b": torch.ones(3)})
+    metadata = ("zarr.json", ".zarray", ".zattrs")
+    store.read.clear()
+    fs.write([3, 1], {"a": torch.zeros(2, 2), "b": torch.zeros(2)})
+    arrays = [key for key in store.read if "/" in key and key.endswith(metadata)]
+    assert arrays == []  # before: each array's metadata, from set_rows' stored shape
+    assert fs.read([1, 2])["b"].tolist() == [0.0, 1.0]
+    store.read.clear()
+    fs.array("a").resize(3, 2)  # what one resize of it reads
+    resize = len([key for key in store.read if key.endswith(metadata)])
+    store.read.clear()
+    fs.write([4], {"a": torch.zeros(1, 2), "b": torch.zeros(1)})  # appends
+    read_a = [key for key in store.read if key.startswith("a/") and key.endswith(metadata)]
+    assert 0 < len(read_a) <= resize  # a feature the write fills: its resize reads it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
     ValueRangeError,
 )
-from torchzarr.features import FeatureStore
+from torchzarr.features import FeatureStore, upsert
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
@@ -147,6 +148,35 @@ def test_values_a_float8_e8m0_feature_cannot_hold_are_refused_before_anything_is
         fs.write([1, 2], {"a": torch.tensor([10.0, 20.0]), "scale": bad})
     assert fs.read([1, 2])["a"].tolist() == [1.0, 2.0]  # not overwritten
     assert fs.version == 2
+
+
+def test_values_are_converted_one_feature_at_a_time_as_they_are_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every refusal comes before the first write (above), yet each value is converted to
+    its feature's dtype only as its rows are written: a write of CUDA tensors holds one
+    feature's host copy at a time, not all of them at once."""
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    half = torch.zeros(1, dtype=torch.float16)
+    fs.write([1], {"a": half, "b": half, "scale": torch.ones(1, dtype=torch.float8_e8m0fnu)})
+    events: list[str] = []
+    convert, store_rows = upsert.as_stored, upsert.write_rows
+
+    def converting(name: str, value: torch.Tensor, dt: Any) -> np.ndarray:
+        events.append(f"convert {name}")
+        return convert(name, value, dt)
+
+    def writing(arr: Any, rows: np.ndarray, data: torch.Tensor) -> None:
+        events.append(f"write {arr.basename}")
+        store_rows(arr, rows, data)
+
+    monkeypatch.setattr(upsert, "as_stored", converting)
+    monkeypatch.setattr(upsert, "write_rows", writing)
+    values = {"a": torch.ones(2), "b": torch.full((2,), 2.0), "scale": torch.ones(2)}
+    fs.write([1, 2], values)  # float32 into float16: converted
+    # (float8_e8m0fnu: converted when checked, values <= 0 being refused by their values)
+    assert events == ["convert a", "write a", "convert b", "write b", "write scale"]
+    assert fs.read([2])["b"].tolist() == [2.0]
 
 
 # (feature dtype, value dtype, largest magnitude taken, smallest refused): the boundaries of

@@ -86,3 +86,49 @@ def test_the_leftover_of_a_write_that_never_published_is_replaced(
     fs.write([4], {"left": [7.0]})  # a new feature of that name: the leftover goes
     assert fs.read([1, 4])["left"].tolist() == [0.0, 7.0]
     assert FeatureStore(path, mode="r").array("left").shape == (2,)
+
+
+@pytest.mark.parametrize("when", ["as its marker lands", "right after its marker"])
+def test_a_v2_feature_made_meanwhile_by_another_writer_is_never_deleted(
+    tmp_path: Path, when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "fs")
+    fs = FeatureStore(path, mode="w", zarr_format=2)
+    fs.write([1, 2, 3], {"a": torch.ones(3)})
+    store = fs.group.store
+    set_, exists = store.set, store.exists
+    made: list[bool] = []
+
+    def another_writer_makes_c() -> None:  # zarr-python, in another process, say
+        if not made:
+            made.append(True)
+            user = zarr.open_group(path, mode="a", zarr_format=2)
+            array = user.create_array("c", shape=(3,), dtype="f4", attributes={"units": "m"})
+            array[:] = [1, 2, 3]
+
+    def set_first(key: str, value: object) -> None:
+        if key == "c/.zattrs" and when == "as its marker lands":
+            another_writer_makes_c()  # lands first: the marker overwrites its .zattrs
+        set_(key, value)
+
+    def exists_after(key: str) -> bool:
+        marked = store.get("c/.zattrs") is not None
+        if key == "c/.zgroup" and when == "right after its marker" and marked:
+            another_writer_makes_c()  # after the marker's checks: create_array finds it
+        return exists(key)
+
+    monkeypatch.setattr(store, "set", set_first)
+    monkeypatch.setattr(store, "exists", exists_after)
+    with pytest.raises(NodeExistsError, match=r"another writer created node 'c'.*was kept"):
+        fs.write([1, 2, 3], {"c": torch.zeros(3)})
+    monkeypatch.undo()
+    assert made
+    user = zarr.open_array(path, path="c", mode="r")
+    assert user[:].tolist() == [1.0, 2.0, 3.0]
+    assert FEATURE_ATTRIBUTE not in user.attrs  # not marked as a feature: never deleted
+    if when == "right after its marker":
+        assert dict(user.attrs) == {"units": "m"}  # its own .zattrs, landed after ours
+    assert fs.features == ("a",) and fs.version == 1
+    with pytest.raises(NodeExistsError, match=r"node 'c' .*not a feature of this"):
+        fs.write([1, 2, 3], {"c": torch.zeros(3)})  # a retry does not take it over
+    assert zarr.open_array(path, path="c", mode="r")[:].tolist() == [1.0, 2.0, 3.0]

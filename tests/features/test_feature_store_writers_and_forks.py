@@ -81,6 +81,33 @@ def test_a_write_another_process_published_under_is_refused(
     assert FeatureStore(path, mode="r").ids.tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_appending_write_another_process_published_under_leaves_its_ids(
+    tmp_path: Path, zarr_format: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ids array is changed only after the check of the published version: the ids
+    of rows the other process published are never cut nor overwritten."""
+    path = str(tmp_path / "f.zarr")
+    FeatureStore(path, mode="w", zarr_format=zarr_format).write([0], {"x": torch.tensor([0])})
+    late = FeatureStore(path)
+    assert len(late) == 1
+    store_rows = upsert.write_rows
+    rival = (
+        f"from torchzarr.features import FeatureStore; import torch; "
+        f"FeatureStore({path!r}).write([1], {{'x': torch.tensor([1])}})"
+    )
+
+    def write_rows_with_a_rival(arr: Any, rows: np.ndarray, data: torch.Tensor) -> None:
+        subprocess.run([sys.executable, "-c", rival], check=True, timeout=120)
+        store_rows(arr, rows, data)
+
+    monkeypatch.setattr(upsert, "write_rows", write_rows_with_a_rival)
+    with pytest.raises(StoreError, match="another writer published version 2"):
+        late.write([5], {"x": torch.tensor([5])})  # appends: its id would go in row 1
+    reader = FeatureStore(path, mode="r")
+    assert reader.ids.tolist() == [0, 1] and reader.version == 2
+
+
 @pytest.mark.parametrize("opened", ["one store object", "a store object each"])
 def test_instances_writing_at_once_in_threads_keep_every_row(tmp_path: Path, opened: str) -> None:
     path = str(tmp_path / "f.zarr")

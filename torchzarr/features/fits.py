@@ -17,9 +17,9 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
     ValueRangeError,
 )
-from torchzarr.tensors import as_storage_array
+from torchzarr.tensors import as_storage_array, torch_dtype
 
-__all__ = ["as_stored", "check_fits", "check_row", "overflows"]
+__all__ = ["as_stored", "check_fits", "check_row", "check_stored", "overflows"]
 
 
 def as_stored(name: str, value: torch.Tensor, dt: DataType) -> np.ndarray:
@@ -39,6 +39,25 @@ def as_stored(name: str, value: torch.Tensor, dt: DataType) -> np.ndarray:
         return as_storage_array(value, dt)
     except TorchZarrError as exc:
         raise type(exc)(f"feature {name!r}: {exc}") from None
+
+
+def check_stored(name: str, value: torch.Tensor, dt: DataType) -> np.ndarray | None:
+    """Run now every refusal :func:`as_stored` would make of ``value`` for feature
+    ``name`` of ``dt``, so that a write refuses its values before it writes anything, yet
+    holds no converted copy it can do without: ``as_storage_array`` refuses a tensor by
+    its kind and dtype alone (checked on an empty slice of it), but for values <= 0 into
+    a ``float8_e8m0fnu`` feature. Those are converted whole now (one byte per value) and
+    returned; None otherwise: convert the value as it is written.
+
+    Example:
+        >>> from torchzarr.dtypes import data_type
+        >>> check_stored("x", torch.ones(2), data_type("float16")) is None
+        True
+    """
+    if dt.name == "float8_e8m0fnu" and value.dtype != torch_dtype(dt):
+        return as_stored(name, value, dt)
+    as_stored(name, value[:0], dt)
+    return None
 
 
 def check_row(name: str, arr: Array, value: torch.Tensor) -> None:

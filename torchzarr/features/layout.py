@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
+import functools
 import math
 import uuid
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from torchzarr.arguments import whole_number
 from torchzarr.core.api import open_group
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
-from torchzarr.core.create import XARRAY_DIMENSIONS
 from torchzarr.core.group import Group
 from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.dtypes import data_type
@@ -26,11 +24,16 @@ from torchzarr.errors import (
     MetadataError,
     NodeExistsError,
     StoreError,
-    TorchZarrError,
     UnsupportedDtypeError,
 )
 from torchzarr.features.index import IdIndex
-from torchzarr.features.rows import IDS
+from torchzarr.features.marks import (
+    FEATURE_ATTRIBUTE,
+    clear_lone_markers,
+    create_marked,
+    is_own_feature,
+)
+from torchzarr.features.rows import IDS, append_ids
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
 from torchzarr.tensors import torch_dtype
@@ -55,9 +58,6 @@ __all__ = [
 
 #: group attribute holding what readers trust: row count, version, published feature names
 STATE_ATTRIBUTE = "feature_store"
-#: feature array attribute: the store id of the feature store that made the array (null in
-#: stores made before store ids): only such arrays are ever deleted by the store
-FEATURE_ATTRIBUTE = "feature_store_id"
 _ID_CHUNK_ROWS = 1 << 16  # 512 KiB of int64 ids per chunk: the index loads in a few reads
 #: decoded bytes per inner chunk (v3, sharded) and per chunk (v2) of a new feature
 DEFAULT_INNER_BYTES = 4 << 10
@@ -277,12 +277,14 @@ def publish(
     new_ids: np.ndarray,
     cache: ChunkCache,
 ) -> Published:
-    """Make a complete write visible to readers elsewhere (the group attribute, written
-    last) and return the state this instance swaps in whole, under its exclusive lock.
+    """Make a complete write visible to readers elsewhere and return the state this
+    instance swaps in whole, under its exclusive lock: the ``new_ids`` are stored
+    (:func:`~torchzarr.features.rows.append_ids`: the ``ids`` array grows last of all the
+    arrays, so xarray refuses a store whose write is unfinished), then the group attribute.
 
-    Raises :class:`~torchzarr.errors.StoreError`, publishing nothing, when another
-    process published since ``published`` was loaded (two writing processes at once, which
-    this check does not make safe: it is not atomic).
+    Raises :class:`~torchzarr.errors.StoreError`, storing no id and publishing nothing,
+    when another process published since ``published`` was loaded (two writing processes
+    at once, which this check does not make safe: it is not atomic).
     """
     stamp = published_stamp(reopened(group))
     if stamp != (published.store_id, published.version):
@@ -292,6 +294,10 @@ def publish(
             "storing its rows; nothing was published. Write from one process at a time: "
             "rows this write stored may have overwritten the other's."
         )
+    if new_ids.size:  # only now: the ids of the other writer's rows are never cut
+        ids = group[IDS]
+        assert isinstance(ids, Array)
+        append_ids(ids, published.index.num_rows, new_ids)
     version = published.version + 1
     index = published.index.extended(new_ids)
     state: dict[str, Any] = {
@@ -334,8 +340,10 @@ def create_feature_array(
     holds). The array is marked as a feature of the store ``store_id``
     (:data:`FEATURE_ATTRIBUTE`); an array left at ``name`` by a write of this store that
     never published is replaced, any other node there raises
-    :class:`~torchzarr.errors.NodeExistsError` (nothing is deleted). In Zarr v2 the marker
-    (``.zattrs``) is written before ``.zarray``, so that no failure leaves it unmarked.
+    :class:`~torchzarr.errors.NodeExistsError` (nothing is deleted). A creation that
+    fails removes what it wrote and nothing else; in Zarr v2 the marker (``.zattrs``) is
+    written before ``.zarray``, so that no failure leaves an array unmarked
+    (:func:`~torchzarr.features.marks.create_marked`).
 
     In Zarr v3 the rows go in shards of about ``shard_bytes`` holding small inner chunks of
     about ``chunk_bytes`` (4 KiB by default), stored raw unless ``compressors`` says
@@ -365,6 +373,7 @@ def create_feature_array(
         shard_rows -= shard_rows % chunk_rows
         kwargs["shards"] = (shard_rows, *chunk_row_shape)
         kwargs.setdefault("compressors", [])  # raw inner chunks: a gather reads, no decode
+    clear_lone_markers(group, store_id, ())
     if name in group:  # left behind by a write that never published: start clean
         if not is_own_feature(group, name, store_id):
             raise NodeExistsError(
@@ -373,59 +382,19 @@ def create_feature_array(
                 "array it did not make); name the feature otherwise, or move that node"
             )
         del group[name]
-    marker = None if v3 else _mark_v2_array_first(group, name, kwargs["attributes"], dims)
+    make = functools.partial(
+        group.create_array,
+        name,
+        shape=(rows, *row_shape),
+        dtype=dtype,
+        chunks=(chunk_rows, *chunk_row_shape),
+        fill_value=fill_value,
+        **kwargs,
+    )
     try:
-        return group.create_array(
-            name,
-            shape=(rows, *row_shape),
-            dtype=dtype,
-            chunks=(chunk_rows, *chunk_row_shape),
-            fill_value=fill_value,
-            **kwargs,
-        )
-    except BaseException as exc:
-        if marker is not None:  # refused before .zarray was written: no stray key
-            with contextlib.suppress(Exception):
-                if name not in group:
-                    group.store.delete(marker)
-        if isinstance(exc, MetadataError | UnsupportedDtypeError):  # a fill value out of range
-            raise type(exc)(f"feature {name!r}: {exc}") from exc
-        raise
-
-
-def _mark_v2_array_first(
-    group: Group, name: str, attributes: dict[str, Any], dims: list[str]
-) -> str:
-    """Write the ``.zattrs`` of the v2 feature array ``name`` (its marker and dimension
-    names, as ``create_array`` writes them) before the array is created, and return its
-    key. ``create_array`` writes ``.zarray`` first: a write failing or killed right after
-    it would leave an array without its marker, which :func:`is_own_feature` could never
-    tell from a user's array. A ``.zattrs`` alone is no node (nothing opens or lists it)."""
-    key = "/".join(part for part in (group.path, name, ".zattrs") if part)
-    document = {**attributes, XARRAY_DIMENSIONS: dims}
-    group.store.set(key, json.dumps(document).encode())
-    return key
-
-
-def is_own_feature(group: Group, name: str, store_id: str | None) -> bool:
-    """Whether the node ``name`` of ``group`` is a feature array the feature store
-    ``store_id`` made: an array with a feature's dimension names (``ids``, ``<name>_1``, ...)
-    marked with :data:`FEATURE_ATTRIBUTE`. A nested group, a user's array, the ``ids``
-    array or a feature of another store is not.
-
-    Example:
-        >>> store_id = fs.group.attrs["feature_store"]["store_id"]  # doctest: +SKIP
-        >>> is_own_feature(fs.group, "emb", store_id)  # doctest: +SKIP
-        True
-    """
-    try:
-        node = group.get(name)
-    except TorchZarrError:  # a dtype torchzarr cannot hold, unreadable metadata: not ours
-        return False
-    if not isinstance(node, Array) or name == IDS or FEATURE_ATTRIBUTE not in node.attrs:
-        return False
-    dims = (IDS, *(f"{name}_{i}" for i in range(1, node.ndim)))
-    return node.attrs[FEATURE_ATTRIBUTE] == store_id and node.dimension_names == dims
+        return create_marked(group, name, store_id, dims, make)
+    except (MetadataError, UnsupportedDtypeError) as exc:  # a fill value out of range
+        raise type(exc)(f"feature {name!r}: {exc}") from exc
 
 
 def _pow2_rows(nbytes: int, row_bytes: int) -> int:

@@ -27,6 +27,7 @@ from torchzarr.tensors import allocate, rectangular, storage_view
 
 __all__ = [
     "IDS",
+    "append_ids",
     "as_feature_tensor",
     "check_missing",
     "check_name",
@@ -344,16 +345,37 @@ def _not_dense(tensor: torch.Tensor) -> str | None:
 
 
 def set_rows(arr: Array, published_rows: int, total: int) -> None:
-    """Give an existing feature exactly ``total`` rows. Rows past the published count exist
-    only after a write that failed before publishing (here or in a process killed
-    mid-write: the shape as stored counts, not the handle's): reset them so they never
-    leak."""
+    """Give an existing feature a write does not fill exactly ``total`` rows, its new ones
+    holding the fill value. Rows past the published count exist only after a write that
+    failed before publishing (here or in a process killed mid-write: the shape as stored
+    counts, not the handle's): reset them so they never leak. (A feature the write fills
+    needs no reset: ``arr.resize(total)`` cuts what lies past ``total``, the write
+    replaces the rest.)"""
     current = stored_shape(arr)[0]
     if current > published_rows:
         arr.resize(published_rows, *arr.shape[1:])
         current = published_rows
     if current != total or arr.shape[0] != total:  # (a stale handle is brought up to date)
         arr.resize(total, *arr.shape[1:])
+
+
+def append_ids(ids: Array, published_rows: int, new_ids: np.ndarray) -> None:
+    """Store ``new_ids`` after the first ``published_rows`` ids, then give ``ids`` exactly
+    that many rows. The ids are written past the stored shape first, where no reader looks,
+    and the shape grows after: a reader of the array (xarray, zarr-python) never sees a
+    row of ids not yet written (labelled with the fill value 0), even when the writer
+    dies in between. Rows the stored shape held past the new count (left by a writer
+    killed after growing it) are cut by the resize.
+
+    Example:
+        >>> ids = tz.create_array("memory://", shape=(1,), dtype=torch.int64)  # doctest: +SKIP
+        >>> append_ids(ids, 1, np.array([7, 9])); ids[:].tolist()  # doctest: +SKIP
+        [0, 7, 9]
+    """
+    total = published_rows + new_ids.size
+    ahead = Array(ids.store, ids.path, ids.metadata.evolve(shape=(total,)))
+    ahead[published_rows:total] = new_ids
+    ids.resize(total)
 
 
 def copy_out(

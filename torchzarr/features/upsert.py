@@ -12,7 +12,7 @@ from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
 from torchzarr.dtypes import data_type
-from torchzarr.features.fits import as_stored, check_row
+from torchzarr.features.fits import as_stored, check_row, check_stored
 from torchzarr.features.layout import (
     Published,
     create_feature_array,
@@ -21,6 +21,7 @@ from torchzarr.features.layout import (
     published_stamp,
     reopened,
 )
+from torchzarr.features.marks import clear_lone_markers
 from torchzarr.features.rows import IDS, plan_upsert, set_rows, write_rows
 from torchzarr.tensors import tensor_from_storage
 
@@ -52,32 +53,38 @@ def apply_write(
     for name, value in values.items():
         if name in arrays:
             check_row(name, arrays[name], value)
-    # every value converted before the first write: whatever the conversion refuses
-    # (float8_e8m0fnu values <= 0, say) leaves the store untouched
-    stored = {
-        name: as_stored(
-            name, value, arrays[name].data_type if name in arrays else data_type(value.dtype)
-        )
+    types = {
+        name: arrays[name].data_type if name in arrays else data_type(value.dtype)
         for name, value in values.items()
     }
-    ids_arr = group[IDS]
-    assert isinstance(ids_arr, Array)
+    # whatever the conversion to the stored form refuses (float8_e8m0fnu values <= 0, say)
+    # is refused now, before anything is written; most values are converted one at a time
+    # as they are written (a host copy of one feature of CUDA tensors at a time)
+    early = {name: check_stored(name, value, types[name]) for name, value in values.items()}
+    clear_lone_markers(group, published.store_id, arrays)
     created: list[str] = []  # only what this write made may be removed if it fails
     try:
-        for arr in [*arrays.values(), ids_arr]:  # as stored now, before any row is written
-            set_rows(arr, old_rows, total)
+        if total != old_rows:  # from the shapes as stored: see set_rows
+            for name, arr in arrays.items():
+                if name in values:  # every new row is written below
+                    arr.resize(total, *arr.shape[1:])
+                else:
+                    set_rows(arr, old_rows, total)
         for name, value in values.items():
             if name not in arrays:
-                created.append(name)  # before: a creation failing half-way leaves a node
                 shape = tuple(value.shape[1:])
                 arrays[name] = create_feature_array(
                     group, name, value.dtype, shape, total, store_id=published.store_id, **layout
                 )
-        for name in values:
-            write_rows(arrays[name], rows, _selected(stored[name], keep, arrays[name]))
-        if new_ids.size:
-            ids_arr[old_rows:total] = new_ids
-        # published last: readers elsewhere trust rows below num_rows and the listed features
+                created.append(name)  # made whole: create_feature_array cleans up its own
+        for name, value in values.items():
+            stored = early.pop(name)
+            if stored is None:
+                stored = as_stored(name, value, types[name])
+            write_rows(arrays[name], rows, _selected(stored, keep, arrays[name]))
+            del stored
+        # the ids, then the attribute, last: readers elsewhere trust rows below num_rows
+        # and the listed features; xarray sees new ids only once their rows are stored
         return publish(group, published, arrays, new_ids, cache)
     except BaseException:
         _shrink_back(group, published, [*published.arrays, IDS], created)
