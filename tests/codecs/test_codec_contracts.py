@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
+import pytest
 
-from torchzarr.codecs.base import Codec
+from torchzarr.codecs.base import BytesBytesCodec, Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
 from torchzarr.codecs.transpose import TransposeCodec
+from torchzarr.errors import CodecError
 from torchzarr.testing.codec_contract import CodecContract
 
 ALL = ("bool", "uint8", "int8", "int16", "uint16", "int32", "uint64", "float16", "float32")
@@ -222,3 +225,72 @@ class TestNumcodecsPackBits(CodecContract):
         "name": "numcodecs.packbits",
         "configuration": {},
     }
+
+
+class _ScratchXor(BytesBytesCodec):
+    """Reuses one scratch buffer across calls: wrong results from several threads."""
+
+    codec_name = "test.scratch_xor"
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> _ScratchXor:
+        return cls()
+
+    def configuration(self) -> dict[str, Any]:
+        return {}
+
+    def _run(self, data: bytes) -> bytes:
+        self._buf[:] = bytes(data)
+        time.sleep(0.001)
+        return bytes(b ^ 0x33 for b in self._buf)
+
+    def encode(self, data: bytes) -> bytes:
+        return self._run(data)
+
+    def decode(self, data: bytes) -> bytes:
+        return self._run(data)
+
+
+class _Header(BytesBytesCodec):
+    """Adds an 8-byte header but declares max_encoded_size(n) == n."""
+
+    codec_name = "test.short_bound"
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> _Header:
+        return cls()
+
+    def configuration(self) -> dict[str, Any]:
+        return {}
+
+    def encode(self, data: bytes) -> bytes:
+        return b"HDR00000" + bytes(data)
+
+    def decode(self, data: bytes) -> bytes:
+        return bytes(data)[8:]
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        return nbytes
+
+
+def test_the_contract_catches_a_codec_that_is_not_thread_safe() -> None:
+    class Contract(CodecContract):
+        codec = _ScratchXor()
+        dtypes = ("int32",)
+
+    with pytest.raises(AssertionError, match="concurrent"):
+        Contract().test_concurrent_encode_decode()
+
+
+def test_the_contract_catches_an_encoded_size_past_max_encoded_size() -> None:
+    class Contract(CodecContract):
+        codec = _Header()
+        dtypes = ("uint8",)
+
+    with pytest.raises(AssertionError, match=r"\(0,\): encoded to 8 bytes, max_encoded_size 0"):
+        Contract().test_encoded_size_within_max_encoded_size()
+    with pytest.raises(CodecError, match=r"codec 'test\.short_bound' encoded a chunk"):
+        Contract().test_round_trip_with_a_compressor_after_it()

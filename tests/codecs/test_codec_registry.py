@@ -15,7 +15,7 @@ from torchzarr.codecs.registry import (
     register_codec,
     registered_codecs,
 )
-from torchzarr.errors import CodecError, MetadataError, UnknownCodecError
+from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError, UnknownCodecError
 
 
 class ReversedBytes(GzipCodec):
@@ -24,10 +24,20 @@ class ReversedBytes(GzipCodec):
     codec_name = "example.reversed"
 
 
+class ReversedAgain(GzipCodec):
+    codec_name = "example.reversed"
+
+
+class PluginCodec(GzipCodec):
+    codec_name = "plugin.codec"
+
+
 @pytest.fixture
 def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_entry_points", None, raising=False)
+    monkeypatch.setattr(registry, "_swept", set(), raising=False)
+    monkeypatch.setattr(registry, "_entry_points_loaded", False, raising=False)  # older state
 
 
 def test_builtins_are_registered() -> None:
@@ -64,9 +74,9 @@ def test_register_a_user_codec() -> None:
     assert registered_codecs()["example.reversed"] is ReversedBytes
     register_codec("example.reversed", ReversedBytes)  # the same class again is fine
     with pytest.raises(CodecError, match=r"'example\.reversed' is already registered"):
-        register_codec("example.reversed", GzipCodec)
-    register_codec("example.reversed", GzipCodec, overwrite=True)
-    assert get_codec_class("example.reversed") is GzipCodec
+        register_codec("example.reversed", ReversedAgain)
+    register_codec("example.reversed", ReversedAgain, overwrite=True)
+    assert get_codec_class("example.reversed") is ReversedAgain
 
 
 @pytest.mark.usefixtures("clean_registry")
@@ -92,11 +102,11 @@ def test_entry_points_load_lazily_on_a_miss(monkeypatch: pytest.MonkeyPatch) -> 
 
     def fake_entry_points(group: str) -> list[FakeEntryPoint]:
         calls.append(group)
-        return [FakeEntryPoint("plugin.codec", ReversedBytes), FakeEntryPoint("zstd", GzipCodec)]
+        return [FakeEntryPoint("plugin.codec", PluginCodec), FakeEntryPoint("zstd", GzipCodec)]
 
     monkeypatch.setattr(registry, "entry_points", fake_entry_points)
     assert get_codec_class("zstd") is ZstdCodec and calls == []  # a hit loads nothing
-    assert get_codec_class("plugin.codec") is ReversedBytes
+    assert get_codec_class("plugin.codec") is PluginCodec
     assert calls == ["torchzarr.codecs"]
     assert get_codec_class("zstd") is ZstdCodec  # built-ins win over plugins
     get_codec_class("plugin.codec")
@@ -109,7 +119,68 @@ def test_a_broken_entry_point_names_itself(monkeypatch: pytest.MonkeyPatch) -> N
         registry, "entry_points", lambda group: [FakeEntryPoint("bad", ImportError("gone"))]
     )
     with pytest.raises(CodecError, match=r"codec 'bad': entry point 'plugin:bad'.*ImportError"):
-        get_codec_class("something")
+        get_codec_class("bad")
+
+
+@pytest.mark.usefixtures("clean_registry")
+@pytest.mark.parametrize("broken", [ImportError("gone"), RuntimeError("boom"), "not a class", dict])
+def test_a_broken_codec_plugin_fails_only_its_own_name(
+    monkeypatch: pytest.MonkeyPatch, broken: Any
+) -> None:
+    eps = [FakeEntryPoint("bad", broken), FakeEntryPoint("plugin.codec", PluginCodec)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    with pytest.raises(CodecError, match=r"codec 'bad': entry point 'plugin:bad'"):
+        get_codec_class("bad")
+    assert get_codec_class("plugin.codec") is PluginCodec  # the good plugin still loads
+    assert get_codec_class("numcodecs.zlib").codec_name == "numcodecs.zlib"
+    assert "plugin.codec" in registered_codecs() and "bad" not in registered_codecs()
+    with pytest.raises(CodecError, match=r"entry point 'plugin:bad'"):  # tried again, again
+        codec_from_json({"name": "bad"})
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_broken_codec_plugin_does_not_hide_names_found_by_a_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eps = [FakeEntryPoint("bad", ImportError("gone")), FakeEntryPoint("plugin.codec", PluginCodec)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    with pytest.raises(UnknownCodecError, match="'nope'"):
+        get_codec_class("nope")  # sweeps: the broken one is skipped, the good one loaded
+    assert registry._registry["plugin.codec"] is PluginCodec
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_register_refuses_a_name_other_than_the_codec_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"'legacy\.reversed'.*'example\.reversed'"):
+        register_codec("legacy.reversed", ReversedBytes)
+    assert "legacy.reversed" not in registered_codecs()
+    eps = [FakeEntryPoint("legacy.plugin", PluginCodec)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    monkeypatch.setattr(registry, "_entry_points", None)  # found again, with the fake
+    with pytest.raises(CodecError, match=r"codec_name is 'plugin\.codec'"):
+        get_codec_class("legacy.plugin")
+
+
+class StrictXor(GzipCodec):
+    """Validates its settings with ValueError, as plugin codecs commonly do."""
+
+    codec_name = "example.strict"
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> GzipCodec:
+        if configuration.get("key", 0) > 255:
+            raise ValueError(f"key must be a byte, got {configuration['key']}")
+        return cls()
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_codecs_value_error_is_a_metadata_error_naming_codec_and_configuration() -> None:
+    register_codec("example.strict", StrictXor)
+    match = r"codec 'example\.strict': invalid configuration \{'key': 999\}: key must be a byte"
+    with pytest.raises(MetadataError, match=match):
+        codec_from_json({"name": "example.strict", "configuration": {"key": 999}})
+    with pytest.raises(MetadataError, match="endian must be"):  # torchzarr's own pass as they are
+        codec_from_json({"name": "bytes", "configuration": {"endian": "middle"}})
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numcodecs
 import numpy as np
 import pytest
 
-from torchzarr.codecs.base import ChunkSpec, Codec
+from torchzarr.codecs.base import ArrayBytesCodec, BytesBytesCodec, ChunkSpec, Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
@@ -293,3 +293,103 @@ def test_one_pipeline_decodes_from_many_threads(chain: list[Codec]) -> None:
     for chunk, out, again in zip(chunks, outs, plain, strict=True):
         np.testing.assert_array_equal(out, chunk)
         np.testing.assert_array_equal(again, chunk)
+
+
+class _PluginRaw(ArrayBytesCodec):
+    """A plugin array -> bytes codec; ``mode`` picks how its decode misbehaves."""
+
+    codec_name = "test.plugin_raw"
+
+    def __init__(self, mode: str = "new") -> None:
+        self.mode = mode
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> _PluginRaw:
+        return cls(**configuration)
+
+    def configuration(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def encode(self, chunk: np.ndarray, spec: ChunkSpec) -> bytes:
+        return np.ascontiguousarray(chunk).tobytes()
+
+    def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
+        arr = np.frombuffer(bytes(data), spec.dtype).reshape(spec.shape)
+        if self.mode == "int32":
+            return arr.view("<i4")
+        if self.mode == "doubled":
+            return np.concatenate([arr, arr])
+        if self.mode == "flat":
+            return arr.reshape(-1)
+        return arr.copy()  # "new": ignores out=
+
+
+def test_a_codec_ignoring_out_is_copied_into_out() -> None:
+    pipe = V3Pipeline([_PluginRaw("new")], spec())
+    out = np.zeros((4, 6), "float32")
+    assert pipe.decode(pipe.encode(data()), out=out, key="c/0") is out
+    assert np.array_equal(out, data())
+
+
+@pytest.mark.parametrize(
+    ("mode", "got"),
+    [
+        ("int32", r"shape \(4, 6\) of int32"),
+        ("doubled", r"shape \(8, 6\)"),
+        ("flat", r"shape \(24,\)"),
+    ],
+)
+@pytest.mark.parametrize("with_out", [False, True])
+def test_a_decoded_chunk_of_another_shape_or_dtype_names_the_codec_and_key(
+    mode: str, got: str, with_out: bool
+) -> None:
+    pipe = V3Pipeline([_PluginRaw(mode)], spec())
+    out = np.zeros((4, 6), "float32") if with_out else None
+    match = rf"chunk 'c/0': codec 'test.plugin_raw' decoded to {got}"
+    with pytest.raises(ChunkDecodeError, match=match):
+        pipe.decode(pipe.encode(data()), out=out, key="c/0")
+
+
+def test_a_plugin_codec_decoding_to_another_shape_fails_the_read_not_with_index_error() -> None:
+    import torch
+
+    import torchzarr as tz
+
+    arr = tz.create_array(
+        tz.MemoryStore(),
+        shape=(4, 4),
+        dtype=torch.float32,
+        chunks=(2, 2),
+        compressors=[_PluginRaw("flat")],
+    )
+    arr[:] = torch.ones(4, 4)
+    with pytest.raises(ChunkDecodeError, match=r"test\.plugin_raw"):
+        arr[:]
+
+
+class _Header(BytesBytesCodec):
+    """Adds an 8-byte header, yet declares max_encoded_size(n) == n."""
+
+    codec_name = "test.header"
+
+    @classmethod
+    def from_config(cls, configuration: dict[str, Any]) -> _Header:
+        return cls()
+
+    def configuration(self) -> dict[str, Any]:
+        return {}
+
+    def encode(self, data: bytes) -> bytes:
+        return b"HDR00000" + bytes(data)
+
+    def decode(self, data: bytes) -> bytes:
+        return bytes(data)[8:]
+
+    def max_encoded_size(self, nbytes: int) -> int:
+        return nbytes
+
+
+def test_encode_refuses_a_chunk_past_the_codecs_declared_bound() -> None:
+    pipe = V3Pipeline([LITTLE, _Header(), ZstdCodec()], spec())
+    with pytest.raises(CodecError, match=r"codec 'test\.header' encoded a chunk to 104 bytes"):
+        pipe.encode(data())

@@ -67,6 +67,58 @@ class TestUrlStore(StoreContract):
         return UrlStore(f"mine://{tmp_path}")
 
 
+def _docs_store_class() -> type[Store]:
+    """The ``MyStore`` of docs/storage.md's "Your own store", as written there."""
+    text = (Path(__file__).parents[2] / "docs" / "storage.md").read_text()
+    block = next(b for b in text.split("```python")[1:] if "class MyStore" in b)
+    code = block.split("```")[0].split('register_store("mine"')[0]
+    namespace: dict[str, Any] = {"__name__": __name__}  # its stores pickle by this module
+    exec(compile(code, "docs/storage.md", "exec"), namespace)
+    return namespace["MyStore"]
+
+
+MyStore = _docs_store_class()
+
+
+class TestDocsMyStore(StoreContract):
+    """The docs' example store passes the whole contract (keys validated, buffers copied)."""
+
+    def make_store(self, tmp_path: Path) -> Store:
+        return MyStore(f"mine://{tmp_path}")
+
+
+class KeepsTheBuffer(UrlStore):
+    """Stores the caller's buffer itself: later changes to it change the stored value."""
+
+    def set(self, key: str, value: Buffer) -> None:
+        self._data[validate_key(key)] = value  # type: ignore[assignment]
+
+    def get(self, key: str) -> bytes | None:
+        value = self._data.get(validate_key(key))
+        return None if value is None else bytes(value)
+
+
+class MatchesInside(UrlStore):
+    """Lists keys that hold the prefix anywhere, not only at their start."""
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        return iter([key for key in list(self._data) if prefix in key])
+
+
+def test_the_contract_catches_a_store_keeping_the_callers_buffer(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="kept a reference to the bytearray"):
+        TestUrlStore().test_set_copies_the_callers_buffer(KeepsTheBuffer(f"mine://{tmp_path}"))
+
+
+def test_the_contract_catches_a_list_prefix_matching_inside_keys(tmp_path: Path) -> None:
+    contract = TestUrlStore()
+    with pytest.raises(AssertionError):
+        contract.test_list_prefix(MatchesInside(f"mine://{tmp_path}/1"))
+    with pytest.raises(AssertionError):
+        contract.test_delete_prefix(MatchesInside(f"mine://{tmp_path}/2"))
+
+
 def test_the_contract_catches_an_identity_that_names_the_object(tmp_path: Path) -> None:
     contract = TestUrlStore()
     store = PerObjectStore(f"mine://{tmp_path}")

@@ -82,6 +82,27 @@ def test_unknown_storage_options_name_the_url_and_the_options(tmp_path, url):
     assert resolve_store(url, mode="a", storage_options={}) is not None
 
 
+def test_a_plugin_factory_refusing_an_option_names_the_url_and_the_options(monkeypatch):
+    class Strict(MemoryStore):
+        def __init__(self, url, **options):
+            if options:
+                raise TypeError(f"unexpected options {sorted(options)}")
+            super().__init__()
+
+    def refusing(url, options):
+        raise UnknownStoreError(f"no bucket in {url!r}")
+
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))  # undone after
+    register_store("tz-test-strict", lambda url, options: Strict(url, **options))
+    register_store("tz-test-refusing", refusing)
+    with pytest.raises(UnknownStoreError, match=r"storage_options \['tokn'\]") as info:
+        tz.open_group("tz-test-strict://bucket/x", storage_options={"tokn": "typo"})
+    assert "'tz-test-strict://bucket/x'" in str(info.value)
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(UnknownStoreError, match=r"^no bucket in"):  # a StoreError passes as is
+        resolve_store("tz-test-refusing://x")
+
+
 @pytest.mark.parametrize("url", ["data.zarr", "memory://", "s3://bucket/x", "x.zip"])
 @pytest.mark.parametrize("options", [[1, 2], "anon", 5, [("fsync", True)]])
 def test_storage_options_that_are_not_a_mapping_are_refused_for_every_store(

@@ -45,7 +45,17 @@ class ChunkSpec:
 
 
 class Codec(abc.ABC):
-    """Common part of every v3 codec: a name and a JSON configuration."""
+    """Common part of every v3 codec: a name and a JSON configuration.
+
+    One instance is shared by every chunk of an array, and ``encode``/``decode`` are called
+    concurrently from several threads: they must be thread-safe (keep no mutable scratch
+    state between calls, or hold your own lock).
+
+    Example:
+        >>> from torchzarr.codecs.compressors import GzipCodec
+        >>> GzipCodec(level=1).to_json()
+        {'name': 'gzip', 'configuration': {'level': 1}}
+    """
 
     #: the codec's name in ``zarr.json`` (``"zstd"``, ``"bytes"``, ``"numcodecs.delta"``)
     codec_name: ClassVar[str]
@@ -110,11 +120,14 @@ class ArrayBytesCodec(Codec):
 
     @abc.abstractmethod
     def decode(self, data: bytes, spec: ChunkSpec, out: np.ndarray | None = None) -> np.ndarray:
-        """Deserialise a chunk of ``spec``; write into ``out`` when given (C-contiguous)."""
+        """Deserialise a chunk of ``spec``; write into ``out`` when given (C-contiguous) and
+        return it. Thread-safe: called for many chunks at once. A new array returned instead
+        is copied into ``out``; one of another shape or dtype is a ``ChunkDecodeError``."""
 
     def max_encoded_size(self, spec: ChunkSpec) -> int:
         """A bound on the size of an encoded chunk of ``spec``: what the bytes -> bytes codecs
-        after this one may decode to. Codecs that know theirs override this generous one.
+        after this one may decode to. Codecs that know theirs override this generous one;
+        an encoded chunk past it is a ``CodecError`` (it could never be read).
 
         Example:
             >>> from torchzarr.codecs.bytes_codec import BytesCodec
@@ -125,7 +138,7 @@ class ArrayBytesCodec(Codec):
 
 
 class BytesBytesCodec(Codec):
-    """Transforms bytes into bytes (compressors, checksums)."""
+    """Transforms bytes into bytes (compressors, checksums); thread-safe like every codec."""
 
     @abc.abstractmethod
     def encode(self, data: bytes) -> bytes:
@@ -155,8 +168,8 @@ class BytesBytesCodec(Codec):
         return decoded
 
     def max_encoded_size(self, nbytes: int) -> int:
-        """A bound on the size of :meth:`encode`'s output for ``nbytes`` bytes: what the
-        codec after this one may decode to. Codecs that know theirs override this generous
+        """A bound on the size of :meth:`encode`'s output for ``nbytes`` bytes (exceeding it
+        is a ``CodecError`` at encode): what the codec after this one may decode to. Codecs that know theirs override this generous
         one (:func:`~torchzarr.codecs.bounded.loose_bound`: 64 times plus 64 KiB).
 
         Example:

@@ -14,6 +14,7 @@ from torchzarr.codecs.base import (
     ChunkSpec,
     Codec,
 )
+from torchzarr.codecs.bounded import nbytes_of
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import Crc32cCodec, ZstdCodec, is_checksum_mismatch
 from torchzarr.errors import (
@@ -207,7 +208,8 @@ class V3Pipeline:
         self.bytes_bytes = tuple(bytes_bytes)
         self.codecs: tuple[Codec, ...] = (*array_array, array_bytes, *bytes_bytes)
         # the most each bytes -> bytes codec may decode to: a decompression bomb stops there
-        self._limits = self.size_bounds()[:-1] if bytes_bytes else ()
+        self._bounds = self.size_bounds()  # encode checks each codec keeps to its bound
+        self._limits = self._bounds[:-1] if bytes_bytes else ()
         plain = not self.array_array and isinstance(array_bytes, BytesCodec)
         inner = self.bytes_bytes[0] if self.bytes_bytes else None
         # the innermost bytes codec decompresses straight into out ...
@@ -282,8 +284,11 @@ class V3Pipeline:
                 array = codec.encode(array, spec)
             codec = self.array_bytes
             data = self.array_bytes.encode(array, self._ab_spec)
+            bounds = iter(self._bounds)
+            self._check_bound(codec, data, next(bounds))
             for codec in self.bytes_bytes:
                 data = codec.encode(data)
+                self._check_bound(codec, data, next(bounds))
         except TorchZarrError:
             raise
         except Exception as err:
@@ -292,6 +297,16 @@ class V3Pipeline:
                 f"{type(err).__name__}: {err}"
             ) from err
         return data
+
+    @staticmethod
+    def _check_bound(codec: Codec, data: Any, bound: int) -> None:
+        """O(1): an encoded size past the codec's ``max_encoded_size`` would write chunks
+        that every read refuses (the decompression-bomb limits come from those bounds)."""
+        if nbytes_of(data) > bound:
+            raise CodecError(
+                f"codec {codec.codec_name!r} encoded a chunk to {nbytes_of(data)} bytes, more "
+                f"than its max_encoded_size() of {bound}: fix its max_encoded_size"
+            )
 
     def decode(
         self, data: bytes | memoryview, out: np.ndarray | None = None, *, key: str | None = None
@@ -323,20 +338,34 @@ class V3Pipeline:
                 buf = codec.decode_bounded(buf, limit)
             codec = self.array_bytes
             if not self.array_array:
-                return self.array_bytes.decode(buf, self.spec, out=out)
-            array = self.array_bytes.decode(buf, self._ab_spec)
-            for codec, spec in zip(
-                reversed(self.array_array), reversed(self._aa_specs), strict=True
+                array = self.array_bytes.decode(buf, self.spec, out=out)
+                if array is out:  # the codec honoured out=
+                    return out
+            else:
+                array = self.array_bytes.decode(buf, self._ab_spec)
+                for codec, spec in zip(
+                    reversed(self.array_array), reversed(self._aa_specs), strict=True
+                ):
+                    array = codec.decode(array, spec)
+            # O(1): a plugin codec returning another shape or dtype must not be reinterpreted
+            if (
+                not isinstance(array, np.ndarray)
+                or array.shape != self.spec.shape
+                or array.dtype != self.spec.dtype
             ):
-                array = codec.decode(array, spec)
-            if array.shape != self.spec.shape or array.dtype != self.spec.dtype:
-                raise ChunkDecodeError(
-                    f"the codec chain produced shape {array.shape} of {array.dtype}, expected "
+                got = (
+                    f"shape {array.shape} of {array.dtype}"
+                    if isinstance(array, np.ndarray)
+                    else type(array).__name__
+                )
+                raise ChunkDecodeError(  # decode_error puts the key in front
+                    f"codec {_label(codec)} decoded to {got}, expected shape "
                     f"{self.spec.shape} of {self.spec.dtype}"
                 )
         except Exception as err:
             raise decode_error(err, codec, key) from err
         if out is not None:
+            # a codec that ignored out= (or a chain with array -> array codecs): copy once
             out[...] = array
             return out
         return array

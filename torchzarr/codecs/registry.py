@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any
 
 from torchzarr.codecs.base import Codec
-from torchzarr.errors import CodecError, MetadataError, UnknownCodecError
+from torchzarr.errors import (
+    CodecError,
+    InvalidArgumentError,
+    MetadataError,
+    TorchZarrError,
+    UnknownCodecError,
+)
 from torchzarr.forksafe import new_rlock
 
 __all__ = [
@@ -24,19 +31,29 @@ ENTRY_POINT_GROUP = "torchzarr.codecs"
 
 _registry: dict[str, type[Codec]] = {}
 _lock = new_rlock()
-_entry_points_loaded = False
+#: the installed entry points of ``ENTRY_POINT_GROUP`` by name, found (not loaded) once
+_entry_points: dict[str, EntryPoint] | None = None
+#: the entry points a sweep has tried (by name), each tried by a sweep once
+_swept: set[str] = set()
+#: one sweep at a time: a thread never finds a plugin marked swept while another imports it
+_sweep_lock = new_rlock()
+_log = logging.getLogger(__name__)
 
 
 def register_codec(name: str, cls: type[Codec], *, overwrite: bool = False) -> None:
     """Make ``{"name": name, ...}`` in ``zarr.json`` build ``cls.from_config(configuration)``.
 
+    ``name`` must be ``cls.codec_name``: arrays record a codec under its ``codec_name``, so
+    a codec registered under another name would write arrays that cannot be opened again.
+
     Args:
-        name: the codec's name in ``zarr.json``.
+        name: the codec's name in ``zarr.json`` (``cls.codec_name``).
         cls: a subclass of ``ArrayArrayCodec``, ``ArrayBytesCodec`` or ``BytesBytesCodec``.
         overwrite: replace a codec already registered under ``name``.
 
     Raises:
         CodecError: ``name`` is taken (and ``overwrite`` is false), or ``cls`` is no codec class.
+        InvalidArgumentError: ``name`` differs from ``cls.codec_name``, naming both.
 
     Example:
         >>> from torchzarr.codecs.compressors import GzipCodec
@@ -48,6 +65,12 @@ def register_codec(name: str, cls: type[Codec], *, overwrite: bool = False) -> N
         raise CodecError(f"a codec name must be a non-empty string, got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Codec)):
         raise CodecError(f"codec {name!r}: {cls!r} is not a subclass of torchzarr Codec")
+    own = getattr(cls, "codec_name", None)
+    if own != name:
+        raise InvalidArgumentError(
+            f"cannot register {cls.__name__} as codec {name!r}: its codec_name is {own!r}, "
+            f"which is what arrays record (register it as {own!r}, or set codec_name = {name!r})"
+        )
     with _lock:
         current = _registry.get(name)
         if current is not None and current is not cls and not overwrite:
@@ -58,23 +81,59 @@ def register_codec(name: str, cls: type[Codec], *, overwrite: bool = False) -> N
         _registry[name] = cls
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
+def _installed() -> dict[str, EntryPoint]:
+    """The entry points of ``torchzarr.codecs`` by codec name (the first of a name wins)."""
+    global _entry_points
     with _lock:
-        if _entry_points_loaded:
-            return
-        _entry_points_loaded = True
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in _registry:
-                continue  # explicit registrations win over installed plugins
+        if _entry_points is None:
+            found: dict[str, EntryPoint] = {}
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                found.setdefault(ep.name, ep)
+            _entry_points = found
+        return _entry_points
+
+
+def _load_plugin(name: str) -> type[Codec] | None:
+    """The codec class of ``name``'s entry point, loaded and registered now (None: no plugin
+    names it). Each plugin loads on its own, so a broken one fails only lookups of its own
+    name; a failed load is tried again at the next lookup.
+    """
+    ep = _installed().get(name)
+    if ep is None:
+        return None
+    where = f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r}"
+    try:
+        cls = ep.load()
+    except Exception as err:
+        raise CodecError(
+            f"codec {name!r}: {where} failed to load: {type(err).__name__}: {err}"
+        ) from err
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise CodecError(f"codec {name!r}: {where} is {cls!r}, not a torchzarr Codec subclass")
+    if getattr(cls, "codec_name", None) != name:
+        raise CodecError(
+            f"codec {name!r}: {where} gives {cls.__name__}, whose codec_name is "
+            f"{getattr(cls, 'codec_name', None)!r}: the entry point's name must be its codec_name"
+        )
+    with _lock:  # explicit registrations (the plugin's own import among them) win
+        if name not in _registry:
+            register_codec(name, cls)
+        return _registry[name]
+
+
+def _sweep() -> None:
+    """Load the entry points not tried yet (a plugin's module may register more names than
+    its entry point's); a broken one is logged and skipped here, raising only for its name."""
+    with _sweep_lock:  # reentrant: a plugin's import may look up a codec in turn
+        for name in sorted(_installed()):
+            with _lock:
+                if name in _registry or name in _swept:
+                    continue
+                _swept.add(name)
             try:
-                cls = ep.load()
-            except Exception as err:
-                raise CodecError(
-                    f"codec {ep.name!r}: entry point {ep.value!r} in group "
-                    f"{ENTRY_POINT_GROUP!r} failed to load: {type(err).__name__}: {err}"
-                ) from err
-            register_codec(ep.name, cls)
+                _load_plugin(name)
+            except Exception as err:  # raised again when its own name is looked up
+                _log.warning("skipped a codec plugin: %s", err)
 
 
 def registered_codecs() -> Mapping[str, type[Codec]]:
@@ -84,7 +143,7 @@ def registered_codecs() -> Mapping[str, type[Codec]]:
         >>> "zstd" in registered_codecs()
         True
     """
-    _load_entry_points()
+    _sweep()
     return MappingProxyType(_registry)
 
 
@@ -101,9 +160,11 @@ def get_codec_class(name: str) -> type[Codec]:
         'numcodecs.lz4'
     """
     found = _registry.get(name)
-    if found is None:
-        _load_entry_points()
-        found = _registry.get(name)
+    if found is None and isinstance(name, str):
+        found = _load_plugin(name) if name in _installed() else None
+        if found is None and name not in _installed():
+            _sweep()  # a plugin's module may register names its entry point does not give
+            found = _registry.get(name)
     if found is not None:
         return found
     if isinstance(name, str) and name.startswith("numcodecs.") and len(name) > len("numcodecs."):
@@ -150,7 +211,9 @@ def codec_from_json(obj: Any) -> Codec:
     cls = get_codec_class(name)
     try:
         return cls.from_config(dict(config))
-    except (TypeError, KeyError) as err:
+    except TorchZarrError:
+        raise  # the codec's own MetadataError / CodecError already name the problem
+    except (TypeError, KeyError, ValueError) as err:
         raise MetadataError(f"codec {name!r}: invalid configuration {config!r}: {err}") from None
 
 

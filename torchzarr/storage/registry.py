@@ -13,6 +13,7 @@ from torchzarr.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     MissingDependencyError,
+    TorchZarrError,
     UnknownStoreError,
 )
 from torchzarr.forksafe import new_lock, new_rlock
@@ -313,7 +314,14 @@ def resolve_store(
     if factory is None:
         known = ", ".join(f"{s}://" for s in _Schemes())
         raise UnknownStoreError(f"no store handles {store!r} (scheme {scheme!r}); known: {known}")
-    result = factory(store, options)
+    try:
+        result = factory(store, options)
+    except TorchZarrError:
+        raise  # the factory's own errors (StoreError, ArgumentTypeError, ...) pass through
+    except TypeError as err:  # a plugin's Store(url, **options) refusing an option
+        raise UnknownStoreError(
+            f"invalid storage_options {sorted(options)} for {store!r} (scheme {scheme!r}): {err}"
+        ) from err
     if not isinstance(result, Store):
         raise UnknownStoreError(
             f"the store factory of scheme {scheme!r} ({factory!r}) returned "

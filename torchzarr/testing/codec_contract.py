@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from torchzarr.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ChunkSpec, Codec
+from torchzarr.codecs.base import (
+    ArrayArrayCodec,
+    ArrayBytesCodec,
+    BytesBytesCodec,
+    ChunkSpec,
+    Codec,
+)
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.pipeline import V3Pipeline
+from torchzarr.codecs.compressors import ZstdCodec
+from torchzarr.codecs.pipeline import V3Pipeline, evolve_checked
 from torchzarr.codecs.registry import codec_from_json
 from torchzarr.errors import ChunkDecodeError
 
@@ -73,6 +82,9 @@ class CodecContract:
     #: checks the size (never the case for the chains built here)
     detects_truncation: ClassVar[bool] = True
     seed: ClassVar[int] = 1234
+    #: threads and distinct chunks per dtype of the concurrency check
+    threads: ClassVar[int] = 8
+    concurrent_chunks: ClassVar[int] = 32
 
     # -- hooks ------------------------------------------------------------------------------
     def make_codec(self, dtype: np.dtype[Any]) -> Codec:
@@ -184,3 +196,59 @@ class CodecContract:
     def test_repr_is_readable(self) -> None:
         text = repr(self._codec())
         assert isinstance(text, str) and " object at 0x" not in text
+
+    def test_encoded_size_within_max_encoded_size(self) -> None:
+        """The codec's own output never exceeds its declared ``max_encoded_size``: readers
+        refuse to decode past that bound (it stops decompression bombs)."""
+        rng = np.random.default_rng(self.seed)
+        for name in self.dtypes:
+            dtype = np.dtype(name)
+            codec = self.make_codec(dtype)
+            for shape in self.shapes:
+                spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
+                data = np.ascontiguousarray(self.make_data(rng, tuple(shape), dtype))
+                what = f"{codec!r} on {dtype} {tuple(shape)}"
+                if isinstance(codec, BytesBytesCodec):
+                    raw = data.tobytes()
+                    bb = evolve_checked(codec, spec)
+                    size, bound = len(bb.encode(raw)), bb.max_encoded_size(len(raw))
+                elif isinstance(codec, ArrayBytesCodec):
+                    ab = evolve_checked(codec, spec)
+                    size, bound = len(ab.encode(data, spec)), ab.max_encoded_size(spec)
+                else:
+                    continue  # array -> array codecs declare no byte bound
+                assert size <= bound, f"{what}: encoded to {size} bytes, max_encoded_size {bound}"
+
+    def test_round_trip_with_a_compressor_after_it(self) -> None:
+        """Followed by zstd (which decodes no further than this codec's bound) it still reads."""
+        rng = np.random.default_rng(self.seed)
+        for name in self.dtypes:
+            dtype = np.dtype(name)
+            codec = self.make_codec(dtype)
+            for shape in self.shapes:
+                spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
+                pipe = V3Pipeline([*self.chain(codec, dtype), ZstdCodec()], spec)
+                data = self.make_data(rng, tuple(shape), dtype)
+                what = f"{codec!r} then zstd on {dtype} {tuple(shape)}"
+                self.assert_same(pipe.decode(pipe.encode(data), key="c/0"), data, what)
+
+    def test_concurrent_encode_decode(self) -> None:
+        """Codecs are called from several threads at once: many distinct chunks encoded and
+        decoded in parallel give what they give one at a time (no shared scratch state)."""
+        rng = np.random.default_rng(self.seed)
+        shape = max(self.shapes, key=math.prod)
+        for name in self.dtypes:
+            dtype = np.dtype(name)
+            spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
+            pipe = V3Pipeline(self.chain(self.make_codec(dtype), dtype), spec)
+            chunks = [
+                self.make_data(rng, tuple(shape), dtype) for _ in range(self.concurrent_chunks)
+            ]
+            serial = [pipe.encode(c) for c in chunks]
+            with ThreadPoolExecutor(self.threads) as pool:
+                encoded = list(pool.map(pipe.encode, chunks))
+                decoded = list(pool.map(pipe.decode, serial))
+            for i, (chunk, enc, dec) in enumerate(zip(chunks, encoded, decoded, strict=True)):
+                what = f"{dtype} chunk {i} of {len(chunks)} on {self.threads} threads"
+                self.assert_same(pipe.decode(enc), chunk, f"{what}: concurrent encode")
+                self.assert_same(dec, chunk, f"{what}: concurrent decode")

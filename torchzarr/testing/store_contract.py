@@ -20,7 +20,16 @@ from torchzarr.storage.base import ByteRange, Store
 __all__ = ["StoreContract"]
 
 _BAD_KEYS = ("", "/abs", "a/../b", "a//b", "./a", "a/.", "a\\b", "nul\x00", "caf\udce9")
-_TREE = {"a/b/c": b"1", "a/b/d": b"22", "a/e": b"333", "f": b"", "ab/x": b"5"}
+#: "x/a/b" and "xa/e" hold "a/" and "a" past their start: a prefix never matches inside a key
+_TREE = {
+    "a/b/c": b"1",
+    "a/b/d": b"22",
+    "a/e": b"333",
+    "f": b"",
+    "ab/x": b"5",
+    "x/a/b": b"6",
+    "xa/e": b"7",
+}
 
 
 class StoreContract:
@@ -96,6 +105,19 @@ class StoreContract:
         assert store.exists("empty") and store.getsize("view") == 4
         assert isinstance(store.get("bytes-array"), bytes)
 
+    def test_set_copies_the_callers_buffer(self, store: Store) -> None:
+        """A store keeps the bytes as they were at set(), not the caller's mutable buffer."""
+        buf = bytearray(b"before")
+        backing = bytearray(b"xxview")
+        store.set("ba", buf)
+        store.set("mv", memoryview(backing)[2:])
+        store.set_many({"many": buf})
+        buf[:] = b"AFTER!"
+        backing[2:] = b"VIEW"
+        assert store.get("ba") == b"before", "set() kept a reference to the bytearray"
+        assert store.get("mv") == b"view", "set() kept a reference to the memoryview"
+        assert store.get("many") == b"before", "set_many() kept a reference to the bytearray"
+
     def test_large_value(self, store: Store) -> None:
         value = np.random.default_rng(0).bytes(3 << 20)
         store.set("big/0.0", value)
@@ -124,7 +146,7 @@ class StoreContract:
     def test_delete_prefix(self, store: Store) -> None:
         self.fill(store)
         store.delete_prefix("a/")
-        assert sorted(store.list_prefix("")) == ["ab/x", "f"]
+        assert sorted(store.list_prefix("")) == ["ab/x", "f", "x/a/b", "xa/e"]
 
     @pytest.mark.parametrize(
         ("rng", "expected"),
@@ -162,11 +184,13 @@ class StoreContract:
         assert sorted(store.list_prefix("a/b/")) == ["a/b/c", "a/b/d"]
         assert sorted(store.list_prefix("a")) == ["a/b/c", "a/b/d", "a/e", "ab/x"]
         assert list(store.list_prefix("zz/")) == []
+        assert sorted(store.list_prefix("x")) == ["x/a/b", "xa/e"]
+        assert list(store.list_prefix("e")) == [] and list(store.list_prefix("b/")) == []
 
     def test_list_dir(self, store: Store) -> None:
         assert store.list_dir("") == ([], [])
         self.fill(store)
-        assert store.list_dir("") == (["f"], ["a", "ab"])
+        assert store.list_dir("") == (["f"], ["a", "ab", "x", "xa"])
         assert store.list_dir("a/") == (["e"], ["b"])
         assert store.list_dir("a/b/") == (["c", "d"], [])
         assert store.list_dir("zz/") == ([], [])
