@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from plugin_codecs import ShortBoundHeader
 
 from torchzarr.codecs.base import BytesBytesCodec, Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
@@ -254,28 +255,6 @@ class _ScratchXor(BytesBytesCodec):
         return self._run(data)
 
 
-class _Header(BytesBytesCodec):
-    """Adds an 8-byte header but declares max_encoded_size(n) == n."""
-
-    codec_name = "test.short_bound"
-
-    @classmethod
-    def from_config(cls, configuration: dict[str, Any]) -> _Header:
-        return cls()
-
-    def configuration(self) -> dict[str, Any]:
-        return {}
-
-    def encode(self, data: bytes) -> bytes:
-        return b"HDR00000" + bytes(data)
-
-    def decode(self, data: bytes) -> bytes:
-        return bytes(data)[8:]
-
-    def max_encoded_size(self, nbytes: int) -> int:
-        return nbytes
-
-
 def test_the_contract_catches_a_codec_that_is_not_thread_safe() -> None:
     class Contract(CodecContract):
         codec = _ScratchXor()
@@ -287,7 +266,7 @@ def test_the_contract_catches_a_codec_that_is_not_thread_safe() -> None:
 
 def test_the_contract_catches_an_encoded_size_past_max_encoded_size() -> None:
     class Contract(CodecContract):
-        codec = _Header()
+        codec = ShortBoundHeader()
         dtypes = ("uint8",)
 
     with pytest.raises(AssertionError, match=r"\(0,\): encoded to 8 bytes, max_encoded_size 0"):

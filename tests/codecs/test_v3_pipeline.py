@@ -8,8 +8,9 @@ from typing import Any
 import numcodecs
 import numpy as np
 import pytest
+from plugin_codecs import ShortBoundHeader
 
-from torchzarr.codecs.base import ArrayBytesCodec, BytesBytesCodec, ChunkSpec, Codec
+from torchzarr.codecs.base import ArrayBytesCodec, ChunkSpec, Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
@@ -367,29 +368,7 @@ def test_a_plugin_codec_decoding_to_another_shape_fails_the_read_not_with_index_
         arr[:]
 
 
-class _Header(BytesBytesCodec):
-    """Adds an 8-byte header, yet declares max_encoded_size(n) == n."""
-
-    codec_name = "test.header"
-
-    @classmethod
-    def from_config(cls, configuration: dict[str, Any]) -> _Header:
-        return cls()
-
-    def configuration(self) -> dict[str, Any]:
-        return {}
-
-    def encode(self, data: bytes) -> bytes:
-        return b"HDR00000" + bytes(data)
-
-    def decode(self, data: bytes) -> bytes:
-        return bytes(data)[8:]
-
-    def max_encoded_size(self, nbytes: int) -> int:
-        return nbytes
-
-
 def test_encode_refuses_a_chunk_past_the_codecs_declared_bound() -> None:
-    pipe = V3Pipeline([LITTLE, _Header(), ZstdCodec()], spec())
-    with pytest.raises(CodecError, match=r"codec 'test\.header' encoded a chunk to 104 bytes"):
+    pipe = V3Pipeline([LITTLE, ShortBoundHeader(), ZstdCodec()], spec())
+    with pytest.raises(CodecError, match=r"codec 'test\.short_bound' encoded a chunk to 104 bytes"):
         pipe.encode(data())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -121,18 +121,22 @@ class CodecContract:
             )
 
     # -- helpers ----------------------------------------------------------------------------
-    def _cases(self) -> list[tuple[str, tuple[int, ...], V3Pipeline, np.ndarray]]:
+    def _specs(self) -> Iterator[tuple[Codec, ChunkSpec, np.ndarray, str]]:
+        """``(codec, chunk spec, data, description)`` for each dtype and shape tested."""
         rng = np.random.default_rng(self.seed)
-        cases = []
         for name in self.dtypes:
             dtype = np.dtype(name)
             codec = self.make_codec(dtype)
             for shape in self.shapes:
                 spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
-                pipe = V3Pipeline(self.chain(codec, dtype), spec)
                 data = self.make_data(rng, tuple(shape), dtype)
-                cases.append((f"{codec!r} on {dtype} {tuple(shape)}", tuple(shape), pipe, data))
-        return cases
+                yield codec, spec, data, f"{codec!r} on {dtype} {tuple(shape)}"
+
+    def _cases(self) -> list[tuple[str, tuple[int, ...], V3Pipeline, np.ndarray]]:
+        return [
+            (what, spec.shape, V3Pipeline(self.chain(codec, spec.dtype), spec), data)
+            for codec, spec, data, what in self._specs()
+        ]
 
     def _codec(self) -> Codec:
         return self.make_codec(np.dtype(self.dtypes[0]))
@@ -200,37 +204,24 @@ class CodecContract:
     def test_encoded_size_within_max_encoded_size(self) -> None:
         """The codec's own output never exceeds its declared ``max_encoded_size``: readers
         refuse to decode past that bound (it stops decompression bombs)."""
-        rng = np.random.default_rng(self.seed)
-        for name in self.dtypes:
-            dtype = np.dtype(name)
-            codec = self.make_codec(dtype)
-            for shape in self.shapes:
-                spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
-                data = np.ascontiguousarray(self.make_data(rng, tuple(shape), dtype))
-                what = f"{codec!r} on {dtype} {tuple(shape)}"
-                if isinstance(codec, BytesBytesCodec):
-                    raw = data.tobytes()
-                    bb = evolve_checked(codec, spec)
-                    size, bound = len(bb.encode(raw)), bb.max_encoded_size(len(raw))
-                elif isinstance(codec, ArrayBytesCodec):
-                    ab = evolve_checked(codec, spec)
-                    size, bound = len(ab.encode(data, spec)), ab.max_encoded_size(spec)
-                else:
-                    continue  # array -> array codecs declare no byte bound
-                assert size <= bound, f"{what}: encoded to {size} bytes, max_encoded_size {bound}"
+        for codec, spec, data, what in self._specs():
+            data = np.ascontiguousarray(data)
+            if isinstance(codec, BytesBytesCodec):
+                raw = data.tobytes()
+                bb = evolve_checked(codec, spec)
+                size, bound = len(bb.encode(raw)), bb.max_encoded_size(len(raw))
+            elif isinstance(codec, ArrayBytesCodec):
+                ab = evolve_checked(codec, spec)
+                size, bound = len(ab.encode(data, spec)), ab.max_encoded_size(spec)
+            else:
+                continue  # array -> array codecs declare no byte bound
+            assert size <= bound, f"{what}: encoded to {size} bytes, max_encoded_size {bound}"
 
     def test_round_trip_with_a_compressor_after_it(self) -> None:
         """Followed by zstd (which decodes no further than this codec's bound) it still reads."""
-        rng = np.random.default_rng(self.seed)
-        for name in self.dtypes:
-            dtype = np.dtype(name)
-            codec = self.make_codec(dtype)
-            for shape in self.shapes:
-                spec = ChunkSpec(tuple(shape), dtype, dtype.type(0))
-                pipe = V3Pipeline([*self.chain(codec, dtype), ZstdCodec()], spec)
-                data = self.make_data(rng, tuple(shape), dtype)
-                what = f"{codec!r} then zstd on {dtype} {tuple(shape)}"
-                self.assert_same(pipe.decode(pipe.encode(data), key="c/0"), data, what)
+        for codec, spec, data, what in self._specs():
+            pipe = V3Pipeline([*self.chain(codec, spec.dtype), ZstdCodec()], spec)
+            self.assert_same(pipe.decode(pipe.encode(data), key="c/0"), data, f"{what}, then zstd")
 
     def test_concurrent_encode_decode(self) -> None:
         """Codecs are called from several threads at once: many distinct chunks encoded and
