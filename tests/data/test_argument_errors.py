@@ -324,6 +324,13 @@ def test_pin_memory_takes_any_truth_value(rows):
             "loader must be an iterable of batches",
         ),
         (lambda a: tz.data.DevicePrefetcher([], 2**70), InvalidArgumentError, "no device"),
+        pytest.param(
+            lambda a: tz.data.DevicePrefetcher([], "mps"),
+            InvalidArgumentError,
+            "device 'mps' is not available here",  # was torch's raw error at the first batch
+            marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="has mps"),
+        ),
+        (lambda a: tz.data.DevicePrefetcher([], "hpu"), InvalidArgumentError, "not available"),
         (lambda a: tz.data.DevicePrefetcher([], 1.5), ArgumentTypeError, "device must be a str"),
     ],
 )

@@ -180,6 +180,13 @@ class DevicePrefetcher:
         self.cuda = device.type == "cuda" and cuda_available()
         # Without CUDA a "cuda" target quietly stays on the host, as pinning does.
         self.device = device if self.cuda or device.type != "cuda" else torch.device("cpu")
+        if self.device.type not in ("cpu", "cuda"):  # mps, xpu, ...: there, or refused now
+            try:
+                torch.empty(0, device=self.device)
+            except (RuntimeError, AssertionError, ImportError) as err:
+                raise InvalidArgumentError(
+                    f"DevicePrefetcher: device {str(device)!r} is not available here ({err})"
+                ) from None
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
