@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,3 +274,39 @@ def test_bad_json_raises_metadata_errors(doc: Any, message: str) -> None:
     with pytest.raises(MetadataError) as info:
         codec_from_json(doc)
     assert message in str(info.value)
+
+
+def test_a_plugin_looking_up_a_codec_on_import_loads_beside_a_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one thread imports the plugin (its module lock held) and, inside, looks a codec up,
+    # which sweeps; another sweeps (the sweep lock held) and imports the same plugin: with
+    # the plugin loaded outside the sweep lock, each waited for the other for ever
+    (tmp_path / "slow_plugin.py").write_text(
+        "import time\n"
+        "from torchzarr.codecs.registry import get_codec_class\n"
+        "from torchzarr.codecs.compressors import GzipCodec\n"
+        "time.sleep(0.3)\n"
+        "get_codec_class('numcodecs.zlib')  # a name no entry point gives: a sweep\n"
+        "class SlowCodec(GzipCodec):\n"
+        "    codec_name = 'test.slow'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_plugin", raising=False)
+    plugin = EntryPoint("test.slow", "slow_plugin:SlowCodec", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin])
+    monkeypatch.setattr(registry, "_entry_points", None)  # found again, with the fake
+    found: dict[str, object] = {}
+    lookup = threading.Thread(
+        target=lambda: found.update(lookup=get_codec_class("test.slow")), daemon=True
+    )
+    sweep = threading.Thread(
+        target=lambda: found.update(sweep="test.slow" in registered_codecs()), daemon=True
+    )
+    lookup.start()
+    time.sleep(0.1)  # the lookup is importing the plugin
+    sweep.start()
+    lookup.join(30)
+    sweep.join(30)
+    assert not lookup.is_alive() and not sweep.is_alive(), "deadlocked"
+    assert found["lookup"].__name__ == "SlowCodec" and found["sweep"] is True

@@ -103,7 +103,11 @@ def _load_plugin(name: str) -> type[Codec] | None:
         return None
     where = f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r}"
     try:
-        cls = ep.load()
+        # every plugin import under the one (reentrant) sweep lock: a lookup in one thread
+        # and a sweep in another would otherwise each hold what the other waits for (the
+        # module's import lock, the sweep lock) when the plugin looks a codec up on import
+        with _sweep_lock:
+            cls = ep.load()
     except Exception as err:
         raise CodecError(
             f"codec {name!r}: {where} failed to load: {type(err).__name__}: {err}"
