@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -305,3 +307,37 @@ def test_options_of_a_url_store_are_not_passed_again_with_the_store_made(tmp_pat
     state = {"w": torch.zeros(3)}
     dcp.load(state, storage_reader=ZarrStorageReader(path, storage_options=options))
     assert state["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_plugin_resolving_a_store_on_import_loads_beside_a_sweep(plugins):
+    # one thread imports the plugin (its module lock held) and, inside, resolves a scheme
+    # no entry point names, which sweeps; another sweeps (the sweep lock held) and imports
+    # the same plugin: loaded outside the sweep lock, each waited for the other for ever
+    plugins(
+        "slowstore",
+        {"slowmem": "slow_store:make"},
+        {
+            "slow_store": "import time\n"
+            "from torchzarr.storage import registered_stores\n"
+            "time.sleep(0.3)\n"
+            "'nosuchscheme' in registered_stores()  # a sweep\n"
+            "from torchzarr.storage import MemoryStore\n"
+            "def make(url, options):\n"
+            "    return MemoryStore()\n"
+        },
+    )
+    registry._installed()  # the entry points found before the race (a slow scan)
+    found: dict[str, object] = {}
+    use = threading.Thread(
+        target=lambda: found.update(use=registered_stores()["slowmem"]), daemon=True
+    )
+    sweep = threading.Thread(
+        target=lambda: found.update(sweep="other" in registered_stores()), daemon=True
+    )
+    use.start()
+    time.sleep(0.1)  # the use is importing the plugin
+    sweep.start()
+    use.join(30)
+    sweep.join(30)
+    assert not use.is_alive() and not sweep.is_alive(), "deadlocked"
+    assert callable(found["use"]) and found["sweep"] is False

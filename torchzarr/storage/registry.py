@@ -93,7 +93,11 @@ def _plugin_factory(scheme: str) -> StoreFactory | None:
     if dist is not None:
         where += f" (package {dist.name} {dist.version})"
     try:
-        factory = ep.load()
+        # every plugin import under the one (reentrant) sweep lock: a use in one thread and
+        # a sweep in another would otherwise each hold what the other waits for (the
+        # module's import lock, the sweep lock) when the plugin resolves a store on import
+        with _sweep_lock:
+            factory = ep.load()
     except ImportError as err:
         raise MissingDependencyError(
             f"the store plugin for {scheme}:// cannot be imported: {where} failed with "
