@@ -7,6 +7,7 @@ from typing import Any
 
 from torchzarr.checkpoint.values import decode_value, encode_value, format_key_path
 from torchzarr.errors import MetadataError, UnrepresentableError
+from torchzarr.metadata.jsonutil import is_utf8
 
 __all__ = ["ATTRIBUTES", "UnsavedAttributeWarning", "encode_attributes", "restore_attributes"]
 
@@ -45,7 +46,7 @@ def encode_attributes(
     where = format_key_path(key_path)
     out: dict[str, Any] = {}
     for name, value in held.items():
-        if type(name) is not str or not _utf8(name):
+        if type(name) is not str or not is_utf8(name):
             raise UnrepresentableError(
                 f"tensor at {where} has the attribute name {name!r}, which the checkpoint's "
                 "JSON cannot hold (a str of valid characters)"
@@ -62,14 +63,6 @@ def encode_attributes(
                 stacklevel=2,
             )
     return out or None
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def restore_attributes(

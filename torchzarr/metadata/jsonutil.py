@@ -7,7 +7,7 @@ from typing import Any
 
 from torchzarr.errors import MetadataError
 
-__all__ = ["json_dumps", "json_loads"]
+__all__ = ["is_utf8", "json_dumps", "json_loads"]
 
 
 def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False) -> bytes:
@@ -59,11 +59,11 @@ def _unencodable(doc: Any) -> str:
     pending: list[tuple[Any, str]] = [(doc, "")]
     while pending:
         value, where = pending.pop()
-        if isinstance(value, str) and not _encodable(value):
+        if isinstance(value, str) and not is_utf8(value):
             return f"{value!r} at {where or 'the top'}"
         if isinstance(value, dict):
             for key in value:
-                if isinstance(key, str) and not _encodable(key):
+                if isinstance(key, str) and not is_utf8(key):
                     return f"{key!r} (a key) at {where or 'the top'}"
             items = [(item, f"{where}[{key!r}]") for key, item in value.items()]
         elif isinstance(value, (list, tuple)):
@@ -74,7 +74,13 @@ def _unencodable(doc: Any) -> str:
     return "<unknown>"
 
 
-def _encodable(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates), as JSON documents must.
+
+    Example:
+        >>> is_utf8("a"), is_utf8(chr(0xD800))
+        (True, False)
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
