@@ -21,6 +21,7 @@ from torchzarr.codecs.registry import (
     registered_codecs,
 )
 from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError, UnknownCodecError
+from torchzarr.plugins import PluginGroup
 
 
 class ReversedBytes(GzipCodec):
@@ -40,9 +41,12 @@ class PluginCodec(GzipCodec):
 @pytest.fixture
 def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
-    monkeypatch.setattr(registry, "_entry_points", None, raising=False)
-    monkeypatch.setattr(registry, "_swept", set(), raising=False)
-    monkeypatch.setattr(registry, "_entry_points_loaded", False, raising=False)  # older state
+    monkeypatch.setattr(registry, "_plugins", PluginGroup(registry.ENTRY_POINT_GROUP))
+
+
+def use_entry_points(monkeypatch: pytest.MonkeyPatch, find: Any) -> None:
+    """Make the registry's plugins those ``find(group)`` lists, found afresh."""
+    monkeypatch.setattr(registry, "_plugins", PluginGroup(registry.ENTRY_POINT_GROUP, find=find))
 
 
 def test_builtins_are_registered() -> None:
@@ -109,7 +113,7 @@ def test_entry_points_load_lazily_on_a_miss(monkeypatch: pytest.MonkeyPatch) -> 
         calls.append(group)
         return [FakeEntryPoint("plugin.codec", PluginCodec), FakeEntryPoint("zstd", GzipCodec)]
 
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    use_entry_points(monkeypatch, fake_entry_points)
     assert get_codec_class("zstd") is ZstdCodec and calls == []  # a hit loads nothing
     assert get_codec_class("plugin.codec") is PluginCodec
     assert calls == ["torchzarr.codecs"]
@@ -120,9 +124,7 @@ def test_entry_points_load_lazily_on_a_miss(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.usefixtures("clean_registry")
 def test_a_broken_entry_point_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        registry, "entry_points", lambda group: [FakeEntryPoint("bad", ImportError("gone"))]
-    )
+    use_entry_points(monkeypatch, lambda group: [FakeEntryPoint("bad", ImportError("gone"))])
     with pytest.raises(CodecError, match=r"codec 'bad': entry point 'plugin:bad'.*ImportError"):
         get_codec_class("bad")
 
@@ -133,7 +135,7 @@ def test_a_broken_codec_plugin_fails_only_its_own_name(
     monkeypatch: pytest.MonkeyPatch, broken: Any
 ) -> None:
     eps = [FakeEntryPoint("bad", broken), FakeEntryPoint("plugin.codec", PluginCodec)]
-    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    use_entry_points(monkeypatch, lambda group: eps)
     with pytest.raises(CodecError, match=r"codec 'bad': entry point 'plugin:bad'"):
         get_codec_class("bad")
     assert get_codec_class("plugin.codec") is PluginCodec  # the good plugin still loads
@@ -148,7 +150,7 @@ def test_a_broken_codec_plugin_does_not_hide_names_found_by_a_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     eps = [FakeEntryPoint("bad", ImportError("gone")), FakeEntryPoint("plugin.codec", PluginCodec)]
-    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    use_entry_points(monkeypatch, lambda group: eps)
     with pytest.raises(UnknownCodecError, match="'nope'"):
         get_codec_class("nope")  # sweeps: the broken one is skipped, the good one loaded
     assert registry._registry["plugin.codec"] is PluginCodec
@@ -160,8 +162,7 @@ def test_register_refuses_a_name_other_than_the_codec_name(monkeypatch: pytest.M
         register_codec("legacy.reversed", ReversedBytes)
     assert "legacy.reversed" not in registered_codecs()
     eps = [FakeEntryPoint("legacy.plugin", PluginCodec)]
-    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
-    monkeypatch.setattr(registry, "_entry_points", None)  # found again, with the fake
+    use_entry_points(monkeypatch, lambda group: eps)
     with pytest.raises(CodecError, match=r"codec_name is 'plugin\.codec'"):
         get_codec_class("legacy.plugin")
 
@@ -294,8 +295,7 @@ def test_a_plugin_looking_up_a_codec_on_import_loads_beside_a_sweep(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "slow_plugin", raising=False)
     plugin = EntryPoint("test.slow", "slow_plugin:SlowCodec", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin])
-    monkeypatch.setattr(registry, "_entry_points", None)  # found again, with the fake
+    use_entry_points(monkeypatch, lambda group: [plugin])
     found: dict[str, object] = {}
     lookup = threading.Thread(
         target=lambda: found.update(lookup=get_codec_class("test.slow")), daemon=True

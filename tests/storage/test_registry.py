@@ -12,6 +12,7 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
+from torchzarr.plugins import PluginGroup
 from torchzarr.storage import (
     MemoryStore,
     register_store,
@@ -159,8 +160,10 @@ def test_storage_options_with_a_store_object_name_the_store_to_load_from(tmp_pat
 def plugins(tmp_path, monkeypatch):
     """``install(package, {scheme: "module:attr"}, module_source)``: a dist-info on sys.path."""
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
-    monkeypatch.setattr(registry, "_entry_points", None)  # found afresh, and undone after
-    monkeypatch.setattr(registry, "_swept", set())
+    # found afresh, and undone after
+    monkeypatch.setattr(
+        registry, "_plugins", PluginGroup(registry.ENTRY_POINT_GROUP, fold_case=True)
+    )
     made: list[str] = []
 
     def install(package: str, eps: dict[str, str], modules: dict[str, str]) -> None:
@@ -326,7 +329,7 @@ def test_a_plugin_resolving_a_store_on_import_loads_beside_a_sweep(plugins):
             "    return MemoryStore()\n"
         },
     )
-    registry._installed()  # the entry points found before the race (a slow scan)
+    registry._plugins.installed()  # the entry points found before the race (a slow scan)
     found: dict[str, object] = {}
     use = threading.Thread(
         target=lambda: found.update(use=registered_stores()["slowmem"]), daemon=True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any
 
@@ -17,6 +16,7 @@ from torchzarr.errors import (
     UnknownCodecError,
 )
 from torchzarr.forksafe import new_rlock
+from torchzarr.plugins import PluginGroup
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -31,12 +31,7 @@ ENTRY_POINT_GROUP = "torchzarr.codecs"
 
 _registry: dict[str, type[Codec]] = {}
 _lock = new_rlock()
-#: the installed entry points of ``ENTRY_POINT_GROUP`` by name, found (not loaded) once
-_entry_points: dict[str, EntryPoint] | None = None
-#: the entry points a sweep has tried (by name), each tried by a sweep once
-_swept: set[str] = set()
-#: one sweep at a time: a thread never finds a plugin marked swept while another imports it
-_sweep_lock = new_rlock()
+_plugins = PluginGroup(ENTRY_POINT_GROUP)
 _log = logging.getLogger(__name__)
 
 
@@ -81,33 +76,17 @@ def register_codec(name: str, cls: type[Codec], *, overwrite: bool = False) -> N
         _registry[name] = cls
 
 
-def _installed() -> dict[str, EntryPoint]:
-    """The entry points of ``torchzarr.codecs`` by codec name (the first of a name wins)."""
-    global _entry_points
-    with _lock:
-        if _entry_points is None:
-            found: dict[str, EntryPoint] = {}
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                found.setdefault(ep.name, ep)
-            _entry_points = found
-        return _entry_points
-
-
 def _load_plugin(name: str) -> type[Codec] | None:
     """The codec class of ``name``'s entry point, loaded and registered now (None: no plugin
     names it). Each plugin loads on its own, so a broken one fails only lookups of its own
     name; a failed load is tried again at the next lookup.
     """
-    ep = _installed().get(name)
+    ep = _plugins.entry_point(name)
     if ep is None:
         return None
     where = f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r}"
     try:
-        # every plugin import under the one (reentrant) sweep lock: a lookup in one thread
-        # and a sweep in another would otherwise each hold what the other waits for (the
-        # module's import lock, the sweep lock) when the plugin looks a codec up on import
-        with _sweep_lock:
-            cls = ep.load()
+        cls = _plugins.load(ep)
     except Exception as err:
         raise CodecError(
             f"codec {name!r}: {where} failed to load: {type(err).__name__}: {err}"
@@ -128,16 +107,7 @@ def _load_plugin(name: str) -> type[Codec] | None:
 def _sweep() -> None:
     """Load the entry points not tried yet (a plugin's module may register more names than
     its entry point's); a broken one is logged and skipped here, raising only for its name."""
-    with _sweep_lock:  # reentrant: a plugin's import may look up a codec in turn
-        for name in sorted(_installed()):
-            with _lock:
-                if name in _registry or name in _swept:
-                    continue
-                _swept.add(name)
-            try:
-                _load_plugin(name)
-            except Exception as err:  # raised again when its own name is looked up
-                _log.warning("skipped a codec plugin: %s", err)
+    _plugins.sweep(_registry.__contains__, _load_plugin, _log)
 
 
 def registered_codecs() -> Mapping[str, type[Codec]]:
@@ -165,8 +135,8 @@ def get_codec_class(name: str) -> type[Codec]:
     """
     found = _registry.get(name)
     if found is None and isinstance(name, str):
-        found = _load_plugin(name) if name in _installed() else None
-        if found is None and name not in _installed():
+        found = _load_plugin(name)
+        if found is None and _plugins.entry_point(name) is None:
             _sweep()  # a plugin's module may register names its entry point does not give
             found = _registry.get(name)
     if found is not None:

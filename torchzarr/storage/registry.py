@@ -6,7 +6,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from torchzarr.errors import (
@@ -16,7 +15,8 @@ from torchzarr.errors import (
     TorchZarrError,
     UnknownStoreError,
 )
-from torchzarr.forksafe import new_lock, new_rlock
+from torchzarr.forksafe import new_lock
+from torchzarr.plugins import PluginGroup
 from torchzarr.storage.base import Store, options_mapping
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
@@ -24,17 +24,12 @@ __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store
 #: ``factory(url, storage_options) -> Store``; ``url`` is the full URL as given
 StoreFactory = Callable[[str, dict[str, Any]], Store]
 
+ENTRY_POINT_GROUP = "torchzarr.stores"
+
 _registry: dict[str, StoreFactory] = {}
 _lock = new_lock()
-#: the installed entry points of ``ENTRY_POINT_GROUP`` by scheme, found (not loaded) once
-_entry_points: dict[str, EntryPoint] | None = None
-#: the entry points a sweep for an unknown scheme has tried (by scheme), each tried once
-_swept: set[str] = set()
-#: one sweep at a time: a thread never finds a plugin marked swept while another imports it
-_sweep_lock = new_rlock()
+_plugins = PluginGroup(ENTRY_POINT_GROUP, fold_case=True)
 _log = logging.getLogger("torchzarr.storage")
-
-ENTRY_POINT_GROUP = "torchzarr.stores"
 
 
 #: RFC 3986's scheme syntax
@@ -67,25 +62,13 @@ def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = Fals
         _registry[scheme] = factory
 
 
-def _installed() -> dict[str, EntryPoint]:
-    """The entry points of ``torchzarr.stores`` by scheme (the first of a name wins)."""
-    global _entry_points
-    with _lock:
-        if _entry_points is None:
-            found: dict[str, EntryPoint] = {}
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                found.setdefault(ep.name.lower(), ep)
-            _entry_points = found
-        return _entry_points
-
-
 def _plugin_factory(scheme: str) -> StoreFactory | None:
     """The factory of ``scheme``'s entry point, loaded now (None: no plugin names it).
 
     Each plugin loads on its own, when its scheme is first used, so a broken one fails
     only the URLs of its scheme; a failed load is tried again at the next use.
     """
-    ep = _installed().get(scheme)
+    ep = _plugins.entry_point(scheme)
     if ep is None:
         return None
     where = f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP!r}"
@@ -93,11 +76,7 @@ def _plugin_factory(scheme: str) -> StoreFactory | None:
     if dist is not None:
         where += f" (package {dist.name} {dist.version})"
     try:
-        # every plugin import under the one (reentrant) sweep lock: a use in one thread and
-        # a sweep in another would otherwise each hold what the other waits for (the
-        # module's import lock, the sweep lock) when the plugin resolves a store on import
-        with _sweep_lock:
-            factory = ep.load()
+        factory = _plugins.load(ep)
     except ImportError as err:
         raise MissingDependencyError(
             f"the store plugin for {scheme}:// cannot be imported: {where} failed with "
@@ -123,16 +102,7 @@ def _sweep() -> None:
     Each loads on its own; a broken one is logged and skipped here, and raises only when
     its own scheme is used. Each entry point is tried by a sweep once.
     """
-    with _sweep_lock:  # reentrant: a plugin's import may resolve a store in turn
-        for scheme in sorted(_installed()):
-            with _lock:
-                if scheme in _registry or scheme in _swept:
-                    continue
-                _swept.add(scheme)
-            try:
-                _plugin_factory(scheme)
-            except Exception as err:  # its own scheme raises this when used
-                _log.warning("skipped a store plugin while looking for a scheme: %s", err)
+    _plugins.sweep(_registry.__contains__, _plugin_factory, _log)
 
 
 def _factory(scheme: str) -> StoreFactory | None:
@@ -145,7 +115,7 @@ def _factory(scheme: str) -> StoreFactory | None:
     factory = _registry.get(scheme)
     if factory is not None:
         return factory
-    if scheme in _installed():
+    if _plugins.entry_point(scheme) is not None:
         return _plugin_factory(scheme)
     _sweep()
     return _registry.get(scheme)
@@ -155,7 +125,7 @@ class _Schemes(Mapping[str, StoreFactory]):
     """The registered schemes and those of installed plugins, loaded when looked up."""
 
     def _names(self) -> set[str]:
-        return set(_registry) | set(_installed())
+        return set(_registry) | set(_plugins.installed())
 
     def __getitem__(self, scheme: str) -> StoreFactory:
         factory = _factory(scheme) if isinstance(scheme, str) else None
