@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -110,3 +113,29 @@ def test_ml_dtypes_arrays_write_into_arrays_of_ordinary_types():
     arr = tz.create_array("memory://", shape=(2,), chunks=(2,), dtype="float16")
     arr[:] = np.array([0.25, 3.0], dtype=ml_dtypes.float8_e4m3fn)
     assert arr[:].tolist() == [0.25, 3.0]
+
+
+@pytest.mark.parametrize("bad", [",", "a1,,", "i4,(", "<i4,<i4", "not a dtype"])
+def test_malformed_v2_typestrs_are_unsupported_naming_the_dtype(bad):
+    with pytest.raises(UnsupportedDtypeError, match=f"unsupported dtype {re.escape(repr(bad))}"):
+        parse_v2_dtype(bad)  # not numpy's SyntaxError, ValueError or TypeError
+
+
+@pytest.mark.parametrize("bad", [",", "a1,,", "i4,("])
+def test_a_group_with_a_malformed_v2_dtype_member_still_lists_its_other_members(tmp_path, bad):
+    import torchzarr as tz
+
+    group = tz.create_group(tmp_path, zarr_format=2)
+    group.create_array("good", shape=(2,), dtype="int8")
+    (tmp_path / "bad").mkdir()
+    zarray = {"zarr_format": 2, "shape": [2], "chunks": [2], "dtype": bad, "fill_value": None}
+    zarray |= {"order": "C", "compressor": None, "filters": None}
+    (tmp_path / "bad" / ".zarray").write_text(json.dumps(zarray))
+    root = tz.open_group(tmp_path)
+    assert [name for name, _ in root.members()] == ["good"]
+    assert f"bad [A] unsupported dtype {bad}" in root.tree() and "good [A]" in root.tree()
+    assert (root.info.arrays, root.info.unsupported) == (("good",), ("bad",))
+    with pytest.raises(UnsupportedDtypeError, match=re.escape(repr(bad))):
+        tz.open_array(tmp_path / "bad")
+    tz.consolidate_metadata(tmp_path)
+    assert "good" in tz.open_group(tmp_path, use_consolidated=True)

@@ -350,6 +350,26 @@ def test_ml_dtypes_floats_still_write_to_bfloat16_and_float8():
 
 
 @pytest.mark.parametrize(
+    ("dtype", "bits"),
+    [("bfloat16", [0xFFCA, 0x7FC1, 0x7F81, 0x3F80]), ("float8_e5m2", [0x7D, 0x7E, 0xFD, 0xFE])],
+)
+def test_ml_dtypes_data_of_the_array_dtype_keeps_its_nan_bits(dtype, bits):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    unsigned = np.uint16 if dtype == "bfloat16" else np.uint8
+    source = np.array(bits, dtype=unsigned).view(getattr(ml_dtypes, dtype))
+    arr = tz.create_array("memory://", shape=(len(bits),), dtype=dtype, chunks=(2,))
+    raw = torch.uint16 if dtype == "bfloat16" else torch.uint8
+    big_endian = source.astype(source.dtype.newbyteorder(">"))
+    for value, expected in ((source, bits), (big_endian, bits), (source[::-1], bits[::-1])):
+        arr[:] = value  # as a tensor of the same bits would be: reinterpreted, not cast
+        assert arr[:].view(raw).tolist() == expected
+    # also new arrays made from it, and copies of it
+    assert tz.create_array("memory://", data=source)[:].view(raw).tolist() == bits
+    copied = tz.from_array("memory://", data=source, chunks=(3,))
+    assert copied[:].view(raw).tolist() == bits
+
+
+@pytest.mark.parametrize(
     "dtype", ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"]
 )
 def test_python_infinities_are_refused_by_float_dtypes_without_infinity(dtype):

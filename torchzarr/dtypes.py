@@ -155,8 +155,14 @@ def _holds_data(what: object) -> bool:
     return not isinstance(what, type | np.dtype) and hasattr(what, "dtype")
 
 
-#: what ``np.dtype`` raises for a value that names no dtype
-_NOT_A_DTYPE = (TypeError, ValueError, SyntaxError)
+def _numpy_dtype(value: object) -> np.dtype[Any]:
+    """``np.dtype(value)``; a value that names no dtype (a tensor, ``"a1,,"``, ``","``)
+    raises UnsupportedDtypeError naming it, not numpy's TypeError, ValueError or
+    SyntaxError."""
+    try:
+        return np.dtype(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, SyntaxError):
+        raise _unsupported(value) from None
 
 
 def _unsupported(what: object) -> UnsupportedDtypeError:
@@ -181,11 +187,7 @@ def data_type(value: object) -> DataType:
         name = _ALIASES.get(value, value)
         if name in _BY_NAME:
             return _BY_NAME[name]
-        try:
-            npdt_named = np.dtype(value)
-        except _NOT_A_DTYPE:
-            raise _unsupported(value) from None
-        return data_type(npdt_named)
+        return data_type(_numpy_dtype(value))
     text = str(value)
     if text.startswith("torch."):  # a torch.dtype, without importing torch here
         name = text.removeprefix("torch.")
@@ -193,10 +195,7 @@ def data_type(value: object) -> DataType:
         if name in _BY_NAME:
             return _BY_NAME[name]
         raise _unsupported(value)
-    try:
-        npdt = np.dtype(value)  # type: ignore[call-overload]
-    except _NOT_A_DTYPE:  # a tensor (not its dtype) is a ValueError, "a1,," a SyntaxError
-        raise _unsupported(value) from None
+    npdt = _numpy_dtype(value)
     if npdt.fields is not None or npdt.subdtype is not None:
         raise _unsupported(npdt)
     try:
@@ -226,10 +225,7 @@ def parse_v2_dtype(typestr: object) -> tuple[DataType, str]:
         return _BY_NAME["bfloat16"], "<"
     if typestr in _V2_NAMES:  # tensorstore's name of a float8 kind
         return _BY_NAME[typestr], "|"
-    try:
-        npdt = np.dtype(typestr)
-    except TypeError:
-        raise _unsupported(typestr) from None
+    npdt = _numpy_dtype(typestr)  # "," or "i4,(" too: an unsupported member, not a crash
     if npdt.kind not in "biufc" or npdt.fields is not None:
         raise _unsupported(typestr)
     order = typestr[0] if typestr[0] in "<>|" else ("<" if npdt.isnative else ">")

@@ -17,6 +17,7 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
     ValueRangeError,
 )
+from torchzarr.ml_floats import ml_float, same_float_bits
 
 __all__ = [
     "allocate",
@@ -162,9 +163,10 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
-    if (
-        array.dtype.kind == "V" and not dt.is_reinterpreted and _ml_float(array.dtype)
-    ):  # ml_dtypes' (JAX's) bfloat16, float8
+    bits = same_float_bits(array, dt)  # ml_dtypes' (JAX's) floats of dt itself: no cast
+    if bits is not None:
+        return bits  # every NaN as it is (a cast makes them one NaN)
+    if array.dtype.kind == "V" and not dt.is_reinterpreted and ml_float(array.dtype):
         array = array.astype(np.float32)  # exact: then cast as numpy casts float32
     if array.dtype == dt.storage and not dt.is_reinterpreted:
         return array  # (uint16/uint8 data for bfloat16/float8 is numbers, not their bits)
@@ -208,18 +210,10 @@ def _refuse_non_numbers(array: np.ndarray, dt: DataType) -> None:
     bfloat16 and float8 arrays also take ml_dtypes' arrays of those floats (kind ``"V"``)."""
     if array.dtype.kind == "c" and dt.storage.kind != "c":
         raise _complex_into_real(array.dtype, dt)
-    if array.dtype.kind not in "biufc" and not (dt.is_reinterpreted and _ml_float(array.dtype)):
+    if array.dtype.kind not in "biufc" and not (dt.is_reinterpreted and ml_float(array.dtype)):
         raise UnsupportedDtypeError(
             f"cannot write values of dtype {array.dtype} to an array of {dt.name}"
         )
-
-
-def _ml_float(dtype: np.dtype[Any]) -> bool:
-    """Whether ``dtype`` is one of ml_dtypes' floats (bfloat16, float8) numpy lacks."""
-    try:
-        return data_type(dtype).is_reinterpreted
-    except UnsupportedDtypeError:
-        return False
 
 
 def _complex_into_real(source: object, dt: DataType) -> UnsupportedDtypeError:

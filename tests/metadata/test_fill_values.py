@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 
 import ml_dtypes
 import numpy as np
@@ -79,6 +80,36 @@ def test_parse_float8():
     assert parsed.dtype == np.uint8
     assert float(np.array([parsed]).view(ml_dtypes.float8_e5m2)[0]) == 0.5
     assert parse_fill_value("0x7e", E5M2, 3) == np.uint8(0x7E)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_e8m0_stored_zero_is_tensorstores_bits_0x00_and_negatives_are_refused(zarr_format):
+    e8m0 = data_type("float8_e8m0fnu")  # no zero, no sign: tensorstore writes bits 0 as 0.0
+    for zero in (0.0, -0.0, 0, "0.0"):
+        assert parse_fill_value(zero, e8m0, zarr_format) == np.uint8(0)  # 2**-127, not NaN
+    assert parse_fill_value(2.0**-127, e8m0, zarr_format) == np.uint8(0)
+    assert parse_fill_value(2.0, e8m0, zarr_format) == np.uint8(128)
+    assert parse_fill_value("NaN", e8m0, zarr_format) == np.uint8(255)
+    for negative in (-1.0, -6.8e38, "-Infinity", "-2"):
+        match = f"fill_value {re.escape(repr(negative))} is negative, which float8_e8m0fnu"
+        with pytest.raises(MetadataError, match=match):
+            parse_fill_value(negative, e8m0, zarr_format)
+    with pytest.raises(MetadataError, match="does not fit dtype float8_e8m0fnu"):
+        coerce_fill_value(0.0, e8m0)  # a user's 0.0 is refused, as writing 0.0 is
+
+
+def test_e8m0_array_tensorstore_made_with_its_default_fill_reads_its_bits(tmp_path):
+    import torch
+
+    import torchzarr as tz
+
+    grid = {"name": "regular", "configuration": {"chunk_shape": [2]}}
+    doc = {"zarr_format": 3, "node_type": "array", "shape": [2], "data_type": "float8_e8m0fnu"}
+    doc |= {"chunk_grid": grid, "chunk_key_encoding": {"name": "default"}, "fill_value": 0.0}
+    (tmp_path / "zarr.json").write_text(json.dumps(doc | {"codecs": [{"name": "bytes"}]}))
+    arr = tz.open_array(tmp_path)
+    assert arr[:].view(torch.uint8).tolist() == [0, 0]  # as tensorstore reads it
+    assert arr.fill_value == 2.0**-127
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

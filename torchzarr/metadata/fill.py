@@ -99,6 +99,32 @@ def _parse_component(value: Any, dt: DataType, component: np.dtype[Any], where: 
     )
 
 
+#: float8_e8m0fnu holds the powers of two 2**-127 to 2**127 and NaN: no zero and no sign
+_E8M0 = "float8_e8m0fnu"
+
+
+def _e8m0_zero_or_negative(value: Any, where: str) -> np.ndarray | None:
+    """A float8_e8m0fnu fill of 0 or below, which a cast would make NaN: 0 (``0.0``, ``-0.0``)
+    is tensorstore's spelling of bits 0x00, the smallest value 2**-127 (it writes those bits
+    as ``0.0``, its default fill); a negative number is a MetadataError. None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str) and value != "-Infinity" and not _FLOATISH.fullmatch(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float64: out of range, said where it is parsed
+        return None
+    if number == 0:
+        return np.zeros(1, dtype=np.uint8)  # the bits 0x00
+    if number < 0:
+        raise MetadataError(
+            f"{where}: fill_value {value!r} is negative, which {_E8M0} cannot hold (it holds "
+            "the powers of two 2**-127 to 2**127 and NaN)"
+        )
+    return None
+
+
 def _from_base64(value: str, dt: DataType, byteorder: str, where: str) -> np.generic:
     try:
         raw = base64.b64decode(value, validate=True)
@@ -177,7 +203,9 @@ def parse_fill_value(
         out.real, out.imag = re_, im
         return out[0]
     if dt.is_float:
-        parsed = _parse_component(value, dt, _component_dtype(dt), where)
+        parsed = _e8m0_zero_or_negative(value, where) if dt.name == _E8M0 else None
+        if parsed is None:
+            parsed = _parse_component(value, dt, _component_dtype(dt), where)
         return parsed.view(dt.storage)[0]
     if isinstance(value, float) and value.is_integer():
         value = int(value)
