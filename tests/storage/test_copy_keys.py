@@ -110,5 +110,19 @@ def test_an_overwrite_replaces_chunk_files_with_a_directory_of_chunks(tmp_path):
     assert tz.open_array(dest, mode="r")[:].tolist() == list(range(10))
 
 
+@pytest.mark.parametrize("dest_path", ["", "g/a"])
+def test_replacing_only_the_chunk_keys_of_an_array_drops_its_cached_chunks(tmp_path, dest_path):
+    source, dest = tz.LocalStore(tmp_path / "src"), tz.LocalStore(tmp_path / "dst")
+    for store, value in [(source, 2.0), (dest, 1.0)]:
+        arr = tz.create_array(store, path=dest_path, shape=(20,), dtype=torch.float32, chunks=(5,))
+        arr[:] = value
+    hot = tz.open_array(dest, path=dest_path).with_cache()
+    assert hot[:4].tolist() == [1.0] * 4  # the shared cache holds the array's chunks
+    chunks = _prefix(dest_path) + "c"  # the keys below the array, not the array's own
+    copy_keys(source, dest, chunks, overwrite=True)
+    assert hot[:4].tolist() == [2.0] * 4
+    assert tz.open_array(dest, path=dest_path).with_cache()[:4].tolist() == [2.0] * 4
+
+
 def _prefix(path: str) -> str:
     return f"{path}/" if path else ""

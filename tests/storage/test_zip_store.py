@@ -397,3 +397,40 @@ def test_a_zip_written_in_missing_folders_gets_them_made_as_directories_do(tmp_p
     assert ZipStore(path).get("k") == b"1"
     ZipStore(tmp_path / "c" / "read.zip").get("k")  # reading makes nothing
     assert not (tmp_path / "c").exists()
+
+
+def test_a_zip_truncated_by_mode_w_leaves_no_chunks_of_the_old_one_in_caches(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "d.zip"
+    with ZipStore(path, mode="w") as store:
+        old = tz.create_array(store, shape=(40,), dtype=torch.float32, chunks=(10,))
+        old[:] = torch.arange(1.0, 41.0)
+    tz.open_array(ZipStore(path), mode="r").with_cache()[...]  # the shared cache holds it
+    with ZipStore(path, mode="w") as store:  # a new archive; an array of the same layout
+        tz.create_array(store, shape=(40,), dtype=torch.float32, chunks=(10,))[0:10] = 7.0
+    cached = tz.open_array(ZipStore(path), mode="r").with_cache()
+    assert cached[8:13].tolist() == [7.0, 7.0, 0.0, 0.0, 0.0]
+
+
+def test_a_compacted_zip_keeps_its_permissions_and_is_synced_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchzarr.storage import zip_rewrite
+
+    path = tmp_path / "private.zip"
+    with ZipStore(path, mode="w") as store:
+        store.set("k", b"0" * 1000)
+    path.chmod(0o600)
+    events: list[str] = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(zip_rewrite.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
+    monkeypatch.setattr(
+        zip_rewrite.os, "replace", lambda a, b: events.append("replace") or replace(a, b)
+    )
+    with ZipStore(path, mode="a") as store:
+        for i in range(3):  # dead bytes outweigh the live ones: close compacts
+            store.set("k", bytes([i]) * 1000)
+    assert events[:2] == ["fsync", "replace"]  # the new file on disk before it replaces the old
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert zipfile.ZipFile(path).namelist() == ["k"] and ZipStore(path).get("k") == b"\2" * 1000

@@ -16,7 +16,7 @@ import torch
 from torchzarr import telemetry
 from torchzarr.arguments import whole_number
 from torchzarr.config import config
-from torchzarr.core.layouts import EdgeChunks
+from torchzarr.core.layout_cache import CacheKey, Layout, LayoutCache
 from torchzarr.errors import InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.changes import on_keys_replaced
@@ -30,16 +30,12 @@ __all__ = [
     "invalidate_everywhere",
     "invalidate_outside_everywhere",
     "invalidate_tree_everywhere",
+    "keys_replaced_everywhere",
     "register_cache",
 ]
 
-# (store identity, array path, chunk coords); for the inner chunk of a sharded array the
-# coords are (shard coords, inner chunk coords within the shard)
-CacheKey = tuple[str, str, tuple[Any, ...]]
 _Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
 _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
-# what a chunk was decoded under (see chunk_layout); None for chunks put without one
-Layout = str | None
 
 
 def _where(key: CacheKey) -> _Entry:
@@ -348,57 +344,6 @@ class _SharedCache(ChunkCache):
         return super().get(key, layout=layout)
 
 
-class LayoutCache:
-    """A :class:`ChunkCache` as the readers of one chunk layout use it: what they put is
-    tagged with the layout (see :func:`chunk_layout`) and they get only chunks put under
-    it, so a handle kept from before an array was replaced and a handle of the new array
-    never read each other's chunks. Invalidation is the cache's own.
-
-    Example:
-        >>> view = LayoutCache(ChunkCache(), "float32 chunks of 4")
-        >>> view.put(("mem", "a", (0,)), np.zeros(4), since=view.generation)
-        >>> view.get(("mem", "a", (0,))).shape
-        (4,)
-    """
-
-    __slots__ = ("cache", "edges", "layout")
-
-    def __init__(self, cache: ChunkCache, layout: str, edges: EdgeChunks = ()) -> None:
-        self.cache = cache
-        self.layout = layout
-        self.edges = edges
-
-    def _layout_of(self, coords: tuple[Any, ...]) -> str:
-        """The layout, with the extent of a chunk the array's end cuts short (``edges``)."""
-        edges = self.edges
-        if not edges:
-            return self.layout
-        cut = ""
-        if type(coords[0]) is tuple:  # (shard coords, inner coords)
-            shard, inner = coords
-            for axis, per_cell, last, extent in edges:
-                if shard[axis] * per_cell + inner[axis] == last:
-                    cut += f" {axis}:{extent}"
-        else:
-            for axis, _, last, extent in edges:
-                if coords[axis] == last:
-                    cut += f" {axis}:{extent}"
-        return f"{self.layout} cut{cut}" if cut else self.layout
-
-    @property
-    def generation(self) -> int:
-        """The cache's generation: take it before fetching; pass it to ``put`` as ``since``."""
-        return self.cache.generation
-
-    def get(self, key: CacheKey) -> np.ndarray | None:
-        """The chunk held at ``key`` if decoded under this layout, else None (a miss)."""
-        return self.cache.get(key, layout=self._layout_of(key[2]))
-
-    def put(self, key: CacheKey, chunk: np.ndarray, *, since: int | None = None) -> None:
-        """Keep a copy of ``chunk`` at ``key``, tagged with this layout."""
-        self.cache.put(key, chunk, since=since, layout=self._layout_of(key[2]))
-
-
 _default: ChunkCache | None = None
 _default_lock = new_lock()
 # every cache an array reads through, held weakly: a cache is freed with the last handle
@@ -486,7 +431,30 @@ def invalidate_tree_everywhere(identity: str, path: str) -> None:
         cache.invalidate_tree(identity, path)
 
 
-on_keys_replaced(invalidate_tree_everywhere)  # raw key copies (storage.copy_keys)
+def keys_replaced_everywhere(identity: str, path: str) -> None:
+    """Drop from every cache in use in this process the chunks of the nodes at, below and
+    above ``path``, after raw writes (``storage.copy_keys``, a zip truncated) replaced keys
+    below it: the keys below ``x/c`` are chunks of the array ``x`` above.
+
+    Example:
+        >>> cache = ChunkCache()
+        >>> register_cache(cache)
+        >>> cache.put(("mem", "x", (0,)), np.zeros(2))
+        >>> keys_replaced_everywhere("mem", "x/c")
+        >>> len(cache)
+        0
+    """
+    top = location(identity, path)
+    below = top if top.endswith("/") else top + "/"
+
+    def doomed(where: str, _: tuple[Any, ...]) -> bool:  # at, below or above ``top``
+        return where == top or where.startswith(below) or below.startswith(where.rstrip("/") + "/")
+
+    for cache in _caches():
+        cache._drop_where(doomed)
+
+
+on_keys_replaced(keys_replaced_everywhere)  # raw key writes (storage.copy_keys, zip "w")
 
 
 def invalidate_outside_everywhere(identity: str, path: str, grid: Sequence[int]) -> None:

@@ -9,20 +9,37 @@ folder marker silently). Deleting a prefix removes them by their raw path.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
 from torchzarr.errors import InvalidKeyError
 from torchzarr.storage.base import validate_key
+from torchzarr.storage.fsspec_settings import identity_digest, masked, same_data_url
 from torchzarr.storage.key_names import spells_a_key
 from torchzarr.storage.local import is_temporary
 
-__all__ = ["HTTP_PROTOCOLS", "LOCAL_PROTOCOLS", "KeyPaths"]
+__all__ = ["HTTP_PROTOCOLS", "LOCAL_PROTOCOLS", "KeyPaths", "local_url"]
 
 #: read-only; keys are percent-encoded in URLs
 HTTP_PROTOCOLS = frozenset({"http", "https"})
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _NO_KEY_PARTS = frozenset(("", ".", ".."))
+
+
+def local_url(url: str) -> str:
+    """A ``file://`` URL as fsspec reads it: ``file://localhost/p`` is ``file:///p``, the
+    absolute path ``/p`` (as LocalStore and the URL standard read it; fsspec alone reads
+    ``./localhost/p``).
+
+    Example:
+        >>> local_url("file://LOCALHOST/data/a.zarr"), local_url("file://data/a.zarr")
+        ('file:///data/a.zarr', 'file://data/a.zarr')
+    """
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}:///{path}" if sep and slash and host.lower() == "localhost" else url
 
 
 class KeyPaths:
@@ -44,16 +61,38 @@ class KeyPaths:
 
     def __init__(self, fs_class: Any, fs_url: str, protocol: str) -> None:
         self._strip = fs_class._strip_protocol
+        self._http = protocol in HTTP_PROTOCOLS
+        self._local = protocol in LOCAL_PROTOCOLS
+        fs_url = local_url(fs_url) if self._local else fs_url
         self.root: str = str(self._strip(fs_url)).rstrip("/")
         # the normalized path of a key, minus the key: listings are cut with it
         self.prefix = str(self._strip(f"{self.root}/x" if self.root else "x"))[:-1]
-        self._http = protocol in HTTP_PROTOCOLS
-        self._local = protocol in LOCAL_PROTOCOLS
+        self._identity: str | None = None
         parts = self.root.lstrip("/").split("/")
         # a file system reads "a//b" as "a/b"; a web server's paths are not written to
         self._root_names_no_key = bool(
             self.root and not self._local and not self._http and _NO_KEY_PARTS.intersection(parts)
         )
+
+    def identity(self, fs_protocol: str, storage_options: Mapping[str, Any]) -> str:
+        """The identity of the store of these keys (see ``Store.identity``): its root as a URL,
+        with a digest of the options that tell its data apart; on a local file system, the
+        root is LocalStore's (the real path: symlinks, ``.`` and ``//`` resolved).
+
+        Example:
+            >>> from fsspec.implementations.local import LocalFileSystem
+            >>> KeyPaths(LocalFileSystem, "file:///./no/such//dir", "file").identity("file", {})
+            'file:///no/such/dir'
+        """
+        if self._identity is None:  # the real path looked up once, as LocalStore does
+            if self._local:
+                root = "file://" + os.path.realpath(self.root)
+            else:  # as the filesystem reads it: memory://a is memory:///a
+                here = self.root if "://" in self.root else f"{fs_protocol}://{self.root}"
+                root = masked(same_data_url(here))
+            digest = identity_digest(storage_options)  # credentials left out
+            self._identity = root if digest is None else f"{root}#{digest}"
+        return self._identity
 
     def join(self, key: str) -> str:
         """The path of ``key`` (unchecked; ``""`` is the root)."""

@@ -26,9 +26,7 @@ from torchzarr.storage.fsspec_settings import (
     BUCKET_PROTOCOLS,
     FROM_CONFIG,
     constructor_settings,
-    identity_digest,
     masked,
-    same_data_url,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer, cut_to_range
 from torchzarr.storage.http_listing import HttpListings
@@ -136,10 +134,7 @@ class FsspecStore(Store):
 
     @property
     def identity(self) -> str:
-        here = self.paths.root  # as the filesystem reads it: memory://a is memory:///a
-        root = masked(same_data_url(here if "://" in here else f"{self._fs_protocol}://{here}"))
-        digest = identity_digest(self.storage_options)  # credentials left out
-        return root if digest is None else f"{root}#{digest}"
+        return self.paths.identity(self._fs_protocol, self.storage_options)
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SPEC}

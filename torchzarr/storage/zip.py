@@ -13,6 +13,7 @@ from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.buffers import as_buffer
+from torchzarr.storage.changes import keys_replaced
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.store_args import local_path
 from torchzarr.storage.zip_archive import Archive
@@ -152,6 +153,7 @@ class ZipStore(Store):
                     archive.close()
                 archive = _archives[path] = Archive(self.real_path, "w", self.allowZip64)
                 self._fresh = False
+                keys_replaced(path, "")  # caches drop the chunks of the zip truncated
             else:  # a file this process may not write reads: read only until the first write
                 opener = lambda mode: Archive(self.real_path, mode, self.allowZip64)  # noqa: E731
                 archive = choose_archive(path, write, opener)

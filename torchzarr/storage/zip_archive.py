@@ -32,9 +32,9 @@ from torchzarr.storage.zip_io import (
     open_zip,
     read_entry,
     release_writer_lock,
-    rewrite_live,
     write_directory,
 )
+from torchzarr.storage.zip_rewrite import rewrite_live
 from torchzarr.storage.zip_shared import GONE, warn_writes_lost
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 

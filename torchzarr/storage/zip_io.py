@@ -11,11 +11,9 @@ and the errors of changes that fail or are refused.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import struct
-import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +42,6 @@ __all__ = [
     "read_many",
     "refuse_change",
     "release_writer_lock",
-    "rewrite_live",
     "write_directory",
 ]
 
@@ -467,32 +464,3 @@ def write_directory(zf: zipfile.ZipFile) -> OSError | None:
     except OSError as err:
         cut_file(zf, zf.start_dir)
         return err
-
-
-def rewrite_live(path: str, live: Iterable[zipfile.ZipInfo]) -> None:
-    """Rewrite the zip at ``path`` with only the entries ``live`` (temp file + rename).
-
-    The new file gets copies of the entries' infos: zipfile sets the offsets and sizes of
-    what it writes in them, and reads still in flight use the originals to find the bytes
-    in the old file.
-
-    Example:
-        >>> import tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "r.zip")
-        >>> with zipfile.ZipFile(path, "w") as zf:
-        ...     zf.writestr("old", b"1"); zf.writestr("new", b"2")
-        >>> rewrite_live(path, [zipfile.ZipFile(path).getinfo("new")])
-        >>> zipfile.ZipFile(path).namelist()
-        ['new']
-    """
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
-    try:
-        with zipfile.ZipFile(path, "r") as src, zipfile.ZipFile(tmp, "w") as dst:
-            for info in live:
-                with src.open(info) as f:
-                    dst.writestr(copy.copy(info), f.read())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

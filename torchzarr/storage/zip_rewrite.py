@@ -1,0 +1,53 @@
+"""Compacting a zip file: rewriting it with its live entries only, in place of the original."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import stat
+import uuid
+import zipfile
+from collections.abc import Iterable
+
+from torchzarr.storage.local_sync import flush
+
+__all__ = ["rewrite_live"]
+
+
+def rewrite_live(path: str, live: Iterable[zipfile.ZipInfo]) -> None:
+    """Rewrite the zip at ``path`` with only the entries ``live`` (temp file + rename).
+
+    The new file gets copies of the entries' infos: zipfile sets the offsets and sizes of
+    what it writes in them, and reads still in flight use the originals to find the bytes
+    in the old file. It takes the original's permission bits, and is flushed to disk before
+    it is renamed over the original (it replaces the only copy), the directory after.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "r.zip")
+        >>> with zipfile.ZipFile(path, "w") as zf:
+        ...     zf.writestr("old", b"1"); zf.writestr("new", b"2")
+        >>> os.chmod(path, 0o600)
+        >>> rewrite_live(path, [zipfile.ZipFile(path).getinfo("new")])
+        >>> zipfile.ZipFile(path).namelist(), oct(stat.S_IMODE(os.stat(path).st_mode))
+        (['new'], '0o600')
+    """
+    tmp = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        with open(tmp, "xb") as out:
+            with zipfile.ZipFile(path, "r") as src, zipfile.ZipFile(out, "w") as dst:
+                for info in live:
+                    with src.open(info) as f:
+                        dst.writestr(copy.copy(info), f.read())
+            out.flush()
+            os.chmod(out.fileno(), mode)  # else the umask's default (0o644 for 0o600)
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself, durable (where dirs sync)
+        flush(os.path.dirname(os.path.abspath(path)))
