@@ -331,3 +331,28 @@ def test_a_malformed_v3_consolidated_entry_raises_metadata_error_naming_it(
         MetadataError, match=f"'/' \\(zarr.json\\): entry 'deep/name/arr': {message}"
     ):
         tz.open_group(tmp_path, mode="r")
+
+
+@pytest.mark.parametrize("kind", ["external", None])
+def test_v3_consolidated_metadata_of_a_kind_other_than_inline_is_refused(tmp_path, kind):
+    group = tz.open_group(tmp_path, mode="w")
+    group.create_group("sub")["x"] = torch.arange(3)
+    stored = json.loads((tmp_path / "sub" / "zarr.json").read_text())
+    stored["consolidated_metadata"] = {"kind": kind, "must_understand": False, "metadata": {}}
+    (tmp_path / "sub" / "zarr.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=f"kind='{kind}' is not supported"):
+        zarr.open_group(tmp_path / "sub", mode="r")  # zarr-python refuses it too
+    message = f"sub/zarr.json: consolidated_metadata of kind {kind!r} is not supported"
+    for opener in (tz.open_group, tz.open):
+        with pytest.raises(MetadataError, match=message + r".*the group at 'sub'"):
+            opener(tmp_path, path="sub", mode="r")
+    with pytest.raises(MetadataError, match=message):
+        tz.open_group(tmp_path, path="sub", mode="a", use_consolidated=True)
+    writable = tz.open_group(tmp_path, path="sub", mode="a")  # lists the store
+    writable.create_array("y", shape=(2,), dtype=torch.int8)  # leaves the entries as they are
+    kept = json.loads((tmp_path / "sub" / "zarr.json").read_text())["consolidated_metadata"]
+    assert kept == stored["consolidated_metadata"]
+    listed = tz.open_group(tmp_path, path="sub", mode="r", use_consolidated=False)
+    assert sorted(listed) == ["x", "y"]
+    tz.consolidate_metadata(tmp_path, path="sub")  # repairs it
+    assert sorted(tz.open_group(tmp_path, path="sub", mode="r")) == ["x", "y"]

@@ -12,6 +12,7 @@ import torch
 
 from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, DataType, raw_bits_dtype
 from torchzarr.errors import ArgumentTypeError, AttributeValueError
+from torchzarr.metadata.jsonutil import is_utf8, lone_surrogate_at
 
 __all__ = [
     "MAX_JSON_NESTING",
@@ -209,8 +210,9 @@ class StoredAttributes(dict[str, Any]):
 def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
     """``value`` made JSON-ready (:func:`json_ready`) if strict JSON can hold it, else
     raise naming ``key`` (NaN and infinities are not strict JSON, nor are keys other
-    than str at any depth). ``stored``: the value comes from a stored node, so NaN and
-    infinities are kept (written as zarr-python writes them).
+    than str at any depth, nor a str in ``key`` or ``value`` holding a lone surrogate:
+    UTF-8 has no form for it). ``stored``: the value comes from a stored node, so NaN,
+    infinities and lone surrogates are kept (written as zarr-python writes them).
 
     Example:
         >>> check_json_value("units", "m/s"), check_json_value("scale", np.float64(2.5))
@@ -218,7 +220,7 @@ def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
     """
     ready = json_ready(value, f"attribute {key!r}")
     try:
-        json.dumps(ready, allow_nan=stored)
+        text = json.dumps({key: ready}, allow_nan=stored, ensure_ascii=False)
     except (TypeError, ValueError) as err:
         raise AttributeValueError(
             f"attribute {key!r}: value {value!r:.80} cannot be stored as JSON ({err})"
@@ -229,6 +231,13 @@ def check_json_value(key: str, value: Any, *, stored: bool = False) -> Any:
             f"from this call stack (it stops at about sys.getrecursionlimit() = "
             f"{sys.getrecursionlimit()} levels, less the calls in progress)"
         ) from None
+    if not stored and not text.isascii() and not is_utf8(text):
+        raise AttributeValueError(
+            f"attribute {key!r}: the str {lone_surrogate_at({key: ready})} holds a lone "
+            "surrogate (what os.fsdecode gives for bytes that are not UTF-8), which UTF-8 "
+            "JSON cannot hold (zarr-python writes it as an escape that tensorstore refuses "
+            "to read): decode the bytes first, e.g. os.fsencode(name).decode('utf-8', 'replace')"
+        )
     return ready
 
 

@@ -60,7 +60,9 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
         entries[f"{rel}/{name}"] = meta.to_json()
         entries[f"{rel}/.zattrs"] = meta.attributes
     key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
-    store.set(key, json_dumps(build_v2_consolidated(entries), keep_nonfinite=True))
+    store.set(
+        key, json_dumps(build_v2_consolidated(entries), keep_nonfinite=True, keep_surrogates=True)
+    )
     return root_metadata
 
 
@@ -83,6 +85,8 @@ def load_consolidated(
     if meta is None:
         return None, None
     members: dict[str, Any] | None = None
+    if isinstance(meta, GroupMetadataV3) and meta.consolidated_metadata is not None:
+        _check_kind(path, meta.consolidated_metadata)
     if not parse_members:
         inline_v3 = isinstance(meta, GroupMetadataV3) and meta.consolidated_metadata is not None
         found = inline_v3 or (isinstance(meta, GroupMetadataV2) and docs.get(v2_key) is not None)
@@ -109,6 +113,19 @@ def load_consolidated(
     if required and members is None and not hasattr(meta, "shape"):
         raise GroupNotFoundError(f"no consolidated metadata for the group at {path or '/'!r}")
     return meta, members
+
+
+def _check_kind(path: str, consolidated: Mapping[str, Any]) -> None:
+    """Refuse v3 consolidated metadata of a kind other than "inline", the only one the
+    spec defines (zarr-python refuses it too): its entries are not the group's members."""
+    kind = consolidated.get("kind")
+    if kind != "inline":
+        raise MetadataError(
+            f"{nodes.join_path(path, nodes.ZARR_JSON)}: consolidated_metadata of kind "
+            f"{kind!r} is not supported (only 'inline'), for the group at {path or '/'!r}: "
+            "open it with use_consolidated=False to list the store, or rewrite it with "
+            "tz.consolidate_metadata"
+        )
 
 
 def _names_a_member(store: Any, path: str, rel: str, zarr_format: int) -> bool:
@@ -275,13 +292,15 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
             inline = doc.get("consolidated_metadata")
             if doc.get("node_type") != "group" or not isinstance(inline, dict):
                 continue
+            if inline.get("kind") != "inline":
+                continue  # not entries of its members: left as they are (reads refuse it)
             entries = inline.get("metadata")
             if not isinstance(entries, dict):
                 continue
             for rel, metadata in below:
                 _apply_v3(entries, rel, metadata)
             inline["metadata"] = dict(sorted(entries.items()))
-            updates[v3_key] = json_dumps(doc, key=v3_key, keep_nonfinite=True)
+            updates[v3_key] = json_dumps(doc, key=v3_key, keep_nonfinite=True, keep_surrogates=True)
         elif found.get(v2_key) is not None:
             doc = json_loads(found[v2_key], key=v2_key)
             entries = doc.get("metadata")
@@ -289,6 +308,8 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
                 continue
             for rel, metadata in below:
                 _apply_v2(entries, rel, metadata)
-            updates[v2_key] = json_dumps(build_v2_consolidated(entries), keep_nonfinite=True)
+            updates[v2_key] = json_dumps(
+                build_v2_consolidated(entries), keep_nonfinite=True, keep_surrogates=True
+            )
     if updates:
         store.set_many(updates)

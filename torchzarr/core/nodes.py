@@ -420,14 +420,19 @@ def node_documents(path: str, metadata: ArrayMetadata | GroupMetadata) -> dict[s
         >>> list(node_documents("a", GroupMetadataV3(attributes={})))
         ['a/zarr.json']
     """
-    # Attribute values are checked as they come in; NaN literals here were read from a
-    # peer's document (zarr-python writes them) and are carried over, not refused.
+
+    # Attribute values are checked as they come in; NaN literals and lone surrogates here
+    # were read from a peer's document (zarr-python writes them) and are carried over as
+    # zarr-python writes them, not refused.
+    def dump(doc: Any) -> bytes:
+        return json_dumps(doc, keep_nonfinite=True, keep_surrogates=True)
+
     if metadata.zarr_format == 3:
-        return {_key(path, ZARR_JSON): json_dumps(metadata.to_json(), keep_nonfinite=True)}
+        return {_key(path, ZARR_JSON): dump(metadata.to_json())}
     name = ZARRAY if isinstance(metadata, ArrayMetadataV2) else ZGROUP
-    docs = {_key(path, name): json_dumps(metadata.to_json(), keep_nonfinite=True)}
+    docs = {_key(path, name): dump(metadata.to_json())}
     if metadata.attributes:
-        docs[_key(path, ZATTRS)] = json_dumps(metadata.attributes, keep_nonfinite=True)
+        docs[_key(path, ZATTRS)] = dump(metadata.attributes)
     return docs
 
 

@@ -18,6 +18,7 @@ from torchzarr.errors import (
     MetadataError,
     NodeExistsError,
 )
+from torchzarr.metadata.jsonutil import json_dumps
 from torchzarr.metadata.v2 import GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3
 
@@ -29,6 +30,7 @@ __all__ = [
     "missing_parents",
     "node_docs",
     "prepare_path",
+    "write_documents",
     "write_new_node",
 ]
 
@@ -175,16 +177,20 @@ def remove_node(store: Any, path: str, kept: frozenset[str] = frozenset()) -> No
         refresh_consolidated(store, [(path, None)])
 
 
-def node_docs(store: Any, paths: Sequence[str]) -> dict[str, Any]:
-    """The documents (both formats) telling what is at ``paths``, in one batch.
+def node_docs(
+    store: Any, paths: Sequence[str], attributes_of: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The documents (both formats) telling what is at ``paths``, in one batch, with the
+    v2 ``.zattrs`` of the paths ``attributes_of`` (where new v2 nodes go).
 
     Example:
         >>> import torchzarr as tz
-        >>> sorted(node_docs(tz.MemoryStore(), ["a"]))
-        ['a/.zarray', 'a/.zgroup', 'a/zarr.json']
+        >>> sorted(node_docs(tz.MemoryStore(), ["a"], attributes_of=["a"]))
+        ['a/.zarray', 'a/.zattrs', 'a/.zgroup', 'a/zarr.json']
     """
     keys = [k for path in paths for k in nodes.node_keys(path, None)]
-    return store.get_many([k for k in keys if not k.endswith(nodes.ZATTRS)])
+    keys = [k for k in keys if not k.endswith(nodes.ZATTRS)]
+    return store.get_many(keys + [nodes.join_path(p, nodes.ZATTRS) for p in attributes_of])
 
 
 def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
@@ -204,7 +210,8 @@ def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
     if mode not in CREATION_MODES:
         raise InvalidArgumentError(f"mode must be one of {CREATION_MODES}, got {mode!r}")
     with nodes.node_lock(store, [path]):  # no change in this process lands in between
-        docs = node_docs(store, nodes.ancestors(path))
+        v2_node = [path] if metadata.zarr_format == 2 else []
+        docs = node_docs(store, nodes.ancestors(path), attributes_of=v2_node)
         # "a" and "w-" only check: a node already there is the error to name first; "w"
         # deletes, so the parents come first: nothing is deleted for a node that cannot be
         # created (below an array)
@@ -214,11 +221,52 @@ def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
         written = [*((parent, empty_group) for parent in parents), (path, metadata)]
         if mode == "w":
             changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
-        new_docs: dict[str, bytes] = {}
-        for node_path, node_metadata in written:
-            new_docs.update(nodes.node_documents(node_path, node_metadata))
-        store.set_many(new_docs)
+        write_documents(store, written, docs)
         refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
+
+
+def write_documents(
+    store: Any, written: Sequence[tuple[str, Any]], found: Mapping[str, Any]
+) -> None:
+    """Write the metadata documents of new nodes (``(path, metadata)`` pairs) in one batch.
+
+    A v2 node without attributes writes no ``.zattrs``: one left at its path (by a delete
+    cut short, or another tool), fetched into ``found`` (:func:`node_docs`), is deleted
+    first, so the node's attributes are exactly its own, as zarr-python's (which writes
+    ``{}``) are. Parent groups created on the way, whose ``.zattrs`` are not fetched, keep
+    such a document, as in zarr-python. A lone surrogate outside the attributes (in
+    ``dimension_names``, ...) is refused: new text must be UTF-8 (the attributes were
+    checked as they came in; those copied from a stored node keep theirs).
+
+    Example:
+        >>> import torchzarr as tz
+        >>> store = tz.MemoryStore()
+        >>> store.set("g/.zattrs", b'{"stale": 1}')
+        >>> found = node_docs(store, ["g"], attributes_of=["g"])
+        >>> write_documents(store, [("g", group_metadata(2, None))], found)
+        >>> sorted(store.list_prefix(""))
+        ['g/.zgroup']
+    """
+    new_docs: dict[str, bytes] = {}
+    for node_path, metadata in written:
+        docs = nodes.node_documents(node_path, metadata)
+        if any(b"\\u" in doc for doc in docs.values()):  # an escape: maybe a surrogate
+            _refuse_surrogates(node_path, metadata)
+        new_docs.update(docs)
+    zattrs = (nodes.join_path(path, nodes.ZATTRS) for path, _ in written)
+    stale = [key for key in zattrs if found.get(key) is not None and key not in new_docs]
+    if stale:
+        store.delete_many(stale)
+    store.set_many(new_docs)
+
+
+def _refuse_surrogates(path: str, metadata: Any) -> None:
+    """Raise ``MetadataError`` naming where when the metadata of the new node at ``path``
+    holds a lone surrogate outside its attributes."""
+    doc = metadata.to_json()
+    doc.pop("attributes", None)
+    name = nodes.ZARR_JSON if metadata.zarr_format == 3 else nodes.ZARRAY
+    json_dumps(doc, key=nodes.join_path(path, name), keep_nonfinite=True)
 
 
 #: the keys of an array's spec in ``Group.create_hierarchy``: ``create_array``'s metadata
@@ -333,7 +381,8 @@ def create_hierarchy(
     parents = sorted({p for rel in metas for p in nodes.ancestors(rel)[1:-1]} - named)
     where = {rel: nodes.join_path(root, rel) for rel in [*metas, *parents]}
     with nodes.node_lock(store, list(where.values())):
-        docs = node_docs(store, list(where.values()))
+        v2_nodes = [where[rel] for rel in sorted(named)] if zarr_format == 2 else []
+        docs = node_docs(store, list(where.values()), attributes_of=v2_nodes)
         for rel in parents:
             kind = nodes.stored_kind(where[rel], docs)
             if kind is None:
@@ -362,10 +411,7 @@ def create_hierarchy(
                 raise NodeExistsError(
                     f"create_hierarchy: {err} (overwrite=True replaces it)"
                 ) from None
-        new_docs: dict[str, bytes] = {}
-        for rel, meta in metas.items():
-            new_docs.update(nodes.node_documents(where[rel], meta))
-        store.set_many(new_docs)
         written = [(where[rel], meta) for rel, meta in metas.items()]
+        write_documents(store, written, docs)
         refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
     return metas

@@ -7,10 +7,12 @@ from typing import Any
 
 from torchzarr.errors import MetadataError
 
-__all__ = ["is_utf8", "json_dumps", "json_loads"]
+__all__ = ["is_utf8", "json_dumps", "json_loads", "lone_surrogate_at"]
 
 
-def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False) -> bytes:
+def json_dumps(
+    doc: Any, *, key: str | None = None, keep_nonfinite: bool = False, keep_surrogates: bool = False
+) -> bytes:
     """Encode a metadata document as strict JSON, UTF-8, indented by 2 like zarr-python.
 
     Key order is kept as given. NaN and infinities are refused (JSON has no literal for
@@ -20,20 +22,30 @@ def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False
     a node must carry them over. New attribute values are checked before they get here
     (:func:`torchzarr.core.attributes.json_attributes`), so no new literal is written.
 
+    Text is written as UTF-8 (``ensure_ascii=False``), which has no form for a lone
+    surrogate (what ``os.fsdecode`` gives for bytes that are not UTF-8): such a str is
+    refused, unless ``keep_surrogates``, which writes each lone surrogate as the JSON
+    escape zarr-python writes (``"\\udce9"``), read back as the same str; the rest of the
+    document is unchanged. Node documents are rewritten with it, as zarr-python stores
+    such values (tensorstore refuses to read them, so new values are refused earlier).
+
     Args:
         doc: the document (dicts, lists, str, int, float, bool, None).
         key: the store key the document is for, named in the error.
         keep_nonfinite: write NaN and infinities as zarr-python does instead of refusing.
+        keep_surrogates: write lone surrogates as JSON escapes instead of refusing.
 
     Raises:
         MetadataError: the document holds a value strict JSON cannot represent, or a
-            str UTF-8 cannot encode (a lone surrogate).
+            str UTF-8 cannot encode (a lone surrogate) without ``keep_surrogates``.
 
     Example:
         >>> json_dumps({"zarr_format": 3})
         b'{\\n  "zarr_format": 3\\n}'
         >>> json_dumps({"scale": float("nan")}, keep_nonfinite=True)
         b'{\\n  "scale": NaN\\n}'
+        >>> json_dumps(["caf\\udce9", "é"], keep_surrogates=True)
+        b'[\\n  "caf\\\\udce9",\\n  "\\xc3\\xa9"\\n]'
     """
     where = f"{key}: " if key else ""
     try:
@@ -43,17 +55,22 @@ def json_dumps(doc: Any, *, key: str | None = None, keep_nonfinite: bool = False
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, as os.fsdecode gives for undecodable bytes
+        if keep_surrogates:
+            # json.dumps puts str characters only inside string literals, and only
+            # surrogates fail to encode: "backslashreplace" spells each as "\udce9", the
+            # JSON escape zarr-python (ensure_ascii=True) writes for it
+            return text.encode("utf-8", "backslashreplace")
         raise MetadataError(
-            f"{where}metadata cannot be written as UTF-8: the str {_unencodable(doc)} holds a "
+            f"{where}metadata cannot be written as UTF-8: the str {lone_surrogate_at(doc)} holds a "
             "lone surrogate, which UTF-8 cannot encode"
         ) from None
 
 
-def _unencodable(doc: Any) -> str:
+def lone_surrogate_at(doc: Any) -> str:
     r"""Which str in ``doc`` (a key or a value) UTF-8 cannot encode, and where, for messages.
 
     Example:
-        >>> print(_unencodable({"a": ["x", chr(0xDCE9)]}))
+        >>> print(lone_surrogate_at({"a": ["x", chr(0xDCE9)]}))
         '\udce9' at ['a'][1]
     """
     pending: list[tuple[Any, str]] = [(doc, "")]
