@@ -81,6 +81,23 @@ def test_load_of_a_checkpoint_that_lost_a_chunk_raises_naming_tensor_and_chunk(
     assert f"{version}/{lost}" in str(raised.value)
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("kind", ["local-raw", "memory"])
+def test_a_checkpoint_that_lost_a_whole_array_directory_raises_naming_the_tensor(
+    tmp_path: Path, kind: str, lazy: bool
+) -> None:
+    store, version = _save(kind, tmp_path)
+    for key in list(store.list_prefix(f"{version}/model/w/")):
+        store.delete(key)  # the array is still in the version's consolidated metadata
+    for keys in (None, ["model.w"]):
+        with pytest.raises(ChunkDecodeError, match="damaged") as raised:
+            load_checkpoint(store, keys=keys, lazy=lazy)
+        assert "['model']['w']" in str(raised.value)
+        assert f"{version}/model/w/zarr.json" in str(raised.value)
+    part = load_checkpoint(store, keys=["model.z"], lazy=lazy)
+    assert torch.equal(part["model"]["z"], torch.zeros(64, 8))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_all_zero_and_0d_tensors_store_every_chunk(tmp_path: Path, kind: str) -> None:
     store, version = _save(kind, tmp_path)

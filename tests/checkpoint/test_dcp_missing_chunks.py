@@ -84,6 +84,20 @@ def test_dcp_load_of_a_checkpoint_that_lost_a_chunk_raises_naming_key_and_chunk(
     assert f"['{key}']" in str(failure) and f"{version}/{lost}" in str(failure)
 
 
+@pytest.mark.parametrize("kind", ["local-raw", "memory"])
+def test_dcp_load_of_a_checkpoint_that_lost_an_array_directory_raises_naming_the_key(
+    tmp_path: Path, kind: str
+) -> None:
+    store, version = _save(kind, tmp_path)
+    for key in list(store.list_prefix(f"{version}/w/")):
+        store.delete(key)  # the array is still in the version's consolidated metadata
+    with pytest.raises(CheckpointException, match="damaged") as raised:
+        _load(store)
+    failure = raised.value.failures[0][0]
+    assert isinstance(failure, ChunkDecodeError)
+    assert "['w']" in str(failure) and f"{version}/w/zarr.json" in str(failure)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dcp_save_stores_every_chunk_of_all_zero_and_0d_tensors(tmp_path: Path, kind: str) -> None:
     store, version = _save(kind, tmp_path)

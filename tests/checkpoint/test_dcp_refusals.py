@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -11,8 +13,14 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import SavePlan
 
 import torchzarr.checkpoint.dcp_checks as dcp_checks
+from torchzarr.checkpoint import save_checkpoint
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
-from torchzarr.errors import InvalidArgumentError, NodeNotFoundError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NodeNotFoundError,
+    UnsupportedDtypeError,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -94,3 +102,52 @@ def test_empty_memory_store_in_one_process_is_just_missing() -> None:
     reader = ZarrStorageReader("memory://dcp-empty-one-process")
     with pytest.raises(NodeNotFoundError, match="no committed checkpoint"):
         reader.read_metadata()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "message"),
+    [
+        ("keep", "2", ArgumentTypeError, "keep must be an int, got '2'"),
+        ("keep", 1.5, ArgumentTypeError, "keep must be an int, got 1.5"),
+        ("keep", 0, InvalidArgumentError, "keep must be >= 1, got 0"),
+        ("keep", -1, InvalidArgumentError, "keep must be >= 1, got -1"),
+        ("chunk_bytes", 0, InvalidArgumentError, "chunk_bytes must be >= 1, got 0"),
+        ("chunk_bytes", -5, InvalidArgumentError, "chunk_bytes must be >= 1, got -5"),
+        ("threads", 0, InvalidArgumentError, "threads must be >= 1, got 0"),
+        ("threads", "4", ArgumentTypeError, "threads must be an int, got '4'"),
+    ],
+)
+def test_writer_options_are_checked_when_it_is_made(
+    tmp_path: Path, option: str, value: object, error: type[Exception], message: str
+) -> None:
+    path = tmp_path / "ckpt"
+    with pytest.raises(error, match=message):
+        ZarrStorageWriter(path, **{option: value})  # type: ignore[arg-type]
+    if option != "threads":  # as save_checkpoint refuses them
+        with pytest.raises(error, match=message):
+            save_checkpoint({"w": torch.ones(2)}, path, **{option: value})  # type: ignore[arg-type]
+    assert not path.exists()
+    writer = ZarrStorageWriter(path, keep=np.int64(2), chunk_bytes=64, threads=2)
+    dcp.save({"w": torch.ones(2)}, storage_writer=writer, no_dist=True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(4, dtype=torch.complex32),
+        torch.zeros(4, dtype=torch.uint8).view(torch.float4_e2m1fn_x2),
+        torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8),
+    ],
+    ids=["complex32", "float4_e2m1fn_x2", "quint8"],
+)
+def test_a_tensor_of_a_dtype_zarr_cannot_hold_is_refused_naming_its_key_before_any_write(
+    tmp_path: Path, bad: torch.Tensor
+) -> None:
+    path = tmp_path / "ckpt"
+    dcp.save({"w": torch.ones(2)}, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    state = {"w": torch.ones(2), "bad": bad}
+    with pytest.raises(CheckpointException, match=r"DCP key 'bad'") as raised:
+        dcp.save(state, storage_writer=ZarrStorageWriter(path), no_dist=True)
+    assert isinstance(raised.value.failures[0][0], UnsupportedDtypeError)
+    assert str(bad.dtype) in str(raised.value)
+    assert sorted(os.listdir(path)) == ["v000001", "zarr.json"]  # no version reserved

@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteIte
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
+from torchzarr.arguments import whole_number
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.dcp_checks import (
     fill_cached_plans,
@@ -53,13 +54,15 @@ from torchzarr.checkpoint.dcp_metadata import (
 from torchzarr.checkpoint.dcp_reader import ZarrStorageReader
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, EVERY_CHUNK, node_name, to_storable
 from torchzarr.checkpoint.rawio import sync_local, write_rows
-from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES, store_every_chunk
+from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES, check_save_options, store_every_chunk
 from torchzarr.checkpoint.undo import ZipSavepoint, undo_failed_save, zip_savepoint, zip_under
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
+from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     GroupNotFoundError,
     MetadataError,
+    UnsupportedDtypeError,
 )
 from torchzarr.storage import LocalStore, Store
 
@@ -91,6 +94,11 @@ class ZarrStorageWriter(StorageWriter):
         threads: tensors written at once per rank (default ``tz.config.threads``; 1 for
             uncompressed local chunks, which one stream writes fastest).
 
+    Raises:
+        InvalidArgumentError: ``keep``, ``chunk_bytes`` or ``threads`` below 1
+            (:class:`~torchzarr.errors.ArgumentTypeError` when not an int), checked here
+            as ``save_checkpoint`` checks them.
+
     Example:
         >>> import torch, torch.distributed.checkpoint as dcp
         >>> writer = ZarrStorageWriter("memory://dcp-doc")
@@ -114,6 +122,11 @@ class ZarrStorageWriter(StorageWriter):
         threads: int | None = None,
     ) -> None:
         super().__init__()
+        # as save_checkpoint checks them: in the caller, not after the commit (a bad keep
+        # would fail in the background prune, and the store fill up)
+        check_save_options({"keep": keep, "chunk_bytes": chunk_bytes})
+        if threads is not None:
+            whole_number("threads", threads, 1)
         self.path = path
         self.compressors = compressors
         self.chunk_bytes = chunk_bytes
@@ -192,6 +205,13 @@ class ZarrStorageWriter(StorageWriter):
             if data is None:
                 raise MetadataError(f"DCP write item for {fqn!r} has no tensor_data")
             dtype = data.properties.dtype
+            try:
+                data_type(dtype)
+            except UnsupportedDtypeError as err:  # refused before a version is reserved
+                raise UnsupportedDtypeError(
+                    f"DCP key {fqn!r} ({dtype}, shape {tuple(data.size)}) cannot be saved to "
+                    f"{self.path!r}: {err}. Nothing was written: save it converted to one of those"
+                ) from None
             shape = tuple(data.size)
             boxes = [(i.tensor_data.chunk.offsets, i.tensor_data.chunk.sizes) for i in items]  # type: ignore[union-attr]
             itemsize = torch.empty((), dtype=dtype).element_size()

@@ -110,7 +110,9 @@ def refuse_private_store(st: Store, err: Exception) -> None:
         raise InvalidArgumentError(
             f"{st!r} is a memory store: it lives in one process, so the other ranks of this "
             f"save or load do not see it ({err}). Use a directory on a file system every rank "
-            "mounts, or an object store"
+            "mounts, or an object store. (With no_dist=True, which the storage layer is not "
+            "told of, no other rank takes part: then nothing was committed there by this "
+            "process)"
         ) from err
 
 

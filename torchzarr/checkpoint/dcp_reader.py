@@ -3,6 +3,13 @@
 Reads checkpoints written by :class:`~torchzarr.checkpoint.dcp.ZarrStorageWriter` (layout
 in :mod:`torchzarr.checkpoint.dcp`): the DCP metadata from the manifest's JSON, any box
 of any array straight into the planner's tensors.
+
+Every rank reads the metadata itself (torch >= 2.5), so ranks racing another job's commit
+may open different versions. Each rank's local plan carries the version it opened; the
+coordinator picks the newest of them for all, and a rank that planned with another
+version reads that one instead when its keys have the same shapes, dtypes and arrays
+there (else :class:`~torchzarr.errors.CheckpointConflictError`): every rank loads one
+version.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import io
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,9 +28,9 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from torchzarr.checkpoint import commit, prune
+from torchzarr.checkpoint.chunk_check import check_chunks_stored
 from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
 from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
-from torchzarr.checkpoint.decode import check_chunks_stored
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE
 from torchzarr.config import config
 from torchzarr.core.api import open_group
@@ -91,12 +99,15 @@ class ZarrStorageReader(StorageReader):
         self.load_id = uuid.uuid4().hex
         self._names: dict[str, str] = {}
         self._root: Any = None
+        self._metadata: Metadata | None = None  # what this rank planned the load with
+        self._planned: str | None = None  # the version that metadata is of (None: unknown)
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         """Start a new load (from ``checkpoint_id`` when given)."""
         if checkpoint_id:
             self.path = checkpoint_id
         self._root = None
+        self._planned = None
         self.load_id = uuid.uuid4().hex
 
     def _manifest(self) -> tuple[Store, dict[str, Any]]:
@@ -124,6 +135,7 @@ class ZarrStorageReader(StorageReader):
         if self.version is not None and self.version != manifest["version"]:
             doc = _own_metadata(self._root, st, self.version, manifest)
         metadata = metadata_from_json(doc)
+        self._planned = self._root.path
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -146,17 +158,65 @@ class ZarrStorageReader(StorageReader):
         if not isinstance(metadata.storage_data, dict):
             raise MetadataError("DCP metadata holds no torchzarr storage map")
         self._names = dict(metadata.storage_data)
+        self._metadata = metadata
         if self._root is None:  # metadata read on another rank and broadcast
             st, manifest = self._manifest()
             self._root = self._open_version(st, manifest)
+            self._planned = None  # which version it describes is not known here
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
-        """Nothing to add: every box of every array is readable by every rank."""
-        return plan
+        """The plan, with the version this rank opened (every box of every array is
+        readable by every rank: nothing else to add)."""
+        return replace(plan, storage_data={"version": self._root.path})
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        """Nothing to add."""
-        return plans
+        """Coordinator: one version for every rank, the newest the ranks opened (they
+        differ when a save committed while the ranks read the manifest)."""
+        opened = [p.storage_data.get("version") for p in plans if isinstance(p.storage_data, dict)]
+        versions = [str(v) for v in opened if v]
+        if not versions:
+            return plans
+        newest = max(versions, key=commit.version_number)
+        return [replace(plan, storage_data={"version": newest}) for plan in plans]
+
+    def _use_version(self, plan: LoadPlan) -> None:
+        """Read the version the coordinator picked for every rank (see
+        :meth:`prepare_global_plan`), when this rank planned with another one.
+
+        Raises:
+            CheckpointConflictError: that version was pruned since, or a key of ``plan``
+                has another shape, dtype or array there than this rank planned with.
+        """
+        picked = plan.storage_data.get("version") if isinstance(plan.storage_data, dict) else None
+        if not picked or (picked == self._planned and picked == self._root.path):
+            return
+        st = self._root.store
+        try:
+            root = open_group(st, mode="r", path=str(picked))
+        except GroupNotFoundError:
+            raise CheckpointConflictError(pruned_while_loading(st, str(picked))) from None
+        own = root.attrs.get(DCP_KEY_ATTRIBUTE)
+        if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own:
+            doc = own["dcp"]
+        else:  # saved before versions kept their own: only the committed one has it
+            manifest = commit.read_manifest(st)
+            if manifest is None or manifest.get("version") != picked or "dcp" not in manifest:
+                raise CheckpointConflictError(
+                    f"the ranks of this load opened different versions of the checkpoint in "
+                    f"{st!r} (a save committed meanwhile), and {picked} keeps no DCP metadata "
+                    "of its own to check this rank's plan against: load again"
+                )
+            doc = manifest["dcp"]
+        fqns = sorted({item.storage_index.fqn for item in plan.items})
+        problem = _differs(self._metadata, metadata_from_json(doc), fqns)
+        if problem is not None:
+            raise CheckpointConflictError(
+                f"the ranks of this load opened different versions of the checkpoint in "
+                f"{st!r}: a save committed while they read it, and this rank planned with "
+                f"{self._planned or self._root.path} but {picked}, which the others load, "
+                f"differs ({problem}): load again"
+            )
+        self._root, self._planned = root, str(picked)
 
     def _array(self, fqn: str) -> Array:
         name = self._names.get(fqn)
@@ -200,8 +260,9 @@ class ZarrStorageReader(StorageReader):
             target.copy_(arr[region].view(target.shape))
 
     def _lost_chunk(self, items: list[ReadItem]) -> ChunkDecodeError | None:
-        """The error for a chunk lost from a tensor or value of ``items`` saved with every
-        chunk stored (see :func:`~torchzarr.checkpoint.decode.check_chunks_stored`), or None."""
+        """The error for a chunk (or array) lost from a tensor or value of ``items`` saved
+        with every chunk stored (see
+        :func:`~torchzarr.checkpoint.chunk_check.check_chunks_stored`), or None."""
         fqns = sorted({item.storage_index.fqn for item in items})
         arrays = {self._names[fqn]: self._array(fqn) for fqn in fqns}
         try:
@@ -238,11 +299,13 @@ class ZarrStorageReader(StorageReader):
 
         Raises:
             CheckpointConflictError: a newer save pruned the version while it was read
-                (some of what was read may be fill values for deleted chunks).
+                (some of what was read may be fill values for deleted chunks), or the
+                ranks opened different versions whose keys differ.
             ChunkDecodeError: a chunk of a tensor saved with every chunk stored, or of a
                 non-tensor value, is missing (the message names the key and the chunk);
                 see ``verify_chunks``.
         """
+        self._use_version(plan)
         tensor_items = [i for i in plan.items if i.type == LoadItemType.TENSOR]
         values = [(i, self._read_bytes(i)) for i in plan.items if i.type == LoadItemType.BYTE_IO]
         targets = [planner.resolve_tensor(item).detach() for item in tensor_items]
@@ -302,3 +365,26 @@ def _fits(root: Any, metadata: Metadata) -> bool:
         if isinstance(entry, TensorStorageMetadata) and root[name].shape != tuple(entry.size):
             return False
     return True
+
+
+def _differs(planned: Metadata | None, theirs: Metadata, fqns: list[str]) -> str | None:
+    """How the keys ``fqns`` differ in ``theirs`` from ``planned`` (kind, shape, dtype,
+    array name), or None when a plan made with either reads the same arrays. The boxes
+    saved may differ: any box of an array is read the same way."""
+    if planned is None:
+        return "no metadata planned with"
+    mine_names = planned.storage_data if isinstance(planned.storage_data, dict) else {}
+    their_names = theirs.storage_data if isinstance(theirs.storage_data, dict) else {}
+    for fqn in fqns:
+        mine = planned.state_dict_metadata.get(fqn)
+        their = theirs.state_dict_metadata.get(fqn)
+        if their is None or mine_names.get(fqn) != their_names.get(fqn):
+            return f"key {fqn!r} is not stored there as it was"
+        if isinstance(mine, TensorStorageMetadata) != isinstance(their, TensorStorageMetadata):
+            return f"key {fqn!r} is a tensor in one and a value in the other"
+        if isinstance(mine, TensorStorageMetadata) and isinstance(their, TensorStorageMetadata):
+            was = (tuple(mine.size), mine.properties.dtype)
+            now = (tuple(their.size), their.properties.dtype)
+            if was != now:
+                return f"key {fqn!r} is {now[1]} of shape {now[0]}, not {was[1]} of {was[0]}"
+    return None

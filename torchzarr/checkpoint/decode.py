@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -12,10 +11,10 @@ from typing import Any
 
 import torch
 
+from torchzarr.checkpoint.chunk_check import check_chunks_stored
 from torchzarr.checkpoint.device_map import placement
 from torchzarr.checkpoint.format import (
     DCP_KEY_ATTRIBUTE,
-    EVERY_CHUNK,
     NODE_ATTRIBUTE,
     TENSOR_ATTRIBUTE,
 )
@@ -26,10 +25,8 @@ from torchzarr.config import config
 from torchzarr.core.array import Array
 from torchzarr.errors import (
     ArgumentTypeError,
-    ChunkDecodeError,
     MetadataError,
     NodeNotFoundError,
-    TorchZarrError,
 )
 
 __all__ = ["KeySpec", "check_chunks_stored", "read_tree"]
@@ -323,70 +320,6 @@ def _tasks(arrays: list[Any]) -> list[list[Any]]:
     if part:
         parts.append(part)
     return parts
-
-
-def _saved_every_chunk(array: Any) -> bool:
-    """Whether ``array`` holds every chunk of its grid as the save stored them: marked by
-    the save with its chunk shape (in its tensor attribute, or in its DCP key attribute
-    for a ``torch.distributed.checkpoint`` save), and not rewritten on another grid (nor
-    sharded) since."""
-    mark = _tensor_info(array).get(EVERY_CHUNK)
-    if mark is None:
-        dcp_info = array.attrs.get(DCP_KEY_ATTRIBUTE)
-        mark = dcp_info.get(EVERY_CHUNK) if isinstance(dcp_info, dict) else None
-    return (
-        isinstance(mark, list) and array.shards is None and [int(n) for n in array.chunks] == mark
-    )
-
-
-def check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, Any]) -> None:
-    """Raise if an array marked :data:`EVERY_CHUNK` lacks a chunk of its grid.
-
-    Such an array was saved with all its chunks, so a missing one was lost (a partial
-    copy, a bad disk), not left out for being all zeros: reading it would have returned
-    zeros. ``arrays`` maps a name of each array (its path in ``root``, the version group)
-    to the array, ``key_paths`` the same names to the key path reported for it. One
-    listing of the version serves every array (of each array's own keys when at most 16
-    are loaded, as ``keys=`` loads do); a key it lacks is looked up before it is
-    reported (a server's directory index may leave keys out). A store that cannot list
-    (HTTP), or a listing without the version's own ``zarr.json`` (a version deleted
-    meanwhile, which the caller checks), leaves nothing to compare with: then nothing is
-    checked. Unmarked arrays are not checked.
-
-    Raises:
-        ChunkDecodeError: a marked array lacks a chunk (the message names its key path
-            and the chunk's key).
-
-    Example:
-        >>> check_chunks_stored(group, {"w": group["w"]}, {"w": ("w",)})  # doctest: +SKIP
-    """
-    marked = {path: a for path, a in arrays.items() if _saved_every_chunk(a)}
-    if not marked:
-        return
-    # one listing of the version, or of each array's own keys when a few are loaded
-    paths = [a.path for a in marked.values()] if len(marked) <= 16 else [root.path]
-    prefixes = [f"{path}/" if path else "" for path in paths]
-    try:
-        stored = {key for prefix in prefixes for key in root.store.list_prefix(prefix)}
-    except (TorchZarrError, OSError, NotImplementedError):
-        return
-    if any(f"{prefix}zarr.json" not in stored for prefix in prefixes):
-        return
-    for path, array in marked.items():
-        dcp_info = array.attrs.get(DCP_KEY_ATTRIBUTE)
-        kind = (
-            "value" if isinstance(dcp_info, dict) and dcp_info.get("kind") == "bytes" else "tensor"
-        )
-        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
-            key = f"{array.path}/{array.metadata.chunk_key(coords)}"
-            if key not in stored and not root.store.exists(key):
-                raise ChunkDecodeError(
-                    f"checkpoint {kind} {format_key_path(key_paths[path])} (array {array.path}) "
-                    f"lacks its chunk {key!r}: the checkpoint in {root.store!r} is damaged (a "
-                    "file lost in a copy or on disk; it was saved with every chunk stored), "
-                    f"unless the {kind} was edited in place since by a tool that leaves out "
-                    "all-zero chunks: then load it with verify_chunks=False"
-                )
 
 
 def read_tree(
