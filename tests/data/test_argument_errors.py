@@ -39,6 +39,47 @@ def test_map_style_indices_are_integers_in_range(rows):
     assert ds.__getitems__([]) == []
 
 
+def test_booleans_are_refused_as_indices_everywhere(rows):
+    ds = tz.ZarrDataset(rows)
+    for index in (True, False, np.True_, torch.tensor(True)):
+        with pytest.raises(SelectionError, match="must be an integer"):
+            ds[index]
+    for indices in ([True], [1, True], (np.False_, 2), np.array([True]), torch.tensor([True])):
+        with pytest.raises(SelectionError, match="must be integers"):
+            ds.__getitems__(indices)
+        with pytest.raises(SelectionError, match="must be integers"):
+            ds.get_batch(indices)
+    assert ds[torch.tensor(1)].tolist() == [3.0, 4.0, 5.0]
+
+
+def test_a_ragged_batch_of_batches_names_the_batch_sampler(rows):
+    ds = tz.ZarrDataset(rows)
+    sampler = tz.ChunkBlockSampler(ds, batch_size=7)  # batches of 7 and 3
+    loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=4)  # the mistake
+    with pytest.raises(SelectionError, match=r"DataLoader\(batch_sampler=\.\.\.\)"):
+        next(iter(loader))
+    with pytest.raises(SelectionError, match="sequence of sequences"):
+        ds.__getitems__([1, [2, 3]])
+
+
+def test_get_batch_refuses_a_dataset_with_a_transform(rows):
+    ds = tz.ZarrDataset(rows, transform=lambda x: x * 100)
+    assert ds.__getitems__([2])[0].tolist() == [600.0, 700.0, 800.0]
+    with pytest.raises(InvalidArgumentError, match="cannot apply this dataset's per-item"):
+        ds.get_batch([2, 3])
+    assert tz.ZarrDataset(ds.source).get_batch([2, 3])[:, 0].tolist() == [6.0, 9.0]
+
+
+def test_cache_takes_booleans_none_or_a_chunk_cache(rows):
+    for bad in (0, 1, "yes", 1 << 20):
+        with pytest.raises(ArgumentTypeError, match="cache must be True, False, None or a"):
+            tz.ZarrDataset(rows, cache=bad)
+    for good in (True, False, None, np.True_, tz.ChunkCache(max_bytes=1 << 20)):
+        assert tz.ZarrDataset(rows, cache=good)[9].tolist() == [27.0, 28.0, 29.0]
+    assert tz.ZarrDataset(rows, cache=True).source.arrays[""].cache is not None
+    assert tz.ZarrDataset(rows, cache=False).source.arrays[""].cache is None
+
+
 @pytest.mark.parametrize("index", [2**64 - 1, 2**64 - 3, 2**63, 2**70, -(2**70)])
 def test_map_style_indices_past_int64_are_out_of_range_not_wrapped(rows, index):
     ds = tz.ZarrDataset(rows)
@@ -266,6 +307,16 @@ def test_a_group_that_does_not_fit_is_told_to_pass_a_dict_of_its_arrays():
     with pytest.raises(ShapeMismatchError, match="pass a dict of the arrays"):
         tz.ZarrIterableDataset(group)
     assert len(tz.ZarrDataset({"x": group["x"]})) == 8
+
+
+def test_a_0d_member_of_a_dict_is_named_by_its_key():
+    x = tz.create_array("memory://", shape=(10,), dtype=torch.int64)
+    scale = tz.create_array("memory://", shape=(), dtype=torch.float32)
+    with pytest.raises(InvalidArgumentError, match=r"member 'scale' of the dict .* out of the"):
+        tz.ZarrDataset({"x": x, "scale": scale})
+    with pytest.raises(InvalidArgumentError, match="array / is 0-d") as err:
+        tz.ZarrIterableDataset(scale)
+    assert "dict" not in str(err.value)
 
 
 @pytest.mark.parametrize("rank", [1.5, True, "1"])

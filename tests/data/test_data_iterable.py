@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import operator
+import os
+import pickle
 from collections import Counter
 
 import pytest
@@ -225,6 +227,54 @@ def test_persistent_workers_follow_set_epoch(local_array, method):
         fresh.set_epoch(epoch)
         assert seen[-1] == order(DataLoader(fresh, batch_size=None, num_workers=2))
     assert seen[0] != seen[1] != seen[2]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_datasets_hold_no_file_descriptor_until_sent_to_a_spawned_worker(memory_array):
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    shards = [ZarrIterableDataset(memory_array, batch_size=8, seed=i) for i in range(64)]
+    for epoch, ds in enumerate(shards):  # one per shard file, as a ChainDataset holds them
+        ds.set_epoch(epoch % 3)
+    shards[1].load_state_dict(shards[1].state_at(2))
+    copies = pickle.loads(pickle.dumps(shards))  # a plain pickle copies the shared state
+    assert open_descriptors() < before + 8  # (one each before: 64 more)
+    assert [c.epoch for c in copies] == [ds.epoch for ds in shards] and len(copies[1]) == 11
+    chained = torch.utils.data.ChainDataset(shards[:3])
+    loader = DataLoader(chained, batch_size=None, num_workers=1, persistent_workers=True)
+    for epoch in (4, 5):  # forked before any publication, persistent workers still follow
+        for ds in shards[:3]:
+            ds.set_epoch(epoch)
+        expected = []
+        for seed in range(3):
+            fresh = ZarrIterableDataset(memory_array, batch_size=8, seed=seed)
+            fresh.set_epoch(epoch)
+            expected += [ids_of(b) for b in fresh]
+        assert [ids_of(b) for b in loader] == expected
+
+
+@pytest.mark.parametrize(("rows", "batch_size"), [(100, None), (100, 64), (100, 1000), (37, 401)])
+def test_block_buffers_stay_within_the_bound_the_docs_give(rows, batch_size):
+    from pathlib import Path
+
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "datasets.md").read_text().split())
+    assert "at most `prefetch + 3 + ceil(batch_size / (K x chunk_len))` buffers" in doc
+    arr = tz.create_array("memory://", shape=(5000,), dtype=torch.int64, chunks=(rows,))
+    ds = ZarrIterableDataset(arr, batch_size=batch_size, block_chunks=2, seed=3)
+    made, empty = [], ds.source.empty
+
+    def counting(n, *shared):  # blocks: empty(capacity); batches: empty(rows, shared)
+        if not shared:
+            made.append(n)
+        return empty(n, *shared)
+
+    ds.source.empty = counting
+    assert sum(b.numel() for b in ds) == 5000
+    block = 2 * rows
+    bound = ds.prefetch + 2 + (-(-batch_size // block) + 1 if batch_size else 0)
+    assert made and set(made) == {block} and len(made) <= bound
 
 
 def _with_threads(batch):

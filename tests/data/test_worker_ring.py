@@ -129,10 +129,44 @@ def test_a_slot_rewritten_before_it_was_read_raises():
 def test_a_batch_without_its_ring_raises():
     worker_ring._mapped.clear()
     ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
-    ring.wrap(ring.next(2))  # the batch that carried the descriptor, never received
+    ForkingPickler.dumps(ring.wrap(ring.next(2)))  # carried the descriptor, never received
     later = ForkingPickler.dumps(ring.wrap(ring.next(2)))
     with pytest.raises(WorkerBatchError, match="never received"):
         pickle.loads(later)
+
+
+def test_the_first_batch_pickled_carries_the_descriptor_whichever_it_is():
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int32), "y": ((), torch.int8)}, batch_size=2, slots=4)
+    dropped = ring.wrap(ring.next(2))  # a wrapper skips the dataset's first batch
+    views = ring.next(2)
+    views["x"].copy_(torch.tensor([[1, 2], [3, 4]]))
+    second, third = ring.wrap(views), ring.wrap(ring.next(2))
+    sent = [ForkingPickler.dumps(b) for b in (third, second)]  # reordered, too
+    got = [pickle.loads(payload) for payload in sent]
+    assert got[1]["x"].tolist() == [[1, 2], [3, 4]] and got[0]["x"].shape == (2, 2)
+    del dropped
+
+
+class _SkipFirst(torch.utils.data.IterableDataset):
+    """A wrapper that drops the first batch of the dataset it wraps (a warm-up, a filter)."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+
+    def __iter__(self):
+        it = iter(self.ds)
+        next(it)
+        return it
+
+
+def test_a_wrapper_dropping_the_first_batch_of_each_worker(local_array):
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(local_array, batch_size=8, seed=3)
+    batches = list(DataLoader(_SkipFirst(ds), batch_size=None, num_workers=2))
+    assert len(batches) == 13 - 2 and worker_ring._mapped, "the rings were not used"
+    for batch in batches:
+        _check(batch)
 
 
 def test_a_slot_is_lent_until_every_tensor_on_it_is_freed():

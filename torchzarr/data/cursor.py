@@ -20,6 +20,7 @@ from torchzarr.data.partition import (
     total,
     whole_number,
 )
+from torchzarr.data.shared_words import SharedWords
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["Cursor", "SharedCursor"]
@@ -232,7 +233,8 @@ class SharedCursor:
     ``set_epoch`` and ``load_state_dict`` (:meth:`publish`); a worker takes both at the
     start of its next pass (:meth:`take`), as a fresh worker finds them in its copy. Only
     the main process writes; ``generation`` counts the publications, so a worker sees
-    whether anything changed since it last took them.
+    whether anything changed since it last took them. The memory is made on first use and
+    holds no file descriptor until sent to a spawned worker (:class:`SharedWords`).
 
     Example:
         >>> shared, main = SharedCursor(), Cursor(10, 4, block_chunks=1, seed=0, shuffle=True)
@@ -248,37 +250,38 @@ class SharedCursor:
 
     def __init__(self) -> None:
         # [epoch, generation, bytes of the loaded state (-1: too large)], then its bytes
-        self._words = torch.zeros(3 + self.capacity // 8, dtype=torch.int64).share_memory_()
+        self._words = SharedWords(3 + self.capacity // 8)
 
     @property
     def generation(self) -> int:
         """How many times the main process published (0: never)."""
-        return int(self._words[1])
+        return int(self._words.read()[1])
 
     def publish(self, cursor: Cursor) -> None:
         """Hand ``cursor``'s epoch and loaded state to the workers (main process only)."""
         data = json.dumps(cursor.pending, separators=(",", ":")).encode() if cursor.pending else b""
         size = len(data) if len(data) <= self.capacity else -1
-        if size > 0:
-            self._payload()[:size] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        self._words[0], self._words[2] = cursor.epoch, size
-        self._words[1] += 1
+        for words in self._words.memories():
+            if size > 0:
+                payload = words[3:].view(torch.uint8)
+                payload[:size] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            words[0], words[2] = cursor.epoch, size
+            words[1] += 1
 
     def take(self, cursor: Cursor) -> int:
         """Give ``cursor`` the main process's epoch and loaded state; the generation taken."""
-        generation, size = self.generation, int(self._words[2])
+        words = self._words.read()
+        generation, size = int(words[1]), int(words[2])
         if size < 0:
             raise InvalidArgumentError(
                 "the main process loaded a dataset state too large to hand to persistent "
                 f"DataLoader workers (over {self.capacity} bytes of intervals): create the "
                 "DataLoader after load_state_dict, or use persistent_workers=False"
             )
-        cursor.epoch = int(self._words[0])
-        cursor.pending = json.loads(self._payload()[:size].numpy().tobytes()) if size else None
+        cursor.epoch = int(words[0])
+        payload = words[3:].view(torch.uint8)
+        cursor.pending = json.loads(payload[:size].numpy().tobytes()) if size else None
         return generation
-
-    def _payload(self) -> torch.Tensor:
-        return self._words[3:].view(torch.uint8)
 
 
 def _checked_intervals(value: Any, num_samples: int) -> Intervals:

@@ -7,13 +7,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from torchzarr.arguments import optional_callable
+from torchzarr.core.cache import ChunkCache
 from torchzarr.data.sources import Item, Source, share_cores_in_worker, take_rows
-from torchzarr.errors import BoundsError, SelectionError
+from torchzarr.errors import ArgumentTypeError, BoundsError, InvalidArgumentError, SelectionError
 
 __all__ = ["ZarrDataset"]
+
+_BOOLS = frozenset({bool, np.bool_})
 
 
 class ZarrDataset(Dataset[Any]):
@@ -28,9 +32,11 @@ class ZarrDataset(Dataset[Any]):
     Args:
         source: an Array, a Group, a dict of arrays sharing their first dimension, or a
             path/URL opened read-only.
-        transform: called on each item (a tensor, or the dict) before it is returned.
-        cache: read through the shared decoded-chunk cache (``tz.config.cache_bytes``, one
-            per process), or a given :class:`~torchzarr.ChunkCache`. Worth it with
+        transform: called on each item (a tensor, or the dict) before it is returned
+            (:meth:`get_batch`, which returns no items, refuses a dataset that has one).
+        cache: True to read through the shared decoded-chunk cache
+            (``tz.config.cache_bytes``, one per process), or a given
+            :class:`~torchzarr.ChunkCache`; False or None for none. Worth it with
             ``ChunkBlockSampler``, whose successive batches come from the same few chunks.
 
     Example:
@@ -50,9 +56,16 @@ class ZarrDataset(Dataset[Any]):
         cache: Any = False,
     ) -> None:
         transform = optional_callable("transform", transform)
+        if not (cache is None or isinstance(cache, bool | np.bool_ | ChunkCache)):
+            raise ArgumentTypeError(
+                f"cache must be True, False, None or a ChunkCache, got {cache!r} "
+                f"({type(cache).__name__})"
+            )
         src = source if isinstance(source, Source) else Source(source)
-        if cache is not False and cache is not None:
-            src = src.with_cache(None if cache is True else cache)
+        if cache is not None and not isinstance(cache, bool | np.bool_):
+            src = src.with_cache(cache)
+        elif cache:
+            src = src.with_cache(None)  # the shared cache
         self.source = src
         self.transform = transform
 
@@ -64,11 +77,19 @@ class ZarrDataset(Dataset[Any]):
 
     def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         share_cores_in_worker()
-        given = np.asarray(indices)
-        if given.ndim > 1:  # e.g. a batch sampler passed as sampler=: batches of batches
+        if isinstance(indices, Sequence) and not _BOOLS.isdisjoint(map(type, indices)):
+            # (numpy would read [1, True] as [1, 1])
+            raise SelectionError(f"dataset indices must be integers, not booleans: {indices!r:.80}")
+        try:
+            given = np.asarray(indices)
+        except ValueError:  # sequences of several lengths: numpy cannot stack them
+            given = None
+        if given is None or given.ndim > 1:  # e.g. a batch sampler passed as sampler=
+            shape = "" if given is None else f" of shape {given.shape}"
             raise SelectionError(
-                f"dataset indices must be a flat sequence, got shape {given.shape}: pass a "
-                "batch sampler as DataLoader(batch_sampler=...)"
+                f"dataset indices must be a flat sequence of integers, got a sequence of "
+                f"sequences{shape} ({indices!r:.80}): pass a batch sampler as "
+                "DataLoader(batch_sampler=...)"
             )
         n = len(self.source)
         flat = given.reshape(-1)
@@ -92,6 +113,10 @@ class ZarrDataset(Dataset[Any]):
 
     def __getitem__(self, index: int) -> Any:
         try:
+            if isinstance(index, bool | np.bool_) or (
+                isinstance(index, torch.Tensor) and index.dtype == torch.bool
+            ):
+                raise TypeError  # (operator.index reads True as 1)
             position = operator.index(index)  # ints, numpy ints, one-element int tensors
         except TypeError:
             raise SelectionError(f"a dataset index must be an integer, got {index!r}") from None
@@ -123,11 +148,21 @@ class ZarrDataset(Dataset[Any]):
         """The items at ``indices`` already stacked: a tensor, or a dict of tensors.
 
         Cheaper than ``__getitems__`` plus collation when no per-item transform is needed.
+        The transform applies to items, which this never makes: on a dataset with a
+        ``transform`` it raises InvalidArgumentError rather than return untransformed data
+        (use ``__getitems__``, or a ZarrDataset without the transform).
 
         Example:
             >>> ds.get_batch([1, 2]).shape  # doctest: +SKIP
             torch.Size([2, 2])
         """
+        if self.transform is not None:
+            raise InvalidArgumentError(
+                f"get_batch returns stacked rows, not items, and cannot apply this dataset's "
+                f"per-item transform {self.transform!r:.60}: call __getitems__(indices) (and "
+                "collate), or stack untransformed rows with "
+                "tz.ZarrDataset(ds.source).get_batch(indices)"
+            )
         ids = self._check(indices)
         unique, inverse = np.unique(ids, return_inverse=True)
         data = self.source.read(unique)

@@ -157,6 +157,18 @@ def take_rows(t: torch.Tensor, index: np.ndarray, out: torch.Tensor | None = Non
     return out
 
 
+def _zero_d(name: str, arr: Array, kind: str) -> str:
+    """The error for a 0-d array ``name`` of a source that is a ``kind`` ("": one array)."""
+    if not kind:
+        return f"array {arr.name} is 0-d: datasets index samples along axis 0"
+    if kind == "dict":
+        fix = f"leave {name!r} out of the dict (read a scalar once, with arr[()])"
+    else:
+        fix = _PICK.strip(" ()")
+    where = f"member {name!r} of the {kind} (array {arr.name})"
+    return f"{where} is 0-d: datasets index along axis 0; {fix}"
+
+
 class Source:
     """The arrays a dataset reads: every one indexed along axis 0 by the same sample index.
 
@@ -177,10 +189,11 @@ class Source:
     def __init__(self, source: Any) -> None:
         if isinstance(source, str | os.PathLike):
             source = open_node(os.fspath(source), mode="r")
+        kind = "dict"
         if isinstance(source, Array):
             arrays, self.single = {"": source}, True
         elif isinstance(source, Group):
-            arrays, self.single = dict(source.arrays()), False
+            arrays, self.single, kind = dict(source.arrays()), False, "group"
             unreadable = source.info.unsupported_metadata  # a codec this machine lacks
             if unreadable:  # else items would lose a field here and not on another machine
                 raise UnknownCodecError(
@@ -206,9 +219,7 @@ class Source:
             if not isinstance(arr, Array):
                 raise ArgumentTypeError(f"member {name!r} is {type(arr).__name__}, not an Array")
             if arr.ndim == 0:
-                raise InvalidArgumentError(
-                    f"array {arr.name} is 0-d: datasets index along axis 0{_PICK}"
-                )
+                raise InvalidArgumentError(_zero_d(name, arr, kind if not self.single else ""))
         lengths = {arr.shape[0] for arr in arrays.values()}
         if len(lengths) != 1:
             shapes = {name: arr.shape for name, arr in arrays.items()}

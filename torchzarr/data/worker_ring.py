@@ -5,8 +5,10 @@ fills new memory, the main process maps it, and both fault in every 4 KiB page, 
 batch. A :class:`WorkerRing` is one memory file per worker (``memfd``, Linux), cut into
 slots that batches are gathered into. What crosses the DataLoader's queue is a
 :class:`RingTensor` (a tensor subclass that pickles as which ring, slot, offset and shape),
-plus the ring's file descriptor once. The main process maps each ring once and rebuilds
-every batch as tensors on its slot: no copy, no page faults.
+plus the ring's file descriptor once: with the first of its tensors pickled to leave the
+worker, so a batch the code after the dataset drops (a wrapper skipping or filtering
+batches) never takes it along. The main process maps each ring once and rebuilds every
+batch as tensors on its slot: no copy, no page faults.
 
 A slot is lent, not reused blindly: when the last tensor on a batch is freed in the main
 process, it marks the slot released in the ring's header, and the worker only gathers into
@@ -153,8 +155,8 @@ class RingTensor(torch.Tensor):
 
     In the worker it is a view of its slot (code after the dataset sees a tensor; results
     of operations on it are plain tensors). Pickled, it is only the ring's id, the slot and
-    the layout, plus the ring's descriptor in the first batch; unpickling rebuilds it from
-    the main process's mapping of the ring.
+    the layout, plus the ring's descriptor if no tensor of the ring was pickled before;
+    unpickling rebuilds it from the main process's mapping of the ring.
 
     Example:
         >>> ring = WorkerRing({"x": ((3,), torch.float32)}, batch_size=2, slots=3)
@@ -176,8 +178,32 @@ class RingTensor(torch.Tensor):
         return tensor
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
-        ring, pid, geometry, fd, *rest = self._ring_args
-        return _rebuild, (ring, pid, geometry, DupFd(fd) if fd is not None else None, *rest)
+        ring, pid, geometry, descriptor, *rest = self._ring_args
+        # The first tensor of the ring pickled carries its descriptor: whichever batch that
+        # is, the main process receives it before any later one of this worker.
+        dup = descriptor.once() if descriptor is not None else None
+        return _rebuild, (ring, pid, geometry, dup, *rest)
+
+
+class _Descriptor:
+    """A ring's memory file: closed once nothing refers to it, sent once (see RingTensor)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._unsent = True
+        self._lock = new_lock()  # (pickled on the DataLoader's queue thread)
+        weakref.finalize(self, os.close, fd)
+
+    def once(self) -> Any:
+        """The descriptor to pickle (a ``DupFd``) the first time, None after."""
+        with self._lock:
+            if not self._unsent:
+                return None
+            self._unsent = False
+        return DupFd(self.fd)
+
+    def __deepcopy__(self, memo: Any) -> _Descriptor:
+        return self  # a deep copy of a RingTensor still names the same ring
 
 
 class WorkerRing:
@@ -216,8 +242,7 @@ class WorkerRing:
         except BaseException:
             os.close(fd)
             raise
-        self._fd: int | None = fd
-        self._send_fd = True
+        self._descriptor = _Descriptor(fd)  # RingTensors keep it open until pickled
         self.id = uuid.uuid4().hex
         self._seqs = np.frombuffer(self._map, np.int64, count=slots)
         self._released = np.frombuffer(self._map, np.int64, count=slots, offset=8 * slots)
@@ -242,11 +267,6 @@ class WorkerRing:
             return cls(specs, batch_size, slots)
         except OSError:
             return None
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)  # type: ignore[arg-type]
-            self._fd = None
 
     def next(self, rows: int) -> dict[str, torch.Tensor] | None:
         """Views of a free slot, cut to ``rows`` rows, to gather a batch into.
@@ -304,16 +324,14 @@ class WorkerRing:
         self._current = None
         self._seqs[slot] += 1  # even: complete
         seq = int(self._seqs[slot])
-        fd = self._fd if self._send_fd else None
-        ring_args = (self.id, os.getpid(), (self.slots, self._header, self.slot_bytes), fd)
+        geometry = (self.slots, self._header, self.slot_bytes)
+        ring_args = (self.id, os.getpid(), geometry, self._descriptor)
         outgoing = _Outgoing(self, views, (*ring_args, slot, seq), rows)
         try:
             out = outgoing.convert(item)
         except Exception:  # not picklable here: the DataLoader reports it if it fails too
             return item  # views may be left in it: the slot stays lent for good
-        if outgoing.sent:
-            self._send_fd = False  # the first batch sent carries the descriptor, later only ids
-        else:
+        if not outgoing.sent:
             self._released[slot] = seq  # nothing of the slot left the worker: free once unheld
         return out
 
