@@ -268,9 +268,62 @@ def test_an_environment_deleted_on_disk_is_not_written_to_any_more(tmp_path: Pat
     assert out.stdout.strip() == "[1.0, 1.0, 1.0, 1.0]"
 
 
-def test_a_missing_parent_directory_is_a_store_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="cannot open LMDB environment"):
-        tz.create_array(f"lmdb://{tmp_path}/no/such/a.lmdb", shape=(2,), dtype=torch.float32)
+@pytest.mark.parametrize("subdir", [True, False])
+def test_a_write_creates_missing_parent_folders(tmp_path: Path, subdir: bool) -> None:
+    path = tmp_path / "no" / "such" / "a.lmdb"
+    reader = LMDBStore(path, read_only=True, subdir=subdir)
+    assert reader.get("a") is None and not (tmp_path / "no").exists()  # reads create nothing
+    LMDBStore(path, subdir=subdir).set("a", b"1")  # as zip, SQLite and local stores do
+    assert (path / "data.mdb" if subdir else path).is_file() and reader.get("a") == b"1"
+    arr = tz.create_array(f"lmdb://{tmp_path}/x/y/b.lmdb", shape=(2,), dtype=torch.float32)
+    arr[:] = 1.0
+    assert (tmp_path / "x" / "y" / "b.lmdb" / "data.mdb").is_file()
+    reader.close()
+    arr.store.close()
+
+
+def test_a_parent_that_is_a_file_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StoreError, match=r"cannot open LMDB environment.*file/a\.lmdb"):
+        tz.create_array(f"lmdb://{tmp_path}/file/a.lmdb", shape=(2,), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_mode_that_is_not_permission_bits_is_refused(tmp_path: Path, existing: bool) -> None:
+    url = f"lmdb://{tmp_path}/a.lmdb"
+    if existing:  # its environment open in this process: the option must not go unnoticed
+        tz.create_array(url, data=torch.arange(3))
+    match = r"mode='r' for .*a\.lmdb.*file permission bits.*mode='r' to tz\.open_array.*read_only"
+    with pytest.raises(tz.errors.InvalidArgumentError, match=match):
+        tz.open_array(url, mode="a", storage_options={"mode": "r"})
+    with pytest.raises(tz.errors.InvalidArgumentError, match="permission bits"):
+        LMDBStore(tmp_path / "b.lmdb", mode=True)
+    assert not (tmp_path / "b.lmdb").exists()
+    store = LMDBStore(tmp_path / "c.lmdb", mode=0o700)
+    store.set("k", b"v")
+    assert (tmp_path / "c.lmdb" / "data.mdb").stat().st_mode & 0o777 == 0o600  # lmdb's own
+    store.close()
+    if existing:
+        assert tz.open_array(url, mode="r")[:].tolist() == [0, 1, 2]
+        LMDBStore(tmp_path / "a.lmdb").close()
+
+
+def test_options_unlike_those_of_the_open_environment_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.lmdb"
+    first = LMDBStore(path, map_size=1 << 24)
+    first.set("a", b"1")
+    same = LMDBStore(path, map_size=1 << 24, readahead=True, lock=1, max_dbs=0)
+    assert same.get("a") == b"1"  # lmdb's defaults, spelled out: the same environment
+    other = LMDBStore(path, map_size=1 << 24, readahead=False)
+    match = r"readahead=False of LMDBStore.*differs from the readahead=True .*a\.lmdb"
+    with pytest.raises(tz.errors.InvalidArgumentError, match=match):
+        other.get("a")
+    with pytest.raises(tz.errors.InvalidArgumentError, match="max_readers=7"):
+        LMDBStore(path, map_size=1 << 24, max_readers=7).set("b", b"2")
+    assert first.get("b") is None
+    first.close()  # closed: the next store opens the environment with its own options
+    assert other.get("a") == b"1"
+    other.close()
 
 
 def test_reads_notice_an_environment_deleted_on_disk(

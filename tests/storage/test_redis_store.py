@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import gc
 import pickle
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,3 +207,74 @@ def test_a_store_rooted_at_an_array_shares_its_groups_cached_chunks(
     tz.open_array(RedisStore(database, prefix="x"), mode="r+")[:] = 3
     assert via_root[:].tolist() == [3] * 4
     whole.delete_prefix("")
+
+
+def _clients(redis_server: RedisService, name: str) -> list[dict[str, Any]]:
+    """The connections of clients named ``name`` that the server holds now."""
+    import redis
+
+    with redis.Redis(port=redis_server.port) as admin:
+        return [c for c in admin.client_list() if c.get("name") == name]
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_close_lets_a_call_in_flight_finish_and_releases_its_connection(
+    redis_server: RedisService, single: bool
+) -> None:
+    name = redis_server.unique_prefix("closing")
+    options: dict[str, Any] = {"client_name": name, "single_connection_client": single}
+    store = RedisStore(redis_server.url, prefix=name, **options)
+    store.set("k", b"1")
+    results: list[Any] = []
+    waiting = threading.Thread(  # a call that takes a while on the server: 1 s
+        target=lambda: results.append(store._run("read", "k", store.client.blpop, ["no"], 1))
+    )
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not any(c["cmd"] == "blpop" for c in _clients(redis_server, name)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    store.close()  # another thread releasing connections meanwhile
+    waiting.join(30)
+    assert results == [None]  # the call ran to its end, no error
+    assert store.get("k") == b"1"  # a new client
+    store.close()
+    gc.collect()
+    assert _clients(redis_server, name) == []  # the old client's connections closed too
+
+
+def test_closing_while_threads_read_and_write_fails_none_of_them(
+    redis_server: RedisService,
+) -> None:
+    name = redis_server.unique_prefix("churn")
+    arr = tz.create_array(
+        RedisStore(redis_server.url, prefix=name, client_name=name),
+        shape=(2000,),
+        dtype="int32",
+        chunks=(10,),
+    )
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                arr[:] = 1
+                assert int(arr[:].sum()) == 2000
+            except Exception as err:  # collected: the assertion below names it
+                errors.append(f"{type(err).__name__}: {err}")
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in range(30):
+        arr.store.close()
+        time.sleep(0.01)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    arr.store.close()
+    gc.collect()
+    assert _clients(redis_server, name) == []

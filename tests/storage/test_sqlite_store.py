@@ -276,6 +276,62 @@ def test_text_in_a_utf16_database_reads_as_its_utf16_bytes(tmp_path: Path) -> No
     assert store.get_range("zarr.json", ByteRange(2, 4)) == text[2:6]
 
 
+@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
+def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
+    tmp_path: Path, encoding: str
+) -> None:
+    path = tmp_path / "utf16.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA encoding = '{encoding}'")
+    conn.execute("CREATE TABLE other (x)")  # fixes the encoding before the store's table
+    conn.close()
+    store = SQLiteStore(path)
+    # UTF-16 sorts unlike code points: 'Я' (U+042F) is 2F 04 in UTF-16LE, between '/' and
+    # '0'; 'ǿ' (U+01FF, FF 01) sorts above its code-point successor 'Ȁ' (00 02)
+    keys = ["a/zarr.json", "a/c/0", "aЯ/zarr.json", "a0", "ǿ/zarr.json", "\U0001f600/x", "b"]
+    store.set_many({key: b"1" for key in keys})
+    assert sorted(store.list_prefix("ǿ")) == ["ǿ/zarr.json"]
+    assert sorted(store.list_prefix("\U0001f600")) == ["\U0001f600/x"]
+    assert store.list_dir("a") == (["zarr.json"], ["c"])
+    assert sorted(store.list_prefix("a")) == ["a/c/0", "a/zarr.json", "a0", "aЯ/zarr.json"]
+    store.delete_prefix("a/")
+    assert sorted(store.list_prefix("")) == sorted(set(keys) - {"a/zarr.json", "a/c/0"})
+    store.delete_prefix("ǿ")
+    assert "ǿ/zarr.json" not in set(store.list_prefix(""))
+    store.close()
+
+
+def test_a_node_deleted_in_a_utf16_database_leaves_its_siblings(tmp_path: Path) -> None:
+    path = tmp_path / "utf16.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA encoding = 'UTF-16le'")
+    conn.execute("CREATE TABLE other (x)")
+    conn.close()
+    group = tz.open_group(f"sqlite://{path}", mode="w")
+    group.create_array("a", data=torch.arange(3))
+    group.create_array("aЯ", data=torch.arange(3))
+    del group["a"]
+    assert sorted(group.keys()) == ["aЯ"]
+    assert torch.equal(group["aЯ"][:], torch.arange(3))
+
+
+def test_prefix_queries_use_the_key_index(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    store.set_many({"a/0": b"1", "b/0": b"2"})
+    held = store._conn()
+    assert held is not None
+    statements: list[str] = []
+    held.connection.set_trace_callback(statements.append)
+    assert list(store.list_prefix("a/")) == ["a/0"]
+    store.delete_prefix("b")
+    held.connection.set_trace_callback(None)
+    queries = [s for s in statements if s.startswith(("SELECT key", "DELETE"))]
+    assert len(queries) == 2
+    for query in queries:
+        plan = held.connection.execute("EXPLAIN QUERY PLAN " + query).fetchall()
+        assert "(key>? AND key<?)" in str(plan), plan
+
+
 @pytest.mark.parametrize(("key", "kind"), [("n", "INTEGER"), ("r", "REAL")])
 @pytest.mark.parametrize("read", ["get", "get_many", "getsize", "get_range"])
 def test_numbers_other_clients_wrote_are_refused_by_key(

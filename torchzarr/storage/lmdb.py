@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
 from torchzarr.arguments import whole_number
-from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MissingDependencyError,
+    StoreError,
+    UnknownStoreError,
+)
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import (
     Buffer,
@@ -23,6 +27,7 @@ from torchzarr.storage.base import (
 )
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.lmdb_env import Closed, SharedEnv, check_forked, envs, opening
 from torchzarr.storage.store_args import local_path
 
 __all__ = ["LMDBStore"]
@@ -30,9 +35,9 @@ __all__ = ["LMDBStore"]
 _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
 # LMDB forbids opening one environment twice in a process: every store of it shares one,
 # by identity (its real path, whatever path or link reaches it)
-_envs: dict[str, _Shared] = {}
+_envs = envs
+_Shared = SharedEnv
 _path_locks = LockTable()  # opening or closing one path's environment; others never wait
-_envs_pid = os.getpid()
 _RECHECK = 1.0  # seconds a read trusts that its environment's file is still the path's
 # known options of lmdb.open besides path, map_size and readonly
 _LMDB_OPTIONS = frozenset(
@@ -42,77 +47,6 @@ _LMDB_OPTIONS = frozenset(
         "lib_version",
     )
 )
-
-
-class _Closed(Exception):
-    """The shared environment was closed by another thread: open it again."""
-
-
-class _Shared:
-    """One open environment of this process, and the transactions running in it.
-
-    Changing the map size remaps the file, and closing unmaps it: both must wait until no
-    transaction of this process is open (a reader may hold pointers into the map), so each
-    transaction counts itself in (``with shared as env:``) and :meth:`exclusive` waits for
-    none to be left.
-    """
-
-    def __init__(self, env: Any, readonly: bool, file: tuple[int, int] | None) -> None:
-        self.env, self.readonly = env, readonly
-        self.file = file  # (device, inode) of its data file: another file there is other data
-        self.checked = time.monotonic()  # when reads last checked that file
-        self.map_size = int(env.info()["map_size"])
-        self.cond = threading.Condition(threading.Lock())
-        self.active = 0
-        self.blocked = self.closed = False
-
-    def __enter__(self) -> Any:
-        """Count a transaction in; :class:`_Closed` if the environment was closed."""
-        with self.cond:
-            while self.blocked:
-                self.cond.wait()
-            if self.closed:
-                raise _Closed
-            self.active += 1
-        return self.env
-
-    def __exit__(self, *exc: object) -> None:
-        with self.cond:
-            self.active -= 1
-            if not self.active:
-                self.cond.notify_all()
-
-    def exclusive(self, work: Callable[[], None]) -> None:
-        """``work()`` while no transaction of this process is open (none may start)."""
-        with self.cond:
-            while self.blocked:
-                self.cond.wait()
-            self.blocked = True
-            try:
-                while self.active:
-                    self.cond.wait()
-                if not self.closed:
-                    work()
-            finally:
-                self.blocked = False
-                self.cond.notify_all()
-
-    def resize(self, map_size: int) -> None:
-        """Grow the map to ``map_size``; 0: to the size another process grew the file to."""
-
-        def grow() -> None:
-            if map_size == 0 or map_size > self.map_size:
-                self.env.set_mapsize(map_size)
-                self.map_size = int(self.env.info()["map_size"])
-
-        self.exclusive(grow)
-
-    def close(self) -> None:
-        def close() -> None:
-            self.closed = True
-            self.env.close()
-
-        self.exclusive(close)
 
 
 def _lmdb() -> Any:
@@ -161,6 +95,14 @@ class LMDBStore(Store):
         unknown = sorted(set(lmdb_options) - _LMDB_OPTIONS)
         if unknown:
             raise UnknownStoreError(f"unknown LMDB options {unknown} for {path!r}")
+        mode = lmdb_options.get("mode", 0o755)
+        if isinstance(mode, bool) or not isinstance(mode, int):
+            # not ArgumentTypeError: storage_options' TypeErrors read as unknown options
+            raise InvalidArgumentError(
+                f"LMDB option mode={mode!r} for {path!r} is not an int: it is lmdb's file "
+                "permission bits for new files (such as 0o644); to open the store read-only "
+                "pass mode='r' to tz.open_array / tz.open_group, or read_only=True"
+            )
         self.path = path
         self.read_only = read_only
         # a size_t for lmdb, which maps that much address space: at most sys.maxsize here
@@ -199,8 +141,9 @@ class LMDBStore(Store):
     def close(self) -> None:
         """Close the environment of this path (once the transactions running in it end);
         every store of it reopens on its next call."""
+        check_forked()  # a forked child never closes its parent's environment
         with _path_locks[self.identity]:  # closed before any store opens it again
-            shared = _envs.pop(self.identity, None) if _envs_pid == os.getpid() else None
+            shared = _envs.pop(self.identity, None)
             if shared is not None:
                 shared.close()
 
@@ -226,10 +169,10 @@ class LMDBStore(Store):
             shared = self._env(write)
             if shared is None:
                 return missing
+            self._check_options(shared)
             try:
-                with shared as env:
-                    return work(env)
-            except _Closed:
+                return shared.run(work)
+            except Closed:
                 continue  # closed by another thread meanwhile: reopen
             except StoreError:
                 raise
@@ -245,13 +188,7 @@ class LMDBStore(Store):
     def _env(self, write: bool = False) -> _Shared | None:
         """The shared environment; None when reading an environment that does not exist
         (only a write creates it: reading a store nothing was written to leaves no files)."""
-        global _envs_pid
-        if _envs_pid != os.getpid():
-            # forked: the parent's environments are off limits. Dropping them (never
-            # closing: that would clear the parent's reader slots) lets py-lmdb forget
-            # them in this process, so the files can be opened anew.
-            _envs.clear()
-            _envs_pid = os.getpid()
+        check_forked()  # forked without Python's fork handlers: drop the parent's
         shared = _envs.get(self.identity)
         if shared is not None and (write or time.monotonic() - shared.checked > _RECHECK):
             # a stat per write, and per second of reads (a stat costs as much as a small read)
@@ -267,6 +204,19 @@ class LMDBStore(Store):
             except Exception as err:
                 raise StoreError(f"cannot grow LMDB environment {self.path!r}: {err}") from err
         return shared
+
+    def _check_options(self, shared: _Shared) -> None:
+        """Refuse settings that differ from those the shared environment runs with: LMDB
+        opens an environment once per process, so the first store's apply to every store."""
+        for name, value in self.lmdb_options.items():
+            have = shared.options.get(name, value)  # mode, create, lib_version: new files only
+            if (bool(value) if isinstance(have, bool) else value) != have:
+                raise InvalidArgumentError(
+                    f"LMDB option {name}={value!r} of {self} differs from the {name}={have!r} "
+                    f"that the environment of {self.path!r} is open with in this process "
+                    "(LMDB opens an environment once per process, shared by all its stores): "
+                    "pass the same options, or close() the other stores first"
+                )
 
     def _data_file(self) -> tuple[int, int] | None:
         """(device, inode) of the environment's data file now; None when it is missing."""
@@ -284,24 +234,31 @@ class LMDBStore(Store):
                 _envs.pop(self.identity).close()  # opened read-only: reopen for writing
                 shared = None
             if shared is None:
-                readonly = not write and self.read_only
                 if not write and not os.path.exists(self.path):
                     return None
-                lmdb = _lmdb()
-                options = {"map_size": self.map_size, "max_dbs": 0, **self.lmdb_options}
-                try:
-                    env = lmdb.open(self.path, readonly=readonly, **options)
-                except (lmdb.Error, TypeError, OSError) as err:  # OSError: no parent directory
-                    raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
-                try:
-                    if not readonly:
-                        env.reader_check()  # free reader slots of dead processes (old workers)
-                    shared = _Shared(env, readonly, self._data_file())
-                except lmdb.Error as err:
-                    env.close()
-                    raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
+                with opening:  # a fork waits: no frame of this thread may hold the new env
+                    shared = self._opened(write)
                 _envs[self.identity] = shared
             return shared
+
+    def _opened(self, write: bool) -> _Shared:
+        """The environment, opened anew (created by a write, with its parent folders)."""
+        readonly = not write and self.read_only
+        lmdb = _lmdb()
+        options = {"map_size": self.map_size, "max_dbs": 0, **self.lmdb_options}
+        try:
+            if write and options.get("create", True):  # parent folders, as zip and SQLite do
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            env = lmdb.open(self.path, readonly=readonly, **options)
+        except (lmdb.Error, TypeError, OSError) as err:  # OSError: a file where a folder goes
+            raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
+        try:
+            if not readonly:
+                env.reader_check()  # free reader slots of dead processes (old workers)
+            return _Shared(env, readonly, self._data_file(), options)
+        except lmdb.Error as err:
+            env.close()
+            raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
 
     def _fail(self, what: str, key: str | list[str], err: Exception) -> StoreError:
         hint = ""

@@ -87,6 +87,19 @@ def _check_client_options(url: str, options: dict[str, Any]) -> None:
         ) from err
 
 
+def _release(client: Any) -> None:
+    """Close the idle connections of a client that :meth:`RedisStore.close` let go, never
+    one in use: ``client.close()`` would disconnect those under the calls of other threads
+    (errors), so their connections go back to the old pool and close with it once the last
+    call is over and nothing refers to it (garbage collected)."""
+    client.auto_close_connection_pool = False  # its __del__ must not close the pool either
+    lock = getattr(client, "single_connection_lock", None)  # redis-py >= 5.1
+    if getattr(client, "connection", None) is not None and lock is not None:
+        with lock:  # a single_connection_client's one connection, once its command ends
+            client.close()  # hands it back to the pool, now idle
+    client.connection_pool.disconnect(inuse_connections=False)
+
+
 class RedisStore(Store):
     """Keys as Redis strings named ``prefix + key`` in one database of a Redis server.
 
@@ -207,11 +220,16 @@ class RedisStore(Store):
         return RedisStore(**{**self.__getstate__(), "read_only": read_only})
 
     def close(self) -> None:
-        """Disconnect this process's client; it reconnects on the next call."""
+        """Drop this process's client and close its idle connections; the next call
+        connects anew.
+
+        Safe while other threads use the store: a call in flight finishes on its
+        connection, which closes once that call ends and the old client is let go.
+        """
         with self._lock:
             client, self._client = self._client, None
         if client is not None and self._pid == os.getpid():
-            client.close()
+            _release(client)
 
     # -- the client ---------------------------------------------------------------------------
     @property

@@ -22,12 +22,15 @@ from torchzarr.storage.base import (
 )
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
+from torchzarr.storage.sqlite_prefix import under_prefix
 from torchzarr.storage.sqlite_rows import check_row_sizes
 from torchzarr.storage.store_args import local_path, seconds
 
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+# SQL and its parameters, or what makes them from the connection (see sqlite_prefix)
+_Statement = str | Callable[[sqlite3.Connection], tuple[str, Sequence[Any]]]
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -163,16 +166,6 @@ def _running(owner: weakref.ref[threading.Thread]) -> bool:
     """True while the thread behind ``owner`` may still run code (it has not finished)."""
     thread = owner()
     return thread is not None and thread.is_alive()
-
-
-def _prefix_bound(prefix: str) -> str | None:
-    """The smallest string above every string that starts with ``prefix`` (None: no bound)."""
-    if not prefix:
-        return None
-    last = ord(prefix[-1]) + 1
-    if 0xD800 <= last <= 0xDFFF:
-        last = 0xE000  # surrogates are not valid UTF-8
-    return None if last > 0x10FFFF else prefix[:-1] + chr(last)
 
 
 class SQLiteStore(Store):
@@ -326,10 +319,11 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
         return conn
 
-    def _query(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(self, what: str, sql: _Statement, params: Sequence[Any] = ()) -> list[Any]:
         def fetch(conn: sqlite3.Connection) -> list[Any]:
             try:
-                return conn.execute(sql, params).fetchall()
+                text, args = sql(conn) if callable(sql) else (sql, params)
+                return conn.execute(text, args).fetchall()
             except sqlite3.OperationalError as err:
                 if "no such table" in str(err):
                     return []  # a database nothing was written to yet
@@ -421,7 +415,7 @@ class SQLiteStore(Store):
     def _transaction(
         self,
         what: str,
-        sql: str,
+        sql: _Statement,
         rows: Sequence[Sequence[Any]],
         check: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
@@ -429,9 +423,14 @@ class SQLiteStore(Store):
             if check is not None:
                 check(conn)
             try:
+                if callable(sql):  # one statement, made for this connection
+                    text, one = sql(conn)
+                    many: Sequence[Sequence[Any]] = [one]
+                else:
+                    text, many = sql, rows
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(sql, rows)
+                    conn.executemany(text, many)
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -470,23 +469,13 @@ class SQLiteStore(Store):
         validate_prefix(prefix)
         if self._conn() is None:  # no file yet: nothing to delete
             return
-        bound = _prefix_bound(prefix)
-        row: tuple[Any, ...] = ()
-        sql = "DELETE FROM zarr"  # prefix "": every name
-        if bound is not None:
-            sql, row = "DELETE FROM zarr WHERE key >= ? AND key < ?", (prefix, bound)
-        elif prefix:  # it ends in the last code point: no string bounds it from above
-            sql = "DELETE FROM zarr WHERE key >= ? AND substr(key, 1, ?) = ?"
-            row = (prefix, len(prefix), prefix)
-        self._transaction(f"delete {prefix or '/'!r}", sql, [row])
+        # one range of the key index, valid in the database's text encoding, and an exact test
+        where = lambda conn: under_prefix(conn, "DELETE FROM zarr", prefix)  # noqa: E731
+        self._transaction(f"delete {prefix or '/'!r}", where, [])
 
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
-        bound = _prefix_bound(prefix)
-        if bound is None:
-            rows = self._query("list", "SELECT key FROM zarr WHERE key >= ?", (prefix,))
-        else:
-            sql = "SELECT key FROM zarr WHERE key >= ? AND key < ?"
-            rows = self._query("list", sql, (prefix, bound))
+        where = lambda conn: under_prefix(conn, "SELECT key FROM zarr", prefix)  # noqa: E731
+        rows = self._query("list", where)
         return iter(listed_keys((key for (key,) in rows), prefix, self.path, "SQLiteStore"))

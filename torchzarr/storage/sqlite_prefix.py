@@ -1,0 +1,75 @@
+"""The SQL that selects the keys under a prefix, for the database's text encoding.
+
+SQLite compares TEXT byte by byte in the database's encoding. In UTF-8 that is code-point
+order, so ``key >= prefix AND key < bound`` selects exactly the keys starting with
+``prefix`` (and the primary-key index finds them). In UTF-16 it is not: in UTF-16LE
+``'aЯ'`` (``61 00 2F 04``) sorts between ``'a/'`` (``61 00 2F 00``) and ``'a0'``. So the
+range here is one valid in the database's byte order, and an exact ``substr`` test keeps
+only the keys that start with the prefix, whatever the encoding.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+__all__ = ["prefix_bound", "under_prefix"]
+
+_CODECS = {"utf-8": "utf-8", "utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}
+
+
+def under_prefix(
+    conn: sqlite3.Connection, statement: str, prefix: str
+) -> tuple[str, tuple[Any, ...]]:
+    """``statement`` on table ``zarr`` restricted to the keys starting with ``prefix``,
+    and its parameters: an index range valid in ``conn``'s text encoding, and an exact test.
+
+    Example:
+        >>> conn = sqlite3.connect(":memory:")
+        >>> under_prefix(conn, "DELETE FROM zarr", "a/")
+        ('DELETE FROM zarr WHERE key >= ? AND key < ? AND substr(key, 1, ?) = ?', ('a/', 'a0', 2, 'a/'))
+        >>> under_prefix(conn, "SELECT key FROM zarr", "")
+        ('SELECT key FROM zarr', ())
+    """
+    if not prefix:
+        return statement, ()
+    encoding = str(conn.execute("PRAGMA encoding").fetchone()[0]).lower()
+    bound = prefix_bound(prefix, _CODECS.get(encoding, "utf-8"))
+    exact = (len(prefix), prefix)  # substr counts characters (code points), as len() does
+    if bound is None:
+        return f"{statement} WHERE key >= ? AND substr(key, 1, ?) = ?", (prefix, *exact)
+    return f"{statement} WHERE key >= ? AND key < ? AND substr(key, 1, ?) = ?", (
+        prefix,
+        bound,
+        *exact,
+    )
+
+
+def prefix_bound(prefix: str, codec: str = "utf-8") -> str | None:
+    """A string whose encoding in ``codec`` sorts (byte-wise) above that of every string
+    starting with ``prefix``; the smallest one in UTF-8. None when none is found cheaply.
+
+    Example:
+        >>> prefix_bound("a/"), prefix_bound("a", "utf-16-le"), prefix_bound("a", "utf-16-be")
+        ('a0', 'š', 'b')
+        >>> prefix_bound("\\U0010ffff") is None
+        True
+    """
+    if not prefix:
+        return None
+    if codec == "utf-8":  # UTF-8 sorts as code points: the next code point bounds it
+        last = ord(prefix[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:
+            last = 0xE000  # surrogates are not valid UTF-8
+        return None if last > 0x10FFFF else prefix[:-1] + chr(last)
+    # UTF-16: the encoding's bytes with the last one that can grow grown by one, padded to
+    # whole code units; where that does not decode (a lone surrogate), no bound
+    data = prefix.encode(codec).rstrip(b"\xff")
+    if not data:
+        return None
+    grown = data[:-1] + bytes([data[-1] + 1])
+    grown += b"\x00" * (len(grown) % 2)
+    try:
+        return grown.decode(codec)
+    except UnicodeDecodeError:
+        return None
