@@ -63,3 +63,40 @@ def test_a_sweep_tries_each_unregistered_plugin_once_and_logs_failures(
     assert tried == ["bad", "good"]  # each once, registered names skipped
     assert "broken plugin" in caplog.text and GROUP in caplog.text
     assert caplog.text.count("broken plugin") == 1
+
+
+def test_plugins_of_two_groups_importing_each_others_names_do_not_deadlock() -> None:
+    # a codec plugin whose import resolves a store of an unknown scheme (a store sweep),
+    # beside a store plugin whose import looks up an unknown codec (a codec sweep): with a
+    # lock per group, each thread held its own group's and waited for the other's
+    import threading
+    import time
+
+    codecs = PluginGroup("torchzarr.test-codecs")
+    stores = PluginGroup("torchzarr.test-stores")
+    log = logging.getLogger("torchzarr.test-plugins")
+
+    def codec_import() -> None:
+        time.sleep(0.3)
+        stores.sweep(lambda name: False, lambda name: None, log)
+
+    def store_import() -> None:
+        time.sleep(0.3)
+        codecs.sweep(lambda name: False, lambda name: None, log)
+
+    class Plugin:
+        def __init__(self, name: str, on_load: object) -> None:
+            self.name, self.value, self.on_load = name, f"test:{name}", on_load
+
+        def load(self) -> None:
+            self.on_load()  # type: ignore[operator]
+
+    codecs._find = lambda group: [Plugin("c", codec_import)]  # type: ignore[method-assign,assignment]
+    stores._find = lambda group: [Plugin("s", store_import)]  # type: ignore[method-assign,assignment]
+    first = threading.Thread(target=codecs.load, args=(codecs.entry_point("c"),), daemon=True)
+    second = threading.Thread(target=stores.load, args=(stores.entry_point("s"),), daemon=True)
+    first.start()
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert not first.is_alive() and not second.is_alive(), "deadlocked"

@@ -38,7 +38,7 @@ def same_float_bits(array: np.ndarray, dt: DataType) -> np.ndarray | None:
         >>> same_float_bits(nan, data_type("bfloat16"))
         array([32705], dtype=uint16)
     """
-    if not ml_float(array.dtype) or data_type(array.dtype) != dt:
+    if not dt.is_reinterpreted or not ml_float(array.dtype) or data_type(array.dtype) != dt:
         return None
     bits = array.view(dt.storage.newbyteorder(array.dtype.byteorder))  # big-endian ones too
     return bits if bits.dtype.isnative else bits.astype(dt.storage)

@@ -11,6 +11,12 @@ from torchzarr.forksafe import new_lock, new_rlock
 __all__ = ["PluginGroup"]
 
 
+#: one lock for every plugin import of every group: a codec plugin whose import resolves a
+#: store while a store plugin's import looks a codec up (in another thread) would otherwise
+#: each wait for the other group's lock
+_IMPORT_LOCK = new_rlock()
+
+
 def _installed_entry_points(group: str) -> Iterable[EntryPoint]:
     return entry_points(group=group)
 
@@ -21,8 +27,9 @@ class PluginGroup:
     A registry (codecs by name, stores by URL scheme) keeps its own table and asks this
     object for the plugin of a name it lacks (:meth:`load`), or for all plugins not yet
     tried (:meth:`sweep`: a plugin's module may register more names than its entry point
-    gives). Every plugin import runs under one reentrant lock, so a plugin that looks a
-    name up while it is being imported cannot deadlock against a sweep in another thread.
+    gives). Every plugin import, of every group, runs under one reentrant lock, so a
+    plugin that looks a name up (of its group or another) while it is being imported
+    cannot deadlock against a sweep in another thread.
 
     Args:
         group: the entry-point group, e.g. ``"torchzarr.codecs"``.
@@ -49,9 +56,10 @@ class PluginGroup:
         self._found: dict[str, EntryPoint] | None = None
         self._swept: set[str] = set()  # the names a sweep has tried, each tried once
         self._lock = new_lock()
-        # one sweep at a time: a thread never finds a plugin marked swept while another
-        # imports it; reentrant, since a plugin's import may look a name up in turn
-        self._import_lock = new_rlock()
+        # one sweep at a time, shared by all groups: a thread never finds a plugin marked
+        # swept while another imports it; reentrant, since a plugin's import may look a
+        # name up in turn
+        self._import_lock = _IMPORT_LOCK
 
     def installed(self) -> dict[str, EntryPoint]:
         """The group's entry points by name, found (not loaded) once; the first of a name wins.

@@ -88,6 +88,8 @@ def test_e8m0_stored_zero_is_tensorstores_bits_0x00_and_negatives_are_refused(za
     for zero in (0.0, -0.0, 0, "0.0"):
         assert parse_fill_value(zero, e8m0, zarr_format) == np.uint8(0)  # 2**-127, not NaN
     assert parse_fill_value(2.0**-127, e8m0, zarr_format) == np.uint8(0)
+    for tiny in (1e-50, "1e-50", 2.0**-130):  # below the smallest value: rounded up to it
+        assert parse_fill_value(tiny, e8m0, zarr_format) == np.uint8(0)
     assert parse_fill_value(2.0, e8m0, zarr_format) == np.uint8(128)
     assert parse_fill_value("NaN", e8m0, zarr_format) == np.uint8(255)
     for negative in (-1.0, -6.8e38, "-Infinity", "-2"):

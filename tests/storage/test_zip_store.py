@@ -428,9 +428,18 @@ def test_a_compacted_zip_keeps_its_permissions_and_is_synced_before_the_rename(
     monkeypatch.setattr(
         zip_rewrite.os, "replace", lambda a, b: events.append("replace") or replace(a, b)
     )
+    modes_while_written: list[int] = []  # the temp file's bits as each entry is written
+    writestr = zipfile.ZipFile.writestr
+
+    def recording_writestr(self: zipfile.ZipFile, *args: object, **kwargs: object) -> None:
+        modes_while_written.append(os.fstat(self.fp.fileno()).st_mode & 0o777)  # type: ignore[union-attr]
+        writestr(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", recording_writestr)
     with ZipStore(path, mode="a") as store:
         for i in range(3):  # dead bytes outweigh the live ones: close compacts
             store.set("k", bytes([i]) * 1000)
     assert events[:2] == ["fsync", "replace"]  # the new file on disk before it replaces the old
+    assert modes_while_written[-1:] == [0o600]  # private while the entries are written
     assert (path.stat().st_mode & 0o777) == 0o600
     assert zipfile.ZipFile(path).namelist() == ["k"] and ZipStore(path).get("k") == b"\2" * 1000

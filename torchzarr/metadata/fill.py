@@ -104,9 +104,10 @@ _E8M0 = "float8_e8m0fnu"
 
 
 def _e8m0_zero_or_negative(value: Any, where: str) -> np.ndarray | None:
-    """A float8_e8m0fnu fill of 0 or below, which a cast would make NaN: 0 (``0.0``, ``-0.0``)
-    is tensorstore's spelling of bits 0x00, the smallest value 2**-127 (it writes those bits
-    as ``0.0``, its default fill); a negative number is a MetadataError. None otherwise."""
+    """A float8_e8m0fnu fill below 2**-127, which a cast could make NaN: 0 (``0.0``,
+    ``-0.0``) is tensorstore's spelling of bits 0x00, the smallest value 2**-127 (it writes
+    those bits as ``0.0``, its default fill), and a positive number below it rounds up to
+    it, as in tensorstore; a negative number is a MetadataError. None otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     if isinstance(value, str) and value != "-Infinity" and not _FLOATISH.fullmatch(value):
@@ -115,7 +116,7 @@ def _e8m0_zero_or_negative(value: Any, where: str) -> np.ndarray | None:
         number = float(value)
     except OverflowError:  # an integer past float64: out of range, said where it is parsed
         return None
-    if number == 0:
+    if 0 <= number < 2.0**-127:  # 1e-50 too, which float32 would make 0, then NaN
         return np.zeros(1, dtype=np.uint8)  # the bits 0x00
     if number < 0:
         raise MetadataError(

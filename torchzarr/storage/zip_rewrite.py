@@ -36,13 +36,16 @@ def rewrite_live(path: str, live: Iterable[zipfile.ZipInfo]) -> None:
     tmp = f"{path}.{uuid.uuid4().hex}.partial"
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
-        with open(tmp, "xb") as out:
+        # made with no access for others, then given the original's bits before any entry
+        # is written: a private zip's entries never sit in a file others may open
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as out:
+            os.chmod(out.fileno(), mode)  # not the umask's default (0o644 for 0o600)
             with zipfile.ZipFile(path, "r") as src, zipfile.ZipFile(out, "w") as dst:
                 for info in live:
                     with src.open(info) as f:
                         dst.writestr(copy.copy(info), f.read())
             out.flush()
-            os.chmod(out.fileno(), mode)  # else the umask's default (0o644 for 0o600)
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
