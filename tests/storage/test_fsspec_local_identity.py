@@ -55,3 +55,18 @@ def test_file_localhost_names_an_absolute_path(
     assert store.identity == LocalStore(target).identity
     # a host that is not localhost is still a relative path, as fsspec reads it
     assert FsspecStore("file://data.zarr").identity == LocalStore(tmp_path / "data.zarr").identity
+
+
+def test_the_file_system_root_url_names_the_root_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tz.create_array(tmp_path / "real", shape=(3,), dtype=torch.int8, chunks=(3,))
+    real[:] = 5
+    cwd = tmp_path / "cwd"
+    decoy = tz.create_array(cwd / str(tmp_path).lstrip("/") / "real", shape=(3,), dtype=torch.int8)
+    decoy[:] = 9  # where keys relative to the working directory would land
+    monkeypatch.chdir(cwd)
+    root = FsspecStore("file:///")
+    assert root.identity == "file:///"
+    assert tz.open_array(root, path=f"{str(tmp_path).lstrip('/')}/real")[:].tolist() == [5, 5, 5]
+    assert "real" in root.list_dir(str(tmp_path).lstrip("/"))[1]

@@ -64,9 +64,11 @@ class KeyPaths:
         self._http = protocol in HTTP_PROTOCOLS
         self._local = protocol in LOCAL_PROTOCOLS
         fs_url = local_url(fs_url) if self._local else fs_url
-        self.root: str = str(self._strip(fs_url)).rstrip("/")
+        stripped = str(self._strip(fs_url))
+        # "file:///" is the file system's root "/", not "" (keys relative to the cwd)
+        self.root: str = "/" if self._local and stripped == "/" else stripped.rstrip("/")
         # the normalized path of a key, minus the key: listings are cut with it
-        self.prefix = str(self._strip(f"{self.root}/x" if self.root else "x"))[:-1]
+        self.prefix = str(self._strip(self.join("x") if self.root else "x"))[:-1]
         self._identity: str | None = None
         parts = self.root.lstrip("/").split("/")
         # a file system reads "a//b" as "a/b"; a web server's paths are not written to
@@ -98,7 +100,9 @@ class KeyPaths:
         """The path of ``key`` (unchecked; ``""`` is the root)."""
         if self._http:  # "#", "?" and "%" in a key are part of its path
             key = quote(key, safe="/")
-        return f"{self.root}/{key}" if self.root and key else self.root or key
+        if self.root and key:
+            return f"/{key}" if self.root == "/" else f"{self.root}/{key}"
+        return self.root or key
 
     def path(self, key: str) -> str:
         """The path of ``key``, checked with ``validate_key``."""
