@@ -16,7 +16,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from torchzarr.checkpoint.prune import wait_pruned
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
-from torchzarr.errors import CheckpointConflictError
+from torchzarr.errors import CheckpointConflictError, InvalidArgumentError
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -29,12 +29,17 @@ def _save(path: str, step: int, keep: int = 2, dtype: torch.dtype = torch.float3
     wait_pruned()
 
 
-def _load_on_two_ranks(path: str, between: Callable[[], None]) -> list[dict[str, Any]]:
+def _load_on_two_ranks(
+    path: str, between: Callable[[], None], extra: bool = False
+) -> list[dict[str, Any]]:
     """DCP's steps of a 2-rank load, in one process: ``between`` runs after rank 0 read
-    the metadata and before rank 1 does."""
+    the metadata and before rank 1 does. ``extra``: a partial load of one more key."""
     readers = [ZarrStorageReader(path), ZarrStorageReader(path)]
-    planners = [DefaultLoadPlanner(), DefaultLoadPlanner()]
+    planners = [DefaultLoadPlanner(allow_partial_load=extra) for _ in range(2)]
     states: list[dict[str, Any]] = [{"w": torch.zeros(4), "step": 0} for _ in range(2)]
+    if extra:
+        for state in states:
+            state["extra"] = torch.zeros(2)
     local = []
     for rank in (0, 1):
         if rank == 1:
@@ -67,6 +72,53 @@ def test_a_rank_whose_keys_differ_in_the_newest_version_raises_a_conflict(
     _save(path, 1)
     with pytest.raises(CheckpointConflictError, match=r"'w'.*float64.*load again"):
         _load_on_two_ranks(path, lambda: _save(path, 2, dtype=torch.float64))
+
+
+def test_a_partial_load_whose_keys_differ_in_the_newest_version_raises_a_conflict(
+    tmp_path: pathlib.Path,
+) -> None:
+    # rank 0 plans with a version without "extra" (a partial load skips it), rank 1 with
+    # one holding it: switched to the newest, rank 0 would never load "extra"
+    path = str(tmp_path / "ckpt")
+    _save(path, 1)
+
+    def save_with_extra() -> None:
+        state = {"w": torch.full((4,), 2.0), "step": 2, "extra": torch.full((2,), 2.0)}
+        dcp.save(state, storage_writer=ZarrStorageWriter(path, keep=2), no_dist=True)
+
+    with pytest.raises(CheckpointConflictError, match=r"keys differ.*'extra'"):
+        _load_on_two_ranks(path, save_with_extra, extra=True)
+
+
+def test_a_version_pruned_before_it_is_opened_is_followed_to_the_new_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "ckpt")
+    _save(path, 1, keep=1)
+    reader = ZarrStorageReader(path)
+    read_manifest = reader._manifest
+    raced: list[bool] = []
+
+    def manifest_then_a_save_commits() -> Any:
+        found = read_manifest()
+        if not raced:  # the version just read is pruned before it is opened
+            raced.append(True)
+            _save(path, 2, keep=1)
+        return found
+
+    reader._manifest = manifest_then_a_save_commits  # type: ignore[method-assign]
+    state: dict[str, Any] = {"w": torch.zeros(4), "step": 0}
+    dcp.load(state, storage_reader=reader, no_dist=True)
+    assert raced and state["step"] == 2 and torch.equal(state["w"], torch.full((4,), 2.0))
+
+
+def test_torchs_rank_local_metadata_fallback_is_refused(tmp_path: pathlib.Path) -> None:
+    # torch retries a failed read_metadata() with rank=..., and then skips the load's
+    # collectives on that rank alone: the others would wait for it until the timeout
+    path = str(tmp_path / "ckpt")
+    _save(path, 1)
+    with pytest.raises(InvalidArgumentError, match="takes no arguments"):
+        ZarrStorageReader(path).read_metadata(rank=1)
 
 
 def test_ranks_that_opened_one_version_load_it(tmp_path: pathlib.Path) -> None:

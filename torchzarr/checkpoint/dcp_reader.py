@@ -39,12 +39,17 @@ from torchzarr.errors import (
     CheckpointConflictError,
     ChunkDecodeError,
     GroupNotFoundError,
+    InvalidArgumentError,
     MetadataError,
     NodeNotFoundError,
 )
 from torchzarr.storage import Store
 
 __all__ = ["ZarrStorageReader"]
+
+
+#: reads of the manifest when the version it names is pruned before it is opened
+_OPEN_ATTEMPTS = 3
 
 
 class ZarrStorageReader(StorageReader):
@@ -128,9 +133,29 @@ class ZarrStorageReader(StorageReader):
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         """The DCP metadata: the manifest's JSON for the committed version, the version's
-        own copy for an older one (``version=``)."""
-        st, manifest = self._manifest()
-        self._root = self._open_version(st, manifest)
+        own copy for an older one (``version=``). A version pruned between the manifest's
+        read and its opening (a save committed meanwhile) is followed to the new one.
+
+        Raises:
+            InvalidArgumentError: arguments were given: torch asks for a rank's own metadata
+                (``rank=``) after a failed read, and then skips on that rank alone the
+                collectives the other ranks wait in; a checkpoint here has one metadata for
+                all ranks, so the read's own error is raised on every rank instead.
+        """
+        if args or kwargs:
+            raise InvalidArgumentError(
+                f"ZarrStorageReader.read_metadata takes no arguments, got {len(args)} and "
+                f"{sorted(kwargs)}: a checkpoint in {self.path!r} has one metadata for all "
+                "ranks, no rank-local one (see the error of the read without arguments)"
+            )
+        for attempt in range(_OPEN_ATTEMPTS):
+            st, manifest = self._manifest()
+            try:
+                self._root = self._open_version(st, manifest)
+                break
+            except CheckpointConflictError:  # pruned since the manifest was read
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
         doc = manifest["dcp"]
         if self.version is not None and self.version != manifest["version"]:
             doc = _own_metadata(self._root, st, self.version, manifest)
@@ -373,6 +398,11 @@ def _differs(planned: Metadata | None, theirs: Metadata, fqns: list[str]) -> str
     saved may differ: any box of an array is read the same way."""
     if planned is None:
         return "no metadata planned with"
+    if set(planned.state_dict_metadata) != set(theirs.state_dict_metadata):
+        # a partial load (allow_partial_load, keys=) would miss keys the others load
+        new = sorted(set(theirs.state_dict_metadata) - set(planned.state_dict_metadata))
+        gone = sorted(set(planned.state_dict_metadata) - set(theirs.state_dict_metadata))
+        return f"its keys differ (added {new[:3]}, removed {gone[:3]})"
     mine_names = planned.storage_data if isinstance(planned.storage_data, dict) else {}
     their_names = theirs.storage_data if isinstance(theirs.storage_data, dict) else {}
     for fqn in fqns:
