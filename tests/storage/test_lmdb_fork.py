@@ -96,3 +96,32 @@ print([worker.exitcode for worker in workers], a[:50].reshape(5, 10)[:, 0].tolis
 def test_forked_workers_write_while_a_parent_thread_writes(tmp_path: Path) -> None:
     out = _run_script(_WORKERS_WHILE_A_THREAD_WRITES, str(tmp_path / "a.lmdb"))
     assert out.strip() == "[0, 0, 0, 0, 0] [1, 2, 3, 4, 5]"
+
+
+_FORK_HANDLER_USES_THE_STORE = """
+import os, sys
+holder = {}
+# registered before torchzarr's own handler, so it runs after it, with every gate held
+os.register_at_fork(before=lambda: holder.get("s") and holder["s"].get("a"))
+from torchzarr.storage.lmdb import LMDBStore
+holder["s"] = store = LMDBStore(os.path.join(sys.argv[1], "db"), map_size=1 << 24)
+store.set("a", b"1")
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("forked")
+"""
+
+
+def test_a_store_used_in_a_fork_handler_raises_instead_of_waiting_for_itself(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_HANDLER_USES_THE_STORE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "forked", done.stderr[-2000:]
+    assert "StoreError" in done.stderr and "wait for itself" in done.stderr

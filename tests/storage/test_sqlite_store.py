@@ -289,8 +289,13 @@ def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
     # UTF-16 sorts unlike code points: 'Я' (U+042F) is 2F 04 in UTF-16LE, between '/' and
     # '0'; 'ǿ' (U+01FF, FF 01) sorts above its code-point successor 'Ȁ' (00 02)
     keys = ["a/zarr.json", "a/c/0", "aЯ/zarr.json", "a0", "ǿ/zarr.json", "\U0001f600/x", "b"]
+    # prefixes whose grown bytes would spell U+FFFF (LE) or U+FFFE (BE), which SQLite
+    # stores as U+FFFD: such a bound made the range empty
+    keys += ["\ufeff/zarr.json", "x\ufeff", "\ufffd/zarr.json", "y\ufffd"]
     store.set_many({key: b"1" for key in keys})
     assert sorted(store.list_prefix("ǿ")) == ["ǿ/zarr.json"]
+    for prefix in ("\ufeff", "x\ufeff", "\ufffd", "y\ufffd"):
+        assert sorted(store.list_prefix(prefix)) == [k for k in keys if k.startswith(prefix)]
     assert sorted(store.list_prefix("\U0001f600")) == ["\U0001f600/x"]
     assert store.list_dir("a") == (["zarr.json"], ["c"])
     assert sorted(store.list_prefix("a")) == ["a/c/0", "a/zarr.json", "a0", "aЯ/zarr.json"]
@@ -298,6 +303,8 @@ def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
     assert sorted(store.list_prefix("")) == sorted(set(keys) - {"a/zarr.json", "a/c/0"})
     store.delete_prefix("ǿ")
     assert "ǿ/zarr.json" not in set(store.list_prefix(""))
+    store.delete_prefix("x\ufeff")
+    assert "x\ufeff" not in set(store.list_prefix(""))
     store.close()
 
 

@@ -169,7 +169,6 @@ class LMDBStore(Store):
             shared = self._env(write)
             if shared is None:
                 return missing
-            self._check_options(shared)
             try:
                 return shared.run(work)
             except Closed:
@@ -204,19 +203,6 @@ class LMDBStore(Store):
             except Exception as err:
                 raise StoreError(f"cannot grow LMDB environment {self.path!r}: {err}") from err
         return shared
-
-    def _check_options(self, shared: _Shared) -> None:
-        """Refuse settings that differ from those the shared environment runs with: LMDB
-        opens an environment once per process, so the first store's apply to every store."""
-        for name, value in self.lmdb_options.items():
-            have = shared.options.get(name, value)  # mode, create, lib_version: new files only
-            if (bool(value) if isinstance(have, bool) else value) != have:
-                raise InvalidArgumentError(
-                    f"LMDB option {name}={value!r} of {self} differs from the {name}={have!r} "
-                    f"that the environment of {self.path!r} is open with in this process "
-                    "(LMDB opens an environment once per process, shared by all its stores): "
-                    "pass the same options, or close() the other stores first"
-                )
 
     def _data_file(self) -> tuple[int, int] | None:
         """(device, inode) of the environment's data file now; None when it is missing."""
@@ -255,7 +241,7 @@ class LMDBStore(Store):
         try:
             if not readonly:
                 env.reader_check()  # free reader slots of dead processes (old workers)
-            return _Shared(env, readonly, self._data_file(), options)
+            return _Shared(env, readonly, self._data_file())
         except lmdb.Error as err:
             env.close()
             raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err

@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from torchzarr.errors import StoreError
+
 __all__ = ["Closed", "Gate", "SharedEnv", "check_forked", "envs", "opening"]
 
 
@@ -42,9 +44,16 @@ class Gate:
         self.cond = threading.Condition(threading.Lock())
         self.active = 0
         self.blocked = False
+        self.holder: int | None = None  # the thread holding (see hold)
 
     def __enter__(self) -> Any:
         with self.cond:
+            if self.blocked and self.holder == threading.get_ident():
+                raise StoreError(
+                    "an LMDB store was used by the thread that holds its environment "
+                    "still (in a fork handler run while this process forks, or inside a "
+                    "resize or close of it): it would wait for itself for ever"
+                )
             while self.blocked:
                 self.cond.wait()
             self._admit()
@@ -65,19 +74,19 @@ class Gate:
         with self.cond:
             while self.blocked:
                 self.cond.wait()
-            self.blocked = True
+            self.blocked, self.holder = True, threading.get_ident()
             while self.active:
                 self.cond.wait()
 
     def release(self) -> None:
         with self.cond:
-            self.blocked = False
+            self.blocked, self.holder = False, None
             self.cond.notify_all()
 
     def reset(self) -> None:
         """Start afresh in a forked child, where the parent's other threads do not exist."""
         self.cond = threading.Condition(threading.Lock())
-        self.active, self.blocked = 0, False
+        self.active, self.blocked, self.holder = 0, False, None
 
 
 class SharedEnv(Gate):
@@ -87,25 +96,15 @@ class SharedEnv(Gate):
     transaction of this process is open (a reader may hold pointers into the map), so each
     transaction counts itself in (``with shared as env:``) and :meth:`exclusive` waits for
     none to be left.
-
-    ``options`` are the settings of ``lmdb.open`` it runs with, as far as they can be told
-    (its flags, ``max_readers``, and the settings of ``lmdb.open`` it was opened with).
     """
 
-    def __init__(
-        self, env: Any, readonly: bool, file: tuple[int, int] | None, opened: dict[str, Any]
-    ) -> None:
+    def __init__(self, env: Any, readonly: bool, file: tuple[int, int] | None) -> None:
         super().__init__()
         self.env, self.readonly = env, readonly
         self.file = file  # (device, inode) of its data file: another file there is other data
         self.checked = time.monotonic()  # when reads last checked that file
         self.map_size = int(env.info()["map_size"])
         self.closed = False
-        flags = {name: value for name, value in env.flags().items() if name != "readonly"}
-        known: dict[str, Any] = {
-            name: opened[name] for name in ("max_dbs", "max_spare_txns") if name in opened
-        }
-        self.options: dict[str, Any] = {**flags, "max_readers": env.max_readers(), **known}
         _live.add(self)  # registered or not (one being closed): a fork waits for it
 
     def __enter__(self) -> Any:

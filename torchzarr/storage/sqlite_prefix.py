@@ -27,14 +27,17 @@ def under_prefix(
     Example:
         >>> conn = sqlite3.connect(":memory:")
         >>> under_prefix(conn, "DELETE FROM zarr", "a/")
-        ('DELETE FROM zarr WHERE key >= ? AND key < ? AND substr(key, 1, ?) = ?', ('a/', 'a0', 2, 'a/'))
+        ('DELETE FROM zarr WHERE key >= ? AND key < ?', ('a/', 'a0'))
         >>> under_prefix(conn, "SELECT key FROM zarr", "")
         ('SELECT key FROM zarr', ())
     """
     if not prefix:
         return statement, ()
     encoding = str(conn.execute("PRAGMA encoding").fetchone()[0]).lower()
-    bound = prefix_bound(prefix, _CODECS.get(encoding, "utf-8"))
+    codec = _CODECS.get(encoding, "utf-8")
+    bound = prefix_bound(prefix, codec)
+    if bound is not None and codec == "utf-8":  # the range is exact: no test per row
+        return f"{statement} WHERE key >= ? AND key < ?", (prefix, bound)
     exact = (len(prefix), prefix)  # substr counts characters (code points), as len() does
     if bound is None:
         return f"{statement} WHERE key >= ? AND substr(key, 1, ?) = ?", (prefix, *exact)
@@ -63,13 +66,19 @@ def prefix_bound(prefix: str, codec: str = "utf-8") -> str | None:
             last = 0xE000  # surrogates are not valid UTF-8
         return None if last > 0x10FFFF else prefix[:-1] + chr(last)
     # UTF-16: the encoding's bytes with the last one that can grow grown by one, padded to
-    # whole code units; where that does not decode (a lone surrogate), no bound
-    data = prefix.encode(codec).rstrip(b"\xff")
-    if not data:
-        return None
-    grown = data[:-1] + bytes([data[-1] + 1])
-    grown += b"\x00" * (len(grown) % 2)
-    try:
-        return grown.decode(codec)
-    except UnicodeDecodeError:
-        return None
+    # whole code units. Where that does not decode (a lone surrogate), or holds U+FFFE or
+    # U+FFFF (which SQLite stores as U+FFFD: an empty range), the bound of a shorter
+    # prefix, which bounds every string starting with this one too
+    while prefix:
+        data = prefix.encode(codec).rstrip(b"\xff")
+        if data:
+            grown = data[:-1] + bytes([data[-1] + 1])
+            grown += b"\x00" * (len(grown) % 2)
+            try:
+                bound = grown.decode(codec)
+            except UnicodeDecodeError:
+                bound = ""
+            if bound and "\ufffe" not in bound and "\uffff" not in bound:
+                return bound
+        prefix = prefix[:-1]
+    return None
