@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import os
 import pickle
 import sys
@@ -129,7 +131,7 @@ def test_a_slot_rewritten_before_it_was_read_raises():
 def test_a_batch_without_its_ring_raises():
     worker_ring._mapped.clear()
     ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
-    ForkingPickler.dumps(ring.wrap(ring.next(2)))  # carried the descriptor, never received
+    ring._descriptor._mapped[0] = 1  # as if another process had mapped the ring: no descriptor
     later = ForkingPickler.dumps(ring.wrap(ring.next(2)))
     with pytest.raises(WorkerBatchError, match="never received"):
         pickle.loads(later)
@@ -146,6 +148,64 @@ def test_the_first_batch_pickled_carries_the_descriptor_whichever_it_is():
     got = [pickle.loads(payload) for payload in sent]
     assert got[1]["x"].tolist() == [[1, 2], [3, 4]] and got[0]["x"].shape == (2, 2)
     del dropped
+
+
+def test_batches_pickled_but_never_sent_leave_the_descriptor_to_the_next():
+    worker_ring._mapped.clear()
+    ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    views["x"].copy_(torch.tensor([[1, 2], [3, 4]]))
+    batch = ring.wrap(views)
+    pickle.dumps(batch)  # a wrapper measuring or hashing the batch in the worker
+    torch.save(batch, io.BytesIO())
+    assert pickle.loads(ForkingPickler.dumps(batch))["x"].tolist() == [[1, 2], [3, 4]]
+    # rebuilt by the worker itself (a copy it made): the main process still needs the ring
+    assert ring._descriptor._mapped[0] == 0
+    os.close(ring._descriptor.attach().detach())  # still attached (and fetched here)
+
+
+class _PickleEach(torch.utils.data.IterableDataset):
+    """A wrapper that pickles each batch in the worker before yielding it, then yields how
+    many descriptors of its ring the worker has open (the ring's own, and duplicates kept
+    for receivers that never fetched them)."""
+
+    def __init__(self, ds, how: str) -> None:
+        self.ds, self.how = ds, how
+
+    def __iter__(self):
+        for batch in self.ds:
+            if self.how == "pickle":
+                pickle.dumps(batch)
+            else:
+                torch.save(batch, io.BytesIO())
+            yield batch
+        yield {"ring_fds": sum("torchzarr-batches" in link for link in _fd_links())}
+
+
+def _fd_links() -> list[str]:
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed since
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return links
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_a_wrapper_pickling_each_batch_in_the_worker(local_array, how):
+    worker_ring._mapped.clear()
+    ds = tz.ZarrIterableDataset(local_array, batch_size=4, seed=6)
+    wrapped = _PickleEach(ds, how)
+    loader = DataLoader(wrapped, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    items = list(loader)
+    batches = [b for b in items if not isinstance(b, dict)]
+    _every_sample(batches, ds, batch_size=4)
+    assert worker_ring._mapped, "the rings were not used"
+    for batch in batches:
+        _check(batch)
+    # a duplicate per batch pickled before the ring was mapped (at most prefetch_factor 2
+    # and one), not per batch (13 a worker): once mapped, the worker attaches no descriptor
+    assert [1 <= item["ring_fds"] <= 4 for item in items if isinstance(item, dict)] == [True] * 2
 
 
 class _SkipFirst(torch.utils.data.IterableDataset):

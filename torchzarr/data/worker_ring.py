@@ -5,10 +5,11 @@ fills new memory, the main process maps it, and both fault in every 4 KiB page, 
 batch. A :class:`WorkerRing` is one memory file per worker (``memfd``, Linux), cut into
 slots that batches are gathered into. What crosses the DataLoader's queue is a
 :class:`RingTensor` (a tensor subclass that pickles as which ring, slot, offset and shape),
-plus the ring's file descriptor once: with the first of its tensors pickled to leave the
-worker, so a batch the code after the dataset drops (a wrapper skipping or filtering
-batches) never takes it along. The main process maps each ring once and rebuilds every
-batch as tensors on its slot: no copy, no page faults.
+plus the ring's file descriptor with every tensor pickled until the main process has mapped
+the ring (it then sets a word in the ring's header): the first batch the main process
+receives has it, whatever the code after the dataset drops or pickles on the way (a
+wrapper skipping batches, or measuring them with ``pickle.dumps``). The main process maps
+each ring once and rebuilds every batch as tensors on its slot: no copy, no page faults.
 
 A slot is lent, not reused blindly: when the last tensor on a batch is freed in the main
 process, it marks the slot released in the ring's header, and the worker only gathers into
@@ -112,7 +113,8 @@ def _rebuild(
     """Main process: the tensor a :class:`RingTensor` describes (see the module docstring).
 
     ``geometry`` is the ring's (slots, header bytes, slot bytes); ``offset`` is the
-    tensor's place in its slot.
+    tensor's place in its slot. Mapping a ring from another process sets its header's
+    mapped word: the worker sends no more descriptors.
     """
     slots, header, slot_bytes = geometry
     with _mapped_lock:
@@ -127,6 +129,8 @@ def _rebuild(
                     seqs = np.frombuffer(mapping, np.int64, count=slots)
                     released = np.frombuffer(mapping, np.int64, count=slots, offset=8 * slots)
                     entry = _mapped[ring] = (pid, mapping, seqs, released)
+                    if pid != os.getpid():  # not a copy the worker made of its own batch
+                        np.frombuffer(mapping, np.int64, count=1, offset=16 * slots)[0] = 1
             finally:
                 os.close(fd)
         if entry is None:
@@ -155,7 +159,7 @@ class RingTensor(torch.Tensor):
 
     In the worker it is a view of its slot (code after the dataset sees a tensor; results
     of operations on it are plain tensors). Pickled, it is only the ring's id, the slot and
-    the layout, plus the ring's descriptor if no tensor of the ring was pickled before;
+    the layout, plus the ring's descriptor until the main process has mapped the ring;
     unpickling rebuilds it from the main process's mapping of the ring.
 
     Example:
@@ -179,28 +183,28 @@ class RingTensor(torch.Tensor):
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
         ring, pid, geometry, descriptor, *rest = self._ring_args
-        # The first tensor of the ring pickled carries its descriptor: whichever batch that
-        # is, the main process receives it before any later one of this worker.
-        dup = descriptor.once() if descriptor is not None else None
+        # Every tensor pickled carries the descriptor until the main process has mapped the
+        # ring: whichever batches a wrapper pickles or drops, the first one sent has it.
+        dup = descriptor.attach() if descriptor is not None else None
         return _rebuild, (ring, pid, geometry, dup, *rest)
 
 
 class _Descriptor:
-    """A ring's memory file: closed once nothing refers to it, sent once (see RingTensor)."""
+    """A ring's memory file: closed once nothing refers to it, sent until the ring is mapped."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, mapped: np.ndarray) -> None:
         self.fd = fd
-        self._unsent = True
-        self._lock = new_lock()  # (pickled on the DataLoader's queue thread)
+        self._mapped = mapped  # the header word the main process sets on mapping the ring
         weakref.finalize(self, os.close, fd)
 
-    def once(self) -> Any:
-        """The descriptor to pickle (a ``DupFd``) the first time, None after."""
-        with self._lock:
-            if not self._unsent:
-                return None
-            self._unsent = False
-        return DupFd(self.fd)
+    def attach(self) -> Any:
+        """The descriptor to pickle (a ``DupFd``) until the main process has mapped the ring.
+
+        Each ``DupFd`` holds a duplicate descriptor in this process's resource sharer until
+        the receiver fetches it: one per batch pickled but never sent before the ring is
+        mapped (a wrapper's ``pickle.dumps``), none after.
+        """
+        return DupFd(self.fd) if self._mapped[0] == 0 else None
 
     def __deepcopy__(self, memo: Any) -> _Descriptor:
         return self  # a deep copy of a RingTensor still names the same ring
@@ -233,7 +237,8 @@ class WorkerRing:
             self._layout[name] = (offset, tuple(shape), dtype)
             offset = _round_up(offset + batch_size * math.prod(shape) * dtype.itemsize, _ALIGN)
         self.slot_bytes = _round_up(max(offset, 1), _PAGE)
-        self._header = _round_up(2 * slots * 8, _PAGE)  # sequence numbers, released marks
+        # sequence numbers, released marks, and the word the main process sets on mapping
+        self._header = _round_up((2 * slots + 1) * 8, _PAGE)
         self.size = self._header + slots * self.slot_bytes
         fd = os.memfd_create("torchzarr-batches", os.MFD_CLOEXEC)
         try:
@@ -242,10 +247,11 @@ class WorkerRing:
         except BaseException:
             os.close(fd)
             raise
-        self._descriptor = _Descriptor(fd)  # RingTensors keep it open until pickled
         self.id = uuid.uuid4().hex
         self._seqs = np.frombuffer(self._map, np.int64, count=slots)
         self._released = np.frombuffer(self._map, np.int64, count=slots, offset=8 * slots)
+        mapped = np.frombuffer(self._map, np.int64, count=1, offset=16 * slots)
+        self._descriptor = _Descriptor(fd, mapped)  # RingTensors keep it open until pickled
         self._low = np.frombuffer(self._map, np.uint8, count=1).ctypes.data
         self._held = [False] * slots  # slots the worker itself still refers to
         self._next = 0
