@@ -86,7 +86,7 @@ def add(event: str | None = None, **amounts: float) -> None:
     if event is not None:
         for listener in listeners:
             try:
-                listener(event, amounts)
+                listener(event, dict(amounts))  # its own copy: one changing it, no other sees
             except Exception:  # a broken listener must not break I/O
                 logger.exception("torchzarr telemetry listener %r failed", listener)
         if logger.isEnabledFor(logging.DEBUG):

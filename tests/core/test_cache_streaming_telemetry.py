@@ -320,3 +320,29 @@ def test_cached_inner_chunks_outside_a_shrunk_grid_are_dropped():
     assert len(cache) == 1 and cache.nbytes == 32
     cache.invalidate_outside("m", "a", (1, 1))  # the shard grid: shard (1, 0) is outside
     assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_a_listener_changing_its_amounts_changes_no_other_listeners(filled):
+    arr, _ = filled
+    seen = []
+
+    def meddler(event, amounts):
+        amounts.clear()  # its own copy
+
+    def recorder(event, amounts):
+        seen.append(dict(amounts))
+
+    telemetry.add_listener(meddler)
+    telemetry.add_listener(recorder)
+    try:
+        arr[0]
+    finally:
+        telemetry.remove_listener(meddler)
+        telemetry.remove_listener(recorder)
+    assert seen and all(seen), seen
+
+
+@pytest.mark.parametrize("pinned", ["yes", 1, None])
+def test_pinned_must_be_a_bool(pinned):
+    with pytest.raises(tz.errors.ArgumentTypeError, match=r"pinned must be True or False"):
+        ChunkCache(pinned=pinned)

@@ -222,3 +222,16 @@ def test_no_ids_are_taken_as_an_empty_tensor_of_any_dtype(empty: torch.Tensor) -
     assert fs.read(empty).mask.shape == (0,)
     with pytest.raises(UnsupportedDtypeError, match="ids must be integers"):
         fs.read(torch.tensor([1.0]))  # ids that are there are still integers only
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e5m2", "float8_e4m3fn"])
+def test_ml_dtypes_values_are_written_as_their_bits(dtype):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    raw, width = (np.uint16, torch.uint16) if dtype == "bfloat16" else (np.uint8, torch.uint8)
+    bits = [0xFFCA, 0x3F80] if dtype == "bfloat16" else [0x7E, 0x38]  # a NaN payload, a 1.0-ish
+    values = np.array([bits], dtype=raw).view(getattr(ml_dtypes, dtype))  # JAX's arrays
+    store = tz.FeatureStore("memory://", mode="w")
+    store.write([7], {"e": values})
+    got = store.read([7])["e"]
+    assert got.dtype == getattr(torch, dtype)
+    assert got.view(width).flatten().tolist() == bits

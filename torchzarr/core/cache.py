@@ -17,7 +17,7 @@ from torchzarr import telemetry
 from torchzarr.arguments import whole_number
 from torchzarr.config import config
 from torchzarr.core.layout_cache import CacheKey, Layout, LayoutCache
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.changes import on_keys_replaced
 from torchzarr.storage.locations import location
@@ -76,6 +76,10 @@ class ChunkCache:
     ) -> None:
         max_bytes = whole_number("ChunkCache max_bytes", max_bytes, 0)
         max_pinned_bytes = whole_number("ChunkCache max_pinned_bytes", max_pinned_bytes, 0)
+        if not isinstance(pinned, bool):  # "yes" or 0 would be read as a truth value
+            raise ArgumentTypeError(
+                f"ChunkCache pinned must be True or False, got {type(pinned).__name__} {pinned!r}"
+            )
         self._max_bytes = max_bytes
         self._pinned_asked = pinned  # what a copy in another process asks for
         self.pinned = pinned and cuda_available()

@@ -23,7 +23,8 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
 )
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
-from torchzarr.tensors import allocate, rectangular, storage_view
+from torchzarr.ml_floats import ml_float, same_float_bits
+from torchzarr.tensors import allocate, rectangular, storage_view, torch_dtype
 
 __all__ = [
     "IDS",
@@ -307,6 +308,12 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
             raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
     else:
         array = rectangular(value, f"feature {name!r} needs one row of one shape per id")
+        if ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16 and float8: their bits
+            dt = data_type(array.dtype)
+            bits = same_float_bits(array, dt)
+            assert bits is not None  # (an ml_dtypes float of its own dtype)
+            _check_rows(name, bits.shape, n)
+            return torch.from_numpy(np.ascontiguousarray(bits)).view(torch_dtype(dt))
         if array.dtype.kind not in "biufc":
             raise UnsupportedDtypeError(
                 f"feature {name!r}: values of dtype {array.dtype} cannot be stored "
