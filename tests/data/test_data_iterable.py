@@ -393,3 +393,23 @@ def test_set_epoch_to_the_current_epoch_keeps_the_position(tmp_path):
     again.load_state_dict(state)
     rest = list(again)
     assert len(rest) == 3 and sorted(torch.cat(trained + rest).tolist()) == list(range(1000))
+
+
+def test_a_copy_for_a_spawned_worker_waits_for_a_write_in_progress():
+    # a spawned DataLoader started in another thread during a set_epoch must not send a
+    # half-written state: the copy for the new process waits for the write to finish
+    import threading
+
+    from torchzarr.data.shared_words import SharedWords
+
+    words = SharedWords(4)
+    sent: list[list[int]] = []
+    copier = threading.Thread(target=lambda: sent.append(words._for_process().tolist()))
+    with words.writing() as memories:
+        memories[0][0] = 7  # the first half of a write
+        copier.start()
+        copier.join(0.5)
+        assert copier.is_alive()  # waiting for the write, not copying half of it
+        memories[0][1] = 8
+    copier.join(30)
+    assert sent == [[7, 8, 0, 0]]

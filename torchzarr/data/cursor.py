@@ -261,12 +261,13 @@ class SharedCursor:
         """Hand ``cursor``'s epoch and loaded state to the workers (main process only)."""
         data = json.dumps(cursor.pending, separators=(",", ":")).encode() if cursor.pending else b""
         size = len(data) if len(data) <= self.capacity else -1
-        for words in self._words.memories():
-            if size > 0:
-                payload = words[3:].view(torch.uint8)
-                payload[:size] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            words[0], words[2] = cursor.epoch, size
-            words[1] += 1
+        with self._words.writing() as memories:  # never sent to a worker half-written
+            for words in memories:
+                if size > 0:
+                    payload = words[3:].view(torch.uint8)
+                    payload[:size] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                words[0], words[2] = cursor.epoch, size
+                words[1] += 1
 
     def take(self, cursor: Cursor) -> int:
         """Give ``cursor`` the main process's epoch and loaded state; the generation taken."""

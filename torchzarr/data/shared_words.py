@@ -17,6 +17,8 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -62,6 +64,23 @@ class SharedWords:
             with _guard:
                 self._allocate()
         return self._memories
+
+    @contextmanager
+    def writing(self) -> Iterator[list[torch.Tensor]]:
+        """Every memory holding the words, to write alike, with no copy for a spawned
+        process taken meanwhile (it would send a half-written state).
+
+        Example:
+            >>> words = SharedWords(2)
+            >>> with words.writing() as memories:
+            ...     for memory in memories:
+            ...         memory[0] = 3
+            >>> words.read().tolist()
+            [3, 0]
+        """
+        with _guard:
+            self._allocate()
+            yield self._memories
 
     def _allocate(self) -> None:
         """Anonymous shared memory for the words, if they have none (with ``_guard`` held)."""
