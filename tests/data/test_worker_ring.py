@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import io
 import os
@@ -465,3 +466,15 @@ def test_plain_namedtuples_are_walked_without_a_pickle_rebuild(monkeypatch):
     ring = WorkerRing({"x": ((2,), torch.int64)}, batch_size=2, slots=3)
     item = ring.wrap(Pair(ring.next(2)["x"], 1))
     assert type(item) is Pair and isinstance(item.x, RingTensor) and item.n == 1
+
+
+def test_a_deep_copy_of_a_batch_in_the_worker_is_a_plain_tensor_of_its_own():
+    ring = WorkerRing({"x": ((2,), torch.int32)}, batch_size=2, slots=3)
+    views = ring.next(2)
+    views["x"].copy_(torch.tensor([[1, 2], [3, 4]], dtype=torch.int32))
+    batch = ring.wrap(views)
+    copied = copy.deepcopy(batch)  # a wrapper keeping batches, as transforms sometimes do
+    assert type(copied["x"]) is torch.Tensor and torch.equal(copied["x"], batch["x"])
+    assert copied["x"].data_ptr() != batch["x"].data_ptr()
+    twice = copy.deepcopy([batch["x"], batch["x"]])  # one copy for one tensor, as deepcopy does
+    assert twice[0] is twice[1]

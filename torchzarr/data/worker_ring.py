@@ -181,6 +181,14 @@ class RingTensor(torch.Tensor):
         tensor._ring_args = args
         return tensor
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.Tensor:
+        """A deep copy is a plain tensor of its own memory, off the ring (as the results
+        of operations on it are)."""
+        copied = memo.get(id(self))
+        if copied is None:
+            copied = memo[id(self)] = self.as_subclass(torch.Tensor).clone()
+        return copied
+
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
         ring, pid, geometry, descriptor, *rest = self._ring_args
         # Every tensor pickled carries the descriptor until the main process has mapped the
