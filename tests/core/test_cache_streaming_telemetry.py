@@ -346,3 +346,4 @@ def test_a_listener_changing_its_amounts_changes_no_other_listeners(filled):
 def test_pinned_must_be_a_bool(pinned):
     with pytest.raises(tz.errors.ArgumentTypeError, match=r"pinned must be True or False"):
         ChunkCache(pinned=pinned)
+    assert ChunkCache(pinned=np.False_).pinned is False  # numpy's bools are bools

@@ -478,3 +478,6 @@ def test_a_deep_copy_of_a_batch_in_the_worker_is_a_plain_tensor_of_its_own():
     assert copied["x"].data_ptr() != batch["x"].data_ptr()
     twice = copy.deepcopy([batch["x"], batch["x"]])  # one copy for one tensor, as deepcopy does
     assert twice[0] is twice[1]
+    shallow = copy.copy(batch["x"])
+    assert type(shallow) is torch.Tensor and torch.equal(shallow, batch["x"])
+    assert shallow.data_ptr() != batch["x"].data_ptr()

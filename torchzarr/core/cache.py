@@ -76,10 +76,11 @@ class ChunkCache:
     ) -> None:
         max_bytes = whole_number("ChunkCache max_bytes", max_bytes, 0)
         max_pinned_bytes = whole_number("ChunkCache max_pinned_bytes", max_pinned_bytes, 0)
-        if not isinstance(pinned, bool):  # "yes" or 0 would be read as a truth value
+        if not isinstance(pinned, bool | np.bool_):  # "yes" or 0 read as a truth value
             raise ArgumentTypeError(
                 f"ChunkCache pinned must be True or False, got {type(pinned).__name__} {pinned!r}"
             )
+        pinned = bool(pinned)
         self._max_bytes = max_bytes
         self._pinned_asked = pinned  # what a copy in another process asks for
         self.pinned = pinned and cuda_available()

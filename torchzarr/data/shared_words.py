@@ -102,7 +102,8 @@ class SharedWords:
             return self._sent
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        data = self._memories[0].numpy().tobytes().rstrip(b"\0") if self._memories else b""
+        with _guard:  # never a copy of a write in progress (see writing)
+            data = self._memories[0].numpy().tobytes().rstrip(b"\0") if self._memories else b""
         return _copied, (self.count, data)
 
 

@@ -186,8 +186,12 @@ class RingTensor(torch.Tensor):
         of operations on it are)."""
         copied = memo.get(id(self))
         if copied is None:
-            copied = memo[id(self)] = self.as_subclass(torch.Tensor).clone()
+            copied = memo[id(self)] = self.__copy__()
         return copied
+
+    def __copy__(self) -> torch.Tensor:
+        """A copy is a plain tensor of its own memory, off the ring, as a deep copy is."""
+        return self.as_subclass(torch.Tensor).clone()
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
         ring, pid, geometry, descriptor, *rest = self._ring_args
