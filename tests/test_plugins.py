@@ -6,6 +6,7 @@ import logging
 from importlib.metadata import EntryPoint
 
 import pytest
+from plugin_races import race
 
 from torchzarr.plugins import PluginGroup
 
@@ -69,7 +70,6 @@ def test_plugins_of_two_groups_importing_each_others_names_do_not_deadlock() -> 
     # a codec plugin whose import resolves a store of an unknown scheme (a store sweep),
     # beside a store plugin whose import looks up an unknown codec (a codec sweep): with a
     # lock per group, each thread held its own group's and waited for the other's
-    import threading
     import time
 
     codecs = PluginGroup("torchzarr.test-codecs")
@@ -93,10 +93,4 @@ def test_plugins_of_two_groups_importing_each_others_names_do_not_deadlock() -> 
 
     codecs._find = lambda group: [Plugin("c", codec_import)]  # type: ignore[method-assign,assignment]
     stores._find = lambda group: [Plugin("s", store_import)]  # type: ignore[method-assign,assignment]
-    first = threading.Thread(target=codecs.load, args=(codecs.entry_point("c"),), daemon=True)
-    second = threading.Thread(target=stores.load, args=(stores.entry_point("s"),), daemon=True)
-    first.start()
-    second.start()
-    first.join(20)
-    second.join(20)
-    assert not first.is_alive() and not second.is_alive(), "deadlocked"
+    race(lambda: codecs.load(codecs.entry_point("c")), lambda: stores.load(stores.entry_point("s")))

@@ -11,9 +11,10 @@ from torchzarr.forksafe import new_lock, new_rlock
 __all__ = ["PluginGroup"]
 
 
-#: one lock for every plugin import of every group: a codec plugin whose import resolves a
-#: store while a store plugin's import looks a codec up (in another thread) would otherwise
-#: each wait for the other group's lock
+#: one lock for every plugin import and sweep of every group (reentrant: a plugin's import
+#: may look a name up in turn): a sweep never finds a plugin marked swept while another
+#: thread imports it, and a codec plugin whose import resolves a store while a store
+#: plugin's import looks a codec up (in another thread) cannot each wait for the other
 _IMPORT_LOCK = new_rlock()
 
 
@@ -56,10 +57,6 @@ class PluginGroup:
         self._found: dict[str, EntryPoint] | None = None
         self._swept: set[str] = set()  # the names a sweep has tried, each tried once
         self._lock = new_lock()
-        # one sweep at a time, shared by all groups: a thread never finds a plugin marked
-        # swept while another imports it; reentrant, since a plugin's import may look a
-        # name up in turn
-        self._import_lock = _IMPORT_LOCK
 
     def installed(self) -> dict[str, EntryPoint]:
         """The group's entry points by name, found (not loaded) once; the first of a name wins.
@@ -86,7 +83,7 @@ class PluginGroup:
         return self.installed().get(name)
 
     def load(self, ep: EntryPoint) -> object:
-        """``ep.load()`` under the group's import lock; what the import raises passes through.
+        """``ep.load()`` under the plugins' import lock; what the import raises passes through.
 
         Example:
             >>> ep = EntryPoint("dumps", "json:dumps", "torchzarr.example-group")
@@ -96,7 +93,7 @@ class PluginGroup:
         # every plugin import under the one (reentrant) lock: a lookup in one thread and a
         # sweep in another would otherwise each hold what the other waits for (the module's
         # import lock, this lock) when the plugin looks a name up on import
-        with self._import_lock:
+        with _IMPORT_LOCK:
             return ep.load()
 
     def sweep(
@@ -114,7 +111,7 @@ class PluginGroup:
             >>> PluginGroup("torchzarr.example-group").sweep(
             ...     lambda name: False, print, logging.getLogger("example"))
         """
-        with self._import_lock:
+        with _IMPORT_LOCK:
             for name in sorted(self.installed()):
                 with self._lock:
                     if is_registered(name) or name in self._swept:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_races import race
 
 import torchzarr.codecs.registry as registry
 from torchzarr.codecs.bytes_codec import BytesCodec
@@ -296,17 +295,7 @@ def test_a_plugin_looking_up_a_codec_on_import_loads_beside_a_sweep(
     monkeypatch.delitem(sys.modules, "slow_plugin", raising=False)
     plugin = EntryPoint("test.slow", "slow_plugin:SlowCodec", registry.ENTRY_POINT_GROUP)
     use_entry_points(monkeypatch, lambda group: [plugin])
-    found: dict[str, object] = {}
-    lookup = threading.Thread(
-        target=lambda: found.update(lookup=get_codec_class("test.slow")), daemon=True
+    looked_up, swept = race(
+        lambda: get_codec_class("test.slow"), lambda: "test.slow" in registered_codecs()
     )
-    sweep = threading.Thread(
-        target=lambda: found.update(sweep="test.slow" in registered_codecs()), daemon=True
-    )
-    lookup.start()
-    time.sleep(0.1)  # the lookup is importing the plugin
-    sweep.start()
-    lookup.join(30)
-    sweep.join(30)
-    assert not lookup.is_alive() and not sweep.is_alive(), "deadlocked"
-    assert found["lookup"].__name__ == "SlowCodec" and found["sweep"] is True
+    assert looked_up.__name__ == "SlowCodec" and swept is True

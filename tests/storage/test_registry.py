@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from plugin_races import race
 
 import torchzarr as tz
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
@@ -267,7 +267,6 @@ def test_a_scheme_a_plugin_registers_on_import_resolves_without_its_own_entry_po
 
 
 def test_threads_resolving_a_scheme_a_slow_plugin_registers_on_import_both_find_it(plugins):
-    import threading
 
     slow = "import time\ntime.sleep(0.5)\n" + _MULTI.replace("tzp-multi-side", "tzp-slow-side")
     plugins("tzslowplug", {"tzp-slow": "tz_slowplug_mod:factory"}, {"tz_slowplug_mod": slow})
@@ -330,17 +329,7 @@ def test_a_plugin_resolving_a_store_on_import_loads_beside_a_sweep(plugins):
         },
     )
     registry._plugins.installed()  # the entry points found before the race (a slow scan)
-    found: dict[str, object] = {}
-    use = threading.Thread(
-        target=lambda: found.update(use=registered_stores()["slowmem"]), daemon=True
+    used, swept = race(
+        lambda: registered_stores()["slowmem"], lambda: "other" in registered_stores()
     )
-    sweep = threading.Thread(
-        target=lambda: found.update(sweep="other" in registered_stores()), daemon=True
-    )
-    use.start()
-    time.sleep(0.1)  # the use is importing the plugin
-    sweep.start()
-    use.join(30)
-    sweep.join(30)
-    assert not use.is_alive() and not sweep.is_alive(), "deadlocked"
-    assert callable(found["use"]) and found["sweep"] is False
+    assert callable(used) and swept is False
