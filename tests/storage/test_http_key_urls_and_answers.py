@@ -23,6 +23,15 @@ pytest.importorskip("aiohttp")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
+def _send_part(handler: Any, data: bytes, start: int, end: int) -> None:
+    """Answer ``206 Partial Content`` with ``data[start:end]``."""
+    handler.send_response(206)
+    handler.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+    handler.send_header("Content-Length", str(end - start))
+    handler.end_headers()
+    handler.wfile.write(data[start:end])
+
+
 class _IgnoresRange(http.server.SimpleHTTPRequestHandler):
     """python's http.server: every GET of a file is answered 200 with the whole file."""
 
@@ -47,11 +56,7 @@ class _HonoursRange(_IgnoresRange):
         if start >= len(data):
             self.send_error(416)
             return None
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
-        self.send_header("Content-Length", str(end - start))
-        self.end_headers()
-        self.wfile.write(data[start:end])
+        _send_part(self, data, start, end)
         return None
 
 
@@ -266,11 +271,7 @@ class _SendsBlocks(_IgnoresRange):
         first, last = int(match.group(1)), int(match.group(2) or len(data) - 1)
         start, end = (0, len(data)) if self.whole else (first // 4 * 4, (last // 4 + 1) * 4)
         end = min(end, len(data))
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
-        self.send_header("Content-Length", str(end - start))
-        self.end_headers()
-        self.wfile.write(data[start:end])
+        _send_part(self, data, start, end)
         return None
 
 
