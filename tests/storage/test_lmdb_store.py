@@ -17,6 +17,7 @@ from store_values import StoreValueChecks
 import torchzarr as tz
 from torchzarr.errors import MissingDependencyError, StoreError, UnknownStoreError
 from torchzarr.storage import lmdb as lmdb_module
+from torchzarr.storage import lmdb_env
 from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.lmdb import LMDBStore
 from torchzarr.storage.registry import resolve_store
@@ -172,7 +173,7 @@ def test_a_resize_waits_for_the_transactions_in_flight(tmp_path: Path) -> None:
     # remapping while another thread reads would pull the map from under its pointers
     store = LMDBStore(tmp_path / "db", map_size=1 << 20)
     store.set("k", b"v")
-    shared = lmdb_module._envs[store.identity]
+    shared = lmdb_env.envs[store.identity]
     log: list[str] = []
     shared.env = _LoggingEnv(shared.env, log)
     inside, release = threading.Event(), threading.Event()
@@ -206,14 +207,14 @@ def test_closing_one_environment_does_not_hold_up_another(
     slow = LMDBStore(tmp_path / "slow.lmdb", map_size=1 << 22)
     slow.set("a", b"1")
     entered, release = threading.Event(), threading.Event()
-    real_close = lmdb_module._Shared.close
+    real_close = lmdb_env.SharedEnv.close
 
     def stalling_close(self: Any) -> None:  # waits as for a long read of this environment
         entered.set()
         assert release.wait(30)
         real_close(self)
 
-    monkeypatch.setattr(lmdb_module._Shared, "close", stalling_close)
+    monkeypatch.setattr(lmdb_env.SharedEnv, "close", stalling_close)
     closing = threading.Thread(target=slow.close)
     closing.start()
     try:

@@ -29,7 +29,7 @@ from torchzarr.errors import (
     NodeNotFoundError,
 )
 
-__all__ = ["KeySpec", "check_chunks_stored", "read_tree"]
+__all__ = ["KeySpec", "read_tree"]
 
 #: A key to load: ``"model.layer.weight"`` (dots split keys, longest match wins nothing:
 #: every way to split is tried) or an exact tuple of keys ``("model", "layer.weight")``.

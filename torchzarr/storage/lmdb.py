@@ -33,10 +33,6 @@ from torchzarr.storage.store_args import local_path
 __all__ = ["LMDBStore"]
 
 _DEFAULT_MAP_SIZE = 2**40 if sys.maxsize > 2**32 else 2**28
-# LMDB forbids opening one environment twice in a process: every store of it shares one,
-# by identity (its real path, whatever path or link reaches it)
-_envs = envs
-_Shared = SharedEnv
 _path_locks = LockTable()  # opening or closing one path's environment; others never wait
 _RECHECK = 1.0  # seconds a read trusts that its environment's file is still the path's
 # known options of lmdb.open besides path, map_size and readonly
@@ -143,7 +139,7 @@ class LMDBStore(Store):
         every store of it reopens on its next call."""
         check_forked()  # a forked child never closes its parent's environment
         with _path_locks[self.identity]:  # closed before any store opens it again
-            shared = _envs.pop(self.identity, None)
+            shared = envs.pop(self.identity, None)
             if shared is not None:
                 shared.close()
 
@@ -184,11 +180,11 @@ class LMDBStore(Store):
             except Exception as err:
                 raise self._fail(what, key, err) from err
 
-    def _env(self, write: bool = False) -> _Shared | None:
+    def _env(self, write: bool = False) -> SharedEnv | None:
         """The shared environment; None when reading an environment that does not exist
         (only a write creates it: reading a store nothing was written to leaves no files)."""
         check_forked()  # forked without Python's fork handlers: drop the parent's
-        shared = _envs.get(self.identity)
+        shared = envs.get(self.identity)
         if shared is not None and (write or time.monotonic() - shared.checked > _RECHECK):
             # a stat per write, and per second of reads (a stat costs as much as a small read)
             shared.checked = time.monotonic()
@@ -213,21 +209,21 @@ class LMDBStore(Store):
             return None
         return found.st_dev, found.st_ino
 
-    def _open(self, write: bool) -> _Shared | None:
+    def _open(self, write: bool) -> SharedEnv | None:
         with _path_locks[self.identity]:
-            shared = _envs.get(self.identity)
+            shared = envs.get(self.identity)
             if shared is not None and write and shared.readonly:
-                _envs.pop(self.identity).close()  # opened read-only: reopen for writing
+                envs.pop(self.identity).close()  # opened read-only: reopen for writing
                 shared = None
             if shared is None:
                 if not write and not os.path.exists(self.path):
                     return None
                 with opening:  # a fork waits: no frame of this thread may hold the new env
                     shared = self._opened(write)
-                _envs[self.identity] = shared
+                envs[self.identity] = shared
             return shared
 
-    def _opened(self, write: bool) -> _Shared:
+    def _opened(self, write: bool) -> SharedEnv:
         """The environment, opened anew (created by a write, with its parent folders)."""
         readonly = not write and self.read_only
         lmdb = _lmdb()
@@ -241,7 +237,7 @@ class LMDBStore(Store):
         try:
             if not readonly:
                 env.reader_check()  # free reader slots of dead processes (old workers)
-            return _Shared(env, readonly, self._data_file())
+            return SharedEnv(env, readonly, self._data_file())
         except lmdb.Error as err:
             env.close()
             raise StoreError(f"cannot open LMDB environment {self.path!r}: {err}") from err
