@@ -413,3 +413,20 @@ def test_a_copy_for_a_spawned_worker_waits_for_a_write_in_progress():
         memories[0][1] = 8
     copier.join(30)
     assert sent == [[7, 8, 0, 0]]
+
+
+def test_publishing_the_epoch_writes_under_the_lock_copies_take():
+    from torchzarr.data import shared_words
+    from torchzarr.data.cursor import Cursor, SharedCursor
+
+    class CheckedWords(list):
+        def __setitem__(self, index, value):
+            assert shared_words._guard.locked(), "written without the lock"
+            super().__setitem__(index, value)
+
+    shared, main = SharedCursor(), Cursor(10, 4, block_chunks=1, seed=0, shuffle=True)
+    words = CheckedWords([0, 0, 0])
+    shared._words._memories = [words]  # what a copy for a spawned worker reads
+    main.set_epoch(3)
+    shared.publish(main)
+    assert words == [3, 1, 0]

@@ -36,13 +36,14 @@ _guard = new_lock()
 class SharedWords:
     """``count`` int64 words, zero at first, shared with this process's DataLoader workers.
 
-    Read :meth:`read`; write every memory in :meth:`memories` (one, or two once the words
-    were sent to a spawned process).
+    Read :meth:`read`; write every memory :meth:`writing` gives (one, or two once the
+    words were sent to a spawned process).
 
     Example:
         >>> words = SharedWords(4)
-        >>> for memory in words.memories():
-        ...     memory[1] = 7
+        >>> with words.writing() as memories:
+        ...     for memory in memories:
+        ...         memory[1] = 7
         >>> words.read().tolist()
         [0, 7, 0, 0]
     """
@@ -56,14 +57,10 @@ class SharedWords:
 
     def read(self) -> torch.Tensor:
         """The words (allocated now if they were not)."""
-        return self.memories()[0]
-
-    def memories(self) -> list[torch.Tensor]:
-        """Every memory holding the words in this process: write each alike."""
         if not self._memories:
             with _guard:
                 self._allocate()
-        return self._memories
+        return self._memories[0]
 
     @contextmanager
     def writing(self) -> Iterator[list[torch.Tensor]]:
