@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from torchzarr.errors import (
     ArrayNotFoundError,
     GroupNotFoundError,
     InvalidArgumentError,
+    NodeExistsError,
     NodeNotFoundError,
     ShapeMismatchError,
 )
@@ -68,6 +69,23 @@ def _read_existing(
         return nodes.read_node(store, path, zarr_format), None
     required = bool(use_consolidated)
     return load_consolidated(store, path, zarr_format, required=required, parse_members=mode == "r")
+
+
+def _create_or_open_raced(
+    create: Callable[[], Any], store: Any, path: str, zarr_format: int | None, mode: str, kind: type
+) -> Any:
+    """``create()``; in mode "a", a node of ``kind`` that another thread or process created
+    after the caller looked for it is opened instead, as if it had been there then."""
+    try:
+        return create()
+    except NodeExistsError:
+        if mode != "a":
+            raise
+        meta = nodes.read_node(store, path, zarr_format)
+        node = None if meta is None else node_from_metadata(store, path, meta, False)
+        if not isinstance(node, kind):
+            raise
+        return node
 
 
 def _check_mode(mode: str) -> None:
@@ -362,7 +380,15 @@ def open_array(
             )
     if zarr_format is not None:
         create_kwargs["zarr_format"] = zarr_format
-    return _create_array(st, path, mode, None, create_kwargs.pop("data", None), **create_kwargs)
+    data = create_kwargs.pop("data", None)
+    return _create_or_open_raced(
+        lambda: _create_array(st, path, mode, None, data, **create_kwargs),
+        st,
+        path,
+        zarr_format,
+        mode,
+        Array,
+    )
 
 
 def open_group(
@@ -396,7 +422,10 @@ def open_group(
             raise GroupNotFoundError(
                 f"no group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
             )
-    return _create_group(st, path, 3 if zarr_format is None else zarr_format, mode, attributes)
+    fmt = 3 if zarr_format is None else zarr_format
+    return _create_or_open_raced(
+        lambda: _create_group(st, path, fmt, mode, attributes), st, path, zarr_format, mode, Group
+    )
 
 
 def consolidate_metadata(
