@@ -112,3 +112,36 @@ def test_a_ragged_list_index_is_a_selection_error_naming_it(b: Any) -> None:
         b[[[1, 2], [3]]]
     with pytest.raises(SelectionError, match="ragged list"):
         b[[[1, 2], [3]]] = 0
+
+
+@pytest.mark.parametrize("kind", ["item", "oindex", "vindex", "write"])
+def test_a_uint8_tensor_index_is_refused_not_taken_as_positions(a, kind):
+    """torch reads a uint8 index as a mask, numpy as positions: neither guess is made, and
+    nothing is written."""
+    index = torch.tensor([0, 0, 1], dtype=torch.uint8)
+    with pytest.raises(SelectionError, match=r"torch\.uint8 tensor \(shape \(3,\)\).*\.bool\(\)"):
+        if kind == "item":
+            a[index]
+        elif kind == "oindex":
+            a.oindex[index, [1]]
+        elif kind == "vindex":
+            a.vindex[index, index]
+        else:
+            a[index] = -1
+    assert np.array_equal(a[...].numpy(), DATA)
+
+
+@pytest.mark.parametrize("mask", [np.True_, True, np.array(True)])
+def test_a_0d_mask_of_any_spelling_selects_a_0d_array_as_numpy_does(mask):
+    zero_d = tz.create_array("memory://", shape=(), dtype="int32", fill_value=3)
+    assert zero_d[mask].tolist() == np.array(3)[mask].tolist() == [3]
+    assert zero_d[np.False_].tolist() == []
+    assert zero_d.get_mask_selection(mask).tolist() == [3]
+
+
+def test_a_range_index_reads_and_writes_the_positions_it_holds(a):
+    expected = DATA[[2, 0]][:, [1, 2]]
+    assert np.array_equal(a.oindex[range(2, -1, -2), range(1, 3)].numpy(), expected)
+    assert np.array_equal(a[range(1, 3)].numpy(), DATA[1:3])
+    a[range(0, 3, 2)] = -1
+    assert a[:, 0].tolist() == [-1, 4, -1]

@@ -26,6 +26,12 @@ def _convert(item: Any) -> Any:
         item = item.detach().cpu()
         if item.dtype == torch.bool:
             return item.numpy()
+        if item.dtype == torch.uint8:  # torch reads these as masks, numpy as positions
+            raise SelectionError(
+                f"cannot index with a torch.uint8 tensor (shape {tuple(item.shape)}): torch "
+                "takes it as a mask, numpy as positions; pass .bool() for a mask or .long() "
+                "for positions"
+            )
         if item.is_floating_point() or item.is_complex():
             raise SelectionError(f"cannot index with a tensor of dtype {item.dtype}")
         if item.dtype == torch.uint64:  # past 2**63 it would wrap to a negative int64
@@ -33,6 +39,10 @@ def _convert(item: Any) -> Any:
         return int(item) if item.ndim == 0 else item.to(torch.int64).numpy()
     if isinstance(item, list):
         return _list_array(item)
+    if isinstance(item, (bool, np.bool_)):  # a 0-d mask, as numpy reads it
+        return np.asarray(item)
+    if isinstance(item, range):  # positions, as numpy and torch read it
+        return np.arange(item.start, item.stop, item.step, dtype=np.int64)
     return item
 
 
