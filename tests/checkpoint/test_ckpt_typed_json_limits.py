@@ -124,6 +124,8 @@ def test_loading_a_class_or_dtype_imports_nothing(name: str) -> None:
 
 
 def test_classes_of_imported_modules_and_nested_classes_resolve() -> None:
+    # allow_pickle=True: any class of an imported module (the allowlist is in
+    # test_ckpt_class_allowlist.py)
     class_specs = {
         "collections:OrderedDict": "OrderedDict",
         "torch.nn.modules.linear:Linear": "Linear",
@@ -131,8 +133,8 @@ def test_classes_of_imported_modules_and_nested_classes_resolve() -> None:
         "torch:Tensor": "Tensor",
     }
     for spec, name in class_specs.items():
-        assert decode_value({"class": spec}).__name__ == name
-    assert decode_value(encode_value(_Outer.Inner)) is _Outer.Inner
+        assert decode_value({"class": spec}, allow_pickle=True).__name__ == name
+    assert decode_value(encode_value(_Outer.Inner), allow_pickle=True) is _Outer.Inner
     with pytest.raises(MetadataError, match=r"no class 'collections:OrderedDict\.nothing'"):
         decode_value({"class": "collections:OrderedDict.nothing"})
     with pytest.raises(MetadataError, match="no class 'json:dumps'"):
@@ -156,8 +158,10 @@ def test_a_class_a_load_cannot_find_by_name_is_refused_on_save(tmp_path: Path, c
 
 
 def test_classes_a_load_finds_are_stored() -> None:
-    for cls in (int, torch.nn.Linear, torch.Tensor, np.float64, type(np.dtype("f8"))):
+    for cls in (int, torch.Tensor, np.float64, type(np.dtype("f8"))):
         assert decode_value(json.loads(json.dumps(encode_value(cls)))) is cls
+    payload = json.loads(json.dumps(encode_value(torch.nn.Linear)))  # stored, not allowed
+    assert decode_value(payload, allow_pickle=True) is torch.nn.Linear
 
 
 BIG = 10**5000  # more digits than Python turns into text or back (4300 by default)

@@ -17,8 +17,8 @@ a one-key object naming its type::
     1+2j           -> {"complex": [1.0, 2.0]} (nan / inf as in floats)
     b"ab"          -> {"bytes": "YWI="}       torch.device("cuda:0") -> {"device": "cuda:0"}
     np.float32(1)  -> {"numpy": ["float32", 1.0]}
-    a class        -> {"class": "module:qualname"}   (only one a load finds by that name;
-                                                      resolved only from modules already imported)
+    a class        -> {"class": "module:qualname"}   (one a load finds by that name; loaded
+                   only from imported modules, if allowed: see :mod:`.class_names`)
     anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
 
 A defaultdict's ``default_factory`` is stored by name and restored only from
@@ -460,7 +460,7 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         "device": lambda b: torch.device(b),
         "dtype": lambda b: vars(torch)[b],
         "numpy": _decode_numpy,
-        "class": lambda b: resolve_class(b, path),
+        "class": lambda b: resolve_class(b, path, allow_pickle=allow_pickle),
     }
     if tag == "pickle":
         if not allow_pickle:
