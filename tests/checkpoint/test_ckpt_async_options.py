@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torchzarr.checkpoint import AsyncCheckpointer
-from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownCodecError
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,7 @@ from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
         ({"keep": 0}, InvalidArgumentError, "keep must be >= 1, got 0"),
         ({"chunk_bytes": 1.5}, ArgumentTypeError, "chunk_bytes must be an int"),
         ({"kep": 2}, ArgumentTypeError, "no option 'kep'.*keep"),
+        ({"compressors": "bogus"}, UnknownCodecError, "bogus"),
     ],
 )
 def test_bad_options_are_refused_by_the_constructor(

@@ -130,6 +130,23 @@ def test_plugin_methods_direct(tmp_path: Path) -> None:
         io.load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"compressors": "bogus"}, tz.errors.UnknownCodecError, "'bogus'"),
+        ({"compressors": 3}, tz.errors.CodecError, "from 3"),
+    ],
+)
+def test_bad_options_are_refused_when_the_plugin_is_built(
+    tmp_path: Path, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):  # not at the first save, mid-fit
+        checkpoint_io_class("lightning")(**options)
+    io = checkpoint_io_class("lightning")(compressors="balanced")
+    io.save_checkpoint({"w": torch.ones(2)}, tmp_path / "x.ckpt")
+    assert torch.equal(io.load_checkpoint(tmp_path / "x.ckpt")["w"], torch.ones(2))
+
+
 def _saved(io: Any, path: Path) -> Path:
     io.save_checkpoint({"w": torch.arange(3.0), "epoch": 7}, path)
     return path

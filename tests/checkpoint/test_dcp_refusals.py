@@ -19,6 +19,7 @@ from torchzarr.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     NodeNotFoundError,
+    UnknownCodecError,
     UnsupportedDtypeError,
 )
 
@@ -115,6 +116,7 @@ def test_empty_memory_store_in_one_process_is_just_missing() -> None:
         ("chunk_bytes", -5, InvalidArgumentError, "chunk_bytes must be >= 1, got -5"),
         ("threads", 0, InvalidArgumentError, "threads must be >= 1, got 0"),
         ("threads", "4", ArgumentTypeError, "threads must be an int, got '4'"),
+        ("compressors", "bogus", UnknownCodecError, "bogus"),
     ],
 )
 def test_writer_options_are_checked_when_it_is_made(

@@ -124,7 +124,7 @@ class ZarrStorageWriter(StorageWriter):
         super().__init__()
         # as save_checkpoint checks them: in the caller, not after the commit (a bad keep
         # would fail in the background prune, and the store fill up)
-        check_save_options({"keep": keep, "chunk_bytes": chunk_bytes})
+        check_save_options({"keep": keep, "chunk_bytes": chunk_bytes, "compressors": compressors})
         if threads is not None:
             whole_number("threads", threads, 1)
         self.path = path

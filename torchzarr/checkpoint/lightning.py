@@ -8,19 +8,27 @@ is built once per package by :func:`checkpoint_io_class`, each under its own pub
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
 import os
 import shutil
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchzarr.checkpoint import commit, prune
+from torchzarr.checkpoint.class_names import class_allowed
 from torchzarr.checkpoint.load import load_checkpoint
-from torchzarr.checkpoint.save import save_checkpoint
-from torchzarr.errors import InvalidArgumentError, MissingDependencyError
+from torchzarr.checkpoint.save import check_save_options, save_checkpoint
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    UnrepresentableError,
+)
 from torchzarr.storage import LocalStore, Store, ZipStore
 
 __all__ = ["CLASS_NAMES", "PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
@@ -72,6 +80,15 @@ class _ZarrCheckpointIOMixin:
         verify_chunks: bool = True,
     ) -> None:
         super().__init__()
+        check_save_options(  # now, not at the first save mid-fit
+            {
+                "compressors": compressors,
+                "allow_pickle": allow_pickle,
+                "fsync": fsync,
+                "direct_io": direct_io,
+                "storage_options": storage_options,
+            }
+        )
         self.verify_chunks = verify_chunks  # False: load tensors edited in place since
         self.compressors = compressors
         self.allow_pickle = allow_pickle
@@ -198,6 +215,8 @@ def load_from_checkpoint(
     map_location: Any = None,
     strict: bool | None = None,
     *,
+    hparams_file: Any = None,
+    weights_only: bool | None = None,
     allow_pickle: bool = False,
     storage_options: dict[str, Any] | None = None,
     verify_chunks: bool = True,
@@ -205,14 +224,24 @@ def load_from_checkpoint(
 ) -> Any:
     """``model_class.load_from_checkpoint`` for Zarr checkpoints (Lightning's calls torch.load).
 
-    Builds the module from the saved hyper-parameters (``kwargs`` override them), calls its
-    ``on_load_checkpoint`` and loads the state dict. Works for ``LightningModule`` and
-    ``LightningDataModule`` subclasses of either package. As Lightning's, tensors saved on
-    a GPU (or MPS, XLA) device this machine lacks load on the CPU unless ``map_location``
-    says otherwise, and a module goes to the device its loaded state dict is on.
+    Does what Lightning's does: migrates a checkpoint of an older Lightning, replaces the
+    saved hyper-parameters by ``hparams_file`` (``.yaml``, ``.yml`` or ``.csv``) if given,
+    updates them with ``kwargs``, builds the module from them, calls its
+    ``on_load_checkpoint`` and loads the state dict (``strict`` as Lightning's). Works for
+    ``LightningModule`` and ``LightningDataModule`` subclasses of either package. As
+    Lightning's, tensors saved on a GPU (or MPS, XLA) device this machine lacks load on the
+    CPU unless ``map_location`` says otherwise, and a module goes to the device its loaded
+    state dict is on. ``weights_only=True`` refuses pickled leaves even with
+    ``allow_pickle=True``.
+
+    Raises:
+        UnrepresentableError: the checkpoint's ``hparams_type`` (or
+            ``datamodule_hparams_type``), which Lightning calls, is not what Lightning
+            writes (a str, or an allowed dict class or ``argparse.Namespace``).
+        InvalidArgumentError: ``hparams_file`` is not a ``.csv``, ``.yml`` or ``.yaml``.
 
     Example:
-        >>> model = load_from_checkpoint(MyModel, "ckpts/last.ckpt")  # doctest: +SKIP
+        >>> model = load_from_checkpoint(MyModel, "ckpts/last.ckpt", lr=0.5)  # doctest: +SKIP
     """
     package = next(
         (
@@ -223,16 +252,81 @@ def load_from_checkpoint(
         "lightning",
     )
     saving = _module(package, "core.saving")
+    core = _module(package, "core")
+    cls: Any = model_class
+    if not issubclass(cls, (core.LightningModule, core.LightningDataModule)):
+        raise ArgumentTypeError(
+            f"model_class must be a LightningModule or LightningDataModule subclass of "
+            f"{PACKAGES[package]}, got {model_class!r}"
+        )
+    allow = allow_pickle and weights_only is not True
     checkpoint = load_checkpoint(
         os.fspath(path),
         map_location=map_location or saving._default_map_location,
-        allow_pickle=allow_pickle,
+        allow_pickle=allow,
         storage_options=storage_options,
         verify_chunks=verify_chunks,
     )
-    model = saving._load_state(model_class, checkpoint, strict=strict, **kwargs)
-    state_dict = checkpoint.get("state_dict")
-    if isinstance(state_dict, dict) and state_dict and hasattr(model, "to"):
-        tensors = (t for t in state_dict.values() if isinstance(t, torch.Tensor))
-        model = model.to(next(tensors, torch.tensor(0)).device)
-    return model
+    if not isinstance(checkpoint, dict):
+        raise ArgumentTypeError(
+            f"the checkpoint at {os.fspath(path)!r} holds a {type(checkpoint).__name__}, not "
+            "the dict of a Lightning checkpoint"
+        )
+    _check_hparams_types(checkpoint, allow)
+    if "pytorch-lightning_version" in checkpoint:  # Lightning's (a hand-made dict may lack it)
+        migrate = _module(package, "utilities.migration.utils")._pl_migrate_checkpoint
+        local = isinstance(path, (str, Path)) and "://" not in str(path)
+        checkpoint = migrate(checkpoint, checkpoint_path=path if local else None)
+    if hparams_file is not None:
+        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _read_hparams(saving, hparams_file)
+    checkpoint.setdefault(cls.CHECKPOINT_HYPER_PARAMS_KEY, {}).update(kwargs)
+    if issubclass(cls, core.LightningDataModule):
+        return saving._load_state(cls, checkpoint, **kwargs)
+    model = saving._load_state(cls, checkpoint, strict=strict, **kwargs)
+    state_dict = checkpoint["state_dict"]
+    if not state_dict:
+        warn = _module(package, "utilities.rank_zero").rank_zero_warn
+        warn(f"The state dict in {os.fspath(path)!r} contains no parameters.")
+        return model
+    tensors = (t for t in state_dict.values() if isinstance(t, torch.Tensor))
+    return model.to(next(tensors, torch.tensor(0)).device)
+
+
+#: checkpoint keys whose value Lightning calls with the hyper-parameters on load
+HPARAMS_TYPE_KEYS = ("hparams_type", "datamodule_hparams_type")
+
+
+def _check_hparams_types(checkpoint: dict[str, Any], allow_pickle: bool) -> None:
+    """Refuse an ``hparams_type`` Lightning would call that it never writes itself (the type
+    of a module's ``hparams``: a dict class such as ``AttributeDict``, a ``Namespace``; or
+    a str in old checkpoints), and one of those classes that is not allowed."""
+    for key in HPARAMS_TYPE_KEYS:
+        value = checkpoint.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        where = f"checkpoint value at [{key!r}] is {value!r:.200}, which Lightning calls with"
+        if not (isinstance(value, type) and issubclass(value, (dict, argparse.Namespace))):
+            raise UnrepresentableError(
+                f"{where} the hyper-parameters on load, but Lightning writes there only a str, "
+                "a dict class (AttributeDict) or argparse.Namespace: this checkpoint was not "
+                "written by Lightning, and is not loaded"
+            )
+        if not (allow_pickle or class_allowed(value)):
+            raise UnrepresentableError(
+                f"{where} the hyper-parameters on load, and is not allowed: if you trust it, "
+                f"allow it with torch.serialization.add_safe_globals([{value.__qualname__}]) "
+                "or pass allow_pickle=True if you trust this checkpoint"
+            )
+
+
+def _read_hparams(saving: Any, hparams_file: Any) -> Any:
+    """The hyper-parameters in ``hparams_file``, read as Lightning's load_from_checkpoint
+    reads them (yaml, or a csv of key,value rows)."""
+    extension = str(hparams_file).split(".")[-1].lower()
+    if extension == "csv":
+        return saving.load_hparams_from_tags_csv(hparams_file)
+    if extension in ("yml", "yaml"):
+        return saving.load_hparams_from_yaml(hparams_file)
+    raise InvalidArgumentError(
+        f"hparams_file must be a .csv, .yml or .yaml file, got {os.fspath(hparams_file)!r}"
+    )

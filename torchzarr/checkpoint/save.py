@@ -31,6 +31,7 @@ from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
 from torchzarr.core.consolidated import write_consolidated
+from torchzarr.core.create import array_metadata_from_args
 from torchzarr.core.pool import refused_at_exit
 from torchzarr.core.selection import make_indexer
 from torchzarr.errors import ArgumentTypeError
@@ -201,7 +202,7 @@ def save_checkpoint(
         >>> load_checkpoint("memory://ckpt-doc")
         {'w': tensor([1., 1.]), 'step': 7}
     """
-    check_save_options({"keep": keep, "chunk_bytes": chunk_bytes})
+    check_save_options({"keep": keep, "chunk_bytes": chunk_bytes, "compressors": compressors})
     if isinstance(state, _Snapshot):  # an AsyncCheckpointer's, encoded in its caller
         plan = state.plan
     else:
@@ -240,7 +241,8 @@ def save_checkpoint(
 
 
 def check_save_options(options: dict[str, Any]) -> None:
-    """Raise what :func:`save_checkpoint` would for these keyword options, writing nothing.
+    """Raise what :func:`save_checkpoint` would for these keyword options (unknown names, bad
+    counts, ``compressors`` that build no codecs), writing nothing.
 
     Example:
         >>> check_save_options({"keep": 2, "fsync": False})
@@ -261,6 +263,10 @@ def check_save_options(options: dict[str, Any]) -> None:
             )
     for name in ("keep", "chunk_bytes"):
         whole_number(name, options.get(name, 1), 1)  # numpy ints too, as every count
+    if options.get("compressors") is not None:  # built as each saved tensor's array is
+        array_metadata_from_args(
+            shape=(1,), dtype=torch.float32, compressors=options["compressors"]
+        )
 
 
 def _snapshot(state: Any, memo: dict[Any, Any]) -> Any:
