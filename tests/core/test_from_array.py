@@ -254,3 +254,20 @@ def test_a_v2_source_to_v3_keeps_dimension_names_not_the_xarray_attribute(new_na
     assert dict(copied.attrs) == {"units": "m"}
     back = tz.from_array(tz.MemoryStore(), data=copied, zarr_format=2)
     assert back.dimension_names == (new_names or ("a", "b"))
+
+
+@pytest.mark.parametrize("compressors", ["keep", "zstd", None])
+def test_a_v2_shuffle_filter_goes_first_among_a_v3_copys_compressors(tmp_path, compressors):
+    source = tz.create_array(
+        tmp_path / "v2",
+        data=np.arange(100.0),
+        chunks=(10,),
+        zarr_format=2,
+        filters=[numcodecs.Delta("<f8"), numcodecs.Shuffle(8)],
+        compressors=[numcodecs.Zstd()],
+    )
+    copy = tz.from_array(tmp_path / "v3", data=source, zarr_format=3, compressors=compressors)
+    names = [codec.codec_name for codec in copy.metadata.codecs]
+    tail = {"keep": ["zstd"], "zstd": ["zstd"], None: []}[compressors]
+    assert names == ["numcodecs.delta", "bytes", "numcodecs.shuffle", *tail]
+    assert torch.equal(copy[...], source[...])

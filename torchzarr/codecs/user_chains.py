@@ -19,9 +19,9 @@ from torchzarr.codecs.base import (
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import Crc32cCodec
 from torchzarr.codecs.pipeline import evolve_checked
-from torchzarr.errors import CodecError
+from torchzarr.errors import CodecError, TorchZarrError
 
-__all__ = ["default_v3_codecs"]
+__all__ = ["default_v3_codecs", "trailing_bytes_filters"]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -168,6 +168,28 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         chain.append(evolve_checked(codec, current))
     _check_writable(chain)
     return tuple(chain)
+
+
+def trailing_bytes_filters(filters: Any, dtype: Any) -> tuple[list[Any], list[Any]]:
+    """``filters`` split into what v3 takes as filters and the bytes -> bytes codecs ending
+    them (a v2 ``Shuffle`` filter), which a v3 chain runs at the same point: first among
+    its compressors.
+
+    Example:
+        >>> import numcodecs
+        >>> trailing_bytes_filters([numcodecs.Delta("<i4"), numcodecs.Shuffle(4)], "int32")
+        ([Delta(dtype='<i4')], [Shuffle(elementsize=4)])
+    """
+    items, dtype = _as_list(filters), np.dtype(dtype)
+    cut = len(items)
+    while cut:
+        try:
+            if not isinstance(_as_v3(items[cut - 1], dtype), BytesBytesCodec):
+                break
+        except TorchZarrError:  # create_array names what it cannot take
+            break
+        cut -= 1
+    return items[:cut], items[cut:]
 
 
 def _check_writable(codecs: Sequence[Codec]) -> None:

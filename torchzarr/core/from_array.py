@@ -9,7 +9,7 @@ import torch
 
 from torchzarr.codecs.base import Codec
 from torchzarr.codecs.bytes_codec import BytesCodec
-from torchzarr.codecs.user_chains import default_v3_codecs
+from torchzarr.codecs.user_chains import default_v3_codecs, trailing_bytes_filters
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
 from torchzarr.core.api import _create_array
@@ -320,6 +320,11 @@ def from_array(
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
             settings[what] = _codecs_for(settings[what], zarr_format, what)
+    if zarr_format == 3 and _is_keep(filters) and settings["filters"]:  # a v2 Shuffle filter
+        storage = data_type(keep["dtype"]).storage
+        settings["filters"], moved = trailing_bytes_filters(settings["filters"], storage)
+        if moved:
+            settings["compressors"] = [*moved, *compressor_list(settings["compressors"], 3)]
     kept = _is_keep(serializer) and isinstance(data, Array)
     kept_dtype = data.metadata.data_type.storage if kept else None
     settings["compressors"] = _with_serializer(
