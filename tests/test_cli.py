@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import subprocess
@@ -109,6 +110,16 @@ def test_info_names_arrays_of_unsupported_dtypes(tmp_path, capsys):
     status, out, _ = _run(capsys, "info", tmp_path, "--path", "time")
     assert status == 0 and re.search(r"Data type +: numpy.datetime64 \(no torch dtype", out)
     assert re.search(r"Shape +: \(2,\)", out) and re.search(r"Zarr format +: 3", out)
+
+
+def test_info_shows_the_stored_metadata_of_an_array_of_an_unknown_codec(tmp_path, capsys):
+    tz.create_array(tmp_path, path="x", data=torch.arange(4), chunks=(2,))
+    document = json.loads((tmp_path / "x" / "zarr.json").read_text())
+    document["codecs"].append({"name": "foo_codec"})
+    (tmp_path / "x" / "zarr.json").write_text(json.dumps(document))
+    status, out, _ = _run(capsys, "info", tmp_path, "--path", "x")
+    assert status == 0 and re.search(r"Unreadable +: .*unknown codec 'foo_codec'", out)
+    assert re.search(r"Data type +: int64\n", out) and re.search(r"Chunk shape +: \(2,\)", out)
 
 
 def test_consolidate_counts_the_arrays_of_unsupported_dtypes_it_gathers(tmp_path, capsys):

@@ -40,6 +40,8 @@ from torchzarr.errors import (
     InvalidKeyError,
     NodeExistsError,
     TorchZarrError,
+    UnknownCodecError,
+    UnknownExtensionError,
     UnsupportedDtypeError,
 )
 from torchzarr.storage.base import Store
@@ -59,10 +61,11 @@ def _info(args: argparse.Namespace) -> None:
 
 def _open_node(args: argparse.Namespace) -> tuple[Any, Store | None]:
     """The node at ``--path`` of the store, opened to read, or, for an array of a dtype
-    torchzarr cannot hold, its stored metadata (its group lists it so) and the store."""
+    torchzarr cannot hold (or of a codec or extension it does not know), its stored
+    metadata (its group lists it so) and the store."""
     try:
         return open_node(args.store, mode="r", path=args.path), None
-    except UnsupportedDtypeError:
+    except (UnsupportedDtypeError, UnknownCodecError, UnknownExtensionError):
         store = resolve_store(args.store, mode="r")
         member = nodes.read_member(store, nodes.normalize_path(args.path))
         if not isinstance(member, nodes.UnsupportedArray):
@@ -81,11 +84,15 @@ def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
         ("Name", "/" + member.path),
         ("Zarr format", member.zarr_format),
         ("Shape", tuple(doc.get("shape", ()))),
-        ("Data type", f"{dtype} (no torch dtype: torchzarr cannot read it)"),
+        ("Data type", f"{dtype} (no torch dtype: torchzarr cannot read it)")
+        if member.is_dtype
+        else ("Data type", dtype),
         ("Chunk shape", tuple(chunks or ())),
         ("Fill value", repr(doc.get("fill_value"))),
         ("Store", repr(store)),
     ]
+    if not member.is_dtype:
+        rows.insert(3, ("Unreadable", member.reason))
     return "\n".join(f"{name:<19}: {value}" for name, value in rows)
 
 
