@@ -18,7 +18,8 @@ from torchzarr.errors import (
     UnsupportedDtypeError,
     ValueRangeError,
 )
-from torchzarr.features.index import IdIndex, ReadWriteLock, as_ids, plan_gather
+from torchzarr.features import FeatureStore
+from torchzarr.features.index import IdIndex, ReadWriteLock, as_ids, one_id, plan_gather
 
 
 def test_as_ids_accepts_tensors_arrays_lists_and_scalars() -> None:
@@ -129,3 +130,33 @@ def test_lock_excludes_readers_while_a_writer_holds_it() -> None:
     t_reader.join(5)
     t_writer.join(5)
     assert events == ["reader in", "reader out", "writer"]
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
+def test_as_ids_refuses_sparse_nested_and_ragged_ids_with_torchzarr_errors() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"ids are a torch\.sparse_coo tensor"):
+        as_ids(torch.tensor([1, 2]).to_sparse())
+    nested = torch.nested.nested_tensor([torch.tensor([1, 2]), torch.tensor([3])])
+    with pytest.raises(InvalidArgumentError, match="ids are a nested tensor"):
+        as_ids(nested)
+    with pytest.raises(ShapeMismatchError, match="unequal lengths"):
+        as_ids([[1], [2, 3]])
+
+
+def test_as_ids_takes_lists_of_ints_numpy_would_make_floats_exactly() -> None:
+    mixed = as_ids([np.int64(1), np.uint64(2), 2**62 + 1])  # numpy: float64, rounded
+    assert mixed.tolist() == [1, 2, 2**62 + 1] and mixed.dtype == np.int64
+    with pytest.raises(ValueRangeError, match=f"int64; got {2**63}"):
+        as_ids([-1, 2**63])  # named, not "dtype float64"
+    with pytest.raises(UnsupportedDtypeError, match="float64"):
+        as_ids([1, 2.5])  # a float among ints is still refused
+
+
+def test_one_id_takes_0d_and_one_element_arrays_as_their_scalar() -> None:
+    assert one_id(np.array(7)) == 7 and one_id(np.array([7], dtype=np.uint8)) == 7
+    assert one_id(torch.tensor(3).to_sparse()) == 3
+    for other in (np.array([1, 2]), np.array(1.0), np.array(2**63, dtype=np.uint64)):
+        assert one_id(other) is None
+    fs = FeatureStore("memory://", mode="w")
+    fs.write([1], {"x": [1.0]})
+    assert np.array(1) in fs and np.int64(1) in fs and np.array(2) not in fs

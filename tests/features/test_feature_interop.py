@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from torchzarr.errors import MetadataError
 from torchzarr.features import FeatureStore
 
 zarr = pytest.importorskip("zarr")
@@ -47,3 +49,31 @@ def test_store_written_by_zarr_python_is_read_by_id(tmp_path: Path) -> None:
     root = zarr.open_group(path, mode="r+")
     root["v"][1] = 5.0  # another tool edits a row in place
     assert FeatureStore(path, mode="r").read([20, 10])["v"].tolist() == [5.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("ids", "shown"),
+    [
+        (np.array([10, 20], dtype=np.int32), "dtype torch.int32 and shape (2,)"),
+        (np.array([10, 20], dtype=np.uint8), "dtype torch.uint8 and shape (2,)"),
+        (np.array([10, 20], dtype=np.uint64), "dtype torch.uint64 and shape (2,)"),
+        (np.array([10.0, 20.0]), "dtype torch.float64 and shape (2,)"),
+        (np.array([True, False]), "dtype torch.bool and shape (2,)"),
+        (np.array([[10, 1], [20, 2]], dtype=np.int64), "dtype torch.int64 and shape (2, 2)"),
+    ],
+    ids=["int32", "uint8", "uint64", "float64", "bool", "2-d"],
+)
+def test_a_store_whose_ids_are_not_1d_int64_is_refused(
+    tmp_path: Path, ids: np.ndarray, shown: str
+) -> None:
+    path = str(tmp_path / "fs.zarr")
+    root = zarr.open_group(path, mode="w")  # made by another tool
+    root.create_array("ids", data=ids)
+    root.create_array("v", data=np.array([1.0, 2.0], dtype=np.float32))
+    root.attrs["feature_store"] = {"format": 1, "num_rows": 2, "version": 1, "features": ["v"]}
+    refused = rf"'ids' must be a 1-d int64 array, got {re.escape(shown)}"
+    with pytest.raises(MetadataError, match=refused):  # its ids would wrap
+        FeatureStore(path, mode="a").write([2**40 + 5], {"v": torch.tensor([9.0])})
+    with pytest.raises(MetadataError, match=refused):
+        FeatureStore(path, mode="r").read([10])
+    assert zarr.open_group(path, mode="r")["ids"].shape == ids.shape  # nothing written

@@ -16,6 +16,7 @@ from torchzarr.dtypes import all_data_types
 from torchzarr.errors import (
     ArrayNotFoundError,
     GroupNotFoundError,
+    InvalidArgumentError,
     InvalidKeyError,
     MetadataError,
     MissingIdError,
@@ -100,6 +101,28 @@ def test_missing_fill_returns_fill_values_and_a_mask() -> None:
     assert got.mask.tolist() == [True, False, True]
     with pytest.raises(ValueError, match="missing"):
         fs.read([1], missing="skip")
+
+
+def test_dataloader_default_collation_keeps_every_samples_mask() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1, 2], {"x": torch.tensor([1.0, 2.0]), "e": torch.ones(2, 3)})
+    asked = [[1, 99], [98, 2], [2, 1], [97, 96]]
+
+    class Batches(torch.utils.data.Dataset[FeatureBatch]):
+        def __len__(self) -> int:
+            return len(asked)
+
+        def __getitem__(self, i: int) -> FeatureBatch:
+            return fs.read(asked[i], missing="fill")
+
+    batch = next(iter(torch.utils.data.DataLoader(Batches(), batch_size=4, num_workers=0)))
+    assert isinstance(batch, FeatureBatch)
+    assert batch.mask.tolist() == [[True, False], [False, True], [True, True], [False, False]]
+    assert batch["x"].tolist() == [[1.0, 0.0], [0.0, 2.0], [2.0, 1.0], [0.0, 0.0]]
+    assert batch["e"].shape == (4, 2, 3) and batch["e"][3].sum() == 0
+    odd = fs.read([1], "x")
+    with pytest.raises(InvalidArgumentError, match=r"features \['x', 'e'\] with a sample"):
+        torch.utils.data.default_collate([fs.read([1]), odd])
 
 
 def test_features_subset_unknown_feature_and_empty_batch() -> None:

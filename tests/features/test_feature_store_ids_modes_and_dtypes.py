@@ -15,6 +15,7 @@ import torch
 import torchzarr as tz
 from torchzarr.errors import (
     MetadataError,
+    MissingIdError,
     NodeExistsError,
     UnsupportedDtypeError,
     ValueRangeError,
@@ -72,6 +73,22 @@ def test_refresh_reloads_a_store_rebuilt_with_mode_w(tmp_path: Path) -> None:
     assert reader.refresh() is True
     assert reader.read([1, 2])["x"].tolist() == [10.0, 20.0]
     assert reader.refresh() is False
+
+
+@pytest.mark.parametrize(("first", "then"), [(3, 2), (2, 3)])
+def test_refresh_reloads_a_store_rebuilt_with_mode_w_in_the_other_format(
+    tmp_path: Path, first: int, then: int
+) -> None:
+    path = str(tmp_path / "fs.zarr")
+    FeatureStore(path, mode="w", zarr_format=first).write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    reader = FeatureStore(path, mode="r")
+    assert reader.read([1])["x"].tolist() == [1.0]
+    FeatureStore(path, mode="w", zarr_format=then).write([5], {"x": torch.tensor([5.0])})
+    assert reader.refresh() is True
+    assert reader.group.zarr_format == then
+    assert reader.read([5])["x"].tolist() == [5.0]
+    with pytest.raises(MissingIdError):
+        reader.read([1])  # gone with the rebuild
 
 
 def test_mode_w_and_w_minus_act_at_construction_and_pickles_do_not_wipe(tmp_path: Path) -> None:
@@ -235,3 +252,41 @@ def test_ml_dtypes_values_are_written_as_their_bits(dtype):
     got = store.read([7])["e"]
     assert got.dtype == getattr(torch, dtype)
     assert got.view(width).flatten().tolist() == bits
+
+
+def test_lists_of_ints_are_written_exactly_into_a_uint64_feature() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([0, 1], {"h": np.zeros(2, dtype=np.uint64)})  # a uint64 hash feature
+    fs.write([0, 1], {"h": [1, 2**63 + 1]})  # numpy alone: float64, rounded to 2**63
+    assert fs.read([0, 1])["h"].tolist() == [1, 2**63 + 1]
+    fs.write([0], {"h": [2**64 - 1]})  # numpy's np.ulonglong, which torch.from_numpy refuses
+    fs.write([1], {"h": np.array([7], dtype=np.ulonglong)})
+    assert fs.read([0, 1])["h"].tolist() == [2**64 - 1, 7]
+    fs.write([2], {"i": [np.int64(-1)]})
+    for name, value in (("h", [-1]), ("h", [-1, 2**63]), ("i", [1, 2**63])):
+        with pytest.raises(ValueRangeError, match=f"feature {name!r} of torch"):
+            fs.write([0, 1][: len(value)], {name: value})
+    assert fs.read([0, 1])["h"].tolist() == [2**64 - 1, 7]  # nothing written
+
+
+_NO_INFINITY = [torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz]
+
+
+@pytest.mark.parametrize("dtype", [*_NO_INFINITY, torch.float8_e8m0fnu], ids=str)
+@pytest.mark.parametrize("source", [torch.float32, torch.float16, torch.float64], ids=str)
+def test_infinities_into_a_float_kind_without_them_are_refused_and_nan_is_taken(
+    dtype: torch.dtype, source: torch.dtype
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.create_feature("s", dtype)
+    fs.write([1, 2], {"s": torch.tensor([1.0, 2.0], dtype=source)})
+    for infinity in (float("inf"), -float("inf")):
+        with pytest.raises(ValueRangeError, match=f"feature 's' of {dtype} cannot hold infin"):
+            fs.write([1, 2], {"s": torch.tensor([infinity, 2.0], dtype=source)})
+    assert fs.read([1, 2])["s"].float().tolist() == [1.0, 2.0]  # nothing written
+    fs.write([1], {"s": torch.tensor([float("nan")], dtype=source)})
+    assert fs.read([1])["s"].float().isnan().all()
+    kept = FeatureStore(tz.MemoryStore(), mode="w")  # a kind with infinities keeps them
+    kept.create_feature("s", torch.float8_e5m2)
+    kept.write([1], {"s": torch.tensor([-float("inf")], dtype=source)})
+    assert kept.read([1])["s"].float().tolist() == [-float("inf")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import pickle
@@ -135,6 +136,38 @@ def test_instances_writing_at_once_in_threads_keep_every_row(tmp_path: Path, ope
     assert reader.read(ids)["x"].tolist() == [float(i) for i in ids]
 
 
+def _first_writes_at_once(path: str, opened: str) -> list[BaseException]:
+    """Four threads write one id each, at once, to the new store at ``path``; their errors."""
+    shared = FeatureStore(path)  # default mode "a": the store is made at first use
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def writer(eid: int) -> None:
+        fs = shared if opened == "one instance" else FeatureStore(path)
+        start.wait()
+        try:
+            fs.write([eid], {"x": torch.tensor([float(eid)])})
+        except BaseException as err:  # reported by the caller
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(eid,)) for eid in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.parametrize("opened", ["one instance", "an instance each"])
+def test_first_writes_in_threads_to_a_new_store_all_land(tmp_path: Path, opened: str) -> None:
+    for trial in range(12):  # a race: enough rounds that the unlocked creation lost one
+        path = str(tmp_path / f"new{trial}.zarr")
+        assert _first_writes_at_once(path, opened) == []
+        reader = FeatureStore(path, mode="r")
+        assert sorted(reader.ids.tolist()) == [0, 1, 2, 3]
+        assert reader.read([0, 1, 2, 3])["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
 def _in_child(check: Any) -> int:
     """Run ``check`` in a forked child; its exit status (1 on error, killed on a hang)."""
     pid = os.fork()
@@ -221,3 +254,72 @@ def test_a_reader_of_a_zip_sees_another_processs_writes_after_refresh(tmp_path: 
     subprocess.run([sys.executable, "-c", _ZIP_WRITER, path, "10"], check=True, timeout=120)
     assert reader.refresh()  # the zip the other process wrote, not the one first read
     assert reader.read(torch.tensor([1]))["emb"].item() == 10.0
+
+
+def test_close_completes_a_zip_the_instance_opened_and_leaves_a_given_store_open(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "f.zip")
+    with FeatureStore(path, mode="w") as fs:
+        fs.write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    code = f"from torchzarr.features import FeatureStore; print(FeatureStore({path!r}, mode='r').read([2])['x'].item())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "2.0", done.stderr  # another process reads the whole zip
+    fs.write([3], {"x": torch.tensor([3.0])})  # still usable: the zip reopens
+    fs.close()
+    assert FeatureStore(path, mode="r").read([3, 1])["x"].tolist() == [3.0, 1.0]
+    given = tz.storage.ZipStore(str(tmp_path / "g.zip"), mode="w")
+    with FeatureStore(given, mode="w") as other:
+        other.write([1], {"x": torch.tensor([1.0])})
+    given.set("extra", b"still open")  # the caller's store: not closed by the feature store
+    given.close()
+    assert FeatureStore(str(tmp_path / "g.zip"), mode="r").read([1])["x"].tolist() == [1.0]
+
+
+_OVERWRITE_SEEN = """
+import sys, torch
+from torchzarr.features import FeatureStore
+FeatureStore(sys.argv[1], mode="r+").write([1], {"x": torch.tensor([10.0])})
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_forked_reader_keeps_rows_it_read_until_refresh_in_either_format(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    path = str(tmp_path / "fs.zarr")
+    fs = FeatureStore(path, mode="w", zarr_format=zarr_format)
+    fs.write([1, 2], {"x": torch.tensor([1.0, 2.0])})
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+
+    def in_child() -> None:  # a DataLoader worker, persistent across the parent's writes
+        assert fs.read([1, 2])["x"].tolist() == [1.0, 2.0]
+        os.write(ready_w, b"1")
+        os.read(go_r, 1)  # another process has overwritten id 1 now
+        assert fs.read([1, 2])["x"].tolist() == [1.0, 2.0]  # v2 and v3 alike: what it read
+        assert fs.refresh() is True
+        assert fs.read([1, 2])["x"].tolist() == [10.0, 2.0]
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            faulthandler.dump_traceback_later(60, exit=True)
+            in_child()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)  # the child's ends: a child that failed early reads as b"" here
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) == b"1":
+            subprocess.run([sys.executable, "-c", _OVERWRITE_SEEN, path], check=True, timeout=120)
+    finally:
+        with contextlib.suppress(OSError):  # (a child that failed early is gone)
+            os.write(go_w, b"1")
+        _, status = os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(go_w)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

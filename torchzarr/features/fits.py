@@ -19,7 +19,7 @@ from torchzarr.errors import (
 )
 from torchzarr.tensors import as_storage_array, torch_dtype
 
-__all__ = ["as_stored", "check_fits", "check_row", "check_stored", "overflows"]
+__all__ = ["as_stored", "check_fits", "check_row", "check_stored", "has_infinity", "overflows"]
 
 
 def as_stored(name: str, value: torch.Tensor, dt: DataType) -> np.ndarray:
@@ -88,8 +88,8 @@ def _always_fits(source: torch.dtype, dtype: torch.dtype) -> bool:
         return False
     if dtype.is_floating_point:
         top = torch.finfo(dtype).max
-        if source.is_floating_point:
-            return torch.finfo(source).max <= top
+        if source.is_floating_point:  # (infinities need a dtype that has them)
+            return torch.finfo(source).max <= top and has_infinity(dtype)
         return float(torch.iinfo(source).max) <= top
     if source.is_floating_point:
         return False
@@ -102,8 +102,8 @@ def check_fits(name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
     more than precision: integers out of range, fractions or non-finite values into an
     integer feature, numbers past 0/1 into a bool one, finite numbers that torch's cast
     would turn into an infinity or NaN, or round past the largest finite value of a float8
-    kind without infinities (either part of a complex value too; :func:`overflows`), complex
-    values into a real feature
+    kind without infinities, infinities into such a kind (either part of a complex value
+    too; :func:`overflows`), complex values into a real feature
     (:class:`~torchzarr.errors.UnsupportedDtypeError`). A feature store holds ids' data,
     so a wrapped label is data loss (a tensor copy in torch wraps silently).
 
@@ -146,6 +146,12 @@ def _check_real_fits(
                 f"feature {name!r} of {feature_dtype} cannot hold non-integral or non-finite values "
                 f"of {value_dtype}: round them first"
             )
+    no_infinity = dtype.is_floating_point and not has_infinity(dtype)
+    if no_infinity and source.is_floating_point and bool(torch.isinf(value.detach()).any()):
+        raise ValueRangeError(
+            f"feature {name!r} of {feature_dtype} cannot hold infinities ({value_dtype}): "
+            f"{dtype} has none (torch's cast would store a finite value or NaN); clip them first"
+        )
     low, high = _bounds(value)
     if dtype == torch.bool:
         fits = low >= 0 and high <= 1
@@ -162,20 +168,26 @@ def _check_real_fits(
 
 
 def overflows(value: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether torch's cast of real ``value`` to the float ``dtype`` loses a finite value
-    to overflow: an infinity or NaN comes out (float16 takes 65519, which rounds to
-    65504, and refuses 65520), or, for a kind that saturates instead (float8_e4m3fn
-    stores 448 for 1e6), the value rounds past the largest finite one (ties to even, as
-    torch rounds, through float32 as torch casts). Non-finite values are not looked at.
+    """Whether torch's cast of real ``value`` to the float ``dtype`` loses a value to
+    overflow: a finite value becomes an infinity or NaN (float16 takes 65519, which
+    rounds to 65504, and refuses 65520), or, for a kind that saturates instead
+    (float8_e4m3fn stores 448 for 1e6), rounds past the largest finite one (ties to even,
+    as torch rounds, through float32 as torch casts); or an infinity goes to a kind that
+    has none (:func:`has_infinity`: float8_e4m3fn stores 448, the fnuz kinds NaN). NaN is
+    not looked at: every float kind holds one.
 
     Example:
         >>> overflows(torch.tensor([65519.0]), torch.float16)
         False
         >>> overflows(torch.tensor([-65520.0]), torch.float16)
         True
+        >>> overflows(torch.tensor([float("inf")]), torch.float8_e4m3fn)
+        True
     """
     flat = value.detach().cpu().reshape(-1)
     if flat.dtype.is_floating_point:
+        if not has_infinity(dtype) and bool(torch.isinf(flat).any()):
+            return True
         flat = flat[torch.isfinite(flat)]
     if not flat.numel():
         return False
@@ -188,6 +200,17 @@ def overflows(value: torch.Tensor, dtype: torch.dtype) -> bool:
         return False
     magnitude, (past, tie_rounds_up) = abs(biggest.float().item()), limit
     return magnitude > past or (magnitude == past and tie_rounds_up)
+
+
+@functools.cache
+def has_infinity(dtype: torch.dtype) -> bool:
+    """Whether the float ``dtype`` holds infinities (torch's cast keeps one as one).
+
+    Example:
+        >>> has_infinity(torch.float16), has_infinity(torch.float8_e4m3fn)
+        (True, False)
+    """
+    return bool(torch.isinf(torch.tensor([float("inf")]).to(dtype).float()).all())
 
 
 @functools.cache

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from torchzarr.errors import (
     InvalidArgumentError,
@@ -25,6 +26,8 @@ __all__ = [
     "IdIndex",
     "ReadWriteLock",
     "as_ids",
+    "collate_feature_batches",
+    "holds_only_ints",
     "one_id",
     "plan_gather",
 ]
@@ -42,6 +45,9 @@ def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
         ([3, 1], [])
     """
     if isinstance(ids, torch.Tensor):
+        if ids.is_nested or ids.layout != torch.strided:
+            kind = "a nested tensor" if ids.is_nested else f"a {ids.layout} tensor"
+            raise InvalidArgumentError(f"{what} are {kind}: pass a dense 1-d tensor of ints")
         not_ints = ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool
         if not_ints and ids.numel():
             raise UnsupportedDtypeError(f"{what} must be integers, got a tensor of {ids.dtype}")
@@ -50,9 +56,18 @@ def as_ids(ids: Any, what: str = "ids") -> np.ndarray:
         if not_ints:  # empty: numpy lacks some of torch's dtypes (bfloat16)
             ids = torch.zeros(ids.shape, dtype=torch.int64)
         ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids)
+    try:
+        arr = np.asarray(ids)
+    except ValueError as err:  # nested sequences of unequal lengths
+        raise ShapeMismatchError(
+            f"{what} must be a 1-d sequence of ints, got nested sequences of unequal "
+            f"lengths ({err})"
+        ) from None
     if arr.size == 0 and arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
+    if arr.dtype.kind == "f" and not isinstance(ids, np.ndarray) and holds_only_ints(ids):
+        # ints numpy promotes to float64 (int64 with uint64, ints past int64): taken exactly
+        arr = np.array(ids, dtype=object)
     if arr.dtype == object:  # a pandas object column, Python ints past what numpy holds
         arr = _object_ids(arr, what)
     if arr.dtype.kind not in "iu":
@@ -79,21 +94,39 @@ def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
     return np.array([int(value) for value in flat], dtype=np.int64).reshape(arr.shape)
 
 
-def one_id(entity_id: object) -> int | None:
-    """``entity_id`` as an int when it is one id a store can hold (an int, numpy integer,
-    or one-element integer tensor within int64), else None: ``in`` answers False then.
+def holds_only_ints(ids: Any) -> bool:
+    """Whether ``ids`` (a list or tuple, nested or not) holds Python or numpy ints only
+    (no bools): those numpy may promote to float64 yet that convert exactly one by one.
 
     Example:
-        >>> one_id(torch.tensor([7])), one_id(2**64), one_id(True), one_id(1.0)
-        (7, None, None, None)
+        >>> holds_only_ints([np.int64(1), [2**63]]), holds_only_ints([1, True])
+        (True, False)
     """
+    if isinstance(ids, list | tuple):
+        return all(holds_only_ints(value) for value in ids)
+    return isinstance(ids, int | np.integer) and not isinstance(ids, bool | np.bool_)
+
+
+def one_id(entity_id: object) -> int | None:
+    """``entity_id`` as an int when it is one id a store can hold (an int, numpy integer,
+    or 0-d or one-element integer array or tensor within int64), else None: ``in``
+    answers False then.
+
+    Example:
+        >>> one_id(torch.tensor([7])), one_id(np.array(7)), one_id(2**64), one_id(1.0)
+        (7, 7, None, None)
+    """
+    if isinstance(entity_id, np.ndarray):  # a 0-d or one-element array: its scalar
+        if entity_id.size != 1:
+            return None
+        entity_id = entity_id.reshape(-1)[0]
     if isinstance(entity_id, torch.Tensor):  # a 0-d or one-element integer tensor
         dtype = entity_id.dtype
-        if entity_id.numel() != 1 or entity_id.is_meta or dtype.is_floating_point:
+        if entity_id.is_nested or entity_id.numel() != 1 or entity_id.is_meta:
             return None
-        if dtype.is_complex or dtype == torch.bool:
+        if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
             return None
-        entity_id = int(entity_id.item())
+        entity_id = int(entity_id.to_dense().reshape(-1)[0].item())
     if isinstance(entity_id, bool) or not isinstance(entity_id, int | np.integer):
         return None
     value = int(entity_id)
@@ -232,6 +265,39 @@ class FeatureBatch(dict[str, torch.Tensor]):
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.mask = mask
+
+
+def collate_feature_batches(
+    batch: Sequence[FeatureBatch], *, collate_fn_map: dict[Any, Any] | None = None
+) -> FeatureBatch:
+    """DataLoader's ``default_collate`` of samples that are FeatureBatches: each feature and
+    the masks are collated alike (stacked, by default), so ``mask[i]`` belongs to sample i.
+    Registered in ``default_collate_fn_map`` (torch's documented way to extend it), which
+    otherwise keeps only the first sample's mask.
+
+    Example:
+        >>> from torch.utils.data import default_collate
+        >>> one = FeatureBatch(torch.tensor([True]))
+        >>> one["x"] = torch.tensor([1.0])
+        >>> other = FeatureBatch(torch.tensor([False]))
+        >>> other["x"] = torch.tensor([0.0])
+        >>> default_collate([one, other]).mask.tolist()
+        [[True], [False]]
+    """
+    names = list(batch[0])
+    for sample in batch:
+        if not isinstance(sample, FeatureBatch) or list(sample) != names:
+            got = list(sample) if isinstance(sample, Mapping) else type(sample).__name__
+            raise InvalidArgumentError(
+                f"cannot collate FeatureBatches of features {names} with a sample holding {got}"
+            )
+    result = FeatureBatch(collate([sample.mask for sample in batch], collate_fn_map=collate_fn_map))
+    for name in names:
+        result[name] = collate([sample[name] for sample in batch], collate_fn_map=collate_fn_map)
+    return result
+
+
+default_collate_fn_map[FeatureBatch] = collate_feature_batches
 
 
 class ReadWriteLock:

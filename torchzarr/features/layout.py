@@ -50,6 +50,7 @@ __all__ = [
     "forget_cached",
     "init_layout",
     "is_own_feature",
+    "keep_indexes",
     "load_published",
     "publish",
     "published_stamp",
@@ -183,9 +184,8 @@ def reopened(group: Group) -> Group:
     mode = "r" if group.read_only else "r+"
     if group.read_only and group.store.identity.startswith("zip://"):
         group.store.close()  # an open zip store keeps the version it read: read the file now
-    return open_group(
-        group.store, mode, path=group.path, use_consolidated=False, zarr_format=group.zarr_format
-    )
+    # in whatever format is there now: a store rebuilt with mode="w" may be in the other one
+    return open_group(group.store, mode, path=group.path, use_consolidated=False)
 
 
 def writer_lock(group: Group) -> Any:
@@ -207,6 +207,19 @@ def _cached(arrays: dict[str, Array], cache: ChunkCache) -> dict[str, Array]:
     for arr in cached.values():
         keep_shard_indexes(arr)
     return cached
+
+
+def keep_indexes(published: Published) -> None:
+    """Make ``published``'s read handles keep shard indexes in this process: a forked child
+    (a DataLoader worker) rebuilds each array's engine state, without the parent's choice.
+    Its readers then keep what they first read until a refresh, as in any process and in
+    Zarr v2 (whose decoded-chunk cache the child inherits), rather than read each index anew.
+
+    Example:
+        >>> keep_indexes(state)  # doctest: +SKIP
+    """
+    for arr in published.cached.values():
+        keep_shard_indexes(arr)
 
 
 def load_published(group: Group, cache: ChunkCache) -> Published:
@@ -239,6 +252,12 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
                 f"feature store {group.name}: {name!r} is not an array of at least {num_rows} rows"
             )
         arrays[name] = node
+    ids_array = arrays[IDS]
+    if ids_array.dtype != torch.int64 or len(ids_array.shape) != 1:
+        raise MetadataError(  # any other dtype would wrap or round ids; 2-d has no row ids
+            f"feature store {group.name} in {group.store!r}: {IDS!r} must be a 1-d int64 "
+            f"array, got dtype {ids_array.dtype} and shape {ids_array.shape}"
+        )
     ids = arrays.pop(IDS)[:num_rows].numpy()
     return Published(
         version, _store_id(state), IdIndex.from_ids(ids), arrays, _cached(arrays, cache)

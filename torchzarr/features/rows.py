@@ -22,7 +22,7 @@ from torchzarr.errors import (
     TorchZarrError,
     UnsupportedDtypeError,
 )
-from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex
+from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex, holds_only_ints
 from torchzarr.ml_floats import ml_float, same_float_bits
 from torchzarr.tensors import allocate, rectangular, storage_view, torch_dtype
 
@@ -308,6 +308,10 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
             raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
     else:
         array = rectangular(value, f"feature {name!r} needs one row of one shape per id")
+        if array.dtype.kind in "fO" and array.size and holds_only_ints(value):
+            array = _exact_ints(value, array)
+        if array.dtype.kind in "iu" and array.dtype.char != np.dtype(array.dtype.str).char:
+            array = array.view(np.dtype(array.dtype.str))  # np.ulonglong: torch takes uint64
         if ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16 and float8: their bits
             dt = data_type(array.dtype)
             bits = same_float_bits(array, dt)
@@ -325,6 +329,22 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))  # also reversed views
     _check_rows(name, tuple(tensor.shape), n)
     return tensor
+
+
+def _exact_ints(value: Any, inferred: np.ndarray) -> np.ndarray:
+    """A list of ints that numpy made float64 (int64 with uint64 values, ints past int64)
+    or object (ints past 64 bits), converted exactly: to int64, else uint64, when one holds
+    them all (the feature's own dtype is checked after, as for any value: uint64 hashes into
+    a uint64 feature are never rounded). Else numpy's own result: floats, which a float
+    feature takes and an integer one refuses, or objects, refused."""
+    exact = np.array(value, dtype=object)
+    flat = [int(v) for v in exact.reshape(-1)]
+    low, high = min(flat), max(flat)
+    if low >= -(2**63) and high < 2**63:
+        return exact.astype(np.int64)
+    if low >= 0 and high < 2**64:
+        return exact.astype(np.uint64)
+    return inferred
 
 
 def _check_rows(name: str, shape: tuple[int, ...], n: int) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from torchzarr.config import config
-from torchzarr.core.api import MODES, open_group
+from torchzarr.core.api import MODES
 from torchzarr.core.array import Array
 from torchzarr.core.cache import ChunkCache
 from torchzarr.core.group import Group
@@ -22,7 +22,6 @@ from torchzarr.errors import (
     InvalidArgumentError,
     MissingIdError,
     NodeExistsError,
-    ReadOnlyError,
     ShapeMismatchError,
 )
 from torchzarr.features.index import FeatureBatch, ReadWriteLock, as_ids, one_id, plan_gather
@@ -32,14 +31,11 @@ from torchzarr.features.layout import (
     check_layout_bytes,
     create_feature_array,
     feature_spec,
-    forget_cached,
-    init_layout,
-    load_published,
+    keep_indexes,
     publish,
-    published_stamp,
-    reopened,
     writer_lock,
 )
+from torchzarr.features.opening import OpenedStore
 from torchzarr.features.prefetch import Prefetcher
 from torchzarr.features.rows import (
     as_feature_tensor,
@@ -54,25 +50,28 @@ from torchzarr.features.rows import (
 )
 from torchzarr.features.upsert import apply_write
 from torchzarr.forksafe import new_lock
+from torchzarr.storage.base import Store
 
 __all__ = ["FeatureStore"]
 
 
-class FeatureStore:
+class FeatureStore(OpenedStore):
     """Features of entities addressed by int64 id: a Zarr group with an ``ids`` array and
     one array per feature, rows on axis 0 (zarr-python, tensorstore and xarray open it).
 
     One writer and many reader threads may share an instance: a read sees every write call
     either wholly or not at all. Other instances and processes see rows published up to
     their last :meth:`refresh` (done automatically when a read meets an unknown id); after
-    a rebuild with mode="w" they read wrong rows until they refresh. A write starts from
+    a rebuild with mode="w" they read wrong rows until they refresh, and rows another
+    process overwrote may read old until then. A write starts from
     the latest published state, so instances and processes that write one after the other
     never lose each other's rows; in one process, writes run one at a time whatever
     instance makes them. Processes writing at once are unsupported (one may be
     refused at publication with :class:`~torchzarr.errors.StoreError`, but rows can be lost).
 
     Args:
-        store: a path, URL or :class:`~torchzarr.Store`.
+        store: a path, URL or :class:`~torchzarr.Store`. A store opened here from a path or
+            URL is closed by :meth:`close` (and a ``with`` block); a Store passed in is not.
         mode: "r", "r+", "a" (create if absent), "w" (start empty) or "w-" (must be new).
             "w" and "w-" act when the instance is made, as in zarr-python (a copy sent to
             a DataLoader worker reopens the store without wiping it); the other modes
@@ -123,6 +122,8 @@ class FeatureStore:
             raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
         chunk_bytes, shard_bytes = check_layout_bytes(chunk_bytes, shard_bytes)
         self._spec = (store, mode, path, zarr_format, storage_options)
+        # a store this instance opens from a path or URL is its own: close() closes it
+        self._owns_store = not isinstance(store, Store)
         self._chunk_bytes = chunk_bytes
         self._shard_bytes = shard_bytes
         self._compressors = compressors
@@ -141,6 +142,7 @@ class FeatureStore:
     def _init_runtime(self) -> None:
         self._group: Group | None = None
         self._published: Published | None = None
+        self._kept_in = os.getpid()  # the process whose array handles keep shard indexes
         self._start_threading()
         _instances.add(self)
 
@@ -165,6 +167,7 @@ class FeatureStore:
             "shard_bytes": self._shard_bytes,
             "compressors": self._compressors,
             "cache": self._cache,  # as its settings: one made like it in the child
+            "owns_store": self._owns_store,  # the copy's store is its own unpickled object
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -172,73 +175,10 @@ class FeatureStore:
         self._chunk_bytes = state["chunk_bytes"]
         self._shard_bytes = state.get("shard_bytes", DEFAULT_SHARD_BYTES)
         self._compressors = state["compressors"]
+        self._owns_store = state.get("owns_store", True)
         cache = state.get("cache")
         self._cache = cache if isinstance(cache, ChunkCache) else ChunkCache(config.cache_bytes)
         self._init_runtime()
-
-    # -- opening ----------------------------------------------------------------------------
-    def _state(self) -> Published:
-        published = self._published
-        if published is None:
-            with self._open_lock:
-                if self._published is None:
-                    self._published = load_published(self._open(), self._cache)
-                published = self._published
-        return published
-
-    def _open(self) -> Group:
-        if self._group is not None:
-            return self._group
-        store, mode, path, zarr_format, options = self._spec
-        group = open_group(
-            store,
-            mode,
-            path=path,
-            zarr_format=zarr_format,
-            use_consolidated=False,
-            storage_options=options,
-        )
-        init_layout(group)
-        self._group = group
-        if mode in ("w", "w-"):  # done: opening again (a copy, a pickle) must not wipe it
-            self._spec = (group.store, "r+", path, zarr_format, None)  # options in the store
-        return group
-
-    def refresh(self) -> bool:
-        """Pick up writes published by other instances or processes; True if anything changed.
-
-        Example:
-            >>> fs.refresh()  # doctest: +SKIP
-            False
-        """
-        old = self._state()
-        if published_stamp(reopened(self._open())) == (old.store_id, old.version):
-            return False  # checked first without holding readers back
-        with self._rw.exclusive():
-            return self._catch_up()
-
-    def _catch_up(self) -> bool:
-        """Load the state published since this instance's (the caller holds the exclusive
-        lock); True if there was one. A rebuilt store (mode="w") has a new store id."""
-        old = self._state()
-        group = reopened(self._open())
-        if published_stamp(group) == (old.store_id, old.version):
-            return False
-        new = load_published(group, self._cache)
-        self._group = group
-        forget_cached(old)
-        self._published = new
-        return True
-
-    def _latest_writable(self) -> tuple[Group, Published]:
-        """The group and the latest published state, for a write (the caller holds the
-        write lock and the exclusive lock): a write never starts from a stale state, which
-        would cut off the rows other instances or processes appended since."""
-        group = self._open()
-        if group.read_only:
-            raise ReadOnlyError(f"feature store {group.name} in {group.store!r} is read-only")
-        self._catch_up()
-        return self._open(), self._state()
 
     # -- description ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -347,6 +287,9 @@ class FeatureStore:
     ) -> FeatureBatch:
         with self._rw.shared():
             published = self._state()
+            if self._kept_in != os.getpid():  # forked: handles rebuilt here must keep indexes
+                keep_indexes(published)
+                self._kept_in = os.getpid()
             names = tuple(published.arrays) if names is None else names
             for name in names:
                 if name not in published.cached:
@@ -465,8 +408,19 @@ class FeatureStore:
             self._published = publish(group, published, arrays, empty, self._cache)
 
     def close(self) -> None:
-        """Stop the prefetch thread (the store stays usable; it restarts on demand)."""
+        """Stop the prefetch thread and, when this instance opened the store from a path or
+        URL, close it (a zip file is then complete on disk); a Store object passed in stays
+        open. The instance stays usable: the store and the thread restart on demand.
+
+        Example:
+            >>> with FeatureStore("memory://", mode="w") as fs:  # closed at the end
+            ...     fs.write([1], {"x": torch.tensor([1.0])})
+        """
         self._ahead.close()
+        group = self._group
+        if self._owns_store and group is not None:
+            with self._rw.exclusive():  # never under a read or write of this instance
+                group.store.close()
 
     def __enter__(self) -> FeatureStore:
         return self
