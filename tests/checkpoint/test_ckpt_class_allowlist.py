@@ -6,7 +6,7 @@ import argparse
 import subprocess
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,23 @@ from torchzarr.checkpoint.class_names import class_allowed, class_spec
 from torchzarr.checkpoint.lightning import checkpoint_io_class, load_from_checkpoint
 from torchzarr.checkpoint.values import decode_value, encode_value
 from torchzarr.errors import UnrepresentableError
+
+
+class UserMapping(Mapping[str, Any]):
+    """A mapping that is no dict, as omegaconf's DictConfig (what Lightning writes as
+    ``hparams_type`` for a module whose hyper-parameters are one)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 class UserConfig(dict):  # type: ignore[type-arg]
@@ -170,3 +187,26 @@ def test_hparams_types_lightning_writes_load(tmp_path: Path, hparams_type: Any) 
         hparams_type = type(_one_layer()().hparams)
     path = _lightning_checkpoint(tmp_path, hyper_parameters={"a": 1}, hparams_type=hparams_type)
     assert load_from_checkpoint(_one_layer(), path).hparams.a == 1
+
+
+@pytest.mark.usefixtures("restore_safe_globals")
+def test_a_mapping_hparams_type_loads_once_allowed(tmp_path: Path) -> None:
+    path = _lightning_checkpoint(tmp_path, hyper_parameters={"a": 1}, hparams_type=UserMapping)
+    with pytest.raises(UnrepresentableError, match=r"\['hparams_type'\].*UserMapping"):
+        load_from_checkpoint(_one_layer(), path)
+    torch.serialization.add_safe_globals([UserMapping])
+    assert load_from_checkpoint(_one_layer(), path).hparams.a == 1
+
+
+def test_weights_only_false_trusts_the_checkpoint_as_torch_load_does(tmp_path: Path) -> None:
+    path = _lightning_checkpoint(tmp_path, hyper_parameters={"act": torch.nn.GELU})
+    with pytest.raises(UnrepresentableError, match=r"\['act'\].*GELU"):
+        load_from_checkpoint(_one_layer(), path)
+    assert load_from_checkpoint(_one_layer(), path, weights_only=False).hparams.act is torch.nn.GELU
+    plugin = checkpoint_io_class()()
+    with pytest.raises(UnrepresentableError, match="GELU"):
+        plugin.load_checkpoint(path)
+    loaded = plugin.load_checkpoint(path, weights_only=False)  # trainer.fit(weights_only=False)
+    assert loaded["hyper_parameters"]["act"] is torch.nn.GELU
+    with pytest.raises(UnrepresentableError, match="GELU"):
+        checkpoint_io_class()(allow_pickle=True).load_checkpoint(path, weights_only=True)

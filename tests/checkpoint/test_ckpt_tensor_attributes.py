@@ -73,7 +73,9 @@ def test_tensors_without_attributes_store_none_and_load_as_before(tmp_path: Path
     assert vars(load_checkpoint(tmp_path)["w"]) == {}
 
 
-def test_malformed_stored_attributes_are_a_metadata_error(tmp_path: Path) -> None:
+def _stored_attributes_replaced(tmp_path: Path, attributes: Any) -> None:
+    """Save a tensor with an attribute, then replace what its array records for it (the
+    array's and the consolidated copy)."""
     t = torch.ones(2)
     t.note = "x"
     save_checkpoint({"w": t}, tmp_path)
@@ -83,8 +85,19 @@ def test_malformed_stored_attributes_are_a_metadata_error(tmp_path: Path) -> Non
     )
     array, group = json.loads(array_path.read_text()), json.loads(group_path.read_text())
     for meta in (array, group["consolidated_metadata"]["metadata"]["w"]):
-        meta["attributes"]["torchzarr_tensor"]["attributes"] = [1]
+        meta["attributes"]["torchzarr_tensor"]["attributes"] = attributes
     array_path.write_text(json.dumps(array))
     group_path.write_text(json.dumps(group))
+
+
+def test_malformed_stored_attributes_are_a_metadata_error(tmp_path: Path) -> None:
+    _stored_attributes_replaced(tmp_path, [1])
     with pytest.raises(MetadataError, match=r"tensor at \['w'\]: its attributes \[1\]"):
+        load_checkpoint(tmp_path)
+
+
+def test_stored_attributes_that_would_hide_tensor_methods_are_refused(tmp_path: Path) -> None:
+    """A crafted checkpoint cannot make ``t.tolist()`` or ``t.to(...)`` something else."""
+    _stored_attributes_replaced(tmp_path, {"note": "x", "tolist": {"list": []}, "to": 1})
+    with pytest.raises(MetadataError, match=r"tensor at \['w'\].*\['to', 'tolist'\]"):
         load_checkpoint(tmp_path)

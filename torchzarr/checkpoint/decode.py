@@ -340,7 +340,8 @@ def read_tree(
             mapping saved device names to devices, or a callable ``(tensor, saved) -> tensor``.
         keys: load only these keys (a list of :data:`KeySpec`; one string is one key);
             lists and tuples partly loaded come back as ``{index: value}`` dicts.
-        allow_pickle: needed to load leaves that were pickled at save time.
+        allow_pickle: needed to load leaves that were pickled at save time, and classes
+            off the allowlist.
         threads: tensors read at once (default ``tz.config.threads``).
         read_array: reads a whole :class:`torchzarr.Array` as a CPU tensor (default
             ``array[...]``); the lazy loader passes one that memory-maps raw local chunks.

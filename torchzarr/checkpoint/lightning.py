@@ -14,13 +14,13 @@ import importlib
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchzarr.checkpoint import commit, prune
-from torchzarr.checkpoint.class_names import class_allowed
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.save import check_save_options, save_checkpoint
 from torchzarr.errors import (
@@ -136,13 +136,16 @@ class _ZarrCheckpointIOMixin:
     def load_checkpoint(
         self, path: Any, map_location: Any = _on_cpu, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Load the checkpoint at ``path``; ``weights_only=True`` refuses pickled leaves.
+        """Load the checkpoint at ``path``. ``weights_only`` as Lightning passes it
+        (``trainer.fit(..., weights_only=...)``): True refuses pickled leaves and classes
+        off the allowlist even with ``allow_pickle=True``; False allows them (as
+        ``torch.load(weights_only=False)``: for checkpoints you trust).
 
         As Lightning's ``TorchCheckpointIO``, every tensor loads on the CPU unless
         ``map_location`` says otherwise (None: the device each was saved from), so a
         checkpoint saved on a GPU resumes on any machine.
         """
-        allow = self.allow_pickle and weights_only is not True
+        allow = _trusted(self.allow_pickle, weights_only)
         result: dict[str, Any] = load_checkpoint(
             os.fspath(path),
             map_location=map_location,
@@ -213,9 +216,9 @@ def load_from_checkpoint(
     model_class: type,
     path: Any,
     map_location: Any = None,
+    hparams_file: Any = None,
     strict: bool | None = None,
     *,
-    hparams_file: Any = None,
     weights_only: bool | None = None,
     allow_pickle: bool = False,
     storage_options: dict[str, Any] | None = None,
@@ -231,13 +234,14 @@ def load_from_checkpoint(
     ``LightningModule`` and ``LightningDataModule`` subclasses of either package. As
     Lightning's, tensors saved on a GPU (or MPS, XLA) device this machine lacks load on the
     CPU unless ``map_location`` says otherwise, and a module goes to the device its loaded
-    state dict is on. ``weights_only=True`` refuses pickled leaves even with
-    ``allow_pickle=True``.
+    state dict is on. The arguments after ``model_class`` come in the order of Lightning's.
+    ``weights_only=True`` refuses pickled leaves and classes off the allowlist even with
+    ``allow_pickle=True``; ``weights_only=False`` allows them (a checkpoint you trust).
 
     Raises:
         UnrepresentableError: the checkpoint's ``hparams_type`` (or
             ``datamodule_hparams_type``), which Lightning calls, is not what Lightning
-            writes (a str, or an allowed dict class or ``argparse.Namespace``).
+            writes (a str, a mapping class or ``argparse.Namespace``).
         InvalidArgumentError: ``hparams_file`` is not a ``.csv``, ``.yml`` or ``.yaml``.
 
     Example:
@@ -259,7 +263,7 @@ def load_from_checkpoint(
             f"model_class must be a LightningModule or LightningDataModule subclass of "
             f"{PACKAGES[package]}, got {model_class!r}"
         )
-    allow = allow_pickle and weights_only is not True
+    allow = _trusted(allow_pickle, weights_only)
     checkpoint = load_checkpoint(
         os.fspath(path),
         map_location=map_location or saving._default_map_location,
@@ -272,7 +276,7 @@ def load_from_checkpoint(
             f"the checkpoint at {os.fspath(path)!r} holds a {type(checkpoint).__name__}, not "
             "the dict of a Lightning checkpoint"
         )
-    _check_hparams_types(checkpoint, allow)
+    _check_hparams_types(checkpoint)
     if "pytorch-lightning_version" in checkpoint:  # Lightning's (a hand-made dict may lack it)
         migrate = _module(package, "utilities.migration.utils")._pl_migrate_checkpoint
         local = isinstance(path, (str, Path)) and "://" not in str(path)
@@ -296,26 +300,27 @@ def load_from_checkpoint(
 HPARAMS_TYPE_KEYS = ("hparams_type", "datamodule_hparams_type")
 
 
-def _check_hparams_types(checkpoint: dict[str, Any], allow_pickle: bool) -> None:
+def _trusted(allow_pickle: bool, weights_only: bool | None) -> bool:
+    """Whether a load may unpickle and resolve any class: ``weights_only`` (Lightning's,
+    torch.load's) decides when given, else ``allow_pickle``."""
+    return allow_pickle if weights_only is None else not weights_only
+
+
+def _check_hparams_types(checkpoint: dict[str, Any]) -> None:
     """Refuse an ``hparams_type`` Lightning would call that it never writes itself (the type
-    of a module's ``hparams``: a dict class such as ``AttributeDict``, a ``Namespace``; or
-    a str in old checkpoints), and one of those classes that is not allowed."""
+    of a module's ``hparams``: a mapping class such as omegaconf's ``DictConfig``, a
+    ``Namespace``; or a str in old checkpoints). Which classes load at all is decided when
+    the checkpoint is read (:func:`~torchzarr.checkpoint.class_names.resolve_class`)."""
     for key in HPARAMS_TYPE_KEYS:
         value = checkpoint.get(key)
         if value is None or isinstance(value, str):
             continue
-        where = f"checkpoint value at [{key!r}] is {value!r:.200}, which Lightning calls with"
-        if not (isinstance(value, type) and issubclass(value, (dict, argparse.Namespace))):
+        if not (isinstance(value, type) and issubclass(value, (Mapping, argparse.Namespace))):
             raise UnrepresentableError(
-                f"{where} the hyper-parameters on load, but Lightning writes there only a str, "
-                "a dict class (AttributeDict) or argparse.Namespace: this checkpoint was not "
-                "written by Lightning, and is not loaded"
-            )
-        if not (allow_pickle or class_allowed(value)):
-            raise UnrepresentableError(
-                f"{where} the hyper-parameters on load, and is not allowed: if you trust it, "
-                f"allow it with torch.serialization.add_safe_globals([{value.__qualname__}]) "
-                "or pass allow_pickle=True if you trust this checkpoint"
+                f"checkpoint value at [{key!r}] is {value!r:.200}, which Lightning calls with "
+                "the hyper-parameters on load, but Lightning writes there only a str, a "
+                "mapping class (omegaconf's DictConfig, AttributeDict) or argparse.Namespace: "
+                "this checkpoint was not written by Lightning, and is not loaded"
             )
 
 

@@ -66,7 +66,8 @@ def load_checkpoint(
             pages (Linux): far fewer page faults, often several times faster to fill,
             but slower in VMs that hand freed memory back to their host (see
             :func:`torchzarr.checkpoint.rawio.empty_huge`); measure before relying on it.
-        allow_pickle: allow leaves that were pickled at save time (runs their code).
+        allow_pickle: allow leaves that were pickled at save time (runs their code), and
+            classes off the allowlist (see the checkpoints guide): for checkpoints you trust.
         version: a version to load instead of the committed one (must still exist).
         storage_options: options for the store (for URLs).
         verify_chunks: raise when a tensor saved with all its chunks lacks one (False:

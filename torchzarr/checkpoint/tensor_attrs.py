@@ -73,7 +73,8 @@ def restore_attributes(
     straight into its ``__dict__``: no property or method of the tensor runs.
 
     Raises:
-        MetadataError: the recorded attributes are malformed, or ``loaded`` (a numpy
+        MetadataError: the recorded attributes are malformed, name what the tensor's class
+            has (``to``, ``tolist``: an attribute would hide it), or ``loaded`` (a numpy
             array) takes no attributes.
 
     Example:
@@ -94,6 +95,12 @@ def restore_attributes(
         raise MetadataError(
             f"tensor at {where}: attributes recorded for a {type(loaded).__name__}, which "
             "takes none"
+        )
+    shadowing = sorted(str(name) for name in payload if hasattr(type(loaded), str(name)))
+    if shadowing:  # an entry of __dict__ would hide the method (to, tolist...) from callers
+        raise MetadataError(
+            f"tensor at {where}: its recorded attributes {shadowing} would hide what "
+            f"{type(loaded).__name__} itself has under those names; not loaded"
         )
     values = {
         name: decode_value(value, (*key_path, name), allow_pickle=allow_pickle)
