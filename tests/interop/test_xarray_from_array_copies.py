@@ -137,34 +137,3 @@ def test_rechunk_to_v2_moves_the_marker_into_the_fill_value(tmp_path, capsys):
     assert main([*args, "--zarr-format", "2"]) == 0
     capsys.readouterr()
     _assert_xarray_reads_the_same(tmp_path)
-
-
-@pytest.mark.parametrize("cli", [False, True])
-def test_zeros_and_falses_of_a_v3_variable_stay_values_in_its_v2_copy(tmp_path, capsys, cli):
-    """zarr-python gives these v3 variables fill value 0 (False) and no ``_FillValue``
-    attribute, which xarray takes for "no marker": the v2 copy's fill value is null."""
-    from torchzarr.cli import main
-
-    source = xr.Dataset(
-        {"flag": (("lon",), [True, False, True]), "count": (("lon",), np.array([0, 5, 0]))},
-        coords={"lon": [0, 1, 2]},
-    )
-    source.to_zarr(tmp_path / "src", zarr_format=3, consolidated=False)
-    tz.open_group(tmp_path / "dst", mode="w", zarr_format=2)
-    for name in ("lon", "flag", "count"):
-        if cli:
-            args = ["rechunk", str(tmp_path / "src"), str(tmp_path / "dst"), "--path", name]
-            assert main([*args, "--zarr-format", "2"]) == 0
-        else:
-            source_array = tz.open_array(tmp_path / "src", path=name, mode="r")
-            tz.from_array(tmp_path / "dst", path=name, data=source_array, zarr_format=2)
-        assert tz.open_array(tmp_path / "dst", path=name, mode="r").fill_value is None
-    capsys.readouterr()
-    xr.testing.assert_identical(xr.open_zarr(tmp_path / "dst", consolidated=False).load(), source)
-    given = tz.from_array(
-        tmp_path / "given",
-        data=tz.open_array(tmp_path / "src", path="count"),
-        zarr_format=2,
-        fill_value=0,
-    )
-    assert given.fill_value == 0  # where zeros do mark missing values

@@ -102,9 +102,7 @@ def carry_marker(
 ) -> tuple[Any, StoredAttributes | None]:
     """The copy's fill value and kept attributes with xarray's marker moved to where the
     copy's format holds it: a v3 source's ``_FillValue`` attribute becomes a v2 copy's fill
-    value (without one, a fill value of 0 or False kept becomes v2's null: xarray would take
-    the copy's zeros for missing values); a v2 xarray variable's fill value is added as a
-    v3 copy's ``_FillValue``.
+    value; a v2 xarray variable's fill value is added as a v3 copy's ``_FillValue``.
 
     Args:
         name: the source, for errors.
@@ -141,10 +139,6 @@ def carry_marker(
                 {k: v for k, v in attributes.items() if k != FILL_ATTRIBUTE}
             )
         return chosen if given else stored, attributes
-    if source_format == 3 and dest_format == 2 and not given and _plain_zero(chosen):
-        # xarray reads no marker from this source: v2's null, which reads as zeros too,
-        # keeps xarray from taking the copy's zeros (False) for missing values
-        return None, attributes
     if (
         source_format == 2
         and dest_format == 3
@@ -156,15 +150,6 @@ def carry_marker(
         attributes = StoredAttributes(attributes)
         attributes[FILL_ATTRIBUTE] = encode_marker(source_fill, dest_dt)
     return chosen, attributes
-
-
-def _plain_zero(value: Any) -> bool:
-    """Whether a fill value is a number (or bool) equal to 0, its sign bits clear."""
-    stored = np.asarray(value)
-    if stored.dtype.kind not in "biufc" or stored.ndim:
-        return False
-    parts = (stored.real, stored.imag) if stored.dtype.kind == "c" else (stored,)
-    return all(part == 0 and not np.signbit(part) for part in parts)
 
 
 def _check_given(name: str, given: Any, marker: np.generic, dt: DataType, raw: Any) -> None:
