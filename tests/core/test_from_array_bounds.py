@@ -3,8 +3,6 @@ before anything is made, and a failed copy leaves no array."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -89,36 +87,6 @@ def test_a_copy_that_fails_midway_leaves_no_array(tmp_path, monkeypatch):
             tmp_path, path="x", data=_Recording(torch.ones(100), 50), chunks=(10,), overwrite=True
         )
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
-
-
-class _Watching(_Recording):
-    """A source that records, at each read, which nodes a reader of the copy's store sees."""
-
-    def __init__(self, values: torch.Tensor, store_path: Path) -> None:
-        super().__init__(values)
-        self.store_path, self.seen = store_path, []
-
-    def __getitem__(self, selection):
-        self.seen.append(sorted(tz.open_group(self.store_path, mode="r", use_consolidated=False)))
-        return super().__getitem__(selection)
-
-
-@pytest.mark.parametrize("zarr_format", [2, 3])
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_the_metadata_is_written_after_the_values(tmp_path, monkeypatch, zarr_format, overwrite):
-    """A process killed midway (no exception to clean up after) leaves no array that reads
-    the values not copied yet as fill values."""
-    monkeypatch.setattr(tz.config, "io_batch_bytes", 160)
-    tz.open_group(tmp_path, mode="w", zarr_format=zarr_format).create_group("other")
-    if overwrite:
-        tz.create_array(tmp_path, path="x", data=torch.zeros(3), zarr_format=zarr_format)
-    source = _Watching(torch.arange(100.0), tmp_path)
-    copy = tz.from_array(
-        tmp_path, path="x", data=source, chunks=(10,), zarr_format=zarr_format, overwrite=overwrite
-    )
-    assert source.reads == 3 and source.seen == [["other"]] * 3
-    assert torch.equal(copy[...], source.values)
-    assert torch.equal(tz.open_array(tmp_path, path="x", mode="r")[...], source.values)
 
 
 def test_a_tensorstore_array_is_copied_in_slabs():

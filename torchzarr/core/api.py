@@ -213,12 +213,9 @@ def _create_array(
     *,
     shape: Any = None,
     dtype: Any = None,
-    fill: Callable[[Array], None] | None = None,
     **metadata_args: Any,
 ) -> Array:
-    """:func:`create_array`, ``mode`` as ``placement.prepare_path`` takes it; ``fill``
-    writes the new array's values before its metadata is written (see
-    ``placement.write_new_node``)."""
+    """:func:`create_array`, ``mode`` as ``placement.prepare_path`` takes it."""
     if isinstance(data, Array):
         data = data[...]  # its own dtype (numpy would widen bfloat16); from_array streams it
     shape, dtype = _shape_and_dtype_of(data, shape, dtype)
@@ -227,8 +224,8 @@ def _create_array(
         data = as_storage_array(data, logical_data_type(metadata))
     st = _store(store, "w" if mode == "w" else "a", storage_options)
     path = nodes.normalize_path(path, metadata.zarr_format)
+    write_new_node(st, path, metadata, mode)
     array = Array(st, path, metadata)
-    write_new_node(st, path, metadata, mode, None if fill is None else lambda: fill(array))
     if data is not None:  # as a tensor of the array's dtype: bfloat16/float8 bits stay bits
         array[...] = (
             tensor_from_storage(data, array.data_type) if array.data_type.is_reinterpreted else data

@@ -12,7 +12,7 @@ from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.user_chains import default_v3_codecs, trailing_bytes_filters
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
-from torchzarr.core.api import _create_array
+from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
 from torchzarr.core.cf_fill import carry_marker
@@ -265,11 +265,9 @@ def from_array(
     The values are copied in boxes of whole destination blocks, at most
     ``tz.config.io_batch_bytes`` each (one block, if a block is larger), split along axis 0
     and, where rows are larger than that, along the next axes too (and whole source chunks
-    where that fits), so memory stays bounded whatever the shape of the array. The values
-    are written before the array's metadata (changes to the groups above it in this process
-    wait for the copy): a copy that fails midway (or is interrupted) deletes what it wrote,
-    and a process killed midway leaves no array, so that no array reads the values not yet
-    copied as fill values.
+    where that fits), so memory stays bounded whatever the shape of the array. A copy that
+    fails midway (or is interrupted) deletes the array it began, so that no array reads the
+    values not yet copied as fill values.
 
     Args:
         store: where the new array goes (path, URL or Store).
@@ -356,41 +354,31 @@ def from_array(
     settings["fill_value"], kept_attributes = _with_marker(
         data, zarr_format, keep, (not _is_keep(fill_value), settings["fill_value"]), kept_attributes
     )
-    raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
-    begun: list[Array] = []  # the array whose values are being copied, once the path is clear
-
-    def fill(dest: Array) -> None:
-        begun.append(dest)
-        _copy_values(data, dest, raw)
-
-    try:  # the values first, the metadata last: a copy killed midway leaves no array
-        return _create_array(
-            store,
-            path,
-            "w" if overwrite else "a",
-            storage_options,
-            shape=tuple(data.shape),
-            dtype=keep["dtype"],
-            zarr_format=zarr_format,
-            attributes=kept_attributes if attributes is None else attributes,
-            fill=fill if write_data else None,
-            **settings,
-        )
-    except BaseException as err:
-        for dest in begun:  # no keys left that a later array there would read as its values
-            _remove_begun(dest, there_before, err)
-        raise
-
-
-def _remove_begun(dest: Array, there_before: frozenset[str], err: BaseException) -> None:
-    """Delete what a failed copy wrote below ``dest``'s path (keys there before stay)."""
-    try:
-        remove_node(dest.store, dest.path, kept=there_before)
-    except Exception as cleanup:  # the copy's own error is the one to see
-        err.add_note(
-            f"(what the copy wrote below {dest.name} of {dest.store!r} could not be "
-            f"removed: {cleanup})"
-        )
+    dest = create_array(
+        store,
+        shape=tuple(data.shape),
+        dtype=keep["dtype"],
+        zarr_format=zarr_format,
+        attributes=kept_attributes if attributes is None else attributes,
+        overwrite=overwrite,
+        path=path,
+        storage_options=storage_options,
+        **settings,
+    )
+    if write_data:
+        raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
+        try:
+            _copy_values(data, dest, raw)
+        except BaseException as err:
+            try:  # no array reading the rest as fill values; keys that were there stay
+                remove_node(dest.store, dest.path, kept=there_before)
+            except Exception as cleanup:  # the copy's own error is the one to see
+                err.add_note(
+                    f"(the array begun at {dest.name} of {dest.store!r} could not be removed: "
+                    f"{cleanup}; it reads the values not copied as fill values)"
+                )
+            raise
+    return dest
 
 
 def _with_marker(

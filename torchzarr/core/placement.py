@@ -4,7 +4,7 @@ with its missing parent groups and the consolidated entries above it."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torchzarr.core import nodes
@@ -193,18 +193,12 @@ def node_docs(
     return store.get_many(keys + [nodes.join_path(p, nodes.ZATTRS) for p in attributes_of])
 
 
-def write_new_node(
-    store: Any, path: str, metadata: Any, mode: str, fill: Callable[[], None] | None = None
-) -> None:
+def write_new_node(store: Any, path: str, metadata: Any, mode: str) -> None:
     """Write a new node's metadata and its missing parents', and update consolidated
     metadata above it (the node it replaces, with its subtree, leaves it).
 
     ``mode`` is one of :data:`CREATION_MODES` (see :func:`prepare_path`); nothing is
-    written or deleted when the node cannot be created. ``fill`` writes the node's
-    contents (an array's chunks) once the path is cleared and before any document names
-    the node, so that a process killed midway leaves no node reading the rest as fill
-    values (only keys no metadata owns); changes to the nodes above it in this process
-    wait for it.
+    written or deleted when the node cannot be created.
 
     Example:
         >>> import torchzarr as tz
@@ -227,8 +221,6 @@ def write_new_node(
         written = [*((parent, empty_group) for parent in parents), (path, metadata)]
         if mode == "w":
             changes = prepare_path(store, path, docs, mode, metadata.zarr_format)
-        if fill is not None:
-            fill()
         write_documents(store, written, docs)
         refresh_consolidated(store, changes + written, frozenset(p for p, _ in written))
 
