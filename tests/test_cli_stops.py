@@ -4,7 +4,10 @@ progress going away, and what a failure leaves at a destination it created."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
+import time
 import zipfile
 
 import pytest
@@ -92,6 +95,43 @@ def test_ctrl_c_during_a_rechunk_removes_what_it_began_and_says_one_line(
     assert status == 130
     assert err == f"torchzarr rechunk: interrupted (nothing was left at / of {dest})\n"
     assert not (tmp_path / "new").exists()  # the directories it made go too
+
+
+class _NoHandlerInstalled(Exception):
+    """Raised by the test's own SIGTERM handler: the command installed none of its own."""
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_stop_signal_during_a_rechunk_cleans_up_as_ctrl_c(
+    tmp_path, capsys, monkeypatch, source, signum, status
+):
+    """``kill``, ``timeout`` or a batch scheduler's cancel: the begun array is removed rather
+    than left reading the values not copied as fill values."""
+    copy_values = from_array_module._copy_values
+
+    def copy_then_stopped(source_array, dest, raw=False):
+        dest[:8] = source_array[:8]
+        os.kill(os.getpid(), signum)
+        time.sleep(10)  # the handler raises in here
+        copy_values(source_array, dest, raw)
+
+    def no_handler(*_):
+        raise _NoHandlerInstalled
+
+    monkeypatch.setattr(from_array_module, "_copy_values", copy_then_stopped)
+    before = signal.signal(signum, no_handler)  # what a regression would meet, not a kill
+    try:
+        dest = tmp_path / "new" / "dst.zarr"
+        got, _, err = _run(capsys, "rechunk", source, dest, "--chunks", 8)
+        assert signal.getsignal(signum) is no_handler  # put back
+    finally:
+        signal.signal(signum, before)
+    name = signal.Signals(signum).name
+    assert (got, err) == (
+        status,
+        f"torchzarr rechunk: terminated ({name}) (nothing was left at / of {dest})\n",
+    )
+    assert not (tmp_path / "new").exists()
 
 
 class _ClosedPipe(io.StringIO):

@@ -5,7 +5,8 @@ for a node inside it; errors print one line and exit with status 1. An option va
 of its range (``--rounds 0``) is a usage error, as argparse reports them (status 2), and
 nothing is written. Output its reader closes early (``| head -1``), standard output or
 error (``--progress``), or that was closed from the start (``>&-``), ends it quietly (141);
-Ctrl-C prints ``torchzarr <command>: interrupted`` once the command has cleaned up (130).
+Ctrl-C prints ``torchzarr <command>: interrupted`` once the command has cleaned up (130);
+SIGTERM and SIGHUP (``kill``, ``timeout``) ``terminated (SIGTERM)`` (143, 129).
 Text the output's encoding cannot hold is written as it can (``tree`` in ASCII).
 """
 
@@ -27,6 +28,7 @@ from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
 from torchzarr.cli_options import fill, int_from, megabytes, sizes
 from torchzarr.cli_output import Output, ReaderGone
 from torchzarr.cli_rechunk import rechunk as run_rechunk
+from torchzarr.cli_signals import Stopped, stop_signals_interrupt
 from torchzarr.config import config
 from torchzarr.core import nodes
 from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
@@ -375,16 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        args.run(args)
+        with stop_signals_interrupt():
+            args.run(args)
     except (TorchZarrError, OSError, KeyboardInterrupt) as err:
-        # an interrupt (Ctrl-C) comes here once the command's cleanup ran
-        interrupted = isinstance(err, KeyboardInterrupt)
+        # an interrupt (Ctrl-C, SIGTERM) comes here once the command's cleanup ran
+        if isinstance(err, Stopped):
+            said, status = f"terminated ({err})", 128 + err.signum  # as a shell reports it
+        elif isinstance(err, KeyboardInterrupt):
+            said, status = "interrupted", 130  # 128 + SIGINT
+        else:
+            said, status = str(err), 1
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
-        print(
-            f"torchzarr {args.command}: {'interrupted' if interrupted else err}{notes}",
-            file=sys.stderr,
-        )
-        return 130 if interrupted else 1  # 130: as a shell reports 128 + SIGINT
+        print(f"torchzarr {args.command}: {said}{notes}", file=sys.stderr)
+        return status
     return 0
 
 

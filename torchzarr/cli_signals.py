@@ -1,0 +1,51 @@
+"""SIGTERM and SIGHUP stop a command as Ctrl-C does, so that its cleanup runs."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = ["Stopped", "stop_signals_interrupt"]
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (``kill``, ``timeout``, a batch scheduler's cancel, a closed terminal)
+    received while a command ran; ``signum`` is the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_signals() -> list[signal.Signals]:
+    names = ("SIGTERM", "SIGHUP")  # SIGHUP: not on Windows
+    return [getattr(signal, name) for name in names if hasattr(signal, name)]
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (as
+    SIGINT raises ``KeyboardInterrupt``); the handlers before it are put back after it.
+    Elsewhere than in the main thread (where Python takes no handlers) it does nothing.
+
+    Example:
+        >>> with stop_signals_interrupt():
+        ...     signal.getsignal(signal.SIGTERM).__name__
+        '_raise_stopped'
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.signal(signum, _raise_stopped) for signum in _stop_signals()}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
