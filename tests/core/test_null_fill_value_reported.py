@@ -44,3 +44,23 @@ def test_cli_info_shows_a_null_fill_value_as_none(tmp_path, capsys):
     tz.create_array(tmp_path, shape=(2,), dtype="int8", zarr_format=2)
     assert main(["info", str(tmp_path)]) == 0
     assert re.search(r"Fill value +: None", capsys.readouterr().out)
+
+
+def test_chunks_of_zeros_are_stored_in_an_array_without_a_fill_value(tmp_path):
+    """With no fill value, a chunk not stored is undefined (zarr-python 2 reads whatever
+    memory held): zeros are stored as any other values; with fill value 0 they are not."""
+    for name, fill in (("null", None), ("zero", 0)):
+        arr = tz.create_array(
+            tmp_path / name,
+            shape=(40,),
+            dtype=torch.float32,
+            chunks=(10,),
+            zarr_format=2,
+            fill_value=fill,
+            compressors=None,
+        )
+        arr[:] = torch.zeros(40)
+        arr[25] = 3.0
+        stored = sorted(p.name for p in (tmp_path / name).iterdir() if p.name != ".zarray")
+        assert stored == (["0", "1", "2", "3"] if fill is None else ["2"])
+        assert arr[:].tolist() == [0.0] * 25 + [3.0] + [0.0] * 14

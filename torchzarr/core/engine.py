@@ -206,8 +206,12 @@ def write_from(
     """Write ``value`` (already broadcast to the selection's shape) through ``projections``.
 
     Whole chunks are encoded from the data alone; partly covered chunks are read, modified
-    and rewritten. A chunk that ends up all fill value is deleted instead of stored.
+    and rewritten. A chunk that ends up all fill value is deleted instead of stored, except
+    in a v2 array without one (``null``): there a chunk not stored is undefined, and
+    zarr-python 2 reads it as whatever memory held, so zeros are stored as any values.
     """
+    if source.metadata.fill_value is None:  # v2 null
+        write_empty_chunks = True
     spec = source.pipeline.spec
     per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
     # telemetry counts one write however many batches it takes; a chunk of a sharded array
