@@ -26,6 +26,7 @@ from torchzarr.errors import (
     ValueRangeError,
 )
 from torchzarr.features import FeatureBatch, FeatureStore
+from torchzarr.features.index import collate_feature_batches
 from torchzarr.tensors import torch_dtype
 
 
@@ -121,8 +122,30 @@ def test_dataloader_default_collation_keeps_every_samples_mask() -> None:
     assert batch["x"].tolist() == [[1.0, 0.0], [0.0, 2.0], [2.0, 1.0], [0.0, 0.0]]
     assert batch["e"].shape == (4, 2, 3) and batch["e"][3].sum() == 0
     odd = fs.read([1], "x")
-    with pytest.raises(InvalidArgumentError, match=r"features \['x', 'e'\] with a sample"):
+    with pytest.raises(InvalidArgumentError, match=r"features \['x', 'e'\] with one of \['x'\]"):
         torch.utils.data.default_collate([fs.read([1]), odd])
+    with pytest.raises(InvalidArgumentError, match="a sample that is a dict"):
+        torch.utils.data.default_collate([fs.read([1]), dict(fs.read([1]))])
+    swapped = collate_feature_batches([fs.read([1], ["x", "e"]), fs.read([2], ["e", "x"])])
+    assert swapped["x"].tolist() == [[1.0], [2.0]] and swapped.mask.shape == (2, 1)
+
+
+def test_pinning_a_feature_batch_pins_its_mask_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned: list[torch.Tensor] = []
+
+    def recorded(tensor: torch.Tensor, *args: object) -> torch.Tensor:
+        pinned.append(tensor.clone())  # no CUDA here: a copy stands for the pinned one
+        return pinned[-1]
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", recorded)
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"x": torch.tensor([1.0])})
+    batch = pin_memory(fs.read([1, 5], missing="fill"))  # what a DataLoader's pinning calls
+    assert isinstance(batch, FeatureBatch)
+    assert any(batch.mask is tensor for tensor in pinned)
+    assert any(batch["x"] is tensor for tensor in pinned)
 
 
 def test_features_subset_unknown_feature_and_empty_batch() -> None:

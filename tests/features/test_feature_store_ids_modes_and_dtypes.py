@@ -21,6 +21,7 @@ from torchzarr.errors import (
     ValueRangeError,
 )
 from torchzarr.features import FeatureStore, upsert
+from torchzarr.storage import LocalStore
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
@@ -89,6 +90,31 @@ def test_refresh_reloads_a_store_rebuilt_with_mode_w_in_the_other_format(
     assert reader.read([5])["x"].tolist() == [5.0]
     with pytest.raises(MissingIdError):
         reader.read([1])  # gone with the rebuild
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "others"), [(3, (".zgroup", ".zattrs", ".zarray")), (2, ("zarr.json",))]
+)
+def test_a_refresh_reads_one_document_where_the_store_kept_its_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zarr_format: int, others: tuple[str, ...]
+) -> None:
+    """A refresh runs on every read meeting an unknown id: no requests for the other
+    format's documents (404s, on object stores)."""
+    path = str(tmp_path / "fs.zarr")
+    FeatureStore(path, mode="w", zarr_format=zarr_format).write([1], {"x": torch.ones(1)})
+    reader = FeatureStore(path, mode="r")
+    reader.read([1])
+    asked: list[str] = []
+    get_many = LocalStore.get_many
+
+    def counted(self: LocalStore, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        keys = list(keys)
+        asked.extend(keys)
+        return get_many(self, keys, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get_many", counted)
+    assert reader.refresh() is False
+    assert asked and not [key for key in asked if key.endswith(others)], asked
 
 
 def test_mode_w_and_w_minus_act_at_construction_and_pickles_do_not_wipe(tmp_path: Path) -> None:
@@ -264,9 +290,12 @@ def test_lists_of_ints_are_written_exactly_into_a_uint64_feature() -> None:
     assert fs.read([0, 1])["h"].tolist() == [2**64 - 1, 7]
     fs.write([2], {"i": [np.int64(-1)]})
     for name, value in (("h", [-1]), ("h", [-1, 2**63]), ("i", [1, 2**63])):
-        with pytest.raises(ValueRangeError, match=f"feature {name!r} of torch"):
+        with pytest.raises(ValueRangeError, match=f"feature {name!r}"):
             fs.write([0, 1][: len(value)], {name: value})
     assert fs.read([0, 1])["h"].tolist() == [2**64 - 1, 7]  # nothing written
+    with pytest.raises(ValueRangeError, match="neither int64 nor uint64 holds"):
+        fs.write([0, 1], {"new": [-1, 2**63]})  # would make a float64 feature of rounded ints
+    assert "new" not in fs.read([0])
 
 
 _NO_INFINITY = [torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz]
@@ -290,3 +319,21 @@ def test_infinities_into_a_float_kind_without_them_are_refused_and_nan_is_taken(
     kept.create_feature("s", torch.float8_e5m2)
     kept.write([1], {"s": torch.tensor([-float("inf")], dtype=source)})
     assert kept.read([1])["s"].float().tolist() == [-float("inf")]
+
+
+_FLOAT8 = [*_NO_INFINITY, torch.float8_e5m2, torch.float8_e8m0fnu]
+
+
+@pytest.mark.parametrize("dtype", _FLOAT8, ids=str)
+@pytest.mark.parametrize("source", _FLOAT8, ids=str)
+def test_float8_values_go_into_any_float8_feature_that_holds_them(
+    dtype: torch.dtype, source: torch.dtype
+) -> None:
+    """torch has no isinf/isfinite for most float8 kinds: the checks must not need them."""
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.create_feature("s", dtype)
+    fs.write([1, 2], {"s": torch.tensor([1.0, 2.0]).to(source)})
+    assert fs.read([1, 2])["s"].float().tolist() == [1.0, 2.0]
+    if torch.finfo(source).max > torch.finfo(dtype).max:
+        with pytest.raises(ValueRangeError, match="feature 's'"):
+            fs.write([1], {"s": torch.tensor([torch.finfo(source).max]).to(source)})

@@ -89,7 +89,8 @@ def _always_fits(source: torch.dtype, dtype: torch.dtype) -> bool:
     if dtype.is_floating_point:
         top = torch.finfo(dtype).max
         if source.is_floating_point:  # (infinities need a dtype that has them)
-            return torch.finfo(source).max <= top and has_infinity(dtype)
+            infinities_kept = has_infinity(dtype) or not has_infinity(source)
+            return torch.finfo(source).max <= top and infinities_kept
         return float(torch.iinfo(source).max) <= top
     if source.is_floating_point:
         return False
@@ -146,8 +147,9 @@ def _check_real_fits(
                 f"feature {name!r} of {feature_dtype} cannot hold non-integral or non-finite values "
                 f"of {value_dtype}: round them first"
             )
-    no_infinity = dtype.is_floating_point and not has_infinity(dtype)
-    if no_infinity and source.is_floating_point and bool(torch.isinf(value.detach()).any()):
+    infinities_lost = source.is_floating_point and has_infinity(source)
+    infinities_lost = infinities_lost and dtype.is_floating_point and not has_infinity(dtype)
+    if infinities_lost and bool(torch.isinf(value.detach()).any()):
         raise ValueRangeError(
             f"feature {name!r} of {feature_dtype} cannot hold infinities ({value_dtype}): "
             f"{dtype} has none (torch's cast would store a finite value or NaN); clip them first"
@@ -185,6 +187,8 @@ def overflows(value: torch.Tensor, dtype: torch.dtype) -> bool:
         True
     """
     flat = value.detach().cpu().reshape(-1)
+    if flat.dtype.is_floating_point and flat.element_size() == 1:
+        flat = flat.float()  # exactly; torch has no isinf/isfinite for most float8 kinds
     if flat.dtype.is_floating_point:
         if not has_infinity(dtype) and bool(torch.isinf(flat).any()):
             return True

@@ -20,6 +20,7 @@ from torchzarr.core.row_gather import keep_shard_indexes
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     ArgumentTypeError,
+    GroupNotFoundError,
     InvalidArgumentError,
     MetadataError,
     NodeExistsError,
@@ -184,8 +185,16 @@ def reopened(group: Group) -> Group:
     mode = "r" if group.read_only else "r+"
     if group.read_only and group.store.identity.startswith("zip://"):
         group.store.close()  # an open zip store keeps the version it read: read the file now
-    # in whatever format is there now: a store rebuilt with mode="w" may be in the other one
-    return open_group(group.store, mode, path=group.path, use_consolidated=False)
+    try:  # its own format first: one request where the store was not rebuilt
+        return open_group(
+            group.store,
+            mode,
+            path=group.path,
+            use_consolidated=False,
+            zarr_format=group.zarr_format,
+        )
+    except GroupNotFoundError:  # rebuilt with mode="w", perhaps in the other format
+        return open_group(group.store, mode, path=group.path, use_consolidated=False)
 
 
 def writer_lock(group: Group) -> Any:

@@ -21,6 +21,7 @@ from torchzarr.errors import (
     ShapeMismatchError,
     TorchZarrError,
     UnsupportedDtypeError,
+    ValueRangeError,
 )
 from torchzarr.features.index import FeatureBatch, GatherPlan, IdIndex, holds_only_ints
 from torchzarr.ml_floats import ml_float, same_float_bits
@@ -309,7 +310,7 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
     else:
         array = rectangular(value, f"feature {name!r} needs one row of one shape per id")
         if array.dtype.kind in "fO" and array.size and holds_only_ints(value):
-            array = _exact_ints(value, array)
+            array = _exact_ints(name, value, array)
         if array.dtype.kind in "iu" and array.dtype.char != np.dtype(array.dtype.str).char:
             array = array.view(np.dtype(array.dtype.str))  # np.ulonglong: torch takes uint64
         if ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16 and float8: their bits
@@ -331,12 +332,12 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
     return tensor
 
 
-def _exact_ints(value: Any, inferred: np.ndarray) -> np.ndarray:
+def _exact_ints(name: str, value: Any, inferred: np.ndarray) -> np.ndarray:
     """A list of ints that numpy made float64 (int64 with uint64 values, ints past int64)
     or object (ints past 64 bits), converted exactly: to int64, else uint64, when one holds
     them all (the feature's own dtype is checked after, as for any value: uint64 hashes into
-    a uint64 feature are never rounded). Else numpy's own result: floats, which a float
-    feature takes and an integer one refuses, or objects, refused."""
+    a uint64 feature are never rounded). Ints no 64-bit dtype holds raise ValueRangeError
+    where numpy made them floats (they would be rounded); objects are refused after."""
     exact = np.array(value, dtype=object)
     flat = [int(v) for v in exact.reshape(-1)]
     low, high = min(flat), max(flat)
@@ -344,6 +345,11 @@ def _exact_ints(value: Any, inferred: np.ndarray) -> np.ndarray:
         return exact.astype(np.int64)
     if low >= 0 and high < 2**64:
         return exact.astype(np.uint64)
+    if inferred.dtype.kind == "f":
+        raise ValueRangeError(
+            f"feature {name!r}: ints from {low} to {high}, which neither int64 nor uint64 "
+            "holds (as floats they would be rounded): pass a float tensor for a float feature"
+        )
     return inferred
 
 
