@@ -101,6 +101,22 @@ def test_group_info_lists_the_group_once(tmp_path, zarr_format, monkeypatch):
     assert (info.arrays, info.groups, info.unsupported) == (("temperature",), ("meta",), ("time",))
 
 
+@pytest.mark.parametrize("view", ["items", "values"])
+def test_a_list_of_items_or_values_lists_the_group_once(tmp_path, monkeypatch, view):
+    """``list()`` asks a view's length and iterates it: on an object store each listing is
+    a request per member."""
+    _xarray_like(tmp_path, 3)
+    root = tz.open_group(tmp_path, mode="r", use_consolidated=False)
+    listings = []
+    fetch = tz.Group._fetch_children
+    monkeypatch.setattr(tz.Group, "_fetch_children", lambda g: listings.append(g) or fetch(g))
+    assert len(list(getattr(root, view)())) == 2 and len(listings) == 1
+    listed = getattr(root, view)()
+    root_writable = tz.open_group(tmp_path, mode="r+")
+    root_writable.create_group("more")
+    assert len(listed) == 3  # a len() alone lists anew
+
+
 def _with_bad_codecs(path) -> tz.Group:
     """Arrays a, b; c with an unknown codec; d with a codec chain out of order."""
     root = tz.open_group(path, mode="w")

@@ -29,12 +29,14 @@ class MemberItems(ItemsView[str, "Array | Group"]):
     def __init__(self, group: Group) -> None:
         super().__init__(group)
         self._group = group
+        self._counted: tuple[tuple[str, Array | Group], ...] | None = None
 
     def __iter__(self) -> Iterator[tuple[str, Array | Group]]:
-        return iter(self._group.members())
+        return iter(_listed(self))
 
     def __len__(self) -> int:
-        return len(self._group.members())
+        kept, self._counted = self._counted, None
+        return len(kept if kept is not None else self._group.members())
 
     def __contains__(self, item: object) -> bool:
         return any(item == pair for pair in self)
@@ -54,15 +56,25 @@ class MemberValues(ValuesView["Array | Group"]):
     def __init__(self, group: Group) -> None:
         super().__init__(group)
         self._group = group
+        self._counted: tuple[tuple[str, Array | Group], ...] | None = None
 
     def __iter__(self) -> Iterator[Array | Group]:
-        return (node for _, node in self._group.members())
+        return (node for _, node in _listed(self))
 
     def __len__(self) -> int:
-        return len(self._group.members())
+        kept, self._counted = self._counted, None
+        return len(kept if kept is not None else self._group.members())
 
     def __contains__(self, value: object) -> bool:
         return any(value is node or value == node for node in self)
+
+
+def _listed(view: MemberItems | MemberValues) -> tuple[tuple[str, Array | Group], ...]:
+    """The group's members, listed for an iteration of ``view`` and kept for the ``len()``
+    that ``list(view)`` asks right after (one listing, not two: on an object store, a
+    listing and a request per member)."""
+    view._counted = listed = view._group.members()
+    return listed
 
 
 def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -> None:
