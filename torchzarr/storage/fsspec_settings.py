@@ -9,10 +9,12 @@ an error naming the setting and the URL, instead of failing later inside a reque
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from torchzarr.config import Config, config
 from torchzarr.errors import InvalidArgumentError, UnknownStoreError
@@ -26,6 +28,9 @@ __all__ = [
     "StoreSettings",
     "identity_digest",
     "masked",
+    "naming_options",
+    "normal_endpoint",
+    "open_filesystem",
     "same_data_url",
     "split_settings",
     "store_settings",
@@ -146,36 +151,123 @@ def split_settings(
 def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
     """A digest of the options that tell apart the data a URL reaches (an endpoint, an
     account), credentials and settings of behaviour (``auto_mkdir``, caching) left out; None
-    when there are none.
+    when there are none. Spellings of one endpoint are one (see :func:`naming_options`).
 
     Example:
         >>> identity_digest({"key": "a", "secret": "b", "auto_mkdir": True}) is None
         True
         >>> identity_digest({"endpoint_url": "http://x"}) == identity_digest(
-        ...     {"endpoint_url": "http://x", "key": "a"}
+        ...     {"client_kwargs": {"endpoint_url": "HTTP://X:80/"}, "key": "a"}
         ... )
         True
     """
-    naming = sorted(
-        (
-            _naming_part(name, value)
-            for name, value in storage_options.items()
-            if name not in CREDENTIAL_OPTIONS and name not in BEHAVIOUR_OPTIONS
-        ),
-        key=lambda item: item[0],
-    )
-    naming = [item for item in naming if item[1] is not None]
+    naming = sorted(naming_options(storage_options).items(), key=lambda item: item[0])
     return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
 
 
-def _naming_part(name: str, value: Any) -> tuple[str, Any]:
-    """Of ``client_kwargs`` and ``config_kwargs`` (botocore's client settings: timeouts,
-    retries), only the endpoint and the region tell data apart (AWS partitions such as
-    ``cn-north-1`` hold other buckets of the same names); None when they hold neither."""
-    if name in ("client_kwargs", "config_kwargs") and isinstance(value, Mapping):
-        naming = sorted((k, value[k]) for k in ("endpoint_url", "region_name") if k in value)
-        return name, naming or None
-    return name, value
+def naming_options(storage_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options that tell data apart, each in one spelling: the endpoint (s3fs's
+    ``endpoint_url``, top-level or in ``client_kwargs``, gcsfs's ``endpoint_url``) as
+    ``endpoint_url``, normalized (scheme and host in lower case, a default port and a
+    trailing ``/`` dropped); an AWS region (``client_kwargs`` or ``config_kwargs``) only
+    when no endpoint is given (a custom endpoint's region selects no other data); an Azure
+    account (``account_name``, ``account_host`` or a ``connection_string``'s endpoint) as
+    ``account_name`` on its default endpoint, else as ``account_url``.
+
+    Example:
+        >>> naming_options({"endpoint_url": "https://H:443/", "client_kwargs": {
+        ...     "region_name": "eu-west-1", "read_timeout": 5}, "key": "k"})
+        {'endpoint_url': 'https://h'}
+        >>> naming_options({"connection_string": "AccountName=acc;AccountKey=k"})
+        {'account_name': 'acc'}
+    """
+    options = {
+        name: value
+        for name, value in storage_options.items()
+        if name not in CREDENTIAL_OPTIONS and name not in BEHAVIOUR_OPTIONS
+    }
+    client, configured = (_mapping(options.pop(name, None)) for name in _CLIENT_SETTINGS)
+    # s3fs: the top-level endpoint_url takes precedence over client_kwargs'
+    endpoint = options.pop("endpoint_url", None) or client.get("endpoint_url")
+    if endpoint:
+        options["endpoint_url"] = normal_endpoint(endpoint)
+    else:  # botocore: the client's region over the Config's
+        region = client.get("region_name") or configured.get("region_name")
+        if region:
+            options["client_kwargs"] = [("region_name", region)]
+    options.update(_azure_account(options))
+    return {name: value for name, value in options.items() if value is not None}
+
+
+#: s3fs's dicts of botocore client settings: only their endpoint and region name data
+_CLIENT_SETTINGS = ("client_kwargs", "config_kwargs")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_AZURE_SUFFIX = "core.windows.net"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def normal_endpoint(url: Any) -> Any:
+    """``url`` of an endpoint in one spelling: scheme and host in lower case, the port
+    dropped where it is the scheme's default, no trailing ``/``, no password.
+
+    Example:
+        >>> normal_endpoint("HTTP://Minio.Local:80/"), normal_endpoint("http://h:9000/x/")
+        ('http://minio.local', 'http://h:9000/x')
+    """
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port, host = parts.port, parts.hostname
+    except ValueError:  # not a port: left as given
+        return url.strip().rstrip("/")
+    if not scheme or not host:
+        return url.strip().rstrip("/")
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _azure_account(options: dict[str, Any]) -> dict[str, Any]:
+    """adlfs's account, from its ``connection_string`` (which it prefers), else from
+    ``account_name`` and ``account_host``: as ``account_name`` where it is the account's
+    default endpoint, else as ``account_url``; the options it came from set to None."""
+    connection, name = options.get("connection_string"), options.get("account_name")
+    host = options.get("account_host")
+    if isinstance(connection, str):
+        fields = {}
+        for part in connection.split(";"):
+            key, sep, value = part.partition("=")
+            if sep:
+                fields[key.strip().lower()] = value.strip()
+        name = fields.get("accountname")
+        if "blobendpoint" in fields:
+            url = normal_endpoint(fields["blobendpoint"])
+        elif name:
+            scheme = fields.get("defaultendpointsprotocol", "https").lower()
+            suffix = fields.get("endpointsuffix", _AZURE_SUFFIX).lower()
+            url = f"{scheme}://{name.lower()}.blob.{suffix}"
+        else:  # the development storage or a form not known: its fields but credentials
+            kept = ("accountkey", "sharedaccesssignature")
+            return {"connection_string": sorted(i for i in fields.items() if i[0] not in kept)}
+    elif isinstance(name, str) and name:
+        url = normal_endpoint(
+            f"https://{host}" if host else f"https://{name}.blob.core.windows.net"
+        )
+    else:
+        return {}
+    out: dict[str, Any] = {"connection_string": None, "account_name": None, "account_host": None}
+    if isinstance(name, str) and url == f"https://{name.lower()}.blob.{_AZURE_SUFFIX}":
+        out["account_name"] = name.lower()
+    else:
+        out["account_url"] = url
+    return out
 
 
 def _checked(url: str, name: str, value: Any) -> Any:
@@ -256,3 +348,42 @@ def constructor_settings(
             )
         given[name] = value
     return store_settings(url, options, **given), read_only
+
+
+#: botocore's retries inside each request, turned off where the user did not set them, so
+#: that ``retries`` counts every request (botocore would make up to 5 attempts per call)
+_ONE_BOTOCORE_ATTEMPT = {"total_max_attempts": 1}
+
+
+def open_filesystem(cls: Any, fs_url: str, options: Mapping[str, Any]) -> Any:
+    """A filesystem of its own (never fsspec's cached instance: forks) of class ``cls`` for
+    ``fs_url``, with the options its URL carries (an FTP host) under ``options``. An S3
+    filesystem retries nothing itself unless ``config_kwargs`` sets botocore's
+    ``retries`` (or ``AWS_MAX_ATTEMPTS`` is set): one attempt per request in botocore, one
+    in s3fs, so the store's ``retries`` is the only retrying.
+
+    Example:
+        >>> from fsspec.implementations.memory import MemoryFileSystem
+        >>> class S3(MemoryFileSystem):  # takes config_kwargs, as s3fs.S3FileSystem does
+        ...     protocol, retries = ("s3", "s3a"), 5
+        ...     def __init__(self, config_kwargs=None, **kwargs):
+        ...         super().__init__(**kwargs)
+        ...         self.config_kwargs = config_kwargs
+        >>> fs = open_filesystem(S3, "s3://b/x", {})
+        >>> fs.config_kwargs, fs.retries
+        ({'retries': {'total_max_attempts': 1}}, 1)
+        >>> fs = open_filesystem(S3, "s3://b/x", {"config_kwargs": {"retries": {"mode": "adaptive"}}})
+        >>> fs.config_kwargs, fs.retries
+        ({'retries': {'mode': 'adaptive'}}, 5)
+    """
+    options = {**cls._get_kwargs_from_urls(fs_url), **options}
+    protocols = cls.protocol if isinstance(cls.protocol, tuple | list) else (cls.protocol,)
+    configured = _mapping(options.get("config_kwargs"))
+    sdk_retries = "retries" in configured or "AWS_MAX_ATTEMPTS" in os.environ
+    one_attempt = "s3" in protocols and not sdk_retries
+    if one_attempt:
+        options["config_kwargs"] = {**configured, "retries": dict(_ONE_BOTOCORE_ATTEMPT)}
+    fs = cls(**{**options, "skip_instance_cache": True})
+    if one_attempt:  # s3fs's own retries of timeouts and dropped connections (5 attempts)
+        fs.retries = 1
+    return fs

@@ -27,6 +27,7 @@ from torchzarr.storage.fsspec_settings import (
     FROM_CONFIG,
     constructor_settings,
     masked,
+    open_filesystem,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer, cut_to_range
 from torchzarr.storage.http_listing import HttpListings
@@ -63,7 +64,7 @@ class FsspecStore(Store):
         url: ``protocol://root``; keys live below ``root``.
         storage_options: keyword arguments of the fsspec filesystem (credentials, endpoint).
         read_only: refuse writes with ReadOnlyError.
-        retries: retries of a transient failure (0 disables retrying).
+        retries: torchzarr's retries of a transient failure (0: none; see docs/storage.md).
         retry_backoff: seconds before the first retry; doubled for each further one.
         timeout: seconds an async filesystem's requests may go without one finishing
             (None: no bound).
@@ -176,8 +177,7 @@ class FsspecStore(Store):
         try:
             cls = fsspec.get_filesystem_class(self._fs_protocol)
             # the URL's options (an FTP host) under the user's; a filesystem of its own (forks)
-            options = {**cls._get_kwargs_from_urls(self._fs_url), **self._requests.fs_options}
-            fs = cls(**{**options, "skip_instance_cache": True})
+            fs = open_filesystem(cls, self._fs_url, self._requests.fs_options)
         except ImportError as err:
             raise missing_dependency(self._shown, self.protocol, err) from err
         except ValueError as err:
