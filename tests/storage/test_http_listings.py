@@ -157,3 +157,41 @@ def test_each_directory_of_a_listing_is_retried_on_its_own(tmp_path: Path) -> No
         assert len(set(directories)) == 8  # x.zarr/, c/, c/0/ ... c/5/: each asked twice
         assert all(directories.count(path) == 2 for path in directories)
         assert tz.open_array(store, mode="r").nchunks_initialized == 6
+
+
+@contextlib.contextmanager
+def _aiohttp_static(root: Path) -> Iterator[str]:
+    """aiohttp's static handler serving ``root`` with index pages, whose links to
+    directories have no trailing "/" in the href (only in the text: ``arr/``)."""
+    import asyncio
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_static("/", str(root), show_index=True)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_server_marking_directories_only_in_link_texts_lists_them(tmp_path: Path) -> None:
+    _hierarchy(tmp_path)
+    with _aiohttp_static(tmp_path) as base:
+        group = tz.open_group(f"{base}/g.zarr", mode="r")
+        assert sorted(group.keys()) == ["x"]  # was []: "x" read as a file
+        assert group["x"].nchunks_initialized == 2  # was 0
+        store = FsspecStore(f"{base}/g.zarr", retries=0)
+        assert sorted(store.list_prefix("")) == ["x/c/0/0", "x/c/1/0", "x/zarr.json", "zarr.json"]
+        assert store.list_dir("x") == (["zarr.json"], ["c"])

@@ -4,7 +4,10 @@ directory's listing retried on its own, and a 404 from a directory known to exis
 from __future__ import annotations
 
 import functools
+import html
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from torchzarr.errors import StoreError
 from torchzarr.storage.fsspec_errors import describe
@@ -13,10 +16,13 @@ from torchzarr.storage.fsspec_settings import masked
 from torchzarr.storage.http_answers import KeyRequests
 from torchzarr.storage.retry import RetryPolicy, is_transient, now
 
-__all__ = ["HttpListings"]
+__all__ = ["HttpListings", "text_marked_directories"]
 
 #: one of them is in the directory of every Zarr node: found, it shows the directory exists
 _NODE_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+#: a link of an index page: its href and its text
+_LINK = re.compile(r"""<a\s[^>]*?href\s*=\s*["']([^"']+)["'][^>]*>(.*?)</a\s*>""", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
 
 
 class HttpListings:
@@ -77,6 +83,10 @@ for the directory URL 'http://h/d', which holds zarr.json: ...
         #: whether the server lists directories: True once a listing named something, False
         #: once a directory known to exist answered 404; None while unknown
         self.lists: bool | None = None
+        #: True once a listing linked to a directory with an href ending in "/" (the links
+        #: of its pages tell directories apart); else each page of files is read again for
+        #: links whose text ends in "/" (aiohttp's static pages link "/d/arr" as "arr/")
+        self.hrefs_mark_directories = False
 
     def find(self, base: str, label: str) -> list[str]:
         """The URLs of the objects below the directory URL ``base`` (``label``: the prefix
@@ -137,7 +147,7 @@ for the directory URL 'http://h/d', which holds zarr.json: ...
         tried = [0] * len(directories)
         pending = list(range(len(directories)))
         for attempt in self.policy.attempts(since=since):
-            calls = [functools.partial(self.fs._ls, directories[i], detail=True) for i in pending]
+            calls = [functools.partial(self._entries, directories[i]) for i in pending]
             try:
                 out = run_concurrently(self.fs, calls, self.timeout)
             except Exception as exc:  # the whole round failed
@@ -160,6 +170,24 @@ for the directory URL 'http://h/d', which holds zarr.json: ...
                 self.lists = True
             listings.append(list(value))
         return listings
+
+    async def _entries(self, directory: str) -> list[dict[str, Any]]:
+        """``fs._ls(directory)``, with the entries that the page's link texts mark as
+        directories (``<a href="/d/arr">arr/</a>``) typed so."""
+        entries = list(await self.fs._ls(directory, detail=True))
+        if any(entry.get("type") == "directory" for entry in entries):
+            self.hrefs_mark_directories = True
+        if self.hrefs_mark_directories or not entries:
+            return entries
+        try:
+            page = await self.fs._cat_file(directory)
+        except NotImplementedError:  # a filesystem that gives no pages: its types stand
+            return entries
+        marked = text_marked_directories(bytes(page).decode(errors="ignore"), directory)
+        return [
+            {**entry, "type": "directory"} if str(entry["name"]).rstrip("/") in marked else entry
+            for entry in entries
+        ]
 
     def _absent(self, directory: str, label: str, linked: bool) -> list[dict[str, Any]]:
         """No entries for ``directory``, which answered 404, unless it is known to exist."""
@@ -220,3 +248,25 @@ for the directory URL 'http://h/d', which holds zarr.json: ...
                     "and answered 404 for its own listing too"
                 )
         return None
+
+
+def text_marked_directories(page: str, url: str) -> set[str]:
+    """The URLs that the index ``page`` of the directory ``url`` links to with a text ending
+    in "/" (a directory, as aiohttp's static pages mark them) but an href that does not
+    (resolved as fsspec resolves them).
+
+    Example:
+        >>> page = '<a href="/g/arr">arr/</a> <a href="/g/zarr.json">zarr.json</a>'
+        >>> text_marked_directories(page, "http://h/g")
+        {'http://h/g/arr'}
+    """
+    parts, marked = urlsplit(url), set()
+    for href, text in _LINK.findall(page):
+        if href.endswith("/") or not html.unescape(_TAG.sub("", text)).strip().endswith("/"):
+            continue
+        if href.startswith("/") and len(href) > 1:
+            href = f"{parts.scheme}://{parts.netloc}{href}"
+        elif not href.startswith("http"):
+            href = "/".join([url.rstrip("/"), href.lstrip("/")])
+        marked.add(href)
+    return marked

@@ -1,0 +1,76 @@
+"""``retries`` counts every request an s3:// store makes: botocore's and s3fs's own retries
+inside each request are off unless ``config_kwargs`` asks for them, so a key read from an
+endpoint that answers 500 is asked for ``retries + 1`` times, not 5 times as many."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from torchzarr.errors import StoreError
+from torchzarr.storage import FsspecStore
+
+pytest.importorskip("s3fs")
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+@contextlib.contextmanager
+def _failing_s3() -> Iterator[tuple[str, list[str]]]:
+    """An endpoint answering every request with S3's 500 InternalError; the paths asked."""
+    seen: list[str] = []
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_failing_key_is_asked_for_retries_plus_one_times(
+    retries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    with _failing_s3() as (endpoint, seen):
+        options = {"key": "k", "secret": "s", "endpoint_url": endpoint}
+        store = FsspecStore("s3://bkt/a.zarr", options, retries=retries, retry_backoff=0)
+        with pytest.raises(StoreError, match=r"zarr\.json"):
+            store.get("zarr.json")
+        assert seen.count("/bkt/a.zarr/zarr.json") == retries + 1, seen
+
+
+def test_botocore_retries_asked_for_in_config_kwargs_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    with _failing_s3() as (endpoint, seen):
+        options = {"endpoint_url": endpoint, "key": "k", "secret": "s"}
+        options["config_kwargs"] = {"retries": {"total_max_attempts": 2}}
+        store = FsspecStore("s3://bkt/a.zarr", options, retries=0, retry_backoff=0)
+        with pytest.raises(StoreError):
+            store.get("zarr.json")
+        assert seen.count("/bkt/a.zarr/zarr.json") == 2, seen
