@@ -134,6 +134,39 @@ def test_a_stop_signal_during_a_rechunk_cleans_up_as_ctrl_c(
     assert not (tmp_path / "new").exists()
 
 
+def test_a_stop_signal_ignored_before_stays_ignored(tmp_path, capsys, monkeypatch, source):
+    """``nohup`` ignores SIGHUP: the command must not start taking it as a stop."""
+    copy_values = from_array_module._copy_values
+
+    def copy_with_a_hangup(source_array, dest, raw=False):
+        os.kill(os.getpid(), signal.SIGHUP)
+        copy_values(source_array, dest, raw)
+
+    monkeypatch.setattr(from_array_module, "_copy_values", copy_with_a_hangup)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        dest = tmp_path / "dst.zarr"
+        assert _run(capsys, "rechunk", source, dest, "--chunks", 8)[0] == 0
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert tz.open_array(dest, mode="r")[:].tolist() == list(range(1, 41))
+
+
+def test_after_one_stop_signal_more_are_ignored_until_the_command_returns():
+    from torchzarr.cli_signals import Stopped, stop_signals_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped), stop_signals_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        finally:  # the command's cleanup: a second signal is ignored here
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, text):
         raise BrokenPipeError(32, "Broken pipe")

@@ -28,7 +28,9 @@ def _stop_signals() -> list[signal.Signals]:
 @contextlib.contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (as
-    SIGINT raises ``KeyboardInterrupt``); the handlers before it are put back after it.
+    SIGINT raises ``KeyboardInterrupt``), once: later ones are ignored while the command
+    cleans up; one ignored before (``nohup``) stays ignored. The handlers before the block
+    are put back after it.
     Elsewhere than in the main thread (where Python takes no handlers) it does nothing.
 
     Example:
@@ -39,7 +41,10 @@ def stop_signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: signal.signal(signum, _raise_stopped) for signum in _stop_signals()}
+    before = {signum: signal.getsignal(signum) for signum in _stop_signals()}
+    for signum, handler in before.items():
+        if handler is not signal.SIG_IGN:  # ignored (nohup): it stays ignored
+            signal.signal(signum, _raise_stopped)
     try:
         yield
     finally:
@@ -48,4 +53,6 @@ def stop_signals_interrupt() -> Iterator[None]:
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    for other in _stop_signals():  # a second signal (a process group's) must not cut the
+        signal.signal(other, signal.SIG_IGN)  # cleanup short: the block's exit restores them
     raise Stopped(signum)
