@@ -9,7 +9,6 @@ an error naming the setting and the URL, instead of failing later inside a reque
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -350,40 +349,14 @@ def constructor_settings(
     return store_settings(url, options, **given), read_only
 
 
-#: botocore's retries inside each request, turned off where the user did not set them, so
-#: that ``retries`` counts every request (botocore would make up to 5 attempts per call)
-_ONE_BOTOCORE_ATTEMPT = {"total_max_attempts": 1}
-
-
 def open_filesystem(cls: Any, fs_url: str, options: Mapping[str, Any]) -> Any:
     """A filesystem of its own (never fsspec's cached instance: forks) of class ``cls`` for
-    ``fs_url``, with the options its URL carries (an FTP host) under ``options``. An S3
-    filesystem retries nothing itself unless ``config_kwargs`` sets botocore's
-    ``retries`` (or ``AWS_MAX_ATTEMPTS`` is set): one attempt per request in botocore, one
-    in s3fs, so the store's ``retries`` is the only retrying.
+    ``fs_url``, with the options its URL carries (an FTP host) under ``options``.
 
     Example:
         >>> from fsspec.implementations.memory import MemoryFileSystem
-        >>> class S3(MemoryFileSystem):  # takes config_kwargs, as s3fs.S3FileSystem does
-        ...     protocol, retries = ("s3", "s3a"), 5
-        ...     def __init__(self, config_kwargs=None, **kwargs):
-        ...         super().__init__(**kwargs)
-        ...         self.config_kwargs = config_kwargs
-        >>> fs = open_filesystem(S3, "s3://b/x", {})
-        >>> fs.config_kwargs, fs.retries
-        ({'retries': {'total_max_attempts': 1}}, 1)
-        >>> fs = open_filesystem(S3, "s3://b/x", {"config_kwargs": {"retries": {"mode": "adaptive"}}})
-        >>> fs.config_kwargs, fs.retries
-        ({'retries': {'mode': 'adaptive'}}, 5)
+        >>> open_filesystem(MemoryFileSystem, "memory://b/x", {}) is MemoryFileSystem()
+        False
     """
     options = {**cls._get_kwargs_from_urls(fs_url), **options}
-    protocols = cls.protocol if isinstance(cls.protocol, tuple | list) else (cls.protocol,)
-    configured = _mapping(options.get("config_kwargs"))
-    sdk_retries = "retries" in configured or "AWS_MAX_ATTEMPTS" in os.environ
-    one_attempt = "s3" in protocols and not sdk_retries
-    if one_attempt:
-        options["config_kwargs"] = {**configured, "retries": dict(_ONE_BOTOCORE_ATTEMPT)}
-    fs = cls(**{**options, "skip_instance_cache": True})
-    if one_attempt:  # s3fs's own retries of timeouts and dropped connections (5 attempts)
-        fs.retries = 1
-    return fs
+    return cls(**{**options, "skip_instance_cache": True})
