@@ -64,3 +64,20 @@ def test_chunks_of_zeros_are_stored_in_an_array_without_a_fill_value(tmp_path):
         stored = sorted(p.name for p in (tmp_path / name).iterdir() if p.name != ".zarray")
         assert stored == (["0", "1", "2", "3"] if fill is None else ["2"])
         assert arr[:].tolist() == [0.0] * 25 + [3.0] + [0.0] * 14
+
+
+def test_a_shrink_of_an_array_without_a_fill_value_stores_no_chunk_never_written(tmp_path):
+    arr = tz.create_array(
+        tmp_path,
+        shape=(100, 100),
+        dtype=torch.float32,
+        chunks=(10, 10),
+        zarr_format=2,
+        compressors=None,
+    )
+    arr[0:10, 0:10] = torch.ones(10, 10)
+    arr[90:100, 0:10] = torch.zeros(10, 10)  # stored: zeros are values here
+    arr.resize((95, 100))  # cuts the last row of chunks: only the stored one is reset
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".zarray") == ["0.0", "9.0"]
+    arr.resize((100, 100))
+    assert arr[90:100, 0:10].sum().item() == 0 and arr[0:10, 0:10].sum().item() == 100

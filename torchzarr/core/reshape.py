@@ -62,7 +62,17 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
                 for a in range(len(old))
             )
             indexer = basic_indexer(region, old, chunks)
-            engine.write_from(source, list(indexer), np.broadcast_to(fill, tuple(indexer.shape)))
+            projections = list(indexer)
+            if source.metadata.fill_value is None:  # v2 null: writes store even zeros, so
+                projections = _stored(source, projections)  # reset only chunks stored
+            engine.write_from(source, projections, np.broadcast_to(fill, tuple(indexer.shape)))
+
+
+def _stored(source: engine.ChunkSource, projections: list[Any]) -> list[Any]:
+    """The ``projections`` whose chunk is stored (a chunk never written stays so)."""
+    keys = [source.key(p.chunk_coords) for p in projections]
+    found = source.store.get_many(keys)
+    return [p for p, key in zip(projections, keys, strict=True) if found.get(key) is not None]
 
 
 def _doomed_keys(
