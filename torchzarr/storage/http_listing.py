@@ -20,8 +20,13 @@ __all__ = ["HttpListings", "text_marked_directories"]
 
 #: one of them is in the directory of every Zarr node: found, it shows the directory exists
 _NODE_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+# the link text may hold other tags, never another anchor: a page of unclosed anchors is
+# read in linear time (a lazy ".*?" up to "</a>" would rescan the page from each one)
 #: a link of an index page: its href and its text
-_LINK = re.compile(r"""<a\s[^>]*?href\s*=\s*["']([^"']+)["'][^>]*>(.*?)</a\s*>""", re.I | re.S)
+_LINK = re.compile(
+    r"""<a\s[^>]*?href\s*=\s*["']([^"']+)["'][^>]*>([^<]*(?:<(?!/?a[\s>])[^<]*)*)</a\s*>""",
+    re.I,
+)
 _TAG = re.compile(r"<[^>]*>")
 
 
