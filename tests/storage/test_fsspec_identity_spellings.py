@@ -76,6 +76,13 @@ def test_spellings_of_one_azure_account_are_one_identity() -> None:
     assert azurite != _identity({"connection_string": blob.replace("10000", "10001")}, "az://c/x")
 
 
+def test_an_account_named_in_the_url_tells_data_apart_as_in_the_options() -> None:
+    pytest.importorskip("adlfs")
+    acc1 = FsspecStore("abfs://c@acc1.dfs.core.windows.net/x").identity
+    assert acc1 != FsspecStore("abfs://c@acc2.dfs.core.windows.net/x").identity
+    assert acc1 == FsspecStore("az://c/x", {"account_name": "acc1"}).identity
+
+
 def test_concurrent_writes_through_two_spellings_lose_nothing(s3_server: Service) -> None:
     endpoint = s3_server.endpoint
     a = s3_server.storage_options  # the endpoint in client_kwargs, with a region

@@ -8,6 +8,7 @@ an error naming the setting and the URL, instead of failing later inside a reque
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ __all__ = [
     "SETTING_NAMES",
     "StoreSettings",
     "identity_digest",
+    "url_options",
     "masked",
     "naming_options",
     "normal_endpoint",
@@ -162,6 +164,25 @@ def identity_digest(storage_options: Mapping[str, Any]) -> str | None:
     """
     naming = sorted(naming_options(storage_options).items(), key=lambda item: item[0])
     return hashlib.sha256(repr(naming).encode()).hexdigest()[:16] if naming else None
+
+
+@functools.lru_cache(maxsize=256)
+def url_options(fs_protocol: str, fs_url: str) -> tuple[tuple[str, Any], ...]:
+    """The options the filesystem reads from ``fs_url`` itself (an FTP host, an abfs
+    account): they tell data apart as storage options do. None where its package is
+    missing (the store raises that when it opens).
+
+    Example:
+        >>> url_options("memory", "memory://a/b")
+        ()
+    """
+    import fsspec
+
+    try:
+        found = fsspec.get_filesystem_class(fs_protocol)._get_kwargs_from_urls(fs_url)
+    except (ImportError, ValueError):
+        return ()
+    return tuple(sorted(found.items())) if isinstance(found, dict) else ()
 
 
 def naming_options(storage_options: Mapping[str, Any]) -> dict[str, Any]:

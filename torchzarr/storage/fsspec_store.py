@@ -28,6 +28,7 @@ from torchzarr.storage.fsspec_settings import (
     constructor_settings,
     masked,
     open_filesystem,
+    url_options,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer, cut_to_range
 from torchzarr.storage.http_listing import HttpListings
@@ -135,7 +136,8 @@ class FsspecStore(Store):
 
     @property
     def identity(self) -> str:
-        return self.paths.identity(self._fs_protocol, self.storage_options)
+        from_url = dict(url_options(self._fs_protocol, self._fs_url))  # an FTP host ...
+        return self.paths.identity(self._fs_protocol, {**from_url, **self.storage_options})
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SPEC}
