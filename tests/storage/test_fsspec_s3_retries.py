@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from http_serving import serving
 
 from torchzarr.errors import StoreError
 from torchzarr.storage import FsspecStore
@@ -40,14 +40,8 @@ def _failing_s3() -> Iterator[tuple[str, list[str]]]:
 
         do_HEAD = do_GET
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Failing) as url:
+        yield url, seen
 
 
 @pytest.mark.parametrize("retries", [0, 2])

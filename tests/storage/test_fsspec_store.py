@@ -6,7 +6,6 @@ import functools
 import http.server
 import os
 import pickle
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import fsspec
 import numpy as np
 import pytest
 import torch
+from http_serving import serving
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -441,13 +441,8 @@ def test_http_urls_are_read_only_without_io() -> None:
 @pytest.fixture(scope="module")
 def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("http")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
+    with serving(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield url, root
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

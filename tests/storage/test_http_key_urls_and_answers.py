@@ -8,12 +8,12 @@ import contextlib
 import functools
 import http.server
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_serving import serving
 
 import torchzarr as tz
 from torchzarr.storage import ByteRange, FsspecStore
@@ -78,15 +78,8 @@ class _RedirectsToDownloads(_IgnoresRange):
 @contextlib.contextmanager
 def _serving(handler_class: type, root: Path) -> Iterator[str]:
     """The base URL of an http.server serving ``root`` with ``handler_class``."""
-    handler = functools.partial(handler_class, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(functools.partial(handler_class, directory=str(root))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=[_IgnoresRange, _HonoursRange], ids=lambda c: c.__name__)

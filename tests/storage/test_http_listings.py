@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from http_serving import serving
 
 import torchzarr as tz
 from torchzarr.errors import StoreError
@@ -69,14 +70,8 @@ def _serving(handler_class: type, root: Path) -> Iterator[tuple[str, list[str]]]
     """The base URL of an http.server serving ``root``, and the paths it was asked for."""
     seen: list[str] = []
     handler = functools.partial(type("H", (handler_class,), {"seen": seen}), directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(handler) as url:
+        yield url, seen
 
 
 def _hierarchy(root: Path) -> None:
