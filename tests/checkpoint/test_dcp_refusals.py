@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,35 @@ def test_a_tensor_of_a_dtype_zarr_cannot_hold_is_refused_naming_its_key_before_a
     assert isinstance(raised.value.failures[0][0], UnsupportedDtypeError)
     assert str(bad.dtype) in str(raised.value)
     assert sorted(os.listdir(path)) == ["v000001", "zarr.json"]  # no version reserved
+
+
+def test_a_dtype_name_in_dcp_metadata_imports_nothing() -> None:
+    """A stranger's DCP metadata naming a torch submodule as a dtype is refused without
+    importing it (torch's module ``__getattr__`` would)."""
+    script = """
+import sys
+import torch
+from torch.distributed.checkpoint.metadata import Metadata
+from torchzarr.checkpoint.dcp_metadata import metadata_from_json, metadata_to_json
+from torchzarr.errors import MetadataError
+from torch.distributed.checkpoint.metadata import (
+    ChunkStorageMetadata, TensorProperties, TensorStorageMetadata,
+)
+entry = TensorStorageMetadata(
+    TensorProperties(dtype=torch.float32), torch.Size([2]),
+    [ChunkStorageMetadata(torch.Size([0]), torch.Size([2]))],
+)
+doc = metadata_to_json(Metadata({"w": entry}))
+assert "torch.onnx" not in sys.modules
+for found in doc["state_dict_metadata"].values():
+    found["dtype"] = "onnx"
+try:
+    metadata_from_json(doc)
+except MetadataError as err:
+    assert "unknown dtype 'onnx'" in str(err), err
+else:
+    raise SystemExit("accepted")
+assert "torch.onnx" not in sys.modules, "imported"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

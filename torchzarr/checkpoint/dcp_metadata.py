@@ -54,7 +54,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _dtype(name: Any) -> torch.dtype:
-    dtype = getattr(torch, str(name), None)
+    dtype = vars(torch).get(str(name))  # not getattr: torch's __getattr__ imports submodules
     if not isinstance(dtype, torch.dtype):
         raise MetadataError(f"DCP metadata names an unknown dtype {name!r}")
     return dtype
