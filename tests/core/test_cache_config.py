@@ -8,6 +8,7 @@ import torch
 
 import torchzarr as tz
 from torchzarr.core.cache import ChunkCache, default_cache
+from torchzarr.errors import ArgumentTypeError
 
 CHUNK = 100 * 8  # bytes of one float64 chunk below
 
@@ -130,3 +131,12 @@ def test_a_pickled_cache_is_found_again_at_home_and_is_pageable_elsewhere(monkey
     monkeypatch.setattr(cache_module.os, "getpid", lambda: -5)  # a forked worker's copy
     pinned_at_home.put(("s", "a", (0,)), np.ones(3))  # pageable: CUDA stays in the parent
     assert pinned_at_home.get(("s", "a", (0,))).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("key", [("x",), "abc", ("id", "path", (0,), 1)])
+def test_a_key_not_of_identity_path_and_coords_is_refused_by_name(key):
+    cache = tz.ChunkCache(100)
+    with pytest.raises(ArgumentTypeError, match=r"chunk cache key is .*got"):
+        cache.get(key)
+    with pytest.raises(ArgumentTypeError, match="chunk cache key"):
+        cache.put(key, np.ones(2))

@@ -39,6 +39,10 @@ _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
 
 
 def _where(key: CacheKey) -> _Entry:
+    if type(key) is not tuple or len(key) != 3:
+        raise ArgumentTypeError(
+            f"a chunk cache key is (store identity, array path, chunk coords), got {key!r:.200}"
+        )
     return location(key[0], key[1]), key[2]
 
 
