@@ -42,3 +42,12 @@ def test_a_dropped_chunk_is_released_before_the_next_read_starts(parallel):
     assert rows == [(i, 3 * i) for i in range(12)]
     assert len(watched.alive_at_read_start) == 12
     assert max(watched.alive_at_read_start) == 0
+
+
+def test_chunks_are_counted_off_one_at_a_time_however_many_there_are():
+    """The grid's positions are not listed first: an array of 2**62 chunks streams its
+    first ones (a list of them would not fit in any memory)."""
+    huge = tz.create_array("memory://", shape=(2**62,), dtype=torch.int8, chunks=(1,))
+    chunks = huge.iter_chunks(parallel=1)
+    assert [next(chunks)[0] for _ in range(3)] == [(0,), (1,), (2,)]
+    chunks.close()

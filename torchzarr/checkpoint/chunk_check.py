@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, EVERY_CHUNK, TENSOR_ATTRIBUTE
 from torchzarr.checkpoint.values import format_key_path
+from torchzarr.core.chunking import grid_coords
 from torchzarr.errors import ChunkDecodeError, TorchZarrError
 
 __all__ = ["check_chunks_stored"]
@@ -99,7 +99,7 @@ def check_chunks_stored(root: Any, arrays: dict[str, Any], key_paths: dict[str, 
     _refuse_lost_array(root, marked, key_paths, stored)
     for path, array in marked.items():
         kind = _kind(array)
-        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
+        for coords in grid_coords(array.cdata_shape):
             key = f"{array.path}/{array.metadata.chunk_key(coords)}"
             if key not in stored and not root.store.exists(key):
                 raise ChunkDecodeError(

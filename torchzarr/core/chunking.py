@@ -6,7 +6,7 @@ import functools
 import math
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from torchzarr.errors import ChunkDecodeError, InvalidArgumentError, MetadataErr
 __all__ = [
     "check_stored_chunks_fit",
     "fits_in_memory",
+    "grid_coords",
     "guess_chunks",
     "normalize_chunks",
     "normalize_shape",
@@ -23,6 +24,30 @@ __all__ = [
 
 _MAX_BYTES = 4 << 20  # halving from above this lands in 2-4 MiB
 _UNKNOWN_MEMORY = 1 << 48  # where the platform does not say how much memory it has
+
+
+def grid_coords(grid: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Every position of a grid of shape ``grid``, in C order, one at a time: memory stays
+    the same whatever the number of positions (``itertools.product`` of ranges first holds
+    every coordinate of every axis).
+
+    Example:
+        >>> list(grid_coords((2, 2))), list(grid_coords(())), list(grid_coords((3, 0)))
+        ([(0, 0), (0, 1), (1, 0), (1, 1)], [()], [])
+    """
+    sizes = tuple(int(g) for g in grid)
+    if any(g <= 0 for g in sizes):
+        return
+    coords = [0] * len(sizes)
+    while True:
+        yield tuple(coords)
+        for axis in reversed(range(len(sizes))):
+            coords[axis] += 1
+            if coords[axis] < sizes[axis]:
+                break
+            coords[axis] = 0
+        else:
+            return
 
 
 def normalize_shape(shape: Any) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from torchzarr.arguments import whole_number
+from torchzarr.core.chunking import grid_coords
 from torchzarr.core.indexing import chunk_grid_shape, chunk_region
 from torchzarr.errors import ArgumentTypeError, ShapeMismatchError
 
@@ -88,7 +89,7 @@ def _stream(
     grid = chunk_grid_shape(shape, chunks)
     total = math.prod(grid)
     tick, close = _progress_callback(progress, total, array.name)
-    coords_iter = itertools.product(*(range(g) for g in grid))
+    coords_iter = grid_coords(grid)  # one at a time: millions of chunks take no memory
     pending: collections.deque[tuple[tuple[int, ...], tuple[slice, ...], Future[Any]]] = (
         collections.deque()
     )
