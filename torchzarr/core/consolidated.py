@@ -16,7 +16,7 @@ from torchzarr.metadata.consolidated import (
     build_v3_consolidated,
     split_v2_consolidated,
 )
-from torchzarr.metadata.jsonutil import json_dumps, json_loads
+from torchzarr.metadata.jsonutil import json_loads, node_json_dumps
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import GroupMetadataV3, parse_v3_node
 from torchzarr.storage.key_names import spells_a_key
@@ -60,9 +60,7 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
         entries[f"{rel}/{name}"] = meta.to_json()
         entries[f"{rel}/.zattrs"] = meta.attributes
     key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
-    store.set(
-        key, json_dumps(build_v2_consolidated(entries), keep_nonfinite=True, keep_surrogates=True)
-    )
+    store.set(key, node_json_dumps(build_v2_consolidated(entries)))
     return root_metadata
 
 
@@ -300,7 +298,7 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
             for rel, metadata in below:
                 _apply_v3(entries, rel, metadata)
             inline["metadata"] = dict(sorted(entries.items()))
-            updates[v3_key] = json_dumps(doc, key=v3_key, keep_nonfinite=True, keep_surrogates=True)
+            updates[v3_key] = node_json_dumps(doc, key=v3_key)
         elif found.get(v2_key) is not None:
             doc = json_loads(found[v2_key], key=v2_key)
             entries = doc.get("metadata")
@@ -308,8 +306,6 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
                 continue
             for rel, metadata in below:
                 _apply_v2(entries, rel, metadata)
-            updates[v2_key] = json_dumps(
-                build_v2_consolidated(entries), keep_nonfinite=True, keep_surrogates=True
-            )
+            updates[v2_key] = node_json_dumps(build_v2_consolidated(entries))
     if updates:
         store.set_many(updates)

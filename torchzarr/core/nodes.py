@@ -20,7 +20,7 @@ from torchzarr.errors import (
 )
 from torchzarr.forksafe import LockTable
 from torchzarr.metadata.consolidated import V2_CONSOLIDATED_KEY
-from torchzarr.metadata.jsonutil import json_dumps, json_loads
+from torchzarr.metadata.jsonutil import json_loads, node_json_dumps
 from torchzarr.metadata.v2 import ArrayMetadataV2, GroupMetadataV2
 from torchzarr.metadata.v3 import parse_v3_node
 from torchzarr.storage.base import validate_key
@@ -420,19 +420,12 @@ def node_documents(path: str, metadata: ArrayMetadata | GroupMetadata) -> dict[s
         >>> list(node_documents("a", GroupMetadataV3(attributes={})))
         ['a/zarr.json']
     """
-
-    # Attribute values are checked as they come in; NaN literals and lone surrogates here
-    # were read from a peer's document (zarr-python writes them) and are carried over as
-    # zarr-python writes them, not refused.
-    def dump(doc: Any) -> bytes:
-        return json_dumps(doc, keep_nonfinite=True, keep_surrogates=True)
-
     if metadata.zarr_format == 3:
-        return {_key(path, ZARR_JSON): dump(metadata.to_json())}
+        return {_key(path, ZARR_JSON): node_json_dumps(metadata.to_json())}
     name = ZARRAY if isinstance(metadata, ArrayMetadataV2) else ZGROUP
-    docs = {_key(path, name): dump(metadata.to_json())}
+    docs = {_key(path, name): node_json_dumps(metadata.to_json())}
     if metadata.attributes:
-        docs[_key(path, ZATTRS)] = dump(metadata.attributes)
+        docs[_key(path, ZATTRS)] = node_json_dumps(metadata.attributes)
     return docs
 
 

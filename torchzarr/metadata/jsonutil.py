@@ -7,7 +7,7 @@ from typing import Any
 
 from torchzarr.errors import MetadataError
 
-__all__ = ["is_utf8", "json_dumps", "json_loads", "lone_surrogate_at"]
+__all__ = ["is_utf8", "json_dumps", "json_loads", "lone_surrogate_at", "node_json_dumps"]
 
 
 def json_dumps(
@@ -64,6 +64,18 @@ def json_dumps(
             f"{where}metadata cannot be written as UTF-8: the str {lone_surrogate_at(doc)} holds a "
             "lone surrogate, which UTF-8 cannot encode"
         ) from None
+
+
+def node_json_dumps(doc: Any, *, key: str | None = None) -> bytes:
+    """:func:`json_dumps` of a node document (or consolidated metadata), which may carry
+    values read from a peer's documents: their NaN literals and lone surrogates are written
+    back as zarr-python writes them (new values were checked when they came in).
+
+    Example:
+        >>> node_json_dumps({"a": float("nan")}).split()
+        [b'{', b'"a":', b'NaN', b'}']
+    """
+    return json_dumps(doc, key=key, keep_nonfinite=True, keep_surrogates=True)
 
 
 def lone_surrogate_at(doc: Any) -> str:
