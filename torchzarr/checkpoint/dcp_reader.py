@@ -220,10 +220,8 @@ class ZarrStorageReader(StorageReader):
             root = open_group(st, mode="r", path=str(picked))
         except GroupNotFoundError:
             raise CheckpointConflictError(pruned_while_loading(st, str(picked))) from None
-        own = root.attrs.get(DCP_KEY_ATTRIBUTE)
-        if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own:
-            doc = own["dcp"]
-        else:  # saved before versions kept their own: only the committed one has it
+        doc = _kept_metadata(root)
+        if doc is None:  # saved before versions kept their own: only the committed one has it
             manifest = commit.read_manifest(st)
             if manifest is None or manifest.get("version") != picked or "dcp" not in manifest:
                 raise CheckpointConflictError(
@@ -367,15 +365,24 @@ def _own_metadata(root: Any, st: Store, version: str, manifest: dict[str, Any]) 
     """The DCP metadata a version keeps of its own. A version saved before it was kept
     there reads through the committed version's (the manifest's) where every key of that
     has an array of its shape in the version, as it did then; else it is refused."""
-    own = root.attrs.get(DCP_KEY_ATTRIBUTE)
-    if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own:
-        return own["dcp"]
+    own = _kept_metadata(root)
+    if own is not None:
+        return own
     if _fits(root, metadata_from_json(manifest["dcp"])):
         return manifest["dcp"]
     raise MetadataError(
         f"version {version!r} of {st!r} keeps no DCP metadata of its own (it was saved "
         "before torchzarr kept it per version) and its arrays differ from the committed "
         f"version {manifest['version']!r}'s: only that one can be loaded with DCP"
+    )
+
+
+def _kept_metadata(root: Any) -> Any:
+    """The DCP metadata document the version group ``root`` keeps of its own, or None (a
+    version saved before torchzarr kept it per version)."""
+    own = root.attrs.get(DCP_KEY_ATTRIBUTE)
+    return (
+        own["dcp"] if isinstance(own, dict) and own.get("kind") == KIND and "dcp" in own else None
     )
 
 
