@@ -210,3 +210,15 @@ def test_weights_only_false_trusts_the_checkpoint_as_torch_load_does(tmp_path: P
     assert loaded["hyper_parameters"]["act"] is torch.nn.GELU
     with pytest.raises(UnrepresentableError, match="GELU"):
         checkpoint_io_class()(allow_pickle=True).load_checkpoint(path, weights_only=True)
+
+
+def test_a_class_claiming_a_safe_module_is_not_taken_for_it() -> None:
+    """Allowed by what the modules hold, not by the names a class gives itself."""
+
+    class Float(np.float32):
+        pass
+
+    Float.__module__, Float.__qualname__ = "numpy", "float32"
+    assert not class_allowed(Float)
+    Float.__module__, Float.__qualname__ = "argparse", "Namespace"
+    assert not class_allowed(Float)

@@ -119,12 +119,8 @@ def class_allowed(cls: type) -> bool:
     """
     if cls in SAFE_CLASSES or _numpy_class(cls):
         return True
-    for name in SAFE_CLASS_NAMES:
-        try:
-            if _lookup(name, ()) is cls:
-                return True
-        except TorchZarrError:  # its package is not imported (or has no such class)
-            continue
+    if class_spec(cls) in SAFE_CLASS_NAMES:  # (found again by that name: not a look-alike)
+        return True
     for entry in torch.serialization.get_safe_globals():  # entries may be (obj, "name")
         if (entry[0] if isinstance(entry, tuple) else entry) is cls:
             return True
@@ -134,9 +130,9 @@ def class_allowed(cls: type) -> bool:
 def _numpy_class(cls: type) -> bool:
     """Whether ``cls`` is one of numpy's own scalar types (``np.float32``) or dtype classes
     (``np.dtypes.Float32DType``), not a subclass defined elsewhere."""
-    module = cls.__module__ or ""
-    ours = module == "numpy" or module.startswith("numpy.")
-    return ours and issubclass(cls, (np.generic, np.dtype))
+    if not issubclass(cls, (np.generic, np.dtype)):
+        return False
+    return any(vars(module).get(cls.__name__) is cls for module in (np, np.dtypes))
 
 
 def _lookup(spec: str, path: tuple[Any, ...]) -> type:
