@@ -5,6 +5,7 @@ by name when opened."""
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 
 import numpy as np
@@ -115,6 +116,29 @@ def test_a_list_of_items_or_values_lists_the_group_once(tmp_path, monkeypatch, v
     root_writable = tz.open_group(tmp_path, mode="r+")
     root_writable.create_group("more")
     assert len(listed) == 3  # a len() alone lists anew
+
+
+@pytest.mark.parametrize("view", ["keys", "items", "values"])
+def test_a_len_after_an_iteration_has_begun_lists_anew(tmp_path, view):
+    """The listing kept for ``list()`` is not a stale answer once items were taken."""
+    _xarray_like(tmp_path, 3)
+    root = tz.open_group(tmp_path, mode="r+")
+    listed = root if view == "keys" else getattr(root, view)()
+    before = len([member for member in listed])  # keys() names "time", which does not open
+    started = iter(listed)
+    next(started)
+    root.create_group("more")
+    assert len(listed) == before + 1
+
+
+def test_a_list_of_a_group_lists_it_once(tmp_path, monkeypatch):
+    _xarray_like(tmp_path, 3)
+    root = tz.open_group(tmp_path, mode="r", use_consolidated=False)
+    listings = []
+    fetch = tz.Group._fetch_children
+    monkeypatch.setattr(tz.Group, "_fetch_children", lambda g: listings.append(g) or fetch(g))
+    assert list(root) == ["meta", "temperature", "time"] and len(listings) == 1
+    assert len(pickle.loads(pickle.dumps(root))) == 3 and len(listings) == 2
 
 
 def _with_bad_codecs(path) -> tz.Group:

@@ -11,7 +11,7 @@ from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import consolidated_children, direct_entries, refresh_consolidated
 from torchzarr.core.group_args import check_assigned, check_depth, check_required_array
-from torchzarr.core.group_views import MemberItems, MemberValues, tree_lines
+from torchzarr.core.group_views import MemberItems, MemberValues, OneListing, tree_lines
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
 from torchzarr.core.placement import create_hierarchy
@@ -89,6 +89,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         # consolidated metadata. A writable group lists the store instead: that copy
         # would not follow the changes made through it, its members or its subgroups.
         self._consolidated = consolidated if read_only else None
+        self._listing = OneListing()  # ``list(group)`` lists once
 
     def __getstate__(self) -> dict[str, Any]:
         # the spec only (the store pickles as its own spec): nothing of this process
@@ -96,7 +97,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return {name: self.__dict__[name] for name in names}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(state, _listing=OneListing())
 
     # -- description (store, path, names, metadata: NodeBase) --------------------------------
     @property
@@ -245,10 +246,10 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         return nodes.read_kind(self._store, path, self.zarr_format) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._child_kinds()))
+        return self._listing.iterate(sorted(self._child_kinds()))
 
     def __len__(self) -> int:
-        return len(self._child_kinds())
+        return self._listing.count(self._child_kinds)
 
     def items(self) -> ItemsView[str, Array | Group]:
         """``(name, node)`` of the direct members, as :meth:`members` (an array of a dtype

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, ValuesView
-from typing import TYPE_CHECKING
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Sized, ValuesView
+from typing import TYPE_CHECKING, TypeVar
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
@@ -12,7 +12,43 @@ from torchzarr.core.info import stored_dtype_name
 if TYPE_CHECKING:
     from torchzarr.core.group import Group
 
-__all__ = ["MemberItems", "MemberValues", "tree_lines"]
+__all__ = ["MemberItems", "MemberValues", "OneListing", "tree_lines"]
+
+T = TypeVar("T")
+
+
+class OneListing:
+    """A listing made for an iteration, kept for the ``len()`` that ``list()`` asks before
+    the first item (one listing, not two: on an object store, a listing and a request per
+    member). Once the iteration has begun, ``len()`` lists anew.
+
+    Example:
+        >>> once = OneListing()
+        >>> items = once.iterate(("a", "b"))
+        >>> once.count(lambda: ("listed", "again", "!"))
+        2
+        >>> once.count(lambda: ("listed", "again", "!"))
+        3
+    """
+
+    def __init__(self) -> None:
+        self._kept: Sized | None = None
+
+    def iterate(self, listed: Iterable[T]) -> Iterator[T]:
+        """An iterator over ``listed``, kept for a ``count`` until its first item."""
+        listed = tuple(listed)
+        self._kept = listed
+        return self._walk(listed)
+
+    def _walk(self, listed: tuple[T, ...]) -> Iterator[T]:
+        if self._kept is listed:
+            self._kept = None
+        yield from listed
+
+    def count(self, listing: Callable[[], Sized]) -> int:
+        """The length of the kept listing if an iteration has not begun, else of a new one."""
+        kept, self._kept = self._kept, None
+        return len(kept if kept is not None else listing())
 
 
 class MemberItems(ItemsView[str, "Array | Group"]):
@@ -29,14 +65,13 @@ class MemberItems(ItemsView[str, "Array | Group"]):
     def __init__(self, group: Group) -> None:
         super().__init__(group)
         self._group = group
-        self._counted: tuple[tuple[str, Array | Group], ...] | None = None
+        self._listing = OneListing()
 
     def __iter__(self) -> Iterator[tuple[str, Array | Group]]:
-        return iter(_listed(self))
+        return self._listing.iterate(self._group.members())
 
     def __len__(self) -> int:
-        kept, self._counted = self._counted, None
-        return len(kept if kept is not None else self._group.members())
+        return self._listing.count(self._group.members)
 
     def __contains__(self, item: object) -> bool:
         return any(item == pair for pair in self)
@@ -56,25 +91,16 @@ class MemberValues(ValuesView["Array | Group"]):
     def __init__(self, group: Group) -> None:
         super().__init__(group)
         self._group = group
-        self._counted: tuple[tuple[str, Array | Group], ...] | None = None
+        self._listing = OneListing()
 
     def __iter__(self) -> Iterator[Array | Group]:
-        return (node for _, node in _listed(self))
+        return self._listing.iterate(node for _, node in self._group.members())
 
     def __len__(self) -> int:
-        kept, self._counted = self._counted, None
-        return len(kept if kept is not None else self._group.members())
+        return self._listing.count(self._group.members)
 
     def __contains__(self, value: object) -> bool:
         return any(value is node or value == node for node in self)
-
-
-def _listed(view: MemberItems | MemberValues) -> tuple[tuple[str, Array | Group], ...]:
-    """The group's members, listed for an iteration of ``view`` and kept for the ``len()``
-    that ``list(view)`` asks right after (one listing, not two: on an object store, a
-    listing and a request per member)."""
-    view._counted = listed = view._group.members()
-    return listed
 
 
 def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -> None:
