@@ -72,6 +72,14 @@ def test_block_slices_that_are_no_slices_of_ints_are_selection_errors(bad):
     assert int(arr[:].abs().sum()) == 0
 
 
+@pytest.mark.parametrize("bad", [range(1, 3), [0, 2], torch.tensor([0, 2])])
+def test_block_index_lists_are_refused_as_lists_not_as_arrays(bad):
+    """zarr-python refuses them too; the message names what the user wrote."""
+    arr = tz.create_array("memory://", shape=(40,), chunks=(4,), dtype="int64")
+    with pytest.raises(SelectionError, match="got an index list or array on axis 0"):
+        arr.blocks[bad]
+
+
 @pytest.mark.parametrize("bad", [torch.tensor(3), torch.ones(2), "a1,,"])
 def test_a_dtype_that_is_data_or_unparsable_is_an_unsupported_dtype(bad):
     store = tz.MemoryStore()

@@ -38,9 +38,9 @@ def _block_axis(item: Any, axis: int, extent: int, block: int) -> slice:
         if step != 1:
             raise SelectionError(f"block slices take step 1, got {item!r} on axis {axis}")
         return slice(start * block, min(max(start, stop) * block, extent))
-    raise SelectionError(
-        f"block selections take ints and slices, got {type(item).__name__} on axis {axis}"
-    )
+    # lists, ranges and tensors arrive as arrays (to_numpy_selection): named as what they were
+    given = "an index list or array" if isinstance(item, np.ndarray) else type(item).__name__
+    raise SelectionError(f"block selections take ints and slices, got {given} on axis {axis}")
 
 
 def block_selection(
