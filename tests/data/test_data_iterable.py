@@ -354,6 +354,30 @@ def test_ranks_are_read_when_used_so_loaders_built_before_init_still_split(
     assert Counter(i for batch in copy for i in ids_of(batch)) == ours
 
 
+def test_copies_made_before_the_group_exists_ask_where_they_are_used(memory_array, monkeypatch):
+    """A dataset handed to ``mp.spawn`` / ``ddp_spawn`` or deep-copied before
+    ``init_process_group`` must split over the ranks of the process that uses it."""
+    import copy
+    import pickle
+
+    import torch.distributed as dist
+
+    ds = ZarrIterableDataset(memory_array, batch_size=8, seed=1)
+    sampler = tz.ChunkBlockSampler(tz.ZarrDataset(memory_array), batch_size=8)
+    given = ZarrIterableDataset(memory_array, batch_size=8, rank=0, world_size=3)
+    shipped = [pickle.dumps(ds), pickle.dumps(sampler), pickle.dumps(given)]
+    deep = copy.deepcopy(ds)
+    # the receiving process joins a group of 2 as rank 1
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    ds_copy, sampler_copy, given_copy = (pickle.loads(s) for s in shipped)
+    assert (ds_copy.rank, ds_copy.world_size, len(ds_copy)) == (1, 2, 7)
+    assert (sampler_copy.rank, sampler_copy.world_size, len(sampler_copy)) == (1, 2, 7)
+    assert (deep.rank, deep.world_size) == (1, 2)
+    assert (given_copy.rank, given_copy.world_size) == (0, 3)  # as given, wherever it goes
+
+
 def _late_second_worker(worker_id: int) -> None:
     import time
 

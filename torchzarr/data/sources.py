@@ -90,7 +90,9 @@ class Placement:
     torch.distributed is initialised (a script that Lightning's DDP re-runs on every rank
     builds its loaders before ``fit`` initialises the group) must still split over the
     ranks. A copy pickled for a DataLoader worker carries the values the main process
-    read, as workers cannot ask.
+    read, as workers cannot ask; a copy made before the process group exists (a dataset
+    handed to ``mp.spawn`` or Lightning's ``ddp_spawn``, a ``deepcopy``) asks again where
+    it is used.
 
     Example:
         >>> Placement(1, 4).get()
@@ -107,7 +109,10 @@ class Placement:
         return self.pinned or distributed_rank(*self.given)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"given": self.given, "pinned": self.get()}
+        import torch.distributed as dist
+
+        asked = None not in self.given or (dist.is_available() and dist.is_initialized())
+        return {"given": self.given, "pinned": self.get() if asked else self.pinned}
 
 
 class OnRanks:
