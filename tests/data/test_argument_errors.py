@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import torchzarr as tz
 from torchzarr.errors import (
@@ -106,6 +107,11 @@ def test_map_style_indices_past_int64_are_out_of_range_not_wrapped(rows, index):
         (lambda a: tz.ZarrIterableDataset(a, batch_size=2.5), ArgumentTypeError, "batch_size"),
         (lambda a: tz.ZarrIterableDataset(a, prefetch=0), InvalidArgumentError, "prefetch"),
         (lambda a: tz.ZarrIterableDataset(a, worker_buffers=2), InvalidArgumentError, "0 or >= 3"),
+        (  # would reach os.posix_fallocate as an OverflowError inside the worker
+            lambda a: tz.ZarrIterableDataset(a, worker_buffers=2**62),
+            InvalidArgumentError,
+            "worker_buffers must be <= 1024",
+        ),
         (lambda a: tz.ZarrIterableDataset(a, block_chunks=0), InvalidArgumentError, "block_chunks"),
         (
             lambda a: tz.ChunkBlockSampler(tz.ZarrDataset(a), batch_size=0),
@@ -126,9 +132,22 @@ def test_map_style_indices_past_int64_are_out_of_range_not_wrapped(rows, index):
             ArgumentTypeError,
             r"sampler \(DistributedSampler\).*use_distributed_sampler=False",
         ),
-        (lambda a: tz.ZarrDataset({"x": a, "y": 3}), ArgumentTypeError, "member 'y' is int"),
+        (
+            lambda a: tz.ZarrDataset({"x": a, "y": 3}),
+            ArgumentTypeError,
+            "member 'y' is <class 'int'>",
+        ),
+        (  # another library's Array: named by its module, not as if it were ours
+            lambda a: tz.ZarrDataset({"x": zarr.create_array({}, shape=(2,), dtype="i8")}),
+            ArgumentTypeError,
+            r"member 'x' is <class 'zarr\.core\.array\.Array'>, not a torchzarr Array",
+        ),
         (lambda a: tz.ZarrDataset({}), InvalidArgumentError, "holds no arrays"),
-        (lambda a: tz.ZarrDataset({"x": a, "y": a[:9]}), ArgumentTypeError, "member 'y' is Tensor"),
+        (
+            lambda a: tz.ZarrDataset({"x": a, "y": a[:9]}),
+            ArgumentTypeError,
+            "member 'y' is <class 'torch.Tensor'>",
+        ),
         (
             lambda a: tz.data.DevicePrefetcher([], "toaster:0"),
             InvalidArgumentError,

@@ -454,3 +454,13 @@ def test_publishing_the_epoch_writes_under_the_lock_copies_take():
     main.set_epoch(3)
     shared.publish(main)
     assert words == [3, 1, 0]
+
+
+def test_a_pinned_ring_gives_no_more_rows_than_its_batches_hold():
+    ring = tz.data.PinnedRing({"x": ((2,), torch.float32)}, batch_size=4, slots=2)
+    assert ring.next(4)["x"].shape == (4, 2) and ring.next(0)["x"].shape == (0, 2)
+    for rows in (5, -1):
+        with pytest.raises(
+            tz.errors.InvalidArgumentError, match=f"rows must be 0..4, .*got {rows}"
+        ):
+            ring.next(rows)

@@ -30,8 +30,13 @@ def test_items_of_an_array_a_group_and_a_dict(tmp_path):
 
 def test_bad_sources_raise(memory_array):
     other = tz.create_array("memory://", shape=(7,), dtype=torch.int8, chunks=(7,))
-    with pytest.raises(ValueError, match="first dimension"):
+    with pytest.raises(ValueError, match=r"first dimension: \{[^}]*\}$"):  # no hint to pass a dict
         ZarrDataset({"a": memory_array, "b": other})
+    group = tz.open_group("memory://", mode="w")
+    group.create_array("a", shape=(8,), dtype="int8")
+    group.create_array("b", shape=(7,), dtype="int8")
+    with pytest.raises(ValueError, match=r"first dimension: .*pass a dict of the arrays"):
+        ZarrDataset(group)
     with pytest.raises(TypeError):
         ZarrDataset(42)
     with pytest.raises(IndexError):

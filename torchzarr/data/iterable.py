@@ -32,7 +32,7 @@ from torchzarr.data.sources import (
     share_cores_in_worker,
     take_rows,
 )
-from torchzarr.data.worker_ring import WorkerRing, ring_slots
+from torchzarr.data.worker_ring import MAX_RING_SLOTS, WorkerRing, ring_slots
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["ZarrIterableDataset"]
@@ -75,7 +75,8 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
             (pageable without CUDA, reused all the same): clone a batch kept longer. Only
             in the main process (with workers use ``DataLoader(pin_memory=True)``).
         worker_buffers: slots of each DataLoader worker's batch ring (0: enough for the
-            DataLoader's read-ahead and a few held batches, 8, within 64 MiB). With
+            DataLoader's read-ahead and a few held batches, 8, within 64 MiB; at most
+            1024). With
             ``batch_size`` set, workers gather batches into one shared-memory ring each
             (Linux), and the main process gets them as tensors on it: no copy and no fresh
             segment per batch, several times faster than PyTorch's own transfer. A slot is
@@ -116,7 +117,7 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self.transform = transform
         self.prefetch = whole_number("prefetch", prefetch, 1)
         self.pin_memory = bool(pin_memory)
-        worker_buffers = whole_number("worker_buffers", worker_buffers, 0)
+        worker_buffers = whole_number("worker_buffers", worker_buffers, 0, MAX_RING_SLOTS)
         if worker_buffers and worker_buffers < 3:
             raise InvalidArgumentError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
         self.worker_buffers = worker_buffers

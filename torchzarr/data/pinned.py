@@ -45,6 +45,7 @@ class PinnedRing:
         if slots < 2:
             raise InvalidArgumentError(f"a ring needs at least 2 slots, got {slots}")
         self.pinned = bool(pin_memory) and cuda_available()
+        self.batch_size = batch_size
         self._buffers = [
             {
                 name: torch.empty((batch_size, *shape), dtype=dtype, pin_memory=self.pinned)
@@ -58,7 +59,11 @@ class PinnedRing:
         return len(self._buffers)
 
     def next(self, rows: int) -> dict[str, torch.Tensor]:
-        """The next buffers, cut to ``rows`` rows."""
+        """The next buffers, cut to ``rows`` rows (at most the ring's batch size)."""
+        if not 0 <= rows <= self.batch_size:
+            raise InvalidArgumentError(
+                f"rows must be 0..{self.batch_size}, the ring's batch size; got {rows}"
+            )
         buffers = self._buffers[self._next]
         self._next = (self._next + 1) % len(self._buffers)
         return {name: t[:rows] for name, t in buffers.items()}

@@ -222,14 +222,15 @@ class Source:
             raise InvalidArgumentError("the source holds no arrays")
         for name, arr in arrays.items():
             if not isinstance(arr, Array):
-                raise ArgumentTypeError(f"member {name!r} is {type(arr).__name__}, not an Array")
+                raise ArgumentTypeError(f"member {name!r} is {type(arr)}, not a torchzarr Array")
             if arr.ndim == 0:
                 raise InvalidArgumentError(_zero_d(name, arr, kind if not self.single else ""))
         lengths = {arr.shape[0] for arr in arrays.values()}
         if len(lengths) != 1:
             shapes = {name: arr.shape for name, arr in arrays.items()}
             raise ShapeMismatchError(
-                f"the arrays do not share their first dimension: {shapes}{_PICK}"
+                f"the arrays do not share their first dimension: {shapes}"
+                + ("" if kind == "dict" else _PICK)
             )
         self.arrays: dict[str, Array] = arrays
         self.length = lengths.pop()

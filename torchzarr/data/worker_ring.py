@@ -52,6 +52,8 @@ DEFAULT_RING_BYTES = 64 * 2**20
 #: Slots of a default ring: the DataLoader's read-ahead per worker (``prefetch_factor``, 2
 #: by default) and a few batches the caller holds; more held batches go the usual way.
 DEFAULT_RING_SLOTS = 8
+# The most slots a user may ask for: each is a batch held in shared memory at once
+MAX_RING_SLOTS = 1024
 
 # Main process: ring id -> (worker pid, mapping, slot sequence numbers, released marks).
 _mapped: dict[str, tuple[int, mmap.mmap, np.ndarray, np.ndarray]] = {}
