@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from plugin_races import race
 
+import torchzarr as tz
 import torchzarr.codecs.registry as registry
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import GzipCodec, ZstdCodec
@@ -85,6 +87,24 @@ def test_register_a_user_codec() -> None:
         register_codec("example.reversed", ReversedAgain)
     register_codec("example.reversed", ReversedAgain, overwrite=True)
     assert get_codec_class("example.reversed") is ReversedAgain
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_create_array_takes_a_registered_codec_by_its_name() -> None:
+    register_codec("example.reversed", ReversedBytes)
+    for given in (["example.reversed"], "example.reversed", [{"name": "example.reversed"}]):
+        arr = tz.create_array("memory://", shape=(4,), dtype="int16", compressors=given)
+        assert arr.metadata.to_json()["codecs"][1] == {
+            "name": "example.reversed",
+            "configuration": {"level": 5},
+        }
+        arr[...] = torch.arange(4, dtype=torch.int16)
+        assert arr[...].tolist() == [0, 1, 2, 3]
+    # names numcodecs knows keep numcodecs' settings: "gzip" is numcodecs' level 1
+    chain = tz.create_array("memory://", shape=(4,), dtype="int16", compressors="gzip")
+    assert chain.metadata.to_json()["codecs"][1] == {"name": "gzip", "configuration": {"level": 1}}
+    with pytest.raises(UnknownCodecError, match=r"'example\.nothing'"):
+        tz.create_array("memory://", shape=(4,), dtype="int16", compressors="example.nothing")
 
 
 @pytest.mark.usefixtures("clean_registry")

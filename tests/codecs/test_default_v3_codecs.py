@@ -262,3 +262,139 @@ def test_zarr_python_codec_objects_are_taken_as_zarr_python_writes_them(tmp_path
     assert documents[0]["codecs"] == documents[1]["codecs"]  # the inner blosc's typesize 4
     chain = default_v3_codecs(np.dtype("int16"), [zarr.codecs.ZstdCodec(level=3)])
     assert [c.to_json() for c in chain][1] == zarr.codecs.ZstdCodec(level=3).to_dict()
+
+
+def test_a_given_big_endian_bytes_drops_endian_for_one_byte_types() -> None:
+    big = {"name": "bytes", "configuration": {"endian": "big"}}
+    assert chain_json("uint8", [big, "zstd"])[0] == {"name": "bytes"}  # as zarr-python writes
+    assert chain_json("int16", [big])[0] == big
+
+
+@pytest.mark.parametrize(
+    ("filters", "codec_of", "order"),
+    [
+        ([{"name": "transpose", "configuration": {"order": "F"}}], lambda c: c[0], [1, 0]),
+        ([TransposeCodec("C")], lambda c: c[0], [0, 1]),
+        (
+            [
+                {"name": "transpose", "configuration": {"order": "F"}},
+                numcodecs.AsType(encode_dtype="<i8", decode_dtype="<i4"),
+                TransposeCodec("C"),
+            ],
+            lambda c: c[2],
+            [0, 1],
+        ),
+    ],
+)
+def test_transpose_c_or_f_is_written_as_a_permutation_zarr_python_opens(
+    tmp_path, filters: Any, codec_of: Any, order: list[int]
+) -> None:
+    import zarr
+
+    path = tmp_path / "a.zarr"
+    arr = tz.create_array(path, shape=(2, 3), dtype="int32", chunks=(2, 3), filters=filters)
+    data = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    arr[...] = data
+    codecs = json.loads((path / "zarr.json").read_text())["codecs"]
+    assert codec_of(codecs) == {"name": "transpose", "configuration": {"order": order}}
+    np.testing.assert_array_equal(zarr.open_array(str(path))[...], data.numpy())
+    assert torch.equal(tz.open_array(path)[...], data)
+
+
+def test_transpose_c_or_f_inside_shards_is_written_as_a_permutation(tmp_path) -> None:
+    import zarr
+
+    f_order = {"name": "transpose", "configuration": {"order": "F"}}
+    sharding = {
+        "name": "sharding_indexed",
+        "configuration": {
+            "chunk_shape": [2, 2],
+            "codecs": [f_order, LITTLE],
+            "index_codecs": [f_order, LITTLE, {"name": "crc32c"}],
+        },
+    }
+    data = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    for name, kwargs in [
+        ("compressors", {"compressors": [sharding]}),
+        ("shards", {"filters": [f_order], "chunks": (2, 2), "shards": (4, 4)}),
+    ]:
+        path = tmp_path / name
+        arr = tz.create_array(path, shape=(4, 4), dtype="float32", **kwargs)
+        arr[...] = data
+        outer = json.loads((path / "zarr.json").read_text())["codecs"][0]["configuration"]
+        assert outer["codecs"][0]["configuration"]["order"] == [1, 0]
+        if name == "compressors":  # the index is (2, 2, 2): offsets and sizes per chunk
+            assert outer["index_codecs"][0]["configuration"]["order"] == [2, 1, 0]
+        np.testing.assert_array_equal(zarr.open_array(str(path))[...], data.numpy())
+        assert torch.equal(tz.open_array(path)[...], data)
+
+
+def test_a_legacy_transpose_order_still_opens(tmp_path) -> None:
+    path = tmp_path / "a.zarr"
+    arr = tz.create_array(
+        path, shape=(2, 3), dtype="int32", chunks=(2, 3), filters=[TransposeCodec((1, 0))]
+    )
+    arr[...] = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["codecs"][0]["configuration"]["order"] = "F"  # as early writers recorded it
+    (path / "zarr.json").write_text(json.dumps(doc))
+    assert tz.open_array(path)[...].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_shards_with_a_filter_to_a_one_byte_dtype(tmp_path) -> None:
+    import zarr
+
+    to_u1 = numcodecs.FixedScaleOffset(offset=0, scale=10, dtype="<f8", astype="u1")
+    path = tmp_path / "a.zarr"
+    arr = tz.create_array(
+        path,
+        shape=(4, 4),
+        dtype="float64",
+        chunks=(2, 2),
+        shards=(4, 4),
+        filters=[to_u1],
+        compressors=[numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE)],
+    )
+    data = torch.arange(16, dtype=torch.float64).reshape(4, 4) / 10
+    arr[...] = data
+    inner = json.loads((path / "zarr.json").read_text())["codecs"][0]["configuration"]["codecs"]
+    assert inner[1] == {"name": "bytes"}  # it sees the uint8 the filter gives
+    assert inner[2]["configuration"]["typesize"] == 1
+    np.testing.assert_allclose(tz.open_array(path)[...].numpy(), data.numpy())
+    np.testing.assert_allclose(zarr.open_array(str(path))[...], data.numpy())
+
+
+def test_sharding_json_without_codecs_defaults_to_bytes_little_endian(tmp_path) -> None:
+    import zarr
+
+    sharding = {"name": "sharding_indexed", "configuration": {"chunk_shape": [2, 2]}}
+    path = tmp_path / "a.zarr"
+    arr = tz.create_array(
+        path, shape=(4, 4), dtype="float32", chunks=(4, 4), compressors=[sharding]
+    )
+    data = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    arr[...] = data
+    outer = json.loads((path / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert outer["codecs"] == [LITTLE]  # as zarr-python writes it
+    np.testing.assert_array_equal(zarr.open_array(str(path))[...], data.numpy())
+    one_byte = default_v3_codecs(np.dtype("uint8"), [sharding])[0]
+    assert [c.to_json() for c in one_byte.codecs] == [{"name": "bytes"}]
+
+
+def test_numpy_scalars_in_settings_are_recorded_as_numbers() -> None:
+    chain = chain_json(
+        "float64",
+        [numcodecs.Zlib(level=np.int8(3)), numcodecs.Zstd(level=np.int64(2))],
+        [numcodecs.FixedScaleOffset(offset=np.float64(1.5), scale=np.float32(10), dtype="<f8")],
+    )
+    fso = chain[0]["configuration"]
+    assert fso["scale"] == 10.0 and type(fso["scale"]) is float
+    assert fso["offset"] == 1.5 and type(fso["offset"]) is float
+    assert chain[2] == {"name": "numcodecs.zlib", "configuration": {"level": 3}}
+    assert type(chain[2]["configuration"]["level"]) is int
+    assert chain[3] == {"name": "zstd", "configuration": {"level": 2, "checksum": False}}
+    arr = tz.create_array(
+        "memory://", shape=(4,), dtype="float64", compressors=[numcodecs.Zlib(level=np.int8(3))]
+    )
+    arr[...] = torch.arange(4, dtype=torch.float64)
+    assert arr[...].tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -8,7 +8,9 @@ from typing import Any
 import numcodecs
 import numpy as np
 import pytest
+import torch
 
+import torchzarr as tz
 from torchzarr.codecs.base import ChunkSpec
 from torchzarr.codecs.v2_pipeline import V2Pipeline, v2_codec_config
 from torchzarr.errors import (
@@ -190,3 +192,22 @@ def test_repr() -> None:
 )
 def test_v2_codec_config(codec: Any, expected: dict[str, Any]) -> None:
     assert v2_codec_config(codec) == expected
+
+
+def test_v2_codec_config_records_numpy_scalars_as_numbers(tmp_path) -> None:
+    fso = numcodecs.FixedScaleOffset(offset=np.float64(1.5), scale=np.float32(10), dtype="<f8")
+    config = v2_codec_config(fso)
+    assert (config["scale"], config["offset"]) == (10.0, 1.5)
+    assert type(config["scale"]) is float and type(config["offset"]) is float
+    zlib = v2_codec_config(numcodecs.Zlib(level=np.int8(3)))
+    assert zlib == {"id": "zlib", "level": 3} and type(zlib["level"]) is int
+    arr = tz.create_array(
+        tmp_path / "a.zarr",
+        shape=(4,),
+        dtype="float64",
+        zarr_format=2,
+        filters=[fso],
+        compressors=numcodecs.Zlib(level=np.int8(3)),
+    )
+    arr[...] = torch.tensor([1.5, 2.0, 2.5, 3.0], dtype=torch.float64)
+    assert tz.open_array(tmp_path / "a.zarr")[...].tolist() == [1.5, 2.0, 2.5, 3.0]

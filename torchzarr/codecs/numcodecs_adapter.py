@@ -327,7 +327,9 @@ class NumcodecsBytesBytesCodec(NumcodecsCodec, BytesBytesCodec):
 
 def _fit(array: np.ndarray, spec: ChunkSpec, codec: str, *, encoding: bool) -> np.ndarray:
     """``array`` as ``spec``: byte order by value, other same-size kinds by bits (the output
-    of an encode) or by value (of a decode).
+    of an encode: ``bitround``'s ints hold its floats' bits) or by value (of a decode, as
+    zarr-python reads). Only a filter whose dtype misfits meets both; ``create_array``
+    refuses those (:mod:`~torchzarr.codecs.user_settings`), existing ones read as written.
 
     Raises:
         CodecError: an encode produced the wrong number of elements.

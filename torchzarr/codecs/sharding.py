@@ -21,6 +21,8 @@ from torchzarr.errors import ChunkDecodeError, MetadataError
 
 __all__ = ["EMPTY", "MAX_SHARD_BYTES", "ShardIndex", "ShardingCodec", "check_inner_range"]
 
+#: the inner chain of a configuration that gives none
+_DEFAULT_INNER = {"name": "bytes", "configuration": {"endian": "little"}}
 #: offset and length of an inner chunk that is not stored
 EMPTY = np.uint64(2**64 - 1)
 #: no file or object holds more bytes (offsets are signed 64-bit integers)
@@ -164,7 +166,8 @@ class ShardingCodec(ArrayBytesCodec):
                 )
         return cls(
             chunk_shape=_ints(config["chunk_shape"], "chunk_shape"),
-            codecs=[codec_from_json(c) for c in config.get("codecs", [{"name": "bytes"}])],
+            # absent: bytes little endian, as zarr-python (evolve drops it for 1-byte types)
+            codecs=[codec_from_json(c) for c in config.get("codecs", [_DEFAULT_INNER])],
             index_codecs=[codec_from_json(c) for c in config.get("index_codecs", [])] or None,
             index_location=config.get("index_location", "end"),
         )
@@ -178,12 +181,21 @@ class ShardingCodec(ArrayBytesCodec):
         }
 
     def evolve(self, spec: ChunkSpec) -> ShardingCodec:
+        """Evolve the inner and index chains as a pipeline does: each codec for the chunk it
+        sees (after a filter that changes the dtype, ``bytes`` and ``blosc`` see its output).
+
+        Example:
+            >>> from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
+            >>> to_u1 = numcodecs_v3_codec("astype", {"encode_dtype": "|u1"})
+            >>> codec = ShardingCodec([2], [to_u1, BytesCodec("little")])
+            >>> codec.evolve(ChunkSpec((4,), np.dtype("<f8"), 0.0)).codecs[1].to_json()
+            {'name': 'bytes'}
+        """
         self._check_divides(spec.shape)
-        inner = self.inner_spec(spec)
         return ShardingCodec(
             self.chunk_shape,
-            [c.evolve(inner) for c in self.codecs],
-            [c.evolve(self._index_spec(spec)) for c in self.index_codecs],
+            self.inner_pipeline(spec).codecs,
+            self._index_pipeline(spec).codecs,
             self.index_location,
         )
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from torchzarr.codecs.base import ArrayArrayCodec, ChunkSpec
+from torchzarr.codecs.base import ArrayArrayCodec, ChunkSpec, Codec
 from torchzarr.errors import MetadataError
 
-__all__ = ["TransposeCodec"]
+__all__ = ["TransposeCodec", "with_explicit_orders"]
 
 
 class TransposeCodec(ArrayArrayCodec):
     """Transpose chunks by ``order``, a permutation of the axes.
 
     The legacy strings ``"C"`` (identity) and ``"F"`` (reversed axes) are accepted on read;
-    :meth:`evolve` resolves them to an explicit permutation for the chunk's dimensions.
+    :meth:`evolve` resolves them to an explicit permutation for the chunk's dimensions, and
+    array metadata records that permutation (see :func:`with_explicit_orders`).
 
     Example:
         >>> codec = TransposeCodec((1, 0))
@@ -97,3 +99,52 @@ class TransposeCodec(ArrayArrayCodec):
         for position, axis in enumerate(perm):
             inverse[axis] = position
         return np.asarray(chunk).transpose(inverse)
+
+
+def _legacy(codecs: Sequence[Codec]) -> bool:
+    """Whether a chain (or a sharding codec's inner or index chain) has a "C"/"F" order."""
+    for codec in codecs:
+        if isinstance(codec, TransposeCodec) and isinstance(codec.order, str):
+            return True
+        for chain in (getattr(codec, "codecs", None), getattr(codec, "index_codecs", None)):
+            if isinstance(chain, tuple | list) and _legacy(chain):
+                return True
+    return False
+
+
+def _take_orders(given: Sequence[Codec], evolved: Sequence[Codec]) -> tuple[Codec, ...]:
+    from torchzarr.codecs.sharding import ShardingCodec
+
+    out: list[Codec] = []
+    for mine, done in zip(given, evolved, strict=True):
+        if isinstance(mine, TransposeCodec) and isinstance(mine.order, str):
+            mine = done
+        elif isinstance(mine, ShardingCodec) and isinstance(done, ShardingCodec):
+            mine = ShardingCodec(
+                mine.chunk_shape,
+                _take_orders(mine.codecs, done.codecs),
+                _take_orders(mine.index_codecs, done.index_codecs),
+                mine.index_location,
+            )
+        out.append(mine)
+    return tuple(out)
+
+
+def with_explicit_orders(codecs: Sequence[Codec], spec: ChunkSpec) -> tuple[Codec, ...]:
+    """``codecs`` (a v3 chain for chunks of ``spec``) with each ``transpose`` order given as
+    the legacy ``"C"``/``"F"`` replaced by the permutation for the chunks it sees, in
+    sharding's inner and index chains too; the other codecs as given. ``zarr.json`` records
+    these: zarr-python opens only explicit permutations.
+
+    Example:
+        >>> from torchzarr.codecs.bytes_codec import BytesCodec
+        >>> spec = ChunkSpec((2, 3, 4), np.dtype("int8"), 0)
+        >>> chain = with_explicit_orders([TransposeCodec("F"), BytesCodec()], spec)
+        >>> chain[0].to_json()
+        {'name': 'transpose', 'configuration': {'order': [2, 1, 0]}}
+    """
+    from torchzarr.codecs.pipeline import V3Pipeline
+
+    if not _legacy(codecs):
+        return tuple(codecs)
+    return _take_orders(codecs, V3Pipeline(codecs, spec).codecs)

@@ -19,7 +19,8 @@ from torchzarr.codecs.base import (
 from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.compressors import Crc32cCodec
 from torchzarr.codecs.pipeline import evolve_checked
-from torchzarr.errors import CodecError, TorchZarrError
+from torchzarr.codecs.user_settings import check_v3_filters, plain_numbers
+from torchzarr.errors import CodecError, TorchZarrError, UnknownCodecError
 
 __all__ = ["default_v3_codecs", "trailing_bytes_filters"]
 
@@ -46,10 +47,12 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
     if isinstance(value, Codec):
         return value
     if isinstance(value, dict) and "name" in value:
-        return codec_from_json(value)
+        return codec_from_json(plain_numbers(value))
     document = _zarr_python_codec(value)
     if document is not None:
-        return codec_from_json(document)
+        return codec_from_json(plain_numbers(document))
+    if isinstance(value, str) and _registered(value):
+        return codec_from_json(value)  # a codec of the registry (register_codec, plugins)
     if isinstance(value, str) and value.startswith("numcodecs."):
         codec_id = value[len("numcodecs.") :]
         numcodecs_codec_class(codec_id)  # an unknown id fails here, under its v3 name
@@ -57,7 +60,7 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
         # the dtype (shuffle's elementsize)
         return numcodecs_v3_codec(codec_id, numcodecs_defaults(codec_id))
     obj = numcodecs_object(value)
-    config = dict(obj.get_config())
+    config = plain_numbers(dict(obj.get_config()))  # np.int8(3) -> 3: JSON holds numbers
     codec_id = config.pop("id")
     if codec_id == "zstd":
         return ZstdCodec(config.get("level", 0), bool(config.get("checksum", False)))
@@ -67,7 +70,7 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
         return Crc32cCodec()
     if codec_id == "blosc":
         names = {v: k for k, v in BLOSC_SHUFFLE.items()}  # AUTOSHUFFLE (-1): chosen by dtype
-        typesize = getattr(obj, "typesize", None)
+        typesize = plain_numbers(getattr(obj, "typesize", None))
         return BloscCodec(
             config.get("cname", "lz4"),
             config.get("clevel", 5),
@@ -76,6 +79,20 @@ def _as_v3(value: Any, dtype: np.dtype[Any]) -> Codec:
             config.get("blocksize", 0),
         )
     return numcodecs_v3_codec(codec_id, config)
+
+
+def _registered(name: str) -> bool:
+    """Whether ``name`` is a codec of the v3 registry (one registered with ``register_codec``
+    or by a plugin) and no numcodecs id: those keep numcodecs' settings ("zstd" is level 0)."""
+    from torchzarr.codecs.registry import get_codec_class
+
+    if name.startswith("numcodecs.") or name.lower() in numcodecs.registry.codec_registry:
+        return False
+    try:
+        get_codec_class(name)
+    except UnknownCodecError:
+        return False
+    return True
 
 
 def _zarr_python_codec(value: Any) -> dict[str, Any] | None:
@@ -109,18 +126,22 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
             "crc32c") or ``"numcodecs.<id>"``. numcodecs Zstd/GZip/Blosc/CRC32C become the
             spec's core codecs, others ``numcodecs.<id>``. A v3 array -> bytes codec in the
             list (as an object or as JSON: ``bytes`` big endian, ``sharding_indexed``)
-            replaces ``bytes``.
+            replaces ``bytes``. A name you registered (``register_codec``) is that codec.
+            numpy scalars in settings (``Zlib(level=np.int8(3))``) are recorded as numbers.
         filters: likewise, array -> array codecs (numcodecs Delta -> ``numcodecs.delta``).
 
     Returns:
         The chain, evolved for ``dtype`` (``blosc`` gets its typesize, ``bytes`` no endian
-        for 1-byte types; inside ``sharding_indexed`` too), as zarr-python records it.
+        for 1-byte types, a given ``bytes`` big endian too; inside ``sharding_indexed``
+        too), as zarr-python records it.
 
     Raises:
         CodecError: a filter that is not array -> array, a compressor that is neither
             bytes -> bytes nor array -> bytes, or two array -> bytes codecs; naming the codec,
-            its kind and the argument it belongs in; or a ``blosc`` cname this numcodecs
-            build lacks (often snappy).
+            its kind and the argument it belongs in; a numcodecs filter whose dtype setting
+            does not fit the dtype reaching it (``Delta(dtype="<i4")`` on float32, which
+            would store garbage), naming both; or a ``blosc`` cname this numcodecs build
+            lacks (often snappy).
         UnknownCodecError: a name or numcodecs id nobody provides.
 
     Example:
@@ -131,6 +152,8 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         >>> big = {"name": "bytes", "configuration": {"endian": "big"}}
         >>> [c.to_json() for c in default_v3_codecs(np.dtype("int32"), [big])]
         [{'name': 'bytes', 'configuration': {'endian': 'big'}}]
+        >>> [c.to_json() for c in default_v3_codecs(np.dtype("uint8"), [big])]
+        [{'name': 'bytes'}]
     """
     from torchzarr.codecs.sharding import ShardingCodec
     from torchzarr.codecs.transpose import TransposeCodec
@@ -158,14 +181,15 @@ def default_v3_codecs(dtype: Any, compressors: Any, filters: Any = None) -> tupl
         chain.append(BytesCodec("little").evolve(current))
     elif isinstance(serializers[0], ShardingCodec):  # its own shape is the inner chunks'
         chain.append(serializers[0].evolve_inner(current))
-    else:
-        chain.append(serializers[0])
+    else:  # ``bytes`` big endian drops endian for 1-byte types, as zarr-python records it
+        chain.append(evolve_checked(serializers[0], current))
     for value, codec in given:
         if isinstance(codec, ArrayBytesCodec):
             continue
         if not isinstance(codec, BytesBytesCodec):
             raise CodecError(f"compressor {value!r} {_misplaced(codec, 'compressors')}")
         chain.append(evolve_checked(codec, current))
+    check_v3_filters(chain, dtype)  # in sharding's inner chain too
     _check_writable(chain)
     return tuple(chain)
 

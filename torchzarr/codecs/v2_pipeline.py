@@ -19,6 +19,7 @@ from torchzarr.codecs.bytes_codec import as_byte_view
 from torchzarr.codecs.compressors import BloscCodec, decode_into, gzip_compress
 from torchzarr.codecs.numcodecs_adapter import numcodecs_object
 from torchzarr.codecs.pipeline import check_out, decode_error
+from torchzarr.codecs.user_settings import plain_numbers
 from torchzarr.errors import (
     ChunkDecodeError,
     CodecError,
@@ -49,7 +50,7 @@ def v2_codec_config(codec: Any) -> dict[str, Any]:
     """The ``.zarray`` JSON of a numcodecs codec, config dict or short name.
 
     ``checksum: false`` is left out of zstd's config: it is numcodecs' default, and
-    tensorstore's v2 driver refuses the key.
+    tensorstore's v2 driver refuses the key. numpy scalar settings become plain numbers.
 
     Example:
         >>> v2_codec_config("zstd")
@@ -57,7 +58,7 @@ def v2_codec_config(codec: Any) -> dict[str, Any]:
         >>> v2_codec_config(numcodecs_object({"id": "delta", "dtype": "<i4"}))
         {'id': 'delta', 'dtype': '<i4', 'astype': '<i4'}
     """
-    config = dict(numcodecs_object(codec).get_config())
+    config = plain_numbers(dict(numcodecs_object(codec).get_config()))  # np.int8(3) -> 3
     if config.get("id") == "blosc":  # refused now, not at the first write
         BloscCodec(config.get("cname", "lz4")).check_available()
     if config.get("id") == "zstd" and config.get("checksum") is False:

@@ -14,6 +14,7 @@ from torchzarr.codecs.key_encoding import (
     DefaultChunkKeyEncoding,
     chunk_key_encoding_from_json,
 )
+from torchzarr.codecs.transpose import with_explicit_orders
 from torchzarr.dtypes import DataType, data_type, parse_v3_dtype
 from torchzarr.errors import MetadataError, UnknownExtensionError
 from torchzarr.metadata.base import (
@@ -178,6 +179,8 @@ class ArrayMetadataV3(ArrayMetadata):
         _extensions(extensions, _ARRAY_KEYS)
         set_(self, "extensions", extensions)
         self.codec_pipeline()  # the chain is valid for this dtype, or fail here, not at a read
+        # transpose "C"/"F" (legacy, read still) as permutations: zarr-python reads only those
+        set_(self, "codecs", with_explicit_orders(self.codecs, self.chunk_spec()))
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ArrayMetadataV3:
