@@ -169,6 +169,21 @@ def test_a_non_tensor_value_that_lost_its_chunk_raises_naming_key_and_chunk(
     assert "value ['step']" in str(failure) and f"{version}/step/c/0" in str(failure)
 
 
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_lost_value_chunk_is_reported_lost_with_verify_chunks_false(
+    tmp_path: Path, weights_only: bool
+) -> None:
+    """Not as a value needing the full unpickler: verify_chunks=False skips the check up
+    front, and the value is checked once it fails to load."""
+    store, version = _save("local-raw", tmp_path)
+    _lose(store, f"{version}/step/c/0")
+    with pytest.raises(CheckpointException, match="damaged") as raised:
+        _load(store, verify_chunks=False, weights_only=weights_only)
+    failure = raised.value.failures[0][0]
+    assert isinstance(failure, ChunkDecodeError), failure
+    assert f"{version}/step/c/0" in str(failure) and "full unpickler" not in str(failure)
+
+
 def test_a_value_saved_before_the_mark_that_lost_its_chunk_raises_when_it_fails_to_load(
     tmp_path: Path,
 ) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.staging import BlockingAsyncStager
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
@@ -78,8 +79,13 @@ def _stop(region: tuple[slice, ...]) -> int:
     return int(region[0].stop) if region else 1
 
 
-class ZarrStorageWriter(StorageWriter):
+class ZarrStorageWriter(StorageWriter, BlockingAsyncStager):
     """DCP ``StorageWriter`` saving a checkpoint as a Zarr group (see the module docstring).
+
+    It is its own ``AsyncStager``, as torch's ``FileSystemWriter``: ``dcp.async_save``
+    stages each tensor by copying its values (``copy_``) into a new CPU tensor of its
+    shape, so conjugate and negative views are saved as they read, and a view saves its
+    elements, never the whole storage it is a view of.
 
     Args:
         path: a path, URL (``memory://``, ``s3://``, ...) or Store; ``checkpoint_id`` given
@@ -121,7 +127,8 @@ class ZarrStorageWriter(StorageWriter):
         storage_options: dict[str, Any] | None = None,
         threads: int | None = None,
     ) -> None:
-        super().__init__()
+        StorageWriter.__init__(self)
+        BlockingAsyncStager.__init__(self)  # dcp.async_save stages through it (see above)
         # as save_checkpoint checks them: in the caller, not after the commit (a bad keep
         # would fail in the background prune, and the store fill up)
         check_save_options({"keep": keep, "chunk_bytes": chunk_bytes, "compressors": compressors})

@@ -53,11 +53,20 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _dtype(name: Any) -> torch.dtype:
+def _dtype(name: Any, where: str = "DCP metadata") -> torch.dtype:
     dtype = vars(torch).get(str(name))  # not getattr: torch's __getattr__ imports submodules
     if not isinstance(dtype, torch.dtype):
-        raise MetadataError(f"DCP metadata names an unknown dtype {name!r}")
+        raise MetadataError(f"{where} names an unknown dtype {name!r}")
     return dtype
+
+
+def _sizes(value: Any, where: str, ndim: int | None = None) -> torch.Size:
+    """``value`` as a ``torch.Size`` of whole numbers >= 0 (``ndim`` of them when given)."""
+    good = isinstance(value, list) and (ndim is None or len(value) == ndim)
+    if good and all(type(v) is int and v >= 0 for v in value):
+        return torch.Size(value)
+    rank = "" if ndim is None else f"{ndim} "
+    raise MetadataError(f"{where} is {value!r}, not a list of {rank}whole numbers >= 0")
 
 
 def _entry_to_json(key: str, entry: Any) -> dict[str, Any]:
@@ -79,19 +88,49 @@ def _entry_to_json(key: str, entry: Any) -> dict[str, Any]:
     )
 
 
-def _entry_from_json(key: str, doc: Any) -> Any:
+def _entry_from_json(key: str, doc: Any, source: str = "DCP metadata") -> Any:
+    where = f"{source}: entry {key!r}"
     if not isinstance(doc, dict) or doc.get("kind") not in ("tensor", "bytes"):
-        raise MetadataError(f"DCP metadata for {key!r} is malformed: {doc!r}")
+        raise MetadataError(f"{where} is malformed: {doc!r}")
     if doc["kind"] == "bytes":
         return BytesStorageMetadata()
-    properties = TensorProperties(
-        dtype=_dtype(doc["dtype"]), requires_grad=bool(doc.get("requires_grad", False))
+    missing = [field for field in ("dtype", "size", "chunks") if field not in doc]
+    if missing:
+        raise MetadataError(f"{where} is malformed: a tensor entry without {missing}: {doc!r}")
+    requires_grad = doc.get("requires_grad", False)
+    if not isinstance(requires_grad, bool):
+        raise MetadataError(f"{where}: requires_grad is {requires_grad!r}, not a bool")
+    properties = TensorProperties(dtype=_dtype(doc["dtype"], where), requires_grad=requires_grad)
+    size = _sizes(doc["size"], f"{where}: size")
+    if not isinstance(doc["chunks"], list):
+        raise MetadataError(f"{where}: chunks is {doc['chunks']!r}, not a list of boxes")
+    chunks = []
+    for i, box in enumerate(doc["chunks"]):
+        if not (isinstance(box, list) and len(box) == 2):
+            raise MetadataError(f"{where}: chunk {i} is {box!r}, not [offsets, sizes]")
+        offsets = _sizes(box[0], f"{where}: offsets of chunk {i}", len(size))
+        sizes = _sizes(box[1], f"{where}: sizes of chunk {i}", len(size))
+        if any(o + n > extent for o, n, extent in zip(offsets, sizes, size, strict=True)):
+            raise MetadataError(
+                f"{where}: chunk {i} (offsets {list(offsets)}, sizes {list(sizes)}) reaches "
+                f"past the tensor's size {list(size)}"
+            )
+        chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=sizes))
+    return TensorStorageMetadata(properties, size, chunks)
+
+
+def _storage_meta(doc: Any, source: str) -> StorageMeta:
+    if not isinstance(doc, dict):
+        return StorageMeta()
+    for field in ("checkpoint_id", "save_id"):
+        if not isinstance(doc.get(field), (str, type(None))):
+            raise MetadataError(f"{source}: storage_meta.{field} is {doc[field]!r}, not a string")
+    modules = doc.get("modules") or []
+    if not (isinstance(modules, list) and all(isinstance(m, str) for m in modules)):
+        raise MetadataError(f"{source}: storage_meta.modules is {modules!r}, not a list of strings")
+    return StorageMeta(
+        checkpoint_id=doc.get("checkpoint_id"), save_id=doc.get("save_id"), modules=modules
     )
-    chunks = [
-        ChunkStorageMetadata(offsets=torch.Size(offsets), sizes=torch.Size(sizes))
-        for offsets, sizes in doc["chunks"]
-    ]
-    return TensorStorageMetadata(properties, torch.Size(doc["size"]), chunks)
 
 
 def metadata_to_json(metadata: Metadata) -> dict[str, Any]:
@@ -124,8 +163,18 @@ def metadata_to_json(metadata: Metadata) -> dict[str, Any]:
     }
 
 
-def metadata_from_json(doc: Any) -> Metadata:
+def metadata_from_json(doc: Any, *, source: str = "DCP metadata") -> Metadata:
     """The DCP ``Metadata`` stored as ``doc`` by :func:`metadata_to_json`; runs no code.
+
+    Args:
+        doc: the JSON document.
+        source: what ``doc`` is, for error messages (``ZarrStorageReader`` names the
+            ``zarr.json`` it read it from).
+
+    Raises:
+        MetadataError: ``doc`` is malformed (a field missing or of the wrong type, a
+            negative size or offset, an unknown dtype); the message names ``source``
+            and the entry at fault.
 
     Example:
         >>> from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
@@ -134,28 +183,28 @@ def metadata_from_json(doc: Any) -> Metadata:
         {'step': ('step',)}
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("state_dict_metadata"), dict):
-        raise MetadataError("DCP metadata is missing or malformed")
-    if int(doc.get("format", 0)) > DCP_FORMAT:
-        raise MetadataError(
-            f"DCP metadata has format {doc['format']}; this torchzarr reads up to {DCP_FORMAT}"
-        )
-    meta_doc = doc.get("storage_meta")
-    storage_meta = (
-        StorageMeta()
-        if not isinstance(meta_doc, dict)
-        else StorageMeta(
-            checkpoint_id=meta_doc.get("checkpoint_id"),
-            save_id=meta_doc.get("save_id"),
-            modules=list(meta_doc.get("modules") or []),
-        )
-    )
+        raise MetadataError(f"{source} is missing or malformed (no state_dict_metadata)")
+    fmt = doc.get("format", 0)
+    if type(fmt) is not int:
+        raise MetadataError(f"{source} has format {fmt!r}, not a whole number")
+    if fmt > DCP_FORMAT:
+        raise MetadataError(f"{source} has format {fmt}; this torchzarr reads up to {DCP_FORMAT}")
+    if not isinstance(doc.get("version"), (str, type(None))):
+        raise MetadataError(f"{source} has version {doc['version']!r}, not a string")
+    entries = {
+        key: _entry_from_json(key, entry, source)
+        for key, entry in doc["state_dict_metadata"].items()
+    }
+    try:
+        planner_data = decode_value(doc.get("planner_data"), ("planner_data",))
+        storage_data = decode_value(doc.get("storage_data"), ("storage_data",))
+    except MetadataError as err:
+        raise MetadataError(f"{source}: {err}") from None
     return Metadata(
-        state_dict_metadata={
-            key: _entry_from_json(key, entry) for key, entry in doc["state_dict_metadata"].items()
-        },
-        planner_data=decode_value(doc.get("planner_data"), ("planner_data",)),
-        storage_data=decode_value(doc.get("storage_data"), ("storage_data",)),
-        storage_meta=storage_meta,
+        state_dict_metadata=entries,
+        planner_data=planner_data,
+        storage_data=storage_data,
+        storage_meta=_storage_meta(doc.get("storage_meta"), source),
         version=doc.get("version"),
     )
 

@@ -29,6 +29,7 @@ from torch.futures import Future
 
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.chunk_check import check_chunks_stored
+from torchzarr.checkpoint.committed import refuse_uncommitted
 from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
 from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE
@@ -64,14 +65,18 @@ class ZarrStorageReader(StorageReader):
     Args:
         path: a path, URL or Store; ``checkpoint_id`` given to ``dcp.load`` replaces it.
         weights_only: refuse non-tensor values the restricted unpickler rejects.
-        version: a version to read instead of the committed one (must still exist).
+        version: a version to read instead of the committed one (must still exist, and
+            be one the manifest lists: the committed one or an earlier commit it keeps;
+            a version a killed save left is refused with
+            :class:`~torchzarr.errors.NodeNotFoundError`).
         storage_options: options for URL stores.
         threads: reads at once (default ``tz.config.threads``).
         verify_chunks: raise :class:`~torchzarr.errors.ChunkDecodeError` when a tensor
             saved with all its chunks lacks one (False: read it as zeros, for tensors
             edited in place since by a tool that leaves out all-zero chunks), as
             ``load_checkpoint(..., verify_chunks=...)``. Checkpoints saved before the
-            writer marked its tensors are not checked.
+            writer marked its tensors are not checked. A non-tensor value whose bytes
+            fail to load is checked for a lost chunk whatever this says.
 
     Example:
         >>> import torch, torch.distributed.checkpoint as dcp
@@ -156,10 +161,10 @@ class ZarrStorageReader(StorageReader):
             except CheckpointConflictError:  # pruned since the manifest was read
                 if attempt == _OPEN_ATTEMPTS - 1:
                     raise
-        doc = manifest["dcp"]
+        doc, source = manifest["dcp"], _in_manifest(st)
         if self.version is not None and self.version != manifest["version"]:
-            doc = _own_metadata(self._root, st, self.version, manifest)
-        metadata = metadata_from_json(doc)
+            doc, source = _own_metadata(self._root, st, self.version, manifest)
+        metadata = metadata_from_json(doc, source=source)
         self._planned = self._root.path
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
@@ -169,19 +174,26 @@ class ZarrStorageReader(StorageReader):
     def _open_version(self, st: Store, manifest: dict[str, Any]) -> Any:
         version = self.version or str(manifest["version"])
         try:
-            return open_group(st, mode="r", path=version)
+            root = open_group(st, mode="r", path=version)
         except GroupNotFoundError:
             latest = None if self.version else commit.read_manifest(st)
             if latest is not None and latest["version"] != version:  # pruned since read
                 raise CheckpointConflictError(pruned_while_loading(st, version)) from None
             raise
+        if self.version is not None:
+            refuse_uncommitted(st, self.version, manifest)  # a killed save's: never read
+        return root
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
     ) -> None:
         """Keep the key -> array map of the metadata."""
-        if not isinstance(metadata.storage_data, dict):
-            raise MetadataError("DCP metadata holds no torchzarr storage map")
+        names = metadata.storage_data
+        if not isinstance(names, dict) or not all(isinstance(n, str) for n in names.values()):
+            raise MetadataError(
+                f"DCP metadata of {self.path!r} holds no torchzarr storage map (key -> array "
+                f"name): {names!r:.200}"
+            )
         self._names = dict(metadata.storage_data)
         self._metadata = metadata
         if self._root is None:  # metadata read on another rank and broadcast
@@ -220,7 +232,7 @@ class ZarrStorageReader(StorageReader):
             root = open_group(st, mode="r", path=str(picked))
         except GroupNotFoundError:
             raise CheckpointConflictError(pruned_while_loading(st, str(picked))) from None
-        doc = _kept_metadata(root)
+        doc, source = _kept_metadata(root), _in_version(st, str(picked))
         if doc is None:  # saved before versions kept their own: only the committed one has it
             manifest = commit.read_manifest(st)
             if manifest is None or manifest.get("version") != picked or "dcp" not in manifest:
@@ -229,9 +241,9 @@ class ZarrStorageReader(StorageReader):
                     f"{st!r} (a save committed meanwhile), and {picked} keeps no DCP metadata "
                     "of its own to check this rank's plan against: load again"
                 )
-            doc = manifest["dcp"]
+            doc, source = manifest["dcp"], _in_manifest(st)
         fqns = sorted({item.storage_index.fqn for item in plan.items})
-        problem = _differs(self._metadata, metadata_from_json(doc), fqns)
+        problem = _differs(self._metadata, metadata_from_json(doc, source=source), fqns)
         if problem is not None:
             raise CheckpointConflictError(
                 f"the ranks of this load opened different versions of the checkpoint in "
@@ -312,7 +324,9 @@ class ZarrStorageReader(StorageReader):
         try:
             planner.load_bytes(item, self._checked_bytes(item, raw))
         except Exception as err:
-            lost = self._lost_value(item) if self.verify_chunks else None
+            # checked whatever verify_chunks says: bytes that fail to unpickle because
+            # their chunk is gone are a damaged checkpoint, not a value needing pickle
+            lost = self._lost_value(item)
             if lost is not None:
                 raise lost from err
             raise
@@ -361,15 +375,27 @@ class ZarrStorageReader(StorageReader):
         return isinstance(checkpoint_id, (str, os.PathLike))
 
 
-def _own_metadata(root: Any, st: Store, version: str, manifest: dict[str, Any]) -> Any:
-    """The DCP metadata a version keeps of its own. A version saved before it was kept
-    there reads through the committed version's (the manifest's) where every key of that
-    has an array of its shape in the version, as it did then; else it is refused."""
+def _in_manifest(st: Store) -> str:
+    """Where the committed version's DCP metadata is, for error messages."""
+    return f"the DCP metadata in the manifest (root zarr.json) of the checkpoint in {st!r}"
+
+
+def _in_version(st: Store, version: str) -> str:
+    """Where a version's own copy of its DCP metadata is, for error messages."""
+    return f"the DCP metadata of version {version!r} ({version}/zarr.json) in {st!r}"
+
+
+def _own_metadata(root: Any, st: Store, version: str, manifest: dict[str, Any]) -> tuple[Any, str]:
+    """The DCP metadata a version keeps of its own, and where it is. A version saved
+    before it was kept there reads through the committed version's (the manifest's)
+    where every key of that has an array of its shape in the version, as it did then;
+    else it is refused. (A version no manifest lists is refused before: see
+    :func:`~torchzarr.checkpoint.committed.refuse_uncommitted`.)"""
     own = _kept_metadata(root)
     if own is not None:
-        return own
-    if _fits(root, metadata_from_json(manifest["dcp"])):
-        return manifest["dcp"]
+        return own, _in_version(st, version)
+    if _fits(root, metadata_from_json(manifest["dcp"], source=_in_manifest(st))):
+        return manifest["dcp"], _in_manifest(st)
     raise MetadataError(
         f"version {version!r} of {st!r} keeps no DCP metadata of its own (it was saved "
         "before torchzarr kept it per version) and its arrays differ from the committed "

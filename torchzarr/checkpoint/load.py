@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torchzarr.checkpoint import commit, prune
+from torchzarr.checkpoint.committed import refuse_uncommitted
 from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
@@ -68,7 +69,8 @@ def load_checkpoint(
             :func:`torchzarr.checkpoint.rawio.empty_huge`); measure before relying on it.
         allow_pickle: allow leaves that were pickled at save time (runs their code), and
             classes off the allowlist (see the checkpoints guide): for checkpoints you trust.
-        version: a version to load instead of the committed one (must still exist).
+        version: a version to load instead of the committed one (must still exist, and
+            be one the manifest lists: the committed one or an earlier commit it keeps).
         storage_options: options for the store (for URLs).
         verify_chunks: raise when a tensor saved with all its chunks lacks one (False:
             read it as zeros, for tensors edited in place since by a tool that leaves out
@@ -80,7 +82,8 @@ def load_checkpoint(
     already mapped stay valid when their version is deleted later (see the module docs).
 
     Raises:
-        NodeNotFoundError: no committed checkpoint, or a key in ``keys`` names nothing.
+        NodeNotFoundError: no committed checkpoint, a key in ``keys`` names nothing, or
+            ``version`` was never committed (a save killed before its commit left it).
         CheckpointConflictError: newer saves pruned the version being read
             :data:`LOAD_ATTEMPTS` times, or pruned the ``version`` asked for.
         MetadataError: the manifest (the root ``zarr.json``) is corrupt.
@@ -111,6 +114,8 @@ def load_checkpoint(
             if version is not None or commit.committed_version(st) == name:
                 raise
             continue  # pruned between reading the manifest and opening it: load the newer one
+        if version is not None:
+            refuse_uncommitted(st, version)  # a killed save's leftover: never read
         try:
             tree = read_tree(
                 root,

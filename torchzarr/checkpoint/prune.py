@@ -13,6 +13,7 @@ import shutil
 import threading
 
 from torchzarr.checkpoint import commit
+from torchzarr.checkpoint.committed import manifest_lists
 from torchzarr.storage import LocalStore, Store
 
 __all__ = [
@@ -141,8 +142,7 @@ def names_committed(store: Store, version: str) -> bool:
         return True
     if manifest is None:
         return False
-    kept = manifest.get("previous")
-    return manifest.get("version") == version or (isinstance(kept, list) and version in kept)
+    return manifest_lists(manifest, version)
 
 
 _PRUNING: dict[str, threading.Thread] = {}

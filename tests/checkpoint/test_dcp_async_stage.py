@@ -1,0 +1,57 @@
+"""dcp.async_save through ZarrStorageWriter: what it stages is what the tensors read."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
+
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+
+
+def test_async_save_stages_conj_neg_views_and_slices_as_they_read(tmp_path: pathlib.Path) -> None:
+    big = torch.arange(1000.0)
+    state = {
+        "conj": torch.tensor([1 + 2j, 3 + 4j]).conj(),
+        "neg": torch._neg_view(torch.tensor([1.0, 2.0])),
+        "slice": big[10:13],
+        "cols": torch.arange(12.0).reshape(3, 4)[:, 1],  # strided
+        "step": 7,
+    }
+    writer = ZarrStorageWriter(str(tmp_path))
+    dcp.async_save(state, storage_writer=writer, no_dist=True).result()
+    out = {
+        "conj": torch.zeros(2, dtype=torch.complex64),
+        "neg": torch.zeros(2),
+        "slice": torch.zeros(3),
+        "cols": torch.zeros(3),
+        "step": 0,
+    }
+    dcp.load(out, storage_reader=ZarrStorageReader(str(tmp_path)), no_dist=True)
+    assert torch.equal(out["conj"], torch.tensor([1 - 2j, 3 - 4j], dtype=torch.complex64))
+    assert torch.equal(out["neg"], torch.tensor([-1.0, -2.0]))
+    assert torch.equal(out["slice"], torch.tensor([10.0, 11.0, 12.0]))
+    assert torch.equal(out["cols"], torch.tensor([1.0, 5.0, 9.0]))
+    assert out["step"] == 7
+
+    staged = writer.stage(state)
+    # a compact copy of the view, not the 1000 elements of the storage it is a view of
+    assert staged["slice"].untyped_storage().nbytes() == 3 * 4
+    assert not staged["conj"].is_conj() and not staged["neg"].is_neg()
+
+
+def test_async_save_stages_before_it_returns(tmp_path: pathlib.Path) -> None:
+    state = {"w": torch.arange(4.0), "nested": {"b": torch.ones(2)}}
+    future = dcp.async_save(state, storage_writer=ZarrStorageWriter(str(tmp_path)), no_dist=True)
+    state["w"].fill_(-1.0)  # after staging: not saved
+    state["nested"]["b"].fill_(-1.0)
+    future.result()
+    out = {"w": torch.zeros(4), "nested": {"b": torch.zeros(2)}}
+    dcp.load(out, storage_reader=ZarrStorageReader(str(tmp_path)), no_dist=True)
+    assert torch.equal(out["w"], torch.arange(4.0)) and torch.equal(
+        out["nested"]["b"], torch.ones(2)
+    )
