@@ -65,6 +65,28 @@ def test_missing_environment_reads_as_empty(tmp_path: Path, read_only: bool) -> 
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_an_empty_folder_reads_as_an_empty_environment_and_reads_create_nothing(
+    tmp_path: Path, read_only: bool
+) -> None:
+    folder = tmp_path / "empty.lmdb"
+    folder.mkdir()
+    store = LMDBStore(folder, read_only=read_only)
+    assert store.get("zarr.json") is None and store.get_range("a", ByteRange(0, 1)) is None
+    assert store.get_many(["a"]) == {"a": None} and list(store.list_prefix("")) == []
+    if not read_only:
+        store.delete("a")
+        store.delete_prefix("")
+    assert list(folder.iterdir()) == []  # no data.mdb nor lock.mdb made by reads
+    with pytest.raises(tz.errors.GroupNotFoundError):
+        tz.open_group(f"lmdb://{folder}", mode="r")
+    assert list(folder.iterdir()) == []
+    if not read_only:
+        store.set("a", b"1")  # a write makes it
+        assert store.get("a") == b"1" and (folder / "data.mdb").exists()
+        store.close()
+
+
 def test_full_database_and_long_keys_are_store_errors(tmp_path: Path) -> None:
     store = LMDBStore(tmp_path / "small", map_size=64 << 10)
     with pytest.raises(StoreError, match="map_size"):

@@ -11,6 +11,15 @@ from torchzarr.storage.base import ByteRange
 from torchzarr.storage.memory import MemoryStore
 from torchzarr.storage.wrappers import ReadOnlyStore
 
+_READ_ONLY_STORES = {
+    "memory": lambda tmp: MemoryStore(read_only=True),
+    "memory-view": lambda tmp: MemoryStore().with_read_only(True),
+    "read-only-store": lambda tmp: ReadOnlyStore(MemoryStore()),
+    "zip": lambda tmp: tz.ZipStore(tmp / "none.zip", mode="r"),
+    "local": lambda tmp: tz.LocalStore(tmp / "none", read_only=True),
+    "sqlite": lambda tmp: tz.storage.SQLiteStore(tmp / "none.db", read_only=True),
+}
+
 
 def test_reads_are_forwarded_and_writes_refused_naming_the_key():
     inner = MemoryStore({"a/x": b"0123456789", "a/y": b"yy", "b": b"!"})
@@ -42,3 +51,14 @@ def test_arrays_over_a_read_only_view_read_but_never_write():
     with pytest.raises(ReadOnlyError):
         view[0] = 7
     assert arr[:].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", sorted(_READ_ONLY_STORES))
+@pytest.mark.parametrize("prefix", ["", "a/"])
+def test_delete_prefix_of_an_empty_read_only_store_is_refused_by_every_store(
+    tmp_path, kind, prefix
+):
+    store = _READ_ONLY_STORES[kind](tmp_path)
+    assert store.read_only and list(store.list_prefix("")) == []
+    with pytest.raises(ReadOnlyError, match=repr(prefix or "/")):
+        store.delete_prefix(prefix)

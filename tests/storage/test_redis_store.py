@@ -87,6 +87,18 @@ def test_get_many_is_one_mget_per_batch(
     assert store.get_range("nope", ByteRange(0, 0)) is None
 
 
+def test_get_many_refuses_a_key_of_another_type_as_get_does(redis_server: RedisService) -> None:
+    store = RedisStore(redis_server.url, prefix=redis_server.unique_prefix("types"))
+    store.set("a", b"1")
+    store.client.rpush(store._name("l"), b"x")  # a list, as another client may have made
+    with pytest.raises(StoreError, match="WRONGTYPE") as one:
+        store.get("l")
+    with pytest.raises(StoreError, match="WRONGTYPE") as many:
+        store.get_many(["a", "l", "nope"])
+    assert str(many.value) == str(one.value) and "'l'" in str(many.value)
+    assert store.get_many(["a", "nope"]) == {"a": b"1", "nope": None}
+
+
 def test_pickle_and_password_redaction(redis_server: RedisService) -> None:
     store = RedisStore(
         f"redis://user:secret@127.0.0.1:{redis_server.port}/0", prefix="p", socket_timeout=2

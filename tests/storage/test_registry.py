@@ -292,6 +292,50 @@ def test_register_store_wins_over_an_entry_point_of_the_same_scheme(plugins):
     assert isinstance(resolve_store("tzp-mine://x", mode="a"), MemoryStore)
 
 
+@pytest.mark.parametrize("load", ["resolve", "sweep", "contains"])
+def test_register_store_wins_over_an_entry_point_already_loaded(plugins, load):
+    plugins("tzgoodplug", {"tzp-loaded": "tz_goodplug_mod:factory"}, {"tz_goodplug_mod": _GOOD})
+    if load == "resolve":
+        resolve_store("tzp-loaded://x", mode="a")
+    elif load == "sweep":  # an unknown scheme loads every plugin
+        with pytest.raises(UnknownStoreError):
+            resolve_store("tzp-none://x")
+    else:
+        assert "tzp-none" not in registered_stores()
+    mine = MemoryStore()
+    register_store("TZP-Loaded", lambda url, options: mine)  # no overwrite=True needed
+    assert resolve_store("tzp-loaded://x", mode="a") is mine
+    with pytest.raises(InvalidArgumentError, match="already registered for 'tzp-loaded'"):
+        register_store("tzp-loaded", lambda url, options: MemoryStore())  # a registration's
+
+
+def test_registered_schemes_are_looked_up_in_any_case():
+    schemes = registered_stores()
+    assert "FILE" in schemes and "Memory" in schemes and "NO-SUCH-SCHEME-XYZ" not in schemes
+    assert schemes["FILE"] is schemes["file"]
+
+
+def test_a_factory_that_fails_raises_a_store_error_naming_the_scheme_and_url(monkeypatch):
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))  # undone after
+
+    def bad_bucket(url, options):
+        raise ValueError("bad bucket")
+
+    def refusing(url, options):
+        raise tz.errors.InvalidKeyError(f"no such key space in {url!r}")
+
+    register_store("tz-test-bad-bucket", bad_bucket)
+    register_store("tz-test-refusing", refusing)
+    with pytest.raises(
+        tz.errors.StoreError,
+        match=r"'tz-test-bad-bucket'.*'tz-test-bad-bucket://x'.*ValueError: bad bucket",
+    ) as info:
+        tz.open_group("tz-test-bad-bucket://x", mode="a")
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(tz.errors.InvalidKeyError, match=r"^no such key space"):  # as it is
+        tz.open_group("tz-test-refusing://x", mode="a")
+
+
 def test_options_of_a_url_store_are_not_passed_again_with_the_store_made(tmp_path):
     """FeatureStore (reopened after mode "w", pickled) and DCP saves resolve the URL once."""
     import pickle

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from store_values import StoreValueChecks
 
 import torchzarr as tz
-from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
+from torchzarr.errors import InvalidKeyError, ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import ByteRange, Store
 from torchzarr.storage.registry import resolve_store
 from torchzarr.storage.sqlite import SQLiteStore
@@ -306,6 +308,66 @@ def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
     store.delete_prefix("x\ufeff")
     assert "x\ufeff" not in set(store.list_prefix(""))
     store.close()
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
+def test_keys_a_utf16_database_would_store_as_another_are_refused_by_name(
+    tmp_path: Path, encoding: str
+) -> None:
+    path = tmp_path / "utf16.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA encoding = '{encoding}'")
+    conn.execute("CREATE TABLE other (x)")
+    conn.close()
+    store = SQLiteStore(path)
+    store.set("x/\ufffd", b"kept")  # what SQLite makes of U+FFFE and U+FFFF there
+    for bad in ("x/\uffff", "x/\ufffe"):
+        calls: list[tuple[Any, tuple[Any, ...]]] = [
+            (store.set, (bad, b"other")),
+            (store.set_many, ({"ok": b"1", bad: b"other"},)),
+            (store.get, (bad,)),
+            (store.get_many, (["ok", bad],)),
+            (store.get_range, (bad, ByteRange(0, 1))),
+            (store.exists, (bad,)),
+            (store.getsize, (bad,)),
+            (store.delete, (bad,)),
+        ]
+        for call, args in calls:
+            with pytest.raises(InvalidKeyError, match=rf"key {re.escape(repr(bad))} .*UTF-16"):
+                call(*args)
+        for call in (lambda p: list(store.list_prefix(p)), store.delete_prefix):
+            with pytest.raises(InvalidKeyError, match=rf"prefix {re.escape(repr(bad))} .*UTF"):
+                call(bad)
+    assert list(store.list_prefix("")) == ["x/\ufffd"] and store.get("x/\ufffd") == b"kept"
+    store.close()
+
+
+def test_a_utf8_database_keeps_keys_with_uffff_and_ufffe_apart(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    keys = {"x/\uffff": b"1", "x/\ufffe": b"2", "x/\ufffd": b"3"}
+    store.set_many(keys)
+    assert store.get_many(list(keys)) == keys and sorted(store.list_prefix("x/\uffff")) == [
+        "x/\uffff"
+    ]
+    store.delete_prefix("x/\ufffe")
+    assert sorted(store.list_prefix("x/")) == ["x/\ufffd", "x/\uffff"]
+    store.close()
+
+
+def test_read_errors_name_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE zarr (key TEXT PRIMARY KEY NOT NULL)")  # no value column
+    conn.close()
+    store = SQLiteStore(path, read_only=True)
+    for call, named in [
+        (lambda: store.get("a/zarr.json"), "'a/zarr.json'"),
+        (lambda: store.get_many(["a/c/0", "a/c/1"]), "'a/c/0', 'a/c/1'"),
+        (lambda: store.getsize("a/c/0"), "'a/c/0'"),
+        (lambda: store.get_range("a/c/0", ByteRange(0, 1)), "'a/c/0'"),
+    ]:
+        with pytest.raises(StoreError, match=rf"cannot read {named} (in|from) SQLiteStore"):
+            call()
 
 
 def test_a_node_deleted_in_a_utf16_database_leaves_its_siblings(tmp_path: Path) -> None:

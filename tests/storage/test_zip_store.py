@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -123,6 +125,21 @@ def test_bad_input(tmp_path: Path) -> None:
         ZipStore(junk, mode="x").set("k", b"v")
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "text"])
+def test_a_file_of_another_kind_read_as_a_zip_is_named_not_a_zip(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "data.zip"
+    if kind == "sqlite":
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE zarr (key TEXT PRIMARY KEY, value BLOB)")
+        conn.commit()
+        conn.close()
+    else:
+        path.write_text("key,value\n" * 10)
+    with pytest.raises(StoreError, match=r"'.*data\.zip'.* it is not a zip file") as info:
+        ZipStore(path).get("zarr.json")
+    assert "another writer may be appending" not in str(info.value)
+
+
 def test_modes(tmp_path: Path) -> None:
     path = tmp_path / "m.zip"
     assert ZipStore(path).get("k") is None and not path.exists()  # missing file: empty
@@ -216,6 +233,29 @@ def test_zips_left_open_are_closed_at_exit(tmp_path: Path) -> None:
     assert len(names) == len(set(names)) and "zarr.json" in names
     got = zarr.open_array(zarr.storage.ZipStore(path, mode="r"), mode="r")
     np.testing.assert_array_equal(got[:], [9, 1, 2, 3])
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_zips_left_open_in_a_multiprocessing_child_are_closed_at_its_exit(
+    tmp_path: Path, method: str
+) -> None:
+    # such a child leaves through os._exit: no atexit function runs, only its finalizers
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method!r} start method")
+    path = tmp_path / f"{method}.zip"
+    code = (
+        "import torch, torchzarr as tz\n"
+        f"arr = tz.create_array({str(path)!r}, shape=(4,), dtype=torch.int32, chunks=(2,))\n"
+        "arr[:] = torch.arange(4, dtype=torch.int32)\n"  # never closed
+    )
+    child = multiprocessing.get_context(method).Process(target=exec, args=(code, {}))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["c/0", "c/1", "zarr.json"]
+    got = zarr.open_array(zarr.storage.ZipStore(path, mode="r"), mode="r")
+    np.testing.assert_array_equal(got[:], [0, 1, 2, 3])
 
 
 def test_closes_list_live_entries_and_rewrite_only_when_dead_bytes_outweigh_them(

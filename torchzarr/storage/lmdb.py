@@ -209,6 +209,15 @@ class LMDBStore(Store):
             return None
         return found.st_dev, found.st_ino
 
+    def _missing(self) -> bool:
+        """Whether no environment is at the path: nothing there, or a folder (``subdir``,
+        the default) without its data file (an empty folder made for it)."""
+        if not os.path.exists(self.path):
+            return True
+        if not self.lmdb_options.get("subdir", True) or not os.path.isdir(self.path):
+            return False  # a file where a folder goes: opening it says what is wrong
+        return not os.path.exists(os.path.join(self.path, "data.mdb"))
+
     def _open(self, write: bool) -> SharedEnv | None:
         with _path_locks[self.identity]:
             shared = envs.get(self.identity)
@@ -216,8 +225,8 @@ class LMDBStore(Store):
                 envs.pop(self.identity).close()  # opened read-only: reopen for writing
                 shared = None
             if shared is None:
-                if not write and not os.path.exists(self.path):
-                    return None
+                if not write and self._missing():
+                    return None  # reads create nothing, and an empty environment reads so
                 with opening:  # a fork waits: no frame of this thread may hold the new env
                     shared = self._opened(write)
                 envs[self.identity] = shared

@@ -88,6 +88,10 @@ class MemoryStore(Store):
         with self._lock:
             self._data.pop(self._prefix + validate_key(key), None)
 
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix or "/")  # refused read-only, even with nothing under it
+        super().delete_prefix(prefix)
+
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
         full, cut = self._prefix + prefix, len(self._prefix)

@@ -283,7 +283,21 @@ class RedisStore(Store):
         for i in range(0, len(unique), _BATCH):
             values = self._run("read", unique[i], self.client.mget, names[i : i + _BATCH])
             out.update(zip(unique[i : i + _BATCH], values, strict=True))
+            self._refuse_other_types(out, unique[i : i + _BATCH], names[i : i + _BATCH])
         return out
+
+    def _refuse_other_types(
+        self, out: dict[str, bytes | None], keys: Sequence[str], names: Sequence[bytes]
+    ) -> None:
+        """MGET reads a key holding another type (a list, a hash) as missing, where GET
+        raises WRONGTYPE: the keys it read as missing that exist are read again with GET,
+        which raises as :meth:`get` does (one EXISTS, only when keys are missing)."""
+        missing = [(key, name) for key, name in zip(keys, names, strict=True) if out[key] is None]
+        if not missing:
+            return
+        if self._run("read", missing[0][0], self.client.exists, *(n for _, n in missing)):
+            for key, _ in missing:
+                out[key] = self.get(key)
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         name = self._name(key)

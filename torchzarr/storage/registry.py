@@ -12,6 +12,7 @@ from torchzarr.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     MissingDependencyError,
+    StoreError,
     TorchZarrError,
     UnknownStoreError,
 )
@@ -27,6 +28,8 @@ StoreFactory = Callable[[str, dict[str, Any]], Store]
 ENTRY_POINT_GROUP = "torchzarr.stores"
 
 _registry: dict[str, StoreFactory] = {}
+#: the factories that entry points put in ``_registry`` (a registration replaces them)
+_from_plugins: dict[str, StoreFactory] = {}
 _lock = new_lock()
 _plugins = PluginGroup(ENTRY_POINT_GROUP, fold_case=True)
 _log = logging.getLogger("torchzarr.storage")
@@ -38,6 +41,10 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = False) -> None:
     """Make ``scheme://...`` URLs open with ``factory(url, storage_options)``.
+
+    Schemes are case-insensitive. A registration wins over an installed plugin's entry
+    point of the same scheme, loaded or not; replacing another registration takes
+    ``overwrite=True``.
 
     Example:
         >>> from torchzarr.storage.memory import MemoryStore
@@ -55,11 +62,14 @@ def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = Fals
         )
     scheme = scheme.lower()
     with _lock:
-        if scheme in _registry and not overwrite:
+        current = _registry.get(scheme)
+        plugin = current is not None and current is _from_plugins.get(scheme)
+        if current is not None and not plugin and not overwrite:
             raise InvalidArgumentError(
                 f"a store is already registered for {scheme!r}:// (overwrite=True)"
             )
         _registry[scheme] = factory
+        _from_plugins.pop(scheme, None)
 
 
 def _plugin_factory(scheme: str) -> StoreFactory | None:
@@ -93,7 +103,9 @@ def _plugin_factory(scheme: str) -> StoreFactory | None:
             f"{type(factory).__name__} {factory!r}, not callable as factory(url, storage_options)"
         )
     with _lock:  # a registration made meanwhile (the plugin's own import) wins
-        return _registry.setdefault(scheme, factory)
+        if scheme not in _registry:
+            _registry[scheme] = _from_plugins[scheme] = factory
+        return _registry[scheme]
 
 
 def _sweep() -> None:
@@ -128,7 +140,7 @@ class _Schemes(Mapping[str, StoreFactory]):
         return set(_registry) | set(_plugins.installed())
 
     def __getitem__(self, scheme: str) -> StoreFactory:
-        factory = _factory(scheme) if isinstance(scheme, str) else None
+        factory = _factory(scheme.lower()) if isinstance(scheme, str) else None
         if factory is None:
             raise KeyError(scheme)
         return factory
@@ -136,6 +148,7 @@ class _Schemes(Mapping[str, StoreFactory]):
     def __contains__(self, scheme: object) -> bool:
         if not isinstance(scheme, str):
             return False
+        scheme = scheme.lower()  # URL schemes are case-insensitive
         if scheme not in self._names():
             _sweep()  # a loaded plugin may register it
         return scheme in self._names()
@@ -156,7 +169,7 @@ def registered_stores() -> Mapping[str, StoreFactory]:
     may register more schemes; iterating lists those registered so far.
 
     Example:
-        >>> "file" in registered_stores() and "memory" in registered_stores()
+        >>> "file" in registered_stores() and "MEMORY" in registered_stores()
         True
     """
     return _Schemes()
@@ -295,6 +308,11 @@ def resolve_store(
     except TypeError as err:  # a plugin's Store(url, **options) refusing an option
         raise UnknownStoreError(
             f"invalid storage_options {sorted(options)} for {store!r} (scheme {scheme!r}): {err}"
+        ) from err
+    except Exception as err:  # a factory's own failure (a bad bucket name, no network)
+        raise StoreError(
+            f"the store factory of scheme {scheme!r} ({factory!r}) could not open "
+            f"{store!r}: {type(err).__name__}: {err}"
         ) from err
     if not isinstance(result, Store):
         raise UnknownStoreError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -12,6 +13,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
+from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import (
     Buffer,
     ByteRange,
@@ -22,7 +24,15 @@ from torchzarr.storage.base import (
 )
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
-from torchzarr.storage.sqlite_prefix import under_prefix
+from torchzarr.storage.sqlite_files import FileId, file_at, remove_sidecars, sidecars_at
+from torchzarr.storage.sqlite_forks import (
+    FORKS,
+    Connection,
+    check_forked,
+    check_not_forking,
+    running,
+)
+from torchzarr.storage.sqlite_prefix import refuse_in_utf16, under_prefix, utf16_database
 from torchzarr.storage.sqlite_rows import check_row_sizes
 from torchzarr.storage.store_args import local_path, seconds
 
@@ -32,6 +42,7 @@ _T = TypeVar("_T")
 # SQL and its parameters, or what makes them from the connection (see sqlite_prefix)
 _Statement = str | Callable[[sqlite3.Connection], tuple[str, Sequence[Any]]]
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
+_RECHECK = 1.0  # seconds a read trusts that the file its connection has open is the path's
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 # Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes, in
@@ -42,130 +53,29 @@ _VALUE = "CASE typeof(value) WHEN 'text' THEN CAST(value AS BLOB) ELSE value END
 _SIZE = "CASE typeof(value) WHEN 'text' THEN length(CAST(value AS BLOB)) ELSE length(value) END"
 
 
-class _Connection:
-    """One thread's connection, and the lock that each statement or transaction on it holds.
-
-    Another thread closing it (``SQLiteStore.close``) takes the lock first, so it waits for
-    the statement running on it instead of freeing the connection under it (a crash).
-    """
-
-    __slots__ = ("closed", "connection", "lock")
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.connection.close()
+_opening = LockTable()  # by identity: no connection opens while the file gone is let go
 
 
-class _Forks:
-    """Every live store of this process, and what the fork handlers hold across a fork.
-
-    SQLite keeps per-process state for each open database file (the locks it believes this
-    process holds, the mapped ``-shm``). A forked child inherits that state but not the POSIX
-    locks behind it: a connection the child opens to a file the parent had open takes no real
-    locks, and the parent's last close then checkpoints and deletes the WAL the child still
-    writes to (its later writes are lost, its reads go stale). So no connection stays open
-    across a fork: :func:`_before_fork` closes them all and keeps new ones from opening until
-    the fork is done.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # guards registration; held from before a fork to after
-        self.stores: weakref.WeakValueDictionary[int, SQLiteStore] = weakref.WeakValueDictionary()
-        self.held: list[SQLiteStore] = []  # stores whose lock a fork in progress holds
-        self.forking: int | None = None  # the thread running that fork's handlers
-        self.pid = os.getpid()
-        # after a fork that ran no handlers (a C-level fork()): the parent's connections,
-        # never closed nor freed here (that could checkpoint or delete the parent's WAL), and
-        # the databases they had open (identities), which this process must not open at all
-        self.orphans: list[_Connection] = []
-        self.unsafe: set[str] = set()
-
-
-_FORKS = _Forks()
-
-
-def _before_fork() -> None:
-    """Close every store's connections; each store's lock stays held until the fork is done.
-
-    Waits, as :meth:`SQLiteStore.close` does, for the statement or transaction running on
-    each connection (a ``set_many`` on another thread commits first): those hold only their
-    connection's lock, never a store's, so the wait cannot deadlock. That includes a
-    statement's wait for another process's lock on the database: up to the store's
-    ``timeout``.
-    """
-    _check_forked()  # a child of a fork from C: the parent's locks and connections stay
-    _FORKS.lock.acquire()
-    _FORKS.forking = threading.get_ident()
-    for store in list(_FORKS.stores.values()):
-        store._lock.acquire()
-        _FORKS.held.append(store)
-        store._close_connections()
-
-
-def _after_fork_in_parent() -> None:
-    """Let the parent's threads reconnect: each does on its next call."""
-    for store in _FORKS.held:
-        store._lock.release()
-    _FORKS.held.clear()
-    _FORKS.forking = None
-    _FORKS.lock.release()
-
-
-def _after_fork_in_child() -> None:
-    """Start this process's bookkeeping afresh, keeping any connection the parent left open.
-
-    Runs once per process: a fork handler registered before this module's, which uses a
-    store in the child, runs it first (see :func:`_check_forked`).
-    """
-    if _FORKS.pid == os.getpid():
-        return
-    stores = list(_FORKS.stores.values())
-    locked_by_the_fork = {id(store) for store in _FORKS.held}
-    _FORKS.lock, _FORKS.held, _FORKS.forking = threading.Lock(), [], None
-    _FORKS.pid = os.getpid()
+def _close_stale(identity: str, now: FileId | None) -> None:
+    """Close the connections of this process's stores of ``identity`` to a file that is no
+    longer at its path (``now``: the one there), each reconnecting on its next call, then
+    remove the ``-wal`` and ``-shm`` of that file, which SQLite leaves beside the new one.
+    Call it holding ``_opening[identity]``, taken before any store's lock."""
+    with FORKS.lock:  # a store registering meanwhile would break the iteration
+        stores = [store for store in FORKS.stores.values() if store.identity == identity]
+    sidecars: dict[str, FileId] = {}
+    in_use = False  # by a connection to the file now at the path: it uses them
     for store in stores:
-        # only after a fork without the handlers (see _Forks): connections open, or being
-        # opened or closed by another thread of the parent
-        if store._all or (store._lock.locked() and id(store) not in locked_by_the_fork):
-            _FORKS.orphans.extend(store._all)
-            _FORKS.unsafe.add(store.identity)  # under any path that reaches the file
-        store._reset()
-
-
-def _check_forked() -> None:
-    """Run the child's fork handler now if this process was forked without it (C fork())."""
-    if _FORKS.pid != os.getpid():
-        _after_fork_in_child()
-
-
-def _check_not_forking(store: SQLiteStore) -> None:
-    """Raise if this thread is inside a fork, which holds every store's lock (a deadlock)."""
-    if _FORKS.forking == threading.get_ident():
-        raise StoreError(
-            f"cannot use {store} in a fork handler that runs while the process forks (one "
-            "registered with os.register_at_fork before torchzarr was imported): every "
-            "SQLiteStore is closed until the fork is done; use it before or after the fork"
-        )
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )
-
-
-def _running(owner: weakref.ref[threading.Thread]) -> bool:
-    """True while the thread behind ``owner`` may still run code (it has not finished)."""
-    thread = owner()
-    return thread is not None and thread.is_alive()
+        with store._lock:  # its connections, and the file they have open, hold still
+            if not store._all or store._file is None:
+                continue
+            if store._file == now:
+                in_use = True
+                continue
+            sidecars.update(store._sidecars)  # read while its connections hold them open
+            store._close_connections()
+    if sidecars and not in_use:
+        remove_sidecars(identity.removeprefix("sqlite://"), sidecars)
 
 
 class SQLiteStore(Store):
@@ -201,13 +111,16 @@ class SQLiteStore(Store):
     def _reset(self) -> None:
         self._local = threading.local()
         # every connection open, with the thread it belongs to
-        self._all: dict[_Connection, weakref.ref[threading.Thread]] = {}
+        self._all: dict[Connection, weakref.ref[threading.Thread]] = {}
         # held to open, register or close connections (and by a fork in progress)
         self._lock = threading.Lock()
-        _check_forked()
-        _check_not_forking(self)
-        with _FORKS.lock:  # waits for a fork in progress, which would not see this store
-            _FORKS.stores[id(self)] = self
+        self._file: FileId | None = None  # (device, inode) its connections have open
+        self._sidecars: dict[str, FileId] = {}  # the -wal and -shm they have open
+        self._checked = 0.0  # when that file was last found at the path
+        check_forked()
+        check_not_forking(self)
+        with FORKS.lock:  # waits for a fork in progress, which would not see this store
+            FORKS.stores[id(self)] = self
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}{', read-only' if self.read_only else ''})"
@@ -224,7 +137,12 @@ class SQLiteStore(Store):
     @cached_property
     def identity(self) -> str:
         # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
-        return "sqlite://" + os.path.realpath(self.path)
+        return "sqlite://" + self._real_path
+
+    @cached_property
+    def _real_path(self) -> str:
+        """The database file, symlinks resolved: SQLite names its -wal and -shm after it."""
+        return os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
@@ -242,8 +160,11 @@ class SQLiteStore(Store):
         finishes before the connection closes, and the thread's next call reconnects.
         Every store does the same just before the process forks (see ``docs/storage.md``).
         """
-        _check_forked()
-        _check_not_forking(self)
+        check_forked()
+        check_not_forking(self)
+        if self._all and self._file != file_at(self.path):  # deleted or replaced meanwhile
+            with _opening[self.identity]:
+                _close_stale(self.identity, file_at(self.path))
         with self._lock:
             self._close_connections()
 
@@ -257,36 +178,59 @@ class SQLiteStore(Store):
             held = next(iter(self._all))
             held.close()
             del self._all[held]
+        self._file, self._sidecars = None, {}  # the file none of its connections has open
 
     # -- connections ------------------------------------------------------------------------
-    def _using(self, work: Callable[[sqlite3.Connection], _T], create: bool = False) -> _T | None:
+    def _using(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        create: bool = False,
+        names: Sequence[str] = (),
+        kind: str = "key",
+    ) -> _T | None:
         """``work(connection)`` on this thread's connection, which no ``close`` closes meanwhile.
 
         None, without a call, while the file does not exist, unless ``create`` (a write):
-        reading or deleting in a store nothing was written to leaves no file.
+        reading or deleting in a store nothing was written to leaves no file. ``names``
+        (keys, or a prefix: ``kind``) are refused where the database cannot store them.
         """
         while True:
             held = self._conn(create)
             if held is None:
                 return None
+            if held.utf16:
+                refuse_in_utf16(names, self, kind)
             with held.lock:
                 if not held.closed:
                     return work(held.connection)
             # closed by another thread since it was looked up: the next lookup reconnects
 
-    def _conn(self, create: bool = False) -> _Connection | None:
+    def _conn(self, create: bool = False) -> Connection | None:
         """This thread's open connection, connecting if it has none (see :meth:`_using`)."""
-        _check_forked()
-        held: _Connection | None = getattr(self._local, "conn", None)
-        if held is not None and not held.closed:
+        check_forked()
+        held: Connection | None = getattr(self._local, "conn", None)
+        if held is not None and not held.closed and not self._moved(create):
             return held
-        if (self.read_only or not create) and not os.path.exists(self.path):
+        check_not_forking(self)
+        with _opening[self.identity]:
+            return self._connected(create)
+
+    def _connected(self, create: bool) -> Connection | None:
+        """A new connection of this thread (holding ``_opening[self.identity]``)."""
+        now = file_at(self.path)
+        # first: SQLite finds a database's -wal and -shm by its path, and a new connection
+        # to a file put there would read (and write) those of the one still open
+        _close_stale(self.identity, now)
+        if now is None and (self.read_only or not create):
             return None
-        _check_not_forking(self)
         # opened and registered under the lock: close() and a fork see every connection
         with self._lock:
-            held = _Connection(self._connect())  # first: a last close would drop the WAL
-            finished = [old for old, owner in self._all.items() if not _running(owner)]
+            if self._all and self._file != now:  # another thread's, to the file gone
+                self._close_connections()
+            held = self._connect()  # first: a last close would drop the WAL
+            self._file, self._checked = file_at(self.path), time.monotonic()
+            self._sidecars = sidecars_at(self._real_path)
+            finished = [old for old, owner in self._all.items() if not running(owner)]
             for old in finished:  # their threads are gone: nothing can use them any more
                 old.close()
                 del self._all[old]
@@ -294,9 +238,23 @@ class SQLiteStore(Store):
             self._local.conn = held
         return held
 
-    def _connect(self) -> sqlite3.Connection:
+    def _moved(self, write: bool) -> bool:
+        """Whether the database file was deleted or replaced (another file at the path) since
+        this store's connections opened it: checked on each write, and once a second on
+        reads (a ``stat`` costs as much as a small read), as LMDBStore does."""
+        now = time.monotonic()
+        if not write and now - self._checked <= _RECHECK:
+            return False
+        self._checked = now
+        if file_at(self.path) != self._file:
+            return True
+        if len(self._sidecars) < 2:  # a reader's first read made them, after it connected
+            self._sidecars = sidecars_at(self._real_path)
+        return False
+
+    def _connect(self) -> Connection:
         """A new connection to the database, in WAL mode when writable."""
-        if self.identity in _FORKS.unsafe:
+        if self.identity in FORKS.unsafe:
             raise StoreError(
                 f"cannot open {self} in this process: it was forked without Python's fork "
                 "handlers (a fork() from C code?) while the parent had the database open, and "
@@ -315,11 +273,21 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL: atomic, fsync at checkpoints
                 conn.execute(_SCHEMA)
+            utf16 = utf16_database(conn)
         except sqlite3.Error as err:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {err}") from err
-        return conn
+        return Connection(conn, utf16)
 
-    def _query(self, what: str, sql: _Statement, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(
+        self,
+        what: str,
+        sql: _Statement,
+        params: Sequence[Any] = (),
+        names: Sequence[str] = (),
+        kind: str = "key",
+    ) -> list[Any]:
+        """The rows of ``sql``; an error says it could not ``what`` (naming the keys)."""
+
         def fetch(conn: sqlite3.Connection) -> list[Any]:
             try:
                 text, args = sql(conn) if callable(sql) else (sql, params)
@@ -331,7 +299,7 @@ class SQLiteStore(Store):
             except sqlite3.Error as err:
                 raise StoreError(f"cannot {what} in {self}: {err}") from err
 
-        return self._using(fetch) or []
+        return self._using(fetch, names=names, kind=kind) or []
 
     # -- reads --------------------------------------------------------------------------------
     def _bytes(self, key: str, value: Any) -> bytes:
@@ -348,7 +316,7 @@ class SQLiteStore(Store):
 
     def get(self, key: str) -> bytes | None:
         sql = f"SELECT {_VALUE} FROM zarr WHERE key = ?"
-        rows = self._query("read", sql, (validate_key(key),))
+        rows = self._query(f"read {key!r}", sql, (validate_key(key),), [key])
         return self._bytes(key, rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
@@ -357,13 +325,13 @@ class SQLiteStore(Store):
         for i in range(0, len(unique), _BATCH):
             batch = unique[i : i + _BATCH]
             sql = f"SELECT key, {_VALUE} FROM zarr WHERE key IN ({','.join('?' * len(batch))})"
-            for key, value in self._query("read", sql, batch):
+            for key, value in self._query(f"read {keys_named(batch)}", sql, batch, batch):
                 out[key] = self._bytes(key, value)
         return out
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         validate_key(key)
-        return self._using(lambda conn: self._read_range(conn, key, byte_range))
+        return self._using(lambda conn: self._read_range(conn, key, byte_range), names=[key])
 
     def _read_range(
         self, conn: sqlite3.Connection, key: str, byte_range: ByteRange
@@ -399,11 +367,12 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot read {key!r} from {self}: {err}") from err
 
     def exists(self, key: str) -> bool:
-        return bool(self._query("read", "SELECT 1 FROM zarr WHERE key = ?", (validate_key(key),)))
+        sql = "SELECT 1 FROM zarr WHERE key = ?"
+        return bool(self._query(f"read {key!r}", sql, (validate_key(key),), [key]))
 
     def getsize(self, key: str) -> int | None:
         sql = f"SELECT typeof(value), {_SIZE} FROM zarr WHERE key = ?"
-        rows = self._query("read", sql, (validate_key(key),))
+        rows = self._query(f"read {key!r}", sql, (validate_key(key),), [key])
         if not rows:
             return None
         kind, size = rows[0]
@@ -418,6 +387,8 @@ class SQLiteStore(Store):
         sql: _Statement,
         rows: Sequence[Sequence[Any]],
         check: Callable[[sqlite3.Connection], None] | None = None,
+        names: Sequence[str] = (),
+        kind: str = "key",
     ) -> None:
         def write(conn: sqlite3.Connection) -> None:
             if check is not None:
@@ -438,7 +409,7 @@ class SQLiteStore(Store):
             except sqlite3.Error as err:
                 raise StoreError(f"cannot {what} in {self}: {err}") from err
 
-        self._using(write, create=True)  # writable stores always connect
+        self._using(write, create=True, names=names, kind=kind)  # writable stores connect
 
     def set(self, key: str, value: Buffer) -> None:
         self.set_many({key: value})
@@ -449,7 +420,8 @@ class SQLiteStore(Store):
         rows = [(validate_key(key), as_buffer(self, key, value)) for key, value in items.items()]
         if rows:  # an error of the transaction names its keys
             check = lambda conn: check_row_sizes(self, conn, rows)  # noqa: E731
-            self._transaction(f"write {keys_named(list(items))}", _UPSERT, rows, check)
+            keys = [key for key, _ in rows]
+            self._transaction(f"write {keys_named(keys)}", _UPSERT, rows, check, keys)
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -460,7 +432,8 @@ class SQLiteStore(Store):
             self._check_writable(key)
         rows = [(validate_key(key),) for key in keys]
         if rows and self._conn() is not None:  # no file yet: nothing to delete
-            self._transaction(f"delete {rows[0][0]!r}", "DELETE FROM zarr WHERE key = ?", rows)
+            sql, names = "DELETE FROM zarr WHERE key = ?", [key for (key,) in rows]
+            self._transaction(f"delete {keys_named(names)}", sql, rows, names=names)
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every key starting with ``prefix`` in one statement, names no key can
@@ -471,11 +444,11 @@ class SQLiteStore(Store):
             return
         # one range of the key index, valid in the database's text encoding, and an exact test
         where = lambda conn: under_prefix(conn, "DELETE FROM zarr", prefix)  # noqa: E731
-        self._transaction(f"delete {prefix or '/'!r}", where, [])
+        self._transaction(f"delete {prefix or '/'!r}", where, [], names=[prefix], kind="prefix")
 
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix)
         where = lambda conn: under_prefix(conn, "SELECT key FROM zarr", prefix)  # noqa: E731
-        rows = self._query("list", where)
+        rows = self._query(f"list {prefix or '/'!r}", where, names=[prefix], kind="prefix")
         return iter(listed_keys((key for (key,) in rows), prefix, self.path, "SQLiteStore"))

@@ -5,15 +5,19 @@ order, so ``key >= prefix AND key < bound`` selects exactly the keys starting wi
 ``prefix`` (and the primary-key index finds them). In UTF-16 it is not: in UTF-16LE
 ``'aЯ'`` (``61 00 2F 04``) sorts between ``'a/'`` (``61 00 2F 00``) and ``'a0'``. So the
 range here is one valid in the database's byte order, and an exact ``substr`` test keeps
-only the keys that start with the prefix, whatever the encoding.
+only the keys that start with the prefix, whatever the encoding. A UTF-16 database stores
+U+FFFE and U+FFFF as U+FFFD, so keys holding them are refused there (:func:`refuse_in_utf16`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["prefix_bound", "under_prefix"]
+from torchzarr.errors import InvalidKeyError
+
+__all__ = ["prefix_bound", "refuse_in_utf16", "under_prefix", "utf16_database"]
 
 _CODECS = {"utf-8": "utf-8", "utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}
 
@@ -82,3 +86,33 @@ def prefix_bound(prefix: str, codec: str = "utf-8") -> str | None:
                 return bound
         prefix = prefix[:-1]
     return None
+
+
+def utf16_database(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn``'s database stores text as UTF-16 (``PRAGMA encoding``).
+
+    Example:
+        >>> utf16_database(sqlite3.connect(":memory:"))
+        False
+    """
+    return str(conn.execute("PRAGMA encoding").fetchone()[0]).lower().startswith("utf-16")
+
+
+def refuse_in_utf16(names: Iterable[str], where: object, kind: str = "key") -> None:
+    """Raise :class:`InvalidKeyError` naming the first of ``names`` (keys, or a prefix) that
+    holds U+FFFE or U+FFFF, which SQLite converts to U+FFFD when it stores text as UTF-16:
+    such a key would be stored (and found) as another one.
+
+    Example:
+        >>> refuse_in_utf16(["a/zarr.json", "b\ufffd"], "SQLiteStore('u16.db')")
+        >>> refuse_in_utf16(["a/\uffff"], "SQLiteStore('u16.db')")
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidKeyError: key 'a/\uffff' cannot be used in SQLiteStore('u16.db'), a UTF-16 database: SQLite stores U+FFFE and U+FFFF as U+FFFD there, so it would name another key
+    """
+    for name in names:
+        if "\ufffe" in name or "\uffff" in name:
+            raise InvalidKeyError(
+                f"{kind} {name!r} cannot be used in {where}, a UTF-16 database: SQLite "
+                "stores U+FFFE and U+FFFF as U+FFFD there, so it would name another key"
+            )

@@ -67,9 +67,12 @@ class ReadOnlyStore(Store):
         self._check_writable(key)
 
     def delete(self, key: str) -> None:
-        """Refused: raises ``ReadOnlyError`` naming ``key`` (so do ``delete_many`` and
-        ``delete_prefix``)."""
+        """Refused: raises ``ReadOnlyError`` naming ``key`` (so does ``delete_many``)."""
         self._check_writable(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Refused: raises ``ReadOnlyError`` naming ``prefix``, keys under it or none."""
+        self._check_writable(prefix or "/")
 
     def with_read_only(self, read_only: bool = True) -> Store:
         return self if read_only else self.inner

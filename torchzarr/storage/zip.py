@@ -263,6 +263,10 @@ class ZipStore(Store):
         self._check_writable(key)
         self._change(validate_key(key), lambda archive: archive.delete(key))
 
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix or "/")  # refused read-only, even with nothing under it
+        super().delete_prefix(prefix)
+
     def _change(self, key: str, change: Callable[[Archive], bool]) -> None:
         """``change`` the shared archive; again on the reopened one if another thread closed it."""
         for _ in range(_REOPENS):

@@ -35,7 +35,7 @@ from torchzarr.storage.zip_io import (
     write_directory,
 )
 from torchzarr.storage.zip_rewrite import rewrite_live
-from torchzarr.storage.zip_shared import GONE, warn_writes_lost
+from torchzarr.storage.zip_shared import GONE, close_at_process_exit, warn_writes_lost
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 
 __all__ = ["Archive"]
@@ -76,6 +76,8 @@ class Archive:
         if mode == "r" and (self.signature is None or not self.signature[2]):  # no bytes
             return  # a missing or empty file reads as an empty store, like a missing directory
         self.zf, self.fd = open_zip(path, mode, allow_zip64)
+        if mode != "r":
+            close_at_process_exit()  # a multiprocessing child runs no atexit function
         weakref.finalize(self, os.close, self.fd).atexit = False  # exit closes it
         self.signature = file_signature(os.fstat(self.fd))
         self.opened_as = self.signature  # the file as this archive found it

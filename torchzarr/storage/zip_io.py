@@ -104,12 +104,34 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
         hint = ""
+        if isinstance(err, zipfile.BadZipFile) and not _starts_as_a_zip(path):
+            raise StoreError(
+                f"cannot open {path!r} (mode {mode!r}) as a zip: it is not a zip file (it "
+                "does not start with a zip signature: another kind of file at the path?)"
+            ) from err
         if isinstance(err, zipfile.BadZipFile):  # no whole directory at the end (yet)
             hint = (
                 " (not a whole zip: another writer may be appending to it, its directory "
                 "not yet written; retry once it has closed the zip)"
             )
         raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}{hint}") from err
+
+
+#: what a zip file starts with: an entry's local header, or the end of an empty zip's
+#: directory (or the marker of a split archive)
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"PK00")
+_SIGNATURE_SCAN = 1 << 20  # bytes searched for an entry of a zip with bytes before it
+
+
+def _starts_as_a_zip(path: str) -> bool:
+    """Whether the file at ``path`` has a zip signature: at its start, or an entry's in its
+    first MiB (a self-extracting zip); True when it cannot be read (no evidence)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SIGNATURE_SCAN)
+    except OSError:
+        return True
+    return head[:4] in _ZIP_STARTS or b"PK\x03\x04" in head
 
 
 def _locked_for_writing(path: str) -> int:

@@ -3,8 +3,10 @@
 Each store keeps the archive it first used, so what it reads stays one consistent version
 of the zip: the archive follows this process's own writes, while a new version that another
 writer put at the path is read by the stores that start after it (see :func:`choose_archive`).
-The end of the interpreter writes the directory of each one still open for writing; a
-forked child keeps its parent's as read-only snapshots, never written to or closed there.
+The end of the interpreter (or of a multiprocessing child, which leaves through
+``os._exit`` and runs no ``atexit`` function) writes the directory of each one still open
+for writing; a forked child keeps its parent's as read-only snapshots, never written to or
+closed there.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import multiprocessing.util
 import os
 import weakref
 from collections.abc import Callable
@@ -28,6 +31,7 @@ __all__ = [
     "ORPHANS",
     "archives",
     "choose_archive",
+    "close_at_process_exit",
     "closed_at_exit",
     "last_closed",
     "path_locks",
@@ -48,6 +52,8 @@ path_locks = LockTable()
 ORPHANS: list[Any] = []
 #: zips whose directory the exit wrote: its last write
 closed_at_exit: set[str] = set()
+#: the process whose multiprocessing exit closes its zips (see close_at_process_exit)
+_exit_hooked = {"pid": 0}
 
 
 #: ``closed_as`` of an archive whose file another writer had replaced when it was closed
@@ -145,6 +151,26 @@ def choose_archive(path: str, write: bool, open_archive: Callable[[str], Any]) -
 def _after_fork_in_child() -> None:
     for archive in archives.values():
         archive.freeze()
+
+
+def close_at_process_exit() -> None:
+    """Have the exit of this process close its zips, also where it is a multiprocessing
+    child (``fork`` or ``forkserver``), which leaves through ``os._exit``: no ``atexit``
+    function runs there, only multiprocessing's finalizers. Call it on opening a zip for
+    writing; the first call in each process registers one (a child starts with none: the
+    finalizers its parent registered are cleared, or ignored, in it).
+
+    Example:
+        >>> close_at_process_exit(); close_at_process_exit()  # one finalizer a process
+        >>> _exit_hooked["pid"] == os.getpid()
+        True
+    """
+    pid = os.getpid()
+    if _exit_hooked["pid"] == pid:
+        return
+    _exit_hooked["pid"] = pid
+    # run with the finalizers of priority >= 0, before a child's queues and pipes close
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=1)
 
 
 @atexit.register
