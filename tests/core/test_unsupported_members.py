@@ -131,6 +131,24 @@ def test_a_len_after_an_iteration_has_begun_lists_anew(tmp_path, view):
     assert len(listed) == before + 1
 
 
+@pytest.mark.parametrize("view", ["keys", "items", "values"])
+def test_a_len_after_a_write_through_the_group_lists_anew(tmp_path, view):
+    """``names = (n for n in group)`` asks for an iterator at once: the listing it kept
+    must not answer a ``len()`` after the group changed."""
+    _xarray_like(tmp_path, 3)
+    root = tz.open_group(tmp_path, mode="r+")
+    listed = root if view == "keys" else getattr(root, view)()
+    before = len(listed)
+    for change, after in [
+        (lambda: root.create_group("more"), 1),
+        (lambda: root.__delitem__("more"), 0),
+    ]:
+        started = iter(listed)
+        change()
+        assert len(listed) == before + after
+        assert len(list(started)) == before + 1 - after  # the iteration shows the old listing
+
+
 def test_a_list_of_a_group_lists_it_once(tmp_path, monkeypatch):
     _xarray_like(tmp_path, 3)
     root = tz.open_group(tmp_path, mode="r", use_consolidated=False)

@@ -85,9 +85,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         self._path = path
         self._metadata = metadata
         self._read_only = read_only
-        # {relative path: metadata} of every node below, when opened read-only from
-        # consolidated metadata. A writable group lists the store instead: that copy
-        # would not follow the changes made through it, its members or its subgroups.
+        # {relative path: metadata} of every node below, when opened read-only from consolidated
+        # metadata (a writable group lists the store: that copy would not follow its changes)
         self._consolidated = consolidated if read_only else None
         self._listing = OneListing()  # ``list(group)`` lists once
 
@@ -116,6 +115,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             refresh_consolidated(self._store, [(self._path, self._metadata)])
 
     def _check_writable(self) -> None:
+        self._listing.forget()  # before every change: a listing kept for a len() is stale
         if self._read_only:
             raise ReadOnlyError(f"group {self.name} in {self._store!r} is read-only")
 
@@ -259,7 +259,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [name for name, _ in root.items()]  # doctest: +SKIP
             ['exp']
         """
-        return MemberItems(self)
+        return MemberItems(self, self._listing)
 
     def values(self) -> ValuesView[Array | Group]:
         """The direct member nodes, as :meth:`items`.
@@ -268,7 +268,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [type(node).__name__ for node in root.values()]  # doctest: +SKIP
             ['Group']
         """
-        return MemberValues(self)
+        return MemberValues(self, self._listing)
 
     def members(self, max_depth: int | None = 0) -> tuple[tuple[str, Array | Group], ...]:
         """``(relative path, node)`` pairs, sorted; ``max_depth=None`` walks the whole tree.

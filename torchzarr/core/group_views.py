@@ -20,7 +20,8 @@ T = TypeVar("T")
 class OneListing:
     """A listing made for an iteration, kept for the ``len()`` that ``list()`` asks before
     the first item (one listing, not two: on an object store, a listing and a request per
-    member). Once the iteration has begun, ``len()`` lists anew.
+    member). Once the iteration has begun, or after a change to the group (:meth:`forget`,
+    on this listing or the group's it ``follows``), ``len()`` lists anew.
 
     Example:
         >>> once = OneListing()
@@ -31,13 +32,24 @@ class OneListing:
         3
     """
 
-    def __init__(self) -> None:
+    def __init__(self, follows: OneListing | None = None) -> None:
         self._kept: Sized | None = None
+        self._kept_at = 0  # the changes counted when it was kept
+        self._follows = follows
+        self.changes = 0  # calls of forget(): a listing kept before one is stale
+
+    def _changes(self) -> int:
+        return self.changes + (self._follows.changes if self._follows is not None else 0)
+
+    def forget(self) -> None:
+        """Drop the kept listing: the group is about to change."""
+        self._kept = None
+        self.changes += 1
 
     def iterate(self, listed: Iterable[T]) -> Iterator[T]:
         """An iterator over ``listed``, kept for a ``count`` until its first item."""
         listed = tuple(listed)
-        self._kept = listed
+        self._kept, self._kept_at = listed, self._changes()
         return self._walk(listed)
 
     def _walk(self, listed: tuple[T, ...]) -> Iterator[T]:
@@ -46,9 +58,12 @@ class OneListing:
         yield from listed
 
     def count(self, listing: Callable[[], Sized]) -> int:
-        """The length of the kept listing if an iteration has not begun, else of a new one."""
+        """The length of the kept listing if an iteration has not begun and the group has
+        not changed since, else of a new listing."""
         kept, self._kept = self._kept, None
-        return len(kept if kept is not None else listing())
+        if kept is None or self._kept_at != self._changes():
+            kept = listing()
+        return len(kept)
 
 
 class MemberItems(ItemsView[str, "Array | Group"]):
@@ -62,10 +77,10 @@ class MemberItems(ItemsView[str, "Array | Group"]):
         ['exp']
     """
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, follows: OneListing | None = None) -> None:
         super().__init__(group)
         self._group = group
-        self._listing = OneListing()
+        self._listing = OneListing(follows)  # kept no longer than the group's own (writes)
 
     def __iter__(self) -> Iterator[tuple[str, Array | Group]]:
         return self._listing.iterate(self._group.members())
@@ -88,10 +103,10 @@ class MemberValues(ValuesView["Array | Group"]):
         ['/exp']
     """
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, follows: OneListing | None = None) -> None:
         super().__init__(group)
         self._group = group
-        self._listing = OneListing()
+        self._listing = OneListing(follows)  # kept no longer than the group's own (writes)
 
     def __iter__(self) -> Iterator[Array | Group]:
         return self._listing.iterate(node for _, node in self._group.members())
