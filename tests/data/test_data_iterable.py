@@ -456,11 +456,23 @@ def test_publishing_the_epoch_writes_under_the_lock_copies_take():
     assert words == [3, 1, 0]
 
 
-def test_a_pinned_ring_gives_no_more_rows_than_its_batches_hold():
-    ring = tz.data.PinnedRing({"x": ((2,), torch.float32)}, batch_size=4, slots=2)
-    assert ring.next(4)["x"].shape == (4, 2) and ring.next(0)["x"].shape == (0, 2)
-    for rows in (5, -1):
-        with pytest.raises(
-            tz.errors.InvalidArgumentError, match=f"rows must be 0..4, .*got {rows}"
-        ):
+@pytest.mark.parametrize("kind", ["pinned", "worker"])
+def test_a_ring_gives_no_more_rows_than_its_batches_hold(kind):
+    """More rows would reach past a slot's first array into the next one."""
+    from torchzarr.data.worker_ring import WorkerRing
+
+    specs = {"x": ((2,), torch.float32), "y": ((1,), torch.int64)}
+    if kind == "pinned":
+        ring = tz.data.PinnedRing(specs, batch_size=4, slots=2)
+    else:
+        ring = WorkerRing.create(specs, batch_size=4, slots=3)
+        if ring is None:
+            pytest.skip("no memfd here")
+    assert ring.next(4)["x"].shape == (4, 2)
+    for rows, error in [
+        (5, "InvalidArgumentError"),
+        (-1, "InvalidArgumentError"),
+        (True, "ArgumentTypeError"),
+    ]:
+        with pytest.raises(getattr(tz.errors, error), match="rows must be"):
             ring.next(rows)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from torchzarr.arguments import whole_number
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.tensors import cuda_available
 
@@ -60,10 +61,7 @@ class PinnedRing:
 
     def next(self, rows: int) -> dict[str, torch.Tensor]:
         """The next buffers, cut to ``rows`` rows (at most the ring's batch size)."""
-        if not 0 <= rows <= self.batch_size:
-            raise InvalidArgumentError(
-                f"rows must be 0..{self.batch_size}, the ring's batch size; got {rows}"
-            )
+        rows = whole_number("rows", rows, 0, self.batch_size)  # at most the ring's batch size
         buffers = self._buffers[self._next]
         self._next = (self._next + 1) % len(self._buffers)
         return {name: t[:rows] for name, t in buffers.items()}

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.arguments import whole_number
 from torchzarr.errors import InvalidArgumentError, WorkerBatchError
 from torchzarr.forksafe import new_lock
 
@@ -244,7 +245,7 @@ class WorkerRing:
     ) -> None:
         if slots < 3:
             raise InvalidArgumentError(f"a worker ring needs at least 3 slots, got {slots}")
-        self.slots = slots
+        self.slots, self.batch_size = slots, batch_size
         self._layout: dict[str, tuple[int, tuple[int, ...], torch.dtype]] = {}
         offset = 0
         for name, (shape, dtype) in specs.items():
@@ -294,6 +295,7 @@ class WorkerRing:
         None when every slot is still lent to the main process (it keeps that many
         batches): gather this batch elsewhere.
         """
+        rows = whole_number("rows", rows, 0, self.batch_size)  # more would overlap the next array
         if self._current is not None:  # the last batch never reached wrap (its read failed)
             abandoned = self._current[0]
             self._seqs[abandoned] += 1
