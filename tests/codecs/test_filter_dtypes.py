@@ -20,10 +20,20 @@ MISFITS: list[tuple[str, Any, str]] = [
     ("int32", numcodecs.AsType(encode_dtype="<f2", decode_dtype="<f8"), "decode_dtype='<f8'"),
     ("int32", numcodecs.PackBits(), "bool data only"),
     ("int32", numcodecs.Delta(dtype="<f8"), "dtype='<f8'"),
-    ("float32", numcodecs.Delta(dtype="<i4"), "dtype='<i4'"),
     ("int32", numcodecs.BitRound(keepbits=5), "float16, float32 or float64"),
     ("int16", numcodecs.Quantize(digits=2, dtype="<f8"), "dtype='<f8'"),
-    ("bool", numcodecs.Delta(dtype="bool"), "cannot invert bool"),
+    ("bool", numcodecs.Delta(dtype="bool"), "cannot invert bool.*dtype='|u1'"),
+    ("int16", numcodecs.Delta(dtype="<i4"), "dtype='<i4'"),
+    ("float64", numcodecs.FixedScaleOffset(offset=0, scale=1, dtype="<i8"), "dtype='<i8'"),
+]
+
+#: same-size integer views that give back the bits written (zarr-python reads them so too)
+EXACT_VIEWS: list[tuple[str, Any]] = [
+    ("uint32", numcodecs.Delta(dtype="<i4")),
+    ("int64", numcodecs.Delta(dtype="<u8")),
+    ("uint8", numcodecs.Delta(dtype="|i1")),
+    ("int32", numcodecs.AsType(encode_dtype="<i4", decode_dtype="<u4")),
+    ("bool", numcodecs.Delta(dtype="u1")),
 ]
 
 
@@ -102,8 +112,44 @@ def test_a_big_endian_v2_array_takes_a_filter_of_its_byte_order() -> None:
     arr = _create(2, ">i4", [numcodecs.Delta(dtype=">i4")])
     arr[...] = torch.arange(8, dtype=torch.int32)
     assert arr[...].tolist() == list(range(8))
-    with pytest.raises(CodecError, match=r"dtype='<i4'.*>i4.*give it dtype='>i4'"):
-        _create(2, ">i4", [numcodecs.Delta(dtype="<i4")])
+    scaled = numcodecs.FixedScaleOffset(offset=0, scale=1, dtype="<f8")  # arithmetic on values
+    with pytest.raises(CodecError, match=r"dtype='<f8'.*>f8.*give it dtype='>f8'"):
+        _create(2, ">f8", [scaled])
+
+
+def _extremes(dtype: str) -> np.ndarray:
+    if dtype == "bool":
+        return np.array([True, False, True, True, False, False, True, False])
+    info = np.iinfo(dtype)
+    return np.array([info.min, info.max, 0, 1, info.max - 1, info.min + 1, 7, 3], dtype=dtype)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+@pytest.mark.parametrize(("dtype", "codec"), EXACT_VIEWS, ids=repr)
+def test_same_size_integer_views_are_taken_and_read_back_exactly(
+    tmp_path: Path, fmt: int, dtype: str, codec: Any
+) -> None:
+    zarr = pytest.importorskip("zarr")
+    data = _extremes(dtype)
+    arr = tz.create_array(
+        tmp_path, shape=(8,), dtype=dtype, chunks=(8,), zarr_format=fmt, filters=[codec]
+    )
+    arr[...] = torch.from_numpy(data.copy())
+    assert np.array_equal(arr[...].numpy(), data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.array_equal(zarr.open_array(str(tmp_path), mode="r")[...], data)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_v2_views_floats_as_ints_of_their_size_bit_for_bit(order: str) -> None:
+    """v2 views the decoded bytes as the array's dtype again; v3 casts them by value."""
+    data = torch.tensor([1.0, 2.5, -3.0, float("inf"), -0.0, 1e-40, 7.0, 3.0])
+    arr = _create(2, f"{order}f4", [numcodecs.Delta(dtype="<i4")])
+    arr[...] = data
+    assert torch.equal(arr[...].view(torch.int32), data.view(torch.int32))
+    with pytest.raises(CodecError, match=r"dtype='<i4'.* float32 .*read back other values"):
+        _create(3, "float32", [numcodecs.Delta(dtype="<i4")])
 
 
 @pytest.mark.parametrize("fmt", [2, 3])

@@ -19,13 +19,10 @@ _VIEWS_AS = {
     "quantize": "dtype",
     "astype": "decode_dtype",
 }
-#: the setting that names the dtype each of those filters outputs
-_OUTPUTS = {
-    "delta": "astype",
-    "fixedscaleoffset": "astype",
-    "quantize": "astype",
-    "astype": "encode_dtype",
-}
+#: filters whose view of their input may be any integer dtype of its item size: ``delta``
+#: is a bijection on the bits of any integer view, ``astype`` casts it (its other dtype is
+#: the user's choice); ``fixedscaleoffset`` and ``quantize`` do arithmetic on the values
+_ANY_INTEGER_VIEW = ("delta", "astype")
 
 
 def plain_numbers(value: Any) -> Any:
@@ -45,71 +42,80 @@ def plain_numbers(value: Any) -> Any:
     return value
 
 
-def _problem(codec_id: str, obj: Any, incoming: np.dtype[Any]) -> str | None:
-    """Why numcodecs filter ``obj`` cannot take chunks of ``incoming``, or None."""
+def _view_problem(
+    codec_id: str, key: str, wanted: np.dtype[Any], incoming: np.dtype[Any], zarr_format: int
+) -> str | None:
+    """Why viewing ``incoming`` chunks as ``wanted`` would not read back as written, or None.
+
+    A same-size integer view keeps the bits both ways: in v2 the decoded bytes are viewed
+    as the array's dtype again (any dtype round-trips), in v3 they are cast by value (only
+    ints and bools round-trip: a float viewed as ints comes back as the ints' values).
+    """
+    if codec_id == "delta" and wanted.kind == "b":
+        return (
+            "numcodecs' delta cannot invert bool data (it encodes XORs of neighbours and "
+            "decodes their running sum, so every value from the first True on reads True); "
+            "give it dtype='|u1'"
+        )
+    if wanted == incoming:
+        return None
+    same_size = wanted.itemsize == incoming.itemsize and codec_id in _ANY_INTEGER_VIEW
+    if same_size and wanted.kind in "iu" and (zarr_format == 2 or incoming.kind in "iub"):
+        return None  # the same bits back
+    fit = "|u1" if incoming.kind == "b" and codec_id == "delta" else incoming.str
+    return (
+        f"it views its input as {key}={wanted.str!r}, which would reinterpret the bytes "
+        f"of {incoming} and read back other values; give it {key}={fit!r}"
+    )
+
+
+def _problem(codec: Any, incoming: np.dtype[Any], zarr_format: int) -> str | None:
+    """Why numcodecs filter ``codec`` (a v3 ``numcodecs.<id>`` codec) cannot take chunks of
+    ``incoming``, or None."""
+    codec_id, obj = codec.codec_id, codec.numcodecs_codec
     if codec_id in _VIEWS_AS:
         key = _VIEWS_AS[codec_id]
-        wanted = np.dtype(getattr(obj, key))
-        if codec_id == "delta" and wanted.kind == "b":
-            return (
-                "numcodecs' delta cannot invert bool data (it encodes XORs of neighbours and "
-                "decodes their running sum, so every value from the first True on reads True)"
-            )
-        if wanted != incoming:
-            return (
-                f"it views its input as {key}={wanted.str!r}, which would reinterpret the "
-                f"bytes of {incoming} and store garbage; give it {key}={incoming.str!r}"
-            )
-    elif codec_id == "bitround":
-        if incoming.kind != "f" or incoming.itemsize not in (2, 4, 8):
-            return "it rounds float16, float32 or float64 data only"
-    elif codec_id == "packbits" and incoming.kind != "b":
+        return _view_problem(codec_id, key, np.dtype(getattr(obj, key)), incoming, zarr_format)
+    if codec_id == "bitround" and (incoming.kind != "f" or incoming.itemsize not in (2, 4, 8)):
+        return "it rounds float16, float32 or float64 data only"
+    if codec_id == "packbits" and incoming.kind != "b":
         return "it packs bool data only (it views its input as bool)"
     return None
 
 
-def _refuse(where: str, label: str, problem: str, incoming: np.dtype[Any], source: str) -> None:
-    raise CodecError(f"{where} {label} does not fit {incoming} ({source}): {problem}")
-
-
 def check_v2_filters(filters: Sequence[Any], dtype: np.dtype[Any]) -> None:
-    """Refuse v2 ``filters`` (numcodecs configs or objects, in encode order) whose dtype
-    setting does not fit the dtype reaching them: ``dtype`` (the stored dtype, in its byte
-    order) for the first, the previous one's output after. Checking stops at a filter whose
-    output dtype is not known (a bytes -> bytes filter such as ``Shuffle``).
+    """Refuse v2 ``filters`` (numcodecs configs or objects, in encode order) that would not
+    read back what is written, as :func:`check_v3_filters`; ``dtype`` is the stored dtype,
+    in its byte order. Any view of the same item size as an integer keeps the bits here:
+    v2 views the decoded bytes as the array's dtype again.
 
     Raises:
         CodecError: naming the filter, its setting and the dtype it gets.
 
     Example:
-        >>> check_v2_filters([{"id": "delta", "dtype": "<i4"}], np.dtype("<i4"))
+        >>> check_v2_filters([{"id": "delta", "dtype": "<i4"}], np.dtype("<f4"))
         >>> check_v2_filters([{"id": "packbits"}], np.dtype("<i4"))
         Traceback (most recent call last):
         ...
-        torchzarr.errors.CodecError: filter 0 packbits {} does not fit int32 (the array's dtype): it packs bool data only (it views its input as bool)
+        torchzarr.errors.CodecError: filter numcodecs.packbits {} does not fit int32 (the array's stored dtype): it packs bool data only (it views its input as bool)
     """
-    from torchzarr.codecs.numcodecs_adapter import numcodecs_object
+    from torchzarr.codecs.numcodecs_adapter import numcodecs_object, numcodecs_v3_codec
 
-    current, source = np.dtype(dtype), "the array's dtype"
-    for position, value in enumerate(filters):
-        obj = numcodecs_object(value)
-        codec_id = str(obj.codec_id)
-        problem = _problem(codec_id, obj, current)
-        if problem is not None:
-            config = {k: v for k, v in plain_numbers(obj.get_config()).items() if k != "id"}
-            _refuse(f"filter {position}", f"{codec_id} {config}", problem, current, source)
-        if codec_id in _OUTPUTS:
-            current = np.dtype(getattr(obj, _OUTPUTS[codec_id]))
-        elif codec_id == "packbits":
-            current = np.dtype("u1")
-        elif codec_id != "bitround":  # bitround keeps the dtype (its ints are the floats' bits)
-            return
-        source = f"the output of filter {position} ({codec_id})"
+    chain = []
+    for value in filters:
+        config = dict(numcodecs_object(value).get_config())
+        chain.append(numcodecs_v3_codec(str(config.pop("id")), config))
+    check_v3_filters(chain, dtype, zarr_format=2)
 
 
-def check_v3_filters(codecs: Sequence[Codec], dtype: np.dtype[Any]) -> None:
-    """Refuse the ``numcodecs.<id>`` filters of a v3 chain (and of sharding's inner chain)
-    whose dtype setting does not fit the dtype reaching them, as :func:`check_v2_filters`.
+def check_v3_filters(codecs: Sequence[Codec], dtype: np.dtype[Any], zarr_format: int = 3) -> None:
+    """Refuse the ``numcodecs.<id>`` filters of a chain (and of sharding's inner chain)
+    that would not read back what is written: one viewing the dtype reaching it (the
+    array's, or the previous filter's output) as another (``Delta(dtype="<i4")`` on
+    float32 reads back the ints' values; of another item size, garbage), ``BitRound`` on
+    non-floats, ``PackBits`` on non-bools, ``Delta`` on bools. Same-size integer views
+    of ints and bools keep the bits and pass. Checking stops at the first codec whose
+    output dtype is not known here (past the filters, or a plugin's filter).
 
     Raises:
         CodecError: naming the filter, its setting and the dtype it gets.
@@ -117,25 +123,26 @@ def check_v3_filters(codecs: Sequence[Codec], dtype: np.dtype[Any]) -> None:
     Example:
         >>> from torchzarr.codecs.numcodecs_adapter import numcodecs_v3_codec
         >>> delta = numcodecs_v3_codec("delta", {"dtype": "<i4"})
+        >>> check_v3_filters([delta], np.dtype("uint32"))  # the same bits
         >>> check_v3_filters([delta], np.dtype("float32"))
         Traceback (most recent call last):
         ...
-        torchzarr.errors.CodecError: filter numcodecs.delta {'dtype': '<i4'} does not fit float32 (the array's dtype): it views its input as dtype='<i4', which would reinterpret the bytes of float32 and store garbage; give it dtype='<f4'
+        torchzarr.errors.CodecError: filter numcodecs.delta {'dtype': '<i4'} does not fit float32 (the array's stored dtype): it views its input as dtype='<i4', which would reinterpret the bytes of float32 and read back other values; give it dtype='<f4'
     """
     from torchzarr.codecs.numcodecs_adapter import NumcodecsArrayArrayCodec
     from torchzarr.codecs.sharding import ShardingCodec
     from torchzarr.codecs.transpose import TransposeCodec
 
     spec = ChunkSpec((1,), np.dtype(dtype), np.dtype(dtype).type(0))
-    source = "the array's dtype"
+    source = "the array's stored dtype"
     for codec in codecs:
         if isinstance(codec, NumcodecsArrayArrayCodec):
             # the dtype settings v3 lets one leave out, filled in (the same class)
             evolved = cast(NumcodecsArrayArrayCodec, codec.evolve(spec))
-            problem = _problem(evolved.codec_id, evolved.numcodecs_codec, spec.dtype)
+            problem = _problem(evolved, spec.dtype, zarr_format)
             if problem is not None:
                 label = f"{evolved.codec_name} {evolved.configuration()}"
-                _refuse("filter", label, problem, spec.dtype, source)
+                raise CodecError(f"filter {label} does not fit {spec.dtype} ({source}): {problem}")
             spec = evolved.resolve_spec(spec)
             source = f"the output of {evolved.codec_name}"
         elif isinstance(codec, ShardingCodec):
