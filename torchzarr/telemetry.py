@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 
 __all__ = [
@@ -80,8 +80,14 @@ def add(event: str | None = None, **amounts: float) -> None:
     if not _NAMES.issuperset(amounts):
         _check_names(amounts)  # before any counter moves
     with _lock:
-        for name, amount in amounts.items():
-            setattr(_counters, name, getattr(_counters, name) + amount)
+        try:  # every sum first: a bad amount moves no counter
+            sums = [(name, getattr(_counters, name) + amount) for name, amount in amounts.items()]
+        except TypeError:
+            raise ArgumentTypeError(
+                f"telemetry amounts are numbers, got {amounts!r:.200}"
+            ) from None
+        for name, total in sums:
+            setattr(_counters, name, total)
         listeners = list(_listeners) if _listeners else ()
     if event is not None:
         for listener in listeners:

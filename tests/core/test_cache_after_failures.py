@@ -94,6 +94,18 @@ def test_resize_counts_the_chunks_it_deletes_as_one_write():
     assert events == [("write", {"writes": 1, "chunks_deleted": 2})]
 
 
+def test_resize_resets_cut_chunks_with_one_write_per_axis_cut():
+    """As docs/performance.md says: the corner chunk cut on both axes is written twice."""
+    arr = tz.create_array("memory://", shape=(16, 16), dtype=torch.int32, chunks=(4, 4))
+    arr[:] = 1
+    telemetry.reset()
+    arr.resize((6, 6))
+    counted = telemetry.snapshot()
+    assert (counted["writes"], counted["chunks_written"]) == (3, 4)  # deletes, then 2 axes
+    arr.resize((8, 8))
+    assert int(arr[:].sum()) == 36
+
+
 def test_resize_of_a_sharded_array_counts_inner_chunks():
     arr = tz.create_array(
         "memory://", shape=(16,), dtype=torch.int32, chunks=(2,), shards=(4,)
@@ -120,6 +132,10 @@ def test_telemetry_names_an_unknown_counter_and_keeps_the_blocks_error():
     with pytest.raises(InvalidArgumentError, match=r"'fetch_secs'.*fetch_seconds"):
         telemetry.add(fetch_secs=1, bytes_fetched=5)
     assert telemetry.snapshot()["bytes_fetched"] == before["bytes_fetched"]  # nothing moved
+    with pytest.raises(tz.errors.ArgumentTypeError, match="telemetry amounts are numbers"):
+        telemetry.add("read", reads=1, bytes_fetched="10")
+    after = telemetry.snapshot()
+    assert (after["reads"], after["bytes_fetched"]) == (before["reads"], before["bytes_fetched"])
     ran = []
     # refused before the block runs, not after it
     with pytest.raises(InvalidArgumentError, match="'fetch_secs'"), telemetry.timed("fetch_secs"):

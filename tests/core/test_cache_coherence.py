@@ -25,6 +25,19 @@ def test_put_after_an_invalidation_is_dropped():
     assert cache.get(key) is not None
 
 
+def test_a_cache_given_to_the_array_constructor_follows_writes():
+    base = tz.create_array("memory://", shape=(8,), dtype=torch.int32, chunks=(4,))
+    base[:] = 1
+    arr = tz.Array(base.store, base.path, base.metadata, cache=ChunkCache())
+    assert arr[:].tolist() == [1] * 8  # both chunks cached
+    arr[:] = 2
+    assert arr[:].tolist() == [2] * 8
+    base[:4] = 3  # through another handle
+    assert arr[:].tolist() == [3] * 4 + [2] * 4
+    with pytest.raises(tz.errors.ArgumentTypeError, match="cache must be a ChunkCache"):
+        tz.Array(base.store, base.path, base.metadata, cache="yes")
+
+
 def test_reader_racing_writers_never_keeps_a_stale_chunk(tmp_path):
     arr = tz.create_array(tmp_path / "a.zarr", shape=(64,), dtype=torch.int64, chunks=(64,))
     cache = ChunkCache(max_bytes=1 << 20)

@@ -133,10 +133,24 @@ def test_a_pickled_cache_is_found_again_at_home_and_is_pageable_elsewhere(monkey
     assert pinned_at_home.get(("s", "a", (0,))).tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("key", [("x",), "abc", ("id", "path", (0,), 1)])
+@pytest.mark.parametrize(
+    "key", [("x",), "abc", ("id", "path", (0,), 1), ("id", "path", [0]), (1, "path", (0,))]
+)
 def test_a_key_not_of_identity_path_and_coords_is_refused_by_name(key):
     cache = tz.ChunkCache(100)
     with pytest.raises(ArgumentTypeError, match=r"chunk cache key is .*got"):
         cache.get(key)
     with pytest.raises(ArgumentTypeError, match="chunk cache key"):
         cache.put(key, np.ones(2))
+
+
+def test_a_chunk_or_coords_of_the_wrong_kind_is_refused_by_name():
+    cache = tz.ChunkCache(100)
+    with pytest.raises(
+        ArgumentTypeError, match="a cached chunk is a numpy array, got <class 'list'>"
+    ):
+        cache.put(("id", "path", (0,)), [1, 2])
+    for coords in (5, "ab", [(0,), [1]]):
+        with pytest.raises(ArgumentTypeError, match="coords is a list of chunk coords tuples"):
+            cache.invalidate("id", "path", coords)
+    cache.invalidate("id", "path", [(0,), ((0,), (1,))])  # chunks, and a shard's inner chunks

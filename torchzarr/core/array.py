@@ -73,6 +73,10 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
         self._path = path
         self._metadata = metadata
         self._read_only = read_only
+        if cache is not None:  # writes in this process invalidate it, as for with_cache
+            if not isinstance(cache, ChunkCache):
+                raise ArgumentTypeError(f"cache must be a ChunkCache or None, got {cache!r}")
+            register_cache(cache)
         self._cache = cache
 
     # -- pickling: a spec, reopened lazily --------------------------------------------------
@@ -99,9 +103,6 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
             >>> cached = arr.with_cache()  # doctest: +SKIP
         """
         cache = cache if cache is not None else default_cache()
-        if not isinstance(cache, ChunkCache):
-            raise ArgumentTypeError(f"cache must be a ChunkCache or None, got {cache!r}")
-        register_cache(cache)
         return Array(
             self._store, self._path, self._metadata, read_only=self._read_only, cache=cache
         )

@@ -39,7 +39,11 @@ _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
 
 
 def _where(key: CacheKey) -> _Entry:
-    if type(key) is not tuple or len(key) != 3:
+    if (
+        type(key) is not tuple
+        or len(key) != 3
+        or not (type(key[0]) is str and type(key[1]) is str and type(key[2]) is tuple)
+    ):
         raise ArgumentTypeError(
             f"a chunk cache key is (store identity, array path, chunk coords), got {key!r:.200}"
         )
@@ -210,6 +214,8 @@ class ChunkCache:
         With ``since`` (the ``generation`` read before the chunk was fetched), the chunk is
         dropped instead if any write invalidated this cache in between: it may be stale.
         """
+        if not isinstance(chunk, np.ndarray):
+            raise ArgumentTypeError(f"a cached chunk is a numpy array, got {type(chunk)}")
         budget = self.max_bytes
         if not budget or chunk.nbytes > budget:
             return
@@ -248,6 +254,8 @@ class ChunkCache:
     def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
         """Drop the given chunks of one array (after a write); for a sharded array, the
         inner chunks of the given shards."""
+        if not isinstance(coords, list | tuple) or not all(type(c) is tuple for c in coords):
+            raise ArgumentTypeError(f"coords is a list of chunk coords tuples, got {coords!r:.200}")
         where = location(identity, path)
         with self._lock:
             self._generation += 1
