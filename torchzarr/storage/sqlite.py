@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -13,7 +12,6 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
-from torchzarr.forksafe import LockTable
 from torchzarr.storage.base import (
     Buffer,
     ByteRange,
@@ -24,7 +22,6 @@ from torchzarr.storage.base import (
 )
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
-from torchzarr.storage.sqlite_files import FileId, file_at, remove_sidecars, sidecars_at
 from torchzarr.storage.sqlite_forks import (
     FORKS,
     Connection,
@@ -42,7 +39,6 @@ _T = TypeVar("_T")
 # SQL and its parameters, or what makes them from the connection (see sqlite_prefix)
 _Statement = str | Callable[[sqlite3.Connection], tuple[str, Sequence[Any]]]
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
-_RECHECK = 1.0  # seconds a read trusts that the file its connection has open is the path's
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 # Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes, in
@@ -51,31 +47,6 @@ _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDAT
 # the row header, where a CAST would load the whole value.
 _VALUE = "CASE typeof(value) WHEN 'text' THEN CAST(value AS BLOB) ELSE value END"
 _SIZE = "CASE typeof(value) WHEN 'text' THEN length(CAST(value AS BLOB)) ELSE length(value) END"
-
-
-_opening = LockTable()  # by identity: no connection opens while the file gone is let go
-
-
-def _close_stale(identity: str, now: FileId | None) -> None:
-    """Close the connections of this process's stores of ``identity`` to a file that is no
-    longer at its path (``now``: the one there), each reconnecting on its next call, then
-    remove the ``-wal`` and ``-shm`` of that file, which SQLite leaves beside the new one.
-    Call it holding ``_opening[identity]``, taken before any store's lock."""
-    with FORKS.lock:  # a store registering meanwhile would break the iteration
-        stores = [store for store in FORKS.stores.values() if store.identity == identity]
-    sidecars: dict[str, FileId] = {}
-    in_use = False  # by a connection to the file now at the path: it uses them
-    for store in stores:
-        with store._lock:  # its connections, and the file they have open, hold still
-            if not store._all or store._file is None:
-                continue
-            if store._file == now:
-                in_use = True
-                continue
-            sidecars.update(store._sidecars)  # read while its connections hold them open
-            store._close_connections()
-    if sidecars and not in_use:
-        remove_sidecars(identity.removeprefix("sqlite://"), sidecars)
 
 
 class SQLiteStore(Store):
@@ -114,9 +85,6 @@ class SQLiteStore(Store):
         self._all: dict[Connection, weakref.ref[threading.Thread]] = {}
         # held to open, register or close connections (and by a fork in progress)
         self._lock = threading.Lock()
-        self._file: FileId | None = None  # (device, inode) its connections have open
-        self._sidecars: dict[str, FileId] = {}  # the -wal and -shm they have open
-        self._checked = 0.0  # when that file was last found at the path
         check_forked()
         check_not_forking(self)
         with FORKS.lock:  # waits for a fork in progress, which would not see this store
@@ -137,12 +105,7 @@ class SQLiteStore(Store):
     @cached_property
     def identity(self) -> str:
         # symlinks resolved (once), as LocalStore does: a file reached through a link is the same
-        return "sqlite://" + self._real_path
-
-    @cached_property
-    def _real_path(self) -> str:
-        """The database file, symlinks resolved: SQLite names its -wal and -shm after it."""
-        return os.path.realpath(self.path)
+        return "sqlite://" + os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
@@ -162,9 +125,6 @@ class SQLiteStore(Store):
         """
         check_forked()
         check_not_forking(self)
-        if self._all and self._file != file_at(self.path):  # deleted or replaced meanwhile
-            with _opening[self.identity]:
-                _close_stale(self.identity, file_at(self.path))
         with self._lock:
             self._close_connections()
 
@@ -178,7 +138,6 @@ class SQLiteStore(Store):
             held = next(iter(self._all))
             held.close()
             del self._all[held]
-        self._file, self._sidecars = None, {}  # the file none of its connections has open
 
     # -- connections ------------------------------------------------------------------------
     def _using(
@@ -209,27 +168,14 @@ class SQLiteStore(Store):
         """This thread's open connection, connecting if it has none (see :meth:`_using`)."""
         check_forked()
         held: Connection | None = getattr(self._local, "conn", None)
-        if held is not None and not held.closed and not self._moved(create):
+        if held is not None and not held.closed:
             return held
-        check_not_forking(self)
-        with _opening[self.identity]:
-            return self._connected(create)
-
-    def _connected(self, create: bool) -> Connection | None:
-        """A new connection of this thread (holding ``_opening[self.identity]``)."""
-        now = file_at(self.path)
-        # first: SQLite finds a database's -wal and -shm by its path, and a new connection
-        # to a file put there would read (and write) those of the one still open
-        _close_stale(self.identity, now)
-        if now is None and (self.read_only or not create):
+        if (self.read_only or not create) and not os.path.exists(self.path):
             return None
+        check_not_forking(self)
         # opened and registered under the lock: close() and a fork see every connection
         with self._lock:
-            if self._all and self._file != now:  # another thread's, to the file gone
-                self._close_connections()
             held = self._connect()  # first: a last close would drop the WAL
-            self._file, self._checked = file_at(self.path), time.monotonic()
-            self._sidecars = sidecars_at(self._real_path)
             finished = [old for old, owner in self._all.items() if not running(owner)]
             for old in finished:  # their threads are gone: nothing can use them any more
                 old.close()
@@ -237,20 +183,6 @@ class SQLiteStore(Store):
             self._all[held] = weakref.ref(threading.current_thread())
             self._local.conn = held
         return held
-
-    def _moved(self, write: bool) -> bool:
-        """Whether the database file was deleted or replaced (another file at the path) since
-        this store's connections opened it: checked on each write, and once a second on
-        reads (a ``stat`` costs as much as a small read), as LMDBStore does."""
-        now = time.monotonic()
-        if not write and now - self._checked <= _RECHECK:
-            return False
-        self._checked = now
-        if file_at(self.path) != self._file:
-            return True
-        if len(self._sidecars) < 2:  # a reader's first read made them, after it connected
-            self._sidecars = sidecars_at(self._real_path)
-        return False
 
     def _connect(self) -> Connection:
         """A new connection to the database, in WAL mode when writable."""
@@ -286,18 +218,18 @@ class SQLiteStore(Store):
         names: Sequence[str] = (),
         kind: str = "key",
     ) -> list[Any]:
-        """The rows of ``sql``; an error says it could not ``what`` (naming the keys)."""
+        """The rows of ``sql``; an error says it could not ``what`` (then the keys ``names``,
+        named only when it happens: reads are the hot path)."""
 
         def fetch(conn: sqlite3.Connection) -> list[Any]:
             try:
                 text, args = sql(conn) if callable(sql) else (sql, params)
                 return conn.execute(text, args).fetchall()
-            except sqlite3.OperationalError as err:
-                if "no such table" in str(err):
-                    return []  # a database nothing was written to yet
-                raise StoreError(f"cannot {what} in {self}: {err}") from err
             except sqlite3.Error as err:
-                raise StoreError(f"cannot {what} in {self}: {err}") from err
+                if isinstance(err, sqlite3.OperationalError) and "no such table" in str(err):
+                    return []  # a database nothing was written to yet
+                doing = f"{what} {keys_named(list(names))}" if names and kind == "key" else what
+                raise StoreError(f"cannot {doing} in {self}: {err}") from err
 
         return self._using(fetch, names=names, kind=kind) or []
 
@@ -316,7 +248,7 @@ class SQLiteStore(Store):
 
     def get(self, key: str) -> bytes | None:
         sql = f"SELECT {_VALUE} FROM zarr WHERE key = ?"
-        rows = self._query(f"read {key!r}", sql, (validate_key(key),), [key])
+        rows = self._query("read", sql, (validate_key(key),), [key])
         return self._bytes(key, rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
@@ -325,7 +257,7 @@ class SQLiteStore(Store):
         for i in range(0, len(unique), _BATCH):
             batch = unique[i : i + _BATCH]
             sql = f"SELECT key, {_VALUE} FROM zarr WHERE key IN ({','.join('?' * len(batch))})"
-            for key, value in self._query(f"read {keys_named(batch)}", sql, batch, batch):
+            for key, value in self._query("read", sql, batch, batch):
                 out[key] = self._bytes(key, value)
         return out
 
@@ -368,11 +300,11 @@ class SQLiteStore(Store):
 
     def exists(self, key: str) -> bool:
         sql = "SELECT 1 FROM zarr WHERE key = ?"
-        return bool(self._query(f"read {key!r}", sql, (validate_key(key),), [key]))
+        return bool(self._query("read", sql, (validate_key(key),), [key]))
 
     def getsize(self, key: str) -> int | None:
         sql = f"SELECT typeof(value), {_SIZE} FROM zarr WHERE key = ?"
-        rows = self._query(f"read {key!r}", sql, (validate_key(key),), [key])
+        rows = self._query("read", sql, (validate_key(key),), [key])
         if not rows:
             return None
         kind, size = rows[0]
