@@ -281,23 +281,24 @@ class RedisStore(Store):
         names = [self._name(key) for key in unique]
         out: dict[str, bytes | None] = {}
         for i in range(0, len(unique), _BATCH):
-            values = self._run("read", unique[i], self.client.mget, names[i : i + _BATCH])
+            batch = names[i : i + _BATCH]
+            values, stored = self._run("read", unique[i], self._mget_counted, batch)
             out.update(zip(unique[i : i + _BATCH], values, strict=True))
-            self._refuse_other_types(out, unique[i : i + _BATCH], names[i : i + _BATCH])
+            if stored > sum(value is not None for value in values):
+                # MGET reads a key holding another type (a list, a hash) as missing where
+                # GET raises WRONGTYPE: read those again with GET, which raises as get() does
+                for key in unique[i : i + _BATCH]:
+                    if out[key] is None:
+                        out[key] = self.get(key)
         return out
 
-    def _refuse_other_types(
-        self, out: dict[str, bytes | None], keys: Sequence[str], names: Sequence[bytes]
-    ) -> None:
-        """MGET reads a key holding another type (a list, a hash) as missing, where GET
-        raises WRONGTYPE: the keys it read as missing that exist are read again with GET,
-        which raises as :meth:`get` does (one EXISTS, only when keys are missing)."""
-        missing = [(key, name) for key, name in zip(keys, names, strict=True) if out[key] is None]
-        if not missing:
-            return
-        if self._run("read", missing[0][0], self.client.exists, *(n for _, n in missing)):
-            for key, _ in missing:
-                out[key] = self.get(key)
+    def _mget_counted(self, names: Sequence[bytes]) -> tuple[list[Any], int]:
+        """MGET of ``names``, and how many of them exist (of any type), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(names)
+        pipe.exists(*names)
+        values, stored = pipe.execute()
+        return values, int(stored)
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         name = self._name(key)
