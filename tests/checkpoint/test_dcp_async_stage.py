@@ -39,9 +39,31 @@ def test_async_save_stages_conj_neg_views_and_slices_as_they_read(tmp_path: path
     assert out["step"] == 7
 
     staged = writer.stage(state)
-    # a compact copy of the view, not the 1000 elements of the storage it is a view of
-    assert staged["slice"].untyped_storage().nbytes() == 3 * 4
     assert not staged["conj"].is_conj() and not staged["neg"].is_neg()
+    assert staged["slice"].data_ptr() != big[10:13].data_ptr()  # a copy, taken now
+
+
+def test_async_save_keeps_what_torchs_default_staging_keeps(tmp_path: pathlib.Path) -> None:
+    """Tied tensors staged once, BytesIO values copied at the call, tuple types kept."""
+    import collections
+    import io
+
+    Point = collections.namedtuple("Point", "x y")
+    tied = torch.arange(6.0)
+    blob = io.BytesIO(b"original")
+    state = {"a": tied, "b": tied, "blob": blob}
+    kinds = {**state, "shape": torch.Size([2, 3]), "pt": Point(1, 2)}
+    staged = ZarrStorageWriter(str(tmp_path)).stage(kinds)
+    assert staged["a"].data_ptr() == staged["b"].data_ptr() != tied.data_ptr()
+    assert type(staged["shape"]) is torch.Size and type(staged["pt"]) is Point
+    future = dcp.async_save(state, storage_writer=ZarrStorageWriter(str(tmp_path)), no_dist=True)
+    blob.seek(0)
+    blob.write(b"EDITED!!")  # after the call: not saved
+    future.result()
+    out = {"a": torch.zeros(6), "b": torch.zeros(6), "blob": io.BytesIO()}
+    reader = ZarrStorageReader(str(tmp_path), weights_only=False)
+    dcp.load(out, storage_reader=reader, no_dist=True)
+    assert out["blob"].getvalue() == b"original" and torch.equal(out["b"], tied)
 
 
 def test_async_save_stages_before_it_returns(tmp_path: pathlib.Path) -> None:

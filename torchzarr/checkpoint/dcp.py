@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
-from torch.distributed.checkpoint.staging import BlockingAsyncStager
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
@@ -53,6 +52,7 @@ from torchzarr.checkpoint.dcp_metadata import (
     metadata_to_json,
 )
 from torchzarr.checkpoint.dcp_reader import ZarrStorageReader
+from torchzarr.checkpoint.dcp_staging import ResolvedViewsStager
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, EVERY_CHUNK, node_name, to_storable
 from torchzarr.checkpoint.rawio import sync_local, write_rows
 from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES, check_save_options, store_every_chunk
@@ -79,13 +79,12 @@ def _stop(region: tuple[slice, ...]) -> int:
     return int(region[0].stop) if region else 1
 
 
-class ZarrStorageWriter(StorageWriter, BlockingAsyncStager):
+class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
     """DCP ``StorageWriter`` saving a checkpoint as a Zarr group (see the module docstring).
 
-    It is its own ``AsyncStager``, as torch's ``FileSystemWriter``: ``dcp.async_save``
-    stages each tensor by copying its values (``copy_``) into a new CPU tensor of its
-    shape, so conjugate and negative views are saved as they read, and a view saves its
-    elements, never the whole storage it is a view of.
+    It is its own ``AsyncStager`` (:class:`~torchzarr.checkpoint.dcp_staging.ResolvedViewsStager`):
+    ``dcp.async_save`` copies the state dict as it does for other writers, conjugate and
+    negative views resolved first, so they are saved as they read.
 
     Args:
         path: a path, URL (``memory://``, ``s3://``, ...) or Store; ``checkpoint_id`` given
@@ -128,7 +127,6 @@ class ZarrStorageWriter(StorageWriter, BlockingAsyncStager):
         threads: int | None = None,
     ) -> None:
         StorageWriter.__init__(self)
-        BlockingAsyncStager.__init__(self)  # dcp.async_save stages through it (see above)
         # as save_checkpoint checks them: in the caller, not after the commit (a bad keep
         # would fail in the background prune, and the store fill up)
         check_save_options({"keep": keep, "chunk_bytes": chunk_bytes, "compressors": compressors})
