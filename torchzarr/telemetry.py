@@ -80,14 +80,17 @@ def add(event: str | None = None, **amounts: float) -> None:
     if not _NAMES.issuperset(amounts):
         _check_names(amounts)  # before any counter moves
     with _lock:
-        try:  # every sum first: a bad amount moves no counter
-            sums = [(name, getattr(_counters, name) + amount) for name, amount in amounts.items()]
-        except TypeError:
+        try:
+            for name, amount in amounts.items():
+                setattr(_counters, name, getattr(_counters, name) + amount)
+        except TypeError:  # a bad amount: the counters added before it are put back
+            for added, amount in amounts.items():
+                if added == name:
+                    break
+                setattr(_counters, added, getattr(_counters, added) - amount)
             raise ArgumentTypeError(
                 f"telemetry amounts are numbers, got {amounts!r:.200}"
             ) from None
-        for name, total in sums:
-            setattr(_counters, name, total)
         listeners = list(_listeners) if _listeners else ()
     if event is not None:
         for listener in listeners:

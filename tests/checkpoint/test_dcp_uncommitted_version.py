@@ -111,5 +111,5 @@ def test_a_first_save_killed_before_its_commit_loads_by_name_nowhere(tmp_path: P
         f"from torchzarr.checkpoint import save_checkpoint\nsave_checkpoint({{'step': 1}}, {str(path)!r})\n"
     )
     assert (path / "v000001").is_dir()
-    with pytest.raises(NodeNotFoundError, match=r"'v000001' .* no committed checkpoint"):
+    with pytest.raises(NodeNotFoundError, match=r"'v000001' .* holds no manifest"):
         load_checkpoint(path, version="v000001")

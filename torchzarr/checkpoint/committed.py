@@ -55,9 +55,11 @@ def refuse_uncommitted(store: Store, version: str, manifest: Any = _UNREAD) -> N
             return  # corrupt: a version named by the user is the way to recover one
     if not isinstance(manifest, dict):
         raise NodeNotFoundError(
-            f"version {version!r} of the checkpoint in {store!r} was never committed: the "
-            "store holds no committed checkpoint (a first save killed before its commit "
-            "leaves its data behind, and loads never read a save that did not commit)"
+            f"version {version!r} of the checkpoint in {store!r} is not listed as committed: "
+            "the store holds no manifest (root zarr.json naming the committed version): a "
+            "first save killed before its commit leaves its data so, and loads never read "
+            "a save that did not commit (if the manifest was deleted, its versions are no "
+            "longer known to be whole: open one with tz.open_group to inspect it)"
         )
     current = str(manifest.get("version"))
     previous = manifest.get("previous")

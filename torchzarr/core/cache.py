@@ -42,7 +42,7 @@ def _where(key: CacheKey) -> _Entry:
     if (
         type(key) is not tuple
         or len(key) != 3
-        or not (type(key[0]) is str and type(key[1]) is str and type(key[2]) is tuple)
+        or not (isinstance(key[0], str) and isinstance(key[1], str) and type(key[2]) is tuple)
     ):
         raise ArgumentTypeError(
             f"a chunk cache key is (store identity, array path, chunk coords), got {key!r:.200}"
