@@ -7,6 +7,7 @@ import pathlib
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from ranks import run_ranks
 
 from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 
@@ -77,3 +78,8 @@ def test_async_save_stages_before_it_returns(tmp_path: pathlib.Path) -> None:
     assert torch.equal(out["w"], torch.arange(4.0)) and torch.equal(
         out["nested"]["b"], torch.ones(2)
     )
+
+
+def test_async_save_resolves_conjugate_dtensor_views(tmp_path: pathlib.Path) -> None:
+    args = [str(tmp_path / "pg-init"), str(tmp_path / "ckpt")]
+    run_ranks(str(pathlib.Path(__file__).parent / "dcp_async_worker.py"), 2, args, timeout=120)

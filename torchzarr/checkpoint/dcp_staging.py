@@ -13,10 +13,11 @@ from torch.distributed.checkpoint.staging import AsyncStager, DefaultStager, Sta
 __all__ = ["ResolvedViewsStager", "resolved_views"]
 
 
-def resolved_views(obj: Any) -> Any:
-    """``obj`` with every conjugate or negative view of a plain tensor inside its dicts,
-    lists and tuples replaced by the values it reads; containers holding none are returned
-    as they are (so tensors shared by several keys stay shared).
+def resolved_views(obj: Any, memo: dict[int, Any] | None = None) -> Any:
+    """``obj`` with every conjugate or negative view inside its dicts, lists and tuples
+    (plain tensors, DTensors, other subclasses) replaced by the values it reads, one copy
+    per view object; containers holding none are returned as they are (so tensors shared
+    by several keys stay shared).
 
     Example:
         >>> state = {"z": torch.tensor([1 + 2j]).conj(), "n": [torch.ones(1)]}
@@ -24,19 +25,26 @@ def resolved_views(obj: Any) -> Any:
         >>> staged["z"].is_conj(), staged["z"].tolist(), staged["n"] is state["n"]
         (False, [(1-2j)], True)
     """
+    memo = {} if memo is None else memo
     if isinstance(obj, torch.Tensor):
-        if type(obj) in (torch.Tensor, torch.nn.Parameter) and (obj.is_conj() or obj.is_neg()):
-            return obj.detach().resolve_conj().resolve_neg()
-        return obj
+        try:
+            flagged = obj.is_conj() or obj.is_neg()
+        except RuntimeError:  # a kind that answers no such question (ShardedTensor)
+            return obj
+        if not flagged:
+            return obj
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.detach().resolve_conj().resolve_neg()
+        return memo[id(obj)]
     if isinstance(obj, dict):
-        changed = {k: new for k, v in obj.items() if (new := resolved_views(v)) is not v}
+        changed = {k: new for k, v in obj.items() if (new := resolved_views(v, memo)) is not v}
         if not changed:
             return obj
         out = copy.copy(obj)  # its own type (OrderedDict), the changed values replaced
         out.update(changed)
         return out
     if isinstance(obj, list | tuple):
-        items = [resolved_views(v) for v in obj]
+        items = [resolved_views(v, memo) for v in obj]
         if all(new is old for new, old in zip(items, obj, strict=True)):
             return obj
         if isinstance(obj, list):
