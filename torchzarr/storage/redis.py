@@ -281,24 +281,9 @@ class RedisStore(Store):
         names = [self._name(key) for key in unique]
         out: dict[str, bytes | None] = {}
         for i in range(0, len(unique), _BATCH):
-            batch = names[i : i + _BATCH]
-            values, stored = self._run("read", unique[i], self._mget_counted, batch)
+            values = self._run("read", unique[i], self.client.mget, names[i : i + _BATCH])
             out.update(zip(unique[i : i + _BATCH], values, strict=True))
-            if stored > sum(value is not None for value in values):
-                # MGET reads a key holding another type (a list, a hash) as missing where
-                # GET raises WRONGTYPE: read those again with GET, which raises as get() does
-                for key in unique[i : i + _BATCH]:
-                    if out[key] is None:
-                        out[key] = self.get(key)
         return out
-
-    def _mget_counted(self, names: Sequence[bytes]) -> tuple[list[Any], int]:
-        """MGET of ``names``, and how many of them exist (of any type), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget(names)
-        pipe.exists(*names)
-        values, stored = pipe.execute()
-        return values, int(stored)
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         name = self._name(key)
