@@ -278,16 +278,21 @@ def test_text_in_a_utf16_database_reads_as_its_utf16_bytes(tmp_path: Path) -> No
     assert store.get_range("zarr.json", ByteRange(2, 4)) == text[2:6]
 
 
-@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
-def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
-    tmp_path: Path, encoding: str
-) -> None:
+def _utf16_store(tmp_path: Path, encoding: str) -> SQLiteStore:
+    """A store of a new database in ``encoding`` (UTF-16le or UTF-16be)."""
     path = tmp_path / "utf16.db"
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA encoding = '{encoding}'")
     conn.execute("CREATE TABLE other (x)")  # fixes the encoding before the store's table
     conn.close()
-    store = SQLiteStore(path)
+    return SQLiteStore(path)
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16le", "UTF-16be"])
+def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
+    tmp_path: Path, encoding: str
+) -> None:
+    store = _utf16_store(tmp_path, encoding)
     # UTF-16 sorts unlike code points: 'Я' (U+042F) is 2F 04 in UTF-16LE, between '/' and
     # '0'; 'ǿ' (U+01FF, FF 01) sorts above its code-point successor 'Ȁ' (00 02)
     keys = ["a/zarr.json", "a/c/0", "aЯ/zarr.json", "a0", "ǿ/zarr.json", "\U0001f600/x", "b"]
@@ -314,12 +319,7 @@ def test_prefixes_in_a_utf16_database_list_and_delete_exactly_their_keys(
 def test_keys_a_utf16_database_would_store_as_another_are_refused_by_name(
     tmp_path: Path, encoding: str
 ) -> None:
-    path = tmp_path / "utf16.db"
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA encoding = '{encoding}'")
-    conn.execute("CREATE TABLE other (x)")
-    conn.close()
-    store = SQLiteStore(path)
+    store = _utf16_store(tmp_path, encoding)
     store.set("x/\ufffd", b"kept")  # what SQLite makes of U+FFFE and U+FFFF there
     for bad in ("x/\uffff", "x/\ufffe"):
         calls: list[tuple[Any, tuple[Any, ...]]] = [
