@@ -308,7 +308,7 @@ def test_state_at_and_loaded_states_take_only_whole_steps(rows):
         with pytest.raises(ArgumentTypeError, match="steps must be an int"):
             source.load_state_dict({**good, "steps": 1.5})
         source.load_state_dict(good)
-        assert len(source) == len(list(source)) == 4
+        assert len(list(source)) == 4  # the rest of the epoch after 1 step
     with pytest.raises(InvalidArgumentError, match="num_workers must be >= 0, got -1"):
         ds.state_at(1, num_workers=-1)
     with pytest.raises(ArgumentTypeError, match=r"num_workers must be an int, got 1\.5"):

@@ -102,3 +102,52 @@ def test_a_fit_resumed_mid_epoch_sees_every_sample_once_in_each_epoch(tmp_path, 
         assert trained[epoch] == _order_of(path, epoch), epoch
     assert sorted(trained[1]) == list(range(SAMPLES))
     assert trained[1] != trained[2]
+
+
+def _sampler_module(path: Path, seen: list[tuple[int, int, list[int]]]) -> Any:
+    """A map-style dataset read through a ChunkBlockSampler, as docs/datasets.md gives."""
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.dataset = tz.ZarrDataset(tz.open_array(path, mode="r"))
+            self.sampler = tz.ChunkBlockSampler(self.dataset, BATCH, block_chunks=2, seed=3)
+
+        def train_dataloader(self) -> Any:
+            return stateful.StatefulDataLoader(self.dataset, batch_sampler=self.sampler)
+
+        def on_train_epoch_start(self) -> None:
+            self.sampler.set_epoch(self.current_epoch)
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            seen.append((self.current_epoch, self.global_step, batch.tolist()))
+            return self.weight * batch.float().mean()
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    return Recorder()
+
+
+def test_a_sampler_resumed_mid_epoch_keeps_every_later_epoch_whole(tmp_path):
+    """Lightning takes the loader's length once, after restoring the sampler: a length of
+    the resumed pass only cut every later epoch short."""
+    path = tmp_path / "ids.zarr"
+    tz.create_array(path, shape=(SAMPLES,), dtype=torch.int64, chunks=(50,))[:] = torch.arange(
+        SAMPLES
+    )
+    interrupted: list[tuple[int, int, list[int]]] = []
+    _fit(tmp_path, _sampler_module(path, interrupted), epochs=2)
+    resumed: list[tuple[int, int, list[int]]] = []
+    checkpoint = tmp_path / "checkpoints" / "step=17.ckpt"  # 5 steps into epoch 1
+    _fit(tmp_path, _sampler_module(path, resumed), epochs=3, resume=checkpoint)
+    trained = defaultdict(list)
+    for epoch, step, ids in interrupted:
+        if step < 17:
+            trained[epoch].extend(ids)
+    for epoch, _, ids in resumed:
+        trained[epoch].extend(ids)
+    for epoch in (0, 1, 2):
+        assert sorted(trained[epoch]) == list(range(SAMPLES)), epoch
+    assert trained[1] != trained[2]

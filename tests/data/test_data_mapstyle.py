@@ -143,16 +143,19 @@ def test_sampler_resumes_mid_epoch_on_another_world_size(memory_array):
     assert len(list(s)) == 13
 
 
-def test_sampler_len_counts_the_whole_epoch_once_a_resumed_pass_ended(memory_array):
+def test_sampler_len_counts_the_whole_epoch_also_in_a_resumed_pass(memory_array):
+    """As the iterable dataset's under workers: Lightning reads it once, right after the
+    restore, and keeps it for every later epoch."""
     ds = ZarrDataset(memory_array)
     s = ChunkBlockSampler(ds, 8, block_chunks=2, seed=5)
     it = iter(s)
     head = [next(it) for _ in range(3)]
     resumed = ChunkBlockSampler(ds, 8, block_chunks=2, seed=5)
     resumed.load_state_dict(s.state_dict())
+    assert len(resumed) == 13
     it = iter(resumed)
     first = next(it)
-    assert len(resumed) == 10  # the resumed pass, while it runs
+    assert len(resumed) == 13  # the resumed pass yields 10 of them
     epoch = [*head, first, *list(it)]
     assert len(epoch) == 13 and Counter(i for b in epoch for i in b) == Counter(range(103))
     assert len(resumed) == 13 and len(list(resumed)) == 13  # the next pass: a whole epoch

@@ -257,10 +257,10 @@ def test_an_ended_state_of_an_earlier_epoch_loaded_after_set_epoch_is_dropped(ro
         later = make(rows)
         later.set_epoch(2)
         later.load_state_dict(ended)  # epoch 1 is over: epoch 2 stays, whole
-        assert later.epoch == 2 and len(later) == 13
+        assert later.epoch == 2 and len(list(later)) == 13
         later.load_state_dict(mid)  # something left: the saved epoch resumes
-        assert later.epoch == 1 and len(later) == 9
+        assert later.epoch == 1 and len(list(later)) == 9
         same = make(rows)
         same.set_epoch(1)
         same.load_state_dict(ended)  # the epoch set: its (empty) rest, as before
-        assert same.epoch == 1 and len(same) == 0
+        assert same.epoch == 1 and len(list(same)) == 0

@@ -70,7 +70,6 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
         self._live: tuple[Intervals, int] | None = None
-        self._in_pass = False  # _live's pass still running (len counts it, not the next)
         self._steps = 0
 
     @property
@@ -93,27 +92,25 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         self._live = None
 
     def __len__(self) -> int:
-        """Batches of the pass under way, else of the next pass (from a loaded state)."""
-        live = self._live if self._in_pass else None
-        remaining, first = live or self.cursor.resolve(self.layout)
-        return self.layout.rank_batches(total(remaining)) - first
+        """Batches of a whole epoch on this rank, as ``ZarrIterableDataset`` counts them
+        under workers: a pass resumed from a loaded state yields ``len - step`` of them.
+        (Lightning takes the length once, right after it restored the state, and keeps it
+        for every later epoch: a length of the resumed pass cut those short.)"""
+        return self.layout.rank_batches(self.cursor.num_samples)
 
     def __iter__(self) -> Iterator[list[int]]:
+        if (self.cursor.pending or {}).get("worker") is not None:
+            self.cursor.resolve(self.layout)  # refuses a DataLoader worker's state, naming it
         remaining, first = self.cursor.begin(self.layout, 0)
         self.cursor.pending = None
-        live = (remaining, first)
-        self._live, self._steps, self._in_pass = live, first, True
+        self._live, self._steps = (remaining, first), first
         order = self.cursor.order()
         nb = self.layout.rank_batches(total(remaining))
         pieces = slot_pieces(remaining, self.layout, self.rank, first)
-        try:
-            batches = iter_id_batches(order, pieces, self.layout.batch_size)
-            for k, batch in zip(range(first, nb), batches, strict=True):
-                self._steps = k + 1
-                yield batch.tolist()
-        finally:  # ended or abandoned: len() counts the next pass (a whole epoch)
-            if self._live is live:
-                self._in_pass = False
+        batches = iter_id_batches(order, pieces, self.layout.batch_size)
+        for k, batch in zip(range(first, nb), batches, strict=True):
+            self._steps = k + 1
+            yield batch.tolist()
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-int state: where this epoch stands (all ranks share it).
