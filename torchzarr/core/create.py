@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numcodecs
 import numpy as np
@@ -11,6 +11,7 @@ import numpy as np
 from torchzarr.codecs.registry import codec_from_json
 from torchzarr.codecs.sharding import ShardingCodec
 from torchzarr.codecs.user_chains import default_v3_codecs
+from torchzarr.codecs.user_settings import check_v2_filters
 from torchzarr.codecs.v2_pipeline import v2_codec_config
 from torchzarr.core.attributes import json_attributes
 from torchzarr.core.chunking import normalize_chunks, normalize_shape
@@ -18,6 +19,7 @@ from torchzarr.dtypes import RAW_DTYPE_ATTRIBUTE, data_type
 from torchzarr.errors import ArgumentTypeError, MetadataError
 from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_user_fill_value
+from torchzarr.metadata.v2 import ArrayMetadataV2
 
 __all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args", "compressor_list"]
 
@@ -266,6 +268,15 @@ def array_metadata_from_args(
         dimension_separator=dimension_separator,
         chunk_key_encoding=chunk_key_encoding,
     )
+    v2 = cast(ArrayMetadataV2, meta)
+    if v2.filters:  # as default_v3_codecs does: refused when made, never on open
+        dt = v2.data_type
+        stored = (
+            dt.storage.newbyteorder(">" if v2.byteorder == ">" else "<")
+            if dt.itemsize > 1
+            else dt.storage
+        )
+        check_v2_filters(v2.filters, stored)
     if fill_value is None:
         # v2's "no fill value" (null; unwritten chunks read as zeros everywhere): xarray
         # reads a v2 fill value as CF's _FillValue and would show stored zeros as NaN.

@@ -9,7 +9,6 @@ import numpy as np
 
 from torchzarr.codecs.key_encoding import V2ChunkKeyEncoding
 from torchzarr.codecs.numcodecs_adapter import numcodecs_codec_class
-from torchzarr.codecs.user_settings import check_v2_filters
 from torchzarr.dtypes import DataType, data_type, has_v2_form, parse_v2_dtype, v2_typestr
 from torchzarr.errors import MetadataError
 from torchzarr.metadata.base import (
@@ -41,9 +40,6 @@ class ArrayMetadataV2(ArrayMetadata):
 
     ``fill_value`` is None for a ``null`` fill (no fill: missing chunks read as zero).
     ``filters`` is None when there are none (``[]`` in a document reads as None).
-    ``check_filters``: refuse filters whose dtype setting does not fit the dtype reaching
-    them (new metadata); false for a document read from a store (and its evolved copies),
-    whose filters are read as written.
 
     Example:
         >>> meta = ArrayMetadataV2.from_json({"zarr_format": 2, "shape": [4], "chunks": [2],
@@ -66,7 +62,6 @@ class ArrayMetadataV2(ArrayMetadata):
     zarr_format: int = field(default=2, init=False)
     dimension_names: tuple[str | None, ...] | None = field(default=None, init=False)
     chunk_key_encoding: V2ChunkKeyEncoding = field(init=False, repr=False, compare=False)
-    check_filters: bool = field(default=True, kw_only=True, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields in place, once
@@ -111,10 +106,6 @@ class ArrayMetadataV2(ArrayMetadata):
             set_(self, "fill_value", coerce_fill_value(fill, dt))
         for codec in [*(self.filters or ()), *([self.compressor] if self.compressor else [])]:
             numcodecs_codec_class(codec["id"])  # one numcodecs lacks: known now, as in v3
-        if self.check_filters and self.filters:  # numcodecs would store garbage
-            big = self.byteorder == ">"
-            stored = dt.storage.newbyteorder(">" if big else "<") if dt.itemsize > 1 else dt.storage
-            check_v2_filters(self.filters, stored)
         set_(self, "attributes", check_attributes(self.attributes, where=".zattrs"))
         set_(self, "chunk_key_encoding", V2ChunkKeyEncoding(self.dimension_separator))
 
@@ -162,7 +153,6 @@ class ArrayMetadataV2(ArrayMetadata):
             order=doc.get("order", "C"),
             dimension_separator=doc.get("dimension_separator") or ".",
             attributes=check_attributes(attributes or {}, where=".zattrs"),
-            check_filters=False,  # written by others: read as they wrote it
         )
 
     def to_json(self) -> dict[str, Any]:
