@@ -70,7 +70,7 @@ OBJECT_CODEC_IDS = frozenset(
     }
 )
 #: settings zarr-python lets one leave out and fills from the array's dtype (``evolve``)
-_EVOLVED_FROM_DTYPE = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype"}
+EVOLVED_FROM_DTYPE = {"fixedscaleoffset": "dtype", "quantize": "dtype", "astype": "decode_dtype"}
 #: settings with a numcodecs default that ``evolve`` replaces by the dtype's when left unset
 _DEFAULT_FROM_DTYPE = {"shuffle": "elementsize"}
 
@@ -223,7 +223,7 @@ class NumcodecsCodec(Codec):
             )
         self.config = config
         self._impl: NumcodecsObject | None = None
-        deferred = _EVOLVED_FROM_DTYPE.get(self.codec_id)
+        deferred = EVOLVED_FROM_DTYPE.get(self.codec_id)
         if deferred is None or config.get(deferred) is not None:
             self._impl = self._build()  # validate now; otherwise once evolve() fills it in
 
@@ -256,7 +256,7 @@ class NumcodecsCodec(Codec):
             MetadataError: a codec whose dtype settings were never filled in by ``evolve``.
         """
         if self._impl is None:
-            key = _EVOLVED_FROM_DTYPE[self.codec_id]
+            key = EVOLVED_FROM_DTYPE[self.codec_id]
             if self.config.get(key) is None:
                 raise MetadataError(
                     f"{self.codec_name}: {key!r} is unset; evolve() the codec for the array's "

@@ -8,17 +8,19 @@ from typing import Any, cast
 import numpy as np
 
 from torchzarr.codecs.base import ChunkSpec, Codec
+from torchzarr.codecs.numcodecs_adapter import (
+    EVOLVED_FROM_DTYPE,
+    NumcodecsArrayArrayCodec,
+    numcodecs_object,
+    numcodecs_v3_codec,
+)
 from torchzarr.errors import CodecError
 
 __all__ = ["check_v2_filters", "check_v3_filters", "plain_numbers"]
 
-#: the setting of each numcodecs filter that names the dtype it views its input as
-_VIEWS_AS = {
-    "delta": "dtype",
-    "fixedscaleoffset": "dtype",
-    "quantize": "dtype",
-    "astype": "decode_dtype",
-}
+#: the setting of each numcodecs filter that names the dtype it views its input as (delta's
+#: is required; the others' are those v3 fills in from the array's dtype)
+_VIEWS_AS = {"delta": "dtype", **EVOLVED_FROM_DTYPE}
 #: filters whose view of their input may be any integer dtype of its item size: ``delta``
 #: is a bijection on the bits of any integer view, ``astype`` casts it (its other dtype is
 #: the user's choice); ``fixedscaleoffset`` and ``quantize`` do arithmetic on the values
@@ -99,8 +101,6 @@ def check_v2_filters(filters: Sequence[Any], dtype: np.dtype[Any]) -> None:
         ...
         torchzarr.errors.CodecError: filter numcodecs.packbits {} does not fit int32 (the array's stored dtype): it packs bool data only (it views its input as bool)
     """
-    from torchzarr.codecs.numcodecs_adapter import numcodecs_object, numcodecs_v3_codec
-
     chain = []
     for value in filters:
         config = dict(numcodecs_object(value).get_config())
@@ -129,7 +129,6 @@ def check_v3_filters(codecs: Sequence[Codec], dtype: np.dtype[Any], zarr_format:
         ...
         torchzarr.errors.CodecError: filter numcodecs.delta {'dtype': '<i4'} does not fit float32 (the array's stored dtype): it views its input as dtype='<i4', which would reinterpret the bytes of float32 and read back other values; give it dtype='<f4'
     """
-    from torchzarr.codecs.numcodecs_adapter import NumcodecsArrayArrayCodec
     from torchzarr.codecs.sharding import ShardingCodec
     from torchzarr.codecs.transpose import TransposeCodec
 
