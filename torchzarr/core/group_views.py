@@ -39,7 +39,8 @@ class OneListing:
         self.changes = 0  # calls of forget(): a listing kept before one is stale
 
     def _changes(self) -> int:
-        return self.changes + (self._follows.changes if self._follows is not None else 0)
+        """The changes counted by the group's listing (this one, or the one it follows)."""
+        return (self._follows or self).changes
 
     def forget(self) -> None:
         """Drop the kept listing: the group is about to change."""
