@@ -14,7 +14,12 @@ import torch
 import zarr
 
 import torchzarr as tz
-from torchzarr.errors import MetadataError, UnknownCodecError, UnsupportedDtypeError
+from torchzarr.errors import (
+    InvalidArgumentError,
+    MetadataError,
+    UnknownCodecError,
+    UnsupportedDtypeError,
+)
 
 
 def _xarray_like(path, zarr_format: int) -> None:
@@ -46,6 +51,12 @@ def test_groups_list_unsupported_arrays_and_read_the_rest(tmp_path, zarr_format,
         root["meta"]["name"]
     item = tz.ZarrDataset(root)[2]  # the arrays a tensor can hold
     assert list(item) == ["temperature"] and item["temperature"].tolist() == [4.0, 5.0]
+
+
+def test_a_dataset_of_a_group_of_only_unsupported_arrays_names_them(tmp_path):
+    _xarray_like(tmp_path, 3)
+    with pytest.raises(InvalidArgumentError, match=r"group /meta holds no array .*'name'"):
+        tz.ZarrDataset(tz.open_group(tmp_path, path="meta", mode="r"))
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

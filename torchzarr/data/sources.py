@@ -174,6 +174,17 @@ def _zero_d(name: str, arr: Array, kind: str) -> str:
     return f"{where} is 0-d: datasets index along axis 0; {fix}"
 
 
+def _no_arrays(source: Any, kind: str) -> str:
+    """The error for a source with no array to read, naming a group's left-out members."""
+    skipped = source.info.unsupported if kind == "group" else ()
+    if not skipped:
+        return "the source holds no arrays"
+    return (
+        f"the group {source.name} holds no array torchzarr can read (left out, of a dtype "
+        f"it lacks such as strings or datetimes: {', '.join(map(repr, skipped))})"
+    )
+
+
 class Source:
     """The arrays a dataset reads: every one indexed along axis 0 by the same sample index.
 
@@ -219,7 +230,7 @@ class Source:
                 f"expected an Array, a Group or a dict of arrays, got {type(source)}"
             )
         if not arrays:
-            raise InvalidArgumentError("the source holds no arrays")
+            raise InvalidArgumentError(_no_arrays(source, kind))
         for name, arr in arrays.items():
             if not isinstance(arr, Array):
                 raise ArgumentTypeError(f"member {name!r} is {type(arr)}, not a torchzarr Array")
