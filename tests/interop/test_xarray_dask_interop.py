@@ -76,6 +76,28 @@ def test_a_v2_array_is_not_created_with_axis_names_xarray_cannot_read(kwargs, me
     ).dimension_names == ("y",)
 
 
+@pytest.mark.parametrize("bad", [["y"], "y", ["y", 1], None])
+@pytest.mark.parametrize("how", ["setitem", "update", "put", "update_attributes"])
+def test_attribute_changes_keep_a_v2_arrays_axis_names_readable_by_xarray(bad, how):
+    arr = tz.create_array(
+        "memory://", shape=(2, 3), dtype="int8", zarr_format=2, dimension_names=["y", "x"]
+    )
+    change = {
+        "setitem": lambda: arr.attrs.__setitem__("_ARRAY_DIMENSIONS", bad),
+        "update": lambda: arr.attrs.update(_ARRAY_DIMENSIONS=bad, units="m"),
+        "put": lambda: arr.attrs.put({"_ARRAY_DIMENSIONS": bad}),
+        "update_attributes": lambda: arr.update_attributes({"_ARRAY_DIMENSIONS": bad}),
+    }[how]
+    with pytest.raises(tz.errors.MetadataError, match=r"_ARRAY_DIMENSIONS .* of array /"):
+        change()
+    reopened = tz.open_array(arr.store)
+    assert reopened.dimension_names == ("y", "x") and "units" not in reopened.attrs
+    arr.attrs["_ARRAY_DIMENSIONS"] = ["row", "col"]  # a rename is fine
+    assert tz.open_array(arr.store).dimension_names == ("row", "col")
+    del arr.attrs["_ARRAY_DIMENSIONS"]  # as is dropping the names
+    assert tz.open_array(arr.store).dimension_names is None
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_we_read_what_xarray_writes(tmp_path, zarr_format):
     data = xr.Dataset(

@@ -22,6 +22,7 @@ from torchzarr.core.attributes import (
 from torchzarr.core.cache import ChunkCache, default_cache, register_cache
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.core.consolidated import refresh_consolidated
+from torchzarr.core.create import check_v2_dimension_attribute
 from torchzarr.core.indexing import chunk_grid_shape
 from torchzarr.core.info import ArrayInfo, count_initialized
 from torchzarr.core.node_base import NodeBase
@@ -418,6 +419,10 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
 
         def evolve(metadata: Any) -> Any:
             attributes = change(user_attributes(metadata))
+            if metadata.zarr_format == 2:
+                check_v2_dimension_attribute(
+                    attributes, len(metadata.shape), f" of array {self.name}"
+                )
             return metadata.evolve(attributes={**attributes, **internal_attributes(metadata)})
 
         self._commit_metadata(evolve)

@@ -21,7 +21,14 @@ from torchzarr.metadata import build_array_metadata
 from torchzarr.metadata.fill import coerce_user_fill_value
 from torchzarr.metadata.v2 import ArrayMetadataV2
 
-__all__ = ["AUTO", "PRESETS", "XARRAY_DIMENSIONS", "array_metadata_from_args", "compressor_list"]
+__all__ = [
+    "AUTO",
+    "PRESETS",
+    "XARRAY_DIMENSIONS",
+    "array_metadata_from_args",
+    "check_v2_dimension_attribute",
+    "compressor_list",
+]
 
 #: the default ``compressors``: zstd level 1 (fast to decode, a fair ratio)
 AUTO = "auto"
@@ -127,6 +134,28 @@ def _per_axis(name: str, sizes: Any, shape: tuple[int, ...]) -> Any:
     return sizes
 
 
+def check_v2_dimension_attribute(attributes: dict[str, Any], ndim: int, where: str = "") -> Any:
+    """The value of xarray's ``_ARRAY_DIMENSIONS`` in a v2 array's ``attributes`` (None when
+    absent), refused unless it is a list of one str per axis: xarray reads no group holding
+    an array whose names it cannot zip with the shape.
+
+    Example:
+        >>> check_v2_dimension_attribute({"_ARRAY_DIMENSIONS": ["t", "x"]}, 2)
+        ['t', 'x']
+    """
+    names = attributes.get(XARRAY_DIMENSIONS)
+    if names is None and XARRAY_DIMENSIONS not in attributes:
+        return None
+    if not (
+        isinstance(names, list) and len(names) == ndim and all(isinstance(n, str) for n in names)
+    ):
+        raise MetadataError(
+            f"the {XARRAY_DIMENSIONS} attribute {names!r}{where} names a v2 array's axes for "
+            f"xarray: it needs a list of one str per axis ({ndim}); nothing was written"
+        )
+    return names
+
+
 def _v2_dimension_names(names: Sequence[str | None], ndim: int) -> list[str]:
     """v2 has no ``dimension_names``: they go to xarray's ``_ARRAY_DIMENSIONS`` attribute."""
     given = list(names)
@@ -209,16 +238,7 @@ def array_metadata_from_args(
     fill = coerce_user_fill_value(fill_value, dt)
     attributes = json_attributes(attributes)
     if zarr_format == 2 and XARRAY_DIMENSIONS in attributes:
-        names = attributes[XARRAY_DIMENSIONS]
-        if not (
-            isinstance(names, list)
-            and len(names) == len(shape_t)
-            and all(isinstance(n, str) for n in names)
-        ):
-            raise MetadataError(
-                f"the {XARRAY_DIMENSIONS} attribute {names!r} names a v2 array's axes for "
-                f"xarray: it needs a list of one str per axis ({len(shape_t)})"
-            )
+        names = check_v2_dimension_attribute(attributes, len(shape_t))
         if dimension_names is not None and list(dimension_names) != names:
             raise MetadataError(
                 f"dimension_names {list(dimension_names)!r} and the {XARRAY_DIMENSIONS} "
