@@ -84,3 +84,21 @@ def test_values_that_are_no_buffer_are_refused_naming_the_key(value) -> None:
         store.set("k", value)
     assert store.get("k") is None
     assert MemoryStore({"k": bytearray(b"ab")}).get("k") == b"ab"
+
+
+def test_fsspecs_memory_filesystem_is_shared_with_zarr_python_through_fsspec_store() -> None:
+    # docs/storage.md: torchzarr's memory://name is its own; FsspecStore opens fsspec's.
+    import uuid
+
+    import numpy as np
+    import zarr
+
+    import torchzarr as tz
+    from torchzarr.errors import GroupNotFoundError
+
+    url = f"memory://shared-{uuid.uuid4().hex[:8]}"
+    zarr.create_array(url, shape=(4,), dtype="int16")[:] = np.arange(4)
+    with pytest.raises(GroupNotFoundError):
+        tz.open_group(url, mode="r")  # not the same store
+    shared = tz.open_array(tz.FsspecStore(url), mode="r")
+    assert shared[:].tolist() == [0, 1, 2, 3]
