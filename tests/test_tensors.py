@@ -10,6 +10,7 @@ import torchzarr as tz
 from torchzarr import tensors
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     ShapeMismatchError,
     UnsupportedDtypeError,
@@ -165,6 +166,60 @@ def test_ragged_data_is_a_shape_error_naming_the_dtype():
     with pytest.raises(ShapeMismatchError, match="not rectangular"):
         arr[:] = [[1, 2], [3]]
     assert arr[:].tolist() == [[0, 0], [0, 0]]
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2, torch.uint64, torch.int8]
+)
+def test_lists_of_tensors_are_written_as_the_stacked_tensor(dtype):
+    arr = tz.create_array("memory://", shape=(2, 2), dtype=dtype)
+    rows = [torch.tensor([1, 2]).to(dtype), torch.tensor([3, 0]).to(dtype)]
+    arr[...] = rows  # numpy's asarray takes neither bfloat16 nor float8
+    assert torch.equal(arr[...], torch.stack(rows))
+    arr[0] = (rows[1][0], rows[0][1])  # a tuple of 0-d tensors
+    assert arr[0].tolist() == [3, 2]
+    made = tz.create_array("memory://", data=[rows, rows])  # nested lists: stacked twice
+    assert made.dtype == dtype and made.shape == (2, 2, 2)
+
+
+def test_lists_of_tensors_as_single_tensors_are_written():
+    arr = tz.create_array("memory://", shape=(2,), dtype=torch.uint64)
+    arr[:] = [torch.tensor(2**64 - 1, dtype=torch.uint64), torch.tensor(7, dtype=torch.uint64)]
+    assert arr[:].tolist() == [2**64 - 1, 7]  # full range: no overflow through int64
+    floats = tz.create_array("memory://", shape=(2, 2), dtype=torch.float32)
+    floats[:] = [torch.ones(2, requires_grad=True), torch.full((2,), 2.0, requires_grad=True)]
+    assert floats[:].tolist() == [[1.0, 1.0], [2.0, 2.0]]  # detached, as one tensor is
+    floats[:] = [torch.tensor([0.5, 1.5], dtype=torch.float64), torch.tensor([2, 3])]
+    assert floats[:].tolist() == [[0.5, 1.5], [2.0, 3.0]]  # torch.stack's float64, cast
+    with pytest.raises(UnsupportedDtypeError, match=r"torch\.float8_e4m3fn and torch\.float32"):
+        floats[:] = [torch.ones(2, dtype=torch.float8_e4m3fn), torch.ones(2)]
+    assert floats[:].tolist() == [[0.5, 1.5], [2.0, 3.0]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_lists_of_tensors_on_a_device_are_copied_to_the_cpu():
+    arr = tz.create_array("memory://", shape=(2, 2), dtype=torch.bfloat16)
+    arr[:] = [torch.ones(2, dtype=torch.bfloat16, device="cuda"), torch.zeros(2).bfloat16()]
+    assert arr[:].tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+def test_lists_mixing_tensor_shapes_or_tensors_with_other_values_are_refused():
+    arr = tz.create_array("memory://", shape=(2, 2), dtype=torch.bfloat16)
+    with pytest.raises(
+        ShapeMismatchError, match=r"bfloat16 \(shapes \(2,\) \(item \[0\]\), \(3,\)"
+    ):
+        arr[:] = [torch.ones(2, dtype=torch.bfloat16), torch.ones(3, dtype=torch.bfloat16)]
+    with pytest.raises(ShapeMismatchError, match=r"\(2,\) \(item \[1\]\[0\]\), \(\) \(item"):
+        arr[:] = [[torch.ones(2), torch.ones(2)], [torch.ones(2), torch.tensor(1.0)]]
+    with pytest.raises(ArgumentTypeError, match=r"item \[1\] is a list of shape \(2,\)"):
+        arr[:] = [torch.ones(2, dtype=torch.bfloat16), [1.0, 2.0]]
+    with pytest.raises(ArgumentTypeError, match=r"item \[1\] is a float"):
+        arr[0] = [torch.tensor(1.0, dtype=torch.bfloat16), 2.0]  # numpy takes no bfloat16
+    assert arr[:].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    plain = tz.create_array("memory://", shape=(3,), dtype="float64")
+    plain[:] = [torch.tensor(1.5), 2, np.float32(3)]  # numbers and tensors numpy reads
+    assert plain[:].tolist() == [1.5, 2.0, 3.0]
+    assert tz.create_array("memory://", data=[torch.tensor(1.5), 2]).dtype == torch.float64
 
 
 @pytest.mark.parametrize(

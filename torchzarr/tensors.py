@@ -13,11 +13,11 @@ import torch
 from torchzarr.dtypes import DataType, data_type
 from torchzarr.errors import (
     InvalidArgumentError,
-    ShapeMismatchError,
     UnsupportedDtypeError,
     ValueRangeError,
 )
 from torchzarr.ml_floats import ml_float, same_float_bits
+from torchzarr.tensor_lists import rectangular
 
 __all__ = [
     "allocate",
@@ -163,6 +163,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
+    if isinstance(array, torch.Tensor):  # a list of tensors: written as the stacked one
+        return as_storage_array(array, dt)
     bits = same_float_bits(array, dt)  # ml_dtypes' (JAX's) floats of dt itself: no cast
     if bits is not None:
         return bits  # every NaN as it is (a cast makes them one NaN)
@@ -188,20 +190,6 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
     if python and (dt.is_float or dt.is_complex):
         _refuse_overflow(value, array, stored, dt)
     return stored
-
-
-def rectangular(value: Any, what: str) -> np.ndarray:
-    """``np.asarray(value)``; nested sequences of unequal lengths raise ShapeMismatchError
-    saying ``what`` cannot be done with them.
-
-    Example:
-        >>> rectangular([[1, 2], [3, 4]], "").shape
-        (2, 2)
-    """
-    try:
-        return np.asarray(value)
-    except ValueError as err:
-        raise ShapeMismatchError(f"data that is not rectangular: {what} ({err})") from None
 
 
 def _refuse_non_numbers(array: np.ndarray, dt: DataType) -> None:

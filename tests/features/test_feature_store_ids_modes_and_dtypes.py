@@ -14,9 +14,11 @@ import torch
 
 import torchzarr as tz
 from torchzarr.errors import (
+    ArgumentTypeError,
     MetadataError,
     MissingIdError,
     NodeExistsError,
+    ShapeMismatchError,
     UnsupportedDtypeError,
     ValueRangeError,
 )
@@ -296,6 +298,55 @@ def test_lists_of_ints_are_written_exactly_into_a_uint64_feature() -> None:
     with pytest.raises(ValueRangeError, match="neither int64 nor uint64 holds"):
         fs.write([0, 1], {"new": [-1, 2**63]})  # would make a float64 feature of rounded ints
     assert "new" not in fs.read([0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"),
+    [("uint64", 2**64), ("int64", -(2**63) - 1), ("uint64", -(2**63) - 1), ("float64", 2**70)],
+)
+def test_python_ints_no_64_bit_dtype_holds_are_a_range_error_naming_feature_and_value(
+    dtype: str, value: int
+) -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([0], {"h": torch.zeros(1, dtype=getattr(torch, dtype))})
+    with pytest.raises(ValueRangeError, match=f"feature 'h': cannot store int {value} "):
+        fs.write([0], {"h": [value]})  # numpy holds it as an object: no dtype error
+    assert fs.read([0])["h"].tolist() == [0]
+
+
+def test_lists_of_tensors_are_written_as_the_tensor_torch_stack_makes() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    bf16 = [torch.tensor([1.5, -2.0], dtype=torch.bfloat16), torch.zeros(2, dtype=torch.bfloat16)]
+    f8 = [torch.tensor([0.5], dtype=torch.float8_e4m3fn)] * 2
+    grad = [torch.ones(2, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    top = [torch.tensor(2**64 - 1, dtype=torch.uint64), torch.tensor(3, dtype=torch.uint64)]
+    nested = ([torch.tensor(1), torch.tensor(2)], (torch.tensor(3), torch.tensor(4)))
+    fs.write([1, 2], {"b": bf16, "f8": f8, "g": grad, "u": top, "n": nested})
+    got = fs.read([1, 2])
+    assert got["b"].dtype == torch.bfloat16 and got["b"].tolist() == [[1.5, -2.0], [0.0, 0.0]]
+    assert got["f8"].dtype == torch.float8_e4m3fn and got["f8"].float().tolist() == [[0.5]] * 2
+    assert got["g"].tolist() == [[1.0, 1.0], [0.0, 0.0]] and not got["g"].requires_grad
+    assert got["u"].dtype == torch.uint64 and got["u"].tolist() == [2**64 - 1, 3]
+    assert got["n"].dtype == torch.int64 and got["n"].tolist() == [[1, 2], [3, 4]]
+    mixed = [torch.ones(2), torch.ones(2, dtype=torch.int32)]  # torch.stack promotes: float32
+    fs.write([3, 4], {"m": mixed})
+    assert fs.read([3])["m"].dtype == torch.float32
+
+
+def test_lists_of_tensors_of_other_shapes_or_with_other_values_are_refused() -> None:
+    fs = FeatureStore(tz.MemoryStore(), mode="w")
+    fs.write([1], {"x": torch.zeros(1, 2)})
+    with pytest.raises(ShapeMismatchError, match=r"feature 'x'.*shapes \(2,\) .*\(3,\)"):
+        fs.write([1, 2], {"x": [torch.ones(2), torch.ones(3)]})
+    with pytest.raises(ArgumentTypeError, match=r"feature 'x'.*tensor of shape \(2,\)"):
+        fs.write([1, 2], {"x": [torch.ones(2, dtype=torch.bfloat16), [1.0, 2.0]]})
+    fs.write([3, 4], {"x": [torch.ones(2), [1.0, 2.0]]})  # numpy reads such a mix, as before
+    assert fs.read([4])["x"].tolist() == [[1.0, 2.0]]
+    with pytest.raises(UnsupportedDtypeError, match=r"torch\.uint64 and torch\.int64"):
+        fs.write(
+            [1, 2], {"x": [torch.ones(2, dtype=torch.uint64), torch.ones(2, dtype=torch.int64)]}
+        )
+    assert len(fs) == 3 and fs.read([1])["x"].tolist() == [[0.0, 0.0]]
 
 
 _NO_INFINITY = [torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz]

@@ -52,6 +52,31 @@ def test_a_pickled_copy_writing_after_its_parent_keeps_the_parents_rows(tmp_path
     assert parent.read([0, 1, 2])["x"].tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("first", [2, 3])
+def test_a_pickled_copy_opens_a_store_rebuilt_in_the_other_format(
+    tmp_path: Path, first: int
+) -> None:
+    path = str(tmp_path / "fs.zarr")
+    parent = FeatureStore(path, mode="w", zarr_format=first)
+    parent.write([1], {"x": torch.tensor([1.0])})
+    early = pickle.dumps(parent)  # before the rebuild, as a DataLoader worker's copy
+    FeatureStore(path, mode="w", zarr_format=5 - first).write([1], {"x": torch.tensor([2.0])})
+    assert parent.refresh() and parent.group.zarr_format == 5 - first
+    for copy in (pickle.loads(pickle.dumps(parent)), pickle.loads(early)):
+        assert copy.read([1])["x"].tolist() == [2.0]
+        assert copy.group.zarr_format == 5 - first
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_pickled_copy_of_a_store_not_opened_yet_creates_it_in_the_format_asked(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    path = str(tmp_path / "fs.zarr")
+    copy = pickle.loads(pickle.dumps(FeatureStore(path, zarr_format=zarr_format)))
+    copy.write([1], {"x": torch.tensor([1.0])})
+    assert FeatureStore(path, mode="r").group.zarr_format == zarr_format
+
+
 def test_a_write_another_process_published_under_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -90,7 +90,8 @@ class OpenedStore:
         group = open_feature_group(store, mode, path, zarr_format, options)
         self._group = group
         if mode in ("w", "w-"):  # done: opening again (a copy, a pickle) must not wipe it
-            self._spec = (group.store, "r+", path, zarr_format, None)  # options in the store
+            # options are in the store; its format is detected (a rebuild may change it)
+            self._spec = (group.store, "r+", path, None, None)
         return group
 
     def refresh(self) -> bool:

@@ -295,49 +295,56 @@ def as_feature_tensor(name: str, value: Any, n: int) -> torch.Tensor:
         ...
         torchzarr.errors.ShapeMismatchError: data that is not rectangular: feature 'x' ...
     """
-    if isinstance(value, torch.Tensor):
-        tensor = value
-        kind = _not_dense(tensor)
-        if kind is not None:
-            raise InvalidArgumentError(
-                f"feature {name!r} is {kind}: write a dense tensor with one row per id "
-                "(.to_dense(), torch.stack)"
-            )
-        try:
-            data_type(tensor.dtype)
-        except UnsupportedDtypeError as exc:
-            raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
-    else:
+    if not isinstance(value, torch.Tensor):
         array = rectangular(value, f"feature {name!r} needs one row of one shape per id")
-        if array.dtype.kind in "fO" and array.size and holds_only_ints(value):
-            array = _exact_ints(name, value, array)
-        if array.dtype.kind in "iu" and array.dtype.char != np.dtype(array.dtype.str).char:
-            array = array.view(np.dtype(array.dtype.str))  # np.ulonglong: torch takes uint64
-        if ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16 and float8: their bits
-            dt = data_type(array.dtype)
-            bits = same_float_bits(array, dt)
-            assert bits is not None  # (an ml_dtypes float of its own dtype)
-            _check_rows(name, bits.shape, n)
-            return torch.from_numpy(np.ascontiguousarray(bits)).view(torch_dtype(dt))
-        if array.dtype.kind not in "biufc":
-            raise UnsupportedDtypeError(
-                f"feature {name!r}: values of dtype {array.dtype} cannot be stored "
-                f"(numbers, booleans or complex numbers only)"
-            )
-        if not array.dtype.isnative:  # big-endian input: torch takes native order only
-            array = array.astype(array.dtype.newbyteorder("="))
-        _check_rows(name, array.shape, n)  # before ascontiguousarray makes a scalar 1-d
-        tensor = torch.from_numpy(np.ascontiguousarray(array))  # also reversed views
+        if not isinstance(array, torch.Tensor):
+            return _numbers_as_tensor(name, value, array, n)
+        value = array  # a list of tensors: stored as the tensor torch.stack makes of them
+    tensor = value
+    kind = _not_dense(tensor)
+    if kind is not None:
+        raise InvalidArgumentError(
+            f"feature {name!r} is {kind}: write a dense tensor with one row per id "
+            "(.to_dense(), torch.stack)"
+        )
+    try:
+        data_type(tensor.dtype)
+    except UnsupportedDtypeError as exc:
+        raise UnsupportedDtypeError(f"feature {name!r}: {exc}") from None
     _check_rows(name, tuple(tensor.shape), n)
     return tensor
 
 
-def _exact_ints(name: str, value: Any, inferred: np.ndarray) -> np.ndarray:
+def _numbers_as_tensor(name: str, value: Any, array: np.ndarray, n: int) -> torch.Tensor:
+    """:func:`as_feature_tensor` of a value that is no tensor, ``array`` its numpy reading."""
+    if array.dtype.kind in "fO" and array.size and holds_only_ints(value):
+        array = _exact_ints(name, value)
+    if array.dtype.kind in "iu" and array.dtype.char != np.dtype(array.dtype.str).char:
+        array = array.view(np.dtype(array.dtype.str))  # np.ulonglong: torch takes uint64
+    if ml_float(array.dtype):  # ml_dtypes' (JAX's) bfloat16 and float8: their bits
+        dt = data_type(array.dtype)
+        bits = same_float_bits(array, dt)
+        assert bits is not None  # (an ml_dtypes float of its own dtype)
+        _check_rows(name, bits.shape, n)
+        return torch.from_numpy(np.ascontiguousarray(bits)).view(torch_dtype(dt))
+    if array.dtype.kind not in "biufc":
+        raise UnsupportedDtypeError(
+            f"feature {name!r}: values of dtype {array.dtype} cannot be stored "
+            f"(numbers, booleans or complex numbers only)"
+        )
+    if not array.dtype.isnative:  # big-endian input: torch takes native order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    _check_rows(name, array.shape, n)  # before ascontiguousarray makes a scalar 1-d
+    return torch.from_numpy(np.ascontiguousarray(array))  # also reversed views
+
+
+def _exact_ints(name: str, value: Any) -> np.ndarray:
     """A list of ints that numpy made float64 (int64 with uint64 values, ints past int64)
     or object (ints past 64 bits), converted exactly: to int64, else uint64, when one holds
     them all (the feature's own dtype is checked after, as for any value: uint64 hashes into
     a uint64 feature are never rounded). Ints no 64-bit dtype holds raise ValueRangeError
-    where numpy made them floats (they would be rounded); objects are refused after."""
+    naming the feature and the first int past both (they would be rounded as floats, and
+    numpy holds ints past 64 bits as objects, which no feature stores)."""
     exact = np.array(value, dtype=object)
     flat = [int(v) for v in exact.reshape(-1)]
     low, high = min(flat), max(flat)
@@ -345,12 +352,14 @@ def _exact_ints(name: str, value: Any, inferred: np.ndarray) -> np.ndarray:
         return exact.astype(np.int64)
     if low >= 0 and high < 2**64:
         return exact.astype(np.uint64)
-    if inferred.dtype.kind == "f":
-        raise ValueRangeError(
-            f"feature {name!r}: ints from {low} to {high}, which neither int64 nor uint64 "
-            "holds (as floats they would be rounded): pass a float tensor for a float feature"
-        )
-    return inferred
+    beyond = [v for v in flat if not -(2**63) <= v < 2**64][:1]
+    which = (
+        f"int {beyond[0]} (ints from {low} to {high})" if beyond else f"ints from {low} to {high}"
+    )
+    raise ValueRangeError(
+        f"feature {name!r}: cannot store {which}: neither int64 nor uint64 holds them "
+        "(as floats they would be rounded): pass a float tensor for a float feature"
+    )
 
 
 def _check_rows(name: str, shape: tuple[int, ...], n: int) -> None:

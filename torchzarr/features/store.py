@@ -161,6 +161,9 @@ class FeatureStore(OpenedStore):
         if group is not None:  # after "w", reopening must not wipe the store again
             store, mode = group.store, "r" if group.read_only else "r+"
             options = None  # group.store was made with them
+            # the store exists: the copy detects its format, which a rebuild (mode="w", by
+            # another instance) may have changed since this one was opened
+            zarr_format = None
         return {
             "spec": (store, mode, path, zarr_format, options),
             "chunk_bytes": self._chunk_bytes,
