@@ -265,3 +265,39 @@ def test_a_tensor_edited_in_place_that_lost_all_zero_chunks_loads_without_verifi
     expected[:32] = 0
     assert torch.equal(load_checkpoint(path, verify_chunks=False)["w"], expected)
     assert torch.equal(load_checkpoint(path, lazy=True, verify_chunks=False)["w"], expected)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("keys", [None, ["model.w", "step"]])
+@pytest.mark.parametrize("damage", ["shape", "chunk"])
+def test_a_damaged_checkpoint_raises_before_any_tensor_is_read(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lazy: bool,
+    keys: list[str] | None,
+    damage: str,
+) -> None:
+    path = tmp_path / "ckpt"
+    version = save_checkpoint(_state(), path, chunk_bytes=CHUNK_BYTES)
+    if damage == "shape":  # its shape edited upward: 8 chunks stored, 1024 claimed
+        meta_path = path / version / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["consolidated_metadata"]["metadata"]["model/w"]["shape"] = [8192, 8]
+        meta_path.write_text(json.dumps(meta))
+    else:
+        (path / version / "model" / "w" / "c.5.0").unlink()
+    read: list[Any] = []
+    read_tensor = decode_module._read_tensor
+
+    def recording_read_tensor(array: Any, *args: Any) -> Any:
+        read.append(array.path)
+        return read_tensor(array, *args)
+
+    monkeypatch.setattr(decode_module, "_read_tensor", recording_read_tensor)
+    with pytest.raises(ChunkDecodeError, match=r"\['model'\]\['w'\]"):
+        load_checkpoint(path, keys=keys, lazy=lazy)
+    assert read == []  # the listing found the loss: no tensor was read (nor memory filled)
+    # what the damage spares loads as saved
+    loaded = load_checkpoint(path, keys=["model.z", "scale"], lazy=lazy)
+    assert torch.equal(loaded["model"]["z"], torch.zeros(64, 8))
+    assert len(read) == 2

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import torchzarr as tz
 from torchzarr.checkpoint import UnrepresentableError, load_checkpoint, save_checkpoint
+from torchzarr.checkpoint.commit import checkpoint_store
 from torchzarr.checkpoint.format import node_name
 from torchzarr.checkpoint.values import decode_value, encode_value
 
@@ -183,6 +184,26 @@ def test_compressors_and_interop_with_zarr_python(tmp_path: Path) -> None:
     version = root.attrs["torchzarr_checkpoint"]["version"]
     np.testing.assert_array_equal(root[version]["w"][...], w.numpy())
     assert load_checkpoint(tmp_path)["n"] == 1
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_codec_that_fails_on_a_tensor_names_it_and_the_previous_save_stays(
+    tmp_path: Path, where: str
+) -> None:
+    numcodecs = pytest.importorskip("numcodecs")
+    store = tmp_path / "ckpt" if where == "local" else f"memory://ckpt-codec-fails-{id(tmp_path)}"
+    save_checkpoint({"model": {"w": torch.arange(4.0)}}, store)
+    # Shuffle(elementsize=4) takes the float32 tensor, not the 3 bytes of the bool one
+    compressors = [numcodecs.Shuffle(elementsize=4), numcodecs.Zstd()]
+    state = {"model": {"w": torch.ones(8), "mask": torch.ones(3, dtype=torch.bool)}}
+    with pytest.raises(tz.errors.CodecError) as caught:
+        save_checkpoint(state, store, compressors=compressors)
+    message = str(caught.value)
+    assert "['model']['mask']" in message and "torch.bool" in message, message
+    assert "(3,)" in message and "not an integer multiple of elementsize" in message, message
+    assert torch.equal(load_checkpoint(store)["model"]["w"], torch.arange(4.0))
+    keys = sorted(checkpoint_store(store, "r").list_prefix(""))
+    assert keys and not [key for key in keys if key.startswith("v000002")], keys
 
 
 def test_node_names_are_safe_and_unique() -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torchzarr.checkpoint.commit import read_manifest
 from torchzarr.checkpoint.load import load_checkpoint
-from torchzarr.checkpoint.save import AsyncCheckpointer, save_checkpoint, snapshot
+from torchzarr.checkpoint.save import AsyncCheckpointer, save_checkpoint
+from torchzarr.checkpoint.snapshots import snapshot
 from torchzarr.checkpoint.values import UnrepresentableError
 
 __all__ = [

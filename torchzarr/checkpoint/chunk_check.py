@@ -17,7 +17,7 @@ def _saved_every_chunk(array: Any) -> bool:
     the save with its chunk shape (in its tensor attribute, or in its DCP key attribute
     for a ``torch.distributed.checkpoint`` save), and not rewritten on another grid (nor
     sharded) since."""
-    info = array.attrs.get(TENSOR_ATTRIBUTE)  # checked by the load that read the array
+    info = array.attrs.get(TENSOR_ATTRIBUTE)  # checked when read; only a list mark counts
     mark = info.get(EVERY_CHUNK) if isinstance(info, dict) else None
     if mark is None:
         dcp_info = array.attrs.get(DCP_KEY_ATTRIBUTE)

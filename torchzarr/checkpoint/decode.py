@@ -345,7 +345,8 @@ def read_tree(
         threads: tensors read at once (default ``tz.config.threads``).
         read_array: reads a whole :class:`torchzarr.Array` as a CPU tensor (default
             ``array[...]``); the lazy loader passes one that memory-maps raw local chunks.
-        verify_chunks: check that tensors saved with every chunk still have them all.
+        verify_chunks: check that tensors saved with every chunk still have them all,
+            before any tensor is read (one listing; a damaged checkpoint raises at once).
 
     Raises:
         NodeNotFoundError: a key in ``keys`` names nothing in the checkpoint.
@@ -381,6 +382,8 @@ def read_tree(
                 f"checkpoint entry {format_key_path(walker.tensors[path])} names {path!r} in "
                 f"{root.name}, which is not an array"
             )
+    if verify_chunks:  # before reading: a damaged checkpoint fills no memory first
+        check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
     workers = max(1, min(threads or config.threads, len(paths)))
     if workers == 1:
         loaded = [_read_tensor(a, place, read_array) for a in arrays]
@@ -394,6 +397,4 @@ def read_tree(
     for path, array, tensor in zip(paths, arrays, loaded, strict=True):
         key_path = walker.tensors[path]
         restore_attributes(tensor, _tensor_info(array), key_path, allow_pickle=allow_pickle)
-    if verify_chunks:
-        check_chunks_stored(root, dict(zip(paths, arrays, strict=True)), walker.tensors)
     return _build(tree, dict(zip(paths, loaded, strict=True)))

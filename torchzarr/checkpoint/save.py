@@ -6,11 +6,9 @@ import atexit
 import inspect
 import logging
 import threading
-from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
-import numpy as np
 import torch
 
 from torchzarr.arguments import whole_number
@@ -18,15 +16,17 @@ from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.format import (
     EVERY_CHUNK,
     TENSOR_ATTRIBUTE,
+    TensorItem,
     TreePlan,
-    alias_key,
     encode_tree,
     to_storable,
 )
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.rawio import sync_local, write_rows
+from torchzarr.checkpoint.snapshots import snapshot
 from torchzarr.checkpoint.threads import run_all
 from torchzarr.checkpoint.undo import undo_failed_save, zip_savepoint
+from torchzarr.checkpoint.values import format_key_path
 from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
@@ -34,7 +34,7 @@ from torchzarr.core.consolidated import write_consolidated
 from torchzarr.core.create import array_metadata_from_args
 from torchzarr.core.pool import refused_at_exit
 from torchzarr.core.selection import make_indexer
-from torchzarr.errors import ArgumentTypeError
+from torchzarr.errors import ArgumentTypeError, CodecError
 from torchzarr.storage import LocalStore
 
 __all__ = [
@@ -114,17 +114,26 @@ def _write_tree(
             "attributes": item.attributes,
         }
     arrays = root.create_hierarchy(specs)
-    work: list[tuple[Array, torch.Tensor, int, int]] = []
+    work: list[tuple[TensorItem, Array, torch.Tensor, int, int]] = []
     for item in plan.tensors:
         array, t = cast(Array, arrays[item.path]), item.tensor
         if t.device.type == "cpu" and t.is_contiguous() and not (t.is_conj() or t.is_neg()):
             t = to_storable(t)  # no copy: its chunks can go out one by one
-            work.extend((array, t, lo, hi) for lo, hi in _units(array, t))
+            work.extend((item, array, t, lo, hi) for lo, hi in _units(array, t))
         else:  # copied when written, so only a few copies live at once
-            work.append((array, t, -1, -1))
+            work.append((item, array, t, -1, -1))
 
-    def write(unit: tuple[Array, torch.Tensor, int, int]) -> None:
-        array, t, lo, hi = unit
+    def write(unit: tuple[TensorItem, Array, torch.Tensor, int, int]) -> None:
+        try:
+            write_unit(*unit[1:])
+        except CodecError as err:  # a codec that cannot take this tensor: say which one
+            t = unit[0].tensor
+            raise type(err)(
+                f"checkpoint tensor {format_key_path(unit[0].key_path)} (dtype {t.dtype}, "
+                f"shape {tuple(t.shape)}): {err}"
+            ) from err
+
+    def write_unit(array: Array, t: torch.Tensor, lo: int, hi: int) -> None:
         if lo < 0:
             t = to_storable(t)
             lo, hi = 0, (t.shape[0] if t.dim() else 1)
@@ -267,59 +276,6 @@ def check_save_options(options: dict[str, Any]) -> None:
         array_metadata_from_args(
             shape=(1,), dtype=torch.float32, compressors=options["compressors"]
         )
-
-
-def _snapshot(state: Any, memo: dict[Any, Any]) -> Any:
-    if isinstance(state, torch.Tensor):
-        key = alias_key(state)
-        if key is not None and key in memo:
-            return memo[key]  # tied tensors stay one tensor, so they are stored once
-        t = state.detach()
-        if t.is_meta:
-            return state  # no data to copy (saved only as a pickle, with allow_pickle)
-        copy = t.to("cpu", copy=True) if t.layout == torch.strided else t.clone()
-        if isinstance(state, torch.nn.Parameter):
-            copy = torch.nn.Parameter(copy, requires_grad=state.requires_grad)
-        elif state.requires_grad:
-            copy.requires_grad_(True)
-        copy.__dict__.update(vars(state))  # its Python attributes (saved too)
-        if key is not None:
-            memo[key] = copy
-        return copy
-    if isinstance(state, np.ndarray):
-        if id(state) not in memo:  # one array under two keys stays one array
-            memo[id(state)] = (state, state.copy())  # the caller may change it meanwhile
-        return memo[id(state)][1]
-    if type(state) in (dict, OrderedDict):
-        out = type(state)((k, _snapshot(v, memo)) for k, v in state.items())
-        if hasattr(state, "_metadata"):
-            out._metadata = state._metadata
-        return out
-    if type(state) in (list, tuple):
-        return type(state)(_snapshot(v, memo) for v in state)
-    if type(state) in (Counter, defaultdict):
-        out = state.copy()  # same type and default_factory
-        for k, v in state.items():
-            out[k] = _snapshot(v, memo)
-        return out
-    return state
-
-
-def snapshot(state: Any) -> Any:
-    """A copy of a state tree whose tensors are CPU copies, safe to save while training goes on.
-
-    Tensors that share one view share one copy, and so does a numpy array found under
-    several keys. Other leaves are shared, not copied. Copies of tensors on another
-    device are on the CPU, and a save of them records the CPU as their device
-    (:class:`AsyncCheckpointer` keeps the original device).
-
-    Example:
-        >>> w = torch.zeros(2)
-        >>> copy = snapshot({"w": w}); w += 1
-        >>> copy["w"]
-        tensor([0., 0.])
-    """
-    return _snapshot(state, {})
 
 
 class _Snapshot:

@@ -19,6 +19,8 @@ a one-key object naming its type::
     np.float32(1)  -> {"numpy": ["float32", 1.0]}
     a class        -> {"class": "module:qualname"}   (one a load finds by that name; loaded
                    only from imported modules, if allowed: see :mod:`.class_names`)
+    OmegaConf.create({"b": "${a}"}) -> {"omegaconf": {"class": "DictConfig", "content":
+                   {"dict": [["b", "${a}"]]}}}   (see :mod:`.omegaconf_values`)
     anything else  -> {"pickle": "<base64>"}  only with ``allow_pickle=True``, on save and load
 
 A defaultdict's ``default_factory`` is stored by name and restored only from
@@ -38,7 +40,9 @@ import numpy as np
 import torch
 
 from torchzarr.checkpoint.class_names import class_spec, resolve_class
-from torchzarr.checkpoint.nan_bits import nan_from_text, nan_text, numpy_float
+from torchzarr.checkpoint.nan_bits import nan_from_text, nan_text
+from torchzarr.checkpoint.numpy_scalars import decode_numpy, encode_numpy
+from torchzarr.checkpoint.omegaconf_values import config_class, decode_config, encode_config
 from torchzarr.dtypes import data_type
 from torchzarr.errors import (
     MetadataError,
@@ -63,9 +67,6 @@ DEFAULT_FACTORIES: dict[str, type | None] = {
     "None": None,
     **{t.__name__: t for t in (int, float, complex, bool, str, bytes, list, tuple, dict, set)},
 }
-
-#: numpy scalar kinds typed JSON stores (:func:`encode_value`): bool, int, uint, float, complex
-_NUMPY_SCALAR_KINDS = "biufc"
 
 
 def format_key_path(path: tuple[Any, ...]) -> str:
@@ -228,15 +229,10 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
         return _encode_float(value)
     if type(value) is complex:
         return {"complex": [_encode_float(value.real)["float"], _encode_float(value.imag)["float"]]}
-    if isinstance(value, np.generic) and value.dtype.kind in _NUMPY_SCALAR_KINDS:
-        item: Any
-        if value.dtype.kind == "c":
-            item = [_numpy_float(value.real), _numpy_float(value.imag)]
-        elif value.dtype.kind == "f":
-            item = _numpy_float(value)
-        else:
-            item = value.item()
-        return {"numpy": [value.dtype.str, item]}
+    if isinstance(value, np.generic):
+        numpy_json = encode_numpy(value)
+        if numpy_json is not None:
+            return numpy_json
     if isinstance(value, torch.dtype):
         return {"dtype": str(value).removeprefix("torch.")}
     if isinstance(value, torch.Size):
@@ -264,6 +260,10 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     spec = class_spec(value) if isinstance(value, type) else None
     if spec is not None:
         return {"class": spec}
+    if config_class(value) is not None:  # omegaconf's DictConfig, ListConfig (Hydra)
+        return encode_config(
+            value, path, lambda c: encode_value(c, path, allow_pickle=allow_pickle)
+        )
     if allow_pickle:
         try:
             return {"pickle": _pickle_dumps(value)}
@@ -363,34 +363,6 @@ def decode_metadata(payload: Any, path: tuple[Any, ...], *, allow_pickle: bool =
     return decode_value(payload, (*path, "_metadata"), allow_pickle=allow_pickle)
 
 
-def _numpy_float(value: Any) -> Any:
-    """A numpy float as JSON: a number, or its full text when JSON has no number for it
-    (nan, inf) or a float64 would round it (longdouble)."""
-    if value.dtype.itemsize <= 8 and math.isfinite(value):
-        return value.item()
-    return nan_text(value) if np.isnan(value) else str(value)
-
-
-def _decode_numpy(payload: list[Any]) -> Any:
-    if not isinstance(payload[0], str):
-        raise TypeError(f"dtype {payload[0]!r} is not a str")  # decode_value names where
-    dtype = np.dtype(payload[0])
-    # what encode_value stores: numeric scalars; a void or str scalar could hold gigabytes
-    if dtype.kind not in _NUMPY_SCALAR_KINDS or dtype.shape or dtype.names:
-        raise ValueError(
-            f"{payload[0]!r} is not a numeric numpy scalar type (bool, int, float, complex)"
-        )
-    item = payload[1]
-    if dtype.kind == "c":
-        out = np.zeros((), dtype=dtype)
-        out.real, out.imag = (
-            numpy_float(item[0], out.real.dtype),
-            numpy_float(item[1], out.real.dtype),
-        )
-        return out[()]
-    return numpy_float(item, dtype) if dtype.kind == "f" else dtype.type(item)
-
-
 def _decode_size(payload: Any) -> torch.Size:
     """A torch.Size of the int64 sizes torch holds (torch.Size itself takes any int, and
     then fails to print or to size a tensor)."""
@@ -459,8 +431,11 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         "bytes": lambda b: base64.b64decode(b.encode("ascii"), validate=True),
         "device": lambda b: torch.device(b),
         "dtype": lambda b: vars(torch)[b],
-        "numpy": _decode_numpy,
+        "numpy": decode_numpy,
         "class": lambda b: resolve_class(b, path, allow_pickle=allow_pickle),
+        "omegaconf": lambda b: decode_config(
+            b, path, lambda c: decode_value(c, path, allow_pickle=allow_pickle), allow_pickle
+        ),
     }
     if tag == "pickle":
         if not allow_pickle:
