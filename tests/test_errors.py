@@ -27,6 +27,7 @@ EXPECTED_BUILTINS = {
     "ValueRangeError": OverflowError,
     "InvalidArgumentError": ValueError,
     "ArgumentTypeError": TypeError,
+    "OutOfMemoryError": MemoryError,
 }
 
 

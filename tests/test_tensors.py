@@ -456,3 +456,27 @@ def test_a_read_whose_result_no_machine_holds_is_refused_naming_its_shape(shape)
     with pytest.raises(tz.errors.InvalidArgumentError, match=r"cannot hold a result of shape"):
         arr[...]
     assert arr[(0,) * len(shape)].item() == 0  # one element reads as the fill value
+
+
+def test_a_read_larger_than_memory_is_an_out_of_memory_error_naming_its_shape():
+    arr = tz.create_array("memory://", shape=(2**50,), dtype="int8", chunks=(2**20,))
+    with pytest.raises(tz.errors.OutOfMemoryError, match=r"shape \(1125899906842624,\)"):
+        arr[...]  # a petabyte: numpy's own MemoryError named a flat uint8 buffer
+    with pytest.raises(MemoryError):  # still caught as a MemoryError
+        arr[...]
+
+
+def test_torchs_allocator_failures_are_out_of_memory_errors_and_other_errors_pass(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(torch, "empty", refuse)
+    with pytest.raises(tz.errors.OutOfMemoryError, match=r"shape \(2, 3\) and dtype torch.int8"):
+        tensors.allocate((2, 3), data_type("int8"))
+
+    def other(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "empty", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        tensors.allocate((2, 3), data_type("int8"))

@@ -30,6 +30,7 @@ Each error subclasses :class:`TorchZarrError` and, where one fits, a built-in ex
     ├── AttributeValueError (TypeError)         an attribute value JSON cannot hold
     │   └── UnrepresentableError                a checkpoint leaf typed JSON cannot hold
     ├── CheckpointConflictError (RuntimeError)  a newer save of a checkpoint committed first
+    ├── OutOfMemoryError (MemoryError)          a result this machine cannot allocate
     └── WorkerBatchError (RuntimeError)         a DataLoader worker's batch that cannot be rebuilt
 
 UnsupportedDtypeError also covers complex data written to a real array, as numpy's TypeError.
@@ -66,6 +67,7 @@ __all__ = [
     "MissingIdError",
     "NodeExistsError",
     "NodeNotFoundError",
+    "OutOfMemoryError",
     "ReadOnlyError",
     "SelectionError",
     "ShapeMismatchError",
@@ -199,6 +201,10 @@ class UnrepresentableError(AttributeValueError):
 
 class CheckpointConflictError(TorchZarrError, RuntimeError):
     """Another save committed a newer version of a checkpoint while this one was writing."""
+
+
+class OutOfMemoryError(TorchZarrError, MemoryError):
+    """A result (a read's tensor) larger than the memory this machine can allocate."""
 
 
 class WorkerBatchError(TorchZarrError, RuntimeError):

@@ -13,6 +13,7 @@ import torch
 from torchzarr.dtypes import DataType, data_type
 from torchzarr.errors import (
     InvalidArgumentError,
+    OutOfMemoryError,
     UnsupportedDtypeError,
     ValueRangeError,
 )
@@ -91,9 +92,18 @@ def allocate(shape: tuple[int, ...], dt: DataType, *, pin_memory: bool = False) 
             f"cannot hold a result of shape {shape} and dtype {dtype} ({nbytes} bytes) in "
             "memory: read it in parts (slices, or Array.iter_chunks)"
         )
-    if not pin and nbytes >= _HUGE:  # numpy advises huge pages: first touch faults far less
-        return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
-    return torch.empty(shape, dtype=dtype, pin_memory=pin)
+    try:
+        if not pin and nbytes >= _HUGE:  # numpy advises huge pages: first touch faults less
+            return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+        return torch.empty(shape, dtype=dtype, pin_memory=pin)
+    except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError
+        if not isinstance(err, MemoryError) and "alloc" not in str(err):
+            raise
+        raise OutOfMemoryError(
+            f"cannot allocate a result of shape {shape} and dtype {dtype} ({nbytes} bytes): "
+            "more than this machine can hold now; read it in parts (slices, or "
+            "Array.iter_chunks)"
+        ) from None
 
 
 def storage_view(tensor: torch.Tensor, dt: DataType) -> np.ndarray:
