@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,11 +25,35 @@ from torchzarr.core.layouts import chunk_layout, edge_chunks
 from torchzarr.core.pool import group_by_cost, run_parallel
 from torchzarr.core.shard_update import shard_updater
 from torchzarr.core.shards import ShardReader, chunks_per_key, sharding_codec, writing
+from torchzarr.core.slabs import slab_shape, slabs
 from torchzarr.errors import MetadataError
 from torchzarr.forksafe import LockTable
 from torchzarr.storage.locations import location
 
-__all__ = ["ChunkSource", "is_all_fill", "read_into", "run_parallel", "write_from"]
+__all__ = [
+    "BATCH_CHUNKS",
+    "ChunkSource",
+    "chunks_per_batch",
+    "is_all_fill",
+    "read_into",
+    "run_parallel",
+    "write_from",
+]
+
+#: the most chunks (shards, of a sharded array) one batch of a read or write handles, however
+#: small they are: each costs some hundred bytes of bookkeeping while its batch is in flight
+BATCH_CHUNKS = 65536
+
+
+def chunks_per_batch(chunk_nbytes: int) -> int:
+    """How many chunks of ``chunk_nbytes`` decoded bytes one batch of a read or write takes:
+    ``config.io_batch_bytes`` of them, at least one and at most :data:`BATCH_CHUNKS`.
+
+    Example:
+        >>> chunks_per_batch(64 << 20), chunks_per_batch(1)  # 256 MiB; tiny chunks: the cap
+        (4, 65536)
+    """
+    return max(1, min(BATCH_CHUNKS, config.io_batch_bytes // max(chunk_nbytes, 1)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,8 +111,8 @@ class ChunkSource:
 def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) -> None:
     """Read the chunks of ``projections`` into ``out`` (storage dtype, C order).
 
-    Chunks are fetched in batches bounded by ``config.io_batch_bytes``; missing chunks
-    become the fill value without any decode.
+    Chunks are fetched in batches bounded by ``config.io_batch_bytes`` and
+    :data:`BATCH_CHUNKS`; missing chunks become the fill value without any decode.
     """
     if not _read_tiled(source, projections, out):
         _read_projections(source, projections, out)
@@ -96,7 +121,7 @@ def read_into(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) 
 
 def _read_projections(source: ChunkSource, projections: Iterable[Any], out: np.ndarray) -> None:
     spec = source.pipeline.spec
-    per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
+    per_batch = chunks_per_batch(spec.nbytes)
     batch: list[Any] = []
     for projection in projections:
         batch.append(projection)
@@ -124,8 +149,12 @@ def _read_tiled(source: ChunkSource, indexer: Any, out: np.ndarray) -> bool:
     if box is None or not tiles.applies(reader, box, spans):
         return False
     offsets = [start for start, _ in spans]
+    counts = [hi - lo for lo, hi in box]  # at most BATCH_CHUNKS whole chunks at a time
+    part = slab_shape(counts, [1] * len(counts), 1, chunks_per_batch(spec.nbytes))
     with telemetry.timed("decode_seconds"):
-        tiles.read_tiles(reader, box, offsets, run_parallel, config.threads)
+        for piece in slabs(counts, part):
+            sub = [(lo + s.start, lo + s.stop) for (lo, _), s in zip(box, piece, strict=True)]
+            tiles.read_tiles(reader, sub, offsets, run_parallel, config.threads)
     telemetry.add(
         chunks_fetched=reader.chunks,
         chunks_missing=reader.missing,
@@ -198,7 +227,7 @@ def _read_batch(source: ChunkSource, batch: list[Any], out: np.ndarray, fill: An
 # -- writes ---------------------------------------------------------------------------------
 def write_from(
     source: ChunkSource,
-    projections: Sequence[Any],
+    projections: Iterable[Any],
     value: np.ndarray,
     *,
     write_empty_chunks: bool = False,
@@ -209,19 +238,19 @@ def write_from(
     and rewritten. A chunk that ends up all fill value is deleted instead of stored, except
     in a v2 array without one (``null``): there a chunk not stored is undefined, and
     zarr-python 2 reads it as whatever memory held, so zeros are stored as any values.
+    ``projections`` are taken a batch at a time (:func:`chunks_per_batch`).
     """
     if source.metadata.fill_value is None:  # v2 null
         write_empty_chunks = True
-    spec = source.pipeline.spec
-    per_batch = max(1, config.io_batch_bytes // max(spec.nbytes, 1))
+    per_batch = chunks_per_batch(source.pipeline.spec.nbytes)
     # telemetry counts one write however many batches it takes; a chunk of a sharded array
     # is an inner chunk: a shard stored (or deleted) counts all of its inner chunks
     per_chunk = chunks_per_key(source)
     done = _Stored()
     try:
         with writing(source):  # shard readers of this process read again, not a torn shard
-            for start in range(0, len(projections), per_batch):
-                batch = projections[start : start + per_batch]
+            pending = iter(projections)
+            while batch := list(itertools.islice(pending, per_batch)):
                 done.add(_write_batch(source, batch, value, write_empty_chunks))
     except BaseException:
         telemetry.add(None, **done.amounts(per_chunk))  # the batches a failed write did store

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,16 +14,23 @@ from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.user_chains import default_v3_codecs, trailing_bytes_filters
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
+from torchzarr.core import engine
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
-from torchzarr.core.attributes import RESERVED_ATTRIBUTES, StoredAttributes
+from torchzarr.core.attributes import StoredAttributes
 from torchzarr.core.cf_fill import carry_marker
+from torchzarr.core.copy_sources import (
+    int_tuple,
+    library,
+    raw_bits_of,
+    source_settings,
+    source_zarr_format,
+)
 from torchzarr.core.create import AUTO, XARRAY_DIMENSIONS, compressor_list
 from torchzarr.core.placement import remove_node
 from torchzarr.core.slabs import slab_shape, slabs
-from torchzarr.dtypes import data_type, raw_bits_dtype
-from torchzarr.errors import CodecError, InvalidArgumentError, MetadataError, TorchZarrError
-from torchzarr.metadata.fill import coerce_fill_value
+from torchzarr.dtypes import data_type
+from torchzarr.errors import CodecError, InvalidArgumentError, TorchZarrError
 from torchzarr.storage.locations import location
 from torchzarr.storage.registry import resolve_store
 from torchzarr.tensors import tensor_from_storage
@@ -30,17 +39,6 @@ __all__ = ["KEEP", "from_array"]
 
 #: take this setting from the source array
 KEEP = "keep"
-
-
-def _int_tuple(value: Any) -> tuple[int, ...] | None:
-    """``value`` as a tuple of ints (a chunk shape), or None (e.g. dask's tuples of tuples)."""
-    try:
-        items = tuple(value)
-    except TypeError:
-        return None
-    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in items):
-        return tuple(int(v) for v in items)
-    return None
 
 
 def _codecs_for(codecs: tuple[Any, ...], zarr_format: int, what: str) -> list[Any]:
@@ -54,128 +52,6 @@ def _codecs_for(codecs: tuple[Any, ...], zarr_format: int, what: str) -> list[An
             f"the source's {what} {names} have no Zarr v2 form: pass {what}= explicitly"
         )
     return converted
-
-
-def _source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
-    """What ``"keep"`` means for each setting, given the source. As in zarr-python, the
-    serializer, memory order, chunk key encoding and byte order are kept within a format."""
-    if isinstance(data, Array):
-        same_format = data.zarr_format == zarr_format
-        return {
-            "chunks": data.chunks,
-            "shards": _shard_layout(data) if zarr_format == 3 else None,
-            "filters": data.filters,
-            "compressors": data.compressors,
-            "serializer": data.serializer if same_format else AUTO,
-            # a v2 null ("no fill value") stays null, not an explicit 0
-            "fill_value": None if data.metadata.fill_value is None else data.fill_value,
-            "dimension_names": data.dimension_names,
-            "order": data.order if same_format else "C",
-            "chunk_key_encoding": data.metadata.chunk_key_encoding if same_format else None,
-            "attributes": _kept_attributes(data.attrs, zarr_format),
-            "dtype": _stored_dtype(data) if same_format else data.dtype,
-        }
-    # zarr-python and h5py arrays have a chunk shape; tensors and numpy arrays do not
-    chunks = _int_tuple(getattr(data, "chunks", None))
-    if chunks is not None and len(chunks) != len(data.shape):
-        chunks = None
-    library = _library(data)
-    attributes = None
-    if library in ("zarr", "xarray"):
-        attributes = _kept_attributes(data.attrs, zarr_format)
-        attributes = StoredAttributes(
-            {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
-        )
-    return {
-        "chunks": chunks,
-        "shards": None,
-        "filters": None,
-        "compressors": AUTO,
-        "serializer": AUTO,
-        "fill_value": _zarr_python_fill_value(data) if library == "zarr" else None,
-        "dimension_names": _axis_names(data),
-        "order": "C",
-        "chunk_key_encoding": None,
-        "attributes": attributes,
-        "dtype": (_raw_bits_of(data) if library == "zarr" else None)
-        or getattr(data.dtype, "numpy_dtype", data.dtype),
-    }
-
-
-def _raw_bits_of(data: Any) -> str | None:
-    """The dtype a zarr-python array written by torchzarr holds as raw bits (float8 in v2:
-    ``uint8`` with the ``_torchzarr_dtype`` attribute), else None."""
-    try:
-        found = raw_bits_dtype(dict(data.attrs), data_type(data.dtype))
-    except Exception:  # a dtype or attributes torchzarr does not take: copied as they are
-        return None
-    return None if found is None else found.name
-
-
-def _library(data: Any) -> str:
-    """The top-level package of ``data``'s type (``"zarr"``, ``"xarray"``, ``"numpy"``...)."""
-    return type(data).__module__.partition(".")[0]
-
-
-def _kept_attributes(attributes: Any, zarr_format: int) -> StoredAttributes:
-    """A source's attributes as the copy keeps them (NaN and infinities too, as stored): a
-    v2 source's xarray dimension attribute is v3's ``dimension_names``, so a v3 copy holds
-    it there instead."""
-    return StoredAttributes(
-        {
-            key: value
-            for key, value in attributes.items()
-            if zarr_format == 2 or key != XARRAY_DIMENSIONS
-        }
-    )
-
-
-def _zarr_python_fill_value(data: Any) -> Any:
-    """A zarr-python array's fill value (None for a v2 null, kept null), or None (the
-    default) where the copy's dtype cannot hold it."""
-    value = getattr(data, "fill_value", None)
-    if value is None:
-        return None
-    raw = _raw_bits_of(data)
-    if raw is not None:  # the bits of a float8 (or other raw-bits) fill: as its number
-        bits = np.asarray(value, dtype=data.dtype).reshape(1)
-        return tensor_from_storage(bits.copy(), data_type(raw)).item()
-    try:
-        coerce_fill_value(value, data_type(data.dtype))
-    except MetadataError:
-        return None
-    return value
-
-
-def _source_zarr_format(data: Any) -> int:
-    """The Zarr format of a torchzarr or zarr-python source; 3 for other sources."""
-    if isinstance(data, Array):
-        return data.zarr_format
-    if _library(data) == "zarr":
-        found = getattr(getattr(data, "metadata", None), "zarr_format", None)
-        if found in (2, 3):
-            return int(found)
-    return 3
-
-
-def _shard_layout(data: Array) -> dict[str, Any] | None:
-    """The source's shard shape with its index settings (location, codecs), or None."""
-    if data.shards is None:
-        return None
-    sharding = data.metadata.codecs[0]
-    return {
-        "shape": data.shards,
-        "index_location": sharding.index_location,
-        "index_codecs": sharding.index_codecs,
-    }
-
-
-def _stored_dtype(data: Array) -> Any:
-    """The source's dtype, as a big-endian numpy dtype where a v2 source stores it so."""
-    stored = data.metadata.data_type
-    if getattr(data.metadata, "byteorder", "<") == ">" and data.data_type == stored:
-        return stored.storage.newbyteorder(">")
-    return data.dtype
 
 
 def _with_serializer(
@@ -206,24 +82,6 @@ def _holds_serializer(compressors: list[Any], dtype: np.dtype[Any]) -> bool:
     return len(default_v3_codecs(dtype, compressors)) == len(compressors)
 
 
-def _axis_names(data: Any) -> tuple[str | None, ...] | None:
-    """An xarray DataArray's ``dims`` or a zarr-python array's dimension names (v3's
-    ``dimension_names``, v2's xarray attribute), if any."""
-    names = getattr(data, "dims", None)
-    if names is None:
-        names = getattr(getattr(data, "metadata", None), "dimension_names", None)
-    if names is None and _library(data) == "zarr":
-        names = data.attrs.get(XARRAY_DIMENSIONS)
-    if names is None or isinstance(names, str):
-        return None
-    try:
-        names = tuple(names)
-    except TypeError:
-        return None
-    ok = len(names) == len(data.shape) and all(n is None or isinstance(n, str) for n in names)
-    return names if ok else None
-
-
 def from_array(
     store: Any,
     *,
@@ -246,15 +104,19 @@ def from_array(
 ) -> Array:
     """Create an array like ``data`` and copy its values, as zarr-python's ``from_array``.
 
-    ``data`` is a :class:`torchzarr.Array` (then each ``"keep"`` takes its setting: chunks,
-    shards with their index location and codecs, filters, compressors, fill value,
-    dimension names, attributes; and, when ``zarr_format`` is the source's, as in
-    zarr-python: the v3 serializer, the v2 ``order`` and byte order, and the chunk key
-    encoding), or any array with ``shape``, ``dtype`` and slicing: a tensor, a numpy array,
-    a zarr-python, h5py, dask or xarray array (whose ``chunks`` of ints and axis names are
-    kept, and the attributes of a zarr-python array or xarray DataArray; a zarr-python
-    array's fill value and Zarr format too; other settings take ``create_array``'s
-    defaults); anything else (nested lists) goes through ``np.asarray``. Pass new
+    ``data`` is a :class:`torchzarr.Array` or a zarr-python array (then each ``"keep"``
+    takes its setting: chunks, shards with their index location and codecs, filters,
+    compressors, fill value, dimension names, attributes; and, when ``zarr_format`` is the
+    source's, as in zarr-python: the v3 serializer, the v2 ``order`` and byte order, and
+    the chunk key encoding), or any array with ``shape``, ``dtype`` and slicing: a tensor, a
+    numpy array, an h5py, dask or xarray array (whose ``chunks`` of ints and axis names are
+    kept, and an xarray DataArray's attributes; other settings take ``create_array``'s
+    defaults); anything else (nested lists) goes through ``np.asarray``. A v2 copy of a
+    sharded source has no shards (v2 has none): with the chunks kept it warns, each inner
+    chunk being stored on its own. Codecs with no form in the copy's format raise
+    ``CodecError`` for a torchzarr source; a zarr-python source's give way to the defaults,
+    with a warning, as zarr-python's do (and all of them, if torchzarr cannot read its
+    metadata: a dtype or codec it does not take). Pass new
     ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
     A 0-d array written as v2 with its dimension names kept gets an empty
     ``_ARRAY_DIMENSIONS``, which xarray needs to open its group. Between formats, xarray's
@@ -263,11 +125,12 @@ def from_array(
     fill value a v3 copy's ``_FillValue`` attribute (encoded as xarray encodes it).
 
     The values are copied in boxes of whole destination blocks, at most
-    ``tz.config.io_batch_bytes`` each (one block, if a block is larger), split along axis 0
-    and, where rows are larger than that, along the next axes too (and whole source chunks
-    where that fits), so memory stays bounded whatever the shape of the array. A copy that
-    fails midway (or is interrupted) deletes the array it began, so that no array reads the
-    values not yet copied as fill values.
+    ``tz.config.io_batch_bytes`` and 65536 blocks (``engine.BATCH_CHUNKS``) each (one block,
+    if a block is larger), split along axis 0 and, where rows are larger than that, along
+    the next axes too (and whole source chunks where that fits), so memory stays bounded
+    whatever the shape of the array and of its chunks. A copy that fails midway (or is
+    interrupted) deletes the array it began, so that no array reads the values not yet
+    copied as fill values.
 
     Args:
         store: where the new array goes (path, URL or Store).
@@ -295,8 +158,8 @@ def from_array(
     """
     data = _array_like(data)
     if zarr_format is None:
-        zarr_format = _source_zarr_format(data)
-    keep = _source_settings(data, zarr_format)
+        zarr_format = source_zarr_format(data)
+    keep = source_settings(data, zarr_format)
     chosen = {
         "chunks": chunks,
         "shards": shards,
@@ -313,18 +176,28 @@ def from_array(
         # a 0-d array has no axes to name, named or not (v3 and xarray omit the names):
         # xarray needs the v2 attribute, empty, to open the group holding it
         settings["dimension_names"] = settings["dimension_names"] or ()
+    if zarr_format == 2 and _is_keep(shards) and settings["shards"] is not None:
+        _warn_of_v2_chunks(data, settings, _is_keep(chunks))
+        settings["shards"] = None  # v2 has no sharding
     if _is_keep(shards) and not _is_keep(chunks) and settings["shards"] is not None:
         _check_kept_shards(settings["shards"]["shape"], chunks, len(data.shape))
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
-            settings[what] = _codecs_for(settings[what], zarr_format, what)
+            try:
+                settings[what] = _codecs_for(settings[what], zarr_format, what)
+            except CodecError as err:
+                if isinstance(data, Array):
+                    raise
+                # zarr-python's from_array takes the defaults between formats: so here
+                settings[what] = None if what == "filters" else AUTO
+                warnings.warn(f"{err}; the copy takes the default {what}", stacklevel=2)
     if zarr_format == 3 and _is_keep(filters) and settings["filters"]:  # a v2 Shuffle filter
         storage = data_type(keep["dtype"]).storage
         settings["filters"], moved = trailing_bytes_filters(settings["filters"], storage)
         if moved:
             settings["compressors"] = [*moved, *compressor_list(settings["compressors"], 3)]
-    kept = _is_keep(serializer) and isinstance(data, Array)
-    kept_dtype = data.metadata.data_type.storage if kept else None
+    codec_source = keep["codec_source"] if _is_keep(serializer) else None
+    kept_dtype = None if codec_source is None else codec_source.metadata.data_type.storage
     settings["compressors"] = _with_serializer(
         settings.pop("serializer"), settings["compressors"], zarr_format, kept_dtype
     )
@@ -366,7 +239,7 @@ def from_array(
         **settings,
     )
     if write_data:
-        raw = _library(data) == "zarr" and _raw_bits_of(data) is not None
+        raw = library(data) == "zarr" and raw_bits_of(data) is not None
         try:
             _copy_values(data, dest, raw)
         except BaseException as err:
@@ -391,14 +264,14 @@ def _with_marker(
     """The fill value and kept attributes of a copy of a torchzarr or zarr-python array,
     with xarray's missing-value marker moved where the copy's format holds it
     (:func:`~torchzarr.core.cf_fill.carry_marker`); other sources' as they are."""
-    if not (isinstance(data, Array) or _library(data) == "zarr"):
+    if not (isinstance(data, Array) or library(data) == "zarr"):
         return fill_value[1], attributes
     try:
         source_dt = data.data_type if isinstance(data, Array) else data_type(data.dtype)
         dest_dt = data_type(keep["dtype"])
     except (TorchZarrError, TypeError, ValueError):  # a dtype torchzarr has no row for
         return fill_value[1], attributes
-    source = (_source_zarr_format(data), source_dt, keep["fill_value"])
+    source = (source_zarr_format(data), source_dt, keep["fill_value"])
     name = str(getattr(data, "name", None) or "the source")
     return carry_marker(name, data.attrs, source, (zarr_format, dest_dt), fill_value, attributes)
 
@@ -424,13 +297,28 @@ def _array_like(data: Any) -> Any:
         ) from None
 
 
+def _warn_of_v2_chunks(data: Any, settings: dict[str, Any], chunks_kept: bool) -> None:
+    """Warn that a v2 copy of a sharded source, whose chunks are kept, stores each inner
+    chunk as an object of its own (v2 has no sharding)."""
+    if chunks_kept:
+        name = getattr(data, "name", None)
+        what = f"array {name}" if name else "the source"
+        warnings.warn(
+            f"Zarr v2 has no sharding: the v2 copy of {what} stores each of its chunks "
+            f"{tuple(settings['chunks'])} as its own key, not in shards "
+            f"{tuple(settings['shards']['shape'])}; pass chunks= (such as the shard shape) "
+            "to choose the v2 chunks",
+            stacklevel=3,
+        )
+
+
 def _is_keep(value: Any) -> bool:
     return isinstance(value, str) and value == KEEP
 
 
 def _check_kept_shards(shards: Any, chunks: Any, ndim: int) -> None:
     """New ``chunks`` must divide the source's shard shape that is kept."""
-    new = (chunks,) * ndim if isinstance(chunks, int | np.integer) else _int_tuple(chunks)
+    new = (chunks,) * ndim if isinstance(chunks, int | np.integer) else int_tuple(chunks)
     if new is None or len(new) != len(shards):
         return  # create_array judges chunks it cannot compare
     if any(k <= 0 or s % k for s, k in zip(shards, new, strict=True)):
@@ -451,14 +339,15 @@ def _copy_values(source: Any, dest: Array, raw: bool = False) -> None:
     if dest.ndim == 0:
         dest[...] = read(Ellipsis)
         return
-    source_chunks = _int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
-    slab = slab_shape(
-        dest.shape,
-        dest.shards or dest.chunks,
-        dest.metadata.data_type.itemsize,
-        config.io_batch_bytes,
-        source_chunks if source_chunks and len(source_chunks) == dest.ndim else None,
-    )
+    source_chunks = int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
+    block, itemsize = dest.shards or dest.chunks, dest.metadata.data_type.itemsize
+    # within one write batch: io_batch_bytes, and no more blocks than the engine's cap
+    cap = engine.BATCH_CHUNKS
+    budget = min(config.io_batch_bytes, cap * math.prod(block) * itemsize)
+    whole = source_chunks if source_chunks and len(source_chunks) == dest.ndim else None
+    slab = slab_shape(dest.shape, block, itemsize, budget, whole)
+    if math.prod(-(-s // b) for s, b in zip(slab, block, strict=True)) > cap:
+        slab = slab_shape(dest.shape, block, itemsize, budget)  # whole source chunks hold more
     for box in slabs(dest.shape, slab):
         dest[box] = read(box)
 
