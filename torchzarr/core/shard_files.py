@@ -18,11 +18,9 @@ of shards stay within the process's descriptor limit.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import resource
-import stat
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -59,20 +57,6 @@ def _default_limit() -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
     return max(1, min(4096, soft // 4))
-
-
-def _open_file(path: str) -> int:
-    """A read-only descriptor of the regular file at ``path``: a directory there raises
-    :class:`IsADirectoryError` (``os.open`` opens one, and only its reads fail), so a read
-    sees no shard there, as the store's own reads do."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class OpenShards:
@@ -117,7 +101,7 @@ class OpenShards:
                 entry[2] += 1
                 self._open.move_to_end(path)
                 return entry[0], entry[3]
-        fd = _open_file(path)  # raises FileNotFoundError for the caller
+        fd = os.open(path, os.O_RDONLY)  # raises FileNotFoundError for the caller
         serial = next(_serials)
         with self._lock:
             entry = self._open.get(path)
@@ -238,8 +222,8 @@ class ShardFiles:
                     open_shards.discard(path)
                 held = open_shards.acquire_serial(path, self.version)
             else:
-                held = _open_file(path), 0
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                held = os.open(path, os.O_RDONLY), 0
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
             raise StoreError(f"cannot open shard {key!r} in {self.root}: {err}") from err

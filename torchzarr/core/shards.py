@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from stat import S_ISDIR
 from typing import Any, TypeVar
 
 import numpy as np
@@ -226,6 +227,10 @@ class ShardReader:
                 stat = os.fstat(fd)
                 size = stat.st_size
                 signature = file_signature(stat)
+                if S_ISDIR(stat.st_mode):  # no shard there, as the store's own reads see it
+                    self._drop(key)
+                    found[key] = None
+                    continue
                 # a file shorter than the index: no pread at a negative offset
                 raw = b"" if size < n else read_bytes(fd, n, size - n if at_end else 0, needed=n)
             except OSError as err:
