@@ -113,7 +113,8 @@ class Config:
 
     Attributes:
         threads: decode/encode threads of the engine's pool (default: usable CPUs).
-        io_batch_bytes: decoded bytes fetched per batch of a large read (bounds memory).
+        io_batch_bytes: decoded bytes fetched per batch of a large read or write (bounds
+            memory), in at most 65536 chunks (``engine.BATCH_CHUNKS``) however small they are.
         task_bytes: decoded bytes grouped into one pool task (small chunks are batched so that
             dispatch does not dominate).
         cache_bytes: budget of the shared decoded-chunk cache (used by arrays opened with a

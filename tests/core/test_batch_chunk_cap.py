@@ -83,3 +83,38 @@ def test_from_array_copies_at_most_the_cap_of_blocks_a_slab(small_cap, monkeypat
     copy = tz.from_array("memory://", data=source, chunks=(1,))
     assert sum(writes) == 100 and max(writes) <= CAP
     assert torch.equal(copy[:], values)
+
+
+def test_a_write_takes_its_chunks_from_the_selection_a_batch_at_a_time(small_cap, monkeypatch):
+    # The projections of a write come from the selection as batches need them: a list of
+    # every chunk's projection made up front grows with the chunks a write covers.
+    from torchzarr.core import array as array_module
+
+    made: list[int] = []
+
+    class Counting:
+        def __init__(self, indexer):
+            self.shape, self._indexer = indexer.shape, indexer
+
+        def __iter__(self):
+            for projection in self._indexer:
+                made.append(1)
+                yield projection
+
+    make = array_module.make_indexer
+    monkeypatch.setattr(array_module, "make_indexer", lambda *a: Counting(make(*a)))
+    ahead: list[int] = []
+    real_batch = engine._write_batch
+
+    def batch(source, chunks, *rest):
+        ahead.append(len(made) - sum(map(len, written)))
+        written.append(chunks)
+        return real_batch(source, chunks, *rest)
+
+    written: list[list] = []
+    monkeypatch.setattr(engine, "_write_batch", batch)
+    arr = tz.create_array("memory://", shape=(100,), dtype="int8", chunks=(1,))
+    arr[:] = torch.arange(100, dtype=torch.int8)
+    assert len(made) == 100 and max(ahead) <= CAP  # never more than the batch in hand
+    monkeypatch.undo()
+    assert torch.equal(arr[:], torch.arange(100, dtype=torch.int8))

@@ -346,9 +346,8 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
                 f"cannot write data of shape {data.shape} to a selection of shape {shape} in "
                 f"array {self.name}"
             )
-        engine.write_from(
-            self._source, list(indexer), fitted, write_empty_chunks=write_empty_chunks
-        )
+        # the chunks a batch at a time: a write over millions of tiny chunks lists none ahead
+        engine.write_from(self._source, indexer, fitted, write_empty_chunks=write_empty_chunks)
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, selection: Any) -> torch.Tensor:
