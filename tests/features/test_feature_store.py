@@ -324,6 +324,17 @@ def test_other_instances_see_published_writes_after_refresh(tmp_path: Path) -> N
     assert reader.refresh() is False
 
 
+def test_a_read_of_a_feature_another_instance_published_since_refreshes(tmp_path: Path) -> None:
+    writer = _store(tmp_path)
+    writer.write([1], {"v": torch.tensor([1])})
+    reader = FeatureStore(str(tmp_path / "fs"), mode="r")
+    assert reader.read([1])["v"].tolist() == [1]
+    writer.write([1], {"w": torch.tensor([5.0])})  # a new feature of known ids
+    assert reader.read([1], ["w"])["w"].tolist() == [5.0]
+    with pytest.raises(ArrayNotFoundError, match="no feature 'x' in the feature store"):
+        reader.read([1], ["x"])  # after that refresh, still unknown
+
+
 def test_unpublished_rows_from_a_failed_write_do_not_leak() -> None:
     fs = FeatureStore(tz.MemoryStore(), mode="w")
     fs.write([1], {"a": torch.tensor([1]), "b": torch.tensor([1])})

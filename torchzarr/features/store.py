@@ -277,7 +277,7 @@ class FeatureStore(OpenedStore):
         try:
             return self._read(query, names, out, pin_memory, missing="raise-quiet")
         except _Unknown:
-            self.refresh()  # another writer may have published these ids since
+            self.refresh()  # another writer may have published these ids or features since
         return self._read(query, names, out, pin_memory, missing)
 
     def _read(
@@ -296,6 +296,8 @@ class FeatureStore(OpenedStore):
             names = tuple(published.arrays) if names is None else names
             for name in names:
                 if name not in published.cached:
+                    if missing == "raise-quiet":  # another writer may have published it since
+                        raise _Unknown
                     raise ArrayNotFoundError(
                         f"no feature {name!r} in the feature store (features: "
                         f"{sorted(published.cached)})"
@@ -433,7 +435,7 @@ class FeatureStore(OpenedStore):
 
 
 class _Unknown(Exception):
-    """Internal: a read met ids the index does not hold (refresh, then decide)."""
+    """Internal: a read met ids or feature names it does not hold (refresh, then decide)."""
 
 
 _instances: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
