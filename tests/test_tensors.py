@@ -480,3 +480,34 @@ def test_torchs_allocator_failures_are_out_of_memory_errors_and_other_errors_pas
     monkeypatch.setattr(torch, "empty", other)
     with pytest.raises(RuntimeError, match="something else"):
         tensors.allocate((2, 3), data_type("int8"))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "message"),
+    [
+        ("uint8", [torch.tensor(300), torch.tensor(-1)], r"values from -1 to 300 .* uint8"),
+        ("uint8", [torch.tensor(float("nan")), torch.tensor(1.0)], "holding NaN"),
+        ("float16", [torch.tensor(1e10), torch.tensor(1.0)], r"to 10000000000.0 .* float16"),
+        ("uint8", [torch.tensor(300.0, requires_grad=True), torch.tensor(1.0)], "to 300.0"),
+        ("uint8", [torch.tensor(300.0, dtype=torch.bfloat16)] * 2, r"to 300.0 .* uint8"),
+        ("float8_e4m3fn", [torch.tensor(1e3, dtype=torch.bfloat16)] * 2, r"range -448.0"),
+        ("float16", [torch.tensor(1e10, requires_grad=True)] * 2, r"float16"),
+    ],
+)
+def test_lists_of_tensors_are_checked_as_lists_of_numbers(dtype, values, message):
+    # As [300, -1] is: a list is checked, whether numpy reads its tensors or torch stacks
+    # them (bfloat16, requires_grad), where one tensor casts as torch casts.
+    arr = tz.create_array("memory://", shape=(2,), dtype=dtype)
+    with pytest.raises(ValueRangeError, match=message):
+        arr[:] = values
+    assert arr[:].float().tolist() == [0.0, 0.0]
+
+
+def test_lists_of_tensors_numpy_reads_keep_numpys_promotion():
+    arr = tz.create_array("memory://", shape=(2,), dtype="float64")
+    arr[:] = [torch.tensor(16777217, dtype=torch.int32), torch.tensor(0.5)]  # float32 rounds
+    assert arr[:].tolist() == [16777217.0, 0.5]
+    exact = [torch.tensor(-128.7, requires_grad=True), torch.tensor(127.9)]  # floats truncate
+    narrow = tz.create_array("memory://", shape=(2,), dtype="int8")
+    narrow[:] = exact
+    assert narrow[:].tolist() == [-128, 127]

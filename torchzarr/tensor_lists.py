@@ -43,9 +43,9 @@ def holds_tensors(value: Any) -> bool:
 
 def rectangular(value: Any, what: str) -> np.ndarray | torch.Tensor:
     """``np.asarray(value)``; nested sequences of unequal lengths raise ShapeMismatchError
-    saying ``what`` cannot be done with them. A list or tuple holding tensors is the tensor
-    ``torch.stack`` makes of them (:func:`~torchzarr.tensor_lists.stack_tensors`); one
-    mixing tensors with numbers is numpy's reading of it, where numpy reads those tensors.
+    saying ``what`` cannot be done with them. A list or tuple of tensors numpy cannot read
+    (bfloat16, float8, ``requires_grad``, on a GPU) is the tensor ``torch.stack`` makes of
+    them (:func:`stack_tensors`), whose values a writer checks as a list's.
 
     Example:
         >>> rectangular([[1, 2], [3, 4]], "").shape
@@ -53,18 +53,16 @@ def rectangular(value: Any, what: str) -> np.ndarray | torch.Tensor:
         >>> rectangular([torch.ones(2, dtype=torch.bfloat16)] * 3, "").dtype
         torch.bfloat16
     """
-    if holds_tensors(value):  # numpy takes neither bfloat16 nor float8 nor grad
-        try:
-            return stack_tensors(value, what)
-        except ArgumentTypeError as mixed:  # tensors and numbers
-            try:
-                return np.asarray(value)
-            except (TypeError, RuntimeError, ValueError):  # such tensors, or ragged
-                raise mixed from None
     try:
-        return np.asarray(value)
-    except ValueError as err:
+        return np.asarray(value)  # numbers, and the tensors numpy reads, as numpy reads them
+    except ValueError as err:  # ragged: tensors of different shapes are named
+        if holds_tensors(value):
+            return stack_tensors(value, what)
         raise ShapeMismatchError(f"data that is not rectangular: {what} ({err})") from None
+    except (TypeError, RuntimeError):  # tensors numpy cannot read
+        if not holds_tensors(value):
+            raise
+        return stack_tensors(value, what)
 
 
 def stack_tensors(value: Any, what: str) -> torch.Tensor:

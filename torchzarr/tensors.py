@@ -173,8 +173,8 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             tensor = tensor.view(_storage_torch_dtype(dt))
         return tensor.numpy()
     array = rectangular(value, f"cannot write it to an array of {dt.name}")
-    if isinstance(array, torch.Tensor):  # a list of tensors: written as the stacked one
-        return as_storage_array(array, dt)
+    if isinstance(array, torch.Tensor):  # tensors numpy cannot read, stacked
+        return _checked_stack(array, dt)
     bits = same_float_bits(array, dt)  # ml_dtypes' (JAX's) floats of dt itself: no cast
     if bits is not None:
         return bits  # every NaN as it is (a cast makes them one NaN)
@@ -199,6 +199,22 @@ def as_storage_array(value: Any, dt: DataType) -> np.ndarray:
             stored = array.astype(dt.storage, copy=False, casting="unsafe")
     if python and (dt.is_float or dt.is_complex):
         _refuse_overflow(value, array, stored, dt)
+    return stored
+
+
+def _checked_stack(tensor: torch.Tensor, dt: DataType) -> np.ndarray:
+    """A list's tensors stacked in one (:func:`rectangular`) as stored, their values checked
+    as a list of numbers is (a single tensor casts as torch casts)."""
+    stored = as_storage_array(tensor, dt)
+    if tensor.dtype == torch_dtype(dt) or tensor.is_complex() or dt.storage.kind == "b":
+        return stored
+    found = (tensor.double() if tensor.is_floating_point() else tensor).numpy()  # exact
+    if dt.is_float or dt.is_complex:
+        _refuse_overflow(found, found, stored, dt)
+    elif found.dtype.kind == "f":
+        _whole_floats(found, found, dt, np.iinfo(dt.storage))
+    else:
+        _python_integers(found, found, dt)
     return stored
 
 

@@ -328,9 +328,12 @@ def test_lists_of_tensors_are_written_as_the_tensor_torch_stack_makes() -> None:
     assert got["g"].tolist() == [[1.0, 1.0], [0.0, 0.0]] and not got["g"].requires_grad
     assert got["u"].dtype == torch.uint64 and got["u"].tolist() == [2**64 - 1, 3]
     assert got["n"].dtype == torch.int64 and got["n"].tolist() == [[1, 2], [3, 4]]
-    mixed = [torch.ones(2), torch.ones(2, dtype=torch.int32)]  # torch.stack promotes: float32
+    mixed = [torch.ones(2), torch.ones(2, dtype=torch.int32)]  # numpy reads them: float64
     fs.write([3, 4], {"m": mixed})
-    assert fs.read([3])["m"].dtype == torch.float32
+    assert fs.read([3])["m"].dtype == torch.float64
+    promoted = [torch.ones(1, dtype=torch.bfloat16), torch.ones(1, dtype=torch.float16)]
+    fs.write([5, 6], {"p": promoted})  # numpy reads no bfloat16: torch promotes, to float32
+    assert fs.read([5])["p"].dtype == torch.float32
 
 
 def test_lists_of_tensors_of_other_shapes_or_with_other_values_are_refused() -> None:
@@ -342,9 +345,10 @@ def test_lists_of_tensors_of_other_shapes_or_with_other_values_are_refused() -> 
         fs.write([1, 2], {"x": [torch.ones(2, dtype=torch.bfloat16), [1.0, 2.0]]})
     fs.write([3, 4], {"x": [torch.ones(2), [1.0, 2.0]]})  # numpy reads such a mix, as before
     assert fs.read([4])["x"].tolist() == [[1.0, 2.0]]
-    with pytest.raises(UnsupportedDtypeError, match=r"torch\.uint64 and torch\.int64"):
+    with pytest.raises(UnsupportedDtypeError, match=r"torch\.bfloat16 and torch\.float8_e4m3fn"):
         fs.write(
-            [1, 2], {"x": [torch.ones(2, dtype=torch.uint64), torch.ones(2, dtype=torch.int64)]}
+            [1, 2],
+            {"x": [torch.ones(2, dtype=torch.bfloat16), torch.ones(2, dtype=torch.float8_e4m3fn)]},
         )
     assert len(fs) == 3 and fs.read([1])["x"].tolist() == [[0.0, 0.0]]
 
