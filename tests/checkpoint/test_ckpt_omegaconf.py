@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,3 +194,28 @@ def test_lightning_save_hyperparameters_of_a_dict_config_saves_resumes_and_loads
     model = torchzarr.lightning.load_from_checkpoint(HydraModule, last)
     assert type(model.hparams) is DictConfig and model.hparams == cfg
     assert model.hparams.model.width == 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DictConfig(None),
+        lambda: DictConfig("???"),
+        lambda: ListConfig(None),
+        lambda: _objects_config(),
+    ],
+    ids=["dict-none", "dict-missing", "list-none", "allow-objects"],
+)
+def test_a_config_no_load_could_rebuild_is_refused_at_save_or_pickled_whole(tmp_path, make):
+    # saved, such a config made every load of the checkpoint fail
+    with pytest.raises(UnrepresentableError, match=r"\['cfg'\]"):
+        save_checkpoint({"cfg": make(), "w": torch.ones(1)}, tmp_path / "c")
+    save_checkpoint({"cfg": make(), "w": torch.ones(1)}, tmp_path / "p", allow_pickle=True)
+    loaded = load_checkpoint(tmp_path / "p", allow_pickle=True)["cfg"]
+    assert type(loaded) is type(make()) and repr(loaded) == repr(make())
+
+
+def _objects_config():
+    config = OmegaConf.create({"x": 1}, flags={"allow_objects": True})
+    config.x = np.int64(3)
+    return config

@@ -63,8 +63,10 @@ def encode_config(value: Any, path: tuple[Any, ...], encode: Callable[[Any], Any
     its plain content into typed JSON (and raises naming the key path of what it cannot).
 
     Raises:
-        UnrepresentableError: omegaconf cannot give the content (a config that is None or
-            missing as a whole), or typed JSON cannot hold a value of it (an Enum, a Path).
+        UnrepresentableError: the content is not a dict or list (a config that is None or
+            missing as a whole) or holds other values than plain JSON ones (objects of an
+            ``allow_objects`` config, an Enum, a Path); with ``allow_pickle=True`` the
+            caller pickles such a config whole instead.
 
     Example:
         >>> from omegaconf import OmegaConf  # doctest: +SKIP
@@ -75,11 +77,18 @@ def encode_config(value: Any, path: tuple[Any, ...], encode: Callable[[Any], Any
     omegaconf: Any = sys.modules["omegaconf"]
     try:
         content = omegaconf.OmegaConf.to_container(value, resolve=False)
-    except Exception as err:  # omegaconf's own errors: a config None or ??? as a whole
+    except Exception as err:  # omegaconf's own errors (older versions: a config None)
         raise UnrepresentableError(
             f"checkpoint value at {_where(path)}: the omegaconf {name} cannot be stored "
             f"({type(err).__name__}: {err})"
         ) from None
+    if name is None or type(content) is not CONFIG_CLASSES[name]:  # None or ??? as a whole
+        raise UnrepresentableError(
+            f"checkpoint value at {_where(path)}: the omegaconf {name} holds "
+            f"{content!r:.60} as a whole, which it cannot be rebuilt from (save it with "
+            "allow_pickle=True, or leave it out)"
+        )
+    _check_plain(content, path, UnrepresentableError)  # an allow_objects config's objects
     body: dict[str, Any] = {"class": name, "content": encode(content)}
     flags = {flag: True for flag in _FLAGS if getattr(omegaconf.OmegaConf, f"is_{flag}")(value)}
     if flags:
@@ -87,23 +96,25 @@ def encode_config(value: Any, path: tuple[Any, ...], encode: Callable[[Any], Any
     return {"omegaconf": body}
 
 
-def _check_plain(content: Any, path: tuple[Any, ...]) -> None:
-    """Raise unless ``content`` holds only what plain config content holds (the checks
-    that keep a load from constructing anything else, such as an allowed dataclass that
-    omegaconf would instantiate)."""
-    stack = [content]
+def _check_plain(
+    content: Any, path: tuple[Any, ...], error: type[Exception] = MetadataError
+) -> None:
+    """Raise ``error`` unless ``content`` holds only what plain config content holds (the
+    checks that keep a load from constructing anything else, such as an allowed dataclass
+    that omegaconf would instantiate; and a save from storing what no load takes back)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(content, path)]
     while stack:
-        item = stack.pop()
+        item, where = stack.pop()
         if type(item) is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((key, where) for key in item)  # a key names its parent
+            stack.extend((value, (*where, key)) for key, value in item.items())
         elif type(item) is list:
-            stack.extend(item)
+            stack.extend((value, (*where, i)) for i, value in enumerate(item))
         elif type(item) not in _PLAIN_LEAVES:
-            raise MetadataError(
-                f"checkpoint value at {_where(path)}: an omegaconf config holds "
-                f"{type(item).__qualname__} {item!r:.100}, not plain JSON content (load "
-                "with allow_pickle=True if you trust this checkpoint)"
+            raise error(
+                f"checkpoint value at {_where(where)}: an omegaconf config holds "
+                f"{type(item).__qualname__} {item!r:.100}, not plain JSON content (use "
+                "allow_pickle=True if you trust this checkpoint)"
             )
 
 

@@ -261,9 +261,11 @@ def encode_value(value: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool =
     if spec is not None:
         return {"class": spec}
     if config_class(value) is not None:  # omegaconf's DictConfig, ListConfig (Hydra)
-        return encode_config(
-            value, path, lambda c: encode_value(c, path, allow_pickle=allow_pickle)
-        )
+        try:
+            return encode_config(value, path, lambda c: encode_value(c, path))
+        except UnrepresentableError:
+            if not allow_pickle:  # else the whole config, pickled
+                raise
     if allow_pickle:
         try:
             return {"pickle": _pickle_dumps(value)}
