@@ -131,3 +131,12 @@ def test_from_array_takes_dask_and_xarray_arrays_with_their_axis_names():
     arr = tz.from_array("memory://", data=labelled, chunks=(2, 5))
     assert arr.dimension_names == ("time", "x") and arr.chunks == (2, 5)
     np.testing.assert_array_equal(arr[:].numpy(), labelled.values)
+
+
+def test_from_array_of_a_dask_array_of_unknown_shape_says_so():
+    values = da.arange(10, chunks=5)
+    masked = values[values > 5]  # NaN chunk sizes until computed
+    with pytest.raises(tz.errors.InvalidArgumentError, match=r"unknown shape \(nan,\)"):
+        tz.from_array("memory://", data=masked)
+    copy = tz.from_array("memory://", data=masked.compute_chunk_sizes())
+    assert copy[:].tolist() == [6, 7, 8, 9]

@@ -288,6 +288,12 @@ def _array_like(data: Any) -> Any:
             )
         return data
     if hasattr(data, "shape") and hasattr(data, "dtype"):
+        if not all(isinstance(n, int | np.integer) for n in tuple(data.shape)):
+            raise InvalidArgumentError(  # dask's NaN sizes after a boolean mask, say
+                f"from_array cannot copy a {type(data).__name__} of unknown shape "
+                f"{tuple(data.shape)}: make its shape known first (dask: "
+                ".compute_chunk_sizes())"
+            )
         return data  # read in slabs (a tensorstore's ts.dtype names its numpy_dtype)
     try:
         return np.asarray(data)
