@@ -231,3 +231,74 @@ def test_a_copy_failing_as_it_joins_the_hierarchy_says_the_copy_is_complete(
     assert status == 1 and "the disk went away" in err
     assert "path /x is complete" in err and "torchzarr consolidate" in err
     assert torch.equal(tz.open_array(tmp_path / "g.zarr", path="x", mode="r")[:], torch.arange(4))
+
+
+@pytest.mark.parametrize("command", ["copy", "rechunk"])
+@pytest.mark.parametrize("dest", ["{src}/backup.zip", "sqlite://{src}/a/b.db", "lmdb://{src}/b"])
+def test_a_file_store_inside_the_source_directory_is_refused_as_overlapping(
+    tmp_path, capsys, command, dest
+):
+    # the first copy wrote into the source; a re-run copied the old zip into the new one
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(4), chunks=(2,)).store.root
+    before, dest = _contents(src), dest.format(src=src)
+    for overwrite in ([], ["--overwrite"]):
+        status, out, err = _run(capsys, command, src, dest, *overwrite)
+        assert (status, out, err.count("\n")) == (1, "", 1)
+        assert err.startswith(f"torchzarr {command}: cannot {command} '/' of LocalStore(")
+        assert err.endswith("the two overlap (the same data, or one inside the other)\n")
+        assert _contents(src) == before  # nothing written, no folder made
+
+
+def test_a_zip_copied_into_the_directory_holding_it_is_refused_as_overlapping(tmp_path, capsys):
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.arange(4), chunks=(2,)).store.root
+    assert _run(capsys, "copy", src, tmp_path / "a.zip")[0] == 0
+    status, _, err = _run(capsys, "copy", tmp_path / "a.zip", tmp_path, "--overwrite")
+    assert status == 1 and "the two overlap" in err and (tmp_path / "a.zip").is_file()
+    # beside it (another path of the directory), or in a folder of its own: no overlap
+    assert _run(capsys, "copy", tmp_path / "a.zip", tmp_path, "--dest-path", "x")[0] == 0
+    assert _run(capsys, "rechunk", src, tmp_path / "src.zarr.zip", "--chunks", 4)[0] == 0
+    assert tz.open_array(tmp_path / "src.zarr.zip", mode="r")[:].tolist() == [0, 1, 2, 3]
+
+
+_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+import torchzarr.cli as cli
+with open("/proc/self/status") as status:  # what the interpreter and torch take, and 1 GiB
+    size = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), size + (1 << 30)))
+raise SystemExit(cli.main())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_a_rechunk_out_of_memory_is_one_line_naming_the_array_and_what_to_do(tmp_path):
+    """A container's memory limit (``ulimit -v``) below the physical memory that the chunk
+    check looks at: a chunk of 2 GB built whole fails to allocate."""
+    pytest.importorskip("resource")
+    src = tz.create_array(tmp_path / "src.zarr", data=torch.ones(100, 37, dtype=torch.float64))
+    dest = tmp_path / "new" / "dst.zarr"
+    argv = ["rechunk", str(src.store.root), str(dest), "--chunks", "16000,16000"]
+    done = _with_environment(
+        [sys.executable, "-c", _UNDER_A_MEMORY_LIMIT, *argv], TORCHZARR_THREADS="1"
+    )
+    assert (done.returncode, done.stdout, done.stderr.count("\n")) == (1, "", 1), done.stderr
+    assert done.stderr.startswith(
+        f"torchzarr rechunk: ran out of memory copying array / of {src.store.root} "
+        f"((100, 37) torch.float64) to {dest}: "
+    )
+    assert "pick smaller --chunks (or --shards)" in done.stderr
+    assert done.stderr.endswith(f"(nothing was left at / of {dest})\n")
+    assert not (tmp_path / "new").exists()
+
+
+def test_any_command_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    def too_large(*args, **kwargs):
+        raise MemoryError("Unable to allocate 6.71 GiB for an array with shape (30000, 30000)")
+
+    monkeypatch.setattr(cli, "open_node", too_large)
+    status, out, err = _run(capsys, "info", tmp_path)
+    assert (status, out) == (1, "")
+    assert err == (
+        "torchzarr info: ran out of memory: Unable to allocate 6.71 GiB for an array with "
+        "shape (30000, 30000)\n"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 import sys
 import time
 import zipfile
@@ -17,6 +18,7 @@ import torchzarr as tz
 import torchzarr.core.from_array as from_array_module
 import torchzarr.storage.zip_archive as zip_archive
 from torchzarr.cli import main
+from torchzarr.cli_signals import Stopped
 from torchzarr.storage.registry import resolve_store
 
 
@@ -312,3 +314,162 @@ def test_a_failed_copy_to_a_zip_in_missing_folders_removes_them(
     status, _, err = _run(capsys, "copy", source, tmp_path / "a" / "b" / "data.zip")
     assert status == 1 and "No space left" in err and "(the destination" not in err
     assert not (tmp_path / "a").exists()
+
+
+def test_after_a_ctrl_c_more_wait_until_the_command_returns():
+    from torchzarr.cli_signals import stop_signals_interrupt
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), stop_signals_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        finally:  # the command's cleanup: a held Ctrl-C key must not cut it short
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                assert signal.getsignal(signum) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_exiting_after_a_stop_keeps_ignoring_signals_till_the_end():
+    from torchzarr.cli_signals import stop_signals_interrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with stop_signals_interrupt(keep_ignored=True):  # not stopped: all put back
+            pass
+        assert {s: signal.getsignal(s) for s in before} == before
+        with pytest.raises(Stopped), stop_signals_interrupt(keep_ignored=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in before)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_a_sigint_handler_of_the_callers_own_is_left_alone():
+    from torchzarr.cli_signals import stop_signals_interrupt
+
+    def own(*_):
+        raise _NoHandlerInstalled
+
+    before = signal.signal(signal.SIGINT, own)
+    try:
+        with stop_signals_interrupt():
+            assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+_HELD_CTRL_C = """
+import sys, time
+import torchzarr.cli as cli
+import torchzarr.core.from_array as from_array_module
+
+def ready_then_wait():
+    print("ready", flush=True)
+    time.sleep(60)  # the first Ctrl-C lands here; the cleanup that follows is long
+
+copy_values, write_demo = from_array_module._copy_values, cli._write_demo
+from_array_module._copy_values = lambda *args: (copy_values(*args), ready_then_wait())
+cli._write_demo = lambda *args: (write_demo(*args), ready_then_wait())
+raise SystemExit(cli.main())  # as the torchzarr script runs it: argv from sys.argv
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["rechunk", "{src}", "{dest}", "--chunks", "1"], ["demo", "{dest}", "--rows", "9000"]]
+)
+def test_a_held_ctrl_c_waits_for_the_cleanup_and_the_exit(tmp_path, argv):
+    """A Ctrl-C key held down sends SIGINT every few milliseconds, through the cleanup (the
+    removal of 1000 chunk files) and the interpreter's exit: one line, 130, nothing left."""
+    src = tmp_path / "src.zarr"
+    tz.create_array(src, data=torch.arange(1000), chunks=(1000,))
+    dest = tmp_path / "new" / "dst.zarr"
+    argv = [a.format(src=src, dest=dest) for a in argv]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HELD_CTRL_C, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        sent = 0
+        while proc.poll() is None and sent < 5000:  # until it exits (at most ~10 s)
+            proc.send_signal(signal.SIGINT)
+            sent += 1
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    where = f"/ of {dest}" if argv[0] == "rechunk" else str(dest)
+    assert (proc.returncode, err) == (
+        130,
+        f"torchzarr {argv[0]}: interrupted (nothing was left at {where})\n",
+    )
+    assert sent > 1 and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "lmdb"])
+def test_a_failed_rechunk_to_a_new_database_removes_it_and_its_folders(
+    tmp_path, capsys, source, scheme
+):
+    if scheme == "lmdb":
+        pytest.importorskip("lmdb")
+    (source / "c" / "30").write_bytes(b"damaged")  # a late chunk: the copy fails part way
+    dest = f"{scheme}://{tmp_path}/a/b/data.db"
+    status, _, err = _run(capsys, "rechunk", source, dest, "--chunks", 8)
+    assert status == 1 and err.endswith(f"(nothing was left at / of {dest})\n")
+    assert not (tmp_path / "a").exists()
+    # one there before, holding nothing or another array, stays
+    assert _run(capsys, "copy", source, dest, "--dest-path", "keep")[0] == 0
+    with resolve_store(dest, mode="a") as store:
+        store.delete_prefix("")
+    assert _run(capsys, "rechunk", source, dest, "--chunks", 8)[0] == 1
+    assert (tmp_path / "a" / "b" / "data.db").exists()
+    assert _run(capsys, "copy", source, dest, "--dest-path", "keep")[0] == 0
+    status, _, err = _run(capsys, "rechunk", source, dest, "--chunks", 8, "--dest-path", "x")
+    assert status == 1 and "(nothing was left at /x of" in err
+    assert tz.open_group(dest, mode="r", use_consolidated=False)["keep"].shape == (40,)
+
+
+def _interrupt_the_third_write(monkeypatch):
+    from torchzarr.core.array import Array
+
+    real, calls = Array.__setitem__, []
+
+    def setitem(self, selection, value):
+        calls.append(selection)
+        if len(calls) == 3:  # the first images and labels are in
+            raise KeyboardInterrupt
+        real(self, selection, value)
+
+    monkeypatch.setattr(Array, "__setitem__", setitem)
+
+
+@pytest.mark.parametrize("name", ["new/demo.zarr", "new/demo.zip"])
+def test_ctrl_c_during_a_demo_removes_the_dataset_it_began(tmp_path, capsys, monkeypatch, name):
+    dest = tmp_path / name
+    with monkeypatch.context() as patch:
+        _interrupt_the_third_write(patch)
+        status, out, err = _run(capsys, "demo", dest, "--rows", 9000)
+    assert (status, out) == (130, "")
+    assert err == f"torchzarr demo: interrupted (nothing was left at {dest})\n"
+    assert not (tmp_path / "new").exists()
+    assert _run(capsys, "demo", dest, "--rows", 10)[0] == 0
+    with monkeypatch.context() as patch:
+        _interrupt_the_third_write(patch)
+        status, _, err = _run(capsys, "demo", dest, "--rows", 9000, "--overwrite")
+    assert status == 130
+    assert err.endswith(f"(nothing was left at {dest}: --overwrite deleted what it held first)\n")
+    with pytest.raises(tz.errors.GroupNotFoundError):
+        tz.open_group(dest, mode="r")  # no dataset that opens, its images mostly zeros
+
+
+def test_a_failed_demo_leaves_a_folder_that_was_there_before(tmp_path, capsys, monkeypatch):
+    (tmp_path / "kept.zarr").mkdir()
+    _interrupt_the_third_write(monkeypatch)
+    assert _run(capsys, "demo", tmp_path / "kept.zarr", "--rows", 9000)[0] == 130
+    assert (tmp_path / "kept.zarr").is_dir() and not any((tmp_path / "kept.zarr").iterdir())

@@ -6,7 +6,9 @@ of its range (``--rounds 0``) is a usage error, as argparse reports them (status
 nothing is written. Output its reader closes early (``| head -1``), standard output or
 error (``--progress``), or that was closed from the start (``>&-``), ends it quietly (141);
 Ctrl-C prints ``torchzarr <command>: interrupted`` once the command has cleaned up (130);
-SIGTERM and SIGHUP (``kill``, ``timeout``) ``terminated (SIGTERM)`` (143, 129).
+SIGTERM and SIGHUP (``kill``, ``timeout``) ``terminated (SIGTERM)`` (143, 129); more of
+these signals after the first (a held Ctrl-C key) wait until it has cleaned up and exited.
+Running out of memory is one line too (status 1).
 Text the output's encoding cannot hold is written as it can (``tree`` in ASCII).
 """
 
@@ -27,6 +29,7 @@ from torchzarr import telemetry
 from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
 from torchzarr.cli_options import fill, int_from, megabytes, sizes
 from torchzarr.cli_output import Output, ReaderGone
+from torchzarr.cli_places import refuse_overlap
 from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.cli_signals import Stopped, stop_signals_interrupt
 from torchzarr.config import config
@@ -34,6 +37,7 @@ from torchzarr.core import nodes
 from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
+from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.info import stored_dtype_name
 from torchzarr.core.placement import missing_parents, node_docs
@@ -121,6 +125,7 @@ def _copy(args: argparse.Namespace) -> None:
     # the destination stays open until the copy joins its hierarchy: a zip writes its
     # directory once, at the close.
     with resolve_store(args.source, mode="r") as source, destination(args.dest) as dest:
+        refuse_overlap("copy", source, args.path, dest, where)
         if where:
             _check_destination(source, args.path.strip("/"), dest, where)
         watched, progress = WriteWatch(dest), _Progress("copy") if args.progress else None
@@ -249,9 +254,23 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    rows = args.rows
+    # a directory or zip the demo created and a failure empties goes, with its folders
+    with destination(args.store) as store:
+        held = args.overwrite and next(iter(store.list_prefix("")), None) is not None
+        root = _demo_root(store, args.overwrite)  # refused: nothing was written
+        try:
+            _write_demo(root, args.rows, args.seed)
+        except BaseException as err:  # an interrupt too: a dataset half written goes
+            err.add_note(_undo_demo(store, args.store, held))
+            raise
+    print(f"wrote {args.rows} images and labels to {args.store}; train on them with:")
+    print(f"  ds = tz.ZarrIterableDataset(tz.open_group({args.store!r}), batch_size=256)")
+
+
+def _demo_root(store: Store, overwrite: bool) -> Any:
+    """The demo's root group, created in ``store`` (emptied first with ``overwrite``)."""
     try:
-        root = open_group(args.store, mode="w" if args.overwrite else "w-")
+        return open_group(store, mode="w" if overwrite else "w-")
     except NodeExistsError as err:  # in the command's words: --overwrite is mode "w"
         message = str(err).replace(" with mode 'w-'", "")
         message = message.replace(
@@ -260,11 +279,14 @@ def _demo(args: argparse.Namespace) -> None:
         if " already exists at " in message:
             message += ": pass --overwrite to replace it"
         raise NodeExistsError(message) from None
+
+
+def _write_demo(root: Any, rows: int, seed: int) -> None:
     images = root.create_array(
         "images", shape=(rows, 32, 32, 3), dtype=torch.uint8, chunks=(256, 32, 32, 3)
     )
     labels = root.create_array("labels", shape=(rows,), dtype=torch.int64, chunks=(4096,))
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     classes = rng.integers(0, 256, size=(10, 1, 1, 3), dtype=np.int64)
     for start in range(0, rows, 4096):
         stop = min(rows, start + 4096)
@@ -275,8 +297,20 @@ def _demo(args: argparse.Namespace) -> None:
         labels[start:stop] = label
     root.attrs.update({"description": "torchzarr demo: 32x32 RGB images in 10 classes"})
     consolidate_metadata(root.store, path=root.path)  # memory:// anew would be another store
-    print(f"wrote {rows} images and labels to {args.store}; train on them with:")
-    print(f"  ds = tz.ZarrIterableDataset(tz.open_group({args.store!r}), batch_size=256)")
+
+
+def _undo_demo(store: Store, url: str, held: bool) -> str:
+    """Delete the dataset a failed ``demo`` began (it was the only thing in ``store``: the
+    demo refuses a store holding any key, or empties it with --overwrite); what became of
+    the store, for the error message."""
+    try:
+        store.delete_prefix("")
+        invalidate_tree_everywhere(store.identity, "")
+    except (TorchZarrError, OSError):
+        return f"(the dataset at {url} is incomplete: run the demo again, with --overwrite)"
+    if held:
+        return f"(nothing was left at {url}: --overwrite deleted what it held first)"
+    return f"(nothing was left at {url})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -348,7 +382,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``torchzarr`` command line; the exit status.
+    """Run the ``torchzarr`` command line; the exit status. With ``argv`` None (the process's
+    own command line, as the ``torchzarr`` script runs it), a stop signal leaves the later
+    ones ignored until the process exits; else the signal handlers are put back.
 
     Example:
         >>> from torchzarr.core.api import open_group
@@ -377,14 +413,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with stop_signals_interrupt():
+        # the process's own command line (argv None): a stop signal seen leaves the later
+        # ones ignored until it exits, so that a held Ctrl-C cannot cut its exit short
+        with stop_signals_interrupt(keep_ignored=argv is None):
             args.run(args)
-    except (TorchZarrError, OSError, KeyboardInterrupt) as err:
+    except (TorchZarrError, OSError, KeyboardInterrupt, MemoryError) as err:
         # an interrupt (Ctrl-C, SIGTERM) comes here once the command's cleanup ran
         if isinstance(err, Stopped):
             said, status = f"terminated ({err})", 128 + err.signum  # as a shell reports it
         elif isinstance(err, KeyboardInterrupt):
             said, status = "interrupted", 130  # 128 + SIGINT
+        elif isinstance(err, MemoryError) and not isinstance(err, TorchZarrError):
+            said, status = "ran out of memory" + (f": {err}" if str(err) else ""), 1
         else:
             said, status = str(err), 1
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))

@@ -1,5 +1,6 @@
-"""What a failed ``torchzarr copy`` or ``rechunk`` leaves at its destination: the zip file or
-directory the command created and left empty goes, and the message says what stays."""
+"""What a failed ``torchzarr copy``, ``rechunk`` or ``demo`` leaves at its destination: the
+zip file, database or directory the command created and left empty goes, and the message
+says what stays."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Any
 from torchzarr.core import nodes
 from torchzarr.errors import TorchZarrError
 from torchzarr.storage.base import Store
+from torchzarr.storage.lmdb import LMDBStore
 from torchzarr.storage.local import LocalStore
 from torchzarr.storage.registry import resolve_store
+from torchzarr.storage.sqlite import SQLiteStore
 from torchzarr.storage.wrappers import ForwardingStore
 from torchzarr.storage.zip import ZipStore
 
@@ -24,8 +27,8 @@ __all__ = ["WriteWatch", "copy_leftovers", "destination"]
 @contextlib.contextmanager
 def destination(url: str) -> Iterator[Store]:
     """The store at ``url`` opened to write, closed at the end (a zip writes its directory
-    then). A local directory or zip file that did not exist before and that a failure
-    leaves holding nothing is removed, with the directories made for it.
+    then). A local directory, zip file, SQLite or LMDB database that did not exist before
+    and that a failure leaves holding nothing is removed, with the directories made for it.
 
     Example:
         >>> with destination("memory://leftovers-doc") as store:
@@ -34,12 +37,19 @@ def destination(url: str) -> Iterator[Store]:
     store = resolve_store(url, mode="a")
     where = _local_path(store)
     made = None if where is None else _first_missing(where)
+    database, emptied = _database_files(store), False
     try:
         with store:
-            yield store
+            try:
+                yield store
+            except BaseException:  # a database's keys are read while it is open
+                emptied = made is not None and bool(database) and not _holds_keys(store)
+                raise
     except BaseException:
         if where is not None and made is not None:
             with contextlib.suppress(OSError, zipfile.BadZipFile):
+                for file in database if emptied else []:  # closed now: its files can go
+                    file.unlink(missing_ok=True)
                 _remove_if_empty(where, made)
         raise
 
@@ -47,9 +57,28 @@ def destination(url: str) -> Iterator[Store]:
 def _local_path(store: Store) -> Path | None:
     if isinstance(store, LocalStore):
         return Path(store.root)
-    if isinstance(store, ZipStore):
+    if isinstance(store, ZipStore | SQLiteStore | LMDBStore):
         return Path(store.path)
     return None
+
+
+def _database_files(store: Store) -> list[Path]:
+    """The files a SQLite or LMDB database at a new path is made of (none for other stores)."""
+    if isinstance(store, SQLiteStore):
+        return [Path(store.path + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    if isinstance(store, LMDBStore):
+        if store.lmdb_options.get("subdir", True):  # a directory of the two files
+            return [Path(store.path, "data.mdb"), Path(store.path, "lock.mdb")]
+        return [Path(store.path), Path(store.path + "-lock")]
+    return []
+
+
+def _holds_keys(store: Store) -> bool:
+    """Whether ``store``, still open, holds a key (or cannot tell)."""
+    try:
+        return next(iter(store.list_prefix("")), None) is not None
+    except (TorchZarrError, OSError):
+        return True
 
 
 def _first_missing(path: Path) -> Path | None:

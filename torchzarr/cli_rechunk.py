@@ -10,6 +10,7 @@ from typing import Any
 
 from torchzarr.cli_leftovers import destination
 from torchzarr.cli_options import Unrepresentable
+from torchzarr.cli_places import refuse_overlap
 from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.core import nodes
 from torchzarr.core.api import open_array
@@ -22,6 +23,7 @@ from torchzarr.errors import (
     CodecError,
     InvalidKeyError,
     MetadataError,
+    OutOfMemoryError,
     ReadOnlyError,
     TorchZarrError,
 )
@@ -60,16 +62,31 @@ def rechunk(args: argparse.Namespace) -> None:
     }
     settings |= _v2_layout(source, args.zarr_format or source.zarr_format, args.source)
     with destination(args.dest) as store:  # a zip writes its directory at the close
+        refuse_overlap("rechunk", source.store, source.path, store, where)
         new_subtree = _unused_subtree(store, where)
         _check_before_writing(store, settings)
         try:
             dest = from_array(store, **settings)
         except BaseException as err:  # an interrupt too: what was begun is removed
+            failed = _out_of_memory(err, source, args) if isinstance(err, MemoryError) else err
             if not isinstance(err, ReadOnlyError):  # refused at once: nothing written
-                err.add_note(_undo_rechunk(store, where, new_subtree, args))
-            raise
+                failed.add_note(_undo_rechunk(store, where, new_subtree, args))
+            if failed is err:
+                raise
+            raise failed from err
     layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
     print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
+
+
+def _out_of_memory(err: MemoryError, source: Array, args: argparse.Namespace) -> BaseException:
+    """``err``, a chunk or shard too large for the memory this process may take (a container's
+    limit, ``ulimit -v``: physical memory may be larger), said in the command's words."""
+    why = f": {err}" if str(err) else ""
+    return OutOfMemoryError(
+        f"ran out of memory copying array {source.name} of {args.source} ({source.shape} "
+        f"{source.dtype}) to {args.dest}{why}; a chunk is built whole in memory: pick "
+        "smaller --chunks (or --shards)"
+    )
 
 
 def _node_path(path: str, args: argparse.Namespace, source: Array) -> str:
