@@ -243,3 +243,131 @@ def test_copy_keys_moves_a_hierarchy_to_object_storage_and_back(
     down = copy_keys(store, tz.LocalStore(tmp_path / "back.zarr"), "tree", dest_path="")
     assert (down.keys, down.nbytes) == (up.keys, up.nbytes)
     assert torch.equal(tz.open_array(tmp_path / "back.zarr", path="x")[:], data)
+
+
+def _refusing(
+    store: FsspecStore, code: str, times: int = 10**6, every: bool = False
+) -> dict[str, int]:
+    """Make the first key (``every`` key) of each S3 DeleteObjects, the first ``times`` of
+    them, come back under ``Errors`` with ``code`` inside the HTTP 200, as S3 reports the
+    keys it refused; count the requests made, by method."""
+    fs, calls = store.fs, {"refused": 0}
+    inner = fs._call_s3
+
+    async def call_s3(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls[method] = calls.get(method, 0) + 1
+        if method != "delete_objects" or calls["refused"] >= times:
+            return await inner(method, *args, **kwargs)
+        calls["refused"] += 1
+        delete = kwargs["Delete"]
+        cut = len(delete["Objects"]) if every else 1
+        refused, rest = delete["Objects"][:cut], delete["Objects"][cut:]
+        answer = {"Deleted": []}
+        if rest:
+            kwargs = {**kwargs, "Delete": {**delete, "Objects": rest}}
+            answer = dict(await inner(method, *args, **kwargs))
+        answer["Errors"] = [
+            {"Key": x["Key"], "Code": code, "Message": "(simulated)"} for x in refused
+        ]
+        return answer
+
+    fs._call_s3 = call_s3
+    return calls
+
+
+def test_s3_keys_a_delete_refused_are_reported_not_left_behind(s3_server: Service) -> None:
+    store = FsspecStore(s3_server.url(), s3_server.storage_options, retry_backoff=0)
+    arr = tz.create_array(store, shape=(6,), dtype="int32", chunks=(2,))
+    arr[:] = torch.arange(1, 7, dtype=torch.int32)
+    calls = _refusing(store, "AccessDenied")
+    with pytest.raises(StoreError, match=r"cannot delete 'c/0' at 's3://.*AccessDenied"):
+        tz.create_array(store, shape=(6,), dtype="int32", chunks=(2,), overwrite=True)
+    assert calls["delete_objects"] == 1  # a refusal is not retried
+    assert store.get("c/0") is not None  # the old chunk is still there: reported
+    store.set_many({"c/1": b"x", "c/2": b"y"})
+    _refusing(store, "AccessDenied", every=True)
+    with pytest.raises(StoreError, match=r"cannot delete 'c/1' \(and 'c/2': 2 keys remain; "):
+        store.delete_many(["c/1", "c/2"])
+    assert store.get("c/1") == b"x" and store.get("c/2") == b"y"
+
+
+def test_s3_deletes_retry_keys_refused_transiently_with_few_requests(s3_server: Service) -> None:
+    store = FsspecStore(s3_server.url(), s3_server.storage_options, retry_backoff=0)
+    store.set_many({f"c/{i}": b"x" for i in range(6)} | {"zarr.json": b"{}"})
+    calls = _refusing(store, "AccessDenied", times=0)  # counts only
+    store.delete_many(["c/0", "c/1", "never"])
+    assert calls == {"refused": 0, "delete_objects": 1}  # no request to check the answer
+    calls = _refusing(store, "InternalError", times=1)
+    store.delete_prefix("c/")  # c/2 refused once: deleted again
+    assert calls == {"refused": 1, "list_objects_v2": 1, "delete_objects": 2}
+    assert sorted(store.list_prefix("")) == ["zarr.json"]
+
+
+def test_s3_keys_a_delete_says_nothing_of_are_looked_for(s3_server: Service) -> None:
+    store = FsspecStore(s3_server.url(), s3_server.storage_options, retry_backoff=0)
+    store.set_many({"c/0": b"x", "c/1": b"y"})
+    fs, calls = store.fs, []
+    inner = fs._call_s3
+
+    async def silent(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        if method == "delete_objects" and calls.count(method) == 1:  # c/0 kept, unreported
+            delete = kwargs["Delete"]
+            kwargs = {**kwargs, "Delete": {**delete, "Objects": delete["Objects"][1:]}}
+        return await inner(method, *args, **kwargs)
+
+    fs._call_s3 = silent
+    store.delete_many(["c/0", "c/1"])
+    assert calls.count("delete_objects") == 2 and calls.count("head_object") == 1
+    assert list(store.list_prefix("")) == []
+
+
+def test_s3_fill_values_written_while_deletes_fail_name_the_key(s3_server: Service) -> None:
+    store = FsspecStore(s3_server.url(), s3_server.storage_options, retries=1, retry_backoff=0)
+    arr = tz.create_array(store, shape=(4,), dtype="int32", chunks=(2,))
+    arr[:] = torch.arange(1, 5, dtype=torch.int32)
+
+    async def down(method: str, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError(f"cannot connect to {s3_server.endpoint}")
+
+    store.fs._call_s3 = down
+    message = r"cannot delete 'c/0' \(a chunk written with only fill values is deleted, not stored\) at 's3://[^']*' after 2 attempts: ConnectionRefusedError"
+    with pytest.raises(StoreError, match=message):
+        arr[:2] = 0
+
+
+def test_s3_a_refused_bucket_probe_is_no_missing_bucket(
+    s3_server: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, options = s3_server.url("probe"), {**s3_server.storage_options, "retry_backoff": 0}
+    tz.create_array(url, shape=(4,), dtype="int8", chunks=(2,), storage_options=options)[:2] = 3
+    s3fs = pytest.importorskip("s3fs")
+    inner, probes = s3fs.S3FileSystem._call_s3, []
+
+    async def reader(fs: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method in ("head_bucket", "get_bucket_location", "list_objects_v2"):
+            probes.append(method)  # credentials that may GetObject only
+            raise PermissionError("Access Denied")
+        return await inner(fs, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", reader)
+    arr = tz.open_array(url, mode="r", storage_options=options)  # .zarray, .zgroup: missing
+    assert arr[:].tolist() == [3, 3, 0, 0]
+    assert probes == ["head_bucket"]  # asked once; refused: the bucket may well exist
+
+
+def test_azure_container_deleted_under_an_open_array_raises(azurite_server: Service) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    options = azurite_server.storage_options
+    service = BlobServiceClient.from_connection_string(options["connection_string"])
+    container = f"gone-{os.getpid()}"
+    service.create_container(container)
+    arr = tz.create_array(
+        f"az://{container}/a.zarr", shape=(8,), dtype="int32", chunks=(2,), storage_options=options
+    )
+    arr[:6] = 7  # the last chunk stays missing: reading it checks the container, once
+    assert arr[:].tolist() == [7] * 6 + [0, 0]
+    service.delete_container(container)
+    with pytest.raises(StoreError, match=f"'{container}' of .*does not exist"):
+        arr[:]  # not eight fill values

@@ -129,3 +129,13 @@ def test_the_options_a_url_carries_reach_the_filesystem(monkeypatch: pytest.Monk
     fs = store.fs  # was: TypeError, __init__() missing 'host'
     assert (fs.host, fs.port, fs.options["user"]) == ("127.0.0.1", 2121, "given")
     assert store.paths.root == "/x.zarr"
+
+
+@pytest.mark.parametrize("value", ["false", "True", 0, 1, None], ids=repr)
+def test_read_only_must_be_a_bool(value: Any) -> None:
+    message = rf"'{URL}'.*read_only must be True or False, got {type(value).__name__}"
+    with pytest.raises(ArgumentTypeError, match=message):
+        FsspecStore(URL, {"read_only": value})
+    with pytest.raises(ArgumentTypeError, match=message):
+        FsspecStore(URL, read_only=value)
+    assert FsspecStore(URL, {"read_only": False}).read_only is False

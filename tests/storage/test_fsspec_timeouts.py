@@ -27,12 +27,22 @@ class PacedFileSystem(AsyncFileSystem):
         self.pace, self.hang = pace, frozenset(hang)
         self.objects: dict[str, bytes] = {}
         self.requests = 0
+        self.link, self.in_flight = 0.0, 0  # seconds a request takes alone on the link
 
     async def _answer(self, path: str) -> None:
         self.requests += 1
         if path in self.hang:
             await asyncio.Event().wait()
         await asyncio.sleep(self.pace)
+        if self.link:  # a link shared by the requests in flight: each gets its part
+            self.in_flight += 1
+            try:
+                done = 0.0
+                while done < self.link:
+                    await asyncio.sleep(0.01)
+                    done += 0.01 / self.in_flight
+            finally:
+                self.in_flight -= 1
 
     async def _cat_file(self, path: str, start: Any = None, end: Any = None, **kw: Any) -> bytes:
         await self._answer(path)
@@ -71,6 +81,19 @@ def test_a_batch_longer_than_the_timeout_is_written_once() -> None:
     store.set_many(ITEMS)
     assert store.fs.requests == len(ITEMS)
     assert store.fs.objects == {f"data/{key}": value for key, value in ITEMS.items()}
+
+
+def test_requests_sharing_a_slow_link_too_thinly_to_finish_in_time_go_on_fewer_at_once() -> None:
+    # each takes 0.1 s alone, 0.8 s when the eight share the link: past the timeout
+    store = _store(timeout=0.5)
+    items = {f"c/{i}": bytes([i]) * 10 for i in range(8)}
+    store.set_many(items)
+    store.fs.link, store.fs.requests = 0.1, 0
+    assert store.get_many(list(items)) == items
+    assert store.fs.requests == 8 + 7  # the seven put back were sent again, once
+    store.fs.requests = 0
+    store.set_many(items)
+    assert store.fs.requests == 15
 
 
 def test_a_read_that_never_answers_times_out_naming_its_key() -> None:

@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from torchzarr.config import Config, config
-from torchzarr.errors import InvalidArgumentError, UnknownStoreError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 from torchzarr.storage.base import options_mapping
+from torchzarr.storage.store_args import flag
 
 __all__ = [
     "constructor_settings",
@@ -29,6 +30,7 @@ __all__ = [
     "identity_digest",
     "url_options",
     "masked",
+    "url_password",
     "naming_options",
     "normal_endpoint",
     "open_filesystem",
@@ -95,6 +97,8 @@ _SAME_DATA = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "azure": "a
 
 # the password of ``scheme://user:password@host`` (up to the last "@" before the path)
 _PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/:@\s'\"]*):[^/\s'\"]*@")
+# the same, with the password as a group
+_PASSWORD_PART = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/:@\s'\"]*:([^/\s'\"]*)@")
 
 
 def masked(text: str) -> str:
@@ -108,6 +112,18 @@ def masked(text: str) -> str:
         "FileNotFoundError: 'ftp://bob:***@h/x' and 'https://h/y'"
     """
     return _PASSWORD.sub(r"\1:***@", text)
+
+
+def url_password(url: str) -> str | None:
+    """The password of ``scheme://user:password@host/...`` (None without one): what errors
+    must not show, whether or not a URL is around it (``masked`` finds it only in URLs).
+
+    Example:
+        >>> url_password("s3://AKIA:s3cr3t@bucket/x"), url_password("s3://bucket/x")
+        ('s3cr3t', None)
+    """
+    found = _PASSWORD_PART.match(url)
+    return found.group(1) or None if found else None
 
 
 def same_data_url(url: str) -> str:
@@ -359,7 +375,12 @@ def constructor_settings(
         (0, {}, False)
     """
     options, riding = split_settings(url, storage_options)
-    read_only = bool(riding.pop("read_only", False)) or read_only
+    try:  # "false" is no False: a string is refused
+        read_only = flag("read_only", riding.pop("read_only", False)) or flag(
+            "read_only", read_only
+        )
+    except ArgumentTypeError as err:
+        raise ArgumentTypeError(f"invalid store setting for {masked(url)!r}: {err}") from None
     given = {"retries": retries, "retry_backoff": retry_backoff, "timeout": timeout}
     for name, value in riding.items():
         if given[name] not in (None, FROM_CONFIG) and given[name] != value:

@@ -13,22 +13,26 @@ from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_dir_prefix, validate_prefix
 from torchzarr.storage.buffers import as_buffer, as_bytes
 from torchzarr.storage.fsspec_bounds import read_bounds
+from torchzarr.storage.fsspec_deletes import fill_note, names_under, remove
 from torchzarr.storage.fsspec_errors import (
     batch_label,
-    bucket_is_gone,
     describe,
+    hidden,
+    hiding_secrets,
     is_range_error,
+    missing_bucket,
     missing_dependency,
+    secrets_of,
 )
 from torchzarr.storage.fsspec_paths import HTTP_PROTOCOLS, LOCAL_PROTOCOLS, KeyPaths
 from torchzarr.storage.fsspec_requests import close_connections, read_ranges, write_all
 from torchzarr.storage.fsspec_settings import (
-    BUCKET_PROTOCOLS,
     FROM_CONFIG,
     constructor_settings,
     masked,
     open_filesystem,
     url_options,
+    url_password,
 )
 from torchzarr.storage.http_answers import KeyRequests, WholeObjectAnswer, cut_to_range
 from torchzarr.storage.http_listing import HttpListings
@@ -36,7 +40,6 @@ from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["FsspecStore"]
 
-_GLOB_CHARS = frozenset("*?[")
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
 _RAISE: Any = object()
@@ -44,8 +47,11 @@ _ASK: Any = object()
 # filesystems of the parent, kept alive in a forked child so that their finalizers never
 # try to close sessions on the parent's event loop, whose thread does not exist there
 _ORPHANS: list[Any] = []
+_PUBLIC = ("get", "get_range", "get_many", "get_ranges", "getsize", "exists", "set")
+_PUBLIC_TOO = ("set_many", "delete", "delete_many", "delete_prefix", "list_prefix", "list_dir")
 
 
+@hiding_secrets(*_PUBLIC, *_PUBLIC_TOO)  # no traceback shows the URL's password
 class FsspecStore(Store):
     """A Store over any fsspec filesystem: ``s3://``, ``gs://``, ``az://``, ``http(s)://`` ...
 
@@ -55,8 +61,9 @@ class FsspecStore(Store):
     its own filesystem and event loop. Transient errors (timeouts, dropped connections,
     throttling, 5xx) are retried ``retries`` times with exponential backoff from
     ``retry_backoff`` seconds. Over an async filesystem one request may take ``timeout``
-    seconds, and a batch of them fails only when none finishes for ``timeout`` seconds;
-    another call (a listing, a bulk delete) is bounded by ``timeout`` as a whole.
+    seconds, and a batch of them fails only when one running alone does not finish in
+    ``timeout`` seconds; another call (a listing) is bounded by ``timeout`` as a whole.
+    Deletes on object stores check each key's outcome and raise naming the keys left.
     ``http(s)://`` stores are read-only; ``file://`` writes are atomic (temporary file and
     rename, through LocalStore). Listings skip names no key can spell (a warning says
     which, once); deleting a prefix removes them too.
@@ -67,8 +74,8 @@ class FsspecStore(Store):
         read_only: refuse writes with ReadOnlyError.
         retries: torchzarr's retries of a transient failure (0: none; see docs/storage.md).
         retry_backoff: seconds before the first retry; doubled for each further one.
-        timeout: seconds an async filesystem's requests may go without one finishing
-            (None: no bound).
+        timeout: seconds an async filesystem's request may take, alone or in a batch
+            that makes no progress (None: no bound).
 
     Example:
         >>> store = FsspecStore("memory://doc-example")
@@ -95,6 +102,7 @@ class FsspecStore(Store):
         )
         self.url, self.protocol = url, settings.protocol
         self._shown = masked(url)  # what reprs and errors show: the password masked
+        self._secrets = secrets_of(url_password(url))  # what no error shows
         self._fs_protocol, self._fs_url = settings.fs_protocol, settings.fs_url
         self.storage_options: dict[str, Any] = settings.storage_options
         self.read_only = read_only or self.protocol in HTTP_PROTOCOLS
@@ -183,9 +191,11 @@ class FsspecStore(Store):
         except ImportError as err:
             raise missing_dependency(self._shown, self.protocol, err) from err
         except ValueError as err:
-            raise UnknownStoreError(f"cannot open {self._shown!r}: {masked(str(err))}") from err
+            raise UnknownStoreError(f"cannot open {self._shown!r}: {self._hide(str(err))}") from err
         except Exception as err:
-            raise StoreError(f"cannot open {self._shown!r}: {masked(describe(err))}") from err
+            raise StoreError(
+                f"cannot open {self._shown!r}: {self._hide(describe(err, self._secrets))}"
+            ) from err
         if self.timeout is not None and getattr(fs, "async_impl", False):  # bounds an attempt
             self.policy = dataclasses.replace(self.policy, attempt_timeout=self.timeout)
         self._paths = KeyPaths(cls, self._fs_url, self.protocol)
@@ -216,7 +226,14 @@ class FsspecStore(Store):
         return getattr(fs, method)(*args, **kwargs)
 
     def _run(
-        self, what: str, key: str, method: str, *args: Any, missing: Any = _RAISE, **kwargs: Any
+        self,
+        what: str,
+        key: str,
+        method: str,
+        *args: Any,
+        missing: Any = _RAISE,
+        more: str = "",
+        **kwargs: Any,
     ) -> Any:
         """``fs.method(*args, **kwargs)`` with retries; a missing path gives ``missing``."""
         try:
@@ -224,50 +241,39 @@ class FsspecStore(Store):
                 self._call,
                 method,
                 *args,
-                give_up=lambda e, n: self._fail(e, what, key, n),
+                give_up=lambda e, n: self._fail(e, what, key, n, more),
                 **kwargs,
             )
         except _MISSING as exc:
             if missing is _RAISE:
-                raise self._fail(exc, what, key) from exc
+                raise self._fail(exc, what, key, more=more) from exc
             return missing
         except StoreError:
             raise
         except Exception as exc:
-            raise self._fail(exc, what, key) from exc
+            raise self._fail(exc, what, key, more=more) from exc
 
-    def _fail(self, exc: BaseException, what: str, key: str, attempts: int = 1) -> StoreError:
-        """The StoreError for ``exc``, raised while doing ``what`` to ``key``."""
+    def _hide(self, text: str) -> str:
+        """``text`` without the URL's password (in a URL or not)."""
+        return hidden(masked(text), self._secrets)
+
+    def _fail(
+        self, exc: BaseException, what: str, key: str, attempts: int = 1, more: str = ""
+    ) -> StoreError:
+        """The StoreError for ``exc``, raised while doing ``what`` to ``key`` (``more``:
+        what follows the key in the message)."""
         if isinstance(exc, StoreError):
             return exc
         if isinstance(exc, FileNotFoundError) or "NotFound" in type(exc).__name__:
-            missing = self._missing_bucket(exc)
+            missing = missing_bucket(self, exc)
             if missing is not None:
                 return missing
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        return StoreError(masked(f"cannot {what} {key!r} at {self.url!r}{tries}: {describe(exc)}"))
-
-    def _missing_bucket(self, exc: BaseException | None = None) -> StoreError | None:
-        """A StoreError if the URL's bucket or container does not exist.
-
-        Checked once while it exists, and again whenever an error ``exc`` says the bucket
-        is gone (deleted since): its keys must not read as missing chunks.
-        """
-        if exc is not None and bucket_is_gone(exc):
-            self._bucket_checked = False
-        if self._bucket_checked or self.protocol not in BUCKET_PROTOCOLS:
-            return None
-        bucket = self.paths.root.split("/", 1)[0]
-        try:
-            exists = bool(self._call("exists", bucket))
-        except Exception:
-            return None  # the original error tells more than this one
-        if exists:
-            self._bucket_checked = True
-            return None
+        url = self.url
         return StoreError(
-            f"bucket or container {bucket!r} of {self._shown!r} does not exist "
-            "(create it first, or check the URL and the endpoint in storage_options)"
+            self._hide(
+                f"cannot {what} {key!r}{more} at {url!r}{tries}: {describe(exc, self._secrets)}"
+            )
         )
 
     # -- reads --------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ class FsspecStore(Store):
         if isinstance(value, BaseException):
             if isinstance(value, _MISSING):
                 missing = (
-                    self._missing_bucket(value) if isinstance(value, FileNotFoundError) else None
+                    missing_bucket(self, value) if isinstance(value, FileNotFoundError) else None
                 )
                 if missing is not None:
                     raise missing from value
@@ -419,11 +425,11 @@ class FsspecStore(Store):
         keys = list(dict.fromkeys(keys))
         for key in keys:
             self._check_writable(key)
-        paths = [self._path(key) for key in keys]
+        paths = {self._path(key): key for key in keys}  # what an error names
         if self._local is not None:
             self._local.delete_many(keys)  # also prunes the directories left empty
             return
-        self._remove(paths, keys[0] if keys else "")
+        remove(self, paths, note=fill_note(keys))
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose name below the root starts with ``prefix``: the keys,
@@ -442,25 +448,9 @@ class FsspecStore(Store):
         if self._local is not None:
             self._local.delete_prefix(prefix)
             return
-        base = self.paths.listing_base(prefix)
-        self.fs.invalidate_cache(base)
-        found = self._run("list", prefix or "/", "find", base, missing=[])
-        names = [(path, self.paths.name_of(path)) for path in found]
-        doomed = [path for path, name in names if name and name.startswith(prefix)]
-        self._remove(doomed, prefix or "/")
-
-    def _remove(self, paths: list[str], label: str) -> None:
-        """Delete the objects at ``paths`` (missing ones are no error)."""
-        # one bulk request where the backend has one (S3, GCS, Azure); rm() globs, so keys
-        # with glob characters, and batches with missing keys, go one by one
-        single = [p for p in paths if _GLOB_CHARS.intersection(p)]
-        batched = [p for p in paths if not _GLOB_CHARS.intersection(p)]
-        if len(batched) > 1 and self._run("delete", label, "rm", batched, missing=0) != 0:
-            batched = []
-        for path in single + batched:
-            self._run("delete", path, "rm_file", path, missing=None)
-        if paths:
-            self.fs.invalidate_cache(self.paths.root)
+        doomed = names_under(self, prefix)
+        # objects left by a delete are found with one more listing of the prefix
+        remove(self, doomed, lambda: set(names_under(self, prefix)))
 
     # -- listing ------------------------------------------------------------------------------
     def list_prefix(self, prefix: str) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Checks of what local stores are given (a file-system path, seconds), made when a store is made."""
+"""Checks of what stores are given (a file-system path, seconds, a flag), made when a store is made."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["local_path", "seconds"]
+__all__ = ["flag", "local_path", "seconds"]
 
 
 def local_path(name: str, value: Any) -> str:
@@ -53,3 +53,22 @@ def seconds(name: str, value: Any) -> float:
     if not math.isfinite(number) or number < 0:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return number
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` of a yes/no setting (``read_only``): a bool, numpy's too; anything else is
+    refused, as a string would be read wrongly (``bool("false")`` is True).
+
+    Example:
+        >>> flag("read_only", False)
+        False
+        >>> flag("read_only", "false")
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ArgumentTypeError: read_only must be True or False, got str: 'false'
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__}: {value!r}")
