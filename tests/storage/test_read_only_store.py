@@ -62,3 +62,20 @@ def test_delete_prefix_of_an_empty_read_only_store_is_refused_by_every_store(
     assert store.read_only and list(store.list_prefix("")) == []
     with pytest.raises(ReadOnlyError, match=repr(prefix or "/")):
         store.delete_prefix(prefix)
+
+
+@pytest.mark.parametrize("kind", ["local", "memory", "sqlite", "lmdb"])
+def test_read_only_must_be_a_bool_for_every_embedded_store(tmp_path, kind):
+    # bool("false") is True: a str made the store read-only, the reverse of what was asked
+    from torchzarr.errors import ArgumentTypeError
+    from torchzarr.storage import LMDBStore, LocalStore, MemoryStore, SQLiteStore
+
+    make = {
+        "local": lambda ro: LocalStore(tmp_path / "d", read_only=ro),
+        "memory": lambda ro: MemoryStore(read_only=ro),
+        "sqlite": lambda ro: SQLiteStore(str(tmp_path / "s.sqlite"), read_only=ro),
+        "lmdb": lambda ro: LMDBStore(str(tmp_path / "l.lmdb"), read_only=ro),
+    }[kind]
+    with pytest.raises(ArgumentTypeError, match="read_only must be True or False, got str"):
+        make("false")
+    assert make(False).read_only is False

@@ -31,7 +31,7 @@ from torchzarr.storage.local_names import (
     temporary_name,
 )
 from torchzarr.storage.local_sync import flush, on_threads, up_to_root
-from torchzarr.storage.store_args import local_path
+from torchzarr.storage.store_args import flag, local_path
 
 __all__ = ["LocalStore", "StagedFile", "is_temporary"]
 
@@ -81,7 +81,7 @@ class LocalStore(Store):
         direct_io: bool = False,
     ) -> None:
         self.root = Path(local_path("root", root))
-        self.read_only = read_only
+        self.read_only = flag("read_only", read_only)
         self.fsync = fsync
         self.direct_io = direct_io
 

@@ -10,6 +10,7 @@ from torchzarr.errors import ArgumentTypeError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.base import Buffer, Store, validate_key, validate_prefix
 from torchzarr.storage.buffers import as_bytes
+from torchzarr.storage.store_args import flag
 
 __all__ = ["MemoryStore", "named_memory_store"]
 
@@ -35,7 +36,7 @@ class MemoryStore(Store):
             validate_key(k): as_bytes("MemoryStore data", k, v) for k, v in _items(data)
         }
         self._lock = new_lock()
-        self.read_only = read_only
+        self.read_only = flag("read_only", read_only)
         self._name = f"memory-{next(_counter)}"
         self._serial = next(_counter)  # names this dict's data, whatever the store is called
         self._prefix = ""  # a view of the keys below a path of another store's dict ("a/b/")

@@ -17,6 +17,7 @@ from torchzarr.errors import (
 from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import spells_a_key
+from torchzarr.storage.store_args import flag
 
 __all__ = ["RedisStore"]
 
@@ -148,7 +149,7 @@ class RedisStore(Store):
             prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.url = url
         self.prefix = prefix
-        self.read_only = read_only
+        self.read_only = flag("read_only", read_only)
         self.client_options = dict(client_options)
         _check_client_options(url, self.client_options)
         self._client: Any = None

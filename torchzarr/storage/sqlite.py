@@ -31,7 +31,7 @@ from torchzarr.storage.sqlite_forks import (
 )
 from torchzarr.storage.sqlite_prefix import refuse_in_utf16, under_prefix, utf16_database
 from torchzarr.storage.sqlite_rows import check_row_sizes
-from torchzarr.storage.store_args import local_path, seconds
+from torchzarr.storage.store_args import flag, local_path, seconds
 
 __all__ = ["SQLiteStore"]
 
@@ -75,7 +75,7 @@ class SQLiteStore(Store):
         self, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 30.0
     ) -> None:
         self.path = local_path("path", path)
-        self.read_only = read_only
+        self.read_only = flag("read_only", read_only)
         self.timeout = seconds("timeout", timeout)
         self._reset()
 
