@@ -157,21 +157,23 @@ def missing_bucket(store: FsspecStore, exc: BaseException | None = None) -> Stor
     """A StoreError if the bucket or container of ``store``'s URL does not exist.
 
     Checked once while it exists, and again whenever an error ``exc`` (or one of its
-    causes) says the bucket is gone (deleted since): its keys must not read as missing
-    chunks. A probe that is refused or fails says nothing: the original error stands.
+    causes) says the bucket is gone (deleted since; that error is trusted, without a
+    probe): its keys must not read as missing chunks. A probe that is refused or fails
+    says nothing: the original error stands.
 
     Example:
         >>> from torchzarr.storage.fsspec_store import FsspecStore
         >>> missing_bucket(FsspecStore("memory://doc-bucket")) is None  # no buckets there
         True
     """
-    if exc is not None and bucket_is_gone(exc):
+    gone = exc is not None and bucket_is_gone(exc)  # the server said so: no probe needed
+    if gone:
         store._bucket_checked = False
     if store._bucket_checked or store.protocol not in BUCKET_PROTOCOLS:
         return None
     bucket = store.paths.root.split("/", 1)[0]
-    exists = bucket_exists(store.fs, bucket, store._call, store.timeout)
-    if exists is not False:
+    exists = None if gone else bucket_exists(store.fs, bucket, store._call, store.timeout)
+    if exists is not False and not gone:
         store._bucket_checked = exists is True  # after a transient failure: asked again
         return None
     return StoreError(

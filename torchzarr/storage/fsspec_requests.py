@@ -5,16 +5,15 @@ a batch of a thousand small reads, or of 256 MiB over a slow link, then fails al
 no request was slow. Nor can a timeout per coroutine tell a slow request from one that
 waits for a free connection of the client's pool (ten for s3fs). These run the same
 requests, as many at once as the filesystem's ``batch_size`` allows (as its batched calls
-do), and time out only when a request running alone does not finish in ``timeout``
-seconds: one request may take ``timeout`` seconds, a batch that keeps making progress
-never fails, and requests that share a slow link too thinly to finish in time are run
-fewer at once (see ``_run_each``).
+do), and time out only when none of those running finishes for ``timeout`` seconds: one
+request may take ``timeout`` seconds, and a batch whose requests keep finishing never
+fails. Requests that share a slow link so thinly that none finishes in ``timeout``
+seconds do fail: give such links a larger ``timeout`` or a smaller ``batch_size``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
@@ -44,53 +43,36 @@ def _run_each(
     limit: int | None = None,
 ) -> list[Any]:
     """``start(i)`` for ``i < count`` on ``fs``'s event loop, ``batch_size`` (or ``limit``)
-    at a time; results in order, each failure in place.
-
-    When none of the requests running finishes for ``timeout`` seconds, they may share a
-    slow link, each too slowly to end in time: the oldest goes on alone, and the others go
-    back in the queue (restarted later). Once it finishes, the batch goes on with half as
-    many requests at once as were running. When a request running alone does not finish
-    in ``timeout`` seconds, it and those not yet done fail with a TimeoutError (a transient
-    error: retried)."""
+    at a time; results in order, each failure in place. When none of the requests running
+    finishes for ``timeout`` seconds, they and those not yet started fail with a
+    TimeoutError (a transient error: retried)."""
     from fsspec.asyn import _get_batch_size, sync
 
     most: int = limit or fs.batch_size or _get_batch_size(nofiles=True)  # as fsspec's calls
     most = count if most < 0 else most
 
     async def run_all() -> list[Any]:
-        nonlocal most
         results: list[Any] = [None] * count
-        running: dict[asyncio.Future[Any], int] = {}  # in the order they started
-        queue = collections.deque(range(count))
-        alone = False  # the oldest request runs alone until it finishes
-        while running or queue:
-            while not alone and len(running) < most and queue:
-                index = queue.popleft()
-                running[asyncio.ensure_future(start(index))] = index
+        running: dict[asyncio.Future[Any], int] = {}
+        started = 0
+        while running or started < count:
+            while len(running) < most and started < count:
+                running[asyncio.ensure_future(start(started))] = started
+                started += 1
             done, _ = await asyncio.wait(running, timeout=timeout, return_when="FIRST_COMPLETED")
             for task in done:
                 index = running.pop(task)
                 error = task.exception()
                 results[index] = task.result() if error is None else error
-            if done:
-                alone = False
-                continue
-            if len(running) > 1:  # put all but the oldest back, to be started later
-                tasks = list(running)
-                await _cancel(tasks[1:], timeout)
-                queue.extendleft(reversed([running.pop(task) for task in tasks[1:]]))
-                most, alone = max(1, len(tasks) // 2), True
-                continue
-            # a request alone did not finish for `timeout` seconds: what runs is stalled
-            waiting = f"; {len(queue)} more not done" if queue else ""
-            stalled = TimeoutError(
-                f"no request finished within the store's timeout of {timeout:g} s "
-                f"(one running alone{waiting})"
-            )
-            await _cancel(list(running), timeout)
-            for index in [*running.values(), *queue]:
-                results[index] = stalled
-            break
+            if not done:  # none finished for `timeout` seconds: what runs is stalled
+                stalled = TimeoutError(
+                    f"no request finished within the store's timeout of {timeout:g} s "
+                    f"({len(running)} in flight)"
+                )
+                await _cancel(list(running), timeout)
+                for index in [*running.values(), *range(started, count)]:
+                    results[index] = stalled
+                break
         return results
 
     return list(sync(fs.loop, run_all))
@@ -114,7 +96,7 @@ def run_concurrently(
 ) -> list[Any]:
     """Run the coroutines ``calls`` make (``functools.partial(fs._ls, url)``) on ``fs``'s
     event loop at once, ``batch_size`` (or ``limit``) at a time: a result or the exception
-    raised per call, in order; they fail only as :func:`_run_each` says (stalled).
+    raised per call, in order; they fail only when none finishes for ``timeout`` seconds.
 
     Example:
         >>> import functools
@@ -151,7 +133,7 @@ def read_each(
         ...         return path.encode()
         >>> got = read_each(Slow(skip_instance_cache=True), ["0", "60"], [None] * 2, [None] * 2, 1)
         >>> got[0], str(got[1])
-        (b'0', "no request finished within the store's timeout of 1 s (one running alone)")
+        (b'0', "no request finished within the store's timeout of 1 s (1 in flight)")
     """
     if type(fs).__name__ in _ONE_STREAM_READS:
         kwargs.setdefault("max_concurrency", 1)
