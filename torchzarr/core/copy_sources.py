@@ -102,7 +102,13 @@ def source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
     layout = zarr_python_layout(data) if kind == "zarr" else None
     if layout is not None:  # its codecs and layout, kept as a torchzarr source's are
         kept = source_settings(layout, zarr_format)
-        settings.update({key: kept[key] for key in ("codec_source", *CODEC_SETTINGS)})
+        # into the other format, as zarr-python's from_array: the default codecs (the
+        # source's sharding only says what its chunks were: from_array warns of them)
+        same = layout.zarr_format == zarr_format
+        settings.update(
+            {key: kept[key] for key in ("codec_source", *CODEC_SETTINGS) if same}
+            | {"shards": kept["shards"]}
+        )
     return settings
 
 

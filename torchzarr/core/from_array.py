@@ -108,15 +108,16 @@ def from_array(
     takes its setting: chunks, shards with their index location and codecs, filters,
     compressors, fill value, dimension names, attributes; and, when ``zarr_format`` is the
     source's, as in zarr-python: the v3 serializer, the v2 ``order`` and byte order, and
-    the chunk key encoding), or any array with ``shape``, ``dtype`` and slicing: a tensor, a
-    numpy array, an h5py, dask or xarray array (whose ``chunks`` of ints and axis names are
-    kept, and an xarray DataArray's attributes; other settings take ``create_array``'s
-    defaults); anything else (nested lists) goes through ``np.asarray``. A v2 copy of a
-    sharded source has no shards (v2 has none): with the chunks kept it warns, each inner
-    chunk being stored on its own. Codecs with no form in the copy's format raise
-    ``CodecError`` for a torchzarr source; a zarr-python source's give way to the defaults,
-    with a warning, as zarr-python's do (and all of them, if torchzarr cannot read its
-    metadata: a dtype or codec it does not take). Pass new
+    the chunk key encoding; a zarr-python array's codecs and shards only within its format,
+    as its ``from_array`` does), or any array with ``shape``, ``dtype`` and slicing: a
+    tensor, a numpy array, an h5py, dask or xarray array (whose ``chunks`` of ints and axis
+    names are kept, and an xarray DataArray's attributes; other settings take
+    ``create_array``'s defaults); anything else (nested lists) goes through
+    ``np.asarray``. A v2 copy of a sharded source has no shards (v2 has none): with the
+    chunks kept it warns, each inner chunk being stored on its own. A torchzarr source's
+    codecs with no form in the copy's format raise ``CodecError``; a zarr-python source
+    whose metadata torchzarr cannot read (a dtype or codec it does not take) gets the
+    default codecs. Pass new
     ``chunks``/``shards``/``compressors`` to rechunk or recompress a dataset for training.
     A 0-d array written as v2 with its dimension names kept gets an empty
     ``_ARRAY_DIMENSIONS``, which xarray needs to open its group. Between formats, xarray's
@@ -183,14 +184,9 @@ def from_array(
         _check_kept_shards(settings["shards"]["shape"], chunks, len(data.shape))
     for what in ("filters", "compressors"):
         if _is_keep(chosen[what]) and isinstance(settings[what], tuple):
-            try:
-                settings[what] = _codecs_for(settings[what], zarr_format, what)
-            except CodecError as err:
-                if isinstance(data, Array):
-                    raise
-                # zarr-python's from_array takes the defaults between formats: so here
-                settings[what] = None if what == "filters" else AUTO
-                warnings.warn(f"{err}; the copy takes the default {what}", stacklevel=2)
+            # a torchzarr source's, into either format (a zarr-python source's codecs are
+            # kept only within its format, as by zarr-python's from_array)
+            settings[what] = _codecs_for(settings[what], zarr_format, what)
     if zarr_format == 3 and _is_keep(filters) and settings["filters"]:  # a v2 Shuffle filter
         storage = data_type(keep["dtype"]).storage
         settings["filters"], moved = trailing_bytes_filters(settings["filters"], storage)
