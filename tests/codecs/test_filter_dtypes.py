@@ -117,6 +117,16 @@ def test_a_big_endian_v2_array_takes_a_filter_of_its_byte_order() -> None:
         _create(2, ">f8", [scaled])
 
 
+def test_a_v3_filter_viewing_in_the_other_byte_order_is_refused_v2_takes_it() -> None:
+    # v3 casts a filter's output by value: '>i2' over native int16 read back byte-swapped
+    # values (1800 as 2056), silently, for zarr-python too
+    with pytest.raises(CodecError, match=r"dtype='>i2'.*int16.*give it dtype='<i2'"):
+        _create(3, "int16", [numcodecs.Delta(dtype=">i2")])
+    v2 = _create(2, "<i2", [numcodecs.Delta(dtype=">i2")])  # v2 views the bytes back
+    v2[...] = torch.arange(8, dtype=torch.int16) * 300
+    assert v2[...].tolist() == [i * 300 for i in range(8)]
+
+
 def _extremes(dtype: str) -> np.ndarray:
     if dtype == "bool":
         return np.array([True, False, True, True, False, False, True, False])

@@ -62,7 +62,10 @@ def _view_problem(
     if wanted == incoming:
         return None
     same_size = wanted.itemsize == incoming.itemsize and codec_id in _ANY_INTEGER_VIEW
-    if same_size and wanted.kind in "iu" and (zarr_format == 2 or incoming.kind in "iub"):
+    # v3 casts by value: a view in the other byte order reads back byte-swapped values
+    same_order = wanted.itemsize == 1 or (wanted.str[0] == ">") == (incoming.str[0] == ">")
+    by_value = incoming.kind in "iub" and same_order
+    if same_size and wanted.kind in "iu" and (zarr_format == 2 or by_value):
         return None  # the same bits back
     fit = "|u1" if incoming.kind == "b" and codec_id == "delta" else incoming.str
     return (
