@@ -112,27 +112,18 @@ async def _one_delete(fs: Any, path: str) -> dict[str, Outcome]:
     return {path: None}
 
 
-async def _gcs_delete(fs: Any, paths: Sequence[str]) -> dict[str, Outcome]:
-    """gcsfs's batched delete: it raises any failure but a missing object's, and
-    FileNotFoundError when none was there; after another error no key's outcome is known."""
+async def _bulk_delete(fs: Any, paths: Sequence[str], raises: bool) -> dict[str, Outcome]:
+    """``fs.rm`` of ``paths``: a FileNotFoundError when none was there. With ``raises``
+    (gcsfs's batched delete) it raises any failure but a missing object's, so success
+    means every key is gone; any other filesystem's says nothing of each key. After an
+    error no key's outcome is known."""
     try:
         await fs._rm(list(paths))
     except FileNotFoundError:
         pass
     except Exception as exc:
         return dict.fromkeys(paths, _Unknown(exc))
-    return dict.fromkeys(paths, None)
-
-
-async def _other_delete(fs: Any, paths: Sequence[str]) -> dict[str, Outcome]:
-    """Any other filesystem's ``rm``: what it says of each key is not known."""
-    try:
-        await fs._rm(list(paths))
-    except FileNotFoundError:
-        pass
-    except Exception as exc:
-        return dict.fromkeys(paths, _Unknown(exc))
-    return dict.fromkeys(paths, _Unknown())
+    return dict.fromkeys(paths, None if raises else _Unknown())
 
 
 def _requests(fs: Any, paths: list[str]) -> list[tuple[list[str], Any]]:
@@ -143,7 +134,7 @@ def _requests(fs: Any, paths: list[str]) -> list[tuple[list[str], Any]]:
         return [(part, functools.partial(_s3_delete, fs, part)) for part in parts]
     if kind == "AzureBlobFileSystem":
         return [([path], functools.partial(_one_delete, fs, path)) for path in paths]
-    bulk = _gcs_delete if kind == "GCSFileSystem" else _other_delete
+    bulk = functools.partial(_bulk_delete, raises=kind == "GCSFileSystem")
     # rm() globs: names with glob characters go one by one
     plain = [path for path in paths if not _GLOB_CHARS.intersection(path)]
     single = [path for path in paths if _GLOB_CHARS.intersection(path)]
