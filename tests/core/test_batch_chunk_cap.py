@@ -71,17 +71,15 @@ def test_a_tiled_local_read_reads_at_most_the_cap_in_one_go(small_cap, monkeypat
 
 
 @pytest.mark.parametrize("source_chunks", [None, (64,)], ids=["tensor", "big-source-chunks"])
-def test_from_array_copies_at_most_the_cap_of_blocks_a_slab(small_cap, monkeypatch, source_chunks):
+def test_from_array_writes_at_most_the_cap_of_blocks_a_batch(small_cap, monkeypatch, source_chunks):
     values = torch.arange(100, dtype=torch.int8)
     source = values
     if source_chunks is not None:  # whole source chunks would hold 64 blocks of the copy
         monkeypatch.setattr(tz.config, "io_batch_bytes", 16)
         source = tz.create_array("memory://", data=values, chunks=source_chunks)
-    writes = _recording(
-        monkeypatch, engine, "write_from", lambda _s, projections, *_: len(list(projections))
-    )
+    batches = _recording(monkeypatch, engine, "_write_batch", lambda _s, batch, *_: len(batch))
     copy = tz.from_array("memory://", data=source, chunks=(1,))
-    assert sum(writes) == 100 and max(writes) <= CAP
+    assert sum(batches) == 100 and max(batches) <= CAP
     assert torch.equal(copy[:], values)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -14,7 +13,6 @@ from torchzarr.codecs.bytes_codec import BytesCodec
 from torchzarr.codecs.user_chains import default_v3_codecs, trailing_bytes_filters
 from torchzarr.codecs.v2_pipeline import numcodecs_equivalent
 from torchzarr.config import config
-from torchzarr.core import engine
 from torchzarr.core.api import create_array
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import StoredAttributes
@@ -126,8 +124,8 @@ def from_array(
     fill value a v3 copy's ``_FillValue`` attribute (encoded as xarray encodes it).
 
     The values are copied in boxes of whole destination blocks, at most
-    ``tz.config.io_batch_bytes`` and 65536 blocks (``engine.BATCH_CHUNKS``) each (one block,
-    if a block is larger), split along axis 0 and, where rows are larger than that, along
+    ``tz.config.io_batch_bytes`` each (one block, if a block is larger; each written at most
+    65536 blocks at a time, ``engine.BATCH_CHUNKS``), split along axis 0 and, where rows are larger than that, along
     the next axes too (and whole source chunks where that fits), so memory stays bounded
     whatever the shape of the array and of its chunks. A copy that fails midway (or is
     interrupted) deletes the array it began, so that no array reads the values not yet
@@ -342,14 +340,14 @@ def _copy_values(source: Any, dest: Array, raw: bool = False) -> None:
         dest[...] = read(Ellipsis)
         return
     source_chunks = int_tuple(getattr(source, "shards", None) or getattr(source, "chunks", None))
-    block, itemsize = dest.shards or dest.chunks, dest.metadata.data_type.itemsize
-    # within one write batch: io_batch_bytes, and no more blocks than the engine's cap
-    cap = engine.BATCH_CHUNKS
-    budget = min(config.io_batch_bytes, cap * math.prod(block) * itemsize)
-    whole = source_chunks if source_chunks and len(source_chunks) == dest.ndim else None
-    slab = slab_shape(dest.shape, block, itemsize, budget, whole)
-    if math.prod(-(-s // b) for s, b in zip(slab, block, strict=True)) > cap:
-        slab = slab_shape(dest.shape, block, itemsize, budget)  # whole source chunks hold more
+    # io_batch_bytes a slab; the write takes its blocks a batch at a time (engine's cap)
+    slab = slab_shape(
+        dest.shape,
+        dest.shards or dest.chunks,
+        dest.metadata.data_type.itemsize,
+        config.io_batch_bytes,
+        source_chunks if source_chunks and len(source_chunks) == dest.ndim else None,
+    )
     for box in slabs(dest.shape, slab):
         dest[box] = read(box)
 
