@@ -2,11 +2,11 @@
 
 A bulk delete can report success while keys remain: S3's DeleteObjects answers HTTP 200
 with the keys it refused (``AccessDenied``, ``InternalError``) under ``Errors``, which s3fs
-ignores, and adlfs drops the errors of a batch whose first error is a missing blob's. A delete that leaves chunks
-behind makes a new array at that path read the old ones, so each key's outcome is taken
-from the backend's answer (S3: DeleteObjects with ``Quiet`` off names every key deleted
-or refused; Azure: one DELETE per blob, as adlfs sends them; GCS: gcsfs raises any
-failure of its batch). Keys whose outcome is unknown are looked for (one listing of the
+ignores, and adlfs drops the errors of a batch whose first error is a missing blob's. A
+delete that leaves chunks behind makes a new array at that path read the old ones, so each
+key's outcome is taken from the backend's answer (S3: DeleteObjects with ``Quiet`` off
+names every key deleted or refused; Azure: one DELETE per blob, as adlfs sends them; GCS:
+gcsfs raises any failure of its batch). Keys whose outcome is unknown are looked for (one listing of the
 prefix for a prefix delete, else a lookup per key); the keys still there are deleted
 again as the store's retry policy allows, and those that remain are reported.
 """
@@ -142,15 +142,11 @@ def _requests(fs: Any, paths: list[str]) -> list[tuple[list[str], Any]]:
     return calls + [([path], functools.partial(_one_delete, fs, path)) for path in single]
 
 
-async def _info(fs: Any, path: str) -> Any:
-    return await fs._info(path)
-
-
 def _still_there_each(fs: Any, paths: Sequence[str], timeout: float | None) -> list[Any]:
     """Look up each path: its info (still there), or the lookup's error."""
     for path in paths:
         fs.invalidate_cache(path)
-    return run_concurrently(fs, [functools.partial(_info, fs, path) for path in paths], timeout)
+    return run_concurrently(fs, [functools.partial(fs._info, path) for path in paths], timeout)
 
 
 def _look_for(
