@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import torchzarr as tz
 from torchzarr.core.zarr_compat import block_selection
-from torchzarr.errors import BoundsError, SelectionError
+from torchzarr.errors import ArgumentTypeError, BoundsError, SelectionError
 
 DATA = np.arange(10 * 7, dtype=np.int32).reshape(10, 7)
 
@@ -195,6 +195,29 @@ def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
     sharded = tz.create_array("memory://", shape=(40,), dtype="int8", chunks=(2,), shards=(20,))
     reads.clear()
     assert len(list(sharded)) == 40 and reads == [slice(0, 20), slice(20, 40)]  # whole shards
+
+
+def test_in_answers_as_numpy_and_torch_do_a_chunk_row_at_a_time(arr, monkeypatch):
+    reads = []
+    original = tz.Array.__getitem__
+
+    def record(self, selection):
+        reads.append(selection)
+        return original(self, selection)
+
+    monkeypatch.setattr(tz.Array, "__getitem__", record)
+    assert 69 in arr and reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]
+    reads.clear()
+    assert 5 in arr and reads == [slice(0, 3)]  # stops at the first chunk row holding it
+    for value in (70, -1, 2.5):
+        assert (value in arr) is (value in DATA) is False
+    assert np.int32(12) in arr and torch.tensor(12) in arr and 12.0 in arr
+    wide = tz.create_array("memory://", shape=(3,), dtype="uint64", fill_value=2**64 - 1)
+    assert 2**64 - 1 in wide and 0 not in wide
+    assert 1.5 in tz.create_array("memory://", shape=(), dtype="bfloat16", fill_value=1.5)
+    assert 0 not in tz.create_array("memory://", shape=(0, 4), dtype="float32")
+    with pytest.raises(ArgumentTypeError, match="'in' takes a number or tensor, got str"):
+        _ = "12" in arr
 
 
 def test_nodes_compare_equal_as_zarr_python_compares_them(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from numbers import Number
 from typing import TYPE_CHECKING, Any
 
 import numcodecs
@@ -18,6 +19,11 @@ from torchzarr.core.selection import make_indexer, to_numpy_selection
 from torchzarr.errors import ArgumentTypeError, BoundsError, SelectionError
 
 __all__ = ["ZarrArrayMethods", "block_selection"]
+
+
+def _holds(block: torch.Tensor, value: Any) -> bool:
+    equal: torch.Tensor = block == value  # torch's stubs type ``==`` as bool
+    return bool(equal.any())
 
 
 def _block_axis(item: Any, axis: int, extent: int, block: int) -> slice:
@@ -204,6 +210,26 @@ class ZarrArrayMethods:
         step = self._grid[0]  # whole shards (or chunks): one read each
         for start in range(0, self.shape[0], step):
             yield from self[start : start + step]
+
+    def __contains__(self, value: Any) -> bool:
+        """``value in arr``: whether any element equals ``value``, as ``value in tensor``
+        answers, read one chunk row at a time (a whole array is never held at once).
+
+        Example:
+            >>> import torchzarr as tz
+            >>> arr = tz.create_array("memory://", data=[[1, 2], [3, 4]])
+            >>> 3 in arr, 5 in arr
+            (True, False)
+        """
+        if not isinstance(value, (Number, np.generic, torch.Tensor)):
+            raise ArgumentTypeError(
+                f"'in' takes a number or tensor, got {type(value).__name__} for array {self.path!r}"
+            )
+        if not self.shape:
+            return _holds(self[()], value)
+        step = self._grid[0]  # whole shards (or chunks) along axis 0: one read each
+        starts = range(0, self.shape[0], step)
+        return any(_holds(self[start : start + step], value) for start in starts)
 
     # -- named selections -------------------------------------------------------------------
     def _get(self, selection: Any, kind: str, out: torch.Tensor | None) -> torch.Tensor:
