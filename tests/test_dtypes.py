@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import torchzarr as tz
 from torchzarr.dtypes import all_data_types, data_type, parse_v2_dtype, parse_v3_dtype, v2_typestr
 from torchzarr.errors import UnsupportedDtypeError
 from torchzarr.tensors import torch_dtype
@@ -66,12 +67,31 @@ def test_numpy_and_ml_dtypes_inputs():
     assert data_type(np.dtype(">f8")).name == "float64"
     assert data_type(np.float32).name == "float32"
     assert data_type(np.dtype(ml_dtypes.bfloat16)).name == "bfloat16"
-    assert data_type("float").name == "float32"
     assert data_type(torch.half).name == "float16"
     with pytest.raises(UnsupportedDtypeError):
         data_type(np.dtype("U3"))
     with pytest.raises(UnsupportedDtypeError):
         data_type(object())
+
+
+@pytest.mark.parametrize("name", ["float", "int", "double", "half", "long", "short", "uint"])
+def test_names_as_text_mean_what_numpy_and_zarr_python_take_them_to_mean(name):
+    assert data_type(name).storage == np.dtype(name)  # "float" is float64, "int" int64
+    made = tz.create_array("memory://", shape=(1,), dtype=name)
+    assert made.dtype == torch.from_numpy(np.zeros(1, np.dtype(name))).dtype
+
+
+def test_torch_short_names_keep_torch_meaning_and_cfloat_text_too():
+    assert data_type(torch.float).name == "float32" and data_type(torch.int).name == "int32"
+    assert data_type(torch.cfloat).name == data_type("cfloat").name == "complex64"
+
+
+def test_require_array_matches_a_zarr_python_array_made_with_the_same_text_dtype(tmp_path):
+    import zarr
+
+    zarr.open_group(tmp_path, mode="w").create_array("x", shape=(3,), dtype="float")
+    found = tz.open_group(tmp_path, mode="a").require_array("x", shape=(3,), dtype="float")
+    assert found.dtype == torch.float64
 
 
 def test_reinterpreted_types_store_unsigned_bits():

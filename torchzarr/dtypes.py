@@ -129,7 +129,8 @@ _V2_NAMES = frozenset(dt.name for dt in _TABLE if dt.name.startswith("float8"))
 _BY_NUMPY: dict[np.dtype[Any], DataType] = {
     dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
 }
-_ALIASES = {
+# torch's own short names, as ``str(torch.float)`` spells them ("torch.float" is float32)
+_TORCH_ALIASES = {
     "float": "float32",
     "double": "float64",
     "half": "float16",
@@ -138,6 +139,9 @@ _ALIASES = {
     "cfloat": "complex64",
     "cdouble": "complex128",
 }
+# Names given as text mean what numpy and zarr-python take them to mean ("float" is
+# float64, "int" int64); only those numpy does not know keep torch's meaning.
+_TEXT_ALIASES = {"cfloat": "complex64"}
 
 
 def all_data_types() -> tuple[DataType, ...]:
@@ -184,14 +188,14 @@ def data_type(value: object) -> DataType:
     if isinstance(value, DataType):
         return value
     if isinstance(value, str):
-        name = _ALIASES.get(value, value)
+        name = _TEXT_ALIASES.get(value, value)
         if name in _BY_NAME:
             return _BY_NAME[name]
         return data_type(_numpy_dtype(value))
     text = str(value)
     if text.startswith("torch."):  # a torch.dtype, without importing torch here
         name = text.removeprefix("torch.")
-        name = _ALIASES.get(name, name)
+        name = _TORCH_ALIASES.get(name, name)
         if name in _BY_NAME:
             return _BY_NAME[name]
         raise _unsupported(value)
