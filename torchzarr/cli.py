@@ -29,7 +29,6 @@ from torchzarr import telemetry
 from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
 from torchzarr.cli_options import fill, int_from, megabytes, sizes
 from torchzarr.cli_output import Output, ReaderGone
-from torchzarr.cli_places import refuse_overlap
 from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.cli_signals import Stopped, stop_signals_interrupt
 from torchzarr.config import config
@@ -52,6 +51,7 @@ from torchzarr.errors import (
 )
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.registry import resolve_store
 
 __all__ = ["main"]

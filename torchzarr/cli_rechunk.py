@@ -10,7 +10,6 @@ from typing import Any
 
 from torchzarr.cli_leftovers import destination
 from torchzarr.cli_options import Unrepresentable
-from torchzarr.cli_places import refuse_overlap
 from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.core import nodes
 from torchzarr.core.api import open_array
@@ -28,6 +27,7 @@ from torchzarr.errors import (
     TorchZarrError,
 )
 from torchzarr.storage.base import Store
+from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.wrappers import ReadOnlyStore
 
 __all__ = ["OPTION_SPELLINGS", "rechunk"]

@@ -126,3 +126,35 @@ def test_replacing_only_the_chunk_keys_of_an_array_drops_its_cached_chunks(tmp_p
 
 def _prefix(path: str) -> str:
     return f"{path}/" if path else ""
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("dest", ["{src}/backup.zip", "sqlite://{src}/a/b.db", "lmdb://{src}/b"])
+def test_a_file_store_inside_the_source_directory_is_refused_before_anything_is_written(
+    tmp_path, dest
+):
+    # was: copied into the source, and a re-run with overwrite copied the old zip into the new
+    src = tmp_path / "src.zarr"
+    tz.create_array(str(src), data=torch.arange(4), chunks=(2,))
+    before, dest = _files(src), dest.format(src=src)
+    for overwrite in (False, True):
+        with pytest.raises(tz.errors.InvalidArgumentError, match="the two overlap"):
+            copy_keys(str(src), dest, overwrite=overwrite)
+        with pytest.raises(tz.errors.InvalidArgumentError, match="the two overlap"):
+            copy_keys(tz.LocalStore(src), tz.storage.resolve_store(dest, mode="a"))
+        assert _files(src) == before and sorted(p.name for p in src.iterdir()) == sorted(
+            {name.split("/")[0] for name in before}
+        )
+
+
+def test_a_source_file_inside_the_destination_directory_is_refused(tmp_path):
+    tz.create_array(str(tmp_path / "a.zip"), data=torch.arange(4), chunks=(2,)).store.close()
+    before = (tmp_path / "a.zip").read_bytes()
+    with pytest.raises(tz.errors.InvalidArgumentError, match="the two overlap"):
+        copy_keys(str(tmp_path / "a.zip"), str(tmp_path), overwrite=True)  # would delete it
+    assert (tmp_path / "a.zip").read_bytes() == before
+    assert copy_keys(str(tmp_path / "a.zip"), str(tmp_path), dest_path="x").keys == 3  # beside
+    assert tz.open_array(str(tmp_path), path="x", mode="r")[:].tolist() == [0, 1, 2, 3]

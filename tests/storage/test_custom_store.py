@@ -144,3 +144,10 @@ def test_threads_with_their_own_store_objects_of_one_url_lose_no_writes(
         thread.join()
     expected = torch.arange(1, workers + 1, dtype=torch.int32).repeat(rounds)
     assert torch.equal(tz.open_array(UrlStore(url))[:], expected)
+
+
+def test_the_docs_store_reaches_one_data_however_its_scheme_is_spelled(tmp_path: Path) -> None:
+    upper, lower = MyStore(f"MINE://{tmp_path}/x"), MyStore(f"mine://{tmp_path}/x")
+    upper.set("a", b"1")  # schemes are case-insensitive: the same data, one identity
+    assert lower.get("a") == b"1" and upper.identity == lower.identity
+    assert MyStore(f"mine://{tmp_path}/X").identity != lower.identity  # the rest is not

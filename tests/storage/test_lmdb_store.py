@@ -374,3 +374,16 @@ def test_map_size_is_an_int_lmdb_takes_checked_when_made(
     with pytest.raises(error, match=match):
         LMDBStore(tmp_path / "m.lmdb", map_size=map_size)
     assert not (tmp_path / "m.lmdb").exists()
+
+
+@pytest.mark.parametrize("map_size", [-1, 2**70])
+def test_a_bad_map_size_names_the_store_path_and_the_url(tmp_path: Path, map_size: int) -> None:
+    path = str(tmp_path / "m.lmdb")
+    with pytest.raises(tz.errors.InvalidArgumentError, match="map_size must be") as made:
+        LMDBStore(path, map_size=map_size)
+    assert f"LMDBStore({path!r})" in str(made.value)
+    url = f"lmdb://{path}"
+    with pytest.raises(tz.errors.InvalidArgumentError, match="map_size must be") as opened:
+        tz.open_group(url, mode="a", storage_options={"map_size": map_size})
+    assert str(opened.value).startswith(f"cannot open {url!r}: ") and path in str(opened.value)
+    assert not Path(path).exists()

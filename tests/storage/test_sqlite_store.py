@@ -444,3 +444,14 @@ def test_timeout_is_a_finite_number_of_seconds_checked_when_made(tmp_path: Path,
         SQLiteStore(tmp_path / "t.db", timeout=timeout)
     assert not (tmp_path / "t.db").exists()
     assert SQLiteStore(tmp_path / "t.db", timeout=0).timeout == 0.0
+
+
+def test_a_bad_timeout_names_the_store_path_and_the_url(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    with pytest.raises(tz.errors.InvalidArgumentError, match="timeout must be") as made:
+        SQLiteStore(path, timeout=-1)
+    assert f"SQLiteStore({path!r})" in str(made.value)
+    url = f"sqlite://{path}"
+    with pytest.raises(tz.errors.InvalidArgumentError, match="timeout must be") as opened:
+        tz.open_group(url, mode="a", storage_options={"timeout": -1})
+    assert str(opened.value).startswith(f"cannot open {url!r}: ") and path in str(opened.value)

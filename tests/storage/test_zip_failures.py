@@ -216,6 +216,35 @@ def test_a_zip_file_not_writable_reads_in_mode_a_and_refuses_writes(
     assert path.read_bytes() == before
 
 
+def test_a_zip_on_a_read_only_file_system_reads_in_mode_a_and_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rofs.zip"
+    tz.create_array(str(path), data=torch.arange(4, dtype=torch.int32), chunks=(2,))
+    ZipStore(path).close()
+    before = path.read_bytes()
+    real_open = os.open
+
+    def open_(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        # EROFS, as a read-only mount answers even root: no PermissionError
+        if os.fspath(file) == str(path) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    arr = tz.open_array(str(path))  # mode "a"
+    assert torch.equal(arr[:], torch.arange(4, dtype=torch.int32))
+    with pytest.raises(ReadOnlyError, match=r"rofs\.zip.*Read-only file system"):
+        arr[0] = 5
+    store = ZipStore(path, mode="a")
+    with pytest.raises(ReadOnlyError, match=r"rofs\.zip"):
+        store.set("b", b"1")
+    assert store.get("zarr.json") is not None  # reads go on after the refused write
+    store.close()
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+
+
 def test_a_zip_that_cannot_be_restored_keeps_no_writer_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,3 +270,22 @@ def test_a_zip_that_cannot_be_restored_keeps_no_writer_lock(
     with pytest.raises(StoreError) as later:  # the file is broken: said so, not "a writer"
         ZipStore(path, "a").set("c", b"3")
     assert "another writer" not in str(later.value)
+
+
+def test_a_key_over_the_zip_name_limit_is_refused_naming_it_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "names.zip"
+    store = ZipStore(path, mode="a")
+    too_long = "a/" + "x" * 0xFFFE  # 65,536 bytes: an entry's name holds 65,535
+    with pytest.raises(StoreError, match=r"'a/xxx.*\.\.\.' to ZipStore.*65,536 bytes.*65,535"):
+        store.set(too_long, b"v")
+    assert not path.exists()  # refused before the zip was opened for writing
+    with pytest.raises(StoreError, match="65,535 bytes per entry name"):
+        store.set_many({"k/0": b"0", "é" * 0x8000: b"1"})  # two UTF-8 bytes a character
+    assert not path.exists()  # every name checked before the first entry
+    longest = too_long[:-1]
+    store.set(longest, b"v")
+    store.close()
+    assert ZipStore(path).get(longest) == b"v"
+    assert zipfile.ZipFile(path).namelist() == [longest]

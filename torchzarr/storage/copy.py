@@ -12,6 +12,7 @@ from torchzarr.errors import InvalidArgumentError, NodeExistsError, NodeNotFound
 from torchzarr.storage.base import Store, validate_prefix
 from torchzarr.storage.changes import keys_replaced
 from torchzarr.storage.locations import location
+from torchzarr.storage.overlap import refuse_overlap
 
 __all__ = ["CopyResult", "copy_keys"]
 
@@ -61,7 +62,10 @@ def copy_keys(
     beside in a store of files (``c/0`` where ``c/0/0`` goes, or ``c/0/0`` where ``c/0``
     goes: chunk keys nested otherwise), the copy replaces its keys, and the other ones it
     did not replace are deleted once the copy is complete. Whatever a failure leaves, the
-    same copy with ``overwrite`` completes it.
+    same copy with ``overwrite`` completes it. Overlapping ``source`` and ``dest`` (the
+    same keys, one node inside the other, or a zip, SQLite or LMDB file of one inside the
+    other's directory) are refused with :class:`InvalidArgumentError` before anything is
+    written.
     ``progress(keys_done, keys_total)`` is called after each batch, and
     ``before_write()`` once the copy is checked, before its first change to ``dest`` (to
     drop the node from the consolidated metadata of the groups above it: else, after a
@@ -127,6 +131,8 @@ def _copy_between(
     progress: Callable[[int, int], None] | None,
     before_write: Callable[[], None] | None,
 ) -> CopyResult:
+    # a zip, SQLite or LMDB file inside the other's directory (a backup.zip in the source)
+    refuse_overlap("copy", source, prefix, dest, target)
     # by location: stores rooted at a directory and at one inside it reach the same data
     src, dst = location(source.identity, prefix), location(dest.identity, target)
     if src == dst or (src + "/").startswith(dst + "/") or (dst + "/").startswith(src + "/"):

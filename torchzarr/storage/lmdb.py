@@ -28,7 +28,7 @@ from torchzarr.storage.base import (
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.lmdb_env import Closed, SharedEnv, check_forked, envs, opening
-from torchzarr.storage.store_args import flag, local_path
+from torchzarr.storage.store_args import flag, local_path, settings_of
 
 __all__ = ["LMDBStore"]
 
@@ -100,10 +100,11 @@ class LMDBStore(Store):
                 "pass mode='r' to tz.open_array / tz.open_group, or read_only=True"
             )
         self.path = path
-        self.read_only = flag("read_only", read_only)
-        # a size_t for lmdb, which maps that much address space: at most sys.maxsize here
-        # (0: lmdb's own default, or the size an existing environment has)
-        self.map_size = whole_number("map_size", map_size, 0, sys.maxsize)
+        with settings_of(f"LMDBStore({path!r})"):
+            self.read_only = flag("read_only", read_only)
+            # a size_t for lmdb, which maps that much address space: at most sys.maxsize
+            # here (0: lmdb's own default, or the size an existing environment has)
+            self.map_size = whole_number("map_size", map_size, 0, sys.maxsize)
         self.lmdb_options = dict(lmdb_options)
 
     def __repr__(self) -> str:

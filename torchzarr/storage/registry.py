@@ -228,6 +228,8 @@ def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
         raise UnknownStoreError(f"invalid storage_options {names} for {url!r}: {err}") from err
     except UnknownStoreError as err:
         raise UnknownStoreError(f"cannot open {url!r}: {err}") from err
+    except InvalidArgumentError as err:  # a value out of range (map_size=-1): name the URL
+        raise type(err)(f"cannot open {url!r}: {err}") from err
     return store
 
 

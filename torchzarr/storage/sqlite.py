@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -31,7 +30,8 @@ from torchzarr.storage.sqlite_forks import (
 )
 from torchzarr.storage.sqlite_prefix import refuse_in_utf16, under_prefix, utf16_database
 from torchzarr.storage.sqlite_rows import check_row_sizes
-from torchzarr.storage.store_args import flag, local_path, seconds
+from torchzarr.storage.sqlite_wal import IN_WAL, connect_read_only, leave_wal
+from torchzarr.storage.store_args import flag, local_path, seconds, settings_of
 
 __all__ = ["SQLiteStore"]
 
@@ -53,7 +53,10 @@ class SQLiteStore(Store):
     """A SQLite database file holding a table ``zarr(key, value)``.
 
     Each thread uses its own connection, opened on first use (again after a fork); the
-    database runs in WAL mode, so readers never block the writer. Every ``set`` is one
+    database runs in WAL mode, so readers never block the writer, and ``close()`` puts it
+    back in rollback-journal mode when no other connection uses it, so that it reads
+    from a read-only place (a WAL database needs to write a ``-shm`` file beside it even
+    to be read: see ``docs/storage.md``). Every ``set`` is one
     atomic statement and ``set_many``/``delete_many`` one transaction. ``get_many`` is one
     query per batch of keys; ``get_range`` reads only the requested bytes (incremental blob
     I/O).
@@ -75,8 +78,9 @@ class SQLiteStore(Store):
         self, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 30.0
     ) -> None:
         self.path = local_path("path", path)
-        self.read_only = flag("read_only", read_only)
-        self.timeout = seconds("timeout", timeout)
+        with settings_of(f"SQLiteStore({self.path!r})"):
+            self.read_only = flag("read_only", read_only)
+            self.timeout = seconds("timeout", timeout)
         self._reset()
 
     def _reset(self) -> None:
@@ -122,11 +126,28 @@ class SQLiteStore(Store):
         Safe while other threads use the store: a statement running on a connection
         finishes before the connection closes, and the thread's next call reconnects.
         Every store does the same just before the process forks (see ``docs/storage.md``).
+        Unlike that, ``close()`` then puts the database back in rollback-journal mode, its
+        WAL checkpointed into the file, if a writable store of this process (this one or
+        another, through any path) put it in WAL mode and no other connection (another
+        store's, another process's) uses it: a database so closed reads from a read-only
+        place.
+
+        Example:
+            >>> import os, tempfile
+            >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "c.db"))
+            >>> store.set("a", b"1"); store.close()
+            >>> sorted(os.listdir(os.path.dirname(store.path)))  # no -wal, no -shm
+            ['c.db']
         """
         check_forked()
         check_not_forking(self)
         with self._lock:
             self._close_connections()
+            if self.identity in IN_WAL and self.identity not in FORKS.unsafe:
+                # out first: a store of the file connecting meanwhile puts it back in
+                IN_WAL.discard(self.identity)
+                if not leave_wal(self.path):  # best effort: never waits
+                    IN_WAL.add(self.identity)
 
     def _close_connections(self) -> None:
         """Close every connection, waiting for the statement running on each (holds _lock).
@@ -182,10 +203,13 @@ class SQLiteStore(Store):
                 del self._all[old]
             self._all[held] = weakref.ref(threading.current_thread())
             self._local.conn = held
+            if not self.read_only:
+                IN_WAL.add(self.identity)  # for the next close() to take it out
         return held
 
     def _connect(self) -> Connection:
-        """A new connection to the database, in WAL mode when writable."""
+        """A new connection to the database, in WAL mode when writable (a read-only one to
+        a database in WAL mode in a read-only place: see ``sqlite_wal.connect_read_only``)."""
         if self.identity in FORKS.unsafe:
             raise StoreError(
                 f"cannot open {self} in this process: it was forked without Python's fork "
@@ -195,8 +219,7 @@ class SQLiteStore(Store):
             )
         try:
             if self.read_only:
-                uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"  # '%', '?', '#'...
-                conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
+                conn = connect_read_only(self.path, self.timeout)
             else:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["flag", "local_path", "seconds"]
+__all__ = ["flag", "local_path", "seconds", "settings_of"]
 
 
 def local_path(name: str, value: Any) -> str:
@@ -53,6 +55,24 @@ def seconds(name: str, value: Any) -> float:
     if not math.isfinite(number) or number < 0:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return number
+
+
+@contextlib.contextmanager
+def settings_of(store: str) -> Iterator[None]:
+    """Name ``store`` (the store being made, with its path) in the message of an
+    :class:`InvalidArgumentError` (or :class:`ArgumentTypeError`) its checks raise.
+
+    Example:
+        >>> with settings_of("SQLiteStore('/data/run.db')"):
+        ...     seconds("timeout", -1)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidArgumentError: invalid setting of SQLiteStore('/data/run.db'): timeout must be a finite number of seconds >= 0, got -1
+    """
+    try:
+        yield
+    except InvalidArgumentError as err:
+        raise type(err)(f"invalid setting of {store}: {err}") from None
 
 
 def flag(name: str, value: Any) -> bool:

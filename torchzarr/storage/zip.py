@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = ["ZipStore"]
 _MODES = ("r", "w", "a", "x")
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _REOPENS = 100  # attempts of a write whose archive other threads keep closing
+_MAX_NAME = 0xFFFF  # bytes of an entry's name: a 16-bit field of its headers, zip64 too
 
 
 class ZipStore(Store):
@@ -256,8 +257,23 @@ class ZipStore(Store):
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Buffer) -> None:
         self._check_writable(key)
-        data = as_buffer(self, validate_key(key), value)
+        data = as_buffer(self, self._entry_name(key), value)
         self._change(key, lambda archive: archive.write(key, data, self.compression))
+
+    def set_many(self, items: Mapping[str, Buffer]) -> None:
+        for key in items:  # every name checked before the first entry is written
+            self._entry_name(key)
+        super().set_many(items)
+
+    def _entry_name(self, key: str) -> str:
+        """``key``, validated, refused if its UTF-8 is too long for an entry's name."""
+        size = len(validate_key(key).encode())
+        if size > _MAX_NAME:
+            raise StoreError(
+                f"cannot write {key[:60] + '...'!r} to {self!r}: the key is {size:,} bytes "
+                f"(UTF-8), over the zip format's limit of {_MAX_NAME:,} bytes per entry name"
+            )
+        return key
 
     def delete(self, key: str) -> None:
         self._check_writable(key)

@@ -11,6 +11,7 @@ and the errors of changes that fail or are refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import struct
@@ -75,7 +76,7 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
     first one's entries when both close.
 
     Raises :class:`ReadOnlyError` for a file this process may not write (any mode but
-    ``"r"``), else :class:`StoreError` naming the file, if it cannot be opened or another
+    ``"r"``: permission denied, or a read-only file system), else :class:`StoreError` naming the file, if it cannot be opened or another
     process writes it.
 
     Example:
@@ -99,7 +100,7 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
             os.close(fd)
         if isinstance(err, StoreError):
             raise
-        if isinstance(err, PermissionError) and mode != "r":
+        if _not_writable(err) and mode != "r":
             raise ReadOnlyError(
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
@@ -115,6 +116,14 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
                 "not yet written; retry once it has closed the zip)"
             )
         raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}{hint}") from err
+
+
+def _not_writable(err: BaseException) -> bool:
+    """Whether ``err`` says the file may not be written: permission denied, or a read-only
+    file system (``EROFS`` is no ``PermissionError``)."""
+    return isinstance(err, PermissionError) or (
+        isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    )
 
 
 #: what a zip file starts with: an entry's local header, or the end of an empty zip's

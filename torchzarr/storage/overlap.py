@@ -1,5 +1,4 @@
-"""Where the ``torchzarr`` command's source and destination lie on disk: a zip, SQLite or
-LMDB file inside the directory it copies from overlaps it, as no store identity shows."""
+"""Whether two stores' data overlap on disk: a zip, SQLite or LMDB file inside a directory store's directory."""
 
 from __future__ import annotations
 
