@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -211,3 +212,58 @@ def test_v2_codec_config_records_numpy_scalars_as_numbers(tmp_path) -> None:
     )
     arr[...] = torch.tensor([1.5, 2.0, 2.5, 3.0], dtype=torch.float64)
     assert tz.open_array(tmp_path / "a.zarr")[...].tolist() == [1.5, 2.0, 2.5, 3.0]
+
+
+def _rewrite_zarray(path: Any, key: str, value: Any) -> None:
+    doc = json.loads(path.read_text())
+    doc[key] = value
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("level", ["x", None, [], float("nan")])
+def test_compressor_settings_that_cannot_encode_are_refused_at_open(tmp_path, level) -> None:
+    group = tz.create_group(tmp_path, zarr_format=2)
+    group.create_array("sub/arr", shape=(4,), chunks=(2,), dtype=torch.float32, compressors="zstd")
+    _rewrite_zarray(
+        tmp_path / "sub" / "arr" / ".zarray", "compressor", {"id": "zstd", "level": level}
+    )
+    where = r"node 'sub/arr' \(sub/arr/\.zarray\).*: compressor \{'id': 'zstd', 'level'"
+    with pytest.raises(MetadataError, match=where):
+        tz.open_group(tmp_path, mode="r+")["sub/arr"]
+    with pytest.raises(MetadataError, match="cannot encode a chunk"):
+        tz.open_array(tmp_path / "sub" / "arr", mode="r")
+
+
+def test_bytes_filter_settings_that_cannot_encode_are_refused_at_open(tmp_path) -> None:
+    tz.create_array(tmp_path, shape=(4,), chunks=(2,), dtype=torch.float32, zarr_format=2)
+    _rewrite_zarray(tmp_path / ".zarray", "filters", [{"id": "shuffle", "elementsize": "x"}])
+    with pytest.raises(MetadataError, match=r"filters\[0\] \{'id': 'shuffle'"):
+        tz.open_array(tmp_path, mode="r")
+
+
+@pytest.mark.parametrize(
+    "compressor",
+    [
+        {"id": "zstd", "level": 3.0},
+        {"id": "zstd", "level": True},
+        {"id": "zstd", "level": 30},
+        {"id": "blosc", "cname": "lz4", "clevel": 5.0},
+    ],
+)
+def test_settings_zarr_python_writes_with_still_open(tmp_path, compressor) -> None:
+    zarr = pytest.importorskip("zarr")
+    tz.create_array(tmp_path, shape=(4,), chunks=(2,), dtype=torch.float32, zarr_format=2)
+    _rewrite_zarray(tmp_path / ".zarray", "compressor", compressor)
+    arr = tz.open_array(tmp_path, mode="r+")
+    arr[:] = torch.arange(4, dtype=torch.float32)
+    assert zarr.open_array(str(tmp_path), mode="r")[:].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_typed_filter_that_cannot_encode_names_its_zarray_key_at_the_write(tmp_path) -> None:
+    tz.create_array(tmp_path, shape=(4,), chunks=(2,), dtype=torch.float32, zarr_format=2)
+    bad = {"id": "fixedscaleoffset", "offset": "x", "scale": 1, "dtype": "<f4"}
+    _rewrite_zarray(tmp_path / ".zarray", "filters", [bad])
+    arr = tz.open_array(tmp_path, mode="r+")  # read as written, as zarr-python does
+    assert arr[:].tolist() == [0.0] * 4
+    with pytest.raises(CodecError, match=r"\(\.zarray filters\[0\] \{'id': 'fixedscaleoffset'"):
+        arr[0] = 1.0

@@ -360,3 +360,64 @@ def test_fill_key_semantics():
     assert fill_key(nan_c, C64) == fill_key(np.complex64(complex(math.nan, 1)), C64)
     assert fill_key(nan_c, C64) != fill_key(np.complex64(complex(math.nan, 2)), C64)
     assert fill_key(np.int32(1), I32) != fill_key(np.int32(2), I32)
+
+
+# --- NaN payloads of bfloat16 and float8 fills, and tensors without a value ---------------
+
+
+def test_coerce_keeps_the_bits_of_a_nan_of_the_dtype_itself():
+    torch = pytest.importorskip("torch")
+    payload = torch.tensor(0x7FC1, dtype=torch.int16).view(torch.bfloat16)
+    negative = torch.tensor(-0x3D, dtype=torch.int16).view(torch.bfloat16)  # 0xFFC3
+    e5m2 = torch.tensor(0x7F, dtype=torch.uint8).view(torch.float8_e5m2)
+    assert bits(coerce_fill_value(payload, BF16)) == 0x7FC1
+    assert bits(coerce_fill_value(negative, BF16)) == 0xFFC3
+    assert bits(coerce_fill_value(e5m2, E5M2)) == 0x7F
+    ml_scalar = np.array([0x7FC1], "u2").view(ml_dtypes.bfloat16)[0]
+    assert bits(coerce_fill_value(ml_scalar, BF16)) == 0x7FC1
+    # a wider float holding it exactly (float32 0x7FC10000 is bfloat16 0x7FC1), as float16
+    wide = torch.tensor(0x7FC10000, dtype=torch.int32).view(torch.float32)
+    assert bits(coerce_fill_value(wide, BF16)) == 0x7FC1
+    assert bits(coerce_fill_value(wide.item(), BF16)) == 0x7FC1
+    # v3 spells them as hex; the standard NaN stays "NaN"
+    assert encode_fill_value(coerce_fill_value(payload, BF16), BF16, 3) == "0x7fc1"
+    assert encode_fill_value(coerce_fill_value(e5m2, E5M2), E5M2, 3) == "0x7f"
+    assert encode_fill_value(coerce_fill_value(float("nan"), BF16), BF16, 3) == "NaN"
+    assert bits(coerce_fill_value(torch.tensor(1.5, dtype=torch.bfloat16), BF16)) == 0x3FC0
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "hex_fill"), [("bfloat16", 0x7FC1, "0x7fc1"), ("float8_e5m2", 0x7F, "0x7f")]
+)
+def test_payload_nan_fills_are_written_as_hex_tensorstore_reads(tmp_path, name, raw, hex_fill):
+    torch = pytest.importorskip("torch")
+    ts = pytest.importorskip("tensorstore")
+    import torchzarr as tz
+
+    dtype = getattr(torch, name)
+    carrier = torch.int16 if dtype.itemsize == 2 else torch.uint8
+    fill = torch.tensor(raw, dtype=carrier).view(dtype)
+    arr = tz.create_array(tmp_path, shape=(4,), chunks=(2,), dtype=dtype, fill_value=fill)
+    arr[0] = 1.0  # chunk 0 padded with the fill
+    assert json.loads((tmp_path / "zarr.json").read_text())["fill_value"] == hex_fill
+    assert arr[:].view(carrier)[1:].tolist() == [torch.tensor(raw, dtype=carrier).item()] * 3
+    t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path)}})
+    read = np.asarray(t.result().read().result())
+    assert read.view(f"u{dtype.itemsize}")[1:].tolist() == [raw] * 3
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("kind", ["meta", "nested", "sparse"])
+def test_coerce_refuses_tensors_whose_value_cannot_be_read(kind):
+    torch = pytest.importorskip("torch")
+    import torchzarr as tz
+
+    value = {
+        "meta": lambda: torch.tensor(1.0, device="meta"),
+        "nested": lambda: torch.nested.nested_tensor([torch.tensor([1.0])]),
+        "sparse": lambda: torch.tensor([1.0]).to_sparse(),
+    }[kind]()
+    with pytest.raises(MetadataError, match=f"fill_value is a {kind}.* tensor.*float32"):
+        coerce_fill_value(value, F32)
+    with pytest.raises(MetadataError, match=f"fill_value is a {kind}"):
+        tz.create_array("memory://", shape=(2,), dtype=torch.float32, fill_value=value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import numpy as np
@@ -278,3 +279,24 @@ def test_group():
         group.evolve(shape=(1,))
     with pytest.raises(MetadataError, match=re.escape(".zattrs: attributes must be an object")):
         GroupMetadataV2(attributes={1: 2})  # type: ignore[dict-item]
+
+
+def test_a_nan_fill_is_the_standard_nan_the_zarray_spells(tmp_path):
+    torch = pytest.importorskip("torch")
+    import torchzarr as tz
+
+    negative_payload = np.array([0xFFC00001], "u4").view("f4")[0]
+    meta = ArrayMetadataV2((4,), (2,), data_type("float32"), fill_value=negative_payload)
+    assert meta.fill_value.view("u4") == 0x7FC00000 and meta.to_json()["fill_value"] == "NaN"
+    nan_re = np.complex64(complex(-math.nan, 1.0))
+    assert np.signbit(nan_re.real)
+    meta = ArrayMetadataV2((4,), (2,), data_type("complex64"), fill_value=nan_re)
+    assert np.asarray(meta.fill_value).reshape(1).view("u4").tolist() == [0x7FC00000, 0x3F800000]
+    # the open array pads written chunks with what .zarray says, and reopening agrees
+    arr = tz.create_array(
+        tmp_path, shape=(4,), chunks=(2,), dtype=torch.float32, fill_value=-math.nan, zarr_format=2
+    )
+    arr[0] = 1.0
+    again = tz.open_array(tmp_path, mode="r")
+    assert not np.signbit(arr.fill_value) and not np.signbit(again.fill_value)
+    assert again[1:].view(torch.int32).tolist() == [0x7FC00000] * 3

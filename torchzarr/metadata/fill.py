@@ -12,6 +12,8 @@ import base64
 import binascii
 import math
 import re
+import struct
+import sys
 from collections.abc import Hashable
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "encode_fill_value",
     "fill_key",
     "parse_fill_value",
+    "standard_nans",
     "zero_fill",
 ]
 
@@ -261,6 +264,28 @@ def encode_fill_value(value: np.generic | None, dt: DataType, zarr_format: int) 
     return int(scalar[0])
 
 
+def standard_nans(value: np.generic | None, dt: DataType) -> np.generic | None:
+    """``value`` with any NaN (of a float, or a complex component) made the standard NaN:
+    the fill a v2 document holds, which spells every NaN ``"NaN"``.
+
+    Example:
+        >>> from torchzarr.dtypes import data_type
+        >>> negative = np.array([0xFFC00000], "u4").view("f4")[0]
+        >>> bool(np.signbit(standard_nans(negative, data_type("float32"))))
+        False
+    """
+    if value is None or not (dt.is_float or dt.is_complex):
+        return value
+    component = _component_dtype(dt)
+    scalar = np.asarray(value, dtype=dt.storage).reshape(1).copy()
+    parts = scalar.view(component)
+    nan = parts != parts
+    if not nan.any():
+        return value
+    parts[nan] = _float_array(math.nan, component)[0]
+    return scalar[0]
+
+
 def fill_key(value: np.generic | None, dt: DataType) -> Hashable:
     """A key equal for two fill values exactly when they fill alike: same bits, or both NaN.
 
@@ -285,10 +310,48 @@ def fill_key(value: np.generic | None, dt: DataType) -> Hashable:
     return tuple("nan" if np.isnan(p) else p.tobytes() for p in parts)
 
 
+def _unreadable_tensor(user_value: Any) -> str | None:
+    """The kind of a torch tensor whose value cannot be read (``meta``, ``nested``, or its
+    sparse layout), else None; duck-typed, so that this module does not import torch."""
+    if getattr(user_value, "is_meta", False) is True:
+        return "meta"
+    if getattr(user_value, "is_nested", False) is True:
+        return "nested"
+    layout = str(getattr(user_value, "layout", "torch.strided"))
+    return None if layout == "torch.strided" else layout.removeprefix("torch.")
+
+
+def _own_bits(user_value: Any, dt: DataType) -> np.generic | None:
+    """The bits of a one-element tensor or numpy value of ``dt`` itself (a float dtype), as
+    a storage scalar: a NaN's payload and sign kept, which a trip through a Python float
+    loses for bfloat16 and float8 (ml_dtypes makes every NaN its standard one). Else None."""
+    if not dt.is_float or getattr(user_value, "size", None) is None:
+        return None
+    unsigned = f"u{dt.itemsize}"
+    if isinstance(user_value, np.generic | np.ndarray):
+        if user_value.dtype != _value_dtype(dt) or user_value.size != 1:
+            return None
+        return np.asarray(user_value).reshape(1).view(unsigned).view(dt.storage)[0]
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(user_value, torch.Tensor):
+        return None
+    if str(user_value.dtype) != f"torch.{dt.torch_name}" or user_value.numel() != 1:
+        return None
+    signed = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dt.itemsize]
+    raw = int(user_value.detach().reshape(1).view(signed).cpu()[0].item())
+    return np.array([raw % (1 << (8 * dt.itemsize))], dtype=unsigned).view(dt.storage)[0]
+
+
 def _unwrap(user_value: Any, dt: DataType) -> Any:
     """A numpy scalar, or a one-element array or tensor, as the Python value it holds."""
     if isinstance(user_value, np.generic):
         return user_value.item()
+    kind = _unreadable_tensor(user_value)
+    if kind is not None:
+        raise MetadataError(
+            f"fill_value is a {kind} tensor, whose value cannot be read, for dtype {dt.name}: "
+            "pass a number, or a dense tensor holding one"
+        )
     shape = getattr(user_value, "shape", None)
     if shape is not None and callable(getattr(user_value, "item", None)):
         if math.prod(tuple(shape)) != 1:
@@ -300,6 +363,27 @@ def _unwrap(user_value: Any, dt: DataType) -> Any:
     return user_value
 
 
+#: the ml_dtypes kinds with IEEE NaNs (all exponent bits set, any nonzero mantissa): their
+#: NaN payloads are kept as numpy keeps float16's, where ml_dtypes' cast would drop them
+_PAYLOAD_NANS = ("bfloat16", "float8_e5m2")
+
+
+def _nan_bits(number: float, component: np.dtype[Any]) -> np.ndarray | None:
+    """A NaN ``number`` as ``component`` with its sign and the top bits of its payload (as
+    IEEE narrowing, and numpy's float64 -> float16, keep them), for the kinds of
+    :data:`_PAYLOAD_NANS`; None when nothing of the payload fits (the cast's NaN then)."""
+    if component.name not in _PAYLOAD_NANS:
+        return None
+    info = ml_dtypes.finfo(component)
+    nmant, width = int(info.nmant), 8 * component.itemsize
+    raw = struct.unpack("<Q", struct.pack("<d", number))[0]
+    payload = (raw & ((1 << 52) - 1)) >> (52 - nmant)
+    if payload == 0:
+        return None
+    bits = (raw >> 63) << (width - 1) | ((1 << (width - 1 - nmant)) - 1) << nmant | payload
+    return _bits_array(bits, component)
+
+
 def _coerce_float(value: Any, dt: DataType, component: np.dtype[Any], problem: str) -> np.ndarray:
     if not isinstance(value, int | float):
         raise MetadataError(problem)
@@ -307,6 +391,10 @@ def _coerce_float(value: Any, dt: DataType, component: np.dtype[Any], problem: s
         number = float(value)
     except OverflowError:
         raise MetadataError(problem) from None
+    if math.isnan(number):
+        kept = _nan_bits(number, component)
+        if kept is not None:
+            return kept
     converted = float(_float_array(number, component)[0])
     lost = (math.isnan(converted) and not math.isnan(number)) or (
         math.isinf(converted) and not math.isinf(number)
@@ -340,7 +428,9 @@ def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
     ``"-Infinity"``, ``"1.5"``). Floats round to the nearest value of the dtype; a value that
     overflows it, an integer out of range, or a fraction for an integer dtype is an error.
     A numpy scalar of the storage dtype is taken as already coerced, so coercing twice
-    changes nothing (for bfloat16/float8 that scalar is the raw bits).
+    changes nothing (for bfloat16/float8 that scalar is the raw bits). A tensor or numpy
+    value of ``dt`` itself gives its bits, so a NaN keeps its sign and payload, as a NaN of
+    a wider float keeps the top bits of its payload (both written as ``"0x"`` hex in v3).
 
     Raises:
         MetadataError: naming the value and the dtype when it does not fit.
@@ -353,11 +443,18 @@ def coerce_fill_value(user_value: Any, dt: DataType) -> np.generic:
         np.float32(0.0)
         >>> coerce_fill_value("-Infinity", data_type("float64"))
         np.float64(-inf)
+        >>> nan = np.array([0x7FC1], "u2").view(ml_dtypes.bfloat16)[0]  # a payload NaN
+        >>> hex(coerce_fill_value(nan, data_type("bfloat16")))
+        '0x7fc1'
     """
     if user_value is None:
         return zero_fill(dt)
     if isinstance(user_value, np.generic) and user_value.dtype == dt.storage:
         return user_value  # already a storage scalar (raw bits for bfloat16/float8)
+    if _unreadable_tensor(user_value) is None:
+        own = _own_bits(user_value, dt)
+        if own is not None:
+            return own  # a value of the dtype itself: its bits, a NaN's payload kept
     value = _unwrap(user_value, dt)
     problem = f"fill_value {value!r} does not fit dtype {dt.name}"
     if isinstance(value, str) and (dt.is_float or dt.is_complex):

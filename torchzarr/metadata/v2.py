@@ -18,7 +18,12 @@ from torchzarr.metadata.base import (
     check_int_tuple,
     describe_codec,
 )
-from torchzarr.metadata.fill import coerce_fill_value, encode_fill_value, parse_fill_value
+from torchzarr.metadata.fill import (
+    coerce_fill_value,
+    encode_fill_value,
+    parse_fill_value,
+    standard_nans,
+)
 
 if TYPE_CHECKING:
     from torchzarr.codecs.v2_pipeline import V2Pipeline
@@ -104,10 +109,13 @@ class ArrayMetadataV2(ArrayMetadata):
         fill = self.fill_value
         if fill is not None and not (isinstance(fill, np.generic) and fill.dtype == dt.storage):
             set_(self, "fill_value", coerce_fill_value(fill, dt))
+        # what the document says ("NaN" for every NaN), so reopening reads the same fill
+        set_(self, "fill_value", standard_nans(self.fill_value, dt))
         for codec in [*(self.filters or ()), *([self.compressor] if self.compressor else [])]:
             numcodecs_codec_class(codec["id"])  # one numcodecs lacks: known now, as in v3
         set_(self, "attributes", check_attributes(self.attributes, where=".zattrs"))
         set_(self, "chunk_key_encoding", V2ChunkKeyEncoding(self.dimension_separator))
+        self.codec_pipeline()  # settings that cannot encode fail here, as in v3, not at a write
 
     @property
     def chunks(self) -> tuple[int, ...]:
