@@ -1,4 +1,4 @@
-"""Checks of call arguments shared by every layer (counts, sizes, steps, callbacks)."""
+"""Checks of call arguments shared by every layer (counts, sizes, steps, flags, callbacks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["optional_callable", "whole_number"]
+__all__ = ["flag", "optional_callable", "whole_number"]
 
 
 def whole_number(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -45,3 +45,23 @@ def optional_callable(name: str, value: Any) -> Callable[..., Any] | None:
             f"{name} must be a callable (or None), got {type(value).__name__}: {value!r}"
         )
     return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` of a yes/no argument (``pin_memory``): a bool, numpy's too; anything else is
+    refused with an :class:`ArgumentTypeError` naming ``name``, as a string would be read
+    wrongly (``bool("no")`` is True).
+
+    Example:
+        >>> flag("pin_memory", False)
+        False
+        >>> flag("pin_memory", "no")
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.ArgumentTypeError: pin_memory must be True or False, got str: 'no'
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__}: {value!r}")

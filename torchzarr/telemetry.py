@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,7 +38,17 @@ logger = logging.getLogger("torchzarr")
 
 @dataclass
 class Counters:
-    """Process-wide totals since the last :func:`reset`."""
+    """Process-wide totals since the last :func:`reset`.
+
+    ``chunks_deleted`` counts the chunk deletes issued, stored or not (a store's delete does
+    not say, and asking first would cost a request per chunk): a write deletes each chunk it
+    leaves all fill value, so ``a[:] = 0`` on a new array of fill value 0 counts all its
+    chunks. For a sharded array each chunk count is of inner chunks.
+
+    Example:
+        >>> Counters().chunks_deleted
+        0
+    """
 
     reads: int = 0
     writes: int = 0
@@ -57,6 +69,8 @@ class Counters:
 _lock = new_lock()
 _counters = Counters()
 _NAMES = frozenset(field.name for field in fields(Counters))
+_INF = math.inf
+_SECONDS = frozenset(field.name for field in fields(Counters) if field.type in ("float", float))
 
 
 def _check_names(names: Any) -> None:
@@ -68,29 +82,50 @@ def _check_names(names: Any) -> None:
         )
 
 
+def _checked(name: str, amount: Any) -> float:
+    """``amount`` of counter ``name`` when it is one the engine could add (a whole number of
+    at least 0, or for the seconds counters a finite real number of at least 0), else refused."""
+    seconds = name in _SECONDS
+    fits = isinstance(amount, numbers.Real if seconds else numbers.Integral)
+    if not fits or isinstance(amount, bool):
+        what = "a number of seconds" if seconds else "a whole number (an int)"
+        raise ArgumentTypeError(
+            f"telemetry amounts are numbers: {name} takes {what}, got "
+            f"{type(amount).__name__}: {amount!r:.200}"
+        )
+    value = float(amount) if seconds else int(amount)
+    if not (0 <= value < math.inf):  # nan fails this too
+        raise InvalidArgumentError(
+            f"telemetry counter {name} takes amounts of at least 0 (finite), got {amount!r}"
+        )
+    return value
+
+
 _listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
 
 def add(event: str | None = None, **amounts: float) -> None:
     """Add to counters, then tell listeners about ``event`` (if given) with the amounts.
 
+    Each amount is a whole number of at least 0 (for ``fetch_seconds`` and
+    ``decode_seconds``, a finite number of seconds of at least 0); any other amount, or an
+    unknown counter, is refused before any counter moves.
+
     Example:
         >>> add(bytes_fetched=10)
     """
     if not _NAMES.issuperset(amounts):
         _check_names(amounts)  # before any counter moves
+    for name, amount in amounts.items():  # cheap for what the engine adds: ints, seconds
+        if type(amount) is int:
+            if amount >= 0:
+                continue
+        elif type(amount) is float and 0.0 <= amount < _INF and name in _SECONDS:
+            continue
+        amounts[name] = _checked(name, amount)  # also before any counter moves
     with _lock:
-        try:
-            for name, amount in amounts.items():
-                setattr(_counters, name, getattr(_counters, name) + amount)
-        except TypeError:  # a bad amount: the counters added before it are put back
-            for added, amount in amounts.items():
-                if added == name:
-                    break
-                setattr(_counters, added, getattr(_counters, added) - amount)
-            raise ArgumentTypeError(
-                f"telemetry amounts are numbers, got {amounts!r:.200}"
-            ) from None
+        for name, amount in amounts.items():
+            setattr(_counters, name, getattr(_counters, name) + amount)
         listeners = list(_listeners) if _listeners else ()
     if event is not None:
         for listener in listeners:
@@ -151,6 +186,17 @@ def read_amplification(data: dict[str, Any] | None = None) -> float:
         3.0
     """
     data = data if data is not None else asdict(counters())
+    if not isinstance(data, Mapping):
+        raise ArgumentTypeError(
+            f"read_amplification takes a dict of counters (as snapshot() returns), got "
+            f"{type(data).__name__}: {data!r:.200}"
+        )
+    missing = [key for key in ("bytes_decoded", "bytes_delivered") if key not in data]
+    if missing:
+        raise InvalidArgumentError(
+            f"read_amplification needs the counter(s) {', '.join(map(repr, missing))} in its "
+            f"dict (as snapshot() returns), got the keys {sorted(map(str, data))!r:.200}"
+        )
     delivered = data["bytes_delivered"]
     return data["bytes_decoded"] / delivered if delivered else 0.0
 
@@ -174,10 +220,23 @@ def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
     write, and ``{"cache_hits": 1}`` or ``{"cache_misses": 1}`` for each lookup of a chunk
     in a decoded-chunk cache.
 
+    A ``listener`` that is not callable is refused at once (it would fail at every event).
+
     Example:
         >>> events = []
-        >>> add_listener(lambda event, amounts: events.append(event))
+        >>> def listen(event, amounts):
+        ...     events.append(event)
+        >>> add_listener(listen)
+        >>> add("read", reads=1)
+        >>> remove_listener(listen)
+        >>> events
+        ['read']
     """
+    if not callable(listener):
+        raise ArgumentTypeError(
+            f"a telemetry listener must be a callable taking (event, amounts), got "
+            f"{type(listener).__name__}: {listener!r:.200}"
+        )
     with _lock:
         _listeners.append(listener)
 

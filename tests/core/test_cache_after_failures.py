@@ -143,3 +143,21 @@ def test_telemetry_names_an_unknown_counter_and_keeps_the_blocks_error():
     assert not ran
     with pytest.raises(ValueError, match="original"), telemetry.timed("fetch_seconds"):
         raise ValueError("original")
+
+
+def test_chunks_deleted_counts_deletes_issued_stored_or_not():
+    """As docs/performance.md says: every chunk a write leaves all fill value is deleted and
+    counted, stored or not (asking the store first would cost a request a chunk)."""
+    arr = tz.create_array("memory://", shape=(10,), dtype=torch.int8, chunks=(5,))
+    telemetry.reset()
+    arr[:] = 0  # nothing was stored
+    assert telemetry.snapshot()["chunks_deleted"] == 2
+    assert arr.nchunks_initialized == 0
+    sharded = tz.create_array(
+        "memory://", shape=(100,), dtype=torch.int8, chunks=(2,), shards=(10,)
+    )
+    sharded[55] = 1  # shard 5 only
+    telemetry.reset()
+    sharded.resize((25,))  # 7 shards removed; shard 2, never stored, is cut and left fill
+    assert telemetry.snapshot()["chunks_deleted"] == 7 * 5 + 5
+    assert "stored or not" in (telemetry.Counters.__doc__ or "")

@@ -154,3 +154,29 @@ def test_a_chunk_or_coords_of_the_wrong_kind_is_refused_by_name():
         with pytest.raises(ArgumentTypeError, match="coords is a list of chunk coords tuples"):
             cache.invalidate("id", "path", coords)
     cache.invalidate("id", "path", [(0,), ((0,), (1,))])  # chunks, and a shard's inner chunks
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c, a: c.invalidate(a.store, a.path, [(0,)]), r"invalidate identity .*MemoryStore"),
+        (lambda c, a: c.invalidate_tree(a.store, a.path), r"invalidate_tree identity .*identity"),
+        (lambda c, a: c.invalidate(a.store.identity, None, [(0,)]), r"invalidate path .*None"),
+        (lambda c, a: c.invalidate_tree(a.store.identity, 3), r"invalidate_tree path .*int"),
+        (lambda c, a: c.invalidate_outside(a.store, a.path, (2,)), r"invalidate_outside identity"),
+        (lambda c, a: c.invalidate_outside(a.store.identity, a.path, 2), r"grid .*got int: 2"),
+        (lambda c, a: c.invalidate_outside(a.store.identity, a.path, "2"), r"grid .*got str"),
+        (lambda c, a: c.put(("i", "p", (0,)), np.ones(2), since="x"), r"since .*got 'x'"),
+        (lambda c, a: c.put(("i", "p", (0,)), np.ones(2), since=1.0), r"since .*got 1.0"),
+    ],
+)
+def test_invalidations_and_since_of_the_wrong_kind_are_refused_by_name(call, message):
+    arr = tz.create_array("memory://", shape=(4,), dtype=torch.int8, chunks=(2,))
+    cache = ChunkCache(100)
+    cache.put((arr.store.identity, arr.path, (1,)), np.ones(2))
+    with pytest.raises(ArgumentTypeError, match=message):
+        call(cache, arr)
+    assert len(cache) == 1  # nothing dropped by a refused call
+    cache.invalidate_outside(arr.store.identity, arr.path, [np.int64(1)])  # numpy ints are ints
+    cache.put(("i", "p", (0,)), np.ones(2), since=cache.generation)
+    assert len(cache) == 1

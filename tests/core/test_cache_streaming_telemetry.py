@@ -347,3 +347,60 @@ def test_pinned_must_be_a_bool(pinned):
     with pytest.raises(tz.errors.ArgumentTypeError, match=r"pinned must be True or False"):
         ChunkCache(pinned=pinned)
     assert ChunkCache(pinned=np.False_).pinned is False  # numpy's bools are bools
+
+
+@pytest.mark.parametrize("pin_memory", ["no", 1, None])
+def test_read_pin_memory_must_be_a_bool(pin_memory):
+    arr = tz.create_array("memory://", shape=(4,), dtype=torch.int8, chunks=(2,))
+    with pytest.raises(
+        tz.errors.ArgumentTypeError, match=r"pin_memory=.*of array / must be True or False"
+    ):
+        arr.read(pin_memory=pin_memory)
+    assert arr.read(pin_memory=np.False_).tolist() == [0, 0, 0, 0]  # numpy's bools are bools
+
+
+@pytest.mark.parametrize("listener", [None, "x", 3])
+def test_a_listener_that_is_not_callable_is_refused(listener, caplog):
+    try:
+        with pytest.raises(
+            tz.errors.ArgumentTypeError, match="telemetry listener must be a callable"
+        ):
+            telemetry.add_listener(listener)
+        arr = tz.create_array("memory://", shape=(4,), dtype=torch.int8, chunks=(2,))
+        arr[:] = 1
+    finally:
+        telemetry.remove_listener(listener)  # were it added, later tests would log its failure
+    assert f"listener {listener!r} failed" not in caplog.text  # never added: nothing logged
+
+
+@pytest.mark.parametrize(
+    ("amounts", "error", "message"),
+    [
+        ({"reads": float("nan")}, tz.errors.ArgumentTypeError, "reads takes a whole number"),
+        ({"reads": 2.0}, tz.errors.ArgumentTypeError, "reads takes a whole number"),
+        ({"reads": True}, tz.errors.ArgumentTypeError, "reads takes a whole number"),
+        ({"chunks_fetched": -5}, tz.errors.InvalidArgumentError, "chunks_fetched .* at least 0"),
+        ({"fetch_seconds": float("nan")}, tz.errors.InvalidArgumentError, "fetch_seconds"),
+        ({"decode_seconds": -1.0}, tz.errors.InvalidArgumentError, "decode_seconds"),
+    ],
+)
+def test_telemetry_refuses_amounts_the_engine_never_adds(amounts, error, message):
+    telemetry.reset()
+    with pytest.raises(error, match=message):
+        telemetry.add("x", bytes_fetched=7, **amounts)
+    snap = telemetry.snapshot()
+    assert (snap["bytes_fetched"], snap["reads"], snap["chunks_fetched"]) == (0, 0, 0)
+    telemetry.add(reads=np.int64(2), fetch_seconds=np.float32(0.5), decode_seconds=1)
+    snap = telemetry.snapshot()
+    assert (snap["reads"], snap["fetch_seconds"], snap["decode_seconds"]) == (2, 0.5, 1.0)
+    assert type(snap["reads"]) is int
+
+
+def test_read_amplification_names_the_counters_it_misses():
+    with pytest.raises(tz.errors.InvalidArgumentError, match="'bytes_decoded', 'bytes_delivered'"):
+        telemetry.read_amplification({})
+    with pytest.raises(tz.errors.InvalidArgumentError, match="'bytes_delivered'"):
+        telemetry.read_amplification({"bytes_decoded": 3})
+    with pytest.raises(tz.errors.ArgumentTypeError, match="takes a dict of counters"):
+        telemetry.read_amplification([1, 2])
+    assert telemetry.read_amplification({"bytes_decoded": 6, "bytes_delivered": 3}) == 2.0

@@ -339,3 +339,56 @@ def test_chunk_counts_are_of_inner_chunks_as_in_zarr_python(tmp_path):
     assert "Chunks initialized : 5/10" in str(ours.info)
     assert [coords for coords, _, _ in ours.iter_chunks()][:3] == [(0, 0), (0, 1), (1, 0)]
     assert ours.blocks[1].shape == (4, 4)  # blocks stay shards, as zarr-python's
+
+
+@pytest.mark.parametrize(
+    ("shape", "orders", "inner"),
+    [
+        ((8, 6), [[1, 0]], [3, 2]),
+        ((4, 6, 10), [[2, 0, 1]], [5, 2, 3]),
+        ((4, 6, 10), [[2, 0, 1], [1, 0, 2]], [2, 5, 3]),
+    ],
+)
+def test_transposed_shards_report_inner_chunks_in_the_arrays_axis_order(
+    tmp_path, shape, orders, inner
+):
+    codecs = [{"name": "transpose", "configuration": {"order": o}} for o in orders]
+    sharding = {"chunk_shape": inner, "codecs": [{"name": "bytes", "configuration": {}}]}
+    codecs.append({"name": "sharding_indexed", "configuration": sharding})
+    t = ts.open(
+        {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(tmp_path)},
+            "metadata": {
+                "shape": list(shape),
+                "data_type": "int16",
+                "fill_value": 0,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(shape)}},
+                "codecs": codecs,
+            },
+        },
+        create=True,
+    ).result()
+    data = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
+    t[...].write(data).result()
+    arr = tz.open_array(tmp_path, mode="r")
+    assert arr.chunks == tuple(t.chunk_layout.read_chunk.shape)  # tensorstore's inner chunk
+    assert arr.shards == tuple(t.chunk_layout.write_chunk.shape) == shape
+    grid = tuple(-(-s // c) for s, c in zip(shape, arr.chunks, strict=True))
+    assert arr.cdata_shape == grid and arr.nchunks == int(np.prod(grid))
+    info = arr.info
+    assert (info.chunks, info.shards, info.nchunks) == (arr.chunks, shape, arr.nchunks)
+    assert info.nchunks_initialized == arr.nchunks_initialized == arr.nchunks  # one full shard
+    assert arr.blocks[0].shape == shape  # blocks stay shards
+    np.testing.assert_array_equal(arr[...].numpy(), data)
+    copy = tz.from_array(tmp_path / "copy", data=arr)  # keeps the layout, codecs and all
+    assert (copy.chunks, copy.shards, copy.metadata.codecs) == (
+        arr.chunks,
+        arr.shards,
+        arr.metadata.codecs,
+    )
+    np.testing.assert_array_equal(copy[...].numpy(), data)
+    again = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "copy")}}
+    )
+    np.testing.assert_array_equal(again.result().read().result(), data)

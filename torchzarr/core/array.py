@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.arguments import flag
 from torchzarr.core import engine
 from torchzarr.core.array_protocols import ArrayProtocols
 from torchzarr.core.attributes import (
@@ -30,6 +31,7 @@ from torchzarr.core.nodes import node_lock, write_node
 from torchzarr.core.read_out import check_out, fills_in_place
 from torchzarr.core.reshape import append_along, resize_from, shape_lock, stored_shape
 from torchzarr.core.selection import make_indexer
+from torchzarr.core.sharded_layout import inner_chunk_shape, inner_chunks_of_shards
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
 from torchzarr.errors import (
@@ -131,14 +133,13 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        """Shape of one chunk (the inner chunk of a sharded array)."""
-        sharding = self._sharding
-        return tuple(sharding.chunk_shape) if sharding else self._grid
+        """Shape of one chunk (the inner chunk of a sharded array, in the array's axis order)."""
+        return inner_chunk_shape(self._metadata) or self._grid
 
     @property
     def shards(self) -> tuple[int, ...] | None:
         """Shape of one shard (the stored object) of a sharded array, else None."""
-        return self._grid if self._sharding else None
+        return self._grid if inner_chunk_shape(self._metadata) is not None else None
 
     @property
     def _grid(self) -> tuple[int, ...]:
@@ -232,9 +233,9 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
         """:attr:`nchunks_initialized` from the array's stored chunk (shard) keys; a shard
         whose index cannot be read raises, or with ``damaged`` is listed there."""
         reader = self._source.shard_reader if self._sharding is not None else None
-        if reader is None:
-            return len(shards)
         layout = (self._grid, self.chunks, self.shape)
+        if reader is None:  # unsharded; or sharded behind a transpose: zarr-python's count
+            return len(shards) if self.shards is None else inner_chunks_of_shards(shards, layout)
         return count_initialized(reader.indexes, shards, layout, damaged)
 
     @property
@@ -363,12 +364,15 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
         out: torch.Tensor | None = None,
         pin_memory: bool = False,
     ) -> torch.Tensor:
-        """Read a selection, into ``out`` if given (any device), else into a new tensor.
+        """Read a selection, into ``out`` if given (any device), else into a new tensor;
+        ``pin_memory=True`` (a bool) allocates it page-locked where CUDA is present.
 
         Example:
             >>> buf = torch.empty(2, 3)
             >>> _ = arr.read(slice(0, 2), out=buf)  # doctest: +SKIP
         """
+        if type(pin_memory) is not bool:  # "no" would be read as a truth value
+            pin_memory = flag(f"read(pin_memory=...) of array {self.name}", pin_memory)
         return self._read(make_indexer(selection, self.shape, self._grid), out, pin_memory)
 
     def write(self, selection: Any, value: Any) -> None:

@@ -14,8 +14,11 @@ import numpy as np
 import torch
 
 from torchzarr import telemetry
-from torchzarr.arguments import whole_number
+from torchzarr.arguments import flag, whole_number
 from torchzarr.config import config
+from torchzarr.core import cache_args
+from torchzarr.core.cache_args import Entry as _Entry
+from torchzarr.core.cache_args import where as _where
 from torchzarr.core.layout_cache import CacheKey, Layout, LayoutCache
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
@@ -34,20 +37,7 @@ __all__ = [
     "register_cache",
 ]
 
-_Entry = tuple[str, tuple[Any, ...]]  # (location, coords): how entries are held
 _Shard = tuple[str, tuple[int, ...]]  # (location, shard coords)
-
-
-def _where(key: CacheKey) -> _Entry:
-    if (
-        type(key) is not tuple
-        or len(key) != 3
-        or not (isinstance(key[0], str) and isinstance(key[1], str) and type(key[2]) is tuple)
-    ):
-        raise ArgumentTypeError(
-            f"a chunk cache key is (store identity, array path, chunk coords), got {key!r:.200}"
-        )
-    return location(key[0], key[1]), key[2]
 
 
 def _is_inner(coords: tuple[Any, ...]) -> bool:
@@ -84,11 +74,7 @@ class ChunkCache:
     ) -> None:
         max_bytes = whole_number("ChunkCache max_bytes", max_bytes, 0)
         max_pinned_bytes = whole_number("ChunkCache max_pinned_bytes", max_pinned_bytes, 0)
-        if not isinstance(pinned, bool | np.bool_):  # "yes" or 0 read as a truth value
-            raise ArgumentTypeError(
-                f"ChunkCache pinned must be True or False, got {type(pinned).__name__} {pinned!r}"
-            )
-        pinned = bool(pinned)
+        pinned = flag("ChunkCache pinned", pinned)  # "no" or 0 would be read as a truth value
         self._max_bytes = max_bytes
         self._pinned_asked = pinned  # what a copy in another process asks for
         self.pinned = pinned and cuda_available()
@@ -216,6 +202,7 @@ class ChunkCache:
         """
         if not isinstance(chunk, np.ndarray):
             raise ArgumentTypeError(f"a cached chunk is a numpy array, got {type(chunk)}")
+        since = cache_args.since(since)
         budget = self.max_bytes
         if not budget or chunk.nbytes > budget:
             return
@@ -253,10 +240,17 @@ class ChunkCache:
 
     def invalidate(self, identity: str, path: str, coords: list[tuple[int, ...]]) -> None:
         """Drop the given chunks of one array (after a write); for a sharded array, the
-        inner chunks of the given shards."""
-        if not isinstance(coords, list | tuple) or not all(type(c) is tuple for c in coords):
-            raise ArgumentTypeError(f"coords is a list of chunk coords tuples, got {coords!r:.200}")
-        where = location(identity, path)
+        inner chunks of the given shards. ``identity`` is the store's (``store.identity``).
+
+        Example:
+            >>> cache = ChunkCache()
+            >>> cache.put(("mem", "x", (0,)), np.zeros(2))
+            >>> cache.invalidate("mem", "x", [(0,)])
+            >>> len(cache)
+            0
+        """
+        cache_args.chunk_coords(coords)
+        where = cache_args.place("invalidate", identity, path)
         with self._lock:
             self._generation += 1
             for c in coords:
@@ -275,7 +269,7 @@ class ChunkCache:
             >>> len(cache)
             0
         """
-        top = location(identity, path)
+        top = cache_args.place("invalidate_tree", identity, path)
         below = top if top.endswith("/") else top + "/"
         self._drop_where(lambda where, _: where == top or where.startswith(below))
 
@@ -291,7 +285,8 @@ class ChunkCache:
             >>> len(cache)
             1
         """
-        top, grid = location(identity, path), tuple(grid)
+        top = cache_args.place("invalidate_outside", identity, path)
+        grid = cache_args.grid_shape(grid)
         self._drop_where(
             lambda where, coords: (
                 where == top

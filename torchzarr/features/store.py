@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchzarr.arguments import flag
 from torchzarr.config import config
 from torchzarr.core.api import MODES
 from torchzarr.core.array import Array
@@ -259,6 +260,7 @@ class FeatureStore(OpenedStore):
         """
         check_missing(missing)
         check_out(out)
+        pin_memory = flag("pin_memory", pin_memory)
         query = as_ids(ids)
         names = feature_names(features)
         prefetched = self._ahead.take((query, names, pin_memory, missing), self._state)
@@ -332,6 +334,7 @@ class FeatureStore(OpenedStore):
             >>> batch = fs.read(next_ids)  # doctest: +SKIP
         """
         check_missing(missing)
+        pin_memory = flag("pin_memory", pin_memory)
         query = as_ids(ids).copy()  # the caller may refill its id buffer for the next batch
         names = feature_names(features)
         read = functools.partial(self._read_fresh, query, names, None, pin_memory, missing)

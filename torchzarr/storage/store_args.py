@@ -1,4 +1,4 @@
-"""Checks of what stores are given (a file-system path, seconds, a flag), made when a store is made."""
+"""Checks of what stores are given (a file-system path, seconds, a flag: ``arguments.flag``), made when a store is made."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from torchzarr.arguments import flag
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["flag", "local_path", "seconds", "settings_of"]
@@ -73,22 +74,3 @@ def settings_of(store: str) -> Iterator[None]:
         yield
     except InvalidArgumentError as err:
         raise type(err)(f"invalid setting of {store}: {err}") from None
-
-
-def flag(name: str, value: Any) -> bool:
-    """``value`` of a yes/no setting (``read_only``): a bool, numpy's too; anything else is
-    refused, as a string would be read wrongly (``bool("false")`` is True).
-
-    Example:
-        >>> flag("read_only", False)
-        False
-        >>> flag("read_only", "false")
-        Traceback (most recent call last):
-        ...
-        torchzarr.errors.ArgumentTypeError: read_only must be True or False, got str: 'false'
-    """
-    if isinstance(value, bool):
-        return value
-    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
-        return bool(value)
-    raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__}: {value!r}")
