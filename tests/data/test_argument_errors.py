@@ -8,6 +8,7 @@ import torch
 import zarr
 
 import torchzarr as tz
+from torchzarr.data.pinned import PinnedRing
 from torchzarr.errors import (
     ArgumentTypeError,
     BoundsError,
@@ -51,6 +52,16 @@ def test_booleans_are_refused_as_indices_everywhere(rows):
         with pytest.raises(SelectionError, match="must be integers"):
             ds.get_batch(indices)
     assert ds[torch.tensor(1)].tolist() == [3.0, 4.0, 5.0]
+
+
+def test_zero_d_bool_tensors_and_arrays_inside_an_index_list_are_refused(rows):
+    ds = tz.ZarrDataset(rows)  # numpy would read them as the indices 1 and 0
+    for indices in ([3, torch.tensor(True)], (torch.tensor(False), 5), [2, np.array(True)]):
+        with pytest.raises(SelectionError, match="not booleans"):
+            ds.__getitems__(indices)
+        with pytest.raises(SelectionError, match="not booleans"):
+            ds.get_batch(indices)
+    assert ds.get_batch([torch.tensor(3), np.array(1)])[:, 0].tolist() == [9.0, 3.0]
 
 
 def test_a_ragged_batch_of_batches_names_the_batch_sampler(rows):
@@ -198,6 +209,38 @@ def test_reading_an_array_resized_after_the_dataset_was_built_is_a_shape_mismatc
         ShapeMismatchError, match=r"/x .*\(member 'x'\).*from \(40, 2\) to \(40, 3\)"
     ):
         ds[0]
+
+
+@pytest.mark.parametrize("new_length", [8, 24])
+def test_persistent_workers_refuse_an_array_resized_between_epochs(tmp_path, new_length):
+    """Their copies of the handle, made when they started, cannot show the resize."""
+    from torch.utils.data import DataLoader
+
+    arr = tz.create_array(str(tmp_path / "a.zarr"), data=torch.arange(1, 21), chunks=(4,))
+    cached = tz.ZarrDataset(arr, cache=True)
+    common = {"num_workers": 1, "persistent_workers": True}
+    loaders = [
+        DataLoader(
+            tz.ZarrIterableDataset(arr, batch_size=5, shuffle=False), batch_size=None, **common
+        ),
+        DataLoader(tz.ZarrDataset(arr), batch_size=5, **common),
+        DataLoader(cached, batch_sampler=tz.ChunkBlockSampler(cached, 5, shuffle=False), **common),
+    ]
+    for loader in loaders:
+        assert torch.cat(list(loader)).tolist() == list(range(1, 21))
+    arr.resize((new_length,))  # through the very handle the datasets were given
+    message = rf"array / .* was resized .*: its length changed from 20 to {new_length}; rebuild"
+    for loader in loaders:
+        with pytest.raises(ShapeMismatchError, match=message):
+            list(loader)  # not rows 9 to 20 read as the fill value 0
+
+
+def test_an_iterable_pass_checks_the_stored_shape_whatever_handle_resized_it(tmp_path):
+    path = str(tmp_path / "a.zarr")
+    ds = tz.ZarrIterableDataset(tz.create_array(path, data=torch.arange(20), chunks=(4,)))
+    tz.open_array(path, mode="r+").resize((12,))  # another handle
+    with pytest.raises(ShapeMismatchError, match="its length changed from 20 to 12"):
+        iter(ds)
 
 
 def test_epochs_and_saved_states_are_checked(rows):
@@ -350,9 +393,22 @@ def test_a_rank_or_world_size_that_is_no_int_is_refused(rows, rank):
     assert len(ids) == 5  # numpy ints count as ints
 
 
-def test_pin_memory_takes_any_truth_value(rows):
-    for flag in (np.False_, 0, "", np.True_, 1):
+@pytest.mark.parametrize("bad", [0, 1, "", "no", None])
+def test_pin_memory_is_true_or_false_wherever_it_is_taken(rows, bad):
+    for flag in (np.False_, np.True_, False, True):  # numpy's bools are bools
         assert torch.equal(rows.read(pin_memory=flag), rows[:])
+    features = tz.FeatureStore("memory://", mode="w")
+    features.write([1], {"x": torch.tensor([2.0])})
+    calls = [
+        lambda: rows.read(pin_memory=bad),
+        lambda: tz.ZarrIterableDataset(rows, pin_memory=bad),
+        lambda: PinnedRing({"x": ((), torch.float32)}, 2, pin_memory=bad),
+        lambda: features.read([1], pin_memory=bad),
+        lambda: features.prefetch([1], pin_memory=bad),
+    ]
+    for call in calls:  # "no" would be read as True, 0 hides a mistaken argument
+        with pytest.raises(ArgumentTypeError, match=r"pin_memory.* must be True or False"):
+            call()
 
 
 @pytest.mark.parametrize(

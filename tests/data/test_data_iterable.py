@@ -476,3 +476,17 @@ def test_a_ring_gives_no_more_rows_than_its_batches_hold(kind):
     ]:
         with pytest.raises(getattr(tz.errors, error), match="rows must be"):
             ring.next(rows)
+
+
+def test_a_pinned_ring_names_a_bad_argument():
+    specs = {"x": ((3,), torch.float32)}
+    for args, kwargs, error, message in [
+        ((specs, -1), {}, "InvalidArgumentError", "batch_size must be >= 1, got -1"),
+        ((specs, 2), {"slots": 2.5}, "ArgumentTypeError", "slots must be an int, got 2.5"),
+        ((specs, 2), {"slots": 1}, "InvalidArgumentError", "slots must be >= 2, got 1"),
+        (([1, 2], 2), {}, "ArgumentTypeError", "specs must be a dict"),
+        (({"x": ((3,), "f4")}, 2), {}, "ArgumentTypeError", r"specs\['x'\]: dtype must be"),
+        (({"x": ((-3,), torch.float32)}, 2), {}, "InvalidArgumentError", "row_shape.0. must be"),
+    ]:
+        with pytest.raises(getattr(tz.errors, error), match=message):
+            tz.data.PinnedRing(*args, **kwargs)

@@ -166,6 +166,24 @@ def test_layout_validation():
     assert np.array_equal(EpochOrder(0, 4, 1, 0, 0, True).ids(0, 0), np.zeros(0))
 
 
+def test_layout_arguments_are_whole_numbers_named_when_not():
+    from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
+
+    for kwargs, error, message in [
+        ({"world_size": 1.5}, ArgumentTypeError, "world_size must be an int, got 1.5"),
+        ({"world_size": "2"}, ArgumentTypeError, "world_size must be an int, got '2'"),
+        ({"workers": True}, ArgumentTypeError, "workers must be an int, got True"),
+        ({"batch_size": 0}, InvalidArgumentError, "batch_size must be >= 1, got 0"),
+    ]:
+        with pytest.raises(error, match=message):
+            Layout(**kwargs)
+    for values in ([1, 2], "1114", [1, 1, 4, 2], [1, 1, 4, 0.0]):
+        with pytest.raises(InvalidArgumentError, match=r"drop_last|Layout\.from_list takes"):
+            Layout.from_list(values)
+    assert Layout(np.int64(2), batch_size=np.int32(4)) == Layout(2, 1, 4)
+    assert type(Layout(np.int64(2)).world_size) is int
+
+
 layouts = st.builds(
     Layout,
     world_size=st.integers(1, 4),

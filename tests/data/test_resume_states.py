@@ -220,6 +220,21 @@ def test_a_loaded_state_too_large_to_hand_to_persistent_workers_is_refused_there
     assert shared.take(worker_copy) == 2 and worker_copy.pending == cursor.pending
 
 
+def test_a_state_too_large_for_persistent_workers_is_raised_by_the_loader_and_they_live_on():
+    import torch
+
+    arr = tz.create_array("memory://", data=torch.arange(20000), chunks=(100,))
+    ds = tz.ZarrIterableDataset(arr, batch_size=10)
+    loader = DataLoader(ds, batch_size=None, num_workers=1, persistent_workers=True)
+    assert sum(len(b) for b in loader) == 20000
+    state = {**ds.state_dict(), "steps": 0}
+    ds.load_state_dict({**state, "remaining": [[2 * i, 2 * i + 1] for i in range(8000)]})
+    with pytest.raises(InvalidArgumentError, match="too large to hand to persistent"):
+        list(loader)  # not "DataLoader worker exited unexpectedly"
+    ds.load_state_dict({**state, "remaining": [[0, 35]]})
+    assert [len(b) for b in loader] == [10, 10, 10, 5]  # the same worker takes it
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("where", ["last step", "after the loop"])
 def test_a_state_saved_as_the_epoch_ended_resumes_the_next_epoch_set_before_the_load(

@@ -6,7 +6,7 @@ import pytest
 from datahelpers import ids_of, make_array
 
 import torchzarr as tz
-from torchzarr.errors import InvalidArgumentError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 
 # Saved by torchzarr with state versions 2 and 1, 40 rows in chunks of 10, batches of 8,
 # block_chunks=2, epoch 3, after 2 batches (a dataset and a sampler save the same state).
@@ -58,6 +58,14 @@ def test_older_states_with_small_seeds_resume_as_they_were_saved(rows, make, ver
     source = make(rows)
     source.load_state_dict({**_SMALL_SEED_STATE, "version": version})
     assert _rest(source) == _SMALL_SEED_REST
+
+
+@pytest.mark.parametrize("make", [_dataset, _sampler])
+@pytest.mark.parametrize("version", [2.5, 3.9, "1", True])
+def test_a_version_that_is_not_an_int_is_refused(rows, make, version):
+    source = make(rows)
+    with pytest.raises(ArgumentTypeError, match=r"version must be an int, got"):
+        source.load_state_dict({**_SMALL_SEED_STATE, "version": version})
 
 
 @pytest.mark.parametrize("make", [_dataset, _sampler])

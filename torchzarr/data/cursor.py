@@ -167,7 +167,13 @@ class Cursor:
 
     def _checked(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The pending state ``state`` describes, checked against this order."""
-        version = int(state.get("version", -1))
+        version = state.get("version", -1)
+        if isinstance(version, bool) or not isinstance(version, int | np.integer):
+            raise ArgumentTypeError(
+                f"malformed dataset state: version must be an int, got {version!r} (save "
+                "states with state_dict() or state_at())"
+            )
+        version = int(version)
         # Version 1 split a rank's batches over its workers otherwise; with one worker the
         # split is the same.
         layout = state.get("layout")

@@ -18,6 +18,7 @@ from torchzarr.errors import ArgumentTypeError, BoundsError, InvalidArgumentErro
 __all__ = ["ZarrDataset"]
 
 _BOOLS = frozenset({bool, np.bool_})
+_BOOL_DTYPES = (torch.bool, np.dtype(bool))
 
 
 class ZarrDataset(Dataset[Any]):
@@ -70,6 +71,18 @@ class ZarrDataset(Dataset[Any]):
         self.transform = transform
 
     def __len__(self) -> int:
+        """The number of samples; raises ShapeMismatchError once an array was resized.
+
+        The samplers ask for it at the start of every epoch in the main process (PyTorch's
+        ``RandomSampler``, ``SequentialSampler`` and ``DistributedSampler``), where the
+        handle the dataset was given shows a resize with no store round trip: persistent
+        DataLoader workers, whose copies of it cannot show one, then never get the epoch.
+
+        Example:
+            >>> len(ds)  # doctest: +SKIP
+            8
+        """
+        self.source.check_shapes()
         return len(self.source)
 
     def __repr__(self) -> str:
@@ -77,8 +90,8 @@ class ZarrDataset(Dataset[Any]):
 
     def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         share_cores_in_worker()
-        if isinstance(indices, Sequence) and not _BOOLS.isdisjoint(map(type, indices)):
-            # (numpy would read [1, True] as [1, 1])
+        if isinstance(indices, Sequence) and _has_bools(indices):
+            # (numpy would read [1, True] as [1, 1], and [3, torch.tensor(True)] as [3, 1])
             raise SelectionError(f"dataset indices must be integers, not booleans: {indices!r:.80}")
         try:
             given = np.asarray(indices)
@@ -168,6 +181,21 @@ class ZarrDataset(Dataset[Any]):
         data = self.source.read(unique)
         index = inverse.astype(np.intp)
         return self.source.item({name: take_rows(t, index) for name, t in data.items()})
+
+
+def _has_bools(indices: Sequence[Any]) -> bool:
+    """Whether a sequence of indices holds a boolean: a bool, or a bool tensor or array.
+
+    Example:
+        >>> _has_bools([3, torch.tensor(True)]), _has_bools([3, np.int64(1)])
+        (True, False)
+    """
+    kinds = set(map(type, indices))
+    if not _BOOLS.isdisjoint(kinds):
+        return True
+    if not any(issubclass(kind, torch.Tensor | np.ndarray) for kind in kinds):
+        return False
+    return any(getattr(value, "dtype", None) in _BOOL_DTYPES for value in indices)
 
 
 def _python_ids(values: list[Any], n: int, dtype: np.dtype) -> np.ndarray:

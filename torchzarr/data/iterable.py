@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from torchzarr.arguments import optional_callable
+from torchzarr.arguments import flag, optional_callable
 from torchzarr.data.cursor import Cursor, SharedCursor
 from torchzarr.data.partition import (
     EpochOrder,
@@ -116,7 +116,7 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self.drop_last = bool(drop_last)
         self.transform = transform
         self.prefetch = whole_number("prefetch", prefetch, 1)
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = flag("pin_memory", pin_memory)
         worker_buffers = whole_number("worker_buffers", worker_buffers, 0, MAX_RING_SLOTS)
         if worker_buffers and worker_buffers < 3:
             raise InvalidArgumentError(f"worker_buffers must be 0 or >= 3, got {worker_buffers}")
@@ -212,6 +212,17 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
+        if get_worker_info() is None:
+            return self._start()
+        try:
+            return self._start()
+        except Exception as err:  # raised again, where PyTorch forwards it
+            # PyTorch calls iter() of a persistent worker's later pass outside its exception
+            # forwarding: raised here, the error would kill the worker ("exited unexpectedly").
+            return _raise_when_started(err)
+
+    def _start(self) -> Iterator[Any]:
+        """Start a pass in this process: its share of the epoch, checked against the store."""
         info = get_worker_info()
         worker = info.id if info is not None else 0
         share_cores_in_worker()
@@ -228,6 +239,9 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
             # a state, or a state loaded in this worker served its pass. Start where a fresh
             # worker would, from the main process's epoch and loaded state.
             self._followed = shared.take(self.cursor)
+        # Once per pass: a worker's copy of the handles cannot show a resize made since it
+        # started (persistent workers), and another handle's is not seen in any process.
+        self.source.check_stored_shapes()
         layout = self.layout(info.num_workers if info is not None else 0)
         remaining, first = self.cursor.begin(layout, worker)
         # The main process uses a loaded state up; a worker keeps the one its parent loaded
@@ -427,3 +441,17 @@ class ZarrIterableDataset(OnRanks, IterableDataset[Any]):
         self._publish_epoch()
         self._pending_once = get_worker_info() is not None
         self._live = None
+
+
+def _raise_when_started(err: Exception) -> Iterator[Any]:
+    """A generator raising ``err`` at its first ``next()`` (in a worker, PyTorch forwards it).
+
+    Example:
+        >>> it = _raise_when_started(KeyError("k"))
+        >>> next(it)
+        Traceback (most recent call last):
+        ...
+        KeyError: 'k'
+    """
+    raise err
+    yield  # a generator: nothing runs before the first next()

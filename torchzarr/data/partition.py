@@ -200,8 +200,10 @@ class Layout:
     drop_last: bool = False
 
     def __post_init__(self) -> None:
-        if min(self.world_size, self.workers, self.batch_size) < 1:
-            raise InvalidArgumentError(f"world_size, workers and batch_size must be >= 1: {self}")
+        # (frozen: the checked values are set as the dataset constructors check theirs)
+        for name in ("world_size", "workers", "batch_size"):
+            object.__setattr__(self, name, whole_number(name, getattr(self, name), 1))
+        object.__setattr__(self, "drop_last", bool(self.drop_last))
 
     @property
     def slots(self) -> int:
@@ -247,8 +249,20 @@ class Layout:
 
     @classmethod
     def from_list(cls, values: Any) -> Layout:
-        """The inverse of :meth:`to_list`."""
-        world, workers, batch, drop = (int(v) for v in values)
+        """The inverse of :meth:`to_list`.
+
+        Example:
+            >>> Layout.from_list([2, 1, 4, 0])
+            Layout(world_size=2, workers=1, batch_size=4, drop_last=False)
+        """
+        if not isinstance(values, list | tuple) or len(values) != 4:
+            raise InvalidArgumentError(
+                "Layout.from_list takes [world_size, workers, batch_size, drop_last], got "
+                f"{values!r:.80}"
+            )
+        world, workers, batch, drop = values
+        if isinstance(drop, float) or drop not in (0, 1):
+            raise InvalidArgumentError(f"drop_last must be 0 or 1 in a layout list, got {drop!r}")
         return cls(world, workers, batch, bool(drop))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from torchzarr.arguments import whole_number
+from torchzarr.arguments import flag, whole_number
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.tensors import cuda_available
 
@@ -43,9 +43,10 @@ class PinnedRing:
         slots: int = 4,
         pin_memory: bool = True,
     ) -> None:
-        if slots < 2:
-            raise InvalidArgumentError(f"a ring needs at least 2 slots, got {slots}")
-        self.pinned = bool(pin_memory) and cuda_available()
+        specs = _checked_specs(specs)
+        batch_size = whole_number("batch_size", batch_size, 1)
+        slots = whole_number("slots", slots, 2)  # (a ring needs at least 2)
+        self.pinned = flag("pin_memory", pin_memory) and cuda_available()
         self.batch_size = batch_size
         self._buffers = [
             {
@@ -65,6 +66,33 @@ class PinnedRing:
         buffers = self._buffers[self._next]
         self._next = (self._next + 1) % len(self._buffers)
         return {name: t[:rows] for name, t in buffers.items()}
+
+
+def _checked_specs(specs: Any) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """``specs`` of a :class:`PinnedRing` checked: ``{name: (row_shape, dtype)}``.
+
+    Example:
+        >>> _checked_specs({"x": ([3], torch.float32)})
+        {'x': ((3,), torch.float32)}
+    """
+    if not isinstance(specs, Mapping):
+        raise ArgumentTypeError(
+            f"specs must be a dict of name to (row_shape, dtype), got {type(specs).__name__}"
+        )
+    out = {}
+    for name, spec in specs.items():
+        if not (isinstance(spec, tuple | list) and len(spec) == 2):
+            raise ArgumentTypeError(f"specs[{name!r}] must be (row_shape, dtype), got {spec!r}")
+        shape, dtype = spec
+        if not isinstance(dtype, torch.dtype):
+            raise ArgumentTypeError(f"specs[{name!r}]: dtype must be a torch.dtype, got {dtype!r}")
+        if not isinstance(shape, tuple | list | torch.Size):
+            raise ArgumentTypeError(f"specs[{name!r}]: row_shape must be a tuple, got {shape!r}")
+        dims = tuple(
+            whole_number(f"specs[{name!r}] row_shape[{i}]", n, 0) for i, n in enumerate(shape)
+        )
+        out[name] = (dims, dtype)
+    return out
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:

@@ -65,6 +65,7 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
     ) -> None:
         source = getattr(dataset, "source", dataset)
         source = source if isinstance(source, Source) else Source(source)
+        self._source = source  # (checked at each epoch: made for the shapes it has now)
         self._placement = Placement(rank, world_size)
         self.batch_size = whole_number("batch_size", batch_size, 1)
         self.drop_last = bool(drop_last)
@@ -99,6 +100,9 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         return self.layout.rank_batches(self.cursor.num_samples)
 
     def __iter__(self) -> Iterator[list[int]]:
+        # In the main process, where the handles the dataset was given show a resize with no
+        # store round trip: persistent DataLoader workers' copies cannot show one.
+        self._source.check_shapes()
         if (self.cursor.pending or {}).get("worker") is not None:
             self.cursor.resolve(self.layout)  # refuses a DataLoader worker's state, naming it
         remaining, first = self.cursor.begin(self.layout, 0)

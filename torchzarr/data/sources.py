@@ -268,25 +268,44 @@ class Source:
 
         The order, split and length of a dataset were made for the shapes it saw then; a
         resize through the same Array handle shows in its shape (one made elsewhere, by
-        another handle or process, is not seen).
+        another handle or process, is not seen: :meth:`check_stored_shapes` sees it).
 
         Example:
             >>> src.check_shapes()  # doctest: +SKIP
         """
         for name, arr in self._watched.items():
-            now, then = arr.shape, self.shapes[name]
-            if now != then:
-                what = (
-                    f"its length changed from {then[0]} to {now[0]}"
-                    if now[1:] == then[1:]
-                    else f"its shape changed from {then} to {now}"
-                )
-                member = "" if self.single else f" (member {name!r})"
-                raise ShapeMismatchError(
-                    f"array {arr.name} in {arr.store!r}{member} was resized after the dataset "
-                    f"was built over it: {what}; rebuild the dataset (and its sampler) over "
-                    "the array as it is now"
-                )
+            self._refuse_resized(name, arr, arr.shape)
+
+    def check_stored_shapes(self) -> None:
+        """Refuse arrays whose shape as stored now is not the one the source was made for.
+
+        One metadata read per array: what an iterable dataset does at the start of each
+        pass, in each DataLoader worker too, whose copy of the handle (made when the worker
+        started) cannot show a resize made since in the main process. An array deleted
+        since raises ArrayNotFoundError.
+
+        Example:
+            >>> src.check_stored_shapes()  # doctest: +SKIP
+        """
+        for name, arr in self._watched.items():
+            self._refuse_resized(name, arr, tuple(arr._stored_metadata().shape))
+
+    def _refuse_resized(self, name: str, arr: Array, now: tuple[int, ...]) -> None:
+        """ShapeMismatchError when member ``name`` (``arr``) now has a shape other than its own."""
+        then = self.shapes[name]
+        if now == then:
+            return
+        what = (
+            f"its length changed from {then[0]} to {now[0]}"
+            if now[1:] == then[1:]
+            else f"its shape changed from {then} to {now}"
+        )
+        member = "" if self.single else f" (member {name!r})"
+        raise ShapeMismatchError(
+            f"array {arr.name} in {arr.store!r}{member} was resized after the dataset "
+            f"was built over it: {what}; rebuild the dataset (and its sampler) over "
+            "the array as it is now"
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(f"{k or '<array>'}: {tuple(a.shape)}" for k, a in self.arrays.items())
