@@ -129,19 +129,6 @@ _V2_NAMES = frozenset(dt.name for dt in _TABLE if dt.name.startswith("float8"))
 _BY_NUMPY: dict[np.dtype[Any], DataType] = {
     dt.storage: dt for dt in _TABLE if not dt.is_reinterpreted
 }
-# torch's own short names, as ``str(torch.float)`` spells them ("torch.float" is float32)
-_TORCH_ALIASES = {
-    "float": "float32",
-    "double": "float64",
-    "half": "float16",
-    "long": "int64",
-    "int": "int32",
-    "cfloat": "complex64",
-    "cdouble": "complex128",
-}
-# Names given as text mean what numpy and zarr-python take them to mean ("float" is
-# float64, "int" int64); only those numpy does not know keep torch's meaning.
-_TEXT_ALIASES = {"cfloat": "complex64"}
 
 
 def all_data_types() -> tuple[DataType, ...]:
@@ -188,14 +175,14 @@ def data_type(value: object) -> DataType:
     if isinstance(value, DataType):
         return value
     if isinstance(value, str):
-        name = _TEXT_ALIASES.get(value, value)
-        if name in _BY_NAME:
-            return _BY_NAME[name]
+        if value in _BY_NAME:
+            return _BY_NAME[value]
+        # other names mean what numpy (and so zarr-python) takes them to mean: "float" is
+        # float64 and "int" int64, where torch.float is float32 and torch.int int32
         return data_type(_numpy_dtype(value))
     text = str(value)
     if text.startswith("torch."):  # a torch.dtype, without importing torch here
-        name = text.removeprefix("torch.")
-        name = _TORCH_ALIASES.get(name, name)
+        name = text.removeprefix("torch.")  # torch.float prints as torch.float32
         if name in _BY_NAME:
             return _BY_NAME[name]
         raise _unsupported(value)

@@ -145,8 +145,11 @@ def timed(counter: str) -> Iterator[None]:
         >>> with timed("fetch_seconds"):
         ...     pass
     """
-    if counter not in _NAMES:  # here, not after the block, where it would hide its error
+    if counter not in _SECONDS:  # here, not after the block, where it would hide its error
         _check_names([counter])
+        raise InvalidArgumentError(
+            f"timed() adds seconds to fetch_seconds or decode_seconds, not to {counter!r}"
+        )
     start = time.perf_counter()
     try:
         yield

@@ -143,6 +143,11 @@ def test_telemetry_names_an_unknown_counter_and_keeps_the_blocks_error():
     assert not ran
     with pytest.raises(ValueError, match="original"), telemetry.timed("fetch_seconds"):
         raise ValueError("original")
+    # a counter that is no seconds counter, refused before the block too (not, after it,
+    # in place of the block's own error)
+    with pytest.raises(InvalidArgumentError, match="not to 'reads'"), telemetry.timed("reads"):
+        ran.append(True)
+    assert not ran
 
 
 def test_chunks_deleted_counts_deletes_issued_stored_or_not():

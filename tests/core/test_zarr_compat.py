@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numcodecs
 import numpy as np
@@ -216,8 +218,35 @@ def test_in_answers_as_numpy_and_torch_do_a_chunk_row_at_a_time(arr, monkeypatch
     assert 2**64 - 1 in wide and 0 not in wide
     assert 1.5 in tz.create_array("memory://", shape=(), dtype="bfloat16", fill_value=1.5)
     assert 0 not in tz.create_array("memory://", shape=(0, 4), dtype="float32")
-    with pytest.raises(ArgumentTypeError, match="'in' takes a number or tensor, got str"):
-        _ = "12" in arr
+    for bad in ("12", Fraction(1, 2), Decimal(1), None, torch.tensor([1, 2])):
+        with pytest.raises(ArgumentTypeError, match="'in' takes a number"):
+            _ = bad in arr
+
+
+@pytest.mark.parametrize(
+    ("data", "value", "expected"),
+    [
+        (np.array([-24, 5], np.int8), 1000, False),  # torch would wrap 1000 to -24
+        (np.array([-24, 5], np.int8), -24.0, True),
+        (np.array([255, 1], np.uint8), -1, False),  # wrapped to 255
+        (np.array([2**64 - 1], np.uint64), -1, False),
+        (np.array([2**64 - 1], np.uint64), np.uint64(2**64 - 1), True),
+        (np.array([2**63], np.uint64), np.uint64(2**63), True),
+        (np.arange(10, dtype=np.int32), np.complex64(5 + 1j), False),  # not cut to 5
+        (np.arange(10, dtype=np.int32), 5 + 0j, True),
+        (np.arange(10, dtype=np.int64), 2**64, False),
+        (np.arange(10, dtype=np.int64), 5.5, False),
+        (np.arange(10, dtype=np.int64), float("nan"), False),
+        (np.array([1.5, np.nan], np.float32), float("nan"), False),  # NaN equals nothing
+        (np.array([True]), 2, False),
+        (np.array([True]), 1, True),
+        (np.array([1 + 2j], np.complex64), 1 + 2j, True),
+    ],
+)
+def test_in_compares_values_as_numpy_does_never_wrapped_into_the_dtype(data, value, expected):
+    arr = tz.create_array("memory://", data=data, chunks=(1,))
+    assert (value in arr) is expected
+    assert expected == bool((data == value).any())  # numpy's answer
 
 
 def test_nodes_compare_equal_as_zarr_python_compares_them(tmp_path):

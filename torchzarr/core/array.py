@@ -31,7 +31,6 @@ from torchzarr.core.nodes import node_lock, write_node
 from torchzarr.core.read_out import check_out, fills_in_place
 from torchzarr.core.reshape import append_along, resize_from, shape_lock, stored_shape
 from torchzarr.core.selection import make_indexer
-from torchzarr.core.sharded_layout import inner_chunk_shape, inner_chunks_of_shards
 from torchzarr.core.streaming import iter_chunks
 from torchzarr.core.zarr_compat import ZarrArrayMethods
 from torchzarr.errors import (
@@ -133,13 +132,15 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        """Shape of one chunk (the inner chunk of a sharded array, in the array's axis order)."""
-        return inner_chunk_shape(self._metadata) or self._grid
+        """Shape of one chunk (the inner chunk of a sharded array; the shard where sharding
+        comes after a ``transpose``, read and written a whole shard at a time)."""
+        sharding = self._sharding
+        return tuple(sharding.chunk_shape) if sharding else self._grid
 
     @property
     def shards(self) -> tuple[int, ...] | None:
         """Shape of one shard (the stored object) of a sharded array, else None."""
-        return self._grid if inner_chunk_shape(self._metadata) is not None else None
+        return self._grid if self._sharding else None
 
     @property
     def _grid(self) -> tuple[int, ...]:
@@ -233,9 +234,9 @@ class Array(NodeBase, ZarrArrayMethods, ArrayProtocols):
         """:attr:`nchunks_initialized` from the array's stored chunk (shard) keys; a shard
         whose index cannot be read raises, or with ``damaged`` is listed there."""
         reader = self._source.shard_reader if self._sharding is not None else None
+        if reader is None:
+            return len(shards)
         layout = (self._grid, self.chunks, self.shape)
-        if reader is None:  # unsharded; or sharded behind a transpose: zarr-python's count
-            return len(shards) if self.shards is None else inner_chunks_of_shards(shards, layout)
         return count_initialized(reader.indexes, shards, layout, damaged)
 
     @property

@@ -58,12 +58,10 @@ def source_settings(data: Any, zarr_format: int) -> dict[str, Any]:
     """
     if isinstance(data, Array):
         same_format = data.zarr_format == zarr_format
-        # sharding after a transpose (tensorstore writes it): its codecs carry the layout
-        after_transpose = data.shards is not None and data._sharding is None
         return {
             "codec_source": data,
-            "chunks": data._grid if after_transpose else data.chunks,
-            "shards": None if after_transpose else _shard_layout(data),
+            "chunks": data.chunks,
+            "shards": _shard_layout(data),
             "filters": data.filters,
             "compressors": data.compressors,
             "serializer": data.serializer if same_format else AUTO,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from numbers import Number
 from typing import TYPE_CHECKING, Any
 
 import numcodecs
@@ -24,6 +23,38 @@ __all__ = ["ZarrArrayMethods", "block_selection"]
 def _holds(block: torch.Tensor, value: Any) -> bool:
     equal: torch.Tensor = block == value  # torch's stubs type ``==`` as bool
     return bool(equal.any())
+
+
+def _sought(value: Any, dtype: torch.dtype, path: str) -> bool | int | float | complex | None:
+    """``value`` (a number, numpy scalar or one-element tensor) as a Python number that
+    ``==`` compares with elements of ``dtype`` without wrapping it into that dtype, or None
+    where no element can equal it (1000 for int8, 1.5 or NaN for ints, 1j for floats).
+
+    Example:
+        >>> _sought(1000, torch.int8, "a"), _sought(2.0, torch.int8, "a"), _sought(1j, torch.float32, "a")
+        (None, 2, None)
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.layout == torch.strided:
+        value = value.detach().cpu().item() if not value.is_meta else value
+    elif isinstance(value, np.bool_ | np.number):
+        value = value.item()
+    if not isinstance(value, bool | int | float | complex):
+        raise ArgumentTypeError(
+            f"'in' takes a number (or one-element tensor), got {type(value).__name__} for "
+            f"array {path!r}"
+        )
+    if isinstance(value, complex) and not dtype.is_complex:
+        if value.imag != 0:  # (a NaN imaginary part too)
+            return None
+        value = value.real
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        return value  # compared in the array's dtype, as torch compares
+    if isinstance(value, float):
+        if not value.is_integer():  # fractions, NaN, infinities
+            return None
+        value = int(value)
+    bounds = torch.iinfo(dtype)
+    return value if bounds.min <= value <= bounds.max else None
 
 
 def _block_axis(item: Any, axis: int, extent: int, block: int) -> slice:
@@ -97,6 +128,8 @@ class ZarrArrayMethods:
         def __getitem__(self, selection: Any) -> torch.Tensor: ...
         @property
         def zarr_format(self) -> int: ...
+        @property
+        def dtype(self) -> torch.dtype: ...
         @property
         def path(self) -> str: ...
         @property
@@ -212,8 +245,9 @@ class ZarrArrayMethods:
             yield from self[start : start + step]
 
     def __contains__(self, value: Any) -> bool:
-        """``value in arr``: whether any element equals ``value``, as ``value in tensor``
-        answers, read one chunk row at a time (a whole array is never held at once).
+        """``value in arr``: whether any element equals the number ``value``, as numpy
+        answers (a value the dtype cannot hold is in no array: ``1000 in`` int8 is False,
+        not wrapped as torch does), read a chunk row (of shards) at a time.
 
         Example:
             >>> import torchzarr as tz
@@ -221,10 +255,9 @@ class ZarrArrayMethods:
             >>> 3 in arr, 5 in arr
             (True, False)
         """
-        if not isinstance(value, (Number, np.generic, torch.Tensor)):
-            raise ArgumentTypeError(
-                f"'in' takes a number or tensor, got {type(value).__name__} for array {self.path!r}"
-            )
+        value = _sought(value, self.dtype, self.path)
+        if value is None:
+            return False
         if not self.shape:
             return _holds(self[()], value)
         step = self._grid[0]  # whole shards (or chunks) along axis 0: one read each
