@@ -230,6 +230,8 @@ def test_persistent_workers_refuse_an_array_resized_between_epochs(tmp_path, new
         assert torch.cat(list(loader)).tolist() == list(range(1, 21))
     arr.resize((new_length,))  # through the very handle the datasets were given
     message = rf"array / .* was resized .*: its length changed from 20 to {new_length}; rebuild"
+    if new_length > 20:  # the iterable workers' stored-shape check lets appended rows be
+        assert torch.cat(list(loaders.pop(0))).tolist() == list(range(1, 21))
     for loader in loaders:
         with pytest.raises(ShapeMismatchError, match=message):
             list(loader)  # not rows 9 to 20 read as the fill value 0
@@ -238,9 +240,27 @@ def test_persistent_workers_refuse_an_array_resized_between_epochs(tmp_path, new
 def test_an_iterable_pass_checks_the_stored_shape_whatever_handle_resized_it(tmp_path):
     path = str(tmp_path / "a.zarr")
     ds = tz.ZarrIterableDataset(tz.create_array(path, data=torch.arange(20), chunks=(4,)))
-    tz.open_array(path, mode="r+").resize((12,))  # another handle
+    other = tz.open_array(path, mode="r+")
+    other.append(torch.arange(20, 24))  # rows appended: the 20 read are all still there
+    assert sorted(torch.cat([b.reshape(-1) for b in ds]).tolist()) == list(range(20))
+    other.resize((12,))  # another handle
     with pytest.raises(ShapeMismatchError, match="its length changed from 20 to 12"):
         iter(ds)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_group_whose_consolidated_metadata_went_stale_after_an_append_still_trains(
+    tmp_path, zarr_format
+):
+    """zarr-python's usual workflow: consolidate, then append without consolidating again."""
+    group = zarr.open_group(str(tmp_path), mode="w", zarr_format=zarr_format)
+    x = group.create_array("x", shape=(100, 4), chunks=(10, 4), dtype="f4")
+    x[:] = np.arange(400, dtype="f4").reshape(100, 4)
+    zarr.consolidate_metadata(str(tmp_path))
+    x.append(np.zeros((20, 4), "f4"))
+    ds = tz.ZarrIterableDataset(tz.open_group(str(tmp_path), mode="r"), batch_size=10)
+    for _ in range(2):  # every pass
+        assert sum(len(batch["x"]) for batch in ds) == 100
 
 
 def test_epochs_and_saved_states_are_checked(rows):

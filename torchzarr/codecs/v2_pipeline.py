@@ -7,9 +7,6 @@ reinterprets the bytes the last filter gives back as the stored dtype.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import sys
 from typing import Any
 
@@ -19,17 +16,8 @@ from numcodecs.abc import Codec as NumcodecsObject
 from torchzarr.codecs.base import ChunkSpec
 from torchzarr.codecs.bounded import DECODES_INTO, decompress_at_most, max_encoded_size
 from torchzarr.codecs.bytes_codec import as_byte_view
-from torchzarr.codecs.compressors import (
-    BloscCodec,
-    blosc_cnames_available,
-    decode_into,
-    gzip_compress,
-)
-from torchzarr.codecs.numcodecs_adapter import (
-    ARRAY_TO_ARRAY_IDS,
-    ARRAY_TO_BYTES_IDS,
-    numcodecs_object,
-)
+from torchzarr.codecs.compressors import BloscCodec, decode_into, gzip_compress
+from torchzarr.codecs.numcodecs_adapter import numcodecs_object
 from torchzarr.codecs.pipeline import check_out, decode_error
 from torchzarr.codecs.user_settings import plain_numbers
 from torchzarr.errors import (
@@ -87,45 +75,6 @@ def _codec(config: Any) -> NumcodecsObject:
         raise CodecError(f"numcodecs codec {config!r}: {type(err).__name__}: {err}") from None
 
 
-#: the most elements a trial encode of a codec's settings takes (a power of two: any
-#: shuffle ``elementsize`` of one works on it)
-_TRIAL_ELEMENTS = 4096
-
-
-@functools.lru_cache(maxsize=256)
-def _encode_problem(config: str, count: int, dtype: str) -> str | None:
-    """Why the numcodecs codec of JSON ``config`` cannot encode ``count`` zeros of ``dtype``
-    (a setting of the wrong type or out of range, which every write would meet), or None."""
-    codec = numcodecs_object(json.loads(config))
-    try:
-        codec.encode(np.zeros(count, dtype=dtype))
-    except Exception as err:  # numcodecs raises what it likes
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-def _check_settings(codec: NumcodecsObject, key: str, spec: ChunkSpec) -> None:
-    """Refuse a bytes -> bytes codec (a compressor, shuffle, a checksum) whose settings
-    cannot encode a chunk: tried once per setting, before any write, as v3 checks its
-    codecs' settings when the metadata is read. Filters on typed arrays (``delta``,
-    ``bitround``, ...) are not tried: one that misfits the dtype still reads."""
-    config = codec.get_config()
-    if config["id"] in ARRAY_TO_ARRAY_IDS | ARRAY_TO_BYTES_IDS:
-        return
-    if not type(codec).__module__.startswith("numcodecs."):
-        return  # a plugin's codec (imagecodecs' take images): its write will say
-    if config["id"] == "blosc" and config.get("cname") not in blosc_cnames_available():
-        return  # read with what the frames name; a write says the cname is missing
-    try:
-        text = json.dumps(config, sort_keys=True)
-    except (TypeError, ValueError):
-        return  # not JSON: not from a .zarray
-    count = min(math.prod(spec.shape), _TRIAL_ELEMENTS)
-    problem = _encode_problem(text, count, spec.dtype.str)
-    if problem is not None:
-        raise MetadataError(f".zarray: {key} {config!r} cannot encode a chunk: {problem}")
-
-
 class V2Pipeline:
     """The chunk pipeline of a v2 array (implements ``ChunkPipeline``).
 
@@ -137,8 +86,7 @@ class V2Pipeline:
         byteorder: ``"<"``, ``">"`` or ``"|"``, that of the stored dtype.
 
     Raises:
-        MetadataError: a bad ``order`` or ``byteorder``, or a compressor (or bytes filter)
-            whose settings cannot encode (``{"id": "zstd", "level": "x"}``), naming its key.
+        MetadataError: a bad ``order`` or ``byteorder``.
         UnknownCodecError: a numcodecs id nobody provides, naming it.
 
     Example:
@@ -178,10 +126,6 @@ class V2Pipeline:
         )
         self.compressor = _codec(compressor) if compressor is not None else None
         self.filters = tuple(_codec(f) for f in filters or ())
-        for i, codec in enumerate(self.filters):
-            _check_settings(codec, f"filters[{i}]", spec)
-        if self.compressor is not None:
-            _check_settings(self.compressor, "compressor", spec)
         self._compressor_id: str | None = (
             self.compressor.get_config()["id"] if self.compressor is not None else None
         )

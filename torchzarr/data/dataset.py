@@ -18,7 +18,6 @@ from torchzarr.errors import ArgumentTypeError, BoundsError, InvalidArgumentErro
 __all__ = ["ZarrDataset"]
 
 _BOOLS = frozenset({bool, np.bool_})
-_BOOL_DTYPES = (torch.bool, np.dtype(bool))
 
 
 class ZarrDataset(Dataset[Any]):
@@ -195,7 +194,14 @@ def _has_bools(indices: Sequence[Any]) -> bool:
         return True
     if not any(issubclass(kind, torch.Tensor | np.ndarray) for kind in kinds):
         return False
-    return any(getattr(value, "dtype", None) in _BOOL_DTYPES for value in indices)
+    return any(
+        (value.dtype is torch.bool) if isinstance(value, torch.Tensor) else _numpy_bool(value)
+        for value in indices
+    )
+
+
+def _numpy_bool(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == np.bool_
 
 
 def _python_ids(values: list[Any], n: int, dtype: np.dtype) -> np.ndarray:

@@ -281,14 +281,22 @@ class Source:
 
         One metadata read per array: what an iterable dataset does at the start of each
         pass, in each DataLoader worker too, whose copy of the handle (made when the worker
-        started) cannot show a resize made since in the main process. An array deleted
-        since raises ArrayNotFoundError.
+        started) cannot show a resize made since in the main process. Rows appended along
+        the first axis are let be: the rows the dataset reads are all still there (and a
+        group opened through consolidated metadata that others appended to without
+        consolidating again shows its old lengths: zarr-python's usual workflow). A
+        shrink, or a change of another axis, raises; an array deleted since raises
+        ArrayNotFoundError.
 
         Example:
             >>> src.check_stored_shapes()  # doctest: +SKIP
         """
         for name, arr in self._watched.items():
-            self._refuse_resized(name, arr, tuple(arr._stored_metadata().shape))
+            now = tuple(arr._stored_metadata().shape)
+            then = self.shapes[name]
+            grown = len(now) == len(then) and now[1:] == then[1:] and now[:1] >= then[:1]
+            if not grown:
+                self._refuse_resized(name, arr, now)
 
     def _refuse_resized(self, name: str, arr: Array, now: tuple[int, ...]) -> None:
         """ShapeMismatchError when member ``name`` (``arr``) now has a shape other than its own."""

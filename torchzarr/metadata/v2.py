@@ -115,7 +115,6 @@ class ArrayMetadataV2(ArrayMetadata):
             numcodecs_codec_class(codec["id"])  # one numcodecs lacks: known now, as in v3
         set_(self, "attributes", check_attributes(self.attributes, where=".zattrs"))
         set_(self, "chunk_key_encoding", V2ChunkKeyEncoding(self.dimension_separator))
-        self.codec_pipeline()  # settings that cannot encode fail here, as in v3, not at a write
 
     @property
     def chunks(self) -> tuple[int, ...]:
