@@ -131,19 +131,34 @@ def test_copies_in_bounded_slabs_of_whole_destination_blocks(monkeypatch):
     assert [rows for rows, _ in writes] == [slice(0, 12), slice(12, 20)]
 
 
-def test_write_data_false_and_refusing_to_copy_onto_itself(tmp_path):
+def test_write_data_false_and_refusing_to_copy_onto_itself(tmp_path, tmp_path_factory):
     src = _source(tmp_path)
     empty = tz.from_array("memory://", data=src, write_data=False)
     assert empty.nchunks_initialized == 0 and empty.shape == (20, 6)
     with pytest.raises(InvalidArgumentError, match="onto itself"):
         tz.from_array(tmp_path, data=src, overwrite=True)
     assert torch.equal(tz.open_array(tmp_path)[:], DATA)  # untouched
-    group = tz.open_group(tmp_path / "g.zarr", mode="w")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # not inside the source array
+    group = tz.open_group(elsewhere / "g.zarr", mode="w")
     inner = tz.from_array(group.store, data=src, path="sub/x")
-    for where, path in ((tmp_path / "g.zarr" / "sub" / "x", ""), (tmp_path / "g.zarr", "sub")):
+    for where, path in ((elsewhere / "g.zarr" / "sub" / "x", ""), (elsewhere / "g.zarr", "sub")):
         with pytest.raises(InvalidArgumentError, match="onto itself"):  # however reached
             tz.from_array(where, data=inner, path=path, overwrite=True)
     assert torch.equal(tz.open_array(group.store, path="sub/x")[:], DATA)
+    for where, path in ((elsewhere / "g.zarr" / "sub" / "x" / "c", ""), (group.store, "sub/x/b")):
+        with pytest.raises(InvalidArgumentError, match="inside it, among its chunks"):
+            tz.from_array(where, data=inner, path=path, chunks=(10, 6), overwrite=True)
+    assert torch.equal(tz.open_array(group.store, path="sub/x")[:], DATA)  # chunks kept
+
+
+def test_rechunk_into_the_source_arrays_own_folder_is_refused(tmp_path, capsys):
+    from torchzarr.cli import main
+
+    src = tz.from_array(tmp_path / "s.zarr", data=DATA, chunks=(5, 6))
+    args = ["rechunk", str(tmp_path / "s.zarr"), str(tmp_path / "s.zarr" / "c")]
+    assert main([*args, "--dest-path", "", "--chunks", "10,6", "--overwrite"]) == 1
+    assert "inside it, among its chunks" in capsys.readouterr().err
+    assert torch.equal(src[:], DATA)
 
 
 def test_zarr_python_v3_dimension_names_are_kept():

@@ -207,10 +207,11 @@ def from_array(
         # creating the destination clears everything below it first
         src = location(data.store.identity, data.path)
         dst = location(dest_store.identity, path)
-        if src == dst or src.startswith(dst.rstrip("/") + "/"):
+        inside = dst.startswith(src.rstrip("/") + "/")  # among the source's chunk keys
+        if src == dst or src.startswith(dst.rstrip("/") + "/") or inside:
             raise InvalidArgumentError(
                 f"from_array would write array {data.name} of {data.store!r} onto itself "
-                "(or onto a group holding it)"
+                "(or onto a group holding it, or inside it, among its chunks)"
             )
     kept_attributes = keep["attributes"]
     if zarr_format == 2 and not _is_keep(dimension_names) and kept_attributes is not None:
