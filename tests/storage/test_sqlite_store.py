@@ -455,3 +455,40 @@ def test_a_bad_timeout_names_the_store_path_and_the_url(tmp_path: Path) -> None:
     with pytest.raises(tz.errors.InvalidArgumentError, match="timeout must be") as opened:
         tz.open_group(url, mode="a", storage_options={"timeout": -1})
     assert str(opened.value).startswith(f"cannot open {url!r}: ") and path in str(opened.value)
+
+
+def test_immutable_needs_read_only_and_the_error_names_both(tmp_path: Path) -> None:
+    path = str(tmp_path / "i.db")
+    with pytest.raises(
+        tz.errors.InvalidArgumentError, match="immutable=True needs read_only"
+    ) as made:
+        SQLiteStore(path, immutable=True)
+    assert f"SQLiteStore({path!r})" in str(made.value)
+    with pytest.raises(tz.errors.ArgumentTypeError, match="immutable"):
+        SQLiteStore(path, read_only=True, immutable="yes")
+    url = f"sqlite://{path}"
+    with pytest.raises(tz.errors.InvalidArgumentError, match="needs read_only=True") as opened:
+        tz.open_group(url, mode="a", storage_options={"immutable": True})
+    assert str(opened.value).startswith(f"cannot open {url!r}: ")
+    assert not (tmp_path / "i.db").exists()
+
+
+def test_immutable_rides_pickles_repr_equality_with_read_only_and_urls(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "i.db"
+    writer = SQLiteStore(path)
+    writer.set("a", b"1")
+    writer.close()
+    store = SQLiteStore(path, read_only=True, immutable=True, timeout=2)
+    again = pickle.loads(pickle.dumps(store))
+    assert again.immutable and again.read_only and again.timeout == 2.0 and again == store
+    assert store != SQLiteStore(path, read_only=True) and repr(store).endswith(", immutable)")
+    assert store.identity == writer.identity  # the same data
+    assert store.with_read_only(True).immutable and store.with_read_only(True) == store
+    assert not store.with_read_only(False).immutable
+    opened = resolve_store(f"sqlite://{path}", mode="r", storage_options={"immutable": True})
+    assert isinstance(opened, SQLiteStore) and opened == store
+    assert opened.get("a") == b"1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.db"]  # no -wal, no -shm made
+    opened.close()

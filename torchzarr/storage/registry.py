@@ -272,7 +272,8 @@ def resolve_store(
     whole process. Paths without a scheme are local directories, except a path ending in
     ``.zip`` that is not a directory, which opens as a ZipStore. ``storage_options`` go
     to the store made from a path or URL; with a Store object they raise
-    ``ArgumentTypeError`` (an empty mapping or None is fine).
+    ``ArgumentTypeError`` (an empty mapping or None is fine). With ``mode="r"``, a
+    ``sqlite://`` URL's ``immutable`` option gets the ``read_only=True`` it needs.
 
     Example:
         >>> type(resolve_store("memory://", mode="w")).__name__
@@ -299,6 +300,8 @@ def resolve_store(
     if not sep:
         scheme = "zip" if _is_zip_path(store) else "file"
     scheme = scheme.lower()
+    if read_only and scheme == "sqlite" and "immutable" in options:
+        options.setdefault("read_only", True)  # mode="r" is the read_only immutable needs
     factory = _factory(scheme)
     if factory is None:
         known = ", ".join(f"{s}://" for s in _Schemes())

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
-from torchzarr.errors import StoreError
+from torchzarr.errors import InvalidArgumentError, StoreError
 from torchzarr.storage.base import (
     Buffer,
     ByteRange,
@@ -30,7 +30,7 @@ from torchzarr.storage.sqlite_forks import (
 )
 from torchzarr.storage.sqlite_prefix import refuse_in_utf16, under_prefix, utf16_database
 from torchzarr.storage.sqlite_rows import check_row_sizes
-from torchzarr.storage.sqlite_wal import IN_WAL, connect_read_only, leave_wal
+from torchzarr.storage.sqlite_wal import connect_read_only
 from torchzarr.storage.store_args import flag, local_path, seconds, settings_of
 
 __all__ = ["SQLiteStore"]
@@ -53,10 +53,7 @@ class SQLiteStore(Store):
     """A SQLite database file holding a table ``zarr(key, value)``.
 
     Each thread uses its own connection, opened on first use (again after a fork); the
-    database runs in WAL mode, so readers never block the writer, and ``close()`` puts it
-    back in rollback-journal mode when no other connection uses it, so that it reads
-    from a read-only place (a WAL database needs to write a ``-shm`` file beside it even
-    to be read: see ``docs/storage.md``). Every ``set`` is one
+    database runs in WAL mode, so readers never block the writer. Every ``set`` is one
     atomic statement and ``set_many``/``delete_many`` one transaction. ``get_many`` is one
     query per batch of keys; ``get_range`` reads only the requested bytes (incremental blob
     I/O).
@@ -65,6 +62,11 @@ class SQLiteStore(Store):
         path: the database file (created on the first write).
         read_only: refuse writes; a missing database reads as an empty store.
         timeout: seconds a connection waits for a lock held by another writer.
+        immutable: with ``read_only``, open the database with SQLite's ``immutable=1``: it
+            reads without locks and never looks for changes or a ``-wal`` file, so a
+            database in WAL mode reads from a directory this process cannot write. Only
+            for a database nothing writes while it is open: a writer changing it meanwhile
+            can make reads return torn values (see ``docs/storage.md``).
 
     Example:
         >>> import os, tempfile
@@ -72,15 +74,29 @@ class SQLiteStore(Store):
         >>> store.set_many({"a/0": b"xyz", "a/1": b"w"})
         >>> store.get_many(["a/0", "b"]), store.get_range("a/0", ByteRange(1, 1))
         ({'a/0': b'xyz', 'b': None}, b'y')
+        >>> store.close()  # finished: nothing writes it any more
+        >>> SQLiteStore(store.path, read_only=True, immutable=True).get("a/1")
+        b'w'
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        timeout: float = 30.0,
+        immutable: bool = False,
     ) -> None:
         self.path = local_path("path", path)
         with settings_of(f"SQLiteStore({self.path!r})"):
             self.read_only = flag("read_only", read_only)
             self.timeout = seconds("timeout", timeout)
+            self.immutable = flag("immutable", immutable)
+            if self.immutable and not self.read_only:
+                raise InvalidArgumentError(
+                    "immutable=True needs read_only=True (mode='r' for a URL): SQLite reads "
+                    "an immutable database without locks, which only a reader may do"
+                )
         self._reset()
 
     def _reset(self) -> None:
@@ -95,16 +111,17 @@ class SQLiteStore(Store):
             FORKS.stores[id(self)] = self
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({self.path!r}{', read-only' if self.read_only else ''})"
+        flags = ", read-only" if self.read_only else ""
+        return f"SQLiteStore({self.path!r}{flags}{', immutable' if self.immutable else ''})"
+
+    def _key(self) -> tuple[str, bool, bool]:
+        return self.path, self.read_only, self.immutable
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SQLiteStore) and (self.path, self.read_only) == (
-            other.path,
-            other.read_only,
-        )
+        return isinstance(other, SQLiteStore) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.path, self.read_only))
+        return hash(self._key())
 
     @cached_property
     def identity(self) -> str:
@@ -112,13 +129,24 @@ class SQLiteStore(Store):
         return "sqlite://" + os.path.realpath(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
+        state = {"path": self.path, "read_only": self.read_only, "timeout": self.timeout}
+        return {**state, "immutable": self.immutable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         SQLiteStore.__init__(self, **state)
 
     def with_read_only(self, read_only: bool = True) -> SQLiteStore:
-        return SQLiteStore(self.path, read_only=read_only, timeout=self.timeout)
+        """This database read-only (``immutable`` kept) or writable (``immutable`` dropped).
+
+        Example:
+            >>> reader = SQLiteStore("d.db", read_only=True, immutable=True)
+            >>> reader.with_read_only(True).immutable, reader.with_read_only(False).immutable
+            (True, False)
+        """
+        immutable = self.immutable and read_only  # only a reader may be immutable
+        return SQLiteStore(
+            self.path, read_only=read_only, timeout=self.timeout, immutable=immutable
+        )
 
     def close(self) -> None:
         """Close this process's connections; each thread reconnects on its next call.
@@ -126,11 +154,8 @@ class SQLiteStore(Store):
         Safe while other threads use the store: a statement running on a connection
         finishes before the connection closes, and the thread's next call reconnects.
         Every store does the same just before the process forks (see ``docs/storage.md``).
-        Unlike that, ``close()`` then puts the database back in rollback-journal mode, its
-        WAL checkpointed into the file, if a writable store of this process (this one or
-        another, through any path) put it in WAL mode and no other connection (another
-        store's, another process's) uses it: a database so closed reads from a read-only
-        place.
+        The database stays in WAL mode; the last connection to it (of any process) to
+        close checkpoints its WAL into the file and removes the ``-wal`` and ``-shm`` files.
 
         Example:
             >>> import os, tempfile
@@ -143,11 +168,6 @@ class SQLiteStore(Store):
         check_not_forking(self)
         with self._lock:
             self._close_connections()
-            if self.identity in IN_WAL and self.identity not in FORKS.unsafe:
-                # out first: a store of the file connecting meanwhile puts it back in
-                IN_WAL.discard(self.identity)
-                if not leave_wal(self.path):  # best effort: never waits
-                    IN_WAL.add(self.identity)
 
     def _close_connections(self) -> None:
         """Close every connection, waiting for the statement running on each (holds _lock).
@@ -203,13 +223,11 @@ class SQLiteStore(Store):
                 del self._all[old]
             self._all[held] = weakref.ref(threading.current_thread())
             self._local.conn = held
-            if not self.read_only:
-                IN_WAL.add(self.identity)  # for the next close() to take it out
         return held
 
     def _connect(self) -> Connection:
-        """A new connection to the database, in WAL mode when writable (a read-only one to
-        a database in WAL mode in a read-only place: see ``sqlite_wal.connect_read_only``)."""
+        """A new connection to the database, in WAL mode when writable (a read-only one:
+        ``sqlite_wal.connect_read_only``, whose StoreError passes through)."""
         if self.identity in FORKS.unsafe:
             raise StoreError(
                 f"cannot open {self} in this process: it was forked without Python's fork "
@@ -219,7 +237,7 @@ class SQLiteStore(Store):
             )
         try:
             if self.read_only:
-                conn = connect_read_only(self.path, self.timeout)
+                conn = connect_read_only(self.path, self.timeout, self.immutable)
             else:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)

@@ -1,95 +1,38 @@
-"""SQLite's WAL mode and read-only places: leaving it at a writer's close, reading past it.
+"""Read-only SQLite connections (plain or immutable), and the error for a WAL database in a read-only place.
 
-A database in WAL mode needs a ``-shm`` file beside it even to be read; SQLite cannot make
-one in a directory this process may not write (a read-only mount, another user's folder),
-so a plain read-only connection fails there ("unable to open database file"). A database
-in rollback-journal mode (``journal_mode=DELETE``) needs nothing beside it to be read.
-:func:`leave_wal` puts a database back in that mode when a writer closes it;
-:func:`connect_read_only` reads one still in WAL mode when that is safe (see there).
+A database in WAL mode, as :class:`~torchzarr.storage.sqlite.SQLiteStore` leaves one, is
+read through a ``-shm`` (and a ``-wal``) file beside it, which SQLite makes when missing;
+in a directory this process cannot write it cannot, and a plain read-only connection
+fails ("unable to open database file"). :func:`connect_read_only` turns that failure into
+a :class:`StoreError` naming the cause and the remedies. Nothing here opens the database
+file outside SQLite: closing any descriptor of a file drops every POSIX lock this process
+holds on it, those of SQLite's other connections included.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import urllib.parse
 
 from torchzarr.errors import StoreError
 
-__all__ = ["IN_WAL", "connect_read_only", "in_wal_mode", "leave_wal"]
+__all__ = ["connect_read_only"]
 
 _CANTOPEN = 14  # SQLITE_CANTOPEN, the primary code of "unable to open database file"
 
-#: the databases (store identities) a writable connection of this process put in WAL
-#: mode, until a close() puts them back in rollback-journal mode (:func:`leave_wal`)
-IN_WAL: set[str] = set()
-if hasattr(os, "register_at_fork"):  # a forked child put nothing in WAL mode yet
-    os.register_at_fork(after_in_child=IN_WAL.clear)
 
+def connect_read_only(path: str, timeout: float, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``) to the database at ``path``, its first page read.
 
-def leave_wal(path: str) -> bool:
-    """Put the database at ``path`` back in rollback-journal mode, if no other connection
-    (of any process) uses it: its WAL is checkpointed into the file and deleted first, so
-    nothing is lost. False, changing nothing, when another uses it (every connection that
-    has read a database in WAL mode holds it until it closes), when it cannot be opened
-    for writing, or when there is no file at ``path``; never waits for a lock.
-
-    Example:
-        >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "w.db")
-        >>> conn = sqlite3.connect(path)
-        >>> conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        ('wal',)
-        >>> conn.execute("PRAGMA user_version").fetchone()  # a read: it holds the WAL open
-        (0,)
-        >>> leave_wal(path)
-        False
-        >>> conn.close()
-        >>> leave_wal(path), in_wal_mode(path)
-        (True, False)
-    """
-    try:  # mode=rw: never creates a file (a database deleted meanwhile stays deleted)
-        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=0, check_same_thread=False)
-    except sqlite3.Error:
-        return False
-    try:
-        conn.execute("PRAGMA busy_timeout = 0")  # another connection holds it: leave it
-        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
-        return str(mode).lower() == "delete"
-    except sqlite3.Error:  # SQLITE_BUSY: another connection has the database open
-        return False
-    finally:
-        conn.close()
-
-
-def in_wal_mode(path: str) -> bool:
-    """Whether the database file at ``path`` is in WAL mode (bytes 18 and 19 of its header
-    are 2); False for a file that cannot be read.
-
-    Example:
-        >>> in_wal_mode("/nonexistent.db")
-        False
-    """
-    try:
-        with open(path, "rb") as f:
-            header = f.read(20)
-    except OSError:
-        return False
-    return header[18:20] == b"\x02\x02"
-
-
-def connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
-    """A read-only connection to the database at ``path``.
-
-    A database in WAL mode, in a directory this process cannot write, with no ``-shm``
-    beside it, cannot be opened so. Then, when no ``-wal`` file is beside it either (no
-    writer has it open, and none ended leaving writes the file lacks: every commit is in
-    the file), it is opened ``immutable``: SQLite reads the file without locks and without
-    looking for changes. That is safe for a finished database, what a read-only place
-    holds; a writer elsewhere (a process that may write the directory) changing it while
-    such a connection is open may make it read stale or inconsistent data. With a
-    ``-wal`` file beside it, whose commits only SQLite's ``-shm`` index can tell apart,
-    :class:`StoreError` names the path, the cause and the remedies.
+    With ``immutable``, SQLite's ``immutable=1``: it reads the file without locks and never
+    looks for changes or for a ``-wal`` file, which is right only for a database nothing
+    writes while the connection is open (see ``docs/storage.md``). Without it, a database
+    in WAL mode in a directory this process cannot write (symlinks resolved: SQLite keeps
+    ``-wal`` and ``-shm`` beside the file a link leads to) raises :class:`StoreError`
+    naming the path, the cause and the remedies; any other failure raises
+    ``sqlite3.Error``.
 
     Example:
         >>> import os, tempfile
@@ -97,34 +40,59 @@ def connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
         >>> sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
         >>> connect_read_only(path, 1.0).execute("SELECT count(*) FROM t").fetchone()
         (0,)
+        >>> connect_read_only(path, 1.0, immutable=True).execute("SELECT 1 FROM t").fetchall()
+        []
     """
-    conn = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout, check_same_thread=False)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"  # quoted: '%', '?', '#'...
+    if immutable:
+        uri += "&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     try:
         conn.execute("PRAGMA schema_version").fetchone()  # reads the file: finds a WAL
-        return conn
-    except sqlite3.OperationalError as err:
+    except sqlite3.Error as err:
         conn.close()
-        code = getattr(err, "sqlite_errorcode", None)
-        folder = os.path.dirname(path) or "."
-        if code is None or code & 0xFF != _CANTOPEN or os.access(folder, os.W_OK):
-            raise
-        if not in_wal_mode(path):
-            raise
-        if os.path.exists(path + "-wal"):
-            raise StoreError(
-                f"cannot open SQLite database {path!r} read-only: it is in WAL mode, in "
-                f"{folder!r}, a directory this process cannot write, so SQLite cannot make "
-                f"the -shm file it needs, and the -wal file beside it may hold commits the "
-                "database file lacks (a writer has it open, or ended without closing it). "
-                "Have its writer close it (SQLiteStore.close() leaves a database out of WAL "
-                "mode, readable from anywhere), or open it, or a copy of it with its -wal "
-                "file, where this process may write"
-            ) from err
-    # no -wal: every commit is in the file; SQLite must neither lock nor look for a WAL
-    return sqlite3.connect(
-        _uri(path, "ro") + "&immutable=1", uri=True, timeout=timeout, check_same_thread=False
+        cause = _wal_in_read_only_place(path, err)
+        if cause is not None:
+            raise cause from err
+        raise
+    return conn
+
+
+def _wal_in_read_only_place(path: str, err: sqlite3.Error) -> StoreError | None:
+    """The error to raise for ``err``, a first read that failed, when it says SQLite could
+    not make the files a WAL database is read through; None for any other failure.
+
+    The file opened, so "unable to open database file" at its first read is about the
+    files beside it. The header is not read to tell WAL mode for sure (that would open the
+    file outside SQLite): the message says what that failure means for a WAL database.
+    """
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None or code & 0xFF != _CANTOPEN:
+        return None
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
+    if os.access(folder, os.W_OK):
+        return None
+    file = "" if real == path else f" (the file {real!r} its symlink leads to)"
+    text = (
+        f"cannot open SQLite database {path!r}{file} read-only ({err}): a database in WAL "
+        "mode, as SQLiteStore leaves one, needs a -shm file beside the database even to be "
+        f"read, and SQLite cannot make one in {folder!r}, a directory this process cannot "
+        "write. "
     )
-
-
-def _uri(path: str, mode: str) -> str:
-    return "file:" + urllib.parse.quote(path) + "?mode=" + mode  # '%', '?', '#'...
+    delete = f"sqlite3 {shlex.quote(real)} 'PRAGMA journal_mode=DELETE'"
+    if os.path.lexists(real + "-wal"):
+        return StoreError(
+            text + "The -wal file beside it may hold commits the database file lacks (a "
+            "writer has it open, or ended without checkpointing), which immutable=True "
+            f"would not see. Switch it out of WAL mode once where it is writable ({delete}, "
+            "which moves those commits into the file), or copy it with its -wal file to a "
+            "place this process may write and read it there"
+        )
+    return StoreError(
+        text + "Open it with immutable=True (SQLiteStore(path, read_only=True, "
+        "immutable=True), or storage_options={'immutable': True} with mode='r') if nothing "
+        "writes it while it is open; or switch it out of WAL mode once where it is writable "
+        f"({delete}); or copy it, with its -wal file if it has one, to a place this process "
+        "may write and read it there"
+    )
