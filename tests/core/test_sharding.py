@@ -350,7 +350,7 @@ def test_chunk_counts_are_of_inner_chunks_as_in_zarr_python(tmp_path):
     ],
 )
 def test_shards_behind_a_transpose_read_copy_and_report_whole_shards_as_chunks(
-    tmp_path, shape, orders, inner
+    tmp_path, tmp_path_factory, shape, orders, inner
 ):
     codecs = [{"name": "transpose", "configuration": {"order": o}} for o in orders]
     sharding = {"chunk_shape": inner, "codecs": [{"name": "bytes", "configuration": {}}]}
@@ -378,14 +378,33 @@ def test_shards_behind_a_transpose_read_copy_and_report_whole_shards_as_chunks(
     assert arr.nchunks == arr.nchunks_initialized == 1 and arr.blocks[0].shape == shape
     assert len(list(arr.iter_chunks())) == 1  # one decode of the shard, not one per inner chunk
     np.testing.assert_array_equal(arr[...].numpy(), data)
-    copy = tz.from_array(tmp_path / "copy", data=arr)  # keeps the layout, codecs and all
+    elsewhere = tmp_path_factory.mktemp("copy")  # not inside the source array
+    copy = tz.from_array(elsewhere, data=arr)  # keeps the layout, codecs and all
     assert (copy.chunks, copy.shards, copy.metadata.codecs) == (
         arr.chunks,
         arr.shards,
         arr.metadata.codecs,
     )
     np.testing.assert_array_equal(copy[...].numpy(), data)
-    again = ts.open(
-        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "copy")}}
-    )
+    again = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(elsewhere)}})
     np.testing.assert_array_equal(again.result().read().result(), data)
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_shrinking_into_a_shard_too_big_for_memory_resets_only_what_is_stored(written):
+    side = 2**33  # a 32 GiB shard of float32: no block of it could be built here
+    arr = tz.create_array(
+        "memory://", shape=(2 * side,), dtype="float32", chunks=(2**20,), shards=(side,)
+    )
+    if written:
+        arr[5] = 1.0
+        arr[side + 5] = 2.0
+        with pytest.raises(tz.errors.InvalidArgumentError, match="cannot write to shard 'c/0'"):
+            arr.resize(1000)  # the stored shard 'c/0' is cut: refused before anything changes
+        assert arr.shape == (2 * side,) and (arr[5].item(), arr[side + 5].item()) == (1.0, 2.0)
+        return
+    arr.resize(1000)  # nothing stored in the cut shard: nothing to reset
+    assert arr.shape == (1000,) and list(arr.store.list_prefix("")) == ["zarr.json"]
+    huge = tz.create_array("memory://", shape=(2**36,), dtype="float32", chunks=(2**36,))
+    huge.resize(10)  # a never-written chunk bigger than memory
+    assert huge.shape == (10,)

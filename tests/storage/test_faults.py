@@ -14,7 +14,13 @@ import pytest
 import torch
 
 import torchzarr as tz
-from torchzarr.errors import ReadOnlyError, StoreError, TorchZarrError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    StoreError,
+    TorchZarrError,
+)
 from torchzarr.storage import direct_io, faults
 from torchzarr.storage import local as local_module
 from torchzarr.storage.base import ByteRange, Store
@@ -111,6 +117,15 @@ def test_families_exact_names_and_wildcard() -> None:
     assert raises(listing, "getsize", "k") and not raises(listing, "get", "k")
     with pytest.raises(ValueError, match="unknown methods"):
         FaultyStore(inner, fail_on={"gett": True})
+
+
+@pytest.mark.parametrize("rule", ["x", 2.5, None, -1])
+def test_a_rule_that_would_fail_nothing_is_refused_naming_it(rule: Any) -> None:
+    with pytest.raises((ArgumentTypeError, InvalidArgumentError), match=r"fail_on\['get'\]"):
+        FaultyStore(MemoryStore({"a": b"1"}), fail_on={"get": rule})
+    with pytest.raises(ArgumentTypeError, match="fail_on maps methods to rules"):
+        FaultyStore(MemoryStore(), fail_on={"get"})  # type: ignore[arg-type]
+    assert FaultyStore(MemoryStore({"a": b"1"}), fail_on={"get": False}).get("a") == b"1"
 
 
 def test_key_predicates_fail_only_matching_keys() -> None:

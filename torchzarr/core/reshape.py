@@ -19,6 +19,7 @@ from torchzarr.core.layouts import chunk_layout
 from torchzarr.core.shards import chunks_per_key, writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
+from torchzarr.storage.base import ByteRange
 from torchzarr.storage.locations import location
 from torchzarr.tensors import as_storage_array, tensor_from_storage
 
@@ -41,6 +42,20 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
     chunks = tuple(source.metadata.chunk_shape)
     old_grid = chunk_grid_shape(old, chunks)
     new_grid = chunk_grid_shape(new, chunks)
+    # Cut edge chunks first: a rewrite that fails (a stored shard too big for memory) must
+    # leave the array as it was, not with the chunks outside deleted and the shape kept.
+    fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
+    for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
+        if n < o and n % k:
+            end = min(o, new_grid[axis] * k)
+            region = tuple(
+                slice(n, end) if a == axis else slice(0, min(old[a], new_grid[a] * chunks[a]))
+                for a in range(len(old))
+            )
+            indexer = basic_indexer(region, old, chunks)
+            projections = _stored(source, list(indexer))  # one never written stays so
+            if projections:
+                engine.write_from(source, projections, np.broadcast_to(fill, indexer.shape))
     if any(n < o for o, n in zip(old_grid, new_grid, strict=True)):
         doomed = _doomed_keys(source, old_grid, new_grid)
         try:
@@ -53,26 +68,14 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
         if doomed:  # one write, as the engine counts one: each shard counts its inner chunks
             deleted = len(doomed) * chunks_per_key(source)
             telemetry.add("write", writes=1, chunks_deleted=deleted)
-    fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
-    for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
-        if n < o and n % k:
-            end = min(o, new_grid[axis] * k)
-            region = tuple(
-                slice(n, end) if a == axis else slice(0, min(old[a], new_grid[a] * chunks[a]))
-                for a in range(len(old))
-            )
-            indexer = basic_indexer(region, old, chunks)
-            projections = list(indexer)
-            if source.metadata.fill_value is None:  # v2 null: writes store even zeros, so
-                projections = _stored(source, projections)  # reset only chunks stored
-            engine.write_from(source, projections, np.broadcast_to(fill, tuple(indexer.shape)))
 
 
 def _stored(source: engine.ChunkSource, projections: list[Any]) -> list[Any]:
-    """The ``projections`` whose chunk is stored (a chunk never written stays so)."""
+    """The ``projections`` whose chunk (or shard) is stored: asked with a one-byte read
+    each, in one batch, not by reading whole chunks (a shard may be bigger than memory)."""
     keys = [source.key(p.chunk_coords) for p in projections]
-    found = source.store.get_many(keys)
-    return [p for p, key in zip(projections, keys, strict=True) if found.get(key) is not None]
+    found = source.store.get_ranges([(key, ByteRange(0, 1)) for key in keys])
+    return [p for p, got in zip(projections, found, strict=True) if got is not None]
 
 
 def _doomed_keys(

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from torchzarr.errors import InvalidArgumentError, StoreError
+from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from torchzarr.storage.base import Buffer, Store
 from torchzarr.storage.wrappers import ForwardingStore, payload_bytes
 
@@ -104,6 +104,19 @@ class LatencyStore(ForwardingStore):
         LatencyStore.__init__(self, **state)
 
 
+def _check_rule(method: str, rule: Any) -> None:
+    """Refuse a ``fail_on`` rule that is none of a bool, a count >= 0 or a predicate (it
+    would inject no fault, silently)."""
+    if isinstance(rule, bool) or callable(rule):
+        return
+    if isinstance(rule, int) and not isinstance(rule, bool) and rule >= 0:
+        return
+    raise ArgumentTypeError(
+        f"fail_on[{method!r}] must be True or False, a number of calls >= 0 or a predicate "
+        f"key -> bool, got {type(rule).__name__}: {rule!r:.60}"
+    )
+
+
 class FaultyStore(ForwardingStore):
     """Fails chosen calls to ``inner`` with chosen errors, for testing failure paths.
 
@@ -147,9 +160,15 @@ class FaultyStore(ForwardingStore):
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise InvalidArgumentError(f"rate must be in [0, 1], got {rate}")
+        if fail_on is not None and not isinstance(fail_on, Mapping):
+            raise ArgumentTypeError(
+                f"fail_on maps methods to rules (a dict), got {type(fail_on).__name__}"
+            )
         unknown = set(fail_on or {}) - {*_FAMILY, *_FAMILY.values(), "*"}
         if unknown:
             raise InvalidArgumentError(f"unknown methods in fail_on: {sorted(unknown)}")
+        for method, rule in (fail_on or {}).items():
+            _check_rule(method, rule)
         super().__init__(inner)
         self.fail_on = dict(fail_on or {})
         self.rate, self.error, self.seed = rate, error, seed
