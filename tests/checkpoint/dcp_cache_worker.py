@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -47,6 +48,30 @@ def blank(mesh: Any, rank: int, extra: bool) -> dict[str, Any]:
     }
 
 
+def dtypes_change(mesh: Any, rank: int, path: str) -> None:
+    """Plans cached, dtypes changed: a key one rank writes is laid out again in its new
+    dtype and stored exactly (step 5); one both ranks write is refused (step 6)."""
+    own = f"own{rank}"
+    five = state(mesh, rank, 5, True)
+    five[own] = five[own].double() + 2**-40  # no float32 holds it
+    dcp.save(five, storage_writer=ZarrStorageWriter(path), planner=CachingPlanner())
+    loaded = blank(mesh, rank, True)
+    loaded[own] = torch.zeros(3, dtype=torch.float64)
+    dcp.load(loaded, storage_reader=ZarrStorageReader(path))
+    assert torch.equal(loaded[own], five[own]), loaded[own]
+    assert torch.equal(loaded["w"].full_tensor(), five["w"].full_tensor())
+    six = dict(five, w=distribute_tensor(torch.ones(9, 4, dtype=torch.float64), mesh, [Shard(0)]))
+    try:
+        dcp.save(six, storage_writer=ZarrStorageWriter(path), planner=CachingPlanner())
+    except CheckpointException as err:
+        assert "other ranks write too" in str(err) and "'w'" in str(err), err
+    else:
+        raise AssertionError("a save of w in another dtype was not refused")
+    dist.barrier()
+    manifest = read_manifest(resolve_store(path))
+    assert manifest is not None and manifest["version"] == "v000005", manifest
+
+
 def main() -> None:
     rank, world, init_file, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -70,6 +95,7 @@ def main() -> None:
                 assert torch.equal(loaded[key], expected[key]), (step, key)
         assert loaded["meta"] == {"step": step}, (step, loaded["meta"])
         dist.barrier()
+    dtypes_change(mesh, rank, path)
     dist.destroy_process_group()
     print(f"rank {rank} ok", flush=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -163,8 +164,23 @@ def test_aligned_chunks() -> None:
     assert aligned_chunks((1024, 256), [((0, 0), (1024, 256))], 4, 2**18) == (256, 256)
     assert aligned_chunks((), [((), ())], 4, 2**20) == ()
     assert aligned_chunks((0, 3), [((0, 0), (0, 3))], 4, 2**20) == (1, 3)
-    # a prime extent keeps one large chunk rather than thousands of one-row chunks
-    assert aligned_chunks((10007, 256), [((0, 0), (10007, 256))], 4, 2**20) == (10007, 256)
+    # a prime extent is not cut into thousands of one-row chunks: the next axis is split
+    assert aligned_chunks((10007, 256), [((0, 0), (10007, 256))], 4, 2**20) == (10007, 16)
+    assert aligned_chunks((1009, 64), [((0, 0), (1009, 64))], 4, 16384) == (1009, 4)
+    assert aligned_chunks((32003, 4096), [((0, 0), (32003, 4096))], 4, 64 << 20) == (32003, 512)
+    # no axis to split: one large chunk
+    assert aligned_chunks((10007,), [((0,), (10007,))], 4, 1024) == (10007,)
+
+
+def test_a_prime_first_axis_still_gets_chunks_of_about_chunk_bytes(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "ckpt")
+    emb = torch.arange(1009 * 64, dtype=torch.float32).reshape(1009, 64)
+    dcp.save({"emb": emb}, storage_writer=ZarrStorageWriter(path, chunk_bytes=16384), no_dist=True)
+    arr = tz.open_array(path, path="v000001/emb", mode="r")
+    assert arr.chunks == (1009, 4) and 4 * math.prod(arr.chunks) <= 16384
+    loaded = {"emb": torch.zeros(1009, 64)}
+    dcp.load(loaded, storage_reader=ZarrStorageReader(path), no_dist=True)
+    assert torch.equal(loaded["emb"], emb)
 
 
 def test_two_ranks_save_and_reshard(tmp_path: pathlib.Path) -> None:

@@ -152,3 +152,22 @@ def test_a_versions_malformed_own_metadata_names_its_zarr_json(tmp_path: pathlib
     out = {"w": torch.zeros(4)}  # the committed version is untouched
     dcp.load(out, storage_reader=ZarrStorageReader(str(path)), no_dist=True)
     assert torch.equal(out["w"], torch.full((4,), 2.0))
+
+
+@pytest.mark.parametrize("size", [[6], [2], [2, 2]], ids=["larger", "smaller", "other-rank"])
+def test_a_manifest_size_other_than_the_arrays_shape_is_a_metadata_error_naming_the_key(
+    tmp_path: pathlib.Path, size: list[int]
+) -> None:
+    path = tmp_path / "ck"
+    dcp.save({"w": torch.arange(4.0)}, storage_writer=ZarrStorageWriter(str(path)), no_dist=True)
+
+    def resize(manifest: dict[str, Any]) -> None:  # a hand edit, consistent in itself
+        entry = manifest["dcp"]["state_dict_metadata"]["w"]
+        entry.update(size=size, chunks=[[[0] * len(size), size]])
+
+    _edit_attr(path, "", MANIFEST_ATTRIBUTE, resize)
+    state = {"w": torch.zeros(size)}
+    with pytest.raises(CheckpointException, match=r"key 'w' the size \[") as raised:
+        dcp.load(state, storage_reader=ZarrStorageReader(str(path)), no_dist=True)
+    err = raised.value.failures[0][0]
+    assert isinstance(err, MetadataError) and f"{size}" in str(err) and "[4]" in str(err)

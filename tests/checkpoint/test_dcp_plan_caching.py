@@ -122,3 +122,106 @@ def test_two_ranks_save_repeatedly_under_plan_caching(tmp_path: pathlib.Path) ->
     run_ranks(
         str(HERE / "dcp_cache_worker.py"), 2, [str(init), str(tmp_path / "ckpt")], timeout=180
     )
+
+
+def _bits(t: torch.Tensor) -> bytes:
+    return t.contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def _stored_dtype(path: str, key: str) -> torch.dtype:
+    version = _committed(path)
+    manifest = read_manifest(tz.storage.resolve_store(path))
+    assert manifest is not None
+    assert manifest["dcp"]["state_dict_metadata"][key]["dtype"] == str(
+        tz.open_array(path, path=f"{version}/{key}", mode="r").dtype
+    ).removeprefix("torch.")
+    return tz.open_array(path, path=f"{version}/{key}", mode="r").dtype
+
+
+@pytest.mark.parametrize("kind", ["dir", "zip"])
+def test_plan_caching_across_a_dtype_change_stores_the_values_exactly(
+    tmp_path: pathlib.Path, kind: str, caching_planner: type[DefaultSavePlanner]
+) -> None:
+    """Same keys and shapes, another dtype: DCP's caching reuses the bf16 plans (it
+    compares no dtypes); the float64 values must be stored as float64, not rounded."""
+    exact = torch.tensor([1.0 + 2**-20, 3.14159265, 1e-30], dtype=torch.float64)
+    planner = caching_planner()
+    suffix = ".zip" if kind == "zip" else ""
+    first, second = str(tmp_path / f"a{suffix}"), str(tmp_path / f"b{suffix}")
+    dcp.save(
+        {"w": exact.to(torch.bfloat16)}, storage_writer=ZarrStorageWriter(first), planner=planner
+    )
+    dcp.save({"w": exact}, storage_writer=ZarrStorageWriter(second), planner=planner)
+    loaded = {"w": torch.zeros(3, dtype=torch.float64)}
+    dcp.load(loaded, storage_reader=ZarrStorageReader(second))
+    assert _bits(loaded["w"]) == _bits(exact)
+    assert _stored_dtype(second, "w") == torch.float64  # array and metadata alike
+    assert _stored_dtype(first, "w") == torch.bfloat16
+
+
+def test_two_caching_planners_of_one_class_save_a_bf16_model_and_its_fp32_ema_exactly(
+    tmp_path: pathlib.Path, caching_planner: type[DefaultSavePlanner]
+) -> None:
+    ema = {"w": torch.tensor([1.0 + 2**-20, 3.14159265, 1e-3]), "b": torch.arange(3.0) / 3}
+    model = {k: v.to(torch.bfloat16) for k, v in ema.items()}
+    model_planner, ema_planner = caching_planner(), caching_planner()
+    for step in (1, 2):  # the second round: every plan comes from DCP's cache
+        for name, state, planner in (("model", model, model_planner), ("ema", ema, ema_planner)):
+            path = str(tmp_path / name)
+            dcp.save(state, storage_writer=ZarrStorageWriter(path), planner=planner)
+            assert _committed(path) == f"v{step:06d}"
+            loaded = {k: torch.zeros_like(v) for k, v in state.items()}
+            dcp.load(loaded, storage_reader=ZarrStorageReader(path))
+            for key, value in state.items():
+                assert _bits(loaded[key]) == _bits(value), (step, name, key)
+                assert _stored_dtype(path, key) == value.dtype
+
+
+def test_data_of_another_dtype_for_an_array_other_ranks_write_is_refused_before_commit(
+    tmp_path: pathlib.Path,
+    caching_planner: type[DefaultSavePlanner],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torchzarr.checkpoint import dcp as dcp_module
+
+    # as if other ranks wrote boxes of "w" too: one rank cannot lay its array out again
+    monkeypatch.setattr(dcp_module, "shared_keys", lambda plans: {"w"})
+    path = tmp_path / "ckpt"
+    planner = caching_planner()
+    dcp.save(
+        {"w": torch.ones(3, dtype=torch.bfloat16)},
+        storage_writer=ZarrStorageWriter(str(path)),
+        planner=planner,
+    )
+    with pytest.raises(CheckpointException, match=r"'w' holds torch\.float32 data") as info:
+        dcp.save(
+            {"w": torch.full((3,), 1.5)},
+            storage_writer=ZarrStorageWriter(str(path)),
+            planner=planner,
+        )
+    err = info.value.failures[0][0]
+    assert isinstance(err, InvalidArgumentError) and "other ranks write too" in str(err)
+    assert _committed(str(path)) == "v000001"
+    loaded = {"w": torch.zeros(3, dtype=torch.bfloat16)}
+    dcp.load(loaded, storage_reader=ZarrStorageReader(str(path)))
+    assert torch.equal(loaded["w"], torch.ones(3, dtype=torch.bfloat16))
+
+
+def test_metadata_of_a_save_under_plan_caching_names_the_dtypes_stored(
+    tmp_path: pathlib.Path, caching_planner: type[DefaultSavePlanner]
+) -> None:
+    # DCP's cached metadata says bfloat16 (its last caching save); the writer's last
+    # plans, of a save without caching in between, say float32, as the data is
+    x = torch.tensor([1.0 + 2**-20, 2.0])
+    first = str(tmp_path / "a")
+    dcp.save(
+        {"w": x.bfloat16()}, storage_writer=ZarrStorageWriter(first), planner=caching_planner()
+    )
+    dcp.save({"w": x}, storage_writer=ZarrStorageWriter(str(tmp_path / "b")))
+    path = str(tmp_path / "c")
+    metadata = dcp.save({"w": x}, storage_writer=ZarrStorageWriter(path), planner=caching_planner())
+    assert metadata.state_dict_metadata["w"].properties.dtype == torch.float32
+    assert _stored_dtype(path, "w") == torch.float32
+    loaded = {"w": torch.zeros(2)}
+    dcp.load(loaded, storage_reader=ZarrStorageReader(path))
+    assert _bits(loaded["w"]) == _bits(x)

@@ -20,6 +20,7 @@ from torchzarr.distributed import ZarrStorageReader, ZarrStorageWriter
 from torchzarr.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
+    MetadataError,
     NodeNotFoundError,
     UnknownCodecError,
     UnsupportedDtypeError,
@@ -187,3 +188,35 @@ assert "torch.onnx" not in sys.modules, "imported"
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "message"),
+    [
+        ("version", 3, ArgumentTypeError, r"version=3\): must be a version's name"),
+        ("version", "", InvalidArgumentError, r"version=''\): must be a version's name"),
+        ("version", "v000001/", InvalidArgumentError, r"version='v000001/'\)"),
+        ("version", "/v000001", InvalidArgumentError, r"version='/v000001'\)"),
+        ("threads", 0, InvalidArgumentError, "threads must be >= 1, got 0"),
+        ("threads", "4", ArgumentTypeError, "threads must be an int, got '4'"),
+    ],
+)
+def test_reader_options_are_checked_when_it_is_made(
+    option: str, value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        ZarrStorageReader("ckpt", **{option: value})  # type: ignore[arg-type]
+    ZarrStorageReader("ckpt", version="v000001", threads=2)  # what the writer takes
+
+
+def test_reader_of_a_filesystem_writer_checkpoint_says_to_use_filesystem_reader(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "fs"
+    dcp.save({"w": torch.ones(2)}, storage_writer=dcp.FileSystemWriter(path), no_dist=True)
+    with pytest.raises(
+        MetadataError, match="written by torch's FileSystemWriter: use FileSystemReader"
+    ):
+        ZarrStorageReader(path).read_metadata()
+    with pytest.raises(CheckpointException, match="use FileSystemReader"):
+        dcp.load({"w": torch.zeros(2)}, storage_reader=ZarrStorageReader(path), no_dist=True)

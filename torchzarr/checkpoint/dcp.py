@@ -14,6 +14,9 @@ a zip's, which one process writes, at the start of its ``write_data``); each ran
 writes only its own boxes, every chunk of them, all-zero ones too: a tensor whose boxes
 tile it is marked ``"every_chunk"`` in its key attribute, as is the one chunk of a
 non-tensor value, so a load finds a chunk lost later (as ``load_checkpoint`` does).
+Each rank checks the dtype of its data against an array before its first write to it
+(DCP's plan caching can reuse plans made for another dtype): see
+:mod:`torchzarr.checkpoint.dcp_dtypes`; values are never cast.
 Loading reads any box of any array, so a checkpoint saved by N ranks loads on M through
 DCP's planner. A save to a zip that raises is undone (see :mod:`torchzarr.checkpoint.undo`).
 """
@@ -44,13 +47,14 @@ from torchzarr.checkpoint.dcp_checks import (
     refuse_stale_cached_plans,
     refuse_uncoordinated_save,
 )
-from torchzarr.checkpoint.dcp_metadata import (
-    KIND,
-    aligned_chunks,
-    box_region,
-    boxes_tile,
-    metadata_to_json,
+from torchzarr.checkpoint.dcp_dtypes import (
+    KeyArrays,
+    other_dtype,
+    shared_keys,
+    stored_metadata,
+    tensor_spec,
 )
+from torchzarr.checkpoint.dcp_metadata import KIND, aligned_chunks, box_region, metadata_to_json
 from torchzarr.checkpoint.dcp_reader import ZarrStorageReader
 from torchzarr.checkpoint.dcp_staging import ResolvedViewsStager
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE, EVERY_CHUNK, node_name, to_storable
@@ -59,12 +63,7 @@ from torchzarr.checkpoint.save import DEFAULT_CHUNK_BYTES, check_save_options, s
 from torchzarr.checkpoint.undo import ZipSavepoint, undo_failed_save, zip_savepoint, zip_under
 from torchzarr.config import config
 from torchzarr.core.api import consolidate_metadata, create_array, create_group, open_group
-from torchzarr.dtypes import data_type
-from torchzarr.errors import (
-    GroupNotFoundError,
-    MetadataError,
-    UnsupportedDtypeError,
-)
+from torchzarr.errors import GroupNotFoundError, MetadataError
 from torchzarr.storage import LocalStore, Store
 
 __all__ = ["KIND", "ZarrStorageReader", "ZarrStorageWriter", "aligned_chunks"]
@@ -147,6 +146,7 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
         self._savepoint: ZipSavepoint | None = None  # a zip as it was before this save
         self._pending: dict[str, Any] | None = None  # a zip's arrays, created in write_data
         self._reused: list[SavePlan] | None = None  # plans of an earlier save, written again
+        self._dtypes: dict[str, torch.dtype] = {}  # each tensor key's array's, as laid out
 
     def _st(self) -> Store:
         if self._store is None:
@@ -204,39 +204,19 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
                 names[fqn] = node_name(fqn, used)
             if item.type != WriteItemType.BYTE_IO:
                 tensors.setdefault(fqn, []).append(item)
-        specs: dict[str, Any] = {}
-        for fqn, items in tensors.items():
+        specs = {names[fqn]: self._spec(fqn, items) for fqn, items in tensors.items()}
+        self._dtypes = {fqn: specs[names[fqn]]["dtype"] for fqn in tensors}
+        return names, specs
+
+    def _spec(self, fqn: str, items: list[WriteItem], dtype: Any = None) -> dict[str, Any]:
+        """The array spec of tensor key ``fqn`` (see :func:`tensor_spec`), for data of
+        ``dtype`` (None: the dtype its items say)."""
+        if dtype is None:
             data = items[0].tensor_data
             if data is None:
                 raise MetadataError(f"DCP write item for {fqn!r} has no tensor_data")
             dtype = data.properties.dtype
-            try:
-                data_type(dtype)
-            except UnsupportedDtypeError as err:  # refused before a version is reserved
-                raise UnsupportedDtypeError(
-                    f"DCP key {fqn!r} ({dtype}, shape {tuple(data.size)}) cannot be saved to "
-                    f"{self.path!r}: {err}. Nothing was written: save it converted to one of those"
-                ) from None
-            shape = tuple(data.size)
-            boxes = [(i.tensor_data.chunk.offsets, i.tensor_data.chunk.sizes) for i in items]  # type: ignore[union-attr]
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            chunks = aligned_chunks(shape, boxes, itemsize, self.chunk_bytes)
-            key_info: dict[str, Any] = {"key": fqn, "kind": "tensor"}
-            # Every chunk of every box is stored: when the boxes tile the tensor, so is
-            # every chunk of its grid, and a load can tell a lost chunk from an unwritten one.
-            if boxes_tile(shape, boxes):
-                key_info[EVERY_CHUNK] = list(chunks)
-            specs[names[fqn]] = {
-                "shape": shape,
-                "dtype": dtype,
-                "chunks": chunks,
-                "compressors": self.compressors,
-                "fill_value": None,
-                # c.0.1 files, not c/0/1: no directory per row of chunks to create and delete
-                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
-                "attributes": {KEY_ATTRIBUTE: key_info},
-            }
-        return names, specs
+        return tensor_spec(self.path, fqn, items, dtype, self.chunk_bytes, self.compressors)
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         """Coordinator: pick the version, lay out and create every array, tell each rank.
@@ -257,6 +237,7 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
             cls._last_plans = full  # as the planner's cache holds them now
         self._reused = None if all(plan.usable for plan in plans) else full
         names, specs = self._layout(full)
+        shared = shared_keys(full)  # written by several ranks: never laid out again by one
         version = self._version = commit.reserve_version(st)
         if is_zip:
             self._pending = specs
@@ -268,6 +249,7 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
                 storage_data={
                     "version": version,
                     "names": {i.index.fqn: names[i.index.fqn] for i in plan.items},
+                    "shared": sorted({i.index.fqn for i in plan.items} & shared),
                 },
                 usable=True,
             )
@@ -296,7 +278,9 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
         if savepoint is not None and self._version is not None:
             undo_failed_save(self._st(), self._version, savepoint, committed, err)
 
-    def _write_item(self, root: Any, name: str, item: WriteItem, data: Any) -> WriteResult:
+    def _write_item(
+        self, root: Any, name: str, item: WriteItem, data: Any, arrays: KeyArrays
+    ) -> WriteResult:
         if item.type == WriteItemType.BYTE_IO:
             raw = data.getvalue() if isinstance(data, io.BytesIO) else bytes(data)
             key_info: dict[str, Any] = {"key": item.index.fqn, "kind": "bytes"}
@@ -318,15 +302,20 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
             return WriteResult(index=item.index, size_in_bytes=len(raw), storage_data=name)
         chunk = item.tensor_data.chunk  # type: ignore[union-attr]
         t = to_storable(data)
-        arr = root[name]
+        fqn = item.index.fqn
+        arr = arrays.array(fqn, name, t.dtype)  # laid out again in t's dtype where it may
+        if arr.dtype != t.dtype:  # never cast: the array would not hold what was saved
+            raise other_dtype(self.path, fqn, arr, t.dtype)
         region = box_region(chunk.offsets, chunk.sizes)
         whole_rows = all(r == slice(0, n) for r, n in zip(region[1:], arr.shape[1:], strict=True))
         start = region[0].start if region else 0
         if t.numel() and not (whole_rows and write_rows(arr, start, _stop(region), t)):
             # whole chunks (they lie inside this box), all-zero ones too: see _layout
             store_every_chunk(arr, region, t.reshape(tuple(chunk.sizes)))
+        retyped = fqn in arrays.retyped  # told to finish(), for the metadata's dtype
+        stored = {"name": name, "dtype": str(t.dtype).removeprefix("torch.")} if retyped else name
         return WriteResult(
-            index=item.index, size_in_bytes=t.numel() * t.element_size(), storage_data=name
+            index=item.index, size_in_bytes=t.numel() * t.element_size(), storage_data=stored
         )
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
@@ -361,9 +350,11 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
             refuse_private_store(st, err)
             raise
         names = info["names"]
+        arrays = KeyArrays(root, plan.items, set(info.get("shared", ())), self._spec, self.path)
 
         def one(item: WriteItem) -> WriteResult:
-            return self._write_item(root, names[item.index.fqn], item, planner.resolve_data(item))
+            name, data = names[item.index.fqn], planner.resolve_data(item)
+            return self._write_item(root, name, item, data, arrays)
 
         # Raw local chunks: one writer by default, as save_checkpoint (one disk stream).
         raw_local = self.compressors is None and isinstance(st, LocalStore)
@@ -392,7 +383,8 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
             if self._reused is not None:
                 refuse_stale_cached_plans(self.path, self._reused, metadata)
             metadata.version = DCP_VERSION
-            metadata.storage_data = {r.index.fqn: r.storage_data for rs in results for r in rs}
+            # dtypes as stored: plans reused by DCP's plan caching may say others
+            metadata.storage_data = stored_metadata(metadata, self._dtypes, results)
             metadata.storage_meta = self.storage_meta()
             doc = metadata_to_json(metadata)
             # the version's own copy: a load of it once newer ones are committed reads it

@@ -9,15 +9,24 @@ import torch
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import SavePlan
 
+from torchzarr.arguments import whole_number
 from torchzarr.checkpoint import commit
-from torchzarr.errors import CheckpointConflictError, InvalidArgumentError
+from torchzarr.errors import (
+    ArgumentTypeError,
+    CheckpointConflictError,
+    InvalidArgumentError,
+    MetadataError,
+)
 from torchzarr.storage import MemoryStore, Store
 
 __all__ = [
+    "check_reader_options",
     "fill_cached_plans",
     "overtaken",
     "pruned_while_loading",
+    "refuse_filesystem_checkpoint",
     "refuse_private_store",
+    "refuse_resized",
     "refuse_shared_zip",
     "refuse_stale_cached_plans",
     "refuse_uncoordinated_save",
@@ -189,6 +198,9 @@ def refuse_stale_cached_plans(path: Any, plans: Sequence[SavePlan], metadata: Me
     """Refuse to commit a save whose ranks wrote plans that :func:`fill_cached_plans` took
     from an earlier save, when DCP's ``metadata`` describes other keys or boxes (the
     planner cached another state dict's plans: several planners or savers in one process).
+    Dtypes, which DCP's own plan comparison ignores too, are checked where the data is,
+    by each rank before it writes (:mod:`torchzarr.checkpoint.dcp_dtypes`), and the
+    metadata committed names those stored.
 
     Raises:
         InvalidArgumentError: the written keys and boxes differ from the metadata's.
@@ -203,4 +215,65 @@ def refuse_stale_cached_plans(path: Any, plans: Sequence[SavePlan], metadata: Me
             f"ZarrStorageWriter({path!r}): DCP's plan caching reused plans of an earlier save "
             f"that do not match this save's metadata (keys {keys[:3]}). The save was not "
             f"committed: {_NO_CACHE_HINT}"
+        )
+
+
+def check_reader_options(version: Any, threads: Any) -> None:
+    """Check ``ZarrStorageReader``'s ``version`` and ``threads`` when it is built.
+
+    Raises:
+        ArgumentTypeError: ``version`` is not a str (nor None), ``threads`` not an int.
+        InvalidArgumentError: ``version`` is not a version's name (``"v000001"``), or
+            ``threads`` is below 1 (as ``ZarrStorageWriter`` takes it).
+
+    Example:
+        >>> check_reader_options("v000003", 4)  # fine
+        >>> check_reader_options("3", None)
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.InvalidArgumentError: ZarrStorageReader(version='3'): ...
+    """
+    if version is not None:
+        why = "a version's name such as 'v000001' (None: the committed one)"
+        if not isinstance(version, str):
+            raise ArgumentTypeError(f"ZarrStorageReader(version={version!r}): must be {why}")
+        if commit.version_number(version) < 0:
+            raise InvalidArgumentError(f"ZarrStorageReader(version={version!r}): must be {why}")
+    if threads is not None:
+        whole_number("ZarrStorageReader threads", threads, 1)
+
+
+def refuse_filesystem_checkpoint(st: Store) -> None:
+    """Explain a store without a manifest that holds torch's ``FileSystemWriter`` output.
+
+    Raises:
+        MetadataError: ``st`` holds a ``.metadata`` file (and no torchzarr manifest).
+
+    Example:
+        >>> refuse_filesystem_checkpoint(MemoryStore())  # nothing there: nothing to say
+    """
+    if st.exists(".metadata"):
+        raise MetadataError(
+            f"{st!r} holds no torchzarr checkpoint: it holds a .metadata file written by "
+            "torch's FileSystemWriter: use FileSystemReader (torch.distributed.checkpoint"
+            ".FileSystemReader) to load it"
+        )
+
+
+def refuse_resized(fqn: str, shape: tuple[int, ...], size: Sequence[int], where: Any) -> None:
+    """Refuse to load key ``fqn`` whose array has ``shape`` when the checkpoint's DCP
+    metadata gives it ``size`` (a hand-edited manifest): a larger size would fail on the
+    read, a smaller one load part of the tensor.
+
+    Raises:
+        MetadataError: the two differ (the message names the key and both).
+
+    Example:
+        >>> refuse_resized("w", (4, 2), torch.Size([4, 2]), "ckpt")  # they agree
+    """
+    if tuple(size) != tuple(shape):
+        raise MetadataError(
+            f"DCP metadata of the checkpoint in {where!r} gives key {fqn!r} the size "
+            f"{list(size)}, but its array holds shape {list(shape)}: the metadata (the "
+            "manifest, root zarr.json, or the version's own copy) was edited or damaged"
         )

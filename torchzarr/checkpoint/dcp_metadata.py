@@ -293,13 +293,17 @@ def aligned_chunks(
 
     Per axis, the chunk extent divides every interior box boundary (their gcd), so each
     rank writes whole chunks and no chunk has two writers. Chunks larger than
-    ``chunk_bytes`` are then split by a divisor of their extent, axis by axis.
+    ``chunk_bytes`` are then split by a divisor of their extent, axis by axis; an axis
+    whose best divisor would make chunks under 1/16 of ``chunk_bytes`` (a prime extent)
+    is left whole and the next axis split instead (one large chunk only when no axis can).
 
     Example:
         >>> aligned_chunks((10, 4), [((0, 0), (5, 4)), ((5, 0), (5, 4))], 4, 2**20)
         (5, 4)
         >>> aligned_chunks((9, 4), [((0, 0), (5, 4)), ((5, 0), (4, 4))], 4, 2**20)
         (5, 4)
+        >>> aligned_chunks((1009, 64), [((0, 0), (1009, 64))], 4, 16384)  # 1009 is prime
+        (1009, 4)
     """
     chunk = []
     for axis, extent in enumerate(shape):
@@ -315,9 +319,9 @@ def aligned_chunks(
             break
         rest = nbytes // extent
         split = _largest_divisor(extent, max(1, chunk_bytes // rest))
-        # A poor divisor (a prime extent) would make tiny chunks: keep the big one instead.
+        # A poor divisor (a prime extent) would make tiny chunks: split the next axis.
         if rest * split * 16 < chunk_bytes and split < extent:
-            break
+            continue
         chunk[axis] = split
         nbytes = rest * split
     return tuple(chunk)

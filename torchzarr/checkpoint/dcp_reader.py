@@ -30,7 +30,13 @@ from torch.futures import Future
 from torchzarr.checkpoint import commit, prune
 from torchzarr.checkpoint.chunk_check import check_chunks_stored
 from torchzarr.checkpoint.committed import refuse_uncommitted
-from torchzarr.checkpoint.dcp_checks import pruned_while_loading, refuse_private_store
+from torchzarr.checkpoint.dcp_checks import (
+    check_reader_options,
+    pruned_while_loading,
+    refuse_filesystem_checkpoint,
+    refuse_private_store,
+    refuse_resized,
+)
 from torchzarr.checkpoint.dcp_metadata import KIND, box_region, metadata_from_json
 from torchzarr.checkpoint.format import DCP_KEY_ATTRIBUTE
 from torchzarr.config import config
@@ -40,7 +46,6 @@ from torchzarr.errors import (
     CheckpointConflictError,
     ChunkDecodeError,
     GroupNotFoundError,
-    InvalidArgumentError,
     MetadataError,
     NodeNotFoundError,
 )
@@ -78,6 +83,11 @@ class ZarrStorageReader(StorageReader):
             writer marked its tensors are not checked. A non-tensor value whose bytes
             fail to load is checked for a lost chunk whatever this says.
 
+    Raises:
+        InvalidArgumentError: ``version`` is not a version's name (``"v000001"``) or
+            ``threads`` is below 1 (:class:`~torchzarr.errors.ArgumentTypeError` for the
+            wrong type), checked here.
+
     Example:
         >>> import torch, torch.distributed.checkpoint as dcp
         >>> from torchzarr.checkpoint.dcp import ZarrStorageWriter
@@ -100,6 +110,7 @@ class ZarrStorageReader(StorageReader):
         verify_chunks: bool = True,
     ) -> None:
         super().__init__()
+        check_reader_options(version, threads)  # here, not in the first read
         self.path = path
         self.weights_only = weights_only
         self.version = version
@@ -126,6 +137,7 @@ class ZarrStorageReader(StorageReader):
         )
         manifest = commit.read_manifest(st)
         if manifest is None:
+            refuse_filesystem_checkpoint(st)
             missing = NodeNotFoundError(f"no committed checkpoint in {st!r}")
             refuse_private_store(st, missing)
             raise missing
@@ -136,23 +148,24 @@ class ZarrStorageReader(StorageReader):
             )
         return st, manifest
 
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+    # No **kwargs: torch retries a failed read as read_metadata(rank=...) only for a
+    # reader whose signature has them, then leaves that rank out of the load's
+    # collectives; a checkpoint here has one metadata for all ranks, so the first
+    # read's error is the one every rank raises.
+    def read_metadata(self) -> Metadata:
         """The DCP metadata: the manifest's JSON for the committed version, the version's
         own copy for an older one (``version=``). A version pruned between the manifest's
         read and its opening (a save committed meanwhile) is followed to the new one.
 
+        ``dcp.load`` hands its error on as text: a ``CheckpointException`` whose
+        ``failures`` map each rank to an ``AssertionError`` reading ``metadata is None;
+        global metadata read failed: <this error>``.
+
         Raises:
-            InvalidArgumentError: arguments were given: torch asks for a rank's own metadata
-                (``rank=``) after a failed read, and then skips on that rank alone the
-                collectives the other ranks wait in; a checkpoint here has one metadata for
-                all ranks, so the read's own error is raised on every rank instead.
+            NodeNotFoundError: no committed checkpoint (also when the directory holds
+                torch's ``FileSystemWriter`` output, which the message says).
+            MetadataError: not a DCP checkpoint, or its metadata is malformed.
         """
-        if args or kwargs:
-            raise InvalidArgumentError(
-                f"ZarrStorageReader.read_metadata takes no arguments, got {len(args)} and "
-                f"{sorted(kwargs)}: a checkpoint in {self.path!r} has one metadata for all "
-                "ranks, no rank-local one (see the error of the read without arguments)"
-            )
         for attempt in range(_OPEN_ATTEMPTS):
             st, manifest = self._manifest()
             try:
@@ -283,7 +296,11 @@ class ZarrStorageReader(StorageReader):
         return io.BytesIO(raw)
 
     def _read_tensor(self, item: ReadItem, target: torch.Tensor) -> None:
-        arr = self._array(item.storage_index.fqn)
+        fqn = item.storage_index.fqn
+        arr = self._array(fqn)
+        entry = None if self._metadata is None else self._metadata.state_dict_metadata.get(fqn)
+        if isinstance(entry, TensorStorageMetadata):
+            refuse_resized(fqn, arr.shape, entry.size, self.path)
         base = item.storage_index.offset or torch.Size([0] * arr.ndim)
         region = box_region(
             [b + o for b, o in zip(base, item.storage_offsets, strict=True)], item.lengths
