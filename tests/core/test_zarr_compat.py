@@ -180,15 +180,21 @@ def test_nbytes_stored_counts_what_zarr_python_counts(tmp_path, extra):
     assert tz.open_array(path).nbytes_stored() == zarr.open_array(path).nbytes_stored()
 
 
-def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
-    reads = []
+@pytest.fixture
+def reads(monkeypatch):
+    """The selections every ``Array.__getitem__`` call is given, in order."""
+    seen = []
     original = tz.Array.__getitem__
 
     def record(self, selection):
-        reads.append(selection)
+        seen.append(selection)
         return original(self, selection)
 
     monkeypatch.setattr(tz.Array, "__getitem__", record)
+    return seen
+
+
+def test_iterating_reads_a_chunk_row_at_a_time(arr, reads):
     rows = list(arr)
     assert torch.equal(torch.stack(rows), torch.from_numpy(DATA))
     assert reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]  # not 10 row reads
@@ -199,15 +205,7 @@ def test_iterating_reads_a_chunk_row_at_a_time(arr, monkeypatch):
     assert len(list(sharded)) == 40 and reads == [slice(0, 20), slice(20, 40)]  # whole shards
 
 
-def test_in_answers_as_numpy_and_torch_do_a_chunk_row_at_a_time(arr, monkeypatch):
-    reads = []
-    original = tz.Array.__getitem__
-
-    def record(self, selection):
-        reads.append(selection)
-        return original(self, selection)
-
-    monkeypatch.setattr(tz.Array, "__getitem__", record)
+def test_in_answers_as_numpy_does_a_chunk_row_at_a_time(arr, reads):
     assert 69 in arr and reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]
     reads.clear()
     assert 5 in arr and reads == [slice(0, 3)]  # stops at the first chunk row holding it
