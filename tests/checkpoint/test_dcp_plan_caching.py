@@ -225,3 +225,36 @@ def test_metadata_of_a_save_under_plan_caching_names_the_dtypes_stored(
     loaded = {"w": torch.zeros(2)}
     dcp.load(loaded, storage_reader=ZarrStorageReader(path))
     assert _bits(loaded["w"]) == _bits(x)
+
+
+def test_an_array_other_ranks_write_takes_widened_data_only():
+    """A planner's resolve_data may hand float16 for a float32 plan (torch's FP16Planner
+    example): exact in the float32 array several ranks write; a narrowing is refused."""
+    from torchzarr.checkpoint.dcp_dtypes import KeyArrays, widens
+
+    root = tz.create_group("memory://")
+    root.create_array("w", shape=(4,), dtype=torch.float32)
+    arrays = KeyArrays(root, [], {"w"}, lambda *a: {}, "ckpt")
+    assert arrays.array("w", "w", torch.float16).dtype == torch.float32
+    with pytest.raises(tz.errors.InvalidArgumentError, match="only widening"):
+        arrays.array("w", "w", torch.float64)
+    assert [widens(a, b) for a, b in WIDENINGS] == [True] * 5
+    assert not any(widens(a, b) for a, b in NARROWINGS)
+
+
+WIDENINGS = [
+    (torch.bfloat16, torch.float32),
+    (torch.float32, torch.float64),
+    (torch.int8, torch.int64),
+    (torch.uint8, torch.int16),
+    (torch.uint16, torch.uint32),
+]
+NARROWINGS = [
+    (torch.float32, torch.bfloat16),
+    (torch.float16, torch.bfloat16),
+    (torch.int64, torch.float64),
+    (torch.uint8, torch.int8),
+    (torch.int16, torch.uint32),
+    (torch.float32, torch.complex64),
+    (torch.bool, torch.int8),
+]

@@ -492,3 +492,19 @@ def test_immutable_rides_pickles_repr_equality_with_read_only_and_urls(tmp_path:
     assert opened.get("a") == b"1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.db"]  # no -wal, no -shm made
     opened.close()
+
+
+def test_immutable_refuses_a_database_whose_wal_a_reader_left_holding_commits(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "d.db")
+    writer = SQLiteStore(path)
+    tz.create_array(writer, data=torch.arange(10), chunks=(3,))
+    reader = SQLiteStore(path, read_only=True)
+    assert tz.open_array(reader, mode="r")[:].tolist() == list(range(10))
+    writer.close()
+    reader.close()  # the reader closes last: a read-only connection never checkpoints
+    assert (tmp_path / "d.db-wal").stat().st_size > 0
+    with pytest.raises(StoreError, match="holds commits the database file lacks"):
+        tz.open_array(SQLiteStore(path, read_only=True, immutable=True), mode="r")
+    assert tz.open_array(SQLiteStore(path, read_only=True), mode="r")[:].tolist() == list(range(10))

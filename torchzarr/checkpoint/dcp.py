@@ -49,7 +49,6 @@ from torchzarr.checkpoint.dcp_checks import (
 )
 from torchzarr.checkpoint.dcp_dtypes import (
     KeyArrays,
-    other_dtype,
     shared_keys,
     stored_metadata,
     tensor_spec,
@@ -303,9 +302,9 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
         chunk = item.tensor_data.chunk  # type: ignore[union-attr]
         t = to_storable(data)
         fqn = item.index.fqn
-        arr = arrays.array(fqn, name, t.dtype)  # laid out again in t's dtype where it may
-        if arr.dtype != t.dtype:  # never cast: the array would not hold what was saved
-            raise other_dtype(self.path, fqn, arr, t.dtype)
+        # laid out again in t's dtype where it may; an array other ranks write takes only
+        # widened data (never a cast that loses what was saved)
+        arr = arrays.array(fqn, name, t.dtype)
         region = box_region(chunk.offsets, chunk.sizes)
         whole_rows = all(r == slice(0, n) for r, n in zip(region[1:], arr.shape[1:], strict=True))
         start = region[0].start if region else 0

@@ -61,7 +61,7 @@ def tensor_spec(
     except UnsupportedDtypeError as err:
         raise UnsupportedDtypeError(
             f"DCP key {fqn!r} ({dtype}, shape {tuple(data.size)}) cannot be saved to "
-            f"{path!r}: {err}. Nothing was written: save it converted to one of those"
+            f"{path!r}: {err}. Nothing was committed: save it converted to one of those"
         ) from None
     shape = tuple(data.size)
     boxes = [(i.tensor_data.chunk.offsets, i.tensor_data.chunk.sizes) for i in items]  # type: ignore[union-attr]
@@ -141,8 +141,8 @@ class KeyArrays:
             lock = self._key_locks.setdefault(name, threading.Lock())
         with lock:  # the first write of a key waits for its check; the others find it done
             arr = self._root[name]
-            if arr.dtype == dtype:
-                return arr
+            if arr.dtype == dtype or (fqn in self._shared and widens(dtype, arr.dtype)):
+                return arr  # (a planner's resolve_data may widen: stored exactly)
             if fqn in self._shared or fqn in self.retyped:
                 raise other_dtype(self._path, fqn, arr, dtype, fqn in self._shared)
             spec = self._spec(fqn, self._items[fqn], dtype)
@@ -150,6 +150,29 @@ class KeyArrays:
             return create_array(
                 self._root.store, path=f"{self._root.path}/{name}", overwrite=True, **spec
             )
+
+
+_EXACT_FLOATS = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4, torch.float64: 8}
+
+
+def widens(source: torch.dtype, dest: torch.dtype) -> bool:
+    """Whether every value of ``source`` is exactly a value of ``dest`` (float16 into
+    float32, int8 into int64, uint8 into int16), so writing one into the other loses nothing.
+
+    Example:
+        >>> widens(torch.float16, torch.float32), widens(torch.float32, torch.bfloat16)
+        (True, False)
+    """
+    if source in _EXACT_FLOATS and dest in _EXACT_FLOATS:
+        return dest.itemsize > source.itemsize or source == dest
+    if source.is_floating_point or dest.is_floating_point or source.is_complex:
+        return False
+    if source == torch.bool or dest == torch.bool or dest.is_complex:
+        return source == dest
+    wider = dest.itemsize > source.itemsize
+    if source.is_signed == dest.is_signed:
+        return wider or source == dest
+    return wider and dest.is_signed  # unsigned into a wider signed int
 
 
 def other_dtype(
@@ -169,9 +192,11 @@ def other_dtype(
         f"ZarrStorageWriter({path!r}): DCP key {fqn!r} holds {dtype} data, but its array "
         f"{arr.path} was laid out for {arr.dtype}{where}: DCP's plan caching reused plans "
         "made for another dtype (it compares keys and shapes only), or the planner's "
-        "resolve_data changed the dtype. Nothing was committed; leave plan caching off "
-        "(DefaultSavePlanner(enable_plan_caching=False)) for state dicts with these keys "
-        "and shapes in other dtypes"
+        "resolve_data changed the dtype (only widening, float16 into float32, is taken "
+        "into an array other ranks write). Nothing was committed: with plan caching on, "
+        "leave it off (DefaultSavePlanner(enable_plan_caching=False)) for state dicts with "
+        "these keys and shapes in other dtypes; a planner that changes dtypes should "
+        "change them in its plans too"
     )
 
 

@@ -162,9 +162,9 @@ class ZarrStorageReader(StorageReader):
         global metadata read failed: <this error>``.
 
         Raises:
-            NodeNotFoundError: no committed checkpoint (also when the directory holds
-                torch's ``FileSystemWriter`` output, which the message says).
-            MetadataError: not a DCP checkpoint, or its metadata is malformed.
+            NodeNotFoundError: no committed checkpoint.
+            MetadataError: not a DCP checkpoint (torch's ``FileSystemWriter`` output: the
+                message says to use ``FileSystemReader``), or its metadata is malformed.
         """
         for attempt in range(_OPEN_ATTEMPTS):
             st, manifest = self._manifest()

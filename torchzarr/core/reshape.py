@@ -42,8 +42,9 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
     chunks = tuple(source.metadata.chunk_shape)
     old_grid = chunk_grid_shape(old, chunks)
     new_grid = chunk_grid_shape(new, chunks)
-    # Cut edge chunks first: a rewrite that fails (a stored shard too big for memory) must
-    # leave the array as it was, not with the chunks outside deleted and the shape kept.
+    # Cut edge chunks first: a rewrite refused (a stored shard too big for memory) leaves
+    # the array as it was, not with the chunks outside deleted and the shape kept (a store
+    # failing part way may have reset some of the cut part, all past the new end).
     fill = np.asarray(source.pipeline.spec.fill_value, dtype=source.pipeline.spec.dtype)
     for axis, (o, n, k) in enumerate(zip(old, new, chunks, strict=True)):
         if n < o and n % k:

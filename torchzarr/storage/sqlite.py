@@ -154,8 +154,9 @@ class SQLiteStore(Store):
         Safe while other threads use the store: a statement running on a connection
         finishes before the connection closes, and the thread's next call reconnects.
         Every store does the same just before the process forks (see ``docs/storage.md``).
-        The database stays in WAL mode; the last connection to it (of any process) to
-        close checkpoints its WAL into the file and removes the ``-wal`` and ``-shm`` files.
+        The database stays in WAL mode; the last writable connection to it (of any
+        process) to close checkpoints its WAL into the file and removes the ``-wal`` and
+        ``-shm`` files (a read-only one never does).
 
         Example:
             >>> import os, tempfile

@@ -45,6 +45,14 @@ def connect_read_only(path: str, timeout: float, immutable: bool = False) -> sql
     """
     uri = "file:" + urllib.parse.quote(path) + "?mode=ro"  # quoted: '%', '?', '#'...
     if immutable:
+        if _wal_size(os.path.realpath(path)):
+            raise StoreError(
+                f"cannot open SQLite database {path!r} immutable: the -wal file beside it "
+                "holds commits the database file lacks (a reader closed it last, or a writer "
+                "has it open), which immutable=True would not see. Open it without "
+                "immutable, or switch it out of WAL mode once where it is writable "
+                f"(sqlite3 {shlex.quote(os.path.realpath(path))} 'PRAGMA journal_mode=DELETE')"
+            )
         uri += "&immutable=1"
     conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     try:
@@ -56,6 +64,16 @@ def connect_read_only(path: str, timeout: float, immutable: bool = False) -> sql
             raise cause from err
         raise
     return conn
+
+
+def _wal_size(real: str) -> int:
+    """The size of the ``-wal`` file beside the database file ``real`` (0 when none): a
+    stat, which opens nothing (closing a descriptor of the database would drop SQLite's
+    locks on it)."""
+    try:
+        return os.stat(real + "-wal").st_size
+    except OSError:
+        return 0
 
 
 def _wal_in_read_only_place(path: str, err: sqlite3.Error) -> StoreError | None:
@@ -81,7 +99,7 @@ def _wal_in_read_only_place(path: str, err: sqlite3.Error) -> StoreError | None:
         "write. "
     )
     delete = f"sqlite3 {shlex.quote(real)} 'PRAGMA journal_mode=DELETE'"
-    if os.path.lexists(real + "-wal"):
+    if _wal_size(real):
         return StoreError(
             text + "The -wal file beside it may hold commits the database file lacks (a "
             "writer has it open, or ended without checkpointing), which immutable=True "
