@@ -149,6 +149,14 @@ def test_open_modes(any_store):
         tz.open(any_store, mode="x")
 
 
+@pytest.mark.parametrize("placed", [{"path": "x"}, {"store": "memory://"}])
+def test_a_member_array_is_placed_by_its_name_alone(placed):
+    group = tz.open_group("memory://", mode="w")
+    with pytest.raises(tz.errors.ArgumentTypeError, match="takes the member's name, not"):
+        group.create_array("a", shape=(2,), dtype="int8", **placed)
+    assert "a" not in group and group.create_array("a", shape=(2,), dtype="int8").path == "a"
+
+
 def test_create_array_refuses_existing_unless_overwrite(any_store):
     tz.create_array(any_store, path="a", shape=(2,), dtype="int8")
     with pytest.raises(NodeExistsError, match="'a'"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
-from torchzarr.core import nodes
+from torchzarr.core import group_args, nodes
 from torchzarr.core.array import Array
 from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
@@ -136,9 +136,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         rel = self._relative(key)
         if not rel:
             raise InvalidArgumentError(
-                f"{key!r} names group {self.name} itself, not a member: a group cannot "
-                "replace or delete itself; do that from its parent group (or clear it with "
-                "mode='w')"
+                f"{key!r} names group {self.name} itself, not a member: a group cannot replace "
+                "or delete itself; do that from its parent group (or clear it with mode='w')"
             )
         return nodes.join_path(self._path, rel)
 
@@ -368,8 +367,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         from torchzarr.core.api import create_array
 
         self._check_writable()
-        kwargs.setdefault("zarr_format", self.zarr_format)
-        return create_array(self._store, path=self._child_path(name), **kwargs)
+        options = group_args.member_array_options(kwargs, self.zarr_format)
+        return create_array(self._store, path=self._child_path(name), **options)
 
     def require_array(self, name: str, **kwargs: Any) -> Array:
         """The member array at ``name``, created if absent; an existing one must have the

@@ -11,7 +11,25 @@ from torchzarr.core.array import Array
 from torchzarr.core.chunking import normalize_shape
 from torchzarr.errors import ArgumentTypeError, NodeExistsError
 
-__all__ = ["check_assigned", "check_depth", "check_required_array"]
+__all__ = ["check_assigned", "check_depth", "check_required_array", "member_array_options"]
+
+
+def member_array_options(kwargs: dict[str, Any], zarr_format: int) -> dict[str, Any]:
+    """The options of ``Group.create_array(name, **kwargs)`` for ``create_array``: the
+    group's format by default; ``store`` and ``path`` refused (the group and ``name`` say
+    where), as Python's "multiple values" error would, unclearly.
+
+    Example:
+        >>> member_array_options({"shape": (2,)}, 2)
+        {'shape': (2,), 'zarr_format': 2}
+    """
+    placed = sorted({"store", "path"} & set(kwargs))
+    if placed:
+        raise ArgumentTypeError(
+            f"Group.create_array takes the member's name, not {', '.join(placed)}= (the "
+            "group and the name say where the array goes)"
+        )
+    return {**kwargs, "zarr_format": kwargs.get("zarr_format", zarr_format)}
 
 
 def check_depth(name: str, value: Any) -> int | None:
