@@ -216,6 +216,18 @@ def test_a_zip_file_not_writable_reads_in_mode_a_and_refuses_writes(
     assert path.read_bytes() == before
 
 
+def test_a_zip_whose_folder_cannot_be_made_on_a_read_only_file_system_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def makedirs(name: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(name))
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    store = ZipStore(tmp_path / "missing" / "new.zip", mode="a")
+    with pytest.raises(ReadOnlyError, match=r"new\.zip.*cannot make its folder"):
+        store.set("a", b"1")
+
+
 def test_a_zip_on_a_read_only_file_system_reads_in_mode_a_and_refuses_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,7 +16,7 @@ from torchzarr.storage.changes import keys_replaced
 from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.store_args import local_path
 from torchzarr.storage.zip_archive import Archive
-from torchzarr.storage.zip_io import Savepoint, read_many, refuse_change
+from torchzarr.storage.zip_io import Savepoint, not_writable, read_many, refuse_change
 from torchzarr.storage.zip_shared import archives as _archives
 from torchzarr.storage.zip_shared import choose_archive, last_closed, refuse_another_version
 from torchzarr.storage.zip_shared import closed_at_exit as _closed_at_exit
@@ -168,8 +167,14 @@ class ZipStore(Store):
         SQLiteStore make theirs (one that cannot be made: opening the zip says why)."""
         parent = os.path.dirname(self.real_path)
         if parent and not os.path.isdir(parent):
-            with contextlib.suppress(OSError):
+            try:
                 os.makedirs(parent, exist_ok=True)
+            except OSError as err:
+                if not_writable(err):  # a read-only file system: as a zip there says
+                    raise ReadOnlyError(
+                        f"cannot write to zip file {self.real_path!r} (mode {self.mode!r}): "
+                        f"cannot make its folder: {err}"
+                    ) from err
 
     def close(self) -> None:
         """Write the zip's directory and release the file; the store reopens on next use.

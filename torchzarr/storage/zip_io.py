@@ -38,6 +38,7 @@ __all__ = [
     "entry_bytes",
     "list_entries",
     "no_room_for_directory",
+    "not_writable",
     "open_zip",
     "read_entry",
     "read_many",
@@ -100,7 +101,7 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
             os.close(fd)
         if isinstance(err, StoreError):
             raise
-        if _not_writable(err) and mode != "r":
+        if not_writable(err) and mode != "r":
             raise ReadOnlyError(
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
@@ -118,7 +119,7 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
         raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}{hint}") from err
 
 
-def _not_writable(err: BaseException) -> bool:
+def not_writable(err: BaseException) -> bool:
     """Whether ``err`` says the file may not be written: permission denied, or a read-only
     file system (``EROFS`` is no ``PermissionError``)."""
     return isinstance(err, PermissionError) or (
