@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from torchzarr import telemetry
+from torchzarr.config import config
 from torchzarr.core import engine
 from torchzarr.core.attributes import logical_data_type
 from torchzarr.core.cache import invalidate_outside_everywhere
@@ -54,7 +55,13 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
                 for a in range(len(old))
             )
             indexer = basic_indexer(region, old, chunks)
-            projections = _stored(source, list(indexer))  # one never written stays so
+            projections = list(indexer)
+            nbytes = math.prod(chunks) * source.pipeline.spec.dtype.itemsize
+            if source.metadata.fill_value is None or nbytes >= config.io_batch_bytes:
+                # v2 null (writes store even zeros), or chunks (shards) that might not fit
+                # in memory: ask which are stored first; a small one never written is read
+                # as missing by the rewrite itself, at no extra request
+                projections = _stored(source, projections)
             if projections:
                 engine.write_from(source, projections, np.broadcast_to(fill, indexer.shape))
     if any(n < o for o, n in zip(old_grid, new_grid, strict=True)):
