@@ -210,11 +210,6 @@ class ZarrStorageWriter(StorageWriter, ResolvedViewsStager):
     def _spec(self, fqn: str, items: list[WriteItem], dtype: Any = None) -> dict[str, Any]:
         """The array spec of tensor key ``fqn`` (see :func:`tensor_spec`), for data of
         ``dtype`` (None: the dtype its items say)."""
-        if dtype is None:
-            data = items[0].tensor_data
-            if data is None:
-                raise MetadataError(f"DCP write item for {fqn!r} has no tensor_data")
-            dtype = data.properties.dtype
         return tensor_spec(self.path, fqn, items, dtype, self.chunk_bytes, self.compressors)
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:

@@ -36,12 +36,13 @@ def tensor_spec(
     path: Any,
     fqn: str,
     items: Sequence[WriteItem],
-    dtype: torch.dtype,
+    dtype: torch.dtype | None,
     chunk_bytes: int,
     compressors: Any,
 ) -> dict[str, Any]:
     """The array spec (``create_array``'s arguments) of tensor key ``fqn`` whose write
-    ``items`` (every rank's boxes of it) hold ``dtype`` data, for the writer of ``path``.
+    ``items`` (every rank's boxes of it) hold ``dtype`` data (None: the dtype the items
+    say), for the writer of ``path``.
 
     Raises:
         UnsupportedDtypeError: no Zarr data type holds ``dtype`` (the message names the
@@ -56,6 +57,7 @@ def tensor_spec(
     data = items[0].tensor_data
     if data is None:
         raise MetadataError(f"DCP write item for {fqn!r} has no tensor_data")
+    dtype = data.properties.dtype if dtype is None else dtype
     try:
         data_type(dtype)
     except UnsupportedDtypeError as err:
