@@ -104,9 +104,12 @@ def test_a_fit_resumed_mid_epoch_sees_every_sample_once_in_each_epoch(tmp_path, 
     assert trained[1] != trained[2]
 
 
-def _sampler_module(path: Path, seen: list[tuple[int, int, list[int]]]) -> Any:
+def _sampler_module(
+    path: Path, seen: list[tuple[int, int, list[int]]], hook: bool = True, loader: Any = None
+) -> Any:
     """The module of :func:`_module`, reading a map-style dataset through a
-    ChunkBlockSampler, as docs/datasets.md gives."""
+    ChunkBlockSampler, as docs/datasets.md gives (``hook=False``: no ``set_epoch`` in
+    ``on_train_epoch_start``, left to Lightning)."""
 
     class SamplerRecorder(type(_module(path, seen, persistent=False))):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -115,26 +118,56 @@ def _sampler_module(path: Path, seen: list[tuple[int, int, list[int]]]) -> Any:
             self.sampler = tz.ChunkBlockSampler(self.dataset, BATCH, block_chunks=2, seed=3)
 
         def train_dataloader(self) -> Any:
-            return stateful.StatefulDataLoader(self.dataset, batch_sampler=self.sampler)
+            make = loader or stateful.StatefulDataLoader
+            return make(self.dataset, batch_sampler=self.sampler)
 
         def on_train_epoch_start(self) -> None:
-            self.sampler.set_epoch(self.current_epoch)
+            if hook:
+                self.sampler.set_epoch(self.current_epoch)
 
     return SamplerRecorder()
 
 
-def test_a_sampler_resumed_mid_epoch_keeps_every_later_epoch_whole(tmp_path):
+def _sampler_order(path: Path, epoch: int) -> list[int]:
+    sampler = tz.ChunkBlockSampler(
+        tz.ZarrDataset(tz.open_array(path, mode="r")), BATCH, block_chunks=2, seed=3
+    )
+    sampler.set_epoch(epoch)
+    return [i for batch in sampler for i in batch]
+
+
+@pytest.mark.parametrize("loader", [DataLoader, None], ids=["DataLoader", "StatefulDataLoader"])
+def test_lightning_moves_a_sampler_to_each_epoch_without_a_hook(tmp_path, loader):
+    """Lightning calls set_epoch on ``loader.batch_sampler.sampler``: each epoch of a fit
+    deals its own order, with nothing in ``on_train_epoch_start``."""
+    path = tmp_path / "ids.zarr"
+    tz.create_array(path, shape=(SAMPLES,), dtype=torch.int64, chunks=(50,))[:] = torch.arange(
+        SAMPLES
+    )
+    seen: list[tuple[int, int, list[int]]] = []
+    _fit(tmp_path, _sampler_module(path, seen, hook=False, loader=loader), epochs=3)
+    trained = defaultdict(list)
+    for epoch, _, ids in seen:
+        trained[epoch].extend(ids)
+    for epoch in (0, 1, 2):
+        assert trained[epoch] == _sampler_order(path, epoch), epoch
+    assert trained[1] != trained[0]
+
+
+@pytest.mark.parametrize("hook", [True, False], ids=["set_epoch-in-hook", "no-hook"])
+def test_a_sampler_resumed_mid_epoch_keeps_every_later_epoch_whole(tmp_path, hook):
     """Lightning takes the loader's length once, after restoring the sampler: a length of
-    the resumed pass only cut every later epoch short."""
+    the resumed pass only cut every later epoch short. Lightning's own set_epoch (same
+    epoch, after the resumed pass began) keeps the pass's position."""
     path = tmp_path / "ids.zarr"
     tz.create_array(path, shape=(SAMPLES,), dtype=torch.int64, chunks=(50,))[:] = torch.arange(
         SAMPLES
     )
     interrupted: list[tuple[int, int, list[int]]] = []
-    _fit(tmp_path, _sampler_module(path, interrupted), epochs=2)
+    _fit(tmp_path, _sampler_module(path, interrupted, hook), epochs=2)
     resumed: list[tuple[int, int, list[int]]] = []
     checkpoint = tmp_path / "checkpoints" / "step=17.ckpt"  # 5 steps into epoch 1
-    _fit(tmp_path, _sampler_module(path, resumed), epochs=3, resume=checkpoint)
+    _fit(tmp_path, _sampler_module(path, resumed, hook), epochs=3, resume=checkpoint)
     trained = defaultdict(list)
     for epoch, step, ids in interrupted:
         if step < 17:

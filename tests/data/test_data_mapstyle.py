@@ -143,6 +143,22 @@ def test_sampler_resumes_mid_epoch_on_another_world_size(memory_array):
     assert len(list(s)) == 13
 
 
+def test_sampler_set_epoch_to_its_epoch_keeps_the_pass_under_way(memory_array):
+    """Lightning calls set_epoch on ``batch_sampler.sampler`` (the sampler itself) after a
+    first epoch's iterator has begun: the position of that pass stays in the state."""
+    ds = ZarrDataset(memory_array)
+    s = ChunkBlockSampler(ds, 8, block_chunks=2, seed=5)
+    assert s.sampler is s
+    s.set_epoch(1)
+    batches = iter(s)
+    for _ in range(3):
+        next(batches)
+    s.set_epoch(1)
+    assert s.state_dict()["steps"] == 3
+    s.set_epoch(2)  # another epoch: the next pass starts it whole
+    assert s.state_dict()["steps"] == 0 and s.state_dict()["epoch"] == 2
+
+
 def test_sampler_len_counts_the_whole_epoch_also_in_a_resumed_pass(memory_array):
     """As the iterable dataset's under workers: Lightning reads it once, right after the
     restore, and keeps it for every later epoch."""

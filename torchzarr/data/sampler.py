@@ -83,14 +83,31 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         """The current epoch."""
         return self.cursor.epoch
 
+    @property
+    def sampler(self) -> ChunkBlockSampler:
+        """This sampler itself: where Lightning and Accelerate look for ``set_epoch`` on a
+        loader's batch sampler (``loader.batch_sampler.sampler``), so they move it to each
+        epoch as they do a ``DistributedSampler``.
+
+        Example:
+            >>> loader.batch_sampler.sampler is sampler  # doctest: +SKIP
+            True
+        """
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` for the next pass (call it before each epoch).
+
+        A call with the epoch the sampler is in changes nothing: a loaded state, or the
+        position of a pass under way, stays.
 
         Example:
             >>> sampler.set_epoch(1)  # doctest: +SKIP
         """
+        before = self.cursor.epoch
         self.cursor.set_epoch(epoch)
-        self._live = None
+        if self.cursor.epoch != before:
+            self._live = None
 
     def __len__(self) -> int:
         """Batches of a whole epoch on this rank, as ``ZarrIterableDataset`` counts them
