@@ -377,3 +377,16 @@ def test_a_plugin_resolving_a_store_on_import_loads_beside_a_sweep(plugins):
         lambda: registered_stores()["slowmem"], lambda: "other" in registered_stores()
     )
     assert callable(used) and swept is False
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "lmdb", "zip"])
+def test_a_file_url_with_a_query_is_refused_not_made_into_a_file_name(tmp_path, scheme):
+    """``sqlite:///a.db?immutable=1`` made a file named ``a.db?immutable=1``."""
+    url = f"{scheme}://{tmp_path}/a.db?immutable=1"
+    with pytest.raises(UnknownStoreError, match=r"takes no \?immutable=1 query") as info:
+        resolve_store(url, mode="a")
+    assert "storage_options" in str(info.value) and list(tmp_path.iterdir()) == []
+    # a '?' that is no query stays part of the name
+    store = resolve_store(f"{scheme}://{tmp_path}/odd?name.db", mode="a")
+    assert store is not None
+    store.close()

@@ -217,6 +217,13 @@ def _path_of(url: str, scheme: str) -> str:
     path = url[len(scheme) + 3 :] if url.lower().startswith(scheme + "://") else url
     if not path or "::" in path:
         raise UnknownStoreError(f"{url!r} names no {scheme} path (write {scheme}://path/to/file)")
+    query = path.rpartition("?")[2]
+    if "?" in path and "=" in query and "/" not in query:
+        raise UnknownStoreError(
+            f"{url!r}: a {scheme} URL takes no ?{query} query (it would name a file); pass "
+            "settings as storage_options (storage_options={'immutable': True}), or give the "
+            "store object itself for a file whose name holds '?'"
+        )
     return path
 
 
