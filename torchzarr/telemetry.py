@@ -224,6 +224,8 @@ def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
     in a decoded-chunk cache.
 
     A ``listener`` that is not callable is refused at once (it would fail at every event).
+    One already added is not added again (as ``logging`` does with handlers): it is called
+    once per event, and one :func:`remove_listener` stops it.
 
     Example:
         >>> events = []
@@ -241,7 +243,8 @@ def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
             f"{type(listener).__name__}: {listener!r:.200}"
         )
     with _lock:
-        _listeners.append(listener)
+        if listener not in _listeners:
+            _listeners.append(listener)
 
 
 def remove_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:

@@ -191,6 +191,27 @@ def test_telemetry_counts_and_listeners(filled):
     telemetry.remove_listener(listener)  # unknown now: not an error
 
 
+def test_a_listener_added_again_is_called_once_and_removed_by_one_call(filled):
+    """As logging's handlers: a callback registering at every fit does not pile up."""
+    arr, _ = filled
+    events = []
+
+    class Recorder:
+        def hear(self, event, amounts):
+            events.append(event)
+
+    recorder = Recorder()
+    for _ in range(3):
+        telemetry.add_listener(recorder.hear)  # a new bound method object each time
+    try:
+        arr[0:20]
+        assert events == ["read"]
+    finally:
+        telemetry.remove_listener(recorder.hear)
+    arr[0:20]
+    assert events == ["read"]
+
+
 def test_broken_listener_does_not_break_io(filled, caplog):
     arr, _ = filled
 
