@@ -385,6 +385,12 @@ def test_info_reports_layout(any_store):
     assert "Shard shape        : (4, 4)" in str(sharded) and "('t', 'c')" in str(sharded)
 
 
+def test_info_shows_sizes_past_what_a_float_holds():
+    """64 axes of 2**62 (a valid shape): float(nbytes) raised OverflowError."""
+    arr = tz.create_array("memory://", shape=(2**62,) * 20, chunks=(1,) * 20, dtype="int8")
+    assert "about 2**1240 B" in str(arr.info)
+
+
 @pytest.mark.parametrize("extra", [{}, {"shards": (4,)}, {"zarr_format": 2}])
 def test_stray_files_beside_the_chunks_are_not_chunks(any_store, extra):
     arr = tz.create_array(any_store, path="a", shape=(8,), dtype=torch.int8, chunks=(2,), **extra)

@@ -81,6 +81,8 @@ def count_initialized(
 
 
 def _human(n: int) -> str:
+    if n >= 1 << 1000:  # past what a float holds: a power of two
+        return f"about 2**{n.bit_length() - 1} B"
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
