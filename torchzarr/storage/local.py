@@ -29,6 +29,7 @@ from torchzarr.storage.local_names import (
     name_max,
     raise_unless_too_long,
     temporary_name,
+    temporary_of,
 )
 from torchzarr.storage.local_sync import flush, on_threads, up_to_root
 from torchzarr.storage.store_args import flag, local_path
@@ -294,8 +295,10 @@ class LocalStore(Store):
             self.discard(staged)
             raise
         except OSError as err:
+            gone = isinstance(err, FileNotFoundError) and not os.path.lexists(entry.tmp)
             self.discard(staged)
-            raise StoreError(f"cannot write {entry.key!r} to {self}: {err}") from err
+            why = " (its temporary file was removed: a delete of the node?)" if gone else ""
+            raise StoreError(f"cannot write {entry.key!r} to {self}{why}: {err}") from err
         except BaseException:
             self.discard(staged)
             raise
@@ -393,15 +396,18 @@ class LocalStore(Store):
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every key under ``prefix``; a symlinked directory wholly under it is
-        removed as a link (as ``rm -r`` does): the files it points to stay."""
+        removed as a link (as ``rm -r`` does): the files it points to stay. The temporary
+        files of writes under it (a killed writer's, found in the same walk) go too: a write
+        still in flight then fails with ``StoreError``."""
         self._check_writable(prefix or "/")
         links: list[tuple[str, str]] = []
+        temporaries: list[tuple[str, str]] = []
         head = prefix[:-1] if prefix.endswith("/") else ""
         if head and os.path.islink(self._file(head)):
             links.append((head, self._file(head)))
             keys: list[str] = []
         else:
-            keys = list(self._list(prefix, links))
+            keys = list(self._list(prefix, links, temporaries))
         if any(  # an overridden delete or delete_many sees every key (and flushes)
             name in self.__dict__ or getattr(type(self), name) is not getattr(LocalStore, name)
             for name in ("delete", "delete_many")
@@ -410,9 +416,12 @@ class LocalStore(Store):
             changed: dict[Path, None] = {}
         else:
             changed = self._unlink_keys(keys)
-        for name, path in links:
-            if not (name + "/").startswith(prefix):
-                continue
+        gone = [(name, path) for name, path in links if (name + "/").startswith(prefix)]
+        for name, path in temporaries:  # after the keys: the last file out prunes
+            tail = name.rpartition("/")[2]  # kept if the key it is for is not under prefix
+            if (name[: -len(tail)] + temporary_of(tail)).startswith(prefix):
+                gone.append((name, path))
+        for name, path in gone:
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -426,14 +435,20 @@ class LocalStore(Store):
     def list_prefix(self, prefix: str) -> Iterator[str]:
         return self._list(prefix, None)
 
-    def _list(self, prefix: str, links: list[tuple[str, str]] | None) -> Iterator[str]:
+    def _list(
+        self,
+        prefix: str,
+        links: list[tuple[str, str]] | None,
+        temporaries: list[tuple[str, str]] | None = None,
+    ) -> Iterator[str]:
         """Keys starting with ``prefix``, also those below symlinked directories; with
-        ``links``, those are not followed but collected there as ``(name, path)``."""
+        ``links``, those are not followed but collected there as ``(name, path)``; with
+        ``temporaries``, the temporary files walked past are (not only under ``prefix``)."""
         validate_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
         start = os.path.join(self._root_str, *head.split("/")) if head else self._root_str
         base = head + "/" if head else ""
-        for key in walk_keys(start, base, frozenset(), links, self):
+        for key in walk_keys(start, base, frozenset(), links, self, temporaries):
             if key.startswith(prefix):
                 yield key
 

@@ -3,10 +3,11 @@ not) and the entries of one directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
-from torchzarr.storage.local_names import is_key_name, raise_unless_too_long
+from torchzarr.storage.local_names import is_key_name, is_temporary, raise_unless_too_long
 
 __all__ = ["list_entries", "walk_keys"]
 
@@ -17,12 +18,15 @@ def walk_keys(
     above: frozenset[tuple[int, int]],
     links: list[tuple[str, str]] | None,
     store: object,
+    temporaries: list[tuple[str, str]] | None = None,
 ) -> Iterator[str]:
     """Keys below ``directory``, each prefixed with ``base``.
 
     ``above`` identifies the directories being walked, so a symlink back to one of them
     (a loop) is not followed. With ``links``, symlinked directories are not followed but
-    collected there as ``(name, path)``. ``store`` names the store in errors.
+    collected there as ``(name, path)``. With ``temporaries``, the store's temporary files
+    (never keys) are collected there as ``(name, path)``, in the same walk (a delete
+    removes them). ``store`` names the store in errors.
 
     Example:
         >>> import os, tempfile
@@ -42,6 +46,11 @@ def walk_keys(
         return
     above = above | {(st.st_dev, st.st_ino)}
     for entry in entries:
+        if temporaries is not None and is_temporary(entry.name):
+            with contextlib.suppress(OSError):  # gone since: nothing to collect
+                if entry.is_file(follow_symlinks=False):
+                    temporaries.append((base + entry.name, entry.path))
+            continue
         if not is_key_name(entry.name, directory):
             continue
         try:
@@ -54,7 +63,9 @@ def walk_keys(
         elif is_dir and links is not None and entry.is_symlink():
             links.append((base + entry.name, entry.path))
         elif is_dir:
-            yield from walk_keys(entry.path, base + entry.name + "/", above, links, store)
+            yield from walk_keys(
+                entry.path, base + entry.name + "/", above, links, store, temporaries
+            )
 
 
 def list_entries(directory: str, prefix: str, store: object) -> tuple[list[str], list[str]]:

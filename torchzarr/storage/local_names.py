@@ -18,6 +18,7 @@ __all__ = [
     "name_max",
     "raise_unless_too_long",
     "temporary_name",
+    "temporary_of",
 ]
 
 _PARTIAL = ".partial"
@@ -48,6 +49,17 @@ def temporary_name(name: str) -> str:
     """
     head = name.encode("utf-8")[:_TEMPORARY_NAME_BYTES].decode("utf-8", "ignore")
     return f".{head}.{uuid.uuid4().hex}{_PARTIAL}"
+
+
+def temporary_of(name: str) -> str:
+    """The name a temporary file (:func:`is_temporary`) was written for, cut as
+    :func:`temporary_name` cuts it.
+
+    Example:
+        >>> temporary_of(temporary_name("zarr.json"))
+        'zarr.json'
+    """
+    return name[1 : -len(_PARTIAL) - 33]  # ".<name>" less ".<32 hex digits>.partial"
 
 
 def is_key_name(name: str, directory: str) -> bool:

@@ -6,10 +6,10 @@ import contextlib
 import copy
 import os
 import stat
-import uuid
 import zipfile
 from collections.abc import Iterable
 
+from torchzarr.storage.local_names import temporary_name
 from torchzarr.storage.local_sync import flush
 
 __all__ = ["rewrite_live"]
@@ -33,7 +33,9 @@ def rewrite_live(path: str, live: Iterable[zipfile.ZipInfo]) -> None:
         >>> zipfile.ZipFile(path).namelist(), oct(stat.S_IMODE(os.stat(path).st_mode))
         (['new'], '0o600')
     """
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
+    # ``.<file>.zip.<32 hex digits>.partial`` beside it, as LocalStore names its temporaries:
+    # a leftover of a killed rewrite is hidden, skipped by listings, and safe to delete
+    tmp = os.path.join(os.path.dirname(path), temporary_name(os.path.basename(path)))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         # made with no access for others, then given the original's bits before any entry
