@@ -80,7 +80,7 @@ def _format_mismatch(
     return InvalidArgumentError(
         f"cannot create the Zarr v{zarr_format} {what} {path!r} in {store!r}: the group at "
         f"{group or '/'!r} above it is Zarr v{found}, which lists no v{zarr_format} node "
-        f"(a node in it must be Zarr v{found})"
+        f"(a node in it must be Zarr v{found}: pass zarr_format={found})"
     )
 
 
