@@ -20,6 +20,7 @@ from torchzarr.core import cache_args
 from torchzarr.core.cache_args import Entry as _Entry
 from torchzarr.core.cache_args import where as _where
 from torchzarr.core.layout_cache import CacheKey, Layout, LayoutCache
+from torchzarr.core.shard_files import forget_deleted
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.changes import on_keys_replaced
@@ -434,11 +435,12 @@ def invalidate_everywhere(identity: str, path: str, coords: list[tuple[int, ...]
 
 def invalidate_tree_everywhere(identity: str, path: str) -> None:
     """Drop the chunks of a deleted or replaced node (and its subtree) from every cache in
-    use in this process.
+    use in this process, and close the shard files kept open below it.
 
     Example:
         >>> invalidate_tree_everywhere("memory://x@0", "group/array")
     """
+    forget_deleted(identity, path)
     for cache in _caches():
         cache.invalidate_tree(identity, path)
 
@@ -462,6 +464,7 @@ def keys_replaced_everywhere(identity: str, path: str) -> None:
     def doomed(where: str, _: tuple[Any, ...]) -> bool:  # at, below or above ``top``
         return where == top or where.startswith(below) or below.startswith(where.rstrip("/") + "/")
 
+    forget_deleted(identity, path)
     for cache in _caches():
         cache._drop_where(doomed)
 

@@ -17,6 +17,7 @@ from torchzarr.core.cache import invalidate_outside_everywhere
 from torchzarr.core.chunking import check_chunks_fit
 from torchzarr.core.indexing import basic_indexer, chunk_grid_shape
 from torchzarr.core.layouts import chunk_layout
+from torchzarr.core.shard_files import forget_deleted
 from torchzarr.core.shards import chunks_per_key, writing
 from torchzarr.errors import ArgumentTypeError, SelectionError, ShapeMismatchError
 from torchzarr.forksafe import LockTable
@@ -72,6 +73,7 @@ def _clear_outside(source: engine.ChunkSource, old: tuple[int, ...], new: tuple[
         finally:  # a deletion that failed part way may have deleted some
             if doomed and source.shard_reader is not None:
                 source.shard_reader.forget(doomed)
+                forget_deleted(source.store.identity, source.path, doomed)
             invalidate_outside_everywhere(source.store.identity, source.path, new_grid)
         if doomed:  # one write, as the engine counts one: each shard counts its inner chunks
             deleted = len(doomed) * chunks_per_key(source)

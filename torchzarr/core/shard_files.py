@@ -14,6 +14,10 @@ closed under its user: eviction and invalidation close it when its last user ret
 A read holds at most :attr:`ShardFiles.limit` shard files at once (:func:`in_groups`), and
 a descriptor returned while the pool is over its bound is closed, so reads of any number
 of shards stay within the process's descriptor limit.
+
+A kept descriptor holds its file's disk space after the file is deleted: deleting or
+replacing a node through torchzarr closes the ones below it at once (:func:`forget_deleted`),
+and a read that finds a shard's file replaced or gone closes the one it kept.
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ import itertools
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_lock
 from torchzarr.storage.fileio import FileSignature, file_signature
 from torchzarr.storage.key_names import confined_key
+from torchzarr.storage.locations import location
 
 __all__ = [
     "OpenShards",
     "ShardFiles",
+    "forget_deleted",
     "in_groups",
     "open_shards",
 ]
@@ -84,6 +90,10 @@ class OpenShards:
         self._open: OrderedDict[str, list[int]] = OrderedDict()
         # descriptors dropped while in use: fd -> users left
         self._doomed: dict[int, int] = {}
+        # path -> the same with the root's symlinks resolved (what deletions name), and
+        # the roots resolved so far
+        self._real: dict[str, str] = {}
+        self._real_roots: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._open)
@@ -92,9 +102,13 @@ class OpenShards:
         """A descriptor of ``path`` opened at ``version`` (an older one is reopened)."""
         return self.acquire_serial(path, version)[0]
 
-    def acquire_serial(self, path: str, version: int) -> tuple[int, int]:
+    def acquire_serial(self, path: str, version: int, root: str = "") -> tuple[int, int]:
         """Like :meth:`acquire`, with the serial of the ``os.open`` behind the descriptor
-        (equal serials: the same open file, so the same version of its contents)."""
+        (equal serials: the same open file, so the same version of its contents).
+
+        ``root``: the directory ``path`` lies in, as the reader names it (its symlinks are
+        resolved once, so that :meth:`forget` finds the file under its real path too).
+        """
         with self._lock:
             entry = self._open.get(path)
             if entry is not None and entry[1] == version:
@@ -103,6 +117,7 @@ class OpenShards:
                 return entry[0], entry[3]
         fd = os.open(path, os.O_RDONLY)  # raises FileNotFoundError for the caller
         serial = next(_serials)
+        real = self._resolved(path, root)
         with self._lock:
             entry = self._open.get(path)
             if entry is not None and entry[1] == version:  # another thread opened it too
@@ -112,6 +127,7 @@ class OpenShards:
             if entry is not None:
                 self._drop(path)
             self._open[path] = [fd, version, 1, serial]
+            self._real[path] = real
             self._evict()
         return fd, serial
 
@@ -140,13 +156,32 @@ class OpenShards:
             if path in self._open:
                 self._drop(path)
 
-    def forget(self, prefix: str = "") -> None:
-        """Close (or close once returned) every descriptor of a path below ``prefix``."""
+    def forget(self, prefix: str = "", paths: Collection[str] | None = None) -> None:
+        """Close (or close once returned) every descriptor of a path below ``prefix`` (as
+        opened, or with its root's symlinks resolved); with ``paths``, only those of them
+        named there."""
         with self._lock:
-            for path in [p for p in self._open if p.startswith(prefix)]:
+            for path in [
+                p
+                for p, real in self._real.items()
+                if (p.startswith(prefix) or real.startswith(prefix))
+                and (paths is None or p in paths or real in paths)
+            ]:
                 self._drop(path)
 
+    def _resolved(self, path: str, root: str) -> str:
+        """``path`` with ``root`` (its start) resolved, each root once."""
+        if not root or not path.startswith(root):
+            return path
+        real = self._real_roots.get(root)
+        if real is None:
+            if len(self._real_roots) >= 4096:
+                self._real_roots.clear()
+            real = self._real_roots[root] = os.path.realpath(root)
+        return real + path[len(root) :]
+
     def _drop(self, path: str) -> None:
+        self._real.pop(path, None)
         fd, _, users, _ = self._open.pop(path)
         if users > 0:
             self._doomed[fd] = self._doomed.get(fd, 0) + users
@@ -177,6 +212,27 @@ class OpenShards:
 
 #: The process's open shard files (every ShardReader that caches indexes uses it).
 open_shards = OpenShards()
+
+
+def forget_deleted(identity: str, path: str, keys: Iterable[str] | None = None) -> None:
+    """Close the shard files kept open in this process (:data:`open_shards`) below the node
+    at ``path`` of the store named ``identity``, or only those of the store's ``keys``:
+    they were deleted or replaced, and a kept descriptor would hold their disk space. Only
+    local directories (``file://`` identities) keep any; one in use by a read is closed
+    when the read gives it back.
+
+    Example:
+        >>> forget_deleted("file:///data/g.zarr", "old_array")
+        >>> forget_deleted("file:///data/g.zarr", "x", keys=["x/c/0", "x/c/1"])
+    """
+    if not len(open_shards) or not identity.startswith("file:///"):
+        return
+    where = location(identity, path)
+    if keys is None:
+        open_shards.forget(where[len("file://") :].rstrip("/") + "/")
+        return
+    root = location(identity, "")[len("file://") :].rstrip("/")
+    open_shards.forget(root + "/", paths={f"{root}/{key}" for key in keys})
 
 
 class ShardFiles:
@@ -220,7 +276,7 @@ class ShardFiles:
             if self.keep:
                 if reopen:
                     open_shards.discard(path)
-                held = open_shards.acquire_serial(path, self.version)
+                held = open_shards.acquire_serial(path, self.version, self.root)
             else:
                 held = os.open(path, os.O_RDONLY), 0
         except (FileNotFoundError, NotADirectoryError):

@@ -21,43 +21,79 @@ __all__ = ["chunks_per_key", "note_rewrite", "quiet", "stamp", "writes_to", "wri
 # and when it ends: a reader drops its cached indexes when it moved, so a write through any
 # Array (however its store was rooted) is seen by every reader; a read that overlapped a
 # write neither caches the index it fetched nor returns what it read, but reads again.
+#
+# Every count is a reading of one process-wide clock that only moves forward, so that the
+# table stays bounded: past ``_limit`` locations, the idle ones (no write in progress, no
+# read holding writes off) are dropped and the clock's reading then is kept as ``_floor``,
+# the count of every location not in the table. A location's count thus never goes back
+# and moves at every write, dropped or not (a reader of an idle array sees it move once
+# per prune, and reads its indexes again).
 _shard_writes: dict[str, list[int]] = {}
 _shard_writes_lock = threading.Lock()
 _shard_writes_changed = threading.Condition(_shard_writes_lock)
 _writing_here = threading.local()  # locations this thread is writing: {location: depth}
+_clock = 0  # the last count handed out (hold the lock)
+_floor = 0  # the count of a location not in the table
+_LIMIT = 4096  # locations kept before the idle ones are dropped
+_limit = _LIMIT
+
+
+def _tick() -> int:
+    """The clock's next reading (hold the lock)."""
+    global _clock
+    _clock += 1
+    return _clock
 
 
 def _entry(identity: str) -> list[int]:
-    """The write record of a location (hold the lock)."""
+    """The write record of a location, made at the count it had (hold the lock)."""
     entry = _shard_writes.get(identity)
     if entry is None:
-        entry = _shard_writes[identity] = [0, 0, 0]
+        if len(_shard_writes) >= _limit:
+            _prune()
+        entry = _shard_writes[identity] = [_floor, 0, 0]
     return entry
 
 
+def _prune() -> None:
+    """Drop the idle locations, their counts all below the new floor (hold the lock).
+
+    The next prune waits until the table doubles what stays (at least ``_LIMIT``), so
+    locations busy for long cost no scan per new location.
+    """
+    global _floor, _limit
+    for identity in [k for k, entry in _shard_writes.items() if not entry[1] and not entry[2]]:
+        del _shard_writes[identity]
+    _floor = _tick()
+    _limit = max(_LIMIT, 2 * len(_shard_writes))
+
+
 def writes_to(identity: str) -> int:
-    """How many times writes to a location (``storage.locations.location``) started or ended here.
+    """The write count of a location (``storage.locations.location``): it moves whenever a
+    write to it starts or ends here, and never goes back.
 
     Example:
-        >>> writes_to("memory://never-written/a")
-        0
+        >>> before = writes_to("memory://written/a")
+        >>> note_rewrite("memory://written/a")
+        >>> writes_to("memory://written/a") > before
+        True
     """
     with _shard_writes_lock:
         entry = _shard_writes.get(identity)
-        return 0 if entry is None else entry[0]
+        return _floor if entry is None else entry[0]
 
 
 def stamp(identity: str) -> int | None:
     """The write count of a location, or None while a write to it is in progress.
 
     Example:
-        >>> stamp("memory://never-stamped/a")
-        0
+        >>> stamp("memory://never-stamped/a") == writes_to("memory://never-stamped/a")
+        True
     """
     with _shard_writes_lock:
         entry = _shard_writes.get(identity)
         if entry is None:
-            return 0
+            return _floor
         return None if entry[1] else entry[0]
 
 
@@ -102,7 +138,8 @@ def writing(source: Any) -> Iterator[None]:
         entry = _entry(identity)
         while entry[2] and not mine:
             _shard_writes_changed.wait()
-        entry[0] += 1
+            entry = _entry(identity)  # idle meanwhile: maybe dropped
+        entry[0] = _tick()
         entry[1] += 1
     depth[identity] = mine + 1
     try:
@@ -113,7 +150,7 @@ def writing(source: Any) -> Iterator[None]:
         else:
             del depth[identity]
         with _shard_writes_changed:
-            entry[0] += 1
+            entry[0] = _tick()
             entry[1] -= 1
             _shard_writes_changed.notify_all()
 
@@ -147,11 +184,11 @@ def note_rewrite(identity: str) -> None:
     Example:
         >>> before = writes_to("memory://rewritten/a")
         >>> note_rewrite("memory://rewritten/a")
-        >>> writes_to("memory://rewritten/a") - before
-        1
+        >>> writes_to("memory://rewritten/a") > before
+        True
     """
     with _shard_writes_lock:
-        _entry(identity)[0] += 1
+        _entry(identity)[0] = _tick()
 
 
 def _reset_in_child() -> None:
