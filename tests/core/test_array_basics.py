@@ -361,6 +361,37 @@ def test_an_append_whose_write_fails_shrinks_the_array_back(any_store, monkeypat
     assert arr[:].tolist() == [1, 2, 3, 4, 5]
 
 
+def test_an_append_writes_its_rows_before_the_grown_shape(any_store, monkeypatch):
+    """Readers (and a process killed in between) saw the grown shape with fill rows
+    that were never written: the shape was committed first."""
+    arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
+    write_from, seen = engine.write_from, []
+
+    def watching(*args, **kwargs):
+        seen.append(tz.open_array(any_store).shape)
+        write_from(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "write_from", watching)
+    assert arr.append([4, 5]) == (5,)
+    assert seen == [(3,)] and tz.open_array(any_store)[:].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_an_append_whose_shape_write_fails_resets_the_rows_it_wrote(any_store, monkeypatch):
+    arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
+    commit = type(arr)._commit_metadata
+
+    def failing(self, change):
+        raise StoreError("the store went away")
+
+    monkeypatch.setattr(type(arr), "_commit_metadata", failing)
+    with pytest.raises(StoreError):
+        arr.append([4, 5, 6])
+    monkeypatch.setattr(type(arr), "_commit_metadata", commit)
+    assert arr.shape == (3,) and tz.open_array(any_store).shape == (3,)
+    arr.resize(6)  # growing again shows fill, not the rows of the failed append
+    assert arr[:].tolist() == [1, 2, 3, 0, 0, 0]
+
+
 def test_info_reports_layout(any_store):
     arr = tz.create_array(any_store, shape=(100, 10), dtype=torch.float32, chunks=(50, 10))
     arr[:50] = torch.zeros(50, 10) + 1

@@ -159,7 +159,8 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
     """Grow ``array`` along ``axis`` by ``data``'s extent and write ``data`` there.
 
     ``data`` is converted first: data the array cannot take is refused before its shape
-    changes, and a write that fails all the same shrinks it back.
+    changes. The rows are written before the grown shape is: a write that fails all the
+    same resets what it wrote past the old end, and leaves the shape as it was.
     """
     try:
         given = operator.index(axis)  # ints and numpy ints, never 1.0
@@ -188,13 +189,23 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
             )
         new = tuple(s + data_shape[axis] if i == axis else s for i, s in enumerate(old))
         check_chunks_fit(array._source.pipeline.spec, f"array {array.name}")  # before growing
-        resize_from(array, old, new)
         region = tuple(
             slice(old[axis], new[axis]) if i == axis else slice(None) for i in range(ndim)
         )
+        # The rows first, through a handle of the grown shape, then the shape: readers (and
+        # a process killed in between) see the old shape or the new rows, never fill rows
+        # that were not written. A failure resets what was written past the old end.
+        grown = type(array)(
+            array._store,
+            array._path,
+            array.metadata.evolve(shape=new),
+            read_only=array.read_only,
+            cache=array._cache,
+        )
         try:
-            array[region] = as_written
+            grown[region] = as_written
+            array._commit_metadata(lambda metadata: metadata.evolve(shape=new))
         except BaseException:
-            resize_from(array, new, old)
+            clear_outside(grown._source, new, old)
             raise
     return new
