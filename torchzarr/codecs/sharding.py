@@ -19,7 +19,14 @@ from torchzarr.codecs.compressors import Crc32cCodec
 from torchzarr.codecs.transpose import TransposeCodec
 from torchzarr.errors import ChunkDecodeError, MetadataError
 
-__all__ = ["EMPTY", "MAX_SHARD_BYTES", "ShardIndex", "ShardingCodec", "check_inner_range"]
+__all__ = [
+    "EMPTY",
+    "MAX_SHARDING_DEPTH",
+    "MAX_SHARD_BYTES",
+    "ShardIndex",
+    "ShardingCodec",
+    "check_inner_range",
+]
 
 #: the inner chain of a configuration that gives none
 _DEFAULT_INNER = {"name": "bytes", "configuration": {"endian": "little"}}
@@ -27,6 +34,31 @@ _DEFAULT_INNER = {"name": "bytes", "configuration": {"endian": "little"}}
 EMPTY = np.uint64(2**64 - 1)
 #: no file or object holds more bytes (offsets are signed 64-bit integers)
 MAX_SHARD_BYTES = 2**63 - 1
+#: the most ``sharding_indexed`` levels one chain may nest (real arrays use one or two)
+MAX_SHARDING_DEPTH = 16
+
+
+def _too_deep(depth: int) -> MetadataError:
+    return MetadataError(
+        f"sharding_indexed: codecs nest {depth} sharding_indexed levels deep, more than the "
+        f"{MAX_SHARDING_DEPTH} allowed"
+    )
+
+
+def _json_depth(configuration: Any) -> int:
+    """How many ``sharding_indexed`` levels a configuration nests (itself included), counted
+    level by level without recursion: a hostile document cannot exhaust the stack."""
+    depth, level = 1, [configuration]
+    while level:
+        level = [
+            c.get("configuration")
+            for config in level
+            if isinstance(config, dict) and isinstance(config.get("codecs"), list)
+            for c in config["codecs"]
+            if isinstance(c, dict) and c.get("name") == "sharding_indexed"
+        ]
+        depth += bool(level)
+    return depth
 
 
 def check_inner_range(
@@ -150,6 +182,15 @@ class ShardingCodec(ArrayBytesCodec):
                 f"sharding_indexed: index_location must be 'start' or 'end', got {index_location!r}"
             )
         self.index_location = index_location
+        #: sharding levels from this codec down; the inner pipeline as last built, by spec
+        nested = [c.depth for c in self.codecs if isinstance(c, ShardingCodec)]
+        self.depth: int = 1 + max(nested, default=0)
+        if self.depth > MAX_SHARDING_DEPTH:
+            raise _too_deep(self.depth)
+        self._inner: tuple[ChunkSpec, ChunkSpec, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_inner": None}  # pickles light; rebuilt on first use
 
     @classmethod
     def from_config(cls, configuration: dict[str, Any]) -> ShardingCodec:
@@ -164,6 +205,8 @@ class ShardingCodec(ArrayBytesCodec):
                     f"sharding_indexed: {chain} is empty: a codec chain needs an array -> "
                     "bytes codec (e.g. 'bytes')"
                 )
+        if (depth := _json_depth(config)) > MAX_SHARDING_DEPTH:  # before parsing the levels
+            raise _too_deep(depth)
         return cls(
             chunk_shape=_ints(config["chunk_shape"], "chunk_shape"),
             # absent: bytes little endian, as zarr-python (evolve drops it for 1-byte types)
@@ -192,12 +235,7 @@ class ShardingCodec(ArrayBytesCodec):
             {'name': 'bytes'}
         """
         self._check_divides(spec.shape)
-        return ShardingCodec(
-            self.chunk_shape,
-            self.inner_pipeline(spec).codecs,
-            self._index_pipeline(spec).codecs,
-            self.index_location,
-        )
+        return self._with_inner(spec, self._index_pipeline(spec).codecs)
 
     def evolve_inner(self, spec: ChunkSpec) -> ShardingCodec:
         """This codec with its inner chain evolved for ``spec``'s dtype (``blosc`` takes its
@@ -210,12 +248,15 @@ class ShardingCodec(ArrayBytesCodec):
             >>> codec.evolve_inner(spec).codecs[1].typesize
             4
         """
-        return ShardingCodec(
-            self.chunk_shape,
-            self.inner_pipeline(spec).codecs,
-            self.index_codecs,
-            self.index_location,
-        )
+        return self._with_inner(spec, self.index_codecs)
+
+    def _with_inner(self, spec: ChunkSpec, index_codecs: Sequence[Codec]) -> ShardingCodec:
+        """This codec with the inner chain as evolved for ``spec``, its pipeline kept: each
+        nesting level builds its inner pipeline once (evolving an evolved chain changes nothing)."""
+        inner = self.inner_pipeline(spec)
+        evolved = ShardingCodec(self.chunk_shape, inner.codecs, index_codecs, self.index_location)
+        evolved._inner = self._inner
+        return evolved
 
     # -- geometry -------------------------------------------------------------------------
     def _check_divides(self, shard_shape: tuple[int, ...]) -> None:
@@ -239,10 +280,26 @@ class ShardingCodec(ArrayBytesCodec):
         return ChunkSpec((*self.chunks_per_shard(spec.shape), 2), np.dtype("uint64"), EMPTY)
 
     def inner_pipeline(self, spec: ChunkSpec) -> Any:
-        """The pipeline of one inner chunk."""
+        """The pipeline of one inner chunk, built once for a spec and kept (for the last one).
+
+        Example:
+            >>> spec = ChunkSpec((4,), np.dtype("uint8"), 0)
+            >>> codec = ShardingCodec([2])
+            >>> codec.inner_pipeline(spec) is codec.inner_pipeline(spec)
+            True
+        """
         from torchzarr.codecs.pipeline import V3Pipeline
 
-        return V3Pipeline(self.codecs, self.inner_spec(spec))
+        cached = self._inner
+        if cached is not None and cached[0] is spec:
+            return cached[2]
+        inner_spec = self.inner_spec(spec)
+        if cached is None or cached[1] != inner_spec:
+            cached = (spec, inner_spec, V3Pipeline(self.codecs, inner_spec))
+        else:
+            cached = (spec, *cached[1:])
+        self._inner = cached
+        return cached[2]
 
     def _index_pipeline(self, spec: ChunkSpec) -> Any:
         from torchzarr.codecs.pipeline import V3Pipeline

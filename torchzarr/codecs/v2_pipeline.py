@@ -14,10 +14,21 @@ import numpy as np
 from numcodecs.abc import Codec as NumcodecsObject
 
 from torchzarr.codecs.base import ChunkSpec
-from torchzarr.codecs.bounded import DECODES_INTO, decompress_at_most, max_encoded_size
+from torchzarr.codecs.bounded import (
+    DECODES_INTO,
+    decompress_at_most,
+    max_encoded_size,
+    nbytes_of,
+)
 from torchzarr.codecs.bytes_codec import as_byte_view
 from torchzarr.codecs.compressors import BloscCodec, decode_into, gzip_compress
-from torchzarr.codecs.numcodecs_adapter import numcodecs_object
+from torchzarr.codecs.numcodecs_adapter import (
+    ARRAY_TO_ARRAY_IDS,
+    EVOLVED_FROM_DTYPE,
+    NumcodecsArrayArrayCodec,
+    numcodecs_object,
+    numcodecs_v3_codec,
+)
 from torchzarr.codecs.pipeline import check_out, decode_error
 from torchzarr.codecs.user_settings import plain_numbers
 from torchzarr.errors import (
@@ -28,9 +39,36 @@ from torchzarr.errors import (
     TorchZarrError,
 )
 
-__all__ = ["V2Pipeline", "numcodecs_equivalent", "v2_codec_config"]
+__all__ = ["V2Pipeline", "filter_encoded_size", "numcodecs_equivalent", "v2_codec_config"]
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
+#: the setting naming the dtype a numcodecs filter views its input as (others: bytes)
+_INPUT_DTYPE = {**EVOLVED_FROM_DTYPE, "delta": "dtype"}
+
+
+def filter_encoded_size(codec: NumcodecsObject, nbytes: int) -> int:
+    """A bound on numcodecs filter ``codec``'s encoding of ``nbytes`` bytes: for the array
+    filters (astype, delta, packbits, ...) the exact size of the output a v3 chain resolves
+    for them, else :func:`~torchzarr.codecs.bounded.max_encoded_size`'s.
+
+    Example:
+        >>> import numcodecs
+        >>> filter_encoded_size(numcodecs.PackBits(), 17), filter_encoded_size(
+        ...     numcodecs.AsType(encode_dtype="u1", decode_dtype="<f8"), 80)
+        (4, 10)
+    """
+    codec_id = codec.codec_id
+    if codec_id not in ARRAY_TO_ARRAY_IDS:
+        return max_encoded_size(codec_id, nbytes)
+    config = {k: v for k, v in codec.get_config().items() if k != "id"}
+    try:
+        dtype = np.dtype(config.get(_INPUT_DTYPE.get(codec_id, ""), "u1"))
+        as_v3 = numcodecs_v3_codec(codec_id, config)
+        assert isinstance(as_v3, NumcodecsArrayArrayCodec)
+        spec = ChunkSpec((-(-nbytes // dtype.itemsize),), dtype, None)  # numcodecs views as dtype
+        return as_v3.resolve_spec(spec).nbytes
+    except Exception:  # a dtype numpy does not know (or of no size): the loose bound
+        return max_encoded_size(codec_id, nbytes)
 
 
 def numcodecs_equivalent(codec: Any) -> Any:
@@ -141,9 +179,10 @@ class V2Pipeline:
         # what each filter may add to it; a decompression bomb stops there
         bounds = [spec.nbytes]
         for codec in self.filters:
-            bounds.append(max_encoded_size(codec.codec_id, bounds[-1]))
+            bounds.append(filter_encoded_size(codec, bounds[-1]))
         self._filter_limits = tuple(bounds[:-1])
         self._compressor_limit = bounds[-1]
+        self._refuse_over = bounds[-1] if self.filters and self.compressor is None else None
 
     @property
     def zstd_frame_codec(self) -> Any:
@@ -252,6 +291,11 @@ class V2Pipeline:
                     out.byteswap(inplace=True)
                 return out
             raw: Any = data
+            if self._refuse_over is not None and nbytes_of(data) > self._refuse_over:
+                raise ChunkDecodeError(  # the filters' input, stored as is: no more than
+                    f"the stored chunk is {nbytes_of(data)} bytes, more than the "
+                    f"{self._refuse_over} its filters encode this chunk to"
+                )
             if self.compressor is not None:
                 limit = self._compressor_limit
                 raw = decompress_at_most(self.compressor, str(self._compressor_id), data, limit)
