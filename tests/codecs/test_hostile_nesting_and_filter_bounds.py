@@ -190,3 +190,19 @@ def test_a_v2_chunk_of_filters_without_compressor_is_bounded_too() -> None:
     assert pipe.decode(good).all()
     with pytest.raises(ChunkDecodeError, match=r"chunk '0'.* 1025 bytes, more than the 9"):
         pipe.decode(bytes(1025), key="0")
+
+
+def test_a_kept_inner_pipeline_is_not_used_for_a_fill_differing_in_bits():
+    """One codec seeing fills 0.0 then -0.0 (equal as numbers): the inner level kept the
+    first pipeline, dropped +0.0 inner chunks as fill, and they read back as -0.0."""
+    from torchzarr.codecs.base import ChunkSpec
+    from torchzarr.codecs.sharding import ShardingCodec
+
+    codec = ShardingCodec([4], [ShardingCodec([2])])
+    f8 = np.dtype("float64")
+    codec.encode(np.zeros(8), ChunkSpec((8,), f8, np.float64(0.0)))
+    negative = ChunkSpec((8,), f8, np.float64(-0.0))
+    chunk = np.zeros(8)
+    chunk[0] = 5.0
+    back = ShardingCodec([4], [ShardingCodec([2])]).decode(codec.encode(chunk, negative), negative)
+    assert not np.signbit(back).any() and back[0] == 5.0

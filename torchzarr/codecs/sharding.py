@@ -45,6 +45,12 @@ def _too_deep(depth: int) -> MetadataError:
     )
 
 
+def _same_spec(a: ChunkSpec, b: ChunkSpec) -> bool:
+    """Equal specs, their fill values bit for bit (-0.0 is not 0.0; NaNs by payload)."""
+    bits = [None if s.fill_value is None else np.asarray(s.fill_value).tobytes() for s in (a, b)]
+    return bits[0] == bits[1] and (a.shape, a.dtype, a.data_type) == (b.shape, b.dtype, b.data_type)
+
+
 def _json_depth(configuration: Any) -> int:
     """How many ``sharding_indexed`` levels a configuration nests (itself included), counted
     level by level without recursion: a hostile document cannot exhaust the stack."""
@@ -294,7 +300,7 @@ class ShardingCodec(ArrayBytesCodec):
         if cached is not None and cached[0] is spec:
             return cached[2]
         inner_spec = self.inner_spec(spec)
-        if cached is None or cached[1] != inner_spec:
+        if cached is None or not _same_spec(cached[1], inner_spec):
             cached = (spec, inner_spec, V3Pipeline(self.codecs, inner_spec))
         else:
             cached = (spec, *cached[1:])
