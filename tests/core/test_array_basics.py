@@ -392,6 +392,29 @@ def test_an_append_whose_shape_write_fails_resets_the_rows_it_wrote(any_store, m
     assert arr[:].tolist() == [1, 2, 3, 0, 0, 0]
 
 
+def test_an_append_failing_after_its_shape_was_written_puts_the_old_shape_back(
+    any_store, monkeypatch
+):
+    """The consolidated refresh after the node's metadata failing left the grown shape."""
+    from torchzarr.core import array as array_module
+
+    arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
+    refresh, calls = array_module.refresh_consolidated, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("the store went away")
+        return refresh(*args, **kwargs)
+
+    monkeypatch.setattr(array_module, "refresh_consolidated", failing_once)
+    with pytest.raises(StoreError):
+        arr.append([4, 5, 6])
+    assert tz.open_array(any_store).shape == (3,) and arr.shape == (3,)
+    arr.resize(6)
+    assert arr[:].tolist() == [1, 2, 3, 0, 0, 0]
+
+
 def test_info_reports_layout(any_store):
     arr = tz.create_array(any_store, shape=(100, 10), dtype=torch.float32, chunks=(50, 10))
     arr[:50] = torch.zeros(50, 10) + 1

@@ -206,6 +206,8 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
             grown[region] = as_written
             array._commit_metadata(lambda metadata: metadata.evolve(shape=new))
         except BaseException:
+            if stored_shape(array) == new:  # written before a later step failed: undone
+                array._commit_metadata(lambda metadata: metadata.evolve(shape=old))
             clear_outside(grown._source, new, old)
             raise
     return new
