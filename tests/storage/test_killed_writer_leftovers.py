@@ -148,3 +148,23 @@ def test_zip_rewrite_temporary_is_a_hidden_local_temporary(
     assert is_temporary(os.path.basename(tmp))  # hidden, skipped by listings
     assert temporary_of(os.path.basename(tmp)) == "r.zip"
     assert os.listdir(tmp_path) == ["r.zip"]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_fail_the_delete(tmp_path, monkeypatch):
+    """Another user's leftover in a sticky folder: the keys go, the delete succeeds."""
+    import errno
+
+    store = LocalStore(tmp_path / "s")
+    store.set("a/0", b"x")
+    leftover = tmp_path / "s" / "a" / (".1." + "ab" * 16 + ".partial")
+    leftover.write_bytes(b"partial")
+    unlink = os.unlink
+
+    def refusing(path, *args, **kwargs):
+        if str(path).endswith(".partial"):
+            raise PermissionError(errno.EACCES, "denied", str(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refusing)
+    store.delete_prefix("a/")
+    assert list(store.list_prefix("")) == [] and leftover.exists()

@@ -427,6 +427,8 @@ class LocalStore(Store):
             except FileNotFoundError:
                 continue
             except OSError as err:
+                if is_temporary(name.rpartition("/")[2]):
+                    continue  # not a key: a leftover that cannot go (another user's) stays
                 raise StoreError(f"cannot delete {name!r} from {self}: {err}") from err
             changed[self._prune(Path(path).parent)] = None
         self._flush_changed(changed)  # one flush per directory, links' included
