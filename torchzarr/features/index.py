@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -151,15 +151,19 @@ class IdIndex:
     rows: np.ndarray  # rows[i] is the row of sorted_ids[i]
 
     @classmethod
-    def from_ids(cls, ids: np.ndarray) -> IdIndex:
-        """The index of stored ids (row ``i`` holds ``ids[i]``); duplicates are a corrupt store."""
+    def from_ids(cls, ids: np.ndarray, explain: Callable[[int], str] | None = None) -> IdIndex:
+        """The index of stored ids (row ``i`` holds ``ids[i]``); duplicates are a corrupt
+        store: :class:`~torchzarr.errors.MetadataError`, saying ``explain(id)`` when given."""
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
         if dup.size:
+            twice = int(sorted_ids[dup[0]])
             raise MetadataError(
-                f"the feature store's ids array holds id {int(sorted_ids[dup[0]])} more than once"
+                explain(twice)
+                if explain is not None
+                else f"the feature store's ids array holds id {twice} more than once"
             )
         return cls(sorted_ids, order.astype(np.int64))
 

@@ -42,6 +42,7 @@ from torchzarr.tensors import torch_dtype
 __all__ = [
     "DEFAULT_SHARD_BYTES",
     "FEATURE_ATTRIBUTE",
+    "LAYOUT_FORMAT",
     "MAX_LAYOUT_BYTES",
     "STATE_ATTRIBUTE",
     "Published",
@@ -60,6 +61,9 @@ __all__ = [
 
 #: group attribute holding what readers trust: row count, version, published feature names
 STATE_ATTRIBUTE = "feature_store"
+#: the layout this code reads and writes (its "format" in that attribute); any other is refused
+LAYOUT_FORMAT = 1
+_CHUNKS_LOOKED_UP = 8  # of the ids array, when an id stored twice is its fill value
 _ID_CHUNK_ROWS = 1 << 16  # 512 KiB of int64 ids per chunk: the index loads in a few reads
 #: decoded bytes per inner chunk (v3, sharded) and per chunk (v2) of a new feature
 DEFAULT_INNER_BYTES = 4 << 10
@@ -105,7 +109,7 @@ def init_layout(group: Group) -> None:
         dimension_names=[IDS],
     )
     group.attrs[STATE_ATTRIBUTE] = {
-        "format": 1,
+        "format": LAYOUT_FORMAT,
         "num_rows": 0,
         "version": 0,
         "features": [],
@@ -239,26 +243,37 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
         0
     """
     state = group.attrs[STATE_ATTRIBUTE]
+    where = f"{STATE_ATTRIBUTE!r} attribute of group {group.name} in {group.store!r}"
+    if not isinstance(state, dict):
+        raise MetadataError(f"malformed {where}: not an object, got {state!r}")
+    layout = state.get("format")
+    if isinstance(layout, bool) or layout != LAYOUT_FORMAT:  # True == 1: refused too
+        raise MetadataError(  # another layout, misread here, would be written into
+            f"the {where} has "
+            + ("no format" if "format" not in state else f"format {layout!r}")
+            + f"; this version of torchzarr reads and writes "
+            f"only format {LAYOUT_FORMAT}: open the store with the version that made it"
+        )
+    names = state.get("features")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise MetadataError(
+            f"malformed {where}: its features must be a list of names, got {names!r}"
+        )
     try:
         # whole numbers only: int() took -1 (hiding rows), 2.9, "3" and true
         num_rows = whole_number("its num_rows", state["num_rows"], 0)
         version = whole_number("its version", state["version"], 0)
-        names = [str(n) for n in state["features"]]
     except InvalidArgumentError as err:
-        raise MetadataError(
-            f"malformed {STATE_ATTRIBUTE!r} attribute of group {group.name} in "
-            f"{group.store!r}: {err}"
-        ) from None
-    except (KeyError, TypeError, ValueError):
-        raise MetadataError(
-            f"malformed {STATE_ATTRIBUTE!r} attribute in group {group.name}: {state!r}"
-        ) from None
+        raise MetadataError(f"malformed {where}: {err}") from None
+    except KeyError as err:
+        raise MetadataError(f"malformed {where}: it has no {err}: {state!r}") from None
     arrays: dict[str, Array] = {}
     for name in [IDS, *names]:
         node = group.get(name)
         if not isinstance(node, Array) or not node.shape or node.shape[0] < num_rows:
             raise MetadataError(
-                f"feature store {group.name}: {name!r} is not an array of at least {num_rows} rows"
+                f"feature store {group.name} in {group.store!r}: {name!r} is not an array of "
+                f"at least {num_rows} rows"
             )
         arrays[name] = node
     ids_array = arrays[IDS]
@@ -268,9 +283,33 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
             f"array, got dtype {ids_array.dtype} and shape {ids_array.shape}"
         )
     ids = arrays.pop(IDS)[:num_rows].numpy()
-    return Published(
-        version, _store_id(state), IdIndex.from_ids(ids), arrays, _cached(arrays, cache)
+    index = IdIndex.from_ids(ids, functools.partial(_duplicate_id, group, ids_array, ids))
+    return Published(version, _store_id(state), index, arrays, _cached(arrays, cache))
+
+
+def _duplicate_id(group: Group, ids_array: Array, ids: np.ndarray, dup: int) -> str:
+    """The error for an id stored twice; where it is the fill value, the chunks of the ids
+    array holding it that are not stored (lost: their rows read as the fill value)."""
+    message = (
+        f"feature store {group.name} in {group.store!r}: its {IDS!r} array holds id {dup} "
+        "more than once"
     )
+    fill = ids_array.fill_value  # None (a v2 null): unstored chunks read as zeros
+    if dup != (0 if fill is None else fill):
+        return message
+    stored = (ids_array.shards or ids_array.chunks)[0]
+    prefix = f"{ids_array.path}/" if ids_array.path else ""
+    keys = [  # the first few chunks (or shards) holding it: a few lookups at most
+        prefix + ids_array.metadata.chunk_key((int(i),))
+        for i in np.unique(np.flatnonzero(ids == dup) // stored)[:_CHUNKS_LOOKED_UP]
+    ]
+    missing = [key for key in keys if not ids_array.store.exists(key)]
+    if missing:
+        message += (
+            f", its fill value: chunks of it are not stored ({', '.join(map(repr, missing))}), "
+            "so their rows read as the fill value (files lost or deleted: the store is damaged)"
+        )
+    return message
 
 
 def published_stamp(group: Group) -> tuple[str | None, int]:
@@ -329,7 +368,7 @@ def publish(
     version = published.version + 1
     index = published.index.extended(new_ids)
     state: dict[str, Any] = {
-        "format": 1,
+        "format": LAYOUT_FORMAT,
         "num_rows": index.num_rows,
         "version": version,
         "features": list(arrays),
