@@ -40,6 +40,7 @@ from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.info import stored_dtype_name
 from torchzarr.core.placement import missing_parents, node_docs
+from torchzarr.core.printable import printable
 from torchzarr.errors import (
     InvalidArgumentError,
     InvalidKeyError,
@@ -87,33 +88,35 @@ def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
     else:
         chunks = doc.get("chunks")
     rows = [
-        ("Name", "/" + member.path),
+        ("Name", printable("/" + member.path)),
         ("Zarr format", member.zarr_format),
         ("Shape", tuple(doc.get("shape", ()))),
-        ("Data type", f"{dtype} (no torch dtype: torchzarr cannot read it)")
+        ("Data type", f"{printable(dtype)} (no torch dtype: torchzarr cannot read it)")
         if member.is_dtype
-        else ("Data type", dtype),
+        else ("Data type", printable(dtype)),
         ("Chunk shape", tuple(chunks or ())),
         ("Fill value", repr(doc.get("fill_value"))),
         ("Store", repr(store)),
     ]
     if not member.is_dtype:
-        rows.insert(3, ("Unreadable", member.reason))
+        rows.insert(3, ("Unreadable", printable(member.reason)))
     return "\n".join(f"{name:<19}: {value}" for name, value in rows)
 
 
 def _consolidate(args: argparse.Namespace) -> None:
     group = consolidate_metadata(args.store, path=args.path)
     count = len(group.member_metadata())  # arrays of dtypes torchzarr cannot read too
-    print(f"consolidated the metadata of {count} nodes into {group.name} of {args.store}")
+    print(
+        f"consolidated the metadata of {count} nodes into {printable(group.name)} of {args.store}"
+    )
 
 
 def _tree(args: argparse.Namespace) -> None:
     node, store = _open_node(args)
     if store is not None:  # an array torchzarr cannot open, shown as Group.tree shows it
-        print(f"/{node.path} [A] unsupported dtype {stored_dtype_name(node.document)}")
+        print(printable(f"/{node.path} [A] unsupported dtype {stored_dtype_name(node.document)}"))
     elif isinstance(node, Array):
-        print(f"{node.name} [A] {node.shape} {node.dtype}")
+        print(f"{printable(node.name)} [A] {node.shape} {node.dtype}")
     else:
         # --level counts the levels shown (1: direct members); tree() counts from 0
         print(node.tree(level=None if args.level is None else args.level - 1))
@@ -428,7 +431,7 @@ def _run(argv: Sequence[str] | None) -> int:
         else:
             said, status = str(err), 1
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
-        print(f"torchzarr {args.command}: {said}{notes}", file=sys.stderr)
+        print(printable(f"torchzarr {args.command}: {said}{notes}"), file=sys.stderr)
         return status
     return 0
 

@@ -18,6 +18,7 @@ from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import refresh_consolidated
 from torchzarr.core.from_array import KEEP, from_array
 from torchzarr.core.placement import node_docs
+from torchzarr.core.printable import printable
 from torchzarr.errors import (
     CodecError,
     InvalidKeyError,
@@ -75,7 +76,7 @@ def rechunk(args: argparse.Namespace) -> None:
                 raise
             raise failed from err
     layout = f"chunks {dest.chunks}" + (f", shards {dest.shards}" if dest.shards else "")
-    print(f"wrote {dest.name} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
+    print(f"wrote {printable(dest.name)} of {args.dest}: {dest.shape} {dest.dtype}, {layout}")
 
 
 def _out_of_memory(err: MemoryError, source: Array, args: argparse.Namespace) -> BaseException:
@@ -156,7 +157,7 @@ OPTION_SPELLINGS = (
     ("pass compressors= explicitly", "pass --compressors"),
     # a node of the other format than the group above it (rechunk can change its format)
     (
-        r"\(a node in it must be Zarr v([23])\)",
+        r"\(a node in it must be Zarr v([23]): pass zarr_format=[23]\)",
         r"(a node in it must be Zarr v\1: pass --zarr-format \1)",
     ),
 )

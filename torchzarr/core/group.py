@@ -11,10 +11,18 @@ from torchzarr.core.attributes import Attributes
 from torchzarr.core.cache import invalidate_tree_everywhere
 from torchzarr.core.consolidated import consolidated_children, direct_entries, refresh_consolidated
 from torchzarr.core.group_args import check_assigned, check_depth, check_required_array
-from torchzarr.core.group_views import MemberItems, MemberValues, OneListing, tree_lines
+from torchzarr.core.group_views import (
+    MemberItems,
+    MemberValues,
+    OneListing,
+    tree_lines,
+    walk_member_metadata,
+    walk_members,
+)
 from torchzarr.core.info import GroupInfo
 from torchzarr.core.node_base import NodeBase
 from torchzarr.core.placement import create_hierarchy
+from torchzarr.core.printable import printable
 from torchzarr.errors import (
     CodecError,
     InvalidArgumentError,
@@ -279,17 +287,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [name for name, _ in root.members(max_depth=None)]  # doctest: +SKIP
             ['exp', 'exp/x']
         """
-        max_depth = check_depth("max_depth", max_depth)
-        out: list[tuple[str, Array | Group]] = []
-        for name, meta in sorted(self._children().items()):
-            if isinstance(meta, nodes.UnsupportedArray):
-                continue
-            node = self._node(name, meta)
-            out.append((name, node))
-            if isinstance(node, Group) and (max_depth is None or max_depth > 0):
-                deeper = None if max_depth is None else max_depth - 1
-                out.extend((f"{name}/{sub}", n) for sub, n in node.members(deeper))
-        return tuple(out)
+        return walk_members(self, check_depth("max_depth", max_depth))
 
     def member_metadata(self) -> list[tuple[str, Any]]:
         """``(relative path, metadata)`` of every node below, sorted, arrays of dtypes
@@ -300,15 +298,7 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> [rel for rel, _ in root.member_metadata()]  # doctest: +SKIP
             ['exp', 'exp/x']
         """
-        out: list[tuple[str, Any]] = []
-        for name, meta in sorted(self._children().items()):
-            out.append((name, meta))
-            if isinstance(meta, nodes.UnsupportedArray) or hasattr(meta, "shape"):
-                continue  # an array
-            group = self._node(name, meta)
-            assert isinstance(group, Group)
-            out.extend((f"{name}/{sub}", m) for sub, m in group.member_metadata())
-        return out
+        return walk_member_metadata(self)
 
     def arrays(self) -> Iterator[tuple[str, Array]]:
         """Direct member arrays, as ``(name, array)``."""
@@ -494,6 +484,6 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
                 └── x [A] (4,) torch.int64
         """
         level = check_depth("level", level)
-        lines = [self.name if self._path else "/"]
+        lines = [printable(self.name) if self._path else "/"]
         tree_lines(self, lines, "", level)
         return "\n".join(lines)

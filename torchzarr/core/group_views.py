@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Sized, ValuesView
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from torchzarr.core import nodes
 from torchzarr.core.array import Array
 from torchzarr.core.info import stored_dtype_name
+from torchzarr.core.printable import printable
 
 if TYPE_CHECKING:
     from torchzarr.core.group import Group
 
-__all__ = ["MemberItems", "MemberValues", "OneListing", "tree_lines"]
+__all__ = [
+    "MemberItems",
+    "MemberValues",
+    "OneListing",
+    "tree_lines",
+    "walk_member_metadata",
+    "walk_members",
+]
 
 T = TypeVar("T")
 
@@ -121,7 +129,9 @@ class MemberValues(ValuesView["Array | Group"]):
 
 def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -> None:
     """Append the lines of ``group.tree(level)`` below its own name to ``lines``, each
-    after ``indent``: a member torchzarr cannot open is shown and marked so.
+    after ``indent``: a member torchzarr cannot open is shown and marked so, names
+    :func:`~torchzarr.core.printable.printable`. A stack of its own: no depth of groups
+    exhausts Python's.
 
     Example:
         >>> import torchzarr as tz
@@ -132,24 +142,120 @@ def tree_lines(group: Group, lines: list[str], indent: str, level: int | None) -
         >>> lines
         ['└── x [A] (2,) torch.int8']
     """
-    children = sorted(group._children(keep_errors=True).items())
-    for i, (name, meta) in enumerate(children):
-        last = i == len(children) - 1
-        branch = "└── " if last else "├── "
+    stack = [_Shown(group, indent, level, _shown_children(group))]
+    while stack:
+        top = stack[-1]
+        item = next(top.children, None)
+        if item is None:
+            stack.pop()
+            continue
+        last, name, meta = item
+        line = f"{top.indent}{'└── ' if last else '├── '}{printable(name)}"
         if isinstance(meta, nodes.UnsupportedArray) and not meta.is_dtype:
             meta = meta.error()  # shown as the error: an unknown codec's
         if isinstance(meta, nodes.UnsupportedArray):
-            dtype = stored_dtype_name(meta.document)
-            lines.append(f"{indent}{branch}{name} [A] unsupported dtype {dtype}")
+            lines.append(
+                f"{line} [A] unsupported dtype {printable(stored_dtype_name(meta.document))}"
+            )
             continue
         if isinstance(meta, Exception):
-            lines.append(f"{indent}{branch}{name} [?] unsupported: {meta}")
+            lines.append(f"{line} [?] unsupported: {printable(meta)}")
             continue
-        node = group._node(name, meta)
+        node = top.group._node(name, meta)
         if isinstance(node, Array):
-            lines.append(f"{indent}{branch}{name} [A] {node.shape} {node.dtype}")
+            lines.append(f"{line} [A] {node.shape} {node.dtype}")
             continue
-        lines.append(f"{indent}{branch}{name} [G]")
-        if level is None or level > 0:
-            sub = indent + ("    " if last else "│   ")
-            tree_lines(node, lines, sub, None if level is None else level - 1)
+        lines.append(f"{line} [G]")
+        if top.level is None or top.level > 0:
+            sub = top.indent + ("    " if last else "│   ")
+            deeper = None if top.level is None else top.level - 1
+            stack.append(_Shown(node, sub, deeper, _shown_children(node)))
+
+
+def _shown_children(group: Group) -> Iterator[tuple[bool, str, Any]]:
+    """``(last, name, metadata or error)`` of the children of ``group``, sorted."""
+    children = sorted(group._children(keep_errors=True).items())
+    return ((i == len(children) - 1, name, meta) for i, (name, meta) in enumerate(children))
+
+
+class _Shown(NamedTuple):
+    """A group on the stack of :func:`tree_lines`: what is left of its children."""
+
+    group: Group
+    indent: str
+    level: int | None
+    children: Iterator[tuple[bool, str, Any]]
+
+
+def walk_members(group: Group, max_depth: int | None) -> tuple[tuple[str, Array | Group], ...]:
+    """``group.members(max_depth)``: ``(relative path, node)`` depth first, each group's
+    members sorted and right after it; a stack of its own, so no depth of groups exhausts
+    Python's.
+
+    Example:
+        >>> import torchzarr as tz
+        >>> root = tz.open_group("memory://", mode="w")
+        >>> _ = root.create_array("exp/x", shape=(2,), dtype="int8")
+        >>> [rel for rel, _ in walk_members(root, None)]
+        ['exp', 'exp/x']
+    """
+    out: list[tuple[str, Array | Group]] = []
+    stack = [_Walked(group, "", max_depth, iter(sorted(group._children().items())))]
+    while stack:
+        top = stack[-1]
+        item = next(top.children, None)
+        if item is None:
+            stack.pop()
+            continue
+        name, meta = item
+        if isinstance(meta, nodes.UnsupportedArray):
+            continue
+        node = top.group._node(name, meta)
+        out.append((top.prefix + name, node))
+        depth = top.depth
+        if not isinstance(node, Array) and (depth is None or depth > 0):
+            children = iter(sorted(node._children().items()))
+            deeper = None if depth is None else depth - 1
+            stack.append(_Walked(node, f"{top.prefix}{name}/", deeper, children))
+    return tuple(out)
+
+
+def walk_member_metadata(group: Group) -> list[tuple[str, Any]]:
+    """``group.member_metadata()``: ``(relative path, metadata)`` of every node below,
+    in the order of :func:`walk_members`, arrays of dtypes torchzarr cannot hold
+    included (as ``nodes.UnsupportedArray``).
+
+    Example:
+        >>> import torchzarr as tz
+        >>> root = tz.open_group("memory://", mode="w")
+        >>> _ = root.create_array("exp/x", shape=(2,), dtype="int8")
+        >>> [rel for rel, _ in walk_member_metadata(root)]
+        ['exp', 'exp/x']
+    """
+    out: list[tuple[str, Any]] = []
+    stack = [_Walked(group, "", None, iter(sorted(group._children().items())))]
+    while stack:
+        top = stack[-1]
+        item = next(top.children, None)
+        if item is None:
+            stack.pop()
+            continue
+        name, meta = item
+        out.append((top.prefix + name, meta))
+        if isinstance(meta, nodes.UnsupportedArray) or hasattr(meta, "shape"):
+            continue  # an array
+        sub = top.group._node(name, meta)
+        assert not isinstance(sub, Array)
+        stack.append(
+            _Walked(sub, f"{top.prefix}{name}/", None, iter(sorted(sub._children().items())))
+        )
+    return out
+
+
+class _Walked(NamedTuple):
+    """A group on the stack of a walk: what is left of its children."""
+
+    group: Group
+    prefix: str  # its path relative to the group walked, with a trailing "/"
+    depth: int | None  # how many levels more below it are walked; None: all
+    children: Iterator[tuple[str, Any]]

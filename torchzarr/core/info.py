@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchzarr.codecs.sharding import EMPTY
+from torchzarr.core.printable import printable, printable_list
 from torchzarr.errors import ChunkDecodeError
 
 __all__ = ["ArrayInfo", "GroupInfo", "count_initialized", "stored_dtype_name"]
@@ -132,7 +133,7 @@ class ArrayInfo:
 
     def __str__(self) -> str:
         rows = [
-            ("Name", self.name),
+            ("Name", printable(self.name)),
             ("Zarr format", str(self.zarr_format)),
             ("Shape", str(self.shape)),
             ("Data type", str(self.dtype)),
@@ -141,7 +142,7 @@ class ArrayInfo:
             *([("Dimension names", str(self.dimension_names))] if self.dimension_names else []),
             ("Codecs", ", ".join(self.codecs) or "none"),
             ("Fill value", repr(self.fill_value)),
-            ("Store", self.store),
+            ("Store", printable(self.store)),
             ("Read-only", str(self.read_only)),
             ("No. bytes", f"{self.nbytes} ({_human(self.nbytes)})"),
             ("No. bytes stored", f"{self.nbytes_stored} ({_human(self.nbytes_stored)})"),
@@ -149,12 +150,11 @@ class ArrayInfo:
             ("Chunks initialized", f"{self.nchunks_initialized}/{self.nchunks}"),
         ]
         if self.damaged_shards:
-            named = ", ".join(self.damaged_shards[:_NAMED])
-            more = ", ..." if len(self.damaged_shards) > _NAMED else ""
+            named = printable_list(self.damaged_shards, _NAMED)
             rows.append(
                 (
                     "Damaged shards",
-                    f"{len(self.damaged_shards)} ({named}{more}): index unreadable, "
+                    f"{len(self.damaged_shards)} ({named}): index unreadable, "
                     "their chunks not counted",
                 )
             )
@@ -195,17 +195,17 @@ class GroupInfo:
 
     def __str__(self) -> str:
         rows = [
-            ("Name", self.name),
+            ("Name", printable(self.name)),
             ("Type", f"group (Zarr v{self.zarr_format})"),
-            ("Store", self.store),
+            ("Store", printable(self.store)),
             ("Read-only", str(self.read_only)),
-            ("Arrays", f"{len(self.arrays)} ({', '.join(self.arrays) or 'none'})"),
-            ("Groups", f"{len(self.groups)} ({', '.join(self.groups) or 'none'})"),
+            ("Arrays", f"{len(self.arrays)} ({printable_list(self.arrays) or 'none'})"),
+            ("Groups", f"{len(self.groups)} ({printable_list(self.groups) or 'none'})"),
         ]
         if self.unsupported:
-            rows.append(("Unsupported dtypes", ", ".join(self.unsupported)))
+            rows.append(("Unsupported dtypes", printable_list(self.unsupported)))
         if self.unsupported_metadata:
-            rows.append(("Unsupported metadata", ", ".join(self.unsupported_metadata)))
-        rows.append(("Attributes", ", ".join(self.attributes) or "none"))
+            rows.append(("Unsupported metadata", printable_list(self.unsupported_metadata)))
+        rows.append(("Attributes", printable_list(self.attributes) or "none"))
         rows.append(("Consolidated", "yes" if self.consolidated else "no"))
         return _table(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from torchzarr.storage.local_names import is_key_name, is_temporary, raise_unless_too_long
 
@@ -20,13 +21,14 @@ def walk_keys(
     store: object,
     temporaries: list[tuple[str, str]] | None = None,
 ) -> Iterator[str]:
-    """Keys below ``directory``, each prefixed with ``base``.
+    """Keys below ``directory``, each prefixed with ``base``, depth first.
 
     ``above`` identifies the directories being walked, so a symlink back to one of them
     (a loop) is not followed. With ``links``, symlinked directories are not followed but
     collected there as ``(name, path)``. With ``temporaries``, the store's temporary files
     (never keys) are collected there as ``(name, path)``, in the same walk (a delete
-    removes them). ``store`` names the store in errors.
+    removes them). ``store`` names the store in errors. The walk keeps its own stack, so
+    no depth of directories exhausts Python's.
 
     Example:
         >>> import os, tempfile
@@ -34,24 +36,26 @@ def walk_keys(
         >>> list(walk_keys(root, "", frozenset(), None, "store"))
         ['a/0']
     """
-    try:
-        st = os.stat(directory)
-        if (st.st_dev, st.st_ino) in above:
-            return
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as err:  # a name too long: no such directory, nothing below it
-        raise_unless_too_long(err, f"cannot list {base or '/'!r} in {store}: {err}")
-        return
-    above = above | {(st.st_dev, st.st_ino)}
-    for entry in entries:
+    walking = set(above)  # the directories from the top down to the one walked
+    stack: list[_Level] = []
+    level = _open_level(directory, base, walking, store)
+    while level is not None or stack:
+        if level is not None:
+            walking.add(level.identity)
+            stack.append(level)
+        level = None
+        top = stack[-1]
+        entry = next(top.entries, None)
+        if entry is None:
+            stack.pop()
+            walking.discard(top.identity)
+            continue
         if temporaries is not None and is_temporary(entry.name):
             with contextlib.suppress(OSError):  # gone since: nothing to collect
                 if entry.is_file(follow_symlinks=False):
-                    temporaries.append((base + entry.name, entry.path))
+                    temporaries.append((top.base + entry.name, entry.path))
             continue
-        if not is_key_name(entry.name, directory):
+        if not is_key_name(entry.name, top.directory):
             continue
         try:
             is_dir = entry.is_dir()  # through a symlink
@@ -59,13 +63,38 @@ def walk_keys(
         except OSError:  # a symlink looping on itself: no key
             continue
         if is_file:
-            yield base + entry.name
+            yield top.base + entry.name
         elif is_dir and links is not None and entry.is_symlink():
-            links.append((base + entry.name, entry.path))
+            links.append((top.base + entry.name, entry.path))
         elif is_dir:
-            yield from walk_keys(
-                entry.path, base + entry.name + "/", above, links, store, temporaries
-            )
+            level = _open_level(entry.path, top.base + entry.name + "/", walking, store)
+
+
+class _Level(NamedTuple):
+    """One directory of a walk: what is left of its entries."""
+
+    directory: str
+    base: str
+    identity: tuple[int, int]  # (st_dev, st_ino)
+    entries: Iterator[os.DirEntry[str]]
+
+
+def _open_level(
+    directory: str, base: str, walking: set[tuple[int, int]], store: object
+) -> _Level | None:
+    """``directory``'s entries to walk, or None: gone, not a directory, one of ``walking``
+    (a symlink loop) or a name too long (nothing below it)."""
+    try:
+        st = os.stat(directory)
+        if (st.st_dev, st.st_ino) in walking:
+            return None
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:  # a name too long: no such directory, nothing below it
+        raise_unless_too_long(err, f"cannot list {base or '/'!r} in {store}: {err}")
+        return None
+    return _Level(directory, base, (st.st_dev, st.st_ino), iter(entries))
 
 
 def list_entries(directory: str, prefix: str, store: object) -> tuple[list[str], list[str]]:

@@ -10,7 +10,14 @@ from typing import Any
 
 from torchzarr.config import config
 from torchzarr.errors import ReadOnlyError, StoreError, UnknownStoreError
-from torchzarr.storage.base import Buffer, ByteRange, Store, validate_key, validate_prefix
+from torchzarr.storage.base import (
+    Buffer,
+    ByteRange,
+    Store,
+    validate_dir_prefix,
+    validate_key,
+    validate_prefix,
+)
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.changes import keys_replaced
 from torchzarr.storage.key_names import listed_keys
@@ -304,3 +311,9 @@ class ZipStore(Store):
         with archive.lock:
             keys = list(archive.index)
         return iter(listed_keys(keys, prefix, self.path, "ZipStore"))
+
+    def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        # from the archive's index of directories: a scan of every key per listing made
+        # walking a deep hierarchy (a listing per group) cubic in its depth
+        keys, dirs = self._archive().directories().get(validate_dir_prefix(prefix), ((), ()))
+        return sorted(keys), sorted(dirs)

@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from torchzarr.errors import StoreError
 from torchzarr.forksafe import new_rlock
@@ -20,6 +20,7 @@ from torchzarr.storage.fileio import (
     path_signature,
     read_bytes,
 )
+from torchzarr.storage.key_names import listed_keys
 from torchzarr.storage.zip_io import (
     AppendState,
     Savepoint,
@@ -38,7 +39,10 @@ from torchzarr.storage.zip_rewrite import rewrite_live
 from torchzarr.storage.zip_shared import GONE, close_at_process_exit, warn_writes_lost
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 
-__all__ = ["Archive"]
+__all__ = ["Archive", "Directories", "directory_index"]
+
+#: a directory (``""``, ``"a/"``) -> the names of the keys and directories directly in it
+Directories = dict[str, tuple[set[str], set[str]]]
 
 _log = logging.getLogger("torchzarr")
 
@@ -69,6 +73,7 @@ class Archive:
         self.zf: zipfile.ZipFile | None = None
         self.fd = -1
         self.index: dict[str, zipfile.ZipInfo] = {}
+        self._directories: Directories | None = None  # of the index's names, built on demand
         self.offsets: dict[int, int] = {}  # local header offset -> data offset
         self.cut_points: list[int] = []  # where each roll back cut the file (Savepoint)
         # the file as this process last left it: a new open reads one changed since afresh
@@ -137,6 +142,8 @@ class Archive:
                 if isinstance(err, OSError):
                     raise append_failed(key, self.path, err, no_room) from err
                 raise
+            if replaced is None:
+                self._directories = None  # a new name
             self.index[key] = info
             self.signature = file_signature(os.fstat(self.fd))
             return True
@@ -176,6 +183,7 @@ class Archive:
                 return False
             self.cut_points.append(savepoint.start_dir)
             self.index = dict(savepoint.entries)  # one assignment: readers see old or new
+            self._directories = None
             self.dead, self.dirty = savepoint.dead, savepoint.dirty
             # data offsets cached for entries past the savepoint would mislead later reads
             self.offsets = {at: to for at, to in self.offsets.items() if at < savepoint.start_dir}
@@ -185,6 +193,18 @@ class Archive:
                 raise no_room_for_directory(self.path, no_room) from no_room
             return True
 
+    def directories(self) -> Directories:
+        """Each directory of the index's keys (``""``, ``"a/"``, ``"a/b/"``) mapped to the
+        names of the keys and of the directories directly in it: built once per change of
+        the names, in time linear in their length (a listing per group, each scanning every
+        key, made a walk of a deep hierarchy cubic)."""
+        with self.lock:
+            if self._directories is None:
+                self._directories = directory_index(
+                    listed_keys(list(self.index), "", self.path, "ZipStore")
+                )
+            return self._directories
+
     def delete(self, key: str) -> bool:
         """Hide ``key``; False (nothing changed) if the archive was closed."""
         with self.lock:
@@ -192,6 +212,7 @@ class Archive:
                 return False
             deleted = self.index.pop(key, None)
             if deleted is not None:
+                self._directories = None
                 self.dirty = True
                 self.dead += entry_bytes(deleted)
             return True
@@ -271,3 +292,26 @@ class Archive:
                 drop_file(self.zf)  # never its directory
                 release_writer_lock(self.fd)
             self.zf, self.mode, self.dirty = None, "r", False
+
+
+def directory_index(keys: Iterable[str]) -> Directories:
+    """Each directory of ``keys`` mapped to ``(key names, directory names)`` directly in it.
+
+    Example:
+        >>> directory_index(["a/b/0", "a/x", "y"])["a/"]
+        ({'x'}, {'b'})
+    """
+    index: Directories = {}
+    for key in keys:
+        head, sep, name = key.rpartition("/")
+        parent, new = head + sep, False
+        if parent not in index:
+            index[parent], new = (set(), set()), True
+        index[parent][0].add(name)
+        while new and parent:  # a directory new to the index: so may be its parents
+            head, sep, name = parent[:-1].rpartition("/")
+            parent, new = head + sep, head + sep not in index
+            if new:
+                index[parent] = (set(), set())
+            index[parent][1].add(name)
+    return index
