@@ -200,23 +200,15 @@ def walk_members(group: Group, max_depth: int | None) -> tuple[tuple[str, Array 
         ['exp', 'exp/x']
     """
     out: list[tuple[str, Array | Group]] = []
-    stack = [_Walked(group, "", max_depth, iter(sorted(group._children().items())))]
-    while stack:
-        top = stack[-1]
-        item = next(top.children, None)
-        if item is None:
-            stack.pop()
-            continue
-        name, meta = item
+
+    def visit(parent: Group, name: str, rel: str, meta: Any) -> Group | None:
         if isinstance(meta, nodes.UnsupportedArray):
-            continue
-        node = top.group._node(name, meta)
-        out.append((top.prefix + name, node))
-        depth = top.depth
-        if not isinstance(node, Array) and (depth is None or depth > 0):
-            children = iter(sorted(node._children().items()))
-            deeper = None if depth is None else depth - 1
-            stack.append(_Walked(node, f"{top.prefix}{name}/", deeper, children))
+            return None
+        node = parent._node(name, meta)
+        out.append((rel, node))
+        return None if isinstance(node, Array) else node
+
+    _walk(group, max_depth, visit)
     return tuple(out)
 
 
@@ -233,7 +225,26 @@ def walk_member_metadata(group: Group) -> list[tuple[str, Any]]:
         ['exp', 'exp/x']
     """
     out: list[tuple[str, Any]] = []
-    stack = [_Walked(group, "", None, iter(sorted(group._children().items())))]
+
+    def visit(parent: Group, name: str, rel: str, meta: Any) -> Group | None:
+        out.append((rel, meta))
+        if isinstance(meta, nodes.UnsupportedArray) or hasattr(meta, "shape"):
+            return None  # an array
+        sub = parent._node(name, meta)
+        assert not isinstance(sub, Array)
+        return sub
+
+    _walk(group, None, visit)
+    return out
+
+
+def _walk(
+    group: Group, max_depth: int | None, visit: Callable[[Group, str, str, Any], Group | None]
+) -> None:
+    """Call ``visit(parent, name, relative path, metadata)`` for each node below ``group``, depth
+    first, each group's children sorted and right after it; ``visit`` returns the group to
+    walk into (None: none). A stack of its own: no depth of groups exhausts Python's."""
+    stack = [_Walked(group, "", max_depth, iter(sorted(group._children().items())))]
     while stack:
         top = stack[-1]
         item = next(top.children, None)
@@ -241,15 +252,11 @@ def walk_member_metadata(group: Group) -> list[tuple[str, Any]]:
             stack.pop()
             continue
         name, meta = item
-        out.append((top.prefix + name, meta))
-        if isinstance(meta, nodes.UnsupportedArray) or hasattr(meta, "shape"):
-            continue  # an array
-        sub = top.group._node(name, meta)
-        assert not isinstance(sub, Array)
-        stack.append(
-            _Walked(sub, f"{top.prefix}{name}/", None, iter(sorted(sub._children().items())))
-        )
-    return out
+        rel = top.prefix + name
+        sub = visit(top.group, name, rel, meta)
+        if sub is not None and (top.depth is None or top.depth > 0):
+            deeper = None if top.depth is None else top.depth - 1
+            stack.append(_Walked(sub, f"{rel}/", deeper, iter(sorted(sub._children().items()))))
 
 
 class _Walked(NamedTuple):
