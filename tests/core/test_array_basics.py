@@ -392,24 +392,27 @@ def test_an_append_whose_shape_write_fails_resets_the_rows_it_wrote(any_store, m
     assert arr[:].tolist() == [1, 2, 3, 0, 0, 0]
 
 
+@pytest.mark.parametrize("failures", [1, 99], ids=["once", "always"])
 def test_an_append_failing_after_its_shape_was_written_puts_the_old_shape_back(
-    any_store, monkeypatch
+    any_store, monkeypatch, failures
 ):
-    """The consolidated refresh after the node's metadata failing left the grown shape."""
+    """The consolidated refresh after the node's metadata failing left the grown shape;
+    failing again while the old shape is put back, it left the rows (and hid the error)."""
     from torchzarr.core import array as array_module
 
     arr = tz.create_array(any_store, data=np.array([1, 2, 3], dtype=np.uint8), chunks=(2,))
     refresh, calls = array_module.refresh_consolidated, []
 
-    def failing_once(*args, **kwargs):
+    def failing(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 1:
-            raise StoreError("the store went away")
+        if len(calls) <= failures:
+            raise StoreError(f"the store went away ({len(calls)})")
         return refresh(*args, **kwargs)
 
-    monkeypatch.setattr(array_module, "refresh_consolidated", failing_once)
-    with pytest.raises(StoreError):
+    monkeypatch.setattr(array_module, "refresh_consolidated", failing)
+    with pytest.raises(StoreError, match=r"went away \(1\)"):
         arr.append([4, 5, 6])
+    monkeypatch.setattr(array_module, "refresh_consolidated", refresh)
     assert tz.open_array(any_store).shape == (3,) and arr.shape == (3,)
     arr.resize(6)
     assert arr[:].tolist() == [1, 2, 3, 0, 0, 0]

@@ -205,9 +205,33 @@ def append_along(array: Any, data: Any, axis: int) -> tuple[int, ...]:
         try:
             grown[region] = as_written
             array._commit_metadata(lambda metadata: metadata.evolve(shape=new))
-        except BaseException:
-            if stored_shape(array) == new:  # written before a later step failed: undone
-                array._commit_metadata(lambda metadata: metadata.evolve(shape=old))
-            clear_outside(grown._source, new, old)
+        except BaseException as failure:
+            _undo_append(array, grown, old, new, failure)
             raise
     return new
+
+
+def _undo_append(
+    array: Any, grown: Any, old: tuple[int, ...], new: tuple[int, ...], failure: BaseException
+) -> None:
+    """After an append failed: the old shape back where the grown one was written, then
+    what was written past the old end reset, unless the array changed meanwhile (another
+    shape, deleted, replaced). What cannot be undone is noted on ``failure``, which stays
+    the error raised."""
+    undo: Exception | None = None
+    try:
+        if stored_shape(array) == new:  # written before a later step failed
+            array._commit_metadata(lambda metadata: metadata.evolve(shape=old))
+    except Exception as err:  # its write may have gone through all the same: looked at next
+        undo = err
+    try:
+        now = stored_shape(array)
+        if now == old:
+            clear_outside(grown._source, new, old)
+            return
+        left = f"the array's shape is {now} (not {old}), rows past {old} left as written"
+    except Exception as err:
+        left = f"undoing it failed too ({type(err).__name__}: {err})"
+    if undo is not None:
+        left += f"; putting the old shape back failed ({type(undo).__name__}: {undo})"
+    failure.add_note(f"append to array {array.name}: {left}")
