@@ -55,7 +55,13 @@ def _refused(path: str, message: str) -> None:
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize(
     ("layout", "shown"),
-    [(999, "has format 999"), (_DROP, "has no format"), ("1", "has format '1'"), (True, "True")],
+    [
+        (999, "has format 999"),
+        (_DROP, "has no format"),
+        ("1", "has format '1'"),
+        (True, "True"),
+        (1.0, "has format 1.0"),
+    ],
     ids=["future", "missing", "string", "true"],
 )
 def test_a_layout_format_other_than_the_one_written_is_refused(

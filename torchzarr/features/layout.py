@@ -247,7 +247,7 @@ def load_published(group: Group, cache: ChunkCache) -> Published:
     if not isinstance(state, dict):
         raise MetadataError(f"malformed {where}: not an object, got {state!r}")
     layout = state.get("format")
-    if isinstance(layout, bool) or layout != LAYOUT_FORMAT:  # True == 1: refused too
+    if type(layout) is not int or layout != LAYOUT_FORMAT:  # True and 1.0 == 1: refused too
         raise MetadataError(  # another layout, misread here, would be written into
             f"the {where} has "
             + ("no format" if "format" not in state else f"format {layout!r}")
