@@ -62,7 +62,7 @@ def _refused(path: str, message: str) -> None:
         (True, "True"),
         (1.0, "has format 1.0"),
     ],
-    ids=["future", "missing", "string", "true"],
+    ids=["future", "missing", "string", "true", "float"],
 )
 def test_a_layout_format_other_than_the_one_written_is_refused(
     tmp_path: Path, zarr_format: int, layout: Any, shown: str
