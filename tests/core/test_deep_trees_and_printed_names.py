@@ -204,3 +204,36 @@ def test_info_of_a_group_names_50_members_and_counts_the_rest(tmp_path):
     assert line.endswith("120 (m000, m001, " + line.split("m001, ")[1])
     assert "m049, ... and 70 more)" in line and "m050" not in line
     assert len(root.info.groups) == 120
+
+
+def test_a_local_store_writes_a_key_below_more_folders_than_the_stack_is_deep(tmp_path):
+    """mkdir(parents=True) recursed once per missing folder: a bare RecursionError."""
+    import sys
+
+    from torchzarr.storage.local import LocalStore
+
+    depth = sys.getrecursionlimit() + 50
+    key = "/".join(["g"] * depth + ["k"])
+    store = LocalStore(tmp_path / "s")
+    store.set(key, b"1")
+    assert bytes(store.get(key)) == b"1"
+    store.delete(key)  # its emptied folders pruned: shutil.rmtree (pytest's clean-up of
+    assert not (tmp_path / "s" / "g").exists()  # old temporary folders) recurses per level
+
+
+def test_a_zip_index_takes_new_names_in_place(tmp_path):
+    """A new name dropped the whole index of directories: the next listing scanned every
+    entry again."""
+    from torchzarr.storage.zip import ZipStore
+
+    store = ZipStore(tmp_path / "a.zip", mode="w")
+    store.set("a/x", b"1")
+    assert store.list_dir("a/") == (["x"], [])
+    index = store._archive().directories()
+    store.set("a/b/c/0", b"2")
+    store.set("a/y", b"3")
+    assert store._archive().directories() is index
+    assert store.list_dir("a/") == (["x", "y"], ["b"]) and store.list_dir("a/b/") == ([], ["c"])
+    store.delete("a/y")
+    assert store.list_dir("a/") == (["x"], ["b"])
+    store.close()

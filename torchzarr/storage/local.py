@@ -329,9 +329,9 @@ class LocalStore(Store):
             # FileExistsError: mkdir saw the directory, then it was pruned (a file in the
             # way of the directory fails every attempt, and the last one raises)
             with contextlib.suppress(FileNotFoundError, FileExistsError):
-                tmp.parent.mkdir(parents=True, exist_ok=True)
+                _make_dirs(tmp.parent)
                 return direct_io.open_new(str(tmp), direct=direct)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(tmp.parent)
         return direct_io.open_new(str(tmp), direct=direct)
 
     def _direct(self, value: Buffer) -> bool:
@@ -477,3 +477,14 @@ class LocalStore(Store):
         self.read_only = state["read_only"]
         self.fsync = state["fsync"]
         self.direct_io = state.get("direct_io", False)
+
+
+def _make_dirs(directory: Path) -> None:
+    """``directory.mkdir(parents=True, exist_ok=True)`` in a loop, not one call per level
+    (which exhausts Python's stack a thousand levels down)."""
+    missing = []
+    while not directory.is_dir() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for each in reversed(missing):
+        each.mkdir(exist_ok=True)

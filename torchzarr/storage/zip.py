@@ -315,5 +315,8 @@ class ZipStore(Store):
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         # from the archive's index of directories: a scan of every key per listing made
         # walking a deep hierarchy (a listing per group) cubic in its depth
-        keys, dirs = self._archive().directories().get(validate_dir_prefix(prefix), ((), ()))
-        return sorted(keys), sorted(dirs)
+        prefix = validate_dir_prefix(prefix)
+        archive = self._archive()
+        with archive.lock:  # a write adds names to the index in place
+            keys, dirs = archive.directories().get(prefix, ((), ()))
+            return sorted(keys), sorted(dirs)

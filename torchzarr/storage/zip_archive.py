@@ -39,7 +39,7 @@ from torchzarr.storage.zip_rewrite import rewrite_live
 from torchzarr.storage.zip_shared import GONE, close_at_process_exit, warn_writes_lost
 from torchzarr.storage.zip_shared import ORPHANS as _ORPHANS
 
-__all__ = ["Archive", "Directories", "directory_index"]
+__all__ = ["Archive", "Directories", "add_to_directories", "directory_index"]
 
 #: a directory (``""``, ``"a/"``) -> the names of the keys and directories directly in it
 Directories = dict[str, tuple[set[str], set[str]]]
@@ -142,8 +142,8 @@ class Archive:
                 if isinstance(err, OSError):
                     raise append_failed(key, self.path, err, no_room) from err
                 raise
-            if replaced is None:
-                self._directories = None  # a new name
+            if replaced is None and self._directories is not None:
+                add_to_directories(self._directories, key)  # a new name
             self.index[key] = info
             self.signature = file_signature(os.fstat(self.fd))
             return True
@@ -303,15 +303,27 @@ def directory_index(keys: Iterable[str]) -> Directories:
     """
     index: Directories = {}
     for key in keys:
-        head, sep, name = key.rpartition("/")
-        parent, new = head + sep, False
-        if parent not in index:
-            index[parent], new = (set(), set()), True
-        index[parent][0].add(name)
-        while new and parent:  # a directory new to the index: so may be its parents
-            head, sep, name = parent[:-1].rpartition("/")
-            parent, new = head + sep, head + sep not in index
-            if new:
-                index[parent] = (set(), set())
-            index[parent][1].add(name)
+        add_to_directories(index, key)
     return index
+
+
+def add_to_directories(index: Directories, key: str) -> None:
+    """Enter ``key`` in ``index`` (:func:`directory_index`), with its new directories.
+
+    Example:
+        >>> index = directory_index(["a/x"])
+        >>> add_to_directories(index, "a/b/0")
+        >>> index["a/"], index["a/b/"]
+        (({'x'}, {'b'}), ({'0'}, set()))
+    """
+    head, sep, name = key.rpartition("/")
+    parent, new = head + sep, False
+    if parent not in index:
+        index[parent], new = (set(), set()), True
+    index[parent][0].add(name)
+    while new and parent:  # a directory new to the index: so may be its parents
+        head, sep, name = parent[:-1].rpartition("/")
+        parent, new = head + sep, head + sep not in index
+        if new:
+            index[parent] = (set(), set())
+        index[parent][1].add(name)
