@@ -248,7 +248,7 @@ def _bench(args: argparse.Namespace) -> None:
     chunks = (after["chunks_fetched"] - before["chunks_fetched"]) // args.rounds
     what = "full read" if selection is Ellipsis else f"rows 0:{shape[0]}"
     size = f"{arr.nbytes / 1e6:.1f} MB"
-    print(f"array {arr.name}: {arr.shape} {arr.dtype}, chunks {arr.chunks}, {size}")
+    print(f"array {printable(arr.name)}: {arr.shape} {arr.dtype}, chunks {arr.chunks}, {size}")
     print(f"first read {first * 1e3:.1f} ms ({what})")
     print(
         f"{what}: {median * 1e3:.1f} ms median of {args.rounds} "
