@@ -383,7 +383,8 @@ class LocalStore(Store):
     def _prune(self, directory: Path) -> Path:
         """Remove now-empty directories up to, not including, the root; the directory
         left, whose entries changed."""
-        while directory != self.root and self.root in directory.parents:
+        below = os.path.join(self._root_str, "")  # a test per level, not a walk of parents
+        while directory != self.root and str(directory).startswith(below):
             try:
                 directory.rmdir()
             except OSError as err:
