@@ -14,6 +14,7 @@ import logging
 import math
 import numbers
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -224,8 +225,9 @@ def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
     in a decoded-chunk cache.
 
     A ``listener`` that is not callable is refused at once (it would fail at every event).
-    One already added is not added again (as ``logging`` does with handlers): it is called
-    once per event, and one :func:`remove_listener` stops it.
+    One already added (the same object, or the same method of the same object) is not
+    added again: it is called once per event, and one :func:`remove_listener` stops it.
+    Distinct objects are distinct listeners, even when equal as values.
 
     Example:
         >>> events = []
@@ -243,11 +245,25 @@ def add_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
             f"{type(listener).__name__}: {listener!r:.200}"
         )
     with _lock:
-        if listener not in _listeners:
+        if not any(_same_listener(listener, known) for known in _listeners):
             _listeners.append(listener)
 
 
 def remove_listener(listener: Callable[[str, dict[str, Any]], None]) -> None:
     """Stop calling ``listener``; removing an unknown listener is not an error."""
-    with _lock, contextlib.suppress(ValueError):
-        _listeners.remove(listener)
+    with _lock:
+        _listeners[:] = [known for known in _listeners if not _same_listener(listener, known)]
+
+
+def _same_listener(a: Any, b: Any) -> bool:
+    """The same listener: the same object, or the same method of the same object (each
+    ``obj.method`` is a new bound method). Never by ``==``: two collectors equal as values
+    (dataclasses) are two listeners, and an ``==`` of numpy fields raises."""
+    if a is b:
+        return True
+    return (
+        isinstance(a, types.MethodType)
+        and isinstance(b, types.MethodType)
+        and a.__self__ is b.__self__
+        and a.__func__ is b.__func__
+    )

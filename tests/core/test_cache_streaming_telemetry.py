@@ -212,6 +212,33 @@ def test_a_listener_added_again_is_called_once_and_removed_by_one_call(filled):
     assert events == ["read"]
 
 
+def test_listeners_equal_as_values_are_distinct_listeners(filled):
+    """Dataclass collectors compare equal: the second was dropped, and one holding a
+    numpy array made add_listener raise numpy's ambiguous-truth ValueError."""
+    import dataclasses
+
+    arr, _ = filled
+
+    @dataclasses.dataclass
+    class Collector:
+        reads: int = 0
+        bins: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))
+
+        def __call__(self, event, amounts):
+            self.reads += event == "read"
+
+    train, val = Collector(), Collector()
+    telemetry.add_listener(train)
+    telemetry.add_listener(val)
+    try:
+        arr[0:20]
+    finally:
+        telemetry.remove_listener(val)
+    arr[0:20]
+    telemetry.remove_listener(train)
+    assert (train.reads, val.reads) == (2, 1)
+
+
 def test_broken_listener_does_not_break_io(filled, caplog):
     arr, _ = filled
 
