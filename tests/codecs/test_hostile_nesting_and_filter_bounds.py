@@ -99,7 +99,9 @@ def test_a_sharding_codec_with_its_inner_pipeline_built_pickles_without_it() -> 
     spec = ChunkSpec((4,), np.dtype("uint8"), np.uint8(0))
     codec = ShardingCodec([2], [BytesCodec()]).evolve(spec)
     shard = codec.encode(np.arange(4, dtype=np.uint8), spec)
+    assert codec._inner is not None  # kept by the encode
     again = pickle.loads(pickle.dumps(codec))
+    assert again._inner is None  # left out: rebuilt on first use
     assert again == codec and again.decode(shard, spec).tolist() == [0, 1, 2, 3]
 
 
