@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numcodecs
 import numpy as np
 import pytest
@@ -276,6 +278,30 @@ def test_zero_d_and_zero_length_both_ways(tmp_path, zarr_format):
         tmp_path / "oe", shape=(0, 4), chunks=(2, 2), dtype="int16", zarr_format=zarr_format
     )
     assert zarr.open_array(str(tmp_path / "oe"))[:].shape == (0, 4)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zero_chunk_extent_on_an_empty_axis_written_by_zarr_python(tmp_path, zarr_format):
+    path = str(tmp_path / "z")
+    zarr.create_array(path, shape=(0, 3), chunks=(0, 3), dtype="int16", zarr_format=zarr_format)
+    ours = tz.open_array(path)
+    assert ours[:].shape == (0, 3)
+    assert ours.chunks == (1, 3) and ours.nchunks == 0
+    ours.resize((2, 3))  # zarr-python's own resize divides by the 0 here
+    ours[:] = 5
+    np.testing.assert_array_equal(zarr.open_array(path)[:], np.full((2, 3), 5, "int16"))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zero_chunk_extent_on_an_axis_with_elements_is_refused(tmp_path, zarr_format):
+    path = str(tmp_path / "z")
+    zarr.create_array(path, shape=(0, 3), chunks=(0, 3), dtype="int16", zarr_format=zarr_format)
+    doc_key = ".zarray" if zarr_format == 2 else "zarr.json"
+    doc = json.loads((tmp_path / "z" / doc_key).read_text())
+    doc["shape"] = [2, 3]
+    (tmp_path / "z" / doc_key).write_text(json.dumps(doc))
+    with pytest.raises(tz.errors.MetadataError, match=r"read only on an axis of extent 0"):
+        tz.open_array(path)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

@@ -23,6 +23,7 @@ __all__ = [
     "GroupMetadata",
     "check_attributes",
     "check_int_tuple",
+    "chunks_of_empty_axes",
     "describe_codec",
 ]
 
@@ -58,6 +59,30 @@ def check_int_tuple(value: Any, *, key: str, where: str, minimum: int) -> tuple[
                 f"{list(value)!r}"
             )
     return tuple(int(v) for v in value)
+
+
+def chunks_of_empty_axes(
+    chunks: tuple[int, ...], shape: tuple[int, ...], *, key: str, where: str
+) -> tuple[int, ...]:
+    """``chunks`` read from a document, a 0 on an axis of extent 0 read as 1.
+
+    zarr-python writes ``chunks: [0]`` for a ``(0,)`` array when asked to; such an axis
+    holds no chunk at all, so an extent of 1 reads the same and keeps the grid arithmetic
+    defined. A 0 on an axis with elements is a :class:`MetadataError` naming ``key``.
+
+    Example:
+        >>> chunks_of_empty_axes((0, 4), (0, 8), key="chunks", where=".zarray")
+        (1, 4)
+    """
+    if 0 not in chunks:
+        return chunks
+    for c, n in zip(chunks, shape, strict=False):
+        if c == 0 and (n != 0 or len(chunks) != len(shape)):
+            raise MetadataError(
+                f"{where}: {key} entries must be >= 1 (and < 2**63), got 0 in {list(chunks)!r} "
+                f"(0 is read only on an axis of extent 0; shape is {list(shape)!r})"
+            )
+    return tuple(c or 1 for c in chunks)
 
 
 def check_attributes(value: Any, *, where: str) -> dict[str, Any]:

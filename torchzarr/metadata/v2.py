@@ -16,6 +16,7 @@ from torchzarr.metadata.base import (
     GroupMetadata,
     check_attributes,
     check_int_tuple,
+    chunks_of_empty_axes,
     describe_codec,
 )
 from torchzarr.metadata.fill import (
@@ -149,9 +150,11 @@ class ArrayMetadataV2(ArrayMetadata):
         filters = doc.get("filters")
         if filters is not None and not isinstance(filters, list):
             raise MetadataError(f"{_WHERE}: filters must be a list or null, got {filters!r}")
+        shape = check_int_tuple(doc["shape"], key="shape", where=_WHERE, minimum=0)
+        chunks = check_int_tuple(doc["chunks"], key="chunks", where=_WHERE, minimum=0)
         return cls(
-            shape=check_int_tuple(doc["shape"], key="shape", where=_WHERE, minimum=0),
-            chunk_shape=check_int_tuple(doc["chunks"], key="chunks", where=_WHERE, minimum=1),
+            shape=shape,
+            chunk_shape=chunks_of_empty_axes(chunks, shape, key="chunks", where=_WHERE),
             data_type=dt,
             byteorder=byteorder,
             compressor=doc.get("compressor"),

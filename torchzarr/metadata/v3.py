@@ -22,6 +22,7 @@ from torchzarr.metadata.base import (
     GroupMetadata,
     check_attributes,
     check_int_tuple,
+    chunks_of_empty_axes,
     describe_codec,
 )
 from torchzarr.metadata.fill import coerce_fill_value, encode_fill_value, parse_fill_value
@@ -82,7 +83,7 @@ def _chunk_grid(obj: Any) -> tuple[int, ...]:
         raise MetadataError(
             f"{_WHERE}: chunk_grid 'regular' needs configuration.chunk_shape, got {obj!r}"
         )
-    return check_int_tuple(config["chunk_shape"], key="chunk_shape", where=_WHERE, minimum=1)
+    return check_int_tuple(config["chunk_shape"], key="chunk_shape", where=_WHERE, minimum=0)
 
 
 def _check_transformers(value: Any) -> tuple[dict[str, Any], ...]:
@@ -207,7 +208,9 @@ class ArrayMetadataV3(ArrayMetadata):
         from torchzarr.codecs.registry import codec_from_json
 
         shape = check_int_tuple(doc["shape"], key="shape", where=_WHERE, minimum=0)
-        chunk_shape = _chunk_grid(doc["chunk_grid"])
+        chunk_shape = chunks_of_empty_axes(
+            _chunk_grid(doc["chunk_grid"]), shape, key="chunk_shape", where=_WHERE
+        )
         if len(chunk_shape) != len(shape):
             raise MetadataError(
                 f"{_WHERE}: chunk_shape has {len(chunk_shape)} dims but shape has {len(shape)}"
