@@ -114,6 +114,25 @@ def test_a_fill_attribute_xarray_would_not_decode_is_copied_as_stored(tmp_path):
         assert copy.attrs["_FillValue"] == marker and copy.fill_value == 7.0
 
 
+@pytest.mark.parametrize("marker", [-9.0, float("nan")])
+def test_a_plain_number_marker_is_encoded_for_a_v3_copy(tmp_path, marker):
+    """xarray refuses a whole v3 group whose variable holds a raw float ``_FillValue``."""
+    in_memory = xr.DataArray(np.array([1.0, -9.0, 3.0]), dims=("t",), attrs={"_FillValue": marker})
+    tz.open_group(tmp_path / "v3", mode="w", zarr_format=3)
+    tz.from_array(tmp_path / "v3", path="u", data=in_memory)
+    tz.open_group(tmp_path / "v2", mode="w", zarr_format=2)
+    v2 = tz.from_array(tmp_path / "v2", path="u", data=in_memory, zarr_format=2)
+    tz.open_group(tmp_path / "v2to3", mode="w", zarr_format=3)
+    tz.from_array(tmp_path / "v2to3", path="u", data=v2, zarr_format=3)
+    # -9 marks a missing value; a NaN marker leaves -9 a value
+    expected = [1.0, -9.0, 3.0] if np.isnan(marker) else [1.0, np.nan, 3.0]
+    for name in ("v3", "v2", "v2to3"):
+        got = xr.open_zarr(tmp_path / name, consolidated=False)["u"].values
+        np.testing.assert_array_equal(got, expected)
+    ints = xr.DataArray(np.array([1, -1], "int16"), dims=("t",), attrs={"_FillValue": -1})
+    assert tz.from_array(tmp_path / "ints", data=ints).attrs["_FillValue"] == -1
+
+
 def test_a_copy_in_the_same_format_keeps_fill_value_and_attributes(tmp_path):
     source = xr.Dataset({"v": (("x",), MISSING), "w": (("x",), MISSING)})
     source.to_zarr(tmp_path / "src3", zarr_format=3, encoding={"v": MARKED["float"]})

@@ -139,6 +139,8 @@ def carry_marker(
                 {k: v for k, v in attributes.items() if k != FILL_ATTRIBUTE}
             )
         return chosen if given else stored, attributes
+    if source_format != 3 and dest_format == 3 and attributes and FILL_ATTRIBUTE in attributes:
+        return chosen, _encoded_for_v3(attributes, dest_dt)
     if (
         source_format == 2
         and dest_format == 3
@@ -150,6 +152,23 @@ def carry_marker(
         attributes = StoredAttributes(attributes)
         attributes[FILL_ATTRIBUTE] = encode_marker(source_fill, dest_dt)
     return chosen, attributes
+
+
+def _encoded_for_v3(attributes: StoredAttributes, dt: DataType) -> StoredAttributes:
+    """``attributes`` with a plain number in ``_FillValue`` (as a v2 array or an xarray
+    variable in memory holds it) encoded as xarray reads a v3 one: xarray refuses to open a
+    v3 group with a raw float there. Markers already in xarray's v3 form stay as they are."""
+    raw = attributes[FILL_ATTRIBUTE]
+    plain = isinstance(raw, int | float | np.integer | np.floating) and not isinstance(
+        raw, bool | np.bool_
+    )
+    if not plain or decode_marker(raw, dt)[0]:
+        return attributes
+    try:
+        encoded = encode_marker(raw, dt)
+    except (TypeError, ValueError, OverflowError):
+        return attributes
+    return StoredAttributes({**attributes, FILL_ATTRIBUTE: encoded})
 
 
 def _check_given(name: str, given: Any, marker: np.generic, dt: DataType, raw: Any) -> None:

@@ -259,14 +259,17 @@ def _with_marker(
     """The fill value and kept attributes of a copy of a torchzarr or zarr-python array,
     with xarray's missing-value marker moved where the copy's format holds it
     (:func:`~torchzarr.core.cf_fill.carry_marker`); other sources' as they are."""
-    if not (isinstance(data, Array) or library(data) == "zarr"):
+    kind = "torchzarr" if isinstance(data, Array) else library(data)
+    if kind not in ("torchzarr", "zarr", "xarray"):
         return fill_value[1], attributes
     try:
         source_dt = data.data_type if isinstance(data, Array) else data_type(data.dtype)
         dest_dt = data_type(keep["dtype"])
     except (TorchZarrError, TypeError, ValueError):  # a dtype torchzarr has no row for
         return fill_value[1], attributes
-    source = (source_zarr_format(data), source_dt, keep["fill_value"])
+    # an xarray variable holds its marker decoded, as a v2 array's attribute would
+    source_format = 2 if kind == "xarray" else source_zarr_format(data)
+    source = (source_format, source_dt, keep["fill_value"])
     name = str(getattr(data, "name", None) or "the source")
     return carry_marker(name, data.attrs, source, (zarr_format, dest_dt), fill_value, attributes)
 
