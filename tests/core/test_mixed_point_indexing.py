@@ -39,12 +39,14 @@ def shapes_and_chunks(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[int, ...]
 
 @st.composite
 def mixed_selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
-    """Two or more integer arrays (broadcastable, duplicates and negatives allowed), ints
-    on other axes, slices with any step on the rest, maybe an Ellipsis or a short tuple."""
+    """Two or more integer arrays (broadcastable, duplicates and negatives allowed), or one
+    of 2+ dimensions, ints on other axes, slices with any step on the rest, maybe an
+    Ellipsis or a short tuple."""
     ndim = len(shape)
-    advanced = sorted(draw(st.sets(st.integers(0, ndim - 1), min_size=2, max_size=ndim)))
-    arrays = set(draw(st.permutations(advanced))[: draw(st.integers(2, len(advanced)))])
-    points = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=2)))
+    advanced = sorted(draw(st.sets(st.integers(0, ndim - 1), min_size=1, max_size=ndim)))
+    arrays = set(draw(st.permutations(advanced))[: draw(st.integers(1, len(advanced)))])
+    lone = len(arrays) == 1  # then its own points have 2+ dimensions
+    points = tuple(draw(st.lists(st.integers(0, 3), min_size=1 + lone, max_size=2 + lone)))
     items: list[Any] = []
     for axis, extent in enumerate(shape):
         if axis not in advanced:
@@ -52,7 +54,7 @@ def mixed_selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]
         elif axis not in arrays:
             items.append(draw(st.integers(-extent, extent - 1)))
         else:  # trailing dims of the point shape, some of them 1: still broadcastable
-            own = points[draw(st.integers(0, len(points) - 1)) :]
+            own = points if lone else points[draw(st.integers(0, len(points) - 1)) :]
             own = tuple(1 if draw(st.booleans()) else n for n in own)
             values = st.lists(
                 st.integers(-extent, extent - 1), min_size=math.prod(own), max_size=math.prod(own)

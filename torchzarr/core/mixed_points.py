@@ -34,7 +34,8 @@ def _is_index_array(item: Any) -> bool:
 
 def is_mixed_points_selection(selection: Any) -> bool:
     """Whether a selection (lists already numpy arrays) holds two or more non-boolean index
-    arrays and no boolean one: numpy pairs those arrays up pointwise.
+    arrays, or one of 2+ dimensions, and no boolean one: numpy pairs those arrays (and the
+    ints beside them) up pointwise.
 
     Example:
         >>> is_mixed_points_selection((0, np.array([1, 2]), np.array([3, 4])))
@@ -44,7 +45,10 @@ def is_mixed_points_selection(selection: Any) -> bool:
     """
     items = selection if isinstance(selection, tuple) else (selection,)
     arrays = [item for item in items if _is_index_array(item)]
-    return len(arrays) >= 2 and all(item.dtype != bool for item in arrays)
+    if not arrays or any(item.dtype == bool for item in arrays):
+        return False
+    # one integer array of 2+ dimensions: numpy pairs it with the ints, as two arrays
+    return len(arrays) >= 2 or arrays[0].ndim > 1
 
 
 def _adjacent(items: tuple[Any, ...]) -> bool:

@@ -163,8 +163,8 @@ def _check_orthogonal_arrays(items: tuple[Any, ...], shape: tuple[int, ...]) -> 
             )
         raise SelectionError(
             f"an index array of more than one dimension must be a boolean mask of the array's "
-            f"shape {shape} alone, an integer array on a 1-d array, or one of several integer "
-            f"arrays paired up pointwise (a mask or array beside other indices picks along its "
+            f"shape {shape} alone, or integers paired up pointwise with the other integer "
+            f"indices, beside no boolean mask (a mask beside other indices picks along its "
             f"own axis, and must be 1-d); got {what} of the selection"
         )
 
