@@ -165,6 +165,10 @@ class Cursor:
             return
         self.epoch, self.pending = pending["epoch"], pending
 
+    def pending_ended(self) -> bool:
+        """Whether a state is loaded and has nothing left of its epoch (saved as it ended)."""
+        return self.pending is not None and _ended(self.pending)
+
     def _checked(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The pending state ``state`` describes, checked against this order."""
         version = state.get("version", -1)

@@ -9,6 +9,7 @@ from torch.utils.data import Sampler
 
 from torchzarr.data.cursor import Cursor
 from torchzarr.data.partition import (
+    INT64_MAX,
     Intervals,
     Layout,
     iter_id_batches,
@@ -72,6 +73,8 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         self.cursor = Cursor(len(source), source.chunk_len, block_chunks, seed, shuffle)
         self._live: tuple[Intervals, int] | None = None
         self._steps = 0
+        self._chosen: int | None = None  # the epoch last given to set_epoch
+        self._ended: dict[str, Any] | None = None  # an ended state a load moved past
 
     @property
     def layout(self) -> Layout:
@@ -99,13 +102,18 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         """Use the order of ``epoch`` for the next pass (call it before each epoch).
 
         A call with the epoch the sampler is in changes nothing: a loaded state, or the
-        position of a pass under way, stays.
+        position of a pass under way, stays. Right after :meth:`load_state_dict` moved past
+        an ended epoch, a call with that epoch returns to its (empty) end.
 
         Example:
             >>> sampler.set_epoch(1)  # doctest: +SKIP
         """
         before = self.cursor.epoch
         self.cursor.set_epoch(epoch)
+        ended, self._ended = self._ended, None
+        if ended is not None and self.cursor.epoch == ended["epoch"]:
+            self.cursor.pending = ended
+        self._chosen = self.cursor.epoch
         if self.cursor.epoch != before:
             self._live = None
 
@@ -123,7 +131,7 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         if (self.cursor.pending or {}).get("worker") is not None:
             self.cursor.resolve(self.layout)  # refuses a DataLoader worker's state, naming it
         remaining, first = self.cursor.begin(self.layout, 0)
-        self.cursor.pending = None
+        self.cursor.pending, self._ended = None, None
         self._live, self._steps = (remaining, first), first
         order = self.cursor.order()
         nb = self.layout.rank_batches(total(remaining))
@@ -163,10 +171,27 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         """Resume from a state; the next pass continues that epoch where it stopped.
 
         The state may come from another number of ranks with the same global batch size
-        (``batch_size * world_size``): the rest of the epoch is then split again.
+        (``batch_size * world_size``): the rest of the epoch is then split again. A state
+        with nothing left of its epoch (saved as it ended) moves the sampler to the next
+        epoch, whole, unless :meth:`set_epoch` put it in the saved epoch before the load
+        (then the pass is that epoch's empty end) or in a later one (which stays). So a
+        ``StatefulDataLoader`` with workers, whose iterator draws its first batches as it
+        is made, deals the next epoch's order even where ``set_epoch(epoch + 1)`` comes
+        only after ``iter(loader)``, as in Lightning.
 
         Example:
             >>> sampler.load_state_dict(state)  # doctest: +SKIP
         """
         self.cursor.load(state)
-        self._live = None
+        self._live, self._ended = None, None
+        pending = self.cursor.pending
+        if (
+            pending is None
+            or pending["worker"] is not None
+            or pending["epoch"] == self._chosen
+            or pending["epoch"] >= INT64_MAX
+            or not self.cursor.pending_ended()
+        ):
+            return
+        self.cursor.set_epoch(pending["epoch"] + 1)  # drops the ended state
+        self._ended = pending
