@@ -1,14 +1,29 @@
-"""Which versions a checkpoint's manifest lists as committed; loads of a named version refuse others."""
+"""Which versions a checkpoint's manifest lists as committed; loads of a named version
+refuse others, and loads of a path that holds no checkpoint say what it holds instead."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import zipfile
 from typing import Any
 
 from torchzarr.checkpoint import commit
-from torchzarr.errors import MetadataError, NodeNotFoundError
-from torchzarr.storage import Store
+from torchzarr.errors import GroupNotFoundError, MetadataError, NodeNotFoundError
+from torchzarr.storage import LocalStore, Store, ZipStore
 
-__all__ = ["manifest_lists", "refuse_uncommitted"]
+__all__ = [
+    "committed_name",
+    "local_path",
+    "manifest_lists",
+    "refuse_not_checkpoint",
+    "refuse_uncommitted",
+]
+
+#: torch's magic number, which a file ``torch.save`` wrote in its legacy format
+#: (``_use_new_zipfile_serialization=False``, torch < 1.6) pickles first (a LONG1)
+_TORCH_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_TORCH_SAVE = "written by torch.save; load it with torch.load (TorchCheckpointIO)"
 
 _UNREAD = object()
 
@@ -77,3 +92,94 @@ def refuse_uncommitted(store: Store, version: str, manifest: Any = _UNREAD) -> N
         "leaves such a version, and loads never read a save that did not commit. Load "
         "the committed version (version=None) or one the manifest lists"
     )
+
+
+def committed_name(store: Store) -> str:
+    """The committed version of the checkpoint in ``store`` (see
+    :func:`~torchzarr.checkpoint.commit.committed_version`); a store with no manifest
+    whose path holds no checkpoint at all raises what :func:`refuse_not_checkpoint` says.
+
+    Example:
+        >>> st = commit.checkpoint_store("memory://")
+        >>> commit.commit_version(st, "v000003")
+        >>> committed_name(st)
+        'v000003'
+    """
+    manifest = commit.read_manifest(store)
+    if manifest is None:
+        refuse_not_checkpoint(store)
+    return commit.committed_version(store, manifest)
+
+
+def local_path(store: Store) -> str | None:
+    """The directory or zip file behind a local store; None for any other store.
+
+    Example:
+        >>> local_path(ZipStore("/runs/ckpt.zip")), local_path(commit.checkpoint_store("memory://"))
+        ('/runs/ckpt.zip', None)
+    """
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, ZipStore):
+        return store.path
+    return None
+
+
+def refuse_not_checkpoint(store: Store) -> None:
+    """Explain a store without a manifest whose path holds no checkpoint at all (no file
+    is unpickled: a file is told by its first bytes, a zip by its member names).
+
+    Raises:
+        GroupNotFoundError: the local path does not exist (also a ``FileNotFoundError``).
+        MetadataError: the path is a file ``torch.save`` wrote (load it with
+            ``torch.load``), another file that is no directory or zip holding a
+            checkpoint, or a directory holding torch's ``FileSystemWriter`` output.
+
+    Example:
+        >>> refuse_not_checkpoint(commit.checkpoint_store("memory://"))  # empty: no more to say
+        >>> refuse_not_checkpoint(LocalStore("/no/such/ckpt"))
+        Traceback (most recent call last):
+        ...
+        torchzarr.errors.GroupNotFoundError: no checkpoint at '/no/such/ckpt': the path does not exist
+    """
+    path = local_path(store)
+    if path is not None and not os.path.exists(path):
+        raise GroupNotFoundError(f"no checkpoint at {path!r}: the path does not exist")
+    if path is not None and os.path.isfile(path):
+        what = _file_kind(path, isinstance(store, ZipStore))
+        if what is not None:
+            raise MetadataError(f"{path!r} holds no torchzarr checkpoint: it is {what}")
+    refuse: Any = None
+    with contextlib.suppress(ImportError):  # a torch built without torch.distributed
+        from torchzarr.checkpoint.dcp_checks import refuse_filesystem_checkpoint as refuse
+    if refuse is not None:
+        refuse(store)
+
+
+def _file_kind(path: str, zip_store: bool) -> str | None:
+    """What the file at ``path`` is, for messages; None for a zip that a zip checkpoint
+    may be (``zip_store``: opened as one, holding no manifest yet)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+        members = None
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:  # its directory only: nothing unpickled
+                members = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if members is not None and any(_pickled_archive(name) for name in members):
+        return f"a zip archive {_TORCH_SAVE}"
+    if head.startswith(b"\x80") and _TORCH_LEGACY_MAGIC in head:
+        return f"a pickle {_TORCH_SAVE}"
+    if members is None:
+        return "a file, not a directory or zip holding a torchzarr checkpoint"
+    if zip_store:
+        return None
+    return "a zip file, and a zip checkpoint opens from a path ending in .zip (or a zip:// URL)"
+
+
+def _pickled_archive(name: str) -> bool:
+    """Whether a zip member named ``name`` is the ``data.pkl`` of a ``torch.save`` archive
+    (``<archive name>/data.pkl``)."""
+    return name == "data.pkl" or (name.endswith("/data.pkl") and name.count("/") == 1)

@@ -20,7 +20,12 @@ from torchzarr.checkpoint.format import (
 )
 from torchzarr.checkpoint.tensor_attrs import restore_attributes
 from torchzarr.checkpoint.threads import run_all
-from torchzarr.checkpoint.values import decode_metadata, decode_value, format_key_path
+from torchzarr.checkpoint.values import (
+    decode_metadata,
+    decode_value,
+    format_key_path,
+    typed_container,
+)
 from torchzarr.config import config
 from torchzarr.core.array import Array
 from torchzarr.errors import (
@@ -124,6 +129,31 @@ class _Walker:
             return picked
         return dict(out) if len(out) < len(pairs) else type(value)(v for _, v in out)
 
+    def typed(
+        self, payload: Any, selectors: list[_Selector] | None, key_path: tuple[Any, ...]
+    ) -> Any:
+        """What ``selectors`` pick of the value whose typed JSON is ``payload`` (all of it
+        for None; ``_WHOLE``: nothing), decoding only that: entries not picked are never
+        decoded, so a class off the allowlist or a pickle beside the keys loaded does not
+        stop the load (asking for it, or for a container holding it, still raises)."""
+        if selectors is None:
+            return decode_value(payload, key_path, allow_pickle=self.allow_pickle)
+        container = typed_container(payload, key_path, allow_pickle=self.allow_pickle)
+        if container is None:
+            if isinstance(payload, dict) and "pickle" in payload:  # a dict subclass, maybe:
+                value = decode_value(payload, key_path, allow_pickle=self.allow_pickle)
+                return self.value(value, selectors, key_path)  # refused without allow_pickle
+            return _WHOLE  # nothing below a leaf to select
+        entries, build = container
+        picked = []
+        for key, child in entries:
+            wanted, below = self._children(key, selectors)
+            if wanted:
+                value = self.typed(child, below, (*key_path, key))
+                if value is not _WHOLE:
+                    picked.append((key, value))
+        return build(picked) if picked else _WHOLE
+
     def group(
         self, path: str, selectors: list[_Selector] | None, key_path: tuple[Any, ...]
     ) -> _Node:
@@ -156,8 +186,7 @@ class _Walker:
             child_keys = (*key_path, key)
             child_path = f"{path}/{payload}" if path else str(payload)
             if kind == "value":
-                leaf = decode_value(payload, child_keys, allow_pickle=self.allow_pickle)
-                leaf = self.value(leaf, below, child_keys)
+                leaf = self.typed(payload, below, child_keys)
                 if leaf is _WHOLE:
                     node.partial = True
                     continue

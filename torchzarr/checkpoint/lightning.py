@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from torchzarr.checkpoint import commit, prune
+from torchzarr.checkpoint.committed import local_path
 from torchzarr.checkpoint.load import load_checkpoint
 from torchzarr.checkpoint.save import check_save_options, save_checkpoint
 from torchzarr.errors import (
@@ -29,7 +30,6 @@ from torchzarr.errors import (
     MissingDependencyError,
     UnrepresentableError,
 )
-from torchzarr.storage import LocalStore, Store, ZipStore
 
 __all__ = ["CLASS_NAMES", "PACKAGES", "checkpoint_io_class", "load_from_checkpoint"]
 
@@ -49,15 +49,6 @@ def _module(package: str, sub: str) -> Any:
         extra = "'torchzarr[lightning]'" if package == "lightning" else "pytorch-lightning"
         hint = f"pip install {extra}"
         raise MissingDependencyError(f"{package} is not installed: {hint} ({err})") from err
-
-
-def _local_path(store: Store) -> str | None:
-    """The file or directory behind a local store; None for any other store."""
-    if isinstance(store, LocalStore):
-        return str(store.root)
-    if isinstance(store, ZipStore):
-        return store.path
-    return None
 
 
 def _on_cpu(storage: Any, location: str) -> Any:
@@ -143,7 +134,9 @@ class _ZarrCheckpointIOMixin:
 
         As Lightning's ``TorchCheckpointIO``, every tensor loads on the CPU unless
         ``map_location`` says otherwise (None: the device each was saved from), so a
-        checkpoint saved on a GPU resumes on any machine.
+        checkpoint saved on a GPU resumes on any machine. A ``path`` that does not exist
+        raises a ``FileNotFoundError`` (``GroupNotFoundError``), as ``TorchCheckpointIO``
+        does; a ``.ckpt`` that ``TorchCheckpointIO`` wrote says to load it with it.
         """
         allow = _trusted(self.allow_pickle, weights_only)
         result: dict[str, Any] = load_checkpoint(
@@ -168,7 +161,7 @@ class _ZarrCheckpointIOMixin:
         store = commit.checkpoint_store(
             target, "a", storage_options=self.storage_options, fsync=False
         )
-        local = _local_path(store)
+        local = local_path(store)
         if local is not None and os.path.islink(local):
             # ModelCheckpoint(save_last="link") removes its previous "last" link: the link
             # goes, the checkpoint it points to stays (as with TorchCheckpointIO). A zip read

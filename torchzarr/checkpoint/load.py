@@ -21,7 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from torchzarr.checkpoint import commit, prune
-from torchzarr.checkpoint.committed import refuse_uncommitted
+from torchzarr.checkpoint.committed import (
+    committed_name,
+    refuse_not_checkpoint,
+    refuse_uncommitted,
+)
 from torchzarr.checkpoint.decode import KeySpec, read_tree
 from torchzarr.checkpoint.rawio import map_array, read_array
 from torchzarr.core.api import open_group
@@ -59,7 +63,8 @@ def load_checkpoint(
         map_location: as in :func:`torch.load` (None: the device each tensor was saved
             from; a device; a dict of saved -> target device names; a callable).
         keys: load only these keys, a list of ``"model.layer.weight"`` strings or exact
-            tuples (a single string is one key): the other tensors are never read.
+            tuples (a single string is one key): the other tensors are never read, nor
+            other values decoded (a class or pickle beside them does not stop the load).
         lazy: memory-map uncompressed tensors of local checkpoints instead of reading them
             (as ``torch.load(mmap=True)``): pages are read when first touched and are not
             copied into process memory; other tensors are read as usual.
@@ -84,9 +89,12 @@ def load_checkpoint(
     Raises:
         NodeNotFoundError: no committed checkpoint, a key in ``keys`` names nothing, or
             ``version`` was never committed (a save killed before its commit left it).
+        GroupNotFoundError: the path does not exist (also a ``FileNotFoundError``).
         CheckpointConflictError: newer saves pruned the version being read
             :data:`LOAD_ATTEMPTS` times, or pruned the ``version`` asked for.
-        MetadataError: the manifest (the root ``zarr.json``) is corrupt.
+        MetadataError: the manifest (the root ``zarr.json``) is corrupt, or the path holds
+            no checkpoint but a ``torch.save`` file, another file, or ``FileSystemWriter``
+            output (the message says which, and how to load it).
         ChunkDecodeError: the checkpoint is damaged: a chunk is corrupt, or missing from a
             tensor saved with all its chunks (the message names the key path and chunk).
 
@@ -107,11 +115,14 @@ def load_checkpoint(
     st = commit.checkpoint_store(store, "r", storage_options=storage_options, fsync=False)
     reader = map_array if lazy else functools.partial(read_array, huge_pages=huge_pages)
     for _ in range(LOAD_ATTEMPTS):
-        name = version if version is not None else commit.committed_version(st)
+        name = version if version is not None else committed_name(st)
         try:
             root = open_group(st, mode="r", path=name)
         except GroupNotFoundError:
-            if version is not None or commit.committed_version(st) == name:
+            if version is not None:
+                refuse_not_checkpoint(st)  # no such path, a torch.save file: say so
+                raise
+            if commit.committed_version(st) == name:
                 raise
             continue  # pruned between reading the manifest and opening it: load the newer one
         if version is not None:

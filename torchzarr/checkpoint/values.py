@@ -60,6 +60,7 @@ __all__ = [
     "encode_metadata",
     "encode_value",
     "format_key_path",
+    "typed_container",
 ]
 
 #: ``default_factory`` values a stored ``defaultdict`` may have, by the name stored.
@@ -141,7 +142,6 @@ def _decode_float(payload: Any) -> float:
             return float(nan_from_text(payload))
         if payload not in ("inf", "-inf"):
             raise ValueError(f"{payload!r} is not nan, inf or -inf")  # decode_value names where
-        return float(payload)
     return float(payload)
 
 
@@ -157,11 +157,7 @@ def _pickle_dumps(value: Any) -> str:
                 with io.BytesIO() as saved:
                     torch.save(obj.detach(), saved)  # torch.load refuses them requiring grad
                     parameter = isinstance(obj, torch.nn.Parameter)
-                    return _tensor_from_torch_save, (
-                        saved.getvalue(),
-                        parameter,
-                        obj.requires_grad,
-                    )
+                    return _tensor_from_torch_save, (saved.getvalue(), parameter, obj.requires_grad)
             return NotImplemented
 
     with io.BytesIO() as out:
@@ -375,22 +371,61 @@ def _decode_size(payload: Any) -> torch.Size:
     return torch.Size(payload)
 
 
-def _decode_pairs(
-    payload: list[Any], path: tuple[Any, ...], allow_pickle: bool
-) -> list[tuple[Any, Any]]:
-    out = []
-    for k, v in payload:
-        key = decode_value(k, path, allow_pickle=allow_pickle)
-        out.append((key, decode_value(v, (*path, key), allow_pickle=allow_pickle)))
-    return out
+def typed_container(
+    payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool = False
+) -> tuple[list[tuple[Any, Any]], Callable[[list[tuple[Any, Any]]], Any]] | None:
+    """If ``payload`` is the typed JSON of a container (else None): its entries, ``(key,
+    typed JSON of the value)``, keys decoded, and what builds the container of some of
+    them, values decoded (of a list or tuple fewer than all: ``{index: value}``).
+
+    Example:
+        >>> entries, build = typed_container({"dict": [["a", 1], ["b", {"class": "m:C"}]]})
+        >>> entries, build([("a", 1)])
+        ([('a', 1), ('b', {'class': 'm:C'})], {'a': 1})
+    """
+    tag = next(iter(payload)) if isinstance(payload, dict) and len(payload) == 1 else None
+    if tag not in ("list", "tuple", "dict", "odict", "counter", "defaultdict"):
+        return None
+    try:
+        return _taken_apart(tag, payload[tag], path, allow_pickle)
+    except TorchZarrError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError) as err:
+        raise MetadataError(
+            f"checkpoint value at {format_key_path(path)}: bad typed JSON for {tag!r} ({err})"
+        ) from None
 
 
-def _decode_odict(payload: Any, path: tuple[Any, ...], allow_pickle: bool) -> Any:
-    if not isinstance(payload, dict):  # no _metadata: the pairs alone
-        return OrderedDict(_decode_pairs(payload, path, allow_pickle))
-    out: Any = OrderedDict(_decode_pairs(payload["entries"], path, allow_pickle))
-    out._metadata = decode_metadata(payload["metadata"], path, allow_pickle=allow_pickle)
-    return out
+def _taken_apart(tag: str, body: Any, path: tuple[Any, ...], allow_pickle: bool) -> Any:
+    factory, pairs, metadata = None, body, None
+    if tag == "defaultdict":
+        factory, pairs = _stored_factory(body[0], path), body[1]
+    elif tag == "odict" and isinstance(body, dict):  # with state_dict()'s _metadata
+        pairs, metadata = body["entries"], [body["metadata"]]
+    if not isinstance(pairs, list):
+        raise TypeError(f"{pairs!r:.200} is not a list")  # typed_container names where
+    sequence = tag in ("list", "tuple")
+    entries = list(enumerate(pairs))
+    if not sequence:
+        entries = [(decode_value(k, path, allow_pickle=allow_pickle), v) for k, v in pairs]
+        for key, _ in entries:
+            hash(key)  # an unhashable key: TypeError, bad typed JSON
+
+    def build(got: list[tuple[Any, Any]]) -> Any:
+        if sequence:
+            values = [v for _, v in got]
+            whole = values if tag == "list" else tuple(values)
+            return whole if len(got) == len(pairs) else dict(got)
+        if tag in ("dict", "counter"):
+            return dict(got) if tag == "dict" else Counter(dict(got))
+        if tag == "defaultdict":
+            return defaultdict(factory, got)
+        out: Any = OrderedDict(got)
+        if metadata is not None:
+            out._metadata = decode_metadata(metadata[0], path, allow_pickle=allow_pickle)
+        return out
+
+    return entries, build
 
 
 def _stored_factory(name: Any, path: tuple[Any, ...]) -> Any:
@@ -413,22 +448,15 @@ def decode_value(payload: Any, path: tuple[Any, ...] = (), *, allow_pickle: bool
         return payload
     if not isinstance(payload, dict) or len(payload) != 1:
         raise MetadataError(f"checkpoint value at {format_key_path(path)}: bad typed JSON")
+    if (container := typed_container(payload, path, allow_pickle=allow_pickle)) is not None:
+        entries, build = container  # values decoded each under its key
+        return build(
+            [(k, decode_value(v, (*path, k), allow_pickle=allow_pickle)) for k, v in entries]
+        )
     (tag, body), *_ = payload.items()
     decoders: dict[str, Callable[[Any], Any]] = {
         "float": _decode_float,
         "complex": lambda b: complex(_decode_float(b[0]), _decode_float(b[1])),
-        "list": lambda b: [
-            decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
-        ],
-        "tuple": lambda b: tuple(
-            decode_value(v, (*path, i), allow_pickle=allow_pickle) for i, v in enumerate(b)
-        ),
-        "dict": lambda b: dict(_decode_pairs(b, path, allow_pickle)),
-        "odict": lambda b: _decode_odict(b, path, allow_pickle),
-        "counter": lambda b: Counter(dict(_decode_pairs(b, path, allow_pickle))),
-        "defaultdict": lambda b: defaultdict(
-            _stored_factory(b[0], path), _decode_pairs(b[1], path, allow_pickle)
-        ),
         "size": _decode_size,
         "bytes": lambda b: base64.b64decode(b.encode("ascii"), validate=True),
         "device": lambda b: torch.device(b),
