@@ -79,3 +79,12 @@ def test_read_only_must_be_a_bool_for_every_embedded_store(tmp_path, kind):
     with pytest.raises(ArgumentTypeError, match="read_only must be True or False, got str"):
         make("false")
     assert make(False).read_only is False
+    url = {
+        "local": str(tmp_path / "u"),
+        "memory": "memory://",
+        "sqlite": f"sqlite://{tmp_path}/u.sqlite",
+        "lmdb": f"lmdb://{tmp_path}/u.lmdb",
+    }[kind]
+    # through storage_options too, naming the URL (it was an UnknownStoreError, no TypeError)
+    with pytest.raises(ArgumentTypeError, match=r"cannot open .*read_only must be True or Fa"):
+        tz.open_group(url, storage_options={"read_only": "false"})

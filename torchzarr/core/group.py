@@ -429,8 +429,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
         """How many members :meth:`members` lists with the same ``max_depth``.
 
         Example:
-            >>> root.nmembers(max_depth=None)  # doctest: +SKIP
-            3
+            >>> root.nmembers(max_depth=None)  # exp and exp/x  # doctest: +SKIP
+            2
         """
         return len(self.members(max_depth))
 

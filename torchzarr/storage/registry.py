@@ -230,13 +230,13 @@ def _path_of(url: str, scheme: str) -> str:
 def _construct(url: str, cls: Any, *args: Any, **options: Any) -> Store:
     try:
         store: Store = cls(*args, **options)
+    except InvalidArgumentError as err:  # a value out of range (map_size=-1) or of a type
+        raise type(err)(f"cannot open {url!r}: {err}") from err  # it does not take: name the URL
     except TypeError as err:
         names = sorted(options)
         raise UnknownStoreError(f"invalid storage_options {names} for {url!r}: {err}") from err
     except UnknownStoreError as err:
         raise UnknownStoreError(f"cannot open {url!r}: {err}") from err
-    except InvalidArgumentError as err:  # a value out of range (map_size=-1): name the URL
-        raise type(err)(f"cannot open {url!r}: {err}") from err
     return store
 
 
