@@ -353,9 +353,9 @@ def test_bench_reports_a_rate_and_errors_are_one_line(tmp_path, capsys):
     arr = tz.create_array(tmp_path, shape=(64, 64), dtype=torch.float32, chunks=(16, 64))
     arr[:] = torch.from_numpy(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
     status, out, _ = _run(capsys, "bench", tmp_path, "--rounds", 2, "--threads", 1)
-    assert status == 0 and "full read: " in out and "4 chunks read, 1 threads" in out
+    assert status == 0 and "full read: " in out and "4 chunks read, 1 thread)" in out
     status, out, _ = _run(capsys, "bench", tmp_path, "--rounds", 1, "--max-mb", 0.001024)
-    assert status == 0 and "rows 0:4: " in out and "1 chunks read" in out  # a slab that fits
+    assert status == 0 and "rows 0:4: " in out and "1 chunk read" in out  # a slab that fits
     status, out, err = _run(capsys, "info", tmp_path / "missing")
     assert status == 1 and out == "" and err.startswith("torchzarr info: no array or group")
     assert "Traceback" not in err

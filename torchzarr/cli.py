@@ -8,7 +8,8 @@ error (``--progress``), or that was closed from the start (``>&-``), ends it qui
 Ctrl-C prints ``torchzarr <command>: interrupted`` once the command has cleaned up (130);
 SIGTERM and SIGHUP (``kill``, ``timeout``) ``terminated (SIGTERM)`` (143, 129); more of
 these signals after the first (a held Ctrl-C key) wait until it has cleaned up and exited.
-Running out of memory is one line too (status 1).
+Running out of memory is one line too (status 1), and so is a warning, printed once
+(``torchzarr rechunk: warning: ...``).
 Text the output's encoding cannot hold is written as it can (``tree`` in ASCII).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -28,7 +30,8 @@ import torch
 from torchzarr import telemetry
 from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
 from torchzarr.cli_options import fill, int_from, megabytes, sizes
-from torchzarr.cli_output import Output, ReaderGone
+from torchzarr.cli_output import Output, ReaderGone, warnings_as_lines
+from torchzarr.cli_rechunk import in_option_words
 from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.cli_signals import Stopped, stop_signals_interrupt
 from torchzarr.config import config
@@ -45,6 +48,7 @@ from torchzarr.errors import (
     InvalidArgumentError,
     InvalidKeyError,
     NodeExistsError,
+    NodeNotFoundError,
     TorchZarrError,
     UnknownCodecError,
     UnknownExtensionError,
@@ -52,6 +56,7 @@ from torchzarr.errors import (
 )
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
+from torchzarr.storage.local import LocalStore
 from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.registry import resolve_store
 
@@ -105,10 +110,8 @@ def _unsupported_info(member: nodes.UnsupportedArray, store: Store) -> str:
 
 def _consolidate(args: argparse.Namespace) -> None:
     group = consolidate_metadata(args.store, path=args.path)
-    count = len(group.member_metadata())  # arrays of dtypes torchzarr cannot read too
-    print(
-        f"consolidated the metadata of {count} nodes into {printable(group.name)} of {args.store}"
-    )
+    count = _counted(len(group.member_metadata()), "node")  # of dtypes it cannot read too
+    print(f"consolidated the metadata of {count} into {printable(group.name)} of {args.store}")
 
 
 def _tree(args: argparse.Namespace) -> None:
@@ -162,7 +165,8 @@ def _copy(args: argparse.Namespace) -> None:
                     f"{args.dest}`, or the copy again, with --overwrite)"
                 )
                 raise
-    print(f"copied {result.keys} keys ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
+    keys = _counted(result.keys, "key")
+    print(f"copied {keys} ({result.nbytes / 1e6:.1f} MB) to {args.dest} {where or '/'}")
 
 
 def _check_destination(source: Store, path: str, dest: Store, where: str) -> None:
@@ -252,7 +256,8 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"first read {first * 1e3:.1f} ms ({what})")
     print(
         f"{what}: {median * 1e3:.1f} ms median of {args.rounds} "
-        f"({nbytes / median / 1e9:.3f} GB/s, {chunks} chunks read, {threads} threads)"
+        f"({nbytes / median / 1e9:.3f} GB/s, {_counted(chunks, 'chunk')} read, "
+        f"{_counted(threads, 'thread')})"
     )
 
 
@@ -266,7 +271,8 @@ def _demo(args: argparse.Namespace) -> None:
         except BaseException as err:  # an interrupt too: a dataset half written goes
             err.add_note(_undo_demo(store, args.store, held))
             raise
-    print(f"wrote {args.rows} images and labels to {args.store}; train on them with:")
+    images = _counted(args.rows, "image")
+    print(f"wrote {images} and labels to {args.store}; train on them with:")
     print(f"  ds = tz.ZarrIterableDataset(tz.open_group({args.store!r}), batch_size=256)")
 
 
@@ -316,8 +322,14 @@ def _undo_demo(store: Store, url: str, held: bool) -> str:
     return f"(nothing was left at {url})"
 
 
+def _counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless one: "1 key", "3 keys"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchzarr", description=__doc__.splitlines()[0])
+    summary = __doc__.splitlines()[0].replace("``", "")  # as text, not reStructuredText
+    parser = argparse.ArgumentParser(prog="torchzarr", description=summary)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, run: Any, help: str) -> argparse.ArgumentParser:
@@ -357,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     rechunk = command(
         "rechunk", run_rechunk, "copy an array with other chunks, shards or codecs (tz.from_array)"
     )
+    rechunk.set_defaults(reword=in_option_words)  # its warnings in its options' words
     rechunk.add_argument("source", help="path or URL holding the array")
     rechunk.add_argument("dest", help="path or URL to write the new array to")
     rechunk.add_argument("--path", default="", help="the array inside source")
@@ -371,7 +384,13 @@ def _parser() -> argparse.ArgumentParser:
         type=fill,
         help="e.g. 0, nan, --fill-value=-inf, or none for no fill value (default: keep)",
     )
-    rechunk.add_argument("--zarr-format", type=int, choices=(2, 3), default=None)
+    rechunk.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="Zarr format of the new array (default: keep)",
+    )
     rechunk.add_argument("--overwrite", action="store_true", help="replace an existing node")
 
     demo = command("demo", _demo, "write a small image dataset to try the datasets on")
@@ -418,7 +437,10 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         # the process's own command line (argv None): a stop signal seen leaves the later
         # ones ignored until it exits, so that a held Ctrl-C cannot cut its exit short
-        with stop_signals_interrupt(keep_ignored=argv is None):
+        with (
+            stop_signals_interrupt(keep_ignored=argv is None),
+            warnings_as_lines(args.command, getattr(args, "reword", None)),
+        ):
             args.run(args)
     except (TorchZarrError, OSError, KeyboardInterrupt, MemoryError) as err:
         # an interrupt (Ctrl-C, SIGTERM) comes here once the command's cleanup ran
@@ -429,11 +451,32 @@ def _run(argv: Sequence[str] | None) -> int:
         elif isinstance(err, MemoryError) and not isinstance(err, TorchZarrError):
             said, status = "ran out of memory" + (f": {err}" if str(err) else ""), 1
         else:
-            said, status = str(err), 1
+            said, status = str(err) + _file_note(args, err), 1
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
         print(printable(f"torchzarr {args.command}: {said}{notes}"), file=sys.stderr)
         return status
     return 0
+
+
+def _file_note(args: argparse.Namespace, err: BaseException) -> str:
+    """For a node not found in a local store whose root is a file, or below one, a note
+    saying so (looked for on that error path only)."""
+    location = getattr(args, "source", getattr(args, "store", None))  # the store read
+    if not isinstance(err, NodeNotFoundError) or not isinstance(location, str):
+        return ""
+    if "://" in location and not location.startswith("file:"):
+        return ""
+    try:
+        store = resolve_store(location, mode="r")
+    except (TorchZarrError, OSError):
+        return ""
+    if not isinstance(store, LocalStore):  # a zip file, say, is no directory either
+        return ""
+    root = store.root
+    found = next(p for p in (root, *root.parents) if os.path.exists(p))  # "/" at the latest
+    if os.path.isdir(found):
+        return ""
+    return f" ({'it' if found == root else repr(str(found))} is a file, not a directory)"
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``

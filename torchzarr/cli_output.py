@@ -1,13 +1,19 @@
 """Where the ``torchzarr`` command writes: standard output and error, whose reader may close
-them early (``| head -1``) and whose encoding may not hold every character printed."""
+them early (``| head -1``) and whose encoding may not hold every character printed; and
+how it shows a warning: one line, as it prints its errors."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["Output", "ReaderGone", "discard_output"]
+from torchzarr.core.printable import printable
+
+__all__ = ["Output", "ReaderGone", "discard_output", "warnings_as_lines"]
 
 #: the box-drawing characters of ``tree``, and their ASCII forms (``tree --charset=ascii``'s)
 _BOX, _ASCII = "├└─│", "|`-|"
@@ -90,3 +96,32 @@ def discard_output(stream: TextIO) -> None:
             os.dup2(null, descriptor)
         finally:
             os.close(null)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str, reword: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Show each warning given meanwhile as one line of standard error, as the command
+    prints its errors (``torchzarr rechunk: warning: ...``), in the command's words
+    (``reword``), and once: not Python's two lines naming the source line that warned, for
+    each place that gave it. The warning filters decide, as before, what is shown.
+
+    Example:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+        ...     with warnings_as_lines("demo", str.upper):
+        ...         for _ in range(2):
+        ...             warnings.warn("pass x=", stacklevel=1)
+        >>> err.getvalue()
+        'torchzarr demo: warning: PASS X=\\n'
+    """
+    shown: set[str] = set()
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        text = str(message) if reword is None else reword(str(message))
+        if text not in shown:
+            shown.add(text)
+            print(printable(f"torchzarr {command}: warning: {text}"), file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -31,7 +31,7 @@ from torchzarr.storage.base import Store
 from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.wrappers import ReadOnlyStore
 
-__all__ = ["OPTION_SPELLINGS", "rechunk"]
+__all__ = ["OPTION_SPELLINGS", "in_option_words", "rechunk"]
 
 
 def rechunk(args: argparse.Namespace) -> None:
@@ -155,6 +155,13 @@ OPTION_SPELLINGS = (
         "--zarr-format 2 to keep Zarr v3",
     ),
     ("pass compressors= explicitly", "pass --compressors"),
+    ("pass chunks=", "pass --chunks"),
+    # a filter of a Zarr v2 source that Zarr v3 takes among the compressors only
+    (
+        r"^(filter .*) is not an array -> array codec but (.*) codec: pass it in \w+=.*$",
+        r"the source's \1 is \2 codec, which Zarr v3 takes only among the compressors, and "
+        "rechunk has no option to move it: leave out --zarr-format 3 to keep Zarr v2",
+    ),
     # a node of the other format than the group above it (rechunk can change its format)
     (
         r"\(a node in it must be Zarr v([23]): pass zarr_format=[23]\)",
@@ -182,12 +189,23 @@ def _check_before_writing(store: Store, settings: dict[str, Any]) -> None:
     except ReadOnlyError:
         return
     except TorchZarrError as err:
-        message = str(err)
-        for python, option in OPTION_SPELLINGS:
-            message = re.sub(python, option, message)
+        message = in_option_words(str(err))
         if message == str(err):
             raise
         raise type(err)(message) from None
+
+
+def in_option_words(message: str) -> str:
+    """``message``, of ``from_array`` or ``create_array``, in the words of the ``rechunk``
+    options (:data:`OPTION_SPELLINGS`): a refusal or a warning.
+
+    Example:
+        >>> in_option_words("pass chunks= (such as the shard shape) to choose the v2 chunks")
+        'pass --chunks (such as the shard shape) to choose the v2 chunks'
+    """
+    for python, option in OPTION_SPELLINGS:
+        message = re.sub(python, option, message)
+    return message
 
 
 def _unused_subtree(store: Store, path: str) -> str | None:

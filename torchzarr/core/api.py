@@ -453,8 +453,13 @@ def consolidate_metadata(
     path = nodes.normalize_path(path, zarr_format)
     with nodes.node_lock(st, [path]):  # changes below wait: none is missed by the listing
         meta = nodes.read_node(st, path, zarr_format)
-        if meta is None or hasattr(meta, "shape"):
+        if meta is None:
             raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
+        if hasattr(meta, "shape"):
+            hint = "the store holds no group to consolidate"
+            if path:
+                hint = f"consolidate the group holding it, {path.rpartition('/')[0] or '/'!r}"
+            raise GroupNotFoundError(f"{path or '/'!r} in {st!r} is an array, not a group: {hint}")
         root = Group(st, path, meta)
         updated = write_consolidated(st, path, root.member_metadata(), meta)
     return Group(st, path, updated)  # writable: it lists its members from the store

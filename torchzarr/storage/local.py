@@ -227,7 +227,7 @@ class LocalStore(Store):
         except BaseException as err:
             self.discard(staged)
             if isinstance(err, OSError) and not isinstance(err, StoreError):
-                raise StoreError(f"cannot write {key!r} to {self}: {err}") from err
+                raise _write_error(self, key, targets[key], err) from err
             raise  # ReadOnlyError, InvalidKeyError, interrupts: as they are
         return staged
 
@@ -298,7 +298,7 @@ class LocalStore(Store):
             gone = isinstance(err, FileNotFoundError) and not os.path.lexists(entry.tmp)
             self.discard(staged)
             why = " (its temporary file was removed: a delete of the node?)" if gone else ""
-            raise StoreError(f"cannot write {entry.key!r} to {self}{why}: {err}") from err
+            raise _write_error(self, entry.key, entry.path, err, why) from err
         except BaseException:
             self.discard(staged)
             raise
@@ -478,6 +478,15 @@ class LocalStore(Store):
         self.read_only = state["read_only"]
         self.fsync = state["fsync"]
         self.direct_io = state.get("direct_io", False)
+
+
+def _write_error(store: Store, key: str, path: Path, err: OSError, why: str = "") -> StoreError:
+    """``err`` of a write of ``key`` to ``path``, naming a file where a directory must be."""
+    text = f"{why}: {err}"
+    if err.errno == errno.ENOTDIR:  # name the file in the way, not the temporary file
+        above = next(p for p in path.parents if os.path.exists(p))  # "/" at the latest
+        text = f": {str(above)!r} is a file, not a directory" if not os.path.isdir(above) else text
+    return StoreError(f"cannot write {key!r} to {store}{text}")
 
 
 def _make_dirs(directory: Path) -> None:
