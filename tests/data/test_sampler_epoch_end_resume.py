@@ -111,6 +111,29 @@ def test_a_loaded_ended_state_moves_the_sampler_to_the_next_epoch(rows):
     assert mid.epoch == 1 and len(list(mid)) == 9
 
 
+def test_a_state_moved_past_is_kept_until_the_next_pass(rows):
+    """Saved again before a pass or ``set_epoch`` (a job preempted right after its resume),
+    or loaded twice, the ended state stays what it was: the saved epoch is not dealt again."""
+    source = _sampler(rows)
+    source.set_epoch(1)
+    ended = source.state_at(13)
+    moved = _sampler(rows)
+    moved.load_state_dict(ended)
+    assert moved.state_dict() == ended and moved.state_at(0) == ended
+    again = _sampler(rows)
+    again.load_state_dict(moved.state_dict())
+    again.set_epoch(1)  # a loop restarting at the saved epoch
+    assert list(again) == []
+    twice = _sampler(rows)
+    twice.load_state_dict(ended)
+    twice.load_state_dict(ended)
+    assert twice.epoch == 2 and twice.state_dict() == ended
+    twice.set_epoch(1)
+    assert list(twice) == []
+    twice.set_epoch(2)
+    assert [sorted(b) for b in twice] == _order(rows, 2)
+
+
 SAMPLES, BATCH = 150, 25  # 6 steps an epoch
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,8 +150,9 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         """
         if self._live is not None:
             return self.cursor.state(self._live[0], self.layout, steps=self._steps)
-        remaining, steps = self.cursor.resolve(self.layout)
-        return self.cursor.state(remaining, self.layout, steps=steps)
+        cursor = self._saved_cursor()
+        remaining, steps = cursor.resolve(self.layout)
+        return cursor.state(remaining, self.layout, steps=steps)
 
     def state_at(self, steps: int) -> dict[str, Any]:
         """The state once this rank has consumed ``steps`` batches of the current pass.
@@ -164,8 +166,18 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         Example:
             >>> state = sampler.state_at(step)  # doctest: +SKIP
         """
-        remaining, first = self._live or self.cursor.resolve(self.layout)
-        return self.cursor.state_after(remaining, self.layout, first, steps)
+        cursor = self.cursor if self._live is not None else self._saved_cursor()
+        remaining, first = self._live or cursor.resolve(self.layout)
+        return cursor.state_after(remaining, self.layout, first, steps)
+
+    def _saved_cursor(self) -> Cursor:
+        """The cursor, or, while a load has moved past an ended state (until the next
+        pass or :meth:`set_epoch`), one at that state: saved again, it is the same state."""
+        if self._ended is None:
+            return self.cursor
+        cursor = copy.copy(self.cursor)
+        cursor.epoch, cursor.pending = self._ended["epoch"], self._ended
+        return cursor
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a state; the next pass continues that epoch where it stopped.
@@ -182,9 +194,18 @@ class ChunkBlockSampler(OnRanks, Sampler[list[int]]):
         Example:
             >>> sampler.load_state_dict(state)  # doctest: +SKIP
         """
+        moved_past, self._ended = self._ended, None
         self.cursor.load(state)
-        self._live, self._ended = None, None
+        self._live = None
         pending = self.cursor.pending
+        if (
+            pending is None
+            and moved_past is not None
+            and self.cursor.epoch == moved_past["epoch"] + 1
+        ):
+            # the same ended state (or another of that epoch) loaded again: still moved past
+            self._ended = moved_past
+            return
         if (
             pending is None
             or pending["worker"] is not None
