@@ -322,6 +322,7 @@ def test_pickles_as_its_spec_and_reopens_lazily() -> None:
         "retries",
         "retry_backoff",
         "timeout",
+        "batch_size",
     }
 
 

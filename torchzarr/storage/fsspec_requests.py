@@ -4,11 +4,13 @@ fsspec's batched calls (``cat_ranges``, ``pipe``) take one ``timeout`` for the w
 a batch of a thousand small reads, or of 256 MiB over a slow link, then fails although
 no request was slow. Nor can a timeout per coroutine tell a slow request from one that
 waits for a free connection of the client's pool (ten for s3fs). These run the same
-requests, as many at once as the filesystem's ``batch_size`` allows (as its batched calls
-do), and time out only when none of those running finishes for ``timeout`` seconds: one
-request may take ``timeout`` seconds, and a batch whose requests keep finishing never
-fails. Requests that share a slow link so thinly that none finishes in ``timeout``
-seconds do fail: give such links a larger ``timeout`` or a smaller ``batch_size``.
+requests in a sliding window of at most ``IN_FLIGHT`` at once (or the store's
+``batch_size``; a request starts as one ends), and time out only when none of those
+running finishes for ``timeout`` seconds: one request may take ``timeout`` seconds, and a
+batch whose requests keep finishing never fails. (fsspec's own calls start 1280 at once:
+the client alone needs seconds to send them, and none may finish within the timeout.)
+Requests that share a slow link so thinly that none finishes in ``timeout`` seconds do
+fail: give such links a larger ``timeout`` or a smaller ``batch_size``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from typing import Any
 from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = [
+    "IN_FLIGHT",
     "close_connections",
     "read_each",
     "read_ranges",
     "run_concurrently",
+    "set_request_limit",
+    "timeout_error",
     "write_all",
     "write_each",
 ]
@@ -33,6 +38,45 @@ __all__ = [
 #: as the requests of a batch already run side by side (s3fs would send a HEAD first)
 _ONE_STREAM_READS = frozenset({"S3FileSystem", "AzureBlobFileSystem"})
 _ONE_STREAM_WRITES = frozenset({"AzureBlobFileSystem"})
+#: requests of a batch in flight at once by default: enough to keep a client's pool of
+#: connections busy, few enough that the first answers come long before any timeout
+IN_FLIGHT = 64
+#: the attribute of a filesystem that holds its store's ``batch_size``
+_LIMIT = "_torchzarr_batch_size"
+
+
+def set_request_limit(fs: Any, batch_size: int | None) -> None:
+    """Let at most ``batch_size`` requests of a batch on ``fs`` (a filesystem of its own
+    store) be in flight at once (None: ``IN_FLIGHT``).
+
+    Example:
+        >>> import fsspec
+        >>> fs = fsspec.filesystem("memory", skip_instance_cache=True)
+        >>> set_request_limit(fs, 2); _in_flight(fs, None, 100)
+        2
+    """
+    setattr(fs, _LIMIT, batch_size)
+
+
+def _in_flight(fs: Any, limit: int | None, count: int) -> int:
+    """How many of ``count`` requests on ``fs`` may be in flight at once: the least of
+    ``limit`` and the store's ``batch_size``, else ``IN_FLIGHT``."""
+    given = [n for n in (limit, getattr(fs, _LIMIT, None)) if n is not None and n > 0]
+    return max(1, min(min(given, default=IN_FLIGHT), count))
+
+
+def timeout_error(exc: BaseException, timeout: float) -> BaseException:
+    """A TimeoutError for ``exc``, a call that ran past the store's ``timeout``, saying the
+    bound (fsspec's ``FSTimeoutError()`` has no message).
+
+    Example:
+        >>> from fsspec.exceptions import FSTimeoutError
+        >>> timeout_error(FSTimeoutError(), 2.5)
+        TimeoutError("no answer within the store's timeout of 2.5 s (FSTimeoutError)")
+    """
+    return TimeoutError(
+        f"no answer within the store's timeout of {timeout:g} s ({type(exc).__name__})"
+    )
 
 
 def _run_each(
@@ -42,14 +86,13 @@ def _run_each(
     timeout: float | None,
     limit: int | None = None,
 ) -> list[Any]:
-    """``start(i)`` for ``i < count`` on ``fs``'s event loop, ``batch_size`` (or ``limit``)
-    at a time; results in order, each failure in place. When none of the requests running
-    finishes for ``timeout`` seconds, they and those not yet started fail with a
-    TimeoutError (a transient error: retried)."""
-    from fsspec.asyn import _get_batch_size, sync
+    """``start(i)`` for ``i < count`` on ``fs``'s event loop, at most ``_in_flight`` at a
+    time (one starts as one ends); results in order, each failure in place. When none of
+    the requests running finishes for ``timeout`` seconds, they and those not yet started
+    fail with a TimeoutError (a transient error: retried)."""
+    from fsspec.asyn import sync
 
-    most: int = limit or fs.batch_size or _get_batch_size(nofiles=True)  # as fsspec's calls
-    most = count if most < 0 else most
+    most = _in_flight(fs, limit, count)
 
     async def run_all() -> list[Any]:
         results: list[Any] = [None] * count
@@ -95,8 +138,9 @@ def run_concurrently(
     limit: int | None = None,
 ) -> list[Any]:
     """Run the coroutines ``calls`` make (``functools.partial(fs._ls, url)``) on ``fs``'s
-    event loop at once, ``batch_size`` (or ``limit``) at a time: a result or the exception
-    raised per call, in order; they fail only when none finishes for ``timeout`` seconds.
+    event loop, at most ``limit`` (and the store's ``batch_size``) at a time: a result or
+    the exception raised per call, in order; they fail only when none finishes for
+    ``timeout`` seconds.
 
     Example:
         >>> import functools

@@ -4,6 +4,8 @@
 ``Config`` is made with them), whether they are passed to the store or ride in
 ``storage_options``, so a string, a NaN or a fraction of a retry is refused up front, with
 an error naming the setting and the URL, instead of failing later inside a request.
+``batch_size`` (the requests of a batch in flight at once) must be an int >= 1; like the
+others it is the store's, never passed to the filesystem (s3fs and aiohttp refuse it).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from torchzarr.arguments import whole_number
 from torchzarr.config import Config, config
 from torchzarr.errors import ArgumentTypeError, InvalidArgumentError, UnknownStoreError
 from torchzarr.storage.base import options_mapping
 from torchzarr.storage.store_args import flag
 
 __all__ = [
+    "CHAINING",
     "constructor_settings",
     "BUCKET_PROTOCOLS",
     "FROM_CONFIG",
@@ -44,7 +48,12 @@ BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "
 #: URL schemes that fsspec spells differently
 _ALIASES = {"azure": "az"}
 #: store settings that may ride in ``storage_options`` (the rest goes to fsspec)
-SETTING_NAMES = ("read_only", "retries", "retry_backoff", "timeout")
+SETTING_NAMES = ("read_only", "retries", "retry_backoff", "timeout", "batch_size")
+#: why ``simplecache::s3://...`` opens no store
+CHAINING = (
+    "fsspec URL chaining ('::', as in 'simplecache::s3://...') is not supported; open the "
+    "plain URL, and for a local cache of chunks use Array.with_cache() (a ChunkCache)"
+)
 FROM_CONFIG: Any = object()  # "take the default of tz.config" (None means "unbounded")
 #: fsspec options (s3fs, gcsfs, adlfs, http) that say only how to sign in, not which data
 #: is reached: one bucket opened with two key pairs is one store's data
@@ -149,6 +158,7 @@ class StoreSettings:
     retries: int
     retry_backoff: float
     timeout: float | None
+    batch_size: int | None = None  # requests of a batch in flight at once (None: default)
 
 
 def split_settings(
@@ -315,12 +325,21 @@ def _checked(url: str, name: str, value: Any) -> Any:
         raise type(err)(f"invalid store setting for {masked(url)!r}: {err}") from None
 
 
+def _batch_size(url: str, value: Any) -> int | None:
+    """``batch_size`` as an int >= 1 (None: the default), else a clear error."""
+    try:
+        return None if value is None else whole_number("setting 'batch_size'", value, 1)
+    except InvalidArgumentError as err:
+        raise type(err)(f"invalid store setting for {masked(url)!r}: {err}") from None
+
+
 def store_settings(
     url: Any,
     storage_options: Any,
     retries: Any = None,
     retry_backoff: Any = None,
     timeout: Any = FROM_CONFIG,
+    batch_size: Any = None,
 ) -> StoreSettings:
     """Check an FsspecStore's arguments; ``None`` (``FROM_CONFIG`` for ``timeout``) takes
     the setting of ``tz.config``.
@@ -334,6 +353,8 @@ def store_settings(
         torchzarr.errors.ArgumentTypeError: invalid store setting for 's3://b/x': \
 setting 'retries' must be a non-negative int, got 1.5
     """
+    if isinstance(url, str) and "::" in url.partition("://")[0]:
+        raise UnknownStoreError(f"cannot open {masked(url)!r}: {CHAINING}")
     if not isinstance(url, str) or not url or "::" in url:
         shown = masked(url) if isinstance(url, str) else url
         raise UnknownStoreError(f"an fsspec store needs one plain URL, got {shown!r}")
@@ -353,6 +374,7 @@ setting 'retries' must be a non-negative int, got 1.5
             url, "retry_backoff", config.retry_backoff if retry_backoff is None else retry_backoff
         ),
         timeout=_checked(url, "timeout", config.timeout if timeout is FROM_CONFIG else timeout),
+        batch_size=_batch_size(url, batch_size),
     )
 
 
@@ -363,10 +385,11 @@ def constructor_settings(
     retries: Any = None,
     retry_backoff: Any = None,
     timeout: Any = FROM_CONFIG,
+    batch_size: Any = None,
 ) -> tuple[StoreSettings, bool]:
     """An FsspecStore's checked settings and ``read_only``, from its arguments and from
-    ``storage_options``, where ``retries``, ``retry_backoff``, ``timeout`` and
-    ``read_only`` may ride (as ``tz.open_*`` passes them); one given both ways, with two
+    ``storage_options``, where ``retries``, ``retry_backoff``, ``timeout``, ``batch_size``
+    and ``read_only`` may ride (as ``tz.open_*`` passes them); one given both ways, with two
     values, is refused.
 
     Example:
@@ -381,7 +404,12 @@ def constructor_settings(
         )
     except ArgumentTypeError as err:
         raise ArgumentTypeError(f"invalid store setting for {masked(url)!r}: {err}") from None
-    given = {"retries": retries, "retry_backoff": retry_backoff, "timeout": timeout}
+    given = {
+        "retries": retries,
+        "retry_backoff": retry_backoff,
+        "timeout": timeout,
+        "batch_size": batch_size,
+    }
     for name, value in riding.items():
         if given[name] not in (None, FROM_CONFIG) and given[name] != value:
             raise InvalidArgumentError(

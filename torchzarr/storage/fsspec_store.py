@@ -25,7 +25,13 @@ from torchzarr.storage.fsspec_errors import (
     secrets_of,
 )
 from torchzarr.storage.fsspec_paths import HTTP_PROTOCOLS, LOCAL_PROTOCOLS, KeyPaths
-from torchzarr.storage.fsspec_requests import close_connections, read_ranges, write_all
+from torchzarr.storage.fsspec_requests import (
+    close_connections,
+    read_ranges,
+    set_request_limit,
+    timeout_error,
+    write_all,
+)
 from torchzarr.storage.fsspec_settings import (
     FROM_CONFIG,
     constructor_settings,
@@ -41,7 +47,7 @@ from torchzarr.storage.retry import RetryPolicy, is_transient
 __all__ = ["FsspecStore"]
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
-_SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout")
+_SPEC = ("url", "storage_options", "read_only", "retries", "retry_backoff", "timeout", "batch_size")
 _RAISE: Any = object()
 _ASK: Any = object()
 # filesystems of the parent, kept alive in a forked child so that their finalizers never
@@ -76,6 +82,7 @@ class FsspecStore(Store):
         retry_backoff: seconds before the first retry; doubled for each further one.
         timeout: seconds an async filesystem's request may take, alone or in a batch
             that makes no progress (None: no bound).
+        batch_size: the requests of a batch in flight at once (None: 64).
 
     Example:
         >>> store = FsspecStore("memory://doc-example")
@@ -95,10 +102,11 @@ class FsspecStore(Store):
         retries: int | None = None,
         retry_backoff: float | None = None,
         timeout: float | None = FROM_CONFIG,
+        batch_size: int | None = None,
     ) -> None:
-        # retries, retry_backoff, timeout and read_only may ride in storage_options
+        # retries, retry_backoff, timeout, batch_size and read_only may ride in storage_options
         settings, read_only = constructor_settings(
-            url, storage_options, read_only, retries, retry_backoff, timeout
+            url, storage_options, read_only, retries, retry_backoff, timeout, batch_size
         )
         self.url, self.protocol = url, settings.protocol
         self._shown = masked(url)  # what reprs and errors show: the password masked
@@ -111,7 +119,7 @@ class FsspecStore(Store):
             self.storage_options, check_answers=self.protocol in HTTP_PROTOCOLS
         )
         self.retries, self.retry_backoff = settings.retries, settings.retry_backoff
-        self.timeout = settings.timeout
+        self.timeout, self.batch_size = settings.timeout, settings.batch_size
         # the deadline is this process's setting: it is not part of the pickled spec
         self.policy = RetryPolicy(self.retries, self.retry_backoff, deadline=config.retry_deadline)
         self._fs: Any = None
@@ -198,6 +206,7 @@ class FsspecStore(Store):
             ) from err
         if self.timeout is not None and getattr(fs, "async_impl", False):  # bounds an attempt
             self.policy = dataclasses.replace(self.policy, attempt_timeout=self.timeout)
+        set_request_limit(fs, self.batch_size)
         self._paths = KeyPaths(cls, self._fs_url, self.protocol)
         if self.protocol in HTTP_PROTOCOLS:
             args = (self._paths.root, self.policy, self.timeout, self._requests, self._shown)
@@ -268,6 +277,8 @@ class FsspecStore(Store):
             missing = missing_bucket(self, exc)
             if missing is not None:
                 return missing
+        if isinstance(exc, TimeoutError) and not str(exc) and self.timeout is not None:
+            exc = timeout_error(exc, self.timeout)  # fsspec's FSTimeoutError(): no bound named
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         url = self.url
         return StoreError(
@@ -340,12 +351,14 @@ class FsspecStore(Store):
 
     def _sizes(self, paths: list[str]) -> list[int | None]:
         """The sizes of the objects at ``paths`` (None: missing), in one batched lookup."""
-        sizes = self._run("look up the sizes of", paths[0], "sizes", paths, missing=None)
+        key = self.paths.name_of(paths[0]) or paths[0]  # what an error names
+        sizes = self._run("look up the sizes of", key, "sizes", paths, missing=None)
         return [self._size_at(path) for path in paths] if sizes is None else list(sizes)
 
     def _size_at(self, path: str, key: str | None = None) -> int | None:
         self.fs.invalidate_cache(path)
-        info = self._run("stat", path, "info", path, missing=None, **self._requests.kwargs([path]))
+        label = key or self.paths.name_of(path) or path  # what an error names
+        info = self._run("stat", label, "info", path, missing=None, **self._requests.kwargs([path]))
         if info is None or info.get("type", "file") != "file":
             return None
         if info.get("size") is None and key is not None:  # a server that sends no length

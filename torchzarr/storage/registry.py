@@ -19,6 +19,7 @@ from torchzarr.errors import (
 from torchzarr.forksafe import new_lock
 from torchzarr.plugins import PluginGroup
 from torchzarr.storage.base import Store, options_mapping
+from torchzarr.storage.fsspec_settings import CHAINING, masked
 
 __all__ = ["StoreFactory", "register_store", "registered_stores", "resolve_store"]
 
@@ -310,6 +311,8 @@ def resolve_store(
     if read_only and scheme == "sqlite" and "immutable" in options:
         options.setdefault("read_only", True)  # mode="r" is the read_only immutable needs
     factory = _factory(scheme)
+    if factory is None and sep and "::" in scheme:
+        raise UnknownStoreError(f"cannot open {masked(store)!r}: {CHAINING}")
     if factory is None:
         known = ", ".join(f"{s}://" for s in _Schemes())
         raise UnknownStoreError(f"no store handles {store!r} (scheme {scheme!r}); known: {known}")
