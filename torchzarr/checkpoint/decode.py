@@ -113,13 +113,7 @@ class _Walker:
             pairs = list(enumerate(value))
         else:
             return _WHOLE  # nothing below a leaf to select
-        out = []
-        for key, child in pairs:
-            wanted, below = self._children(key, selectors)
-            if wanted:
-                picked = self.value(child, below, (*key_path, key))
-                if picked is not _WHOLE:
-                    out.append((key, picked))
+        out = self._picked(pairs, selectors, key_path, self.value)
         if not out:
             return _WHOLE
         if isinstance(value, dict):  # its own type, with what it carries (_metadata, factory)
@@ -145,14 +139,26 @@ class _Walker:
                 return self.value(value, selectors, key_path)  # refused without allow_pickle
             return _WHOLE  # nothing below a leaf to select
         entries, build = container
-        picked = []
-        for key, child in entries:
+        picked = self._picked(entries, selectors, key_path, self.typed)
+        return build(picked) if picked else _WHOLE
+
+    def _picked(
+        self,
+        pairs: list[tuple[Any, Any]],
+        selectors: list[_Selector],
+        key_path: tuple[Any, ...],
+        narrow: Callable[[Any, list[_Selector] | None, tuple[Any, ...]], Any],
+    ) -> list[tuple[Any, Any]]:
+        """The ``(key, part)`` of each entry of ``pairs`` that ``selectors`` reach, the part
+        being what ``narrow(child, selectors below, key path)`` picks of it (if anything)."""
+        out = []
+        for key, child in pairs:
             wanted, below = self._children(key, selectors)
             if wanted:
-                value = self.typed(child, below, (*key_path, key))
-                if value is not _WHOLE:
-                    picked.append((key, value))
-        return build(picked) if picked else _WHOLE
+                part = narrow(child, below, (*key_path, key))
+                if part is not _WHOLE:
+                    out.append((key, part))
+        return out
 
     def group(
         self, path: str, selectors: list[_Selector] | None, key_path: tuple[Any, ...]
