@@ -2,14 +2,17 @@
 
 An array stored uncompressed (codecs ``[bytes little]``) in a local directory, chunked
 along its first axis only, is its tensor's bytes cut into files. Mapping them (``mmap``)
-or writing them from a tensor's memory skips the engine's intermediate buffers (reads go
-through the engine, which already reads raw local chunks straight into the output);
-everything else goes through the engine as usual. A tensor of several chunks is mapped as one contiguous range (chunk
-after chunk at fixed addresses), which needs Linux and chunks of a whole number of pages.
+or writing them from a tensor's memory skips the engine's intermediate buffers; reads go
+through the engine, which already reads raw local chunks straight into the output, but
+for small arrays, read from their files directly (see :func:`read_array`). Everything
+else goes through the engine as usual. A tensor of several chunks is mapped as one
+contiguous range (chunk after chunk at fixed addresses), which needs Linux and chunks of
+a whole number of pages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -17,6 +20,7 @@ import mmap
 import os
 import sys
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,15 @@ import torch
 
 from torchzarr.checkpoint.threads import run_all
 from torchzarr.core.array import Array
+from torchzarr.core.fastpath import local_root
 from torchzarr.errors import InvalidArgumentError, StoreError
 from torchzarr.storage import LocalStore, Store
+from torchzarr.storage.fileio import read_into
 
 __all__ = [
     "empty_huge",
     "flat_bytes",
+    "make_dirs",
     "map_array",
     "read_array",
     "sync_local",
@@ -49,7 +56,7 @@ def _layout(array: Array) -> tuple[int, int] | None:
     if meta.codec_names != ["bytes"] or meta.storage_transformers:
         return None
     endian = getattr(meta.codecs[0], "endian", None)
-    itemsize = torch.empty((), dtype=array.dtype).element_size()
+    itemsize = array.dtype.itemsize
     if itemsize > 1 and (endian not in (None, "little") or sys.byteorder != "little"):
         return None
     shape, chunks = array.shape, array.chunks
@@ -154,7 +161,7 @@ def map_array(array: Array) -> torch.Tensor:
     raw = _map_one(files[0], chunk_nbytes) if len(files) == 1 else _map_many(files, chunk_nbytes)
     if raw is None:
         return array[...]
-    itemsize = torch.empty((), dtype=array.dtype).element_size()
+    itemsize = array.dtype.itemsize
     numel = math.prod(array.shape)
     flat = torch.from_numpy(raw)[: numel * itemsize]  # the last chunk is padded past the edge
     return flat.view(array.dtype).view(array.shape)
@@ -197,10 +204,18 @@ def empty_huge(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(view).view(dtype).view(shape)
 
 
+#: arrays below this size are read from their raw chunk files directly: those that
+#: :func:`empty_huge` would not put on huge pages
+_SMALL_READ = 2 * _HUGE_PAGE
+
+
 def read_array(array: Array, *, huge_pages: bool = False) -> torch.Tensor:
     """The whole of ``array`` as a new CPU tensor (the engine reads raw local chunks into it).
 
-    ``huge_pages`` allocates the tensor with :func:`empty_huge` (see there).
+    ``huge_pages`` allocates the tensor with :func:`empty_huge` (see there). An array too
+    small for huge pages whose chunks are raw local files is read from them directly, one
+    ``readv`` per file: for a small tensor, planning an engine read costs several times
+    more than the read (thousands of them make up a checkpoint's biases and norms).
 
     Example:
         >>> import torchzarr as tz
@@ -208,10 +223,48 @@ def read_array(array: Array, *, huge_pages: bool = False) -> torch.Tensor:
         >>> read_array(arr)
         tensor([0, 0], dtype=torch.int8)
     """
+    if array.nbytes < _SMALL_READ:
+        small = _read_small(array)
+        if small is not None:
+            return small
     if not huge_pages:
         return array[...]
     out = empty_huge(tuple(array.shape), array.dtype)
     return array.read(..., out=out)
+
+
+def _read_small(array: Array) -> torch.Tensor | None:
+    """``array`` read from its raw chunk files into a new tensor; None (read it the usual
+    way, which also reports what is wrong) unless the store is a plain ``LocalStore`` (the
+    engine's reads of raw local chunks skip the same stores) and every file is there, of a
+    whole chunk's size."""
+    root = local_root(array.store)  # a subclass or wrapper sees its reads, as in the engine
+    layout = None if root is None else _layout(array)
+    if root is None or layout is None:
+        return None
+    per_chunk, row_bytes = layout
+    chunk_nbytes = per_chunk * row_bytes
+    rows = array.shape[0] if array.shape else 1
+    out = torch.empty(tuple(array.shape), dtype=array.dtype)
+    target = flat_bytes(out).numpy().data
+    for c in range(-(-rows // per_chunk)):
+        lo = c * per_chunk * row_bytes
+        part = target[lo : min(lo + chunk_nbytes, len(target))]
+        # the edge chunk is stored full size; one byte more tells a longer file
+        rest = bytearray(chunk_nbytes - len(part) + 1)
+        try:
+            fd = os.open(os.path.join(root, *_chunk_key(array, c).split("/")), os.O_RDONLY)
+        except OSError:
+            return None  # missing (fill value, or lost: the engine says which) or unreadable
+        try:
+            got = read_into(fd, [part, rest], needed=chunk_nbytes)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if got != chunk_nbytes:
+            return None
+    return out
 
 
 def flat_bytes(data: torch.Tensor) -> torch.Tensor:
@@ -267,13 +320,37 @@ def write_rows(array: Array, start: int, stop: int, data: torch.Tensor) -> bool:
     return True
 
 
-def sync_local(store: Store, prefix: str = "", threads: int = 8) -> None:
+def make_dirs(store: Store, prefix: str, paths: Iterable[str]) -> None:
+    """Make the directories of the nodes ``paths`` below ``prefix`` of a local store, each
+    with one ``mkdir`` (parents first; ``prefix`` must exist), before their files are
+    written: a write into a missing directory fails, looks up the path and makes it before
+    it tries again. Best effort: what cannot be made here, the store's writes make (or
+    report). Other stores need nothing.
+
+    Example:
+        >>> import tempfile
+        >>> store = LocalStore(tempfile.mkdtemp())
+        >>> make_dirs(store, "", ["a/b", "a"])
+        >>> (store.root / "a" / "b").is_dir()
+        True
+    """
+    if not isinstance(store, LocalStore):
+        return
+    top = os.path.join(str(store.root), *prefix.split("/")) if prefix else str(store.root)
+    for path in sorted(paths, key=lambda p: p.count("/")):
+        with contextlib.suppress(OSError):
+            os.mkdir(os.path.join(top, *path.split("/")))
+
+
+def sync_local(store: Store, prefix: str = "", threads: int = 32) -> None:
     """Flush the files below ``prefix`` of a local store to disk, many ``fsync`` at once.
 
     Files are written without a flush each, then flushed here together on a few threads
-    (the file system merges concurrent flushes into few journal commits), before the
-    manifest names them. Other stores need nothing. Also at interpreter exit (a pending
-    background save, an ``atexit`` handler): the flushes then run on the calling thread.
+    (the file system merges concurrent flushes into few journal commits: the more at
+    once, the fewer commits), before the manifest names them. Each thread flushes its
+    share of the files in turn (a task per file would cost more than a flush of a small
+    one). Other stores need nothing. Also at interpreter exit (a pending background
+    save, an ``atexit`` handler): the flushes then run on the calling thread.
 
     Raises:
         StoreError: a flush failed (an I/O error); the message names the file, the
@@ -291,16 +368,18 @@ def sync_local(store: Store, prefix: str = "", threads: int = 8) -> None:
         paths.extend(os.path.join(directory, name) for name in files)
         paths.append(directory)
 
-    def flush(path: str) -> None:
-        try:
-            handle = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return  # another writer's temporary file, renamed or removed meanwhile
-        try:
-            os.fsync(handle)  # a failed flush raises: the caller must not commit
-        except OSError as err:
-            raise StoreError(f"cannot flush {path!r} to disk (fsync failed): {err}") from err
-        finally:
-            os.close(handle)
+    def flush(share: list[str]) -> None:
+        for path in share:
+            try:
+                handle = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # another writer's temporary file, renamed or removed meanwhile
+            try:
+                os.fsync(handle)  # a failed flush raises: the caller must not commit
+            except OSError as err:
+                raise StoreError(f"cannot flush {path!r} to disk (fsync failed): {err}") from err
+            finally:
+                os.close(handle)
 
-    run_all(flush, paths, threads, "torchzarr-fsync")
+    workers = max(1, min(threads, len(paths)))
+    run_all(flush, [paths[i::workers] for i in range(workers)], workers, "torchzarr-fsync")

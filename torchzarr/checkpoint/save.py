@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import inspect
 import logging
 import threading
@@ -22,7 +23,7 @@ from torchzarr.checkpoint.format import (
     to_storable,
 )
 from torchzarr.checkpoint.load import load_checkpoint
-from torchzarr.checkpoint.rawio import sync_local, write_rows
+from torchzarr.checkpoint.rawio import make_dirs, sync_local, write_rows
 from torchzarr.checkpoint.snapshots import snapshot
 from torchzarr.checkpoint.threads import run_all
 from torchzarr.checkpoint.undo import undo_failed_save, zip_savepoint
@@ -30,6 +31,7 @@ from torchzarr.checkpoint.values import format_key_path
 from torchzarr.config import config
 from torchzarr.core.api import create_group
 from torchzarr.core.array import Array
+from torchzarr.core.attributes import internal_attributes, json_attributes
 from torchzarr.core.consolidated import write_consolidated
 from torchzarr.core.create import array_metadata_from_args
 from torchzarr.core.pool import refused_at_exit
@@ -87,6 +89,39 @@ def store_every_chunk(array: Array, selection: Any, data: torch.Tensor) -> None:
     array._write(indexer, data, write_empty_chunks=True)
 
 
+def _array_metadata(
+    item: TensorItem, compressors: Any, chunk_bytes: int, templates: dict[Any, Any]
+) -> Any:
+    """The metadata of ``item``'s array, with the tensor's attributes.
+
+    Built and validated once per shape, dtype and chunk shape (the tensors of a model
+    share a few); each tensor's copy differs only in its attributes, checked here as
+    ``create_array`` checks them. The copy keeps the template's internal attributes (a
+    raw dtype's name), on which its chunk spec and codecs depend, so they stay valid:
+    validating every copy again cost more than the rest of writing a small tensor.
+    """
+    t = item.tensor
+    chunks = _chunks(tuple(t.shape), t.element_size(), chunk_bytes)
+    # every chunk of this grid is stored: a rewrite on another grid drops the claim
+    item.attributes[TENSOR_ATTRIBUTE][EVERY_CHUNK] = list(chunks)
+    key = (tuple(t.shape), t.dtype, chunks)
+    template = templates.get(key)
+    if template is None:
+        template = templates[key] = array_metadata_from_args(
+            shape=tuple(t.shape),
+            dtype=t.dtype,
+            chunks=chunks,
+            compressors=compressors,
+            fill_value=None,
+            # c.0.0 files, not c/0/0: no directories to create, flush and delete per array
+            chunk_key_encoding={"name": "default", "configuration": {"separator": "."}},
+        )
+    metadata = copy.copy(template)
+    attributes = {**json_attributes(item.attributes), **internal_attributes(template)}
+    object.__setattr__(metadata, "attributes", attributes)  # frozen: set as __init__ does
+    return metadata
+
+
 def _write_tree(
     store: Any,
     version: str,
@@ -97,22 +132,10 @@ def _write_tree(
     root = create_group(store, path=version, attributes=plan.groups[""])
     specs: dict[str, Any] = {path: {"attributes": attrs} for path, attrs in plan.groups.items()}
     del specs[""]
+    templates: dict[Any, Any] = {}
     for item in plan.tensors:
-        t = item.tensor
-        chunks = _chunks(tuple(t.shape), t.element_size(), chunk_bytes)
-        info = item.attributes[TENSOR_ATTRIBUTE]
-        # every chunk of this grid is stored: a rewrite on another grid drops the claim
-        info[EVERY_CHUNK] = list(chunks)
-        specs[item.path] = {
-            "shape": tuple(t.shape),
-            "dtype": t.dtype,
-            "chunks": chunks,
-            "compressors": compressors,
-            "fill_value": None,
-            # c.0.0 files, not c/0/0: no directories to create, flush and delete per array
-            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
-            "attributes": item.attributes,
-        }
+        specs[item.path] = _array_metadata(item, compressors, chunk_bytes, templates)
+    make_dirs(store, version, specs)  # a local store's files then go straight in
     arrays = root.create_hierarchy(specs)
     work: list[tuple[TensorItem, Array, torch.Tensor, int, int]] = []
     for item in plan.tensors:
