@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -57,6 +56,7 @@ from torchzarr.errors import (
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
 from torchzarr.storage.local import LocalStore
+from torchzarr.storage.local_names import file_in_the_way
 from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.registry import resolve_store
 
@@ -472,11 +472,10 @@ def _file_note(args: argparse.Namespace, err: BaseException) -> str:
         return ""
     if not isinstance(store, LocalStore):  # a zip file, say, is no directory either
         return ""
-    root = store.root
-    found = next(p for p in (root, *root.parents) if os.path.exists(p))  # "/" at the latest
-    if os.path.isdir(found):
+    found = file_in_the_way(store.root)
+    if found is None:
         return ""
-    return f" ({'it' if found == root else repr(str(found))} is a file, not a directory)"
+    return f" ({'it' if found == str(store.root) else repr(found)} is a file, not a directory)"
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``

@@ -24,6 +24,7 @@ from torchzarr.storage.base import (
 from torchzarr.storage.buffers import as_buffer
 from torchzarr.storage.local_listing import list_entries, walk_keys
 from torchzarr.storage.local_names import (
+    file_in_the_way,
     is_temporary,
     longest_part,
     name_max,
@@ -482,10 +483,9 @@ class LocalStore(Store):
 
 def _write_error(store: Store, key: str, path: Path, err: OSError, why: str = "") -> StoreError:
     """``err`` of a write of ``key`` to ``path``, naming a file where a directory must be."""
-    text = f"{why}: {err}"
-    if err.errno == errno.ENOTDIR:  # name the file in the way, not the temporary file
-        above = next(p for p in path.parents if os.path.exists(p))  # "/" at the latest
-        text = f": {str(above)!r} is a file, not a directory" if not os.path.isdir(above) else text
+    # name the file in the way, not the temporary file
+    above = file_in_the_way(path.parent) if err.errno == errno.ENOTDIR else None
+    text = f"{why}: {err}" if above is None else f": {above!r} is a file, not a directory"
     return StoreError(f"cannot write {key!r} to {store}{text}")
 
 

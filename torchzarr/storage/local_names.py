@@ -1,5 +1,6 @@
 """LocalStore's file names: the temporary name a write in flight has beside its key's file,
-which listings skip, and the longest name the file system takes."""
+which listings skip, the longest name the file system takes, and a file standing where a
+directory must be."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torchzarr.errors import StoreError
 from torchzarr.storage.key_names import spells_a_key
 
 __all__ = [
+    "file_in_the_way",
     "is_key_name",
     "is_temporary",
     "longest_part",
@@ -120,3 +122,22 @@ def raise_unless_too_long(err: OSError, message: str) -> None:
     """
     if err.errno != errno.ENAMETOOLONG:
         raise StoreError(message) from err
+
+
+def file_in_the_way(path: str | os.PathLike[str]) -> str | None:
+    """The file that ``path`` or its nearest existing ancestor is, where a directory must
+    be (a write below it fails with ``ENOTDIR``); None if that one is a directory.
+
+    Example:
+        >>> import tempfile
+        >>> top = tempfile.mkdtemp()
+        >>> open(os.path.join(top, "f"), "w").close()
+        >>> file_in_the_way(os.path.join(top, "f", "a", "b")) == os.path.join(top, "f")
+        True
+        >>> file_in_the_way(os.path.join(top, "missing", "b")) is None
+        True
+    """
+    found = os.fspath(path)
+    while not os.path.exists(found) and os.path.dirname(found) != found:
+        found = os.path.dirname(found)  # "/" at the latest
+    return None if os.path.isdir(found) else found
