@@ -35,7 +35,13 @@ from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.cli_signals import Stopped, stop_signals_interrupt
 from torchzarr.config import config
 from torchzarr.core import nodes
-from torchzarr.core.api import consolidate_metadata, create_group, open_array, open_group
+from torchzarr.core.api import (
+    consolidate_metadata,
+    create_group,
+    local_file_note,
+    open_array,
+    open_group,
+)
 from torchzarr.core.api import open as open_node
 from torchzarr.core.array import Array
 from torchzarr.core.cache import invalidate_tree_everywhere
@@ -55,8 +61,6 @@ from torchzarr.errors import (
 )
 from torchzarr.storage.base import Store
 from torchzarr.storage.copy import copy_keys
-from torchzarr.storage.local import LocalStore
-from torchzarr.storage.local_names import file_in_the_way
 from torchzarr.storage.overlap import refuse_overlap
 from torchzarr.storage.registry import resolve_store
 
@@ -460,22 +464,17 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _file_note(args: argparse.Namespace, err: BaseException) -> str:
     """For a node not found in a local store whose root is a file, or below one, a note
-    saying so (looked for on that error path only)."""
+    saying so (looked for on that error path only), unless the error says it already."""
     location = getattr(args, "source", getattr(args, "store", None))  # the store read
     if not isinstance(err, NodeNotFoundError) or not isinstance(location, str):
         return ""
     if "://" in location and not location.startswith("file:"):
         return ""
     try:
-        store = resolve_store(location, mode="r")
+        note = local_file_note(resolve_store(location, mode="r"))
     except (TorchZarrError, OSError):
         return ""
-    if not isinstance(store, LocalStore):  # a zip file, say, is no directory either
-        return ""
-    found = file_in_the_way(store.root)
-    if found is None:
-        return ""
-    return f" ({'it' if found == str(store.root) else repr(found)} is a file, not a directory)"
+    return "" if note in str(err) else note
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m torchzarr.cli``

@@ -4,13 +4,16 @@ refuse others, and loads of a path that holds no checkpoint say what it holds in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 from torchzarr.checkpoint import commit
 from torchzarr.errors import GroupNotFoundError, MetadataError, NodeNotFoundError
-from torchzarr.storage import LocalStore, Store, ZipStore
+from torchzarr.storage import FsspecStore, LocalStore, Store, ZipStore
+from torchzarr.storage.fsspec_settings import masked
 
 __all__ = [
     "committed_name",
@@ -131,9 +134,10 @@ def refuse_not_checkpoint(store: Store) -> None:
 
     Raises:
         GroupNotFoundError: the local path does not exist (also a ``FileNotFoundError``).
-        MetadataError: the path is a file ``torch.save`` wrote (load it with
-            ``torch.load``), another file that is no directory or zip holding a
-            checkpoint, or a directory holding torch's ``FileSystemWriter`` output.
+        MetadataError: the path (local, or an object of an fsspec store's URL) is a file
+            ``torch.save`` wrote (load it with ``torch.load``), another file that is no
+            directory or zip holding a checkpoint, or a directory holding torch's
+            ``FileSystemWriter`` output.
 
     Example:
         >>> refuse_not_checkpoint(commit.checkpoint_store("memory://"))  # empty: no more to say
@@ -146,9 +150,11 @@ def refuse_not_checkpoint(store: Store) -> None:
     if path is not None and not os.path.exists(path):
         raise GroupNotFoundError(f"no checkpoint at {path!r}: the path does not exist")
     if path is not None and os.path.isfile(path):
-        what = _file_kind(path, isinstance(store, ZipStore))
+        what = _file_kind(functools.partial(open, path, "rb"), isinstance(store, ZipStore))
         if what is not None:
             raise MetadataError(f"{path!r} holds no torchzarr checkpoint: it is {what}")
+    if isinstance(store, FsspecStore):
+        _refuse_remote_file(store)
     refuse: Any = None
     with contextlib.suppress(ImportError):  # a torch built without torch.distributed
         from torchzarr.checkpoint.dcp_checks import refuse_filesystem_checkpoint as refuse
@@ -156,16 +162,31 @@ def refuse_not_checkpoint(store: Store) -> None:
         refuse(store)
 
 
-def _file_kind(path: str, zip_store: bool) -> str | None:
-    """What the file at ``path`` is, for messages; None for a zip that a zip checkpoint
-    may be (``zip_store``: opened as one, holding no manifest yet)."""
+def _refuse_remote_file(store: FsspecStore) -> None:
+    """Raise when the URL of ``store`` names an object (a file ``torch.save`` wrote, say),
+    not a prefix: told by its first bytes and a zip's directory, read through fsspec."""
     try:
-        with open(path, "rb") as file:
+        fs, root = store.fs, store.paths.root
+        if not root or not fs.isfile(root):
+            return
+        what = _file_kind(functools.partial(fs.open, root, "rb"), False)
+    except Exception:  # no more to say than the caller's error: the lookup is a courtesy
+        return
+    if what is not None:
+        shown = masked(store.url)  # no password
+        raise MetadataError(f"{shown!r} holds no torchzarr checkpoint: it is {what}")
+
+
+def _file_kind(opener: Callable[[], Any], zip_store: bool) -> str | None:
+    """What the file ``opener()`` opens is, for messages; None for a zip that a zip
+    checkpoint may be (``zip_store``: opened as one, holding no manifest yet)."""
+    try:
+        with opener() as file:
             head = file.read(64)
-        members = None
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:  # its directory only: nothing unpickled
-                members = archive.namelist()
+            members = None
+            if zipfile.is_zipfile(file):
+                with zipfile.ZipFile(file) as archive:  # its directory only: nothing unpickled
+                    members = archive.namelist()
     except (OSError, zipfile.BadZipFile):
         return None
     if members is not None and any(_pickled_archive(name) for name in members):

@@ -26,6 +26,8 @@ from torchzarr.errors import (
     NodeNotFoundError,
     ShapeMismatchError,
 )
+from torchzarr.storage.local import LocalStore
+from torchzarr.storage.local_names import file_note
 from torchzarr.storage.registry import resolve_store
 from torchzarr.tensors import as_storage_array, rectangular, tensor_from_storage
 
@@ -54,6 +56,12 @@ def _other_format(store: Any, path: str, zarr_format: int | None) -> str:
     )
 
 
+def local_file_note(store: Any) -> str:
+    """For a local store whose root is a file, or below one, a note saying so (what an
+    error that found nothing there adds); "" for any other store."""
+    return file_note(store.root) if isinstance(store, LocalStore) else ""
+
+
 def _read_existing(
     store: Any, path: str, zarr_format: int | None, mode: str, use_consolidated: bool | None
 ) -> tuple[Any, dict[str, Any] | None]:
@@ -72,10 +80,17 @@ def _read_existing(
 
 
 def _create_or_open_raced(
-    create: Callable[[], Any], store: Any, path: str, zarr_format: int | None, mode: str, kind: type
+    create: Callable[[], Any],
+    store: Any,
+    path: str,
+    zarr_format: int | None,
+    mode: str,
+    kind: type,
+    check: Callable[[Any], None] | None = None,
 ) -> Any:
     """``create()``; in mode "a", a node of ``kind`` that another thread or process created
-    after the caller looked for it is opened instead, as if it had been there then."""
+    after the caller looked for it is opened instead, as if it had been there then (after
+    ``check(node)``, which raises where it does not fit); one of another kind re-raises."""
     try:
         return create()
     except NodeExistsError:
@@ -85,6 +100,8 @@ def _create_or_open_raced(
         node = None if meta is None else node_from_metadata(store, path, meta, False)
         if not isinstance(node, kind):
             raise
+        if check is not None:
+            check(node)
         return node
 
 
@@ -319,6 +336,7 @@ def open(
     if mode in ("r", "r+"):
         raise NodeNotFoundError(
             f"no array or group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
+            + local_file_note(st)
         )
     _refuse_array_arguments(create_kwargs, f"open creates a group at {path or '/'!r}")
     return open_group(st, mode, path=path, zarr_format=zarr_format, **create_kwargs)
@@ -376,7 +394,8 @@ def open_array(
                 "" if mode in ("r", "r+") else " (pass shape= and dtype=, or data=, to create it)"
             )
             raise ArrayNotFoundError(
-                f"no array at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}{hint}"
+                f"no array at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
+                f"{local_file_note(st) or hint}"
             )
     if zarr_format is not None:
         create_kwargs["zarr_format"] = zarr_format
@@ -421,6 +440,7 @@ def open_group(
         if mode in ("r", "r+"):
             raise GroupNotFoundError(
                 f"no group at {path or '/'!r} in {st!r}{_other_format(st, path, zarr_format)}"
+                + local_file_note(st)
             )
     fmt = 3 if zarr_format is None else zarr_format
     return _create_or_open_raced(
@@ -454,7 +474,8 @@ def consolidate_metadata(
     with nodes.node_lock(st, [path]):  # changes below wait: none is missed by the listing
         meta = nodes.read_node(st, path, zarr_format)
         if meta is None:
-            raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate")
+            note = local_file_note(st)
+            raise GroupNotFoundError(f"no group at {path or '/'!r} in {st!r} to consolidate{note}")
         if hasattr(meta, "shape"):
             hint = "the store holds no group to consolidate"
             if path:

@@ -7,8 +7,11 @@ delete that leaves chunks behind makes a new array at that path read the old one
 key's outcome is taken from the backend's answer (S3: DeleteObjects with ``Quiet`` off
 names every key deleted or refused; Azure: one DELETE per blob, as adlfs sends them; GCS:
 gcsfs raises any failure of its batch). Keys whose outcome is unknown are looked for (one listing of the
-prefix for a prefix delete, else a lookup per key); the keys still there are deleted
-again as the store's retry policy allows, and those that remain are reported.
+prefix for a prefix delete, else a lookup per key), as are the keys of a bulk request that
+failed transiently as a whole (a timeout may come after part was deleted); the keys still
+there are deleted again as the store's retry policy allows, and those that remain are
+reported. On S3 a key XML cannot carry, and each key of a DeleteObjects refused as a whole,
+is deleted by a request of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ _GLOB_CHARS = frozenset("*?[")
 #: a chunk's key: its last component is a chunk index ("c/0/1", "0.1")
 _CHUNK_KEY = re.compile(r"(^|/)\d+(\.\d+)*$")
 _SOME_MISSING: Any = object()
+#: a character an XML 1.0 body cannot carry, or (CR) carries only as a reference
+_NOT_IN_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class KeyDeleteError(OSError):
@@ -130,8 +135,13 @@ def _requests(fs: Any, paths: list[str]) -> list[tuple[list[str], Any]]:
     """The bulk requests that delete ``paths``: (their paths, a call giving the outcomes)."""
     kind = type(fs).__name__
     if kind == "S3FileSystem":
+        # a key XML cannot carry (a control character) goes alone, in its URL: the XML
+        # body of a DeleteObjects holding it is refused as a whole
+        single = [path for path in paths if _NOT_IN_XML.search(path)]
+        paths = [path for path in paths if not _NOT_IN_XML.search(path)]
         parts = [paths[i : i + _S3_BATCH] for i in range(0, len(paths), _S3_BATCH)]
-        return [(part, functools.partial(_s3_delete, fs, part)) for part in parts]
+        calls = [(part, functools.partial(_s3_delete, fs, part)) for part in parts]
+        return calls + [([path], functools.partial(_one_delete, fs, path)) for path in single]
     if kind == "AzureBlobFileSystem":
         return [([path], functools.partial(_one_delete, fs, path)) for path in paths]
     bulk = functools.partial(_bulk_delete, raises=kind == "GCSFileSystem")
@@ -217,11 +227,21 @@ def remove_objects(
         # at most 3 DeleteObjects of 1000 keys at once, as s3fs sends them (S3 throttles)
         limit = 3 if type(fs).__name__ == "S3FileSystem" else None
         answers = run_concurrently(fs, [call for _, call in requests], timeout, limit)
-        for (sent, _), answer in zip(requests, answers, strict=True):
-            if isinstance(answer, BaseException):  # the request failed as a whole
-                outcome.update(dict.fromkeys(sent, answer))
-            else:
+        refused: list[str] = []  # the keys of batches refused as a whole: sent one by one
+        for (sent, call), answer in zip(requests, answers, strict=True):
+            if not isinstance(answer, BaseException):
                 outcome.update(answer)
+            elif is_transient(answer):  # timed out, say: part of it may have been done
+                outcome.update(dict.fromkeys(sent, _Unknown(answer)))
+            elif call.func is _s3_delete:  # its XML body refused: a key it cannot carry?
+                refused += sent
+            else:
+                outcome.update(dict.fromkeys(sent, answer))
+        singles = [functools.partial(_one_delete, fs, path) for path in refused]
+        for path, answer in zip(
+            refused, run_concurrently(fs, singles, timeout) if refused else [], strict=True
+        ):
+            outcome.update({path: answer} if isinstance(answer, BaseException) else answer)
         unknown = {p: o for p, o in outcome.items() if isinstance(o, _Unknown)}
         if unknown:
             outcome.update(_look_for(fs, unknown, timeout, listed))

@@ -14,10 +14,12 @@ from torchzarr.storage.key_names import spells_a_key
 
 __all__ = [
     "file_in_the_way",
+    "file_note",
     "is_key_name",
     "is_temporary",
     "longest_part",
     "name_max",
+    "not_a_directory",
     "raise_unless_too_long",
     "temporary_name",
     "temporary_of",
@@ -141,3 +143,39 @@ def file_in_the_way(path: str | os.PathLike[str]) -> str | None:
     while not os.path.exists(found) and os.path.dirname(found) != found:
         found = os.path.dirname(found)  # "/" at the latest
     return None if os.path.isdir(found) else found
+
+
+def file_note(root: str | os.PathLike[str]) -> str:
+    """What an error that found nothing in the local store at ``root`` adds when ``root``,
+    or a directory above it, is a file (a note in parentheses); "" otherwise.
+
+    Example:
+        >>> import tempfile
+        >>> top = tempfile.mkdtemp()
+        >>> open(os.path.join(top, "f"), "w").close()
+        >>> file_note(os.path.join(top, "f")), file_note(top)
+        (' (it is a file, not a directory)', '')
+    """
+    found = file_in_the_way(root)
+    if found is None:
+        return ""
+    return f" ({'it' if found == os.fspath(root) else repr(found)} is a file, not a directory)"
+
+
+def not_a_directory(path: str | os.PathLike[str], err: BaseException) -> str | None:
+    """For ``err``, an ``ENOTDIR`` of a file at ``path``: the words naming the file where a
+    directory above ``path`` must be; None for any other error.
+
+    Example:
+        >>> import tempfile
+        >>> top = tempfile.mkdtemp()
+        >>> open(os.path.join(top, "f"), "w").close()
+        >>> err = NotADirectoryError(errno.ENOTDIR, "Not a directory")
+        >>> said = not_a_directory(os.path.join(top, "f", "a.zip"), err)
+        >>> said == f"{os.path.join(top, 'f')!r} is a file, not a directory"
+        True
+    """
+    if not isinstance(err, OSError) or err.errno != errno.ENOTDIR:
+        return None
+    found = file_in_the_way(os.path.dirname(os.fspath(path)))
+    return None if found is None else f"{found!r} is a file, not a directory"

@@ -25,6 +25,7 @@ from torchzarr.errors import ChecksumError, ChunkDecodeError, ReadOnlyError, Sto
 from torchzarr.storage.base import ByteRange
 from torchzarr.storage.file_locks import lock_exclusive, unlock
 from torchzarr.storage.fileio import is_file_at
+from torchzarr.storage.local_names import not_a_directory
 
 __all__ = [
     "LOCAL_HEADER",
@@ -51,6 +52,10 @@ LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra l
 _THREAD_BYTES = 2 << 20  # read_many reads on a thread for each (up to max_threads)
 
 # what a corrupt compressed entry raises while it is decompressed (bz2: OSError)
+_NOT_WHOLE = (
+    " (not a whole zip: another writer may be appending to it, its directory not yet "
+    "written; retry once it has closed the zip)"
+)
 _DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error, zipfile.BadZipFile, EOFError, OSError)
 with contextlib.suppress(ImportError):
     import lzma
@@ -105,18 +110,14 @@ def open_zip(path: str, mode: str, allow_zip64: bool) -> tuple[zipfile.ZipFile, 
             raise ReadOnlyError(
                 f"cannot write to zip file {path!r} (mode {mode!r}): {err}"
             ) from err
-        hint = ""
         if isinstance(err, zipfile.BadZipFile) and not _starts_as_a_zip(path):
             raise StoreError(
                 f"cannot open {path!r} (mode {mode!r}) as a zip: it is not a zip file (it "
                 "does not start with a zip signature: another kind of file at the path?)"
             ) from err
-        if isinstance(err, zipfile.BadZipFile):  # no whole directory at the end (yet)
-            hint = (
-                " (not a whole zip: another writer may be appending to it, its directory "
-                "not yet written; retry once it has closed the zip)"
-            )
-        raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {err}{hint}") from err
+        hint = _NOT_WHOLE if isinstance(err, zipfile.BadZipFile) else ""  # no directory yet
+        why = not_a_directory(path, err) or f"{err}{hint}"  # names a file in the way
+        raise StoreError(f"cannot open zip file {path!r} (mode {mode!r}): {why}") from err
 
 
 def not_writable(err: BaseException) -> bool:
