@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
@@ -343,6 +344,8 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> root.require_group("exp1/run2").path  # doctest: +SKIP
             'exp1/run2'
         """
+        from torchzarr.core.api import _create_or_open_raced
+
         path = self._child_path(name)
         meta = nodes.read_node(self._store, path, self.zarr_format)
         if meta is not None:
@@ -350,7 +353,9 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             if isinstance(node, Array):
                 raise NodeExistsError(f"an array exists at {name!r} in group {self.name}")
             return node
-        return self.create_group(name)
+        return _create_or_open_raced(  # another thread may create it first: opened then
+            lambda: self.create_group(name), self._store, path, self.zarr_format, "a", Group
+        )
 
     def create_array(self, name: str, **kwargs: Any) -> Array:
         """Create a member array; takes the arguments of :func:`torchzarr.create_array`."""
@@ -368,10 +373,15 @@ class Group(NodeBase, Mapping[str, "Array | Group"]):
             >>> root.require_array("x", data=torch.zeros(4)).shape  # doctest: +SKIP
             (4,)
         """
+        from torchzarr.core.api import _create_or_open_raced
+
         path = self._child_path(name)
         meta = nodes.read_node(self._store, path, self.zarr_format)
-        if meta is None:
-            return self.create_array(name, **kwargs)
+        if meta is None:  # another thread may create it first: opened then, if it fits
+            create = functools.partial(self.create_array, name, **kwargs)
+            fits = functools.partial(check_required_array, kwargs=kwargs)
+            st, fmt = self._store, self.zarr_format
+            return _create_or_open_raced(create, st, path, fmt, "a", Array, fits)
         node = node_from_metadata(self._store, path, meta, self._read_only)
         if not isinstance(node, Array):
             raise NodeExistsError(f"a group exists at {name!r} in group {self.name}")

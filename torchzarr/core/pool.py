@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from torchzarr.config import config
 
-__all__ = ["group_by_cost", "refused_at_exit", "run_parallel"]
+__all__ = ["group_by_cost", "on_pool_thread", "refused_at_exit", "run_parallel"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,6 +25,23 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 _pool_users: dict[ThreadPoolExecutor, int] = {}  # calls using each pool now
+_worker = threading.local()  # ``.is_worker`` is True on the pool's own threads
+
+
+def _mark_worker() -> None:
+    _worker.is_worker = True
+
+
+def on_pool_thread() -> bool:
+    """Whether the calling thread is one of the engine's pool threads: work it would hand
+    to the pool runs on it instead (a codec reading or writing another array there would
+    else wait for pool threads that may all be waiting, as it is, on such work).
+
+    Example:
+        >>> on_pool_thread()
+        False
+    """
+    return getattr(_worker, "is_worker", False)
 
 
 @contextlib.contextmanager
@@ -34,7 +51,7 @@ def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
     with _pool_lock:
         if _pool is None or _pool_size != threads:
             old = _pool
-            _pool = ThreadPoolExecutor(threads, thread_name_prefix="torchzarr")
+            _pool = ThreadPoolExecutor(threads, "torchzarr", initializer=_mark_worker)
             _pool_size = threads
             if old is not None and old not in _pool_users:
                 old.shutdown(wait=False)  # idle: nobody will submit to it again
@@ -56,9 +73,11 @@ def _leased_pool(threads: int) -> Iterator[ThreadPoolExecutor]:
 
 
 def _drop_pool_in_child() -> None:
-    # A forked child inherits the pool object but not its threads (and maybe a held lock).
-    global _pool, _pool_size, _pool_lock, _pool_users
+    # A forked child inherits the pool object but not its threads (and maybe a held lock);
+    # a pool thread that forked is the child's main thread, no pool's.
+    global _pool, _pool_size, _pool_lock, _pool_users, _worker
     _pool, _pool_size, _pool_lock, _pool_users = None, 0, threading.Lock(), {}
+    _worker = threading.local()
 
 
 os.register_at_fork(after_in_child=_drop_pool_in_child)
@@ -90,14 +109,16 @@ def run_parallel(
     """Apply ``func`` to every item on the engine's pool, results in item order.
 
     Small items are grouped so that each task carries about ``config.task_bytes`` of work;
-    a single group runs inline on the calling thread. The first exception is re-raised.
+    a single group runs inline on the calling thread, and so does all the work of a call
+    made on one of the pool's own threads (:func:`on_pool_thread`: a codec reading another
+    array). The first exception is re-raised.
 
     Example:
         >>> run_parallel(lambda x: x * 2, [1, 2, 3])
         [2, 4, 6]
     """
     threads = config.threads
-    if threads <= 1 or len(items) <= 1:
+    if threads <= 1 or len(items) <= 1 or on_pool_thread():
         return [func(item) for item in items]
     groups = group_by_cost(items, cost or (lambda _: config.task_bytes), config.task_bytes, threads)
     if len(groups) <= 1:
