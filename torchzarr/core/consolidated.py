@@ -50,7 +50,11 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
         updated = dataclasses.replace(
             root_metadata, consolidated_metadata=build_v3_consolidated(docs)
         )
-        nodes.write_node(store, path, updated)
+        # compact: the document holds every member's, and indenting it in Python costs more
+        # than all the rest of writing it (readers take either form)
+        store.set(
+            nodes.join_path(path, nodes.ZARR_JSON), node_json_dumps(updated.to_json(), compact=True)
+        )
         return updated
     entries: dict[str, Any] = {".zgroup": root_metadata.to_json()}
     if root_metadata.attributes:
@@ -60,7 +64,7 @@ def write_consolidated(store: Any, path: str, members: Any, root_metadata: Any) 
         entries[f"{rel}/{name}"] = meta.to_json()
         entries[f"{rel}/.zattrs"] = meta.attributes
     key = f"{path}/{V2_CONSOLIDATED_KEY}" if path else V2_CONSOLIDATED_KEY
-    store.set(key, node_json_dumps(build_v2_consolidated(entries)))
+    store.set(key, node_json_dumps(build_v2_consolidated(entries), compact=True))
     return root_metadata
 
 
@@ -298,7 +302,7 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
             for rel, metadata in below:
                 _apply_v3(entries, rel, metadata)
             inline["metadata"] = dict(sorted(entries.items()))
-            updates[v3_key] = node_json_dumps(doc, key=v3_key)
+            updates[v3_key] = node_json_dumps(doc, key=v3_key, compact=True)
         elif found.get(v2_key) is not None:
             doc = json_loads(found[v2_key], key=v2_key)
             entries = doc.get("metadata")
@@ -306,6 +310,6 @@ def _refresh(store: Any, changes: list[Change], created: frozenset[str]) -> None
                 continue
             for rel, metadata in below:
                 _apply_v2(entries, rel, metadata)
-            updates[v2_key] = node_json_dumps(build_v2_consolidated(entries))
+            updates[v2_key] = node_json_dumps(build_v2_consolidated(entries), compact=True)
     if updates:
         store.set_many(updates)
