@@ -29,7 +29,7 @@ import torch
 from torchzarr import telemetry
 from torchzarr.cli_leftovers import WriteWatch, copy_leftovers, destination
 from torchzarr.cli_options import fill, int_from, megabytes, sizes
-from torchzarr.cli_output import Output, ReaderGone, warnings_as_lines
+from torchzarr.cli_output import Output, ReaderGone, in_command_words, warnings_as_lines
 from torchzarr.cli_rechunk import in_option_words
 from torchzarr.cli_rechunk import rechunk as run_rechunk
 from torchzarr.cli_signals import Stopped, stop_signals_interrupt
@@ -455,7 +455,7 @@ def _run(argv: Sequence[str] | None) -> int:
         elif isinstance(err, MemoryError) and not isinstance(err, TorchZarrError):
             said, status = "ran out of memory" + (f": {err}" if str(err) else ""), 1
         else:
-            said, status = str(err) + _file_note(args, err), 1
+            said, status = in_command_words(str(err)) + _file_note(args, err), 1
         notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))
         print(printable(f"torchzarr {args.command}: {said}{notes}"), file=sys.stderr)
         return status

@@ -13,11 +13,26 @@ from typing import Any, TextIO
 
 from torchzarr.core.printable import printable
 
-__all__ = ["Output", "ReaderGone", "discard_output", "warnings_as_lines"]
+__all__ = ["Output", "ReaderGone", "discard_output", "in_command_words", "warnings_as_lines"]
 
 #: the box-drawing characters of ``tree``, and their ASCII forms (``tree --charset=ascii``'s)
 _BOX, _ASCII = "├└─│", "|`-|"
 _ASCII_TREE = str.maketrans(_BOX, _ASCII)
+#: the Python API's advice on remote stores, and the command line's: it has no
+#: storage_options, and the SDKs read their settings from the environment
+_REMOTE_ADVICE = (
+    (
+        "(pass credentials in storage_options or set them in the environment)",
+        "(set credentials in the environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://, AZURE_STORAGE_CONNECTION_STRING "
+        "or AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY for az://)",
+    ),
+    (
+        "(create it first, or check the URL and the endpoint in storage_options)",
+        "(create it first, or check the URL and the endpoint: AWS_ENDPOINT_URL for s3://, "
+        "STORAGE_EMULATOR_HOST for gs://, AZURE_STORAGE_CONNECTION_STRING for az://)",
+    ),
+)
 
 
 class ReaderGone(Exception):
@@ -96,6 +111,25 @@ def discard_output(stream: TextIO) -> None:
             os.dup2(null, descriptor)
         finally:
             os.close(null)
+
+
+def in_command_words(message: str) -> str:
+    """``message``, an error of the Python API, with its advice on remote stores in the
+    command line's words: the environment variables it takes them from.
+
+    Example:
+        >>> said = in_command_words("bucket 'b' does not exist (create it first, or check "
+        ...     "the URL and the endpoint in storage_options)")
+        >>> said[26:]
+        '(create it first, or check the URL and the endpoint: AWS_ENDPOINT_URL for s3://, \
+STORAGE_EMULATOR_HOST for gs://, AZURE_STORAGE_CONNECTION_STRING for az://)'
+        >>> "AWS_ACCESS_KEY_ID" in in_command_words("NoCredentialsError: Unable to locate "
+        ...     "credentials (pass credentials in storage_options or set them in the environment)")
+        True
+    """
+    for python, command in _REMOTE_ADVICE:
+        message = message.replace(python, command)
+    return message
 
 
 @contextlib.contextmanager

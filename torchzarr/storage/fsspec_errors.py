@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from torchzarr.errors import MissingDependencyError, StoreError
+from torchzarr.storage.fsspec_requests import run_on_loop
 from torchzarr.storage.fsspec_settings import BUCKET_PROTOCOLS, masked
 from torchzarr.storage.retry import is_transient
 
@@ -142,9 +143,7 @@ def bucket_exists(
     """
     try:
         if type(fs).__name__ == "S3FileSystem":
-            from fsspec.asyn import sync
-
-            sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket, timeout=timeout)
+            run_on_loop(fs, fs._call_s3, "head_bucket", Bucket=bucket, timeout=timeout)
             return True
         return bool(call("exists", bucket))
     except FileNotFoundError:

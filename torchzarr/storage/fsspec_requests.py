@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
+import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -24,10 +28,13 @@ from torchzarr.storage.retry import RetryPolicy, is_transient
 
 __all__ = [
     "IN_FLIGHT",
+    "STOP_WAIT",
+    "call_method",
     "close_connections",
     "read_each",
     "read_ranges",
     "run_concurrently",
+    "run_on_loop",
     "set_request_limit",
     "timeout_error",
     "write_all",
@@ -43,6 +50,112 @@ _ONE_STREAM_WRITES = frozenset({"AzureBlobFileSystem"})
 IN_FLIGHT = 64
 #: the attribute of a filesystem that holds its store's ``batch_size``
 _LIMIT = "_torchzarr_batch_size"
+#: seconds at most that a thread interrupted while it waits on the event loop (Ctrl-C)
+#: gives the requests it began to be cancelled (the store's timeout if smaller)
+STOP_WAIT = 5.0
+
+
+def _stop_wait(timeout: float | None) -> float:
+    """How long the requests of a call that was interrupted are given to end."""
+    return STOP_WAIT if not timeout else min(STOP_WAIT, timeout)
+
+
+def run_on_loop(
+    fs: Any,
+    func: Callable[..., Coroutine[Any, Any, Any]],
+    *args: Any,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``func(*args, **kwargs)`` run on ``fs``'s event loop until it ends: fsspec's
+    ``sync``, but one that leaves nothing running behind it.
+
+    When this thread's wait is interrupted (a KeyboardInterrupt, or any other exception
+    raised here) the coroutine is cancelled, and its requests with it, and this thread
+    waits (at most ``STOP_WAIT`` seconds, or ``timeout`` if smaller) for it to end before
+    the exception goes on: no request it began is sent after the caller's cleanup. With
+    ``timeout`` the call fails with fsspec's FSTimeoutError after that many seconds, as
+    the filesystem's own blocking methods do.
+
+    Example:
+        >>> from fsspec.asyn import AsyncFileSystem
+        >>> class Echo(AsyncFileSystem):
+        ...     async def _cat_file(self, path, start=None, end=None, **kwargs):
+        ...         return path.encode()
+        >>> fs = Echo(skip_instance_cache=True)
+        >>> run_on_loop(fs, fs._cat_file, "abc", timeout=5)
+        b'abc'
+    """
+    from fsspec.exceptions import FSTimeoutError
+
+    loop = fs.loop
+    if loop is None or loop.is_closed():
+        raise RuntimeError("Loop is not running")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # no loop runs in this thread: the usual case
+        running = None
+    if running is loop:  # it would wait for itself
+        raise NotImplementedError("Calling sync() from within a running loop")
+    timeout = timeout or None
+    coro = func(*args, **kwargs)
+    if timeout is not None:
+        coro = asyncio.wait_for(coro, timeout)
+    ended = threading.Event()
+    tasks: list[asyncio.Future[Any]] = []
+
+    def finished(task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: asyncio logs no "never retrieved" error
+        ended.set()
+
+    def begin() -> None:  # on the loop
+        task = asyncio.ensure_future(coro, loop=loop)
+        task.add_done_callback(finished)
+        tasks.append(task)
+
+    loop.call_soon_threadsafe(begin)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout + 1
+        while not ended.wait(1):  # a wait of a second at a time: Ctrl-C gets through
+            if deadline is not None and time.monotonic() > deadline:
+                raise FSTimeoutError  # the loop itself is stuck
+        error = tasks[0].exception()
+    except BaseException:
+        if not ended.is_set():  # `begin` ran before this (callbacks run in order)
+            loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+            ended.wait(_stop_wait(timeout))
+        raise
+    if isinstance(error, asyncio.TimeoutError) and not isinstance(error, FSTimeoutError):
+        raise FSTimeoutError from error
+    if error is not None:
+        raise error
+    return tasks[0].result()
+
+
+def call_method(fs: Any, method: str, timeout: float | None, *args: Any, **kwargs: Any) -> Any:
+    """``fs.method(*args, **kwargs)`` bounded by ``timeout`` (over an async filesystem); a
+    blocking method of an async filesystem runs its coroutine with :func:`run_on_loop`,
+    so that an interrupted call leaves no request running.
+
+    Example:
+        >>> import fsspec
+        >>> fs = fsspec.filesystem("memory", skip_instance_cache=True)
+        >>> call_method(fs, "pipe_file", 5, "/doc-call-method/k", b"1")
+        >>> call_method(fs, "cat_file", 5, "/doc-call-method/k")
+        b'1'
+    """
+    bound = getattr(fs, method)
+    if not getattr(fs, "async_impl", False):
+        return bound(*args, **kwargs)
+    inner = getattr(bound, "__wrapped__", None)  # fsspec's blocking twin of `_method`
+    if inner is not None and asyncio.iscoroutinefunction(inner):
+        if inspect.ismethod(bound):  # made on the class (s3fs's `find`): `inner` is unbound
+            inner = functools.partial(inner, bound.__self__)
+        return run_on_loop(fs, inner, *args, timeout=timeout, **kwargs)
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return bound(*args, **kwargs)
 
 
 def set_request_limit(fs: Any, batch_size: int | None) -> None:
@@ -89,40 +202,46 @@ def _run_each(
     """``start(i)`` for ``i < count`` on ``fs``'s event loop, at most ``_in_flight`` at a
     time (one starts as one ends); results in order, each failure in place. When none of
     the requests running finishes for ``timeout`` seconds, they and those not yet started
-    fail with a TimeoutError (a transient error: retried)."""
-    from fsspec.asyn import sync
-
+    fail with a TimeoutError (a transient error: retried). When the calling thread is
+    interrupted (Ctrl-C), none starts any more and those running are cancelled before the
+    KeyboardInterrupt goes on (:func:`run_on_loop`)."""
     most = _in_flight(fs, limit, count)
 
     async def run_all() -> list[Any]:
         results: list[Any] = [None] * count
         running: dict[asyncio.Future[Any], int] = {}
         started = 0
-        while running or started < count:
-            while len(running) < most and started < count:
-                running[asyncio.ensure_future(start(started))] = started
-                started += 1
-            done, _ = await asyncio.wait(running, timeout=timeout, return_when="FIRST_COMPLETED")
-            for task in done:
-                index = running.pop(task)
-                error = task.exception()
-                results[index] = task.result() if error is None else error
-            if not done:  # none finished for `timeout` seconds: what runs is stalled
-                stalled = TimeoutError(
-                    f"no request finished within the store's timeout of {timeout:g} s "
-                    f"({len(running)} in flight)"
+        try:
+            while running or started < count:
+                while len(running) < most and started < count:
+                    running[asyncio.ensure_future(start(started))] = started
+                    started += 1
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when="FIRST_COMPLETED"
                 )
-                await _cancel(list(running), timeout)
-                for index in [*running.values(), *range(started, count)]:
-                    results[index] = stalled
-                break
+                for task in done:
+                    index = running.pop(task)
+                    error = task.exception()
+                    results[index] = task.result() if error is None else error
+                if not done:  # none finished for `timeout` seconds: what runs is stalled
+                    stalled = TimeoutError(
+                        f"no request finished within the store's timeout of {timeout:g} s "
+                        f"({len(running)} in flight)"
+                    )
+                    for index in [*running.values(), *range(started, count)]:
+                        results[index] = stalled
+                    break
+        finally:  # stalled, or cancelled (the waiting thread was interrupted): none goes on
+            await _cancel(list(running), _stop_wait(timeout))
         return results
 
-    return list(sync(fs.loop, run_all))
+    return list(run_on_loop(fs, run_all))
 
 
 async def _cancel(tasks: list[asyncio.Future[Any]], timeout: float | None) -> None:
     """Cancel ``tasks`` and let them end (a bounded wait); their errors are dropped."""
+    if not tasks:
+        return
     for task in tasks:
         task.cancel()
     await asyncio.wait(tasks, timeout=timeout)
@@ -287,7 +406,5 @@ def close_connections(fs: Any) -> None:
     client = getattr(fs, "service_client", None)
     if client is None:
         return
-    from fsspec.asyn import sync
-
     with contextlib.suppress(Exception):
-        sync(fs.loop, client.close)
+        run_on_loop(fs, client.close)

@@ -363,6 +363,13 @@ setting 'retries' must be a non-negative int, got 1.5
     if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):
         raise UnknownStoreError(f"URL {masked(url)!r} names no bucket or container")
     options = dict(options_mapping(f"storage_options of {masked(url)!r}", storage_options))
+    if options.get("asynchronous"):  # fsspec's methods then run on no loop: every call fails
+        raise InvalidArgumentError(
+            f"invalid storage_options for {masked(url)!r}: asynchronous="
+            f"{options['asynchronous']!r} is not supported: torchzarr drives the filesystem's "
+            "event loop itself (from its own threads, inside asyncio code too); leave "
+            "'asynchronous' out"
+        )
     fs_protocol = _ALIASES.get(protocol, protocol)
     return StoreSettings(
         protocol=protocol,

@@ -26,6 +26,7 @@ from torchzarr.storage.fsspec_errors import (
 )
 from torchzarr.storage.fsspec_paths import HTTP_PROTOCOLS, LOCAL_PROTOCOLS, KeyPaths
 from torchzarr.storage.fsspec_requests import (
+    call_method,
     close_connections,
     read_ranges,
     set_request_limit,
@@ -229,10 +230,8 @@ class FsspecStore(Store):
 
     # -- calls with retries, a timeout and clear errors -------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        fs = self.fs
-        if self.timeout is not None and getattr(fs, "async_impl", False):
-            kwargs["timeout"] = self.timeout
-        return getattr(fs, method)(*args, **kwargs)
+        # an async filesystem's: cancelled, not left running, when this thread is interrupted
+        return call_method(self.fs, method, self.timeout, *args, **kwargs)
 
     def _run(
         self,
