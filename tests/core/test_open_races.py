@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
+from node_races import absent_at_first_look
 
 import torchzarr as tz
-from torchzarr.core import nodes
 from torchzarr.errors import NodeExistsError
-
-
-def _absent_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next lookup of a node finds nothing, as when another thread creates it just
-    after the caller looked."""
-    real = nodes.read_node
-    calls = []
-
-    def read_node(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        return None if len(calls) == 1 else real(*args, **kwargs)
-
-    monkeypatch.setattr(nodes, "read_node", read_node)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_open_group_in_mode_a_opens_a_group_created_after_it_looked(monkeypatch, zarr_format):
     store = tz.MemoryStore()
     tz.create_group(store, path="g", zarr_format=zarr_format, attributes={"by": "other"})
-    _absent_once(monkeypatch)
+    absent_at_first_look(monkeypatch)
     group = tz.open_group(store, mode="a", path="g", use_consolidated=False)
     assert dict(group.attrs) == {"by": "other"}  # opened as stored, not replaced
 
@@ -37,7 +23,7 @@ def test_open_group_in_mode_a_opens_a_group_created_after_it_looked(monkeypatch,
 def test_open_array_in_mode_a_opens_an_array_created_after_it_looked(monkeypatch):
     store = tz.MemoryStore()
     tz.create_array(store, path="x", shape=(3,), dtype="int8", fill_value=7)
-    _absent_once(monkeypatch)
+    absent_at_first_look(monkeypatch)
     array = tz.open_array(store, mode="a", path="x", shape=(5,), dtype="float32")
     assert (array.shape, array[:].tolist()) == ((3,), [7, 7, 7])
 
@@ -45,7 +31,7 @@ def test_open_array_in_mode_a_opens_an_array_created_after_it_looked(monkeypatch
 def test_a_race_with_the_other_kind_of_node_is_still_refused(monkeypatch):
     store = tz.MemoryStore()
     tz.create_array(store, path="x", shape=(3,), dtype="int8")
-    _absent_once(monkeypatch)
+    absent_at_first_look(monkeypatch)
     with pytest.raises(NodeExistsError, match="'x'"):
         tz.open_group(store, mode="a", path="x", use_consolidated=False)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from node_races import absent_at_first_look
 
 import torchzarr as tz
 from torchzarr.core import nodes
@@ -94,28 +95,15 @@ def test_a_raced_require_array_still_checks_shape_and_dtype(monkeypatch):
     assert tz.open_array(root.store, path="x").shape == results[0].shape
 
 
-def _absent_at_first_look(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first metadata read finds nothing, as if another thread created the node just
-    after it: what the require then does is what the race's loser does."""
-    real = nodes.read_node
-    calls = []
-
-    def read_node(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        return None if len(calls) == 1 else real(*args, **kwargs)
-
-    monkeypatch.setattr(nodes, "read_node", read_node)
-
-
 def test_the_loser_of_a_require_array_race_checks_the_winners_array(monkeypatch):
     root = tz.open_group("memory://", mode="w")
     root.create_array("x", shape=(4,), dtype="int8", fill_value=3)
-    _absent_at_first_look(monkeypatch)
+    absent_at_first_look(monkeypatch)
     assert root.require_array("x", shape=(4,), dtype="int8")[:].tolist() == [3] * 4
-    _absent_at_first_look(monkeypatch)
+    absent_at_first_look(monkeypatch)
     with pytest.raises(NodeExistsError, match=r"array /x exists with shape \(4,\), not \(5,\)"):
         root.require_array("x", shape=(5,), dtype="int8")
-    _absent_at_first_look(monkeypatch)
+    absent_at_first_look(monkeypatch)
     with pytest.raises(NodeExistsError, match="array /x exists with dtype"):
         root.require_array("x", shape=(4,), dtype="int16")
 
@@ -124,9 +112,9 @@ def test_the_loser_of_a_race_for_a_node_of_another_kind_still_raises(monkeypatch
     root = tz.open_group("memory://", mode="w")
     root.create_group("g")
     root.create_array("x", shape=(4,), dtype="int8")
-    _absent_at_first_look(monkeypatch)
+    absent_at_first_look(monkeypatch)
     with pytest.raises(NodeExistsError, match="group already exists at 'g'"):
         root.require_array("g", shape=(4,), dtype="int8")
-    _absent_at_first_look(monkeypatch)
+    absent_at_first_look(monkeypatch)
     with pytest.raises(NodeExistsError, match="array already exists at 'x'"):
         root.require_group("x")
