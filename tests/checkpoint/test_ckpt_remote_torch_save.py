@@ -47,3 +47,35 @@ def test_a_torch_save_object_at_an_fsspec_url_says_to_use_torch_load(place):
             tz.load_checkpoint(FsspecStore(f"memory://{place}/{prefix}"))
     with pytest.raises(MetadataError, match=r"model\.pt' holds no"):
         tz.load_checkpoint(FsspecStore(f"memory://{place}/model.pt"), version="v000001")
+
+
+def test_over_http_a_page_at_the_url_is_no_file_to_name_but_a_torch_save_file_is() -> None:
+    import functools
+    import http.server
+
+    from http_serving import serving
+
+    index = b"<html>Index of /run/</html>"
+    pages = {"/model.pt": _saved(), "/run": index, "/run/": index}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # a directory index at the prefix, a file at model.pt
+            body = pages.get(self.path.split("?")[0])
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serving(functools.partial(Handler)) as base:
+        with pytest.raises(MetadataError, match=r"model\.pt' holds no .*torch\.load"):
+            tz.load_checkpoint(f"{base}/model.pt")
+        with pytest.raises(NodeNotFoundError, match="no committed checkpoint"):
+            tz.load_checkpoint(f"{base}/run")

@@ -72,6 +72,20 @@ def test_s3_a_batch_refused_as_a_whole_falls_back_to_single_deletes(s3_server: S
     assert store.get("c/\x01") == b"x"
 
 
+def test_s3_a_batch_denied_as_a_whole_is_not_resent_key_by_key(s3_server: Service) -> None:
+    store = _s3(s3_server, "denied-batch")
+    store.set_many({f"c/{i}": b"x" for i in range(5)})
+
+    def denied(method: str, kwargs: dict[str, Any]) -> BaseException | None:
+        return PermissionError("Access Denied") if method == "delete_objects" else None
+
+    calls = _counting(store, denied)  # each key's own request would be denied too
+    with pytest.raises(StoreError, match="Access Denied"):
+        store.delete_many([f"c/{i}" for i in range(5)])
+    assert calls.get("delete_object", 0) == 0, calls
+    assert len(list(store.list_prefix(""))) == 5
+
+
 def test_gcs_a_bulk_delete_that_times_out_names_only_the_keys_left(gcs_server: Service) -> None:
     store = FsspecStore(gcs_server.url("stalled"), gcs_server.storage_options, retry_backoff=0)
     keys = [f"c/{i}" for i in range(300)]
@@ -101,3 +115,30 @@ def test_s3_a_torch_save_object_is_told_apart_from_a_checkpoint(s3_server: Servi
         tz.errors.MetadataError, match=r"model\.pt' holds no torchzarr .*torch\.load"
     ):
         tz.load_checkpoint(url, storage_options=s3_server.storage_options)
+
+
+def test_s3_a_large_torch_save_object_is_told_from_a_few_bytes(
+    s3_server: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    import io
+
+    import s3fs.core
+
+    import torchzarr as tz
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(3 << 20)}, buffer)  # 12 MiB
+    store = _s3(s3_server, "saved-large")
+    store.set("big.pt", buffer.getvalue())
+    fetched: list[int] = []
+    real = s3fs.core._fetch_range
+
+    def fetch_range(fs: Any, bucket: str, key: str, version_id: Any, start: int, end: int, **kw):
+        fetched.append(end - start)
+        return real(fs, bucket, key, version_id, start, end, **kw)
+
+    monkeypatch.setattr(s3fs.core, "_fetch_range", fetch_range)
+    with pytest.raises(tz.errors.MetadataError, match=r"torch\.load"):
+        tz.load_checkpoint(f"{store.url}/big.pt", storage_options=s3_server.storage_options)
+    assert 0 < sum(fetched) < 1 << 20, fetched  # its head and zip directory, not the file

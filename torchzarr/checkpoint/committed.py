@@ -29,6 +29,8 @@ _TORCH_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 _TORCH_SAVE = "written by torch.save; load it with torch.load (TorchCheckpointIO)"
 
 _UNREAD = object()
+#: bytes an object's reads fetch at once while it is told (s3fs would fetch 50 MiB)
+_HEAD_BLOCK = 1 << 16
 
 
 def manifest_lists(manifest: dict[str, Any], version: str) -> bool:
@@ -169,9 +171,11 @@ def _refuse_remote_file(store: FsspecStore) -> None:
         fs, root = store.fs, store.paths.root
         if not root or not fs.isfile(root):
             return
-        what = _file_kind(functools.partial(fs.open, root, "rb"), False)
+        what = _file_kind(functools.partial(fs.open, root, "rb", block_size=_HEAD_BLOCK), False)
     except Exception:  # no more to say than the caller's error: the lookup is a courtesy
         return
+    if what is not None and what.startswith("a file,") and type(fs).__name__ == "HTTPFileSystem":
+        return  # a server answers a prefix with a page of its own (a directory index)
     if what is not None:
         shown = masked(store.url)  # no password
         raise MetadataError(f"{shown!r} holds no torchzarr checkpoint: it is {what}")

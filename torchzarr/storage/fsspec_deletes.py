@@ -16,6 +16,7 @@ is deleted by a request of its own.
 
 from __future__ import annotations
 
+import errno
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -104,6 +105,13 @@ async def _s3_delete(fs: Any, paths: Sequence[str]) -> dict[str, Outcome]:
             code, message = str(error.get("Code", "Error")), str(error.get("Message", ""))
             outcome[by_key[error["Key"]]] = KeyDeleteError(code, message)
     return outcome
+
+
+def _refused_as_malformed(error: BaseException) -> bool:
+    """Whether a DeleteObjects failed as a whole for its form (``MalformedXML``,
+    ``InvalidRequest``: s3fs's EINVAL), not for access or a missing bucket, which each
+    key's own request would meet again."""
+    return isinstance(error, OSError) and error.errno == errno.EINVAL
 
 
 async def _one_delete(fs: Any, path: str) -> dict[str, Outcome]:
@@ -233,8 +241,8 @@ def remove_objects(
                 outcome.update(answer)
             elif is_transient(answer):  # timed out, say: part of it may have been done
                 outcome.update(dict.fromkeys(sent, _Unknown(answer)))
-            elif call.func is _s3_delete:  # its XML body refused: a key it cannot carry?
-                refused += sent
+            elif call.func is _s3_delete and _refused_as_malformed(answer):
+                refused += sent  # its XML body refused: a key it cannot carry?
             else:
                 outcome.update(dict.fromkeys(sent, answer))
         singles = [functools.partial(_one_delete, fs, path) for path in refused]
