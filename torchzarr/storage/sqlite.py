@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -376,10 +377,14 @@ class SQLiteStore(Store):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(text, many)
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK
+                    # then fails, and its error would hide the one that matters
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
             except sqlite3.Error as err:
                 raise StoreError(f"cannot {what} in {self}: {err}") from err
 
