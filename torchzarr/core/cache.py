@@ -52,7 +52,8 @@ def _grid_coords(coords: tuple[Any, ...]) -> tuple[int, ...]:
 
 
 class ChunkCache:
-    """An LRU of decoded chunks bounded by ``max_bytes`` (0: keeps nothing).
+    """An LRU of decoded chunks bounded by ``max_bytes`` (0: keeps nothing), which counts
+    the chunks' bytes, not the ~500 bytes of bookkeeping each entry also takes.
 
     With ``pinned=True`` (and CUDA present) chunks live in page-locked host memory, up to
     ``max_pinned_bytes`` (past that cap they are ordinary memory), and reads through the
