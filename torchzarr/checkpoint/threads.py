@@ -3,67 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from torchzarr.core.pool import refused_at_exit
+from torchzarr.core.pool import TaskTally, refused_at_exit
 
 __all__ = ["run_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class _Skipped(Exception):
-    """An item that had not started when its call stopped: it did not run."""
-
-
-class _Tally:
-    """The items running now; once :meth:`stop` is called, items not yet started skip.
-
-    The pool's own bookkeeping cannot be trusted for this: an interrupt (Ctrl-C) that
-    lands in ``submit`` after the item was queued, while the pool starts a thread for it,
-    leaves a thread the pool does not know of (``shutdown`` does not wait for it) running
-    an item whose future the caller never got.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._running = 0
-        self._stopped = False
-
-    def wrap(self, work: Callable[[T], R]) -> Callable[[T], R]:
-        def run(item: T) -> R:
-            with self._cond:
-                if self._stopped:
-                    raise _Skipped
-                self._running += 1
-            try:
-                return work(item)
-            finally:
-                with self._cond:
-                    self._running -= 1
-                    self._cond.notify_all()
-
-        return run
-
-    def stop(self) -> None:
-        """No item starts from now on; wait for those running to end.
-
-        Further interrupts while waiting do not cut the wait short: the items are the
-        save's own writes, and one left running would write after the save was undone.
-        """
-        while True:
-            try:
-                with self._cond:
-                    self._stopped = True
-                    while self._running:
-                        self._cond.wait()
-                    return
-            except BaseException:  # another Ctrl-C: the items still end first
-                continue
 
 
 def run_all(
@@ -85,7 +34,7 @@ def run_all(
     workers = max(1, min(threads, len(items)))
     if workers == 1:
         return [work(item) for item in items]
-    tally = _Tally()
+    tally = TaskTally()
     run = tally.wrap(work)
     pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
     try:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from torchzarr.config import config
 
-__all__ = ["group_by_cost", "on_pool_thread", "refused_at_exit", "run_parallel"]
+__all__ = ["TaskTally", "group_by_cost", "on_pool_thread", "refused_at_exit", "run_parallel"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -103,6 +103,70 @@ def group_by_cost(
     return groups
 
 
+class _Skipped(Exception):
+    """An item that had not started when its call stopped: it did not run."""
+
+
+class TaskTally:
+    """The items running now; once :meth:`stop` is called, items not yet started skip.
+
+    For a call that hands items to a pool and must leave none running when it fails.
+
+    The pool's own bookkeeping cannot be trusted for this: an interrupt (Ctrl-C) that
+    lands in ``submit`` after the item was queued, while the pool starts a thread for it,
+    leaves a thread the pool does not know of (``shutdown`` does not wait for it) running
+    an item whose future the caller never got.
+
+    Example:
+        >>> tally = TaskTally()
+        >>> double = tally.wrap(lambda x: x * 2)
+        >>> double(2)
+        4
+        >>> tally.stop()  # nothing runs: returns at once, and later items skip
+        >>> double(3)
+        Traceback (most recent call last):
+        ...
+        torchzarr.core.pool._Skipped
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._stopped = False
+
+    def wrap(self, work: Callable[[T], R]) -> Callable[[T], R]:
+        def run(item: T) -> R:
+            with self._cond:
+                if self._stopped:
+                    raise _Skipped
+                self._running += 1
+            try:
+                return work(item)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()
+
+        return run
+
+    def stop(self) -> None:
+        """No item starts from now on; wait for those running to end.
+
+        Further interrupts while waiting do not cut the wait short: the items are the
+        caller's own writes, and one left running would write after the caller's cleanup
+        (the undo of a failed save, the delete of a half-written array).
+        """
+        while True:
+            try:
+                with self._cond:
+                    self._stopped = True
+                    while self._running:
+                        self._cond.wait()
+                    return
+            except BaseException:  # another Ctrl-C: the items still end first
+                continue
+
+
 def run_parallel(
     func: Callable[[T], R], items: Sequence[T], cost: Callable[[T], int] | None = None
 ) -> list[R]:
@@ -127,33 +191,33 @@ def run_parallel(
     def run_group(group: list[T]) -> list[R]:
         return [func(item) for item in group]
 
+    tally = TaskTally()
+    run_queued = tally.wrap(run_group)
     results: list[R] = []
     error: BaseException | None = None
     with _leased_pool(threads) as pool:  # ours until all tasks end, whatever config does
         # each group's future, or the group itself where the pool refused it at exit
         tasks: list[Future[list[R]] | list[T]] = []
-        for at, group in enumerate(groups[1:], start=1):
-            try:
-                tasks.append(pool.submit(run_group, group))
-            except RuntimeError as exc:
-                if not refused_at_exit(exc):
-                    error = exc
-                    break
-                tasks.extend(groups[at:])  # run here, on the calling thread
-                break
         try:
-            if error is None:
-                results = run_group(groups[0])  # the calling thread works too
-        except BaseException as exc:
+            for at, group in enumerate(groups[1:], start=1):
+                try:
+                    tasks.append(pool.submit(run_queued, group))
+                except RuntimeError as exc:
+                    if not refused_at_exit(exc):
+                        raise
+                    tasks.extend(groups[at:])  # run here, on the calling thread
+                    break
+            results = run_group(groups[0])  # the calling thread works too
+            for task in tasks:
+                results.extend(task.result() if isinstance(task, Future) else run_group(task))
+        except BaseException as exc:  # an item's, or Ctrl-C here while submitting or waiting
             error = exc
-        for task in tasks:
-            try:
+            # no queued group starts now, and those running end before the error goes on:
+            # none is left writing (a group queued by a submit that Ctrl-C cut short too)
+            for task in tasks:
                 if isinstance(task, Future):
-                    results.extend(task.result())
-                elif error is None:
-                    results.extend(run_group(task))
-            except BaseException as exc:  # wait for all before raising: no task left writing
-                error = error or exc
+                    task.cancel()
+            tally.stop()
     if error is not None:
         raise error
     return results
