@@ -40,6 +40,8 @@ _T = TypeVar("_T")
 # SQL and its parameters, or what makes them from the connection (see sqlite_prefix)
 _Statement = str | Callable[[sqlite3.Connection], tuple[str, Sequence[Any]]]
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
+# blobs a connection opens before it is replaced (see SQLiteStore._conn): ~100 B each
+_BLOBS = 4096
 _SCHEMA = "CREATE TABLE IF NOT EXISTS zarr (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 _UPSERT = "INSERT INTO zarr (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 # Other SQLite clients may store TEXT (the sqlite3 shell's '...' literals): its bytes, in
@@ -189,12 +191,14 @@ class SQLiteStore(Store):
         create: bool = False,
         names: Sequence[str] = (),
         kind: str = "key",
+        blobs: int = 0,
     ) -> _T | None:
         """``work(connection)`` on this thread's connection, which no ``close`` closes meanwhile.
 
         None, without a call, while the file does not exist, unless ``create`` (a write):
         reading or deleting in a store nothing was written to leaves no file. ``names``
         (keys, or a prefix: ``kind``) are refused where the database cannot store them.
+        ``blobs``: how many blobs ``work`` opens at most (see :meth:`_conn`).
         """
         while True:
             held = self._conn(create)
@@ -204,23 +208,38 @@ class SQLiteStore(Store):
                 refuse_in_utf16(names, self, kind)
             with held.lock:
                 if not held.closed:
+                    held.blobs += blobs
                     return work(held.connection)
             # closed by another thread since it was looked up: the next lookup reconnects
 
     def _conn(self, create: bool = False) -> Connection | None:
-        """This thread's open connection, connecting if it has none (see :meth:`_using`)."""
+        """This thread's open connection, connecting if it has none (see :meth:`_using`).
+
+        One that has opened ``_BLOBS`` blobs is replaced by a new one (same settings) here,
+        between two calls, where it runs no statement or transaction: Python's sqlite3 keeps
+        an entry for every blob a connection opened, closed ones too, until it closes.
+        """
         check_forked()
         held: Connection | None = getattr(self._local, "conn", None)
+        stale = None  # this thread's connection, open, to replace
         if held is not None and not held.closed:
-            return held
+            if held.blobs < _BLOBS:
+                return held
+            stale = held
         if (self.read_only or not create) and not os.path.exists(self.path):
-            return None
+            return stale
         check_not_forking(self)
         # opened and registered under the lock: close() and a fork see every connection
         with self._lock:
-            held = self._connect()  # first: a last close would drop the WAL
-            finished = [old for old, owner in self._all.items() if not running(owner)]
-            for old in finished:  # their threads are gone: nothing can use them any more
+            try:
+                held = self._connect()  # first: a last close would drop the WAL
+            except StoreError:
+                if stale is None:
+                    raise
+                stale.blobs = 0  # it still works: keep it, and try again later
+                return stale
+            finished = [old for old in self._all if old is stale or not running(self._all[old])]
+            for old in finished:  # no thread can use them any more
                 old.close()
                 del self._all[old]
             self._all[held] = weakref.ref(threading.current_thread())
@@ -306,7 +325,8 @@ class SQLiteStore(Store):
 
     def get_range(self, key: str, byte_range: ByteRange) -> bytes | None:
         validate_key(key)
-        return self._using(lambda conn: self._read_range(conn, key, byte_range), names=[key])
+        read = lambda conn: self._read_range(conn, key, byte_range)  # noqa: E731
+        return self._using(read, names=[key], blobs=1)
 
     def _read_range(
         self, conn: sqlite3.Connection, key: str, byte_range: ByteRange

@@ -23,13 +23,15 @@ class Connection:
     the statement running on it instead of freeing the connection under it (a crash).
     """
 
-    __slots__ = ("closed", "connection", "lock", "utf16")
+    __slots__ = ("blobs", "closed", "connection", "lock", "utf16")
 
     def __init__(self, connection: sqlite3.Connection, utf16: bool = False) -> None:
         self.connection = connection
         self.lock = threading.Lock()
         self.closed = False
         self.utf16 = utf16  # the database's text encoding (see sqlite_prefix.refuse_in_utf16)
+        # blobs opened on it: Python's sqlite3 keeps an entry for each until it closes
+        self.blobs = 0
 
     def close(self) -> None:
         with self.lock:
