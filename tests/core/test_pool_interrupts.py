@@ -77,3 +77,31 @@ def test_an_interrupt_while_waiting_leaves_no_group_running(monkeypatch) -> None
         run_parallel(work, list(range(12)))
     _settled(work)
     assert len(work.begun) < 12  # the groups still queued were dropped
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="needs the main thread"
+)
+def test_a_second_interrupt_ends_the_wait_for_a_hung_group() -> None:
+    import _thread
+
+    hung = threading.Event()
+
+    def work(item: int) -> int:
+        if item == 0:
+            assert hung.wait(5)
+            raise ValueError("the first group fails while the other hangs")
+        hung.set()
+        time.sleep(3)  # hung, as a read of a stalled server
+        return item
+
+    timer = threading.Timer(0.5, _thread.interrupt_main)  # Ctrl-C while it waits
+    began = time.monotonic()
+    timer.start()
+    try:
+        with tz.config.set(threads=2), pytest.raises(KeyboardInterrupt) as caught:
+            run_parallel(work, [0, 1])
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 2.5  # not held until the hung group ends
+    assert isinstance(caught.value.__context__, ValueError)  # the error it interrupted

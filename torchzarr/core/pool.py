@@ -12,7 +12,14 @@ from typing import TypeVar
 
 from torchzarr.config import config
 
-__all__ = ["TaskTally", "group_by_cost", "on_pool_thread", "refused_at_exit", "run_parallel"]
+__all__ = [
+    "ItemSkipped",
+    "TaskTally",
+    "group_by_cost",
+    "on_pool_thread",
+    "refused_at_exit",
+    "run_parallel",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -103,7 +110,7 @@ def group_by_cost(
     return groups
 
 
-class _Skipped(Exception):
+class ItemSkipped(Exception):
     """An item that had not started when its call stopped: it did not run."""
 
 
@@ -126,7 +133,7 @@ class TaskTally:
         >>> double(3)
         Traceback (most recent call last):
         ...
-        torchzarr.core.pool._Skipped
+        torchzarr.core.pool.ItemSkipped
     """
 
     def __init__(self) -> None:
@@ -135,10 +142,12 @@ class TaskTally:
         self._stopped = False
 
     def wrap(self, work: Callable[[T], R]) -> Callable[[T], R]:
+        """``work``, counted while it runs, skipped (raising) once :meth:`stop` was called."""
+
         def run(item: T) -> R:
             with self._cond:
                 if self._stopped:
-                    raise _Skipped
+                    raise ItemSkipped
                 self._running += 1
             try:
                 return work(item)
@@ -152,19 +161,15 @@ class TaskTally:
     def stop(self) -> None:
         """No item starts from now on; wait for those running to end.
 
-        Further interrupts while waiting do not cut the wait short: the items are the
-        caller's own writes, and one left running would write after the caller's cleanup
-        (the undo of a failed save, the delete of a half-written array).
+        An interrupt while it waits (a second Ctrl-C, a ``SystemExit`` from a signal
+        handler) ends the wait and goes on in place of the error being handled (chained
+        to it): a hung item (a read of a stalled server) cannot hold the caller, and an
+        impatient user can force the way out, though an item may then still be running.
         """
-        while True:
-            try:
-                with self._cond:
-                    self._stopped = True
-                    while self._running:
-                        self._cond.wait()
-                    return
-            except BaseException:  # another Ctrl-C: the items still end first
-                continue
+        with self._cond:
+            self._stopped = True
+            while self._running:
+                self._cond.wait(0.25)  # a bounded wait: an interrupt gets through
 
 
 def run_parallel(

@@ -353,7 +353,8 @@ class SQLiteStore(Store):
                     blob.seek(start)
                     return blob.read(end - start)
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:  # else SQLite ended it on an error, which goes on
+                    conn.execute("COMMIT")
         except sqlite3.OperationalError as err:
             if "no such table" in str(err):
                 return None
